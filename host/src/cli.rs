@@ -1,0 +1,190 @@
+//! The command line: global flags and subcommands (clap), plus the spelling rules users of the
+//! Python tool expect.
+//!
+//! Every flag is declared in kebab-case; [`normalize_args`] rewrites `--snake_case` spellings
+//! before clap sees them, so both work everywhere. Boolean flags take `--flag`, `--flag true` or
+//! `--flag false`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// swift: train, align, serve, evaluate and export large language models.
+#[derive(Debug, Parser)]
+#[command(name = "swift", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Load plugins from DIR (every `*.so`, `*.dylib`, `*.toml`, `*.json` in it, sorted by
+    /// name), or the single plugin file DIR. Repeatable; SWIFT_PLUGIN_PATH (colon-separated)
+    /// adds more.
+    #[arg(long = "plugin-dir", global = true, value_name = "DIR")]
+    pub plugin_dir: Vec<PathBuf>,
+    /// Let the plugin or entry NAME replace an entry that is already registered (e.g. an
+    /// organisation's own `chatml` template). Repeatable.
+    #[arg(long = "plugin-override", global = true, value_name = "NAME")]
+    pub plugin_override: Vec<String>,
+    /// A YAML, TOML or JSON file of settings (flags override it; SWIFT_* variables sit between).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// error, warn, info, debug or trace (RUST_LOG-style filters work too).
+    #[arg(long = "log-level", global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pre-train (continue training on plain text).
+    Pt(Pending),
+    /// Supervised fine-tuning (full or with a tuner such as LoRA).
+    Sft(Pending),
+    /// Preference alignment: DPO, ORPO, KTO, SimPO, CPO, reward modelling.
+    Rlhf(Pending),
+    /// Chat with a model, or run it over a dataset.
+    Infer(Pending),
+    /// Serve a model over an OpenAI-compatible HTTP API.
+    Deploy(Pending),
+    /// Evaluate a model on benchmark datasets.
+    Eval(Pending),
+    /// Merge adapters, quantize, convert from/to GGUF.
+    Export(ExportArgs),
+    /// The web UI.
+    #[command(name = "web-ui")]
+    WebUi(Pending),
+    /// List registered models, templates, datasets, tuners, quantizers and backends.
+    List(ListArgs),
+    /// Write a ready-to-build plugin crate.
+    #[command(name = "new-plugin")]
+    NewPlugin(NewPluginArgs),
+    /// Encode dataset rows with a template (debug a template or a dataset).
+    Encode(Pending),
+}
+
+/// Arguments of a command that a later issue implements: accepted, then refused clearly.
+#[derive(Debug, Args)]
+pub struct Pending {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// models, templates, datasets, preprocessors, tuners, quantizers or backends (default: all).
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(swift_registry::Registries::KINDS))]
+    pub kind: Option<String>,
+    /// One JSON array on stdout instead of a table.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub json: Option<bool>,
+}
+
+#[derive(Debug, Args)]
+pub struct NewPluginArgs {
+    /// The plugin's name (a crate name: letters, digits, `-` and `_`).
+    pub name: String,
+    /// What the plugin registers: template, dataset, model, tuner, quantizer or backend.
+    #[arg(long, value_parser = ["template", "dataset", "model", "tuner", "quantizer", "backend"])]
+    pub kind: String,
+    /// Where to create the crate (default: ./NAME).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Path of the swift-plugin-api crate to depend on (default: this checkout's).
+    #[arg(long = "api-path")]
+    pub api_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Convert this GGUF file into a Hugging Face model folder.
+    #[arg(long = "from-gguf", value_name = "FILE")]
+    pub from_gguf: Option<PathBuf>,
+    /// Where to write the result.
+    #[arg(long = "output-dir", value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Everything else `swift export` will accept (merge, quantize, to GGUF: later issues).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+/// Parses `true`/`false` (and `1`/`0`, `yes`/`no`) for boolean flags.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!("expected true or false, got `{other}`")),
+    }
+}
+
+/// Rewrites `--snake_case[=v]` into `--snake-case[=v]` (values are untouched), so scripts
+/// written for ms-swift work unchanged. Stops at a bare `--`.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut passthrough = false;
+    for a in args {
+        if passthrough || a == "--" || !a.starts_with("--") {
+            passthrough |= a == "--";
+            out.push(a);
+            continue;
+        }
+        let (flag, value) = match a.find('=') {
+            Some(i) => (&a[..i], Some(&a[i..])),
+            None => (a.as_str(), None),
+        };
+        let mut s = flag.replace('_', "-");
+        if let Some(v) = value {
+            s.push_str(v);
+        }
+        out.push(s);
+    }
+    out
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let args = normalize_args(args.iter().map(|s| s.to_string()));
+        Cli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn snake_and_kebab_spellings_are_the_same_flag() {
+        let a = parse(&["swift", "--plugin_dir", "a", "list", "--plugin-dir=b"]);
+        assert_eq!(a.global.plugin_dir, vec![PathBuf::from("a"), PathBuf::from("b")]);
+        let a = parse(&["swift", "export", "--from_gguf=x.gguf", "--output-dir", "o_ut"]);
+        let Command::Export(e) = a.command else { panic!() };
+        assert_eq!(e.from_gguf, Some(PathBuf::from("x.gguf")));
+        assert_eq!(e.output_dir, Some(PathBuf::from("o_ut")), "values keep their underscores");
+    }
+
+    #[test]
+    fn booleans_accept_bare_and_explicit_values() {
+        for (args, want) in [
+            (vec!["swift", "list", "--json"], Some(true)),
+            (vec!["swift", "list", "--json", "true"], Some(true)),
+            (vec!["swift", "list", "--json", "false"], Some(false)),
+            (vec!["swift", "list", "--json=false"], Some(false)),
+            (vec!["swift", "list"], None),
+        ] {
+            let Command::List(l) = parse(&args).command else { panic!() };
+            assert_eq!(l.json, want, "{args:?}");
+        }
+        let err = Cli::try_parse_from(["swift", "list", "--json", "maybe"]).unwrap_err();
+        assert!(err.to_string().contains("expected true or false"), "{err}");
+    }
+
+    #[test]
+    fn pending_commands_accept_any_flags() {
+        let a = parse(&["swift", "sft", "--model", "m", "--lora_rank", "8"]);
+        let Command::Sft(p) = a.command else { panic!() };
+        assert_eq!(p.args, ["--model", "m", "--lora-rank", "8"]);
+    }
+}

@@ -1,0 +1,13 @@
+//! One module per `swift` subcommand.
+
+pub mod export;
+pub mod list;
+pub mod new_plugin;
+
+/// The answer of a command that a later issue implements: a clear refusal, never a pretence.
+pub fn not_yet(command: &str, area: &str) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "`swift {command}` is not implemented in this build yet (it comes with the {area} work); \
+         `swift --help` lists what works"
+    )
+}

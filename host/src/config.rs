@@ -1,0 +1,115 @@
+//! Layered settings: defaults < `--config FILE` (YAML, TOML or JSON) < `SWIFT_*` environment
+//! variables < command-line flags, merged with figment.
+//!
+//! Commands describe their settings as a serde struct with defaults; [`layered`] fills it. Flags
+//! are passed as a JSON object holding only the flags the user actually gave, so an unset flag
+//! never hides a value from the file or the environment.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use figment::providers::{Env, Format, Json, Serialized, Toml, Yaml};
+use figment::Figment;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Builds `T` from its defaults, the config file, the environment and the given flags.
+pub fn layered<T>(config_file: Option<&Path>, flags: serde_json::Value) -> Result<T>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let defaults = T::default();
+    // Only keys that T knows are taken from the environment, so unrelated SWIFT_* variables
+    // (SWIFT_RS_CACHE, SWIFT_PLUGIN_PATH, ...) never make a setting fail to parse.
+    let known: Vec<String> = match serde_json::to_value(&defaults)? {
+        serde_json::Value::Object(m) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let mut fig = Figment::from(Serialized::defaults(defaults));
+    if let Some(path) = config_file {
+        if !path.is_file() {
+            bail!("config file {} does not exist", path.display());
+        }
+        fig = match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => fig.merge(Yaml::file(path)),
+            Some("toml") => fig.merge(Toml::file(path)),
+            Some("json") => fig.merge(Json::file(path)),
+            _ => bail!("config file {}: use a .yaml, .yml, .toml or .json file", path.display()),
+        };
+    }
+    let env = Env::prefixed("SWIFT_").filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
+    fig = fig.merge(env).merge(Serialized::defaults(flags));
+    fig.extract().with_context(|| match config_file {
+        Some(p) => format!("invalid settings (flags, SWIFT_* variables or {})", p.display()),
+        None => "invalid settings (flags or SWIFT_* variables)".to_string(),
+    })
+}
+
+/// Settings every command shares.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GlobalSettings {
+    /// Plugin directories or files.
+    pub plugin_dir: Vec<PathBuf>,
+    /// Names allowed to replace registered entries.
+    pub plugin_override: Vec<String>,
+    /// Log filter (error, warn, info, debug, trace, or an env-filter directive).
+    pub log_level: Option<String>,
+}
+
+impl GlobalSettings {
+    /// Resolves the global settings from the flags that were given.
+    pub fn resolve(cli: &crate::cli::GlobalArgs) -> Result<Self> {
+        let mut flags = serde_json::Map::new();
+        if !cli.plugin_dir.is_empty() {
+            flags.insert("plugin_dir".into(), serde_json::to_value(&cli.plugin_dir)?);
+        }
+        if !cli.plugin_override.is_empty() {
+            flags.insert("plugin_override".into(), serde_json::to_value(&cli.plugin_override)?);
+        }
+        if let Some(l) = &cli.log_level {
+            flags.insert("log_level".into(), l.clone().into());
+        }
+        layered(cli.config.as_deref(), flags.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct S {
+        lora_rank: u32,
+        learning_rate: f64,
+        model: Option<String>,
+    }
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "lora_rank: 4\nlearning_rate: 0.1\nmodel: from-file\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SWIFT_LEARNING_RATE", "0.5");
+            jail.set_env("SWIFT_RS_CACHE", "/not/a/setting");
+            let s: S = layered(Some(&file), serde_json::json!({"model": "from-flag"})).unwrap();
+            assert_eq!(s, S { lora_rank: 4, learning_rate: 0.5, model: Some("from-flag".into()) });
+            let s: S = layered(None, serde_json::json!({})).unwrap();
+            assert_eq!(s, S { lora_rank: 0, learning_rate: 0.5, model: None });
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.yaml");
+        let err = layered::<S>(Some(&missing), serde_json::json!({})).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        let toml = dir.path().join("c.toml");
+        std::fs::write(&toml, "lora_rank = \"eight\"\n").unwrap();
+        let err = format!("{:#}", layered::<S>(Some(&toml), serde_json::json!({})).unwrap_err());
+        assert!(err.contains("lora_rank") && err.contains("c.toml"), "{err}");
+    }
+}

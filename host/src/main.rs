@@ -1,0 +1,65 @@
+//! The `swift` binary: parses the command line, resolves settings, loads plugins into the
+//! registries, and dispatches to a command. Errors reach the user here, through anyhow, as one
+//! message with its causes.
+
+mod cli;
+mod commands;
+mod config;
+mod plugins;
+
+// Built-in plugins are linked statically and found through `inventory`; naming the crates here
+// makes sure the linker keeps them.
+use swift_plugin_datasets as _;
+use swift_plugin_templates as _;
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::GlobalSettings;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::normalize_args(std::env::args());
+    let cli = Cli::parse_from(args);
+    let settings = match GlobalSettings::resolve(&cli.global) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_tracing(settings.log_level.as_deref());
+    match run(cli.command, &settings) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+    }
+    .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn run(command: Command, settings: &GlobalSettings) -> Result<()> {
+    match command {
+        Command::List(args) => commands::list::run(&args, settings),
+        Command::NewPlugin(args) => commands::new_plugin::run(&args),
+        Command::Export(args) => commands::export::run(&args, settings),
+        Command::Pt(_) => commands::not_yet("pt", "training"),
+        Command::Sft(_) => commands::not_yet("sft", "training"),
+        Command::Rlhf(_) => commands::not_yet("rlhf", "preference alignment"),
+        Command::Infer(_) => commands::not_yet("infer", "models"),
+        Command::Deploy(_) => commands::not_yet("deploy", "deploy"),
+        Command::Eval(_) => commands::not_yet("eval", "evaluation"),
+        Command::WebUi(_) => commands::not_yet("web-ui", "web UI"),
+        Command::Encode(_) => commands::not_yet("encode", "data"),
+    }
+}

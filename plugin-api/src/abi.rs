@@ -1,0 +1,180 @@
+//! The FFI-safe types that cross the host/plugin boundary: the root module, the manifest, the
+//! host's services, the registrar and the behaviour objects, all `abi_stable` types.
+//!
+//! Plugin authors never touch these: they use [`crate::Registrar`] and the plain Rust traits of
+//! [`crate::behaviour`], and the export macro wraps them. Two kinds of extensibility are built in:
+//!
+//! * [`PluginModule`] and [`HostServices`] are *prefix types*: fields can be appended after the
+//!   `last_prefix_field` without breaking plugins built earlier.
+//! * The registrar and behaviour traits are `#[sabi_trait]`s, whose vtables are prefix types too:
+//!   later kinds (preference loss, loss scale, metric) and later methods are appended at the end.
+
+// `#[sabi_trait]` expands to impls inside a const block.
+#![allow(non_local_definitions)]
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RBox, RResult, RStr, RString, RVec},
+    StableAbi,
+};
+
+/// The manifest as it crosses the boundary (see [`crate::Manifest`]).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct FfiManifest {
+    pub name: RString,
+    pub version: RString,
+    pub contract_version: u32,
+    pub libtorch_version: RString,
+    pub tch_version: RString,
+}
+
+/// Converts the Rust-side manifest into its FFI form (empty strings stand for "none").
+pub fn manifest_to_ffi(m: &crate::Manifest) -> FfiManifest {
+    FfiManifest {
+        name: m.name.as_str().into(),
+        version: m.version.as_str().into(),
+        contract_version: m.contract_version,
+        libtorch_version: m.libtorch_version.clone().unwrap_or_default().into(),
+        tch_version: m.tch_version.clone().unwrap_or_default().into(),
+    }
+}
+
+/// Converts the FFI manifest back into the Rust-side one.
+pub fn manifest_from_ffi(m: FfiManifest) -> crate::Manifest {
+    let opt = |s: RString| {
+        let s = s.into_string();
+        (!s.is_empty()).then_some(s)
+    };
+    crate::Manifest {
+        name: m.name.into_string(),
+        version: m.version.into_string(),
+        contract_version: m.contract_version,
+        libtorch_version: opt(m.libtorch_version),
+        tch_version: opt(m.tch_version),
+    }
+}
+
+/// Signature of the host's log sink: level (see [`crate::log::Level`]), target, message.
+pub type LogFn = extern "C" fn(level: u8, target: RStr<'_>, message: RStr<'_>);
+
+/// What the host lends a plugin while it registers (and keeps lending afterwards).
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = HostServicesRef)))]
+#[sabi(missing_field(panic))]
+pub struct HostServices {
+    /// Forwards one log line into the host's `tracing` subscriber.
+    #[sabi(last_prefix_field)]
+    pub log: extern "C" fn(level: u8, target: RStr<'_>, message: RStr<'_>),
+}
+
+/// The root module every plugin exports.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginModule {
+    /// First call: who the plugin is and what it was built against.
+    pub manifest: extern "C" fn() -> RResult<FfiManifest, RString>,
+    /// Second call: register every record and behaviour object.
+    #[sabi(last_prefix_field)]
+    pub register: extern "C" fn(HostServicesRef, RegistrarFfi<'_>) -> RResult<(), RString>,
+}
+
+impl RootModule for PluginModuleRef {
+    declare_root_module_statics! {PluginModuleRef}
+    const BASE_NAME: &'static str = "swift_plugin";
+    const NAME: &'static str = "swift_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// Builds a root module from its two entry points (used by the export macros).
+pub fn builtin_module(
+    manifest: extern "C" fn() -> RResult<FfiManifest, RString>,
+    register: extern "C" fn(HostServicesRef, RegistrarFfi<'_>) -> RResult<(), RString>,
+) -> PluginModuleRef {
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    PluginModule { manifest, register }.leak_into_prefix()
+}
+
+/// A statically linked (built-in) plugin, collected by `inventory`.
+pub struct BuiltinPlugin {
+    /// Returns the plugin's root module.
+    pub module: fn() -> PluginModuleRef,
+}
+
+inventory::collect!(BuiltinPlugin);
+
+/// The registrar as it crosses the boundary. One method per kind; later kinds are appended.
+#[sabi_trait]
+pub trait FfiRegistrar {
+    fn add_template(&mut self, json: RStr<'_>) -> RResult<(), RString>;
+    fn add_dataset(&mut self, json: RStr<'_>) -> RResult<(), RString>;
+    fn add_preprocessor(&mut self, json: RStr<'_>, imp: FfiPreprocessorBox)
+        -> RResult<(), RString>;
+    /// `imp` is absent for declarative families (an alias of another family's behaviour).
+    fn add_model_family(
+        &mut self,
+        json: RStr<'_>,
+        imp: abi_stable::std_types::ROption<FfiModelFamilyBox>,
+    ) -> RResult<(), RString>;
+    fn add_tuner(&mut self, json: RStr<'_>, imp: FfiTunerBox) -> RResult<(), RString>;
+    fn add_quantizer(&mut self, json: RStr<'_>, imp: FfiQuantizerBox) -> RResult<(), RString>;
+    #[sabi(last_prefix_field)]
+    fn add_backend(&mut self, json: RStr<'_>, imp: FfiBackendBox) -> RResult<(), RString>;
+}
+
+/// The registrar object handed to `register`.
+pub type RegistrarFfi<'a> = FfiRegistrar_TO<'a, abi_stable::sabi_types::RMut<'a, ()>>;
+
+/// Dataset preprocessor: one raw row (JSON object) in, one standard row out (or none: skip).
+#[sabi_trait]
+pub trait FfiPreprocessor: Send + Sync {
+    #[sabi(last_prefix_field)]
+    fn preprocess(
+        &self,
+        row: RStr<'_>,
+    ) -> RResult<abi_stable::std_types::ROption<RString>, RString>;
+}
+pub type FfiPreprocessorBox = FfiPreprocessor_TO<'static, RBox<()>>;
+
+/// Model family behaviour. The models issue appends the forward pass (through host slots).
+#[sabi_trait]
+pub trait FfiModelFamily: Send + Sync {
+    /// Names of the parameters this family declares for a given `config.json`.
+    #[sabi(last_prefix_field)]
+    fn parameter_names(&self, config_json: RStr<'_>) -> RResult<RVec<RString>, RString>;
+}
+pub type FfiModelFamilyBox = FfiModelFamily_TO<'static, RBox<()>>;
+
+/// Tuner behaviour. The training issue appends the adapter hooks.
+#[sabi_trait]
+pub trait FfiTuner: Send + Sync {
+    /// Which of the model's linear slots this tuner attaches to, given its arguments (JSON).
+    #[sabi(last_prefix_field)]
+    fn targets(&self, args_json: RStr<'_>, slots: RVec<RString>)
+        -> RResult<RVec<RString>, RString>;
+}
+pub type FfiTunerBox = FfiTuner_TO<'static, RBox<()>>;
+
+/// Quantizer behaviour. The export issue appends quantize / forward / save / load.
+#[sabi_trait]
+pub trait FfiQuantizer: Send + Sync {
+    /// Accepts or refuses a bit width with a message saying which ones are supported.
+    #[sabi(last_prefix_field)]
+    fn check_bits(&self, bits: u8) -> RResult<(), RString>;
+}
+pub type FfiQuantizerBox = FfiQuantizer_TO<'static, RBox<()>>;
+
+/// Inference backend behaviour. The models issue appends generation.
+#[sabi_trait]
+pub trait FfiBackend: Send + Sync {
+    /// Accepts or refuses a model (its `config.json`) with a reason.
+    #[sabi(last_prefix_field)]
+    fn check_model(&self, config_json: RStr<'_>) -> RResult<(), RString>;
+}
+pub type FfiBackendBox = FfiBackend_TO<'static, RBox<()>>;

@@ -1,0 +1,277 @@
+//! Behaviour that crosses the boundary: the plain Rust traits plugin authors implement, the
+//! adapters that expose them as `#[sabi_trait]` objects (catching panics), and the handles the
+//! host holds to call them (turning FFI results back into Rust results that name the plugin).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RStr, RString, RVec},
+};
+
+use crate::abi::{
+    FfiBackend, FfiBackendBox, FfiBackend_TO, FfiModelFamily, FfiModelFamilyBox,
+    FfiModelFamily_TO, FfiPreprocessor, FfiPreprocessorBox, FfiPreprocessor_TO, FfiQuantizer,
+    FfiQuantizerBox, FfiQuantizer_TO, FfiTuner, FfiTunerBox, FfiTuner_TO,
+};
+
+/// Runs `f`, turning a panic into an error message (no panic may unwind across `extern "C"`).
+pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => RResult::ROk(v),
+        Ok(Err(e)) => RResult::RErr(e.into()),
+        Err(payload) => RResult::RErr(format!("{what} panicked: {}", panic_message(&*payload)).into()),
+    }
+}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+fn into_result<T>(r: RResult<T, RString>) -> Result<T, String> {
+    r.into_result().map_err(RString::into_string)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dataset preprocessors
+
+/// What a preprocessor makes of one raw row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PreprocessOutcome {
+    /// The standard row (`messages`, and optionally `rejected_response`, `label`, `tools`, ...).
+    Row(serde_json::Value),
+    /// The row carries nothing to train on and is dropped on purpose.
+    Skip,
+}
+
+/// Turns one raw dataset row into the standard `messages` row.
+pub trait DatasetPreprocessor: Send + Sync + 'static {
+    /// `row` is the raw row as a JSON object, after column renames.
+    fn preprocess(
+        &self,
+        row: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<PreprocessOutcome, String>;
+}
+
+struct PreprocessorAdapter<P>(P);
+
+impl<P: DatasetPreprocessor> FfiPreprocessor for PreprocessorAdapter<P> {
+    fn preprocess(&self, row: RStr<'_>) -> RResult<ROption<RString>, RString> {
+        guard("preprocessor", || {
+            let row: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(row.as_str()).map_err(|e| format!("row is not a JSON object: {e}"))?;
+            Ok(match self.0.preprocess(row)? {
+                PreprocessOutcome::Row(v) => ROption::RSome(v.to_string().into()),
+                PreprocessOutcome::Skip => ROption::RNone,
+            })
+        })
+    }
+}
+
+pub(crate) fn preprocessor_to_ffi<P: DatasetPreprocessor>(p: P) -> FfiPreprocessorBox {
+    FfiPreprocessor_TO::from_value(PreprocessorAdapter(p), TD_Opaque)
+}
+
+/// The host's handle on a registered preprocessor.
+pub struct PreprocessorHandle {
+    inner: FfiPreprocessorBox,
+    plugin: String,
+}
+
+impl PreprocessorHandle {
+    pub(crate) fn new(inner: FfiPreprocessorBox, plugin: &str) -> Self {
+        Self { inner, plugin: plugin.to_string() }
+    }
+
+    /// Runs the preprocessor on one raw row.
+    pub fn preprocess(
+        &self,
+        row: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<PreprocessOutcome, String> {
+        let json = serde_json::Value::Object(row.clone()).to_string();
+        match into_result(self.inner.preprocess(json.as_str().into())) {
+            Ok(ROption::RSome(s)) => serde_json::from_str(s.as_str())
+                .map(PreprocessOutcome::Row)
+                .map_err(|e| format!("plugin {} returned a row that is not JSON: {e}", self.plugin)),
+            Ok(ROption::RNone) => Ok(PreprocessOutcome::Skip),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model families
+
+/// A model architecture. The models issue adds the forward pass; for now a family declares the
+/// parameters it expects for a given `config.json`.
+pub trait ModelFamily: Send + Sync + 'static {
+    /// Names of the parameters (safetensors keys) for this configuration.
+    fn parameter_names(&self, config: &serde_json::Value) -> Result<Vec<String>, String>;
+}
+
+struct ModelFamilyAdapter<M>(M);
+
+impl<M: ModelFamily> FfiModelFamily for ModelFamilyAdapter<M> {
+    fn parameter_names(&self, config_json: RStr<'_>) -> RResult<RVec<RString>, RString> {
+        guard("model family", || {
+            let config: serde_json::Value = serde_json::from_str(config_json.as_str())
+                .map_err(|e| format!("config.json is not JSON: {e}"))?;
+            Ok(self.0.parameter_names(&config)?.into_iter().map(RString::from).collect())
+        })
+    }
+}
+
+pub(crate) fn model_family_to_ffi<M: ModelFamily>(m: M) -> FfiModelFamilyBox {
+    FfiModelFamily_TO::from_value(ModelFamilyAdapter(m), TD_Opaque)
+}
+
+/// The host's handle on a model family's behaviour.
+pub struct ModelFamilyHandle {
+    inner: FfiModelFamilyBox,
+}
+
+impl ModelFamilyHandle {
+    pub(crate) fn new(inner: FfiModelFamilyBox) -> Self {
+        Self { inner }
+    }
+
+    /// See [`ModelFamily::parameter_names`].
+    pub fn parameter_names(&self, config: &serde_json::Value) -> Result<Vec<String>, String> {
+        let json = config.to_string();
+        into_result(self.inner.parameter_names(json.as_str().into()))
+            .map(|v| v.into_iter().map(RString::into_string).collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tuners
+
+/// A tuner. The training issue adds the adapter hooks; for now a tuner says which linear slots
+/// it attaches to.
+pub trait Tuner: Send + Sync + 'static {
+    /// Picks the slots (e.g. `model.layers.0.self_attn.q_proj`) to attach to, given the tuner's
+    /// arguments (e.g. `{"target_modules": ["all-linear"]}`).
+    fn targets(&self, args: &serde_json::Value, slots: &[String]) -> Result<Vec<String>, String>;
+}
+
+struct TunerAdapter<T>(T);
+
+impl<T: Tuner> FfiTuner for TunerAdapter<T> {
+    fn targets(&self, args_json: RStr<'_>, slots: RVec<RString>) -> RResult<RVec<RString>, RString> {
+        guard("tuner", || {
+            let args: serde_json::Value = serde_json::from_str(args_json.as_str())
+                .map_err(|e| format!("tuner arguments are not JSON: {e}"))?;
+            let slots: Vec<String> = slots.into_iter().map(RString::into_string).collect();
+            Ok(self.0.targets(&args, &slots)?.into_iter().map(RString::from).collect())
+        })
+    }
+}
+
+pub(crate) fn tuner_to_ffi<T: Tuner>(t: T) -> FfiTunerBox {
+    FfiTuner_TO::from_value(TunerAdapter(t), TD_Opaque)
+}
+
+/// The host's handle on a tuner.
+pub struct TunerHandle {
+    inner: FfiTunerBox,
+}
+
+impl TunerHandle {
+    pub(crate) fn new(inner: FfiTunerBox) -> Self {
+        Self { inner }
+    }
+
+    /// See [`Tuner::targets`].
+    pub fn targets(&self, args: &serde_json::Value, slots: &[String]) -> Result<Vec<String>, String> {
+        let slots: RVec<RString> = slots.iter().map(|s| RString::from(s.as_str())).collect();
+        let json = args.to_string();
+        into_result(self.inner.targets(json.as_str().into(), slots))
+            .map(|v| v.into_iter().map(RString::into_string).collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantizers
+
+/// A quantizer. The export issue adds quantize / forward / save / load.
+pub trait Quantizer: Send + Sync + 'static {
+    /// Accepts a bit width or says which ones are supported.
+    fn check_bits(&self, bits: u8) -> Result<(), String>;
+}
+
+struct QuantizerAdapter<Q>(Q);
+
+impl<Q: Quantizer> FfiQuantizer for QuantizerAdapter<Q> {
+    fn check_bits(&self, bits: u8) -> RResult<(), RString> {
+        guard("quantizer", || self.0.check_bits(bits))
+    }
+}
+
+pub(crate) fn quantizer_to_ffi<Q: Quantizer>(q: Q) -> FfiQuantizerBox {
+    FfiQuantizer_TO::from_value(QuantizerAdapter(q), TD_Opaque)
+}
+
+/// The host's handle on a quantizer.
+pub struct QuantizerHandle {
+    inner: FfiQuantizerBox,
+}
+
+impl QuantizerHandle {
+    pub(crate) fn new(inner: FfiQuantizerBox) -> Self {
+        Self { inner }
+    }
+
+    /// See [`Quantizer::check_bits`].
+    pub fn check_bits(&self, bits: u8) -> Result<(), String> {
+        into_result(self.inner.check_bits(bits))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inference backends
+
+/// An inference backend. The models issue adds generation.
+pub trait Backend: Send + Sync + 'static {
+    /// Accepts a model (its `config.json`) or says why it cannot serve it.
+    fn check_model(&self, config: &serde_json::Value) -> Result<(), String>;
+}
+
+struct BackendAdapter<B>(B);
+
+impl<B: Backend> FfiBackend for BackendAdapter<B> {
+    fn check_model(&self, config_json: RStr<'_>) -> RResult<(), RString> {
+        guard("backend", || {
+            let config: serde_json::Value = serde_json::from_str(config_json.as_str())
+                .map_err(|e| format!("config.json is not JSON: {e}"))?;
+            self.0.check_model(&config)
+        })
+    }
+}
+
+pub(crate) fn backend_to_ffi<B: Backend>(b: B) -> FfiBackendBox {
+    FfiBackend_TO::from_value(BackendAdapter(b), TD_Opaque)
+}
+
+/// The host's handle on an inference backend.
+pub struct BackendHandle {
+    inner: FfiBackendBox,
+}
+
+impl BackendHandle {
+    pub(crate) fn new(inner: FfiBackendBox) -> Self {
+        Self { inner }
+    }
+
+    /// See [`Backend::check_model`].
+    pub fn check_model(&self, config: &serde_json::Value) -> Result<(), String> {
+        let json = config.to_string();
+        into_result(self.inner.check_model(json.as_str().into()))
+    }
+}

@@ -1,0 +1,148 @@
+//! The entry points every plugin exports, and the macros that generate them.
+//!
+//! [`export_plugin!`](crate::export_plugin) makes a `cdylib` a plugin (it exports the root
+//! module under abi_stable's loader symbol); [`builtin_plugin!`](crate::builtin_plugin) submits a
+//! statically linked crate to the host's built-in list through `inventory`. Both wrap the author's
+//! plain `fn(&mut Registrar) -> Result<(), PluginError>` in `catch_unwind`, so a panic becomes an
+//! error naming the plugin instead of aborting the host.
+
+use abi_stable::std_types::{RResult, RString};
+
+use crate::abi::{manifest_to_ffi, FfiManifest, HostServicesRef, RegistrarFfi};
+use crate::behaviour::guard;
+use crate::registrar::{PluginError, Registrar};
+
+/// Body of a plugin's `manifest` entry point.
+pub fn run_manifest(
+    name: &str,
+    version: &str,
+    contract_version: u32,
+    libtorch_version: Option<&str>,
+) -> RResult<FfiManifest, RString> {
+    guard("manifest", || {
+        Ok(manifest_to_ffi(&crate::Manifest {
+            name: name.to_string(),
+            version: version.to_string(),
+            contract_version,
+            libtorch_version: libtorch_version.map(str::to_string),
+            tch_version: crate::TCH_VERSION.map(str::to_string),
+        }))
+    })
+}
+
+/// Body of a plugin's `register` entry point.
+pub fn run_register(
+    host: HostServicesRef,
+    registrar: RegistrarFfi<'_>,
+    register: fn(&mut Registrar<'_>) -> Result<(), PluginError>,
+) -> RResult<(), RString> {
+    crate::log::install(host.log());
+    guard("register", || {
+        let mut r = Registrar::new(registrar);
+        register(&mut r).map_err(|e| e.0)
+    })
+}
+
+/// Makes this `cdylib` crate a swift-rs plugin.
+///
+/// `export_plugin!(register)` uses the crate's name and version from Cargo; the long form
+/// `export_plugin!(name: "acme", version: "1.0.0", register: register)` sets them explicitly.
+/// `register` is a `fn(&mut Registrar) -> Result<(), PluginError>`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($register:path) => {
+        $crate::export_plugin!(
+            name: env!("CARGO_PKG_NAME"),
+            version: env!("CARGO_PKG_VERSION"),
+            register: $register
+        );
+    };
+    (name: $name:expr, version: $version:expr, register: $register:path) => {
+        $crate::export_plugin!(
+            @declare contract: $crate::CONTRACT_VERSION,
+            libtorch: $crate::LIBTORCH_VERSION,
+            name: $name,
+            version: $version,
+            register: $register
+        );
+    };
+    // Declares an explicit contract and libtorch version: only for tests of the host's checks.
+    (@declare contract: $contract:expr, libtorch: $libtorch:expr, name: $name:expr,
+     version: $version:expr, register: $register:path) => {
+        const _: () = {
+            use $crate::__private::abi_stable::{library, std_types::{RResult, RString}};
+            use $crate::__private::{FfiManifest, HostServicesRef, PluginModuleRef, RegistrarFfi};
+
+            extern "C" fn __swift_manifest() -> RResult<FfiManifest, RString> {
+                $crate::__private::run_manifest($name, $version, $contract, $libtorch)
+            }
+
+            extern "C" fn __swift_register(host: HostServicesRef, registrar: RegistrarFfi<'_>) -> RResult<(), RString> {
+                $crate::__private::run_register(host, registrar, $register)
+            }
+
+            fn __swift_root_module() -> PluginModuleRef {
+                $crate::__private::builtin_module(__swift_manifest, __swift_register)
+            }
+
+            /// abi_stable's library header, under the symbol its loader looks up.
+            #[export_name = "_as_root_module_loader"]
+            pub static LIB_HEADER: library::LibHeader = {
+                extern "C" fn erased_module() -> library::RootModuleResult {
+                    library::__call_root_module_loader(__swift_root_module)
+                }
+                unsafe {
+                    library::LibHeader::from_constructor::<PluginModuleRef>(
+                        erased_module,
+                        library::CheckTypeLayout::Yes,
+                    )
+                }
+            };
+        };
+    };
+}
+
+/// Adds a crate linked into the host to the built-in plugins (collected with `inventory`).
+/// Same contract as [`export_plugin!`](crate::export_plugin): `builtin_plugin!(register)`.
+#[macro_export]
+macro_rules! builtin_plugin {
+    ($register:path) => {
+        const _: () = {
+            use $crate::__private::abi_stable::std_types::{RResult, RString};
+            use $crate::__private::{FfiManifest, HostServicesRef, PluginModuleRef, RegistrarFfi};
+
+            extern "C" fn __swift_manifest() -> RResult<FfiManifest, RString> {
+                $crate::__private::run_manifest(
+                    env!("CARGO_PKG_NAME"),
+                    env!("CARGO_PKG_VERSION"),
+                    $crate::CONTRACT_VERSION,
+                    $crate::LIBTORCH_VERSION,
+                )
+            }
+
+            extern "C" fn __swift_register(host: HostServicesRef, registrar: RegistrarFfi<'_>) -> RResult<(), RString> {
+                $crate::__private::run_register(host, registrar, $register)
+            }
+
+            fn __swift_root_module() -> PluginModuleRef {
+                $crate::__private::builtin_module(__swift_manifest, __swift_register)
+            }
+
+            $crate::__private::inventory::submit! {
+                $crate::__private::BuiltinPlugin { module: __swift_root_module }
+            }
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_symbol_matches_abi_stable() {
+        // The export macro hard-codes abi_stable's loader symbol (a macro cannot compute it).
+        assert_eq!(
+            abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_as_root_module_loader"
+        );
+    }
+}

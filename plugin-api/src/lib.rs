@@ -1,0 +1,103 @@
+//! # swift-plugin-api: the contract between the `swift` host and its plugins
+//!
+//! A swift-rs plugin is a shared library (`.so`/`.dylib`) that exports one root module. The host
+//! reads the plugin's [`Manifest`] first (name, version, contract version, libtorch and tch
+//! versions), refuses a plugin whose contract or libtorch version differs from its own, and then
+//! calls the plugin's `register` function with a [`Registrar`]. Built-in plugins are exactly the
+//! same code linked statically and collected with `inventory`; only the opening of the library
+//! differs.
+//!
+//! Plugin authors write plain Rust against this crate:
+//!
+//! ```ignore
+//! use swift_plugin_api::prelude::*;
+//!
+//! fn register(r: &mut Registrar) -> Result<(), PluginError> {
+//!     r.template(TemplateRecord::new("acme", "<|user|>{{QUERY}}<|bot|>"))?;
+//!     Ok(())
+//! }
+//!
+//! swift_plugin_api::export_plugin!(register);
+//! ```
+//!
+//! Every use of `abi_stable` stays inside this crate ([`abi`], the export macros, [`loading`]), so
+//! that a later change of ABI crate stays local. Nothing panics across the boundary: the export
+//! macro and the wrappers around behaviour objects catch unwinding panics and turn them into
+//! errors that name the plugin.
+
+pub mod abi;
+pub mod behaviour;
+mod export;
+pub mod loading;
+pub mod log;
+pub mod records;
+pub mod registrar;
+pub mod tensor;
+
+pub use behaviour::{
+    Backend, BackendHandle, DatasetPreprocessor, ModelFamily, ModelFamilyHandle, PreprocessOutcome,
+    PreprocessorHandle, Quantizer, QuantizerHandle, Tuner, TunerHandle,
+};
+pub use loading::{LoadError, PluginLibrary};
+pub use records::{
+    BackendRecord, DatasetRecord, ModelFamilyRecord, PreprocessorRecord, QuantizerRecord,
+    TemplateRecord, TunerRecord,
+};
+pub use registrar::{HostSink, PluginError, Registrar, SinkError};
+pub use tensor::TensorRef;
+
+/// The version of the contract that this crate defines. The host refuses plugins whose manifest
+/// declares another one. It changes whenever the root module, the registrar, a behaviour trait or
+/// a record's meaning changes incompatibly; appending optional record fields does not change it.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// The `tch` version that plugins built with the `tensors` feature link against.
+#[cfg(feature = "tensors")]
+pub const TCH_VERSION: Option<&str> = Some("0.26.0");
+/// The `tch` version that plugins built with the `tensors` feature link against.
+#[cfg(not(feature = "tensors"))]
+pub const TCH_VERSION: Option<&str> = None;
+
+/// The libtorch version this build links against (read from the torch installation that
+/// torch-sys found), or `None` when built without the `tensors` feature.
+#[cfg(feature = "tensors")]
+pub const LIBTORCH_VERSION: Option<&str> = Some(env!("SWIFT_LIBTORCH_VERSION"));
+/// The libtorch version this build links against, or `None` without the `tensors` feature.
+#[cfg(not(feature = "tensors"))]
+pub const LIBTORCH_VERSION: Option<&str> = None;
+
+/// What a plugin says about itself before it registers anything.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// The plugin's name (usually its crate name).
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// [`CONTRACT_VERSION`] of the plugin-api the plugin was built against.
+    pub contract_version: u32,
+    /// libtorch version the plugin links (None: the plugin uses no tensors).
+    pub libtorch_version: Option<String>,
+    /// tch version the plugin links (None: the plugin uses no tensors).
+    pub tch_version: Option<String>,
+}
+
+/// Everything a plugin author needs in one import.
+pub mod prelude {
+    pub use crate::behaviour::{
+        Backend, DatasetPreprocessor, ModelFamily, PreprocessOutcome, Quantizer, Tuner,
+    };
+    pub use crate::records::*;
+    pub use crate::registrar::{PluginError, Registrar};
+    pub use crate::{export_plugin, plugin_debug, plugin_error, plugin_info, plugin_warn};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::abi::{
+        builtin_module, manifest_to_ffi, BuiltinPlugin, FfiManifest, HostServicesRef,
+        PluginModule, PluginModuleRef, RegistrarFfi,
+    };
+    pub use crate::export::{run_manifest, run_register};
+    pub use abi_stable;
+    pub use inventory;
+}

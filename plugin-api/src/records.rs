@@ -1,0 +1,219 @@
+//! Declarative records: what a plugin registers, as plain serde data.
+//!
+//! Records cross the boundary as JSON and are also what text-only plugins (`*.toml` / `*.json`
+//! files in a plugin directory) contain, so their field names are part of the contract and are
+//! documented in the README. Unknown fields are refused, so that a typo in a hand-written file is
+//! an error rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What every record has: a unique name, optional aliases and a one-line description.
+pub trait Record {
+    /// The kind's name, as `swift list` prints it ("template", "dataset", ...).
+    const KIND: &'static str;
+    /// The name the registry resolves.
+    fn name(&self) -> &str;
+    /// Other names that resolve to this record.
+    fn aliases(&self) -> &[String];
+    /// One line for `swift list`.
+    fn description(&self) -> &str;
+}
+
+macro_rules! impl_record {
+    ($ty:ty, $kind:literal) => {
+        impl Record for $ty {
+            const KIND: &'static str = $kind;
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn aliases(&self) -> &[String] {
+                &self.aliases
+            }
+            fn description(&self) -> &str {
+                &self.description
+            }
+        }
+    };
+}
+
+/// A chat template, described the way ms-swift's `TemplateMeta` describes one.
+///
+/// A conversation renders as `prefix` (or `system_prefix` with `{{SYSTEM}}` replaced when there
+/// is a system message), then for each round `prompt` with `{{QUERY}}` replaced, the assistant's
+/// answer, and `chat_sep` between rounds; the last answer is followed by `suffix`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRecord {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Text that starts a conversation that has no system message.
+    #[serde(default)]
+    pub prefix: String,
+    /// Text that starts a conversation with a system message; contains `{{SYSTEM}}`.
+    #[serde(default)]
+    pub system_prefix: Option<String>,
+    /// One user turn up to where the assistant's answer starts; contains `{{QUERY}}`.
+    pub prompt: String,
+    /// Text after an assistant answer that is followed by another round.
+    #[serde(default)]
+    pub chat_sep: Option<String>,
+    /// Text after the final assistant answer (trained: it teaches the model to stop).
+    #[serde(default)]
+    pub suffix: String,
+    /// System message used when a conversation has none.
+    #[serde(default)]
+    pub default_system: Option<String>,
+    /// Strings that end generation besides the tokenizer's EOS.
+    #[serde(default)]
+    pub stop_words: Vec<String>,
+    /// How tools are rendered (`hermes`, `react`, ...), when the template supports them.
+    #[serde(default)]
+    pub tool_format: Option<String>,
+    /// Engine-specific options (e.g. thinking blocks); documented by the engine that reads them.
+    #[serde(default)]
+    pub options: BTreeMap<String, serde_json::Value>,
+}
+impl_record!(TemplateRecord, "template");
+
+impl TemplateRecord {
+    /// A template with just a name and a prompt; set the other fields as needed.
+    pub fn new(name: impl Into<String>, prompt: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            aliases: Vec::new(),
+            description: String::new(),
+            prefix: String::new(),
+            system_prefix: None,
+            prompt: prompt.into(),
+            chat_sep: None,
+            suffix: String::new(),
+            default_system: None,
+            stop_words: Vec::new(),
+            tool_format: None,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// A named dataset: where the file is and how to read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetRecord {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    /// A file path. Relative paths are resolved against the directory of the text plugin that
+    /// declared the dataset; `asset:REL` resolves against the asset cache that `make setup` fills.
+    pub path: String,
+    /// The preprocessor to apply (`auto` detects one from the columns).
+    #[serde(default = "default_auto")]
+    pub preprocessor: String,
+    /// Column renames applied before preprocessing (`{"old": "new"}`).
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+}
+impl_record!(DatasetRecord, "dataset");
+
+fn default_auto() -> String {
+    "auto".to_string()
+}
+
+/// A dataset preprocessor (its behaviour is a [`crate::DatasetPreprocessor`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessorRecord {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    /// For `auto`: this preprocessor applies to a row that has all of these columns.
+    #[serde(default)]
+    pub detect_columns: Vec<String>,
+    /// For `auto`: higher is tried first when several match.
+    #[serde(default)]
+    pub priority: i32,
+}
+impl_record!(PreprocessorRecord, "preprocessor");
+
+/// A model family: which checkpoints it recognises and which template it defaults to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFamilyRecord {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    /// `config.json` `architectures` values this family handles.
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// `config.json` `model_type` values this family handles.
+    #[serde(default)]
+    pub model_types: Vec<String>,
+    /// The template used when `--template` is not given.
+    #[serde(default)]
+    pub default_template: Option<String>,
+    /// A declarative family that reuses another family's behaviour (e.g. a fine-tuned variant).
+    #[serde(default)]
+    pub alias_of: Option<String>,
+}
+impl_record!(ModelFamilyRecord, "model");
+
+macro_rules! simple_record {
+    ($(#[$doc:meta])* $ty:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $ty {
+            pub name: String,
+            #[serde(default)]
+            pub aliases: Vec<String>,
+            #[serde(default)]
+            pub description: String,
+        }
+        impl_record!($ty, $kind);
+
+        impl $ty {
+            /// A record with a name and a description.
+            pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
+                Self { name: name.into(), aliases: Vec::new(), description: description.into() }
+            }
+        }
+    };
+}
+
+simple_record!(
+    /// A tuner (LoRA, DoRA, full, ...): its behaviour is a [`crate::Tuner`].
+    TunerRecord,
+    "tuner"
+);
+simple_record!(
+    /// A quantizer (bnb, hqq, gptq, awq, ...): its behaviour is a [`crate::Quantizer`].
+    QuantizerRecord,
+    "quantizer"
+);
+simple_record!(
+    /// An inference backend (`pt`, ...).
+    BackendRecord,
+    "backend"
+);
+
+/// The content of a text-only plugin file (`*.toml` or `*.json` in a plugin directory).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextPlugin {
+    /// Templates to register (`[[template]]` tables in TOML).
+    #[serde(default, rename = "template")]
+    pub templates: Vec<TemplateRecord>,
+    /// Datasets to register (`[[dataset]]` tables in TOML).
+    #[serde(default, rename = "dataset")]
+    pub datasets: Vec<DatasetRecord>,
+}

@@ -1,0 +1,22 @@
+//! # swift-registry: typed registries and plugin loading
+//!
+//! The mechanism between the contract (`swift-plugin-api`) and the engine (`host`):
+//!
+//! * [`Registry`]: one kind's entries by name and alias, with provenance and resolution errors
+//!   that list close names.
+//! * [`Registries`]: one registry per kind (model families, templates, datasets, preprocessors,
+//!   tuners, quantizers, inference backends).
+//! * [`PluginLoader`]: built-ins (collected with `inventory`), compiled plugins from every
+//!   `--plugin-dir` and `SWIFT_PLUGIN_PATH` entry, and text-only plugin files, all checked and
+//!   registered through one path.
+
+mod loader;
+mod registry;
+mod text;
+
+pub use loader::{
+    discover, ListRow, LoadReport, LoadedPlugin, PluginLoader, PluginSource, Registries,
+    RegistryError,
+};
+pub use registry::{Conflict, Entry, Provenance, Registry, UnknownName};
+pub use text::parse_text_plugin;

@@ -1,0 +1,463 @@
+//! Plugin discovery and loading: built-ins first, then every plugin source in order.
+//!
+//! A source is a directory (scanned non-recursively, in sorted order, for `*.so`, `*.dylib`,
+//! `*.toml` and `*.json`) or a single file (the user asked for that plugin by path). A bad plugin
+//! found by scanning is a warning and loading carries on; a bad plugin asked for by path is an
+//! error. Every compiled plugin goes through the same checks: manifest, contract version,
+//! libtorch/tch versions, then `register` into a staging area that is merged only if it succeeded,
+//! so a plugin that fails half-way registers nothing.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use swift_plugin_api::records::Record;
+use swift_plugin_api::{
+    BackendHandle, BackendRecord, DatasetRecord, HostSink, Manifest, ModelFamilyHandle,
+    ModelFamilyRecord, PluginLibrary, PreprocessorHandle, PreprocessorRecord, QuantizerHandle,
+    QuantizerRecord, SinkError, TemplateRecord, TunerHandle, TunerRecord, CONTRACT_VERSION,
+};
+
+use crate::registry::{Conflict, Entry, Provenance, Registry};
+use crate::text::parse_text_plugin;
+
+/// One registry per kind.
+#[derive(Default)]
+pub struct Registries {
+    pub models: Registry<ModelFamilyRecord, ModelFamilyHandle>,
+    pub templates: Registry<TemplateRecord, ()>,
+    pub datasets: Registry<DatasetRecord, ()>,
+    pub preprocessors: Registry<PreprocessorRecord, PreprocessorHandle>,
+    pub tuners: Registry<TunerRecord, TunerHandle>,
+    pub quantizers: Registry<QuantizerRecord, QuantizerHandle>,
+    pub backends: Registry<BackendRecord, BackendHandle>,
+}
+
+/// One registration waiting to be merged.
+enum Pending {
+    Model(Entry<ModelFamilyRecord, ModelFamilyHandle>),
+    Template(Entry<TemplateRecord, ()>),
+    Dataset(Entry<DatasetRecord, ()>),
+    Preprocessor(Entry<PreprocessorRecord, PreprocessorHandle>),
+    Tuner(Entry<TunerRecord, TunerHandle>),
+    Quantizer(Entry<QuantizerRecord, QuantizerHandle>),
+    Backend(Entry<BackendRecord, BackendHandle>),
+}
+
+macro_rules! per_kind {
+    ($pending:expr, $regs:ident, |$reg:ident, $entry:ident| $body:expr) => {
+        match $pending {
+            Pending::Model($entry) => { let $reg = &mut $regs.models; $body }
+            Pending::Template($entry) => { let $reg = &mut $regs.templates; $body }
+            Pending::Dataset($entry) => { let $reg = &mut $regs.datasets; $body }
+            Pending::Preprocessor($entry) => { let $reg = &mut $regs.preprocessors; $body }
+            Pending::Tuner($entry) => { let $reg = &mut $regs.tuners; $body }
+            Pending::Quantizer($entry) => { let $reg = &mut $regs.quantizers; $body }
+            Pending::Backend($entry) => { let $reg = &mut $regs.backends; $body }
+        }
+    };
+}
+
+impl Pending {
+    fn name(&self) -> String {
+        match self {
+            Pending::Model(e) => e.record.name.clone(),
+            Pending::Template(e) => e.record.name.clone(),
+            Pending::Dataset(e) => e.record.name.clone(),
+            Pending::Preprocessor(e) => e.record.name.clone(),
+            Pending::Tuner(e) => e.record.name.clone(),
+            Pending::Quantizer(e) => e.record.name.clone(),
+            Pending::Backend(e) => e.record.name.clone(),
+        }
+    }
+}
+
+impl Registries {
+    fn check(&mut self, p: &Pending) -> Result<(), Conflict> {
+        per_kind!(p, self, |reg, e| reg.check(e))
+    }
+
+    fn insert(&mut self, p: Pending, replace: bool) -> Result<(), Conflict> {
+        per_kind!(p, self, |reg, e| reg.insert(e, replace))
+    }
+
+    /// One row per entry of the selected kind (`None`: every kind), for `swift list`.
+    pub fn rows(&self, kind: Option<&str>) -> Vec<ListRow> {
+        let mut rows = Vec::new();
+        fn push<R: Record, I>(rows: &mut Vec<ListRow>, reg: &Registry<R, I>) {
+            for e in reg.iter() {
+                rows.push(ListRow {
+                    kind: R::KIND,
+                    name: e.record.name().to_string(),
+                    aliases: e.record.aliases().to_vec(),
+                    provenance: e.provenance.clone(),
+                    description: e.record.description().to_string(),
+                });
+            }
+        }
+        let want = |k: &str| kind.is_none_or(|w| w == k);
+        if want("models") {
+            push(&mut rows, &self.models);
+        }
+        if want("templates") {
+            push(&mut rows, &self.templates);
+        }
+        if want("datasets") {
+            push(&mut rows, &self.datasets);
+        }
+        if want("preprocessors") {
+            push(&mut rows, &self.preprocessors);
+        }
+        if want("tuners") {
+            push(&mut rows, &self.tuners);
+        }
+        if want("quantizers") {
+            push(&mut rows, &self.quantizers);
+        }
+        if want("backends") {
+            push(&mut rows, &self.backends);
+        }
+        rows
+    }
+
+    /// The kinds `rows` accepts.
+    pub const KINDS: [&'static str; 7] =
+        ["models", "templates", "datasets", "preprocessors", "tuners", "quantizers", "backends"];
+}
+
+/// One line of `swift list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListRow {
+    pub kind: &'static str,
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub provenance: Provenance,
+    pub description: String,
+}
+
+/// Where plugins come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// A directory to scan (bad plugins in it are warnings).
+    Dir(PathBuf),
+    /// A plugin file the user named (a bad one is an error).
+    File(PathBuf),
+}
+
+/// Turns `--plugin-dir` values and `SWIFT_PLUGIN_PATH` (colon-separated) into sources, flags
+/// first. An entry that is a file is a plugin asked for by path.
+pub fn discover(plugin_dirs: &[PathBuf], env_path: Option<&OsStr>) -> Vec<PluginSource> {
+    let from_env = env_path
+        .map(|p| std::env::split_paths(p).filter(|p| !p.as_os_str().is_empty()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    plugin_dirs
+        .iter()
+        .cloned()
+        .chain(from_env)
+        .map(|p| if p.is_file() { PluginSource::File(p) } else { PluginSource::Dir(p) })
+        .collect()
+}
+
+/// A loaded plugin (recorded in checkpoints so that later commands can reload it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LoadedPlugin {
+    pub name: String,
+    pub version: String,
+    /// None for built-ins.
+    pub path: Option<PathBuf>,
+    /// sha256 of the file, None for built-ins.
+    pub sha256: Option<String>,
+}
+
+/// What loading produced.
+pub struct LoadReport {
+    pub registries: Registries,
+    pub plugins: Vec<LoadedPlugin>,
+    /// One line per bad plugin or refused entry that loading carried on past.
+    pub warnings: Vec<String>,
+}
+
+/// A plugin problem that stops the command.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("plugin {path}: {reason}")]
+    Plugin { path: PathBuf, reason: String },
+    #[error("built-in plugin {plugin}: {reason} (this is a bug in swift-rs)")]
+    Builtin { plugin: String, reason: String },
+}
+
+/// Loads built-ins and plugin sources into fresh registries.
+#[derive(Debug, Clone, Default)]
+pub struct PluginLoader {
+    /// Entry names or plugin names allowed to replace an existing entry (`--plugin_override`).
+    pub overrides: BTreeSet<String>,
+}
+
+/// How strictly to treat one plugin's problems.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Found by scanning a directory: warn and carry on.
+    Scanned,
+    /// Named by path: fail.
+    Named,
+}
+
+impl PluginLoader {
+    /// A loader with the given overrides.
+    pub fn new(overrides: impl IntoIterator<Item = String>) -> Self {
+        Self { overrides: overrides.into_iter().collect() }
+    }
+
+    /// Loads the built-in plugins, then each source in order.
+    pub fn load(&self, sources: &[PluginSource]) -> Result<LoadReport, RegistryError> {
+        let mut report =
+            LoadReport { registries: Registries::default(), plugins: Vec::new(), warnings: Vec::new() };
+        let mut builtins: Vec<(Manifest, PluginLibrary)> = Vec::new();
+        for lib in PluginLibrary::builtins() {
+            let manifest = lib.manifest().map_err(|reason| RegistryError::Builtin {
+                plugin: "(unknown)".into(),
+                reason,
+            })?;
+            builtins.push((manifest, lib));
+        }
+        // inventory's order is link order; sort so results never depend on it.
+        builtins.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        for (manifest, lib) in builtins {
+            let prov = Provenance::Builtin { plugin: manifest.name.clone() };
+            self.register_library(&mut report, &manifest, &lib, prov, Mode::Named).map_err(
+                |reason| RegistryError::Builtin { plugin: manifest.name.clone(), reason },
+            )?;
+            report.plugins.push(LoadedPlugin {
+                name: manifest.name,
+                version: manifest.version,
+                path: None,
+                sha256: None,
+            });
+        }
+        for source in sources {
+            match source {
+                PluginSource::File(path) => self
+                    .load_file(&mut report, path, Mode::Named)
+                    .map_err(|reason| RegistryError::Plugin { path: path.clone(), reason })?,
+                PluginSource::Dir(dir) => {
+                    let files = match scan_dir(dir) {
+                        Ok(files) => files,
+                        Err(e) => {
+                            report.warnings.push(format!("plugin directory {}: {e}", dir.display()));
+                            continue;
+                        }
+                    };
+                    for path in files {
+                        if let Err(reason) = self.load_file(&mut report, &path, Mode::Scanned) {
+                            report.warnings.push(format!("skipped plugin {}: {reason}", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn load_file(&self, report: &mut LoadReport, path: &Path, mode: Mode) -> Result<(), String> {
+        let sha256 = file_sha256(path)?;
+        let is_text = matches!(path.extension().and_then(OsStr::to_str), Some("toml" | "json"));
+        let (name, version) = if is_text {
+            let plugin = parse_text_plugin(path)?;
+            let prov = Provenance::TextFile { path: path.to_path_buf() };
+            let pending: Vec<Pending> = plugin
+                .templates
+                .into_iter()
+                .map(|record| Pending::Template(Entry { record, imp: None, provenance: prov.clone() }))
+                .chain(plugin.datasets.into_iter().map(|record| {
+                    Pending::Dataset(Entry { record, imp: None, provenance: prov.clone() })
+                }))
+                .collect();
+            let name = prov.plugin();
+            self.merge(report, &name, pending, mode)?;
+            (name, String::new())
+        } else {
+            let lib = PluginLibrary::open(path).map_err(|e| e.to_string())?;
+            let manifest = lib.manifest().map_err(|e| format!("its manifest failed: {e}"))?;
+            check_manifest(&manifest)?;
+            let prov = Provenance::Library { plugin: manifest.name.clone(), path: path.to_path_buf() };
+            self.register_library(report, &manifest, &lib, prov, mode)?;
+            (manifest.name, manifest.version)
+        };
+        report.plugins.push(LoadedPlugin {
+            name,
+            version,
+            path: Some(path.to_path_buf()),
+            sha256: Some(sha256),
+        });
+        Ok(())
+    }
+
+    fn register_library(
+        &self,
+        report: &mut LoadReport,
+        manifest: &Manifest,
+        lib: &PluginLibrary,
+        provenance: Provenance,
+        mode: Mode,
+    ) -> Result<(), String> {
+        let mut sink = StagingSink { provenance, pending: Vec::new() };
+        lib.register(&manifest.name, &mut sink)
+            .map_err(|e| format!("plugin `{}` failed to register: {e}", manifest.name))?;
+        self.merge(report, &manifest.name, sink.pending, mode)
+    }
+
+    /// Merges one plugin's registrations. Named plugins are all-or-nothing; scanned ones lose
+    /// only their conflicting entries (with a warning naming both providers).
+    fn merge(
+        &self,
+        report: &mut LoadReport,
+        plugin: &str,
+        pending: Vec<Pending>,
+        mode: Mode,
+    ) -> Result<(), String> {
+        let may_replace = |name: &str| self.overrides.contains(name) || self.overrides.contains(plugin);
+        if mode == Mode::Named {
+            let mut msg = String::new();
+            for p in &pending {
+                if may_replace(&p.name()) {
+                    continue;
+                }
+                if let Err(c) = report.registries.check(p) {
+                    let _ = write!(msg, "{c}; ");
+                }
+            }
+            if !msg.is_empty() {
+                return Err(format!(
+                    "{}(pass --plugin_override NAME to let it replace an entry)",
+                    msg
+                ));
+            }
+        }
+        for p in pending {
+            let replace = may_replace(&p.name());
+            if let Err(c) = report.registries.insert(p, replace) {
+                report.warnings.push(format!(
+                    "refused {c} (pass --plugin_override {} to let it replace the entry)",
+                    c.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The host-side checks of a plugin's manifest against this build.
+fn check_manifest(m: &Manifest) -> Result<(), String> {
+    if m.contract_version != CONTRACT_VERSION {
+        return Err(format!(
+            "plugin `{}` {} was built against plugin contract v{}, this swift speaks v{}; \
+             rebuild it against this swift-rs checkout's plugin-api",
+            m.name, m.version, m.contract_version, CONTRACT_VERSION
+        ));
+    }
+    let check = |what: &str, plugin: &Option<String>, host: Option<&str>| match (plugin, host) {
+        (None, _) => Ok(()),
+        (Some(p), Some(h)) if p == h => Ok(()),
+        (Some(p), Some(h)) => Err(format!(
+            "plugin `{}` was built against {what} {p}, this swift uses {h}; rebuild it with the \
+             same {what}",
+            m.name
+        )),
+        (Some(p), None) => Err(format!(
+            "plugin `{}` needs {what} {p} but this swift was built without tensor support",
+            m.name
+        )),
+    };
+    check("libtorch", &m.libtorch_version, swift_plugin_api::LIBTORCH_VERSION)?;
+    check("tch", &m.tch_version, swift_plugin_api::TCH_VERSION)
+}
+
+/// Plugin files in a directory, sorted by name, non-recursively.
+fn scan_dir(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read: {e}"))?;
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            matches!(p.extension().and_then(OsStr::to_str), Some("so" | "dylib" | "toml" | "json"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn file_sha256(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Collects one plugin's registrations before they are merged.
+struct StagingSink {
+    provenance: Provenance,
+    pending: Vec<Pending>,
+}
+
+impl StagingSink {
+    fn entry<R, I>(&self, record: R, imp: Option<I>) -> Entry<R, I> {
+        Entry { record, imp: imp.map(Arc::new), provenance: self.provenance.clone() }
+    }
+}
+
+impl HostSink for StagingSink {
+    fn add_template(&mut self, record: TemplateRecord) -> Result<(), SinkError> {
+        let e = self.entry(record, None);
+        self.pending.push(Pending::Template(e));
+        Ok(())
+    }
+
+    fn add_dataset(&mut self, record: DatasetRecord) -> Result<(), SinkError> {
+        let e = self.entry(record, None);
+        self.pending.push(Pending::Dataset(e));
+        Ok(())
+    }
+
+    fn add_preprocessor(
+        &mut self,
+        record: PreprocessorRecord,
+        imp: PreprocessorHandle,
+    ) -> Result<(), SinkError> {
+        let e = self.entry(record, Some(imp));
+        self.pending.push(Pending::Preprocessor(e));
+        Ok(())
+    }
+
+    fn add_model_family(
+        &mut self,
+        record: ModelFamilyRecord,
+        imp: Option<ModelFamilyHandle>,
+    ) -> Result<(), SinkError> {
+        let e = self.entry(record, imp);
+        self.pending.push(Pending::Model(e));
+        Ok(())
+    }
+
+    fn add_tuner(&mut self, record: TunerRecord, imp: TunerHandle) -> Result<(), SinkError> {
+        let e = self.entry(record, Some(imp));
+        self.pending.push(Pending::Tuner(e));
+        Ok(())
+    }
+
+    fn add_quantizer(
+        &mut self,
+        record: QuantizerRecord,
+        imp: QuantizerHandle,
+    ) -> Result<(), SinkError> {
+        let e = self.entry(record, Some(imp));
+        self.pending.push(Pending::Quantizer(e));
+        Ok(())
+    }
+
+    fn add_backend(&mut self, record: BackendRecord, imp: BackendHandle) -> Result<(), SinkError> {
+        let e = self.entry(record, Some(imp));
+        self.pending.push(Pending::Backend(e));
+        Ok(())
+    }
+}

