@@ -46,7 +46,7 @@ fn into_result<T>(r: RResult<T, RString>) -> Result<T, String> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PreprocessOutcome {
     /// The standard row (`messages`, and optionally `rejected_response`, `label`, `tools`, ...).
-    Row(serde_json::Value),
+    Row(crate::row::StandardRow),
     /// The row carries nothing to train on and is dropped on purpose.
     Skip,
 }
@@ -68,7 +68,9 @@ impl<P: DatasetPreprocessor> FfiPreprocessor for PreprocessorAdapter<P> {
             let row: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(row.as_str()).map_err(|e| format!("row is not a JSON object: {e}"))?;
             Ok(match self.0.preprocess(row)? {
-                PreprocessOutcome::Row(v) => ROption::RSome(v.to_string().into()),
+                PreprocessOutcome::Row(v) => ROption::RSome(
+                    serde_json::to_string(&v).map_err(|e| format!("row is not serialisable: {e}"))?.into(),
+                ),
                 PreprocessOutcome::Skip => ROption::RNone,
             })
         })
@@ -99,7 +101,7 @@ impl PreprocessorHandle {
         match into_result(self.inner.preprocess(json.as_str().into())) {
             Ok(ROption::RSome(s)) => serde_json::from_str(s.as_str())
                 .map(PreprocessOutcome::Row)
-                .map_err(|e| format!("plugin {} returned a row that is not JSON: {e}", self.plugin)),
+                .map_err(|e| format!("plugin {} returned a malformed standard row: {e}", self.plugin)),
             Ok(ROption::RNone) => Ok(PreprocessOutcome::Skip),
             Err(e) => Err(e),
         }

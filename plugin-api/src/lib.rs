@@ -32,6 +32,7 @@ pub mod loading;
 pub mod log;
 pub mod records;
 pub mod registrar;
+pub mod row;
 pub mod tensor;
 
 pub use behaviour::{
@@ -44,6 +45,7 @@ pub use records::{
     TemplateRecord, TunerRecord,
 };
 pub use registrar::{HostSink, PluginError, Registrar, SinkError};
+pub use row::{FunctionCall, Message, StandardRow, ToolCall};
 pub use tensor::TensorRef;
 
 /// The version of the contract that this crate defines. The host refuses plugins whose manifest
@@ -88,6 +90,7 @@ pub mod prelude {
     };
     pub use crate::records::*;
     pub use crate::registrar::{PluginError, Registrar};
+    pub use crate::row::{FunctionCall, Message, StandardRow, ToolCall};
     pub use crate::{export_plugin, plugin_debug, plugin_error, plugin_info, plugin_warn};
 }
 

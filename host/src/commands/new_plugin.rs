@@ -92,7 +92,7 @@ fn lib_rs(name: &str, kind: &str) -> String {
 "#
         ),
         "dataset" => format!(
-            r#"use serde_json::{{json, Map, Value}};
+            r#"use serde_json::{{Map, Value}};
 
 /// Turns rows like {{"question": ..., "answer": ...}} into standard `messages` rows.
 struct QaPreprocessor;
@@ -100,10 +100,8 @@ struct QaPreprocessor;
 impl DatasetPreprocessor for QaPreprocessor {{
     fn preprocess(&self, row: Map<String, Value>) -> Result<PreprocessOutcome, String> {{
         let field = |k: &str| row.get(k).and_then(Value::as_str).ok_or_else(|| format!("row has no string `{{k}}`"));
-        Ok(PreprocessOutcome::Row(json!({{"messages": [
-            {{"role": "user", "content": field("question")?}},
-            {{"role": "assistant", "content": field("answer")?}},
-        ]}})))
+        let messages = vec![Message::new("user", field("question")?), Message::new("assistant", field("answer")?)];
+        Ok(PreprocessOutcome::Row(StandardRow {{ messages, ..Default::default() }}))
     }}
 }}
 

@@ -1,7 +1,7 @@
 //! The built-in dataset preprocessors and named datasets, registered through the plugin contract
 //! (the same `register` path a third-party plugin uses).
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use swift_plugin_api::prelude::*;
 
 /// Alpaca rows: `instruction` (+ optional `input`) becomes the user turn, `output` the answer,
@@ -30,20 +30,23 @@ impl DatasetPreprocessor for Alpaca {
         }
         let mut messages = Vec::new();
         if let Some(system) = text(&row, "system")?.filter(|s| !s.is_empty()) {
-            messages.push(json!({"role": "system", "content": system}));
+            messages.push(Message::new("system", system));
         }
         if let Some(history) = row.get("history").and_then(Value::as_array) {
             for turn in history {
-                let pair = turn.as_array().filter(|p| p.len() == 2).ok_or("`history` turns are [query, response] pairs")?;
-                messages.push(json!({"role": "user", "content": pair[0]}));
-                messages.push(json!({"role": "assistant", "content": pair[1]}));
+                let pair: Vec<&str> = turn.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let [q, a] = pair[..] else {
+                    return Err("`history` turns are [query, response] string pairs".into());
+                };
+                messages.push(Message::new("user", q));
+                messages.push(Message::new("assistant", a));
             }
         }
-        messages.push(json!({"role": "user", "content": query}));
+        messages.push(Message::new("user", query));
         if let Some(output) = text(&row, "output")? {
-            messages.push(json!({"role": "assistant", "content": output}));
+            messages.push(Message::new("assistant", output));
         }
-        Ok(PreprocessOutcome::Row(json!({ "messages": messages })))
+        Ok(PreprocessOutcome::Row(StandardRow { messages, ..Default::default() }))
     }
 }
 
@@ -86,6 +89,7 @@ swift_plugin_api::builtin_plugin!(register);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn run(row: Value) -> Result<PreprocessOutcome, String> {
         Alpaca.preprocess(row.as_object().unwrap().clone())
@@ -94,20 +98,18 @@ mod tests {
     #[test]
     fn alpaca_joins_instruction_and_input() {
         let out = run(json!({"instruction": "Add", "input": "2 and 3", "output": "5"})).unwrap();
-        assert_eq!(
-            out,
-            PreprocessOutcome::Row(json!({"messages": [
-                {"role": "user", "content": "Add\n2 and 3"},
-                {"role": "assistant", "content": "5"},
-            ]}))
-        );
+        let want = StandardRow {
+            messages: vec![Message::new("user", "Add\n2 and 3"), Message::new("assistant", "5")],
+            ..Default::default()
+        };
+        assert_eq!(out, PreprocessOutcome::Row(want));
     }
 
     #[test]
     fn alpaca_keeps_system_and_history() {
         let out = run(json!({"system": "S", "history": [["q1", "a1"]], "instruction": "q2", "output": "a2"})).unwrap();
         let PreprocessOutcome::Row(v) = out else { panic!() };
-        let roles: Vec<_> = v["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+        let roles: Vec<_> = v.messages.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "user", "assistant", "user", "assistant"]);
     }
 

@@ -7,6 +7,8 @@ mod llama;
 mod safetensors;
 mod tokenizer;
 
+pub use tokenizer::{build_tokenizer, HfTokenizer, SpecialTokenIds};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
@@ -120,7 +122,7 @@ pub fn convert_to_hf(gguf: &Path, out_dir: &Path) -> Result<ConvertReport, GgufE
     let mut warnings = Vec::new();
     let params = llama::LlamaParams::read(&f)?;
     let plan = params.plan(&f, &mut warnings)?;
-    let tok = tokenizer::build(&f, Some(params.max_position_embeddings))?;
+    let tok = tokenizer::build_tokenizer(&f, Some(params.max_position_embeddings))?;
     warnings.extend(tok.warnings.iter().cloned());
     if tok.vocab_size as u64 != params.vocab_size {
         warnings.push(format!(

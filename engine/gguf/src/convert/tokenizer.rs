@@ -21,9 +21,9 @@ const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// Pre-tokenizer regex of Qwen2/2.5/3 (`tokenizer.ggml.pre = qwen2`), from its tokenizer.json.
 const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// Special tokens of the vocabulary, as ids.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SpecialIds {
+/// Special tokens of the vocabulary, as ids (from `tokenizer.ggml.*_token_id`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecialTokenIds {
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub eot: Option<u32>,
@@ -31,22 +31,25 @@ pub(crate) struct SpecialIds {
     pub pad: Option<u32>,
 }
 
-/// Everything the converter writes for the tokenizer.
-pub(crate) struct BuiltTokenizer {
+/// A Hugging Face tokenizer rebuilt from GGUF metadata: the contents of `tokenizer.json` and
+/// `tokenizer_config.json`, plus what the model config needs.
+#[derive(Debug, Clone)]
+pub struct HfTokenizer {
     pub tokenizer_json: Value,
     pub tokenizer_config: Value,
-    pub special: SpecialIds,
+    pub special: SpecialTokenIds,
     /// Human-readable summary, e.g. `gpt2 byte-level BPE (pre smollm), 49152 tokens, 48900 merges`.
     pub summary: String,
     pub vocab_size: usize,
     pub warnings: Vec<String>,
 }
 
-/// Build the tokenizer files from `f`'s metadata. `model_max_length` goes into the config.
-pub(crate) fn build(
+/// Build the tokenizer files from `f`'s `tokenizer.*` metadata (works on vocab-only GGUFs too).
+/// `model_max_length` goes into `tokenizer_config.json`.
+pub fn build_tokenizer(
     f: &GgufFile,
     model_max_length: Option<u64>,
-) -> Result<BuiltTokenizer, GgufError> {
+) -> Result<HfTokenizer, GgufError> {
     let unsupported = |detail: String| GgufError::Unsupported {
         path: f.path().to_path_buf(),
         detail,
@@ -78,7 +81,7 @@ pub(crate) fn build(
             None => Ok(None),
         }
     };
-    let special = SpecialIds {
+    let special = SpecialTokenIds {
         bos: id("tokenizer.ggml.bos_token_id")?,
         eos: id("tokenizer.ggml.eos_token_id")?,
         eot: id("tokenizer.ggml.eot_token_id")?,
@@ -258,6 +261,9 @@ pub(crate) fn build(
                 byte_level(true)
             }
         };
+        // llama.cpp looks whole pre-tokenized words up in the vocabulary before merging for the
+        // Llama-3 pre-tokenizer, as Llama-3's tokenizer.json does with `ignore_merges`.
+        let ignore_merges = matches!(pre, "llama-bpe" | "llama3" | "llama-v3");
         let summary = format!(
             "gpt2 (byte-level BPE, pre-tokenizer {pre}), {n} tokens, {} merges",
             pairs.len()
@@ -270,7 +276,7 @@ pub(crate) fn build(
             "end_of_word_suffix": null,
             "fuse_unk": false,
             "byte_fallback": false,
-            "ignore_merges": false,
+            "ignore_merges": ignore_merges,
             "vocab": vocab,
             "merges": pairs,
         });
@@ -322,7 +328,7 @@ pub(crate) fn build(
     }
     config.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));
 
-    Ok(BuiltTokenizer {
+    Ok(HfTokenizer {
         tokenizer_json,
         tokenizer_config: Value::Object(config),
         special,
