@@ -45,7 +45,13 @@ fn init_tracing(level: Option<&str>) {
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
     }
     .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 fn run(command: Command, settings: &GlobalSettings) -> Result<()> {

@@ -35,8 +35,17 @@ pub fn run_register(
     host: HostServicesRef,
     registrar: RegistrarFfi<'_>,
     register: fn(&mut Registrar<'_>) -> Result<(), PluginError>,
+    own_std: bool,
 ) -> RResult<(), RString> {
     crate::log::install(host.log());
+    if own_std {
+        // A cdylib has its own copy of std, hence its own panic hook: report panics through the
+        // host's log (at debug level; the caught panic becomes an error anyway) instead of
+        // printing to stderr. Built-ins share the host's std and leave its hook alone.
+        std::panic::set_hook(Box::new(|info| {
+            crate::log::emit(crate::log::Level::Debug, "plugin", &format!("panic: {info}"));
+        }));
+    }
     guard("register", || {
         let mut r = Registrar::new(registrar);
         register(&mut r).map_err(|e| e.0)
@@ -78,7 +87,7 @@ macro_rules! export_plugin {
             }
 
             extern "C" fn __swift_register(host: HostServicesRef, registrar: RegistrarFfi<'_>) -> RResult<(), RString> {
-                $crate::__private::run_register(host, registrar, $register)
+                $crate::__private::run_register(host, registrar, $register, true)
             }
 
             fn __swift_root_module() -> PluginModuleRef {
@@ -86,7 +95,7 @@ macro_rules! export_plugin {
             }
 
             /// abi_stable's library header, under the symbol its loader looks up.
-            #[export_name = "_as_root_module_loader"]
+            #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
             pub static LIB_HEADER: library::LibHeader = {
                 extern "C" fn erased_module() -> library::RootModuleResult {
                     library::__call_root_module_loader(__swift_root_module)
@@ -121,7 +130,7 @@ macro_rules! builtin_plugin {
             }
 
             extern "C" fn __swift_register(host: HostServicesRef, registrar: RegistrarFfi<'_>) -> RResult<(), RString> {
-                $crate::__private::run_register(host, registrar, $register)
+                $crate::__private::run_register(host, registrar, $register, false)
             }
 
             fn __swift_root_module() -> PluginModuleRef {
@@ -142,7 +151,7 @@ mod tests {
         // The export macro hard-codes abi_stable's loader symbol (a macro cannot compute it).
         assert_eq!(
             abi_stable::library::ROOT_MODULE_LOADER_NAME,
-            "_as_root_module_loader"
+            "_1as_0lib_1header_0root_bmodule_bloader"
         );
     }
 }

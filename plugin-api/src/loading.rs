@@ -109,7 +109,16 @@ impl PluginLibrary {
 
 fn classify(path: &Path, e: LibraryError) -> LoadError {
     let path = path.to_path_buf();
-    let reason = e.to_string();
+    let full = e.to_string();
+    // abi_stable's layout report runs to hundreds of lines: keep a summary, log the rest.
+    let reason = if let LibraryError::AbiInstability(_) = e {
+        tracing::debug!("abi_stable's layout report for {}:\n{full}", path.display());
+        "its root module's type layout differs from this swift's (run with --log-level debug for \
+         abi_stable's full report)"
+            .to_string()
+    } else {
+        full.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
     match e {
         LibraryError::OpenError { .. } => LoadError::NotALibrary { path, reason },
         LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin { path, reason },

@@ -1,2 +1,58 @@
-fn register(_r: &mut swift_plugin_api::Registrar) -> Result<(), swift_plugin_api::PluginError> { Ok(()) }
+//! An out-of-tree-style plugin, written exactly as a third party would write one: it depends only
+//! on `swift-plugin-api`, builds as a `cdylib`, and is never linked into the host. Tests build it
+//! and load it with `--plugin-dir`, which proves the third-party path on every run.
+//!
+//! It registers a chat template, a dataset preprocessor, and a model-family alias.
+
+use serde_json::{Map, Value};
+use swift_plugin_api::prelude::*;
+
+/// Rows shaped like `{"q": ..., "a": ...}` (a made-up FAQ export format).
+struct FaqPreprocessor;
+
+impl DatasetPreprocessor for FaqPreprocessor {
+    fn preprocess(&self, row: Map<String, Value>) -> Result<PreprocessOutcome, String> {
+        let get = |k: &str| {
+            row.get(k)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("example-faq rows need a string `{k}` column"))
+        };
+        let messages = vec![Message::new("user", get("q")?), Message::new("assistant", get("a")?)];
+        Ok(PreprocessOutcome::Row(StandardRow { messages, ..Default::default() }))
+    }
+}
+
+fn register(r: &mut Registrar) -> Result<(), PluginError> {
+    let mut t = TemplateRecord::new("example-chat", "<|user|>\n{{QUERY}}<|end|>\n<|assistant|>\n");
+    t.description = "the example plugin's chat format".into();
+    t.system_prefix = Some("<|system|>\n{{SYSTEM}}<|end|>\n".into());
+    t.chat_sep = Some("<|end|>\n".into());
+    t.suffix = "<|end|>".into();
+    t.stop_words = vec!["<|end|>".into()];
+    r.template(t)?;
+
+    r.preprocessor(
+        PreprocessorRecord {
+            name: "example-faq".into(),
+            aliases: vec![],
+            description: "q/a FAQ rows".into(),
+            detect_columns: vec!["q".into(), "a".into()],
+            priority: 0,
+        },
+        FaqPreprocessor,
+    )?;
+
+    r.model_family_alias(ModelFamilyRecord {
+        name: "example-smollm".into(),
+        aliases: vec![],
+        description: "SmolLM checkpoints run by the llama family with the example template".into(),
+        architectures: vec![],
+        model_types: vec!["example-smollm".into()],
+        default_template: Some("example-chat".into()),
+        alias_of: Some("llama".into()),
+    })?;
+    plugin_info!("example plugin registered its template, preprocessor and model alias");
+    Ok(())
+}
+
 swift_plugin_api::export_plugin!(register);

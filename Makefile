@@ -1,0 +1,38 @@
+# swift-rs: the two commands of the README, and the pieces they are made of.
+#   make demo   set up, then run the main job on the bundled default
+#   make test   set up, then run every test
+# SWIFT_RS_CACHE (default ~/.cache/swift-rs) holds the virtualenv, assets and converted models.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SWIFT := target/release/swift
+CACHE ?= $(or $(SWIFT_RS_CACHE),$(HOME)/.cache/swift-rs)
+MODEL := $(CACHE)/models/SmolLM2-135M-Instruct
+
+.PHONY: setup build test demo bench lint fmt
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+
+# One build profile (release) for everything, so `make setup`'s build is reused and the numeric
+# code runs at full speed in tests. Plugin fixtures are built by the tests themselves, without the
+# host's `tensors` feature, into the same target directory.
+test: setup
+	$(CARGO) test --release --workspace --exclude swift-example-plugin $(foreach f,$(wildcard tests/fixtures/plugins/*),--exclude swift-fixture-$(notdir $(f)))
+	$(CARGO) test --release -p swift-plugin-api --features tensors --test tensor_ref
+
+demo: setup
+	@bash scripts/demo.sh
+
+bench: setup
+	@bash scripts/bench.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
