@@ -1,6 +1,13 @@
 //! The built-in chat templates, as declarative records registered through the plugin contract
-//! (the same `register` path a third-party plugin uses).
+//! (the same `register` path a third-party plugin uses). Behaviour that is not declarative
+//! (Qwen3 thinking blocks, tool formats, rendering a tokenizer's own chat_template) is selected
+//! by `tool_format` and `options`, which the template engine (`swift-template`) documents.
+//!
+//! Every template here is written from the model family's documented format, independently of
+//! any tokenizer's chat_template; the tests in `tests/encode_*.rs` check them against the real
+//! tokenizers' templates.
 
+use serde_json::json;
 use swift_plugin_api::prelude::*;
 
 const CHATML_SYSTEM: &str = "<|im_start|>system\n{{SYSTEM}}<|im_end|>\n";
@@ -16,14 +23,78 @@ fn chatml(name: &str, description: &str) -> TemplateRecord {
     t
 }
 
+const LLAMA3_SYSTEM: &str = "<|start_header_id|>system<|end_header_id|>\n\n{{SYSTEM}}<|eot_id|>";
+const LLAMA3_PROMPT: &str =
+    "<|start_header_id|>user<|end_header_id|>\n\n{{QUERY}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+const LLAMA3_TOOL: &str =
+    "<|start_header_id|>tool<|end_header_id|>\n\n{{QUERY}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+
+fn llama3(name: &str, description: &str) -> TemplateRecord {
+    let mut t = TemplateRecord::new(name, LLAMA3_PROMPT);
+    t.description = description.into();
+    t.prefix = "<|begin_of_text|>".into();
+    t.system_prefix = Some(format!("<|begin_of_text|>{LLAMA3_SYSTEM}"));
+    t.chat_sep = Some("<|eot_id|>".into());
+    t.suffix = "<|eot_id|>".into();
+    t.stop_words = vec!["<|eot_id|>".into()];
+    t.options.insert("tool_prompt".into(), json!(LLAMA3_TOOL));
+    // Llama-3 templates `trim` every message.
+    t.options.insert("strip_content".into(), json!(true));
+    t
+}
+
 fn register(r: &mut Registrar) -> Result<(), PluginError> {
     r.template(chatml("chatml", "ChatML (<|im_start|>role ... <|im_end|>), no default system"))?;
+
     let mut qwen = chatml("qwen2_5", "Qwen2.5 chat: ChatML with Qwen's default system, hermes tools");
     qwen.aliases = vec!["qwen2".into()];
     qwen.default_system =
         Some("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.".into());
     qwen.tool_format = Some("hermes".into());
     r.template(qwen)?;
+
+    let mut qwen3 = chatml(
+        "qwen3",
+        "Qwen3: ChatML, hermes tools, <think> blocks (empty one before the final answer, not trained); \
+         option enable_thinking",
+    );
+    qwen3.tool_format = Some("hermes".into());
+    // Qwen3's template ends every turn, the last one included, with "<|im_end|>\n".
+    qwen3.suffix = "<|im_end|>\n".into();
+    qwen3.options.insert("thinking".into(), json!("qwen3"));
+    r.template(qwen3)?;
+
+    r.template(llama3("llama3", "Llama-3 / 3.1 instruct (<|start_header_id|>role<|end_header_id|>), react tools"))?;
+
+    let mut l32 = llama3("llama3_2", "Llama-3.2 instruct: Llama-3 with the knowledge-cutoff/today system preamble");
+    l32.options.insert(
+        "system_preamble".into(),
+        json!("Cutting Knowledge Date: December 2023\nToday Date: {{DATE}}"),
+    );
+    r.template(l32)?;
+
+    let mut llama = TemplateRecord::new("llama", "{{QUERY}} [/INST]");
+    llama.description = "Llama-2 / Mistral instruct ([INST] ... [/INST])".into();
+    llama.aliases = vec!["llama2".into(), "mistral".into()];
+    llama.prefix = "{{BOS}}[INST] ".into();
+    llama.system_prefix = Some("{{BOS}}[INST] <<SYS>>\n{{SYSTEM}}\n<</SYS>>\n\n".into());
+    llama.chat_sep = Some("{{EOS}}{{BOS}}[INST] ".into());
+    llama.suffix = "{{EOS}}".into();
+    r.template(llama)?;
+
+    let mut default = TemplateRecord::new("default", "### Human:\n{{QUERY}}\n\n### Assistant:\n");
+    default.description = "Plain-text template for models without a chat format".into();
+    default.system_prefix = Some("{{SYSTEM}}\n\n".into());
+    default.chat_sep = Some("\n\n".into());
+    default.suffix = "{{EOS}}".into();
+    r.template(default)?;
+
+    let mut jinja = TemplateRecord::new("jinja", "{{QUERY}}");
+    jinja.description =
+        "The tokenizer's own chat_template (tokenizer_config.json), rendered with minijinja; labels on assistant turns"
+            .into();
+    jinja.options.insert("engine".into(), json!("jinja"));
+    r.template(jinja)?;
     Ok(())
 }
 
