@@ -476,7 +476,7 @@ mod tests {
         let y = dequantize(GgmlType::Q6_K, &b, 256, "t").unwrap();
         assert_eq!(y[0], 0.5 * 2.0 * (53 - 32) as f32);
         assert_eq!(y[1], 0.5 * 2.0 * -32.0);
-        assert_eq!(y[32], 0.5 * -1.0 * (1 - 32) as f32);
+        assert_eq!(y[32], -0.5 * (1 - 32) as f32);
     }
 
     #[test]

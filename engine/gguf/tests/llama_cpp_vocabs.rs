@@ -46,7 +46,11 @@ fn check(dir: &Path, name: &str) -> (usize, usize, Vec<String>) {
         .lines()
         .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
         .collect();
-    assert_eq!(cases.len(), expected.len(), "{name}: .inp and .out disagree on the case count");
+    assert_eq!(
+        cases.len(),
+        expected.len(),
+        "{name}: .inp and .out disagree on the case count"
+    );
     let mut failures = Vec::new();
     for (text, want) in cases.iter().zip(&expected) {
         let got = tok.encode(*text, false).unwrap().get_ids().to_vec();
@@ -61,12 +65,24 @@ fn check(dir: &Path, name: &str) -> (usize, usize, Vec<String>) {
 fn rebuilt_tokenizers_match_llama_cpp() {
     let Some(dir) = models_dir() else { return };
     // Vocabularies whose pre-tokenizer this converter knows.
-    for name in ["gpt-2", "starcoder", "refact", "llama-bpe", "qwen2", "llama-spm", "phi-3"] {
+    for name in [
+        "gpt-2",
+        "starcoder",
+        "refact",
+        "llama-bpe",
+        "qwen2",
+        "llama-spm",
+        "phi-3",
+    ] {
         let (ok, total, failures) = check(&dir, name);
         println!("{name}: {ok}/{total} cases match llama.cpp");
         for f in &failures {
             println!("  {f}");
         }
-        assert!(failures.is_empty(), "{name}: {} of {total} cases differ", failures.len());
+        assert!(
+            failures.is_empty(),
+            "{name}: {} of {total} cases differ",
+            failures.len()
+        );
     }
 }

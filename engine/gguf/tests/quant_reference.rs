@@ -27,7 +27,11 @@ fn dequantization_matches_gguf_py() {
         for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
             // gguf-py computes in float32 like ggml, but may associate products differently.
             let tol = 1e-6 * w.abs().max(1.0);
-            assert!((g - w).abs() <= tol, "{} element {i}: swift-gguf {g}, gguf-py {w}", t.name);
+            assert!(
+                (g - w).abs() <= tol,
+                "{} element {i}: swift-gguf {g}, gguf-py {w}",
+                t.name
+            );
         }
         checked.push(ty);
     }
@@ -56,7 +60,8 @@ fn type_table_matches_gguf_py() {
     let mut seen = 0;
     for triple in sizes.chunks_exact(3) {
         let (id, block, bytes) = (triple[0] as u32, triple[1] as usize, triple[2] as usize);
-        let ty = GgmlType::from_id(id).unwrap_or_else(|| panic!("ggml type id {id} unknown to swift-gguf"));
+        let ty = GgmlType::from_id(id)
+            .unwrap_or_else(|| panic!("ggml type id {id} unknown to swift-gguf"));
         assert_eq!(ty.block_size(), block, "{ty}");
         if ty == GgmlType::Q8_1 {
             // gguf-py still lists the old float32 layout (40 bytes); ggml's block_q8_1 has held
@@ -67,5 +72,9 @@ fn type_table_matches_gguf_py() {
         }
         seen += 1;
     }
-    assert_eq!(seen, GgmlType::ALL.len(), "swift-gguf knows types gguf-py does not");
+    assert_eq!(
+        seen,
+        GgmlType::ALL.len(),
+        "swift-gguf knows types gguf-py does not"
+    );
 }
