@@ -1,80 +1,160 @@
 //! The built-in dataset preprocessors and named datasets, registered through the plugin contract
 //! (the same `register` path a third-party plugin uses).
+//!
+//! `auto` (implemented by `swift-data`, which sees every registered preprocessor) picks, for each
+//! row, the highest-priority preprocessor whose `detect_columns` the row has. An entry `a|b|c`
+//! of `detect_columns` is satisfied by any one of those columns (ms-swift's column aliases).
+//!
+//! | name | detect columns | priority |
+//! |---|---|---|
+//! | `preference` | chosen, rejected (or `_messages`) | 50 |
+//! | `kto` | messages/conversations + label | 40 |
+//! | `messages` | messages | 30 |
+//! | `sharegpt` | conversations/conversation | 30 |
+//! | `alpaca` | instruction + input | 20 |
+//! | `response` | a query alias | 10 |
+//! | `text` | text/content | 0 |
 
-use serde_json::{Map, Value};
+mod common;
+mod conversation;
+mod preference;
+mod query_response;
+
 use swift_plugin_api::prelude::*;
 
-/// Alpaca rows: `instruction` (+ optional `input`) becomes the user turn, `output` the answer,
-/// optional `system` and `history` ([[query, response], ...]) are kept.
-struct Alpaca;
+pub use common::{MESSAGES_KEYS, QUERY_KEYS, RESPONSE_KEYS, SYSTEM_KEYS};
+pub use conversation::{parse_conversation, tool_calls, Conversation, Conversations};
+pub use preference::{Preference, CHOSEN_KEYS, REJECTED_KEYS};
+pub use query_response::{Alpaca, PlainText, QueryResponse};
 
-fn text<'a>(row: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
-    match row.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(format!("column `{key}` should be a string, found {other}")),
-    }
-}
+use common::any_of;
 
-impl DatasetPreprocessor for Alpaca {
-    fn preprocess(&self, row: Map<String, Value>) -> Result<PreprocessOutcome, String> {
-        let instruction = text(&row, "instruction")?.unwrap_or_default();
-        let input = text(&row, "input")?.unwrap_or_default();
-        let query = match (instruction.is_empty(), input.is_empty()) {
-            (false, false) => format!("{instruction}\n{input}"),
-            (false, true) => instruction.to_string(),
-            (true, _) => input.to_string(),
-        };
-        if query.is_empty() {
-            return Err("alpaca row has an empty `instruction` and `input`".into());
-        }
-        let mut messages = Vec::new();
-        if let Some(system) = text(&row, "system")?.filter(|s| !s.is_empty()) {
-            messages.push(Message::new("system", system));
-        }
-        if let Some(history) = row.get("history").and_then(Value::as_array) {
-            for turn in history {
-                let pair: Vec<&str> = turn.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                let [q, a] = pair[..] else {
-                    return Err("`history` turns are [query, response] string pairs".into());
-                };
-                messages.push(Message::new("user", q));
-                messages.push(Message::new("assistant", a));
-            }
-        }
-        messages.push(Message::new("user", query));
-        if let Some(output) = text(&row, "output")? {
-            messages.push(Message::new("assistant", output));
-        }
-        Ok(PreprocessOutcome::Row(StandardRow { messages, ..Default::default() }))
-    }
-}
-
-/// LLaMA-Factory demo datasets that `make setup` fetches into the asset cache.
-const DEMO_SETS: &[(&str, &str, &str)] = &[
+/// LLaMA-Factory demo datasets that `make setup` fetches into the asset cache:
+/// (name, file under `llamafactory/data/`, description).
+pub const DEMO_SETS: &[(&str, &str, &str)] = &[
     ("alpaca-en-demo", "alpaca_en_demo.json", "999 English alpaca instructions (LLaMA-Factory demo)"),
     ("alpaca-zh-demo", "alpaca_zh_demo.json", "1000 Chinese alpaca instructions (LLaMA-Factory demo)"),
-    ("identity", "identity.json", "91 self-introduction rows with {{name}}/{{author}} placeholders"),
+    (
+        "identity",
+        "identity.json",
+        "91 self-introduction rows; {{name}}/{{author}} filled from --model_name/--model_author",
+    ),
     ("dpo-en-demo", "dpo_en_demo.json", "300 preference pairs, sharegpt ranking format"),
+    ("dpo-zh-demo", "dpo_zh_demo.json", "300 Chinese preference pairs, sharegpt ranking format"),
     ("kto-en-demo", "kto_en_demo.json", "300 messages rows with a boolean KTO label"),
     ("glaive-toolcall-en-demo", "glaive_toolcall_en_demo.json", "300 tool-calling conversations (sharegpt)"),
+    ("glaive-toolcall-zh-demo", "glaive_toolcall_zh_demo.json", "300 Chinese tool-calling conversations (sharegpt)"),
+    (
+        "v1-sft-demo",
+        "v1_sft_demo.jsonl",
+        "500 messages rows with typed content parts; {{name}}/{{author}} filled from --model_name/--model_author",
+    ),
+    ("v1-dpo-demo", "v1_dpo_demo.jsonl", "10 preference pairs as chosen_messages/rejected_messages"),
+    ("reason-tool-use-demo", "reason_tool_use_demo_50.jsonl", "50 tool-use conversations with reasoning parts"),
+    ("mllm-demo", "mllm_demo.json", "6 image conversations (messages + images)"),
+    ("c4-demo", "c4_demo.jsonl", "300 C4 web documents (pre-training text)"),
+    ("wiki-demo", "wiki_demo.txt", "30 Wikipedia articles, one per line (pre-training text)"),
 ];
+
+fn record(
+    name: &str,
+    aliases: &[&str],
+    description: &str,
+    detect: Vec<String>,
+    priority: i32,
+) -> PreprocessorRecord {
+    PreprocessorRecord {
+        name: name.into(),
+        aliases: aliases.iter().map(|a| (*a).to_string()).collect(),
+        description: description.into(),
+        detect_columns: detect,
+        priority,
+    }
+}
 
 fn register(r: &mut Registrar) -> Result<(), PluginError> {
     r.preprocessor(
-        PreprocessorRecord {
-            name: "alpaca".into(),
-            aliases: vec![],
-            description: "instruction/input/output rows (query = instruction + \"\\n\" + input)".into(),
-            detect_columns: vec!["instruction".into(), "output".into()],
-            priority: 10,
+        record(
+            "preference",
+            &["pair", "dpo", "ranking"],
+            "chosen/rejected pairs (text, sharegpt ranking, message lists, chosen_messages/rejected_messages)",
+            vec![any_of(CHOSEN_KEYS), any_of(REJECTED_KEYS)],
+            50,
+        ),
+        Preference,
+    )?;
+    r.preprocessor(
+        record(
+            "kto",
+            &[],
+            "messages/conversations with a boolean `label` (desirable or not)",
+            vec![any_of(MESSAGES_KEYS), "label".into()],
+            40,
+        ),
+        Conversations {
+            require_label: true,
         },
+    )?;
+    r.preprocessor(
+        record(
+            "messages",
+            &["openai"],
+            "OpenAI-style `messages` (roles, tool_calls, tool, typed content parts)",
+            vec!["messages".into()],
+            30,
+        ),
+        Conversations {
+            require_label: false,
+        },
+    )?;
+    r.preprocessor(
+        record(
+            "sharegpt",
+            &["conversations"],
+            "`conversations` with from/value (human, gpt, system, function_call, observation) and `tools`",
+            vec!["conversations|conversation".into()],
+            30,
+        ),
+        Conversations { require_label: false },
+    )?;
+    r.preprocessor(
+        record(
+            "alpaca",
+            &[],
+            "instruction/input/output rows (query = instruction + \"\\n\" + input)",
+            vec!["instruction".into(), "input".into()],
+            20,
+        ),
         Alpaca,
+    )?;
+    r.preprocessor(
+        record(
+            "response",
+            &["query-response", "query_response"],
+            "query/response rows with ms-swift's aliases (prompt, question, instruction, input → query; \
+             output, answer, completion, ... → response), history and system",
+            vec![any_of(QUERY_KEYS)],
+            10,
+        ),
+        QueryResponse,
+    )?;
+    r.preprocessor(
+        record(
+            "text",
+            &["pretrain", "pt"],
+            "plain text for pre-training: `text` becomes one assistant message",
+            vec!["text|content".into()],
+            0,
+        ),
+        PlainText,
     )?;
     for (name, file, description) in DEMO_SETS {
         r.dataset(DatasetRecord {
             name: (*name).into(),
-            aliases: Some(name.replace('-', "_")).filter(|a| a != name).into_iter().collect(),
+            aliases: Some(name.replace('-', "_"))
+                .filter(|a| a != name)
+                .into_iter()
+                .collect(),
             description: (*description).into(),
             path: format!("asset:llamafactory/data/{file}"),
             preprocessor: "auto".into(),
@@ -87,35 +167,4 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
 swift_plugin_api::builtin_plugin!(register);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn run(row: Value) -> Result<PreprocessOutcome, String> {
-        Alpaca.preprocess(row.as_object().unwrap().clone())
-    }
-
-    #[test]
-    fn alpaca_joins_instruction_and_input() {
-        let out = run(json!({"instruction": "Add", "input": "2 and 3", "output": "5"})).unwrap();
-        let want = StandardRow {
-            messages: vec![Message::new("user", "Add\n2 and 3"), Message::new("assistant", "5")],
-            ..Default::default()
-        };
-        assert_eq!(out, PreprocessOutcome::Row(want));
-    }
-
-    #[test]
-    fn alpaca_keeps_system_and_history() {
-        let out = run(json!({"system": "S", "history": [["q1", "a1"]], "instruction": "q2", "output": "a2"})).unwrap();
-        let PreprocessOutcome::Row(v) = out else { panic!() };
-        let roles: Vec<_> = v.messages.iter().map(|m| m.role.as_str()).collect();
-        assert_eq!(roles, ["system", "user", "assistant", "user", "assistant"]);
-    }
-
-    #[test]
-    fn alpaca_rejects_wrong_types_and_empty_queries() {
-        assert!(run(json!({"instruction": 3, "output": "x"})).unwrap_err().contains("instruction"));
-        assert!(run(json!({"instruction": "", "output": "x"})).unwrap_err().contains("empty"));
-    }
-}
+mod tests;
