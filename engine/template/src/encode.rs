@@ -90,14 +90,24 @@ pub struct Encoder {
 
 impl Encoder {
     /// Binds a template (a `jinja` one takes the tokenizer's chat_template) to a tokenizer.
-    pub fn new(template: Template, tokenizer: Tokenizer, options: EncodeOptions) -> Result<Self, TemplateError> {
+    pub fn new(
+        template: Template,
+        tokenizer: Tokenizer,
+        options: EncodeOptions,
+    ) -> Result<Self, TemplateError> {
         let template = template.bind(&tokenizer)?;
-        Ok(Self { template, tokenizer, options })
+        Ok(Self {
+            template,
+            tokenizer,
+            options,
+        })
     }
 
     /// The training state of each text run of a row, before tokenization.
     pub fn spans(&self, row: &StandardRow) -> Result<Vec<(String, f32)>, TemplateError> {
-        let pieces = self.template.render(row, &self.options.render, &self.tokenizer)?;
+        let pieces = self
+            .template
+            .render(row, &self.options.render, &self.tokenizer)?;
         let ls = &self.options.loss_scale;
         let mut runs: Vec<(String, f32)> = Vec::new();
         for p in pieces {
@@ -106,9 +116,14 @@ impl Encoder {
                 BaseStrategy::LastRound => last,
             };
             match p.kind {
-                PieceKind::Prompt | PieceKind::EmptyThink => {
-                    runs.push((p.text, if ls.base == BaseStrategy::All { 1.0 } else { 0.0 }))
-                }
+                PieceKind::Prompt | PieceKind::EmptyThink => runs.push((
+                    p.text,
+                    if ls.base == BaseStrategy::All {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                )),
                 PieceKind::EndOfTurn { last } => {
                     runs.push((p.text, if trained_turn(last) { 1.0 } else { 0.0 }))
                 }
@@ -146,10 +161,15 @@ impl Encoder {
             let ids = self.tokenizer.encode(&text)?;
             for &id in &ids {
                 enc.input_ids.push(id);
-                enc.labels.push(if w > 0.0 { i64::from(id) } else { IGNORE_INDEX });
+                enc.labels
+                    .push(if w > 0.0 { i64::from(id) } else { IGNORE_INDEX });
                 enc.loss_scale.push(w);
             }
-            enc.spans.push(Span { text, loss_scale: w, tokens: ids.len() });
+            enc.spans.push(Span {
+                text,
+                loss_scale: w,
+                tokens: ids.len(),
+            });
         }
         if let Some(max) = self.options.max_length {
             let n = enc.input_ids.len();

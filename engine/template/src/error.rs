@@ -11,20 +11,34 @@ pub enum TemplateError {
     TokenizerConfig { path: PathBuf, reason: String },
     #[error("{what} has no chat_template; choose a built-in template with --template (see `swift list templates`)")]
     NoChatTemplate { what: String },
-    #[error("the chat_template does not parse: {reason}; choose a built-in template with --template")]
+    #[error(
+        "the chat_template does not parse: {reason}; choose a built-in template with --template"
+    )]
     JinjaSyntax { reason: String },
     #[error("rendering the tokenizer's chat_template failed: {reason}")]
     JinjaRender { reason: String },
     #[error("cannot find the assistant turn {index} in the chat_template's output ({reason}); use a built-in template (--template) to get labels for this row")]
     JinjaLabels { index: usize, reason: String },
     #[error("template `{template}`: option `{option}` {reason}")]
-    BadOption { template: String, option: String, reason: String },
+    BadOption {
+        template: String,
+        option: String,
+        reason: String,
+    },
     #[error("template `{template}`: unknown tool format `{format}`; known: hermes, react")]
     UnknownToolFormat { template: String, format: String },
     #[error("template `{template}` uses {placeholder} but the tokenizer declares no {token} (set it in tokenizer_config.json)")]
-    MissingSpecialToken { template: String, placeholder: &'static str, token: &'static str },
+    MissingSpecialToken {
+        template: String,
+        placeholder: &'static str,
+        token: &'static str,
+    },
     #[error("message {index} ({role}): {reason}")]
-    Conversation { index: usize, role: String, reason: String },
+    Conversation {
+        index: usize,
+        role: String,
+        reason: String,
+    },
     #[error("the row has no messages to encode")]
     EmptyRow,
     #[error("unknown loss scale `{name}`; known: {known} (combine with `+`, e.g. `last_round+react`, or give a JSON file of pattern -> weights)")]

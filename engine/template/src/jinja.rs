@@ -44,7 +44,9 @@ impl JinjaTemplate {
             .trim_blocks(true)
             .lstrip_blocks(true)
             .build()
-            .map_err(|e| TemplateError::JinjaSyntax { reason: e.to_string() })?;
+            .map_err(|e| TemplateError::JinjaSyntax {
+                reason: e.to_string(),
+            })?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
@@ -53,7 +55,9 @@ impl JinjaTemplate {
         });
         env.add_function("strftime_now", |fmt: String| strftime_today(&fmt));
         env.add_template_owned("chat_template", source.to_string())
-            .map_err(|e| TemplateError::JinjaSyntax { reason: format!("{e:#}") })?;
+            .map_err(|e| TemplateError::JinjaSyntax {
+                reason: format!("{e:#}"),
+            })?;
         Ok(Self { env })
     }
 
@@ -67,10 +71,12 @@ impl JinjaTemplate {
         enable_thinking: Option<bool>,
         tok: &Tokenizer,
     ) -> Result<String, TemplateError> {
-        let tmpl = self
-            .env
-            .get_template("chat_template")
-            .map_err(|e| TemplateError::JinjaRender { reason: e.to_string() })?;
+        let tmpl =
+            self.env
+                .get_template("chat_template")
+                .map_err(|e| TemplateError::JinjaRender {
+                    reason: e.to_string(),
+                })?;
         let msgs: Vec<Value> = messages
             .iter()
             .map(|m| json_to_value(&serde_json::to_value(m).unwrap_or(serde_json::Value::Null)))
@@ -80,16 +86,29 @@ impl JinjaTemplate {
         let tools = tools.filter(|t| !t.is_empty());
         ctx.insert(
             "tools".into(),
-            tools.map_or(Value::from(()), |t| Value::from(t.iter().map(json_to_value).collect::<Vec<_>>())),
+            tools.map_or(Value::from(()), |t| {
+                Value::from(t.iter().map(json_to_value).collect::<Vec<_>>())
+            }),
         );
-        ctx.insert("add_generation_prompt".into(), Value::from(add_generation_prompt));
-        ctx.insert("bos_token".into(), Value::from(tok.bos_token.clone().unwrap_or_default()));
-        ctx.insert("eos_token".into(), Value::from(tok.eos_token.clone().unwrap_or_default()));
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::from(add_generation_prompt),
+        );
+        ctx.insert(
+            "bos_token".into(),
+            Value::from(tok.bos_token.clone().unwrap_or_default()),
+        );
+        ctx.insert(
+            "eos_token".into(),
+            Value::from(tok.eos_token.clone().unwrap_or_default()),
+        );
         if let Some(t) = enable_thinking {
             ctx.insert("enable_thinking".into(), Value::from(t));
         }
         tmpl.render(Value::from_object(ctx))
-            .map_err(|e| TemplateError::JinjaRender { reason: format!("{e:#}") })
+            .map_err(|e| TemplateError::JinjaRender {
+                reason: format!("{e:#}"),
+            })
     }
 
     /// Renders a row and marks its assistant spans (see the module documentation).
@@ -116,8 +135,12 @@ impl JinjaTemplate {
         let tools = row.tools.as_deref();
         let think = opts.enable_thinking;
         let full = self.render(&msgs, tools, opts.generation_prompt, think, tok)?;
-        let added: Vec<String> =
-            tok.inner().get_added_tokens_decoder().into_values().map(|t| t.content).collect();
+        let added: Vec<String> = tok
+            .inner()
+            .get_added_tokens_decoder()
+            .into_values()
+            .map(|t| t.content)
+            .collect();
         let last_assistant = msgs.iter().rposition(|m| m.role == "assistant");
 
         let mut pieces = Vec::new();
@@ -131,12 +154,25 @@ impl JinjaTemplate {
                 Err(_) if i == 0 => 0,
                 Err(e) => return Err(e),
             };
-            let upto = self.render(&msgs[..=i], tools, false, think, tok)?;
-            let end = span_end(&upto, &full, &added);
+            let end = if i + 1 == msgs.len() {
+                // The final message: look for a trailer the template appends after it (Llama-3.0
+                // always appends an assistant header) by letting a user message follow.
+                let mut more = msgs.clone();
+                more.push(Message::new("user", "\u{1}"));
+                match self.render(&more, tools, false, think, tok) {
+                    Ok(next) => final_end(&full, &next, &added),
+                    Err(_) => full.len(),
+                }
+            } else {
+                let upto = self.render(&msgs[..=i], tools, false, think, tok)?;
+                span_end(&upto, &full, &added)
+            };
             if start < pos || end < start {
                 return Err(TemplateError::JinjaLabels {
                     index: i,
-                    reason: format!("its span {start}..{end} overlaps the previous turn, which ended at {pos}"),
+                    reason: format!(
+                        "its span {start}..{end} overlaps the previous turn, which ended at {pos}"
+                    ),
                 });
             }
             pieces.push(Piece::new(&full[pos..start], PieceKind::Prompt));
@@ -145,7 +181,12 @@ impl JinjaTemplate {
                 pieces.push(Piece::new(EMPTY_THINK, PieceKind::EmptyThink));
                 span = rest;
             }
-            pieces.push(Piece::new(span, PieceKind::Answer { last: Some(i) == last_assistant }));
+            pieces.push(Piece::new(
+                span,
+                PieceKind::Answer {
+                    last: Some(i) == last_assistant,
+                },
+            ));
             pos = end;
         }
         pieces.push(Piece::new(&full[pos..], PieceKind::Prompt));
@@ -181,11 +222,37 @@ fn span_end(upto: &str, full: &str, added: &[String]) -> usize {
     }
     // A trailer `full` lacks: give back an added token both share right before the divergence.
     if p < full.len() {
-        if let Some(t) = added.iter().filter(|t| !t.is_empty() && full[..p].ends_with(t.as_str())).max_by_key(|t| t.len()) {
-            return p - t.len();
-        }
+        return give_back_added(full, p, added);
     }
     p
+}
+
+/// Where the final message's span ends in `full`, given `next`: the same conversation with one
+/// more message. Text of `full` that `next` has later (Qwen3's think block goes away once the
+/// answer is not last) is no trailer; text it lacks is, minus an added token both share.
+fn final_end(full: &str, next: &str, added: &[String]) -> usize {
+    let p = common_prefix(full, next);
+    if p == full.len() {
+        return p;
+    }
+    let tail = &full[p..];
+    let rest = &next[p..];
+    for (k, _) in tail.char_indices() {
+        let s = &tail[k..];
+        if !s.trim().is_empty() && rest.starts_with(s) {
+            return full.len();
+        }
+    }
+    give_back_added(full, p, added)
+}
+
+/// `p`, moved back over an added token that ends there (it starts the next message).
+fn give_back_added(text: &str, p: usize, added: &[String]) -> usize {
+    added
+        .iter()
+        .filter(|t| !t.is_empty() && text[..p].ends_with(t.as_str()))
+        .max_by_key(|t| t.len())
+        .map_or(p, |t| p - t.len())
 }
 
 fn json_to_value(v: &serde_json::Value) -> Value {
@@ -204,8 +271,10 @@ fn json_to_value(v: &serde_json::Value) -> Value {
         serde_json::Value::String(s) => Value::from(s.as_str()),
         serde_json::Value::Array(a) => Value::from(a.iter().map(json_to_value).collect::<Vec<_>>()),
         serde_json::Value::Object(o) => {
-            let map: IndexMap<Value, Value> =
-                o.iter().map(|(k, v)| (Value::from(k.as_str()), json_to_value(v))).collect();
+            let map: IndexMap<Value, Value> = o
+                .iter()
+                .map(|(k, v)| (Value::from(k.as_str()), json_to_value(v)))
+                .collect();
             Value::from_object(map)
         }
     }
@@ -225,7 +294,10 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value,
         None => None,
         Some(v) if v.is_none() => None,
         Some(v) => Some(v.as_i64().map(|n| n.max(0) as usize).ok_or_else(|| {
-            Error::new(ErrorKind::InvalidOperation, "tojson: indent must be a number")
+            Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: indent must be a number",
+            )
         })?),
     };
     let mut out = String::new();
@@ -233,7 +305,12 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value,
     Ok(Value::from(out))
 }
 
-fn write_value(v: &Value, indent: Option<usize>, level: usize, out: &mut String) -> Result<(), Error> {
+fn write_value(
+    v: &Value,
+    indent: Option<usize>,
+    level: usize,
+    out: &mut String,
+) -> Result<(), Error> {
     let newline = |out: &mut String, level: usize| {
         if let Some(n) = indent {
             out.push('\n');
@@ -303,11 +380,27 @@ fn strftime_today(fmt: &str) -> Result<Value, Error> {
         .unwrap_or(0);
     let date = crate::template::format_date((secs / 86_400) as i64); // "DD Mon YYYY"
     let mut parts = date.split(' ');
-    let (d, mon, y) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (d, mon, y) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     const LONG: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-        "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     let mi = MONTHS.iter().position(|m| *m == mon).unwrap_or(0);
     let mut out = String::new();
@@ -345,9 +438,20 @@ mod tests {
     fn tojson_matches_python() {
         let v = json_to_value(&serde_json::json!({"b": [1, 2.5, "é\n"], "a": null}));
         let s = tojson(&v, None, Kwargs::from_iter(Vec::<(&str, Value)>::new())).unwrap();
-        assert_eq!(s.as_str().unwrap(), "{\"b\": [1, 2.5, \"é\\n\"], \"a\": null}");
-        let s = tojson(&v, Some(Value::from(2)), Kwargs::from_iter(Vec::<(&str, Value)>::new())).unwrap();
-        assert_eq!(s.as_str().unwrap(), "{\n  \"b\": [\n    1,\n    2.5,\n    \"é\\n\"\n  ],\n  \"a\": null\n}");
+        assert_eq!(
+            s.as_str().unwrap(),
+            "{\"b\": [1, 2.5, \"é\\n\"], \"a\": null}"
+        );
+        let s = tojson(
+            &v,
+            Some(Value::from(2)),
+            Kwargs::from_iter(Vec::<(&str, Value)>::new()),
+        )
+        .unwrap();
+        assert_eq!(
+            s.as_str().unwrap(),
+            "{\n  \"b\": [\n    1,\n    2.5,\n    \"é\\n\"\n  ],\n  \"a\": null\n}"
+        );
     }
 
     #[test]
@@ -359,6 +463,9 @@ mod tests {
         // A trailer that shares an added token with the next message's header.
         let upto = "Hans<eot><sh>assistant";
         let full = "Hans<eot><sh>user";
-        assert_eq!(span_end(upto, full, &["<sh>".into(), "<eot>".into()]), "Hans<eot>".len());
+        assert_eq!(
+            span_end(upto, full, &["<sh>".into(), "<eot>".into()]),
+            "Hans<eot>".len()
+        );
     }
 }

@@ -31,8 +31,15 @@ pub enum BaseStrategy {
 
 #[derive(Debug, Clone)]
 enum Rule {
-    Key { key: String, key_weight: f32, content_weight: f32 },
-    Pattern { re: Regex, weight: f32 },
+    Key {
+        key: String,
+        key_weight: f32,
+        content_weight: f32,
+    },
+    Pattern {
+        re: Regex,
+        weight: f32,
+    },
 }
 
 /// One pattern -> weights table.
@@ -57,19 +64,38 @@ impl AgentTable {
         for (pattern, weights) in map {
             let w: Vec<f32> = weights
                 .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_f64())
+                        .map(|x| x as f32)
+                        .collect()
+                })
                 .unwrap_or_default();
             match w.as_slice() {
                 [weight] => {
                     let re = Regex::new(&format!("(?s){pattern}"))
                         .map_err(|e| format!("pattern `{pattern}`: {e}"))?;
-                    rules.push(Rule::Pattern { re, weight: *weight });
+                    rules.push(Rule::Pattern {
+                        re,
+                        weight: *weight,
+                    });
                 }
-                [k, c] => rules.push(Rule::Key { key: pattern, key_weight: *k, content_weight: *c }),
-                _ => return Err(format!("`{pattern}`: expected one or two weights, got {weights}")),
+                [k, c] => rules.push(Rule::Key {
+                    key: pattern,
+                    key_weight: *k,
+                    content_weight: *c,
+                }),
+                _ => {
+                    return Err(format!(
+                        "`{pattern}`: expected one or two weights, got {weights}"
+                    ))
+                }
             }
         }
-        Ok(Self { name: name.to_string(), rules })
+        Ok(Self {
+            name: name.to_string(),
+            rules,
+        })
     }
 
     fn builtin(name: &str) -> Option<Self> {
@@ -88,7 +114,11 @@ impl AgentTable {
             .rules
             .iter()
             .filter_map(|r| match r {
-                Rule::Key { key, key_weight, content_weight } => Some((key.as_str(), *key_weight, *content_weight)),
+                Rule::Key {
+                    key,
+                    key_weight,
+                    content_weight,
+                } => Some((key.as_str(), *key_weight, *content_weight)),
                 _ => None,
             })
             .collect();
@@ -123,7 +153,9 @@ impl AgentTable {
         }
         // Then patterns, inside what keys left uncovered.
         for rule in &self.rules {
-            let Rule::Pattern { re, weight } = rule else { continue };
+            let Rule::Pattern { re, weight } = rule else {
+                continue;
+            };
             let mut next = Vec::new();
             for (piece, w) in out {
                 if w.is_some() {
@@ -158,13 +190,17 @@ pub struct LossScale {
 
 impl Default for LossScale {
     fn default() -> Self {
-        Self { base: BaseStrategy::Default, tables: Vec::new() }
+        Self {
+            base: BaseStrategy::Default,
+            tables: Vec::new(),
+        }
     }
 }
 
 impl LossScale {
     /// Names a spec may use besides JSON file paths.
-    pub const NAMES: [&'static str; 6] = ["default", "last_round", "all", "react", "hermes", "qwen"];
+    pub const NAMES: [&'static str; 6] =
+        ["default", "last_round", "all", "react", "hermes", "qwen"];
 
     /// Parses `default`, `last_round+react`, `hermes`, `my_table.json`, ...
     pub fn parse(spec: &str) -> Result<Self, TemplateError> {
@@ -190,10 +226,17 @@ impl LossScale {
                 ls.tables.push(t);
             } else if part.ends_with(".json") {
                 let path = Path::new(part);
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| TemplateError::LossScaleFile { path: path.into(), reason: e.to_string() })?;
-                let t = AgentTable::from_json(part, &text)
-                    .map_err(|reason| TemplateError::LossScaleFile { path: path.into(), reason })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| TemplateError::LossScaleFile {
+                        path: path.into(),
+                        reason: e.to_string(),
+                    })?;
+                let t = AgentTable::from_json(part, &text).map_err(|reason| {
+                    TemplateError::LossScaleFile {
+                        path: path.into(),
+                        reason,
+                    }
+                })?;
                 ls.tables.push(t);
             } else {
                 return Err(TemplateError::UnknownLossScale {
@@ -219,7 +262,9 @@ impl LossScale {
             }
             runs = next;
         }
-        runs.into_iter().map(|(p, w)| (p, w.unwrap_or(1.0))).collect()
+        runs.into_iter()
+            .map(|(p, w)| (p, w.unwrap_or(1.0)))
+            .collect()
     }
 }
 
@@ -249,7 +294,13 @@ mod tests {
         let ls = LossScale::parse("last_round+hermes").unwrap();
         assert_eq!(ls.base, BaseStrategy::LastRound);
         let runs = ls.split_answer("ok\n<tool_call>\n{}\n</tool_call>");
-        assert_eq!(runs, vec![("ok\n".into(), 1.0), ("<tool_call>\n{}\n</tool_call>".into(), 2.0)]);
+        assert_eq!(
+            runs,
+            vec![
+                ("ok\n".into(), 1.0),
+                ("<tool_call>\n{}\n</tool_call>".into(), 2.0)
+            ]
+        );
     }
 
     #[test]

@@ -50,7 +50,10 @@ pub struct Piece {
 
 impl Piece {
     pub(crate) fn new(text: impl Into<String>, kind: PieceKind) -> Self {
-        Self { text: text.into(), kind }
+        Self {
+            text: text.into(),
+            kind,
+        }
     }
 }
 
@@ -84,7 +87,10 @@ struct Declarative {
 enum Engine {
     Declarative(Box<Declarative>),
     /// The tokenizer's chat_template; `None` until bound to a tokenizer.
-    Jinja { compiled: Option<Arc<JinjaTemplate>>, enable_thinking: Option<bool> },
+    Jinja {
+        compiled: Option<Arc<JinjaTemplate>>,
+        enable_thinking: Option<bool>,
+    },
 }
 
 /// An executable template.
@@ -113,8 +119,17 @@ impl Template {
         let mut date = None;
         let mut jinja = false;
         for (key, value) in &rec.options {
-            let as_str = || value.as_str().map(String::from).ok_or_else(|| bad(key, "must be a string"));
-            let as_bool = || value.as_bool().ok_or_else(|| bad(key, "must be true or false"));
+            let as_str = || {
+                value
+                    .as_str()
+                    .map(String::from)
+                    .ok_or_else(|| bad(key, "must be a string"))
+            };
+            let as_bool = || {
+                value
+                    .as_bool()
+                    .ok_or_else(|| bad(key, "must be true or false"))
+            };
             match key.as_str() {
                 "engine" => match value.as_str() {
                     Some("jinja") => jinja = true,
@@ -192,7 +207,10 @@ impl Template {
         Ok(Self {
             name: name.into(),
             stop_words: Vec::new(),
-            engine: Engine::Jinja { compiled: Some(Arc::new(JinjaTemplate::new(source)?)), enable_thinking: None },
+            engine: Engine::Jinja {
+                compiled: Some(Arc::new(JinjaTemplate::new(source)?)),
+                enable_thinking: None,
+            },
         })
     }
 
@@ -203,11 +221,17 @@ impl Template {
 
     /// Makes a `jinja` template concrete with the tokenizer's chat_template (no-op otherwise).
     pub fn bind(mut self, tok: &Tokenizer) -> Result<Self, TemplateError> {
-        if let Engine::Jinja { compiled: compiled @ None, .. } = &mut self.engine {
-            let source = tok
-                .chat_template
-                .as_deref()
-                .ok_or_else(|| TemplateError::NoChatTemplate { what: tok.path.display().to_string() })?;
+        if let Engine::Jinja {
+            compiled: compiled @ None,
+            ..
+        } = &mut self.engine
+        {
+            let source =
+                tok.chat_template
+                    .as_deref()
+                    .ok_or_else(|| TemplateError::NoChatTemplate {
+                        what: tok.path.display().to_string(),
+                    })?;
             *compiled = Some(Arc::new(JinjaTemplate::new(source)?));
         }
         Ok(self)
@@ -222,7 +246,10 @@ impl Template {
     ) -> Result<Vec<Piece>, TemplateError> {
         match &self.engine {
             Engine::Declarative(d) => d.render(row, opts, tok),
-            Engine::Jinja { compiled, enable_thinking } => {
+            Engine::Jinja {
+                compiled,
+                enable_thinking,
+            } => {
                 let j = match compiled {
                     Some(j) => j.clone(),
                     None => self.clone().bind(tok)?.jinja_arc(),
@@ -236,7 +263,9 @@ impl Template {
 
     fn jinja_arc(&self) -> Arc<JinjaTemplate> {
         match &self.engine {
-            Engine::Jinja { compiled: Some(j), .. } => j.clone(),
+            Engine::Jinja {
+                compiled: Some(j), ..
+            } => j.clone(),
             _ => unreachable!("bind() compiles jinja templates"),
         }
     }
@@ -245,15 +274,18 @@ impl Template {
 /// Replaces `{{BOS}}` / `{{EOS}}` with the tokenizer's token strings.
 fn fill_tokens(s: &str, template: &str, tok: &Tokenizer) -> Result<String, TemplateError> {
     let mut out = s.to_string();
-    for (placeholder, token, value) in
-        [("{{BOS}}", "bos_token", &tok.bos_token), ("{{EOS}}", "eos_token", &tok.eos_token)]
-    {
+    for (placeholder, token, value) in [
+        ("{{BOS}}", "bos_token", &tok.bos_token),
+        ("{{EOS}}", "eos_token", &tok.eos_token),
+    ] {
         if out.contains(placeholder) {
-            let v = value.as_deref().ok_or_else(|| TemplateError::MissingSpecialToken {
-                template: template.into(),
-                placeholder,
-                token,
-            })?;
+            let v = value
+                .as_deref()
+                .ok_or_else(|| TemplateError::MissingSpecialToken {
+                    template: template.into(),
+                    placeholder,
+                    token,
+                })?;
             out = out.replace(placeholder, v);
         }
     }
@@ -267,7 +299,12 @@ fn split_think(content: &str) -> (String, String) {
             let parts: Vec<&str> = content.split("</think>").collect();
             let answer = parts[parts.len() - 1].trim_start_matches('\n').to_string();
             let before = parts[0].trim_end_matches('\n');
-            let reasoning = before.rsplit("<think>").next().unwrap_or("").trim_start_matches('\n').to_string();
+            let reasoning = before
+                .rsplit("<think>")
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('\n')
+                .to_string();
             (reasoning, answer)
         }
         None => (String::new(), content.to_string()),
@@ -279,7 +316,12 @@ fn is_tool_response_text(s: &str) -> bool {
 }
 
 impl Declarative {
-    fn render(&self, row: &StandardRow, opts: &RenderOptions, tok: &Tokenizer) -> Result<Vec<Piece>, TemplateError> {
+    fn render(
+        &self,
+        row: &StandardRow,
+        opts: &RenderOptions,
+        tok: &Tokenizer,
+    ) -> Result<Vec<Piece>, TemplateError> {
         let rec = &self.rec;
         let name = rec.name.as_str();
         let fill = |s: &str| fill_tokens(s, name, tok);
@@ -322,7 +364,10 @@ impl Declarative {
         // A system with no system slot goes in front of the first query.
         let mut system_for_query: Option<String> = None;
         match (&system, &rec.system_prefix) {
-            (Some(s), Some(sp)) => pieces.push(Piece::new(fill(sp)?.replace("{{SYSTEM}}", s), PieceKind::Prompt)),
+            (Some(s), Some(sp)) => pieces.push(Piece::new(
+                fill(sp)?.replace("{{SYSTEM}}", s),
+                PieceKind::Prompt,
+            )),
             (Some(s), None) => {
                 pieces.push(Piece::new(fill(&rec.prefix)?, PieceKind::Prompt));
                 system_for_query = Some(s.clone());
@@ -366,9 +411,16 @@ impl Declarative {
                         };
                         prompt.replacen("{{QUERY}}", &q, 1)
                     } else {
-                        let end = msgs[i..].iter().position(|x| x.role != "tool").map_or(msgs.len(), |k| i + k);
+                        let end = msgs[i..]
+                            .iter()
+                            .position(|x| x.role != "tool")
+                            .map_or(msgs.len(), |k| i + k);
                         let run: Vec<&Message> = msgs[i..end].iter().collect();
-                        let text = tool_prompt.replacen("{{QUERY}}", &self.tool_format.tool_results_text(&run), 1);
+                        let text = tool_prompt.replacen(
+                            "{{QUERY}}",
+                            &self.tool_format.tool_results_text(&run),
+                            1,
+                        );
                         prev_role = "tool";
                         i = end;
                         pieces.push(Piece::new(text, PieceKind::Prompt));
@@ -387,7 +439,9 @@ impl Declarative {
                         let is_last_message = i + 1 == msgs.len();
                         if i > last_query && (is_last_message || !reasoning.is_empty()) {
                             let reasoning = reasoning.trim_matches('\n');
-                            let body = self.tool_format.assistant_text(content.trim_start_matches('\n'), calls);
+                            let body = self
+                                .tool_format
+                                .assistant_text(content.trim_start_matches('\n'), calls);
                             if reasoning.is_empty() {
                                 pieces.push(Piece::new(EMPTY_THINK, PieceKind::EmptyThink));
                                 pieces.push(Piece::new(body, PieceKind::Answer { last }));
@@ -411,15 +465,26 @@ impl Declarative {
                         })?;
                         pieces.push(Piece::new(fill(sep)?, PieceKind::EndOfTurn { last }));
                     } else {
-                        pieces.push(Piece::new(fill(&rec.suffix)?, PieceKind::EndOfTurn { last }));
+                        pieces.push(Piece::new(
+                            fill(&rec.suffix)?,
+                            PieceKind::EndOfTurn { last },
+                        ));
                     }
                 }
-                "system" => return Err(conv_err(i, m, "a system message is only allowed as the first message")),
+                "system" => {
+                    return Err(conv_err(
+                        i,
+                        m,
+                        "a system message is only allowed as the first message",
+                    ))
+                }
                 other => {
                     return Err(conv_err(
                         i,
                         m,
-                        &format!("unknown role `{other}`; expected system, user, assistant or tool"),
+                        &format!(
+                            "unknown role `{other}`; expected system, user, assistant or tool"
+                        ),
                     ))
                 }
             }
@@ -460,7 +525,9 @@ pub(crate) fn format_date(days: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!("{d:02} {} {y}", MONTHS[(m - 1) as usize])
 }
 
@@ -476,7 +543,10 @@ mod tests {
 
     #[test]
     fn think_blocks_split_like_qwen3() {
-        assert_eq!(split_think("<think>\nr\n</think>\n\nans"), ("r".into(), "ans".into()));
+        assert_eq!(
+            split_think("<think>\nr\n</think>\n\nans"),
+            ("r".into(), "ans".into())
+        );
         assert_eq!(split_think("plain"), (String::new(), "plain".into()));
     }
 }

@@ -20,7 +20,9 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Tokenizer")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -28,10 +30,11 @@ impl Tokenizer {
     /// Loads `tokenizer.json` from `file`, and `tokenizer_config.json` from the same folder when it
     /// exists (without it there is no chat_template and no BOS/EOS strings).
     pub fn from_file(file: &Path) -> Result<Self, TemplateError> {
-        let inner = tokenizers::Tokenizer::from_file(file).map_err(|e| TemplateError::TokenizerLoad {
-            path: file.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let inner =
+            tokenizers::Tokenizer::from_file(file).map_err(|e| TemplateError::TokenizerLoad {
+                path: file.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         let mut tok = Self {
             inner,
             path: file.to_path_buf(),
@@ -59,12 +62,17 @@ impl Tokenizer {
     }
 
     fn read_config(&mut self, path: &Path) -> Result<(), TemplateError> {
-        let err = |reason: String| TemplateError::TokenizerConfig { path: path.to_path_buf(), reason };
+        let err = |reason: String| TemplateError::TokenizerConfig {
+            path: path.to_path_buf(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
         let token = |key: &str| match v.get(key) {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+            Some(serde_json::Value::Object(o)) => {
+                o.get("content").and_then(|c| c.as_str()).map(String::from)
+            }
             _ => None,
         };
         self.bos_token = token("bos_token");
@@ -80,7 +88,11 @@ impl Tokenizer {
                         .and_then(|t| t.as_str())
                 };
                 named("default")
-                    .or_else(|| list.first().and_then(|t| t.get("template")).and_then(|t| t.as_str()))
+                    .or_else(|| {
+                        list.first()
+                            .and_then(|t| t.get("template"))
+                            .and_then(|t| t.as_str())
+                    })
                     .map(String::from)
             }
             _ => None,
@@ -94,13 +106,18 @@ impl Tokenizer {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let enc = self.inner.encode(text, false).map_err(|e| TemplateError::Tokenize(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TemplateError::Tokenize(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// The text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TemplateError> {
-        self.inner.decode(ids, false).map_err(|e| TemplateError::Tokenize(e.to_string()))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| TemplateError::Tokenize(e.to_string()))
     }
 
     /// The id of one token, if the vocabulary has it.

@@ -20,9 +20,11 @@ pub enum ToolFormat {
     React,
 }
 
-const HERMES_HEAD: &str = "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
+const HERMES_HEAD: &str =
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
 You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
-const HERMES_TAIL: &str = "\n</tools>\n\nFor each function call, return a json object with function name and \
+const HERMES_TAIL: &str =
+    "\n</tools>\n\nFor each function call, return a json object with function name and \
 arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \
 \"arguments\": <args-json-object>}\n</tool_call>";
 
@@ -66,7 +68,10 @@ impl ToolFormat {
                     let name = f.get("name").and_then(Value::as_str).unwrap_or("");
                     names.push(name.to_string());
                     let desc = f.get("description").and_then(Value::as_str).unwrap_or("");
-                    let params = f.get("parameters").map(py_json).unwrap_or_else(|| "{}".into());
+                    let params = f
+                        .get("parameters")
+                        .map(py_json)
+                        .unwrap_or_else(|| "{}".into());
                     out.push_str(&format!(
                         "{name}: Call this tool to interact with the {name} API. What is the {name} API useful for? \
                          {desc} Parameters: {params} Format the arguments as a JSON object.\n\n"
@@ -135,7 +140,9 @@ impl ToolFormat {
 /// The `function` object of an OpenAI tool (`{"type": "function", "function": {...}}`), or the
 /// tool itself when it is a bare function schema.
 fn function_of(tool: &Value) -> &Value {
-    tool.get("function").filter(|f| f.is_object()).unwrap_or(tool)
+    tool.get("function")
+        .filter(|f| f.is_object())
+        .unwrap_or(tool)
 }
 
 /// JSON as Python's `json.dumps(value, ensure_ascii=False)` writes it.
@@ -191,7 +198,11 @@ pub(crate) fn py_float(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     let a = f.abs();
     if a != 0.0 && !(1e-4..1e16).contains(&a) {
@@ -238,8 +249,13 @@ mod tests {
 
     #[test]
     fn json_is_written_like_python() {
-        let v: Value = serde_json::from_str(r#"{"b": 1, "a": [1.5, "x\"y\n", null, true], "c": {"é": 2.0}}"#).unwrap();
-        assert_eq!(py_json(&v), r#"{"b": 1, "a": [1.5, "x\"y\n", null, true], "c": {"é": 2.0}}"#);
+        let v: Value =
+            serde_json::from_str(r#"{"b": 1, "a": [1.5, "x\"y\n", null, true], "c": {"é": 2.0}}"#)
+                .unwrap();
+        assert_eq!(
+            py_json(&v),
+            r#"{"b": 1, "a": [1.5, "x\"y\n", null, true], "c": {"é": 2.0}}"#
+        );
         assert_eq!(py_float(1e16), "1e+16");
         assert_eq!(py_float(1.5e-5), "1.5e-05");
         assert_eq!(py_float(3.0), "3.0");
@@ -251,14 +267,26 @@ mod tests {
         let call = ToolCall {
             id: None,
             kind: "function".into(),
-            function: swift_plugin_api::FunctionCall { name: "f".into(), arguments: json!({"x": 1}) },
+            function: swift_plugin_api::FunctionCall {
+                name: "f".into(),
+                arguments: json!({"x": 1}),
+            },
         };
         let t = ToolFormat::Hermes.assistant_text("", std::slice::from_ref(&call));
-        assert_eq!(t, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>");
+        assert_eq!(
+            t,
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>"
+        );
         let t = ToolFormat::Hermes.assistant_text("ok", &[call.clone(), call]);
         assert!(t.starts_with("ok\n<tool_call>") && t.contains("</tool_call>\n<tool_call>"));
         let m = Message::new("tool", "42");
-        assert_eq!(ToolFormat::Hermes.tool_results_text(&[&m, &m]), "<tool_response>\n42\n</tool_response>\n<tool_response>\n42\n</tool_response>");
-        assert_eq!(ToolFormat::React.tool_results_text(&[&m]), "Observation: 42");
+        assert_eq!(
+            ToolFormat::Hermes.tool_results_text(&[&m, &m]),
+            "<tool_response>\n42\n</tool_response>\n<tool_response>\n42\n</tool_response>"
+        );
+        assert_eq!(
+            ToolFormat::React.tool_results_text(&[&m]),
+            "Observation: 42"
+        );
     }
 }
