@@ -277,35 +277,69 @@ fn builtin_templates_need_no_chat_template() {
 fn digest(ids: &[u32]) -> String {
     use sha2::{Digest, Sha256};
     let text: Vec<String> = ids.iter().map(u32::to_string).collect();
-    Sha256::digest(text.join(",").as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(text.join(",").as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The same comparisons against ids that transformers (Jinja2) produced, recorded by
 /// tests/encode_reference.py: this also proves minijinja renders the templates as Jinja2 does.
 #[test]
 fn builtin_templates_match_ids_recorded_with_transformers() {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encode_reference.json");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/encode_reference.json");
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&fixture).expect("fixture present")).expect("json");
-    let Some(sets) = common::must_show_rows() else { return };
+        serde_json::from_str(&std::fs::read_to_string(&fixture).expect("fixture present"))
+            .expect("json");
+    let Some(sets) = common::must_show_rows() else {
+        return;
+    };
     for (tok_name, template, gen) in [("qwen3", "qwen3", false), ("llama3", "llama3", true)] {
-        let Some(tok) = common::asset(&format!("assets/tokenizers/{tok_name}/tokenizer.json")) else { return };
-        let builtin = encoder(Template::from_record(&common::record(template)).unwrap(), &tok, gen);
-        let jinja = encoder(Template::from_record(&common::record("jinja")).unwrap(), &tok, gen);
-        for ((name, rows), key) in sets.iter().zip(["alpaca-en-demo", "glaive-toolcall-en-demo", "dpo-en-demo-multi"]) {
+        let Some(tok) = common::asset(&format!("assets/tokenizers/{tok_name}/tokenizer.json"))
+        else {
+            return;
+        };
+        let builtin = encoder(
+            Template::from_record(&common::record(template)).unwrap(),
+            &tok,
+            gen,
+        );
+        let jinja = encoder(
+            Template::from_record(&common::record("jinja")).unwrap(),
+            &tok,
+            gen,
+        );
+        for ((name, rows), key) in sets.iter().zip([
+            "alpaca-en-demo",
+            "glaive-toolcall-en-demo",
+            "dpo-en-demo-multi",
+        ]) {
             let want = &reference[format!("{tok_name}/{key}")]["sha"];
             let want = want.as_array().expect("recorded hashes");
             assert_eq!(want.len(), rows.len(), "{tok_name} {name}");
             for (i, (row, want)) in rows.iter().zip(want).enumerate() {
                 let got = builtin.encode(row).unwrap().unwrap();
-                assert_eq!(digest(&got.input_ids), want.as_str().unwrap(), "{tok_name} {name} row {i} (built-in)");
+                assert_eq!(
+                    digest(&got.input_ids),
+                    want.as_str().unwrap(),
+                    "{tok_name} {name} row {i} (built-in)"
+                );
                 let jrow = if tok_name == "llama3" {
-                    StandardRow { messages: react_text_messages(row), ..Default::default() }
+                    StandardRow {
+                        messages: react_text_messages(row),
+                        ..Default::default()
+                    }
                 } else {
                     row.clone()
                 };
                 let got = jinja.encode(&jrow).unwrap().unwrap();
-                assert_eq!(digest(&got.input_ids), want.as_str().unwrap(), "{tok_name} {name} row {i} (jinja)");
+                assert_eq!(
+                    digest(&got.input_ids),
+                    want.as_str().unwrap(),
+                    "{tok_name} {name} row {i} (jinja)"
+                );
             }
         }
     }
