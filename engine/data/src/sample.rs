@@ -83,7 +83,7 @@ pub fn choose(len: u64, k: u64, seed: u64) -> Vec<u64> {
 /// A ratio of 0 (or less) keeps everything for training.
 pub fn split_dataset<T>(rows: Vec<T>, ratio: f64, seed: u64) -> (Vec<T>, Vec<T>) {
     let len = rows.len() as u64;
-    if !(ratio > 0.0) || len == 0 {
+    if ratio.is_nan() || ratio <= 0.0 || len == 0 {
         return (rows, Vec::new());
     }
     let n_val = ((ratio.min(1.0) * len as f64).ceil() as u64).min(len);
@@ -108,7 +108,7 @@ pub fn split_dataset<T>(rows: Vec<T>, ratio: f64, seed: u64) -> (Vec<T>, Vec<T>)
 /// row is assigned independently (a hash of seed and index), so the validation share is `ratio`
 /// on average rather than exactly, and no row count is needed.
 pub fn is_validation_row(index: u64, ratio: f64, seed: u64) -> bool {
-    if !(ratio > 0.0) {
+    if ratio.is_nan() || ratio <= 0.0 {
         return false;
     }
     let h = mix(mix(seed ^ 0x5157_4946_542D_5253).wrapping_add(index));

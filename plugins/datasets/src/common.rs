@@ -107,6 +107,23 @@ pub fn structured(key: &str, v: &Value) -> Result<Value, String> {
     }
 }
 
+/// A text column that may hold a list of messages as JSON text (TRL's conversational prompts and
+/// answers in CSV files): parsed when it is a JSON list of objects, kept as text otherwise (an
+/// answer may well start with `{` or `[`).
+pub fn maybe_structured(v: &Value) -> Value {
+    if let Value::String(s) = v {
+        let t = s.trim();
+        if t.starts_with('[') {
+            if let Ok(Value::Array(list)) = serde_json::from_str::<Value>(t) {
+                if !list.is_empty() && list.iter().all(Value::is_object) {
+                    return Value::Array(list);
+                }
+            }
+        }
+    }
+    v.clone()
+}
+
 /// `history`: `[[query, response], ...]` (or that list as a JSON string) → alternating turns.
 pub fn history(row: &Map<String, Value>) -> Result<Vec<Message>, String> {
     let Some(v) = row.get("history").filter(|v| !v.is_null()) else {

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use swift_plugin_api::prelude::*;
 
 use crate::common::{
-    first, first_text, history, images, label, structured, text_of, tools, with_system,
+    first, first_text, history, images, label, maybe_structured, text_of, tools, with_system,
     MESSAGES_KEYS, QUERY_KEYS, SYSTEM_KEYS,
 };
 use crate::conversation::parse_conversation;
@@ -30,7 +30,7 @@ pub struct Preference;
 
 /// One side of a pair: the answer only, or a whole conversation.
 fn side(key: &str, v: &Value, images: &mut Vec<String>) -> Result<Vec<Message>, String> {
-    match structured(key, v)? {
+    match maybe_structured(v) {
         Value::Array(list) => {
             let conv = parse_conversation(key, &Value::Array(list), None)?;
             images.extend(conv.images);
@@ -72,7 +72,7 @@ impl DatasetPreprocessor for Preference {
             imgs.extend(conv.images);
             prompt.extend(conv.messages);
         } else if let Some((key, v)) = first(&row, QUERY_KEYS) {
-            match structured(key, v)? {
+            match maybe_structured(v) {
                 v @ Value::Array(_) => {
                     let conv = parse_conversation(key, &v, None)?;
                     imgs.extend(conv.images);

@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 use swift_plugin_api::prelude::*;
 
 use crate::common::{
-    blank, extras, first, first_text, history, kind, structured, text_of, with_system, QUERY_KEYS,
-    RESPONSE_KEYS, SYSTEM_KEYS,
+    blank, extras, first, first_text, history, kind, maybe_structured, text_of, with_system,
+    QUERY_KEYS, RESPONSE_KEYS, SYSTEM_KEYS,
 };
 use crate::conversation::parse_conversation;
 
@@ -40,7 +40,7 @@ fn single_answer(
     };
     let mut has_answer = false;
     if let Some((key, v)) = first(row, RESPONSE_KEYS) {
-        match structured(key, v)? {
+        match maybe_structured(v) {
             // Several reference answers: the first is trained (ms-swift picks one at random).
             Value::Array(list) if list.iter().all(Value::is_string) => {
                 if let Some(a) = list.first().and_then(Value::as_str) {
@@ -116,7 +116,7 @@ impl DatasetPreprocessor for QueryResponse {
     fn preprocess(&self, row: Map<String, Value>) -> Result<PreprocessOutcome, String> {
         let query = match first(&row, QUERY_KEYS) {
             None => None,
-            Some((key, v)) => match structured(key, v)? {
+            Some((key, v)) => match maybe_structured(v) {
                 v @ Value::Array(_) => {
                     let conv = parse_conversation(key, &v, None)?;
                     Some(Query::Messages(conv.messages, conv.images))

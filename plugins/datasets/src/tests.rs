@@ -60,6 +60,29 @@ fn alpaca_joins_instruction_and_input() {
 }
 
 #[test]
+fn answers_that_look_like_json_stay_text() {
+    let out = row_of(
+        &Alpaca,
+        json!({"instruction": "Who?", "input": "", "output": "{{name}} is my name."}),
+    );
+    assert_eq!(out.messages[1], m("assistant", "{{name}} is my name."));
+    let out = row_of(
+        &QueryResponse,
+        json!({"query": "[1, 2]", "response": "{\"a\": 1}"}),
+    );
+    assert_eq!(
+        out.messages,
+        vec![m("user", "[1, 2]"), m("assistant", "{\"a\": 1}")]
+    );
+    // A message list as JSON text (CSV) is read as messages.
+    let out = row_of(
+        &QueryResponse,
+        json!({"prompt": "[{\"role\": \"user\", \"content\": \"Q\"}]", "completion": "A"}),
+    );
+    assert_eq!(out.messages, vec![m("user", "Q"), m("assistant", "A")]);
+}
+
+#[test]
 fn alpaca_keeps_system_and_history() {
     let out = row_of(
         &Alpaca,
