@@ -22,7 +22,6 @@ build: setup
 # host's `tensors` feature, into the same target directory.
 test: setup
 	$(CARGO) test --release --workspace --exclude swift-example-plugin $(foreach f,$(wildcard tests/fixtures/plugins/*),--exclude swift-fixture-$(notdir $(f)))
-	$(CARGO) test --release -p swift-plugin-api --features tensors --test tensor_ref
 
 demo: setup
 	@bash scripts/demo.sh

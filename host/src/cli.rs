@@ -64,7 +64,7 @@ pub enum Command {
     #[command(name = "new-plugin")]
     NewPlugin(NewPluginArgs),
     /// Encode dataset rows with a template (debug a template or a dataset).
-    Encode(Pending),
+    Encode(EncodeArgs),
 }
 
 /// Arguments of a command that a later issue implements: accepted, then refused clearly.
@@ -112,6 +112,62 @@ pub struct ExportArgs {
     pub rest: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// A model folder: its tokenizer.json (and tokenizer_config.json, whose chat_template is used
+    /// when --template is not given).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// A tokenizer.json file (a tokenizer_config.json next to it is read too).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// The template (`swift list templates`); default: the tokenizer's chat_template (`jinja`).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// A dataset file or registered name, optionally NAME#N (sample N rows). Repeatable.
+    #[arg(long, value_name = "SPEC", required = true)]
+    pub dataset: Vec<String>,
+    /// Encode inference prompts: drop a final assistant answer, end with the assistant header.
+    #[arg(long = "generation-prompt", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub generation_prompt: Option<bool>,
+    /// Print the rendered text with trained spans marked `[[...]]{loss_scale}` (the default).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, conflicts_with = "json")]
+    pub show: Option<bool>,
+    /// Print one JSON line per row: input_ids, labels, loss_scale.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub json: Option<bool>,
+    /// Longest row in tokens; longer rows are handled by --truncation-strategy.
+    #[arg(long = "max-length", value_name = "N")]
+    pub max_length: Option<usize>,
+    /// delete (default), left or right.
+    #[arg(long = "truncation-strategy", value_name = "S")]
+    pub truncation_strategy: Option<String>,
+    /// default, last_round or all, plus agent tables (react, hermes, qwen, FILE.json) joined with `+`.
+    #[arg(long = "loss-scale", value_name = "S")]
+    pub loss_scale: Option<String>,
+    /// Use this system message instead of the row's and the template's default.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Qwen3 thinking (jinja: passed to the chat_template as enable_thinking).
+    #[arg(long = "enable-thinking", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub enable_thinking: Option<bool>,
+    /// Seed of NAME#N sampling.
+    #[arg(long = "data-seed")]
+    pub data_seed: Option<u64>,
+    /// Column renames, a JSON object {"old": "new"}.
+    #[arg(long)]
+    pub columns: Option<String>,
+    /// Skip (and count) malformed rows and rows that fail to encode instead of stopping.
+    #[arg(long = "skip-bad-rows", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub skip_bad_rows: Option<bool>,
+    /// Fills {{name}} in datasets such as `identity`.
+    #[arg(long = "model-name")]
+    pub model_name: Option<String>,
+    /// Fills {{author}} in datasets such as `identity`.
+    #[arg(long = "model-author")]
+    pub model_author: Option<String>,
+}
+
 /// Parses `true`/`false` (and `1`/`0`, `yes`/`no`) for boolean flags.
 pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -157,7 +213,7 @@ mod tests {
 
     #[test]
     fn snake_and_kebab_spellings_are_the_same_flag() {
-        let a = parse(&["swift", "--plugin_dir", "a", "list", "--plugin-dir=b"]);
+        let a = parse(&["swift", "list", "--plugin_dir", "a", "--plugin-dir=b"]);
         assert_eq!(a.global.plugin_dir, vec![PathBuf::from("a"), PathBuf::from("b")]);
         let a = parse(&["swift", "export", "--from_gguf=x.gguf", "--output-dir", "o_ut"]);
         let Command::Export(e) = a.command else { panic!() };

@@ -51,6 +51,16 @@ pub struct Entry<R, I> {
     pub provenance: Provenance,
 }
 
+impl<R: fmt::Debug, I> fmt::Debug for Entry<R, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("record", &self.record)
+            .field("has_behaviour", &self.imp.is_some())
+            .field("provenance", &self.provenance)
+            .finish()
+    }
+}
+
 impl<R: Clone, I> Clone for Entry<R, I> {
     fn clone(&self) -> Self {
         Self { record: self.record.clone(), imp: self.imp.clone(), provenance: self.provenance.clone() }
