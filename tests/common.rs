@@ -40,8 +40,17 @@ pub fn fixture_dir() -> &'static Path {
         }
         let status = cmd.status().expect("cargo runs");
         assert!(status.success(), "building the plugin fixtures failed");
-        workspace_root().join("target/release")
+        target_dir().join("release")
     })
+}
+
+/// Cargo's target directory (honours CARGO_TARGET_DIR, like the cargo that built these tests).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
+        Some(d) => workspace_root().join(d),
+        None => workspace_root().join("target"),
+    }
 }
 
 /// The .so of one fixture package.
