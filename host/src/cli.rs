@@ -48,7 +48,7 @@ pub enum Command {
     /// Preference alignment: DPO, ORPO, KTO, SimPO, CPO, reward modelling.
     Rlhf(Pending),
     /// Chat with a model, or run it over a dataset.
-    Infer(Pending),
+    Infer(crate::commands::infer::InferArgs),
     /// Serve a model over an OpenAI-compatible HTTP API.
     Deploy(Pending),
     /// Evaluate a model on benchmark datasets.

@@ -10,6 +10,7 @@ mod plugins;
 // Built-in plugins are linked statically and found through `inventory`; naming the crates here
 // makes sure the linker keeps them.
 use swift_plugin_datasets as _;
+use swift_plugin_models as _;
 use swift_plugin_templates as _;
 
 use anyhow::Result;
@@ -62,7 +63,7 @@ fn run(command: Command, settings: &GlobalSettings) -> Result<()> {
         Command::Pt(_) => commands::not_yet("pt", "training"),
         Command::Sft(_) => commands::not_yet("sft", "training"),
         Command::Rlhf(_) => commands::not_yet("rlhf", "preference alignment"),
-        Command::Infer(_) => commands::not_yet("infer", "models"),
+        Command::Infer(args) => commands::infer::run(&args, settings),
         Command::Deploy(_) => commands::not_yet("deploy", "deploy"),
         Command::Eval(_) => commands::not_yet("eval", "evaluation"),
         Command::WebUi(_) => commands::not_yet("web-ui", "web UI"),

@@ -1,6 +1,7 @@
 //! One module per `swift` subcommand.
 
 pub mod export;
+pub mod infer;
 pub mod list;
 pub mod new_plugin;
 
