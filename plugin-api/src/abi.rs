@@ -21,6 +21,8 @@ use abi_stable::{
     StableAbi,
 };
 
+use crate::tensor::{OwnedTensor, TensorRef};
+
 /// The manifest as it crosses the boundary (see [`crate::Manifest`]).
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
@@ -142,12 +144,47 @@ pub trait FfiPreprocessor: Send + Sync {
 }
 pub type FfiPreprocessorBox = FfiPreprocessor_TO<'static, RBox<()>>;
 
-/// Model family behaviour. The models issue appends the forward pass (through host slots).
+/// What the host lends a model's `forward` (see [`crate::model::ModelContext`]). Norm kinds
+/// cross as [`crate::model::NormKind::to_u8`]; a `scale` of zero or less means `1/sqrt(head_dim)`.
+#[sabi_trait]
+pub trait FfiModelContext {
+    fn linear(&mut self, slot: RStr<'_>, x: TensorRef<'_>) -> RResult<OwnedTensor, RString>;
+    fn embedding(&mut self, slot: RStr<'_>, ids: TensorRef<'_>) -> RResult<OwnedTensor, RString>;
+    fn norm(&mut self, slot: RStr<'_>, x: TensorRef<'_>, kind: u8, eps: f64)
+        -> RResult<OwnedTensor, RString>;
+    fn param(&mut self, name: RStr<'_>) -> RResult<OwnedTensor, RString>;
+    #[sabi(last_prefix_field)]
+    fn attention(
+        &mut self,
+        layer: u32,
+        q: TensorRef<'_>,
+        k: TensorRef<'_>,
+        v: TensorRef<'_>,
+        scale: f64,
+    ) -> RResult<OwnedTensor, RString>;
+}
+/// The context object as `forward` receives it (borrowed for the call).
+pub type FfiModelContextMut<'a> = FfiModelContext_TO<'a, abi_stable::sabi_types::RMut<'a, ()>>;
+
+/// One instantiated model (see [`crate::model::Model`]); the layout crosses as JSON.
+#[sabi_trait]
+pub trait FfiModel: Send + Sync {
+    fn layout(&self) -> RResult<RString, RString>;
+    #[sabi(last_prefix_field)]
+    fn forward(
+        &self,
+        ctx: FfiModelContextMut<'_>,
+        input_ids: TensorRef<'_>,
+        positions: TensorRef<'_>,
+    ) -> RResult<OwnedTensor, RString>;
+}
+pub type FfiModelBox = FfiModel_TO<'static, RBox<()>>;
+
+/// Model family behaviour: instantiates a model from its `config.json`.
 #[sabi_trait]
 pub trait FfiModelFamily: Send + Sync {
-    /// Names of the parameters this family declares for a given `config.json`.
     #[sabi(last_prefix_field)]
-    fn parameter_names(&self, config_json: RStr<'_>) -> RResult<RVec<RString>, RString>;
+    fn instantiate(&self, config_json: RStr<'_>) -> RResult<FfiModelBox, RString>;
 }
 pub type FfiModelFamilyBox = FfiModelFamily_TO<'static, RBox<()>>;
 

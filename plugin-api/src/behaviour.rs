@@ -10,8 +10,7 @@ use abi_stable::{
 };
 
 use crate::abi::{
-    FfiBackend, FfiBackendBox, FfiBackend_TO, FfiModelFamily, FfiModelFamilyBox,
-    FfiModelFamily_TO, FfiPreprocessor, FfiPreprocessorBox, FfiPreprocessor_TO, FfiQuantizer,
+    FfiBackend, FfiBackendBox, FfiBackend_TO, FfiModelFamilyBox, FfiPreprocessor, FfiPreprocessorBox, FfiPreprocessor_TO, FfiQuantizer,
     FfiQuantizerBox, FfiQuantizer_TO, FfiTuner, FfiTunerBox, FfiTuner_TO,
 };
 
@@ -111,27 +110,150 @@ impl PreprocessorHandle {
 // ---------------------------------------------------------------------------------------------
 // Model families
 
-/// A model architecture. The models issue adds the forward pass; for now a family declares the
-/// parameters it expects for a given `config.json`.
+/// A model architecture: turns a `config.json` into a [`crate::model::Model`] whose `forward`
+/// runs through the host's context (DESIGN.md §4). Needs the `tensors` feature; without it a
+/// plugin can still register declarative families (`Registrar::model_family_alias`).
+#[cfg(feature = "tensors")]
 pub trait ModelFamily: Send + Sync + 'static {
-    /// Names of the parameters (safetensors keys) for this configuration.
-    fn parameter_names(&self, config: &serde_json::Value) -> Result<Vec<String>, String>;
+    /// Parses the configuration (refusing what the family cannot run, with the reason).
+    fn instantiate(
+        &self,
+        config: &serde_json::Value,
+    ) -> Result<Box<dyn crate::model::Model>, String>;
 }
 
-struct ModelFamilyAdapter<M>(M);
+#[cfg(feature = "tensors")]
+mod model_adapters {
+    use super::*;
+    use crate::abi::{
+        FfiModel, FfiModelBox, FfiModelContext, FfiModelContextMut, FfiModelFamily, FfiModel_TO,
+    };
+    use crate::model::{Model, ModelContext, NormKind};
+    use crate::tensor::{OwnedTensor, TensorRef};
+    use tch::Tensor;
 
-impl<M: ModelFamily> FfiModelFamily for ModelFamilyAdapter<M> {
-    fn parameter_names(&self, config_json: RStr<'_>) -> RResult<RVec<RString>, RString> {
-        guard("model family", || {
-            let config: serde_json::Value = serde_json::from_str(config_json.as_str())
-                .map_err(|e| format!("config.json is not JSON: {e}"))?;
-            Ok(self.0.parameter_names(&config)?.into_iter().map(RString::from).collect())
-        })
+    pub(crate) struct ModelFamilyAdapter<M>(pub(crate) M);
+
+    impl<M: ModelFamily> FfiModelFamily for ModelFamilyAdapter<M> {
+        fn instantiate(&self, config_json: RStr<'_>) -> RResult<FfiModelBox, RString> {
+            guard("model family", || {
+                let config: serde_json::Value = serde_json::from_str(config_json.as_str())
+                    .map_err(|e| format!("config.json is not JSON: {e}"))?;
+                let model = self.0.instantiate(&config)?;
+                Ok(FfiModel_TO::from_value(ModelAdapter(model), TD_Opaque))
+            })
+        }
+    }
+
+    /// Plugin side: a family's model behind the FFI.
+    struct ModelAdapter(Box<dyn Model>);
+
+    impl FfiModel for ModelAdapter {
+        fn layout(&self) -> RResult<RString, RString> {
+            guard("model layout", || {
+                serde_json::to_string(&self.0.layout())
+                    .map(RString::from)
+                    .map_err(|e| format!("layout is not serialisable: {e}"))
+            })
+        }
+
+        fn forward(
+            &self,
+            ctx: FfiModelContextMut<'_>,
+            input_ids: TensorRef<'_>,
+            positions: TensorRef<'_>,
+        ) -> RResult<OwnedTensor, RString> {
+            guard("model forward", || {
+                let mut ctx = FfiContext(ctx);
+                let ids = input_ids.shallow_clone();
+                let pos = positions.shallow_clone();
+                self.0.forward(&mut ctx, &ids, &pos).map(OwnedTensor::new)
+            })
+        }
+    }
+
+    /// Plugin side: the host's context seen as a plain [`ModelContext`].
+    struct FfiContext<'a>(FfiModelContextMut<'a>);
+
+    fn back(r: RResult<OwnedTensor, RString>) -> Result<Tensor, String> {
+        into_result(r).map(OwnedTensor::into_tensor)
+    }
+
+    impl ModelContext for FfiContext<'_> {
+        fn linear(&mut self, slot: &str, x: &Tensor) -> Result<Tensor, String> {
+            back(self.0.linear(slot.into(), TensorRef::new(x)))
+        }
+        fn embedding(&mut self, slot: &str, ids: &Tensor) -> Result<Tensor, String> {
+            back(self.0.embedding(slot.into(), TensorRef::new(ids)))
+        }
+        fn norm(&mut self, slot: &str, x: &Tensor, kind: NormKind, eps: f64) -> Result<Tensor, String> {
+            back(self.0.norm(slot.into(), TensorRef::new(x), kind.to_u8(), eps))
+        }
+        fn param(&mut self, name: &str) -> Result<Tensor, String> {
+            back(self.0.param(name.into()))
+        }
+        fn attention(
+            &mut self,
+            layer: usize,
+            q: &Tensor,
+            k: &Tensor,
+            v: &Tensor,
+            scale: Option<f64>,
+        ) -> Result<Tensor, String> {
+            let layer = u32::try_from(layer).map_err(|_| format!("layer {layer} out of range"))?;
+            let (q, k, v) = (TensorRef::new(q), TensorRef::new(k), TensorRef::new(v));
+            back(self.0.attention(layer, q, k, v, scale.unwrap_or(0.0)))
+        }
+    }
+
+    /// Host side: a plain [`ModelContext`] exposed to the plugin (panics caught here too, since
+    /// the plugin calls these through `extern "C"`).
+    pub(crate) struct HostContext<'a>(pub(crate) &'a mut dyn ModelContext);
+
+    impl FfiModelContext for HostContext<'_> {
+        fn linear(&mut self, slot: RStr<'_>, x: TensorRef<'_>) -> RResult<OwnedTensor, RString> {
+            guard("linear", || self.0.linear(slot.as_str(), &x.shallow_clone()).map(OwnedTensor::new))
+        }
+        fn embedding(&mut self, slot: RStr<'_>, ids: TensorRef<'_>) -> RResult<OwnedTensor, RString> {
+            guard("embedding", || {
+                self.0.embedding(slot.as_str(), &ids.shallow_clone()).map(OwnedTensor::new)
+            })
+        }
+        fn norm(
+            &mut self,
+            slot: RStr<'_>,
+            x: TensorRef<'_>,
+            kind: u8,
+            eps: f64,
+        ) -> RResult<OwnedTensor, RString> {
+            guard("norm", || {
+                let kind = NormKind::from_u8(kind).ok_or_else(|| format!("unknown norm kind {kind}"))?;
+                self.0.norm(slot.as_str(), &x.shallow_clone(), kind, eps).map(OwnedTensor::new)
+            })
+        }
+        fn param(&mut self, name: RStr<'_>) -> RResult<OwnedTensor, RString> {
+            guard("param", || self.0.param(name.as_str()).map(OwnedTensor::new))
+        }
+        fn attention(
+            &mut self,
+            layer: u32,
+            q: TensorRef<'_>,
+            k: TensorRef<'_>,
+            v: TensorRef<'_>,
+            scale: f64,
+        ) -> RResult<OwnedTensor, RString> {
+            guard("attention", || {
+                let scale = (scale > 0.0).then_some(scale);
+                let (q, k, v) = (q.shallow_clone(), k.shallow_clone(), v.shallow_clone());
+                self.0.attention(layer as usize, &q, &k, &v, scale).map(OwnedTensor::new)
+            })
+        }
     }
 }
 
+#[cfg(feature = "tensors")]
 pub(crate) fn model_family_to_ffi<M: ModelFamily>(m: M) -> FfiModelFamilyBox {
-    FfiModelFamily_TO::from_value(ModelFamilyAdapter(m), TD_Opaque)
+    crate::abi::FfiModelFamily_TO::from_value(model_adapters::ModelFamilyAdapter(m), TD_Opaque)
 }
 
 /// The host's handle on a model family's behaviour.
@@ -144,11 +266,44 @@ impl ModelFamilyHandle {
         Self { inner }
     }
 
-    /// See [`ModelFamily::parameter_names`].
-    pub fn parameter_names(&self, config: &serde_json::Value) -> Result<Vec<String>, String> {
+    /// Instantiates the family for one `config.json`.
+    pub fn instantiate(&self, config: &serde_json::Value) -> Result<ModelHandle, String> {
         let json = config.to_string();
-        into_result(self.inner.parameter_names(json.as_str().into()))
-            .map(|v| v.into_iter().map(RString::into_string).collect())
+        into_result(self.inner.instantiate(json.as_str().into())).map(|inner| ModelHandle { inner })
+    }
+
+    /// Names of the parameters (safetensors keys) the family needs for this configuration.
+    pub fn parameter_names(&self, config: &serde_json::Value) -> Result<Vec<String>, String> {
+        Ok(self.instantiate(config)?.layout()?.parameter_names())
+    }
+}
+
+/// The host's handle on one instantiated model.
+pub struct ModelHandle {
+    inner: crate::abi::FfiModelBox,
+}
+
+impl ModelHandle {
+    /// The model's declaration (see [`crate::model::ModelLayout`]).
+    pub fn layout(&self) -> Result<crate::model::ModelLayout, String> {
+        let json = into_result(self.inner.layout())?;
+        serde_json::from_str(json.as_str()).map_err(|e| format!("the family sent a malformed layout: {e}"))
+    }
+
+    /// Runs the family's forward pass with `ctx` as the host's context.
+    #[cfg(feature = "tensors")]
+    pub fn forward(
+        &self,
+        ctx: &mut dyn crate::model::ModelContext,
+        input_ids: &tch::Tensor,
+        positions: &tch::Tensor,
+    ) -> Result<tch::Tensor, String> {
+        use crate::abi::FfiModelContext_TO;
+        use crate::tensor::{OwnedTensor, TensorRef};
+        let mut host = model_adapters::HostContext(ctx);
+        let ffi = FfiModelContext_TO::from_ptr(&mut host, TD_Opaque);
+        let r = self.inner.forward(ffi, TensorRef::new(input_ids), TensorRef::new(positions));
+        into_result(r).map(OwnedTensor::into_tensor)
     }
 }
 

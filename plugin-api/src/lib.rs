@@ -30,13 +30,16 @@ pub mod behaviour;
 mod export;
 pub mod loading;
 pub mod log;
+pub mod model;
 pub mod records;
 pub mod registrar;
 pub mod row;
 pub mod tensor;
 
+#[cfg(feature = "tensors")]
+pub use behaviour::ModelFamily;
 pub use behaviour::{
-    Backend, BackendHandle, DatasetPreprocessor, ModelFamily, ModelFamilyHandle, PreprocessOutcome,
+    Backend, BackendHandle, DatasetPreprocessor, ModelFamilyHandle, ModelHandle, PreprocessOutcome,
     PreprocessorHandle, Quantizer, QuantizerHandle, Tuner, TunerHandle,
 };
 pub use loading::{LoadError, PluginLibrary};
@@ -51,7 +54,7 @@ pub use tensor::TensorRef;
 /// The version of the contract that this crate defines. The host refuses plugins whose manifest
 /// declares another one. It changes whenever the root module, the registrar, a behaviour trait or
 /// a record's meaning changes incompatibly; appending optional record fields does not change it.
-pub const CONTRACT_VERSION: u32 = 1;
+pub const CONTRACT_VERSION: u32 = 2;
 
 /// The `tch` version that plugins built with the `tensors` feature link against.
 #[cfg(feature = "tensors")]
@@ -85,9 +88,12 @@ pub struct Manifest {
 
 /// Everything a plugin author needs in one import.
 pub mod prelude {
-    pub use crate::behaviour::{
-        Backend, DatasetPreprocessor, ModelFamily, PreprocessOutcome, Quantizer, Tuner,
-    };
+    #[cfg(feature = "tensors")]
+    pub use crate::behaviour::ModelFamily;
+    pub use crate::behaviour::{Backend, DatasetPreprocessor, PreprocessOutcome, Quantizer, Tuner};
+    pub use crate::model::{ModelLayout, NormKind, ParamDecl, Slot, SlotKind};
+    #[cfg(feature = "tensors")]
+    pub use crate::model::{Model, ModelContext};
     pub use crate::records::*;
     pub use crate::registrar::{PluginError, Registrar};
     pub use crate::row::{FunctionCall, Message, StandardRow, ToolCall};

@@ -13,10 +13,12 @@ use crate::abi::{
     FfiTunerBox, RegistrarFfi,
 };
 use crate::behaviour::{
-    backend_to_ffi, model_family_to_ffi, preprocessor_to_ffi, quantizer_to_ffi, tuner_to_ffi,
-    Backend, BackendHandle, DatasetPreprocessor, ModelFamily, ModelFamilyHandle,
-    PreprocessorHandle, Quantizer, QuantizerHandle, Tuner, TunerHandle,
+    backend_to_ffi, preprocessor_to_ffi, quantizer_to_ffi, tuner_to_ffi, Backend, BackendHandle,
+    DatasetPreprocessor, ModelFamilyHandle, PreprocessorHandle, Quantizer, QuantizerHandle, Tuner,
+    TunerHandle,
 };
+#[cfg(feature = "tensors")]
+use crate::behaviour::{model_family_to_ffi, ModelFamily};
 use crate::records::{
     BackendRecord, DatasetRecord, ModelFamilyRecord, PreprocessorRecord, QuantizerRecord,
     TemplateRecord, TunerRecord,
@@ -86,7 +88,8 @@ impl<'a> Registrar<'a> {
         ffi_result(self.ffi.add_preprocessor(json.as_str().into(), preprocessor_to_ffi(imp)))
     }
 
-    /// Registers a model family with its own behaviour.
+    /// Registers a model family with its own behaviour (needs the `tensors` feature).
+    #[cfg(feature = "tensors")]
     pub fn model_family(
         &mut self,
         record: ModelFamilyRecord,

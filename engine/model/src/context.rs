@@ -1,0 +1,208 @@
+//! The context a family's `forward` runs against, and the KV cache behind its `attention`.
+//!
+//! Batches are left-padded: a row's padding comes first and is masked out of every key set, and
+//! each row's positions count only its real tokens, so a padded row computes exactly what it
+//! would alone. Without padding the mask is dropped (decode steps) or replaced by SDPA's own
+//! causal flag (first pass), which keeps the common case on the fast kernels.
+
+use swift_plugin_api::model::{ModelContext, NormKind, SlotKind};
+use tch::{Device, Kind, Tensor};
+
+use crate::{LoadedModel, ModelError};
+
+/// Keys and values of every layer for a batch of rows, plus which cached positions are padding.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// `[batch, len]`, true where the cached position holds a real token.
+    key_valid: Option<Tensor>,
+    /// Whether any row has padding (then every pass needs an explicit mask).
+    padded: bool,
+    /// Cached positions.
+    len: i64,
+    /// `[batch]`: the position the next real token of each row takes.
+    next_pos: Tensor,
+    batch: i64,
+}
+
+/// What one forward pass needs besides the ids: positions and the attention mask.
+pub(crate) struct Step {
+    pub positions: Tensor,
+    /// `[batch, 1, seq, len]` booleans, or None (then `is_causal` says which kernel mode).
+    mask: Option<Tensor>,
+    is_causal: bool,
+    key_valid: Tensor,
+    next_pos: Tensor,
+    seq: i64,
+}
+
+impl KvCache {
+    pub(crate) fn new(layers: usize, batch: i64, device: Device) -> Self {
+        Self {
+            layers: (0..layers).map(|_| None).collect(),
+            key_valid: None,
+            padded: false,
+            len: 0,
+            next_pos: Tensor::zeros([batch], (Kind::Int64, device)),
+            batch,
+        }
+    }
+
+    /// Positions cached so far (padding included).
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn begin(&mut self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Step, ModelError> {
+        let size = ids.size();
+        if size.len() != 2 || size[0] != self.batch {
+            return Err(ModelError::Config(format!(
+                "input ids have shape {size:?}, the cache holds {} rows",
+                self.batch
+            )));
+        }
+        let (b, t) = (size[0], size[1]);
+        let device = ids.device();
+        let valid = match mask {
+            Some(m) => m.f_to_kind(Kind::Bool)?,
+            None => Tensor::ones([b, t], (Kind::Bool, device)),
+        };
+        let has_padding = mask.is_some() && !bool::try_from(valid.f_all()?)?;
+        let padded = self.padded || has_padding;
+        let cum = valid.f_to_kind(Kind::Int64)?.f_cumsum(1, Kind::Int64)?;
+        let positions = (cum.f_sub_scalar(1)? + self.next_pos.f_unsqueeze(1)?).f_clamp_min(0)?;
+        let next_pos = &self.next_pos + cum.f_select(1, t - 1)?;
+        let key_valid = match &self.key_valid {
+            Some(k) => Tensor::f_cat(&[k, &valid], 1)?,
+            None => valid.shallow_clone(),
+        };
+        let past = self.len;
+        let total = past + t;
+        let (mask, is_causal) = if !padded {
+            if t == 1 {
+                (None, false)
+            } else if past == 0 {
+                (None, true)
+            } else {
+                (Some(causal(past, t, device)?.f_view([1, 1, t, total])?), false)
+            }
+        } else {
+            let causal = causal(past, t, device)?.f_view([1, 1, t, total])?;
+            let keys = key_valid.f_view([b, 1, 1, total])?;
+            // A padded query position attends at least to itself, so no row is fully masked.
+            let q = Tensor::f_arange(t, (Kind::Int64, device))?.f_add_scalar(past)?.f_view([t, 1])?;
+            let k = Tensor::f_arange(total, (Kind::Int64, device))?.f_view([1, total])?;
+            let diag = k.f_eq_tensor(&q)?.f_view([1, 1, t, total])?;
+            (Some(causal.f_logical_and(&keys)?.f_logical_or(&diag)?), false)
+        };
+        self.padded = padded;
+        Ok(Step { positions, mask, is_causal, key_valid, next_pos, seq: t })
+    }
+
+    pub(crate) fn finish(&mut self, step: &Step) {
+        self.len += step.seq;
+        self.key_valid = Some(step.key_valid.shallow_clone());
+        self.next_pos = step.next_pos.shallow_clone();
+    }
+}
+
+/// `[seq, past + seq]` booleans: query i (at position past + i) sees keys 0..=past + i.
+fn causal(past: i64, t: i64, device: Device) -> Result<Tensor, tch::TchError> {
+    let q = Tensor::f_arange(t, (Kind::Int64, device))?.f_add_scalar(past)?.f_view([t, 1])?;
+    let k = Tensor::f_arange(past + t, (Kind::Int64, device))?.f_view([1, past + t])?;
+    k.f_le_tensor(&q)
+}
+
+/// The host's side of [`ModelContext`] for one forward pass.
+pub(crate) struct HostContext<'a> {
+    pub model: &'a LoadedModel,
+    pub cache: &'a mut KvCache,
+    pub step: &'a Step,
+    /// How many layers called `attention` (checked against the layout afterwards).
+    pub attended: usize,
+}
+
+fn te(e: tch::TchError) -> String {
+    e.to_string()
+}
+
+impl ModelContext for HostContext<'_> {
+    fn linear(&mut self, slot: &str, x: &Tensor) -> Result<Tensor, String> {
+        self.model.apply_linear(slot, x)
+    }
+
+    fn embedding(&mut self, slot: &str, ids: &Tensor) -> Result<Tensor, String> {
+        let s = self.model.slots.get(slot).ok_or_else(|| format!("no slot `{slot}` is declared"))?;
+        if s.kind != SlotKind::Embedding {
+            return Err(format!("slot `{slot}` is not an embedding slot"));
+        }
+        Tensor::f_embedding(&s.weight, ids, -1, false, false).map_err(te)
+    }
+
+    fn norm(&mut self, slot: &str, x: &Tensor, kind: NormKind, eps: f64) -> Result<Tensor, String> {
+        let s = self.model.slots.get(slot).ok_or_else(|| format!("no slot `{slot}` is declared"))?;
+        if s.kind != SlotKind::Norm {
+            return Err(format!("slot `{slot}` is not a norm slot"));
+        }
+        match kind {
+            NormKind::RmsNorm => {
+                // As transformers does: normalise in float32, cast back, then scale.
+                let dtype = x.kind();
+                let h = x.f_to_kind(Kind::Float).map_err(te)?;
+                let var = h.f_square().and_then(|v| v.f_mean_dim(-1, true, Kind::Float)).map_err(te)?;
+                let h = (h * var.f_add_scalar(eps).and_then(|v| v.f_rsqrt()).map_err(te)?).f_to_kind(dtype).map_err(te)?;
+                let mut y = h * &s.weight;
+                if let Some(b) = &s.bias {
+                    y = y + b;
+                }
+                Ok(y)
+            }
+            NormKind::LayerNorm => {
+                let dim = *x.size().last().ok_or("norm of a scalar")?;
+                x.f_layer_norm([dim], Some(&s.weight), s.bias.as_ref(), eps, false).map_err(te)
+            }
+        }
+    }
+
+    fn param(&mut self, name: &str) -> Result<Tensor, String> {
+        self.model
+            .params
+            .get(name)
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| format!("parameter `{name}` was not declared in the layout"))
+    }
+
+    fn attention(&mut self, layer: usize, q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f64>) -> Result<Tensor, String> {
+        let slot = self
+            .cache
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| format!("attention for layer {layer}, but the layout declares {} blocks", self.model.layout.num_blocks))?;
+        let (k, v) = match slot.take() {
+            Some((pk, pv)) => (
+                Tensor::f_cat(&[&pk, k], 2).map_err(te)?,
+                Tensor::f_cat(&[&pv, v], 2).map_err(te)?,
+            ),
+            None => (k.shallow_clone(), v.shallow_clone()),
+        };
+        let gqa = q.size().get(1) != k.size().get(1);
+        let out = Tensor::f_scaled_dot_product_attention(
+            q,
+            &k,
+            &v,
+            self.step.mask.as_ref(),
+            0.0,
+            self.step.is_causal,
+            scale,
+            gqa,
+        )
+        .map_err(te)?;
+        *slot = Some((k, v));
+        self.attended += 1;
+        Ok(out)
+    }
+}

@@ -1,0 +1,327 @@
+//! # swift-model: the host side of the model interface
+//!
+//! DESIGN.md §4: the host owns the parameters, the KV cache and the attention kernel; a model
+//! family (a plugin) declares a [`ModelLayout`] and writes `forward` against the context this
+//! crate provides.
+//!
+//! * [`weights`]: safetensors checkpoints (single file or sharded), memory-mapped.
+//! * [`LoadedModel`]: one family instantiated on one checkpoint, with its parameters in the
+//!   requested dtype on the requested device, and its slots (where tuners and quantizers hook in:
+//!   [`LinearHook`]).
+//! * [`KvCache`] and [`LoadedModel::forward`]: batched forward passes with left padding, the
+//!   causal and padding masks, and grouped-query attention through `scaled_dot_product_attention`.
+//! * [`generate`]: greedy and sampled decoding, stop words and EOS, streaming.
+
+mod context;
+pub mod generate;
+pub mod weights;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use swift_plugin_api::model::{ModelLayout, SlotKind};
+use swift_plugin_api::ModelHandle;
+use tch::{Device, Kind, Tensor};
+
+pub use context::KvCache;
+pub use generate::{generate, FinishReason, Generated, SamplingParams, StopCriteria};
+
+/// Everything that can go wrong loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} does not exist (expected {what})")]
+    MissingFile { path: PathBuf, what: &'static str },
+    #[error("reading weights from {path}: {reason}")]
+    Weights { path: PathBuf, reason: String },
+    #[error("the checkpoint has no parameter `{name}`{}", hint(available))]
+    MissingParameter { name: String, available: Vec<String> },
+    #[error("parameter `{name}` has shape {got:?}, but config.json implies {want:?}")]
+    Shape { name: String, got: Vec<i64>, want: Vec<i64> },
+    #[error("{0}")]
+    Config(String),
+    #[error("model family: {0}")]
+    Family(String),
+    #[error("{0}")]
+    Device(String),
+    #[error("libtorch: {0}")]
+    Torch(String),
+}
+
+fn hint(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (similar names in the checkpoint: {})", names.join(", "))
+    }
+}
+
+impl ModelError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+}
+
+impl From<tch::TchError> for ModelError {
+    fn from(e: tch::TchError) -> Self {
+        Self::Torch(e.to_string())
+    }
+}
+
+/// Parses `--torch_dtype` (`float32`/`fp32`, `bfloat16`/`bf16`, `float16`/`fp16`/`half`).
+pub fn parse_dtype(s: &str) -> Result<Kind, ModelError> {
+    match s.to_ascii_lowercase().trim_start_matches("torch.") {
+        "float32" | "fp32" | "float" => Ok(Kind::Float),
+        "bfloat16" | "bf16" => Ok(Kind::BFloat16),
+        "float16" | "fp16" | "half" => Ok(Kind::Half),
+        other => Err(ModelError::Config(format!(
+            "unknown --torch_dtype `{other}`: use float32, bfloat16 or float16"
+        ))),
+    }
+}
+
+/// The name `--torch_dtype` uses for a kind.
+pub fn dtype_name(k: Kind) -> &'static str {
+    match k {
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        _ => "float32",
+    }
+}
+
+/// Parses `--device` (`auto`, `cpu`, `cuda`, `cuda:N`); `auto` picks CUDA when present.
+pub fn parse_device(s: &str) -> Result<Device, ModelError> {
+    let s = s.trim().to_ascii_lowercase();
+    let cuda = |n: usize| {
+        let count = tch::Cuda::device_count() as usize;
+        if n < count {
+            Ok(Device::Cuda(n))
+        } else if count == 0 {
+            Err(ModelError::Device(format!("--device {s}: no CUDA device is available here; use --device cpu")))
+        } else {
+            Err(ModelError::Device(format!("--device {s}: this machine has {count} CUDA device(s) (cuda:0..cuda:{})", count - 1)))
+        }
+    };
+    match s.as_str() {
+        "" | "auto" => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" | "gpu" => cuda(0),
+        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => cuda(n),
+            None => Err(ModelError::Device(format!("unknown --device `{s}`: use auto, cpu, cuda or cuda:N"))),
+        },
+    }
+}
+
+/// Refuses dtypes the device cannot run at a useful speed or at all.
+pub fn check_dtype_for_device(kind: Kind, device: Device) -> Result<(), ModelError> {
+    if device == Device::Cpu && kind == Kind::Half {
+        return Err(ModelError::Device(
+            "--torch_dtype float16 is not supported on the CPU (libtorch lacks fast float16 CPU kernels); \
+             use float32 or bfloat16, or --device cuda"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A tuner's or quantizer's contribution to a linear slot: receives the slot's input and the
+/// base output (`x Wᵀ + b`) and returns the slot's output. Hooks run in registration order.
+pub trait LinearHook: Send + Sync {
+    fn forward(&self, x: &Tensor, base: Tensor) -> Result<Tensor, String>;
+}
+
+/// One declared slot as the host holds it.
+pub struct SlotState {
+    pub kind: SlotKind,
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub hooks: Vec<Arc<dyn LinearHook>>,
+}
+
+/// A model family instantiated on a checkpoint: the family's forward plus the host's parameters.
+pub struct LoadedModel {
+    model: ModelHandle,
+    layout: ModelLayout,
+    slots: HashMap<String, SlotState>,
+    params: HashMap<String, Tensor>,
+    /// The mapped files that in-place parameters borrow (dropped after them).
+    _keep: Vec<Arc<weights::MappedFile>>,
+    device: Device,
+    kind: Kind,
+}
+
+impl LoadedModel {
+    /// Loads the parameters `model`'s layout declares from the safetensors files in `dir`.
+    pub fn load(dir: &Path, model: ModelHandle, kind: Kind, device: Device) -> Result<Self, ModelError> {
+        check_dtype_for_device(kind, device)?;
+        let layout = model.layout().map_err(ModelError::Family)?;
+        let files = weights::checkpoint_files(dir)?;
+        let ckpt = weights::Checkpoint::open(&files)?;
+        let mut keep: Vec<Arc<weights::MappedFile>> = Vec::new();
+        let mut load = |name: &str, want: &[i64]| -> Result<Tensor, ModelError> {
+            let stored = resolve_name(&ckpt, name);
+            let loaded = ckpt.load(&stored, kind, device)?;
+            if let Some(k) = loaded.keep {
+                if !keep.iter().any(|f| Arc::ptr_eq(f, &k)) {
+                    keep.push(k);
+                }
+            }
+            let t = loaded.tensor;
+            let got = t.size();
+            if got != want {
+                return Err(ModelError::Shape { name: stored, got, want: want.to_vec() });
+            }
+            Ok(t)
+        };
+        let mut slots = HashMap::new();
+        for s in &layout.slots {
+            let weight = if s.transposed {
+                let want_file: Vec<i64> = s.shape.iter().rev().copied().collect();
+                let t = load(&s.weight, &want_file)?;
+                t.f_transpose(0, 1)?.f_contiguous()?
+            } else {
+                load(&s.weight, &s.shape)?
+            };
+            let bias = match &s.bias {
+                Some(b) => {
+                    let n = match s.kind {
+                        SlotKind::Linear => s.shape[0],
+                        _ => *s.shape.last().unwrap_or(&0),
+                    };
+                    Some(load(b, &[n])?)
+                }
+                None => None,
+            };
+            slots.insert(s.name.clone(), SlotState { kind: s.kind, weight, bias, hooks: Vec::new() });
+        }
+        let mut params = HashMap::new();
+        for p in &layout.params {
+            params.insert(p.name.clone(), load(&p.name, &p.shape)?);
+        }
+        if layout.slot(&layout.output_slot).map(|s| s.kind) != Some(SlotKind::Linear) {
+            return Err(ModelError::Family(format!(
+                "the layout's output slot `{}` is not a declared linear slot",
+                layout.output_slot
+            )));
+        }
+        Ok(Self { model, layout, slots, params, _keep: keep, device, kind })
+    }
+
+    /// The family's declaration.
+    pub fn layout(&self) -> &ModelLayout {
+        &self.layout
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The slot called `name` (for tuners and quantizers).
+    pub fn slot_mut(&mut self, name: &str) -> Option<&mut SlotState> {
+        self.slots.get_mut(name)
+    }
+
+    /// Number of parameters the model holds (tied tensors counted once).
+    pub fn num_parameters(&self) -> i64 {
+        let mut seen = std::collections::HashSet::new();
+        let mut n = 0;
+        for t in self.slots.values().flat_map(|s| std::iter::once(&s.weight).chain(s.bias.iter())).chain(self.params.values()) {
+            if seen.insert(t.data_ptr() as usize) {
+                n += t.numel() as i64;
+            }
+        }
+        n
+    }
+
+    /// A fresh cache for `batch` rows.
+    pub fn new_cache(&self, batch: i64) -> KvCache {
+        KvCache::new(self.layout.num_blocks, batch, self.device)
+    }
+
+    /// Runs the family's forward over `ids` (`[batch, seq]`) after what `cache` holds; `mask`
+    /// (`[batch, seq]`, 1 = token, 0 = padding) marks left padding. Returns the final hidden
+    /// states `[batch, seq, hidden]`.
+    pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let ids = ids.f_to_device(self.device)?;
+        let mask = match mask {
+            Some(m) => Some(m.f_to_device(self.device)?),
+            None => None,
+        };
+        let step = cache.begin(&ids, mask.as_ref())?;
+        let mut ctx = context::HostContext { model: self, cache, step: &step, attended: 0 };
+        let hidden = self.model.forward(&mut ctx, &ids, &step.positions).map_err(ModelError::Family)?;
+        let attended = ctx.attended;
+        cache.finish(&step);
+        if attended != self.layout.num_blocks {
+            return Err(ModelError::Family(format!(
+                "forward called attention for {attended} layers, the layout declares {}",
+                self.layout.num_blocks
+            )));
+        }
+        Ok(hidden)
+    }
+
+    /// Applies the output projection to hidden states, returning float32 logits.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let out = self.apply_linear(&self.layout.output_slot, hidden).map_err(ModelError::Family)?;
+        Ok(out.f_to_kind(Kind::Float)?)
+    }
+
+    /// Mean negative log-likelihood of `ids[1..]` given the tokens before each (one sequence).
+    pub fn nll(&self, ids: &[i64]) -> Result<f64, ModelError> {
+        if ids.len() < 2 {
+            return Err(ModelError::Config("the NLL needs at least two tokens".into()));
+        }
+        let _guard = tch::no_grad_guard();
+        let t = Tensor::from_slice(ids).view([1, -1]);
+        let mut cache = self.new_cache(1);
+        let hidden = self.forward(&t, None, &mut cache)?;
+        let n = ids.len() as i64;
+        let logits = self.logits(&hidden.f_narrow(1, 0, n - 1)?)?;
+        let logp = logits.f_log_softmax(-1, Kind::Float)?;
+        let target = Tensor::from_slice(&ids[1..]).view([1, -1, 1]).f_to_device(self.device)?;
+        let picked = logp.f_gather(-1, &target, false)?;
+        Ok(-f64::try_from(picked.f_mean(Kind::Float)?)?)
+    }
+
+    pub(crate) fn apply_linear(&self, slot: &str, x: &Tensor) -> Result<Tensor, String> {
+        let s = self.slots.get(slot).ok_or_else(|| format!("no slot `{slot}` is declared"))?;
+        if s.kind != SlotKind::Linear {
+            return Err(format!("slot `{slot}` is not a linear slot"));
+        }
+        let mut y = x.f_linear(&s.weight, s.bias.as_ref()).map_err(|e| format!("{slot}: {e}"))?;
+        for h in &s.hooks {
+            y = h.forward(x, y)?;
+        }
+        Ok(y)
+    }
+}
+
+/// The checkpoint's name for a declared parameter: the name itself, or the same name with or
+/// without a leading `model.` / `transformer.` (checkpoints saved from a bare base model).
+fn resolve_name(ckpt: &weights::Checkpoint, name: &str) -> String {
+    if ckpt.contains(name) {
+        return name.to_string();
+    }
+    for prefix in ["model.", "transformer."] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            if ckpt.contains(rest) {
+                return rest.to_string();
+            }
+        }
+        let with = format!("{prefix}{name}");
+        if ckpt.contains(&with) {
+            return with;
+        }
+    }
+    name.to_string()
+}

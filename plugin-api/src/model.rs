@@ -1,0 +1,228 @@
+//! The model interface (DESIGN.md §4): how a model family meets the host.
+//!
+//! The host owns the parameters, the KV cache and the attention kernel; a family declares what it
+//! needs and writes its forward pass against a [`ModelContext`]:
+//!
+//! * [`ModelLayout`] is the declaration: every *slot* (a linear projection, an embedding or a
+//!   norm) with the parameters behind it and the repeated block it belongs to, plus any other
+//!   parameter the family reads directly. Tuners attach to slots by name, layer-wise tuners use
+//!   the block index, quantizers replace a linear slot's weight: none of them needs family code.
+//! * [`ModelContext`] is what `forward` may call: `linear`, `embedding`, `norm`, `param` and
+//!   `attention`. The host answers each call with the base weight plus whatever tuners and
+//!   quantizers have registered on that slot, and keeps the KV cache behind `attention`.
+//! * [`Model`] is one instantiated family (its parsed `config.json`): the layout and `forward`.
+//!
+//! `forward` maps token ids `[batch, seq]` and their positions `[batch, seq]` (the host computes
+//! them, so left-padded batches get the right positions) to the final hidden states
+//! `[batch, seq, hidden]` *before* the output projection; the host applies
+//! [`ModelLayout::output_slot`] itself, to the last position only when generating. Attention
+//! takes `q` as `[batch, heads, seq, head_dim]` and `k`, `v` as `[batch, kv_heads, seq, head_dim]`
+//! (grouped-query attention when `kv_heads < heads`), with RoPE already applied, and returns
+//! `[batch, heads, seq, head_dim]`; the host appends `k`, `v` to the layer's cache and applies the
+//! causal and padding masks.
+//!
+//! The declarations are plain serde data (they cross the boundary as JSON); the traits need the
+//! `tensors` feature.
+
+use serde::{Deserialize, Serialize};
+
+/// What a slot computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotKind {
+    /// `y = x Wᵀ (+ b)`, weight `[out, in]`.
+    Linear,
+    /// Row lookup, weight `[num, dim]`.
+    Embedding,
+    /// Normalisation over the last dimension, weight `[dim]` (and bias for LayerNorm).
+    Norm,
+}
+
+/// The normalisation a `norm` call applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum NormKind {
+    /// `w · x / sqrt(mean(x²) + eps)`, computed in float32 (Llama, Qwen, Mistral).
+    RmsNorm = 0,
+    /// `w · (x − mean) / sqrt(var + eps) + b` (GPT-2, BERT).
+    LayerNorm = 1,
+}
+
+impl NormKind {
+    /// The value that crosses the boundary.
+    pub fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// Reads the value that crossed the boundary.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::RmsNorm),
+            1 => Some(Self::LayerNorm),
+            _ => None,
+        }
+    }
+}
+
+/// One slot: a named projection, embedding or norm and the parameters behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The name `forward` passes to the context (by convention the module path, e.g.
+    /// `model.layers.3.self_attn.q_proj`). Tuners' `target_modules` match against it.
+    pub name: String,
+    pub kind: SlotKind,
+    /// The weight's parameter name in the checkpoint (e.g. `model.layers.3.self_attn.q_proj.weight`;
+    /// tied output projections name the embedding's weight).
+    pub weight: String,
+    /// The weight's shape as the host holds it (`[out, in]` for linear slots).
+    pub shape: Vec<i64>,
+    /// The bias parameter, if the slot has one.
+    #[serde(default)]
+    pub bias: Option<String>,
+    /// The repeated block (layer) the slot belongs to.
+    #[serde(default)]
+    pub block: Option<usize>,
+    /// The checkpoint stores this linear weight as `[in, out]` (GPT-2's Conv1D); the host
+    /// transposes it once at load time, so every linear weight it holds is `[out, in]`.
+    #[serde(default)]
+    pub transposed: bool,
+}
+
+impl Slot {
+    /// A linear slot `name` with weight `name.weight` of shape `[out, in]`.
+    pub fn linear(name: impl Into<String>, out: i64, inp: i64, bias: bool, block: Option<usize>) -> Self {
+        let name = name.into();
+        Self {
+            weight: format!("{name}.weight"),
+            bias: bias.then(|| format!("{name}.bias")),
+            name,
+            kind: SlotKind::Linear,
+            shape: vec![out, inp],
+            block,
+            transposed: false,
+        }
+    }
+
+    /// An embedding slot `name` with weight `name.weight` of shape `[num, dim]`.
+    pub fn embedding(name: impl Into<String>, num: i64, dim: i64) -> Self {
+        let name = name.into();
+        Self {
+            weight: format!("{name}.weight"),
+            bias: None,
+            name,
+            kind: SlotKind::Embedding,
+            shape: vec![num, dim],
+            block: None,
+            transposed: false,
+        }
+    }
+
+    /// A norm slot `name` with weight `name.weight` (and `name.bias` when `bias`) of shape `[dim]`.
+    pub fn norm(name: impl Into<String>, dim: i64, bias: bool, block: Option<usize>) -> Self {
+        let name = name.into();
+        Self {
+            weight: format!("{name}.weight"),
+            bias: bias.then(|| format!("{name}.bias")),
+            name,
+            kind: SlotKind::Norm,
+            shape: vec![dim],
+            block,
+            transposed: false,
+        }
+    }
+}
+
+/// A parameter `forward` reads directly with [`ModelContext::param`] (outside any slot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamDecl {
+    pub name: String,
+    pub shape: Vec<i64>,
+}
+
+/// Everything a family declares about one configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelLayout {
+    /// Number of repeated blocks (transformer layers); slots carry their block index.
+    pub num_blocks: usize,
+    /// Every slot, in forward order.
+    pub slots: Vec<Slot>,
+    /// Parameters read directly with `param`.
+    #[serde(default)]
+    pub params: Vec<ParamDecl>,
+    /// The linear slot that maps hidden states to logits (applied by the host).
+    pub output_slot: String,
+    /// Vocabulary size (the output slot's `out`).
+    pub vocab_size: i64,
+    /// Key/value heads and head size of every attention layer (sizes the KV cache).
+    pub num_kv_heads: i64,
+    pub head_dim: i64,
+    /// The longest position the model supports (learned position tables), if bounded.
+    #[serde(default)]
+    pub max_positions: Option<i64>,
+}
+
+impl ModelLayout {
+    /// Every parameter name the layout needs, without repeats, in declaration order.
+    pub fn parameter_names(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        let names = self
+            .slots
+            .iter()
+            .flat_map(|s| std::iter::once(&s.weight).chain(s.bias.iter()))
+            .chain(self.params.iter().map(|p| &p.name));
+        for n in names {
+            if seen.insert(n.clone()) {
+                out.push(n.clone());
+            }
+        }
+        out
+    }
+
+    /// The slot called `name`.
+    pub fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(feature = "tensors")]
+pub use traits::{Model, ModelContext};
+
+#[cfg(feature = "tensors")]
+mod traits {
+    use super::{ModelLayout, NormKind};
+    use tch::Tensor;
+
+    /// What the host offers `forward` (see the module documentation for tensor shapes).
+    pub trait ModelContext {
+        /// Applies the linear slot `slot` to `x` (`[..., in]` → `[..., out]`).
+        fn linear(&mut self, slot: &str, x: &Tensor) -> Result<Tensor, String>;
+        /// Looks up `ids` in the embedding slot `slot` (`[...]` → `[..., dim]`).
+        fn embedding(&mut self, slot: &str, ids: &Tensor) -> Result<Tensor, String>;
+        /// Normalises `x` over its last dimension with the norm slot `slot`.
+        fn norm(&mut self, slot: &str, x: &Tensor, kind: NormKind, eps: f64) -> Result<Tensor, String>;
+        /// A declared parameter, by name.
+        fn param(&mut self, name: &str) -> Result<Tensor, String>;
+        /// Causal attention of block `layer` over its cached keys/values and the new ones.
+        /// `scale` defaults to `1/sqrt(head_dim)`.
+        fn attention(
+            &mut self,
+            layer: usize,
+            q: &Tensor,
+            k: &Tensor,
+            v: &Tensor,
+            scale: Option<f64>,
+        ) -> Result<Tensor, String>;
+    }
+
+    /// One instantiated model family (a parsed `config.json`).
+    pub trait Model: Send + Sync + 'static {
+        /// The parameters and structure this configuration needs.
+        fn layout(&self) -> ModelLayout;
+        /// Token ids and positions `[batch, seq]` → final hidden states `[batch, seq, hidden]`,
+        /// every projection through `ctx`.
+        fn forward(&self, ctx: &mut dyn ModelContext, input_ids: &Tensor, positions: &Tensor)
+            -> Result<Tensor, String>;
+    }
+}

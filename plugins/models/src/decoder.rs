@@ -1,0 +1,166 @@
+//! The Llama-style decoder that llama, qwen2, qwen3 and mistral share: token embedding, then
+//! blocks of (RMSNorm → grouped-query self-attention with RoPE → residual, RMSNorm → SwiGLU MLP →
+//! residual), a final RMSNorm and the output projection (tied to the embedding or not). The
+//! families differ only in [`Options`], read from their own config.json conventions in their own
+//! files. Every projection, norm and the attention itself go through the host's context.
+
+use serde_json::Value;
+use swift_plugin_api::prelude::*;
+use tch::Tensor;
+
+use crate::config::{Cfg, Error};
+use crate::rope::{self, Rope};
+
+/// Where the families differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// q/k/v projections carry a bias (Qwen2).
+    pub qkv_bias: bool,
+    /// The output projection carries a bias.
+    pub o_bias: bool,
+    /// The MLP projections carry a bias.
+    pub mlp_bias: bool,
+    /// RMSNorm over each head of q and k before RoPE (Qwen3).
+    pub qk_norm: bool,
+}
+
+/// One configuration of the decoder.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    hidden: i64,
+    intermediate: i64,
+    layers: usize,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+    eps: f64,
+    vocab: i64,
+    tie: bool,
+    max_positions: Option<i64>,
+    opts: Options,
+    rope: Rope,
+}
+
+impl Decoder {
+    /// Reads the common config.json keys (`hidden_size`, `intermediate_size`,
+    /// `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`, `head_dim`,
+    /// `rms_norm_eps`, `vocab_size`, `tie_word_embeddings`, `rope_theta`, `rope_scaling`).
+    pub fn from_config(config: &Value, opts: Options) -> Result<Self, Error> {
+        let cfg = Cfg::new(config.clone(), "config.json");
+        let hidden = cfg.i64("hidden_size")?;
+        let heads = cfg.i64("num_attention_heads")?;
+        let kv_heads = cfg.i64_opt("num_key_value_heads")?.unwrap_or(heads);
+        if heads % kv_heads != 0 {
+            return Err(Error(format!(
+                "num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})"
+            )));
+        }
+        let head_dim = match cfg.i64_opt("head_dim")? {
+            Some(d) => d,
+            None if hidden % heads == 0 => hidden / heads,
+            None => return Err(Error(format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}"))),
+        };
+        if head_dim % 2 != 0 {
+            return Err(Error(format!("head_dim {head_dim} must be even for rotary embeddings")));
+        }
+        if let Some(act) = cfg.str_opt("hidden_act")? {
+            if act != "silu" && act != "swish" {
+                return Err(Error(format!("hidden_act `{act}` is not supported by this family (silu only)")));
+            }
+        }
+        let layers = cfg.i64("num_hidden_layers")? as usize;
+        Ok(Self {
+            hidden,
+            intermediate: cfg.i64("intermediate_size")?,
+            layers,
+            heads,
+            kv_heads,
+            head_dim,
+            eps: cfg.f64_or("rms_norm_eps", 1e-6)?,
+            vocab: cfg.i64("vocab_size")?,
+            tie: cfg.bool_or("tie_word_embeddings", false)?,
+            max_positions: None,
+            opts,
+            rope: Rope::from_config(&cfg, head_dim)?,
+        })
+    }
+
+    /// Bounds the positions generation may reach (Mistral's sliding window).
+    pub fn with_max_positions(mut self, max: Option<i64>) -> Self {
+        self.max_positions = max;
+        self
+    }
+
+    fn run(&self, ctx: &mut dyn ModelContext, ids: &Tensor, positions: &Tensor) -> Result<Tensor, Error> {
+        let (b, t) = ids.size2()?;
+        let (heads, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let mut h = ctx.embedding("model.embed_tokens", ids)?;
+        let (cos, sin) = self.rope.cos_sin(positions, h.kind())?;
+        for i in 0..self.layers {
+            let p = format!("model.layers.{i}");
+            let x = ctx.norm(&format!("{p}.input_layernorm"), &h, NormKind::RmsNorm, self.eps)?;
+            let mut q = ctx.linear(&format!("{p}.self_attn.q_proj"), &x)?.f_view([b, t, heads, hd])?;
+            let mut k = ctx.linear(&format!("{p}.self_attn.k_proj"), &x)?.f_view([b, t, kv, hd])?;
+            let v = ctx.linear(&format!("{p}.self_attn.v_proj"), &x)?.f_view([b, t, kv, hd])?;
+            if self.opts.qk_norm {
+                q = ctx.norm(&format!("{p}.self_attn.q_norm"), &q, NormKind::RmsNorm, self.eps)?;
+                k = ctx.norm(&format!("{p}.self_attn.k_norm"), &k, NormKind::RmsNorm, self.eps)?;
+            }
+            let q = rope::apply(&q.f_transpose(1, 2)?, &cos, &sin)?;
+            let k = rope::apply(&k.f_transpose(1, 2)?, &cos, &sin)?;
+            let v = v.f_transpose(1, 2)?;
+            let a = ctx.attention(i, &q, &k, &v, None)?;
+            let a = a.f_transpose(1, 2)?.f_reshape([b, t, heads * hd])?;
+            h = h + ctx.linear(&format!("{p}.self_attn.o_proj"), &a)?;
+            let x = ctx.norm(&format!("{p}.post_attention_layernorm"), &h, NormKind::RmsNorm, self.eps)?;
+            let gate = ctx.linear(&format!("{p}.mlp.gate_proj"), &x)?.f_silu()?;
+            let up = ctx.linear(&format!("{p}.mlp.up_proj"), &x)?;
+            h = h + ctx.linear(&format!("{p}.mlp.down_proj"), &(gate * up))?;
+        }
+        Ok(ctx.norm("model.norm", &h, NormKind::RmsNorm, self.eps)?)
+    }
+}
+
+impl Model for Decoder {
+    fn layout(&self) -> ModelLayout {
+        let (hs, hd, o) = (self.hidden, self.head_dim, self.opts);
+        let mut slots = vec![Slot::embedding("model.embed_tokens", self.vocab, hs)];
+        for i in 0..self.layers {
+            let p = format!("model.layers.{i}");
+            let blk = Some(i);
+            slots.push(Slot::norm(format!("{p}.input_layernorm"), hs, false, blk));
+            slots.push(Slot::linear(format!("{p}.self_attn.q_proj"), self.heads * hd, hs, o.qkv_bias, blk));
+            slots.push(Slot::linear(format!("{p}.self_attn.k_proj"), self.kv_heads * hd, hs, o.qkv_bias, blk));
+            slots.push(Slot::linear(format!("{p}.self_attn.v_proj"), self.kv_heads * hd, hs, o.qkv_bias, blk));
+            if o.qk_norm {
+                slots.push(Slot::norm(format!("{p}.self_attn.q_norm"), hd, false, blk));
+                slots.push(Slot::norm(format!("{p}.self_attn.k_norm"), hd, false, blk));
+            }
+            slots.push(Slot::linear(format!("{p}.self_attn.o_proj"), hs, self.heads * hd, o.o_bias, blk));
+            slots.push(Slot::norm(format!("{p}.post_attention_layernorm"), hs, false, blk));
+            slots.push(Slot::linear(format!("{p}.mlp.gate_proj"), self.intermediate, hs, o.mlp_bias, blk));
+            slots.push(Slot::linear(format!("{p}.mlp.up_proj"), self.intermediate, hs, o.mlp_bias, blk));
+            slots.push(Slot::linear(format!("{p}.mlp.down_proj"), hs, self.intermediate, o.mlp_bias, blk));
+        }
+        slots.push(Slot::norm("model.norm", hs, false, None));
+        let mut head = Slot::linear("lm_head", self.vocab, hs, false, None);
+        if self.tie {
+            head.weight = "model.embed_tokens.weight".into();
+        }
+        slots.push(head);
+        ModelLayout {
+            num_blocks: self.layers,
+            slots,
+            params: Vec::new(),
+            output_slot: "lm_head".into(),
+            vocab_size: self.vocab,
+            num_kv_heads: self.kv_heads,
+            head_dim: hd,
+            max_positions: self.max_positions,
+        }
+    }
+
+    fn forward(&self, ctx: &mut dyn ModelContext, input_ids: &Tensor, positions: &Tensor) -> Result<Tensor, String> {
+        self.run(ctx, input_ids, positions).map_err(String::from)
+    }
+}

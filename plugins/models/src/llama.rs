@@ -1,0 +1,32 @@
+//! Llama (Llama-2, Llama-3/3.1/3.2, SmolLM, and the many checkpoints that reuse
+//! `LlamaForCausalLM`): the plain decoder, with `attention_bias` and `mlp_bias` read from
+//! config.json (both default false) and any supported `rope_scaling` (Llama-3.1 uses `llama3`).
+
+use serde_json::Value;
+use swift_plugin_api::prelude::*;
+
+use crate::config::Cfg;
+use crate::decoder::{Decoder, Options};
+
+pub struct Llama;
+
+impl ModelFamily for Llama {
+    fn instantiate(&self, config: &Value) -> Result<Box<dyn Model>, String> {
+        let cfg = Cfg::new(config.clone(), "config.json");
+        let bias = cfg.bool_or("attention_bias", false)?;
+        let opts = Options { qkv_bias: bias, o_bias: bias, mlp_bias: cfg.bool_or("mlp_bias", false)?, qk_norm: false };
+        Ok(Box::new(Decoder::from_config(config, opts)?))
+    }
+}
+
+pub fn record() -> ModelFamilyRecord {
+    ModelFamilyRecord {
+        name: "llama".into(),
+        aliases: vec!["llama2".into(), "llama3".into(), "smollm".into(), "smollm2".into()],
+        description: "Llama-2/3 and SmolLM (LlamaForCausalLM): GQA, RoPE with scaling, RMSNorm, SwiGLU".into(),
+        architectures: vec!["LlamaForCausalLM".into()],
+        model_types: vec!["llama".into()],
+        default_template: Some("llama3".into()),
+        alias_of: None,
+    }
+}

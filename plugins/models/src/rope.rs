@@ -1,0 +1,159 @@
+//! Rotary position embeddings as transformers computes them (float32 frequencies, rotate-half
+//! layout), with the `rope_scaling` types `linear`, `dynamic`, `llama3` and `yarn`.
+
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{Cfg, Error};
+
+/// How the inverse frequencies are scaled.
+#[derive(Debug, Clone, PartialEq)]
+enum Scaling {
+    None,
+    Linear { factor: f64 },
+    Dynamic { factor: f64, max_positions: f64 },
+    Llama3 { factor: f64, low: f64, high: f64, original: f64 },
+    Yarn { factor: f64, original: f64, beta_fast: f64, beta_slow: f64, attention: Option<f64>, mscale: f64, mscale_all_dim: f64, truncate: bool },
+}
+
+/// A family's rotary embedding: `rope_theta`, the rotated size and the scaling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rope {
+    theta: f64,
+    dim: i64,
+    scaling: Scaling,
+}
+
+impl Rope {
+    /// Reads `rope_theta` (default 10000) and `rope_scaling` from config.json for heads of
+    /// `head_dim`.
+    pub fn from_config(cfg: &Cfg, head_dim: i64) -> Result<Self, Error> {
+        let theta = cfg.f64_or("rope_theta", 10000.0)?;
+        let max_pos = cfg.f64_or("max_position_embeddings", 2048.0)?;
+        let scaling = match cfg.get("rope_scaling") {
+            None | Some(Value::Null) => Scaling::None,
+            Some(v) => {
+                let s = Cfg::new(v.clone(), "rope_scaling");
+                let kind = s.str_opt("rope_type")?.or(s.str_opt("type")?).unwrap_or_else(|| "default".into());
+                let factor = || s.f64("factor");
+                match kind.as_str() {
+                    "default" => Scaling::None,
+                    "linear" => Scaling::Linear { factor: factor()? },
+                    "dynamic" => Scaling::Dynamic { factor: factor()?, max_positions: max_pos },
+                    "llama3" => Scaling::Llama3 {
+                        factor: factor()?,
+                        low: s.f64("low_freq_factor")?,
+                        high: s.f64("high_freq_factor")?,
+                        original: s.f64("original_max_position_embeddings")?,
+                    },
+                    "yarn" => {
+                        let original = s.f64_or("original_max_position_embeddings", max_pos)?;
+                        let mut factor = factor()?;
+                        if s.get("original_max_position_embeddings").is_some() {
+                            factor = max_pos / original;
+                        }
+                        Scaling::Yarn {
+                            factor,
+                            original,
+                            beta_fast: s.f64_or("beta_fast", 32.0)?,
+                            beta_slow: s.f64_or("beta_slow", 1.0)?,
+                            attention: s.f64_opt("attention_factor")?,
+                            mscale: s.f64_or("mscale", 0.0)?,
+                            mscale_all_dim: s.f64_or("mscale_all_dim", 0.0)?,
+                            truncate: s.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+                        }
+                    }
+                    other => {
+                        return Err(Error(format!(
+                            "rope_scaling type `{other}` is not supported (supported: default, linear, dynamic, llama3, yarn)"
+                        )))
+                    }
+                }
+            }
+        };
+        Ok(Self { theta, dim: head_dim, scaling })
+    }
+
+    /// `1 / base^(2i/dim)` in float32, as transformers computes it.
+    fn base_inv_freq(&self, base: f64, device: Device) -> Result<Tensor, Error> {
+        let exp = Tensor::f_arange_start_step(0, self.dim, 2, (Kind::Int64, device))?.f_to_kind(Kind::Float)? / self.dim as f64;
+        Ok(Tensor::f_pow_scalar(base, &exp)?.f_reciprocal()?)
+    }
+
+    /// Inverse frequencies and the cos/sin scale for sequences reaching `seq_len` positions.
+    fn inv_freq(&self, seq_len: f64, device: Device) -> Result<(Tensor, f64), Error> {
+        Ok(match &self.scaling {
+            Scaling::None => (self.base_inv_freq(self.theta, device)?, 1.0),
+            Scaling::Linear { factor } => (self.base_inv_freq(self.theta, device)? / *factor, 1.0),
+            Scaling::Dynamic { factor, max_positions } => {
+                let seq = seq_len.max(*max_positions);
+                let d = self.dim as f64;
+                let base = self.theta * ((factor * seq / max_positions) - (factor - 1.0)).powf(d / (d - 2.0));
+                (self.base_inv_freq(base, device)?, 1.0)
+            }
+            Scaling::Llama3 { factor, low, high, original } => {
+                let inv = self.base_inv_freq(self.theta, device)?;
+                let low_wavelen = original / low;
+                let high_wavelen = original / high;
+                let wavelen = inv.f_reciprocal()? * (2.0 * std::f64::consts::PI);
+                let scaled = inv.f_where_self(&wavelen.f_le(low_wavelen)?, &(&inv / *factor))?;
+                let smooth = (wavelen.f_reciprocal()? * *original - *low) / (high - low);
+                let smoothed = (smooth.f_neg()? + 1.0) * &scaled / *factor + &smooth * &scaled;
+                let medium = wavelen.f_ge(high_wavelen)?.f_logical_and(&wavelen.f_le(low_wavelen)?)?;
+                (smoothed.f_where_self(&medium, &scaled)?, 1.0)
+            }
+            Scaling::Yarn { factor, original, beta_fast, beta_slow, attention, mscale, mscale_all_dim, truncate } => {
+                let get_mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+                let attention = match attention {
+                    Some(a) => *a,
+                    None if *mscale != 0.0 && *mscale_all_dim != 0.0 => {
+                        get_mscale(*factor, *mscale) / get_mscale(*factor, *mscale_all_dim)
+                    }
+                    None => get_mscale(*factor, 1.0),
+                };
+                let d = self.dim as f64;
+                let corr = |rot: f64| (d * (original / (rot * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * self.theta.ln());
+                let (mut lo, mut hi) = (corr(*beta_fast), corr(*beta_slow));
+                if *truncate {
+                    lo = lo.floor();
+                    hi = hi.ceil();
+                }
+                let (lo, mut hi) = (lo.max(0.0), hi.min(d - 1.0));
+                if lo == hi {
+                    hi += 0.001;
+                }
+                let half = self.dim / 2;
+                let ramp = ((Tensor::f_arange(half, (Kind::Float, device))? - lo) / (hi - lo)).f_clamp(0.0, 1.0)?;
+                let extrapolation_factor = ramp.f_neg()? + 1.0;
+                let extra = self.base_inv_freq(self.theta, device)?;
+                let inter = &extra / *factor;
+                let inv = inter * (extrapolation_factor.f_neg()? + 1.0) + extra * &extrapolation_factor;
+                (inv, attention)
+            }
+        })
+    }
+
+    /// `cos` and `sin` of shape `[batch, 1, seq, dim]` for positions `[batch, seq]`, in `kind`.
+    pub fn cos_sin(&self, positions: &Tensor, kind: Kind) -> Result<(Tensor, Tensor), Error> {
+        let device = positions.device();
+        let seq_len = match self.scaling {
+            Scaling::Dynamic { .. } => f64::try_from(positions.f_max()?)? + 1.0,
+            _ => 0.0,
+        };
+        let (inv, scale) = self.inv_freq(seq_len, device)?;
+        let freqs = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)? * inv.f_view([1, 1, -1])?;
+        let emb = Tensor::f_cat(&[&freqs, &freqs], -1)?;
+        let cos = (emb.f_cos()? * scale).f_to_kind(kind)?.f_unsqueeze(1)?;
+        let sin = (emb.f_sin()? * scale).f_to_kind(kind)?.f_unsqueeze(1)?;
+        Ok((cos, sin))
+    }
+}
+
+/// `x·cos + rotate_half(x)·sin` for `x` of shape `[batch, heads, seq, dim]`.
+pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, Error> {
+    let half = x.size().last().copied().unwrap_or(0) / 2;
+    let x1 = x.f_narrow(-1, 0, half)?;
+    let x2 = x.f_narrow(-1, half, half)?;
+    let rotated = Tensor::f_cat(&[&x2.f_neg()?, &x1], -1)?;
+    Ok(x * cos + rotated * sin)
+}
