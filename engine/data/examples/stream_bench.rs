@@ -24,9 +24,15 @@ fn vm_hwm_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn generate(path: &Path, rows: u64) -> std::io::Result<u64> {
+fn generate(path: &Path, rows: u64, json_array: bool) -> std::io::Result<u64> {
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    if json_array {
+        writeln!(w, "[")?;
+    }
     for i in 0..rows {
+        if json_array && i > 0 {
+            writeln!(w, ",")?;
+        }
         match i % 3 {
             0 => writeln!(
                 w,
@@ -42,6 +48,9 @@ fn generate(path: &Path, rows: u64) -> std::io::Result<u64> {
                 r#"{{"conversations": [{{"from": "human", "value": "Weather in city {i}?"}}, {{"from": "function_call", "value": "{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"c{i}\"}}}}"}}, {{"from": "observation", "value": "{{\"temp\": 21}}"}}, {{"from": "gpt", "value": "It is 21 degrees in city {i}."}}], "tools": "[{{\"name\": \"get_weather\", \"description\": \"Current weather\", \"parameters\": {{\"type\": \"object\", \"properties\": {{\"city\": {{\"type\": \"string\"}}}}}}}}]"}}"#
             )?,
         }
+    }
+    if json_array {
+        writeln!(w, "]")?;
     }
     w.flush()?;
     Ok(std::fs::metadata(path)?.len())
@@ -91,60 +100,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .split(',')
         .map(|s| s.trim().parse::<u64>())
         .collect::<Result<_, _>>()?;
+    let formats: Vec<String> = arg("--formats")
+        .unwrap_or_else(|| "jsonl,json".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
     let dir = arg("--dir")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("swift-data-bench"));
     std::fs::create_dir_all(&dir)?;
     let exe = std::env::current_exe()?;
     println!(
-        "{:>10} {:>10} {:>12} {:>9} {:>14} {:>14}",
-        "rows", "file MiB", "rows/s", "secs", "peak RSS MiB", "base RSS MiB"
+        "{:>6} {:>10} {:>10} {:>12} {:>9} {:>14} {:>14}",
+        "format", "rows", "file MiB", "rows/s", "secs", "peak RSS MiB", "base RSS MiB"
     );
-    let mut peaks = Vec::new();
-    for &n in &sizes {
-        let path = dir.join(format!("bench-{n}.jsonl"));
-        let bytes = generate(&path, n)?;
-        let out = Command::new(&exe).arg("--child").arg(&path).output()?;
-        if !out.status.success() {
-            return Err(format!(
-                "child for {n} rows failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .into());
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let mib = |k: &str| v[k].as_f64().unwrap_or(0.0) / 1024.0;
-        println!(
-            "{:>10} {:>10.1} {:>12.0} {:>9.2} {:>14.1} {:>14.1}",
-            v["rows"].as_u64().unwrap_or(0),
-            bytes as f64 / (1 << 20) as f64,
-            v["rows_per_s"].as_f64().unwrap_or(0.0),
-            v["secs"].as_f64().unwrap_or(0.0),
-            mib("vm_hwm_kib"),
-            mib("vm_hwm_kib_before"),
-        );
-        if v["rows"].as_u64() != Some(n) {
-            return Err(format!("expected {n} rows, got {}", v["rows"]).into());
-        }
-        peaks.push((n, mib("vm_hwm_kib")));
-        let _ = std::fs::remove_file(&path);
-    }
-    if let (Some(first), Some(last)) = (peaks.first(), peaks.last()) {
-        if last.0 > first.0 {
-            let ratio = last.1 / first.1.max(1e-9);
+    let mut flat = true;
+    for format in &formats {
+        let mut peaks = Vec::new();
+        for &n in &sizes {
+            let path = dir.join(format!("bench-{n}.{format}"));
+            let bytes = generate(&path, n, format == "json")?;
+            let out = Command::new(&exe).arg("--child").arg(&path).output()?;
+            let _ = std::fs::remove_file(&path);
+            if !out.status.success() {
+                return Err(format!(
+                    "child for {n} rows failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+                .into());
+            }
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let mib = |k: &str| v[k].as_f64().unwrap_or(0.0) / 1024.0;
             println!(
-                "peak RSS grows {ratio:.2}x while rows grow {}x: {}",
-                last.0 / first.0.max(1),
-                if ratio < 1.25 {
-                    "flat (bounded memory)"
-                } else {
-                    "NOT flat"
-                }
+                "{:>6} {:>10} {:>10.1} {:>12.0} {:>9.2} {:>14.1} {:>14.1}",
+                format,
+                v["rows"].as_u64().unwrap_or(0),
+                bytes as f64 / (1 << 20) as f64,
+                v["rows_per_s"].as_f64().unwrap_or(0.0),
+                v["secs"].as_f64().unwrap_or(0.0),
+                mib("vm_hwm_kib"),
+                mib("vm_hwm_kib_before"),
             );
-            if ratio >= 1.25 {
-                return Err("peak memory grew with the file".into());
+            if v["rows"].as_u64() != Some(n) {
+                return Err(format!("expected {n} rows, got {}", v["rows"]).into());
+            }
+            peaks.push((n, mib("vm_hwm_kib")));
+        }
+        if let (Some(first), Some(last)) = (peaks.first(), peaks.last()) {
+            if last.0 > first.0 {
+                let ratio = last.1 / first.1.max(1e-9);
+                let ok = ratio < 1.25;
+                flat &= ok;
+                println!(
+                    "{format}: peak RSS grows {ratio:.2}x while rows grow {}x: {}",
+                    last.0 / first.0.max(1),
+                    if ok {
+                        "flat (bounded memory)"
+                    } else {
+                        "NOT flat"
+                    }
+                );
             }
         }
+    }
+    if !flat {
+        return Err("peak memory grew with the file".into());
     }
     Ok(())
 }
