@@ -67,6 +67,6 @@ fn run(command: Command, settings: &GlobalSettings) -> Result<()> {
         Command::Deploy(_) => commands::not_yet("deploy", "deploy"),
         Command::Eval(_) => commands::not_yet("eval", "evaluation"),
         Command::WebUi(_) => commands::not_yet("web-ui", "web UI"),
-        Command::Encode(_) => commands::not_yet("encode", "data"),
+        Command::Encode(args) => commands::encode::run(&args, settings),
     }
 }

@@ -200,7 +200,7 @@ impl Encoder {
             if s.loss_scale > 0.0 {
                 out.push_str("[[");
                 out.push_str(&s.text);
-                out.push_str(&format!("]]{{{}}}", s.loss_scale));
+                out.push_str(&format!("]]{{{:?}}}", s.loss_scale));
             } else {
                 out.push_str(&s.text);
             }

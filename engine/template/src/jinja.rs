@@ -150,7 +150,7 @@ impl JinjaTemplate {
                 continue;
             }
             let start = match self.render(&msgs[..i], tools, true, think, tok) {
-                Ok(p) => common_prefix(&p, &full),
+                Ok(p) => snap(&full, common_prefix(&p, &full), &added),
                 Err(_) if i == 0 => 0,
                 Err(e) => return Err(e),
             };
@@ -165,7 +165,7 @@ impl JinjaTemplate {
                 }
             } else {
                 let upto = self.render(&msgs[..=i], tools, false, think, tok)?;
-                span_end(&upto, &full, &added)
+                snap(&full, span_end(&upto, &full, &added), &added)
             };
             if start < pos || end < start {
                 return Err(TemplateError::JinjaLabels {
@@ -202,6 +202,40 @@ fn common_prefix(a: &str, b: &str) -> usize {
         n -= 1;
     }
     n
+}
+
+/// `p` moved back to the start of an added token of `text` that it falls inside (two renderings
+/// that continue with different added tokens, `<think>` and `<tool_call>`, share their `<`).
+fn snap(text: &str, p: usize, added: &[String]) -> usize {
+    let mut best = p;
+    for t in added.iter().filter(|t| t.len() > 1) {
+        let lo = p.saturating_sub(t.len() - 1);
+        let hi = (p + t.len() - 1).min(text.len());
+        let (Some(lo), Some(hi)) = (floor_boundary(text, lo), ceil_boundary(text, hi)) else {
+            continue;
+        };
+        if let Some(k) = text[lo..hi].find(t.as_str()) {
+            let start = lo + k;
+            if start < p && p < start + t.len() {
+                best = best.min(start);
+            }
+        }
+    }
+    best
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> Option<usize> {
+    while !s.is_char_boundary(i) {
+        i = i.checked_sub(1)?;
+    }
+    Some(i)
+}
+
+fn ceil_boundary(s: &str, mut i: usize) -> Option<usize> {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    Some(i)
 }
 
 /// Where the rendering `upto` (conversation up to an assistant turn) ends inside `full`.
@@ -452,6 +486,14 @@ mod tests {
             s.as_str().unwrap(),
             "{\n  \"b\": [\n    1,\n    2.5,\n    \"é\\n\"\n  ],\n  \"a\": null\n}"
         );
+    }
+
+    #[test]
+    fn boundaries_snap_to_added_token_starts() {
+        let added = vec!["<think>".to_string(), "<tool_call>".to_string()];
+        let full = "head\n<tool_call>x";
+        assert_eq!(snap(full, "head\n<".len(), &added), "head\n".len());
+        assert_eq!(snap(full, "head\n".len(), &added), "head\n".len());
     }
 
     #[test]

@@ -1,0 +1,334 @@
+//! End-to-end tests of `swift encode` through the real binary, on the real Qwen3 and Llama-3
+//! tokenizers and LLaMA-Factory demo sets (skipped with a message when `make setup` has not
+//! fetched them): generation prompts match the tokenizer's own chat template, `--json` and
+//! `--show` outputs, truncation counts, and errors that say what to do.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use swift_plugin_api::{Message, StandardRow};
+use swift_template::jinja::JinjaTemplate;
+use swift_template::{Tokenizer, IGNORE_INDEX};
+
+fn cache() -> PathBuf {
+    std::env::var_os("SWIFT_RS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/swift-rs")
+        })
+}
+
+fn asset(rel: &str) -> Option<PathBuf> {
+    let p = cache().join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        println!("skipped: {} is missing (run `make setup`)", p.display());
+        None
+    }
+}
+
+fn swift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_swift"))
+        .args(args)
+        .env("SWIFT_PLUGIN_PATH", "")
+        .output()
+        .expect("swift runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "swift failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+fn ids(v: &Value, key: &str) -> Vec<i64> {
+    v[key]
+        .as_array()
+        .expect(key)
+        .iter()
+        .map(|x| x.as_i64().expect("integer"))
+        .collect()
+}
+
+/// Rows written as a messages JSONL file: a multi-turn chat and a tool-calling one.
+fn rows_file(dir: &std::path::Path) -> (PathBuf, Vec<StandardRow>) {
+    let text = r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
+{"messages": [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}, {"role": "tool", "content": "{\"temp\": 20}"}, {"role": "assistant", "content": "It is 20 degrees."}], "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]}
+"#;
+    let path = dir.join("chat.jsonl");
+    std::fs::write(&path, text).unwrap();
+    let rows = text
+        .lines()
+        .map(|l| serde_json::from_str::<StandardRow>(l).unwrap())
+        .collect();
+    (path, rows)
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("swift-encode-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn generation_prompts_match_the_chat_template_end_to_end() {
+    let Some(tok_path) = asset("assets/tokenizers/qwen3/tokenizer.json") else {
+        return;
+    };
+    let dir = tempdir("gen");
+    let (file, rows) = rows_file(&dir);
+    let tok = Tokenizer::from_file(&tok_path).unwrap();
+    let chat = JinjaTemplate::new(tok.chat_template.as_deref().unwrap()).unwrap();
+    for (template, thinking) in [
+        ("qwen3", None),
+        ("qwen3", Some(false)),
+        ("jinja", None),
+        ("jinja", Some(false)),
+    ] {
+        let mut args = vec![
+            "encode",
+            "--tokenizer",
+            tok_path.to_str().unwrap(),
+            "--template",
+            template,
+            "--dataset",
+            file.to_str().unwrap(),
+            "--generation_prompt",
+            "--json",
+        ];
+        if thinking == Some(false) {
+            args.extend(["--enable_thinking", "false"]);
+        }
+        let out = swift(&args);
+        let lines = json_lines(&ok(&out));
+        assert_eq!(lines.len(), rows.len());
+        for (line, row) in lines.iter().zip(&rows) {
+            let mut prompt: Vec<Message> = row.messages.clone();
+            prompt.pop();
+            let text = chat
+                .render(&prompt, row.tools.as_deref(), true, thinking, &tok)
+                .unwrap();
+            let want: Vec<i64> = tok
+                .encode(&text)
+                .unwrap()
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            assert_eq!(ids(line, "input_ids"), want, "{template} {thinking:?}");
+            let labels = ids(line, "labels");
+            assert_eq!(labels.len(), want.len());
+            // The prompt ends untrained (the assistant header, and the empty think block when off).
+            let tail = if thinking == Some(false) {
+                "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+            } else {
+                "<|im_start|>assistant\n"
+            };
+            let n = tok.encode(tail).unwrap().len();
+            assert!(text.ends_with(tail));
+            assert!(labels[labels.len() - n..]
+                .iter()
+                .all(|&l| l == IGNORE_INDEX));
+            assert_eq!(
+                line["loss_scale"].as_array().map(Vec::len),
+                Some(want.len())
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn registered_datasets_encode_as_llama3_inference_prompts() {
+    let Some(tok_path) = asset("assets/tokenizers/llama3/tokenizer.json") else {
+        return;
+    };
+    if asset("assets/llamafactory/data/alpaca_en_demo.json").is_none() {
+        return;
+    }
+    let tok = Tokenizer::from_file(&tok_path).unwrap();
+    let header = tok
+        .encode("<|start_header_id|>assistant<|end_header_id|>\n\n")
+        .unwrap();
+    let out = swift(&[
+        "encode",
+        "--tokenizer",
+        tok_path.to_str().unwrap(),
+        "--template",
+        "llama3",
+        "--dataset",
+        "alpaca-en-demo#5",
+        "--generation-prompt",
+        "true",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines = json_lines(&ok(&out));
+    assert_eq!(lines.len(), 5);
+    for line in &lines {
+        let input: Vec<u32> = ids(line, "input_ids")
+            .into_iter()
+            .map(|x| x as u32)
+            .collect();
+        assert_eq!(input[0], tok.token_to_id("<|begin_of_text|>").unwrap());
+        assert!(input.ends_with(&header), "ends with the assistant header");
+        // A single-turn prompt has nothing to train.
+        assert!(ids(line, "labels").iter().all(|&l| l == IGNORE_INDEX));
+    }
+    assert!(
+        stderr.contains("encoded 5 rows with template `llama3`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn show_marks_trained_spans_and_truncation_is_counted() {
+    let Some(tok_path) = asset("assets/tokenizers/qwen3/tokenizer.json") else {
+        return;
+    };
+    let dir = tempdir("show");
+    let (file, _) = rows_file(&dir);
+    let out = swift(&[
+        "encode",
+        "--tokenizer",
+        tok_path.to_str().unwrap(),
+        "--template",
+        "qwen3",
+        "--dataset",
+        file.to_str().unwrap(),
+        "--show",
+        "--loss_scale",
+        "hermes",
+    ]);
+    let text = ok(&out);
+    assert!(text.contains("[[Hello!<|im_end|>\n]]{1.0}"), "{text}");
+    assert!(
+        text.contains("[[<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>]]{2.0}"),
+        "{text}"
+    );
+    // The empty think block before the final answer is shown untrained.
+    assert!(
+        text.contains(
+            "<|im_start|>assistant\n<think>\n\n</think>\n\n[[It is 20 degrees.<|im_end|>\n]]{1.0}"
+        ),
+        "{text}"
+    );
+
+    let out = swift(&[
+        "encode",
+        "--tokenizer",
+        tok_path.to_str().unwrap(),
+        "--template",
+        "qwen3",
+        "--dataset",
+        file.to_str().unwrap(),
+        "--json",
+        "--max_length",
+        "60",
+    ]);
+    let lines = json_lines(&ok(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(lines.len(), 1, "the long tool row is deleted");
+    assert!(
+        stderr.contains("1 rows longer than --max_length 60 deleted"),
+        "{stderr}"
+    );
+    let out = swift(&[
+        "encode",
+        "--tokenizer",
+        tok_path.to_str().unwrap(),
+        "--template",
+        "qwen3",
+        "--dataset",
+        file.to_str().unwrap(),
+        "--json",
+        "--max_length",
+        "60",
+        "--truncation_strategy",
+        "left",
+    ]);
+    let lines = json_lines(&ok(&out));
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| ids(l, "input_ids").len() <= 60));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let Some(tok_path) = asset("assets/tokenizers/qwen3/tokenizer.json") else {
+        return;
+    };
+    let dir = tempdir("err");
+    let (file, _) = rows_file(&dir);
+    let tok = tok_path.to_str().unwrap();
+    let f = file.to_str().unwrap();
+    let err = |args: &[&str]| {
+        let out = swift(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let e = err(&[
+        "encode",
+        "--tokenizer",
+        tok,
+        "--template",
+        "qwen33",
+        "--dataset",
+        f,
+    ]);
+    assert!(
+        e.contains("unknown template `qwen33`") && e.contains("qwen3"),
+        "{e}"
+    );
+    let e = err(&["encode", "--template", "qwen3", "--dataset", f]);
+    assert!(
+        e.contains("--model DIR") && e.contains("--tokenizer FILE"),
+        "{e}"
+    );
+    let e = err(&[
+        "encode",
+        "--tokenizer",
+        tok,
+        "--template",
+        "qwen3",
+        "--dataset",
+        f,
+        "--loss_scale",
+        "default+nope",
+    ]);
+    assert!(e.contains("unknown loss scale `nope`"), "{e}");
+    let e = err(&[
+        "encode",
+        "--tokenizer",
+        tok,
+        "--template",
+        "qwen3",
+        "--dataset",
+        f,
+        "--truncation_strategy",
+        "middle",
+    ]);
+    assert!(e.contains("delete, left, right"), "{e}");
+    // A tokenizer without chat_template and no --template.
+    let bare = dir.join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::copy(&tok_path, bare.join("tokenizer.json")).unwrap();
+    let e = err(&["encode", "--model", bare.to_str().unwrap(), "--dataset", f]);
+    assert!(
+        e.contains("no chat_template") && e.contains("--template"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
