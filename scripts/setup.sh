@@ -107,6 +107,17 @@ if [[ ! -f "$ASSETS/llamafactory/data/alpaca_en_demo.json" ]]; then
     say "LLaMA-Factory demo data in $ASSETS/llamafactory/data"
 fi
 
+if [[ ! -d "$ASSETS/llama.cpp/models/templates" ]]; then
+    sdist="$(fetch_sdist llama-cpp-python==0.3.36 llama_cpp_python-0.3.36.tar.gz \
+        832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e)"
+    tmp="$(mktemp -d "$ASSETS/.tmp.XXXXXX")"
+    # Vocab-only GGUFs with reference tokenisations, and ~70 real chat templates.
+    tar -xzf "$sdist" -C "$tmp" llama_cpp_python-0.3.36/vendor/llama.cpp/models
+    rm -rf "$ASSETS/llama.cpp"; mkdir -p "$ASSETS/llama.cpp"
+    mv "$tmp/llama_cpp_python-0.3.36/vendor/llama.cpp/models" "$ASSETS/llama.cpp/models"; rm -rf "$tmp"
+    say "llama.cpp vocabularies and templates in $ASSETS/llama.cpp/models"
+fi
+
 for fam in qwen3:c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da4 \
            llama3:91179b031f08d607317a610ff4d5436038dc66ea7b3e3100279922b52b0f2dc2; do
     name="${fam%%:*}" sum="${fam#*:}"

@@ -8,7 +8,8 @@
 //! SWIFT_LLAMA_CPP_MODELS=$PWD/llama_cpp_python-0.3.36/vendor/llama.cpp/models cargo test -p swift-gguf --test llama_cpp_vocabs
 //! ```
 //!
-//! Skips (printing why) when `SWIFT_LLAMA_CPP_MODELS` is unset or missing.
+//! Without `SWIFT_LLAMA_CPP_MODELS` it uses `$SWIFT_RS_CACHE/assets/llama.cpp/models` (fetched by
+//! `make setup`), and skips (printing why) when neither exists.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,13 @@ use swift_gguf::convert::build_tokenizer;
 use swift_gguf::GgufFile;
 
 fn models_dir() -> Option<PathBuf> {
-    let Some(dir) = std::env::var_os("SWIFT_LLAMA_CPP_MODELS").map(PathBuf::from) else {
+    let from_cache = || {
+        let cache = std::env::var_os("SWIFT_RS_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/swift-rs")))?;
+        Some(cache.join("assets/llama.cpp/models")).filter(|p| p.is_dir())
+    };
+    let Some(dir) = std::env::var_os("SWIFT_LLAMA_CPP_MODELS").map(PathBuf::from).or_else(from_cache) else {
         println!("skipped: set SWIFT_LLAMA_CPP_MODELS to llama.cpp's models/ folder (see the file comment)");
         return None;
     };
