@@ -679,3 +679,88 @@ fn relative_image_paths_become_absolute() {
         ]
     );
 }
+
+#[test]
+fn datasets_can_move_to_a_loader_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Dataset>();
+    assert_send::<DataError>();
+}
+
+#[test]
+fn byte_order_marks_json_columns_in_csv_and_sampling_other_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = write(
+        dir.path(),
+        "bom.jsonl",
+        "\u{feff}{\"query\": \"q\", \"response\": \"a\"}\n",
+    );
+    assert_eq!(
+        rows(open(&jsonl, &DatasetOptions::default()))[0]
+            .row
+            .messages,
+        qa("q", "a")
+    );
+    let json = write(
+        dir.path(),
+        "bom.json",
+        "\u{feff}[{\"query\": \"q\", \"response\": \"a\"}]",
+    );
+    assert_eq!(
+        rows(open(&json, &DatasetOptions::default()))[0]
+            .row
+            .messages,
+        qa("q", "a")
+    );
+    let csv = write(
+        dir.path(),
+        "conv.csv",
+        "conversations,tools\n\"[{\"\"from\"\": \"\"human\"\", \"\"value\"\": \"\"q\"\"}, {\"\"from\"\": \"\"gpt\"\", \"\"value\"\": \"\"a\"\"}]\",\n",
+    );
+    let got = rows(open(&csv, &DatasetOptions::default()));
+    assert_eq!(
+        (got[0].row.messages.clone(), got[0].row.tools.clone()),
+        (qa("q", "a"), None)
+    );
+    // #N counts rows of .json and .csv files too.
+    let body: Vec<String> = (0..6)
+        .map(|i| format!("{{\"query\": \"q{i}\", \"response\": \"a{i}\"}}"))
+        .collect();
+    let json = write(dir.path(), "six.json", &format!("[{}]", body.join(",\n")));
+    let csv = write(
+        dir.path(),
+        "six.csv",
+        &(0..6).fold("query,response\n".to_string(), |s, i| {
+            s + &format!("q{i},a{i}\n")
+        }),
+    );
+    for p in [json, csv] {
+        let spec = format!("{}#9", p.display());
+        let got = rows(open_dataset(&spec, &regs(), &DatasetOptions::default()).unwrap());
+        assert_eq!(got.len(), 9, "{}", p.display());
+        let idx: Vec<u64> = got.iter().map(|r| r.index).collect();
+        assert_eq!(idx[..6], [0, 1, 2, 3, 4, 5], "one whole pass first");
+        assert!(
+            idx[6..].windows(2).all(|w| w[0] < w[1]),
+            "then 3 distinct rows: {idx:?}"
+        );
+    }
+    // A keyed object whose value is not a row.
+    let keyed = write(
+        dir.path(),
+        "k.json",
+        "{\"a\": {\"query\": \"q\", \"response\": \"r\"},\n \"b\": 3}",
+    );
+    let got: Vec<_> = open(&keyed, &DatasetOptions::default()).collect();
+    let e = got[1].as_ref().unwrap_err().to_string();
+    assert!(
+        e.contains("k.json:2: malformed row: rows should be JSON objects, found a number"),
+        "{e}"
+    );
+    // A single-key list that is empty.
+    let empty = write(dir.path(), "e.json", "{\"data\": []}");
+    assert!(matches!(
+        err_of(open(&empty, &DatasetOptions::default())),
+        DataError::Empty { .. }
+    ));
+}
