@@ -226,6 +226,11 @@ impl PluginLoader {
         // inventory's order is link order; sort so results never depend on it.
         builtins.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         for (manifest, lib) in builtins {
+            // The same checks as a file: only the opening of the library differs.
+            check_manifest(&manifest).map_err(|reason| RegistryError::Builtin {
+                plugin: manifest.name.clone(),
+                reason,
+            })?;
             let prov = Provenance::Builtin { plugin: manifest.name.clone() };
             self.register_library(&mut report, &manifest, &lib, prov, Mode::Named).map_err(
                 |reason| RegistryError::Builtin { plugin: manifest.name.clone(), reason },
