@@ -764,3 +764,21 @@ fn byte_order_marks_json_columns_in_csv_and_sampling_other_formats() {
         DataError::Empty { .. }
     ));
 }
+
+#[test]
+fn jsonl_content_in_a_json_file_says_to_rename_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "lines.json",
+        "{\"query\": \"q1\", \"response\": \"a1\"}\n{\"query\": \"q2\", \"response\": \"a2\"}\n",
+    );
+    let e = err_of(open(&p, &DatasetOptions::default())).to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}:1: the top-level object's values should be rows",
+            p.display()
+        )) && e.contains(".jsonl"),
+        "{e}"
+    );
+}

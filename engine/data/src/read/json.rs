@@ -384,6 +384,13 @@ impl JsonReader {
                         };
                         continue;
                     }
+                    if first && value_start != Some(b'{') {
+                        return Err(self.structure(format!(
+                            "the top-level object's values should be rows (objects), or it should hold one \
+                             list of rows, but `{key}` holds something else; if the file has one JSON object \
+                             per line, name it .jsonl"
+                        )));
+                    }
                     // Keyed rows: the value is a row.
                     self.state = State::Object { first: false };
                     let row = self.row(parse);
