@@ -10,6 +10,9 @@ use serde_json::Value;
 use swift_plugin_api::{Message, StandardRow};
 use swift_template::jinja::JinjaTemplate;
 use swift_template::{Tokenizer, IGNORE_INDEX};
+// Link the built-in plugins so the registries this test loads hold the demo datasets.
+use swift_plugin_datasets as _;
+use swift_plugin_templates as _;
 
 fn cache() -> PathBuf {
     std::env::var_os("SWIFT_RS_CACHE")
@@ -331,4 +334,114 @@ fn errors_say_what_to_do() {
         "{e}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The Must-show comparison through the real data path: rows as the dataset crate reads and
+/// preprocesses the registered demo sets, encoded by the binary, against the tokenizer's own
+/// chat template rendered on the same rows.
+fn dataset_rows(name: &str) -> Vec<StandardRow> {
+    let regs = swift_registry::PluginLoader::new(Vec::<String>::new())
+        .load(&[])
+        .expect("built-ins load")
+        .registries;
+    swift_data::open_dataset(name, &regs, &swift_data::DatasetOptions::default())
+        .expect("dataset opens")
+        .map(|r| r.expect("row reads").row)
+        .collect()
+}
+
+/// The row with tools written in react form, as plain messages (Llama-3.0's template has no tools).
+fn react_text(row: &StandardRow) -> Vec<Message> {
+    use swift_template::ToolFormat;
+    let mut msgs = row.messages.clone();
+    let mut system = None;
+    if msgs.first().is_some_and(|m| m.role == "system") {
+        system = Some(msgs.remove(0).content);
+    }
+    if let Some(tools) = row.tools.as_ref().filter(|t| !t.is_empty()) {
+        system = Some(ToolFormat::React.system_text(system.as_deref(), tools));
+    }
+    let mut out: Vec<Message> = system
+        .map(|s| Message::new("system", s))
+        .into_iter()
+        .collect();
+    for m in msgs {
+        let content = match m.role.as_str() {
+            "assistant" => {
+                ToolFormat::React.assistant_text(&m.content, m.tool_calls.as_deref().unwrap_or(&[]))
+            }
+            "tool" => ToolFormat::React.tool_results_text(&[&m]),
+            _ => m.content.clone(),
+        };
+        out.push(Message::new(m.role, content));
+    }
+    out
+}
+
+#[test]
+fn registered_demo_sets_match_the_chat_templates_through_the_binary() {
+    let (Some(qwen3), Some(llama3)) = (
+        asset("assets/tokenizers/qwen3/tokenizer.json"),
+        asset("assets/tokenizers/llama3/tokenizer.json"),
+    ) else {
+        return;
+    };
+    if asset("assets/llamafactory/data/alpaca_en_demo.json").is_none() {
+        return;
+    }
+    // (tokenizer, template, generation prompt, tools written as react text for the reference)
+    let cases = [
+        (&qwen3, "qwen3", false, false),
+        (&qwen3, "jinja", false, false),
+        (&llama3, "llama3", true, true),
+        (&llama3, "jinja", true, false),
+    ];
+    for (tok_path, template, gen, react) in cases {
+        let tok = Tokenizer::from_file(tok_path).unwrap();
+        let chat = JinjaTemplate::new(tok.chat_template.as_deref().unwrap()).unwrap();
+        for name in ["alpaca-en-demo", "glaive-toolcall-en-demo", "dpo-en-demo"] {
+            let rows = dataset_rows(name);
+            let mut args = vec![
+                "encode",
+                "--tokenizer",
+                tok_path.to_str().unwrap(),
+                "--template",
+                template,
+                "--dataset",
+                name,
+                "--json",
+            ];
+            if gen {
+                args.push("--generation_prompt");
+            }
+            let lines = json_lines(&ok(&swift(&args)));
+            assert_eq!(lines.len(), rows.len(), "{template} {name}");
+            for (i, (line, row)) in lines.iter().zip(&rows).enumerate() {
+                let text = if gen {
+                    let mut prompt = if react {
+                        react_text(row)
+                    } else {
+                        row.messages.clone()
+                    };
+                    assert_eq!(prompt.pop().map(|m| m.role), Some("assistant".into()));
+                    let tools = if react { None } else { row.tools.as_deref() };
+                    chat.render(&prompt, tools, true, None, &tok).unwrap()
+                } else {
+                    chat.render(&row.messages, row.tools.as_deref(), false, None, &tok)
+                        .unwrap()
+                };
+                let want: Vec<i64> = tok
+                    .encode(&text)
+                    .unwrap()
+                    .into_iter()
+                    .map(i64::from)
+                    .collect();
+                assert_eq!(ids(line, "input_ids"), want, "{template} {name} row {i}");
+            }
+            println!(
+                "{template}: {} rows of {name} match the chat template",
+                rows.len()
+            );
+        }
+    }
 }
