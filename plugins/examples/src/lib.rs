@@ -1,8 +1,12 @@
 //! An out-of-tree-style plugin, written exactly as a third party would write one: it depends only
-//! on `swift-plugin-api`, builds as a `cdylib`, and is never linked into the host. Tests build it
-//! and load it with `--plugin-dir`, which proves the third-party path on every run.
+//! on `swift-plugin-api` (and `tch` for its model family), builds as a `cdylib`, and is never
+//! linked into the host. Tests build it and load it with `--plugin-dir`, which proves the
+//! third-party path on every run.
 //!
-//! It registers a chat template, a dataset preprocessor, and a model-family alias.
+//! It registers a chat template, a dataset preprocessor, a model-family alias, and a complete
+//! GPT-2 style model family (`gpt2.rs`) that runs through the model interface.
+
+mod gpt2;
 
 use serde_json::{Map, Value};
 use swift_plugin_api::prelude::*;
@@ -51,6 +55,7 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
         default_template: Some("example-chat".into()),
         alias_of: Some("llama".into()),
     })?;
+    r.model_family(gpt2::record(), gpt2::Gpt2Family)?;
     plugin_info!("example plugin registered its template, preprocessor and model alias");
     Ok(())
 }
