@@ -54,6 +54,12 @@ fn qwen3_builtin_and_jinja_match_the_chat_template_on_whole_conversations() {
         &tok,
         false,
     );
+    let mut jinja_off = encoder(
+        Template::from_record(&common::record("jinja")).unwrap(),
+        &tok,
+        false,
+    );
+    jinja_off.options.render.enable_thinking = Some(false);
     let source = builtin
         .tokenizer
         .chat_template
@@ -81,6 +87,16 @@ fn qwen3_builtin_and_jinja_match_the_chat_template_on_whole_conversations() {
                 "{name} row {i}: jinja labels differ from qwen3's"
             );
             assert_eq!(got_j.loss_scale, got.loss_scale, "{name} row {i}");
+            // With thinking off the whole conversation renders the same; labels still line up.
+            let got_off = jinja_off.encode(row).unwrap().unwrap();
+            assert_eq!(
+                got_off.input_ids, want,
+                "{name} row {i}: jinja (thinking off)"
+            );
+            assert_eq!(
+                got_off.labels, got.labels,
+                "{name} row {i}: jinja (thinking off)"
+            );
             // The empty think block before the final answer is there and not trained.
             let pos = want
                 .windows(think.len())

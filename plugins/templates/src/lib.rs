@@ -44,9 +44,15 @@ fn llama3(name: &str, description: &str) -> TemplateRecord {
 }
 
 fn register(r: &mut Registrar) -> Result<(), PluginError> {
-    r.template(chatml("chatml", "ChatML (<|im_start|>role ... <|im_end|>), no default system"))?;
+    r.template(chatml(
+        "chatml",
+        "ChatML (<|im_start|>role ... <|im_end|>), no default system",
+    ))?;
 
-    let mut qwen = chatml("qwen2_5", "Qwen2.5 chat: ChatML with Qwen's default system, hermes tools");
+    let mut qwen = chatml(
+        "qwen2_5",
+        "Qwen2.5 chat: ChatML with Qwen's default system, hermes tools",
+    );
     qwen.aliases = vec!["qwen2".into()];
     qwen.default_system =
         Some("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.".into());
@@ -62,11 +68,25 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
     // Qwen3's template ends every turn, the last one included, with "<|im_end|>\n".
     qwen3.suffix = "<|im_end|>\n".into();
     qwen3.options.insert("thinking".into(), json!("qwen3"));
+    let mut nothink = qwen3.clone();
+    nothink.name = "qwen3_nothinking".into();
+    nothink.description =
+        "Qwen3 with thinking off: the generation prompt ends with an empty think block".into();
+    nothink
+        .options
+        .insert("enable_thinking".into(), json!(false));
     r.template(qwen3)?;
+    r.template(nothink)?;
 
-    r.template(llama3("llama3", "Llama-3 / 3.1 instruct (<|start_header_id|>role<|end_header_id|>), react tools"))?;
+    r.template(llama3(
+        "llama3",
+        "Llama-3 / 3.1 instruct (<|start_header_id|>role<|end_header_id|>), react tools",
+    ))?;
 
-    let mut l32 = llama3("llama3_2", "Llama-3.2 instruct: Llama-3 with the knowledge-cutoff/today system preamble");
+    let mut l32 = llama3(
+        "llama3_2",
+        "Llama-3.2 instruct: Llama-3 with the knowledge-cutoff/today system preamble",
+    );
     l32.options.insert(
         "system_preamble".into(),
         json!("Cutting Knowledge Date: December 2023\nToday Date: {{DATE}}"),
