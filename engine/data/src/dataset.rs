@@ -152,6 +152,8 @@ struct Active {
     bad: u64,
     dropped: u64,
     yielded: u64,
+    /// The first row error of this file, for the end-of-file message.
+    first_bad: Option<String>,
 }
 
 /// An iterator over preprocessed rows of one or more datasets, in order. Nothing is loaded
@@ -588,6 +590,7 @@ impl Dataset {
         self.stats.rows_bad += 1;
         if let Some(a) = &mut self.active {
             a.bad += 1;
+            a.first_bad.get_or_insert_with(|| e.to_string());
         }
         let n = self.stats.rows_bad;
         if n <= 5 {
@@ -620,12 +623,18 @@ impl Dataset {
                         path: a.source.path,
                     });
                 }
-                if a.yielded == 0 {
+                // (Without skip_bad_rows, the caller has already seen this file's row errors.)
+                if a.yielded == 0 && (self.opts.skip_bad_rows || a.bad == 0) {
+                    let detail = a
+                        .first_bad
+                        .map(|e| format!("; the first bad row: {e}"))
+                        .unwrap_or_default();
                     return Err(DataError::NoUsableRows {
                         path: a.source.path,
                         read: a.read,
                         bad: a.bad,
                         dropped: a.dropped,
+                        detail,
                     });
                 }
             }
@@ -649,6 +658,7 @@ impl Dataset {
                 bad: 0,
                 dropped: 0,
                 yielded: 0,
+                first_bad: None,
             });
             return Ok(true);
         }

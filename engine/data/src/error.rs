@@ -109,7 +109,7 @@ pub enum DataError {
 
     /// Every row of a file was dropped or skipped.
     #[error(
-        "{}: none of its {read} rows is usable ({bad} bad, {dropped} dropped as empty by the preprocessor)",
+        "{}: none of its {read} rows is usable ({bad} bad, {dropped} dropped as empty by the preprocessor){detail}",
         path.display()
     )]
     NoUsableRows {
@@ -117,6 +117,8 @@ pub enum DataError {
         read: u64,
         bad: u64,
         dropped: u64,
+        /// `; the first bad row: ...` when there was one.
+        detail: String,
     },
 
     /// `--columns` is not a JSON object of strings.

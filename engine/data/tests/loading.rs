@@ -782,3 +782,44 @@ fn jsonl_content_in_a_json_file_says_to_rename_it() {
         "{e}"
     );
 }
+
+#[test]
+fn a_file_of_only_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let odd = write(dir.path(), "odd.jsonl", "{\"foo\": 1}\n");
+    let good = write(
+        dir.path(),
+        "good.jsonl",
+        "{\"query\": \"q\", \"response\": \"a\"}\n",
+    );
+    let specs = [odd.display().to_string(), good.display().to_string()];
+    // Without skip_bad_rows: the row error, then the next file goes on.
+    let got: Vec<_> = open_datasets(&specs, &regs(), &DatasetOptions::default())
+        .unwrap()
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert!(matches!(got[0], Err(DataError::NoFormat { line: 1, .. })));
+    assert_eq!(got[1].as_ref().unwrap().row.messages, qa("q", "a"));
+    // With it: nothing usable in a file is an error that shows the first bad row.
+    let opts = DatasetOptions {
+        skip_bad_rows: true,
+        ..Default::default()
+    };
+    let got: Vec<_> = open_datasets(&specs, &regs(), &opts).unwrap().collect();
+    assert_eq!(got.len(), 1);
+    let e = got[0].as_ref().unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}: none of its 1 rows is usable (1 bad, 0 dropped",
+            odd.display()
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "the first bad row: {}:1: no known format",
+            odd.display()
+        )),
+        "{e}"
+    );
+}
