@@ -823,3 +823,24 @@ fn a_file_of_only_bad_rows() {
         "{e}"
     );
 }
+
+/// An organisation's private dataset, declared in a text-only plugin file next to its data.
+#[test]
+fn dataset_from_a_text_plugin_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "faq.csv", "Frage,Antwort\nWie spät?,Zwölf.\n");
+    write(
+        dir.path(),
+        "acme.toml",
+        "[[dataset]]\nname = \"acme-faq\"\npath = \"faq.csv\"\npreprocessor = \"response\"\ncolumns = { Frage = \"query\", Antwort = \"response\" }\n",
+    );
+    let report = PluginLoader::new(vec![])
+        .load(&[swift_registry::PluginSource::Dir(dir.path().to_path_buf())])
+        .unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let got =
+        rows(open_dataset("acme-faq#3", &report.registries, &DatasetOptions::default()).unwrap());
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].row.messages, qa("Wie spät?", "Zwölf."));
+    assert_eq!(got[0].file, dir.path().join("faq.csv"));
+}
