@@ -193,6 +193,32 @@ impl Encoder {
         Ok(Some(enc))
     }
 
+    /// Encodes a preference row's rejected side: `rejected_messages` when the row has them, else
+    /// `messages` with the final assistant answer replaced by `rejected_response`. `Ok(None)` when
+    /// the row has neither (or truncation deleted it).
+    pub fn encode_rejected(&self, row: &StandardRow) -> Result<Option<Encoded>, TemplateError> {
+        let messages = match (&row.rejected_messages, &row.rejected_response) {
+            (Some(m), _) => m.clone(),
+            (None, Some(answer)) => {
+                let mut m = row.messages.clone();
+                match m.last_mut() {
+                    Some(last) if last.role == "assistant" => {
+                        last.content = answer.clone();
+                        last.tool_calls = None;
+                    }
+                    _ => m.push(swift_plugin_api::Message::new("assistant", answer.clone())),
+                }
+                m
+            }
+            (None, None) => return Ok(None),
+        };
+        let rejected = StandardRow {
+            messages,
+            ..row.clone()
+        };
+        self.encode(&rejected)
+    }
+
     /// The row rendered for people: trained runs as `[[text]]` followed by `{loss_scale}`.
     pub fn show(&self, enc: &Encoded) -> String {
         let mut out = String::new();

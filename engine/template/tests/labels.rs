@@ -464,3 +464,22 @@ fn bad_conversations_say_which_message() {
         .to_string()
         .contains("no messages"));
 }
+
+#[test]
+fn rejected_answers_encode_with_the_same_prompt() {
+    let enc = encoder("chatml", "default", RenderOptions::default());
+    let mut r = row(&[("user", "Q"), ("assistant", "good")]);
+    assert_eq!(enc.encode_rejected(&r).unwrap(), None);
+    r.rejected_response = Some("bad".into());
+    let chosen = enc.encode(&r).unwrap().unwrap();
+    let rejected = enc.encode_rejected(&r).unwrap().unwrap();
+    let prompt = chosen.labels.iter().position(|&l| l >= 0).unwrap();
+    assert_eq!(chosen.input_ids[..prompt], rejected.input_ids[..prompt]);
+    let trained: Vec<u32> = rejected
+        .labels
+        .iter()
+        .filter(|&&l| l >= 0)
+        .map(|&l| l as u32)
+        .collect();
+    assert_eq!(enc.tokenizer.decode(&trained).unwrap(), "bad<|im_end|>");
+}
