@@ -445,3 +445,45 @@ fn registered_demo_sets_match_the_chat_templates_through_the_binary() {
         }
     }
 }
+
+#[test]
+fn a_text_plugin_template_encodes_with_bos_eos_placeholders() {
+    let Some(tok_path) = asset("assets/tokenizers/llama3/tokenizer.json") else {
+        return;
+    };
+    let dir = tempdir("textplugin");
+    let (file, _) = rows_file(&dir);
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(
+        plugins.join("acme.toml"),
+        r#"[[template]]
+name = "acme"
+description = "ACME's private format"
+prefix = "{{BOS}}"
+system_prefix = "{{BOS}}<sys>{{SYSTEM}}</sys>"
+prompt = "<user>{{QUERY}}</user><bot>"
+chat_sep = "{{EOS}}"
+suffix = "{{EOS}}"
+"#,
+    )
+    .unwrap();
+    let out = swift(&[
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+        "encode",
+        "--tokenizer",
+        tok_path.to_str().unwrap(),
+        "--template",
+        "acme",
+        "--dataset",
+        file.to_str().unwrap(),
+        "--show",
+    ]);
+    let text = ok(&out);
+    assert!(
+        text.contains("<|begin_of_text|><sys>Be brief.</sys><user>Hi</user><bot>[[Hello!<|end_of_text|>]]{1.0}"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
