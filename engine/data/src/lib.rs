@@ -21,6 +21,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! SPEC resolution: a path that exists is read as a file (it wins over a registered name of the
+//! same spelling); otherwise the registry is asked, and an unknown name is an error listing close
+//! names. `#N` samples with a seed derived from `data_seed` and the spec's position among
+//! `--dataset` values (so `a#100 a#100` gives two different samples); the picked rows come in
+//! file order (the trainer shuffles). [`SourcedRow::line`] is the 1-based line a row starts on
+//! (the row number for Parquet), so errors and `swift encode` can point at it.
+//!
+//! Splits: [`split_dataset`] splits collected rows exactly (`ceil(ratio * len)` validation rows);
+//! [`is_validation_row`] decides row by row from a running index, for streams.
+//!
 //! `auto`: for each row (after renames), the registered preprocessors whose `detect_columns` the
 //! row has (non-null) are candidates; the highest `priority` wins, then the one with more detect
 //! columns, then the first by name. A `detect_columns` entry `a|b` is satisfied by either column.

@@ -4,7 +4,7 @@
 //! | extension | rows | `line` |
 //! |---|---|---|
 //! | `.jsonl`, `.ndjson` | one JSON object per non-blank line | the line |
-//! | `.json` | a top-level array of objects, or an object (see [`json`]) | the line the row starts on |
+//! | `.json` | a top-level array of objects, `{"KEY": [rows]}` with one key, or `{"id": row, ...}` | the line the row starts on |
 //! | `.csv`, `.tsv` | a header row, then one row per record; empty cells are `null` | the line the record starts on |
 //! | `.parquet` | one row per record (nested columns become JSON) | the row number (1-based) |
 //! | `.txt` | each non-blank line is `{"text": line}` | the line |
