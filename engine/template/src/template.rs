@@ -12,7 +12,7 @@
 //! | `enable_thinking` | bool (default true) | when false, the generation prompt ends with an empty think block |
 //! | `tool_prompt` | string with `{{QUERY}}` | how a run of tool results is wrapped (default: `prompt`) |
 //! | `strip_content` | bool | strip whitespace around every message's content (Llama-3 templates `trim`) |
-//! | `system_preamble` | string, may use `{{DATE}}` | text put before the system message (Llama-3.2's knowledge/today dates) |
+//! | `system_preamble` | string, may use `{{DATE}}` | text put before the system message and a blank line, so a system block is always written (Llama-3.2's knowledge/today dates) |
 //! | `date` | string | the `{{DATE}}` value (default: today, as `26 Jul 2024`) |
 //!
 //! Tools (`tools` in the row) are written by the record's `tool_format` (`hermes`, `react`;
@@ -354,10 +354,7 @@ impl Declarative {
         if let Some(pre) = &self.system_preamble {
             let date = self.date.clone().unwrap_or_else(today);
             let pre = pre.replace("{{DATE}}", &date);
-            system = Some(match system {
-                Some(s) if !s.is_empty() => format!("{pre}\n\n{s}"),
-                _ => pre,
-            });
+            system = Some(format!("{pre}\n\n{}", system.unwrap_or_default()));
         }
 
         let mut pieces = Vec::new();

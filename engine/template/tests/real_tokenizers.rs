@@ -360,3 +360,92 @@ fn builtin_templates_match_ids_recorded_with_transformers() {
         }
     }
 }
+
+/// A chat template from llama.cpp's collection inside the llama-cpp-python sdist that
+/// `make setup` downloads (read with `tar`), or `None` (skipped) when it is not there.
+fn llama_cpp_template(name: &str) -> Option<String> {
+    let sdist = common::asset("assets/downloads/llama_cpp_python-0.3.36.tar.gz")?;
+    let member = format!("llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/{name}.jinja");
+    let out = std::process::Command::new("tar")
+        .arg("-xzOf")
+        .arg(&sdist)
+        .arg(&member)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        println!("skipped: cannot read {member} from {}", sdist.display());
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()
+}
+
+/// Generation prompts of the built-in `template` against a real model's chat template:
+/// same text and same ids.
+fn compare_generation_prompts(
+    template: &str,
+    chat_template: &str,
+    tok: &std::path::Path,
+    with_tools: bool,
+) -> usize {
+    let enc = encoder(
+        Template::from_record(&common::record(template)).unwrap(),
+        tok,
+        true,
+    );
+    let j = JinjaTemplate::new(chat_template).unwrap();
+    let mut n = 0;
+    for (name, rows) in common::must_show_rows().unwrap_or_default() {
+        for (i, row) in rows.iter().enumerate() {
+            if row.tools.is_some() && !with_tools {
+                continue;
+            }
+            let mut prompt = row.messages.clone();
+            prompt.pop();
+            let want = j
+                .render(&prompt, row.tools.as_deref(), true, None, &enc.tokenizer)
+                .unwrap();
+            let got: String = enc
+                .spans(row)
+                .unwrap()
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect();
+            assert_eq!(got, want, "{template} {name} row {i}");
+            let ids = enc.encode(row).unwrap().unwrap().input_ids;
+            assert_eq!(
+                ids,
+                enc.tokenizer.encode(&want).unwrap(),
+                "{template} {name} row {i}"
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn qwen2_5_matches_qwen2_5_instruct_template_with_tools() {
+    let (Some(tok), Some(source)) = (
+        common::asset("assets/tokenizers/qwen3/tokenizer.json"),
+        llama_cpp_template("Qwen-Qwen2.5-7B-Instruct"),
+    ) else {
+        return;
+    };
+    let n = compare_generation_prompts("qwen2_5", &source, &tok, true);
+    println!("qwen2_5: {n} generation prompts match Qwen2.5-7B-Instruct's template");
+    assert_eq!(n, 999 + 300 + 186);
+}
+
+#[test]
+fn llama3_2_matches_llama_3_2_instruct_template() {
+    let (Some(tok), Some(source)) = (
+        common::asset("assets/tokenizers/llama3/tokenizer.json"),
+        llama_cpp_template("meta-llama-Llama-3.2-3B-Instruct"),
+    ) else {
+        return;
+    };
+    // Llama-3.2's own tool format is not react; rows with tools are left out.
+    let n = compare_generation_prompts("llama3_2", &source, &tok, false);
+    println!("llama3_2: {n} generation prompts match Llama-3.2-3B-Instruct's template");
+    assert_eq!(n, 999 + 186);
+}

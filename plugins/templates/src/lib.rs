@@ -91,6 +91,11 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
         "system_preamble".into(),
         json!("Cutting Knowledge Date: December 2023\nToday Date: {{DATE}}"),
     );
+    // Llama-3.1+ answer tool results in the `ipython` role.
+    l32.options.insert(
+        "tool_prompt".into(),
+        json!(LLAMA3_TOOL.replace("<|start_header_id|>tool<", "<|start_header_id|>ipython<")),
+    );
     r.template(l32)?;
 
     let mut llama = TemplateRecord::new("llama", "{{QUERY}} [/INST]");
