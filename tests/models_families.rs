@@ -24,18 +24,35 @@ fn expected(family: &str) -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
 }
 
 fn ids_arg(v: &Value) -> String {
-    v.as_array().expect("ids").iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Runs the hidden logits diagnostic and checks it against transformers' numbers.
 fn check_against_transformers(family: &str, model_dir: &Path, extra: &[&str]) {
     let exp = expected(family);
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    args.extend(["infer", "--model", model_dir.to_str().unwrap(), "--debug_input_ids"].map(String::from));
+    args.extend(
+        [
+            "infer",
+            "--model",
+            model_dir.to_str().unwrap(),
+            "--debug_input_ids",
+        ]
+        .map(String::from),
+    );
     args.push(ids_arg(&exp["input_ids"]));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = ok(swift(&args));
@@ -43,9 +60,18 @@ fn check_against_transformers(family: &str, model_dir: &Path, extra: &[&str]) {
     let (want, have) = (floats(&exp["last_logits"]), floats(&got["last_logits"]));
     assert_eq!(want.len(), have.len(), "{family}: vocabulary size");
     let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let worst = want.iter().zip(&have).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst <= 1e-4 * scale, "{family}: logits differ by {worst} (scale {scale})");
-    assert_eq!(got["greedy"], exp["greedy"], "{family}: greedy continuation");
+    let worst = want
+        .iter()
+        .zip(&have)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-4 * scale,
+        "{family}: logits differ by {worst} (scale {scale})"
+    );
+    assert_eq!(
+        got["greedy"], exp["greedy"],
+        "{family}: greedy continuation"
+    );
 }
 
 #[test]
@@ -58,12 +84,27 @@ fn builtin_families_match_transformers() {
 #[test]
 fn gpt2_from_the_example_plugin_matches_transformers() {
     // Without the plugin, GPT-2 is unknown and the error lists what is known.
-    let out = swift(&["infer", "--model", model("gpt2").to_str().unwrap(), "--debug_input_ids", "1,2"]);
+    let out = swift(&[
+        "infer",
+        "--model",
+        model("gpt2").to_str().unwrap(),
+        "--debug_input_ids",
+        "1,2",
+    ]);
     let err = stderr(&out);
     assert!(!out.status.success());
-    assert!(err.contains("unknown architecture") && err.contains("GPT2LMHeadModel") && err.contains("LlamaForCausalLM"), "{err}");
+    assert!(
+        err.contains("unknown architecture")
+            && err.contains("GPT2LMHeadModel")
+            && err.contains("LlamaForCausalLM"),
+        "{err}"
+    );
     let dir = plugin_dir_with(&["swift-example-plugin"]);
-    check_against_transformers("gpt2", &model("gpt2"), &["--plugin-dir", dir.path().to_str().unwrap()]);
+    check_against_transformers(
+        "gpt2",
+        &model("gpt2"),
+        &["--plugin-dir", dir.path().to_str().unwrap()],
+    );
 }
 
 /// Writes `rows` as a JSONL dataset of single user turns.
@@ -80,20 +121,39 @@ fn write_dataset(dir: &Path, queries: &[&str]) -> PathBuf {
 }
 
 fn read_results(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
 fn batched_generation_equals_one_by_one() {
     let work = tempfile::tempdir().unwrap();
-    let queries = ["Hello", "What is the capital of France? Tell me about Paris and Rome.", "tiny model", "Once upon a time there was"];
+    let queries = [
+        "Hello",
+        "What is the capital of France? Tell me about Paris and Rome.",
+        "tiny model",
+        "Once upon a time there was",
+    ];
     let data = write_dataset(work.path(), &queries);
     let run = |batch: &str, out: &str| {
         let out = work.path().join(out);
         ok(swift(&[
-            "infer", "--model", model("qwen2").to_str().unwrap(), "--template", "chatml", "--val_dataset",
-            data.to_str().unwrap(), "--result_path", out.to_str().unwrap(), "--max_batch_size", batch,
-            "--max_new_tokens", "12",
+            "infer",
+            "--model",
+            model("qwen2").to_str().unwrap(),
+            "--template",
+            "chatml",
+            "--val_dataset",
+            data.to_str().unwrap(),
+            "--result_path",
+            out.to_str().unwrap(),
+            "--max_batch_size",
+            batch,
+            "--max_new_tokens",
+            "12",
         ]));
         read_results(&out)
     };
@@ -106,7 +166,10 @@ fn batched_generation_equals_one_by_one() {
     }
     assert_eq!(one[1]["labels"], "ref 1", "the reference answer is kept");
     assert_eq!(one[1]["messages"][0]["content"], queries[1]);
-    assert!(one[0]["prompt_tokens"].as_u64().unwrap() > 0 && one[0]["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(
+        one[0]["prompt_tokens"].as_u64().unwrap() > 0
+            && one[0]["completion_tokens"].as_u64().unwrap() > 0
+    );
 }
 
 #[test]
@@ -116,11 +179,32 @@ fn sampling_is_seeded() {
     let run = |seed: &str, out: &str| {
         let out = work.path().join(out);
         ok(swift(&[
-            "infer", "--model", model("llama").to_str().unwrap(), "--template", "chatml", "--val_dataset",
-            data.to_str().unwrap(), "--result_path", out.to_str().unwrap(), "--max_new_tokens", "16",
-            "--temperature", "1.0", "--top_k", "50", "--top_p", "0.9", "--repetition_penalty", "1.1", "--seed", seed,
+            "infer",
+            "--model",
+            model("llama").to_str().unwrap(),
+            "--template",
+            "chatml",
+            "--val_dataset",
+            data.to_str().unwrap(),
+            "--result_path",
+            out.to_str().unwrap(),
+            "--max_new_tokens",
+            "16",
+            "--temperature",
+            "1.0",
+            "--top_k",
+            "50",
+            "--top_p",
+            "0.9",
+            "--repetition_penalty",
+            "1.1",
+            "--seed",
+            seed,
         ]));
-        read_results(&out).into_iter().map(|r| r["response"].clone()).collect::<Vec<_>>()
+        read_results(&out)
+            .into_iter()
+            .map(|r| r["response"].clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(run("1", "a.jsonl"), run("1", "b.jsonl"));
 }
@@ -141,7 +225,10 @@ fn shard(src: &Path, dst: &Path) {
         for name in group.iter() {
             let info = &header[*name];
             let offs = info["data_offsets"].as_array().unwrap();
-            let (a, b) = (offs[0].as_u64().unwrap() as usize, offs[1].as_u64().unwrap() as usize);
+            let (a, b) = (
+                offs[0].as_u64().unwrap() as usize,
+                offs[1].as_u64().unwrap() as usize,
+            );
             let start = body.len();
             body.extend_from_slice(&data[a..b]);
             head.insert((*name).clone(), json!({"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [start, body.len()]}));
@@ -156,8 +243,17 @@ fn shard(src: &Path, dst: &Path) {
         out.extend(body);
         std::fs::write(dst.join(file), out).unwrap();
     }
-    std::fs::write(dst.join("model.safetensors.index.json"), json!({"metadata": {}, "weight_map": weight_map}).to_string()).unwrap();
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    std::fs::write(
+        dst.join("model.safetensors.index.json"),
+        json!({"metadata": {}, "weight_map": weight_map}).to_string(),
+    )
+    .unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
     }
 }
@@ -173,34 +269,66 @@ fn sharded_checkpoints_load() {
 fn bfloat16_runs_close_to_float32() {
     let exp = expected("llama");
     let out = ok(swift(&[
-        "infer", "--model", model("llama").to_str().unwrap(), "--torch_dtype", "bfloat16", "--device", "cpu",
-        "--debug_input_ids", &ids_arg(&exp["input_ids"]), "--debug_greedy_tokens", "4",
+        "infer",
+        "--model",
+        model("llama").to_str().unwrap(),
+        "--torch_dtype",
+        "bfloat16",
+        "--device",
+        "cpu",
+        "--debug_input_ids",
+        &ids_arg(&exp["input_ids"]),
+        "--debug_greedy_tokens",
+        "4",
     ]));
     let got: Value = serde_json::from_str(out.trim()).unwrap();
     let (want, have) = (floats(&exp["last_logits"]), floats(&got["last_logits"]));
     let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let worst = want.iter().zip(&have).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst <= 0.1 * scale, "bfloat16 logits off by {worst} (scale {scale})");
+    let worst = want
+        .iter()
+        .zip(&have)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 0.1 * scale,
+        "bfloat16 logits off by {worst} (scale {scale})"
+    );
 }
 
 #[test]
 fn chat_keeps_history_and_clears_it() {
     let mut child = Command::new(swift_bin())
-        .args(["infer", "--model", model("qwen3").to_str().unwrap(), "--template", "chatml", "--max_new_tokens", "8"])
+        .args([
+            "infer",
+            "--model",
+            model("qwen3").to_str().unwrap(),
+            "--template",
+            "chatml",
+            "--max_new_tokens",
+            "8",
+        ])
         .env_remove("SWIFT_PLUGIN_PATH")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"Hello\nWhat is the capital\n/clear\nHello\n/exit\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hello\nWhat is the capital\n/clear\nHello\n/exit\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert_eq!(text.matches(">>> ").count(), 3, "{text}");
     assert!(text.contains("(conversation cleared)"), "{text}");
     // The first answer to "Hello" and the one after /clear are the same (greedy, same prompt).
-    let answers: Vec<&str> = text.split(">>> ").skip(1).map(|s| s.split('\n').next().unwrap_or("")).collect();
+    let answers: Vec<&str> = text
+        .split(">>> ")
+        .skip(1)
+        .map(|s| s.split('\n').next().unwrap_or(""))
+        .collect();
     assert_eq!(answers[0], answers[2], "{text}");
 }
 
@@ -211,21 +339,69 @@ fn bad_inputs_give_one_clear_error_each() {
         let out = swift(args);
         let err = stderr(&out);
         assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(needle), "{args:?}: expected `{needle}` in:\n{err}");
-        assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected `{needle}` in:\n{err}"
+        );
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error")).count(),
+            1,
+            "{err}"
+        );
     };
     let missing = work.path().join("nope");
-    fail(&["infer", "--model", missing.to_str().unwrap()], "no such file or folder");
-    fail(&["infer", "--model", work.path().to_str().unwrap()], "has no config.json");
+    fail(
+        &["infer", "--model", missing.to_str().unwrap()],
+        "no such file or folder",
+    );
+    fail(
+        &["infer", "--model", work.path().to_str().unwrap()],
+        "has no config.json",
+    );
     let no_weights = work.path().join("no-weights");
     std::fs::create_dir(&no_weights).unwrap();
-    std::fs::copy(model("llama").join("config.json"), no_weights.join("config.json")).unwrap();
-    fail(&["infer", "--model", no_weights.to_str().unwrap()], "model.safetensors");
+    std::fs::copy(
+        model("llama").join("config.json"),
+        no_weights.join("config.json"),
+    )
+    .unwrap();
+    fail(
+        &["infer", "--model", no_weights.to_str().unwrap()],
+        "model.safetensors",
+    );
     let m = model("llama");
     let m = m.to_str().unwrap();
-    fail(&["infer", "--model", m, "--torch_dtype", "float16", "--device", "cpu"], "float16 is not supported on the CPU");
-    fail(&["infer", "--model", m, "--torch_dtype", "float8"], "unknown --torch_dtype");
+    fail(
+        &[
+            "infer",
+            "--model",
+            m,
+            "--torch_dtype",
+            "float16",
+            "--device",
+            "cpu",
+        ],
+        "float16 is not supported on the CPU",
+    );
+    fail(
+        &["infer", "--model", m, "--torch_dtype", "float8"],
+        "unknown --torch_dtype",
+    );
     fail(&["infer", "--model", m, "--model_type", "gpt5"], "gpt5");
-    fail(&["infer", "--model", m, "--device", "tpu"], "unknown --device");
-    fail(&["infer", "--model", m, "--template", "chatml", "--result_path", "x.jsonl"], "--result_path needs --val_dataset");
+    fail(
+        &["infer", "--model", m, "--device", "tpu"],
+        "unknown --device",
+    );
+    fail(
+        &[
+            "infer",
+            "--model",
+            m,
+            "--template",
+            "chatml",
+            "--result_path",
+            "x.jsonl",
+        ],
+        "--result_path needs --val_dataset",
+    );
 }

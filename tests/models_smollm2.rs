@@ -17,7 +17,9 @@ use serde_json::Value;
 fn cache() -> PathBuf {
     std::env::var_os("SWIFT_RS_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
+        })
 }
 
 fn smollm() -> Option<PathBuf> {
@@ -43,32 +45,75 @@ fn nll_on_wiki_demo_is_2_94() {
         println!("skipped: {} is missing (run make setup)", wiki.display());
         return;
     }
-    let out = ok(swift(&["infer", "--model", dir.to_str().unwrap(), "--nll_file", wiki.to_str().unwrap(), "--nll_tokens", "192"]));
+    let out = ok(swift(&[
+        "infer",
+        "--model",
+        dir.to_str().unwrap(),
+        "--nll_file",
+        wiki.to_str().unwrap(),
+        "--nll_tokens",
+        "192",
+    ]));
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     let nll = v["nll"].as_f64().unwrap();
     assert_eq!(v["tokens"], 192);
     assert!((nll - 2.94).abs() <= 0.01, "NLL {nll}");
     let reference = expected()["nll"].as_f64().unwrap();
-    assert!((nll - reference).abs() <= 1e-3, "NLL {nll}, transformers {reference}");
+    assert!(
+        (nll - reference).abs() <= 1e-3,
+        "NLL {nll}, transformers {reference}"
+    );
 }
 
 #[test]
 fn logits_and_greedy_answer_match_transformers() {
     let Some(dir) = smollm() else { return };
     let exp = expected();
-    let ids: Vec<String> = exp["prompt_ids"].as_array().unwrap().iter().map(|x| x.to_string()).collect();
-    let out = ok(swift(&["infer", "--model", dir.to_str().unwrap(), "--debug_input_ids", &ids.join(","), "--debug_greedy_tokens", "12"]));
+    let ids: Vec<String> = exp["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    let out = ok(swift(&[
+        "infer",
+        "--model",
+        dir.to_str().unwrap(),
+        "--debug_input_ids",
+        &ids.join(","),
+        "--debug_greedy_tokens",
+        "12",
+    ]));
     let got: Value = serde_json::from_str(out.trim()).unwrap();
-    let logits: Vec<f64> = got["last_logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let logits: Vec<f64> = got["last_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
     let top_ids = exp["top_ids"].as_array().unwrap();
     let top = exp["top_logits"].as_array().unwrap();
     let scale = top[0].as_f64().unwrap().abs();
     for (id, want) in top_ids.iter().zip(top) {
         let (id, want) = (id.as_u64().unwrap() as usize, want.as_f64().unwrap());
-        assert!((logits[id] - want).abs() <= 1e-4 * scale.max(1.0), "logit of {id}: {} vs {want}", logits[id]);
+        assert!(
+            (logits[id] - want).abs() <= 1e-4 * scale.max(1.0),
+            "logit of {id}: {} vs {want}",
+            logits[id]
+        );
     }
-    let greedy: Vec<u64> = got["greedy"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
-    let want: Vec<u64> = exp["greedy_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    let greedy: Vec<u64> = got["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = exp["greedy_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
     let n = want.len().min(greedy.len());
     assert_eq!(greedy[..n], want[..n]);
 }
@@ -77,16 +122,34 @@ fn logits_and_greedy_answer_match_transformers() {
 fn chat_answers_the_capital_of_france() {
     let Some(dir) = smollm() else { return };
     let mut child = Command::new(swift_bin())
-        .args(["infer", "--model", dir.to_str().unwrap(), "--template", "chatml", "--temperature", "0", "--max_new_tokens", "32"])
+        .args([
+            "infer",
+            "--model",
+            dir.to_str().unwrap(),
+            "--template",
+            "chatml",
+            "--temperature",
+            "0",
+            "--max_new_tokens",
+            "32",
+        ])
         .env_remove("SWIFT_PLUGIN_PATH")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"What is the capital of France?\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
-    assert!(text.contains(">>> The capital of France is Paris.\n"), "{text}");
+    assert!(
+        text.contains(">>> The capital of France is Paris.\n"),
+        "{text}"
+    );
 }

@@ -91,7 +91,13 @@ pub struct Slot {
 
 impl Slot {
     /// A linear slot `name` with weight `name.weight` of shape `[out, in]`.
-    pub fn linear(name: impl Into<String>, out: i64, inp: i64, bias: bool, block: Option<usize>) -> Self {
+    pub fn linear(
+        name: impl Into<String>,
+        out: i64,
+        inp: i64,
+        bias: bool,
+        block: Option<usize>,
+    ) -> Self {
         let name = name.into();
         Self {
             weight: format!("{name}.weight"),
@@ -201,7 +207,13 @@ mod traits {
         /// Looks up `ids` in the embedding slot `slot` (`[...]` → `[..., dim]`).
         fn embedding(&mut self, slot: &str, ids: &Tensor) -> Result<Tensor, String>;
         /// Normalises `x` over its last dimension with the norm slot `slot`.
-        fn norm(&mut self, slot: &str, x: &Tensor, kind: NormKind, eps: f64) -> Result<Tensor, String>;
+        fn norm(
+            &mut self,
+            slot: &str,
+            x: &Tensor,
+            kind: NormKind,
+            eps: f64,
+        ) -> Result<Tensor, String>;
         /// A declared parameter, by name.
         fn param(&mut self, name: &str) -> Result<Tensor, String>;
         /// Causal attention of block `layer` over its cached keys/values and the new ones.
@@ -222,7 +234,11 @@ mod traits {
         fn layout(&self) -> ModelLayout;
         /// Token ids and positions `[batch, seq]` → final hidden states `[batch, seq, hidden]`,
         /// every projection through `ctx`.
-        fn forward(&self, ctx: &mut dyn ModelContext, input_ids: &Tensor, positions: &Tensor)
-            -> Result<Tensor, String>;
+        fn forward(
+            &self,
+            ctx: &mut dyn ModelContext,
+            input_ids: &Tensor,
+            positions: &Tensor,
+        ) -> Result<Tensor, String>;
     }
 }

@@ -10,6 +10,9 @@ BPE tokenizer.json + tokenizer_config.json, and expected.json: transformers' flo
 the last position of fixed input ids, and a 32-token greedy continuation (argmax at every step,
 EOS ignored). The weights are random but seeded, so rerunning reproduces the same files.
 
+It also writes tests/fixtures/models/rope_expected.json: the inverse frequencies and attention
+factor of each supported rope_scaling type (default, linear, dynamic, llama3, yarn).
+
 With --smollm DIR (default: $SWIFT_RS_CACHE/models/SmolLM2-135M-Instruct, when present) it also
 records tests/fixtures/models/smollm2_expected.json: the last-position logits' top 20 for the
 ChatML prompt of ASSETS.md, the greedy answer, and the mean negative log-likelihood of the first
@@ -162,6 +165,58 @@ def tiny(family: str, seed: int):
     print(f"{family}: {size // 1024} KiB, vocab {vocab}, prompt {len(ids)} tokens")
 
 
+ROPE_CASES = [
+    {"name": "default", "rope_theta": 10000.0, "rope_scaling": None, "seq_len": 10},
+    {"name": "linear", "rope_theta": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 4.0}, "seq_len": 10},
+    {"name": "dynamic_short", "rope_theta": 10000.0, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}, "seq_len": 100},
+    {"name": "dynamic_long", "rope_theta": 10000.0, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}, "seq_len": 1000},
+    {
+        "name": "llama3",
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+        "seq_len": 10,
+    },
+    {
+        "name": "yarn",
+        "rope_theta": 1000000.0,
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+        "seq_len": 10,
+    },
+    {
+        "name": "yarn_mscale",
+        "rope_theta": 10000.0,
+        "rope_scaling": {"rope_type": "yarn", "factor": 8.0, "mscale": 0.707, "mscale_all_dim": 1.0, "beta_fast": 16},
+        "seq_len": 10,
+    },
+]
+
+
+def rope_reference():
+    """inv_freq and attention factor of each rope_scaling type, as transformers computes them."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    out = []
+    for case in ROPE_CASES:
+        cfg = LlamaConfig(
+            hidden_size=256,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            rope_theta=case["rope_theta"],
+            rope_scaling=case["rope_scaling"],
+        )
+        kind = (case["rope_scaling"] or {}).get("rope_type", "default")
+        inv_freq, factor = ROPE_INIT_FUNCTIONS[kind](cfg, "cpu", case["seq_len"])
+        out.append(dict(case, config=cfg.to_dict(), inv_freq=inv_freq.tolist(), attention_factor=float(factor)))
+    (ROOT / "rope_expected.json").write_text(json.dumps(out))
+    print(f"rope: {len(out)} cases")
+
+
 def smollm(folder: Path, assets: Path):
     from transformers import AutoTokenizer
     from tokenizers import Tokenizer as T
@@ -207,6 +262,7 @@ def main():
     args = ap.parse_args()
     for i, fam in enumerate(f for f in args.families.split(",") if f):
         tiny(fam, 1234 + i)
+    rope_reference()
     folder = Path(args.smollm)
     if (folder / "model.safetensors").is_file():
         smollm(folder, Path(args.assets))

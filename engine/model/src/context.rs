@@ -57,7 +57,11 @@ impl KvCache {
         self.len == 0
     }
 
-    pub(crate) fn begin(&mut self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Step, ModelError> {
+    pub(crate) fn begin(
+        &mut self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Step, ModelError> {
         let size = ids.size();
         if size.len() != 2 || size[0] != self.batch {
             return Err(ModelError::Config(format!(
@@ -88,19 +92,34 @@ impl KvCache {
             } else if past == 0 {
                 (None, true)
             } else {
-                (Some(causal(past, t, device)?.f_view([1, 1, t, total])?), false)
+                (
+                    Some(causal(past, t, device)?.f_view([1, 1, t, total])?),
+                    false,
+                )
             }
         } else {
             let causal = causal(past, t, device)?.f_view([1, 1, t, total])?;
             let keys = key_valid.f_view([b, 1, 1, total])?;
             // A padded query position attends at least to itself, so no row is fully masked.
-            let q = Tensor::f_arange(t, (Kind::Int64, device))?.f_add_scalar(past)?.f_view([t, 1])?;
+            let q = Tensor::f_arange(t, (Kind::Int64, device))?
+                .f_add_scalar(past)?
+                .f_view([t, 1])?;
             let k = Tensor::f_arange(total, (Kind::Int64, device))?.f_view([1, total])?;
             let diag = k.f_eq_tensor(&q)?.f_view([1, 1, t, total])?;
-            (Some(causal.f_logical_and(&keys)?.f_logical_or(&diag)?), false)
+            (
+                Some(causal.f_logical_and(&keys)?.f_logical_or(&diag)?),
+                false,
+            )
         };
         self.padded = padded;
-        Ok(Step { positions, mask, is_causal, key_valid, next_pos, seq: t })
+        Ok(Step {
+            positions,
+            mask,
+            is_causal,
+            key_valid,
+            next_pos,
+            seq: t,
+        })
     }
 
     pub(crate) fn finish(&mut self, step: &Step) {
@@ -112,7 +131,9 @@ impl KvCache {
 
 /// `[seq, past + seq]` booleans: query i (at position past + i) sees keys 0..=past + i.
 fn causal(past: i64, t: i64, device: Device) -> Result<Tensor, tch::TchError> {
-    let q = Tensor::f_arange(t, (Kind::Int64, device))?.f_add_scalar(past)?.f_view([t, 1])?;
+    let q = Tensor::f_arange(t, (Kind::Int64, device))?
+        .f_add_scalar(past)?
+        .f_view([t, 1])?;
     let k = Tensor::f_arange(past + t, (Kind::Int64, device))?.f_view([1, past + t])?;
     k.f_le_tensor(&q)
 }
@@ -136,7 +157,11 @@ impl ModelContext for HostContext<'_> {
     }
 
     fn embedding(&mut self, slot: &str, ids: &Tensor) -> Result<Tensor, String> {
-        let s = self.model.slots.get(slot).ok_or_else(|| format!("no slot `{slot}` is declared"))?;
+        let s = self
+            .model
+            .slots
+            .get(slot)
+            .ok_or_else(|| format!("no slot `{slot}` is declared"))?;
         if s.kind != SlotKind::Embedding {
             return Err(format!("slot `{slot}` is not an embedding slot"));
         }
@@ -144,7 +169,11 @@ impl ModelContext for HostContext<'_> {
     }
 
     fn norm(&mut self, slot: &str, x: &Tensor, kind: NormKind, eps: f64) -> Result<Tensor, String> {
-        let s = self.model.slots.get(slot).ok_or_else(|| format!("no slot `{slot}` is declared"))?;
+        let s = self
+            .model
+            .slots
+            .get(slot)
+            .ok_or_else(|| format!("no slot `{slot}` is declared"))?;
         if s.kind != SlotKind::Norm {
             return Err(format!("slot `{slot}` is not a norm slot"));
         }
@@ -153,17 +182,26 @@ impl ModelContext for HostContext<'_> {
                 // As transformers does: normalise in float32, cast back, then scale.
                 let dtype = x.kind();
                 let h = x.f_to_kind(Kind::Float).map_err(te)?;
-                let var = h.f_square().and_then(|v| v.f_mean_dim(-1, true, Kind::Float)).map_err(te)?;
-                let h = (h * var.f_add_scalar(eps).and_then(|v| v.f_rsqrt()).map_err(te)?).f_to_kind(dtype).map_err(te)?;
+                let var = h
+                    .f_square()
+                    .and_then(|v| v.f_mean_dim(-1, true, Kind::Float))
+                    .map_err(te)?;
+                let h = (h * var
+                    .f_add_scalar(eps)
+                    .and_then(|v| v.f_rsqrt())
+                    .map_err(te)?)
+                .f_to_kind(dtype)
+                .map_err(te)?;
                 let mut y = h * &s.weight;
                 if let Some(b) = &s.bias {
-                    y = y + b;
+                    y = y.f_add(b).map_err(te)?;
                 }
                 Ok(y)
             }
             NormKind::LayerNorm => {
                 let dim = *x.size().last().ok_or("norm of a scalar")?;
-                x.f_layer_norm([dim], Some(&s.weight), s.bias.as_ref(), eps, false).map_err(te)
+                x.f_layer_norm([dim], Some(&s.weight), s.bias.as_ref(), eps, false)
+                    .map_err(te)
             }
         }
     }
@@ -176,12 +214,20 @@ impl ModelContext for HostContext<'_> {
             .ok_or_else(|| format!("parameter `{name}` was not declared in the layout"))
     }
 
-    fn attention(&mut self, layer: usize, q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f64>) -> Result<Tensor, String> {
-        let slot = self
-            .cache
-            .layers
-            .get_mut(layer)
-            .ok_or_else(|| format!("attention for layer {layer}, but the layout declares {} blocks", self.model.layout.num_blocks))?;
+    fn attention(
+        &mut self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        scale: Option<f64>,
+    ) -> Result<Tensor, String> {
+        let slot = self.cache.layers.get_mut(layer).ok_or_else(|| {
+            format!(
+                "attention for layer {layer}, but the layout declares {} blocks",
+                self.model.layout.num_blocks
+            )
+        })?;
         let (k, v) = match slot.take() {
             Some((pk, pv)) => (
                 Tensor::f_cat(&[&pk, k], 2).map_err(te)?,

@@ -23,7 +23,14 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { max_new_tokens: 512, temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 42 }
+        Self {
+            max_new_tokens: 512,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 42,
+        }
     }
 }
 
@@ -120,7 +127,12 @@ pub fn generate(
     let mut rng = Rng(params.seed);
     let mut rows: Vec<Generated> = prompts
         .iter()
-        .map(|p| Generated { tokens: Vec::new(), generated_tokens: 0, prompt_tokens: p.len(), finish: FinishReason::Length })
+        .map(|p| Generated {
+            tokens: Vec::new(),
+            generated_tokens: 0,
+            prompt_tokens: p.len(),
+            finish: FinishReason::Length,
+        })
         .collect();
     let mut done = vec![params.max_new_tokens == 0; b];
     let hidden = model.forward(&ids, mask.as_ref(), &mut cache)?;
@@ -130,7 +142,10 @@ pub fn generate(
         if done.iter().all(|d| *d) {
             break;
         }
-        let host = logits.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
+        let host = logits
+            .f_to_device(Device::Cpu)?
+            .f_to_kind(Kind::Float)?
+            .f_contiguous()?;
         let flat: Vec<f32> = Vec::<f32>::try_from(host.f_view([-1])?)?;
         let vocab = flat.len() / b;
         for r in 0..b {
@@ -152,7 +167,11 @@ pub fn generate(
             g.tokens.push(tok);
             if !stop.stop_words.is_empty() {
                 let text = decode(&g.tokens);
-                if stop.stop_words.iter().any(|w| !w.is_empty() && text.contains(w.as_str())) {
+                if stop
+                    .stop_words
+                    .iter()
+                    .any(|w| !w.is_empty() && text.contains(w.as_str()))
+                {
                     g.finish = FinishReason::StopWord;
                     done[r] = true;
                     continue;
@@ -173,7 +192,12 @@ pub fn generate(
 }
 
 /// Chooses one token from a row of logits.
-fn pick<'a>(logits: &mut [f32], history: impl Iterator<Item = &'a i64>, p: &SamplingParams, rng: &mut Rng) -> i64 {
+fn pick<'a>(
+    logits: &mut [f32],
+    history: impl Iterator<Item = &'a i64>,
+    p: &SamplingParams,
+    rng: &mut Rng,
+) -> i64 {
     if p.repetition_penalty != 1.0 && p.repetition_penalty > 0.0 {
         let mut seen = std::collections::HashSet::new();
         for &t in history {
@@ -189,7 +213,11 @@ fn pick<'a>(logits: &mut [f32], history: impl Iterator<Item = &'a i64>, p: &Samp
         return argmax(logits) as i64;
     }
     let inv_t = 1.0 / p.temperature;
-    let mut cand: Vec<(usize, f64)> = logits.iter().enumerate().map(|(i, &l)| (i, l as f64 * inv_t)).collect();
+    let mut cand: Vec<(usize, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i, l as f64 * inv_t))
+        .collect();
     cand.sort_by(|a, b| b.1.total_cmp(&a.1));
     if p.top_k > 0 && p.top_k < cand.len() {
         cand.truncate(p.top_k);
@@ -241,13 +269,19 @@ mod tests {
     fn greedy_takes_the_first_maximum() {
         let mut l = vec![0.1, 3.0, 3.0, -1.0];
         let mut rng = Rng(1);
-        assert_eq!(pick(&mut l, [].iter(), &SamplingParams::default(), &mut rng), 1);
+        assert_eq!(
+            pick(&mut l, [].iter(), &SamplingParams::default(), &mut rng),
+            1
+        );
     }
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
         let mut l = vec![2.0, -2.0, 1.5];
-        let p = SamplingParams { repetition_penalty: 2.0, ..Default::default() };
+        let p = SamplingParams {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
         let tok = pick(&mut l, [0i64, 1, 0].iter(), &p, &mut Rng(1));
         assert_eq!(l, vec![1.0, -4.0, 1.5]);
         assert_eq!(tok, 2);
@@ -256,16 +290,27 @@ mod tests {
     #[test]
     fn sampling_is_seeded_and_respects_top_k() {
         let l = vec![1.0f32, 0.9, 0.8, -5.0, 0.7];
-        let p = SamplingParams { temperature: 1.0, top_k: 3, seed: 7, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 3,
+            seed: 7,
+            ..Default::default()
+        };
         let run = |seed| {
             let mut rng = Rng(seed);
-            (0..200).map(|_| pick(&mut l.clone(), [].iter(), &p, &mut rng)).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| pick(&mut l.clone(), [].iter(), &p, &mut rng))
+                .collect::<Vec<_>>()
         };
         let a = run(7);
         assert_eq!(a, run(7));
         assert!(a.iter().all(|t| [0, 1, 2].contains(t)), "{a:?}");
         assert!([0, 1, 2].iter().all(|t| a.contains(t)));
-        let p = SamplingParams { temperature: 1.0, top_p: 0.01, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.01,
+            ..Default::default()
+        };
         assert_eq!(pick(&mut l.clone(), [].iter(), &p, &mut Rng(3)), 0);
     }
 }

@@ -31,15 +31,25 @@ pub use generate::{generate, FinishReason, Generated, SamplingParams, StopCriter
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} does not exist (expected {what})")]
     MissingFile { path: PathBuf, what: &'static str },
     #[error("reading weights from {path}: {reason}")]
     Weights { path: PathBuf, reason: String },
     #[error("the checkpoint has no parameter `{name}`{}", hint(available))]
-    MissingParameter { name: String, available: Vec<String> },
+    MissingParameter {
+        name: String,
+        available: Vec<String>,
+    },
     #[error("parameter `{name}` has shape {got:?}, but config.json implies {want:?}")]
-    Shape { name: String, got: Vec<i64>, want: Vec<i64> },
+    Shape {
+        name: String,
+        got: Vec<i64>,
+        want: Vec<i64>,
+    },
     #[error("{0}")]
     Config(String),
     #[error("model family: {0}")]
@@ -60,7 +70,10 @@ fn hint(names: &[String]) -> String {
 
 impl ModelError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -99,18 +112,32 @@ pub fn parse_device(s: &str) -> Result<Device, ModelError> {
         if n < count {
             Ok(Device::Cuda(n))
         } else if count == 0 {
-            Err(ModelError::Device(format!("--device {s}: no CUDA device is available here; use --device cpu")))
+            Err(ModelError::Device(format!(
+                "--device {s}: no CUDA device is available here; use --device cpu"
+            )))
         } else {
-            Err(ModelError::Device(format!("--device {s}: this machine has {count} CUDA device(s) (cuda:0..cuda:{})", count - 1)))
+            Err(ModelError::Device(format!(
+                "--device {s}: this machine has {count} CUDA device(s) (cuda:0..cuda:{})",
+                count - 1
+            )))
         }
     };
     match s.as_str() {
-        "" | "auto" => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+        "" | "auto" => Ok(if tch::Cuda::is_available() {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }),
         "cpu" => Ok(Device::Cpu),
         "cuda" | "gpu" => cuda(0),
-        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        _ => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => cuda(n),
-            None => Err(ModelError::Device(format!("unknown --device `{s}`: use auto, cpu, cuda or cuda:N"))),
+            None => Err(ModelError::Device(format!(
+                "unknown --device `{s}`: use auto, cpu, cuda or cuda:N"
+            ))),
         },
     }
 }
@@ -155,7 +182,12 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// Loads the parameters `model`'s layout declares from the safetensors files in `dir`.
-    pub fn load(dir: &Path, model: ModelHandle, kind: Kind, device: Device) -> Result<Self, ModelError> {
+    pub fn load(
+        dir: &Path,
+        model: ModelHandle,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         check_dtype_for_device(kind, device)?;
         let layout = model.layout().map_err(ModelError::Family)?;
         let files = weights::checkpoint_files(dir)?;
@@ -172,7 +204,11 @@ impl LoadedModel {
             let t = loaded.tensor;
             let got = t.size();
             if got != want {
-                return Err(ModelError::Shape { name: stored, got, want: want.to_vec() });
+                return Err(ModelError::Shape {
+                    name: stored,
+                    got,
+                    want: want.to_vec(),
+                });
             }
             Ok(t)
         };
@@ -195,7 +231,15 @@ impl LoadedModel {
                 }
                 None => None,
             };
-            slots.insert(s.name.clone(), SlotState { kind: s.kind, weight, bias, hooks: Vec::new() });
+            slots.insert(
+                s.name.clone(),
+                SlotState {
+                    kind: s.kind,
+                    weight,
+                    bias,
+                    hooks: Vec::new(),
+                },
+            );
         }
         let mut params = HashMap::new();
         for p in &layout.params {
@@ -207,7 +251,15 @@ impl LoadedModel {
                 layout.output_slot
             )));
         }
-        Ok(Self { model, layout, slots, params, _keep: keep, device, kind })
+        Ok(Self {
+            model,
+            layout,
+            slots,
+            params,
+            _keep: keep,
+            device,
+            kind,
+        })
     }
 
     /// The family's declaration.
@@ -232,7 +284,12 @@ impl LoadedModel {
     pub fn num_parameters(&self) -> i64 {
         let mut seen = std::collections::HashSet::new();
         let mut n = 0;
-        for t in self.slots.values().flat_map(|s| std::iter::once(&s.weight).chain(s.bias.iter())).chain(self.params.values()) {
+        for t in self
+            .slots
+            .values()
+            .flat_map(|s| std::iter::once(&s.weight).chain(s.bias.iter()))
+            .chain(self.params.values())
+        {
             if seen.insert(t.data_ptr() as usize) {
                 n += t.numel() as i64;
             }
@@ -248,7 +305,12 @@ impl LoadedModel {
     /// Runs the family's forward over `ids` (`[batch, seq]`) after what `cache` holds; `mask`
     /// (`[batch, seq]`, 1 = token, 0 = padding) marks left padding. Returns the final hidden
     /// states `[batch, seq, hidden]`.
-    pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, ModelError> {
         let _guard = tch::no_grad_guard();
         let ids = ids.f_to_device(self.device)?;
         let mask = match mask {
@@ -256,8 +318,16 @@ impl LoadedModel {
             None => None,
         };
         let step = cache.begin(&ids, mask.as_ref())?;
-        let mut ctx = context::HostContext { model: self, cache, step: &step, attended: 0 };
-        let hidden = self.model.forward(&mut ctx, &ids, &step.positions).map_err(ModelError::Family)?;
+        let mut ctx = context::HostContext {
+            model: self,
+            cache,
+            step: &step,
+            attended: 0,
+        };
+        let hidden = self
+            .model
+            .forward(&mut ctx, &ids, &step.positions)
+            .map_err(ModelError::Family)?;
         let attended = ctx.attended;
         cache.finish(&step);
         if attended != self.layout.num_blocks {
@@ -272,14 +342,18 @@ impl LoadedModel {
     /// Applies the output projection to hidden states, returning float32 logits.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
         let _guard = tch::no_grad_guard();
-        let out = self.apply_linear(&self.layout.output_slot, hidden).map_err(ModelError::Family)?;
+        let out = self
+            .apply_linear(&self.layout.output_slot, hidden)
+            .map_err(ModelError::Family)?;
         Ok(out.f_to_kind(Kind::Float)?)
     }
 
     /// Mean negative log-likelihood of `ids[1..]` given the tokens before each (one sequence).
     pub fn nll(&self, ids: &[i64]) -> Result<f64, ModelError> {
         if ids.len() < 2 {
-            return Err(ModelError::Config("the NLL needs at least two tokens".into()));
+            return Err(ModelError::Config(
+                "the NLL needs at least two tokens".into(),
+            ));
         }
         let _guard = tch::no_grad_guard();
         let t = Tensor::from_slice(ids).view([1, -1]);
@@ -288,17 +362,24 @@ impl LoadedModel {
         let n = ids.len() as i64;
         let logits = self.logits(&hidden.f_narrow(1, 0, n - 1)?)?;
         let logp = logits.f_log_softmax(-1, Kind::Float)?;
-        let target = Tensor::from_slice(&ids[1..]).view([1, -1, 1]).f_to_device(self.device)?;
+        let target = Tensor::from_slice(&ids[1..])
+            .view([1, -1, 1])
+            .f_to_device(self.device)?;
         let picked = logp.f_gather(-1, &target, false)?;
         Ok(-f64::try_from(picked.f_mean(Kind::Float)?)?)
     }
 
     pub(crate) fn apply_linear(&self, slot: &str, x: &Tensor) -> Result<Tensor, String> {
-        let s = self.slots.get(slot).ok_or_else(|| format!("no slot `{slot}` is declared"))?;
+        let s = self
+            .slots
+            .get(slot)
+            .ok_or_else(|| format!("no slot `{slot}` is declared"))?;
         if s.kind != SlotKind::Linear {
             return Err(format!("slot `{slot}` is not a linear slot"));
         }
-        let mut y = x.f_linear(&s.weight, s.bias.as_ref()).map_err(|e| format!("{slot}: {e}"))?;
+        let mut y = x
+            .f_linear(&s.weight, s.bias.as_ref())
+            .map_err(|e| format!("{slot}: {e}"))?;
         for h in &s.hooks {
             y = h.forward(x, y)?;
         }

@@ -29,8 +29,12 @@ impl MappedFile {
         let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
         // SAFETY: the mapping is private; other processes truncating the file while we run is
         // outside what any reader can guard against (as with every mmap-based loader).
-        let map = unsafe { memmap2::MmapOptions::new().map_copy(&file) }.map_err(|e| ModelError::io(path, e))?;
-        Ok(Self { path: path.to_path_buf(), map })
+        let map = unsafe { memmap2::MmapOptions::new().map_copy(&file) }
+            .map_err(|e| ModelError::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+        })
     }
 
     /// The tensors' descriptions and where the data area starts.
@@ -39,7 +43,11 @@ impl MappedFile {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        let infos = meta.tensors().into_iter().map(|(k, v)| (k, v.clone())).collect();
+        let infos = meta
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
         Ok((8 + n, infos))
     }
 }
@@ -58,21 +66,31 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Weights {
-            path: index.clone(),
-            reason: format!("not JSON: {e}"),
-        })?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Weights {
-            path: index.clone(),
-            reason: "has no `weight_map` object".into(),
-        })?;
-        let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Weights {
+                path: index.clone(),
+                reason: format!("not JSON: {e}"),
+            })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::Weights {
+                path: index.clone(),
+                reason: "has no `weight_map` object".into(),
+            })?;
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|f| f.as_str().map(String::from))
+            .collect();
         files.sort();
         files.dedup();
         let files: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
         for f in &files {
             if !f.is_file() {
-                return Err(ModelError::MissingFile { path: f.clone(), what: "a shard named by model.safetensors.index.json" });
+                return Err(ModelError::MissingFile {
+                    path: f.clone(),
+                    what: "a shard named by model.safetensors.index.json",
+                });
             }
         }
         return Ok(files);
@@ -89,7 +107,10 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     found.sort();
     match found.len() {
         1 => Ok(found),
-        _ => Err(ModelError::MissingFile { path: single, what: "the model weights (or model.safetensors.index.json)" }),
+        _ => Err(ModelError::MissingFile {
+            path: single,
+            what: "the model weights (or model.safetensors.index.json)",
+        }),
     }
 }
 
@@ -106,7 +127,10 @@ impl Checkpoint {
             }
             mapped.push(Arc::new(m));
         }
-        Ok(Self { files: mapped, index })
+        Ok(Self {
+            files: mapped,
+            index,
+        })
     }
 
     /// Whether the checkpoint holds `name`.
@@ -122,10 +146,13 @@ impl Checkpoint {
     /// Loads one tensor as `kind` on `device`. The result may borrow the mapping: the caller
     /// keeps the [`Checkpoint`] (or the `Arc<MappedFile>` in [`Loaded::keep`]) alive.
     pub fn load(&self, name: &str, kind: Kind, device: Device) -> Result<Loaded, ModelError> {
-        let (fi, start, info) = self.index.get(name).ok_or_else(|| ModelError::MissingParameter {
-            name: name.to_string(),
-            available: close_names(name, self.names()),
-        })?;
+        let (fi, start, info) =
+            self.index
+                .get(name)
+                .ok_or_else(|| ModelError::MissingParameter {
+                    name: name.to_string(),
+                    available: close_names(name, self.names()),
+                })?;
         let file = &self.files[*fi];
         let (a, b) = (start + info.data_offsets.0, start + info.data_offsets.1);
         if a > b || b > file.map.len() {
@@ -149,7 +176,9 @@ impl Checkpoint {
             other => {
                 return Err(ModelError::Weights {
                     path: file.path.clone(),
-                    reason: format!("tensor `{name}` has dtype {other:?}, which this loader does not read"),
+                    reason: format!(
+                        "tensor `{name}` has dtype {other:?}, which this loader does not read"
+                    ),
                 })
             }
         };
@@ -158,7 +187,10 @@ impl Checkpoint {
         if data.len() as i64 != numel * elem as i64 {
             return Err(ModelError::Weights {
                 path: file.path.clone(),
-                reason: format!("tensor `{name}` holds {} bytes for shape {shape:?}", data.len()),
+                reason: format!(
+                    "tensor `{name}` holds {} bytes for shape {shape:?}",
+                    data.len()
+                ),
             });
         }
         let aligned = (data.as_ptr() as usize) % elem.max(1) == 0;
@@ -167,13 +199,24 @@ impl Checkpoint {
             let strides = contiguous_strides(&shape);
             // SAFETY: `data` lives in the private mapping held by `file`, which the returned
             // `Loaded` keeps alive; shape and strides describe exactly `data.len()` bytes.
-            let t = unsafe { Tensor::f_from_blob(data.as_ptr(), &shape, &strides, kind, Device::Cpu) }
-                .map_err(|e| ModelError::Torch(e.to_string()))?;
-            return Ok(Loaded { tensor: t, keep: Some(file.clone()) });
+            let t =
+                unsafe { Tensor::f_from_blob(data.as_ptr(), &shape, &strides, kind, Device::Cpu) }
+                    .map_err(|e| ModelError::Torch(e.to_string()))?;
+            return Ok(Loaded {
+                tensor: t,
+                keep: Some(file.clone()),
+            });
         }
-        let t = Tensor::f_from_data_size(data, &shape, src_kind).map_err(|e| ModelError::Torch(e.to_string()))?;
-        let t = t.f_to_device(device).and_then(|t| t.f_to_kind(kind)).map_err(|e| ModelError::Torch(e.to_string()))?;
-        Ok(Loaded { tensor: t, keep: None })
+        let t = Tensor::f_from_data_size(data, &shape, src_kind)
+            .map_err(|e| ModelError::Torch(e.to_string()))?;
+        let t = t
+            .f_to_device(device)
+            .and_then(|t| t.f_to_kind(kind))
+            .map_err(|e| ModelError::Torch(e.to_string()))?;
+        Ok(Loaded {
+            tensor: t,
+            keep: None,
+        })
     }
 }
 

@@ -123,12 +123,17 @@ impl ModelBundle {
         if !config_path.is_file() {
             bail!("{} has no config.json: --model must be a Hugging Face model folder or a .gguf file", dir.display());
         }
-        let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
-        let config: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
+        let text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let config: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", config_path.display()))?;
         let (family, default_template, handle) = resolve_family(regs, &config, model_type)?;
-        let instance = handle
-            .instantiate(&config)
-            .map_err(|e| anyhow!("model family `{family}` cannot run {}: {e}", config_path.display()))?;
+        let instance = handle.instantiate(&config).map_err(|e| {
+            anyhow!(
+                "model family `{family}` cannot run {}: {e}",
+                config_path.display()
+            )
+        })?;
         let device = parse_device(device)?;
         let kind = match dtype {
             Some(d) => parse_dtype(d)?,
@@ -151,7 +156,15 @@ impl ModelBundle {
         );
         let tokenizer = Tokenizer::from_dir(&dir)?;
         let eos_ids = eos_ids(&dir, &config, &tokenizer);
-        Ok(Self { dir, family, model, tokenizer, config, default_template, eos_ids })
+        Ok(Self {
+            dir,
+            family,
+            model,
+            tokenizer,
+            config,
+            default_template,
+            eos_ids,
+        })
     }
 
     /// The template: `--template`, else `jinja` when the tokenizer has a chat_template, else the
@@ -179,19 +192,33 @@ fn model_dir(model: &Path) -> Result<PathBuf> {
         return Ok(model.to_path_buf());
     }
     if model.extension().and_then(|e| e.to_str()) != Some("gguf") {
-        bail!("--model {}: expected a model folder or a .gguf file", model.display());
+        bail!(
+            "--model {}: expected a model folder or a .gguf file",
+            model.display()
+        );
     }
     let meta = std::fs::metadata(model)?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-    let stem = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let cache = std::env::var_os("SWIFT_RS_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/swift-rs")))
         .unwrap_or_else(std::env::temp_dir);
-    let out = cache.join("converted").join(format!("{stem}-{}-{mtime}", meta.len()));
+    let out = cache
+        .join("converted")
+        .join(format!("{stem}-{}-{mtime}", meta.len()));
     if !out.join("config.json").is_file() {
         tracing::info!("converting {} into {}", model.display(), out.display());
-        let report = swift_gguf::convert_to_hf(model, &out).with_context(|| format!("converting {}", model.display()))?;
+        let report = swift_gguf::convert_to_hf(model, &out)
+            .with_context(|| format!("converting {}", model.display()))?;
         tracing::info!("{report}");
     }
     Ok(out)
@@ -204,7 +231,11 @@ fn resolve_family(
     regs: &Registries,
     config: &Value,
     model_type: Option<&str>,
-) -> Result<(String, Option<String>, std::sync::Arc<swift_plugin_api::ModelFamilyHandle>)> {
+) -> Result<(
+    String,
+    Option<String>,
+    std::sync::Arc<swift_plugin_api::ModelFamilyHandle>,
+)> {
     let entry = match model_type {
         Some(t) => regs.models.resolve(t)?,
         None => {
@@ -214,13 +245,29 @@ fn resolve_family(
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             let mt = config.get("model_type").and_then(Value::as_str);
-            let by_arch = regs.models.iter().find(|e| archs.iter().any(|a| e.record.architectures.iter().any(|x| x == a)));
-            let by_type = || regs.models.iter().find(|e| mt.is_some_and(|m| e.record.model_types.iter().any(|x| x == m)));
+            let by_arch = regs.models.iter().find(|e| {
+                archs
+                    .iter()
+                    .any(|a| e.record.architectures.iter().any(|x| x == a))
+            });
+            let by_type = || {
+                regs.models
+                    .iter()
+                    .find(|e| mt.is_some_and(|m| e.record.model_types.iter().any(|x| x == m)))
+            };
             match by_arch.or_else(by_type) {
                 Some(e) => e,
                 None => {
-                    let mut known_archs: Vec<&str> = regs.models.iter().flat_map(|e| e.record.architectures.iter().map(String::as_str)).collect();
-                    let mut known_types: Vec<&str> = regs.models.iter().flat_map(|e| e.record.model_types.iter().map(String::as_str)).collect();
+                    let mut known_archs: Vec<&str> = regs
+                        .models
+                        .iter()
+                        .flat_map(|e| e.record.architectures.iter().map(String::as_str))
+                        .collect();
+                    let mut known_types: Vec<&str> = regs
+                        .models
+                        .iter()
+                        .flat_map(|e| e.record.model_types.iter().map(String::as_str))
+                        .collect();
                     known_archs.sort();
                     known_types.sort();
                     bail!(
@@ -242,7 +289,9 @@ fn resolve_family(
         if let Some(imp) = &cur.imp {
             return Ok((name, template, imp.clone()));
         }
-        let Some(target) = &cur.record.alias_of else { break };
+        let Some(target) = &cur.record.alias_of else {
+            break;
+        };
         cur = regs.models.resolve(target)?;
     }
     bail!("model family `{name}` has no behaviour (its alias_of chain ends without a family that runs models)")
@@ -257,7 +306,9 @@ fn eos_ids(dir: &Path, config: &Value, tok: &Tokenizer) -> Vec<i64> {
         Some(Value::Array(a)) => ids.extend(a.iter().filter_map(Value::as_i64)),
         _ => {}
     };
-    let gen = std::fs::read_to_string(dir.join("generation_config.json")).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    let gen = std::fs::read_to_string(dir.join("generation_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     add(gen.as_ref().and_then(|g| g.get("eos_token_id")));
     add(config.get("eos_token_id"));
     if let Some(id) = tok.eos_token.as_deref().and_then(|t| tok.token_to_id(t)) {
@@ -271,7 +322,13 @@ fn eos_ids(dir: &Path, config: &Value, tok: &Tokenizer) -> Vec<i64> {
 pub fn run(args: &InferArgs, settings: &GlobalSettings) -> Result<()> {
     let report = crate::plugins::load(settings)?;
     let regs = &report.registries;
-    let bundle = ModelBundle::load(&args.model, args.model_type.as_deref(), args.torch_dtype.as_deref(), &args.device, regs)?;
+    let bundle = ModelBundle::load(
+        &args.model,
+        args.model_type.as_deref(),
+        args.torch_dtype.as_deref(),
+        &args.device,
+        regs,
+    )?;
     if let Some(ids) = &args.debug_input_ids {
         return debug_logits(&bundle, ids, args.debug_greedy_tokens);
     }
@@ -282,13 +339,20 @@ pub fn run(args: &InferArgs, settings: &GlobalSettings) -> Result<()> {
     let mut stop_words = template.stop_words.clone();
     stop_words.extend(args.stop_words.iter().cloned());
     let options = EncodeOptions {
-        render: RenderOptions { generation_prompt: true, system: args.system.clone(), enable_thinking: args.enable_thinking },
+        render: RenderOptions {
+            generation_prompt: true,
+            system: args.system.clone(),
+            enable_thinking: args.enable_thinking,
+        },
         max_length: None,
         truncation: Truncation::Left,
         ..Default::default()
     };
     let encoder = Encoder::new(template, bundle.tokenizer, options)?;
-    let stop = StopCriteria { eos_ids: bundle.eos_ids.clone(), stop_words };
+    let stop = StopCriteria {
+        eos_ids: bundle.eos_ids.clone(),
+        stop_words,
+    };
     let params = SamplingParams {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -297,7 +361,12 @@ pub fn run(args: &InferArgs, settings: &GlobalSettings) -> Result<()> {
         repetition_penalty: args.repetition_penalty,
         seed: args.seed,
     };
-    let gen = Gen { model: &bundle.model, encoder: &encoder, params, stop };
+    let gen = Gen {
+        model: &bundle.model,
+        encoder: &encoder,
+        params,
+        stop,
+    };
     if args.val_dataset.is_empty() {
         if args.result_path.is_some() {
             bail!("--result_path needs --val_dataset (without a dataset, swift infer is an interactive chat)");
@@ -307,7 +376,14 @@ pub fn run(args: &InferArgs, settings: &GlobalSettings) -> Result<()> {
     let Some(result_path) = &args.result_path else {
         bail!("--val_dataset needs --result_path FILE (one JSON line per row is written there)");
     };
-    batch(&gen, regs, &args.val_dataset, result_path, args.max_batch_size.max(1), args.max_length)
+    batch(
+        &gen,
+        regs,
+        &args.val_dataset,
+        result_path,
+        args.max_batch_size.max(1),
+        args.max_length,
+    )
 }
 
 /// What generating needs, bundled.
@@ -327,34 +403,61 @@ impl Gen<'_> {
     /// The answer's text: decoded, cut at the first stop word.
     fn response(&self, tokens: &[i64]) -> String {
         let mut text = self.decode(tokens);
-        if let Some(cut) = self.stop.stop_words.iter().filter(|w| !w.is_empty()).filter_map(|w| text.find(w.as_str())).min() {
+        if let Some(cut) = self
+            .stop
+            .stop_words
+            .iter()
+            .filter(|w| !w.is_empty())
+            .filter_map(|w| text.find(w.as_str()))
+            .min()
+        {
             text.truncate(cut);
         }
         text
     }
 
     fn prompt_ids(&self, row: &StandardRow) -> Result<Vec<i64>> {
-        let enc = self.encoder.encode(row)?.ok_or_else(|| anyhow!("the prompt could not be encoded"))?;
+        let enc = self
+            .encoder
+            .encode(row)?
+            .ok_or_else(|| anyhow!("the prompt could not be encoded"))?;
         Ok(enc.input_ids.iter().map(|&i| i as i64).collect())
     }
 }
 
-fn batch(gen: &Gen, regs: &Registries, specs: &[String], out: &Path, batch_size: usize, max_length: Option<usize>) -> Result<()> {
+fn batch(
+    gen: &Gen,
+    regs: &Registries,
+    specs: &[String],
+    out: &Path,
+    batch_size: usize,
+    max_length: Option<usize>,
+) -> Result<()> {
     let dataset = open_datasets(specs, regs, &DatasetOptions::default())?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = BufWriter::new(file);
     let started = Instant::now();
     let (mut rows, mut prompt_tokens, mut generated) = (0usize, 0usize, 0usize);
     let mut pending: Vec<(Vec<Message>, Option<String>, Vec<i64>)> = Vec::new();
-    let mut flush = |pending: &mut Vec<(Vec<Message>, Option<String>, Vec<i64>)>, w: &mut BufWriter<std::fs::File>| -> Result<()> {
+    let mut flush = |pending: &mut Vec<(Vec<Message>, Option<String>, Vec<i64>)>,
+                     w: &mut BufWriter<std::fs::File>|
+     -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
         let prompts: Vec<Vec<i64>> = pending.iter().map(|p| p.2.clone()).collect();
-        let results = generate(gen.model, &prompts, &gen.params, &gen.stop, &|ids| gen.decode(ids), &mut |_, _| {})?;
+        let results = generate(
+            gen.model,
+            &prompts,
+            &gen.params,
+            &gen.stop,
+            &|ids| gen.decode(ids),
+            &mut |_, _| {},
+        )?;
         for ((messages, reference, _), r) in pending.drain(..).zip(results) {
             prompt_tokens += r.prompt_tokens;
             generated += r.generated_tokens;
@@ -380,8 +483,14 @@ fn batch(gen: &Gen, regs: &Registries, specs: &[String], out: &Path, batch_size:
             Some(m) if m.role == "assistant" => messages.pop().map(|m| m.content),
             _ => None,
         };
-        let row = StandardRow { messages: messages.clone(), tools: item.row.tools.clone(), ..Default::default() };
-        let mut ids = gen.prompt_ids(&row).with_context(|| format!("row at {}:{}", item.file.display(), item.line))?;
+        let row = StandardRow {
+            messages: messages.clone(),
+            tools: item.row.tools.clone(),
+            ..Default::default()
+        };
+        let mut ids = gen
+            .prompt_ids(&row)
+            .with_context(|| format!("row at {}:{}", item.file.display(), item.line))?;
         if let Some(max) = max_length {
             if ids.len() > max {
                 ids.drain(..ids.len() - max);
@@ -406,7 +515,9 @@ fn chat(gen: &Gen, max_length: Option<usize>, stream: bool) -> Result<()> {
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut history: Vec<Message> = Vec::new();
-    eprintln!("chat with the model: /clear forgets the conversation, /exit (or end of input) leaves");
+    eprintln!(
+        "chat with the model: /clear forgets the conversation, /exit (or end of input) leaves"
+    );
     let mut lines = stdin.lock().lines();
     loop {
         write!(stdout, "<<< ")?;
@@ -425,13 +536,24 @@ fn chat(gen: &Gen, max_length: Option<usize>, stream: bool) -> Result<()> {
             _ => {}
         }
         history.push(Message::new("user", query));
-        let mut ids = gen.prompt_ids(&StandardRow { messages: history.clone(), ..Default::default() })?;
+        let mut ids = gen.prompt_ids(&StandardRow {
+            messages: history.clone(),
+            ..Default::default()
+        })?;
         if let Some(max) = max_length {
             // Drop the oldest rounds until the prompt fits.
             while ids.len() > max && history.len() > 1 {
-                let cut = history.iter().skip(1).position(|m| m.role == "user").map(|i| i + 1).unwrap_or(history.len() - 1);
+                let cut = history
+                    .iter()
+                    .skip(1)
+                    .position(|m| m.role == "user")
+                    .map(|i| i + 1)
+                    .unwrap_or(history.len() - 1);
                 history.drain(..cut);
-                ids = gen.prompt_ids(&StandardRow { messages: history.clone(), ..Default::default() })?;
+                ids = gen.prompt_ids(&StandardRow {
+                    messages: history.clone(),
+                    ..Default::default()
+                })?;
             }
             if ids.len() > max {
                 ids.drain(..ids.len() - max);
@@ -448,14 +570,25 @@ fn chat(gen: &Gen, max_length: Option<usize>, stream: bool) -> Result<()> {
             }
             tokens.push(t);
             let text = gen.response(&tokens);
-            if !text.ends_with('\u{FFFD}') && text.len() > printed && text.is_char_boundary(printed) {
+            if !text.ends_with('\u{FFFD}') && text.len() > printed && text.is_char_boundary(printed)
+            {
                 let _ = write!(std::io::stdout(), "{}", &text[printed..]);
                 let _ = std::io::stdout().flush();
                 printed = text.len();
             }
         };
-        let result = generate(gen.model, &[ids], &gen.params, &gen.stop, &|t| gen.decode(t), &mut on_token)?;
-        let answer = result.first().map(|r| gen.response(&r.tokens)).unwrap_or_default();
+        let result = generate(
+            gen.model,
+            &[ids],
+            &gen.params,
+            &gen.stop,
+            &|t| gen.decode(t),
+            &mut on_token,
+        )?;
+        let answer = result
+            .first()
+            .map(|r| gen.response(&r.tokens))
+            .unwrap_or_default();
         if !stream {
             write!(stdout, "{answer}")?;
         } else if answer.len() > printed && answer.is_char_boundary(printed) {
@@ -470,25 +603,57 @@ fn chat(gen: &Gen, max_length: Option<usize>, stream: bool) -> Result<()> {
 fn debug_logits(bundle: &ModelBundle, ids: &str, greedy_tokens: usize) -> Result<()> {
     let ids: Vec<i64> = ids
         .split(',')
-        .map(|s| s.trim().parse::<i64>().map_err(|e| anyhow!("--debug_input_ids: `{s}`: {e}")))
+        .map(|s| {
+            s.trim()
+                .parse::<i64>()
+                .map_err(|e| anyhow!("--debug_input_ids: `{s}`: {e}"))
+        })
         .collect::<Result<_>>()?;
     let m = &bundle.model;
     let mut cache = m.new_cache(1);
-    let hidden = m.forward(&tch::Tensor::from_slice(&ids).view([1, -1]), None, &mut cache)?;
-    let logits = m.logits(&hidden.select(1, -1))?.to_device(tch::Device::Cpu).view([-1]);
+    let hidden = m.forward(
+        &tch::Tensor::from_slice(&ids).view([1, -1]),
+        None,
+        &mut cache,
+    )?;
+    let logits = m
+        .logits(&hidden.select(1, -1))?
+        .to_device(tch::Device::Cpu)
+        .view([-1]);
     let logits: Vec<f32> = Vec::<f32>::try_from(&logits)?;
-    let params = SamplingParams { max_new_tokens: greedy_tokens, ..Default::default() };
-    let out = generate(m, std::slice::from_ref(&ids), &params, &StopCriteria::default(), &|_| String::new(), &mut |_, _| {})?;
+    let params = SamplingParams {
+        max_new_tokens: greedy_tokens,
+        ..Default::default()
+    };
+    let out = generate(
+        m,
+        std::slice::from_ref(&ids),
+        &params,
+        &StopCriteria::default(),
+        &|_| String::new(),
+        &mut |_, _| {},
+    )?;
     let greedy = out.first().map(|g| g.tokens.clone()).unwrap_or_default();
     println!("{}", json!({ "last_logits": logits, "greedy": greedy }));
     Ok(())
 }
 
 fn nll(bundle: &ModelBundle, file: &Path, n: usize) -> Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     // Tokenizing a prefix is enough (and fast): keep generous room beyond n tokens.
-    let end = text.char_indices().nth(n.saturating_mul(24).max(4000)).map(|(i, _)| i).unwrap_or(text.len());
-    let ids: Vec<i64> = bundle.tokenizer.encode(&text[..end])?.into_iter().take(n).map(i64::from).collect();
+    let end = text
+        .char_indices()
+        .nth(n.saturating_mul(24).max(4000))
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
+    let ids: Vec<i64> = bundle
+        .tokenizer
+        .encode(&text[..end])?
+        .into_iter()
+        .take(n)
+        .map(i64::from)
+        .collect();
     let value = bundle.model.nll(&ids)?;
     println!("{}", json!({ "nll": value, "tokens": ids.len() }));
     Ok(())

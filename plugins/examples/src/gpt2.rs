@@ -39,25 +39,46 @@ impl ModelFamily for Gpt2Family {
         let embd = int(config, "n_embd")?;
         let heads = int(config, "n_head")?;
         if embd % heads != 0 {
-            return Err(format!("gpt2: n_embd {embd} is not a multiple of n_head {heads}"));
+            return Err(format!(
+                "gpt2: n_embd {embd} is not a multiple of n_head {heads}"
+            ));
         }
         match config.get("activation_function").and_then(Value::as_str) {
             None | Some("gelu_new") | Some("gelu_pytorch_tanh") => {}
-            Some(other) => return Err(format!("gpt2: activation_function `{other}` is not supported (gelu_new only)")),
+            Some(other) => {
+                return Err(format!(
+                    "gpt2: activation_function `{other}` is not supported (gelu_new only)"
+                ))
+            }
         }
-        if config.get("scale_attn_by_inverse_layer_idx").and_then(Value::as_bool) == Some(true)
-            || config.get("reorder_and_upcast_attn").and_then(Value::as_bool) == Some(true)
+        if config
+            .get("scale_attn_by_inverse_layer_idx")
+            .and_then(Value::as_bool)
+            == Some(true)
+            || config
+                .get("reorder_and_upcast_attn")
+                .and_then(Value::as_bool)
+                == Some(true)
         {
-            return Err("gpt2: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported".into());
+            return Err(
+                "gpt2: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported"
+                    .into(),
+            );
         }
         Ok(Box::new(Gpt2 {
             embd,
             layers: int(config, "n_layer")? as usize,
             heads,
             positions: int(config, "n_positions")?,
-            inner: config.get("n_inner").and_then(Value::as_i64).unwrap_or(4 * embd),
+            inner: config
+                .get("n_inner")
+                .and_then(Value::as_i64)
+                .unwrap_or(4 * embd),
             vocab: int(config, "vocab_size")?,
-            eps: config.get("layer_norm_epsilon").and_then(Value::as_f64).unwrap_or(1e-5),
+            eps: config
+                .get("layer_norm_epsilon")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-5),
         }))
     }
 }
@@ -71,29 +92,47 @@ fn conv1d(name: String, out: i64, inp: i64, block: usize) -> Slot {
 
 /// `gelu_new`, written exactly as transformers' NewGELUActivation.
 fn gelu_new(x: &Tensor) -> Result<Tensor, tch::TchError> {
-    let inner = (x + x.f_pow_tensor_scalar(3.0)? * 0.044715) * (2.0f64 / std::f64::consts::PI).sqrt();
+    let inner =
+        (x + x.f_pow_tensor_scalar(3.0)? * 0.044715) * (2.0f64 / std::f64::consts::PI).sqrt();
     Ok(x * 0.5 * (inner.f_tanh()? + 1.0))
 }
 
 impl Gpt2 {
-    fn run(&self, ctx: &mut dyn ModelContext, ids: &Tensor, positions: &Tensor) -> Result<Tensor, String> {
+    fn run(
+        &self,
+        ctx: &mut dyn ModelContext,
+        ids: &Tensor,
+        positions: &Tensor,
+    ) -> Result<Tensor, String> {
         let te = |e: tch::TchError| e.to_string();
         let (b, t) = ids.size2().map_err(te)?;
         let hd = self.embd / self.heads;
-        let mut h = ctx.embedding("transformer.wte", ids)? + ctx.embedding("transformer.wpe", positions)?;
+        let mut h =
+            ctx.embedding("transformer.wte", ids)? + ctx.embedding("transformer.wpe", positions)?;
         for i in 0..self.layers {
             let p = format!("transformer.h.{i}");
             let x = ctx.norm(&format!("{p}.ln_1"), &h, NormKind::LayerNorm, self.eps)?;
             let qkv = ctx.linear(&format!("{p}.attn.c_attn"), &x)?;
             let parts = qkv.f_split(self.embd, 2).map_err(te)?;
-            let heads = |t2: &Tensor| t2.f_view([b, t, self.heads, hd]).and_then(|v| v.f_transpose(1, 2)).map_err(te);
+            let heads = |t2: &Tensor| {
+                t2.f_view([b, t, self.heads, hd])
+                    .and_then(|v| v.f_transpose(1, 2))
+                    .map_err(te)
+            };
             let (q, k, v) = (heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?);
             let a = ctx.attention(i, &q, &k, &v, None)?;
-            let a = a.f_transpose(1, 2).and_then(|a| a.f_reshape([b, t, self.embd])).map_err(te)?;
-            h = h + ctx.linear(&format!("{p}.attn.c_proj"), &a)?;
+            let a = a
+                .f_transpose(1, 2)
+                .and_then(|a| a.f_reshape([b, t, self.embd]))
+                .map_err(te)?;
+            h = h
+                .f_add(&ctx.linear(&format!("{p}.attn.c_proj"), &a)?)
+                .map_err(te)?;
             let x = ctx.norm(&format!("{p}.ln_2"), &h, NormKind::LayerNorm, self.eps)?;
             let m = gelu_new(&ctx.linear(&format!("{p}.mlp.c_fc"), &x)?).map_err(te)?;
-            h = h + ctx.linear(&format!("{p}.mlp.c_proj"), &m)?;
+            h = h
+                .f_add(&ctx.linear(&format!("{p}.mlp.c_proj"), &m)?)
+                .map_err(te)?;
         }
         ctx.norm("transformer.ln_f", &h, NormKind::LayerNorm, self.eps)
     }
@@ -131,7 +170,12 @@ impl Model for Gpt2 {
         }
     }
 
-    fn forward(&self, ctx: &mut dyn ModelContext, input_ids: &Tensor, positions: &Tensor) -> Result<Tensor, String> {
+    fn forward(
+        &self,
+        ctx: &mut dyn ModelContext,
+        input_ids: &Tensor,
+        positions: &Tensor,
+    ) -> Result<Tensor, String> {
         self.run(ctx, input_ids, positions)
     }
 }
@@ -141,7 +185,9 @@ pub fn record() -> ModelFamilyRecord {
     ModelFamilyRecord {
         name: "example-gpt2".into(),
         aliases: vec!["gpt2".into()],
-        description: "GPT-2 style (learned positions, LayerNorm, fused c_attn), from the example plugin".into(),
+        description:
+            "GPT-2 style (learned positions, LayerNorm, fused c_attn), from the example plugin"
+                .into(),
         architectures: vec!["GPT2LMHeadModel".into()],
         model_types: vec!["gpt2".into()],
         default_template: Some("chatml".into()),

@@ -33,7 +33,10 @@ pub struct Cfg {
 
 impl Cfg {
     pub fn new(v: Value, what: &str) -> Self {
-        Self { v, what: what.to_string() }
+        Self {
+            v,
+            what: what.to_string(),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -41,22 +44,25 @@ impl Cfg {
     }
 
     pub fn i64(&self, key: &str) -> Result<i64, Error> {
-        self.i64_opt(key)?.ok_or_else(|| Error(format!("{} has no `{key}`", self.what)))
+        self.i64_opt(key)?
+            .ok_or_else(|| Error(format!("{} has no `{key}`", self.what)))
     }
 
     pub fn i64_opt(&self, key: &str) -> Result<Option<i64>, Error> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .filter(|n| *n > 0)
-                .map(Some)
-                .ok_or_else(|| Error(format!("{} `{key}` must be a positive integer, got {v}", self.what))),
+            Some(v) => v.as_i64().filter(|n| *n > 0).map(Some).ok_or_else(|| {
+                Error(format!(
+                    "{} `{key}` must be a positive integer, got {v}",
+                    self.what
+                ))
+            }),
         }
     }
 
     pub fn f64(&self, key: &str) -> Result<f64, Error> {
-        self.f64_opt(key)?.ok_or_else(|| Error(format!("{} has no `{key}`", self.what)))
+        self.f64_opt(key)?
+            .ok_or_else(|| Error(format!("{} has no `{key}`", self.what)))
     }
 
     pub fn f64_or(&self, key: &str, default: f64) -> Result<f64, Error> {
@@ -66,14 +72,22 @@ impl Cfg {
     pub fn f64_opt(&self, key: &str) -> Result<Option<f64>, Error> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| Error(format!("{} `{key}` must be a number, got {v}", self.what))),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| Error(format!("{} `{key}` must be a number, got {v}", self.what))),
         }
     }
 
     pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, Error> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| Error(format!("{} `{key}` must be true or false, got {v}", self.what))),
+            Some(v) => v.as_bool().ok_or_else(|| {
+                Error(format!(
+                    "{} `{key}` must be true or false, got {v}",
+                    self.what
+                ))
+            }),
         }
     }
 

@@ -58,14 +58,22 @@ impl Decoder {
         let head_dim = match cfg.i64_opt("head_dim")? {
             Some(d) => d,
             None if hidden % heads == 0 => hidden / heads,
-            None => return Err(Error(format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}"))),
+            None => {
+                return Err(Error(format!(
+                    "hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+                )))
+            }
         };
         if head_dim % 2 != 0 {
-            return Err(Error(format!("head_dim {head_dim} must be even for rotary embeddings")));
+            return Err(Error(format!(
+                "head_dim {head_dim} must be even for rotary embeddings"
+            )));
         }
         if let Some(act) = cfg.str_opt("hidden_act")? {
             if act != "silu" && act != "swish" {
-                return Err(Error(format!("hidden_act `{act}` is not supported by this family (silu only)")));
+                return Err(Error(format!(
+                    "hidden_act `{act}` is not supported by this family (silu only)"
+                )));
             }
         }
         let layers = cfg.i64("num_hidden_layers")? as usize;
@@ -91,31 +99,63 @@ impl Decoder {
         self
     }
 
-    fn run(&self, ctx: &mut dyn ModelContext, ids: &Tensor, positions: &Tensor) -> Result<Tensor, Error> {
+    fn run(
+        &self,
+        ctx: &mut dyn ModelContext,
+        ids: &Tensor,
+        positions: &Tensor,
+    ) -> Result<Tensor, Error> {
         let (b, t) = ids.size2()?;
         let (heads, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
         let mut h = ctx.embedding("model.embed_tokens", ids)?;
         let (cos, sin) = self.rope.cos_sin(positions, h.kind())?;
         for i in 0..self.layers {
             let p = format!("model.layers.{i}");
-            let x = ctx.norm(&format!("{p}.input_layernorm"), &h, NormKind::RmsNorm, self.eps)?;
-            let mut q = ctx.linear(&format!("{p}.self_attn.q_proj"), &x)?.f_view([b, t, heads, hd])?;
-            let mut k = ctx.linear(&format!("{p}.self_attn.k_proj"), &x)?.f_view([b, t, kv, hd])?;
-            let v = ctx.linear(&format!("{p}.self_attn.v_proj"), &x)?.f_view([b, t, kv, hd])?;
+            let x = ctx.norm(
+                &format!("{p}.input_layernorm"),
+                &h,
+                NormKind::RmsNorm,
+                self.eps,
+            )?;
+            let mut q = ctx
+                .linear(&format!("{p}.self_attn.q_proj"), &x)?
+                .f_view([b, t, heads, hd])?;
+            let mut k = ctx
+                .linear(&format!("{p}.self_attn.k_proj"), &x)?
+                .f_view([b, t, kv, hd])?;
+            let v = ctx
+                .linear(&format!("{p}.self_attn.v_proj"), &x)?
+                .f_view([b, t, kv, hd])?;
             if self.opts.qk_norm {
-                q = ctx.norm(&format!("{p}.self_attn.q_norm"), &q, NormKind::RmsNorm, self.eps)?;
-                k = ctx.norm(&format!("{p}.self_attn.k_norm"), &k, NormKind::RmsNorm, self.eps)?;
+                q = ctx.norm(
+                    &format!("{p}.self_attn.q_norm"),
+                    &q,
+                    NormKind::RmsNorm,
+                    self.eps,
+                )?;
+                k = ctx.norm(
+                    &format!("{p}.self_attn.k_norm"),
+                    &k,
+                    NormKind::RmsNorm,
+                    self.eps,
+                )?;
             }
             let q = rope::apply(&q.f_transpose(1, 2)?, &cos, &sin)?;
             let k = rope::apply(&k.f_transpose(1, 2)?, &cos, &sin)?;
             let v = v.f_transpose(1, 2)?;
             let a = ctx.attention(i, &q, &k, &v, None)?;
             let a = a.f_transpose(1, 2)?.f_reshape([b, t, heads * hd])?;
-            h = h + ctx.linear(&format!("{p}.self_attn.o_proj"), &a)?;
-            let x = ctx.norm(&format!("{p}.post_attention_layernorm"), &h, NormKind::RmsNorm, self.eps)?;
+            // Residuals are new tensors (not in place), so autograd keeps the norms' inputs.
+            h = h.f_add(&ctx.linear(&format!("{p}.self_attn.o_proj"), &a)?)?;
+            let x = ctx.norm(
+                &format!("{p}.post_attention_layernorm"),
+                &h,
+                NormKind::RmsNorm,
+                self.eps,
+            )?;
             let gate = ctx.linear(&format!("{p}.mlp.gate_proj"), &x)?.f_silu()?;
             let up = ctx.linear(&format!("{p}.mlp.up_proj"), &x)?;
-            h = h + ctx.linear(&format!("{p}.mlp.down_proj"), &(gate * up))?;
+            h = h.f_add(&ctx.linear(&format!("{p}.mlp.down_proj"), &(gate * up))?)?;
         }
         Ok(ctx.norm("model.norm", &h, NormKind::RmsNorm, self.eps)?)
     }
@@ -129,18 +169,65 @@ impl Model for Decoder {
             let p = format!("model.layers.{i}");
             let blk = Some(i);
             slots.push(Slot::norm(format!("{p}.input_layernorm"), hs, false, blk));
-            slots.push(Slot::linear(format!("{p}.self_attn.q_proj"), self.heads * hd, hs, o.qkv_bias, blk));
-            slots.push(Slot::linear(format!("{p}.self_attn.k_proj"), self.kv_heads * hd, hs, o.qkv_bias, blk));
-            slots.push(Slot::linear(format!("{p}.self_attn.v_proj"), self.kv_heads * hd, hs, o.qkv_bias, blk));
+            slots.push(Slot::linear(
+                format!("{p}.self_attn.q_proj"),
+                self.heads * hd,
+                hs,
+                o.qkv_bias,
+                blk,
+            ));
+            slots.push(Slot::linear(
+                format!("{p}.self_attn.k_proj"),
+                self.kv_heads * hd,
+                hs,
+                o.qkv_bias,
+                blk,
+            ));
+            slots.push(Slot::linear(
+                format!("{p}.self_attn.v_proj"),
+                self.kv_heads * hd,
+                hs,
+                o.qkv_bias,
+                blk,
+            ));
             if o.qk_norm {
                 slots.push(Slot::norm(format!("{p}.self_attn.q_norm"), hd, false, blk));
                 slots.push(Slot::norm(format!("{p}.self_attn.k_norm"), hd, false, blk));
             }
-            slots.push(Slot::linear(format!("{p}.self_attn.o_proj"), hs, self.heads * hd, o.o_bias, blk));
-            slots.push(Slot::norm(format!("{p}.post_attention_layernorm"), hs, false, blk));
-            slots.push(Slot::linear(format!("{p}.mlp.gate_proj"), self.intermediate, hs, o.mlp_bias, blk));
-            slots.push(Slot::linear(format!("{p}.mlp.up_proj"), self.intermediate, hs, o.mlp_bias, blk));
-            slots.push(Slot::linear(format!("{p}.mlp.down_proj"), hs, self.intermediate, o.mlp_bias, blk));
+            slots.push(Slot::linear(
+                format!("{p}.self_attn.o_proj"),
+                hs,
+                self.heads * hd,
+                o.o_bias,
+                blk,
+            ));
+            slots.push(Slot::norm(
+                format!("{p}.post_attention_layernorm"),
+                hs,
+                false,
+                blk,
+            ));
+            slots.push(Slot::linear(
+                format!("{p}.mlp.gate_proj"),
+                self.intermediate,
+                hs,
+                o.mlp_bias,
+                blk,
+            ));
+            slots.push(Slot::linear(
+                format!("{p}.mlp.up_proj"),
+                self.intermediate,
+                hs,
+                o.mlp_bias,
+                blk,
+            ));
+            slots.push(Slot::linear(
+                format!("{p}.mlp.down_proj"),
+                hs,
+                self.intermediate,
+                o.mlp_bias,
+                blk,
+            ));
         }
         slots.push(Slot::norm("model.norm", hs, false, None));
         let mut head = Slot::linear("lm_head", self.vocab, hs, false, None);
@@ -160,7 +247,12 @@ impl Model for Decoder {
         }
     }
 
-    fn forward(&self, ctx: &mut dyn ModelContext, input_ids: &Tensor, positions: &Tensor) -> Result<Tensor, String> {
+    fn forward(
+        &self,
+        ctx: &mut dyn ModelContext,
+        input_ids: &Tensor,
+        positions: &Tensor,
+    ) -> Result<Tensor, String> {
         self.run(ctx, input_ids, positions).map_err(String::from)
     }
 }

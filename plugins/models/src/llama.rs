@@ -14,7 +14,12 @@ impl ModelFamily for Llama {
     fn instantiate(&self, config: &Value) -> Result<Box<dyn Model>, String> {
         let cfg = Cfg::new(config.clone(), "config.json");
         let bias = cfg.bool_or("attention_bias", false)?;
-        let opts = Options { qkv_bias: bias, o_bias: bias, mlp_bias: cfg.bool_or("mlp_bias", false)?, qk_norm: false };
+        let opts = Options {
+            qkv_bias: bias,
+            o_bias: bias,
+            mlp_bias: cfg.bool_or("mlp_bias", false)?,
+            qk_norm: false,
+        };
         Ok(Box::new(Decoder::from_config(config, opts)?))
     }
 }
@@ -22,8 +27,15 @@ impl ModelFamily for Llama {
 pub fn record() -> ModelFamilyRecord {
     ModelFamilyRecord {
         name: "llama".into(),
-        aliases: vec!["llama2".into(), "llama3".into(), "smollm".into(), "smollm2".into()],
-        description: "Llama-2/3 and SmolLM (LlamaForCausalLM): GQA, RoPE with scaling, RMSNorm, SwiGLU".into(),
+        aliases: vec![
+            "llama2".into(),
+            "llama3".into(),
+            "smollm".into(),
+            "smollm2".into(),
+        ],
+        description:
+            "Llama-2/3 and SmolLM (LlamaForCausalLM): GQA, RoPE with scaling, RMSNorm, SwiGLU"
+                .into(),
         architectures: vec!["LlamaForCausalLM".into()],
         model_types: vec!["llama".into()],
         default_template: Some("llama3".into()),

@@ -11,9 +11,16 @@ pub struct Mistral;
 
 impl ModelFamily for Mistral {
     fn instantiate(&self, config: &Value) -> Result<Box<dyn Model>, String> {
-        let opts = Options { qkv_bias: false, o_bias: false, mlp_bias: false, qk_norm: false };
+        let opts = Options {
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+            qk_norm: false,
+        };
         let window = config.get("sliding_window").and_then(Value::as_i64);
-        Ok(Box::new(Decoder::from_config(config, opts)?.with_max_positions(window)))
+        Ok(Box::new(
+            Decoder::from_config(config, opts)?.with_max_positions(window),
+        ))
     }
 }
 
@@ -21,7 +28,8 @@ pub fn record() -> ModelFamilyRecord {
     ModelFamilyRecord {
         name: "mistral".into(),
         aliases: vec![],
-        description: "Mistral (MistralForCausalLM): Llama decoder, sliding window up to its length".into(),
+        description: "Mistral (MistralForCausalLM): Llama decoder, sliding window up to its length"
+            .into(),
         architectures: vec!["MistralForCausalLM".into()],
         model_types: vec!["mistral".into()],
         default_template: Some("chatml".into()),

@@ -16,7 +16,12 @@ impl ModelFamily for Qwen2 {
         if cfg.bool_or("use_sliding_window", false)? {
             return Err("qwen2: use_sliding_window is not supported".into());
         }
-        let opts = Options { qkv_bias: true, o_bias: false, mlp_bias: false, qk_norm: false };
+        let opts = Options {
+            qkv_bias: true,
+            o_bias: false,
+            mlp_bias: false,
+            qk_norm: false,
+        };
         Ok(Box::new(Decoder::from_config(config, opts)?))
     }
 }

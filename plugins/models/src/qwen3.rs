@@ -17,7 +17,12 @@ impl ModelFamily for Qwen3 {
             return Err("qwen3: use_sliding_window is not supported".into());
         }
         let bias = cfg.bool_or("attention_bias", false)?;
-        let opts = Options { qkv_bias: bias, o_bias: bias, mlp_bias: false, qk_norm: true };
+        let opts = Options {
+            qkv_bias: bias,
+            o_bias: bias,
+            mlp_bias: false,
+            qk_norm: true,
+        };
         Ok(Box::new(Decoder::from_config(config, opts)?))
     }
 }

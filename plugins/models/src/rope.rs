@@ -10,10 +10,29 @@ use crate::config::{Cfg, Error};
 #[derive(Debug, Clone, PartialEq)]
 enum Scaling {
     None,
-    Linear { factor: f64 },
-    Dynamic { factor: f64, max_positions: f64 },
-    Llama3 { factor: f64, low: f64, high: f64, original: f64 },
-    Yarn { factor: f64, original: f64, beta_fast: f64, beta_slow: f64, attention: Option<f64>, mscale: f64, mscale_all_dim: f64, truncate: bool },
+    Linear {
+        factor: f64,
+    },
+    Dynamic {
+        factor: f64,
+        max_positions: f64,
+    },
+    Llama3 {
+        factor: f64,
+        low: f64,
+        high: f64,
+        original: f64,
+    },
+    Yarn {
+        factor: f64,
+        original: f64,
+        beta_fast: f64,
+        beta_slow: f64,
+        attention: Option<f64>,
+        mscale: f64,
+        mscale_all_dim: f64,
+        truncate: bool,
+    },
 }
 
 /// A family's rotary embedding: `rope_theta`, the rotated size and the scaling.
@@ -34,7 +53,10 @@ impl Rope {
             None | Some(Value::Null) => Scaling::None,
             Some(v) => {
                 let s = Cfg::new(v.clone(), "rope_scaling");
-                let kind = s.str_opt("rope_type")?.or(s.str_opt("type")?).unwrap_or_else(|| "default".into());
+                let kind = s
+                    .str_opt("rope_type")?
+                    .or(s.str_opt("type")?)
+                    .unwrap_or_else(|| "default".into());
                 let factor = || s.f64("factor");
                 match kind.as_str() {
                     "default" => Scaling::None,
@@ -48,10 +70,7 @@ impl Rope {
                     },
                     "yarn" => {
                         let original = s.f64_or("original_max_position_embeddings", max_pos)?;
-                        let mut factor = factor()?;
-                        if s.get("original_max_position_embeddings").is_some() {
-                            factor = max_pos / original;
-                        }
+                        let factor = factor()?;
                         Scaling::Yarn {
                             factor,
                             original,
@@ -71,12 +90,18 @@ impl Rope {
                 }
             }
         };
-        Ok(Self { theta, dim: head_dim, scaling })
+        Ok(Self {
+            theta,
+            dim: head_dim,
+            scaling,
+        })
     }
 
     /// `1 / base^(2i/dim)` in float32, as transformers computes it.
     fn base_inv_freq(&self, base: f64, device: Device) -> Result<Tensor, Error> {
-        let exp = Tensor::f_arange_start_step(0, self.dim, 2, (Kind::Int64, device))?.f_to_kind(Kind::Float)? / self.dim as f64;
+        let exp = Tensor::f_arange_start_step(0, self.dim, 2, (Kind::Int64, device))?
+            .f_to_kind(Kind::Float)?
+            / self.dim as f64;
         Ok(Tensor::f_pow_scalar(base, &exp)?.f_reciprocal()?)
     }
 
@@ -85,13 +110,22 @@ impl Rope {
         Ok(match &self.scaling {
             Scaling::None => (self.base_inv_freq(self.theta, device)?, 1.0),
             Scaling::Linear { factor } => (self.base_inv_freq(self.theta, device)? / *factor, 1.0),
-            Scaling::Dynamic { factor, max_positions } => {
+            Scaling::Dynamic {
+                factor,
+                max_positions,
+            } => {
                 let seq = seq_len.max(*max_positions);
                 let d = self.dim as f64;
-                let base = self.theta * ((factor * seq / max_positions) - (factor - 1.0)).powf(d / (d - 2.0));
+                let base = self.theta
+                    * ((factor * seq / max_positions) - (factor - 1.0)).powf(d / (d - 2.0));
                 (self.base_inv_freq(base, device)?, 1.0)
             }
-            Scaling::Llama3 { factor, low, high, original } => {
+            Scaling::Llama3 {
+                factor,
+                low,
+                high,
+                original,
+            } => {
                 let inv = self.base_inv_freq(self.theta, device)?;
                 let low_wavelen = original / low;
                 let high_wavelen = original / high;
@@ -99,11 +133,28 @@ impl Rope {
                 let scaled = inv.f_where_self(&wavelen.f_le(low_wavelen)?, &(&inv / *factor))?;
                 let smooth = (wavelen.f_reciprocal()? * *original - *low) / (high - low);
                 let smoothed = (smooth.f_neg()? + 1.0) * &scaled / *factor + &smooth * &scaled;
-                let medium = wavelen.f_ge(high_wavelen)?.f_logical_and(&wavelen.f_le(low_wavelen)?)?;
+                let medium = wavelen
+                    .f_ge(high_wavelen)?
+                    .f_logical_and(&wavelen.f_le(low_wavelen)?)?;
                 (smoothed.f_where_self(&medium, &scaled)?, 1.0)
             }
-            Scaling::Yarn { factor, original, beta_fast, beta_slow, attention, mscale, mscale_all_dim, truncate } => {
-                let get_mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+            Scaling::Yarn {
+                factor,
+                original,
+                beta_fast,
+                beta_slow,
+                attention,
+                mscale,
+                mscale_all_dim,
+                truncate,
+            } => {
+                let get_mscale = |scale: f64, m: f64| {
+                    if scale <= 1.0 {
+                        1.0
+                    } else {
+                        0.1 * m * scale.ln() + 1.0
+                    }
+                };
                 let attention = match attention {
                     Some(a) => *a,
                     None if *mscale != 0.0 && *mscale_all_dim != 0.0 => {
@@ -112,7 +163,10 @@ impl Rope {
                     None => get_mscale(*factor, 1.0),
                 };
                 let d = self.dim as f64;
-                let corr = |rot: f64| (d * (original / (rot * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * self.theta.ln());
+                let corr = |rot: f64| {
+                    (d * (original / (rot * 2.0 * std::f64::consts::PI)).ln())
+                        / (2.0 * self.theta.ln())
+                };
                 let (mut lo, mut hi) = (corr(*beta_fast), corr(*beta_slow));
                 if *truncate {
                     lo = lo.floor();
@@ -123,11 +177,17 @@ impl Rope {
                     hi += 0.001;
                 }
                 let half = self.dim / 2;
-                let ramp = ((Tensor::f_arange(half, (Kind::Float, device))? - lo) / (hi - lo)).f_clamp(0.0, 1.0)?;
+                let ramp = ((Tensor::f_arange(half, (Kind::Float, device))? - lo) / (hi - lo))
+                    .f_clamp(0.0, 1.0)?;
                 let extrapolation_factor = ramp.f_neg()? + 1.0;
-                let extra = self.base_inv_freq(self.theta, device)?;
-                let inter = &extra / *factor;
-                let inv = inter * (extrapolation_factor.f_neg()? + 1.0) + extra * &extrapolation_factor;
+                let exp = Tensor::f_arange_start_step(0, self.dim, 2, (Kind::Int64, device))?
+                    .f_to_kind(Kind::Float)?
+                    / d;
+                let pos_freqs = Tensor::f_pow_scalar(self.theta, &exp)?;
+                let extra = pos_freqs.f_reciprocal()?;
+                let inter = (pos_freqs * *factor).f_reciprocal()?;
+                let inv =
+                    inter * (extrapolation_factor.f_neg()? + 1.0) + extra * &extrapolation_factor;
                 (inv, attention)
             }
         })
@@ -156,4 +216,59 @@ pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, Error> {
     let x2 = x.f_narrow(-1, half, half)?;
     let rotated = Tensor::f_cat(&[&x2.f_neg()?, &x1], -1)?;
     Ok(x * cos + rotated * sin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every rope_scaling type against transformers' `ROPE_INIT_FUNCTIONS` (recorded by
+    /// tests/reference/make_tiny_models.py).
+    #[test]
+    fn inverse_frequencies_match_transformers() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/models/rope_expected.json"
+        );
+        let cases: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(cases.len() >= 7);
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let cfg = Cfg::new(case["config"].clone(), "config.json");
+            let rope = Rope::from_config(&cfg, 64).unwrap();
+            let (inv, factor) = rope
+                .inv_freq(case["seq_len"].as_f64().unwrap(), Device::Cpu)
+                .unwrap();
+            let got: Vec<f32> = Vec::<f32>::try_from(&inv).unwrap();
+            let want: Vec<f64> = case["inv_freq"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(got.len(), want.len(), "{name}");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-6 * w.abs().max(1e-30),
+                    "{name}[{i}]: {g} vs {w}"
+                );
+            }
+            let want_factor = case["attention_factor"].as_f64().unwrap();
+            assert!(
+                (factor - want_factor).abs() < 1e-9,
+                "{name}: attention factor {factor} vs {want_factor}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_scaling_is_refused() {
+        let cfg = Cfg::new(
+            serde_json::json!({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}),
+            "config.json",
+        );
+        let err = Rope::from_config(&cfg, 64).unwrap_err().0;
+        assert!(err.contains("longrope") && err.contains("yarn"), "{err}");
+    }
 }
