@@ -166,6 +166,8 @@ pub struct Dataset {
     active: Option<Active>,
     candidates: Vec<Candidate>,
     auto_cache: HashMap<Vec<String>, Option<usize>>,
+    /// The last row's (sorted, non-null) columns and the choice for them.
+    last_pick: Option<(Vec<String>, Option<usize>)>,
     opts: DatasetOptions,
     stats: DatasetStats,
     first_bad: Option<String>,
@@ -371,6 +373,7 @@ pub fn open_datasets(
         active: None,
         candidates,
         auto_cache: HashMap::new(),
+        last_pick: None,
         opts: opts.clone(),
         stats: DatasetStats::default(),
         first_bad: None,
@@ -473,6 +476,23 @@ impl Dataset {
 
     /// The preprocessor for a row's columns (`auto`).
     fn pick(&mut self, map: &Map<String, Value>) -> Option<usize> {
+        // Rows of a file usually share their columns: check the last set without allocating.
+        if let Some((last, hit)) = &self.last_pick {
+            let mut n = 0;
+            let same = map.iter().filter(|(_, v)| !v.is_null()).all(|(k, _)| {
+                n += 1;
+                last.binary_search_by(|c| c.as_str().cmp(k)).is_ok()
+            });
+            if same && n == last.len() {
+                return *hit;
+            }
+        }
+        let (cols, found) = self.pick_uncached(map);
+        self.last_pick = Some((cols, found));
+        found
+    }
+
+    fn pick_uncached(&mut self, map: &Map<String, Value>) -> (Vec<String>, Option<usize>) {
         let mut cols: Vec<String> = map
             .iter()
             .filter(|(_, v)| !v.is_null())
@@ -480,15 +500,15 @@ impl Dataset {
             .collect();
         cols.sort_unstable();
         if let Some(hit) = self.auto_cache.get(&cols) {
-            return *hit;
+            return (cols, *hit);
         }
         let has = |c: &str| cols.binary_search_by(|k| k.as_str().cmp(c)).is_ok();
         let found = self
             .candidates
             .iter()
             .position(|cand| cand.detect.iter().all(|g| g.iter().any(|c| has(c))));
-        self.auto_cache.insert(cols, found);
-        found
+        self.auto_cache.insert(cols.clone(), found);
+        (cols, found)
     }
 
     /// Preprocesses one raw row: `Ok(None)` when the preprocessor dropped it.
