@@ -86,6 +86,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error
     fn precedence_is_defaults_file_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.yaml");

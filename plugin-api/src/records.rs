@@ -134,7 +134,8 @@ pub struct PreprocessorRecord {
     pub aliases: Vec<String>,
     #[serde(default)]
     pub description: String,
-    /// For `auto`: this preprocessor applies to a row that has all of these columns.
+    /// For `auto`: this preprocessor applies to a row that has all of these columns; an entry
+    /// written `a|b` is satisfied by either column (how column aliases are expressed).
     #[serde(default)]
     pub detect_columns: Vec<String>,
     /// For `auto`: higher is tried first when several match.

@@ -76,11 +76,11 @@ impl Pending {
 }
 
 impl Registries {
-    fn check(&mut self, p: &Pending) -> Result<(), Conflict> {
+    fn check(&mut self, p: &Pending) -> Result<(), Box<Conflict>> {
         per_kind!(p, self, |reg, e| reg.check(e))
     }
 
-    fn insert(&mut self, p: Pending, replace: bool) -> Result<(), Conflict> {
+    fn insert(&mut self, p: Pending, replace: bool) -> Result<(), Box<Conflict>> {
         per_kind!(p, self, |reg, e| reg.insert(e, replace))
     }
 

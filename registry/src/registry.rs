@@ -135,7 +135,7 @@ impl<R: Record, I> Registry<R, I> {
 
     /// Adds an entry. With `replace` false, a clash of its name or any alias with an existing
     /// name or alias is refused; with `replace` true the clashing entries are removed first.
-    pub fn insert(&mut self, entry: Entry<R, I>, replace: bool) -> Result<(), Conflict> {
+    pub fn insert(&mut self, entry: Entry<R, I>, replace: bool) -> Result<(), Box<Conflict>> {
         if !replace {
             self.check(&entry)?;
         }
@@ -154,16 +154,16 @@ impl<R: Record, I> Registry<R, I> {
     }
 
     /// Refuses an entry whose name or any alias is already taken (by a name or an alias).
-    pub fn check(&self, entry: &Entry<R, I>) -> Result<(), Conflict> {
+    pub fn check(&self, entry: &Entry<R, I>) -> Result<(), Box<Conflict>> {
         let names = std::iter::once(entry.record.name()).chain(entry.record.aliases().iter().map(String::as_str));
         for n in names {
             if let Some(canon) = self.canonical(n) {
-                return Err(Conflict {
+                return Err(Box::new(Conflict {
                     kind: R::KIND,
                     name: n.to_string(),
                     existing: self.entries[canon].provenance.clone(),
                     new: entry.provenance.clone(),
-                });
+                }));
             }
         }
         Ok(())
