@@ -108,7 +108,7 @@ impl Tokenizer {
         }
         let enc = self
             .inner
-            .encode(text, false)
+            .encode_fast(text, false)
             .map_err(|e| TemplateError::Tokenize(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
