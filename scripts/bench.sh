@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, printing figures (never asserting timings). The machine is shared
+# and noisy: each benchmark reports medians or side-by-side ratios.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+echo "== data: preprocessing + streaming of generated JSONL/JSON files (rows/s, peak RSS)"
+cargo run --release --quiet -p swift-data --example stream_bench
+
+if [[ -x scripts/bench_infer.sh ]]; then
+    echo "== inference: swift infer on the default model (SmolLM2-135M-Instruct)"
+    bash scripts/bench_infer.sh
+fi
