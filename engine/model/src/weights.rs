@@ -194,7 +194,11 @@ impl Checkpoint {
             });
         }
         let aligned = (data.as_ptr() as usize) % elem.max(1) == 0;
-        let in_place = aligned && src_kind == kind && device == Device::Cpu && numel > 0;
+        let in_place = aligned
+            && src_kind == kind
+            && device == Device::Cpu
+            && numel > 0
+            && std::env::var_os("SWIFT_RS_NO_MMAP").is_none();
         if in_place {
             let strides = contiguous_strides(&shape);
             // SAFETY: `data` lives in the private mapping held by `file`, which the returned

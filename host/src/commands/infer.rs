@@ -442,6 +442,8 @@ fn batch(
     let mut w = BufWriter::new(file);
     let started = Instant::now();
     let (mut rows, mut prompt_tokens, mut generated) = (0usize, 0usize, 0usize);
+    // Time to the first token of each batch (the prefill) and the rest (decoding).
+    let (mut prefill_s, mut decode_s, mut batches) = (0.0f64, 0.0f64, 0usize);
     let mut pending: Vec<(Vec<Message>, Option<String>, Vec<i64>)> = Vec::new();
     let mut flush = |pending: &mut Vec<(Vec<Message>, Option<String>, Vec<i64>)>,
                      w: &mut BufWriter<std::fs::File>|
@@ -450,14 +452,23 @@ fn batch(
             return Ok(());
         }
         let prompts: Vec<Vec<i64>> = pending.iter().map(|p| p.2.clone()).collect();
+        let t0 = Instant::now();
+        let mut first: Option<f64> = None;
         let results = generate(
             gen.model,
             &prompts,
             &gen.params,
             &gen.stop,
             &|ids| gen.decode(ids),
-            &mut |_, _| {},
+            &mut |_, _| {
+                first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+            },
         )?;
+        let total = t0.elapsed().as_secs_f64();
+        let ttft = first.unwrap_or(total);
+        prefill_s += ttft;
+        decode_s += total - ttft;
+        batches += 1;
         for ((messages, reference, _), r) in pending.drain(..).zip(results) {
             prompt_tokens += r.prompt_tokens;
             generated += r.generated_tokens;
@@ -503,11 +514,19 @@ fn batch(
     }
     flush(&mut pending, &mut w)?;
     let secs = started.elapsed().as_secs_f64();
-    tracing::info!(
-        "answered {rows} rows in {secs:.1}s ({prompt_tokens} prompt tokens, {generated} generated, {:.1} generated tokens/s); results in {}",
-        generated as f64 / secs.max(1e-9),
-        out.display()
-    );
+    // Tokens after each batch's first are decode steps; its first tokens come with the prefill.
+    let decoded = generated.saturating_sub(rows);
+    let summary = json!({
+        "rows": rows,
+        "prompt_tokens": prompt_tokens,
+        "generated_tokens": generated,
+        "seconds": secs,
+        "time_to_first_token_s": prefill_s / batches.max(1) as f64,
+        "prompt_tokens_per_s": prompt_tokens as f64 / prefill_s.max(1e-9),
+        "generated_tokens_per_s": generated as f64 / secs.max(1e-9),
+        "decode_tokens_per_s": decoded as f64 / decode_s.max(1e-9),
+    });
+    tracing::info!("answered {rows} rows; results in {}; {summary}", out.display());
     Ok(())
 }
 
