@@ -12,3 +12,6 @@ if [[ -x scripts/bench_infer.sh ]]; then
     echo "== inference: swift infer on the default model (SmolLM2-135M-Instruct)"
     bash scripts/bench_infer.sh
 fi
+
+echo "== inference side by side with ms-swift (its own virtualenv; medians of 3 runs)"
+"${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_infer_peer.py --repeats 3

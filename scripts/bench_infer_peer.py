@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Side-by-side inference benchmark: swift-rs `swift infer` and ms-swift's `swift infer`
+(transformers backend, its own virtualenv: scripts/peer-venv.sh) on the same 8 prompts, greedy,
+float32, at batch 1 and batch 8, on the default model (SmolLM2-135M-Instruct).
+
+Both sides are measured the same way from outside: each run is timed twice, once generating up
+to N tokens and once generating 1, so start-up, model loading and prefill cancel out:
+generated tok/s = (tokens(N) - tokens(1)) / (wall(N) - wall(1)), with tokens counted by the
+model's own tokenizer on the answers written to the result file. Peak RSS is /usr/bin/time's.
+Each figure is the median of --repeats runs; the machine is shared, so read the ratios.
+
+    python3 scripts/bench_infer_peer.py [--repeats 3] [--new-tokens 128] [--dtypes float32]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("SWIFT_RS_CACHE", os.path.expanduser("~/.cache/swift-rs"))
+MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct")
+QUESTIONS = [
+    "Write a short poem about the sea.", "Explain what a neural network is.",
+    "Give me three tips for learning Rust.", "What is the capital of Italy?",
+    "Describe a sunset in two sentences.", "Why is the sky blue?", "List five fruits.",
+    "Tell me a fun fact about cats.",
+]
+PEER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "USE_HF": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def count_tokens(result_path, tokenizer):
+    total = 0
+    with open(result_path) as f:
+        for line in f:
+            row = json.loads(line)
+            total += len(tokenizer.encode(row["response"]).ids)
+    return total
+
+
+def timed(cmd, env, rss_file):
+    start = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file] + cmd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    rss_mib = int(open(rss_file).read().split()[-1]) / 1024
+    return wall, rss_mib
+
+
+def ours(prompts, out, new_tokens, batch, dtype):
+    return [os.path.join(ROOT, "target/release/swift"), "infer", "--model", MODEL,
+            "--template", "chatml", "--temperature", "0", "--max_new_tokens", str(new_tokens),
+            "--torch_dtype", dtype, "--device", "cpu", "--val_dataset", prompts,
+            "--result_path", out, "--max_batch_size", str(batch), "--log-level", "warn"]
+
+
+def peer(peer_bin, prompts, out, new_tokens, batch, dtype):
+    return [peer_bin, "infer", "--model", MODEL, "--model_type", "llama", "--template", "chatml",
+            "--infer_backend", "pt", "--torch_dtype", dtype, "--temperature", "0",
+            "--max_new_tokens", str(new_tokens), "--max_batch_size", str(batch),
+            "--val_dataset", prompts, "--val_dataset_shuffle", "false", "--result_path", out]
+
+
+def measure(make_cmd, env, work, new_tokens, batch, dtype, repeats, tokenizer):
+    rates, rsses = [], []
+    for r in range(repeats):
+        walls, toks = {}, {}
+        for n in (new_tokens, 1):
+            out = os.path.join(work, f"out-{n}-{r}.jsonl")
+            if os.path.exists(out):
+                os.remove(out)
+            wall, rss = timed(make_cmd(out, n, batch, dtype), env, os.path.join(work, "rss"))
+            walls[n], toks[n] = wall, count_tokens(out, tokenizer)
+            if n == new_tokens:
+                rsses.append(rss)
+        rates.append((toks[new_tokens] - toks[1]) / max(walls[new_tokens] - walls[1], 1e-9))
+    return statistics.median(rates), statistics.median(rsses)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--dtypes", default="float32")
+    args = ap.parse_args()
+    from tokenizers import Tokenizer  # from the reference venv
+
+    tokenizer = Tokenizer.from_file(os.path.join(MODEL, "tokenizer.json"))
+    peer_python = subprocess.run(["bash", os.path.join(ROOT, "scripts/peer-venv.sh")],
+                                 stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    peer_bin = os.path.join(os.path.dirname(peer_python), "swift")
+    with tempfile.TemporaryDirectory() as work:
+        prompts = os.path.join(work, "prompts.jsonl")
+        with open(prompts, "w") as f:
+            for q in QUESTIONS:
+                f.write(json.dumps({"messages": [{"role": "user", "content": q}]}) + "\n")
+        env_ours = dict(os.environ)
+        env_peer = dict(os.environ, **PEER_ENV)
+        print(f"{'dtype':<9} {'batch':>5} {'swift-rs tok/s':>15} {'ms-swift tok/s':>15} {'ratio':>6} "
+              f"{'swift-rs MiB':>13} {'ms-swift MiB':>13} {'RSS ratio':>9}")
+        for dtype in args.dtypes.split():
+            for batch in (1, 8):
+                a, a_rss = measure(lambda o, n, b, d: ours(prompts, o, n, b, d), env_ours, work,
+                                   args.new_tokens, batch, dtype, args.repeats, tokenizer)
+                p, p_rss = measure(lambda o, n, b, d: peer(peer_bin, prompts, o, n, b, d), env_peer,
+                                   work, args.new_tokens, batch, dtype, args.repeats, tokenizer)
+                print(f"{dtype:<9} {batch:>5} {a:>15.1f} {p:>15.1f} {a / p:>6.2f} {a_rss:>13.0f} "
+                      f"{p_rss:>13.0f} {a_rss / p_rss:>9.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
