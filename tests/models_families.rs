@@ -405,3 +405,43 @@ fn bad_inputs_give_one_clear_error_each() {
         "--result_path needs --val_dataset",
     );
 }
+
+#[test]
+fn defaults_family_template_and_position_limit() {
+    // No --template and no chat_template in the tokenizer: the family's default (llama3) is used.
+    // GPT-2's 128 learned positions bound the answer instead of failing on max_new_tokens 512.
+    let work = tempfile::tempdir().unwrap();
+    let data = write_dataset(work.path(), &["Hello", "What is the capital"]);
+    let out = work.path().join("llama.jsonl");
+    ok(swift(&[
+        "infer",
+        "--model",
+        model("llama").to_str().unwrap(),
+        "--val_dataset",
+        data.to_str().unwrap(),
+        "--result_path",
+        out.to_str().unwrap(),
+        "--max_new_tokens",
+        "4",
+    ]));
+    assert_eq!(read_results(&out).len(), 2);
+    let plugins = plugin_dir_with(&["swift-example-plugin"]);
+    let out = work.path().join("gpt2.jsonl");
+    ok(swift(&[
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "infer",
+        "--model",
+        model("gpt2").to_str().unwrap(),
+        "--val_dataset",
+        data.to_str().unwrap(),
+        "--result_path",
+        out.to_str().unwrap(),
+        "--max_batch_size",
+        "2",
+    ]));
+    for r in read_results(&out) {
+        let total = r["prompt_tokens"].as_u64().unwrap() + r["completion_tokens"].as_u64().unwrap();
+        assert!(total <= 128, "{r}");
+    }
+}

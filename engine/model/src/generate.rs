@@ -104,14 +104,23 @@ pub fn generate(
         return Err(ModelError::Config(format!("prompt {i} has no tokens")));
     }
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if let Some(max) = model.layout().max_positions {
-        if (longest + params.max_new_tokens) as i64 > max {
+    // Models with a bounded position table stop where it ends (finish reason `length`).
+    let bounded: SamplingParams;
+    let params = match model.layout().max_positions {
+        Some(max) if longest as i64 >= max => {
             return Err(ModelError::Config(format!(
-                "a prompt of {longest} tokens plus max_new_tokens {} exceeds the model's {max} positions",
-                params.max_new_tokens
-            )));
+                "a prompt of {longest} tokens does not fit the model's {max} positions"
+            )))
         }
-    }
+        Some(max) if (longest + params.max_new_tokens) as i64 > max => {
+            bounded = SamplingParams {
+                max_new_tokens: (max as usize) - longest,
+                ..params.clone()
+            };
+            &bounded
+        }
+        _ => params,
+    };
     let padded = prompts.iter().any(|p| p.len() != longest);
     let mut ids = Vec::with_capacity(b * longest);
     let mut mask = Vec::with_capacity(b * longest);
