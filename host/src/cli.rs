@@ -41,10 +41,10 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Pre-train (continue training on plain text).
-    Pt(Pending),
+    /// Pre-train (continue training; the loss covers every token).
+    Pt(crate::commands::sft::SftArgs),
     /// Supervised fine-tuning (full or with a tuner such as LoRA).
-    Sft(Pending),
+    Sft(crate::commands::sft::SftArgs),
     /// Preference alignment: DPO, ORPO, KTO, SimPO, CPO, reward modelling.
     Rlhf(Pending),
     /// Chat with a model, or run it over a dataset.
@@ -239,8 +239,11 @@ mod tests {
 
     #[test]
     fn pending_commands_accept_any_flags() {
-        let a = parse(&["swift", "sft", "--model", "m", "--lora_rank", "8"]);
-        let Command::Sft(p) = a.command else { panic!() };
+        let a = parse(&["swift", "rlhf", "--model", "m", "--lora_rank", "8"]);
+        let Command::Rlhf(p) = a.command else { panic!() };
         assert_eq!(p.args, ["--model", "m", "--lora-rank", "8"]);
+        let a = parse(&["swift", "sft", "--model", "m", "--lora_rank", "8", "--train_type", "full"]);
+        let Command::Sft(s) = a.command else { panic!() };
+        assert_eq!((s.lora_rank, s.tuner_type.as_deref()), (Some(8), Some("full")));
     }
 }

@@ -12,6 +12,7 @@ mod plugins;
 use swift_plugin_datasets as _;
 use swift_plugin_models as _;
 use swift_plugin_templates as _;
+use swift_plugin_tuners as _;
 
 use anyhow::Result;
 use clap::Parser;
@@ -30,7 +31,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_tracing(settings.log_level.as_deref());
-    match run(cli.command, &settings) {
+    match run(cli.command, &cli.global, &settings) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -55,13 +56,13 @@ fn init_tracing(level: Option<&str>) {
         .init();
 }
 
-fn run(command: Command, settings: &GlobalSettings) -> Result<()> {
+fn run(command: Command, global: &cli::GlobalArgs, settings: &GlobalSettings) -> Result<()> {
     match command {
         Command::List(args) => commands::list::run(&args, settings),
         Command::NewPlugin(args) => commands::new_plugin::run(&args),
         Command::Export(args) => commands::export::run(&args, settings),
-        Command::Pt(_) => commands::not_yet("pt", "training"),
-        Command::Sft(_) => commands::not_yet("sft", "training"),
+        Command::Pt(args) => commands::sft::run(&args, global, settings, true),
+        Command::Sft(args) => commands::sft::run(&args, global, settings, false),
         Command::Rlhf(_) => commands::not_yet("rlhf", "preference alignment"),
         Command::Infer(args) => commands::infer::run(&args, settings),
         Command::Deploy(_) => commands::not_yet("deploy", "deploy"),

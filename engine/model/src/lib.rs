@@ -312,6 +312,102 @@ impl LoadedModel {
         cache: &mut KvCache,
     ) -> Result<Tensor, ModelError> {
         let _guard = tch::no_grad_guard();
+        self.forward_inner(ids, mask, cache)
+    }
+
+    /// [`LoadedModel::forward`] with autograd on, for training: one pass over whole rows (no
+    /// cache carried over). `mask` marks padding (left or right: positions count real tokens).
+    pub fn forward_train(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, ModelError> {
+        let batch = ids.size().first().copied().unwrap_or(1);
+        let mut cache = self.new_cache(batch);
+        self.forward_inner(ids, mask, &mut cache)
+    }
+
+    /// [`LoadedModel::logits`] with autograd on (training), in the model's dtype.
+    pub fn logits_train(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
+        self.apply_linear(&self.layout.output_slot, hidden)
+            .map_err(ModelError::Family)
+    }
+
+    /// Replaces every parameter whose checkpoint name `select` accepts by an owned copy that
+    /// requires gradients (full fine-tuning), keeping tied parameters tied, and returns them as
+    /// (checkpoint name, tensor). Everything else stays frozen.
+    pub fn make_trainable(
+        &mut self,
+        select: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(String, Tensor)>, ModelError> {
+        let mut fresh: HashMap<usize, Tensor> = HashMap::new();
+        let mut out: Vec<(String, Tensor)> = Vec::new();
+        let mut convert = |name: &str, t: &mut Tensor| -> Result<(), ModelError> {
+            if !select(name) {
+                return Ok(());
+            }
+            let key = t.data_ptr() as usize;
+            if let Some(shared) = fresh.get(&key) {
+                *t = shared.shallow_clone();
+                return Ok(());
+            }
+            let owned = t.f_detach()?.copy().set_requires_grad(true);
+            fresh.insert(key, owned.shallow_clone());
+            out.push((name.to_string(), owned.shallow_clone()));
+            *t = owned;
+            Ok(())
+        };
+        for decl in &self.layout.slots {
+            if let Some(s) = self.slots.get_mut(&decl.name) {
+                convert(&decl.weight, &mut s.weight)?;
+                if let (Some(b), Some(bias)) = (&decl.bias, s.bias.as_mut()) {
+                    convert(b, bias)?;
+                }
+            }
+        }
+        for decl in &self.layout.params {
+            if let Some(t) = self.params.get_mut(&decl.name) {
+                convert(&decl.name, t)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every parameter under its checkpoint name, as the checkpoint stores it (transposed
+    /// slots transposed back; tied parameters once), for saving a fully fine-tuned model.
+    pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>, ModelError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for decl in &self.layout.slots {
+            let Some(s) = self.slots.get(&decl.name) else {
+                continue;
+            };
+            if seen.insert(decl.weight.clone()) {
+                let w = if decl.transposed {
+                    s.weight.f_transpose(0, 1)?.f_contiguous()?
+                } else {
+                    s.weight.shallow_clone()
+                };
+                out.push((decl.weight.clone(), w));
+            }
+            if let (Some(b), Some(bias)) = (&decl.bias, &s.bias) {
+                if seen.insert(b.clone()) {
+                    out.push((b.clone(), bias.shallow_clone()));
+                }
+            }
+        }
+        for decl in &self.layout.params {
+            if let Some(t) = self.params.get(&decl.name) {
+                if seen.insert(decl.name.clone()) {
+                    out.push((decl.name.clone(), t.shallow_clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn forward_inner(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, ModelError> {
         let ids = ids.f_to_device(self.device)?;
         let mask = match mask {
             Some(m) => Some(m.f_to_device(self.device)?),

@@ -1,4 +1,4 @@
-//! # swift-train: the trainer's model-independent parts
+//! # swift-train: the trainer
 //!
 //! * [`schedule`]: learning-rate schedules (cosine, linear, constant) with warm-up, as
 //!   transformers' `get_scheduler` defines them.
@@ -7,13 +7,25 @@
 //! * [`run_dir`]: the run folder ms-swift users know: `output/<model>/v<N>-<timestamp>/` with
 //!   `args.json`, `logging.jsonl`, and `checkpoint-N/` folders that are written under a temporary
 //!   name and renamed, so a crash never leaves a half-written checkpoint that looks complete.
-//!
-//! The model-dependent parts (forward, tuners, optimiser) live with the model engine.
+//! * [`loss`]: shifted token cross-entropy times the loss scale, summed (normalised by the
+//!   caller over the labelled tokens of the whole accumulated step).
+//! * [`optim`]: AdamW over the trainable tensors only, gradient-norm clipping.
+//! * [`lora`]: LoRA adapters as swift-model `LinearHook`s on linear slots; PEFT-layout save/load.
+//! * [`trainer`]: the loop (epochs, shuffling, accumulation, logging, checkpoints).
 
+pub mod checkpoint;
 pub mod collate;
+pub mod lora;
+pub mod loss;
+pub mod optim;
 pub mod run_dir;
 pub mod schedule;
+pub mod trainer;
 
+pub use checkpoint::{save_safetensors, TrainError};
 pub use collate::{Batch, Collator, EncodedRow};
+pub use lora::{Lora, LoraConfig};
+pub use optim::{AdamW, AdamWConfig};
 pub use run_dir::{CheckpointWriter, RunDir, RunDirError};
 pub use schedule::{LrSchedule, ScheduleKind};
+pub use trainer::{train, StepInfo, TrainConfig, TrainHooks, TrainSummary};

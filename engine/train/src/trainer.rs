@@ -1,0 +1,380 @@
+//! The training loop: epochs over encoded rows (shuffled per epoch from the seed), padded
+//! micro-batches, gradient accumulation with the loss normalised over the labelled tokens of the
+//! whole optimiser step, clipping, AdamW with a warm-up schedule, `logging.jsonl` records, and
+//! checkpoints written atomically every `save_steps` and at the end.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::json;
+use swift_model::LoadedModel;
+use tch::{Kind, Tensor};
+
+use crate::checkpoint::TrainError;
+use crate::collate::{Batch, Collator, EncodedRow};
+use crate::loss::{shifted_label_count, token_loss};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::run_dir::RunDir;
+use crate::schedule::{LrSchedule, ScheduleKind};
+
+/// Everything the loop needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub learning_rate: f64,
+    pub lr_scheduler: ScheduleKind,
+    pub warmup_ratio: f64,
+    pub warmup_steps: Option<u64>,
+    pub num_train_epochs: f64,
+    /// Overrides the epochs when given.
+    pub max_steps: Option<u64>,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// 0 turns clipping off.
+    pub max_grad_norm: f64,
+    pub adamw: AdamWConfig,
+    pub seed: u64,
+    pub shuffle: bool,
+    pub logging_steps: u64,
+    pub save_steps: u64,
+    pub save_total_limit: Option<usize>,
+    pub pad_id: u32,
+}
+
+/// One optimiser step's figures (as logged).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepInfo {
+    pub step: u64,
+    pub total_steps: u64,
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub learning_rate: f64,
+    pub token_acc: f64,
+    pub epoch: f64,
+    pub step_time: f64,
+    /// Non-padding input tokens of the step.
+    pub tokens: usize,
+}
+
+/// What the caller plugs into the loop: progress display and checkpoint contents.
+pub trait TrainHooks {
+    /// Called after every optimiser step.
+    fn on_step(&mut self, info: &StepInfo);
+    /// Writes a checkpoint's files into `dir` (the loop makes it appear atomically).
+    fn save(&mut self, step: u64, dir: &Path) -> Result<(), TrainError>;
+}
+
+/// The run's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub losses: Vec<f64>,
+    pub seconds: f64,
+    pub tokens: usize,
+    pub last_checkpoint: Option<std::path::PathBuf>,
+}
+
+/// Optimiser steps for `rows` rows: ⌈⌈rows / batch⌉ / accumulation⌉ per epoch.
+pub fn steps_per_epoch(rows: usize, batch_size: usize, grad_accum: usize) -> u64 {
+    let batches = rows.div_ceil(batch_size.max(1));
+    batches.div_ceil(grad_accum.max(1)).max(1) as u64
+}
+
+/// A permutation of `0..n` from `seed` (SplitMix64 + Fisher–Yates).
+pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// The micro-batches of every optimiser step, in order, as row indices.
+fn plan(rows: usize, cfg: &TrainConfig, total_steps: u64) -> Vec<Vec<Vec<usize>>> {
+    let per_epoch = steps_per_epoch(rows, cfg.batch_size, cfg.grad_accum);
+    let mut steps = Vec::new();
+    let mut epoch = 0u64;
+    while (steps.len() as u64) < total_steps && rows > 0 {
+        let order = if cfg.shuffle {
+            shuffled(rows, cfg.seed.wrapping_add(epoch))
+        } else {
+            (0..rows).collect()
+        };
+        let micro: Vec<Vec<usize>> = order
+            .chunks(cfg.batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect();
+        for group in micro.chunks(cfg.grad_accum.max(1)) {
+            if steps.len() as u64 >= total_steps {
+                break;
+            }
+            steps.push(group.to_vec());
+        }
+        debug_assert!(steps.len() as u64 <= (epoch + 1) * per_epoch);
+        epoch += 1;
+    }
+    steps
+}
+
+fn tensors(
+    batch: &Batch,
+    device: tch::Device,
+) -> Result<(Tensor, Tensor, Tensor, Tensor), TrainError> {
+    let shape = [batch.batch as i64, batch.seq_len as i64];
+    let ids = Tensor::from_slice(&batch.input_ids)
+        .f_view(shape)?
+        .f_to_device(device)?;
+    let labels = Tensor::from_slice(&batch.labels)
+        .f_view(shape)?
+        .f_to_device(device)?;
+    let scale = Tensor::from_slice(&batch.loss_scale)
+        .f_view(shape)?
+        .f_to_device(device)?;
+    let mask = Tensor::from_slice(&batch.attention_mask)
+        .f_view(shape)?
+        .f_to_device(device)?;
+    Ok((ids, labels, scale, mask))
+}
+
+/// Peak resident memory of this process in MiB (Linux), for the log.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The outcome of one optimiser step.
+pub struct StepOutcome {
+    /// Σ scale·CE / labelled tokens of the step.
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+    pub labelled: i64,
+    pub correct: i64,
+}
+
+/// One optimiser step over `micro` batches: forward and backward each (loss divided by the
+/// labelled tokens of all of them), clip, update with `lr`, clear the gradients.
+pub fn train_step(
+    model: &LoadedModel,
+    opt: &mut AdamW,
+    micro: &[Batch],
+    lr: f64,
+    max_grad_norm: f64,
+) -> Result<StepOutcome, TrainError> {
+    let labelled: i64 = micro
+        .iter()
+        .map(|b| shifted_label_count(&b.labels, b.batch, b.seq_len))
+        .sum();
+    let denom = labelled.max(1) as f64;
+    let (mut loss, mut correct, mut tokens) = (0.0f64, 0i64, 0usize);
+    for b in micro {
+        let (ids, labels, scale, mask) = tensors(b, model.device())?;
+        let padded = b.attention_mask.iter().any(|&m| m == 0);
+        let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
+        let logits = model.logits_train(&hidden)?;
+        let tl = token_loss(&logits, &labels, &scale)?;
+        let part = tl.sum.f_div_scalar(denom)?;
+        loss += f64::try_from(part.f_detach()?.f_to_kind(Kind::Double)?)?;
+        part.f_backward()?;
+        correct += tl.correct;
+        tokens += b.num_tokens;
+    }
+    let grad_norm = opt.clip_grad_norm(max_grad_norm)?;
+    opt.step(lr)?;
+    opt.zero_grad();
+    Ok(StepOutcome {
+        loss,
+        grad_norm,
+        tokens,
+        labelled,
+        correct,
+    })
+}
+
+/// Trains the `trainable` tensors of `model` on `rows`.
+pub fn train(
+    model: &LoadedModel,
+    rows: &[EncodedRow],
+    trainable: &[(String, Tensor)],
+    cfg: &TrainConfig,
+    run: &mut RunDir,
+    hooks: &mut dyn TrainHooks,
+) -> Result<TrainSummary, TrainError> {
+    if rows.is_empty() {
+        return Err(TrainError::Config("the training set has no rows".into()));
+    }
+    if trainable.is_empty() {
+        return Err(TrainError::Config(
+            "nothing to train: no trainable tensors".into(),
+        ));
+    }
+    let per_epoch = steps_per_epoch(rows.len(), cfg.batch_size, cfg.grad_accum);
+    let total_steps = cfg
+        .max_steps
+        .filter(|&s| s > 0)
+        .unwrap_or_else(|| ((cfg.num_train_epochs * per_epoch as f64).ceil() as u64).max(1));
+    let schedule = LrSchedule::new(
+        cfg.lr_scheduler,
+        cfg.learning_rate,
+        total_steps,
+        cfg.warmup_steps,
+        cfg.warmup_ratio,
+    );
+    let mut opt = AdamW::new(trainable, cfg.adamw)?;
+    let collator = Collator {
+        pad_id: cfg.pad_id,
+        packing: false,
+        max_length: usize::MAX,
+    };
+    let steps = plan(rows.len(), cfg, total_steps);
+    let started = Instant::now();
+    let mut summary = TrainSummary {
+        steps: 0,
+        losses: Vec::new(),
+        seconds: 0.0,
+        tokens: 0,
+        last_checkpoint: None,
+    };
+    // Accumulated between log records.
+    let (mut w_loss, mut w_steps, mut w_correct, mut w_labelled, mut w_time, mut w_tokens) =
+        (0.0f64, 0u64, 0i64, 0i64, 0.0f64, 0usize);
+    for (i, group) in steps.iter().enumerate() {
+        let step = i as u64 + 1;
+        let t0 = Instant::now();
+        let micro: Vec<Batch> = group
+            .iter()
+            .map(|idx| {
+                let chosen: Vec<EncodedRow> = idx.iter().map(|&k| rows[k].clone()).collect();
+                collator.pad(&chosen)
+            })
+            .collect();
+        let lr = schedule.lr(i as u64);
+        let out = train_step(model, &mut opt, &micro, lr, cfg.max_grad_norm)?;
+        if !out.loss.is_finite() {
+            return Err(TrainError::Step(format!(
+                "step {step}: the loss is {} (try a lower --learning_rate)",
+                out.loss
+            )));
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        let info = StepInfo {
+            step,
+            total_steps,
+            loss: out.loss,
+            grad_norm: out.grad_norm,
+            learning_rate: lr,
+            token_acc: out.correct as f64 / out.labelled.max(1) as f64,
+            epoch: step as f64 / per_epoch as f64,
+            step_time: dt,
+            tokens: out.tokens,
+        };
+        summary.losses.push(out.loss);
+        summary.tokens += out.tokens;
+        summary.steps = step;
+        hooks.on_step(&info);
+        w_loss += out.loss;
+        w_steps += 1;
+        w_correct += out.correct;
+        w_labelled += out.labelled;
+        w_time += dt;
+        w_tokens += out.tokens;
+        let last = step == total_steps;
+        if step % cfg.logging_steps.max(1) == 0 || last || step == 1 {
+            let elapsed = started.elapsed().as_secs_f64();
+            let mut rec = json!({
+                "loss": w_loss / w_steps as f64,
+                "grad_norm": out.grad_norm,
+                "learning_rate": lr,
+                "token_acc": w_correct as f64 / w_labelled.max(1) as f64,
+                "epoch": info.epoch,
+                "step": step,
+                "global_step/max_steps": format!("{step}/{total_steps}"),
+                "step_time": w_time / w_steps as f64,
+                "tokens_per_sec": w_tokens as f64 / w_time.max(1e-9),
+                "elapsed_time": elapsed,
+                "remaining_time": elapsed / step as f64 * (total_steps - step) as f64,
+            });
+            if let Some(m) = peak_rss_mib() {
+                rec["memory_mib"] = json!(m);
+            }
+            run.log(&rec)?;
+            (w_loss, w_steps, w_correct, w_labelled, w_time, w_tokens) = (0.0, 0, 0, 0, 0.0, 0);
+        }
+        if (cfg.save_steps > 0 && step % cfg.save_steps == 0) || last {
+            let w = run.begin_checkpoint(step)?;
+            hooks.save(step, w.dir())?;
+            summary.last_checkpoint = Some(w.commit()?);
+            if let Some(limit) = cfg.save_total_limit {
+                run.rotate(limit.max(1))?;
+            }
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    let n = summary.losses.len().max(1) as f64;
+    run.log(&json!({
+        "train_runtime": summary.seconds,
+        "train_loss": summary.losses.iter().sum::<f64>() / n,
+        "train_steps": summary.steps,
+        "train_tokens": summary.tokens,
+        "train_tokens_per_sec": summary.tokens as f64 / summary.seconds.max(1e-9),
+        "memory_mib": peak_rss_mib(),
+    }))?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(batch: usize, accum: usize, shuffle: bool) -> TrainConfig {
+        TrainConfig {
+            learning_rate: 1e-4,
+            lr_scheduler: ScheduleKind::Constant,
+            warmup_ratio: 0.0,
+            warmup_steps: None,
+            num_train_epochs: 1.0,
+            max_steps: None,
+            batch_size: batch,
+            grad_accum: accum,
+            max_grad_norm: 1.0,
+            adamw: AdamWConfig::default(),
+            seed: 42,
+            shuffle,
+            logging_steps: 1,
+            save_steps: 0,
+            save_total_limit: None,
+            pad_id: 0,
+        }
+    }
+
+    #[test]
+    fn step_counts_and_plans() {
+        assert_eq!(steps_per_epoch(16, 4, 1), 4);
+        assert_eq!(steps_per_epoch(17, 4, 2), 3);
+        let p = plan(5, &cfg(2, 2, false), 3);
+        assert_eq!(
+            p,
+            vec![
+                vec![vec![0, 1], vec![2, 3]],
+                vec![vec![4]],
+                vec![vec![0, 1], vec![2, 3]]
+            ]
+        );
+        let s = shuffled(10, 7);
+        let mut sorted = s.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_ne!(s, (0..10).collect::<Vec<_>>());
+        assert_eq!(s, shuffled(10, 7), "same seed, same order");
+    }
+}

@@ -1,0 +1,582 @@
+//! `swift sft` and `swift pt`: fine-tune a model (LoRA or full) on datasets.
+//!
+//! Settings come from flags (ms-swift's names), `--config FILE` and `SWIFT_*` variables
+//! (`crate::config::layered`). The tuner is resolved by name in the tuner registry
+//! (`swift list tuners`); the registered tuner picks the slots (`--target_modules`), and the
+//! trainer (swift-train) attaches the adapter tensors for the registered names `lora` and `full`.
+//! `pt` trains on every token of each row; `sft` on the answer tokens the template marks, times
+//! their loss scale.
+//!
+//! The run folder (`--output_dir`, default `output/<model>/v<N>-<timestamp>/`) gets `args.json`
+//! (every resolved setting and the loaded plugins), `logging.jsonl` and `checkpoint-N/` folders
+//! (PEFT layout for LoRA; model.safetensors + config + tokenizer files for full training), each
+//! with a copy of `args.json` so `swift infer --adapters CKPT` finds the model and template.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use swift_data::{open_datasets, DatasetOptions};
+use swift_plugin_api::model::SlotKind;
+use swift_template::{EncodeOptions, Encoder, LossScale, RenderOptions};
+use swift_train::{
+    save_safetensors, AdamWConfig, EncodedRow, Lora, LoraConfig, RunDir, StepInfo, TrainConfig,
+    TrainError, TrainHooks,
+};
+
+use crate::cli::parse_bool;
+use crate::commands::infer::ModelBundle;
+use crate::config::{layered, GlobalSettings};
+
+/// Flags of `swift sft` / `swift pt` (every one optional here: defaults live in [`SftSettings`]).
+#[derive(Debug, Args, Serialize, Default)]
+pub struct SftArgs {
+    /// A model folder (config.json, *.safetensors, tokenizer.json) or a .gguf file.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// The model family (`swift list models`); default: from config.json.
+    #[arg(long = "model-type")]
+    pub model_type: Option<String>,
+    /// The chat template; default: the tokenizer's chat_template, else the family's.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// System message (replaces the template's default).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Datasets (files or registered names, NAME#N samples N rows). Repeatable.
+    #[arg(long, num_args = 1..)]
+    pub dataset: Vec<String>,
+    #[arg(long = "max-length")]
+    pub max_length: Option<usize>,
+    /// delete, left or right.
+    #[arg(long = "truncation-strategy")]
+    pub truncation_strategy: Option<String>,
+    #[arg(long = "loss-scale")]
+    pub loss_scale: Option<String>,
+    /// lora or full (`swift list tuners`); `--train_type` is the old name.
+    #[arg(long = "tuner-type", alias = "train-type")]
+    pub tuner_type: Option<String>,
+    #[arg(long = "lora-rank")]
+    pub lora_rank: Option<i64>,
+    #[arg(long = "lora-alpha")]
+    pub lora_alpha: Option<f64>,
+    #[arg(long = "lora-dropout")]
+    pub lora_dropout: Option<f64>,
+    /// all-linear (every linear slot but the output projection) or slot names (q_proj, ...).
+    #[arg(long = "target-modules", num_args = 1..)]
+    pub target_modules: Vec<String>,
+    #[arg(long = "learning-rate")]
+    pub learning_rate: Option<f64>,
+    /// cosine, linear or constant.
+    #[arg(long = "lr-scheduler-type")]
+    pub lr_scheduler_type: Option<String>,
+    #[arg(long = "warmup-ratio")]
+    pub warmup_ratio: Option<f64>,
+    #[arg(long = "warmup-steps")]
+    pub warmup_steps: Option<u64>,
+    #[arg(long = "num-train-epochs")]
+    pub num_train_epochs: Option<f64>,
+    /// Overrides --num_train_epochs.
+    #[arg(long = "max-steps")]
+    pub max_steps: Option<u64>,
+    #[arg(long = "per-device-train-batch-size")]
+    pub per_device_train_batch_size: Option<usize>,
+    #[arg(long = "gradient-accumulation-steps")]
+    pub gradient_accumulation_steps: Option<usize>,
+    /// 0 turns clipping off.
+    #[arg(long = "max-grad-norm")]
+    pub max_grad_norm: Option<f64>,
+    #[arg(long = "weight-decay")]
+    pub weight_decay: Option<f64>,
+    #[arg(long = "adam-beta1")]
+    pub adam_beta1: Option<f64>,
+    #[arg(long = "adam-beta2")]
+    pub adam_beta2: Option<f64>,
+    #[arg(long = "adam-epsilon")]
+    pub adam_epsilon: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Seed of NAME#N sampling.
+    #[arg(long = "data-seed")]
+    pub data_seed: Option<u64>,
+    /// Shuffle the rows once they are read (default true).
+    #[arg(long = "dataset-shuffle", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub dataset_shuffle: Option<bool>,
+    /// Reshuffle every epoch (default true).
+    #[arg(long = "train-dataloader-shuffle", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub train_dataloader_shuffle: Option<bool>,
+    #[arg(long = "logging-steps")]
+    pub logging_steps: Option<u64>,
+    #[arg(long = "save-steps")]
+    pub save_steps: Option<u64>,
+    #[arg(long = "save-total-limit")]
+    pub save_total_limit: Option<usize>,
+    #[arg(long = "output-dir")]
+    pub output_dir: Option<PathBuf>,
+    /// Fills {{name}} in datasets such as `identity`.
+    #[arg(long = "model-name")]
+    pub model_name: Option<String>,
+    /// Fills {{author}} in datasets such as `identity`.
+    #[arg(long = "model-author")]
+    pub model_author: Option<String>,
+    /// float32, bfloat16 or float16.
+    #[arg(long = "torch-dtype")]
+    pub torch_dtype: Option<String>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Skip (and count) malformed rows and rows that fail to encode.
+    #[arg(long = "skip-bad-rows", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub skip_bad_rows: Option<bool>,
+}
+
+/// Every setting, with ms-swift's defaults (where it has hidden ones, see shared/PEER.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SftSettings {
+    pub model: Option<PathBuf>,
+    pub model_type: Option<String>,
+    pub template: Option<String>,
+    pub system: Option<String>,
+    pub dataset: Vec<String>,
+    pub max_length: usize,
+    pub truncation_strategy: String,
+    pub loss_scale: String,
+    pub tuner_type: String,
+    pub lora_rank: i64,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    pub target_modules: Vec<String>,
+    /// Default: 1e-4 for adapters, 1e-5 for full training.
+    pub learning_rate: Option<f64>,
+    pub lr_scheduler_type: String,
+    pub warmup_ratio: f64,
+    pub warmup_steps: Option<u64>,
+    pub num_train_epochs: f64,
+    pub max_steps: Option<u64>,
+    pub per_device_train_batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub max_grad_norm: f64,
+    pub weight_decay: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_epsilon: f64,
+    pub seed: u64,
+    pub data_seed: Option<u64>,
+    pub dataset_shuffle: bool,
+    pub train_dataloader_shuffle: bool,
+    pub logging_steps: u64,
+    pub save_steps: u64,
+    pub save_total_limit: Option<usize>,
+    pub output_dir: Option<PathBuf>,
+    pub model_name: Option<String>,
+    pub model_author: Option<String>,
+    pub torch_dtype: Option<String>,
+    pub device: String,
+    pub skip_bad_rows: bool,
+}
+
+impl Default for SftSettings {
+    fn default() -> Self {
+        Self {
+            model: None,
+            model_type: None,
+            template: None,
+            system: None,
+            dataset: Vec::new(),
+            max_length: 2048,
+            truncation_strategy: "delete".into(),
+            loss_scale: "default".into(),
+            tuner_type: "lora".into(),
+            lora_rank: 8,
+            lora_alpha: 32.0,
+            lora_dropout: 0.05,
+            target_modules: vec!["all-linear".into()],
+            learning_rate: None,
+            lr_scheduler_type: "cosine".into(),
+            warmup_ratio: 0.0,
+            warmup_steps: None,
+            num_train_epochs: 3.0,
+            max_steps: None,
+            per_device_train_batch_size: 1,
+            gradient_accumulation_steps: 1,
+            max_grad_norm: 1.0,
+            weight_decay: 0.1,
+            adam_beta1: 0.9,
+            adam_beta2: 0.95,
+            adam_epsilon: 1e-8,
+            seed: 42,
+            data_seed: None,
+            dataset_shuffle: true,
+            train_dataloader_shuffle: true,
+            logging_steps: 5,
+            save_steps: 500,
+            save_total_limit: None,
+            output_dir: None,
+            model_name: None,
+            model_author: None,
+            torch_dtype: None,
+            device: "auto".into(),
+            skip_bad_rows: false,
+        }
+    }
+}
+
+/// The flags the user gave, as a JSON object (unset flags and empty lists left out).
+fn given_flags(args: &SftArgs) -> Result<Value> {
+    let Value::Object(m) = serde_json::to_value(args)? else {
+        bail!("flags did not serialise to an object");
+    };
+    Ok(Value::Object(
+        m.into_iter()
+            .filter(|(_, v)| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+            .collect(),
+    ))
+}
+
+/// `swift sft` (`pretrain = false`) or `swift pt` (`pretrain = true`).
+pub fn run(
+    args: &SftArgs,
+    global: &crate::cli::GlobalArgs,
+    settings: &GlobalSettings,
+    pretrain: bool,
+) -> Result<()> {
+    let s: SftSettings = layered(global.config.as_deref(), given_flags(args)?)?;
+    let command = if pretrain { "pt" } else { "sft" };
+    let Some(model_path) = s.model.clone() else {
+        bail!("pass --model DIR (a Hugging Face model folder or a .gguf file)");
+    };
+    if s.dataset.is_empty() {
+        bail!("pass --dataset SPEC (a file or a registered dataset name, optionally NAME#N; `swift list datasets`)");
+    }
+    let report = crate::plugins::load(settings)?;
+    let regs = &report.registries;
+    let tuner_entry = regs.tuners.resolve(&s.tuner_type)?;
+    let tuner_name = tuner_entry.record.name.clone();
+    let tuner = tuner_entry
+        .imp
+        .clone()
+        .ok_or_else(|| anyhow!("tuner `{tuner_name}` has no behaviour"))?;
+    let device_name = s.device.clone();
+    let bundle = ModelBundle::load(
+        &model_path,
+        s.model_type.as_deref(),
+        s.torch_dtype.as_deref(),
+        &device_name,
+        regs,
+    )?;
+    let template = bundle.template(regs, s.template.as_deref())?;
+    let template_name = template.name.clone();
+    let ModelBundle {
+        dir: model_dir,
+        family,
+        mut model,
+        tokenizer,
+        ..
+    } = bundle;
+
+    // Data: read, encode, keep in memory.
+    let loss_scale = LossScale::parse(&s.loss_scale)?;
+    let options = EncodeOptions {
+        render: RenderOptions {
+            generation_prompt: false,
+            system: s.system.clone(),
+            enable_thinking: None,
+        },
+        max_length: Some(s.max_length),
+        truncation: s.truncation_strategy.parse()?,
+        loss_scale,
+    };
+    let encoder = Encoder::new(template, tokenizer, options)?;
+    let mut data_opts = DatasetOptions {
+        skip_bad_rows: s.skip_bad_rows,
+        model_name: s.model_name.clone(),
+        model_author: s.model_author.clone(),
+        ..Default::default()
+    };
+    if let Some(seed) = s.data_seed {
+        data_opts.data_seed = seed;
+    }
+    let mut rows: Vec<EncodedRow> = Vec::new();
+    let (mut deleted, mut failed) = (0usize, 0usize);
+    for item in open_datasets(&s.dataset, regs, &data_opts)? {
+        let item = item?;
+        match encoder.encode(&item.row) {
+            Ok(Some(e)) => {
+                let mut row = EncodedRow {
+                    labels: e.labels,
+                    loss_scale: e.loss_scale,
+                    input_ids: e.input_ids,
+                };
+                if pretrain {
+                    row.labels = row.input_ids.iter().map(|&t| t as i64).collect();
+                    row.loss_scale = vec![1.0; row.input_ids.len()];
+                }
+                if row.labels.iter().skip(1).any(|&l| l != -100) {
+                    rows.push(row);
+                } else {
+                    deleted += 1;
+                }
+            }
+            Ok(None) => deleted += 1,
+            Err(e) if s.skip_bad_rows => {
+                tracing::warn!("skipped row at {}:{}: {e}", item.file.display(), item.line);
+                failed += 1;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("row at {}:{}", item.file.display(), item.line))
+            }
+        }
+    }
+    if rows.is_empty() {
+        bail!("no trainable rows: {deleted} rows were longer than --max_length {} or had nothing to train (use --truncation_strategy right), {failed} failed", s.max_length);
+    }
+    if s.dataset_shuffle {
+        let order = swift_train::trainer::shuffled(rows.len(), s.seed);
+        let mut shuffled: Vec<EncodedRow> = Vec::with_capacity(rows.len());
+        for i in order {
+            shuffled.push(std::mem::replace(
+                &mut rows[i],
+                EncodedRow {
+                    input_ids: vec![],
+                    labels: vec![],
+                    loss_scale: vec![],
+                },
+            ));
+        }
+        rows = shuffled;
+    }
+    let tokens: usize = rows.iter().map(|r| r.input_ids.len()).sum();
+    tracing::info!(
+        "{} rows encoded with template `{template_name}` ({tokens} tokens){}{}",
+        rows.len(),
+        if deleted > 0 {
+            format!(
+                "; {deleted} rows dropped (too long for --max_length {} or nothing to train)",
+                s.max_length
+            )
+        } else {
+            String::new()
+        },
+        if failed > 0 {
+            format!("; {failed} rows failed to encode")
+        } else {
+            String::new()
+        }
+    );
+
+    // The tuner.
+    tch::manual_seed(s.seed as i64);
+    let layout = model.layout().clone();
+    let linear: Vec<String> = layout
+        .slots
+        .iter()
+        .filter(|sl| sl.kind == SlotKind::Linear)
+        .map(|sl| sl.name.clone())
+        .collect();
+    let targets = tuner
+        .targets(
+            &json!({"target_modules": s.target_modules, "output_slot": layout.output_slot}),
+            &linear,
+        )
+        .map_err(|e| anyhow!("tuner `{tuner_name}`: {e}"))?;
+    let (adapter, trainable) = match tuner_name.as_str() {
+        "lora" => {
+            if s.lora_rank <= 0 {
+                bail!("--lora_rank must be positive, got {}", s.lora_rank);
+            }
+            let lora = Lora::attach(
+                &mut model,
+                &targets,
+                LoraConfig {
+                    r: s.lora_rank,
+                    alpha: s.lora_alpha,
+                    dropout: s.lora_dropout,
+                    use_rslora: false,
+                },
+            )?;
+            let t = lora.named_tensors();
+            (Some(lora), t)
+        }
+        "full" => (None, model.make_trainable(&|_| true)?),
+        other => bail!(
+            "tuner `{other}` ({}) is registered, but this build's trainer has no adapter tensors for it (it knows lora and full)",
+            tuner_entry.provenance
+        ),
+    };
+    let n_train: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
+    let n_total = model.num_parameters() + if adapter.is_some() { n_train } else { 0 };
+    tracing::info!(
+        "tuner `{tuner_name}` on {} slots: {n_train} trainable parameters of {n_total} ({:.4}%)",
+        targets.len(),
+        100.0 * n_train as f64 / n_total.max(1) as f64
+    );
+
+    // The run folder.
+    let model_label = model_dir
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let mut run = RunDir::open(s.output_dir.as_deref(), Path::new("output"), &model_label)?;
+    let learning_rate = s
+        .learning_rate
+        .unwrap_or(if tuner_name == "full" { 1e-5 } else { 1e-4 });
+    let abs_model = std::fs::canonicalize(&model_dir).unwrap_or(model_dir.clone());
+    let mut args_json = serde_json::to_value(&s)?;
+    args_json["command"] = json!(command);
+    args_json["model"] = json!(abs_model);
+    args_json["model_type"] = json!(family);
+    args_json["template"] = json!(template_name);
+    args_json["tuner_type"] = json!(tuner_name);
+    args_json["learning_rate"] = json!(learning_rate);
+    args_json["torch_dtype"] = json!(swift_model::dtype_name(model.kind()));
+    args_json["device"] = json!(format!("{:?}", model.device()));
+    args_json["target_slots"] = json!(targets.len());
+    args_json["trainable_parameters"] = json!(n_train);
+    args_json["train_rows"] = json!(rows.len());
+    args_json["plugins"] = json!(report
+        .plugins
+        .iter()
+        .map(|p| json!({"name": p.name, "version": p.version, "path": p.path, "sha256": p.sha256}))
+        .collect::<Vec<_>>());
+    args_json["output_dir"] = json!(run.path());
+    run.write_args(&args_json)?;
+    tracing::info!("run folder: {}", run.path().display());
+
+    let cfg = TrainConfig {
+        learning_rate,
+        lr_scheduler: s
+            .lr_scheduler_type
+            .parse()
+            .map_err(|e: String| anyhow!(e))?,
+        warmup_ratio: s.warmup_ratio,
+        warmup_steps: s.warmup_steps,
+        num_train_epochs: s.num_train_epochs,
+        max_steps: s.max_steps,
+        batch_size: s.per_device_train_batch_size.max(1),
+        grad_accum: s.gradient_accumulation_steps.max(1),
+        max_grad_norm: s.max_grad_norm,
+        adamw: AdamWConfig {
+            beta1: s.adam_beta1,
+            beta2: s.adam_beta2,
+            eps: s.adam_epsilon,
+            weight_decay: s.weight_decay,
+        },
+        seed: s.seed,
+        shuffle: s.train_dataloader_shuffle,
+        logging_steps: s.logging_steps.max(1),
+        save_steps: s.save_steps,
+        save_total_limit: s.save_total_limit,
+        pad_id: 0,
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(command);
+    let mut hooks = Hooks {
+        bar: bar.clone(),
+        lora: adapter.as_ref(),
+        model: &model,
+        model_dir: &model_dir,
+        base_name: abs_model.to_string_lossy().into_owned(),
+        linear: &linear,
+        args_path: run.path().join("args.json"),
+        logging_steps: cfg.logging_steps,
+    };
+    if let Some(l) = &adapter {
+        l.set_training(true);
+    }
+    let summary = swift_train::train(&model, &rows, &trainable, &cfg, &mut run, &mut hooks)?;
+    bar.finish_and_clear();
+    let first = summary.losses.first().copied().unwrap_or(f64::NAN);
+    let last = summary.losses.last().copied().unwrap_or(f64::NAN);
+    eprintln!(
+        "{command}: {} steps in {:.1}s ({:.2} s/step, {:.0} tokens/s); loss {first:.4} -> {last:.4}",
+        summary.steps,
+        summary.seconds,
+        summary.seconds / summary.steps.max(1) as f64,
+        summary.tokens as f64 / summary.seconds.max(1e-9)
+    );
+    if let Some(c) = &summary.last_checkpoint {
+        eprintln!("last checkpoint: {}", c.display());
+        println!("{}", c.display());
+    }
+    Ok(())
+}
+
+struct Hooks<'a> {
+    bar: indicatif::ProgressBar,
+    lora: Option<&'a Lora>,
+    model: &'a swift_model::LoadedModel,
+    model_dir: &'a Path,
+    base_name: String,
+    linear: &'a [String],
+    args_path: PathBuf,
+    logging_steps: u64,
+}
+
+impl TrainHooks for Hooks<'_> {
+    fn on_step(&mut self, info: &StepInfo) {
+        self.bar.set_length(info.total_steps);
+        self.bar.set_position(info.step);
+        self.bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.2}s/step",
+            info.loss, info.learning_rate, info.step_time
+        ));
+        if info.step % self.logging_steps == 0 || info.step == 1 || info.step == info.total_steps {
+            self.bar.suspend(|| {
+                tracing::info!(
+                    "step {}/{}: loss {:.4}, grad_norm {:.4}, lr {:.3e}, token_acc {:.3}, epoch {:.2}, {:.2}s/step, {:.0} tokens/s",
+                    info.step,
+                    info.total_steps,
+                    info.loss,
+                    info.grad_norm,
+                    info.learning_rate,
+                    info.token_acc,
+                    info.epoch,
+                    info.step_time,
+                    info.tokens as f64 / info.step_time.max(1e-9)
+                )
+            });
+        }
+    }
+
+    fn save(&mut self, _step: u64, dir: &Path) -> Result<(), TrainError> {
+        let copy = |from: &Path, name: &str| -> Result<(), TrainError> {
+            if from.is_file() {
+                std::fs::copy(from, dir.join(name)).map_err(|e| TrainError::Io {
+                    path: from.to_path_buf(),
+                    source: e,
+                })?;
+            }
+            Ok(())
+        };
+        copy(&self.args_path, "args.json")?;
+        match self.lora {
+            Some(l) => l.save(dir, &self.base_name, self.linear),
+            None => {
+                save_safetensors(&dir.join("model.safetensors"), &self.model.state_dict()?)?;
+                for f in [
+                    "config.json",
+                    "generation_config.json",
+                    "tokenizer.json",
+                    "tokenizer_config.json",
+                    "special_tokens_map.json",
+                    "vocab.json",
+                    "merges.txt",
+                ] {
+                    copy(&self.model_dir.join(f), f)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

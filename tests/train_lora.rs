@@ -1,0 +1,1 @@
+//! LoRA training end to end (filled below).
