@@ -35,8 +35,12 @@ use crate::config::GlobalSettings;
 #[derive(Debug, Args)]
 pub struct InferArgs {
     /// A model folder (config.json, *.safetensors, tokenizer.json) or a .gguf file.
-    #[arg(long, value_name = "DIR|FILE.gguf")]
-    pub model: PathBuf,
+    #[arg(long, value_name = "DIR|FILE.gguf", required_unless_present = "adapters")]
+    pub model: Option<PathBuf>,
+    /// LoRA checkpoints (PEFT layout, e.g. `output/.../checkpoint-N` from `swift sft`); their
+    /// args.json supplies the model and template when --model / --template are not given.
+    #[arg(long, num_args = 1.., value_name = "CKPT")]
+    pub adapters: Vec<PathBuf>,
     /// The model family (`swift list models`); default: from config.json.
     #[arg(long = "model-type")]
     pub model_type: Option<String>,
@@ -322,20 +326,24 @@ fn eos_ids(dir: &Path, config: &Value, tok: &Tokenizer) -> Vec<i64> {
 pub fn run(args: &InferArgs, settings: &GlobalSettings) -> Result<()> {
     let report = crate::plugins::load(settings)?;
     let regs = &report.registries;
-    let bundle = ModelBundle::load(
-        &args.model,
+    // Adapters (swift sft checkpoints): model and template from their args.json.
+    let adapters = crate::commands::sft::Adapters::resolve(args.model.as_deref(), &args.adapters)?;
+    let mut bundle = ModelBundle::load(
+        &adapters.model,
         args.model_type.as_deref(),
         args.torch_dtype.as_deref(),
         &args.device,
         regs,
     )?;
+    adapters.attach(&mut bundle.model)?;
+    let template_name = args.template.clone().or(adapters.template.clone());
     if let Some(ids) = &args.debug_input_ids {
         return debug_logits(&bundle, ids, args.debug_greedy_tokens);
     }
     if let Some(file) = &args.nll_file {
         return nll(&bundle, file, args.nll_tokens);
     }
-    let template = bundle.template(regs, args.template.as_deref())?;
+    let template = bundle.template(regs, template_name.as_deref())?;
     let mut stop_words = template.stop_words.clone();
     stop_words.extend(args.stop_words.iter().cloned());
     let options = EncodeOptions {

@@ -580,3 +580,76 @@ impl TrainHooks for Hooks<'_> {
         }
     }
 }
+
+/// `swift infer --adapters CKPT...`: the checkpoints, and the model and template their
+/// `args.json` names (an explicit `--model` wins).
+pub struct Adapters {
+    pub model: PathBuf,
+    pub template: Option<String>,
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Adapters {
+    /// Reads the first checkpoint's `args.json` (or the run folder's, one level up).
+    pub fn resolve(model: Option<&Path>, dirs: &[PathBuf]) -> Result<Self> {
+        let mut args: Option<Value> = None;
+        if let Some(first) = dirs.first() {
+            if !first.join("adapter_config.json").is_file() {
+                bail!(
+                    "--adapters {}: not a LoRA checkpoint (no adapter_config.json)",
+                    first.display()
+                );
+            }
+            for p in [first.join("args.json"), first.join("../args.json")] {
+                if let Ok(text) = std::fs::read_to_string(&p) {
+                    args = Some(
+                        serde_json::from_str(&text)
+                            .with_context(|| format!("{} is not JSON", p.display()))?,
+                    );
+                    break;
+                }
+            }
+        }
+        let from_args = |k: &str| {
+            args.as_ref()
+                .and_then(|a| a.get(k))
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
+        let model = match model {
+            Some(m) => m.to_path_buf(),
+            None => match from_args("model").or_else(|| {
+                // PEFT's own record of the base model.
+                let cfg =
+                    std::fs::read_to_string(dirs.first()?.join("adapter_config.json")).ok()?;
+                serde_json::from_str::<Value>(&cfg).ok()?["base_model_name_or_path"]
+                    .as_str()
+                    .map(String::from)
+            }) {
+                Some(m) => PathBuf::from(m),
+                None => bail!("pass --model: the adapter's args.json does not name its base model"),
+            },
+        };
+        Ok(Self {
+            model,
+            template: from_args("template"),
+            dirs: dirs.to_vec(),
+        })
+    }
+
+    /// Attaches every checkpoint's LoRA weights to `model`.
+    pub fn attach(&self, model: &mut swift_model::LoadedModel) -> Result<()> {
+        for d in &self.dirs {
+            let lora =
+                Lora::load(model, d).with_context(|| format!("loading adapter {}", d.display()))?;
+            lora.set_training(false);
+            tracing::info!(
+                "adapter {}: LoRA r={} on {} slots",
+                d.display(),
+                lora.config.r,
+                lora.layers.len()
+            );
+        }
+        Ok(())
+    }
+}
