@@ -138,12 +138,13 @@ fn batched_generation_equals_one_by_one() {
         "Once upon a time there was",
     ];
     let data = write_dataset(work.path(), &queries);
-    let run = |batch: &str, out: &str| {
-        let out = work.path().join(out);
-        ok(swift(&[
+    let run = |family: &str, batch: &str, extra: &[&str]| {
+        let out = work.path().join(format!("{family}-{batch}.jsonl"));
+        let dir = model(family);
+        let mut args = vec![
             "infer",
             "--model",
-            model("qwen2").to_str().unwrap(),
+            dir.to_str().unwrap(),
             "--template",
             "chatml",
             "--val_dataset",
@@ -153,12 +154,15 @@ fn batched_generation_equals_one_by_one() {
             "--max_batch_size",
             batch,
             "--max_new_tokens",
-            "12",
-        ]));
+            "24",
+        ];
+        args.extend_from_slice(extra);
+        ok(swift(&args));
         read_results(&out)
     };
-    let one = run("1", "one.jsonl");
-    let four = run("4", "four.jsonl");
+    // Padding: prompts of different lengths share a batch.
+    let one = run("qwen2", "1", &[]);
+    let four = run("qwen2", "4", &[]);
     assert_eq!(one.len(), 4);
     for (a, b) in one.iter().zip(&four) {
         assert_eq!(a["response"], b["response"], "row {a}");
@@ -166,10 +170,27 @@ fn batched_generation_equals_one_by_one() {
     }
     assert_eq!(one[1]["labels"], "ref 1", "the reference answer is kept");
     assert_eq!(one[1]["messages"][0]["content"], queries[1]);
+    assert!(one[0]["prompt_tokens"].as_u64().unwrap() > 0);
+    // Rows that stop early (a stop word) leave the batch; the others carry on unchanged.
+    let one = run("qwen3", "1", &["--stop_words", "the"]);
+    let four = run("qwen3", "4", &["--stop_words", "the"]);
+    let lengths: Vec<u64> = one
+        .iter()
+        .map(|r| r["completion_tokens"].as_u64().unwrap())
+        .collect();
     assert!(
-        one[0]["prompt_tokens"].as_u64().unwrap() > 0
-            && one[0]["completion_tokens"].as_u64().unwrap() > 0
+        lengths.iter().any(|&n| n < 24) && lengths.iter().any(|&n| n != lengths[0]),
+        "{lengths:?}"
     );
+    assert!(one.iter().any(|r| r["finish_reason"] == "stop"));
+    for (a, b) in one.iter().zip(&four) {
+        assert_eq!(a["response"], b["response"], "row {a}");
+        assert_eq!(a["completion_tokens"], b["completion_tokens"]);
+        assert!(
+            !a["response"].as_str().unwrap().contains("the"),
+            "the stop word is cut: {a}"
+        );
+    }
 }
 
 #[test]

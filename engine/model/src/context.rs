@@ -57,6 +57,25 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Keeps only the rows at `rows` (indices into the current batch, in the new order): rows
+    /// that finished generating stop costing compute.
+    pub fn retain(&mut self, rows: &[i64]) -> Result<(), ModelError> {
+        let index = Tensor::from_slice(rows).f_to_device(self.next_pos.device())?;
+        for layer in self.layers.iter_mut() {
+            if let Some((k, v)) = layer.take() {
+                *layer = Some((k.f_index_select(0, &index)?, v.f_index_select(0, &index)?));
+            }
+        }
+        if let Some(k) = &self.key_valid {
+            let k = k.f_index_select(0, &index)?;
+            self.padded = !bool::try_from(k.f_all()?)?;
+            self.key_valid = Some(k);
+        }
+        self.next_pos = self.next_pos.f_index_select(0, &index)?;
+        self.batch = rows.len() as i64;
+        Ok(())
+    }
+
     pub(crate) fn begin(
         &mut self,
         ids: &Tensor,

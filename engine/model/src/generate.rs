@@ -143,12 +143,17 @@ pub fn generate(
             finish: FinishReason::Length,
         })
         .collect();
-    let mut done = vec![params.max_new_tokens == 0; b];
+    let mut done = vec![false; b];
+    if params.max_new_tokens == 0 {
+        return Ok(rows);
+    }
     let hidden = model.forward(&ids, mask.as_ref(), &mut cache)?;
     let mut logits = model.logits(&hidden.f_select(1, -1)?)?;
     let mut last = vec![0i64; b];
+    // Rows still generating, in cache order; finished rows leave the cache (and the batch).
+    let mut active: Vec<usize> = (0..b).collect();
     for _ in 0..params.max_new_tokens {
-        if done.iter().all(|d| *d) {
+        if active.is_empty() {
             break;
         }
         let host = logits
@@ -156,12 +161,9 @@ pub fn generate(
             .f_to_kind(Kind::Float)?
             .f_contiguous()?;
         let flat: Vec<f32> = Vec::<f32>::try_from(host.f_view([-1])?)?;
-        let vocab = flat.len() / b;
-        for r in 0..b {
-            if done[r] {
-                continue;
-            }
-            let mut row = flat[r * vocab..(r + 1) * vocab].to_vec();
+        let vocab = flat.len() / active.len();
+        for (i, &r) in active.iter().enumerate() {
+            let mut row = flat[i * vocab..(i + 1) * vocab].to_vec();
             let history = prompts[r].iter().chain(rows[r].tokens.iter());
             let tok = pick(&mut row, history, params, &mut rng);
             last[r] = tok;
@@ -190,10 +192,18 @@ pub fn generate(
                 done[r] = true;
             }
         }
-        if done.iter().all(|d| *d) {
+        let keep: Vec<i64> = (0..active.len() as i64)
+            .filter(|&i| !done[active[i as usize]])
+            .collect();
+        if keep.is_empty() {
             break;
         }
-        let next = Tensor::from_slice(&last).view([b as i64, 1]);
+        if keep.len() < active.len() {
+            cache.retain(&keep)?;
+            active = keep.iter().map(|&i| active[i as usize]).collect();
+        }
+        let next: Vec<i64> = active.iter().map(|&r| last[r]).collect();
+        let next = Tensor::from_slice(&next).view([active.len() as i64, 1]);
         let hidden = model.forward(&next, None, &mut cache)?;
         logits = model.logits(&hidden.f_select(1, -1)?)?;
     }
