@@ -35,7 +35,11 @@ use crate::config::GlobalSettings;
 #[derive(Debug, Args)]
 pub struct InferArgs {
     /// A model folder (config.json, *.safetensors, tokenizer.json) or a .gguf file.
-    #[arg(long, value_name = "DIR|FILE.gguf", required_unless_present = "adapters")]
+    #[arg(
+        long,
+        value_name = "DIR|FILE.gguf",
+        required_unless_present = "adapters"
+    )]
     pub model: Option<PathBuf>,
     /// LoRA checkpoints (PEFT layout, e.g. `output/.../checkpoint-N` from `swift sft`); their
     /// args.json supplies the model and template when --model / --template are not given.
@@ -91,6 +95,9 @@ pub struct InferArgs {
     /// Qwen3 thinking switch (templates that support it).
     #[arg(long = "enable-thinking", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub enable_thinking: Option<bool>,
+    /// The inference backend (`swift list backends`); `pt` is the built-in one.
+    #[arg(long = "infer-backend", default_value = "pt")]
+    pub infer_backend: String,
     #[arg(long = "debug-input-ids", hide = true)]
     pub debug_input_ids: Option<String>,
     #[arg(long = "debug-greedy-tokens", hide = true, default_value_t = 32)]
@@ -326,6 +333,13 @@ fn eos_ids(dir: &Path, config: &Value, tok: &Tokenizer) -> Vec<i64> {
 pub fn run(args: &InferArgs, settings: &GlobalSettings) -> Result<()> {
     let report = crate::plugins::load(settings)?;
     let regs = &report.registries;
+    let backend = regs.backends.resolve(&args.infer_backend)?;
+    if backend.record.name != "pt" {
+        bail!(
+            "--infer_backend {}: this swift generates with the built-in `pt` backend only",
+            backend.record.name
+        );
+    }
     // Adapters (swift sft checkpoints): model and template from their args.json.
     let adapters = crate::commands::sft::Adapters::resolve(args.model.as_deref(), &args.adapters)?;
     let mut bundle = ModelBundle::load(
@@ -534,7 +548,10 @@ fn batch(
         "generated_tokens_per_s": generated as f64 / secs.max(1e-9),
         "decode_tokens_per_s": decoded as f64 / decode_s.max(1e-9),
     });
-    tracing::info!("answered {rows} rows; results in {}; {summary}", out.display());
+    tracing::info!(
+        "answered {rows} rows; results in {}; {summary}",
+        out.display()
+    );
     Ok(())
 }
 
