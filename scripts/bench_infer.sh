@@ -26,6 +26,10 @@ with open(sys.argv[1], "w") as f:
     for q in qs:
         f.write(json.dumps({"messages": [{"role": "user", "content": q}]}) + "\n")
 PY
+# libtorch's OpenMP threads spin: with other work on the machine, figures collapse (use an idle
+# machine, or OMP_NUM_THREADS=1 when sharing it).
+load="$(cut -d' ' -f1 /proc/loadavg)"
+echo "load average before the run: $load (threads: ${OMP_NUM_THREADS:-libtorch default})"
 printf '%-9s %5s %10s %10s %10s %8s %9s\n' dtype batch prompt/s gen/s decode/s ttft_s rss_MiB
 for dtype in $DTYPES; do
   for bs in 1 8; do
