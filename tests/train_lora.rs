@@ -1,1 +1,532 @@
-//! LoRA training end to end (filled below).
+//! `swift sft` / `swift pt` end to end on the tiny random llama of tests/fixtures/models/ (fast)
+//! and, when `make setup` has fetched it, on SmolLM2-135M-Instruct:
+//!
+//! * the loss falls; the run folder holds args.json (with the loaded plugins), logging.jsonl and
+//!   a PEFT-layout checkpoint;
+//! * gradient accumulation over rows of unequal length equals one big batch (batch 4 vs 2×2 vs
+//!   1×4: same losses, same adapter weights), because the loss is normalised over the labelled
+//!   tokens of the whole optimiser step;
+//! * full fine-tuning writes a model folder `swift infer` loads;
+//! * Python peft loads the adapter with no missing or unexpected keys, and its logits equal
+//!   `swift infer --adapters`'s within 1e-4 (greedy tokens identical); prints "skipped: ..." when
+//!   the venv is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn tiny() -> PathBuf {
+    workspace_root().join("tests/fixtures/models/llama")
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("SWIFT_RS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
+        })
+}
+
+fn venv_python() -> Option<PathBuf> {
+    let p = cache().join("venv/bin/python");
+    if p.is_file() {
+        Some(p)
+    } else {
+        println!("skipped: {} is missing (run make setup)", p.display());
+        None
+    }
+}
+
+/// Ten chat rows of unequal lengths.
+fn dataset(dir: &Path) -> PathBuf {
+    let qa = [
+        ("hi", "hello there"),
+        ("what is two plus two", "four"),
+        ("name a color", "blue is a color"),
+        (
+            "say a long sentence about the weather today please",
+            "the weather today is sunny and warm with a light breeze from the west",
+        ),
+        ("ok", "fine"),
+    ];
+    let mut text = String::new();
+    for _ in 0..2 {
+        for (q, a) in qa {
+            text.push_str(
+                &serde_json::json!({"messages": [
+                    {"role": "user", "content": q},
+                    {"role": "assistant", "content": a}
+                ]})
+                .to_string(),
+            );
+            text.push('\n');
+        }
+    }
+    let p = dir.join("chat.jsonl");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn log_records(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("logging.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn step_losses(run: &Path) -> Vec<f64> {
+    log_records(run)
+        .iter()
+        .filter(|r| r.get("step").is_some())
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect()
+}
+
+/// Runs swift with one libtorch thread: on a shared 2-core machine, OpenMP's spinning threads
+/// make a training step up to 5× slower when another process holds a core.
+fn swift1(args: &[&str]) -> std::process::Output {
+    swift_env(args, &[("OMP_NUM_THREADS", "1")])
+}
+
+fn sft(args: &[&str]) -> String {
+    ok(swift1(&[&["sft"], args].concat()))
+}
+
+/// Last-position logits and greedy tokens from `swift infer`'s diagnostic.
+fn swift_logits(extra: &[&str], ids: &str, greedy: usize) -> (Vec<f64>, Value) {
+    let n = greedy.to_string();
+    let mut args = vec!["infer"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--debug_input_ids", ids, "--debug_greedy_tokens", &n]);
+    let v: Value = serde_json::from_str(ok(swift1(&args)).trim()).unwrap();
+    let logits = v["last_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    (logits, v["greedy"].clone())
+}
+
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+fn read_safetensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, data)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn lora_loss_falls_and_the_run_folder_is_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = tmp.path().join("run");
+    let out = sft(&[
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--output_dir",
+        run.to_str().unwrap(),
+        "--max_steps",
+        "12",
+        "--learning_rate",
+        "1e-2",
+        "--per_device_train_batch_size",
+        "2",
+        "--logging_steps",
+        "1",
+        "--save_steps",
+        "5",
+        "--save_total_limit",
+        "2",
+    ]);
+    assert!(out.trim().ends_with("checkpoint-12"), "{out}");
+    let losses = step_losses(&run);
+    assert_eq!(losses.len(), 12);
+    let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
+    let last: f64 = losses[9..].iter().sum::<f64>() / 3.0;
+    assert!(last < first, "loss did not fall: {losses:?}");
+    let rec = &log_records(&run)[0];
+    for key in [
+        "loss",
+        "grad_norm",
+        "learning_rate",
+        "token_acc",
+        "epoch",
+        "step_time",
+        "tokens_per_sec",
+        "memory_mib",
+    ] {
+        assert!(rec.get(key).is_some(), "logging.jsonl lacks {key}: {rec}");
+    }
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    assert_eq!(args["tuner_type"], "lora");
+    assert_eq!(args["lora_rank"], 8);
+    assert_eq!(args["template"], "llama3");
+    assert!(args["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "swift-plugin-tuners"));
+    // save_total_limit 2 keeps the newest two of 5, 10, 12.
+    let mut ckpts: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint"))
+        .collect();
+    ckpts.sort();
+    assert_eq!(ckpts, ["checkpoint-10", "checkpoint-12"]);
+    let ck = run.join("checkpoint-12");
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["task_type"], "CAUSAL_LM");
+    assert_eq!(cfg["r"], 8);
+    let targets: Vec<&str> = cfg["target_modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "down_proj",
+            "gate_proj",
+            "k_proj",
+            "o_proj",
+            "q_proj",
+            "up_proj",
+            "v_proj"
+        ],
+        "all-linear leaves out lm_head"
+    );
+    let keys: Vec<String> = read_safetensors(&ck.join("adapter_model.safetensors"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys.len(), 2 * 7 * 2, "2 layers x 7 slots x (A, B)");
+    assert!(keys.contains(&"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".into()));
+    // The adapter changes the model.
+    let (base, _) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
+    let (tuned, _) = swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3,4", 1);
+    assert!(max_abs_diff(&base, &tuned) > 1e-3);
+}
+
+#[test]
+fn gradient_accumulation_equals_one_big_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let mut results = Vec::new();
+    for (bs, accum) in [("4", "1"), ("2", "2"), ("1", "4")] {
+        let run = tmp.path().join(format!("run-{bs}x{accum}"));
+        sft(&[
+            "--model",
+            tiny().to_str().unwrap(),
+            "--dataset",
+            data.to_str().unwrap(),
+            "--output_dir",
+            run.to_str().unwrap(),
+            "--max_steps",
+            "2",
+            "--learning_rate",
+            "1e-2",
+            "--lr_scheduler_type",
+            "constant",
+            "--lora_dropout",
+            "0",
+            // Adam divides by √v + ε: with the default ε, float rounding on gradients near zero
+            // becomes an lr-sized difference in the update. A larger ε keeps the update linear
+            // in the gradient, so equal gradients show as equal weights.
+            "--adam_epsilon",
+            "1e-4",
+            "--dataset_shuffle",
+            "false",
+            "--train_dataloader_shuffle",
+            "false",
+            "--logging_steps",
+            "1",
+            "--per_device_train_batch_size",
+            bs,
+            "--gradient_accumulation_steps",
+            accum,
+        ]);
+        let weights = read_safetensors(&run.join("checkpoint-2/adapter_model.safetensors"));
+        let norms: Vec<f64> = log_records(&run)
+            .iter()
+            .filter_map(|r| r.get("grad_norm").and_then(Value::as_f64))
+            .collect();
+        results.push((step_losses(&run), weights, norms));
+    }
+    let (losses0, weights0, norms0) = &results[0];
+    for (losses, weights, norms) in &results[1..] {
+        assert_eq!(losses.len(), 2);
+        for (a, b) in norms.iter().zip(norms0) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "grad norms {norms:?} vs {norms0:?}"
+            );
+        }
+        for (a, b) in losses.iter().zip(losses0) {
+            assert!((a - b).abs() < 1e-5, "losses {losses:?} vs {losses0:?}");
+        }
+        for ((na, a), (nb, b)) in weights.iter().zip(weights0) {
+            assert_eq!(na, nb);
+            let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(d < 1e-5, "{na} differs by {d}");
+        }
+    }
+}
+
+#[test]
+fn full_fine_tuning_saves_a_model_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = tmp.path().join("run");
+    sft(&[
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--output_dir",
+        run.to_str().unwrap(),
+        "--train_type",
+        "full",
+        "--max_steps",
+        "8",
+        "--learning_rate",
+        "5e-3",
+        "--per_device_train_batch_size",
+        "2",
+        "--logging_steps",
+        "1",
+    ]);
+    let losses = step_losses(&run);
+    assert!(
+        losses[5..].iter().sum::<f64>() < losses[..3].iter().sum::<f64>(),
+        "{losses:?}"
+    );
+    let ck = run.join("checkpoint-8");
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "args.json",
+    ] {
+        assert!(ck.join(f).is_file(), "{f} missing");
+    }
+    let (base, _) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3", 1);
+    let (tuned, _) = swift_logits(&["--model", ck.to_str().unwrap()], "1,2,3", 1);
+    assert!(max_abs_diff(&base, &tuned) > 1e-3);
+}
+
+#[test]
+fn pt_trains_on_every_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = tmp.path().join("run");
+    ok(swift1(&[
+        "pt",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--output_dir",
+        run.to_str().unwrap(),
+        "--max_steps",
+        "6",
+        "--learning_rate",
+        "1e-2",
+        "--logging_steps",
+        "1",
+    ]));
+    let losses = step_losses(&run);
+    assert_eq!(losses.len(), 6);
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    assert_eq!(args["command"], "pt");
+}
+
+#[test]
+fn bad_settings_are_clear_errors() {
+    let o = swift(&[
+        "sft",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        "x.jsonl",
+        "--tuner_type",
+        "lorra",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("lora"), "{e}");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let o = swift(&[
+        "sft",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--target_modules",
+        "qkv",
+        "--output_dir",
+        tmp.path().join("r").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("q_proj"), "{}", stderr(&o));
+}
+
+/// Runs tests/reference/peft_logits.py and compares with `swift infer --adapters`.
+fn check_peft(python: &Path, base: &Path, ckpt: &Path, ids: &str, greedy: usize) {
+    let script = workspace_root().join("tests/reference/peft_logits.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(base)
+        .arg(ckpt)
+        .arg(ids)
+        .arg(greedy.to_string())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "peft_logits.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(
+        v["unexpected"],
+        serde_json::json!([]),
+        "{}",
+        v["unexpected"]
+    );
+    assert_eq!(v["missing"], serde_json::json!([]), "{}", v["missing"]);
+    assert!(v["lora_modules"].as_u64().unwrap() > 0);
+    let floats = |x: &Value| -> Vec<f64> {
+        x.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_f64().unwrap())
+            .collect()
+    };
+    let peft = floats(&v["last_logits"]);
+    let base_logits = floats(&v["base_last_logits"]);
+    let (ours, greedy_ours) = swift_logits(&["--adapters", ckpt.to_str().unwrap()], ids, greedy);
+    let scale = peft.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+    let d = max_abs_diff(&peft, &ours);
+    assert!(
+        d <= 1e-4 * scale,
+        "peft and swift logits differ by {d} (scale {scale})"
+    );
+    assert!(
+        max_abs_diff(&peft, &base_logits) > 1e-3,
+        "the adapter does not change peft's output"
+    );
+    assert_eq!(v["greedy"], greedy_ours, "greedy continuations");
+}
+
+#[test]
+fn peft_loads_the_adapter_and_agrees_on_the_tiny_model() {
+    let Some(python) = venv_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = tmp.path().join("run");
+    sft(&[
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--output_dir",
+        run.to_str().unwrap(),
+        "--max_steps",
+        "6",
+        "--learning_rate",
+        "1e-2",
+    ]);
+    check_peft(&python, &tiny(), &run.join("checkpoint-6"), "1,2,3,4,5", 8);
+}
+
+#[test]
+fn smollm2_lora_on_alpaca_loss_falls_and_peft_agrees() {
+    let model = cache().join("models/SmolLM2-135M-Instruct");
+    if !model.join("model.safetensors").is_file() {
+        println!("skipped: {} is missing (run make setup)", model.display());
+        return;
+    }
+    if !cache()
+        .join("assets/llamafactory/data/alpaca_en_demo.json")
+        .is_file()
+    {
+        println!("skipped: the alpaca-en-demo asset is missing (run make setup)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // 16 rows, batch 4, 3 epochs: 12 steps of short rows.
+    sft(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        "alpaca-en-demo#16",
+        "--output_dir",
+        run.to_str().unwrap(),
+        "--num_train_epochs",
+        "3",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_length",
+        "96",
+        "--truncation_strategy",
+        "right",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+    ]);
+    let losses = step_losses(&run);
+    assert_eq!(losses.len(), 12);
+    let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
+    let last: f64 = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
+    println!("SmolLM2 LoRA losses: {losses:?} (first 3 mean {first:.4}, last 3 mean {last:.4})");
+    assert!(last < first, "loss did not fall: {losses:?}");
+    let Some(python) = venv_python() else { return };
+    // "<|im_start|>user\nWho are you?" in SmolLM2's vocabulary.
+    check_peft(
+        &python,
+        &model,
+        &run.join("checkpoint-12"),
+        "1,4093,198,40701,359,346,47",
+        8,
+    );
+}
