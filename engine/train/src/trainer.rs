@@ -179,7 +179,7 @@ pub fn train_step(
     let (mut loss, mut correct, mut tokens) = (0.0f64, 0i64, 0usize);
     for b in micro {
         let (ids, labels, scale, mask) = tensors(b, model.device())?;
-        let padded = b.attention_mask.iter().any(|&m| m == 0);
+        let padded = b.attention_mask.contains(&0);
         let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
         let logits = model.logits_train(&hidden)?;
         let tl = token_loss(&logits, &labels, &scale)?;
@@ -289,7 +289,7 @@ pub fn train(
         w_time += dt;
         w_tokens += out.tokens;
         let last = step == total_steps;
-        if step % cfg.logging_steps.max(1) == 0 || last || step == 1 {
+        if step.is_multiple_of(cfg.logging_steps.max(1)) || last || step == 1 {
             let elapsed = started.elapsed().as_secs_f64();
             let mut rec = json!({
                 "loss": w_loss / w_steps as f64,
@@ -310,7 +310,7 @@ pub fn train(
             run.log(&rec)?;
             (w_loss, w_steps, w_correct, w_labelled, w_time, w_tokens) = (0.0, 0, 0, 0, 0.0, 0);
         }
-        if (cfg.save_steps > 0 && step % cfg.save_steps == 0) || last {
+        if (cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last {
             let w = run.begin_checkpoint(step)?;
             hooks.save(step, w.dir())?;
             summary.last_checkpoint = Some(w.commit()?);

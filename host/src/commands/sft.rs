@@ -531,7 +531,10 @@ impl TrainHooks for Hooks<'_> {
             "loss {:.4} lr {:.2e} {:.2}s/step",
             info.loss, info.learning_rate, info.step_time
         ));
-        if info.step % self.logging_steps == 0 || info.step == 1 || info.step == info.total_steps {
+        if info.step.is_multiple_of(self.logging_steps)
+            || info.step == 1
+            || info.step == info.total_steps
+        {
             self.bar.suspend(|| {
                 tracing::info!(
                     "step {}/{}: loss {:.4}, grad_norm {:.4}, lr {:.3e}, token_acc {:.3}, epoch {:.2}, {:.2}s/step, {:.0} tokens/s",
