@@ -217,6 +217,15 @@ impl Checkpoint {
             .f_to_device(device)
             .and_then(|t| t.f_to_kind(kind))
             .map_err(|e| ModelError::Torch(e.to_string()))?;
+        // The bytes were copied: let the kernel drop the mapped pages, so converting a model
+        // (float32 → bfloat16, or onto a GPU) does not keep both copies resident. The mapping is
+        // never written to, so a page read again later holds the same bytes.
+        // SAFETY: MADV_DONTNEED on a private, unmodified file mapping only discards pages that
+        // are re-read from the file on the next access; no reference into them is invalidated.
+        let _ = unsafe {
+            file.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a)
+        };
         Ok(Loaded {
             tensor: t,
             keep: None,
