@@ -178,7 +178,7 @@ path = "faq.jsonl"
 
 #[test]
 fn unimplemented_commands_refuse_clearly() {
-    let out = swift(&["sft", "--model", "x", "--lora_rank", "8"]);
+    let out = swift(&["rlhf", "--model", "x", "--lora_rank", "8"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("not implemented") && err.lines().count() == 1, "{err}");
