@@ -530,3 +530,84 @@ fn smollm2_lora_on_alpaca_loss_falls_and_peft_agrees() {
         8,
     );
 }
+
+#[test]
+fn lora_trains_the_example_plugins_family_with_no_tuner_code_in_it() {
+    // GPT-2 is provided only by the example plugin (loaded with --plugin-dir); its slots are
+    // Conv1D weights the host transposes, and gradients cross the plugin boundary.
+    let plugins = plugin_dir_with(&["swift-example-plugin"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = tmp.path().join("run");
+    let model = workspace_root().join("tests/fixtures/models/gpt2");
+    ok(swift1(&[
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "sft",
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--output_dir",
+        run.to_str().unwrap(),
+        "--max_steps",
+        "10",
+        "--learning_rate",
+        "1e-2",
+        "--per_device_train_batch_size",
+        "2",
+        "--logging_steps",
+        "1",
+    ]));
+    let losses = step_losses(&run);
+    let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
+    let last: f64 = losses[7..].iter().sum::<f64>() / 3.0;
+    assert!(last < first, "loss did not fall: {losses:?}");
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    assert!(
+        args["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["path"].is_string() && p["sha256"].is_string()),
+        "args.json records the plugin file: {}",
+        args["plugins"]
+    );
+}
+
+#[test]
+fn settings_come_from_a_config_file_and_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = tmp.path().join("run");
+    let cfg = tmp.path().join("sft.yaml");
+    std::fs::write(
+        &cfg,
+        "max_steps: 3\nlora_rank: 4\nlogging_steps: 1\ntarget_modules: [q_proj, v_proj]\n",
+    )
+    .unwrap();
+    ok(swift_env(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "sft",
+            "--model",
+            tiny().to_str().unwrap(),
+            "--dataset",
+            data.to_str().unwrap(),
+            "--output_dir",
+            run.to_str().unwrap(),
+            "--lora_rank",
+            "2",
+        ],
+        &[("SWIFT_LEARNING_RATE", "0.005"), ("OMP_NUM_THREADS", "1")],
+    ));
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    assert_eq!(args["max_steps"], 3, "from the file");
+    assert_eq!(args["lora_rank"], 2, "the flag beats the file");
+    assert_eq!(args["learning_rate"], 0.005, "from the environment");
+    assert_eq!(args["target_slots"], 4, "q_proj and v_proj of 2 layers");
+    assert_eq!(step_losses(&run).len(), 3);
+}
