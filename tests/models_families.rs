@@ -256,7 +256,7 @@ fn shard(src: &Path, dst: &Path) {
             weight_map.insert((*name).clone(), json!(file));
         }
         let mut h = serde_json::to_vec(&Value::Object(head)).unwrap();
-        while h.len() % 8 != 0 {
+        while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
         let mut out = (h.len() as u64).to_le_bytes().to_vec();
