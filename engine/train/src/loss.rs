@@ -38,29 +38,55 @@ pub fn token_loss(
     let size = logits.size();
     let (b, t, v) = (size[0], size[1], size[2]);
     if t < 2 {
-        let zero = logits.f_sum(Kind::Float)?.f_mul_scalar(0.0)?;
         return Ok(TokenLoss {
-            sum: zero,
+            sum: logits.f_sum(Kind::Float)?.f_mul_scalar(0.0)?,
             tokens: 0,
             correct: 0,
         });
     }
-    let logits = logits.f_narrow(1, 0, t - 1)?.f_to_kind(Kind::Float)?;
+    let flat = logits.f_narrow(1, 0, t - 1)?.f_reshape([b * (t - 1), v])?;
     let labels = labels.f_narrow(1, 1, t - 1)?.f_reshape([-1])?;
-    let scale = scale
-        .f_narrow(1, 1, t - 1)?
-        .f_reshape([-1])?
-        .f_to_kind(Kind::Float)?;
-    let flat = logits.f_reshape([b * (t - 1), v])?;
-    let ce = flat.f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::None, -100, 0.0)?;
-    let sum = ce.f_mul(&scale)?.f_sum(Kind::Float)?;
+    let scale = scale.f_narrow(1, 1, t - 1)?.f_reshape([-1])?;
+    token_loss_flat(&flat, &labels, &scale)
+}
+
+/// The positions of `[b, t]` labels whose shifted label is trained, as indices into the
+/// flattened `[b · (t − 1)]` predicting positions, with their labels and scales. The trainer
+/// applies the output projection to these positions only (the others cost vocabulary-sized
+/// logits and contribute nothing).
+pub fn labelled_positions(
+    labels: &Tensor,
+    scale: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor), TrainError> {
+    let t = labels.size()[1];
+    let labels = labels.f_narrow(1, 1, t - 1)?.f_reshape([-1])?;
+    let scale = scale.f_narrow(1, 1, t - 1)?.f_reshape([-1])?;
+    let idx = labels.f_ne(-100)?.f_nonzero()?.f_squeeze_dim(1)?;
+    Ok((
+        labels.f_index_select(0, &idx)?,
+        scale.f_index_select(0, &idx)?,
+        idx,
+    ))
+}
+
+/// `logits` `[n, v]` already aligned with `labels` `[n]` and `scale` `[n]` (no shift).
+pub fn token_loss_flat(
+    logits: &Tensor,
+    labels: &Tensor,
+    scale: &Tensor,
+) -> Result<TokenLoss, TrainError> {
+    let logits = logits.f_to_kind(Kind::Float)?;
+    let ce = logits.f_cross_entropy_loss::<Tensor>(labels, None, Reduction::None, -100, 0.0)?;
+    let sum = ce
+        .f_mul(&scale.f_to_kind(Kind::Float)?)?
+        .f_sum(Kind::Float)?;
     let valid = labels.f_ne(-100)?;
     let tokens = i64::try_from(valid.f_sum(Kind::Int64)?)?;
     let correct = {
         let _g = tch::no_grad_guard();
-        let pred = flat.f_argmax(-1, false)?;
+        let pred = logits.f_argmax(-1, false)?;
         i64::try_from(
-            pred.f_eq_tensor(&labels)?
+            pred.f_eq_tensor(labels)?
                 .f_logical_and(&valid)?
                 .f_sum(Kind::Int64)?,
         )?
@@ -89,5 +115,10 @@ mod tests {
         assert!((f64::try_from(&l.sum).unwrap() - want).abs() < 1e-6);
         assert_eq!((l.tokens, l.correct), (2, 1));
         assert_eq!(shifted_label_count(&[-100, 1, 0, 5, -100, 7], 2, 3), 3);
+        // Selecting the labelled positions first gives the same loss.
+        let (lab, sc, idx) = labelled_positions(&labels, &scale).unwrap();
+        let picked = logits.narrow(1, 0, 2).reshape([2, 2]).index_select(0, &idx);
+        let l2 = token_loss_flat(&picked, &lab, &sc).unwrap();
+        assert!((f64::try_from(&l2.sum).unwrap() - want).abs() < 1e-6);
     }
 }

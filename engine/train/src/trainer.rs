@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::TrainError;
 use crate::collate::{Batch, Collator, EncodedRow};
-use crate::loss::{shifted_label_count, token_loss};
+use crate::loss::{labelled_positions, shifted_label_count, token_loss_flat};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::run_dir::RunDir;
 use crate::schedule::{LrSchedule, ScheduleKind};
@@ -181,8 +181,21 @@ pub fn train_step(
         let (ids, labels, scale, mask) = tensors(b, model.device())?;
         let padded = b.attention_mask.contains(&0);
         let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
-        let logits = model.logits_train(&hidden)?;
-        let tl = token_loss(&logits, &labels, &scale)?;
+        // The output projection only where a label is trained.
+        let (hb, ht, hd) = {
+            let s = hidden.size();
+            (s[0], s[1], s[2])
+        };
+        if ht < 2 {
+            continue;
+        }
+        let (lab, sc, idx) = labelled_positions(&labels, &scale)?;
+        let picked = hidden
+            .f_narrow(1, 0, ht - 1)?
+            .f_reshape([hb * (ht - 1), hd])?
+            .f_index_select(0, &idx)?;
+        let logits = model.logits_train(&picked)?;
+        let tl = token_loss_flat(&logits, &lab, &sc)?;
         let part = tl.sum.f_div_scalar(denom)?;
         loss += f64::try_from(part.f_detach()?.f_to_kind(Kind::Double)?)?;
         part.f_backward()?;
