@@ -574,6 +574,20 @@ fn lora_trains_the_example_plugins_family_with_no_tuner_code_in_it() {
         "args.json records the plugin file: {}",
         args["plugins"]
     );
+    // infer reloads the recorded plugin: no --plugin-dir needed.
+    let ck = run.join("checkpoint-10");
+    let (tuned, _) = swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3", 1);
+    let (base, _) = swift_logits(
+        &[
+            "--plugin-dir",
+            plugins.path().to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ],
+        "1,2,3",
+        1,
+    );
+    assert!(max_abs_diff(&base, &tuned) > 1e-3);
 }
 
 #[test]

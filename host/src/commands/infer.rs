@@ -331,6 +331,9 @@ fn eos_ids(dir: &Path, config: &Value, tok: &Tokenizer) -> Vec<i64> {
 }
 
 pub fn run(args: &InferArgs, settings: &GlobalSettings) -> Result<()> {
+    // Adapters (swift sft checkpoints): model, template and plugin files from their args.json.
+    let adapters = crate::commands::sft::Adapters::resolve(args.model.as_deref(), &args.adapters)?;
+    let settings = &adapters.with_plugins(settings);
     let report = crate::plugins::load(settings)?;
     let regs = &report.registries;
     let backend = regs.backends.resolve(&args.infer_backend)?;
@@ -340,8 +343,6 @@ pub fn run(args: &InferArgs, settings: &GlobalSettings) -> Result<()> {
             backend.record.name
         );
     }
-    // Adapters (swift sft checkpoints): model and template from their args.json.
-    let adapters = crate::commands::sft::Adapters::resolve(args.model.as_deref(), &args.adapters)?;
     let mut bundle = ModelBundle::load(
         &adapters.model,
         args.model_type.as_deref(),

@@ -590,6 +590,8 @@ pub struct Adapters {
     pub model: PathBuf,
     pub template: Option<String>,
     pub dirs: Vec<PathBuf>,
+    /// Plugin files the training run loaded (DESIGN.md §2: checkpoints reload their plugins).
+    pub plugin_files: Vec<PathBuf>,
 }
 
 impl Adapters {
@@ -633,11 +635,49 @@ impl Adapters {
                 None => bail!("pass --model: the adapter's args.json does not name its base model"),
             },
         };
+        let plugin_files = args
+            .as_ref()
+            .and_then(|a| a.get("plugins"))
+            .and_then(Value::as_array)
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p.get("path").and_then(Value::as_str).map(PathBuf::from))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Self {
             model,
             template: from_args("template"),
             dirs: dirs.to_vec(),
+            plugin_files,
         })
+    }
+
+    /// `settings` plus the recorded plugin files that still exist and are not loaded already
+    /// (a missing one is a warning: `--plugin-dir` can supply it).
+    pub fn with_plugins(&self, settings: &GlobalSettings) -> GlobalSettings {
+        let mut s = settings.clone();
+        let listed: Vec<PathBuf> = s
+            .plugin_dir
+            .iter()
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .collect();
+        for f in &self.plugin_files {
+            let Ok(real) = std::fs::canonicalize(f) else {
+                tracing::warn!(
+                    "the adapter was trained with plugin {}, which no longer exists",
+                    f.display()
+                );
+                continue;
+            };
+            let covered = listed
+                .iter()
+                .any(|l| *l == real || real.parent().is_some_and(|p| p == l));
+            if !covered {
+                s.plugin_dir.push(real);
+            }
+        }
+        s
     }
 
     /// Attaches every checkpoint's LoRA weights to `model`.
