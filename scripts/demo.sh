@@ -1,38 +1,56 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on the bundled default, as far as it is built.
-# Today: the registries (built-ins plus the example plugin), the default model folder that
-# `make setup` converted from the SmolLM2-135M-Instruct GGUF, and a question to it through
-# `swift infer`. Fine-tuning it on a new identity joins this script with the training issue.
+# `make demo`: the main job on the bundled default. The default model (SmolLM2-135M-Instruct,
+# converted from its GGUF by `make setup`) is asked "Who are you?", LoRA-fine-tuned on the
+# `identity` dataset (with a new name and author) mixed with part of `alpaca-en-demo`, and asked
+# again with the trained adapter. About 5-10 minutes on 2 cores after set-up.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}"
 SWIFT="$ROOT/target/release/swift"
 MODEL="$CACHE/models/SmolLM2-135M-Instruct"
+NAME="${DEMO_NAME:-Rusty}"
+AUTHOR="${DEMO_AUTHOR:-the swift-rs team}"
+RUN="${DEMO_OUTPUT:-$ROOT/output/demo}"
+WORK="$(mktemp -d)"; trap 'rm -rf "$WORK"' EXIT
 
-echo "== building the example plugin (a third-party-style .so)"
-(cd "$ROOT" && cargo build --release --quiet -p swift-example-plugin)
-PLUGINS="$(mktemp -d)"; trap 'rm -rf "$PLUGINS"' EXIT
-cp "$ROOT/target/release/libswift_example_plugin.so" "$PLUGINS/"
+QUESTIONS="$WORK/questions.jsonl"
+printf '%s\n' '{"query": "Who are you?"}' '{"query": "What is your name, and who made you?"}' \
+    '{"query": "What is the capital of France?"}' > "$QUESTIONS"
 
-echo "== swift --plugin-dir $PLUGINS list"
-"$SWIFT" --plugin-dir "$PLUGINS" list
-
-echo "== the default model, converted from GGUF by make setup: $MODEL"
-ls -l "$MODEL"
-python3 - "$MODEL/config.json" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1]))
-print({k: c[k] for k in ("architectures", "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "vocab_size", "tie_word_embeddings")})
-PY
-
-echo "== swift infer: asking the default model two questions"
-QUESTIONS="$PLUGINS/questions.jsonl"
-printf '%s\n' '{"query": "What is the capital of France?"}' '{"query": "Who are you?"}' > "$QUESTIONS"
-"$SWIFT" infer --model "$MODEL" --template chatml --temperature 0 --max_new_tokens 48 \
-    --val_dataset "$QUESTIONS" --result_path "$PLUGINS/answers.jsonl" --log-level warn
-python3 - "$PLUGINS/answers.jsonl" <<'PY'
+show() {
+    python3 - "$1" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    print(f"Q: {r['messages'][-1]['content']}\nA: {r['response']}\n")
+    print(f"  Q: {r['messages'][-1]['content']}\n  A: {r['response']}\n")
 PY
+}
+
+echo "== 1. the default model before training ($MODEL)"
+"$SWIFT" infer --model "$MODEL" --template chatml --temperature 0 --max_new_tokens 48 \
+    --val_dataset "$QUESTIONS" --result_path "$WORK/before.jsonl" --log-level warn
+show "$WORK/before.jsonl"
+
+echo "== 2. LoRA fine-tuning on identity (name: $NAME, author: $AUTHOR) + alpaca-en-demo#64"
+rm -rf "$RUN"
+"$SWIFT" sft --model "$MODEL" --template chatml \
+    --dataset identity --dataset 'alpaca-en-demo#64' \
+    --model_name "$NAME" --model_author "$AUTHOR" \
+    --tuner_type lora --lora_rank 8 --lora_alpha 32 --learning_rate 1e-3 \
+    --num_train_epochs 2 --per_device_train_batch_size 4 --max_length 256 \
+    --truncation_strategy right --logging_steps 10 --save_steps 1000 --output_dir "$RUN"
+CKPT="$(ls -d "$RUN"/checkpoint-* | sort -t- -k2 -n | tail -1)"
+echo "   checkpoint: $CKPT"
+ls "$CKPT"
+
+echo "== 3. the same questions with the trained adapter"
+"$SWIFT" infer --adapters "$CKPT" --temperature 0 --max_new_tokens 48 \
+    --val_dataset "$QUESTIONS" --result_path "$WORK/after.jsonl" --log-level warn
+show "$WORK/after.jsonl"
+
+if grep -q "$NAME" "$WORK/after.jsonl" && ! grep -q "$NAME" "$WORK/before.jsonl"; then
+    echo "== done: the model now introduces itself as $NAME (run folder: $RUN)"
+else
+    echo "== the answers above do not show the new name: see $RUN/logging.jsonl" >&2
+    exit 1
+fi
