@@ -14,7 +14,10 @@ pub fn swift_bin() -> PathBuf {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
 }
 
 /// The plugin crates the tests load, by package name.
@@ -34,7 +37,8 @@ pub fn fixture_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root()).args(["build", "--release", "--quiet"]);
+        cmd.current_dir(workspace_root())
+            .args(["build", "--release", "--quiet"]);
         for f in FIXTURES {
             cmd.args(["-p", f]);
         }
@@ -75,7 +79,9 @@ pub fn swift(args: &[&str]) -> Output {
 
 pub fn swift_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(swift_bin());
-    cmd.args(args).env_remove("SWIFT_PLUGIN_PATH").env_remove("RUST_LOG");
+    cmd.args(args)
+        .env_remove("SWIFT_PLUGIN_PATH")
+        .env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -92,6 +98,12 @@ pub fn stderr(o: &Output) -> String {
 
 /// Asserts success and returns stdout.
 pub fn ok(o: Output) -> String {
-    assert!(o.status.success(), "swift failed ({}):\nstdout:\n{}\nstderr:\n{}", o.status, stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "swift failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }

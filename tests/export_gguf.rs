@@ -25,12 +25,25 @@ fn smollm_gguf_converts_to_a_hugging_face_folder() {
     };
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("smollm");
-    let printed = ok(swift(&["export", "--from_gguf", gguf.to_str().unwrap(), "--output_dir", dir.to_str().unwrap()]));
+    let printed = ok(swift(&[
+        "export",
+        "--from_gguf",
+        gguf.to_str().unwrap(),
+        "--output_dir",
+        dir.to_str().unwrap(),
+    ]));
     assert_eq!(printed.trim(), dir.to_str().unwrap());
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         assert!(dir.join(f).is_file(), "{f} written");
     }
-    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["architectures"][0], "LlamaForCausalLM");
     assert_eq!(config["num_hidden_layers"], 30);
     assert_eq!(config["hidden_size"], 576);
@@ -41,12 +54,23 @@ fn smollm_gguf_converts_to_a_hugging_face_folder() {
     assert_eq!(config["tie_word_embeddings"], true);
     assert_eq!(config["rope_theta"].as_f64(), Some(100000.0));
     let tok_config: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap()).unwrap();
-    let template = tok_config["chat_template"].as_str().expect("chat template carried over");
-    assert!(template.contains("<|im_start|>") && template.contains("SmolLM"), "{template}");
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    let template = tok_config["chat_template"]
+        .as_str()
+        .expect("chat template carried over");
+    assert!(
+        template.contains("<|im_start|>") && template.contains("SmolLM"),
+        "{template}"
+    );
     // 134,515,008 parameters in float32, plus the safetensors header.
-    let size = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
-    assert!(size > 134_515_008 * 4 && size < 134_515_008 * 4 + 1_000_000, "{size}");
+    let size = std::fs::metadata(dir.join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        size > 134_515_008 * 4 && size < 134_515_008 * 4 + 1_000_000,
+        "{size}"
+    );
 }
 
 #[test]
@@ -55,12 +79,25 @@ fn a_file_that_is_not_gguf_is_one_clear_error() {
     let bad = work.path().join("model.gguf");
     std::fs::write(&bad, b"definitely not a gguf file, just some bytes").unwrap();
     let dir = work.path().join("out");
-    let o = swift(&["export", "--from_gguf", bad.to_str().unwrap(), "--output_dir", dir.to_str().unwrap()]);
+    let o = swift(&[
+        "export",
+        "--from_gguf",
+        bad.to_str().unwrap(),
+        "--output_dir",
+        dir.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("model.gguf"), "names the file: {err}");
-    assert!(!dir.join("config.json").exists(), "no half-written folder that looks complete");
+    assert!(
+        !dir.join("config.json").exists(),
+        "no half-written folder that looks complete"
+    );
 
-    let o = swift(&["export", "--from_gguf", work.path().join("missing.gguf").to_str().unwrap()]);
+    let o = swift(&[
+        "export",
+        "--from_gguf",
+        work.path().join("missing.gguf").to_str().unwrap(),
+    ]);
     assert!(!o.status.success() && stderr(&o).contains("missing.gguf"));
 }

@@ -409,7 +409,10 @@ fn bad_inputs_give_one_clear_error_each() {
         "unknown --torch_dtype",
     );
     fail(&["infer", "--model", m, "--model_type", "gpt5"], "gpt5");
-    fail(&["infer", "--model", m, "--infer_backend", "vllm"], "unknown backend");
+    fail(
+        &["infer", "--model", m, "--infer_backend", "vllm"],
+        "unknown backend",
+    );
     fail(
         &["infer", "--model", m, "--device", "tpu"],
         "unknown --device",

@@ -164,7 +164,15 @@ fn a_gguf_file_runs_directly() {
     // The converted folder is cached under $SWIFT_RS_CACHE/converted: use a scratch cache.
     let scratch = tempfile::tempdir().unwrap();
     let mut child = Command::new(swift_bin())
-        .args(["infer", "--model", gguf.to_str().unwrap(), "--template", "chatml", "--max_new_tokens", "16"])
+        .args([
+            "infer",
+            "--model",
+            gguf.to_str().unwrap(),
+            "--template",
+            "chatml",
+            "--max_new_tokens",
+            "16",
+        ])
         .env_remove("SWIFT_PLUGIN_PATH")
         .env("SWIFT_RS_CACHE", scratch.path())
         .stdin(Stdio::piped())
@@ -172,11 +180,18 @@ fn a_gguf_file_runs_directly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"What is the capital of France?\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert!(text.contains("Paris"), "{text}");
-    let converted = std::fs::read_dir(scratch.path().join("converted")).unwrap().count();
+    let converted = std::fs::read_dir(scratch.path().join("converted"))
+        .unwrap()
+        .count();
     assert_eq!(converted, 1, "one cached conversion");
 }

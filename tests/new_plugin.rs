@@ -11,7 +11,14 @@ use common::*;
 fn scaffolded_template_plugin_builds_and_loads() {
     let work = tempfile::tempdir().unwrap();
     let crate_dir = work.path().join("acme");
-    let out = ok(swift(&["new-plugin", "acme", "--kind", "template", "--out", crate_dir.to_str().unwrap()]));
+    let out = ok(swift(&[
+        "new-plugin",
+        "acme",
+        "--kind",
+        "template",
+        "--out",
+        crate_dir.to_str().unwrap(),
+    ]));
     assert!(out.contains("cargo build --release"), "{out}");
     let readme = std::fs::read_to_string(crate_dir.join("README.md")).unwrap();
     assert!(readme.contains("--plugin-dir target/release"), "{readme}");
@@ -26,12 +33,27 @@ fn scaffolded_template_plugin_builds_and_loads() {
     assert!(status.success(), "the scaffolded plugin builds");
 
     let release = crate_dir.join("target/release");
-    let out = ok(swift(&["--plugin-dir", release.to_str().unwrap(), "list", "templates"]));
+    let out = ok(swift(&[
+        "--plugin-dir",
+        release.to_str().unwrap(),
+        "list",
+        "templates",
+    ]));
     assert!(out.contains("acme"), "{out}");
-    assert!(out.contains(release.join("libacme.so").to_str().unwrap()), "{out}");
+    assert!(
+        out.contains(release.join("libacme.so").to_str().unwrap()),
+        "{out}"
+    );
 
     // Refuses to overwrite, and refuses names that are not crate names.
-    let again = swift(&["new-plugin", "acme", "--kind", "template", "--out", crate_dir.to_str().unwrap()]);
+    let again = swift(&[
+        "new-plugin",
+        "acme",
+        "--kind",
+        "template",
+        "--out",
+        crate_dir.to_str().unwrap(),
+    ]);
     assert!(!again.status.success() && stderr(&again).contains("not empty"));
     let bad = swift(&["new-plugin", "9lives", "--kind", "model"]);
     assert!(!bad.status.success() && stderr(&bad).contains("not a valid crate name"));
@@ -45,7 +67,14 @@ fn every_kind_scaffolds_a_crate_that_compiles() {
     let target = work.path().join("target");
     for kind in ["dataset", "model", "tuner", "quantizer", "backend"] {
         let dir = work.path().join(format!("p-{kind}"));
-        ok(swift(&["new-plugin", &format!("p-{kind}"), "--kind", kind, "--out", dir.to_str().unwrap()]));
+        ok(swift(&[
+            "new-plugin",
+            &format!("p-{kind}"),
+            "--kind",
+            kind,
+            "--out",
+            dir.to_str().unwrap(),
+        ]));
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["check", "--quiet"])

@@ -38,14 +38,27 @@ fn example_plugin_template_is_listed_with_its_path() {
     assert_eq!(ex["provenance"]["plugin"], "swift-example-plugin");
     assert!(warnings(&err).is_empty(), "no warnings expected:\n{err}");
     // The plugin's own log line reached the host's tracing, tagged with the plugin's name.
-    assert!(err.contains("example plugin registered") && err.contains("swift-example-plugin"), "{err}");
+    assert!(
+        err.contains("example plugin registered") && err.contains("swift-example-plugin"),
+        "{err}"
+    );
 
     // The other kinds it registers are there too.
-    let out = ok(swift(&["--plugin_dir", dir.path().to_str().unwrap(), "list", "--json"]));
+    let out = ok(swift(&[
+        "--plugin_dir",
+        dir.path().to_str().unwrap(),
+        "list",
+        "--json",
+    ]));
     let all: Vec<Value> = serde_json::from_str(&out).unwrap();
-    let kinds: Vec<(&str, &str)> =
-        all.iter().map(|r| (r["kind"].as_str().unwrap(), r["name"].as_str().unwrap())).collect();
-    assert!(kinds.contains(&("preprocessor", "example-faq")), "{kinds:?}");
+    let kinds: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["name"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds.contains(&("preprocessor", "example-faq")),
+        "{kinds:?}"
+    );
     assert!(kinds.contains(&("model", "example-smollm")), "{kinds:?}");
 }
 
@@ -60,23 +73,40 @@ fn plugin_path_variable_loads_files_and_directories() {
     )
     .unwrap();
     let path = format!("{}:{}", so.display(), text_dir.path().display());
-    let out = swift_env(&["list", "templates", "--json"], &[("SWIFT_PLUGIN_PATH", &path)]);
+    let out = swift_env(
+        &["list", "templates", "--json"],
+        &[("SWIFT_PLUGIN_PATH", &path)],
+    );
     let rows: Vec<Value> = serde_json::from_str(&ok(out)).unwrap();
     assert!(find(&rows, "example-chat").is_some());
     let org = find(&rows, "org-chat").expect("text plugin template listed");
     assert_eq!(org["provenance"]["type"], "text_file");
-    assert_eq!(org["provenance"]["path"], text_dir.path().join("org.toml").to_str().unwrap());
+    assert_eq!(
+        org["provenance"]["path"],
+        text_dir.path().join("org.toml").to_str().unwrap()
+    );
 }
 
 #[test]
 fn garbage_so_is_one_warning_and_the_rest_loads() {
     let dir = plugin_dir_with(&["swift-example-plugin"]);
-    std::fs::write(dir.path().join("garbage.so"), b"this is not an ELF file at all").unwrap();
+    std::fs::write(
+        dir.path().join("garbage.so"),
+        b"this is not an ELF file at all",
+    )
+    .unwrap();
     let (rows, err) = list_json(&["--plugin-dir", dir.path().to_str().unwrap()]);
-    assert!(find(&rows, "example-chat").is_some(), "the good plugin still loads");
+    assert!(
+        find(&rows, "example-chat").is_some(),
+        "the good plugin still loads"
+    );
     let w = warnings(&err);
     assert_eq!(w.len(), 1, "exactly one warning:\n{err}");
-    assert!(w[0].contains("garbage.so") && w[0].contains("not a loadable shared library"), "{}", w[0]);
+    assert!(
+        w[0].contains("garbage.so") && w[0].contains("not a loadable shared library"),
+        "{}",
+        w[0]
+    );
 }
 
 #[test]
@@ -85,21 +115,48 @@ fn each_bad_plugin_is_refused_with_its_reason() {
         ("swift-fixture-not-a-plugin", &["not a swift-rs plugin"]),
         ("swift-fixture-bad-contract", &["contract v999", "rebuild"]),
         ("swift-fixture-libtorch-mismatch", &["libtorch 1.0.0"]),
-        ("swift-fixture-layout-mismatch", &["incompatible plugin API"]),
-        ("swift-fixture-panicking", &["panicked", "fixture panic inside register"]),
+        (
+            "swift-fixture-layout-mismatch",
+            &["incompatible plugin API"],
+        ),
+        (
+            "swift-fixture-panicking",
+            &["panicked", "fixture panic inside register"],
+        ),
     ];
     for (package, expected) in cases {
         let dir = plugin_dir_with(&[package, "swift-example-plugin"]);
         let (rows, err) = list_json(&["--plugin-dir", dir.path().to_str().unwrap()]);
-        assert!(find(&rows, "example-chat").is_some(), "{package}: the good plugin still loads");
-        assert!(find(&rows, "never-registered").is_none(), "{package}: nothing registered");
-        assert!(find(&rows, "half-registered").is_none(), "{package}: a failed plugin keeps nothing");
+        assert!(
+            find(&rows, "example-chat").is_some(),
+            "{package}: the good plugin still loads"
+        );
+        assert!(
+            find(&rows, "never-registered").is_none(),
+            "{package}: nothing registered"
+        );
+        assert!(
+            find(&rows, "half-registered").is_none(),
+            "{package}: a failed plugin keeps nothing"
+        );
         let w = warnings(&err);
         assert_eq!(w.len(), 1, "{package}: exactly one warning:\n{err}");
-        let file = fixture_so(package).file_name().unwrap().to_string_lossy().into_owned();
-        assert!(w[0].contains(&file), "{package}: the warning names the file: {}", w[0]);
+        let file = fixture_so(package)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            w[0].contains(&file),
+            "{package}: the warning names the file: {}",
+            w[0]
+        );
         for e in *expected {
-            assert!(w[0].contains(e), "{package}: warning should contain `{e}`: {}", w[0]);
+            assert!(
+                w[0].contains(e),
+                "{package}: warning should contain `{e}`: {}",
+                w[0]
+            );
         }
     }
 }
@@ -109,9 +166,15 @@ fn a_bad_plugin_asked_for_by_path_is_an_error() {
     for package in ["swift-fixture-bad-contract", "swift-fixture-panicking"] {
         let so = fixture_so(package);
         let out = swift(&["--plugin-dir", so.to_str().unwrap(), "list"]);
-        assert!(!out.status.success(), "{package}: named plugin must fail the command");
+        assert!(
+            !out.status.success(),
+            "{package}: named plugin must fail the command"
+        );
         let err = stderr(&out);
-        assert!(err.contains(so.to_str().unwrap()), "{package}: error names the file: {err}");
+        assert!(
+            err.contains(so.to_str().unwrap()),
+            "{package}: error names the file: {err}"
+        );
     }
 }
 
@@ -125,26 +188,57 @@ fn duplicate_names_are_refused_naming_both_unless_overridden() {
     // Sorted scan: the example plugin comes first and keeps `example-chat`.
     let ex = find(&rows, "example-chat").unwrap();
     assert_eq!(ex["provenance"]["path"], example.to_str().unwrap());
-    assert_eq!(find(&rows, "chatml").unwrap()["provenance"]["type"], "builtin");
-    assert!(find(&rows, "duplicate-own").is_some(), "the plugin's other names still register");
+    assert_eq!(
+        find(&rows, "chatml").unwrap()["provenance"]["type"],
+        "builtin"
+    );
+    assert!(
+        find(&rows, "duplicate-own").is_some(),
+        "the plugin's other names still register"
+    );
     let w = warnings(&err);
     assert_eq!(w.len(), 2, "one warning per refused name:\n{err}");
-    let example_chat = w.iter().find(|l| l.contains("`example-chat`")).expect("example-chat warning");
-    assert!(example_chat.contains(dup.to_str().unwrap()) && example_chat.contains(example.to_str().unwrap()));
-    let chatml = w.iter().find(|l| l.contains("`chatml`")).expect("chatml warning");
-    assert!(chatml.contains("built-in (swift-plugin-templates)") && chatml.contains("--plugin_override"));
+    let example_chat = w
+        .iter()
+        .find(|l| l.contains("`example-chat`"))
+        .expect("example-chat warning");
+    assert!(
+        example_chat.contains(dup.to_str().unwrap())
+            && example_chat.contains(example.to_str().unwrap())
+    );
+    let chatml = w
+        .iter()
+        .find(|l| l.contains("`chatml`"))
+        .expect("chatml warning");
+    assert!(
+        chatml.contains("built-in (swift-plugin-templates)")
+            && chatml.contains("--plugin_override")
+    );
 
     // An organisation overriding a built-in template.
     let (rows, err) = list_json(&["--plugin-dir", d, "--plugin_override", "chatml"]);
     let chatml = find(&rows, "chatml").unwrap();
     assert_eq!(chatml["provenance"]["path"], dup.to_str().unwrap());
-    assert_eq!(warnings(&err).len(), 1, "only example-chat is still refused:\n{err}");
+    assert_eq!(
+        warnings(&err).len(),
+        1,
+        "only example-chat is still refused:\n{err}"
+    );
 
     // Asked for by path, the conflict is an error naming both providers.
-    let out = swift(&["--plugin-dir", example.to_str().unwrap(), "--plugin-dir", dup.to_str().unwrap(), "list"]);
+    let out = swift(&[
+        "--plugin-dir",
+        example.to_str().unwrap(),
+        "--plugin-dir",
+        dup.to_str().unwrap(),
+        "list",
+    ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("example-chat") && err.contains(example.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("example-chat") && err.contains(example.to_str().unwrap()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -166,14 +260,27 @@ path = "faq.jsonl"
     )
     .unwrap();
     std::fs::write(dir.path().join("broken.json"), "{ not json").unwrap();
-    let out = swift(&["--plugin-dir", dir.path().to_str().unwrap(), "list", "--json"]);
+    let out = swift(&[
+        "--plugin-dir",
+        dir.path().to_str().unwrap(),
+        "list",
+        "--json",
+    ]);
     let err = stderr(&out);
     let rows: Vec<Value> = serde_json::from_str(&ok(out)).unwrap();
-    assert!(rows.iter().any(|r| r["kind"] == "template" && r["name"] == "acme-chat"));
-    assert!(rows.iter().any(|r| r["kind"] == "dataset" && r["name"] == "acme-faq"));
+    assert!(rows
+        .iter()
+        .any(|r| r["kind"] == "template" && r["name"] == "acme-chat"));
+    assert!(rows
+        .iter()
+        .any(|r| r["kind"] == "dataset" && r["name"] == "acme-faq"));
     let w = warnings(&err);
     assert_eq!(w.len(), 1, "{err}");
-    assert!(w[0].contains("broken.json") && w[0].contains("invalid JSON plugin"), "{}", w[0]);
+    assert!(
+        w[0].contains("broken.json") && w[0].contains("invalid JSON plugin"),
+        "{}",
+        w[0]
+    );
 }
 
 #[test]
@@ -181,7 +288,10 @@ fn unimplemented_commands_refuse_clearly() {
     let out = swift(&["rlhf", "--model", "x", "--lora_rank", "8"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("not implemented") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("not implemented") && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -191,16 +301,32 @@ fn config_file_and_environment_feed_global_settings() {
     let cfg = cfg_dir.path().join("swift.yaml");
     std::fs::write(&cfg, format!("plugin_dir:\n  - {}\n", dir.path().display())).unwrap();
     let (rows, _) = list_json(&["--config", cfg.to_str().unwrap()]);
-    assert!(find(&rows, "example-chat").is_some(), "plugin_dir from the config file");
+    assert!(
+        find(&rows, "example-chat").is_some(),
+        "plugin_dir from the config file"
+    );
     // SWIFT_LOG_LEVEL (environment) beats the default; the flag beats the environment.
     let out = swift_env(
         &["--config", cfg.to_str().unwrap(), "list", "templates"],
         &[("SWIFT_LOG_LEVEL", "error")],
     );
-    assert!(!stderr(&out).contains("example plugin registered"), "env silences info lines");
+    assert!(
+        !stderr(&out).contains("example plugin registered"),
+        "env silences info lines"
+    );
     let out = swift_env(
-        &["--config", cfg.to_str().unwrap(), "--log-level", "info", "list", "templates"],
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--log-level",
+            "info",
+            "list",
+            "templates",
+        ],
         &[("SWIFT_LOG_LEVEL", "error")],
     );
-    assert!(stderr(&out).contains("example plugin registered"), "the flag wins over the env");
+    assert!(
+        stderr(&out).contains("example plugin registered"),
+        "the flag wins over the env"
+    );
 }

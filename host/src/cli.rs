@@ -201,7 +201,6 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,11 +213,26 @@ mod tests {
     #[test]
     fn snake_and_kebab_spellings_are_the_same_flag() {
         let a = parse(&["swift", "list", "--plugin_dir", "a", "--plugin-dir=b"]);
-        assert_eq!(a.global.plugin_dir, vec![PathBuf::from("a"), PathBuf::from("b")]);
-        let a = parse(&["swift", "export", "--from_gguf=x.gguf", "--output-dir", "o_ut"]);
-        let Command::Export(e) = a.command else { panic!() };
+        assert_eq!(
+            a.global.plugin_dir,
+            vec![PathBuf::from("a"), PathBuf::from("b")]
+        );
+        let a = parse(&[
+            "swift",
+            "export",
+            "--from_gguf=x.gguf",
+            "--output-dir",
+            "o_ut",
+        ]);
+        let Command::Export(e) = a.command else {
+            panic!()
+        };
         assert_eq!(e.from_gguf, Some(PathBuf::from("x.gguf")));
-        assert_eq!(e.output_dir, Some(PathBuf::from("o_ut")), "values keep their underscores");
+        assert_eq!(
+            e.output_dir,
+            Some(PathBuf::from("o_ut")),
+            "values keep their underscores"
+        );
     }
 
     #[test]
@@ -230,7 +244,9 @@ mod tests {
             (vec!["swift", "list", "--json=false"], Some(false)),
             (vec!["swift", "list"], None),
         ] {
-            let Command::List(l) = parse(&args).command else { panic!() };
+            let Command::List(l) = parse(&args).command else {
+                panic!()
+            };
             assert_eq!(l.json, want, "{args:?}");
         }
         let err = Cli::try_parse_from(["swift", "list", "--json", "maybe"]).unwrap_err();
@@ -240,10 +256,24 @@ mod tests {
     #[test]
     fn pending_commands_accept_any_flags() {
         let a = parse(&["swift", "rlhf", "--model", "m", "--lora_rank", "8"]);
-        let Command::Rlhf(p) = a.command else { panic!() };
+        let Command::Rlhf(p) = a.command else {
+            panic!()
+        };
         assert_eq!(p.args, ["--model", "m", "--lora-rank", "8"]);
-        let a = parse(&["swift", "sft", "--model", "m", "--lora_rank", "8", "--train_type", "full"]);
+        let a = parse(&[
+            "swift",
+            "sft",
+            "--model",
+            "m",
+            "--lora_rank",
+            "8",
+            "--train_type",
+            "full",
+        ]);
         let Command::Sft(s) = a.command else { panic!() };
-        assert_eq!((s.lora_rank, s.tuner_type.as_deref()), (Some(8), Some("full")));
+        assert_eq!(
+            (s.lora_rank, s.tuner_type.as_deref()),
+            (Some(8), Some("full"))
+        );
     }
 }

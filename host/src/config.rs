@@ -33,13 +33,20 @@ where
             Some("yaml" | "yml") => fig.merge(Yaml::file(path)),
             Some("toml") => fig.merge(Toml::file(path)),
             Some("json") => fig.merge(Json::file(path)),
-            _ => bail!("config file {}: use a .yaml, .yml, .toml or .json file", path.display()),
+            _ => bail!(
+                "config file {}: use a .yaml, .yml, .toml or .json file",
+                path.display()
+            ),
         };
     }
-    let env = Env::prefixed("SWIFT_").filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
+    let env = Env::prefixed("SWIFT_")
+        .filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
     fig = fig.merge(env).merge(Serialized::defaults(flags));
     fig.extract().with_context(|| match config_file {
-        Some(p) => format!("invalid settings (flags, SWIFT_* variables or {})", p.display()),
+        Some(p) => format!(
+            "invalid settings (flags, SWIFT_* variables or {})",
+            p.display()
+        ),
         None => "invalid settings (flags or SWIFT_* variables)".to_string(),
     })
 }
@@ -64,7 +71,10 @@ impl GlobalSettings {
             flags.insert("plugin_dir".into(), serde_json::to_value(&cli.plugin_dir)?);
         }
         if !cli.plugin_override.is_empty() {
-            flags.insert("plugin_override".into(), serde_json::to_value(&cli.plugin_override)?);
+            flags.insert(
+                "plugin_override".into(),
+                serde_json::to_value(&cli.plugin_override)?,
+            );
         }
         if let Some(l) = &cli.log_level {
             flags.insert("log_level".into(), l.clone().into());
@@ -90,14 +100,32 @@ mod tests {
     fn precedence_is_defaults_file_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.yaml");
-        std::fs::write(&file, "lora_rank: 4\nlearning_rate: 0.1\nmodel: from-file\n").unwrap();
+        std::fs::write(
+            &file,
+            "lora_rank: 4\nlearning_rate: 0.1\nmodel: from-file\n",
+        )
+        .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("SWIFT_LEARNING_RATE", "0.5");
             jail.set_env("SWIFT_RS_CACHE", "/not/a/setting");
             let s: S = layered(Some(&file), serde_json::json!({"model": "from-flag"})).unwrap();
-            assert_eq!(s, S { lora_rank: 4, learning_rate: 0.5, model: Some("from-flag".into()) });
+            assert_eq!(
+                s,
+                S {
+                    lora_rank: 4,
+                    learning_rate: 0.5,
+                    model: Some("from-flag".into())
+                }
+            );
             let s: S = layered(None, serde_json::json!({})).unwrap();
-            assert_eq!(s, S { lora_rank: 0, learning_rate: 0.5, model: None });
+            assert_eq!(
+                s,
+                S {
+                    lora_rank: 0,
+                    learning_rate: 0.5,
+                    model: None
+                }
+            );
             Ok(())
         });
     }
@@ -110,7 +138,10 @@ mod tests {
         assert!(err.to_string().contains("does not exist"), "{err}");
         let toml = dir.path().join("c.toml");
         std::fs::write(&toml, "lora_rank = \"eight\"\n").unwrap();
-        let err = format!("{:#}", layered::<S>(Some(&toml), serde_json::json!({})).unwrap_err());
+        let err = format!(
+            "{:#}",
+            layered::<S>(Some(&toml), serde_json::json!({})).unwrap_err()
+        );
         assert!(err.contains("lora_rank") && err.contains("c.toml"), "{err}");
     }
 }

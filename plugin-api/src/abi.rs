@@ -150,8 +150,13 @@ pub type FfiPreprocessorBox = FfiPreprocessor_TO<'static, RBox<()>>;
 pub trait FfiModelContext {
     fn linear(&mut self, slot: RStr<'_>, x: TensorRef<'_>) -> RResult<OwnedTensor, RString>;
     fn embedding(&mut self, slot: RStr<'_>, ids: TensorRef<'_>) -> RResult<OwnedTensor, RString>;
-    fn norm(&mut self, slot: RStr<'_>, x: TensorRef<'_>, kind: u8, eps: f64)
-        -> RResult<OwnedTensor, RString>;
+    fn norm(
+        &mut self,
+        slot: RStr<'_>,
+        x: TensorRef<'_>,
+        kind: u8,
+        eps: f64,
+    ) -> RResult<OwnedTensor, RString>;
     fn param(&mut self, name: RStr<'_>) -> RResult<OwnedTensor, RString>;
     #[sabi(last_prefix_field)]
     fn attention(

@@ -10,8 +10,9 @@ use abi_stable::{
 };
 
 use crate::abi::{
-    FfiBackend, FfiBackendBox, FfiBackend_TO, FfiModelFamilyBox, FfiPreprocessor, FfiPreprocessorBox, FfiPreprocessor_TO, FfiQuantizer,
-    FfiQuantizerBox, FfiQuantizer_TO, FfiTuner, FfiTunerBox, FfiTuner_TO,
+    FfiBackend, FfiBackendBox, FfiBackend_TO, FfiModelFamilyBox, FfiPreprocessor,
+    FfiPreprocessorBox, FfiPreprocessor_TO, FfiQuantizer, FfiQuantizerBox, FfiQuantizer_TO,
+    FfiTuner, FfiTunerBox, FfiTuner_TO,
 };
 
 /// Runs `f`, turning a panic into an error message (no panic may unwind across `extern "C"`).
@@ -19,7 +20,9 @@ pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RRe
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(e)) => RResult::RErr(e.into()),
-        Err(payload) => RResult::RErr(format!("{what} panicked: {}", panic_message(&*payload)).into()),
+        Err(payload) => {
+            RResult::RErr(format!("{what} panicked: {}", panic_message(&*payload)).into())
+        }
     }
 }
 
@@ -65,10 +68,13 @@ impl<P: DatasetPreprocessor> FfiPreprocessor for PreprocessorAdapter<P> {
     fn preprocess(&self, row: RStr<'_>) -> RResult<ROption<RString>, RString> {
         guard("preprocessor", || {
             let row: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(row.as_str()).map_err(|e| format!("row is not a JSON object: {e}"))?;
+                serde_json::from_str(row.as_str())
+                    .map_err(|e| format!("row is not a JSON object: {e}"))?;
             Ok(match self.0.preprocess(row)? {
                 PreprocessOutcome::Row(v) => ROption::RSome(
-                    serde_json::to_string(&v).map_err(|e| format!("row is not serialisable: {e}"))?.into(),
+                    serde_json::to_string(&v)
+                        .map_err(|e| format!("row is not serialisable: {e}"))?
+                        .into(),
                 ),
                 PreprocessOutcome::Skip => ROption::RNone,
             })
@@ -88,7 +94,10 @@ pub struct PreprocessorHandle {
 
 impl PreprocessorHandle {
     pub(crate) fn new(inner: FfiPreprocessorBox, plugin: &str) -> Self {
-        Self { inner, plugin: plugin.to_string() }
+        Self {
+            inner,
+            plugin: plugin.to_string(),
+        }
     }
 
     /// Runs the preprocessor on one raw row.
@@ -100,7 +109,12 @@ impl PreprocessorHandle {
         match into_result(self.inner.preprocess(json.as_str().into())) {
             Ok(ROption::RSome(s)) => serde_json::from_str(s.as_str())
                 .map(PreprocessOutcome::Row)
-                .map_err(|e| format!("plugin {} returned a malformed standard row: {e}", self.plugin)),
+                .map_err(|e| {
+                    format!(
+                        "plugin {} returned a malformed standard row: {e}",
+                        self.plugin
+                    )
+                }),
             Ok(ROption::RNone) => Ok(PreprocessOutcome::Skip),
             Err(e) => Err(e),
         }
@@ -186,8 +200,17 @@ mod model_adapters {
         fn embedding(&mut self, slot: &str, ids: &Tensor) -> Result<Tensor, String> {
             back(self.0.embedding(slot.into(), TensorRef::new(ids)))
         }
-        fn norm(&mut self, slot: &str, x: &Tensor, kind: NormKind, eps: f64) -> Result<Tensor, String> {
-            back(self.0.norm(slot.into(), TensorRef::new(x), kind.to_u8(), eps))
+        fn norm(
+            &mut self,
+            slot: &str,
+            x: &Tensor,
+            kind: NormKind,
+            eps: f64,
+        ) -> Result<Tensor, String> {
+            back(
+                self.0
+                    .norm(slot.into(), TensorRef::new(x), kind.to_u8(), eps),
+            )
         }
         fn param(&mut self, name: &str) -> Result<Tensor, String> {
             back(self.0.param(name.into()))
@@ -212,11 +235,21 @@ mod model_adapters {
 
     impl FfiModelContext for HostContext<'_> {
         fn linear(&mut self, slot: RStr<'_>, x: TensorRef<'_>) -> RResult<OwnedTensor, RString> {
-            guard("linear", || self.0.linear(slot.as_str(), &x.shallow_clone()).map(OwnedTensor::new))
+            guard("linear", || {
+                self.0
+                    .linear(slot.as_str(), &x.shallow_clone())
+                    .map(OwnedTensor::new)
+            })
         }
-        fn embedding(&mut self, slot: RStr<'_>, ids: TensorRef<'_>) -> RResult<OwnedTensor, RString> {
+        fn embedding(
+            &mut self,
+            slot: RStr<'_>,
+            ids: TensorRef<'_>,
+        ) -> RResult<OwnedTensor, RString> {
             guard("embedding", || {
-                self.0.embedding(slot.as_str(), &ids.shallow_clone()).map(OwnedTensor::new)
+                self.0
+                    .embedding(slot.as_str(), &ids.shallow_clone())
+                    .map(OwnedTensor::new)
             })
         }
         fn norm(
@@ -227,12 +260,17 @@ mod model_adapters {
             eps: f64,
         ) -> RResult<OwnedTensor, RString> {
             guard("norm", || {
-                let kind = NormKind::from_u8(kind).ok_or_else(|| format!("unknown norm kind {kind}"))?;
-                self.0.norm(slot.as_str(), &x.shallow_clone(), kind, eps).map(OwnedTensor::new)
+                let kind =
+                    NormKind::from_u8(kind).ok_or_else(|| format!("unknown norm kind {kind}"))?;
+                self.0
+                    .norm(slot.as_str(), &x.shallow_clone(), kind, eps)
+                    .map(OwnedTensor::new)
             })
         }
         fn param(&mut self, name: RStr<'_>) -> RResult<OwnedTensor, RString> {
-            guard("param", || self.0.param(name.as_str()).map(OwnedTensor::new))
+            guard("param", || {
+                self.0.param(name.as_str()).map(OwnedTensor::new)
+            })
         }
         fn attention(
             &mut self,
@@ -245,7 +283,9 @@ mod model_adapters {
             guard("attention", || {
                 let scale = (scale > 0.0).then_some(scale);
                 let (q, k, v) = (q.shallow_clone(), k.shallow_clone(), v.shallow_clone());
-                self.0.attention(layer as usize, &q, &k, &v, scale).map(OwnedTensor::new)
+                self.0
+                    .attention(layer as usize, &q, &k, &v, scale)
+                    .map(OwnedTensor::new)
             })
         }
     }
@@ -287,7 +327,8 @@ impl ModelHandle {
     /// The model's declaration (see [`crate::model::ModelLayout`]).
     pub fn layout(&self) -> Result<crate::model::ModelLayout, String> {
         let json = into_result(self.inner.layout())?;
-        serde_json::from_str(json.as_str()).map_err(|e| format!("the family sent a malformed layout: {e}"))
+        serde_json::from_str(json.as_str())
+            .map_err(|e| format!("the family sent a malformed layout: {e}"))
     }
 
     /// Runs the family's forward pass with `ctx` as the host's context.
@@ -302,7 +343,9 @@ impl ModelHandle {
         use crate::tensor::{OwnedTensor, TensorRef};
         let mut host = model_adapters::HostContext(ctx);
         let ffi = FfiModelContext_TO::from_ptr(&mut host, TD_Opaque);
-        let r = self.inner.forward(ffi, TensorRef::new(input_ids), TensorRef::new(positions));
+        let r = self
+            .inner
+            .forward(ffi, TensorRef::new(input_ids), TensorRef::new(positions));
         into_result(r).map(OwnedTensor::into_tensor)
     }
 }
@@ -321,12 +364,21 @@ pub trait Tuner: Send + Sync + 'static {
 struct TunerAdapter<T>(T);
 
 impl<T: Tuner> FfiTuner for TunerAdapter<T> {
-    fn targets(&self, args_json: RStr<'_>, slots: RVec<RString>) -> RResult<RVec<RString>, RString> {
+    fn targets(
+        &self,
+        args_json: RStr<'_>,
+        slots: RVec<RString>,
+    ) -> RResult<RVec<RString>, RString> {
         guard("tuner", || {
             let args: serde_json::Value = serde_json::from_str(args_json.as_str())
                 .map_err(|e| format!("tuner arguments are not JSON: {e}"))?;
             let slots: Vec<String> = slots.into_iter().map(RString::into_string).collect();
-            Ok(self.0.targets(&args, &slots)?.into_iter().map(RString::from).collect())
+            Ok(self
+                .0
+                .targets(&args, &slots)?
+                .into_iter()
+                .map(RString::from)
+                .collect())
         })
     }
 }
@@ -346,7 +398,11 @@ impl TunerHandle {
     }
 
     /// See [`Tuner::targets`].
-    pub fn targets(&self, args: &serde_json::Value, slots: &[String]) -> Result<Vec<String>, String> {
+    pub fn targets(
+        &self,
+        args: &serde_json::Value,
+        slots: &[String],
+    ) -> Result<Vec<String>, String> {
         let slots: RVec<RString> = slots.iter().map(|s| RString::from(s.as_str())).collect();
         let json = args.to_string();
         into_result(self.inner.targets(json.as_str().into(), slots))

@@ -43,7 +43,11 @@ pub fn run_register(
         // host's log (at debug level; the caught panic becomes an error anyway) instead of
         // printing to stderr. Built-ins share the host's std and leave its hook alone.
         std::panic::set_hook(Box::new(|info| {
-            crate::log::emit(crate::log::Level::Debug, "plugin", &format!("panic: {info}"));
+            crate::log::emit(
+                crate::log::Level::Debug,
+                "plugin",
+                &format!("panic: {info}"),
+            );
         }));
     }
     guard("register", || {
@@ -129,7 +133,10 @@ macro_rules! builtin_plugin {
                 )
             }
 
-            extern "C" fn __swift_register(host: HostServicesRef, registrar: RegistrarFfi<'_>) -> RResult<(), RString> {
+            extern "C" fn __swift_register(
+                host: HostServicesRef,
+                registrar: RegistrarFfi<'_>,
+            ) -> RResult<(), RString> {
                 $crate::__private::run_register(host, registrar, $register, false)
             }
 

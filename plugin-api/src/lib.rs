@@ -91,9 +91,9 @@ pub mod prelude {
     #[cfg(feature = "tensors")]
     pub use crate::behaviour::ModelFamily;
     pub use crate::behaviour::{Backend, DatasetPreprocessor, PreprocessOutcome, Quantizer, Tuner};
-    pub use crate::model::{ModelLayout, NormKind, ParamDecl, Slot, SlotKind};
     #[cfg(feature = "tensors")]
     pub use crate::model::{Model, ModelContext};
+    pub use crate::model::{ModelLayout, NormKind, ParamDecl, Slot, SlotKind};
     pub use crate::records::*;
     pub use crate::registrar::{PluginError, Registrar};
     pub use crate::row::{FunctionCall, Message, StandardRow, ToolCall};
@@ -103,8 +103,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::abi::{
-        builtin_module, manifest_to_ffi, BuiltinPlugin, FfiManifest, HostServicesRef,
-        PluginModule, PluginModuleRef, RegistrarFfi,
+        builtin_module, manifest_to_ffi, BuiltinPlugin, FfiManifest, HostServicesRef, PluginModule,
+        PluginModuleRef, RegistrarFfi,
     };
     pub use crate::export::{run_manifest, run_register};
     pub use abi_stable;

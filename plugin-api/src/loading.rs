@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
 
-use crate::abi::{manifest_from_ffi, BuiltinPlugin, HostServices, HostServicesRef, PluginModuleRef};
+use crate::abi::{
+    manifest_from_ffi, BuiltinPlugin, HostServices, HostServicesRef, PluginModuleRef,
+};
 use crate::registrar::{HostSink, SinkAdapter};
 use crate::Manifest;
 
@@ -42,7 +44,11 @@ impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LoadError::NotALibrary { path, reason } => {
-                write!(f, "{}: not a loadable shared library: {reason}", path.display())
+                write!(
+                    f,
+                    "{}: not a loadable shared library: {reason}",
+                    path.display()
+                )
             }
             LoadError::NotAPlugin { path, reason } => write!(
                 f,
@@ -57,7 +63,11 @@ impl std::fmt::Display for LoadError {
                 path.display()
             ),
             LoadError::Broken { path, reason } => {
-                write!(f, "{}: the plugin failed to initialise: {reason}", path.display())
+                write!(
+                    f,
+                    "{}: the plugin failed to initialise: {reason}",
+                    path.display()
+                )
             }
         }
     }
@@ -85,25 +95,37 @@ impl PluginLibrary {
     pub fn builtins() -> Vec<Self> {
         inventory::iter::<BuiltinPlugin>
             .into_iter()
-            .map(|b| Self { module: (b.module)() })
+            .map(|b| Self {
+                module: (b.module)(),
+            })
             .collect()
     }
 
     /// Calls the plugin's `manifest` entry point.
     pub fn manifest(&self) -> Result<Manifest, String> {
         let f = self.module.manifest();
-        f().into_result().map(manifest_from_ffi).map_err(|e| e.into_string())
+        f().into_result()
+            .map(manifest_from_ffi)
+            .map_err(|e| e.into_string())
     }
 
     /// Calls the plugin's `register` entry point, feeding `sink`. `plugin` names the plugin in
     /// errors about its records.
     pub fn register(&self, plugin: &str, sink: &mut dyn HostSink) -> Result<(), String> {
         use abi_stable::{prefix_type::PrefixTypeTrait, sabi_trait::TD_Opaque};
-        let host: HostServicesRef = HostServices { log: crate::log::forward_to_tracing }.leak_into_prefix();
-        let mut adapter = SinkAdapter { sink, plugin: plugin.to_string() };
+        let host: HostServicesRef = HostServices {
+            log: crate::log::forward_to_tracing,
+        }
+        .leak_into_prefix();
+        let mut adapter = SinkAdapter {
+            sink,
+            plugin: plugin.to_string(),
+        };
         let registrar = crate::abi::FfiRegistrar_TO::from_ptr(&mut adapter, TD_Opaque);
         let f = self.module.register();
-        f(host, registrar).into_result().map_err(|e| e.into_string())
+        f(host, registrar)
+            .into_result()
+            .map_err(|e| e.into_string())
     }
 }
 

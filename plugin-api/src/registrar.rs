@@ -54,7 +54,8 @@ pub struct Registrar<'a> {
 }
 
 fn to_json<R: Serialize>(record: &R) -> Result<String, PluginError> {
-    serde_json::to_string(record).map_err(|e| PluginError(format!("record is not serialisable: {e}")))
+    serde_json::to_string(record)
+        .map_err(|e| PluginError(format!("record is not serialisable: {e}")))
 }
 
 fn ffi_result(r: RResult<(), RString>) -> Result<(), PluginError> {
@@ -85,7 +86,10 @@ impl<'a> Registrar<'a> {
         imp: impl DatasetPreprocessor,
     ) -> Result<(), PluginError> {
         let json = to_json(&record)?;
-        ffi_result(self.ffi.add_preprocessor(json.as_str().into(), preprocessor_to_ffi(imp)))
+        ffi_result(
+            self.ffi
+                .add_preprocessor(json.as_str().into(), preprocessor_to_ffi(imp)),
+        )
     }
 
     /// Registers a model family with its own behaviour (needs the `tensors` feature).
@@ -110,7 +114,10 @@ impl<'a> Registrar<'a> {
             )));
         }
         let json = to_json(&record)?;
-        ffi_result(self.ffi.add_model_family(json.as_str().into(), ROption::RNone))
+        ffi_result(
+            self.ffi
+                .add_model_family(json.as_str().into(), ROption::RNone),
+        )
     }
 
     /// Registers a tuner.
@@ -126,13 +133,19 @@ impl<'a> Registrar<'a> {
         imp: impl Quantizer,
     ) -> Result<(), PluginError> {
         let json = to_json(&record)?;
-        ffi_result(self.ffi.add_quantizer(json.as_str().into(), quantizer_to_ffi(imp)))
+        ffi_result(
+            self.ffi
+                .add_quantizer(json.as_str().into(), quantizer_to_ffi(imp)),
+        )
     }
 
     /// Registers an inference backend.
     pub fn backend(&mut self, record: BackendRecord, imp: impl Backend) -> Result<(), PluginError> {
         let json = to_json(&record)?;
-        ffi_result(self.ffi.add_backend(json.as_str().into(), backend_to_ffi(imp)))
+        ffi_result(
+            self.ffi
+                .add_backend(json.as_str().into(), backend_to_ffi(imp)),
+        )
     }
 }
 
@@ -183,7 +196,10 @@ pub(crate) struct SinkAdapter<'s> {
 impl SinkAdapter<'_> {
     fn parse<R: DeserializeOwned>(&self, kind: &str, json: RStr<'_>) -> Result<R, SinkError> {
         serde_json::from_str(json.as_str()).map_err(|e| {
-            SinkError(format!("plugin `{}` sent an invalid {kind} record: {e}", self.plugin))
+            SinkError(format!(
+                "plugin `{}` sent an invalid {kind} record: {e}",
+                self.plugin
+            ))
         })
     }
 
@@ -194,18 +210,28 @@ impl SinkAdapter<'_> {
 
 impl FfiRegistrar for SinkAdapter<'_> {
     fn add_template(&mut self, json: RStr<'_>) -> RResult<(), RString> {
-        let r = self.parse("template", json).and_then(|rec| self.sink.add_template(rec));
+        let r = self
+            .parse("template", json)
+            .and_then(|rec| self.sink.add_template(rec));
         Self::finish(r)
     }
 
     fn add_dataset(&mut self, json: RStr<'_>) -> RResult<(), RString> {
-        let r = self.parse("dataset", json).and_then(|rec| self.sink.add_dataset(rec));
+        let r = self
+            .parse("dataset", json)
+            .and_then(|rec| self.sink.add_dataset(rec));
         Self::finish(r)
     }
 
-    fn add_preprocessor(&mut self, json: RStr<'_>, imp: FfiPreprocessorBox) -> RResult<(), RString> {
+    fn add_preprocessor(
+        &mut self,
+        json: RStr<'_>,
+        imp: FfiPreprocessorBox,
+    ) -> RResult<(), RString> {
         let handle = PreprocessorHandle::new(imp, &self.plugin);
-        let r = self.parse("preprocessor", json).and_then(|rec| self.sink.add_preprocessor(rec, handle));
+        let r = self
+            .parse("preprocessor", json)
+            .and_then(|rec| self.sink.add_preprocessor(rec, handle));
         Self::finish(r)
     }
 
@@ -215,25 +241,33 @@ impl FfiRegistrar for SinkAdapter<'_> {
         imp: ROption<FfiModelFamilyBox>,
     ) -> RResult<(), RString> {
         let handle = imp.into_option().map(ModelFamilyHandle::new);
-        let r = self.parse("model family", json).and_then(|rec| self.sink.add_model_family(rec, handle));
+        let r = self
+            .parse("model family", json)
+            .and_then(|rec| self.sink.add_model_family(rec, handle));
         Self::finish(r)
     }
 
     fn add_tuner(&mut self, json: RStr<'_>, imp: FfiTunerBox) -> RResult<(), RString> {
         let handle = TunerHandle::new(imp);
-        let r = self.parse("tuner", json).and_then(|rec| self.sink.add_tuner(rec, handle));
+        let r = self
+            .parse("tuner", json)
+            .and_then(|rec| self.sink.add_tuner(rec, handle));
         Self::finish(r)
     }
 
     fn add_quantizer(&mut self, json: RStr<'_>, imp: FfiQuantizerBox) -> RResult<(), RString> {
         let handle = QuantizerHandle::new(imp);
-        let r = self.parse("quantizer", json).and_then(|rec| self.sink.add_quantizer(rec, handle));
+        let r = self
+            .parse("quantizer", json)
+            .and_then(|rec| self.sink.add_quantizer(rec, handle));
         Self::finish(r)
     }
 
     fn add_backend(&mut self, json: RStr<'_>, imp: FfiBackendBox) -> RResult<(), RString> {
         let handle = BackendHandle::new(imp);
-        let r = self.parse("backend", json).and_then(|rec| self.sink.add_backend(rec, handle));
+        let r = self
+            .parse("backend", json)
+            .and_then(|rec| self.sink.add_backend(rec, handle));
         Self::finish(r)
     }
 }

@@ -27,7 +27,13 @@ pub struct Message {
 impl Message {
     /// A message with a role and text.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into(), tool_calls: None, tool_call_id: None, name: None }
+        Self {
+            role: role.into(),
+            content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
+        }
     }
 }
 

@@ -45,7 +45,10 @@ mod convert {
     impl<'a> TensorRef<'a> {
         /// Borrows a tensor for the duration of a call.
         pub fn new(t: &'a Tensor) -> Self {
-            Self { ptr: t.as_ptr() as *mut c_void, _borrow: PhantomData }
+            Self {
+                ptr: t.as_ptr() as *mut c_void,
+                _borrow: PhantomData,
+            }
         }
 
         /// A new `tch::Tensor` handle on the same storage and autograd node (no copy).

@@ -15,7 +15,9 @@ extern "C" fn plugin_transform(x: TensorRef<'_>, w: TensorRef<'_>) -> OwnedTenso
 #[test]
 fn autograd_flows_back_through_the_handles() {
     let x = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).reshape([2, 2]);
-    let w = Tensor::from_slice(&[0.5f32, 1.0, -1.0, 2.0]).reshape([2, 2]).set_requires_grad(true);
+    let w = Tensor::from_slice(&[0.5f32, 1.0, -1.0, 2.0])
+        .reshape([2, 2])
+        .set_requires_grad(true);
     let y = plugin_transform(TensorRef::new(&x), TensorRef::new(&w)).into_tensor();
     // Hand-computed: x @ w = [[1*0.5 + -2*-1, 1*1 + -2*2], [3*0.5 + 0.5*-1, 3*1 + 0.5*2]]
     //                      = [[2.5, -3], [1, 4]]; *2+1 = [[6, -5], [3, 9]]; relu -> [[6, 0], [3, 9]]

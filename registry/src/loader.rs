@@ -50,13 +50,34 @@ enum Pending {
 macro_rules! per_kind {
     ($pending:expr, $regs:ident, |$reg:ident, $entry:ident| $body:expr) => {
         match $pending {
-            Pending::Model($entry) => { let $reg = &mut $regs.models; $body }
-            Pending::Template($entry) => { let $reg = &mut $regs.templates; $body }
-            Pending::Dataset($entry) => { let $reg = &mut $regs.datasets; $body }
-            Pending::Preprocessor($entry) => { let $reg = &mut $regs.preprocessors; $body }
-            Pending::Tuner($entry) => { let $reg = &mut $regs.tuners; $body }
-            Pending::Quantizer($entry) => { let $reg = &mut $regs.quantizers; $body }
-            Pending::Backend($entry) => { let $reg = &mut $regs.backends; $body }
+            Pending::Model($entry) => {
+                let $reg = &mut $regs.models;
+                $body
+            }
+            Pending::Template($entry) => {
+                let $reg = &mut $regs.templates;
+                $body
+            }
+            Pending::Dataset($entry) => {
+                let $reg = &mut $regs.datasets;
+                $body
+            }
+            Pending::Preprocessor($entry) => {
+                let $reg = &mut $regs.preprocessors;
+                $body
+            }
+            Pending::Tuner($entry) => {
+                let $reg = &mut $regs.tuners;
+                $body
+            }
+            Pending::Quantizer($entry) => {
+                let $reg = &mut $regs.quantizers;
+                $body
+            }
+            Pending::Backend($entry) => {
+                let $reg = &mut $regs.backends;
+                $body
+            }
         }
     };
 }
@@ -124,8 +145,15 @@ impl Registries {
     }
 
     /// The kinds `rows` accepts.
-    pub const KINDS: [&'static str; 7] =
-        ["models", "templates", "datasets", "preprocessors", "tuners", "quantizers", "backends"];
+    pub const KINDS: [&'static str; 7] = [
+        "models",
+        "templates",
+        "datasets",
+        "preprocessors",
+        "tuners",
+        "quantizers",
+        "backends",
+    ];
 }
 
 /// One line of `swift list`.
@@ -151,13 +179,23 @@ pub enum PluginSource {
 /// first. An entry that is a file is a plugin asked for by path.
 pub fn discover(plugin_dirs: &[PathBuf], env_path: Option<&OsStr>) -> Vec<PluginSource> {
     let from_env = env_path
-        .map(|p| std::env::split_paths(p).filter(|p| !p.as_os_str().is_empty()).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(p)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     plugin_dirs
         .iter()
         .cloned()
         .chain(from_env)
-        .map(|p| if p.is_file() { PluginSource::File(p) } else { PluginSource::Dir(p) })
+        .map(|p| {
+            if p.is_file() {
+                PluginSource::File(p)
+            } else {
+                PluginSource::Dir(p)
+            }
+        })
         .collect()
 }
 
@@ -208,13 +246,18 @@ enum Mode {
 impl PluginLoader {
     /// A loader with the given overrides.
     pub fn new(overrides: impl IntoIterator<Item = String>) -> Self {
-        Self { overrides: overrides.into_iter().collect() }
+        Self {
+            overrides: overrides.into_iter().collect(),
+        }
     }
 
     /// Loads the built-in plugins, then each source in order.
     pub fn load(&self, sources: &[PluginSource]) -> Result<LoadReport, RegistryError> {
-        let mut report =
-            LoadReport { registries: Registries::default(), plugins: Vec::new(), warnings: Vec::new() };
+        let mut report = LoadReport {
+            registries: Registries::default(),
+            plugins: Vec::new(),
+            warnings: Vec::new(),
+        };
         let mut builtins: Vec<(Manifest, PluginLibrary)> = Vec::new();
         for lib in PluginLibrary::builtins() {
             let manifest = lib.manifest().map_err(|reason| RegistryError::Builtin {
@@ -231,10 +274,14 @@ impl PluginLoader {
                 plugin: manifest.name.clone(),
                 reason,
             })?;
-            let prov = Provenance::Builtin { plugin: manifest.name.clone() };
-            self.register_library(&mut report, &manifest, &lib, prov, Mode::Named).map_err(
-                |reason| RegistryError::Builtin { plugin: manifest.name.clone(), reason },
-            )?;
+            let prov = Provenance::Builtin {
+                plugin: manifest.name.clone(),
+            };
+            self.register_library(&mut report, &manifest, &lib, prov, Mode::Named)
+                .map_err(|reason| RegistryError::Builtin {
+                    plugin: manifest.name.clone(),
+                    reason,
+                })?;
             report.plugins.push(LoadedPlugin {
                 name: manifest.name,
                 version: manifest.version,
@@ -246,18 +293,25 @@ impl PluginLoader {
             match source {
                 PluginSource::File(path) => self
                     .load_file(&mut report, path, Mode::Named)
-                    .map_err(|reason| RegistryError::Plugin { path: path.clone(), reason })?,
+                    .map_err(|reason| RegistryError::Plugin {
+                        path: path.clone(),
+                        reason,
+                    })?,
                 PluginSource::Dir(dir) => {
                     let files = match scan_dir(dir) {
                         Ok(files) => files,
                         Err(e) => {
-                            report.warnings.push(format!("plugin directory {}: {e}", dir.display()));
+                            report
+                                .warnings
+                                .push(format!("plugin directory {}: {e}", dir.display()));
                             continue;
                         }
                     };
                     for path in files {
                         if let Err(reason) = self.load_file(&mut report, &path, Mode::Scanned) {
-                            report.warnings.push(format!("skipped plugin {}: {reason}", path.display()));
+                            report
+                                .warnings
+                                .push(format!("skipped plugin {}: {reason}", path.display()));
                         }
                     }
                 }
@@ -268,16 +322,31 @@ impl PluginLoader {
 
     fn load_file(&self, report: &mut LoadReport, path: &Path, mode: Mode) -> Result<(), String> {
         let sha256 = file_sha256(path)?;
-        let is_text = matches!(path.extension().and_then(OsStr::to_str), Some("toml" | "json"));
+        let is_text = matches!(
+            path.extension().and_then(OsStr::to_str),
+            Some("toml" | "json")
+        );
         let (name, version) = if is_text {
             let plugin = parse_text_plugin(path)?;
-            let prov = Provenance::TextFile { path: path.to_path_buf() };
+            let prov = Provenance::TextFile {
+                path: path.to_path_buf(),
+            };
             let pending: Vec<Pending> = plugin
                 .templates
                 .into_iter()
-                .map(|record| Pending::Template(Entry { record, imp: None, provenance: prov.clone() }))
+                .map(|record| {
+                    Pending::Template(Entry {
+                        record,
+                        imp: None,
+                        provenance: prov.clone(),
+                    })
+                })
                 .chain(plugin.datasets.into_iter().map(|record| {
-                    Pending::Dataset(Entry { record, imp: None, provenance: prov.clone() })
+                    Pending::Dataset(Entry {
+                        record,
+                        imp: None,
+                        provenance: prov.clone(),
+                    })
                 }))
                 .collect();
             let name = prov.plugin();
@@ -285,9 +354,14 @@ impl PluginLoader {
             (name, String::new())
         } else {
             let lib = PluginLibrary::open(path).map_err(|e| e.to_string())?;
-            let manifest = lib.manifest().map_err(|e| format!("its manifest failed: {e}"))?;
+            let manifest = lib
+                .manifest()
+                .map_err(|e| format!("its manifest failed: {e}"))?;
             check_manifest(&manifest)?;
-            let prov = Provenance::Library { plugin: manifest.name.clone(), path: path.to_path_buf() };
+            let prov = Provenance::Library {
+                plugin: manifest.name.clone(),
+                path: path.to_path_buf(),
+            };
             self.register_library(report, &manifest, &lib, prov, mode)?;
             (manifest.name, manifest.version)
         };
@@ -308,7 +382,10 @@ impl PluginLoader {
         provenance: Provenance,
         mode: Mode,
     ) -> Result<(), String> {
-        let mut sink = StagingSink { provenance, pending: Vec::new() };
+        let mut sink = StagingSink {
+            provenance,
+            pending: Vec::new(),
+        };
         lib.register(&manifest.name, &mut sink)
             .map_err(|e| format!("plugin `{}` failed to register: {e}", manifest.name))?;
         self.merge(report, &manifest.name, sink.pending, mode)
@@ -323,7 +400,8 @@ impl PluginLoader {
         pending: Vec<Pending>,
         mode: Mode,
     ) -> Result<(), String> {
-        let may_replace = |name: &str| self.overrides.contains(name) || self.overrides.contains(plugin);
+        let may_replace =
+            |name: &str| self.overrides.contains(name) || self.overrides.contains(plugin);
         if mode == Mode::Named {
             let mut msg = String::new();
             for p in &pending {
@@ -376,7 +454,11 @@ fn check_manifest(m: &Manifest) -> Result<(), String> {
             m.name
         )),
     };
-    check("libtorch", &m.libtorch_version, swift_plugin_api::LIBTORCH_VERSION)?;
+    check(
+        "libtorch",
+        &m.libtorch_version,
+        swift_plugin_api::LIBTORCH_VERSION,
+    )?;
     check("tch", &m.tch_version, swift_plugin_api::TCH_VERSION)
 }
 
@@ -387,7 +469,10 @@ fn scan_dir(dir: &Path) -> Result<Vec<PathBuf>, String> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .filter(|p| {
-            matches!(p.extension().and_then(OsStr::to_str), Some("so" | "dylib" | "toml" | "json"))
+            matches!(
+                p.extension().and_then(OsStr::to_str),
+                Some("so" | "dylib" | "toml" | "json")
+            )
         })
         .collect();
     files.sort();
@@ -396,7 +481,10 @@ fn scan_dir(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 fn file_sha256(path: &Path) -> Result<String, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Collects one plugin's registrations before they are merged.
@@ -407,7 +495,11 @@ struct StagingSink {
 
 impl StagingSink {
     fn entry<R, I>(&self, record: R, imp: Option<I>) -> Entry<R, I> {
-        Entry { record, imp: imp.map(Arc::new), provenance: self.provenance.clone() }
+        Entry {
+            record,
+            imp: imp.map(Arc::new),
+            provenance: self.provenance.clone(),
+        }
     }
 }
 

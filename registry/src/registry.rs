@@ -63,7 +63,11 @@ impl<R: fmt::Debug, I> fmt::Debug for Entry<R, I> {
 
 impl<R: Clone, I> Clone for Entry<R, I> {
     fn clone(&self) -> Self {
-        Self { record: self.record.clone(), imp: self.imp.clone(), provenance: self.provenance.clone() }
+        Self {
+            record: self.record.clone(),
+            imp: self.imp.clone(),
+            provenance: self.provenance.clone(),
+        }
     }
 }
 
@@ -114,7 +118,10 @@ pub struct Registry<R, I> {
 
 impl<R, I> Default for Registry<R, I> {
     fn default() -> Self {
-        Self { entries: BTreeMap::new(), aliases: BTreeMap::new() }
+        Self {
+            entries: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+        }
     }
 }
 
@@ -139,9 +146,11 @@ impl<R: Record, I> Registry<R, I> {
         if !replace {
             self.check(&entry)?;
         }
-        let names = std::iter::once(entry.record.name()).chain(entry.record.aliases().iter().map(String::as_str));
-        let clashing: Vec<String> =
-            names.filter_map(|n| self.canonical(n).map(str::to_string)).collect();
+        let names = std::iter::once(entry.record.name())
+            .chain(entry.record.aliases().iter().map(String::as_str));
+        let clashing: Vec<String> = names
+            .filter_map(|n| self.canonical(n).map(str::to_string))
+            .collect();
         for canon in clashing {
             self.remove(&canon);
         }
@@ -155,7 +164,8 @@ impl<R: Record, I> Registry<R, I> {
 
     /// Refuses an entry whose name or any alias is already taken (by a name or an alias).
     pub fn check(&self, entry: &Entry<R, I>) -> Result<(), Box<Conflict>> {
-        let names = std::iter::once(entry.record.name()).chain(entry.record.aliases().iter().map(String::as_str));
+        let names = std::iter::once(entry.record.name())
+            .chain(entry.record.aliases().iter().map(String::as_str));
         for n in names {
             if let Some(canon) = self.canonical(n) {
                 return Err(Box::new(Conflict {
@@ -196,7 +206,11 @@ impl<R: Record, I> Registry<R, I> {
             .entries
             .iter()
             .map(|(n, e)| (n.as_str(), e))
-            .chain(self.aliases.iter().map(|(a, c)| (a.as_str(), &self.entries[c])))
+            .chain(
+                self.aliases
+                    .iter()
+                    .map(|(a, c)| (a.as_str(), &self.entries[c])),
+            )
             .filter_map(|(n, e)| {
                 let ln = n.to_lowercase();
                 let mut score = strsim::normalized_damerau_levenshtein(&lower, &ln);
@@ -234,7 +248,13 @@ mod tests {
     fn entry(name: &str, aliases: &[&str], plugin: &str) -> Entry<TemplateRecord, ()> {
         let mut record = TemplateRecord::new(name, "{{QUERY}}");
         record.aliases = aliases.iter().map(|a| a.to_string()).collect();
-        Entry { record, imp: None, provenance: Provenance::Builtin { plugin: plugin.into() } }
+        Entry {
+            record,
+            imp: None,
+            provenance: Provenance::Builtin {
+                plugin: plugin.into(),
+            },
+        }
     }
 
     #[test]
@@ -251,19 +271,32 @@ mod tests {
         let mut r = Registry::new();
         r.insert(entry("chatml", &[], "first"), false).unwrap();
         let err = r.insert(entry("chatml", &[], "second"), false).unwrap_err();
-        assert_eq!(err.existing, Provenance::Builtin { plugin: "first".into() });
-        assert_eq!(err.new, Provenance::Builtin { plugin: "second".into() });
+        assert_eq!(
+            err.existing,
+            Provenance::Builtin {
+                plugin: "first".into()
+            }
+        );
+        assert_eq!(
+            err.new,
+            Provenance::Builtin {
+                plugin: "second".into()
+            }
+        );
         let msg = err.to_string();
         assert!(msg.contains("first") && msg.contains("second"), "{msg}");
         // An alias clashing with a name is a conflict too.
-        assert!(r.insert(entry("other", &["chatml"], "third"), false).is_err());
+        assert!(r
+            .insert(entry("other", &["chatml"], "third"), false)
+            .is_err());
         assert_eq!(r.resolve("chatml").unwrap().provenance.plugin(), "first");
     }
 
     #[test]
     fn override_replaces_the_entry_and_its_aliases() {
         let mut r = Registry::new();
-        r.insert(entry("chatml", &["im"], "builtin"), false).unwrap();
+        r.insert(entry("chatml", &["im"], "builtin"), false)
+            .unwrap();
         r.insert(entry("chatml", &[], "org"), true).unwrap();
         assert_eq!(r.resolve("chatml").unwrap().provenance.plugin(), "org");
         assert!(r.get("im").is_none(), "the old entry's alias went with it");
@@ -277,7 +310,10 @@ mod tests {
         }
         let err = r.resolve("qwen").unwrap_err();
         let names: Vec<_> = err.suggestions.iter().map(|s| s.0.as_str()).collect();
-        assert!(names.contains(&"qwen3") && names.contains(&"qwen2_5"), "{names:?}");
+        assert!(
+            names.contains(&"qwen3") && names.contains(&"qwen2_5"),
+            "{names:?}"
+        );
         assert!(err.to_string().contains("built-in (builtin)"), "{err}");
         let err = r.resolve("zzzzzz").unwrap_err();
         assert!(err.suggestions.is_empty());

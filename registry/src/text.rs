@@ -58,7 +58,10 @@ columns = { question = "query", answer = "response" }
         let p = parse_text_plugin(&path).unwrap();
         assert_eq!(p.templates[0].name, "acme-chat");
         assert_eq!(p.templates[0].suffix, "<|end|>");
-        assert_eq!(p.datasets[0].path, dir.path().join("faq.jsonl").to_string_lossy());
+        assert_eq!(
+            p.datasets[0].path,
+            dir.path().join("faq.jsonl").to_string_lossy()
+        );
         assert_eq!(p.datasets[0].preprocessor, "auto");
         assert_eq!(p.datasets[0].columns["question"], "query");
     }
@@ -67,8 +70,11 @@ columns = { question = "query", answer = "response" }
     fn typos_are_errors_naming_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.json");
-        std::fs::write(&path, r#"{"template": [{"name": "x", "prompt": "{{QUERY}}", "sufix": ""}]}"#)
-            .unwrap();
+        std::fs::write(
+            &path,
+            r#"{"template": [{"name": "x", "prompt": "{{QUERY}}", "sufix": ""}]}"#,
+        )
+        .unwrap();
         let err = parse_text_plugin(&path).unwrap_err();
         assert!(err.contains("sufix"), "{err}");
     }

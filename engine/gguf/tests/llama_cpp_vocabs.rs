@@ -20,10 +20,15 @@ fn models_dir() -> Option<PathBuf> {
     let from_cache = || {
         let cache = std::env::var_os("SWIFT_RS_CACHE")
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/swift-rs")))?;
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/swift-rs"))
+            })?;
         Some(cache.join("assets/llama.cpp/models")).filter(|p| p.is_dir())
     };
-    let Some(dir) = std::env::var_os("SWIFT_LLAMA_CPP_MODELS").map(PathBuf::from).or_else(from_cache) else {
+    let Some(dir) = std::env::var_os("SWIFT_LLAMA_CPP_MODELS")
+        .map(PathBuf::from)
+        .or_else(from_cache)
+    else {
         println!("skipped: set SWIFT_LLAMA_CPP_MODELS to llama.cpp's models/ folder (see the file comment)");
         return None;
     };

@@ -14,12 +14,18 @@ pub fn run(args: &ExportArgs, _settings: &GlobalSettings) -> Result<()> {
         return super::not_yet("export (merge, quantize, to GGUF)", "export");
     };
     if !args.rest.is_empty() {
-        bail!("--from_gguf takes only --output_dir; unexpected: {}", args.rest.join(" "));
+        bail!(
+            "--from_gguf takes only --output_dir; unexpected: {}",
+            args.rest.join(" ")
+        );
     }
     let out = match &args.output_dir {
         Some(o) => o.clone(),
         None => {
-            let stem = gguf.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = gguf
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             std::path::PathBuf::from(format!("{stem}-hf"))
         }
     };

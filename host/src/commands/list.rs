@@ -22,13 +22,23 @@ pub fn run(args: &ListArgs, settings: &GlobalSettings) -> Result<()> {
             kind = r.kind;
             writeln!(out, "{}:", kind_heading(kind))?;
         }
-        let aliases =
-            if r.aliases.is_empty() { String::new() } else { format!(" (aliases: {})", r.aliases.join(", ")) };
+        let aliases = if r.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" (aliases: {})", r.aliases.join(", "))
+        };
         writeln!(out, "  {:<24} {}{}", r.name, r.description, aliases)?;
         writeln!(out, "  {:<24} from {}", "", r.provenance)?;
     }
     if rows.is_empty() {
-        writeln!(out, "nothing registered{}", args.kind.as_deref().map(|k| format!(" for {k}")).unwrap_or_default())?;
+        writeln!(
+            out,
+            "nothing registered{}",
+            args.kind
+                .as_deref()
+                .map(|k| format!(" for {k}"))
+                .unwrap_or_default()
+        )?;
     }
     Ok(())
 }

@@ -11,14 +11,23 @@ use crate::cli::NewPluginArgs;
 pub fn run(args: &NewPluginArgs) -> Result<()> {
     let name = &args.name;
     if name.is_empty()
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         || !name.starts_with(|c: char| c.is_ascii_alphabetic())
     {
         bail!("plugin name `{name}` is not a valid crate name: use letters, digits, `-` and `_`, starting with a letter");
     }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(name));
-    if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("{} already exists and is not empty; choose another --out", out.display());
+    if out.exists()
+        && std::fs::read_dir(&out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!(
+            "{} already exists and is not empty; choose another --out",
+            out.display()
+        );
     }
     let api = match &args.api_path {
         Some(p) => p.clone(),
@@ -30,14 +39,23 @@ pub fn run(args: &NewPluginArgs) -> Result<()> {
             api.display()
         )
     })?;
-    std::fs::create_dir_all(out.join("src")).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out.join("src"))
+        .with_context(|| format!("creating {}", out.display()))?;
     let lib_name = name.replace('-', "_");
     write(&out.join("Cargo.toml"), &cargo_toml(name, &api))?;
     write(&out.join("src/lib.rs"), &lib_rs(name, &args.kind))?;
     write(&out.join("README.md"), &readme(name, &lib_name, &args.kind))?;
     write(&out.join(".gitignore"), "/target\n")?;
-    println!("created {} ({} plugin); build it with: cd {} && cargo build --release", out.display(), args.kind, out.display());
-    println!("then load it with: swift --plugin-dir {}/target/release list", out.display());
+    println!(
+        "created {} ({} plugin); build it with: cd {} && cargo build --release",
+        out.display(),
+        args.kind,
+        out.display()
+    );
+    println!(
+        "then load it with: swift --plugin-dir {}/target/release list",
+        out.display()
+    );
     Ok(())
 }
 

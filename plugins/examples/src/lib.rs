@@ -21,13 +21,22 @@ impl DatasetPreprocessor for FaqPreprocessor {
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("example-faq rows need a string `{k}` column"))
         };
-        let messages = vec![Message::new("user", get("q")?), Message::new("assistant", get("a")?)];
-        Ok(PreprocessOutcome::Row(StandardRow { messages, ..Default::default() }))
+        let messages = vec![
+            Message::new("user", get("q")?),
+            Message::new("assistant", get("a")?),
+        ];
+        Ok(PreprocessOutcome::Row(StandardRow {
+            messages,
+            ..Default::default()
+        }))
     }
 }
 
 fn register(r: &mut Registrar) -> Result<(), PluginError> {
-    let mut t = TemplateRecord::new("example-chat", "<|user|>\n{{QUERY}}<|end|>\n<|assistant|>\n");
+    let mut t = TemplateRecord::new(
+        "example-chat",
+        "<|user|>\n{{QUERY}}<|end|>\n<|assistant|>\n",
+    );
     t.description = "the example plugin's chat format".into();
     t.system_prefix = Some("<|system|>\n{{SYSTEM}}<|end|>\n".into());
     t.chat_sep = Some("<|end|>\n".into());
