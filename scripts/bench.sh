@@ -15,3 +15,6 @@ fi
 
 echo "== inference side by side with ms-swift (its own virtualenv; medians of 3 runs)"
 "${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_infer_peer.py --repeats 3
+
+echo "== LoRA SFT side by side with ms-swift (PEER.md workload; medians of 3 runs)"
+"${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_train_peer.py --repeats 3
