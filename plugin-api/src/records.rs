@@ -191,11 +191,63 @@ macro_rules! simple_record {
     };
 }
 
-simple_record!(
-    /// A tuner (LoRA, DoRA, full, ...): its behaviour is a [`crate::Tuner`].
-    TunerRecord,
-    "tuner"
-);
+/// A tuner (LoRA, DoRA, full, ...): its behaviour is a [`crate::Tuner`], which picks the slots.
+///
+/// The tensors a tuner trains are held by the host's trainer, which knows a few adapter kinds;
+/// `adapter` names the one this tuner uses and `options` its settings, so a plugin can register
+/// e.g. an attention-only DoRA as `adapter = "lora"`, `options = {use_dora = true}`. Adapters:
+/// `lora` (options `use_rslora`, `use_dora`, `init_weights` = true|gaussian|pissa|olora,
+/// `lora_lr_ratio`), `full` (the chosen slots and every other parameter), `freeze`
+/// (`freeze_parameters` / `trainable_parameters` patterns), `lisa`. The user's flags override
+/// `options`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunerRecord {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    /// The host adapter kind; default: the tuner's own name.
+    #[serde(default)]
+    pub adapter: Option<String>,
+    /// The adapter's settings (JSON values by setting name).
+    #[serde(default)]
+    pub options: BTreeMap<String, serde_json::Value>,
+}
+impl_record!(TunerRecord, "tuner");
+
+impl TunerRecord {
+    /// A record with a name and a description (its adapter is its name).
+    pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            aliases: Vec::new(),
+            description: description.into(),
+            adapter: None,
+            options: BTreeMap::new(),
+        }
+    }
+
+    /// The same tuner on adapter `adapter` with `options`.
+    pub fn with_adapter(
+        mut self,
+        adapter: impl Into<String>,
+        options: impl IntoIterator<Item = (&'static str, serde_json::Value)>,
+    ) -> Self {
+        self.adapter = Some(adapter.into());
+        self.options = options
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        self
+    }
+
+    /// The adapter kind the host attaches.
+    pub fn adapter(&self) -> &str {
+        self.adapter.as_deref().unwrap_or(&self.name)
+    }
+}
 simple_record!(
     /// A quantizer (bnb, hqq, gptq, awq, ...): its behaviour is a [`crate::Quantizer`].
     QuantizerRecord,

@@ -3,6 +3,15 @@
 //! Kaiming-uniform as PEFT does (`a = √5`, so the bound is `1/√in`) and `B` (`[out, r]`) zero, so
 //! the adapted model starts equal to the base.
 //!
+//! Variants (PEFT's names): rsLoRA scales by `alpha / √r`; DoRA ([`LoraVariant::use_dora`])
+//! re-normalises each output row to a trained magnitude `m`: the slot's output becomes
+//! `base + (m / ‖W + s·B·A‖ − 1) ⊙ x·Wᵀ + (m / ‖W + s·B·A‖) ⊙ s·x·Aᵀ·Bᵀ`, the norm per output
+//! row and detached from the gradient, as PEFT computes it. PiSSA and OLoRA initialise `A` and
+//! `B` from the base weight (its top singular vectors, or its QR factors) and subtract `s·B·A`
+//! from the base so the model starts unchanged; such an adapter is saved converted to a plain
+//! LoRA of rank `2r` (`A' = [A; A₀]`, `B' = [B, −B₀]`, alpha doubled), as PEFT's
+//! `path_initial_model_for_weight_conversion` does, so it applies to the original base model.
+//!
 //! The adapter saves to and loads from the PEFT layout: `adapter_config.json` (`peft_type: LORA`,
 //! `r`, `lora_alpha`, `target_modules`, ...) and `adapter_model.safetensors` with keys
 //! `base_model.model.<slot>.lora_A.weight` / `lora_B.weight`, which Python
@@ -41,6 +50,47 @@ impl LoraConfig {
     }
 }
 
+/// How the adapter tensors start (PEFT's `init_lora_weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoraInit {
+    /// `A` Kaiming-uniform, `B` zero (PEFT's `true`).
+    #[default]
+    Kaiming,
+    /// `A` normal with standard deviation `1 / r`, `B` zero (PEFT's `gaussian`).
+    Gaussian,
+    /// `A`, `B` from the top-`r` singular triplets of `W` (PiSSA).
+    Pissa,
+    /// `A`, `B` from the QR decomposition of `W` (OLoRA).
+    Olora,
+}
+
+impl LoraInit {
+    /// Parses ms-swift's `--init_weights` (`true`, `gaussian`, `pissa`, `olora`).
+    pub fn parse(s: &str) -> Result<Self, TrainError> {
+        match s.to_ascii_lowercase().as_str() {
+            "true" | "default" | "kaiming" => Ok(Self::Kaiming),
+            "gaussian" => Ok(Self::Gaussian),
+            "pissa" => Ok(Self::Pissa),
+            "olora" => Ok(Self::Olora),
+            other => Err(TrainError::Config(format!(
+                "init_weights `{other}` is not one of true, gaussian, pissa, olora"
+            ))),
+        }
+    }
+
+    /// Whether the base weight is changed at initialisation (and the adapter saved converted).
+    pub fn mutates_base(self) -> bool {
+        matches!(self, Self::Pissa | Self::Olora)
+    }
+}
+
+/// The LoRA variant beyond [`LoraConfig`]: DoRA and the initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LoraVariant {
+    pub use_dora: bool,
+    pub init: LoraInit,
+}
+
 /// A tensor the hook only reads. libtorch tensors may be read from several threads at once;
 /// tch marks `Tensor` `Send` but not `Sync`, and [`LinearHook`] must be both.
 pub struct ReadOnly(pub Tensor);
@@ -49,6 +99,14 @@ pub struct ReadOnly(pub Tensor);
 // the optimiser updates the same storage between forward passes, never during one.
 unsafe impl Sync for ReadOnly {}
 
+/// DoRA's extra state on one slot: the trained magnitude (`[out]`) and the slot's frozen base
+/// weight (`[out, in]`) and bias.
+pub struct DoraParts {
+    pub magnitude: ReadOnly,
+    pub weight: ReadOnly,
+    pub bias: Option<ReadOnly>,
+}
+
 /// The hook one slot carries.
 pub struct LoraHook {
     pub a: ReadOnly,
@@ -56,44 +114,157 @@ pub struct LoraHook {
     pub scale: f64,
     pub dropout: f64,
     training: Arc<AtomicBool>,
+    /// Present for DoRA.
+    pub dora: Option<DoraParts>,
 }
 
 impl LinearHook for LoraHook {
     fn forward(&self, x: &Tensor, base: Tensor) -> Result<Tensor, String> {
         let train = self.training.load(Ordering::Relaxed);
-        let h = if self.dropout > 0.0 && train {
+        let dropped = self.dropout > 0.0 && train;
+        let h = if dropped {
             x.f_dropout(self.dropout, true).map_err(|e| e.to_string())?
         } else {
             x.shallow_clone()
         };
-        let delta = h
+        let low_rank = h
             .f_matmul(&self.a.0.f_tr().map_err(|e| e.to_string())?)
             .and_then(|t| t.f_matmul(&self.b.0.f_tr()?))
             .and_then(|t| t.f_mul_scalar(self.scale))
             .map_err(|e| format!("lora: {e}"))?;
-        base.f_add(&delta).map_err(|e| format!("lora: {e}"))
+        let Some(d) = &self.dora else {
+            return base.f_add(&low_rank).map_err(|e| format!("lora: {e}"));
+        };
+        let dora = || -> Result<Tensor, tch::TchError> {
+            // ‖W + s·B·A‖ per output row, outside the gradient (DoRA §4.3).
+            let norm = {
+                let _g = tch::no_grad_guard();
+                let w = d.weight.0.f_to_kind(Kind::Float)?;
+                let delta = self.b.0.f_matmul(&self.a.0)?.f_to_kind(Kind::Float)?;
+                w.f_add(&delta.f_mul_scalar(self.scale)?)?
+                    .f_norm_scalaropt_dim(2.0, [1i64].as_slice(), false)?
+                    .f_to_kind(base.kind())?
+            };
+            let ratio = d.magnitude.0.f_div(&norm)?;
+            // x·Wᵀ without the bias: from the base output, or anew on the dropped-out input.
+            let plain = if dropped {
+                h.f_matmul(&d.weight.0.f_tr()?)?
+            } else {
+                match &d.bias {
+                    Some(b) => base.f_sub(&b.0)?,
+                    None => base.shallow_clone(),
+                }
+            };
+            let extra = plain
+                .f_mul(&ratio.f_sub_scalar(1.0)?)?
+                .f_add(&low_rank.f_mul(&ratio)?)?;
+            base.f_add(&extra)
+        };
+        dora().map_err(|e| format!("dora: {e}"))
     }
 }
 
 /// The LoRA adapters attached to one model.
 pub struct Lora {
     pub config: LoraConfig,
+    pub variant: LoraVariant,
     /// (slot, A, B) in attachment order.
     pub layers: Vec<(String, Tensor, Tensor)>,
+    /// DoRA magnitudes (`[out]`), one per layer in the same order; empty without DoRA.
+    pub magnitudes: Vec<Tensor>,
+    /// PiSSA / OLoRA: the initial (A₀, B₀) per layer, for saving a plain-LoRA conversion.
+    initial: Vec<(Tensor, Tensor)>,
     training: Arc<AtomicBool>,
 }
 
+/// Starting `A` (`[r, in]`) and `B` (`[out, r]`) for `init`, in float32; for PiSSA and OLoRA
+/// also the residual base weight `W − s·B·A`.
+fn init_factors(
+    init: LoraInit,
+    weight: &Tensor,
+    config: &LoraConfig,
+) -> Result<(Tensor, Tensor, Option<Tensor>), TrainError> {
+    let _g = tch::no_grad_guard();
+    let (out, inp) = (weight.size()[0], weight.size()[1]);
+    let (r, device) = (config.r, weight.device());
+    let zeros_b = || Tensor::f_zeros([out, r], (Kind::Float, device));
+    let w = weight.f_to_kind(Kind::Float)?;
+    let (a, b) = match init {
+        LoraInit::Kaiming => {
+            let bound = 1.0 / (inp as f64).sqrt();
+            let a = Tensor::f_empty([r, inp], (Kind::Float, device))?.f_uniform_(-bound, bound)?;
+            (a, zeros_b()?)
+        }
+        LoraInit::Gaussian => {
+            let a =
+                Tensor::f_empty([r, inp], (Kind::Float, device))?.f_normal_(0.0, 1.0 / r as f64)?;
+            (a, zeros_b()?)
+        }
+        LoraInit::Pissa => {
+            if r > out.min(inp) {
+                return Err(TrainError::Config(format!(
+                    "PiSSA needs --lora_rank ≤ min(out, in) = {}",
+                    out.min(inp)
+                )));
+            }
+            // W = U·diag(S)·Vᵀ; A = diag(√(S/s))·Vᵀ_r, B = U_r·diag(√(S/s)).
+            let (u, sv, v) = w.f_svd(true, true)?;
+            let vh = v.f_tr()?;
+            let sr = sv
+                .f_narrow(0, 0, r)?
+                .f_div_scalar(config.scale())?
+                .f_sqrt()?;
+            let a = vh.f_narrow(0, 0, r)?.f_mul(&sr.f_unsqueeze(1)?)?;
+            let b = u.f_narrow(1, 0, r)?.f_mul(&sr.f_unsqueeze(0)?)?;
+            (a, b)
+        }
+        LoraInit::Olora => {
+            if r > out.min(inp) {
+                return Err(TrainError::Config(format!(
+                    "OLoRA needs --lora_rank ≤ min(out, in) = {}",
+                    out.min(inp)
+                )));
+            }
+            // W = Q·R; A = R[:r], B = Q[:, :r].
+            let (q, rr) = Tensor::f_linalg_qr(&w, "reduced")?;
+            (rr.f_narrow(0, 0, r)?, q.f_narrow(1, 0, r)?)
+        }
+    };
+    let residual = if init.mutates_base() {
+        let delta = b.f_matmul(&a)?.f_mul_scalar(config.scale())?;
+        Some(w.f_sub(&delta)?.f_to_kind(weight.kind())?)
+    } else {
+        None
+    };
+    Ok((a.f_contiguous()?, b.f_contiguous()?, residual))
+}
+
 impl Lora {
-    /// Attaches fresh adapters (A Kaiming-uniform, B zero, both trainable) to `targets`. The
-    /// random draws follow libtorch's generator (seed it with `tch::manual_seed`).
+    /// Attaches fresh plain-LoRA adapters (A Kaiming-uniform, B zero, both trainable) to
+    /// `targets`. The random draws follow libtorch's generator (seed it with `tch::manual_seed`).
     pub fn attach(
         model: &mut LoadedModel,
         targets: &[String],
         config: LoraConfig,
     ) -> Result<Self, TrainError> {
-        let (kind, device) = (model.kind(), model.device());
+        Self::attach_variant(model, targets, config, LoraVariant::default())
+    }
+
+    /// Attaches fresh adapters of `variant` (DoRA, PiSSA / OLoRA / Gaussian initialisation).
+    pub fn attach_variant(
+        model: &mut LoadedModel,
+        targets: &[String],
+        config: LoraConfig,
+        variant: LoraVariant,
+    ) -> Result<Self, TrainError> {
+        if variant.use_dora && variant.init.mutates_base() {
+            return Err(TrainError::Config(
+                "DoRA with PiSSA/OLoRA initialisation is not supported; pick one".into(),
+            ));
+        }
+        let kind = model.kind();
         let training = Arc::new(AtomicBool::new(true));
-        let mut layers = Vec::new();
+        let (mut layers, mut magnitudes, mut initial) = (Vec::new(), Vec::new(), Vec::new());
         for name in targets {
             let slot = model
                 .slot_mut(name)
@@ -103,26 +274,48 @@ impl Lora {
                     "LoRA targets linear slots; `{name}` is not one"
                 )));
             }
-            let size = slot.weight.size();
-            let (out, inp) = (size[0], size[1]);
-            let bound = 1.0 / (inp as f64).sqrt();
-            let a = Tensor::f_empty([config.r, inp], (Kind::Float, device))?
-                .f_uniform_(-bound, bound)?
-                .f_to_kind(kind)?
+            let (a, b, residual) = init_factors(variant.init, &slot.weight, &config)?;
+            let a = a.f_to_kind(kind)?.set_requires_grad(true);
+            let b = b.f_to_kind(kind)?.set_requires_grad(true);
+            if let Some(w) = residual {
+                // A new owned tensor: the base may be a read-only mapping of the checkpoint.
+                slot.weight = w;
+                initial.push((a.f_detach()?.copy(), b.f_detach()?.copy()));
+            }
+            let dora = if variant.use_dora {
+                let m = {
+                    let _g = tch::no_grad_guard();
+                    slot.weight
+                        .f_to_kind(Kind::Float)?
+                        .f_norm_scalaropt_dim(2.0, [1i64].as_slice(), false)?
+                        .f_to_kind(kind)?
+                }
                 .set_requires_grad(true);
-            let b = Tensor::f_zeros([out, config.r], (kind, device))?.set_requires_grad(true);
+                magnitudes.push(m.shallow_clone());
+                Some(DoraParts {
+                    magnitude: ReadOnly(m),
+                    weight: ReadOnly(slot.weight.shallow_clone()),
+                    bias: slot.bias.as_ref().map(|b| ReadOnly(b.shallow_clone())),
+                })
+            } else {
+                None
+            };
             slot.hooks.push(Arc::new(LoraHook {
                 a: ReadOnly(a.shallow_clone()),
                 b: ReadOnly(b.shallow_clone()),
                 scale: config.scale(),
                 dropout: config.dropout,
                 training: training.clone(),
+                dora,
             }));
             layers.push((name.clone(), a, b));
         }
         Ok(Self {
             config,
+            variant,
             layers,
+            magnitudes,
+            initial,
             training,
         })
     }
@@ -147,6 +340,7 @@ impl Lora {
             dropout: 0.0,
             use_rslora: cfg["use_rslora"].as_bool().unwrap_or(false),
         };
+        let use_dora = cfg["use_dora"].as_bool().unwrap_or(false);
         let file = dir.join("adapter_model.safetensors");
         if !file.is_file() {
             return Err(TrainError::Config(format!(
@@ -166,7 +360,7 @@ impl Lora {
         slots.sort();
         let (kind, device) = (model.kind(), model.device());
         let training = Arc::new(AtomicBool::new(false));
-        let mut layers = Vec::new();
+        let (mut layers, mut magnitudes) = (Vec::new(), Vec::new());
         for name in slots {
             let ka = format!("base_model.model.{name}.lora_A.weight");
             let kb = format!("base_model.model.{name}.lora_B.weight");
@@ -187,12 +381,42 @@ impl Lora {
                     b.size()
                 )));
             }
+            let dora = if use_dora {
+                let km = format!("base_model.model.{name}.lora_magnitude_vector");
+                let m = ckpt
+                    .load(&km, kind, device)
+                    .map_err(|e| {
+                        TrainError::Config(format!(
+                            "{}: use_dora is set but `{km}` cannot be read: {e}",
+                            file.display()
+                        ))
+                    })?
+                    .tensor
+                    .copy();
+                if m.size() != [ws[0]] {
+                    return Err(TrainError::Config(format!(
+                        "{}: `{km}` is {:?}, the slot has {} outputs",
+                        file.display(),
+                        m.size(),
+                        ws[0]
+                    )));
+                }
+                magnitudes.push(m.shallow_clone());
+                Some(DoraParts {
+                    magnitude: ReadOnly(m),
+                    weight: ReadOnly(slot.weight.shallow_clone()),
+                    bias: slot.bias.as_ref().map(|b| ReadOnly(b.shallow_clone())),
+                })
+            } else {
+                None
+            };
             slot.hooks.push(Arc::new(LoraHook {
                 a: ReadOnly(a.shallow_clone()),
                 b: ReadOnly(b.shallow_clone()),
                 scale: config.scale(),
                 dropout: 0.0,
                 training: training.clone(),
+                dora,
             }));
             layers.push((name, a, b));
         }
@@ -204,7 +428,13 @@ impl Lora {
         }
         Ok(Self {
             config,
+            variant: LoraVariant {
+                use_dora,
+                init: LoraInit::Kaiming,
+            },
             layers,
+            magnitudes,
+            initial: Vec::new(),
             training,
         })
     }
@@ -214,9 +444,10 @@ impl Lora {
         self.training.store(on, Ordering::Relaxed);
     }
 
-    /// The trainable tensors under their PEFT names.
+    /// The trainable tensors under their PEFT names (A, B, and DoRA's magnitudes).
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        self.layers
+        let mut out: Vec<(String, Tensor)> = self
+            .layers
             .iter()
             .flat_map(|(slot, a, b)| {
                 [
@@ -230,7 +461,37 @@ impl Lora {
                     ),
                 ]
             })
-            .collect()
+            .collect();
+        for ((slot, _, _), m) in self.layers.iter().zip(&self.magnitudes) {
+            out.push((
+                format!("base_model.model.{slot}.lora_magnitude_vector"),
+                m.shallow_clone(),
+            ));
+        }
+        out
+    }
+
+    /// What a checkpoint stores, with (rank, alpha): the trained tensors, or for PiSSA / OLoRA
+    /// their conversion to a plain LoRA of rank `2r` against the original base weight.
+    fn saved_tensors(&self) -> Result<(Vec<(String, Tensor)>, i64, f64), TrainError> {
+        if self.initial.is_empty() {
+            return Ok((self.named_tensors(), self.config.r, self.config.alpha));
+        }
+        let _g = tch::no_grad_guard();
+        let mut out = Vec::new();
+        for ((slot, a, b), (a0, b0)) in self.layers.iter().zip(&self.initial) {
+            let a2 = Tensor::f_cat(&[a.f_detach()?, a0.shallow_clone()], 0)?;
+            let b2 = Tensor::f_cat(&[b.f_detach()?, b0.f_neg()?], 1)?;
+            out.push((format!("base_model.model.{slot}.lora_A.weight"), a2));
+            out.push((format!("base_model.model.{slot}.lora_B.weight"), b2));
+        }
+        // Same scale at rank 2r: alpha/r → 2·alpha/2r; alpha/√r → √2·alpha/√(2r).
+        let alpha = if self.config.use_rslora {
+            self.config.alpha * 2f64.sqrt()
+        } else {
+            self.config.alpha * 2.0
+        };
+        Ok((out, self.config.r * 2, alpha))
     }
 
     /// PEFT's `target_modules` for these slots: the slots' last name parts when those pick out
@@ -257,12 +518,13 @@ impl Lora {
         base_model: &str,
         linear_slots: &[String],
     ) -> Result<(), TrainError> {
+        let (tensors, r, alpha) = self.saved_tensors()?;
         let config = json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
             "base_model_name_or_path": base_model,
-            "r": self.config.r,
-            "lora_alpha": self.config.alpha,
+            "r": r,
+            "lora_alpha": alpha,
             "lora_dropout": self.config.dropout,
             "target_modules": self.target_modules(linear_slots),
             "bias": "none",
@@ -271,7 +533,7 @@ impl Lora {
             "init_lora_weights": true,
             "modules_to_save": null,
             "use_rslora": self.config.use_rslora,
-            "use_dora": false,
+            "use_dora": self.variant.use_dora,
             "rank_pattern": {},
             "alpha_pattern": {},
             "layers_to_transform": null,
@@ -282,10 +544,7 @@ impl Lora {
         let text =
             serde_json::to_string_pretty(&config).map_err(|e| TrainError::Config(e.to_string()))?;
         std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))?;
-        save_safetensors(
-            &dir.join("adapter_model.safetensors"),
-            &self.named_tensors(),
-        )
+        save_safetensors(&dir.join("adapter_model.safetensors"), &tensors)
     }
 }
 
@@ -312,6 +571,7 @@ mod tests {
             .scale(),
             dropout: 0.0,
             training: Arc::new(AtomicBool::new(true)),
+            dora: None,
         };
         let base = Tensor::from_slice(&[0.5f32, -0.5]).view([1, 2]);
         let y = hook.forward(&x, base).unwrap();
@@ -334,6 +594,7 @@ mod tests {
             scale: 1.0,
             dropout: 0.5,
             training: training.clone(),
+            dora: None,
         };
         let x = Tensor::ones([1, 64], (Kind::Float, tch::Device::Cpu));
         let zero = || Tensor::zeros([1, 64], (Kind::Float, tch::Device::Cpu));
@@ -352,8 +613,14 @@ mod tests {
             .try_into()
             .unwrap();
         assert!(train.iter().all(|&v| v == 0.0 || v == 2.0), "{train:?}");
-        assert!(train.contains(&0.0), "dropout drops some inputs while training");
-        assert!(train.contains(&2.0), "dropout keeps and rescales the others");
+        assert!(
+            train.contains(&0.0),
+            "dropout drops some inputs while training"
+        );
+        assert!(
+            train.contains(&2.0),
+            "dropout keeps and rescales the others"
+        );
     }
 
     #[test]

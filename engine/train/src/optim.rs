@@ -2,6 +2,11 @@
 //! `torch.optim.AdamW` computes it: decoupled weight decay `p ← p − lr·wd·p` (only on tensors of
 //! two or more dimensions: norms and biases are not decayed, transformers' rule), then the
 //! bias-corrected Adam update. Plus global gradient-norm clipping as `clip_grad_norm_` does it.
+//!
+//! Two additions for tuners: a learning-rate factor per tensor ([`AdamW::scale_lr`], LoRA+'s
+//! faster `B`), and tensors switched off by `requires_grad(false)` (LISA's sleeping layers) are
+//! skipped entirely; [`AdamW::reset_state`] clears the moments when the active set changes, as
+//! LISA's reference implementation re-creates its optimiser.
 
 use tch::{Kind, Tensor};
 
@@ -28,8 +33,13 @@ impl Default for AdamWConfig {
 }
 
 struct Param {
+    name: String,
     t: Tensor,
     decay: bool,
+    /// Multiplies the learning rate for this tensor.
+    lr_scale: f64,
+    /// Updates this tensor has had since its moments were last cleared (bias correction).
+    steps: i32,
     m: Tensor,
     v: Tensor,
 }
@@ -53,8 +63,11 @@ impl AdamW {
                 )));
             }
             params.push(Param {
+                name: name.clone(),
                 t: t.shallow_clone(),
                 decay: t.dim() >= 2,
+                lr_scale: 1.0,
+                steps: 0,
                 m: t.f_zeros_like()?,
                 v: t.f_zeros_like()?,
             });
@@ -71,6 +84,28 @@ impl AdamW {
         self.params.iter().map(|p| p.t.numel() as i64).sum()
     }
 
+    /// Multiplies the learning rate of every tensor whose name contains `pattern` by `factor`;
+    /// returns how many matched.
+    pub fn scale_lr(&mut self, pattern: &str, factor: f64) -> usize {
+        let mut n = 0;
+        for p in self.params.iter_mut().filter(|p| p.name.contains(pattern)) {
+            p.lr_scale *= factor;
+            n += 1;
+        }
+        n
+    }
+
+    /// Clears the moments and bias-correction counts of every tensor.
+    pub fn reset_state(&mut self) -> Result<(), TrainError> {
+        let _g = tch::no_grad_guard();
+        for p in &mut self.params {
+            let _ = p.m.f_zero_()?;
+            let _ = p.v.f_zero_()?;
+            p.steps = 0;
+        }
+        Ok(())
+    }
+
     /// Clears every gradient.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
@@ -83,7 +118,7 @@ impl AdamW {
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64, TrainError> {
         let _g = tch::no_grad_guard();
         let mut sq = 0.0f64;
-        for p in &self.params {
+        for p in self.params.iter().filter(|p| p.t.requires_grad()) {
             let g = p.t.grad();
             if g.defined() {
                 let n = f64::try_from(g.f_norm()?.f_to_kind(Kind::Double)?)?;
@@ -105,19 +140,21 @@ impl AdamW {
         Ok(norm)
     }
 
-    /// One update with learning rate `lr`.
+    /// One update with learning rate `lr` (times each tensor's factor). Tensors that do not
+    /// require gradients now, or have none, are left as they are.
     pub fn step(&mut self, lr: f64) -> Result<(), TrainError> {
         let _g = tch::no_grad_guard();
         self.steps += 1;
         let c = self.config;
-        let t = self.steps as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
         for p in &mut self.params {
             let g = p.t.grad();
-            if !g.defined() {
+            if !g.defined() || !p.t.requires_grad() {
                 continue;
             }
+            p.steps += 1;
+            let lr = lr * p.lr_scale;
+            let bc1 = 1.0 - c.beta1.powi(p.steps);
+            let bc2 = 1.0 - c.beta2.powi(p.steps);
             if p.decay && c.weight_decay != 0.0 {
                 let _ = p.t.f_mul_scalar_(1.0 - lr * c.weight_decay)?;
             }
@@ -159,6 +196,39 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-7, "{got:?} vs {want:?}");
         }
+    }
+
+    #[test]
+    fn lr_factor_and_sleeping_tensors() {
+        // Two tensors with the same gradient: `fast` has 4× the learning rate; `asleep` stops
+        // requiring gradients after the first step and must not move again (no momentum drift).
+        let fast = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
+        let slow = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
+        let asleep = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
+        let mut opt = AdamW::new(
+            &[
+                ("x.lora_B.weight".into(), fast.shallow_clone()),
+                ("x.lora_A.weight".into(), slow.shallow_clone()),
+                ("layer".into(), asleep.shallow_clone()),
+            ],
+            AdamWConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(opt.scale_lr(".lora_B.", 4.0), 1);
+        let loss = || (&fast + &slow + &asleep).sum(Kind::Double);
+        loss().backward();
+        opt.step(0.01).unwrap();
+        opt.zero_grad();
+        // First Adam step moves each by lr·sign(g): 0.04 and 0.01.
+        let v = |t: &Tensor| f64::try_from(t).unwrap();
+        assert!((v(&fast) - 0.96).abs() < 1e-9 && (v(&slow) - 0.99).abs() < 1e-9);
+        assert!((v(&asleep) - 0.99).abs() < 1e-9);
+        let _ = asleep.set_requires_grad(false);
+        let before = v(&asleep);
+        loss().backward();
+        opt.step(0.01).unwrap();
+        assert_eq!(v(&asleep), before, "a sleeping tensor moved");
+        assert!(v(&slow) < 0.99 - 1e-3);
     }
 
     #[test]

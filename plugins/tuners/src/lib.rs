@@ -4,10 +4,19 @@
 //! * `lora`: low-rank adapters on the linear slots `target_modules` picks (`all-linear`: every
 //!   linear slot except the output projection; otherwise a name matches a slot that equals it or
 //!   ends with `.NAME`, as PEFT matches module names).
+//! * `rslora`, `dora`, `lora_plus` (alias `lora+`), `pissa`, `olora`: the same slot choice on
+//!   the `lora` adapter with one option set (`use_rslora`, `use_dora`, `lora_lr_ratio`,
+//!   `init_weights`); the flags `--use_rslora`, `--use_dora`, `--lora_lr_ratio` and
+//!   `--init_weights` set the same options on any LoRA tuner.
 //! * `full`: every parameter is trained (its targets are every linear slot).
+//! * `freeze`: full training of the parameters that `--freeze_parameters` does not match (or that
+//!   `--trainable_parameters` matches).
+//! * `lisa`: full training of a few randomly chosen decoder layers at a time
+//!   (`--lisa_activated_layers`, re-drawn every `--lisa_step_interval` steps).
 //!
-//! A tuner's behaviour here is the choice of slots; the host's trainer (swift-train) holds the
-//! adapter tensors and their hooks for the registered names.
+//! A tuner's behaviour here is the choice of slots, and its record names the host adapter that
+//! holds the tensors (`TunerRecord::adapter`, `options`); the host's trainer (swift-train) attaches
+//! them, so a third-party plugin can register its own tuner on these adapters.
 
 use swift_plugin_api::prelude::*;
 
@@ -96,8 +105,62 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
         ),
         Lora,
     )?;
+    let variants: [(&str, &str, &str, serde_json::Value); 5] = [
+        (
+            "rslora",
+            "rank-stabilised LoRA: scale alpha/√r",
+            "use_rslora",
+            true.into(),
+        ),
+        (
+            "dora",
+            "DoRA: LoRA plus a trained magnitude per output row",
+            "use_dora",
+            true.into(),
+        ),
+        (
+            "lora_plus",
+            "LoRA+: B learns --lora_lr_ratio (default 16) times faster than A",
+            "lora_lr_ratio",
+            16.0.into(),
+        ),
+        (
+            "pissa",
+            "PiSSA: LoRA started from the top singular vectors of each weight",
+            "init_weights",
+            "pissa".into(),
+        ),
+        (
+            "olora",
+            "OLoRA: LoRA started from the QR factors of each weight",
+            "init_weights",
+            "olora".into(),
+        ),
+    ];
+    for (name, description, option, value) in variants {
+        let mut record =
+            TunerRecord::new(name, description).with_adapter("lora", [(option, value)]);
+        if name == "lora_plus" {
+            record.aliases.push("lora+".into());
+        }
+        r.tuner(record, Lora)?;
+    }
     r.tuner(
         TunerRecord::new("full", "full fine-tuning: every parameter is trained"),
+        Full,
+    )?;
+    r.tuner(
+        TunerRecord::new(
+            "freeze",
+            "full fine-tuning except the parameters --freeze_parameters names (prefixes or globs); --trainable_parameters re-enables some",
+        ),
+        Full,
+    )?;
+    r.tuner(
+        TunerRecord::new(
+            "lisa",
+            "LISA: full fine-tuning of --lisa_activated_layers random layers, re-drawn every --lisa_step_interval steps",
+        ),
         Full,
     )?;
     Ok(())
