@@ -623,6 +623,134 @@ mod tests {
         );
     }
 
+    fn floats(t: &Tensor) -> Vec<f64> {
+        t.to_kind(Kind::Double).view([-1]).try_into().unwrap()
+    }
+
+    #[test]
+    fn dora_rescales_each_output_row_to_its_magnitude() {
+        // W = [[3, 4], [0, 1]], bias [1, 1], A = [[1, 0]], B = [[1], [0]], s = 1, m = [10, 2],
+        // x = [1, 1]. W + s·B·A = [[4, 4], [0, 1]], row norms [√32, 1], so m/‖·‖ = [10/√32, 2].
+        // x·(W + s·B·A)ᵀ = [8, 1]; DoRA gives (m/‖·‖) ⊙ [8, 1] + bias = [10√2 + 1, 3].
+        let w = Tensor::from_slice(&[3.0f32, 4.0, 0.0, 1.0]).view([2, 2]);
+        let bias = Tensor::from_slice(&[1.0f32, 1.0]);
+        let hook = LoraHook {
+            a: ReadOnly(Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2])),
+            b: ReadOnly(Tensor::from_slice(&[1.0f32, 0.0]).view([2, 1])),
+            scale: 1.0,
+            dropout: 0.0,
+            training: Arc::new(AtomicBool::new(false)),
+            dora: Some(DoraParts {
+                magnitude: ReadOnly(Tensor::from_slice(&[10.0f32, 2.0])),
+                weight: ReadOnly(w.shallow_clone()),
+                bias: Some(ReadOnly(bias.shallow_clone())),
+            }),
+        };
+        let x = Tensor::from_slice(&[1.0f32, 1.0]).view([1, 2]);
+        let base = x.matmul(&w.tr()) + &bias;
+        let got = floats(&hook.forward(&x, base).unwrap());
+        let want = [10.0 * 2f64.sqrt() + 1.0, 3.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn dora_at_its_initial_magnitude_leaves_the_output_unchanged() {
+        // m = ‖W‖ per row and B = 0: the slot computes exactly x·Wᵀ + b.
+        tch::manual_seed(3);
+        let w = Tensor::randn([5, 4], (Kind::Float, tch::Device::Cpu));
+        let bias = Tensor::randn([5], (Kind::Float, tch::Device::Cpu));
+        let hook = LoraHook {
+            a: ReadOnly(Tensor::randn([2, 4], (Kind::Float, tch::Device::Cpu))),
+            b: ReadOnly(Tensor::zeros([5, 2], (Kind::Float, tch::Device::Cpu))),
+            scale: 4.0,
+            dropout: 0.0,
+            training: Arc::new(AtomicBool::new(false)),
+            dora: Some(DoraParts {
+                magnitude: ReadOnly(w.norm_scalaropt_dim(2.0, [1i64].as_slice(), false)),
+                weight: ReadOnly(w.shallow_clone()),
+                bias: Some(ReadOnly(bias.shallow_clone())),
+            }),
+        };
+        let x = Tensor::randn([3, 4], (Kind::Float, tch::Device::Cpu));
+        let base = x.matmul(&w.tr()) + &bias;
+        let got = hook.forward(&x, base.shallow_clone()).unwrap();
+        let d = (got - base).abs().max().double_value(&[]);
+        assert!(d < 1e-5, "{d}");
+    }
+
+    #[test]
+    fn pissa_and_olora_start_from_the_weight_and_leave_the_model_unchanged() {
+        tch::manual_seed(5);
+        let w = Tensor::randn([6, 4], (Kind::Float, tch::Device::Cpu));
+        let cfg = LoraConfig {
+            r: 2,
+            alpha: 8.0,
+            dropout: 0.0,
+            use_rslora: false,
+        };
+        let s = cfg.scale();
+        for init in [LoraInit::Pissa, LoraInit::Olora] {
+            let (a, b, residual) = init_factors(init, &w, &cfg).unwrap();
+            assert_eq!((a.size(), b.size()), (vec![2, 4], vec![6, 2]));
+            let residual = residual.expect("the base is changed");
+            // W_res + s·B·A = W: the model starts where it was.
+            let back = &residual + b.matmul(&a) * s;
+            let d = (back - &w).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "{init:?}: {d}");
+        }
+        // PiSSA's s·B·A is the best rank-2 approximation: its singular values are W's top two.
+        let (a, b, _) = init_factors(LoraInit::Pissa, &w, &cfg).unwrap();
+        let (_, sv, _) = w.svd(true, true);
+        let (_, sv_ba, _) = (b.matmul(&a) * s).svd(true, true);
+        let (top, got) = (floats(&sv.narrow(0, 0, 2)), floats(&sv_ba.narrow(0, 0, 2)));
+        for (t, g) in top.iter().zip(&got) {
+            assert!((t - g).abs() < 1e-4, "{top:?} vs {got:?}");
+        }
+        // OLoRA: B has orthonormal columns (Q of W's QR).
+        let (_, b, _) = init_factors(LoraInit::Olora, &w, &cfg).unwrap();
+        let eye = b.tr().matmul(&b) - Tensor::eye(2, (Kind::Float, tch::Device::Cpu));
+        assert!(eye.abs().max().double_value(&[]) < 1e-5);
+    }
+
+    #[test]
+    fn a_mutated_start_is_saved_as_a_plain_lora_of_twice_the_rank() {
+        // After training moved A, B away from A₀, B₀, the saved rank-2r adapter applied to the
+        // original W gives W_res + s·B·A, the trained slot's weight.
+        tch::manual_seed(9);
+        let w = Tensor::randn([6, 4], (Kind::Float, tch::Device::Cpu));
+        let cfg = LoraConfig {
+            r: 2,
+            alpha: 8.0,
+            dropout: 0.0,
+            use_rslora: false,
+        };
+        let (a0, b0, residual) = init_factors(LoraInit::Pissa, &w, &cfg).unwrap();
+        let residual = residual.unwrap();
+        let a = &a0 + Tensor::randn([2, 4], (Kind::Float, tch::Device::Cpu)) * 0.1;
+        let b = &b0 + Tensor::randn([6, 2], (Kind::Float, tch::Device::Cpu)) * 0.1;
+        let lora = Lora {
+            config: cfg.clone(),
+            variant: LoraVariant {
+                use_dora: false,
+                init: LoraInit::Pissa,
+            },
+            layers: vec![("q".into(), a.shallow_clone(), b.shallow_clone())],
+            magnitudes: Vec::new(),
+            initial: vec![(a0, b0)],
+            training: Arc::new(AtomicBool::new(false)),
+        };
+        let (saved, r, alpha) = lora.saved_tensors().unwrap();
+        assert_eq!((r, alpha), (4, 16.0));
+        let (a2, b2) = (&saved[0].1, &saved[1].1);
+        assert_eq!((a2.size(), b2.size()), (vec![4, 4], vec![6, 4]));
+        let trained = &residual + b.matmul(&a) * cfg.scale();
+        let applied = &w + b2.matmul(a2) * (alpha / r as f64);
+        let d = (trained - applied).abs().max().double_value(&[]);
+        assert!(d < 1e-5, "{d}");
+    }
+
     #[test]
     fn rslora_scale() {
         let c = LoraConfig {
