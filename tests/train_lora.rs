@@ -625,3 +625,165 @@ fn settings_come_from_a_config_file_and_the_environment() {
     assert_eq!(args["target_slots"], 4, "q_proj and v_proj of 2 layers");
     assert_eq!(step_losses(&run).len(), 3);
 }
+
+/// Trains `tuner` on the tiny model for `steps` steps with `extra` flags; returns the run folder.
+fn tiny_run(tmp: &Path, name: &str, tuner: &str, steps: &str, extra: &[&str]) -> PathBuf {
+    let data = dataset(tmp);
+    let run = tmp.join(name);
+    let model = tiny();
+    let mut args = vec![
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--output_dir",
+        run.to_str().unwrap(),
+        "--tuner_type",
+        tuner,
+        "--max_steps",
+        steps,
+        "--logging_steps",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    sft(&args);
+    run
+}
+
+#[test]
+fn peft_agrees_with_dora_rslora_pissa_and_olora_adapters() {
+    // Each variant trains a few steps; the checkpoint must load in peft with no missing or
+    // unexpected keys (DoRA's lora_magnitude_vector; PiSSA/OLoRA converted to rank 2r against
+    // the original base) and give swift infer --adapters's logits.
+    let Some(python) = venv_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for tuner in ["dora", "rslora", "pissa", "olora"] {
+        let run = tiny_run(tmp.path(), tuner, tuner, "4", &["--learning_rate", "1e-2"]);
+        let ck = run.join("checkpoint-4");
+        let cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(ck.join("adapter_config.json")).unwrap())
+                .unwrap();
+        match tuner {
+            "dora" => assert_eq!(cfg["use_dora"], true),
+            "rslora" => assert_eq!(cfg["use_rslora"], true),
+            _ => assert_eq!(
+                (cfg["r"].as_i64(), cfg["lora_alpha"].as_f64()),
+                (Some(16), Some(64.0))
+            ),
+        }
+        check_peft(&python, &tiny(), &ck, "1,2,3,4,5", 8);
+    }
+}
+
+#[test]
+fn lora_plus_moves_b_ratio_times_faster() {
+    // One Adam step moves every element by lr·sign(g) (times the ratio for B), and B starts at
+    // zero: B's norm after one step is exactly the ratio times that of plain LoRA.
+    let tmp = tempfile::tempdir().unwrap();
+    let b_norm = |run: &Path| -> f64 {
+        read_safetensors(&run.join("checkpoint-1/adapter_model.safetensors"))
+            .iter()
+            .filter(|(n, _)| n.contains(".lora_B."))
+            .flat_map(|(_, v)| v.iter().map(|x| (*x as f64).powi(2)))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let plain = tiny_run(tmp.path(), "plain", "lora", "1", &["--lora_dropout", "0"]);
+    let plus = tiny_run(
+        tmp.path(),
+        "plus",
+        "lora+",
+        "1",
+        &["--lora_dropout", "0", "--lora_lr_ratio", "4"],
+    );
+    let ratio = b_norm(&plus) / b_norm(&plain);
+    assert!((ratio - 4.0).abs() < 1e-3, "{ratio}");
+}
+
+fn tensors_by_name(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    read_safetensors(path).into_iter().collect()
+}
+
+fn changed(before: &[f32], after: &[f32]) -> bool {
+    before.iter().zip(after).any(|(a, b)| a != b)
+}
+
+#[test]
+fn freeze_keeps_the_named_parameters_and_trains_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run(
+        tmp.path(),
+        "freeze",
+        "freeze",
+        "2",
+        &[
+            "--freeze_parameters",
+            "model.layers.0",
+            "--trainable_parameters",
+            "model.layers.0.mlp.down_proj",
+            "--learning_rate",
+            "1e-3",
+        ],
+    );
+    let base = tensors_by_name(&tiny().join("model.safetensors"));
+    let tuned = tensors_by_name(&run.join("checkpoint-2/model.safetensors"));
+    for (name, after) in &tuned {
+        let moved = changed(&base[name], after);
+        if name.starts_with("model.layers.0.") && !name.contains("mlp.down_proj") {
+            assert!(!moved, "{name} is frozen but changed");
+        } else if name.starts_with("model.layers.") {
+            assert!(moved, "{name} should train");
+        }
+    }
+    let o = swift1(&[
+        "sft",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        "x.jsonl",
+        "--tuner_type",
+        "freeze",
+    ]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn lisa_only_updates_the_active_layers() {
+    // Two decoder layers, one active at a time, re-drawn every 10 steps: after 2 steps exactly
+    // the logged layer (and the embeddings / final norm outside the layers) changed.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run(
+        tmp.path(),
+        "lisa",
+        "lisa",
+        "2",
+        &[
+            "--lisa_activated_layers",
+            "1",
+            "--lisa_step_interval",
+            "10",
+            "--learning_rate",
+            "1e-3",
+        ],
+    );
+    let recs = log_records(&run);
+    let active = recs[0]["lisa_layers"]
+        .as_array()
+        .expect("lisa_layers logged");
+    assert_eq!(active.len(), 1);
+    let active = active[0].as_u64().unwrap();
+    let base = tensors_by_name(&tiny().join("model.safetensors"));
+    let tuned = tensors_by_name(&run.join("checkpoint-2/model.safetensors"));
+    for layer in 0..2u64 {
+        let prefix = format!("model.layers.{layer}.");
+        let moved = tuned
+            .iter()
+            .filter(|(n, _)| n.starts_with(&prefix))
+            .any(|(n, after)| changed(&base[n], after));
+        assert_eq!(moved, layer == active, "layer {layer} (active {active})");
+    }
+    assert!(changed(
+        &base["model.norm.weight"],
+        &tuned["model.norm.weight"]
+    ));
+}

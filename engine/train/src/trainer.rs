@@ -38,6 +38,38 @@ pub struct TrainConfig {
     pub save_steps: u64,
     pub save_total_limit: Option<usize>,
     pub pad_id: u32,
+    /// Learning-rate factors: every trainable tensor whose name contains the pattern learns
+    /// `factor` times faster (LoRA+: `(".lora_B.", ratio)`).
+    pub lr_factors: Vec<(String, f64)>,
+    /// LISA: train only a few randomly drawn decoder layers at a time.
+    pub lisa: Option<LisaConfig>,
+}
+
+/// LISA's settings: `activated_layers` decoder layers (named `….layers.N.…`) train at a time,
+/// re-drawn every `step_interval` optimiser steps from the seed; parameters outside the
+/// decoder layers (embeddings, final norm, output head) always train, as in LMFlow's LISA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LisaConfig {
+    pub activated_layers: usize,
+    pub step_interval: u64,
+}
+
+/// The decoder layer a parameter name belongs to (`model.layers.3.mlp…` → 3).
+fn layer_of(name: &str) -> Option<usize> {
+    let rest = &name[name.find("layers.")? + "layers.".len()..];
+    rest.split('.').next()?.parse().ok()
+}
+
+/// LISA's draw for the interval starting at optimiser step `step` (0-based): `k` distinct
+/// layers of `layers`, from a generator seeded by (seed, step).
+pub fn lisa_draw(layers: &[usize], k: usize, seed: u64, step: u64) -> Vec<usize> {
+    let order = shuffled(
+        layers.len(),
+        seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    let mut out: Vec<usize> = order.into_iter().take(k).map(|i| layers[i]).collect();
+    out.sort_unstable();
+    out
 }
 
 /// One optimiser step's figures (as logged).
@@ -244,6 +276,29 @@ pub fn train(
         cfg.warmup_ratio,
     );
     let mut opt = AdamW::new(trainable, cfg.adamw)?;
+    for (pattern, factor) in &cfg.lr_factors {
+        let n = opt.scale_lr(pattern, *factor);
+        tracing::info!("learning rate × {factor} for {n} tensors matching `{pattern}`");
+    }
+    // LISA: the decoder layers among the trainable tensors.
+    let lisa_layers: Vec<usize> = {
+        let mut l: Vec<usize> = trainable.iter().filter_map(|(n, _)| layer_of(n)).collect();
+        l.sort_unstable();
+        l.dedup();
+        l
+    };
+    if let Some(lisa) = &cfg.lisa {
+        if lisa.activated_layers == 0 || lisa.step_interval == 0 {
+            return Err(TrainError::Config(
+                "LISA needs --lisa_activated_layers and --lisa_step_interval above 0".into(),
+            ));
+        }
+        if lisa_layers.is_empty() {
+            return Err(TrainError::Config(
+                "LISA found no decoder layers (`….layers.N.…`) among the trainable tensors".into(),
+            ));
+        }
+    }
     let collator = Collator {
         pad_id: cfg.pad_id,
         packing: false,
@@ -261,6 +316,8 @@ pub fn train(
     // Accumulated between log records.
     let (mut w_loss, mut w_steps, mut w_correct, mut w_labelled, mut w_time, mut w_tokens) =
         (0.0f64, 0u64, 0i64, 0i64, 0.0f64, 0usize);
+    // LISA's layers of the current interval (logged with every record).
+    let mut lisa_active: Option<Vec<usize>> = None;
     for (i, group) in steps.iter().enumerate() {
         let step = i as u64 + 1;
         let t0 = Instant::now();
@@ -272,6 +329,19 @@ pub fn train(
             })
             .collect();
         let lr = schedule.lr(i as u64);
+        if let Some(lisa) = cfg
+            .lisa
+            .filter(|l| (i as u64).is_multiple_of(l.step_interval))
+        {
+            let active = lisa_draw(&lisa_layers, lisa.activated_layers, cfg.seed, i as u64);
+            for (name, t) in trainable {
+                let on = layer_of(name).is_none_or(|l| active.contains(&l));
+                let _ = t.set_requires_grad(on);
+            }
+            opt.reset_state()?;
+            tracing::info!("LISA: step {step} trains layers {active:?}");
+            lisa_active = Some(active);
+        }
         let out = train_step(model, &mut opt, &micro, lr, cfg.max_grad_norm)?;
         if !out.loss.is_finite() {
             return Err(TrainError::Step(format!(
@@ -320,6 +390,9 @@ pub fn train(
             if let Some(m) = peak_rss_mib() {
                 rec["memory_mib"] = json!(m);
             }
+            if let Some(active) = &lisa_active {
+                rec["lisa_layers"] = json!(active);
+            }
             run.log(&rec)?;
             (w_loss, w_steps, w_correct, w_labelled, w_time, w_tokens) = (0.0, 0, 0, 0, 0.0, 0);
         }
@@ -367,7 +440,23 @@ mod tests {
             save_steps: 0,
             save_total_limit: None,
             pad_id: 0,
+            lr_factors: Vec::new(),
+            lisa: None,
         }
+    }
+
+    #[test]
+    fn lisa_draws_distinct_layers_and_finds_them_in_names() {
+        assert_eq!(layer_of("model.layers.12.mlp.up_proj.weight"), Some(12));
+        assert_eq!(layer_of("model.embed_tokens.weight"), None);
+        let layers: Vec<usize> = (0..30).collect();
+        let a = lisa_draw(&layers, 2, 42, 0);
+        assert_eq!(a.len(), 2);
+        assert!(a[0] < a[1], "distinct and sorted: {a:?}");
+        assert_eq!(a, lisa_draw(&layers, 2, 42, 0), "seeded");
+        let draws: std::collections::BTreeSet<Vec<usize>> =
+            (0..8).map(|s| lisa_draw(&layers, 2, 42, s)).collect();
+        assert!(draws.len() > 1, "re-drawn per interval");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod infer;
 pub mod list;
 pub mod new_plugin;
 pub mod sft;
+pub mod tuning;
 
 /// The answer of a command that a later issue implements: a clear refusal, never a pretence.
 pub fn not_yet(command: &str, area: &str) -> anyhow::Result<()> {

@@ -22,8 +22,8 @@ use swift_data::{open_datasets, DatasetOptions};
 use swift_plugin_api::model::SlotKind;
 use swift_template::{EncodeOptions, Encoder, LossScale, RenderOptions};
 use swift_train::{
-    save_safetensors, AdamWConfig, EncodedRow, Lora, LoraConfig, RunDir, StepInfo, TrainConfig,
-    TrainError, TrainHooks,
+    save_safetensors, AdamWConfig, EncodedRow, Lora, RunDir, StepInfo, TrainConfig, TrainError,
+    TrainHooks,
 };
 
 use crate::cli::parse_bool;
@@ -67,6 +67,30 @@ pub struct SftArgs {
     /// all-linear (every linear slot but the output projection) or slot names (q_proj, ...).
     #[arg(long = "target-modules", num_args = 1..)]
     pub target_modules: Vec<String>,
+    /// Scale LoRA by alpha/√r (the `rslora` tuner sets it).
+    #[arg(long = "use-rslora", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub use_rslora: Option<bool>,
+    /// DoRA on top of LoRA (the `dora` tuner sets it).
+    #[arg(long = "use-dora", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub use_dora: Option<bool>,
+    /// LoRA initialisation: true, gaussian, pissa or olora.
+    #[arg(long = "init-weights")]
+    pub init_weights: Option<String>,
+    /// LoRA+: B's learning rate over A's (the `lora_plus` tuner defaults to 16).
+    #[arg(long = "lora-lr-ratio", alias = "lorap-lr-ratio")]
+    pub lora_lr_ratio: Option<f64>,
+    /// Parameters kept frozen (name prefixes or * patterns), for the full and freeze tuners.
+    #[arg(long = "freeze-parameters", num_args = 1..)]
+    pub freeze_parameters: Vec<String>,
+    /// Parameters trained even if --freeze_parameters matches them.
+    #[arg(long = "trainable-parameters", num_args = 1..)]
+    pub trainable_parameters: Vec<String>,
+    /// LISA: decoder layers trained at a time (the `lisa` tuner defaults to 2; 0 = off).
+    #[arg(long = "lisa-activated-layers")]
+    pub lisa_activated_layers: Option<usize>,
+    /// LISA: steps between re-drawing the active layers (default 20).
+    #[arg(long = "lisa-step-interval")]
+    pub lisa_step_interval: Option<u64>,
     #[arg(long = "learning-rate")]
     pub learning_rate: Option<f64>,
     /// cosine, linear or constant.
@@ -149,6 +173,14 @@ pub struct SftSettings {
     pub lora_alpha: f64,
     pub lora_dropout: f64,
     pub target_modules: Vec<String>,
+    pub use_rslora: Option<bool>,
+    pub use_dora: Option<bool>,
+    pub init_weights: Option<String>,
+    pub lora_lr_ratio: Option<f64>,
+    pub freeze_parameters: Vec<String>,
+    pub trainable_parameters: Vec<String>,
+    pub lisa_activated_layers: Option<usize>,
+    pub lisa_step_interval: Option<u64>,
     /// Default: 1e-4 for adapters, 1e-5 for full training.
     pub learning_rate: Option<f64>,
     pub lr_scheduler_type: String,
@@ -194,6 +226,14 @@ impl Default for SftSettings {
             lora_alpha: 32.0,
             lora_dropout: 0.05,
             target_modules: vec!["all-linear".into()],
+            use_rslora: None,
+            use_dora: None,
+            init_weights: None,
+            lora_lr_ratio: None,
+            freeze_parameters: Vec::new(),
+            trainable_parameters: Vec::new(),
+            lisa_activated_layers: None,
+            lisa_step_interval: None,
             learning_rate: None,
             lr_scheduler_type: "cosine".into(),
             warmup_ratio: 0.0,
@@ -383,30 +423,27 @@ pub fn run(
             &linear,
         )
         .map_err(|e| anyhow!("tuner `{tuner_name}`: {e}"))?;
-    let (adapter, trainable) = match tuner_name.as_str() {
-        "lora" => {
-            if s.lora_rank <= 0 {
-                bail!("--lora_rank must be positive, got {}", s.lora_rank);
-            }
-            let lora = Lora::attach(
-                &mut model,
-                &targets,
-                LoraConfig {
-                    r: s.lora_rank,
-                    alpha: s.lora_alpha,
-                    dropout: s.lora_dropout,
-                    use_rslora: false,
-                },
-            )?;
-            let t = lora.named_tensors();
-            (Some(lora), t)
-        }
-        "full" => (None, model.make_trainable(&|_| true)?),
-        other => bail!(
-            "tuner `{other}` ({}) is registered, but this build's trainer has no adapter tensors for it (it knows lora and full)",
-            tuner_entry.provenance
-        ),
-    };
+    let attached = crate::commands::tuning::attach(
+        &mut model,
+        &tuner_entry.record,
+        &targets,
+        &crate::commands::tuning::TunerFlags {
+            lora_rank: s.lora_rank,
+            lora_alpha: s.lora_alpha,
+            lora_dropout: s.lora_dropout,
+            use_rslora: s.use_rslora,
+            use_dora: s.use_dora,
+            init_weights: s.init_weights.clone(),
+            lora_lr_ratio: s.lora_lr_ratio,
+            freeze_parameters: s.freeze_parameters.clone(),
+            trainable_parameters: s.trainable_parameters.clone(),
+            lisa_activated_layers: s.lisa_activated_layers,
+            lisa_step_interval: s.lisa_step_interval,
+        },
+    )
+    .with_context(|| format!("tuner `{tuner_name}` ({})", tuner_entry.provenance))?;
+    let full_training = attached.full;
+    let (adapter, trainable) = (attached.lora, attached.trainable);
     let n_train: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
     let n_total = model.num_parameters() + if adapter.is_some() { n_train } else { 0 };
     tracing::info!(
@@ -423,7 +460,7 @@ pub fn run(
     let mut run = RunDir::open(s.output_dir.as_deref(), Path::new("output"), &model_label)?;
     let learning_rate = s
         .learning_rate
-        .unwrap_or(if tuner_name == "full" { 1e-5 } else { 1e-4 });
+        .unwrap_or(if full_training { 1e-5 } else { 1e-4 });
     let abs_model = std::fs::canonicalize(&model_dir).unwrap_or(model_dir.clone());
     let mut args_json = serde_json::to_value(&s)?;
     args_json["command"] = json!(command);
@@ -471,6 +508,8 @@ pub fn run(
         save_steps: s.save_steps,
         save_total_limit: s.save_total_limit,
         pad_id: 0,
+        lr_factors: attached.lr_factors,
+        lisa: attached.lisa,
     };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
