@@ -164,6 +164,9 @@ impl LinearHook for LoraHook {
     }
 }
 
+/// What a checkpoint stores: named tensors, rank and alpha.
+type SavedAdapter = (Vec<(String, Tensor)>, i64, f64);
+
 /// The LoRA adapters attached to one model.
 pub struct Lora {
     pub config: LoraConfig,
@@ -473,7 +476,7 @@ impl Lora {
 
     /// What a checkpoint stores, with (rank, alpha): the trained tensors, or for PiSSA / OLoRA
     /// their conversion to a plain LoRA of rank `2r` against the original base weight.
-    fn saved_tensors(&self) -> Result<(Vec<(String, Tensor)>, i64, f64), TrainError> {
+    fn saved_tensors(&self) -> Result<SavedAdapter, TrainError> {
         if self.initial.is_empty() {
             return Ok((self.named_tensors(), self.config.r, self.config.alpha));
         }
