@@ -787,3 +787,62 @@ fn lisa_only_updates_the_active_layers() {
         &tuned["model.norm.weight"]
     ));
 }
+
+#[test]
+fn resuming_gives_the_losses_of_an_uninterrupted_run() {
+    // Dropout on, shuffling on, 5 steps per epoch: resuming from step 3 crosses the epoch
+    // boundary (a reshuffle) and must repeat the uninterrupted run's losses and weights.
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = [
+        "--lora_dropout",
+        "0.1",
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "1e-2",
+        "--save_steps",
+        "3",
+    ];
+    let whole = tiny_run(tmp.path(), "whole", "lora", "8", &flags);
+    let ck3 = whole.join("checkpoint-3");
+    assert!(ck3.join("optimizer.safetensors").is_file());
+    assert!(ck3.join("trainer_state.json").is_file());
+    let resume = [
+        &flags[..],
+        &["--resume_from_checkpoint", ck3.to_str().unwrap()],
+    ]
+    .concat();
+    let resumed = tiny_run(tmp.path(), "resumed", "lora", "8", &resume);
+    let by_step = |run: &Path| -> Vec<(u64, f64)> {
+        log_records(run)
+            .iter()
+            .filter_map(|r| Some((r.get("step")?.as_u64()?, r["loss"].as_f64()?)))
+            .collect()
+    };
+    let (a, b) = (by_step(&whole), by_step(&resumed));
+    assert_eq!(b.first().map(|x| x.0), Some(4), "{b:?}");
+    for (step, loss) in &b {
+        let (_, want) = a.iter().find(|(s, _)| s == step).unwrap();
+        assert!((loss - want).abs() < 1e-6, "step {step}: {loss} vs {want}");
+    }
+    let wa = read_safetensors(&whole.join("checkpoint-8/adapter_model.safetensors"));
+    let wb = read_safetensors(&resumed.join("checkpoint-8/adapter_model.safetensors"));
+    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        let d = va
+            .iter()
+            .zip(vb)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d < 1e-6, "{na} differs by {d}");
+    }
+    // Dropout was really on: a run without it has other losses.
+    let no_dropout = tiny_run(
+        tmp.path(),
+        "nodrop",
+        "lora",
+        "8",
+        &[&flags[2..], &["--lora_dropout", "0"]].concat(),
+    );
+    let c = by_step(&no_dropout);
+    assert!((c[7].1 - a[7].1).abs() > 1e-6, "{c:?} vs {a:?}");
+}

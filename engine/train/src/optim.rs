@@ -106,6 +106,56 @@ impl AdamW {
         Ok(())
     }
 
+    /// The state to checkpoint: for every tensor `param.NAME`, `exp_avg.NAME`, `exp_avg_sq.NAME`,
+    /// and the per-tensor update counts.
+    pub fn state(&self) -> (Vec<(String, Tensor)>, Vec<(String, i32)>) {
+        let mut tensors = Vec::new();
+        let mut steps = Vec::new();
+        for p in &self.params {
+            tensors.push((format!("param.{}", p.name), p.t.shallow_clone()));
+            tensors.push((format!("exp_avg.{}", p.name), p.m.shallow_clone()));
+            tensors.push((format!("exp_avg_sq.{}", p.name), p.v.shallow_clone()));
+            steps.push((p.name.clone(), p.steps));
+        }
+        (tensors, steps)
+    }
+
+    /// Restores what [`AdamW::state`] saved: the tensors' values, moments and counts. Every
+    /// tensor must be present with the same shape.
+    pub fn restore(
+        &mut self,
+        get: &dyn Fn(&str) -> Option<Tensor>,
+        steps: &dyn Fn(&str) -> Option<i32>,
+        global_steps: u64,
+    ) -> Result<(), TrainError> {
+        let _g = tch::no_grad_guard();
+        for p in &mut self.params {
+            for (prefix, dst) in [
+                ("param", &mut p.t),
+                ("exp_avg", &mut p.m),
+                ("exp_avg_sq", &mut p.v),
+            ] {
+                let key = format!("{prefix}.{}", p.name);
+                let src = get(&key).ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "the checkpoint's optimizer state has no `{key}` (was it saved by a run with the same model and tuner?)"
+                    ))
+                })?;
+                if src.size() != dst.size() {
+                    return Err(TrainError::Config(format!(
+                        "the checkpoint's `{key}` is {:?}, this run's is {:?}",
+                        src.size(),
+                        dst.size()
+                    )));
+                }
+                dst.f_copy_(&src.f_to_kind(dst.kind())?.f_to_device(dst.device())?)?;
+            }
+            p.steps = steps(&p.name).unwrap_or(0);
+        }
+        self.steps = global_steps;
+        Ok(())
+    }
+
     /// Clears every gradient.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {

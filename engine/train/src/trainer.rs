@@ -2,6 +2,12 @@
 //! micro-batches, gradient accumulation with the loss normalised over the labelled tokens of the
 //! whole optimiser step, clipping, AdamW with a warm-up schedule, `logging.jsonl` records, and
 //! checkpoints written atomically every `save_steps` and at the end.
+//!
+//! Resuming (`resume_from`): a checkpoint also holds `optimizer.safetensors` (the trained tensors
+//! and AdamW's moments) and `trainer_state.json` (the step). The data order is a function of the
+//! seed and the epoch, and libtorch's generator (dropout) is re-seeded from (seed, step) before
+//! every optimiser step, so a resumed run skips the steps already taken and then computes exactly
+//! what the uninterrupted run computed.
 
 use std::path::Path;
 use std::time::Instant;
@@ -43,6 +49,49 @@ pub struct TrainConfig {
     pub lr_factors: Vec<(String, f64)>,
     /// LISA: train only a few randomly drawn decoder layers at a time.
     pub lisa: Option<LisaConfig>,
+    /// A checkpoint of an earlier run with the same settings to continue from.
+    pub resume_from: Option<std::path::PathBuf>,
+}
+
+/// Writes the optimiser's state and the step into checkpoint folder `dir`.
+fn save_trainer_state(dir: &Path, opt: &AdamW, step: u64, epoch: f64) -> Result<(), TrainError> {
+    let (tensors, steps) = opt.state();
+    crate::checkpoint::save_safetensors(&dir.join("optimizer.safetensors"), &tensors)?;
+    let state = json!({
+        "global_step": step,
+        "epoch": epoch,
+        "param_steps": steps.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    });
+    let path = dir.join("trainer_state.json");
+    std::fs::write(&path, format!("{state:#}\n")).map_err(|e| TrainError::io(&path, e))
+}
+
+/// Loads what [`save_trainer_state`] wrote into `opt`; returns the step the checkpoint ended at.
+fn load_trainer_state(dir: &Path, opt: &mut AdamW) -> Result<u64, TrainError> {
+    let path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        TrainError::Config(format!(
+            "cannot resume from {}: {} ({e}; checkpoints written by swift sft hold it)",
+            dir.display(),
+            path.display()
+        ))
+    })?;
+    let state: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    let step = state["global_step"]
+        .as_u64()
+        .ok_or_else(|| TrainError::Config(format!("{}: no global_step", path.display())))?;
+    let file = dir.join("optimizer.safetensors");
+    let ckpt = swift_model::weights::Checkpoint::open(std::slice::from_ref(&file))?;
+    let get = |name: &str| -> Option<Tensor> {
+        ckpt.load(name, Kind::Float, tch::Device::Cpu)
+            .ok()
+            .map(|l| l.tensor.copy())
+    };
+    let steps =
+        |name: &str| -> Option<i32> { state["param_steps"][name].as_i64().map(|n| n as i32) };
+    opt.restore(&get, &steps, step)?;
+    Ok(step)
 }
 
 /// LISA's settings: `activated_layers` decoder layers (named `….layers.N.…`) train at a time,
@@ -305,6 +354,20 @@ pub fn train(
         max_length: usize::MAX,
     };
     let steps = plan(rows.len(), cfg, total_steps);
+    let start = match &cfg.resume_from {
+        Some(dir) => {
+            let done = load_trainer_state(dir, &mut opt)?;
+            if done >= total_steps {
+                return Err(TrainError::Config(format!(
+                    "{} ended at step {done}; this run has {total_steps} steps, so nothing is left (raise --max_steps or --num_train_epochs)",
+                    dir.display()
+                )));
+            }
+            tracing::info!("resuming from {} at step {}", dir.display(), done + 1);
+            done as usize
+        }
+        None => 0,
+    };
     let started = Instant::now();
     let mut summary = TrainSummary {
         steps: 0,
@@ -318,8 +381,10 @@ pub fn train(
         (0.0f64, 0u64, 0i64, 0i64, 0.0f64, 0usize);
     // LISA's layers of the current interval (logged with every record).
     let mut lisa_active: Option<Vec<usize>> = None;
-    for (i, group) in steps.iter().enumerate() {
+    for (i, group) in steps.iter().enumerate().skip(start) {
         let step = i as u64 + 1;
+        // Dropout's draws depend on (seed, step) only, so a resumed run repeats them.
+        tch::manual_seed(cfg.seed.wrapping_add(i as u64 * 1_000_003) as i64);
         let t0 = Instant::now();
         let micro: Vec<Batch> = group
             .iter()
@@ -329,16 +394,25 @@ pub fn train(
             })
             .collect();
         let lr = schedule.lr(i as u64);
+        let resumed_here = i == start && start > 0;
         if let Some(lisa) = cfg
             .lisa
-            .filter(|l| (i as u64).is_multiple_of(l.step_interval))
+            .filter(|l| (i as u64).is_multiple_of(l.step_interval) || resumed_here)
         {
-            let active = lisa_draw(&lisa_layers, lisa.activated_layers, cfg.seed, i as u64);
+            let interval_start = i as u64 - i as u64 % lisa.step_interval;
+            let active = lisa_draw(
+                &lisa_layers,
+                lisa.activated_layers,
+                cfg.seed,
+                interval_start,
+            );
             for (name, t) in trainable {
                 let on = layer_of(name).is_none_or(|l| active.contains(&l));
                 let _ = t.set_requires_grad(on);
             }
-            opt.reset_state()?;
+            if !resumed_here || i as u64 == interval_start {
+                opt.reset_state()?;
+            }
             tracing::info!("LISA: step {step} trains layers {active:?}");
             lisa_active = Some(active);
         }
@@ -399,6 +473,7 @@ pub fn train(
         if (cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last {
             let w = run.begin_checkpoint(step)?;
             hooks.save(step, w.dir())?;
+            save_trainer_state(w.dir(), &opt, step, info.epoch)?;
             summary.last_checkpoint = Some(w.commit()?);
             if let Some(limit) = cfg.save_total_limit {
                 run.rotate(limit.max(1))?;
@@ -442,6 +517,7 @@ mod tests {
             pad_id: 0,
             lr_factors: Vec::new(),
             lisa: None,
+            resume_from: None,
         }
     }
 

@@ -85,6 +85,10 @@ pub struct SftArgs {
     /// Parameters trained even if --freeze_parameters matches them.
     #[arg(long = "trainable-parameters", num_args = 1..)]
     pub trainable_parameters: Vec<String>,
+    /// Continue from a checkpoint of an earlier run with the same settings (its optimizer state,
+    /// schedule, data position and random draws).
+    #[arg(long = "resume-from-checkpoint", value_name = "DIR")]
+    pub resume_from_checkpoint: Option<PathBuf>,
     /// LISA: decoder layers trained at a time (the `lisa` tuner defaults to 2; 0 = off).
     #[arg(long = "lisa-activated-layers")]
     pub lisa_activated_layers: Option<usize>,
@@ -181,6 +185,7 @@ pub struct SftSettings {
     pub trainable_parameters: Vec<String>,
     pub lisa_activated_layers: Option<usize>,
     pub lisa_step_interval: Option<u64>,
+    pub resume_from_checkpoint: Option<PathBuf>,
     /// Default: 1e-4 for adapters, 1e-5 for full training.
     pub learning_rate: Option<f64>,
     pub lr_scheduler_type: String,
@@ -234,6 +239,7 @@ impl Default for SftSettings {
             trainable_parameters: Vec::new(),
             lisa_activated_layers: None,
             lisa_step_interval: None,
+            resume_from_checkpoint: None,
             learning_rate: None,
             lr_scheduler_type: "cosine".into(),
             warmup_ratio: 0.0,
@@ -510,6 +516,7 @@ pub fn run(
         pad_id: 0,
         lr_factors: attached.lr_factors,
         lisa: attached.lisa,
+        resume_from: s.resume_from_checkpoint.clone(),
     };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
