@@ -846,3 +846,41 @@ fn resuming_gives_the_losses_of_an_uninterrupted_run() {
     let c = by_step(&no_dropout);
     assert!((c[7].1 - a[7].1).abs() > 1e-6, "{c:?} vs {a:?}");
 }
+
+#[test]
+fn llamapro_adds_zero_blocks_that_leave_the_output_unchanged_then_trains_only_them() {
+    // Two layers, two new blocks: [0, 0*, 1, 1*]. At learning rate 0 the saved expanded model
+    // must give the base model's logits; after training, only layers 1 and 3 changed.
+    let tmp = tempfile::tempdir().unwrap();
+    let frozen = tiny_run(
+        tmp.path(),
+        "pro0",
+        "llamapro",
+        "1",
+        &["--llamapro_num_new_blocks", "2", "--learning_rate", "0"],
+    );
+    let ck = frozen.join("checkpoint-1");
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["num_hidden_layers"], 4);
+    let (base, base_greedy) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 6);
+    let (expanded, greedy) = swift_logits(&["--model", ck.to_str().unwrap()], "1,2,3,4", 6);
+    let scale = base.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+    assert!(max_abs_diff(&base, &expanded) < 1e-5 * scale);
+    assert_eq!(base_greedy, greedy);
+
+    let trained = tiny_run(
+        tmp.path(),
+        "pro",
+        "llamapro",
+        "3",
+        &["--llamapro_num_new_blocks", "2", "--learning_rate", "1e-2"],
+    );
+    let before = tensors_by_name(&ck.join("model.safetensors"));
+    let after = tensors_by_name(&trained.join("checkpoint-3/model.safetensors"));
+    for (name, t) in &after {
+        let moved = changed(&before[name], t);
+        let new_block = name.starts_with("model.layers.1.") || name.starts_with("model.layers.3.");
+        assert_eq!(moved, new_block, "{name}");
+    }
+}

@@ -15,6 +15,7 @@
 
 pub mod checkpoint;
 pub mod collate;
+pub mod llamapro;
 pub mod lora;
 pub mod loss;
 pub mod optim;

@@ -195,7 +195,7 @@ impl ModelBundle {
 
 /// A model folder for `--model`: the folder itself, or a `.gguf` file's converted folder (kept
 /// under `$SWIFT_RS_CACHE/converted/`, keyed by the file's name, size and modification time).
-fn model_dir(model: &Path) -> Result<PathBuf> {
+pub(crate) fn model_dir(model: &Path) -> Result<PathBuf> {
     if !model.exists() {
         bail!("--model {}: no such file or folder", model.display());
     }

@@ -95,6 +95,9 @@ pub struct SftArgs {
     /// LISA: steps between re-drawing the active layers (default 20).
     #[arg(long = "lisa-step-interval")]
     pub lisa_step_interval: Option<u64>,
+    /// LLaMA-Pro: new blocks to insert (must divide the number of layers; default 4).
+    #[arg(long = "llamapro-num-new-blocks")]
+    pub llamapro_num_new_blocks: Option<usize>,
     #[arg(long = "learning-rate")]
     pub learning_rate: Option<f64>,
     /// cosine, linear or constant.
@@ -185,6 +188,7 @@ pub struct SftSettings {
     pub trainable_parameters: Vec<String>,
     pub lisa_activated_layers: Option<usize>,
     pub lisa_step_interval: Option<u64>,
+    pub llamapro_num_new_blocks: Option<usize>,
     pub resume_from_checkpoint: Option<PathBuf>,
     /// Default: 1e-4 for adapters, 1e-5 for full training.
     pub learning_rate: Option<f64>,
@@ -239,6 +243,7 @@ impl Default for SftSettings {
             trainable_parameters: Vec::new(),
             lisa_activated_layers: None,
             lisa_step_interval: None,
+            llamapro_num_new_blocks: None,
             resume_from_checkpoint: None,
             learning_rate: None,
             lr_scheduler_type: "cosine".into(),
@@ -306,6 +311,32 @@ pub fn run(
         .clone()
         .ok_or_else(|| anyhow!("tuner `{tuner_name}` has no behaviour"))?;
     let device_name = s.device.clone();
+    // LLaMA-Pro trains an expanded copy of the model, written to a temporary folder first.
+    let mut llamapro_new_layers = Vec::new();
+    let expanded = if tuner_entry.record.adapter() == "llamapro" {
+        let src = crate::commands::infer::model_dir(&model_path)?;
+        let dir = tempfile::Builder::new()
+            .prefix("swift-llamapro-")
+            .tempdir()
+            .context("creating a folder for the expanded model")?;
+        llamapro_new_layers = swift_train::llamapro::expand(
+            &src,
+            dir.path(),
+            s.llamapro_num_new_blocks.unwrap_or(4),
+        )?;
+        tracing::info!(
+            "LLaMA-Pro: new blocks at layers {llamapro_new_layers:?} of {}",
+            src.display()
+        );
+        Some(dir)
+    } else {
+        None
+    };
+    let source_model = model_path.clone();
+    let model_path = expanded
+        .as_ref()
+        .map(|d| d.path().to_path_buf())
+        .unwrap_or(model_path);
     let bundle = ModelBundle::load(
         &model_path,
         s.model_type.as_deref(),
@@ -445,10 +476,12 @@ pub fn run(
             trainable_parameters: s.trainable_parameters.clone(),
             lisa_activated_layers: s.lisa_activated_layers,
             lisa_step_interval: s.lisa_step_interval,
+            llamapro_new_layers: llamapro_new_layers.clone(),
         },
     )
     .with_context(|| format!("tuner `{tuner_name}` ({})", tuner_entry.provenance))?;
     let full_training = attached.full;
+    let llamapro_layers_for_args = llamapro_new_layers;
     let (adapter, trainable) = (attached.lora, attached.trainable);
     let n_train: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
     let n_total = model.num_parameters() + if adapter.is_some() { n_train } else { 0 };
@@ -459,7 +492,12 @@ pub fn run(
     );
 
     // The run folder.
-    let model_label = model_dir
+    let label_source = if expanded.is_some() {
+        crate::commands::infer::model_dir(&source_model)?
+    } else {
+        model_dir.clone()
+    };
+    let model_label = label_source
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
@@ -474,6 +512,11 @@ pub fn run(
     args_json["model_type"] = json!(family);
     args_json["template"] = json!(template_name);
     args_json["tuner_type"] = json!(tuner_name);
+    if expanded.is_some() {
+        // The run trained an expanded copy; its checkpoints are complete model folders.
+        args_json["model"] = json!(std::fs::canonicalize(&label_source).unwrap_or(label_source));
+        args_json["llamapro_new_layers"] = json!(llamapro_layers_for_args);
+    }
     args_json["learning_rate"] = json!(learning_rate);
     args_json["torch_dtype"] = json!(swift_model::dtype_name(model.kind()));
     args_json["device"] = json!(format!("{:?}", model.device()));

@@ -26,6 +26,8 @@ pub struct TunerFlags {
     pub trainable_parameters: Vec<String>,
     pub lisa_activated_layers: Option<usize>,
     pub lisa_step_interval: Option<u64>,
+    /// LLaMA-Pro: the new blocks' layer indices in the (already expanded) model.
+    pub llamapro_new_layers: Vec<usize>,
 }
 
 /// What attaching produced.
@@ -192,8 +194,24 @@ pub fn attach(
                 full: true,
             })
         }
+        "llamapro" => {
+            let new = &flags.llamapro_new_layers;
+            let trainable = model.make_trainable(&|name| {
+                swift_train::llamapro::layer_index(name).is_some_and(|l| new.contains(&l))
+            })?;
+            if trainable.is_empty() {
+                bail!("LLaMA-Pro found no parameters of the new blocks {new:?} to train");
+            }
+            Ok(Attached {
+                lora: None,
+                trainable,
+                lr_factors: Vec::new(),
+                lisa: None,
+                full: true,
+            })
+        }
         other => bail!(
-            "tuner `{}` uses the adapter `{other}`, which this build's trainer does not have (it has lora, full, freeze, lisa)",
+            "tuner `{}` uses the adapter `{other}`, which this build's trainer does not have (it has lora, full, freeze, lisa, llamapro)",
             record.name
         ),
     }

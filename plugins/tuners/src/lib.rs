@@ -11,6 +11,8 @@
 //! * `full`: every parameter is trained (its targets are every linear slot).
 //! * `freeze`: full training of the parameters that `--freeze_parameters` does not match (or that
 //!   `--trainable_parameters` matches).
+//! * `llamapro`: inserts `--llamapro_num_new_blocks` copies of decoder layers whose output
+//!   projections start at zero (the model is unchanged) and trains only those.
 //! * `lisa`: full training of a few randomly chosen decoder layers at a time
 //!   (`--lisa_activated_layers`, re-drawn every `--lisa_step_interval` steps).
 //!
@@ -153,6 +155,13 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
         TunerRecord::new(
             "freeze",
             "full fine-tuning except the parameters --freeze_parameters names (prefixes or globs); --trainable_parameters re-enables some",
+        ),
+        Full,
+    )?;
+    r.tuner(
+        TunerRecord::new(
+            "llamapro",
+            "LLaMA-Pro: --llamapro_num_new_blocks zero-output copies of layers inserted and trained, the rest frozen",
         ),
         Full,
     )?;
