@@ -44,6 +44,9 @@ struct Param {
     v: Tensor,
 }
 
+/// A checkpoint of the optimiser: named tensors, and update counts by tensor name.
+pub type OptimizerState = (Vec<(String, Tensor)>, Vec<(String, i32)>);
+
 /// The optimiser and its state.
 pub struct AdamW {
     pub config: AdamWConfig,
@@ -108,7 +111,7 @@ impl AdamW {
 
     /// The state to checkpoint: for every tensor `param.NAME`, `exp_avg.NAME`, `exp_avg_sq.NAME`,
     /// and the per-tensor update counts.
-    pub fn state(&self) -> (Vec<(String, Tensor)>, Vec<(String, i32)>) {
+    pub fn state(&self) -> OptimizerState {
         let mut tensors = Vec::new();
         let mut steps = Vec::new();
         for p in &self.params {
