@@ -181,6 +181,11 @@ fn lora_loss_falls_and_the_run_folder_is_complete() {
     ] {
         assert!(rec.get(key).is_some(), "logging.jsonl lacks {key}: {rec}");
     }
+    // The charts, as ms-swift draws them.
+    for png in ["train_loss.png", "train_learning_rate.png", "train_token_acc.png"] {
+        let bytes = std::fs::read(run.join("images").join(png)).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG", "{png}");
+    }
     let args: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
     assert_eq!(args["tuner_type"], "lora");

@@ -19,6 +19,7 @@ pub mod llamapro;
 pub mod lora;
 pub mod loss;
 pub mod optim;
+pub mod plot;
 pub mod run_dir;
 pub mod schedule;
 pub mod trainer;

@@ -1,7 +1,8 @@
 //! The training loop: epochs over encoded rows (shuffled per epoch from the seed), padded
 //! micro-batches, gradient accumulation with the loss normalised over the labelled tokens of the
 //! whole optimiser step, clipping, AdamW with a warm-up schedule, `logging.jsonl` records, and
-//! checkpoints written atomically every `save_steps` and at the end.
+//! checkpoints written atomically every `save_steps` and at the end, and the charts of
+//! `images/` (crate::plot) when the run ends.
 //!
 //! Resuming (`resume_from`): a checkpoint also holds `optimizer.safetensors` (the trained tensors
 //! and AdamW's moments) and `trainer_state.json` (the step). The data order is a function of the
@@ -490,6 +491,14 @@ pub fn train(
         "train_tokens_per_sec": summary.tokens as f64 / summary.seconds.max(1e-9),
         "memory_mib": peak_rss_mib(),
     }))?;
+    match crate::plot::plot_run(run.path()) {
+        Ok(files) => tracing::info!(
+            "{} charts in {}",
+            files.len(),
+            run.path().join("images").display()
+        ),
+        Err(e) => tracing::warn!("could not draw the loss curve: {e}"),
+    }
     Ok(summary)
 }
 
