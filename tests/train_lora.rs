@@ -182,7 +182,11 @@ fn lora_loss_falls_and_the_run_folder_is_complete() {
         assert!(rec.get(key).is_some(), "logging.jsonl lacks {key}: {rec}");
     }
     // The charts, as ms-swift draws them.
-    for png in ["train_loss.png", "train_learning_rate.png", "train_token_acc.png"] {
+    for png in [
+        "train_loss.png",
+        "train_learning_rate.png",
+        "train_token_acc.png",
+    ] {
         let bytes = std::fs::read(run.join("images").join(png)).unwrap();
         assert_eq!(&bytes[1..4], b"PNG", "{png}");
     }
@@ -887,5 +891,57 @@ fn llamapro_adds_zero_blocks_that_leave_the_output_unchanged_then_trains_only_th
         let moved = changed(&before[name], t);
         let new_block = name.starts_with("model.layers.1.") || name.starts_with("model.layers.3.");
         assert_eq!(moved, new_block, "{name}");
+    }
+}
+
+#[test]
+fn a_plugins_tuner_trains_through_the_same_registry_and_adapter() {
+    // example-attn-dora comes from the example .so: it picks q_proj/v_proj itself and asks the
+    // host's lora adapter for DoRA; peft reads the result.
+    let plugins = plugin_dir_with(&["swift-example-plugin"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = tmp.path().join("run");
+    ok(swift1(&[
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "sft",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--output_dir",
+        run.to_str().unwrap(),
+        "--tuner_type",
+        "example-attn-dora",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "1e-2",
+    ]));
+    let ck = run.join("checkpoint-3");
+    let names: Vec<String> = read_safetensors(&ck.join("adapter_model.safetensors"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.contains(".q_proj.") || n.contains(".v_proj.")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.ends_with("lora_magnitude_vector")),
+        "{names:?}"
+    );
+    let listed = ok(swift1(&[
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "list",
+        "tuners",
+    ]));
+    assert!(listed.contains("example-attn-dora"), "{listed}");
+    if let Some(python) = venv_python() {
+        check_peft(&python, &tiny(), &ck, "1,2,3,4,5", 4);
     }
 }

@@ -3,8 +3,10 @@
 //! linked into the host. Tests build it and load it with `--plugin-dir`, which proves the
 //! third-party path on every run.
 //!
-//! It registers a chat template, a dataset preprocessor, a model-family alias, and a complete
-//! GPT-2 style model family (`gpt2.rs`) that runs through the model interface.
+//! It registers a chat template, a dataset preprocessor, a model-family alias, a complete
+//! GPT-2 style model family (`gpt2.rs`) that runs through the model interface, and a tuner
+//! (`example-attn-dora`: DoRA on the attention's query and value projections only, its slot
+//! choice made here, its tensors held by the host's `lora` adapter like the built-in tuners').
 
 mod gpt2;
 
@@ -29,6 +31,26 @@ impl DatasetPreprocessor for FaqPreprocessor {
             messages,
             ..Default::default()
         }))
+    }
+}
+
+/// Picks the query and value projections of every attention block (`…q_proj`, `…v_proj`, or
+/// GPT-2's fused `…c_attn`), whatever `--target_modules` says.
+struct AttentionQv;
+
+impl Tuner for AttentionQv {
+    fn targets(&self, _args: &Value, slots: &[String]) -> Result<Vec<String>, String> {
+        let picked: Vec<String> = slots
+            .iter()
+            .filter(|s| s.ends_with(".q_proj") || s.ends_with(".v_proj") || s.ends_with(".c_attn"))
+            .cloned()
+            .collect();
+        if picked.is_empty() {
+            return Err(
+                "example-attn-dora found no q_proj/v_proj/c_attn slot in this model".into(),
+            );
+        }
+        Ok(picked)
     }
 }
 
@@ -65,6 +87,14 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
         alias_of: Some("llama".into()),
     })?;
     r.model_family(gpt2::record(), gpt2::Gpt2Family)?;
+    r.tuner(
+        TunerRecord::new(
+            "example-attn-dora",
+            "DoRA on the attention's query and value projections (the example plugin's tuner)",
+        )
+        .with_adapter("lora", [("use_dora", Value::Bool(true))]),
+        AttentionQv,
+    )?;
     plugin_info!("example plugin registered its template, preprocessor and model alias");
     Ok(())
 }
