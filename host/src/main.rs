@@ -10,6 +10,7 @@ mod plugins;
 // Built-in plugins are linked statically and found through `inventory`; naming the crates here
 // makes sure the linker keeps them.
 use swift_plugin_datasets as _;
+use swift_plugin_losses as _;
 use swift_plugin_models as _;
 use swift_plugin_templates as _;
 use swift_plugin_tuners as _;
