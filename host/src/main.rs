@@ -89,7 +89,7 @@ fn run(command: Command, global: &cli::GlobalArgs, settings: &GlobalSettings) ->
         Command::Export(args) => commands::export::run(&args, settings),
         Command::Pt(args) => commands::sft::run(&args, global, settings, true),
         Command::Sft(args) => commands::sft::run(&args, global, settings, false),
-        Command::Rlhf(_) => commands::not_yet("rlhf", "preference alignment"),
+        Command::Rlhf(args) => commands::rlhf::run(&args, global, settings),
         Command::Infer(args) => commands::infer::run(&args, settings),
         Command::Deploy(_) => commands::not_yet("deploy", "deploy"),
         Command::Eval(_) => commands::not_yet("eval", "evaluation"),

@@ -12,12 +12,15 @@
 //! * [`optim`]: AdamW over the trainable tensors only, gradient-norm clipping.
 //! * [`lora`]: LoRA adapters as swift-model `LinearHook`s on linear slots; PEFT-layout save/load.
 //! * [`trainer`]: the loop (epochs, shuffling, accumulation, logging, checkpoints).
+//! * [`rlhf`]: the preference loop (DPO, ORPO, SimPO, CPO, KTO) over per-sequence log-probs,
+//!   with the reference as the policy's adapters switched off or a frozen model.
 
 pub mod checkpoint;
 pub mod collate;
 pub mod lora;
 pub mod loss;
 pub mod optim;
+pub mod rlhf;
 pub mod run_dir;
 pub mod schedule;
 pub mod trainer;
@@ -26,6 +29,7 @@ pub use checkpoint::{save_safetensors, TrainError};
 pub use collate::{Batch, Collator, EncodedRow};
 pub use lora::{Lora, LoraConfig};
 pub use optim::{AdamW, AdamWConfig};
+pub use rlhf::{train_preference, PrefItem, PreferenceSetup, Reference};
 pub use run_dir::{CheckpointWriter, RunDir, RunDirError};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use trainer::{train, StepInfo, TrainConfig, TrainHooks, TrainSummary};

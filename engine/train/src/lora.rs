@@ -56,10 +56,16 @@ pub struct LoraHook {
     pub scale: f64,
     pub dropout: f64,
     training: Arc<AtomicBool>,
+    /// Off: the slot computes the base projection alone (the reference model of preference
+    /// training is the policy with its adapters disabled, so no second copy of the base).
+    enabled: Arc<AtomicBool>,
 }
 
 impl LinearHook for LoraHook {
     fn forward(&self, x: &Tensor, base: Tensor) -> Result<Tensor, String> {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return Ok(base);
+        }
         let train = self.training.load(Ordering::Relaxed);
         let h = if self.dropout > 0.0 && train {
             x.f_dropout(self.dropout, true).map_err(|e| e.to_string())?
@@ -81,6 +87,7 @@ pub struct Lora {
     /// (slot, A, B) in attachment order.
     pub layers: Vec<(String, Tensor, Tensor)>,
     training: Arc<AtomicBool>,
+    enabled: Arc<AtomicBool>,
 }
 
 impl Lora {
@@ -93,6 +100,7 @@ impl Lora {
     ) -> Result<Self, TrainError> {
         let (kind, device) = (model.kind(), model.device());
         let training = Arc::new(AtomicBool::new(true));
+        let enabled = Arc::new(AtomicBool::new(true));
         let mut layers = Vec::new();
         for name in targets {
             let slot = model
@@ -117,6 +125,7 @@ impl Lora {
                 scale: config.scale(),
                 dropout: config.dropout,
                 training: training.clone(),
+                enabled: enabled.clone(),
             }));
             layers.push((name.clone(), a, b));
         }
@@ -124,6 +133,7 @@ impl Lora {
             config,
             layers,
             training,
+            enabled,
         })
     }
 
@@ -166,6 +176,7 @@ impl Lora {
         slots.sort();
         let (kind, device) = (model.kind(), model.device());
         let training = Arc::new(AtomicBool::new(false));
+        let enabled = Arc::new(AtomicBool::new(true));
         let mut layers = Vec::new();
         for name in slots {
             let ka = format!("base_model.model.{name}.lora_A.weight");
@@ -193,6 +204,7 @@ impl Lora {
                 scale: config.scale(),
                 dropout: 0.0,
                 training: training.clone(),
+                enabled: enabled.clone(),
             }));
             layers.push((name, a, b));
         }
@@ -206,12 +218,24 @@ impl Lora {
             config,
             layers,
             training,
+            enabled,
         })
     }
 
     /// Turns dropout on (training) or off (evaluation).
     pub fn set_training(&self, on: bool) {
         self.training.store(on, Ordering::Relaxed);
+    }
+
+    /// Turns every adapter of this set on or off (off: the model computes the base weights'
+    /// output, as PEFT's `disable_adapter()` does).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the adapters are on.
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
     }
 
     /// The trainable tensors under their PEFT names.
@@ -312,6 +336,7 @@ mod tests {
             .scale(),
             dropout: 0.0,
             training: Arc::new(AtomicBool::new(true)),
+            enabled: Arc::new(AtomicBool::new(true)),
         };
         let base = Tensor::from_slice(&[0.5f32, -0.5]).view([1, 2]);
         let y = hook.forward(&x, base).unwrap();
@@ -334,6 +359,7 @@ mod tests {
             scale: 1.0,
             dropout: 0.5,
             training: training.clone(),
+            enabled: Arc::new(AtomicBool::new(true)),
         };
         let x = Tensor::ones([1, 64], (Kind::Float, tch::Device::Cpu));
         let zero = || Tensor::zeros([1, 64], (Kind::Float, tch::Device::Cpu));
@@ -352,8 +378,14 @@ mod tests {
             .try_into()
             .unwrap();
         assert!(train.iter().all(|&v| v == 0.0 || v == 2.0), "{train:?}");
-        assert!(train.contains(&0.0), "dropout drops some inputs while training");
-        assert!(train.contains(&2.0), "dropout keeps and rescales the others");
+        assert!(
+            train.contains(&0.0),
+            "dropout drops some inputs while training"
+        );
+        assert!(
+            train.contains(&2.0),
+            "dropout keeps and rescales the others"
+        );
     }
 
     #[test]
