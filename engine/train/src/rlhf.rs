@@ -2,9 +2,11 @@
 //! pairs) and KTO (unpaired rows with a desirable/undesirable label).
 //!
 //! Each step encodes nothing: rows arrive encoded (labels only on the final answer). A paired
-//! micro-batch pads its chosen and rejected sequences into one batch (chosen first, as TRL's
-//! concatenated forward does), runs the policy once, and sums each sequence's answer-token
-//! log-probabilities ([`sequence_logps`]). When the loss needs a reference, the same batch runs
+//! micro-batch holds its chosen and rejected sequences together (chosen first, as TRL's
+//! concatenated forward does) and sums each sequence's answer-token log-probabilities
+//! ([`sequence_logps`]). With `chunk = 0` the policy runs once over the padded batch with its
+//! graph; with `chunk = k` it runs in two passes of `k` sequences at a time ([`first_pass`]), which
+//! gives the same gradient of any loss while holding only one chunk's activations. When the loss needs a reference, the same batch runs
 //! again under `no_grad` through the [`Reference`]: the policy with its LoRA adapters switched
 //! off (one copy of the base weights) or, for full fine-tuning, a frozen copy of the model. The
 //! loss itself is not written here: it is a function of those per-sequence log-probabilities
@@ -81,6 +83,9 @@ pub struct PreferenceSetup<'a> {
     pub reference: Reference<'a>,
     /// Log `nll_loss` (the loss uses the chosen answers' NLL: ORPO, CPO, SimPO, RPO).
     pub log_nll: bool,
+    /// Paired data: run the policy's gradient pass over this many sequences at a time (0: the
+    /// whole micro-batch at once, TRL's concatenated forward). See [`first_pass`].
+    pub chunk: usize,
 }
 
 /// Sums of the answer tokens' log-probabilities per sequence of a padded batch (`[b]`, with
@@ -208,6 +213,74 @@ impl Window {
     }
 }
 
+/// The seed of chunk `k` of micro-batch `micro` of `step`: the same dropout masks in both passes.
+fn chunk_seed(seed: u64, step: u64, micro: usize, k: usize) -> i64 {
+    let mut z = seed
+        ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (micro as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+        ^ (k as u64).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 1) as i64
+}
+
+/// Where a micro-batch is in the run (for [`chunk_seed`]).
+#[derive(Debug, Clone, Copy)]
+struct At {
+    seed: u64,
+    step: u64,
+    micro: usize,
+}
+
+/// The policy's log-probabilities of `seqs` with the gradient of any loss of them, in bounded
+/// memory: pass 1 scores every chunk of `chunk` sequences without a graph; the loss's gradient
+/// with respect to each sequence's log-probability `g_i` is then cheap (a function of `[2n]`
+/// numbers); pass 2 re-runs each chunk with its graph and back-propagates `Σ g_i · logp_i`. The
+/// parameters' gradient is exactly that of the one-pass loss (chunks reseed the generator, so
+/// LoRA dropout draws the same masks in both passes), for one extra forward without a graph,
+/// and the activations held at once are one chunk's instead of the whole batch's.
+///
+/// Returns the log-probabilities (without a graph) and the answer tokens per sequence; the
+/// caller makes a leaf of the first, runs the loss backward into it and hands its gradient to
+/// [`second_pass`].
+fn first_pass(
+    model: &LoadedModel,
+    seqs: &[EncodedRow],
+    collator: &Collator,
+    chunk: usize,
+    at: At,
+) -> Result<(Tensor, Tensor), TrainError> {
+    let _g = tch::no_grad_guard();
+    let (mut logps, mut counts) = (Vec::new(), Vec::new());
+    for (k, part) in seqs.chunks(chunk).enumerate() {
+        tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
+        let (l, c) = sequence_logps(model, &collator.pad(part))?;
+        logps.push(l);
+        counts.push(c);
+    }
+    Ok((Tensor::f_cat(&logps, 0)?, Tensor::f_cat(&counts, 0)?))
+}
+
+/// Pass 2 of [`first_pass`]: back-propagates `Σ grad_i · logp_i` chunk by chunk.
+fn second_pass(
+    model: &LoadedModel,
+    seqs: &[EncodedRow],
+    collator: &Collator,
+    chunk: usize,
+    at: At,
+    grad: &Tensor,
+) -> Result<(), TrainError> {
+    for (k, part) in seqs.chunks(chunk).enumerate() {
+        let g = grad.f_narrow(0, (k * chunk) as i64, part.len() as i64)?;
+        if f64::try_from(g.f_abs()?.f_sum(Kind::Double)?)? == 0.0 {
+            continue;
+        }
+        tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
+        let (l, _) = sequence_logps(model, &collator.pad(part))?;
+        l.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
+    }
+    Ok(())
+}
+
 /// One micro-batch: forward, reference, loss (divided by `n_micro`), backward; its metrics.
 fn micro_step(
     model: &LoadedModel,
@@ -215,6 +288,7 @@ fn micro_step(
     items: &[&PrefItem],
     collator: &Collator,
     n_micro: usize,
+    at: At,
 ) -> Result<Window, TrainError> {
     let mut w = Window {
         micro: 1,
@@ -222,6 +296,8 @@ fn micro_step(
     };
     let device = model.device();
     let step_err = |e: String| TrainError::Step(format!("preference loss: {e}"));
+    // Set for the chunked pass: the sequences and the leaf their log-probabilities hang on.
+    let mut deferred: Option<(Vec<EncodedRow>, Tensor)> = None;
     let inputs = match items.first() {
         None => return Ok(w),
         Some(PrefItem::Pair { .. }) => {
@@ -245,7 +321,15 @@ fn micro_step(
             let batch = collator.pad(&seqs);
             w.tokens = batch.num_tokens;
             w.pairs = items.len();
-            let (logps, counts) = sequence_logps(model, &batch)?;
+            let chunked = setup.chunk > 0 && setup.chunk < seqs.len();
+            let (logps, counts) = if chunked {
+                let (l, c) = first_pass(model, &seqs, collator, setup.chunk, at)?;
+                let leaf = l.f_detach()?.set_requires_grad(true);
+                deferred = Some((seqs, leaf.shallow_clone()));
+                (leaf, c)
+            } else {
+                sequence_logps(model, &batch)?
+            };
             let reference = reference_logps(model, &setup.reference, &batch)?;
             PreferenceInputs {
                 chosen_logps: logps.f_narrow(0, 0, n)?,
@@ -324,6 +408,9 @@ fn micro_step(
     let loss = out.loss.f_div_scalar(n_micro as f64)?;
     w.loss = f64::try_from(loss.f_detach()?.f_to_kind(Kind::Double)?)?;
     loss.f_backward()?;
+    if let Some((seqs, leaf)) = &deferred {
+        second_pass(model, seqs, collator, setup.chunk, at, &leaf.grad())?;
+    }
     let _g = tch::no_grad_guard();
     let (cr, rr) = (
         out.chosen_rewards.f_detach()?.f_to_kind(Kind::Float)?,
@@ -404,9 +491,21 @@ pub fn train_preference(
         let t0 = Instant::now();
         let lr = schedule.lr(i as u64);
         let mut sw = Window::default();
-        for idx in group {
+        for (micro, idx) in group.iter().enumerate() {
             let batch: Vec<&PrefItem> = idx.iter().map(|&k| &items[k]).collect();
-            sw.merge(&micro_step(model, setup, &batch, &collator, group.len())?);
+            let at = At {
+                seed: cfg.seed,
+                step,
+                micro,
+            };
+            sw.merge(&micro_step(
+                model,
+                setup,
+                &batch,
+                &collator,
+                group.len(),
+                at,
+            )?);
         }
         let grad_norm = opt.clip_grad_norm(cfg.max_grad_norm)?;
         opt.step(lr)?;

@@ -65,6 +65,11 @@ pub struct RlhfArgs {
     /// KTO: weight of the undesirable rows' loss.
     #[arg(long = "undesirable-weight")]
     pub undesirable_weight: Option<f64>,
+    /// Sequences per gradient pass of the policy (default 1: score every sequence without a
+    /// graph, take the loss's gradient per sequence, then back-propagate one sequence at a time;
+    /// the same gradient in bounded memory). 0: the whole micro-batch in one pass.
+    #[arg(long = "rlhf-chunk-size")]
+    pub rlhf_chunk_size: Option<usize>,
     /// A separate reference model folder (default: the policy with its adapters disabled; for
     /// full fine-tuning a frozen copy of --model).
     #[arg(long = "ref-model", value_name = "DIR")]
@@ -85,6 +90,7 @@ pub struct RlhfSettings {
     pub desirable_weight: f64,
     pub undesirable_weight: f64,
     pub ref_model: Option<PathBuf>,
+    pub rlhf_chunk_size: usize,
 }
 
 impl Default for RlhfSettings {
@@ -100,6 +106,7 @@ impl Default for RlhfSettings {
             desirable_weight: 1.0,
             undesirable_weight: 1.0,
             ref_model: None,
+            rlhf_chunk_size: 1,
         }
     }
 }
@@ -368,6 +375,7 @@ pub fn run(
         loss: &loss_fn,
         reference,
         log_nll,
+        chunk: r.rlhf_chunk_size,
     };
     let summary = swift_train::train_preference(
         &p.model,
