@@ -383,3 +383,51 @@ fn smollm2_dpo_holds_one_copy_of_the_base() {
     assert_eq!(f(&steps[0], "rewards/margins"), 0.0);
     assert_eq!(args_json(&dpo)["models_loaded"], 1);
 }
+
+/// A third party's loss: the example plugin registers `example-apo-zero` (TRL's APO-zero) and
+/// `swift rlhf --loss_type` uses it through the same registry. At step 1 policy == reference, so
+/// its loss is exactly 1 − σ(0) + σ(0) = 1 (the built-in DPO loss would be ln 2).
+#[test]
+fn a_plugin_preference_loss_is_used_by_name() {
+    let plugins = plugin_dir_with(&["swift-example-plugin"]);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let model = tiny();
+    let out = ok(swift(&[
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "rlhf",
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        "dpo-en-demo#4",
+        "--loss_type",
+        "example-apo-zero",
+        "--max_length",
+        "96",
+        "--truncation_strategy",
+        "left",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--output_dir",
+        run.to_str().unwrap(),
+    ]));
+    assert!(out.contains("checkpoint-2"), "{out}");
+    let steps = steps(&run);
+    assert!((f(&steps[0], "loss") - 1.0).abs() < 1e-6, "{}", steps[0]);
+    assert_eq!(args_json(&run)["loss_type"], "example-apo-zero");
+    let listed = ok(swift(&[
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "list",
+        "preference-losses",
+    ]));
+    assert!(
+        listed.contains("example-apo-zero") && listed.contains("sigmoid"),
+        "{listed}"
+    );
+}
