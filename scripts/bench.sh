@@ -18,3 +18,9 @@ echo "== inference side by side with ms-swift (its own virtualenv; medians of 3 
 
 echo "== LoRA SFT side by side with ms-swift (PEER.md workload; medians of 3 runs)"
 "${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_train_peer.py --repeats 3
+
+echo "== LoRA DPO side by side with ms-swift (rlhf issue workload)"
+"${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_rlhf_peer.py --repeats 1
+
+echo "== LoRA DPO on SmolLM2 and dpo-en-demo#64: accuracies and margins"
+bash scripts/bench_rlhf_dpo.sh

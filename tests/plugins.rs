@@ -285,7 +285,7 @@ path = "faq.jsonl"
 
 #[test]
 fn unimplemented_commands_refuse_clearly() {
-    let out = swift(&["rlhf", "--model", "x", "--lora_rank", "8"]);
+    let out = swift(&["web-ui", "--model", "x", "--lora_rank", "8"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(

@@ -46,7 +46,7 @@ pub enum Command {
     /// Supervised fine-tuning (full or with a tuner such as LoRA).
     Sft(crate::commands::sft::SftArgs),
     /// Preference alignment: DPO, ORPO, KTO, SimPO, CPO, reward modelling.
-    Rlhf(Pending),
+    Rlhf(crate::commands::rlhf::RlhfArgs),
     /// Chat with a model, or run it over a dataset.
     Infer(crate::commands::infer::InferArgs),
     /// Serve a model over an OpenAI-compatible HTTP API.
@@ -76,7 +76,8 @@ pub struct Pending {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// models, templates, datasets, preprocessors, tuners, quantizers or backends (default: all).
+    /// models, templates, datasets, preprocessors, tuners, quantizers, backends or
+    /// preference-losses (default: all).
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(swift_registry::Registries::KINDS))]
     pub kind: Option<String>,
     /// One JSON array on stdout instead of a table.
@@ -255,8 +256,8 @@ mod tests {
 
     #[test]
     fn pending_commands_accept_any_flags() {
-        let a = parse(&["swift", "rlhf", "--model", "m", "--lora_rank", "8"]);
-        let Command::Rlhf(p) = a.command else {
+        let a = parse(&["swift", "web-ui", "--model", "m", "--lora_rank", "8"]);
+        let Command::WebUi(p) = a.command else {
             panic!()
         };
         assert_eq!(p.args, ["--model", "m", "--lora-rank", "8"]);

@@ -10,6 +10,7 @@ mod plugins;
 // Built-in plugins are linked statically and found through `inventory`; naming the crates here
 // makes sure the linker keeps them.
 use swift_plugin_datasets as _;
+use swift_plugin_losses as _;
 use swift_plugin_models as _;
 use swift_plugin_templates as _;
 use swift_plugin_tuners as _;
@@ -88,7 +89,7 @@ fn run(command: Command, global: &cli::GlobalArgs, settings: &GlobalSettings) ->
         Command::Export(args) => commands::export::run(&args, settings),
         Command::Pt(args) => commands::sft::run(&args, global, settings, true),
         Command::Sft(args) => commands::sft::run(&args, global, settings, false),
-        Command::Rlhf(_) => commands::not_yet("rlhf", "preference alignment"),
+        Command::Rlhf(args) => commands::rlhf::run(&args, global, settings),
         Command::Infer(args) => commands::infer::run(&args, settings),
         Command::Deploy(_) => commands::not_yet("deploy", "deploy"),
         Command::Eval(_) => commands::not_yet("eval", "evaluation"),

@@ -128,6 +128,12 @@ pub trait FfiRegistrar {
     fn add_quantizer(&mut self, json: RStr<'_>, imp: FfiQuantizerBox) -> RResult<(), RString>;
     #[sabi(last_prefix_field)]
     fn add_backend(&mut self, json: RStr<'_>, imp: FfiBackendBox) -> RResult<(), RString>;
+    /// Appended after the prefix: plugins built before it never call it.
+    fn add_preference_loss(
+        &mut self,
+        json: RStr<'_>,
+        imp: FfiPreferenceLossBox,
+    ) -> RResult<(), RString>;
 }
 
 /// The registrar object handed to `register`.
@@ -220,3 +226,39 @@ pub trait FfiBackend: Send + Sync {
     fn check_model(&self, config_json: RStr<'_>) -> RResult<(), RString>;
 }
 pub type FfiBackendBox = FfiBackend_TO<'static, RBox<()>>;
+
+/// A preference loss's inputs as they cross the boundary (borrowed for the call; see
+/// [`crate::behaviour::PreferenceInputs`] for their meaning).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct FfiPreferenceInputs<'a> {
+    pub chosen_logps: TensorRef<'a>,
+    pub rejected_logps: TensorRef<'a>,
+    pub chosen_tokens: TensorRef<'a>,
+    pub rejected_tokens: TensorRef<'a>,
+    pub ref_chosen_logps: abi_stable::std_types::ROption<TensorRef<'a>>,
+    pub ref_rejected_logps: abi_stable::std_types::ROption<TensorRef<'a>>,
+    pub kl: abi_stable::std_types::ROption<TensorRef<'a>>,
+}
+
+/// A preference loss's result as it crosses the boundary (owned by the receiver).
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub struct FfiPreferenceOutput {
+    pub loss: OwnedTensor,
+    pub chosen_rewards: OwnedTensor,
+    pub rejected_rewards: OwnedTensor,
+}
+
+/// Preference-loss behaviour: per-sequence log-probabilities in, the loss and rewards out.
+#[sabi_trait]
+pub trait FfiPreferenceLoss: Send + Sync {
+    /// `params_json`: the trainer's settings (`beta`, `label_smoothing`, `simpo_gamma`, ...).
+    #[sabi(last_prefix_field)]
+    fn loss(
+        &self,
+        inputs: FfiPreferenceInputs<'_>,
+        params_json: RStr<'_>,
+    ) -> RResult<FfiPreferenceOutput, RString>;
+}
+pub type FfiPreferenceLossBox = FfiPreferenceLoss_TO<'static, RBox<()>>;

@@ -39,13 +39,16 @@ pub mod tensor;
 #[cfg(feature = "tensors")]
 pub use behaviour::ModelFamily;
 pub use behaviour::{
-    Backend, BackendHandle, DatasetPreprocessor, ModelFamilyHandle, ModelHandle, PreprocessOutcome,
-    PreprocessorHandle, Quantizer, QuantizerHandle, Tuner, TunerHandle,
+    Backend, BackendHandle, DatasetPreprocessor, ModelFamilyHandle, ModelHandle,
+    PreferenceLossHandle, PreprocessOutcome, PreprocessorHandle, Quantizer, QuantizerHandle, Tuner,
+    TunerHandle,
 };
+#[cfg(feature = "tensors")]
+pub use behaviour::{PreferenceInputs, PreferenceLoss, PreferenceOutput};
 pub use loading::{LoadError, PluginLibrary};
 pub use records::{
-    BackendRecord, DatasetRecord, ModelFamilyRecord, PreprocessorRecord, QuantizerRecord,
-    TemplateRecord, TunerRecord,
+    BackendRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord, PreprocessorRecord,
+    QuantizerRecord, TemplateRecord, TunerRecord,
 };
 pub use registrar::{HostSink, PluginError, Registrar, SinkError};
 pub use row::{FunctionCall, Message, StandardRow, ToolCall};
@@ -91,6 +94,8 @@ pub mod prelude {
     #[cfg(feature = "tensors")]
     pub use crate::behaviour::ModelFamily;
     pub use crate::behaviour::{Backend, DatasetPreprocessor, PreprocessOutcome, Quantizer, Tuner};
+    #[cfg(feature = "tensors")]
+    pub use crate::behaviour::{PreferenceInputs, PreferenceLoss, PreferenceOutput};
     #[cfg(feature = "tensors")]
     pub use crate::model::{Model, ModelContext};
     pub use crate::model::{ModelLayout, NormKind, ParamDecl, Slot, SlotKind};

@@ -259,6 +259,41 @@ simple_record!(
     "backend"
 );
 
+/// A preference loss (DPO's `sigmoid`, `ipo`, ..., `orpo`, `simpo`, `cpo`, `kto`): its behaviour
+/// is a `PreferenceLoss` (a function of per-sequence log-probabilities, see
+/// [`crate::behaviour`]). `swift rlhf` resolves `--loss_type` (DPO) or `--rlhf_type` here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferenceLossRecord {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    /// The loss reads the reference model's log-probabilities (the trainer computes them only
+    /// then).
+    #[serde(default)]
+    pub reference: bool,
+    /// Unpaired data (KTO: rows with a desirable/undesirable `label`) instead of chosen/rejected
+    /// pairs; the trainer also passes the KL reference point.
+    #[serde(default)]
+    pub unpaired: bool,
+}
+impl_record!(PreferenceLossRecord, "preference loss");
+
+impl PreferenceLossRecord {
+    /// A paired, reference-free loss record; set `reference` / `unpaired` as needed.
+    pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            aliases: Vec::new(),
+            description: description.into(),
+            reference: false,
+            unpaired: false,
+        }
+    }
+}
+
 /// The content of a text-only plugin file (`*.toml` or `*.json` in a plugin directory).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,9 +9,10 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::abi::{
-    FfiBackendBox, FfiModelFamilyBox, FfiPreprocessorBox, FfiQuantizerBox, FfiRegistrar,
-    FfiTunerBox, RegistrarFfi,
+    FfiBackendBox, FfiModelFamilyBox, FfiPreferenceLossBox, FfiPreprocessorBox, FfiQuantizerBox,
+    FfiRegistrar, FfiTunerBox, RegistrarFfi,
 };
+use crate::behaviour::PreferenceLossHandle;
 use crate::behaviour::{
     backend_to_ffi, preprocessor_to_ffi, quantizer_to_ffi, tuner_to_ffi, Backend, BackendHandle,
     DatasetPreprocessor, ModelFamilyHandle, PreprocessorHandle, Quantizer, QuantizerHandle, Tuner,
@@ -19,9 +20,11 @@ use crate::behaviour::{
 };
 #[cfg(feature = "tensors")]
 use crate::behaviour::{model_family_to_ffi, ModelFamily};
+#[cfg(feature = "tensors")]
+use crate::behaviour::{preference_loss_to_ffi, PreferenceLoss};
 use crate::records::{
-    BackendRecord, DatasetRecord, ModelFamilyRecord, PreprocessorRecord, QuantizerRecord,
-    TemplateRecord, TunerRecord,
+    BackendRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord, PreprocessorRecord,
+    QuantizerRecord, TemplateRecord, TunerRecord,
 };
 
 /// An error a plugin's `register` function returns (the host prints it with the plugin's name).
@@ -147,6 +150,20 @@ impl<'a> Registrar<'a> {
                 .add_backend(json.as_str().into(), backend_to_ffi(imp)),
         )
     }
+
+    /// Registers a preference loss (needs the `tensors` feature).
+    #[cfg(feature = "tensors")]
+    pub fn preference_loss(
+        &mut self,
+        record: PreferenceLossRecord,
+        imp: impl PreferenceLoss,
+    ) -> Result<(), PluginError> {
+        let json = to_json(&record)?;
+        ffi_result(
+            self.ffi
+                .add_preference_loss(json.as_str().into(), preference_loss_to_ffi(imp)),
+        )
+    }
 }
 
 /// A registration the host refused.
@@ -185,6 +202,18 @@ pub trait HostSink {
         imp: QuantizerHandle,
     ) -> Result<(), SinkError>;
     fn add_backend(&mut self, record: BackendRecord, imp: BackendHandle) -> Result<(), SinkError>;
+    /// A preference loss (a kind added later: hosts that predate it refuse it).
+    fn add_preference_loss(
+        &mut self,
+        record: PreferenceLossRecord,
+        imp: PreferenceLossHandle,
+    ) -> Result<(), SinkError> {
+        let _ = imp;
+        Err(SinkError(format!(
+            "this host does not take preference losses (`{}`)",
+            record.name
+        )))
+    }
 }
 
 /// Exposes a [`HostSink`] as the FFI registrar of one plugin.
@@ -268,6 +297,18 @@ impl FfiRegistrar for SinkAdapter<'_> {
         let r = self
             .parse("backend", json)
             .and_then(|rec| self.sink.add_backend(rec, handle));
+        Self::finish(r)
+    }
+
+    fn add_preference_loss(
+        &mut self,
+        json: RStr<'_>,
+        imp: FfiPreferenceLossBox,
+    ) -> RResult<(), RString> {
+        let handle = PreferenceLossHandle::new(imp);
+        let r = self
+            .parse("preference loss", json)
+            .and_then(|rec| self.sink.add_preference_loss(rec, handle));
         Self::finish(r)
     }
 }

@@ -17,8 +17,9 @@ use sha2::{Digest, Sha256};
 use swift_plugin_api::records::Record;
 use swift_plugin_api::{
     BackendHandle, BackendRecord, DatasetRecord, HostSink, Manifest, ModelFamilyHandle,
-    ModelFamilyRecord, PluginLibrary, PreprocessorHandle, PreprocessorRecord, QuantizerHandle,
-    QuantizerRecord, SinkError, TemplateRecord, TunerHandle, TunerRecord, CONTRACT_VERSION,
+    ModelFamilyRecord, PluginLibrary, PreferenceLossHandle, PreferenceLossRecord,
+    PreprocessorHandle, PreprocessorRecord, QuantizerHandle, QuantizerRecord, SinkError,
+    TemplateRecord, TunerHandle, TunerRecord, CONTRACT_VERSION,
 };
 
 use crate::registry::{Conflict, Entry, Provenance, Registry};
@@ -34,6 +35,7 @@ pub struct Registries {
     pub tuners: Registry<TunerRecord, TunerHandle>,
     pub quantizers: Registry<QuantizerRecord, QuantizerHandle>,
     pub backends: Registry<BackendRecord, BackendHandle>,
+    pub preference_losses: Registry<PreferenceLossRecord, PreferenceLossHandle>,
 }
 
 /// One registration waiting to be merged.
@@ -45,6 +47,7 @@ enum Pending {
     Tuner(Entry<TunerRecord, TunerHandle>),
     Quantizer(Entry<QuantizerRecord, QuantizerHandle>),
     Backend(Entry<BackendRecord, BackendHandle>),
+    PreferenceLoss(Entry<PreferenceLossRecord, PreferenceLossHandle>),
 }
 
 macro_rules! per_kind {
@@ -78,6 +81,10 @@ macro_rules! per_kind {
                 let $reg = &mut $regs.backends;
                 $body
             }
+            Pending::PreferenceLoss($entry) => {
+                let $reg = &mut $regs.preference_losses;
+                $body
+            }
         }
     };
 }
@@ -92,6 +99,7 @@ impl Pending {
             Pending::Tuner(e) => e.record.name.clone(),
             Pending::Quantizer(e) => e.record.name.clone(),
             Pending::Backend(e) => e.record.name.clone(),
+            Pending::PreferenceLoss(e) => e.record.name.clone(),
         }
     }
 }
@@ -141,11 +149,14 @@ impl Registries {
         if want("backends") {
             push(&mut rows, &self.backends);
         }
+        if want("preference-losses") {
+            push(&mut rows, &self.preference_losses);
+        }
         rows
     }
 
     /// The kinds `rows` accepts.
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 8] = [
         "models",
         "templates",
         "datasets",
@@ -153,6 +164,7 @@ impl Registries {
         "tuners",
         "quantizers",
         "backends",
+        "preference-losses",
     ];
 }
 
@@ -555,6 +567,16 @@ impl HostSink for StagingSink {
     fn add_backend(&mut self, record: BackendRecord, imp: BackendHandle) -> Result<(), SinkError> {
         let e = self.entry(record, Some(imp));
         self.pending.push(Pending::Backend(e));
+        Ok(())
+    }
+
+    fn add_preference_loss(
+        &mut self,
+        record: PreferenceLossRecord,
+        imp: PreferenceLossHandle,
+    ) -> Result<(), SinkError> {
+        let e = self.entry(record, Some(imp));
+        self.pending.push(Pending::PreferenceLoss(e));
         Ok(())
     }
 }

@@ -12,6 +12,8 @@
 //! * [`optim`]: AdamW over the trainable tensors only, gradient-norm clipping.
 //! * [`lora`]: LoRA adapters as swift-model `LinearHook`s on linear slots; PEFT-layout save/load.
 //! * [`trainer`]: the loop (epochs, shuffling, accumulation, logging, checkpoints).
+//! * [`rlhf`]: the preference loop (DPO, ORPO, SimPO, CPO, KTO) over per-sequence log-probs,
+//!   with the reference as the policy's adapters switched off or a frozen model.
 
 pub mod checkpoint;
 pub mod collate;
@@ -20,6 +22,7 @@ pub mod lora;
 pub mod loss;
 pub mod optim;
 pub mod plot;
+pub mod rlhf;
 pub mod run_dir;
 pub mod schedule;
 pub mod trainer;
@@ -28,6 +31,7 @@ pub use checkpoint::{save_safetensors, TrainError};
 pub use collate::{Batch, Collator, EncodedRow};
 pub use lora::{Lora, LoraConfig};
 pub use optim::{AdamW, AdamWConfig};
+pub use rlhf::{train_preference, PrefItem, PreferenceSetup, Reference};
 pub use run_dir::{CheckpointWriter, RunDir, RunDirError};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use trainer::{train, StepInfo, TrainConfig, TrainHooks, TrainSummary};

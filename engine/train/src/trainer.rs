@@ -143,6 +143,9 @@ pub trait TrainHooks {
     fn on_step(&mut self, info: &StepInfo);
     /// Writes a checkpoint's files into `dir` (the loop makes it appear atomically).
     fn save(&mut self, step: u64, dir: &Path) -> Result<(), TrainError>;
+    /// Called after every optimiser step with the step's own metrics (preference training:
+    /// `rewards/accuracies`, `rewards/margins`, ...).
+    fn on_metrics(&mut self, _step: u64, _metrics: &serde_json::Map<String, serde_json::Value>) {}
 }
 
 /// The run's outcome.
@@ -180,7 +183,7 @@ pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
 }
 
 /// The micro-batches of every optimiser step, in order, as row indices.
-fn plan(rows: usize, cfg: &TrainConfig, total_steps: u64) -> Vec<Vec<Vec<usize>>> {
+pub(crate) fn plan(rows: usize, cfg: &TrainConfig, total_steps: u64) -> Vec<Vec<Vec<usize>>> {
     let per_epoch = steps_per_epoch(rows, cfg.batch_size, cfg.grad_accum);
     let mut steps = Vec::new();
     let mut epoch = 0u64;
@@ -206,7 +209,7 @@ fn plan(rows: usize, cfg: &TrainConfig, total_steps: u64) -> Vec<Vec<Vec<usize>>
     steps
 }
 
-fn tensors(
+pub(crate) fn tensors(
     batch: &Batch,
     device: tch::Device,
 ) -> Result<(Tensor, Tensor, Tensor, Tensor), TrainError> {

@@ -51,6 +51,7 @@ fn kind_heading(kind: &str) -> &'static str {
         "preprocessor" => "preprocessors",
         "tuner" => "tuners",
         "quantizer" => "quantizers",
+        "preference loss" => "preference losses",
         _ => "backends",
     }
 }

@@ -276,7 +276,7 @@ impl Default for SftSettings {
 }
 
 /// The flags the user gave, as a JSON object (unset flags and empty lists left out).
-fn given_flags(args: &SftArgs) -> Result<Value> {
+pub(crate) fn given_flags<T: Serialize>(args: &T) -> Result<Value> {
     let Value::Object(m) = serde_json::to_value(args)? else {
         bail!("flags did not serialise to an object");
     };
@@ -285,6 +285,317 @@ fn given_flags(args: &SftArgs) -> Result<Value> {
             .filter(|(_, v)| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
             .collect(),
     ))
+}
+
+/// What every training command loads before its loop: plugins, the resolved tuner, the model
+/// and its tokenizer bound to the template (shared by `sft`, `pt` and `rlhf`).
+pub(crate) struct Prepared {
+    pub report: swift_registry::LoadReport,
+    pub tuner_name: String,
+    pub tuner: std::sync::Arc<swift_plugin_api::TunerHandle>,
+    pub tuner_provenance: String,
+    pub model_dir: PathBuf,
+    pub family: String,
+    pub model: swift_model::LoadedModel,
+    pub encoder: Encoder,
+    pub template_name: String,
+    /// The tuner's record (its host adapter and options).
+    pub tuner_record: swift_plugin_api::TunerRecord,
+    /// The model folder the user named (for LLaMA-Pro, `model_dir` is the expanded copy).
+    pub source_model_dir: PathBuf,
+    /// LLaMA-Pro: the new blocks' layer indices, and the temporary expanded model folder.
+    pub llamapro_new_layers: Vec<usize>,
+    pub _expanded: Option<tempfile::TempDir>,
+}
+
+/// Loads plugins, resolves the tuner, loads the model and binds its template with
+/// `loss_scale` (sft: the user's; rlhf: `last_round`).
+pub(crate) fn prepare(
+    s: &SftSettings,
+    settings: &GlobalSettings,
+    loss_scale: &str,
+) -> Result<Prepared> {
+    let Some(model_path) = s.model.clone() else {
+        bail!("pass --model DIR (a Hugging Face model folder or a .gguf file)");
+    };
+    if s.dataset.is_empty() {
+        bail!("pass --dataset SPEC (a file or a registered dataset name, optionally NAME#N; `swift list datasets`)");
+    }
+    let report = crate::plugins::load(settings)?;
+    let regs = &report.registries;
+    let tuner_entry = regs.tuners.resolve(&s.tuner_type)?;
+    let tuner_name = tuner_entry.record.name.clone();
+    let tuner_provenance = tuner_entry.provenance.to_string();
+    let tuner = tuner_entry
+        .imp
+        .clone()
+        .ok_or_else(|| anyhow!("tuner `{tuner_name}` has no behaviour"))?;
+    let tuner_record = tuner_entry.record.clone();
+    let source_model_dir = crate::commands::infer::model_dir(&model_path)?;
+    // LLaMA-Pro trains an expanded copy of the model, written to a temporary folder first.
+    let mut llamapro_new_layers = Vec::new();
+    let expanded = if tuner_record.adapter() == "llamapro" {
+        let dir = tempfile::Builder::new()
+            .prefix("swift-llamapro-")
+            .tempdir()
+            .context("creating a folder for the expanded model")?;
+        llamapro_new_layers = swift_train::llamapro::expand(
+            &source_model_dir,
+            dir.path(),
+            s.llamapro_num_new_blocks.unwrap_or(4),
+        )?;
+        tracing::info!(
+            "LLaMA-Pro: new blocks at layers {llamapro_new_layers:?} of {}",
+            source_model_dir.display()
+        );
+        Some(dir)
+    } else {
+        None
+    };
+    let bundle = ModelBundle::load(
+        expanded
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(&source_model_dir),
+        s.model_type.as_deref(),
+        s.torch_dtype.as_deref(),
+        &s.device,
+        regs,
+    )?;
+    let template = bundle.template(regs, s.template.as_deref())?;
+    let template_name = template.name.clone();
+    let ModelBundle {
+        dir: model_dir,
+        family,
+        model,
+        tokenizer,
+        ..
+    } = bundle;
+    let options = EncodeOptions {
+        render: RenderOptions {
+            generation_prompt: false,
+            system: s.system.clone(),
+            enable_thinking: None,
+        },
+        max_length: Some(s.max_length),
+        truncation: s.truncation_strategy.parse()?,
+        loss_scale: LossScale::parse(loss_scale)?,
+    };
+    let encoder = Encoder::new(template, tokenizer, options)?;
+    Ok(Prepared {
+        report,
+        tuner_name,
+        tuner,
+        tuner_provenance,
+        model_dir,
+        family,
+        model,
+        encoder,
+        template_name,
+        tuner_record,
+        source_model_dir,
+        llamapro_new_layers,
+        _expanded: expanded,
+    })
+}
+
+/// The dataset options of the settings.
+pub(crate) fn data_options(s: &SftSettings) -> DatasetOptions {
+    let mut data_opts = DatasetOptions {
+        skip_bad_rows: s.skip_bad_rows,
+        model_name: s.model_name.clone(),
+        model_author: s.model_author.clone(),
+        ..Default::default()
+    };
+    if let Some(seed) = s.data_seed {
+        data_opts.data_seed = seed;
+    }
+    data_opts
+}
+
+/// `rows` in the seeded order of `--dataset_shuffle` (unchanged when it is off).
+pub(crate) fn shuffle_rows<T>(rows: Vec<T>, s: &SftSettings) -> Vec<T> {
+    if !s.dataset_shuffle {
+        return rows;
+    }
+    let order = swift_train::trainer::shuffled(rows.len(), s.seed);
+    let mut slots: Vec<Option<T>> = rows.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// The tuner's adapter attached to the model.
+pub(crate) struct Tuned {
+    pub adapter: Option<Lora>,
+    pub trainable: Vec<(String, tch::Tensor)>,
+    pub targets: Vec<String>,
+    pub linear: Vec<String>,
+    /// Learning-rate factors (LoRA+) and LISA, for the loop.
+    pub lr_factors: Vec<(String, f64)>,
+    pub lisa: Option<swift_train::trainer::LisaConfig>,
+    /// The base weights themselves train (full, freeze, lisa, llamapro).
+    pub full: bool,
+}
+
+/// Picks the tuner's slots and attaches its trainable tensors (seeded by `--seed`).
+pub(crate) fn attach_tuner(s: &SftSettings, p: &mut Prepared) -> Result<Tuned> {
+    tch::manual_seed(s.seed as i64);
+    let layout = p.model.layout().clone();
+    let linear: Vec<String> = layout
+        .slots
+        .iter()
+        .filter(|sl| sl.kind == SlotKind::Linear)
+        .map(|sl| sl.name.clone())
+        .collect();
+    let tuner_name = &p.tuner_name;
+    let targets = p
+        .tuner
+        .targets(
+            &json!({"target_modules": s.target_modules, "output_slot": layout.output_slot}),
+            &linear,
+        )
+        .map_err(|e| anyhow!("tuner `{tuner_name}`: {e}"))?;
+    let attached = crate::commands::tuning::attach(
+        &mut p.model,
+        &p.tuner_record,
+        &targets,
+        &crate::commands::tuning::TunerFlags {
+            lora_rank: s.lora_rank,
+            lora_alpha: s.lora_alpha,
+            lora_dropout: s.lora_dropout,
+            use_rslora: s.use_rslora,
+            use_dora: s.use_dora,
+            init_weights: s.init_weights.clone(),
+            lora_lr_ratio: s.lora_lr_ratio,
+            freeze_parameters: s.freeze_parameters.clone(),
+            trainable_parameters: s.trainable_parameters.clone(),
+            lisa_activated_layers: s.lisa_activated_layers,
+            lisa_step_interval: s.lisa_step_interval,
+            llamapro_new_layers: p.llamapro_new_layers.clone(),
+        },
+    )
+    .with_context(|| format!("tuner `{tuner_name}` ({})", p.tuner_provenance))?;
+    let (adapter, trainable) = (attached.lora, attached.trainable);
+    let n_train: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
+    let n_total = p.model.num_parameters() + if adapter.is_some() { n_train } else { 0 };
+    tracing::info!(
+        "tuner `{tuner_name}` on {} slots: {n_train} trainable parameters of {n_total} ({:.4}%)",
+        targets.len(),
+        100.0 * n_train as f64 / n_total.max(1) as f64
+    );
+    Ok(Tuned {
+        adapter,
+        trainable,
+        targets,
+        linear,
+        lr_factors: attached.lr_factors,
+        lisa: attached.lisa,
+        full: attached.full,
+    })
+}
+
+/// The learning rate: `--learning_rate`, else 1e-4 for adapters and 1e-5 for full training.
+pub(crate) fn learning_rate(s: &SftSettings, tuned: &Tuned) -> f64 {
+    s.learning_rate
+        .unwrap_or(if tuned.full { 1e-5 } else { 1e-4 })
+}
+
+/// Opens the run folder and writes `args.json`: the settings, what was resolved, and `extra`.
+pub(crate) fn open_run(
+    s: &SftSettings,
+    command: &str,
+    p: &Prepared,
+    tuned: &Tuned,
+    train_rows: usize,
+    extra: Value,
+) -> Result<(RunDir, PathBuf)> {
+    let model_label = p
+        .source_model_dir
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let run = RunDir::open(s.output_dir.as_deref(), Path::new("output"), &model_label)?;
+    let abs_model = std::fs::canonicalize(&p.model_dir).unwrap_or(p.model_dir.clone());
+    let abs_source =
+        std::fs::canonicalize(&p.source_model_dir).unwrap_or(p.source_model_dir.clone());
+    let n_train: i64 = tuned.trainable.iter().map(|(_, t)| t.numel() as i64).sum();
+    let mut args_json = serde_json::to_value(s)?;
+    args_json["command"] = json!(command);
+    args_json["model"] = json!(abs_source);
+    args_json["model_type"] = json!(p.family);
+    args_json["template"] = json!(p.template_name);
+    args_json["tuner_type"] = json!(p.tuner_name);
+    args_json["learning_rate"] = json!(learning_rate(s, tuned));
+    if !p.llamapro_new_layers.is_empty() {
+        // The run trains an expanded copy; its checkpoints are complete model folders.
+        args_json["llamapro_new_layers"] = json!(p.llamapro_new_layers);
+    }
+    args_json["torch_dtype"] = json!(swift_model::dtype_name(p.model.kind()));
+    args_json["device"] = json!(format!("{:?}", p.model.device()));
+    args_json["target_slots"] = json!(tuned.targets.len());
+    args_json["trainable_parameters"] = json!(n_train);
+    args_json["train_rows"] = json!(train_rows);
+    args_json["plugins"] = json!(p
+        .report
+        .plugins
+        .iter()
+        .map(|p| json!({"name": p.name, "version": p.version, "path": p.path, "sha256": p.sha256}))
+        .collect::<Vec<_>>());
+    args_json["output_dir"] = json!(run.path());
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            args_json[k] = v;
+        }
+    }
+    run.write_args(&args_json)?;
+    tracing::info!("run folder: {}", run.path().display());
+    Ok((run, abs_model))
+}
+
+/// The loop's settings.
+pub(crate) fn train_config(s: &SftSettings, learning_rate: f64) -> Result<TrainConfig> {
+    Ok(TrainConfig {
+        learning_rate,
+        lr_scheduler: s
+            .lr_scheduler_type
+            .parse()
+            .map_err(|e: String| anyhow!(e))?,
+        warmup_ratio: s.warmup_ratio,
+        warmup_steps: s.warmup_steps,
+        num_train_epochs: s.num_train_epochs,
+        max_steps: s.max_steps,
+        batch_size: s.per_device_train_batch_size.max(1),
+        grad_accum: s.gradient_accumulation_steps.max(1),
+        max_grad_norm: s.max_grad_norm,
+        adamw: AdamWConfig {
+            beta1: s.adam_beta1,
+            beta2: s.adam_beta2,
+            eps: s.adam_epsilon,
+            weight_decay: s.weight_decay,
+        },
+        seed: s.seed,
+        shuffle: s.train_dataloader_shuffle,
+        logging_steps: s.logging_steps.max(1),
+        save_steps: s.save_steps,
+        save_total_limit: s.save_total_limit,
+        pad_id: 0,
+        lr_factors: Vec::new(),
+        lisa: None,
+        resume_from: s.resume_from_checkpoint.clone(),
+    })
+}
+
+/// The progress bar of a training command.
+pub(crate) fn progress_bar(prefix: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
 }
 
 /// `swift sft` (`pretrain = false`) or `swift pt` (`pretrain = true`).
@@ -296,91 +607,15 @@ pub fn run(
 ) -> Result<()> {
     let s: SftSettings = layered(global.config.as_deref(), given_flags(args)?)?;
     let command = if pretrain { "pt" } else { "sft" };
-    let Some(model_path) = s.model.clone() else {
-        bail!("pass --model DIR (a Hugging Face model folder or a .gguf file)");
-    };
-    if s.dataset.is_empty() {
-        bail!("pass --dataset SPEC (a file or a registered dataset name, optionally NAME#N; `swift list datasets`)");
-    }
-    let report = crate::plugins::load(settings)?;
-    let regs = &report.registries;
-    let tuner_entry = regs.tuners.resolve(&s.tuner_type)?;
-    let tuner_name = tuner_entry.record.name.clone();
-    let tuner = tuner_entry
-        .imp
-        .clone()
-        .ok_or_else(|| anyhow!("tuner `{tuner_name}` has no behaviour"))?;
-    let device_name = s.device.clone();
-    // LLaMA-Pro trains an expanded copy of the model, written to a temporary folder first.
-    let mut llamapro_new_layers = Vec::new();
-    let expanded = if tuner_entry.record.adapter() == "llamapro" {
-        let src = crate::commands::infer::model_dir(&model_path)?;
-        let dir = tempfile::Builder::new()
-            .prefix("swift-llamapro-")
-            .tempdir()
-            .context("creating a folder for the expanded model")?;
-        llamapro_new_layers = swift_train::llamapro::expand(
-            &src,
-            dir.path(),
-            s.llamapro_num_new_blocks.unwrap_or(4),
-        )?;
-        tracing::info!(
-            "LLaMA-Pro: new blocks at layers {llamapro_new_layers:?} of {}",
-            src.display()
-        );
-        Some(dir)
-    } else {
-        None
-    };
-    let source_model = model_path.clone();
-    let model_path = expanded
-        .as_ref()
-        .map(|d| d.path().to_path_buf())
-        .unwrap_or(model_path);
-    let bundle = ModelBundle::load(
-        &model_path,
-        s.model_type.as_deref(),
-        s.torch_dtype.as_deref(),
-        &device_name,
-        regs,
-    )?;
-    let template = bundle.template(regs, s.template.as_deref())?;
-    let template_name = template.name.clone();
-    let ModelBundle {
-        dir: model_dir,
-        family,
-        mut model,
-        tokenizer,
-        ..
-    } = bundle;
+    let mut p = prepare(&s, settings, &s.loss_scale)?;
 
     // Data: read, encode, keep in memory.
-    let loss_scale = LossScale::parse(&s.loss_scale)?;
-    let options = EncodeOptions {
-        render: RenderOptions {
-            generation_prompt: false,
-            system: s.system.clone(),
-            enable_thinking: None,
-        },
-        max_length: Some(s.max_length),
-        truncation: s.truncation_strategy.parse()?,
-        loss_scale,
-    };
-    let encoder = Encoder::new(template, tokenizer, options)?;
-    let mut data_opts = DatasetOptions {
-        skip_bad_rows: s.skip_bad_rows,
-        model_name: s.model_name.clone(),
-        model_author: s.model_author.clone(),
-        ..Default::default()
-    };
-    if let Some(seed) = s.data_seed {
-        data_opts.data_seed = seed;
-    }
+    let data_opts = data_options(&s);
     let mut rows: Vec<EncodedRow> = Vec::new();
     let (mut deleted, mut failed) = (0usize, 0usize);
-    for item in open_datasets(&s.dataset, regs, &data_opts)? {
+    for item in open_datasets(&s.dataset, &p.report.registries, &data_opts)? {
         let item = item?;
-        match encoder.encode(&item.row) {
+        match p.encoder.encode(&item.row) {
             Ok(Some(e)) => {
                 let mut row = EncodedRow {
                     labels: e.labels,
@@ -411,25 +646,12 @@ pub fn run(
     if rows.is_empty() {
         bail!("no trainable rows: {deleted} rows were longer than --max_length {} or had nothing to train (use --truncation_strategy right), {failed} failed", s.max_length);
     }
-    if s.dataset_shuffle {
-        let order = swift_train::trainer::shuffled(rows.len(), s.seed);
-        let mut shuffled: Vec<EncodedRow> = Vec::with_capacity(rows.len());
-        for i in order {
-            shuffled.push(std::mem::replace(
-                &mut rows[i],
-                EncodedRow {
-                    input_ids: vec![],
-                    labels: vec![],
-                    loss_scale: vec![],
-                },
-            ));
-        }
-        rows = shuffled;
-    }
+    let rows = shuffle_rows(rows, &s);
     let tokens: usize = rows.iter().map(|r| r.input_ids.len()).sum();
     tracing::info!(
-        "{} rows encoded with template `{template_name}` ({tokens} tokens){}{}",
+        "{} rows encoded with template `{}` ({tokens} tokens){}{}",
         rows.len(),
+        p.template_name,
         if deleted > 0 {
             format!(
                 "; {deleted} rows dropped (too long for --max_length {} or nothing to train)",
@@ -445,145 +667,24 @@ pub fn run(
         }
     );
 
-    // The tuner.
-    tch::manual_seed(s.seed as i64);
-    let layout = model.layout().clone();
-    let linear: Vec<String> = layout
-        .slots
-        .iter()
-        .filter(|sl| sl.kind == SlotKind::Linear)
-        .map(|sl| sl.name.clone())
-        .collect();
-    let targets = tuner
-        .targets(
-            &json!({"target_modules": s.target_modules, "output_slot": layout.output_slot}),
-            &linear,
-        )
-        .map_err(|e| anyhow!("tuner `{tuner_name}`: {e}"))?;
-    let attached = crate::commands::tuning::attach(
-        &mut model,
-        &tuner_entry.record,
-        &targets,
-        &crate::commands::tuning::TunerFlags {
-            lora_rank: s.lora_rank,
-            lora_alpha: s.lora_alpha,
-            lora_dropout: s.lora_dropout,
-            use_rslora: s.use_rslora,
-            use_dora: s.use_dora,
-            init_weights: s.init_weights.clone(),
-            lora_lr_ratio: s.lora_lr_ratio,
-            freeze_parameters: s.freeze_parameters.clone(),
-            trainable_parameters: s.trainable_parameters.clone(),
-            lisa_activated_layers: s.lisa_activated_layers,
-            lisa_step_interval: s.lisa_step_interval,
-            llamapro_new_layers: llamapro_new_layers.clone(),
-        },
-    )
-    .with_context(|| format!("tuner `{tuner_name}` ({})", tuner_entry.provenance))?;
-    let full_training = attached.full;
-    let llamapro_layers_for_args = llamapro_new_layers;
-    let (adapter, trainable) = (attached.lora, attached.trainable);
-    let n_train: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
-    let n_total = model.num_parameters() + if adapter.is_some() { n_train } else { 0 };
-    tracing::info!(
-        "tuner `{tuner_name}` on {} slots: {n_train} trainable parameters of {n_total} ({:.4}%)",
-        targets.len(),
-        100.0 * n_train as f64 / n_total.max(1) as f64
-    );
-
-    // The run folder.
-    let label_source = if expanded.is_some() {
-        crate::commands::infer::model_dir(&source_model)?
-    } else {
-        model_dir.clone()
-    };
-    let model_label = label_source
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let mut run = RunDir::open(s.output_dir.as_deref(), Path::new("output"), &model_label)?;
-    let learning_rate = s
-        .learning_rate
-        .unwrap_or(if full_training { 1e-5 } else { 1e-4 });
-    let abs_model = std::fs::canonicalize(&model_dir).unwrap_or(model_dir.clone());
-    let mut args_json = serde_json::to_value(&s)?;
-    args_json["command"] = json!(command);
-    args_json["model"] = json!(abs_model);
-    args_json["model_type"] = json!(family);
-    args_json["template"] = json!(template_name);
-    args_json["tuner_type"] = json!(tuner_name);
-    if expanded.is_some() {
-        // The run trained an expanded copy; its checkpoints are complete model folders.
-        args_json["model"] = json!(std::fs::canonicalize(&label_source).unwrap_or(label_source));
-        args_json["llamapro_new_layers"] = json!(llamapro_layers_for_args);
-    }
-    args_json["learning_rate"] = json!(learning_rate);
-    args_json["torch_dtype"] = json!(swift_model::dtype_name(model.kind()));
-    args_json["device"] = json!(format!("{:?}", model.device()));
-    args_json["target_slots"] = json!(targets.len());
-    args_json["trainable_parameters"] = json!(n_train);
-    args_json["train_rows"] = json!(rows.len());
-    args_json["plugins"] = json!(report
-        .plugins
-        .iter()
-        .map(|p| json!({"name": p.name, "version": p.version, "path": p.path, "sha256": p.sha256}))
-        .collect::<Vec<_>>());
-    args_json["output_dir"] = json!(run.path());
-    run.write_args(&args_json)?;
-    tracing::info!("run folder: {}", run.path().display());
-
-    let cfg = TrainConfig {
-        learning_rate,
-        lr_scheduler: s
-            .lr_scheduler_type
-            .parse()
-            .map_err(|e: String| anyhow!(e))?,
-        warmup_ratio: s.warmup_ratio,
-        warmup_steps: s.warmup_steps,
-        num_train_epochs: s.num_train_epochs,
-        max_steps: s.max_steps,
-        batch_size: s.per_device_train_batch_size.max(1),
-        grad_accum: s.gradient_accumulation_steps.max(1),
-        max_grad_norm: s.max_grad_norm,
-        adamw: AdamWConfig {
-            beta1: s.adam_beta1,
-            beta2: s.adam_beta2,
-            eps: s.adam_epsilon,
-            weight_decay: s.weight_decay,
-        },
-        seed: s.seed,
-        shuffle: s.train_dataloader_shuffle,
-        logging_steps: s.logging_steps.max(1),
-        save_steps: s.save_steps,
-        save_total_limit: s.save_total_limit,
-        pad_id: 0,
-        lr_factors: attached.lr_factors,
-        lisa: attached.lisa,
-        resume_from: s.resume_from_checkpoint.clone(),
-    };
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(command);
-    let mut hooks = Hooks {
-        bar: bar.clone(),
-        lora: adapter.as_ref(),
-        model: &model,
-        model_dir: &model_dir,
-        base_name: abs_model.to_string_lossy().into_owned(),
-        linear: &linear,
-        args_path: run.path().join("args.json"),
-        logging_steps: cfg.logging_steps,
-    };
-    if let Some(l) = &adapter {
+    let tuned = attach_tuner(&s, &mut p)?;
+    let (mut run, abs_model) = open_run(&s, command, &p, &tuned, rows.len(), json!({}))?;
+    let mut cfg = train_config(&s, learning_rate(&s, &tuned))?;
+    cfg.lr_factors = tuned.lr_factors.clone();
+    cfg.lisa = tuned.lisa;
+    let bar = progress_bar(command);
+    let mut hooks = Hooks::new(&bar, &p, &tuned, &abs_model, run.path(), cfg.logging_steps);
+    if let Some(l) = &tuned.adapter {
         l.set_training(true);
     }
-    let summary = swift_train::train(&model, &rows, &trainable, &cfg, &mut run, &mut hooks)?;
+    let summary = swift_train::train(
+        &p.model,
+        &rows,
+        &tuned.trainable,
+        &cfg,
+        &mut run,
+        &mut hooks,
+    )?;
     bar.finish_and_clear();
     let first = summary.losses.first().copied().unwrap_or(f64::NAN);
     let last = summary.losses.last().copied().unwrap_or(f64::NAN);
@@ -601,8 +702,9 @@ pub fn run(
     Ok(())
 }
 
-struct Hooks<'a> {
-    bar: indicatif::ProgressBar,
+/// Progress display and checkpoint writing for the training loops.
+pub(crate) struct Hooks<'a> {
+    pub bar: indicatif::ProgressBar,
     lora: Option<&'a Lora>,
     model: &'a swift_model::LoadedModel,
     model_dir: &'a Path,
@@ -610,6 +712,28 @@ struct Hooks<'a> {
     linear: &'a [String],
     args_path: PathBuf,
     logging_steps: u64,
+}
+
+impl<'a> Hooks<'a> {
+    pub(crate) fn new(
+        bar: &indicatif::ProgressBar,
+        p: &'a Prepared,
+        tuned: &'a Tuned,
+        abs_model: &Path,
+        run_path: &Path,
+        logging_steps: u64,
+    ) -> Self {
+        Self {
+            bar: bar.clone(),
+            lora: tuned.adapter.as_ref(),
+            model: &p.model,
+            model_dir: &p.model_dir,
+            base_name: abs_model.to_string_lossy().into_owned(),
+            linear: &tuned.linear,
+            args_path: run_path.join("args.json"),
+            logging_steps,
+        }
+    }
 }
 
 impl TrainHooks for Hooks<'_> {

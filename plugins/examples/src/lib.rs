@@ -95,8 +95,46 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
         .with_adapter("lora", [("use_dora", Value::Bool(true))]),
         AttentionQv,
     )?;
+    let mut apo = PreferenceLossRecord::new(
+        "example-apo-zero",
+        "APO-zero (the example plugin's preference loss): 1 − σ(β·chosen log-ratio) + σ(β·rejected log-ratio)",
+    );
+    apo.reference = true;
+    r.preference_loss(apo, ApoZero)?;
     plugin_info!("example plugin registered its template, preprocessor and model alias");
     Ok(())
+}
+
+/// A preference loss written outside swift-rs (TRL's `apo_zero`), to show that `swift rlhf
+/// --loss_type NAME` uses a plugin's loss exactly as it uses the built-in ones.
+struct ApoZero;
+
+impl PreferenceLoss for ApoZero {
+    fn loss(
+        &self,
+        x: &PreferenceInputs,
+        params: &serde_json::Value,
+    ) -> Result<PreferenceOutput, String> {
+        let beta = params.get("beta").and_then(|b| b.as_f64()).unwrap_or(0.1);
+        let e = |err: tch::TchError| err.to_string();
+        let (Some(rc), Some(rr)) = (&x.ref_chosen_logps, &x.ref_rejected_logps) else {
+            return Err("apo_zero needs the reference log-probabilities".into());
+        };
+        let cr = x.chosen_logps.f_sub(rc).map_err(e)?;
+        let rjr = x.rejected_logps.f_sub(rr).map_err(e)?;
+        let losses = cr
+            .f_mul_scalar(beta)
+            .and_then(|t| t.f_sigmoid())
+            .and_then(|t| t.f_neg())
+            .and_then(|t| t.f_add_scalar(1.0))
+            .and_then(|t| t.f_add(&rjr.f_mul_scalar(beta)?.f_sigmoid()?))
+            .map_err(e)?;
+        Ok(PreferenceOutput {
+            loss: losses.f_mean(tch::Kind::Float).map_err(e)?,
+            chosen_rewards: cr.f_mul_scalar(beta).map_err(e)?.f_detach().map_err(e)?,
+            rejected_rewards: rjr.f_mul_scalar(beta).map_err(e)?.f_detach().map_err(e)?,
+        })
+    }
 }
 
 swift_plugin_api::export_plugin!(register);

@@ -1,0 +1,583 @@
+//! Preference training (`swift rlhf`): DPO and its variants, ORPO, SimPO, CPO (chosen/rejected
+//! pairs) and KTO (unpaired rows with a desirable/undesirable label).
+//!
+//! Each step encodes nothing: rows arrive encoded (labels only on the final answer). A paired
+//! micro-batch holds its chosen and rejected sequences together (chosen first, as TRL's
+//! concatenated forward does) and sums each sequence's answer-token log-probabilities
+//! ([`sequence_logps`]). With `chunk = 0` the policy runs once over the padded batch with its
+//! graph; with `chunk = k` it runs in two passes of `k` sequences at a time ([`first_pass`]), which
+//! gives the same gradient of any loss while holding only one chunk's activations. When the loss needs a reference, the same batch runs
+//! again under `no_grad` through the [`Reference`]: the policy with its LoRA adapters switched
+//! off (one copy of the base weights) or, for full fine-tuning, a frozen copy of the model. The
+//! loss itself is not written here: it is a function of those per-sequence log-probabilities
+//! that the caller passes in (the host resolves it in the preference-loss registry).
+//!
+//! KTO also needs its reference point: each row's prompt with another row's answer (the "KL"
+//! rows, built by the caller), scored by policy and reference without gradients;
+//! `KL = max(0, mean(policy − reference))`.
+//!
+//! Logged per step, named as TRL and ms-swift name them: `loss`, `grad_norm`, `learning_rate`,
+//! `rewards/chosen`, `rewards/rejected`, `rewards/accuracies`, `rewards/margins`,
+//! `logps/chosen`, `logps/rejected`, `nll_loss` (when the loss uses it) and `kl` (KTO).
+
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+use swift_model::LoadedModel;
+use swift_plugin_api::{PreferenceInputs, PreferenceOutput};
+use tch::{Kind, Reduction, Tensor};
+
+use crate::checkpoint::TrainError;
+use crate::collate::{Batch, Collator, EncodedRow};
+use crate::lora::Lora;
+use crate::optim::AdamW;
+use crate::run_dir::RunDir;
+use crate::schedule::LrSchedule;
+use crate::trainer::{
+    peak_rss_mib, plan, steps_per_epoch, tensors, StepInfo, TrainConfig, TrainHooks, TrainSummary,
+};
+
+/// One training example.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PrefItem {
+    /// The same prompt with the preferred and the dispreferred answer.
+    Pair {
+        chosen: EncodedRow,
+        rejected: EncodedRow,
+    },
+    /// KTO: one answer, desirable or not, and the KL row (this prompt, another row's answer).
+    Unpaired {
+        row: EncodedRow,
+        desirable: bool,
+        kl: EncodedRow,
+    },
+}
+
+/// Where the reference log-probabilities come from.
+pub enum Reference<'a> {
+    /// The loss is reference-free (ORPO, SimPO, CPO): no reference pass at all.
+    Free,
+    /// The policy with these adapters switched off (LoRA: one copy of the base weights).
+    AdaptersOff(&'a Lora),
+    /// A separate frozen model (full fine-tuning, or `--ref_model`).
+    Model(&'a LoadedModel),
+}
+
+impl Reference<'_> {
+    /// A short description for the run's records.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Reference::Free => "none (reference-free loss)",
+            Reference::AdaptersOff(_) => "the policy with its adapters disabled",
+            Reference::Model(_) => "a frozen copy of the model",
+        }
+    }
+}
+
+/// The preference loss: per-sequence log-probabilities in, loss and rewards out.
+pub type LossFn<'a> = dyn Fn(&PreferenceInputs) -> Result<PreferenceOutput, String> + 'a;
+
+/// What the loop needs besides [`TrainConfig`].
+pub struct PreferenceSetup<'a> {
+    pub loss: &'a LossFn<'a>,
+    pub reference: Reference<'a>,
+    /// Log `nll_loss` (the loss uses the chosen answers' NLL: ORPO, CPO, SimPO, RPO).
+    pub log_nll: bool,
+    /// Paired data: run the policy's gradient pass over this many sequences at a time (0: the
+    /// whole micro-batch at once, TRL's concatenated forward). See [`first_pass`].
+    pub chunk: usize,
+}
+
+/// Sums of the answer tokens' log-probabilities per sequence of a padded batch (`[b]`, with
+/// the graph when gradients are on) and the answer tokens per sequence (`[b]`, float).
+pub fn sequence_logps(model: &LoadedModel, batch: &Batch) -> Result<(Tensor, Tensor), TrainError> {
+    let (ids, labels, _scale, mask) = tensors(batch, model.device())?;
+    let padded = batch.attention_mask.contains(&0);
+    let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
+    let s = hidden.size();
+    let (hb, ht, hd) = (s[0], s[1], s[2]);
+    let zeros = || Tensor::f_zeros([hb], (Kind::Float, model.device()));
+    if ht < 2 {
+        return Ok((zeros()?, zeros()?));
+    }
+    let lab = labels.f_narrow(1, 1, ht - 1)?.f_reshape([-1])?;
+    let idx = lab.f_ne(-100)?.f_nonzero()?.f_squeeze_dim(1)?;
+    // The output projection only where an answer token is predicted.
+    let picked = hidden
+        .f_narrow(1, 0, ht - 1)?
+        .f_reshape([hb * (ht - 1), hd])?
+        .f_index_select(0, &idx)?;
+    let logits = model.logits_train(&picked)?.f_to_kind(Kind::Float)?;
+    let target = lab.f_index_select(0, &idx)?;
+    let token_logps = logits
+        .f_cross_entropy_loss::<Tensor>(&target, None, Reduction::None, -100, 0.0)?
+        .f_neg()?;
+    let rows = idx.f_floor_divide_scalar(ht - 1)?;
+    let logps = zeros()?.f_index_add(0, &rows, &token_logps)?;
+    let counts = zeros()?.f_index_add(0, &rows, &token_logps.f_ones_like()?.f_detach()?)?;
+    Ok((logps, counts))
+}
+
+/// Reference log-probabilities for `batch` (no gradients), or `None` for [`Reference::Free`].
+fn reference_logps(
+    model: &LoadedModel,
+    reference: &Reference<'_>,
+    batch: &Batch,
+) -> Result<Option<Tensor>, TrainError> {
+    let _g = tch::no_grad_guard();
+    match reference {
+        Reference::Free => Ok(None),
+        Reference::AdaptersOff(lora) => {
+            lora.set_enabled(false);
+            let r = sequence_logps(model, batch);
+            lora.set_enabled(true);
+            Ok(Some(r?.0))
+        }
+        Reference::Model(m) => Ok(Some(sequence_logps(m, batch)?.0)),
+    }
+}
+
+/// Sums over a logging window (or one step) of what the metrics average.
+#[derive(Debug, Default, Clone)]
+struct Window {
+    loss: f64,
+    steps: u64,
+    micro: u64,
+    rewards_chosen: (f64, f64),
+    rewards_rejected: (f64, f64),
+    accuracies: (f64, f64),
+    margins: (f64, f64),
+    logps_chosen: (f64, f64),
+    logps_rejected: (f64, f64),
+    nll: f64,
+    kl: f64,
+    time: f64,
+    tokens: usize,
+    pairs: usize,
+}
+
+fn sum_count(t: &Tensor) -> Result<(f64, f64), TrainError> {
+    let n = t.numel() as f64;
+    if n == 0.0 {
+        return Ok((0.0, 0.0));
+    }
+    Ok((f64::try_from(t.f_sum(Kind::Double)?)?, n))
+}
+
+fn add(a: &mut (f64, f64), b: (f64, f64)) {
+    a.0 += b.0;
+    a.1 += b.1;
+}
+
+impl Window {
+    fn merge(&mut self, o: &Window) {
+        self.loss += o.loss;
+        self.steps += o.steps;
+        self.micro += o.micro;
+        add(&mut self.rewards_chosen, o.rewards_chosen);
+        add(&mut self.rewards_rejected, o.rewards_rejected);
+        add(&mut self.accuracies, o.accuracies);
+        add(&mut self.margins, o.margins);
+        add(&mut self.logps_chosen, o.logps_chosen);
+        add(&mut self.logps_rejected, o.logps_rejected);
+        self.nll += o.nll;
+        self.kl += o.kl;
+        self.time += o.time;
+        self.tokens += o.tokens;
+        self.pairs += o.pairs;
+    }
+
+    /// The metrics under TRL's names.
+    fn metrics(&self, unpaired: bool, log_nll: bool) -> Map<String, Value> {
+        let avg = |(s, n): (f64, f64)| if n > 0.0 { json!(s / n) } else { Value::Null };
+        let mut m = Map::new();
+        m.insert("loss".into(), json!(self.loss / self.steps.max(1) as f64));
+        m.insert("rewards/chosen".into(), avg(self.rewards_chosen));
+        m.insert("rewards/rejected".into(), avg(self.rewards_rejected));
+        if !unpaired {
+            m.insert("rewards/accuracies".into(), avg(self.accuracies));
+        }
+        m.insert("rewards/margins".into(), avg(self.margins));
+        m.insert("logps/chosen".into(), avg(self.logps_chosen));
+        m.insert("logps/rejected".into(), avg(self.logps_rejected));
+        if log_nll {
+            m.insert(
+                "nll_loss".into(),
+                json!(self.nll / self.micro.max(1) as f64),
+            );
+        }
+        if unpaired {
+            m.insert("kl".into(), json!(self.kl / self.micro.max(1) as f64));
+        }
+        m
+    }
+}
+
+/// The seed of chunk `k` of micro-batch `micro` of `step`: the same dropout masks in both passes.
+fn chunk_seed(seed: u64, step: u64, micro: usize, k: usize) -> i64 {
+    let mut z = seed
+        ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (micro as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+        ^ (k as u64).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 1) as i64
+}
+
+/// Where a micro-batch is in the run (for [`chunk_seed`]).
+#[derive(Debug, Clone, Copy)]
+struct At {
+    seed: u64,
+    step: u64,
+    micro: usize,
+}
+
+/// The policy's log-probabilities of `seqs` with the gradient of any loss of them, in bounded
+/// memory: pass 1 scores every chunk of `chunk` sequences without a graph; the loss's gradient
+/// with respect to each sequence's log-probability `g_i` is then cheap (a function of `[2n]`
+/// numbers); pass 2 re-runs each chunk with its graph and back-propagates `Σ g_i · logp_i`. The
+/// parameters' gradient is exactly that of the one-pass loss (chunks reseed the generator, so
+/// LoRA dropout draws the same masks in both passes), for one extra forward without a graph,
+/// and the activations held at once are one chunk's instead of the whole batch's.
+///
+/// Returns the log-probabilities (without a graph) and the answer tokens per sequence; the
+/// caller makes a leaf of the first, runs the loss backward into it and hands its gradient to
+/// [`second_pass`].
+fn first_pass(
+    model: &LoadedModel,
+    seqs: &[EncodedRow],
+    collator: &Collator,
+    chunk: usize,
+    at: At,
+) -> Result<(Tensor, Tensor), TrainError> {
+    let _g = tch::no_grad_guard();
+    let (mut logps, mut counts) = (Vec::new(), Vec::new());
+    for (k, part) in seqs.chunks(chunk).enumerate() {
+        tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
+        let (l, c) = sequence_logps(model, &collator.pad(part))?;
+        logps.push(l);
+        counts.push(c);
+    }
+    Ok((Tensor::f_cat(&logps, 0)?, Tensor::f_cat(&counts, 0)?))
+}
+
+/// Pass 2 of [`first_pass`]: back-propagates `Σ grad_i · logp_i` chunk by chunk.
+fn second_pass(
+    model: &LoadedModel,
+    seqs: &[EncodedRow],
+    collator: &Collator,
+    chunk: usize,
+    at: At,
+    grad: &Tensor,
+) -> Result<(), TrainError> {
+    for (k, part) in seqs.chunks(chunk).enumerate() {
+        let g = grad.f_narrow(0, (k * chunk) as i64, part.len() as i64)?;
+        if f64::try_from(g.f_abs()?.f_sum(Kind::Double)?)? == 0.0 {
+            continue;
+        }
+        tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
+        let (l, _) = sequence_logps(model, &collator.pad(part))?;
+        l.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
+    }
+    Ok(())
+}
+
+/// One micro-batch: forward, reference, loss (divided by `n_micro`), backward; its metrics.
+fn micro_step(
+    model: &LoadedModel,
+    setup: &PreferenceSetup<'_>,
+    items: &[&PrefItem],
+    collator: &Collator,
+    n_micro: usize,
+    at: At,
+) -> Result<Window, TrainError> {
+    let mut w = Window {
+        micro: 1,
+        ..Default::default()
+    };
+    let device = model.device();
+    let step_err = |e: String| TrainError::Step(format!("preference loss: {e}"));
+    // Set for the chunked pass: the sequences and the leaf their log-probabilities hang on.
+    let mut deferred: Option<(Vec<EncodedRow>, Tensor)> = None;
+    let inputs = match items.first() {
+        None => return Ok(w),
+        Some(PrefItem::Pair { .. }) => {
+            let mut seqs: Vec<EncodedRow> = Vec::with_capacity(items.len() * 2);
+            let mut rejected: Vec<EncodedRow> = Vec::with_capacity(items.len());
+            for it in items {
+                let PrefItem::Pair {
+                    chosen,
+                    rejected: r,
+                } = it
+                else {
+                    return Err(TrainError::Config(
+                        "a batch mixes paired and unpaired rows".into(),
+                    ));
+                };
+                seqs.push(chosen.clone());
+                rejected.push(r.clone());
+            }
+            let n = seqs.len() as i64;
+            seqs.extend(rejected);
+            let batch = collator.pad(&seqs);
+            w.tokens = batch.num_tokens;
+            w.pairs = items.len();
+            let chunked = setup.chunk > 0 && setup.chunk < seqs.len();
+            let (logps, counts) = if chunked {
+                let (l, c) = first_pass(model, &seqs, collator, setup.chunk, at)?;
+                let leaf = l.f_detach()?.set_requires_grad(true);
+                deferred = Some((seqs, leaf.shallow_clone()));
+                (leaf, c)
+            } else {
+                sequence_logps(model, &batch)?
+            };
+            let reference = reference_logps(model, &setup.reference, &batch)?;
+            PreferenceInputs {
+                chosen_logps: logps.f_narrow(0, 0, n)?,
+                rejected_logps: logps.f_narrow(0, n, n)?,
+                chosen_tokens: counts.f_narrow(0, 0, n)?,
+                rejected_tokens: counts.f_narrow(0, n, n)?,
+                ref_chosen_logps: reference
+                    .as_ref()
+                    .map(|r| r.f_narrow(0, 0, n))
+                    .transpose()?,
+                ref_rejected_logps: reference
+                    .as_ref()
+                    .map(|r| r.f_narrow(0, n, n))
+                    .transpose()?,
+                kl: None,
+            }
+        }
+        Some(PrefItem::Unpaired { .. }) => {
+            let (mut rows, mut kls, mut desirable) = (Vec::new(), Vec::new(), Vec::new());
+            for it in items {
+                let PrefItem::Unpaired {
+                    row,
+                    desirable: d,
+                    kl,
+                } = it
+                else {
+                    return Err(TrainError::Config(
+                        "a batch mixes paired and unpaired rows".into(),
+                    ));
+                };
+                rows.push(row.clone());
+                kls.push(kl.clone());
+                desirable.push(*d);
+            }
+            let batch = collator.pad(&rows);
+            let kl_batch = collator.pad(&kls);
+            w.tokens = batch.num_tokens;
+            w.pairs = items.len();
+            let (logps, counts) = sequence_logps(model, &batch)?;
+            let kl = {
+                let _g = tch::no_grad_guard();
+                let policy_kl = sequence_logps(model, &kl_batch)?.0;
+                match reference_logps(model, &setup.reference, &kl_batch)? {
+                    Some(ref_kl) => policy_kl
+                        .f_sub(&ref_kl)?
+                        .f_mean(Kind::Float)?
+                        .f_clamp_min(0.0)?,
+                    None => Tensor::f_zeros([], (Kind::Float, device))?,
+                }
+            };
+            w.kl = f64::try_from(&kl)?;
+            let reference = reference_logps(model, &setup.reference, &batch)?;
+            let pick = |want: bool| -> Result<Tensor, TrainError> {
+                let idx: Vec<i64> = desirable
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &d)| d == want)
+                    .map(|(i, _)| i as i64)
+                    .collect();
+                Ok(Tensor::from_slice(&idx).f_to_device(device)?)
+            };
+            let (ci, ri) = (pick(true)?, pick(false)?);
+            let sel = |t: &Tensor, i: &Tensor| t.f_index_select(0, i);
+            PreferenceInputs {
+                chosen_logps: sel(&logps, &ci)?,
+                rejected_logps: sel(&logps, &ri)?,
+                chosen_tokens: sel(&counts, &ci)?,
+                rejected_tokens: sel(&counts, &ri)?,
+                ref_chosen_logps: reference.as_ref().map(|r| sel(r, &ci)).transpose()?,
+                ref_rejected_logps: reference.as_ref().map(|r| sel(r, &ri)).transpose()?,
+                kl: Some(kl),
+            }
+        }
+    };
+    let out = (setup.loss)(&inputs).map_err(step_err)?;
+    let loss = out.loss.f_div_scalar(n_micro as f64)?;
+    w.loss = f64::try_from(loss.f_detach()?.f_to_kind(Kind::Double)?)?;
+    loss.f_backward()?;
+    if let Some((seqs, leaf)) = &deferred {
+        second_pass(model, seqs, collator, setup.chunk, at, &leaf.grad())?;
+    }
+    let _g = tch::no_grad_guard();
+    let (cr, rr) = (
+        out.chosen_rewards.f_detach()?.f_to_kind(Kind::Float)?,
+        out.rejected_rewards.f_detach()?.f_to_kind(Kind::Float)?,
+    );
+    w.rewards_chosen = sum_count(&cr)?;
+    w.rewards_rejected = sum_count(&rr)?;
+    if cr.size() == rr.size() && !matches!(items.first(), Some(PrefItem::Unpaired { .. })) {
+        w.accuracies = sum_count(&cr.f_gt_tensor(&rr)?.f_to_kind(Kind::Float)?)?;
+        w.margins = sum_count(&cr.f_sub(&rr)?)?;
+    } else {
+        // Unpaired: the difference of the means.
+        let (c, r) = (w.rewards_chosen, w.rewards_rejected);
+        if c.1 > 0.0 && r.1 > 0.0 {
+            w.margins = (c.0 / c.1 - r.0 / r.1, 1.0);
+        }
+    }
+    w.logps_chosen = sum_count(&inputs.chosen_logps.f_detach()?)?;
+    w.logps_rejected = sum_count(&inputs.rejected_logps.f_detach()?)?;
+    let tokens = f64::try_from(inputs.chosen_tokens.f_sum(Kind::Double)?)?;
+    if tokens > 0.0 {
+        w.nll = -w.logps_chosen.0 / tokens;
+    }
+    Ok(w)
+}
+
+/// Trains the `trainable` tensors of `model` on preference `items`.
+pub fn train_preference(
+    model: &LoadedModel,
+    items: &[PrefItem],
+    trainable: &[(String, Tensor)],
+    cfg: &TrainConfig,
+    setup: &PreferenceSetup<'_>,
+    run: &mut RunDir,
+    hooks: &mut dyn TrainHooks,
+) -> Result<TrainSummary, TrainError> {
+    if items.is_empty() {
+        return Err(TrainError::Config("the training set has no rows".into()));
+    }
+    if trainable.is_empty() {
+        return Err(TrainError::Config(
+            "nothing to train: no trainable tensors".into(),
+        ));
+    }
+    let unpaired = matches!(items[0], PrefItem::Unpaired { .. });
+    let per_epoch = steps_per_epoch(items.len(), cfg.batch_size, cfg.grad_accum);
+    let total_steps = cfg
+        .max_steps
+        .filter(|&s| s > 0)
+        .unwrap_or_else(|| ((cfg.num_train_epochs * per_epoch as f64).ceil() as u64).max(1));
+    let schedule = LrSchedule::new(
+        cfg.lr_scheduler,
+        cfg.learning_rate,
+        total_steps,
+        cfg.warmup_steps,
+        cfg.warmup_ratio,
+    );
+    let mut opt = AdamW::new(trainable, cfg.adamw)?;
+    let collator = Collator {
+        pad_id: cfg.pad_id,
+        packing: false,
+        max_length: usize::MAX,
+    };
+    let steps = plan(items.len(), cfg, total_steps);
+    let started = Instant::now();
+    let mut summary = TrainSummary {
+        steps: 0,
+        losses: Vec::new(),
+        seconds: 0.0,
+        tokens: 0,
+        last_checkpoint: None,
+    };
+    let mut window = Window::default();
+    let mut train_time = 0.0f64;
+    let mut pairs = 0usize;
+    for (i, group) in steps.iter().enumerate() {
+        let step = i as u64 + 1;
+        let t0 = Instant::now();
+        let lr = schedule.lr(i as u64);
+        let mut sw = Window::default();
+        for (micro, idx) in group.iter().enumerate() {
+            let batch: Vec<&PrefItem> = idx.iter().map(|&k| &items[k]).collect();
+            let at = At {
+                seed: cfg.seed,
+                step,
+                micro,
+            };
+            sw.merge(&micro_step(
+                model,
+                setup,
+                &batch,
+                &collator,
+                group.len(),
+                at,
+            )?);
+        }
+        let grad_norm = opt.clip_grad_norm(cfg.max_grad_norm)?;
+        opt.step(lr)?;
+        opt.zero_grad();
+        sw.steps = 1;
+        if !sw.loss.is_finite() {
+            return Err(TrainError::Step(format!(
+                "step {step}: the loss is {} (try a lower --learning_rate or --beta)",
+                sw.loss
+            )));
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        sw.time = dt;
+        train_time += dt;
+        pairs += sw.pairs;
+        let info = StepInfo {
+            step,
+            total_steps,
+            loss: sw.loss,
+            grad_norm,
+            learning_rate: lr,
+            token_acc: 0.0,
+            epoch: step as f64 / per_epoch as f64,
+            step_time: dt,
+            tokens: sw.tokens,
+        };
+        summary.losses.push(sw.loss);
+        summary.tokens += sw.tokens;
+        summary.steps = step;
+        hooks.on_step(&info);
+        hooks.on_metrics(step, &sw.metrics(unpaired, setup.log_nll));
+        window.merge(&sw);
+        let last = step == total_steps;
+        if step.is_multiple_of(cfg.logging_steps.max(1)) || last || step == 1 {
+            let elapsed = started.elapsed().as_secs_f64();
+            let mut rec = Value::Object(window.metrics(unpaired, setup.log_nll));
+            rec["grad_norm"] = json!(grad_norm);
+            rec["learning_rate"] = json!(lr);
+            rec["epoch"] = json!(info.epoch);
+            rec["step"] = json!(step);
+            rec["global_step/max_steps"] = json!(format!("{step}/{total_steps}"));
+            rec["step_time"] = json!(window.time / window.steps.max(1) as f64);
+            rec["tokens_per_sec"] = json!(window.tokens as f64 / window.time.max(1e-9));
+            rec["pairs_per_sec"] = json!(window.pairs as f64 / window.time.max(1e-9));
+            rec["elapsed_time"] = json!(elapsed);
+            rec["remaining_time"] = json!(elapsed / step as f64 * (total_steps - step) as f64);
+            if let Some(m) = peak_rss_mib() {
+                rec["memory_mib"] = json!(m);
+            }
+            run.log(&rec)?;
+            window = Window::default();
+        }
+        if (cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last {
+            let w = run.begin_checkpoint(step)?;
+            hooks.save(step, w.dir())?;
+            summary.last_checkpoint = Some(w.commit()?);
+            if let Some(limit) = cfg.save_total_limit {
+                run.rotate(limit.max(1))?;
+            }
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    let n = summary.losses.len().max(1) as f64;
+    run.log(&json!({
+        "train_runtime": summary.seconds,
+        "train_loss": summary.losses.iter().sum::<f64>() / n,
+        "train_steps": summary.steps,
+        "train_tokens": summary.tokens,
+        "train_pairs": pairs,
+        "train_pairs_per_sec": pairs as f64 / train_time.max(1e-9),
+        "train_tokens_per_sec": summary.tokens as f64 / train_time.max(1e-9),
+        "memory_mib": peak_rss_mib(),
+    }))?;
+    Ok(summary)
+}

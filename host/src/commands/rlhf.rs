@@ -1,0 +1,468 @@
+//! `swift rlhf`: preference alignment on the sft machinery (model, dataset, tuner, trainer
+//! flags are `swift sft`'s).
+//!
+//! * `--rlhf_type dpo` (with `--loss_type sigmoid|ipo|hinge|robust` or any registered paired
+//!   loss), `orpo`, `simpo`, `cpo` (chosen/rejected pairs) and `kto` (rows with a boolean
+//!   `label`). The loss is resolved by name in the preference-loss registry
+//!   (`swift list preference-losses`), so a plugin's loss is used the same way.
+//! * Data: each row is encoded twice with the same prompt, the chosen and the rejected final
+//!   answer (`rejected_response` or `rejected_messages`), with labels only on that final answer
+//!   (`last_round`). Rows whose answer is truncated away entirely are dropped and counted.
+//!   KTO rows also get their KL row: the prompt with the previous row's answer.
+//! * Reference (losses that need one): `--ref_model DIR`, else the policy with its LoRA adapters
+//!   switched off (one copy of the base weights), else, for full fine-tuning, a frozen copy.
+//! * `--rlhf_type rm`: not in this build (a clear error).
+//!
+//! Run folder and checkpoints as `swift sft` writes them (PEFT layout for LoRA).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use swift_data::open_datasets;
+use swift_plugin_api::StandardRow;
+use swift_train::{PrefItem, PreferenceSetup, Reference, StepInfo, TrainError, TrainHooks};
+
+use crate::commands::infer::ModelBundle;
+use crate::commands::sft::{
+    attach_tuner, data_options, given_flags, learning_rate, open_run, prepare, progress_bar,
+    shuffle_rows, train_config, Hooks, SftArgs, SftSettings,
+};
+use crate::config::{layered, GlobalSettings};
+
+/// Flags of `swift rlhf`: every `swift sft` flag plus the preference ones.
+#[derive(Debug, Args, Serialize, Default)]
+pub struct RlhfArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub sft: SftArgs,
+    /// dpo, orpo, simpo, cpo or kto.
+    #[arg(long = "rlhf-type")]
+    pub rlhf_type: Option<String>,
+    /// The preference loss (`swift list preference-losses`); DPO: sigmoid (default), ipo, hinge,
+    /// robust.
+    #[arg(long = "loss-type")]
+    pub loss_type: Option<String>,
+    /// Temperature of the implicit reward (default 0.1; 2.0 for simpo).
+    #[arg(long)]
+    pub beta: Option<f64>,
+    #[arg(long = "label-smoothing")]
+    pub label_smoothing: Option<f64>,
+    /// Weight of the chosen answers' NLL added to a DPO loss (RPO).
+    #[arg(long = "rpo-alpha")]
+    pub rpo_alpha: Option<f64>,
+    /// SimPO's target reward margin.
+    #[arg(long = "simpo-gamma")]
+    pub simpo_gamma: Option<f64>,
+    /// Weight of the chosen answers' NLL in CPO / SimPO.
+    #[arg(long = "cpo-alpha")]
+    pub cpo_alpha: Option<f64>,
+    /// KTO: weight of the desirable rows' loss.
+    #[arg(long = "desirable-weight")]
+    pub desirable_weight: Option<f64>,
+    /// KTO: weight of the undesirable rows' loss.
+    #[arg(long = "undesirable-weight")]
+    pub undesirable_weight: Option<f64>,
+    /// Sequences per gradient pass of the policy (default 1: score every sequence without a
+    /// graph, take the loss's gradient per sequence, then back-propagate one sequence at a time;
+    /// the same gradient in bounded memory). 0: the whole micro-batch in one pass.
+    #[arg(long = "rlhf-chunk-size")]
+    pub rlhf_chunk_size: Option<usize>,
+    /// A separate reference model folder (default: the policy with its adapters disabled; for
+    /// full fine-tuning a frozen copy of --model).
+    #[arg(long = "ref-model", value_name = "DIR")]
+    pub ref_model: Option<PathBuf>,
+}
+
+/// The preference settings, with ms-swift's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RlhfSettings {
+    pub rlhf_type: String,
+    pub loss_type: Option<String>,
+    pub beta: Option<f64>,
+    pub label_smoothing: f64,
+    pub rpo_alpha: Option<f64>,
+    pub simpo_gamma: f64,
+    pub cpo_alpha: f64,
+    pub desirable_weight: f64,
+    pub undesirable_weight: f64,
+    pub ref_model: Option<PathBuf>,
+    pub rlhf_chunk_size: usize,
+}
+
+impl Default for RlhfSettings {
+    fn default() -> Self {
+        Self {
+            rlhf_type: "dpo".into(),
+            loss_type: None,
+            beta: None,
+            label_smoothing: 0.0,
+            rpo_alpha: None,
+            simpo_gamma: 1.0,
+            cpo_alpha: 1.0,
+            desirable_weight: 1.0,
+            undesirable_weight: 1.0,
+            ref_model: None,
+            rlhf_chunk_size: 1,
+        }
+    }
+}
+
+impl RlhfSettings {
+    /// The registered loss this run uses.
+    fn loss_name(&self) -> Result<String> {
+        let t = self.rlhf_type.as_str();
+        let given = self.loss_type.as_deref();
+        Ok(match (t, given) {
+            ("rm", _) => bail!(
+                "--rlhf_type rm (reward modelling) is not in this build; use dpo, orpo, simpo, cpo or kto"
+            ),
+            ("dpo", g) => g.unwrap_or("sigmoid").to_string(),
+            ("kto", g) => g.unwrap_or("kto").to_string(),
+            ("cpo", None | Some("sigmoid")) => "cpo".into(),
+            ("orpo" | "simpo" | "cpo", Some(g)) => g.to_string(),
+            ("orpo" | "simpo", None) => t.to_string(),
+            (other, _) => bail!(
+                "unknown --rlhf_type `{other}`: use dpo, orpo, simpo, cpo or kto"
+            ),
+        })
+    }
+
+    fn beta(&self) -> f64 {
+        self.beta
+            .unwrap_or(if self.rlhf_type == "simpo" { 2.0 } else { 0.1 })
+    }
+
+    /// The loss's parameters as the registry's losses read them.
+    fn params(&self) -> Value {
+        json!({
+            "beta": self.beta(),
+            "label_smoothing": self.label_smoothing,
+            "rpo_alpha": self.rpo_alpha.unwrap_or(0.0),
+            "simpo_gamma": self.simpo_gamma,
+            "cpo_alpha": self.cpo_alpha,
+            "desirable_weight": self.desirable_weight,
+            "undesirable_weight": self.undesirable_weight,
+        })
+    }
+}
+
+/// The final assistant answer of a row.
+fn final_answer(row: &StandardRow) -> Option<&str> {
+    row.messages
+        .last()
+        .filter(|m| m.role == "assistant")
+        .map(|m| m.content.as_str())
+}
+
+fn trains_something(labels: &[i64]) -> bool {
+    labels.iter().skip(1).any(|&l| l != -100)
+}
+
+fn to_row(e: swift_template::Encoded) -> swift_train::EncodedRow {
+    swift_train::EncodedRow {
+        input_ids: e.input_ids,
+        labels: e.labels,
+        loss_scale: e.loss_scale,
+    }
+}
+
+/// `swift rlhf`.
+pub fn run(
+    args: &RlhfArgs,
+    global: &crate::cli::GlobalArgs,
+    settings: &GlobalSettings,
+) -> Result<()> {
+    let flags = given_flags(args)?;
+    let mut s: SftSettings = layered(global.config.as_deref(), flags.clone())?;
+    let r: RlhfSettings = layered(global.config.as_deref(), flags.clone())?;
+    // Preference data trains only the final answer (ms-swift's rlhf default).
+    if flags.get("loss_scale").is_none() {
+        s.loss_scale = "last_round".into();
+    }
+    let loss_name = r.loss_name()?;
+    let unpaired_wanted = r.rlhf_type == "kto";
+    let mut p = prepare(&s, settings, &s.loss_scale)?;
+    let loss_entry = p
+        .report
+        .registries
+        .preference_losses
+        .resolve(&loss_name)
+        .with_context(|| format!("--rlhf_type {} --loss_type", r.rlhf_type))?;
+    let loss_record = loss_entry.record.clone();
+    let loss_provenance = loss_entry.provenance.to_string();
+    let loss_handle = loss_entry
+        .imp
+        .clone()
+        .ok_or_else(|| anyhow!("preference loss `{}` has no behaviour", loss_record.name))?;
+    if loss_record.unpaired != unpaired_wanted {
+        bail!(
+            "--rlhf_type {} needs {} data, but loss `{}` ({}) is for {} data",
+            r.rlhf_type,
+            if unpaired_wanted {
+                "unpaired (KTO)"
+            } else {
+                "paired"
+            },
+            loss_record.name,
+            loss_provenance,
+            if loss_record.unpaired {
+                "unpaired (KTO)"
+            } else {
+                "paired"
+            },
+        );
+    }
+    let params = r.params();
+
+    // Data.
+    let data_opts = data_options(&s);
+    let (mut dropped, mut failed) = (0usize, 0usize);
+    let mut pairs: Vec<PrefItem> = Vec::new();
+    let mut unpaired: Vec<(StandardRow, swift_train::EncodedRow, bool)> = Vec::new();
+    for item in open_datasets(&s.dataset, &p.report.registries, &data_opts)? {
+        let item = item?;
+        let at = || format!("row at {}:{}", item.file.display(), item.line);
+        let row = &item.row;
+        let encoded: Result<Option<PrefItem>> = (|| {
+            if unpaired_wanted {
+                let Some(label) = row.label else {
+                    bail!("--rlhf_type kto needs rows with a boolean `label` (as kto-en-demo has)");
+                };
+                if final_answer(row).is_none() {
+                    bail!("the row does not end with an assistant answer");
+                }
+                match p.encoder.encode(row)? {
+                    Some(e) if trains_something(&e.labels) => {
+                        unpaired.push((row.clone(), to_row(e), label));
+                    }
+                    _ => dropped += 1,
+                }
+                return Ok(None);
+            }
+            if row.rejected_response.is_none() && row.rejected_messages.is_none() {
+                bail!(
+                    "--rlhf_type {} needs preference rows (chosen and rejected answers, as dpo-en-demo has)",
+                    r.rlhf_type
+                );
+            }
+            let chosen = p.encoder.encode(row)?;
+            let rejected = p.encoder.encode_rejected(row)?;
+            Ok(match (chosen, rejected) {
+                (Some(c), Some(rj))
+                    if trains_something(&c.labels) && trains_something(&rj.labels) =>
+                {
+                    Some(PrefItem::Pair {
+                        chosen: to_row(c),
+                        rejected: to_row(rj),
+                    })
+                }
+                _ => None,
+            })
+        })();
+        match encoded {
+            Ok(Some(pair)) => pairs.push(pair),
+            Ok(None) if !unpaired_wanted => dropped += 1,
+            Ok(None) => {}
+            Err(e) if s.skip_bad_rows => {
+                tracing::warn!("skipped {}: {e:#}", at());
+                failed += 1;
+            }
+            Err(e) => return Err(e).with_context(at),
+        }
+    }
+    let items: Vec<PrefItem> = if unpaired_wanted {
+        let rows = shuffle_rows(unpaired, &s);
+        let n = rows.len();
+        let mut items = Vec::with_capacity(n);
+        for i in 0..n {
+            // The KL row: this prompt with the previous row's answer (TRL's shift).
+            let (row, enc, desirable) = &rows[i];
+            let other = final_answer(&rows[(i + n - 1) % n].0).unwrap_or_default();
+            let kl_source = StandardRow {
+                rejected_response: Some(other.to_string()),
+                rejected_messages: None,
+                ..row.clone()
+            };
+            match p.encoder.encode_rejected(&kl_source)? {
+                Some(k) if trains_something(&k.labels) => items.push(PrefItem::Unpaired {
+                    row: enc.clone(),
+                    desirable: *desirable,
+                    kl: to_row(k),
+                }),
+                _ => dropped += 1,
+            }
+        }
+        items
+    } else {
+        shuffle_rows(pairs, &s)
+    };
+    if items.is_empty() {
+        bail!(
+            "no trainable rows: {dropped} rows were dropped (longer than --max_length {} with --truncation_strategy {}, or their answer was truncated away; try --truncation_strategy left), {failed} failed",
+            s.max_length, s.truncation_strategy
+        );
+    }
+    let what = if unpaired_wanted { "rows" } else { "pairs" };
+    tracing::info!(
+        "{} {what} encoded with template `{}`{}{}",
+        items.len(),
+        p.template_name,
+        if dropped > 0 {
+            format!(
+                "; {dropped} dropped (too long for --max_length {} or no answer token left)",
+                s.max_length
+            )
+        } else {
+            String::new()
+        },
+        if failed > 0 {
+            format!("; {failed} failed")
+        } else {
+            String::new()
+        }
+    );
+
+    // Tuner and reference.
+    let tuned = attach_tuner(&s, &mut p)?;
+    let ref_bundle = match (&r.ref_model, loss_record.reference, &tuned.adapter) {
+        (_, false, _) => None,
+        (Some(dir), true, _) => Some(load_reference(dir, &s, &p.report.registries)?),
+        (None, true, Some(_)) => None,
+        (None, true, None) => Some(load_reference(&p.model_dir, &s, &p.report.registries)?),
+    };
+    let reference = match (&ref_bundle, loss_record.reference, &tuned.adapter) {
+        (_, false, _) => Reference::Free,
+        (Some(b), true, _) => Reference::Model(&b.model),
+        (None, true, Some(l)) => Reference::AdaptersOff(l),
+        (None, true, None) => bail!("internal: full fine-tuning without a reference model"),
+    };
+    let models_loaded = 1 + usize::from(ref_bundle.is_some());
+    tracing::info!(
+        "loss `{}` ({}), beta {}; reference: {}",
+        loss_record.name,
+        loss_provenance,
+        r.beta(),
+        reference.describe()
+    );
+    let log_nll = match loss_record.name.as_str() {
+        "orpo" => true,
+        "cpo" | "simpo" => r.cpo_alpha > 0.0,
+        _ => r.rpo_alpha.unwrap_or(0.0) > 0.0,
+    };
+    let mut extra = serde_json::to_value(&r)?;
+    extra["loss_type"] = json!(loss_record.name);
+    extra["beta"] = json!(r.beta());
+    extra["reference"] = json!(reference.describe());
+    extra["models_loaded"] = json!(models_loaded);
+    let (mut run, abs_model) = open_run(&s, "rlhf", &p, &tuned, items.len(), extra)?;
+    let cfg = train_config(&s, learning_rate(&s, &tuned))?;
+    let bar = progress_bar(&format!("rlhf {}", r.rlhf_type));
+    let mut hooks = RlhfHooks {
+        inner: Hooks::new(&bar, &p, &tuned, &abs_model, run.path(), cfg.logging_steps),
+        bar: bar.clone(),
+        logging_steps: cfg.logging_steps,
+        last: None,
+    };
+    if let Some(l) = &tuned.adapter {
+        l.set_training(true);
+    }
+    let loss_fn = |x: &swift_plugin_api::PreferenceInputs| loss_handle.loss(x, &params);
+    let setup = PreferenceSetup {
+        loss: &loss_fn,
+        reference,
+        log_nll,
+        chunk: r.rlhf_chunk_size,
+    };
+    let summary = swift_train::train_preference(
+        &p.model,
+        &items,
+        &tuned.trainable,
+        &cfg,
+        &setup,
+        &mut run,
+        &mut hooks,
+    )?;
+    bar.finish_and_clear();
+    let first = summary.losses.first().copied().unwrap_or(f64::NAN);
+    let last = summary.losses.last().copied().unwrap_or(f64::NAN);
+    eprintln!(
+        "rlhf {}: {} steps in {:.1}s ({:.2} s/step); loss {first:.4} -> {last:.4}",
+        r.rlhf_type,
+        summary.steps,
+        summary.seconds,
+        summary.seconds / summary.steps.max(1) as f64,
+    );
+    if let Some(c) = &summary.last_checkpoint {
+        eprintln!("last checkpoint: {}", c.display());
+        println!("{}", c.display());
+    }
+    Ok(())
+}
+
+/// A frozen reference model (same dtype and device as the policy).
+fn load_reference(
+    dir: &Path,
+    s: &SftSettings,
+    regs: &swift_registry::Registries,
+) -> Result<ModelBundle> {
+    tracing::info!("loading the reference model {}", dir.display());
+    ModelBundle::load(
+        dir,
+        s.model_type.as_deref(),
+        s.torch_dtype.as_deref(),
+        &s.device,
+        regs,
+    )
+    .with_context(|| format!("loading the reference model {}", dir.display()))
+}
+
+/// The progress bar shows the preference metrics; checkpoints are written as sft writes them.
+struct RlhfHooks<'a> {
+    inner: Hooks<'a>,
+    bar: indicatif::ProgressBar,
+    logging_steps: u64,
+    last: Option<StepInfo>,
+}
+
+impl TrainHooks for RlhfHooks<'_> {
+    fn on_step(&mut self, info: &StepInfo) {
+        self.bar.set_length(info.total_steps);
+        self.bar.set_position(info.step);
+        self.last = Some(info.clone());
+    }
+
+    fn on_metrics(&mut self, step: u64, m: &Map<String, Value>) {
+        let f = |k: &str| m.get(k).and_then(Value::as_f64);
+        let mut msg = String::new();
+        for k in [
+            "loss",
+            "rewards/accuracies",
+            "rewards/margins",
+            "rewards/chosen",
+            "rewards/rejected",
+            "nll_loss",
+            "kl",
+        ] {
+            if let Some(v) = f(k) {
+                msg.push_str(&format!("{k} {v:.4} "));
+            }
+        }
+        if let Some(info) = &self.last {
+            msg.push_str(&format!("{:.2}s/step", info.step_time));
+        }
+        self.bar.set_message(msg.clone());
+        let total = self.last.as_ref().map_or(step, |i| i.total_steps);
+        if step.is_multiple_of(self.logging_steps) || step == 1 || step == total {
+            self.bar
+                .suspend(|| tracing::info!("step {step}/{total}: {}", msg.trim_end()));
+        }
+    }
+
+    fn save(&mut self, step: u64, dir: &Path) -> Result<(), TrainError> {
+        self.inner.save(step, dir)
+    }
+}

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Side-by-side LoRA DPO benchmark: swift-rs `swift rlhf --rlhf_type dpo` and ms-swift's (its own
+virtualenv: scripts/peer-venv.sh) on the workload of the rlhf issue: SmolLM2-135M-Instruct in
+float32, the first 64 pairs of dpo_en_demo as the dataset (messages + rejected_response, chatml
+on both sides), max_length 256 with left truncation, batch 2 pairs, gradient accumulation 1,
+8 steps (16 pairs trained), LoRA rank 8 / alpha 32 / dropout 0.05 on all linear layers, beta 0.1,
+fixed order. ms-swift keeps its own defaults otherwise (gradient checkpointing on, as PEER.md's
+baseline ran it); swift-rs its own (the policy's gradient pass one sequence at a time,
+`--rlhf_chunk_size 1`).
+
+Pairs/s = 16 / the training loop's own time (swift-rs: the sum of `step_time` in logging.jsonl;
+ms-swift: `train_runtime`). Peak RSS is /usr/bin/time's for the whole command. Figures are
+medians of --repeats runs; the machine is shared, so read the ratios (the load average is printed).
+
+    python3 scripts/bench_rlhf_peer.py [--repeats 1]
+"""
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("SWIFT_RS_CACHE", os.path.expanduser("~/.cache/swift-rs"))
+MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct")
+DPO = os.path.join(CACHE, "assets", "llamafactory", "data", "dpo_en_demo.json")
+SWIFT = os.path.join(ROOT, "target", "release", "swift")
+STEPS, BATCH, MAX_LEN, PAIRS = 8, 2, 256, 64
+PEER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "USE_HF": "1", "CUDA_VISIBLE_DEVICES": ""}
+ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+
+
+def write_dataset(path):
+    rows = json.load(open(DPO))[:PAIRS]
+    with open(path, "w") as f:
+        for r in rows:
+            msgs = [{"role": ROLES[c["from"]], "content": c["value"]} for c in r["conversations"]]
+            msgs.append({"role": "assistant", "content": r["chosen"]["value"]})
+            f.write(json.dumps({"messages": msgs, "rejected_response": r["rejected"]["value"]}) + "\n")
+
+
+def run(cmd, env, work):
+    rss = os.path.join(work, "rss")
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss] + cmd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-4000:]}")
+    return int(open(rss).read().split()[-1]) / 1024
+
+
+COMMON = ["--rlhf_type", "dpo", "--beta", "0.1", "--tuner_type", "lora", "--lora_rank", "8",
+          "--lora_alpha", "32", "--lora_dropout", "0.05", "--target_modules", "all-linear",
+          "--max_length", str(MAX_LEN), "--truncation_strategy", "left",
+          "--per_device_train_batch_size", str(BATCH), "--gradient_accumulation_steps", "1",
+          "--max_steps", str(STEPS), "--torch_dtype", "float32", "--dataset_shuffle", "false",
+          "--train_dataloader_shuffle", "false", "--learning_rate", "1e-4", "--logging_steps", "1"]
+
+
+def ours(dataset, out):
+    return [SWIFT, "rlhf", "--model", MODEL, "--template", "chatml", "--dataset", dataset] + COMMON + [
+        "--save_steps", "1000", "--output_dir", out, "--log-level", "warn"]
+
+
+def peer(peer_bin, dataset, out):
+    return [peer_bin, "rlhf", "--model", MODEL, "--model_type", "llama", "--template", "chatml",
+            "--dataset", dataset] + COMMON + [
+        "--fp16", "false", "--bf16", "false", "--split_dataset_ratio", "0", "--save_strategy", "no",
+        "--output_dir", out]
+
+
+def our_seconds(out):
+    recs = [json.loads(l) for l in open(os.path.join(out, "logging.jsonl")) if l.strip()]
+    return sum(r["step_time"] for r in recs if "step_time" in r)
+
+
+def peer_seconds(out):
+    for path in sorted(glob.glob(os.path.join(out, "**", "logging.jsonl"), recursive=True)):
+        for line in open(path):
+            rec = json.loads(line)
+            if "train_runtime" in rec:
+                return float(str(rec["train_runtime"]).split()[0])
+    sys.exit(f"no train_runtime in ms-swift's logging.jsonl under {out}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    peer_python = subprocess.run(["bash", os.path.join(ROOT, "scripts/peer-venv.sh")],
+                                 stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    peer_bin = os.path.join(os.path.dirname(peer_python), "swift")
+    pairs = STEPS * BATCH
+    with tempfile.TemporaryDirectory() as work:
+        dataset = os.path.join(work, "dpo64.jsonl")
+        write_dataset(dataset)
+        results = {"swift-rs": ([], []), "ms-swift": ([], [])}
+        loads = []
+        for r in range(args.repeats):
+            loads.append(os.getloadavg()[0])
+            out = os.path.join(work, f"ours{r}")
+            rss = run(ours(dataset, out), dict(os.environ), work)
+            results["swift-rs"][0].append(pairs / our_seconds(out))
+            results["swift-rs"][1].append(rss)
+            out = os.path.join(work, f"peer{r}")
+            rss = run(peer(peer_bin, dataset, out), dict(os.environ, **PEER_ENV), work)
+            results["ms-swift"][0].append(pairs / peer_seconds(out))
+            results["ms-swift"][1].append(rss)
+        a, p = (statistics.median(results[k][0]) for k in ("swift-rs", "ms-swift"))
+        ar, pr = (statistics.median(results[k][1]) for k in ("swift-rs", "ms-swift"))
+        print(f"LoRA DPO, {STEPS} steps x {BATCH} pairs, max_length {MAX_LEN} left-truncated, "
+              f"medians of {args.repeats} (load average at start {', '.join(f'{l:.1f}' for l in loads)})")
+        print(f"{'':10} {'pairs/s':>8} {'peak MiB':>9}")
+        print(f"{'swift-rs':10} {a:>8.3f} {ar:>9.0f}")
+        print(f"{'ms-swift':10} {p:>8.3f} {pr:>9.0f}")
+        print(f"{'ratio':10} {a / p:>8.2f} {ar / pr:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
