@@ -60,6 +60,8 @@ pub enum EventKind {
     Done {
         rest: String,
         text: String,
+        /// The answer's tokens (an ending EOS excluded).
+        tokens: Vec<i64>,
         finish: FinishReason,
         prompt_tokens: usize,
         completion_tokens: usize,
@@ -132,7 +134,7 @@ pub fn spawn(
 }
 
 /// One choice being decoded.
-struct Row {
+pub(crate) struct Row {
     choice: usize,
     events: UnboundedSender<Event>,
     adapter: Option<usize>,
@@ -150,12 +152,12 @@ struct Row {
     sent: usize,
 }
 
-struct Batcher {
-    model: LoadedModel,
-    selection: Option<Selection>,
+pub(crate) struct Batcher {
+    pub(crate) model: LoadedModel,
+    pub(crate) selection: Option<Selection>,
     /// For decoding answers (stop words, deltas).
-    encoder: Arc<Encoder>,
-    options: BatchOptions,
+    pub(crate) encoder: Arc<Encoder>,
+    pub(crate) options: BatchOptions,
 }
 
 impl Batcher {
@@ -210,7 +212,7 @@ impl Batcher {
 
     /// One decoding step for the running rows, the prefill of the joining ones, then one token
     /// for every row; finished rows leave.
-    fn step(
+    pub(crate) fn step(
         &mut self,
         rows: &mut Vec<Row>,
         cache: &mut Option<KvCache>,
@@ -357,6 +359,7 @@ impl Batcher {
             kind: EventKind::Done {
                 rest,
                 text,
+                tokens: row.history[row.prompt_len..].to_vec(),
                 finish,
                 prompt_tokens: row.prompt_len,
                 completion_tokens: row.generated,
@@ -372,7 +375,7 @@ impl Batcher {
 }
 
 /// The rows of a job, one per choice.
-fn rows_of(job: Job) -> Vec<Row> {
+pub(crate) fn rows_of(job: Job) -> Vec<Row> {
     let stop_words = Arc::new(job.stop_words);
     (0..job.choices.max(1))
         .map(|choice| {

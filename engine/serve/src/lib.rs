@@ -13,6 +13,8 @@ pub mod adapters;
 pub mod api;
 pub mod app;
 pub mod batcher;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
