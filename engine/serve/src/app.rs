@@ -308,7 +308,10 @@ async fn chat_inner(
         .collect::<Result<_, _>>()?;
     let row = StandardRow {
         messages,
-        tools: req.tools.filter(|t| !t.is_empty()),
+        tools: req
+            .tools
+            .filter(|t| !t.is_empty())
+            .map(|t| t.into_iter().map(wrap_tool).collect()),
         ..Default::default()
     };
     let logprobs = if req.logprobs {
@@ -370,6 +373,17 @@ async fn completions_inner(
     )
     .await?;
     respond(p).await
+}
+
+/// A bare function schema as OpenAI's `{"type": "function", "function": schema}` (as the
+/// dataset loaders read `tools` columns), so both spellings render alike.
+fn wrap_tool(tool: Value) -> Value {
+    match tool {
+        Value::Object(o) if !o.contains_key("type") && !o.contains_key("function") => {
+            json!({"type": "function", "function": Value::Object(o)})
+        }
+        other => other,
+    }
 }
 
 fn request_id() -> String {
