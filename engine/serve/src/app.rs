@@ -26,6 +26,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::api::{ApiError, ChatRequest, CompletionRequest, Prompt, Sampling, Usage};
 use crate::batcher::{Event, EventKind, Job, SubmitError, Submitter, TokenLogprob};
+use crate::tool_calls;
 
 /// What every handler shares.
 pub struct AppState {
@@ -144,6 +145,8 @@ struct Prepared {
     include_usage: bool,
     /// Chat (`chat.completion`) or legacy completions (`text_completion`).
     chat: bool,
+    /// The request offered tools: answers' tool calls are parsed (whole answers only).
+    tools: bool,
     events: UnboundedReceiver<Event>,
 }
 
@@ -158,6 +161,7 @@ async fn submit(
     chat: bool,
 ) -> Result<Prepared, ApiError> {
     let (model, adapter) = resolve_model(st, model)?;
+    let tools = row.tools.is_some();
     let s = &sampling;
     let temperature = s.temperature.unwrap_or(1.0);
     if !(0.0..=2.0).contains(&temperature) {
@@ -282,6 +286,7 @@ async fn submit(
             .as_ref()
             .is_some_and(|o| o.include_usage),
         chat,
+        tools,
         events: rx,
     })
 }
@@ -450,11 +455,30 @@ async fn respond(p: Prepared) -> Result<Response, ApiError> {
         total_tokens: prompt_tokens + completion_tokens,
     };
     let finish = |c: &Choice| c.finish.map(FinishReason::as_openai).unwrap_or("stop");
-    let body = if p.chat {
-        let list: Vec<Value> = choices
+    let body =
+        if p.chat {
+            let list: Vec<Value> = choices
             .iter()
             .enumerate()
             .map(|(i, c)| {
+                let parsed = if p.tools { tool_calls::parse(&c.text) } else { None };
+                if let Some((text, calls)) = parsed {
+                    let calls: Vec<Value> = calls
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, call)| {
+                            json!({"id": format!("call_{}_{i}_{k}", p.id), "type": "function",
+                                   "function": {"name": call.name, "arguments": call.arguments}})
+                        })
+                        .collect();
+                    let content = (!text.is_empty()).then_some(text);
+                    return json!({
+                        "index": i,
+                        "message": {"role": "assistant", "content": content, "tool_calls": calls},
+                        "logprobs": chat_logprobs(&c.logprobs),
+                        "finish_reason": "tool_calls",
+                    });
+                }
                 json!({
                     "index": i,
                     "message": {"role": "assistant", "content": c.text},
@@ -463,24 +487,24 @@ async fn respond(p: Prepared) -> Result<Response, ApiError> {
                 })
             })
             .collect();
-        json!({"id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
+            json!({"id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
                "choices": list, "usage": usage})
-    } else {
-        let list: Vec<Value> = choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                json!({
-                    "index": i,
-                    "text": c.text,
-                    "logprobs": completion_logprobs(&c.logprobs, 0),
-                    "finish_reason": finish(c),
+        } else {
+            let list: Vec<Value> = choices
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    json!({
+                        "index": i,
+                        "text": c.text,
+                        "logprobs": completion_logprobs(&c.logprobs, 0),
+                        "finish_reason": finish(c),
+                    })
                 })
-            })
-            .collect();
-        json!({"id": p.id, "object": "text_completion", "created": p.created, "model": p.model,
+                .collect();
+            json!({"id": p.id, "object": "text_completion", "created": p.created, "model": p.model,
                "choices": list, "usage": usage})
-    };
+        };
     Ok(Json(body).into_response())
 }
 
@@ -709,4 +733,116 @@ fn completion_chunk(
         "choices": [{"index": i, "text": text, "logprobs": logprobs,
                      "finish_reason": finish.map(FinishReason::as_openai)}],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(
+        tools: bool,
+        stream: bool,
+    ) -> (Prepared, tokio::sync::mpsc::UnboundedSender<Event>) {
+        let (tx, rx) = unbounded_channel();
+        let p = Prepared {
+            id: "chatcmpl-t".into(),
+            model: "m".into(),
+            created: 1,
+            choices: 1,
+            stream,
+            include_usage: true,
+            chat: true,
+            tools,
+            events: rx,
+        };
+        (p, tx)
+    }
+
+    fn done(text: &str) -> Event {
+        Event {
+            choice: 0,
+            kind: EventKind::Done {
+                rest: text.into(),
+                text: text.into(),
+                tokens: vec![1, 2, 3],
+                finish: FinishReason::StopWord,
+                prompt_tokens: 7,
+                completion_tokens: 4,
+            },
+        }
+    }
+
+    async fn body(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn tool_calls_in_answers_become_tool_calls_when_tools_were_offered() {
+        let answer = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        let (p, tx) = prepared(true, false);
+        tx.send(done(answer)).unwrap();
+        let v: Value = serde_json::from_str(&body(respond(p).await.unwrap()).await).unwrap();
+        let c = &v["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls");
+        assert_eq!(c["message"]["content"], Value::Null);
+        let call = &c["message"]["tool_calls"][0];
+        assert_eq!(call["type"], "function");
+        assert_eq!(call["function"]["name"], "get_weather");
+        assert_eq!(call["function"]["arguments"], "{\"city\":\"Paris\"}");
+        assert_eq!(v["usage"]["total_tokens"], 11);
+
+        // Without tools in the request the same answer is plain content.
+        let (p, tx) = prepared(false, false);
+        tx.send(done(answer)).unwrap();
+        let v: Value = serde_json::from_str(&body(respond(p).await.unwrap()).await).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], answer);
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[tokio::test]
+    async fn streams_end_with_usage_then_done() {
+        let (p, tx) = prepared(false, true);
+        tx.send(Event {
+            choice: 0,
+            kind: EventKind::Delta {
+                text: "Hel".into(),
+                logprob: None,
+            },
+        })
+        .unwrap();
+        tx.send(Event {
+            choice: 0,
+            kind: EventKind::Done {
+                rest: "lo".into(),
+                text: "Hello".into(),
+                tokens: vec![1, 2],
+                finish: FinishReason::Length,
+                prompt_tokens: 3,
+                completion_tokens: 2,
+            },
+        })
+        .unwrap();
+        let text = body(respond(p).await.unwrap()).await;
+        let data: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect();
+        assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, "Hello");
+        assert_eq!(
+            chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+            "length"
+        );
+        assert_eq!(chunks[chunks.len() - 1]["usage"]["completion_tokens"], 2);
+    }
 }

@@ -4,6 +4,7 @@
 //! * [`batcher`]: the thread that owns the model and decodes every running request together
 //!   (continuous batching with a bounded queue).
 //! * [`adapters`]: several LoRA adapters on one model, chosen per row without merging.
+//! * [`tool_calls`]: tool calls in answers read back into OpenAI's `tool_calls`.
 //! * [`app`]: the axum routes.
 //!
 //! [`run`] ties them together: it binds the address, serves until Ctrl-C (or SIGTERM), then
@@ -15,6 +16,7 @@ pub mod app;
 pub mod batcher;
 #[cfg(test)]
 mod tests;
+pub mod tool_calls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
