@@ -9,8 +9,9 @@ Scenarios (each prints `ok NAME` when its checks pass; the first failure raises)
   equal their answer alone; stop strings, seeds with n > 1, logprobs, tools; every error case
   as a 4xx JSON error in OpenAI's shape, and the server still answers afterwards.
 * `limits` (server started with --max_batch_size 1 --max_queue 1 and a step delay): while one
-  request decodes and one waits, another is refused with 503 at once; then Ctrl-C (SIGINT to
-  `--pid`) while a streamed request is in flight: it still completes, and the server exits.
+  request decodes and one waits, another is refused with 503 at once; a client that disconnects
+  frees its row; then Ctrl-C (SIGINT to `--pid`) while a streamed request is in flight: it still
+  completes, and the server exits.
 """
 
 import argparse
@@ -258,7 +259,8 @@ def limits_scenario(a):
             max_tokens=tokens, stream=True, stream_options={"include_usage": True},
             extra_body={"ignore_eos": True})
         it = iter(s)
-        first = next(it)
+        next(it)  # the role chunk comes at once, even while the request waits in the queue
+        first = next(it)  # a token: the request is decoding
         return it, first
 
     it, _ = long_stream(60)  # A: holds the only batch row for 60 steps
@@ -282,6 +284,20 @@ def limits_scenario(a):
     usage = [c.usage for c in rest if c.usage]
     check(usage and usage[0].completion_tokens == 60, f"A completed: {usage}")
     print("ok queue_full_503", flush=True)
+
+    # A client that goes away frees its row: with the only row taken by an abandoned stream of
+    # 200 steps (at least 6 s of step delay), a new request is still answered promptly.
+    s = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=200, stream=True,
+        extra_body={"ignore_eos": True})
+    it = iter(s)
+    next(it)
+    next(it)  # decoding (past the role chunk)
+    s.close()
+    t0 = time.monotonic()
+    r = chat(client, model, "hello", max_tokens=2)
+    check(time.monotonic() - t0 < 4.0, f"abandoned stream still decoding: {time.monotonic() - t0}")
+    print("ok disconnect_frees_the_row", flush=True)
 
     it, first = long_stream(25)
     os.kill(a.pid, signal.SIGINT)
