@@ -13,6 +13,9 @@ if [[ -x scripts/bench_infer.sh ]]; then
     bash scripts/bench_infer.sh
 fi
 
+echo "== deploy: 64 requests from 16 concurrent clients against one client (SmolLM2, temperature 0)"
+"${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_deploy.py
+
 echo "== inference side by side with ms-swift (its own virtualenv; medians of 3 runs)"
 "${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_infer_peer.py --repeats 3
 

@@ -50,7 +50,7 @@ pub enum Command {
     /// Chat with a model, or run it over a dataset.
     Infer(crate::commands::infer::InferArgs),
     /// Serve a model over an OpenAI-compatible HTTP API.
-    Deploy(Pending),
+    Deploy(crate::commands::deploy::DeployArgs),
     /// Evaluate a model on benchmark datasets.
     Eval(Pending),
     /// Merge adapters, quantize, convert from/to GGUF.

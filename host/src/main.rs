@@ -91,7 +91,7 @@ fn run(command: Command, global: &cli::GlobalArgs, settings: &GlobalSettings) ->
         Command::Sft(args) => commands::sft::run(&args, global, settings, false),
         Command::Rlhf(args) => commands::rlhf::run(&args, global, settings),
         Command::Infer(args) => commands::infer::run(&args, settings),
-        Command::Deploy(_) => commands::not_yet("deploy", "deploy"),
+        Command::Deploy(args) => commands::deploy::run(&args, settings),
         Command::Eval(_) => commands::not_yet("eval", "evaluation"),
         Command::WebUi(_) => commands::not_yet("web-ui", "web UI"),
         Command::Encode(args) => commands::encode::run(&args, settings),

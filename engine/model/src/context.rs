@@ -76,6 +76,99 @@ impl KvCache {
         Ok(())
     }
 
+    /// Appends the rows of `other` after this cache's rows (requests joining a running batch).
+    /// The shorter of the two is left-padded to the longer's length with masked positions, so
+    /// every row still attends to exactly its own tokens. A cache with no rows takes `other`.
+    pub fn append(&mut self, other: KvCache) -> Result<(), ModelError> {
+        if self.batch == 0 {
+            *self = other;
+            return Ok(());
+        }
+        if other.batch == 0 {
+            return Ok(());
+        }
+        if self.layers.len() != other.layers.len() {
+            return Err(ModelError::Config(format!(
+                "appending a cache of {} layers to one of {}",
+                other.layers.len(),
+                self.layers.len()
+            )));
+        }
+        let (Some(mine), Some(theirs)) = (&self.key_valid, &other.key_valid) else {
+            return Err(ModelError::Config(
+                "only caches that hold tokens can be joined".into(),
+            ));
+        };
+        let len = self.len.max(other.len);
+        let valid = Tensor::f_cat(
+            &[
+                pad_front(mine, 1, len - self.len)?,
+                pad_front(theirs, 1, len - other.len)?,
+            ],
+            0,
+        )?;
+        for (a, b) in self.layers.iter_mut().zip(other.layers) {
+            let (Some((ka, va)), Some((kb, vb))) = (a.take(), b) else {
+                return Err(ModelError::Config(
+                    "only caches that hold tokens can be joined".into(),
+                ));
+            };
+            let k = Tensor::f_cat(
+                &[
+                    pad_front(&ka, 2, len - self.len)?,
+                    pad_front(&kb, 2, len - other.len)?,
+                ],
+                0,
+            )?;
+            let v = Tensor::f_cat(
+                &[
+                    pad_front(&va, 2, len - self.len)?,
+                    pad_front(&vb, 2, len - other.len)?,
+                ],
+                0,
+            )?;
+            *a = Some((k, v));
+        }
+        self.padded = !bool::try_from(valid.f_all()?)?;
+        self.key_valid = Some(valid);
+        self.next_pos = Tensor::f_cat(&[&self.next_pos, &other.next_pos], 0)?;
+        self.batch += other.batch;
+        self.len = len;
+        Ok(())
+    }
+
+    /// Drops leading cached positions that are padding in every row (left behind when the rows
+    /// that needed them have left the batch), so later steps attend over fewer positions.
+    pub fn trim_padding(&mut self) -> Result<(), ModelError> {
+        let Some(valid) = &self.key_valid else {
+            return Ok(());
+        };
+        if self.batch == 0 || self.len == 0 {
+            return Ok(());
+        }
+        let used: Vec<bool> = Vec::<bool>::try_from(valid.f_any_dim(0, false)?)?;
+        let first = used.iter().position(|&u| u).unwrap_or(used.len()) as i64;
+        if first == 0 {
+            return Ok(());
+        }
+        let keep = self.len - first;
+        for layer in self.layers.iter_mut() {
+            if let Some((k, v)) = layer.take() {
+                *layer = Some((k.f_narrow(2, first, keep)?, v.f_narrow(2, first, keep)?));
+            }
+        }
+        let valid = valid.f_narrow(1, first, keep)?;
+        self.padded = !bool::try_from(valid.f_all()?)?;
+        self.key_valid = Some(valid);
+        self.len = keep;
+        Ok(())
+    }
+
+    /// Rows in the cache.
+    pub fn batch(&self) -> i64 {
+        self.batch
+    }
+
     pub(crate) fn begin(
         &mut self,
         ids: &Tensor,
@@ -146,6 +239,17 @@ impl KvCache {
         self.key_valid = Some(step.key_valid.shallow_clone());
         self.next_pos = step.next_pos.shallow_clone();
     }
+}
+
+/// `t` with `n` zero (false) entries put before the start of dimension `dim`.
+fn pad_front(t: &Tensor, dim: i64, n: i64) -> Result<Tensor, tch::TchError> {
+    if n == 0 {
+        return Ok(t.shallow_clone());
+    }
+    let mut size = t.size();
+    size[dim as usize] = n;
+    let zeros = Tensor::f_zeros(size.as_slice(), (t.kind(), t.device()))?;
+    Tensor::f_cat(&[&zeros, t], dim)
 }
 
 /// `[seq, past + seq]` booleans: query i (at position past + i) sees keys 0..=past + i.

@@ -210,6 +210,24 @@ pub fn generate(
     Ok(rows)
 }
 
+/// Token choice for callers that drive decoding step by step themselves (the server's
+/// continuous batcher): the same rules as [`generate`], with a generator of the row's own.
+pub struct Sampler {
+    rng: Rng,
+}
+
+impl Sampler {
+    pub fn new(seed: u64) -> Self {
+        Self { rng: Rng(seed) }
+    }
+
+    /// Chooses the next token from one row of logits (`history`: the prompt and the answer so
+    /// far, for the repetition penalty). `logits` may be changed in place.
+    pub fn pick(&mut self, logits: &mut [f32], history: &[i64], params: &SamplingParams) -> i64 {
+        pick(logits, history.iter(), params, &mut self.rng)
+    }
+}
+
 /// Chooses one token from a row of logits.
 fn pick<'a>(
     logits: &mut [f32],

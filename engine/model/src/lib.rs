@@ -25,7 +25,7 @@ use swift_plugin_api::ModelHandle;
 use tch::{Device, Kind, Tensor};
 
 pub use context::KvCache;
-pub use generate::{generate, FinishReason, Generated, SamplingParams, StopCriteria};
+pub use generate::{generate, FinishReason, Generated, Sampler, SamplingParams, StopCriteria};
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug, thiserror::Error)]

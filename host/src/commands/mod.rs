@@ -1,5 +1,6 @@
 //! One module per `swift` subcommand.
 
+pub mod deploy;
 pub mod encode;
 pub mod export;
 pub mod infer;

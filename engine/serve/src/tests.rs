@@ -1,0 +1,228 @@
+//! The batcher against `swift_model::generate` run on one prompt at a time, on the tiny random
+//! llama of tests/fixtures/models: rows of different lengths join the running batch at different
+//! steps and leave it at different steps (cache append, retain and trim), some with a LoRA
+//! adapter chosen per row, and every row's tokens equal what the same prompt gets alone (for
+//! adapter rows: alone on a model with that adapter attached the ordinary way). The join steps
+//! are fixed, so the test is deterministic.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use swift_model::{generate, LoadedModel, SamplingParams, StopCriteria};
+use swift_plugin_api::model::SlotKind;
+use swift_template::{EncodeOptions, Encoder, Template, Tokenizer};
+use swift_train::{Lora, LoraConfig};
+use tch::{Device, Kind, Tensor};
+use tokio::sync::mpsc::unbounded_channel;
+
+use crate::adapters::{self, Selection};
+use crate::batcher::{BatchOptions, Batcher, EventKind, Job, Row};
+
+// Linked for its `inventory` registrations (the llama family, the llama3 template).
+use swift_plugin_models as _;
+use swift_plugin_templates as _;
+
+fn tiny() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/llama")
+}
+
+fn registries() -> swift_registry::Registries {
+    swift_registry::PluginLoader::new(Vec::<String>::new())
+        .load(&[])
+        .expect("built-in plugins load")
+        .registries
+}
+
+fn load_model(regs: &swift_registry::Registries) -> LoadedModel {
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny().join("config.json")).unwrap())
+            .unwrap();
+    let family = regs.models.resolve("llama").unwrap();
+    let handle = family.imp.as_ref().expect("llama has behaviour");
+    let instance = handle.instantiate(&config).unwrap();
+    LoadedModel::load(&tiny(), instance, Kind::Float, Device::Cpu).unwrap()
+}
+
+fn encoder(regs: &swift_registry::Registries) -> Arc<Encoder> {
+    let record = &regs.templates.resolve("llama3").unwrap().record;
+    let template = Template::from_record(record).unwrap();
+    let tok = Tokenizer::from_dir(&tiny()).unwrap();
+    Arc::new(Encoder::new(template, tok, EncodeOptions::default()).unwrap())
+}
+
+/// Writes a LoRA adapter with random (non-zero) A and B on the attention projections.
+fn write_adapter(regs: &swift_registry::Registries, dir: &Path) {
+    let mut model = load_model(regs);
+    let targets: Vec<String> = model
+        .layout()
+        .slots
+        .iter()
+        .filter(|s| {
+            s.kind == SlotKind::Linear && (s.name.ends_with("q_proj") || s.name.ends_with("v_proj"))
+        })
+        .map(|s| s.name.clone())
+        .collect();
+    tch::manual_seed(11);
+    let config = LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        use_rslora: false,
+    };
+    let lora = Lora::attach(&mut model, &targets, config).unwrap();
+    tch::no_grad(|| {
+        for (_, _, b) in &lora.layers {
+            let mut b = b.shallow_clone();
+            let r = Tensor::randn(b.size(), (Kind::Float, Device::Cpu)) * 0.5;
+            b.copy_(&r);
+        }
+    });
+    lora.save(dir, "tiny", &targets).unwrap();
+}
+
+/// Greedy tokens of one prompt alone.
+fn alone(model: &LoadedModel, prompt: &[i64], max_new: usize) -> Vec<i64> {
+    let params = SamplingParams {
+        max_new_tokens: max_new,
+        ..Default::default()
+    };
+    let out = generate(
+        model,
+        &[prompt.to_vec()],
+        &params,
+        &StopCriteria::default(),
+        &|_| String::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    out[0].tokens.clone()
+}
+
+struct Case {
+    prompt: Vec<i64>,
+    max_new: usize,
+    adapter: Option<usize>,
+    /// The step at which the request joins.
+    joins: usize,
+}
+
+fn prompt(len: usize, salt: i64) -> Vec<i64> {
+    (0..len as i64)
+        .map(|i| (i * 37 + salt * 101) % 300 + 3)
+        .collect()
+}
+
+#[test]
+fn rows_joining_and_leaving_decode_as_they_would_alone() {
+    let regs = registries();
+    let tmp = tempfile::tempdir().unwrap();
+    write_adapter(&regs, tmp.path());
+
+    let base = load_model(&regs);
+    let mut with_adapter = load_model(&regs);
+    Lora::load(&mut with_adapter, tmp.path()).unwrap();
+
+    let cases = [
+        Case {
+            prompt: prompt(9, 1),
+            max_new: 14,
+            adapter: None,
+            joins: 0,
+        },
+        Case {
+            prompt: prompt(4, 2),
+            max_new: 5,
+            adapter: Some(0),
+            joins: 0,
+        },
+        Case {
+            prompt: prompt(17, 3),
+            max_new: 12,
+            adapter: Some(0),
+            joins: 3,
+        },
+        Case {
+            prompt: prompt(6, 4),
+            max_new: 9,
+            adapter: None,
+            joins: 3,
+        },
+        Case {
+            prompt: prompt(12, 5),
+            max_new: 10,
+            adapter: Some(0),
+            joins: 8,
+        },
+        Case {
+            prompt: prompt(3, 6),
+            max_new: 4,
+            adapter: None,
+            joins: 20,
+        },
+    ];
+    let want: Vec<Vec<i64>> = cases
+        .iter()
+        .map(|c| match c.adapter {
+            None => alone(&base, &c.prompt, c.max_new),
+            Some(_) => alone(&with_adapter, &c.prompt, c.max_new),
+        })
+        .collect();
+    // The adapter changes the answers (else the adapter rows would prove nothing).
+    assert_ne!(
+        alone(&base, &cases[2].prompt, 12),
+        want[2],
+        "the adapter should change the greedy answer"
+    );
+
+    let mut served = load_model(&regs);
+    let (_, selection): (_, Selection) =
+        adapters::attach(&mut served, &[("a".into(), tmp.path().to_path_buf())]).unwrap();
+    let mut batcher = Batcher {
+        model: served,
+        selection: Some(selection),
+        encoder: encoder(&regs),
+        options: BatchOptions {
+            max_batch_size: 16,
+            max_queue: 16,
+            eos_ids: Vec::new(),
+            step_delay: None,
+        },
+    };
+    let mut receivers = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut cache = None;
+    let mut max_rows = 0;
+    for step in 0..40 {
+        let mut joining = Vec::new();
+        for c in cases.iter().filter(|c| c.joins == step) {
+            let (tx, rx) = unbounded_channel();
+            receivers.push(rx);
+            joining.extend(crate::batcher::rows_of(Job {
+                prompt: c.prompt.clone(),
+                adapter: c.adapter,
+                choices: 1,
+                params: SamplingParams {
+                    max_new_tokens: c.max_new,
+                    ..Default::default()
+                },
+                stop_words: Vec::new(),
+                ignore_eos: false,
+                logprobs: None,
+                events: tx,
+            }));
+        }
+        batcher.step(&mut rows, &mut cache, joining).unwrap();
+        max_rows = max_rows.max(rows.len());
+    }
+    assert!(rows.is_empty(), "every row finished");
+    assert!(max_rows >= 4, "rows overlapped in the batch ({max_rows})");
+    for (i, mut rx) in receivers.into_iter().enumerate() {
+        let mut got = None;
+        while let Ok(ev) = rx.try_recv() {
+            if let EventKind::Done { tokens, .. } = ev.kind {
+                got = Some(tokens);
+            }
+        }
+        assert_eq!(got.as_ref(), Some(&want[i]), "case {i}");
+    }
+}

@@ -1,0 +1,345 @@
+//! `swift deploy` end to end: the real server on a loopback port, driven by the official `openai`
+//! Python client (tests/deploy_client.py) on the tiny random llama of tests/fixtures/models/.
+//!
+//! * References come from `swift infer --val_dataset` (greedy, with and without the LoRA adapter,
+//!   which `swift sft` trains here for a few steps): the server's chat answers, token counts and
+//!   tool rendering must equal them, and the adapter picked by the request's `model` must change
+//!   the answers. The client script also checks streaming, completions, concurrent batches,
+//!   stop strings, seeds, n, logprobs, and every error case.
+//! * With a batch of one row and a queue of one, a third request is refused with 503 at once;
+//!   Ctrl-C (SIGINT) lets a streamed request in flight finish, then the server exits cleanly.
+//!
+//! Prints "skipped: ..." when the Python virtualenv is missing.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const MAX_TOKENS: usize = 24;
+
+fn tiny() -> PathBuf {
+    workspace_root().join("tests/fixtures/models/llama")
+}
+
+fn venv_python() -> Option<PathBuf> {
+    let cache = std::env::var_os("SWIFT_RS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
+        });
+    let p = cache.join("venv/bin/python");
+    if p.is_file() {
+        Some(p)
+    } else {
+        println!("skipped: {} is missing (run make setup)", p.display());
+        None
+    }
+}
+
+/// A running `swift deploy`; killed if a test fails before stopping it.
+struct Server {
+    child: Child,
+    base_url: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(swift_bin())
+            .arg("deploy")
+            .args(args)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .env_remove("SWIFT_PLUGIN_PATH")
+            .env_remove("RUST_LOG")
+            .env("OMP_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("swift deploy starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from swift deploy: {line:?}"))
+            .to_string();
+        Server {
+            child,
+            base_url: format!("{addr}/v1"),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (up to 60 s) for the server to exit; its exit status.
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "swift deploy did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn interrupt(&self) {
+        let ok = Command::new("kill")
+            .args(["-INT", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn client(python: &Path, args: &[&str]) {
+    let script = workspace_root().join("tests/deploy_client.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("python runs");
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "deploy_client.py failed:\n{text}");
+}
+
+/// Trains a LoRA adapter on the tiny model for a few steps (answers it learns: fixed phrases).
+fn train_adapter(dir: &Path) -> PathBuf {
+    let mut text = String::new();
+    for (q, a) in [
+        ("hi", "hello there friend"),
+        ("name a color", "blue is a color"),
+        ("what is two plus two", "four is the answer"),
+    ] {
+        for _ in 0..4 {
+            text.push_str(
+                &json!({"messages": [
+                    {"role": "user", "content": q},
+                    {"role": "assistant", "content": a}
+                ]})
+                .to_string(),
+            );
+            text.push('\n');
+        }
+    }
+    let data = dir.join("train.jsonl");
+    std::fs::write(&data, text).unwrap();
+    let out = ok(swift_env(
+        &[
+            "sft",
+            "--model",
+            tiny().to_str().unwrap(),
+            "--dataset",
+            data.to_str().unwrap(),
+            "--output_dir",
+            dir.join("run").to_str().unwrap(),
+            "--max_steps",
+            "10",
+            "--learning_rate",
+            "5e-2",
+            "--lora_rank",
+            "8",
+            "--per_device_train_batch_size",
+            "4",
+            "--save_steps",
+            "10",
+        ],
+        &[("OMP_NUM_THREADS", "1")],
+    ));
+    PathBuf::from(
+        out.trim()
+            .lines()
+            .last()
+            .expect("sft prints the checkpoint"),
+    )
+}
+
+/// `swift infer`'s greedy answers to `rows` (JSON lines of its --result_path).
+fn infer(dir: &Path, rows: &Path, extra: &[&str], name: &str) -> Vec<Value> {
+    let result = dir.join(format!("{name}.jsonl"));
+    let n = MAX_TOKENS.to_string();
+    let model = tiny();
+    let mut args = vec![
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--val_dataset",
+        rows.to_str().unwrap(),
+        "--result_path",
+        result.to_str().unwrap(),
+        "--max_new_tokens",
+        &n,
+        "--max_batch_size",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    ok(swift_env(&args, &[("OMP_NUM_THREADS", "1")]));
+    std::fs::read_to_string(&result)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn openai_client_against_the_server() {
+    let Some(python) = venv_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = train_adapter(tmp.path());
+
+    let queries = [
+        "hi",
+        "name a color",
+        "what is two plus two",
+        "tell me a joke",
+    ];
+    let tools = json!([{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}]);
+    let tool_messages = json!([{"role": "user", "content": "weather in Paris?"}]);
+    let mut rows = String::new();
+    for q in queries {
+        rows.push_str(&json!({"messages": [{"role": "user", "content": q}]}).to_string());
+        rows.push('\n');
+    }
+    rows.push_str(&json!({"messages": tool_messages, "tools": tools}).to_string());
+    rows.push('\n');
+    let rows_path = tmp.path().join("queries.jsonl");
+    std::fs::write(&rows_path, rows).unwrap();
+    let base = infer(tmp.path(), &rows_path, &[], "base");
+    let adapted = infer(
+        tmp.path(),
+        &rows_path,
+        &["--adapters", ckpt.to_str().unwrap()],
+        "adapter",
+    );
+    let entry = |r: &Value, q: &str| {
+        json!({"query": q, "response": r["response"], "prompt_tokens": r["prompt_tokens"],
+               "completion_tokens": r["completion_tokens"], "finish_reason": r["finish_reason"]})
+    };
+    let refs = json!({
+        "base_name": "tiny-llama",
+        "adapter_name": "colors",
+        "max_tokens": MAX_TOKENS,
+        "base": queries.iter().zip(&base).map(|(q, r)| entry(r, q)).collect::<Vec<_>>(),
+        "adapter": queries.iter().zip(&adapted).map(|(q, r)| entry(r, q)).collect::<Vec<_>>(),
+        "tools": {"messages": tool_messages, "tools": tools,
+                  "prompt_tokens": base[4]["prompt_tokens"], "response": base[4]["response"]},
+    });
+    let refs_path = tmp.path().join("refs.json");
+    std::fs::write(&refs_path, refs.to_string()).unwrap();
+
+    let adapter_arg = format!("colors={}", ckpt.display());
+    let mut server = Server::start(&[
+        "--model",
+        tiny().to_str().unwrap(),
+        "--served_model_name",
+        "tiny-llama",
+        "--adapters",
+        &adapter_arg,
+        "--api_key",
+        "secret-key",
+        // The tool descriptions alone take ~700 tokens of the tiny byte-level vocabulary.
+        "--max_model_len",
+        "1024",
+    ]);
+    client(
+        &python,
+        &[
+            "main",
+            "--base-url",
+            &server.base_url,
+            "--api-key",
+            "secret-key",
+            "--refs",
+            refs_path.to_str().unwrap(),
+        ],
+    );
+    server.interrupt();
+    assert!(
+        server.wait().success(),
+        "swift deploy exits cleanly on Ctrl-C"
+    );
+}
+
+#[test]
+fn full_queue_is_refused_and_ctrl_c_drains() {
+    let Some(python) = venv_python() else { return };
+    let mut server = Server::start(&[
+        "--model",
+        tiny().to_str().unwrap(),
+        "--max_batch_size",
+        "1",
+        "--max_queue",
+        "1",
+        "--debug_step_delay_ms",
+        "30",
+    ]);
+    let pid = server.pid().to_string();
+    client(
+        &python,
+        &["limits", "--base-url", &server.base_url, "--pid", &pid],
+    );
+    assert!(
+        server.wait().success(),
+        "swift deploy exits cleanly on Ctrl-C"
+    );
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let o = swift(&[
+        "deploy",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--adapters",
+        "x=/no/such/adapter",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a LoRA checkpoint"),
+        "{}",
+        stderr(&o)
+    );
+    let o = swift(&["deploy", "--model", "/no/such/model"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no such file or folder"),
+        "{}",
+        stderr(&o)
+    );
+    let o = swift(&[
+        "deploy",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--infer_backend",
+        "vllm",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("vllm"), "{}", stderr(&o));
+}
