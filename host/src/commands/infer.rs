@@ -114,7 +114,6 @@ pub struct ModelBundle {
     pub family: String,
     pub model: LoadedModel,
     pub tokenizer: Tokenizer,
-    #[allow(dead_code)] // for later commands (deploy, export)
     pub config: Value,
     pub default_template: Option<String>,
     pub eos_ids: Vec<i64>,
@@ -181,7 +180,9 @@ impl ModelBundle {
     /// The template: `--template`, else `jinja` when the tokenizer has a chat_template, else the
     /// family's default.
     pub fn template(&self, regs: &Registries, name: Option<&str>) -> Result<Template> {
-        let name = match name {
+        // `swift export --merge_lora` records the adapter's template in config.json.
+        let recorded = self.config.get("swift_template").and_then(Value::as_str);
+        let name = match name.or(recorded) {
             Some(n) => n.to_string(),
             None if self.tokenizer.chat_template.is_some() => "jinja".into(),
             None => self.default_template.clone().ok_or_else(|| {
@@ -195,7 +196,7 @@ impl ModelBundle {
 
 /// A model folder for `--model`: the folder itself, or a `.gguf` file's converted folder (kept
 /// under `$SWIFT_RS_CACHE/converted/`, keyed by the file's name, size and modification time).
-fn model_dir(model: &Path) -> Result<PathBuf> {
+pub(crate) fn model_dir(model: &Path) -> Result<PathBuf> {
     if !model.exists() {
         bail!("--model {}: no such file or folder", model.display());
     }
@@ -238,7 +239,7 @@ fn model_dir(model: &Path) -> Result<PathBuf> {
 /// Finds the family: `--model_type` names it; else config.json's `architectures`, then its
 /// `model_type`. Declarative families (`alias_of`) run their target's behaviour with their own
 /// default template.
-fn resolve_family(
+pub(crate) fn resolve_family(
     regs: &Registries,
     config: &Value,
     model_type: Option<&str>,

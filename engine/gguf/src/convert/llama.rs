@@ -133,6 +133,14 @@ impl LlamaParams {
             }
         };
 
+        // swift's own GGUF export keeps the Hugging Face rope_scaling (Llama-3 style scaling is
+        // otherwise only present as the rope_freqs.weight factors).
+        let rope_scaling = match f.get_str("swift.rope_scaling")? {
+            Some(s) => serde_json::from_str(s)
+                .map_err(|e| bad(format!("swift.rope_scaling is not JSON: {e}")))?,
+            None => rope_scaling,
+        };
+
         Ok(LlamaParams {
             hidden_size,
             intermediate_size,
@@ -160,6 +168,9 @@ impl LlamaParams {
         for t in f.tensors() {
             let Some((hf_name, transform)) = self.hf_name(&t.name) else {
                 if t.name == "rope_freqs.weight" {
+                    if !self.rope_scaling.is_null() {
+                        continue; // restored from swift.rope_scaling
+                    }
                     warnings.push(
                         "rope_freqs.weight (llama-3 style RoPE frequency factors) was skipped: config.json has no rope_scaling for it, so long-context behaviour differs".into(),
                     );

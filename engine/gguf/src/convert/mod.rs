@@ -1,12 +1,15 @@
 //! GGUF to Hugging Face conversion: [`convert_to_hf`] turns a GGUF model into a folder that
 //! `transformers` (and swift-rs's own loader) can open: `config.json`, `model.safetensors`
 //! (float32, dequantized), `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`.
-//! Supported architectures: `llama`.
+//! Supported architectures: `llama`. The other direction, [`convert_hf_to_gguf`], is in
+//! [`from_hf`].
 
+mod from_hf;
 mod llama;
 mod safetensors;
 mod tokenizer;
 
+pub use from_hf::{convert_hf_to_gguf, HfToGgufOptions, HfToGgufReport, EXPORT_TYPES};
 pub use tokenizer::{build_tokenizer, HfTokenizer, SpecialTokenIds};
 
 use std::collections::BTreeMap;
