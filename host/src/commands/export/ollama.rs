@@ -104,18 +104,38 @@ pub fn probe(t: &Template, tok: &Tokenizer) -> Result<ChatPieces> {
     if after1 != after2 {
         bail!("the template ends the first and second user turns differently");
     }
+    let r4 = render(t, tok, &[("user", Q1), ("assistant", A1)], false)?;
+    let (_, suffix) = split1(&r4, A1, "a final answer")?;
+    // The text between an answer and the next query is (separator, next user turn's start);
+    // the user turn's start also ends the first render. Of the splits that fit, prefer the one
+    // whose separator begins with the final answer's closing text (`<|im_end|>`), the natural
+    // turn boundary; else the longest user-turn start.
     let k = common_suffix_len(before1, between);
-    let user_before = &before1[before1.len() - k..];
-    let prefix = &before1[..before1.len() - k];
-    let sep = &between[..between.len() - k];
+    let split_after = |closing: &str| {
+        (0..=k)
+            .rev()
+            .filter(|&n| between.is_char_boundary(between.len() - n))
+            .find(|&n| !closing.is_empty() && between[..between.len() - n].starts_with(closing))
+    };
+    let mut fits = split_after(suffix)
+        .or_else(|| split_after(suffix.trim()))
+        .unwrap_or(k);
+    // Line breaks that close a turn belong to the separator, not to the next turn's start.
+    while let Some(c) = between[between.len() - fits..].chars().next() {
+        if !c.is_whitespace() {
+            break;
+        }
+        fits -= c.len_utf8();
+    }
+    let user_before = &before1[before1.len() - fits..];
+    let prefix = &before1[..before1.len() - fits];
+    let sep = &between[..between.len() - fits];
     let r3 = render(t, tok, &[("system", SYS), ("user", Q1)], true)?;
     let (sys_before, sys_rest) = split1(&r3, SYS, "a system message")?;
     let (sys_after_user, _) = split1(sys_rest, Q1, "a user message after a system message")?;
     let Some(sys_after) = sys_after_user.strip_suffix(user_before) else {
         bail!("the template's first user turn differs with and without a system message");
     };
-    let r4 = render(t, tok, &[("user", Q1), ("assistant", A1)], false)?;
-    let (_, suffix) = split1(&r4, A1, "a final answer")?;
     let default_system = prefix
         .strip_prefix(sys_before)
         .and_then(|p| p.strip_suffix(sys_after))
