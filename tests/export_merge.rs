@@ -322,3 +322,63 @@ fn missing_or_mismatched_adapters_are_clear_errors() {
     );
     fails_with(&["export", "--adapters", c], &["--merge_lora true"]);
 }
+
+#[test]
+fn merge_and_gguf_in_one_command() {
+    let ckpt = checkpoint();
+    let tmp = tempfile::tempdir().unwrap();
+    let merged = tmp.path().join("merged");
+    let printed = ok(swift_env(
+        &[
+            "export",
+            "--adapters",
+            ckpt.to_str().unwrap(),
+            "--merge_lora",
+            "--to_gguf",
+            "--gguf_type",
+            "f32",
+            "--output_dir",
+            merged.to_str().unwrap(),
+        ],
+        &[
+            ("OMP_NUM_THREADS", "1"),
+            ("SWIFT_RS_CACHE", tmp.path().to_str().unwrap()),
+        ],
+    ));
+    let gguf = PathBuf::from(printed.lines().last().unwrap().trim());
+    assert_eq!(gguf, tmp.path().join("merged-gguf/merged-f32.gguf"));
+    assert!(merged.join("config.json").is_file() && gguf.is_file());
+    let ids = PROMPTS[0];
+    let (a_logits, a_greedy) = infer_debug(&["--adapters", ckpt.to_str().unwrap()], ids);
+    let v: Value = serde_json::from_str(
+        ok(swift_env(
+            &[
+                "infer",
+                "--model",
+                gguf.to_str().unwrap(),
+                "--debug_input_ids",
+                ids,
+                "--debug_greedy_tokens",
+                "8",
+            ],
+            &[
+                ("OMP_NUM_THREADS", "1"),
+                ("SWIFT_RS_CACHE", tmp.path().to_str().unwrap()),
+            ],
+        ))
+        .trim(),
+    )
+    .unwrap();
+    let g_logits: Vec<f64> = v["last_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let d = a_logits
+        .iter()
+        .zip(&g_logits)
+        .fold(0.0f64, |x, (p, q)| x.max((p - q).abs()));
+    assert!(d < 1e-4, "the merged GGUF differs from the adapter by {d}");
+    assert_eq!(v["greedy"], a_greedy);
+}

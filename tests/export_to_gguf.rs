@@ -4,7 +4,8 @@
 //!   (llama.cpp's reader) reads, with the metadata of their config.json and tensors equal to an
 //!   independent re-implementation of llama.cpp's converter (tests/reference/gguf_check.py:
 //!   names, Q/K row permutation, Llama-3 RoPE factors, vocabulary and merges);
-//! * re-imported by swift (`--model FILE.gguf`), an f32 export gives the source folder's logits;
+//! * re-imported by swift (`--model FILE.gguf`, llama and qwen2), an f32 export gives the source
+//!   folder's logits;
 //!   q8_0 and q4_0 exports stay close and are smaller;
 //! * `--to_ollama` writes a Modelfile whose TEMPLATE, SYSTEM and stop lines come from the
 //!   swift template;
@@ -186,8 +187,9 @@ fn tiny_models_export_to_gguf_that_llama_cpp_tools_read() {
 fn f32_exports_reimport_with_the_same_logits_and_quantized_ones_stay_close() {
     let tmp = tempfile::tempdir().unwrap();
     let ids = "1,2,3,4,5,6,7";
-    // mistral: untied output, no RoPE scaling; llama: tied, Llama-3 RoPE scaling.
-    for name in ["mistral", "llama"] {
+    // mistral: untied output, no RoPE scaling; llama: tied, Llama-3 RoPE scaling; qwen2: Q/K/V
+    // biases, no row permutation.
+    for name in ["mistral", "llama", "qwen2"] {
         let src = fixture(name);
         let (want, want_greedy) = logits(tmp.path(), &src, ids);
         let f32_file = export(tmp.path(), &src, "f32", &tmp.path().join(name));
