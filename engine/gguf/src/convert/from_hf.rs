@@ -650,6 +650,25 @@ impl SafeTensorsDir {
     }
 }
 
+/// The `tokenizer.ggml.*` metadata (and `tokenizer.chat_template`) that [`convert_hf_to_gguf`]
+/// writes for the tokenizer files in `dir`, with warnings; `config` is the model's
+/// `config.json` (special-token ids) and `vocab_size` the embedding's rows (the token list is
+/// padded to it).
+#[allow(clippy::type_complexity)]
+pub fn tokenizer_gguf_metadata(
+    dir: &Path,
+    config: &Value,
+    vocab_size: u64,
+) -> Result<(Vec<(String, MetadataValue)>, Vec<String>), GgufError> {
+    let mut warnings = Vec::new();
+    let mut tok = tokenizer_metadata(dir, config, vocab_size, &mut warnings)?;
+    if let Some(t) = read_chat_template(dir)? {
+        tok.metadata
+            .push(("tokenizer.chat_template".into(), MetadataValue::String(t)));
+    }
+    Ok((tok.metadata, warnings))
+}
+
 /// `tokenizer.ggml.*` metadata rebuilt from a folder's tokenizer files.
 struct TokenizerMetadata {
     metadata: Vec<(String, MetadataValue)>,

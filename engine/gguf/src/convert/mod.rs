@@ -9,7 +9,9 @@ mod llama;
 mod safetensors;
 mod tokenizer;
 
-pub use from_hf::{convert_hf_to_gguf, HfToGgufOptions, HfToGgufReport, EXPORT_TYPES};
+pub use from_hf::{
+    convert_hf_to_gguf, tokenizer_gguf_metadata, HfToGgufOptions, HfToGgufReport, EXPORT_TYPES,
+};
 pub use tokenizer::{build_tokenizer, HfTokenizer, SpecialTokenIds};
 
 use std::collections::BTreeMap;
