@@ -11,7 +11,7 @@
 //!   swift template;
 //! * with the default model present: SmolLM2 exported to f32 equals the original Q4_1 GGUF's
 //!   dequantized tensors and metadata (tests/reference/gguf_compare.py) and gives the folder's
-//!   logits when re-imported;
+//!   logits when re-imported; exported to q4_1, its tensors are the original's bytes;
 //! * bad input is one clear error.
 
 mod common;
@@ -323,7 +323,7 @@ fn bad_gguf_exports_are_clear_errors() {
             "--output_dir",
             o,
         ],
-        &["--gguf_type q5_k", "f32, f16, q8_0 or q4_0"],
+        &["--gguf_type q5_k", "f32, f16, q8_0, q4_0 or q4_1"],
     );
     fails(&["export", "--to_gguf"], &["--to_gguf needs --model"]);
     fails(
@@ -357,6 +357,28 @@ fn smollm2_f32_export_equals_the_original_gguf() {
     let d = max_abs_diff(&want, &got);
     assert!(d < 1e-3, "re-imported logits differ by {d}");
     assert_eq!(want_greedy, got_greedy);
+    // Re-quantized to the original's types (Q4_1 matrices, Q8_0 tied embedding), every tensor
+    // is byte for byte the one llama.cpp wrote.
+    let q41 = export(
+        tmp.path(),
+        &model,
+        "q4_1",
+        &tmp.path().join("smol-q4_1.gguf"),
+    );
+    let (a, b) = (
+        swift_gguf::GgufFile::open(&original).unwrap(),
+        swift_gguf::GgufFile::open(&q41).unwrap(),
+    );
+    assert_eq!(a.tensors().len(), b.tensors().len());
+    for t in a.tensors() {
+        let u = b.tensor_info(&t.name).unwrap();
+        assert_eq!(t.type_name(), u.type_name(), "{}", t.name);
+        assert!(
+            a.tensor_data(&t.name).unwrap() == b.tensor_data(&t.name).unwrap(),
+            "{} differs from the original's bytes",
+            t.name
+        );
+    }
     let Some(python) = venv_python() else { return };
     let v = python_json(&python, "gguf_compare.py", &[&original, &file]);
     assert_eq!(v["max_tensor_diff"], 0.0, "{v}");

@@ -122,7 +122,7 @@ pub struct ExportArgs {
     /// Write the model (or the merged model) as one GGUF file for llama.cpp.
     #[arg(long = "to-gguf", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub to_gguf: Option<bool>,
-    /// The GGUF tensor type of the matrices: f32, f16, q8_0 or q4_0 (norms stay f32).
+    /// The GGUF tensor type of the matrices: f32, f16, q8_0, q4_0 or q4_1 (norms stay f32).
     #[arg(long = "gguf-type", value_name = "TYPE", default_value = "f16")]
     pub gguf_type: String,
     /// Also write an Ollama `Modelfile` next to the GGUF file (implies --to_gguf).

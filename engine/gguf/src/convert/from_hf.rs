@@ -6,8 +6,9 @@
 //!   and `qwen2` (`Qwen2ForCausalLM`), with their `{arch}.*` hyper-parameters;
 //! * llama.cpp tensor names; the Q/K rows of `llama` models permuted into llama.cpp's rotary
 //!   layout ([`permute_rows_for_gguf`]); Llama-3 RoPE scaling as `rope_freqs.weight`;
-//! * matrices stored as F32, F16, Q8_0 or Q4_0 (norms and biases stay F32, as llama.cpp keeps
-//!   them; with Q4_0 the output projection is Q8_0, as llama-quantize keeps it above 4 bits);
+//! * matrices stored as F32, F16, Q8_0, Q4_0 or Q4_1 (norms and biases stay F32, as llama.cpp
+//!   keeps them; with the 4-bit types the output projection is Q8_0, as llama-quantize keeps it
+//!   above 4 bits);
 //! * `tokenizer.ggml.*` from `tokenizer.json` (byte-level BPE as `gpt2`, SentencePiece-style
 //!   BPE with byte fallback as `llama`), special-token ids, and `tokenizer.chat_template`.
 
@@ -34,7 +35,7 @@ const TOKEN_BYTE: i32 = 6;
 /// What [`convert_hf_to_gguf`] is asked to do.
 #[derive(Debug, Clone)]
 pub struct HfToGgufOptions {
-    /// The type of the matrices: F32, F16, Q8_0 or Q4_0.
+    /// The type of the matrices: F32, F16, Q8_0, Q4_0 or Q4_1.
     pub ty: GgmlType,
     /// `general.name` (default: the folder's name).
     pub name: Option<String>,
@@ -93,8 +94,13 @@ impl fmt::Display for HfToGgufReport {
 }
 
 /// The GGUF types [`convert_hf_to_gguf`] can store matrices as.
-pub const EXPORT_TYPES: [GgmlType; 4] =
-    [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0];
+pub const EXPORT_TYPES: [GgmlType; 5] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+];
 
 /// `general.file_type` (llama.cpp's `llama_ftype`) for a matrix type.
 fn file_type(ty: GgmlType) -> u32 {
@@ -102,6 +108,7 @@ fn file_type(ty: GgmlType) -> u32 {
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,
         GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
         GgmlType::Q8_0 => 7,
         _ => 1,
     }
@@ -115,7 +122,7 @@ pub fn convert_hf_to_gguf(
 ) -> Result<HfToGgufReport, GgufError> {
     if !EXPORT_TYPES.contains(&opts.ty) {
         return Err(GgufError::Writer(format!(
-            "GGUF export stores matrices as f32, f16, q8_0 or q4_0, not {}",
+            "GGUF export stores matrices as f32, f16, q8_0, q4_0 or q4_1, not {}",
             opts.ty
         )));
     }
@@ -150,7 +157,7 @@ pub fn convert_hf_to_gguf(
         let mut ty = if matrix { opts.ty } else { GgmlType::F32 };
         let is_output =
             gguf_name == "output.weight" || (params.tied && gguf_name == "token_embd.weight");
-        if ty == GgmlType::Q4_0 && is_output {
+        if matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1) && is_output {
             ty = GgmlType::Q8_0;
         }
         if ty.is_quantized() && shape.last().copied().unwrap_or(0) % ty.block_size() != 0 {

@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use swift_gguf::{GgmlType, HfToGgufOptions};
 
-/// `--gguf_type`: f32, f16, q8_0 or q4_0 (any case).
+/// `--gguf_type`: f32, f16, q8_0, q4_0 or q4_1 (any case).
 pub fn parse_type(s: &str) -> Result<GgmlType> {
     Ok(match s.to_ascii_lowercase().as_str() {
         "f32" => GgmlType::F32,
         "f16" => GgmlType::F16,
         "q8_0" => GgmlType::Q8_0,
         "q4_0" => GgmlType::Q4_0,
-        _ => bail!("--gguf_type {s}: choose f32, f16, q8_0 or q4_0"),
+        "q4_1" => GgmlType::Q4_1,
+        _ => bail!("--gguf_type {s}: choose f32, f16, q8_0, q4_0 or q4_1"),
     })
 }
 
