@@ -393,3 +393,77 @@ fn smollm2_f32_export_equals_the_original_gguf() {
     assert_eq!(v["exported_types"]["F32"], 272);
     assert_eq!(v["n_tensors"], 272);
 }
+
+#[test]
+fn gguf_chat_template_renders_like_the_swift_template() {
+    // A model tuned with a swift template that is not the tokenizer's own (here the tiny llama,
+    // which has no chat_template) gets that template as the GGUF's Jinja chat_template: as the
+    // tokenizer's chat_template, it encodes conversations into the same ids.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d.jsonl");
+    std::fs::write(
+        &data,
+        concat!(
+            r#"{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi there"},"#,
+            r#"{"role":"assistant","content":"hello"},{"role":"user","content":" what is 2+2? "},"#,
+            r#"{"role":"assistant","content":"four"}]}"#,
+            "\n",
+            r#"{"messages":[{"role":"user","content":"name a color"},{"role":"assistant","content":"blue"}]}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let ids = |model: &Path, template: &str| -> Vec<Value> {
+        ok(swift_in(
+            tmp.path(),
+            &[
+                "encode",
+                "--model",
+                model.to_str().unwrap(),
+                "--template",
+                template,
+                "--dataset",
+                data.to_str().unwrap(),
+                "--json",
+            ],
+        ))
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["input_ids"].clone())
+        .collect()
+    };
+    for t in ["llama3", "chatml", "qwen2_5", "default"] {
+        let file = ok(swift_in(
+            tmp.path(),
+            &[
+                "export",
+                "--model",
+                fixture("llama").to_str().unwrap(),
+                "--to_gguf",
+                "--template",
+                t,
+                "--output_dir",
+                tmp.path().join(format!("{t}.gguf")).to_str().unwrap(),
+            ],
+        ));
+        let g = swift_gguf::GgufFile::open(file.trim()).unwrap();
+        let jinja = g
+            .get_str("tokenizer.chat_template")
+            .unwrap()
+            .unwrap()
+            .to_owned();
+        let copy = tmp.path().join(format!("model-{t}"));
+        std::fs::create_dir(&copy).unwrap();
+        for f in std::fs::read_dir(fixture("llama")).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+        }
+        let cfg_path = copy.join("tokenizer_config.json");
+        let mut cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        cfg["chat_template"] = Value::String(jinja);
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let want = ids(&fixture("llama"), t);
+        assert_eq!(want.len(), 2);
+        assert_eq!(ids(&copy, "jinja"), want, "template {t}");
+    }
+}

@@ -22,7 +22,13 @@ pub fn parse_type(s: &str) -> Result<GgmlType> {
 }
 
 /// Writes the GGUF file for `model` and returns its path.
-pub fn run(model: &Path, ty: GgmlType, output: Option<&Path>) -> Result<PathBuf> {
+/// `chat_template` replaces the tokenizer's own in the file.
+pub fn run(
+    model: &Path,
+    ty: GgmlType,
+    output: Option<&Path>,
+    chat_template: Option<String>,
+) -> Result<PathBuf> {
     if !model.join("config.json").is_file() {
         bail!(
             "--model {}: not a Hugging Face model folder (no config.json)",
@@ -50,7 +56,7 @@ pub fn run(model: &Path, ty: GgmlType, output: Option<&Path>) -> Result<PathBuf>
     let opts = HfToGgufOptions {
         ty,
         name: Some(name),
-        chat_template: None,
+        chat_template,
     };
     let report = swift_gguf::convert_hf_to_gguf(model, &out, &opts)
         .with_context(|| format!("exporting {} to GGUF", model.display()))?;

@@ -65,13 +65,27 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
     } else {
         args.output_dir.as_deref()
     };
-    let out = gguf::run(&model, ty, gguf_out)?;
+    // The template the model was tuned with (--template, or recorded by a merge) goes into the
+    // GGUF file when it is not the tokenizer's own.
+    let template = template.or_else(|| recorded_template(&model));
+    let chat_template = match &template {
+        Some(t) => ollama::chat_template_for(&model, t, settings)?,
+        None => None,
+    };
+    let out = gguf::run(&model, ty, gguf_out, chat_template)?;
     if to_ollama {
         let modelfile = ollama::run(&model, &out, template.as_deref(), settings)?;
         println!("{}", modelfile.display());
     }
     println!("{}", out.display());
     Ok(())
+}
+
+/// `swift_template` of a model folder's config.json (written by `--merge_lora`).
+fn recorded_template(model: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(model.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("swift_template")?.as_str().map(String::from)
 }
 
 /// `--from_gguf FILE`: the GGUF model as a Hugging Face folder.

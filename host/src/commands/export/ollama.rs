@@ -39,6 +39,8 @@ pub struct ChatPieces {
     pub suffix: String,
     /// The system message the template uses when a conversation has none.
     pub default_system: Option<String>,
+    /// Whether message contents are stripped of surrounding whitespace (Llama-3).
+    pub trim: bool,
 }
 
 fn msg(role: &str, content: &str) -> Message {
@@ -141,6 +143,8 @@ pub fn probe(t: &Template, tok: &Tokenizer) -> Result<ChatPieces> {
         .and_then(|p| p.strip_suffix(sys_after))
         .filter(|d| !d.is_empty())
         .map(String::from);
+    let padded = render(t, tok, &[("user", &format!(" {Q1} "))], true)?;
+    let trim = !padded.contains(&format!(" {Q1} "));
     let pieces = ChatPieces {
         prefix: prefix.into(),
         system: (sys_before.into(), sys_after.into()),
@@ -148,6 +152,7 @@ pub fn probe(t: &Template, tok: &Tokenizer) -> Result<ChatPieces> {
         sep: sep.into(),
         suffix: suffix.into(),
         default_system,
+        trim,
     };
     // The pieces must reproduce the probes.
     let (ub, ua) = &pieces.user;
@@ -185,6 +190,78 @@ pub fn ollama_template(p: &ChatPieces, strip_bos: Option<&str>) -> String {
         go_literal(ua),
         go_literal(&p.sep),
     )
+}
+
+/// Literal text inside a Jinja template, as a string expression: chat templates are rendered
+/// with `trim_blocks` and `lstrip_blocks`, which would eat newlines and indentation next to
+/// block tags if the text were written as is.
+fn jinja_literal(s: &str) -> String {
+    if s.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("{{ '");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push_str("' }}");
+    out
+}
+
+/// A Hugging Face / llama.cpp `chat_template` (Jinja) with the same pieces, for GGUF files of
+/// models whose swift template is not the tokenizer's own. The assistant header is part of each
+/// user turn, so it is written whether or not `add_generation_prompt` is set.
+pub fn jinja_template(p: &ChatPieces) -> String {
+    let (sb, sa) = &p.system;
+    let (ub, ua) = &p.user;
+    let content = |v: &str| {
+        if p.trim {
+            format!("{{{{ {v}['content'] | trim }}}}")
+        } else {
+            format!("{{{{ {v}['content'] }}}}")
+        }
+    };
+    format!(
+        "{{% if messages[0]['role'] == 'system' %}}{}{}{}{{% else %}}{}{{% endif %}}\
+         {{% for m in messages %}}{{% if m['role'] == 'user' %}}{}{}{}\
+         {{% elif m['role'] == 'assistant' %}}{}{{% if loop.last %}}{}{{% else %}}{}{{% endif %}}\
+         {{% endif %}}{{% endfor %}}",
+        jinja_literal(sb),
+        content("messages[0]"),
+        jinja_literal(sa),
+        jinja_literal(&p.prefix),
+        jinja_literal(ub),
+        content("m"),
+        jinja_literal(ua),
+        content("m"),
+        jinja_literal(&p.suffix),
+        jinja_literal(&p.sep),
+    )
+}
+
+/// The chat template a GGUF file of `model` should carry for the swift template `name`, or
+/// `None` when that is the tokenizer's own (`jinja`).
+pub fn chat_template_for(
+    model: &Path,
+    name: &str,
+    settings: &GlobalSettings,
+) -> Result<Option<String>> {
+    if name == "jinja" {
+        return Ok(None);
+    }
+    let report = crate::plugins::load(settings)?;
+    let record = &report.registries.templates.resolve(name)?.record;
+    let tok = Tokenizer::from_dir(model)?;
+    let t = Template::from_record(record)?.bind(&tok)?;
+    let pieces = probe(&t, &tok)
+        .with_context(|| format!("template `{name}` cannot be written as a GGUF chat template"))?;
+    Ok(Some(jinja_template(&pieces)))
 }
 
 fn quoted_block(s: &str, what: &str) -> Result<String> {
