@@ -3,8 +3,8 @@
 //! The model is a Hugging Face folder (config.json, safetensors, tokenizer.json) or a `.gguf`
 //! file, converted once into a cached folder. Its family comes from `--model_type`, else from
 //! config.json's `architectures` / `model_type` matched against the registered families; the
-//! template from `--template`, else the tokenizer's own `chat_template` (`jinja`), else the
-//! family's default.
+//! template from `--template`, else config.json's `swift_template` (recorded by `swift export
+//! --merge_lora`), else the tokenizer's own `chat_template` (`jinja`), else the family's default.
 //!
 //! * No `--val_dataset`: an interactive multi-turn chat (streamed answers, `/clear` forgets the
 //!   conversation, `/exit` or end of input leaves; older turns are dropped to stay within
