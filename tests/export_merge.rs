@@ -382,3 +382,65 @@ fn merge_and_gguf_in_one_command() {
     assert!(d < 1e-4, "the merged GGUF differs from the adapter by {d}");
     assert_eq!(v["greedy"], a_greedy);
 }
+
+#[test]
+fn a_peft_made_adapter_with_rslora_and_modules_to_save_merges_like_peft() {
+    // PEFT writes what swift's trainer does not: rsLoRA scaling and a whole lm_head
+    // (modules_to_save). The merged weights must equal peft's own merge_and_unload().
+    let Some(python) = venv_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = workspace_root().join("tests/fixtures/models/mistral");
+    let adapter = tmp.path().join("peft-adapter");
+    let out = Command::new(&python)
+        .arg(workspace_root().join("tests/reference/make_peft_adapter_for_merge.py"))
+        .arg(&base)
+        .arg(&adapter)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged = tmp.path().join("merged");
+    // The base comes from adapter_config.json's base_model_name_or_path (no args.json).
+    ok(swift1(&[
+        "export",
+        "--adapters",
+        adapter.to_str().unwrap(),
+        "--merge_lora",
+        "--output_dir",
+        merged.to_str().unwrap(),
+    ]));
+    let out = Command::new(&python)
+        .arg(workspace_root().join("tests/reference/merge_reference.py"))
+        .arg(&base)
+        .arg(&adapter)
+        .arg(&merged)
+        .arg("4")
+        .arg("1,2,3")
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["missing"], serde_json::json!([]), "{v}");
+    let wd = v["max_weight_diff"].as_f64().unwrap();
+    assert!(
+        wd < 1e-5,
+        "weights differ from peft's merge_and_unload by {wd}"
+    );
+    // And the merge changed lm_head (modules_to_save) and the targets.
+    let (base_logits, _) = infer_debug(&["--model", base.to_str().unwrap()], "1,2,3");
+    let (merged_logits, _) = infer_debug(&["--model", merged.to_str().unwrap()], "1,2,3");
+    let d = base_logits
+        .iter()
+        .zip(&merged_logits)
+        .fold(0.0f64, |x, (p, q)| x.max((p - q).abs()));
+    assert!(d > 1e-2, "the merged model differs from the base");
+}
