@@ -108,6 +108,32 @@ pub struct ExportArgs {
     /// Where to write the result.
     #[arg(long = "output-dir", value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+    // -- merge LoRA, GGUF and Ollama (host/src/commands/export/) --
+    /// The model to export (a Hugging Face folder); with --adapters, the base model (default:
+    /// the adapter's args.json / adapter_config.json `base_model_name_or_path`).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// LoRA checkpoints (PEFT layout) to merge into the base model (with --merge_lora).
+    #[arg(long, num_args = 1.., value_name = "CKPT")]
+    pub adapters: Vec<PathBuf>,
+    /// Merge the --adapters into the base weights and write a full model folder
+    /// (default: `<first checkpoint>-merged`).
+    #[arg(long = "merge-lora", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub merge_lora: Option<bool>,
+    /// Write the model (or the merged model) as one GGUF file for llama.cpp.
+    #[arg(long = "to-gguf", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub to_gguf: Option<bool>,
+    /// The GGUF tensor type of the matrices: f32, f16, q8_0, q4_0 or q4_1 (norms stay f32).
+    #[arg(long = "gguf-type", value_name = "TYPE", default_value = "f16")]
+    pub gguf_type: String,
+    /// Also write an Ollama `Modelfile` next to the GGUF file (implies --to_gguf).
+    #[arg(long = "to-ollama", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub to_ollama: Option<bool>,
+    /// The chat template recorded in the export (`swift list templates`); default: the adapter's,
+    /// else the model's recorded one, else the tokenizer's chat_template, else the family's.
+    #[arg(long)]
+    pub template: Option<String>,
+    // -- end of merge LoRA, GGUF and Ollama --
     /// Everything else `swift export` will accept (merge, quantize, to GGUF: later issues).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,

@@ -6,7 +6,8 @@
 //!   Q2_K..Q8_K; [`quant`] encodes F32/F16/BF16/Q8_0/Q4_0/Q4_1.
 //! * [`GgufWriter`] writes GGUF v3 files with correct alignment.
 //! * [`convert_to_hf`] turns a `llama` GGUF into a Hugging Face folder (config, float32
-//!   safetensors with the Q/K permutation undone, tokenizer files, generation config).
+//!   safetensors with the Q/K permutation undone, tokenizer files, generation config);
+//!   [`convert_hf_to_gguf`] goes the other way (F32/F16/Q8_0/Q4_0, llama and qwen2).
 //!
 //! No libtorch: this crate builds and tests on any machine.
 
@@ -19,7 +20,9 @@ mod reader;
 mod types;
 mod writer;
 
-pub use convert::{convert_to_hf, ConvertReport};
+pub use convert::{
+    convert_hf_to_gguf, convert_to_hf, ConvertReport, HfToGgufOptions, HfToGgufReport,
+};
 pub use error::GgufError;
 pub use reader::{F32Tensor, GgufFile, TensorInfo, DEFAULT_ALIGNMENT};
 pub use types::{GgmlType, MetadataValue, ValueType, QK_K};

@@ -579,6 +579,144 @@ impl Lora {
     }
 }
 
+/// A PEFT LoRA checkpoint read on its own, with no model (for merging into base weights).
+pub struct LoraCheckpoint {
+    pub config: LoraConfig,
+    /// `base_model_name_or_path` of adapter_config.json, when recorded.
+    pub base_model: Option<String>,
+    /// (slot, A `[r, in]`, B `[out, r]`) in float32, sorted by slot.
+    pub layers: Vec<(String, Tensor, Tensor)>,
+    /// Whole tensors that replace the base's (PEFT `modules_to_save`), by checkpoint name.
+    pub replaced: Vec<(String, Tensor)>,
+}
+
+impl LoraCheckpoint {
+    /// Reads `adapter_config.json` and `adapter_model.safetensors` from `dir`. Refuses what a
+    /// plain `W + scale·B·A` merge cannot express (DoRA, per-module rank or alpha patterns).
+    pub fn read(dir: &Path) -> Result<Self, TrainError> {
+        let cfg_path = dir.join("adapter_config.json");
+        if !cfg_path.is_file() {
+            return Err(TrainError::Config(format!(
+                "{} is missing: {} is not a LoRA checkpoint (PEFT layout)",
+                cfg_path.display(),
+                dir.display()
+            )));
+        }
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| TrainError::io(&cfg_path, e))?;
+        let cfg: Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", cfg_path.display())))?;
+        let bad = |what: String| TrainError::Config(format!("{}: {what}", cfg_path.display()));
+        if cfg["peft_type"].as_str().unwrap_or("LORA") != "LORA" {
+            return Err(bad(format!("peft_type {} is not LORA", cfg["peft_type"])));
+        }
+        if cfg["use_dora"].as_bool().unwrap_or(false) {
+            return Err(bad(
+                "DoRA adapters (use_dora) cannot be merged by this swift".into(),
+            ));
+        }
+        for k in ["rank_pattern", "alpha_pattern"] {
+            if cfg[k].as_object().is_some_and(|m| !m.is_empty()) {
+                return Err(bad(format!("{k} is not supported for merging")));
+            }
+        }
+        let r = cfg["r"].as_i64().unwrap_or(8);
+        if r <= 0 {
+            return Err(bad(format!("r = {r} must be positive")));
+        }
+        let config = LoraConfig {
+            r,
+            alpha: cfg["lora_alpha"].as_f64().unwrap_or(r as f64),
+            dropout: 0.0,
+            use_rslora: cfg["use_rslora"].as_bool().unwrap_or(false),
+        };
+        let file = dir.join("adapter_model.safetensors");
+        if !file.is_file() {
+            return Err(TrainError::Config(format!(
+                "{} is missing (a PEFT LoRA checkpoint holds adapter_model.safetensors)",
+                file.display()
+            )));
+        }
+        let ckpt = swift_model::weights::Checkpoint::open(std::slice::from_ref(&file))?;
+        let mut names: Vec<&str> = ckpt.names().collect();
+        names.sort();
+        let cpu = tch::Device::Cpu;
+        let mut layers = Vec::new();
+        let mut replaced = Vec::new();
+        for n in names {
+            let Some(rest) = n.strip_prefix("base_model.model.") else {
+                return Err(TrainError::Config(format!(
+                    "{}: tensor `{n}` is not under base_model.model. (not a PEFT LoRA file)",
+                    file.display()
+                )));
+            };
+            if let Some(slot) = rest.strip_suffix(".lora_A.weight") {
+                let kb = format!("base_model.model.{slot}.lora_B.weight");
+                if !ckpt.contains(&kb) {
+                    return Err(TrainError::Config(format!(
+                        "{}: `{slot}` has lora_A but no lora_B",
+                        file.display()
+                    )));
+                }
+                let a = ckpt.load(n, Kind::Float, cpu)?.tensor.copy();
+                let b = ckpt.load(&kb, Kind::Float, cpu)?.tensor.copy();
+                if a.dim() != 2 || b.dim() != 2 || a.size()[0] != b.size()[1] {
+                    return Err(TrainError::Config(format!(
+                        "{}: `{slot}` has lora_A {:?} and lora_B {:?}, which do not multiply",
+                        file.display(),
+                        a.size(),
+                        b.size()
+                    )));
+                }
+                layers.push((slot.to_string(), a, b));
+            } else if rest.ends_with(".lora_B.weight") {
+                continue;
+            } else if rest.contains(".lora_") {
+                return Err(TrainError::Config(format!(
+                    "{}: tensor `{n}` is not supported for merging (only lora_A/lora_B weights and modules_to_save)",
+                    file.display()
+                )));
+            } else {
+                // modules_to_save: PEFT stores the whole module's tensors under their own names.
+                let t = ckpt.load(n, Kind::Float, cpu)?.tensor.copy();
+                replaced.push((rest.to_string(), t));
+            }
+        }
+        if layers.is_empty() && replaced.is_empty() {
+            return Err(TrainError::Config(format!(
+                "{} holds no lora_A/lora_B weights",
+                file.display()
+            )));
+        }
+        Ok(Self {
+            config,
+            base_model: cfg["base_model_name_or_path"].as_str().map(String::from),
+            layers,
+            replaced,
+        })
+    }
+}
+
+/// `W + scale · B · A` for a linear weight `w` (`[out, in]`), computed in float32 and returned
+/// in `w`'s dtype: the weight a LoRA-adapted linear layer behaves as.
+pub fn merge_weight(w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor, TrainError> {
+    let _guard = tch::no_grad_guard();
+    let ws = w.size();
+    if ws.len() != 2 || a.size() != [b.size()[1], ws[1]] || b.size()[0] != ws[0] {
+        return Err(TrainError::Config(format!(
+            "lora_A {:?} and lora_B {:?} do not fit a weight of shape {ws:?}",
+            a.size(),
+            b.size()
+        )));
+    }
+    let delta = b
+        .f_to_kind(Kind::Float)?
+        .f_matmul(&a.f_to_kind(Kind::Float)?)?
+        .f_mul_scalar(scale)?;
+    Ok(w.f_to_kind(Kind::Float)?
+        .f_add(&delta)?
+        .f_to_kind(w.kind())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,6 +923,22 @@ mod tests {
         let applied = &w + b2.matmul(a2) * (alpha / r as f64);
         let d = (trained - applied).abs().max().double_value(&[]);
         assert!(d < 1e-5, "{d}");
+    }
+
+    #[test]
+    fn merge_weight_adds_scaled_b_times_a() {
+        // W = 0 [2, 3], A [1, 3] = [1, 2, 3], B [2, 1] = [1, -1], scale 2:
+        // W' = 2 * [[1, 2, 3], [-1, -2, -3]].
+        let w = Tensor::zeros([2, 3], (Kind::Float, tch::Device::Cpu));
+        let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]);
+        let b = Tensor::from_slice(&[1.0f32, -1.0]).view([2, 1]);
+        let m: Vec<f32> = merge_weight(&w, &a, &b, 2.0)
+            .unwrap()
+            .view([-1])
+            .try_into()
+            .unwrap();
+        assert_eq!(m, [2.0, 4.0, 6.0, -2.0, -4.0, -6.0]);
+        assert!(merge_weight(&w, &b, &a, 2.0).is_err(), "shapes are checked");
     }
 
     #[test]

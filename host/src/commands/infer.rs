@@ -3,8 +3,8 @@
 //! The model is a Hugging Face folder (config.json, safetensors, tokenizer.json) or a `.gguf`
 //! file, converted once into a cached folder. Its family comes from `--model_type`, else from
 //! config.json's `architectures` / `model_type` matched against the registered families; the
-//! template from `--template`, else the tokenizer's own `chat_template` (`jinja`), else the
-//! family's default.
+//! template from `--template`, else config.json's `swift_template` (recorded by `swift export
+//! --merge_lora`), else the tokenizer's own `chat_template` (`jinja`), else the family's default.
 //!
 //! * No `--val_dataset`: an interactive multi-turn chat (streamed answers, `/clear` forgets the
 //!   conversation, `/exit` or end of input leaves; older turns are dropped to stay within
@@ -114,7 +114,6 @@ pub struct ModelBundle {
     pub family: String,
     pub model: LoadedModel,
     pub tokenizer: Tokenizer,
-    #[allow(dead_code)] // for later commands (deploy, export)
     pub config: Value,
     pub default_template: Option<String>,
     pub eos_ids: Vec<i64>,
@@ -181,7 +180,9 @@ impl ModelBundle {
     /// The template: `--template`, else `jinja` when the tokenizer has a chat_template, else the
     /// family's default.
     pub fn template(&self, regs: &Registries, name: Option<&str>) -> Result<Template> {
-        let name = match name {
+        // `swift export --merge_lora` records the adapter's template in config.json.
+        let recorded = self.config.get("swift_template").and_then(Value::as_str);
+        let name = match name.or(recorded) {
             Some(n) => n.to_string(),
             None if self.tokenizer.chat_template.is_some() => "jinja".into(),
             None => self.default_template.clone().ok_or_else(|| {
@@ -238,7 +239,7 @@ pub(crate) fn model_dir(model: &Path) -> Result<PathBuf> {
 /// Finds the family: `--model_type` names it; else config.json's `architectures`, then its
 /// `model_type`. Declarative families (`alias_of`) run their target's behaviour with their own
 /// default template.
-fn resolve_family(
+pub(crate) fn resolve_family(
     regs: &Registries,
     config: &Value,
     model_type: Option<&str>,

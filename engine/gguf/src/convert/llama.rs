@@ -10,6 +10,8 @@ use crate::reader::{GgufFile, TensorInfo};
 /// Hyper-parameters of a llama model, read from `llama.*` metadata and the tensor shapes.
 #[derive(Debug, Clone)]
 pub(crate) struct LlamaParams {
+    /// `llama` or `qwen2`.
+    pub arch: String,
     pub hidden_size: u64,
     pub intermediate_size: u64,
     pub num_layers: u64,
@@ -45,28 +47,31 @@ pub(crate) struct Planned {
 impl LlamaParams {
     pub fn read(f: &GgufFile) -> Result<LlamaParams, GgufError> {
         let path = f.path().to_path_buf();
+        // `qwen2` is the llama layout with Q/K/V biases and no rotary row permutation.
+        let arch = f.architecture()?.to_owned();
+        let key = |k: &str| format!("{arch}.{k}");
         let bad = |detail: String| GgufError::Unsupported {
             path: path.clone(),
             detail,
         };
-        if f.get_u64("llama.expert_count")?.unwrap_or(0) > 0 {
+        if f.get_u64(&key("expert_count"))?.unwrap_or(0) > 0 {
             return Err(bad(
                 "mixture-of-experts llama models (llama.expert_count > 0) are not supported".into(),
             ));
         }
-        let hidden_size = f.require_u64("llama.embedding_length")?;
-        let num_layers = f.require_u64("llama.block_count")?;
-        let num_heads = f.require_u64("llama.attention.head_count")?;
+        let hidden_size = f.require_u64(&key("embedding_length"))?;
+        let num_layers = f.require_u64(&key("block_count"))?;
+        let num_heads = f.require_u64(&key("attention.head_count"))?;
         let num_kv_heads = f
-            .get_u64("llama.attention.head_count_kv")?
+            .get_u64(&key("attention.head_count_kv"))?
             .unwrap_or(num_heads);
-        let intermediate_size = f.require_u64("llama.feed_forward_length")?;
+        let intermediate_size = f.require_u64(&key("feed_forward_length"))?;
         if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
             return Err(bad(format!(
-                "llama.attention.head_count = {num_heads} is not a positive multiple of head_count_kv = {num_kv_heads}"
+                "{arch}.attention.head_count = {num_heads} is not a positive multiple of head_count_kv = {num_kv_heads}"
             )));
         }
-        let head_dim = match f.get_u64("llama.attention.key_length")? {
+        let head_dim = match f.get_u64(&key("attention.key_length"))? {
             Some(k) => k,
             None => hidden_size / num_heads,
         };
@@ -75,25 +80,25 @@ impl LlamaParams {
                 "head dimension {head_dim} must be even and positive"
             )));
         }
-        if let Some(v) = f.get_u64("llama.attention.value_length")? {
+        if let Some(v) = f.get_u64(&key("attention.value_length"))? {
             if v != head_dim {
                 return Err(bad(format!(
                     "key length {head_dim} differs from value length {v}; Hugging Face llama needs them equal"
                 )));
             }
         }
-        if let Some(r) = f.get_u64("llama.rope.dimension_count")? {
+        if let Some(r) = f.get_u64(&key("rope.dimension_count"))? {
             if r != head_dim {
                 return Err(bad(format!(
-                    "llama.rope.dimension_count = {r} differs from the head dimension {head_dim} (partial rotary embeddings are not supported)"
+                    "{arch}.rope.dimension_count = {r} differs from the head dimension {head_dim} (partial rotary embeddings are not supported)"
                 )));
             }
         }
         let rms_norm_eps = f
-            .get_f64("llama.attention.layer_norm_rms_epsilon")?
+            .get_f64(&key("attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-5);
-        let rope_theta = f.get_f64("llama.rope.freq_base")?.unwrap_or(10000.0);
-        let max_position_embeddings = f.get_u64("llama.context_length")?.unwrap_or(2048);
+        let rope_theta = f.get_f64(&key("rope.freq_base"))?.unwrap_or(10000.0);
+        let max_position_embeddings = f.get_u64(&key("context_length"))?.unwrap_or(2048);
 
         let embd = f
             .tensor_info("token_embd.weight")
@@ -108,21 +113,21 @@ impl LlamaParams {
             )));
         }
         let vocab_size = embd_shape[0] as u64;
-        if let Some(v) = f.get_u64("llama.vocab_size")? {
+        if let Some(v) = f.get_u64(&key("vocab_size"))? {
             if v != vocab_size {
                 return Err(bad(format!(
-                    "llama.vocab_size = {v} but token_embd.weight has {vocab_size} rows"
+                    "{arch}.vocab_size = {v} but token_embd.weight has {vocab_size} rows"
                 )));
             }
         }
 
-        let rope_scaling = match f.get_str("llama.rope.scaling.type")? {
+        let rope_scaling = match f.get_str(&key("rope.scaling.type"))? {
             None | Some("none") => Value::Null,
             Some(kind @ ("linear" | "yarn")) => {
-                let factor = f.require_f64("llama.rope.scaling.factor")?;
+                let factor = f.require_f64(&key("rope.scaling.factor"))?;
                 let mut v = json!({"type": kind, "rope_type": kind, "factor": factor});
                 if kind == "yarn" {
-                    if let Some(orig) = f.get_u64("llama.rope.scaling.original_context_length")? {
+                    if let Some(orig) = f.get_u64(&key("rope.scaling.original_context_length"))? {
                         v["original_max_position_embeddings"] = json!(orig);
                     }
                 }
@@ -133,7 +138,16 @@ impl LlamaParams {
             }
         };
 
+        // swift's own GGUF export keeps the Hugging Face rope_scaling (Llama-3 style scaling is
+        // otherwise only present as the rope_freqs.weight factors).
+        let rope_scaling = match f.get_str("swift.rope_scaling")? {
+            Some(s) => serde_json::from_str(s)
+                .map_err(|e| bad(format!("swift.rope_scaling is not JSON: {e}")))?,
+            None => rope_scaling,
+        };
+
         Ok(LlamaParams {
+            arch,
             hidden_size,
             intermediate_size,
             num_layers,
@@ -160,6 +174,9 @@ impl LlamaParams {
         for t in f.tensors() {
             let Some((hf_name, transform)) = self.hf_name(&t.name) else {
                 if t.name == "rope_freqs.weight" {
+                    if !self.rope_scaling.is_null() {
+                        continue; // restored from swift.rope_scaling
+                    }
                     warnings.push(
                         "rope_freqs.weight (llama-3 style RoPE frequency factors) was skipped: config.json has no rope_scaling for it, so long-context behaviour differs".into(),
                     );
@@ -214,6 +231,8 @@ impl LlamaParams {
         let (hf, transform) = match module {
             "attn_norm" => ("input_layernorm", Transform::None),
             "ffn_norm" => ("post_attention_layernorm", Transform::None),
+            "attn_q" if self.arch == "qwen2" => ("self_attn.q_proj", Transform::None),
+            "attn_k" if self.arch == "qwen2" => ("self_attn.k_proj", Transform::None),
             "attn_q" => ("self_attn.q_proj", Transform::Unpermute(self.num_heads)),
             "attn_k" => ("self_attn.k_proj", Transform::Unpermute(self.num_kv_heads)),
             "attn_v" => ("self_attn.v_proj", Transform::None),
@@ -275,6 +294,33 @@ impl LlamaParams {
 
     /// `config.json` for `LlamaForCausalLM`.
     pub fn config_json(&self, bos: Option<u32>, eos: Option<u32>, pad: Option<u32>) -> Value {
+        if self.arch == "qwen2" {
+            return json!({
+                "architectures": ["Qwen2ForCausalLM"],
+                "model_type": "qwen2",
+                "hidden_size": self.hidden_size,
+                "intermediate_size": self.intermediate_size,
+                "num_hidden_layers": self.num_layers,
+                "num_attention_heads": self.num_heads,
+                "num_key_value_heads": self.num_kv_heads,
+                "hidden_act": "silu",
+                "rms_norm_eps": self.rms_norm_eps,
+                "rope_theta": self.rope_theta,
+                "rope_scaling": self.rope_scaling,
+                "max_position_embeddings": self.max_position_embeddings,
+                "vocab_size": self.vocab_size,
+                "tie_word_embeddings": self.tied,
+                "use_sliding_window": false,
+                "sliding_window": null,
+                "attention_dropout": 0.0,
+                "initializer_range": 0.02,
+                "use_cache": true,
+                "bos_token_id": bos,
+                "eos_token_id": eos,
+                "pad_token_id": pad,
+                "torch_dtype": "float32",
+            });
+        }
         json!({
             "architectures": ["LlamaForCausalLM"],
             "model_type": "llama",

@@ -1,12 +1,17 @@
 //! GGUF to Hugging Face conversion: [`convert_to_hf`] turns a GGUF model into a folder that
 //! `transformers` (and swift-rs's own loader) can open: `config.json`, `model.safetensors`
 //! (float32, dequantized), `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`.
-//! Supported architectures: `llama`.
+//! Supported architectures: `llama`, `qwen2`. The other direction, [`convert_hf_to_gguf`], is in
+//! [`from_hf`].
 
+mod from_hf;
 mod llama;
 mod safetensors;
 mod tokenizer;
 
+pub use from_hf::{
+    convert_hf_to_gguf, tokenizer_gguf_metadata, HfToGgufOptions, HfToGgufReport, EXPORT_TYPES,
+};
 pub use tokenizer::{build_tokenizer, HfTokenizer, SpecialTokenIds};
 
 use std::collections::BTreeMap;
@@ -113,10 +118,10 @@ impl fmt::Display for ConvertReport {
 pub fn convert_to_hf(gguf: &Path, out_dir: &Path) -> Result<ConvertReport, GgufError> {
     let f = GgufFile::open(gguf)?;
     let arch = f.architecture()?.to_owned();
-    if arch != "llama" {
+    if arch != "llama" && arch != "qwen2" {
         return Err(GgufError::Unsupported {
             path: gguf.to_path_buf(),
-            detail: format!("architecture '{arch}' is not supported yet (supported: llama)"),
+            detail: format!("architecture '{arch}' is not supported yet (supported: llama, qwen2)"),
         });
     }
     let mut warnings = Vec::new();

@@ -1,0 +1,323 @@
+//! `swift export --adapters CKPT --merge_lora true`: folds LoRA checkpoints into their base
+//! model's weights and writes a complete Hugging Face folder.
+//!
+//! Every targeted linear weight becomes `W + scale · B · A` (in float32, stored back in the
+//! checkpoint's own dtype; transposed for slots the family stores as `[in, out]`), tensors the
+//! adapter saved whole (PEFT `modules_to_save`) replace the base's, and every other tensor is
+//! copied. The base model's other files (tokenizer, generation config, ...) are copied, and
+//! `config.json` records the adapter's template as `swift_template`, so `swift infer --model
+//! MERGED` chats exactly as `swift infer --adapters CKPT` did, with no flags.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use swift_model::weights::{checkpoint_files, Checkpoint};
+use swift_plugin_api::model::{ModelLayout, SlotKind};
+use swift_train::lora::{merge_weight, LoraCheckpoint};
+use tch::{Device, Kind, Tensor};
+
+use crate::cli::ExportArgs;
+use crate::commands::infer::{model_dir, resolve_family};
+use crate::commands::sft::Adapters;
+use crate::config::GlobalSettings;
+
+/// What a merge wrote.
+pub struct Merged {
+    pub dir: PathBuf,
+    pub template: Option<String>,
+}
+
+/// Files of a model folder that hold weights (replaced by the merged `model.safetensors`) or
+/// that the merge rewrites.
+fn is_weight_or_config(name: &str) -> bool {
+    name == "config.json"
+        || name.ends_with(".safetensors")
+        || name.ends_with(".safetensors.index.json")
+        || name.ends_with(".bin")
+        || name.ends_with(".bin.index.json")
+        || name.ends_with(".pt")
+        || name.ends_with(".pth")
+        || name.ends_with(".gguf")
+        || name.ends_with(".h5")
+        || name.ends_with(".msgpack")
+}
+
+/// Merges `args.adapters` into their base model; returns the folder written.
+pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<Merged> {
+    if args.adapters.is_empty() {
+        bail!("--merge_lora needs --adapters CKPT (a LoRA checkpoint from swift sft, PEFT layout)");
+    }
+    for d in &args.adapters {
+        if !d.is_dir() {
+            bail!("--adapters {}: no such checkpoint folder", d.display());
+        }
+    }
+    let adapters = Adapters::resolve(args.model.as_deref(), &args.adapters)?;
+    if !adapters.model.exists() {
+        bail!(
+            "the adapter's base model {} does not exist: pass --model DIR (the model the adapter was trained on)",
+            adapters.model.display()
+        );
+    }
+    let settings = adapters.with_plugins(settings);
+    let report = crate::plugins::load(&settings)?;
+    let regs = &report.registries;
+    let base = model_dir(&adapters.model)?;
+    let config_path = base.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let mut config: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", config_path.display()))?;
+    let (family, _, handle) = resolve_family(regs, &config, None)?;
+    if let Some(trained) = trained_family(&args.adapters[0]) {
+        if regs
+            .models
+            .resolve(&trained)
+            .map(|e| e.record.name.clone())
+            .ok()
+            != Some(family.clone())
+        {
+            bail!(
+                "adapter {} was trained on a `{trained}` model, but the base model {} is `{family}`; pass --model with the model it was trained on",
+                args.adapters[0].display(),
+                base.display()
+            );
+        }
+    }
+    let layout = handle
+        .instantiate(&config)
+        .and_then(|m| m.layout())
+        .map_err(|e| {
+            anyhow!(
+                "model family `{family}` cannot read {}: {e}",
+                config_path.display()
+            )
+        })?;
+
+    let files = checkpoint_files(&base)?;
+    let ckpt = Checkpoint::open(&files)?;
+    let mut stored = HashMap::new();
+    for f in &files {
+        stored.extend(stored_kinds(f)?);
+    }
+
+    // Plan every change before writing anything, so a mismatched adapter fails cleanly.
+    let mut deltas: HashMap<String, Vec<Delta>> = HashMap::new();
+    let mut replaced: HashMap<String, Tensor> = HashMap::new();
+    for dir in &args.adapters {
+        let lora = LoraCheckpoint::read(dir)
+            .with_context(|| format!("reading adapter {}", dir.display()))?;
+        let mismatch = |what: String| {
+            anyhow!(
+                "adapter {} does not match base model {} ({family}): {what}; pass --model with the model it was trained on",
+                dir.display(),
+                base.display()
+            )
+        };
+        let scale = lora.config.scale();
+        for (slot, a, b) in lora.layers {
+            let decl = layout
+                .slots
+                .iter()
+                .find(|s| s.name == slot)
+                .ok_or_else(|| mismatch(format!("the base has no layer `{slot}`")))?;
+            if decl.kind != SlotKind::Linear {
+                return Err(mismatch(format!("`{slot}` is not a linear layer")));
+            }
+            let (out, inp) = (decl.shape[0], decl.shape[1]);
+            if a.size()[1] != inp || b.size()[0] != out {
+                return Err(mismatch(format!(
+                    "`{slot}` is {out}x{inp} in the base, the adapter's lora_B x lora_A is {}x{}",
+                    b.size()[0],
+                    a.size()[1]
+                )));
+            }
+            if shares_weight(&layout, &decl.weight) {
+                bail!(
+                    "adapter {}: `{slot}` uses the weight `{}`, which other layers share (tied embeddings); merging would change them too",
+                    dir.display(),
+                    decl.weight
+                );
+            }
+            deltas
+                .entry(resolve_name(&ckpt, &decl.weight))
+                .or_default()
+                .push(Delta {
+                    a,
+                    b,
+                    scale,
+                    transposed: decl.transposed,
+                });
+        }
+        for (name, t) in lora.replaced {
+            let stored_name = resolve_name(&ckpt, &name);
+            let base_t = ckpt
+                .load(&stored_name, Kind::Float, Device::Cpu)
+                .map_err(|_| mismatch(format!("the base has no tensor `{name}` to replace")))?;
+            if base_t.tensor.size() != t.size() {
+                return Err(mismatch(format!(
+                    "`{name}` is {:?} in the base and {:?} in the adapter",
+                    base_t.tensor.size(),
+                    t.size()
+                )));
+            }
+            replaced.insert(stored_name, t);
+        }
+    }
+
+    let out = match &args.output_dir {
+        Some(o) => o.clone(),
+        None => {
+            let first = &args.adapters[0];
+            let name = first
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "checkpoint".into());
+            first.with_file_name(format!("{name}-merged"))
+        }
+    };
+    if out.canonicalize().ok() == base.canonicalize().ok() {
+        bail!(
+            "--output_dir {} is the base model's folder; choose another",
+            out.display()
+        );
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let out_config = out.join("config.json");
+    if out_config.exists() {
+        std::fs::remove_file(&out_config)?;
+    }
+
+    let mut names: Vec<String> = ckpt.names().map(String::from).collect();
+    names.sort();
+    let mut tensors = Vec::with_capacity(names.len());
+    let mut merged_count = 0;
+    for name in names {
+        let kind = stored.get(&name).copied().unwrap_or(Kind::Float);
+        let t = if let Some(t) = replaced.remove(&name) {
+            t.to_kind(kind)
+        } else if let Some(ds) = deltas.get(&name) {
+            let mut w = ckpt.load(&name, Kind::Float, Device::Cpu)?.tensor;
+            for d in ds {
+                w = if d.transposed {
+                    merge_weight(&w.tr(), &d.a, &d.b, d.scale)?
+                        .tr()
+                        .contiguous()
+                } else {
+                    merge_weight(&w, &d.a, &d.b, d.scale)?
+                };
+            }
+            merged_count += 1;
+            w.to_kind(kind)
+        } else {
+            ckpt.load(&name, kind, Device::Cpu)?.tensor
+        };
+        tensors.push((name, t));
+    }
+    swift_train::save_safetensors(&out.join("model.safetensors"), &tensors)?;
+    drop(tensors);
+
+    for entry in std::fs::read_dir(&base).with_context(|| format!("reading {}", base.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_file() && !is_weight_or_config(&name) {
+            std::fs::copy(entry.path(), out.join(&name))
+                .with_context(|| format!("copying {name} into {}", out.display()))?;
+        }
+    }
+    let template = args.template.clone().or(adapters.template.clone());
+    if let (Some(t), Some(obj)) = (&template, config.as_object_mut()) {
+        regs.templates.resolve(t)?;
+        obj.insert("swift_template".into(), Value::String(t.clone()));
+    }
+    let text = serde_json::to_string_pretty(&config)?;
+    std::fs::write(&out_config, text + "\n")
+        .with_context(|| format!("writing {}", out_config.display()))?;
+    tracing::info!(
+        "merged {} adapter(s) into {merged_count} weights of {} ({family}){}: {}",
+        args.adapters.len(),
+        base.display(),
+        template
+            .as_deref()
+            .map(|t| format!(", template `{t}`"))
+            .unwrap_or_default(),
+        out.display()
+    );
+    Ok(Merged { dir: out, template })
+}
+
+/// The model family a swift checkpoint's run recorded (`model_type` in its args.json).
+fn trained_family(ckpt: &Path) -> Option<String> {
+    [ckpt.join("args.json"), ckpt.join("../args.json")]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v.get("model_type")?.as_str().map(String::from))
+}
+
+/// One adapter's contribution to a weight.
+struct Delta {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+    transposed: bool,
+}
+
+/// Whether `weight` is used by more than one slot or parameter (tied embeddings).
+fn shares_weight(layout: &ModelLayout, weight: &str) -> bool {
+    let uses = layout.slots.iter().filter(|s| s.weight == weight).count()
+        + layout.params.iter().filter(|p| p.name == weight).count();
+    uses > 1
+}
+
+/// The checkpoint's name for a layout name (the same rule the loader uses: `model.` and
+/// `transformer.` prefixes may be present or absent).
+fn resolve_name(ckpt: &Checkpoint, name: &str) -> String {
+    if ckpt.contains(name) {
+        return name.to_string();
+    }
+    for prefix in ["model.", "transformer."] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            if ckpt.contains(rest) {
+                return rest.to_string();
+            }
+        }
+        let with = format!("{prefix}{name}");
+        if ckpt.contains(&with) {
+            return with;
+        }
+    }
+    name.to_string()
+}
+
+/// The dtype each tensor of a safetensors file is stored in (read from its JSON header), so the
+/// merged file keeps the base's precision.
+fn stored_kinds(file: &Path) -> Result<HashMap<String, Kind>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        bail!("{}: implausible safetensors header", file.display());
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)?;
+    let v: Value = serde_json::from_slice(&header)
+        .with_context(|| format!("{}: the safetensors header is not JSON", file.display()))?;
+    let mut out = HashMap::new();
+    for (name, info) in v.as_object().into_iter().flatten() {
+        let kind = match info.get("dtype").and_then(Value::as_str) {
+            Some("F32") => Kind::Float,
+            Some("F16") => Kind::Half,
+            Some("BF16") => Kind::BFloat16,
+            Some("F64") => Kind::Double,
+            Some("I64") => Kind::Int64,
+            _ => continue,
+        };
+        out.insert(name.clone(), kind);
+    }
+    Ok(out)
+}

@@ -1,0 +1,111 @@
+//! `swift export`: one entry point, one module per kind of export.
+//!
+//! * `--from_gguf FILE --output_dir DIR`: a GGUF file to a Hugging Face folder (swift-gguf).
+//! * `--adapters CKPT --merge_lora true`: LoRA merged into the base weights ([`merge`]).
+//! * `--model DIR --to_gguf [--gguf_type T]`: a Hugging Face folder (or the merged one) to one
+//!   GGUF file for llama.cpp ([`gguf`]); `--to_ollama true` adds an Ollama `Modelfile`
+//!   ([`ollama`]).
+
+mod gguf;
+mod merge;
+mod ollama;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::ExportArgs;
+use crate::config::GlobalSettings;
+
+pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
+    if !args.rest.is_empty() {
+        bail!(
+            "unexpected arguments to swift export: {} (see swift export --help)",
+            args.rest.join(" ")
+        );
+    }
+    if let Some(gguf) = &args.from_gguf {
+        return from_gguf(gguf, args);
+    }
+    let merge = args.merge_lora.unwrap_or(false);
+    let to_ollama = args.to_ollama.unwrap_or(false);
+    let to_gguf = args.to_gguf.unwrap_or(false) || to_ollama;
+    if !args.adapters.is_empty() && !merge {
+        bail!("--adapters is exported with --merge_lora true (merging is the only way to export an adapter)");
+    }
+    if !merge && !to_gguf {
+        bail!(
+            "nothing to export: pass --adapters CKPT --merge_lora true, --model DIR --to_gguf, \
+             or --from_gguf FILE"
+        );
+    }
+    // Check the GGUF settings before a long merge.
+    let gguf_type = if to_gguf {
+        Some(gguf::parse_type(&args.gguf_type)?)
+    } else {
+        None
+    };
+    let (model, template) = if merge {
+        let merged = merge::run(args, settings)?;
+        if !to_gguf {
+            println!("{}", merged.dir.display());
+            return Ok(());
+        }
+        (merged.dir, merged.template)
+    } else {
+        let Some(m) = &args.model else {
+            bail!("--to_gguf needs --model DIR (a Hugging Face model folder)");
+        };
+        (m.clone(), args.template.clone())
+    };
+    let Some(ty) = gguf_type else {
+        return Ok(());
+    };
+    // With --merge_lora, --output_dir is the merged folder; the GGUF goes next to it.
+    let gguf_out = if merge {
+        None
+    } else {
+        args.output_dir.as_deref()
+    };
+    // The template the model was tuned with (--template, or recorded by a merge) goes into the
+    // GGUF file when it is not the tokenizer's own.
+    let template = template.or_else(|| recorded_template(&model));
+    let chat_template = match &template {
+        Some(t) => ollama::chat_template_for(&model, t, settings)?,
+        None => None,
+    };
+    let out = gguf::run(&model, ty, gguf_out, chat_template)?;
+    if to_ollama {
+        let modelfile = ollama::run(&model, &out, template.as_deref(), settings)?;
+        println!("{}", modelfile.display());
+    }
+    println!("{}", out.display());
+    Ok(())
+}
+
+/// `swift_template` of a model folder's config.json (written by `--merge_lora`).
+fn recorded_template(model: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(model.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("swift_template")?.as_str().map(String::from)
+}
+
+/// `--from_gguf FILE`: the GGUF model as a Hugging Face folder.
+fn from_gguf(gguf: &std::path::Path, args: &ExportArgs) -> Result<()> {
+    if args.merge_lora.is_some() || args.to_gguf.is_some() || !args.adapters.is_empty() {
+        bail!("--from_gguf takes only --output_dir");
+    }
+    let out = match &args.output_dir {
+        Some(o) => o.clone(),
+        None => {
+            let stem = gguf
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            std::path::PathBuf::from(format!("{stem}-hf"))
+        }
+    };
+    let report = swift_gguf::convert_to_hf(gguf, &out)
+        .with_context(|| format!("converting {} to a Hugging Face folder", gguf.display()))?;
+    tracing::info!("{report}");
+    println!("{}", out.display());
+    Ok(())
+}

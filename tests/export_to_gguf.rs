@@ -1,0 +1,469 @@
+//! `swift export --model DIR --to_gguf` and `--to_ollama` through the real binary:
+//!
+//! * the tiny llama, mistral and qwen2 fixtures become GGUF files that the Python `gguf` package
+//!   (llama.cpp's reader) reads, with the metadata of their config.json and tensors equal to an
+//!   independent re-implementation of llama.cpp's converter (tests/reference/gguf_check.py:
+//!   names, Q/K row permutation, Llama-3 RoPE factors, vocabulary and merges);
+//! * re-imported by swift (`--model FILE.gguf`, llama and qwen2), an f32 export gives the source
+//!   folder's logits;
+//!   q8_0 and q4_0 exports stay close and are smaller;
+//! * `--to_ollama` writes a Modelfile whose TEMPLATE, SYSTEM and stop lines come from the
+//!   swift template;
+//! * with the default model present: SmolLM2 exported to f32 equals the original Q4_1 GGUF's
+//!   dequantized tensors and metadata (tests/reference/gguf_compare.py) and gives the folder's
+//!   logits when re-imported; exported to q4_1, its tensors are the original's bytes;
+//! * bad input is one clear error.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures/models").join(name)
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("SWIFT_RS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
+        })
+}
+
+fn venv_python() -> Option<PathBuf> {
+    let p = cache().join("venv/bin/python");
+    if p.is_file() {
+        Some(p)
+    } else {
+        println!("skipped: {} is missing (run make setup)", p.display());
+        None
+    }
+}
+
+/// swift with one thread and its GGUF conversion cache in `cache_dir` (so re-imports are fresh).
+fn swift_in(cache_dir: &Path, args: &[&str]) -> std::process::Output {
+    swift_env(
+        args,
+        &[
+            ("OMP_NUM_THREADS", "1"),
+            ("SWIFT_RS_CACHE", cache_dir.to_str().unwrap()),
+        ],
+    )
+}
+
+fn export(cache_dir: &Path, model: &Path, ty: &str, out: &Path) -> PathBuf {
+    let printed = ok(swift_in(
+        cache_dir,
+        &[
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--to_gguf",
+            "--gguf_type",
+            ty,
+            "--output_dir",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let path = PathBuf::from(printed.lines().last().unwrap().trim());
+    assert!(path.is_file(), "{} written", path.display());
+    path
+}
+
+fn logits(cache_dir: &Path, model: &Path, ids: &str) -> (Vec<f64>, Value) {
+    let v: Value = serde_json::from_str(
+        ok(swift_in(
+            cache_dir,
+            &[
+                "infer",
+                "--model",
+                model.to_str().unwrap(),
+                "--debug_input_ids",
+                ids,
+                "--debug_greedy_tokens",
+                "6",
+            ],
+        ))
+        .trim(),
+    )
+    .unwrap();
+    let l = v["last_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    (l, v["greedy"].clone())
+}
+
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+fn python_json(python: &Path, script: &str, args: &[&Path]) -> Value {
+    let out = Command::new(python)
+        .arg(workspace_root().join("tests/reference").join(script))
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn tiny_models_export_to_gguf_that_llama_cpp_tools_read() {
+    let Some(python) = venv_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, arch, ty, heads) in [
+        ("mistral", "llama", "f32", 4),
+        ("llama", "llama", "f16", 4),
+        ("qwen2", "qwen2", "q8_0", 4),
+        ("mistral", "llama", "q4_0", 4),
+    ] {
+        let file = export(tmp.path(), &fixture(name), ty, &tmp.path().join(name));
+        assert!(
+            file.ends_with(format!("{name}-{ty}.gguf")),
+            "{}",
+            file.display()
+        );
+        let v = python_json(&python, "gguf_check.py", &[&file, &fixture(name)]);
+        let m = &v["metadata"];
+        assert_eq!(m["general.architecture"], arch, "{name}");
+        assert_eq!(m[format!("{arch}.block_count")], 2);
+        assert_eq!(m[format!("{arch}.embedding_length")], 64);
+        assert_eq!(m[format!("{arch}.feed_forward_length")], 128);
+        assert_eq!(m[format!("{arch}.attention.head_count")], heads);
+        assert_eq!(m[format!("{arch}.attention.head_count_kv")], 2);
+        assert_eq!(m[format!("{arch}.rope.dimension_count")], 16);
+        assert_eq!(m["tokenizer.ggml.model"], "gpt2");
+        assert_eq!(m["tokenizer.ggml.eos_token_id"], 2);
+        assert_eq!(v["array_lengths"]["tokenizer.ggml.tokens"], 320);
+        assert_eq!(v["tokens_match"], true, "{name}: vocabulary in id order");
+        assert_eq!(v["merges_match"], true, "{name}: merges");
+        assert_eq!(v["missing"], serde_json::json!([]), "{name}: {v}");
+        assert_eq!(v["unexpected"], serde_json::json!([]), "{name}: {v}");
+        assert_eq!(v["shape_mismatches"], serde_json::json!([]), "{name}");
+        // Norms stay F32 (exact); matrices are within the type's rounding.
+        let max_abs = v["max_abs"].as_f64().unwrap();
+        assert_eq!(v["max_diff"]["F32"], 0.0, "{name}: {v}");
+        match ty {
+            "f16" => {
+                let d = v["max_diff"]["F16"].as_f64().unwrap();
+                assert!(d <= max_abs / 1024.0, "{name}: f16 error {d}");
+            }
+            "q8_0" => {
+                let d = v["max_diff"]["Q8_0"].as_f64().unwrap();
+                assert!(d > 0.0 && d <= max_abs / 127.0, "{name}: q8_0 error {d}");
+            }
+            "q4_0" => {
+                // Q4_0 steps are max/8 per block of 32; the output projection stays Q8_0.
+                let d = v["max_diff"]["Q4_0"].as_f64().unwrap();
+                assert!(d > 0.0 && d <= max_abs / 8.0, "{name}: q4_0 error {d}");
+                assert!(v["max_diff"]["Q8_0"].as_f64().unwrap() <= max_abs / 127.0);
+                assert_eq!(m["general.file_type"], 2);
+            }
+            _ => assert_eq!(v["max_diff"].as_object().unwrap().len(), 1, "{v}"),
+        }
+        if name == "llama" {
+            // Llama-3 RoPE scaling travels as rope_freqs.weight (checked against the formula
+            // above, as F32) and, for swift's own re-import, as swift.rope_scaling.
+            assert!(m["swift.rope_scaling"].as_str().unwrap().contains("llama3"));
+            assert_eq!(m["general.file_type"], 1);
+        }
+    }
+}
+
+#[test]
+fn f32_exports_reimport_with_the_same_logits_and_quantized_ones_stay_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = "1,2,3,4,5,6,7";
+    // mistral: untied output, no RoPE scaling; llama: tied, Llama-3 RoPE scaling; qwen2: Q/K/V
+    // biases, no row permutation.
+    for name in ["mistral", "llama", "qwen2"] {
+        let src = fixture(name);
+        let (want, want_greedy) = logits(tmp.path(), &src, ids);
+        let f32_file = export(tmp.path(), &src, "f32", &tmp.path().join(name));
+        let (got, got_greedy) = logits(tmp.path(), &f32_file, ids);
+        let d = max_abs_diff(&want, &got);
+        assert!(d < 1e-4, "{name}: f32 round trip changes logits by {d}");
+        assert_eq!(want_greedy, got_greedy, "{name}");
+        let f32_size = std::fs::metadata(&f32_file).unwrap().len();
+        let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        // Random tiny models are far more sensitive to rounding than trained ones, so only
+        // q8_0 is compared on logits here (q4_0 is checked per tensor against gguf-py above,
+        // and on SmolLM2 in the README's figures).
+        for ty in ["q8_0", "q4_0"] {
+            let file = export(
+                tmp.path(),
+                &src,
+                ty,
+                &tmp.path().join(format!("{name}-{ty}")),
+            );
+            if ty == "q8_0" {
+                let (q, _) = logits(tmp.path(), &file, ids);
+                let d = max_abs_diff(&want, &q);
+                assert!(
+                    d > 0.0 && d < 0.15 * scale,
+                    "{name} {ty}: logits differ by {d} (scale {scale})"
+                );
+            }
+            let ratio = 0.35;
+            let size = std::fs::metadata(&file).unwrap().len();
+            assert!(
+                (size as f64) < ratio * f32_size as f64,
+                "{name} {ty}: {size} bytes vs {f32_size} for f32"
+            );
+        }
+    }
+}
+
+#[test]
+fn modelfile_comes_from_the_swift_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ollama");
+    let printed = ok(swift_in(
+        tmp.path(),
+        &[
+            "export",
+            "--model",
+            fixture("llama").to_str().unwrap(),
+            "--to_ollama",
+            "true",
+            "--template",
+            "qwen2_5",
+            "--output_dir",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert!(printed.contains("Modelfile") && printed.contains("llama-f16.gguf"));
+    let text = std::fs::read_to_string(out.join("Modelfile")).unwrap();
+    let want = r#"FROM ./llama-f16.gguf
+TEMPLATE """{{ if .System }}<|im_start|>system
+{{ .System }}<|im_end|>
+{{ else }}<|im_start|>system
+You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>
+{{ end }}{{ range .Messages }}{{ if eq .Role "user" }}<|im_start|>user
+{{ .Content }}<|im_end|>
+<|im_start|>assistant
+{{ else if eq .Role "assistant" }}{{ .Content }}<|im_end|>
+{{ end }}{{ end }}"""
+SYSTEM """You are Qwen, created by Alibaba Cloud. You are a helpful assistant."""
+PARAMETER stop "<|im_end|>"
+"#;
+    assert_eq!(text, want);
+
+    // Llama-3: no default system, <|eot_id|> closes turns.
+    let out3 = tmp.path().join("ollama3");
+    ok(swift_in(
+        tmp.path(),
+        &[
+            "export",
+            "--model",
+            fixture("llama").to_str().unwrap(),
+            "--to_ollama",
+            "--template",
+            "llama3",
+            "--output_dir",
+            out3.to_str().unwrap(),
+        ],
+    ));
+    let text = std::fs::read_to_string(out3.join("Modelfile")).unwrap();
+    let want = "FROM ./llama-f16.gguf\nTEMPLATE \"\"\"{{ if .System }}<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ else }}<|begin_of_text|>{{ end }}{{ range .Messages }}{{ if eq .Role \"user\" }}<|start_header_id|>user<|end_header_id|>\n\n{{ .Content }}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{{ else if eq .Role \"assistant\" }}{{ .Content }}<|eot_id|>{{ end }}{{ end }}\"\"\"\nPARAMETER stop \"<|eot_id|>\"\nPARAMETER stop \"<|im_end|>\"\n";
+    assert_eq!(text, want);
+}
+
+#[test]
+fn bad_gguf_exports_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = out.to_str().unwrap();
+    let fails = |args: &[&str], needles: &[&str]| {
+        let r = swift_in(tmp.path(), args);
+        assert!(!r.status.success(), "{args:?} should fail");
+        let err = stderr(&r);
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {n:?} not in\n{err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    let gpt2 = fixture("gpt2");
+    fails(
+        &[
+            "export",
+            "--model",
+            gpt2.to_str().unwrap(),
+            "--to_gguf",
+            "--output_dir",
+            o,
+        ],
+        &[
+            "GPT2LMHeadModel",
+            "cannot be exported to GGUF",
+            "supported: llama",
+        ],
+    );
+    fails(
+        &[
+            "export",
+            "--model",
+            fixture("llama").to_str().unwrap(),
+            "--to_gguf",
+            "--gguf_type",
+            "q5_k",
+            "--output_dir",
+            o,
+        ],
+        &["--gguf_type q5_k", "f32, f16, q8_0, q4_0 or q4_1"],
+    );
+    fails(&["export", "--to_gguf"], &["--to_gguf needs --model"]);
+    fails(
+        &[
+            "export",
+            "--model",
+            tmp.path().to_str().unwrap(),
+            "--to_gguf",
+            "--output_dir",
+            o,
+        ],
+        &["no config.json"],
+    );
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+#[test]
+fn smollm2_f32_export_equals_the_original_gguf() {
+    let model = cache().join("models/SmolLM2-135M-Instruct");
+    let original = cache().join("assets/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !model.join("model.safetensors").is_file() || !original.is_file() {
+        println!("skipped: SmolLM2 is not in the cache (run make setup)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = export(tmp.path(), &model, "f32", &tmp.path().join("smol.gguf"));
+    // Same logits re-imported as from the folder it was exported from.
+    let ids = "1,9690,198,2683,359,346,47,2,198,1,4093,198";
+    let (want, want_greedy) = logits(tmp.path(), &model, ids);
+    let (got, got_greedy) = logits(tmp.path(), &file, ids);
+    let d = max_abs_diff(&want, &got);
+    assert!(d < 1e-3, "re-imported logits differ by {d}");
+    assert_eq!(want_greedy, got_greedy);
+    // Re-quantized to the original's types (Q4_1 matrices, Q8_0 tied embedding), every tensor
+    // is byte for byte the one llama.cpp wrote.
+    let q41 = export(
+        tmp.path(),
+        &model,
+        "q4_1",
+        &tmp.path().join("smol-q4_1.gguf"),
+    );
+    let (a, b) = (
+        swift_gguf::GgufFile::open(&original).unwrap(),
+        swift_gguf::GgufFile::open(&q41).unwrap(),
+    );
+    assert_eq!(a.tensors().len(), b.tensors().len());
+    for t in a.tensors() {
+        let u = b.tensor_info(&t.name).unwrap();
+        assert_eq!(t.type_name(), u.type_name(), "{}", t.name);
+        assert!(
+            a.tensor_data(&t.name).unwrap() == b.tensor_data(&t.name).unwrap(),
+            "{} differs from the original's bytes",
+            t.name
+        );
+    }
+    let Some(python) = venv_python() else { return };
+    let v = python_json(&python, "gguf_compare.py", &[&original, &file]);
+    assert_eq!(v["max_tensor_diff"], 0.0, "{v}");
+    for k in [
+        "tensors_only_in_original",
+        "tensors_only_in_exported",
+        "shape_mismatches",
+        "metadata_mismatches",
+    ] {
+        assert_eq!(v[k], serde_json::json!([]), "{k}: {v}");
+    }
+    assert_eq!(v["exported_types"]["F32"], 272);
+    assert_eq!(v["n_tensors"], 272);
+}
+
+#[test]
+fn gguf_chat_template_renders_like_the_swift_template() {
+    // A model tuned with a swift template that is not the tokenizer's own (here the tiny llama,
+    // which has no chat_template) gets that template as the GGUF's Jinja chat_template: as the
+    // tokenizer's chat_template, it encodes conversations into the same ids.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d.jsonl");
+    std::fs::write(
+        &data,
+        concat!(
+            r#"{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi there"},"#,
+            r#"{"role":"assistant","content":"hello"},{"role":"user","content":" what is 2+2? "},"#,
+            r#"{"role":"assistant","content":"four"}]}"#,
+            "\n",
+            r#"{"messages":[{"role":"user","content":"name a color"},{"role":"assistant","content":"blue"}]}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let ids = |model: &Path, template: &str| -> Vec<Value> {
+        ok(swift_in(
+            tmp.path(),
+            &[
+                "encode",
+                "--model",
+                model.to_str().unwrap(),
+                "--template",
+                template,
+                "--dataset",
+                data.to_str().unwrap(),
+                "--json",
+            ],
+        ))
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["input_ids"].clone())
+        .collect()
+    };
+    for t in ["llama3", "chatml", "qwen2_5", "default"] {
+        let file = ok(swift_in(
+            tmp.path(),
+            &[
+                "export",
+                "--model",
+                fixture("llama").to_str().unwrap(),
+                "--to_gguf",
+                "--template",
+                t,
+                "--output_dir",
+                tmp.path().join(format!("{t}.gguf")).to_str().unwrap(),
+            ],
+        ));
+        let g = swift_gguf::GgufFile::open(file.trim()).unwrap();
+        let jinja = g
+            .get_str("tokenizer.chat_template")
+            .unwrap()
+            .unwrap()
+            .to_owned();
+        let copy = tmp.path().join(format!("model-{t}"));
+        std::fs::create_dir(&copy).unwrap();
+        for f in std::fs::read_dir(fixture("llama")).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+        }
+        let cfg_path = copy.join("tokenizer_config.json");
+        let mut cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        cfg["chat_template"] = Value::String(jinja);
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let want = ids(&fixture("llama"), t);
+        assert_eq!(want.len(), 2);
+        assert_eq!(ids(&copy, "jinja"), want, "template {t}");
+    }
+}
