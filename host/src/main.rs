@@ -11,6 +11,7 @@ mod plugins;
 // makes sure the linker keeps them.
 use swift_plugin_datasets as _;
 use swift_plugin_models as _;
+use swift_plugin_quantizers as _;
 use swift_plugin_templates as _;
 use swift_plugin_tuners as _;
 

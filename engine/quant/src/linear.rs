@@ -390,7 +390,7 @@ pub fn write_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()
         let t = t.f_contiguous()?;
         let n = t.numel() * t.kind().elt_size_in_bytes();
         let mut bytes = vec![0u8; n];
-        t.f_copy_data_u8(&mut bytes, n)?;
+        t.f_copy_data_u8(&mut bytes, t.numel())?;
         let shape = t.size().iter().map(|&d| d as usize).collect();
         data.push((name.clone(), dtype_of(t.kind())?, shape, bytes));
     }

@@ -6,7 +6,10 @@ use anyhow::{bail, Context, Result};
 use crate::cli::ExportArgs;
 use crate::config::GlobalSettings;
 
-pub fn run(args: &ExportArgs, _settings: &GlobalSettings) -> Result<()> {
+pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
+    if args.quant_method.is_some() {
+        return super::quantize::run(args, settings);
+    }
     let Some(gguf) = &args.from_gguf else {
         if args.rest.is_empty() {
             bail!("nothing to export: pass --from_gguf FILE --output_dir DIR");

@@ -5,6 +5,7 @@ pub mod export;
 pub mod infer;
 pub mod list;
 pub mod new_plugin;
+pub mod quantize;
 pub mod sft;
 
 /// The answer of a command that a later issue implements: a clear refusal, never a pretence.
