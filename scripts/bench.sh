@@ -18,3 +18,6 @@ echo "== inference side by side with ms-swift (its own virtualenv; medians of 3 
 
 echo "== LoRA SFT side by side with ms-swift (PEER.md workload; medians of 3 runs)"
 "${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_train_peer.py --repeats 3
+
+echo "== quantization: every quantizer's perplexity on SmolLM2 next to float32; QLoRA beside LoRA (peak RSS)"
+bash scripts/bench_quant.sh

@@ -62,10 +62,34 @@ fn target_slots(model: &LoadedModel) -> Vec<String> {
         .collect()
 }
 
+/// `swift sft --quant_method NAME --quant_bits B`: checks the combination and quantizes the
+/// base (see [`quantize_for_training`]).
+pub fn qlora_base(
+    model: &mut LoadedModel,
+    regs: &Registries,
+    name: &str,
+    bits: Option<u8>,
+    tuner: &str,
+) -> Result<()> {
+    let Some(bits) = bits else {
+        bail!("--quant_method {name} needs --quant_bits (4 or 8)");
+    };
+    if tuner == "full" {
+        bail!("--quant_method freezes a quantized base; it trains adapters (--tuner_type lora), not --tuner_type full");
+    }
+    let started = std::time::Instant::now();
+    let n = quantize_for_training(model, regs, name, bits)?;
+    tracing::info!(
+        "QLoRA: {n} linear slots frozen as {name} {bits}-bit in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// QLoRA: replaces every linear slot but the output projection of `model` by a frozen
 /// `method`/`bits` quantized copy computing in bfloat16 (autograd keeps only bfloat16 copies of
 /// the dequantized weights for the backward pass). Returns how many slots were quantized.
-pub fn quantize_for_training(
+fn quantize_for_training(
     model: &mut LoadedModel,
     regs: &Registries,
     name: &str,

@@ -130,6 +130,13 @@ pub struct SftArgs {
     /// Skip (and count) malformed rows and rows that fail to encode.
     #[arg(long = "skip-bad-rows", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub skip_bad_rows: Option<bool>,
+    /// QLoRA: freeze the base's linear slots quantized by this quantizer (`bnb`; `swift list
+    /// quantizers`) and train the tuner over them.
+    #[arg(long = "quant-method")]
+    pub quant_method: Option<String>,
+    /// QLoRA: bits of the quantized base (4 or 8).
+    #[arg(long = "quant-bits")]
+    pub quant_bits: Option<u8>,
 }
 
 /// Every setting, with ms-swift's defaults (where it has hidden ones, see shared/PEER.md).
@@ -176,6 +183,8 @@ pub struct SftSettings {
     pub torch_dtype: Option<String>,
     pub device: String,
     pub skip_bad_rows: bool,
+    pub quant_method: Option<String>,
+    pub quant_bits: Option<u8>,
 }
 
 impl Default for SftSettings {
@@ -220,6 +229,8 @@ impl Default for SftSettings {
             torch_dtype: None,
             device: "auto".into(),
             skip_bad_rows: false,
+            quant_method: None,
+            quant_bits: None,
         }
     }
 }
@@ -276,6 +287,9 @@ pub fn run(
         tokenizer,
         ..
     } = bundle;
+    if let Some(q) = &s.quant_method {
+        crate::commands::quantize::qlora_base(&mut model, regs, q, s.quant_bits, &tuner_name)?;
+    }
 
     // Data: read, encode, keep in memory.
     let loss_scale = LossScale::parse(&s.loss_scale)?;
