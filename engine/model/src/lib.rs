@@ -174,6 +174,11 @@ pub trait QuantizedLinear: Send + Sync {
     fn tensors(&self) -> Vec<(String, Tensor)>;
 }
 
+/// What [`LoadedModel::quantize_slots`] calls per linear slot: `(slot name, float weight)` to a
+/// quantized weight, or `None` to keep the slot in float.
+pub type SlotQuantizeFn<'a> =
+    dyn FnMut(&str, &Tensor) -> Result<Option<Arc<dyn QuantizedLinear>>, String> + 'a;
+
 /// Loads quantized base weights for linear slots (see [`LoadedModel::load_with`]).
 pub trait QuantizedLoader {
     /// The quantized weight stored under `stem` (a weight name without `.weight`, as the
@@ -346,7 +351,7 @@ impl LoadedModel {
     /// names of the slots replaced, in layout order.
     pub fn quantize_slots(
         &mut self,
-        quantize: &mut dyn FnMut(&str, &Tensor) -> Result<Option<Arc<dyn QuantizedLinear>>, String>,
+        quantize: &mut SlotQuantizeFn<'_>,
     ) -> Result<Vec<String>, ModelError> {
         let mut done = Vec::new();
         for decl in &self.layout.slots {

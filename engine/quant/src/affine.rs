@@ -93,7 +93,7 @@ pub fn rtn(w: &Tensor, bits: u8, group: i64) -> Result<Affine> {
     let group = effective_group(group, n);
     let g = grouped(&w, group)?;
     let (scales, mins) = minmax_params(&g, bits)?;
-    Ok(from_params(&w, scales, mins, bits, group)?)
+    from_params(&w, scales, mins, bits, group)
 }
 
 /// The codes of `w` for given `[out, ngroups]` parameters.
