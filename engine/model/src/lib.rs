@@ -479,6 +479,12 @@ impl LoadedModel {
         };
         for decl in &self.layout.slots {
             if let Some(s) = self.slots.get_mut(&decl.name) {
+                if s.quantized.is_some() && select(&decl.weight) {
+                    return Err(ModelError::Config(format!(
+                        "slot `{}` holds a quantized weight, which cannot be trained: fine-tune the float model, or train an adapter (--tuner_type lora) over the quantized one",
+                        decl.name
+                    )));
+                }
                 convert(&decl.weight, &mut s.weight)?;
                 if let (Some(b), Some(bias)) = (&decl.bias, s.bias.as_mut()) {
                     convert(b, bias)?;
@@ -494,7 +500,8 @@ impl LoadedModel {
     }
 
     /// Every parameter under its checkpoint name, as the checkpoint stores it (transposed
-    /// slots transposed back; tied parameters once), for saving a fully fine-tuned model.
+    /// slots transposed back; tied parameters once; quantized slots dequantized), for saving a
+    /// fully fine-tuned or merged model.
     pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>, ModelError> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
@@ -503,10 +510,18 @@ impl LoadedModel {
                 continue;
             };
             if seen.insert(decl.weight.clone()) {
+                // A quantized slot contributes its dequantized weight.
+                let weight = match &s.quantized {
+                    Some(q) => q
+                        .dequantize()
+                        .and_then(|w| w.f_to_kind(self.kind).map_err(|e| e.to_string()))
+                        .map_err(ModelError::Config)?,
+                    None => s.weight.shallow_clone(),
+                };
                 let w = if decl.transposed {
-                    s.weight.f_transpose(0, 1)?.f_contiguous()?
+                    weight.f_transpose(0, 1)?.f_contiguous()?
                 } else {
-                    s.weight.shallow_clone()
+                    weight
                 };
                 out.push((decl.weight.clone(), w));
             }
