@@ -27,3 +27,5 @@ echo "== LoRA DPO side by side with ms-swift (rlhf issue workload)"
 
 echo "== LoRA DPO on SmolLM2 and dpo-en-demo#64: accuracies and margins"
 bash scripts/bench_rlhf_dpo.sh
+echo "== quantization: every quantizer's perplexity on SmolLM2 next to float32; QLoRA beside LoRA (peak RSS)"
+bash scripts/bench_quant.sh

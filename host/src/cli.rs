@@ -134,6 +134,40 @@ pub struct ExportArgs {
     #[arg(long)]
     pub template: Option<String>,
     // -- end of merge LoRA, GGUF and Ollama --
+    // --- quantization (`--quant_method`, host/src/commands/quantize.rs) ---
+    // (--model, above, is also the float model folder to quantize.)
+    /// Quantize with this registered quantizer (`swift list quantizers`: bnb, hqq, gptq, awq,
+    /// rtn) into --output_dir, which `swift infer` loads directly.
+    #[arg(long = "quant-method", value_name = "NAME")]
+    pub quant_method: Option<String>,
+    /// Bits per weight: 4 or 8 (awq: 4).
+    #[arg(long = "quant-bits", value_name = "B")]
+    pub quant_bits: Option<u8>,
+    /// Calibration data for gptq and awq (files or registered names, NAME#N). Repeatable.
+    #[arg(long, num_args = 1.., value_name = "SPEC")]
+    pub dataset: Vec<String>,
+    /// Input columns per scale (hqq, gptq, awq, rtn; default 128; 0: one per row).
+    #[arg(long = "group-size", value_name = "G")]
+    pub group_size: Option<i64>,
+    /// Calibration texts used (gptq, awq).
+    #[arg(long = "quant-n-samples", default_value_t = 128)]
+    pub quant_n_samples: usize,
+    /// Tokens per calibration text.
+    #[arg(long = "max-length", default_value_t = 512)]
+    pub max_length: usize,
+    /// gptq: quantize columns by decreasing Hessian diagonal (default true).
+    #[arg(long = "act-order", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub act_order: Option<bool>,
+    /// bnb 4-bit code book: nf4 (default) or fp4.
+    #[arg(long = "bnb-4bit-quant-type", value_name = "T")]
+    pub bnb_4bit_quant_type: Option<String>,
+    /// bnb 4-bit: quantize the block absmax values again (default true).
+    #[arg(long = "bnb-4bit-use-double-quant", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub bnb_4bit_use_double_quant: Option<bool>,
+    /// Where the model runs while quantizing: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    // --- end of quantization flags ---
     /// Everything else `swift export` will accept (merge, quantize, to GGUF: later issues).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,

@@ -12,6 +12,7 @@ mod plugins;
 use swift_plugin_datasets as _;
 use swift_plugin_losses as _;
 use swift_plugin_models as _;
+use swift_plugin_quantizers as _;
 use swift_plugin_templates as _;
 use swift_plugin_tuners as _;
 

@@ -160,12 +160,53 @@ pub trait LinearHook: Send + Sync {
     fn forward(&self, x: &Tensor, base: Tensor) -> Result<Tensor, String>;
 }
 
+/// A linear slot's base weight held in a compressed form (a quantizer's packed weight): it
+/// computes `x Wᵀ + b` itself, typically by dequantizing on the fly. When a slot has one, its
+/// `weight` is a zero-stride placeholder of the right shape (so tuners can read the shape) that
+/// holds no data.
+pub trait QuantizedLinear: Send + Sync {
+    /// `x Wᵀ + b` for `x` of shape `[.., in]`.
+    fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, String>;
+    /// The weight as a dense `[out, in]` float tensor.
+    fn dequantize(&self) -> Result<Tensor, String>;
+    /// The tensors to save under the slot's weight stem (`STEM.qweight`, ...), as a quantizer
+    /// lays them out.
+    fn tensors(&self) -> Vec<(String, Tensor)>;
+}
+
+/// What [`LoadedModel::quantize_slots`] calls per linear slot: `(slot name, float weight)` to a
+/// quantized weight, or `None` to keep the slot in float.
+pub type SlotQuantizeFn<'a> =
+    dyn FnMut(&str, &Tensor) -> Result<Option<Arc<dyn QuantizedLinear>>, String> + 'a;
+
+/// Loads quantized base weights for linear slots (see [`LoadedModel::load_with`]).
+pub trait QuantizedLoader {
+    /// The quantized weight stored under `stem` (a weight name without `.weight`, as the
+    /// checkpoint spells it) for a slot of shape `[out, in]`; `Ok(None)` when the checkpoint
+    /// holds no quantized tensors for it.
+    fn load(
+        &self,
+        ckpt: &weights::Checkpoint,
+        stem: &str,
+        shape: &[i64],
+        device: Device,
+    ) -> Result<Option<Arc<dyn QuantizedLinear>>, ModelError>;
+}
+
 /// One declared slot as the host holds it.
 pub struct SlotState {
     pub kind: SlotKind,
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub hooks: Vec<Arc<dyn LinearHook>>,
+    /// The slot's quantized base weight, when a quantizer replaced `weight`.
+    pub quantized: Option<Arc<dyn QuantizedLinear>>,
+}
+
+/// A zero-stride tensor of `shape` that holds one element (the placeholder weight of a
+/// quantized slot).
+pub fn placeholder(shape: &[i64], kind: Kind, device: Device) -> Result<Tensor, ModelError> {
+    Ok(Tensor::f_zeros([1], (kind, device))?.f_expand(shape, false)?)
 }
 
 /// A model family instantiated on a checkpoint: the family's forward plus the host's parameters.
@@ -187,6 +228,18 @@ impl LoadedModel {
         model: ModelHandle,
         kind: Kind,
         device: Device,
+    ) -> Result<Self, ModelError> {
+        Self::load_with(dir, model, kind, device, None)
+    }
+
+    /// [`LoadedModel::load`], where a linear slot whose float weight the checkpoint lacks may
+    /// be stored quantized (`STEM.qweight`, ...): `quant` loads those.
+    pub fn load_with(
+        dir: &Path,
+        model: ModelHandle,
+        kind: Kind,
+        device: Device,
+        quant: Option<&dyn QuantizedLoader>,
     ) -> Result<Self, ModelError> {
         check_dtype_for_device(kind, device)?;
         let layout = model.layout().map_err(ModelError::Family)?;
@@ -214,7 +267,18 @@ impl LoadedModel {
         };
         let mut slots = HashMap::new();
         for s in &layout.slots {
-            let weight = if s.transposed {
+            let mut quantized = None;
+            if let (Some(q), SlotKind::Linear) = (quant, s.kind) {
+                let stem = s.weight.strip_suffix(".weight").unwrap_or(&s.weight);
+                let qname = resolve_name(&ckpt, &format!("{stem}.qweight"));
+                if !ckpt.contains(&resolve_name(&ckpt, &s.weight)) && ckpt.contains(&qname) {
+                    let stored = qname.strip_suffix(".qweight").unwrap_or(&qname);
+                    quantized = q.load(&ckpt, stored, &s.shape, device)?;
+                }
+            }
+            let weight = if quantized.is_some() {
+                placeholder(&s.shape, kind, device)?
+            } else if s.transposed {
                 let want_file: Vec<i64> = s.shape.iter().rev().copied().collect();
                 let t = load(&s.weight, &want_file)?;
                 t.f_transpose(0, 1)?.f_contiguous()?
@@ -238,6 +302,7 @@ impl LoadedModel {
                     weight,
                     bias,
                     hooks: Vec::new(),
+                    quantized,
                 },
             );
         }
@@ -278,6 +343,65 @@ impl LoadedModel {
     /// The slot called `name` (for tuners and quantizers).
     pub fn slot_mut(&mut self, name: &str) -> Option<&mut SlotState> {
         self.slots.get_mut(name)
+    }
+
+    /// Replaces the base weight of every linear slot for which `quantize(name, weight)` returns
+    /// a quantized weight (QLoRA, post-training quantization), leaving a placeholder of the same
+    /// shape; the float weight's memory-mapped pages are handed back to the kernel. Returns the
+    /// names of the slots replaced, in layout order.
+    pub fn quantize_slots(
+        &mut self,
+        quantize: &mut SlotQuantizeFn<'_>,
+    ) -> Result<Vec<String>, ModelError> {
+        let mut done = Vec::new();
+        for decl in &self.layout.slots {
+            let Some(s) = self.slots.get_mut(&decl.name) else {
+                continue;
+            };
+            if s.kind != SlotKind::Linear || s.quantized.is_some() {
+                continue;
+            }
+            let Some(q) = quantize(&decl.name, &s.weight).map_err(ModelError::Config)? else {
+                continue;
+            };
+            let old = std::mem::replace(
+                &mut s.weight,
+                placeholder(&decl.shape, self.kind, self.device)?,
+            );
+            s.quantized = Some(q);
+            let (ptr, bytes) = (
+                old.data_ptr() as usize,
+                old.numel() * old.kind().elt_size_in_bytes(),
+            );
+            drop(old);
+            // Tied parameters may still use the bytes: dropping pages of a private, unmodified
+            // mapping only makes the next read fetch them from the file again.
+            if !self.tied_to_other(&decl.name, ptr) {
+                for f in &self._keep {
+                    f.release(ptr, bytes);
+                }
+            }
+            done.push(decl.name.clone());
+        }
+        Ok(done)
+    }
+
+    fn tied_to_other(&self, slot: &str, ptr: usize) -> bool {
+        self.slots
+            .iter()
+            .filter(|(n, _)| n.as_str() != slot)
+            .any(|(_, s)| s.weight.data_ptr() as usize == ptr)
+            || self.params.values().any(|t| t.data_ptr() as usize == ptr)
+    }
+
+    /// The declared parameter `name` (outside slots).
+    pub fn param(&self, name: &str) -> Option<&Tensor> {
+        self.params.get(name)
+    }
+
+    /// The slot called `name`.
+    pub fn slot(&self, name: &str) -> Option<&SlotState> {
+        self.slots.get(name)
     }
 
     /// Number of parameters the model holds (tied tensors counted once).
@@ -355,6 +479,12 @@ impl LoadedModel {
         };
         for decl in &self.layout.slots {
             if let Some(s) = self.slots.get_mut(&decl.name) {
+                if s.quantized.is_some() && select(&decl.weight) {
+                    return Err(ModelError::Config(format!(
+                        "slot `{}` holds a quantized weight, which cannot be trained: fine-tune the float model, or train an adapter (--tuner_type lora) over the quantized one",
+                        decl.name
+                    )));
+                }
                 convert(&decl.weight, &mut s.weight)?;
                 if let (Some(b), Some(bias)) = (&decl.bias, s.bias.as_mut()) {
                     convert(b, bias)?;
@@ -370,7 +500,8 @@ impl LoadedModel {
     }
 
     /// Every parameter under its checkpoint name, as the checkpoint stores it (transposed
-    /// slots transposed back; tied parameters once), for saving a fully fine-tuned model.
+    /// slots transposed back; tied parameters once; quantized slots dequantized), for saving a
+    /// fully fine-tuned or merged model.
     pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>, ModelError> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
@@ -379,10 +510,18 @@ impl LoadedModel {
                 continue;
             };
             if seen.insert(decl.weight.clone()) {
+                // A quantized slot contributes its dequantized weight.
+                let weight = match &s.quantized {
+                    Some(q) => q
+                        .dequantize()
+                        .and_then(|w| w.f_to_kind(self.kind).map_err(|e| e.to_string()))
+                        .map_err(ModelError::Config)?,
+                    None => s.weight.shallow_clone(),
+                };
                 let w = if decl.transposed {
-                    s.weight.f_transpose(0, 1)?.f_contiguous()?
+                    weight.f_transpose(0, 1)?.f_contiguous()?
                 } else {
-                    s.weight.shallow_clone()
+                    weight
                 };
                 out.push((decl.weight.clone(), w));
             }
@@ -473,9 +612,12 @@ impl LoadedModel {
         if s.kind != SlotKind::Linear {
             return Err(format!("slot `{slot}` is not a linear slot"));
         }
-        let mut y = x
-            .f_linear(&s.weight, s.bias.as_ref())
-            .map_err(|e| format!("{slot}: {e}"))?;
+        let mut y = match &s.quantized {
+            Some(q) => q.forward(x, s.bias.as_ref())?,
+            None => x
+                .f_linear(&s.weight, s.bias.as_ref())
+                .map_err(|e| format!("{slot}: {e}"))?,
+        };
         for h in &s.hooks {
             y = h.forward(x, y)?;
         }

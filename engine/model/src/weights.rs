@@ -37,6 +37,22 @@ impl MappedFile {
         })
     }
 
+    /// Hands the pages of `[ptr, ptr + len)` back to the kernel if the range lies in this
+    /// mapping (after a tensor borrowing them was replaced, e.g. by a quantized copy); a later
+    /// read fetches them from the file again.
+    pub fn release(&self, ptr: usize, len: usize) {
+        let base = self.map.as_ptr() as usize;
+        if ptr < base || ptr + len > base + self.map.len() || len == 0 {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a private mapping that is never written to only discards
+        // pages that are re-read from the file on the next access.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, ptr - base, len)
+        };
+    }
+
     /// The tensors' descriptions and where the data area starts.
     fn metadata(&self) -> Result<(usize, Vec<(String, TensorInfo)>), ModelError> {
         let (n, meta) = SafeTensors::read_metadata(&self.map).map_err(|e| ModelError::Weights {

@@ -289,6 +289,11 @@ impl Lora {
                     "LoRA targets linear slots; `{name}` is not one"
                 )));
             }
+            if slot.quantized.is_some() && (variant.use_dora || variant.init.mutates_base()) {
+                return Err(TrainError::Config(format!(
+                    "`{name}` is quantized: DoRA, PiSSA and OLoRA need the float base weight (use plain LoRA for QLoRA)"
+                )));
+            }
             let (a, b, residual) = init_factors(variant.init, &slot.weight, &config)?;
             let a = a.f_to_kind(kind)?.set_requires_grad(true);
             let b = b.f_to_kind(kind)?.set_requires_grad(true);

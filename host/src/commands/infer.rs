@@ -154,7 +154,11 @@ impl ModelBundle {
             },
         };
         let started = Instant::now();
-        let model = LoadedModel::load(&dir, instance, kind, device)
+        let quant = super::quantize::loader(&config, regs)?;
+        let quant = quant
+            .as_ref()
+            .map(|q| q as &dyn swift_model::QuantizedLoader);
+        let model = LoadedModel::load_with(&dir, instance, kind, device, quant)
             .with_context(|| format!("loading {} as `{family}`", dir.display()))?;
         tracing::info!(
             "loaded {} ({family}, {} parameters, {} on {:?}) in {:.2}s",

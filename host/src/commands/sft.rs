@@ -161,6 +161,13 @@ pub struct SftArgs {
     /// Skip (and count) malformed rows and rows that fail to encode.
     #[arg(long = "skip-bad-rows", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub skip_bad_rows: Option<bool>,
+    /// QLoRA: freeze the base's linear slots quantized by this quantizer (`bnb`; `swift list
+    /// quantizers`) and train the tuner over them.
+    #[arg(long = "quant-method")]
+    pub quant_method: Option<String>,
+    /// QLoRA: bits of the quantized base (4 or 8).
+    #[arg(long = "quant-bits")]
+    pub quant_bits: Option<u8>,
 }
 
 /// Every setting, with ms-swift's defaults (where it has hidden ones, see shared/PEER.md).
@@ -217,6 +224,8 @@ pub struct SftSettings {
     pub torch_dtype: Option<String>,
     pub device: String,
     pub skip_bad_rows: bool,
+    pub quant_method: Option<String>,
+    pub quant_bits: Option<u8>,
 }
 
 impl Default for SftSettings {
@@ -271,6 +280,8 @@ impl Default for SftSettings {
             torch_dtype: None,
             device: "auto".into(),
             skip_bad_rows: false,
+            quant_method: None,
+            quant_bits: None,
         }
     }
 }
@@ -367,10 +378,13 @@ pub(crate) fn prepare(
     let ModelBundle {
         dir: model_dir,
         family,
-        model,
+        mut model,
         tokenizer,
         ..
     } = bundle;
+    if let Some(q) = &s.quant_method {
+        crate::commands::quantize::qlora_base(&mut model, regs, q, s.quant_bits, &tuner_name)?;
+    }
     let options = EncodeOptions {
         render: RenderOptions {
             generation_prompt: false,

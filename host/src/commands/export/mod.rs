@@ -25,6 +25,12 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
     if let Some(gguf) = &args.from_gguf {
         return from_gguf(gguf, args);
     }
+    if args.quant_method.is_some() {
+        if args.merge_lora.unwrap_or(false) || args.to_gguf.unwrap_or(false) {
+            bail!("--quant_method writes a quantized folder on its own: export it in a separate command from --merge_lora / --to_gguf");
+        }
+        return super::quantize::run(args, settings);
+    }
     let merge = args.merge_lora.unwrap_or(false);
     let to_ollama = args.to_ollama.unwrap_or(false);
     let to_gguf = args.to_gguf.unwrap_or(false) || to_ollama;
@@ -34,7 +40,7 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
     if !merge && !to_gguf {
         bail!(
             "nothing to export: pass --adapters CKPT --merge_lora true, --model DIR --to_gguf, \
-             or --from_gguf FILE"
+             --model DIR --quant_method M --quant_bits B, or --from_gguf FILE"
         );
     }
     // Check the GGUF settings before a long merge.
