@@ -82,7 +82,7 @@ fn log_records(run: &Path) -> Vec<Value> {
 fn step_losses(run: &Path) -> Vec<f64> {
     log_records(run)
         .iter()
-        .filter(|r| r.get("step").is_some())
+        .filter(|r| r.get("step").is_some() && r.get("loss").is_some())
         .map(|r| r["loss"].as_f64().unwrap())
         .collect()
 }
@@ -944,4 +944,47 @@ fn a_plugins_tuner_trains_through_the_same_registry_and_adapter() {
     if let Some(python) = venv_python() {
         check_peft(&python, &tiny(), &ck, "1,2,3,4,5", 4);
     }
+}
+
+#[test]
+fn validation_split_is_evaluated_every_eval_steps() {
+    // 10 rows, 20 % held out: 8 train, 2 validation; evaluated at steps 2, 4 and 6 (the end).
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run(
+        tmp.path(),
+        "eval",
+        "lora",
+        "6",
+        &[
+            "--split_dataset_ratio",
+            "0.2",
+            "--eval_steps",
+            "2",
+            "--learning_rate",
+            "1e-2",
+            "--per_device_train_batch_size",
+            "2",
+        ],
+    );
+    let evals: Vec<(u64, f64, f64)> = log_records(&run)
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get("step")?.as_u64()?,
+                r.get("eval_loss")?.as_f64()?,
+                r.get("eval_token_acc")?.as_f64()?,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        evals.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [2, 4, 6],
+        "{evals:?}"
+    );
+    assert!(evals[2].1 < evals[0].1, "validation loss falls: {evals:?}");
+    assert!(evals.iter().all(|e| (0.0..=1.0).contains(&e.2)));
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    assert_eq!(args["train_rows"], 8);
+    assert!(run.join("images/eval_loss.png").is_file());
 }

@@ -34,4 +34,4 @@ pub use optim::{AdamW, AdamWConfig};
 pub use rlhf::{train_preference, PrefItem, PreferenceSetup, Reference};
 pub use run_dir::{CheckpointWriter, RunDir, RunDirError};
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use trainer::{train, StepInfo, TrainConfig, TrainHooks, TrainSummary};
+pub use trainer::{train, train_with_eval, StepInfo, TrainConfig, TrainHooks, TrainSummary};

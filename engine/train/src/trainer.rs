@@ -52,6 +52,8 @@ pub struct TrainConfig {
     pub lisa: Option<LisaConfig>,
     /// A checkpoint of an earlier run with the same settings to continue from.
     pub resume_from: Option<std::path::PathBuf>,
+    /// Evaluate on the validation rows every this many steps (and at the end); 0: only at the end.
+    pub eval_steps: u64,
 }
 
 /// Writes the optimiser's state and the step into checkpoint folder `dir`.
@@ -143,6 +145,8 @@ pub trait TrainHooks {
     fn on_step(&mut self, info: &StepInfo);
     /// Writes a checkpoint's files into `dir` (the loop makes it appear atomically).
     fn save(&mut self, step: u64, dir: &Path) -> Result<(), TrainError>;
+    /// Switches training-only behaviour (LoRA dropout) on or off around evaluation.
+    fn set_training(&mut self, _on: bool) {}
     /// Called after every optimiser step with the step's own metrics (preference training:
     /// `rewards/accuracies`, `rewards/margins`, ...).
     fn on_metrics(&mut self, _step: u64, _metrics: &serde_json::Map<String, serde_json::Value>) {}
@@ -299,10 +303,64 @@ pub fn train_step(
     })
 }
 
+/// Loss and token accuracy on `rows` without gradients, batches of `batch_size` (the same
+/// normalisation as training: Σ scale·CE over every labelled token of the set, divided by their
+/// count).
+pub fn evaluate(
+    model: &LoadedModel,
+    rows: &[EncodedRow],
+    batch_size: usize,
+    pad_id: u32,
+) -> Result<(f64, f64), TrainError> {
+    let _g = tch::no_grad_guard();
+    let collator = Collator {
+        pad_id,
+        packing: false,
+        max_length: usize::MAX,
+    };
+    let (mut sum, mut labelled, mut correct) = (0.0f64, 0i64, 0i64);
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let b = collator.pad(chunk);
+        let (ids, labels, scale, mask) = tensors(&b, model.device())?;
+        let padded = b.attention_mask.contains(&0);
+        let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
+        let s = hidden.size();
+        let (hb, ht, hd) = (s[0], s[1], s[2]);
+        if ht < 2 {
+            continue;
+        }
+        let (lab, sc, idx) = labelled_positions(&labels, &scale)?;
+        let picked = hidden
+            .f_narrow(1, 0, ht - 1)?
+            .f_reshape([hb * (ht - 1), hd])?
+            .f_index_select(0, &idx)?;
+        let tl = token_loss_flat(&model.logits_train(&picked)?, &lab, &sc)?;
+        sum += f64::try_from(tl.sum.f_to_kind(Kind::Double)?)?;
+        correct += tl.correct;
+        labelled += shifted_label_count(&b.labels, b.batch, b.seq_len);
+    }
+    let n = labelled.max(1) as f64;
+    Ok((sum / n, correct as f64 / n))
+}
+
 /// Trains the `trainable` tensors of `model` on `rows`.
 pub fn train(
     model: &LoadedModel,
     rows: &[EncodedRow],
+    trainable: &[(String, Tensor)],
+    cfg: &TrainConfig,
+    run: &mut RunDir,
+    hooks: &mut dyn TrainHooks,
+) -> Result<TrainSummary, TrainError> {
+    train_with_eval(model, rows, &[], trainable, cfg, run, hooks)
+}
+
+/// [`train`], evaluating on `eval_rows` (when there are any) every `cfg.eval_steps` steps and at
+/// the end: `eval_loss` and `eval_token_acc` records in `logging.jsonl`.
+pub fn train_with_eval(
+    model: &LoadedModel,
+    rows: &[EncodedRow],
+    eval_rows: &[EncodedRow],
     trainable: &[(String, Tensor)],
     cfg: &TrainConfig,
     run: &mut RunDir,
@@ -474,6 +532,21 @@ pub fn train(
             run.log(&rec)?;
             (w_loss, w_steps, w_correct, w_labelled, w_time, w_tokens) = (0.0, 0, 0, 0, 0.0, 0);
         }
+        if !eval_rows.is_empty()
+            && ((cfg.eval_steps > 0 && step.is_multiple_of(cfg.eval_steps)) || last)
+        {
+            hooks.set_training(false);
+            let (eval_loss, eval_acc) = evaluate(model, eval_rows, cfg.batch_size, cfg.pad_id)?;
+            hooks.set_training(true);
+            tracing::info!("step {step}: eval_loss {eval_loss:.4}, eval_token_acc {eval_acc:.3}");
+            run.log(&json!({
+                "eval_loss": eval_loss,
+                "eval_token_acc": eval_acc,
+                "epoch": info.epoch,
+                "step": step,
+                "global_step/max_steps": format!("{step}/{total_steps}"),
+            }))?;
+        }
         if (cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last {
             let w = run.begin_checkpoint(step)?;
             hooks.save(step, w.dir())?;
@@ -530,6 +603,7 @@ mod tests {
             lr_factors: Vec::new(),
             lisa: None,
             resume_from: None,
+            eval_steps: 0,
         }
     }
 

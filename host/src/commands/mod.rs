@@ -6,8 +6,8 @@ pub mod export;
 pub mod infer;
 pub mod list;
 pub mod new_plugin;
-pub mod rlhf;
 pub mod quantize;
+pub mod rlhf;
 pub mod sft;
 pub mod tuning;
 

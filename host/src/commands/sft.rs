@@ -48,6 +48,16 @@ pub struct SftArgs {
     /// Datasets (files or registered names, NAME#N samples N rows). Repeatable.
     #[arg(long, num_args = 1..)]
     pub dataset: Vec<String>,
+    /// Validation datasets (evaluated every --eval_steps).
+    #[arg(long = "val-dataset", num_args = 1..)]
+    pub val_dataset: Vec<String>,
+    /// Without --val_dataset: the share of the (shuffled) rows held out for validation.
+    #[arg(long = "split-dataset-ratio")]
+    pub split_dataset_ratio: Option<f64>,
+    /// Evaluate every N steps (default: --save_steps) and at the end, when there are
+    /// validation rows.
+    #[arg(long = "eval-steps")]
+    pub eval_steps: Option<u64>,
     #[arg(long = "max-length")]
     pub max_length: Option<usize>,
     /// delete, left or right.
@@ -179,6 +189,9 @@ pub struct SftSettings {
     pub template: Option<String>,
     pub system: Option<String>,
     pub dataset: Vec<String>,
+    pub val_dataset: Vec<String>,
+    pub split_dataset_ratio: f64,
+    pub eval_steps: Option<u64>,
     pub max_length: usize,
     pub truncation_strategy: String,
     pub loss_scale: String,
@@ -236,6 +249,9 @@ impl Default for SftSettings {
             template: None,
             system: None,
             dataset: Vec::new(),
+            val_dataset: Vec::new(),
+            split_dataset_ratio: 0.0,
+            eval_steps: None,
             max_length: 2048,
             truncation_strategy: "delete".into(),
             loss_scale: "default".into(),
@@ -595,6 +611,7 @@ pub(crate) fn train_config(s: &SftSettings, learning_rate: f64) -> Result<TrainC
         lr_factors: Vec::new(),
         lisa: None,
         resume_from: s.resume_from_checkpoint.clone(),
+        eval_steps: s.eval_steps.unwrap_or(s.save_steps),
     })
 }
 
@@ -612,22 +629,18 @@ pub(crate) fn progress_bar(prefix: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// `swift sft` (`pretrain = false`) or `swift pt` (`pretrain = true`).
-pub fn run(
-    args: &SftArgs,
-    global: &crate::cli::GlobalArgs,
-    settings: &GlobalSettings,
+/// Reads and encodes the rows of `specs`; returns them with the numbers dropped (too long or
+/// nothing to train) and failed (skipped with --skip_bad_rows).
+fn encode_rows(
+    specs: &[String],
+    p: &Prepared,
+    data_opts: &DatasetOptions,
+    s: &SftSettings,
     pretrain: bool,
-) -> Result<()> {
-    let s: SftSettings = layered(global.config.as_deref(), given_flags(args)?)?;
-    let command = if pretrain { "pt" } else { "sft" };
-    let mut p = prepare(&s, settings, &s.loss_scale)?;
-
-    // Data: read, encode, keep in memory.
-    let data_opts = data_options(&s);
+) -> Result<(Vec<EncodedRow>, usize, usize)> {
     let mut rows: Vec<EncodedRow> = Vec::new();
     let (mut deleted, mut failed) = (0usize, 0usize);
-    for item in open_datasets(&s.dataset, &p.report.registries, &data_opts)? {
+    for item in open_datasets(specs, &p.report.registries, data_opts)? {
         let item = item?;
         match p.encoder.encode(&item.row) {
             Ok(Some(e)) => {
@@ -657,10 +670,53 @@ pub fn run(
             }
         }
     }
+    Ok((rows, deleted, failed))
+}
+
+/// `swift sft` (`pretrain = false`) or `swift pt` (`pretrain = true`).
+pub fn run(
+    args: &SftArgs,
+    global: &crate::cli::GlobalArgs,
+    settings: &GlobalSettings,
+    pretrain: bool,
+) -> Result<()> {
+    let s: SftSettings = layered(global.config.as_deref(), given_flags(args)?)?;
+    let command = if pretrain { "pt" } else { "sft" };
+    let mut p = prepare(&s, settings, &s.loss_scale)?;
+
+    // Data: read, encode, keep in memory.
+    let data_opts = data_options(&s);
+    let (rows, deleted, failed) = encode_rows(&s.dataset, &p, &data_opts, &s, pretrain)?;
     if rows.is_empty() {
         bail!("no trainable rows: {deleted} rows were longer than --max_length {} or had nothing to train (use --truncation_strategy right), {failed} failed", s.max_length);
     }
-    let rows = shuffle_rows(rows, &s);
+    let mut rows = shuffle_rows(rows, &s);
+    // Validation rows: --val_dataset, else the last --split_dataset_ratio of the shuffled rows.
+    let val_rows: Vec<EncodedRow> = if !s.val_dataset.is_empty() {
+        let (val, _, _) = encode_rows(&s.val_dataset, &p, &data_opts, &s, pretrain)?;
+        val
+    } else if s.split_dataset_ratio > 0.0 {
+        if s.split_dataset_ratio >= 1.0 {
+            bail!(
+                "--split_dataset_ratio must be below 1, got {}",
+                s.split_dataset_ratio
+            );
+        }
+        let n = ((rows.len() as f64) * s.split_dataset_ratio).ceil() as usize;
+        if n >= rows.len() {
+            bail!(
+                "--split_dataset_ratio {} leaves no training rows out of {}",
+                s.split_dataset_ratio,
+                rows.len()
+            );
+        }
+        rows.split_off(rows.len() - n)
+    } else {
+        Vec::new()
+    };
+    if !val_rows.is_empty() {
+        tracing::info!("{} validation rows", val_rows.len());
+    }
     let tokens: usize = rows.iter().map(|r| r.input_ids.len()).sum();
     tracing::info!(
         "{} rows encoded with template `{}` ({tokens} tokens){}{}",
@@ -691,9 +747,10 @@ pub fn run(
     if let Some(l) = &tuned.adapter {
         l.set_training(true);
     }
-    let summary = swift_train::train(
+    let summary = swift_train::train_with_eval(
         &p.model,
         &rows,
+        &val_rows,
         &tuned.trainable,
         &cfg,
         &mut run,
@@ -751,6 +808,12 @@ impl<'a> Hooks<'a> {
 }
 
 impl TrainHooks for Hooks<'_> {
+    fn set_training(&mut self, on: bool) {
+        if let Some(l) = self.lora {
+            l.set_training(on);
+        }
+    }
+
     fn on_step(&mut self, info: &StepInfo) {
         self.bar.set_length(info.total_steps);
         self.bar.set_position(info.step);
