@@ -312,6 +312,10 @@ fn missing_or_mismatched_adapters_are_clear_errors() {
             "pass --model",
         ],
     );
+    fails_with(
+        &["export", "--adapters", c, "--merge_lora", "--output_dir", c],
+        &["holds a LoRA checkpoint"],
+    );
     assert!(
         !out.join("config.json").exists(),
         "nothing written on errors"

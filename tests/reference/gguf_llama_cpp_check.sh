@@ -4,8 +4,15 @@
 # Usage: gguf_llama_cpp_check.sh LLAMA_CPP_SRC WORK [CMAKE_WHEEL]
 #   LLAMA_CPP_SRC: the sdist's vendor/llama.cpp (CMakeLists.txt, cmake/, include/, src/, ggml/,
 #   vendor/ suffice); CMAKE_WHEEL: a cmake wheel to use when cmake is not installed.
-# The comparison with swift's logits and Hugging Face's tokenization is done by the caller
-# (see the report in the export work: tiny fixtures, f32 and q8_0).
+# The caller compares with `swift infer --debug_input_ids 1,2,3,4,5,6,7 --debug_greedy_tokens 6`
+# on the source folder and with the Hugging Face tokenizer's ids for WORK/text.txt.
+#
+# Recorded 2026-11-28 (llama.cpp of llama-cpp-python 0.3.36, tiny fixtures exported by
+# `swift export --to_gguf`): llama.cpp loads mistral/llama(Llama-3 RoPE, rope_freqs)/qwen2 as
+# f32 and q8_0; f32 greedy tokens equal swift's, last-position logits within 6e-3 at a logit
+# scale of ~5 (llama.cpp keeps its KV cache in f16); llama.cpp's tokenization of the sample text
+# equals the Hugging Face tokenizer's for all three; q8_0 greedy tokens equal swift's own q8_0
+# re-import (the random tiny models diverge from f32 after two tokens under 8-bit rounding).
 set -euo pipefail
 src="$1"; work="$2"; wheel="${3:-}"
 cmake=cmake

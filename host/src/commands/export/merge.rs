@@ -178,6 +178,12 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<Merged> {
             first.with_file_name(format!("{name}-merged"))
         }
     };
+    if out.join("adapter_config.json").exists() {
+        bail!(
+            "--output_dir {} holds a LoRA checkpoint; choose another folder for the merged model",
+            out.display()
+        );
+    }
     if out.canonicalize().ok() == base.canonicalize().ok() {
         bail!(
             "--output_dir {} is the base model's folder; choose another",
