@@ -191,7 +191,9 @@ pub fn run(
         s.loss_scale = "last_round".into();
     }
     if r.disable_dropout && s.lora_dropout > 0.0 {
-        tracing::info!("LoRA dropout off for preference training (--disable_dropout true, as TRL does)");
+        tracing::info!(
+            "LoRA dropout off for preference training (--disable_dropout true, as TRL does)"
+        );
         s.lora_dropout = 0.0;
     }
     let loss_name = r.loss_name()?;
