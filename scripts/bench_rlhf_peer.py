@@ -3,8 +3,9 @@
 virtualenv: scripts/peer-venv.sh) on the workload of the rlhf issue: SmolLM2-135M-Instruct in
 float32, the first 64 pairs of dpo_en_demo as the dataset (messages + rejected_response, chatml
 on both sides), max_length 256 with left truncation, batch 2 pairs, gradient accumulation 1,
-8 steps (16 pairs trained), LoRA rank 8 / alpha 32 / dropout 0.05 on all linear layers, beta 0.1,
-fixed order. ms-swift keeps its own defaults otherwise (gradient checkpointing on, as PEER.md's
+8 steps (16 pairs trained), LoRA rank 8 / alpha 32 on all linear layers (dropout 0.05 requested;
+both sides switch dropout off for DPO: TRL's `disable_dropout`, swift-rs's `--disable_dropout`),
+beta 0.1, fixed order. ms-swift keeps its own defaults otherwise (gradient checkpointing on, as PEER.md's
 baseline ran it); swift-rs its own (the policy's gradient pass one sequence at a time,
 `--rlhf_chunk_size 1`).
 
@@ -89,6 +90,7 @@ def peer_seconds(out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--ours-only", action="store_true", help="skip ms-swift (a quick re-check)")
     args = ap.parse_args()
     peer_python = subprocess.run(["bash", os.path.join(ROOT, "scripts/peer-venv.sh")],
                                  stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
@@ -105,10 +107,15 @@ def main():
             rss = run(ours(dataset, out), dict(os.environ), work)
             results["swift-rs"][0].append(pairs / our_seconds(out))
             results["swift-rs"][1].append(rss)
+            if args.ours_only:
+                print(f"swift-rs {results['swift-rs'][0][-1]:.3f} pairs/s, peak {rss:.0f} MiB")
+                continue
             out = os.path.join(work, f"peer{r}")
             rss = run(peer(peer_bin, dataset, out), dict(os.environ, **PEER_ENV), work)
             results["ms-swift"][0].append(pairs / peer_seconds(out))
             results["ms-swift"][1].append(rss)
+        if args.ours_only:
+            return
         a, p = (statistics.median(results[k][0]) for k in ("swift-rs", "ms-swift"))
         ar, pr = (statistics.median(results[k][1]) for k in ("swift-rs", "ms-swift"))
         print(f"LoRA DPO, {STEPS} steps x {BATCH} pairs, max_length {MAX_LEN} left-truncated, "

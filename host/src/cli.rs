@@ -39,6 +39,8 @@ pub struct GlobalArgs {
     pub log_level: Option<String>,
 }
 
+// Parsed once per process: the size of the largest variant (`rlhf`'s flags) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Pre-train (continue training; the loss covers every token).

@@ -11,6 +11,7 @@
 //!   KTO rows also get their KL row: the prompt with the previous row's answer.
 //! * Reference (losses that need one): `--ref_model DIR`, else the policy with its LoRA adapters
 //!   switched off (one copy of the base weights), else, for full fine-tuning, a frozen copy.
+//! * LoRA dropout is off unless `--disable_dropout false` (TRL and ms-swift disable dropout).
 //! * `--rlhf_type rm`: not in this build (a clear error).
 //!
 //! Run folder and checkpoints as `swift sft` writes them (PEFT layout for LoRA).
@@ -70,6 +71,10 @@ pub struct RlhfArgs {
     /// the same gradient in bounded memory). 0: the whole micro-batch in one pass.
     #[arg(long = "rlhf-chunk-size")]
     pub rlhf_chunk_size: Option<usize>,
+    /// Switch LoRA dropout off for preference training (default true, as TRL's
+    /// `disable_dropout` and so ms-swift do).
+    #[arg(long = "disable-dropout", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::parse_bool)]
+    pub disable_dropout: Option<bool>,
     /// A separate reference model folder (default: the policy with its adapters disabled; for
     /// full fine-tuning a frozen copy of --model).
     #[arg(long = "ref-model", value_name = "DIR")]
@@ -91,6 +96,7 @@ pub struct RlhfSettings {
     pub undesirable_weight: f64,
     pub ref_model: Option<PathBuf>,
     pub rlhf_chunk_size: usize,
+    pub disable_dropout: bool,
 }
 
 impl Default for RlhfSettings {
@@ -107,6 +113,7 @@ impl Default for RlhfSettings {
             undesirable_weight: 1.0,
             ref_model: None,
             rlhf_chunk_size: 1,
+            disable_dropout: true,
         }
     }
 }
@@ -182,6 +189,12 @@ pub fn run(
     // Preference data trains only the final answer (ms-swift's rlhf default).
     if flags.get("loss_scale").is_none() {
         s.loss_scale = "last_round".into();
+    }
+    if r.disable_dropout && s.lora_dropout > 0.0 {
+        tracing::info!(
+            "LoRA dropout off for preference training (--disable_dropout true, as TRL does)"
+        );
+        s.lora_dropout = 0.0;
     }
     let loss_name = r.loss_name()?;
     let unpaired_wanted = r.rlhf_type == "kto";
