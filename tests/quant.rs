@@ -461,3 +461,97 @@ fn every_quantizer_is_registered() {
         assert!(names.contains(&want), "{names:?}");
     }
 }
+
+/// One HTTP request over a plain socket; the response body.
+fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = addr.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).expect("connects");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+#[test]
+fn deploy_serves_a_quantized_export_like_infer() {
+    // The packed folder loads in `swift deploy` as in `swift infer`: the greedy answer of one
+    // chat request is the same text.
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nf4");
+    export(
+        &tiny(),
+        &out,
+        &["--quant_method", "bnb", "--quant_bits", "4"],
+    );
+    let rows = tmp.path().join("q.jsonl");
+    std::fs::write(
+        &rows,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hello there\"}]}\n",
+    )
+    .unwrap();
+    let result = tmp.path().join("r.jsonl");
+    ok(swift1(&[
+        "infer",
+        "--model",
+        out.to_str().unwrap(),
+        "--val_dataset",
+        rows.to_str().unwrap(),
+        "--result_path",
+        result.to_str().unwrap(),
+        "--max_new_tokens",
+        "8",
+        "--temperature",
+        "0",
+    ]));
+    let line = std::fs::read_to_string(&result).unwrap();
+    let want: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let mut child = std::process::Command::new(swift_bin())
+        .args([
+            "deploy",
+            "--model",
+            out.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first.trim().strip_prefix("listening on ").map(String::from);
+    let reply = addr.as_deref().map(|a| {
+        http_post(
+            a,
+            "/v1/chat/completions",
+            r#"{"model": "nf4", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8, "temperature": 0}"#,
+        )
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, body) = reply.unwrap_or_else(|| panic!("no listening line: {first:?}"));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"], want["response"],
+        "deploy {body} vs infer {want}"
+    );
+}
