@@ -254,6 +254,7 @@ fn gradient_accumulation_equals_one_big_batch() {
     let mut results = Vec::new();
     for (bs, accum) in [("4", "1"), ("2", "2"), ("1", "4")] {
         let run = tmp.path().join(format!("run-{bs}x{accum}"));
+        // (batch 4 in one pass vs 2×2 vs 1×4; one-row passes are the 1×4 case.)
         sft(&[
             "--model",
             tiny().to_str().unwrap(),
@@ -284,6 +285,10 @@ fn gradient_accumulation_equals_one_big_batch() {
             bs,
             "--gradient_accumulation_steps",
             accum,
+            // Whole micro-batches in one padded pass (the default runs one row per pass), so
+            // the three runs really differ in how rows are batched and padded.
+            "--rows_per_pass",
+            "0",
         ]);
         let weights = read_safetensors(&run.join("checkpoint-2/adapter_model.safetensors"));
         let norms: Vec<f64> = log_records(&run)

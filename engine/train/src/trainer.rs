@@ -54,6 +54,10 @@ pub struct TrainConfig {
     pub resume_from: Option<std::path::PathBuf>,
     /// Evaluate on the validation rows every this many steps (and at the end); 0: only at the end.
     pub eval_steps: u64,
+    /// Rows per forward/backward pass inside a micro-batch (0: the whole micro-batch at once).
+    /// The loss is normalised over the labelled tokens of the whole step, so the gradient is the
+    /// same either way; fewer rows per pass hold fewer activations (and pad less).
+    pub rows_per_pass: usize,
 }
 
 /// Writes the optimiser's state and the step into checkpoint folder `dir`.
@@ -450,6 +454,13 @@ pub fn train_with_eval(
         let t0 = Instant::now();
         let micro: Vec<Batch> = group
             .iter()
+            .flat_map(|idx| {
+                idx.chunks(if cfg.rows_per_pass == 0 {
+                    idx.len().max(1)
+                } else {
+                    cfg.rows_per_pass
+                })
+            })
             .map(|idx| {
                 let chosen: Vec<EncodedRow> = idx.iter().map(|&k| rows[k].clone()).collect();
                 collator.pad(&chosen)
@@ -604,6 +615,7 @@ mod tests {
             lisa: None,
             resume_from: None,
             eval_steps: 0,
+            rows_per_pass: 0,
         }
     }
 

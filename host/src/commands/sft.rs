@@ -58,6 +58,10 @@ pub struct SftArgs {
     /// validation rows.
     #[arg(long = "eval-steps")]
     pub eval_steps: Option<u64>,
+    /// Rows per forward/backward pass inside a micro-batch (default 1: the least memory, no
+    /// padding; 0: the whole micro-batch at once). The gradient is the same.
+    #[arg(long = "rows-per-pass")]
+    pub rows_per_pass: Option<usize>,
     #[arg(long = "max-length")]
     pub max_length: Option<usize>,
     /// delete, left or right.
@@ -192,6 +196,7 @@ pub struct SftSettings {
     pub val_dataset: Vec<String>,
     pub split_dataset_ratio: f64,
     pub eval_steps: Option<u64>,
+    pub rows_per_pass: usize,
     pub max_length: usize,
     pub truncation_strategy: String,
     pub loss_scale: String,
@@ -252,6 +257,7 @@ impl Default for SftSettings {
             val_dataset: Vec::new(),
             split_dataset_ratio: 0.0,
             eval_steps: None,
+            rows_per_pass: 1,
             max_length: 2048,
             truncation_strategy: "delete".into(),
             loss_scale: "default".into(),
@@ -612,6 +618,7 @@ pub(crate) fn train_config(s: &SftSettings, learning_rate: f64) -> Result<TrainC
         lisa: None,
         resume_from: s.resume_from_checkpoint.clone(),
         eval_steps: s.eval_steps.unwrap_or(s.save_steps),
+        rows_per_pass: s.rows_per_pass,
     })
 }
 
