@@ -993,3 +993,27 @@ fn validation_split_is_evaluated_every_eval_steps() {
     assert_eq!(args["train_rows"], 8);
     assert!(run.join("images/eval_loss.png").is_file());
 }
+
+#[test]
+fn infer_merge_lora_folds_lora_and_dora_into_the_weights_with_the_same_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    for tuner in ["lora", "dora"] {
+        let run = tiny_run(tmp.path(), tuner, tuner, "3", &["--learning_rate", "1e-2"]);
+        let ck = run.join("checkpoint-3");
+        let (hooked, greedy_hooked) =
+            swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3,4", 6);
+        let (merged, greedy_merged) = swift_logits(
+            &["--adapters", ck.to_str().unwrap(), "--merge_lora", "true"],
+            "1,2,3,4",
+            6,
+        );
+        let (base, _) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
+        let scale = hooked.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        assert!(max_abs_diff(&hooked, &merged) < 1e-4 * scale, "{tuner}");
+        assert!(
+            max_abs_diff(&hooked, &base) > 1e-3,
+            "{tuner}: the adapter changes the output"
+        );
+        assert_eq!(greedy_hooked, greedy_merged, "{tuner}");
+    }
+}

@@ -464,6 +464,34 @@ impl Lora {
         })
     }
 
+    /// Folds these adapters into the slots' base weights (`W + s·B·A`; DoRA: that times
+    /// `m / ‖W + s·B·A‖` per output row) and removes their hooks, so the model runs with no
+    /// adapter overhead. Call it right after [`Lora::load`] (its hooks are the last on each slot).
+    pub fn merge_into(&self, model: &mut LoadedModel) -> Result<(), TrainError> {
+        let _g = tch::no_grad_guard();
+        let scale = self.config.scale();
+        for (i, (name, a, b)) in self.layers.iter().enumerate() {
+            let slot = model
+                .slot_mut(name)
+                .ok_or_else(|| TrainError::Config(format!("no slot `{name}` to merge into")))?;
+            if slot.quantized.is_some() {
+                return Err(TrainError::Config(format!(
+                    "`{name}` is quantized: merging LoRA into a quantized base is not supported (run without --merge_lora)"
+                )));
+            }
+            let mut w = merge_weight(&slot.weight, a, b, scale)?;
+            if let Some(m) = self.magnitudes.get(i) {
+                let wf = w.f_to_kind(Kind::Float)?;
+                let norm = wf.f_norm_scalaropt_dim(2.0, [1i64].as_slice(), true)?;
+                let ratio = m.f_to_kind(Kind::Float)?.f_unsqueeze(1)?.f_div(&norm)?;
+                w = wf.f_mul(&ratio)?.f_to_kind(slot.weight.kind())?;
+            }
+            slot.weight = w;
+            slot.hooks.pop();
+        }
+        Ok(())
+    }
+
     /// Turns every adapter of this set on or off (off: the model computes the base weights'
     /// output, as PEFT's `disable_adapter()` does).
     pub fn set_enabled(&self, on: bool) {

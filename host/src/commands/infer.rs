@@ -45,6 +45,10 @@ pub struct InferArgs {
     /// args.json supplies the model and template when --model / --template are not given.
     #[arg(long, num_args = 1.., value_name = "CKPT")]
     pub adapters: Vec<PathBuf>,
+    /// Fold the --adapters into the base weights at load time (faster decoding, same output;
+    /// `swift export --merge_lora` writes such a model to disk).
+    #[arg(long = "merge-lora", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::parse_bool)]
+    pub merge_lora: Option<bool>,
     /// The model family (`swift list models`); default: from config.json.
     #[arg(long = "model-type")]
     pub model_type: Option<String>,
@@ -355,7 +359,7 @@ pub fn run(args: &InferArgs, settings: &GlobalSettings) -> Result<()> {
         &args.device,
         regs,
     )?;
-    adapters.attach(&mut bundle.model)?;
+    adapters.attach(&mut bundle.model, args.merge_lora.unwrap_or(false))?;
     let template_name = args.template.clone().or(adapters.template.clone());
     if let Some(ids) = &args.debug_input_ids {
         return debug_logits(&bundle, ids, args.debug_greedy_tokens);

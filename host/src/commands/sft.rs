@@ -978,11 +978,15 @@ impl Adapters {
     }
 
     /// Attaches every checkpoint's LoRA weights to `model`.
-    pub fn attach(&self, model: &mut swift_model::LoadedModel) -> Result<()> {
+    pub fn attach(&self, model: &mut swift_model::LoadedModel, merge: bool) -> Result<()> {
         for d in &self.dirs {
             let lora =
                 Lora::load(model, d).with_context(|| format!("loading adapter {}", d.display()))?;
             lora.set_training(false);
+            if merge {
+                lora.merge_into(model)
+                    .with_context(|| format!("merging adapter {}", d.display()))?;
+            }
             tracing::info!(
                 "adapter {}: LoRA r={} on {} slots",
                 d.display(),
