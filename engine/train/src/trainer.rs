@@ -255,6 +255,32 @@ pub struct StepOutcome {
     pub correct: i64,
 }
 
+/// The forward pass of one padded batch and its weighted token loss (the output projection is
+/// applied only where a label is trained); `None` for sequences too short to predict anything.
+fn batch_loss(
+    model: &LoadedModel,
+    b: &Batch,
+) -> Result<Option<crate::loss::TokenLoss>, TrainError> {
+    let (ids, labels, scale, mask) = tensors(b, model.device())?;
+    let padded = b.attention_mask.contains(&0);
+    let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
+    let s = hidden.size();
+    let (hb, ht, hd) = (s[0], s[1], s[2]);
+    if ht < 2 {
+        return Ok(None);
+    }
+    let (lab, sc, idx) = labelled_positions(&labels, &scale)?;
+    let picked = hidden
+        .f_narrow(1, 0, ht - 1)?
+        .f_reshape([hb * (ht - 1), hd])?
+        .f_index_select(0, &idx)?;
+    Ok(Some(token_loss_flat(
+        &model.logits_train(&picked)?,
+        &lab,
+        &sc,
+    )?))
+}
+
 /// One optimiser step over `micro` batches: forward and backward each (loss divided by the
 /// labelled tokens of all of them), clip, update with `lr`, clear the gradients.
 pub fn train_step(
@@ -271,24 +297,9 @@ pub fn train_step(
     let denom = labelled.max(1) as f64;
     let (mut loss, mut correct, mut tokens) = (0.0f64, 0i64, 0usize);
     for b in micro {
-        let (ids, labels, scale, mask) = tensors(b, model.device())?;
-        let padded = b.attention_mask.contains(&0);
-        let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
-        // The output projection only where a label is trained.
-        let (hb, ht, hd) = {
-            let s = hidden.size();
-            (s[0], s[1], s[2])
-        };
-        if ht < 2 {
+        let Some(tl) = batch_loss(model, b)? else {
             continue;
-        }
-        let (lab, sc, idx) = labelled_positions(&labels, &scale)?;
-        let picked = hidden
-            .f_narrow(1, 0, ht - 1)?
-            .f_reshape([hb * (ht - 1), hd])?
-            .f_index_select(0, &idx)?;
-        let logits = model.logits_train(&picked)?;
-        let tl = token_loss_flat(&logits, &lab, &sc)?;
+        };
         let part = tl.sum.f_div_scalar(denom)?;
         loss += f64::try_from(part.f_detach()?.f_to_kind(Kind::Double)?)?;
         part.f_backward()?;
@@ -325,20 +336,9 @@ pub fn evaluate(
     let (mut sum, mut labelled, mut correct) = (0.0f64, 0i64, 0i64);
     for chunk in rows.chunks(batch_size.max(1)) {
         let b = collator.pad(chunk);
-        let (ids, labels, scale, mask) = tensors(&b, model.device())?;
-        let padded = b.attention_mask.contains(&0);
-        let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
-        let s = hidden.size();
-        let (hb, ht, hd) = (s[0], s[1], s[2]);
-        if ht < 2 {
+        let Some(tl) = batch_loss(model, &b)? else {
             continue;
-        }
-        let (lab, sc, idx) = labelled_positions(&labels, &scale)?;
-        let picked = hidden
-            .f_narrow(1, 0, ht - 1)?
-            .f_reshape([hb * (ht - 1), hd])?
-            .f_index_select(0, &idx)?;
-        let tl = token_loss_flat(&model.logits_train(&picked)?, &lab, &sc)?;
+        };
         sum += f64::try_from(tl.sum.f_to_kind(Kind::Double)?)?;
         correct += tl.correct;
         labelled += shifted_label_count(&b.labels, b.batch, b.seq_len);
