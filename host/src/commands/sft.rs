@@ -494,20 +494,8 @@ pub(crate) fn attach_tuner(s: &SftSettings, p: &mut Prepared) -> Result<Tuned> {
         &mut p.model,
         &p.tuner_record,
         &targets,
-        &crate::commands::tuning::TunerFlags {
-            lora_rank: s.lora_rank,
-            lora_alpha: s.lora_alpha,
-            lora_dropout: s.lora_dropout,
-            use_rslora: s.use_rslora,
-            use_dora: s.use_dora,
-            init_weights: s.init_weights.clone(),
-            lora_lr_ratio: s.lora_lr_ratio,
-            freeze_parameters: s.freeze_parameters.clone(),
-            trainable_parameters: s.trainable_parameters.clone(),
-            lisa_activated_layers: s.lisa_activated_layers,
-            lisa_step_interval: s.lisa_step_interval,
-            llamapro_new_layers: p.llamapro_new_layers.clone(),
-        },
+        s,
+        &p.llamapro_new_layers,
     )
     .with_context(|| format!("tuner `{tuner_name}` ({})", p.tuner_provenance))?;
     let (adapter, trainable) = (attached.lora, attached.trainable);

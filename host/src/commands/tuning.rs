@@ -9,26 +9,9 @@ use swift_plugin_api::TunerRecord;
 use swift_train::lora::{LoraInit, LoraVariant};
 use swift_train::trainer::LisaConfig;
 use swift_train::{Lora, LoraConfig};
-use tch::Tensor;
 
-/// The tuner flags of `swift sft` / `swift pt` (unset: the tuner record's option, else the
-/// default).
-#[derive(Debug, Clone, Default)]
-pub struct TunerFlags {
-    pub lora_rank: i64,
-    pub lora_alpha: f64,
-    pub lora_dropout: f64,
-    pub use_rslora: Option<bool>,
-    pub use_dora: Option<bool>,
-    pub init_weights: Option<String>,
-    pub lora_lr_ratio: Option<f64>,
-    pub freeze_parameters: Vec<String>,
-    pub trainable_parameters: Vec<String>,
-    pub lisa_activated_layers: Option<usize>,
-    pub lisa_step_interval: Option<u64>,
-    /// LLaMA-Pro: the new blocks' layer indices in the (already expanded) model.
-    pub llamapro_new_layers: Vec<usize>,
-}
+use crate::commands::sft::SftSettings;
+use tch::Tensor;
 
 /// What attaching produced.
 pub struct Attached {
@@ -70,12 +53,14 @@ pub fn name_matches(pattern: &str, name: &str) -> bool {
     rest.is_empty()
 }
 
-/// Attaches `record`'s adapter on `targets` (the slots its behaviour picked).
+/// Attaches `record`'s adapter on `targets` (the slots its behaviour picked), with the tuner
+/// settings of `flags` (an unset option falls back to the record's, then to the default).
 pub fn attach(
     model: &mut swift_model::LoadedModel,
     record: &TunerRecord,
     targets: &[String],
-    flags: &TunerFlags,
+    flags: &SftSettings,
+    llamapro_new_layers: &[usize],
 ) -> Result<Attached> {
     let option = |key: &str| record.options.get(key).filter(|v| !v.is_null());
     let bool_option = |flag: Option<bool>, key: &str| -> Result<bool> {
@@ -195,7 +180,7 @@ pub fn attach(
             })
         }
         "llamapro" => {
-            let new = &flags.llamapro_new_layers;
+            let new = llamapro_new_layers;
             let trainable = model.make_trainable(&|name| {
                 swift_train::llamapro::layer_index(name).is_some_and(|l| new.contains(&l))
             })?;
