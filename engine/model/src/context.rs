@@ -301,6 +301,15 @@ impl ModelContext for HostContext<'_> {
             return Err(format!("slot `{slot}` is not a norm slot"));
         }
         match kind {
+            NormKind::RmsNorm if x.kind() == Kind::Float && s.weight.kind() == Kind::Float => {
+                // One fused libtorch op (the same arithmetic as below, in fewer dispatches).
+                let dim = *x.size().last().ok_or("norm of a scalar")?;
+                let y = x.f_rms_norm([dim], Some(&s.weight), eps).map_err(te)?;
+                match &s.bias {
+                    Some(b) => y.f_add(b).map_err(te),
+                    None => Ok(y),
+                }
+            }
             NormKind::RmsNorm => {
                 // As transformers does: normalise in float32, cast back, then scale.
                 let dtype = x.kind();

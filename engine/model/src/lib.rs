@@ -14,6 +14,7 @@
 
 mod context;
 pub mod generate;
+mod skinny;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -614,9 +615,12 @@ impl LoadedModel {
         }
         let mut y = match &s.quantized {
             Some(q) => q.forward(x, s.bias.as_ref())?,
-            None => x
-                .f_linear(&s.weight, s.bias.as_ref())
-                .map_err(|e| format!("{slot}: {e}"))?,
+            None => match skinny::linear(x, &s.weight, s.bias.as_ref()) {
+                Some(y) => y,
+                None => x
+                    .f_linear(&s.weight, s.bias.as_ref())
+                    .map_err(|e| format!("{slot}: {e}"))?,
+            },
         };
         for h in &s.hooks {
             y = h.forward(x, y)?;

@@ -1,0 +1,89 @@
+//! Times `skinny_matmul` over the weight shapes of SmolLM2-135M (30 blocks and the tied output
+//! projection) at 1 and 8 rows, in float32 and bfloat16: `cargo run --release -p swift-kernels
+//! --example decode_shapes`. A quick look at the kernel alone; the real figures come from
+//! `scripts/bench_infer.sh`.
+
+use std::time::Instant;
+
+use swift_kernels::{skinny_matmul, Weights};
+
+fn main() {
+    let (h, inter, kv, vocab) = (576usize, 1536usize, 192usize, 49152usize);
+    let mut shapes = Vec::new();
+    for _ in 0..30 {
+        shapes.extend([
+            (h, h),
+            (kv, h),
+            (kv, h),
+            (h, h),
+            (inter, h),
+            (inter, h),
+            (h, inter),
+        ]);
+    }
+    shapes.push((vocab, h));
+    let f32s: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|&(n, k)| (0..n * k).map(|i| (i % 13) as f32 * 0.01).collect())
+        .collect();
+    let bf16s: Vec<Vec<u16>> = f32s
+        .iter()
+        .map(|w| w.iter().map(|v| (v.to_bits() >> 16) as u16).collect())
+        .collect();
+    for bf16 in [false, true] {
+        for m in [1usize, 4, 8] {
+            let run = || {
+                for (i, &(n, k)) in shapes.iter().enumerate() {
+                    let x = vec![0.5f32; m * k];
+                    let mut y = vec![0f32; m * n];
+                    let w = if bf16 {
+                        Weights::Bf16(&bf16s[i])
+                    } else {
+                        Weights::F32(&f32s[i])
+                    };
+                    skinny_matmul(&x, m, k, w, None, &mut y).expect("shapes are consistent");
+                }
+            };
+            run();
+            let start = Instant::now();
+            let cpu0 = cpu_seconds();
+            let reps = 20;
+            for _ in 0..reps {
+                run();
+            }
+            let step = start.elapsed().as_secs_f64() / reps as f64;
+            let cpu = (cpu_seconds() - cpu0) / reps as f64;
+            let bytes: usize = shapes
+                .iter()
+                .map(|&(n, k)| n * k * if bf16 { 2 } else { 4 })
+                .sum();
+            println!(
+                "{} rows={m}: {:.1} ms per token step ({:.1} ms of CPU time), {:.1} GB/s of weights, {:.1} tokens/s",
+                if bf16 { "bf16" } else { "f32 " },
+                step * 1e3,
+                cpu * 1e3,
+                bytes as f64 / step / 1e9,
+                m as f64 / step
+            );
+        }
+    }
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`, clock ticks of
+/// 10 ms): on a shared machine, CPU time per step is steadier than wall time.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}

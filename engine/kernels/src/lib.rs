@@ -1,0 +1,225 @@
+//! # swift-kernels: the matrix products of decoding, at memory speed
+//!
+//! Generating one token multiplies a handful of activation rows (one per sequence in the batch)
+//! by every weight matrix of the model. That product reads each weight once and does two flops
+//! per weight and row, so it is bound by memory bandwidth, not arithmetic. libtorch hands it to
+//! a general matrix-multiply routine that reaches about half of this machine's bandwidth with
+//! float32 weights; this crate's kernel streams each weight row once, multiplies it with every
+//! activation row while it is in registers, and splits the weight rows between threads.
+//!
+//! [`skinny_matmul`] computes `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])` for `m ≤ MAX_ROWS`, with
+//! weights in float32 ([`Weights::F32`]) or bfloat16 ([`Weights::Bf16`], widened to float32 in
+//! registers; activations and the accumulation stay float32). x86-64 machines with AVX2 and FMA
+//! take the vector path (detected at run time); others a portable loop. The model crate decides
+//! when to use it (CPU, no autograd, few rows) and falls back to libtorch otherwise.
+
+mod dot;
+
+use rayon::prelude::*;
+
+/// The most activation rows one call takes: beyond this, the product is no longer bound by
+/// reading the weights and a blocked GEMM does better.
+pub const MAX_ROWS: usize = 8;
+
+/// A weight matrix `[n, k]`, row-major, in one of the layouts the kernel reads.
+#[derive(Clone, Copy, Debug)]
+pub enum Weights<'a> {
+    F32(&'a [f32]),
+    /// bfloat16 bit patterns (the upper half of a float32).
+    Bf16(&'a [u16]),
+}
+
+impl Weights<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Weights::F32(w) => w.len(),
+            Weights::Bf16(w) => w.len(),
+        }
+    }
+}
+
+/// What a call with inconsistent shapes gets.
+#[derive(Debug)]
+pub struct ShapeError(pub String);
+
+impl std::error::Error for ShapeError {}
+
+impl std::fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+thread_local! {
+    /// The `[n, m]` transposed result of a call with several activation rows, kept between
+    /// calls so that decoding does not allocate (and fault in) a fresh buffer per product.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])`, everything row-major, `1 ≤ m ≤ MAX_ROWS`.
+/// Weight rows are split between the threads of rayon's pool.
+pub fn skinny_matmul(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Weights<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
+    if m == 0 || m > MAX_ROWS || k == 0 {
+        return Err(ShapeError(format!(
+            "skinny_matmul takes 1..={MAX_ROWS} rows of a non-empty width, got {m} × {k}"
+        )));
+    }
+    if x.len() != m * k || w.len() % k != 0 {
+        return Err(ShapeError(format!(
+            "x holds {} values for {m} × {k}; w holds {}, not a multiple of {k}",
+            x.len(),
+            w.len()
+        )));
+    }
+    let n = w.len() / k;
+    if y.len() != m * n || bias.is_some_and(|b| b.len() != n) {
+        return Err(ShapeError(format!(
+            "y holds {} values for {m} × {n}; bias {:?} for {n}",
+            y.len(),
+            bias.map(<[f32]>::len)
+        )));
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let block = n.div_ceil(threads * 4).max(16);
+    let kernel = dot::select();
+    if m == 1 {
+        // One activation row: the kernel's `[rows, 1]` output is already `y`'s layout.
+        y.par_chunks_mut(block)
+            .enumerate()
+            .for_each(|(b, out)| kernel(x, 1, k, w, b * block, out.len(), out));
+    } else {
+        // Each task writes its block of weight rows as `[rows, m]`; the blocks are then
+        // scattered into `y` (`m` is small, so this costs little next to reading `w`).
+        SCRATCH.with_borrow_mut(|t| {
+            t.clear();
+            t.resize(n * m, 0.0);
+            t.par_chunks_mut(block * m)
+                .enumerate()
+                .for_each(|(b, out)| kernel(x, m, k, w, b * block, out.len() / m, out));
+            for (r, vals) in t.chunks_exact(m).enumerate() {
+                for (j, v) in vals.iter().enumerate() {
+                    y[j * n + r] = *v;
+                }
+            }
+        });
+    }
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(n) {
+            for (v, b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The product in float64, term by term.
+    fn reference(x: &[f32], m: usize, k: usize, w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let n = w.len() / k;
+        let mut y = vec![0f32; m * n];
+        for i in 0..m {
+            for r in 0..n {
+                let mut s = bias.map_or(0.0, |b| b[r] as f64);
+                for c in 0..k {
+                    s += x[i * k + c] as f64 * w[r * k + c] as f64;
+                }
+                y[i * n + r] = s as f32;
+            }
+        }
+        y
+    }
+
+    fn to_bf16(v: &[f32]) -> Vec<u16> {
+        // Truncation is enough here: the reference is computed from the same truncated values.
+        v.iter().map(|x| (x.to_bits() >> 16) as u16).collect()
+    }
+
+    fn from_bf16(v: &[u16]) -> Vec<f32> {
+        v.iter()
+            .map(|&b| f32::from_bits((b as u32) << 16))
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_reference_for_every_row_count_and_ragged_widths() {
+        // Widths that are and are not multiples of the vector width, row counts 1..=8, a
+        // number of weight rows that does not divide into the blocks evenly.
+        for &k in &[1usize, 7, 16, 33, 576] {
+            for m in 1..=MAX_ROWS {
+                let n = 37;
+                let x = values(m * k, (k * 10 + m) as u64);
+                let w = values(n * k, 99 + k as u64);
+                let bias = values(n, 7);
+                let mut y = vec![0f32; m * n];
+                skinny_matmul(&x, m, k, Weights::F32(&w), Some(&bias), &mut y).unwrap();
+                let want = reference(&x, m, k, &w, Some(&bias));
+                for (a, b) in y.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "k={k} m={m}: {a} vs {b}"
+                    );
+                }
+                let wb = to_bf16(&w);
+                skinny_matmul(&x, m, k, Weights::Bf16(&wb), None, &mut y).unwrap();
+                let want = reference(&x, m, k, &from_bf16(&wb), None);
+                for (a, b) in y.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "bf16 k={k} m={m}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_portable_path_agrees_with_the_vector_path() {
+        let (m, k, n) = (3, 50, 9);
+        let x = values(m * k, 1);
+        let w = values(n * k, 2);
+        let mut fast = vec![0f32; m * n];
+        let mut slow = vec![0f32; m * n];
+        dot::select()(&x, m, k, Weights::F32(&w), 0, n, &mut fast);
+        dot::portable(&x, m, k, Weights::F32(&w), 0, n, &mut slow);
+        for (a, b) in fast.iter().zip(&slow) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
+        }
+    }
+
+    #[test]
+    fn inconsistent_shapes_are_an_error_not_a_panic() {
+        let mut y = vec![0f32; 4];
+        let w = vec![0f32; 8];
+        assert!(skinny_matmul(&[0.0; 4], 2, 2, Weights::F32(&w), None, &mut y[..3]).is_err());
+        assert!(skinny_matmul(&[0.0; 3], 2, 2, Weights::F32(&w), None, &mut y).is_err());
+        assert!(skinny_matmul(&[0.0; 18], 9, 2, Weights::F32(&w), None, &mut y).is_err());
+        assert!(skinny_matmul(&[0.0; 4], 2, 2, Weights::F32(&w), Some(&[0.0; 3]), &mut y).is_err());
+        assert!(skinny_matmul(&[0.0; 4], 2, 2, Weights::F32(&w[..7]), None, &mut y).is_err());
+    }
+}

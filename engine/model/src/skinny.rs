@@ -1,0 +1,76 @@
+//! The decoding fast path of linear slots: when a float slot on the CPU multiplies only a few
+//! activation rows with autograd off (token-by-token generation), the product goes to
+//! [`swift_kernels::skinny_matmul`], which reads the weights at close to memory speed, instead
+//! of libtorch's general matrix multiply. Everything else (prefill, training, other devices,
+//! quantized slots) keeps libtorch's path; the two agree to float32 rounding.
+
+use swift_kernels::{skinny_matmul, Weights, MAX_ROWS};
+use tch::{Device, Kind, Tensor};
+
+/// `x · wᵀ + bias` through the skinny kernel, or `None` when the fast path does not apply (the
+/// caller then uses libtorch).
+pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
+    // Only where no gradient can flow: the kernel is invisible to autograd.
+    if x.device() != Device::Cpu
+        || w.device() != Device::Cpu
+        || x.requires_grad()
+        || w.requires_grad()
+        || bias.is_some_and(Tensor::requires_grad)
+    {
+        return None;
+    }
+    let wsize = w.size();
+    let xsize = x.size();
+    let (&[n, k], Some(&last)) = (wsize.as_slice(), xsize.last()) else {
+        return None;
+    };
+    if last != k || k == 0 || !w.is_contiguous() {
+        return None;
+    }
+    let rows = x.numel() / k as usize;
+    let kind = w.kind();
+    let worth_it = match kind {
+        Kind::Float => rows <= MAX_ROWS,
+        // libtorch's bfloat16 GEMM (oneDNN) is already fast from two rows on.
+        Kind::BFloat16 => rows == 1,
+        _ => false,
+    };
+    if !worth_it || rows == 0 || x.kind() != kind {
+        return None;
+    }
+    let bias = match bias {
+        Some(b) => Some(Vec::<f32>::try_from(b.to_kind(Kind::Float).flatten(0, -1)).ok()?),
+        None => None,
+    };
+    let xf = x.to_kind(Kind::Float).contiguous();
+    let mut out_size = xsize.clone();
+    *out_size.last_mut()? = n;
+    let out = Tensor::empty(out_size.as_slice(), (Kind::Float, Device::Cpu));
+    let (n, k) = (n as usize, k as usize);
+    // SAFETY: `xf` and `out` are contiguous float32 CPU tensors of `rows * k` and `rows * n`
+    // elements that live until the end of this function; `w` is a contiguous CPU tensor of
+    // `n * k` elements of the kind matched below. Nothing else writes them meanwhile.
+    let ok = unsafe {
+        let xs = std::slice::from_raw_parts(xf.data_ptr() as *const f32, rows * k);
+        let ys = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, rows * n);
+        let weights = match kind {
+            Kind::Float => Weights::F32(std::slice::from_raw_parts(
+                w.data_ptr() as *const f32,
+                n * k,
+            )),
+            _ => Weights::Bf16(std::slice::from_raw_parts(
+                w.data_ptr() as *const u16,
+                n * k,
+            )),
+        };
+        skinny_matmul(xs, rows, k, weights, bias.as_deref(), ys).is_ok()
+    };
+    if !ok {
+        return None;
+    }
+    if kind == Kind::Float {
+        Some(out)
+    } else {
+        out.f_to_kind(kind).ok()
+    }
+}
