@@ -199,16 +199,36 @@ mod tests {
     }
 
     #[test]
-    fn the_portable_path_agrees_with_the_vector_path() {
-        let (m, k, n) = (3, 50, 9);
-        let x = values(m * k, 1);
-        let w = values(n * k, 2);
-        let mut fast = vec![0f32; m * n];
-        let mut slow = vec![0f32; m * n];
-        dot::select()(&x, m, k, Weights::F32(&w), 0, n, &mut fast);
-        dot::portable(&x, m, k, Weights::F32(&w), 0, n, &mut slow);
-        for (a, b) in fast.iter().zip(&slow) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
+    fn every_kernel_this_cpu_runs_agrees_with_the_reference() {
+        // `skinny_matmul` above runs only the fastest kernel; here each one, on ragged widths
+        // (tails shorter than a vector) and every row count.
+        for (name, kernel) in dot::available() {
+            for &k in &[5usize, 8, 16, 50, 577] {
+                for m in 1..=MAX_ROWS {
+                    let n = 9;
+                    let x = values(m * k, (m + k) as u64);
+                    let w = values(n * k, 2);
+                    let wb = to_bf16(&w);
+                    let mut got = vec![0f32; m * n];
+                    for (weights, plain) in [
+                        (Weights::F32(&w), w.clone()),
+                        (Weights::Bf16(&wb), from_bf16(&wb)),
+                    ] {
+                        kernel(&x, m, k, weights, 0, n, &mut got);
+                        // The kernel's layout is `[n, m]`; the reference's `[m, n]`.
+                        let want = reference(&x, m, k, &plain, None);
+                        for r in 0..n {
+                            for j in 0..m {
+                                let (a, b) = (got[r * m + j], want[j * n + r]);
+                                assert!(
+                                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                                    "{name} k={k} m={m}: {a} vs {b}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
