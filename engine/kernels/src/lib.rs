@@ -71,7 +71,7 @@ pub fn skinny_matmul(
             "skinny_matmul takes 1..={MAX_ROWS} rows of a non-empty width, got {m} × {k}"
         )));
     }
-    if x.len() != m * k || w.len() % k != 0 {
+    if x.len() != m * k || !w.len().is_multiple_of(k) {
         return Err(ShapeError(format!(
             "x holds {} values for {m} × {k}; w holds {}, not a multiple of {k}",
             x.len(),
