@@ -17,7 +17,7 @@ echo "== deploy: 64 requests from 16 concurrent clients against one client (Smol
 "${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_deploy.py
 
 echo "== inference side by side with ms-swift (its own virtualenv; medians of 3 runs)"
-"${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_infer_peer.py --repeats 3
+"${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_infer_peer.py --repeats 3 --dtypes "float32 bfloat16"
 
 echo "== LoRA SFT side by side with ms-swift (PEER.md workload; medians of 3 runs)"
 "${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_train_peer.py --repeats 3

@@ -83,6 +83,11 @@ def measure(make_cmd, env, work, new_tokens, batch, dtype, repeats, tokenizer):
     return statistics.median(rates), statistics.median(rsses)
 
 
+# llama.cpp's batch-1 generation on this model and machine (PEER.md, llama-bench -t 2): the
+# memory-bandwidth bound that batch-1 figures are reported against (F16 stands in for bf16).
+BOUND = {"float32": 40.4, "bfloat16": 49.0}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
@@ -103,15 +108,16 @@ def main():
         env_ours = dict(os.environ)
         env_peer = dict(os.environ, **PEER_ENV)
         print(f"{'dtype':<9} {'batch':>5} {'swift-rs tok/s':>15} {'ms-swift tok/s':>15} {'ratio':>6} "
-              f"{'swift-rs MiB':>13} {'ms-swift MiB':>13} {'RSS ratio':>9}")
+              f"{'swift-rs MiB':>13} {'ms-swift MiB':>13} {'RSS ratio':>9} {'of bound':>8}")
         for dtype in args.dtypes.split():
             for batch in (1, 8):
                 a, a_rss = measure(lambda o, n, b, d: ours(prompts, o, n, b, d), env_ours, work,
                                    args.new_tokens, batch, dtype, args.repeats, tokenizer)
                 p, p_rss = measure(lambda o, n, b, d: peer(peer_bin, prompts, o, n, b, d), env_peer,
                                    work, args.new_tokens, batch, dtype, args.repeats, tokenizer)
+                share = f"{a / BOUND[dtype]:.0%}" if batch == 1 and dtype in BOUND else "-"
                 print(f"{dtype:<9} {batch:>5} {a:>15.1f} {p:>15.1f} {a / p:>6.2f} {a_rss:>13.0f} "
-                      f"{p_rss:>13.0f} {a_rss / p_rss:>9.2f}", flush=True)
+                      f"{p_rss:>13.0f} {a_rss / p_rss:>9.2f} {share:>8}", flush=True)
 
 
 if __name__ == "__main__":
