@@ -48,13 +48,31 @@ fi
 TORCH_DIR="$("$PY" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 CXX11_ABI="$("$PY" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')"
 [[ -d "$TORCH_DIR/lib" && -d "$TORCH_DIR/include" ]] || die "torch at $TORCH_DIR has no lib/ or include/"
+# Link against libtorch's CPU half only: the wheel's libtorch.so needs libtorch_cuda.so, which
+# loads the CUDA libraries (about 270 MiB resident at start-up, GPU or not). LINK_DIR/lib holds
+# links to every library but those two, with libtorch.so standing for libtorch_cpu.so; swift
+# opens libtorch_cuda.so itself when a CUDA device is wanted (engine/model/src/cuda.rs).
+LINK_DIR="$CACHE/libtorch-link"
+if [[ "$(cat "$LINK_DIR/.source" 2>/dev/null)" != "$TORCH_DIR" ]]; then
+    say "linking $LINK_DIR (libtorch without its CUDA half)"
+    rm -rf "$LINK_DIR.tmp" && mkdir -p "$LINK_DIR.tmp/lib"
+    for f in "$TORCH_DIR"/lib/*; do
+        case "$(basename "$f")" in libtorch.so | libtorch_cuda*.so) continue ;; esac
+        ln -s "$f" "$LINK_DIR.tmp/lib/"
+    done
+    ln -s "$TORCH_DIR/lib/libtorch_cpu.so" "$LINK_DIR.tmp/lib/libtorch.so"
+    printf '%s\n' "$TORCH_DIR" > "$LINK_DIR.tmp/.source"
+    rm -rf "$LINK_DIR" && mv "$LINK_DIR.tmp" "$LINK_DIR"
+fi
 mkdir -p "$ROOT/.cargo"
 CONFIG="$ROOT/.cargo/config.toml"
 NEW_CONFIG="$(cat <<EOF
 # Written by scripts/setup.sh (make setup); not in git. Points torch-sys at the venv's libtorch
-# and embeds an rpath so binaries and test binaries run without LD_LIBRARY_PATH.
+# (headers; libraries through the CPU-only link directory) and embeds an rpath so binaries and
+# test binaries run without LD_LIBRARY_PATH.
 [env]
 LIBTORCH = "$TORCH_DIR"
+LIBTORCH_LIB = "$LINK_DIR"
 LIBTORCH_CXX11_ABI = "$CXX11_ABI"
 SWIFT_RS_CACHE = "$CACHE"
 

@@ -13,6 +13,7 @@
 //! * [`generate`]: greedy and sampled decoding, stop words and EOS, streaming.
 
 mod context;
+pub mod cuda;
 pub mod generate;
 mod skinny;
 pub mod weights;
@@ -109,6 +110,11 @@ pub fn dtype_name(k: Kind) -> &'static str {
 pub fn parse_device(s: &str) -> Result<Device, ModelError> {
     let s = s.trim().to_ascii_lowercase();
     let cuda = |n: usize| {
+        if let Err(e) = cuda::load() {
+            return Err(ModelError::Device(format!(
+                "--device {s}: {e}; use --device cpu"
+            )));
+        }
         let count = tch::Cuda::device_count() as usize;
         if n < count {
             Ok(Device::Cuda(n))
@@ -124,11 +130,13 @@ pub fn parse_device(s: &str) -> Result<Device, ModelError> {
         }
     };
     match s.as_str() {
-        "" | "auto" => Ok(if tch::Cuda::is_available() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
+        "" | "auto" => Ok(
+            if cuda::driver_present() && cuda::load().is_ok() && tch::Cuda::is_available() {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            },
+        ),
         "cpu" => Ok(Device::Cpu),
         "cuda" | "gpu" => cuda(0),
         _ => match s
