@@ -447,6 +447,43 @@ impl LoadedModel {
         self.forward_inner(ids, mask, &mut cache)
     }
 
+    /// [`LoadedModel::forward_train`] over packed rows: each sequence of `ids` (`[batch, seq]`)
+    /// holds several rows laid end to end; `positions` restart at 0 for every row and
+    /// `seq_ids` name the row of each token (padding shares an id of its own). Attention is
+    /// block-diagonal causal, so every row computes exactly what it computes alone.
+    pub fn forward_train_packed(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        seq_ids: &Tensor,
+    ) -> Result<Tensor, ModelError> {
+        let batch = ids.size().first().copied().unwrap_or(1);
+        let mut cache = self.new_cache(batch);
+        let ids = ids.f_to_device(self.device)?;
+        let step = cache.begin_packed(
+            &ids,
+            &positions.f_to_device(self.device)?,
+            &seq_ids.f_to_device(self.device)?,
+        )?;
+        let mut ctx = context::HostContext {
+            model: self,
+            cache: &mut cache,
+            step: &step,
+            attended: 0,
+        };
+        let hidden = self
+            .model
+            .forward(&mut ctx, &ids, &step.positions)
+            .map_err(ModelError::Family)?;
+        if ctx.attended != self.layout.num_blocks {
+            return Err(ModelError::Family(format!(
+                "forward called attention for {} layers, the layout declares {}",
+                ctx.attended, self.layout.num_blocks
+            )));
+        }
+        Ok(hidden)
+    }
+
     /// [`LoadedModel::logits`] with autograd on (training), in the model's dtype.
     pub fn logits_train(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
         self.apply_linear(&self.layout.output_slot, hidden)

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use swift_data::{open_datasets, DatasetOptions};
 use swift_plugin_api::model::SlotKind;
 use swift_template::{EncodeOptions, Encoder, LossScale, RenderOptions};
+use swift_train::trainer::PackingConfig;
 use swift_train::{
     save_safetensors, AdamWConfig, EncodedRow, Lora, RunDir, StepInfo, TrainConfig, TrainError,
     TrainHooks,
@@ -64,6 +65,14 @@ pub struct SftArgs {
     pub rows_per_pass: Option<usize>,
     #[arg(long = "max-length")]
     pub max_length: Option<usize>,
+    /// Pack rows end to end into sequences of --max_length tokens (each row attends only to
+    /// itself; --per_device_train_batch_size then counts packed sequences).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub packing: Option<bool>,
+    /// binpack (longest rows first, into the emptiest sequence with room; ms-swift's default)
+    /// or sequential (in row order).
+    #[arg(long = "packing-strategy")]
+    pub packing_strategy: Option<String>,
     /// delete, left or right.
     #[arg(long = "truncation-strategy")]
     pub truncation_strategy: Option<String>,
@@ -198,6 +207,8 @@ pub struct SftSettings {
     pub eval_steps: Option<u64>,
     pub rows_per_pass: usize,
     pub max_length: usize,
+    pub packing: bool,
+    pub packing_strategy: String,
     pub truncation_strategy: String,
     pub loss_scale: String,
     pub tuner_type: String,
@@ -259,6 +270,8 @@ impl Default for SftSettings {
             eval_steps: None,
             rows_per_pass: 1,
             max_length: 2048,
+            packing: false,
+            packing_strategy: "binpack".into(),
             truncation_strategy: "delete".into(),
             loss_scale: "default".into(),
             tuner_type: "lora".into(),
@@ -607,6 +620,14 @@ pub(crate) fn train_config(s: &SftSettings, learning_rate: f64) -> Result<TrainC
         resume_from: s.resume_from_checkpoint.clone(),
         eval_steps: s.eval_steps.unwrap_or(s.save_steps),
         rows_per_pass: s.rows_per_pass,
+        packing: if s.packing {
+            Some(PackingConfig {
+                max_length: s.max_length,
+                strategy: s.packing_strategy.parse().map_err(|e: String| anyhow!(e))?,
+            })
+        } else {
+            None
+        },
     })
 }
 
