@@ -311,9 +311,15 @@ fn sft_and_pt_with_packing_log_the_losses_of_unpacked_training() {
             "--packing",
             "--packing_strategy",
             "tight",
+            "--output_dir",
+            tmp.path().join("never").to_str().unwrap(),
         ],
         &[("OMP_NUM_THREADS", "1")],
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("binpack, sequential"), "{}", stderr(&o));
+    assert!(
+        !tmp.path().join("never").exists(),
+        "refused before the run folder"
+    );
 }

@@ -156,6 +156,7 @@ pub fn check_dtype_for_device(kind: Kind, device: Device) -> Result<(), ModelErr
 
 /// A tuner's or quantizer's contribution to a linear slot: receives the slot's input and the
 /// base output (`x Wᵀ + b`) and returns the slot's output. Hooks run in registration order.
+/// Hooks on an embedding slot receive the ids and the looked-up rows.
 pub trait LinearHook: Send + Sync {
     fn forward(&self, x: &Tensor, base: Tensor) -> Result<Tensor, String>;
 }

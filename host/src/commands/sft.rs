@@ -90,6 +90,11 @@ pub struct SftArgs {
     /// all-linear (every linear slot but the output projection) or slot names (q_proj, ...).
     #[arg(long = "target-modules", num_args = 1..)]
     pub target_modules: Vec<String>,
+    /// Layers trained whole beside the LoRA adapters and saved in the adapter (PEFT
+    /// `modules_to_save`): slot names or their last parts (lm_head, embed_tokens), or
+    /// all-embedding.
+    #[arg(long = "modules-to-save", num_args = 1..)]
+    pub modules_to_save: Vec<String>,
     /// Scale LoRA by alpha/√r (the `rslora` tuner sets it).
     #[arg(long = "use-rslora", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub use_rslora: Option<bool>,
@@ -216,6 +221,7 @@ pub struct SftSettings {
     pub lora_alpha: f64,
     pub lora_dropout: f64,
     pub target_modules: Vec<String>,
+    pub modules_to_save: Vec<String>,
     pub use_rslora: Option<bool>,
     pub use_dora: Option<bool>,
     pub init_weights: Option<String>,
@@ -279,6 +285,7 @@ impl Default for SftSettings {
             lora_alpha: 32.0,
             lora_dropout: 0.05,
             target_modules: vec!["all-linear".into()],
+            modules_to_save: Vec::new(),
             use_rslora: None,
             use_dora: None,
             init_weights: None,
@@ -698,6 +705,10 @@ pub fn run(
 ) -> Result<()> {
     let s: SftSettings = layered(global.config.as_deref(), given_flags(args)?)?;
     let command = if pretrain { "pt" } else { "sft" };
+    // Settings errors before anything loads.
+    s.packing_strategy
+        .parse::<swift_train::PackingStrategy>()
+        .map_err(|e| anyhow!(e))?;
     let mut p = prepare(&s, settings, &s.loss_scale)?;
 
     // Data: read, encode, keep in memory.
@@ -997,10 +1008,17 @@ impl Adapters {
                     .with_context(|| format!("merging adapter {}", d.display()))?;
             }
             tracing::info!(
-                "adapter {}: LoRA r={} on {} slots",
+                "adapter {}: LoRA r={} on {} slots{}",
                 d.display(),
                 lora.config.r,
-                lora.layers.len()
+                lora.layers.len(),
+                if lora.saved_modules.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> =
+                        lora.saved_modules.iter().map(|m| m.slot.as_str()).collect();
+                    format!(", {} saved whole", names.join(", "))
+                }
             );
         }
         Ok(())
