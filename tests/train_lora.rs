@@ -1143,3 +1143,36 @@ fn modules_to_save_train_whole_layers_that_peft_and_the_merge_agree_on() {
         assert!(stderr(&o).contains(want), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn bfloat16_training_keeps_the_lora_tensors_in_float32() {
+    // A bfloat16 base with float32 adapters (PEFT's autocast_adapter_dtype): the first loss is
+    // the float32 run's up to bfloat16 rounding, the loss falls, and the adapter is saved F32.
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_run = tiny_run(tmp.path(), "f32", "lora", "6", &["--learning_rate", "1e-2"]);
+    let bf16_run = tiny_run(
+        tmp.path(),
+        "bf16",
+        "lora",
+        "6",
+        &["--learning_rate", "1e-2", "--torch_dtype", "bfloat16"],
+    );
+    let (a, b) = (step_losses(&f32_run), step_losses(&bf16_run));
+    assert_eq!((a.len(), b.len()), (6, 6));
+    assert!(
+        (a[0] - b[0]).abs() < 2e-2 * a[0],
+        "first loss {} (float32) vs {} (bfloat16)",
+        a[0],
+        b[0]
+    );
+    assert!(b[4] + b[5] < b[0] + b[1], "the loss falls: {b:?}");
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(bf16_run.join("args.json")).unwrap())
+            .unwrap();
+    assert_eq!(args["torch_dtype"], "bfloat16");
+    let bytes = std::fs::read(bf16_run.join("checkpoint-6/adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for (name, view) in st.tensors() {
+        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+    }
+}

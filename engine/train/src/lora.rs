@@ -145,13 +145,25 @@ impl LinearHook for LoraHook {
         } else {
             x.shallow_clone()
         };
+        // Float32 adapters on a bfloat16 base (PEFT's autocast_adapter_dtype): the low-rank
+        // path runs in the adapters' dtype, and its sum with the base output is cast back.
+        let adapter_kind = self.a.0.kind();
+        let h = if h.kind() != adapter_kind {
+            h.f_to_kind(adapter_kind).map_err(|e| format!("lora: {e}"))?
+        } else {
+            h
+        };
         let low_rank = h
             .f_matmul(&self.a.0.f_tr().map_err(|e| e.to_string())?)
             .and_then(|t| t.f_matmul(&self.b.0.f_tr()?))
             .and_then(|t| t.f_mul_scalar(self.scale))
             .map_err(|e| format!("lora: {e}"))?;
         let Some(d) = &self.dora else {
-            return base.f_add(&low_rank).map_err(|e| format!("lora: {e}"));
+            let out_kind = base.kind();
+            return base
+                .f_add(&low_rank)
+                .and_then(|y| y.f_to_kind(out_kind))
+                .map_err(|e| format!("lora: {e}"));
         };
         let dora = || -> Result<Tensor, tch::TchError> {
             // ‖W + s·B·A‖ per output row, outside the gradient (DoRA §4.3).
@@ -462,8 +474,11 @@ impl Lora {
                 )));
             }
             let (a, b, residual) = init_factors(variant.init, &slot.weight, &config)?;
-            let a = a.f_to_kind(kind)?.set_requires_grad(true);
-            let b = b.f_to_kind(kind)?.set_requires_grad(true);
+            // Plain LoRA's tensors stay float32 on a half-precision base, as PEFT keeps them
+            // (autocast_adapter_dtype); DoRA's follow the base.
+            let adapter_kind = if variant.use_dora { kind } else { Kind::Float };
+            let a = a.f_to_kind(adapter_kind)?.set_requires_grad(true);
+            let b = b.f_to_kind(adapter_kind)?.set_requires_grad(true);
             if let Some(w) = residual {
                 // A new owned tensor: the base may be a read-only mapping of the checkpoint.
                 slot.weight = w;
