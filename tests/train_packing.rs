@@ -89,12 +89,11 @@ fn grads(trainable: &[(String, Tensor)]) -> Vec<Tensor> {
         .iter()
         .map(|(_, t)| {
             let g = t.grad();
-            let g = if g.defined() {
+            if g.defined() {
                 g.copy()
             } else {
                 t.zeros_like()
-            };
-            g
+            }
         })
         .collect()
 }
