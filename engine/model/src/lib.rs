@@ -9,7 +9,9 @@
 //!   requested dtype on the requested device, and its slots (where tuners and quantizers hook in:
 //!   [`LinearHook`]).
 //! * [`KvCache`] and [`LoadedModel::forward`]: batched forward passes with left padding, the
-//!   causal and padding masks, and grouped-query attention through `scaled_dot_product_attention`.
+//!   causal and padding masks, and grouped-query attention through `scaled_dot_product_attention`;
+//!   [`LoadedModel::forward_train_packed`]: training passes over packed rows (block-diagonal
+//!   causal attention, positions restarting per row).
 //! * [`generate`]: greedy and sampled decoding, stop words and EOS, streaming.
 
 mod context;

@@ -1,8 +1,9 @@
 //! The training loop: epochs over encoded rows (shuffled per epoch from the seed), padded
-//! micro-batches (or, with `--packing`, epochs over sequences of rows packed end to end), gradient accumulation with the loss normalised over the labelled tokens of the
-//! whole optimiser step, clipping, AdamW with a warm-up schedule, `logging.jsonl` records, and
-//! checkpoints written atomically every `save_steps` and at the end, and the charts of
-//! `images/` (crate::plot) when the run ends.
+//! micro-batches (with `--packing`: epochs over sequences of rows packed end to end), gradient
+//! accumulation with the loss normalised over the labelled tokens of the whole optimiser step,
+//! clipping, AdamW with a warm-up schedule, `logging.jsonl` records, and checkpoints written
+//! atomically every `save_steps` and at the end, and the charts of `images/` (crate::plot) when
+//! the run ends.
 //!
 //! Resuming (`resume_from`): a checkpoint also holds `optimizer.safetensors` (the trained tensors
 //! and AdamW's moments) and `trainer_state.json` (the step). The data order is a function of the
