@@ -149,7 +149,8 @@ impl LinearHook for LoraHook {
         // path runs in the adapters' dtype, and its sum with the base output is cast back.
         let adapter_kind = self.a.0.kind();
         let h = if h.kind() != adapter_kind {
-            h.f_to_kind(adapter_kind).map_err(|e| format!("lora: {e}"))?
+            h.f_to_kind(adapter_kind)
+                .map_err(|e| format!("lora: {e}"))?
         } else {
             h
         };
