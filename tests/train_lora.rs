@@ -1017,3 +1017,162 @@ fn infer_merge_lora_folds_lora_and_dora_into_the_weights_with_the_same_output() 
         assert_eq!(greedy_hooked, greedy_merged, "{tuner}");
     }
 }
+
+#[test]
+fn modules_to_save_train_whole_layers_that_peft_and_the_merge_agree_on() {
+    // The tiny llama ties lm_head to the embedding table, as SmolLM2 does. peft 0.17 gives each
+    // saved module its own copy (the tie is broken: saving lm_head alone leaves the embedding
+    // at the base); swift does the same, so peft loads the adapter with no missing or
+    // unexpected keys and computes swift's logits, with adapters on the fly, folded in at load
+    // time, and exported merged (config.json then unties the two).
+    let Some(python) = venv_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny();
+    for (name, modules) in [
+        ("head", vec!["lm_head"]),
+        ("both", vec!["embed_tokens", "lm_head"]),
+    ] {
+        let mut extra = vec![
+            "--learning_rate",
+            "1e-2",
+            "--target_modules",
+            "q_proj",
+            "v_proj",
+            "--modules_to_save",
+        ];
+        extra.extend(&modules);
+        let run = tiny_run(tmp.path(), name, "lora", "4", &extra);
+        let ck = run.join("checkpoint-4");
+        let cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(ck.join("adapter_config.json")).unwrap())
+                .unwrap();
+        let tensors = tensors_by_name(&ck.join("adapter_model.safetensors"));
+        let base_table =
+            tensors_by_name(&base.join("model.safetensors"))["model.embed_tokens.weight"].clone();
+        let head = &tensors["base_model.model.lm_head.weight"];
+        assert!(changed(&base_table, head), "lm_head trained");
+        if name == "head" {
+            assert_eq!(cfg["modules_to_save"], serde_json::json!(["lm_head"]));
+            assert!(!tensors.contains_key("base_model.model.model.embed_tokens.weight"));
+        } else {
+            assert_eq!(
+                cfg["modules_to_save"],
+                serde_json::json!(["model.embed_tokens", "lm_head"])
+            );
+            let table = &tensors["base_model.model.model.embed_tokens.weight"];
+            assert!(changed(&base_table, table), "the embedding trained");
+            assert!(changed(table, head), "the copies are not tied");
+        }
+        check_peft(&python, &base, &ck, "1,2,3,4,5", 8);
+        let (on_the_fly, greedy) = swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3", 6);
+        let (folded, greedy_folded) = swift_logits(
+            &["--adapters", ck.to_str().unwrap(), "--merge_lora", "true"],
+            "1,2,3",
+            6,
+        );
+        assert!(max_abs_diff(&on_the_fly, &folded) < 1e-4);
+        assert_eq!(greedy, greedy_folded);
+        let merged = tmp.path().join(format!("{name}-merged"));
+        ok(swift1(&[
+            "export",
+            "--adapters",
+            ck.to_str().unwrap(),
+            "--merge_lora",
+            "true",
+            "--output_dir",
+            merged.to_str().unwrap(),
+        ]));
+        let mcfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(merged.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(mcfg["tie_word_embeddings"], false);
+        let (m, greedy_merged) = swift_logits(&["--model", merged.to_str().unwrap()], "1,2,3", 6);
+        assert!(max_abs_diff(&on_the_fly, &m) < 1e-4);
+        assert_eq!(greedy, greedy_merged);
+        if name == "head" {
+            continue;
+        }
+        // transformers loads the merged folder, and its weights are peft's merge_and_unload().
+        let out = Command::new(&python)
+            .arg(workspace_root().join("tests/reference/merge_reference.py"))
+            .arg(&base)
+            .arg(&ck)
+            .arg(&merged)
+            .arg("6")
+            .arg("1,2,3")
+            .env("OMP_NUM_THREADS", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["missing"], serde_json::json!([]), "{v}");
+        assert_eq!(v["unexpected"], serde_json::json!([]), "{v}");
+        assert!(v["max_weight_diff"].as_f64().unwrap() < 1e-5, "{v}");
+        assert_eq!(v["greedy"][0], greedy);
+    }
+    // What cannot be saved whole is a clear error.
+    let data = dataset(tmp.path());
+    for (flags, want) in [
+        (vec!["--modules_to_save", "nope"], "names no layer"),
+        (
+            vec!["--modules_to_save", "q_proj"],
+            "both a LoRA target and in --modules_to_save",
+        ),
+        (
+            vec!["--tuner_type", "full", "--modules_to_save", "lm_head"],
+            "--modules_to_save is for LoRA tuners",
+        ),
+    ] {
+        let mut args = vec![
+            "sft",
+            "--model",
+            base.to_str().unwrap(),
+            "--dataset",
+            data.to_str().unwrap(),
+            "--output_dir",
+        ];
+        let out_dir = tmp.path().join("bad");
+        args.push(out_dir.to_str().unwrap());
+        args.extend(flags);
+        let o = swift1(&args);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn bfloat16_training_keeps_the_lora_tensors_in_float32() {
+    // A bfloat16 base with float32 adapters (PEFT's autocast_adapter_dtype): the first loss is
+    // the float32 run's up to bfloat16 rounding, the loss falls, and the adapter is saved F32.
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_run = tiny_run(tmp.path(), "f32", "lora", "6", &["--learning_rate", "1e-2"]);
+    let bf16_run = tiny_run(
+        tmp.path(),
+        "bf16",
+        "lora",
+        "6",
+        &["--learning_rate", "1e-2", "--torch_dtype", "bfloat16"],
+    );
+    let (a, b) = (step_losses(&f32_run), step_losses(&bf16_run));
+    assert_eq!((a.len(), b.len()), (6, 6));
+    assert!(
+        (a[0] - b[0]).abs() < 2e-2 * a[0],
+        "first loss {} (float32) vs {} (bfloat16)",
+        a[0],
+        b[0]
+    );
+    assert!(b[4] + b[5] < b[0] + b[1], "the loss falls: {b:?}");
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(bf16_run.join("args.json")).unwrap())
+            .unwrap();
+    assert_eq!(args["torch_dtype"], "bfloat16");
+    let bytes = std::fs::read(bf16_run.join("checkpoint-6/adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for (name, view) in st.tensors() {
+        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+    }
+}

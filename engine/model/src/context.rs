@@ -261,6 +261,53 @@ fn causal(past: i64, t: i64, device: Device) -> Result<Tensor, tch::TchError> {
     k.f_le_tensor(&q)
 }
 
+impl KvCache {
+    /// The step of a training pass over packed rows (several rows laid end to end in one
+    /// sequence): `positions` (`[batch, seq]`) restart at 0 for every row and `seq_ids`
+    /// (`[batch, seq]`) tell which row each token belongs to, so the mask is block-diagonal
+    /// causal: a token sees the earlier tokens of its own row only. Padding shares one id and
+    /// only attends to padding. The cache must be empty (training passes carry nothing over).
+    pub(crate) fn begin_packed(
+        &mut self,
+        ids: &Tensor,
+        positions: &Tensor,
+        seq_ids: &Tensor,
+    ) -> Result<Step, ModelError> {
+        let size = ids.size();
+        if size.len() != 2 || size[0] != self.batch || self.len != 0 {
+            return Err(ModelError::Config(format!(
+                "a packed pass needs a fresh cache of {} rows; got input ids of shape {size:?} after {} cached positions",
+                self.batch, self.len
+            )));
+        }
+        if positions.size() != size || seq_ids.size() != size {
+            return Err(ModelError::Config(format!(
+                "packed input ids {size:?}, positions {:?} and sequence ids {:?} differ in shape",
+                positions.size(),
+                seq_ids.size()
+            )));
+        }
+        let (b, t) = (size[0], size[1]);
+        let device = ids.device();
+        let same_row = seq_ids
+            .f_unsqueeze(2)?
+            .f_eq_tensor(&seq_ids.f_unsqueeze(1)?)?
+            .f_view([b, 1, t, t])?;
+        let mask = causal(0, t, device)?
+            .f_view([1, 1, t, t])?
+            .f_logical_and(&same_row)?;
+        let next_pos = positions.f_select(1, t - 1)?.f_add_scalar(1)?;
+        Ok(Step {
+            positions: positions.f_to_kind(Kind::Int64)?,
+            mask: Some(mask),
+            is_causal: false,
+            key_valid: Tensor::f_ones([b, t], (Kind::Bool, device))?,
+            next_pos,
+            seq: t,
+        })
+    }
+}
+
 /// The host's side of [`ModelContext`] for one forward pass.
 pub(crate) struct HostContext<'a> {
     pub model: &'a LoadedModel,
@@ -288,7 +335,12 @@ impl ModelContext for HostContext<'_> {
         if s.kind != SlotKind::Embedding {
             return Err(format!("slot `{slot}` is not an embedding slot"));
         }
-        Tensor::f_embedding(&s.weight, ids, -1, false, false).map_err(te)
+        let mut y = Tensor::f_embedding(&s.weight, ids, -1, false, false).map_err(te)?;
+        // Hooks on an embedding slot receive the ids (a saved module's copy of the table).
+        for h in &s.hooks {
+            y = h.forward(ids, y)?;
+        }
+        Ok(y)
     }
 
     fn norm(&mut self, slot: &str, x: &Tensor, kind: NormKind, eps: f64) -> Result<Tensor, String> {

@@ -9,7 +9,9 @@
 //!   requested dtype on the requested device, and its slots (where tuners and quantizers hook in:
 //!   [`LinearHook`]).
 //! * [`KvCache`] and [`LoadedModel::forward`]: batched forward passes with left padding, the
-//!   causal and padding masks, and grouped-query attention through `scaled_dot_product_attention`.
+//!   causal and padding masks, and grouped-query attention through `scaled_dot_product_attention`;
+//!   [`LoadedModel::forward_train_packed`]: training passes over packed rows (block-diagonal
+//!   causal attention, positions restarting per row).
 //! * [`generate`]: greedy and sampled decoding, stop words and EOS, streaming.
 
 mod context;
@@ -165,6 +167,7 @@ pub fn check_dtype_for_device(kind: Kind, device: Device) -> Result<(), ModelErr
 
 /// A tuner's or quantizer's contribution to a linear slot: receives the slot's input and the
 /// base output (`x Wᵀ + b`) and returns the slot's output. Hooks run in registration order.
+/// Hooks on an embedding slot receive the ids and the looked-up rows.
 pub trait LinearHook: Send + Sync {
     fn forward(&self, x: &Tensor, base: Tensor) -> Result<Tensor, String>;
 }
@@ -454,6 +457,43 @@ impl LoadedModel {
         let batch = ids.size().first().copied().unwrap_or(1);
         let mut cache = self.new_cache(batch);
         self.forward_inner(ids, mask, &mut cache)
+    }
+
+    /// [`LoadedModel::forward_train`] over packed rows: each sequence of `ids` (`[batch, seq]`)
+    /// holds several rows laid end to end; `positions` restart at 0 for every row and
+    /// `seq_ids` name the row of each token (padding shares an id of its own). Attention is
+    /// block-diagonal causal, so every row computes exactly what it computes alone.
+    pub fn forward_train_packed(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        seq_ids: &Tensor,
+    ) -> Result<Tensor, ModelError> {
+        let batch = ids.size().first().copied().unwrap_or(1);
+        let mut cache = self.new_cache(batch);
+        let ids = ids.f_to_device(self.device)?;
+        let step = cache.begin_packed(
+            &ids,
+            &positions.f_to_device(self.device)?,
+            &seq_ids.f_to_device(self.device)?,
+        )?;
+        let mut ctx = context::HostContext {
+            model: self,
+            cache: &mut cache,
+            step: &step,
+            attended: 0,
+        };
+        let hidden = self
+            .model
+            .forward(&mut ctx, &ids, &step.positions)
+            .map_err(ModelError::Family)?;
+        if ctx.attended != self.layout.num_blocks {
+            return Err(ModelError::Family(format!(
+                "forward called attention for {} layers, the layout declares {}",
+                ctx.attended, self.layout.num_blocks
+            )));
+        }
+        Ok(hidden)
     }
 
     /// [`LoadedModel::logits`] with autograd on (training), in the model's dtype.

@@ -105,6 +105,15 @@ pub fn attach(
     for (i, (name, path)) in adapters.iter().enumerate() {
         let lora = Lora::load(model, path)
             .map_err(|e| ServeError::Adapter(format!("{name}={}: {e}", path.display())))?;
+        if let Some(m) = lora.saved_modules.first() {
+            // A whole layer cannot be switched per row: its copy replaced the base's.
+            return Err(ServeError::Adapter(format!(
+                "{name}={}: the adapter trains `{}` whole (modules_to_save), which per-request adapters cannot switch; serve it merged (swift export --adapters {} --merge_lora true)",
+                path.display(),
+                m.slot,
+                path.display()
+            )));
+        }
         for (slot, _, _) in &lora.layers {
             // Lora::load pushed its hook last on the slot: move it into the switch.
             let hook = model

@@ -2,9 +2,15 @@
 //!
 //! * Padding (the default): each batch is padded on the right to its longest row; padding has
 //!   label -100, loss scale 0 and attention mask 0.
-//! * Packing (`--packing`): rows are laid end to end into sequences of exactly `max_length`
-//!   tokens (the last one padded); position ids restart at each row and `seq_ids` tell the
-//!   attention which row a token belongs to, so packed rows never attend to each other.
+//! * Packing (`--packing`): rows are laid end to end into sequences of at most `max_length`
+//!   tokens (padded to `max_length`); position ids restart at each row and `seq_ids` tell the
+//!   attention which row a token belongs to, so packed rows never attend to each other
+//!   (`LoadedModel::forward_train_packed`). Which rows share a sequence follows ms-swift's
+//!   `--packing_strategy`: `binpack` (longest rows first, each into the emptiest sequence it
+//!   fits in: the `binpacking` package's `to_constant_volume`, which ms-swift calls) or
+//!   `sequential` (next-fit, in row order). The
+//!   first token of every packed row gets label -100: the token before it belongs to another row
+//!   and must not learn to predict it (alone, a row's first token is never a target either).
 //!
 //! Every batch reports its number of labelled tokens: the loss is the sum of per-token losses
 //! divided by the labelled tokens of the whole accumulated step (as ms-swift does), which is what
@@ -36,6 +42,96 @@ pub struct Batch {
     pub num_label_tokens: usize,
     /// Non-padding tokens (for tokens/s).
     pub num_tokens: usize,
+    /// Rows laid end to end (the forward pass needs the block-diagonal mask of `seq_ids`).
+    pub packed: bool,
+}
+
+/// How rows are grouped into packed sequences (ms-swift's `--packing_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PackingStrategy {
+    /// Longest rows first, each into the emptiest sequence it fits in (binpacking's
+    /// `to_constant_volume`).
+    #[default]
+    Binpack,
+    /// Next-fit in row order: a new sequence starts when the next row does not fit.
+    Sequential,
+}
+
+impl std::str::FromStr for PackingStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "binpack" => Ok(Self::Binpack),
+            "sequential" => Ok(Self::Sequential),
+            other => Err(format!(
+                "--packing_strategy `{other}` is not one of binpack, sequential"
+            )),
+        }
+    }
+}
+
+/// Groups rows of `lengths` into sequences of at most `max_length` tokens; returns each
+/// sequence's row indices (within a sequence in the order they are laid out). Rows longer than
+/// `max_length` are an error (truncate first).
+pub fn pack_groups(
+    lengths: &[usize],
+    max_length: usize,
+    strategy: PackingStrategy,
+) -> Result<Vec<Vec<usize>>, String> {
+    if let Some((i, n)) = lengths.iter().enumerate().find(|(_, &n)| n > max_length) {
+        return Err(format!(
+            "row {i} has {n} tokens, more than max_length {max_length}; truncate it first"
+        ));
+    }
+    let mut packs: Vec<Vec<usize>> = Vec::new();
+    let mut used: Vec<usize> = Vec::new();
+    match strategy {
+        PackingStrategy::Sequential => {
+            for (i, &n) in lengths.iter().enumerate() {
+                match used.last_mut() {
+                    Some(u) if *u + n <= max_length => {
+                        *u += n;
+                        if let Some(p) = packs.last_mut() {
+                            p.push(i);
+                        }
+                    }
+                    _ => {
+                        packs.push(vec![i]);
+                        used.push(n);
+                    }
+                }
+            }
+        }
+        PackingStrategy::Binpack => {
+            // binpacking 2.0.1's to_constant_volume, which ms-swift calls: a stable sort by
+            // decreasing length, then each row into the emptiest sequence with room (the first
+            // such on ties), else a new one.
+            let mut order: Vec<usize> = (0..lengths.len()).collect();
+            order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
+            for i in order {
+                let n = lengths[i];
+                let best = used
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &u)| u + n <= max_length)
+                    .fold(None, |best: Option<(usize, usize)>, (k, &u)| match best {
+                        Some((_, bu)) if bu <= u => best,
+                        _ => Some((k, u)),
+                    });
+                match best {
+                    Some((k, _)) => {
+                        packs[k].push(i);
+                        used[k] += n;
+                    }
+                    None => {
+                        packs.push(vec![i]);
+                        used.push(n);
+                    }
+                }
+            }
+        }
+    }
+    Ok(packs)
 }
 
 /// How rows become batches.
@@ -52,41 +148,35 @@ impl Collator {
         let seq_len = rows.iter().map(|r| r.input_ids.len()).max().unwrap_or(0);
         let mut b = Batch::empty(rows.len(), seq_len, self.pad_id);
         for (i, r) in rows.iter().enumerate() {
-            b.place(i, 0, r, (i + 1) as i64);
+            b.place(i, 0, r, (i + 1) as i64, false);
         }
         b
     }
 
     /// Packs rows into sequences of `max_length` tokens, in order, starting a new sequence when
-    /// the next row does not fit. Rows longer than `max_length` are an error (truncate first).
+    /// the next row does not fit (`--packing_strategy sequential`). Rows longer than
+    /// `max_length` are an error (truncate first).
     pub fn pack(&self, rows: &[EncodedRow]) -> Result<Vec<Batch>, String> {
-        let mut packs: Vec<Vec<&EncodedRow>> = Vec::new();
-        let mut used = usize::MAX;
-        for (i, r) in rows.iter().enumerate() {
-            let n = r.input_ids.len();
-            if n > self.max_length {
-                return Err(format!(
-                    "row {i} has {n} tokens, more than max_length {}; truncate it first",
-                    self.max_length
-                ));
-            }
-            if used.saturating_add(n) > self.max_length {
-                packs.push(Vec::new());
-                used = 0;
-            }
-            if let Some(p) = packs.last_mut() {
-                p.push(r);
-            }
-            used += n;
-        }
-        Ok(packs
+        self.pack_with(rows, PackingStrategy::Sequential)
+    }
+
+    /// Packs rows into sequences of `max_length` tokens grouped by `strategy`
+    /// ([`pack_groups`]), each padded to `max_length`.
+    pub fn pack_with(
+        &self,
+        rows: &[EncodedRow],
+        strategy: PackingStrategy,
+    ) -> Result<Vec<Batch>, String> {
+        let lengths: Vec<usize> = rows.iter().map(|r| r.input_ids.len()).collect();
+        Ok(pack_groups(&lengths, self.max_length, strategy)?
             .into_iter()
             .map(|pack| {
                 let mut b = Batch::empty(1, self.max_length, self.pad_id);
+                b.packed = true;
                 let mut offset = 0;
-                for (j, r) in pack.into_iter().enumerate() {
-                    b.place(0, offset, r, (j + 1) as i64);
-                    offset += r.input_ids.len();
+                for (j, &i) in pack.iter().enumerate() {
+                    b.place(0, offset, &rows[i], (j + 1) as i64, true);
+                    offset += rows[i].input_ids.len();
                 }
                 b
             })
@@ -108,22 +198,66 @@ impl Batch {
             seq_ids: vec![0; n],
             num_label_tokens: 0,
             num_tokens: 0,
+            packed: false,
         }
     }
 
-    fn place(&mut self, row: usize, offset: usize, r: &EncodedRow, seq_id: i64) {
+    /// Stacks batches of one sequence each (packed sequences) into one `[n, len]` batch, `len`
+    /// the longest of their used lengths (trailing padding that every sequence has is dropped;
+    /// shorter parts are padded with `pad_id`).
+    pub fn stack(parts: &[Batch], pad_id: u32) -> Batch {
+        let used = |b: &Batch| {
+            (0..b.batch)
+                .map(|r| {
+                    let row = &b.attention_mask[r * b.seq_len..(r + 1) * b.seq_len];
+                    row.iter().rposition(|&m| m != 0).map_or(0, |p| p + 1)
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        let seq_len = parts.iter().map(used).max().unwrap_or(0);
+        let rows: usize = parts.iter().map(|b| b.batch).sum();
+        let mut out = Batch::empty(rows, seq_len, pad_id);
+        out.packed = parts.iter().any(|b| b.packed);
+        let mut r_out = 0;
+        for b in parts {
+            for r in 0..b.batch {
+                let (src, dst) = (r * b.seq_len, r_out * seq_len);
+                let n = seq_len.min(b.seq_len);
+                out.input_ids[dst..dst + n].copy_from_slice(&b.input_ids[src..src + n]);
+                out.labels[dst..dst + n].copy_from_slice(&b.labels[src..src + n]);
+                out.loss_scale[dst..dst + n].copy_from_slice(&b.loss_scale[src..src + n]);
+                out.attention_mask[dst..dst + n].copy_from_slice(&b.attention_mask[src..src + n]);
+                out.position_ids[dst..dst + n].copy_from_slice(&b.position_ids[src..src + n]);
+                out.seq_ids[dst..dst + n].copy_from_slice(&b.seq_ids[src..src + n]);
+                r_out += 1;
+            }
+            out.num_label_tokens += b.num_label_tokens;
+            out.num_tokens += b.num_tokens;
+        }
+        out
+    }
+
+    /// Writes row `r` at `offset` of batch row `row`; `packed`: the row's first token is no
+    /// target (the token before it belongs to another row).
+    fn place(&mut self, row: usize, offset: usize, r: &EncodedRow, seq_id: i64, packed: bool) {
         let base = row * self.seq_len + offset;
         for (t, &id) in r.input_ids.iter().enumerate() {
             let k = base + t;
             self.input_ids[k] = id as i64;
-            self.labels[k] = r.labels.get(t).copied().unwrap_or(-100);
+            self.labels[k] = if packed && t == 0 {
+                -100
+            } else {
+                r.labels.get(t).copied().unwrap_or(-100)
+            };
             self.loss_scale[k] = r.loss_scale.get(t).copied().unwrap_or(1.0);
             self.attention_mask[k] = 1;
             self.position_ids[k] = t as i64;
             self.seq_ids[k] = seq_id;
         }
         self.num_tokens += r.input_ids.len();
-        self.num_label_tokens += r.labels.iter().filter(|&&l| l != -100).count();
+        let skip = usize::from(packed);
+        self.num_label_tokens += r.labels.iter().skip(skip).filter(|&&l| l != -100).count();
     }
 }
 
@@ -174,12 +308,57 @@ mod tests {
         assert_eq!(packs[0].input_ids, [1, 2, 3, 4, 5]);
         assert_eq!(packs[0].position_ids, [0, 1, 0, 1, 2]);
         assert_eq!(packs[0].seq_ids, [1, 1, 2, 2, 2]);
-        assert_eq!(packs[0].labels, [1, 2, -100, 4, 5]);
+        // Every packed row's first token is no target.
+        assert_eq!(packs[0].labels, [-100, 2, -100, 4, 5]);
+        assert_eq!(packs[0].num_label_tokens, 3);
+        assert!(packs[0].packed);
         assert_eq!(packs[1].input_ids, [6, 7, 9, 9, 9]);
         assert_eq!(packs[1].attention_mask, [1, 1, 0, 0, 0]);
         assert!(c
             .pack(&[row(&[1; 6], 0)])
             .unwrap_err()
             .contains("max_length 5"));
+    }
+
+    #[test]
+    fn binpack_matches_the_binpacking_package() {
+        // Recorded with binpacking 2.0.1 (ms-swift's dependency):
+        // to_constant_volume(list(enumerate(lengths)), V, weight_pos=1).
+        let groups = pack_groups(&[2, 3, 2, 4, 1], 5, PackingStrategy::Binpack).unwrap();
+        assert_eq!(groups, vec![vec![3], vec![1, 0], vec![2, 4]]);
+        let groups =
+            pack_groups(&[3, 3, 2, 2, 1, 5, 4, 1, 1], 6, PackingStrategy::Binpack).unwrap();
+        assert_eq!(
+            groups,
+            vec![vec![5], vec![6, 2], vec![0, 1], vec![3, 4, 7, 8]]
+        );
+        let groups = pack_groups(&[2, 3, 2, 4, 1], 5, PackingStrategy::Sequential).unwrap();
+        assert_eq!(groups, vec![vec![0, 1], vec![2], vec![3, 4]]);
+        assert!("nope".parse::<PackingStrategy>().is_err());
+    }
+
+    #[test]
+    fn stacking_packs_drops_the_padding_they_share() {
+        let c = Collator {
+            pad_id: 9,
+            packing: true,
+            max_length: 8,
+        };
+        let packs = c
+            .pack(&[
+                row(&[1, 2, 3, 4, 5], 0),
+                row(&[6, 7, 8, 1], 0),
+                row(&[2, 3], 0),
+            ])
+            .unwrap();
+        assert_eq!(packs.len(), 2);
+        let b = Batch::stack(&packs, 9);
+        assert_eq!((b.batch, b.seq_len), (2, 6));
+        assert_eq!(b.input_ids, [1, 2, 3, 4, 5, 9, 6, 7, 8, 1, 2, 3]);
+        assert_eq!(b.seq_ids, [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 2, 2]);
+        assert_eq!(b.position_ids, [0, 1, 2, 3, 4, 0, 0, 1, 2, 3, 0, 1]);
+        assert_eq!(b.labels, [-100, 2, 3, 4, 5, -100, -100, 7, 8, 1, -100, 3]);
+        assert_eq!((b.num_label_tokens, b.num_tokens), (8, 11));
+        assert!(b.packed);
     }
 }

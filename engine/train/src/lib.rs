@@ -28,7 +28,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use checkpoint::{save_safetensors, TrainError};
-pub use collate::{Batch, Collator, EncodedRow};
+pub use collate::{Batch, Collator, EncodedRow, PackingStrategy};
 pub use lora::{Lora, LoraConfig};
 pub use optim::{AdamW, AdamWConfig};
 pub use rlhf::{train_preference, PrefItem, PreferenceSetup, Reference};

@@ -16,6 +16,14 @@
 //! `r`, `lora_alpha`, `target_modules`, ...) and `adapter_model.safetensors` with keys
 //! `base_model.model.<slot>.lora_A.weight` / `lora_B.weight`, which Python
 //! `peft.PeftModel.from_pretrained` reads.
+//!
+//! `modules_to_save` (PEFT's name): whole linear or embedding slots (`lm_head`,
+//! `model.embed_tokens`) trained as full copies beside the adapters. The slot computes with the
+//! copy; the base tensor is kept, untouched, by a [`SavedModuleHook`] that gives the base
+//! output back while the adapters are switched off. A tied slot (SmolLM2's `lm_head` is the
+//! embedding table) is untied by its copy, as peft 0.17 does: the other slot keeps the base
+//! tensor. They are saved as `base_model.model.<slot>.weight` (and `.bias`), with the slots
+//! listed in adapter_config.json's `modules_to_save`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -137,13 +145,26 @@ impl LinearHook for LoraHook {
         } else {
             x.shallow_clone()
         };
+        // Float32 adapters on a bfloat16 base (PEFT's autocast_adapter_dtype): the low-rank
+        // path runs in the adapters' dtype, and its sum with the base output is cast back.
+        let adapter_kind = self.a.0.kind();
+        let h = if h.kind() != adapter_kind {
+            h.f_to_kind(adapter_kind)
+                .map_err(|e| format!("lora: {e}"))?
+        } else {
+            h
+        };
         let low_rank = h
             .f_matmul(&self.a.0.f_tr().map_err(|e| e.to_string())?)
             .and_then(|t| t.f_matmul(&self.b.0.f_tr()?))
             .and_then(|t| t.f_mul_scalar(self.scale))
             .map_err(|e| format!("lora: {e}"))?;
         let Some(d) = &self.dora else {
-            return base.f_add(&low_rank).map_err(|e| format!("lora: {e}"));
+            let out_kind = base.kind();
+            return base
+                .f_add(&low_rank)
+                .and_then(|y| y.f_to_kind(out_kind))
+                .map_err(|e| format!("lora: {e}"));
         };
         let dora = || -> Result<Tensor, tch::TchError> {
             // ‖W + s·B·A‖ per output row, outside the gradient (DoRA §4.3).
@@ -174,6 +195,82 @@ impl LinearHook for LoraHook {
     }
 }
 
+/// A whole slot trained as a copy (PEFT `modules_to_save`): the slot's weight (and bias) are
+/// replaced by trainable copies; this hook keeps the base ones and computes the base output
+/// instead while the adapters are switched off (PEFT's `disable_adapter()`).
+pub struct SavedModuleHook {
+    kind: SlotKind,
+    weight: ReadOnly,
+    bias: Option<ReadOnly>,
+    enabled: Arc<AtomicBool>,
+}
+
+impl LinearHook for SavedModuleHook {
+    fn forward(&self, x: &Tensor, out: Tensor) -> Result<Tensor, String> {
+        if self.enabled.load(Ordering::Relaxed) {
+            return Ok(out);
+        }
+        let base = match self.kind {
+            SlotKind::Embedding => Tensor::f_embedding(&self.weight.0, x, -1, false, false),
+            _ => x.f_linear(&self.weight.0, self.bias.as_ref().map(|b| &b.0)),
+        };
+        base.map_err(|e| format!("modules_to_save: {e}"))
+    }
+}
+
+/// One slot of `modules_to_save`: its trained copies, as the host holds them (`[out, in]`).
+pub struct SavedModule {
+    pub slot: String,
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    /// The checkpoint stores the weight transposed (GPT-2's Conv1D).
+    transposed: bool,
+}
+
+/// The slots of `model` that `names` pick for `modules_to_save`: a slot whose name is the
+/// entry or ends with `.entry` (PEFT's matching; `model.embed_tokens.weight` is read as
+/// `model.embed_tokens`), or every embedding slot for `all-embedding` (ms-swift's).
+pub fn modules_to_save_slots(
+    model: &LoadedModel,
+    names: &[String],
+) -> Result<Vec<String>, TrainError> {
+    let layout = model.layout();
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        let n = n.strip_suffix(".weight").unwrap_or(n);
+        let hits: Vec<&str> = layout
+            .slots
+            .iter()
+            .filter(|s| {
+                if n == "all-embedding" {
+                    s.kind == SlotKind::Embedding
+                } else {
+                    s.name == n || s.name.ends_with(&format!(".{n}"))
+                }
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        if hits.is_empty() {
+            let examples: Vec<&str> = layout
+                .slots
+                .iter()
+                .filter(|s| s.kind == SlotKind::Embedding || s.name == layout.output_slot)
+                .map(|s| s.name.as_str())
+                .collect();
+            return Err(TrainError::Config(format!(
+                "--modules_to_save `{n}` names no layer of this model (e.g. {})",
+                examples.join(", ")
+            )));
+        }
+        for h in hits {
+            if !out.iter().any(|o| o == h) {
+                out.push(h.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// What a checkpoint stores: named tensors, rank and alpha.
 type SavedAdapter = (Vec<(String, Tensor)>, i64, f64);
 
@@ -187,6 +284,8 @@ pub struct Lora {
     pub magnitudes: Vec<Tensor>,
     /// PiSSA / OLoRA: the initial (A₀, B₀) per layer, for saving a plain-LoRA conversion.
     initial: Vec<(Tensor, Tensor)>,
+    /// Whole slots trained as copies (PEFT `modules_to_save`).
+    pub saved_modules: Vec<SavedModule>,
     training: Arc<AtomicBool>,
     enabled: Arc<AtomicBool>,
 }
@@ -253,6 +352,87 @@ fn init_factors(
     Ok((a.f_contiguous()?, b.f_contiguous()?, residual))
 }
 
+/// Replaces slot `slot`'s weight (and bias) by `weight` / `bias` (checkpoint layout; `None`:
+/// a copy of the slot's own), trainable when `trainable`, and hooks the base tensors on the slot
+/// for when `enabled` is off. A tied slot gets its own tensor; the others keep the base one.
+fn install_saved_module(
+    model: &mut LoadedModel,
+    slot: &str,
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    enabled: &Arc<AtomicBool>,
+    trainable: bool,
+) -> Result<SavedModule, TrainError> {
+    let (kind, device) = (model.kind(), model.device());
+    let transposed = model
+        .layout()
+        .slot(slot)
+        .map(|d| d.transposed)
+        .unwrap_or(false);
+    let s = model
+        .slot_mut(slot)
+        .ok_or_else(|| TrainError::Config(format!("no layer `{slot}` for modules_to_save")))?;
+    if !matches!(s.kind, SlotKind::Linear | SlotKind::Embedding) {
+        return Err(TrainError::Config(format!(
+            "modules_to_save: `{slot}` is a norm; only linear and embedding layers can be saved whole"
+        )));
+    }
+    if s.quantized.is_some() {
+        return Err(TrainError::Config(format!(
+            "modules_to_save: `{slot}` is quantized; it cannot be trained or replaced whole"
+        )));
+    }
+    let _g = tch::no_grad_guard();
+    let w = match weight {
+        Some(w) => {
+            let w = if transposed {
+                w.f_transpose(0, 1)?.f_contiguous()?
+            } else {
+                w
+            };
+            if w.size() != s.weight.size() {
+                return Err(TrainError::Config(format!(
+                    "modules_to_save: `{slot}` is {:?} in the adapter, {:?} in the model",
+                    w.size(),
+                    s.weight.size()
+                )));
+            }
+            w.f_to_kind(kind)?.f_to_device(device)?
+        }
+        None => s.weight.f_detach()?.copy(),
+    };
+    let b = match (bias, &s.bias) {
+        (Some(b), Some(base)) if b.size() == base.size() => Some(b.f_to_kind(kind)?),
+        (Some(b), _) => {
+            return Err(TrainError::Config(format!(
+                "modules_to_save: the adapter's bias of `{slot}` ({:?}) does not fit the layer",
+                b.size()
+            )))
+        }
+        (None, Some(base)) => Some(base.f_detach()?.copy()),
+        (None, None) => None,
+    };
+    let w = w.set_requires_grad(trainable);
+    let b = b.map(|b| b.set_requires_grad(trainable));
+    let base_weight = std::mem::replace(&mut s.weight, w.shallow_clone());
+    let base_bias = match &b {
+        Some(nb) => s.bias.replace(nb.shallow_clone()),
+        None => None,
+    };
+    s.hooks.push(Arc::new(SavedModuleHook {
+        kind: s.kind,
+        weight: ReadOnly(base_weight),
+        bias: base_bias.map(ReadOnly),
+        enabled: enabled.clone(),
+    }));
+    Ok(SavedModule {
+        slot: slot.to_string(),
+        weight: w,
+        bias: b,
+        transposed,
+    })
+}
+
 impl Lora {
     /// Attaches fresh plain-LoRA adapters (A Kaiming-uniform, B zero, both trainable) to
     /// `targets`. The random draws follow libtorch's generator (seed it with `tch::manual_seed`).
@@ -295,8 +475,11 @@ impl Lora {
                 )));
             }
             let (a, b, residual) = init_factors(variant.init, &slot.weight, &config)?;
-            let a = a.f_to_kind(kind)?.set_requires_grad(true);
-            let b = b.f_to_kind(kind)?.set_requires_grad(true);
+            // Plain LoRA's tensors stay float32 on a half-precision base, as PEFT keeps them
+            // (autocast_adapter_dtype); DoRA's follow the base.
+            let adapter_kind = if variant.use_dora { kind } else { Kind::Float };
+            let a = a.f_to_kind(adapter_kind)?.set_requires_grad(true);
+            let b = b.f_to_kind(adapter_kind)?.set_requires_grad(true);
             if let Some(w) = residual {
                 // A new owned tensor: the base may be a read-only mapping of the checkpoint.
                 slot.weight = w;
@@ -337,6 +520,7 @@ impl Lora {
             layers,
             magnitudes,
             initial,
+            saved_modules: Vec::new(),
             training,
             enabled,
         })
@@ -444,7 +628,55 @@ impl Lora {
             }));
             layers.push((name, a, b));
         }
-        if layers.is_empty() {
+        // modules_to_save: every other tensor is a whole slot's weight or bias.
+        let mut modules: Vec<String> = Vec::new();
+        for n in ckpt.names() {
+            let Some(rest) = n.strip_prefix("base_model.model.") else {
+                return Err(TrainError::Config(format!(
+                    "{}: tensor `{n}` is not under base_model.model. (not a PEFT LoRA file)",
+                    file.display()
+                )));
+            };
+            if rest.ends_with(".lora_A.weight")
+                || rest.ends_with(".lora_B.weight")
+                || (use_dora && rest.ends_with(".lora_magnitude_vector"))
+            {
+                continue;
+            }
+            let slot = rest
+                .strip_suffix(".weight")
+                .or_else(|| rest.strip_suffix(".bias"))
+                .filter(|s| !s.contains(".lora_") && model.slot(s).is_some())
+                .ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "{}: tensor `{n}` is neither a LoRA weight nor a layer of this model (modules_to_save)",
+                        file.display()
+                    ))
+                })?;
+            if !modules.iter().any(|m| m == slot) {
+                modules.push(slot.to_string());
+            }
+        }
+        modules.sort();
+        let mut saved_modules = Vec::new();
+        for slot in modules {
+            let get = |suffix: &str| -> Result<Option<Tensor>, TrainError> {
+                let key = format!("base_model.model.{slot}.{suffix}");
+                if !ckpt.contains(&key) {
+                    return Ok(None);
+                }
+                Ok(Some(ckpt.load(&key, kind, device)?.tensor.copy()))
+            };
+            let (w, b) = (get("weight")?, get("bias")?);
+            if w.is_none() {
+                return Err(TrainError::Config(format!(
+                    "{}: `{slot}` has a bias but no weight (modules_to_save)",
+                    file.display()
+                )));
+            }
+            saved_modules.push(install_saved_module(model, &slot, w, b, &enabled, false)?);
+        }
+        if layers.is_empty() && saved_modules.is_empty() {
             return Err(TrainError::Config(format!(
                 "{} holds no lora_A/lora_B weights",
                 file.display()
@@ -459,9 +691,32 @@ impl Lora {
             layers,
             magnitudes,
             initial: Vec::new(),
+            saved_modules,
             training,
             enabled,
         })
+    }
+
+    /// Trains the slots `slots` (from [`modules_to_save_slots`]) as whole copies beside the
+    /// adapters (PEFT `modules_to_save`); the base tensors stay as they are.
+    pub fn add_modules_to_save(
+        &mut self,
+        model: &mut LoadedModel,
+        slots: &[String],
+    ) -> Result<(), TrainError> {
+        for slot in slots {
+            if self.layers.iter().any(|(n, _, _)| n == slot) {
+                return Err(TrainError::Config(format!(
+                    "`{slot}` is both a LoRA target and in --modules_to_save; leave it out of one (--target_modules NAMES)"
+                )));
+            }
+            if self.saved_modules.iter().any(|m| &m.slot == slot) {
+                continue;
+            }
+            let m = install_saved_module(model, slot, None, None, &self.enabled, true)?;
+            self.saved_modules.push(m);
+        }
+        Ok(())
     }
 
     /// Folds these adapters into the slots' base weights (`W + s·B·A`; DoRA: that times
@@ -489,6 +744,12 @@ impl Lora {
             slot.weight = w;
             slot.hooks.pop();
         }
+        // Saved modules already compute with their copies: only the switch-off hook goes.
+        for m in &self.saved_modules {
+            if let Some(slot) = model.slot_mut(&m.slot) {
+                slot.hooks.pop();
+            }
+        }
         Ok(())
     }
 
@@ -508,8 +769,45 @@ impl Lora {
         self.training.store(on, Ordering::Relaxed);
     }
 
-    /// The trainable tensors under their PEFT names (A, B, and DoRA's magnitudes).
+    /// The trainable tensors under their PEFT names (A, B, DoRA's magnitudes, and the copies of
+    /// `modules_to_save`).
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = self.lora_tensors();
+        for m in &self.saved_modules {
+            out.push((
+                format!("base_model.model.{}.weight", m.slot),
+                m.weight.shallow_clone(),
+            ));
+            if let Some(b) = &m.bias {
+                out.push((
+                    format!("base_model.model.{}.bias", m.slot),
+                    b.shallow_clone(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The saved modules' tensors as a checkpoint stores them (transposed slots transposed back).
+    fn saved_module_tensors(&self) -> Result<Vec<(String, Tensor)>, TrainError> {
+        let mut out = Vec::new();
+        for m in &self.saved_modules {
+            let w = m.weight.f_detach()?;
+            let w = if m.transposed {
+                w.f_transpose(0, 1)?.f_contiguous()?
+            } else {
+                w
+            };
+            out.push((format!("base_model.model.{}.weight", m.slot), w));
+            if let Some(b) = &m.bias {
+                out.push((format!("base_model.model.{}.bias", m.slot), b.f_detach()?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A, B and DoRA's magnitudes under their PEFT names.
+    fn lora_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> = self
             .layers
             .iter()
@@ -539,7 +837,9 @@ impl Lora {
     /// their conversion to a plain LoRA of rank `2r` against the original base weight.
     fn saved_tensors(&self) -> Result<SavedAdapter, TrainError> {
         if self.initial.is_empty() {
-            return Ok((self.named_tensors(), self.config.r, self.config.alpha));
+            let mut out = self.lora_tensors();
+            out.extend(self.saved_module_tensors()?);
+            return Ok((out, self.config.r, self.config.alpha));
         }
         let _g = tch::no_grad_guard();
         let mut out = Vec::new();
@@ -549,6 +849,7 @@ impl Lora {
             out.push((format!("base_model.model.{slot}.lora_A.weight"), a2));
             out.push((format!("base_model.model.{slot}.lora_B.weight"), b2));
         }
+        out.extend(self.saved_module_tensors()?);
         // Same scale at rank 2r: alpha/r → 2·alpha/2r; alpha/√r → √2·alpha/√(2r).
         let alpha = if self.config.use_rslora {
             self.config.alpha * 2f64.sqrt()
@@ -583,6 +884,8 @@ impl Lora {
         linear_slots: &[String],
     ) -> Result<(), TrainError> {
         let (tensors, r, alpha) = self.saved_tensors()?;
+        let modules_to_save: Option<Vec<&str>> = (!self.saved_modules.is_empty())
+            .then(|| self.saved_modules.iter().map(|m| m.slot.as_str()).collect());
         let config = json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
@@ -595,7 +898,7 @@ impl Lora {
             "fan_in_fan_out": false,
             "inference_mode": true,
             "init_lora_weights": true,
-            "modules_to_save": null,
+            "modules_to_save": modules_to_save,
             "use_rslora": self.config.use_rslora,
             "use_dora": self.variant.use_dora,
             "rank_pattern": {},
@@ -945,6 +1248,7 @@ mod tests {
             layers: vec![("q".into(), a.shallow_clone(), b.shallow_clone())],
             magnitudes: Vec::new(),
             initial: vec![(a0, b0)],
+            saved_modules: Vec::new(),
             training: Arc::new(AtomicBool::new(false)),
             enabled: Arc::new(AtomicBool::new(true)),
         };
@@ -972,6 +1276,38 @@ mod tests {
             .unwrap();
         assert_eq!(m, [2.0, 4.0, 6.0, -2.0, -4.0, -6.0]);
         assert!(merge_weight(&w, &b, &a, 2.0).is_err(), "shapes are checked");
+    }
+
+    #[test]
+    fn a_saved_module_gives_the_base_output_back_while_switched_off() {
+        // The slot computed `out` with its trained copy; switched off, the hook recomputes the
+        // base: x·Wᵀ + b = [1, 2]·I + [1, 1] = [2, 3]; an embedding looks the ids up in the
+        // base table.
+        let enabled = Arc::new(AtomicBool::new(true));
+        let linear = SavedModuleHook {
+            kind: SlotKind::Linear,
+            weight: ReadOnly(Tensor::eye(2, (Kind::Float, tch::Device::Cpu))),
+            bias: Some(ReadOnly(Tensor::from_slice(&[1.0f32, 1.0]))),
+            enabled: enabled.clone(),
+        };
+        let x = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]);
+        let out = || Tensor::from_slice(&[5.0f32, 5.0]).view([1, 2]);
+        assert_eq!(floats(&linear.forward(&x, out()).unwrap()), [5.0, 5.0]);
+        let table = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).view([3, 2]);
+        let embedding = SavedModuleHook {
+            kind: SlotKind::Embedding,
+            weight: ReadOnly(table),
+            bias: None,
+            enabled: enabled.clone(),
+        };
+        let ids = Tensor::from_slice(&[2i64, 0]).view([1, 2]);
+        let rows = Tensor::zeros([1, 2, 2], (Kind::Float, tch::Device::Cpu));
+        enabled.store(false, Ordering::Relaxed);
+        assert_eq!(floats(&linear.forward(&x, out()).unwrap()), [2.0, 3.0]);
+        assert_eq!(
+            floats(&embedding.forward(&ids, rows).unwrap()),
+            [5.0, 6.0, 1.0, 2.0]
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The training loop: epochs over encoded rows (shuffled per epoch from the seed), padded
-//! micro-batches, gradient accumulation with the loss normalised over the labelled tokens of the
-//! whole optimiser step, clipping, AdamW with a warm-up schedule, `logging.jsonl` records, and
-//! checkpoints written atomically every `save_steps` and at the end, and the charts of
-//! `images/` (crate::plot) when the run ends.
+//! micro-batches (with `--packing`: epochs over sequences of rows packed end to end), gradient
+//! accumulation with the loss normalised over the labelled tokens of the whole optimiser step,
+//! clipping, AdamW with a warm-up schedule, `logging.jsonl` records, and checkpoints written
+//! atomically every `save_steps` and at the end, and the charts of `images/` (crate::plot) when
+//! the run ends.
 //!
 //! Resuming (`resume_from`): a checkpoint also holds `optimizer.safetensors` (the trained tensors
 //! and AdamW's moments) and `trainer_state.json` (the step). The data order is a function of the
@@ -18,7 +19,7 @@ use swift_model::LoadedModel;
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::TrainError;
-use crate::collate::{Batch, Collator, EncodedRow};
+use crate::collate::{Batch, Collator, EncodedRow, PackingStrategy};
 use crate::loss::{labelled_positions, shifted_label_count, token_loss_flat};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::run_dir::RunDir;
@@ -58,6 +59,17 @@ pub struct TrainConfig {
     /// The loss is normalised over the labelled tokens of the whole step, so the gradient is the
     /// same either way; fewer rows per pass hold fewer activations (and pad less).
     pub rows_per_pass: usize,
+    /// `--packing`: train on rows packed into sequences (then `batch_size` counts sequences).
+    pub packing: Option<PackingConfig>,
+}
+
+/// `--packing`'s settings: rows are packed once, before the first epoch, into sequences of at
+/// most `max_length` tokens grouped by `strategy`; the packed sequences are what the epochs
+/// shuffle and the batches hold, as in ms-swift's `PackingDataset`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PackingConfig {
+    pub max_length: usize,
+    pub strategy: PackingStrategy,
 }
 
 /// Writes the optimiser's state and the step into checkpoint folder `dir`.
@@ -255,15 +267,23 @@ pub struct StepOutcome {
     pub correct: i64,
 }
 
-/// The forward pass of one padded batch and its weighted token loss (the output projection is
-/// applied only where a label is trained); `None` for sequences too short to predict anything.
+/// The forward pass of one padded (or packed) batch and its weighted token loss (the output
+/// projection is applied only where a label is trained); `None` for sequences too short to
+/// predict anything.
 fn batch_loss(
     model: &LoadedModel,
     b: &Batch,
 ) -> Result<Option<crate::loss::TokenLoss>, TrainError> {
     let (ids, labels, scale, mask) = tensors(b, model.device())?;
-    let padded = b.attention_mask.contains(&0);
-    let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
+    let hidden = if b.packed {
+        let shape = [b.batch as i64, b.seq_len as i64];
+        let positions = Tensor::from_slice(&b.position_ids).f_view(shape)?;
+        let seq_ids = Tensor::from_slice(&b.seq_ids).f_view(shape)?;
+        model.forward_train_packed(&ids, &positions, &seq_ids)?
+    } else {
+        let padded = b.attention_mask.contains(&0);
+        model.forward_train(&ids, padded.then_some(&mask))?
+    };
     let s = hidden.size();
     let (hb, ht, hd) = (s[0], s[1], s[2]);
     if ht < 2 {
@@ -378,7 +398,31 @@ pub fn train_with_eval(
             "nothing to train: no trainable tensors".into(),
         ));
     }
-    let per_epoch = steps_per_epoch(rows.len(), cfg.batch_size, cfg.grad_accum);
+    // With packing, the epochs run over packed sequences instead of rows.
+    let packs = match &cfg.packing {
+        Some(p) => {
+            let packer = Collator {
+                pad_id: cfg.pad_id,
+                packing: true,
+                max_length: p.max_length,
+            };
+            let packs = packer
+                .pack_with(rows, p.strategy)
+                .map_err(|e| TrainError::Config(format!("--packing: {e}")))?;
+            let tokens: usize = packs.iter().map(|b| b.num_tokens).sum();
+            tracing::info!(
+                "packing: {} rows into {} sequences of at most {} tokens ({:.1}% filled)",
+                rows.len(),
+                packs.len(),
+                p.max_length,
+                100.0 * tokens as f64 / (packs.len() * p.max_length).max(1) as f64
+            );
+            Some(packs)
+        }
+        None => None,
+    };
+    let units = packs.as_ref().map_or(rows.len(), Vec::len);
+    let per_epoch = steps_per_epoch(units, cfg.batch_size, cfg.grad_accum);
     let total_steps = cfg
         .max_steps
         .filter(|&s| s > 0)
@@ -419,7 +463,7 @@ pub fn train_with_eval(
         packing: false,
         max_length: usize::MAX,
     };
-    let steps = plan(rows.len(), cfg, total_steps);
+    let steps = plan(units, cfg, total_steps);
     let start = match &cfg.resume_from {
         Some(dir) => {
             let done = load_trainer_state(dir, &mut opt)?;
@@ -461,9 +505,15 @@ pub fn train_with_eval(
                     cfg.rows_per_pass
                 })
             })
-            .map(|idx| {
-                let chosen: Vec<EncodedRow> = idx.iter().map(|&k| rows[k].clone()).collect();
-                collator.pad(&chosen)
+            .map(|idx| match &packs {
+                Some(packs) => {
+                    let chosen: Vec<Batch> = idx.iter().map(|&k| packs[k].clone()).collect();
+                    Batch::stack(&chosen, cfg.pad_id)
+                }
+                None => {
+                    let chosen: Vec<EncodedRow> = idx.iter().map(|&k| rows[k].clone()).collect();
+                    collator.pad(&chosen)
+                }
             })
             .collect();
         let lr = schedule.lr(i as u64);
@@ -616,6 +666,7 @@ mod tests {
             resume_from: None,
             eval_steps: 0,
             rows_per_pass: 0,
+            packing: None,
         }
     }
 

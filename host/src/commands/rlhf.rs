@@ -196,6 +196,9 @@ pub fn run(
         );
         s.lora_dropout = 0.0;
     }
+    if s.packing {
+        bail!("--packing is for swift sft / pt; preference training keeps each pair whole (drop --packing)");
+    }
     let loss_name = r.loss_name()?;
     let unpaired_wanted = r.rlhf_type == "kto";
     let mut p = prepare(&s, settings, &s.loss_scale)?;

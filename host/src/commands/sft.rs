@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use swift_data::{open_datasets, DatasetOptions};
 use swift_plugin_api::model::SlotKind;
 use swift_template::{EncodeOptions, Encoder, LossScale, RenderOptions};
+use swift_train::trainer::PackingConfig;
 use swift_train::{
     save_safetensors, AdamWConfig, EncodedRow, Lora, RunDir, StepInfo, TrainConfig, TrainError,
     TrainHooks,
@@ -64,6 +65,14 @@ pub struct SftArgs {
     pub rows_per_pass: Option<usize>,
     #[arg(long = "max-length")]
     pub max_length: Option<usize>,
+    /// Pack rows end to end into sequences of --max_length tokens (each row attends only to
+    /// itself; --per_device_train_batch_size then counts packed sequences).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub packing: Option<bool>,
+    /// binpack (longest rows first, into the emptiest sequence with room; ms-swift's default)
+    /// or sequential (in row order).
+    #[arg(long = "packing-strategy")]
+    pub packing_strategy: Option<String>,
     /// delete, left or right.
     #[arg(long = "truncation-strategy")]
     pub truncation_strategy: Option<String>,
@@ -81,6 +90,11 @@ pub struct SftArgs {
     /// all-linear (every linear slot but the output projection) or slot names (q_proj, ...).
     #[arg(long = "target-modules", num_args = 1..)]
     pub target_modules: Vec<String>,
+    /// Layers trained whole beside the LoRA adapters and saved in the adapter (PEFT
+    /// `modules_to_save`): slot names or their last parts (lm_head, embed_tokens), or
+    /// all-embedding.
+    #[arg(long = "modules-to-save", num_args = 1..)]
+    pub modules_to_save: Vec<String>,
     /// Scale LoRA by alpha/√r (the `rslora` tuner sets it).
     #[arg(long = "use-rslora", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub use_rslora: Option<bool>,
@@ -198,6 +212,8 @@ pub struct SftSettings {
     pub eval_steps: Option<u64>,
     pub rows_per_pass: usize,
     pub max_length: usize,
+    pub packing: bool,
+    pub packing_strategy: String,
     pub truncation_strategy: String,
     pub loss_scale: String,
     pub tuner_type: String,
@@ -205,6 +221,7 @@ pub struct SftSettings {
     pub lora_alpha: f64,
     pub lora_dropout: f64,
     pub target_modules: Vec<String>,
+    pub modules_to_save: Vec<String>,
     pub use_rslora: Option<bool>,
     pub use_dora: Option<bool>,
     pub init_weights: Option<String>,
@@ -259,6 +276,8 @@ impl Default for SftSettings {
             eval_steps: None,
             rows_per_pass: 1,
             max_length: 2048,
+            packing: false,
+            packing_strategy: "binpack".into(),
             truncation_strategy: "delete".into(),
             loss_scale: "default".into(),
             tuner_type: "lora".into(),
@@ -266,6 +285,7 @@ impl Default for SftSettings {
             lora_alpha: 32.0,
             lora_dropout: 0.05,
             target_modules: vec!["all-linear".into()],
+            modules_to_save: Vec::new(),
             use_rslora: None,
             use_dora: None,
             init_weights: None,
@@ -607,6 +627,14 @@ pub(crate) fn train_config(s: &SftSettings, learning_rate: f64) -> Result<TrainC
         resume_from: s.resume_from_checkpoint.clone(),
         eval_steps: s.eval_steps.unwrap_or(s.save_steps),
         rows_per_pass: s.rows_per_pass,
+        packing: if s.packing {
+            Some(PackingConfig {
+                max_length: s.max_length,
+                strategy: s.packing_strategy.parse().map_err(|e: String| anyhow!(e))?,
+            })
+        } else {
+            None
+        },
     })
 }
 
@@ -677,6 +705,10 @@ pub fn run(
 ) -> Result<()> {
     let s: SftSettings = layered(global.config.as_deref(), given_flags(args)?)?;
     let command = if pretrain { "pt" } else { "sft" };
+    // Settings errors before anything loads.
+    s.packing_strategy
+        .parse::<swift_train::PackingStrategy>()
+        .map_err(|e| anyhow!(e))?;
     let mut p = prepare(&s, settings, &s.loss_scale)?;
 
     // Data: read, encode, keep in memory.
@@ -976,10 +1008,17 @@ impl Adapters {
                     .with_context(|| format!("merging adapter {}", d.display()))?;
             }
             tracing::info!(
-                "adapter {}: LoRA r={} on {} slots",
+                "adapter {}: LoRA r={} on {} slots{}",
                 d.display(),
                 lora.config.r,
-                lora.layers.len()
+                lora.layers.len(),
+                if lora.saved_modules.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> =
+                        lora.saved_modules.iter().map(|m| m.slot.as_str()).collect();
+                    format!(", {} saved whole", names.join(", "))
+                }
             );
         }
         Ok(())

@@ -88,6 +88,13 @@ pub fn attach(
             step_interval: interval,
         }))
     };
+    if !flags.modules_to_save.is_empty() && record.adapter() != "lora" {
+        bail!(
+            "--modules_to_save is for LoRA tuners (tuner `{}` uses the `{}` adapter, which trains or freezes whole parameters itself: use --trainable_parameters)",
+            record.name,
+            record.adapter()
+        );
+    }
     match record.adapter() {
         "lora" => {
             if flags.lora_rank <= 0 {
@@ -127,7 +134,12 @@ pub fn attach(
                     bail!("--lora_lr_ratio must be a positive number, got {r}");
                 }
             }
-            let lora = Lora::attach_variant(model, targets, config, variant)?;
+            let mut lora = Lora::attach_variant(model, targets, config, variant)?;
+            if !flags.modules_to_save.is_empty() {
+                let slots = swift_train::lora::modules_to_save_slots(model, &flags.modules_to_save)?;
+                lora.add_modules_to_save(model, &slots)?;
+                tracing::info!("modules_to_save: {} trained whole", slots.join(", "));
+            }
             let trainable = lora.named_tensors();
             Ok(Attached {
                 lora: Some(lora),

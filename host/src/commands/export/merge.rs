@@ -106,6 +106,8 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<Merged> {
     // Plan every change before writing anything, so a mismatched adapter fails cleanly.
     let mut deltas: HashMap<String, Vec<Delta>> = HashMap::new();
     let mut replaced: HashMap<String, Tensor> = HashMap::new();
+    // Saved modules of tied layers, by slot name (see `untie`).
+    let mut untied: HashMap<String, Tensor> = HashMap::new();
     for dir in &args.adapters {
         let lora = LoraCheckpoint::read(dir)
             .with_context(|| format!("reading adapter {}", dir.display()))?;
@@ -152,6 +154,32 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<Merged> {
                 });
         }
         for (name, t) in lora.replaced {
+            // A saved module whose weight the base ties to another layer (SmolLM2's lm_head
+            // is the embedding table): the merged model unties them, as peft trained them.
+            let tied_slot = name.strip_suffix(".weight").and_then(|slot| {
+                layout
+                    .slots
+                    .iter()
+                    .find(|s| s.name == slot && shares_weight(&layout, &s.weight))
+            });
+            if let Some(decl) = tied_slot {
+                let base_t = ckpt
+                    .load(&resolve_name(&ckpt, &decl.weight), Kind::Float, Device::Cpu)
+                    .map_err(|_| mismatch(format!("the base has no tensor `{}`", decl.weight)))?;
+                let want: Vec<i64> = if decl.transposed {
+                    decl.shape.iter().rev().copied().collect()
+                } else {
+                    decl.shape.clone()
+                };
+                if t.size() != want || base_t.tensor.size() != want {
+                    return Err(mismatch(format!(
+                        "`{name}` is {:?} in the adapter, the layer is {want:?}",
+                        t.size()
+                    )));
+                }
+                untied.insert(decl.name.clone(), t);
+                continue;
+            }
             let stored_name = resolve_name(&ckpt, &name);
             let base_t = ckpt
                 .load(&stored_name, Kind::Float, Device::Cpu)
@@ -196,6 +224,11 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<Merged> {
         std::fs::remove_file(&out_config)?;
     }
 
+    let extra = if untied.is_empty() {
+        Vec::new()
+    } else {
+        untie(&mut config, &handle, &layout, &ckpt, untied, &mut replaced)?
+    };
     let mut names: Vec<String> = ckpt.names().map(String::from).collect();
     names.sort();
     let mut tensors = Vec::with_capacity(names.len());
@@ -221,6 +254,10 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<Merged> {
             ckpt.load(&name, kind, Device::Cpu)?.tensor
         };
         tensors.push((name, t));
+    }
+    for (name, t) in extra {
+        let kind = stored.get(&name).copied().unwrap_or(Kind::Float);
+        tensors.push((name, t.to_kind(kind)));
     }
     swift_train::save_safetensors(&out.join("model.safetensors"), &tensors)?;
     drop(tensors);
@@ -261,6 +298,69 @@ fn trained_family(ckpt: &Path) -> Option<String> {
         .find_map(|p| std::fs::read_to_string(p).ok())
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .and_then(|v| v.get("model_type")?.as_str().map(String::from))
+}
+
+/// Unties the tied layers among `untied`'s slots (saved modules of a tied weight): sets
+/// `tie_word_embeddings` false in `config`, and gives every slot of each affected tied group its
+/// own tensor under the name the untied layout declares: the saved module where the adapter
+/// has one, else the base's shared tensor. Names the base already stores go into `replaced`;
+/// the new ones are returned.
+fn untie(
+    config: &mut Value,
+    handle: &swift_plugin_api::ModelFamilyHandle,
+    layout: &ModelLayout,
+    ckpt: &Checkpoint,
+    mut untied: HashMap<String, Tensor>,
+    replaced: &mut HashMap<String, Tensor>,
+) -> Result<Vec<(String, Tensor)>> {
+    if config.get("tie_word_embeddings").and_then(Value::as_bool) != Some(true) {
+        bail!(
+            "the adapter saves {} whole, whose weight the base shares with another layer, and config.json has no tie_word_embeddings to turn off; merge it by hand",
+            untied.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    config["tie_word_embeddings"] = Value::Bool(false);
+    let new_layout = handle
+        .instantiate(config)
+        .and_then(|m| m.layout())
+        .map_err(|e| anyhow!("the untied model: {e}"))?;
+    let shared: Vec<String> = layout
+        .slots
+        .iter()
+        .filter(|s| untied.contains_key(&s.name))
+        .map(|s| s.weight.clone())
+        .collect();
+    let mut extra = Vec::new();
+    for decl in layout.slots.iter().filter(|s| shared.contains(&s.weight)) {
+        let new_decl = new_layout
+            .slots
+            .iter()
+            .find(|s| s.name == decl.name)
+            .ok_or_else(|| anyhow!("the untied model has no layer `{}`", decl.name))?;
+        let t = match untied.remove(&decl.name) {
+            Some(t) => t,
+            None => {
+                ckpt.load(&resolve_name(ckpt, &decl.weight), Kind::Float, Device::Cpu)?
+                    .tensor
+            }
+        };
+        let stored = resolve_name(ckpt, &new_decl.weight);
+        if ckpt.contains(&stored) {
+            replaced.insert(stored, t);
+        } else {
+            extra.push((new_decl.weight.clone(), t));
+        }
+    }
+    if new_layout
+        .slots
+        .iter()
+        .filter(|s| shared.contains(&s.weight))
+        .count()
+        > 1
+    {
+        bail!("turning tie_word_embeddings off did not untie the layers of this model family; merge it by hand");
+    }
+    Ok(extra)
 }
 
 /// One adapter's contribution to a weight.
