@@ -85,7 +85,11 @@ impl ValueHead {
     /// Scores of a padded batch (`[b]` float, with the graph when gradients are on) and the
     /// tokens per sequence (`[b]`, float): the head on the final hidden state of each row's last
     /// non-padding token (padding on either side).
-    pub fn scores(&self, model: &LoadedModel, batch: &Batch) -> Result<(Tensor, Tensor), TrainError> {
+    pub fn scores(
+        &self,
+        model: &LoadedModel,
+        batch: &Batch,
+    ) -> Result<(Tensor, Tensor), TrainError> {
         let (ids, _labels, _scale, mask) = tensors(batch, model.device())?;
         let padded = batch.attention_mask.contains(&0);
         let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
@@ -95,7 +99,11 @@ impl ValueHead {
         let positions = Tensor::f_arange(t, (Kind::Int64, model.device()))?.f_unsqueeze(0)?;
         let last = positions.f_mul(&mask)?.f_argmax(1, false)?;
         let pooled = hidden
-            .f_gather(1, &last.f_view([b, 1, 1])?.f_expand([b, 1, h], false)?, false)?
+            .f_gather(
+                1,
+                &last.f_view([b, 1, 1])?.f_expand([b, 1, h], false)?,
+                false,
+            )?
             .f_squeeze_dim(1)?;
         let scores = pooled
             .f_linear::<Tensor>(&self.weight, None)?
@@ -157,7 +165,10 @@ impl ValueHead {
             names
                 .into_iter()
                 .map(|n| {
-                    let t = ckpt.load(&n, self.weight.kind(), Device::Cpu)?.tensor.copy();
+                    let t = ckpt
+                        .load(&n, self.weight.kind(), Device::Cpu)?
+                        .tensor
+                        .copy();
                     Ok((n, t))
                 })
                 .collect::<Result<_, TrainError>>()?
@@ -247,7 +258,12 @@ pub fn num_labels(config: &Value) -> usize {
         .get("num_labels")
         .and_then(Value::as_u64)
         .map(|n| n as usize)
-        .or_else(|| config.get("id2label").and_then(Value::as_object).map(|m| m.len()))
+        .or_else(|| {
+            config
+                .get("id2label")
+                .and_then(Value::as_object)
+                .map(|m| m.len())
+        })
         .unwrap_or(2)
 }
 
@@ -259,13 +275,19 @@ mod tests {
     fn config_becomes_a_one_label_classifier() {
         let src = json!({"architectures": ["LlamaForCausalLM"], "model_type": "llama"});
         let cfg = reward_config(&src, "chatml");
-        assert_eq!(cfg["architectures"], json!(["LlamaForSequenceClassification"]));
+        assert_eq!(
+            cfg["architectures"],
+            json!(["LlamaForSequenceClassification"])
+        );
         assert!(is_reward_config(&cfg));
         assert!(!is_reward_config(&src));
         assert_eq!(num_labels(&cfg), 1);
         assert_eq!(cfg["swift_template"], "chatml");
         let gpt2 = reward_config(&json!({"architectures": ["GPT2LMHeadModel"]}), "t");
-        assert_eq!(gpt2["architectures"], json!(["GPT2ForSequenceClassification"]));
+        assert_eq!(
+            gpt2["architectures"],
+            json!(["GPT2ForSequenceClassification"])
+        );
     }
 
     #[test]

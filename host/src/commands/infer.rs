@@ -148,11 +148,11 @@ impl ModelBundle {
         let instance = handle
             .instantiate(&super::reward::family_config(&config))
             .map_err(|e| {
-            anyhow!(
-                "model family `{family}` cannot run {}: {e}",
-                config_path.display()
-            )
-        })?;
+                anyhow!(
+                    "model family `{family}` cannot run {}: {e}",
+                    config_path.display()
+                )
+            })?;
         let device = parse_device(device)?;
         let kind = match dtype {
             Some(d) => parse_dtype(d)?,

@@ -233,8 +233,8 @@ fn score_dataset(scorer: &Scorer, regs: &Registries, specs: &[String], out: &Pat
             );
         };
         let prompt = row.messages[..row.messages.len() - 1].to_vec();
-        let mut seqs = vec![Scorer::ids(scorer.encoder.encode(row).with_context(at)?)
-            .with_context(at)?];
+        let mut seqs =
+            vec![Scorer::ids(scorer.encoder.encode(row).with_context(at)?).with_context(at)?];
         let rejected = match (&row.rejected_messages, &row.rejected_response) {
             (None, None) => None,
             (m, r) => {
@@ -266,7 +266,10 @@ fn score_dataset(scorer: &Scorer, regs: &Registries, specs: &[String], out: &Pat
         "accuracy": if pairs > 0 { json!(wins as f64 / pairs as f64) } else { Value::Null },
         "mean_margin": if pairs > 0 { json!(margin / pairs as f64) } else { Value::Null },
     });
-    tracing::info!("scored {rows} rows; results in {}; {summary}", out.display());
+    tracing::info!(
+        "scored {rows} rows; results in {}; {summary}",
+        out.display()
+    );
     Ok(())
 }
 
@@ -297,7 +300,11 @@ fn interactive(scorer: &Scorer) -> Result<()> {
         };
         let ids = Scorer::ids(scorer.encoder.encode(&row)?)?;
         let score = scorer.score(&[ids])?;
-        writeln!(stdout, "score: {:.6}", score.first().copied().unwrap_or(f64::NAN))?;
+        writeln!(
+            stdout,
+            "score: {:.6}",
+            score.first().copied().unwrap_or(f64::NAN)
+        )?;
     }
     Ok(())
 }

@@ -142,9 +142,9 @@ impl RlhfSettings {
             ("cpo", None | Some("sigmoid")) => "cpo".into(),
             ("orpo" | "simpo" | "cpo", Some(g)) => g.to_string(),
             ("orpo" | "simpo", None) => t.to_string(),
-            (other, _) => bail!(
-                "unknown --rlhf_type `{other}`: use dpo, orpo, simpo, cpo, kto or rm"
-            ),
+            (other, _) => {
+                bail!("unknown --rlhf_type `{other}`: use dpo, orpo, simpo, cpo, kto or rm")
+            }
         })
     }
 
@@ -259,8 +259,12 @@ pub fn run(
             },
         );
     }
-    if r.center_rewards_coefficient.is_some() && !reward_model {
-        bail!("--center_rewards_coefficient is for --rlhf_type rm");
+    match r.center_rewards_coefficient {
+        Some(_) if !reward_model => bail!("--center_rewards_coefficient is for --rlhf_type rm"),
+        Some(c) if !(c >= 0.0 && c.is_finite()) => {
+            bail!("--center_rewards_coefficient must be a non-negative number, got {c}")
+        }
+        _ => {}
     }
     let params = r.params();
 
