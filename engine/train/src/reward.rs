@@ -45,7 +45,7 @@ impl ValueHead {
     ) -> Result<Self, TrainError> {
         let _g = tch::no_grad_guard();
         // Its own stream: the tuner's initialisation is seeded with `seed` itself.
-        tch::manual_seed((seed ^ 0x5C0_4E_4EAD) as i64);
+        tch::manual_seed((seed ^ 0x5C0E_4EAD) as i64);
         let w = Tensor::f_randn([1, hidden], (Kind::Float, Device::Cpu))?
             .f_mul_scalar(std)?
             .f_to_kind(kind)?
