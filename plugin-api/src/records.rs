@@ -278,11 +278,16 @@ pub struct PreferenceLossRecord {
     /// pairs; the trainer also passes the KL reference point.
     #[serde(default)]
     pub unpaired: bool,
+    /// A reward-model loss (`swift rlhf --rlhf_type rm`): `chosen_logps` / `rejected_logps`
+    /// hold the value head's scalar scores of the chosen / rejected sequences instead of
+    /// log-probabilities (and `*_tokens` their lengths in tokens).
+    #[serde(default)]
+    pub scores: bool,
 }
 impl_record!(PreferenceLossRecord, "preference loss");
 
 impl PreferenceLossRecord {
-    /// A paired, reference-free loss record; set `reference` / `unpaired` as needed.
+    /// A paired, reference-free loss record; set `reference` / `unpaired` / `scores` as needed.
     pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -290,6 +295,7 @@ impl PreferenceLossRecord {
             description: description.into(),
             reference: false,
             unpaired: false,
+            scores: false,
         }
     }
 }

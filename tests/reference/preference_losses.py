@@ -1,7 +1,8 @@
 """Records the expected values of every built-in preference loss for fixed log-probabilities.
 
 The formulas are transcribed from TRL (0.29: trl/trainer/dpo_trainer.py `_compute_loss`,
-cpo_trainer.py `cpo_loss`, orpo_trainer.py `odds_ratio_loss`, kto_trainer.py `kto_loss`) into
+cpo_trainer.py `cpo_loss`, orpo_trainer.py `odds_ratio_loss`, kto_trainer.py `kto_loss`,
+reward_trainer.py `compute_loss` for the reward model's Bradley-Terry loss) into
 plain numpy, independently of the Rust code. Differences from TRL 0.29 that swift-rs keeps on
 purpose: the DPO `sigmoid` loss honours --label_smoothing (conservative DPO, as TRL did before
 0.2x); everything else is TRL's definition. Run with any Python that has numpy:
@@ -26,6 +27,15 @@ PAIRS = {
     "rejected_logps": [-14.0, -27.5, -20.0],
     "ref_chosen_logps": [-13.0, -29.0, -9.0],
     "ref_rejected_logps": [-13.5, -28.0, -18.0],
+    "chosen_tokens": [5.0, 12.0, 4.0],
+    "rejected_tokens": [6.0, 10.0, 9.0],
+}
+# Reward modelling: the value head's scores travel in the log-probability fields.
+SCORES = {
+    "chosen_logps": [0.75, -1.25, 2.5],
+    "rejected_logps": [-0.5, 0.25, 2.75],
+    "ref_chosen_logps": [0.0, 0.0, 0.0],
+    "ref_rejected_logps": [0.0, 0.0, 0.0],
     "chosen_tokens": [5.0, 12.0, 4.0],
     "rejected_tokens": [6.0, 10.0, 9.0],
 }
@@ -106,6 +116,15 @@ def kto(x, beta, desirable_weight=1.0, undesirable_weight=1.0):
     return losses.mean(), beta * cr, beta * rr
 
 
+def bradley_terry(x, center_rewards_coefficient=None):
+    # TRL RewardTrainer.compute_loss: the inputs are the value head's scores, not log-probs.
+    rc, rr = x["chosen_logps"], x["rejected_logps"]
+    loss = -logsigmoid(rc - rr).mean()
+    if center_rewards_coefficient is not None:
+        loss += center_rewards_coefficient * np.mean((rc + rr) ** 2)
+    return loss, rc, rr
+
+
 def case(name, inputs, params, fn):
     loss, cr, rr = fn(arrays(inputs))
     return {
@@ -132,6 +151,9 @@ CASES = [
     case("kto", UNPAIRED, {"beta": 0.1}, lambda x: kto(x, 0.1)),
     case("kto", UNPAIRED, {"beta": 0.5, "desirable_weight": 1.0, "undesirable_weight": 1.33},
          lambda x: kto(x, 0.5, 1.0, 1.33)),
+    case("bradley_terry", SCORES, {}, lambda x: bradley_terry(x)),
+    case("bradley_terry", SCORES, {"center_rewards_coefficient": 0.01},
+         lambda x: bradley_terry(x, 0.01)),
 ]
 
 if __name__ == "__main__":

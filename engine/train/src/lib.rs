@@ -14,6 +14,8 @@
 //! * [`trainer`]: the loop (epochs, shuffling, accumulation, logging, checkpoints).
 //! * [`rlhf`]: the preference loop (DPO, ORPO, SimPO, CPO, KTO) over per-sequence log-probs,
 //!   with the reference as the policy's adapters switched off or a frozen model.
+//! * [`reward`]: reward modelling's value head (scores for the preference loop, PEFT
+//!   `modules_to_save` and `*ForSequenceClassification` checkpoints).
 
 pub mod checkpoint;
 pub mod collate;
@@ -22,6 +24,7 @@ pub mod lora;
 pub mod loss;
 pub mod optim;
 pub mod plot;
+pub mod reward;
 pub mod rlhf;
 pub mod run_dir;
 pub mod schedule;
@@ -31,6 +34,7 @@ pub use checkpoint::{save_safetensors, TrainError};
 pub use collate::{Batch, Collator, EncodedRow, PackingStrategy};
 pub use lora::{Lora, LoraConfig};
 pub use optim::{AdamW, AdamWConfig};
+pub use reward::ValueHead;
 pub use rlhf::{train_preference, PrefItem, PreferenceSetup, Reference};
 pub use run_dir::{CheckpointWriter, RunDir, RunDirError};
 pub use schedule::{LrSchedule, ScheduleKind};

@@ -1,5 +1,7 @@
 //! Preference training (`swift rlhf`): DPO and its variants, ORPO, SimPO, CPO (chosen/rejected
-//! pairs) and KTO (unpaired rows with a desirable/undesirable label).
+//! pairs), KTO (unpaired rows with a desirable/undesirable label) and reward modelling (pairs
+//! scored by a value head, [`crate::reward`]: the per-sequence quantity is the head's score
+//! instead of the answer's log-probability, and everything else below is shared).
 //!
 //! Each step encodes nothing: rows arrive encoded (labels only on the final answer). A paired
 //! micro-batch holds its chosen and rejected sequences together (chosen first, as TRL's
@@ -31,6 +33,7 @@ use crate::checkpoint::TrainError;
 use crate::collate::{Batch, Collator, EncodedRow};
 use crate::lora::Lora;
 use crate::optim::AdamW;
+use crate::reward::ValueHead;
 use crate::run_dir::RunDir;
 use crate::schedule::LrSchedule;
 use crate::trainer::{
@@ -86,6 +89,21 @@ pub struct PreferenceSetup<'a> {
     /// Paired data: run the policy's gradient pass over this many sequences at a time (0: the
     /// whole micro-batch at once, TRL's concatenated forward). See [`first_pass`].
     pub chunk: usize,
+    /// Reward modelling: the loss reads this value head's scores instead of log-probabilities.
+    pub value_head: Option<&'a ValueHead>,
+}
+
+/// What the loss reads per sequence of a padded batch, with the sequences' token counts:
+/// the answer's summed log-probabilities, or (reward modelling) the value head's score.
+fn per_sequence(
+    model: &LoadedModel,
+    head: Option<&ValueHead>,
+    batch: &Batch,
+) -> Result<(Tensor, Tensor), TrainError> {
+    match head {
+        Some(h) => h.scores(model, batch),
+        None => sequence_logps(model, batch),
+    }
 }
 
 /// Sums of the answer tokens' log-probabilities per sequence of a padded batch (`[b]`, with
@@ -188,7 +206,7 @@ impl Window {
     }
 
     /// The metrics under TRL's names.
-    fn metrics(&self, unpaired: bool, log_nll: bool) -> Map<String, Value> {
+    fn metrics(&self, unpaired: bool, log_nll: bool, scores: bool) -> Map<String, Value> {
         let avg = |(s, n): (f64, f64)| if n > 0.0 { json!(s / n) } else { Value::Null };
         let mut m = Map::new();
         m.insert("loss".into(), json!(self.loss / self.steps.max(1) as f64));
@@ -198,8 +216,10 @@ impl Window {
             m.insert("rewards/accuracies".into(), avg(self.accuracies));
         }
         m.insert("rewards/margins".into(), avg(self.margins));
-        m.insert("logps/chosen".into(), avg(self.logps_chosen));
-        m.insert("logps/rejected".into(), avg(self.logps_rejected));
+        if !scores {
+            m.insert("logps/chosen".into(), avg(self.logps_chosen));
+            m.insert("logps/rejected".into(), avg(self.logps_rejected));
+        }
         if log_nll {
             m.insert(
                 "nll_loss".into(),
@@ -244,6 +264,7 @@ struct At {
 /// [`second_pass`].
 fn first_pass(
     model: &LoadedModel,
+    head: Option<&ValueHead>,
     seqs: &[EncodedRow],
     collator: &Collator,
     chunk: usize,
@@ -253,7 +274,7 @@ fn first_pass(
     let (mut logps, mut counts) = (Vec::new(), Vec::new());
     for (k, part) in seqs.chunks(chunk).enumerate() {
         tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
-        let (l, c) = sequence_logps(model, &collator.pad(part))?;
+        let (l, c) = per_sequence(model, head, &collator.pad(part))?;
         logps.push(l);
         counts.push(c);
     }
@@ -263,6 +284,7 @@ fn first_pass(
 /// Pass 2 of [`first_pass`]: back-propagates `Σ grad_i · logp_i` chunk by chunk.
 fn second_pass(
     model: &LoadedModel,
+    head: Option<&ValueHead>,
     seqs: &[EncodedRow],
     collator: &Collator,
     chunk: usize,
@@ -275,7 +297,7 @@ fn second_pass(
             continue;
         }
         tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
-        let (l, _) = sequence_logps(model, &collator.pad(part))?;
+        let (l, _) = per_sequence(model, head, &collator.pad(part))?;
         l.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
     }
     Ok(())
@@ -323,12 +345,12 @@ fn micro_step(
             w.pairs = items.len();
             let chunked = setup.chunk > 0 && setup.chunk < seqs.len();
             let (logps, counts) = if chunked {
-                let (l, c) = first_pass(model, &seqs, collator, setup.chunk, at)?;
+                let (l, c) = first_pass(model, setup.value_head, &seqs, collator, setup.chunk, at)?;
                 let leaf = l.f_detach()?.set_requires_grad(true);
                 deferred = Some((seqs, leaf.shallow_clone()));
                 (leaf, c)
             } else {
-                sequence_logps(model, &batch)?
+                per_sequence(model, setup.value_head, &batch)?
             };
             let reference = reference_logps(model, &setup.reference, &batch)?;
             PreferenceInputs {
@@ -409,7 +431,15 @@ fn micro_step(
     w.loss = f64::try_from(loss.f_detach()?.f_to_kind(Kind::Double)?)?;
     loss.f_backward()?;
     if let Some((seqs, leaf)) = &deferred {
-        second_pass(model, seqs, collator, setup.chunk, at, &leaf.grad())?;
+        second_pass(
+            model,
+            setup.value_head,
+            seqs,
+            collator,
+            setup.chunk,
+            at,
+            &leaf.grad(),
+        )?;
     }
     let _g = tch::no_grad_guard();
     let (cr, rr) = (
@@ -456,6 +486,12 @@ pub fn train_preference(
         ));
     }
     let unpaired = matches!(items[0], PrefItem::Unpaired { .. });
+    let scores = setup.value_head.is_some();
+    if scores && (unpaired || !matches!(setup.reference, Reference::Free)) {
+        return Err(TrainError::Config(
+            "reward modelling trains on chosen/rejected pairs without a reference model".into(),
+        ));
+    }
     let per_epoch = steps_per_epoch(items.len(), cfg.batch_size, cfg.grad_accum);
     let total_steps = cfg
         .max_steps
@@ -536,12 +572,12 @@ pub fn train_preference(
         summary.tokens += sw.tokens;
         summary.steps = step;
         hooks.on_step(&info);
-        hooks.on_metrics(step, &sw.metrics(unpaired, setup.log_nll));
+        hooks.on_metrics(step, &sw.metrics(unpaired, setup.log_nll, scores));
         window.merge(&sw);
         let last = step == total_steps;
         if step.is_multiple_of(cfg.logging_steps.max(1)) || last || step == 1 {
             let elapsed = started.elapsed().as_secs_f64();
-            let mut rec = Value::Object(window.metrics(unpaired, setup.log_nll));
+            let mut rec = Value::Object(window.metrics(unpaired, setup.log_nll, scores));
             rec["grad_norm"] = json!(grad_norm);
             rec["learning_rate"] = json!(lr);
             rec["epoch"] = json!(info.epoch);

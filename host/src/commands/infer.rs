@@ -12,6 +12,9 @@
 //! * `--val_dataset SPEC --result_path FILE`: one JSON line per row (prompt messages, response,
 //!   the reference answer when the row has one, token counts), `--max_batch_size` rows at a time.
 //!
+//! * A reward model (`swift rlhf --rlhf_type rm` checkpoints) scores conversations instead:
+//!   see `commands::reward`.
+//!
 //! Hidden diagnostics for the tests: `--debug_input_ids 1,2,3` prints the last position's
 //! logits and a greedy continuation as JSON; `--nll_file FILE --nll_tokens N` prints the mean
 //! negative log-likelihood of the file's first N tokens.
@@ -142,12 +145,14 @@ impl ModelBundle {
         let config: Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", config_path.display()))?;
         let (family, default_template, handle) = resolve_family(regs, &config, model_type)?;
-        let instance = handle.instantiate(&config).map_err(|e| {
-            anyhow!(
-                "model family `{family}` cannot run {}: {e}",
-                config_path.display()
-            )
-        })?;
+        let instance = handle
+            .instantiate(&super::reward::family_config(&config))
+            .map_err(|e| {
+                anyhow!(
+                    "model family `{family}` cannot run {}: {e}",
+                    config_path.display()
+                )
+            })?;
         let device = parse_device(device)?;
         let kind = match dtype {
             Some(d) => parse_dtype(d)?,
@@ -361,6 +366,11 @@ pub fn run(args: &InferArgs, settings: &GlobalSettings) -> Result<()> {
     )?;
     adapters.attach(&mut bundle.model, args.merge_lora.unwrap_or(false))?;
     let template_name = args.template.clone().or(adapters.template.clone());
+    // A reward model (value head) scores instead of generating.
+    if let Some(head) = super::reward::find_head(&bundle, &adapters.dirs)? {
+        let template = bundle.template(regs, template_name.as_deref())?;
+        return super::reward::run(args, bundle, template, head, regs);
+    }
     if let Some(ids) = &args.debug_input_ids {
         return debug_logits(&bundle, ids, args.debug_greedy_tokens);
     }

@@ -7,6 +7,7 @@ pub mod infer;
 pub mod list;
 pub mod new_plugin;
 pub mod quantize;
+pub mod reward;
 pub mod rlhf;
 pub mod sft;
 pub mod tuning;

@@ -12,7 +12,13 @@
 //! * Reference (losses that need one): `--ref_model DIR`, else the policy with its LoRA adapters
 //!   switched off (one copy of the base weights), else, for full fine-tuning, a frozen copy.
 //! * LoRA dropout is off unless `--disable_dropout false` (TRL and ms-swift disable dropout).
-//! * `--rlhf_type rm`: not in this build (a clear error).
+//! * `--rlhf_type rm` (reward modelling): a scalar value head (`score`, hidden → 1) on each
+//!   sequence's last token, trained with the tuner (LoRA on the base, the head trained fully)
+//!   on chosen/rejected pairs by a loss whose record says `scores` (`bradley_terry`: TRL's
+//!   RewardTrainer loss, `--center_rewards_coefficient`). The head is initialised from
+//!   `--seed` (normal(0, `initializer_range`)), or read from `--model` when that is a reward
+//!   model already. Checkpoints: PEFT `modules_to_save` / `SEQ_CLS` for LoRA, a
+//!   `*ForSequenceClassification` folder for full training; `swift infer` scores with them.
 //!
 //! Run folder and checkpoints as `swift sft` writes them (PEFT layout for LoRA).
 
@@ -39,7 +45,7 @@ pub struct RlhfArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub sft: SftArgs,
-    /// dpo, orpo, simpo, cpo or kto.
+    /// dpo, orpo, simpo, cpo, kto or rm (reward modelling).
     #[arg(long = "rlhf-type")]
     pub rlhf_type: Option<String>,
     /// The preference loss (`swift list preference-losses`); DPO: sigmoid (default), ipo, hinge,
@@ -75,6 +81,10 @@ pub struct RlhfArgs {
     /// `disable_dropout` and so ms-swift do).
     #[arg(long = "disable-dropout", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::parse_bool)]
     pub disable_dropout: Option<bool>,
+    /// Reward modelling: weight of `mean((r_chosen + r_rejected)²)` added to the loss, which
+    /// centres the scores on zero (TRL's RewardConfig; default off).
+    #[arg(long = "center-rewards-coefficient")]
+    pub center_rewards_coefficient: Option<f64>,
     /// A separate reference model folder (default: the policy with its adapters disabled; for
     /// full fine-tuning a frozen copy of --model).
     #[arg(long = "ref-model", value_name = "DIR")]
@@ -97,6 +107,7 @@ pub struct RlhfSettings {
     pub ref_model: Option<PathBuf>,
     pub rlhf_chunk_size: usize,
     pub disable_dropout: bool,
+    pub center_rewards_coefficient: Option<f64>,
 }
 
 impl Default for RlhfSettings {
@@ -114,6 +125,7 @@ impl Default for RlhfSettings {
             ref_model: None,
             rlhf_chunk_size: 1,
             disable_dropout: true,
+            center_rewards_coefficient: None,
         }
     }
 }
@@ -124,17 +136,15 @@ impl RlhfSettings {
         let t = self.rlhf_type.as_str();
         let given = self.loss_type.as_deref();
         Ok(match (t, given) {
-            ("rm", _) => bail!(
-                "--rlhf_type rm (reward modelling) is not in this build; use dpo, orpo, simpo, cpo or kto"
-            ),
+            ("rm", g) => g.unwrap_or("bradley_terry").to_string(),
             ("dpo", g) => g.unwrap_or("sigmoid").to_string(),
             ("kto", g) => g.unwrap_or("kto").to_string(),
             ("cpo", None | Some("sigmoid")) => "cpo".into(),
             ("orpo" | "simpo" | "cpo", Some(g)) => g.to_string(),
             ("orpo" | "simpo", None) => t.to_string(),
-            (other, _) => bail!(
-                "unknown --rlhf_type `{other}`: use dpo, orpo, simpo, cpo or kto"
-            ),
+            (other, _) => {
+                bail!("unknown --rlhf_type `{other}`: use dpo, orpo, simpo, cpo, kto or rm")
+            }
         })
     }
 
@@ -153,6 +163,7 @@ impl RlhfSettings {
             "cpo_alpha": self.cpo_alpha,
             "desirable_weight": self.desirable_weight,
             "undesirable_weight": self.undesirable_weight,
+            "center_rewards_coefficient": self.center_rewards_coefficient,
         })
     }
 }
@@ -201,6 +212,7 @@ pub fn run(
     }
     let loss_name = r.loss_name()?;
     let unpaired_wanted = r.rlhf_type == "kto";
+    let reward_model = r.rlhf_type == "rm";
     let mut p = prepare(&s, settings, &s.loss_scale)?;
     let loss_entry = p
         .report
@@ -231,6 +243,31 @@ pub fn run(
                 "paired"
             },
         );
+    }
+    if loss_record.scores != reward_model {
+        bail!(
+            "--rlhf_type {} {}, but loss `{}` ({}) {}",
+            r.rlhf_type,
+            if reward_model {
+                "trains a value head and needs a loss of its scores (bradley_terry)"
+            } else {
+                "needs a loss of log-probabilities"
+            },
+            loss_record.name,
+            loss_provenance,
+            if loss_record.scores {
+                "is a reward-model loss (use it with --rlhf_type rm)"
+            } else {
+                "reads log-probabilities"
+            },
+        );
+    }
+    match r.center_rewards_coefficient {
+        Some(_) if !reward_model => bail!("--center_rewards_coefficient is for --rlhf_type rm"),
+        Some(c) if !(c >= 0.0 && c.is_finite()) => {
+            bail!("--center_rewards_coefficient must be a non-negative number, got {c}")
+        }
+        _ => {}
     }
     let params = r.params();
 
@@ -342,8 +379,22 @@ pub fn run(
         }
     );
 
-    // Tuner and reference.
-    let tuned = attach_tuner(&s, &mut p)?;
+    // Tuner, value head and reference.
+    let mut tuned = attach_tuner(&s, &mut p)?;
+    let value_head = if reward_model {
+        let head = value_head(&p, s.seed)?;
+        let name = if tuned.adapter.is_some() {
+            swift_train::reward::PEFT_SCORE_WEIGHT
+        } else {
+            swift_train::reward::SCORE_WEIGHT
+        };
+        tuned
+            .trainable
+            .push((name.to_string(), head.weight.shallow_clone()));
+        Some(head)
+    } else {
+        None
+    };
     let ref_bundle = match (&r.ref_model, loss_record.reference, &tuned.adapter) {
         (_, false, _) => None,
         (Some(dir), true, _) => Some(load_reference(dir, &s, &p.report.registries)?),
@@ -358,13 +409,18 @@ pub fn run(
     };
     let models_loaded = 1 + usize::from(ref_bundle.is_some());
     tracing::info!(
-        "loss `{}` ({}), beta {}; reference: {}",
+        "loss `{}` ({}){}; reference: {}",
         loss_record.name,
         loss_provenance,
-        r.beta(),
+        if reward_model {
+            String::new()
+        } else {
+            format!(", beta {}", r.beta())
+        },
         reference.describe()
     );
     let log_nll = match loss_record.name.as_str() {
+        _ if reward_model => false,
         "orpo" => true,
         "cpo" | "simpo" => r.cpo_alpha > 0.0,
         _ => r.rpo_alpha.unwrap_or(0.0) > 0.0,
@@ -382,6 +438,14 @@ pub fn run(
         bar: bar.clone(),
         logging_steps: cfg.logging_steps,
         last: None,
+        reward: value_head.as_ref().map(|head| RewardSave {
+            head,
+            lora: tuned.adapter.is_some(),
+            model: &p.model,
+            model_dir: &p.model_dir,
+            template: &p.template_name,
+            args_path: run.path().join("args.json"),
+        }),
     };
     if let Some(l) = &tuned.adapter {
         l.set_training(true);
@@ -392,6 +456,7 @@ pub fn run(
         reference,
         log_nll,
         chunk: r.rlhf_chunk_size,
+        value_head: value_head.as_ref(),
     };
     let summary = swift_train::train_preference(
         &p.model,
@@ -419,6 +484,54 @@ pub fn run(
     Ok(())
 }
 
+/// The value head of a reward model: read from `--model` when it is a reward model already
+/// (`score.weight`), else drawn from normal(0, `initializer_range`) seeded by `--seed`.
+fn value_head(p: &crate::commands::sft::Prepared, seed: u64) -> Result<swift_train::ValueHead> {
+    use swift_train::reward::{is_reward_config, num_labels, SCORE_WEIGHT};
+    let model = &p.model;
+    let hidden = swift_train::ValueHead::hidden_size(model)?;
+    let config: Value = std::fs::read_to_string(p.model_dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    if is_reward_config(&config) {
+        if num_labels(&config) != 1 {
+            bail!(
+                "{} is a sequence classifier with {} labels; a reward model has one",
+                p.model_dir.display(),
+                num_labels(&config)
+            );
+        }
+        let files = swift_model::weights::checkpoint_files(&p.model_dir)?;
+        let ckpt = swift_model::weights::Checkpoint::open(&files)?;
+        if ckpt.contains(SCORE_WEIGHT) {
+            tracing::info!("value head: `{SCORE_WEIGHT}` of {}", p.model_dir.display());
+            let head = swift_train::ValueHead::read(
+                &ckpt,
+                SCORE_WEIGHT,
+                hidden,
+                model.kind(),
+                model.device(),
+            )?;
+            return Ok(swift_train::ValueHead {
+                weight: head.weight.set_requires_grad(true),
+            });
+        }
+    }
+    let std = config
+        .get("initializer_range")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.02);
+    tracing::info!("value head: new `score` [1, {hidden}] from normal(0, {std}), seed {seed}");
+    Ok(swift_train::ValueHead::init(
+        hidden,
+        std,
+        seed,
+        model.kind(),
+        model.device(),
+    )?)
+}
+
 /// A frozen reference model (same dtype and device as the policy).
 fn load_reference(
     dir: &Path,
@@ -436,12 +549,62 @@ fn load_reference(
     .with_context(|| format!("loading the reference model {}", dir.display()))
 }
 
-/// The progress bar shows the preference metrics; checkpoints are written as sft writes them.
+/// The progress bar shows the preference metrics; checkpoints are written as sft writes them
+/// (a reward model's with its value head).
 struct RlhfHooks<'a> {
     inner: Hooks<'a>,
     bar: indicatif::ProgressBar,
     logging_steps: u64,
     last: Option<StepInfo>,
+    reward: Option<RewardSave<'a>>,
+}
+
+/// What a reward model's checkpoint needs besides sft's.
+struct RewardSave<'a> {
+    head: &'a swift_train::ValueHead,
+    lora: bool,
+    model: &'a swift_model::LoadedModel,
+    model_dir: &'a Path,
+    template: &'a str,
+    args_path: PathBuf,
+}
+
+impl RewardSave<'_> {
+    /// LoRA: sft's PEFT checkpoint plus the head as `modules_to_save`. Full: a
+    /// `*ForSequenceClassification` folder with the tokenizer files and args.json.
+    fn save(&self, inner: &mut Hooks<'_>, step: u64, dir: &Path) -> Result<(), TrainError> {
+        if self.lora {
+            inner.save(step, dir)?;
+            return self.head.add_to_adapter(dir);
+        }
+        let config_path = self.model_dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", config_path.display())))?;
+        let config: Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", config_path.display())))?;
+        self.head
+            .save_full(dir, self.model, &config, self.template)?;
+        let copy = |from: &Path, name: &str| -> Result<(), TrainError> {
+            if from.is_file() {
+                std::fs::copy(from, dir.join(name))
+                    .map_err(|e| TrainError::Config(format!("{}: {e}", from.display())))?;
+            }
+            Ok(())
+        };
+        copy(&self.args_path, "args.json")?;
+        // The same files as sft's full checkpoints, but config.json (written above).
+        for f in [
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "vocab.json",
+            "merges.txt",
+        ] {
+            copy(&self.model_dir.join(f), f)?;
+        }
+        Ok(())
+    }
 }
 
 impl TrainHooks for RlhfHooks<'_> {
@@ -479,6 +642,9 @@ impl TrainHooks for RlhfHooks<'_> {
     }
 
     fn save(&mut self, step: u64, dir: &Path) -> Result<(), TrainError> {
-        self.inner.save(step, dir)
+        match &self.reward {
+            Some(rs) => rs.save(&mut self.inner, step, dir),
+            None => self.inner.save(step, dir),
+        }
     }
 }

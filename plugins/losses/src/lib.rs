@@ -17,6 +17,10 @@
 //! * `kto` (`reference`, unpaired): desirable rows `1 − σ(β·((π − ρ) − KL))`, undesirable rows
 //!   `1 − σ(β·(KL − (π − ρ)))`, weighted by `desirable_weight` / `undesirable_weight`, averaged
 //!   over all rows.
+//! * `bradley_terry` (`scores`: reward modelling, `swift rlhf --rlhf_type rm`): the inputs are
+//!   the value head's scalar scores `r`, not log-probabilities; `−log σ(r_c − r_r)` averaged over
+//!   the pairs, plus `center_rewards_coefficient · mean((r_c + r_r)²)` (TRL's RewardTrainer);
+//!   rewards `r`.
 //!
 //! `NLL(chosen)` is the token-averaged cross-entropy of the chosen answers:
 //! `−Σ π_c / Σ tokens_c`. `ε` is `label_smoothing`.
@@ -34,6 +38,8 @@ pub struct Params {
     pub cpo_alpha: f64,
     pub desirable_weight: f64,
     pub undesirable_weight: f64,
+    /// Reward modelling: weight of the penalty that centres the scores on zero.
+    pub center_rewards_coefficient: f64,
 }
 
 impl Params {
@@ -55,6 +61,7 @@ impl Params {
             cpo_alpha: get("cpo_alpha", 1.0)?,
             desirable_weight: get("desirable_weight", 1.0)?,
             undesirable_weight: get("undesirable_weight", 1.0)?,
+            center_rewards_coefficient: get("center_rewards_coefficient", 0.0)?,
         };
         if p.beta <= 0.0 {
             return Err(format!("--beta must be positive, got {}", p.beta));
@@ -63,6 +70,12 @@ impl Params {
             return Err(format!(
                 "--label_smoothing must be in [0, 0.5), got {}",
                 p.label_smoothing
+            ));
+        }
+        if !(p.center_rewards_coefficient >= 0.0 && p.center_rewards_coefficient.is_finite()) {
+            return Err(format!(
+                "--center_rewards_coefficient must be a non-negative number, got {}",
+                p.center_rewards_coefficient
             ));
         }
         Ok(p)
@@ -349,6 +362,42 @@ impl PreferenceLoss for Kto {
     }
 }
 
+/// Reward modelling (Bradley-Terry): `chosen_logps` / `rejected_logps` hold the value head's
+/// scores.
+pub struct BradleyTerry;
+
+impl BradleyTerry {
+    pub fn compute(x: &PreferenceInputs, p: &Params) -> R<PreferenceOutput> {
+        let (rc, rr) = (
+            x.chosen_logps.f_to_kind(Kind::Float).map_err(e)?,
+            x.rejected_logps.f_to_kind(Kind::Float).map_err(e)?,
+        );
+        let margin = rc.f_sub(&rr).map_err(e)?;
+        let mut loss = mean(&margin.f_log_sigmoid().map_err(e)?.f_neg().map_err(e)?)?;
+        if p.center_rewards_coefficient > 0.0 {
+            let centre = mean(&rc.f_add(&rr).map_err(e)?.f_square().map_err(e)?)?;
+            loss = loss
+                .f_add(
+                    &centre
+                        .f_mul_scalar(p.center_rewards_coefficient)
+                        .map_err(e)?,
+                )
+                .map_err(e)?;
+        }
+        Ok(PreferenceOutput {
+            loss,
+            chosen_rewards: detached(rc)?,
+            rejected_rewards: detached(rr)?,
+        })
+    }
+}
+
+impl PreferenceLoss for BradleyTerry {
+    fn loss(&self, x: &PreferenceInputs, params: &serde_json::Value) -> R<PreferenceOutput> {
+        Self::compute(x, &Params::from_json(params)?)
+    }
+}
+
 fn register(r: &mut Registrar) -> Result<(), PluginError> {
     let with_ref = |name: &str, desc: &str| {
         let mut rec = PreferenceLossRecord::new(name, desc);
@@ -401,6 +450,13 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
     let mut kto = with_ref("kto", "KTO (unpaired rows with a label): 1 − σ(β·(log-ratio − KL)), weighted by --desirable_weight / --undesirable_weight");
     kto.unpaired = true;
     r.preference_loss(kto, Kto)?;
+    let mut bt = PreferenceLossRecord::new(
+        "bradley_terry",
+        "reward modelling (--rlhf_type rm): −log σ(r_chosen − r_rejected) on the value head's scores, + --center_rewards_coefficient·mean((r_c + r_r)²)",
+    );
+    bt.aliases = vec!["rm".into()];
+    bt.scores = true;
+    r.preference_loss(bt, BradleyTerry)?;
     Ok(())
 }
 

@@ -39,6 +39,7 @@ fn loss_by_name(name: &str) -> Box<dyn PreferenceLoss> {
         "simpo" => Box::new(Cpo::Simpo),
         "cpo" => Box::new(Cpo::Cpo),
         "kto" => Box::new(Kto),
+        "bradley_terry" => Box::new(BradleyTerry),
         other => panic!("no loss {other}"),
     }
 }
@@ -92,7 +93,15 @@ fn every_loss_matches_the_recorded_reference() {
         );
     }
     for name in [
-        "sigmoid", "ipo", "hinge", "robust", "orpo", "simpo", "cpo", "kto",
+        "sigmoid",
+        "ipo",
+        "hinge",
+        "robust",
+        "orpo",
+        "simpo",
+        "cpo",
+        "kto",
+        "bradley_terry",
     ] {
         assert!(seen.contains(name), "no reference case for {name}");
     }
@@ -146,4 +155,34 @@ fn bad_parameters_and_missing_reference_are_errors() {
     assert!(err.contains("--beta"), "{err}");
     // Reference-free losses run without it.
     assert!(Cpo::Cpo.loss(&x, &serde_json::json!({})).is_ok());
+}
+
+#[test]
+fn hand_computed_bradley_terry() {
+    // Scores 2 and 0: −log σ(2) = log(1 + e^−2); centring adds 0.1·(2 + 0)² = 0.4.
+    let x = PreferenceInputs {
+        chosen_logps: Tensor::from_slice(&[2.0f32]),
+        rejected_logps: Tensor::from_slice(&[0.0f32]),
+        chosen_tokens: Tensor::from_slice(&[3.0f32]),
+        rejected_tokens: Tensor::from_slice(&[4.0f32]),
+        ref_chosen_logps: None,
+        ref_rejected_logps: None,
+        kl: None,
+    };
+    let plain = (1.0 + (-2.0f64).exp()).ln();
+    let out = BradleyTerry.loss(&x, &serde_json::json!({})).unwrap();
+    assert!((f64::try_from(&out.loss).unwrap() - plain).abs() < 1e-6);
+    let out = BradleyTerry
+        .loss(&x, &serde_json::json!({"center_rewards_coefficient": 0.1}))
+        .unwrap();
+    assert!((f64::try_from(&out.loss).unwrap() - plain - 0.4).abs() < 1e-6);
+    assert_eq!(
+        f64::try_from(&out.chosen_rewards.view([-1]).get(0)).unwrap(),
+        2.0
+    );
+    let err = BradleyTerry
+        .loss(&x, &serde_json::json!({"center_rewards_coefficient": -1}))
+        .err()
+        .unwrap();
+    assert!(err.contains("--center_rewards_coefficient"), "{err}");
 }

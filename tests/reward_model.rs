@@ -1,0 +1,505 @@
+//! Reward modelling end to end: `swift rlhf --rlhf_type rm` and `swift infer` scoring with its
+//! checkpoints, on the tiny random models of tests/fixtures/models/ (each run takes a second).
+//!
+//! * The value head against transformers: the tiny llama as `LlamaForSequenceClassification`
+//!   with a fixed `score` weight (config.json as transformers saved it, values recorded by
+//!   tests/reference/reward_model.py): our scores of fixed chosen / rejected ids, in one padded
+//!   batch and alone, equal transformers' within 1e-4, and so does TRL's Bradley-Terry loss of
+//!   them. Training on top of that folder starts from its head.
+//! * LoRA reward model: TRL's metric names are logged, the checkpoint holds the head as PEFT's
+//!   `modules_to_save`, `swift infer` scores preference rows and plain rows with it, and peft
+//!   loads it into `AutoModelForSequenceClassification` with no missing or unexpected keys and
+//!   the same scores (when the reference virtualenv is present).
+//! * Full reward model of an untied family (qwen2): a `Qwen2ForSequenceClassification` folder
+//!   without an LM head, which transformers loads with no missing or unexpected keys and the
+//!   same scores.
+//! * Bad input is refused clearly.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures/models").join(name)
+}
+
+fn venv_python() -> Option<PathBuf> {
+    let cache = std::env::var_os("SWIFT_RS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
+        });
+    let p = cache.join("venv/bin/python");
+    if p.is_file() {
+        Some(p)
+    } else {
+        println!("skipped: {} is missing (run make setup)", p.display());
+        None
+    }
+}
+
+fn reference() -> Value {
+    let p = workspace_root().join("tests/reference/reward_model.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn ids_arg(seqs: &[&Value]) -> String {
+    seqs.iter()
+        .map(|s| {
+            s.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// `swift infer ARGS --debug_input_ids IDS`: the scores.
+fn swift_scores(args: &[&str], ids: &str) -> Vec<f64> {
+    let mut a = vec!["infer"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--debug_input_ids", ids]);
+    let out = ok(swift(&a));
+    let v: Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    floats(&v["scores"])
+}
+
+fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() <= tol, "{what}: {got:?} vs {want:?}");
+    }
+}
+
+fn log_sigmoid(x: f64) -> f64 {
+    -(1.0 + (-x).exp()).ln()
+}
+
+/// The tiny llama as transformers saves a one-label `LlamaForSequenceClassification`: the
+/// recorded config.json, the fixture's weights plus the recorded `score.weight`.
+fn reward_folder(dir: &Path, reference: &Value) {
+    std::fs::create_dir_all(dir).unwrap();
+    let src = fixture("llama");
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&reference["config"]).unwrap(),
+    )
+    .unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let score: Vec<u8> = floats(&reference["score_weight"])
+        .iter()
+        .flat_map(|&x| (x as f32).to_le_bytes())
+        .collect();
+    let n = score.len() / 4;
+    let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| (name.to_string(), v))
+        .collect();
+    views.push((
+        "score.weight".into(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, n], &score).unwrap(),
+    ));
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+}
+
+fn run_python(args: &[&str]) -> Value {
+    let python = venv_python().expect("checked by the caller");
+    let script = workspace_root().join("tests/reference/reward_model.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "reward_model.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim().lines().last().unwrap()).unwrap()
+}
+
+fn steps(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("logging.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r.get("step").is_some())
+        .collect()
+}
+
+fn f(r: &Value, k: &str) -> f64 {
+    r[k].as_f64()
+        .unwrap_or_else(|| panic!("`{k}` missing or not a number in {r}"))
+}
+
+fn rm(model: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "rlhf",
+        "--rlhf_type",
+        "rm",
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        "dpo-en-demo#8",
+        "--max_length",
+        "96",
+        "--truncation_strategy",
+        "left",
+        "--logging_steps",
+        "1",
+        "--output_dir",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ok(swift(&args))
+}
+
+fn tensor_names(file: &Path) -> Vec<String> {
+    let bytes = std::fs::read(file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    names
+}
+
+/// Fixed sequences a checkpoint is scored on by swift and by transformers.
+const PROBE: &str = "5,17,40,3,99,120,7;11,12,13,200,14,15,16";
+
+#[test]
+fn value_head_and_loss_match_transformers() {
+    let reference = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("llama-rm");
+    reward_folder(&model, &reference);
+    let m = model.to_str().unwrap();
+    let (chosen, rejected): (Vec<&Value>, Vec<&Value>) = (
+        reference["chosen_ids"].as_array().unwrap().iter().collect(),
+        reference["rejected_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect(),
+    );
+    let all: Vec<&Value> = chosen.iter().chain(&rejected).copied().collect();
+    let want: Vec<f64> = floats(&reference["rewards_chosen"])
+        .into_iter()
+        .chain(floats(&reference["rewards_rejected"]))
+        .collect();
+    // One padded batch (rows of 5 to 8 tokens), then each sequence alone.
+    let batched = swift_scores(&["--model", m], &ids_arg(&all));
+    assert_close(&batched, &want, 1e-4, "padded batch");
+    for (s, w) in all.iter().zip(&want) {
+        let alone = swift_scores(&["--model", m], &ids_arg(&[s]));
+        assert_close(&alone, &[*w], 1e-4, "alone");
+    }
+    // TRL's RewardTrainer loss of our scores equals its loss of transformers' scores.
+    let n = chosen.len();
+    let margins: Vec<f64> = (0..n).map(|i| batched[i] - batched[n + i]).collect();
+    let loss = -margins.iter().map(|&d| log_sigmoid(d)).sum::<f64>() / n as f64;
+    assert!((loss - f(&reference, "loss")).abs() < 1e-4, "{loss}");
+    let centre = (0..n)
+        .map(|i| (batched[i] + batched[n + i]).powi(2))
+        .sum::<f64>()
+        / n as f64;
+    let centred = loss + 0.01 * centre;
+    assert!((centred - f(&reference, "loss_center_0.01")).abs() < 1e-4);
+
+    // Training on top of a reward model starts from its head: with a learning rate of 0 the
+    // checkpoint's head is the folder's.
+    let run = dir.path().join("run");
+    rm(&model, &run, &["--max_steps", "1", "--learning_rate", "0"]);
+    let ck = run.join("checkpoint-1");
+    let again = swift_scores(&["--adapters", ck.to_str().unwrap()], &ids_arg(&all));
+    assert_close(&again, &want, 1e-4, "head read from --model");
+}
+
+#[test]
+fn lora_reward_model_trains_saves_the_head_and_scores_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let printed = rm(
+        &fixture("llama"),
+        &run,
+        &["--max_steps", "4", "--learning_rate", "1e-2", "--seed", "7"],
+    );
+    let ck = run.join("checkpoint-4");
+    assert_eq!(printed.trim(), ck.to_str().unwrap());
+    let steps = steps(&run);
+    assert_eq!(steps.len(), 4);
+    for s in &steps {
+        let (c, r) = (f(s, "rewards/chosen"), f(s, "rewards/rejected"));
+        // One pair per step: the logged loss is -log σ(r_c - r_r) of the logged rewards.
+        assert!((f(s, "loss") + log_sigmoid(c - r)).abs() < 1e-5, "{s}");
+        assert!((f(s, "rewards/margins") - (c - r)).abs() < 1e-6, "{s}");
+        assert_eq!(f(s, "rewards/accuracies"), if c > r { 1.0 } else { 0.0 });
+        assert!(s.get("logps/chosen").is_none(), "scores are not log-probs");
+    }
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    assert_eq!(args["loss_type"], "bradley_terry");
+    assert_eq!(args["rlhf_type"], "rm");
+    // PEFT's layout for a SEQ_CLS model with the head in modules_to_save.
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["task_type"], "SEQ_CLS");
+    assert_eq!(cfg["modules_to_save"], serde_json::json!(["score"]));
+    let names = tensor_names(&ck.join("adapter_model.safetensors"));
+    assert!(names.contains(&"base_model.model.score.weight".to_string()));
+    assert!(names.iter().any(|n| n.ends_with("q_proj.lora_A.weight")));
+    assert!(ck.join("args.json").is_file());
+
+    // swift infer scores preference rows (chosen and rejected) and plain rows.
+    let out = dir.path().join("scores.jsonl");
+    ok(swift(&[
+        "infer",
+        "--adapters",
+        ck.to_str().unwrap(),
+        "--val_dataset",
+        "dpo-en-demo#3",
+        "--result_path",
+        out.to_str().unwrap(),
+        "--max_length",
+        "96",
+    ]));
+    let lines: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        let (c, r) = (f(l, "chosen_score"), f(l, "rejected_score"));
+        assert_ne!(c, r);
+        assert_eq!(l["chosen_better"], c > r);
+        assert!(!l["chosen"].as_str().unwrap().is_empty());
+        assert!(!l["rejected"].as_str().unwrap().is_empty());
+    }
+    let plain = dir.path().join("plain.jsonl");
+    let rows = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &rows,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello there\"}]}\n",
+    )
+    .unwrap();
+    ok(swift(&[
+        "infer",
+        "--adapters",
+        ck.to_str().unwrap(),
+        "--val_dataset",
+        rows.to_str().unwrap(),
+        "--result_path",
+        plain.to_str().unwrap(),
+    ]));
+    let line: Value =
+        serde_json::from_str(std::fs::read_to_string(&plain).unwrap().trim()).unwrap();
+    assert_eq!(line["response"], "hello there");
+    f(&line, "score");
+
+    // The head moved: the base's scores of the probe differ from the checkpoint's, and the run
+    // is deterministic (the same seed gives the same scores).
+    let ours = swift_scores(&["--adapters", ck.to_str().unwrap()], PROBE);
+    let run2 = dir.path().join("run2");
+    rm(
+        &fixture("llama"),
+        &run2,
+        &["--max_steps", "4", "--learning_rate", "1e-2", "--seed", "7"],
+    );
+    let ours2 = swift_scores(
+        &["--adapters", run2.join("checkpoint-4").to_str().unwrap()],
+        PROBE,
+    );
+    assert_eq!(ours, ours2, "same seed, same reward model");
+
+    if venv_python().is_some() {
+        let base = fixture("llama");
+        let v = run_python(&["peft", base.to_str().unwrap(), ck.to_str().unwrap(), PROBE]);
+        assert_eq!(v["unexpected"], serde_json::json!([]), "{v}");
+        assert_eq!(v["missing"], serde_json::json!([]), "{v}");
+        assert_eq!(v["peft_type"], "PeftModelForSequenceClassification");
+        assert_close(&floats(&v["scores"]), &ours, 1e-4, "peft vs swift");
+    }
+}
+
+/// The value head's gradient is the same whether the pairs are scored in one padded pass
+/// (`--rlhf_chunk_size 0`) or one sequence at a time in two passes (the default).
+#[test]
+fn chunked_and_one_pass_reward_training_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for chunk in ["0", "1"] {
+        let run = dir.path().join(format!("c{chunk}"));
+        rm(
+            &fixture("llama"),
+            &run,
+            &[
+                "--per_device_train_batch_size",
+                "2",
+                "--max_steps",
+                "3",
+                "--learning_rate",
+                "1e-2",
+                "--rlhf_chunk_size",
+                chunk,
+            ],
+        );
+        runs.push(steps(&run));
+    }
+    for (a, b) in runs[0].iter().zip(&runs[1]) {
+        for k in ["loss", "grad_norm", "rewards/margins", "rewards/chosen"] {
+            let (x, y) = (f(a, k), f(b, k));
+            assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{k}: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn full_reward_model_is_a_sequence_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // qwen2's fixture has an untied LM head, which a sequence classifier does not keep.
+    rm(
+        &fixture("qwen2"),
+        &run,
+        &[
+            "--tuner_type",
+            "full",
+            "--max_steps",
+            "2",
+            "--learning_rate",
+            "1e-3",
+        ],
+    );
+    let ck = run.join("checkpoint-2");
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        cfg["architectures"],
+        serde_json::json!(["Qwen2ForSequenceClassification"])
+    );
+    assert_eq!(cfg["id2label"], serde_json::json!({"0": "LABEL_0"}));
+    let names = tensor_names(&ck.join("model.safetensors"));
+    assert!(names.contains(&"score.weight".to_string()));
+    assert!(!names.contains(&"lm_head.weight".to_string()));
+    for f in ["args.json", "tokenizer.json"] {
+        assert!(ck.join(f).is_file(), "{f}");
+    }
+    let ours = swift_scores(&["--model", ck.to_str().unwrap()], PROBE);
+    if venv_python().is_some() {
+        let v = run_python(&["full", ck.to_str().unwrap(), PROBE]);
+        assert_eq!(v["unexpected"], serde_json::json!([]), "{v}");
+        assert_eq!(v["missing"], serde_json::json!([]), "{v}");
+        assert_eq!(v["num_labels"], 1);
+        assert_close(&floats(&v["scores"]), &ours, 1e-4, "transformers vs swift");
+    }
+}
+
+#[test]
+fn bad_reward_model_input_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("llama");
+    let m = model.to_str().unwrap();
+    let run = dir.path().join("r");
+    let r = run.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["--rlhf_type", "rm", "--loss_type", "sigmoid"],
+            "bradley_terry",
+        ),
+        (
+            vec!["--rlhf_type", "dpo", "--loss_type", "bradley_terry"],
+            "use it with --rlhf_type rm",
+        ),
+        (
+            vec!["--rlhf_type", "dpo", "--center_rewards_coefficient", "0.01"],
+            "is for --rlhf_type rm",
+        ),
+        (
+            vec!["--rlhf_type", "rm", "--center_rewards_coefficient=-1"],
+            "--center_rewards_coefficient must be",
+        ),
+    ] {
+        let mut a = vec![
+            "rlhf",
+            "--model",
+            m,
+            "--output_dir",
+            r,
+            "--dataset",
+            "dpo-en-demo#2",
+        ];
+        a.extend(args.iter().copied());
+        let out = swift(&a);
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let out = swift(&[
+        "rlhf",
+        "--rlhf_type",
+        "rm",
+        "--model",
+        m,
+        "--output_dir",
+        r,
+        "--dataset",
+        "alpaca-en-demo#2",
+    ]);
+    assert!(
+        stderr(&out).contains("needs preference rows"),
+        "{}",
+        stderr(&out)
+    );
+    // Scoring needs an answer to score.
+    rm(&model, &run, &["--max_steps", "1"]);
+    let rows = dir.path().join("q.jsonl");
+    std::fs::write(
+        &rows,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n",
+    )
+    .unwrap();
+    let out = swift(&[
+        "infer",
+        "--adapters",
+        run.join("checkpoint-1").to_str().unwrap(),
+        "--val_dataset",
+        rows.to_str().unwrap(),
+        "--result_path",
+        dir.path().join("o.jsonl").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does not end with an assistant answer"),
+        "{}",
+        stderr(&out)
+    );
+}
