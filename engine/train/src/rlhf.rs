@@ -94,6 +94,15 @@ pub fn sequence_logps(model: &LoadedModel, batch: &Batch) -> Result<(Tensor, Ten
     let (ids, labels, _scale, mask) = tensors(batch, model.device())?;
     let padded = batch.attention_mask.contains(&0);
     let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
+    hidden_logps(model, &hidden, &labels)
+}
+
+/// [`sequence_logps`] from the final hidden states `[batch, seq, hidden]` and the labels.
+fn hidden_logps(
+    model: &LoadedModel,
+    hidden: &Tensor,
+    labels: &Tensor,
+) -> Result<(Tensor, Tensor), TrainError> {
     let s = hidden.size();
     let (hb, ht, hd) = (s[0], s[1], s[2]);
     let zeros = || Tensor::f_zeros([hb], (Kind::Float, model.device()));
@@ -223,12 +232,30 @@ fn chunk_seed(seed: u64, step: u64, micro: usize, k: usize) -> i64 {
     (z >> 1) as i64
 }
 
-/// Where a micro-batch is in the run (for [`chunk_seed`]).
+/// Where a micro-batch is in the run (for [`chunk_seed`]), and whether its chunked passes use
+/// gradient checkpointing.
 #[derive(Debug, Clone, Copy)]
 struct At {
     seed: u64,
     step: u64,
     micro: usize,
+    checkpointing: bool,
+}
+
+/// With gradient checkpointing, pass 1 scores through the same per-block pass (same dropout
+/// seeds) that pass 2 recomputes, so both see the same masks.
+fn scoring_logps(
+    model: &LoadedModel,
+    batch: &Batch,
+    at: At,
+) -> Result<(Tensor, Tensor), TrainError> {
+    if !at.checkpointing {
+        return sequence_logps(model, batch);
+    }
+    let (ids, labels, _scale, mask) = tensors(batch, model.device())?;
+    let padded = batch.attention_mask.contains(&0);
+    let hidden = model.forward_by_blocks(&ids, padded.then_some(&mask))?;
+    hidden_logps(model, &hidden, &labels)
 }
 
 /// The policy's log-probabilities of `seqs` with the gradient of any loss of them, in bounded
@@ -253,7 +280,7 @@ fn first_pass(
     let (mut logps, mut counts) = (Vec::new(), Vec::new());
     for (k, part) in seqs.chunks(chunk).enumerate() {
         tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
-        let (l, c) = sequence_logps(model, &collator.pad(part))?;
+        let (l, c) = scoring_logps(model, &collator.pad(part), at)?;
         logps.push(l);
         counts.push(c);
     }
@@ -275,8 +302,19 @@ fn second_pass(
             continue;
         }
         tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
-        let (l, _) = sequence_logps(model, &collator.pad(part))?;
-        l.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
+        let batch = collator.pad(part);
+        if at.checkpointing {
+            // The blocks' activations are recomputed one block at a time in the backward pass.
+            let (ids, labels, _scale, mask) = tensors(&batch, model.device())?;
+            let padded = batch.attention_mask.contains(&0);
+            let _ = model.backward_checkpointed(&ids, padded.then_some(&mask), |hidden| {
+                let (l, _) = hidden_logps(model, hidden, &labels)?;
+                Ok::<_, TrainError>(l.f_mul(&g)?.f_sum(Kind::Float)?)
+            })?;
+        } else {
+            let (l, _) = sequence_logps(model, &batch)?;
+            l.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
+        }
     }
     Ok(())
 }
@@ -297,7 +335,7 @@ fn micro_step(
     let device = model.device();
     let step_err = |e: String| TrainError::Step(format!("preference loss: {e}"));
     // Set for the chunked pass: the sequences and the leaf their log-probabilities hang on.
-    let mut deferred: Option<(Vec<EncodedRow>, Tensor)> = None;
+    let mut deferred: Option<(Vec<EncodedRow>, Tensor, usize)> = None;
     let inputs = match items.first() {
         None => return Ok(w),
         Some(PrefItem::Pair { .. }) => {
@@ -321,11 +359,17 @@ fn micro_step(
             let batch = collator.pad(&seqs);
             w.tokens = batch.num_tokens;
             w.pairs = items.len();
-            let chunked = setup.chunk > 0 && setup.chunk < seqs.len();
+            // Gradient checkpointing always takes the two-pass route (chunk 0: one chunk).
+            let chunk = if setup.chunk == 0 {
+                seqs.len()
+            } else {
+                setup.chunk
+            };
+            let chunked = chunk < seqs.len() || at.checkpointing;
             let (logps, counts) = if chunked {
-                let (l, c) = first_pass(model, &seqs, collator, setup.chunk, at)?;
+                let (l, c) = first_pass(model, &seqs, collator, chunk, at)?;
                 let leaf = l.f_detach()?.set_requires_grad(true);
-                deferred = Some((seqs, leaf.shallow_clone()));
+                deferred = Some((seqs, leaf.shallow_clone(), chunk));
                 (leaf, c)
             } else {
                 sequence_logps(model, &batch)?
@@ -408,8 +452,8 @@ fn micro_step(
     let loss = out.loss.f_div_scalar(n_micro as f64)?;
     w.loss = f64::try_from(loss.f_detach()?.f_to_kind(Kind::Double)?)?;
     loss.f_backward()?;
-    if let Some((seqs, leaf)) = &deferred {
-        second_pass(model, seqs, collator, setup.chunk, at, &leaf.grad())?;
+    if let Some((seqs, leaf, chunk)) = &deferred {
+        second_pass(model, seqs, collator, *chunk, at, &leaf.grad())?;
     }
     let _g = tch::no_grad_guard();
     let (cr, rr) = (
@@ -456,6 +500,11 @@ pub fn train_preference(
         ));
     }
     let unpaired = matches!(items[0], PrefItem::Unpaired { .. });
+    if cfg.gradient_checkpointing && unpaired {
+        tracing::warn!("--gradient_checkpointing applies to paired data; KTO's policy pass keeps its activations");
+    } else if cfg.gradient_checkpointing && !model.supports_checkpointing() {
+        tracing::warn!("this model family has no per-block entry points: --gradient_checkpointing has no effect");
+    }
     let per_epoch = steps_per_epoch(items.len(), cfg.batch_size, cfg.grad_accum);
     let total_steps = cfg
         .max_steps
@@ -497,6 +546,7 @@ pub fn train_preference(
                 seed: cfg.seed,
                 step,
                 micro,
+                checkpointing: cfg.gradient_checkpointing,
             };
             sw.merge(&micro_step(
                 model,
