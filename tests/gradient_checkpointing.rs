@@ -84,7 +84,9 @@ fn loss_of(model: &LoadedModel, hidden: &Tensor, ids: &Tensor, mask: &Tensor) ->
     let target = ids.narrow(1, 1, t - 1).unsqueeze(-1);
     let picked = logp.gather(-1, &target, false).squeeze_dim(-1);
     let weight = mask.narrow(1, 1, t - 1).to_kind(Kind::Float)
-        * Tensor::arange(t - 1, (Kind::Float, Device::Cpu)).f_add_scalar(1.0).unwrap();
+        * Tensor::arange(t - 1, (Kind::Float, Device::Cpu))
+            .f_add_scalar(1.0)
+            .unwrap();
     -(picked * weight).sum(Kind::Float) / 10.0
 }
 
@@ -148,12 +150,9 @@ fn grads(
             loss
         }
         Pass::Blocks | Pass::Checkpointed => model
-            .backward_by_blocks(
-                &ids,
-                Some(&mask),
-                matches!(pass, Pass::Checkpointed),
-                |h| Ok::<_, swift_model::ModelError>(loss_of(model, h, &ids, &mask)),
-            )
+            .backward_by_blocks(&ids, Some(&mask), matches!(pass, Pass::Checkpointed), |h| {
+                Ok::<_, swift_model::ModelError>(loss_of(model, h, &ids, &mask))
+            })
             .unwrap(),
     };
     (f64::try_from(&loss).unwrap(), take_grads(params))
@@ -218,20 +217,32 @@ fn lora_gradients_with_checkpointing_equal_those_without_dropout_on() {
             // Dropout on: the recomputed blocks draw the masks of the first pass.
             let (l_ref, g_ref) = grads(&model, &params, Pass::Blocks, 11);
             let (l_ck, g_ck) = grads(&model, &params, Pass::Checkpointed, 11);
-            assert!((l_ref - l_ck).abs() < 1e-6, "{what}: loss {l_ref} vs {l_ck}");
-            assert!(max_abs(&g_ref) > 1e-3, "{what}: the gradients are not trivial");
+            assert!(
+                (l_ref - l_ck).abs() < 1e-6,
+                "{what}: loss {l_ref} vs {l_ck}"
+            );
+            assert!(
+                max_abs(&g_ref) > 1e-3,
+                "{what}: the gradients are not trivial"
+            );
             check(&format!("{what}, dropout on"), &g_ref, &g_ck);
 
             // Dropout off: the checkpointed pass equals the family's own forward.
             lora.set_training(false);
             let (l_plain, g_plain) = grads(&model, &params, Pass::Plain, 11);
             let (l_off, g_off) = grads(&model, &params, Pass::Checkpointed, 11);
-            assert!((l_plain - l_off).abs() < 1e-6, "{what}: loss {l_plain} vs {l_off}");
+            assert!(
+                (l_plain - l_off).abs() < 1e-6,
+                "{what}: loss {l_plain} vs {l_off}"
+            );
             check(&format!("{what}, dropout off"), &g_plain, &g_off);
 
             // Not vacuous: dropout changed the gradients that the checkpointed pass reproduced.
             let (d, _) = max_diff(&g_ck, &g_off);
-            assert!(d > 1e-4, "{what}: dropout should change the gradients ({d:e})");
+            assert!(
+                d > 1e-4,
+                "{what}: dropout should change the gradients ({d:e})"
+            );
         }
     }
 }
@@ -243,10 +254,15 @@ fn full_fine_tuning_gradients_with_checkpointing_equal_those_without() {
         let mut model = load(family);
         let params = model.make_trainable(&|_| true).unwrap();
         // Every parameter trains: embeddings (tied to the output head in GPT-2), norms, biases.
-        assert!(params.iter().any(|(n, _)| n.contains("embed") || n.contains("wte")));
+        assert!(params
+            .iter()
+            .any(|(n, _)| n.contains("embed") || n.contains("wte")));
         let (l_plain, g_plain) = grads(&model, &params, Pass::Plain, 3);
         let (l_ck, g_ck) = grads(&model, &params, Pass::Checkpointed, 3);
-        assert!((l_plain - l_ck).abs() < 1e-6, "{family}: loss {l_plain} vs {l_ck}");
+        assert!(
+            (l_plain - l_ck).abs() < 1e-6,
+            "{family}: loss {l_plain} vs {l_ck}"
+        );
         for (n, g) in &g_ck {
             assert!(
                 f64::try_from(g.abs().sum(Kind::Double)).unwrap() > 0.0,
@@ -274,7 +290,10 @@ fn sft_with_gradient_checkpointing_trains_with_the_same_losses() {
     let qa = [
         ("hi", "hello there"),
         ("what is two plus two", "four"),
-        ("say something about the weather", "it is sunny and warm today"),
+        (
+            "say something about the weather",
+            "it is sunny and warm today",
+        ),
         ("ok", "fine"),
     ];
     let text: String = qa
@@ -317,8 +336,7 @@ fn sft_with_gradient_checkpointing_trains_with_the_same_losses() {
             &[("OMP_NUM_THREADS", "1")],
         ));
         let args: Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("args.json")).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(out.join("args.json")).unwrap()).unwrap();
         (log_losses(&out), args)
     };
     let (plain, _) = run("false", "0");
@@ -338,4 +356,3 @@ fn sft_with_gradient_checkpointing_trains_with_the_same_losses() {
     assert_eq!(d1, d2);
     assert!(d1.iter().all(|l| l.is_finite()));
 }
-

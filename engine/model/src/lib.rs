@@ -804,11 +804,7 @@ impl<'a> BlockPass<'a> {
     ) -> Result<Self, ModelError> {
         let batch = ids.size().first().copied().unwrap_or(1);
         let step = model.new_cache(batch).begin(ids, mask)?;
-        let base = i64::try_from(Tensor::f_randint(
-            1 << 62,
-            [1],
-            (Kind::Int64, Device::Cpu),
-        )?)?;
+        let base = i64::try_from(Tensor::f_randint(1 << 62, [1], (Kind::Int64, Device::Cpu))?)?;
         Ok(Self {
             model,
             step,
