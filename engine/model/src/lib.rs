@@ -11,6 +11,8 @@
 //! * [`KvCache`] and [`LoadedModel::forward`]: batched forward passes with left padding, the
 //!   causal and padding masks, and grouped-query attention through `scaled_dot_product_attention`.
 //! * [`generate`]: greedy and sampled decoding, stop words and EOS, streaming.
+//! * [`LoadedModel::backward_checkpointed`]: gradient checkpointing through the families'
+//!   per-block entry points (recompute one block at a time in the backward pass).
 
 mod context;
 pub mod generate;

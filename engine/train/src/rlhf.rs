@@ -6,7 +6,8 @@
 //! concatenated forward does) and sums each sequence's answer-token log-probabilities
 //! ([`sequence_logps`]). With `chunk = 0` the policy runs once over the padded batch with its
 //! graph; with `chunk = k` it runs in two passes of `k` sequences at a time ([`first_pass`]), which
-//! gives the same gradient of any loss while holding only one chunk's activations. When the loss needs a reference, the same batch runs
+//! gives the same gradient of any loss while holding only one chunk's activations; with
+//! gradient checkpointing the second pass also recomputes one block at a time. When the loss needs a reference, the same batch runs
 //! again under `no_grad` through the [`Reference`]: the policy with its LoRA adapters switched
 //! off (one copy of the base weights) or, for full fine-tuning, a frozen copy of the model. The
 //! loss itself is not written here: it is a function of those per-sequence log-probabilities
@@ -144,6 +145,25 @@ fn reference_logps(
         }
         Reference::Model(m) => Ok(Some(sequence_logps(m, batch)?.0)),
     }
+}
+
+/// [`reference_logps`] `chunk` sequences at a time (the two-pass route): the reference's output
+/// projection holds one chunk's logits at a time instead of the whole micro-batch's.
+fn chunked_reference(
+    model: &LoadedModel,
+    reference: &Reference<'_>,
+    seqs: &[EncodedRow],
+    collator: &Collator,
+    chunk: usize,
+) -> Result<Option<Tensor>, TrainError> {
+    let mut parts = Vec::new();
+    for part in seqs.chunks(chunk.max(1)) {
+        match reference_logps(model, reference, &collator.pad(part))? {
+            Some(r) => parts.push(r),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(Tensor::f_cat(&parts, 0)?))
 }
 
 /// Sums over a logging window (or one step) of what the metrics average.
@@ -366,15 +386,16 @@ fn micro_step(
                 setup.chunk
             };
             let chunked = chunk < seqs.len() || at.checkpointing;
-            let (logps, counts) = if chunked {
+            let (logps, counts, reference) = if chunked {
                 let (l, c) = first_pass(model, &seqs, collator, chunk, at)?;
+                let reference = chunked_reference(model, &setup.reference, &seqs, collator, chunk)?;
                 let leaf = l.f_detach()?.set_requires_grad(true);
                 deferred = Some((seqs, leaf.shallow_clone(), chunk));
-                (leaf, c)
+                (leaf, c, reference)
             } else {
-                sequence_logps(model, &batch)?
+                let (l, c) = sequence_logps(model, &batch)?;
+                (l, c, reference_logps(model, &setup.reference, &batch)?)
             };
-            let reference = reference_logps(model, &setup.reference, &batch)?;
             PreferenceInputs {
                 chosen_logps: logps.f_narrow(0, 0, n)?,
                 rejected_logps: logps.f_narrow(0, n, n)?,
