@@ -188,8 +188,9 @@ pub trait FfiModel: Send + Sync {
         input_ids: TensorRef<'_>,
         positions: TensorRef<'_>,
     ) -> RResult<OwnedTensor, RString>;
-    /// Appended after the prefix (gradient checkpointing), with defaults: a plugin built before
-    /// them has no per-block entry points.
+    /// Appended after the prefix (gradient checkpointing, contract 3), with defaults: a family
+    /// that does not override them has no per-block entry points. (The host still refuses a
+    /// plugin built before them: this object's vtable travels from plugin to host.)
     fn has_blocks(&self) -> bool {
         false
     }
