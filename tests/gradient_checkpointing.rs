@@ -1,8 +1,9 @@
 //! Gradient checkpointing (`LoadedModel::backward_checkpointed`, `--gradient_checkpointing`):
 //! the gradients of every trainable tensor (LoRA with dropout on, DoRA, full fine-tuning) equal
 //! those of the same pass without recomputation, on every tiny fixture family, the example
-//! plugin's GPT-2 included; and `swift sft --gradient_checkpointing true` trains end to end with
-//! the losses of a run without it (dropout off).
+//! plugin's GPT-2 included; `swift sft --gradient_checkpointing true` trains end to end with the
+//! losses of a run without it (dropout off) and resumes with dropout on to the uninterrupted
+//! run's losses; `swift rlhf --rlhf_type dpo` with it has the same losses and gradient norms.
 //!
 //! The references are computed in-process by plain autograd: the family's own `forward` (no
 //! per-block entry points involved) when dropout is off, and the same per-block pass keeping
