@@ -188,6 +188,24 @@ pub trait FfiModel: Send + Sync {
         input_ids: TensorRef<'_>,
         positions: TensorRef<'_>,
     ) -> RResult<OwnedTensor, RString>;
+    /// Appended after the prefix (gradient checkpointing, contract 3), with defaults: a family
+    /// that does not override them has no per-block entry points. (The host still refuses a
+    /// plugin built before them: this object's vtable travels from plugin to host.)
+    fn has_blocks(&self) -> bool {
+        false
+    }
+    /// One piece of the forward pass (`crate::model::ForwardPart::to_ffi`): `x` is the token
+    /// ids for the embedding, the hidden states otherwise.
+    fn forward_part(
+        &self,
+        _ctx: FfiModelContextMut<'_>,
+        _part: u8,
+        _index: u32,
+        _x: TensorRef<'_>,
+        _positions: TensorRef<'_>,
+    ) -> RResult<OwnedTensor, RString> {
+        RResult::RErr("this plugin was built without per-block entry points".into())
+    }
 }
 pub type FfiModelBox = FfiModel_TO<'static, RBox<()>>;
 

@@ -142,7 +142,7 @@ mod model_adapters {
     use crate::abi::{
         FfiModel, FfiModelBox, FfiModelContext, FfiModelContextMut, FfiModelFamily, FfiModel_TO,
     };
-    use crate::model::{Model, ModelContext, NormKind};
+    use crate::model::{ForwardPart, Model, ModelContext, NormKind};
     use crate::tensor::{OwnedTensor, TensorRef};
     use tch::Tensor;
 
@@ -182,6 +182,35 @@ mod model_adapters {
                 let ids = input_ids.shallow_clone();
                 let pos = positions.shallow_clone();
                 self.0.forward(&mut ctx, &ids, &pos).map(OwnedTensor::new)
+            })
+        }
+
+        fn has_blocks(&self) -> bool {
+            // A panic here must not cross the boundary either: it reads as "no blocks".
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.has_blocks()))
+                .unwrap_or(false)
+        }
+
+        fn forward_part(
+            &self,
+            ctx: FfiModelContextMut<'_>,
+            part: u8,
+            index: u32,
+            x: TensorRef<'_>,
+            positions: TensorRef<'_>,
+        ) -> RResult<OwnedTensor, RString> {
+            guard("model forward part", || {
+                let part = ForwardPart::from_ffi(part, index)
+                    .ok_or_else(|| format!("unknown forward part {part}"))?;
+                let mut ctx = FfiContext(ctx);
+                let x = x.shallow_clone();
+                let pos = positions.shallow_clone();
+                let out = match part {
+                    ForwardPart::Embed => self.0.embed(&mut ctx, &x, &pos),
+                    ForwardPart::Block(i) => self.0.block(&mut ctx, i, &x, &pos),
+                    ForwardPart::Final => self.0.final_norm(&mut ctx, &x),
+                };
+                out.map(OwnedTensor::new)
             })
         }
     }
@@ -346,6 +375,32 @@ impl ModelHandle {
         let r = self
             .inner
             .forward(ffi, TensorRef::new(input_ids), TensorRef::new(positions));
+        into_result(r).map(OwnedTensor::into_tensor)
+    }
+
+    /// Whether the family offers per-block entry points (see [`crate::model::Model::has_blocks`]).
+    pub fn has_blocks(&self) -> bool {
+        self.inner.has_blocks()
+    }
+
+    /// Runs one piece of the forward pass cut at block boundaries: `x` is the token ids for
+    /// [`crate::model::ForwardPart::Embed`], the hidden states otherwise.
+    #[cfg(feature = "tensors")]
+    pub fn forward_part(
+        &self,
+        ctx: &mut dyn crate::model::ModelContext,
+        part: crate::model::ForwardPart,
+        x: &tch::Tensor,
+        positions: &tch::Tensor,
+    ) -> Result<tch::Tensor, String> {
+        use crate::abi::FfiModelContext_TO;
+        use crate::tensor::{OwnedTensor, TensorRef};
+        let mut host = model_adapters::HostContext(ctx);
+        let ffi = FfiModelContext_TO::from_ptr(&mut host, TD_Opaque);
+        let (p, i) = part.to_ffi();
+        let r = self
+            .inner
+            .forward_part(ffi, p, i, TensorRef::new(x), TensorRef::new(positions));
         into_result(r).map(OwnedTensor::into_tensor)
     }
 }

@@ -57,7 +57,12 @@ pub use tensor::TensorRef;
 /// The version of the contract that this crate defines. The host refuses plugins whose manifest
 /// declares another one. It changes whenever the root module, the registrar, a behaviour trait or
 /// a record's meaning changes incompatibly; appending optional record fields does not change it.
-pub const CONTRACT_VERSION: u32 = 2;
+///
+/// 3: the model object gained the per-block entry points of gradient checkpointing
+/// (`FfiModel::has_blocks` / `forward_part`). They are appended with defaults, but the model
+/// object travels from plugin to host, and abi_stable refuses a plugin whose vtable has fewer
+/// methods than the host's, so plugins built for contract 2 must be rebuilt.
+pub const CONTRACT_VERSION: u32 = 3;
 
 /// The `tch` version that plugins built with the `tensors` feature link against.
 #[cfg(feature = "tensors")]

@@ -21,6 +21,13 @@
 //! `[batch, heads, seq, head_dim]`; the host appends `k`, `v` to the layer's cache and applies the
 //! causal and padding masks.
 //!
+//! Gradient checkpointing (optional): a family may also offer its forward pass cut at block
+//! boundaries ([`Model::embed`], [`Model::block`], [`Model::final_norm`], announced by
+//! [`Model::has_blocks`]), so that the host can run the blocks without keeping their
+//! activations and recompute one block at a time during the backward pass. A family that does
+//! not offer them keeps the default (`has_blocks` false) and is trained with plain forward
+//! passes.
+//!
 //! The declarations are plain serde data (they cross the boundary as JSON); the traits need the
 //! `tensors` feature.
 
@@ -192,6 +199,38 @@ impl ModelLayout {
     }
 }
 
+/// One piece of a forward pass cut at block boundaries (see [`ModelLayout::num_blocks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardPart {
+    /// Token ids to the first block's input.
+    Embed,
+    /// Block `i`: hidden states in, hidden states out.
+    Block(usize),
+    /// The last block's output to the final hidden states (the final norm).
+    Final,
+}
+
+impl ForwardPart {
+    /// The values that cross the boundary: (part, block index).
+    pub fn to_ffi(self) -> (u8, u32) {
+        match self {
+            Self::Embed => (0, 0),
+            Self::Block(i) => (1, i as u32),
+            Self::Final => (2, 0),
+        }
+    }
+
+    /// Reads the values that crossed the boundary.
+    pub fn from_ffi(part: u8, index: u32) -> Option<Self> {
+        match part {
+            0 => Some(Self::Embed),
+            1 => Some(Self::Block(index as usize)),
+            2 => Some(Self::Final),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(feature = "tensors")]
 pub use traits::{Model, ModelContext};
 
@@ -199,6 +238,11 @@ pub use traits::{Model, ModelContext};
 mod traits {
     use super::{ModelLayout, NormKind};
     use tch::Tensor;
+
+    fn no_blocks() -> String {
+        "this model family does not offer per-block entry points (Model::has_blocks is false)"
+            .to_string()
+    }
 
     /// What the host offers `forward` (see the module documentation for tensor shapes).
     pub trait ModelContext {
@@ -240,5 +284,41 @@ mod traits {
             input_ids: &Tensor,
             positions: &Tensor,
         ) -> Result<Tensor, String>;
+
+        /// Whether [`Model::embed`], [`Model::block`] and [`Model::final_norm`] are implemented
+        /// (gradient checkpointing). When true, `forward(ids, pos)` must equal
+        /// `final_norm(block(n−1, … block(0, embed(ids, pos), pos) …, pos))`, and block `i` may
+        /// call `attention` for layer `i` only. Randomness inside a block (dropout) is the host's
+        /// business: it re-seeds the generator before each block.
+        fn has_blocks(&self) -> bool {
+            false
+        }
+        /// Token ids and positions `[batch, seq]` → the first block's input `[batch, seq, hidden]`.
+        fn embed(
+            &self,
+            _ctx: &mut dyn ModelContext,
+            _input_ids: &Tensor,
+            _positions: &Tensor,
+        ) -> Result<Tensor, String> {
+            Err(no_blocks())
+        }
+        /// Block `index` (0-based) applied to `hidden` (`[batch, seq, hidden]`).
+        fn block(
+            &self,
+            _ctx: &mut dyn ModelContext,
+            _index: usize,
+            _hidden: &Tensor,
+            _positions: &Tensor,
+        ) -> Result<Tensor, String> {
+            Err(no_blocks())
+        }
+        /// The last block's output → the final hidden states (what `forward` returns).
+        fn final_norm(
+            &self,
+            _ctx: &mut dyn ModelContext,
+            _hidden: &Tensor,
+        ) -> Result<Tensor, String> {
+            Err(no_blocks())
+        }
     }
 }

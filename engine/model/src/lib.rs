@@ -13,6 +13,8 @@
 //!   [`LoadedModel::forward_train_packed`]: training passes over packed rows (block-diagonal
 //!   causal attention, positions restarting per row).
 //! * [`generate`]: greedy and sampled decoding, stop words and EOS, streaming.
+//! * [`LoadedModel::backward_checkpointed`]: gradient checkpointing through the families'
+//!   per-block entry points (recompute one block at a time in the backward pass).
 
 mod context;
 pub mod cuda;
@@ -24,7 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use swift_plugin_api::model::{ModelLayout, SlotKind};
+use swift_plugin_api::model::{ForwardPart, ModelLayout, SlotKind};
 use swift_plugin_api::ModelHandle;
 use tch::{Device, Kind, Tensor};
 
@@ -623,6 +625,156 @@ impl LoadedModel {
         Ok(hidden)
     }
 
+    /// Whether the family offers per-block entry points, so [`LoadedModel::backward_checkpointed`]
+    /// can recompute blocks instead of keeping their activations.
+    pub fn supports_checkpointing(&self) -> bool {
+        self.model.has_blocks()
+    }
+
+    /// One training pass with gradient checkpointing: runs `ids` (`[batch, seq]`, `mask` as in
+    /// [`LoadedModel::forward_train`]) through the blocks without a graph, keeping only each
+    /// block's input; computes `loss_fn(final hidden states)` with its graph and
+    /// back-propagates it; then walks the blocks in reverse, recomputing block `i` from its
+    /// saved input with a graph and back-propagating the gradient that reached its output, down
+    /// to the embedding. The gradients accumulated in the parameters equal those of
+    /// `loss_fn(forward_train(ids))` back-propagated at once; the activations held at a time are
+    /// one block's (plus one `[batch, seq, hidden]` input per block). Returns the loss
+    /// (detached).
+    ///
+    /// Dropout: before each block the generator is seeded from one number drawn from it at the
+    /// start, and again with the same seed before the block's recomputation, so both draw the
+    /// same masks. (The masks therefore differ from those of a plain forward pass with the same
+    /// generator state; [`LoadedModel::backward_by_blocks`] without recomputation draws the same
+    /// ones as this.)
+    ///
+    /// Families without per-block entry points ([`LoadedModel::supports_checkpointing`] false)
+    /// get a plain forward and backward pass.
+    pub fn backward_checkpointed<E: From<ModelError>>(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        loss_fn: impl FnOnce(&Tensor) -> Result<Tensor, E>,
+    ) -> Result<Tensor, E> {
+        self.backward_by_blocks(ids, mask, true, loss_fn)
+    }
+
+    /// The forward pass of [`LoadedModel::backward_checkpointed`] without gradients: block by
+    /// block with the same per-block seeds, so dropout draws the same masks as a checkpointed
+    /// backward pass started from the same generator state (a first scoring pass whose results
+    /// a later checkpointed pass must reproduce). Families without per-block entry points get
+    /// a plain forward pass.
+    pub fn forward_by_blocks(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor, ModelError> {
+        let _g = tch::no_grad_guard();
+        if !self.model.has_blocks() {
+            return self.forward_train(ids, mask);
+        }
+        let ids = ids.f_to_device(self.device)?;
+        let mask = match mask {
+            Some(m) => Some(m.f_to_device(self.device)?),
+            None => None,
+        };
+        let blocks = BlockPass::new(self, &ids, mask.as_ref())?;
+        let n = self.layout.num_blocks;
+        let mut h = blocks.run(ForwardPart::Embed, &ids)?;
+        for i in 0..n {
+            blocks.seed(i);
+            h = blocks.run(ForwardPart::Block(i), &h)?;
+        }
+        let out = blocks.run(ForwardPart::Final, &h)?;
+        blocks.seed(n);
+        Ok(out)
+    }
+
+    /// [`LoadedModel::backward_checkpointed`] with `recompute` chosen: `false` runs the same
+    /// per-block pass (same seeds, so the same dropout masks) keeping every block's graph, the
+    /// reference the checkpointed gradients are tested against.
+    pub fn backward_by_blocks<E: From<ModelError>>(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        recompute: bool,
+        loss_fn: impl FnOnce(&Tensor) -> Result<Tensor, E>,
+    ) -> Result<Tensor, E> {
+        if !self.model.has_blocks() {
+            let hidden = self.forward_train(ids, mask)?;
+            let loss = loss_fn(&hidden)?;
+            loss.f_backward().map_err(ModelError::from)?;
+            return Ok(loss.f_detach().map_err(ModelError::from)?);
+        }
+        let ids = ids.f_to_device(self.device).map_err(ModelError::from)?;
+        let mask = match mask {
+            Some(m) => Some(m.f_to_device(self.device).map_err(ModelError::from)?),
+            None => None,
+        };
+        let blocks = BlockPass::new(self, &ids, mask.as_ref())?;
+        let n = self.layout.num_blocks;
+        if !recompute {
+            let mut h = blocks.run(ForwardPart::Embed, &ids)?;
+            for i in 0..n {
+                blocks.seed(i);
+                h = blocks.run(ForwardPart::Block(i), &h)?;
+            }
+            let loss = loss_fn(&blocks.run(ForwardPart::Final, &h)?)?;
+            drop(h);
+            loss.f_backward().map_err(ModelError::from)?;
+            blocks.seed(n);
+            return Ok(loss.f_detach().map_err(ModelError::from)?);
+        }
+        // Forward without a graph, keeping each block's input.
+        let mut inputs: Vec<Tensor> = Vec::with_capacity(n);
+        let last = {
+            let _g = tch::no_grad_guard();
+            let mut h = blocks.run(ForwardPart::Embed, &ids)?;
+            for i in 0..n {
+                blocks.seed(i);
+                let out = blocks.run(ForwardPart::Block(i), &h)?;
+                inputs.push(h);
+                h = out;
+            }
+            h
+        };
+        // The loss with a graph from the last block's output on.
+        let leaf = last
+            .f_detach()
+            .map_err(ModelError::from)?
+            .set_requires_grad(true);
+        drop(last);
+        let loss = loss_fn(&blocks.run(ForwardPart::Final, &leaf)?)?;
+        loss.f_backward().map_err(ModelError::from)?;
+        let mut grad = leaf.grad();
+        drop(leaf);
+        // Each block again, with its graph, from its saved input.
+        while let Some(input) = inputs.pop() {
+            let i = inputs.len();
+            if !grad.defined() {
+                break;
+            }
+            let x = input
+                .f_detach()
+                .map_err(ModelError::from)?
+                .set_requires_grad(true);
+            drop(input);
+            blocks.seed(i);
+            let y = blocks.run(ForwardPart::Block(i), &x)?;
+            backward_with(&y, &grad)?;
+            drop(y);
+            grad = x.grad();
+        }
+        // And the embedding (it trains in full fine-tuning).
+        if grad.defined() {
+            let e = blocks.run(ForwardPart::Embed, &ids)?;
+            if e.requires_grad() {
+                backward_with(&e, &grad)?;
+            }
+        }
+        blocks.seed(n);
+        Ok(loss.f_detach().map_err(ModelError::from)?)
+    }
+
     /// Applies the output projection to hidden states, returning float32 logits.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
         let _guard = tch::no_grad_guard();
@@ -674,6 +826,76 @@ impl LoadedModel {
             y = h.forward(x, y)?;
         }
         Ok(y)
+    }
+}
+
+/// Back-propagates `grad` (the gradient of the loss with respect to `y`) into `y`'s graph.
+fn backward_with(y: &Tensor, grad: &Tensor) -> Result<(), ModelError> {
+    Ok(y.f_mul(grad)?.f_sum(Kind::Float)?.f_backward()?)
+}
+
+/// SplitMix64's finaliser, for the per-block seeds.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A forward pass cut at block boundaries: the positions and attention masks of one batch,
+/// and the seed the generator gets before each block.
+struct BlockPass<'a> {
+    model: &'a LoadedModel,
+    step: context::Step,
+    batch: i64,
+    base: u64,
+}
+
+impl<'a> BlockPass<'a> {
+    fn new(
+        model: &'a LoadedModel,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Self, ModelError> {
+        let batch = ids.size().first().copied().unwrap_or(1);
+        let step = model.new_cache(batch).begin(ids, mask)?;
+        let base = i64::try_from(Tensor::f_randint(1 << 62, [1], (Kind::Int64, Device::Cpu))?)?;
+        Ok(Self {
+            model,
+            step,
+            batch,
+            base: base as u64,
+        })
+    }
+
+    /// Seeds the generator for block `i` (`num_blocks`: after the pass).
+    fn seed(&self, i: usize) {
+        let z = mix(self.base ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        tch::manual_seed((z >> 1) as i64);
+    }
+
+    /// Runs one piece through the family. Each call gets a fresh cache, so nothing of a block's
+    /// keys and values outlives it.
+    fn run(&self, part: ForwardPart, x: &Tensor) -> Result<Tensor, ModelError> {
+        let mut cache = self.model.new_cache(self.batch);
+        let mut ctx = context::HostContext {
+            model: self.model,
+            cache: &mut cache,
+            step: &self.step,
+            attended: 0,
+        };
+        let out = self
+            .model
+            .model
+            .forward_part(&mut ctx, part, x, &self.step.positions)
+            .map_err(ModelError::Family)?;
+        let want = usize::from(matches!(part, ForwardPart::Block(_)));
+        if ctx.attended != want {
+            return Err(ModelError::Family(format!(
+                "{part:?} called attention {} times, expected {want}",
+                ctx.attended
+            )));
+        }
+        Ok(out)
     }
 }
 

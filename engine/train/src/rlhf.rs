@@ -8,7 +8,8 @@
 //! concatenated forward does) and sums each sequence's answer-token log-probabilities
 //! ([`sequence_logps`]). With `chunk = 0` the policy runs once over the padded batch with its
 //! graph; with `chunk = k` it runs in two passes of `k` sequences at a time ([`first_pass`]), which
-//! gives the same gradient of any loss while holding only one chunk's activations. When the loss needs a reference, the same batch runs
+//! gives the same gradient of any loss while holding only one chunk's activations; with
+//! gradient checkpointing the second pass also recomputes one block at a time. When the loss needs a reference, the same batch runs
 //! again under `no_grad` through the [`Reference`]: the policy with its LoRA adapters switched
 //! off (one copy of the base weights) or, for full fine-tuning, a frozen copy of the model. The
 //! loss itself is not written here: it is a function of those per-sequence log-probabilities
@@ -112,6 +113,15 @@ pub fn sequence_logps(model: &LoadedModel, batch: &Batch) -> Result<(Tensor, Ten
     let (ids, labels, _scale, mask) = tensors(batch, model.device())?;
     let padded = batch.attention_mask.contains(&0);
     let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
+    hidden_logps(model, &hidden, &labels)
+}
+
+/// [`sequence_logps`] from the final hidden states `[batch, seq, hidden]` and the labels.
+fn hidden_logps(
+    model: &LoadedModel,
+    hidden: &Tensor,
+    labels: &Tensor,
+) -> Result<(Tensor, Tensor), TrainError> {
     let s = hidden.size();
     let (hb, ht, hd) = (s[0], s[1], s[2]);
     let zeros = || Tensor::f_zeros([hb], (Kind::Float, model.device()));
@@ -153,6 +163,25 @@ fn reference_logps(
         }
         Reference::Model(m) => Ok(Some(sequence_logps(m, batch)?.0)),
     }
+}
+
+/// [`reference_logps`] `chunk` sequences at a time (the two-pass route): the reference's output
+/// projection holds one chunk's logits at a time instead of the whole micro-batch's.
+fn chunked_reference(
+    model: &LoadedModel,
+    reference: &Reference<'_>,
+    seqs: &[EncodedRow],
+    collator: &Collator,
+    chunk: usize,
+) -> Result<Option<Tensor>, TrainError> {
+    let mut parts = Vec::new();
+    for part in seqs.chunks(chunk.max(1)) {
+        match reference_logps(model, reference, &collator.pad(part))? {
+            Some(r) => parts.push(r),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(Tensor::f_cat(&parts, 0)?))
 }
 
 /// Sums over a logging window (or one step) of what the metrics average.
@@ -243,12 +272,30 @@ fn chunk_seed(seed: u64, step: u64, micro: usize, k: usize) -> i64 {
     (z >> 1) as i64
 }
 
-/// Where a micro-batch is in the run (for [`chunk_seed`]).
+/// Where a micro-batch is in the run (for [`chunk_seed`]), and whether its chunked passes use
+/// gradient checkpointing.
 #[derive(Debug, Clone, Copy)]
 struct At {
     seed: u64,
     step: u64,
     micro: usize,
+    checkpointing: bool,
+}
+
+/// With gradient checkpointing, pass 1 scores through the same per-block pass (same dropout
+/// seeds) that pass 2 recomputes, so both see the same masks.
+fn scoring_logps(
+    model: &LoadedModel,
+    batch: &Batch,
+    at: At,
+) -> Result<(Tensor, Tensor), TrainError> {
+    if !at.checkpointing {
+        return sequence_logps(model, batch);
+    }
+    let (ids, labels, _scale, mask) = tensors(batch, model.device())?;
+    let padded = batch.attention_mask.contains(&0);
+    let hidden = model.forward_by_blocks(&ids, padded.then_some(&mask))?;
+    hidden_logps(model, &hidden, &labels)
 }
 
 /// The policy's log-probabilities of `seqs` with the gradient of any loss of them, in bounded
@@ -274,7 +321,11 @@ fn first_pass(
     let (mut logps, mut counts) = (Vec::new(), Vec::new());
     for (k, part) in seqs.chunks(chunk).enumerate() {
         tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
-        let (l, c) = per_sequence(model, head, &collator.pad(part))?;
+        let batch = collator.pad(part);
+        let (l, c) = match head {
+            Some(h) => h.scores(model, &batch)?,
+            None => scoring_logps(model, &batch, at)?,
+        };
         logps.push(l);
         counts.push(c);
     }
@@ -297,8 +348,19 @@ fn second_pass(
             continue;
         }
         tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
-        let (l, _) = per_sequence(model, head, &collator.pad(part))?;
-        l.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
+        let batch = collator.pad(part);
+        if at.checkpointing && head.is_none() {
+            // The blocks' activations are recomputed one block at a time in the backward pass.
+            let (ids, labels, _scale, mask) = tensors(&batch, model.device())?;
+            let padded = batch.attention_mask.contains(&0);
+            let _ = model.backward_checkpointed(&ids, padded.then_some(&mask), |hidden| {
+                let (l, _) = hidden_logps(model, hidden, &labels)?;
+                Ok::<_, TrainError>(l.f_mul(&g)?.f_sum(Kind::Float)?)
+            })?;
+        } else {
+            let (l, _) = per_sequence(model, head, &batch)?;
+            l.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
+        }
     }
     Ok(())
 }
@@ -319,7 +381,7 @@ fn micro_step(
     let device = model.device();
     let step_err = |e: String| TrainError::Step(format!("preference loss: {e}"));
     // Set for the chunked pass: the sequences and the leaf their log-probabilities hang on.
-    let mut deferred: Option<(Vec<EncodedRow>, Tensor)> = None;
+    let mut deferred: Option<(Vec<EncodedRow>, Tensor, usize)> = None;
     let inputs = match items.first() {
         None => return Ok(w),
         Some(PrefItem::Pair { .. }) => {
@@ -343,16 +405,23 @@ fn micro_step(
             let batch = collator.pad(&seqs);
             w.tokens = batch.num_tokens;
             w.pairs = items.len();
-            let chunked = setup.chunk > 0 && setup.chunk < seqs.len();
-            let (logps, counts) = if chunked {
-                let (l, c) = first_pass(model, setup.value_head, &seqs, collator, setup.chunk, at)?;
-                let leaf = l.f_detach()?.set_requires_grad(true);
-                deferred = Some((seqs, leaf.shallow_clone()));
-                (leaf, c)
+            // Gradient checkpointing always takes the two-pass route (chunk 0: one chunk).
+            let chunk = if setup.chunk == 0 {
+                seqs.len()
             } else {
-                per_sequence(model, setup.value_head, &batch)?
+                setup.chunk
             };
-            let reference = reference_logps(model, &setup.reference, &batch)?;
+            let chunked = chunk < seqs.len() || at.checkpointing;
+            let (logps, counts, reference) = if chunked {
+                let (l, c) = first_pass(model, setup.value_head, &seqs, collator, chunk, at)?;
+                let reference = chunked_reference(model, &setup.reference, &seqs, collator, chunk)?;
+                let leaf = l.f_detach()?.set_requires_grad(true);
+                deferred = Some((seqs, leaf.shallow_clone(), chunk));
+                (leaf, c, reference)
+            } else {
+                let (l, c) = per_sequence(model, setup.value_head, &batch)?;
+                (l, c, reference_logps(model, &setup.reference, &batch)?)
+            };
             PreferenceInputs {
                 chosen_logps: logps.f_narrow(0, 0, n)?,
                 rejected_logps: logps.f_narrow(0, n, n)?,
@@ -430,13 +499,13 @@ fn micro_step(
     let loss = out.loss.f_div_scalar(n_micro as f64)?;
     w.loss = f64::try_from(loss.f_detach()?.f_to_kind(Kind::Double)?)?;
     loss.f_backward()?;
-    if let Some((seqs, leaf)) = &deferred {
+    if let Some((seqs, leaf, chunk)) = &deferred {
         second_pass(
             model,
             setup.value_head,
             seqs,
             collator,
-            setup.chunk,
+            *chunk,
             at,
             &leaf.grad(),
         )?;
@@ -492,6 +561,13 @@ pub fn train_preference(
             "reward modelling trains on chosen/rejected pairs without a reference model".into(),
         ));
     }
+    if cfg.gradient_checkpointing && scores {
+        tracing::warn!("--gradient_checkpointing does not apply to reward modelling yet: the value head's passes keep their activations");
+    } else if cfg.gradient_checkpointing && unpaired {
+        tracing::warn!("--gradient_checkpointing applies to paired data; KTO's policy pass keeps its activations");
+    } else if cfg.gradient_checkpointing && !model.supports_checkpointing() {
+        tracing::warn!("this model family has no per-block entry points: --gradient_checkpointing has no effect");
+    }
     let per_epoch = steps_per_epoch(items.len(), cfg.batch_size, cfg.grad_accum);
     let total_steps = cfg
         .max_steps
@@ -533,6 +609,7 @@ pub fn train_preference(
                 seed: cfg.seed,
                 step,
                 micro,
+                checkpointing: cfg.gradient_checkpointing,
             };
             sw.merge(&micro_step(
                 model,

@@ -10,6 +10,11 @@
 //! seed and the epoch, and libtorch's generator (dropout) is re-seeded from (seed, step) before
 //! every optimiser step, so a resumed run skips the steps already taken and then computes exactly
 //! what the uninterrupted run computed.
+//!
+//! Gradient checkpointing (`gradient_checkpointing`): each micro-batch runs through
+//! `LoadedModel::backward_checkpointed`, which keeps only the blocks' inputs and recomputes one
+//! block at a time in the backward pass (same gradient; its dropout masks come from per-block
+//! seeds drawn from the same per-step generator, so runs stay reproducible and resumable).
 
 use std::path::Path;
 use std::time::Instant;
@@ -61,6 +66,9 @@ pub struct TrainConfig {
     pub rows_per_pass: usize,
     /// `--packing`: train on rows packed into sequences (then `batch_size` counts sequences).
     pub packing: Option<PackingConfig>,
+    /// Recompute each block's activations during the backward pass instead of keeping them
+    /// (`LoadedModel::backward_checkpointed`): less memory, about one more forward pass of time.
+    pub gradient_checkpointing: bool,
 }
 
 /// `--packing`'s settings: rows are packed once, before the first epoch, into sequences of at
@@ -284,12 +292,23 @@ fn batch_loss(
         let padded = b.attention_mask.contains(&0);
         model.forward_train(&ids, padded.then_some(&mask))?
     };
+    hidden_loss(model, &hidden, &labels, &scale)
+}
+
+/// The weighted token loss of final hidden states `[batch, seq, hidden]` (the output projection
+/// applied only where a label is trained); `None` for sequences too short to predict anything.
+fn hidden_loss(
+    model: &LoadedModel,
+    hidden: &Tensor,
+    labels: &Tensor,
+    scale: &Tensor,
+) -> Result<Option<crate::loss::TokenLoss>, TrainError> {
     let s = hidden.size();
     let (hb, ht, hd) = (s[0], s[1], s[2]);
     if ht < 2 {
         return Ok(None);
     }
-    let (lab, sc, idx) = labelled_positions(&labels, &scale)?;
+    let (lab, sc, idx) = labelled_positions(labels, scale)?;
     let picked = hidden
         .f_narrow(1, 0, ht - 1)?
         .f_reshape([hb * (ht - 1), hd])?
@@ -301,14 +320,39 @@ fn batch_loss(
     )?))
 }
 
+/// One micro-batch's forward and backward with gradient checkpointing: the loss (Σ scale·CE
+/// divided by `denom`, detached) and the correctly predicted labels; `None` for sequences too
+/// short to predict anything.
+fn checkpointed_loss(
+    model: &LoadedModel,
+    b: &Batch,
+    denom: f64,
+) -> Result<Option<(Tensor, i64)>, TrainError> {
+    if b.seq_len < 2 {
+        return Ok(None);
+    }
+    let (ids, labels, scale, mask) = tensors(b, model.device())?;
+    let padded = b.attention_mask.contains(&0);
+    let mut correct = 0;
+    let loss = model.backward_checkpointed(&ids, padded.then_some(&mask), |hidden| {
+        let tl = hidden_loss(model, hidden, &labels, &scale)?
+            .ok_or_else(|| TrainError::Step("a sequence of fewer than 2 tokens".into()))?;
+        correct = tl.correct;
+        Ok::<_, TrainError>(tl.sum.f_div_scalar(denom)?)
+    })?;
+    Ok(Some((loss, correct)))
+}
+
 /// One optimiser step over `micro` batches: forward and backward each (loss divided by the
-/// labelled tokens of all of them), clip, update with `lr`, clear the gradients.
+/// labelled tokens of all of them; with `checkpointing`, block activations are recomputed in
+/// the backward pass), clip, update with `lr`, clear the gradients.
 pub fn train_step(
     model: &LoadedModel,
     opt: &mut AdamW,
     micro: &[Batch],
     lr: f64,
     max_grad_norm: f64,
+    checkpointing: bool,
 ) -> Result<StepOutcome, TrainError> {
     let labelled: i64 = micro
         .iter()
@@ -317,6 +361,14 @@ pub fn train_step(
     let denom = labelled.max(1) as f64;
     let (mut loss, mut correct, mut tokens) = (0.0f64, 0i64, 0usize);
     for b in micro {
+        if checkpointing {
+            if let Some((part, c)) = checkpointed_loss(model, b, denom)? {
+                loss += f64::try_from(part.f_to_kind(Kind::Double)?)?;
+                correct += c;
+                tokens += b.num_tokens;
+            }
+            continue;
+        }
         let Some(tl) = batch_loss(model, b)? else {
             continue;
         };
@@ -397,6 +449,14 @@ pub fn train_with_eval(
         return Err(TrainError::Config(
             "nothing to train: no trainable tensors".into(),
         ));
+    }
+    if cfg.gradient_checkpointing && cfg.packing.is_some() {
+        return Err(TrainError::Config(
+            "--packing and --gradient_checkpointing cannot be combined yet (the recomputed blocks do not take the packed mask): drop one of them".into(),
+        ));
+    }
+    if cfg.gradient_checkpointing && !model.supports_checkpointing() {
+        tracing::warn!("this model family has no per-block entry points: --gradient_checkpointing has no effect");
     }
     // With packing, the epochs run over packed sequences instead of rows.
     let packs = match &cfg.packing {
@@ -539,7 +599,14 @@ pub fn train_with_eval(
             tracing::info!("LISA: step {step} trains layers {active:?}");
             lisa_active = Some(active);
         }
-        let out = train_step(model, &mut opt, &micro, lr, cfg.max_grad_norm)?;
+        let out = train_step(
+            model,
+            &mut opt,
+            &micro,
+            lr,
+            cfg.max_grad_norm,
+            cfg.gradient_checkpointing,
+        )?;
         if !out.loss.is_finite() {
             return Err(TrainError::Step(format!(
                 "step {step}: the loss is {} (try a lower --learning_rate)",
@@ -667,6 +734,7 @@ mod tests {
             eval_steps: 0,
             rows_per_pass: 0,
             packing: None,
+            gradient_checkpointing: false,
         }
     }
 

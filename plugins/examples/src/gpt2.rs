@@ -104,37 +104,41 @@ impl Gpt2 {
         ids: &Tensor,
         positions: &Tensor,
     ) -> Result<Tensor, String> {
-        let te = |e: tch::TchError| e.to_string();
-        let (b, t) = ids.size2().map_err(te)?;
-        let hd = self.embd / self.heads;
-        let mut h =
-            ctx.embedding("transformer.wte", ids)? + ctx.embedding("transformer.wpe", positions)?;
+        let mut h = self.embed(ctx, ids, positions)?;
         for i in 0..self.layers {
-            let p = format!("transformer.h.{i}");
-            let x = ctx.norm(&format!("{p}.ln_1"), &h, NormKind::LayerNorm, self.eps)?;
-            let qkv = ctx.linear(&format!("{p}.attn.c_attn"), &x)?;
-            let parts = qkv.f_split(self.embd, 2).map_err(te)?;
-            let heads = |t2: &Tensor| {
-                t2.f_view([b, t, self.heads, hd])
-                    .and_then(|v| v.f_transpose(1, 2))
-                    .map_err(te)
-            };
-            let (q, k, v) = (heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?);
-            let a = ctx.attention(i, &q, &k, &v, None)?;
-            let a = a
-                .f_transpose(1, 2)
-                .and_then(|a| a.f_reshape([b, t, self.embd]))
-                .map_err(te)?;
-            h = h
-                .f_add(&ctx.linear(&format!("{p}.attn.c_proj"), &a)?)
-                .map_err(te)?;
-            let x = ctx.norm(&format!("{p}.ln_2"), &h, NormKind::LayerNorm, self.eps)?;
-            let m = gelu_new(&ctx.linear(&format!("{p}.mlp.c_fc"), &x)?).map_err(te)?;
-            h = h
-                .f_add(&ctx.linear(&format!("{p}.mlp.c_proj"), &m)?)
-                .map_err(te)?;
+            h = self.layer(ctx, i, &h)?;
         }
-        ctx.norm("transformer.ln_f", &h, NormKind::LayerNorm, self.eps)
+        self.final_norm(ctx, &h)
+    }
+
+    /// Block `i`: attention and MLP with their residuals (shared by `forward` and the
+    /// per-block entry points of gradient checkpointing).
+    fn layer(&self, ctx: &mut dyn ModelContext, i: usize, h: &Tensor) -> Result<Tensor, String> {
+        let te = |e: tch::TchError| e.to_string();
+        let (b, t, _) = h.size3().map_err(te)?;
+        let hd = self.embd / self.heads;
+        let p = format!("transformer.h.{i}");
+        let x = ctx.norm(&format!("{p}.ln_1"), h, NormKind::LayerNorm, self.eps)?;
+        let qkv = ctx.linear(&format!("{p}.attn.c_attn"), &x)?;
+        let parts = qkv.f_split(self.embd, 2).map_err(te)?;
+        let heads = |t2: &Tensor| {
+            t2.f_view([b, t, self.heads, hd])
+                .and_then(|v| v.f_transpose(1, 2))
+                .map_err(te)
+        };
+        let (q, k, v) = (heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?);
+        let a = ctx.attention(i, &q, &k, &v, None)?;
+        let a = a
+            .f_transpose(1, 2)
+            .and_then(|a| a.f_reshape([b, t, self.embd]))
+            .map_err(te)?;
+        let h = h
+            .f_add(&ctx.linear(&format!("{p}.attn.c_proj"), &a)?)
+            .map_err(te)?;
+        let x = ctx.norm(&format!("{p}.ln_2"), &h, NormKind::LayerNorm, self.eps)?;
+        let m = gelu_new(&ctx.linear(&format!("{p}.mlp.c_fc"), &x)?).map_err(te)?;
+        h.f_add(&ctx.linear(&format!("{p}.mlp.c_proj"), &m)?)
+            .map_err(te)
     }
 }
 
@@ -177,6 +181,39 @@ impl Model for Gpt2 {
         positions: &Tensor,
     ) -> Result<Tensor, String> {
         self.run(ctx, input_ids, positions)
+    }
+
+    // Per-block entry points: the host can checkpoint this family's blocks too
+    // (`--gradient_checkpointing true`), with no training code in the plugin.
+    fn has_blocks(&self) -> bool {
+        true
+    }
+
+    fn embed(
+        &self,
+        ctx: &mut dyn ModelContext,
+        input_ids: &Tensor,
+        positions: &Tensor,
+    ) -> Result<Tensor, String> {
+        Ok(ctx.embedding("transformer.wte", input_ids)?
+            + ctx.embedding("transformer.wpe", positions)?)
+    }
+
+    fn block(
+        &self,
+        ctx: &mut dyn ModelContext,
+        index: usize,
+        hidden: &Tensor,
+        _positions: &Tensor,
+    ) -> Result<Tensor, String> {
+        if index >= self.layers {
+            return Err(format!("block {index} of a {}-block model", self.layers));
+        }
+        self.layer(ctx, index, hidden)
+    }
+
+    fn final_norm(&self, ctx: &mut dyn ModelContext, hidden: &Tensor) -> Result<Tensor, String> {
+        ctx.norm("transformer.ln_f", hidden, NormKind::LayerNorm, self.eps)
     }
 }
 

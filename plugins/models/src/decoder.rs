@@ -105,59 +105,72 @@ impl Decoder {
         ids: &Tensor,
         positions: &Tensor,
     ) -> Result<Tensor, Error> {
-        let (b, t) = ids.size2()?;
-        let (heads, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
         let mut h = ctx.embedding("model.embed_tokens", ids)?;
         let (cos, sin) = self.rope.cos_sin(positions, h.kind())?;
         for i in 0..self.layers {
-            let p = format!("model.layers.{i}");
-            let x = ctx.norm(
-                &format!("{p}.input_layernorm"),
-                &h,
-                NormKind::RmsNorm,
-                self.eps,
-            )?;
-            let mut q = ctx
-                .linear(&format!("{p}.self_attn.q_proj"), &x)?
-                .f_view([b, t, heads, hd])?;
-            let mut k = ctx
-                .linear(&format!("{p}.self_attn.k_proj"), &x)?
-                .f_view([b, t, kv, hd])?;
-            let v = ctx
-                .linear(&format!("{p}.self_attn.v_proj"), &x)?
-                .f_view([b, t, kv, hd])?;
-            if self.opts.qk_norm {
-                q = ctx.norm(
-                    &format!("{p}.self_attn.q_norm"),
-                    &q,
-                    NormKind::RmsNorm,
-                    self.eps,
-                )?;
-                k = ctx.norm(
-                    &format!("{p}.self_attn.k_norm"),
-                    &k,
-                    NormKind::RmsNorm,
-                    self.eps,
-                )?;
-            }
-            let q = rope::apply(&q.f_transpose(1, 2)?, &cos, &sin)?;
-            let k = rope::apply(&k.f_transpose(1, 2)?, &cos, &sin)?;
-            let v = v.f_transpose(1, 2)?;
-            let a = ctx.attention(i, &q, &k, &v, None)?;
-            let a = a.f_transpose(1, 2)?.f_reshape([b, t, heads * hd])?;
-            // Residuals are new tensors (not in place), so autograd keeps the norms' inputs.
-            h = h.f_add(&ctx.linear(&format!("{p}.self_attn.o_proj"), &a)?)?;
-            let x = ctx.norm(
-                &format!("{p}.post_attention_layernorm"),
-                &h,
-                NormKind::RmsNorm,
-                self.eps,
-            )?;
-            let gate = ctx.linear(&format!("{p}.mlp.gate_proj"), &x)?.f_silu()?;
-            let up = ctx.linear(&format!("{p}.mlp.up_proj"), &x)?;
-            h = h.f_add(&ctx.linear(&format!("{p}.mlp.down_proj"), &(gate * up))?)?;
+            h = self.layer(ctx, i, &h, &cos, &sin)?;
         }
         Ok(ctx.norm("model.norm", &h, NormKind::RmsNorm, self.eps)?)
+    }
+
+    /// Block `i`: `h` (`[batch, seq, hidden]`) through attention and the MLP, with their
+    /// residuals. `forward` and the per-block entry points (gradient checkpointing) share it.
+    fn layer(
+        &self,
+        ctx: &mut dyn ModelContext,
+        i: usize,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Tensor, Error> {
+        let (b, t, _) = h.size3()?;
+        let (heads, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let p = format!("model.layers.{i}");
+        let x = ctx.norm(
+            &format!("{p}.input_layernorm"),
+            h,
+            NormKind::RmsNorm,
+            self.eps,
+        )?;
+        let mut q = ctx
+            .linear(&format!("{p}.self_attn.q_proj"), &x)?
+            .f_view([b, t, heads, hd])?;
+        let mut k = ctx
+            .linear(&format!("{p}.self_attn.k_proj"), &x)?
+            .f_view([b, t, kv, hd])?;
+        let v = ctx
+            .linear(&format!("{p}.self_attn.v_proj"), &x)?
+            .f_view([b, t, kv, hd])?;
+        if self.opts.qk_norm {
+            q = ctx.norm(
+                &format!("{p}.self_attn.q_norm"),
+                &q,
+                NormKind::RmsNorm,
+                self.eps,
+            )?;
+            k = ctx.norm(
+                &format!("{p}.self_attn.k_norm"),
+                &k,
+                NormKind::RmsNorm,
+                self.eps,
+            )?;
+        }
+        let q = rope::apply(&q.f_transpose(1, 2)?, cos, sin)?;
+        let k = rope::apply(&k.f_transpose(1, 2)?, cos, sin)?;
+        let v = v.f_transpose(1, 2)?;
+        let a = ctx.attention(i, &q, &k, &v, None)?;
+        let a = a.f_transpose(1, 2)?.f_reshape([b, t, heads * hd])?;
+        // Residuals are new tensors (not in place), so autograd keeps the norms' inputs.
+        let h = h.f_add(&ctx.linear(&format!("{p}.self_attn.o_proj"), &a)?)?;
+        let x = ctx.norm(
+            &format!("{p}.post_attention_layernorm"),
+            &h,
+            NormKind::RmsNorm,
+            self.eps,
+        )?;
+        let gate = ctx.linear(&format!("{p}.mlp.gate_proj"), &x)?.f_silu()?;
+        let up = ctx.linear(&format!("{p}.mlp.up_proj"), &x)?;
+        Ok(h.f_add(&ctx.linear(&format!("{p}.mlp.down_proj"), &(gate * up))?)?)
     }
 }
 
@@ -254,5 +267,37 @@ impl Model for Decoder {
         positions: &Tensor,
     ) -> Result<Tensor, String> {
         self.run(ctx, input_ids, positions).map_err(String::from)
+    }
+
+    fn has_blocks(&self) -> bool {
+        true
+    }
+
+    fn embed(
+        &self,
+        ctx: &mut dyn ModelContext,
+        input_ids: &Tensor,
+        _positions: &Tensor,
+    ) -> Result<Tensor, String> {
+        ctx.embedding("model.embed_tokens", input_ids)
+    }
+
+    fn block(
+        &self,
+        ctx: &mut dyn ModelContext,
+        index: usize,
+        hidden: &Tensor,
+        positions: &Tensor,
+    ) -> Result<Tensor, String> {
+        if index >= self.layers {
+            return Err(format!("block {index} of a {}-block model", self.layers));
+        }
+        let (cos, sin) = self.rope.cos_sin(positions, hidden.kind())?;
+        self.layer(ctx, index, hidden, &cos, &sin)
+            .map_err(String::from)
+    }
+
+    fn final_norm(&self, ctx: &mut dyn ModelContext, hidden: &Tensor) -> Result<Tensor, String> {
+        ctx.norm("model.norm", hidden, NormKind::RmsNorm, self.eps)
     }
 }
