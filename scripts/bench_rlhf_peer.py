@@ -6,8 +6,8 @@ on both sides), max_length 256 with left truncation, batch 2 pairs, gradient acc
 8 steps (16 pairs trained), LoRA rank 8 / alpha 32 on all linear layers (dropout 0.05 requested;
 both sides switch dropout off for DPO: TRL's `disable_dropout`, swift-rs's `--disable_dropout`),
 beta 0.1, fixed order. ms-swift keeps its own defaults otherwise (gradient checkpointing on, as PEER.md's
-baseline ran it); swift-rs its own (the policy's gradient pass one sequence at a time,
-`--rlhf_chunk_size 1`).
+baseline ran it), and swift-rs runs with `--gradient_checkpointing true` to match; otherwise its
+own defaults (the policy's gradient pass one sequence at a time, `--rlhf_chunk_size 1`).
 
 Pairs/s = 16 / the training loop's own time (swift-rs: the sum of `step_time` in logging.jsonl;
 ms-swift: `train_runtime`). Peak RSS is /usr/bin/time's for the whole command. Figures are
@@ -63,7 +63,8 @@ COMMON = ["--rlhf_type", "dpo", "--beta", "0.1", "--tuner_type", "lora", "--lora
 
 def ours(dataset, out):
     return [SWIFT, "rlhf", "--model", MODEL, "--template", "chatml", "--dataset", dataset] + COMMON + [
-        "--save_steps", "1000", "--output_dir", out, "--log-level", "warn"]
+        "--gradient_checkpointing", "true", "--save_steps", "1000", "--output_dir", out,
+        "--log-level", "warn"]
 
 
 def peer(peer_bin, dataset, out):

@@ -39,13 +39,15 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
         return None;
     }
     let bias = match bias {
-        Some(b) => Some(Vec::<f32>::try_from(b.to_kind(Kind::Float).flatten(0, -1)).ok()?),
+        Some(b) => {
+            Some(Vec::<f32>::try_from(b.f_to_kind(Kind::Float).ok()?.f_flatten(0, -1).ok()?).ok()?)
+        }
         None => None,
     };
-    let xf = x.to_kind(Kind::Float).contiguous();
+    let xf = x.f_to_kind(Kind::Float).ok()?.f_contiguous().ok()?;
     let mut out_size = xsize.clone();
     *out_size.last_mut()? = n;
-    let out = Tensor::empty(out_size.as_slice(), (Kind::Float, Device::Cpu));
+    let out = Tensor::f_empty(out_size.as_slice(), (Kind::Float, Device::Cpu)).ok()?;
     let (n, k) = (n as usize, k as usize);
     // SAFETY: `xf` and `out` are contiguous float32 CPU tensors of `rows * k` and `rows * n`
     // elements that live until the end of this function; `w` is a contiguous CPU tensor of
