@@ -628,9 +628,17 @@ impl Lora {
             }));
             layers.push((name, a, b));
         }
-        // modules_to_save: every other tensor is a whole slot's weight or bias.
+        // modules_to_save: every other tensor is a whole slot's weight or bias, except a reward
+        // model's value head (`score`, PEFT's SEQ_CLS task), which the reward module reads.
+        let seq_cls = cfg["task_type"].as_str() == Some("SEQ_CLS");
         let mut modules: Vec<String> = Vec::new();
         for n in ckpt.names() {
+            if seq_cls
+                && matches!(n, "base_model.model.score.weight" | "base_model.model.score.bias")
+                && model.slot("score").is_none()
+            {
+                continue;
+            }
             let Some(rest) = n.strip_prefix("base_model.model.") else {
                 return Err(TrainError::Config(format!(
                     "{}: tensor `{n}` is not under base_model.model. (not a PEFT LoRA file)",
