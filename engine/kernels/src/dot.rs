@@ -36,6 +36,26 @@ pub(crate) fn available() -> Vec<(&'static str, BlockKernel)> {
     out
 }
 
+/// Panics unless every read and write of a [`BlockKernel`] call stays inside its slices (what
+/// the vector kernels' unchecked loads rely on).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn check_bounds(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Weights<'_>,
+    first: usize,
+    rows: usize,
+    out: &[f32],
+) {
+    assert!(
+        (1..=crate::MAX_ROWS).contains(&m)
+            && x.len() >= m * k
+            && out.len() >= rows * m
+            && w.len() >= (first + rows) * k
+    );
+}
+
 /// Plain Rust; the compiler vectorises what it can for the baseline target.
 pub(crate) fn portable(
     x: &[f32],
@@ -85,16 +105,7 @@ mod avx2 {
         rows: usize,
         out: &mut [f32],
     ) {
-        let wlen = match w {
-            Weights::F32(w) => w.len(),
-            Weights::Bf16(w) => w.len(),
-        };
-        assert!(
-            (1..=crate::MAX_ROWS).contains(&m)
-                && x.len() >= m * k
-                && out.len() >= rows * m
-                && wlen >= (first + rows) * k
-        );
+        super::check_bounds(x, m, k, w, first, rows, out);
         // SAFETY: `select` only returns this kernel when the CPU has AVX2 and FMA; the slices
         // are long enough for every read and write (checked above).
         unsafe {
@@ -189,7 +200,7 @@ mod avx512 {
     //! 16 lanes, two weight rows at a time: each activation stretch loaded feeds two
     //! multiply-adds (up to 16 accumulators of the 32 registers), which halves the activation
     //! loads when several rows are decoded together. Single-thread arithmetic rate on a weight
-    //! matrix held in cache (examples/kernel_cached.rs, medians of 5 on this machine's AMD EPYC):
+    //! matrix held in cache (`--example decode_shapes -- --cached`, medians of 5 on this machine's AMD EPYC):
     //! 17.7 / 49.4 / 62.5 GFLOP per CPU second at 1 / 4 / 8 activation rows, against 14.3 /
     //! 37.9 / 46.7 for the AVX2 kernel and 17.7 / 38.6 / 46.2 for AVX-512 one row at a time.
     use std::arch::x86_64::*;
@@ -205,16 +216,7 @@ mod avx512 {
         rows: usize,
         out: &mut [f32],
     ) {
-        let wlen = match w {
-            Weights::F32(w) => w.len(),
-            Weights::Bf16(w) => w.len(),
-        };
-        assert!(
-            (1..=crate::MAX_ROWS).contains(&m)
-                && x.len() >= m * k
-                && out.len() >= rows * m
-                && wlen >= (first + rows) * k
-        );
+        super::check_bounds(x, m, k, w, first, rows, out);
         // SAFETY: `select` only returns this kernel when the CPU has AVX-512F; the slices are
         // long enough for every read and write (checked above).
         unsafe {

@@ -479,23 +479,7 @@ impl LoadedModel {
             &positions.f_to_device(self.device)?,
             &seq_ids.f_to_device(self.device)?,
         )?;
-        let mut ctx = context::HostContext {
-            model: self,
-            cache: &mut cache,
-            step: &step,
-            attended: 0,
-        };
-        let hidden = self
-            .model
-            .forward(&mut ctx, &ids, &step.positions)
-            .map_err(ModelError::Family)?;
-        if ctx.attended != self.layout.num_blocks {
-            return Err(ModelError::Family(format!(
-                "forward called attention for {} layers, the layout declares {}",
-                ctx.attended, self.layout.num_blocks
-            )));
-        }
-        Ok(hidden)
+        self.run_family(&ids, &mut cache, &step)
     }
 
     /// [`LoadedModel::logits`] with autograd on (training), in the model's dtype.
@@ -604,22 +588,33 @@ impl LoadedModel {
             None => None,
         };
         let step = cache.begin(&ids, mask.as_ref())?;
+        let hidden = self.run_family(&ids, cache, &step)?;
+        cache.finish(&step);
+        Ok(hidden)
+    }
+
+    /// The family's forward over `ids` for one prepared `step`, checking that it attended in
+    /// every declared block.
+    fn run_family(
+        &self,
+        ids: &Tensor,
+        cache: &mut KvCache,
+        step: &context::Step,
+    ) -> Result<Tensor, ModelError> {
         let mut ctx = context::HostContext {
             model: self,
             cache,
-            step: &step,
+            step,
             attended: 0,
         };
         let hidden = self
             .model
-            .forward(&mut ctx, &ids, &step.positions)
+            .forward(&mut ctx, ids, &step.positions)
             .map_err(ModelError::Family)?;
-        let attended = ctx.attended;
-        cache.finish(&step);
-        if attended != self.layout.num_blocks {
+        if ctx.attended != self.layout.num_blocks {
             return Err(ModelError::Family(format!(
-                "forward called attention for {attended} layers, the layout declares {}",
-                self.layout.num_blocks
+                "forward called attention for {} layers, the layout declares {}",
+                ctx.attended, self.layout.num_blocks
             )));
         }
         Ok(hidden)
