@@ -634,7 +634,10 @@ impl Lora {
         let mut modules: Vec<String> = Vec::new();
         for n in ckpt.names() {
             if seq_cls
-                && matches!(n, "base_model.model.score.weight" | "base_model.model.score.bias")
+                && matches!(
+                    n,
+                    "base_model.model.score.weight" | "base_model.model.score.bias"
+                )
                 && model.slot("score").is_none()
             {
                 continue;
