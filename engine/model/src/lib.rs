@@ -450,6 +450,7 @@ impl LoadedModel {
         cache: &mut KvCache,
     ) -> Result<Tensor, ModelError> {
         let _guard = tch::no_grad_guard();
+        let _threads = (self.device == Device::Cpu).then(|| skinny::TorchThreads::for_step(ids));
         self.forward_inner(ids, mask, cache)
     }
 
