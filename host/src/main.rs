@@ -91,10 +91,7 @@ fn run(command: Command, global: &cli::GlobalArgs, settings: &GlobalSettings) ->
         Command::Pt(args) => commands::sft::run(&args, global, settings, true),
         Command::Sft(args) => commands::sft::run(&args, global, settings, false),
         Command::Rlhf(args) => commands::rlhf::run(&args, global, settings),
-        // Token-by-token decoding runs its small matrix products on the kernel pool.
-        Command::Infer(args) => {
-            swift_kernels::on_pool_thread(|| commands::infer::run(&args, settings))
-        }
+        Command::Infer(args) => commands::infer::run(&args, settings),
         Command::Deploy(args) => commands::deploy::run(&args, settings),
         Command::Eval(_) => commands::not_yet("eval", "evaluation"),
         Command::WebUi(_) => commands::not_yet("web-ui", "web UI"),

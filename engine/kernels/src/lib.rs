@@ -10,12 +10,12 @@
 //! [`skinny_matmul`] computes `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])` for `m ≤ MAX_ROWS`, with
 //! weights in float32 ([`Weights::F32`]) or bfloat16 ([`Weights::Bf16`], widened to float32 in
 //! registers; activations and the accumulation stay float32). x86-64 machines with AVX2 and FMA
-//! take the vector path (detected at run time); others a portable loop. The model crate decides
+//! take the vector path (detected at run time); others a portable loop. The weight rows are split
+//! between the caller and the kernel's own worker threads ([`pool`]). The model crate decides
 //! when to use it (CPU, no autograd, few rows) and falls back to libtorch otherwise.
 
 mod dot;
-
-use rayon::prelude::*;
+mod pool;
 
 /// The most activation rows one call takes: beyond this, the product is no longer bound by
 /// reading the weights and a blocked GEMM does better.
@@ -50,15 +50,6 @@ impl std::fmt::Display for ShapeError {
     }
 }
 
-/// Runs `work` on one of the kernel pool's threads and returns its result. Decoding calls
-/// [`skinny_matmul`] hundreds of times per token; from a thread outside the pool each call hands
-/// its work to the pool and sleeps until it is done, while from a pool thread the caller takes
-/// its share itself and only the other threads are woken, which saves a sleep and a wake-up per
-/// product.
-pub fn on_pool_thread<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| work())
-}
-
 thread_local! {
     /// The `[n, m]` transposed result of a call with several activation rows, kept between
     /// calls so that decoding does not allocate (and fault in) a fresh buffer per product.
@@ -66,7 +57,7 @@ thread_local! {
 }
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])`, everything row-major, `1 ≤ m ≤ MAX_ROWS`.
-/// Weight rows are split between the threads of rayon's pool.
+/// Weight rows are split between the calling thread and the kernel's workers.
 pub fn skinny_matmul(
     x: &[f32],
     m: usize,
@@ -95,23 +86,32 @@ pub fn skinny_matmul(
             bias.map(<[f32]>::len)
         )));
     }
-    let threads = rayon::current_num_threads().max(1);
-    let block = n.div_ceil(threads * 4).max(16);
+    let pool = pool::pool();
+    let block = n.div_ceil(pool.threads() * 4).max(16);
+    let tasks = n.div_ceil(block);
     let kernel = dot::select();
+    // Task `b` computes weight rows `b * block ..` into its own stretch of `out` (`[rows, m]`).
+    let run_into = |out: &mut [f32]| {
+        let out = SharedOut(out.as_mut_ptr(), out.len());
+        pool.run(tasks, &|b| {
+            let first = b * block;
+            let rows = block.min(n - first);
+            // SAFETY: tasks write disjoint stretches `[first * m, (first + rows) * m)` of `out`,
+            // which outlives `run` (it returns only when every task is done).
+            let out = unsafe { out.stretch(first * m, rows * m) };
+            kernel(x, m, k, w, first, rows, out);
+        });
+    };
     if m == 1 {
         // One activation row: the kernel's `[rows, 1]` output is already `y`'s layout.
-        y.par_chunks_mut(block)
-            .enumerate()
-            .for_each(|(b, out)| kernel(x, 1, k, w, b * block, out.len(), out));
+        run_into(y);
     } else {
-        // Each task writes its block of weight rows as `[rows, m]`; the blocks are then
-        // scattered into `y` (`m` is small, so this costs little next to reading `w`).
+        // The tasks write `[n, m]`, then it is scattered into `y` (`m` is small, so this costs
+        // little next to reading `w`).
         SCRATCH.with_borrow_mut(|t| {
             t.clear();
             t.resize(n * m, 0.0);
-            t.par_chunks_mut(block * m)
-                .enumerate()
-                .for_each(|(b, out)| kernel(x, m, k, w, b * block, out.len() / m, out));
+            run_into(t);
             for (r, vals) in t.chunks_exact(m).enumerate() {
                 for (j, v) in vals.iter().enumerate() {
                     y[j * n + r] = *v;
@@ -127,6 +127,29 @@ pub fn skinny_matmul(
         }
     }
     Ok(())
+}
+
+/// An output buffer that tasks on several threads write disjoint stretches of.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32, usize);
+
+// SAFETY: only used by `skinny_matmul`'s tasks, each on a stretch no other task touches.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// `len` values from `start`.
+    ///
+    /// # Safety
+    /// The stretch must lie inside the buffer, which must outlive the returned slice, and no
+    /// other live slice may overlap it.
+    unsafe fn stretch<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        assert!(
+            start + len <= self.1,
+            "a task's stretch lies outside the output"
+        );
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +262,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn callers_on_several_threads_at_once_all_get_their_own_product() {
+        // One caller's job runs on the pool while the others run theirs alone; every result
+        // must still be right, and the pool must take jobs again afterwards.
+        let (m, k, n) = (3usize, 64usize, 301usize);
+        let w = values(n * k, 5);
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let w = &w;
+                scope.spawn(move || {
+                    for round in 0..50u64 {
+                        let x = values(m * k, t * 1000 + round);
+                        let mut y = vec![0f32; m * n];
+                        skinny_matmul(&x, m, k, Weights::F32(w), None, &mut y).unwrap();
+                        let want = reference(&x, m, k, w, None);
+                        for (a, b) in y.iter().zip(&want) {
+                            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+                        }
+                    }
+                });
+            }
+        });
     }
 
     #[test]

@@ -11,6 +11,11 @@ use tch::{Device, Kind, Tensor};
 use crate::{LoadedModel, ModelError};
 
 /// Keys and values of every layer for a batch of rows, plus which cached positions are padding.
+///
+/// Each layer's keys and values are `[batch, kv_heads, capacity, head_dim]` buffers of which the
+/// first `len` positions are filled: a decoding step writes its position in place and hands
+/// attention a view of the filled part, instead of copying the whole cache into a new tensor.
+/// The buffers grow [`GROW`] positions at a time.
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     /// `[batch, len]`, true where the cached position holds a real token.
@@ -23,6 +28,10 @@ pub struct KvCache {
     next_pos: Tensor,
     batch: i64,
 }
+
+/// Positions a layer's cache buffers grow by when a pass does not fit (one copy of the cache
+/// per this many decoding steps).
+const GROW: i64 = 256;
 
 /// What one forward pass needs besides the ids: positions and the attention mask.
 pub(crate) struct Step {
@@ -113,6 +122,8 @@ impl KvCache {
                     "only caches that hold tokens can be joined".into(),
                 ));
             };
+            let (ka, va) = (ka.f_narrow(2, 0, self.len)?, va.f_narrow(2, 0, self.len)?);
+            let (kb, vb) = (kb.f_narrow(2, 0, other.len)?, vb.f_narrow(2, 0, other.len)?);
             let k = Tensor::f_cat(
                 &[
                     pad_front(&ka, 2, len - self.len)?,
@@ -154,7 +165,9 @@ impl KvCache {
         let keep = self.len - first;
         for layer in self.layers.iter_mut() {
             if let Some((k, v)) = layer.take() {
-                *layer = Some((k.f_narrow(2, first, keep)?, v.f_narrow(2, first, keep)?));
+                // The view keeps the capacity after the filled part.
+                let cap = k.size()[2] - first;
+                *layer = Some((k.f_narrow(2, first, cap)?, v.f_narrow(2, first, cap)?));
             }
         }
         let valid = valid.f_narrow(1, first, keep)?;
@@ -406,6 +419,7 @@ impl ModelContext for HostContext<'_> {
         v: &Tensor,
         scale: Option<f64>,
     ) -> Result<Tensor, String> {
+        let past = self.cache.len;
         let slot = self.cache.layers.get_mut(layer).ok_or_else(|| {
             format!(
                 "attention for layer {layer}, but the layout declares {} blocks",
@@ -413,11 +427,24 @@ impl ModelContext for HostContext<'_> {
             )
         })?;
         let (k, v) = match slot.take() {
-            Some((pk, pv)) => (
-                Tensor::f_cat(&[&pk, k], 2).map_err(te)?,
-                Tensor::f_cat(&[&pv, v], 2).map_err(te)?,
-            ),
-            None => (k.shallow_clone(), v.shallow_clone()),
+            Some((bk, bv)) => {
+                let (bk, bv) = (
+                    grow(bk, past, k).map_err(te)?,
+                    grow(bv, past, v).map_err(te)?,
+                );
+                let views = (
+                    bk.f_narrow(2, 0, past + k.size()[2]).map_err(te)?,
+                    bv.f_narrow(2, 0, past + v.size()[2]).map_err(te)?,
+                );
+                *slot = Some((bk, bv));
+                views
+            }
+            // The first pass keeps its keys and values as they are (no copy; a training pass
+            // never has a second one).
+            None => {
+                *slot = Some((k.shallow_clone(), v.shallow_clone()));
+                (k.shallow_clone(), v.shallow_clone())
+            }
         };
         let gqa = q.size().get(1) != k.size().get(1);
         let out = Tensor::f_scaled_dot_product_attention(
@@ -431,8 +458,26 @@ impl ModelContext for HostContext<'_> {
             gqa,
         )
         .map_err(te)?;
-        *slot = Some((k, v));
         self.attended += 1;
         Ok(out)
     }
+}
+
+/// Writes `new` (`[batch, heads, seq, dim]`) after the `past` filled positions of a layer's
+/// cache buffer, first moving the buffer to a larger one when it lacks the room.
+fn grow(buf: Tensor, past: i64, new: &Tensor) -> Result<Tensor, tch::TchError> {
+    let t = new.size()[2];
+    let mut size = buf.size();
+    let buf = if past + t > size[2] {
+        size[2] = (past + t + GROW - 1) / GROW * GROW;
+        let bigger = Tensor::f_empty(size.as_slice(), (buf.kind(), buf.device()))?;
+        bigger
+            .f_narrow(2, 0, past)?
+            .f_copy_(&buf.f_narrow(2, 0, past)?)?;
+        bigger
+    } else {
+        buf
+    };
+    buf.f_narrow(2, past, t)?.f_copy_(new)?;
+    Ok(buf)
 }
