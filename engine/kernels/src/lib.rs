@@ -14,8 +14,11 @@
 //! between the caller and the kernel's own worker threads ([`pool`]). The model crate decides
 //! when to use it (CPU, no autograd, few rows) and falls back to libtorch otherwise.
 
+mod attention;
 mod dot;
 mod pool;
+
+pub use attention::{decode_attention, CacheView, DecodeShape};
 
 /// The most activation rows one call takes: beyond this, the product is no longer bound by
 /// reading the weights and a blocked GEMM does better.
@@ -131,7 +134,7 @@ pub fn skinny_matmul(
 
 /// An output buffer that tasks on several threads write disjoint stretches of.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32, usize);
+pub(crate) struct SharedOut(pub(crate) *mut f32, pub(crate) usize);
 
 // SAFETY: only used by `skinny_matmul`'s tasks, each on a stretch no other task touches.
 unsafe impl Send for SharedOut {}
@@ -143,7 +146,7 @@ impl SharedOut {
     /// # Safety
     /// The stretch must lie inside the buffer, which must outlive the returned slice, and no
     /// other live slice may overlap it.
-    unsafe fn stretch<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+    pub(crate) unsafe fn stretch<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
         assert!(
             start + len <= self.1,
             "a task's stretch lies outside the output"

@@ -40,6 +40,9 @@ pub(crate) struct Step {
     mask: Option<Tensor>,
     is_causal: bool,
     key_valid: Tensor,
+    /// `key_valid` on the host, for a decoding step (one new position) over padded rows on the
+    /// CPU, where attention takes the fast path.
+    key_valid_host: Option<Vec<bool>>,
     next_pos: Tensor,
     seq: i64,
 }
@@ -237,11 +240,19 @@ impl KvCache {
             )
         };
         self.padded = padded;
+        // For one new position, the mask above is exactly `key_valid` (every cached key is
+        // earlier, and the new token is real).
+        let key_valid_host = if t == 1 && padded && device == Device::Cpu {
+            Some(Vec::<bool>::try_from(key_valid.f_reshape([-1])?)?)
+        } else {
+            None
+        };
         Ok(Step {
             positions,
             mask,
             is_causal,
             key_valid,
+            key_valid_host,
             next_pos,
             seq: t,
         })
@@ -315,6 +326,7 @@ impl KvCache {
             mask: Some(mask),
             is_causal: false,
             key_valid: Tensor::f_ones([b, t], (Kind::Bool, device))?,
+            key_valid_host: None,
             next_pos,
             seq: t,
         })
@@ -446,6 +458,13 @@ impl ModelContext for HostContext<'_> {
                 (k.shallow_clone(), v.shallow_clone())
             }
         };
+        if self.step.seq == 1 && (self.step.mask.is_none() || self.step.key_valid_host.is_some()) {
+            let valid = self.step.key_valid_host.as_deref();
+            if let Some(out) = crate::skinny::attention(q, &k, &v, valid, scale) {
+                self.attended += 1;
+                return Ok(out);
+            }
+        }
         let gqa = q.size().get(1) != k.size().get(1);
         let out = Tensor::f_scaled_dot_product_attention(
             q,

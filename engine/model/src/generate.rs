@@ -160,12 +160,11 @@ pub fn generate(
             .f_to_device(Device::Cpu)?
             .f_to_kind(Kind::Float)?
             .f_contiguous()?;
-        let flat: Vec<f32> = Vec::<f32>::try_from(host.f_view([-1])?)?;
+        let mut flat: Vec<f32> = Vec::<f32>::try_from(host.f_view([-1])?)?;
         let vocab = flat.len() / active.len();
-        for (i, &r) in active.iter().enumerate() {
-            let mut row = flat[i * vocab..(i + 1) * vocab].to_vec();
+        for (&r, row) in active.iter().zip(flat.chunks_exact_mut(vocab)) {
             let history = prompts[r].iter().chain(rows[r].tokens.iter());
-            let tok = pick(&mut row, history, params, &mut rng);
+            let tok = pick(row, history, params, &mut rng);
             last[r] = tok;
             on_token(r, tok);
             let g = &mut rows[r];

@@ -1,10 +1,12 @@
-//! The decoding fast path of linear slots: when a float slot on the CPU multiplies only a few
-//! activation rows with autograd off (token-by-token generation), the product goes to
+//! The decoding fast paths. When a float slot on the CPU multiplies only a few activation rows
+//! with autograd off (token-by-token generation), the product goes to
 //! [`swift_kernels::skinny_matmul`], which reads the weights at close to memory speed, instead
-//! of libtorch's general matrix multiply. Everything else (prefill, training, other devices,
-//! quantized slots) keeps libtorch's path; the two agree to float32 rounding.
+//! of libtorch's general matrix multiply; a float32 decoding step's attention over the cache goes
+//! to [`swift_kernels::decode_attention`] instead of libtorch's scaled-dot-product attention.
+//! Everything else (prefill, training, other devices, quantized slots) keeps libtorch's path;
+//! the two agree to float32 rounding.
 
-use swift_kernels::{skinny_matmul, Weights, MAX_ROWS};
+use swift_kernels::{decode_attention, skinny_matmul, CacheView, DecodeShape, Weights, MAX_ROWS};
 use tch::{Device, Kind, Tensor};
 
 /// `x · wᵀ + bias` through the skinny kernel, or `None` when the fast path does not apply (the
@@ -72,6 +74,70 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
     } else {
         out.f_to_kind(kind).ok()
     }
+}
+
+/// Attention of a decoding step (`q`: `[batch, heads, 1, dim]`) over cache views `k`, `v`
+/// (`[batch, kv_heads, len, dim]`), `valid` (`[batch * len]`) masking padding, or `None` when the
+/// fast path does not apply (not float32 on the CPU, autograd on, more than one new position).
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    valid: Option<&[bool]>,
+    scale: Option<f64>,
+) -> Option<Tensor> {
+    let all = [q, k, v];
+    if all
+        .iter()
+        .any(|t| t.device() != Device::Cpu || t.kind() != Kind::Float || t.requires_grad())
+    {
+        return None;
+    }
+    let (&[batch, heads, 1, dim], &[kb, kv_heads, len, kd]) =
+        (q.size().as_slice(), k.size().as_slice())
+    else {
+        return None;
+    };
+    if v.size() != k.size() || kb != batch || kd != dim || k.stride()[3] != 1 || v.stride()[3] != 1
+    {
+        return None;
+    }
+    let q = q.f_contiguous().ok()?;
+    let out = Tensor::f_empty([batch, heads, 1, dim], (Kind::Float, Device::Cpu)).ok()?;
+    let view = |t: &Tensor| -> Option<CacheView<'_>> {
+        let st: Vec<usize> = t.stride().iter().map(|&s| s as usize).collect();
+        let [b, h, p, _] = [st[0], st[1], st[2], st[3]];
+        let reach = (batch - 1) as usize * b
+            + (kv_heads - 1) as usize * h
+            + (len - 1) as usize * p
+            + dim as usize;
+        // SAFETY: a CPU float32 view whose elements all lie within `reach` of its first one
+        // (its strides and sizes above); the tensor lives until the end of this function and
+        // nothing writes it meanwhile.
+        let data = unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, reach) };
+        Some(CacheView {
+            data,
+            batch_stride: b,
+            head_stride: h,
+            pos_stride: p,
+        })
+    };
+    let shape = DecodeShape {
+        batch: batch as usize,
+        heads: heads as usize,
+        kv_heads: kv_heads as usize,
+        dim: dim as usize,
+        len: len as usize,
+    };
+    let scale = scale.unwrap_or(1.0 / (dim as f64).sqrt()) as f32;
+    // SAFETY: `q` and `out` are contiguous float32 CPU tensors of `batch * heads * dim` values.
+    let ok = unsafe {
+        let n = (batch * heads * dim) as usize;
+        let qs = std::slice::from_raw_parts(q.data_ptr() as *const f32, n);
+        let os = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n);
+        decode_attention(qs, view(k)?, view(v)?, valid, shape, scale, os).is_ok()
+    };
+    ok.then_some(out)
 }
 
 /// Keeps libtorch on one intra-op thread while it lives, for a decoding step (a handful of rows

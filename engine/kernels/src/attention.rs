@@ -1,0 +1,263 @@
+//! Attention for one new position per row over a KV cache (a decoding step), float32.
+//!
+//! libtorch's scaled-dot-product attention spends most of a decoding step's attention time on
+//! dispatch: dozens of tiny matrix products per layer, the grouped-query heads expanded, the
+//! padding mask converted. The work itself is small (each query head reads its keys and values
+//! once), so this loop does it directly from the cache buffers, one task per row and key-value
+//! head, on the kernel's threads. Softmax is taken in float32 after subtracting the row's
+//! maximum, as libtorch does.
+
+use crate::{pool, ShapeError};
+
+/// A `[batch, kv_heads, len, dim]` cache view: `data` starts at element `[0, 0, 0, 0]`, the last
+/// dimension is contiguous and the others step by the given strides (in elements).
+#[derive(Clone, Copy, Debug)]
+pub struct CacheView<'a> {
+    pub data: &'a [f32],
+    pub batch_stride: usize,
+    pub head_stride: usize,
+    pub pos_stride: usize,
+}
+
+impl CacheView<'_> {
+    /// The `dim` values at `[b, h, pos]`.
+    fn at(&self, b: usize, h: usize, pos: usize, dim: usize) -> &[f32] {
+        let start = b * self.batch_stride + h * self.head_stride + pos * self.pos_stride;
+        &self.data[start..start + dim]
+    }
+}
+
+/// The shape of one decoding step's attention.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeShape {
+    pub batch: usize,
+    /// Query heads; a multiple of `kv_heads` (grouped-query attention).
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub dim: usize,
+    /// Cached positions, the new one included.
+    pub len: usize,
+}
+
+/// `out[b, h] = softmax(scale · q[b, h] · K[b, g]ᵀ) · V[b, g]` with `g = h / (heads / kv_heads)`,
+/// over the positions where `valid[b * len + pos]` holds (all when `valid` is None). `q` and
+/// `out` are `[batch, heads, dim]`. A row with no valid position gets zeros.
+pub fn decode_attention(
+    q: &[f32],
+    k: CacheView<'_>,
+    v: CacheView<'_>,
+    valid: Option<&[bool]>,
+    shape: DecodeShape,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), ShapeError> {
+    let DecodeShape {
+        batch,
+        heads,
+        kv_heads,
+        dim,
+        len,
+    } = shape;
+    let reach = |c: &CacheView<'_>| {
+        (batch.max(1) - 1) * c.batch_stride
+            + (kv_heads.max(1) - 1) * c.head_stride
+            + (len.max(1) - 1) * c.pos_stride
+            + dim
+    };
+    if kv_heads == 0
+        || heads % kv_heads != 0
+        || q.len() != batch * heads * dim
+        || out.len() != q.len()
+        || valid.is_some_and(|m| m.len() != batch * len)
+        || reach(&k) > k.data.len()
+        || reach(&v) > v.data.len()
+    {
+        return Err(ShapeError(format!(
+            "decode attention: inconsistent shapes {shape:?}, q {} values, out {}, keys {}, values {}",
+            q.len(),
+            out.len(),
+            k.data.len(),
+            v.data.len()
+        )));
+    }
+    let group = heads / kv_heads;
+    let out = crate::SharedOut(out.as_mut_ptr(), out.len());
+    pool::pool().run(batch * kv_heads, &|task| {
+        let (b, g) = (task / kv_heads, task % kv_heads);
+        let first = (b * heads + g * group) * dim;
+        // SAFETY: task (b, g) writes the `group` heads of row b that share key-value head g, a
+        // stretch no other task writes; `out` outlives `run`.
+        let out = unsafe { out.stretch(first, group * dim) };
+        let mask = valid.map(|m| &m[b * len..(b + 1) * len]);
+        let mut scores = vec![0f32; len];
+        for (i, o) in out.chunks_exact_mut(dim).enumerate() {
+            let qh = &q[first + i * dim..first + (i + 1) * dim];
+            one_head(qh, &k, &v, b, g, mask, scale, &mut scores, o);
+        }
+    });
+    Ok(())
+}
+
+/// One query head against its key-value head.
+#[allow(clippy::too_many_arguments)]
+fn one_head(
+    q: &[f32],
+    k: &CacheView<'_>,
+    v: &CacheView<'_>,
+    b: usize,
+    g: usize,
+    mask: Option<&[bool]>,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let dim = q.len();
+    let mut max = f32::NEG_INFINITY;
+    for (pos, s) in scores.iter_mut().enumerate() {
+        *s = if mask.is_none_or(|m| m[pos]) {
+            dot(q, k.at(b, g, pos, dim)) * scale
+        } else {
+            f32::NEG_INFINITY
+        };
+        max = max.max(*s);
+    }
+    out.fill(0.0);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    let mut sum = 0f32;
+    for (pos, s) in scores.iter().enumerate() {
+        if *s == f32::NEG_INFINITY {
+            continue;
+        }
+        let p = (*s - max).exp();
+        sum += p;
+        for (o, x) in out.iter_mut().zip(v.at(b, g, pos, dim)) {
+            *o += p * x;
+        }
+    }
+    let inv = 1.0 / sum;
+    out.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// A dot product in eight independent lanes (which the compiler keeps in one vector register).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_softmax_attention_in_float64_with_groups_padding_and_strides() {
+        let (batch, heads, kv_heads, dim, len, cap) = (3usize, 6usize, 2usize, 20usize, 7usize, 9);
+        let q = values(batch * heads * dim, 1);
+        // Buffers with room for `cap` positions, of which the first `len` are used.
+        let kb = values(batch * kv_heads * cap * dim, 2);
+        let vb = values(batch * kv_heads * cap * dim, 3);
+        fn view(data: &[f32], heads: usize, cap: usize, dim: usize) -> CacheView<'_> {
+            CacheView {
+                data,
+                batch_stride: heads * cap * dim,
+                head_stride: cap * dim,
+                pos_stride: dim,
+            }
+        }
+        // Row 1 has two padding positions in front; row 2 none.
+        let mut valid = vec![true; batch * len];
+        valid[len] = false;
+        valid[len + 1] = false;
+        let scale = 0.3f32;
+        let mut out = vec![0f32; q.len()];
+        let shape = DecodeShape {
+            batch,
+            heads,
+            kv_heads,
+            dim,
+            len,
+        };
+        decode_attention(
+            &q,
+            view(&kb, kv_heads, cap, dim),
+            view(&vb, kv_heads, cap, dim),
+            Some(&valid),
+            shape,
+            scale,
+            &mut out,
+        )
+        .unwrap();
+        for b in 0..batch {
+            for h in 0..heads {
+                let g = h / (heads / kv_heads);
+                let at = |buf: &[f32], pos: usize, c: usize| {
+                    buf[((b * kv_heads + g) * cap + pos) * dim + c] as f64
+                };
+                let qv = |c: usize| q[(b * heads + h) * dim + c] as f64;
+                let keep: Vec<usize> = (0..len).filter(|&p| valid[b * len + p]).collect();
+                let s: Vec<f64> = keep
+                    .iter()
+                    .map(|&p| (0..dim).map(|c| qv(c) * at(&kb, p, c)).sum::<f64>() * scale as f64)
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..dim {
+                    let want: f64 = keep
+                        .iter()
+                        .zip(&e)
+                        .map(|(&p, w)| w / z * at(&vb, p, c))
+                        .sum();
+                    let got = out[(b * heads + h) * dim + c] as f64;
+                    assert!((got - want).abs() < 1e-5, "b{b} h{h} c{c}: {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cache_too_short_for_the_shape_is_an_error() {
+        let q = vec![0f32; 2 * 4];
+        let kv = vec![0f32; 4 * 3];
+        let view = CacheView {
+            data: &kv,
+            batch_stride: 12,
+            head_stride: 12,
+            pos_stride: 4,
+        };
+        let shape = DecodeShape {
+            batch: 2,
+            heads: 1,
+            kv_heads: 1,
+            dim: 4,
+            len: 3,
+        };
+        let mut out = vec![0f32; 8];
+        assert!(decode_attention(&q, view, view, None, shape, 1.0, &mut out).is_err());
+    }
+}
