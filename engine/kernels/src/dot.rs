@@ -7,7 +7,7 @@ use crate::Weights;
 /// the `m` rows of `x` (`[m, k]`).
 pub(crate) type BlockKernel = fn(&[f32], usize, usize, Weights<'_>, usize, usize, &mut [f32]);
 
-/// The fastest kernel this CPU runs (`SWIFT_KERNEL=avx2|portable` narrows the choice,
+/// The fastest kernel this CPU runs (`SWIFT_KERNEL=avx2-vl|avx2|portable` narrows the choice,
 /// for comparing them).
 pub(crate) fn select() -> BlockKernel {
     static CHOICE: std::sync::OnceLock<BlockKernel> = std::sync::OnceLock::new();
@@ -26,6 +26,9 @@ pub(crate) fn available() -> Vec<(&'static str, BlockKernel)> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if std::is_x86_feature_detected!("avx512vl") {
+                out.push(("avx2-vl", avx2::block_vl));
+            }
             out.push(("avx2", avx2::block));
         }
     }
@@ -85,17 +88,40 @@ pub(crate) fn portable(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    //! 8 lanes of float32. Each stretch of a weight row is loaded once and multiplied into one
-    //! accumulator per activation row (up to 8, all in registers). Decoding is bound by
-    //! streaming the weights, and one weight row at a time streams them best: on this machine's
-    //! AMD EPYC (Zen 4), `--example decode_shapes` measured about 29 GB/s of float32 weights at
-    //! one activation row, against 20-22 GB/s for 16-lane AVX-512 kernels (one or two weight
-    //! rows at a time, aligned or not), 16-23 GB/s for this kernel taking two weight rows at a
-    //! time, and no gain from software prefetching; so there is no AVX-512 kernel.
+    //! 8 lanes of float32. A block of weight rows is walked as two halves side by side: weight
+    //! row `r` of the first half and row `r` of the second are loaded together, each stretch of
+    //! them multiplied with the same stretch of every activation row (accumulators in
+    //! registers), so each activation load feeds two multiply-adds. Each half is one long
+    //! sequential stream, which the hardware prefetcher follows; pairing adjacent rows instead
+    //! restarts two short streams every two rows and was 1.5x slower from memory here.
+    //!
+    //! Measured with `--example decode_shapes` on this machine's AMD EPYC (Zen 4): in cache,
+    //! 160 GFLOP/s at 8 activation rows against 105 for one weight row at a time; from memory,
+    //! SmolLM2's weights at about 45 GB/s at 1 activation row (against 29-45) and equal or
+    //! better at 4 and 8. 16-lane AVX-512 versions streamed slower (20-22 GB/s), and software
+    //! prefetching gained nothing. Two rows of 8 activation rows need 16 accumulators: with
+    //! AVX-512VL's 32 vector registers every row count pairs; with AVX2's 16, up to 4 rows.
     use std::arch::x86_64::*;
 
     use crate::Weights;
 
+    /// The kernel for CPUs with AVX-512VL (32 vector registers).
+    pub(super) fn block_vl(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: Weights<'_>,
+        first: usize,
+        rows: usize,
+        out: &mut [f32],
+    ) {
+        super::check_bounds(x, m, k, w, first, rows, out);
+        // SAFETY: `select` returns this kernel only when the CPU has AVX2, FMA and AVX-512VL;
+        // the slices are long enough for every read and write (checked above).
+        unsafe { halves(x, m, k, w, first, rows, out, true, |a| walk_vl(a)) }
+    }
+
+    /// The kernel for CPUs with AVX2 and FMA only.
     pub(super) fn block(
         x: &[f32],
         m: usize,
@@ -106,91 +132,156 @@ mod avx2 {
         out: &mut [f32],
     ) {
         super::check_bounds(x, m, k, w, first, rows, out);
-        // SAFETY: `select` only returns this kernel when the CPU has AVX2 and FMA; the slices
+        // SAFETY: `select` returns this kernel only when the CPU has AVX2 and FMA; the slices
         // are long enough for every read and write (checked above).
-        unsafe {
-            for r in 0..rows {
-                let o = &mut out[r * m..(r + 1) * m];
-                match w {
-                    Weights::F32(w) => row_f32(x, m, k, &w[(first + r) * k..], o),
-                    Weights::Bf16(w) => row_bf16(x, m, k, &w[(first + r) * k..], o),
-                }
-            }
-        }
+        unsafe { halves(x, m, k, w, first, rows, out, m <= 4, |a| walk(a)) }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn row_f32(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
-        let p = w.as_ptr();
-        dispatch(x, m, k, out, |i| _mm256_loadu_ps(p.add(i)), |i| *p.add(i))
+    /// One weight row (or two, `second` elements apart) against the activation rows, results
+    /// to `out[j]` (and `out[out_second + j]`).
+    #[derive(Clone, Copy)]
+    struct Walk<'a> {
+        x: &'a [f32],
+        m: usize,
+        k: usize,
+        w: Weights<'a>,
+        /// Element index of the (first) weight row.
+        row: usize,
+        second: Option<usize>,
+        out: *mut f32,
+        out_second: usize,
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn row_bf16(x: &[f32], m: usize, k: usize, w: &[u16], out: &mut [f32]) {
-        let p = w.as_ptr();
-        dispatch(
-            x,
-            m,
-            k,
-            out,
-            |i| {
-                let h = _mm_loadu_si128(p.add(i) as *const __m128i);
-                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-            },
-            |i| f32::from_bits((*p.add(i) as u32) << 16),
-        )
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn dispatch(
+    /// Splits the block into two halves and walks them side by side (odd row last, alone), or
+    /// without `pair`, walks its rows in order.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn halves(
         x: &[f32],
         m: usize,
         k: usize,
+        w: Weights<'_>,
+        first: usize,
+        rows: usize,
         out: &mut [f32],
-        load: impl Fn(usize) -> __m256,
-        scalar: impl Fn(usize) -> f32,
+        pair: bool,
+        walk: impl Fn(Walk<'_>),
     ) {
-        match m {
-            1 => rows::<1>(x, k, out, load, scalar),
-            2 => rows::<2>(x, k, out, load, scalar),
-            3 => rows::<3>(x, k, out, load, scalar),
-            4 => rows::<4>(x, k, out, load, scalar),
-            5 => rows::<5>(x, k, out, load, scalar),
-            6 => rows::<6>(x, k, out, load, scalar),
-            7 => rows::<7>(x, k, out, load, scalar),
-            _ => rows::<8>(x, k, out, load, scalar),
+        let half = if pair { rows / 2 } else { 0 };
+        let o = out.as_mut_ptr();
+        // Pairs (r, half + r) for r < half, then the rows from 2 * half on alone.
+        for r in 0..rows - half {
+            let paired = r < half;
+            let at = if paired { r } else { half + r };
+            walk(Walk {
+                x,
+                m,
+                k,
+                w,
+                row: (first + at) * k,
+                second: paired.then_some(half * k),
+                out: o.add(at * m),
+                out_second: half * m,
+            });
         }
     }
 
-    /// One weight row (read through `load` / `scalar`) against the first `M` rows of `x`.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    unsafe fn walk_vl(a: Walk<'_>) {
+        dispatch::<8>(a)
+    }
+
     #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn rows<const M: usize>(
-        x: &[f32],
-        k: usize,
-        out: &mut [f32],
+    unsafe fn walk(a: Walk<'_>) {
+        dispatch::<4>(a)
+    }
+
+    /// Picks the instance for the row count. Paired walks come only for `m <= PAIR_UP_TO`
+    /// (the accumulators of two weight rows fit the registers); others are taken one by one.
+    #[inline(always)]
+    unsafe fn dispatch<const PAIR_UP_TO: usize>(a: Walk<'_>) {
+        macro_rules! go {
+            ($($n:literal)*) => {
+                match (a.m, a.second) {
+                    $(($n, Some(s)) if $n <= PAIR_UP_TO => rows::<$n, true>(a, s),
+                      ($n, Some(s)) => {
+                          rows::<$n, false>(a, 0);
+                          let out = a.out.add(a.out_second);
+                          rows::<$n, false>(Walk { row: a.row + s, out, ..a }, 0);
+                      }
+                      ($n, None) => rows::<$n, false>(a, 0),)*
+                    _ => unreachable!("m is checked to be 1..=8"),
+                }
+            };
+        }
+        go!(1 2 3 4 5 6 7 8)
+    }
+
+    /// The inner loop for `M` activation rows and one or two (`TWO`) weight rows.
+    #[inline(always)]
+    unsafe fn rows<const M: usize, const TWO: bool>(a: Walk<'_>, second: usize) {
+        match a.w {
+            Weights::F32(w) => {
+                let p = w.as_ptr().add(a.row);
+                inner::<M, TWO>(a, second, |i| _mm256_loadu_ps(p.add(i)), |i| *p.add(i))
+            }
+            Weights::Bf16(w) => {
+                let p = w.as_ptr().add(a.row);
+                inner::<M, TWO>(
+                    a,
+                    second,
+                    |i| {
+                        let h = _mm_loadu_si128(p.add(i) as *const __m128i);
+                        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                    },
+                    |i| f32::from_bits((*p.add(i) as u32) << 16),
+                )
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn inner<const M: usize, const TWO: bool>(
+        a: Walk<'_>,
+        second: usize,
         load: impl Fn(usize) -> __m256,
         scalar: impl Fn(usize) -> f32,
     ) {
-        let mut acc = [_mm256_setzero_ps(); M];
-        let xp = x.as_ptr();
+        let (k, xp) = (a.k, a.x.as_ptr());
+        let mut a0 = [_mm256_setzero_ps(); M];
+        let mut a1 = [_mm256_setzero_ps(); M];
         let mut i = 0;
         while i + 8 <= k {
-            let wv = load(i);
-            for (j, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp.add(j * k + i)), *a);
+            let w0 = load(i);
+            let w1 = if TWO { load(second + i) } else { w0 };
+            for j in 0..M {
+                let xv = _mm256_loadu_ps(xp.add(j * k + i));
+                a0[j] = _mm256_fmadd_ps(w0, xv, a0[j]);
+                if TWO {
+                    a1[j] = _mm256_fmadd_ps(w1, xv, a1[j]);
+                }
             }
             i += 8;
         }
-        for (j, a) in acc.iter().enumerate() {
-            let s = _mm_add_ps(_mm256_castps256_ps128(*a), _mm256_extractf128_ps(*a, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let mut total = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+        for j in 0..M {
+            let (mut t0, mut t1) = (hsum(a0[j]), hsum(a1[j]));
             for c in i..k {
-                total += scalar(c) * *xp.add(j * k + c);
+                let xv = *xp.add(j * k + c);
+                t0 += scalar(c) * xv;
+                if TWO {
+                    t1 += scalar(second + c) * xv;
+                }
             }
-            out[j] = total;
+            *a.out.add(j) = t0;
+            if TWO {
+                *a.out.add(a.out_second + j) = t1;
+            }
         }
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
     }
 }
