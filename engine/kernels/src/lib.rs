@@ -1,4 +1,4 @@
-//! # swift-kernels: the matrix products of decoding, at memory speed
+//! # swift-kernels: the matrix products and attention of decoding, at memory speed
 //!
 //! Generating one token multiplies a handful of activation rows (one per sequence in the batch)
 //! by every weight matrix of the model. That product reads each weight once and does two flops
@@ -13,6 +13,9 @@
 //! take the vector path (detected at run time); others a portable loop. The weight rows are split
 //! between the caller and the kernel's own worker threads ([`pool`]). The model crate decides
 //! when to use it (CPU, no autograd, few rows) and falls back to libtorch otherwise.
+//!
+//! [`decode_attention`] is the other half of a decoding step: one new query position per row
+//! against the KV cache, read in place from the cache's buffers (float32).
 
 mod attention;
 mod dot;

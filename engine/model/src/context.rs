@@ -31,7 +31,7 @@ pub struct KvCache {
 
 /// Positions a layer's cache buffers grow by when a pass does not fit (one copy of the cache
 /// per this many decoding steps).
-const GROW: i64 = 256;
+const GROW: i64 = 64;
 
 /// What one forward pass needs besides the ids: positions and the attention mask.
 pub(crate) struct Step {

@@ -43,7 +43,15 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
         }
         None => None,
     };
-    let xf = x.f_to_kind(Kind::Float).ok()?.f_contiguous().ok()?;
+    // Converted or copied only when needed: each libtorch call costs about a microsecond, and a
+    // decoding step makes hundreds of these products.
+    let converted;
+    let xf = if kind == Kind::Float && x.is_contiguous() {
+        x
+    } else {
+        converted = x.f_to_kind(Kind::Float).ok()?.f_contiguous().ok()?;
+        &converted
+    };
     let mut out_size = xsize.clone();
     *out_size.last_mut()? = n;
     let out = Tensor::f_empty(out_size.as_slice(), (Kind::Float, Device::Cpu)).ok()?;
@@ -98,7 +106,14 @@ pub(crate) fn attention(
     else {
         return None;
     };
-    if v.size() != k.size() || kb != batch || kd != dim || k.stride()[3] != 1 || v.stride()[3] != 1
+    if v.size() != k.size()
+        || kb != batch
+        || kd != dim
+        || batch == 0
+        || kv_heads == 0
+        || len == 0
+        || k.stride()[3] != 1
+        || v.stride()[3] != 1
     {
         return None;
     }
@@ -148,10 +163,20 @@ pub(crate) fn attention(
 pub(crate) struct TorchThreads(Option<i32>);
 
 impl TorchThreads {
+    /// For a pass over `ids`: one thread when it is a decoding step, else no change.
     pub(crate) fn for_step(ids: &Tensor) -> Self {
-        let skinny = matches!(ids.size().as_slice(), &[b, 1] if b as usize <= MAX_ROWS);
+        if matches!(ids.size().as_slice(), &[b, 1] if b as usize <= MAX_ROWS) {
+            Self::one()
+        } else {
+            Self(None)
+        }
+    }
+
+    /// One thread until dropped. Held over a whole decoding loop, it also spares each step's
+    /// switch (libtorch rebuilds a thread pool whenever the count changes).
+    pub(crate) fn one() -> Self {
         let before = tch::get_num_threads();
-        if !skinny || before <= 1 {
+        if before <= 1 {
             return Self(None);
         }
         tch::set_num_threads(1);
