@@ -9,7 +9,14 @@ generated tok/s = (tokens(N) - tokens(1)) / (wall(N) - wall(1)), with tokens cou
 model's own tokenizer on the answers written to the result file. Peak RSS is /usr/bin/time's.
 Each figure is the median of --repeats runs; the machine is shared, so read the ratios.
 
+A second table compares the prefill: prompt tokens/s and time to the first token, which cannot
+be told apart from start-up from outside, so each side is timed in-process: swift-rs by its own
+summary (`swift infer --max_new_tokens 1`, time from the batch's start to its first token), and
+ms-swift by timing its TransformersEngine's `infer(..., max_tokens=1)` on the same prompts and
+batches after one warm-up call (its time includes applying the template; tokens from its usage).
+
     python3 scripts/bench_infer_peer.py [--repeats 3] [--new-tokens 128] [--dtypes float32]
+                                        [--prefill-only]
 """
 import argparse
 import json
@@ -83,6 +90,57 @@ def measure(make_cmd, env, work, new_tokens, batch, dtype, repeats, tokenizer):
     return statistics.median(rates), statistics.median(rsses)
 
 
+PEER_PREFILL = r"""
+import json, statistics, sys, time
+import torch
+from swift.infer_engine import InferRequest, RequestConfig, TransformersEngine
+model, dtype, batch, repeats, prompts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+rows = [json.loads(l)["messages"] for l in open(prompts)]
+engine = TransformersEngine(model, torch_dtype=getattr(torch, dtype), model_type="llama",
+                            template_type="chatml", max_batch_size=batch)
+cfg = RequestConfig(max_tokens=1, temperature=0)
+engine.infer([InferRequest(messages=rows[0])], cfg, use_tqdm=False)  # warm-up
+ttfts, rates = [], []
+for _ in range(repeats):
+    total_s, tokens, batches = 0.0, 0, 0
+    for i in range(0, len(rows), batch):
+        reqs = [InferRequest(messages=m) for m in rows[i:i + batch]]
+        t0 = time.perf_counter()
+        out = engine.infer(reqs, cfg, use_tqdm=False)
+        total_s += time.perf_counter() - t0
+        tokens += sum(r.usage.prompt_tokens for r in out)
+        batches += 1
+    ttfts.append(total_s / batches)
+    rates.append(tokens / total_s)
+print(json.dumps({"ttft_s": statistics.median(ttfts), "prompt_tokens_per_s": statistics.median(rates)}))
+"""
+
+
+def ours_prefill(prompts, work, batch, dtype, repeats):
+    """swift-rs's own summary of `--max_new_tokens 1` runs: median TTFT and prompt tokens/s."""
+    ttfts, rates = [], []
+    for _ in range(repeats):
+        cmd = ours(prompts, os.path.join(work, "prefill.jsonl"), 1, batch, dtype)
+        cmd[cmd.index("--log-level") + 1] = "info"
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+        summary = json.loads(proc.stderr[proc.stderr.rindex('{"'):].splitlines()[0])
+        ttfts.append(summary["time_to_first_token_s"])
+        rates.append(summary["prompt_tokens_per_s"])
+    return statistics.median(ttfts), statistics.median(rates)
+
+
+def peer_prefill(peer_python, prompts, batch, dtype, repeats):
+    proc = subprocess.run([peer_python, "-c", PEER_PREFILL, MODEL, dtype, str(batch), str(repeats),
+                           prompts], env=dict(os.environ, **PEER_ENV), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"ms-swift prefill timing failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return r["ttft_s"], r["prompt_tokens_per_s"]
+
+
 # llama.cpp's batch-1 generation on this model and machine (PEER.md, llama-bench -t 2): the
 # memory-bandwidth bound that batch-1 figures are reported against (F16 stands in for bf16).
 BOUND = {"float32": 40.4, "bfloat16": 49.0}
@@ -93,6 +151,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--dtypes", default="float32")
+    ap.add_argument("--prefill-only", action="store_true", help="only the prefill table")
     args = ap.parse_args()
     from tokenizers import Tokenizer  # from the reference venv
 
@@ -107,9 +166,11 @@ def main():
                 f.write(json.dumps({"messages": [{"role": "user", "content": q}]}) + "\n")
         env_ours = dict(os.environ)
         env_peer = dict(os.environ, **PEER_ENV)
-        print(f"{'dtype':<9} {'batch':>5} {'swift-rs tok/s':>15} {'ms-swift tok/s':>15} {'ratio':>6} "
-              f"{'swift-rs MiB':>13} {'ms-swift MiB':>13} {'RSS ratio':>9} {'of bound':>8}")
-        for dtype in args.dtypes.split():
+        if not args.prefill_only:
+            print(f"{'dtype':<9} {'batch':>5} {'swift-rs tok/s':>15} {'ms-swift tok/s':>15} "
+                  f"{'ratio':>6} {'swift-rs MiB':>13} {'ms-swift MiB':>13} {'RSS ratio':>9} "
+                  f"{'of bound':>8}")
+        for dtype in [] if args.prefill_only else args.dtypes.split():
             for batch in (1, 8):
                 a, a_rss = measure(lambda o, n, b, d: ours(prompts, o, n, b, d), env_ours, work,
                                    args.new_tokens, batch, dtype, args.repeats, tokenizer)
@@ -118,6 +179,14 @@ def main():
                 share = f"{a / BOUND[dtype]:.0%}" if batch == 1 and dtype in BOUND else "-"
                 print(f"{dtype:<9} {batch:>5} {a:>15.1f} {p:>15.1f} {a / p:>6.2f} {a_rss:>13.0f} "
                       f"{p_rss:>13.0f} {a_rss / p_rss:>9.2f} {share:>8}", flush=True)
+        print(f"\n{'dtype':<9} {'batch':>5} {'swift-rs prompt tok/s':>22} {'ms-swift prompt tok/s':>22} "
+              f"{'ratio':>6} {'swift-rs TTFT ms':>17} {'ms-swift TTFT ms':>17} {'ratio':>6}")
+        for dtype in args.dtypes.split():
+            for batch in (1, 8):
+                a_ttft, a_rate = ours_prefill(prompts, work, batch, dtype, args.repeats)
+                p_ttft, p_rate = peer_prefill(peer_python, prompts, batch, dtype, args.repeats)
+                print(f"{dtype:<9} {batch:>5} {a_rate:>22.1f} {p_rate:>22.1f} {a_rate / p_rate:>6.2f} "
+                      f"{a_ttft * 1e3:>17.1f} {p_ttft * 1e3:>17.1f} {a_ttft / p_ttft:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":
