@@ -486,6 +486,9 @@ fn batch(
     let (mut rows, mut prompt_tokens, mut generated) = (0usize, 0usize, 0usize);
     // Time to the first token of each batch (the prefill) and the rest (decoding).
     let (mut prefill_s, mut decode_s, mut batches) = (0.0f64, 0.0f64, 0usize);
+    // Each batch's time to first token, in order (the first batch's includes libtorch's
+    // first-call set-up; benchmarks read the later ones).
+    let mut ttfts: Vec<f64> = Vec::new();
     let mut pending: Vec<(Vec<Message>, Option<String>, Vec<i64>)> = Vec::new();
     let mut flush = |pending: &mut Vec<(Vec<Message>, Option<String>, Vec<i64>)>,
                      w: &mut BufWriter<std::fs::File>|
@@ -509,6 +512,7 @@ fn batch(
         let total = t0.elapsed().as_secs_f64();
         let ttft = first.unwrap_or(total);
         prefill_s += ttft;
+        ttfts.push(ttft);
         decode_s += total - ttft;
         batches += 1;
         for ((messages, reference, _), r) in pending.drain(..).zip(results) {
@@ -564,6 +568,7 @@ fn batch(
         "generated_tokens": generated,
         "seconds": secs,
         "time_to_first_token_s": prefill_s / batches.max(1) as f64,
+        "time_to_first_token_per_batch_s": ttfts,
         "prompt_tokens_per_s": prompt_tokens as f64 / prefill_s.max(1e-9),
         "generated_tokens_per_s": generated as f64 / secs.max(1e-9),
         "decode_tokens_per_s": decoded as f64 / decode_s.max(1e-9),
