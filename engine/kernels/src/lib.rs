@@ -11,7 +11,7 @@
 //! weights in float32 ([`Weights::F32`]) or bfloat16 ([`Weights::Bf16`], widened to float32 in
 //! registers; activations and the accumulation stay float32). x86-64 machines with AVX2 and FMA
 //! take the vector path (detected at run time); others a portable loop. The weight rows are split
-//! between the caller and the kernel's own worker threads ([`pool`]). The model crate decides
+//! between the caller and the kernel's own worker threads (src/pool.rs). The model crate decides
 //! when to use it (CPU, no autograd, few rows) and falls back to libtorch otherwise.
 //!
 //! [`decode_attention`] is the other half of a decoding step: one new query position per row
@@ -139,7 +139,8 @@ pub fn skinny_matmul(
 #[derive(Clone, Copy)]
 pub(crate) struct SharedOut(pub(crate) *mut f32, pub(crate) usize);
 
-// SAFETY: only used by `skinny_matmul`'s tasks, each on a stretch no other task touches.
+// SAFETY: only used by this crate's tasks (`skinny_matmul`, `decode_attention`), each writing a
+// stretch no other task touches.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 

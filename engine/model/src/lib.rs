@@ -350,6 +350,16 @@ impl LoadedModel {
         self.device
     }
 
+    /// Whether decoding steps run their products on the CPU kernels (then libtorch is kept to
+    /// one thread for them): a float32 or bfloat16 CPU model with no quantized slot (float16
+    /// and quantized slots multiply in libtorch, which wants its threads).
+    pub(crate) fn decodes_on_kernels(&self) -> bool {
+        self.device == Device::Cpu
+            && self.slots.values().all(|s| {
+                s.quantized.is_none() && matches!(s.weight.kind(), Kind::Float | Kind::BFloat16)
+            })
+    }
+
     pub fn kind(&self) -> Kind {
         self.kind
     }
@@ -450,7 +460,9 @@ impl LoadedModel {
         cache: &mut KvCache,
     ) -> Result<Tensor, ModelError> {
         let _guard = tch::no_grad_guard();
-        let _threads = (self.device == Device::Cpu).then(|| skinny::TorchThreads::for_step(ids));
+        let _threads = self
+            .decodes_on_kernels()
+            .then(|| skinny::TorchThreads::for_step(ids));
         self.forward_inner(ids, mask, cache)
     }
 
