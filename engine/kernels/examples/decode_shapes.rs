@@ -2,7 +2,7 @@
 //! projection) at 1, 4 and 8 rows, in float32 and bfloat16: `cargo run --release -p
 //! swift-kernels --example decode_shapes`. With `--cached`, it instead repeats one 576 × 576
 //! float32 matrix that stays in cache, for the kernel's arithmetic rate without memory traffic
-//! (per CPU second, which a shared machine disturbs least; `SWIFT_KERNEL=avx2|portable`
+//! (per CPU second, which a shared machine disturbs least; `SWIFT_KERNEL=avx2-vl|avx2|portable`
 //! picks the kernel). A quick look at the kernel alone; the real figures come from
 //! `scripts/bench_infer.sh`.
 

@@ -39,6 +39,20 @@ pub struct DecodeShape {
     pub len: usize,
 }
 
+impl DecodeShape {
+    /// How many values a cache view of this shape with these strides spans from its first
+    /// element to its last (the length its `data` must have).
+    pub fn span(&self, batch_stride: usize, head_stride: usize, pos_stride: usize) -> usize {
+        if self.batch == 0 || self.kv_heads == 0 || self.len == 0 {
+            return 0;
+        }
+        (self.batch - 1) * batch_stride
+            + (self.kv_heads - 1) * head_stride
+            + (self.len - 1) * pos_stride
+            + self.dim
+    }
+}
+
 /// `out[b, h] = softmax(scale · q[b, h] · K[b, g]ᵀ) · V[b, g]` with `g = h / (heads / kv_heads)`,
 /// over the positions where `valid[b * len + pos]` holds (all when `valid` is None). `q` and
 /// `out` are `[batch, heads, dim]`. A row with no valid position gets zeros.
@@ -58,12 +72,7 @@ pub fn decode_attention(
         dim,
         len,
     } = shape;
-    let reach = |c: &CacheView<'_>| {
-        (batch.max(1) - 1) * c.batch_stride
-            + (kv_heads.max(1) - 1) * c.head_stride
-            + (len.max(1) - 1) * c.pos_stride
-            + dim
-    };
+    let reach = |c: &CacheView<'_>| shape.span(c.batch_stride, c.head_stride, c.pos_stride);
     if kv_heads == 0
         || heads % kv_heads != 0
         || q.len() != batch * heads * dim

@@ -119,24 +119,6 @@ pub(crate) fn attention(
     }
     let q = q.f_contiguous().ok()?;
     let out = Tensor::f_empty([batch, heads, 1, dim], (Kind::Float, Device::Cpu)).ok()?;
-    let view = |t: &Tensor| -> Option<CacheView<'_>> {
-        let st: Vec<usize> = t.stride().iter().map(|&s| s as usize).collect();
-        let [b, h, p, _] = [st[0], st[1], st[2], st[3]];
-        let reach = (batch - 1) as usize * b
-            + (kv_heads - 1) as usize * h
-            + (len - 1) as usize * p
-            + dim as usize;
-        // SAFETY: a CPU float32 view whose elements all lie within `reach` of its first one
-        // (its strides and sizes above); the tensor lives until the end of this function and
-        // nothing writes it meanwhile.
-        let data = unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, reach) };
-        Some(CacheView {
-            data,
-            batch_stride: b,
-            head_stride: h,
-            pos_stride: p,
-        })
-    };
     let shape = DecodeShape {
         batch: batch as usize,
         heads: heads as usize,
@@ -144,13 +126,28 @@ pub(crate) fn attention(
         dim: dim as usize,
         len: len as usize,
     };
+    let view = |t: &Tensor| -> CacheView<'_> {
+        let st: Vec<usize> = t.stride().iter().map(|&s| s as usize).collect();
+        let (b, h, p) = (st[0], st[1], st[2]);
+        // SAFETY: a CPU float32 view whose elements all lie within `span` of its first one
+        // (its strides and sizes above); the tensor lives until the end of this function and
+        // nothing writes it meanwhile.
+        let data =
+            unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, shape.span(b, h, p)) };
+        CacheView {
+            data,
+            batch_stride: b,
+            head_stride: h,
+            pos_stride: p,
+        }
+    };
     let scale = scale.unwrap_or(1.0 / (dim as f64).sqrt()) as f32;
     // SAFETY: `q` and `out` are contiguous float32 CPU tensors of `batch * heads * dim` values.
     let ok = unsafe {
         let n = (batch * heads * dim) as usize;
         let qs = std::slice::from_raw_parts(q.data_ptr() as *const f32, n);
         let os = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n);
-        decode_attention(qs, view(k)?, view(v)?, valid, shape, scale, os).is_ok()
+        decode_attention(qs, view(k), view(v), valid, shape, scale, os).is_ok()
     };
     ok.then_some(out)
 }
