@@ -10,7 +10,7 @@ use swift_train::lora::{LoraInit, LoraVariant};
 use swift_train::trainer::LisaConfig;
 use swift_train::{Lora, LoraConfig};
 
-use crate::commands::sft::SftSettings;
+use swift_spec::TunerArgs;
 use tch::Tensor;
 
 /// What attaching produced.
@@ -59,7 +59,7 @@ pub fn attach(
     model: &mut swift_model::LoadedModel,
     record: &TunerRecord,
     targets: &[String],
-    flags: &SftSettings,
+    flags: &TunerArgs,
     llamapro_new_layers: &[usize],
 ) -> Result<Attached> {
     let option = |key: &str| record.options.get(key).filter(|v| !v.is_null());
