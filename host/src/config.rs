@@ -10,32 +10,47 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, FromArgMatches};
+use clap::{ArgMatches, Args, FromArgMatches};
 use figment::providers::{Env, Format, Json, Serialized, Toml, Yaml};
 use figment::Figment;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
+use swift_spec::CommandSpec;
 
-/// A command's specification: clap's parse of `matches` (defaults filled in), under the config
-/// file and `SWIFT_*` variables, under the flags given on the command line.
+/// A command's specification: clap's defaults, under the config file and `SWIFT_*` variables,
+/// under the flags given on the command line; with the set of flags the user set (given on the
+/// command line, or set elsewhere to a value other than the default) recorded in it.
 pub fn spec<T>(matches: &ArgMatches, config_file: Option<&Path>) -> Result<T>
 where
-    T: FromArgMatches + Serialize + DeserializeOwned,
+    T: Args + FromArgMatches + Serialize + DeserializeOwned + CommandSpec,
 {
-    let parsed = T::from_arg_matches(matches)?;
-    let full = serde_json::to_value(&parsed)?;
-    let Value::Object(all) = &full else {
+    let defaults = {
+        let m = T::augment_args(clap::Command::new("defaults"))
+            .no_binary_name(true)
+            .try_get_matches_from(Vec::<String>::new())?;
+        serde_json::to_value(T::from_arg_matches(&m)?)?
+    };
+    let parsed = serde_json::to_value(T::from_arg_matches(matches)?)?;
+    let (Value::Object(all), Value::Object(default_map)) = (&parsed, &defaults) else {
         bail!("internal: a specification did not serialise to an object");
+    };
+    let on_command_line = |k: &str| {
+        matches.try_get_raw(k).is_ok() && matches.value_source(k) == Some(ValueSource::CommandLine)
     };
     let given: serde_json::Map<String, Value> = all
         .iter()
-        .filter(|(k, _)| {
-            matches.try_get_raw(k).is_ok()
-                && matches.value_source(k) == Some(ValueSource::CommandLine)
-        })
+        .filter(|(k, _)| on_command_line(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    layered(full, config_file, Value::Object(given))
+    let mut spec: T = layered(defaults.clone(), config_file, Value::Object(given))?;
+    let resolved = serde_json::to_value(&spec)?;
+    let set = default_map
+        .iter()
+        .filter(|(k, v)| on_command_line(k) || resolved.get(k.as_str()) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    spec.given_mut().0 = set;
+    Ok(spec)
 }
 
 /// Builds `T` from `defaults` (a JSON object), the config file, the environment and `flags`.
@@ -201,6 +216,10 @@ mod tests {
             "the default where nothing else speaks"
         );
         assert_eq!(s.trainer.lr_scheduler_type, "cosine");
+        for set in ["lora_rank", "seed", "learning_rate", "lora_alpha"] {
+            assert!(s.given.contains(set), "{set} was set");
+        }
+        assert!(!s.given.contains("lora_dropout"));
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct TrainSpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub trainer: TrainerArgs,
+    /// The flags the user set (filled by the host; not a flag, not in `args.json`).
+    #[cfg_attr(feature = "cli", arg(skip))]
+    #[serde(skip)]
+    pub given: crate::GivenFlags,
 }
 
 /// `swift rlhf`: every training flag plus the preference ones.
@@ -93,6 +97,10 @@ pub struct InferSpec {
     pub nll_file: Option<PathBuf>,
     #[cfg_attr(feature = "cli", arg(long, hide = true, default_value_t = 192))]
     pub nll_tokens: usize,
+    /// The flags the user set (filled by the host; not a flag, not in `args.json`).
+    #[cfg_attr(feature = "cli", arg(skip))]
+    #[serde(skip)]
+    pub given: crate::GivenFlags,
 }
 
 /// `swift deploy`.
@@ -111,6 +119,10 @@ pub struct DeploySpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub server: ServerArgs,
+    /// The flags the user set (filled by the host; not a flag, not in `args.json`).
+    #[cfg_attr(feature = "cli", arg(skip))]
+    #[serde(skip)]
+    pub given: crate::GivenFlags,
 }
 
 /// `swift export`: merge adapters, convert from/to GGUF (and Ollama), quantize.
@@ -175,6 +187,10 @@ pub struct ExportSpec {
     /// Where the model runs while quantizing: auto, cpu, cuda or cuda:N.
     #[cfg_attr(feature = "cli", arg(long, default_value = "auto"))]
     pub device: String,
+    /// The flags the user set (filled by the host; not a flag, not in `args.json`).
+    #[cfg_attr(feature = "cli", arg(skip))]
+    #[serde(skip)]
+    pub given: crate::GivenFlags,
 }
 
 /// `swift encode`: rows encoded with a template, for people debugging a template or a dataset.
@@ -206,4 +222,44 @@ pub struct EncodeSpec {
     /// Print one JSON line per row: input_ids, labels, loss_scale.
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = crate::parse_bool))]
     pub json: Option<bool>,
+    /// The flags the user set (filled by the host; not a flag, not in `args.json`).
+    #[cfg_attr(feature = "cli", arg(skip))]
+    #[serde(skip)]
+    pub given: crate::GivenFlags,
+}
+
+impl crate::CommandSpec for TrainSpec {
+    fn given_mut(&mut self) -> &mut crate::GivenFlags {
+        &mut self.given
+    }
+}
+
+impl crate::CommandSpec for InferSpec {
+    fn given_mut(&mut self) -> &mut crate::GivenFlags {
+        &mut self.given
+    }
+}
+
+impl crate::CommandSpec for DeploySpec {
+    fn given_mut(&mut self) -> &mut crate::GivenFlags {
+        &mut self.given
+    }
+}
+
+impl crate::CommandSpec for ExportSpec {
+    fn given_mut(&mut self) -> &mut crate::GivenFlags {
+        &mut self.given
+    }
+}
+
+impl crate::CommandSpec for EncodeSpec {
+    fn given_mut(&mut self) -> &mut crate::GivenFlags {
+        &mut self.given
+    }
+}
+
+impl crate::CommandSpec for RlhfSpec {
+    fn given_mut(&mut self) -> &mut crate::GivenFlags {
+        &mut self.train.given
+    }
 }

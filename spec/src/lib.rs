@@ -12,6 +12,8 @@
 //! The engine (swift-pipeline) takes these structs fully resolved; it knows nothing of clap.
 //! Names follow ms-swift's (snake_case in files, kebab-case or snake_case on the command line).
 
+use std::collections::BTreeSet;
+
 mod commands;
 mod groups;
 
@@ -43,4 +45,31 @@ pub fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
         });
     }
     Ok(())
+}
+
+/// The flags a user set (on the command line, in the `--config` file or a `SWIFT_*` variable) to
+/// a value other than its default: what the engine checks before refusing a flag that cannot
+/// apply to the run it was asked for. Not part of `args.json` (the values are).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GivenFlags(pub BTreeSet<String>);
+
+impl GivenFlags {
+    /// Whether `flag` (snake_case, as in `args.json`) was set.
+    pub fn contains(&self, flag: &str) -> bool {
+        self.0.contains(flag)
+    }
+
+    /// Refuses the first of `flags` that was set: `--FLAG does not apply WHY`.
+    pub fn refuse(&self, flags: &[&str], why: &str) -> Result<(), String> {
+        match flags.iter().find(|f| self.contains(f)) {
+            Some(f) => Err(format!("--{f} does not apply {why}: drop it")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A command's specification, as the host fills it.
+pub trait CommandSpec {
+    /// Where the host records which flags the user set.
+    fn given_mut(&mut self) -> &mut GivenFlags;
 }

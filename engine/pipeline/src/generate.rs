@@ -35,6 +35,7 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
     if args.max_batch_size == 0 {
         bail!("--max_batch_size must be at least 1");
     }
+    check_flags(args)?;
     let adapters = Adapters::resolve(args.model.model.as_deref(), &args.adapters)?;
     let report = adapters.with_plugins(plugins).load()?;
     let regs = &report.registries;
@@ -56,6 +57,21 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
     let template_name = args.template.template.clone().or(adapters.template.clone());
     // A reward model (value head) scores instead of generating.
     if let Some(head) = crate::score::find_head(&bundle, &adapters.dirs)? {
+        args.given
+            .refuse(
+                &[
+                    "max_new_tokens",
+                    "temperature",
+                    "top_k",
+                    "top_p",
+                    "repetition_penalty",
+                    "seed",
+                    "stop_words",
+                    "stream",
+                ],
+                "to a reward model (it scores instead of generating)",
+            )
+            .map_err(anyhow::Error::msg)?;
         let template = bundle.template(regs, template_name.as_deref())?;
         return crate::score::run(args, bundle, template, head, regs);
     }
@@ -114,6 +130,30 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         args.max_batch_size,
         args.max_length,
     )
+}
+
+/// Refuses the flags that cannot apply to what `swift infer` was asked.
+fn check_flags(args: &InferSpec) -> Result<()> {
+    let g = &args.given;
+    let msg = anyhow::Error::msg;
+    if args.adapters.is_empty() {
+        g.refuse(&["merge_lora"], "without --adapters")
+            .map_err(msg)?;
+    }
+    if args.val_dataset.is_empty() {
+        g.refuse(
+            &["max_batch_size"],
+            "to the interactive chat (it batches --val_dataset rows)",
+        )
+        .map_err(msg)?;
+    } else {
+        g.refuse(
+            &["stream"],
+            "with --val_dataset (it streams the interactive chat)",
+        )
+        .map_err(msg)?;
+    }
+    Ok(())
 }
 
 /// What generating needs, bundled.

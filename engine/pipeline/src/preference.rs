@@ -85,6 +85,59 @@ impl PreferenceExt for PreferenceArgs {
     }
 }
 
+/// The preference flags that cannot apply to this `--rlhf_type` with its built-in loss,
+/// refused by name (a plugin's loss reads what it reads: its flags all pass).
+fn check_flags(spec: &RlhfSpec) -> Result<()> {
+    let g = &spec.train.given;
+    let r = &spec.preference;
+    let msg = anyhow::Error::msg;
+    g.refuse(
+        &["rows_per_pass", "packing_strategy"],
+        "to swift rlhf (pairs are scored --rlhf_chunk_size sequences at a time)",
+    )
+    .map_err(msg)?;
+    if r.loss_type.is_some() && !matches!(r.rlhf_type.as_str(), "dpo" | "cpo" | "simpo" | "orpo") {
+        // kto and rm have one built-in loss each; a plugin's loss may read any of them.
+        return Ok(());
+    }
+    let reads: &[&str] = match r.rlhf_type.as_str() {
+        "dpo" => &["beta", "label_smoothing", "rpo_alpha"],
+        "orpo" => &["beta"],
+        "simpo" => &["beta", "label_smoothing", "simpo_gamma", "cpo_alpha"],
+        "cpo" => &["beta", "label_smoothing", "cpo_alpha"],
+        "kto" => &["beta", "desirable_weight", "undesirable_weight"],
+        "rm" => &["center_rewards_coefficient"],
+        _ => return Ok(()),
+    };
+    let all = [
+        "beta",
+        "label_smoothing",
+        "rpo_alpha",
+        "simpo_gamma",
+        "cpo_alpha",
+        "desirable_weight",
+        "undesirable_weight",
+    ];
+    let unread: Vec<&str> = all.into_iter().filter(|f| !reads.contains(f)).collect();
+    g.refuse(&unread, &format!("to --rlhf_type {}", r.rlhf_type))
+        .map_err(msg)?;
+    if r.rlhf_type == "kto" {
+        g.refuse(
+            &["rlhf_chunk_size"],
+            "to --rlhf_type kto (its rows are scored in one pass)",
+        )
+        .map_err(msg)?;
+    }
+    if r.rlhf_type == "rm" {
+        g.refuse(
+            &["ref_model"],
+            "to --rlhf_type rm (a reward model has no reference)",
+        )
+        .map_err(msg)?;
+    }
+    Ok(())
+}
+
 /// The final assistant answer of a row.
 fn final_answer(row: &StandardRow) -> Option<&str> {
     row.messages
@@ -110,12 +163,20 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     let mut s: TrainSpec = spec.train.clone();
     let s = &mut s;
     let r = &spec.preference;
+    crate::train::check_flags(s, false)?;
+    check_flags(spec)?;
     // Preference data trains only the final answer (ms-swift's rlhf default).
     let loss_scale = s
         .encoding
         .loss_scale
         .get_or_insert_with(|| "last_round".into())
         .clone();
+    if r.disable_dropout && s.given.contains("lora_dropout") {
+        bail!(
+            "--lora_dropout {} would be switched off by --disable_dropout (true by default for preference training, as in TRL): pass --disable_dropout false to train with dropout",
+            s.tuner.lora_dropout
+        );
+    }
     if r.disable_dropout && s.tuner.lora_dropout > 0.0 {
         tracing::info!(
             "LoRA dropout off for preference training (--disable_dropout true, as TRL does)"
@@ -175,6 +236,19 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
             } else {
                 "reads log-probabilities"
             },
+        );
+    }
+    if r.ref_model.is_some() && !loss_record.reference {
+        bail!(
+            "--ref_model does not apply to loss `{}` ({}): it needs no reference model, drop it",
+            loss_record.name,
+            loss_provenance
+        );
+    }
+    if spec.train.given.contains("disable_dropout") && p.tuner_record.adapter() != "lora" {
+        bail!(
+            "--disable_dropout does not apply to tuner `{}`: only LoRA adapters have dropout here, drop it",
+            p.tuner_name
         );
     }
     match r.center_rewards_coefficient {

@@ -140,6 +140,41 @@ pub fn prepare(s: &TrainSpec, plugins: &PluginSettings, loss_scale: &str) -> Res
     })
 }
 
+/// Refuses the training flags that cannot apply to this run (sft and pt; rlhf adds its own).
+pub fn check_flags(s: &TrainSpec, pretrain: bool) -> Result<()> {
+    let g = &s.given;
+    let msg = anyhow::Error::msg;
+    if pretrain {
+        g.refuse(&["loss_scale"], "to swift pt (it trains on every token)")
+            .map_err(msg)?;
+    }
+    if !s.trainer.packing {
+        g.refuse(&["packing_strategy"], "without --packing")
+            .map_err(msg)?;
+    }
+    if !s.validation.val_dataset.is_empty() {
+        g.refuse(
+            &["split_dataset_ratio"],
+            "with --val_dataset (the validation rows come from it)",
+        )
+        .map_err(msg)?;
+    } else if s.validation.split_dataset_ratio <= 0.0 {
+        g.refuse(
+            &["eval_steps"],
+            "without validation rows (pass --val_dataset or --split_dataset_ratio)",
+        )
+        .map_err(msg)?;
+    }
+    if s.quant.quant_method.is_none() {
+        g.refuse(
+            &["quant_bits"],
+            "without --quant_method (QLoRA's quantizer)",
+        )
+        .map_err(msg)?;
+    }
+    Ok(())
+}
+
 /// `rows` in the seeded order of `--dataset_shuffle` (unchanged when it is off).
 pub fn shuffle_rows<T>(rows: Vec<T>, s: &TrainSpec) -> Vec<T> {
     if !s.trainer.dataset_shuffle {
@@ -186,6 +221,7 @@ pub fn attach_tuner(s: &TrainSpec, p: &mut Prepared) -> Result<Tuned> {
         &p.tuner_record,
         &targets,
         &s.tuner,
+        &s.given,
         &p.llamapro_new_layers,
     )
     .with_context(|| format!("tuner `{tuner_name}` ({})", p.tuner_provenance))?;
@@ -381,6 +417,7 @@ fn encode_rows(
 /// `swift sft` (`pretrain = false`) or `swift pt` (`pretrain = true`).
 pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<TrainSummary> {
     let command = if pretrain { "pt" } else { "sft" };
+    check_flags(s, pretrain)?;
     // Settings errors before anything loads.
     s.trainer
         .packing_strategy

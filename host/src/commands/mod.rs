@@ -21,7 +21,11 @@ impl Ctx<'_> {
     /// The command's specification, layered (crate::config::spec).
     pub fn spec<T>(&self) -> anyhow::Result<T>
     where
-        T: clap::FromArgMatches + serde::Serialize + serde::de::DeserializeOwned,
+        T: clap::Args
+            + clap::FromArgMatches
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + swift_spec::CommandSpec,
     {
         crate::config::spec(self.matches, self.global.config.as_deref())
     }

@@ -19,6 +19,7 @@ use swift_registry::PluginSettings;
 /// `swift export`; returns the lines the command prints (the paths it wrote, or the
 /// quantization summary).
 pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Vec<String>> {
+    check_flags(args)?;
     if let Some(gguf) = &args.from_gguf {
         return from_gguf(gguf, args);
     }
@@ -82,6 +83,79 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Vec<String>> {
     }
     printed.push(out.display().to_string());
     Ok(printed)
+}
+
+/// The flags of each kind of export; a flag of another kind is refused by name.
+const QUANT_FLAGS: &[&str] = &[
+    "quant_method",
+    "quant_bits",
+    "dataset",
+    "group_size",
+    "quant_n_samples",
+    "max_length",
+    "act_order",
+    "bnb_4bit_quant_type",
+    "bnb_4bit_use_double_quant",
+    "device",
+];
+const MERGE_GGUF_FLAGS: &[&str] = &[
+    "adapters",
+    "merge_lora",
+    "to_gguf",
+    "gguf_type",
+    "to_ollama",
+    "template",
+];
+
+fn check_flags(args: &ExportSpec) -> Result<()> {
+    let g = &args.given;
+    let msg = anyhow::Error::msg;
+    if args.from_gguf.is_some() {
+        g.refuse(&["model"], "with --from_gguf").map_err(msg)?;
+        g.refuse(QUANT_FLAGS, "with --from_gguf").map_err(msg)?;
+        return g
+            .refuse(
+                MERGE_GGUF_FLAGS,
+                "with --from_gguf (it takes only --output_dir)",
+            )
+            .map_err(msg);
+    }
+    if let Some(m) = &args.quant.quant_method {
+        g.refuse(
+            MERGE_GGUF_FLAGS,
+            "with --quant_method (a quantized folder is written on its own: export it in a separate command)",
+        )
+        .map_err(msg)?;
+        let calibrated = matches!(m.as_str(), "gptq" | "awq");
+        if !calibrated {
+            g.refuse(
+                &["dataset", "quant_n_samples", "max_length"],
+                &format!("to --quant_method {m} (only gptq and awq calibrate)"),
+            )
+            .map_err(msg)?;
+        }
+        if m != "gptq" {
+            g.refuse(&["act_order"], &format!("to --quant_method {m} (gptq's)"))
+                .map_err(msg)?;
+        }
+        if m != "bnb" {
+            g.refuse(
+                &["bnb_4bit_quant_type", "bnb_4bit_use_double_quant"],
+                &format!("to --quant_method {m} (bnb's)"),
+            )
+            .map_err(msg)?;
+        }
+        return Ok(());
+    }
+    g.refuse(
+        QUANT_FLAGS,
+        "without --quant_method (merging and GGUF export run on the CPU, unquantized)",
+    )
+    .map_err(msg)?;
+    if !args.to_gguf.unwrap_or(false) && !args.to_ollama.unwrap_or(false) {
+        g.refuse(&["gguf_type"], "without --to_gguf").map_err(msg)?;
+    }
+    Ok(())
 }
 
 /// `swift_template` of a model folder's config.json (written by `--merge_lora`).
