@@ -20,11 +20,6 @@ fn sft(args: &[&str]) -> String {
     ok(swift1(&[&["sft"], args].concat()))
 }
 
-/// Last-position logits and greedy tokens from `swift infer`'s diagnostic.
-fn swift_logits(extra: &[&str], ids: &str, greedy: usize) -> (Vec<f64>, Value) {
-    infer_logits(extra, ids, greedy)
-}
-
 #[test]
 fn lora_loss_falls_and_the_run_folder_is_complete() {
     let tmp = tempfile::tempdir().unwrap();
@@ -127,8 +122,8 @@ fn lora_loss_falls_and_the_run_folder_is_complete() {
     assert_eq!(keys.len(), 2 * 7 * 2, "2 layers x 7 slots x (A, B)");
     assert!(keys.contains(&"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".into()));
     // The adapter changes the model.
-    let (base, _) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
-    let (tuned, _) = swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3,4", 1);
+    let (base, _) = infer_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
+    let (tuned, _) = infer_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3,4", 1);
     assert!(max_abs_diff(&base, &tuned) > 1e-3);
 }
 
@@ -239,8 +234,8 @@ fn full_fine_tuning_saves_a_model_folder() {
     ] {
         assert!(ck.join(f).is_file(), "{f} missing");
     }
-    let (base, _) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3", 1);
-    let (tuned, _) = swift_logits(&["--model", ck.to_str().unwrap()], "1,2,3", 1);
+    let (base, _) = infer_logits(&["--model", tiny().to_str().unwrap()], "1,2,3", 1);
+    let (tuned, _) = infer_logits(&["--model", ck.to_str().unwrap()], "1,2,3", 1);
     assert!(max_abs_diff(&base, &tuned) > 1e-3);
 }
 
@@ -318,7 +313,7 @@ fn check_peft(python: &Path, base: &Path, ckpt: &Path, ids: &str, greedy: usize)
     assert!(v["lora_modules"].as_u64().unwrap() > 0);
     let peft = floats(&v["last_logits"]);
     let base_logits = floats(&v["base_last_logits"]);
-    let (ours, greedy_ours) = swift_logits(&["--adapters", ckpt.to_str().unwrap()], ids, greedy);
+    let (ours, greedy_ours) = infer_logits(&["--adapters", ckpt.to_str().unwrap()], ids, greedy);
     let scale = max_abs(&peft).max(1.0);
     let d = max_abs_diff(&peft, &ours);
     assert!(
@@ -440,8 +435,8 @@ fn lora_trains_the_example_plugins_family_with_no_tuner_code_in_it() {
     );
     // infer reloads the recorded plugin: no --plugin-dir needed.
     let ck = run.join("checkpoint-10");
-    let (tuned, _) = swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3", 1);
-    let (base, _) = swift_logits(
+    let (tuned, _) = infer_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3", 1);
+    let (base, _) = infer_logits(
         &[
             "--plugin-dir",
             plugins.path().to_str().unwrap(),
@@ -715,8 +710,8 @@ fn llamapro_adds_zero_blocks_that_leave_the_output_unchanged_then_trains_only_th
     let ck = frozen.join("checkpoint-1");
     let cfg = read_json(&ck.join("config.json"));
     assert_eq!(cfg["num_hidden_layers"], 4);
-    let (base, base_greedy) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 6);
-    let (expanded, greedy) = swift_logits(&["--model", ck.to_str().unwrap()], "1,2,3,4", 6);
+    let (base, base_greedy) = infer_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 6);
+    let (expanded, greedy) = infer_logits(&["--model", ck.to_str().unwrap()], "1,2,3,4", 6);
     let scale = base.iter().fold(1.0f64, |m, x| m.max(x.abs()));
     assert!(max_abs_diff(&base, &expanded) < 1e-5 * scale);
     assert_eq!(base_greedy, greedy);
@@ -837,13 +832,13 @@ fn infer_merge_lora_folds_lora_and_dora_into_the_weights_with_the_same_output() 
         let run = tiny_run(tmp.path(), tuner, tuner, "3", &["--learning_rate", "1e-2"]);
         let ck = run.join("checkpoint-3");
         let (hooked, greedy_hooked) =
-            swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3,4", 6);
-        let (merged, greedy_merged) = swift_logits(
+            infer_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3,4", 6);
+        let (merged, greedy_merged) = infer_logits(
             &["--adapters", ck.to_str().unwrap(), "--merge_lora", "true"],
             "1,2,3,4",
             6,
         );
-        let (base, _) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
+        let (base, _) = infer_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
         let scale = hooked.iter().fold(1.0f64, |m, x| m.max(x.abs()));
         assert!(max_abs_diff(&hooked, &merged) < 1e-4 * scale, "{tuner}");
         assert!(
@@ -898,8 +893,8 @@ fn modules_to_save_train_whole_layers_that_peft_and_the_merge_agree_on() {
             assert!(changed(table, head), "the copies are not tied");
         }
         check_peft(&python, &base, &ck, "1,2,3,4,5", 8);
-        let (on_the_fly, greedy) = swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3", 6);
-        let (folded, greedy_folded) = swift_logits(
+        let (on_the_fly, greedy) = infer_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3", 6);
+        let (folded, greedy_folded) = infer_logits(
             &["--adapters", ck.to_str().unwrap(), "--merge_lora", "true"],
             "1,2,3",
             6,
@@ -918,7 +913,7 @@ fn modules_to_save_train_whole_layers_that_peft_and_the_merge_agree_on() {
         ]));
         let mcfg = read_json(&merged.join("config.json"));
         assert_eq!(mcfg["tie_word_embeddings"], false);
-        let (m, greedy_merged) = swift_logits(&["--model", merged.to_str().unwrap()], "1,2,3", 6);
+        let (m, greedy_merged) = infer_logits(&["--model", merged.to_str().unwrap()], "1,2,3", 6);
         assert!(max_abs_diff(&on_the_fly, &m) < 1e-4);
         assert_eq!(greedy, greedy_merged);
         if name == "head" {
