@@ -9,107 +9,15 @@
 //! * With a batch of one row and a queue of one, a third request is refused with 503 at once;
 //!   Ctrl-C (SIGINT) lets a streamed request in flight finish, then the server exits cleanly.
 //!
-//! Prints "skipped: ..." when the Python virtualenv is missing.
+//! Needs the reference virtualenv (`openai`); fails saying how to install it when missing.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const MAX_TOKENS: usize = 24;
-
-fn tiny() -> PathBuf {
-    workspace_root().join("tests/fixtures/models/llama")
-}
-
-fn venv_python() -> Option<PathBuf> {
-    let cache = std::env::var_os("SWIFT_RS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
-        });
-    let p = cache.join("venv/bin/python");
-    if p.is_file() {
-        Some(p)
-    } else {
-        println!("skipped: {} is missing (run make setup)", p.display());
-        None
-    }
-}
-
-/// A running `swift deploy`; killed if a test fails before stopping it.
-struct Server {
-    child: Child,
-    base_url: String,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(swift_bin())
-            .arg("deploy")
-            .args(args)
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .env_remove("SWIFT_PLUGIN_PATH")
-            .env_remove("RUST_LOG")
-            .env("OMP_NUM_THREADS", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("swift deploy starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reading the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from swift deploy: {line:?}"))
-            .to_string();
-        Server {
-            child,
-            base_url: format!("{addr}/v1"),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits (up to 60 s) for the server to exit; its exit status.
-    fn wait(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "swift deploy did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn interrupt(&self) {
-        let ok = Command::new("kill")
-            .args(["-INT", &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn client(python: &Path, args: &[&str]) {
     let script = workspace_root().join("tests/deploy_client.py");
@@ -129,47 +37,34 @@ fn client(python: &Path, args: &[&str]) {
 
 /// Trains a LoRA adapter on the tiny model for a few steps (answers it learns: fixed phrases).
 fn train_adapter(dir: &Path) -> PathBuf {
-    let mut text = String::new();
-    for (q, a) in [
+    let pairs: Vec<(&str, &str)> = [
         ("hi", "hello there friend"),
         ("name a color", "blue is a color"),
         ("what is two plus two", "four is the answer"),
-    ] {
-        for _ in 0..4 {
-            text.push_str(
-                &json!({"messages": [
-                    {"role": "user", "content": q},
-                    {"role": "assistant", "content": a}
-                ]})
-                .to_string(),
-            );
-            text.push('\n');
-        }
-    }
-    let data = dir.join("train.jsonl");
-    std::fs::write(&data, text).unwrap();
-    let out = ok(swift_env(
-        &[
-            "sft",
-            "--model",
-            tiny().to_str().unwrap(),
-            "--dataset",
-            data.to_str().unwrap(),
-            "--output_dir",
-            dir.join("run").to_str().unwrap(),
-            "--max_steps",
-            "10",
-            "--learning_rate",
-            "5e-2",
-            "--lora_rank",
-            "8",
-            "--per_device_train_batch_size",
-            "4",
-            "--save_steps",
-            "10",
-        ],
-        &[("OMP_NUM_THREADS", "1")],
-    ));
+    ]
+    .iter()
+    .flat_map(|&p| [p; 4])
+    .collect();
+    let data = write_chat(&dir.join("train.jsonl"), &pairs);
+    let out = ok(swift1(&[
+        "sft",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--output_dir",
+        dir.join("run").to_str().unwrap(),
+        "--max_steps",
+        "10",
+        "--learning_rate",
+        "5e-2",
+        "--lora_rank",
+        "8",
+        "--per_device_train_batch_size",
+        "4",
+        "--save_steps",
+        "10",
+    ]));
     PathBuf::from(
         out.trim()
             .lines()
@@ -197,17 +92,13 @@ fn infer(dir: &Path, rows: &Path, extra: &[&str], name: &str) -> Vec<Value> {
         "1",
     ];
     args.extend_from_slice(extra);
-    ok(swift_env(&args, &[("OMP_NUM_THREADS", "1")]));
-    std::fs::read_to_string(&result)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    ok(swift1(&args));
+    read_jsonl(&result)
 }
 
 #[test]
 fn openai_client_against_the_server() {
-    let Some(python) = venv_python() else { return };
+    let python = reference_python(&["openai"]);
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = train_adapter(tmp.path());
 
@@ -222,15 +113,13 @@ fn openai_client_against_the_server() {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                        "required": ["city"]}}}]);
     let tool_messages = json!([{"role": "user", "content": "weather in Paris?"}]);
-    let mut rows = String::new();
-    for q in queries {
-        rows.push_str(&json!({"messages": [{"role": "user", "content": q}]}).to_string());
-        rows.push('\n');
-    }
-    rows.push_str(&json!({"messages": tool_messages, "tools": tools}).to_string());
-    rows.push('\n');
-    let rows_path = tmp.path().join("queries.jsonl");
-    std::fs::write(&rows_path, rows).unwrap();
+    let rows_path = write_jsonl(
+        &tmp.path().join("queries.jsonl"),
+        queries
+            .iter()
+            .map(|q| user_row(q))
+            .chain([json!({"messages": tool_messages, "tools": tools})]),
+    );
     let base = infer(tmp.path(), &rows_path, &[], "base");
     let adapted = infer(
         tmp.path(),
@@ -289,7 +178,7 @@ fn openai_client_against_the_server() {
 
 #[test]
 fn full_queue_is_refused_and_ctrl_c_drains() {
-    let Some(python) = venv_python() else { return };
+    let python = reference_python(&["openai"]);
     let mut server = Server::start(&[
         "--model",
         tiny().to_str().unwrap(),
@@ -313,33 +202,18 @@ fn full_queue_is_refused_and_ctrl_c_drains() {
 
 #[test]
 fn bad_flags_are_clear_errors() {
-    let o = swift(&[
-        "deploy",
-        "--model",
-        tiny().to_str().unwrap(),
-        "--adapters",
-        "x=/no/such/adapter",
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("not a LoRA checkpoint"),
-        "{}",
-        stderr(&o)
+    let model = tiny();
+    let m = model.to_str().unwrap();
+    assert_fails(
+        swift(&["deploy", "--model", m, "--adapters", "x=/no/such/adapter"]),
+        &["not a LoRA checkpoint"],
     );
-    let o = swift(&["deploy", "--model", "/no/such/model"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("no such file or folder"),
-        "{}",
-        stderr(&o)
+    assert_fails(
+        swift(&["deploy", "--model", "/no/such/model"]),
+        &["no such file or folder"],
     );
-    let o = swift(&[
-        "deploy",
-        "--model",
-        tiny().to_str().unwrap(),
-        "--infer_backend",
-        "vllm",
-    ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("vllm"), "{}", stderr(&o));
+    assert_fails(
+        swift(&["deploy", "--model", m, "--infer_backend", "vllm"]),
+        &["vllm"],
+    );
 }

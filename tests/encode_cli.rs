@@ -1,11 +1,11 @@
 //! End-to-end tests of `swift encode` through the real binary, on the real Qwen3 and Llama-3
-//! tokenizers and LLaMA-Factory demo sets (skipped with a message when `make setup` has not
-//! fetched them): generation prompts match the tokenizer's own chat template, `--json` and
+//! tokenizers and LLaMA-Factory demo sets (which `make setup` fetches; a test fails saying so
+//! when they are missing): generation prompts match the tokenizer's own chat template, `--json` and
 //! `--show` outputs, truncation counts, and errors that say what to do.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
+use crate::common::*;
 use serde_json::Value;
 use swift_plugin_api::{Message, StandardRow};
 use swift_template::jinja::JinjaTemplate;
@@ -13,42 +13,6 @@ use swift_template::{Tokenizer, IGNORE_INDEX};
 // Link the built-in plugins so the registries this test loads hold the demo datasets.
 use swift_plugin_datasets as _;
 use swift_plugin_templates as _;
-
-fn cache() -> PathBuf {
-    std::env::var_os("SWIFT_RS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/swift-rs")
-        })
-}
-
-fn asset(rel: &str) -> Option<PathBuf> {
-    let p = cache().join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        println!("skipped: {} is missing (run `make setup`)", p.display());
-        None
-    }
-}
-
-fn swift(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_swift"))
-        .args(args)
-        .env("SWIFT_PLUGIN_PATH", "")
-        .output()
-        .expect("swift runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "swift failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
-}
 
 fn json_lines(stdout: &str) -> Vec<Value> {
     stdout
@@ -80,19 +44,12 @@ fn rows_file(dir: &std::path::Path) -> (PathBuf, Vec<StandardRow>) {
     (path, rows)
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("swift-encode-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn generation_prompts_match_the_chat_template_end_to_end() {
-    let Some(tok_path) = asset("assets/tokenizers/qwen3/tokenizer.json") else {
-        return;
-    };
-    let dir = tempdir("gen");
-    let (file, rows) = rows_file(&dir);
+    let tok_path = tokenizer("qwen3");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (file, rows) = rows_file(dir);
     let tok = Tokenizer::from_file(&tok_path).unwrap();
     let chat = JinjaTemplate::new(tok.chat_template.as_deref().unwrap()).unwrap();
     for (template, thinking) in [
@@ -115,8 +72,7 @@ fn generation_prompts_match_the_chat_template_end_to_end() {
         if thinking == Some(false) {
             args.extend(["--enable_thinking", "false"]);
         }
-        let out = swift(&args);
-        let lines = json_lines(&ok(&out));
+        let lines = json_lines(&ok(swift(&args)));
         assert_eq!(lines.len(), rows.len());
         for (line, row) in lines.iter().zip(&rows) {
             let mut prompt: Vec<Message> = row.messages.clone();
@@ -150,17 +106,11 @@ fn generation_prompts_match_the_chat_template_end_to_end() {
             );
         }
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn registered_datasets_encode_as_llama3_inference_prompts() {
-    let Some(tok_path) = asset("assets/tokenizers/llama3/tokenizer.json") else {
-        return;
-    };
-    if asset("assets/llamafactory/data/alpaca_en_demo.json").is_none() {
-        return;
-    }
+    let tok_path = tokenizer("llama3");
     let tok = Tokenizer::from_file(&tok_path).unwrap();
     let header = tok
         .encode("<|start_header_id|>assistant<|end_header_id|>\n\n")
@@ -172,13 +122,13 @@ fn registered_datasets_encode_as_llama3_inference_prompts() {
         "--template",
         "llama3",
         "--dataset",
-        "alpaca-en-demo#5",
+        demo("alpaca-en-demo#5"),
         "--generation-prompt",
         "true",
         "--json",
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let lines = json_lines(&ok(&out));
+    let stderr = stderr(&out);
+    let lines = json_lines(&ok(out));
     assert_eq!(lines.len(), 5);
     for line in &lines {
         let input: Vec<u32> = ids(line, "input_ids")
@@ -198,11 +148,10 @@ fn registered_datasets_encode_as_llama3_inference_prompts() {
 
 #[test]
 fn show_marks_trained_spans_and_truncation_is_counted() {
-    let Some(tok_path) = asset("assets/tokenizers/qwen3/tokenizer.json") else {
-        return;
-    };
-    let dir = tempdir("show");
-    let (file, _) = rows_file(&dir);
+    let tok_path = tokenizer("qwen3");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (file, _) = rows_file(dir);
     let out = swift(&[
         "encode",
         "--tokenizer",
@@ -215,7 +164,7 @@ fn show_marks_trained_spans_and_truncation_is_counted() {
         "--loss_scale",
         "hermes",
     ]);
-    let text = ok(&out);
+    let text = ok(out);
     assert!(text.contains("[[Hello!<|im_end|>\n]]{1.0}"), "{text}");
     assert!(
         text.contains("[[<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>]]{2.0}"),
@@ -241,8 +190,8 @@ fn show_marks_trained_spans_and_truncation_is_counted() {
         "--max_length",
         "60",
     ]);
-    let lines = json_lines(&ok(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
+    let lines = json_lines(&ok(out));
     assert_eq!(lines.len(), 1, "the long tool row is deleted");
     assert!(
         stderr.contains("1 rows longer than --max_length 60 deleted"),
@@ -262,26 +211,20 @@ fn show_marks_trained_spans_and_truncation_is_counted() {
         "--truncation_strategy",
         "left",
     ]);
-    let lines = json_lines(&ok(&out));
+    let lines = json_lines(&ok(out));
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| ids(l, "input_ids").len() <= 60));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn errors_say_what_to_do() {
-    let Some(tok_path) = asset("assets/tokenizers/qwen3/tokenizer.json") else {
-        return;
-    };
-    let dir = tempdir("err");
-    let (file, _) = rows_file(&dir);
+    let tok_path = tokenizer("qwen3");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (file, _) = rows_file(dir);
     let tok = tok_path.to_str().unwrap();
     let f = file.to_str().unwrap();
-    let err = |args: &[&str]| {
-        let out = swift(args);
-        assert!(!out.status.success(), "{args:?} should fail");
-        String::from_utf8_lossy(&out.stderr).to_string()
-    };
+    let err = |args: &[&str]| assert_fails(swift(args), &[]);
     let e = err(&[
         "encode",
         "--tokenizer",
@@ -333,7 +276,6 @@ fn errors_say_what_to_do() {
         e.contains("no chat_template") && e.contains("--template"),
         "{e}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The Must-show comparison through the real data path: rows as the dataset crate reads and
@@ -380,15 +322,7 @@ fn react_text(row: &StandardRow) -> Vec<Message> {
 
 #[test]
 fn registered_demo_sets_match_the_chat_templates_through_the_binary() {
-    let (Some(qwen3), Some(llama3)) = (
-        asset("assets/tokenizers/qwen3/tokenizer.json"),
-        asset("assets/tokenizers/llama3/tokenizer.json"),
-    ) else {
-        return;
-    };
-    if asset("assets/llamafactory/data/alpaca_en_demo.json").is_none() {
-        return;
-    }
+    let (qwen3, llama3) = (tokenizer("qwen3"), tokenizer("llama3"));
     // (tokenizer, template, generation prompt, tools written as react text for the reference)
     let cases = [
         (&qwen3, "qwen3", false, false),
@@ -399,7 +333,11 @@ fn registered_demo_sets_match_the_chat_templates_through_the_binary() {
     for (tok_path, template, gen, react) in cases {
         let tok = Tokenizer::from_file(tok_path).unwrap();
         let chat = JinjaTemplate::new(tok.chat_template.as_deref().unwrap()).unwrap();
-        for name in ["alpaca-en-demo", "glaive-toolcall-en-demo", "dpo-en-demo"] {
+        for name in [
+            demo("alpaca-en-demo"),
+            demo("glaive-toolcall-en-demo"),
+            demo("dpo-en-demo"),
+        ] {
             let rows = dataset_rows(name);
             let mut args = vec![
                 "encode",
@@ -414,7 +352,7 @@ fn registered_demo_sets_match_the_chat_templates_through_the_binary() {
             if gen {
                 args.push("--generation_prompt");
             }
-            let lines = json_lines(&ok(&swift(&args)));
+            let lines = json_lines(&ok(swift(&args)));
             assert_eq!(lines.len(), rows.len(), "{template} {name}");
             for (i, (line, row)) in lines.iter().zip(&rows).enumerate() {
                 let text = if gen {
@@ -448,11 +386,10 @@ fn registered_demo_sets_match_the_chat_templates_through_the_binary() {
 
 #[test]
 fn a_text_plugin_template_encodes_with_bos_eos_placeholders() {
-    let Some(tok_path) = asset("assets/tokenizers/llama3/tokenizer.json") else {
-        return;
-    };
-    let dir = tempdir("textplugin");
-    let (file, _) = rows_file(&dir);
+    let tok_path = tokenizer("llama3");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (file, _) = rows_file(dir);
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::write(
@@ -480,10 +417,9 @@ suffix = "{{EOS}}"
         file.to_str().unwrap(),
         "--show",
     ]);
-    let text = ok(&out);
+    let text = ok(out);
     assert!(
         text.contains("<|begin_of_text|><sys>Be brief.</sys><user>Hi</user><bot>[[Hello!<|end_of_text|>]]{1.0}"),
         "{text}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -2,27 +2,11 @@
 //! ASSETS.md becomes a Hugging Face folder with the figures of its metadata, and bad input is one
 //! clear error that leaves no folder behind.
 
-mod common;
-
-use std::path::PathBuf;
-
-use common::*;
-use serde_json::Value;
-
-fn smollm_gguf() -> Option<PathBuf> {
-    let cache = std::env::var_os("SWIFT_RS_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/swift-rs")))?;
-    let p = cache.join("assets/SmolLM2-135M-Instruct.Q4_1.gguf");
-    p.is_file().then_some(p)
-}
+use crate::common::*;
 
 #[test]
 fn smollm_gguf_converts_to_a_hugging_face_folder() {
-    let Some(gguf) = smollm_gguf() else {
-        println!("skipped: SmolLM2 GGUF not in the asset cache (run make setup)");
-        return;
-    };
+    let gguf = smollm2_gguf();
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("smollm");
     let printed = ok(swift(&[
@@ -42,8 +26,7 @@ fn smollm_gguf_converts_to_a_hugging_face_folder() {
     ] {
         assert!(dir.join(f).is_file(), "{f} written");
     }
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&dir.join("config.json"));
     assert_eq!(config["architectures"][0], "LlamaForCausalLM");
     assert_eq!(config["num_hidden_layers"], 30);
     assert_eq!(config["hidden_size"], 576);
@@ -53,9 +36,7 @@ fn smollm_gguf_converts_to_a_hugging_face_folder() {
     assert_eq!(config["vocab_size"], 49152);
     assert_eq!(config["tie_word_embeddings"], true);
     assert_eq!(config["rope_theta"].as_f64(), Some(100000.0));
-    let tok_config: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap())
-            .unwrap();
+    let tok_config = read_json(&dir.join("tokenizer_config.json"));
     let template = tok_config["chat_template"]
         .as_str()
         .expect("chat template carried over");
@@ -64,9 +45,7 @@ fn smollm_gguf_converts_to_a_hugging_face_folder() {
         "{template}"
     );
     // 134,515,008 parameters in float32, plus the safetensors header.
-    let size = std::fs::metadata(dir.join("model.safetensors"))
-        .unwrap()
-        .len();
+    let size = file_size(&dir.join("model.safetensors"));
     assert!(
         size > 134_515_008 * 4 && size < 134_515_008 * 4 + 1_000_000,
         "{size}"
@@ -86,9 +65,7 @@ fn a_file_that_is_not_gguf_is_one_clear_error() {
         "--output_dir",
         dir.to_str().unwrap(),
     ]);
-    assert!(!o.status.success());
-    let err = stderr(&o);
-    assert!(err.contains("model.gguf"), "names the file: {err}");
+    assert_fails(o, &["model.gguf"]);
     assert!(
         !dir.join("config.json").exists(),
         "no half-written folder that looks complete"
@@ -99,5 +76,5 @@ fn a_file_that_is_not_gguf_is_one_clear_error() {
         "--from_gguf",
         work.path().join("missing.gguf").to_str().unwrap(),
     ]);
-    assert!(!o.status.success() && stderr(&o).contains("missing.gguf"));
+    assert_fails(o, &["missing.gguf"]);
 }

@@ -14,44 +14,16 @@
 //!   logits when re-imported; exported to q4_1, its tensors are the original's bytes;
 //! * bad input is one clear error.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    workspace_root().join("tests/fixtures/models").join(name)
-}
-
-fn cache() -> PathBuf {
-    std::env::var_os("SWIFT_RS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
-        })
-}
-
-fn venv_python() -> Option<PathBuf> {
-    let p = cache().join("venv/bin/python");
-    if p.is_file() {
-        Some(p)
-    } else {
-        println!("skipped: {} is missing (run make setup)", p.display());
-        None
-    }
-}
 
 /// swift with one thread and its GGUF conversion cache in `cache_dir` (so re-imports are fresh).
 fn swift_in(cache_dir: &Path, args: &[&str]) -> std::process::Output {
     swift_env(
         args,
-        &[
-            ("OMP_NUM_THREADS", "1"),
-            ("SWIFT_RS_CACHE", cache_dir.to_str().unwrap()),
-        ],
+        &[ONE_THREAD, ("SWIFT_RS_CACHE", cache_dir.to_str().unwrap())],
     )
 }
 
@@ -75,54 +47,17 @@ fn export(cache_dir: &Path, model: &Path, ty: &str, out: &Path) -> PathBuf {
 }
 
 fn logits(cache_dir: &Path, model: &Path, ids: &str) -> (Vec<f64>, Value) {
-    let v: Value = serde_json::from_str(
-        ok(swift_in(
-            cache_dir,
-            &[
-                "infer",
-                "--model",
-                model.to_str().unwrap(),
-                "--debug_input_ids",
-                ids,
-                "--debug_greedy_tokens",
-                "6",
-            ],
-        ))
-        .trim(),
+    infer_logits_env(
+        &[ONE_THREAD, ("SWIFT_RS_CACHE", cache_dir.to_str().unwrap())],
+        &["--model", model.to_str().unwrap()],
+        ids,
+        6,
     )
-    .unwrap();
-    let l = v["last_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    (l, v["greedy"].clone())
-}
-
-fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
-}
-
-fn python_json(python: &Path, script: &str, args: &[&Path]) -> Value {
-    let out = Command::new(python)
-        .arg(workspace_root().join("tests/reference").join(script))
-        .args(args)
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
 fn tiny_models_export_to_gguf_that_llama_cpp_tools_read() {
-    let Some(python) = venv_python() else { return };
+    let python = reference_python(&["gguf", "numpy", "safetensors"]);
     let tmp = tempfile::tempdir().unwrap();
     for (name, arch, ty, heads) in [
         ("mistral", "llama", "f32", 4),
@@ -130,13 +65,13 @@ fn tiny_models_export_to_gguf_that_llama_cpp_tools_read() {
         ("qwen2", "qwen2", "q8_0", 4),
         ("mistral", "llama", "q4_0", 4),
     ] {
-        let file = export(tmp.path(), &fixture(name), ty, &tmp.path().join(name));
+        let file = export(tmp.path(), &tiny_model(name), ty, &tmp.path().join(name));
         assert!(
             file.ends_with(format!("{name}-{ty}.gguf")),
             "{}",
             file.display()
         );
-        let v = python_json(&python, "gguf_check.py", &[&file, &fixture(name)]);
+        let v = run_reference(&python, "gguf_check.py", &[&file, &tiny_model(name)]);
         let m = &v["metadata"];
         assert_eq!(m["general.architecture"], arch, "{name}");
         assert_eq!(m[format!("{arch}.block_count")], 2);
@@ -190,15 +125,15 @@ fn f32_exports_reimport_with_the_same_logits_and_quantized_ones_stay_close() {
     // mistral: untied output, no RoPE scaling; llama: tied, Llama-3 RoPE scaling; qwen2: Q/K/V
     // biases, no row permutation.
     for name in ["mistral", "llama", "qwen2"] {
-        let src = fixture(name);
+        let src = tiny_model(name);
         let (want, want_greedy) = logits(tmp.path(), &src, ids);
         let f32_file = export(tmp.path(), &src, "f32", &tmp.path().join(name));
         let (got, got_greedy) = logits(tmp.path(), &f32_file, ids);
         let d = max_abs_diff(&want, &got);
         assert!(d < 1e-4, "{name}: f32 round trip changes logits by {d}");
         assert_eq!(want_greedy, got_greedy, "{name}");
-        let f32_size = std::fs::metadata(&f32_file).unwrap().len();
-        let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let f32_size = file_size(&f32_file);
+        let scale = max_abs(&want);
         // Random tiny models are far more sensitive to rounding than trained ones, so only
         // q8_0 is compared on logits here (q4_0 is checked per tensor against gguf-py above,
         // and on SmolLM2 in the README's figures).
@@ -218,7 +153,7 @@ fn f32_exports_reimport_with_the_same_logits_and_quantized_ones_stay_close() {
                 );
             }
             let ratio = 0.35;
-            let size = std::fs::metadata(&file).unwrap().len();
+            let size = file_size(&file);
             assert!(
                 (size as f64) < ratio * f32_size as f64,
                 "{name} {ty}: {size} bytes vs {f32_size} for f32"
@@ -236,7 +171,7 @@ fn modelfile_comes_from_the_swift_template() {
         &[
             "export",
             "--model",
-            fixture("llama").to_str().unwrap(),
+            tiny_model("llama").to_str().unwrap(),
             "--to_ollama",
             "true",
             "--template",
@@ -269,7 +204,7 @@ PARAMETER stop "<|im_end|>"
         &[
             "export",
             "--model",
-            fixture("llama").to_str().unwrap(),
+            tiny_model("llama").to_str().unwrap(),
             "--to_ollama",
             "--template",
             "llama3",
@@ -288,15 +223,9 @@ fn bad_gguf_exports_are_clear_errors() {
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
     let fails = |args: &[&str], needles: &[&str]| {
-        let r = swift_in(tmp.path(), args);
-        assert!(!r.status.success(), "{args:?} should fail");
-        let err = stderr(&r);
-        for n in needles {
-            assert!(err.contains(n), "{args:?}: {n:?} not in\n{err}");
-        }
-        assert!(!err.contains("panicked"), "{err}");
+        assert_fails(swift_in(tmp.path(), args), needles);
     };
-    let gpt2 = fixture("gpt2");
+    let gpt2 = tiny_model("gpt2");
     fails(
         &[
             "export",
@@ -316,7 +245,7 @@ fn bad_gguf_exports_are_clear_errors() {
         &[
             "export",
             "--model",
-            fixture("llama").to_str().unwrap(),
+            tiny_model("llama").to_str().unwrap(),
             "--to_gguf",
             "--gguf_type",
             "q5_k",
@@ -342,12 +271,9 @@ fn bad_gguf_exports_are_clear_errors() {
 
 #[test]
 fn smollm2_f32_export_equals_the_original_gguf() {
-    let model = cache().join("models/SmolLM2-135M-Instruct");
-    let original = cache().join("assets/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !model.join("model.safetensors").is_file() || !original.is_file() {
-        println!("skipped: SmolLM2 is not in the cache (run make setup)");
-        return;
-    }
+    let model = smollm2();
+    let original = smollm2_gguf();
+    let python = reference_python(&["gguf", "numpy"]);
     let tmp = tempfile::tempdir().unwrap();
     let file = export(tmp.path(), &model, "f32", &tmp.path().join("smol.gguf"));
     // Same logits re-imported as from the folder it was exported from.
@@ -379,8 +305,7 @@ fn smollm2_f32_export_equals_the_original_gguf() {
             t.name
         );
     }
-    let Some(python) = venv_python() else { return };
-    let v = python_json(&python, "gguf_compare.py", &[&original, &file]);
+    let v = run_reference(&python, "gguf_compare.py", &[&original, &file]);
     assert_eq!(v["max_tensor_diff"], 0.0, "{v}");
     for k in [
         "tensors_only_in_original",
@@ -437,7 +362,7 @@ fn gguf_chat_template_renders_like_the_swift_template() {
             &[
                 "export",
                 "--model",
-                fixture("llama").to_str().unwrap(),
+                tiny_model("llama").to_str().unwrap(),
                 "--to_gguf",
                 "--template",
                 t,
@@ -453,16 +378,15 @@ fn gguf_chat_template_renders_like_the_swift_template() {
             .to_owned();
         let copy = tmp.path().join(format!("model-{t}"));
         std::fs::create_dir(&copy).unwrap();
-        for f in std::fs::read_dir(fixture("llama")).unwrap() {
+        for f in std::fs::read_dir(tiny_model("llama")).unwrap() {
             let f = f.unwrap();
             std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
         }
         let cfg_path = copy.join("tokenizer_config.json");
-        let mut cfg: Value =
-            serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        let mut cfg = read_json(&cfg_path);
         cfg["chat_template"] = Value::String(jinja);
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-        let want = ids(&fixture("llama"), t);
+        let want = ids(&tiny_model("llama"), t);
         assert_eq!(want.len(), 2);
         assert_eq!(ids(&copy, "jinja"), want, "template {t}");
     }

@@ -15,12 +15,10 @@
 //! * `SameAsInfer`: `swift deploy` reads the flag through the same group and the same
 //!   swift-pipeline code (`bundle`, the template) as `swift infer`, whose entry shows its effect.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use clap::Args;
-use common::*;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy)]
@@ -545,10 +543,6 @@ fn test_body<'a>(sources: &'a str, name: &str) -> Option<String> {
     Some(text)
 }
 
-fn tiny() -> PathBuf {
-    workspace_root().join("tests/fixtures/models/llama")
-}
-
 /// `--flag VALUE...` for a flag id.
 fn flag_args(flag: &str, values: &[&str]) -> Vec<String> {
     let mut v = vec![format!("--{flag}")];
@@ -633,16 +627,7 @@ fn run_swift(cmd: &str, args: &[String]) -> std::process::Output {
     let mut all = vec![cmd.to_string()];
     all.extend(args.iter().cloned());
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    swift_env(&refs, &[("SWIFT_RS_CACHE", &cache_dir())])
-}
-
-fn cache_dir() -> String {
-    std::env::var("SWIFT_RS_CACHE").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/swift-rs",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    })
+    swift_env(&refs, &[("SWIFT_RS_CACHE", &cache().display().to_string())])
 }
 
 #[test]
@@ -680,12 +665,6 @@ fn refused_flags_are_refused_by_name() {
             );
         }
     }
-}
-
-fn args_json(run: &Path) -> Value {
-    let text = std::fs::read_to_string(run.join("args.json"))
-        .unwrap_or_else(|e| panic!("{}: {e}", run.join("args.json").display()));
-    serde_json::from_str(&text).unwrap()
 }
 
 /// The value `args.json` should hold for `--flag VALUES`.

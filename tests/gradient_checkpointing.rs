@@ -10,54 +10,14 @@
 //! every block's graph when dropout is on (the only way to draw the same dropout masks as the
 //! recomputation, which re-seeds the generator per block).
 
-mod common;
-
-use std::path::{Path, PathBuf};
-
-use common::*;
-use serde_json::Value;
+use crate::common::*;
 use swift_model::LoadedModel;
-use swift_registry::{PluginLoader, PluginSource};
 use swift_train::lora::{LoraInit, LoraVariant};
 use swift_train::{Lora, LoraConfig};
 use tch::{Device, Kind, Tensor};
 
-// The built-in model families are collected with `inventory`: link them into this binary.
-use swift_plugin_models as _;
-
 const FAMILIES: &[&str] = &["llama", "qwen2", "qwen3", "mistral", "gpt2"];
 const TOL: f64 = 1e-5;
-
-/// libtorch's generator is global to the process: the in-process tests take turns with it.
-static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn fixture(name: &str) -> PathBuf {
-    workspace_root().join("tests/fixtures/models").join(name)
-}
-
-/// The family's model for fixture `name`, through the registry and the plugin ABI (the
-/// example plugin provides `gpt2`).
-fn load(name: &str) -> LoadedModel {
-    let plugins = plugin_dir_with(&["swift-example-plugin"]);
-    let report = PluginLoader::new(Vec::<String>::new())
-        .load(&[PluginSource::Dir(plugins.path().to_path_buf())])
-        .expect("plugins load");
-    let dir = fixture(name);
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let mt = config["model_type"].as_str().unwrap();
-    let models = &report.registries.models;
-    let mut entry = models
-        .iter()
-        .find(|e| e.record.model_types.iter().any(|t| t == mt))
-        .unwrap_or_else(|| panic!("no family for model_type {mt}"));
-    while entry.imp.is_none() {
-        let target = entry.record.alias_of.as_deref().expect("an alias");
-        entry = models.resolve(target).unwrap();
-    }
-    let handle = entry.imp.as_ref().unwrap().instantiate(&config).unwrap();
-    LoadedModel::load(&dir, handle, Kind::Float, Device::Cpu).unwrap()
-}
 
 /// Two rows of unequal length (the second right-padded) and their mask.
 fn batch(vocab: i64) -> (Tensor, Tensor) {
@@ -206,11 +166,11 @@ fn check(what: &str, a: &[(String, Tensor)], b: &[(String, Tensor)]) {
 
 #[test]
 fn lora_gradients_with_checkpointing_equal_those_without_dropout_on() {
-    let _turn = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = torch_rng();
     for family in FAMILIES {
         for dora in [false, true] {
             let what = format!("{family} {}", if dora { "DoRA" } else { "LoRA" });
-            let mut model = load(family);
+            let mut model = load_tiny(family);
             assert!(model.supports_checkpointing(), "{family} offers blocks");
             let (lora, params) = attach_lora(&mut model, dora);
             assert!(!params.is_empty());
@@ -250,9 +210,9 @@ fn lora_gradients_with_checkpointing_equal_those_without_dropout_on() {
 
 #[test]
 fn full_fine_tuning_gradients_with_checkpointing_equal_those_without() {
-    let _turn = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = torch_rng();
     for family in FAMILIES {
-        let mut model = load(family);
+        let mut model = load_tiny(family);
         let params = model.make_trainable(&|_| true).unwrap();
         // Every parameter trains: embeddings (tied to the output head in GPT-2), norms, biases.
         assert!(params
@@ -274,42 +234,22 @@ fn full_fine_tuning_gradients_with_checkpointing_equal_those_without() {
     }
 }
 
-fn log_losses(run: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run.join("logging.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r.get("step").is_some())
-        .filter_map(|r| r.get("loss").and_then(Value::as_f64))
-        .collect()
-}
-
 #[test]
 fn sft_with_gradient_checkpointing_trains_with_the_same_losses() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("chat.jsonl");
-    let qa = [
-        ("hi", "hello there"),
-        ("what is two plus two", "four"),
-        (
-            "say something about the weather",
-            "it is sunny and warm today",
-        ),
-        ("ok", "fine"),
-    ];
-    let text: String = qa
-        .iter()
-        .map(|(q, a)| {
-            serde_json::json!({"messages": [
-                {"role": "user", "content": q},
-                {"role": "assistant", "content": a}
-            ]})
-            .to_string()
-                + "\n"
-        })
-        .collect();
-    std::fs::write(&data, text).unwrap();
-    let model = fixture("llama");
+    let data = write_chat(
+        &tmp.path().join("chat.jsonl"),
+        &[
+            ("hi", "hello there"),
+            ("what is two plus two", "four"),
+            (
+                "say something about the weather",
+                "it is sunny and warm today",
+            ),
+            ("ok", "fine"),
+        ],
+    );
+    let model = tiny();
     let run_with = |gc: &str, dropout: &str, name: &str, extra: &[&str]| {
         let out = tmp.path().join(name);
         let mut args = vec![
@@ -334,10 +274,8 @@ fn sft_with_gradient_checkpointing_trains_with_the_same_losses() {
             gc,
         ];
         args.extend_from_slice(extra);
-        ok(swift_env(&args, &[("OMP_NUM_THREADS", "1")]));
-        let args: Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("args.json")).unwrap()).unwrap();
-        (log_losses(&out), args)
+        ok(swift1(&args));
+        (step_losses(&out), args_json(&out))
     };
     let run = |gc: &str, dropout: &str| run_with(gc, dropout, &format!("run-{gc}-{dropout}"), &[]);
     let (plain, _) = run("false", "0");
@@ -377,58 +315,50 @@ fn sft_with_gradient_checkpointing_trains_with_the_same_losses() {
 #[test]
 fn dpo_with_gradient_checkpointing_has_the_same_losses_and_gradient_norms() {
     let dir = tempfile::tempdir().unwrap();
-    let model = fixture("llama");
+    let model = tiny();
     let mut runs = Vec::new();
     for (chunk, gc) in [("1", "false"), ("1", "true"), ("0", "true")] {
         let out = dir.path().join(format!("c{chunk}-{gc}"));
-        ok(swift_env(
-            &[
-                "rlhf",
-                "--model",
-                model.to_str().unwrap(),
-                "--dataset",
-                "dpo-en-demo#8",
-                "--max_length",
-                "96",
-                "--truncation_strategy",
-                "left",
-                "--lora_dropout",
-                "0",
-                "--per_device_train_batch_size",
-                "2",
-                "--gradient_accumulation_steps",
-                "2",
-                "--max_steps",
-                "2",
-                "--learning_rate",
-                "1e-2",
-                "--logging_steps",
-                "1",
-                "--rlhf_chunk_size",
-                chunk,
-                "--gradient_checkpointing",
-                gc,
-                "--output_dir",
-                out.to_str().unwrap(),
-            ],
-            &[("OMP_NUM_THREADS", "1")],
-        ));
-        let recs: Vec<Value> = std::fs::read_to_string(out.join("logging.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|r| r.get("step").is_some() && r.get("loss").is_some())
-            .collect();
+        ok(swift1(&[
+            "rlhf",
+            "--model",
+            model.to_str().unwrap(),
+            "--dataset",
+            demo("dpo-en-demo#8"),
+            "--max_length",
+            "96",
+            "--truncation_strategy",
+            "left",
+            "--lora_dropout",
+            "0",
+            "--per_device_train_batch_size",
+            "2",
+            "--gradient_accumulation_steps",
+            "2",
+            "--max_steps",
+            "2",
+            "--learning_rate",
+            "1e-2",
+            "--logging_steps",
+            "1",
+            "--rlhf_chunk_size",
+            chunk,
+            "--gradient_checkpointing",
+            gc,
+            "--output_dir",
+            out.to_str().unwrap(),
+        ]));
+        let recs = loss_steps(&out);
         assert_eq!(recs.len(), 2);
         runs.push(recs);
     }
     for other in &runs[1..] {
         for (a, b) in runs[0].iter().zip(other) {
             for k in ["loss", "grad_norm", "rewards/margins", "logps/chosen"] {
-                let (x, y) = (a[k].as_f64().unwrap(), b[k].as_f64().unwrap());
+                let (x, y) = (num(a, k), num(b, k));
                 assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{k}: {x} vs {y}");
             }
         }
     }
-    assert!(runs[0][1]["rewards/margins"].as_f64().unwrap().abs() > 1e-4);
+    assert!(num(&runs[0][1], "rewards/margins").abs() > 1e-4);
 }

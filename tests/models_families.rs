@@ -5,40 +5,10 @@
 //! with --plugin-dir. Also: batched generation equals one-by-one, sharded checkpoints, the chat
 //! loop, and one clear error per bad input.
 
-mod common;
-
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
-
-fn model(family: &str) -> PathBuf {
-    workspace_root().join("tests/fixtures/models").join(family)
-}
-
-fn expected(family: &str) -> Value {
-    let text = std::fs::read_to_string(model(family).join("expected.json")).expect("expected.json");
-    serde_json::from_str(&text).expect("JSON")
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect()
-}
-
-fn ids_arg(v: &Value) -> String {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 /// Runs the hidden logits diagnostic and checks it against transformers' numbers.
 fn check_against_transformers(family: &str, model_dir: &Path, extra: &[&str]) {
@@ -55,15 +25,11 @@ fn check_against_transformers(family: &str, model_dir: &Path, extra: &[&str]) {
     );
     args.push(ids_arg(&exp["input_ids"]));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = ok(swift(&args));
-    let got: Value = serde_json::from_str(out.trim()).expect("diagnostic prints JSON");
+    let got = json_out(swift(&args));
     let (want, have) = (floats(&exp["last_logits"]), floats(&got["last_logits"]));
     assert_eq!(want.len(), have.len(), "{family}: vocabulary size");
-    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let worst = want
-        .iter()
-        .zip(&have)
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    let scale = max_abs(&want);
+    let worst = max_abs_diff(&want, &have);
     assert!(
         worst <= 1e-4 * scale,
         "{family}: logits differ by {worst} (scale {scale})"
@@ -77,7 +43,7 @@ fn check_against_transformers(family: &str, model_dir: &Path, extra: &[&str]) {
 #[test]
 fn builtin_families_match_transformers() {
     for family in ["llama", "qwen2", "qwen3", "mistral"] {
-        check_against_transformers(family, &model(family), &[]);
+        check_against_transformers(family, &tiny_model(family), &[]);
     }
 }
 
@@ -87,45 +53,35 @@ fn gpt2_from_the_example_plugin_matches_transformers() {
     let out = swift(&[
         "infer",
         "--model",
-        model("gpt2").to_str().unwrap(),
+        tiny_model("gpt2").to_str().unwrap(),
         "--debug_input_ids",
         "1,2",
     ]);
-    let err = stderr(&out);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("unknown architecture")
-            && err.contains("GPT2LMHeadModel")
-            && err.contains("LlamaForCausalLM"),
-        "{err}"
+    assert_fails(
+        out,
+        &[
+            "unknown architecture",
+            "GPT2LMHeadModel",
+            "LlamaForCausalLM",
+        ],
     );
     let dir = plugin_dir_with(&["swift-example-plugin"]);
     check_against_transformers(
         "gpt2",
-        &model("gpt2"),
+        &tiny_model("gpt2"),
         &["--plugin-dir", dir.path().to_str().unwrap()],
     );
 }
 
-/// Writes `rows` as a JSONL dataset of single user turns.
+/// `queries` as single user turns with reference answers `ref I`, in `dir/q.jsonl`.
 fn write_dataset(dir: &Path, queries: &[&str]) -> PathBuf {
-    let path = dir.join("q.jsonl");
-    let mut text = String::new();
-    for (i, q) in queries.iter().enumerate() {
-        let row = json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": format!("ref {i}")}]});
-        text.push_str(&row.to_string());
-        text.push('\n');
-    }
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn read_results(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    write_jsonl(
+        &dir.join("q.jsonl"),
+        queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| chat_row(q, &format!("ref {i}"))),
+    )
 }
 
 #[test]
@@ -140,7 +96,7 @@ fn batched_generation_equals_one_by_one() {
     let data = write_dataset(work.path(), &queries);
     let run = |family: &str, batch: &str, extra: &[&str]| {
         let out = work.path().join(format!("{family}-{batch}.jsonl"));
-        let dir = model(family);
+        let dir = tiny_model(family);
         let mut args = vec![
             "infer",
             "--model",
@@ -158,7 +114,7 @@ fn batched_generation_equals_one_by_one() {
         ];
         args.extend_from_slice(extra);
         ok(swift(&args));
-        read_results(&out)
+        read_jsonl(&out)
     };
     // Padding: prompts of different lengths share a batch.
     let one = run("qwen2", "1", &[]);
@@ -202,7 +158,7 @@ fn sampling_is_seeded() {
         ok(swift(&[
             "infer",
             "--model",
-            model("llama").to_str().unwrap(),
+            tiny_model("llama").to_str().unwrap(),
             "--template",
             "chatml",
             "--val_dataset",
@@ -222,7 +178,7 @@ fn sampling_is_seeded() {
             "--seed",
             seed,
         ]));
-        read_results(&out)
+        read_jsonl(&out)
             .into_iter()
             .map(|r| r["response"].clone())
             .collect::<Vec<_>>()
@@ -282,33 +238,29 @@ fn shard(src: &Path, dst: &Path) {
 #[test]
 fn sharded_checkpoints_load() {
     let work = tempfile::tempdir().unwrap();
-    shard(&model("mistral"), work.path());
+    shard(&tiny_model("mistral"), work.path());
     check_against_transformers("mistral", work.path(), &[]);
 }
 
 #[test]
 fn bfloat16_runs_close_to_float32() {
     let exp = expected("llama");
-    let out = ok(swift(&[
-        "infer",
-        "--model",
-        model("llama").to_str().unwrap(),
-        "--torch_dtype",
-        "bfloat16",
-        "--device",
-        "cpu",
-        "--debug_input_ids",
+    let (have, _) = infer_logits_env(
+        &[],
+        &[
+            "--model",
+            tiny_model("llama").to_str().unwrap(),
+            "--torch_dtype",
+            "bfloat16",
+            "--device",
+            "cpu",
+        ],
         &ids_arg(&exp["input_ids"]),
-        "--debug_greedy_tokens",
-        "4",
-    ]));
-    let got: Value = serde_json::from_str(out.trim()).unwrap();
-    let (want, have) = (floats(&exp["last_logits"]), floats(&got["last_logits"]));
-    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let worst = want
-        .iter()
-        .zip(&have)
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        4,
+    );
+    let want = floats(&exp["last_logits"]);
+    let scale = max_abs(&want);
+    let worst = max_abs_diff(&want, &have);
     assert!(
         worst <= 0.1 * scale,
         "bfloat16 logits off by {worst} (scale {scale})"
@@ -317,29 +269,19 @@ fn bfloat16_runs_close_to_float32() {
 
 #[test]
 fn chat_keeps_history_and_clears_it() {
-    let mut child = Command::new(swift_bin())
-        .args([
+    let out = swift_input(
+        &[
             "infer",
             "--model",
-            model("qwen3").to_str().unwrap(),
+            tiny_model("qwen3").to_str().unwrap(),
             "--template",
             "chatml",
             "--max_new_tokens",
             "8",
-        ])
-        .env_remove("SWIFT_PLUGIN_PATH")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Hello\nWhat is the capital\n/clear\nHello\n/exit\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        &[],
+        "Hello\nWhat is the capital\n/clear\nHello\n/exit\n",
+    );
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert_eq!(text.matches(">>> ").count(), 3, "{text}");
@@ -357,13 +299,7 @@ fn chat_keeps_history_and_clears_it() {
 fn bad_inputs_give_one_clear_error_each() {
     let work = tempfile::tempdir().unwrap();
     let fail = |args: &[&str], needle: &str| {
-        let out = swift(args);
-        let err = stderr(&out);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(
-            err.contains(needle),
-            "{args:?}: expected `{needle}` in:\n{err}"
-        );
+        let err = assert_fails(swift(args), &[needle]);
         assert_eq!(
             err.lines().filter(|l| l.starts_with("error")).count(),
             1,
@@ -381,16 +317,12 @@ fn bad_inputs_give_one_clear_error_each() {
     );
     let no_weights = work.path().join("no-weights");
     std::fs::create_dir(&no_weights).unwrap();
-    std::fs::copy(
-        model("llama").join("config.json"),
-        no_weights.join("config.json"),
-    )
-    .unwrap();
+    std::fs::copy(tiny().join("config.json"), no_weights.join("config.json")).unwrap();
     fail(
         &["infer", "--model", no_weights.to_str().unwrap()],
         "model.safetensors",
     );
-    let m = model("llama");
+    let m = tiny();
     let m = m.to_str().unwrap();
     fail(
         &[
@@ -441,7 +373,7 @@ fn defaults_family_template_and_position_limit() {
     ok(swift(&[
         "infer",
         "--model",
-        model("llama").to_str().unwrap(),
+        tiny_model("llama").to_str().unwrap(),
         "--val_dataset",
         data.to_str().unwrap(),
         "--result_path",
@@ -449,7 +381,7 @@ fn defaults_family_template_and_position_limit() {
         "--max_new_tokens",
         "4",
     ]));
-    assert_eq!(read_results(&out).len(), 2);
+    assert_eq!(read_jsonl(&out).len(), 2);
     let plugins = plugin_dir_with(&["swift-example-plugin"]);
     let out = work.path().join("gpt2.jsonl");
     ok(swift(&[
@@ -457,7 +389,7 @@ fn defaults_family_template_and_position_limit() {
         plugins.path().to_str().unwrap(),
         "infer",
         "--model",
-        model("gpt2").to_str().unwrap(),
+        tiny_model("gpt2").to_str().unwrap(),
         "--val_dataset",
         data.to_str().unwrap(),
         "--result_path",
@@ -465,7 +397,7 @@ fn defaults_family_template_and_position_limit() {
         "--max_batch_size",
         "2",
     ]));
-    for r in read_results(&out) {
+    for r in read_jsonl(&out) {
         let total = r["prompt_tokens"].as_u64().unwrap() + r["completion_tokens"].as_u64().unwrap();
         assert!(total <= 128, "{r}");
     }

@@ -3,49 +3,21 @@
 //! LLaMA-Factory's wiki_demo.txt is 2.94 ± 0.01, its logits match transformers' (recorded in
 //! tests/fixtures/models/smollm2_expected.json by tests/reference/make_tiny_models.py), and
 //! `swift infer --template chatml --temperature 0` answers the capital question correctly.
-//! Each test prints "skipped: ..." when the cache lacks the asset it needs.
+//! Each test fails, saying how to install it, when the cache lacks the asset it needs.
 
-mod common;
-
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
-fn cache() -> PathBuf {
-    std::env::var_os("SWIFT_RS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
-        })
-}
-
-fn smollm() -> Option<PathBuf> {
-    let dir = cache().join("models/SmolLM2-135M-Instruct");
-    if dir.join("model.safetensors").is_file() {
-        Some(dir)
-    } else {
-        println!("skipped: {} is missing (run make setup)", dir.display());
-        None
-    }
-}
-
-fn expected() -> Value {
-    let path = workspace_root().join("tests/fixtures/models/smollm2_expected.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+/// transformers' numbers for SmolLM2, recorded by tests/reference/make_tiny_models.py.
+fn smollm2_expected() -> Value {
+    read_json(&fixture_file("models/smollm2_expected.json"))
 }
 
 #[test]
 fn nll_on_wiki_demo_is_2_94() {
-    let Some(dir) = smollm() else { return };
-    let wiki = cache().join("assets/llamafactory/data/wiki_demo.txt");
-    if !wiki.is_file() {
-        println!("skipped: {} is missing (run make setup)", wiki.display());
-        return;
-    }
-    let out = ok(swift(&[
+    let dir = smollm2();
+    let wiki = llamafactory_data("wiki_demo.txt");
+    let v = json_out(swift(&[
         "infer",
         "--model",
         dir.to_str().unwrap(),
@@ -54,11 +26,10 @@ fn nll_on_wiki_demo_is_2_94() {
         "--nll_tokens",
         "192",
     ]));
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
     let nll = v["nll"].as_f64().unwrap();
     assert_eq!(v["tokens"], 192);
     assert!((nll - 2.94).abs() <= 0.01, "NLL {nll}");
-    let reference = expected()["nll"].as_f64().unwrap();
+    let reference = smollm2_expected()["nll"].as_f64().unwrap();
     assert!(
         (nll - reference).abs() <= 1e-3,
         "NLL {nll}, transformers {reference}"
@@ -67,30 +38,14 @@ fn nll_on_wiki_demo_is_2_94() {
 
 #[test]
 fn logits_and_greedy_answer_match_transformers() {
-    let Some(dir) = smollm() else { return };
-    let exp = expected();
-    let ids: Vec<String> = exp["prompt_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-    let out = ok(swift(&[
-        "infer",
-        "--model",
-        dir.to_str().unwrap(),
-        "--debug_input_ids",
-        &ids.join(","),
-        "--debug_greedy_tokens",
-        "12",
-    ]));
-    let got: Value = serde_json::from_str(out.trim()).unwrap();
-    let logits: Vec<f64> = got["last_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
+    let dir = smollm2();
+    let exp = smollm2_expected();
+    let (logits, greedy) = infer_logits_env(
+        &[],
+        &["--model", dir.to_str().unwrap()],
+        &ids_arg(&exp["prompt_ids"]),
+        12,
+    );
     let top_ids = exp["top_ids"].as_array().unwrap();
     let top = exp["top_logits"].as_array().unwrap();
     let scale = top[0].as_f64().unwrap().abs();
@@ -102,7 +57,7 @@ fn logits_and_greedy_answer_match_transformers() {
             logits[id]
         );
     }
-    let greedy: Vec<u64> = got["greedy"]
+    let greedy: Vec<u64> = greedy
         .as_array()
         .unwrap()
         .iter()
@@ -120,9 +75,9 @@ fn logits_and_greedy_answer_match_transformers() {
 
 #[test]
 fn chat_answers_the_capital_of_france() {
-    let Some(dir) = smollm() else { return };
-    let mut child = Command::new(swift_bin())
-        .args([
+    let dir = smollm2();
+    let out = swift_input(
+        &[
             "infer",
             "--model",
             dir.to_str().unwrap(),
@@ -132,20 +87,10 @@ fn chat_answers_the_capital_of_france() {
             "0",
             "--max_new_tokens",
             "32",
-        ])
-        .env_remove("SWIFT_PLUGIN_PATH")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"What is the capital of France?\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        &[],
+        "What is the capital of France?\n",
+    );
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert!(
@@ -156,15 +101,11 @@ fn chat_answers_the_capital_of_france() {
 
 #[test]
 fn a_gguf_file_runs_directly() {
-    let gguf = cache().join("assets/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !gguf.is_file() {
-        println!("skipped: {} is missing (run make setup)", gguf.display());
-        return;
-    }
+    let gguf = smollm2_gguf();
     // The converted folder is cached under $SWIFT_RS_CACHE/converted: use a scratch cache.
     let scratch = tempfile::tempdir().unwrap();
-    let mut child = Command::new(swift_bin())
-        .args([
+    let out = swift_input(
+        &[
             "infer",
             "--model",
             gguf.to_str().unwrap(),
@@ -172,21 +113,10 @@ fn a_gguf_file_runs_directly() {
             "chatml",
             "--max_new_tokens",
             "16",
-        ])
-        .env_remove("SWIFT_PLUGIN_PATH")
-        .env("SWIFT_RS_CACHE", scratch.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"What is the capital of France?\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        &[("SWIFT_RS_CACHE", scratch.path().to_str().unwrap())],
+        "What is the capital of France?\n",
+    );
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert!(text.contains("Paris"), "{text}");

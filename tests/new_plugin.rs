@@ -1,11 +1,9 @@
 //! `swift new-plugin` writes a crate that a third party builds exactly as its README says and
 //! that `swift --plugin-dir NAME/target/release list` then loads.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn scaffolded_template_plugin_builds_and_loads() {

@@ -3,9 +3,7 @@
 //! real (garbage file, foreign library, wrong contract, wrong libtorch, wrong layout, panicking
 //! register). A bad plugin found by scanning is one warning; the host carries on.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn list_json(args: &[&str]) -> (Vec<Value>, String) {

@@ -12,25 +12,14 @@
 //! * one clear error each: unknown quantizer, missing calibration set, unsupported bits, unknown
 //!   model family, full fine-tuning over a quantized base.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
-fn tiny() -> PathBuf {
-    workspace_root().join("tests/fixtures/models/llama")
-}
-
-fn expected() -> Value {
-    let p = workspace_root().join("tests/fixtures/quant/expected.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-/// Runs swift with one libtorch thread (the machine is shared).
-fn swift1(args: &[&str]) -> std::process::Output {
-    swift_env(args, &[("OMP_NUM_THREADS", "1")])
+/// The recorded references: logits of transformers on numpy-quantized weights.
+fn quant_expected() -> Value {
+    read_json(&fixture_file("quant/expected.json"))
 }
 
 fn export(model: &Path, out: &Path, flags: &[&str]) -> Value {
@@ -48,56 +37,19 @@ fn export(model: &Path, out: &Path, flags: &[&str]) -> Value {
 }
 
 fn logits(model: &Path, ids: &str) -> Vec<f64> {
-    let v: Value = serde_json::from_str(
-        ok(swift1(&[
-            "infer",
-            "--model",
-            model.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--debug_input_ids",
-            ids,
-            "--debug_greedy_tokens",
-            "1",
-        ]))
-        .trim(),
+    infer_logits(
+        &["--model", model.to_str().unwrap(), "--device", "cpu"],
+        ids,
+        1,
     )
-    .unwrap();
-    floats(&v["last_logits"])
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
-}
-
-fn ids(exp: &Value) -> String {
-    exp["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn file_size(p: &Path) -> u64 {
-    std::fs::metadata(p).unwrap().len()
+    .0
 }
 
 #[test]
 fn bnb_and_rtn_exports_load_and_match_the_numpy_reference() {
     let tmp = tempfile::tempdir().unwrap();
-    let exp = expected();
-    let ids = ids(&exp);
+    let exp = quant_expected();
+    let ids = ids_arg(&exp["input_ids"]);
     let float = floats(&exp["float32"]);
     let float_size = file_size(&tiny().join("model.safetensors"));
     for (name, flags) in [
@@ -139,9 +91,7 @@ fn bnb_and_rtn_exports_load_and_match_the_numpy_reference() {
             (size as f64) <= 0.3 * float_size as f64,
             "{name}: {size} bytes vs float32 {float_size}"
         );
-        let config: Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
-                .unwrap();
+        let config = read_json(&out.join("config.json"));
         let q = &config["quantization_config"];
         assert_eq!(q["bits"], 4, "{q}");
         assert_eq!(q["format"], "swift-rs/packed-v1", "{q}");
@@ -158,29 +108,27 @@ fn bnb_and_rtn_exports_load_and_match_the_numpy_reference() {
 }
 
 fn calibration_file(dir: &Path) -> PathBuf {
-    let p = dir.join("calib.jsonl");
     let words = [
         "the", "weather", "is", "sunny", "and", "warm", "today", "with", "a", "light", "breeze",
         "blue", "color", "four", "hello", "there", "name", "long", "sentence", "west",
     ];
-    let mut text = String::new();
-    for i in 0..12 {
-        let row: Vec<&str> = (0..40)
-            .map(|j| words[(i * 7 + j * 3 + j * j) % words.len()])
-            .collect();
-        text.push_str(&serde_json::json!({ "text": row.join(" ") }).to_string());
-        text.push('\n');
-    }
-    std::fs::write(&p, text).unwrap();
-    p
+    write_jsonl(
+        &dir.join("calib.jsonl"),
+        (0..12).map(|i| {
+            let row: Vec<&str> = (0..40)
+                .map(|j| words[(i * 7 + j * 3 + j * j) % words.len()])
+                .collect();
+            serde_json::json!({ "text": row.join(" ") })
+        }),
+    )
 }
 
 #[test]
 fn gptq_and_awq_calibrate_and_their_exports_load() {
     let tmp = tempfile::tempdir().unwrap();
     let calib = calibration_file(tmp.path());
-    let exp = expected();
-    let ids = ids(&exp);
+    let exp = quant_expected();
+    let ids = ids_arg(&exp["input_ids"]);
     let float = floats(&exp["float32"]);
     let c = calib.to_str().unwrap();
     let common = [
@@ -210,9 +158,7 @@ fn gptq_and_awq_calibrate_and_their_exports_load() {
             ]
             .concat(),
         );
-        let config: Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
-                .unwrap();
+        let config = read_json(&out.join("config.json"));
         assert_eq!(config["quantization_config"]["quant_method"], method);
         assert_eq!(
             config["quantization_config"]["desc_act"],
@@ -260,24 +206,15 @@ fn gptq_and_awq_calibrate_and_their_exports_load() {
 #[test]
 fn qlora_trains_lora_over_a_frozen_4bit_base_and_the_loss_falls() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data.jsonl");
-    let mut text = String::new();
-    for (q, a) in [
-        ("hi", "hello there"),
-        ("what is two plus two", "four"),
-        ("name a color", "blue is a color"),
-        ("ok", "fine"),
-    ] {
-        text.push_str(
-            &serde_json::json!({"messages": [
-                {"role": "user", "content": q},
-                {"role": "assistant", "content": a}
-            ]})
-            .to_string(),
-        );
-        text.push('\n');
-    }
-    std::fs::write(&data, text).unwrap();
+    let data = write_chat(
+        &tmp.path().join("data.jsonl"),
+        &[
+            ("hi", "hello there"),
+            ("what is two plus two", "four"),
+            ("name a color", "blue is a color"),
+            ("ok", "fine"),
+        ],
+    );
     let run = tmp.path().join("run");
     let out = swift1(&[
         "sft",
@@ -317,13 +254,7 @@ fn qlora_trains_lora_over_a_frozen_4bit_base_and_the_loss_falls() {
         "{err}"
     );
     assert!(out.trim().ends_with("checkpoint-10"), "{out}");
-    let losses: Vec<f64> = std::fs::read_to_string(run.join("logging.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r.get("step").is_some())
-        .map(|r| r["loss"].as_f64().unwrap())
-        .collect();
+    let losses: Vec<f64> = steps(&run).iter().map(|r| num(r, "loss")).collect();
     // Every step sees the same batch (4 rows, batch 4, no shuffling).
     assert_eq!(losses.len(), 10);
     assert!(losses[9] < 0.8 * losses[0], "loss did not fall: {losses:?}");
@@ -340,10 +271,7 @@ fn bad_requests_get_one_clear_error_each() {
     let o = tmp.path().join("o");
     let o = o.to_str().unwrap();
     let fails = |args: &[&str], want: &str| {
-        let out = swift1(args);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        let e = stderr(&out);
-        assert!(e.contains(want), "{args:?}: {e}");
+        assert_fails(swift1(args), &[want]);
     };
     fails(
         &[
@@ -411,8 +339,7 @@ fn bad_requests_get_one_clear_error_each() {
     ] {
         std::fs::copy(model.join(f), foo.join(f)).unwrap();
     }
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let mut config = read_json(&model.join("config.json"));
     config["architectures"] = serde_json::json!(["FooForCausalLM"]);
     config["model_type"] = serde_json::json!("foo");
     std::fs::write(foo.join("config.json"), config.to_string()).unwrap();
@@ -462,33 +389,10 @@ fn every_quantizer_is_registered() {
     }
 }
 
-/// One HTTP request over a plain socket; the response body.
-fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let host = addr.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(host).expect("connects");
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_string())
-}
-
 #[test]
 fn deploy_serves_a_quantized_export_like_infer() {
     // The packed folder loads in `swift deploy` as in `swift infer`: the greedy answer of one
     // chat request is the same text.
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("nf4");
     export(
@@ -496,12 +400,7 @@ fn deploy_serves_a_quantized_export_like_infer() {
         &out,
         &["--quant_method", "bnb", "--quant_bits", "4"],
     );
-    let rows = tmp.path().join("q.jsonl");
-    std::fs::write(
-        &rows,
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"hello there\"}]}\n",
-    )
-    .unwrap();
+    let rows = write_jsonl(&tmp.path().join("q.jsonl"), [user_row("hello there")]);
     let result = tmp.path().join("r.jsonl");
     ok(swift1(&[
         "infer",
@@ -516,38 +415,13 @@ fn deploy_serves_a_quantized_export_like_infer() {
         "--temperature",
         "0",
     ]));
-    let line = std::fs::read_to_string(&result).unwrap();
-    let want: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
-    let mut child = std::process::Command::new(swift_bin())
-        .args([
-            "deploy",
-            "--model",
-            out.to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ])
-        .env("OMP_NUM_THREADS", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first.trim().strip_prefix("listening on ").map(String::from);
-    let reply = addr.as_deref().map(|a| {
-        http_post(
-            a,
-            "/v1/chat/completions",
-            r#"{"model": "nf4", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8, "temperature": 0}"#,
-        )
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    let (status, body) = reply.unwrap_or_else(|| panic!("no listening line: {first:?}"));
+    let want = read_jsonl(&result).remove(0);
+    let server = Server::start(&["--model", out.to_str().unwrap()]);
+    let (status, body) = server.post(
+        "/v1/chat/completions",
+        r#"{"model": "nf4", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8, "temperature": 0}"#,
+    );
+    drop(server);
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(

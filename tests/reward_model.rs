@@ -9,62 +9,27 @@
 //! * LoRA reward model: TRL's metric names are logged, the checkpoint holds the head as PEFT's
 //!   `modules_to_save`, `swift infer` scores preference rows and plain rows with it, and peft
 //!   loads it into `AutoModelForSequenceClassification` with no missing or unexpected keys and
-//!   the same scores (when the reference virtualenv is present).
+//!   the same scores (the reference virtualenv is needed: the test fails saying how to install
+//!   it when missing).
 //! * Full reward model of an untied family (qwen2): a `Qwen2ForSequenceClassification` folder
 //!   without an LM head, which transformers loads with no missing or unexpected keys and the
 //!   same scores.
 //! * Bad input is refused clearly.
 
-mod common;
+use std::path::Path;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
-fn fixture(name: &str) -> PathBuf {
-    workspace_root().join("tests/fixtures/models").join(name)
-}
-
-fn venv_python() -> Option<PathBuf> {
-    let cache = std::env::var_os("SWIFT_RS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
-        });
-    let p = cache.join("venv/bin/python");
-    if p.is_file() {
-        Some(p)
-    } else {
-        println!("skipped: {} is missing (run make setup)", p.display());
-        None
-    }
-}
-
+/// transformers' numbers for the tiny llama as a reward model (tests/reference/reward_model.py).
 fn reference() -> Value {
-    let p = workspace_root().join("tests/reference/reward_model.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    read_json(&workspace_root().join("tests/reference/reward_model.json"))
 }
 
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn ids_arg(seqs: &[&Value]) -> String {
+/// Sequences of ids as `1,2;3,4` (the form `--debug_input_ids` takes for a batch).
+fn batch_arg(seqs: &[&Value]) -> String {
     seqs.iter()
-        .map(|s| {
-            s.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+        .map(|s| ids_arg(s))
         .collect::<Vec<_>>()
         .join(";")
 }
@@ -74,16 +39,7 @@ fn swift_scores(args: &[&str], ids: &str) -> Vec<f64> {
     let mut a = vec!["infer"];
     a.extend_from_slice(args);
     a.extend_from_slice(&["--debug_input_ids", ids]);
-    let out = ok(swift(&a));
-    let v: Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
-    floats(&v["scores"])
-}
-
-fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
-    for (g, w) in got.iter().zip(want) {
-        assert!((g - w).abs() <= tol, "{what}: {got:?} vs {want:?}");
-    }
+    floats(&json_out(swift(&a))["scores"])
 }
 
 fn log_sigmoid(x: f64) -> f64 {
@@ -94,7 +50,7 @@ fn log_sigmoid(x: f64) -> f64 {
 /// recorded config.json, the fixture's weights plus the recorded `score.weight`.
 fn reward_folder(dir: &Path, reference: &Value) {
     std::fs::create_dir_all(dir).unwrap();
-    let src = fixture("llama");
+    let src = tiny();
     for f in [
         "tokenizer.json",
         "tokenizer_config.json",
@@ -126,39 +82,13 @@ fn reward_folder(dir: &Path, reference: &Value) {
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
 
-fn run_python(args: &[&str]) -> Value {
-    let python = venv_python().expect("checked by the caller");
-    let script = workspace_root().join("tests/reference/reward_model.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .env("CUDA_VISIBLE_DEVICES", "")
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "reward_model.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim().lines().last().unwrap()).unwrap()
-}
-
-fn steps(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("logging.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r.get("step").is_some())
-        .collect()
-}
-
-fn f(r: &Value, k: &str) -> f64 {
-    r[k].as_f64()
-        .unwrap_or_else(|| panic!("`{k}` missing or not a number in {r}"))
+/// tests/reference/reward_model.py ARGS with the reference virtualenv.
+fn run_python(python: &Path, args: &[&str]) -> Value {
+    let args: Vec<&dyn AsRef<std::ffi::OsStr>> = args
+        .iter()
+        .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
+        .collect();
+    run_reference(python, "reward_model.py", &args)
 }
 
 fn rm(model: &Path, out: &Path, extra: &[&str]) -> String {
@@ -169,7 +99,7 @@ fn rm(model: &Path, out: &Path, extra: &[&str]) -> String {
         "--model",
         model.to_str().unwrap(),
         "--dataset",
-        "dpo-en-demo#8",
+        demo("dpo-en-demo#8"),
         "--max_length",
         "96",
         "--truncation_strategy",
@@ -181,14 +111,6 @@ fn rm(model: &Path, out: &Path, extra: &[&str]) -> String {
     ];
     args.extend_from_slice(extra);
     ok(swift(&args))
-}
-
-fn tensor_names(file: &Path) -> Vec<String> {
-    let bytes = std::fs::read(file).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
-    names.sort();
-    names
 }
 
 /// Fixed sequences a checkpoint is scored on by swift and by transformers.
@@ -215,39 +137,40 @@ fn value_head_and_loss_match_transformers() {
         .chain(floats(&reference["rewards_rejected"]))
         .collect();
     // One padded batch (rows of 5 to 8 tokens), then each sequence alone.
-    let batched = swift_scores(&["--model", m], &ids_arg(&all));
+    let batched = swift_scores(&["--model", m], &batch_arg(&all));
     assert_close(&batched, &want, 1e-4, "padded batch");
     for (s, w) in all.iter().zip(&want) {
-        let alone = swift_scores(&["--model", m], &ids_arg(&[s]));
+        let alone = swift_scores(&["--model", m], &batch_arg(&[s]));
         assert_close(&alone, &[*w], 1e-4, "alone");
     }
     // TRL's RewardTrainer loss of our scores equals its loss of transformers' scores.
     let n = chosen.len();
     let margins: Vec<f64> = (0..n).map(|i| batched[i] - batched[n + i]).collect();
     let loss = -margins.iter().map(|&d| log_sigmoid(d)).sum::<f64>() / n as f64;
-    assert!((loss - f(&reference, "loss")).abs() < 1e-4, "{loss}");
+    assert!((loss - num(&reference, "loss")).abs() < 1e-4, "{loss}");
     let centre = (0..n)
         .map(|i| (batched[i] + batched[n + i]).powi(2))
         .sum::<f64>()
         / n as f64;
     let centred = loss + 0.01 * centre;
-    assert!((centred - f(&reference, "loss_center_0.01")).abs() < 1e-4);
+    assert!((centred - num(&reference, "loss_center_0.01")).abs() < 1e-4);
 
     // Training on top of a reward model starts from its head: with a learning rate of 0 the
     // checkpoint's head is the folder's.
     let run = dir.path().join("run");
     rm(&model, &run, &["--max_steps", "1", "--learning_rate", "0"]);
     let ck = run.join("checkpoint-1");
-    let again = swift_scores(&["--adapters", ck.to_str().unwrap()], &ids_arg(&all));
+    let again = swift_scores(&["--adapters", ck.to_str().unwrap()], &batch_arg(&all));
     assert_close(&again, &want, 1e-4, "head read from --model");
 }
 
 #[test]
 fn lora_reward_model_trains_saves_the_head_and_scores_pairs() {
+    let python = reference_python(&["transformers", "peft"]);
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let printed = rm(
-        &fixture("llama"),
+        &tiny(),
         &run,
         &["--max_steps", "4", "--learning_rate", "1e-2", "--seed", "7"],
     );
@@ -256,21 +179,18 @@ fn lora_reward_model_trains_saves_the_head_and_scores_pairs() {
     let steps = steps(&run);
     assert_eq!(steps.len(), 4);
     for s in &steps {
-        let (c, r) = (f(s, "rewards/chosen"), f(s, "rewards/rejected"));
+        let (c, r) = (num(s, "rewards/chosen"), num(s, "rewards/rejected"));
         // One pair per step: the logged loss is -log σ(r_c - r_r) of the logged rewards.
-        assert!((f(s, "loss") + log_sigmoid(c - r)).abs() < 1e-5, "{s}");
-        assert!((f(s, "rewards/margins") - (c - r)).abs() < 1e-6, "{s}");
-        assert_eq!(f(s, "rewards/accuracies"), if c > r { 1.0 } else { 0.0 });
+        assert!((num(s, "loss") + log_sigmoid(c - r)).abs() < 1e-5, "{s}");
+        assert!((num(s, "rewards/margins") - (c - r)).abs() < 1e-6, "{s}");
+        assert_eq!(num(s, "rewards/accuracies"), if c > r { 1.0 } else { 0.0 });
         assert!(s.get("logps/chosen").is_none(), "scores are not log-probs");
     }
-    let args: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    let args = args_json(&run);
     assert_eq!(args["loss_type"], "bradley_terry");
     assert_eq!(args["rlhf_type"], "rm");
     // PEFT's layout for a SEQ_CLS model with the head in modules_to_save.
-    let cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(ck.join("adapter_config.json")).unwrap())
-            .unwrap();
+    let cfg = read_json(&ck.join("adapter_config.json"));
     assert_eq!(cfg["task_type"], "SEQ_CLS");
     assert_eq!(cfg["modules_to_save"], serde_json::json!(["score"]));
     let names = tensor_names(&ck.join("adapter_model.safetensors"));
@@ -285,20 +205,16 @@ fn lora_reward_model_trains_saves_the_head_and_scores_pairs() {
         "--adapters",
         ck.to_str().unwrap(),
         "--val_dataset",
-        "dpo-en-demo#3",
+        demo("dpo-en-demo#3"),
         "--result_path",
         out.to_str().unwrap(),
         "--max_length",
         "96",
     ]));
-    let lines: Vec<Value> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = read_jsonl(&out);
     assert_eq!(lines.len(), 3);
     for l in &lines {
-        let (c, r) = (f(l, "chosen_score"), f(l, "rejected_score"));
+        let (c, r) = (num(l, "chosen_score"), num(l, "rejected_score"));
         assert_ne!(c, r);
         assert_eq!(l["chosen_better"], c > r);
         assert!(!l["chosen"].as_str().unwrap().is_empty());
@@ -306,11 +222,7 @@ fn lora_reward_model_trains_saves_the_head_and_scores_pairs() {
     }
     let plain = dir.path().join("plain.jsonl");
     let rows = dir.path().join("rows.jsonl");
-    std::fs::write(
-        &rows,
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello there\"}]}\n",
-    )
-    .unwrap();
+    write_jsonl(&rows, [chat_row("hi", "hello there")]);
     ok(swift(&[
         "infer",
         "--adapters",
@@ -320,17 +232,16 @@ fn lora_reward_model_trains_saves_the_head_and_scores_pairs() {
         "--result_path",
         plain.to_str().unwrap(),
     ]));
-    let line: Value =
-        serde_json::from_str(std::fs::read_to_string(&plain).unwrap().trim()).unwrap();
+    let line = read_jsonl(&plain).remove(0);
     assert_eq!(line["response"], "hello there");
-    f(&line, "score");
+    num(&line, "score");
 
     // The head moved: the base's scores of the probe differ from the checkpoint's, and the run
     // is deterministic (the same seed gives the same scores).
     let ours = swift_scores(&["--adapters", ck.to_str().unwrap()], PROBE);
     let run2 = dir.path().join("run2");
     rm(
-        &fixture("llama"),
+        &tiny(),
         &run2,
         &["--max_steps", "4", "--learning_rate", "1e-2", "--seed", "7"],
     );
@@ -340,14 +251,15 @@ fn lora_reward_model_trains_saves_the_head_and_scores_pairs() {
     );
     assert_eq!(ours, ours2, "same seed, same reward model");
 
-    if venv_python().is_some() {
-        let base = fixture("llama");
-        let v = run_python(&["peft", base.to_str().unwrap(), ck.to_str().unwrap(), PROBE]);
-        assert_eq!(v["unexpected"], serde_json::json!([]), "{v}");
-        assert_eq!(v["missing"], serde_json::json!([]), "{v}");
-        assert_eq!(v["peft_type"], "PeftModelForSequenceClassification");
-        assert_close(&floats(&v["scores"]), &ours, 1e-4, "peft vs swift");
-    }
+    let base = tiny();
+    let v = run_python(
+        &python,
+        &["peft", base.to_str().unwrap(), ck.to_str().unwrap(), PROBE],
+    );
+    assert_eq!(v["unexpected"], serde_json::json!([]), "{v}");
+    assert_eq!(v["missing"], serde_json::json!([]), "{v}");
+    assert_eq!(v["peft_type"], "PeftModelForSequenceClassification");
+    assert_close(&floats(&v["scores"]), &ours, 1e-4, "peft vs swift");
 }
 
 /// The value head's gradient is the same whether the pairs are scored in one padded pass
@@ -359,7 +271,7 @@ fn chunked_and_one_pass_reward_training_agree() {
     for chunk in ["0", "1"] {
         let run = dir.path().join(format!("c{chunk}"));
         rm(
-            &fixture("llama"),
+            &tiny(),
             &run,
             &[
                 "--per_device_train_batch_size",
@@ -376,7 +288,7 @@ fn chunked_and_one_pass_reward_training_agree() {
     }
     for (a, b) in runs[0].iter().zip(&runs[1]) {
         for k in ["loss", "grad_norm", "rewards/margins", "rewards/chosen"] {
-            let (x, y) = (f(a, k), f(b, k));
+            let (x, y) = (num(a, k), num(b, k));
             assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{k}: {x} vs {y}");
         }
     }
@@ -384,11 +296,12 @@ fn chunked_and_one_pass_reward_training_agree() {
 
 #[test]
 fn full_reward_model_is_a_sequence_classifier() {
+    let python = reference_python(&["transformers"]);
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     // qwen2's fixture has an untied LM head, which a sequence classifier does not keep.
     rm(
-        &fixture("qwen2"),
+        &tiny_model("qwen2"),
         &run,
         &[
             "--tuner_type",
@@ -400,8 +313,7 @@ fn full_reward_model_is_a_sequence_classifier() {
         ],
     );
     let ck = run.join("checkpoint-2");
-    let cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(ck.join("config.json")).unwrap()).unwrap();
+    let cfg = read_json(&ck.join("config.json"));
     assert_eq!(
         cfg["architectures"],
         serde_json::json!(["Qwen2ForSequenceClassification"])
@@ -414,19 +326,17 @@ fn full_reward_model_is_a_sequence_classifier() {
         assert!(ck.join(f).is_file(), "{f}");
     }
     let ours = swift_scores(&["--model", ck.to_str().unwrap()], PROBE);
-    if venv_python().is_some() {
-        let v = run_python(&["full", ck.to_str().unwrap(), PROBE]);
-        assert_eq!(v["unexpected"], serde_json::json!([]), "{v}");
-        assert_eq!(v["missing"], serde_json::json!([]), "{v}");
-        assert_eq!(v["num_labels"], 1);
-        assert_close(&floats(&v["scores"]), &ours, 1e-4, "transformers vs swift");
-    }
+    let v = run_python(&python, &["full", ck.to_str().unwrap(), PROBE]);
+    assert_eq!(v["unexpected"], serde_json::json!([]), "{v}");
+    assert_eq!(v["missing"], serde_json::json!([]), "{v}");
+    assert_eq!(v["num_labels"], 1);
+    assert_close(&floats(&v["scores"]), &ours, 1e-4, "transformers vs swift");
 }
 
 #[test]
 fn bad_reward_model_input_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let model = fixture("llama");
+    let model = tiny();
     let m = model.to_str().unwrap();
     let run = dir.path().join("r");
     let r = run.to_str().unwrap();
@@ -455,7 +365,7 @@ fn bad_reward_model_input_is_refused_clearly() {
             "--output_dir",
             r,
             "--dataset",
-            "dpo-en-demo#2",
+            demo("dpo-en-demo#2"),
         ];
         a.extend(args.iter().copied());
         let out = swift(&a);
@@ -472,7 +382,7 @@ fn bad_reward_model_input_is_refused_clearly() {
         "--output_dir",
         r,
         "--dataset",
-        "alpaca-en-demo#2",
+        demo("alpaca-en-demo#2"),
     ]);
     assert!(
         stderr(&out).contains("needs preference rows"),
@@ -482,11 +392,7 @@ fn bad_reward_model_input_is_refused_clearly() {
     // Scoring needs an answer to score.
     rm(&model, &run, &["--max_steps", "1"]);
     let rows = dir.path().join("q.jsonl");
-    std::fs::write(
-        &rows,
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n",
-    )
-    .unwrap();
+    write_jsonl(&rows, [user_row("hi")]);
     let out = swift(&[
         "infer",
         "--adapters",

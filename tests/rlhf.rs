@@ -1,5 +1,5 @@
-//! `swift rlhf` end to end, on the tiny random llama of tests/fixtures/models/ (fast) and, when
-//! `make setup` has fetched it, briefly on SmolLM2-135M-Instruct:
+//! `swift rlhf` end to end, on the tiny random llama of tests/fixtures/models/ (fast) and briefly
+//! on SmolLM2-135M-Instruct (which `make setup` fetches):
 //!
 //! * DPO with LoRA logs TRL's metrics at every step; at step 1 (LoRA's B is zero, dropout off)
 //!   the policy equals its reference exactly, so every reward is 0; afterwards the rewards move,
@@ -13,55 +13,9 @@
 //!
 //! The losses themselves are tested against TRL's formulas in plugins/losses.
 
-mod common;
+use std::path::Path;
 
-use std::path::{Path, PathBuf};
-
-use common::*;
-use serde_json::Value;
-
-fn tiny() -> PathBuf {
-    workspace_root().join("tests/fixtures/models/llama")
-}
-
-fn smollm2() -> Option<PathBuf> {
-    let cache = std::env::var_os("SWIFT_RS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
-        });
-    let m = cache.join("models/SmolLM2-135M-Instruct");
-    if m.join("config.json").is_file() {
-        Some(m)
-    } else {
-        println!("skipped: {} is missing (run make setup)", m.display());
-        None
-    }
-}
-
-fn records(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("logging.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn steps(run: &Path) -> Vec<Value> {
-    records(run)
-        .into_iter()
-        .filter(|r| r.get("step").is_some())
-        .collect()
-}
-
-fn args_json(run: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap()
-}
-
-fn f(r: &Value, k: &str) -> f64 {
-    r[k].as_f64()
-        .unwrap_or_else(|| panic!("`{k}` missing or not a number in {r}"))
-}
+use crate::common::*;
 
 fn rlhf(out: &Path, extra: &[&str]) -> String {
     let model = tiny();
@@ -104,7 +58,7 @@ fn dpo_lora_reference_is_the_policy_with_adapters_off() {
             "--rlhf_type",
             "dpo",
             "--dataset",
-            "dpo-en-demo#8",
+            demo("dpo-en-demo#8"),
             "--per_device_train_batch_size",
             "2",
             "--max_steps",
@@ -117,19 +71,19 @@ fn dpo_lora_reference_is_the_policy_with_adapters_off() {
     assert_eq!(steps.len(), 4, "{steps:?}");
     for s in &steps {
         for m in METRICS {
-            f(s, m);
+            num(s, m);
         }
         assert!(s.get("nll_loss").is_none(), "plain DPO has no NLL term");
     }
     // Step 1: the adapters add zero, so policy == reference and the rewards are exactly 0.
     for m in ["rewards/chosen", "rewards/rejected", "rewards/margins"] {
-        assert_eq!(f(&steps[0], m), 0.0, "{m} at step 1: {}", steps[0]);
+        assert_eq!(num(&steps[0], m), 0.0, "{m} at step 1: {}", steps[0]);
     }
-    assert!((f(&steps[0], "loss") - 2f64.ln()).abs() < 1e-6);
+    assert!((num(&steps[0], "loss") - 2f64.ln()).abs() < 1e-6);
     // Later the trained adapters move the policy away from the (adapter-free) reference.
     for s in &steps[1..] {
-        assert!(f(s, "rewards/chosen").abs() > 1e-4, "{s}");
-        assert!(f(s, "rewards/rejected").abs() > 1e-4, "{s}");
+        assert!(num(s, "rewards/chosen").abs() > 1e-4, "{s}");
+        assert!(num(s, "rewards/rejected").abs() > 1e-4, "{s}");
     }
     let args = args_json(&run);
     assert_eq!(args["reference"], "the policy with its adapters disabled");
@@ -161,7 +115,7 @@ fn chunked_gradient_pass_equals_one_pass() {
             &run,
             &[
                 "--dataset",
-                "dpo-en-demo#8",
+                demo("dpo-en-demo#8"),
                 "--per_device_train_batch_size",
                 "2",
                 "--gradient_accumulation_steps",
@@ -179,12 +133,12 @@ fn chunked_gradient_pass_equals_one_pass() {
     for other in &runs[1..] {
         for (a, b) in runs[0].iter().zip(other) {
             for k in ["loss", "grad_norm", "rewards/margins", "logps/chosen"] {
-                let (x, y) = (f(a, k), f(b, k));
+                let (x, y) = (num(a, k), num(b, k));
                 assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{k}: {x} vs {y}");
             }
         }
     }
-    assert!(f(&runs[0][1], "rewards/margins").abs() > 1e-4);
+    assert!(num(&runs[0][1], "rewards/margins").abs() > 1e-4);
 }
 
 #[test]
@@ -195,7 +149,7 @@ fn full_fine_tuning_loads_a_frozen_reference() {
         &run,
         &[
             "--dataset",
-            "dpo-en-demo#4",
+            demo("dpo-en-demo#4"),
             "--tuner_type",
             "full",
             "--per_device_train_batch_size",
@@ -207,8 +161,12 @@ fn full_fine_tuning_loads_a_frozen_reference() {
         ],
     );
     let steps = steps(&run);
-    assert_eq!(f(&steps[0], "rewards/chosen"), 0.0);
-    assert!(f(&steps[1], "rewards/chosen").abs() > 1e-4, "{}", steps[1]);
+    assert_eq!(num(&steps[0], "rewards/chosen"), 0.0);
+    assert!(
+        num(&steps[1], "rewards/chosen").abs() > 1e-4,
+        "{}",
+        steps[1]
+    );
     let args = args_json(&run);
     assert_eq!(args["reference"], "a frozen copy of the model");
     assert_eq!(args["models_loaded"], 2);
@@ -220,10 +178,10 @@ fn kto_orpo_simpo_cpo_run_and_log_their_metrics() {
     let dir = tempfile::tempdir().unwrap();
     // KTO: all 8 rows in each batch, so both labels occur in every step.
     for (t, data, batch, nll) in [
-        ("kto", "kto-en-demo#8", "8", false),
-        ("orpo", "dpo-en-demo#4", "4", true),
-        ("simpo", "dpo-en-demo#4", "4", true),
-        ("cpo", "dpo-en-demo#4", "4", true),
+        ("kto", demo("kto-en-demo#8"), "8", false),
+        ("orpo", demo("dpo-en-demo#4"), "4", true),
+        ("simpo", demo("dpo-en-demo#4"), "4", true),
+        ("cpo", demo("dpo-en-demo#4"), "4", true),
     ] {
         let run = dir.path().join(t);
         rlhf(
@@ -251,14 +209,14 @@ fn kto_orpo_simpo_cpo_run_and_log_their_metrics() {
                 "logps/chosen",
                 "logps/rejected",
             ] {
-                f(s, m);
+                num(s, m);
             }
             assert_eq!(s.get("nll_loss").is_some(), nll, "{t}: {s}");
             if t == "kto" {
-                assert!(f(s, "kl") >= 0.0);
+                assert!(num(s, "kl") >= 0.0);
                 assert!(s.get("rewards/accuracies").is_none(), "unpaired: {s}");
             } else {
-                f(s, "rewards/accuracies");
+                num(s, "rewards/accuracies");
             }
         }
         if t == "kto" {
@@ -284,15 +242,15 @@ fn bad_input_is_refused_clearly() {
     let r = run.to_str().unwrap();
     for (args, want) in [
         (
-            vec!["--rlhf_type", "kto", "--dataset", "dpo-en-demo#2"],
+            vec!["--rlhf_type", "kto", "--dataset", demo("dpo-en-demo#2")],
             "boolean `label`",
         ),
         (
-            vec!["--rlhf_type", "dpo", "--dataset", "alpaca-en-demo#2"],
+            vec!["--rlhf_type", "dpo", "--dataset", demo("alpaca-en-demo#2")],
             "needs preference rows",
         ),
         (
-            vec!["--rlhf_type", "ppo", "--dataset", "dpo-en-demo#2"],
+            vec!["--rlhf_type", "ppo", "--dataset", demo("dpo-en-demo#2")],
             "unknown --rlhf_type `ppo`",
         ),
         (
@@ -302,7 +260,7 @@ fn bad_input_is_refused_clearly() {
                 "--loss_type",
                 "kto",
                 "--dataset",
-                "dpo-en-demo#2",
+                demo("dpo-en-demo#2"),
             ],
             "needs paired data",
         ),
@@ -313,7 +271,7 @@ fn bad_input_is_refused_clearly() {
                 "--loss_type",
                 "sigmoidd",
                 "--dataset",
-                "dpo-en-demo#2",
+                demo("dpo-en-demo#2"),
             ],
             "sigmoid",
         ),
@@ -321,7 +279,7 @@ fn bad_input_is_refused_clearly() {
             // Right truncation to 8 tokens leaves no answer token: every pair is dropped.
             vec![
                 "--dataset",
-                "dpo-en-demo#3",
+                demo("dpo-en-demo#3"),
                 "--max_length",
                 "8",
                 "--truncation_strategy",
@@ -343,7 +301,7 @@ fn bad_input_is_refused_clearly() {
 /// SFT. A second copy of the base would add its 538 MB of float32 weights to the DPO run's peak.
 #[test]
 fn smollm2_dpo_holds_one_copy_of_the_base() {
-    let Some(model) = smollm2() else { return };
+    let model = smollm2();
     let dir = tempfile::tempdir().unwrap();
     let m = model.to_str().unwrap();
     let common = [
@@ -364,15 +322,15 @@ fn smollm2_dpo_holds_one_copy_of_the_base() {
     ];
     let dpo = dir.path().join("dpo");
     let sft = dir.path().join("sft");
-    let mut a = vec!["rlhf", "--dataset", "dpo-en-demo#2", "--output_dir"];
+    let mut a = vec!["rlhf", "--dataset", demo("dpo-en-demo#2"), "--output_dir"];
     a.push(dpo.to_str().unwrap());
     a.extend(common);
     ok(swift(&a));
-    let mut a = vec!["sft", "--dataset", "dpo-en-demo#2", "--output_dir"];
+    let mut a = vec!["sft", "--dataset", demo("dpo-en-demo#2"), "--output_dir"];
     a.push(sft.to_str().unwrap());
     a.extend(common);
     ok(swift(&a));
-    let peak = |run: &Path| f(&records(run).pop().unwrap(), "memory_mib");
+    let peak = |run: &Path| num(&records(run).pop().unwrap(), "memory_mib");
     let (pd, ps) = (peak(&dpo), peak(&sft));
     let weights_mib = 134.5e6 * 4.0 / (1024.0 * 1024.0);
     assert!(
@@ -380,7 +338,7 @@ fn smollm2_dpo_holds_one_copy_of_the_base() {
         "DPO peak {pd:.0} MiB vs SFT {ps:.0} MiB: more than half a copy of the weights ({weights_mib:.0} MiB) extra"
     );
     let steps = steps(&dpo);
-    assert_eq!(f(&steps[0], "rewards/margins"), 0.0);
+    assert_eq!(num(&steps[0], "rewards/margins"), 0.0);
     assert_eq!(args_json(&dpo)["models_loaded"], 1);
 }
 
@@ -400,7 +358,7 @@ fn a_plugin_preference_loss_is_used_by_name() {
         "--model",
         model.to_str().unwrap(),
         "--dataset",
-        "dpo-en-demo#4",
+        demo("dpo-en-demo#4"),
         "--loss_type",
         "example-apo-zero",
         "--max_length",
@@ -418,7 +376,7 @@ fn a_plugin_preference_loss_is_used_by_name() {
     ]));
     assert!(out.contains("checkpoint-2"), "{out}");
     let steps = steps(&run);
-    assert!((f(&steps[0], "loss") - 1.0).abs() < 1e-6, "{}", steps[0]);
+    assert!((num(&steps[0], "loss") - 1.0).abs() < 1e-6, "{}", steps[0]);
     assert_eq!(args_json(&run)["loss_type"], "example-apo-zero");
     let listed = ok(swift(&[
         "--plugin-dir",

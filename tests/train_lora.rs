@@ -1,5 +1,5 @@
 //! `swift sft` / `swift pt` end to end on the tiny random llama of tests/fixtures/models/ (fast)
-//! and, when `make setup` has fetched it, on SmolLM2-135M-Instruct:
+//! and on SmolLM2-135M-Instruct (which `make setup` fetches):
 //!
 //! * the loss falls; the run folder holds args.json (with the loaded plugins), logging.jsonl and
 //!   a PEFT-layout checkpoint;
@@ -8,139 +8,22 @@
 //!   tokens of the whole optimiser step;
 //! * full fine-tuning writes a model folder `swift infer` loads;
 //! * Python peft loads the adapter with no missing or unexpected keys, and its logits equal
-//!   `swift infer --adapters`'s within 1e-4 (greedy tokens identical); prints "skipped: ..." when
-//!   the venv is missing.
-
-mod common;
+//!   `swift infer --adapters`'s within 1e-4 (greedy tokens identical); these tests need the
+//!   reference virtualenv and fail saying how to install it when it is missing.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
-
-fn tiny() -> PathBuf {
-    workspace_root().join("tests/fixtures/models/llama")
-}
-
-fn cache() -> PathBuf {
-    std::env::var_os("SWIFT_RS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/swift-rs")
-        })
-}
-
-fn venv_python() -> Option<PathBuf> {
-    let p = cache().join("venv/bin/python");
-    if p.is_file() {
-        Some(p)
-    } else {
-        println!("skipped: {} is missing (run make setup)", p.display());
-        None
-    }
-}
-
-/// Ten chat rows of unequal lengths.
-fn dataset(dir: &Path) -> PathBuf {
-    let qa = [
-        ("hi", "hello there"),
-        ("what is two plus two", "four"),
-        ("name a color", "blue is a color"),
-        (
-            "say a long sentence about the weather today please",
-            "the weather today is sunny and warm with a light breeze from the west",
-        ),
-        ("ok", "fine"),
-    ];
-    let mut text = String::new();
-    for _ in 0..2 {
-        for (q, a) in qa {
-            text.push_str(
-                &serde_json::json!({"messages": [
-                    {"role": "user", "content": q},
-                    {"role": "assistant", "content": a}
-                ]})
-                .to_string(),
-            );
-            text.push('\n');
-        }
-    }
-    let p = dir.join("chat.jsonl");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn log_records(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("logging.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn step_losses(run: &Path) -> Vec<f64> {
-    log_records(run)
-        .iter()
-        .filter(|r| r.get("step").is_some() && r.get("loss").is_some())
-        .map(|r| r["loss"].as_f64().unwrap())
-        .collect()
-}
-
-/// Runs swift with one libtorch thread: on a shared 2-core machine, OpenMP's spinning threads
-/// make a training step up to 5× slower when another process holds a core.
-fn swift1(args: &[&str]) -> std::process::Output {
-    swift_env(args, &[("OMP_NUM_THREADS", "1")])
-}
 
 fn sft(args: &[&str]) -> String {
     ok(swift1(&[&["sft"], args].concat()))
 }
 
-/// Last-position logits and greedy tokens from `swift infer`'s diagnostic.
-fn swift_logits(extra: &[&str], ids: &str, greedy: usize) -> (Vec<f64>, Value) {
-    let n = greedy.to_string();
-    let mut args = vec!["infer"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--debug_input_ids", ids, "--debug_greedy_tokens", &n]);
-    let v: Value = serde_json::from_str(ok(swift1(&args)).trim()).unwrap();
-    let logits = v["last_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    (logits, v["greedy"].clone())
-}
-
-fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
-}
-
-fn read_safetensors(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Vec<f32>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (name, data)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 #[test]
 fn lora_loss_falls_and_the_run_folder_is_complete() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
+    let data = ten_chat_rows(tmp.path());
     let run = tmp.path().join("run");
     let out = sft(&[
         "--model",
@@ -168,7 +51,7 @@ fn lora_loss_falls_and_the_run_folder_is_complete() {
     let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
     let last: f64 = losses[9..].iter().sum::<f64>() / 3.0;
     assert!(last < first, "loss did not fall: {losses:?}");
-    let rec = &log_records(&run)[0];
+    let rec = &records(&run)[0];
     for key in [
         "loss",
         "grad_norm",
@@ -190,8 +73,7 @@ fn lora_loss_falls_and_the_run_folder_is_complete() {
         let bytes = std::fs::read(run.join("images").join(png)).unwrap();
         assert_eq!(&bytes[1..4], b"PNG", "{png}");
     }
-    let args: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    let args = args_json(&run);
     assert_eq!(args["tuner_type"], "lora");
     assert_eq!(args["lora_rank"], 8);
     assert_eq!(args["template"], "llama3");
@@ -210,9 +92,7 @@ fn lora_loss_falls_and_the_run_folder_is_complete() {
     ckpts.sort();
     assert_eq!(ckpts, ["checkpoint-10", "checkpoint-12"]);
     let ck = run.join("checkpoint-12");
-    let cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(ck.join("adapter_config.json")).unwrap())
-            .unwrap();
+    let cfg = read_json(&ck.join("adapter_config.json"));
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["task_type"], "CAUSAL_LM");
     assert_eq!(cfg["r"], 8);
@@ -242,15 +122,15 @@ fn lora_loss_falls_and_the_run_folder_is_complete() {
     assert_eq!(keys.len(), 2 * 7 * 2, "2 layers x 7 slots x (A, B)");
     assert!(keys.contains(&"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".into()));
     // The adapter changes the model.
-    let (base, _) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
-    let (tuned, _) = swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3,4", 1);
+    let (base, _) = infer_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
+    let (tuned, _) = infer_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3,4", 1);
     assert!(max_abs_diff(&base, &tuned) > 1e-3);
 }
 
 #[test]
 fn gradient_accumulation_equals_one_big_batch() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
+    let data = ten_chat_rows(tmp.path());
     let mut results = Vec::new();
     for (bs, accum) in [("4", "1"), ("2", "2"), ("1", "4")] {
         let run = tmp.path().join(format!("run-{bs}x{accum}"));
@@ -291,7 +171,7 @@ fn gradient_accumulation_equals_one_big_batch() {
             "0",
         ]);
         let weights = read_safetensors(&run.join("checkpoint-2/adapter_model.safetensors"));
-        let norms: Vec<f64> = log_records(&run)
+        let norms: Vec<f64> = records(&run)
             .iter()
             .filter_map(|r| r.get("grad_norm").and_then(Value::as_f64))
             .collect();
@@ -320,7 +200,7 @@ fn gradient_accumulation_equals_one_big_batch() {
 #[test]
 fn full_fine_tuning_saves_a_model_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
+    let data = ten_chat_rows(tmp.path());
     let run = tmp.path().join("run");
     sft(&[
         "--model",
@@ -354,15 +234,15 @@ fn full_fine_tuning_saves_a_model_folder() {
     ] {
         assert!(ck.join(f).is_file(), "{f} missing");
     }
-    let (base, _) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3", 1);
-    let (tuned, _) = swift_logits(&["--model", ck.to_str().unwrap()], "1,2,3", 1);
+    let (base, _) = infer_logits(&["--model", tiny().to_str().unwrap()], "1,2,3", 1);
+    let (tuned, _) = infer_logits(&["--model", ck.to_str().unwrap()], "1,2,3", 1);
     assert!(max_abs_diff(&base, &tuned) > 1e-3);
 }
 
 #[test]
 fn pt_trains_on_every_token() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
+    let data = ten_chat_rows(tmp.path());
     let run = tmp.path().join("run");
     ok(swift1(&[
         "pt",
@@ -381,8 +261,7 @@ fn pt_trains_on_every_token() {
     ]));
     let losses = step_losses(&run);
     assert_eq!(losses.len(), 6);
-    let args: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    let args = args_json(&run);
     assert_eq!(args["command"], "pt");
 }
 
@@ -401,7 +280,7 @@ fn bad_settings_are_clear_errors() {
     let e = stderr(&o);
     assert!(e.contains("lora"), "{e}");
     let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
+    let data = ten_chat_rows(tmp.path());
     let o = swift(&[
         "sft",
         "--model",
@@ -419,26 +298,11 @@ fn bad_settings_are_clear_errors() {
 
 /// Runs tests/reference/peft_logits.py and compares with `swift infer --adapters`.
 fn check_peft(python: &Path, base: &Path, ckpt: &Path, ids: &str, greedy: usize) {
-    let script = workspace_root().join("tests/reference/peft_logits.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .arg(base)
-        .arg(ckpt)
-        .arg(ids)
-        .arg(greedy.to_string())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .env("CUDA_VISIBLE_DEVICES", "")
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "peft_logits.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = run_reference(
+        python,
+        "peft_logits.py",
+        &[&base, &ckpt, &ids, &greedy.to_string()],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
     assert_eq!(
         v["unexpected"],
         serde_json::json!([]),
@@ -447,17 +311,10 @@ fn check_peft(python: &Path, base: &Path, ckpt: &Path, ids: &str, greedy: usize)
     );
     assert_eq!(v["missing"], serde_json::json!([]), "{}", v["missing"]);
     assert!(v["lora_modules"].as_u64().unwrap() > 0);
-    let floats = |x: &Value| -> Vec<f64> {
-        x.as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f.as_f64().unwrap())
-            .collect()
-    };
     let peft = floats(&v["last_logits"]);
     let base_logits = floats(&v["base_last_logits"]);
-    let (ours, greedy_ours) = swift_logits(&["--adapters", ckpt.to_str().unwrap()], ids, greedy);
-    let scale = peft.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+    let (ours, greedy_ours) = infer_logits(&["--adapters", ckpt.to_str().unwrap()], ids, greedy);
+    let scale = max_abs(&peft).max(1.0);
     let d = max_abs_diff(&peft, &ours);
     assert!(
         d <= 1e-4 * scale,
@@ -472,9 +329,9 @@ fn check_peft(python: &Path, base: &Path, ckpt: &Path, ids: &str, greedy: usize)
 
 #[test]
 fn peft_loads_the_adapter_and_agrees_on_the_tiny_model() {
-    let Some(python) = venv_python() else { return };
+    let python = reference_python(&["transformers", "peft"]);
     let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
+    let data = ten_chat_rows(tmp.path());
     let run = tmp.path().join("run");
     sft(&[
         "--model",
@@ -493,18 +350,8 @@ fn peft_loads_the_adapter_and_agrees_on_the_tiny_model() {
 
 #[test]
 fn smollm2_lora_on_alpaca_loss_falls_and_peft_agrees() {
-    let model = cache().join("models/SmolLM2-135M-Instruct");
-    if !model.join("model.safetensors").is_file() {
-        println!("skipped: {} is missing (run make setup)", model.display());
-        return;
-    }
-    if !cache()
-        .join("assets/llamafactory/data/alpaca_en_demo.json")
-        .is_file()
-    {
-        println!("skipped: the alpaca-en-demo asset is missing (run make setup)");
-        return;
-    }
+    let model = smollm2();
+    let python = reference_python(&["transformers", "peft"]);
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     // 16 rows, batch 4, 3 epochs: 12 steps of short rows.
@@ -512,7 +359,7 @@ fn smollm2_lora_on_alpaca_loss_falls_and_peft_agrees() {
         "--model",
         model.to_str().unwrap(),
         "--dataset",
-        "alpaca-en-demo#16",
+        demo("alpaca-en-demo#16"),
         "--output_dir",
         run.to_str().unwrap(),
         "--num_train_epochs",
@@ -534,7 +381,6 @@ fn smollm2_lora_on_alpaca_loss_falls_and_peft_agrees() {
     let last: f64 = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
     println!("SmolLM2 LoRA losses: {losses:?} (first 3 mean {first:.4}, last 3 mean {last:.4})");
     assert!(last < first, "loss did not fall: {losses:?}");
-    let Some(python) = venv_python() else { return };
     // "<|im_start|>user\nWho are you?" in SmolLM2's vocabulary.
     check_peft(
         &python,
@@ -551,9 +397,9 @@ fn lora_trains_the_example_plugins_family_with_no_tuner_code_in_it() {
     // Conv1D weights the host transposes, and gradients cross the plugin boundary.
     let plugins = plugin_dir_with(&["swift-example-plugin"]);
     let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
+    let data = ten_chat_rows(tmp.path());
     let run = tmp.path().join("run");
-    let model = workspace_root().join("tests/fixtures/models/gpt2");
+    let model = tiny_model("gpt2");
     ok(swift1(&[
         "--plugin-dir",
         plugins.path().to_str().unwrap(),
@@ -577,8 +423,7 @@ fn lora_trains_the_example_plugins_family_with_no_tuner_code_in_it() {
     let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
     let last: f64 = losses[7..].iter().sum::<f64>() / 3.0;
     assert!(last < first, "loss did not fall: {losses:?}");
-    let args: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    let args = args_json(&run);
     assert!(
         args["plugins"]
             .as_array()
@@ -590,8 +435,8 @@ fn lora_trains_the_example_plugins_family_with_no_tuner_code_in_it() {
     );
     // infer reloads the recorded plugin: no --plugin-dir needed.
     let ck = run.join("checkpoint-10");
-    let (tuned, _) = swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3", 1);
-    let (base, _) = swift_logits(
+    let (tuned, _) = infer_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3", 1);
+    let (base, _) = infer_logits(
         &[
             "--plugin-dir",
             plugins.path().to_str().unwrap(),
@@ -607,7 +452,7 @@ fn lora_trains_the_example_plugins_family_with_no_tuner_code_in_it() {
 #[test]
 fn settings_come_from_a_config_file_and_the_environment() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
+    let data = ten_chat_rows(tmp.path());
     let run = tmp.path().join("run");
     let cfg = tmp.path().join("sft.yaml");
     std::fs::write(
@@ -629,10 +474,9 @@ fn settings_come_from_a_config_file_and_the_environment() {
             "--lora_rank",
             "2",
         ],
-        &[("SWIFT_LEARNING_RATE", "0.005"), ("OMP_NUM_THREADS", "1")],
+        &[("SWIFT_LEARNING_RATE", "0.005"), ONE_THREAD],
     ));
-    let args: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    let args = args_json(&run);
     assert_eq!(args["max_steps"], 3, "from the file");
     assert_eq!(args["lora_rank"], 2, "the flag beats the file");
     assert_eq!(args["learning_rate"], 0.005, "from the environment");
@@ -642,7 +486,7 @@ fn settings_come_from_a_config_file_and_the_environment() {
 
 /// Trains `tuner` on the tiny model for `steps` steps with `extra` flags; returns the run folder.
 fn tiny_run(tmp: &Path, name: &str, tuner: &str, steps: &str, extra: &[&str]) -> PathBuf {
-    let data = dataset(tmp);
+    let data = ten_chat_rows(tmp);
     let run = tmp.join(name);
     let model = tiny();
     let mut args = vec![
@@ -669,14 +513,12 @@ fn peft_agrees_with_dora_rslora_pissa_and_olora_adapters() {
     // Each variant trains a few steps; the checkpoint must load in peft with no missing or
     // unexpected keys (DoRA's lora_magnitude_vector; PiSSA/OLoRA converted to rank 2r against
     // the original base) and give swift infer --adapters's logits.
-    let Some(python) = venv_python() else { return };
+    let python = reference_python(&["transformers", "peft"]);
     let tmp = tempfile::tempdir().unwrap();
     for tuner in ["dora", "rslora", "pissa", "olora"] {
         let run = tiny_run(tmp.path(), tuner, tuner, "4", &["--learning_rate", "1e-2"]);
         let ck = run.join("checkpoint-4");
-        let cfg: Value =
-            serde_json::from_str(&std::fs::read_to_string(ck.join("adapter_config.json")).unwrap())
-                .unwrap();
+        let cfg = read_json(&ck.join("adapter_config.json"));
         match tuner {
             "dora" => assert_eq!(cfg["use_dora"], true),
             "rslora" => assert_eq!(cfg["use_rslora"], true),
@@ -712,14 +554,6 @@ fn lora_plus_moves_b_ratio_times_faster() {
     );
     let ratio = b_norm(&plus) / b_norm(&plain);
     assert!((ratio - 4.0).abs() < 1e-3, "{ratio}");
-}
-
-fn tensors_by_name(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
-    read_safetensors(path).into_iter().collect()
-}
-
-fn changed(before: &[f32], after: &[f32]) -> bool {
-    before.iter().zip(after).any(|(a, b)| a != b)
 }
 
 #[test]
@@ -780,7 +614,7 @@ fn lisa_only_updates_the_active_layers() {
             "1e-3",
         ],
     );
-    let recs = log_records(&run);
+    let recs = records(&run);
     let active = recs[0]["lisa_layers"]
         .as_array()
         .expect("lisa_layers logged");
@@ -828,7 +662,7 @@ fn resuming_gives_the_losses_of_an_uninterrupted_run() {
     .concat();
     let resumed = tiny_run(tmp.path(), "resumed", "lora", "8", &resume);
     let by_step = |run: &Path| -> Vec<(u64, f64)> {
-        log_records(run)
+        records(run)
             .iter()
             .filter_map(|r| Some((r.get("step")?.as_u64()?, r["loss"].as_f64()?)))
             .collect()
@@ -874,11 +708,10 @@ fn llamapro_adds_zero_blocks_that_leave_the_output_unchanged_then_trains_only_th
         &["--llamapro_num_new_blocks", "2", "--learning_rate", "0"],
     );
     let ck = frozen.join("checkpoint-1");
-    let cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(ck.join("config.json")).unwrap()).unwrap();
+    let cfg = read_json(&ck.join("config.json"));
     assert_eq!(cfg["num_hidden_layers"], 4);
-    let (base, base_greedy) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 6);
-    let (expanded, greedy) = swift_logits(&["--model", ck.to_str().unwrap()], "1,2,3,4", 6);
+    let (base, base_greedy) = infer_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 6);
+    let (expanded, greedy) = infer_logits(&["--model", ck.to_str().unwrap()], "1,2,3,4", 6);
     let scale = base.iter().fold(1.0f64, |m, x| m.max(x.abs()));
     assert!(max_abs_diff(&base, &expanded) < 1e-5 * scale);
     assert_eq!(base_greedy, greedy);
@@ -901,11 +734,12 @@ fn llamapro_adds_zero_blocks_that_leave_the_output_unchanged_then_trains_only_th
 
 #[test]
 fn a_plugins_tuner_trains_through_the_same_registry_and_adapter() {
+    let python = reference_python(&["transformers", "peft"]);
     // example-attn-dora comes from the example .so: it picks q_proj/v_proj itself and asks the
     // host's lora adapter for DoRA; peft reads the result.
     let plugins = plugin_dir_with(&["swift-example-plugin"]);
     let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
+    let data = ten_chat_rows(tmp.path());
     let run = tmp.path().join("run");
     ok(swift1(&[
         "--plugin-dir",
@@ -946,9 +780,7 @@ fn a_plugins_tuner_trains_through_the_same_registry_and_adapter() {
         "tuners",
     ]));
     assert!(listed.contains("example-attn-dora"), "{listed}");
-    if let Some(python) = venv_python() {
-        check_peft(&python, &tiny(), &ck, "1,2,3,4,5", 4);
-    }
+    check_peft(&python, &tiny(), &ck, "1,2,3,4,5", 4);
 }
 
 #[test]
@@ -971,7 +803,7 @@ fn validation_split_is_evaluated_every_eval_steps() {
             "2",
         ],
     );
-    let evals: Vec<(u64, f64, f64)> = log_records(&run)
+    let evals: Vec<(u64, f64, f64)> = records(&run)
         .iter()
         .filter_map(|r| {
             Some((
@@ -988,8 +820,7 @@ fn validation_split_is_evaluated_every_eval_steps() {
     );
     assert!(evals[2].1 < evals[0].1, "validation loss falls: {evals:?}");
     assert!(evals.iter().all(|e| (0.0..=1.0).contains(&e.2)));
-    let args: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    let args = args_json(&run);
     assert_eq!(args["train_rows"], 8);
     assert!(run.join("images/eval_loss.png").is_file());
 }
@@ -1001,13 +832,13 @@ fn infer_merge_lora_folds_lora_and_dora_into_the_weights_with_the_same_output() 
         let run = tiny_run(tmp.path(), tuner, tuner, "3", &["--learning_rate", "1e-2"]);
         let ck = run.join("checkpoint-3");
         let (hooked, greedy_hooked) =
-            swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3,4", 6);
-        let (merged, greedy_merged) = swift_logits(
+            infer_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3,4", 6);
+        let (merged, greedy_merged) = infer_logits(
             &["--adapters", ck.to_str().unwrap(), "--merge_lora", "true"],
             "1,2,3,4",
             6,
         );
-        let (base, _) = swift_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
+        let (base, _) = infer_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
         let scale = hooked.iter().fold(1.0f64, |m, x| m.max(x.abs()));
         assert!(max_abs_diff(&hooked, &merged) < 1e-4 * scale, "{tuner}");
         assert!(
@@ -1025,7 +856,7 @@ fn modules_to_save_train_whole_layers_that_peft_and_the_merge_agree_on() {
     // at the base); swift does the same, so peft loads the adapter with no missing or
     // unexpected keys and computes swift's logits, with adapters on the fly, folded in at load
     // time, and exported merged (config.json then unties the two).
-    let Some(python) = venv_python() else { return };
+    let python = reference_python(&["transformers", "peft"]);
     let tmp = tempfile::tempdir().unwrap();
     let base = tiny();
     for (name, modules) in [
@@ -1043,9 +874,7 @@ fn modules_to_save_train_whole_layers_that_peft_and_the_merge_agree_on() {
         extra.extend(&modules);
         let run = tiny_run(tmp.path(), name, "lora", "4", &extra);
         let ck = run.join("checkpoint-4");
-        let cfg: Value =
-            serde_json::from_str(&std::fs::read_to_string(ck.join("adapter_config.json")).unwrap())
-                .unwrap();
+        let cfg = read_json(&ck.join("adapter_config.json"));
         let tensors = tensors_by_name(&ck.join("adapter_model.safetensors"));
         let base_table =
             tensors_by_name(&base.join("model.safetensors"))["model.embed_tokens.weight"].clone();
@@ -1064,8 +893,8 @@ fn modules_to_save_train_whole_layers_that_peft_and_the_merge_agree_on() {
             assert!(changed(table, head), "the copies are not tied");
         }
         check_peft(&python, &base, &ck, "1,2,3,4,5", 8);
-        let (on_the_fly, greedy) = swift_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3", 6);
-        let (folded, greedy_folded) = swift_logits(
+        let (on_the_fly, greedy) = infer_logits(&["--adapters", ck.to_str().unwrap()], "1,2,3", 6);
+        let (folded, greedy_folded) = infer_logits(
             &["--adapters", ck.to_str().unwrap(), "--merge_lora", "true"],
             "1,2,3",
             6,
@@ -1082,40 +911,27 @@ fn modules_to_save_train_whole_layers_that_peft_and_the_merge_agree_on() {
             "--output_dir",
             merged.to_str().unwrap(),
         ]));
-        let mcfg: Value =
-            serde_json::from_str(&std::fs::read_to_string(merged.join("config.json")).unwrap())
-                .unwrap();
+        let mcfg = read_json(&merged.join("config.json"));
         assert_eq!(mcfg["tie_word_embeddings"], false);
-        let (m, greedy_merged) = swift_logits(&["--model", merged.to_str().unwrap()], "1,2,3", 6);
+        let (m, greedy_merged) = infer_logits(&["--model", merged.to_str().unwrap()], "1,2,3", 6);
         assert!(max_abs_diff(&on_the_fly, &m) < 1e-4);
         assert_eq!(greedy, greedy_merged);
         if name == "head" {
             continue;
         }
         // transformers loads the merged folder, and its weights are peft's merge_and_unload().
-        let out = Command::new(&python)
-            .arg(workspace_root().join("tests/reference/merge_reference.py"))
-            .arg(&base)
-            .arg(&ck)
-            .arg(&merged)
-            .arg("6")
-            .arg("1,2,3")
-            .env("OMP_NUM_THREADS", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let v = run_reference(
+            &python,
+            "merge_reference.py",
+            &[&base, &ck, &merged, &"6", &"1,2,3"],
         );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["missing"], serde_json::json!([]), "{v}");
         assert_eq!(v["unexpected"], serde_json::json!([]), "{v}");
         assert!(v["max_weight_diff"].as_f64().unwrap() < 1e-5, "{v}");
         assert_eq!(v["greedy"][0], greedy);
     }
     // What cannot be saved whole is a clear error.
-    let data = dataset(tmp.path());
+    let data = ten_chat_rows(tmp.path());
     for (flags, want) in [
         (vec!["--modules_to_save", "nope"], "names no layer"),
         (
@@ -1138,9 +954,7 @@ fn modules_to_save_train_whole_layers_that_peft_and_the_merge_agree_on() {
         let out_dir = tmp.path().join("bad");
         args.push(out_dir.to_str().unwrap());
         args.extend(flags);
-        let o = swift1(&args);
-        assert!(!o.status.success());
-        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+        assert_fails(swift1(&args), &[want]);
     }
 }
 
@@ -1166,9 +980,7 @@ fn bfloat16_training_keeps_the_lora_tensors_in_float32() {
         b[0]
     );
     assert!(b[4] + b[5] < b[0] + b[1], "the loss falls: {b:?}");
-    let args: Value =
-        serde_json::from_str(&std::fs::read_to_string(bf16_run.join("args.json")).unwrap())
-            .unwrap();
+    let args = args_json(&bf16_run);
     assert_eq!(args["torch_dtype"], "bfloat16");
     let bytes = std::fs::read(bf16_run.join("checkpoint-6/adapter_model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

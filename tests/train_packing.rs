@@ -9,36 +9,13 @@
 //!   labelled tokens of the step either way; a row's first token is never a target, not even of
 //!   the row packed before it), and pack rows into fewer sequences than rows.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
-use serde_json::Value;
+use crate::common::*;
 use swift_model::LoadedModel;
 use swift_train::loss::token_loss;
 use swift_train::{Batch, Collator, EncodedRow, PackingStrategy};
-use tch::{Device, Kind, Tensor};
-
-// Linked for its `inventory` registrations (the llama family).
-use swift_plugin_models as _;
-
-fn tiny() -> PathBuf {
-    workspace_root().join("tests/fixtures/models/llama")
-}
-
-fn load_model() -> LoadedModel {
-    let regs = swift_registry::PluginLoader::new(Vec::<String>::new())
-        .load(&[])
-        .expect("built-in plugins load")
-        .registries;
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny().join("config.json")).unwrap())
-            .unwrap();
-    let family = regs.models.resolve("llama").unwrap();
-    let instance = family.imp.as_ref().unwrap().instantiate(&config).unwrap();
-    LoadedModel::load(&tiny(), instance, Kind::Float, Device::Cpu).unwrap()
-}
+use tch::{Kind, Tensor};
 
 /// A row of `len` pseudo-random tokens, trained from `trained_from` on.
 fn row(len: usize, salt: u32, trained_from: usize) -> EncodedRow {
@@ -60,7 +37,7 @@ fn tensor2(v: &[i64], b: &Batch) -> Tensor {
     Tensor::from_slice(v).view([b.batch as i64, b.seq_len as i64])
 }
 
-fn floats(t: &Tensor) -> Vec<f64> {
+fn tensor_floats(t: &Tensor) -> Vec<f64> {
     t.to_kind(Kind::Double).view([-1]).try_into().unwrap()
 }
 
@@ -109,7 +86,7 @@ fn zero_grads(trainable: &[(String, Tensor)]) {
 
 #[test]
 fn a_packed_sequence_computes_what_its_rows_compute_alone() {
-    let mut model = load_model();
+    let mut model = load_tiny("llama");
     let trainable = model.make_trainable(&|_| true).unwrap();
     assert!(!trainable.is_empty());
     let rows = [row(7, 1, 2), row(11, 2, 0), row(5, 3, 1)];
@@ -157,7 +134,7 @@ fn a_packed_sequence_computes_what_its_rows_compute_alone() {
         "packed loss {p} vs rows alone {alone_loss}"
     );
     for ((name, _), (g1, g2)) in trainable.iter().zip(packed_grads.iter().zip(&alone_grads)) {
-        let scale = floats(&g2.abs().max())
+        let scale = tensor_floats(&g2.abs().max())
             .first()
             .copied()
             .unwrap_or(0.0)
@@ -187,48 +164,16 @@ fn a_packed_sequence_computes_what_its_rows_compute_alone() {
     assert!(max_diff(&plain.narrow(1, n0, n1), &packed_logits.narrow(1, n0, n1)) > 1e-3);
 }
 
-/// Ten chat rows of unequal lengths.
+/// Ten chat rows of unequal lengths: [`CHAT_QA`], then the same with " again" after each query.
 fn dataset(dir: &Path) -> PathBuf {
-    let qa = [
-        ("hi", "hello there"),
-        ("what is two plus two", "four"),
-        ("name a color", "blue is a color"),
-        (
-            "say a long sentence about the weather today please",
-            "the weather today is sunny and warm with a light breeze from the west",
-        ),
-        ("ok", "fine"),
-    ];
-    let mut text = String::new();
-    for rep in 0..2 {
-        for (q, a) in qa {
-            let q = if rep == 0 {
-                q.to_string()
-            } else {
-                format!("{q} again")
-            };
-            text.push_str(
-                &serde_json::json!({"messages": [
-                    {"role": "user", "content": q},
-                    {"role": "assistant", "content": a}
-                ]})
-                .to_string(),
-            );
-            text.push('\n');
-        }
-    }
-    let p = dir.join("chat.jsonl");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn step_records(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("logging.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r.get("step").is_some() && r.get("loss").is_some())
-        .collect()
+    let again: Vec<String> = CHAT_QA.iter().map(|(q, _)| format!("{q} again")).collect();
+    write_jsonl(
+        &dir.join("chat.jsonl"),
+        CHAT_QA
+            .iter()
+            .map(|(q, a)| chat_row(q, a))
+            .chain(again.iter().zip(CHAT_QA).map(|(q, (_, a))| chat_row(q, a))),
+    )
 }
 
 /// Trains 2 steps in which every row (or every packed sequence) is in the one batch.
@@ -258,7 +203,7 @@ fn run(cmd: &str, tmp: &Path, name: &str, extra: &[&str]) -> (PathBuf, String) {
         "256",
     ];
     args.extend_from_slice(extra);
-    let o = swift_env(&args, &[("OMP_NUM_THREADS", "1")]);
+    let o = swift1(&args);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     (run, err)
@@ -276,7 +221,7 @@ fn sft_and_pt_with_packing_log_the_losses_of_unpacked_training() {
             &["--packing", "true"],
         );
         assert!(log.contains("packing: 10 rows into"), "{log}");
-        let (a, b) = (step_records(&plain), step_records(&packed));
+        let (a, b) = (loss_steps(&plain), loss_steps(&packed));
         assert_eq!((a.len(), b.len()), (2, 2));
         for (x, y) in a.iter().zip(&b) {
             let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
@@ -300,23 +245,19 @@ fn sft_and_pt_with_packing_log_the_losses_of_unpacked_training() {
         &["--packing", "--packing_strategy", "sequential"],
     );
     assert!(log.contains("packing: 10 rows into"), "{log}");
-    let o = swift_env(
-        &[
-            "sft",
-            "--model",
-            tiny().to_str().unwrap(),
-            "--dataset",
-            dataset(tmp.path()).to_str().unwrap(),
-            "--packing",
-            "--packing_strategy",
-            "tight",
-            "--output_dir",
-            tmp.path().join("never").to_str().unwrap(),
-        ],
-        &[("OMP_NUM_THREADS", "1")],
-    );
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("binpack, sequential"), "{}", stderr(&o));
+    let o = swift1(&[
+        "sft",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        dataset(tmp.path()).to_str().unwrap(),
+        "--packing",
+        "--packing_strategy",
+        "tight",
+        "--output_dir",
+        tmp.path().join("never").to_str().unwrap(),
+    ]);
+    assert_fails(o, &["binpack, sequential"]);
     assert!(
         !tmp.path().join("never").exists(),
         "refused before the run folder"

@@ -1,6 +1,6 @@
 //! The real LLaMA-Factory demo files (fetched by `make setup`) through `auto`: every named demo
-//! set opens, every row preprocesses, and the rows have the shape each file promises. Skipped,
-//! with a printed "skipped: ...", when the asset directory is missing.
+//! set opens, every row preprocesses, and the rows have the shape each file promises. Fails,
+//! saying how to install it, when the asset directory is missing.
 
 use std::collections::BTreeMap;
 
@@ -8,24 +8,26 @@ use swift_data::{open_dataset, DatasetOptions, SourcedRow};
 use swift_plugin_datasets as _;
 use swift_registry::{PluginLoader, Registries};
 
-fn setup() -> Option<(Registries, DatasetOptions)> {
+// The repository's one place that knows what `make setup` installs (std only).
+#[allow(dead_code)]
+#[path = "../../../tests/common/setup.rs"]
+mod setup;
+
+fn prepare() -> (Registries, DatasetOptions) {
     let opts = DatasetOptions {
         model_name: Some("Swifty".into()),
         model_author: Some("ACME".into()),
         ..Default::default()
     };
-    let data = opts.asset_dir().join("llamafactory/data");
-    if !data.is_dir() {
-        println!("skipped: {} is missing (run `make setup`)", data.display());
-        return None;
-    }
-    Some((
+    // The folder `asset:` paths resolve against ($SWIFT_RS_CACHE/assets), checked to be there.
+    setup::asset("llamafactory/data");
+    (
         PluginLoader::new(vec![])
             .load(&[])
             .expect("built-ins load")
             .registries,
         opts,
-    ))
+    )
 }
 
 fn load(name: &str, regs: &Registries, opts: &DatasetOptions) -> Vec<SourcedRow> {
@@ -46,7 +48,7 @@ fn roles(r: &SourcedRow) -> Vec<&str> {
 
 #[test]
 fn alpaca_demo_sets() {
-    let Some((regs, opts)) = setup() else { return };
+    let (regs, opts) = prepare();
     for (name, n) in [("alpaca-en-demo", 999), ("alpaca_zh_demo", 1000)] {
         let rows = load(name, &regs, &opts);
         assert_eq!(rows.len(), n, "{name}");
@@ -65,7 +67,7 @@ fn alpaca_demo_sets() {
 
 #[test]
 fn identity_fills_name_and_author() {
-    let Some((regs, opts)) = setup() else { return };
+    let (regs, opts) = prepare();
     let rows = load("identity", &regs, &opts);
     assert_eq!(rows.len(), 91);
     assert_eq!(
@@ -96,7 +98,7 @@ fn identity_fills_name_and_author() {
 
 #[test]
 fn dpo_demo_sets_are_preference_pairs() {
-    let Some((regs, opts)) = setup() else { return };
+    let (regs, opts) = prepare();
     for name in ["dpo-en-demo", "dpo-zh-demo"] {
         let rows = load(name, &regs, &opts);
         assert_eq!(rows.len(), 300, "{name}");
@@ -140,7 +142,7 @@ fn dpo_demo_sets_are_preference_pairs() {
 
 #[test]
 fn kto_demo_has_labels() {
-    let Some((regs, opts)) = setup() else { return };
+    let (regs, opts) = prepare();
     let rows = load("kto-en-demo", &regs, &opts);
     assert_eq!(rows.len(), 300);
     let mut labels = BTreeMap::new();
@@ -152,7 +154,7 @@ fn kto_demo_has_labels() {
 
 #[test]
 fn glaive_tool_calls() {
-    let Some((regs, opts)) = setup() else { return };
+    let (regs, opts) = prepare();
     for name in ["glaive-toolcall-en-demo", "glaive-toolcall-zh-demo"] {
         let rows = load(name, &regs, &opts);
         assert_eq!(rows.len(), 300, "{name}");
@@ -217,7 +219,7 @@ fn glaive_tool_calls() {
 
 #[test]
 fn pretraining_text_sets() {
-    let Some((regs, opts)) = setup() else { return };
+    let (regs, opts) = prepare();
     let rows = load("c4-demo", &regs, &opts);
     assert_eq!(rows.len(), 300);
     assert!(rows.iter().all(|r| roles(r) == ["assistant"]));
@@ -230,7 +232,7 @@ fn pretraining_text_sets() {
 
 #[test]
 fn multimodal_and_reasoning_sets() {
-    let Some((regs, opts)) = setup() else { return };
+    let (regs, opts) = prepare();
     let rows = load("mllm-demo", &regs, &opts);
     for r in &rows {
         assert!(!r.row.images.is_empty());
@@ -254,7 +256,7 @@ fn multimodal_and_reasoning_sets() {
 
 #[test]
 fn sampling_a_demo_set() {
-    let Some((regs, opts)) = setup() else { return };
+    let (regs, opts) = prepare();
     let rows = load("alpaca-en-demo#2000", &regs, &opts);
     assert_eq!(rows.len(), 2000);
     let rows = load("dpo-en-demo#7", &regs, &opts);

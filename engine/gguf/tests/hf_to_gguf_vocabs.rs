@@ -8,30 +8,32 @@
 //! * the exported vocabulary, rebuilt once more, tokenizes llama.cpp's reference texts
 //!   (`.inp`) into llama.cpp's reference ids (`.out`).
 //!
-//! Uses the same folder as llama_cpp_vocabs.rs and skips (printing why) when it is missing.
+//! Uses the same folder as llama_cpp_vocabs.rs and fails saying how to install it when it is
+//! missing.
 
 use std::path::{Path, PathBuf};
 
 use swift_gguf::convert::{build_tokenizer, tokenizer_gguf_metadata};
 use swift_gguf::{GgufFile, GgufWriter, MetadataValue};
 
-fn models_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SWIFT_LLAMA_CPP_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("SWIFT_RS_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/swift-rs"))
-                })?;
-            Some(cache.join("assets/llama.cpp/models"))
-        })?;
-    if dir.join("ggml-vocab-gpt-2.gguf").is_file() {
-        Some(dir)
-    } else {
-        println!("skipped: no llama.cpp vocabularies in {}", dir.display());
-        None
-    }
+// The repository's one place that knows what `make setup` installs (std only).
+#[allow(dead_code)]
+#[path = "../../../tests/common/setup.rs"]
+mod setup;
+
+/// `$SWIFT_LLAMA_CPP_MODELS`, else `$SWIFT_RS_CACHE/assets/llama.cpp/models` (fetched by
+/// `make setup`; the test fails saying so when it is missing).
+fn models_dir() -> PathBuf {
+    let dir = match std::env::var_os("SWIFT_LLAMA_CPP_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => setup::asset("llama.cpp/models"),
+    };
+    assert!(
+        dir.join("ggml-vocab-gpt-2.gguf").is_file(),
+        "{} has no ggml-vocab-*.gguf files",
+        dir.display()
+    );
+    dir
 }
 
 /// GGUF vocab -> HF folder -> exported vocab-only GGUF; returns the exported file.
@@ -82,7 +84,7 @@ fn texts(src: &Path) -> Vec<(String, Vec<u32>)> {
 
 #[test]
 fn exported_vocabularies_equal_llama_cpp_s() {
-    let Some(dir) = models_dir() else { return };
+    let dir = models_dir();
     for name in ["gpt-2", "starcoder", "llama-bpe", "qwen2", "llama-spm"] {
         let src = dir.join(format!("ggml-vocab-{name}.gguf"));
         let work = tempfile::tempdir().unwrap();

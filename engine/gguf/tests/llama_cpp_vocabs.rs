@@ -9,35 +9,31 @@
 //! ```
 //!
 //! Without `SWIFT_LLAMA_CPP_MODELS` it uses `$SWIFT_RS_CACHE/assets/llama.cpp/models` (fetched by
-//! `make setup`), and skips (printing why) when neither exists.
+//! `make setup`), and fails saying how to install it when neither exists.
 
 use std::path::{Path, PathBuf};
 
 use swift_gguf::convert::build_tokenizer;
 use swift_gguf::GgufFile;
 
-fn models_dir() -> Option<PathBuf> {
-    let from_cache = || {
-        let cache = std::env::var_os("SWIFT_RS_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/swift-rs"))
-            })?;
-        Some(cache.join("assets/llama.cpp/models")).filter(|p| p.is_dir())
+// The repository's one place that knows what `make setup` installs (std only).
+#[allow(dead_code)]
+#[path = "../../../tests/common/setup.rs"]
+mod setup;
+
+/// `$SWIFT_LLAMA_CPP_MODELS`, else `$SWIFT_RS_CACHE/assets/llama.cpp/models` (fetched by
+/// `make setup`; the test fails saying so when it is missing).
+fn models_dir() -> PathBuf {
+    let dir = match std::env::var_os("SWIFT_LLAMA_CPP_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => setup::asset("llama.cpp/models"),
     };
-    let Some(dir) = std::env::var_os("SWIFT_LLAMA_CPP_MODELS")
-        .map(PathBuf::from)
-        .or_else(from_cache)
-    else {
-        println!("skipped: set SWIFT_LLAMA_CPP_MODELS to llama.cpp's models/ folder (see the file comment)");
-        return None;
-    };
-    if dir.join("ggml-vocab-gpt-2.gguf").is_file() {
-        Some(dir)
-    } else {
-        println!("skipped: {} has no ggml-vocab-*.gguf files", dir.display());
-        None
-    }
+    assert!(
+        dir.join("ggml-vocab-gpt-2.gguf").is_file(),
+        "{} has no ggml-vocab-*.gguf files",
+        dir.display()
+    );
+    dir
 }
 
 /// Tokenize every `.inp` case of `name` and count how many match `.out` exactly.
@@ -75,7 +71,7 @@ fn check(dir: &Path, name: &str) -> (usize, usize, Vec<String>) {
 
 #[test]
 fn rebuilt_tokenizers_match_llama_cpp() {
-    let Some(dir) = models_dir() else { return };
+    let dir = models_dir();
     // Vocabularies whose pre-tokenizer this converter knows.
     for name in [
         "gpt-2",

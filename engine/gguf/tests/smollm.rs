@@ -1,32 +1,23 @@
 //! End-to-end test on the real SmolLM2-135M-Instruct Q4_1 GGUF (fetched by
 //! `scripts/fetch-smollm.sh`): metadata, dequantization, conversion to a Hugging Face folder,
-//! and the rebuilt tokenizer checked with the `tokenizers` crate. Skips when the file is absent.
-//! Path: `$SWIFT_SMOLLM_GGUF`, default `$SWIFT_RS_CACHE/assets/SmolLM2-135M-Instruct.Q4_1.gguf`
-//! (`SWIFT_RS_CACHE` defaults to `~/.cache/swift-rs`).
+//! and the rebuilt tokenizer checked with the `tokenizers` crate. Fails, saying how to install
+//! it, when the file is absent. Path: `$SWIFT_SMOLLM_GGUF`, default
+//! `$SWIFT_RS_CACHE/assets/SmolLM2-135M-Instruct.Q4_1.gguf` (`SWIFT_RS_CACHE` defaults to
+//! `~/.cache/swift-rs`).
 
 use std::path::PathBuf;
 
 use swift_gguf::{convert_to_hf, GgmlType, GgufFile};
 
-fn smollm_path() -> Option<PathBuf> {
-    let path = match std::env::var_os("SWIFT_SMOLLM_GGUF") {
+// The repository's one place that knows what `make setup` installs (std only).
+#[allow(dead_code)]
+#[path = "../../../tests/common/setup.rs"]
+mod setup;
+
+fn smollm_path() -> PathBuf {
+    match std::env::var_os("SWIFT_SMOLLM_GGUF") {
         Some(p) => PathBuf::from(p),
-        None => {
-            let cache = match std::env::var_os("SWIFT_RS_CACHE") {
-                Some(c) => PathBuf::from(c),
-                None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/swift-rs"),
-            };
-            cache.join("assets/SmolLM2-135M-Instruct.Q4_1.gguf")
-        }
-    };
-    if path.is_file() {
-        Some(path)
-    } else {
-        println!(
-            "skipped: {} not found (run scripts/fetch-smollm.sh or set SWIFT_SMOLLM_GGUF)",
-            path.display()
-        );
-        None
+        None => setup::smollm2_gguf(),
     }
 }
 
@@ -38,7 +29,7 @@ const CHAT_IDS: [u32; 16] = [
 
 #[test]
 fn smollm_metadata_and_tensors() {
-    let Some(path) = smollm_path() else { return };
+    let path = smollm_path();
     let f = GgufFile::open(&path).unwrap();
     assert_eq!(f.version(), 3);
     assert_eq!(f.architecture().unwrap(), "llama");
@@ -93,7 +84,7 @@ fn smollm_metadata_and_tensors() {
 
 #[test]
 fn smollm_converts_to_hf_folder() {
-    let Some(path) = smollm_path() else { return };
+    let path = smollm_path();
     let out = std::env::temp_dir().join(format!("swift-gguf-smollm-{}", std::process::id()));
     let report = convert_to_hf(&path, &out).unwrap();
     println!("{report}");

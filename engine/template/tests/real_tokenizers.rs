@@ -38,12 +38,7 @@ fn reference_ids(
 
 #[test]
 fn qwen3_builtin_and_jinja_match_the_chat_template_on_whole_conversations() {
-    let (Some(tok), Some(sets)) = (
-        common::asset("assets/tokenizers/qwen3/tokenizer.json"),
-        common::must_show_rows(),
-    ) else {
-        return;
-    };
+    let (tok, sets) = (common::tokenizer("qwen3"), common::must_show_rows());
     let builtin = encoder(
         Template::from_record(&common::record("qwen3")).unwrap(),
         &tok,
@@ -154,12 +149,7 @@ fn react_text_messages(row: &StandardRow) -> Vec<Message> {
 
 #[test]
 fn llama3_builtin_and_jinja_match_the_chat_template_on_generation_prompts() {
-    let (Some(tok), Some(sets)) = (
-        common::asset("assets/tokenizers/llama3/tokenizer.json"),
-        common::must_show_rows(),
-    ) else {
-        return;
-    };
+    let (tok, sets) = (common::tokenizer("llama3"), common::must_show_rows());
     let builtin = encoder(
         Template::from_record(&common::record("llama3")).unwrap(),
         &tok,
@@ -210,12 +200,7 @@ fn llama3_builtin_and_jinja_match_the_chat_template_on_generation_prompts() {
 
 #[test]
 fn jinja_labels_cover_every_assistant_turn_of_whole_llama3_conversations() {
-    let (Some(tok), Some(sets)) = (
-        common::asset("assets/tokenizers/llama3/tokenizer.json"),
-        common::must_show_rows(),
-    ) else {
-        return;
-    };
+    let (tok, sets) = (common::tokenizer("llama3"), common::must_show_rows());
     let jinja = encoder(
         Template::from_record(&common::record("jinja")).unwrap(),
         &tok,
@@ -252,9 +237,7 @@ fn jinja_labels_cover_every_assistant_turn_of_whole_llama3_conversations() {
 
 #[test]
 fn builtin_templates_need_no_chat_template() {
-    let Some(tok) = common::asset("assets/tokenizers/qwen3/tokenizer.json") else {
-        return;
-    };
+    let tok = common::tokenizer("qwen3");
     let dir = std::env::temp_dir().join(format!("swift-template-nochat-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(&tok, dir.join("tokenizer.json")).unwrap();
@@ -309,14 +292,9 @@ fn builtin_templates_match_ids_recorded_with_transformers() {
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&fixture).expect("fixture present"))
             .expect("json");
-    let Some(sets) = common::must_show_rows() else {
-        return;
-    };
+    let sets = common::must_show_rows();
     for (tok_name, template, gen) in [("qwen3", "qwen3", false), ("llama3", "llama3", true)] {
-        let Some(tok) = common::asset(&format!("assets/tokenizers/{tok_name}/tokenizer.json"))
-        else {
-            return;
-        };
+        let tok = common::tokenizer(tok_name);
         let builtin = encoder(
             Template::from_record(&common::record(template)).unwrap(),
             &tok,
@@ -362,21 +340,23 @@ fn builtin_templates_match_ids_recorded_with_transformers() {
 }
 
 /// A chat template from llama.cpp's collection inside the llama-cpp-python sdist that
-/// `make setup` downloads (read with `tar`), or `None` (skipped) when it is not there.
-fn llama_cpp_template(name: &str) -> Option<String> {
-    let sdist = common::asset("assets/downloads/llama_cpp_python-0.3.36.tar.gz")?;
+/// `make setup` downloads (read with `tar`).
+fn llama_cpp_template(name: &str) -> String {
+    let sdist = common::asset("downloads/llama_cpp_python-0.3.36.tar.gz");
     let member = format!("llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/{name}.jinja");
     let out = std::process::Command::new("tar")
         .arg("-xzOf")
         .arg(&sdist)
         .arg(&member)
         .output()
-        .ok()?;
-    if !out.status.success() {
-        println!("skipped: cannot read {member} from {}", sdist.display());
-        return None;
-    }
-    String::from_utf8(out.stdout).ok()
+        .expect("tar runs");
+    assert!(
+        out.status.success(),
+        "cannot read {member} from {}: {}",
+        sdist.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the template is UTF-8")
 }
 
 /// Generation prompts of the built-in `template` against a real model's chat template:
@@ -394,7 +374,7 @@ fn compare_generation_prompts(
     );
     let j = JinjaTemplate::new(chat_template).unwrap();
     let mut n = 0;
-    for (name, rows) in common::must_show_rows().unwrap_or_default() {
+    for (name, rows) in common::must_show_rows() {
         for (i, row) in rows.iter().enumerate() {
             if row.tools.is_some() && !with_tools {
                 continue;
@@ -425,12 +405,10 @@ fn compare_generation_prompts(
 
 #[test]
 fn qwen2_5_matches_qwen2_5_instruct_template_with_tools() {
-    let (Some(tok), Some(source)) = (
-        common::asset("assets/tokenizers/qwen3/tokenizer.json"),
+    let (tok, source) = (
+        common::tokenizer("qwen3"),
         llama_cpp_template("Qwen-Qwen2.5-7B-Instruct"),
-    ) else {
-        return;
-    };
+    );
     let n = compare_generation_prompts("qwen2_5", &source, &tok, true);
     println!("qwen2_5: {n} generation prompts match Qwen2.5-7B-Instruct's template");
     assert_eq!(n, 999 + 300 + 186);
@@ -438,12 +416,10 @@ fn qwen2_5_matches_qwen2_5_instruct_template_with_tools() {
 
 #[test]
 fn llama3_2_matches_llama_3_2_instruct_template() {
-    let (Some(tok), Some(source)) = (
-        common::asset("assets/tokenizers/llama3/tokenizer.json"),
+    let (tok, source) = (
+        common::tokenizer("llama3"),
         llama_cpp_template("meta-llama-Llama-3.2-3B-Instruct"),
-    ) else {
-        return;
-    };
+    );
     // Llama-3.2's own tool format is not react; rows with tools are left out.
     let n = compare_generation_prompts("llama3_2", &source, &tok, false);
     println!("llama3_2: {n} generation prompts match Llama-3.2-3B-Instruct's template");

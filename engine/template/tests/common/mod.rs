@@ -1,6 +1,7 @@
-//! Shared helpers of the integration tests: the asset cache, LLaMA-Factory demo rows turned into
-//! standard rows (a small stand-in for the dataset crate's preprocessors), and the built-in
-//! template records.
+//! Shared helpers of the integration tests: the asset cache (the repository's
+//! tests/common/setup.rs: a missing asset fails the test with the command that installs it),
+//! LLaMA-Factory demo rows turned into standard rows (a small stand-in for the dataset crate's
+//! preprocessors), and the built-in template records.
 
 #![allow(dead_code)]
 
@@ -12,25 +13,10 @@ use swift_plugin_api::{FunctionCall, Message, StandardRow, TemplateRecord, ToolC
 // Keep the built-in templates plugin linked so `inventory` finds it.
 use swift_plugin_templates as _;
 
-/// `$SWIFT_RS_CACHE`, default `~/.cache/swift-rs`.
-pub fn cache() -> PathBuf {
-    std::env::var_os("SWIFT_RS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/swift-rs")
-        })
-}
-
-/// A path in the cache, or `None` (after printing "skipped") when it is missing.
-pub fn asset(rel: &str) -> Option<PathBuf> {
-    let p = cache().join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        println!("skipped: {} is missing (run `make setup`)", p.display());
-        None
-    }
-}
+#[path = "../../../../tests/common/setup.rs"]
+mod setup;
+#[allow(unused_imports)]
+pub use setup::{asset, llamafactory_data, tokenizer};
 
 /// A built-in template record by name.
 pub fn record(name: &str) -> TemplateRecord {
@@ -146,17 +132,19 @@ pub fn dpo_multi(path: &PathBuf) -> Vec<StandardRow> {
 }
 
 /// The three row sets of the Must-show comparisons, by name.
-pub fn must_show_rows() -> Option<Vec<(&'static str, Vec<StandardRow>)>> {
-    let dir = asset("assets/llamafactory/data")?;
-    Some(vec![
-        ("alpaca-en-demo", alpaca(&dir.join("alpaca_en_demo.json"))),
+pub fn must_show_rows() -> Vec<(&'static str, Vec<StandardRow>)> {
+    vec![
+        (
+            "alpaca-en-demo",
+            alpaca(&llamafactory_data("alpaca_en_demo.json")),
+        ),
         (
             "glaive-toolcall-en-demo",
-            sharegpt(&dir.join("glaive_toolcall_en_demo.json")),
+            sharegpt(&llamafactory_data("glaive_toolcall_en_demo.json")),
         ),
         (
             "dpo-en-demo (multi-turn)",
-            dpo_multi(&dir.join("dpo_en_demo.json")),
+            dpo_multi(&llamafactory_data("dpo_en_demo.json")),
         ),
-    ])
+    ]
 }

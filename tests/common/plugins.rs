@@ -1,24 +1,11 @@
-//! Shared helpers for the end-to-end tests: the `swift` binary, the plugin fixtures (built once
-//! per test binary, without the host's `tensors` feature, into the workspace's target dir), and
-//! running commands.
-
-#![allow(dead_code)]
+//! The plugin fixtures the tests load: built once per test process (without the host's `tensors`
+//! feature) into the workspace's target folder, and copied into fresh plugin folders.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
-/// The `swift` binary cargo built for this test run.
-pub fn swift_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_swift"))
-}
-
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_path_buf()
-}
+use super::workspace_root;
 
 /// The plugin crates the tests load, by package name.
 pub const FIXTURES: &[&str] = &[
@@ -31,7 +18,8 @@ pub const FIXTURES: &[&str] = &[
     "swift-fixture-not-a-plugin",
 ];
 
-/// Builds every plugin fixture (once per test binary) and returns the directory of the .so files.
+/// Builds every plugin fixture (once per test process) and returns the directory of the .so
+/// files.
 pub fn fixture_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -67,43 +55,8 @@ pub fn plugin_dir_with(packages: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for p in packages {
         let src = fixture_so(p);
-        std::fs::copy(&src, dir.path().join(src.file_name().unwrap())).expect("copy fixture");
+        let name = src.file_name().expect("a file name");
+        std::fs::copy(&src, dir.path().join(name)).expect("copy fixture");
     }
     dir
-}
-
-/// Runs swift with the given arguments and no SWIFT_* variables from the outside.
-pub fn swift(args: &[&str]) -> Output {
-    swift_env(args, &[])
-}
-
-pub fn swift_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(swift_bin());
-    cmd.args(args)
-        .env_remove("SWIFT_PLUGIN_PATH")
-        .env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("swift runs")
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts success and returns stdout.
-pub fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "swift failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
 }

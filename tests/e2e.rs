@@ -1,0 +1,26 @@
+//! The end-to-end tests, one test binary (`cargo test --release -p swift-host --test e2e`): each
+//! module below is one area, run as `--test e2e deploy::` (a module) or by a test's name. One
+//! binary links libtorch and the crates once instead of once per file, and every module shares
+//! the helpers of [`common`].
+//!
+//! To add an area: write tests/NAME.rs starting with `use crate::common::*;`, and add
+//! `mod NAME;` below.
+
+mod common;
+
+mod deploy;
+mod encode_cli;
+mod export_gguf;
+mod export_merge;
+mod export_to_gguf;
+mod flags;
+mod gradient_checkpointing;
+mod models_families;
+mod models_smollm2;
+mod new_plugin;
+mod plugins;
+mod quant;
+mod reward_model;
+mod rlhf;
+mod train_lora;
+mod train_packing;
