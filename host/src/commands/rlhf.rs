@@ -461,6 +461,7 @@ pub fn run(
     let summary = swift_train::train_preference(
         &p.model,
         &items,
+        &[],
         &tuned.trainable,
         &cfg,
         &setup,

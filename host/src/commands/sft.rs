@@ -634,6 +634,7 @@ pub(crate) fn train_config(s: &SftSettings, learning_rate: f64) -> Result<TrainC
         lisa: None,
         resume_from: s.resume_from_checkpoint.clone(),
         eval_steps: s.eval_steps.unwrap_or(s.save_steps),
+        eval_on_start: false,
         rows_per_pass: s.rows_per_pass,
         packing: if s.packing {
             Some(PackingConfig {
