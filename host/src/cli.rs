@@ -1,9 +1,11 @@
 //! The command line: global flags and subcommands (clap), plus the spelling rules users of the
 //! Python tool expect.
 //!
-//! Every flag is declared in kebab-case; [`normalize_args`] rewrites `--snake_case` spellings
-//! before clap sees them, so both work everywhere. Boolean flags take `--flag`, `--flag true` or
-//! `--flag false`.
+//! The commands' own flags are swift-spec's groups (each defined once, flattened into every
+//! command it applies to); this file adds the global flags and the commands that need no
+//! specification. Every flag is declared in kebab-case; [`normalize_args`] rewrites
+//! `--snake_case` spellings before clap sees them, so both work everywhere. Boolean flags take
+//! `--flag`, `--flag true` or `--flag false`.
 
 use std::path::PathBuf;
 
@@ -11,7 +13,13 @@ use clap::{Args, Parser, Subcommand};
 
 /// swift: train, align, serve, evaluate and export large language models.
 #[derive(Debug, Parser)]
-#[command(name = "swift", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "swift",
+    version,
+    about = "swift: train, align, serve, evaluate and export large language models",
+    long_about = None,
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -44,19 +52,19 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Pre-train (continue training; the loss covers every token).
-    Pt(crate::commands::sft::SftArgs),
+    Pt(swift_spec::TrainSpec),
     /// Supervised fine-tuning (full or with a tuner such as LoRA).
-    Sft(crate::commands::sft::SftArgs),
+    Sft(swift_spec::TrainSpec),
     /// Preference alignment: DPO, ORPO, KTO, SimPO, CPO, reward modelling.
-    Rlhf(crate::commands::rlhf::RlhfArgs),
+    Rlhf(swift_spec::RlhfSpec),
     /// Chat with a model, or run it over a dataset.
-    Infer(crate::commands::infer::InferArgs),
+    Infer(swift_spec::InferSpec),
     /// Serve a model over an OpenAI-compatible HTTP API.
-    Deploy(crate::commands::deploy::DeployArgs),
+    Deploy(swift_spec::DeploySpec),
     /// Evaluate a model on benchmark datasets.
     Eval(Pending),
     /// Merge adapters, quantize, convert from/to GGUF.
-    Export(ExportArgs),
+    Export(swift_spec::ExportSpec),
     /// The web UI.
     #[command(name = "web-ui")]
     WebUi(Pending),
@@ -66,7 +74,7 @@ pub enum Command {
     #[command(name = "new-plugin")]
     NewPlugin(NewPluginArgs),
     /// Encode dataset rows with a template (debug a template or a dataset).
-    Encode(EncodeArgs),
+    Encode(swift_spec::EncodeSpec),
 }
 
 /// Arguments of a command that a later issue implements: accepted, then refused clearly.
@@ -102,143 +110,7 @@ pub struct NewPluginArgs {
     pub api_path: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// Convert this GGUF file into a Hugging Face model folder.
-    #[arg(long = "from-gguf", value_name = "FILE")]
-    pub from_gguf: Option<PathBuf>,
-    /// Where to write the result.
-    #[arg(long = "output-dir", value_name = "DIR")]
-    pub output_dir: Option<PathBuf>,
-    // -- merge LoRA, GGUF and Ollama (host/src/commands/export/) --
-    /// The model to export (a Hugging Face folder); with --adapters, the base model (default:
-    /// the adapter's args.json / adapter_config.json `base_model_name_or_path`).
-    #[arg(long, value_name = "DIR")]
-    pub model: Option<PathBuf>,
-    /// LoRA checkpoints (PEFT layout) to merge into the base model (with --merge_lora).
-    #[arg(long, num_args = 1.., value_name = "CKPT")]
-    pub adapters: Vec<PathBuf>,
-    /// Merge the --adapters into the base weights and write a full model folder
-    /// (default: `<first checkpoint>-merged`).
-    #[arg(long = "merge-lora", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    pub merge_lora: Option<bool>,
-    /// Write the model (or the merged model) as one GGUF file for llama.cpp.
-    #[arg(long = "to-gguf", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    pub to_gguf: Option<bool>,
-    /// The GGUF tensor type of the matrices: f32, f16, q8_0, q4_0 or q4_1 (norms stay f32).
-    #[arg(long = "gguf-type", value_name = "TYPE", default_value = "f16")]
-    pub gguf_type: String,
-    /// Also write an Ollama `Modelfile` next to the GGUF file (implies --to_gguf).
-    #[arg(long = "to-ollama", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    pub to_ollama: Option<bool>,
-    /// The chat template recorded in the export (`swift list templates`); default: the adapter's,
-    /// else the model's recorded one, else the tokenizer's chat_template, else the family's.
-    #[arg(long)]
-    pub template: Option<String>,
-    // -- end of merge LoRA, GGUF and Ollama --
-    // --- quantization (`--quant_method`, host/src/commands/quantize.rs) ---
-    // (--model, above, is also the float model folder to quantize.)
-    /// Quantize with this registered quantizer (`swift list quantizers`: bnb, hqq, gptq, awq,
-    /// rtn) into --output_dir, which `swift infer` loads directly.
-    #[arg(long = "quant-method", value_name = "NAME")]
-    pub quant_method: Option<String>,
-    /// Bits per weight: 4 or 8 (awq: 4).
-    #[arg(long = "quant-bits", value_name = "B")]
-    pub quant_bits: Option<u8>,
-    /// Calibration data for gptq and awq (files or registered names, NAME#N). Repeatable.
-    #[arg(long, num_args = 1.., value_name = "SPEC")]
-    pub dataset: Vec<String>,
-    /// Input columns per scale (hqq, gptq, awq, rtn; default 128; 0: one per row).
-    #[arg(long = "group-size", value_name = "G")]
-    pub group_size: Option<i64>,
-    /// Calibration texts used (gptq, awq).
-    #[arg(long = "quant-n-samples", default_value_t = 128)]
-    pub quant_n_samples: usize,
-    /// Tokens per calibration text.
-    #[arg(long = "max-length", default_value_t = 512)]
-    pub max_length: usize,
-    /// gptq: quantize columns by decreasing Hessian diagonal (default true).
-    #[arg(long = "act-order", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    pub act_order: Option<bool>,
-    /// bnb 4-bit code book: nf4 (default) or fp4.
-    #[arg(long = "bnb-4bit-quant-type", value_name = "T")]
-    pub bnb_4bit_quant_type: Option<String>,
-    /// bnb 4-bit: quantize the block absmax values again (default true).
-    #[arg(long = "bnb-4bit-use-double-quant", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    pub bnb_4bit_use_double_quant: Option<bool>,
-    /// Where the model runs while quantizing: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    // --- end of quantization flags ---
-    /// Everything else `swift export` will accept (merge, quantize, to GGUF: later issues).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct EncodeArgs {
-    /// A model folder: its tokenizer.json (and tokenizer_config.json, whose chat_template is used
-    /// when --template is not given).
-    #[arg(long, value_name = "DIR")]
-    pub model: Option<PathBuf>,
-    /// A tokenizer.json file (a tokenizer_config.json next to it is read too).
-    #[arg(long, value_name = "FILE")]
-    pub tokenizer: Option<PathBuf>,
-    /// The template (`swift list templates`); default: the tokenizer's chat_template (`jinja`).
-    #[arg(long)]
-    pub template: Option<String>,
-    /// A dataset file or registered name, optionally NAME#N (sample N rows). Repeatable.
-    #[arg(long, value_name = "SPEC", required = true)]
-    pub dataset: Vec<String>,
-    /// Encode inference prompts: drop a final assistant answer, end with the assistant header.
-    #[arg(long = "generation-prompt", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    pub generation_prompt: Option<bool>,
-    /// Print the rendered text with trained spans marked `[[...]]{loss_scale}` (the default).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, conflicts_with = "json")]
-    pub show: Option<bool>,
-    /// Print one JSON line per row: input_ids, labels, loss_scale.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    pub json: Option<bool>,
-    /// Longest row in tokens; longer rows are handled by --truncation-strategy.
-    #[arg(long = "max-length", value_name = "N")]
-    pub max_length: Option<usize>,
-    /// delete (default), left or right.
-    #[arg(long = "truncation-strategy", value_name = "S")]
-    pub truncation_strategy: Option<String>,
-    /// default, last_round or all, plus agent tables (react, hermes, qwen, FILE.json) joined with `+`.
-    #[arg(long = "loss-scale", value_name = "S")]
-    pub loss_scale: Option<String>,
-    /// Use this system message instead of the row's and the template's default.
-    #[arg(long)]
-    pub system: Option<String>,
-    /// Qwen3 thinking (jinja: passed to the chat_template as enable_thinking).
-    #[arg(long = "enable-thinking", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    pub enable_thinking: Option<bool>,
-    /// Seed of NAME#N sampling.
-    #[arg(long = "data-seed")]
-    pub data_seed: Option<u64>,
-    /// Column renames, a JSON object {"old": "new"}.
-    #[arg(long)]
-    pub columns: Option<String>,
-    /// Skip (and count) malformed rows and rows that fail to encode instead of stopping.
-    #[arg(long = "skip-bad-rows", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    pub skip_bad_rows: Option<bool>,
-    /// Fills {{name}} in datasets such as `identity`.
-    #[arg(long = "model-name")]
-    pub model_name: Option<String>,
-    /// Fills {{author}} in datasets such as `identity`.
-    #[arg(long = "model-author")]
-    pub model_author: Option<String>,
-}
-
-/// Parses `true`/`false` (and `1`/`0`, `yes`/`no`) for boolean flags.
-pub fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        other => Err(format!("expected true or false, got `{other}`")),
-    }
-}
+pub use swift_spec::parse_bool;
 
 /// Rewrites `--snake_case[=v]` into `--snake-case[=v]` (values are untouched), so scripts
 /// written for ms-swift work unchanged. Stops at a bare `--`.
@@ -271,6 +143,14 @@ mod tests {
     fn parse(args: &[&str]) -> Cli {
         let args = normalize_args(args.iter().map(|s| s.to_string()));
         Cli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn every_flag_is_defined_once() {
+        // clap's own checks: no two arguments of a command share an id or a long name, which
+        // is what flattening the same group twice, or two groups defining one flag, would do.
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]
@@ -335,8 +215,8 @@ mod tests {
         ]);
         let Command::Sft(s) = a.command else { panic!() };
         assert_eq!(
-            (s.lora_rank, s.tuner_type.as_deref()),
-            (Some(8), Some("full"))
+            (s.tuner.lora_rank, s.tuner.tuner_type.as_str()),
+            (8, "full")
         );
     }
 }

@@ -1,27 +1,67 @@
 //! Layered settings: defaults < `--config FILE` (YAML, TOML or JSON) < `SWIFT_*` environment
 //! variables < command-line flags, merged with figment.
 //!
-//! Commands describe their settings as a serde struct with defaults; [`layered`] fills it. Flags
-//! are passed as a JSON object holding only the flags the user actually gave, so an unset flag
-//! never hides a value from the file or the environment.
+//! A command's specification (swift-spec) is parsed by clap, defaults included; [`spec`] then
+//! layers the config file and the environment over the defaults and under the flags the user
+//! actually gave (clap's value source says which), so an unset flag never hides a value from
+//! the file or the environment, and each default is written once, in the flag's definition.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches};
 use figment::providers::{Env, Format, Json, Serialized, Toml, Yaml};
 use figment::Figment;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+use swift_spec::CommandSpec;
 
-/// Builds `T` from its defaults, the config file, the environment and the given flags.
-pub fn layered<T>(config_file: Option<&Path>, flags: serde_json::Value) -> Result<T>
+/// A command's specification: clap's defaults, under the config file and `SWIFT_*` variables,
+/// under the flags given on the command line; with the set of flags the user set (given on the
+/// command line, or set elsewhere to a value other than the default) recorded in it.
+pub fn spec<T>(matches: &ArgMatches, config_file: Option<&Path>) -> Result<T>
 where
-    T: DeserializeOwned + Serialize + Default,
+    T: Args + FromArgMatches + Serialize + DeserializeOwned + CommandSpec,
 {
-    let defaults = T::default();
+    let defaults = {
+        let m = T::augment_args(clap::Command::new("defaults"))
+            .no_binary_name(true)
+            .try_get_matches_from(Vec::<String>::new())?;
+        serde_json::to_value(T::from_arg_matches(&m)?)?
+    };
+    let parsed = serde_json::to_value(T::from_arg_matches(matches)?)?;
+    let (Value::Object(all), Value::Object(default_map)) = (&parsed, &defaults) else {
+        bail!("internal: a specification did not serialise to an object");
+    };
+    let on_command_line = |k: &str| {
+        matches.try_get_raw(k).is_ok() && matches.value_source(k) == Some(ValueSource::CommandLine)
+    };
+    let given: serde_json::Map<String, Value> = all
+        .iter()
+        .filter(|(k, _)| on_command_line(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut spec: T = layered(defaults.clone(), config_file, Value::Object(given))?;
+    let resolved = serde_json::to_value(&spec)?;
+    let set = default_map
+        .iter()
+        .filter(|(k, v)| on_command_line(k) || resolved.get(k.as_str()) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    spec.given_mut().0 = set;
+    Ok(spec)
+}
+
+/// Builds `T` from `defaults` (a JSON object), the config file, the environment and `flags`.
+pub fn layered<T>(defaults: Value, config_file: Option<&Path>, flags: Value) -> Result<T>
+where
+    T: DeserializeOwned,
+{
     // Only keys that T knows are taken from the environment, so unrelated SWIFT_* variables
     // (SWIFT_RS_CACHE, SWIFT_PLUGIN_PATH, ...) never make a setting fail to parse.
-    let known: Vec<String> = match serde_json::to_value(&defaults)? {
-        serde_json::Value::Object(m) => m.keys().cloned().collect(),
+    let known: Vec<String> = match &defaults {
+        Value::Object(m) => m.keys().cloned().collect(),
         _ => Vec::new(),
     };
     let mut fig = Figment::from(Serialized::defaults(defaults));
@@ -79,7 +119,19 @@ impl GlobalSettings {
         if let Some(l) = &cli.log_level {
             flags.insert("log_level".into(), l.clone().into());
         }
-        layered(cli.config.as_deref(), flags.into())
+        layered(
+            serde_json::to_value(Self::default())?,
+            cli.config.as_deref(),
+            flags.into(),
+        )
+    }
+
+    /// The plugin settings a command loads with.
+    pub fn plugins(&self) -> swift_registry::PluginSettings {
+        swift_registry::PluginSettings {
+            plugin_dir: self.plugin_dir.clone(),
+            plugin_override: self.plugin_override.clone(),
+        }
     }
 }
 
@@ -95,6 +147,10 @@ mod tests {
         model: Option<String>,
     }
 
+    fn defaults() -> Value {
+        serde_json::to_value(S::default()).unwrap()
+    }
+
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error
     fn precedence_is_defaults_file_env_flags() {
@@ -108,7 +164,12 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("SWIFT_LEARNING_RATE", "0.5");
             jail.set_env("SWIFT_RS_CACHE", "/not/a/setting");
-            let s: S = layered(Some(&file), serde_json::json!({"model": "from-flag"})).unwrap();
+            let s: S = layered(
+                defaults(),
+                Some(&file),
+                serde_json::json!({"model": "from-flag"}),
+            )
+            .unwrap();
             assert_eq!(
                 s,
                 S {
@@ -117,7 +178,7 @@ mod tests {
                     model: Some("from-flag".into())
                 }
             );
-            let s: S = layered(None, serde_json::json!({})).unwrap();
+            let s: S = layered(defaults(), None, serde_json::json!({})).unwrap();
             assert_eq!(
                 s,
                 S {
@@ -131,16 +192,47 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_takes_the_file_over_defaults_and_given_flags_over_the_file() {
+        use clap::CommandFactory;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "lora_rank: 4\nlearning_rate: 0.5\nseed: 7\n").unwrap();
+        let args = crate::cli::normalize_args(
+            ["swift", "sft", "--learning_rate", "0.25", "--lora-alpha=8"].map(String::from),
+        );
+        let matches = crate::cli::Cli::command().get_matches_from(args);
+        let (_, sub) = matches.subcommand().unwrap();
+        let s: swift_spec::TrainSpec = spec(sub, Some(&file)).unwrap();
+        assert_eq!(s.tuner.lora_rank, 4, "file over the default 8");
+        assert_eq!(s.trainer.seed, 7, "file over the default 42");
+        assert_eq!(
+            s.trainer.learning_rate,
+            Some(0.25),
+            "given flag over the file"
+        );
+        assert_eq!(s.tuner.lora_alpha, 8.0, "given flag over the default");
+        assert_eq!(
+            s.tuner.lora_dropout, 0.05,
+            "the default where nothing else speaks"
+        );
+        assert_eq!(s.trainer.lr_scheduler_type, "cosine");
+        for set in ["lora_rank", "seed", "learning_rate", "lora_alpha"] {
+            assert!(s.given.contains(set), "{set} was set");
+        }
+        assert!(!s.given.contains("lora_dropout"));
+    }
+
+    #[test]
     fn bad_files_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.yaml");
-        let err = layered::<S>(Some(&missing), serde_json::json!({})).unwrap_err();
+        let err = layered::<S>(defaults(), Some(&missing), serde_json::json!({})).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
         let toml = dir.path().join("c.toml");
         std::fs::write(&toml, "lora_rank = \"eight\"\n").unwrap();
         let err = format!(
             "{:#}",
-            layered::<S>(Some(&toml), serde_json::json!({})).unwrap_err()
+            layered::<S>(defaults(), Some(&toml), serde_json::json!({})).unwrap_err()
         );
         assert!(err.contains("lora_rank") && err.contains("c.toml"), "{err}");
     }

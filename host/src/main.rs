@@ -5,7 +5,6 @@
 mod cli;
 mod commands;
 mod config;
-mod plugins;
 
 // Built-in plugins are linked statically and found through `inventory`; naming the crates here
 // makes sure the linker keeps them.
@@ -17,15 +16,17 @@ use swift_plugin_templates as _;
 use swift_plugin_tuners as _;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
+use crate::commands::Ctx;
 use crate::config::GlobalSettings;
 
 fn main() -> std::process::ExitCode {
     passive_openmp();
     let args = cli::normalize_args(std::env::args());
-    let cli = Cli::parse_from(args);
+    let matches = Cli::command().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let settings = match GlobalSettings::resolve(&cli.global) {
         Ok(s) => s,
         Err(e) => {
@@ -34,7 +35,16 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_tracing(settings.log_level.as_deref());
-    match run(cli.command, &cli.global, &settings) {
+    let Some((_, sub)) = matches.subcommand() else {
+        eprintln!("error: no command given (see swift --help)");
+        return std::process::ExitCode::from(2);
+    };
+    let ctx = Ctx {
+        matches: sub,
+        global: &cli.global,
+        settings: &settings,
+    };
+    match run(cli.command, &ctx) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -83,18 +93,18 @@ fn init_tracing(level: Option<&str>) {
         .init();
 }
 
-fn run(command: Command, global: &cli::GlobalArgs, settings: &GlobalSettings) -> Result<()> {
+fn run(command: Command, ctx: &Ctx) -> Result<()> {
     match command {
-        Command::List(args) => commands::list::run(&args, settings),
+        Command::List(args) => commands::list::run(&args, ctx.settings),
         Command::NewPlugin(args) => commands::new_plugin::run(&args),
-        Command::Export(args) => commands::export::run(&args, settings),
-        Command::Pt(args) => commands::sft::run(&args, global, settings, true),
-        Command::Sft(args) => commands::sft::run(&args, global, settings, false),
-        Command::Rlhf(args) => commands::rlhf::run(&args, global, settings),
-        Command::Infer(args) => commands::infer::run(&args, settings),
-        Command::Deploy(args) => commands::deploy::run(&args, settings),
+        Command::Export(_) => commands::export::run(ctx),
+        Command::Pt(_) => commands::train::run(ctx, true),
+        Command::Sft(_) => commands::train::run(ctx, false),
+        Command::Rlhf(_) => commands::train::run_rlhf(ctx),
+        Command::Infer(_) => commands::infer::run(ctx),
+        Command::Deploy(_) => commands::deploy::run(ctx),
         Command::Eval(_) => commands::not_yet("eval", "evaluation"),
         Command::WebUi(_) => commands::not_yet("web-ui", "web UI"),
-        Command::Encode(args) => commands::encode::run(&args, settings),
+        Command::Encode(_) => commands::encode::run(ctx),
     }
 }

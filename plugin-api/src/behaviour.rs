@@ -125,8 +125,8 @@ impl PreprocessorHandle {
 // Model families
 
 /// A model architecture: turns a `config.json` into a [`crate::model::Model`] whose `forward`
-/// runs through the host's context (DESIGN.md §4). Needs the `tensors` feature; without it a
-/// plugin can still register declarative families (`Registrar::model_family_alias`).
+/// runs through the host's context (ARCHITECTURE.md §3.4). Needs the `tensors` feature; without
+/// it a plugin can still register declarative families (`Registrar::model_family_alias`).
 #[cfg(feature = "tensors")]
 pub trait ModelFamily: Send + Sync + 'static {
     /// Parses the configuration (refusing what the family cannot run, with the reason).

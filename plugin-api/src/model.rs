@@ -1,4 +1,4 @@
-//! The model interface (DESIGN.md §4): how a model family meets the host.
+//! The model interface (ARCHITECTURE.md §3.4): how a model family meets the host.
 //!
 //! The host owns the parameters, the KV cache and the attention kernel; a family declares what it
 //! needs and writes its forward pass against a [`ModelContext`]:

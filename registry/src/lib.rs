@@ -9,9 +9,11 @@
 //! * [`PluginLoader`]: built-ins (collected with `inventory`), compiled plugins from every
 //!   `--plugin-dir` and `SWIFT_PLUGIN_PATH` entry, and text-only plugin files, all checked and
 //!   registered through one path.
+//! * [`PluginSettings`]: the plugin flags of one command, and loading them.
 
 mod loader;
 mod registry;
+mod settings;
 mod text;
 
 pub use loader::{
@@ -19,4 +21,5 @@ pub use loader::{
     RegistryError,
 };
 pub use registry::{Conflict, Entry, Provenance, Registry, UnknownName};
+pub use settings::PluginSettings;
 pub use text::parse_text_plugin;

@@ -52,6 +52,24 @@ impl Default for DatasetOptions {
 }
 
 impl DatasetOptions {
+    /// The options of a command's dataset flags (`--data_seed`, `--columns`, `--skip_bad_rows`,
+    /// `--model_name`, `--model_author`).
+    pub fn from_spec(args: &swift_spec::DatasetArgs) -> Result<Self, DataError> {
+        let mut opts = Self {
+            skip_bad_rows: args.skip_bad_rows,
+            model_name: args.model_name.clone(),
+            model_author: args.model_author.clone(),
+            ..Default::default()
+        };
+        if let Some(seed) = args.data_seed {
+            opts.data_seed = seed;
+        }
+        if let Some(c) = &args.columns {
+            opts.columns = Self::parse_columns(c)?;
+        }
+        Ok(opts)
+    }
+
     /// Parses `--columns` (a JSON object of old → new names) into `columns`.
     pub fn parse_columns(json: &str) -> Result<BTreeMap<String, String>, DataError> {
         let v: Value = serde_json::from_str(json).map_err(|e| DataError::BadColumns {

@@ -1,6 +1,6 @@
 //! # swift-data: datasets in, standard rows out
 //!
-//! The first stage of the data path (DESIGN.md §5): a `--dataset` spec is resolved to a file
+//! The first stage of the data path (ARCHITECTURE.md §4): a `--dataset` spec is resolved to a file
 //! (a path, or a dataset registered by a plugin, with an optional `#N` sample size), the file is
 //! read row by row ([`read`]: `.jsonl`, `.json`, `.csv`/`.tsv`, `.parquet`, `.txt`), columns are
 //! renamed, and each row goes through a registered preprocessor (chosen by the dataset record,

@@ -1,6 +1,6 @@
 //! # swift-model: the host side of the model interface
 //!
-//! DESIGN.md §4: the host owns the parameters, the KV cache and the attention kernel; a model
+//! ARCHITECTURE.md §3.4: the host owns the parameters, KV cache and attention kernel; a model
 //! family (a plugin) declares a [`ModelLayout`] and writes `forward` against the context this
 //! crate provides.
 //!

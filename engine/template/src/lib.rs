@@ -1,6 +1,6 @@
 //! # swift-template: chat templates, tokenization, labels and loss scale
 //!
-//! The template stage of the data path (DESIGN.md §5): a [`StandardRow`] is rendered by a
+//! The template stage of the data path (ARCHITECTURE.md §4): a [`StandardRow`] is rendered by a
 //! [`Template`] into pieces of text that know what they are (prompt, answer, end of turn, empty
 //! think block), weighted by a [`LossScale`], tokenized by a Hugging Face [`Tokenizer`], and
 //! truncated, giving an [`Encoded`] row (`input_ids`, `labels`, `loss_scale`).

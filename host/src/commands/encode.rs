@@ -13,10 +13,12 @@ use anyhow::{bail, Context, Result};
 use swift_data::{open_datasets, DatasetOptions};
 use swift_template::{EncodeOptions, Encoder, LossScale, RenderOptions, Template, Tokenizer};
 
-use crate::cli::EncodeArgs;
-use crate::config::GlobalSettings;
+use swift_spec::EncodeSpec;
 
-pub fn run(args: &EncodeArgs, settings: &GlobalSettings) -> Result<()> {
+use super::Ctx;
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let args: &EncodeSpec = &ctx.spec()?;
     let tokenizer = match (&args.model, &args.tokenizer) {
         (_, Some(file)) => Tokenizer::from_file(file)?,
         (Some(dir), None) => Tokenizer::from_dir(dir)?,
@@ -24,12 +26,12 @@ pub fn run(args: &EncodeArgs, settings: &GlobalSettings) -> Result<()> {
             bail!("pass --model DIR (a model folder with tokenizer.json) or --tokenizer FILE")
         }
     };
-    if args.dataset.is_empty() {
+    if args.data.dataset.is_empty() {
         bail!("pass --dataset SPEC (a file or a registered dataset name, optionally NAME#N; `swift list datasets`)");
     }
-    let report = crate::plugins::load(settings)?;
+    let report = ctx.settings.plugins().load()?;
     let regs = &report.registries;
-    let template_name = match &args.template {
+    let template_name = match &args.template.template {
         Some(t) => t.clone(),
         None if tokenizer.chat_template.is_some() => "jinja".to_string(),
         None => bail!(
@@ -39,37 +41,22 @@ pub fn run(args: &EncodeArgs, settings: &GlobalSettings) -> Result<()> {
     };
     let record = &regs.templates.resolve(&template_name)?.record;
     let template = Template::from_record(record)?;
-    let loss_scale = LossScale::parse(args.loss_scale.as_deref().unwrap_or("default"))?;
-    let truncation = args
-        .truncation_strategy
-        .as_deref()
-        .unwrap_or("delete")
-        .parse()?;
+    let loss_scale = LossScale::parse(args.encoding.loss_scale.as_deref().unwrap_or("default"))?;
+    let truncation = args.encoding.truncation_strategy.parse()?;
     let options = EncodeOptions {
         render: RenderOptions {
-            generation_prompt: args.generation_prompt.unwrap_or(false),
-            system: args.system.clone(),
-            enable_thinking: args.enable_thinking,
+            generation_prompt: args.generation_prompt,
+            system: args.template.system.clone(),
+            enable_thinking: args.template.enable_thinking,
         },
-        max_length: args.max_length,
+        max_length: args.encoding.max_length,
         truncation,
         loss_scale,
     };
     let encoder = Encoder::new(template, tokenizer, options)?;
 
-    let mut data_opts = DatasetOptions {
-        skip_bad_rows: args.skip_bad_rows.unwrap_or(false),
-        model_name: args.model_name.clone(),
-        model_author: args.model_author.clone(),
-        ..Default::default()
-    };
-    if let Some(seed) = args.data_seed {
-        data_opts.data_seed = seed;
-    }
-    if let Some(c) = &args.columns {
-        data_opts.columns = DatasetOptions::parse_columns(c)?;
-    }
-    let mut dataset = open_datasets(&args.dataset, regs, &data_opts)?;
+    let data_opts = DatasetOptions::from_spec(&args.data)?;
+    let mut dataset = open_datasets(&args.data.dataset, regs, &data_opts)?;
 
     let json = args.json.unwrap_or(false);
     let mut out = BufWriter::new(std::io::stdout().lock());
@@ -137,7 +124,7 @@ pub fn run(args: &EncodeArgs, settings: &GlobalSettings) -> Result<()> {
     if deleted > 0 {
         summary.push_str(&format!(
             "; {deleted} rows longer than --max_length {} deleted (use --truncation_strategy left|right to keep them)",
-            args.max_length.unwrap_or(0)
+            args.encoding.max_length.unwrap_or(0)
         ));
     }
     if failed > 0 {

@@ -8,7 +8,7 @@ use crate::cli::ListArgs;
 use crate::config::GlobalSettings;
 
 pub fn run(args: &ListArgs, settings: &GlobalSettings) -> Result<()> {
-    let report = crate::plugins::load(settings)?;
+    let report = settings.plugins().load()?;
     let rows = report.registries.rows(args.kind.as_deref());
     let mut out = std::io::stdout().lock();
     if args.json.unwrap_or(false) {

@@ -1,4 +1,6 @@
-//! One module per `swift` subcommand.
+//! One module per `swift` subcommand. Each parses its specification (flags, `--config` file,
+//! `SWIFT_*` variables), calls swift-pipeline (or, for commands that need no tensors, the
+//! registries and data crates) and prints the result. No command module imports another.
 
 pub mod deploy;
 pub mod encode;
@@ -6,11 +8,28 @@ pub mod export;
 pub mod infer;
 pub mod list;
 pub mod new_plugin;
-pub mod quantize;
-pub mod reward;
-pub mod rlhf;
-pub mod sft;
-pub mod tuning;
+pub mod train;
+
+/// What every command gets: its own flags, the global flags and the global settings.
+pub struct Ctx<'a> {
+    pub matches: &'a clap::ArgMatches,
+    pub global: &'a crate::cli::GlobalArgs,
+    pub settings: &'a crate::config::GlobalSettings,
+}
+
+impl Ctx<'_> {
+    /// The command's specification, layered (crate::config::spec).
+    pub fn spec<T>(&self) -> anyhow::Result<T>
+    where
+        T: clap::Args
+            + clap::FromArgMatches
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + swift_spec::CommandSpec,
+    {
+        crate::config::spec(self.matches, self.global.config.as_deref())
+    }
+}
 
 /// The answer of a command that a later issue implements: a clear refusal, never a pretence.
 pub fn not_yet(command: &str, area: &str) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! The built-in model families, registered through the plugin contract like any third-party
 //! family: each declares its parameters and layer structure and runs `forward` only through the
-//! host's context (DESIGN.md §4), so tuners and quantizers reach every family without family
-//! code.
+//! host's context (ARCHITECTURE.md §3.4), so tuners and quantizers reach every family without
+//! family code.
 //!
 //! * [`llama`], [`qwen2`], [`qwen3`], [`mistral`]: one file per architecture over the shared
 //!   Llama-style [`decoder`].

@@ -1,4 +1,4 @@
-//! Quantization in the host: `swift export --quant_method M --quant_bits B` (post-training
+//! Quantization: `swift export --quant_method M --quant_bits B` (post-training
 //! quantization into a folder that `swift infer` loads directly), the loader `infer` uses for
 //! such folders, and the frozen 4-bit base of QLoRA (`swift sft --quant_method bnb`).
 //!
@@ -18,9 +18,10 @@ use swift_quant::linear::Packed;
 use swift_quant::{awq, gptq, Bnb4Type, Method, PackedLinear, QuantConfig};
 use swift_registry::Registries;
 
-use crate::cli::ExportArgs;
-use crate::commands::infer::ModelBundle;
-use crate::config::GlobalSettings;
+use swift_spec::ExportSpec;
+
+use crate::bundle::ModelBundle;
+use swift_registry::PluginSettings;
 
 /// Resolves `name` through the registry, checks `bits` with the quantizer, and returns the
 /// swift-quant method it dispatches to.
@@ -166,15 +167,16 @@ fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 /// `swift export --quant_method M --quant_bits B --model DIR [--dataset CALIB] --output_dir OUT`.
-pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
-    let name = args.quant_method.as_deref().unwrap_or_default();
-    let Some(bits) = args.quant_bits else {
+/// Returns the summary line (JSON) the command prints.
+pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
+    let name = args.quant.quant_method.as_deref().unwrap_or_default();
+    let Some(bits) = args.quant.quant_bits else {
         bail!("--quant_method {name} needs --quant_bits (4 or 8; awq: 4)");
     };
     let Some(model_path) = &args.model else {
         bail!("--quant_method needs --model DIR (the float model to quantize)");
     };
-    let report = crate::plugins::load(settings)?;
+    let report = plugins.load()?;
     let regs = &report.registries;
     let method = resolve(regs, name, bits)?;
     if method.needs_calibration() && args.dataset.is_empty() {
@@ -304,8 +306,7 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
         bytes as f64 / 1e6,
         bytes as f64 / float_bytes.max(1) as f64
     );
-    println!("{summary}");
-    Ok(())
+    Ok(summary.to_string())
 }
 
 fn quantize_slot(

@@ -18,10 +18,11 @@ use swift_plugin_api::model::{ModelLayout, SlotKind};
 use swift_train::lora::{merge_weight, LoraCheckpoint};
 use tch::{Device, Kind, Tensor};
 
-use crate::cli::ExportArgs;
-use crate::commands::infer::{model_dir, resolve_family};
-use crate::commands::sft::Adapters;
-use crate::config::GlobalSettings;
+use swift_spec::ExportSpec;
+
+use crate::adapters::Adapters;
+use crate::bundle::{model_dir, resolve_family};
+use swift_registry::PluginSettings;
 
 /// What a merge wrote.
 pub struct Merged {
@@ -45,7 +46,7 @@ fn is_weight_or_config(name: &str) -> bool {
 }
 
 /// Merges `args.adapters` into their base model; returns the folder written.
-pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<Merged> {
+pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
     if args.adapters.is_empty() {
         bail!("--merge_lora needs --adapters CKPT (a LoRA checkpoint from swift sft, PEFT layout)");
     }
@@ -61,8 +62,7 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<Merged> {
             adapters.model.display()
         );
     }
-    let settings = adapters.with_plugins(settings);
-    let report = crate::plugins::load(&settings)?;
+    let report = adapters.with_plugins(plugins).load()?;
     let regs = &report.registries;
     let base = model_dir(&adapters.model)?;
     let config_path = base.join("config.json");

@@ -29,23 +29,12 @@ use swift_template::{EncodeOptions, Encoder, RenderOptions, Template, Truncation
 use swift_train::reward::{is_reward_config, num_labels, PEFT_SCORE_WEIGHT, SCORE_WEIGHT};
 use swift_train::ValueHead;
 
-use crate::commands::infer::{InferArgs, ModelBundle};
+use swift_spec::InferSpec;
 
-/// The config a reward model's family is instantiated with: a sequence classifier has no LM
-/// head, so its output projection is tied to the embeddings (never used: the value head
-/// scores). Other configs pass unchanged.
-pub(crate) fn family_config(config: &Value) -> std::borrow::Cow<'_, Value> {
-    if is_reward_config(config) {
-        let mut c = config.clone();
-        c["tie_word_embeddings"] = json!(true);
-        std::borrow::Cow::Owned(c)
-    } else {
-        std::borrow::Cow::Borrowed(config)
-    }
-}
+use crate::bundle::ModelBundle;
 
 /// The value head of the loaded model or of one of `adapters`, or `None` for a language model.
-pub(crate) fn find_head(bundle: &ModelBundle, adapters: &[PathBuf]) -> Result<Option<ValueHead>> {
+pub fn find_head(bundle: &ModelBundle, adapters: &[PathBuf]) -> Result<Option<ValueHead>> {
     let model = &bundle.model;
     let hidden = ValueHead::hidden_size(model)?;
     let mut found: Vec<(PathBuf, ValueHead)> = Vec::new();
@@ -118,8 +107,8 @@ pub(crate) fn find_head(bundle: &ModelBundle, adapters: &[PathBuf]) -> Result<Op
 }
 
 /// Scoring what `swift infer` was asked, with the value head instead of generation.
-pub(crate) fn run(
-    args: &InferArgs,
+pub fn run(
+    args: &InferSpec,
     bundle: ModelBundle,
     template: Template,
     head: ValueHead,
@@ -132,8 +121,8 @@ pub(crate) fn run(
     let options = EncodeOptions {
         render: RenderOptions {
             generation_prompt: false,
-            system: args.system.clone(),
-            enable_thinking: args.enable_thinking,
+            system: args.template.system.clone(),
+            enable_thinking: args.template.enable_thinking,
         },
         max_length: args.max_length,
         truncation: Truncation::Left,
@@ -143,7 +132,7 @@ pub(crate) fn run(
         model: &bundle.model,
         head: &head,
         encoder: Encoder::new(template, bundle.tokenizer, options)?,
-        batch: args.max_batch_size.max(1),
+        batch: args.max_batch_size,
     };
     if args.val_dataset.is_empty() {
         if args.result_path.is_some() {

@@ -16,8 +16,8 @@ use serde_json::Value;
 use swift_plugin_api::{Message, StandardRow};
 use swift_template::{RenderOptions, Template, Tokenizer};
 
-use crate::commands::infer::resolve_family;
-use crate::config::GlobalSettings;
+use crate::bundle::resolve_family;
+use swift_registry::PluginSettings;
 
 const SYS: &str = "SWIFTPROBESYSTEM";
 const Q1: &str = "SWIFTPROBEQUERYONE";
@@ -250,12 +250,12 @@ pub fn jinja_template(p: &ChatPieces) -> String {
 pub fn chat_template_for(
     model: &Path,
     name: &str,
-    settings: &GlobalSettings,
+    plugins: &PluginSettings,
 ) -> Result<Option<String>> {
     if name == "jinja" {
         return Ok(None);
     }
-    let report = crate::plugins::load(settings)?;
+    let report = plugins.load()?;
     let record = &report.registries.templates.resolve(name)?.record;
     let tok = Tokenizer::from_dir(model)?;
     let t = Template::from_record(record)?.bind(&tok)?;
@@ -297,9 +297,9 @@ pub fn run(
     model: &Path,
     gguf: &Path,
     template: Option<&str>,
-    settings: &GlobalSettings,
+    plugins: &PluginSettings,
 ) -> Result<PathBuf> {
-    let report = crate::plugins::load(settings)?;
+    let report = plugins.load()?;
     let regs = &report.registries;
     let config_path = model.join("config.json");
     let config: Value = serde_json::from_str(

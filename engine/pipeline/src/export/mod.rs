@@ -6,30 +6,28 @@
 //!   GGUF file for llama.cpp ([`gguf`]); `--to_ollama true` adds an Ollama `Modelfile`
 //!   ([`ollama`]).
 
-mod gguf;
-mod merge;
-mod ollama;
+pub mod gguf;
+pub mod merge;
+pub mod ollama;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::ExportArgs;
-use crate::config::GlobalSettings;
+use swift_spec::ExportSpec;
 
-pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
-    if !args.rest.is_empty() {
-        bail!(
-            "unexpected arguments to swift export: {} (see swift export --help)",
-            args.rest.join(" ")
-        );
-    }
+use swift_registry::PluginSettings;
+
+/// `swift export`; returns the lines the command prints (the paths it wrote, or the
+/// quantization summary).
+pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Vec<String>> {
+    check_flags(args)?;
     if let Some(gguf) = &args.from_gguf {
         return from_gguf(gguf, args);
     }
-    if args.quant_method.is_some() {
+    if args.quant.quant_method.is_some() {
         if args.merge_lora.unwrap_or(false) || args.to_gguf.unwrap_or(false) {
             bail!("--quant_method writes a quantized folder on its own: export it in a separate command from --merge_lora / --to_gguf");
         }
-        return super::quantize::run(args, settings);
+        return Ok(vec![crate::quantize::run(args, plugins)?]);
     }
     let merge = args.merge_lora.unwrap_or(false);
     let to_ollama = args.to_ollama.unwrap_or(false);
@@ -50,10 +48,9 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
         None
     };
     let (model, template) = if merge {
-        let merged = merge::run(args, settings)?;
+        let merged = merge::run(args, plugins)?;
         if !to_gguf {
-            println!("{}", merged.dir.display());
-            return Ok(());
+            return Ok(vec![merged.dir.display().to_string()]);
         }
         (merged.dir, merged.template)
     } else {
@@ -63,7 +60,7 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
         (m.clone(), args.template.clone())
     };
     let Some(ty) = gguf_type else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     // With --merge_lora, --output_dir is the merged folder; the GGUF goes next to it.
     let gguf_out = if merge {
@@ -75,15 +72,89 @@ pub fn run(args: &ExportArgs, settings: &GlobalSettings) -> Result<()> {
     // GGUF file when it is not the tokenizer's own.
     let template = template.or_else(|| recorded_template(&model));
     let chat_template = match &template {
-        Some(t) => ollama::chat_template_for(&model, t, settings)?,
+        Some(t) => ollama::chat_template_for(&model, t, plugins)?,
         None => None,
     };
     let out = gguf::run(&model, ty, gguf_out, chat_template)?;
+    let mut printed = Vec::new();
     if to_ollama {
-        let modelfile = ollama::run(&model, &out, template.as_deref(), settings)?;
-        println!("{}", modelfile.display());
+        let modelfile = ollama::run(&model, &out, template.as_deref(), plugins)?;
+        printed.push(modelfile.display().to_string());
     }
-    println!("{}", out.display());
+    printed.push(out.display().to_string());
+    Ok(printed)
+}
+
+/// The flags of each kind of export; a flag of another kind is refused by name.
+const QUANT_FLAGS: &[&str] = &[
+    "quant_method",
+    "quant_bits",
+    "dataset",
+    "group_size",
+    "quant_n_samples",
+    "max_length",
+    "act_order",
+    "bnb_4bit_quant_type",
+    "bnb_4bit_use_double_quant",
+    "device",
+];
+const MERGE_GGUF_FLAGS: &[&str] = &[
+    "adapters",
+    "merge_lora",
+    "to_gguf",
+    "gguf_type",
+    "to_ollama",
+    "template",
+];
+
+fn check_flags(args: &ExportSpec) -> Result<()> {
+    let g = &args.given;
+    let msg = anyhow::Error::msg;
+    if args.from_gguf.is_some() {
+        g.refuse(&["model"], "with --from_gguf").map_err(msg)?;
+        g.refuse(QUANT_FLAGS, "with --from_gguf").map_err(msg)?;
+        return g
+            .refuse(
+                MERGE_GGUF_FLAGS,
+                "with --from_gguf (it takes only --output_dir)",
+            )
+            .map_err(msg);
+    }
+    if let Some(m) = &args.quant.quant_method {
+        g.refuse(
+            MERGE_GGUF_FLAGS,
+            "with --quant_method (a quantized folder is written on its own: export it in a separate command)",
+        )
+        .map_err(msg)?;
+        let calibrated = matches!(m.as_str(), "gptq" | "awq");
+        if !calibrated {
+            g.refuse(
+                &["dataset", "quant_n_samples", "max_length"],
+                &format!("to --quant_method {m} (only gptq and awq calibrate)"),
+            )
+            .map_err(msg)?;
+        }
+        if m != "gptq" {
+            g.refuse(&["act_order"], &format!("to --quant_method {m} (gptq's)"))
+                .map_err(msg)?;
+        }
+        if m != "bnb" {
+            g.refuse(
+                &["bnb_4bit_quant_type", "bnb_4bit_use_double_quant"],
+                &format!("to --quant_method {m} (bnb's)"),
+            )
+            .map_err(msg)?;
+        }
+        return Ok(());
+    }
+    g.refuse(
+        QUANT_FLAGS,
+        "without --quant_method (merging and GGUF export run on the CPU, unquantized)",
+    )
+    .map_err(msg)?;
+    if !args.to_gguf.unwrap_or(false) && !args.to_ollama.unwrap_or(false) {
+        g.refuse(&["gguf_type"], "without --to_gguf").map_err(msg)?;
+    }
     Ok(())
 }
 
@@ -95,7 +166,7 @@ fn recorded_template(model: &std::path::Path) -> Option<String> {
 }
 
 /// `--from_gguf FILE`: the GGUF model as a Hugging Face folder.
-fn from_gguf(gguf: &std::path::Path, args: &ExportArgs) -> Result<()> {
+fn from_gguf(gguf: &std::path::Path, args: &ExportSpec) -> Result<Vec<String>> {
     if args.merge_lora.is_some() || args.to_gguf.is_some() || !args.adapters.is_empty() {
         bail!("--from_gguf takes only --output_dir");
     }
@@ -112,6 +183,5 @@ fn from_gguf(gguf: &std::path::Path, args: &ExportArgs) -> Result<()> {
     let report = swift_gguf::convert_to_hf(gguf, &out)
         .with_context(|| format!("converting {} to a Hugging Face folder", gguf.display()))?;
     tracing::info!("{report}");
-    println!("{}", out.display());
-    Ok(())
+    Ok(vec![out.display().to_string()])
 }

@@ -25,112 +25,29 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Args;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use swift_data::open_datasets;
 use swift_plugin_api::StandardRow;
-use swift_train::{PrefItem, PreferenceSetup, Reference, StepInfo, TrainError, TrainHooks};
-
-use crate::commands::infer::ModelBundle;
-use crate::commands::sft::{
-    attach_tuner, data_options, given_flags, learning_rate, open_run, prepare, progress_bar,
-    shuffle_rows, train_config, Hooks, SftArgs, SftSettings,
+use swift_spec::{PreferenceArgs, RlhfSpec, TrainSpec};
+use swift_train::{
+    PrefItem, PreferenceSetup, Reference, StepInfo, TrainError, TrainHooks, TrainSummary,
 };
-use crate::config::{layered, GlobalSettings};
 
-/// Flags of `swift rlhf`: every `swift sft` flag plus the preference ones.
-#[derive(Debug, Args, Serialize, Default)]
-pub struct RlhfArgs {
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub sft: SftArgs,
-    /// dpo, orpo, simpo, cpo, kto or rm (reward modelling).
-    #[arg(long = "rlhf-type")]
-    pub rlhf_type: Option<String>,
-    /// The preference loss (`swift list preference-losses`); DPO: sigmoid (default), ipo, hinge,
-    /// robust.
-    #[arg(long = "loss-type")]
-    pub loss_type: Option<String>,
-    /// Temperature of the implicit reward (default 0.1; 2.0 for simpo).
-    #[arg(long)]
-    pub beta: Option<f64>,
-    #[arg(long = "label-smoothing")]
-    pub label_smoothing: Option<f64>,
-    /// Weight of the chosen answers' NLL added to a DPO loss (RPO).
-    #[arg(long = "rpo-alpha")]
-    pub rpo_alpha: Option<f64>,
-    /// SimPO's target reward margin.
-    #[arg(long = "simpo-gamma")]
-    pub simpo_gamma: Option<f64>,
-    /// Weight of the chosen answers' NLL in CPO / SimPO.
-    #[arg(long = "cpo-alpha")]
-    pub cpo_alpha: Option<f64>,
-    /// KTO: weight of the desirable rows' loss.
-    #[arg(long = "desirable-weight")]
-    pub desirable_weight: Option<f64>,
-    /// KTO: weight of the undesirable rows' loss.
-    #[arg(long = "undesirable-weight")]
-    pub undesirable_weight: Option<f64>,
-    /// Sequences per gradient pass of the policy (default 1: score every sequence without a
-    /// graph, take the loss's gradient per sequence, then back-propagate one sequence at a time;
-    /// the same gradient in bounded memory). 0: the whole micro-batch in one pass.
-    #[arg(long = "rlhf-chunk-size")]
-    pub rlhf_chunk_size: Option<usize>,
-    /// Switch LoRA dropout off for preference training (default true, as TRL's
-    /// `disable_dropout` and so ms-swift do).
-    #[arg(long = "disable-dropout", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::parse_bool)]
-    pub disable_dropout: Option<bool>,
-    /// Reward modelling: weight of `mean((r_chosen + r_rejected)²)` added to the loss, which
-    /// centres the scores on zero (TRL's RewardConfig; default off).
-    #[arg(long = "center-rewards-coefficient")]
-    pub center_rewards_coefficient: Option<f64>,
-    /// A separate reference model folder (default: the policy with its adapters disabled; for
-    /// full fine-tuning a frozen copy of --model).
-    #[arg(long = "ref-model", value_name = "DIR")]
-    pub ref_model: Option<PathBuf>,
+use crate::bundle::ModelBundle;
+use crate::train::{
+    attach_tuner, learning_rate, open_run, prepare, progress_bar, shuffle_rows, train_config,
+    Hooks, Prepared,
+};
+use swift_registry::PluginSettings;
+
+/// The preference settings' derived values.
+trait PreferenceExt {
+    fn loss_name(&self) -> Result<String>;
+    fn beta(&self) -> f64;
+    fn params(&self) -> Value;
 }
 
-/// The preference settings, with ms-swift's defaults.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct RlhfSettings {
-    pub rlhf_type: String,
-    pub loss_type: Option<String>,
-    pub beta: Option<f64>,
-    pub label_smoothing: f64,
-    pub rpo_alpha: Option<f64>,
-    pub simpo_gamma: f64,
-    pub cpo_alpha: f64,
-    pub desirable_weight: f64,
-    pub undesirable_weight: f64,
-    pub ref_model: Option<PathBuf>,
-    pub rlhf_chunk_size: usize,
-    pub disable_dropout: bool,
-    pub center_rewards_coefficient: Option<f64>,
-}
-
-impl Default for RlhfSettings {
-    fn default() -> Self {
-        Self {
-            rlhf_type: "dpo".into(),
-            loss_type: None,
-            beta: None,
-            label_smoothing: 0.0,
-            rpo_alpha: None,
-            simpo_gamma: 1.0,
-            cpo_alpha: 1.0,
-            desirable_weight: 1.0,
-            undesirable_weight: 1.0,
-            ref_model: None,
-            rlhf_chunk_size: 1,
-            disable_dropout: true,
-            center_rewards_coefficient: None,
-        }
-    }
-}
-
-impl RlhfSettings {
+impl PreferenceExt for PreferenceArgs {
     /// The registered loss this run uses.
     fn loss_name(&self) -> Result<String> {
         let t = self.rlhf_type.as_str();
@@ -168,6 +85,59 @@ impl RlhfSettings {
     }
 }
 
+/// The preference flags that cannot apply to this `--rlhf_type` with its built-in loss,
+/// refused by name (a plugin's loss reads what it reads: its flags all pass).
+fn check_flags(spec: &RlhfSpec) -> Result<()> {
+    let g = &spec.train.given;
+    let r = &spec.preference;
+    let msg = anyhow::Error::msg;
+    g.refuse(
+        &["rows_per_pass", "packing_strategy"],
+        "to swift rlhf (pairs are scored --rlhf_chunk_size sequences at a time)",
+    )
+    .map_err(msg)?;
+    if r.loss_type.is_some() && !matches!(r.rlhf_type.as_str(), "dpo" | "cpo" | "simpo" | "orpo") {
+        // kto and rm have one built-in loss each; a plugin's loss may read any of them.
+        return Ok(());
+    }
+    let reads: &[&str] = match r.rlhf_type.as_str() {
+        "dpo" => &["beta", "label_smoothing", "rpo_alpha"],
+        "orpo" => &["beta"],
+        "simpo" => &["beta", "label_smoothing", "simpo_gamma", "cpo_alpha"],
+        "cpo" => &["beta", "label_smoothing", "cpo_alpha"],
+        "kto" => &["beta", "desirable_weight", "undesirable_weight"],
+        "rm" => &["center_rewards_coefficient"],
+        _ => return Ok(()),
+    };
+    let all = [
+        "beta",
+        "label_smoothing",
+        "rpo_alpha",
+        "simpo_gamma",
+        "cpo_alpha",
+        "desirable_weight",
+        "undesirable_weight",
+    ];
+    let unread: Vec<&str> = all.into_iter().filter(|f| !reads.contains(f)).collect();
+    g.refuse(&unread, &format!("to --rlhf_type {}", r.rlhf_type))
+        .map_err(msg)?;
+    if r.rlhf_type == "kto" {
+        g.refuse(
+            &["rlhf_chunk_size"],
+            "to --rlhf_type kto (its rows are scored in one pass)",
+        )
+        .map_err(msg)?;
+    }
+    if r.rlhf_type == "rm" {
+        g.refuse(
+            &["ref_model"],
+            "to --rlhf_type rm (a reward model has no reference)",
+        )
+        .map_err(msg)?;
+    }
+    Ok(())
+}
+
 /// The final assistant answer of a row.
 fn final_answer(row: &StandardRow) -> Option<&str> {
     row.messages
@@ -189,31 +159,37 @@ fn to_row(e: swift_template::Encoded) -> swift_train::EncodedRow {
 }
 
 /// `swift rlhf`.
-pub fn run(
-    args: &RlhfArgs,
-    global: &crate::cli::GlobalArgs,
-    settings: &GlobalSettings,
-) -> Result<()> {
-    let flags = given_flags(args)?;
-    let mut s: SftSettings = layered(global.config.as_deref(), flags.clone())?;
-    let r: RlhfSettings = layered(global.config.as_deref(), flags.clone())?;
+pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
+    let mut s: TrainSpec = spec.train.clone();
+    let s = &mut s;
+    let r = &spec.preference;
+    crate::train::check_flags(s, false)?;
+    check_flags(spec)?;
     // Preference data trains only the final answer (ms-swift's rlhf default).
-    if flags.get("loss_scale").is_none() {
-        s.loss_scale = "last_round".into();
+    let loss_scale = s
+        .encoding
+        .loss_scale
+        .get_or_insert_with(|| "last_round".into())
+        .clone();
+    if r.disable_dropout && s.given.contains("lora_dropout") {
+        bail!(
+            "--lora_dropout {} would be switched off by --disable_dropout (true by default for preference training, as in TRL): pass --disable_dropout false to train with dropout",
+            s.tuner.lora_dropout
+        );
     }
-    if r.disable_dropout && s.lora_dropout > 0.0 {
+    if r.disable_dropout && s.tuner.lora_dropout > 0.0 {
         tracing::info!(
             "LoRA dropout off for preference training (--disable_dropout true, as TRL does)"
         );
-        s.lora_dropout = 0.0;
+        s.tuner.lora_dropout = 0.0;
     }
-    if s.packing {
+    if s.trainer.packing {
         bail!("--packing is for swift sft / pt; preference training keeps each pair whole (drop --packing)");
     }
     let loss_name = r.loss_name()?;
     let unpaired_wanted = r.rlhf_type == "kto";
     let reward_model = r.rlhf_type == "rm";
-    let mut p = prepare(&s, settings, &s.loss_scale)?;
+    let mut p = prepare(s, plugins, &loss_scale)?;
     let loss_entry = p
         .report
         .registries
@@ -262,6 +238,19 @@ pub fn run(
             },
         );
     }
+    if r.ref_model.is_some() && !loss_record.reference {
+        bail!(
+            "--ref_model does not apply to loss `{}` ({}): it needs no reference model, drop it",
+            loss_record.name,
+            loss_provenance
+        );
+    }
+    if spec.train.given.contains("disable_dropout") && p.tuner_record.adapter() != "lora" {
+        bail!(
+            "--disable_dropout does not apply to tuner `{}`: only LoRA adapters have dropout here, drop it",
+            p.tuner_name
+        );
+    }
     match r.center_rewards_coefficient {
         Some(_) if !reward_model => bail!("--center_rewards_coefficient is for --rlhf_type rm"),
         Some(c) if !(c >= 0.0 && c.is_finite()) => {
@@ -272,11 +261,11 @@ pub fn run(
     let params = r.params();
 
     // Data.
-    let data_opts = data_options(&s);
+    let data_opts = swift_data::DatasetOptions::from_spec(&s.data)?;
     let (mut dropped, mut failed) = (0usize, 0usize);
     let mut pairs: Vec<PrefItem> = Vec::new();
     let mut unpaired: Vec<(StandardRow, swift_train::EncodedRow, bool)> = Vec::new();
-    for item in open_datasets(&s.dataset, &p.report.registries, &data_opts)? {
+    for item in open_datasets(&s.data.dataset, &p.report.registries, &data_opts)? {
         let item = item?;
         let at = || format!("row at {}:{}", item.file.display(), item.line);
         let row = &item.row;
@@ -320,7 +309,7 @@ pub fn run(
             Ok(Some(pair)) => pairs.push(pair),
             Ok(None) if !unpaired_wanted => dropped += 1,
             Ok(None) => {}
-            Err(e) if s.skip_bad_rows => {
+            Err(e) if s.data.skip_bad_rows => {
                 tracing::warn!("skipped {}: {e:#}", at());
                 failed += 1;
             }
@@ -328,7 +317,7 @@ pub fn run(
         }
     }
     let items: Vec<PrefItem> = if unpaired_wanted {
-        let rows = shuffle_rows(unpaired, &s);
+        let rows = shuffle_rows(unpaired, s);
         let n = rows.len();
         let mut items = Vec::with_capacity(n);
         for i in 0..n {
@@ -351,12 +340,12 @@ pub fn run(
         }
         items
     } else {
-        shuffle_rows(pairs, &s)
+        shuffle_rows(pairs, s)
     };
     if items.is_empty() {
         bail!(
             "no trainable rows: {dropped} rows were dropped (longer than --max_length {} with --truncation_strategy {}, or their answer was truncated away; try --truncation_strategy left), {failed} failed",
-            s.max_length, s.truncation_strategy
+            s.encoding.train_max_length(), s.encoding.truncation_strategy
         );
     }
     let what = if unpaired_wanted { "rows" } else { "pairs" };
@@ -367,7 +356,7 @@ pub fn run(
         if dropped > 0 {
             format!(
                 "; {dropped} dropped (too long for --max_length {} or no answer token left)",
-                s.max_length
+                s.encoding.train_max_length()
             )
         } else {
             String::new()
@@ -380,9 +369,9 @@ pub fn run(
     );
 
     // Tuner, value head and reference.
-    let mut tuned = attach_tuner(&s, &mut p)?;
+    let mut tuned = attach_tuner(s, &mut p)?;
     let value_head = if reward_model {
-        let head = value_head(&p, s.seed)?;
+        let head = value_head(&p, s.trainer.seed)?;
         let name = if tuned.adapter.is_some() {
             swift_train::reward::PEFT_SCORE_WEIGHT
         } else {
@@ -397,9 +386,9 @@ pub fn run(
     };
     let ref_bundle = match (&r.ref_model, loss_record.reference, &tuned.adapter) {
         (_, false, _) => None,
-        (Some(dir), true, _) => Some(load_reference(dir, &s, &p.report.registries)?),
+        (Some(dir), true, _) => Some(load_reference(dir, s, &p.report.registries)?),
         (None, true, Some(_)) => None,
-        (None, true, None) => Some(load_reference(&p.model_dir, &s, &p.report.registries)?),
+        (None, true, None) => Some(load_reference(&p.model_dir, s, &p.report.registries)?),
     };
     let reference = match (&ref_bundle, loss_record.reference, &tuned.adapter) {
         (_, false, _) => Reference::Free,
@@ -425,13 +414,13 @@ pub fn run(
         "cpo" | "simpo" => r.cpo_alpha > 0.0,
         _ => r.rpo_alpha.unwrap_or(0.0) > 0.0,
     };
-    let mut extra = serde_json::to_value(&r)?;
+    let mut extra = serde_json::to_value(r)?;
     extra["loss_type"] = json!(loss_record.name);
     extra["beta"] = json!(r.beta());
     extra["reference"] = json!(reference.describe());
     extra["models_loaded"] = json!(models_loaded);
-    let (mut run, abs_model) = open_run(&s, "rlhf", &p, &tuned, items.len(), extra)?;
-    let cfg = train_config(&s, learning_rate(&s, &tuned))?;
+    let (mut run, abs_model) = open_run(s, "rlhf", &p, &tuned, items.len(), extra)?;
+    let cfg = train_config(s, learning_rate(s, &tuned))?;
     let bar = progress_bar(&format!("rlhf {}", r.rlhf_type));
     let mut hooks = RlhfHooks {
         inner: Hooks::new(&bar, &p, &tuned, &abs_model, run.path(), cfg.logging_steps),
@@ -469,25 +458,12 @@ pub fn run(
         &mut hooks,
     )?;
     bar.finish_and_clear();
-    let first = summary.losses.first().copied().unwrap_or(f64::NAN);
-    let last = summary.losses.last().copied().unwrap_or(f64::NAN);
-    eprintln!(
-        "rlhf {}: {} steps in {:.1}s ({:.2} s/step); loss {first:.4} -> {last:.4}",
-        r.rlhf_type,
-        summary.steps,
-        summary.seconds,
-        summary.seconds / summary.steps.max(1) as f64,
-    );
-    if let Some(c) = &summary.last_checkpoint {
-        eprintln!("last checkpoint: {}", c.display());
-        println!("{}", c.display());
-    }
-    Ok(())
+    Ok(summary)
 }
 
 /// The value head of a reward model: read from `--model` when it is a reward model already
 /// (`score.weight`), else drawn from normal(0, `initializer_range`) seeded by `--seed`.
-fn value_head(p: &crate::commands::sft::Prepared, seed: u64) -> Result<swift_train::ValueHead> {
+fn value_head(p: &Prepared, seed: u64) -> Result<swift_train::ValueHead> {
     use swift_train::reward::{is_reward_config, num_labels, SCORE_WEIGHT};
     let model = &p.model;
     let hidden = swift_train::ValueHead::hidden_size(model)?;
@@ -536,15 +512,15 @@ fn value_head(p: &crate::commands::sft::Prepared, seed: u64) -> Result<swift_tra
 /// A frozen reference model (same dtype and device as the policy).
 fn load_reference(
     dir: &Path,
-    s: &SftSettings,
+    s: &TrainSpec,
     regs: &swift_registry::Registries,
 ) -> Result<ModelBundle> {
     tracing::info!("loading the reference model {}", dir.display());
     ModelBundle::load(
         dir,
-        s.model_type.as_deref(),
-        s.torch_dtype.as_deref(),
-        &s.device,
+        s.model.model_type.as_deref(),
+        s.model.torch_dtype.as_deref(),
+        &s.model.device,
         regs,
     )
     .with_context(|| format!("loading the reference model {}", dir.display()))

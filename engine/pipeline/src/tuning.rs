@@ -10,7 +10,7 @@ use swift_train::lora::{LoraInit, LoraVariant};
 use swift_train::trainer::LisaConfig;
 use swift_train::{Lora, LoraConfig};
 
-use crate::commands::sft::SftSettings;
+use swift_spec::{GivenFlags, TunerArgs};
 use tch::Tensor;
 
 /// What attaching produced.
@@ -59,7 +59,8 @@ pub fn attach(
     model: &mut swift_model::LoadedModel,
     record: &TunerRecord,
     targets: &[String],
-    flags: &SftSettings,
+    flags: &TunerArgs,
+    given: &GivenFlags,
     llamapro_new_layers: &[usize],
 ) -> Result<Attached> {
     let option = |key: &str| record.options.get(key).filter(|v| !v.is_null());
@@ -95,6 +96,7 @@ pub fn attach(
             record.adapter()
         );
     }
+    refuse_other_adapters_flags(record, given)?;
     match record.adapter() {
         "lora" => {
             if flags.lora_rank <= 0 {
@@ -212,6 +214,44 @@ pub fn attach(
             record.name
         ),
     }
+}
+
+/// The tuner flags of each host adapter; a flag of another adapter is refused by name.
+const LORA_FLAGS: &[&str] = &[
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "modules_to_save",
+    "use_rslora",
+    "use_dora",
+    "init_weights",
+    "lora_lr_ratio",
+];
+const WHOLE_FLAGS: &[&str] = &[
+    "freeze_parameters",
+    "trainable_parameters",
+    "lisa_activated_layers",
+    "lisa_step_interval",
+];
+const LLAMAPRO_FLAGS: &[&str] = &["llamapro_num_new_blocks"];
+
+fn refuse_other_adapters_flags(record: &TunerRecord, given: &GivenFlags) -> Result<()> {
+    let adapter = record.adapter();
+    let why = format!(
+        "to tuner `{}` (it trains with the `{adapter}` adapter)",
+        record.name
+    );
+    let others: Vec<&[&str]> = match adapter {
+        "lora" => vec![WHOLE_FLAGS, LLAMAPRO_FLAGS],
+        "full" | "freeze" | "lisa" => vec![LORA_FLAGS, LLAMAPRO_FLAGS],
+        "llamapro" => vec![LORA_FLAGS, WHOLE_FLAGS],
+        _ => Vec::new(),
+    };
+    for flags in others {
+        given.refuse(flags, &why).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,255 @@
+//! A model ready to run: the folder (a `.gguf` file is converted once into a cached folder), its
+//! family (`--model_type`, else config.json's `architectures` / `model_type` matched against the
+//! registered families), dtype and device, a quantized folder's loader, the tokenizer, the
+//! template (`--template`, else config.json's `swift_template`, else the tokenizer's own
+//! `chat_template` as `jinja`, else the family's default) and the end-of-sequence ids.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use swift_model::{parse_device, parse_dtype, LoadedModel};
+use swift_registry::Registries;
+use swift_template::{Template, Tokenizer};
+use swift_train::reward::is_reward_config;
+
+/// A model ready to generate: weights, tokenizer, template, stop criteria.
+pub struct ModelBundle {
+    pub dir: PathBuf,
+    pub family: String,
+    pub model: LoadedModel,
+    pub tokenizer: Tokenizer,
+    pub config: Value,
+    pub default_template: Option<String>,
+    pub eos_ids: Vec<i64>,
+}
+
+impl ModelBundle {
+    /// Resolves the folder (converting a GGUF file), the family, dtype and device, and loads.
+    pub fn load(
+        model: &Path,
+        model_type: Option<&str>,
+        dtype: Option<&str>,
+        device: &str,
+        regs: &Registries,
+    ) -> Result<Self> {
+        let dir = model_dir(model)?;
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            bail!("{} has no config.json: --model must be a Hugging Face model folder or a .gguf file", dir.display());
+        }
+        let text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let config: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", config_path.display()))?;
+        let (family, default_template, handle) = resolve_family(regs, &config, model_type)?;
+        let instance = handle.instantiate(&family_config(&config)).map_err(|e| {
+            anyhow!(
+                "model family `{family}` cannot run {}: {e}",
+                config_path.display()
+            )
+        })?;
+        let device = parse_device(device)?;
+        let kind = match dtype {
+            Some(d) => parse_dtype(d)?,
+            None if device == tch::Device::Cpu => tch::Kind::Float,
+            None => match config.get("torch_dtype").and_then(Value::as_str) {
+                Some(d) => parse_dtype(d).unwrap_or(tch::Kind::BFloat16),
+                None => tch::Kind::BFloat16,
+            },
+        };
+        let started = Instant::now();
+        let quant = crate::quantize::loader(&config, regs)?;
+        let quant = quant
+            .as_ref()
+            .map(|q| q as &dyn swift_model::QuantizedLoader);
+        let model = LoadedModel::load_with(&dir, instance, kind, device, quant)
+            .with_context(|| format!("loading {} as `{family}`", dir.display()))?;
+        tracing::info!(
+            "loaded {} ({family}, {} parameters, {} on {:?}) in {:.2}s",
+            dir.display(),
+            model.num_parameters(),
+            swift_model::dtype_name(kind),
+            device,
+            started.elapsed().as_secs_f64()
+        );
+        let tokenizer = Tokenizer::from_dir(&dir)?;
+        let eos_ids = eos_ids(&dir, &config, &tokenizer);
+        Ok(Self {
+            dir,
+            family,
+            model,
+            tokenizer,
+            config,
+            default_template,
+            eos_ids,
+        })
+    }
+
+    /// The template: `--template`, else `jinja` when the tokenizer has a chat_template, else the
+    /// family's default.
+    pub fn template(&self, regs: &Registries, name: Option<&str>) -> Result<Template> {
+        // `swift export --merge_lora` records the adapter's template in config.json.
+        let recorded = self.config.get("swift_template").and_then(Value::as_str);
+        let name = match name.or(recorded) {
+            Some(n) => n.to_string(),
+            None if self.tokenizer.chat_template.is_some() => "jinja".into(),
+            None => self.default_template.clone().ok_or_else(|| {
+                anyhow!("{} has no chat_template and family `{}` no default template: pass --template (`swift list templates`)", self.dir.display(), self.family)
+            })?,
+        };
+        let record = &regs.templates.resolve(&name)?.record;
+        Ok(Template::from_record(record)?)
+    }
+}
+
+/// A model folder for `--model`: the folder itself, or a `.gguf` file's converted folder (kept
+/// under `$SWIFT_RS_CACHE/converted/`, keyed by the file's name, size and modification time).
+pub fn model_dir(model: &Path) -> Result<PathBuf> {
+    if !model.exists() {
+        bail!("--model {}: no such file or folder", model.display());
+    }
+    if model.is_dir() {
+        return Ok(model.to_path_buf());
+    }
+    if model.extension().and_then(|e| e.to_str()) != Some("gguf") {
+        bail!(
+            "--model {}: expected a model folder or a .gguf file",
+            model.display()
+        );
+    }
+    let meta = std::fs::metadata(model)?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cache = std::env::var_os("SWIFT_RS_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/swift-rs")))
+        .unwrap_or_else(std::env::temp_dir);
+    let out = cache
+        .join("converted")
+        .join(format!("{stem}-{}-{mtime}", meta.len()));
+    if !out.join("config.json").is_file() {
+        tracing::info!("converting {} into {}", model.display(), out.display());
+        let report = swift_gguf::convert_to_hf(model, &out)
+            .with_context(|| format!("converting {}", model.display()))?;
+        tracing::info!("{report}");
+    }
+    Ok(out)
+}
+
+/// Finds the family: `--model_type` names it; else config.json's `architectures`, then its
+/// `model_type`. Declarative families (`alias_of`) run their target's behaviour with their own
+/// default template.
+pub fn resolve_family(
+    regs: &Registries,
+    config: &Value,
+    model_type: Option<&str>,
+) -> Result<(
+    String,
+    Option<String>,
+    std::sync::Arc<swift_plugin_api::ModelFamilyHandle>,
+)> {
+    let entry = match model_type {
+        Some(t) => regs.models.resolve(t)?,
+        None => {
+            let archs: Vec<&str> = config
+                .get("architectures")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let mt = config.get("model_type").and_then(Value::as_str);
+            let by_arch = regs.models.iter().find(|e| {
+                archs
+                    .iter()
+                    .any(|a| e.record.architectures.iter().any(|x| x == a))
+            });
+            let by_type = || {
+                regs.models
+                    .iter()
+                    .find(|e| mt.is_some_and(|m| e.record.model_types.iter().any(|x| x == m)))
+            };
+            match by_arch.or_else(by_type) {
+                Some(e) => e,
+                None => {
+                    let mut known_archs: Vec<&str> = regs
+                        .models
+                        .iter()
+                        .flat_map(|e| e.record.architectures.iter().map(String::as_str))
+                        .collect();
+                    let mut known_types: Vec<&str> = regs
+                        .models
+                        .iter()
+                        .flat_map(|e| e.record.model_types.iter().map(String::as_str))
+                        .collect();
+                    known_archs.sort();
+                    known_types.sort();
+                    bail!(
+                        "unknown architecture: config.json has architectures {archs:?} and model_type {:?}; \
+                         known architectures: {}; known model types: {} (pass --model_type NAME to choose a family, \
+                         or load a plugin that provides it with --plugin-dir)",
+                        mt.unwrap_or("none"),
+                        known_archs.join(", "),
+                        known_types.join(", ")
+                    )
+                }
+            }
+        }
+    };
+    let name = entry.record.name.clone();
+    let template = entry.record.default_template.clone();
+    let mut cur = entry;
+    for _ in 0..8 {
+        if let Some(imp) = &cur.imp {
+            return Ok((name, template, imp.clone()));
+        }
+        let Some(target) = &cur.record.alias_of else {
+            break;
+        };
+        cur = regs.models.resolve(target)?;
+    }
+    bail!("model family `{name}` has no behaviour (its alias_of chain ends without a family that runs models)")
+}
+
+/// End-of-sequence ids: generation_config.json's and config.json's `eos_token_id` (a number or
+/// a list) and the tokenizer's `eos_token`.
+fn eos_ids(dir: &Path, config: &Value, tok: &Tokenizer) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let mut add = |v: Option<&Value>| match v {
+        Some(Value::Number(n)) => ids.extend(n.as_i64()),
+        Some(Value::Array(a)) => ids.extend(a.iter().filter_map(Value::as_i64)),
+        _ => {}
+    };
+    let gen = std::fs::read_to_string(dir.join("generation_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    add(gen.as_ref().and_then(|g| g.get("eos_token_id")));
+    add(config.get("eos_token_id"));
+    if let Some(id) = tok.eos_token.as_deref().and_then(|t| tok.token_to_id(t)) {
+        ids.push(id as i64);
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The config a reward model's family is instantiated with: a sequence classifier has no LM
+/// head, so its output projection is tied to the embeddings (never used: the value head
+/// scores). Other configs pass unchanged.
+pub fn family_config(config: &Value) -> std::borrow::Cow<'_, Value> {
+    if is_reward_config(config) {
+        let mut c = config.clone();
+        c["tie_word_embeddings"] = json!(true);
+        std::borrow::Cow::Owned(c)
+    } else {
+        std::borrow::Cow::Borrowed(config)
+    }
+}

@@ -1,0 +1,457 @@
+//! `swift infer`: chat with a model in the terminal, or run it over a dataset.
+//!
+//! * No `--val_dataset`: an interactive multi-turn chat (streamed answers, `/clear` forgets the
+//!   conversation, `/exit` or end of input leaves; older turns are dropped to stay within
+//!   `--max_length`).
+//! * `--val_dataset SPEC --result_path FILE`: one JSON line per row (prompt messages, response,
+//!   the reference answer when the row has one, token counts), `--max_batch_size` rows at a time.
+//! * A reward model (`swift rlhf --rlhf_type rm` checkpoints) scores conversations instead:
+//!   see [`crate::score`].
+//!
+//! Hidden diagnostics for the tests: `--debug_input_ids 1,2,3` prints the last position's
+//! logits and a greedy continuation as JSON; `--nll_file FILE --nll_tokens N` prints the mean
+//! negative log-likelihood of the file's first N tokens.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+use swift_data::{open_datasets, DatasetOptions};
+use swift_model::{generate, LoadedModel, SamplingParams, StopCriteria};
+use swift_plugin_api::{Message, StandardRow};
+use swift_registry::Registries;
+use swift_spec::InferSpec;
+use swift_template::{EncodeOptions, Encoder, RenderOptions, Truncation};
+
+use crate::adapters::Adapters;
+use crate::bundle::ModelBundle;
+use swift_registry::PluginSettings;
+
+/// `swift infer`.
+pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
+    // Adapters (swift sft checkpoints): model, template and plugin files from their args.json.
+    if args.max_batch_size == 0 {
+        bail!("--max_batch_size must be at least 1");
+    }
+    check_flags(args)?;
+    let adapters = Adapters::resolve(args.model.model.as_deref(), &args.adapters)?;
+    let report = adapters.with_plugins(plugins).load()?;
+    let regs = &report.registries;
+    let backend = regs.backends.resolve(&args.backend.infer_backend)?;
+    if backend.record.name != "pt" {
+        bail!(
+            "--infer_backend {}: this swift generates with the built-in `pt` backend only",
+            backend.record.name
+        );
+    }
+    let mut bundle = ModelBundle::load(
+        &adapters.model,
+        args.model.model_type.as_deref(),
+        args.model.torch_dtype.as_deref(),
+        &args.model.device,
+        regs,
+    )?;
+    adapters.attach(&mut bundle.model, args.merge_lora)?;
+    let template_name = args.template.template.clone().or(adapters.template.clone());
+    // A reward model (value head) scores instead of generating.
+    if let Some(head) = crate::score::find_head(&bundle, &adapters.dirs)? {
+        args.given
+            .refuse(
+                &[
+                    "max_new_tokens",
+                    "temperature",
+                    "top_k",
+                    "top_p",
+                    "repetition_penalty",
+                    "seed",
+                    "stop_words",
+                    "stream",
+                ],
+                "to a reward model (it scores instead of generating)",
+            )
+            .map_err(anyhow::Error::msg)?;
+        let template = bundle.template(regs, template_name.as_deref())?;
+        return crate::score::run(args, bundle, template, head, regs);
+    }
+    if let Some(ids) = &args.debug_input_ids {
+        return debug_logits(&bundle, ids, args.debug_greedy_tokens);
+    }
+    if let Some(file) = &args.nll_file {
+        return nll(&bundle, file, args.nll_tokens);
+    }
+    let template = bundle.template(regs, template_name.as_deref())?;
+    let mut stop_words = template.stop_words.clone();
+    stop_words.extend(args.generation.stop_words.iter().cloned());
+    let options = EncodeOptions {
+        render: RenderOptions {
+            generation_prompt: true,
+            system: args.template.system.clone(),
+            enable_thinking: args.template.enable_thinking,
+        },
+        max_length: None,
+        truncation: Truncation::Left,
+        ..Default::default()
+    };
+    let encoder = Encoder::new(template, bundle.tokenizer, options)?;
+    let stop = StopCriteria {
+        eos_ids: bundle.eos_ids.clone(),
+        stop_words,
+    };
+    let params = SamplingParams {
+        max_new_tokens: args.generation.max_new_tokens,
+        temperature: args.generation.temperature,
+        top_k: args.generation.top_k,
+        top_p: args.generation.top_p,
+        repetition_penalty: args.generation.repetition_penalty,
+        seed: args.generation.seed,
+    };
+    let gen = Gen {
+        model: &bundle.model,
+        encoder: &encoder,
+        params,
+        stop,
+    };
+    if args.val_dataset.is_empty() {
+        if args.result_path.is_some() {
+            bail!("--result_path needs --val_dataset (without a dataset, swift infer is an interactive chat)");
+        }
+        return chat(&gen, args.max_length, args.generation.stream);
+    }
+    let Some(result_path) = &args.result_path else {
+        bail!("--val_dataset needs --result_path FILE (one JSON line per row is written there)");
+    };
+    batch(
+        &gen,
+        regs,
+        &args.val_dataset,
+        result_path,
+        args.max_batch_size,
+        args.max_length,
+    )
+}
+
+/// Refuses the flags that cannot apply to what `swift infer` was asked.
+fn check_flags(args: &InferSpec) -> Result<()> {
+    let g = &args.given;
+    let msg = anyhow::Error::msg;
+    if args.adapters.is_empty() {
+        g.refuse(&["merge_lora"], "without --adapters")
+            .map_err(msg)?;
+    }
+    if args.val_dataset.is_empty() {
+        g.refuse(
+            &["max_batch_size"],
+            "to the interactive chat (it batches --val_dataset rows)",
+        )
+        .map_err(msg)?;
+    } else {
+        g.refuse(
+            &["stream"],
+            "with --val_dataset (it streams the interactive chat)",
+        )
+        .map_err(msg)?;
+    }
+    Ok(())
+}
+
+/// What generating needs, bundled.
+struct Gen<'a> {
+    model: &'a LoadedModel,
+    encoder: &'a Encoder,
+    params: SamplingParams,
+    stop: StopCriteria,
+}
+
+impl Gen<'_> {
+    fn decode(&self, ids: &[i64]) -> String {
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        self.encoder.tokenizer.decode(&ids).unwrap_or_default()
+    }
+
+    /// The answer's text: decoded, cut at the first stop word.
+    fn response(&self, tokens: &[i64]) -> String {
+        let mut text = self.decode(tokens);
+        if let Some(cut) = self
+            .stop
+            .stop_words
+            .iter()
+            .filter(|w| !w.is_empty())
+            .filter_map(|w| text.find(w.as_str()))
+            .min()
+        {
+            text.truncate(cut);
+        }
+        text
+    }
+
+    fn prompt_ids(&self, row: &StandardRow) -> Result<Vec<i64>> {
+        let enc = self
+            .encoder
+            .encode(row)?
+            .ok_or_else(|| anyhow!("the prompt could not be encoded"))?;
+        Ok(enc.input_ids.iter().map(|&i| i as i64).collect())
+    }
+}
+
+fn batch(
+    gen: &Gen,
+    regs: &Registries,
+    specs: &[String],
+    out: &Path,
+    batch_size: usize,
+    max_length: Option<usize>,
+) -> Result<()> {
+    let dataset = open_datasets(specs, regs, &DatasetOptions::default())?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut w = BufWriter::new(file);
+    let started = Instant::now();
+    let (mut rows, mut prompt_tokens, mut generated) = (0usize, 0usize, 0usize);
+    // Time to the first token of each batch (the prefill) and the rest (decoding).
+    let (mut prefill_s, mut decode_s, mut batches) = (0.0f64, 0.0f64, 0usize);
+    // Each batch's time to first token, in order (the first batch's includes libtorch's
+    // first-call set-up; benchmarks read the later ones).
+    let mut ttfts: Vec<f64> = Vec::new();
+    let mut pending: Vec<(Vec<Message>, Option<String>, Vec<i64>)> = Vec::new();
+    let mut flush = |pending: &mut Vec<(Vec<Message>, Option<String>, Vec<i64>)>,
+                     w: &mut BufWriter<std::fs::File>|
+     -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let prompts: Vec<Vec<i64>> = pending.iter().map(|p| p.2.clone()).collect();
+        let t0 = Instant::now();
+        let mut first: Option<f64> = None;
+        let results = generate(
+            gen.model,
+            &prompts,
+            &gen.params,
+            &gen.stop,
+            &|ids| gen.decode(ids),
+            &mut |_, _| {
+                first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+            },
+        )?;
+        let total = t0.elapsed().as_secs_f64();
+        let ttft = first.unwrap_or(total);
+        prefill_s += ttft;
+        ttfts.push(ttft);
+        decode_s += total - ttft;
+        batches += 1;
+        for ((messages, reference, _), r) in pending.drain(..).zip(results) {
+            prompt_tokens += r.prompt_tokens;
+            generated += r.generated_tokens;
+            rows += 1;
+            let line = json!({
+                "messages": messages,
+                "response": gen.response(&r.tokens),
+                "labels": reference,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.generated_tokens,
+                "finish_reason": r.finish.as_openai(),
+            });
+            serde_json::to_writer(&mut *w, &line)?;
+            writeln!(w)?;
+        }
+        w.flush()?;
+        Ok(())
+    };
+    for item in dataset {
+        let item = item?;
+        let mut messages = item.row.messages.clone();
+        let reference = match messages.last() {
+            Some(m) if m.role == "assistant" => messages.pop().map(|m| m.content),
+            _ => None,
+        };
+        let row = StandardRow {
+            messages: messages.clone(),
+            tools: item.row.tools.clone(),
+            ..Default::default()
+        };
+        let mut ids = gen
+            .prompt_ids(&row)
+            .with_context(|| format!("row at {}:{}", item.file.display(), item.line))?;
+        if let Some(max) = max_length {
+            if ids.len() > max {
+                ids.drain(..ids.len() - max);
+            }
+        }
+        pending.push((messages, reference, ids));
+        if pending.len() >= batch_size {
+            flush(&mut pending, &mut w)?;
+        }
+    }
+    flush(&mut pending, &mut w)?;
+    let secs = started.elapsed().as_secs_f64();
+    // Tokens after each batch's first are decode steps; its first tokens come with the prefill.
+    let decoded = generated.saturating_sub(rows);
+    let summary = json!({
+        "rows": rows,
+        "prompt_tokens": prompt_tokens,
+        "generated_tokens": generated,
+        "seconds": secs,
+        "time_to_first_token_s": prefill_s / batches.max(1) as f64,
+        "time_to_first_token_per_batch_s": ttfts,
+        "prompt_tokens_per_s": prompt_tokens as f64 / prefill_s.max(1e-9),
+        "generated_tokens_per_s": generated as f64 / secs.max(1e-9),
+        "decode_tokens_per_s": decoded as f64 / decode_s.max(1e-9),
+    });
+    tracing::info!(
+        "answered {rows} rows; results in {}; {summary}",
+        out.display()
+    );
+    Ok(())
+}
+
+fn chat(gen: &Gen, max_length: Option<usize>, stream: bool) -> Result<()> {
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    let mut history: Vec<Message> = Vec::new();
+    eprintln!(
+        "chat with the model: /clear forgets the conversation, /exit (or end of input) leaves"
+    );
+    let mut lines = stdin.lock().lines();
+    loop {
+        write!(stdout, "<<< ")?;
+        stdout.flush()?;
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let query = line.trim();
+        match query {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/clear" => {
+                history.clear();
+                writeln!(stdout, "(conversation cleared)")?;
+                continue;
+            }
+            _ => {}
+        }
+        history.push(Message::new("user", query));
+        let mut ids = gen.prompt_ids(&StandardRow {
+            messages: history.clone(),
+            ..Default::default()
+        })?;
+        if let Some(max) = max_length {
+            // Drop the oldest rounds until the prompt fits.
+            while ids.len() > max && history.len() > 1 {
+                let cut = history
+                    .iter()
+                    .skip(1)
+                    .position(|m| m.role == "user")
+                    .map(|i| i + 1)
+                    .unwrap_or(history.len() - 1);
+                history.drain(..cut);
+                ids = gen.prompt_ids(&StandardRow {
+                    messages: history.clone(),
+                    ..Default::default()
+                })?;
+            }
+            if ids.len() > max {
+                ids.drain(..ids.len() - max);
+            }
+        }
+        write!(stdout, ">>> ")?;
+        stdout.flush()?;
+        let mut tokens: Vec<i64> = Vec::new();
+        let mut printed = 0usize;
+        let eos = gen.stop.eos_ids.clone();
+        let mut on_token = |_: usize, t: i64| {
+            if !stream || eos.contains(&t) {
+                return;
+            }
+            tokens.push(t);
+            let text = gen.response(&tokens);
+            if !text.ends_with('\u{FFFD}') && text.len() > printed && text.is_char_boundary(printed)
+            {
+                let _ = write!(std::io::stdout(), "{}", &text[printed..]);
+                let _ = std::io::stdout().flush();
+                printed = text.len();
+            }
+        };
+        let result = generate(
+            gen.model,
+            &[ids],
+            &gen.params,
+            &gen.stop,
+            &|t| gen.decode(t),
+            &mut on_token,
+        )?;
+        let answer = result
+            .first()
+            .map(|r| gen.response(&r.tokens))
+            .unwrap_or_default();
+        if !stream {
+            write!(stdout, "{answer}")?;
+        } else if answer.len() > printed && answer.is_char_boundary(printed) {
+            write!(stdout, "{}", &answer[printed..])?;
+        }
+        writeln!(stdout)?;
+        history.push(Message::new("assistant", answer));
+    }
+    Ok(())
+}
+
+fn debug_logits(bundle: &ModelBundle, ids: &str, greedy_tokens: usize) -> Result<()> {
+    let ids: Vec<i64> = ids
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<i64>()
+                .map_err(|e| anyhow!("--debug_input_ids: `{s}`: {e}"))
+        })
+        .collect::<Result<_>>()?;
+    let m = &bundle.model;
+    let mut cache = m.new_cache(1);
+    let hidden = m.forward(
+        &tch::Tensor::from_slice(&ids).view([1, -1]),
+        None,
+        &mut cache,
+    )?;
+    let logits = m
+        .logits(&hidden.select(1, -1))?
+        .to_device(tch::Device::Cpu)
+        .view([-1]);
+    let logits: Vec<f32> = Vec::<f32>::try_from(&logits)?;
+    let params = SamplingParams {
+        max_new_tokens: greedy_tokens,
+        ..Default::default()
+    };
+    let out = generate(
+        m,
+        std::slice::from_ref(&ids),
+        &params,
+        &StopCriteria::default(),
+        &|_| String::new(),
+        &mut |_, _| {},
+    )?;
+    let greedy = out.first().map(|g| g.tokens.clone()).unwrap_or_default();
+    println!("{}", json!({ "last_logits": logits, "greedy": greedy }));
+    Ok(())
+}
+
+fn nll(bundle: &ModelBundle, file: &Path, n: usize) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    // Tokenizing a prefix is enough (and fast): keep generous room beyond n tokens.
+    let end = text
+        .char_indices()
+        .nth(n.saturating_mul(24).max(4000))
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
+    let ids: Vec<i64> = bundle
+        .tokenizer
+        .encode(&text[..end])?
+        .into_iter()
+        .take(n)
+        .map(i64::from)
+        .collect();
+    let value = bundle.model.nll(&ids)?;
+    println!("{}", json!({ "nll": value, "tokens": ids.len() }));
+    Ok(())
+}

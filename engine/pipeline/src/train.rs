@@ -1,0 +1,608 @@
+//! `swift sft` and `swift pt`: fine-tune a model (LoRA or full) on datasets, and the pieces
+//! `swift rlhf` shares (preparing the model, tuner and template; the run folder; the loop's
+//! settings; progress and checkpoint hooks).
+//!
+//! The tuner is resolved by name in the tuner registry (`swift list tuners`); the registered
+//! tuner picks the slots (`--target_modules`) and [`crate::tuning`] attaches the tensors.
+//! `pt` trains on every token of each row; `sft` on the answer tokens the template marks, times
+//! their loss scale.
+//!
+//! The run folder (`--output_dir`, default `output/<model>/v<N>-<timestamp>/`) gets `args.json`
+//! (every resolved setting and the loaded plugins), `logging.jsonl` and `checkpoint-N/` folders
+//! (PEFT layout for LoRA; model.safetensors + config + tokenizer files for full training), each
+//! with a copy of `args.json` so `swift infer --adapters CKPT` finds the model and template.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use swift_data::{open_datasets, DatasetOptions};
+use swift_plugin_api::model::SlotKind;
+use swift_spec::TrainSpec;
+use swift_template::{EncodeOptions, Encoder, LossScale, RenderOptions};
+use swift_train::trainer::PackingConfig;
+use swift_train::{
+    save_safetensors, AdamWConfig, EncodedRow, Lora, RunDir, StepInfo, TrainConfig, TrainError,
+    TrainHooks, TrainSummary,
+};
+
+use crate::bundle::{model_dir, ModelBundle};
+use swift_registry::PluginSettings;
+
+/// What every training command loads before its loop: plugins, the resolved tuner, the model
+/// and its tokenizer bound to the template (shared by `sft`, `pt` and `rlhf`).
+pub struct Prepared {
+    pub report: swift_registry::LoadReport,
+    pub tuner_name: String,
+    pub tuner: std::sync::Arc<swift_plugin_api::TunerHandle>,
+    pub tuner_provenance: String,
+    pub model_dir: PathBuf,
+    pub family: String,
+    pub model: swift_model::LoadedModel,
+    pub encoder: Encoder,
+    pub template_name: String,
+    /// The tuner's record (its host adapter and options).
+    pub tuner_record: swift_plugin_api::TunerRecord,
+    /// The model folder the user named (for LLaMA-Pro, `model_dir` is the expanded copy).
+    pub source_model_dir: PathBuf,
+    /// LLaMA-Pro: the new blocks' layer indices, and the temporary expanded model folder.
+    pub llamapro_new_layers: Vec<usize>,
+    pub _expanded: Option<tempfile::TempDir>,
+}
+
+/// Loads plugins, resolves the tuner, loads the model and binds its template with
+/// `loss_scale` (sft: the user's; rlhf: `last_round`).
+pub fn prepare(s: &TrainSpec, plugins: &PluginSettings, loss_scale: &str) -> Result<Prepared> {
+    let Some(model_path) = s.model.model.clone() else {
+        bail!("pass --model DIR (a Hugging Face model folder or a .gguf file)");
+    };
+    if s.data.dataset.is_empty() {
+        bail!("pass --dataset SPEC (a file or a registered dataset name, optionally NAME#N; `swift list datasets`)");
+    }
+    let report = plugins.load()?;
+    let regs = &report.registries;
+    let tuner_entry = regs.tuners.resolve(&s.tuner.tuner_type)?;
+    let tuner_name = tuner_entry.record.name.clone();
+    let tuner_provenance = tuner_entry.provenance.to_string();
+    let tuner = tuner_entry
+        .imp
+        .clone()
+        .ok_or_else(|| anyhow!("tuner `{tuner_name}` has no behaviour"))?;
+    let tuner_record = tuner_entry.record.clone();
+    let source_model_dir = model_dir(&model_path)?;
+    // LLaMA-Pro trains an expanded copy of the model, written to a temporary folder first.
+    let mut llamapro_new_layers = Vec::new();
+    let expanded = if tuner_record.adapter() == "llamapro" {
+        let dir = tempfile::Builder::new()
+            .prefix("swift-llamapro-")
+            .tempdir()
+            .context("creating a folder for the expanded model")?;
+        llamapro_new_layers = swift_train::llamapro::expand(
+            &source_model_dir,
+            dir.path(),
+            s.tuner.llamapro_num_new_blocks.unwrap_or(4),
+        )?;
+        tracing::info!(
+            "LLaMA-Pro: new blocks at layers {llamapro_new_layers:?} of {}",
+            source_model_dir.display()
+        );
+        Some(dir)
+    } else {
+        None
+    };
+    let bundle = ModelBundle::load(
+        expanded
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(&source_model_dir),
+        s.model.model_type.as_deref(),
+        s.model.torch_dtype.as_deref(),
+        &s.model.device,
+        regs,
+    )?;
+    let template = bundle.template(regs, s.template.template.as_deref())?;
+    let template_name = template.name.clone();
+    let ModelBundle {
+        dir: model_dir,
+        family,
+        mut model,
+        tokenizer,
+        ..
+    } = bundle;
+    if let Some(q) = &s.quant.quant_method {
+        crate::quantize::qlora_base(&mut model, regs, q, s.quant.quant_bits, &tuner_name)?;
+    }
+    let options = EncodeOptions {
+        render: RenderOptions {
+            generation_prompt: false,
+            system: s.template.system.clone(),
+            enable_thinking: s.template.enable_thinking,
+        },
+        max_length: Some(s.encoding.train_max_length()),
+        truncation: s.encoding.truncation_strategy.parse()?,
+        loss_scale: LossScale::parse(loss_scale)?,
+    };
+    let encoder = Encoder::new(template, tokenizer, options)?;
+    Ok(Prepared {
+        report,
+        tuner_name,
+        tuner,
+        tuner_provenance,
+        model_dir,
+        family,
+        model,
+        encoder,
+        template_name,
+        tuner_record,
+        source_model_dir,
+        llamapro_new_layers,
+        _expanded: expanded,
+    })
+}
+
+/// Refuses the training flags that cannot apply to this run (sft and pt; rlhf adds its own).
+pub fn check_flags(s: &TrainSpec, pretrain: bool) -> Result<()> {
+    let g = &s.given;
+    let msg = anyhow::Error::msg;
+    if pretrain {
+        g.refuse(&["loss_scale"], "to swift pt (it trains on every token)")
+            .map_err(msg)?;
+    }
+    if !s.trainer.packing {
+        g.refuse(&["packing_strategy"], "without --packing")
+            .map_err(msg)?;
+    }
+    if !s.validation.val_dataset.is_empty() {
+        g.refuse(
+            &["split_dataset_ratio"],
+            "with --val_dataset (the validation rows come from it)",
+        )
+        .map_err(msg)?;
+    } else if s.validation.split_dataset_ratio <= 0.0 {
+        g.refuse(
+            &["eval_steps"],
+            "without validation rows (pass --val_dataset or --split_dataset_ratio)",
+        )
+        .map_err(msg)?;
+    }
+    if s.quant.quant_method.is_none() {
+        g.refuse(
+            &["quant_bits"],
+            "without --quant_method (QLoRA's quantizer)",
+        )
+        .map_err(msg)?;
+    }
+    Ok(())
+}
+
+/// `rows` in the seeded order of `--dataset_shuffle` (unchanged when it is off).
+pub fn shuffle_rows<T>(rows: Vec<T>, s: &TrainSpec) -> Vec<T> {
+    if !s.trainer.dataset_shuffle {
+        return rows;
+    }
+    let order = swift_train::trainer::shuffled(rows.len(), s.trainer.seed);
+    let mut slots: Vec<Option<T>> = rows.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// The tuner's adapter attached to the model.
+pub struct Tuned {
+    pub adapter: Option<Lora>,
+    pub trainable: Vec<(String, tch::Tensor)>,
+    pub targets: Vec<String>,
+    pub linear: Vec<String>,
+    /// Learning-rate factors (LoRA+) and LISA, for the loop.
+    pub lr_factors: Vec<(String, f64)>,
+    pub lisa: Option<swift_train::trainer::LisaConfig>,
+    /// The base weights themselves train (full, freeze, lisa, llamapro).
+    pub full: bool,
+}
+
+/// Picks the tuner's slots and attaches its trainable tensors (seeded by `--seed`).
+pub fn attach_tuner(s: &TrainSpec, p: &mut Prepared) -> Result<Tuned> {
+    tch::manual_seed(s.trainer.seed as i64);
+    let layout = p.model.layout().clone();
+    let linear: Vec<String> = layout
+        .slots
+        .iter()
+        .filter(|sl| sl.kind == SlotKind::Linear)
+        .map(|sl| sl.name.clone())
+        .collect();
+    let tuner_name = &p.tuner_name;
+    let targets = p
+        .tuner
+        .targets(
+            &json!({"target_modules": s.tuner.target_modules, "output_slot": layout.output_slot}),
+            &linear,
+        )
+        .map_err(|e| anyhow!("tuner `{tuner_name}`: {e}"))?;
+    let attached = crate::tuning::attach(
+        &mut p.model,
+        &p.tuner_record,
+        &targets,
+        &s.tuner,
+        &s.given,
+        &p.llamapro_new_layers,
+    )
+    .with_context(|| format!("tuner `{tuner_name}` ({})", p.tuner_provenance))?;
+    let (adapter, trainable) = (attached.lora, attached.trainable);
+    let n_train: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
+    let n_total = p.model.num_parameters() + if adapter.is_some() { n_train } else { 0 };
+    tracing::info!(
+        "tuner `{tuner_name}` on {} slots: {n_train} trainable parameters of {n_total} ({:.4}%)",
+        targets.len(),
+        100.0 * n_train as f64 / n_total.max(1) as f64
+    );
+    Ok(Tuned {
+        adapter,
+        trainable,
+        targets,
+        linear,
+        lr_factors: attached.lr_factors,
+        lisa: attached.lisa,
+        full: attached.full,
+    })
+}
+
+/// The learning rate: `--learning_rate`, else 1e-4 for adapters and 1e-5 for full training.
+pub fn learning_rate(s: &TrainSpec, tuned: &Tuned) -> f64 {
+    s.trainer
+        .learning_rate
+        .unwrap_or(if tuned.full { 1e-5 } else { 1e-4 })
+}
+
+/// Opens the run folder and writes `args.json`: the settings, what was resolved, and `extra`.
+pub fn open_run(
+    s: &TrainSpec,
+    command: &str,
+    p: &Prepared,
+    tuned: &Tuned,
+    train_rows: usize,
+    extra: Value,
+) -> Result<(RunDir, PathBuf)> {
+    let model_label = p
+        .source_model_dir
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let run = RunDir::open(
+        s.trainer.output_dir.as_deref(),
+        Path::new("output"),
+        &model_label,
+    )?;
+    let abs_model = std::fs::canonicalize(&p.model_dir).unwrap_or(p.model_dir.clone());
+    let abs_source =
+        std::fs::canonicalize(&p.source_model_dir).unwrap_or(p.source_model_dir.clone());
+    let n_train: i64 = tuned.trainable.iter().map(|(_, t)| t.numel() as i64).sum();
+    let mut args_json = serde_json::to_value(s)?;
+    args_json["command"] = json!(command);
+    args_json["model"] = json!(abs_source);
+    args_json["model_type"] = json!(p.family);
+    args_json["template"] = json!(p.template_name);
+    args_json["tuner_type"] = json!(p.tuner_name);
+    args_json["learning_rate"] = json!(learning_rate(s, tuned));
+    if !p.llamapro_new_layers.is_empty() {
+        // The run trains an expanded copy; its checkpoints are complete model folders.
+        args_json["llamapro_new_layers"] = json!(p.llamapro_new_layers);
+    }
+    args_json["torch_dtype"] = json!(swift_model::dtype_name(p.model.kind()));
+    args_json["device"] = json!(format!("{:?}", p.model.device()));
+    args_json["target_slots"] = json!(tuned.targets.len());
+    args_json["trainable_parameters"] = json!(n_train);
+    args_json["train_rows"] = json!(train_rows);
+    args_json["plugins"] = json!(p
+        .report
+        .plugins
+        .iter()
+        .map(|p| json!({"name": p.name, "version": p.version, "path": p.path, "sha256": p.sha256}))
+        .collect::<Vec<_>>());
+    args_json["output_dir"] = json!(run.path());
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            args_json[k] = v;
+        }
+    }
+    run.write_args(&args_json)?;
+    tracing::info!("run folder: {}", run.path().display());
+    Ok((run, abs_model))
+}
+
+/// The loop's settings.
+pub fn train_config(s: &TrainSpec, learning_rate: f64) -> Result<TrainConfig> {
+    Ok(TrainConfig {
+        learning_rate,
+        lr_scheduler: s
+            .trainer
+            .lr_scheduler_type
+            .parse()
+            .map_err(|e: String| anyhow!(e))?,
+        warmup_ratio: s.trainer.warmup_ratio,
+        warmup_steps: s.trainer.warmup_steps,
+        num_train_epochs: s.trainer.num_train_epochs,
+        max_steps: s.trainer.max_steps,
+        batch_size: s.trainer.per_device_train_batch_size.max(1),
+        grad_accum: s.trainer.gradient_accumulation_steps.max(1),
+        max_grad_norm: s.trainer.max_grad_norm,
+        adamw: AdamWConfig {
+            beta1: s.trainer.adam_beta1,
+            beta2: s.trainer.adam_beta2,
+            eps: s.trainer.adam_epsilon,
+            weight_decay: s.trainer.weight_decay,
+        },
+        seed: s.trainer.seed,
+        shuffle: s.trainer.train_dataloader_shuffle,
+        logging_steps: s.trainer.logging_steps.max(1),
+        save_steps: s.trainer.save_steps,
+        save_total_limit: s.trainer.save_total_limit,
+        pad_id: 0,
+        lr_factors: Vec::new(),
+        lisa: None,
+        resume_from: s.trainer.resume_from_checkpoint.clone(),
+        eval_steps: s.validation.eval_steps.unwrap_or(s.trainer.save_steps),
+        eval_on_start: false,
+        rows_per_pass: s.trainer.rows_per_pass,
+        packing: if s.trainer.packing {
+            Some(PackingConfig {
+                max_length: s.encoding.train_max_length(),
+                strategy: s
+                    .trainer
+                    .packing_strategy
+                    .parse()
+                    .map_err(|e: String| anyhow!(e))?,
+            })
+        } else {
+            None
+        },
+        gradient_checkpointing: s.trainer.gradient_checkpointing,
+    })
+}
+
+/// The progress bar of a training command.
+pub fn progress_bar(prefix: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}
+
+/// Reads and encodes the rows of `specs`; returns them with the numbers dropped (too long or
+/// nothing to train) and failed (skipped with --skip_bad_rows).
+fn encode_rows(
+    specs: &[String],
+    p: &Prepared,
+    data_opts: &DatasetOptions,
+    s: &TrainSpec,
+    pretrain: bool,
+) -> Result<(Vec<EncodedRow>, usize, usize)> {
+    let mut rows: Vec<EncodedRow> = Vec::new();
+    let (mut deleted, mut failed) = (0usize, 0usize);
+    for item in open_datasets(specs, &p.report.registries, data_opts)? {
+        let item = item?;
+        match p.encoder.encode(&item.row) {
+            Ok(Some(e)) => {
+                let mut row = EncodedRow {
+                    labels: e.labels,
+                    loss_scale: e.loss_scale,
+                    input_ids: e.input_ids,
+                };
+                if pretrain {
+                    row.labels = row.input_ids.iter().map(|&t| t as i64).collect();
+                    row.loss_scale = vec![1.0; row.input_ids.len()];
+                }
+                if row.labels.iter().skip(1).any(|&l| l != -100) {
+                    rows.push(row);
+                } else {
+                    deleted += 1;
+                }
+            }
+            Ok(None) => deleted += 1,
+            Err(e) if s.data.skip_bad_rows => {
+                tracing::warn!("skipped row at {}:{}: {e}", item.file.display(), item.line);
+                failed += 1;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("row at {}:{}", item.file.display(), item.line))
+            }
+        }
+    }
+    Ok((rows, deleted, failed))
+}
+
+/// `swift sft` (`pretrain = false`) or `swift pt` (`pretrain = true`).
+pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<TrainSummary> {
+    let command = if pretrain { "pt" } else { "sft" };
+    check_flags(s, pretrain)?;
+    // Settings errors before anything loads.
+    s.trainer
+        .packing_strategy
+        .parse::<swift_train::PackingStrategy>()
+        .map_err(|e| anyhow!(e))?;
+    let mut p = prepare(
+        s,
+        plugins,
+        s.encoding.loss_scale.as_deref().unwrap_or("default"),
+    )?;
+
+    // Data: read, encode, keep in memory.
+    let data_opts = DatasetOptions::from_spec(&s.data)?;
+    let (rows, deleted, failed) = encode_rows(&s.data.dataset, &p, &data_opts, s, pretrain)?;
+    if rows.is_empty() {
+        bail!("no trainable rows: {deleted} rows were longer than --max_length {} or had nothing to train (use --truncation_strategy right), {failed} failed", s.encoding.train_max_length());
+    }
+    let mut rows = shuffle_rows(rows, s);
+    // Validation rows: --val_dataset, else the last --split_dataset_ratio of the shuffled rows.
+    let val_rows: Vec<EncodedRow> = if !s.validation.val_dataset.is_empty() {
+        let (val, _, _) = encode_rows(&s.validation.val_dataset, &p, &data_opts, s, pretrain)?;
+        val
+    } else if s.validation.split_dataset_ratio > 0.0 {
+        if s.validation.split_dataset_ratio >= 1.0 {
+            bail!(
+                "--split_dataset_ratio must be below 1, got {}",
+                s.validation.split_dataset_ratio
+            );
+        }
+        let n = ((rows.len() as f64) * s.validation.split_dataset_ratio).ceil() as usize;
+        if n >= rows.len() {
+            bail!(
+                "--split_dataset_ratio {} leaves no training rows out of {}",
+                s.validation.split_dataset_ratio,
+                rows.len()
+            );
+        }
+        rows.split_off(rows.len() - n)
+    } else {
+        Vec::new()
+    };
+    if !val_rows.is_empty() {
+        tracing::info!("{} validation rows", val_rows.len());
+    }
+    let tokens: usize = rows.iter().map(|r| r.input_ids.len()).sum();
+    tracing::info!(
+        "{} rows encoded with template `{}` ({tokens} tokens){}{}",
+        rows.len(),
+        p.template_name,
+        if deleted > 0 {
+            format!(
+                "; {deleted} rows dropped (too long for --max_length {} or nothing to train)",
+                s.encoding.train_max_length()
+            )
+        } else {
+            String::new()
+        },
+        if failed > 0 {
+            format!("; {failed} rows failed to encode")
+        } else {
+            String::new()
+        }
+    );
+
+    let tuned = attach_tuner(s, &mut p)?;
+    let (mut run, abs_model) = open_run(s, command, &p, &tuned, rows.len(), json!({}))?;
+    let mut cfg = train_config(s, learning_rate(s, &tuned))?;
+    cfg.lr_factors = tuned.lr_factors.clone();
+    cfg.lisa = tuned.lisa;
+    let bar = progress_bar(command);
+    let mut hooks = Hooks::new(&bar, &p, &tuned, &abs_model, run.path(), cfg.logging_steps);
+    if let Some(l) = &tuned.adapter {
+        l.set_training(true);
+    }
+    let summary = swift_train::train_with_eval(
+        &p.model,
+        &rows,
+        &val_rows,
+        &tuned.trainable,
+        &cfg,
+        &mut run,
+        &mut hooks,
+    )?;
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+/// Progress display and checkpoint writing for the training loops.
+pub struct Hooks<'a> {
+    pub bar: indicatif::ProgressBar,
+    lora: Option<&'a Lora>,
+    model: &'a swift_model::LoadedModel,
+    model_dir: &'a Path,
+    base_name: String,
+    linear: &'a [String],
+    args_path: PathBuf,
+    logging_steps: u64,
+}
+
+impl<'a> Hooks<'a> {
+    pub fn new(
+        bar: &indicatif::ProgressBar,
+        p: &'a Prepared,
+        tuned: &'a Tuned,
+        abs_model: &Path,
+        run_path: &Path,
+        logging_steps: u64,
+    ) -> Self {
+        Self {
+            bar: bar.clone(),
+            lora: tuned.adapter.as_ref(),
+            model: &p.model,
+            model_dir: &p.model_dir,
+            base_name: abs_model.to_string_lossy().into_owned(),
+            linear: &tuned.linear,
+            args_path: run_path.join("args.json"),
+            logging_steps,
+        }
+    }
+}
+
+impl TrainHooks for Hooks<'_> {
+    fn set_training(&mut self, on: bool) {
+        if let Some(l) = self.lora {
+            l.set_training(on);
+        }
+    }
+
+    fn on_step(&mut self, info: &StepInfo) {
+        self.bar.set_length(info.total_steps);
+        self.bar.set_position(info.step);
+        self.bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.2}s/step",
+            info.loss, info.learning_rate, info.step_time
+        ));
+        if info.step.is_multiple_of(self.logging_steps)
+            || info.step == 1
+            || info.step == info.total_steps
+        {
+            self.bar.suspend(|| {
+                tracing::info!(
+                    "step {}/{}: loss {:.4}, grad_norm {:.4}, lr {:.3e}, token_acc {:.3}, epoch {:.2}, {:.2}s/step, {:.0} tokens/s",
+                    info.step,
+                    info.total_steps,
+                    info.loss,
+                    info.grad_norm,
+                    info.learning_rate,
+                    info.token_acc,
+                    info.epoch,
+                    info.step_time,
+                    info.tokens as f64 / info.step_time.max(1e-9)
+                )
+            });
+        }
+    }
+
+    fn save(&mut self, _step: u64, dir: &Path) -> Result<(), TrainError> {
+        let copy = |from: &Path, name: &str| -> Result<(), TrainError> {
+            if from.is_file() {
+                std::fs::copy(from, dir.join(name)).map_err(|e| TrainError::Io {
+                    path: from.to_path_buf(),
+                    source: e,
+                })?;
+            }
+            Ok(())
+        };
+        copy(&self.args_path, "args.json")?;
+        match self.lora {
+            Some(l) => l.save(dir, &self.base_name, self.linear),
+            None => {
+                save_safetensors(&dir.join("model.safetensors"), &self.model.state_dict()?)?;
+                for f in [
+                    "config.json",
+                    "generation_config.json",
+                    "tokenizer.json",
+                    "tokenizer_config.json",
+                    "special_tokens_map.json",
+                    "vocab.json",
+                    "merges.txt",
+                ] {
+                    copy(&self.model_dir.join(f), f)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

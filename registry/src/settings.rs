@@ -1,0 +1,34 @@
+//! Which plugins a command loads: the global `--plugin-dir` / `--plugin-override` flags (plus,
+//! for commands given a checkpoint, the plugin files its `args.json` recorded) and
+//! `SWIFT_PLUGIN_PATH`; loading them into fresh registries, with what loading carried on past
+//! logged as warnings.
+
+use std::path::PathBuf;
+
+use crate::loader::{discover, LoadReport, PluginLoader, RegistryError};
+
+/// The plugin settings of one command.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginSettings {
+    /// Plugin directories or files.
+    pub plugin_dir: Vec<PathBuf>,
+    /// Names allowed to replace registered entries.
+    pub plugin_override: Vec<String>,
+}
+
+impl PluginSettings {
+    /// Loads the built-in plugins and every plugin source named here and in
+    /// `SWIFT_PLUGIN_PATH`; bad plugins found by scanning are logged as warnings.
+    pub fn load(&self) -> Result<LoadReport, RegistryError> {
+        let env_path = std::env::var_os("SWIFT_PLUGIN_PATH");
+        let sources = discover(&self.plugin_dir, env_path.as_deref());
+        let report = PluginLoader::new(self.plugin_override.iter().cloned()).load(&sources)?;
+        for w in &report.warnings {
+            tracing::warn!("{w}");
+        }
+        for p in &report.plugins {
+            tracing::debug!(plugin = %p.name, version = %p.version, path = ?p.path, "loaded plugin");
+        }
+        Ok(report)
+    }
+}

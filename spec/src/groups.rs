@@ -1,0 +1,368 @@
+//! The flag groups. Each field's doc comment is its `--help` line; each default is written once,
+//! in its `default_value` (clap fills it in; `args.json` records it).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The model to load: `swift sft`, `pt`, `rlhf`, `infer`, `deploy`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ModelArgs {
+    /// A model folder (config.json, *.safetensors, tokenizer.json) or a .gguf file.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR|FILE.gguf"))]
+    pub model: Option<PathBuf>,
+    /// The model family (`swift list models`); default: from config.json.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub model_type: Option<String>,
+    /// float32, bfloat16 or float16 (default: float32 on the CPU, config.json's on CUDA).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub torch_dtype: Option<String>,
+    /// auto (CUDA when present), cpu, cuda or cuda:N.
+    #[cfg_attr(feature = "cli", arg(long, default_value = "auto"))]
+    pub device: String,
+}
+
+/// The chat template and what it renders: every command that renders conversations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct TemplateArgs {
+    /// The chat template (`swift list templates`); default: the tokenizer's chat_template, else
+    /// the family's default.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub template: Option<String>,
+    /// System message (replaces the row's and the template's default).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub system: Option<String>,
+    /// Qwen3 thinking switch (templates that support it; jinja: passed to the chat_template as
+    /// enable_thinking).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = crate::parse_bool))]
+    pub enable_thinking: Option<bool>,
+}
+
+/// How rows become training tokens: `swift sft`, `pt`, `rlhf`, `encode`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct EncodingArgs {
+    /// Longest row in tokens (training: default 2048; encode: no limit); longer rows are
+    /// handled by --truncation_strategy.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub max_length: Option<usize>,
+    /// delete, left or right.
+    #[cfg_attr(feature = "cli", arg(long, default_value = "delete"))]
+    pub truncation_strategy: String,
+    /// default, last_round or all, plus agent tables (react, hermes, qwen, FILE.json) joined
+    /// with `+` (default: default; rlhf: last_round).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub loss_scale: Option<String>,
+}
+
+impl EncodingArgs {
+    /// The training row limit: `--max_length`, else 2048.
+    pub fn train_max_length(&self) -> usize {
+        self.max_length.unwrap_or(2048)
+    }
+}
+
+/// The rows to read: `swift sft`, `pt`, `rlhf`, `encode`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct DatasetArgs {
+    /// Datasets (files or registered names, NAME#N samples N rows). Repeatable.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "SPEC"))]
+    pub dataset: Vec<String>,
+    /// Seed of NAME#N sampling.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub data_seed: Option<u64>,
+    /// Column renames, a JSON object {"old": "new"}.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub columns: Option<String>,
+    /// Skip (and count) malformed rows and rows that fail to encode instead of stopping.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub skip_bad_rows: bool,
+    /// Fills {{name}} in datasets such as `identity`.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub model_name: Option<String>,
+    /// Fills {{author}} in datasets such as `identity`.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub model_author: Option<String>,
+}
+
+/// The validation set of a training run: `swift sft`, `pt`, `rlhf`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ValidationArgs {
+    /// Validation datasets (evaluated every --eval_steps and at the end).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "SPEC"))]
+    pub val_dataset: Vec<String>,
+    /// Without --val_dataset: the share of the (shuffled) rows held out for validation.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
+    pub split_dataset_ratio: f64,
+    /// Evaluate every N steps (default: --save_steps) and at the end, when there are
+    /// validation rows.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub eval_steps: Option<u64>,
+}
+
+/// What trains: the tuner and its options (`swift list tuners`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct TunerArgs {
+    /// lora, full, ... (`swift list tuners`); `--train_type` is the old name.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, alias = "train-type", default_value = "lora")
+    )]
+    pub tuner_type: String,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8))]
+    pub lora_rank: i64,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 32.0))]
+    pub lora_alpha: f64,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.05))]
+    pub lora_dropout: f64,
+    /// all-linear (every linear slot but the output projection) or slot names (q_proj, ...).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1.., default_values_t = [String::from("all-linear")]))]
+    pub target_modules: Vec<String>,
+    /// Layers trained whole beside the LoRA adapters and saved in the adapter (PEFT
+    /// `modules_to_save`): slot names or their last parts (lm_head, embed_tokens), or
+    /// all-embedding.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
+    pub modules_to_save: Vec<String>,
+    /// Scale LoRA by alpha/√r (the `rslora` tuner sets it).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = crate::parse_bool))]
+    pub use_rslora: Option<bool>,
+    /// DoRA on top of LoRA (the `dora` tuner sets it).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = crate::parse_bool))]
+    pub use_dora: Option<bool>,
+    /// LoRA initialisation: true, gaussian, pissa or olora.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub init_weights: Option<String>,
+    /// LoRA+: B's learning rate over A's (the `lora_plus` tuner defaults to 16).
+    #[cfg_attr(feature = "cli", arg(long, alias = "lorap-lr-ratio"))]
+    pub lora_lr_ratio: Option<f64>,
+    /// Parameters kept frozen (name prefixes or * patterns), for the full and freeze tuners.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
+    pub freeze_parameters: Vec<String>,
+    /// Parameters trained even if --freeze_parameters matches them.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
+    pub trainable_parameters: Vec<String>,
+    /// LISA: decoder layers trained at a time (the `lisa` tuner defaults to 2).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub lisa_activated_layers: Option<usize>,
+    /// LISA: steps between re-drawing the active layers (default 20).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub lisa_step_interval: Option<u64>,
+    /// LLaMA-Pro: new blocks to insert (must divide the number of layers; default 4).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub llamapro_num_new_blocks: Option<usize>,
+}
+
+/// Quantization by a registered quantizer (`swift list quantizers`): the frozen base of QLoRA
+/// (`swift sft`), or the output of `swift export`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct QuantArgs {
+    /// The quantizer: bnb, hqq, gptq, awq or rtn (`swift list quantizers`; training: bnb).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
+    pub quant_method: Option<String>,
+    /// Bits per weight: 4 or 8 (awq: 4).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "B"))]
+    pub quant_bits: Option<u8>,
+}
+
+/// The optimisation loop, its schedule, checkpoints and logs: `swift sft`, `pt`, `rlhf`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct TrainerArgs {
+    /// Peak learning rate (default: 1e-4 for adapters, 1e-5 for full training).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub learning_rate: Option<f64>,
+    /// cosine, linear or constant.
+    #[cfg_attr(feature = "cli", arg(long, default_value = "cosine"))]
+    pub lr_scheduler_type: String,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
+    pub warmup_ratio: f64,
+    /// Overrides --warmup_ratio.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub warmup_steps: Option<u64>,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 3.0))]
+    pub num_train_epochs: f64,
+    /// Overrides --num_train_epochs.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub max_steps: Option<u64>,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
+    pub per_device_train_batch_size: usize,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
+    pub gradient_accumulation_steps: usize,
+    /// 0 turns clipping off.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    pub max_grad_norm: f64,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.1))]
+    pub weight_decay: f64,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.9))]
+    pub adam_beta1: f64,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.95))]
+    pub adam_beta2: f64,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1e-8))]
+    pub adam_epsilon: f64,
+    /// Seed of the tuner's initialisation, the shuffles and dropout.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 42))]
+    pub seed: u64,
+    /// Shuffle the rows once they are read.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub dataset_shuffle: bool,
+    /// Reshuffle every epoch.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub train_dataloader_shuffle: bool,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 5))]
+    pub logging_steps: u64,
+    /// Write a checkpoint every N steps (and at the end).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 500))]
+    pub save_steps: u64,
+    /// Keep only the newest N checkpoints.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub save_total_limit: Option<usize>,
+    /// The run folder (default: output/<model>/v<N>-<timestamp>/).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub output_dir: Option<PathBuf>,
+    /// Continue from a checkpoint of an earlier run with the same settings (its optimizer state,
+    /// schedule, data position and random draws).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
+    pub resume_from_checkpoint: Option<PathBuf>,
+    /// Rows per forward/backward pass inside a micro-batch (1: the least memory, no padding;
+    /// 0: the whole micro-batch at once). The gradient is the same.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
+    pub rows_per_pass: usize,
+    /// Recompute each transformer block's activations in the backward pass instead of keeping
+    /// them (less memory, about one extra forward pass of time; the gradient is the same).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub gradient_checkpointing: bool,
+    /// Pack rows end to end into sequences of --max_length tokens (each row attends only to
+    /// itself; --per_device_train_batch_size then counts packed sequences). sft and pt only.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub packing: bool,
+    /// binpack (longest rows first, into the emptiest sequence with room; ms-swift's default)
+    /// or sequential (in row order).
+    #[cfg_attr(feature = "cli", arg(long, default_value = "binpack"))]
+    pub packing_strategy: String,
+}
+
+/// Preference alignment: `swift rlhf`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct PreferenceArgs {
+    /// dpo, orpo, simpo, cpo, kto or rm (reward modelling).
+    #[cfg_attr(feature = "cli", arg(long, default_value = "dpo"))]
+    pub rlhf_type: String,
+    /// The preference loss (`swift list preference-losses`); DPO: sigmoid (default), ipo,
+    /// hinge, robust.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub loss_type: Option<String>,
+    /// Temperature of the implicit reward (default 0.1; 2.0 for simpo).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub beta: Option<f64>,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
+    pub label_smoothing: f64,
+    /// Weight of the chosen answers' NLL added to a DPO loss (RPO).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub rpo_alpha: Option<f64>,
+    /// SimPO's target reward margin.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    pub simpo_gamma: f64,
+    /// Weight of the chosen answers' NLL in CPO / SimPO.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    pub cpo_alpha: f64,
+    /// KTO: weight of the desirable rows' loss.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    pub desirable_weight: f64,
+    /// KTO: weight of the undesirable rows' loss.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    pub undesirable_weight: f64,
+    /// Sequences per gradient pass of the policy (1: score every sequence without a graph,
+    /// take the loss's gradient per sequence, then back-propagate one sequence at a time; the
+    /// same gradient in bounded memory). 0: the whole micro-batch in one pass.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
+    pub rlhf_chunk_size: usize,
+    /// Switch LoRA dropout off for preference training (as TRL's `disable_dropout` and so
+    /// ms-swift do).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub disable_dropout: bool,
+    /// Reward modelling: weight of `mean((r_chosen + r_rejected)²)` added to the loss, which
+    /// centres the scores on zero (TRL's RewardConfig; default off).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub center_rewards_coefficient: Option<f64>,
+    /// A separate reference model folder (default: the policy with its adapters disabled; for
+    /// full fine-tuning a frozen copy of --model).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
+    pub ref_model: Option<PathBuf>,
+}
+
+/// Sampling: `swift infer`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct GenerationArgs {
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512))]
+    pub max_new_tokens: usize,
+    /// 0 decodes greedily.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
+    pub temperature: f64,
+    /// 0: no top-k cut.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
+    pub top_k: usize,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    pub top_p: f64,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    pub repetition_penalty: f64,
+    /// Seed of sampling.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 42))]
+    pub seed: u64,
+    /// Extra strings that end an answer (besides EOS and the template's). Repeatable.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
+    pub stop_words: Vec<String>,
+    /// Stream answers token by token in the chat.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub stream: bool,
+}
+
+/// The inference backend (`swift list backends`): `swift infer`, `deploy`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct BackendArgs {
+    /// The inference backend (`swift list backends`); `pt` is the built-in one.
+    #[cfg_attr(feature = "cli", arg(long, default_value = "pt"))]
+    pub infer_backend: String,
+}
+
+/// The HTTP server: `swift deploy`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ServerArgs {
+    /// LoRA checkpoints served beside the base model, as NAME=CKPT (or CKPT: named after its
+    /// folder). A request's `model` field picks one by name; the base model's name picks none.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "NAME=CKPT"))]
+    pub adapters: Vec<String>,
+    #[cfg_attr(feature = "cli", arg(long, default_value = "127.0.0.1"))]
+    pub host: String,
+    /// 0 picks a free port; the address is printed as `listening on http://HOST:PORT`.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8000))]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on the /v1 routes.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub api_key: Option<String>,
+    /// The name requests use for the base model (default: the model folder's name).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub served_model_name: Option<String>,
+    /// Most requests (rows) decoded together.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 16))]
+    pub max_batch_size: usize,
+    /// Requests that may wait for room in the batch; beyond that the server answers 503.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 256))]
+    pub max_queue: usize,
+    /// Prompt plus answer tokens per request (default: config.json's max_position_embeddings).
+    #[cfg_attr(feature = "cli", arg(long, alias = "max-length"))]
+    pub max_model_len: Option<usize>,
+    /// Test hook: sleep this many milliseconds after every decoding step, so tests can hold
+    /// requests in flight (queue limits, draining on shutdown).
+    #[cfg_attr(feature = "cli", arg(long, hide = true))]
+    pub debug_step_delay_ms: Option<u64>,
+}
