@@ -1,5 +1,5 @@
 //! Embeds libtorch's directory as an rpath so this crate's test binaries run without
-//! LD_LIBRARY_PATH (DESIGN.md §7).
+//! LD_LIBRARY_PATH (ARCHITECTURE.md §6).
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -16,7 +16,7 @@ pub struct Adapters {
     pub model: PathBuf,
     pub template: Option<String>,
     pub dirs: Vec<PathBuf>,
-    /// Plugin files the training run loaded (DESIGN.md §2: checkpoints reload their plugins).
+    /// Plugin files the training run loaded (ARCHITECTURE.md §3.5: checkpoints reload their plugins).
     pub plugin_files: Vec<PathBuf>,
 }
 

@@ -288,7 +288,7 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
         .loss_scale
         .get_or_insert_with(|| "last_round".into())
         .clone();
-    if r.disable_dropout && s.given.contains("lora_dropout") {
+    if r.disable_dropout && s.given.contains("lora_dropout") && s.tuner.lora_dropout > 0.0 {
         bail!(
             "--lora_dropout {} would be switched off by --disable_dropout (true by default for preference training, as in TRL): pass --disable_dropout false to train with dropout",
             s.tuner.lora_dropout

@@ -19,6 +19,9 @@ use super::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let args: &EncodeSpec = &ctx.spec()?;
+    if args.model.is_some() && args.tokenizer.is_some() {
+        bail!("--model does not apply with --tokenizer: pass --model DIR or --tokenizer FILE, not both");
+    }
     let tokenizer = match (&args.model, &args.tokenizer) {
         (_, Some(file)) => Tokenizer::from_file(file)?,
         (Some(dir), None) => Tokenizer::from_dir(dir)?,

@@ -1,0 +1,844 @@
+//! Every (command, flag) pair, table-driven: each flag of `swift sft`, `pt`, `rlhf`, `infer`,
+//! `deploy`, `export` and `encode` changes the run (its output, or what `args.json` records) or
+//! is refused by name where it cannot apply. The tables are checked against the commands'
+//! definitions (swift-spec), so a new flag without an entry fails here until someone says what
+//! it does and how that is shown.
+//!
+//! * `Recorded`: the training commands record every setting in `args.json`; one run per command
+//!   with many flags set at once shows each value arrived (the behaviour of most is asserted by
+//!   the tests named in `Asserted`).
+//! * `Output`: `swift infer` on the tiny model answers two rows differently (or reports a
+//!   different summary) than with the defaults.
+//! * `Refused`: with the given context the command exits non-zero naming the flag.
+//! * `Asserted`: another end-to-end test asserts the flag's effect; the table names it, and this
+//!   file checks that the test exists and mentions the flag.
+//! * `SameAsInfer`: `swift deploy` reads the flag through the same group and the same
+//!   swift-pipeline code (`bundle`, the template) as `swift infer`, whose entry shows its effect.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use common::*;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// `args.json` holds this value for the flag (given as `--flag VALUE...`).
+    Recorded(&'static [&'static str]),
+    /// Refused (exit non-zero, the message names `--flag`) when added to these arguments.
+    Refused(&'static [&'static str]),
+    /// `swift infer` / `swift encode` with `CONTEXT... --flag VALUE...` answers differently (or
+    /// succeeds where it failed) than with `CONTEXT...` alone. `{qa}` and `{bad}` in the
+    /// context stand for generated dataset files (question/answer columns; a malformed line).
+    Output(&'static [&'static str], &'static [&'static str]),
+    /// Read by the same group and pipeline code as in `swift infer`, whose table shows its effect.
+    SameAsInfer,
+    /// This test (a function somewhere under tests/) asserts the flag's effect.
+    Asserted(&'static str),
+}
+use Check::*;
+
+type Table = &'static [(&'static str, Check)];
+
+/// The tuner, data, template, encoding, trainer and quantization flags shared by the training
+/// commands.
+const TRAINING: Table = &[
+    (
+        "model",
+        Asserted("lora_loss_falls_and_the_run_folder_is_complete"),
+    ),
+    ("model_type", Recorded(&["llama"])),
+    (
+        "torch_dtype",
+        Asserted("bfloat16_training_keeps_the_lora_tensors_in_float32"),
+    ),
+    ("device", Recorded(&["cpu"])),
+    ("template", Recorded(&["chatml"])),
+    ("system", Recorded(&["Be brief."])),
+    ("enable_thinking", Recorded(&["false"])),
+    ("max_length", Recorded(&["200"])),
+    ("truncation_strategy", Recorded(&["right"])),
+    (
+        "dataset",
+        Asserted("lora_loss_falls_and_the_run_folder_is_complete"),
+    ),
+    ("data_seed", Recorded(&["7"])),
+    ("columns", Recorded(&[r#"{"output": "output"}"#])),
+    ("skip_bad_rows", Recorded(&["true"])),
+    ("model_name", Recorded(&["Tiny"])),
+    ("model_author", Recorded(&["Tests"])),
+    ("val_dataset", Recorded(&["alpaca-en-demo#2"])),
+    (
+        "split_dataset_ratio",
+        Asserted("validation_split_is_evaluated_every_eval_steps"),
+    ),
+    ("eval_steps", Refused(&[])),
+    (
+        "tuner_type",
+        Asserted("freeze_keeps_the_named_parameters_and_trains_the_rest"),
+    ),
+    ("lora_rank", Recorded(&["4"])),
+    ("lora_alpha", Recorded(&["8"])),
+    (
+        "lora_dropout",
+        Asserted("resuming_gives_the_losses_of_an_uninterrupted_run"),
+    ),
+    ("target_modules", Recorded(&["q_proj", "v_proj"])),
+    (
+        "modules_to_save",
+        Asserted("modules_to_save_train_whole_layers_that_peft_and_the_merge_agree_on"),
+    ),
+    ("use_rslora", Recorded(&["true"])),
+    (
+        "use_dora",
+        Asserted("peft_agrees_with_dora_rslora_pissa_and_olora_adapters"),
+    ),
+    ("init_weights", Recorded(&["gaussian"])),
+    ("lora_lr_ratio", Recorded(&["2"])),
+    ("freeze_parameters", Refused(&[])),
+    ("trainable_parameters", Refused(&[])),
+    ("lisa_activated_layers", Refused(&[])),
+    ("lisa_step_interval", Refused(&[])),
+    ("llamapro_num_new_blocks", Refused(&[])),
+    (
+        "quant_method",
+        Asserted("qlora_trains_lora_over_a_frozen_4bit_base_and_the_loss_falls"),
+    ),
+    ("quant_bits", Refused(&[])),
+    ("learning_rate", Recorded(&["0.001"])),
+    ("lr_scheduler_type", Recorded(&["linear"])),
+    ("warmup_ratio", Recorded(&["0.1"])),
+    ("warmup_steps", Recorded(&["1"])),
+    ("num_train_epochs", Recorded(&["2"])),
+    ("max_steps", Recorded(&["2"])),
+    ("per_device_train_batch_size", Recorded(&["2"])),
+    (
+        "gradient_accumulation_steps",
+        Asserted("gradient_accumulation_equals_one_big_batch"),
+    ),
+    ("max_grad_norm", Recorded(&["0.5"])),
+    ("weight_decay", Recorded(&["0.01"])),
+    ("adam_beta1", Recorded(&["0.8"])),
+    ("adam_beta2", Recorded(&["0.9"])),
+    ("adam_epsilon", Recorded(&["0.000001"])),
+    ("seed", Recorded(&["3"])),
+    ("dataset_shuffle", Recorded(&["false"])),
+    ("train_dataloader_shuffle", Recorded(&["false"])),
+    ("logging_steps", Recorded(&["1"])),
+    ("save_steps", Recorded(&["1"])),
+    ("save_total_limit", Recorded(&["1"])),
+    (
+        "output_dir",
+        Asserted("lora_loss_falls_and_the_run_folder_is_complete"),
+    ),
+    (
+        "resume_from_checkpoint",
+        Asserted("resuming_gives_the_losses_of_an_uninterrupted_run"),
+    ),
+    ("rows_per_pass", Recorded(&["0"])),
+    ("gradient_checkpointing", Recorded(&["true"])),
+    (
+        "packing",
+        Asserted("sft_and_pt_with_packing_log_the_losses_of_unpacked_training"),
+    ),
+    ("packing_strategy", Refused(&[])),
+];
+
+/// `swift sft` differs from the shared table in `loss_scale` only.
+const SFT: Table = &[("loss_scale", Recorded(&["all"]))];
+/// `swift pt` trains on every token: `--loss_scale` cannot apply.
+const PT: Table = &[("loss_scale", Refused(&[]))];
+/// `swift rlhf`'s own flags (with `--rlhf_type dpo`, the default).
+const RLHF: Table = &[
+    ("loss_scale", Recorded(&["all"])),
+    // Preference rows keep their final answer: truncate from the left.
+    ("truncation_strategy", Recorded(&["left"])),
+    ("max_length", Recorded(&["300"])),
+    (
+        "rlhf_type",
+        Asserted("lora_reward_model_trains_saves_the_head_and_scores_pairs"),
+    ),
+    ("loss_type", Recorded(&["ipo"])),
+    ("beta", Recorded(&["0.2"])),
+    ("label_smoothing", Refused(&["--rlhf_type", "orpo"])),
+    ("rpo_alpha", Recorded(&["0.5"])),
+    ("simpo_gamma", Refused(&[])),
+    ("cpo_alpha", Refused(&[])),
+    ("desirable_weight", Refused(&[])),
+    ("undesirable_weight", Refused(&[])),
+    ("rlhf_chunk_size", Recorded(&["0"])),
+    ("disable_dropout", Refused(&["--tuner_type", "full"])),
+    ("center_rewards_coefficient", Refused(&[])),
+    ("ref_model", Refused(&["--rlhf_type", "orpo"])),
+    ("rows_per_pass", Refused(&[])),
+];
+
+const INFER: Table = &[
+    ("model", Asserted("builtin_families_match_transformers")),
+    (
+        "model_type",
+        Asserted("bad_inputs_give_one_clear_error_each"),
+    ),
+    ("torch_dtype", Asserted("bfloat16_runs_close_to_float32")),
+    ("device", Asserted("bfloat16_runs_close_to_float32")),
+    ("template", Output(&[], &["chatml"])),
+    ("system", Output(&[], &["Answer in French."])),
+    (
+        "enable_thinking",
+        Asserted("generation_prompts_match_the_chat_template_end_to_end"),
+    ),
+    ("max_new_tokens", Output(&[], &["2"])),
+    ("temperature", Output(&[], &["1.5"])),
+    ("top_k", Output(&["--temperature", "1.5"], &["1"])),
+    ("top_p", Output(&["--temperature", "1.5"], &["0.01"])),
+    ("repetition_penalty", Output(&[], &["3"])),
+    ("seed", Output(&["--temperature", "1.5"], &["7"])),
+    (
+        "stop_words",
+        Asserted("batched_generation_equals_one_by_one"),
+    ),
+    ("stream", Refused(&[])),
+    ("infer_backend", Refused(&[])),
+    (
+        "adapters",
+        Asserted("peft_loads_the_adapter_and_agrees_on_the_tiny_model"),
+    ),
+    ("merge_lora", Refused(&[])),
+    ("max_batch_size", Output(&[], &["1"])),
+    ("max_length", Output(&[], &["8"])),
+    (
+        "val_dataset",
+        Asserted("batched_generation_equals_one_by_one"),
+    ),
+    (
+        "result_path",
+        Asserted("batched_generation_equals_one_by_one"),
+    ),
+    (
+        "debug_input_ids",
+        Asserted("builtin_families_match_transformers"),
+    ),
+    (
+        "debug_greedy_tokens",
+        Asserted("bfloat16_runs_close_to_float32"),
+    ),
+    ("nll_file", Asserted("nll_on_wiki_demo_is_2_94")),
+    ("nll_tokens", Asserted("nll_on_wiki_demo_is_2_94")),
+];
+
+const DEPLOY: Table = &[
+    ("model", Asserted("openai_client_against_the_server")),
+    ("model_type", SameAsInfer),
+    ("torch_dtype", SameAsInfer),
+    ("device", SameAsInfer),
+    ("template", SameAsInfer),
+    ("system", SameAsInfer),
+    ("enable_thinking", SameAsInfer),
+    ("infer_backend", Asserted("bad_flags_are_clear_errors")),
+    ("adapters", Asserted("openai_client_against_the_server")),
+    ("host", Asserted("openai_client_against_the_server")),
+    ("port", Asserted("openai_client_against_the_server")),
+    ("api_key", Asserted("openai_client_against_the_server")),
+    (
+        "served_model_name",
+        Asserted("openai_client_against_the_server"),
+    ),
+    (
+        "max_batch_size",
+        Asserted("full_queue_is_refused_and_ctrl_c_drains"),
+    ),
+    (
+        "max_queue",
+        Asserted("full_queue_is_refused_and_ctrl_c_drains"),
+    ),
+    (
+        "max_model_len",
+        Asserted("openai_client_against_the_server"),
+    ),
+    (
+        "debug_step_delay_ms",
+        Asserted("full_queue_is_refused_and_ctrl_c_drains"),
+    ),
+];
+
+const EXPORT: Table = &[
+    (
+        "from_gguf",
+        Asserted("smollm_gguf_converts_to_a_hugging_face_folder"),
+    ),
+    (
+        "output_dir",
+        Asserted("merged_folder_behaves_like_the_adapter_in_swift_and_transformers"),
+    ),
+    ("model", Refused(&["--from_gguf", "x.gguf"])),
+    (
+        "adapters",
+        Asserted("merged_folder_behaves_like_the_adapter_in_swift_and_transformers"),
+    ),
+    (
+        "merge_lora",
+        Asserted("merged_folder_behaves_like_the_adapter_in_swift_and_transformers"),
+    ),
+    (
+        "to_gguf",
+        Asserted("tiny_models_export_to_gguf_that_llama_cpp_tools_read"),
+    ),
+    ("gguf_type", Refused(&["--merge_lora", "true"])),
+    (
+        "to_ollama",
+        Asserted("modelfile_comes_from_the_swift_template"),
+    ),
+    (
+        "template",
+        Refused(&["--quant_method", "rtn", "--quant_bits", "8"]),
+    ),
+    (
+        "quant_method",
+        Asserted("bnb_and_rtn_exports_load_and_match_the_numpy_reference"),
+    ),
+    (
+        "quant_bits",
+        Asserted("bnb_and_rtn_exports_load_and_match_the_numpy_reference"),
+    ),
+    (
+        "dataset",
+        Refused(&["--quant_method", "rtn", "--quant_bits", "8"]),
+    ),
+    ("group_size", Refused(&["--to_gguf"])),
+    (
+        "quant_n_samples",
+        Refused(&["--quant_method", "bnb", "--quant_bits", "4"]),
+    ),
+    (
+        "max_length",
+        Refused(&["--quant_method", "bnb", "--quant_bits", "4"]),
+    ),
+    (
+        "act_order",
+        Refused(&["--quant_method", "awq", "--quant_bits", "4"]),
+    ),
+    (
+        "bnb_4bit_quant_type",
+        Refused(&["--quant_method", "rtn", "--quant_bits", "4"]),
+    ),
+    (
+        "bnb_4bit_use_double_quant",
+        Refused(&["--quant_method", "hqq", "--quant_bits", "4"]),
+    ),
+    ("device", Refused(&["--to_gguf"])),
+];
+
+const ENCODE: Table = &[
+    (
+        "model",
+        Refused(&[
+            "--tokenizer",
+            "../tests/fixtures/models/llama/tokenizer.json",
+        ]),
+    ),
+    (
+        "tokenizer",
+        Asserted("registered_datasets_encode_as_llama3_inference_prompts"),
+    ),
+    (
+        "template",
+        Asserted("a_text_plugin_template_encodes_with_bos_eos_placeholders"),
+    ),
+    (
+        "system",
+        Asserted("generation_prompts_match_the_chat_template_end_to_end"),
+    ),
+    (
+        "enable_thinking",
+        Asserted("generation_prompts_match_the_chat_template_end_to_end"),
+    ),
+    (
+        "max_length",
+        Asserted("show_marks_trained_spans_and_truncation_is_counted"),
+    ),
+    (
+        "truncation_strategy",
+        Asserted("show_marks_trained_spans_and_truncation_is_counted"),
+    ),
+    (
+        "loss_scale",
+        Asserted("show_marks_trained_spans_and_truncation_is_counted"),
+    ),
+    (
+        "dataset",
+        Asserted("registered_demo_sets_match_the_chat_templates_through_the_binary"),
+    ),
+    (
+        "data_seed",
+        Output(&["--dataset", "alpaca-en-demo#2"], &["7"]),
+    ),
+    (
+        "columns",
+        Output(
+            &["--dataset", "{qa}"],
+            &[r#"{"q": "query", "a": "response"}"#],
+        ),
+    ),
+    ("skip_bad_rows", Output(&["--dataset", "{bad}"], &["true"])),
+    (
+        "model_name",
+        Output(
+            &["--dataset", "identity#2", "--model_author", "Tests"],
+            &["Tiny"],
+        ),
+    ),
+    (
+        "model_author",
+        Output(
+            &["--dataset", "identity#2", "--model_name", "Tiny"],
+            &["Tests"],
+        ),
+    ),
+    (
+        "generation_prompt",
+        Asserted("generation_prompts_match_the_chat_template_end_to_end"),
+    ),
+    (
+        "show",
+        Asserted("show_marks_trained_spans_and_truncation_is_counted"),
+    ),
+    (
+        "json",
+        Asserted("registered_demo_sets_match_the_chat_templates_through_the_binary"),
+    ),
+];
+
+/// The flag ids of a command's specification (clap's ids are the field names).
+fn flags_of<T: Args>() -> Vec<String> {
+    T::augment_args(clap::Command::new("x"))
+        .get_arguments()
+        .filter(|a| a.get_long().is_some())
+        .map(|a| a.get_id().to_string())
+        .collect()
+}
+
+/// The table of a command: its own entries first, then the shared ones.
+fn table(own: Table, shared: Table) -> Vec<(&'static str, Check)> {
+    let mut t: Vec<(&str, Check)> = own.to_vec();
+    for e in shared {
+        if !t.iter().any(|(f, _)| f == &e.0) {
+            t.push(*e);
+        }
+    }
+    t
+}
+
+fn all_tables() -> Vec<(&'static str, Vec<(&'static str, Check)>, Vec<String>)> {
+    vec![
+        (
+            "sft",
+            table(SFT, TRAINING),
+            flags_of::<swift_spec::TrainSpec>(),
+        ),
+        (
+            "pt",
+            table(PT, TRAINING),
+            flags_of::<swift_spec::TrainSpec>(),
+        ),
+        (
+            "rlhf",
+            table(RLHF, TRAINING),
+            flags_of::<swift_spec::RlhfSpec>(),
+        ),
+        (
+            "infer",
+            table(INFER, &[]),
+            flags_of::<swift_spec::InferSpec>(),
+        ),
+        (
+            "deploy",
+            table(DEPLOY, &[]),
+            flags_of::<swift_spec::DeploySpec>(),
+        ),
+        (
+            "export",
+            table(EXPORT, &[]),
+            flags_of::<swift_spec::ExportSpec>(),
+        ),
+        (
+            "encode",
+            table(ENCODE, &[]),
+            flags_of::<swift_spec::EncodeSpec>(),
+        ),
+    ]
+}
+
+#[test]
+fn every_flag_of_every_command_has_an_entry_and_asserting_tests_exist() {
+    let mut sources = String::new();
+    for e in std::fs::read_dir(workspace_root().join("tests")).unwrap() {
+        let p = e.unwrap().path();
+        let files: Vec<PathBuf> = if p.is_dir() {
+            std::fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect()
+        } else {
+            vec![p]
+        };
+        for f in files {
+            if f.extension().is_some_and(|x| x == "rs") {
+                sources.push_str(&std::fs::read_to_string(&f).unwrap());
+            }
+        }
+    }
+    for (cmd, table, flags) in all_tables() {
+        for f in &flags {
+            assert!(
+                table.iter().any(|(t, _)| t == f),
+                "swift {cmd} --{f} has no entry in tests/flags.rs: say how its effect is shown"
+            );
+        }
+        for (f, check) in &table {
+            assert!(
+                flags.iter().any(|x| x == f),
+                "tests/flags.rs lists --{f} for swift {cmd}, which has no such flag"
+            );
+            if let SameAsInfer = check {
+                let shown = INFER
+                    .iter()
+                    .any(|(g, c)| g == f && !matches!(c, SameAsInfer));
+                assert!(
+                    shown,
+                    "swift {cmd} --{f}: swift infer's table does not show it"
+                );
+            }
+            if let Asserted(test) = check {
+                let body = test_body(&sources, test).unwrap_or_else(|| {
+                    panic!("swift {cmd} --{f}: the asserting test `{test}` does not exist")
+                });
+                assert!(
+                    body.contains(f) || body.contains(&f.replace('_', "-")),
+                    "swift {cmd} --{f}: the asserting test `{test}` never mentions the flag"
+                );
+            }
+        }
+    }
+}
+
+/// The text of test function `name` in `sources` (to its closing brace at column 0), with the
+/// helpers it calls by name from the same sources (one level deep).
+fn test_body<'a>(sources: &'a str, name: &str) -> Option<String> {
+    let body = |n: &str| -> Option<&'a str> {
+        let at = sources.find(&format!("fn {n}("))?;
+        let rest = &sources[at..];
+        let end = rest.find("\n}\n").map_or(rest.len(), |e| e + 3);
+        Some(&rest[..end])
+    };
+    let own = body(name)?;
+    let mut text = own.to_string();
+    // Helpers called from the test (`helper(`), e.g. a shared runner with the flags.
+    for word in own.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        if word.len() > 3 && word != name && own.contains(&format!("{word}(")) {
+            if let Some(b) = body(word) {
+                text.push_str(b);
+            }
+        }
+    }
+    Some(text)
+}
+
+fn tiny() -> PathBuf {
+    workspace_root().join("tests/fixtures/models/llama")
+}
+
+/// `--flag VALUE...` for a flag id.
+fn flag_args(flag: &str, values: &[&str]) -> Vec<String> {
+    let mut v = vec![format!("--{flag}")];
+    v.extend(values.iter().map(|s| s.to_string()));
+    v
+}
+
+/// A value a `Refused` entry sets its flag to (anything but the default).
+fn refused_value(flag: &str) -> Vec<&'static str> {
+    match flag {
+        "columns" => vec![r#"{"a": "b"}"#],
+        "target_modules" | "freeze_parameters" | "trainable_parameters" | "dataset" => {
+            vec!["model.layers.0"]
+        }
+        "stream" | "merge_lora" | "packing" => vec!["false"],
+        "loss_scale" => vec!["all"],
+        "packing_strategy" => vec!["sequential"],
+        "infer_backend" => vec!["no-such-backend"],
+        "template" => vec!["chatml"],
+        "bnb_4bit_quant_type" => vec!["fp4"],
+        "bnb_4bit_use_double_quant" | "act_order" | "disable_dropout" => vec!["false"],
+        "ref_model" => vec!["tests/fixtures/models/llama"],
+        "model" => vec!["tests/fixtures/models/llama"],
+        "gguf_type" => vec!["q8_0"],
+        "device" => vec!["cpu"],
+        _ => vec!["3"],
+    }
+}
+
+/// The arguments a command needs to run at all on the tiny model (`combined`: the training
+/// run that sets the table's values for max_steps and max_length itself).
+fn base_args_for(cmd: &str, out: &Path, combined: bool) -> Vec<String> {
+    let mut v = base_args(cmd, out);
+    if combined {
+        for flag in ["--max_steps", "--max_length", "--truncation_strategy"] {
+            if let Some(i) = v.iter().position(|a| a == flag) {
+                v.drain(i..i + 2);
+            }
+        }
+    }
+    v
+}
+
+fn base_args(cmd: &str, out: &Path) -> Vec<String> {
+    let model = tiny().display().to_string();
+    let out = out.display().to_string();
+    let v: Vec<&str> = match cmd {
+        "sft" | "pt" => vec![
+            "--model",
+            &model,
+            "--dataset",
+            "alpaca-en-demo#4",
+            "--max_steps",
+            "1",
+            "--max_length",
+            "512",
+            "--output_dir",
+            &out,
+        ],
+        "rlhf" => vec![
+            "--model",
+            &model,
+            "--dataset",
+            "dpo-en-demo#4",
+            "--max_steps",
+            "1",
+            "--max_length",
+            "256",
+            "--truncation_strategy",
+            "left",
+            "--output_dir",
+            &out,
+        ],
+        "infer" => vec!["--model", &model],
+        "export" => vec!["--model", &model, "--output_dir", &out],
+        _ => vec![],
+    };
+    v.into_iter().map(String::from).collect()
+}
+
+fn run_swift(cmd: &str, args: &[String]) -> std::process::Output {
+    let mut all = vec![cmd.to_string()];
+    all.extend(args.iter().cloned());
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    swift_env(&refs, &[("SWIFT_RS_CACHE", &cache_dir())])
+}
+
+fn cache_dir() -> String {
+    std::env::var("SWIFT_RS_CACHE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/swift-rs",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    })
+}
+
+#[test]
+fn refused_flags_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (cmd, table, _) in all_tables() {
+        for (flag, check) in table {
+            let Refused(context) = check else { continue };
+            let out = dir.path().join(format!("{cmd}-{flag}"));
+            let mut args = base_args(cmd, &out);
+            if cmd == "export" && flag == "model" {
+                args.retain(|a| a != "--model" && !a.ends_with("models/llama"));
+            }
+            args.extend(context.iter().map(|s| s.to_string()));
+            if cmd == "infer" {
+                // The interactive chat reads stdin: the refused flags are tried on a dataset.
+                args.extend(
+                    ["--val_dataset", "alpaca-en-demo#1", "--result_path"].map(String::from),
+                );
+                args.push(dir.path().join("r.jsonl").display().to_string());
+            }
+            args.extend(flag_args(flag, &refused_value(flag)));
+            let o = run_swift(cmd, &args);
+            let err = stderr(&o);
+            assert!(
+                !o.status.success(),
+                "swift {cmd} --{flag} {context:?} was accepted; it should be refused:\n{err}"
+            );
+            let named = err.contains(&format!("--{flag}"))
+                || err.contains(&format!("--{}", flag.replace('_', "-")))
+                || (flag == "infer_backend" && err.contains("no-such-backend"));
+            assert!(
+                named,
+                "swift {cmd} --{flag}: the refusal does not name the flag:\n{err}"
+            );
+        }
+    }
+}
+
+fn args_json(run: &Path) -> Value {
+    let text = std::fs::read_to_string(run.join("args.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", run.join("args.json").display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The value `args.json` should hold for `--flag VALUES`.
+fn expected_json(values: &[&str], recorded: &Value) -> Value {
+    if recorded.is_array() {
+        return Value::Array(
+            values
+                .iter()
+                .map(|v| Value::String(v.to_string()))
+                .collect(),
+        );
+    }
+    let v = values[0];
+    match recorded {
+        Value::Bool(_) => Value::Bool(v == "true"),
+        Value::Number(_) => serde_json::from_str(v).unwrap(),
+        _ => Value::String(v.to_string()),
+    }
+}
+
+/// One run per training command with every `Recorded` flag set at once; each value is in its
+/// `args.json`.
+#[test]
+fn training_runs_record_every_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    for (cmd, table, _) in all_tables() {
+        if !matches!(cmd, "sft" | "pt" | "rlhf") {
+            continue;
+        }
+        let out = dir.path().join(cmd);
+        let mut args = base_args_for(cmd, &out, true);
+        let mut recorded = Vec::new();
+        for (flag, check) in &table {
+            if let Recorded(values) = check {
+                // rlhf: no LoRA dropout in the combined run (disable_dropout is on).
+                args.extend(flag_args(flag, values));
+                recorded.push((*flag, *values));
+            }
+        }
+        let o = run_swift(cmd, &args);
+        assert!(
+            o.status.success(),
+            "swift {cmd} with every recorded flag failed:\n{}",
+            stderr(&o)
+        );
+        let a = args_json(&out);
+        for (flag, values) in recorded {
+            let got = a.get(flag).unwrap_or(&Value::Null);
+            let want = expected_json(values, got);
+            let same = match (got, &want) {
+                (Value::Number(g), Value::Number(w)) => {
+                    (g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-12
+                }
+                // args.json records what a name resolved to (e.g. the family for model_type).
+                (Value::String(g), Value::String(w)) => g.eq_ignore_ascii_case(w),
+                _ => *got == want,
+            };
+            assert!(
+                same,
+                "swift {cmd} --{flag}: args.json has {got}, the flag gave {want}"
+            );
+        }
+    }
+}
+
+/// Writes the generated datasets the `{qa}` / `{bad}` placeholders stand for.
+fn placeholders(dir: &Path, args: &[&str]) -> Vec<String> {
+    let qa = dir.join("qa.jsonl");
+    std::fs::write(&qa, "{\"q\": \"Say hi.\", \"a\": \"Hi!\"}\n").unwrap();
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"query\": \"Say hi.\", \"response\": \"Hi!\"}\n{not json\n",
+    )
+    .unwrap();
+    args.iter()
+        .map(|a| match *a {
+            "{qa}" => qa.display().to_string(),
+            "{bad}" => bad.display().to_string(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// What a run of `swift infer --val_dataset` or `swift encode --json` produced (its result
+/// rows or stdout, plus infer's batch count), or `Err` with stderr when it failed.
+fn output_of(cmd: &str, dir: &Path, name: &str, extra: &[String]) -> Result<String, String> {
+    let mut args: Vec<String> = Vec::new();
+    let result = dir.join(format!("{name}.jsonl"));
+    if cmd == "infer" {
+        args = base_args("infer", dir);
+        args.extend(["--val_dataset", "alpaca-en-demo#2", "--result_path"].map(String::from));
+        args.push(result.display().to_string());
+        if !extra.iter().any(|a| a == "--max_new_tokens") {
+            args.extend(["--max_new_tokens", "12"].map(String::from));
+        }
+    } else {
+        args.extend(
+            [
+                "--model",
+                &tiny().display().to_string(),
+                "--template",
+                "chatml",
+                "--json",
+            ]
+            .map(String::from),
+        );
+    }
+    args.extend(extra.iter().cloned());
+    let o = run_swift(cmd, &args);
+    if !o.status.success() {
+        return Err(stderr(&o));
+    }
+    if cmd == "encode" {
+        return Ok(stdout(&o));
+    }
+    let log = stderr(&o);
+    let at = log
+        .find("time_to_first_token_per_batch_s")
+        .expect("the summary lists the batches");
+    let rest = &log[at..];
+    let batches =
+        serde_json::from_str::<Vec<f64>>(&rest[rest.find('[').unwrap()..=rest.find(']').unwrap()])
+            .unwrap()
+            .len();
+    Ok(format!(
+        "{}\nbatches {batches}",
+        std::fs::read_to_string(&result).unwrap()
+    ))
+}
+
+#[test]
+fn infer_and_encode_flags_change_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    for (cmd, table) in [("infer", INFER), ("encode", ENCODE)] {
+        for (i, (flag, check)) in table.iter().enumerate() {
+            let Output(context, values) = check else {
+                continue;
+            };
+            let context = placeholders(dir.path(), context);
+            let mut flagged = context.clone();
+            flagged.extend(flag_args(flag, values));
+            let before = output_of(cmd, dir.path(), &format!("{cmd}{i}a"), &context);
+            let after = output_of(cmd, dir.path(), &format!("{cmd}{i}b"), &flagged);
+            assert!(
+                after.is_ok(),
+                "swift {cmd} {flagged:?} failed: {}",
+                after.unwrap_err()
+            );
+            assert_ne!(
+                before, after,
+                "swift {cmd} --{flag} {values:?} did not change the run"
+            );
+        }
+    }
+}
