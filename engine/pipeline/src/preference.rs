@@ -424,7 +424,7 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
         );
     }
     if val_given && val_items.is_empty() {
-        bail!("--val_dataset: no row is left to evaluate on (every row was dropped: too long for --max_length, or no answer token left)");
+        tracing::warn!("--val_dataset: no row is left to evaluate on (every row was dropped or skipped); training without validation");
     }
     let what = if unpaired_wanted { "rows" } else { "pairs" };
     tracing::info!(

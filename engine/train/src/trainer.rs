@@ -21,8 +21,9 @@
 //!   training untouched: a run with a validation set takes exactly the steps of one without.
 //! * `logging.jsonl` records every `logging_steps` steps (and at steps 1 and last), checkpoints
 //!   written atomically every `save_steps` and at the end (with `save_total_limit` rotation and
-//!   the trainer state), the run's summary record, the charts of `images/` (crate::plot) when the
-//!   run ends, and the error for a loss that is not finite.
+//!   the trainer state), the run's summary record (throughputs over the time spent inside the
+//!   steps), the charts of `images/` (crate::plot) when the run ends, and the error for a loss
+//!   that is not finite.
 
 use std::path::Path;
 use std::time::Instant;
