@@ -96,7 +96,7 @@ pub fn attach(
             record.adapter()
         );
     }
-    refuse_other_adapters_flags(record, given)?;
+    refuse_other_adapters_flags(record, given, flags.lora_dropout == 0.0)?;
     match record.adapter() {
         "lora" => {
             if flags.lora_rank <= 0 {
@@ -236,7 +236,11 @@ const WHOLE_FLAGS: &[&str] = &[
 ];
 const LLAMAPRO_FLAGS: &[&str] = &["llamapro_num_new_blocks"];
 
-fn refuse_other_adapters_flags(record: &TunerRecord, given: &GivenFlags) -> Result<()> {
+fn refuse_other_adapters_flags(
+    record: &TunerRecord,
+    given: &GivenFlags,
+    no_dropout: bool,
+) -> Result<()> {
     let adapter = record.adapter();
     let why = format!(
         "to tuner `{}` (it trains with the `{adapter}` adapter)",
@@ -249,7 +253,13 @@ fn refuse_other_adapters_flags(record: &TunerRecord, given: &GivenFlags) -> Resu
         _ => Vec::new(),
     };
     for flags in others {
-        given.refuse(flags, &why).map_err(anyhow::Error::msg)?;
+        // `--lora_dropout 0` says "no dropout", which holds for every adapter.
+        let flags: Vec<&str> = flags
+            .iter()
+            .copied()
+            .filter(|f| !(*f == "lora_dropout" && no_dropout))
+            .collect();
+        given.refuse(&flags, &why).map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }
