@@ -22,5 +22,6 @@ mod plugins;
 mod quant;
 mod reward_model;
 mod rlhf;
+mod train_loop;
 mod train_lora;
 mod train_packing;

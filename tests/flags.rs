@@ -73,6 +73,7 @@ const TRAINING: Table = &[
         Asserted("validation_split_is_evaluated_every_eval_steps"),
     ),
     ("eval_steps", Refused(&[])),
+    ("eval_on_start", Refused(&[])),
     (
         "tuner_type",
         Asserted("freeze_keeps_the_named_parameters_and_trains_the_rest"),
@@ -558,6 +559,7 @@ fn refused_value(flag: &str) -> Vec<&'static str> {
             vec!["model.layers.0"]
         }
         "stream" | "merge_lora" | "packing" => vec!["false"],
+        "eval_on_start" => vec!["true"],
         "loss_scale" => vec!["all"],
         "packing_strategy" => vec!["sequential"],
         "infer_backend" => vec!["no-such-backend"],

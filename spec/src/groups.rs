@@ -102,6 +102,11 @@ pub struct ValidationArgs {
     /// validation rows.
     #[cfg_attr(feature = "cli", arg(long))]
     pub eval_steps: Option<u64>,
+    /// Also evaluate before the first step (transformers' `eval_on_start`): the untrained
+    /// model's validation metrics, logged at step 0 (or at a resumed run's first step).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    #[serde(default)]
+    pub eval_on_start: bool,
 }
 
 /// What trains: the tuner and its options (`swift list tuners`).

@@ -20,6 +20,14 @@
 //!   model already. Checkpoints: PEFT `modules_to_save` / `SEQ_CLS` for LoRA, a
 //!   `*ForSequenceClassification` folder for full training; `swift infer` scores with them.
 //!
+//! * Validation: `--val_dataset` is read and encoded as the training set is (KTO rows get their
+//!   KL rows within it), else `--split_dataset_ratio` takes the last share of the shuffled items;
+//!   evaluated every `--eval_steps` and at the end (and first with `--eval_on_start`), logging
+//!   TRL's `eval_` metrics of the method (see swift_train::rlhf).
+//! * Training runs in swift-train's one loop, as `swift sft` does: `--resume_from_checkpoint`,
+//!   LoRA+'s learning-rate ratio (`--tuner_type lora_plus`), LISA (`--tuner_type lisa`),
+//!   checkpoints with the optimiser's state, charts.
+//!
 //! Run folder and checkpoints as `swift sft` writes them (PEFT layout for LoRA).
 
 use std::path::{Path, PathBuf};
@@ -35,8 +43,8 @@ use swift_train::{
 
 use crate::bundle::ModelBundle;
 use crate::train::{
-    attach_tuner, learning_rate, open_run, prepare, progress_bar, shuffle_rows, train_config,
-    Hooks, Prepared,
+    attach_tuner, learning_rate, open_run, prepare, progress_bar, shuffle_rows, split_validation,
+    train_config, Hooks, Prepared,
 };
 use swift_registry::PluginSettings;
 
@@ -158,6 +166,115 @@ fn to_row(e: swift_template::Encoded) -> swift_train::EncodedRow {
     }
 }
 
+/// What [`read_items`] read: chosen/rejected pairs, or KTO rows (the source row, its encoding
+/// and its label) that still need their KL rows ([`with_kl_rows`]).
+struct ReadItems {
+    pairs: Vec<PrefItem>,
+    unpaired: Vec<(StandardRow, swift_train::EncodedRow, bool)>,
+    dropped: usize,
+    failed: usize,
+}
+
+/// Reads and encodes the preference rows of `specs` for `--rlhf_type rlhf_type`: each pair's
+/// chosen and rejected answer with the same prompt, or a KTO row; rows whose answer is truncated
+/// away are dropped and counted, bad rows fail (or are skipped and counted with
+/// --skip_bad_rows).
+fn read_items(
+    specs: &[String],
+    p: &Prepared,
+    data_opts: &swift_data::DatasetOptions,
+    s: &TrainSpec,
+    rlhf_type: &str,
+) -> Result<ReadItems> {
+    let unpaired_wanted = rlhf_type == "kto";
+    let mut out = ReadItems {
+        pairs: Vec::new(),
+        unpaired: Vec::new(),
+        dropped: 0,
+        failed: 0,
+    };
+    for item in open_datasets(specs, &p.report.registries, data_opts)? {
+        let item = item?;
+        let at = || format!("row at {}:{}", item.file.display(), item.line);
+        let row = &item.row;
+        let encoded: Result<Option<PrefItem>> = (|| {
+            if unpaired_wanted {
+                let Some(label) = row.label else {
+                    bail!("--rlhf_type kto needs rows with a boolean `label` (as kto-en-demo has)");
+                };
+                if final_answer(row).is_none() {
+                    bail!("the row does not end with an assistant answer");
+                }
+                match p.encoder.encode(row)? {
+                    Some(e) if trains_something(&e.labels) => {
+                        out.unpaired.push((row.clone(), to_row(e), label));
+                    }
+                    _ => out.dropped += 1,
+                }
+                return Ok(None);
+            }
+            if row.rejected_response.is_none() && row.rejected_messages.is_none() {
+                bail!(
+                    "--rlhf_type {rlhf_type} needs preference rows (chosen and rejected answers, as dpo-en-demo has)"
+                );
+            }
+            let chosen = p.encoder.encode(row)?;
+            let rejected = p.encoder.encode_rejected(row)?;
+            Ok(match (chosen, rejected) {
+                (Some(c), Some(rj))
+                    if trains_something(&c.labels) && trains_something(&rj.labels) =>
+                {
+                    Some(PrefItem::Pair {
+                        chosen: to_row(c),
+                        rejected: to_row(rj),
+                    })
+                }
+                _ => None,
+            })
+        })();
+        match encoded {
+            Ok(Some(pair)) => out.pairs.push(pair),
+            Ok(None) if !unpaired_wanted => out.dropped += 1,
+            Ok(None) => {}
+            Err(e) if s.data.skip_bad_rows => {
+                tracing::warn!("skipped {}: {e:#}", at());
+                out.failed += 1;
+            }
+            Err(e) => return Err(e).with_context(at),
+        }
+    }
+    Ok(out)
+}
+
+/// KTO's items: each row with its KL row, this prompt with the previous row's answer (TRL's
+/// shift, within `rows`); rows whose KL row trains nothing are dropped and counted.
+fn with_kl_rows(
+    rows: &[(StandardRow, swift_train::EncodedRow, bool)],
+    p: &Prepared,
+    dropped: &mut usize,
+) -> Result<Vec<PrefItem>> {
+    let n = rows.len();
+    let mut items = Vec::with_capacity(n);
+    for i in 0..n {
+        let (row, enc, desirable) = &rows[i];
+        let other = final_answer(&rows[(i + n - 1) % n].0).unwrap_or_default();
+        let kl_source = StandardRow {
+            rejected_response: Some(other.to_string()),
+            rejected_messages: None,
+            ..row.clone()
+        };
+        match p.encoder.encode_rejected(&kl_source)? {
+            Some(k) if trains_something(&k.labels) => items.push(PrefItem::Unpaired {
+                row: enc.clone(),
+                desirable: *desirable,
+                kl: to_row(k),
+            }),
+            _ => *dropped += 1,
+        }
+    }
+    Ok(items)
+}
+
 /// `swift rlhf`.
 pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     let mut s: TrainSpec = spec.train.clone();
@@ -260,93 +377,54 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     }
     let params = r.params();
 
-    // Data.
+    // Data: the training items, and the validation items (--val_dataset read and encoded the
+    // same way, else the last --split_dataset_ratio of the shuffled items); KTO rows get their
+    // KL rows within their own set.
     let data_opts = swift_data::DatasetOptions::from_spec(&s.data)?;
-    let (mut dropped, mut failed) = (0usize, 0usize);
-    let mut pairs: Vec<PrefItem> = Vec::new();
-    let mut unpaired: Vec<(StandardRow, swift_train::EncodedRow, bool)> = Vec::new();
-    for item in open_datasets(&s.data.dataset, &p.report.registries, &data_opts)? {
-        let item = item?;
-        let at = || format!("row at {}:{}", item.file.display(), item.line);
-        let row = &item.row;
-        let encoded: Result<Option<PrefItem>> = (|| {
-            if unpaired_wanted {
-                let Some(label) = row.label else {
-                    bail!("--rlhf_type kto needs rows with a boolean `label` (as kto-en-demo has)");
-                };
-                if final_answer(row).is_none() {
-                    bail!("the row does not end with an assistant answer");
-                }
-                match p.encoder.encode(row)? {
-                    Some(e) if trains_something(&e.labels) => {
-                        unpaired.push((row.clone(), to_row(e), label));
-                    }
-                    _ => dropped += 1,
-                }
-                return Ok(None);
-            }
-            if row.rejected_response.is_none() && row.rejected_messages.is_none() {
-                bail!(
-                    "--rlhf_type {} needs preference rows (chosen and rejected answers, as dpo-en-demo has)",
-                    r.rlhf_type
-                );
-            }
-            let chosen = p.encoder.encode(row)?;
-            let rejected = p.encoder.encode_rejected(row)?;
-            Ok(match (chosen, rejected) {
-                (Some(c), Some(rj))
-                    if trains_something(&c.labels) && trains_something(&rj.labels) =>
-                {
-                    Some(PrefItem::Pair {
-                        chosen: to_row(c),
-                        rejected: to_row(rj),
-                    })
-                }
-                _ => None,
-            })
-        })();
-        match encoded {
-            Ok(Some(pair)) => pairs.push(pair),
-            Ok(None) if !unpaired_wanted => dropped += 1,
-            Ok(None) => {}
-            Err(e) if s.data.skip_bad_rows => {
-                tracing::warn!("skipped {}: {e:#}", at());
-                failed += 1;
-            }
-            Err(e) => return Err(e).with_context(at),
-        }
-    }
-    let items: Vec<PrefItem> = if unpaired_wanted {
-        let rows = shuffle_rows(unpaired, s);
-        let n = rows.len();
-        let mut items = Vec::with_capacity(n);
-        for i in 0..n {
-            // The KL row: this prompt with the previous row's answer (TRL's shift).
-            let (row, enc, desirable) = &rows[i];
-            let other = final_answer(&rows[(i + n - 1) % n].0).unwrap_or_default();
-            let kl_source = StandardRow {
-                rejected_response: Some(other.to_string()),
-                rejected_messages: None,
-                ..row.clone()
-            };
-            match p.encoder.encode_rejected(&kl_source)? {
-                Some(k) if trains_something(&k.labels) => items.push(PrefItem::Unpaired {
-                    row: enc.clone(),
-                    desirable: *desirable,
-                    kl: to_row(k),
-                }),
-                _ => dropped += 1,
-            }
-        }
-        items
+    let read = read_items(&s.data.dataset, &p, &data_opts, s, &r.rlhf_type)?;
+    let (mut dropped, failed) = (read.dropped, read.failed);
+    let val_given = !s.validation.val_dataset.is_empty();
+    let val_read = if val_given {
+        Some(read_items(
+            &s.validation.val_dataset,
+            &p,
+            &data_opts,
+            s,
+            &r.rlhf_type,
+        )?)
     } else {
-        shuffle_rows(pairs, s)
+        None
+    };
+    let ratio = s.validation.split_dataset_ratio;
+    let (items, val_items): (Vec<PrefItem>, Vec<PrefItem>) = if unpaired_wanted {
+        let mut rows = shuffle_rows(read.unpaired, s);
+        let val_rows = match val_read {
+            Some(v) => v.unpaired,
+            None if ratio > 0.0 && !rows.is_empty() => split_validation(&mut rows, ratio)?,
+            None => Vec::new(),
+        };
+        let mut val_dropped = 0;
+        (
+            with_kl_rows(&rows, &p, &mut dropped)?,
+            with_kl_rows(&val_rows, &p, &mut val_dropped)?,
+        )
+    } else {
+        let mut items = shuffle_rows(read.pairs, s);
+        let val = match val_read {
+            Some(v) => v.pairs,
+            None if ratio > 0.0 && !items.is_empty() => split_validation(&mut items, ratio)?,
+            None => Vec::new(),
+        };
+        (items, val)
     };
     if items.is_empty() {
         bail!(
             "no trainable rows: {dropped} rows were dropped (longer than --max_length {} with --truncation_strategy {}, or their answer was truncated away; try --truncation_strategy left), {failed} failed",
             s.encoding.train_max_length(), s.encoding.truncation_strategy
         );
+    }
+    if val_given && val_items.is_empty() {
+        tracing::warn!("--val_dataset: no row is left to evaluate on (every row was dropped or skipped); training without validation");
     }
     let what = if unpaired_wanted { "rows" } else { "pairs" };
     tracing::info!(
@@ -367,6 +445,9 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
             String::new()
         }
     );
+    if !val_items.is_empty() {
+        tracing::info!("{} validation {what}", val_items.len());
+    }
 
     // Tuner, value head and reference.
     let mut tuned = attach_tuner(s, &mut p)?;
@@ -420,7 +501,9 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     extra["reference"] = json!(reference.describe());
     extra["models_loaded"] = json!(models_loaded);
     let (mut run, abs_model) = open_run(s, "rlhf", &p, &tuned, items.len(), extra)?;
-    let cfg = train_config(s, learning_rate(s, &tuned))?;
+    let mut cfg = train_config(s, learning_rate(s, &tuned))?;
+    cfg.lr_factors = tuned.lr_factors.clone();
+    cfg.lisa = tuned.lisa;
     let bar = progress_bar(&format!("rlhf {}", r.rlhf_type));
     let mut hooks = RlhfHooks {
         inner: Hooks::new(&bar, &p, &tuned, &abs_model, run.path(), cfg.logging_steps),
@@ -450,6 +533,7 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     let summary = swift_train::train_preference(
         &p.model,
         &items,
+        &val_items,
         &tuned.trainable,
         &cfg,
         &setup,
@@ -584,6 +668,10 @@ impl RewardSave<'_> {
 }
 
 impl TrainHooks for RlhfHooks<'_> {
+    fn set_training(&mut self, on: bool) {
+        self.inner.set_training(on);
+    }
+
     fn on_step(&mut self, info: &StepInfo) {
         self.bar.set_length(info.total_steps);
         self.bar.set_position(info.step);

@@ -160,7 +160,7 @@ pub fn check_flags(s: &TrainSpec, pretrain: bool) -> Result<()> {
         .map_err(msg)?;
     } else if s.validation.split_dataset_ratio <= 0.0 {
         g.refuse(
-            &["eval_steps"],
+            &["eval_steps", "eval_on_start"],
             "without validation rows (pass --val_dataset or --split_dataset_ratio)",
         )
         .map_err(msg)?;
@@ -173,6 +173,22 @@ pub fn check_flags(s: &TrainSpec, pretrain: bool) -> Result<()> {
         .map_err(msg)?;
     }
     Ok(())
+}
+
+/// `--split_dataset_ratio`: takes the last `ratio` of the (shuffled) `rows` off as the
+/// validation set (at least one row, and at least one left to train on).
+pub fn split_validation<T>(rows: &mut Vec<T>, ratio: f64) -> Result<Vec<T>> {
+    if ratio >= 1.0 {
+        bail!("--split_dataset_ratio must be below 1, got {ratio}");
+    }
+    let n = ((rows.len() as f64) * ratio).ceil() as usize;
+    if n >= rows.len() {
+        bail!(
+            "--split_dataset_ratio {ratio} leaves no training rows out of {}",
+            rows.len()
+        );
+    }
+    Ok(rows.split_off(rows.len() - n))
 }
 
 /// `rows` in the seeded order of `--dataset_shuffle` (unchanged when it is off).
@@ -339,6 +355,7 @@ pub fn train_config(s: &TrainSpec, learning_rate: f64) -> Result<TrainConfig> {
         lisa: None,
         resume_from: s.trainer.resume_from_checkpoint.clone(),
         eval_steps: s.validation.eval_steps.unwrap_or(s.trainer.save_steps),
+        eval_on_start: s.validation.eval_on_start,
         rows_per_pass: s.trainer.rows_per_pass,
         packing: if s.trainer.packing {
             Some(PackingConfig {
@@ -441,21 +458,7 @@ pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<Tr
         let (val, _, _) = encode_rows(&s.validation.val_dataset, &p, &data_opts, s, pretrain)?;
         val
     } else if s.validation.split_dataset_ratio > 0.0 {
-        if s.validation.split_dataset_ratio >= 1.0 {
-            bail!(
-                "--split_dataset_ratio must be below 1, got {}",
-                s.validation.split_dataset_ratio
-            );
-        }
-        let n = ((rows.len() as f64) * s.validation.split_dataset_ratio).ceil() as usize;
-        if n >= rows.len() {
-            bail!(
-                "--split_dataset_ratio {} leaves no training rows out of {}",
-                s.validation.split_dataset_ratio,
-                rows.len()
-            );
-        }
-        rows.split_off(rows.len() - n)
+        split_validation(&mut rows, s.validation.split_dataset_ratio)?
     } else {
         Vec::new()
     };

@@ -16,6 +16,29 @@
 //! divided by the labelled tokens of the whole accumulated step (as ms-swift does), which is what
 //! makes gradient accumulation over rows of unequal length equal to one big batch.
 
+/// A batch's `input_ids`, `labels`, `loss_scale` and `attention_mask` as `[batch, seq_len]`
+/// tensors on `device`.
+pub(crate) fn tensors(
+    batch: &Batch,
+    device: tch::Device,
+) -> Result<(tch::Tensor, tch::Tensor, tch::Tensor, tch::Tensor), crate::checkpoint::TrainError> {
+    use tch::Tensor;
+    let shape = [batch.batch as i64, batch.seq_len as i64];
+    let ids = Tensor::from_slice(&batch.input_ids)
+        .f_view(shape)?
+        .f_to_device(device)?;
+    let labels = Tensor::from_slice(&batch.labels)
+        .f_view(shape)?
+        .f_to_device(device)?;
+    let scale = Tensor::from_slice(&batch.loss_scale)
+        .f_view(shape)?
+        .f_to_device(device)?;
+    let mask = Tensor::from_slice(&batch.attention_mask)
+        .f_view(shape)?
+        .f_to_device(device)?;
+    Ok((ids, labels, scale, mask))
+}
+
 /// One row as the template encoded it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedRow {

@@ -11,9 +11,14 @@
 //!   caller over the labelled tokens of the whole accumulated step).
 //! * [`optim`]: AdamW over the trainable tensors only, gradient-norm clipping.
 //! * [`lora`]: LoRA adapters as swift-model `LinearHook`s on linear slots; PEFT-layout save/load.
-//! * [`trainer`]: the loop (epochs, shuffling, accumulation, logging, checkpoints).
-//! * [`rlhf`]: the preference loop (DPO, ORPO, SimPO, CPO, KTO) over per-sequence log-probs,
-//!   with the reference as the policy's adapters switched off or a frozen model.
+//! * [`trainer`]: the one training loop (epochs, shuffling, schedule, learning-rate factors,
+//!   LISA, accumulation, clipping, seeding, resuming, evaluation, logging, checkpoints, charts)
+//!   around a task's [`trainer::Objective`].
+//! * [`token`]: the token objective of `swift sft` / `swift pt` (padded or packed rows,
+//!   gradient checkpointing, rows per pass).
+//! * [`rlhf`]: the preference objective (DPO, ORPO, SimPO, CPO, KTO, reward modelling) over
+//!   per-sequence log-probs or scores, with the reference as the policy's adapters switched off
+//!   or a frozen model.
 //! * [`reward`]: reward modelling's value head (scores for the preference loop, PEFT
 //!   `modules_to_save` and `*ForSequenceClassification` checkpoints).
 
@@ -28,6 +33,7 @@ pub mod reward;
 pub mod rlhf;
 pub mod run_dir;
 pub mod schedule;
+pub mod token;
 pub mod trainer;
 
 pub use checkpoint::{save_safetensors, TrainError};
@@ -35,7 +41,8 @@ pub use collate::{Batch, Collator, EncodedRow, PackingStrategy};
 pub use lora::{Lora, LoraConfig};
 pub use optim::{AdamW, AdamWConfig};
 pub use reward::ValueHead;
-pub use rlhf::{train_preference, PrefItem, PreferenceSetup, Reference};
+pub use rlhf::{train_preference, PrefItem, PreferenceObjective, PreferenceSetup, Reference};
 pub use run_dir::{CheckpointWriter, RunDir, RunDirError};
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use trainer::{train, train_with_eval, StepInfo, TrainConfig, TrainHooks, TrainSummary};
+pub use token::{train_with_eval, TokenObjective};
+pub use trainer::{train, Objective, StepInfo, StepOutput, TrainConfig, TrainHooks, TrainSummary};

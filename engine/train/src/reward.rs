@@ -20,8 +20,7 @@ use swift_model::LoadedModel;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{save_safetensors, TrainError};
-use crate::collate::{Batch, Collator, EncodedRow};
-use crate::trainer::tensors;
+use crate::collate::{tensors, Batch, Collator, EncodedRow};
 
 /// The head's name in a full reward model.
 pub const SCORE_WEIGHT: &str = "score.weight";

@@ -1,19 +1,24 @@
 //! Preference training (`swift rlhf`): DPO and its variants, ORPO, SimPO, CPO (chosen/rejected
 //! pairs), KTO (unpaired rows with a desirable/undesirable label) and reward modelling (pairs
 //! scored by a value head, [`crate::reward`]: the per-sequence quantity is the head's score
-//! instead of the answer's log-probability, and everything else below is shared).
+//! instead of the answer's log-probability, and everything else below is shared). This is the
+//! preference [`Objective`] of the one training loop ([`crate::trainer::train`]), which owns the
+//! epochs, schedule, learning-rate factors, LISA, accumulation, clipping, seeding, resuming,
+//! evaluation, records, checkpoints and charts, as for `swift sft`.
 //!
 //! Each step encodes nothing: rows arrive encoded (labels only on the final answer). A paired
 //! micro-batch holds its chosen and rejected sequences together (chosen first, as TRL's
 //! concatenated forward does) and sums each sequence's answer-token log-probabilities
 //! ([`sequence_logps`]). With `chunk = 0` the policy runs once over the padded batch with its
 //! graph; with `chunk = k` it runs in two passes of `k` sequences at a time ([`first_pass`]), which
-//! gives the same gradient of any loss while holding only one chunk's activations; with
-//! gradient checkpointing the second pass also recomputes one block at a time. When the loss needs a reference, the same batch runs
-//! again under `no_grad` through the [`Reference`]: the policy with its LoRA adapters switched
-//! off (one copy of the base weights) or, for full fine-tuning, a frozen copy of the model. The
-//! loss itself is not written here: it is a function of those per-sequence log-probabilities
-//! that the caller passes in (the host resolves it in the preference-loss registry).
+//! gives the same gradient of any loss while holding only one chunk's activations (each chunk
+//! re-seeds the generator from (seed, step, micro-batch, chunk), so both passes draw the same
+//! dropout masks); with gradient checkpointing the second pass also recomputes one block at a
+//! time. When the loss needs a reference, the same batch runs again under `no_grad` through the
+//! [`Reference`]: the policy with its LoRA adapters switched off (one copy of the base weights)
+//! or, for full fine-tuning, a frozen copy of the model. The loss itself is not written here: it
+//! is a function of those per-sequence log-probabilities that the caller passes in (the host
+//! resolves it in the preference-loss registry).
 //!
 //! KTO also needs its reference point: each row's prompt with another row's answer (the "KL"
 //! rows, built by the caller), scored by policy and reference without gradients;
@@ -22,8 +27,15 @@
 //! Logged per step, named as TRL and ms-swift name them: `loss`, `grad_norm`, `learning_rate`,
 //! `rewards/chosen`, `rewards/rejected`, `rewards/accuracies`, `rewards/margins`,
 //! `logps/chosen`, `logps/rejected`, `nll_loss` (when the loss uses it) and `kl` (KTO).
-
-use std::time::Instant;
+//!
+//! Evaluation (validation items, batches of `batch_size`, no gradients, dropout off) logs what
+//! TRL's trainer of the method logs, `eval_`-prefixed by the loop: the same metrics as training
+//! for DPO / ORPO / SimPO / CPO / KTO (`eval_loss`, `eval_rewards/chosen`, ..., `eval_kl`), and
+//! for reward modelling RewardTrainer's `eval_loss`, `eval_accuracy` (share of pairs scored
+//! chosen > rejected), `eval_margin` (mean chosen − rejected), `eval_min_reward`,
+//! `eval_mean_reward`, `eval_max_reward` (over every score, chosen and rejected). `eval_loss`
+//! is the batches' losses weighted by their items (as transformers' evaluation loop averages
+//! it); the other metrics are pooled over the items.
 
 use serde_json::{json, Map, Value};
 use swift_model::LoadedModel;
@@ -31,15 +43,11 @@ use swift_plugin_api::{PreferenceInputs, PreferenceOutput};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::checkpoint::TrainError;
-use crate::collate::{Batch, Collator, EncodedRow};
+use crate::collate::{tensors, Batch, Collator, EncodedRow};
 use crate::lora::Lora;
-use crate::optim::AdamW;
 use crate::reward::ValueHead;
 use crate::run_dir::RunDir;
-use crate::schedule::LrSchedule;
-use crate::trainer::{
-    peak_rss_mib, plan, steps_per_epoch, tensors, StepInfo, TrainConfig, TrainHooks, TrainSummary,
-};
+use crate::trainer::{Objective, StepOutput, TrainConfig, TrainHooks, TrainSummary};
 
 /// One training example.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,9 +206,12 @@ struct Window {
     logps_rejected: (f64, f64),
     nll: f64,
     kl: f64,
-    time: f64,
     tokens: usize,
     pairs: usize,
+    /// Reward modelling: the sum and count of every score (chosen and rejected), and their
+    /// smallest and largest.
+    scores: (f64, f64),
+    score_range: Option<(f64, f64)>,
 }
 
 fn sum_count(t: &Tensor) -> Result<(f64, f64), TrainError> {
@@ -229,9 +240,13 @@ impl Window {
         add(&mut self.logps_rejected, o.logps_rejected);
         self.nll += o.nll;
         self.kl += o.kl;
-        self.time += o.time;
         self.tokens += o.tokens;
         self.pairs += o.pairs;
+        add(&mut self.scores, o.scores);
+        self.score_range = match (self.score_range, o.score_range) {
+            (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+            (a, b) => a.or(b),
+        };
     }
 
     /// The metrics under TRL's names.
@@ -258,6 +273,36 @@ impl Window {
         if unpaired {
             m.insert("kl".into(), json!(self.kl / self.micro.max(1) as f64));
         }
+        m
+    }
+}
+
+impl Window {
+    /// The evaluation metrics (without the `eval_` prefix the loop adds) with the evaluation's
+    /// loss: reward modelling's as TRL's RewardTrainer names them, else those of training.
+    fn eval_metrics(
+        &self,
+        loss: f64,
+        unpaired: bool,
+        log_nll: bool,
+        scores: bool,
+    ) -> Map<String, Value> {
+        if !scores {
+            let mut m = self.metrics(unpaired, log_nll, false);
+            m.insert("loss".into(), json!(loss));
+            return m;
+        }
+        let avg = |(s, n): (f64, f64)| if n > 0.0 { json!(s / n) } else { Value::Null };
+        let mut m = Map::new();
+        m.insert("loss".into(), json!(loss));
+        m.insert("accuracy".into(), avg(self.accuracies));
+        m.insert("margin".into(), avg(self.margins));
+        let (lo, hi) = self
+            .score_range
+            .map_or((Value::Null, Value::Null), |(a, b)| (json!(a), json!(b)));
+        m.insert("min_reward".into(), lo);
+        m.insert("mean_reward".into(), avg(self.scores));
+        m.insert("max_reward".into(), hi);
         m
     }
 }
@@ -318,13 +363,36 @@ fn first_pass(
     at: At,
 ) -> Result<(Tensor, Tensor), TrainError> {
     let _g = tch::no_grad_guard();
+    score_chunks(model, head, seqs, collator, chunk, Some(at))
+}
+
+/// What the loss reads per sequence of `seqs` (and their token counts), `chunk` sequences per
+/// forward pass. In training (`at`), each chunk re-seeds the generator as [`second_pass`] does
+/// and scores through the per-block pass when checkpointing; in evaluation (`None`, dropout off,
+/// the caller holds `no_grad`) the chunks only bound the memory.
+fn score_chunks(
+    model: &LoadedModel,
+    head: Option<&ValueHead>,
+    seqs: &[EncodedRow],
+    collator: &Collator,
+    chunk: usize,
+    at: Option<At>,
+) -> Result<(Tensor, Tensor), TrainError> {
     let (mut logps, mut counts) = (Vec::new(), Vec::new());
-    for (k, part) in seqs.chunks(chunk).enumerate() {
-        tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
+    for (k, part) in seqs.chunks(chunk.max(1)).enumerate() {
         let batch = collator.pad(part);
-        let (l, c) = match head {
-            Some(h) => h.scores(model, &batch)?,
-            None => scoring_logps(model, &batch, at)?,
+        let (l, c) = match (head, at) {
+            (Some(h), at) => {
+                if let Some(at) = at {
+                    tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
+                }
+                h.scores(model, &batch)?
+            }
+            (None, Some(at)) => {
+                tch::manual_seed(chunk_seed(at.seed, at.step, at.micro, k));
+                scoring_logps(model, &batch, at)?
+            }
+            (None, None) => sequence_logps(model, &batch)?,
         };
         logps.push(l);
         counts.push(c);
@@ -366,13 +434,15 @@ fn second_pass(
 }
 
 /// One micro-batch: forward, reference, loss (divided by `n_micro`), backward; its metrics.
+/// Without `at` it evaluates: the same forward passes and loss, no backward (the caller holds
+/// `no_grad`), and no re-seeding (dropout is off).
 fn micro_step(
     model: &LoadedModel,
     setup: &PreferenceSetup<'_>,
     items: &[&PrefItem],
     collator: &Collator,
     n_micro: usize,
-    at: At,
+    at: Option<At>,
 ) -> Result<Window, TrainError> {
     let mut w = Window {
         micro: 1,
@@ -381,7 +451,7 @@ fn micro_step(
     let device = model.device();
     let step_err = |e: String| TrainError::Step(format!("preference loss: {e}"));
     // Set for the chunked pass: the sequences and the leaf their log-probabilities hang on.
-    let mut deferred: Option<(Vec<EncodedRow>, Tensor, usize)> = None;
+    let mut deferred: Option<(Vec<EncodedRow>, Tensor, usize, At)> = None;
     let inputs = match items.first() {
         None => return Ok(w),
         Some(PrefItem::Pair { .. }) => {
@@ -411,16 +481,27 @@ fn micro_step(
             } else {
                 setup.chunk
             };
-            let chunked = chunk < seqs.len() || at.checkpointing;
-            let (logps, counts, reference) = if chunked {
-                let (l, c) = first_pass(model, setup.value_head, &seqs, collator, chunk, at)?;
-                let reference = chunked_reference(model, &setup.reference, &seqs, collator, chunk)?;
-                let leaf = l.f_detach()?.set_requires_grad(true);
-                deferred = Some((seqs, leaf.shallow_clone(), chunk));
-                (leaf, c, reference)
-            } else {
-                let (l, c) = per_sequence(model, setup.value_head, &batch)?;
-                (l, c, reference_logps(model, &setup.reference, &batch)?)
+            let (logps, counts, reference) = match at {
+                Some(at) if chunk < seqs.len() || at.checkpointing => {
+                    let (l, c) = first_pass(model, setup.value_head, &seqs, collator, chunk, at)?;
+                    let reference =
+                        chunked_reference(model, &setup.reference, &seqs, collator, chunk)?;
+                    let leaf = l.f_detach()?.set_requires_grad(true);
+                    deferred = Some((seqs, leaf.shallow_clone(), chunk, at));
+                    (leaf, c, reference)
+                }
+                None if chunk < seqs.len() => {
+                    // Evaluation: no graph to bound, but the chunks bound the logits held.
+                    let (l, c) =
+                        score_chunks(model, setup.value_head, &seqs, collator, chunk, None)?;
+                    let reference =
+                        chunked_reference(model, &setup.reference, &seqs, collator, chunk)?;
+                    (l, c, reference)
+                }
+                _ => {
+                    let (l, c) = per_sequence(model, setup.value_head, &batch)?;
+                    (l, c, reference_logps(model, &setup.reference, &batch)?)
+                }
             };
             PreferenceInputs {
                 chosen_logps: logps.f_narrow(0, 0, n)?,
@@ -498,15 +579,17 @@ fn micro_step(
     let out = (setup.loss)(&inputs).map_err(step_err)?;
     let loss = out.loss.f_div_scalar(n_micro as f64)?;
     w.loss = f64::try_from(loss.f_detach()?.f_to_kind(Kind::Double)?)?;
-    loss.f_backward()?;
-    if let Some((seqs, leaf, chunk)) = &deferred {
+    if at.is_some() {
+        loss.f_backward()?;
+    }
+    if let Some((seqs, leaf, chunk, at)) = &deferred {
         second_pass(
             model,
             setup.value_head,
             seqs,
             collator,
             *chunk,
-            at,
+            *at,
             &leaf.grad(),
         )?;
     }
@@ -529,6 +612,20 @@ fn micro_step(
     }
     w.logps_chosen = sum_count(&inputs.chosen_logps.f_detach()?)?;
     w.logps_rejected = sum_count(&inputs.rejected_logps.f_detach()?)?;
+    if setup.value_head.is_some() {
+        // Reward modelling: the per-sequence quantities are the scores.
+        let all = Tensor::f_cat(
+            &[
+                inputs.chosen_logps.f_detach()?.f_to_kind(Kind::Double)?,
+                inputs.rejected_logps.f_detach()?.f_to_kind(Kind::Double)?,
+            ],
+            0,
+        )?;
+        w.scores = sum_count(&all)?;
+        if all.numel() > 0 {
+            w.score_range = Some((f64::try_from(all.f_min()?)?, f64::try_from(all.f_max()?)?));
+        }
+    }
     let tokens = f64::try_from(inputs.chosen_tokens.f_sum(Kind::Double)?)?;
     if tokens > 0.0 {
         w.nll = -w.logps_chosen.0 / tokens;
@@ -536,161 +633,169 @@ fn micro_step(
     Ok(w)
 }
 
-/// Trains the `trainable` tensors of `model` on preference `items`.
+/// The preference objective: pairs (DPO, ORPO, SimPO, CPO, reward modelling) or KTO's unpaired
+/// rows, with optional validation items of the same kind.
+pub struct PreferenceObjective<'a> {
+    model: &'a LoadedModel,
+    items: &'a [PrefItem],
+    eval_items: &'a [PrefItem],
+    setup: &'a PreferenceSetup<'a>,
+    collator: Collator,
+    seed: u64,
+    checkpointing: bool,
+    eval_batch: usize,
+    unpaired: bool,
+    scores: bool,
+}
+
+impl<'a> PreferenceObjective<'a> {
+    /// Checks that the items, the validation items and the setup fit together.
+    pub fn new(
+        model: &'a LoadedModel,
+        items: &'a [PrefItem],
+        eval_items: &'a [PrefItem],
+        setup: &'a PreferenceSetup<'a>,
+        cfg: &TrainConfig,
+    ) -> Result<Self, TrainError> {
+        let unpaired = matches!(items.first(), Some(PrefItem::Unpaired { .. }));
+        let scores = setup.value_head.is_some();
+        if scores && (unpaired || !matches!(setup.reference, Reference::Free)) {
+            return Err(TrainError::Config(
+                "reward modelling trains on chosen/rejected pairs without a reference model".into(),
+            ));
+        }
+        if eval_items
+            .iter()
+            .chain(items)
+            .any(|it| matches!(it, PrefItem::Unpaired { .. }) != unpaired)
+        {
+            return Err(TrainError::Config(
+                "the training and validation items mix paired and unpaired (KTO) rows".into(),
+            ));
+        }
+        if cfg.gradient_checkpointing && scores {
+            tracing::warn!("--gradient_checkpointing does not apply to reward modelling yet: the value head's passes keep their activations");
+        } else if cfg.gradient_checkpointing && unpaired {
+            tracing::warn!("--gradient_checkpointing applies to paired data; KTO's policy pass keeps its activations");
+        } else if cfg.gradient_checkpointing && !model.supports_checkpointing() {
+            tracing::warn!("this model family has no per-block entry points: --gradient_checkpointing has no effect");
+        }
+        Ok(Self {
+            model,
+            items,
+            eval_items,
+            setup,
+            collator: Collator {
+                pad_id: cfg.pad_id,
+                packing: false,
+                max_length: usize::MAX,
+            },
+            seed: cfg.seed,
+            checkpointing: cfg.gradient_checkpointing,
+            eval_batch: cfg.batch_size.max(1),
+            unpaired,
+            scores,
+        })
+    }
+}
+
+/// A logging window of the preference objective (sums over its steps and micro-batches).
+#[derive(Debug, Default, Clone)]
+pub struct PreferenceWindow(Window);
+
+impl Objective for PreferenceObjective<'_> {
+    type Window = PreferenceWindow;
+
+    fn units(&self) -> usize {
+        self.items.len()
+    }
+
+    fn unit_name(&self) -> Option<&'static str> {
+        Some("pairs")
+    }
+
+    fn step(
+        &mut self,
+        step: u64,
+        group: &[Vec<usize>],
+    ) -> Result<StepOutput<PreferenceWindow>, TrainError> {
+        let mut sw = Window::default();
+        for (micro, idx) in group.iter().enumerate() {
+            let batch: Vec<&PrefItem> = idx.iter().map(|&k| &self.items[k]).collect();
+            let at = At {
+                seed: self.seed,
+                step,
+                micro,
+                checkpointing: self.checkpointing,
+            };
+            sw.merge(&micro_step(
+                self.model,
+                self.setup,
+                &batch,
+                &self.collator,
+                group.len(),
+                Some(at),
+            )?);
+        }
+        sw.steps = 1;
+        Ok(StepOutput {
+            loss: sw.loss,
+            tokens: sw.tokens,
+            units: sw.pairs,
+            window: PreferenceWindow(sw),
+        })
+    }
+
+    fn merge(&self, into: &mut PreferenceWindow, step: &PreferenceWindow) {
+        into.0.merge(&step.0);
+    }
+
+    fn metrics(&self, w: &PreferenceWindow) -> Map<String, Value> {
+        w.0.metrics(self.unpaired, self.setup.log_nll, self.scores)
+    }
+
+    fn has_validation(&self) -> bool {
+        !self.eval_items.is_empty()
+    }
+
+    fn evaluate(&mut self) -> Result<Map<String, Value>, TrainError> {
+        let _g = tch::no_grad_guard();
+        let mut total = Window::default();
+        let (mut loss, mut n) = (0.0f64, 0usize);
+        for chunk in self.eval_items.chunks(self.eval_batch) {
+            let batch: Vec<&PrefItem> = chunk.iter().collect();
+            let w = micro_step(self.model, self.setup, &batch, &self.collator, 1, None)?;
+            loss += w.loss * w.pairs as f64;
+            n += w.pairs;
+            total.merge(&w);
+        }
+        Ok(total.eval_metrics(
+            loss / n.max(1) as f64,
+            self.unpaired,
+            self.setup.log_nll,
+            self.scores,
+        ))
+    }
+
+    fn divergence_hint(&self) -> &'static str {
+        "try a lower --learning_rate or --beta"
+    }
+}
+
+/// Trains the `trainable` tensors of `model` on preference `items`, evaluating on
+/// `eval_items` (when there are any) every `cfg.eval_steps` steps and at the end:
+/// [`PreferenceObjective`] in [`crate::trainer::train`].
+#[allow(clippy::too_many_arguments)]
 pub fn train_preference(
     model: &LoadedModel,
     items: &[PrefItem],
+    eval_items: &[PrefItem],
     trainable: &[(String, Tensor)],
     cfg: &TrainConfig,
     setup: &PreferenceSetup<'_>,
     run: &mut RunDir,
     hooks: &mut dyn TrainHooks,
 ) -> Result<TrainSummary, TrainError> {
-    if items.is_empty() {
-        return Err(TrainError::Config("the training set has no rows".into()));
-    }
-    if trainable.is_empty() {
-        return Err(TrainError::Config(
-            "nothing to train: no trainable tensors".into(),
-        ));
-    }
-    let unpaired = matches!(items[0], PrefItem::Unpaired { .. });
-    let scores = setup.value_head.is_some();
-    if scores && (unpaired || !matches!(setup.reference, Reference::Free)) {
-        return Err(TrainError::Config(
-            "reward modelling trains on chosen/rejected pairs without a reference model".into(),
-        ));
-    }
-    if cfg.gradient_checkpointing && scores {
-        tracing::warn!("--gradient_checkpointing does not apply to reward modelling yet: the value head's passes keep their activations");
-    } else if cfg.gradient_checkpointing && unpaired {
-        tracing::warn!("--gradient_checkpointing applies to paired data; KTO's policy pass keeps its activations");
-    } else if cfg.gradient_checkpointing && !model.supports_checkpointing() {
-        tracing::warn!("this model family has no per-block entry points: --gradient_checkpointing has no effect");
-    }
-    let per_epoch = steps_per_epoch(items.len(), cfg.batch_size, cfg.grad_accum);
-    let total_steps = cfg
-        .max_steps
-        .filter(|&s| s > 0)
-        .unwrap_or_else(|| ((cfg.num_train_epochs * per_epoch as f64).ceil() as u64).max(1));
-    let schedule = LrSchedule::new(
-        cfg.lr_scheduler,
-        cfg.learning_rate,
-        total_steps,
-        cfg.warmup_steps,
-        cfg.warmup_ratio,
-    );
-    let mut opt = AdamW::new(trainable, cfg.adamw)?;
-    let collator = Collator {
-        pad_id: cfg.pad_id,
-        packing: false,
-        max_length: usize::MAX,
-    };
-    let steps = plan(items.len(), cfg, total_steps);
-    let started = Instant::now();
-    let mut summary = TrainSummary {
-        steps: 0,
-        losses: Vec::new(),
-        seconds: 0.0,
-        tokens: 0,
-        last_checkpoint: None,
-    };
-    let mut window = Window::default();
-    let mut train_time = 0.0f64;
-    let mut pairs = 0usize;
-    for (i, group) in steps.iter().enumerate() {
-        let step = i as u64 + 1;
-        let t0 = Instant::now();
-        let lr = schedule.lr(i as u64);
-        let mut sw = Window::default();
-        for (micro, idx) in group.iter().enumerate() {
-            let batch: Vec<&PrefItem> = idx.iter().map(|&k| &items[k]).collect();
-            let at = At {
-                seed: cfg.seed,
-                step,
-                micro,
-                checkpointing: cfg.gradient_checkpointing,
-            };
-            sw.merge(&micro_step(
-                model,
-                setup,
-                &batch,
-                &collator,
-                group.len(),
-                at,
-            )?);
-        }
-        let grad_norm = opt.clip_grad_norm(cfg.max_grad_norm)?;
-        opt.step(lr)?;
-        opt.zero_grad();
-        sw.steps = 1;
-        if !sw.loss.is_finite() {
-            return Err(TrainError::Step(format!(
-                "step {step}: the loss is {} (try a lower --learning_rate or --beta)",
-                sw.loss
-            )));
-        }
-        let dt = t0.elapsed().as_secs_f64();
-        sw.time = dt;
-        train_time += dt;
-        pairs += sw.pairs;
-        let info = StepInfo {
-            step,
-            total_steps,
-            loss: sw.loss,
-            grad_norm,
-            learning_rate: lr,
-            token_acc: 0.0,
-            epoch: step as f64 / per_epoch as f64,
-            step_time: dt,
-            tokens: sw.tokens,
-        };
-        summary.losses.push(sw.loss);
-        summary.tokens += sw.tokens;
-        summary.steps = step;
-        hooks.on_step(&info);
-        hooks.on_metrics(step, &sw.metrics(unpaired, setup.log_nll, scores));
-        window.merge(&sw);
-        let last = step == total_steps;
-        if step.is_multiple_of(cfg.logging_steps.max(1)) || last || step == 1 {
-            let elapsed = started.elapsed().as_secs_f64();
-            let mut rec = Value::Object(window.metrics(unpaired, setup.log_nll, scores));
-            rec["grad_norm"] = json!(grad_norm);
-            rec["learning_rate"] = json!(lr);
-            rec["epoch"] = json!(info.epoch);
-            rec["step"] = json!(step);
-            rec["global_step/max_steps"] = json!(format!("{step}/{total_steps}"));
-            rec["step_time"] = json!(window.time / window.steps.max(1) as f64);
-            rec["tokens_per_sec"] = json!(window.tokens as f64 / window.time.max(1e-9));
-            rec["pairs_per_sec"] = json!(window.pairs as f64 / window.time.max(1e-9));
-            rec["elapsed_time"] = json!(elapsed);
-            rec["remaining_time"] = json!(elapsed / step as f64 * (total_steps - step) as f64);
-            if let Some(m) = peak_rss_mib() {
-                rec["memory_mib"] = json!(m);
-            }
-            run.log(&rec)?;
-            window = Window::default();
-        }
-        if (cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last {
-            let w = run.begin_checkpoint(step)?;
-            hooks.save(step, w.dir())?;
-            summary.last_checkpoint = Some(w.commit()?);
-            if let Some(limit) = cfg.save_total_limit {
-                run.rotate(limit.max(1))?;
-            }
-        }
-    }
-    summary.seconds = started.elapsed().as_secs_f64();
-    let n = summary.losses.len().max(1) as f64;
-    run.log(&json!({
-        "train_runtime": summary.seconds,
-        "train_loss": summary.losses.iter().sum::<f64>() / n,
-        "train_steps": summary.steps,
-        "train_tokens": summary.tokens,
-        "train_pairs": pairs,
-        "train_pairs_per_sec": pairs as f64 / train_time.max(1e-9),
-        "train_tokens_per_sec": summary.tokens as f64 / train_time.max(1e-9),
-        "memory_mib": peak_rss_mib(),
-    }))?;
-    Ok(summary)
+    let mut objective = PreferenceObjective::new(model, items, eval_items, setup, cfg)?;
+    crate::trainer::train(&mut objective, trainable, cfg, run, hooks)
 }

@@ -1,35 +1,41 @@
-//! The training loop: epochs over encoded rows (shuffled per epoch from the seed), padded
-//! micro-batches (with `--packing`: epochs over sequences of rows packed end to end), gradient
-//! accumulation with the loss normalised over the labelled tokens of the whole optimiser step,
-//! clipping, AdamW with a warm-up schedule, `logging.jsonl` records, and checkpoints written
-//! atomically every `save_steps` and at the end, and the charts of `images/` (crate::plot) when
-//! the run ends.
+//! The training loop, one for every task: `swift sft` / `swift pt` (the token objective,
+//! [`crate::token`]) and `swift rlhf` (the preference objective, [`crate::rlhf`]) run the same
+//! [`train`]. What differs between tasks is an [`Objective`]: how many training units there are,
+//! one optimiser step's forward and backward passes over its micro-batches, the metrics of a
+//! logging window, and evaluation on its validation units. The loop owns everything else, once:
 //!
-//! Resuming (`resume_from`): a checkpoint also holds `optimizer.safetensors` (the trained tensors
-//! and AdamW's moments) and `trainer_state.json` (the step). The data order is a function of the
-//! seed and the epoch, and libtorch's generator (dropout) is re-seeded from (seed, step) before
-//! every optimiser step, so a resumed run skips the steps already taken and then computes exactly
-//! what the uninterrupted run computed.
-//!
-//! Gradient checkpointing (`gradient_checkpointing`): each micro-batch runs through
-//! `LoadedModel::backward_checkpointed`, which keeps only the blocks' inputs and recomputes one
-//! block at a time in the backward pass (same gradient; its dropout masks come from per-block
-//! seeds drawn from the same per-step generator, so runs stay reproducible and resumable).
+//! * Step planning: epochs over the units, shuffled per epoch from the seed ([`plan`]),
+//!   micro-batches of `batch_size` units, `grad_accum` of them per optimiser step.
+//! * The learning-rate schedule with warm-up, per-tensor learning-rate factors (LoRA+), LISA's
+//!   layer draws ([`lisa_draw`]), gradient-norm clipping, AdamW.
+//! * Seeding: libtorch's generator (dropout) is re-seeded from (seed, step) before every
+//!   optimiser step, so a step's draws do not depend on what ran before it (an earlier step, an
+//!   evaluation, a resumed run's restart).
+//! * Resuming (`resume_from`): a checkpoint also holds `optimizer.safetensors` (the trained
+//!   tensors and AdamW's moments) and `trainer_state.json` (the step). The data order is a
+//!   function of the seed and the epoch and the draws of the step, so a resumed run skips the
+//!   steps already taken and then computes exactly what the uninterrupted run computed.
+//! * Evaluation on the objective's validation units every `eval_steps` steps and at the end (and
+//!   before the first step with `eval_on_start`): no gradients, training-only behaviour off
+//!   through [`TrainHooks::set_training`], records with `eval_`-prefixed metrics. It leaves the
+//!   training untouched: a run with a validation set takes exactly the steps of one without.
+//! * `logging.jsonl` records every `logging_steps` steps (and at steps 1 and last), checkpoints
+//!   written atomically every `save_steps` and at the end (with `save_total_limit` rotation and
+//!   the trainer state), the run's summary record (throughputs over the time spent inside the
+//!   steps), the charts of `images/` (crate::plot) when the run ends, and the error for a loss
+//!   that is not finite.
 
 use std::path::Path;
 use std::time::Instant;
 
-use serde_json::json;
-use swift_model::LoadedModel;
+use serde_json::{json, Map, Value};
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::TrainError;
-use crate::collate::{Batch, Collator, EncodedRow, PackingStrategy};
-use crate::loss::{labelled_positions, shifted_label_count, token_loss_flat};
+use crate::collate::PackingStrategy;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::run_dir::RunDir;
 use crate::schedule::{LrSchedule, ScheduleKind};
-
 /// Everything the loop needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
@@ -58,8 +64,11 @@ pub struct TrainConfig {
     pub lisa: Option<LisaConfig>,
     /// A checkpoint of an earlier run with the same settings to continue from.
     pub resume_from: Option<std::path::PathBuf>,
-    /// Evaluate on the validation rows every this many steps (and at the end); 0: only at the end.
+    /// Evaluate on the validation units every this many steps (and at the end); 0: only at the end.
     pub eval_steps: u64,
+    /// Also evaluate before the first step (transformers' `eval_on_start`), logged at the step
+    /// the run starts from (0, or a resumed run's checkpoint step).
+    pub eval_on_start: bool,
     /// Rows per forward/backward pass inside a micro-batch (0: the whole micro-batch at once).
     /// The loss is normalised over the labelled tokens of the whole step, so the gradient is the
     /// same either way; fewer rows per pass hold fewer activations (and pad less).
@@ -98,7 +107,7 @@ fn load_trainer_state(dir: &Path, opt: &mut AdamW) -> Result<u64, TrainError> {
     let path = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         TrainError::Config(format!(
-            "cannot resume from {}: {} ({e}; checkpoints written by swift sft hold it)",
+            "cannot resume from {}: {} ({e}; checkpoints written by swift sft, pt and rlhf hold it)",
             dir.display(),
             path.display()
         ))
@@ -171,8 +180,8 @@ pub trait TrainHooks {
     fn save(&mut self, step: u64, dir: &Path) -> Result<(), TrainError>;
     /// Switches training-only behaviour (LoRA dropout) on or off around evaluation.
     fn set_training(&mut self, _on: bool) {}
-    /// Called after every optimiser step with the step's own metrics (preference training:
-    /// `rewards/accuracies`, `rewards/margins`, ...).
+    /// Called after every optimiser step with the step's own metrics ([`Objective::metrics`]:
+    /// `loss` and `token_acc`, or preference training's `rewards/accuracies`, ...).
     fn on_metrics(&mut self, _step: u64, _metrics: &serde_json::Map<String, serde_json::Value>) {}
 }
 
@@ -237,26 +246,6 @@ pub(crate) fn plan(rows: usize, cfg: &TrainConfig, total_steps: u64) -> Vec<Vec<
     steps
 }
 
-pub(crate) fn tensors(
-    batch: &Batch,
-    device: tch::Device,
-) -> Result<(Tensor, Tensor, Tensor, Tensor), TrainError> {
-    let shape = [batch.batch as i64, batch.seq_len as i64];
-    let ids = Tensor::from_slice(&batch.input_ids)
-        .f_view(shape)?
-        .f_to_device(device)?;
-    let labels = Tensor::from_slice(&batch.labels)
-        .f_view(shape)?
-        .f_to_device(device)?;
-    let scale = Tensor::from_slice(&batch.loss_scale)
-        .f_view(shape)?
-        .f_to_device(device)?;
-    let mask = Tensor::from_slice(&batch.attention_mask)
-        .f_view(shape)?
-        .f_to_device(device)?;
-    Ok((ids, labels, scale, mask))
-}
-
 /// Peak resident memory of this process in MiB (Linux), for the log.
 pub fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -265,184 +254,110 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// The outcome of one optimiser step.
-pub struct StepOutcome {
-    /// Σ scale·CE / labelled tokens of the step.
+/// What one optimiser step of an [`Objective`] computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput<W> {
+    /// The step's loss (what its gradient is the gradient of).
     pub loss: f64,
-    pub grad_norm: f64,
+    /// Non-padding input tokens of the step.
     pub tokens: usize,
-    pub labelled: i64,
-    pub correct: i64,
+    /// Training units of the step (rows, packed sequences, pairs, KTO rows).
+    pub units: usize,
+    /// The step's own sums of what the metrics average ([`Objective::metrics`]).
+    pub window: W,
 }
 
-/// The forward pass of one padded (or packed) batch and its weighted token loss (the output
-/// projection is applied only where a label is trained); `None` for sequences too short to
-/// predict anything.
-fn batch_loss(
-    model: &LoadedModel,
-    b: &Batch,
-) -> Result<Option<crate::loss::TokenLoss>, TrainError> {
-    let (ids, labels, scale, mask) = tensors(b, model.device())?;
-    let hidden = if b.packed {
-        let shape = [b.batch as i64, b.seq_len as i64];
-        let positions = Tensor::from_slice(&b.position_ids).f_view(shape)?;
-        let seq_ids = Tensor::from_slice(&b.seq_ids).f_view(shape)?;
-        model.forward_train_packed(&ids, &positions, &seq_ids)?
-    } else {
-        let padded = b.attention_mask.contains(&0);
-        model.forward_train(&ids, padded.then_some(&mask))?
-    };
-    hidden_loss(model, &hidden, &labels, &scale)
-}
+/// A task's part of training: what [`train`] does not own.
+pub trait Objective {
+    /// Sums over the steps of a logging window of what the window's metrics average.
+    type Window: Default;
 
-/// The weighted token loss of final hidden states `[batch, seq, hidden]` (the output projection
-/// applied only where a label is trained); `None` for sequences too short to predict anything.
-fn hidden_loss(
-    model: &LoadedModel,
-    hidden: &Tensor,
-    labels: &Tensor,
-    scale: &Tensor,
-) -> Result<Option<crate::loss::TokenLoss>, TrainError> {
-    let s = hidden.size();
-    let (hb, ht, hd) = (s[0], s[1], s[2]);
-    if ht < 2 {
-        return Ok(None);
+    /// The training units the epochs shuffle and the micro-batches hold (rows, packed
+    /// sequences, preference pairs, KTO rows).
+    fn units(&self) -> usize;
+
+    /// A name for the units in the throughput records (`pairs`: `pairs_per_sec` in each record,
+    /// `train_pairs` and `train_pairs_per_sec` in the summary); `None` logs no unit rates.
+    fn unit_name(&self) -> Option<&'static str> {
+        None
     }
-    let (lab, sc, idx) = labelled_positions(labels, scale)?;
-    let picked = hidden
-        .f_narrow(1, 0, ht - 1)?
-        .f_reshape([hb * (ht - 1), hd])?
-        .f_index_select(0, &idx)?;
-    Ok(Some(token_loss_flat(
-        &model.logits_train(&picked)?,
-        &lab,
-        &sc,
-    )?))
-}
 
-/// One micro-batch's forward and backward with gradient checkpointing: the loss (Σ scale·CE
-/// divided by `denom`, detached) and the correctly predicted labels; `None` for sequences too
-/// short to predict anything.
-fn checkpointed_loss(
-    model: &LoadedModel,
-    b: &Batch,
-    denom: f64,
-) -> Result<Option<(Tensor, i64)>, TrainError> {
-    if b.seq_len < 2 {
-        return Ok(None);
+    /// One optimiser step's forward and backward passes over `micro` (the unit indices of each
+    /// micro-batch): the gradient of the step's loss accumulates into the trainable tensors; the
+    /// loop then clips, updates and clears it. `step` counts from 1. The generator is already
+    /// seeded for the step.
+    fn step(
+        &mut self,
+        step: u64,
+        micro: &[Vec<usize>],
+    ) -> Result<StepOutput<Self::Window>, TrainError>;
+
+    /// Adds a step's sums into a window's.
+    fn merge(&self, into: &mut Self::Window, step: &Self::Window);
+
+    /// The metrics of a window (or of one step), under the names `logging.jsonl` uses; `loss`
+    /// among them.
+    fn metrics(&self, window: &Self::Window) -> Map<String, Value>;
+
+    /// Whether there are validation units.
+    fn has_validation(&self) -> bool {
+        false
     }
-    let (ids, labels, scale, mask) = tensors(b, model.device())?;
-    let padded = b.attention_mask.contains(&0);
-    let mut correct = 0;
-    let loss = model.backward_checkpointed(&ids, padded.then_some(&mask), |hidden| {
-        let tl = hidden_loss(model, hidden, &labels, &scale)?
-            .ok_or_else(|| TrainError::Step("a sequence of fewer than 2 tokens".into()))?;
-        correct = tl.correct;
-        Ok::<_, TrainError>(tl.sum.f_div_scalar(denom)?)
-    })?;
-    Ok(Some((loss, correct)))
+
+    /// The metrics on the validation units (`loss` among them), without gradients; the loop
+    /// logs them with an `eval_` prefix. Must leave the training state as it found it.
+    fn evaluate(&mut self) -> Result<Map<String, Value>, TrainError> {
+        Ok(Map::new())
+    }
+
+    /// What the error for a loss that is not finite suggests.
+    fn divergence_hint(&self) -> &'static str {
+        "try a lower --learning_rate"
+    }
 }
 
-/// One optimiser step over `micro` batches: forward and backward each (loss divided by the
-/// labelled tokens of all of them; with `checkpointing`, block activations are recomputed in
-/// the backward pass), clip, update with `lr`, clear the gradients.
-pub fn train_step(
-    model: &LoadedModel,
-    opt: &mut AdamW,
-    micro: &[Batch],
-    lr: f64,
-    max_grad_norm: f64,
-    checkpointing: bool,
-) -> Result<StepOutcome, TrainError> {
-    let labelled: i64 = micro
-        .iter()
-        .map(|b| shifted_label_count(&b.labels, b.batch, b.seq_len))
-        .sum();
-    let denom = labelled.max(1) as f64;
-    let (mut loss, mut correct, mut tokens) = (0.0f64, 0i64, 0usize);
-    for b in micro {
-        if checkpointing {
-            if let Some((part, c)) = checkpointed_loss(model, b, denom)? {
-                loss += f64::try_from(part.f_to_kind(Kind::Double)?)?;
-                correct += c;
-                tokens += b.num_tokens;
-            }
-            continue;
+/// Evaluates and writes the `eval_…` record of `step`.
+fn log_evaluation<O: Objective>(
+    objective: &mut O,
+    hooks: &mut dyn TrainHooks,
+    run: &mut RunDir,
+    step: u64,
+    total_steps: u64,
+    epoch: f64,
+) -> Result<(), TrainError> {
+    hooks.set_training(false);
+    let metrics = objective.evaluate();
+    hooks.set_training(true);
+    let mut rec = Map::new();
+    let mut shown = String::new();
+    for (k, v) in metrics? {
+        if let Some(x) = v.as_f64() {
+            shown.push_str(&format!(", eval_{k} {x:.4}"));
         }
-        let Some(tl) = batch_loss(model, b)? else {
-            continue;
-        };
-        let part = tl.sum.f_div_scalar(denom)?;
-        loss += f64::try_from(part.f_detach()?.f_to_kind(Kind::Double)?)?;
-        part.f_backward()?;
-        correct += tl.correct;
-        tokens += b.num_tokens;
+        rec.insert(format!("eval_{k}"), v);
     }
-    let grad_norm = opt.clip_grad_norm(max_grad_norm)?;
-    opt.step(lr)?;
-    opt.zero_grad();
-    Ok(StepOutcome {
-        loss,
-        grad_norm,
-        tokens,
-        labelled,
-        correct,
-    })
+    tracing::info!("step {step}: {}", shown.trim_start_matches(", "));
+    rec.insert("epoch".into(), json!(epoch));
+    rec.insert("step".into(), json!(step));
+    rec.insert(
+        "global_step/max_steps".into(),
+        json!(format!("{step}/{total_steps}")),
+    );
+    run.log(&Value::Object(rec))?;
+    Ok(())
 }
 
-/// Loss and token accuracy on `rows` without gradients, batches of `batch_size` (the same
-/// normalisation as training: Σ scale·CE over every labelled token of the set, divided by their
-/// count).
-pub fn evaluate(
-    model: &LoadedModel,
-    rows: &[EncodedRow],
-    batch_size: usize,
-    pad_id: u32,
-) -> Result<(f64, f64), TrainError> {
-    let _g = tch::no_grad_guard();
-    let collator = Collator {
-        pad_id,
-        packing: false,
-        max_length: usize::MAX,
-    };
-    let (mut sum, mut labelled, mut correct) = (0.0f64, 0i64, 0i64);
-    for chunk in rows.chunks(batch_size.max(1)) {
-        let b = collator.pad(chunk);
-        let Some(tl) = batch_loss(model, &b)? else {
-            continue;
-        };
-        sum += f64::try_from(tl.sum.f_to_kind(Kind::Double)?)?;
-        correct += tl.correct;
-        labelled += shifted_label_count(&b.labels, b.batch, b.seq_len);
-    }
-    let n = labelled.max(1) as f64;
-    Ok((sum / n, correct as f64 / n))
-}
-
-/// Trains the `trainable` tensors of `model` on `rows`.
-pub fn train(
-    model: &LoadedModel,
-    rows: &[EncodedRow],
+/// Trains the `trainable` tensors with `objective`: the one training loop (see the module's
+/// documentation for what it owns).
+pub fn train<O: Objective>(
+    objective: &mut O,
     trainable: &[(String, Tensor)],
     cfg: &TrainConfig,
     run: &mut RunDir,
     hooks: &mut dyn TrainHooks,
 ) -> Result<TrainSummary, TrainError> {
-    train_with_eval(model, rows, &[], trainable, cfg, run, hooks)
-}
-
-/// [`train`], evaluating on `eval_rows` (when there are any) every `cfg.eval_steps` steps and at
-/// the end: `eval_loss` and `eval_token_acc` records in `logging.jsonl`.
-pub fn train_with_eval(
-    model: &LoadedModel,
-    rows: &[EncodedRow],
-    eval_rows: &[EncodedRow],
-    trainable: &[(String, Tensor)],
-    cfg: &TrainConfig,
-    run: &mut RunDir,
-    hooks: &mut dyn TrainHooks,
-) -> Result<TrainSummary, TrainError> {
-    if rows.is_empty() {
+    let units = objective.units();
+    if units == 0 {
         return Err(TrainError::Config("the training set has no rows".into()));
     }
     if trainable.is_empty() {
@@ -450,38 +365,6 @@ pub fn train_with_eval(
             "nothing to train: no trainable tensors".into(),
         ));
     }
-    if cfg.gradient_checkpointing && cfg.packing.is_some() {
-        return Err(TrainError::Config(
-            "--packing and --gradient_checkpointing cannot be combined yet (the recomputed blocks do not take the packed mask): drop one of them".into(),
-        ));
-    }
-    if cfg.gradient_checkpointing && !model.supports_checkpointing() {
-        tracing::warn!("this model family has no per-block entry points: --gradient_checkpointing has no effect");
-    }
-    // With packing, the epochs run over packed sequences instead of rows.
-    let packs = match &cfg.packing {
-        Some(p) => {
-            let packer = Collator {
-                pad_id: cfg.pad_id,
-                packing: true,
-                max_length: p.max_length,
-            };
-            let packs = packer
-                .pack_with(rows, p.strategy)
-                .map_err(|e| TrainError::Config(format!("--packing: {e}")))?;
-            let tokens: usize = packs.iter().map(|b| b.num_tokens).sum();
-            tracing::info!(
-                "packing: {} rows into {} sequences of at most {} tokens ({:.1}% filled)",
-                rows.len(),
-                packs.len(),
-                p.max_length,
-                100.0 * tokens as f64 / (packs.len() * p.max_length).max(1) as f64
-            );
-            Some(packs)
-        }
-        None => None,
-    };
-    let units = packs.as_ref().map_or(rows.len(), Vec::len);
     let per_epoch = steps_per_epoch(units, cfg.batch_size, cfg.grad_accum);
     let total_steps = cfg
         .max_steps
@@ -518,11 +401,6 @@ pub fn train_with_eval(
             ));
         }
     }
-    let collator = Collator {
-        pad_id: cfg.pad_id,
-        packing: false,
-        max_length: usize::MAX,
-    };
     let steps = plan(units, cfg, total_steps);
     let start = match &cfg.resume_from {
         Some(dir) => {
@@ -546,9 +424,22 @@ pub fn train_with_eval(
         tokens: 0,
         last_checkpoint: None,
     };
-    // Accumulated between log records.
-    let (mut w_loss, mut w_steps, mut w_correct, mut w_labelled, mut w_time, mut w_tokens) =
-        (0.0f64, 0u64, 0i64, 0i64, 0.0f64, 0usize);
+    if cfg.eval_on_start && objective.has_validation() {
+        let at = start as u64;
+        log_evaluation(
+            objective,
+            hooks,
+            run,
+            at,
+            total_steps,
+            at as f64 / per_epoch as f64,
+        )?;
+    }
+    // Accumulated between log records (the objective's sums, and the loop's).
+    let mut window = O::Window::default();
+    let (mut w_steps, mut w_time, mut w_tokens, mut w_units) = (0u64, 0.0f64, 0usize, 0usize);
+    // The whole run's time inside the steps and units trained.
+    let (mut train_time, mut units_done) = (0.0f64, 0usize);
     // LISA's layers of the current interval (logged with every record).
     let mut lisa_active: Option<Vec<usize>> = None;
     for (i, group) in steps.iter().enumerate().skip(start) {
@@ -556,26 +447,6 @@ pub fn train_with_eval(
         // Dropout's draws depend on (seed, step) only, so a resumed run repeats them.
         tch::manual_seed(cfg.seed.wrapping_add(i as u64 * 1_000_003) as i64);
         let t0 = Instant::now();
-        let micro: Vec<Batch> = group
-            .iter()
-            .flat_map(|idx| {
-                idx.chunks(if cfg.rows_per_pass == 0 {
-                    idx.len().max(1)
-                } else {
-                    cfg.rows_per_pass
-                })
-            })
-            .map(|idx| match &packs {
-                Some(packs) => {
-                    let chosen: Vec<Batch> = idx.iter().map(|&k| packs[k].clone()).collect();
-                    Batch::stack(&chosen, cfg.pad_id)
-                }
-                None => {
-                    let chosen: Vec<EncodedRow> = idx.iter().map(|&k| rows[k].clone()).collect();
-                    collator.pad(&chosen)
-                }
-            })
-            .collect();
         let lr = schedule.lr(i as u64);
         let resumed_here = i == start && start > 0;
         if let Some(lisa) = cfg
@@ -599,28 +470,26 @@ pub fn train_with_eval(
             tracing::info!("LISA: step {step} trains layers {active:?}");
             lisa_active = Some(active);
         }
-        let out = train_step(
-            model,
-            &mut opt,
-            &micro,
-            lr,
-            cfg.max_grad_norm,
-            cfg.gradient_checkpointing,
-        )?;
+        let out = objective.step(step, group)?;
+        let grad_norm = opt.clip_grad_norm(cfg.max_grad_norm)?;
+        opt.step(lr)?;
+        opt.zero_grad();
         if !out.loss.is_finite() {
             return Err(TrainError::Step(format!(
-                "step {step}: the loss is {} (try a lower --learning_rate)",
-                out.loss
+                "step {step}: the loss is {} ({})",
+                out.loss,
+                objective.divergence_hint()
             )));
         }
         let dt = t0.elapsed().as_secs_f64();
+        let own = objective.metrics(&out.window);
         let info = StepInfo {
             step,
             total_steps,
             loss: out.loss,
-            grad_norm: out.grad_norm,
+            grad_norm,
             learning_rate: lr,
-            token_acc: out.correct as f64 / out.labelled.max(1) as f64,
+            token_acc: own.get("token_acc").and_then(Value::as_f64).unwrap_or(0.0),
             epoch: step as f64 / per_epoch as f64,
             step_time: dt,
             tokens: out.tokens,
@@ -628,52 +497,57 @@ pub fn train_with_eval(
         summary.losses.push(out.loss);
         summary.tokens += out.tokens;
         summary.steps = step;
+        train_time += dt;
+        units_done += out.units;
         hooks.on_step(&info);
-        w_loss += out.loss;
+        hooks.on_metrics(step, &own);
+        objective.merge(&mut window, &out.window);
         w_steps += 1;
-        w_correct += out.correct;
-        w_labelled += out.labelled;
         w_time += dt;
         w_tokens += out.tokens;
+        w_units += out.units;
         let last = step == total_steps;
         if step.is_multiple_of(cfg.logging_steps.max(1)) || last || step == 1 {
             let elapsed = started.elapsed().as_secs_f64();
-            let mut rec = json!({
-                "loss": w_loss / w_steps as f64,
-                "grad_norm": out.grad_norm,
-                "learning_rate": lr,
-                "token_acc": w_correct as f64 / w_labelled.max(1) as f64,
-                "epoch": info.epoch,
-                "step": step,
-                "global_step/max_steps": format!("{step}/{total_steps}"),
-                "step_time": w_time / w_steps as f64,
-                "tokens_per_sec": w_tokens as f64 / w_time.max(1e-9),
-                "elapsed_time": elapsed,
-                "remaining_time": elapsed / step as f64 * (total_steps - step) as f64,
-            });
+            let mut rec = objective.metrics(&window);
+            let mut put = |k: &str, v: Value| {
+                rec.insert(k.to_string(), v);
+            };
+            put("grad_norm", json!(grad_norm));
+            put("learning_rate", json!(lr));
+            put("epoch", json!(info.epoch));
+            put("step", json!(step));
+            put(
+                "global_step/max_steps",
+                json!(format!("{step}/{total_steps}")),
+            );
+            put("step_time", json!(w_time / w_steps as f64));
+            put("tokens_per_sec", json!(w_tokens as f64 / w_time.max(1e-9)));
+            if let Some(unit) = objective.unit_name() {
+                put(
+                    &format!("{unit}_per_sec"),
+                    json!(w_units as f64 / w_time.max(1e-9)),
+                );
+            }
+            put("elapsed_time", json!(elapsed));
+            put(
+                "remaining_time",
+                json!(elapsed / (step - start as u64) as f64 * (total_steps - step) as f64),
+            );
             if let Some(m) = peak_rss_mib() {
-                rec["memory_mib"] = json!(m);
+                put("memory_mib", json!(m));
             }
             if let Some(active) = &lisa_active {
-                rec["lisa_layers"] = json!(active);
+                put("lisa_layers", json!(active));
             }
-            run.log(&rec)?;
-            (w_loss, w_steps, w_correct, w_labelled, w_time, w_tokens) = (0.0, 0, 0, 0, 0.0, 0);
+            run.log(&Value::Object(rec))?;
+            window = O::Window::default();
+            (w_steps, w_time, w_tokens, w_units) = (0, 0.0, 0, 0);
         }
-        if !eval_rows.is_empty()
+        if objective.has_validation()
             && ((cfg.eval_steps > 0 && step.is_multiple_of(cfg.eval_steps)) || last)
         {
-            hooks.set_training(false);
-            let (eval_loss, eval_acc) = evaluate(model, eval_rows, cfg.batch_size, cfg.pad_id)?;
-            hooks.set_training(true);
-            tracing::info!("step {step}: eval_loss {eval_loss:.4}, eval_token_acc {eval_acc:.3}");
-            run.log(&json!({
-                "eval_loss": eval_loss,
-                "eval_token_acc": eval_acc,
-                "epoch": info.epoch,
-                "step": step,
-                "global_step/max_steps": format!("{step}/{total_steps}"),
-            }))?;
+            log_evaluation(objective, hooks, run, step, total_steps, info.epoch)?;
         }
         if (cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last {
             let w = run.begin_checkpoint(step)?;
@@ -687,14 +561,19 @@ pub fn train_with_eval(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     let n = summary.losses.len().max(1) as f64;
-    run.log(&json!({
+    let mut rec = json!({
         "train_runtime": summary.seconds,
         "train_loss": summary.losses.iter().sum::<f64>() / n,
         "train_steps": summary.steps,
         "train_tokens": summary.tokens,
-        "train_tokens_per_sec": summary.tokens as f64 / summary.seconds.max(1e-9),
+        "train_tokens_per_sec": summary.tokens as f64 / train_time.max(1e-9),
         "memory_mib": peak_rss_mib(),
-    }))?;
+    });
+    if let Some(unit) = objective.unit_name() {
+        rec[format!("train_{unit}")] = json!(units_done);
+        rec[format!("train_{unit}_per_sec")] = json!(units_done as f64 / train_time.max(1e-9));
+    }
+    run.log(&rec)?;
     match crate::plot::plot_run(run.path()) {
         Ok(files) => tracing::info!(
             "{} charts in {}",
@@ -732,6 +611,7 @@ mod tests {
             lisa: None,
             resume_from: None,
             eval_steps: 0,
+            eval_on_start: false,
             rows_per_pass: 0,
             packing: None,
             gradient_checkpointing: false,

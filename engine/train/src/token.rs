@@ -1,0 +1,320 @@
+//! The token objective (`swift sft`, `swift pt`): shifted token cross-entropy times the loss
+//! scale over encoded rows, for the one training loop of [`crate::trainer`].
+//!
+//! * Units: the encoded rows, or with `--packing` the sequences they are packed into once,
+//!   before the first epoch (ms-swift's `PackingDataset`).
+//! * One optimiser step: its micro-batches are padded (or stacked packed sequences), split into
+//!   passes of `rows_per_pass` rows, and each pass's loss, Σ scale·CE divided by the labelled
+//!   tokens of the *whole step*, is back-propagated at once; so accumulation over rows of
+//!   unequal length equals one big batch, and fewer rows per pass only hold fewer activations.
+//! * Gradient checkpointing (`gradient_checkpointing`): each pass runs through
+//!   `LoadedModel::backward_checkpointed`, which keeps only the blocks' inputs and recomputes one
+//!   block at a time in the backward pass (same gradient; its dropout masks come from per-block
+//!   seeds drawn from the loop's per-step generator, so runs stay reproducible and resumable).
+//! * Logged: `loss` (the window's mean step loss) and `token_acc` (correct over labelled tokens
+//!   of the window); evaluation: `loss` and `token_acc` over every labelled token of the
+//!   validation rows ([`evaluate`]), which the loop logs as `eval_loss`, `eval_token_acc`.
+
+use serde_json::{json, Map, Value};
+use swift_model::LoadedModel;
+use tch::{Kind, Tensor};
+
+use crate::checkpoint::TrainError;
+use crate::collate::{tensors, Batch, Collator, EncodedRow};
+use crate::loss::{labelled_positions, shifted_label_count, token_loss_flat};
+use crate::run_dir::RunDir;
+use crate::trainer::{Objective, StepOutput, TrainConfig, TrainHooks, TrainSummary};
+
+/// The forward pass of one padded (or packed) batch and its weighted token loss (the output
+/// projection is applied only where a label is trained); `None` for sequences too short to
+/// predict anything.
+fn batch_loss(
+    model: &LoadedModel,
+    b: &Batch,
+) -> Result<Option<crate::loss::TokenLoss>, TrainError> {
+    let (ids, labels, scale, mask) = tensors(b, model.device())?;
+    let hidden = if b.packed {
+        let shape = [b.batch as i64, b.seq_len as i64];
+        let positions = Tensor::from_slice(&b.position_ids).f_view(shape)?;
+        let seq_ids = Tensor::from_slice(&b.seq_ids).f_view(shape)?;
+        model.forward_train_packed(&ids, &positions, &seq_ids)?
+    } else {
+        let padded = b.attention_mask.contains(&0);
+        model.forward_train(&ids, padded.then_some(&mask))?
+    };
+    hidden_loss(model, &hidden, &labels, &scale)
+}
+
+/// The weighted token loss of final hidden states `[batch, seq, hidden]` (the output projection
+/// applied only where a label is trained); `None` for sequences too short to predict anything.
+fn hidden_loss(
+    model: &LoadedModel,
+    hidden: &Tensor,
+    labels: &Tensor,
+    scale: &Tensor,
+) -> Result<Option<crate::loss::TokenLoss>, TrainError> {
+    let s = hidden.size();
+    let (hb, ht, hd) = (s[0], s[1], s[2]);
+    if ht < 2 {
+        return Ok(None);
+    }
+    let (lab, sc, idx) = labelled_positions(labels, scale)?;
+    let picked = hidden
+        .f_narrow(1, 0, ht - 1)?
+        .f_reshape([hb * (ht - 1), hd])?
+        .f_index_select(0, &idx)?;
+    Ok(Some(token_loss_flat(
+        &model.logits_train(&picked)?,
+        &lab,
+        &sc,
+    )?))
+}
+
+/// One micro-batch's forward and backward with gradient checkpointing: the loss (Σ scale·CE
+/// divided by `denom`, detached) and the correctly predicted labels; `None` for sequences too
+/// short to predict anything.
+fn checkpointed_loss(
+    model: &LoadedModel,
+    b: &Batch,
+    denom: f64,
+) -> Result<Option<(Tensor, i64)>, TrainError> {
+    if b.seq_len < 2 {
+        return Ok(None);
+    }
+    let (ids, labels, scale, mask) = tensors(b, model.device())?;
+    let padded = b.attention_mask.contains(&0);
+    let mut correct = 0;
+    let loss = model.backward_checkpointed(&ids, padded.then_some(&mask), |hidden| {
+        let tl = hidden_loss(model, hidden, &labels, &scale)?
+            .ok_or_else(|| TrainError::Step("a sequence of fewer than 2 tokens".into()))?;
+        correct = tl.correct;
+        Ok::<_, TrainError>(tl.sum.f_div_scalar(denom)?)
+    })?;
+    Ok(Some((loss, correct)))
+}
+
+/// Loss and token accuracy on `rows` without gradients, batches of `batch_size` (the same
+/// normalisation as training: Σ scale·CE over every labelled token of the set, divided by their
+/// count).
+pub fn evaluate(
+    model: &LoadedModel,
+    rows: &[EncodedRow],
+    batch_size: usize,
+    pad_id: u32,
+) -> Result<(f64, f64), TrainError> {
+    let _g = tch::no_grad_guard();
+    let collator = Collator {
+        pad_id,
+        packing: false,
+        max_length: usize::MAX,
+    };
+    let (mut sum, mut labelled, mut correct) = (0.0f64, 0i64, 0i64);
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let b = collator.pad(chunk);
+        let Some(tl) = batch_loss(model, &b)? else {
+            continue;
+        };
+        sum += f64::try_from(tl.sum.f_to_kind(Kind::Double)?)?;
+        correct += tl.correct;
+        labelled += shifted_label_count(&b.labels, b.batch, b.seq_len);
+    }
+    let n = labelled.max(1) as f64;
+    Ok((sum / n, correct as f64 / n))
+}
+
+/// What a logging window of the token objective sums.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TokenWindow {
+    pub loss: f64,
+    pub steps: u64,
+    pub correct: i64,
+    pub labelled: i64,
+}
+
+/// Token cross-entropy over encoded rows (padded or packed), with optional validation rows.
+pub struct TokenObjective<'a> {
+    model: &'a LoadedModel,
+    rows: &'a [EncodedRow],
+    eval_rows: &'a [EncodedRow],
+    /// With `--packing`: the packed sequences, which are then the units.
+    packs: Option<Vec<Batch>>,
+    collator: Collator,
+    pad_id: u32,
+    rows_per_pass: usize,
+    checkpointing: bool,
+    eval_batch: usize,
+}
+
+impl<'a> TokenObjective<'a> {
+    /// Checks the settings and packs the rows when `cfg.packing` asks for it.
+    pub fn new(
+        model: &'a LoadedModel,
+        rows: &'a [EncodedRow],
+        eval_rows: &'a [EncodedRow],
+        cfg: &TrainConfig,
+    ) -> Result<Self, TrainError> {
+        if cfg.gradient_checkpointing && cfg.packing.is_some() {
+            return Err(TrainError::Config(
+                "--packing and --gradient_checkpointing cannot be combined yet (the recomputed blocks do not take the packed mask): drop one of them".into(),
+            ));
+        }
+        if cfg.gradient_checkpointing && !model.supports_checkpointing() {
+            tracing::warn!("this model family has no per-block entry points: --gradient_checkpointing has no effect");
+        }
+        // With packing, the epochs run over packed sequences instead of rows.
+        let packs = match &cfg.packing {
+            Some(p) if !rows.is_empty() => {
+                let packer = Collator {
+                    pad_id: cfg.pad_id,
+                    packing: true,
+                    max_length: p.max_length,
+                };
+                let packs = packer
+                    .pack_with(rows, p.strategy)
+                    .map_err(|e| TrainError::Config(format!("--packing: {e}")))?;
+                let tokens: usize = packs.iter().map(|b| b.num_tokens).sum();
+                tracing::info!(
+                    "packing: {} rows into {} sequences of at most {} tokens ({:.1}% filled)",
+                    rows.len(),
+                    packs.len(),
+                    p.max_length,
+                    100.0 * tokens as f64 / (packs.len() * p.max_length).max(1) as f64
+                );
+                Some(packs)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            model,
+            rows,
+            eval_rows,
+            packs,
+            collator: Collator {
+                pad_id: cfg.pad_id,
+                packing: false,
+                max_length: usize::MAX,
+            },
+            pad_id: cfg.pad_id,
+            rows_per_pass: cfg.rows_per_pass,
+            checkpointing: cfg.gradient_checkpointing,
+            eval_batch: cfg.batch_size.max(1),
+        })
+    }
+}
+
+impl Objective for TokenObjective<'_> {
+    type Window = TokenWindow;
+
+    fn units(&self) -> usize {
+        self.packs.as_ref().map_or(self.rows.len(), Vec::len)
+    }
+
+    fn step(
+        &mut self,
+        _step: u64,
+        group: &[Vec<usize>],
+    ) -> Result<StepOutput<TokenWindow>, TrainError> {
+        let micro: Vec<Batch> = group
+            .iter()
+            .flat_map(|idx| {
+                idx.chunks(if self.rows_per_pass == 0 {
+                    idx.len().max(1)
+                } else {
+                    self.rows_per_pass
+                })
+            })
+            .map(|idx| match &self.packs {
+                Some(packs) => {
+                    let chosen: Vec<Batch> = idx.iter().map(|&k| packs[k].clone()).collect();
+                    Batch::stack(&chosen, self.pad_id)
+                }
+                None => {
+                    let chosen: Vec<EncodedRow> =
+                        idx.iter().map(|&k| self.rows[k].clone()).collect();
+                    self.collator.pad(&chosen)
+                }
+            })
+            .collect();
+        // The loss of every pass is normalised over the labelled tokens of the whole step.
+        let labelled: i64 = micro
+            .iter()
+            .map(|b| shifted_label_count(&b.labels, b.batch, b.seq_len))
+            .sum();
+        let denom = labelled.max(1) as f64;
+        let (mut loss, mut correct, mut tokens) = (0.0f64, 0i64, 0usize);
+        for b in &micro {
+            if self.checkpointing {
+                if let Some((part, c)) = checkpointed_loss(self.model, b, denom)? {
+                    loss += f64::try_from(part.f_to_kind(Kind::Double)?)?;
+                    correct += c;
+                    tokens += b.num_tokens;
+                }
+                continue;
+            }
+            let Some(tl) = batch_loss(self.model, b)? else {
+                continue;
+            };
+            let part = tl.sum.f_div_scalar(denom)?;
+            loss += f64::try_from(part.f_detach()?.f_to_kind(Kind::Double)?)?;
+            part.f_backward()?;
+            correct += tl.correct;
+            tokens += b.num_tokens;
+        }
+        Ok(StepOutput {
+            loss,
+            tokens,
+            units: group.iter().map(Vec::len).sum(),
+            window: TokenWindow {
+                loss,
+                steps: 1,
+                correct,
+                labelled,
+            },
+        })
+    }
+
+    fn merge(&self, into: &mut TokenWindow, step: &TokenWindow) {
+        into.loss += step.loss;
+        into.steps += step.steps;
+        into.correct += step.correct;
+        into.labelled += step.labelled;
+    }
+
+    fn metrics(&self, w: &TokenWindow) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("loss".into(), json!(w.loss / w.steps.max(1) as f64));
+        m.insert(
+            "token_acc".into(),
+            json!(w.correct as f64 / w.labelled.max(1) as f64),
+        );
+        m
+    }
+
+    fn has_validation(&self) -> bool {
+        !self.eval_rows.is_empty()
+    }
+
+    fn evaluate(&mut self) -> Result<Map<String, Value>, TrainError> {
+        let (loss, acc) = evaluate(self.model, self.eval_rows, self.eval_batch, self.pad_id)?;
+        let mut m = Map::new();
+        m.insert("loss".into(), json!(loss));
+        m.insert("token_acc".into(), json!(acc));
+        Ok(m)
+    }
+}
+
+/// Trains the `trainable` tensors of `model` on `rows` with the token objective, evaluating on
+/// `eval_rows` (when there are any) every `cfg.eval_steps` steps and at the end (`eval_loss`,
+/// `eval_token_acc`): [`TokenObjective`] in [`crate::trainer::train`].
+pub fn train_with_eval(
+    model: &LoadedModel,
+    rows: &[EncodedRow],
+    eval_rows: &[EncodedRow],
+    trainable: &[(String, Tensor)],
+    cfg: &TrainConfig,
+    run: &mut RunDir,
+    hooks: &mut dyn TrainHooks,
+) -> Result<TrainSummary, TrainError> {
+    let mut objective = TokenObjective::new(model, rows, eval_rows, cfg)?;
+    crate::trainer::train(&mut objective, trainable, cfg, run, hooks)
+}
