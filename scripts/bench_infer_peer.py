@@ -62,7 +62,7 @@ def timed(cmd, env, rss_file):
 
 
 def ours(prompts, out, new_tokens, batch, dtype):
-    return [os.path.join(ROOT, "target/release/swift"), "infer", "--model", MODEL,
+    return [os.environ.get("SWIFT_BIN", os.path.join(ROOT, "target/release/swift")), "infer", "--model", MODEL,
             "--template", "chatml", "--temperature", "0", "--max_new_tokens", str(new_tokens),
             "--torch_dtype", dtype, "--device", "cpu", "--val_dataset", prompts,
             "--result_path", out, "--max_batch_size", str(batch), "--log-level", "warn"]
@@ -164,10 +164,24 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--dtypes", default="float32")
     ap.add_argument("--prefill-only", action="store_true", help="only the prefill table")
+    ap.add_argument("--ours-only", action="store_true", help="skip ms-swift (before/after checks)")
     args = ap.parse_args()
     from tokenizers import Tokenizer  # from the reference venv
 
     tokenizer = Tokenizer.from_file(os.path.join(MODEL, "tokenizer.json"))
+    if args.ours_only:
+        with tempfile.TemporaryDirectory() as work:
+            prompts = os.path.join(work, "prompts.jsonl")
+            with open(prompts, "w") as f:
+                for q in QUESTIONS:
+                    f.write(json.dumps({"messages": [{"role": "user", "content": q}]}) + "\n")
+            for dtype in args.dtypes.split():
+                for batch in (1, 8):
+                    a, a_rss = measure(lambda o, n, b, d: ours(prompts, o, n, b, d), dict(os.environ),
+                                       work, args.new_tokens, batch, dtype, args.repeats, tokenizer)
+                    print(f"swift-rs infer {dtype} batch {batch}: {a:.1f} tok/s, peak {a_rss:.0f} MiB "
+                          f"(medians of {args.repeats})", flush=True)
+        return
     peer_python = subprocess.run(["bash", os.path.join(ROOT, "scripts/peer-venv.sh")],
                                  stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
     peer_bin = os.path.join(os.path.dirname(peer_python), "swift")

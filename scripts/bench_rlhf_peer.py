@@ -28,7 +28,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("SWIFT_RS_CACHE", os.path.expanduser("~/.cache/swift-rs"))
 MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct")
 DPO = os.path.join(CACHE, "assets", "llamafactory", "data", "dpo_en_demo.json")
-SWIFT = os.path.join(ROOT, "target", "release", "swift")
+# SWIFT_BIN times another build (scripts/bench_before_after.sh).
+SWIFT = os.environ.get("SWIFT_BIN", os.path.join(ROOT, "target", "release", "swift"))
 STEPS, BATCH, MAX_LEN, PAIRS = 8, 2, 256, 64
 PEER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
             "USE_HF": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -93,9 +94,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--ours-only", action="store_true", help="skip ms-swift (a quick re-check)")
     args = ap.parse_args()
-    peer_python = subprocess.run(["bash", os.path.join(ROOT, "scripts/peer-venv.sh")],
-                                 stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
-    peer_bin = os.path.join(os.path.dirname(peer_python), "swift")
+    if not args.ours_only:
+        peer_python = subprocess.run(["bash", os.path.join(ROOT, "scripts/peer-venv.sh")],
+                                     stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+        peer_bin = os.path.join(os.path.dirname(peer_python), "swift")
     pairs = STEPS * BATCH
     with tempfile.TemporaryDirectory() as work:
         dataset = os.path.join(work, "dpo64.jsonl")
@@ -116,6 +118,8 @@ def main():
             results["ms-swift"][0].append(pairs / peer_seconds(out))
             results["ms-swift"][1].append(rss)
         if args.ours_only:
+            print(f"swift-rs LoRA DPO: {statistics.median(results['swift-rs'][0]):.3f} pairs/s, "
+                  f"peak {statistics.median(results['swift-rs'][1]):.0f} MiB (medians of {args.repeats})")
             return
         a, p = (statistics.median(results[k][0]) for k in ("swift-rs", "ms-swift"))
         ar, pr = (statistics.median(results[k][1]) for k in ("swift-rs", "ms-swift"))

@@ -26,7 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("SWIFT_RS_CACHE", os.path.expanduser("~/.cache/swift-rs"))
 MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct")
 ALPACA = os.path.join(CACHE, "assets", "llamafactory", "data", "alpaca_en_demo.json")
-SWIFT = os.path.join(ROOT, "target", "release", "swift")
+# SWIFT_BIN times another build (scripts/bench_before_after.sh).
+SWIFT = os.environ.get("SWIFT_BIN", os.path.join(ROOT, "target", "release", "swift"))
 STEPS, BATCH, MAX_LEN = 16, 4, 256
 PEER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
             "USE_HF": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -98,10 +99,12 @@ def peer_seconds(out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ours-only", action="store_true", help="skip ms-swift (before/after checks)")
     args = ap.parse_args()
-    peer_python = subprocess.run(["bash", os.path.join(ROOT, "scripts/peer-venv.sh")],
-                                 stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
-    peer_bin = os.path.join(os.path.dirname(peer_python), "swift")
+    if not args.ours_only:
+        peer_python = subprocess.run(["bash", os.path.join(ROOT, "scripts/peer-venv.sh")],
+                                     stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+        peer_bin = os.path.join(os.path.dirname(peer_python), "swift")
     with tempfile.TemporaryDirectory() as work:
         dataset = os.path.join(work, "alpaca128.jsonl")
         write_dataset(dataset)
@@ -112,10 +115,17 @@ def main():
             rss = run(ours(dataset, out), dict(os.environ), work)
             results["swift-rs"][0].append(tokens / our_seconds(out))
             results["swift-rs"][1].append(rss)
+            if args.ours_only:
+                continue
             out = os.path.join(work, f"peer{r}")
             rss = run(peer(peer_bin, dataset, out), dict(os.environ, **PEER_ENV), work)
             results["ms-swift"][0].append(tokens / peer_seconds(out))
             results["ms-swift"][1].append(rss)
+        if args.ours_only:
+            print(f"swift-rs LoRA SFT: {statistics.median(results['swift-rs'][0]):.1f} tok/s, "
+                  f"peak {statistics.median(results['swift-rs'][1]):.0f} MiB "
+                  f"(medians of {args.repeats}; runs {results['swift-rs'][0]})")
+            return
         a, p = (statistics.median(results[k][0]) for k in ("swift-rs", "ms-swift"))
         ar, pr = (statistics.median(results[k][1]) for k in ("swift-rs", "ms-swift"))
         print(f"LoRA SFT, {STEPS} steps x {BATCH} rows, {tokens} trained tokens, medians of {args.repeats}")

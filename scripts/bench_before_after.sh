@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Before/after check of a change's speed: swift-rs alone (no ms-swift), the LoRA SFT, LoRA DPO
+# and inference workloads of bench_*_peer.py, timed for two binaries in alternation on the same
+# machine in the same run, medians of --repeats. Prints the CPU model and the load average.
+#
+#   bash scripts/bench_before_after.sh BEFORE_SWIFT_BINARY [AFTER_SWIFT_BINARY] [REPEATS]
+#
+# Build the "before" binary from a worktree of the earlier commit, e.g.
+#   git worktree add --detach ../before REV && (cd ../before && cargo build --release -p swift-host)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BEFORE="${1:?the earlier commit's swift binary}"
+AFTER="${2:-$ROOT/target/release/swift}"
+REPEATS="${3:-3}"
+PY="${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+for what in train rlhf infer; do
+    for side in before after; do
+        bin="$BEFORE"; [[ $side == after ]] && bin="$AFTER"
+        echo "== $what, $side ($bin)"
+        case $what in
+            train) SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_train_peer.py" --ours-only --repeats "$REPEATS" ;;
+            rlhf) SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_rlhf_peer.py" --ours-only --repeats "$REPEATS" | tail -1 ;;
+            infer) SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_infer_peer.py" --ours-only --repeats "$REPEATS" ;;
+        esac
+    done
+done
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
