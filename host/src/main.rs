@@ -1,16 +1,18 @@
-//! The `swift` binary: parses the command line, resolves settings, loads plugins into the
-//! registries, and dispatches to a command. Errors reach the user here, through anyhow, as one
-//! message with its causes.
+//! The `swift` binary: parses the command line, resolves settings, and dispatches to a command:
+//! those that need no tensors run here, the others in the tensor engine, a library opened on
+//! demand (crate::runtime), so that this binary links no libtorch and starts at once. Errors
+//! reach the user here, through anyhow, as one message with its causes.
 
+mod catalogue;
 mod cli;
 mod commands;
 mod config;
+mod runtime;
 
 // Built-in plugins are linked statically and found through `inventory`; naming the crates here
-// makes sure the linker keeps them.
+// makes sure the linker keeps them. (The tensor engine links its own copies, with the plugins
+// whose behaviour needs libtorch.)
 use swift_plugin_datasets as _;
-use swift_plugin_losses as _;
-use swift_plugin_models as _;
 use swift_plugin_quantizers as _;
 use swift_plugin_templates as _;
 use swift_plugin_tuners as _;
@@ -24,6 +26,7 @@ use crate::config::GlobalSettings;
 
 fn main() -> std::process::ExitCode {
     passive_openmp();
+    swift_registry::set_tensor_engine(runtime::plugin_versions);
     let args = cli::normalize_args(std::env::args());
     let matches = Cli::command().get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -45,7 +48,7 @@ fn main() -> std::process::ExitCode {
         settings: &settings,
     };
     match run(cli.command, &ctx) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(status) => std::process::ExitCode::from(status),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -56,24 +59,12 @@ fn main() -> std::process::ExitCode {
 /// libtorch's OpenMP threads spin while they wait by default. On a machine whose cores are
 /// shared (2 cores here, with other processes and test threads) the spinning threads steal the
 /// cores the work needs: decoding measured 5 tokens/s spinning against 17 passive under the same
-/// load. libgomp reads OMP_WAIT_POLICY once, when it is loaded (before `main`), so unless the user
-/// chose a policy, the process re-executes itself once with OMP_WAIT_POLICY=PASSIVE.
+/// load. libgomp reads OMP_WAIT_POLICY once, when it is loaded, which is when the tensor engine
+/// (or a plugin that needs libtorch) is opened; so unless the user chose a policy, it is set
+/// here, first thing, while the process has one thread.
 fn passive_openmp() {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        if std::env::var_os("OMP_WAIT_POLICY").is_some() {
-            return;
-        }
-        let Ok(exe) = std::env::current_exe() else {
-            return;
-        };
-        // `exec` only returns if it failed; then carry on in this process.
-        let err = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env("OMP_WAIT_POLICY", "PASSIVE")
-            .exec();
-        eprintln!("warning: could not re-execute with OMP_WAIT_POLICY=PASSIVE: {err}");
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
     }
 }
 
@@ -93,18 +84,22 @@ fn init_tracing(level: Option<&str>) {
         .init();
 }
 
-fn run(command: Command, ctx: &Ctx) -> Result<()> {
+/// Runs the command; returns the exit status. The tensor commands run in the engine, which
+/// prints their errors itself (and returns a failing status).
+fn run(command: Command, ctx: &Ctx) -> Result<u8> {
+    use swift_spec::request::TensorCommand;
+    let done = |r: Result<()>| r.map(|()| 0);
     match command {
-        Command::List(args) => commands::list::run(&args, ctx.settings),
-        Command::NewPlugin(args) => commands::new_plugin::run(&args),
-        Command::Export(_) => commands::export::run(ctx),
-        Command::Pt(_) => commands::train::run(ctx, true),
-        Command::Sft(_) => commands::train::run(ctx, false),
-        Command::Rlhf(_) => commands::train::run_rlhf(ctx),
-        Command::Infer(_) => commands::infer::run(ctx),
-        Command::Deploy(_) => commands::deploy::run(ctx),
-        Command::Eval(_) => commands::not_yet("eval", "evaluation"),
-        Command::WebUi(_) => commands::not_yet("web-ui", "web UI"),
-        Command::Encode(_) => commands::encode::run(ctx),
+        Command::List(args) => done(commands::list::run(&args, ctx.settings)),
+        Command::NewPlugin(args) => done(commands::new_plugin::run(&args)),
+        Command::Eval(_) => done(commands::not_yet("eval", "evaluation")),
+        Command::WebUi(_) => done(commands::not_yet("web-ui", "web UI")),
+        Command::Encode(_) => done(commands::encode::run(ctx)),
+        Command::Pt(_) => commands::engine::run(ctx, TensorCommand::Pt),
+        Command::Sft(_) => commands::engine::run(ctx, TensorCommand::Sft),
+        Command::Rlhf(_) => commands::engine::run(ctx, TensorCommand::Rlhf),
+        Command::Infer(_) => commands::engine::run(ctx, TensorCommand::Infer),
+        Command::Deploy(_) => commands::engine::run(ctx, TensorCommand::Deploy),
+        Command::Export(_) => commands::engine::run(ctx, TensorCommand::Export),
     }
 }

@@ -18,6 +18,7 @@ pub fn run_manifest(
     version: &str,
     contract_version: u32,
     libtorch_version: Option<&str>,
+    tch_version: Option<&str>,
 ) -> RResult<FfiManifest, RString> {
     guard("manifest", || {
         Ok(manifest_to_ffi(&crate::Manifest {
@@ -25,7 +26,7 @@ pub fn run_manifest(
             version: version.to_string(),
             contract_version,
             libtorch_version: libtorch_version.map(str::to_string),
-            tch_version: crate::TCH_VERSION.map(str::to_string),
+            tch_version: tch_version.map(str::to_string),
         }))
     })
 }
@@ -74,6 +75,7 @@ macro_rules! export_plugin {
         $crate::export_plugin!(
             @declare contract: $crate::CONTRACT_VERSION,
             libtorch: $crate::LIBTORCH_VERSION,
+            tch: $crate::TCH_VERSION,
             name: $name,
             version: $version,
             register: $register
@@ -82,12 +84,24 @@ macro_rules! export_plugin {
     // Declares an explicit contract and libtorch version: only for tests of the host's checks.
     (@declare contract: $contract:expr, libtorch: $libtorch:expr, name: $name:expr,
      version: $version:expr, register: $register:path) => {
+        $crate::export_plugin!(
+            @declare contract: $contract,
+            libtorch: $libtorch,
+            tch: $crate::TCH_VERSION,
+            name: $name,
+            version: $version,
+            register: $register
+        );
+    };
+    // Everything explicit (swift-plugin-tensors' macro declares its libtorch and tch here).
+    (@declare contract: $contract:expr, libtorch: $libtorch:expr, tch: $tch:expr,
+     name: $name:expr, version: $version:expr, register: $register:path) => {
         const _: () = {
             use $crate::__private::abi_stable::{library, std_types::{RResult, RString}};
             use $crate::__private::{FfiManifest, HostServicesRef, PluginModuleRef, RegistrarFfi};
 
             extern "C" fn __swift_manifest() -> RResult<FfiManifest, RString> {
-                $crate::__private::run_manifest($name, $version, $contract, $libtorch)
+                $crate::__private::run_manifest($name, $version, $contract, $libtorch, $tch)
             }
 
             extern "C" fn __swift_register(host: HostServicesRef, registrar: RegistrarFfi<'_>) -> RResult<(), RString> {
@@ -120,6 +134,14 @@ macro_rules! export_plugin {
 #[macro_export]
 macro_rules! builtin_plugin {
     ($register:path) => {
+        $crate::builtin_plugin!(
+            libtorch: $crate::LIBTORCH_VERSION,
+            tch: $crate::TCH_VERSION,
+            register: $register
+        );
+    };
+    // With explicit libtorch and tch versions (swift-plugin-tensors' macro).
+    (libtorch: $libtorch:expr, tch: $tch:expr, register: $register:path) => {
         const _: () = {
             use $crate::__private::abi_stable::std_types::{RResult, RString};
             use $crate::__private::{FfiManifest, HostServicesRef, PluginModuleRef, RegistrarFfi};
@@ -129,7 +151,8 @@ macro_rules! builtin_plugin {
                     env!("CARGO_PKG_NAME"),
                     env!("CARGO_PKG_VERSION"),
                     $crate::CONTRACT_VERSION,
-                    $crate::LIBTORCH_VERSION,
+                    $libtorch,
+                    $tch,
                 )
             }
 

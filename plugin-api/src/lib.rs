@@ -20,6 +20,14 @@
 //! swift_plugin_api::export_plugin!(register);
 //! ```
 //!
+//! This crate needs no libtorch: records, text behaviour (templates, preprocessors, tuners,
+//! quantizers, backends), the ABI and loading. A plugin with tensors (a model family with its own
+//! forward pass, a preference loss) is written against **swift-plugin-tensors**
+//! (`plugin-api/tensors`), which re-exports all of this and adds the `tch` side; it is a separate
+//! crate, not a feature, so that the `swift` binary, which links this crate, never links
+//! libtorch, even when cargo builds it together with the tensor engine (a feature would be
+//! unified into it).
+//!
 //! Every use of `abi_stable` stays inside this crate ([`abi`], the export macros, [`loading`]), so
 //! that a later change of ABI crate stays local. Nothing panics across the boundary: the export
 //! macro and the wrappers around behaviour objects catch unwinding panics and turn them into
@@ -36,15 +44,11 @@ pub mod registrar;
 pub mod row;
 pub mod tensor;
 
-#[cfg(feature = "tensors")]
-pub use behaviour::ModelFamily;
 pub use behaviour::{
     Backend, BackendHandle, DatasetPreprocessor, ModelFamilyHandle, ModelHandle,
     PreferenceLossHandle, PreprocessOutcome, PreprocessorHandle, Quantizer, QuantizerHandle, Tuner,
     TunerHandle,
 };
-#[cfg(feature = "tensors")]
-pub use behaviour::{PreferenceInputs, PreferenceLoss, PreferenceOutput};
 pub use loading::{LoadError, PluginLibrary};
 pub use records::{
     BackendRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord, PreprocessorRecord,
@@ -64,19 +68,11 @@ pub use tensor::TensorRef;
 /// methods than the host's, so plugins built for contract 2 must be rebuilt.
 pub const CONTRACT_VERSION: u32 = 3;
 
-/// The `tch` version that plugins built with the `tensors` feature link against.
-#[cfg(feature = "tensors")]
-pub const TCH_VERSION: Option<&str> = Some("0.26.0");
-/// The `tch` version that plugins built with the `tensors` feature link against.
-#[cfg(not(feature = "tensors"))]
+/// The `tch` version plugins built against this crate link: none (this crate has no tensors;
+/// swift-plugin-tensors declares its own).
 pub const TCH_VERSION: Option<&str> = None;
 
-/// The libtorch version this build links against (read from the torch installation that
-/// torch-sys found), or `None` when built without the `tensors` feature.
-#[cfg(feature = "tensors")]
-pub const LIBTORCH_VERSION: Option<&str> = Some(env!("SWIFT_LIBTORCH_VERSION"));
-/// The libtorch version this build links against, or `None` without the `tensors` feature.
-#[cfg(not(feature = "tensors"))]
+/// The libtorch version plugins built against this crate link: none (see [`TCH_VERSION`]).
 pub const LIBTORCH_VERSION: Option<&str> = None;
 
 /// What a plugin says about itself before it registers anything.
@@ -96,13 +92,7 @@ pub struct Manifest {
 
 /// Everything a plugin author needs in one import.
 pub mod prelude {
-    #[cfg(feature = "tensors")]
-    pub use crate::behaviour::ModelFamily;
     pub use crate::behaviour::{Backend, DatasetPreprocessor, PreprocessOutcome, Quantizer, Tuner};
-    #[cfg(feature = "tensors")]
-    pub use crate::behaviour::{PreferenceInputs, PreferenceLoss, PreferenceOutput};
-    #[cfg(feature = "tensors")]
-    pub use crate::model::{Model, ModelContext};
     pub use crate::model::{ModelLayout, NormKind, ParamDecl, Slot, SlotKind};
     pub use crate::records::*;
     pub use crate::registrar::{PluginError, Registrar};

@@ -1,16 +1,16 @@
 //! The model interface (ARCHITECTURE.md §3.4): how a model family meets the host.
 //!
 //! The host owns the parameters, the KV cache and the attention kernel; a family declares what it
-//! needs and writes its forward pass against a [`ModelContext`]:
+//! needs and writes its forward pass against a `ModelContext`:
 //!
 //! * [`ModelLayout`] is the declaration: every *slot* (a linear projection, an embedding or a
 //!   norm) with the parameters behind it and the repeated block it belongs to, plus any other
 //!   parameter the family reads directly. Tuners attach to slots by name, layer-wise tuners use
 //!   the block index, quantizers replace a linear slot's weight: none of them needs family code.
-//! * [`ModelContext`] is what `forward` may call: `linear`, `embedding`, `norm`, `param` and
+//! * `ModelContext` is what `forward` may call: `linear`, `embedding`, `norm`, `param` and
 //!   `attention`. The host answers each call with the base weight plus whatever tuners and
 //!   quantizers have registered on that slot, and keeps the KV cache behind `attention`.
-//! * [`Model`] is one instantiated family (its parsed `config.json`): the layout and `forward`.
+//! * `Model` is one instantiated family (its parsed `config.json`): the layout and `forward`.
 //!
 //! `forward` maps token ids `[batch, seq]` and their positions `[batch, seq]` (the host computes
 //! them, so left-padded batches get the right positions) to the final hidden states
@@ -22,14 +22,14 @@
 //! causal and padding masks.
 //!
 //! Gradient checkpointing (optional): a family may also offer its forward pass cut at block
-//! boundaries ([`Model::embed`], [`Model::block`], [`Model::final_norm`], announced by
-//! [`Model::has_blocks`]), so that the host can run the blocks without keeping their
+//! boundaries (`Model::embed`, `Model::block`, `Model::final_norm`, announced by
+//! `Model::has_blocks`), so that the host can run the blocks without keeping their
 //! activations and recompute one block at a time during the backward pass. A family that does
 //! not offer them keeps the default (`has_blocks` false) and is trained with plain forward
 //! passes.
 //!
-//! The declarations are plain serde data (they cross the boundary as JSON); the traits need the
-//! `tensors` feature.
+//! The declarations are plain serde data (they cross the boundary as JSON) and live here; the
+//! traits, which handle `tch` tensors, are swift-plugin-tensors' (`swift_plugin_tensors::model`).
 
 use serde::{Deserialize, Serialize};
 
@@ -227,98 +227,6 @@ impl ForwardPart {
             1 => Some(Self::Block(index as usize)),
             2 => Some(Self::Final),
             _ => None,
-        }
-    }
-}
-
-#[cfg(feature = "tensors")]
-pub use traits::{Model, ModelContext};
-
-#[cfg(feature = "tensors")]
-mod traits {
-    use super::{ModelLayout, NormKind};
-    use tch::Tensor;
-
-    fn no_blocks() -> String {
-        "this model family does not offer per-block entry points (Model::has_blocks is false)"
-            .to_string()
-    }
-
-    /// What the host offers `forward` (see the module documentation for tensor shapes).
-    pub trait ModelContext {
-        /// Applies the linear slot `slot` to `x` (`[..., in]` → `[..., out]`).
-        fn linear(&mut self, slot: &str, x: &Tensor) -> Result<Tensor, String>;
-        /// Looks up `ids` in the embedding slot `slot` (`[...]` → `[..., dim]`).
-        fn embedding(&mut self, slot: &str, ids: &Tensor) -> Result<Tensor, String>;
-        /// Normalises `x` over its last dimension with the norm slot `slot`.
-        fn norm(
-            &mut self,
-            slot: &str,
-            x: &Tensor,
-            kind: NormKind,
-            eps: f64,
-        ) -> Result<Tensor, String>;
-        /// A declared parameter, by name.
-        fn param(&mut self, name: &str) -> Result<Tensor, String>;
-        /// Causal attention of block `layer` over its cached keys/values and the new ones.
-        /// `scale` defaults to `1/sqrt(head_dim)`.
-        fn attention(
-            &mut self,
-            layer: usize,
-            q: &Tensor,
-            k: &Tensor,
-            v: &Tensor,
-            scale: Option<f64>,
-        ) -> Result<Tensor, String>;
-    }
-
-    /// One instantiated model family (a parsed `config.json`).
-    pub trait Model: Send + Sync + 'static {
-        /// The parameters and structure this configuration needs.
-        fn layout(&self) -> ModelLayout;
-        /// Token ids and positions `[batch, seq]` → final hidden states `[batch, seq, hidden]`,
-        /// every projection through `ctx`.
-        fn forward(
-            &self,
-            ctx: &mut dyn ModelContext,
-            input_ids: &Tensor,
-            positions: &Tensor,
-        ) -> Result<Tensor, String>;
-
-        /// Whether [`Model::embed`], [`Model::block`] and [`Model::final_norm`] are implemented
-        /// (gradient checkpointing). When true, `forward(ids, pos)` must equal
-        /// `final_norm(block(n−1, … block(0, embed(ids, pos), pos) …, pos))`, and block `i` may
-        /// call `attention` for layer `i` only. Randomness inside a block (dropout) is the host's
-        /// business: it re-seeds the generator before each block.
-        fn has_blocks(&self) -> bool {
-            false
-        }
-        /// Token ids and positions `[batch, seq]` → the first block's input `[batch, seq, hidden]`.
-        fn embed(
-            &self,
-            _ctx: &mut dyn ModelContext,
-            _input_ids: &Tensor,
-            _positions: &Tensor,
-        ) -> Result<Tensor, String> {
-            Err(no_blocks())
-        }
-        /// Block `index` (0-based) applied to `hidden` (`[batch, seq, hidden]`).
-        fn block(
-            &self,
-            _ctx: &mut dyn ModelContext,
-            _index: usize,
-            _hidden: &Tensor,
-            _positions: &Tensor,
-        ) -> Result<Tensor, String> {
-            Err(no_blocks())
-        }
-        /// The last block's output → the final hidden states (what `forward` returns).
-        fn final_norm(
-            &self,
-            _ctx: &mut dyn ModelContext,
-            _hidden: &Tensor,
-        ) -> Result<Tensor, String> {
-            Err(no_blocks())
         }
     }
 }

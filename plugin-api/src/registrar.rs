@@ -18,10 +18,6 @@ use crate::behaviour::{
     DatasetPreprocessor, ModelFamilyHandle, PreprocessorHandle, Quantizer, QuantizerHandle, Tuner,
     TunerHandle,
 };
-#[cfg(feature = "tensors")]
-use crate::behaviour::{model_family_to_ffi, ModelFamily};
-#[cfg(feature = "tensors")]
-use crate::behaviour::{preference_loss_to_ffi, PreferenceLoss};
 use crate::records::{
     BackendRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord, PreprocessorRecord,
     QuantizerRecord, TemplateRecord, TunerRecord,
@@ -70,6 +66,12 @@ impl<'a> Registrar<'a> {
         Self { ffi }
     }
 
+    /// The registrar as it crosses the boundary (for swift-plugin-tensors' registrations).
+    #[doc(hidden)]
+    pub fn ffi(&mut self) -> &mut RegistrarFfi<'a> {
+        &mut self.ffi
+    }
+
     /// Registers a chat template.
     pub fn template(&mut self, record: TemplateRecord) -> Result<(), PluginError> {
         let json = to_json(&record)?;
@@ -93,18 +95,6 @@ impl<'a> Registrar<'a> {
             self.ffi
                 .add_preprocessor(json.as_str().into(), preprocessor_to_ffi(imp)),
         )
-    }
-
-    /// Registers a model family with its own behaviour (needs the `tensors` feature).
-    #[cfg(feature = "tensors")]
-    pub fn model_family(
-        &mut self,
-        record: ModelFamilyRecord,
-        imp: impl ModelFamily,
-    ) -> Result<(), PluginError> {
-        let json = to_json(&record)?;
-        let imp = ROption::RSome(model_family_to_ffi(imp));
-        ffi_result(self.ffi.add_model_family(json.as_str().into(), imp))
     }
 
     /// Registers a declarative model family (one with `alias_of` set, reusing another family's
@@ -148,20 +138,6 @@ impl<'a> Registrar<'a> {
         ffi_result(
             self.ffi
                 .add_backend(json.as_str().into(), backend_to_ffi(imp)),
-        )
-    }
-
-    /// Registers a preference loss (needs the `tensors` feature).
-    #[cfg(feature = "tensors")]
-    pub fn preference_loss(
-        &mut self,
-        record: PreferenceLossRecord,
-        imp: impl PreferenceLoss,
-    ) -> Result<(), PluginError> {
-        let json = to_json(&record)?;
-        ffi_result(
-            self.ffi
-                .add_preference_loss(json.as_str().into(), preference_loss_to_ffi(imp)),
         )
     }
 }

@@ -10,8 +10,9 @@
 //!   `tch::Tensor` with [`OwnedTensor::into_tensor`] (freed when that is dropped). Dropping an
 //!   `OwnedTensor` unconverted frees it too.
 //!
-//! The handle types exist with and without the `tensors` feature (so the ABI is the same for
-//! every plugin); only the conversions to and from `tch::Tensor` need the feature.
+//! The handle types are defined here, without libtorch, so the ABI is the same for every plugin
+//! and a process without libtorch (the `swift` binary) can hold them; the conversions to and from
+//! `tch::Tensor` are swift-plugin-tensors' (`TensorRefExt`, `OwnedTensorExt`).
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
@@ -36,50 +37,57 @@ pub struct OwnedTensor {
 // SAFETY: libtorch tensors may be moved between threads; the handles add no thread affinity.
 unsafe impl Send for OwnedTensor {}
 
-#[cfg(feature = "tensors")]
-mod convert {
-    use super::*;
-    use std::mem::ManuallyDrop;
-    use tch::Tensor;
-
-    impl<'a> TensorRef<'a> {
-        /// Borrows a tensor for the duration of a call.
-        pub fn new(t: &'a Tensor) -> Self {
-            Self {
-                ptr: t.as_ptr() as *mut c_void,
-                _borrow: PhantomData,
-            }
-        }
-
-        /// A new `tch::Tensor` handle on the same storage and autograd node (no copy).
-        pub fn shallow_clone(&self) -> Tensor {
-            // SAFETY: ptr is a live at::Tensor* for 'a (TensorRef's contract). The temporary
-            // wrapper is never dropped, so the sender's tensor is not freed.
-            let borrowed = ManuallyDrop::new(unsafe { Tensor::from_ptr(self.ptr as *mut _) });
-            borrowed.shallow_clone()
+impl TensorRef<'_> {
+    /// Wraps a raw `at::Tensor*` that lives for `'a` (swift-plugin-tensors' conversions).
+    #[doc(hidden)]
+    pub fn from_raw(ptr: *mut c_void) -> Self {
+        Self {
+            ptr,
+            _borrow: PhantomData,
         }
     }
 
-    impl OwnedTensor {
-        /// Hands a tensor over to the other side.
-        pub fn new(mut t: Tensor) -> Self {
-            let ptr = t.as_mut_ptr() as *mut c_void;
-            std::mem::forget(t);
-            Self { ptr }
-        }
+    /// The raw `at::Tensor*`.
+    #[doc(hidden)]
+    pub fn as_raw(&self) -> *mut c_void {
+        self.ptr
+    }
+}
 
-        /// Takes ownership back as a `tch::Tensor`.
-        pub fn into_tensor(self) -> Tensor {
-            let this = ManuallyDrop::new(self);
-            // SAFETY: ptr came from `OwnedTensor::new`, which gave up ownership of it.
-            unsafe { Tensor::from_ptr(this.ptr as *mut _) }
-        }
+/// Frees an `at::Tensor*` (registered by swift-plugin-tensors, which links libtorch).
+type FreeFn = unsafe fn(*mut c_void);
+
+static FREE: std::sync::OnceLock<FreeFn> = std::sync::OnceLock::new();
+
+impl OwnedTensor {
+    /// Takes ownership of a raw `at::Tensor*` (swift-plugin-tensors' conversions).
+    #[doc(hidden)]
+    pub fn from_raw(ptr: *mut c_void) -> Self {
+        Self { ptr }
     }
 
-    impl Drop for OwnedTensor {
-        fn drop(&mut self) {
-            // SAFETY: as in into_tensor; the tensor is freed when the wrapper drops.
-            drop(unsafe { Tensor::from_ptr(self.ptr as *mut _) });
+    /// Gives up ownership of the raw `at::Tensor*` (it is not freed).
+    #[doc(hidden)]
+    pub fn into_raw(self) -> *mut c_void {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.ptr
+    }
+
+    /// Declares how this process frees tensors that are dropped unconverted. swift-plugin-tensors
+    /// calls it before it makes or takes any tensor; only a process that links libtorch can
+    /// hold a real one.
+    #[doc(hidden)]
+    pub fn set_free(free: FreeFn) {
+        let _ = FREE.set(free);
+    }
+}
+
+impl Drop for OwnedTensor {
+    fn drop(&mut self) {
+        if let Some(free) = FREE.get() {
+            // SAFETY: `ptr` is an owned at::Tensor* (OwnedTensor's contract) and `free` is
+            // libtorch's, registered by swift-plugin-tensors.
+            unsafe { free(self.ptr) }
         }
     }
 }

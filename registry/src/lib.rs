@@ -10,6 +10,9 @@
 //!   `--plugin-dir` and `SWIFT_PLUGIN_PATH` entry, and text-only plugin files, all checked and
 //!   registered through one path.
 //! * [`PluginSettings`]: the plugin flags of one command, and loading them.
+//! * [`set_tensor_engine`]: how a process that does not link libtorch (the `swift` binary)
+//!   reaches the tensor engine for plugins that need it; [`ListedPlugin`]: the engine's
+//!   built-ins, known there by their records only.
 
 mod loader;
 mod registry;
@@ -17,8 +20,8 @@ mod settings;
 mod text;
 
 pub use loader::{
-    discover, ListRow, LoadReport, LoadedPlugin, PluginLoader, PluginSource, Registries,
-    RegistryError,
+    discover, set_tensor_engine, ListRow, ListedPlugin, LoadReport, LoadedPlugin, PluginLoader,
+    PluginSource, Registries, RegistryError, TensorEngine, TensorVersions,
 };
 pub use registry::{Conflict, Entry, Provenance, Registry, UnknownName};
 pub use settings::PluginSettings;

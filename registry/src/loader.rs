@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 use swift_plugin_api::records::Record;
@@ -244,6 +244,76 @@ pub enum RegistryError {
 pub struct PluginLoader {
     /// Entry names or plugin names allowed to replace an existing entry (`--plugin_override`).
     pub overrides: BTreeSet<String>,
+    /// Built-in plugins of the tensor engine known here by their records only (see
+    /// [`ListedPlugin`]), registered right after the built-ins.
+    pub listed: Vec<ListedPlugin>,
+}
+
+/// A built-in plugin that lives in the tensor engine, known to a process that does not load the
+/// engine (the `swift` binary's `list`) by its records only: its entries are listed, with the
+/// plugin's name as provenance, and have no behaviour.
+#[derive(Debug, Clone, Default)]
+pub struct ListedPlugin {
+    pub name: String,
+    pub version: String,
+    pub models: Vec<ModelFamilyRecord>,
+    pub backends: Vec<BackendRecord>,
+    pub preference_losses: Vec<PreferenceLossRecord>,
+}
+
+/// The libtorch and tch versions that plugins with tensors are checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorVersions {
+    pub libtorch: String,
+    pub tch: String,
+}
+
+/// Loads the tensor engine into this process (libtorch with it) and returns its versions.
+pub type TensorEngine = fn() -> Result<TensorVersions, String>;
+
+static TENSOR_ENGINE: OnceLock<TensorEngine> = OnceLock::new();
+
+/// Declares how this process reaches the tensor engine when it does not link libtorch itself
+/// (the `swift` binary, which opens its engine library on demand). Plugins are then checked
+/// against the engine's versions, and the engine is loaded before any plugin file that needs
+/// libtorch is opened (such a plugin finds libtorch already in the process). Called once, at
+/// start-up; a process that links libtorch (the engine) never calls it and checks plugins
+/// against its own plugin-api's versions.
+pub fn set_tensor_engine(engine: TensorEngine) {
+    let _ = TENSOR_ENGINE.set(engine);
+}
+
+/// The versions tensor plugins are checked against: the engine's where one was declared, else
+/// this build's own (None: this process has no tensor support).
+fn tensor_versions() -> Result<Option<TensorVersions>, String> {
+    if let Some(engine) = TENSOR_ENGINE.get() {
+        return engine().map(Some);
+    }
+    Ok(
+        match (
+            swift_plugin_api::LIBTORCH_VERSION,
+            swift_plugin_api::TCH_VERSION,
+        ) {
+            (Some(libtorch), Some(tch)) => Some(TensorVersions {
+                libtorch: libtorch.to_string(),
+                tch: tch.to_string(),
+            }),
+            _ => None,
+        },
+    )
+}
+
+/// Whether a shared library names libtorch (or its c10) among the libraries it needs: a plugin
+/// built with the `tensors` feature does. (A byte search of the file's dynamic string table's
+/// NUL-separated names; a false positive only loads the tensor engine early.)
+fn needs_libtorch(bytes: &[u8]) -> bool {
+    [
+        &b"\0libtorch_cpu.so\0"[..],
+        b"\0libtorch.so\0",
+        b"\0libc10.so\0",
+    ]
+    .iter()
+    .any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
 }
 
 /// How strictly to treat one plugin's problems.
@@ -260,6 +330,7 @@ impl PluginLoader {
     pub fn new(overrides: impl IntoIterator<Item = String>) -> Self {
         Self {
             overrides: overrides.into_iter().collect(),
+            listed: Vec::new(),
         }
     }
 
@@ -281,8 +352,9 @@ impl PluginLoader {
         // inventory's order is link order; sort so results never depend on it.
         builtins.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         for (manifest, lib) in builtins {
-            // The same checks as a file: only the opening of the library differs.
-            check_manifest(&manifest).map_err(|reason| RegistryError::Builtin {
+            // The same contract check as a file. The libtorch check is a file's only: a
+            // built-in is linked into this very binary, so it links what this binary links.
+            check_contract(&manifest).map_err(|reason| RegistryError::Builtin {
                 plugin: manifest.name.clone(),
                 reason,
             })?;
@@ -300,6 +372,9 @@ impl PluginLoader {
                 path: None,
                 sha256: None,
             });
+        }
+        for listed in &self.listed {
+            self.register_listed(&mut report, listed)?;
         }
         for source in sources {
             match source {
@@ -332,8 +407,55 @@ impl PluginLoader {
         Ok(report)
     }
 
+    /// Registers a [`ListedPlugin`]'s records as built-in entries without behaviour.
+    fn register_listed(
+        &self,
+        report: &mut LoadReport,
+        listed: &ListedPlugin,
+    ) -> Result<(), RegistryError> {
+        let prov = Provenance::Builtin {
+            plugin: listed.name.clone(),
+        };
+        fn entries<R: Clone, I>(records: &[R], prov: &Provenance) -> Vec<Entry<R, I>> {
+            records
+                .iter()
+                .map(|record| Entry {
+                    record: record.clone(),
+                    imp: None,
+                    provenance: prov.clone(),
+                })
+                .collect()
+        }
+        let pending: Vec<Pending> = (entries(&listed.models, &prov).into_iter())
+            .map(Pending::Model)
+            .chain(
+                entries(&listed.backends, &prov)
+                    .into_iter()
+                    .map(Pending::Backend),
+            )
+            .chain(
+                entries(&listed.preference_losses, &prov)
+                    .into_iter()
+                    .map(Pending::PreferenceLoss),
+            )
+            .collect();
+        self.merge(report, &listed.name, pending, Mode::Named)
+            .map_err(|reason| RegistryError::Builtin {
+                plugin: listed.name.clone(),
+                reason,
+            })?;
+        report.plugins.push(LoadedPlugin {
+            name: listed.name.clone(),
+            version: listed.version.clone(),
+            path: None,
+            sha256: None,
+        });
+        Ok(())
+    }
+
     fn load_file(&self, report: &mut LoadReport, path: &Path, mode: Mode) -> Result<(), String> {
-        let sha256 = file_sha256(path)?;
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        let sha256 = file_sha256(&bytes);
         let is_text = matches!(
             path.extension().and_then(OsStr::to_str),
             Some("toml" | "json")
@@ -365,6 +487,12 @@ impl PluginLoader {
             self.merge(report, &name, pending, mode)?;
             (name, String::new())
         } else {
+            if needs_libtorch(&bytes) {
+                if let Some(engine) = TENSOR_ENGINE.get() {
+                    engine()
+                        .map_err(|e| format!("it needs libtorch, from the tensor engine: {e}"))?;
+                }
+            }
             let lib = PluginLibrary::open(path).map_err(|e| e.to_string())?;
             let manifest = lib
                 .manifest()
@@ -444,8 +572,14 @@ impl PluginLoader {
     }
 }
 
-/// The host-side checks of a plugin's manifest against this build.
+/// The host-side checks of a plugin file's manifest against this build.
 fn check_manifest(m: &Manifest) -> Result<(), String> {
+    check_contract(m)?;
+    check_tensors(m)
+}
+
+/// The plugin speaks this build's contract version.
+fn check_contract(m: &Manifest) -> Result<(), String> {
     if m.contract_version != CONTRACT_VERSION {
         return Err(format!(
             "plugin `{}` {} was built against plugin contract v{}, this swift speaks v{}; \
@@ -453,6 +587,21 @@ fn check_manifest(m: &Manifest) -> Result<(), String> {
             m.name, m.version, m.contract_version, CONTRACT_VERSION
         ));
     }
+    Ok(())
+}
+
+/// A plugin with tensors links the libtorch and tch that the tensor engine links.
+fn check_tensors(m: &Manifest) -> Result<(), String> {
+    if m.libtorch_version.is_none() && m.tch_version.is_none() {
+        return Ok(());
+    }
+    let versions = tensor_versions().map_err(|e| {
+        format!(
+            "plugin `{}` needs libtorch {}: {e}",
+            m.name,
+            m.libtorch_version.as_deref().unwrap_or("(any)")
+        )
+    })?;
     let check = |what: &str, plugin: &Option<String>, host: Option<&str>| match (plugin, host) {
         (None, _) => Ok(()),
         (Some(p), Some(h)) if p == h => Ok(()),
@@ -469,9 +618,13 @@ fn check_manifest(m: &Manifest) -> Result<(), String> {
     check(
         "libtorch",
         &m.libtorch_version,
-        swift_plugin_api::LIBTORCH_VERSION,
+        versions.as_ref().map(|v| v.libtorch.as_str()),
     )?;
-    check("tch", &m.tch_version, swift_plugin_api::TCH_VERSION)
+    check(
+        "tch",
+        &m.tch_version,
+        versions.as_ref().map(|v| v.tch.as_str()),
+    )
 }
 
 /// Plugin files in a directory, sorted by name, non-recursively.
@@ -491,12 +644,11 @@ fn scan_dir(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-fn file_sha256(path: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    Ok(Sha256::digest(&bytes)
+fn file_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect()
 }
 
 /// Collects one plugin's registrations before they are merged.

@@ -10,12 +10,14 @@
 //! its flags and clap refuses it by name.
 //!
 //! The engine (swift-pipeline) takes these structs fully resolved; it knows nothing of clap.
+//! [`request`] is how the host hands one of them to the tensor engine (swift-runtime).
 //! Names follow ms-swift's (snake_case in files, kebab-case or snake_case on the command line).
 
 use std::collections::BTreeSet;
 
 mod commands;
 mod groups;
+pub mod request;
 
 pub use commands::*;
 pub use groups::*;

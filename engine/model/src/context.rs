@@ -5,7 +5,7 @@
 //! would alone. Without padding the mask is dropped (decode steps) or replaced by SDPA's own
 //! causal flag (first pass), which keeps the common case on the fast kernels.
 
-use swift_plugin_api::model::{ModelContext, NormKind, SlotKind};
+use swift_plugin_tensors::model::{ModelContext, NormKind, SlotKind};
 use tch::{Device, Kind, Tensor};
 
 use crate::{LoadedModel, ModelError};

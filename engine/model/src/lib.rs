@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use swift_plugin_api::model::{ForwardPart, ModelLayout, SlotKind};
-use swift_plugin_api::ModelHandle;
+use swift_plugin_tensors::model::{ForwardPart, ModelLayout, SlotKind};
+use swift_plugin_tensors::{ModelHandle, ModelHandleExt};
 use tch::{Device, Kind, Tensor};
 
 pub use context::KvCache;

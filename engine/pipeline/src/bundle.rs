@@ -156,7 +156,7 @@ pub fn resolve_family(
 ) -> Result<(
     String,
     Option<String>,
-    std::sync::Arc<swift_plugin_api::ModelFamilyHandle>,
+    std::sync::Arc<swift_plugin_tensors::ModelFamilyHandle>,
 )> {
     let entry = match model_type {
         Some(t) => regs.models.resolve(t)?,

@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 use swift_data::{open_datasets, DatasetOptions};
 use swift_model::{generate, LoadedModel, SamplingParams, StopCriteria};
-use swift_plugin_api::{Message, StandardRow};
+use swift_plugin_tensors::{Message, StandardRow};
 use swift_registry::Registries;
 use swift_spec::InferSpec;
 use swift_template::{EncodeOptions, Encoder, RenderOptions, Truncation};

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 use swift_data::open_datasets;
-use swift_plugin_api::StandardRow;
+use swift_plugin_tensors::{PreferenceLossHandleExt, StandardRow};
 use swift_spec::{PreferenceArgs, RlhfSpec, TrainSpec};
 use swift_train::{
     PrefItem, PreferenceSetup, Reference, StepInfo, TrainError, TrainHooks, TrainSummary,
@@ -522,7 +522,7 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     if let Some(l) = &tuned.adapter {
         l.set_training(true);
     }
-    let loss_fn = |x: &swift_plugin_api::PreferenceInputs| loss_handle.loss(x, &params);
+    let loss_fn = |x: &swift_plugin_tensors::PreferenceInputs| loss_handle.loss(x, &params);
     let setup = PreferenceSetup {
         loss: &loss_fn,
         reference,

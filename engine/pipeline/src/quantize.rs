@@ -57,7 +57,7 @@ fn target_slots(model: &LoadedModel) -> Vec<String> {
     layout
         .slots
         .iter()
-        .filter(|s| s.kind == swift_plugin_api::model::SlotKind::Linear)
+        .filter(|s| s.kind == swift_plugin_tensors::model::SlotKind::Linear)
         .filter(|s| s.name != layout.output_slot)
         .map(|s| s.name.clone())
         .collect()

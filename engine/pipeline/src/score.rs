@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use swift_data::{open_datasets, DatasetOptions};
 use swift_model::weights::{checkpoint_files, Checkpoint};
 use swift_model::LoadedModel;
-use swift_plugin_api::{Message, StandardRow};
+use swift_plugin_tensors::{Message, StandardRow};
 use swift_registry::Registries;
 use swift_template::{EncodeOptions, Encoder, RenderOptions, Template, Truncation};
 use swift_train::reward::{is_reward_config, num_labels, PEFT_SCORE_WEIGHT, SCORE_WEIGHT};

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use swift_data::{open_datasets, DatasetOptions};
-use swift_plugin_api::model::SlotKind;
+use swift_plugin_tensors::model::SlotKind;
 use swift_spec::TrainSpec;
 use swift_template::{EncodeOptions, Encoder, LossScale, RenderOptions};
 use swift_train::trainer::PackingConfig;
@@ -34,7 +34,7 @@ use swift_registry::PluginSettings;
 pub struct Prepared {
     pub report: swift_registry::LoadReport,
     pub tuner_name: String,
-    pub tuner: std::sync::Arc<swift_plugin_api::TunerHandle>,
+    pub tuner: std::sync::Arc<swift_plugin_tensors::TunerHandle>,
     pub tuner_provenance: String,
     pub model_dir: PathBuf,
     pub family: String,
@@ -42,7 +42,7 @@ pub struct Prepared {
     pub encoder: Encoder,
     pub template_name: String,
     /// The tuner's record (its host adapter and options).
-    pub tuner_record: swift_plugin_api::TunerRecord,
+    pub tuner_record: swift_plugin_tensors::TunerRecord,
     /// The model folder the user named (for LLaMA-Pro, `model_dir` is the expanded copy).
     pub source_model_dir: PathBuf,
     /// LLaMA-Pro: the new blocks' layer indices, and the temporary expanded model folder.

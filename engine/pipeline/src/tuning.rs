@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Result};
 use serde_json::Value;
-use swift_plugin_api::TunerRecord;
+use swift_plugin_tensors::TunerRecord;
 use swift_train::lora::{LoraInit, LoraVariant};
 use swift_train::trainer::LisaConfig;
 use swift_train::{Lora, LoraConfig};

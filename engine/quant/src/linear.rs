@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use swift_model::weights::{Checkpoint, MappedFile};
 use swift_model::{LoadedModel, ModelError, QuantizedLinear, QuantizedLoader};
-use swift_plugin_api::model::SlotKind;
+use swift_plugin_tensors::model::SlotKind;
 use tch::{Device, Kind, Tensor};
 
 use crate::affine::{self, Affine};

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use swift_plugin_api::{FunctionCall, Message, ToolCall};
+use swift_plugin_tensors::{FunctionCall, Message, ToolCall};
 
 /// `stop`: one string or a list of them.
 #[derive(Debug, Clone, Deserialize)]

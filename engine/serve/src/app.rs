@@ -20,7 +20,7 @@ use futures_util::stream::{self, Stream};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use swift_model::{FinishReason, SamplingParams};
-use swift_plugin_api::{Message, StandardRow};
+use swift_plugin_tensors::{Message, StandardRow};
 use swift_template::Encoder;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use swift_model::{generate, LoadedModel, SamplingParams, StopCriteria};
-use swift_plugin_api::model::SlotKind;
+use swift_plugin_tensors::model::SlotKind;
 use swift_template::{EncodeOptions, Encoder, Template, Tokenizer};
 use swift_train::{Lora, LoraConfig};
 use tch::{Device, Kind, Tensor};

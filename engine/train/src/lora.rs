@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use swift_model::{LinearHook, LoadedModel};
-use swift_plugin_api::model::SlotKind;
+use swift_plugin_tensors::model::SlotKind;
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::{save_safetensors, TrainError};

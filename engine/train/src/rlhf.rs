@@ -39,7 +39,7 @@
 
 use serde_json::{json, Map, Value};
 use swift_model::LoadedModel;
-use swift_plugin_api::{PreferenceInputs, PreferenceOutput};
+use swift_plugin_tensors::{PreferenceInputs, PreferenceOutput};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::checkpoint::TrainError;

@@ -1,4 +1,6 @@
-//! `swift list [KIND] [--json]`: prints every registry (name, aliases, provenance, description).
+//! `swift list [KIND] [--json]`: prints every registry (name, aliases, provenance, description),
+//! the tensor engine's built-ins included (by their records: crate::catalogue), without loading
+//! libtorch.
 
 use std::io::Write;
 
@@ -8,7 +10,9 @@ use crate::cli::ListArgs;
 use crate::config::GlobalSettings;
 
 pub fn run(args: &ListArgs, settings: &GlobalSettings) -> Result<()> {
-    let report = settings.plugins().load()?;
+    let report = settings
+        .plugins()
+        .load_listing(crate::catalogue::listed())?;
     let rows = report.registries.rows(args.kind.as_deref());
     let mut out = std::io::stdout().lock();
     if args.json.unwrap_or(false) {

@@ -1,14 +1,13 @@
-//! One module per `swift` subcommand. Each parses its specification (flags, `--config` file,
-//! `SWIFT_*` variables), calls swift-pipeline (or, for commands that need no tensors, the
-//! registries and data crates) and prints the result. No command module imports another.
+//! One module per `swift` subcommand that needs no tensors (`list`, `encode`, `new-plugin`), and
+//! one (`engine`) for those that do. Each parses its specification (flags, `--config` file,
+//! `SWIFT_*` variables); the first kind calls the registries and data crates and prints the
+//! result, `engine` hands the specification to the tensor engine. No command module imports
+//! another.
 
-pub mod deploy;
 pub mod encode;
-pub mod export;
-pub mod infer;
+pub mod engine;
 pub mod list;
 pub mod new_plugin;
-pub mod train;
 
 /// What every command gets: its own flags, the global flags and the global settings.
 pub struct Ctx<'a> {

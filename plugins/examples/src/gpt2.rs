@@ -9,7 +9,7 @@
 //! tied to the token embedding.
 
 use serde_json::Value;
-use swift_plugin_api::prelude::*;
+use swift_plugin_tensors::prelude::*;
 use tch::Tensor;
 
 /// One GPT-2 configuration (config.json's `n_embd`, `n_layer`, `n_head`, `n_positions`,

@@ -11,7 +11,7 @@
 mod gpt2;
 
 use serde_json::{Map, Value};
-use swift_plugin_api::prelude::*;
+use swift_plugin_tensors::prelude::*;
 
 /// Rows shaped like `{"q": ..., "a": ...}` (a made-up FAQ export format).
 struct FaqPreprocessor;
@@ -137,4 +137,4 @@ impl PreferenceLoss for ApoZero {
     }
 }
 
-swift_plugin_api::export_plugin!(register);
+swift_plugin_tensors::export_plugin!(register);

@@ -24,8 +24,13 @@
 //!
 //! `NLL(chosen)` is the token-averaged cross-entropy of the chosen answers:
 //! `−Σ π_c / Σ tokens_c`. `ε` is `label_smoothing`.
+//!
+//! The records (names, descriptions, what each loss reads) are plain data in [`records`], which
+//! the `swift` binary lists without libtorch; `register` pairs each with its behaviour by name.
 
-use swift_plugin_api::prelude::*;
+pub mod records;
+
+use swift_plugin_tensors::prelude::*;
 use tch::{Kind, Tensor};
 
 /// Settings every loss reads from the trainer's JSON parameters (missing: TRL's defaults).
@@ -399,68 +404,28 @@ impl PreferenceLoss for BradleyTerry {
 }
 
 fn register(r: &mut Registrar) -> Result<(), PluginError> {
-    let with_ref = |name: &str, desc: &str| {
-        let mut rec = PreferenceLossRecord::new(name, desc);
-        rec.reference = true;
-        rec
-    };
-    r.preference_loss(
-        with_ref("sigmoid", "DPO: −log σ(β·(chosen − rejected log-ratio to the reference)), with --label_smoothing and --rpo_alpha"),
-        Dpo::Sigmoid,
-    )?;
-    r.preference_loss(
-        with_ref(
-            "ipo",
-            "IPO: squared distance of the length-averaged log-ratio margin from 1/(2β)",
-        ),
-        Dpo::Ipo,
-    )?;
-    r.preference_loss(
-        with_ref("hinge", "DPO hinge (SLiC): relu(1 − β·margin)"),
-        Dpo::Hinge,
-    )?;
-    r.preference_loss(
-        with_ref(
-            "robust",
-            "robust DPO: the sigmoid loss unbiased for --label_smoothing noise",
-        ),
-        Dpo::Robust,
-    )?;
-    r.preference_loss(
-        PreferenceLossRecord::new(
-            "orpo",
-            "ORPO (reference-free): chosen NLL − β·log σ(log odds ratio)",
-        ),
-        Orpo,
-    )?;
-    r.preference_loss(
-        PreferenceLossRecord::new(
-            "simpo",
-            "SimPO (reference-free): −log σ(β·(avg chosen − avg rejected) − γ) + cpo_alpha·NLL",
-        ),
-        Cpo::Simpo,
-    )?;
-    r.preference_loss(
-        PreferenceLossRecord::new(
-            "cpo",
-            "CPO (reference-free): −log σ(β·(chosen − rejected)) + cpo_alpha·NLL",
-        ),
-        Cpo::Cpo,
-    )?;
-    let mut kto = with_ref("kto", "KTO (unpaired rows with a label): 1 − σ(β·(log-ratio − KL)), weighted by --desirable_weight / --undesirable_weight");
-    kto.unpaired = true;
-    r.preference_loss(kto, Kto)?;
-    let mut bt = PreferenceLossRecord::new(
-        "bradley_terry",
-        "reward modelling (--rlhf_type rm): −log σ(r_chosen − r_rejected) on the value head's scores, + --center_rewards_coefficient·mean((r_c + r_r)²)",
-    );
-    bt.aliases = vec!["rm".into()];
-    bt.scores = true;
-    r.preference_loss(bt, BradleyTerry)?;
+    for record in records::all() {
+        match record.name.as_str() {
+            "sigmoid" => r.preference_loss(record, Dpo::Sigmoid)?,
+            "ipo" => r.preference_loss(record, Dpo::Ipo)?,
+            "hinge" => r.preference_loss(record, Dpo::Hinge)?,
+            "robust" => r.preference_loss(record, Dpo::Robust)?,
+            "orpo" => r.preference_loss(record, Orpo)?,
+            "simpo" => r.preference_loss(record, Cpo::Simpo)?,
+            "cpo" => r.preference_loss(record, Cpo::Cpo)?,
+            "kto" => r.preference_loss(record, Kto)?,
+            "bradley_terry" => r.preference_loss(record, BradleyTerry)?,
+            other => {
+                return Err(
+                    format!("preference loss `{other}` has a record but no behaviour").into(),
+                )
+            }
+        }
+    }
     Ok(())
 }
 
-swift_plugin_api::builtin_plugin!(register);
+swift_plugin_tensors::builtin_plugin!(register);
 
 #[cfg(test)]
 mod tests;

@@ -186,3 +186,9 @@ fn hand_computed_bradley_terry() {
         .unwrap();
     assert!(err.contains("--center_rewards_coefficient"), "{err}");
 }
+
+#[test]
+fn the_records_name_this_plugin() {
+    // The host lists these records under this name without loading this crate.
+    assert_eq!(records::PLUGIN, env!("CARGO_PKG_NAME"));
+}

@@ -5,7 +5,7 @@
 //! files. Every projection, norm and the attention itself go through the host's context.
 
 use serde_json::Value;
-use swift_plugin_api::prelude::*;
+use swift_plugin_tensors::prelude::*;
 use tch::Tensor;
 
 use crate::config::{Cfg, Error};

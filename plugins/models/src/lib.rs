@@ -6,7 +6,8 @@
 //! * [`llama`], [`qwen2`], [`qwen3`], [`mistral`]: one file per architecture over the shared
 //!   Llama-style [`decoder`].
 //! * [`rope`]: rotary embeddings with `rope_scaling` (linear, dynamic, llama3, yarn).
-//! * the `pt` inference backend record (generation itself is the host's, in swift-model).
+//! * [`records`]: every family's record and the `pt` inference backend's (generation itself is
+//!   the host's, in swift-model), as plain data that the `swift` binary lists without libtorch.
 
 mod config;
 pub mod decoder;
@@ -14,12 +15,12 @@ pub mod llama;
 pub mod mistral;
 pub mod qwen2;
 pub mod qwen3;
+pub mod records;
 pub mod rope;
 
-use swift_plugin_api::prelude::*;
+use swift_plugin_tensors::prelude::*;
 
-/// The built-in `pt` inference backend: the host's own generation engine (swift-model) over
-/// libtorch. It serves every model whose family is registered.
+/// The `pt` backend's behaviour: it serves every model whose family is registered.
 struct PtBackend;
 
 impl Backend for PtBackend {
@@ -29,18 +30,28 @@ impl Backend for PtBackend {
 }
 
 fn register(r: &mut Registrar) -> Result<(), PluginError> {
-    r.model_family(llama::record(), llama::Llama)?;
-    r.model_family(qwen2::record(), qwen2::Qwen2)?;
-    r.model_family(qwen3::record(), qwen3::Qwen3)?;
-    r.model_family(mistral::record(), mistral::Mistral)?;
-    r.backend(
-        BackendRecord::new(
-            "pt",
-            "libtorch generation in the host: KV cache, batching, sampling, streaming",
-        ),
-        PtBackend,
-    )?;
+    for record in records::families() {
+        match record.name.as_str() {
+            "llama" => r.model_family(record, llama::Llama)?,
+            "qwen2" => r.model_family(record, qwen2::Qwen2)?,
+            "qwen3" => r.model_family(record, qwen3::Qwen3)?,
+            "mistral" => r.model_family(record, mistral::Mistral)?,
+            other => {
+                return Err(format!("model family `{other}` has a record but no behaviour").into())
+            }
+        }
+    }
+    r.backend(records::pt_backend(), PtBackend)?;
     Ok(())
 }
 
-swift_plugin_api::builtin_plugin!(register);
+swift_plugin_tensors::builtin_plugin!(register);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_records_name_this_plugin() {
+        // The host lists these records under this name without loading this crate.
+        assert_eq!(super::records::PLUGIN, env!("CARGO_PKG_NAME"));
+    }
+}

@@ -3,7 +3,7 @@
 //! config.json (both default false) and any supported `rope_scaling` (Llama-3.1 uses `llama3`).
 
 use serde_json::Value;
-use swift_plugin_api::prelude::*;
+use swift_plugin_tensors::prelude::*;
 
 use crate::config::Cfg;
 use crate::decoder::{Decoder, Options};
@@ -21,24 +21,5 @@ impl ModelFamily for Llama {
             qk_norm: false,
         };
         Ok(Box::new(Decoder::from_config(config, opts)?))
-    }
-}
-
-pub fn record() -> ModelFamilyRecord {
-    ModelFamilyRecord {
-        name: "llama".into(),
-        aliases: vec![
-            "llama2".into(),
-            "llama3".into(),
-            "smollm".into(),
-            "smollm2".into(),
-        ],
-        description:
-            "Llama-2/3 and SmolLM (LlamaForCausalLM): GQA, RoPE with scaling, RMSNorm, SwiGLU"
-                .into(),
-        architectures: vec!["LlamaForCausalLM".into()],
-        model_types: vec!["llama".into()],
-        default_template: Some("llama3".into()),
-        alias_of: None,
     }
 }

@@ -3,7 +3,7 @@
 //! Mistral-7B-v0.1, null in later releases); longer sequences are refused.
 
 use serde_json::Value;
-use swift_plugin_api::prelude::*;
+use swift_plugin_tensors::prelude::*;
 
 use crate::decoder::{Decoder, Options};
 
@@ -21,18 +21,5 @@ impl ModelFamily for Mistral {
         Ok(Box::new(
             Decoder::from_config(config, opts)?.with_max_positions(window),
         ))
-    }
-}
-
-pub fn record() -> ModelFamilyRecord {
-    ModelFamilyRecord {
-        name: "mistral".into(),
-        aliases: vec![],
-        description: "Mistral (MistralForCausalLM): Llama decoder, sliding window up to its length"
-            .into(),
-        architectures: vec!["MistralForCausalLM".into()],
-        model_types: vec!["mistral".into()],
-        default_template: Some("chatml".into()),
-        alias_of: None,
     }
 }

@@ -3,7 +3,7 @@
 //! (`use_sliding_window`, off in every released checkpoint) is not implemented.
 
 use serde_json::Value;
-use swift_plugin_api::prelude::*;
+use swift_plugin_tensors::prelude::*;
 
 use crate::config::Cfg;
 use crate::decoder::{Decoder, Options};
@@ -23,17 +23,5 @@ impl ModelFamily for Qwen2 {
             qk_norm: false,
         };
         Ok(Box::new(Decoder::from_config(config, opts)?))
-    }
-}
-
-pub fn record() -> ModelFamilyRecord {
-    ModelFamilyRecord {
-        name: "qwen2".into(),
-        aliases: vec!["qwen2_5".into(), "qwen2.5".into()],
-        description: "Qwen2/Qwen2.5 (Qwen2ForCausalLM): Llama decoder with q/k/v bias".into(),
-        architectures: vec!["Qwen2ForCausalLM".into()],
-        model_types: vec!["qwen2".into()],
-        default_template: Some("qwen2_5".into()),
-        alias_of: None,
     }
 }

@@ -3,7 +3,7 @@
 //! config.json (false in released checkpoints).
 
 use serde_json::Value;
-use swift_plugin_api::prelude::*;
+use swift_plugin_tensors::prelude::*;
 
 use crate::config::Cfg;
 use crate::decoder::{Decoder, Options};
@@ -24,17 +24,5 @@ impl ModelFamily for Qwen3 {
             qk_norm: true,
         };
         Ok(Box::new(Decoder::from_config(config, opts)?))
-    }
-}
-
-pub fn record() -> ModelFamilyRecord {
-    ModelFamilyRecord {
-        name: "qwen3".into(),
-        aliases: vec![],
-        description: "Qwen3 (Qwen3ForCausalLM): Llama decoder with q/k RMSNorm".into(),
-        architectures: vec!["Qwen3ForCausalLM".into()],
-        model_types: vec!["qwen3".into()],
-        default_template: Some("qwen3".into()),
-        alias_of: None,
     }
 }

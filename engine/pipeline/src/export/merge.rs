@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use swift_model::weights::{checkpoint_files, Checkpoint};
-use swift_plugin_api::model::{ModelLayout, SlotKind};
+use swift_plugin_tensors::model::{ModelLayout, SlotKind};
 use swift_train::lora::{merge_weight, LoraCheckpoint};
 use tch::{Device, Kind, Tensor};
 
@@ -307,7 +307,7 @@ fn trained_family(ckpt: &Path) -> Option<String> {
 /// the new ones are returned.
 fn untie(
     config: &mut Value,
-    handle: &swift_plugin_api::ModelFamilyHandle,
+    handle: &swift_plugin_tensors::ModelFamilyHandle,
     layout: &ModelLayout,
     ckpt: &Checkpoint,
     mut untied: HashMap<String, Tensor>,

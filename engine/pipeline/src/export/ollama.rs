@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
-use swift_plugin_api::{Message, StandardRow};
+use swift_plugin_tensors::{Message, StandardRow};
 use swift_template::{RenderOptions, Template, Tokenizer};
 
 use crate::bundle::resolve_family;

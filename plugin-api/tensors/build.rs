@@ -1,14 +1,10 @@
-//! Records which libtorch this build of the plugin API links against (only with the `tensors`
-//! feature). torch-sys declares `links = "tch"` and exports the libtorch library directory as
+//! Records which libtorch this build of swift-plugin-tensors links against. torch-sys declares `links = "tch"` and exports the libtorch library directory as
 //! `DEP_TCH_LIBTORCH_LIB`; the torch wheel keeps its version next to it in `torch/version.py`.
 
 use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if std::env::var_os("CARGO_FEATURE_TENSORS").is_none() {
-        return;
-    }
     let version = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .ok()
         .and_then(|lib| libtorch_version(Path::new(&lib)))

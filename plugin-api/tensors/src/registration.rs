@@ -1,0 +1,58 @@
+//! Registering behaviour that handles tensors: [`TensorRegistrar`] adds `model_family` and
+//! `preference_loss` to swift-plugin-api's [`Registrar`] (in the prelude).
+
+use abi_stable::std_types::{ROption, RResult, RString};
+use swift_plugin_api::{ModelFamilyRecord, PluginError, PreferenceLossRecord, Registrar};
+
+use crate::family::{model_family_to_ffi, ModelFamily};
+use crate::preference::{preference_loss_to_ffi, PreferenceLoss};
+
+fn to_json<R: serde::Serialize>(record: &R) -> Result<String, PluginError> {
+    serde_json::to_string(record)
+        .map_err(|e| PluginError(format!("record is not serialisable: {e}")))
+}
+
+fn ffi_result(r: RResult<(), RString>) -> Result<(), PluginError> {
+    r.into_result().map_err(|e| PluginError(e.into_string()))
+}
+
+/// The registrations of behaviour that handles tensors.
+pub trait TensorRegistrar {
+    /// Registers a model family with its own behaviour.
+    fn model_family(
+        &mut self,
+        record: ModelFamilyRecord,
+        imp: impl ModelFamily,
+    ) -> Result<(), PluginError>;
+
+    /// Registers a preference loss.
+    fn preference_loss(
+        &mut self,
+        record: PreferenceLossRecord,
+        imp: impl PreferenceLoss,
+    ) -> Result<(), PluginError>;
+}
+
+impl TensorRegistrar for Registrar<'_> {
+    fn model_family(
+        &mut self,
+        record: ModelFamilyRecord,
+        imp: impl ModelFamily,
+    ) -> Result<(), PluginError> {
+        let json = to_json(&record)?;
+        let imp = ROption::RSome(model_family_to_ffi(imp));
+        ffi_result(self.ffi().add_model_family(json.as_str().into(), imp))
+    }
+
+    fn preference_loss(
+        &mut self,
+        record: PreferenceLossRecord,
+        imp: impl PreferenceLoss,
+    ) -> Result<(), PluginError> {
+        let json = to_json(&record)?;
+        ffi_result(
+            self.ffi()
+                .add_preference_loss(json.as_str().into(), preference_loss_to_ffi(imp)),
+        )
+    }
+}
