@@ -18,8 +18,9 @@ build: setup
 	$(CARGO) build --release
 
 # One build profile (release) for everything, so `make setup`'s build is reused and the numeric
-# code runs at full speed in tests. Plugin fixtures are built by the tests themselves, without the
-# host's `tensors` feature, into the same target directory.
+# code runs at full speed in tests. Plugin fixtures and the tensor engine library (which `cargo
+# test` does not build: it is a cdylib) are built by the tests themselves (tests/common.rs), into
+# the same target directory.
 test: setup
 	$(CARGO) test --release --workspace --exclude swift-example-plugin $(foreach f,$(wildcard tests/fixtures/plugins/*),--exclude swift-fixture-$(notdir $(f)))
 

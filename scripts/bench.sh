@@ -5,6 +5,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
+echo "== start-up: swift --help, swift list (no libtorch) and the tensor engine's load (medians of 5)"
+bash scripts/bench_startup.sh
+
 echo "== data: preprocessing + streaming of generated JSONL/JSON files (rows/s, peak RSS)"
 cargo run --release --quiet -p swift-data --example stream_bench
 

@@ -12,7 +12,7 @@ MODEL="${1:-$CACHE/models/SmolLM2-135M-Instruct}"
 SWIFT="${SWIFT:-target/release/swift}"
 DTYPES="${DTYPES:-float32 bfloat16}"
 NEW_TOKENS="${NEW_TOKENS:-128}"
-[ -x "$SWIFT" ] || { echo "build first: cargo build --release -p swift-host" >&2; exit 1; }
+[ -x "$SWIFT" ] || { echo "build first: cargo build --release -p swift-host -p swift-runtime" >&2; exit 1; }
 [ -f "$MODEL/config.json" ] || { echo "no model at $MODEL (run make setup)" >&2; exit 1; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -19,7 +19,7 @@ GROUP="${GROUP_SIZE:-128}"
 S=target/release/swift
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
-cargo build --release --quiet -p swift-host
+cargo build --release --quiet -p swift-host -p swift-runtime
 
 nll() { "$S" infer --model "$1" --nll_file "$WIKI" --nll_tokens "$NLL_TOKENS" --device cpu 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["nll"])'; }

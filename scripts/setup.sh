@@ -150,8 +150,8 @@ for fam in qwen3:c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da
 done
 
 # --- 4. binary and default model --------------------------------------------------------------
-say "building target/release/swift"
-(cd "$ROOT" && cargo build --release --quiet -p swift-host)
+say "building target/release/swift and its tensor engine (libswift_runtime.so)"
+(cd "$ROOT" && cargo build --release --quiet -p swift-host -p swift-runtime)
 
 MODEL="$CACHE/models/SmolLM2-135M-Instruct"
 if [[ ! -f "$MODEL/model.safetensors" ]]; then

@@ -22,6 +22,7 @@ mod plugins;
 mod quant;
 mod reward_model;
 mod rlhf;
+mod startup;
 mod train_loop;
 mod train_lora;
 mod train_packing;

@@ -1,6 +1,6 @@
 //! The one set of helpers every end-to-end test uses (`use crate::common::*;`):
 //!
-//! * [`swift`]: running the `swift` binary (plain, one thread, with environment or stdin), the
+//! * [`swift`]: running the `swift` binary (its tensor engine built once; plain, one thread, with environment or stdin), the
 //!   logits diagnostic, a `swift deploy` server, checks on what a run printed;
 //! * [`setup`]: what `make setup` provides (the cache, the reference virtualenv's python, the
 //!   assets); a test that needs one fails with the command that installs it, never skips;

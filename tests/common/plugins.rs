@@ -1,5 +1,5 @@
-//! The plugin fixtures the tests load: built once per test process (without the host's `tensors`
-//! feature) into the workspace's target folder, and copied into fresh plugin folders.
+//! The plugin fixtures the tests load: built once per test process into the workspace's target
+//! folder, and copied into fresh plugin folders.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

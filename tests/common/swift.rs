@@ -1,19 +1,40 @@
-//! Running the `swift` binary that cargo built for this test run: plain runs, runs with one
+//! Running the `swift` binary that cargo built for this test run (with its tensor engine library
+//! next to it, built once per test process: `cargo test` builds no cdylib): plain runs, runs with one
 //! libtorch thread or extra environment, runs fed on stdin, `swift infer`'s logits diagnostic,
 //! a `swift deploy` server on a loopback port, and the checks on what a run printed.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::floats;
 
-/// The `swift` binary cargo built for this test run.
+/// The `swift` binary cargo built for this test run, with its tensor engine next to it.
 pub fn swift_bin() -> PathBuf {
+    runtime_so();
     PathBuf::from(env!("CARGO_BIN_EXE_swift"))
+}
+
+/// The tensor engine (libswift_runtime.so) next to the `swift` binary, built once per test
+/// process: `cargo test` builds the binary but not the engine library the binary opens.
+pub fn runtime_so() -> &'static Path {
+    static SO: OnceLock<PathBuf> = OnceLock::new();
+    SO.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(super::workspace_root())
+            .args(["build", "--release", "--quiet", "-p", "swift-runtime"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the tensor engine failed");
+        let so = Path::new(env!("CARGO_BIN_EXE_swift")).with_file_name("libswift_runtime.so");
+        assert!(so.is_file(), "{} was not built", so.display());
+        so
+    })
 }
 
 /// `swift ARGS` with no SWIFT_PLUGIN_PATH or RUST_LOG from the outside, and `env` set.

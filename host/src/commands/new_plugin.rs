@@ -76,8 +76,9 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-# The stable contract; add `features = ["tensors"]` only if the plugin handles tensors
-# (it then needs the same libtorch as the swift binary).
+# The stable contract. A plugin that handles tensors (a model family with its own forward pass,
+# a preference loss) depends on swift-plugin-tensors (next to it: plugin-api/tensors) instead,
+# and then needs the same libtorch as swift's tensor engine.
 swift-plugin-api = {{ path = "{api}" }}
 serde_json = "1"
 
@@ -233,8 +234,8 @@ Load (the directory is scanned for `*.so` files):
 or set `SWIFT_PLUGIN_PATH=$PWD/target/release/lib{lib_name}.so` to load it in every command.
 
 The plugin must be rebuilt whenever swift's plugin contract version changes (swift refuses it
-with a message saying so), and, if it enables the `tensors` feature, whenever swift's libtorch
-changes.
+with a message saying so), and, if it depends on `swift-plugin-tensors`, whenever swift's
+libtorch changes.
 "#
     )
 }
