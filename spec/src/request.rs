@@ -3,11 +3,12 @@
 //! and the log filter, as JSON across a plain C boundary. Both sides compile this file, so the
 //! request is typed on both; [`ENGINE_PROTOCOL`] says when its meaning changes.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DeploySpec, ExportSpec, InferSpec, RlhfSpec, TrainSpec};
+use crate::{CommandSpec, DeploySpec, ExportSpec, GivenFlags, InferSpec, RlhfSpec, TrainSpec};
 
 /// The version of the request and of the engine's entry points. The host refuses an engine that
 /// speaks another one (a binary and a library from different builds).
@@ -38,6 +39,18 @@ impl TensorCommand {
             TensorCommand::Export(_) => "export",
         }
     }
+
+    /// The specification's record of the flags the user set (not serialised with it: it
+    /// crosses as [`EngineRequest::given`]).
+    pub fn given_mut(&mut self) -> &mut GivenFlags {
+        match self {
+            TensorCommand::Pt(s) | TensorCommand::Sft(s) => s.given_mut(),
+            TensorCommand::Rlhf(s) => s.given_mut(),
+            TensorCommand::Infer(s) => s.given_mut(),
+            TensorCommand::Deploy(s) => s.given_mut(),
+            TensorCommand::Export(s) => s.given_mut(),
+        }
+    }
 }
 
 /// The whole request.
@@ -46,6 +59,9 @@ pub struct EngineRequest {
     /// [`ENGINE_PROTOCOL`] of the host that wrote it.
     pub protocol: u32,
     pub command: TensorCommand,
+    /// The flags the user set (the specification's `given`, which its serde form leaves out).
+    #[serde(default)]
+    pub given: BTreeSet<String>,
     /// `--plugin-dir` values (`SWIFT_PLUGIN_PATH` is read by the engine from the environment).
     #[serde(default)]
     pub plugin_dir: Vec<PathBuf>,
@@ -68,4 +84,26 @@ pub struct EngineInfo {
     pub libtorch_version: String,
     /// The tch version the engine links.
     pub tch_version: String,
+}
+
+impl EngineRequest {
+    /// A request for `command`, carrying its record of the flags the user set.
+    pub fn new(mut command: TensorCommand) -> Self {
+        let given = command.given_mut().0.clone();
+        Self {
+            protocol: ENGINE_PROTOCOL,
+            command,
+            given,
+            plugin_dir: Vec::new(),
+            plugin_override: Vec::new(),
+            log_level: None,
+        }
+    }
+
+    /// The command with its record of the flags the user set restored (the engine's side).
+    pub fn into_command(self) -> TensorCommand {
+        let mut command = self.command;
+        command.given_mut().0 = self.given;
+        command
+    }
 }

@@ -8,12 +8,12 @@ use swift_registry::PluginSettings;
 use swift_spec::request::{EngineRequest, TensorCommand};
 
 /// Runs one request's command.
-pub fn run(request: &EngineRequest) -> Result<()> {
+pub fn run(request: EngineRequest) -> Result<()> {
     let plugins = PluginSettings {
         plugin_dir: request.plugin_dir.clone(),
         plugin_override: request.plugin_override.clone(),
     };
-    match &request.command {
+    match &request.into_command() {
         TensorCommand::Pt(spec) => {
             report("pt", &swift_pipeline::train::run(spec, &plugins, true)?);
         }

@@ -109,7 +109,7 @@ fn run_json(bytes: &[u8]) -> i32 {
     init_tracing(request.log_level.as_deref());
     // This process is the tensor engine: plugins with tensors are checked against its versions.
     swift_registry::set_tensor_engine(own_versions);
-    match commands::run(&request) {
+    match commands::run(request) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -3,7 +3,7 @@
 //! through swift-pipeline and prints what it prints.
 
 use anyhow::Result;
-use swift_spec::request::{EngineRequest, TensorCommand, ENGINE_PROTOCOL};
+use swift_spec::request::{EngineRequest, TensorCommand};
 
 use super::Ctx;
 use crate::config::GlobalSettings;
@@ -12,7 +12,11 @@ use crate::config::GlobalSettings;
 /// `TensorCommand::Sft`); returns the engine's exit status.
 pub fn run<T>(ctx: &Ctx, wrap: fn(T) -> TensorCommand) -> Result<u8>
 where
-    T: clap::FromArgMatches + serde::Serialize + serde::de::DeserializeOwned,
+    T: clap::Args
+        + clap::FromArgMatches
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + swift_spec::CommandSpec,
 {
     let request = request(wrap(ctx.spec()?), ctx.settings);
     let status = crate::runtime::run(&request)?;
@@ -22,11 +26,10 @@ where
 /// The engine's request: the command and the global settings it needs.
 fn request(command: TensorCommand, settings: &GlobalSettings) -> EngineRequest {
     EngineRequest {
-        protocol: ENGINE_PROTOCOL,
-        command,
         plugin_dir: settings.plugin_dir.clone(),
         plugin_override: settings.plugin_override.clone(),
         log_level: settings.log_level.clone(),
+        ..EngineRequest::new(command)
     }
 }
 
@@ -73,9 +76,19 @@ mod tests {
             let request = request(command, ctx.settings);
             assert_eq!(request.command.name(), args[1]);
             assert_eq!(request.plugin_override, ["chatml"]);
+            assert!(
+                !request.given.is_empty(),
+                "{args:?}: the flags given are recorded"
+            );
             let json = serde_json::to_string(&request).unwrap();
             let back: EngineRequest = serde_json::from_str(&json).unwrap();
             assert_eq!(back, request, "{args:?}");
+            let mut sent = request.command.clone();
+            assert_eq!(
+                back.into_command().given_mut(),
+                sent.given_mut(),
+                "{args:?}: the flags given cross the boundary"
+            );
         }
     }
 }
