@@ -82,13 +82,16 @@ mod tests {
             );
             let json = serde_json::to_string(&request).unwrap();
             let back: EngineRequest = serde_json::from_str(&json).unwrap();
-            assert_eq!(back, request, "{args:?}");
-            let mut sent = request.command.clone();
             assert_eq!(
-                back.into_command().given_mut(),
-                sent.given_mut(),
-                "{args:?}: the flags given cross the boundary"
+                (&back.plugin_dir, &back.plugin_override, &back.log_level),
+                (
+                    &request.plugin_dir,
+                    &request.plugin_override,
+                    &request.log_level
+                )
             );
+            // The specification, the flags given included, arrives as the host built it.
+            assert_eq!(back.into_command(), request.command, "{args:?}");
         }
     }
 }

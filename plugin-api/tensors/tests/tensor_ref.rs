@@ -1,8 +1,7 @@
 //! Tensors crossing the boundary through `TensorRef` (borrowed) and `OwnedTensor` (owned) keep
 //! their storage and autograd graph: gradients flow back to the sender's leaf tensor.
-#![cfg(feature = "tensors")]
 
-use swift_plugin_api::tensor::{OwnedTensor, TensorRef};
+use swift_plugin_tensors::tensor::{OwnedTensor, OwnedTensorExt, TensorRef, TensorRefExt};
 use tch::{Kind, Tensor};
 
 /// Stands in for a plugin entry point: an `extern "C"` function over the FFI handles.
