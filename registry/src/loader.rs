@@ -273,39 +273,25 @@ pub type TensorEngine = fn() -> Result<TensorVersions, String>;
 
 static TENSOR_ENGINE: OnceLock<TensorEngine> = OnceLock::new();
 
-/// Declares how this process reaches the tensor engine when it does not link libtorch itself
-/// (the `swift` binary, which opens its engine library on demand). Plugins are then checked
-/// against the engine's versions, and the engine is loaded before any plugin file that needs
-/// libtorch is opened (such a plugin finds libtorch already in the process). Called once, at
-/// start-up; a process that links libtorch (the engine) never calls it and checks plugins
-/// against its own plugin-api's versions.
+/// Declares this process's tensor engine: in the `swift` binary, which links no libtorch, a
+/// function that opens the engine library on demand; in the engine, one that returns its own
+/// versions. Plugins with tensors are checked against the engine's libtorch and tch versions, and
+/// (in the binary) the engine is loaded before any plugin file that needs libtorch is opened, so
+/// such a plugin finds libtorch already in the process. Called once, at start-up; a process that
+/// never calls it refuses plugins with tensors ("built without tensor support").
 pub fn set_tensor_engine(engine: TensorEngine) {
     let _ = TENSOR_ENGINE.set(engine);
 }
 
-/// The versions tensor plugins are checked against: the engine's where one was declared, else
-/// this build's own (None: this process has no tensor support).
+/// The versions tensor plugins are checked against: the tensor engine's (None: this process
+/// declared none, so it has no tensor support).
 fn tensor_versions() -> Result<Option<TensorVersions>, String> {
-    if let Some(engine) = TENSOR_ENGINE.get() {
-        return engine().map(Some);
-    }
-    Ok(
-        match (
-            swift_plugin_api::LIBTORCH_VERSION,
-            swift_plugin_api::TCH_VERSION,
-        ) {
-            (Some(libtorch), Some(tch)) => Some(TensorVersions {
-                libtorch: libtorch.to_string(),
-                tch: tch.to_string(),
-            }),
-            _ => None,
-        },
-    )
+    TENSOR_ENGINE.get().map(|engine| engine()).transpose()
 }
 
 /// Whether a shared library names libtorch (or its c10) among the libraries it needs: a plugin
-/// built with the `tensors` feature does. (A byte search of the file's dynamic string table's
-/// NUL-separated names; a false positive only loads the tensor engine early.)
+/// built against swift-plugin-tensors does. (A search of the file for the NUL-delimited names
+/// its dynamic string table holds; a false positive only loads the tensor engine early.)
 fn needs_libtorch(bytes: &[u8]) -> bool {
     [
         &b"\0libtorch_cpu.so\0"[..],
@@ -313,7 +299,7 @@ fn needs_libtorch(bytes: &[u8]) -> bool {
         b"\0libc10.so\0",
     ]
     .iter()
-    .any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
+    .any(|needle| memchr::memmem::find(bytes, needle).is_some())
 }
 
 /// How strictly to treat one plugin's problems.
@@ -487,8 +473,8 @@ impl PluginLoader {
             self.merge(report, &name, pending, mode)?;
             (name, String::new())
         } else {
-            if needs_libtorch(&bytes) {
-                if let Some(engine) = TENSOR_ENGINE.get() {
+            if let Some(engine) = TENSOR_ENGINE.get() {
+                if needs_libtorch(&bytes) {
                     engine()
                         .map_err(|e| format!("it needs libtorch, from the tensor engine: {e}"))?;
                 }
@@ -730,5 +716,53 @@ impl HostSink for StagingSink {
         let e = self.entry(record, Some(imp));
         self.pending.push(Pending::PreferenceLoss(e));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtorch_is_found_among_needed_libraries_only_by_its_name() {
+        assert!(needs_libtorch(
+            b"\x7fELF..\0libc.so.6\0libtorch_cpu.so\0libm.so.6\0"
+        ));
+        assert!(needs_libtorch(b"\0libc10.so\0"));
+        assert!(!needs_libtorch(b"\0libc.so.6\0libm.so.6\0"));
+        assert!(!needs_libtorch(b"mentions libtorch_cpu.so in a sentence"));
+    }
+
+    #[test]
+    fn listed_plugins_are_built_ins_without_behaviour() {
+        let mut loader = PluginLoader::new(Vec::<String>::new());
+        loader.listed = vec![ListedPlugin {
+            name: "engine-models".into(),
+            version: "1".into(),
+            models: vec![ModelFamilyRecord {
+                name: "fam".into(),
+                aliases: vec!["f".into()],
+                description: "a family".into(),
+                architectures: vec![],
+                model_types: vec![],
+                default_template: None,
+                alias_of: None,
+            }],
+            preference_losses: vec![PreferenceLossRecord::new("lossy", "a loss")],
+            ..Default::default()
+        }];
+        let report = loader.load(&[]).unwrap();
+        let fam = report.registries.models.resolve("f").unwrap();
+        assert!(fam.imp.is_none());
+        assert_eq!(
+            fam.provenance,
+            Provenance::Builtin {
+                plugin: "engine-models".into()
+            }
+        );
+        assert!(report.registries.preference_losses.get("lossy").is_some());
+        let rows = report.registries.rows(Some("preference-losses"));
+        assert_eq!(rows.len(), 1);
+        assert!(report.plugins.iter().any(|p| p.name == "engine-models"));
     }
 }
