@@ -54,10 +54,25 @@ impl TensorRef<'_> {
     }
 }
 
-/// Frees an `at::Tensor*` (registered by swift-plugin-tensors, which links libtorch).
-type FreeFn = unsafe fn(*mut c_void);
+/// The tensor side linked into this process: swift-plugin-tensors submits one (with
+/// `inventory`), so any binary or plugin that links it, and only such a one, has one. It says
+/// which libtorch and tch the process links (plugins with tensors are checked against them) and
+/// how to free a tensor.
+pub struct LinkedTensors {
+    /// The libtorch version.
+    pub libtorch: &'static str,
+    /// The tch version.
+    pub tch: &'static str,
+    /// Frees an owned `at::Tensor*` (what dropping an unconverted [`OwnedTensor`] does).
+    pub free: unsafe fn(*mut c_void),
+}
 
-static FREE: std::sync::OnceLock<FreeFn> = std::sync::OnceLock::new();
+inventory::collect!(LinkedTensors);
+
+/// The tensor side linked into this process, if any (see [`LinkedTensors`]).
+pub fn linked() -> Option<&'static LinkedTensors> {
+    inventory::iter::<LinkedTensors>.into_iter().next()
+}
 
 impl OwnedTensor {
     /// Takes ownership of a raw `at::Tensor*` (swift-plugin-tensors' conversions).
@@ -72,22 +87,15 @@ impl OwnedTensor {
         let this = std::mem::ManuallyDrop::new(self);
         this.ptr
     }
-
-    /// Declares how this process frees tensors that are dropped unconverted. swift-plugin-tensors
-    /// calls it before it makes or takes any tensor; only a process that links libtorch can
-    /// hold a real one.
-    #[doc(hidden)]
-    pub fn set_free(free: FreeFn) {
-        let _ = FREE.set(free);
-    }
 }
 
 impl Drop for OwnedTensor {
     fn drop(&mut self) {
-        if let Some(free) = FREE.get() {
+        // Only a process with a tensor side can hold a real tensor.
+        if let Some(linked) = linked() {
             // SAFETY: `ptr` is an owned at::Tensor* (OwnedTensor's contract) and `free` is
-            // libtorch's, registered by swift-plugin-tensors.
-            unsafe { free(self.ptr) }
+            // libtorch's.
+            unsafe { (linked.free)(self.ptr) }
         }
     }
 }

@@ -273,20 +273,27 @@ pub type TensorEngine = fn() -> Result<TensorVersions, String>;
 
 static TENSOR_ENGINE: OnceLock<TensorEngine> = OnceLock::new();
 
-/// Declares this process's tensor engine: in the `swift` binary, which links no libtorch, a
-/// function that opens the engine library on demand; in the engine, one that returns its own
-/// versions. Plugins with tensors are checked against the engine's libtorch and tch versions, and
-/// (in the binary) the engine is loaded before any plugin file that needs libtorch is opened, so
-/// such a plugin finds libtorch already in the process. Called once, at start-up; a process that
-/// never calls it refuses plugins with tensors ("built without tensor support").
+/// Declares how a process that links no libtorch (the `swift` binary) reaches the tensor engine:
+/// a function that opens the engine library on demand and returns its versions. Plugins with
+/// tensors are then checked against the engine's libtorch and tch versions, and the engine is
+/// loaded before any plugin file that needs libtorch is opened, so such a plugin finds libtorch
+/// already in the process. Called once, at start-up. A process that links the tensor side (the
+/// engine) needs no such function: its own versions are known (`tensor::linked`).
 pub fn set_tensor_engine(engine: TensorEngine) {
     let _ = TENSOR_ENGINE.set(engine);
 }
 
-/// The versions tensor plugins are checked against: the tensor engine's (None: this process
-/// declared none, so it has no tensor support).
+/// The versions tensor plugins are checked against: the declared engine's, else those of the
+/// tensor side linked into this process (`swift_plugin_api::tensor::linked`: the engine, and
+/// the engine crates' tests), else none (no tensor support).
 fn tensor_versions() -> Result<Option<TensorVersions>, String> {
-    TENSOR_ENGINE.get().map(|engine| engine()).transpose()
+    if let Some(engine) = TENSOR_ENGINE.get() {
+        return engine().map(Some);
+    }
+    Ok(swift_plugin_api::tensor::linked().map(|l| TensorVersions {
+        libtorch: l.libtorch.to_string(),
+        tch: l.tch.to_string(),
+    }))
 }
 
 /// Whether a shared library names libtorch (or its c10) among the libraries it needs: a plugin

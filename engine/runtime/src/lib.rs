@@ -107,28 +107,12 @@ fn run_json(bytes: &[u8]) -> i32 {
         return 2;
     }
     init_tracing(request.log_level.as_deref());
-    // This process is the tensor engine: plugins with tensors are checked against its versions.
-    swift_registry::set_tensor_engine(own_versions);
     match commands::run(request) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
             1
         }
-    }
-}
-
-/// The libtorch and tch versions this engine links (swift-registry's tensor engine hook).
-fn own_versions() -> Result<swift_registry::TensorVersions, String> {
-    match (
-        swift_plugin_tensors::LIBTORCH_VERSION,
-        swift_plugin_tensors::TCH_VERSION,
-    ) {
-        (Some(libtorch), Some(tch)) => Ok(swift_registry::TensorVersions {
-            libtorch: libtorch.to_string(),
-            tch: tch.to_string(),
-        }),
-        _ => Err("this engine was built without libtorch".to_string()),
     }
 }
 

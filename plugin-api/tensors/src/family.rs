@@ -244,7 +244,6 @@ impl ModelHandleExt for ModelHandle {
     ) -> Result<tch::Tensor, String> {
         use crate::tensor::{OwnedTensor, OwnedTensorExt, TensorRef, TensorRefExt};
         use swift_plugin_api::abi::FfiModelContext_TO;
-        crate::tensor::install_free();
         let mut host = model_adapters::HostContext(ctx);
         let ffi = FfiModelContext_TO::from_ptr(&mut host, TD_Opaque);
         let r = self
@@ -262,7 +261,6 @@ impl ModelHandleExt for ModelHandle {
     ) -> Result<tch::Tensor, String> {
         use crate::tensor::{OwnedTensor, OwnedTensorExt, TensorRef, TensorRefExt};
         use swift_plugin_api::abi::FfiModelContext_TO;
-        crate::tensor::install_free();
         let mut host = model_adapters::HostContext(ctx);
         let ffi = FfiModelContext_TO::from_ptr(&mut host, TD_Opaque);
         let (p, i) = part.to_ffi();

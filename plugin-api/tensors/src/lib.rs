@@ -43,8 +43,11 @@ pub use preference::{PreferenceInputs, PreferenceLoss, PreferenceLossHandleExt, 
 pub use registration::TensorRegistrar;
 pub use tensor::{OwnedTensorExt, TensorRefExt};
 
+/// The `tch` version this crate links.
+const TCH: &str = "0.26.0";
+
 /// The `tch` version that plugins built against this crate link.
-pub const TCH_VERSION: Option<&str> = Some("0.26.0");
+pub const TCH_VERSION: Option<&str> = Some(TCH);
 
 /// The libtorch version this build links against (read from the torch installation that
 /// torch-sys found).

@@ -125,7 +125,6 @@ mod preference_adapters {
                 kl: opt(&inputs.kl),
             };
             let json = params.to_string();
-            crate::tensor::install_free();
             let out = into_result(self.ffi().loss(ffi, json.as_str().into()))?;
             Ok(PreferenceOutput {
                 loss: out.loss.into_tensor(),

@@ -8,7 +8,7 @@ use std::mem::ManuallyDrop;
 
 use tch::Tensor;
 
-pub use swift_plugin_api::tensor::{OwnedTensor, TensorRef};
+pub use swift_plugin_api::tensor::{linked, LinkedTensors, OwnedTensor, TensorRef};
 
 /// Frees an owned `at::Tensor*` (what dropping an unconverted [`OwnedTensor`] does).
 unsafe fn free(ptr: *mut c_void) {
@@ -16,10 +16,13 @@ unsafe fn free(ptr: *mut c_void) {
     drop(unsafe { Tensor::from_ptr(ptr as *mut _) });
 }
 
-/// Makes dropping an unconverted [`OwnedTensor`] free it in this process (idempotent, cheap).
-#[inline]
-pub(crate) fn install_free() {
-    OwnedTensor::set_free(free);
+// This process has a tensor side: its versions, and how swift-plugin-api's `OwnedTensor` frees.
+swift_plugin_api::__private::inventory::submit! {
+    swift_plugin_api::tensor::LinkedTensors {
+        libtorch: env!("SWIFT_LIBTORCH_VERSION"),
+        tch: crate::TCH,
+        free,
+    }
 }
 
 /// `tch` side of [`TensorRef`].
@@ -32,12 +35,10 @@ pub trait TensorRefExt<'a> {
 
 impl<'a> TensorRefExt<'a> for TensorRef<'a> {
     fn new(t: &'a Tensor) -> Self {
-        install_free();
         TensorRef::from_raw(t.as_ptr() as *mut c_void)
     }
 
     fn shallow_clone(&self) -> Tensor {
-        install_free();
         // SAFETY: the pointer is a live at::Tensor* for 'a (TensorRef's contract). The temporary
         // wrapper is never dropped, so the sender's tensor is not freed.
         let borrowed = ManuallyDrop::new(unsafe { Tensor::from_ptr(self.as_raw() as *mut _) });
@@ -55,14 +56,12 @@ pub trait OwnedTensorExt {
 
 impl OwnedTensorExt for OwnedTensor {
     fn new(mut t: Tensor) -> Self {
-        install_free();
         let ptr = t.as_mut_ptr() as *mut c_void;
         std::mem::forget(t);
         OwnedTensor::from_raw(ptr)
     }
 
     fn into_tensor(self) -> Tensor {
-        install_free();
         // SAFETY: the pointer came from `OwnedTensor::new` on one side or the other, which gave
         // up ownership of it; `into_raw` does not free it.
         unsafe { Tensor::from_ptr(self.into_raw() as *mut _) }

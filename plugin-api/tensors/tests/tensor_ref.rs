@@ -39,3 +39,20 @@ fn an_unconverted_owned_tensor_is_freed_not_leaked() {
     drop(handle); // frees its handle; the storage lives on through `t`
     assert_eq!(f64::try_from(t.sum(Kind::Float)).unwrap(), 4.0);
 }
+
+#[test]
+fn this_process_declares_its_tensor_side() {
+    // What the registry checks plugins with tensors against, and how an unconverted
+    // OwnedTensor is freed.
+    let linked = swift_plugin_tensors::tensor::linked().expect("swift-plugin-tensors is linked");
+    assert_eq!(
+        Some(linked.libtorch),
+        swift_plugin_tensors::LIBTORCH_VERSION
+    );
+    assert_eq!(Some(linked.tch), swift_plugin_tensors::TCH_VERSION);
+    // Dropping a handed-over tensor without taking it back frees it (no leak, no crash).
+    drop(OwnedTensor::new(Tensor::ones(
+        [4],
+        (Kind::Float, tch::Device::Cpu),
+    )));
+}
