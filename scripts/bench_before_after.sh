@@ -7,6 +7,8 @@
 #
 # Build the "before" binary from a worktree of the earlier commit, e.g.
 #   git worktree add --detach ../before REV && (cd ../before && cargo build --release -p swift-host)
+# (with `-p swift-runtime` too for revisions that have the tensor engine library, which `swift`
+# opens from its own folder).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BEFORE="${1:?the earlier commit's swift binary}"
