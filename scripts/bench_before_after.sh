@@ -11,7 +11,7 @@
 # opens from its own folder).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BEFORE="${1:?the earlier commit's swift binary}"
+BEFORE="${1:?pass the swift binary built from the earlier commit}"
 AFTER="${2:-$ROOT/target/release/swift}"
 REPEATS="${3:-3}"
 PY="${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python"

@@ -429,7 +429,10 @@ fn table(own: Table, shared: Table) -> Vec<(&'static str, Check)> {
     t
 }
 
-fn all_tables() -> Vec<(&'static str, Vec<(&'static str, Check)>, Vec<String>)> {
+/// A command, its table, and its flags as clap defines them.
+type CommandTable = (&'static str, Vec<(&'static str, Check)>, Vec<String>);
+
+fn all_tables() -> Vec<CommandTable> {
     vec![
         (
             "sft",

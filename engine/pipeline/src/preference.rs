@@ -699,7 +699,7 @@ impl TrainHooks for RlhfHooks<'_> {
         }
         self.bar.set_message(msg.clone());
         let total = self.last.as_ref().map_or(step, |i| i.total_steps);
-        if step.is_multiple_of(self.logging_steps) || step == 1 || step == total {
+        if step % self.logging_steps.max(1) == 0 || step == 1 || step == total {
             self.bar
                 .suspend(|| tracing::info!("step {step}/{total}: {}", msg.trim_end()));
         }

@@ -556,7 +556,7 @@ impl TrainHooks for Hooks<'_> {
             "loss {:.4} lr {:.2e} {:.2}s/step",
             info.loss, info.learning_rate, info.step_time
         ));
-        if info.step.is_multiple_of(self.logging_steps)
+        if info.step % self.logging_steps.max(1) == 0
             || info.step == 1
             || info.step == info.total_steps
         {
