@@ -14,6 +14,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BEFORE="${1:?pass the swift binary built from the earlier commit}"
 AFTER="${2:-$ROOT/target/release/swift}"
 REPEATS="${3:-3}"
+# DPO runs are long (minutes each): DPO_REPEATS=1 keeps a check short.
+DPO_REPEATS="${DPO_REPEATS:-$REPEATS}"
 PY="${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python"
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for what in train rlhf infer; do
@@ -22,7 +24,7 @@ for what in train rlhf infer; do
         echo "== $what, $side ($bin)"
         case $what in
             train) SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_train_peer.py" --ours-only --repeats "$REPEATS" ;;
-            rlhf) SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_rlhf_peer.py" --ours-only --repeats "$REPEATS" | tail -1 ;;
+            rlhf) SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_rlhf_peer.py" --ours-only --repeats "$DPO_REPEATS" | tail -1 ;;
             infer) SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_infer_peer.py" --ours-only --repeats "$REPEATS" ;;
         esac
     done
