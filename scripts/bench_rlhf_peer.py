@@ -55,7 +55,7 @@ def run(cmd, env, work):
 
 
 COMMON = ["--rlhf_type", "dpo", "--beta", "0.1", "--tuner_type", "lora", "--lora_rank", "8",
-          "--lora_alpha", "32", "--lora_dropout", "0.05", "--target_modules", "all-linear",
+          "--lora_alpha", "32", "--lora_dropout", "0", "--target_modules", "all-linear",
           "--max_length", str(MAX_LEN), "--truncation_strategy", "left",
           "--per_device_train_batch_size", str(BATCH), "--gradient_accumulation_steps", "1",
           "--max_steps", str(STEPS), "--torch_dtype", "float32", "--dataset_shuffle", "false",
