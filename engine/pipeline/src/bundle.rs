@@ -253,3 +253,18 @@ pub fn family_config(config: &Value) -> std::borrow::Cow<'_, Value> {
         std::borrow::Cow::Borrowed(config)
     }
 }
+
+/// How `swift infer` and `swift deploy` encode a prompt: the template's generation prompt, the
+/// user's system message and thinking switch, long prompts cut from the left.
+pub fn prompt_options(t: &swift_spec::TemplateArgs) -> swift_template::EncodeOptions {
+    swift_template::EncodeOptions {
+        render: swift_template::RenderOptions {
+            generation_prompt: true,
+            system: t.system.clone(),
+            enable_thinking: t.enable_thinking,
+        },
+        max_length: None,
+        truncation: swift_template::Truncation::Left,
+        ..Default::default()
+    }
+}

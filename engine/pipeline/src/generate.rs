@@ -23,7 +23,7 @@ use swift_model::{generate, LoadedModel, SamplingParams, StopCriteria};
 use swift_plugin_tensors::{Message, StandardRow};
 use swift_registry::Registries;
 use swift_spec::InferSpec;
-use swift_template::{EncodeOptions, Encoder, RenderOptions, Truncation};
+use swift_template::Encoder;
 
 use crate::adapters::Adapters;
 use crate::bundle::ModelBundle;
@@ -84,16 +84,7 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
     let template = bundle.template(regs, template_name.as_deref())?;
     let mut stop_words = template.stop_words.clone();
     stop_words.extend(args.generation.stop_words.iter().cloned());
-    let options = EncodeOptions {
-        render: RenderOptions {
-            generation_prompt: true,
-            system: args.template.system.clone(),
-            enable_thinking: args.template.enable_thinking,
-        },
-        max_length: None,
-        truncation: Truncation::Left,
-        ..Default::default()
-    };
+    let options = crate::bundle::prompt_options(&args.template);
     let encoder = Encoder::new(template, bundle.tokenizer, options)?;
     let stop = StopCriteria {
         eos_ids: bundle.eos_ids.clone(),

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use swift_serve::{ServeOptions, ServedModel};
 use swift_spec::DeploySpec;
-use swift_template::{EncodeOptions, Encoder, RenderOptions, Truncation};
+use swift_template::Encoder;
 
 use crate::adapters::Adapters;
 use crate::bundle::ModelBundle;
@@ -80,16 +80,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
     )?;
     let template_name = args.template.template.clone().or(resolved.template.clone());
     let template = bundle.template(regs, template_name.as_deref())?;
-    let options = EncodeOptions {
-        render: RenderOptions {
-            generation_prompt: true,
-            system: args.template.system.clone(),
-            enable_thinking: args.template.enable_thinking,
-        },
-        max_length: None,
-        truncation: Truncation::Left,
-        ..Default::default()
-    };
+    let options = crate::bundle::prompt_options(&args.template);
     let config_len = bundle
         .config
         .get("max_position_embeddings")
