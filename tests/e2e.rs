@@ -8,6 +8,7 @@
 
 mod common;
 
+mod checks;
 mod deploy;
 mod encode_cli;
 mod export_gguf;

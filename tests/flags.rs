@@ -53,6 +53,7 @@ const TRAINING: Table = &[
         Asserted("bfloat16_training_keeps_the_lora_tensors_in_float32"),
     ),
     ("device", Recorded(&["cpu"])),
+    ("allow_unused_weights", Recorded(&["true"])),
     ("template", Recorded(&["chatml"])),
     ("system", Recorded(&["Be brief."])),
     ("enable_thinking", Recorded(&["false"])),
@@ -175,6 +176,14 @@ const RLHF: Table = &[
 ];
 
 const INFER: Table = &[
+    (
+        "allow_unused_weights",
+        Asserted("model_folders_with_weights_their_config_does_not_use_are_refused"),
+    ),
+    (
+        "ignore_adapter_mismatch",
+        Asserted("adapters_that_do_not_match_their_files_or_base_are_refused"),
+    ),
     ("model", Asserted("builtin_families_match_transformers")),
     (
         "model_type",
@@ -228,6 +237,11 @@ const INFER: Table = &[
 ];
 
 const DEPLOY: Table = &[
+    ("allow_unused_weights", SameAsInfer),
+    (
+        "ignore_adapter_mismatch",
+        Asserted("adapters_that_do_not_match_their_files_or_base_are_refused"),
+    ),
     ("model", Asserted("openai_client_against_the_server")),
     ("model_type", SameAsInfer),
     ("torch_dtype", SameAsInfer),
@@ -263,6 +277,10 @@ const DEPLOY: Table = &[
 ];
 
 const EXPORT: Table = &[
+    (
+        "ignore_adapter_mismatch",
+        Asserted("adapters_that_do_not_match_their_files_or_base_are_refused"),
+    ),
     (
         "from_gguf",
         Asserted("smollm_gguf_converts_to_a_hugging_face_folder"),
@@ -409,6 +427,65 @@ const ENCODE: Table = &[
     ),
 ];
 
+/// Every numeric flag (of any command): a value outside its range and the range the refusal
+/// must name (`must be RANGE`), the same on the command line and through serde. A numeric flag
+/// missing here fails `numeric_flags_refuse_values_outside_their_range`: declare its range in
+/// swift-spec (`spec/src/range.rs`) and add it.
+const NUMERIC: &[(&str, &str, &str)] = &[
+    ("max_length", "0", "an integer >= 1"),
+    ("data_seed", "-1", "an integer >= 0"),
+    ("split_dataset_ratio", "1", "a finite number in [0, 1)"),
+    ("eval_steps", "0", "an integer >= 1"),
+    ("lora_rank", "0", "an integer >= 1"),
+    ("lora_alpha", "0", "a finite number > 0"),
+    ("lora_dropout", "1.5", "a finite number in [0, 1)"),
+    ("lora_lr_ratio", "-1", "a finite number > 0"),
+    ("lisa_activated_layers", "0", "an integer >= 1"),
+    ("lisa_step_interval", "0", "an integer >= 1"),
+    ("llamapro_num_new_blocks", "0", "an integer >= 1"),
+    ("quant_bits", "9", "an integer in [1, 8]"),
+    ("learning_rate", "-1", "a finite number > 0"),
+    ("warmup_ratio", "1.5", "a finite number in [0, 1]"),
+    ("warmup_steps", "-1", "an integer >= 0"),
+    ("num_train_epochs", "0", "a finite number > 0"),
+    ("max_steps", "0", "an integer >= 1"),
+    ("per_device_train_batch_size", "0", "an integer >= 1"),
+    ("gradient_accumulation_steps", "0", "an integer >= 1"),
+    ("max_grad_norm", "-1", "a finite number >= 0"),
+    ("weight_decay", "-0.1", "a finite number >= 0"),
+    ("adam_beta1", "1", "a finite number in [0, 1)"),
+    ("adam_beta2", "-0.5", "a finite number in [0, 1)"),
+    ("adam_epsilon", "0", "a finite number > 0"),
+    ("seed", "-1", "an integer >= 0"),
+    ("logging_steps", "0", "an integer >= 1"),
+    ("save_steps", "0", "an integer >= 1"),
+    ("save_total_limit", "0", "an integer >= 1"),
+    ("rows_per_pass", "-1", "an integer >= 0"),
+    ("beta", "0", "a finite number > 0"),
+    ("label_smoothing", "0.5", "a finite number in [0, 0.5)"),
+    ("rpo_alpha", "-1", "a finite number >= 0"),
+    ("simpo_gamma", "-1", "a finite number >= 0"),
+    ("cpo_alpha", "-1", "a finite number >= 0"),
+    ("desirable_weight", "0", "a finite number > 0"),
+    ("undesirable_weight", "0", "a finite number > 0"),
+    ("rlhf_chunk_size", "-1", "an integer >= 0"),
+    ("center_rewards_coefficient", "-1", "a finite number >= 0"),
+    ("max_new_tokens", "0", "an integer >= 1"),
+    ("temperature", "-1", "a finite number >= 0"),
+    ("top_k", "-1", "an integer >= 0"),
+    ("top_p", "0", "a finite number in (0, 1]"),
+    ("repetition_penalty", "0", "a finite number > 0"),
+    ("port", "70000", "an integer in [0, 65535]"),
+    ("max_batch_size", "0", "an integer >= 1"),
+    ("max_queue", "0", "an integer >= 1"),
+    ("max_model_len", "0", "an integer >= 1"),
+    ("debug_step_delay_ms", "-1", "an integer >= 0"),
+    ("debug_greedy_tokens", "-1", "an integer >= 0"),
+    ("nll_tokens", "0", "an integer >= 1"),
+    ("group_size", "-1", "an integer >= 0"),
+    ("quant_n_samples", "0", "an integer >= 1"),
+];
+
 /// The flag ids of a command's specification (clap's ids are the field names).
 fn flags_of<T: Args>() -> Vec<String> {
     T::augment_args(clap::Command::new("x"))
@@ -429,45 +506,87 @@ fn table(own: Table, shared: Table) -> Vec<(&'static str, Check)> {
     t
 }
 
-/// A command, its table, and its flags as clap defines them.
-type CommandTable = (&'static str, Vec<(&'static str, Check)>, Vec<String>);
+/// A command, its table, its flags as clap defines them, and its specification's parsers.
+type CommandTable = (
+    &'static str,
+    Vec<(&'static str, Check)>,
+    Vec<String>,
+    Parsers,
+);
+
+/// A command specification's two ways in: its clap definition (the command line) and serde
+/// (`--config` files, `SWIFT_*` variables, everything the host layers), as plain functions.
+#[derive(Clone, Copy)]
+struct Parsers {
+    command: fn() -> clap::Command,
+    /// The defaults with `flag` set to a JSON value, read back through serde.
+    with_value: fn(&str, Value) -> Result<(), String>,
+}
+
+impl Parsers {
+    fn of<T: Args + clap::FromArgMatches + serde::Serialize + serde::de::DeserializeOwned>() -> Self
+    {
+        Parsers {
+            command: || T::augment_args(clap::Command::new("x")).no_binary_name(true),
+            with_value: |flag, v| {
+                let m = T::augment_args(clap::Command::new("x"))
+                    .no_binary_name(true)
+                    .try_get_matches_from(Vec::<String>::new())
+                    .unwrap();
+                let mut defaults = serde_json::to_value(T::from_arg_matches(&m).unwrap()).unwrap();
+                defaults[flag] = v;
+                serde_json::from_value::<T>(defaults)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        }
+    }
+}
 
 fn all_tables() -> Vec<CommandTable> {
+    use swift_spec::*;
     vec![
         (
             "sft",
             table(SFT, TRAINING),
-            flags_of::<swift_spec::TrainSpec>(),
+            flags_of::<TrainSpec>(),
+            Parsers::of::<TrainSpec>(),
         ),
         (
             "pt",
             table(PT, TRAINING),
-            flags_of::<swift_spec::TrainSpec>(),
+            flags_of::<TrainSpec>(),
+            Parsers::of::<TrainSpec>(),
         ),
         (
             "rlhf",
             table(RLHF, TRAINING),
-            flags_of::<swift_spec::RlhfSpec>(),
+            flags_of::<RlhfSpec>(),
+            Parsers::of::<RlhfSpec>(),
         ),
         (
             "infer",
             table(INFER, &[]),
-            flags_of::<swift_spec::InferSpec>(),
+            flags_of::<InferSpec>(),
+            Parsers::of::<InferSpec>(),
         ),
         (
             "deploy",
             table(DEPLOY, &[]),
-            flags_of::<swift_spec::DeploySpec>(),
+            flags_of::<DeploySpec>(),
+            Parsers::of::<DeploySpec>(),
         ),
         (
             "export",
             table(EXPORT, &[]),
-            flags_of::<swift_spec::ExportSpec>(),
+            flags_of::<ExportSpec>(),
+            Parsers::of::<ExportSpec>(),
         ),
         (
             "encode",
             table(ENCODE, &[]),
-            flags_of::<swift_spec::EncodeSpec>(),
+            flags_of::<EncodeSpec>(),
+            Parsers::of::<EncodeSpec>(),
         ),
     ]
 }
@@ -491,7 +610,7 @@ fn every_flag_of_every_command_has_an_entry_and_asserting_tests_exist() {
             }
         }
     }
-    for (cmd, table, flags) in all_tables() {
+    for (cmd, table, flags, _) in all_tables() {
         for f in &flags {
             assert!(
                 table.iter().any(|(t, _)| t == f),
@@ -638,7 +757,7 @@ fn run_swift(cmd: &str, args: &[String]) -> std::process::Output {
 #[test]
 fn refused_flags_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    for (cmd, table, _) in all_tables() {
+    for (cmd, table, _, _) in all_tables() {
         for (flag, check) in table {
             let Refused(context) = check else { continue };
             let out = dir.path().join(format!("{cmd}-{flag}"));
@@ -695,7 +814,7 @@ fn expected_json(values: &[&str], recorded: &Value) -> Value {
 #[test]
 fn training_runs_record_every_setting() {
     let dir = tempfile::tempdir().unwrap();
-    for (cmd, table, _) in all_tables() {
+    for (cmd, table, _, _) in all_tables() {
         if !matches!(cmd, "sft" | "pt" | "rlhf") {
             continue;
         }
@@ -822,6 +941,151 @@ fn infer_and_encode_flags_change_the_output() {
             assert_ne!(
                 before, after,
                 "swift {cmd} --{flag} {values:?} did not change the run"
+            );
+        }
+    }
+}
+
+/// Whether clap reads the flag as a number.
+fn is_numeric(a: &clap::Arg) -> bool {
+    use std::any::TypeId;
+    let t = a.get_value_parser().type_id();
+    [
+        TypeId::of::<f64>(),
+        TypeId::of::<f32>(),
+        TypeId::of::<usize>(),
+        TypeId::of::<u64>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<u16>(),
+        TypeId::of::<u8>(),
+        TypeId::of::<i64>(),
+        TypeId::of::<i32>(),
+    ]
+    .iter()
+    .any(|id| t == *id)
+}
+
+/// Every numeric flag of every command refuses a value outside its range, naming the flag and
+/// the range, on the command line and through serde (the `--config` file and `SWIFT_*` path);
+/// every float flag refuses `nan` and `inf`. In-process: no binary runs.
+#[test]
+fn numeric_flags_refuse_values_outside_their_range() {
+    for (cmd, _, _, parsers) in all_tables() {
+        let command = (parsers.command)();
+        for arg in command.get_arguments().filter(|a| is_numeric(a)) {
+            let flag = arg.get_id().as_str();
+            let Some((_, bad, range)) = NUMERIC.iter().find(|(f, _, _)| *f == flag) else {
+                panic!(
+                    "swift {cmd} --{flag} is numeric but tests/flags.rs NUMERIC has no range for \
+                     it: declare one in spec/src/range.rs and add it"
+                )
+            };
+            let want = format!("must be {range}");
+            let long = format!("--{}", arg.get_long().unwrap());
+            let err = (parsers.command)()
+                .try_get_matches_from([format!("{long}={bad}")])
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&long) && err.contains(&want),
+                "swift {cmd} --{flag} {bad}: the refusal should name the flag and `{want}`: {err}"
+            );
+            let value: Value = serde_json::from_str(bad).unwrap();
+            let err = (parsers.with_value)(flag, value)
+                .expect_err(&format!("swift {cmd}: serde took {flag} = {bad}"));
+            assert!(
+                err.contains(&want),
+                "swift {cmd}: {flag} = {bad} in a config file: the refusal should say `{want}`: {err}"
+            );
+            if a_float(arg) {
+                for v in ["nan", "inf", "-inf"] {
+                    let err = (parsers.command)()
+                        .try_get_matches_from([format!("{long}={v}")])
+                        .map(|_| ())
+                        .unwrap_err()
+                        .to_string();
+                    assert!(
+                        err.contains(&want),
+                        "swift {cmd} --{flag} {v}: should be refused with `{want}`: {err}"
+                    );
+                }
+            }
+        }
+    }
+    for (flag, _, _) in NUMERIC {
+        assert!(
+            all_tables()
+                .iter()
+                .any(|(_, _, flags, _)| flags.iter().any(|f| f == flag)),
+            "tests/flags.rs NUMERIC lists --{flag}, which no command has"
+        );
+    }
+}
+
+fn a_float(a: &clap::Arg) -> bool {
+    let t = a.get_value_parser().type_id();
+    t == std::any::TypeId::of::<f64>() || t == std::any::TypeId::of::<f32>()
+}
+
+/// The host refuses an out-of-range value from each of its three sources (flag, `--config`
+/// file, `SWIFT_*` variable) before it opens the tensor engine, naming the flag and the range.
+#[test]
+fn out_of_range_values_are_refused_from_flags_config_files_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("c.toml");
+    std::fs::write(&toml, "learning_rate = nan\n").unwrap();
+    let yaml = dir.path().join("c.yaml");
+    std::fs::write(&yaml, "per_device_train_batch_size: 0\n").unwrap();
+    let toml = toml.display().to_string();
+    let yaml = yaml.display().to_string();
+    let cases: [(&[&str], &[(&str, &str)], &[&str]); 6] = [
+        (
+            &["sft", "--num_train_epochs=-1"],
+            &[],
+            &["--num-train-epochs", "must be a finite number > 0, got -1"],
+        ),
+        (
+            &["sft", "--learning_rate", "-1"],
+            &[],
+            &["--learning-rate", "must be a finite number > 0, got -1"],
+        ),
+        (
+            &["sft", "--config", &toml],
+            &[],
+            &[
+                "learning_rate",
+                "must be a finite number > 0, got NaN",
+                "c.toml",
+            ],
+        ),
+        (
+            &["rlhf", "--config", &yaml],
+            &[],
+            &[
+                "per_device_train_batch_size",
+                "must be an integer >= 1, got 0",
+            ],
+        ),
+        (
+            &["sft"],
+            &[("SWIFT_LORA_DROPOUT", "1.5")],
+            &["--lora_dropout (from $SWIFT_LORA_DROPOUT): must be a finite number in [0, 1), got 1.5"],
+        ),
+        (
+            &["infer", "--top_p", "1.5"],
+            &[],
+            &["--top-p", "must be a finite number in (0, 1], got 1.5"],
+        ),
+    ];
+    for (args, env, want) in cases {
+        let o = swift_env(args, env);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "swift {args:?} {env:?} was accepted");
+        for w in want {
+            assert!(
+                err.contains(w),
+                "swift {args:?} {env:?}: no `{w}` in:\n{err}"
             );
         }
     }

@@ -64,7 +64,7 @@ where
         Value::Object(m) => m.keys().cloned().collect(),
         _ => Vec::new(),
     };
-    let mut fig = Figment::from(Serialized::defaults(defaults));
+    let mut fig = Figment::from(Serialized::defaults(defaults.clone()));
     if let Some(path) = config_file {
         if !path.is_file() {
             bail!("config file {} does not exist", path.display());
@@ -79,16 +79,48 @@ where
             ),
         };
     }
+    let env_keys = known.clone();
     let env = Env::prefixed("SWIFT_")
-        .filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
-    fig = fig.merge(env).merge(Serialized::defaults(flags));
-    fig.extract().with_context(|| match config_file {
-        Some(p) => format!(
-            "invalid settings (flags, SWIFT_* variables or {})",
-            p.display()
-        ),
-        None => "invalid settings (flags or SWIFT_* variables)".to_string(),
-    })
+        .filter(move |k| env_keys.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
+    fig = fig.merge(env).merge(Serialized::defaults(flags.clone()));
+    let err = match fig.extract() {
+        Ok(spec) => return Ok(spec),
+        Err(e) => e,
+    };
+    // serde's `flatten` (every specification is flattened from groups) hides which key failed:
+    // find it by reading each key alone over the defaults, and name it and where it came from.
+    let culprit = known.iter().find_map(|k| {
+        let value = fig.find_value(k).ok()?;
+        let alone = Figment::from(Serialized::defaults(defaults.clone()))
+            .merge(Serialized::default(k, value))
+            .extract::<T>();
+        alone.err().map(|e| (k, e))
+    });
+    match culprit {
+        Some((k, e)) => {
+            let from = if flags.get(k).is_some() {
+                "given on the command line".to_string()
+            } else if let Some(var) = std::env::vars().map(|(v, _)| v).find(|v| {
+                v.strip_prefix("SWIFT_")
+                    .is_some_and(|n| n.eq_ignore_ascii_case(k))
+            }) {
+                format!("from ${var}")
+            } else {
+                match config_file {
+                    Some(p) => format!("from {}", p.display()),
+                    None => "as given".to_string(),
+                }
+            };
+            bail!("--{k} ({from}): {}", e.kind)
+        }
+        None => Err(err).with_context(|| match config_file {
+            Some(p) => format!(
+                "invalid settings (flags, SWIFT_* variables or {})",
+                p.display()
+            ),
+            None => "invalid settings (flags or SWIFT_* variables)".to_string(),
+        }),
+    }
 }
 
 /// Settings every command shares.

@@ -173,6 +173,12 @@ pub struct ModelLayout {
     /// The longest position the model supports (learned position tables), if bounded.
     #[serde(default)]
     pub max_positions: Option<i64>,
+    /// Stored weights the family knowingly does not read (`*` matches any run of characters):
+    /// e.g. `*rotary_emb.inv_freq`, a tied copy of `lm_head.weight`, a vision tower when
+    /// loading text only. Any other stored weight the layout does not use makes loading fail
+    /// (`--allow_unused_weights true` overrides). Appended: older plugins declare none.
+    #[serde(default)]
+    pub ignorable: Vec<String>,
 }
 
 impl ModelLayout {
@@ -193,9 +199,51 @@ impl ModelLayout {
         out
     }
 
+    /// Whether the stored weight `name` matches one of the [`ModelLayout::ignorable`] patterns.
+    pub fn is_ignorable(&self, name: &str) -> bool {
+        self.ignorable.iter().any(|p| glob(p, name))
+    }
+
     /// The slot called `name`.
     pub fn slot(&self, name: &str) -> Option<&Slot> {
         self.slots.iter().find(|s| s.name == name)
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of characters.
+fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for p in middle {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod glob_tests {
+    #[test]
+    fn star_matches_any_run() {
+        use super::glob;
+        assert!(glob(
+            "*rotary_emb.inv_freq",
+            "model.layers.0.self_attn.rotary_emb.inv_freq"
+        ));
+        assert!(glob("lm_head.weight", "lm_head.weight"));
+        assert!(!glob("lm_head.weight", "lm_head.weight2"));
+        assert!(glob("vision_tower.*", "vision_tower.a.b"));
+        assert!(glob("a*b*c", "a-b-c") && !glob("a*b*c", "a-c-b"));
+        assert!(!glob("ab*ba", "aba"));
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::groups::*;
+use crate::range;
 
 /// `swift sft` and `swift pt`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -73,15 +74,23 @@ pub struct InferSpec {
     /// args.json supplies the model and template when --model / --template are not given.
     #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "CKPT"))]
     pub adapters: Vec<PathBuf>,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub adapter_check: AdapterCheckArgs,
     /// Fold the --adapters into the base weights at load time (faster decoding, same output;
     /// `swift export --merge_lora` writes such a model to disk).
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
     pub merge_lora: bool,
     /// Rows generated together with --val_dataset.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<usize, range::AtLeastOne, _>")]
     pub max_batch_size: usize,
     /// Longest prompt in tokens (chat: older turns are dropped to fit).
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<usize, range::AtLeastOne, _>"
+    )]
     pub max_length: Option<usize>,
     /// Datasets to answer (files or registered names, NAME#N samples N rows).
     #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "SPEC"))]
@@ -91,11 +100,13 @@ pub struct InferSpec {
     pub result_path: Option<PathBuf>,
     #[cfg_attr(feature = "cli", arg(long, hide = true))]
     pub debug_input_ids: Option<String>,
-    #[cfg_attr(feature = "cli", arg(long, hide = true, default_value_t = 32))]
+    #[cfg_attr(feature = "cli", arg(long, hide = true, default_value_t = 32, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
+    #[serde(deserialize_with = "range::de::<usize, range::Any, _>")]
     pub debug_greedy_tokens: usize,
     #[cfg_attr(feature = "cli", arg(long, hide = true))]
     pub nll_file: Option<PathBuf>,
-    #[cfg_attr(feature = "cli", arg(long, hide = true, default_value_t = 192))]
+    #[cfg_attr(feature = "cli", arg(long, hide = true, default_value_t = 192, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<usize, range::AtLeastOne, _>")]
     pub nll_tokens: usize,
     /// The flags the user set (filled by the host; not a flag, not in `args.json`).
     #[cfg_attr(feature = "cli", arg(skip))]
@@ -119,6 +130,9 @@ pub struct DeploySpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub server: ServerArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub adapter_check: AdapterCheckArgs,
     /// The flags the user set (filled by the host; not a flag, not in `args.json`).
     #[cfg_attr(feature = "cli", arg(skip))]
     #[serde(skip)]
@@ -142,6 +156,9 @@ pub struct ExportSpec {
     /// LoRA checkpoints (PEFT layout) to merge into the base model (with --merge_lora).
     #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "CKPT"))]
     pub adapters: Vec<PathBuf>,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub adapter_check: AdapterCheckArgs,
     /// Merge the --adapters into the base weights and write a full model folder
     /// (default: `<first checkpoint>-merged`).
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = crate::parse_bool))]
@@ -167,13 +184,19 @@ pub struct ExportSpec {
     #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "SPEC"))]
     pub dataset: Vec<String>,
     /// Input columns per scale (hqq, gptq, awq, rtn; default 128; 0: one per row).
-    #[cfg_attr(feature = "cli", arg(long, value_name = "G"))]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "G", allow_negative_numbers = true, value_parser = range::parse::<i64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::NonNegative, _>"
+    )]
     pub group_size: Option<i64>,
     /// Calibration texts used (gptq, awq).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 128))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<usize, range::AtLeastOne, _>")]
     pub quant_n_samples: usize,
     /// Tokens per calibration text.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<usize, range::AtLeastOne, _>")]
     pub max_length: usize,
     /// gptq: quantize columns by decreasing Hessian diagonal (default true).
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = crate::parse_bool))]

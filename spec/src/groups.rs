@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::range;
+
 /// The model to load: `swift sft`, `pt`, `rlhf`, `infer`, `deploy`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
@@ -21,6 +23,23 @@ pub struct ModelArgs {
     /// auto (CUDA when present), cpu, cuda or cuda:N.
     #[cfg_attr(feature = "cli", arg(long, default_value = "auto"))]
     pub device: String,
+    /// Load a model folder whose stored weights include some its config.json does not use
+    /// (by default an error: config.json may not describe these weights).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    #[serde(default)]
+    pub allow_unused_weights: bool,
+}
+
+/// How `--adapters` checkpoints are checked against the base model: `swift infer`, `deploy`,
+/// `export`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct AdapterCheckArgs {
+    /// Load adapters whose args.json records another base (model_type, architectures or
+    /// sizes) than the model given (by default an error).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    #[serde(default)]
+    pub ignore_adapter_mismatch: bool,
 }
 
 /// The chat template and what it renders: every command that renders conversations.
@@ -46,7 +65,11 @@ pub struct TemplateArgs {
 pub struct EncodingArgs {
     /// Longest row in tokens (training: default 2048; encode: no limit); longer rows are
     /// handled by --truncation_strategy.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<usize, range::AtLeastOne, _>"
+    )]
     pub max_length: Option<usize>,
     /// delete, left or right.
     #[cfg_attr(feature = "cli", arg(long, default_value = "delete"))]
@@ -72,7 +95,8 @@ pub struct DatasetArgs {
     #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "SPEC"))]
     pub dataset: Vec<String>,
     /// Seed of NAME#N sampling.
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<u64, range::Any>))]
+    #[serde(default, deserialize_with = "range::de_opt::<u64, range::Any, _>")]
     pub data_seed: Option<u64>,
     /// Column renames, a JSON object {"old": "new"}.
     #[cfg_attr(feature = "cli", arg(long))]
@@ -96,11 +120,16 @@ pub struct ValidationArgs {
     #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "SPEC"))]
     pub val_dataset: Vec<String>,
     /// Without --val_dataset: the share of the (shuffled) rows held out for validation.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::ZeroToBelowOne>))]
+    #[serde(deserialize_with = "range::de::<f64, range::ZeroToBelowOne, _>")]
     pub split_dataset_ratio: f64,
     /// Evaluate every N steps (default: --save_steps) and at the end, when there are
     /// validation rows.
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<u64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<u64, range::AtLeastOne, _>"
+    )]
     pub eval_steps: Option<u64>,
     /// Also evaluate before the first step (transformers' `eval_on_start`): the untrained
     /// model's validation metrics, logged at step 0 (or at a resumed run's first step).
@@ -119,11 +148,14 @@ pub struct TunerArgs {
         arg(long, alias = "train-type", default_value = "lora")
     )]
     pub tuner_type: String,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = range::parse::<i64, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<i64, range::AtLeastOne, _>")]
     pub lora_rank: i64,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 32.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 32.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(deserialize_with = "range::de::<f64, range::Positive, _>")]
     pub lora_alpha: f64,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.05))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = range::parse::<f64, range::ZeroToBelowOne>))]
+    #[serde(deserialize_with = "range::de::<f64, range::ZeroToBelowOne, _>")]
     pub lora_dropout: f64,
     /// all-linear (every linear slot but the output projection) or slot names (q_proj, ...).
     #[cfg_attr(feature = "cli", arg(long, num_args = 1.., default_values_t = [String::from("all-linear")]))]
@@ -143,7 +175,8 @@ pub struct TunerArgs {
     #[cfg_attr(feature = "cli", arg(long))]
     pub init_weights: Option<String>,
     /// LoRA+: B's learning rate over A's (the `lora_plus` tuner defaults to 16).
-    #[cfg_attr(feature = "cli", arg(long, alias = "lorap-lr-ratio"))]
+    #[cfg_attr(feature = "cli", arg(long, alias = "lorap-lr-ratio", allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(default, deserialize_with = "range::de_opt::<f64, range::Positive, _>")]
     pub lora_lr_ratio: Option<f64>,
     /// Parameters kept frozen (name prefixes or * patterns), for the full and freeze tuners.
     #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
@@ -152,13 +185,25 @@ pub struct TunerArgs {
     #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
     pub trainable_parameters: Vec<String>,
     /// LISA: decoder layers trained at a time (the `lisa` tuner defaults to 2).
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<usize, range::AtLeastOne, _>"
+    )]
     pub lisa_activated_layers: Option<usize>,
     /// LISA: steps between re-drawing the active layers (default 20).
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<u64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<u64, range::AtLeastOne, _>"
+    )]
     pub lisa_step_interval: Option<u64>,
     /// LLaMA-Pro: new blocks to insert (must divide the number of layers; default 4).
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<usize, range::AtLeastOne, _>"
+    )]
     pub llamapro_num_new_blocks: Option<usize>,
 }
 
@@ -171,7 +216,8 @@ pub struct QuantArgs {
     #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
     pub quant_method: Option<String>,
     /// Bits per weight: 4 or 8 (awq: 4).
-    #[cfg_attr(feature = "cli", arg(long, value_name = "B"))]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "B", allow_negative_numbers = true, value_parser = range::parse::<u8, range::Bits>))]
+    #[serde(default, deserialize_with = "range::de_opt::<u8, range::Bits, _>")]
     pub quant_bits: Option<u8>,
 }
 
@@ -180,38 +226,54 @@ pub struct QuantArgs {
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainerArgs {
     /// Peak learning rate (default: 1e-4 for adapters, 1e-5 for full training).
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(default, deserialize_with = "range::de_opt::<f64, range::Positive, _>")]
     pub learning_rate: Option<f64>,
     /// cosine, linear or constant.
     #[cfg_attr(feature = "cli", arg(long, default_value = "cosine"))]
     pub lr_scheduler_type: String,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::ZeroToOne>))]
+    #[serde(deserialize_with = "range::de::<f64, range::ZeroToOne, _>")]
     pub warmup_ratio: f64,
     /// Overrides --warmup_ratio.
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<u64, range::Any>))]
+    #[serde(default, deserialize_with = "range::de_opt::<u64, range::Any, _>")]
     pub warmup_steps: Option<u64>,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 3.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 3.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(deserialize_with = "range::de::<f64, range::Positive, _>")]
     pub num_train_epochs: f64,
     /// Overrides --num_train_epochs.
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<u64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<u64, range::AtLeastOne, _>"
+    )]
     pub max_steps: Option<u64>,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<usize, range::AtLeastOne, _>")]
     pub per_device_train_batch_size: usize,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<usize, range::AtLeastOne, _>")]
     pub gradient_accumulation_steps: usize,
     /// 0 turns clipping off.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(deserialize_with = "range::de::<f64, range::NonNegative, _>")]
     pub max_grad_norm: f64,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.1))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(deserialize_with = "range::de::<f64, range::NonNegative, _>")]
     pub weight_decay: f64,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.9))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.9, allow_negative_numbers = true, value_parser = range::parse::<f64, range::ZeroToBelowOne>))]
+    #[serde(deserialize_with = "range::de::<f64, range::ZeroToBelowOne, _>")]
     pub adam_beta1: f64,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.95))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.95, allow_negative_numbers = true, value_parser = range::parse::<f64, range::ZeroToBelowOne>))]
+    #[serde(deserialize_with = "range::de::<f64, range::ZeroToBelowOne, _>")]
     pub adam_beta2: f64,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1e-8))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1e-8, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(deserialize_with = "range::de::<f64, range::Positive, _>")]
     pub adam_epsilon: f64,
     /// Seed of the tuner's initialisation, the shuffles and dropout.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 42))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 42, allow_negative_numbers = true, value_parser = range::parse::<u64, range::Any>))]
+    #[serde(deserialize_with = "range::de::<u64, range::Any, _>")]
     pub seed: u64,
     /// Shuffle the rows once they are read.
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
@@ -219,13 +281,19 @@ pub struct TrainerArgs {
     /// Reshuffle every epoch.
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
     pub train_dataloader_shuffle: bool,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 5))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = range::parse::<u64, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<u64, range::AtLeastOne, _>")]
     pub logging_steps: u64,
     /// Write a checkpoint every N steps (and at the end).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 500))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 500, allow_negative_numbers = true, value_parser = range::parse::<u64, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<u64, range::AtLeastOne, _>")]
     pub save_steps: u64,
     /// Keep only the newest N checkpoints.
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<usize, range::AtLeastOne, _>"
+    )]
     pub save_total_limit: Option<usize>,
     /// The run folder (default: output/<model>/v<N>-<timestamp>/).
     #[cfg_attr(feature = "cli", arg(long))]
@@ -236,7 +304,8 @@ pub struct TrainerArgs {
     pub resume_from_checkpoint: Option<PathBuf>,
     /// Rows per forward/backward pass inside a micro-batch (1: the least memory, no padding;
     /// 0: the whole micro-batch at once). The gradient is the same.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
+    #[serde(deserialize_with = "range::de::<usize, range::Any, _>")]
     pub rows_per_pass: usize,
     /// Recompute each transformer block's activations in the backward pass instead of keeping
     /// them (less memory, about one extra forward pass of time; the gradient is the same).
@@ -264,29 +333,40 @@ pub struct PreferenceArgs {
     #[cfg_attr(feature = "cli", arg(long))]
     pub loss_type: Option<String>,
     /// Temperature of the implicit reward (default 0.1; 2.0 for simpo).
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(default, deserialize_with = "range::de_opt::<f64, range::Positive, _>")]
     pub beta: Option<f64>,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::BelowHalf>))]
+    #[serde(deserialize_with = "range::de::<f64, range::BelowHalf, _>")]
     pub label_smoothing: f64,
     /// Weight of the chosen answers' NLL added to a DPO loss (RPO).
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::NonNegative, _>"
+    )]
     pub rpo_alpha: Option<f64>,
     /// SimPO's target reward margin.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(deserialize_with = "range::de::<f64, range::NonNegative, _>")]
     pub simpo_gamma: f64,
     /// Weight of the chosen answers' NLL in CPO / SimPO.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(deserialize_with = "range::de::<f64, range::NonNegative, _>")]
     pub cpo_alpha: f64,
     /// KTO: weight of the desirable rows' loss.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(deserialize_with = "range::de::<f64, range::Positive, _>")]
     pub desirable_weight: f64,
     /// KTO: weight of the undesirable rows' loss.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(deserialize_with = "range::de::<f64, range::Positive, _>")]
     pub undesirable_weight: f64,
     /// Sequences per gradient pass of the policy (1: score every sequence without a graph,
     /// take the loss's gradient per sequence, then back-propagate one sequence at a time; the
     /// same gradient in bounded memory). 0: the whole micro-batch in one pass.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
+    #[serde(deserialize_with = "range::de::<usize, range::Any, _>")]
     pub rlhf_chunk_size: usize,
     /// Switch LoRA dropout off for preference training (as TRL's `disable_dropout` and so
     /// ms-swift do).
@@ -294,7 +374,11 @@ pub struct PreferenceArgs {
     pub disable_dropout: bool,
     /// Reward modelling: weight of `mean((r_chosen + r_rejected)²)` added to the loss, which
     /// centres the scores on zero (TRL's RewardConfig; default off).
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::NonNegative, _>"
+    )]
     pub center_rewards_coefficient: Option<f64>,
     /// A separate reference model folder (default: the policy with its adapters disabled; for
     /// full fine-tuning a frozen copy of --model).
@@ -306,20 +390,26 @@ pub struct PreferenceArgs {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct GenerationArgs {
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<usize, range::AtLeastOne, _>")]
     pub max_new_tokens: usize,
     /// 0 decodes greedily.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(deserialize_with = "range::de::<f64, range::NonNegative, _>")]
     pub temperature: f64,
     /// 0: no top-k cut.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
+    #[serde(deserialize_with = "range::de::<usize, range::Any, _>")]
     pub top_k: usize,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::AboveZeroToOne>))]
+    #[serde(deserialize_with = "range::de::<f64, range::AboveZeroToOne, _>")]
     pub top_p: f64,
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(deserialize_with = "range::de::<f64, range::Positive, _>")]
     pub repetition_penalty: f64,
     /// Seed of sampling.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 42))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 42, allow_negative_numbers = true, value_parser = range::parse::<u64, range::Any>))]
+    #[serde(deserialize_with = "range::de::<u64, range::Any, _>")]
     pub seed: u64,
     /// Extra strings that end an answer (besides EOS and the template's). Repeatable.
     #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
@@ -349,7 +439,8 @@ pub struct ServerArgs {
     #[cfg_attr(feature = "cli", arg(long, default_value = "127.0.0.1"))]
     pub host: String,
     /// 0 picks a free port; the address is printed as `listening on http://HOST:PORT`.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8000))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8000, allow_negative_numbers = true, value_parser = range::parse::<u16, range::Any>))]
+    #[serde(deserialize_with = "range::de::<u16, range::Any, _>")]
     pub port: u16,
     /// Require `Authorization: Bearer KEY` on the /v1 routes.
     #[cfg_attr(feature = "cli", arg(long))]
@@ -358,16 +449,23 @@ pub struct ServerArgs {
     #[cfg_attr(feature = "cli", arg(long))]
     pub served_model_name: Option<String>,
     /// Most requests (rows) decoded together.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 16))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<usize, range::AtLeastOne, _>")]
     pub max_batch_size: usize,
     /// Requests that may wait for room in the batch; beyond that the server answers 503.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 256))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 256, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(deserialize_with = "range::de::<usize, range::AtLeastOne, _>")]
     pub max_queue: usize,
     /// Prompt plus answer tokens per request (default: config.json's max_position_embeddings).
-    #[cfg_attr(feature = "cli", arg(long, alias = "max-length"))]
+    #[cfg_attr(feature = "cli", arg(long, alias = "max-length", allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<usize, range::AtLeastOne, _>"
+    )]
     pub max_model_len: Option<usize>,
     /// Test hook: sleep this many milliseconds after every decoding step, so tests can hold
     /// requests in flight (queue limits, draining on shutdown).
-    #[cfg_attr(feature = "cli", arg(long, hide = true))]
+    #[cfg_attr(feature = "cli", arg(long, hide = true, allow_negative_numbers = true, value_parser = range::parse::<u64, range::Any>))]
+    #[serde(default, deserialize_with = "range::de_opt::<u64, range::Any, _>")]
     pub debug_step_delay_ms: Option<u64>,
 }

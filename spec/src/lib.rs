@@ -10,6 +10,7 @@
 //! its flags and clap refuses it by name.
 //!
 //! The engine (swift-pipeline) takes these structs fully resolved; it knows nothing of clap.
+//! [`range`] declares the range of every numeric flag (refused when parsed, range named).
 //! [`request`] is how the host hands one of them to the tensor engine (swift-runtime).
 //! Names follow ms-swift's (snake_case in files, kebab-case or snake_case on the command line).
 
@@ -17,6 +18,7 @@ use std::collections::BTreeSet;
 
 mod commands;
 mod groups;
+pub mod range;
 pub mod request;
 
 pub use commands::*;
@@ -29,24 +31,6 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
         "false" | "0" | "no" | "off" => Ok(false),
         other => Err(format!("expected true or false, got `{other}`")),
     }
-}
-
-/// Checks a value against a range and says which flag and which range when it is outside.
-pub fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
-    flag: &str,
-    value: T,
-    low: T,
-    high: Option<T>,
-) -> Result<(), String> {
-    let below = value.partial_cmp(&low).is_none_or(|o| o.is_lt());
-    let above = high.is_some_and(|h| value.partial_cmp(&h).is_none_or(|o| o.is_gt()));
-    if below || above {
-        return Err(match high {
-            Some(h) => format!("--{flag} must be between {low} and {h}, got {value}"),
-            None => format!("--{flag} must be at least {low}, got {value}"),
-        });
-    }
-    Ok(())
 }
 
 /// The flags a user set (on the command line, in the `--config` file or a `SWIFT_*` variable) to

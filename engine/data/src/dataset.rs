@@ -315,6 +315,15 @@ impl Source {
                 if len == 0 {
                     return Err(DataError::Empty { path });
                 }
+                if n > len {
+                    tracing::warn!(
+                        "{}#{n}: the file has {len} rows, so #{n} samples with repetition \
+                         ({} whole passes, then {} rows drawn)",
+                        path.display(),
+                        n / len,
+                        n % len
+                    );
+                }
                 let seed = sample::mix(opts.data_seed.wrapping_add(k as u64));
                 sample::plan(len, n, seed).into()
             }

@@ -56,6 +56,8 @@ pub enum ModelError {
         got: Vec<i64>,
         want: Vec<i64>,
     },
+    #[error("{dir}: {} stored weights are not used by the model its config.json describes: {}{}; config.json may not match the weights (num_hidden_layers? another model?). Pass --allow_unused_weights true to load it anyway", names.len(), names.iter().take(5).cloned().collect::<Vec<_>>().join(", "), if names.len() > 5 { ", ..." } else { "" })]
+    UnusedWeights { dir: PathBuf, names: Vec<String> },
     #[error("{0}")]
     Config(String),
     #[error("model family: {0}")]
@@ -255,13 +257,31 @@ impl LoadedModel {
         device: Device,
         quant: Option<&dyn QuantizedLoader>,
     ) -> Result<Self, ModelError> {
+        Self::load_checked(dir, model, kind, device, quant, false)
+    }
+
+    /// [`LoadedModel::load_with`]; a stored weight the layout does not use (and the family
+    /// does not declare ignorable, [`ModelLayout::ignorable`]) is an error unless
+    /// `allow_unused` (`--allow_unused_weights`), then a warning.
+    pub fn load_checked(
+        dir: &Path,
+        model: ModelHandle,
+        kind: Kind,
+        device: Device,
+        quant: Option<&dyn QuantizedLoader>,
+        allow_unused: bool,
+    ) -> Result<Self, ModelError> {
         check_dtype_for_device(kind, device)?;
         let layout = model.layout().map_err(ModelError::Family)?;
         let files = weights::checkpoint_files(dir)?;
         let ckpt = weights::Checkpoint::open(&files)?;
         let mut keep: Vec<Arc<weights::MappedFile>> = Vec::new();
+        // Stored names the layout reads (quantized slots: every name under their stem).
+        let used = std::cell::RefCell::new(std::collections::HashSet::<String>::new());
+        let mut quantized_stems: Vec<String> = Vec::new();
         let mut load = |name: &str, want: &[i64]| -> Result<Tensor, ModelError> {
             let stored = resolve_name(&ckpt, name);
+            used.borrow_mut().insert(stored.clone());
             let loaded = ckpt.load(&stored, kind, device)?;
             if let Some(k) = loaded.keep {
                 if !keep.iter().any(|f| Arc::ptr_eq(f, &k)) {
@@ -288,6 +308,7 @@ impl LoadedModel {
                 if !ckpt.contains(&resolve_name(&ckpt, &s.weight)) && ckpt.contains(&qname) {
                     let stored = qname.strip_suffix(".qweight").unwrap_or(&qname);
                     quantized = q.load(&ckpt, stored, &s.shape, device)?;
+                    quantized_stems.push(format!("{stored}."));
                 }
             }
             let weight = if quantized.is_some() {
@@ -323,6 +344,27 @@ impl LoadedModel {
         let mut params = HashMap::new();
         for p in &layout.params {
             params.insert(p.name.clone(), load(&p.name, &p.shape)?);
+        }
+        let used = used.into_inner();
+        let mut unused: Vec<String> = ckpt
+            .names()
+            .filter(|n| {
+                !used.contains(*n)
+                    && !quantized_stems.iter().any(|st| n.starts_with(st.as_str()))
+                    && !layout.is_ignorable(n)
+            })
+            .map(String::from)
+            .collect();
+        if !unused.is_empty() {
+            unused.sort();
+            let err = ModelError::UnusedWeights {
+                dir: dir.to_path_buf(),
+                names: unused,
+            };
+            if !allow_unused {
+                return Err(err);
+            }
+            tracing::warn!("{err} (allowed)");
         }
         if layout.slot(&layout.output_slot).map(|s| s.kind) != Some(SlotKind::Linear) {
             return Err(ModelError::Family(format!(

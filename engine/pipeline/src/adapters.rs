@@ -1,6 +1,8 @@
 //! Checkpoints given with `--adapters` (`swift infer`, `deploy`, `export --merge_lora`): the
 //! model, template and plugin files their `args.json` recorded (an explicit `--model` wins;
-//! PEFT's `base_model_name_or_path` is the fallback), attached to a loaded model or merged.
+//! PEFT's `base_model_name_or_path` is the fallback), checked against the base they are given
+//! ([`check_base`]: the family and the base facts `args.json` records, `base_model`; the
+//! tensors' rank and shapes are checked by `Lora::load`), attached to a loaded model or merged.
 
 use std::path::{Path, PathBuf};
 
@@ -31,15 +33,7 @@ impl Adapters {
                     first.display()
                 );
             }
-            for p in [first.join("args.json"), first.join("../args.json")] {
-                if let Ok(text) = std::fs::read_to_string(&p) {
-                    args = Some(
-                        serde_json::from_str(&text)
-                            .with_context(|| format!("{} is not JSON", p.display()))?,
-                    );
-                    break;
-                }
-            }
+            args = recorded_args(first)?;
         }
         let from_args = |k: &str| {
             args.as_ref()
@@ -106,6 +100,14 @@ impl Adapters {
         s
     }
 
+    /// [`check_base`] for every checkpoint against the loaded `bundle`.
+    pub fn check_base(&self, bundle: &crate::bundle::ModelBundle, ignore: bool) -> Result<()> {
+        for d in &self.dirs {
+            check_base(d, &bundle.dir, &bundle.family, &bundle.config, ignore)?;
+        }
+        Ok(())
+    }
+
     /// Attaches every checkpoint's LoRA weights to `model`.
     pub fn attach(&self, model: &mut swift_model::LoadedModel, merge: bool) -> Result<()> {
         for d in &self.dirs {
@@ -132,4 +134,84 @@ impl Adapters {
         }
         Ok(())
     }
+}
+
+/// A checkpoint's `args.json` (or its run folder's, one level up), if it has one.
+pub fn recorded_args(ckpt: &Path) -> Result<Option<Value>> {
+    for p in [ckpt.join("args.json"), ckpt.join("../args.json")] {
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            let v = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", p.display()))?;
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// The config.json entries a training run records of its base (`args.json`'s `base_model`), and
+/// an adapter is checked against: the model type and architecture, and the sizes that fix every
+/// parameter's shape.
+pub const BASE_KEYS: &[&str] = &[
+    "model_type",
+    "architectures",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+];
+
+/// `args.json`'s `base_model`: the [`BASE_KEYS`] of the base's config.json.
+pub fn base_record(config: &Value) -> Value {
+    let m: serde_json::Map<String, Value> = BASE_KEYS
+        .iter()
+        .filter_map(|k| Some((k.to_string(), config.get(*k)?.clone())))
+        .collect();
+    Value::Object(m)
+}
+
+/// Checks that the adapter checkpoint `ckpt` was trained on a base like the one loaded from
+/// `base_dir` (family `family`, config.json `config`): the family its `args.json` records
+/// (`model_type`) and every recorded `base_model` entry must match. A mismatch is an error
+/// naming each difference, unless `ignore` (`--ignore_adapter_mismatch`), then a warning. A
+/// checkpoint without `args.json` (PEFT's own) has only its tensors to check (`Lora::load`).
+pub fn check_base(
+    ckpt: &Path,
+    base_dir: &Path,
+    family: &str,
+    config: &Value,
+    ignore: bool,
+) -> Result<()> {
+    let Some(args) = recorded_args(ckpt)? else {
+        return Ok(());
+    };
+    let mut diffs = Vec::new();
+    if let Some(trained) = args.get("model_type").and_then(Value::as_str) {
+        if !trained.eq_ignore_ascii_case(family) {
+            diffs.push(format!("family `{trained}` (this model: `{family}`)"));
+        }
+    }
+    if let Some(Value::Object(recorded)) = args.get("base_model") {
+        for (k, v) in recorded {
+            let here = config.get(k).unwrap_or(&Value::Null);
+            if here != v {
+                diffs.push(format!("{k} {v} (this model: {here})"));
+            }
+        }
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    let msg = format!(
+        "adapter {} was trained on another base than {}: its args.json records {}; pass --model with the model it was trained on, or --ignore_adapter_mismatch true to load it anyway",
+        ckpt.display(),
+        base_dir.display(),
+        diffs.join(", ")
+    );
+    if ignore {
+        tracing::warn!("{msg} (ignored)");
+        return Ok(());
+    }
+    bail!(msg)
 }

@@ -32,6 +32,7 @@ impl ModelBundle {
         model_type: Option<&str>,
         dtype: Option<&str>,
         device: &str,
+        allow_unused_weights: bool,
         regs: &Registries,
     ) -> Result<Self> {
         let dir = model_dir(model)?;
@@ -64,8 +65,9 @@ impl ModelBundle {
         let quant = quant
             .as_ref()
             .map(|q| q as &dyn swift_model::QuantizedLoader);
-        let model = LoadedModel::load_with(&dir, instance, kind, device, quant)
-            .with_context(|| format!("loading {} as `{family}`", dir.display()))?;
+        let model =
+            LoadedModel::load_checked(&dir, instance, kind, device, quant, allow_unused_weights)
+                .with_context(|| format!("loading {} as `{family}`", dir.display()))?;
         tracing::info!(
             "loaded {} ({family}, {} parameters, {} on {:?}) in {:.2}s",
             dir.display(),

@@ -51,8 +51,10 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         args.model.model_type.as_deref(),
         args.model.torch_dtype.as_deref(),
         &args.model.device,
+        args.model.allow_unused_weights,
         regs,
     )?;
+    adapters.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
     adapters.attach(&mut bundle.model, args.merge_lora)?;
     let template_name = args.template.template.clone().or(adapters.template.clone());
     // A reward model (value head) scores instead of generating.

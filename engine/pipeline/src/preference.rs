@@ -604,6 +604,7 @@ fn load_reference(
         s.model.model_type.as_deref(),
         s.model.torch_dtype.as_deref(),
         &s.model.device,
+        s.model.allow_unused_weights,
         regs,
     )
     .with_context(|| format!("loading the reference model {}", dir.display()))

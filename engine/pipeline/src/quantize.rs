@@ -218,7 +218,7 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
     {
         bail!("--output_dir must differ from --model");
     }
-    let bundle = ModelBundle::load(model_path, None, Some("float32"), &args.device, regs)?;
+    let bundle = ModelBundle::load(model_path, None, Some("float32"), &args.device, false, regs)?;
     let dir = bundle.dir.clone();
     let float_bytes: i64 = bundle.model.num_parameters() * 4;
     let ModelBundle {

@@ -76,8 +76,10 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
         args.model.model_type.as_deref(),
         args.model.torch_dtype.as_deref(),
         &args.model.device,
+        args.model.allow_unused_weights,
         regs,
     )?;
+    resolved.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
     let template_name = args.template.template.clone().or(resolved.template.clone());
     let template = bundle.template(regs, template_name.as_deref())?;
     let options = crate::bundle::prompt_options(&args.template);

@@ -47,6 +47,8 @@ pub struct Prepared {
     pub source_model_dir: PathBuf,
     /// LLaMA-Pro: the new blocks' layer indices, and the temporary expanded model folder.
     pub llamapro_new_layers: Vec<usize>,
+    /// The loaded model's config.json (its `base_model` facts go into `args.json`).
+    pub base_config: Value,
     pub _expanded: Option<tempfile::TempDir>,
 }
 
@@ -98,6 +100,7 @@ pub fn prepare(s: &TrainSpec, plugins: &PluginSettings, loss_scale: &str) -> Res
         s.model.model_type.as_deref(),
         s.model.torch_dtype.as_deref(),
         &s.model.device,
+        s.model.allow_unused_weights,
         regs,
     )?;
     let template = bundle.template(regs, s.template.template.as_deref())?;
@@ -107,6 +110,7 @@ pub fn prepare(s: &TrainSpec, plugins: &PluginSettings, loss_scale: &str) -> Res
         family,
         mut model,
         tokenizer,
+        config: base_config,
         ..
     } = bundle;
     if let Some(q) = &s.quant.quant_method {
@@ -136,6 +140,7 @@ pub fn prepare(s: &TrainSpec, plugins: &PluginSettings, loss_scale: &str) -> Res
         tuner_record,
         source_model_dir,
         llamapro_new_layers,
+        base_config,
         _expanded: expanded,
     })
 }
@@ -297,6 +302,7 @@ pub fn open_run(
     args_json["template"] = json!(p.template_name);
     args_json["tuner_type"] = json!(p.tuner_name);
     args_json["learning_rate"] = json!(learning_rate(s, tuned));
+    args_json["base_model"] = crate::adapters::base_record(&p.base_config);
     if !p.llamapro_new_layers.is_empty() {
         // The run trains an expanded copy; its checkpoints are complete model folders.
         args_json["llamapro_new_layers"] = json!(p.llamapro_new_layers);
@@ -336,8 +342,8 @@ pub fn train_config(s: &TrainSpec, learning_rate: f64) -> Result<TrainConfig> {
         warmup_steps: s.trainer.warmup_steps,
         num_train_epochs: s.trainer.num_train_epochs,
         max_steps: s.trainer.max_steps,
-        batch_size: s.trainer.per_device_train_batch_size.max(1),
-        grad_accum: s.trainer.gradient_accumulation_steps.max(1),
+        batch_size: s.trainer.per_device_train_batch_size,
+        grad_accum: s.trainer.gradient_accumulation_steps,
         max_grad_norm: s.trainer.max_grad_norm,
         adamw: AdamWConfig {
             beta1: s.trainer.adam_beta1,
@@ -347,7 +353,7 @@ pub fn train_config(s: &TrainSpec, learning_rate: f64) -> Result<TrainConfig> {
         },
         seed: s.trainer.seed,
         shuffle: s.trainer.train_dataloader_shuffle,
-        logging_steps: s.trainer.logging_steps.max(1),
+        logging_steps: s.trainer.logging_steps,
         save_steps: s.trainer.save_steps,
         save_total_limit: s.trainer.save_total_limit,
         pad_id: 0,

@@ -539,10 +539,48 @@ impl Lora {
                 cfg["peft_type"]
             )));
         }
-        let r = cfg["r"].as_i64().unwrap_or(8);
+        let r = match cfg.get("r").and_then(Value::as_i64) {
+            Some(r) if r >= 1 => r,
+            Some(r) => {
+                return Err(TrainError::Config(format!(
+                    "{}: r is {r}; a LoRA rank must be at least 1",
+                    cfg_path.display()
+                )))
+            }
+            None => {
+                return Err(TrainError::Config(format!(
+                    "{}: no integer `r` (the LoRA rank); is this a PEFT LoRA checkpoint?",
+                    cfg_path.display()
+                )))
+            }
+        };
+        for pattern in ["rank_pattern", "alpha_pattern"] {
+            if cfg
+                .get(pattern)
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())
+            {
+                return Err(TrainError::Config(format!(
+                    "{}: per-module ranks or alphas (`{pattern}`) are not supported; retrain with one rank",
+                    cfg_path.display()
+                )));
+            }
+        }
+        let alpha = match cfg.get("lora_alpha") {
+            None | Some(Value::Null) => r as f64,
+            Some(v) => match v.as_f64() {
+                Some(a) if a.is_finite() && a > 0.0 => a,
+                _ => {
+                    return Err(TrainError::Config(format!(
+                        "{}: lora_alpha is {v}; it must be a finite number > 0",
+                        cfg_path.display()
+                    )))
+                }
+            },
+        };
         let config = LoraConfig {
             r,
-            alpha: cfg["lora_alpha"].as_f64().unwrap_or(r as f64),
+            alpha,
             dropout: 0.0,
             use_rslora: cfg["use_rslora"].as_bool().unwrap_or(false),
         };
@@ -580,6 +618,15 @@ impl Lora {
                 ))
             })?;
             let ws = slot.weight.size();
+            if a.size().first() != Some(&r) || b.size().get(1) != Some(&r) {
+                return Err(TrainError::Config(format!(
+                    "{}: `{name}` has lora_A {:?} and lora_B {:?}, which are not rank {r} as {} says (r): the adapter's files do not match",
+                    file.display(),
+                    a.size(),
+                    b.size(),
+                    cfg_path.display()
+                )));
+            }
             if a.size() != [b.size()[1], ws[1]] || b.size()[0] != ws[0] {
                 return Err(TrainError::Config(format!(
                     "{}: `{name}` has lora_A {:?} and lora_B {:?}, the slot's weight is {ws:?}",

@@ -171,6 +171,12 @@ impl Model for Gpt2 {
             num_kv_heads: self.heads,
             head_dim: e / self.heads,
             max_positions: Some(self.positions),
+            // transformers' causal-mask buffers and the tied head's copy.
+            ignorable: vec![
+                "*.attn.bias".into(),
+                "*.attn.masked_bias".into(),
+                "lm_head.weight".into(),
+            ],
         }
     }
 

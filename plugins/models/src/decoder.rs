@@ -174,6 +174,21 @@ impl Decoder {
     }
 }
 
+/// Stored weights a Llama-style folder may hold that the decoder does not read: rotary
+/// frequency buffers (recomputed from `rope_theta`), a tied copy of the LM head, and a reward
+/// model's value head (`score`, read by the host's reward module, not by the family).
+fn decoder_ignorable(tie: bool) -> Vec<String> {
+    let mut v = vec![
+        "*rotary_emb.inv_freq".to_string(),
+        "score.weight".into(),
+        "score.bias".into(),
+    ];
+    if tie {
+        v.push("lm_head.weight".into());
+    }
+    v
+}
+
 impl Model for Decoder {
     fn layout(&self) -> ModelLayout {
         let (hs, hd, o) = (self.hidden, self.head_dim, self.opts);
@@ -257,6 +272,7 @@ impl Model for Decoder {
             num_kv_heads: self.kv_heads,
             head_dim: hd,
             max_positions: self.max_positions,
+            ignorable: decoder_ignorable(self.tie),
         }
     }
 

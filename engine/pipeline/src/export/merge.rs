@@ -71,20 +71,14 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
     let mut config: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", config_path.display()))?;
     let (family, _, handle) = resolve_family(regs, &config, None)?;
-    if let Some(trained) = trained_family(&args.adapters[0]) {
-        if regs
-            .models
-            .resolve(&trained)
-            .map(|e| e.record.name.clone())
-            .ok()
-            != Some(family.clone())
-        {
-            bail!(
-                "adapter {} was trained on a `{trained}` model, but the base model {} is `{family}`; pass --model with the model it was trained on",
-                args.adapters[0].display(),
-                base.display()
-            );
-        }
+    for d in &args.adapters {
+        crate::adapters::check_base(
+            d,
+            &base,
+            &family,
+            &config,
+            args.adapter_check.ignore_adapter_mismatch,
+        )?;
     }
     let layout = handle
         .instantiate(&config)
@@ -289,15 +283,6 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
         out.display()
     );
     Ok(Merged { dir: out, template })
-}
-
-/// The model family a swift checkpoint's run recorded (`model_type` in its args.json).
-fn trained_family(ckpt: &Path) -> Option<String> {
-    [ckpt.join("args.json"), ckpt.join("../args.json")]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v.get("model_type")?.as_str().map(String::from))
 }
 
 /// Unties the tied layers among `untied`'s slots (saved modules of a tied weight): sets
