@@ -212,7 +212,12 @@ fn missing_or_mismatched_adapters_are_clear_errors() {
             "--output_dir",
             o,
         ],
-        &["trained on a `llama` model", "`mistral`", "pass --model"],
+        &[
+            "trained on another base",
+            "family `llama` (this model: `mistral`)",
+            "pass --model",
+            "--ignore_adapter_mismatch true",
+        ],
     );
     // The same family with other shapes.
     let other = tmp.path().join("other");
@@ -235,6 +240,25 @@ fn missing_or_mismatched_adapters_are_clear_errors() {
             "--merge_lora",
             "--model",
             other.to_str().unwrap(),
+            "--output_dir",
+            o,
+        ],
+        &[
+            "trained on another base",
+            "intermediate_size 128 (this model: 96)",
+        ],
+    );
+    // Told to ignore the recorded base, the tensors' shapes still refuse it.
+    fails_with(
+        &[
+            "export",
+            "--adapters",
+            c,
+            "--merge_lora",
+            "--model",
+            other.to_str().unwrap(),
+            "--ignore_adapter_mismatch",
+            "true",
             "--output_dir",
             o,
         ],
