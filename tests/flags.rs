@@ -1028,6 +1028,9 @@ fn a_float(a: &clap::Arg) -> bool {
     t == std::any::TypeId::of::<f64>() || t == std::any::TypeId::of::<f32>()
 }
 
+/// A refusal case: arguments, environment, the texts the refusal must hold.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 /// The host refuses an out-of-range value from each of its three sources (flag, `--config`
 /// file, `SWIFT_*` variable) before it opens the tensor engine, naming the flag and the range.
 #[test]
@@ -1039,7 +1042,7 @@ fn out_of_range_values_are_refused_from_flags_config_files_and_the_environment()
     std::fs::write(&yaml, "per_device_train_batch_size: 0\n").unwrap();
     let toml = toml.display().to_string();
     let yaml = yaml.display().to_string();
-    let cases: [(&[&str], &[(&str, &str)], &[&str]); 6] = [
+    let cases: [Case; 6] = [
         (
             &["sft", "--num_train_epochs=-1"],
             &[],
