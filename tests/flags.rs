@@ -444,7 +444,7 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("lisa_step_interval", "0", "an integer >= 1"),
     ("llamapro_num_new_blocks", "0", "an integer >= 1"),
     ("quant_bits", "9", "an integer in [1, 8]"),
-    ("learning_rate", "-1", "a finite number > 0"),
+    ("learning_rate", "-1", "a finite number >= 0"),
     ("warmup_ratio", "1.5", "a finite number in [0, 1]"),
     ("warmup_steps", "-1", "an integer >= 0"),
     ("num_train_epochs", "0", "a finite number > 0"),
@@ -1051,14 +1051,14 @@ fn out_of_range_values_are_refused_from_flags_config_files_and_the_environment()
         (
             &["sft", "--learning_rate", "-1"],
             &[],
-            &["--learning-rate", "must be a finite number > 0, got -1"],
+            &["--learning-rate", "must be a finite number >= 0, got -1"],
         ),
         (
             &["sft", "--config", &toml],
             &[],
             &[
                 "learning_rate",
-                "must be a finite number > 0, got NaN",
+                "must be a finite number >= 0, got NaN",
                 "c.toml",
             ],
         ),

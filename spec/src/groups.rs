@@ -226,8 +226,11 @@ pub struct QuantArgs {
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainerArgs {
     /// Peak learning rate (default: 1e-4 for adapters, 1e-5 for full training).
-    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
-    #[serde(default, deserialize_with = "range::de_opt::<f64, range::Positive, _>")]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::NonNegative, _>"
+    )]
     pub learning_rate: Option<f64>,
     /// cosine, linear or constant.
     #[cfg_attr(feature = "cli", arg(long, default_value = "cosine"))]
