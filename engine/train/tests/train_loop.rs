@@ -181,7 +181,7 @@ fn toy_run(
     cfg: &TrainConfig,
 ) -> Result<(TrainSummary, Vec<bool>), TrainError> {
     let (mut toy, trainable) = Toy::new(7, eval);
-    let mut run = RunDir::open(Some(dir), dir, "toy").unwrap();
+    let mut run = RunDir::open(dir, false, true).unwrap();
     let mut hooks = NoHooks(Vec::new());
     let s = train(&mut toy, &trainable, cfg, &mut run, &mut hooks)?;
     Ok((s, hooks.0))
