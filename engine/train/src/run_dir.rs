@@ -328,7 +328,10 @@ fn check_against_manifest(dir: &Path) -> Result<Integrity, RunDirError> {
     for f in &manifest.files {
         let p = dir.join(&f.path);
         if f.path.split('/').any(|c| c == ".." || c.is_empty()) {
-            return Err(invalid(&path, format!("lists an invalid path `{}`", f.path)));
+            return Err(invalid(
+                &path,
+                format!("lists an invalid path `{}`", f.path),
+            ));
         }
         let meta = match fs::metadata(&p) {
             Ok(m) if m.is_file() => m,
@@ -353,7 +356,10 @@ fn check_against_manifest(dir: &Path) -> Result<Integrity, RunDirError> {
         if sha != f.sha256 {
             return Err(invalid(
                 &p,
-                format!("sha256 {sha} where {MANIFEST} lists {}: the file is damaged", f.sha256),
+                format!(
+                    "sha256 {sha} where {MANIFEST} lists {}: the file is damaged",
+                    f.sha256
+                ),
             ));
         }
     }
@@ -520,7 +526,10 @@ fn new_version_folder(parent: &Path) -> Result<PathBuf, RunDirError> {
             Err(e) => return Err(io(&root)(e)),
         }
     }
-    Err(invalid(parent, "could not create a new v<N>-<timestamp> folder"))
+    Err(invalid(
+        parent,
+        "could not create a new v<N>-<timestamp> folder",
+    ))
 }
 
 /// Whether `name`, an entry of a run folder, is something a run writes.
@@ -662,7 +671,11 @@ pub(crate) mod tests {
     fn save(run: &RunDir, step: u64, weights: &[u8]) -> Result<PathBuf, RunDirError> {
         let w = run.begin_checkpoint(step)?;
         fs::write(w.dir().join("adapter_model.safetensors"), weights).unwrap();
-        fs::write(w.dir().join("trainer_state.json"), format!("{{\"step\":{step}}}")).unwrap();
+        fs::write(
+            w.dir().join("trainer_state.json"),
+            format!("{{\"step\":{step}}}"),
+        )
+        .unwrap();
         w.commit()
     }
 
@@ -702,13 +715,26 @@ pub(crate) mod tests {
         assert!(a.path().join("args.json").is_file());
         // Within the same second: still a new folder; the first is untouched.
         let b = RunDir::open(&parent, true, false).unwrap();
-        assert!(b.path().file_name().unwrap().to_string_lossy().starts_with("v1-"));
-        assert_eq!(fs::read_to_string(a.path().join("logging.jsonl")).unwrap(), text);
+        assert!(b
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("v1-"));
+        assert_eq!(
+            fs::read_to_string(a.path().join("logging.jsonl")).unwrap(),
+            text
+        );
         assert_eq!(names(a.path()), ["args.json", "logging.jsonl"]);
         // A folder named like a version that is not one's own is skipped, not reused.
         fs::create_dir(parent.join(format!("v2-{}", timestamp(SystemTime::now())))).unwrap();
         let c = RunDir::open(&parent, true, false).unwrap();
-        assert!(c.path().file_name().unwrap().to_string_lossy().starts_with("v3-"));
+        assert!(c
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("v3-"));
     }
 
     #[test]
@@ -747,9 +773,10 @@ pub(crate) mod tests {
             let ck = w.commit().unwrap();
             assert_eq!(verify_checkpoint(&ck).unwrap(), Integrity::Verified);
         }
-        let m: Manifest =
-            serde_json::from_str(&fs::read_to_string(base.path().join("checkpoint-30/manifest.json")).unwrap())
-                .unwrap();
+        let m: Manifest = serde_json::from_str(
+            &fs::read_to_string(base.path().join("checkpoint-30/manifest.json")).unwrap(),
+        )
+        .unwrap();
         // sha256("weights") and sha256("{}"), from `printf weights | sha256sum`.
         assert_eq!(
             m.files,
@@ -769,9 +796,17 @@ pub(crate) mod tests {
             ]
         );
         run.rotate(2).unwrap();
-        let steps: Vec<u64> = run.checkpoints().unwrap().into_iter().map(|(s, _)| s).collect();
+        let steps: Vec<u64> = run
+            .checkpoints()
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         assert_eq!(steps, [20, 30]);
-        assert_eq!(names(base.path()), ["checkpoint-20", "checkpoint-30", "logging.jsonl"]);
+        assert_eq!(
+            names(base.path()),
+            ["checkpoint-20", "checkpoint-30", "logging.jsonl"]
+        );
     }
 
     #[test]
@@ -783,16 +818,28 @@ pub(crate) mod tests {
         // Same size, one byte changed.
         fs::write(&file, b"0123456780").unwrap();
         let err = verify_checkpoint(&ck).unwrap_err().to_string();
-        assert!(err.contains(&file.display().to_string()) && err.contains("sha256"), "{err}");
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains("sha256"),
+            "{err}"
+        );
         fs::write(&file, b"012345").unwrap();
         let err = verify_checkpoint(&ck).unwrap_err().to_string();
-        assert!(err.contains("6 bytes where manifest.json lists 10"), "{err}");
+        assert!(
+            err.contains("6 bytes where manifest.json lists 10"),
+            "{err}"
+        );
         fs::remove_file(&file).unwrap();
         let err = verify_checkpoint(&ck).unwrap_err().to_string();
-        assert!(err.contains(&file.display().to_string()) && err.contains("missing"), "{err}");
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains("missing"),
+            "{err}"
+        );
         fs::write(ck.join(MANIFEST), b"{").unwrap();
         let err = verify_checkpoint(&ck).unwrap_err().to_string();
-        assert!(err.contains("manifest.json") && err.contains("damaged"), "{err}");
+        assert!(
+            err.contains("manifest.json") && err.contains("damaged"),
+            "{err}"
+        );
         fs::remove_file(ck.join(MANIFEST)).unwrap();
         assert_eq!(verify_checkpoint(&ck).unwrap(), Integrity::NoManifest);
         let err = verify_checkpoint(&base.path().join("checkpoint-9")).unwrap_err();
@@ -815,9 +862,17 @@ pub(crate) mod tests {
     #[test]
     fn a_kill_at_any_point_of_a_replace_leaves_a_complete_checkpoint() {
         let points = [
-            ("checkpoint:before-manifest", RecoveryRule::Visible, b"old".as_slice()),
+            (
+                "checkpoint:before-manifest",
+                RecoveryRule::Visible,
+                b"old".as_slice(),
+            ),
             ("checkpoint:after-manifest", RecoveryRule::Visible, b"old"),
-            ("checkpoint:after-rename-aside", RecoveryRule::Temporary, b"new"),
+            (
+                "checkpoint:after-rename-aside",
+                RecoveryRule::Temporary,
+                b"new",
+            ),
             ("checkpoint:after-rename", RecoveryRule::Visible, b"new"),
             ("checkpoint:mid-delete-old", RecoveryRule::Visible, b"new"),
         ];
@@ -829,7 +884,10 @@ pub(crate) mod tests {
             crash_at(Some(&format!("{point}@2")));
             let err = save(&run, 2, b"new").unwrap_err();
             crash_at(None);
-            assert!(err.to_string().contains("simulated crash"), "{point}: {err}");
+            assert!(
+                err.to_string().contains("simulated crash"),
+                "{point}: {err}"
+            );
             assert_visible_complete(base.path(), &[(1, &[b"first"]), (2, &[b"old", b"new"])]);
             assert_eq!(recovery_rule(base.path(), 2), rule, "{point}");
             let ck2 = base.path().join("checkpoint-2");
@@ -866,7 +924,10 @@ pub(crate) mod tests {
             crash_at(Some(&format!("{point}@1")));
             let err = run.rotate(2).unwrap_err();
             crash_at(None);
-            assert!(err.to_string().contains("simulated crash"), "{point}: {err}");
+            assert!(
+                err.to_string().contains("simulated crash"),
+                "{point}: {err}"
+            );
             assert_visible_complete(base.path(), &[(2, &[b"w2"]), (3, &[b"w3"])]);
             assert_eq!(run.checkpoints().unwrap().len(), 2, "{point}");
             // The half-deleted copy is never offered as complete.
@@ -881,7 +942,12 @@ pub(crate) mod tests {
             run.rotate(2).unwrap();
             assert_eq!(
                 names(base.path()),
-                [".checkpoint-1.old", "checkpoint-3", "checkpoint-4", "logging.jsonl"],
+                [
+                    ".checkpoint-1.old",
+                    "checkpoint-3",
+                    "checkpoint-4",
+                    "logging.jsonl"
+                ],
                 "{point}"
             );
         }
@@ -892,8 +958,11 @@ pub(crate) mod tests {
         let base = tempfile::tempdir().unwrap();
         let run = RunDir::open(base.path(), false, false).unwrap();
         save(&run, 5, b"aside").unwrap();
-        fs::rename(base.path().join("checkpoint-5"), base.path().join(".checkpoint-5.old"))
-            .unwrap();
+        fs::rename(
+            base.path().join("checkpoint-5"),
+            base.path().join(".checkpoint-5.old"),
+        )
+        .unwrap();
         // An incomplete temporary copy (no manifest) is not a candidate.
         let w = run.begin_checkpoint(5).unwrap();
         fs::write(w.dir().join("adapter_model.safetensors"), b"half").unwrap();
@@ -910,11 +979,18 @@ pub(crate) mod tests {
         crash_at(Some("checkpoint:after-manifest@6"));
         w.commit().unwrap_err();
         crash_at(None);
-        fs::write(base.path().join("checkpoint-6/adapter_model.safetensors"), b"visiblX").unwrap();
+        fs::write(
+            base.path().join("checkpoint-6/adapter_model.safetensors"),
+            b"visiblX",
+        )
+        .unwrap();
         assert_eq!(recovery_rule(base.path(), 6), RecoveryRule::Temporary);
         let err = verify_checkpoint(&base.path().join("checkpoint-6"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("damaged") && err.contains(".checkpoint-6.tmp"), "{err}");
+        assert!(
+            err.contains("damaged") && err.contains(".checkpoint-6.tmp"),
+            "{err}"
+        );
     }
 }
