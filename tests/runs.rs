@@ -214,6 +214,25 @@ fn a_second_run_into_the_same_folder_leaves_the_first_byte_identical() {
         "the earlier run's log is gone"
     );
     assert_eq!(args_json(&exact)["max_steps"], 1);
+    // Overwriting the folder a resumed run starts from is refused.
+    let ck = exact.join("checkpoint-1");
+    assert_fails(
+        train(
+            &data,
+            &exact,
+            &[
+                "--add_version",
+                "false",
+                "--overwrite_output_dir",
+                "true",
+                "--resume_from_checkpoint",
+                ck.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        &["lies inside --output_dir", "leave --add_version on"],
+    );
+    assert!(ck.join("adapter_model.safetensors").is_file());
 }
 
 #[test]
