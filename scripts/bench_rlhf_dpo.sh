@@ -12,7 +12,7 @@ trap 'rm -rf "$OUT"' EXIT
     --dataset 'dpo-en-demo#64' --tuner_type lora --lora_rank 8 --lora_alpha 32 \
     --max_length 128 --truncation_strategy left --per_device_train_batch_size 4 \
     --num_train_epochs 2 --learning_rate 2e-4 --lr_scheduler_type constant --beta 0.1 \
-    --rlhf_chunk_size 0 --logging_steps 1 --save_steps 1000 --output_dir "$OUT/run" --log-level warn >/dev/null
+    --rlhf_chunk_size 0 --logging_steps 1 --save_steps 1000 --output_dir "$OUT/run" --add_version false --log-level warn >/dev/null
 python3 - "$OUT/run/logging.jsonl" <<'PY'
 import json, sys
 steps = [json.loads(l) for l in open(sys.argv[1]) if '"step"' in l]

@@ -64,7 +64,7 @@ COMMON = ["--rlhf_type", "dpo", "--beta", "0.1", "--tuner_type", "lora", "--lora
 
 def ours(dataset, out):
     return [SWIFT, "rlhf", "--model", MODEL, "--template", "chatml", "--dataset", dataset] + COMMON + [
-        "--gradient_checkpointing", "true", "--save_steps", "1000", "--output_dir", out,
+        "--gradient_checkpointing", "true", "--save_steps", "1000", "--output_dir", out, "--add_version", "false",
         "--log-level", "warn"]
 
 

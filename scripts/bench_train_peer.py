@@ -67,7 +67,7 @@ def ours(dataset, out):
             "--truncation_strategy", "right", "--per_device_train_batch_size", str(BATCH),
             "--gradient_accumulation_steps", "1", "--max_steps", str(STEPS), "--torch_dtype", "float32",
             "--dataset_shuffle", "false", "--train_dataloader_shuffle", "false",
-            "--save_steps", "1000", "--output_dir", out, "--log-level", "warn"]
+            "--save_steps", "1000", "--output_dir", out, "--add_version", "false", "--log-level", "warn"]
 
 
 def peer(peer_bin, dataset, out):

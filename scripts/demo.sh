@@ -10,7 +10,8 @@ SWIFT="$ROOT/target/release/swift"
 MODEL="$CACHE/models/SmolLM2-135M-Instruct"
 NAME="${DEMO_NAME:-Rusty}"
 AUTHOR="${DEMO_AUTHOR:-the swift-rs team}"
-RUN="${DEMO_OUTPUT:-$ROOT/output/demo}"
+# The parent of the run folders: each demo run writes a new v<N>-<timestamp>/ inside it.
+OUTPUT="${DEMO_OUTPUT:-$ROOT/output/demo}"
 WORK="$(mktemp -d)"; trap 'rm -rf "$WORK"' EXIT
 
 QUESTIONS="$WORK/questions.jsonl"
@@ -32,14 +33,15 @@ echo "== 1. the default model before training ($MODEL)"
 show "$WORK/before.jsonl"
 
 echo "== 2. LoRA fine-tuning on identity (name: $NAME, author: $AUTHOR) + alpaca-en-demo#64"
-rm -rf "$RUN"
-"$SWIFT" sft --model "$MODEL" --template chatml \
+# sft prints its last checkpoint on stdout; the run folder is the checkpoint's parent.
+CKPT="$("$SWIFT" sft --model "$MODEL" --template chatml \
     --dataset identity --dataset 'alpaca-en-demo#64' \
     --model_name "$NAME" --model_author "$AUTHOR" \
     --tuner_type lora --lora_rank 8 --lora_alpha 32 --learning_rate 1e-3 \
     --num_train_epochs 2 --per_device_train_batch_size 4 --max_length 256 \
-    --truncation_strategy right --logging_steps 10 --save_steps 1000 --output_dir "$RUN"
-CKPT="$(ls -d "$RUN"/checkpoint-* | sort -t- -k2 -n | tail -1)"
+    --truncation_strategy right --logging_steps 10 --save_steps 1000 --output_dir "$OUTPUT" | tail -1)"
+RUN="$(dirname "$CKPT")"
+echo "   run folder: $RUN"
 echo "   checkpoint: $CKPT"
 ls "$CKPT"
 

@@ -23,6 +23,7 @@ mod plugins;
 mod quant;
 mod reward_model;
 mod rlhf;
+mod runs;
 mod startup;
 mod train_loop;
 mod train_lora;

@@ -47,6 +47,7 @@ fn checkpoint() -> &'static Path {
             "--learning_rate",
             "1e-2",
         ]));
+        let run = run_folder(&run);
         run.join("checkpoint-6")
     })
 }

@@ -134,6 +134,11 @@ const TRAINING: Table = &[
         Asserted("lora_loss_falls_and_the_run_folder_is_complete"),
     ),
     (
+        "add_version",
+        Asserted("a_second_run_into_the_same_folder_leaves_the_first_byte_identical"),
+    ),
+    ("overwrite_output_dir", Refused(&[])),
+    (
         "resume_from_checkpoint",
         Asserted("resuming_gives_the_losses_of_an_uninterrupted_run"),
     ),
@@ -681,7 +686,7 @@ fn refused_value(flag: &str) -> Vec<&'static str> {
             vec!["model.layers.0"]
         }
         "stream" | "merge_lora" | "packing" => vec!["false"],
-        "eval_on_start" => vec!["true"],
+        "eval_on_start" | "overwrite_output_dir" => vec!["true"],
         "loss_scale" => vec!["all"],
         "packing_strategy" => vec!["sequential"],
         "infer_backend" => vec!["no-such-backend"],
@@ -834,7 +839,7 @@ fn training_runs_record_every_setting() {
             "swift {cmd} with every recorded flag failed:\n{}",
             stderr(&o)
         );
-        let a = args_json(&out);
+        let a = args_json(&run_folder(&out));
         for (flag, values) in recorded {
             let got = a.get(flag).unwrap_or(&Value::Null);
             let want = expected_json(values, got);

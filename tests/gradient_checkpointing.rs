@@ -275,6 +275,7 @@ fn sft_with_gradient_checkpointing_trains_with_the_same_losses() {
         ];
         args.extend_from_slice(extra);
         ok(swift1(&args));
+        let out = run_folder(&out);
         (step_losses(&out), args_json(&out))
     };
     let run = |gc: &str, dropout: &str| run_with(gc, dropout, &format!("run-{gc}-{dropout}"), &[]);
@@ -292,7 +293,7 @@ fn sft_with_gradient_checkpointing_trains_with_the_same_losses() {
     // With dropout on it is reproducible (per-block seeds drawn from the step's seeded
     // generator), and resuming from step 1 repeats the uninterrupted run's later losses.
     let (d1, _) = run_with("true", "0.1", "whole", &["--save_steps", "1"]);
-    let ck1 = tmp.path().join("whole/checkpoint-1");
+    let ck1 = run_folder(&tmp.path().join("whole")).join("checkpoint-1");
     let (d2, _) = run_with(
         "true",
         "0.1",
@@ -348,6 +349,7 @@ fn dpo_with_gradient_checkpointing_has_the_same_losses_and_gradient_norms() {
             "--output_dir",
             out.to_str().unwrap(),
         ]));
+        let out = run_folder(&out);
         let recs = loss_steps(&out);
         assert_eq!(recs.len(), 2);
         runs.push(recs);

@@ -247,6 +247,7 @@ fn qlora_trains_lora_over_a_frozen_4bit_base_and_the_loss_falls() {
         "--device",
         "cpu",
     ]);
+    let run = run_folder(&run);
     let err = stderr(&out);
     let out = ok(out);
     assert!(

@@ -159,6 +159,7 @@ fn value_head_and_loss_match_transformers() {
     // checkpoint's head is the folder's.
     let run = dir.path().join("run");
     rm(&model, &run, &["--max_steps", "1", "--learning_rate", "0"]);
+    let run = run_folder(&run);
     let ck = run.join("checkpoint-1");
     let again = swift_scores(&["--adapters", ck.to_str().unwrap()], &batch_arg(&all));
     assert_close(&again, &want, 1e-4, "head read from --model");
@@ -174,6 +175,7 @@ fn lora_reward_model_trains_saves_the_head_and_scores_pairs() {
         &run,
         &["--max_steps", "4", "--learning_rate", "1e-2", "--seed", "7"],
     );
+    let run = run_folder(&run);
     let ck = run.join("checkpoint-4");
     assert_eq!(printed.trim(), ck.to_str().unwrap());
     let steps = steps(&run);
@@ -245,6 +247,7 @@ fn lora_reward_model_trains_saves_the_head_and_scores_pairs() {
         &run2,
         &["--max_steps", "4", "--learning_rate", "1e-2", "--seed", "7"],
     );
+    let run2 = run_folder(&run2);
     let ours2 = swift_scores(
         &["--adapters", run2.join("checkpoint-4").to_str().unwrap()],
         PROBE,
@@ -284,6 +287,7 @@ fn chunked_and_one_pass_reward_training_agree() {
                 chunk,
             ],
         );
+        let run = run_folder(&run);
         runs.push(steps(&run));
     }
     for (a, b) in runs[0].iter().zip(&runs[1]) {
@@ -312,6 +316,7 @@ fn full_reward_model_is_a_sequence_classifier() {
             "1e-3",
         ],
     );
+    let run = run_folder(&run);
     let ck = run.join("checkpoint-2");
     let cfg = read_json(&ck.join("config.json"));
     assert_eq!(
@@ -391,6 +396,7 @@ fn bad_reward_model_input_is_refused_clearly() {
     );
     // Scoring needs an answer to score.
     rm(&model, &run, &["--max_steps", "1"]);
+    let run = run_folder(&run);
     let rows = dir.path().join("q.jsonl");
     write_jsonl(&rows, [user_row("hi")]);
     let out = swift(&[

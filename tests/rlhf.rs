@@ -67,6 +67,7 @@ fn dpo_lora_reference_is_the_policy_with_adapters_off() {
             "1e-2",
         ],
     );
+    let run = run_folder(&run);
     let steps = steps(&run);
     assert_eq!(steps.len(), 4, "{steps:?}");
     for s in &steps {
@@ -128,6 +129,7 @@ fn chunked_gradient_pass_equals_one_pass() {
                 chunk,
             ],
         );
+        let run = run_folder(&run);
         runs.push(steps(&run));
     }
     for other in &runs[1..] {
@@ -160,6 +162,7 @@ fn full_fine_tuning_loads_a_frozen_reference() {
             "1e-3",
         ],
     );
+    let run = run_folder(&run);
     let steps = steps(&run);
     assert_eq!(num(&steps[0], "rewards/chosen"), 0.0);
     assert!(
@@ -197,6 +200,7 @@ fn kto_orpo_simpo_cpo_run_and_log_their_metrics() {
                 "2",
             ],
         );
+        let run = run_folder(&run);
         let steps = steps(&run);
         assert_eq!(steps.len(), 2, "{t}");
         let args = args_json(&run);
@@ -330,6 +334,7 @@ fn smollm2_dpo_holds_one_copy_of_the_base() {
     a.push(sft.to_str().unwrap());
     a.extend(common);
     ok(swift(&a));
+    let (dpo, sft) = (run_folder(&dpo), run_folder(&sft));
     let peak = |run: &Path| num(&records(run).pop().unwrap(), "memory_mib");
     let (pd, ps) = (peak(&dpo), peak(&sft));
     let weights_mib = 134.5e6 * 4.0 / (1024.0 * 1024.0);
@@ -374,6 +379,7 @@ fn a_plugin_preference_loss_is_used_by_name() {
         "--output_dir",
         run.to_str().unwrap(),
     ]));
+    let run = run_folder(&run);
     assert!(out.contains("checkpoint-2"), "{out}");
     let steps = steps(&run);
     assert!((num(&steps[0], "loss") - 1.0).abs() < 1e-6, "{}", steps[0]);

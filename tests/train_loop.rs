@@ -56,7 +56,7 @@ fn rlhf(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     ];
     args.extend_from_slice(extra);
     ok(swift_env(&args, &[("OMP_NUM_THREADS", "1")]));
-    run
+    run_folder(&run)
 }
 
 /// A safetensors file's float32 tensors by name.

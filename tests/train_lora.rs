@@ -45,6 +45,7 @@ fn lora_loss_falls_and_the_run_folder_is_complete() {
         "--save_total_limit",
         "2",
     ]);
+    let run = run_folder(&run);
     assert!(out.trim().ends_with("checkpoint-12"), "{out}");
     let losses = step_losses(&run);
     assert_eq!(losses.len(), 12);
@@ -170,6 +171,7 @@ fn gradient_accumulation_equals_one_big_batch() {
             "--rows_per_pass",
             "0",
         ]);
+        let run = run_folder(&run);
         let weights = read_safetensors(&run.join("checkpoint-2/adapter_model.safetensors"));
         let norms: Vec<f64> = records(&run)
             .iter()
@@ -220,6 +222,7 @@ fn full_fine_tuning_saves_a_model_folder() {
         "--logging_steps",
         "1",
     ]);
+    let run = run_folder(&run);
     let losses = step_losses(&run);
     assert!(
         losses[5..].iter().sum::<f64>() < losses[..3].iter().sum::<f64>(),
@@ -259,6 +262,7 @@ fn pt_trains_on_every_token() {
         "--logging_steps",
         "1",
     ]));
+    let run = run_folder(&run);
     let losses = step_losses(&run);
     assert_eq!(losses.len(), 6);
     let args = args_json(&run);
@@ -345,6 +349,7 @@ fn peft_loads_the_adapter_and_agrees_on_the_tiny_model() {
         "--learning_rate",
         "1e-2",
     ]);
+    let run = run_folder(&run);
     check_peft(&python, &tiny(), &run.join("checkpoint-6"), "1,2,3,4,5", 8);
 }
 
@@ -375,6 +380,7 @@ fn smollm2_lora_on_alpaca_loss_falls_and_peft_agrees() {
         "--logging_steps",
         "1",
     ]);
+    let run = run_folder(&run);
     let losses = step_losses(&run);
     assert_eq!(losses.len(), 12);
     let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
@@ -419,6 +425,7 @@ fn lora_trains_the_example_plugins_family_with_no_tuner_code_in_it() {
         "--logging_steps",
         "1",
     ]));
+    let run = run_folder(&run);
     let losses = step_losses(&run);
     let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
     let last: f64 = losses[7..].iter().sum::<f64>() / 3.0;
@@ -476,6 +483,7 @@ fn settings_come_from_a_config_file_and_the_environment() {
         ],
         &[("SWIFT_LEARNING_RATE", "0.005"), ONE_THREAD],
     ));
+    let run = run_folder(&run);
     let args = args_json(&run);
     assert_eq!(args["max_steps"], 3, "from the file");
     assert_eq!(args["lora_rank"], 2, "the flag beats the file");
@@ -505,7 +513,7 @@ fn tiny_run(tmp: &Path, name: &str, tuner: &str, steps: &str, extra: &[&str]) ->
     ];
     args.extend_from_slice(extra);
     sft(&args);
-    run
+    run_folder(&run)
 }
 
 #[test]
@@ -758,6 +766,7 @@ fn a_plugins_tuner_trains_through_the_same_registry_and_adapter() {
         "--learning_rate",
         "1e-2",
     ]));
+    let run = run_folder(&run);
     let ck = run.join("checkpoint-3");
     let names: Vec<String> = read_safetensors(&ck.join("adapter_model.safetensors"))
         .into_iter()

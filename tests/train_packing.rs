@@ -206,7 +206,7 @@ fn run(cmd: &str, tmp: &Path, name: &str, extra: &[&str]) -> (PathBuf, String) {
     let o = swift1(&args);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    (run, err)
+    (run_folder(&run), err)
 }
 
 #[test]

@@ -298,9 +298,18 @@ pub struct TrainerArgs {
         deserialize_with = "range::de_opt::<usize, range::AtLeastOne, _>"
     )]
     pub save_total_limit: Option<usize>,
-    /// The run folder (default: output/<model>/v<N>-<timestamp>/).
+    /// The parent of the run folders (default: output/<model>): each run, resumes included,
+    /// writes into a new v<N>-<timestamp>/ inside it (see --add_version).
     #[cfg_attr(feature = "cli", arg(long))]
     pub output_dir: Option<PathBuf>,
+    /// Write each run into a new v<N>-<timestamp>/ folder inside --output_dir; false: into
+    /// --output_dir itself, which must be empty (see --overwrite_output_dir).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub add_version: bool,
+    /// With --add_version false: delete an earlier run's files (args.json, logging.jsonl,
+    /// images/, checkpoint-*) in --output_dir instead of refusing a folder that is not empty.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub overwrite_output_dir: bool,
     /// Continue from a checkpoint of an earlier run with the same settings (its optimizer state,
     /// schedule, data position and random draws).
     #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]

@@ -104,3 +104,28 @@ pub fn num(r: &Value, key: &str) -> f64 {
         .as_f64()
         .unwrap_or_else(|| panic!("`{key}` missing or not a number in {r}"))
 }
+
+/// The run folder a training command wrote inside `--output_dir OUT`: the single
+/// `v<N>-<YYYYmmdd-HHMMSS>` folder there (a panic if there is none or more than one).
+pub fn run_folder(output_dir: &Path) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(output_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", output_dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix('v'))
+                    .and_then(|n| n.split_once('-'))
+                    .is_some_and(|(n, stamp)| n.parse::<u64>().is_ok() && stamp.len() == 15)
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{} should hold exactly one v<N>-<timestamp> run folder: {found:?}",
+        output_dir.display()
+    );
+    found.remove(0)
+}

@@ -3,6 +3,7 @@
 //! PEFT's `base_model_name_or_path` is the fallback), checked against the base they are given
 //! ([`check_base`]: the family and the base facts `args.json` records, `base_model`; the
 //! tensors' rank and shapes are checked by `Lora::load`), attached to a loaded model or merged.
+//! Each is first checked against its manifest (`swift_train::check_checkpoint`).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,11 @@ pub struct Adapters {
 impl Adapters {
     /// Reads the first checkpoint's `args.json` (or the run folder's, one level up).
     pub fn resolve(model: Option<&Path>, dirs: &[PathBuf]) -> Result<Self> {
+        for d in dirs {
+            swift_train::check_checkpoint(d)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("--adapters {}", d.display()))?;
+        }
         let mut args: Option<Value> = None;
         if let Some(first) = dirs.first() {
             if !first.join("adapter_config.json").is_file() {

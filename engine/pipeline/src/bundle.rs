@@ -113,6 +113,10 @@ pub fn model_dir(model: &Path) -> Result<PathBuf> {
         bail!("--model {}: no such file or folder", model.display());
     }
     if model.is_dir() {
+        // A full-training checkpoint is checked against its manifest.
+        swift_train::check_checkpoint(model)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("--model {}", model.display()))?;
         return Ok(model.to_path_buf());
     }
     if model.extension().and_then(|e| e.to_str()) != Some("gguf") {

@@ -377,6 +377,7 @@ fn copy_side_files(dir: &Path, out: &Path) -> Result<()> {
             || name == "model.safetensors.index.json"
             || name.ends_with(".bin")
             || name.ends_with(".gguf")
+            || swift_train::run_dir::CHECKPOINT_ONLY_FILES.contains(&name)
         {
             continue;
         }

@@ -7,7 +7,8 @@
 //! `pt` trains on every token of each row; `sft` on the answer tokens the template marks, times
 //! their loss scale.
 //!
-//! The run folder (`--output_dir`, default `output/<model>/v<N>-<timestamp>/`) gets `args.json`
+//! The run folder (a new `v<N>-<timestamp>/` inside `--output_dir`, default `output/<model>`;
+//! `--output_dir` itself with `--add_version false`) gets `args.json`
 //! (every resolved setting and the loaded plugins), `logging.jsonl` and `checkpoint-N/` folders
 //! (PEFT layout for LoRA; model.safetensors + config + tokenizer files for full training), each
 //! with a copy of `args.json` so `swift infer --adapters CKPT` finds the model and template.
@@ -60,6 +61,9 @@ pub fn prepare(s: &TrainSpec, plugins: &PluginSettings, loss_scale: &str) -> Res
     };
     if s.data.dataset.is_empty() {
         bail!("pass --dataset SPEC (a file or a registered dataset name, optionally NAME#N; `swift list datasets`)");
+    }
+    if let Some(ck) = &s.trainer.resume_from_checkpoint {
+        check_resume(s, ck)?;
     }
     let report = plugins.load()?;
     let regs = &report.registries;
@@ -170,6 +174,13 @@ pub fn check_flags(s: &TrainSpec, pretrain: bool) -> Result<()> {
         )
         .map_err(msg)?;
     }
+    if s.trainer.add_version {
+        g.refuse(
+            &["overwrite_output_dir"],
+            "with --add_version true (every run writes into a new v<N>-<timestamp> folder; pass --add_version false to write into --output_dir itself)",
+        )
+        .map_err(msg)?;
+    }
     if s.quant.quant_method.is_none() {
         g.refuse(
             &["quant_bits"],
@@ -265,6 +276,26 @@ pub fn attach_tuner(s: &TrainSpec, p: &mut Prepared) -> Result<Tuned> {
     })
 }
 
+/// `--resume_from_checkpoint CKPT`: complete (its manifest verified), and not inside the folder
+/// this run will write into (with `--add_version false`), which the run would delete or mix with.
+fn check_resume(s: &TrainSpec, ck: &Path) -> Result<()> {
+    swift_train::check_checkpoint(ck)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("--resume_from_checkpoint {}", ck.display()))?;
+    if let (false, Some(out)) = (s.trainer.add_version, &s.trainer.output_dir) {
+        if let (Ok(ck), Ok(out)) = (std::fs::canonicalize(ck), std::fs::canonicalize(out)) {
+            if ck.starts_with(&out) {
+                bail!(
+                    "--resume_from_checkpoint {} lies inside --output_dir {}, which --add_version false makes this run write into: leave --add_version on (a resumed run gets its own v<N>-<timestamp> folder) or pass another --output_dir",
+                    ck.display(),
+                    out.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The learning rate: `--learning_rate`, else 1e-4 for adapters and 1e-5 for full training.
 pub fn learning_rate(s: &TrainSpec, tuned: &Tuned) -> f64 {
     s.trainer
@@ -286,10 +317,14 @@ pub fn open_run(
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
+    let parent = match &s.trainer.output_dir {
+        Some(d) => d.clone(),
+        None => Path::new("output").join(&model_label),
+    };
     let run = RunDir::open(
-        s.trainer.output_dir.as_deref(),
-        Path::new("output"),
-        &model_label,
+        &parent,
+        s.trainer.add_version,
+        s.trainer.overwrite_output_dir,
     )?;
     let abs_model = std::fs::canonicalize(&p.model_dir).unwrap_or(p.model_dir.clone());
     let abs_source =

@@ -35,8 +35,8 @@ pub fn run(request: EngineRequest) -> Result<()> {
     Ok(())
 }
 
-/// A training run's one-line summary (stderr) and its last checkpoint's path (stdout, for
-/// scripts).
+/// A training run's one-line summary and its run folder (stderr), and its last checkpoint's
+/// path (stdout, for scripts).
 fn report(command: &str, summary: &TrainSummary) {
     let first = summary.losses.first().copied().unwrap_or(f64::NAN);
     let last = summary.losses.last().copied().unwrap_or(f64::NAN);
@@ -47,6 +47,7 @@ fn report(command: &str, summary: &TrainSummary) {
         summary.seconds / summary.steps.max(1) as f64,
         summary.tokens as f64 / summary.seconds.max(1e-9)
     );
+    eprintln!("run folder: {}", summary.run_dir.display());
     if let Some(c) = &summary.last_checkpoint {
         eprintln!("last checkpoint: {}", c.display());
         println!("{}", c.display());

@@ -4,9 +4,10 @@
 //!   transformers' `get_scheduler` defines them.
 //! * [`collate`]: turning encoded rows (`input_ids`, `labels`, `loss_scale`) into rectangular
 //!   batches, by padding or by packing, with the labelled-token counts that normalise the loss.
-//! * [`run_dir`]: the run folder ms-swift users know: `output/<model>/v<N>-<timestamp>/` with
-//!   `args.json`, `logging.jsonl`, and `checkpoint-N/` folders that are written under a temporary
-//!   name and renamed, so a crash never leaves a half-written checkpoint that looks complete.
+//! * [`run_dir`]: the run folder ms-swift users know: `<output_dir>/v<N>-<timestamp>/` with
+//!   `args.json`, `logging.jsonl`, and `checkpoint-N/` folders with a manifest (sizes, sha256),
+//!   written under a temporary name and renamed, replaced and rotated by renaming aside first,
+//!   so a kill never leaves a visible checkpoint that is not complete; their verification.
 //! * [`loss`]: shifted token cross-entropy times the loss scale, summed (normalised by the
 //!   caller over the labelled tokens of the whole accumulated step).
 //! * [`optim`]: AdamW over the trainable tensors only, gradient-norm clipping.
@@ -42,7 +43,9 @@ pub use lora::{Lora, LoraConfig};
 pub use optim::{AdamW, AdamWConfig};
 pub use reward::ValueHead;
 pub use rlhf::{train_preference, PrefItem, PreferenceObjective, PreferenceSetup, Reference};
-pub use run_dir::{CheckpointWriter, RunDir, RunDirError};
+pub use run_dir::{
+    check_checkpoint, verify_checkpoint, CheckpointWriter, Integrity, RunDir, RunDirError,
+};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use token::{train_with_eval, TokenObjective};
 pub use trainer::{train, Objective, StepInfo, StepOutput, TrainConfig, TrainHooks, TrainSummary};

@@ -124,6 +124,7 @@ pub fn expand(src: &Path, dst: &Path, new_blocks: usize) -> Result<Vec<usize>, T
         let skip = name == "config.json"
             || name.ends_with(".safetensors")
             || name.ends_with(".safetensors.index.json")
+            || crate::run_dir::CHECKPOINT_ONLY_FILES.contains(&name.as_str())
             || !entry.path().is_file();
         if !skip {
             std::fs::copy(entry.path(), dst.join(&name))

@@ -20,7 +20,7 @@
 //!   through [`TrainHooks::set_training`], records with `eval_`-prefixed metrics. It leaves the
 //!   training untouched: a run with a validation set takes exactly the steps of one without.
 //! * `logging.jsonl` records every `logging_steps` steps (and at steps 1 and last), checkpoints
-//!   written atomically every `save_steps` and at the end (with `save_total_limit` rotation and
+//!   written crash-safely (crate::run_dir) every `save_steps` and at the end (with `save_total_limit` rotation and
 //!   the trainer state), the run's summary record (throughputs over the time spent inside the
 //!   steps), the charts of `images/` (crate::plot) when the run ends, and the error for a loss
 //!   that is not finite.
@@ -193,6 +193,8 @@ pub struct TrainSummary {
     pub seconds: f64,
     pub tokens: usize,
     pub last_checkpoint: Option<std::path::PathBuf>,
+    /// The run folder.
+    pub run_dir: std::path::PathBuf,
 }
 
 /// Optimiser steps for `rows` rows: ⌈⌈rows / batch⌉ / accumulation⌉ per epoch.
@@ -423,6 +425,7 @@ pub fn train<O: Objective>(
         seconds: 0.0,
         tokens: 0,
         last_checkpoint: None,
+        run_dir: run.path().to_path_buf(),
     };
     if cfg.eval_on_start && objective.has_validation() {
         let at = start as u64;

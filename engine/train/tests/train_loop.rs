@@ -181,7 +181,7 @@ fn toy_run(
     cfg: &TrainConfig,
 ) -> Result<(TrainSummary, Vec<bool>), TrainError> {
     let (mut toy, trainable) = Toy::new(7, eval);
-    let mut run = RunDir::open(Some(dir), dir, "toy").unwrap();
+    let mut run = RunDir::open(dir, false, true).unwrap();
     let mut hooks = NoHooks(Vec::new());
     let s = train(&mut toy, &trainable, cfg, &mut run, &mut hooks)?;
     Ok((s, hooks.0))
@@ -304,7 +304,7 @@ fn lr_factors_and_lisa_act_on_the_named_tensors() {
         ..toy_cfg()
     };
     let (mut toy, trainable) = Toy::new(7, 0);
-    let mut run = RunDir::open(Some(tmp.path()), tmp.path(), "toy").unwrap();
+    let mut run = RunDir::open(tmp.path(), false, true).unwrap();
     train(
         &mut toy,
         &trainable,
@@ -327,7 +327,7 @@ fn lr_factors_and_lisa_act_on_the_named_tensors() {
         ..toy_cfg()
     };
     let (mut toy, trainable) = Toy::new(7, 0);
-    let mut run = RunDir::open(Some(&dir), &dir, "toy").unwrap();
+    let mut run = RunDir::open(&dir, false, true).unwrap();
     train(
         &mut toy,
         &trainable,
@@ -350,7 +350,7 @@ fn a_loss_that_is_not_finite_stops_the_run() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut toy, trainable) = Toy::new(7, 0);
     toy.loss_scale = f64::NAN;
-    let mut run = RunDir::open(Some(tmp.path()), tmp.path(), "toy").unwrap();
+    let mut run = RunDir::open(tmp.path(), false, true).unwrap();
     let e = train(
         &mut toy,
         &trainable,

@@ -259,7 +259,10 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
     for entry in std::fs::read_dir(&base).with_context(|| format!("reading {}", base.display()))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type()?.is_file() && !is_weight_or_config(&name) {
+        if entry.file_type()?.is_file()
+            && !is_weight_or_config(&name)
+            && !swift_train::run_dir::CHECKPOINT_ONLY_FILES.contains(&name.as_str())
+        {
             std::fs::copy(entry.path(), out.join(&name))
                 .with_context(|| format!("copying {name} into {}", out.display()))?;
         }
