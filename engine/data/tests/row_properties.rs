@@ -67,7 +67,10 @@ fn read_all(path: &Path, format: Format, parse: bool, limit: usize) -> usize {
     if let Ok(mut r) = read::open(path, format) {
         while let Some(_row) = r.next_row(parse) {
             seen += 1;
-            assert!(seen <= limit, "{path:?}: more than {limit} items from the reader");
+            assert!(
+                seen <= limit,
+                "{path:?}: more than {limit} items from the reader"
+            );
         }
     }
     seen
@@ -81,8 +84,20 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         any::<f64>().prop_map(|f| json!(f)),
         "[a-z{}<>\\n ]{0,8}".prop_map(Value::from),
-        proptest::sample::select(&["user", "assistant", "system", "tool", "human", "gpt", "function_call", "observation", "wizard"][..])
-            .prop_map(Value::from),
+        proptest::sample::select(
+            &[
+                "user",
+                "assistant",
+                "system",
+                "tool",
+                "human",
+                "gpt",
+                "function_call",
+                "observation",
+                "wizard"
+            ][..]
+        )
+        .prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
@@ -97,10 +112,32 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn key() -> impl Strategy<Value = String> {
     proptest::sample::select(
         &[
-            "messages", "conversations", "role", "content", "from", "value", "query", "response",
-            "instruction", "input", "output", "system", "history", "tools", "tool_calls",
-            "chosen", "rejected", "rejected_response", "label", "text", "images", "prompt",
-            "completion", "function", "name", "arguments",
+            "messages",
+            "conversations",
+            "role",
+            "content",
+            "from",
+            "value",
+            "query",
+            "response",
+            "instruction",
+            "input",
+            "output",
+            "system",
+            "history",
+            "tools",
+            "tool_calls",
+            "chosen",
+            "rejected",
+            "rejected_response",
+            "label",
+            "text",
+            "images",
+            "prompt",
+            "completion",
+            "function",
+            "name",
+            "arguments",
         ][..],
     )
     .prop_map(String::from)
@@ -156,7 +193,12 @@ proptest! {
 #[test]
 fn a_broken_json_file_gives_one_error_then_ends() {
     let dir = tempfile::tempdir().unwrap();
-    for text in ["]", "[{\"q\": 1}] x", "{\"a\": 1}", "[{\"q\": 1} {\"q\": 2}]"] {
+    for text in [
+        "]",
+        "[{\"q\": 1}] x",
+        "{\"a\": 1}",
+        "[{\"q\": 1} {\"q\": 2}]",
+    ] {
         let path = dir.path().join("data.json");
         std::fs::write(&path, text).unwrap();
         for parse in [true, false] {
@@ -164,7 +206,10 @@ fn a_broken_json_file_gives_one_error_then_ends() {
             let items: Vec<_> = std::iter::from_fn(|| r.next_row(parse)).take(10).collect();
             let errors = items.iter().filter(|i| i.is_err()).count();
             assert_eq!(errors, 1, "{text}: {items:?}");
-            assert!(items.last().unwrap().is_err(), "{text}: the error comes last");
+            assert!(
+                items.last().unwrap().is_err(),
+                "{text}: the error comes last"
+            );
         }
     }
 }

@@ -87,7 +87,10 @@ pub fn tools(value: Option<&Value>) -> Result<Option<Vec<Value>>, ApiError> {
                 ));
             }
             let fat = format!("{at}.function");
-            (object(&fat, obj.get("function").unwrap_or(&Value::Null))?, fat)
+            (
+                object(&fat, obj.get("function").unwrap_or(&Value::Null))?,
+                fat,
+            )
         };
         match function.get("name") {
             Some(Value::String(n)) if !n.is_empty() => {}
@@ -143,8 +146,15 @@ fn message(at: &str, m: &Value) -> Result<Message, ApiError> {
         }
     };
     if let Some(key) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        let why = if ["role", "content", "name", "tool_calls", "function_call", "tool_call_id"]
-            .contains(&key.as_str())
+        let why = if [
+            "role",
+            "content",
+            "name",
+            "tool_calls",
+            "function_call",
+            "tool_call_id",
+        ]
+        .contains(&key.as_str())
         {
             format!("a `{role}` message does not take `{key}`")
         } else {
@@ -230,15 +240,13 @@ fn message(at: &str, m: &Value) -> Result<Message, ApiError> {
             if let Some(c) = content {
                 out.content = match c {
                     Value::String(s) => s.clone(),
-                    other => {
-                        return Err(bad(
-                            &content_at,
-                            format!(
-                                "{content_at} must be a string or null on a `function` message, got {}",
-                                type_name(other)
-                            ),
-                        ))
-                    }
+                    other => return Err(bad(
+                        &content_at,
+                        format!(
+                            "{content_at} must be a string or null on a `function` message, got {}",
+                            type_name(other)
+                        ),
+                    )),
                 };
             }
         }
@@ -299,7 +307,10 @@ fn text_content(at: &str, c: &Value, role: &str, kinds: &[&str]) -> Result<Strin
                     kinds.join(" or ")
                 )
             } else {
-                format!("`{kind}` is not a content part type (a `{role}` message takes {} parts)", kinds.join(" or "))
+                format!(
+                    "`{kind}` is not a content part type (a `{role}` message takes {} parts)",
+                    kinds.join(" or ")
+                )
             };
             return Err(bad(&format!("{pat}.type"), format!("{pat}.type: {why}")));
         }
@@ -415,16 +426,16 @@ fn function_call(at: &str, f: &Value) -> Result<FunctionCall, ApiError> {
 }
 
 fn object<'a>(at: &str, v: &'a Value) -> Result<&'a Map<String, Value>, ApiError> {
-    v.as_object().ok_or_else(|| {
-        bad(
-            at,
-            format!("{at} must be an object, got {}", type_name(v)),
-        )
-    })
+    v.as_object()
+        .ok_or_else(|| bad(at, format!("{at} must be an object, got {}", type_name(v))))
 }
 
 /// `obj[key]`: absent or null (None), or a string.
-fn optional_string(at: &str, obj: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+fn optional_string(
+    at: &str,
+    obj: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<String>, ApiError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -484,48 +495,114 @@ mod tests {
             (json!([]), "messages"),
             (json!("hi"), "messages"),
             (json!([user, 3]), "messages[1]"),
-            (json!([user, {"role": "wizard", "content": "x"}]), "messages[1].role"),
+            (
+                json!([user, {"role": "wizard", "content": "x"}]),
+                "messages[1].role",
+            ),
             (json!([{"content": "x"}]), "messages[0].role"),
             (json!([{"role": 1, "content": "x"}]), "messages[0].role"),
-            (json!([{"role": "user", "content": null}]), "messages[0].content"),
+            (
+                json!([{"role": "user", "content": null}]),
+                "messages[0].content",
+            ),
             (json!([{"role": "user"}]), "messages[0].content"),
-            (json!([{"role": "system", "content": null}]), "messages[0].content"),
-            (json!([{"role": "user", "content": 5}]), "messages[0].content"),
-            (json!([{"role": "user", "content": []}]), "messages[0].content"),
-            (json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
-             "messages[0].content[0].type"),
-            (json!([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
-             "messages[0].content[0].type"),
-            (json!([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "video"}]}]),
-             "messages[0].content[1].type"),
-            (json!([{"role": "user", "content": [{"type": "text"}]}]), "messages[0].content[0].text"),
-            (json!([{"role": "user", "content": [{"type": "text", "text": 1}]}]),
-             "messages[0].content[0].text"),
-            (json!([{"role": "user", "content": [{"text": "a"}]}]), "messages[0].content[0].type"),
-            (json!([{"role": "user", "content": ["a"]}]), "messages[0].content[0]"),
-            (json!([{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}]),
-             "messages[0].content[0].type"),
-            (json!([{"role": "user", "content": "x", "tool_calls": []}]), "messages[0].tool_calls"),
-            (json!([{"role": "user", "content": "x", "colour": "red"}]), "messages[0].colour"),
-            (json!([{"role": "user", "content": "x", "name": 3}]), "messages[0].name"),
-            (json!([user, {"role": "assistant", "content": null}]), "messages[1].content"),
+            (
+                json!([{"role": "system", "content": null}]),
+                "messages[0].content",
+            ),
+            (
+                json!([{"role": "user", "content": 5}]),
+                "messages[0].content",
+            ),
+            (
+                json!([{"role": "user", "content": []}]),
+                "messages[0].content",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+                "messages[0].content[0].type",
+            ),
+            (
+                json!([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+                "messages[0].content[0].type",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "video"}]}]),
+                "messages[0].content[1].type",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "text"}]}]),
+                "messages[0].content[0].text",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "text", "text": 1}]}]),
+                "messages[0].content[0].text",
+            ),
+            (
+                json!([{"role": "user", "content": [{"text": "a"}]}]),
+                "messages[0].content[0].type",
+            ),
+            (
+                json!([{"role": "user", "content": ["a"]}]),
+                "messages[0].content[0]",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}]),
+                "messages[0].content[0].type",
+            ),
+            (
+                json!([{"role": "user", "content": "x", "tool_calls": []}]),
+                "messages[0].tool_calls",
+            ),
+            (
+                json!([{"role": "user", "content": "x", "colour": "red"}]),
+                "messages[0].colour",
+            ),
+            (
+                json!([{"role": "user", "content": "x", "name": 3}]),
+                "messages[0].name",
+            ),
+            (
+                json!([user, {"role": "assistant", "content": null}]),
+                "messages[1].content",
+            ),
             (json!([user, {"role": "assistant"}]), "messages[1].content"),
-            (json!([user, {"role": "assistant", "content": null, "tool_calls": {}}]),
-             "messages[1].tool_calls"),
-            (json!([user, {"role": "assistant", "tool_calls": [{"type": "function", "function": {}}]}]),
-             "messages[1].tool_calls[0].function.name"),
-            (json!([user, {"role": "assistant", "tool_calls": [{"type": "code", "function": {"name": "f"}}]}]),
-             "messages[1].tool_calls[0].type"),
-            (json!([user, {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": 1}}]}]),
-             "messages[1].tool_calls[0].function.arguments"),
-            (json!([user, {"role": "assistant", "content": "a", "refusal": "no"}]),
-             "messages[1].refusal"),
-            (json!([user, {"role": "tool", "content": "42"}]), "messages[1].tool_call_id"),
-            (json!([user, {"role": "tool", "content": null, "tool_call_id": "c"}]),
-             "messages[1].content"),
-            (json!([user, {"role": "function", "content": "42"}]), "messages[1].name"),
-            (json!([user, {"role": "function", "name": "f", "content": ["x"]}]),
-             "messages[1].content"),
+            (
+                json!([user, {"role": "assistant", "content": null, "tool_calls": {}}]),
+                "messages[1].tool_calls",
+            ),
+            (
+                json!([user, {"role": "assistant", "tool_calls": [{"type": "function", "function": {}}]}]),
+                "messages[1].tool_calls[0].function.name",
+            ),
+            (
+                json!([user, {"role": "assistant", "tool_calls": [{"type": "code", "function": {"name": "f"}}]}]),
+                "messages[1].tool_calls[0].type",
+            ),
+            (
+                json!([user, {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": 1}}]}]),
+                "messages[1].tool_calls[0].function.arguments",
+            ),
+            (
+                json!([user, {"role": "assistant", "content": "a", "refusal": "no"}]),
+                "messages[1].refusal",
+            ),
+            (
+                json!([user, {"role": "tool", "content": "42"}]),
+                "messages[1].tool_call_id",
+            ),
+            (
+                json!([user, {"role": "tool", "content": null, "tool_call_id": "c"}]),
+                "messages[1].content",
+            ),
+            (
+                json!([user, {"role": "function", "content": "42"}]),
+                "messages[1].name",
+            ),
+            (
+                json!([user, {"role": "function", "name": "f", "content": ["x"]}]),
+                "messages[1].content",
+            ),
         ];
         for (messages, param) in cases {
             assert_eq!(refused(messages.clone()), param, "{messages}");
@@ -550,7 +627,16 @@ mod tests {
         let roles: Vec<&str> = got.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(
             roles,
-            ["system", "user", "assistant", "tool", "assistant", "tool", "assistant", "system"]
+            [
+                "system",
+                "user",
+                "assistant",
+                "tool",
+                "assistant",
+                "tool",
+                "assistant",
+                "system"
+            ]
         );
         assert_eq!(got[0].content, "be brief");
         assert_eq!(got[1].name.as_deref(), Some("ann"));
@@ -562,17 +648,25 @@ mod tests {
         assert_eq!(call.function.arguments, json!("{\"city\": \"Paris\"}"));
         assert_eq!(got[2].content, "");
         assert_eq!(got[3].tool_call_id.as_deref(), Some("c1"));
-        assert_eq!(got[4].tool_calls.as_ref().unwrap()[0].function.name, "get_time");
-        assert_eq!((got[5].name.as_deref(), got[5].content.as_str()), (Some("get_time"), ""));
+        assert_eq!(
+            got[4].tool_calls.as_ref().unwrap()[0].function.name,
+            "get_time"
+        );
+        assert_eq!(
+            (got[5].name.as_deref(), got[5].content.as_str()),
+            (Some("get_time"), "")
+        );
         assert_eq!(got[6].content, "no");
     }
 
     #[test]
     fn tools_are_checked_and_bare_schemas_wrapped() {
         let schema = json!({"name": "f", "parameters": {"type": "object"}});
-        let got = tools(Some(&json!([schema.clone(), {"type": "function", "function": schema}])))
-            .unwrap()
-            .unwrap();
+        let got = tools(Some(
+            &json!([schema.clone(), {"type": "function", "function": schema}]),
+        ))
+        .unwrap()
+        .unwrap();
         assert_eq!(got[0], json!({"type": "function", "function": schema}));
         assert_eq!(got[0], got[1]);
         assert_eq!(tools(Some(&json!([]))).unwrap(), None);
@@ -581,7 +675,10 @@ mod tests {
             (json!([1]), "tools[0]"),
             (json!([{"type": "retrieval"}]), "tools[0].type"),
             (json!([{"type": "function"}]), "tools[0].function"),
-            (json!([{"type": "function", "function": {"name": ""}}]), "tools[0].function.name"),
+            (
+                json!([{"type": "function", "function": {"name": ""}}]),
+                "tools[0].function.name",
+            ),
             (json!([{"parameters": {}}]), "tools[0].name"),
         ] {
             let e = tools(Some(&bad)).expect_err(&bad.to_string());
