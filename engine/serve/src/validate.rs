@@ -240,13 +240,15 @@ fn message(at: &str, m: &Value) -> Result<Message, ApiError> {
             if let Some(c) = content {
                 out.content = match c {
                     Value::String(s) => s.clone(),
-                    other => return Err(bad(
-                        &content_at,
-                        format!(
+                    other => {
+                        return Err(bad(
+                            &content_at,
+                            format!(
                             "{content_at} must be a string or null on a `function` message, got {}",
                             type_name(other)
                         ),
-                    )),
+                        ))
+                    }
                 };
             }
         }

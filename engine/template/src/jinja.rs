@@ -117,7 +117,7 @@ impl JinjaTemplate {
                 reason: if e.kind() == ErrorKind::OutOfFuel {
                     format!(
                         "the chat_template did more work than a chat template needs (a budget of {FUEL} steps, about {} MB of output) and was stopped; check it for endless loops, or use a built-in template (--template)",
-                        FUEL * 64 >> 20
+                        (FUEL * 64) >> 20
                     )
                 } else {
                     format!("{e:#}")

@@ -572,12 +572,13 @@ struct SafeTensorsDir {
 /// Where one tensor lies: file index, dtype, shape, byte range in the file.
 type StEntry = (usize, Dtype, Vec<usize>, (usize, usize));
 
+/// One tensor of a safetensors header: name, dtype, shape, byte range in the file.
+type HeaderEntry = (String, Dtype, Vec<usize>, (usize, usize));
+
 /// The tensors a safetensors file's header describes: name, dtype, shape and byte range in the
 /// file. The `safetensors` crate reads the header (its size is capped, and every tensor's range
 /// is checked against its shape, its neighbours and the file's length, without overflow).
-pub(crate) fn safetensors_entries(
-    bytes: &[u8],
-) -> Result<Vec<(String, Dtype, Vec<usize>, (usize, usize))>, String> {
+pub(crate) fn safetensors_entries(bytes: &[u8]) -> Result<Vec<HeaderEntry>, String> {
     let (n, meta) =
         SafeTensors::read_metadata(bytes).map_err(|e| format!("safetensors header: {e}"))?;
     let start = 8 + n;
