@@ -116,14 +116,16 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             None,
         ));
     }
-    serde_json::from_value::<T>(value.clone()).map_err(|e| {
-        // serde does not say which field failed: the one whose removal makes the rest parse.
+    T::deserialize(&value).map_err(|e| {
+        // serde does not say which field failed: every field of a request is optional, so the
+        // one that fails alone is it (one pass over the body, however many keys it has).
         let param = value.as_object().and_then(|obj| {
-            obj.keys().find(|k| {
-                let mut rest = obj.clone();
-                rest.remove(k.as_str());
-                serde_json::from_value::<T>(Value::Object(rest)).is_ok()
-            })
+            obj.iter()
+                .find(|&(k, v)| {
+                    let alone = serde_json::Map::from_iter([(k.clone(), v.clone())]);
+                    T::deserialize(&Value::Object(alone)).is_err()
+                })
+                .map(|(k, _)| k)
         });
         match param {
             Some(k) => ApiError::bad_request(format!("Invalid `{k}`: {e}"), Some(k)),
@@ -772,6 +774,19 @@ mod tests {
     async fn body(r: Response) -> String {
         let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named() {
+        let e =
+            parse::<ChatRequest>(br#"{"messages": [], "x": 1, "temperature": "hot"}"#).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.param.as_deref()),
+            (400, Some("temperature"))
+        );
+        let e = parse::<CompletionRequest>(br#"{"prompt": [1, 2]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("prompt"));
+        assert!(parse::<ChatRequest>(br#"{"messages": [], "stream": true}"#).is_ok());
     }
 
     #[tokio::test]
