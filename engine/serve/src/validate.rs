@@ -661,6 +661,90 @@ mod tests {
         assert_eq!(got[6].content, "no");
     }
 
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        /// JSON of any shape under the names a chat message uses.
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                proptest::sample::select(
+                    &[
+                        "system",
+                        "developer",
+                        "user",
+                        "assistant",
+                        "tool",
+                        "function",
+                        "wizard",
+                        "text",
+                        "image_url",
+                        "refusal",
+                        "",
+                        "x"
+                    ][..]
+                )
+                .prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                let key = proptest::sample::select(
+                    &[
+                        "role",
+                        "content",
+                        "type",
+                        "text",
+                        "refusal",
+                        "name",
+                        "tool_calls",
+                        "tool_call_id",
+                        "function",
+                        "function_call",
+                        "arguments",
+                        "id",
+                        "audio",
+                        "annotations",
+                        "image_url",
+                        "other",
+                    ][..],
+                );
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::vec((key.prop_map(String::from), inner), 0..5)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+            /// Any `messages` or `tools` is accepted or refused with a 400 naming a field; what
+            /// is accepted has only the roles templates render.
+            #[test]
+            fn any_request_is_checked_without_panic(
+                messages in prop_oneof![value(), proptest::collection::vec(value(), 1..4).prop_map(Value::Array)],
+                tools in prop_oneof![value(), proptest::collection::vec(value(), 1..3).prop_map(Value::Array)],
+            ) {
+                match super::super::messages(Some(&messages)) {
+                    Ok(ms) => {
+                        for m in ms {
+                            prop_assert!(["system", "user", "assistant", "tool"].contains(&m.role.as_str()));
+                        }
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e.status.as_u16(), 400);
+                        prop_assert!(e.param.as_deref().is_some_and(|p| p.starts_with("messages")));
+                    }
+                }
+                if let Err(e) = super::super::tools(Some(&tools)) {
+                    prop_assert!(e.param.as_deref().is_some_and(|p| p.starts_with("tools")));
+                }
+            }
+        }
+    }
+
     #[test]
     fn tools_are_checked_and_bare_schemas_wrapped() {
         let schema = json!({"name": "f", "parameters": {"type": "object"}});
