@@ -9,7 +9,7 @@ SWIFT := target/release/swift
 CACHE ?= $(or $(SWIFT_RS_CACHE),$(HOME)/.cache/swift-rs)
 MODEL := $(CACHE)/models/SmolLM2-135M-Instruct
 
-.PHONY: setup build test demo bench lint fmt
+.PHONY: setup build test demo bench fuzz lint fmt
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,10 @@ demo: setup
 
 bench: setup
 	@bash scripts/bench.sh
+
+# The parsers' property tests with many cases (PROPTEST_CASES, default 20000); `make bench` runs it.
+fuzz:
+	@bash scripts/fuzz.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -8,6 +8,9 @@ cd "$ROOT"
 echo "== start-up: swift --help, swift list (no libtorch) and the tensor engine's load (medians of 5)"
 bash scripts/bench_startup.sh
 
+echo "== property tests of the file parsers, 20000 cases each (scripts/fuzz.sh)"
+bash scripts/fuzz.sh
+
 echo "== data: preprocessing + streaming of generated JSONL/JSON files (rows/s, peak RSS)"
 cargo run --release --quiet -p swift-data --example stream_bench
 

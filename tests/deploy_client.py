@@ -219,6 +219,39 @@ def main_scenario(a, refs):
     status, body = raw(base_url, "/chat/completions",
                        json.dumps({"model": base, "messages": "hi"}), a.api_key)
     check(status == 400, f"messages of the wrong type: {status}")
+    # Messages are checked field by field; each refusal names the field as `param`.
+    user = {"role": "user", "content": "hi"}
+    for messages, param in [
+        ([user, {"role": "wizard", "content": "abracadabra"}], "messages[1].role"),
+        ([{"role": "user", "content": None}], "messages[0].content"),
+        ([user, {"role": "assistant", "content": None}], "messages[1].content"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+         "messages[0].content[0].type"),
+        ([{"role": "system", "content": 7}, user], "messages[0].content"),
+        ([user, {"role": "assistant", "content": "x"}, {"role": "tool", "content": "42"}],
+         "messages[2].tool_call_id"),
+    ]:
+        try:
+            client.chat.completions.create(model=base, messages=messages, max_tokens=1)
+            check(False, f"{messages} accepted")
+        except openai.BadRequestError as e:
+            check(e.status_code == 400 and e.param == param and e.type == "invalid_request_error",
+                  f"{messages}: {e.status_code} {e.body}")
+            openai_error_shape(e.response.json(), param)
+    status, body = raw(base_url, "/chat/completions",
+                       json.dumps({"model": base, "messages": [user], "temperature": "hot"}),
+                       a.api_key)
+    check(status == 400 and body["error"]["param"] == "temperature", f"{status} {body}")
+    # Every role OpenAI defines is accepted (developer as system, function as a tool reply).
+    r = client.chat.completions.create(model=base, max_tokens=2, temperature=0, messages=[
+        {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ], tools=t["tools"])
+    check(r.choices[0].finish_reason in ("stop", "length", "tool_calls"), f"{r}")
     try:
         chat(client, "no-such-model", "hi")
         check(False, "unknown model accepted")

@@ -20,6 +20,14 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_DIMS: u32 = 8;
 /// Deepest nesting of arrays accepted in metadata.
 const MAX_ARRAY_DEPTH: u32 = 8;
+/// Most items reserved ahead from a count in the header: a list grows past it only as its items
+/// are actually read, so a count the file cannot back allocates little.
+const MAX_RESERVE: u64 = 1 << 12;
+
+/// A capacity to reserve for `count` items claimed by the header.
+fn reserve(count: u64) -> usize {
+    count.min(MAX_RESERVE) as usize
+}
 
 /// One tensor's entry in the GGUF header.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,8 +152,8 @@ impl GgufFile {
             )));
         }
 
-        let mut metadata = Vec::with_capacity(n_kv as usize);
-        let mut metadata_index = HashMap::with_capacity(n_kv as usize);
+        let mut metadata = Vec::with_capacity(reserve(n_kv));
+        let mut metadata_index = HashMap::with_capacity(reserve(n_kv));
         for i in 0..n_kv {
             let key = cur.string(|| format!("key of metadata entry {i}"))?;
             let type_id = cur.u32("metadata value type")?;
@@ -176,8 +184,8 @@ impl GgufFile {
             }
         };
 
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
-        let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
+        let mut tensors = Vec::with_capacity(reserve(n_tensors));
+        let mut tensor_index = HashMap::with_capacity(reserve(n_tensors));
         for i in 0..n_tensors {
             let name = cur.string(|| format!("name of tensor {i}"))?;
             let n_dims = cur.u32("tensor dimension count")?;
@@ -635,7 +643,7 @@ impl<'a> Cursor<'a> {
                         "metadata key '{key}' claims an array of {len} elements, more than fit in the rest of the file"
                     )));
                 }
-                let mut items = Vec::with_capacity(len as usize);
+                let mut items = Vec::with_capacity(reserve(len));
                 for _ in 0..len {
                     items.push(self.value(et, key, depth + 1)?);
                 }

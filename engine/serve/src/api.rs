@@ -5,7 +5,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use swift_plugin_tensors::{FunctionCall, Message, ToolCall};
 
 /// `stop`: one string or a list of them.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,7 +54,9 @@ pub struct Sampling {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatRequest {
     pub model: Option<String>,
-    pub messages: Option<Vec<ChatMessage>>,
+    /// Checked and converted by [`crate::validate::messages`] (kept as sent, so that each
+    /// failure can name its field).
+    pub messages: Option<Value>,
     #[serde(flatten)]
     pub sampling: Sampling,
     /// The newer name of `max_tokens`.
@@ -63,97 +64,8 @@ pub struct ChatRequest {
     #[serde(default)]
     pub logprobs: bool,
     pub top_logprobs: Option<i64>,
-    pub tools: Option<Vec<Value>>,
-}
-
-/// A message as clients send it: `content` a string, a list of text parts, or null.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    #[serde(default)]
-    pub content: Option<Content>,
-    #[serde(default)]
-    pub tool_calls: Option<Vec<WireToolCall>>,
-    #[serde(default)]
-    pub tool_call_id: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ContentPart {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub text: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct WireToolCall {
-    #[serde(default)]
-    pub id: Option<String>,
-    pub function: WireFunction,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct WireFunction {
-    pub name: String,
-    /// A string holding JSON (OpenAI) or a JSON object.
-    #[serde(default)]
-    pub arguments: Value,
-}
-
-impl ChatMessage {
-    /// The message as the template renders it.
-    pub fn into_message(self) -> Result<Message, ApiError> {
-        let content = match self.content {
-            None => String::new(),
-            Some(Content::Text(t)) => t,
-            Some(Content::Parts(parts)) => {
-                let mut text = String::new();
-                for p in parts {
-                    if p.kind != "text" {
-                        return Err(ApiError::bad_request(
-                            format!(
-                                "content parts of type `{}` are not supported: this server serves text models",
-                                p.kind
-                            ),
-                            Some("messages"),
-                        ));
-                    }
-                    text.push_str(p.text.as_deref().unwrap_or_default());
-                }
-                text
-            }
-        };
-        let tool_calls = self.tool_calls.map(|calls| {
-            calls
-                .into_iter()
-                .map(|c| ToolCall {
-                    id: c.id,
-                    kind: "function".into(),
-                    function: FunctionCall {
-                        name: c.function.name,
-                        arguments: c.function.arguments,
-                    },
-                })
-                .collect()
-        });
-        Ok(Message {
-            role: self.role,
-            content,
-            tool_calls,
-            tool_call_id: self.tool_call_id,
-            name: self.name,
-        })
-    }
+    /// Checked by [`crate::validate::tools`].
+    pub tools: Option<Value>,
 }
 
 /// `POST /v1/completions`.

@@ -1,4 +1,5 @@
-//! The HTTP side: axum routes, request checking, the chat template, and turning the batcher's
+//! The HTTP side: axum routes, request checking (a chat request's messages and tools in
+//! [`crate::validate`]), the chat template, and turning the batcher's
 //! events into OpenAI responses (whole, or server-sent events ending in `data: [DONE]`).
 //!
 //! Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions` (the prompt is
@@ -26,7 +27,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::api::{ApiError, ChatRequest, CompletionRequest, Prompt, Sampling, Usage};
 use crate::batcher::{Event, EventKind, Job, SubmitError, Submitter, TokenLogprob};
-use crate::tool_calls;
+use crate::{tool_calls, validate};
 
 /// What every handler shares.
 pub struct AppState {
@@ -115,8 +116,22 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             None,
         ));
     }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request(format!("Invalid request: {e}"), None))
+    T::deserialize(&value).map_err(|e| {
+        // serde does not say which field failed: every field of a request is optional, so the
+        // one that fails alone is it (one pass over the body, however many keys it has).
+        let param = value.as_object().and_then(|obj| {
+            obj.iter()
+                .find(|&(k, v)| {
+                    let alone = serde_json::Map::from_iter([(k.clone(), v.clone())]);
+                    T::deserialize(&Value::Object(alone)).is_err()
+                })
+                .map(|(k, _)| k)
+        });
+        match param {
+            Some(k) => ApiError::bad_request(format!("Invalid `{k}`: {e}"), Some(k)),
+            None => ApiError::bad_request(format!("Invalid request: {e}"), None),
+        }
+    })
 }
 
 /// The adapter a request's `model` names (None: the base model; absent: the base model).
@@ -183,14 +198,6 @@ async fn submit(
             format!("n must be between 1 and 128, got {n}"),
             Some("n"),
         ));
-    }
-    if let Some(k) = logprobs {
-        if k > 20 {
-            return Err(ApiError::bad_request(
-                format!("at most 20 top logprobs can be returned, {k} were asked for"),
-                Some("top_logprobs"),
-            ));
-        }
     }
     if let Some(m) = max_tokens {
         if m < 1 {
@@ -298,31 +305,26 @@ async fn chat_inner(
 ) -> Result<Response, ApiError> {
     authorize(&st, &headers)?;
     let req: ChatRequest = parse(&body)?;
-    let messages = match req.messages {
-        Some(m) if !m.is_empty() => m,
-        _ => {
-            return Err(ApiError::bad_request(
-                "`messages` is required: a list of {\"role\", \"content\"} objects",
-                Some("messages"),
-            ))
-        }
-    };
-    let messages: Vec<Message> = messages
-        .into_iter()
-        .map(|m| m.into_message())
-        .collect::<Result<_, _>>()?;
     let row = StandardRow {
-        messages,
-        tools: req
-            .tools
-            .filter(|t| !t.is_empty())
-            .map(|t| t.into_iter().map(wrap_tool).collect()),
+        messages: validate::messages(req.messages.as_ref())?,
+        tools: validate::tools(req.tools.as_ref())?,
         ..Default::default()
     };
-    let logprobs = if req.logprobs {
-        Some(req.top_logprobs.unwrap_or(0).max(0) as usize)
-    } else {
-        None
+    let logprobs = match (req.logprobs, req.top_logprobs) {
+        (_, Some(k)) if !(0..=20).contains(&k) => {
+            return Err(ApiError::bad_request(
+                format!("top_logprobs must be between 0 and 20, got {k}"),
+                Some("top_logprobs"),
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "top_logprobs needs `logprobs: true`",
+                Some("top_logprobs"),
+            ))
+        }
+        (true, k) => Some(k.unwrap_or(0) as usize),
+        (false, None) => None,
     };
     let max_tokens = req.max_completion_tokens.or(req.sampling.max_tokens);
     let p = submit(
@@ -365,7 +367,15 @@ async fn completions_inner(
         messages: vec![Message::new("user", prompt)],
         ..Default::default()
     };
-    let logprobs = req.logprobs.map(|k| k.max(0) as usize);
+    let logprobs = match req.logprobs {
+        Some(k) if !(0..=20).contains(&k) => {
+            return Err(ApiError::bad_request(
+                format!("logprobs must be between 0 and 20, got {k}"),
+                Some("logprobs"),
+            ))
+        }
+        k => k.map(|k| k as usize),
+    };
     let max_tokens = req.sampling.max_tokens.or(Some(16));
     let p = submit(
         &st,
@@ -378,17 +388,6 @@ async fn completions_inner(
     )
     .await?;
     respond(p).await
-}
-
-/// A bare function schema as OpenAI's `{"type": "function", "function": schema}` (as the
-/// dataset loaders read `tools` columns), so both spellings render alike.
-fn wrap_tool(tool: Value) -> Value {
-    match tool {
-        Value::Object(o) if !o.contains_key("type") && !o.contains_key("function") => {
-            json!({"type": "function", "function": Value::Object(o)})
-        }
-        other => other,
-    }
 }
 
 fn request_id() -> String {
@@ -775,6 +774,19 @@ mod tests {
     async fn body(r: Response) -> String {
         let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named() {
+        let e =
+            parse::<ChatRequest>(br#"{"messages": [], "x": 1, "temperature": "hot"}"#).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.param.as_deref()),
+            (400, Some("temperature"))
+        );
+        let e = parse::<CompletionRequest>(br#"{"prompt": [1, 2]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("prompt"));
+        assert!(parse::<ChatRequest>(br#"{"messages": [], "stream": true}"#).is_ok());
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@
 //!   (continuous batching with a bounded queue).
 //! * [`adapters`]: several LoRA adapters on one model, chosen per row without merging.
 //! * [`tool_calls`]: tool calls in answers read back into OpenAI's `tool_calls`.
+//! * [`validate`]: a chat request's `messages` and `tools` checked field by field (OpenAI's
+//!   rules per role), each failure a 400 naming its `param`.
 //! * [`app`]: the axum routes.
 //!
 //! [`run`] ties them together: it binds the address, serves until Ctrl-C (or SIGTERM), then
@@ -17,6 +19,7 @@ pub mod batcher;
 #[cfg(test)]
 mod tests;
 pub mod tool_calls;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

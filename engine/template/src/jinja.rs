@@ -1,7 +1,8 @@
 //! The `jinja` engine: renders a Hugging Face `chat_template` with minijinja (Python-compatible
 //! string methods from minijinja-contrib's pycompat, `trim_blocks`/`lstrip_blocks` as
 //! transformers sets them, `raise_exception`, `strftime_now`, and a `tojson` that writes JSON as
-//! Python's `json.dumps` does), and still derives labels.
+//! Python's `json.dumps` does), and still derives labels. Each render has a budget of work
+//! ([`FUEL`]), so a `chat_template` that loops or allocates without end fails with an error.
 //!
 //! Labels come from rendering prefixes of the conversation and comparing them with the full
 //! rendering R. For assistant message i:
@@ -24,6 +25,11 @@ use crate::template::{Piece, PieceKind, RenderOptions, EMPTY_THINK};
 use crate::tokenizer::Tokenizer;
 use crate::tools::{py_float, write_py_str};
 use crate::TemplateError;
+
+/// The work one render may do (minijinja's fuel: about one per instruction and one per 64 bytes
+/// created): real templates use well under 1% of it on long conversations; it bounds the time
+/// (a fraction of a second) and memory (about 128 MB) a hostile `chat_template` can take.
+const FUEL: u64 = 2_000_000;
 
 /// A compiled chat_template.
 pub struct JinjaTemplate {
@@ -48,6 +54,7 @@ impl JinjaTemplate {
                 reason: e.to_string(),
             })?;
         env.set_syntax(syntax);
+        env.set_fuel(Some(FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
@@ -107,7 +114,14 @@ impl JinjaTemplate {
         }
         tmpl.render(Value::from_object(ctx))
             .map_err(|e| TemplateError::JinjaRender {
-                reason: format!("{e:#}"),
+                reason: if e.kind() == ErrorKind::OutOfFuel {
+                    format!(
+                        "the chat_template did more work than a chat template needs (a budget of {FUEL} steps, about {} MB of output) and was stopped; check it for endless loops, or use a built-in template (--template)",
+                        (FUEL * 64) >> 20
+                    )
+                } else {
+                    format!("{e:#}")
+                },
             })
     }
 

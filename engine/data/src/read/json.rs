@@ -79,6 +79,8 @@ enum State {
     Object { first: bool },
     /// After the closing bracket.
     Done,
+    /// After an error that is not about one row: the file has no more rows.
+    Failed,
 }
 
 /// Rows of a `.json` file.
@@ -116,7 +118,7 @@ impl JsonReader {
     }
 
     fn structure(&mut self, message: String) -> DataError {
-        self.state = State::Done;
+        self.state = State::Failed;
         DataError::Structure {
             path: self.path.clone(),
             line: self.bytes.line,
@@ -125,7 +127,7 @@ impl JsonReader {
     }
 
     fn io(&mut self, source: std::io::Error) -> DataError {
-        self.state = State::Done;
+        self.state = State::Failed;
         DataError::Io {
             path: self.path.clone(),
             source,
@@ -250,8 +252,12 @@ impl JsonReader {
 
     fn step(&mut self, parse: bool) -> Result<Option<RawRow>, DataError> {
         loop {
+            if self.state == State::Failed {
+                return Ok(None);
+            }
             let next = self.bytes.skip_ws().map_err(|e| self.io(e))?;
             match self.state {
+                State::Failed => return Ok(None),
                 State::Done => {
                     return match next {
                         None => Ok(None),

@@ -17,6 +17,7 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
 use super::llama::permute_rows_for_gguf;
@@ -361,6 +362,10 @@ struct Params {
     rope_scaling_json: Option<String>,
 }
 
+/// The largest head dimension accepted from a config.json (real models use 64 to 576); the
+/// llama3 rope factors hold head_dim / 2 values.
+const MAX_HEAD_DIM: u64 = 1 << 16;
+
 impl Params {
     fn read(c: &Value) -> Result<Params, String> {
         let archs: Vec<&str> = c["architectures"]
@@ -395,6 +400,11 @@ impl Params {
             ));
         }
         let head_dim = c["head_dim"].as_u64().unwrap_or(hidden / heads);
+        if !(1..=MAX_HEAD_DIM).contains(&head_dim) {
+            return Err(format!(
+                "config.json gives a head dimension of {head_dim} (head_dim, or hidden_size / num_attention_heads); it must be between 1 and {MAX_HEAD_DIM}"
+            ));
+        }
         let tied = c["tie_word_embeddings"].as_bool().unwrap_or(false);
         let rope_scaling = c["rope_scaling"].clone();
         let kind = rope_scaling["rope_type"]
@@ -413,7 +423,7 @@ impl Params {
         if arch == "qwen2" && c["use_sliding_window"].as_bool() == Some(true) {
             return Err("Qwen2 sliding-window attention cannot be exported to GGUF".into());
         }
-        Ok(Params {
+        let p = Params {
             arch,
             hidden,
             intermediate: u("intermediate_size")?,
@@ -428,7 +438,25 @@ impl Params {
             tied,
             rope_scaling,
             rope_scaling_json,
-        })
+        };
+        // GGUF stores these as 32-bit integers.
+        for (k, v) in [
+            ("hidden_size", p.hidden),
+            ("intermediate_size", p.intermediate),
+            ("num_hidden_layers", p.layers),
+            ("num_attention_heads", p.heads),
+            ("num_key_value_heads", p.kv_heads),
+            ("max_position_embeddings", p.context),
+            ("vocab_size", p.vocab_size),
+        ] {
+            if v > u64::from(u32::MAX) {
+                return Err(format!(
+                    "config.json's {k} is {v}; GGUF holds it in 32 bits (at most {})",
+                    u32::MAX
+                ));
+            }
+        }
+        Ok(p)
     }
 
     fn write_metadata(&self, w: &mut GgufWriter) {
@@ -542,7 +570,27 @@ struct SafeTensorsDir {
 }
 
 /// Where one tensor lies: file index, dtype, shape, byte range in the file.
-type StEntry = (usize, String, Vec<usize>, (usize, usize));
+type StEntry = (usize, Dtype, Vec<usize>, (usize, usize));
+
+/// One tensor of a safetensors header: name, dtype, shape, byte range in the file.
+type HeaderEntry = (String, Dtype, Vec<usize>, (usize, usize));
+
+/// The tensors a safetensors file's header describes: name, dtype, shape and byte range in the
+/// file. The `safetensors` crate reads the header (its size is capped, and every tensor's range
+/// is checked against its shape, its neighbours and the file's length, without overflow).
+pub(crate) fn safetensors_entries(bytes: &[u8]) -> Result<Vec<HeaderEntry>, String> {
+    let (n, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("safetensors header: {e}"))?;
+    let start = 8 + n;
+    Ok(meta
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (a, b) = info.data_offsets;
+            (name, info.dtype, info.shape.clone(), (start + a, start + b))
+        })
+        .collect())
+}
 
 impl SafeTensorsDir {
     fn open(dir: &Path) -> Result<Self, GgufError> {
@@ -574,41 +622,12 @@ impl SafeTensorsDir {
             // SAFETY: read-only mapping of a file we do not modify.
             let map = unsafe { memmap2::Mmap::map(&file) }
                 .map_err(|e| GgufError::io("mapping", path, e))?;
-            let bad = |detail: String| GgufError::Malformed {
+            let entries = safetensors_entries(&map).map_err(|detail| GgufError::Malformed {
                 path: path.clone(),
                 detail,
-            };
-            if map.len() < 8 {
-                return Err(bad("too short for a safetensors file".into()));
-            }
-            let n = u64::from_le_bytes(map[..8].try_into().unwrap_or([0; 8])) as usize;
-            if 8 + n > map.len() {
-                return Err(bad("the safetensors header runs past the end".into()));
-            }
-            let header: Value = serde_json::from_slice(&map[8..8 + n])
-                .map_err(|e| bad(format!("safetensors header: {e}")))?;
-            for (name, info) in header.as_object().into_iter().flatten() {
-                if name == "__metadata__" {
-                    continue;
-                }
-                let dtype = info["dtype"].as_str().unwrap_or("").to_owned();
-                let shape: Vec<usize> = info["shape"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|d| d.as_u64().map(|d| d as usize))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let off = &info["data_offsets"];
-                let (a, b) = (
-                    off[0].as_u64().unwrap_or(0) as usize + 8 + n,
-                    off[1].as_u64().unwrap_or(0) as usize + 8 + n,
-                );
-                if a > b || b > map.len() {
-                    return Err(bad(format!("tensor '{name}' lies outside the file")));
-                }
-                idx.insert(name.clone(), (fi, dtype, shape, (a, b)));
+            })?;
+            for (name, dtype, shape, range) in entries {
+                idx.insert(name, (fi, dtype, shape, range));
             }
             maps.push((path.clone(), map));
         }
@@ -633,11 +652,10 @@ impl SafeTensorsDir {
     fn f32(&self, name: &str) -> Result<Vec<f32>, GgufError> {
         let (fi, dtype, shape, (a, b)) = self.entry(name)?;
         let bytes = &self.maps[*fi].1[*a..*b];
-        let n: usize = shape.iter().product();
-        let (size, conv): (usize, fn(&[u8]) -> f32) = match dtype.as_str() {
-            "F32" => (4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            "F16" => (2, |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
-            "BF16" => (2, |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        let (size, conv): (usize, fn(&[u8]) -> f32) = match dtype {
+            Dtype::F32 => (4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            Dtype::F16 => (2, |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            Dtype::BF16 => (2, |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
             other => {
                 return Err(GgufError::Unsupported {
                     path: self.maps[*fi].0.clone(),
@@ -647,12 +665,8 @@ impl SafeTensorsDir {
                 })
             }
         };
-        if bytes.len() != n * size {
-            return Err(GgufError::Shape {
-                tensor: name.to_owned(),
-                detail: format!("{} bytes for shape {shape:?} as {dtype}", bytes.len()),
-            });
-        }
+        // The header was checked: the range holds exactly the shape's elements.
+        debug_assert_eq!(bytes.len(), shape.iter().product::<usize>() * size);
         Ok(bytes.chunks_exact(size).map(conv).collect())
     }
 }
@@ -940,6 +954,121 @@ fn detect_pre(pre: &Value, warnings: &mut Vec<String>) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Property tests of the two files of a Hugging Face folder this converter parses itself:
+    /// safetensors headers and config.json (cases: `PROPTEST_CASES`).
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A valid two-tensor safetensors file.
+        fn valid_safetensors() -> Vec<u8> {
+            let header = json!({
+                "__metadata__": {"format": "pt"},
+                "a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+                "b": {"dtype": "BF16", "shape": [4], "data_offsets": [24, 32]},
+            })
+            .to_string();
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend(header.as_bytes());
+            bytes.extend((0..32u8).collect::<Vec<_>>());
+            bytes
+        }
+
+        /// Any number in JSON, biased to the edges.
+        fn number() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                (0u64..5).prop_map(|n| json!(n)),
+                any::<u64>().prop_map(|n| json!(n)),
+                Just(json!(u64::MAX)),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>().prop_map(|f| json!(f)),
+                Just(json!(-1)),
+                Just(json!("7")),
+                Just(Value::Null),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn damaged_safetensors_headers_are_refused_or_describe_the_file(
+                edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+                word in proptest::option::of((any::<usize>(), any::<u64>())),
+                cut in proptest::option::of(any::<usize>()),
+            ) {
+                let mut bytes = valid_safetensors();
+                let len = bytes.len();
+                for (p, b) in edits {
+                    bytes[p % len] = b;
+                }
+                if let Some((p, w)) = word {
+                    for (i, b) in w.to_le_bytes().into_iter().enumerate() {
+                        if let Some(x) = bytes.get_mut(p % len + i) {
+                            *x = b;
+                        }
+                    }
+                }
+                if let Some(c) = cut {
+                    bytes.truncate(c % len);
+                }
+                if let Ok(entries) = safetensors_entries(&bytes) {
+                    for (name, dtype, shape, (a, b)) in entries {
+                        prop_assert!(a <= b && b <= bytes.len(), "{name}: {a}..{b} of {}", bytes.len());
+                        let n: usize = shape.iter().product();
+                        prop_assert_eq!(n * dtype.bitsize() / 8, b - a, "{}", name);
+                    }
+                }
+            }
+
+            #[test]
+            fn any_config_json_is_refused_or_read_with_bounded_sizes(
+                hidden in number(), heads in number(), kv in number(), head_dim in number(),
+                layers in number(), vocab in number(), inter in number(), theta in number(),
+                factor in number(), old in number(),
+                rope in prop_oneof![Just("llama3"), Just("linear"), Just("yarn"), Just("none"), Just("dynamic")],
+            ) {
+                let c = json!({"architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
+                    "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": head_dim,
+                    "num_hidden_layers": layers, "vocab_size": vocab, "intermediate_size": inter,
+                    "rope_theta": theta, "rope_scaling": {"rope_type": rope, "factor": factor,
+                    "original_max_position_embeddings": old}});
+                if let Ok(p) = Params::read(&c) {
+                    if let Some(f) = p.llama3_rope_factors() {
+                        prop_assert!(f.len() as u64 <= MAX_HEAD_DIM / 2);
+                    }
+                    let mut w = GgufWriter::new();
+                    p.write_metadata(&mut w);
+                }
+            }
+        }
+
+        #[test]
+        fn a_header_length_past_the_file_is_refused() {
+            // The hand-written reader this replaced added 8 to u64::MAX and sliced backwards.
+            for n in [u64::MAX, u64::MAX - 7, 1 << 40, 1000] {
+                let mut bytes = valid_safetensors();
+                bytes[..8].copy_from_slice(&n.to_le_bytes());
+                let e = safetensors_entries(&bytes).unwrap_err();
+                assert!(e.contains("safetensors header"), "{e}");
+            }
+        }
+
+        #[test]
+        fn a_huge_head_dim_is_refused_with_the_range() {
+            // It sized the llama3 rope factors: 2^40 of them would not fit in memory.
+            let c = json!({"architectures": ["LlamaForCausalLM"], "hidden_size": 32,
+                "num_attention_heads": 4, "head_dim": 1u64 << 40, "intermediate_size": 64,
+                "num_hidden_layers": 1, "vocab_size": 10,
+                "rope_scaling": {"rope_type": "llama3", "factor": 8.0}});
+            let e = Params::read(&c).err().unwrap();
+            assert!(e.contains("between 1 and 65536"), "{e}");
+            let c = json!({"architectures": ["LlamaForCausalLM"], "hidden_size": 1u64 << 33,
+                "num_attention_heads": 1u64 << 30, "intermediate_size": 64,
+                "num_hidden_layers": 1, "vocab_size": 10});
+            let e = Params::read(&c).err().unwrap();
+            assert!(e.contains("hidden_size") && e.contains("32 bits"), "{e}");
+        }
+    }
 
     #[test]
     fn llama3_rope_factors_match_the_reference_formula() {
