@@ -178,7 +178,18 @@ impl Checkpoint {
             });
         }
         let data = &file.map[a..b];
-        let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+        // A header's dimensions are untrusted: each must fit an i64 and so must their product
+        // (a zero-element tensor passes safetensors' own size check whatever its other sizes).
+        let shape: Option<Vec<i64>> = info.shape.iter().map(|&d| i64::try_from(d).ok()).collect();
+        let shape = shape
+            .filter(|s| s.iter().try_fold(1i64, |n, &d| n.checked_mul(d)).is_some())
+            .ok_or_else(|| ModelError::Weights {
+                path: file.path.clone(),
+                reason: format!(
+                    "tensor `{name}` has shape {:?}, too large to load",
+                    info.shape
+                ),
+            })?;
         let src_kind = match info.dtype {
             Dtype::F32 => Kind::Float,
             Dtype::F16 => Kind::Half,
@@ -200,7 +211,7 @@ impl Checkpoint {
         };
         let elem = src_kind.elt_size_in_bytes();
         let numel: i64 = shape.iter().product();
-        if data.len() as i64 != numel * elem as i64 {
+        if numel.checked_mul(elem as i64) != Some(data.len() as i64) {
             return Err(ModelError::Weights {
                 path: file.path.clone(),
                 reason: format!(

@@ -627,7 +627,7 @@ impl Lora {
                     cfg_path.display()
                 )));
             }
-            if a.size() != [b.size()[1], ws[1]] || b.size()[0] != ws[0] {
+            if ws.len() != 2 || b.dim() != 2 || a.size() != [r, ws[1]] || b.size()[0] != ws[0] {
                 return Err(TrainError::Config(format!(
                     "{}: `{name}` has lora_A {:?} and lora_B {:?}, the slot's weight is {ws:?}",
                     file.display(),
