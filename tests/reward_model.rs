@@ -360,7 +360,7 @@ fn bad_reward_model_input_is_refused_clearly() {
         ),
         (
             vec!["--rlhf_type", "rm", "--center_rewards_coefficient=-1"],
-            "--center_rewards_coefficient must be",
+            "must be a finite number >= 0, got -1",
         ),
     ] {
         let mut a = vec![
