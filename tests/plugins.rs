@@ -112,10 +112,28 @@ fn each_bad_plugin_is_refused_with_its_reason() {
     let cases: &[(&str, &[&str])] = &[
         ("swift-fixture-not-a-plugin", &["not a swift-rs plugin"]),
         ("swift-fixture-bad-contract", &["contract v999", "rebuild"]),
-        ("swift-fixture-libtorch-mismatch", &["libtorch 1.0.0"]),
+        (
+            "swift-fixture-libtorch-mismatch",
+            &["built against libtorch 1.0.0, this swift uses 2.13.0", "rebuild"],
+        ),
+        (
+            "swift-fixture-unknown-libtorch",
+            &["does not know which libtorch", "rebuild it against swift-plugin-tensors"],
+        ),
+        // A stale plugin's manifest is read before its root module's layout.
+        (
+            "swift-fixture-old-contract",
+            &["contract v2, this swift speaks v", "rebuild"],
+        ),
+        // One built before plugins exported their manifest: the layout error, what differs,
+        // and why.
         (
             "swift-fixture-layout-mismatch",
-            &["incompatible plugin API"],
+            &[
+                "incompatible plugin API",
+                "mismatched package: expected swift-plugin-api, found swift-fixture-layout-mismatch",
+                "older plugin-api",
+            ],
         ),
         (
             "swift-fixture-panicking",
