@@ -11,7 +11,11 @@
 //! * [`TensorRegistrar`]: `Registrar::model_family` and `Registrar::preference_loss`;
 //! * [`TensorRefExt`] and [`OwnedTensorExt`]: the tensor handles as `tch::Tensor`s;
 //! * [`LIBTORCH_VERSION`] and [`TCH_VERSION`], declared in every plugin's manifest by this
-//!   crate's [`export_plugin!`] and [`builtin_plugin!`].
+//!   crate's [`export_plugin!`] and [`builtin_plugin!`];
+//! * [`sdk`]: what every decoder needs (rotary embeddings, norms, activations, a config reader,
+//!   an error type that `?` converts tch errors into);
+//! * `tch` itself, re-exported ([`tch`]), so a plugin uses the exact tch this contract links
+//!   without pinning it.
 //!
 //! The traits are in the [`prelude`], which is swift-plugin-api's plus these:
 //!
@@ -36,9 +40,14 @@ mod libtorch_version;
 pub mod model;
 mod preference;
 mod registration;
+pub mod sdk;
 pub mod tensor;
 
 pub use swift_plugin_api::*;
+
+/// The `tch` this crate links (the exact version the host's tensor engine links): plugins use it
+/// through this re-export (`use swift_plugin_tensors::tch;`) instead of pinning their own.
+pub use tch;
 
 pub use family::{ModelFamily, ModelHandleExt};
 pub use preference::{PreferenceInputs, PreferenceLoss, PreferenceLossHandleExt, PreferenceOutput};
