@@ -589,7 +589,7 @@ pub fn open_checked(path: &Path) -> Result<(PluginLibrary, Manifest), String> {
 }
 
 /// The host-side checks of a plugin file's manifest against this build.
-fn check_manifest(m: &Manifest) -> Result<(), String> {
+pub fn check_manifest(m: &Manifest) -> Result<(), String> {
     check_contract(m)?;
     check_tensors(m)
 }
