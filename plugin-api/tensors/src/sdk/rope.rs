@@ -60,8 +60,8 @@ pub struct Rope {
 
 impl Rope {
     /// Reads `rope_theta` (default 10000), `rope_scaling` and `partial_rotary_factor` (default
-    /// 1) from config.json for heads of `head_dim`, in the half-split layout ([`Rope::with_style`]
-    /// changes it).
+    /// one) from config.json for heads of `head_dim`, in the half-split layout (which
+    /// [`Rope::with_style`] changes).
     pub fn from_config(cfg: &Config, head_dim: i64) -> Result<Self, Error> {
         let fraction = cfg.f64_or("partial_rotary_factor", 1.0)?;
         if !(fraction > 0.0 && fraction <= 1.0) {
