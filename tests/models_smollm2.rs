@@ -6,7 +6,7 @@
 //! Each test fails, saying how to install it, when the cache lacks the asset it needs.
 
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// transformers' numbers for SmolLM2, recorded by tests/reference/make_tiny_models.py.
 fn smollm2_expected() -> Value {
@@ -71,6 +71,43 @@ fn logits_and_greedy_answer_match_transformers() {
         .collect();
     let n = want.len().min(greedy.len());
     assert_eq!(greedy[..n], want[..n]);
+}
+
+#[test]
+fn result_path_records_the_prompt_and_answer_token_ids() {
+    // transformers' ChatML prompt ids and greedy answer (the recorded reference ends with EOS,
+    // which `response_ids` leaves out, as `response` does).
+    let dir = smollm2();
+    let exp = smollm2_expected();
+    let work = tempfile::tempdir().unwrap();
+    let data = write_jsonl(
+        &work.path().join("q.jsonl"),
+        [json!({"messages": [{"role": "user", "content": "What is the capital of France?"}]})],
+    );
+    let out = work.path().join("out.jsonl");
+    ok(swift(&[
+        "infer",
+        "--model",
+        dir.to_str().unwrap(),
+        "--template",
+        "chatml",
+        "--val_dataset",
+        data.to_str().unwrap(),
+        "--result_path",
+        out.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max_new_tokens",
+        "32",
+    ]));
+    let rows = read_jsonl(&out);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["prompt_ids"], exp["prompt_ids"], "{}", rows[0]);
+    let mut answer = exp["greedy_ids"].as_array().unwrap().clone();
+    assert_eq!(answer.pop(), Some(json!(2)), "the reference ends with EOS");
+    assert_eq!(rows[0]["response_ids"], Value::Array(answer), "{}", rows[0]);
+    assert_eq!(rows[0]["response"], "The capital of France is Paris.");
+    assert_eq!(rows[0]["prompt_tokens"], json!(16));
 }
 
 #[test]

@@ -112,10 +112,28 @@ fn each_bad_plugin_is_refused_with_its_reason() {
     let cases: &[(&str, &[&str])] = &[
         ("swift-fixture-not-a-plugin", &["not a swift-rs plugin"]),
         ("swift-fixture-bad-contract", &["contract v999", "rebuild"]),
-        ("swift-fixture-libtorch-mismatch", &["libtorch 1.0.0"]),
+        (
+            "swift-fixture-libtorch-mismatch",
+            &["built against libtorch 1.0.0, this swift uses 2.13.0", "rebuild"],
+        ),
+        (
+            "swift-fixture-unknown-libtorch",
+            &["does not know which libtorch", "rebuild it against swift-plugin-tensors"],
+        ),
+        // A stale plugin's manifest is read before its root module's layout.
+        (
+            "swift-fixture-old-contract",
+            &["contract v2, this swift speaks v", "rebuild"],
+        ),
+        // One built before plugins exported their manifest: the layout error, what differs,
+        // and why.
         (
             "swift-fixture-layout-mismatch",
-            &["incompatible plugin API"],
+            &[
+                "incompatible plugin API",
+                "mismatched package: expected swift-plugin-api, found swift-fixture-layout-mismatch",
+                "older plugin-api",
+            ],
         ),
         (
             "swift-fixture-panicking",
@@ -326,5 +344,49 @@ fn config_file_and_environment_feed_global_settings() {
     assert!(
         stderr(&out).contains("example plugin registered"),
         "the flag wins over the env"
+    );
+}
+
+#[test]
+fn doctor_shows_both_sides_versions_and_only_what_differs() {
+    // This swift: its contract, and the libtorch its engine records (read through the link
+    // folder: the pinned torch, not "unknown").
+    let out = ok(swift(&["doctor"]));
+    for want in [
+        "plugin contract: v3",
+        "libtorch: 2.13.0",
+        "tch: 0.26.0",
+        "CPU: ",
+        "CUDA: ",
+    ] {
+        assert!(out.contains(want), "`{want}` in:\n{out}");
+    }
+    // A plugin built the documented way records the same libtorch, and what it registers.
+    let example = fixture_so("swift-example-plugin");
+    let out = ok(swift(&["doctor", "--plugin", example.to_str().unwrap()]));
+    for want in [
+        "libtorch: 2.13.0",
+        "checks: contract, libtorch and tch match this swift",
+        "root module: its layout matches",
+        "model example-gpt2",
+        "template example-chat",
+    ] {
+        assert!(out.contains(want), "`{want}` in:\n{out}");
+    }
+    // A layout error: the lines that say what differs, not abi_stable's whole report.
+    let bad = fixture_so("swift-fixture-layout-mismatch");
+    let out = ok(swift(&["doctor", "--plugin", bad.to_str().unwrap()]));
+    assert!(
+        out.contains(
+            "mismatched package: expected swift-plugin-api, found swift-fixture-layout-mismatch"
+        ),
+        "{out}"
+    );
+    assert!(out.lines().count() < 20, "{out}");
+    let stale = fixture_so("swift-fixture-old-contract");
+    let out = ok(swift(&["doctor", "--plugin", stale.to_str().unwrap()]));
+    assert!(
+        out.contains("contract: v2") && out.contains("REFUSED: plugin `old-contract`"),
+        "{out}"
     );
 }

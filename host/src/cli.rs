@@ -73,6 +73,8 @@ pub enum Command {
     /// Write a ready-to-build plugin crate.
     #[command(name = "new-plugin")]
     NewPlugin(NewPluginArgs),
+    /// This swift's versions (contract, libtorch, tch, CPU, CUDA), and why a plugin loads or not.
+    Doctor(DoctorArgs),
     /// Encode dataset rows with a template (debug a template or a dataset).
     Encode(swift_spec::EncodeSpec),
 }
@@ -96,11 +98,20 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// A plugin file to inspect: its manifest, the checks against this swift, the layout check
+    /// (only what differs) and what it registers.
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct NewPluginArgs {
     /// The plugin's name (a crate name: letters, digits, `-` and `_`).
     pub name: String,
-    /// What the plugin registers: template, dataset, model, tuner, quantizer or backend.
-    #[arg(long, value_parser = ["template", "dataset", "model", "tuner", "quantizer", "backend"])]
+    /// What the plugin registers: template, dataset, model (an alias of a built-in family),
+    /// model-family (a family with its own forward pass), tuner, quantizer or backend.
+    #[arg(long, value_parser = ["template", "dataset", "model", "model-family", "tuner", "quantizer", "backend"])]
     pub kind: String,
     /// Where to create the crate (default: ./NAME).
     #[arg(long)]

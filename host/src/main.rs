@@ -92,6 +92,7 @@ fn run(command: Command, ctx: &Ctx) -> Result<u8> {
     match command {
         Command::List(args) => done(commands::list::run(&args, ctx.settings)),
         Command::NewPlugin(args) => done(commands::new_plugin::run(&args)),
+        Command::Doctor(args) => done(commands::doctor::run(&args)),
         Command::Eval(_) => done(commands::not_yet("eval", "evaluation")),
         Command::WebUi(_) => done(commands::not_yet("web-ui", "web UI")),
         Command::Encode(_) => done(commands::encode::run(ctx)),

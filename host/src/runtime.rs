@@ -34,7 +34,7 @@ struct Engine {
 }
 
 /// Where the engine library is expected.
-fn library_path() -> PathBuf {
+pub fn library_path() -> PathBuf {
     if let Some(p) = std::env::var_os(PATH_VAR).filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }

@@ -5,6 +5,11 @@
 //! statically linked crate to the host's built-in list through `inventory`. Both wrap the author's
 //! plain `fn(&mut Registrar) -> Result<(), PluginError>` in `catch_unwind`, so a panic becomes an
 //! error naming the plugin instead of aborting the host.
+//!
+//! A plugin file also exports its manifest as JSON under a plain C symbol,
+//! [`MANIFEST_SYMBOL`](crate::MANIFEST_SYMBOL), which the host reads before abi_stable checks the
+//! root module's layout: a plugin built against another contract, whose root module may differ,
+//! is then refused with the contract-version message instead of a layout report.
 
 use abi_stable::std_types::{RResult, RString};
 
@@ -29,6 +34,22 @@ pub fn run_manifest(
             tch_version: tch_version.map(str::to_string),
         }))
     })
+}
+
+/// Body of a plugin's manifest symbol: the manifest as NUL-terminated JSON, made once and kept
+/// for the life of the process (plugins are never unloaded); null if making it panicked.
+pub fn manifest_json(
+    cell: &'static std::sync::OnceLock<std::ffi::CString>,
+    manifest: fn() -> crate::Manifest,
+) -> *const std::ffi::c_char {
+    std::panic::catch_unwind(|| {
+        cell.get_or_init(|| {
+            let json = serde_json::to_string(&manifest()).unwrap_or_default();
+            std::ffi::CString::new(json).unwrap_or_default()
+        })
+        .as_ptr()
+    })
+    .unwrap_or(std::ptr::null())
 }
 
 /// Body of a plugin's `register` entry point.
@@ -104,6 +125,23 @@ macro_rules! export_plugin {
                 $crate::__private::run_manifest($name, $version, $contract, $libtorch, $tch)
             }
 
+            /// The manifest as JSON under a plain C symbol, read before the root module's
+            /// layout is checked (`swift_plugin_api::MANIFEST_SYMBOL`).
+            #[export_name = "swift_plugin_manifest_json"]
+            pub extern "C" fn __swift_manifest_json() -> *const ::std::ffi::c_char {
+                static JSON: ::std::sync::OnceLock<::std::ffi::CString> = ::std::sync::OnceLock::new();
+                fn manifest() -> $crate::Manifest {
+                    $crate::Manifest {
+                        name: ::std::string::String::from($name),
+                        version: ::std::string::String::from($version),
+                        contract_version: $contract,
+                        libtorch_version: $libtorch.map(::std::string::String::from),
+                        tch_version: $tch.map(::std::string::String::from),
+                    }
+                }
+                $crate::__private::manifest_json(&JSON, manifest)
+            }
+
             extern "C" fn __swift_register(host: HostServicesRef, registrar: RegistrarFfi<'_>) -> RResult<(), RString> {
                 $crate::__private::run_register(host, registrar, $register, true)
             }
@@ -176,6 +214,30 @@ macro_rules! builtin_plugin {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn manifest_symbol_is_the_one_the_macro_exports() {
+        // The export macro hard-codes the manifest symbol's name too.
+        assert_eq!(crate::MANIFEST_SYMBOL, "swift_plugin_manifest_json");
+    }
+
+    #[test]
+    fn manifest_json_round_trips() {
+        static CELL: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+        fn m() -> crate::Manifest {
+            crate::Manifest {
+                name: "x".into(),
+                version: "1".into(),
+                contract_version: 7,
+                libtorch_version: Some("2.13.0".into()),
+                tch_version: None,
+            }
+        }
+        let p = super::manifest_json(&CELL, m);
+        let text = unsafe { std::ffi::CStr::from_ptr(p) }.to_str().unwrap();
+        let back: crate::Manifest = serde_json::from_str(text).unwrap();
+        assert_eq!(back, m());
+    }
+
     #[test]
     fn export_symbol_matches_abi_stable() {
         // The export macro hard-codes abi_stable's loader symbol (a macro cannot compute it).

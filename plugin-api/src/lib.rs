@@ -49,7 +49,7 @@ pub use behaviour::{
     PreferenceLossHandle, PreprocessOutcome, PreprocessorHandle, Quantizer, QuantizerHandle, Tuner,
     TunerHandle,
 };
-pub use loading::{LoadError, PluginLibrary};
+pub use loading::{LoadError, PluginFile, PluginLibrary};
 pub use records::{
     BackendRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord, PreprocessorRecord,
     QuantizerRecord, TemplateRecord, TunerRecord,
@@ -74,6 +74,12 @@ pub const TCH_VERSION: Option<&str> = None;
 
 /// The libtorch version plugins built against this crate link: none (see [`TCH_VERSION`]).
 pub const LIBTORCH_VERSION: Option<&str> = None;
+
+/// The plain C symbol under which a plugin file exports its [`Manifest`] as NUL-terminated JSON
+/// (`extern "C" fn() -> *const c_char`), so the host reads it before abi_stable checks the root
+/// module's layout. Its JSON is the `Manifest`'s serde form; fields may be added, never removed,
+/// so that a host of any later contract can read it. Plugins built before it existed lack it.
+pub const MANIFEST_SYMBOL: &str = "swift_plugin_manifest_json";
 
 /// What a plugin says about itself before it registers anything.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -106,7 +112,7 @@ pub mod __private {
         builtin_module, manifest_to_ffi, BuiltinPlugin, FfiManifest, HostServicesRef, PluginModule,
         PluginModuleRef, RegistrarFfi,
     };
-    pub use crate::export::{run_manifest, run_register};
+    pub use crate::export::{manifest_json, run_manifest, run_register};
     pub use abi_stable;
     pub use inventory;
 }

@@ -20,8 +20,9 @@ mod settings;
 mod text;
 
 pub use loader::{
-    discover, set_tensor_engine, ListRow, ListedPlugin, LoadReport, LoadedPlugin, PluginLoader,
-    PluginSource, Registries, RegistryError, TensorEngine, TensorVersions,
+    check_manifest, discover, open_checked, set_tensor_engine, ListRow, ListedPlugin, LoadReport,
+    LoadedPlugin, PluginLoader, PluginSource, Registries, RegistryError, TensorEngine,
+    TensorVersions,
 };
 pub use registry::{Conflict, Entry, Provenance, Registry, UnknownName};
 pub use settings::PluginSettings;

@@ -16,10 +16,10 @@ use std::sync::{Arc, OnceLock};
 use sha2::{Digest, Sha256};
 use swift_plugin_api::records::Record;
 use swift_plugin_api::{
-    BackendHandle, BackendRecord, DatasetRecord, HostSink, Manifest, ModelFamilyHandle,
-    ModelFamilyRecord, PluginLibrary, PreferenceLossHandle, PreferenceLossRecord,
+    BackendHandle, BackendRecord, DatasetRecord, HostSink, LoadError, Manifest, ModelFamilyHandle,
+    ModelFamilyRecord, PluginFile, PluginLibrary, PreferenceLossHandle, PreferenceLossRecord,
     PreprocessorHandle, PreprocessorRecord, QuantizerHandle, QuantizerRecord, SinkError,
-    TemplateRecord, TunerHandle, TunerRecord, CONTRACT_VERSION,
+    TemplateRecord, TunerHandle, TunerRecord, CONTRACT_VERSION, MANIFEST_SYMBOL,
 };
 
 use crate::registry::{Conflict, Entry, Provenance, Registry};
@@ -486,11 +486,7 @@ impl PluginLoader {
                         .map_err(|e| format!("it needs libtorch, from the tensor engine: {e}"))?;
                 }
             }
-            let lib = PluginLibrary::open(path).map_err(|e| e.to_string())?;
-            let manifest = lib
-                .manifest()
-                .map_err(|e| format!("its manifest failed: {e}"))?;
-            check_manifest(&manifest)?;
+            let (lib, manifest) = open_checked(path)?;
             let prov = Provenance::Library {
                 plugin: manifest.name.clone(),
                 path: path.to_path_buf(),
@@ -565,8 +561,35 @@ impl PluginLoader {
     }
 }
 
+/// Opens a plugin file and checks it: its manifest first when it exports one under the plain
+/// symbol (so a plugin of another contract, whose root module differs, gets the contract
+/// message), then abi_stable's layout check of the root module, then the root module's manifest.
+pub fn open_checked(path: &Path) -> Result<(PluginLibrary, Manifest), String> {
+    let file = PluginFile::open(path).map_err(|e| e.to_string())?;
+    let early = file.early_manifest()?;
+    if let Some(m) = &early {
+        check_manifest(m)?;
+    }
+    let lib = match file.root_module() {
+        Ok(lib) => lib,
+        Err(e @ LoadError::Incompatible { .. }) if early.is_none() => {
+            return Err(format!(
+                "{e}. It exports no `{MANIFEST_SYMBOL}`, which every plugin built against \
+                 contract v{CONTRACT_VERSION} exports, so it was built against an older \
+                 plugin-api: rebuild it against this swift-rs checkout's plugin-api"
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let manifest = lib
+        .manifest()
+        .map_err(|e| format!("its manifest failed: {e}"))?;
+    check_manifest(&manifest)?;
+    Ok((lib, manifest))
+}
+
 /// The host-side checks of a plugin file's manifest against this build.
-fn check_manifest(m: &Manifest) -> Result<(), String> {
+pub fn check_manifest(m: &Manifest) -> Result<(), String> {
     check_contract(m)?;
     check_tensors(m)
 }
@@ -595,12 +618,34 @@ fn check_tensors(m: &Manifest) -> Result<(), String> {
             m.libtorch_version.as_deref().unwrap_or("(any)")
         )
     })?;
+    check_versions(m, versions.as_ref())
+}
+
+/// What a version that could not be read is recorded as (swift-plugin-tensors' build script).
+pub const UNKNOWN_VERSION: &str = "unknown";
+
+/// A plugin's libtorch and tch versions against this build's (`None`: no tensor support). An
+/// unknown version on either side is a mismatch: it proves nothing about the library.
+fn check_versions(m: &Manifest, versions: Option<&TensorVersions>) -> Result<(), String> {
     let check = |what: &str, plugin: &Option<String>, host: Option<&str>| match (plugin, host) {
         (None, _) => Ok(()),
+        (Some(p), _) if p == UNKNOWN_VERSION => Err(format!(
+            "plugin `{}` does not know which {what} it was built against (its build could not \
+             read the version of the torch that torch-sys found); rebuild it against \
+             swift-plugin-tensors with LIBTORCH (or LIBTORCH_USE_PYTORCH=1) pointing at a torch \
+             installation, e.g. with this checkout's .cargo/config.toml (make setup writes it)",
+            m.name
+        )),
+        (Some(_), Some(h)) if h == UNKNOWN_VERSION => Err(format!(
+            "plugin `{}` needs {what}, but this swift's tensor engine does not know which {what} \
+             it was built against; rebuild swift with `make setup` (it points torch-sys at the \
+             torch wheel through .cargo/config.toml)",
+            m.name
+        )),
         (Some(p), Some(h)) if p == h => Ok(()),
         (Some(p), Some(h)) => Err(format!(
             "plugin `{}` was built against {what} {p}, this swift uses {h}; rebuild it with the \
-             same {what}",
+             same {what} (`swift doctor` prints this swift's versions)",
             m.name
         )),
         (Some(p), None) => Err(format!(
@@ -611,13 +656,9 @@ fn check_tensors(m: &Manifest) -> Result<(), String> {
     check(
         "libtorch",
         &m.libtorch_version,
-        versions.as_ref().map(|v| v.libtorch.as_str()),
+        versions.map(|v| v.libtorch.as_str()),
     )?;
-    check(
-        "tch",
-        &m.tch_version,
-        versions.as_ref().map(|v| v.tch.as_str()),
-    )
+    check("tch", &m.tch_version, versions.map(|v| v.tch.as_str()))
 }
 
 /// Plugin files in a directory, sorted by name, non-recursively.
@@ -738,6 +779,34 @@ mod tests {
         assert!(needs_libtorch(b"\0libc10.so\0"));
         assert!(!needs_libtorch(b"\0libc.so.6\0libm.so.6\0"));
         assert!(!needs_libtorch(b"mentions libtorch_cpu.so in a sentence"));
+    }
+
+    #[test]
+    fn unknown_versions_on_either_side_are_refused_with_the_rebuild_message() {
+        let m = |libtorch: Option<&str>| Manifest {
+            name: "p".into(),
+            version: "1".into(),
+            contract_version: CONTRACT_VERSION,
+            libtorch_version: libtorch.map(str::to_string),
+            tch_version: libtorch.map(|_| "0.26.0".to_string()),
+        };
+        let host = |libtorch: &str| TensorVersions {
+            libtorch: libtorch.into(),
+            tch: "0.26.0".into(),
+        };
+        assert!(check_versions(&m(Some("2.13.0")), Some(&host("2.13.0"))).is_ok());
+        // Plugins without tensors need no libtorch, known or not.
+        assert!(check_versions(&m(None), Some(&host("unknown"))).is_ok());
+        assert!(check_versions(&m(None), None).is_ok());
+        let e = check_versions(&m(Some("unknown")), Some(&host("unknown"))).unwrap_err();
+        assert!(
+            e.contains("does not know which libtorch") && e.contains("rebuild"),
+            "{e}"
+        );
+        let e = check_versions(&m(Some("2.13.0")), Some(&host("unknown"))).unwrap_err();
+        assert!(e.contains("rebuild swift with `make setup`"), "{e}");
+        let e = check_versions(&m(Some("2.12.0")), Some(&host("2.13.0"))).unwrap_err();
+        assert!(e.contains("libtorch 2.12.0, this swift uses 2.13.0"), "{e}");
     }
 
     #[test]

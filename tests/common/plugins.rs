@@ -12,6 +12,8 @@ pub const FIXTURES: &[&str] = &[
     "swift-example-plugin",
     "swift-fixture-bad-contract",
     "swift-fixture-libtorch-mismatch",
+    "swift-fixture-unknown-libtorch",
+    "swift-fixture-old-contract",
     "swift-fixture-panicking",
     "swift-fixture-duplicate",
     "swift-fixture-layout-mismatch",

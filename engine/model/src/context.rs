@@ -6,6 +6,7 @@
 //! causal flag (first pass), which keeps the common case on the fast kernels.
 
 use swift_plugin_tensors::model::{ModelContext, NormKind, SlotKind};
+use swift_plugin_tensors::sdk;
 use tch::{Device, Kind, Tensor};
 
 use crate::{LoadedModel, ModelError};
@@ -377,42 +378,12 @@ impl ModelContext for HostContext<'_> {
         if s.kind != SlotKind::Norm {
             return Err(format!("slot `{slot}` is not a norm slot"));
         }
-        match kind {
-            NormKind::RmsNorm if x.kind() == Kind::Float && s.weight.kind() == Kind::Float => {
-                // One fused libtorch op (the same arithmetic as below, in fewer dispatches).
-                let dim = *x.size().last().ok_or("norm of a scalar")?;
-                let y = x.f_rms_norm([dim], Some(&s.weight), eps).map_err(te)?;
-                match &s.bias {
-                    Some(b) => y.f_add(b).map_err(te),
-                    None => Ok(y),
-                }
-            }
-            NormKind::RmsNorm => {
-                // As transformers does: normalise in float32, cast back, then scale.
-                let dtype = x.kind();
-                let h = x.f_to_kind(Kind::Float).map_err(te)?;
-                let var = h
-                    .f_square()
-                    .and_then(|v| v.f_mean_dim(-1, true, Kind::Float))
-                    .map_err(te)?;
-                let h = (h * var
-                    .f_add_scalar(eps)
-                    .and_then(|v| v.f_rsqrt())
-                    .map_err(te)?)
-                .f_to_kind(dtype)
-                .map_err(te)?;
-                let mut y = h * &s.weight;
-                if let Some(b) = &s.bias {
-                    y = y.f_add(b).map_err(te)?;
-                }
-                Ok(y)
-            }
-            NormKind::LayerNorm => {
-                let dim = *x.size().last().ok_or("norm of a scalar")?;
-                x.f_layer_norm([dim], Some(&s.weight), s.bias.as_ref(), eps, false)
-                    .map_err(te)
-            }
-        }
+        // The SDK's arithmetic, which a family's own norms use too.
+        let y = match kind {
+            NormKind::RmsNorm => sdk::rms_norm(x, Some(&s.weight), s.bias.as_ref(), eps),
+            NormKind::LayerNorm => sdk::layer_norm(x, Some(&s.weight), s.bias.as_ref(), eps),
+        };
+        y.map_err(String::from)
     }
 
     fn param(&mut self, name: &str) -> Result<Tensor, String> {

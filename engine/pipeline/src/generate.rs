@@ -4,7 +4,9 @@
 //!   conversation, `/exit` or end of input leaves; older turns are dropped to stay within
 //!   `--max_length`).
 //! * `--val_dataset SPEC --result_path FILE`: one JSON line per row (prompt messages, response,
-//!   the reference answer when the row has one, token counts), `--max_batch_size` rows at a time.
+//!   the reference answer when the row has one, token counts, and the token ids: `prompt_ids` as
+//!   the model saw them, `response_ids` as generated, an ending EOS excluded as in `response`),
+//!   `--max_batch_size` rows at a time.
 //! * A reward model (`swift rlhf --rlhf_type rm` checkpoints) scores conversations instead:
 //!   see [`crate::score`].
 //!
@@ -236,7 +238,7 @@ fn batch(
         ttfts.push(ttft);
         decode_s += total - ttft;
         batches += 1;
-        for ((messages, reference, _), r) in pending.drain(..).zip(results) {
+        for ((messages, reference, prompt_ids), r) in pending.drain(..).zip(results) {
             prompt_tokens += r.prompt_tokens;
             generated += r.generated_tokens;
             rows += 1;
@@ -247,6 +249,8 @@ fn batch(
                 "prompt_tokens": r.prompt_tokens,
                 "completion_tokens": r.generated_tokens,
                 "finish_reason": r.finish.as_openai(),
+                "prompt_ids": prompt_ids,
+                "response_ids": r.tokens,
             });
             serde_json::to_writer(&mut *w, &line)?;
             writeln!(w)?;

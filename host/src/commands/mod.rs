@@ -1,9 +1,11 @@
-//! One module per `swift` subcommand that needs no tensors (`list`, `encode`, `new-plugin`), and
+//! One module per `swift` subcommand that needs no tensors (`list`, `encode`, `new-plugin`,
+//! `doctor`, which opens the tensor engine only to ask its versions), and
 //! one (`engine`) for those that do. Each parses its specification (flags, `--config` file,
 //! `SWIFT_*` variables); the first kind calls the registries and data crates and prints the
 //! result, `engine` hands the specification to the tensor engine. No command module imports
 //! another.
 
+pub mod doctor;
 pub mod encode;
 pub mod engine;
 pub mod list;

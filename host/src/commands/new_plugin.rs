@@ -1,6 +1,9 @@
 //! `swift new-plugin NAME --kind KIND [--out DIR]`: writes a ready-to-build plugin crate for a
 //! third party (Cargo.toml, a commented lib.rs for that kind, a README saying how to build and
-//! load it). The crate depends on this checkout's plugin-api by path.
+//! load it). The crate depends on this checkout's plugin-api by path. `--kind model-family`
+//! writes a family with its own forward pass ([`family`]).
+
+mod family;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +44,18 @@ pub fn run(args: &NewPluginArgs) -> Result<()> {
     })?;
     std::fs::create_dir_all(out.join("src"))
         .with_context(|| format!("creating {}", out.display()))?;
+    if args.kind == "model-family" {
+        let tensors = api.join("tensors");
+        family::check_checkout(&tensors)?;
+        let root = api
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| api.clone());
+        let out = out
+            .canonicalize()
+            .with_context(|| format!("resolving {}", out.display()))?;
+        return family::write(name, &out, &family::Checkout { root, tensors });
+    }
     let lib_name = name.replace('-', "_");
     write(&out.join("Cargo.toml"), &cargo_toml(name, &api))?;
     write(&out.join("src/lib.rs"), &lib_rs(name, &args.kind))?;

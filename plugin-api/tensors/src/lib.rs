@@ -11,7 +11,11 @@
 //! * [`TensorRegistrar`]: `Registrar::model_family` and `Registrar::preference_loss`;
 //! * [`TensorRefExt`] and [`OwnedTensorExt`]: the tensor handles as `tch::Tensor`s;
 //! * [`LIBTORCH_VERSION`] and [`TCH_VERSION`], declared in every plugin's manifest by this
-//!   crate's [`export_plugin!`] and [`builtin_plugin!`].
+//!   crate's [`export_plugin!`] and [`builtin_plugin!`];
+//! * [`sdk`]: what every decoder needs (rotary embeddings, norms, activations, a config reader,
+//!   an error type that `?` converts tch errors into);
+//! * `tch` itself, re-exported ([`tch`]), so a plugin uses the exact tch this contract links
+//!   without pinning it.
 //!
 //! The traits are in the [`prelude`], which is swift-plugin-api's plus these:
 //!
@@ -31,12 +35,19 @@
 //! would also link libtorch into the `swift` binary, which must start without it.
 
 mod family;
+#[cfg(test)]
+mod libtorch_version;
 pub mod model;
 mod preference;
 mod registration;
+pub mod sdk;
 pub mod tensor;
 
 pub use swift_plugin_api::*;
+
+/// The `tch` this crate links (the exact version the host's tensor engine links): plugins use it
+/// through this re-export (`use swift_plugin_tensors::tch;`) instead of pinning their own.
+pub use tch;
 
 pub use family::{ModelFamily, ModelHandleExt};
 pub use preference::{PreferenceInputs, PreferenceLoss, PreferenceLossHandleExt, PreferenceOutput};
@@ -49,8 +60,9 @@ const TCH: &str = "0.26.0";
 /// The `tch` version that plugins built against this crate link.
 pub const TCH_VERSION: Option<&str> = Some(TCH);
 
-/// The libtorch version this build links against (read from the torch installation that
-/// torch-sys found).
+/// The libtorch version this build links against, read from the torch installation behind the
+/// library folder torch-sys found (`src/libtorch_version.rs`); `unknown` when it could not be
+/// read, which the host refuses.
 pub const LIBTORCH_VERSION: Option<&str> = Some(env!("SWIFT_LIBTORCH_VERSION"));
 
 /// Everything a plugin author needs in one import: swift-plugin-api's prelude and the tensor
@@ -106,4 +118,56 @@ macro_rules! builtin_plugin {
             register: $register
         );
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::libtorch_version::libtorch_version;
+
+    /// The torch this checkout pins (scripts/setup.sh; tch 0.26 expects exactly it).
+    const PINNED: &str = "2.13.0";
+
+    #[test]
+    fn the_libtorch_version_is_read_through_the_link_folder_and_the_wheel_alike() {
+        // This build's folder: the link folder of .cargo/config.toml, or torch/lib itself.
+        let lib = Path::new(env!("SWIFT_LIBTORCH_LIB"));
+        assert_eq!(crate::LIBTORCH_VERSION, Some(PINNED));
+        assert_eq!(libtorch_version(lib).0.as_deref(), Some(PINNED));
+        // The wheel's own torch/lib, as torch-sys reports it when built the standard tch way
+        // (LIBTORCH_USE_PYTORCH=1): the folder the links point at.
+        let real = std::fs::canonicalize(lib.join("libc10.so")).expect("libc10.so in the folder");
+        let wheel_lib = real.parent().unwrap();
+        assert!(
+            wheel_lib.join("../version.py").exists(),
+            "{}",
+            wheel_lib.display()
+        );
+        assert_eq!(libtorch_version(wheel_lib).0.as_deref(), Some(PINNED));
+
+        // A link folder found through its links alone (no .source), through `.source` alone
+        // (no links), and a folder with neither.
+        let work = tempfile::tempdir().unwrap();
+        let links = work.path().join("links/lib");
+        std::fs::create_dir_all(&links).unwrap();
+        std::os::unix::fs::symlink(&real, links.join("libc10.so")).unwrap();
+        assert_eq!(libtorch_version(&links).0.as_deref(), Some(PINNED));
+        let named = work.path().join("named");
+        std::fs::create_dir_all(named.join("lib")).unwrap();
+        std::fs::write(
+            named.join(".source"),
+            format!("{}\n", wheel_lib.parent().unwrap().display()),
+        )
+        .unwrap();
+        assert_eq!(
+            libtorch_version(&named.join("lib")).0.as_deref(),
+            Some(PINNED)
+        );
+        let empty = work.path().join("empty/lib");
+        std::fs::create_dir_all(&empty).unwrap();
+        let (v, looked) = libtorch_version(&empty);
+        assert_eq!(v, None);
+        assert!(!looked.is_empty());
+    }
 }

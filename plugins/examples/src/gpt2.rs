@@ -4,13 +4,14 @@
 //!
 //! What sets it apart from the built-in Llama-style families: learned absolute positions
 //! (`wpe`), LayerNorm with bias, a fused q/k/v projection (`c_attn`), biases everywhere, the
-//! `gelu_new` (tanh) activation, and Conv1D weights stored `[in, out]` (declared `transposed`, so
+//! `gelu_new` (tanh) activation (the SDK's `Activation`), and Conv1D weights stored `[in, out]` (declared `transposed`, so
 //! the host holds them as `[out, in]` like every other linear weight). The output projection is
 //! tied to the token embedding.
 
 use serde_json::Value;
 use swift_plugin_tensors::prelude::*;
-use tch::Tensor;
+use swift_plugin_tensors::sdk::{Activation, Config, Error};
+use swift_plugin_tensors::tch::Tensor;
 
 /// One GPT-2 configuration (config.json's `n_embd`, `n_layer`, `n_head`, `n_positions`,
 /// `n_inner`, `vocab_size`, `layer_norm_epsilon`, `activation_function`).
@@ -22,64 +23,82 @@ pub struct Gpt2 {
     inner: i64,
     vocab: i64,
     eps: f64,
+    act: Activation,
 }
 
 pub struct Gpt2Family;
 
-fn int(config: &Value, key: &str) -> Result<i64, String> {
-    config
-        .get(key)
-        .and_then(Value::as_i64)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("gpt2: config.json needs a positive integer `{key}`"))
+/// The config.json keys this family reads, typed (the SDK's `Config::typed` names a bad key).
+#[derive(serde::Deserialize)]
+struct Gpt2Config {
+    n_embd: i64,
+    n_layer: usize,
+    n_head: i64,
+    n_positions: i64,
+    n_inner: Option<i64>,
+    vocab_size: i64,
+    #[serde(default = "default_eps")]
+    layer_norm_epsilon: f64,
+    #[serde(default = "default_act")]
+    activation_function: String,
+    #[serde(default)]
+    scale_attn_by_inverse_layer_idx: bool,
+    #[serde(default)]
+    reorder_and_upcast_attn: bool,
 }
 
-impl ModelFamily for Gpt2Family {
-    fn instantiate(&self, config: &Value) -> Result<Box<dyn Model>, String> {
-        let embd = int(config, "n_embd")?;
-        let heads = int(config, "n_head")?;
-        if embd % heads != 0 {
-            return Err(format!(
-                "gpt2: n_embd {embd} is not a multiple of n_head {heads}"
-            ));
-        }
-        match config.get("activation_function").and_then(Value::as_str) {
-            None | Some("gelu_new") | Some("gelu_pytorch_tanh") => {}
-            Some(other) => {
-                return Err(format!(
-                    "gpt2: activation_function `{other}` is not supported (gelu_new only)"
-                ))
+fn default_eps() -> f64 {
+    1e-5
+}
+
+fn default_act() -> String {
+    "gelu_new".into()
+}
+
+impl Gpt2Family {
+    fn build(config: &Value) -> Result<Gpt2, Error> {
+        let c: Gpt2Config = Config::model(config).typed()?;
+        for (key, n) in [
+            ("n_embd", c.n_embd),
+            ("n_head", c.n_head),
+            ("n_positions", c.n_positions),
+            ("vocab_size", c.vocab_size),
+            ("n_layer", c.n_layer as i64),
+        ] {
+            if n <= 0 {
+                return Err(format!("gpt2: config.json `{key}` must be positive, got {n}").into());
             }
         }
-        if config
-            .get("scale_attn_by_inverse_layer_idx")
-            .and_then(Value::as_bool)
-            == Some(true)
-            || config
-                .get("reorder_and_upcast_attn")
-                .and_then(Value::as_bool)
-                == Some(true)
-        {
+        if c.n_embd % c.n_head != 0 {
+            return Err(format!(
+                "gpt2: n_embd {} is not a multiple of n_head {}",
+                c.n_embd, c.n_head
+            )
+            .into());
+        }
+        if c.scale_attn_by_inverse_layer_idx || c.reorder_and_upcast_attn {
             return Err(
                 "gpt2: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported"
                     .into(),
             );
         }
-        Ok(Box::new(Gpt2 {
-            embd,
-            layers: int(config, "n_layer")? as usize,
-            heads,
-            positions: int(config, "n_positions")?,
-            inner: config
-                .get("n_inner")
-                .and_then(Value::as_i64)
-                .unwrap_or(4 * embd),
-            vocab: int(config, "vocab_size")?,
-            eps: config
-                .get("layer_norm_epsilon")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-5),
-        }))
+        Ok(Gpt2 {
+            embd: c.n_embd,
+            layers: c.n_layer,
+            heads: c.n_head,
+            positions: c.n_positions,
+            inner: c.n_inner.unwrap_or(4 * c.n_embd),
+            vocab: c.vocab_size,
+            eps: c.layer_norm_epsilon,
+            act: Activation::from_name(&c.activation_function)
+                .map_err(|e| Error(format!("gpt2: {e}")))?,
+        })
+    }
+}
+
+impl ModelFamily for Gpt2Family {
+    fn instantiate(&self, config: &Value) -> Result<Box<dyn Model>, String> {
+        Ok(Box::new(Self::build(config)?))
     }
 }
 
@@ -88,13 +107,6 @@ fn conv1d(name: String, out: i64, inp: i64, block: usize) -> Slot {
     let mut s = Slot::linear(name, out, inp, true, Some(block));
     s.transposed = true;
     s
-}
-
-/// `gelu_new`, written exactly as transformers' NewGELUActivation.
-fn gelu_new(x: &Tensor) -> Result<Tensor, tch::TchError> {
-    let inner =
-        (x + x.f_pow_tensor_scalar(3.0)? * 0.044715) * (2.0f64 / std::f64::consts::PI).sqrt();
-    Ok(x * 0.5 * (inner.f_tanh()? + 1.0))
 }
 
 impl Gpt2 {
@@ -113,32 +125,21 @@ impl Gpt2 {
 
     /// Block `i`: attention and MLP with their residuals (shared by `forward` and the
     /// per-block entry points of gradient checkpointing).
-    fn layer(&self, ctx: &mut dyn ModelContext, i: usize, h: &Tensor) -> Result<Tensor, String> {
-        let te = |e: tch::TchError| e.to_string();
-        let (b, t, _) = h.size3().map_err(te)?;
+    fn layer(&self, ctx: &mut dyn ModelContext, i: usize, h: &Tensor) -> Result<Tensor, Error> {
+        let (b, t, _) = h.size3()?;
         let hd = self.embd / self.heads;
         let p = format!("transformer.h.{i}");
         let x = ctx.norm(&format!("{p}.ln_1"), h, NormKind::LayerNorm, self.eps)?;
         let qkv = ctx.linear(&format!("{p}.attn.c_attn"), &x)?;
-        let parts = qkv.f_split(self.embd, 2).map_err(te)?;
-        let heads = |t2: &Tensor| {
-            t2.f_view([b, t, self.heads, hd])
-                .and_then(|v| v.f_transpose(1, 2))
-                .map_err(te)
-        };
+        let parts = qkv.f_split(self.embd, 2)?;
+        let heads = |t2: &Tensor| t2.f_view([b, t, self.heads, hd])?.f_transpose(1, 2);
         let (q, k, v) = (heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?);
         let a = ctx.attention(i, &q, &k, &v, None)?;
-        let a = a
-            .f_transpose(1, 2)
-            .and_then(|a| a.f_reshape([b, t, self.embd]))
-            .map_err(te)?;
-        let h = h
-            .f_add(&ctx.linear(&format!("{p}.attn.c_proj"), &a)?)
-            .map_err(te)?;
+        let a = a.f_transpose(1, 2)?.f_reshape([b, t, self.embd])?;
+        let h = h.f_add(&ctx.linear(&format!("{p}.attn.c_proj"), &a)?)?;
         let x = ctx.norm(&format!("{p}.ln_2"), &h, NormKind::LayerNorm, self.eps)?;
-        let m = gelu_new(&ctx.linear(&format!("{p}.mlp.c_fc"), &x)?).map_err(te)?;
-        h.f_add(&ctx.linear(&format!("{p}.mlp.c_proj"), &m)?)
-            .map_err(te)
+        let m = self.act.apply(&ctx.linear(&format!("{p}.mlp.c_fc"), &x)?)?;
+        Ok(h.f_add(&ctx.linear(&format!("{p}.mlp.c_proj"), &m)?)?)
     }
 }
 
@@ -215,7 +216,7 @@ impl Model for Gpt2 {
         if index >= self.layers {
             return Err(format!("block {index} of a {}-block model", self.layers));
         }
-        self.layer(ctx, index, hidden)
+        Ok(self.layer(ctx, index, hidden)?)
     }
 
     fn final_norm(&self, ctx: &mut dyn ModelContext, hidden: &Tensor) -> Result<Tensor, String> {

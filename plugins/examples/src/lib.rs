@@ -1,6 +1,6 @@
 //! An out-of-tree-style plugin, written exactly as a third party would write one: it depends only
-//! on `swift-plugin-api` (and `tch` for its model family), builds as a `cdylib`, and is never
-//! linked into the host. Tests build it and load it with `--plugin-dir`, which proves the
+//! on `swift-plugin-tensors` (swift-plugin-api with the tensor side, the SDK and the `tch` it
+//! re-exports), builds as a `cdylib`, and is never linked into the host. Tests build it and load it with `--plugin-dir`, which proves the
 //! third-party path on every run.
 //!
 //! It registers a chat template, a dataset preprocessor, a model-family alias, a complete
@@ -116,7 +116,7 @@ impl PreferenceLoss for ApoZero {
         params: &serde_json::Value,
     ) -> Result<PreferenceOutput, String> {
         let beta = params.get("beta").and_then(|b| b.as_f64()).unwrap_or(0.1);
-        let e = |err: tch::TchError| err.to_string();
+        let e = |err: swift_plugin_tensors::tch::TchError| err.to_string();
         let (Some(rc), Some(rr)) = (&x.ref_chosen_logps, &x.ref_rejected_logps) else {
             return Err("apo_zero needs the reference log-probabilities".into());
         };
@@ -130,7 +130,9 @@ impl PreferenceLoss for ApoZero {
             .and_then(|t| t.f_add(&rjr.f_mul_scalar(beta)?.f_sigmoid()?))
             .map_err(e)?;
         Ok(PreferenceOutput {
-            loss: losses.f_mean(tch::Kind::Float).map_err(e)?,
+            loss: losses
+                .f_mean(swift_plugin_tensors::tch::Kind::Float)
+                .map_err(e)?,
             chosen_rewards: cr.f_mul_scalar(beta).map_err(e)?.f_detach().map_err(e)?,
             rejected_rewards: rjr.f_mul_scalar(beta).map_err(e)?.f_detach().map_err(e)?,
         })

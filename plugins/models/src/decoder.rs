@@ -6,10 +6,8 @@
 
 use serde_json::Value;
 use swift_plugin_tensors::prelude::*;
+use swift_plugin_tensors::sdk::{Activation, Config, Error, Rope};
 use tch::Tensor;
-
-use crate::config::{Cfg, Error};
-use crate::rope::{self, Rope};
 
 /// Where the families differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +32,7 @@ pub struct Decoder {
     kv_heads: i64,
     head_dim: i64,
     eps: f64,
+    act: Activation,
     vocab: i64,
     tie: bool,
     max_positions: Option<i64>,
@@ -46,7 +45,7 @@ impl Decoder {
     /// `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`, `head_dim`,
     /// `rms_norm_eps`, `vocab_size`, `tie_word_embeddings`, `rope_theta`, `rope_scaling`).
     pub fn from_config(config: &Value, opts: Options) -> Result<Self, Error> {
-        let cfg = Cfg::new(config.clone(), "config.json");
+        let cfg = Config::model(config);
         let hidden = cfg.i64("hidden_size")?;
         let heads = cfg.i64("num_attention_heads")?;
         let kv_heads = cfg.i64_opt("num_key_value_heads")?.unwrap_or(heads);
@@ -64,18 +63,10 @@ impl Decoder {
                 )))
             }
         };
-        if head_dim % 2 != 0 {
-            return Err(Error(format!(
-                "head_dim {head_dim} must be even for rotary embeddings"
-            )));
-        }
-        if let Some(act) = cfg.str_opt("hidden_act")? {
-            if act != "silu" && act != "swish" {
-                return Err(Error(format!(
-                    "hidden_act `{act}` is not supported by this family (silu only)"
-                )));
-            }
-        }
+        let act = Activation::from_name(
+            &cfg.str_opt("hidden_act")?
+                .unwrap_or_else(|| "silu".to_string()),
+        )?;
         let layers = cfg.i64("num_hidden_layers")? as usize;
         Ok(Self {
             hidden,
@@ -85,6 +76,7 @@ impl Decoder {
             kv_heads,
             head_dim,
             eps: cfg.f64_or("rms_norm_eps", 1e-6)?,
+            act,
             vocab: cfg.i64("vocab_size")?,
             tie: cfg.bool_or("tie_word_embeddings", false)?,
             max_positions: None,
@@ -155,8 +147,8 @@ impl Decoder {
                 self.eps,
             )?;
         }
-        let q = rope::apply(&q.f_transpose(1, 2)?, cos, sin)?;
-        let k = rope::apply(&k.f_transpose(1, 2)?, cos, sin)?;
+        let q = self.rope.apply(&q.f_transpose(1, 2)?, cos, sin)?;
+        let k = self.rope.apply(&k.f_transpose(1, 2)?, cos, sin)?;
         let v = v.f_transpose(1, 2)?;
         let a = ctx.attention(i, &q, &k, &v, None)?;
         let a = a.f_transpose(1, 2)?.f_reshape([b, t, heads * hd])?;
@@ -168,7 +160,9 @@ impl Decoder {
             NormKind::RmsNorm,
             self.eps,
         )?;
-        let gate = ctx.linear(&format!("{p}.mlp.gate_proj"), &x)?.f_silu()?;
+        let gate = self
+            .act
+            .apply(&ctx.linear(&format!("{p}.mlp.gate_proj"), &x)?)?;
         let up = ctx.linear(&format!("{p}.mlp.up_proj"), &x)?;
         Ok(h.f_add(&ctx.linear(&format!("{p}.mlp.down_proj"), &(gate * up))?)?)
     }

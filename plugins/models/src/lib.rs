@@ -5,18 +5,18 @@
 //!
 //! * [`llama`], [`qwen2`], [`qwen3`], [`mistral`]: one file per architecture over the shared
 //!   Llama-style [`decoder`].
-//! * [`rope`]: rotary embeddings with `rope_scaling` (linear, dynamic, llama3, yarn).
+//!
+//! Rotary embeddings, config reading and the error type are the plugin SDK's
+//! (`swift_plugin_tensors::sdk`), as any third-party family's are.
 //! * [`records`]: every family's record and the `pt` inference backend's (generation itself is
 //!   the host's, in swift-model), as plain data that the `swift` binary lists without libtorch.
 
-mod config;
 pub mod decoder;
 pub mod llama;
 pub mod mistral;
 pub mod qwen2;
 pub mod qwen3;
 pub mod records;
-pub mod rope;
 
 use swift_plugin_tensors::prelude::*;
 

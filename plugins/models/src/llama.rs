@@ -5,14 +5,14 @@
 use serde_json::Value;
 use swift_plugin_tensors::prelude::*;
 
-use crate::config::Cfg;
 use crate::decoder::{Decoder, Options};
+use swift_plugin_tensors::sdk::Config;
 
 pub struct Llama;
 
 impl ModelFamily for Llama {
     fn instantiate(&self, config: &Value) -> Result<Box<dyn Model>, String> {
-        let cfg = Cfg::new(config.clone(), "config.json");
+        let cfg = Config::model(config);
         let bias = cfg.bool_or("attention_bias", false)?;
         let opts = Options {
             qkv_bias: bias,

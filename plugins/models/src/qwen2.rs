@@ -5,14 +5,14 @@
 use serde_json::Value;
 use swift_plugin_tensors::prelude::*;
 
-use crate::config::Cfg;
 use crate::decoder::{Decoder, Options};
+use swift_plugin_tensors::sdk::Config;
 
 pub struct Qwen2;
 
 impl ModelFamily for Qwen2 {
     fn instantiate(&self, config: &Value) -> Result<Box<dyn Model>, String> {
-        let cfg = Cfg::new(config.clone(), "config.json");
+        let cfg = Config::model(config);
         if cfg.bool_or("use_sliding_window", false)? {
             return Err("qwen2: use_sliding_window is not supported".into());
         }

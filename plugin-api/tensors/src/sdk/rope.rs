@@ -1,10 +1,22 @@
-//! Rotary position embeddings as transformers computes them (float32 frequencies, rotate-half
-//! layout), with the `rope_scaling` types `linear`, `dynamic`, `llama3` and `yarn`.
+//! Rotary position embeddings as transformers computes them (float32 frequencies), with the
+//! `rope_scaling` types `linear`, `dynamic`, `llama3` and `yarn`, partial rotary (only the first
+//! `partial_rotary_factor · head_dim` dimensions of each head rotate, as in GPT-NeoX, Phi and
+//! StableLM) and both layouts of the rotated pairs ([`RopeStyle`]).
 
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{Cfg, Error};
+use super::{Config, Error};
+
+/// Which dimensions of a head form the rotated pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RopeStyle {
+    /// `(i, i + dim/2)`: transformers' `rotate_half` (Llama, Qwen, Mistral, GPT-NeoX).
+    #[default]
+    HalfSplit,
+    /// `(2i, 2i + 1)`: GPT-J's `rotate_every_two` (and Meta's original Llama code).
+    Interleaved,
+}
 
 /// How the inverse frequencies are scaled.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,24 +47,63 @@ enum Scaling {
     },
 }
 
-/// A family's rotary embedding: `rope_theta`, the rotated size and the scaling.
+/// A family's rotary embedding: `rope_theta`, the rotated size, the scaling and the layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rope {
     theta: f64,
+    /// The rotated dimensions of each head (even, at most `head_dim`).
     dim: i64,
+    head_dim: i64,
     scaling: Scaling,
+    style: RopeStyle,
 }
 
 impl Rope {
-    /// Reads `rope_theta` (default 10000) and `rope_scaling` from config.json for heads of
-    /// `head_dim`.
-    pub fn from_config(cfg: &Cfg, head_dim: i64) -> Result<Self, Error> {
+    /// Reads `rope_theta` (default 10000), `rope_scaling` and `partial_rotary_factor` (default
+    /// one) from config.json for heads of `head_dim`, in the half-split layout (which
+    /// [`Rope::with_style`] changes).
+    pub fn from_config(cfg: &Config, head_dim: i64) -> Result<Self, Error> {
+        let fraction = cfg.f64_or("partial_rotary_factor", 1.0)?;
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(Error(format!(
+                "partial_rotary_factor must be in (0, 1], got {fraction}"
+            )));
+        }
+        let rope = Self::scaled(cfg, head_dim)?;
+        rope.with_rotary_dim((head_dim as f64 * fraction) as i64)
+    }
+
+    /// Rotates only the first `dim` dimensions of each head (even, in `2..=head_dim`); the
+    /// others pass unchanged. The frequencies are those of a `dim`-sized head.
+    pub fn with_rotary_dim(mut self, dim: i64) -> Result<Self, Error> {
+        if dim < 2 || dim > self.head_dim || dim % 2 != 0 {
+            return Err(Error(format!(
+                "the rotary size must be even and in 2..={}, got {dim}",
+                self.head_dim
+            )));
+        }
+        self.dim = dim;
+        Ok(self)
+    }
+
+    /// The layout of the rotated pairs.
+    pub fn with_style(mut self, style: RopeStyle) -> Self {
+        self.style = style;
+        self
+    }
+
+    /// The rotated dimensions of each head.
+    pub fn rotary_dim(&self) -> i64 {
+        self.dim
+    }
+
+    fn scaled(cfg: &Config, head_dim: i64) -> Result<Self, Error> {
         let theta = cfg.f64_or("rope_theta", 10000.0)?;
         let max_pos = cfg.f64_or("max_position_embeddings", 2048.0)?;
         let scaling = match cfg.get("rope_scaling") {
             None | Some(Value::Null) => Scaling::None,
             Some(v) => {
-                let s = Cfg::new(v.clone(), "rope_scaling");
+                let s = Config::new(v.clone(), "rope_scaling");
                 let kind = s
                     .str_opt("rope_type")?
                     .or(s.str_opt("type")?)
@@ -90,10 +141,17 @@ impl Rope {
                 }
             }
         };
+        if head_dim < 2 || head_dim % 2 != 0 {
+            return Err(Error(format!(
+                "head_dim {head_dim} must be even for rotary embeddings"
+            )));
+        }
         Ok(Self {
             theta,
             dim: head_dim,
+            head_dim,
             scaling,
+            style: RopeStyle::HalfSplit,
         })
     }
 
@@ -193,7 +251,8 @@ impl Rope {
         })
     }
 
-    /// `cos` and `sin` of shape `[batch, 1, seq, dim]` for positions `[batch, seq]`, in `kind`.
+    /// `cos` and `sin` of shape `[batch, 1, seq, rotary_dim]` for positions `[batch, seq]`, in
+    /// `kind`, laid out for this rope's style.
     pub fn cos_sin(&self, positions: &Tensor, kind: Kind) -> Result<(Tensor, Tensor), Error> {
         let device = positions.device();
         let seq_len = match self.scaling {
@@ -202,20 +261,52 @@ impl Rope {
         };
         let (inv, scale) = self.inv_freq(seq_len, device)?;
         let freqs = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)? * inv.f_view([1, 1, -1])?;
-        let emb = Tensor::f_cat(&[&freqs, &freqs], -1)?;
+        let emb = match self.style {
+            RopeStyle::HalfSplit => Tensor::f_cat(&[&freqs, &freqs], -1)?,
+            RopeStyle::Interleaved => freqs.f_repeat_interleave_self_int(2, -1, None)?,
+        };
         let cos = (emb.f_cos()? * scale).f_to_kind(kind)?.f_unsqueeze(1)?;
         let sin = (emb.f_sin()? * scale).f_to_kind(kind)?.f_unsqueeze(1)?;
         Ok((cos, sin))
     }
-}
 
-/// `x·cos + rotate_half(x)·sin` for `x` of shape `[batch, heads, seq, dim]`.
-pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, Error> {
-    let half = x.size().last().copied().unwrap_or(0) / 2;
-    let x1 = x.f_narrow(-1, 0, half)?;
-    let x2 = x.f_narrow(-1, half, half)?;
-    let rotated = Tensor::f_cat(&[&x2.f_neg()?, &x1], -1)?;
-    Ok(x * cos + rotated * sin)
+    /// Rotates `x` of shape `[batch, heads, seq, head_dim]` by `cos_sin`'s tables:
+    /// `x·cos + rotate(x)·sin` on the first `rotary_dim` dimensions, the rest unchanged.
+    pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, Error> {
+        let d = *x.size().last().ok_or("rotary embedding of a scalar")?;
+        if d != self.head_dim {
+            return Err(Error(format!(
+                "rotary embedding for heads of {} dimensions applied to {d}",
+                self.head_dim
+            )));
+        }
+        if self.dim == d {
+            return self.rotate(x, cos, sin);
+        }
+        let rot = self.rotate(&x.f_narrow(-1, 0, self.dim)?, cos, sin)?;
+        Ok(Tensor::f_cat(
+            &[&rot, &x.f_narrow(-1, self.dim, d - self.dim)?],
+            -1,
+        )?)
+    }
+
+    fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, Error> {
+        let rotated = match self.style {
+            RopeStyle::HalfSplit => {
+                let half = self.dim / 2;
+                let x1 = x.f_narrow(-1, 0, half)?;
+                let x2 = x.f_narrow(-1, half, half)?;
+                Tensor::f_cat(&[&x2.f_neg()?, &x1], -1)?
+            }
+            RopeStyle::Interleaved => {
+                // (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)
+                let even = x.f_slice(-1, 0, None, 2)?;
+                let odd = x.f_slice(-1, 1, None, 2)?;
+                Tensor::f_stack(&[&odd.f_neg()?, &even], -1)?.f_flatten(-2, -1)?
+            }
+        };
+        Ok(x * cos + rotated * sin)
+    }
 }
 
 #[cfg(test)]
@@ -235,7 +326,7 @@ mod tests {
         assert!(cases.len() >= 7);
         for case in cases {
             let name = case["name"].as_str().unwrap();
-            let cfg = Cfg::new(case["config"].clone(), "config.json");
+            let cfg = Config::new(case["config"].clone(), "config.json");
             let rope = Rope::from_config(&cfg, 64).unwrap();
             let (inv, factor) = rope
                 .inv_freq(case["seq_len"].as_f64().unwrap(), Device::Cpu)
@@ -264,11 +355,57 @@ mod tests {
 
     #[test]
     fn unknown_scaling_is_refused() {
-        let cfg = Cfg::new(
+        let cfg = Config::new(
             serde_json::json!({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}),
             "config.json",
         );
         let err = Rope::from_config(&cfg, 64).unwrap_err().0;
         assert!(err.contains("longrope") && err.contains("yarn"), "{err}");
+    }
+
+    /// `x` rotated by hand: pairs `(i, i + dim/2)` or `(2i, 2i+1)` of the first `dim`
+    /// dimensions turn by `position · theta^(-2k/dim)` for pair `k`.
+    fn by_hand(x: &[f64], pos: f64, theta: f64, dim: usize, interleaved: bool) -> Vec<f64> {
+        let mut out = x.to_vec();
+        for k in 0..dim / 2 {
+            let angle = pos * theta.powf(-2.0 * k as f64 / dim as f64);
+            let (a, b) = if interleaved {
+                (2 * k, 2 * k + 1)
+            } else {
+                (k, k + dim / 2)
+            };
+            out[a] = x[a] * angle.cos() - x[b] * angle.sin();
+            out[b] = x[b] * angle.cos() + x[a] * angle.sin();
+        }
+        out
+    }
+
+    #[test]
+    fn partial_and_interleaved_rotations_match_the_hand_computed_ones() {
+        let x: Vec<f64> = (0..8).map(|i| 0.3 * i as f64 - 1.0).collect();
+        let xt = Tensor::from_slice(&x).view([1, 1, 1, 8]);
+        let pos = Tensor::from_slice(&[5i64]).view([1, 1]);
+        for (factor, style) in [
+            (1.0, RopeStyle::HalfSplit),
+            (0.5, RopeStyle::HalfSplit),
+            (1.0, RopeStyle::Interleaved),
+            (0.5, RopeStyle::Interleaved),
+        ] {
+            let cfg = Config::model(
+                &serde_json::json!({"rope_theta": 100.0, "partial_rotary_factor": factor}),
+            );
+            let rope = Rope::from_config(&cfg, 8).unwrap().with_style(style);
+            let (cos, sin) = rope.cos_sin(&pos, Kind::Double).unwrap();
+            let got =
+                Vec::<f64>::try_from(rope.apply(&xt, &cos, &sin).unwrap().flatten(0, -1)).unwrap();
+            let dim = (8.0 * factor) as usize;
+            let want = by_hand(&x, 5.0, 100.0, dim, style == RopeStyle::Interleaved);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                // The frequencies are float32, as in transformers.
+                assert!((g - w).abs() < 1e-5, "{factor} {style:?} [{i}]: {g} vs {w}");
+            }
+        }
+        let bad = Config::model(&serde_json::json!({"partial_rotary_factor": 1.5}));
+        assert!(Rope::from_config(&bad, 8).unwrap_err().0.contains("(0, 1]"));
     }
 }

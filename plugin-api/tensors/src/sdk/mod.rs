@@ -1,0 +1,26 @@
+//! The plugin SDK: what every decoder needs besides the host's context, written once and used
+//! by the built-in families and the example GPT-2 alike.
+//!
+//! * [`Error`]: one error type for a family's code, with `From` for tch's errors, `String` and
+//!   `&str`, and into `String` (what `Model::forward` returns), so plugin code uses `?`;
+//! * [`Config`]: config.json values with errors that name the key, and [`Config::typed`] for a
+//!   serde struct;
+//! * [`Rope`]: rotary embeddings as transformers computes them, with the `rope_scaling` types
+//!   `linear`, `dynamic`, `llama3` and `yarn`, partial rotary (`partial_rotary_factor`) and both
+//!   layouts ([`RopeStyle::HalfSplit`], Llama/NeoX's `rotate_half`, and
+//!   [`RopeStyle::Interleaved`], GPT-J's `rotate_every_two`);
+//! * [`rms_norm`] and [`layer_norm`], with or without weight and bias: the arithmetic of the
+//!   host's norm slots (`ModelContext::norm` runs these), for norms a family applies itself;
+//! * [`Activation`]: the usual `hidden_act` values (`silu`, `gelu`, `gelu_new`, ...).
+
+mod activation;
+mod config;
+mod error;
+mod norm;
+mod rope;
+
+pub use activation::Activation;
+pub use config::Config;
+pub use error::Error;
+pub use norm::{layer_norm, rms_norm};
+pub use rope::{Rope, RopeStyle};
