@@ -62,7 +62,7 @@ pub struct Decoder {
 impl Decoder {
     pub fn from_config(cfg: &Config) -> Result<Self, Error> {
         let hidden = cfg.i64("hidden_size")?;
-        let heads = cfg.i64("num_attention_heads")?;
+        let heads = cfg.count("num_attention_heads", 65_536)?;
         let kv_heads = cfg.i64_or("num_key_value_heads", heads)?;
         if heads % kv_heads != 0 {
             return Err(Error(format!(
@@ -73,7 +73,7 @@ impl Decoder {
         Ok(Self {
             hidden,
             intermediate: cfg.i64("intermediate_size")?,
-            layers: cfg.i64("num_hidden_layers")? as usize,
+            layers: cfg.count("num_hidden_layers", 65_536)? as usize,
             heads,
             kv_heads,
             head_dim,
@@ -162,6 +162,13 @@ impl Model for Decoder {
             num_kv_heads: self.kv_heads,
             head_dim: hd,
             max_positions: None,
+            // Weights a checkpoint may carry that this layout does not read: loading refuses any
+            // other unused weight (naming --allow_unused_weights).
+            ignorable: if self.tie {
+                vec!["*rotary_emb.inv_freq".into(), "lm_head.weight".into()]
+            } else {
+                vec!["*rotary_emb.inv_freq".into()]
+            },
         }
     }
 

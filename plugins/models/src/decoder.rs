@@ -40,6 +40,9 @@ pub struct Decoder {
     rope: Rope,
 }
 
+/// The most layers or heads a config.json may declare (a damaged file is refused, not looped over).
+const MAX_COUNT: i64 = 65_536;
+
 impl Decoder {
     /// Reads the common config.json keys (`hidden_size`, `intermediate_size`,
     /// `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`, `head_dim`,
@@ -47,7 +50,7 @@ impl Decoder {
     pub fn from_config(config: &Value, opts: Options) -> Result<Self, Error> {
         let cfg = Config::model(config);
         let hidden = cfg.i64("hidden_size")?;
-        let heads = cfg.i64("num_attention_heads")?;
+        let heads = cfg.count("num_attention_heads", MAX_COUNT)?;
         let kv_heads = cfg.i64_opt("num_key_value_heads")?.unwrap_or(heads);
         if heads % kv_heads != 0 {
             return Err(Error(format!(
@@ -67,7 +70,7 @@ impl Decoder {
             &cfg.str_opt("hidden_act")?
                 .unwrap_or_else(|| "silu".to_string()),
         )?;
-        let layers = cfg.i64("num_hidden_layers")? as usize;
+        let layers = cfg.count("num_hidden_layers", MAX_COUNT)? as usize;
         Ok(Self {
             hidden,
             intermediate: cfg.i64("intermediate_size")?,

@@ -49,6 +49,19 @@ impl Config {
             .ok_or_else(|| Error(format!("{} has no `{key}`", self.what)))
     }
 
+    /// A required count that sizes loops or tables (layers, heads): a positive integer at most
+    /// `max`, so a damaged config.json is refused instead of asking for unbounded work.
+    pub fn count(&self, key: &str, max: i64) -> Result<i64, Error> {
+        let n = self.i64(key)?;
+        if n > max {
+            return Err(Error(format!(
+                "{} `{key}` must be between 1 and {max}, got {n}",
+                self.what
+            )));
+        }
+        Ok(n)
+    }
+
     /// A positive integer, or `default` when absent.
     pub fn i64_or(&self, key: &str, default: i64) -> Result<i64, Error> {
         Ok(self.i64_opt(key)?.unwrap_or(default))
@@ -118,6 +131,18 @@ impl Config {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn counts_are_bounded() {
+        let c = Config::new(
+            json!({"n": 4, "big": 1_000_000_000_000i64, "neg": -1}),
+            "config.json",
+        );
+        assert_eq!(c.count("n", 8).unwrap(), 4);
+        let e = c.count("big", 65536).unwrap_err().0;
+        assert!(e.contains("`big` must be between 1 and 65536"), "{e}");
+        assert!(c.count("neg", 8).is_err());
+    }
 
     #[test]
     fn errors_name_the_file_and_the_key() {
