@@ -8,7 +8,8 @@ right-truncated, batch 4, gradient accumulation 1, 16 steps, LoRA rank 8 / alpha
 Trained tokens/s = non-padding input tokens of the 64 rows the 16 steps see (counted with
 `swift encode`, the same chatml rendering both sides use) / the training loop's own time (swift-rs:
 the sum of `step_time` in logging.jsonl; ms-swift: `train_runtime`). Peak RSS is /usr/bin/time's
-for the whole command. Figures are medians of --repeats runs; the machine is shared, so read the
+for the whole command, as are its wall time, the cores it kept busy ((user+system)/wall) and
+its voluntary context switches (per step). Figures are medians of --repeats runs; the machine is shared, so read the
 ratios.
 
     python3 scripts/bench_train_peer.py [--repeats 3]
@@ -52,12 +53,16 @@ def trained_tokens(dataset):
 
 
 def run(cmd, env, work):
-    rss = os.path.join(work, "rss")
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss] + cmd, env=env,
+    """Runs a command under /usr/bin/time; returns (peak RSS MiB, wall s, cores busy, voluntary
+    context switches) for the whole command."""
+    stats = os.path.join(work, "stats")
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M %e %U %S %w", "-o", stats] + cmd, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-4000:]}")
-    return int(open(rss).read().split()[-1]) / 1024
+    rss, wall, user, system, vcsw = open(stats).read().split()[-5:]
+    wall = float(wall)
+    return int(rss) / 1024, wall, (float(user) + float(system)) / max(wall, 1e-9), int(vcsw)
 
 
 def ours(dataset, out):
@@ -109,31 +114,42 @@ def main():
         dataset = os.path.join(work, "alpaca128.jsonl")
         write_dataset(dataset)
         tokens = trained_tokens(dataset)
-        results = {"swift-rs": ([], []), "ms-swift": ([], [])}
+        keys = ("tok/s", "peak MiB", "wall s", "cores busy", "vcsw/step")
+        results = {"swift-rs": {k: [] for k in keys}, "ms-swift": {k: [] for k in keys}}
+
+        def record(side, seconds, stats):
+            rss, wall, busy, vcsw = stats
+            for k, v in zip(keys, (tokens / seconds, rss, wall, busy, vcsw / STEPS)):
+                results[side][k].append(v)
+
         for r in range(args.repeats):
             out = os.path.join(work, f"ours{r}")
-            rss = run(ours(dataset, out), dict(os.environ), work)
-            results["swift-rs"][0].append(tokens / our_seconds(out))
-            results["swift-rs"][1].append(rss)
+            stats = run(ours(dataset, out), dict(os.environ), work)
+            record("swift-rs", our_seconds(out), stats)
             if args.ours_only:
                 continue
             out = os.path.join(work, f"peer{r}")
-            rss = run(peer(peer_bin, dataset, out), dict(os.environ, **PEER_ENV), work)
-            results["ms-swift"][0].append(tokens / peer_seconds(out))
-            results["ms-swift"][1].append(rss)
-        if args.ours_only:
-            print(f"swift-rs LoRA SFT: {statistics.median(results['swift-rs'][0]):.1f} tok/s, "
-                  f"peak {statistics.median(results['swift-rs'][1]):.0f} MiB "
-                  f"(medians of {args.repeats}; runs {results['swift-rs'][0]})")
-            return
-        a, p = (statistics.median(results[k][0]) for k in ("swift-rs", "ms-swift"))
-        ar, pr = (statistics.median(results[k][1]) for k in ("swift-rs", "ms-swift"))
-        print(f"LoRA SFT, {STEPS} steps x {BATCH} rows, {tokens} trained tokens, medians of {args.repeats}")
-        print(f"{'':10} {'tok/s':>8} {'peak MiB':>9}")
-        print(f"{'swift-rs':10} {a:>8.1f} {ar:>9.0f}")
-        print(f"{'ms-swift':10} {p:>8.1f} {pr:>9.0f}")
-        print(f"{'ratio':10} {a / p:>8.2f} {ar / pr:>9.2f}")
+            stats = run(peer(peer_bin, dataset, out), dict(os.environ, **PEER_ENV), work)
+            record("ms-swift", peer_seconds(out), stats)
+        sides = ("swift-rs",) if args.ours_only else ("swift-rs", "ms-swift")
+        med = {s: {k: statistics.median(results[s][k]) for k in keys} for s in sides}
+        print(f"LoRA SFT on {cpu_model()}, {STEPS} steps x {BATCH} rows, {tokens} trained tokens, "
+              f"medians of {args.repeats} (wall, cores busy = (user+system)/wall and voluntary "
+              f"context switches are the whole command's)")
+        print(f"{'':10}" + "".join(f"{k:>12}" for k in keys))
+        for s in sides:
+            print(f"{s:10}" + "".join(f"{med[s][k]:>12.2f}" for k in keys))
+        if not args.ours_only:
+            print(f"{'ratio':10}" + "".join(
+                f"{med['swift-rs'][k] / max(med['ms-swift'][k], 1e-9):>12.2f}" for k in keys))
+        print(f"runs: {json.dumps(results)}")
 
+
+def cpu_model():
+    for line in subprocess.run(["lscpu"], stdout=subprocess.PIPE, text=True).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 if __name__ == "__main__":
     main()
