@@ -6,8 +6,8 @@ right-truncated, batch 4, gradient accumulation 1, 16 steps, LoRA rank 8 / alpha
 0.05 on all linear layers, gradient checkpointing off on both sides, fixed order.
 
 Trained tokens/s = non-padding input tokens of the 64 rows the 16 steps see (counted with
-`swift encode`, the same chatml rendering both sides use) / the training loop's own time (swift-rs:
-the sum of `step_time` in logging.jsonl; ms-swift: `train_runtime`). Peak RSS is /usr/bin/time's
+`swift encode`, the same chatml rendering both sides use) / the training loop's own time (the
+final `train_runtime` in logging.jsonl on both sides). Peak RSS is /usr/bin/time's
 for the whole command, as are its wall time, the cores it kept busy ((user+system)/wall) and
 its voluntary context switches (per step). Figures are medians of --repeats runs; the machine is shared, so read the
 ratios.
@@ -88,8 +88,14 @@ def peer(peer_bin, dataset, out):
 
 
 def our_seconds(out):
+    # The final record's train_runtime, as for ms-swift. (Until 2026-12-06 this summed the
+    # records' step_time, which is the mean over a logging window of --logging_steps 5: it
+    # counted about a third of the steps' time and overstated swift-rs's tok/s about 3x.)
     recs = [json.loads(l) for l in open(os.path.join(out, "logging.jsonl")) if l.strip()]
-    return sum(r["step_time"] for r in recs if "step_time" in r)
+    runtimes = [r["train_runtime"] for r in recs if "train_runtime" in r]
+    if not runtimes:
+        sys.exit(f"no train_runtime in {out}/logging.jsonl")
+    return runtimes[-1]
 
 
 def peer_seconds(out):

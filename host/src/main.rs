@@ -25,11 +25,11 @@ use crate::commands::Ctx;
 use crate::config::GlobalSettings;
 
 fn main() -> std::process::ExitCode {
-    passive_openmp();
     swift_registry::set_tensor_engine(runtime::plugin_versions);
     let args = cli::normalize_args(std::env::args());
     let matches = Cli::command().get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    openmp_wait_policy(&cli.command);
     let settings = match GlobalSettings::resolve(&cli.global) {
         Ok(s) => s,
         Err(e) => {
@@ -56,14 +56,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// libtorch's OpenMP threads spin while they wait by default. On a machine whose cores are
-/// shared (2 cores here, with other processes and test threads) the spinning threads steal the
-/// cores the work needs: decoding measured 5 tokens/s spinning against 17 passive under the same
-/// load. libgomp reads OMP_WAIT_POLICY once, when it is loaded, which is when the tensor engine
-/// (or a plugin that needs libtorch) is opened; so unless the user chose a policy, it is set
-/// here, first thing, while the process has one thread.
-fn passive_openmp() {
-    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+/// How libtorch's OpenMP threads wait between parallel regions, chosen per command. libgomp
+/// reads `OMP_WAIT_POLICY` once, when it is loaded, which is when the tensor engine (or a plugin
+/// that needs libtorch) is opened; so it is set here, while the process has one thread. A
+/// user's own `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` wins.
+///
+/// * Training (`pt`, `sft`, `rlhf`): libgomp's default, spinning about 3 ms before sleeping. A
+///   training step issues thousands of small operations; sleeping threads woken for each cost
+///   more than the work (`PASSIVE` measured about 52,900 voluntary context switches per LoRA SFT
+///   step and 1.47 cores busy; the default 14 and 1.98 cores, and 1.2x the step speed, on AMD
+///   EPYC, BENCHMARKS.md). The spin is short, so threads still yield a shared machine when idle.
+/// * Everything else (decoding above all): `PASSIVE`. Decoding's own kernels run on a worker
+///   pool that spins while it waits (swift-kernels); OpenMP threads spinning beside it stole its
+///   cores (5 tokens/s spinning against 17 passive on a loaded 2-core machine).
+fn openmp_wait_policy(command: &Command) {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() || std::env::var_os("GOMP_SPINCOUNT").is_some()
+    {
+        return;
+    }
+    if !matches!(command, Command::Pt(_) | Command::Sft(_) | Command::Rlhf(_)) {
         std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
     }
 }
