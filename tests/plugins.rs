@@ -358,9 +358,16 @@ fn doctor_shows_both_sides_versions_and_only_what_differs() {
         "tch: 0.26.0",
         "CPU: ",
         "CUDA: ",
+        "OpenMP wait policy: ",
     ] {
         assert!(out.contains(want), "`{want}` in:\n{out}");
     }
+    // The user's own OpenMP setting wins, and doctor says so.
+    let out = ok(swift_env(&["doctor"], &[("OMP_WAIT_POLICY", "ACTIVE")]));
+    assert!(
+        out.contains("OpenMP wait policy: OMP_WAIT_POLICY=ACTIVE (yours) for every command"),
+        "{out}"
+    );
     // A plugin built the documented way records the same libtorch, and what it registers.
     let example = fixture_so("swift-example-plugin");
     let out = ok(swift(&["doctor", "--plugin", example.to_str().unwrap()]));

@@ -7,6 +7,7 @@ mod catalogue;
 mod cli;
 mod commands;
 mod config;
+mod openmp;
 mod runtime;
 
 // Built-in plugins are linked statically and found through `inventory`; naming the crates here
@@ -29,7 +30,10 @@ fn main() -> std::process::ExitCode {
     let args = cli::normalize_args(std::env::args());
     let matches = Cli::command().get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    openmp_wait_policy(&cli.command);
+    openmp::choose(matches!(
+        cli.command,
+        Command::Pt(_) | Command::Sft(_) | Command::Rlhf(_)
+    ));
     let settings = match GlobalSettings::resolve(&cli.global) {
         Ok(s) => s,
         Err(e) => {
@@ -53,29 +57,6 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// How libtorch's OpenMP threads wait between parallel regions, chosen per command. libgomp
-/// reads `OMP_WAIT_POLICY` once, when it is loaded, which is when the tensor engine (or a plugin
-/// that needs libtorch) is opened; so it is set here, while the process has one thread. A
-/// user's own `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` wins.
-///
-/// * Training (`pt`, `sft`, `rlhf`): libgomp's default, spinning about 3 ms before sleeping. A
-///   training step issues thousands of small operations; sleeping threads woken for each cost
-///   more than the work (`PASSIVE` measured about 52,900 voluntary context switches per LoRA SFT
-///   step and 1.47 cores busy; the default 14 and 1.98 cores, and 1.2x the step speed, on AMD
-///   EPYC, BENCHMARKS.md). The spin is short, so threads still yield a shared machine when idle.
-/// * Everything else (decoding above all): `PASSIVE`. Decoding's own kernels run on a worker
-///   pool that spins while it waits (swift-kernels); OpenMP threads spinning beside it stole its
-///   cores (5 tokens/s spinning against 17 passive on a loaded 2-core machine).
-fn openmp_wait_policy(command: &Command) {
-    if std::env::var_os("OMP_WAIT_POLICY").is_some() || std::env::var_os("GOMP_SPINCOUNT").is_some()
-    {
-        return;
-    }
-    if !matches!(command, Command::Pt(_) | Command::Sft(_) | Command::Rlhf(_)) {
-        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Without `--plugin`: the swift version, the plugin contract, the tensor engine with its libtorch
 //! and tch versions (opening the engine library; the `swift` binary itself links no libtorch),
-//! the CPU's vector features and whether CUDA is reachable. With `--plugin FILE`: the manifest
+//! the CPU's vector features, whether CUDA is reachable and how libtorch's OpenMP threads wait
+//! (crate::openmp). With `--plugin FILE`: the manifest
 //! the file exports (read before its root module, as loading does), each check of it against this
 //! swift, abi_stable's layout check with only the lines that say what differs, and what the
 //! plugin registers.
@@ -32,6 +33,7 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
     }
     println!("CPU: {}", cpu());
     println!("CUDA: {}", cuda());
+    println!("OpenMP wait policy: {}", crate::openmp::describe());
     if let Some(path) = &args.plugin {
         plugin(path)?;
     }
