@@ -75,10 +75,12 @@ pub fn prepare(s: &TrainSpec, plugins: &PluginSettings, loss_scale: &str) -> Res
         .clone()
         .ok_or_else(|| anyhow!("tuner `{tuner_name}` has no behaviour"))?;
     let tuner_record = tuner_entry.record.clone();
-    let source_model_dir = model_dir(&model_path)?;
     // LLaMA-Pro trains an expanded copy of the model, written to a temporary folder first.
+    // Otherwise the bundle resolves (and checks) the folder itself: once, since checking a full
+    // checkpoint hashes every file.
     let mut llamapro_new_layers = Vec::new();
-    let expanded = if tuner_record.adapter() == "llamapro" {
+    let (llamapro_source, expanded) = if tuner_record.adapter() == "llamapro" {
+        let source_model_dir = model_dir(&model_path)?;
         let dir = tempfile::Builder::new()
             .prefix("swift-llamapro-")
             .tempdir()
@@ -92,21 +94,22 @@ pub fn prepare(s: &TrainSpec, plugins: &PluginSettings, loss_scale: &str) -> Res
             "LLaMA-Pro: new blocks at layers {llamapro_new_layers:?} of {}",
             source_model_dir.display()
         );
-        Some(dir)
+        (Some(source_model_dir), Some(dir))
     } else {
-        None
+        (None, None)
     };
     let bundle = ModelBundle::load(
         expanded
             .as_ref()
             .map(|d| d.path())
-            .unwrap_or(&source_model_dir),
+            .unwrap_or(model_path.as_path()),
         s.model.model_type.as_deref(),
         s.model.torch_dtype.as_deref(),
         &s.model.device,
         s.model.allow_unused_weights,
         regs,
     )?;
+    let source_model_dir = llamapro_source.unwrap_or_else(|| bundle.dir.clone());
     let template = bundle.template(regs, s.template.template.as_deref())?;
     let template_name = template.name.clone();
     let ModelBundle {
