@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make setup`: everything a fresh checkout needs, idempotent (a second run only checks).
 #
+#  0. Debian packages the build needs (cmake for llama.cpp), when missing.
 #  1. A Python virtualenv in the cache (torch==2.13.0, the libtorch that tch 0.26 expects, and the
 #     reference packages tests drive: transformers, peft, openai, gguf).
 #  2. .cargo/config.toml (ignored by git): where libtorch is, and an rpath to it, so that plain
@@ -25,6 +26,19 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
 mkdir -p "$CACHE" "$ASSETS"
+
+# --- 0. Debian packages -----------------------------------------------------------------------
+# cmake and libclang build llama.cpp (scripts/build-llama-cpp.sh, the decoding benchmarks' peer).
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v c++ >/dev/null || need+=(g++)
+if ((${#need[@]})); then
+    say "installing Debian packages: ${need[*]}"
+    SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO="sudo"
+    $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null \
+        || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; } \
+        || die "apt-get install ${need[*]} failed: install them by hand"
+fi
 
 # --- 1. virtualenv ----------------------------------------------------------------------------
 if [[ ! -x "$PY" ]]; then
