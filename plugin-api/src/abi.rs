@@ -236,12 +236,14 @@ pub trait FfiQuantizer: Send + Sync {
 }
 pub type FfiQuantizerBox = FfiQuantizer_TO<'static, RBox<()>>;
 
-/// Inference backend behaviour. The models issue appends generation.
+/// Inference backend behaviour (the contract is `crate::backend`).
 #[sabi_trait]
 pub trait FfiBackend: Send + Sync {
     /// Accepts or refuses a model (its `config.json`) with a reason.
-    #[sabi(last_prefix_field)]
     fn check_model(&self, config_json: RStr<'_>) -> RResult<(), RString>;
+    /// Loads a model (`crate::backend::LoadRequest` as JSON).
+    #[sabi(last_prefix_field)]
+    fn load(&self, request_json: RStr<'_>) -> RResult<crate::backend::FfiBackendModelBox, RString>;
 }
 pub type FfiBackendBox = FfiBackend_TO<'static, RBox<()>>;
 

@@ -10,9 +10,8 @@ use abi_stable::{
 };
 
 use crate::abi::{
-    FfiBackend, FfiBackendBox, FfiBackend_TO, FfiModelFamilyBox, FfiPreprocessor,
-    FfiPreprocessorBox, FfiPreprocessor_TO, FfiQuantizer, FfiQuantizerBox, FfiQuantizer_TO,
-    FfiTuner, FfiTunerBox, FfiTuner_TO,
+    FfiModelFamilyBox, FfiPreprocessor, FfiPreprocessorBox, FfiPreprocessor_TO, FfiQuantizer,
+    FfiQuantizerBox, FfiQuantizer_TO, FfiTuner, FfiTunerBox, FfiTuner_TO,
 };
 
 /// Runs `f`, turning a panic into an error message (no panic may unwind across `extern "C"`).
@@ -268,48 +267,6 @@ impl QuantizerHandle {
     /// See [`Quantizer::check_bits`].
     pub fn check_bits(&self, bits: u8) -> Result<(), String> {
         into_result(self.inner.check_bits(bits))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Inference backends
-
-/// An inference backend. The models issue adds generation.
-pub trait Backend: Send + Sync + 'static {
-    /// Accepts a model (its `config.json`) or says why it cannot serve it.
-    fn check_model(&self, config: &serde_json::Value) -> Result<(), String>;
-}
-
-struct BackendAdapter<B>(B);
-
-impl<B: Backend> FfiBackend for BackendAdapter<B> {
-    fn check_model(&self, config_json: RStr<'_>) -> RResult<(), RString> {
-        guard("backend", || {
-            let config: serde_json::Value = serde_json::from_str(config_json.as_str())
-                .map_err(|e| format!("config.json is not JSON: {e}"))?;
-            self.0.check_model(&config)
-        })
-    }
-}
-
-pub(crate) fn backend_to_ffi<B: Backend>(b: B) -> FfiBackendBox {
-    FfiBackend_TO::from_value(BackendAdapter(b), TD_Opaque)
-}
-
-/// The host's handle on an inference backend.
-pub struct BackendHandle {
-    inner: FfiBackendBox,
-}
-
-impl BackendHandle {
-    pub(crate) fn new(inner: FfiBackendBox) -> Self {
-        Self { inner }
-    }
-
-    /// See [`Backend::check_model`].
-    pub fn check_model(&self, config: &serde_json::Value) -> Result<(), String> {
-        let json = config.to_string();
-        into_result(self.inner.check_model(json.as_str().into()))
     }
 }
 

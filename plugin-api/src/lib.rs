@@ -34,6 +34,7 @@
 //! errors that name the plugin.
 
 pub mod abi;
+pub mod backend;
 pub mod behaviour;
 mod export;
 pub mod loading;
@@ -44,10 +45,10 @@ pub mod registrar;
 pub mod row;
 pub mod tensor;
 
+pub use backend::{Backend, BackendHandle, BackendModel, BackendModelHandle};
 pub use behaviour::{
-    Backend, BackendHandle, DatasetPreprocessor, ModelFamilyHandle, ModelHandle,
-    PreferenceLossHandle, PreprocessOutcome, PreprocessorHandle, Quantizer, QuantizerHandle, Tuner,
-    TunerHandle,
+    DatasetPreprocessor, ModelFamilyHandle, ModelHandle, PreferenceLossHandle, PreprocessOutcome,
+    PreprocessorHandle, Quantizer, QuantizerHandle, Tuner, TunerHandle,
 };
 pub use loading::{LoadError, PluginFile, PluginLibrary};
 pub use records::{
@@ -98,7 +99,11 @@ pub struct Manifest {
 
 /// Everything a plugin author needs in one import.
 pub mod prelude {
-    pub use crate::behaviour::{Backend, DatasetPreprocessor, PreprocessOutcome, Quantizer, Tuner};
+    pub use crate::backend::{
+        AdapterSupport, Backend, BackendModel, Capabilities, Chosen, Join, LoadRequest,
+        ModelFormat, ModelInfo, Sampling, SamplingBy, Step, StepOutput,
+    };
+    pub use crate::behaviour::{DatasetPreprocessor, PreprocessOutcome, Quantizer, Tuner};
     pub use crate::model::{ModelLayout, NormKind, ParamDecl, Slot, SlotKind};
     pub use crate::records::*;
     pub use crate::registrar::{PluginError, Registrar};

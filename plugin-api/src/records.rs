@@ -253,11 +253,8 @@ simple_record!(
     QuantizerRecord,
     "quantizer"
 );
-simple_record!(
-    /// An inference backend (`pt`, ...).
-    BackendRecord,
-    "backend"
-);
+/// An inference backend and what it supports: see [`crate::backend`].
+pub use crate::backend::BackendRecord;
 
 /// A preference loss (DPO's `sigmoid`, `ipo`, ..., `orpo`, `simpo`, `cpo`, `kto`): its behaviour
 /// is a `PreferenceLoss` (a function of per-sequence log-probabilities, see

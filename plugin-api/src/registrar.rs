@@ -12,11 +12,11 @@ use crate::abi::{
     FfiBackendBox, FfiModelFamilyBox, FfiPreferenceLossBox, FfiPreprocessorBox, FfiQuantizerBox,
     FfiRegistrar, FfiTunerBox, RegistrarFfi,
 };
+use crate::backend::{backend_to_ffi, Backend, BackendHandle};
 use crate::behaviour::PreferenceLossHandle;
 use crate::behaviour::{
-    backend_to_ffi, preprocessor_to_ffi, quantizer_to_ffi, tuner_to_ffi, Backend, BackendHandle,
-    DatasetPreprocessor, ModelFamilyHandle, PreprocessorHandle, Quantizer, QuantizerHandle, Tuner,
-    TunerHandle,
+    preprocessor_to_ffi, quantizer_to_ffi, tuner_to_ffi, DatasetPreprocessor, ModelFamilyHandle,
+    PreprocessorHandle, Quantizer, QuantizerHandle, Tuner, TunerHandle,
 };
 use crate::records::{
     BackendRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord, PreprocessorRecord,

@@ -124,6 +124,7 @@ impl Registries {
                     aliases: e.record.aliases().to_vec(),
                     provenance: e.provenance.clone(),
                     description: e.record.description().to_string(),
+                    capabilities: None,
                 });
             }
         }
@@ -147,7 +148,11 @@ impl Registries {
             push(&mut rows, &self.quantizers);
         }
         if want("backends") {
+            let from = rows.len();
             push(&mut rows, &self.backends);
+            for (row, e) in rows[from..].iter_mut().zip(self.backends.iter()) {
+                row.capabilities = Some(e.record.capabilities.clone());
+            }
         }
         if want("preference-losses") {
             push(&mut rows, &self.preference_losses);
@@ -176,6 +181,9 @@ pub struct ListRow {
     pub aliases: Vec<String>,
     pub provenance: Provenance,
     pub description: String,
+    /// A backend's capabilities (what `--infer_backend NAME` supports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<swift_plugin_api::backend::Capabilities>,
 }
 
 /// Where plugins come from.

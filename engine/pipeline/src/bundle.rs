@@ -89,21 +89,101 @@ impl ModelBundle {
         })
     }
 
-    /// The template: `--template`, else `jinja` when the tokenizer has a chat_template, else the
-    /// family's default.
+    /// The template: see [`pick_template`].
     pub fn template(&self, regs: &Registries, name: Option<&str>) -> Result<Template> {
-        // `swift export --merge_lora` records the adapter's template in config.json.
-        let recorded = self.config.get("swift_template").and_then(Value::as_str);
-        let name = match name.or(recorded) {
-            Some(n) => n.to_string(),
-            None if self.tokenizer.chat_template.is_some() => "jinja".into(),
-            None => self.default_template.clone().ok_or_else(|| {
-                anyhow!("{} has no chat_template and family `{}` no default template: pass --template (`swift list templates`)", self.dir.display(), self.family)
-            })?,
-        };
-        let record = &regs.templates.resolve(&name)?.record;
-        Ok(Template::from_record(record)?)
+        pick_template(
+            regs,
+            name,
+            &self.config,
+            &self.tokenizer,
+            self.default_template.as_deref(),
+            &self.dir,
+            &self.family,
+        )
     }
+}
+
+/// What generating needs besides the weights, for a backend that loads them itself: the folder
+/// (a `.gguf` file's converted folder), config.json, the family's name and default template, the
+/// tokenizer and the end-of-sequence ids.
+pub struct ModelText {
+    pub dir: PathBuf,
+    pub family: String,
+    pub config: Value,
+    pub default_template: Option<String>,
+    pub tokenizer: Tokenizer,
+    pub eos_ids: Vec<i64>,
+}
+
+impl ModelText {
+    /// Resolves the folder and the family as [`ModelBundle::load`] does, without the weights.
+    pub fn open(model: &Path, model_type: Option<&str>, regs: &Registries) -> Result<Self> {
+        let dir = model_dir(model)?;
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            bail!("{} has no config.json: --model must be a Hugging Face model folder or a .gguf file", dir.display());
+        }
+        let text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let config: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", config_path.display()))?;
+        let (family, default_template, _) = resolve_family(regs, &config, model_type)?;
+        let tokenizer = Tokenizer::from_dir(&dir)?;
+        let eos_ids = eos_ids(&dir, &config, &tokenizer);
+        Ok(Self {
+            dir,
+            family,
+            config,
+            default_template,
+            tokenizer,
+            eos_ids,
+        })
+    }
+
+    /// The template: see [`pick_template`].
+    pub fn template(&self, regs: &Registries, name: Option<&str>) -> Result<Template> {
+        pick_template(
+            regs,
+            name,
+            &self.config,
+            &self.tokenizer,
+            self.default_template.as_deref(),
+            &self.dir,
+            &self.family,
+        )
+    }
+}
+
+/// The template: `--template`, else config.json's `swift_template` (written by `swift export
+/// --merge_lora`), else `jinja` when the tokenizer has a chat_template, else the family's
+/// default.
+fn pick_template(
+    regs: &Registries,
+    name: Option<&str>,
+    config: &Value,
+    tokenizer: &Tokenizer,
+    default_template: Option<&str>,
+    dir: &Path,
+    family: &str,
+) -> Result<Template> {
+    let recorded = config.get("swift_template").and_then(Value::as_str);
+    let name = match name.or(recorded) {
+        Some(n) => n.to_string(),
+        None if tokenizer.chat_template.is_some() => "jinja".into(),
+        None => default_template.map(str::to_string).ok_or_else(|| {
+            anyhow!("{} has no chat_template and family `{family}` no default template: pass --template (`swift list templates`)", dir.display())
+        })?,
+    };
+    let record = &regs.templates.resolve(&name)?.record;
+    Ok(Template::from_record(record)?)
+}
+
+/// `$SWIFT_RS_CACHE`, else `~/.cache/swift-rs`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SWIFT_RS_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/swift-rs")))
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// A model folder for `--model`: the folder itself, or a `.gguf` file's converted folder (kept
@@ -136,11 +216,7 @@ pub fn model_dir(model: &Path) -> Result<PathBuf> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let cache = std::env::var_os("SWIFT_RS_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/swift-rs")))
-        .unwrap_or_else(std::env::temp_dir);
-    let out = cache
+    let out = cache_dir()
         .join("converted")
         .join(format!("{stem}-{}-{mtime}", meta.len()));
     if !out.join("config.json").is_file() {

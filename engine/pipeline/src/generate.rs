@@ -20,15 +20,20 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
+use std::cell::RefCell;
+use std::sync::Arc;
 use swift_data::{open_datasets, DatasetOptions};
-use swift_model::{generate, LoadedModel, SamplingParams, StopCriteria};
+
+use swift_model::{generate, FinishReason, SamplingParams, StopCriteria};
+use swift_plugin_tensors::backend::{BackendModelHandle, Sampling};
 use swift_plugin_tensors::{Message, StandardRow};
 use swift_registry::Registries;
+use swift_serve::batcher::{channel, rows_of, Decoder, EventKind, Job};
 use swift_spec::InferSpec;
 use swift_template::Encoder;
 
 use crate::adapters::Adapters;
-use crate::bundle::ModelBundle;
+use crate::bundle::{ModelBundle, ModelText};
 use swift_registry::PluginSettings;
 
 /// `swift infer`.
@@ -41,59 +46,108 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
     let adapters = Adapters::resolve(args.model.model.as_deref(), &args.adapters)?;
     let report = adapters.with_plugins(plugins).load()?;
     let regs = &report.registries;
-    let backend = regs.backends.resolve(&args.backend.infer_backend)?;
-    if backend.record.name != "pt" {
-        bail!(
-            "--infer_backend {}: this swift generates with the built-in `pt` backend only",
-            backend.record.name
-        );
-    }
-    let mut bundle = ModelBundle::load(
-        &adapters.model,
-        args.model.model_type.as_deref(),
-        args.model.torch_dtype.as_deref(),
-        &args.model.device,
-        args.model.allow_unused_weights,
+    let chosen = crate::backend::resolve(
         regs,
+        &args.backend.infer_backend,
+        &crate::backend::Wanted {
+            model: &adapters.model,
+            device: &args.model.device,
+            adapters: adapters.dirs.len(),
+            given: &args.given,
+        },
     )?;
-    adapters.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
-    adapters.attach(&mut bundle.model, args.merge_lora)?;
     let template_name = args.template.template.clone().or(adapters.template.clone());
-    // A reward model (value head) scores instead of generating.
-    if let Some(head) = crate::score::find_head(&bundle, &adapters.dirs)? {
+    let batch_rows = if args.val_dataset.is_empty() {
+        1
+    } else {
+        args.max_batch_size
+    };
+    let (model, template, tokenizer, eos_ids) = if chosen.is_pt {
+        let mut bundle = ModelBundle::load(
+            &adapters.model,
+            args.model.model_type.as_deref(),
+            args.model.torch_dtype.as_deref(),
+            &args.model.device,
+            args.model.allow_unused_weights,
+            regs,
+        )?;
+        adapters.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
+        adapters.attach(&mut bundle.model, args.merge_lora)?;
+        // A reward model (value head) scores instead of generating.
+        if let Some(head) = crate::score::find_head(&bundle, &adapters.dirs)? {
+            args.given
+                .refuse(
+                    &[
+                        "max_new_tokens",
+                        "temperature",
+                        "top_k",
+                        "top_p",
+                        "repetition_penalty",
+                        "seed",
+                        "stop_words",
+                        "stream",
+                    ],
+                    "to a reward model (it scores instead of generating)",
+                )
+                .map_err(anyhow::Error::msg)?;
+            let template = bundle.template(regs, template_name.as_deref())?;
+            return crate::score::run(args, bundle, template, head, regs);
+        }
+        if let Some(ids) = &args.debug_input_ids {
+            return debug_logits(&bundle, ids, args.debug_greedy_tokens);
+        }
+        if let Some(file) = &args.nll_file {
+            return nll(&bundle, file, args.nll_tokens);
+        }
+        let template = bundle.template(regs, template_name.as_deref())?;
+        let vocab = vocab_size(&bundle.config);
+        let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
+        let pt = swift_serve::pt::PtModel::new(bundle.model, None, vocab, description);
+        let model = BackendModelHandle::from_model(Box::new(pt)).map_err(anyhow::Error::msg)?;
+        (model, template, bundle.tokenizer, bundle.eos_ids)
+    } else {
+        let n = &chosen.record.name;
         args.given
             .refuse(
-                &[
-                    "max_new_tokens",
-                    "temperature",
-                    "top_k",
-                    "top_p",
-                    "repetition_penalty",
-                    "seed",
-                    "stop_words",
-                    "stream",
-                ],
-                "to a reward model (it scores instead of generating)",
+                &["debug_input_ids", "nll_file", "allow_unused_weights"],
+                &format!("to --infer_backend {n} (libtorch diagnostics: use --infer_backend pt)"),
             )
             .map_err(anyhow::Error::msg)?;
-        let template = bundle.template(regs, template_name.as_deref())?;
-        return crate::score::run(args, bundle, template, head, regs);
-    }
-    if let Some(ids) = &args.debug_input_ids {
-        return debug_logits(&bundle, ids, args.debug_greedy_tokens);
-    }
-    if let Some(file) = &args.nll_file {
-        return nll(&bundle, file, args.nll_tokens);
-    }
-    let template = bundle.template(regs, template_name.as_deref())?;
+        if adapters.dirs.len() > 1 {
+            bail!("--adapters: --infer_backend {n} applies one adapter at a time in swift infer; merge the others first (swift export --merge_lora true)");
+        }
+        let text = ModelText::open(&adapters.model, args.model.model_type.as_deref(), regs)?;
+        for d in &adapters.dirs {
+            crate::adapters::check_base(
+                d,
+                &text.dir,
+                &text.family,
+                &text.config,
+                args.adapter_check.ignore_adapter_mismatch,
+            )?;
+        }
+        let named: Vec<(String, std::path::PathBuf)> = adapters
+            .dirs
+            .iter()
+            .map(|d| (d.display().to_string(), d.clone()))
+            .collect();
+        let max_len = args.max_length.unwrap_or(0) + args.generation.max_new_tokens;
+        let model = chosen.load(
+            &text,
+            &adapters.model,
+            &args.model.device,
+            args.model.torch_dtype.as_deref(),
+            &named,
+            batch_rows,
+            max_len.max(config_len(&text.config).unwrap_or(max_len)),
+        )?;
+        let template = text.template(regs, template_name.as_deref())?;
+        (model, template, text.tokenizer, text.eos_ids)
+    };
     let mut stop_words = template.stop_words.clone();
     stop_words.extend(args.generation.stop_words.iter().cloned());
     let options = crate::bundle::prompt_options(&args.template);
-    let encoder = Encoder::new(template, bundle.tokenizer, options)?;
-    let stop = StopCriteria {
-        eos_ids: bundle.eos_ids.clone(),
-        stop_words,
-    };
+    let encoder = Arc::new(Encoder::new(template, tokenizer, options)?);
     let params = SamplingParams {
         max_new_tokens: args.generation.max_new_tokens,
         temperature: args.generation.temperature,
@@ -102,11 +156,26 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         repetition_penalty: args.generation.repetition_penalty,
         seed: args.generation.seed,
     };
+    let caps = &chosen.record.capabilities;
+    caps.refuse(
+        &Sampling {
+            temperature: params.temperature,
+            top_k: params.top_k,
+            top_p: params.top_p,
+            repetition_penalty: params.repetition_penalty,
+            seed: params.seed,
+        },
+        false,
+    )
+    .map_err(|(p, m)| anyhow!("--{p}: {m}"))?;
+    let max_len = model.info().max_len;
     let gen = Gen {
-        model: &bundle.model,
-        encoder: &encoder,
+        decoder: RefCell::new(Decoder::new(model, caps, encoder.clone(), eos_ids)),
+        encoder,
         params,
-        stop,
+        stop_words,
+        max_len,
+        adapter: (!chosen.is_pt && !adapters.dirs.is_empty()).then_some(0),
     };
     if args.val_dataset.is_empty() {
         if args.result_path.is_some() {
@@ -125,6 +194,23 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         args.max_batch_size,
         args.max_length,
     )
+}
+
+/// config.json's `vocab_size`.
+fn vocab_size(config: &serde_json::Value) -> usize {
+    config
+        .get("vocab_size")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0) as usize
+}
+
+/// config.json's position limit.
+fn config_len(config: &serde_json::Value) -> Option<usize> {
+    config
+        .get("max_position_embeddings")
+        .or_else(|| config.get("n_positions"))
+        .and_then(serde_json::Value::as_u64)
+        .map(|n| n as usize)
 }
 
 /// Refuses the flags that cannot apply to what `swift infer` was asked.
@@ -151,42 +237,127 @@ fn check_flags(args: &InferSpec) -> Result<()> {
     Ok(())
 }
 
-/// What generating needs, bundled.
-struct Gen<'a> {
-    model: &'a LoadedModel,
-    encoder: &'a Encoder,
+/// What generating needs, bundled: the backend's model behind the one generation loop.
+struct Gen {
+    decoder: RefCell<Decoder>,
+    encoder: Arc<Encoder>,
     params: SamplingParams,
-    stop: StopCriteria,
+    stop_words: Vec<String>,
+    /// The model's position limit.
+    max_len: Option<usize>,
+    /// The adapter every row uses (a plugin backend given `--adapters`).
+    adapter: Option<usize>,
 }
 
-impl Gen<'_> {
-    fn decode(&self, ids: &[i64]) -> String {
-        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-        self.encoder.tokenizer.decode(&ids).unwrap_or_default()
-    }
+/// One prompt's answer.
+struct Answer {
+    text: String,
+    tokens: Vec<i64>,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    finish: FinishReason,
+}
 
-    /// The answer's text: decoded, cut at the first stop word.
-    fn response(&self, tokens: &[i64]) -> String {
-        let mut text = self.decode(tokens);
-        if let Some(cut) = self
-            .stop
-            .stop_words
-            .iter()
-            .filter(|w| !w.is_empty())
-            .filter_map(|w| text.find(w.as_str()))
-            .min()
-        {
-            text.truncate(cut);
-        }
-        text
-    }
-
+impl Gen {
     fn prompt_ids(&self, row: &StandardRow) -> Result<Vec<i64>> {
         let enc = self
             .encoder
             .encode(row)?
             .ok_or_else(|| anyhow!("the prompt could not be encoded"))?;
         Ok(enc.input_ids.iter().map(|&i| i as i64).collect())
+    }
+
+    /// Generates for every prompt together; `on_delta(row, text)` sees streamed text and
+    /// `on_first` the end of the first step (the prefill).
+    fn generate(
+        &self,
+        prompts: &[Vec<i64>],
+        on_delta: &mut dyn FnMut(usize, &str),
+        on_first: &mut dyn FnMut(),
+    ) -> Result<Vec<Answer>> {
+        let mut receivers = Vec::new();
+        let mut joining = Vec::new();
+        let mut answers: Vec<Option<Answer>> = Vec::new();
+        for (i, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                bail!("prompt {i} has no tokens");
+            }
+            let mut params = self.params.clone();
+            // Models with a bounded position table stop where it ends (finish reason `length`).
+            if let Some(max) = self.max_len {
+                if p.len() >= max {
+                    bail!(
+                        "a prompt of {} tokens does not fit the model's {max} positions",
+                        p.len()
+                    );
+                }
+                params.max_new_tokens = params.max_new_tokens.min(max - p.len());
+            }
+            if params.max_new_tokens == 0 {
+                answers.push(Some(Answer {
+                    text: String::new(),
+                    tokens: Vec::new(),
+                    prompt_tokens: p.len(),
+                    completion_tokens: 0,
+                    finish: FinishReason::Length,
+                }));
+                receivers.push(None);
+                continue;
+            }
+            answers.push(None);
+            let (tx, rx) = channel();
+            receivers.push(Some(rx));
+            joining.extend(rows_of(Job {
+                prompt: p.clone(),
+                adapter: self.adapter,
+                choices: 1,
+                params,
+                stop_words: self.stop_words.clone(),
+                ignore_eos: false,
+                logprobs: None,
+                events: tx,
+            }));
+        }
+        let mut decoder = self.decoder.borrow_mut();
+        let mut first = true;
+        while first || decoder.running() > 0 {
+            decoder.step(std::mem::take(&mut joining))?;
+            if first {
+                on_first();
+                first = false;
+            }
+            for (i, rx) in receivers.iter_mut().enumerate() {
+                let Some(rx) = rx else { continue };
+                while let Ok(ev) = rx.try_recv() {
+                    match ev.kind {
+                        EventKind::Delta { text, .. } => on_delta(i, &text),
+                        EventKind::Done {
+                            rest,
+                            text,
+                            tokens,
+                            finish,
+                            prompt_tokens,
+                            completion_tokens,
+                        } => {
+                            on_delta(i, &rest);
+                            answers[i] = Some(Answer {
+                                text,
+                                tokens,
+                                prompt_tokens,
+                                completion_tokens,
+                                finish,
+                            });
+                        }
+                        EventKind::Failed(e) => bail!("generating: {e}"),
+                    }
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| a.ok_or_else(|| anyhow!("row {i} ended without an answer")))
+            .collect()
     }
 }
 
@@ -222,16 +393,9 @@ fn batch(
         let prompts: Vec<Vec<i64>> = pending.iter().map(|p| p.2.clone()).collect();
         let t0 = Instant::now();
         let mut first: Option<f64> = None;
-        let results = generate(
-            gen.model,
-            &prompts,
-            &gen.params,
-            &gen.stop,
-            &|ids| gen.decode(ids),
-            &mut |_, _| {
-                first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
-            },
-        )?;
+        let results = gen.generate(&prompts, &mut |_, _| {}, &mut || {
+            first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+        })?;
         let total = t0.elapsed().as_secs_f64();
         let ttft = first.unwrap_or(total);
         prefill_s += ttft;
@@ -240,14 +404,14 @@ fn batch(
         batches += 1;
         for ((messages, reference, prompt_ids), r) in pending.drain(..).zip(results) {
             prompt_tokens += r.prompt_tokens;
-            generated += r.generated_tokens;
+            generated += r.completion_tokens;
             rows += 1;
             let line = json!({
                 "messages": messages,
-                "response": gen.response(&r.tokens),
+                "response": r.text,
                 "labels": reference,
                 "prompt_tokens": r.prompt_tokens,
-                "completion_tokens": r.generated_tokens,
+                "completion_tokens": r.completion_tokens,
                 "finish_reason": r.finish.as_openai(),
                 "prompt_ids": prompt_ids,
                 "response_ids": r.tokens,
@@ -355,38 +519,20 @@ fn chat(gen: &Gen, max_length: Option<usize>, stream: bool) -> Result<()> {
         }
         write!(stdout, ">>> ")?;
         stdout.flush()?;
-        let mut tokens: Vec<i64> = Vec::new();
-        let mut printed = 0usize;
-        let eos = gen.stop.eos_ids.clone();
-        let mut on_token = |_: usize, t: i64| {
-            if !stream || eos.contains(&t) {
-                return;
-            }
-            tokens.push(t);
-            let text = gen.response(&tokens);
-            if !text.ends_with('\u{FFFD}') && text.len() > printed && text.is_char_boundary(printed)
-            {
-                let _ = write!(std::io::stdout(), "{}", &text[printed..]);
+        let mut on_delta = |_: usize, text: &str| {
+            if stream && !text.is_empty() {
+                let _ = write!(std::io::stdout(), "{text}");
                 let _ = std::io::stdout().flush();
-                printed = text.len();
             }
         };
-        let result = generate(
-            gen.model,
-            &[ids],
-            &gen.params,
-            &gen.stop,
-            &|t| gen.decode(t),
-            &mut on_token,
-        )?;
+        let result = gen.generate(&[ids], &mut on_delta, &mut || {})?;
         let answer = result
-            .first()
-            .map(|r| gen.response(&r.tokens))
+            .into_iter()
+            .next()
+            .map(|r| r.text)
             .unwrap_or_default();
         if !stream {
             write!(stdout, "{answer}")?;
-        } else if answer.len() > printed && answer.is_char_boundary(printed) {
-            write!(stdout, "{}", &answer[printed..])?;
         }
         writeln!(stdout)?;
         history.push(Message::new("assistant", answer));

@@ -21,6 +21,7 @@
 //! orchestration layer right below the binary; the crates it drives have typed errors).
 
 pub mod adapters;
+pub mod backend;
 pub mod bundle;
 pub mod export;
 pub mod generate;

@@ -13,7 +13,7 @@ use swift_spec::DeploySpec;
 use swift_template::Encoder;
 
 use crate::adapters::Adapters;
-use crate::bundle::ModelBundle;
+use crate::bundle::{ModelBundle, ModelText};
 use swift_registry::PluginSettings;
 
 /// `NAME=PATH` or `PATH` (named after the folder; `checkpoint-N` folders after their run).
@@ -64,29 +64,60 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
     let resolved = Adapters::resolve(args.model.model.as_deref(), &dirs)?;
     let report = resolved.with_plugins(plugins).load()?;
     let regs = &report.registries;
-    let backend = regs.backends.resolve(&args.backend.infer_backend)?;
-    if backend.record.name != "pt" {
-        bail!(
-            "--infer_backend {}: this swift serves with the built-in `pt` backend only",
-            backend.record.name
-        );
-    }
-    let bundle = ModelBundle::load(
-        &resolved.model,
-        args.model.model_type.as_deref(),
-        args.model.torch_dtype.as_deref(),
-        &args.model.device,
-        args.model.allow_unused_weights,
+    let chosen = crate::backend::resolve(
         regs,
+        &args.backend.infer_backend,
+        &crate::backend::Wanted {
+            model: &resolved.model,
+            device: &args.model.device,
+            adapters: adapters.len(),
+            given: &args.given,
+        },
     )?;
-    resolved.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
     let template_name = args.template.template.clone().or(resolved.template.clone());
-    let template = bundle.template(regs, template_name.as_deref())?;
-    let options = crate::bundle::prompt_options(&args.template);
-    let config_len = bundle
-        .config
+    let text = if chosen.is_pt {
+        None
+    } else {
+        args.given
+            .refuse(
+                &["allow_unused_weights"],
+                &format!("to --infer_backend {}", chosen.record.name),
+            )
+            .map_err(anyhow::Error::msg)?;
+        Some(ModelText::open(
+            &resolved.model,
+            args.model.model_type.as_deref(),
+            regs,
+        )?)
+    };
+    let bundle = match text {
+        Some(_) => None,
+        None => Some(ModelBundle::load(
+            &resolved.model,
+            args.model.model_type.as_deref(),
+            args.model.torch_dtype.as_deref(),
+            &args.model.device,
+            args.model.allow_unused_weights,
+            regs,
+        )?),
+    };
+    let (dir, family, config) = match (&bundle, &text) {
+        (Some(b), _) => (&b.dir, &b.family, &b.config),
+        (None, Some(t)) => (&t.dir, &t.family, &t.config),
+        (None, None) => bail!("no model loaded"),
+    };
+    for d in &resolved.dirs {
+        crate::adapters::check_base(
+            d,
+            dir,
+            family,
+            config,
+            args.adapter_check.ignore_adapter_mismatch,
+        )?;
+    }
+    let config_len = config
         .get("max_position_embeddings")
-        .or_else(|| bundle.config.get("n_positions"))
+        .or_else(|| config.get("n_positions"))
         .and_then(Value::as_u64)
         .map(|n| n as usize);
     let max_model_len = match (args.server.max_model_len, config_len) {
@@ -94,7 +125,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
         (None, Some(c)) => c,
         (None, None) => bail!(
             "{}/config.json gives no max_position_embeddings: pass --max_model_len N",
-            bundle.dir.display()
+            dir.display()
         ),
     };
     if max_model_len < 2 {
@@ -107,16 +138,62 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
             .model
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| bundle.family.clone()),
+            .unwrap_or_else(|| family.clone()),
     };
     if args.server.max_batch_size == 0 {
         bail!("--max_batch_size must be at least 1");
     }
-    let encoder = Encoder::new(template, bundle.tokenizer, options)?;
+    let (model, template, tokenizer, eos_ids) = match (bundle, text) {
+        (Some(mut bundle), _) => {
+            let template = bundle.template(regs, template_name.as_deref())?;
+            // Per-row adapters: the server's switches on the libtorch model.
+            let selection = if adapters.is_empty() {
+                None
+            } else {
+                let (infos, sel) = swift_serve::adapters::attach(&mut bundle.model, &adapters)?;
+                for a in &infos {
+                    tracing::info!(
+                        "adapter `{}`: LoRA r={} on {} slots",
+                        a.name,
+                        a.rank,
+                        a.slots
+                    );
+                }
+                Some(sel)
+            };
+            let vocab = bundle
+                .config
+                .get("vocab_size")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize;
+            let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
+            let pt = swift_serve::pt::PtModel::new(bundle.model, selection, vocab, description);
+            let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
+                .map_err(anyhow::Error::msg)?;
+            (model, template, bundle.tokenizer, bundle.eos_ids)
+        }
+        (None, Some(text)) => {
+            let model = chosen.load(
+                &text,
+                &resolved.model,
+                &args.model.device,
+                args.model.torch_dtype.as_deref(),
+                &adapters,
+                args.server.max_batch_size,
+                max_model_len,
+            )?;
+            let template = text.template(regs, template_name.as_deref())?;
+            (model, template, text.tokenizer, text.eos_ids)
+        }
+        (None, None) => bail!("no model loaded"),
+    };
+    let options = crate::bundle::prompt_options(&args.template);
+    let encoder = Encoder::new(template, tokenizer, options)?;
     let served = ServedModel {
-        model: bundle.model,
+        model,
+        capabilities: chosen.record.capabilities.clone(),
         encoder,
-        eos_ids: bundle.eos_ids,
+        eos_ids,
         max_model_len,
         name,
     };

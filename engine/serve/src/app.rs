@@ -35,6 +35,8 @@ pub struct AppState {
     pub base_name: String,
     /// Adapter names, in the batcher's index order.
     pub adapters: Vec<String>,
+    /// What the backend supports: requests needing more are refused by parameter.
+    pub capabilities: swift_plugin_tensors::backend::Capabilities,
     pub encoder: Arc<Encoder>,
     /// The template's stop words (requests add their own).
     pub stop_words: Vec<String>,
@@ -216,6 +218,16 @@ async fn submit(
         ));
     }
 
+    let wanted = swift_plugin_tensors::backend::Sampling {
+        temperature,
+        top_k,
+        top_p,
+        repetition_penalty,
+        seed: s.seed.map_or(42, |x| x as u64),
+    };
+    st.capabilities
+        .refuse(&wanted, logprobs.is_some())
+        .map_err(|(param, msg)| ApiError::bad_request(msg, Some(param.as_str())))?;
     let encoder = st.encoder.clone();
     let encoded = tokio::task::spawn_blocking(move || encoder.encode(&row))
         .await

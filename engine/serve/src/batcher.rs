@@ -1,11 +1,14 @@
-//! The continuous batcher: one thread owns the model and decodes every running request together.
+//! The continuous batcher: one thread owns the backend's loaded model and decodes every running
+//! request together, through the backend contract only (`swift_plugin_api::backend`).
 //!
-//! Between two decoding steps requests join and leave the batch: finished rows leave the KV
-//! cache at once ([`KvCache::retain`]), and waiting requests are prefilled together in a cache
-//! of their own which is then appended to the running one ([`KvCache::append`], left padding
-//! keeps each row attending to its own tokens only). Each row keeps its own sampling settings,
-//! seeded generator, stop words, token budget and LoRA adapter (set per row before each pass,
-//! see [`crate::adapters`]).
+//! [`Decoder`] is one generation loop for every backend and every caller (the server here,
+//! `swift infer` in swift-pipeline): between two steps rows join and leave; each step tells the
+//! backend which sequences leave, which continue (with the token chosen for each) and which join
+//! (their prompt, adapter and sampling settings), and reads back per row either logits (host
+//! sampling: each row keeps its own seeded [`Sampler`]) or the backend's chosen token. Stop
+//! words, EOS, token budgets, streamed deltas and logprobs are decided here, the same on every
+//! backend. A backend that applies one adapter per step (`AdapterSupport::PerBatch`) only gets
+//! rows of one adapter at a time; the others wait in order.
 //!
 //! Requests wait in a bounded queue; [`Submitter::try_submit`] refuses at once when it is full,
 //! and the batcher takes from it only while the batch has room. When every [`Submitter`] is
@@ -16,12 +19,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use swift_model::{FinishReason, KvCache, LoadedModel, Sampler, SamplingParams};
+use std::collections::VecDeque;
+
+use swift_model::{FinishReason, Sampler, SamplingParams};
+use swift_plugin_tensors::backend::{
+    AdapterSupport, BackendModelHandle, Capabilities, Chosen, Join, Sampling, SamplingBy, Step,
+};
 use swift_template::Encoder;
-use tch::{Device, Kind, Tensor};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::adapters::Selection;
 use crate::ServeError;
 
 /// One request: a prompt decoded `choices` times (OpenAI's `n`), each choice a row of the batch.
@@ -112,18 +118,23 @@ pub struct BatchOptions {
     pub step_delay: Option<Duration>,
 }
 
-/// Starts the batcher thread on `model`.
+/// Starts the batcher thread on a backend's loaded model.
 pub fn spawn(
-    model: LoadedModel,
-    selection: Option<Selection>,
+    model: BackendModelHandle,
+    capabilities: &Capabilities,
     encoder: Arc<Encoder>,
     options: BatchOptions,
 ) -> Result<(Submitter, JoinHandle<()>), ServeError> {
     let (tx, rx) = mpsc::sync_channel(options.max_queue);
+    let mut max = options.max_batch_size.max(1);
+    if capabilities.max_batch > 0 {
+        max = max.min(capabilities.max_batch);
+    }
+    let decoder = Decoder::new(model, capabilities, encoder, options.eos_ids.clone());
     let batcher = Batcher {
-        model,
-        selection,
-        encoder,
+        decoder,
+        per_batch: capabilities.adapters == AdapterSupport::PerBatch,
+        max,
         options,
     };
     let handle = std::thread::Builder::new()
@@ -134,7 +145,9 @@ pub fn spawn(
 }
 
 /// One choice being decoded.
-pub(crate) struct Row {
+pub struct Row {
+    /// The backend's sequence id (given when the row joins).
+    seq: u64,
     choice: usize,
     events: UnboundedSender<Event>,
     adapter: Option<usize>,
@@ -152,50 +165,60 @@ pub(crate) struct Row {
     sent: usize,
 }
 
-pub(crate) struct Batcher {
-    pub(crate) model: LoadedModel,
-    pub(crate) selection: Option<Selection>,
-    /// For decoding answers (stop words, deltas).
-    pub(crate) encoder: Arc<Encoder>,
-    pub(crate) options: BatchOptions,
+struct Batcher {
+    decoder: Decoder,
+    /// The backend applies one adapter per step.
+    per_batch: bool,
+    max: usize,
+    options: BatchOptions,
 }
 
 impl Batcher {
     fn run(mut self, rx: Receiver<Job>) {
-        let mut rows: Vec<Row> = Vec::new();
-        let mut cache: Option<KvCache> = None;
-        let max = self.options.max_batch_size.max(1);
+        // Rows taken from the queue that wait for room (or, per-batch adapters, their turn).
+        let mut waiting: VecDeque<Row> = VecDeque::new();
+        let mut open = true;
         loop {
-            let mut joining: Vec<Row> = Vec::new();
-            if rows.is_empty() {
+            if self.decoder.running() == 0 && waiting.is_empty() {
+                if !open {
+                    break;
+                }
                 match rx.recv() {
-                    Ok(job) => joining.extend(rows_of(job)),
+                    Ok(job) => waiting.extend(rows_of(job)),
                     Err(_) => break,
                 }
             }
-            while rows.len() + joining.len() < max {
+            // Take from the queue only while the batch has room.
+            while open && self.decoder.running() + waiting.len() < self.max {
                 match rx.try_recv() {
-                    Ok(job) => joining.extend(rows_of(job)),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    Ok(job) => waiting.extend(rows_of(job)),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => open = false,
                 }
+            }
+            let mut joining: Vec<Row> = Vec::new();
+            let mut adapter = self.decoder.adapter();
+            let mut i = 0;
+            while i < waiting.len() && self.decoder.running() + joining.len() < self.max {
+                if self.per_batch {
+                    let a = waiting[i].adapter;
+                    if *adapter.get_or_insert(a) != a {
+                        i += 1;
+                        continue;
+                    }
+                }
+                joining.extend(waiting.remove(i));
             }
             if !joining.is_empty() {
                 tracing::debug!(
-                    "{} row(s) join {} running (queue: {})",
+                    "{} row(s) join {} running ({} waiting)",
                     joining.len(),
-                    rows.len(),
-                    self.options.max_queue
+                    self.decoder.running(),
+                    waiting.len()
                 );
             }
-            if let Err(e) = self.step(&mut rows, &mut cache, joining) {
+            if let Err(e) = self.decoder.step(joining) {
                 tracing::error!("decoding failed: {e}");
-                for r in rows.drain(..) {
-                    let _ = r.events.send(Event {
-                        choice: r.choice,
-                        kind: EventKind::Failed(e.to_string()),
-                    });
-                }
-                cache = None;
             }
             if let Some(d) = self.options.step_delay {
                 std::thread::sleep(d);
@@ -203,184 +226,272 @@ impl Batcher {
         }
         tracing::debug!("the batcher stops: no more requests can arrive");
     }
+}
 
-    fn select(&self, rows: &[Row]) {
-        if let Some(s) = &self.selection {
-            s.set(rows.iter().map(|r| r.adapter).collect());
+/// The generation loop over a backend's loaded model (see the module's documentation).
+pub struct Decoder {
+    model: BackendModelHandle,
+    sampling: SamplingBy,
+    /// For decoding answers (stop words, deltas).
+    encoder: Arc<Encoder>,
+    eos_ids: Vec<i64>,
+    rows: Vec<Row>,
+    /// Sequences to tell the backend to drop at the next step.
+    leaving: Vec<u64>,
+    next_seq: u64,
+}
+
+/// What a row's next token comes from.
+enum Pick<'a> {
+    Logits(&'a mut [f32]),
+    Chosen(&'a Chosen),
+}
+
+impl Decoder {
+    pub fn new(
+        model: BackendModelHandle,
+        capabilities: &Capabilities,
+        encoder: Arc<Encoder>,
+        eos_ids: Vec<i64>,
+    ) -> Self {
+        Self {
+            model,
+            sampling: capabilities.sampling,
+            encoder,
+            eos_ids,
+            rows: Vec::new(),
+            leaving: Vec::new(),
+            next_seq: 0,
         }
     }
 
-    /// One decoding step for the running rows, the prefill of the joining ones, then one token
-    /// for every row; finished rows leave.
-    pub(crate) fn step(
-        &mut self,
-        rows: &mut Vec<Row>,
-        cache: &mut Option<KvCache>,
-        joining: Vec<Row>,
-    ) -> Result<(), ServeError> {
-        let mut parts: Vec<Tensor> = Vec::new();
-        if !rows.is_empty() {
-            let c = cache
-                .as_mut()
-                .ok_or_else(|| ServeError::Internal("running rows without a cache".into()))?;
-            self.select(rows);
-            let last: Vec<i64> = rows
-                .iter()
-                .map(|r| r.history.last().copied().unwrap_or(0))
-                .collect();
-            let ids = Tensor::from_slice(&last).view([rows.len() as i64, 1]);
-            let hidden = self.model.forward(&ids, None, c)?;
-            parts.push(self.model.logits(&hidden.f_select(1, -1)?)?);
-        }
-        if !joining.is_empty() {
-            self.select(&joining);
-            let prompts: Vec<&[i64]> = joining.iter().map(|r| &r.history[..]).collect();
-            let (ids, mask) = left_padded(&prompts);
-            let mut fresh = self.model.new_cache(joining.len() as i64);
-            let hidden = self.model.forward(&ids, mask.as_ref(), &mut fresh)?;
-            parts.push(self.model.logits(&hidden.f_select(1, -1)?)?);
-            match cache {
-                Some(c) => c.append(fresh)?,
-                None => *cache = Some(fresh),
-            }
-            rows.extend(joining);
-        }
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let logits = Tensor::f_cat(&parts, 0)?
-            .f_to_device(Device::Cpu)?
-            .f_to_kind(Kind::Float)?
-            .f_contiguous()?;
-        let mut flat: Vec<f32> = Vec::<f32>::try_from(logits.f_view([-1])?)?;
-        let vocab = flat.len() / rows.len();
-        let mut keep: Vec<i64> = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter_mut().enumerate() {
-            if self.advance(row, &mut flat[i * vocab..(i + 1) * vocab]) {
-                keep.push(i as i64);
-            }
-        }
-        if keep.len() < rows.len() {
-            if keep.is_empty() {
-                rows.clear();
-                *cache = None;
-            } else {
-                if let Some(c) = cache.as_mut() {
-                    c.retain(&keep)?;
-                    c.trim_padding()?;
-                }
-                let mut i = 0;
-                rows.retain(|_| {
-                    let k = keep.contains(&i);
-                    i += 1;
-                    k
+    /// The loaded model's own description.
+    pub fn info(&self) -> &swift_plugin_tensors::backend::ModelInfo {
+        self.model.info()
+    }
+
+    /// Rows being decoded.
+    pub fn running(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The adapter of the running rows, when there are any (for per-batch adapters).
+    pub fn adapter(&self) -> Option<Option<usize>> {
+        self.rows.first().map(|r| r.adapter)
+    }
+
+    /// One step: the running rows' next tokens and the joining rows' prefill; every row then
+    /// gets one token, and finished rows leave. On an error every row is answered with it and
+    /// dropped.
+    pub fn step(&mut self, joining: Vec<Row>) -> Result<(), ServeError> {
+        let r = self.try_step(joining);
+        if let Err(e) = &r {
+            for row in self.rows.drain(..) {
+                self.leaving.push(row.seq);
+                let _ = row.events.send(Event {
+                    choice: row.choice,
+                    kind: EventKind::Failed(e.to_string()),
                 });
             }
         }
-        Ok(())
+        r
     }
 
-    /// Picks a row's next token and reports it; false when the row is finished (or its client
-    /// has gone away).
-    fn advance(&self, row: &mut Row, logits: &mut [f32]) -> bool {
-        let top = row.logprobs.map(|k| log_probs(logits, k));
-        let tok = row.sampler.pick(logits, &row.history, &row.params);
-        row.generated += 1;
-        let eos = !row.ignore_eos && self.options.eos_ids.contains(&tok);
-        let logprob = match (&top, eos) {
-            (Some((lse, top)), false) => Some(TokenLogprob {
-                token: self.decode(&[tok]),
-                logprob: logits_at(logits, tok, *lse),
-                top: top
-                    .iter()
-                    .map(|&(id, lp)| (self.decode(&[id]), lp))
-                    .collect(),
-            }),
-            _ => None,
-        };
-        if !eos {
-            row.history.push(tok);
+    fn try_step(&mut self, mut joining: Vec<Row>) -> Result<(), ServeError> {
+        for row in &mut joining {
+            row.seq = self.next_seq;
+            self.next_seq += 1;
         }
-        let text = self.decode(&row.history[row.prompt_len..]);
-        let stop_at = row
-            .stop_words
-            .iter()
-            .filter(|w| !w.is_empty())
-            .filter_map(|w| text.find(w.as_str()))
-            .min();
-        let finish = if eos {
-            Some(FinishReason::Eos)
-        } else if stop_at.is_some() {
-            Some(FinishReason::StopWord)
-        } else if row.generated >= row.params.max_new_tokens {
-            Some(FinishReason::Length)
-        } else {
-            None
-        };
-        let Some(finish) = finish else {
-            let safe = safe_len(&text, &row.stop_words);
-            let delta = match text.get(row.sent..safe) {
-                Some(d) if safe > row.sent => d.to_string(),
-                _ => String::new(),
-            };
-            if safe > row.sent {
-                row.sent = safe;
-            }
-            if delta.is_empty() && logprob.is_none() {
-                return !row.events.is_closed();
-            }
-            return row
-                .events
-                .send(Event {
-                    choice: row.choice,
-                    kind: EventKind::Delta {
-                        text: delta,
-                        logprob,
+        if self.rows.is_empty() && joining.is_empty() && self.leaving.is_empty() {
+            return Ok(());
+        }
+        let step = Step {
+            leave: std::mem::take(&mut self.leaving),
+            feed: self
+                .rows
+                .iter()
+                .map(|r| (r.seq, r.history.last().copied().unwrap_or(0)))
+                .collect(),
+            join: joining
+                .iter()
+                .map(|r| Join {
+                    seq: r.seq,
+                    prompt: r.history.clone(),
+                    adapter: r.adapter,
+                    sampling: Sampling {
+                        temperature: r.params.temperature,
+                        top_k: r.params.top_k,
+                        top_p: r.params.top_p,
+                        repetition_penalty: r.params.repetition_penalty,
+                        seed: r.sampler_seed(),
                     },
+                    logprobs: r.logprobs,
                 })
-                .is_ok();
+                .collect(),
         };
-        if logprob.is_some() {
-            let _ = row.events.send(Event {
-                choice: row.choice,
-                kind: EventKind::Delta {
-                    text: String::new(),
-                    logprob,
+        // Joining rows are part of the batch from here on (a failure answers them too).
+        self.rows.extend(joining);
+        let mut out = self.model.step(&step).map_err(ServeError::Internal)?;
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let vocab = out.vocab;
+        let mut keep = vec![true; self.rows.len()];
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            let pick = match self.sampling {
+                SamplingBy::Host => Pick::Logits(&mut out.logits[i * vocab..(i + 1) * vocab]),
+                SamplingBy::Backend => match out.chosen.get(i) {
+                    Some(c) => Pick::Chosen(c),
+                    None => {
+                        return Err(ServeError::Internal(
+                            "a backend that samples returned logits".into(),
+                        ))
+                    }
                 },
-            });
+            };
+            keep[i] = advance(&self.encoder, &self.eos_ids, row, pick);
         }
-        let mut text = text;
-        if let Some(cut) = stop_at {
-            text.truncate(cut);
-        }
-        let rest = text.get(row.sent..).unwrap_or_default().to_string();
-        let _ = row.events.send(Event {
-            choice: row.choice,
-            kind: EventKind::Done {
-                rest,
-                text,
-                tokens: row.history[row.prompt_len..].to_vec(),
-                finish,
-                prompt_tokens: row.prompt_len,
-                completion_tokens: row.generated,
-            },
+        let mut i = 0;
+        let leaving = &mut self.leaving;
+        self.rows.retain(|r| {
+            let k = keep[i];
+            i += 1;
+            if !k {
+                leaving.push(r.seq);
+            }
+            k
         });
-        false
-    }
-
-    fn decode(&self, ids: &[i64]) -> String {
-        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-        self.encoder.tokenizer.decode(&ids).unwrap_or_default()
+        Ok(())
     }
 }
 
+/// Picks a row's next token and reports it; false when the row is finished (or its client
+/// has gone away).
+fn advance(encoder: &Encoder, eos_ids: &[i64], row: &mut Row, pick: Pick<'_>) -> bool {
+    let decode = |ids: &[i64]| decode(encoder, ids);
+    let (tok, lp) = match pick {
+        Pick::Logits(logits) => {
+            let top = row.logprobs.map(|k| log_probs(logits, k));
+            let tok = row.sampler.pick(logits, &row.history, &row.params);
+            let lp = top.map(|(lse, top)| (logits_at(logits, tok, lse), top));
+            (tok, lp)
+        }
+        Pick::Chosen(c) => (
+            c.token,
+            match (row.logprobs, c.logprob) {
+                (Some(_), Some(l)) => Some((l, c.top.clone())),
+                _ => None,
+            },
+        ),
+    };
+    row.generated += 1;
+    let eos = !row.ignore_eos && eos_ids.contains(&tok);
+    let logprob = match (lp, eos) {
+        (Some((logprob, top)), false) => Some(TokenLogprob {
+            token: decode(&[tok]),
+            logprob,
+            top: top.iter().map(|&(id, lp)| (decode(&[id]), lp)).collect(),
+        }),
+        _ => None,
+    };
+    if !eos {
+        row.history.push(tok);
+    }
+    let text = decode(&row.history[row.prompt_len..]);
+    let stop_at = row
+        .stop_words
+        .iter()
+        .filter(|w| !w.is_empty())
+        .filter_map(|w| text.find(w.as_str()))
+        .min();
+    let finish = if eos {
+        Some(FinishReason::Eos)
+    } else if stop_at.is_some() {
+        Some(FinishReason::StopWord)
+    } else if row.generated >= row.params.max_new_tokens {
+        Some(FinishReason::Length)
+    } else {
+        None
+    };
+    let Some(finish) = finish else {
+        let safe = safe_len(&text, &row.stop_words);
+        let delta = match text.get(row.sent..safe) {
+            Some(d) if safe > row.sent => d.to_string(),
+            _ => String::new(),
+        };
+        if safe > row.sent {
+            row.sent = safe;
+        }
+        if delta.is_empty() && logprob.is_none() {
+            return !row.events.is_closed();
+        }
+        return row
+            .events
+            .send(Event {
+                choice: row.choice,
+                kind: EventKind::Delta {
+                    text: delta,
+                    logprob,
+                },
+            })
+            .is_ok();
+    };
+    if logprob.is_some() {
+        let _ = row.events.send(Event {
+            choice: row.choice,
+            kind: EventKind::Delta {
+                text: String::new(),
+                logprob,
+            },
+        });
+    }
+    let mut text = text;
+    if let Some(cut) = stop_at {
+        text.truncate(cut);
+    }
+    let rest = text.get(row.sent..).unwrap_or_default().to_string();
+    let _ = row.events.send(Event {
+        choice: row.choice,
+        kind: EventKind::Done {
+            rest,
+            text,
+            tokens: row.history[row.prompt_len..].to_vec(),
+            finish,
+            prompt_tokens: row.prompt_len,
+            completion_tokens: row.generated,
+        },
+    });
+    false
+}
+
+fn decode(encoder: &Encoder, ids: &[i64]) -> String {
+    let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+    encoder.tokenizer.decode(&ids).unwrap_or_default()
+}
+
+impl Row {
+    /// The seed this row samples with (its job's seed plus its choice).
+    fn sampler_seed(&self) -> u64 {
+        self.params.seed.wrapping_add(self.choice as u64)
+    }
+}
+
+/// A channel for a job's events (the receiving side reads them with `try_recv` or `recv`).
+pub fn channel() -> (
+    UnboundedSender<Event>,
+    tokio::sync::mpsc::UnboundedReceiver<Event>,
+) {
+    tokio::sync::mpsc::unbounded_channel()
+}
+
 /// The rows of a job, one per choice.
-pub(crate) fn rows_of(job: Job) -> Vec<Row> {
+pub fn rows_of(job: Job) -> Vec<Row> {
     let stop_words = Arc::new(job.stop_words);
     (0..job.choices.max(1))
         .map(|choice| {
             let params = job.params.clone();
             Row {
+                seq: 0,
                 choice,
                 events: job.events.clone(),
                 adapter: job.adapter,
@@ -396,24 +507,6 @@ pub(crate) fn rows_of(job: Job) -> Vec<Row> {
             }
         })
         .collect()
-}
-
-/// Prompts of different lengths as one left-padded batch: ids and (when needed) the mask.
-fn left_padded(prompts: &[&[i64]]) -> (Tensor, Option<Tensor>) {
-    let b = prompts.len() as i64;
-    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-    let padded = prompts.iter().any(|p| p.len() != longest);
-    let mut ids = Vec::with_capacity(prompts.len() * longest);
-    let mut mask = Vec::with_capacity(prompts.len() * longest);
-    for p in prompts {
-        let pad = longest - p.len();
-        ids.extend(std::iter::repeat_n(0i64, pad).chain(p.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, p.len())));
-    }
-    let shape = [b, longest as i64];
-    let ids = Tensor::from_slice(&ids).view(shape);
-    let mask = padded.then(|| Tensor::from_slice(&mask).view(shape));
-    (ids, mask)
 }
 
 /// log Σ exp(logits) and the `k` most likely tokens with their log-probabilities.

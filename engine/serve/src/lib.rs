@@ -1,9 +1,11 @@
 //! # swift-serve: the OpenAI-compatible server behind `swift deploy`
 //!
 //! * [`api`]: the request and response shapes, and OpenAI's error shape.
-//! * [`batcher`]: the thread that owns the model and decodes every running request together
-//!   (continuous batching with a bounded queue).
-//! * [`adapters`]: several LoRA adapters on one model, chosen per row without merging.
+//! * [`batcher`]: the thread that owns the backend's loaded model and decodes every running
+//!   request together (continuous batching with a bounded queue), through the backend contract;
+//!   its [`batcher::Decoder`] is also `swift infer`'s generation loop.
+//! * [`pt`]: the built-in `pt` backend's model (libtorch) behind that contract.
+//! * [`adapters`]: several LoRA adapters on one libtorch model, chosen per row without merging.
 //! * [`tool_calls`]: tool calls in answers read back into OpenAI's `tool_calls`.
 //! * [`validate`]: a chat request's `messages` and `tools` checked field by field (OpenAI's
 //!   rules per role), each failure a 400 naming its `param`.
@@ -16,6 +18,7 @@ pub mod adapters;
 pub mod api;
 pub mod app;
 pub mod batcher;
+pub mod pt;
 #[cfg(test)]
 mod tests;
 pub mod tool_calls;
@@ -26,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use swift_model::LoadedModel;
+use swift_plugin_tensors::backend::{BackendModelHandle, Capabilities};
 use swift_template::Encoder;
 
 /// Everything that can stop the server from starting or running.
@@ -44,9 +47,11 @@ pub enum ServeError {
     Internal(String),
 }
 
-/// The model to serve, loaded and bound to its template.
+/// The model to serve, loaded by its backend and bound to its template.
 pub struct ServedModel {
-    pub model: LoadedModel,
+    pub model: BackendModelHandle,
+    /// What the backend supports (requests needing more are refused with a 400).
+    pub capabilities: Capabilities,
     /// The chat template bound to the tokenizer (`generation_prompt` on).
     pub encoder: Encoder,
     pub eos_ids: Vec<i64>,
@@ -63,7 +68,8 @@ pub struct ServeOptions {
     /// 0 picks a free port (the chosen address is printed).
     pub port: u16,
     pub api_key: Option<String>,
-    /// LoRA adapters as (name, checkpoint folder).
+    /// The LoRA adapters the backend loaded, as (name, checkpoint folder): adapter `i` is what
+    /// the backend's `Join::adapter` `Some(i)` selects.
     pub adapters: Vec<(String, PathBuf)>,
     pub max_batch_size: usize,
     pub max_queue: usize,
@@ -75,38 +81,26 @@ pub struct ServeOptions {
 /// Prints `listening on http://ADDR` on stdout when the socket is bound.
 pub fn run(served: ServedModel, options: ServeOptions) -> Result<(), ServeError> {
     let ServedModel {
-        mut model,
+        model,
+        capabilities,
         encoder,
         eos_ids,
         max_model_len,
         name,
     } = served;
-    let (infos, selection) = if options.adapters.is_empty() {
-        (Vec::new(), None)
-    } else {
-        let (infos, sel) = adapters::attach(&mut model, &options.adapters)?;
-        (infos, Some(sel))
-    };
-    for a in &infos {
-        if a.name == name {
+    for (a, path) in &options.adapters {
+        if *a == name {
             return Err(ServeError::Startup(format!(
-                "adapter name `{}` is the base model's name; choose another (--adapters NAME=PATH)",
-                a.name
+                "adapter name `{a}` is the base model's name; choose another (--adapters NAME=PATH)"
             )));
         }
-        tracing::info!(
-            "adapter `{}`: {} (LoRA r={} on {} slots)",
-            a.name,
-            a.path.display(),
-            a.rank,
-            a.slots
-        );
+        tracing::info!("adapter `{a}`: {}", path.display());
     }
     let encoder = Arc::new(encoder);
     let stop_words = encoder.template.stop_words.clone();
     let (submitter, batcher) = batcher::spawn(
         model,
-        selection,
+        &capabilities,
         encoder.clone(),
         batcher::BatchOptions {
             max_batch_size: options.max_batch_size,
@@ -117,7 +111,8 @@ pub fn run(served: ServedModel, options: ServeOptions) -> Result<(), ServeError>
     )?;
     let state = Arc::new(app::AppState {
         base_name: name,
-        adapters: infos.iter().map(|a| a.name.clone()).collect(),
+        adapters: options.adapters.iter().map(|(a, _)| a.clone()).collect(),
+        capabilities,
         encoder,
         stop_words,
         max_model_len,

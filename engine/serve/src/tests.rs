@@ -16,7 +16,9 @@ use tch::{Device, Kind, Tensor};
 use tokio::sync::mpsc::unbounded_channel;
 
 use crate::adapters::{self, Selection};
-use crate::batcher::{BatchOptions, Batcher, EventKind, Job, Row};
+use crate::batcher::{Decoder, EventKind, Job};
+use crate::pt::PtModel;
+use swift_plugin_tensors::backend::{AdapterSupport, BackendModelHandle, Capabilities};
 
 // Linked for its `inventory` registrations (the llama family, the llama3 template).
 use swift_plugin_models as _;
@@ -177,20 +179,20 @@ fn rows_joining_and_leaving_decode_as_they_would_alone() {
     let mut served = load_model(&regs);
     let (_, selection): (_, Selection) =
         adapters::attach(&mut served, &[("a".into(), tmp.path().to_path_buf())]).unwrap();
-    let mut batcher = Batcher {
-        model: served,
-        selection: Some(selection),
-        encoder: encoder(&regs),
-        options: BatchOptions {
-            max_batch_size: 16,
-            max_queue: 16,
-            eos_ids: Vec::new(),
-            step_delay: None,
-        },
+    // Through the backend contract, as the server drives it.
+    let model = BackendModelHandle::from_model(Box::new(PtModel::new(
+        served,
+        Some(selection),
+        320,
+        "tiny".into(),
+    )))
+    .unwrap();
+    let caps = Capabilities {
+        adapters: AdapterSupport::PerRow,
+        ..Default::default()
     };
+    let mut decoder = Decoder::new(model, &caps, encoder(&regs), Vec::new());
     let mut receivers = Vec::new();
-    let mut rows: Vec<Row> = Vec::new();
-    let mut cache = None;
     let mut max_rows = 0;
     for step in 0..40 {
         let mut joining = Vec::new();
@@ -211,10 +213,10 @@ fn rows_joining_and_leaving_decode_as_they_would_alone() {
                 events: tx,
             }));
         }
-        batcher.step(&mut rows, &mut cache, joining).unwrap();
-        max_rows = max_rows.max(rows.len());
+        decoder.step(joining).unwrap();
+        max_rows = max_rows.max(decoder.running());
     }
-    assert!(rows.is_empty(), "every row finished");
+    assert_eq!(decoder.running(), 0, "every row finished");
     assert!(max_rows >= 4, "rows overlapped in the batch ({max_rows})");
     for (i, mut rx) in receivers.into_iter().enumerate() {
         let mut got = None;

@@ -32,6 +32,9 @@ pub fn run(args: &ListArgs, settings: &GlobalSettings) -> Result<()> {
             format!(" (aliases: {})", r.aliases.join(", "))
         };
         writeln!(out, "  {:<24} {}{}", r.name, r.description, aliases)?;
+        if let Some(c) = &r.capabilities {
+            writeln!(out, "  {:<24} {}", "", c.summary())?;
+        }
         writeln!(out, "  {:<24} from {}", "", r.provenance)?;
     }
     if rows.is_empty() {

@@ -20,12 +20,21 @@ pub mod records;
 
 use swift_plugin_tensors::prelude::*;
 
-/// The `pt` backend's behaviour: it serves every model whose family is registered.
+/// The `pt` backend's behaviour: it serves every model whose family is registered. Its models
+/// load in the host's tensor engine (swift-pipeline's model bundle, over the host's families),
+/// which drives them through the same backend contract as a plugin's.
 struct PtBackend;
 
 impl Backend for PtBackend {
     fn check_model(&self, _config: &serde_json::Value) -> Result<(), String> {
         Ok(())
+    }
+
+    fn load(&self, _request: &LoadRequest) -> Result<Box<dyn BackendModel>, String> {
+        Err(
+            "the pt backend's models load in the host's tensor engine, not through this object"
+                .into(),
+        )
     }
 }
 

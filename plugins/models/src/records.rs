@@ -5,6 +5,7 @@
 //! so that `swift list` shows these entries without loading libtorch: keep it free of anything
 //! but `swift_plugin_api`'s records.
 
+use swift_plugin_api::backend::{AdapterSupport, Capabilities, ModelFormat};
 use swift_plugin_api::{BackendRecord, ModelFamilyRecord};
 
 /// The plugin these records belong to (this crate's package name; a test checks it).
@@ -78,4 +79,11 @@ pub fn pt_backend() -> BackendRecord {
         "pt",
         "libtorch generation in the host: KV cache, batching, sampling, streaming",
     )
+    .with_capabilities(Capabilities {
+        formats: vec![ModelFormat::Folder, ModelFormat::Gguf],
+        devices: vec!["cpu".into(), "cuda".into()],
+        dtypes: true,
+        adapters: AdapterSupport::PerRow,
+        ..Capabilities::default()
+    })
 }

@@ -1,0 +1,183 @@
+//! The built-in `pt` backend's loaded model: a [`LoadedModel`] (libtorch, the host's model
+//! families and decoding kernels) behind the backend contract ([`BackendModel`]), so that the
+//! batcher and `swift infer` drive it exactly as they drive a plugin's backend.
+//!
+//! One KV cache holds the running sequences in the order they joined: a step drops the leaving
+//! rows ([`KvCache::retain`]), decodes one token for the fed rows, prefills the joining rows
+//! together in a cache of their own (left padding) and appends it ([`KvCache::append`]). Per-row
+//! LoRA adapters are the server's switches ([`crate::adapters`]), set before each pass.
+
+use swift_model::{KvCache, LoadedModel};
+use swift_plugin_tensors::backend::{BackendModel, ModelInfo, Step, StepOutput};
+use tch::{Device, Kind, Tensor};
+
+use crate::adapters::Selection;
+
+/// A [`LoadedModel`] as a backend's model.
+pub struct PtModel {
+    model: LoadedModel,
+    selection: Option<Selection>,
+    cache: Option<KvCache>,
+    /// The cached sequences, in cache order, with their adapters.
+    seqs: Vec<(u64, Option<usize>)>,
+    vocab_size: usize,
+    description: String,
+}
+
+impl PtModel {
+    /// `selection`: the per-row adapter switches attached to `model` (see
+    /// [`crate::adapters::attach`]), when adapters were loaded; `vocab_size` the width of its
+    /// logits (config.json's `vocab_size`).
+    pub fn new(
+        model: LoadedModel,
+        selection: Option<Selection>,
+        vocab_size: usize,
+        description: String,
+    ) -> Self {
+        Self {
+            model,
+            selection,
+            cache: None,
+            seqs: Vec::new(),
+            vocab_size,
+            description,
+        }
+    }
+
+    fn select(&self, adapters: Vec<Option<usize>>) {
+        if let Some(s) = &self.selection {
+            s.set(adapters);
+        }
+    }
+
+    fn run(&mut self, step: &Step) -> Result<StepOutput, String> {
+        let te = |e: tch::TchError| e.to_string();
+        let me = |e: swift_model::ModelError| e.to_string();
+        // Leaving rows (a sequence this model does not hold, after a failed step, is ignored).
+        if !step.leave.is_empty() {
+            let keep: Vec<i64> = (0..self.seqs.len() as i64)
+                .filter(|&i| !step.leave.contains(&self.seqs[i as usize].0))
+                .collect();
+            if keep.is_empty() {
+                self.cache = None;
+                self.seqs.clear();
+            } else if keep.len() < self.seqs.len() {
+                if let Some(c) = self.cache.as_mut() {
+                    c.retain(&keep).map_err(me)?;
+                    c.trim_padding().map_err(me)?;
+                }
+                self.seqs = keep.iter().map(|&i| self.seqs[i as usize]).collect();
+            }
+        }
+        let fed: Vec<u64> = step.feed.iter().map(|(s, _)| *s).collect();
+        let cached: Vec<u64> = self.seqs.iter().map(|(s, _)| *s).collect();
+        if fed != cached {
+            return Err(format!(
+                "the step feeds sequences {fed:?} but the cache holds {cached:?} (feed every running sequence, in the order they joined)"
+            ));
+        }
+        let mut parts: Vec<Tensor> = Vec::new();
+        if !step.feed.is_empty() {
+            let c = self
+                .cache
+                .as_mut()
+                .ok_or("running sequences without a cache")?;
+            if let Some(s) = &self.selection {
+                s.set(self.seqs.iter().map(|(_, a)| *a).collect());
+            }
+            let last: Vec<i64> = step.feed.iter().map(|(_, t)| *t).collect();
+            let ids = Tensor::from_slice(&last).view([last.len() as i64, 1]);
+            let hidden = self.model.forward(&ids, None, c).map_err(me)?;
+            parts.push(
+                self.model
+                    .logits(&hidden.f_select(1, -1).map_err(te)?)
+                    .map_err(me)?,
+            );
+        }
+        if !step.join.is_empty() {
+            self.select(step.join.iter().map(|j| j.adapter).collect());
+            let prompts: Vec<&[i64]> = step.join.iter().map(|j| &j.prompt[..]).collect();
+            if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
+                return Err(format!(
+                    "sequence {} joins with no tokens",
+                    step.join[i].seq
+                ));
+            }
+            let (ids, mask) = left_padded(&prompts);
+            let mut fresh = self.model.new_cache(prompts.len() as i64);
+            let hidden = self
+                .model
+                .forward(&ids, mask.as_ref(), &mut fresh)
+                .map_err(me)?;
+            parts.push(
+                self.model
+                    .logits(&hidden.f_select(1, -1).map_err(te)?)
+                    .map_err(me)?,
+            );
+            match self.cache.as_mut() {
+                Some(c) => c.append(fresh).map_err(me)?,
+                None => self.cache = Some(fresh),
+            }
+            self.seqs
+                .extend(step.join.iter().map(|j| (j.seq, j.adapter)));
+        }
+        if parts.is_empty() {
+            return Ok(StepOutput::default());
+        }
+        let logits = Tensor::f_cat(&parts, 0)
+            .and_then(|t| t.f_to_device(Device::Cpu))
+            .and_then(|t| t.f_to_kind(Kind::Float))
+            .and_then(|t| t.f_contiguous())
+            .map_err(te)?;
+        let vocab = logits.size().last().copied().unwrap_or(0) as usize;
+        let flat = logits.f_view([-1]).map_err(te)?;
+        let logits = Vec::<f32>::try_from(flat).map_err(te)?;
+        Ok(StepOutput {
+            vocab,
+            logits,
+            chosen: Vec::new(),
+        })
+    }
+}
+
+impl BackendModel for PtModel {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            vocab_size: self.vocab_size,
+            max_len: self
+                .model
+                .layout()
+                .max_positions
+                .and_then(|m| usize::try_from(m).ok()),
+            description: self.description.clone(),
+        }
+    }
+
+    fn step(&mut self, step: &Step) -> Result<StepOutput, String> {
+        let out = self.run(step);
+        if out.is_err() {
+            // The cache may be half updated: forget every sequence (the host fails them).
+            self.cache = None;
+            self.seqs.clear();
+        }
+        out
+    }
+}
+
+/// Prompts of different lengths as one left-padded batch: ids and (when needed) the mask.
+fn left_padded(prompts: &[&[i64]]) -> (Tensor, Option<Tensor>) {
+    let b = prompts.len() as i64;
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let padded = prompts.iter().any(|p| p.len() != longest);
+    let mut ids = Vec::with_capacity(prompts.len() * longest);
+    let mut mask = Vec::with_capacity(prompts.len() * longest);
+    for p in prompts {
+        let pad = longest - p.len();
+        ids.extend(std::iter::repeat_n(0i64, pad).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, p.len())));
+    }
+    let shape = [b, longest as i64];
+    let ids = Tensor::from_slice(&ids).view(shape);
+    let mask = padded.then(|| Tensor::from_slice(&mask).view(shape));
+    (ids, mask)
+}
