@@ -9,7 +9,7 @@ SWIFT := target/release/swift
 CACHE ?= $(or $(SWIFT_RS_CACHE),$(HOME)/.cache/swift-rs)
 MODEL := $(CACHE)/models/SmolLM2-135M-Instruct
 
-.PHONY: setup build test demo bench fuzz lint fmt
+.PHONY: setup build test demo bench fuzz lint fmt llama-cpp test-llama-cpp
 
 setup:
 	@bash scripts/setup.sh
@@ -22,7 +22,18 @@ build: setup
 # test` does not build: it is a cdylib) are built by the tests themselves (tests/common.rs), into
 # the same target directory.
 test: setup
-	$(CARGO) test --release --workspace --exclude swift-example-plugin $(foreach f,$(wildcard tests/fixtures/plugins/*),--exclude swift-fixture-$(notdir $(f)))
+	$(CARGO) test --release --workspace --exclude swift-example-plugin --exclude swift-backend-llama-cpp $(foreach f,$(wildcard tests/fixtures/plugins/*),--exclude swift-fixture-$(notdir $(f)))
+
+# The llama_cpp backend plugin: llama.cpp builds for many minutes on 2 cores, so it is neither a
+# default member nor part of `make test`; it builds into its own target folder (its long build
+# never holds the workspace's build lock) with the instruction sets of .cargo/config.toml.
+LLAMA_CPP_TARGET := target/llama-cpp
+llama-cpp: setup
+	CARGO_TARGET_DIR=$(LLAMA_CPP_TARGET) $(CARGO) build --release -p swift-backend-llama-cpp
+
+# Its end-to-end tests (tests/llama_cpp.rs, behind swift-host's `llama-cpp-tests` feature).
+test-llama-cpp: llama-cpp
+	$(CARGO) test --release -p swift-host --features llama-cpp-tests --test llama_cpp
 
 demo: setup
 	@bash scripts/demo.sh

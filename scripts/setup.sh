@@ -89,6 +89,19 @@ LIBTORCH = "$TORCH_DIR"
 LIBTORCH_LIB = "$LINK_DIR"
 LIBTORCH_CXX11_ABI = "$CXX11_ABI"
 SWIFT_RS_CACHE = "$CACHE"
+# llama.cpp's instruction sets for the llama_cpp backend (llama-cpp-sys-2 forwards GGML_* to
+# cmake): x86-64-v3, the same on the AMD and Intel machines a target folder moves between; never
+# native, never AMX (its instructions fault on the Intel VMs).
+GGML_NATIVE = "OFF"
+GGML_AVX = "ON"
+GGML_AVX2 = "ON"
+GGML_FMA = "ON"
+GGML_F16C = "ON"
+GGML_BMI2 = "ON"
+GGML_AVX512 = "OFF"
+GGML_AMX_TILE = "OFF"
+GGML_AMX_INT8 = "OFF"
+GGML_AMX_BF16 = "OFF"
 
 [build]
 rustflags = ["-C", "link-arg=-Wl,-rpath,$TORCH_DIR/lib"]

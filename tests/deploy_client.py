@@ -12,6 +12,9 @@ Scenarios (each prints `ok NAME` when its checks pass; the first failure raises)
   request decodes and one waits, another is refused with 503 at once; a client that disconnects
   frees its row; then Ctrl-C (SIGINT to `--pid`) while a streamed request is in flight: it still
   completes, and the server exits.
+* `tool-stream` (tests/backends.rs, a server whose answer repeats the user's turn): a streamed
+  answer with a tool call arrives as `tool_calls` deltas that the client assembles into the
+  same call (name, arguments, id) as the non-streamed answer, with finish reason `tool_calls`.
 """
 
 import argparse
@@ -349,9 +352,52 @@ def limits_scenario(a):
     print("ok ctrl_c_drains", flush=True)
 
 
+def tool_stream_scenario(a):
+    client = openai.OpenAI(base_url=a.base_url, api_key=a.api_key, max_retries=0)
+    model = client.models.list().data[0].id
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}]
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    kw = dict(model=model, messages=[{"role": "user", "content": call}], tools=tools,
+              temperature=0, max_tokens=200)
+    whole = client.chat.completions.create(**kw)
+    c = whole.choices[0]
+    check(c.finish_reason == "tool_calls", f"non-streamed: {whole}")
+    check(len(c.message.tool_calls) == 1, f"non-streamed calls: {c.message.tool_calls}")
+    want = c.message.tool_calls[0]
+    check(want.function.name == "get_weather" and json.loads(want.function.arguments) ==
+          {"city": "Paris"}, f"non-streamed call: {want}")
+    # Streamed: assemble the deltas as OpenAI's documentation does.
+    calls, content, finish = {}, "", None
+    for chunk in client.chat.completions.create(stream=True, **kw):
+        for ch in chunk.choices:
+            d = ch.delta
+            content += d.content or ""
+            for tc in d.tool_calls or []:
+                slot = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                slot["id"] = tc.id or slot["id"]
+                if tc.function:
+                    slot["name"] += tc.function.name or ""
+                    slot["arguments"] += tc.function.arguments or ""
+            if ch.finish_reason:
+                finish = ch.finish_reason
+    check(finish == "tool_calls", f"streamed finish reason: {finish}")
+    check(list(calls) == [0], f"streamed calls: {calls}")
+    got = calls[0]
+    check(got["name"] == want.function.name and got["arguments"] == want.function.arguments,
+          f"streamed call {got} != {want}")
+    check(got["id"] and got["id"].startswith("call_"), f"streamed call id: {got}")
+    check("<tool_call>" not in content, f"the call leaked into the content: {content!r}")
+    check(content.strip() == (c.message.content or "").strip(),
+          f"streamed content {content!r} != {c.message.content!r}")
+    print("ok tool_stream", flush=True)
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["main", "limits"])
+    p.add_argument("scenario", choices=["main", "limits", "tool-stream"])
     p.add_argument("--base-url", required=True)
     p.add_argument("--api-key", default="none")
     p.add_argument("--refs")
@@ -360,5 +406,7 @@ if __name__ == "__main__":
     if a.scenario == "main":
         with open(a.refs) as f:
             main_scenario(a, json.load(f))
+    elif a.scenario == "tool-stream":
+        tool_stream_scenario(a)
     else:
         limits_scenario(a)

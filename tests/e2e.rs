@@ -8,6 +8,7 @@
 
 mod common;
 
+mod backends;
 mod checks;
 mod deploy;
 mod encode_cli;

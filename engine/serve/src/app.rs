@@ -572,6 +572,8 @@ fn stream_response(p: Prepared) -> Sse<impl Stream<Item = Result<SseEvent, Infal
         completion_tokens: usize,
         /// Bytes of text sent per choice (legacy logprobs' text_offset).
         sent: Vec<usize>,
+        /// Per choice, when the request offered tools: text held back as a possible call.
+        calls: Vec<tool_calls::Holdback>,
         finished: bool,
     }
     let mut queue = VecDeque::new();
@@ -591,6 +593,7 @@ fn stream_response(p: Prepared) -> Sse<impl Stream<Item = Result<SseEvent, Infal
     }
     let state = St {
         sent: vec![0; p.choices],
+        calls: (0..p.choices).map(|_| Default::default()).collect(),
         p,
         queue,
         done: 0,
@@ -638,6 +641,10 @@ fn stream_response(p: Prepared) -> Sse<impl Stream<Item = Result<SseEvent, Infal
             let i = ev.choice;
             match ev.kind {
                 EventKind::Delta { text, logprob } => {
+                    let text = match s.calls.get_mut(i) {
+                        Some(h) if s.p.chat && s.p.tools => h.push(&text),
+                        _ => text,
+                    };
                     let lps: Vec<TokenLogprob> = logprob.into_iter().collect();
                     if let Some(c) = delta_chunk(
                         &s.p,
@@ -655,11 +662,24 @@ fn stream_response(p: Prepared) -> Sse<impl Stream<Item = Result<SseEvent, Infal
                 }
                 EventKind::Done {
                     rest,
+                    text,
                     finish,
                     prompt_tokens,
                     completion_tokens,
                     ..
                 } => {
+                    let mut ending = None;
+                    let rest = match s.calls.get_mut(i) {
+                        Some(h) if s.p.chat && s.p.tools => {
+                            let mut now = h.push(&rest);
+                            match h.finish(&text) {
+                                tool_calls::Ending::Text(t) => now.push_str(&t),
+                                tool_calls::Ending::Calls(calls) => ending = Some(calls),
+                            }
+                            now
+                        }
+                        _ => rest,
+                    };
                     if !rest.is_empty() {
                         if let Some(c) = delta_chunk(
                             &s.p,
@@ -672,7 +692,25 @@ fn stream_response(p: Prepared) -> Sse<impl Stream<Item = Result<SseEvent, Infal
                             s.queue.push_back(c.to_string());
                         }
                     }
-                    let last = if s.p.chat {
+                    let last = if let Some(calls) = ending {
+                        // The calls as OpenAI streams them: one delta naming each call whole,
+                        // then the finish reason `tool_calls`.
+                        let calls: Vec<Value> = calls
+                            .into_iter()
+                            .enumerate()
+                            .map(|(k, call)| {
+                                json!({"index": k, "id": format!("call_{}_{i}_{k}", s.p.id),
+                                       "type": "function",
+                                       "function": {"name": call.name, "arguments": call.arguments}})
+                            })
+                            .collect();
+                        s.queue.push_back(
+                            chunk(&s.p, i, json!({"tool_calls": calls}), None, None).to_string(),
+                        );
+                        let mut last = chunk(&s.p, i, json!({}), None, None);
+                        last["choices"][0]["finish_reason"] = json!("tool_calls");
+                        last
+                    } else if s.p.chat {
                         chunk(&s.p, i, json!({}), Some(finish), None)
                     } else {
                         completion_chunk(&s.p, i, "", Value::Null, Some(finish))

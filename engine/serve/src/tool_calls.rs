@@ -7,6 +7,12 @@
 //!   `Observation:` line).
 //!
 //! An answer with no well-formed call is left as it is (plain content).
+//!
+//! Streamed answers go through a [`Holdback`]: text is sent as content until a call's marker
+//! (`<tool_call>`, `Action:`) starts, and an ending that may be the start of one is held back;
+//! from the marker on, the text is kept until the answer ends, then parsed whole (as the
+//! non-streamed answer is) and sent as `tool_calls` deltas, or as content if it holds no
+//! well-formed call.
 
 use serde_json::Value;
 
@@ -15,6 +21,65 @@ use serde_json::Value;
 pub struct ParsedCall {
     pub name: String,
     pub arguments: String,
+}
+
+/// Where a tool call may start, in the formats [`parse`] reads.
+const MARKERS: [&str; 2] = ["<tool_call>", "Action:"];
+
+/// A streamed answer's text, holding back what may be a tool call (see the module's page).
+#[derive(Debug, Default)]
+pub struct Holdback {
+    hold: String,
+    /// A marker was seen: everything from it on waits for the end.
+    calling: bool,
+}
+
+/// What is left to send when a streamed answer ends.
+#[derive(Debug, PartialEq)]
+pub enum Ending {
+    /// Text still to send as content (possibly empty).
+    Text(String),
+    /// The answer's tool calls (its content before the first call was already sent).
+    Calls(Vec<ParsedCall>),
+}
+
+impl Holdback {
+    /// Takes new text; returns what can be sent as content now.
+    pub fn push(&mut self, text: &str) -> String {
+        self.hold.push_str(text);
+        if self.calling {
+            return String::new();
+        }
+        if let Some(pos) = MARKERS.iter().filter_map(|m| self.hold.find(m)).min() {
+            self.calling = true;
+            let rest = self.hold.split_off(pos);
+            return std::mem::replace(&mut self.hold, rest);
+        }
+        // Hold an ending that may start a marker.
+        let mut keep = 0;
+        for m in MARKERS {
+            for k in (1..m.len()).rev() {
+                if k > keep && self.hold.ends_with(&m[..k]) {
+                    keep = k;
+                    break;
+                }
+            }
+        }
+        let cut = self.hold.len() - keep;
+        let rest = self.hold.split_off(cut);
+        std::mem::replace(&mut self.hold, rest)
+    }
+
+    /// The answer ended (`answer`: its whole text): the calls it makes, or the text held back.
+    pub fn finish(&mut self, answer: &str) -> Ending {
+        let held = std::mem::take(&mut self.hold);
+        if self.calling {
+            if let Some((_, calls)) = parse(answer) {
+                return Ending::Calls(calls);
+            }
+        }
+        Ending::Text(held)
+    }
 }
 
 /// Splits an answer into its text and its tool calls (None when it holds none).
@@ -96,6 +161,38 @@ fn react(answer: &str) -> Option<(String, Vec<ParsedCall>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Streams `pieces` through a holdback: (content sent, how it ended).
+    fn stream(pieces: &[&str]) -> (String, Ending) {
+        let mut h = Holdback::default();
+        let sent: String = pieces.iter().map(|p| h.push(p)).collect();
+        (sent, h.finish(&pieces.concat()))
+    }
+
+    #[test]
+    fn streamed_calls_are_held_back_and_parsed_whole() {
+        let (sent, end) = stream(&[
+            "Sure. <tool",
+            "_call>\n{\"name\": \"get_weather\", ",
+            "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+        ]);
+        assert_eq!(sent, "Sure. ");
+        assert_eq!(
+            end,
+            Ending::Calls(vec![ParsedCall {
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Paris"}"#.into()
+            }])
+        );
+        // Text that only looked like the start of a marker is sent in the end.
+        let (sent, end) = stream(&["a <to", "ol> b <tool"]);
+        assert_eq!(sent, "a <tool> b ");
+        assert_eq!(end, Ending::Text("<tool".into()));
+        // A marker without a well-formed call is content after all.
+        let (sent, end) = stream(&["x <tool_call>not json"]);
+        assert_eq!(sent, "x ");
+        assert_eq!(end, Ending::Text("<tool_call>not json".into()));
+    }
 
     #[test]
     fn hermes_blocks() {

@@ -6,8 +6,10 @@
 //! It registers a chat template, a dataset preprocessor, a model-family alias, a complete
 //! GPT-2 style model family (`gpt2.rs`) that runs through the model interface, and a tuner
 //! (`example-attn-dora`: DoRA on the attention's query and value projections only, its slot
-//! choice made here, its tensors held by the host's `lora` adapter like the built-in tuners').
+//! choice made here, its tensors held by the host's `lora` adapter like the built-in tuners'),
+//! and an inference backend (`example-echo`, `echo.rs`: a toy that chooses its own tokens).
 
+mod echo;
 mod gpt2;
 
 use serde_json::{Map, Value};
@@ -65,6 +67,7 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
     t.suffix = "<|end|>".into();
     t.stop_words = vec!["<|end|>".into()];
     r.template(t)?;
+    r.backend(echo::record(), echo::Echo)?;
 
     r.preprocessor(
         PreprocessorRecord {

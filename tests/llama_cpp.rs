@@ -1,0 +1,265 @@
+//! The `llama_cpp` backend end to end (`make test-llama-cpp`: its plugin's llama.cpp build is too
+//! long for `make test`, so this test binary is behind swift-host's `llama-cpp-tests` feature).
+//!
+//! * `swift infer --infer_backend llama_cpp` on float32 GGUF exports (`swift export --to_gguf`) of
+//!   the tiny llama and of SmolLM2-135M-Instruct: the first 32 greedy tokens equal
+//!   `--infer_backend pt`'s on the same prompts (SmolLM2: one prompt may differ after a near tie,
+//!   which the test prints); the Q4_1 GGUF the default model comes from answers too.
+//! * `swift deploy --infer_backend llama_cpp`: the server's greedy answers equal `swift infer`'s;
+//!   a folder is served through the host's own GGUF export; `--adapters` and `--torch_dtype` are
+//!   refused by name.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A plugin folder holding the llama_cpp backend (built by `make llama-cpp`).
+fn llama_plugin() -> tempfile::TempDir {
+    let so = workspace_root().join("target/llama-cpp/release/libswift_backend_llama_cpp.so");
+    assert!(
+        so.is_file(),
+        "{} is missing: run `make llama-cpp` (or `make test-llama-cpp`)",
+        so.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&so, dir.path().join("libswift_backend_llama_cpp.so")).unwrap();
+    dir
+}
+
+fn export_f32(model: &Path, out: &Path) -> PathBuf {
+    let printed = ok(swift(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--to_gguf",
+        "--gguf_type",
+        "f32",
+        "--output_dir",
+        out.to_str().unwrap(),
+    ]));
+    PathBuf::from(printed.lines().last().unwrap().trim())
+}
+
+/// `swift infer` over `rows`: each row's (prompt ids, response ids, response).
+fn infer(
+    plugins: &Path,
+    model: &Path,
+    backend: &str,
+    rows: &Path,
+    out: &Path,
+    max_new: usize,
+) -> Vec<Value> {
+    let n = max_new.to_string();
+    ok(swift1(&[
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--infer_backend",
+        backend,
+        "--val_dataset",
+        rows.to_str().unwrap(),
+        "--result_path",
+        out.to_str().unwrap(),
+        "--max_new_tokens",
+        &n,
+        "--max_batch_size",
+        "4",
+    ]));
+    read_jsonl(out)
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+/// Compares the greedy answers of two backends; returns how many rows differ (printing where).
+fn differing(a: &[Value], b: &[Value]) -> usize {
+    assert_eq!(a.len(), b.len());
+    let mut n = 0;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x["prompt_ids"], y["prompt_ids"], "the same prompts");
+        let (x, y) = (ids(&x["response_ids"]), ids(&y["response_ids"]));
+        if x != y {
+            let at = x.iter().zip(&y).take_while(|(p, q)| p == q).count();
+            println!("differs after {at} equal tokens:\n  pt:        {x:?}\n  llama_cpp: {y:?}");
+            n += 1;
+        }
+    }
+    n
+}
+
+const QUERIES: [&str; 4] = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "hi",
+    "List three prime numbers.",
+];
+
+#[test]
+fn greedy_tokens_equal_pt_on_float32_gguf() {
+    let plugins = llama_plugin();
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = write_jsonl(
+        &tmp.path().join("rows.jsonl"),
+        QUERIES.iter().map(|q| user_row(q)),
+    );
+    // The tiny llama: every prompt equal.
+    let gguf = export_f32(&tiny(), &tmp.path().join("tiny"));
+    let pt = infer(
+        plugins.path(),
+        &tiny(),
+        "pt",
+        &rows,
+        &tmp.path().join("a.jsonl"),
+        32,
+    );
+    let lc = infer(
+        plugins.path(),
+        &gguf,
+        "llama_cpp",
+        &rows,
+        &tmp.path().join("b.jsonl"),
+        32,
+    );
+    assert_eq!(differing(&pt, &lc), 0, "tiny llama: llama_cpp equals pt");
+    // The folder itself, through the host's GGUF export.
+    let lf = infer(
+        plugins.path(),
+        &tiny(),
+        "llama_cpp",
+        &rows,
+        &tmp.path().join("c.jsonl"),
+        32,
+    );
+    assert_eq!(
+        differing(&pt, &lf),
+        0,
+        "tiny llama folder through llama_cpp"
+    );
+
+    // SmolLM2-135M-Instruct: 32 tokens each, one prompt may differ after a near tie.
+    let model = smollm2();
+    let gguf = export_f32(&model, &tmp.path().join("smol"));
+    let pt = infer(
+        plugins.path(),
+        &model,
+        "pt",
+        &rows,
+        &tmp.path().join("d.jsonl"),
+        32,
+    );
+    let lc = infer(
+        plugins.path(),
+        &gguf,
+        "llama_cpp",
+        &rows,
+        &tmp.path().join("e.jsonl"),
+        32,
+    );
+    let n = differing(&pt, &lc);
+    assert!(n <= 1, "SmolLM2: {n} of 4 prompts differ");
+    // The Q4_1 file answers (its own tokens: another quantization).
+    let q = infer(
+        plugins.path(),
+        &smollm2_gguf(),
+        "llama_cpp",
+        &rows,
+        &tmp.path().join("f.jsonl"),
+        8,
+    );
+    assert!(q
+        .iter()
+        .all(|r| !r["response"].as_str().unwrap().is_empty()));
+}
+
+#[test]
+fn deploy_serves_through_llama_cpp_and_refuses_what_it_lacks() {
+    let plugins = llama_plugin();
+    let p = plugins.path().to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = export_f32(&tiny(), &tmp.path().join("tiny"));
+    let rows = write_jsonl(&tmp.path().join("rows.jsonl"), [user_row("hi")]);
+    let want = infer(
+        plugins.path(),
+        &gguf,
+        "llama_cpp",
+        &rows,
+        &tmp.path().join("a.jsonl"),
+        12,
+    );
+    let server = Server::start(&[
+        "--plugin-dir",
+        p,
+        "--model",
+        gguf.to_str().unwrap(),
+        "--infer_backend",
+        "llama_cpp",
+        "--served_model_name",
+        "tiny",
+    ]);
+    let body = json!({"model": "tiny", "max_tokens": 12, "temperature": 0,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let (status, text) = server.post("/v1/chat/completions", &body.to_string());
+    assert_eq!(status, 200, "{text}");
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], want[0]["response"]);
+    // Seeded sampling with n = 2 and logprobs are the host's: they work here too.
+    let body = json!({"model": "tiny", "max_tokens": 5, "temperature": 0.8, "seed": 3, "n": 2,
+                      "logprobs": true, "top_logprobs": 2,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let (status, text) = server.post("/v1/chat/completions", &body.to_string());
+    assert_eq!(status, 200, "{text}");
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        r["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    drop(server);
+
+    let g = gguf.to_str().unwrap();
+    let adapter = tmp.path().join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    std::fs::write(adapter.join("adapter_config.json"), "{}").unwrap();
+    let adapter_arg = format!("a={}", adapter.display());
+    assert_fails(
+        swift(&[
+            "--plugin-dir",
+            p,
+            "deploy",
+            "--model",
+            g,
+            "--infer_backend",
+            "llama_cpp",
+            "--adapters",
+            &adapter_arg,
+        ]),
+        &["--infer_backend llama_cpp applies no LoRA adapters"],
+    );
+    assert_fails(
+        swift(&[
+            "--plugin-dir",
+            p,
+            "infer",
+            "--model",
+            g,
+            "--infer_backend",
+            "llama_cpp",
+            "--torch_dtype",
+            "float16",
+        ]),
+        &["--torch_dtype does not apply to --infer_backend llama_cpp"],
+    );
+}
