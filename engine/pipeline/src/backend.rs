@@ -41,6 +41,9 @@ pub fn resolve(regs: &Registries, name: &str, wanted: &Wanted) -> Result<Chosen>
     let is_pt = record.name == "pt" && matches!(entry.provenance, Provenance::Builtin { .. });
     let caps = &record.capabilities;
     let n = &record.name;
+    if !wanted.model.exists() {
+        bail!("--model {}: no such file or folder", wanted.model.display());
+    }
     let format = if wanted.model.is_dir() {
         ModelFormat::Folder
     } else {
@@ -60,17 +63,21 @@ pub fn resolve(regs: &Registries, name: &str, wanted: &Wanted) -> Result<Chosen>
     }
     let device = wanted.device;
     let kind = if device == "auto" || device == "cpu" {
-        "cpu"
-    } else if device.starts_with("cuda") {
-        "cuda"
+        Some("cpu")
+    } else if device == "cuda" || device.starts_with("cuda:") {
+        Some("cuda")
     } else {
-        device
+        None
     };
-    if device != "auto" && !caps.devices.iter().any(|d| d == kind) {
-        bail!(
+    match kind {
+        // pt's own device parsing names the valid spellings.
+        None if is_pt => {}
+        None => bail!("unknown --device {device}: cpu, cuda, cuda:N or auto"),
+        Some(k) if device != "auto" && !caps.devices.iter().any(|d| d == k) => bail!(
             "--device {device}: --infer_backend {n} runs on {} only",
             caps.devices.join(", ")
-        );
+        ),
+        Some(_) => {}
     }
     if !caps.dtypes {
         wanted
