@@ -50,9 +50,8 @@ pub fn resolve(regs: &Registries, name: &str, wanted: &Wanted) -> Result<Chosen>
         ModelFormat::Gguf
     };
     // A folder reaches a GGUF-only backend through the host's own GGUF export.
-    if !caps.formats.contains(&format)
-        && !(format == ModelFormat::Folder && caps.formats.contains(&ModelFormat::Gguf))
-    {
+    let exportable = format == ModelFormat::Folder && caps.formats.contains(&ModelFormat::Gguf);
+    if !(caps.formats.contains(&format) || exportable) {
         let can: Vec<&str> = caps.formats.iter().map(|f| f.as_str()).collect();
         bail!(
             "--infer_backend {n} loads {} models, not {} ({}): convert it (swift export) or choose another backend (swift list backends)",
