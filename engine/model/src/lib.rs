@@ -31,6 +31,9 @@ use swift_plugin_tensors::{ModelHandle, ModelHandleExt};
 use tch::{Device, Kind, Tensor};
 
 pub use context::KvCache;
+pub use skinny::TorchThreads;
+/// Most rows a decoding step runs on the CPU kernels.
+pub const KERNEL_ROWS: usize = swift_kernels::MAX_ROWS;
 pub use generate::{generate, FinishReason, Generated, Sampler, SamplingParams, StopCriteria};
 
 /// Everything that can go wrong loading or running a model.
@@ -395,6 +398,13 @@ impl LoadedModel {
     /// Whether decoding steps run their products on the CPU kernels (then libtorch is kept to
     /// one thread for them): a float32 or bfloat16 CPU model with no quantized slot (float16
     /// and quantized slots multiply in libtorch, which wants its threads).
+    /// For a loop of decoding steps over `rows` rows (a caller driving steps itself, like the
+    /// `pt` backend): libtorch kept on one thread while the guard lives, as [`generate`] holds it
+    /// over its loop, when such steps run on the kernels; None otherwise.
+    pub fn decoding_threads(&self, rows: usize) -> Option<TorchThreads> {
+        (self.decodes_on_kernels() && rows <= swift_kernels::MAX_ROWS).then(TorchThreads::one)
+    }
+
     pub(crate) fn decodes_on_kernels(&self) -> bool {
         self.device == Device::Cpu
             && self.slots.values().all(|s| {

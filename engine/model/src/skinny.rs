@@ -157,7 +157,7 @@ pub(crate) fn attention(
 /// left for libtorch (norms, rotary embeddings, attention over the cache) is too small to gain
 /// from a second thread, whose OpenMP worker would otherwise spin on the core the kernel's
 /// second thread needs. Other passes (prefill) keep libtorch's threads.
-pub(crate) struct TorchThreads(Option<i32>);
+pub struct TorchThreads(Option<i32>);
 
 impl TorchThreads {
     /// For a pass over `ids`: one thread when it is a decoding step, else no change.

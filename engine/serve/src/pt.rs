@@ -7,7 +7,7 @@
 //! together in a cache of their own (left padding) and appends it ([`KvCache::append`]). Per-row
 //! LoRA adapters are the server's switches ([`crate::adapters`]), set before each pass.
 
-use swift_model::{KvCache, LoadedModel};
+use swift_model::{KvCache, LoadedModel, TorchThreads};
 use swift_plugin_tensors::backend::{BackendModel, ModelInfo, Step, StepOutput};
 use tch::{Device, Kind, Tensor};
 
@@ -22,6 +22,9 @@ pub struct PtModel {
     seqs: Vec<(u64, Option<usize>)>,
     vocab_size: usize,
     description: String,
+    /// Held between decoding steps (dropped before a prefill, which wants libtorch's threads),
+    /// so that libtorch does not rebuild its thread pool at every step.
+    threads: Option<TorchThreads>,
 }
 
 impl PtModel {
@@ -41,6 +44,7 @@ impl PtModel {
             seqs: Vec::new(),
             vocab_size,
             description,
+            threads: None,
         }
     }
 
@@ -95,6 +99,7 @@ impl PtModel {
             );
         }
         if !step.join.is_empty() {
+            self.threads = None;
             self.select(step.join.iter().map(|j| j.adapter).collect());
             let prompts: Vec<&[i64]> = step.join.iter().map(|j| &j.prompt[..]).collect();
             if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
@@ -120,6 +125,11 @@ impl PtModel {
             }
             self.seqs
                 .extend(step.join.iter().map(|j| (j.seq, j.adapter)));
+        }
+        if self.seqs.is_empty() || self.seqs.len() > swift_model::KERNEL_ROWS {
+            self.threads = None;
+        } else if self.threads.is_none() {
+            self.threads = self.model.decoding_threads(self.seqs.len());
         }
         if parts.is_empty() {
             return Ok(StepOutput::default());
