@@ -20,7 +20,7 @@ NEW_TOKENS="${NEW_TOKENS:-128}"
 [ -f "$MODEL/config.json" ] || { echo "no model at $MODEL (run make setup)" >&2; exit 1; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/plugins" "$CACHE/bench-gguf"
+mkdir -p "$work/plugins" "$CACHE/bench-backends"
 cp "$PLUGIN" "$work/plugins/"
 python3 - "$work/prompts.jsonl" <<'PY'
 import json, sys
@@ -39,7 +39,7 @@ fi
 echo "load average before the run: $(cut -d' ' -f1 /proc/loadavg); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 printf '%-6s %-10s %10s %10s\n' type backend prompt/s decode/s
 for ty in $TYPES; do
-  gguf="$CACHE/bench-gguf/SmolLM2-135M-Instruct-$ty.gguf"
+  gguf="$CACHE/bench-backends/SmolLM2-135M-Instruct-$ty.gguf"
   if [ ! -f "$gguf" ]; then
     out="$("$SWIFT" export --model "$MODEL" --to_gguf --gguf_type "$ty" --output_dir "$work/export-$ty" 2>/dev/null | tail -1)"
     mv "$out" "$gguf"
