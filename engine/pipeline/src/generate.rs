@@ -109,7 +109,12 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         let n = &chosen.record.name;
         args.given
             .refuse(
-                &["debug_input_ids", "nll_file", "allow_unused_weights"],
+                &[
+                    "debug_input_ids",
+                    "nll_file",
+                    "allow_unused_weights",
+                    "merge_lora",
+                ],
                 &format!("to --infer_backend {n} (libtorch diagnostics: use --infer_backend pt)"),
             )
             .map_err(anyhow::Error::msg)?;
