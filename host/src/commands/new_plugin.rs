@@ -211,6 +211,10 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {{
         _ => format!(
             r#"use serde_json::Value;
 
+// A backend declares what it supports in its record (`BackendRecord::with_capabilities`) and
+// generates through `Backend::load` -> `BackendModel::step` (ARCHITECTURE.md §3.8); until `load`
+// is written it refuses to load. Examples: the llama_cpp plugin (plugins/llama-cpp) and the
+// example plugin's `example-echo` (plugins/examples/src/echo.rs).
 struct MyBackend;
 
 impl Backend for MyBackend {{
