@@ -214,6 +214,13 @@ pub struct TunerRecord {
     /// The adapter's settings (JSON values by setting name).
     #[serde(default)]
     pub options: BTreeMap<String, serde_json::Value>,
+    /// The `peft_type` of the checkpoints this tuner's own math reads (`LORA`, `IA3`, ...):
+    /// how `--adapters` finds the tuner of a checkpoint without `args.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peft_type: Option<String>,
+    /// The options it reads, described as data (`swift list tuners --json`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema: Vec<crate::tuner::OptionDecl>,
 }
 impl_record!(TunerRecord, "tuner");
 
@@ -226,6 +233,8 @@ impl TunerRecord {
             description: description.into(),
             adapter: None,
             options: BTreeMap::new(),
+            peft_type: None,
+            schema: Vec::new(),
         }
     }
 

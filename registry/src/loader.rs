@@ -259,6 +259,7 @@ pub struct ListedPlugin {
     pub models: Vec<ModelFamilyRecord>,
     pub backends: Vec<BackendRecord>,
     pub preference_losses: Vec<PreferenceLossRecord>,
+    pub tuners: Vec<TunerRecord>,
 }
 
 /// The libtorch and tch versions that plugins with tensors are checked against.
@@ -430,6 +431,11 @@ impl PluginLoader {
                 entries(&listed.preference_losses, &prov)
                     .into_iter()
                     .map(Pending::PreferenceLoss),
+            )
+            .chain(
+                entries(&listed.tuners, &prov)
+                    .into_iter()
+                    .map(Pending::Tuner),
             )
             .collect();
         self.merge(report, &listed.name, pending, Mode::Named)

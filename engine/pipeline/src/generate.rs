@@ -57,7 +57,7 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         regs,
     )?;
     adapters.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
-    adapters.attach(&mut bundle.model, args.merge_lora)?;
+    adapters.attach(regs, &mut bundle.model, args.merge_lora)?;
     let template_name = args.template.template.clone().or(adapters.template.clone());
     // A reward model (value head) scores instead of generating.
     if let Some(head) = crate::score::find_head(&bundle, &adapters.dirs)? {

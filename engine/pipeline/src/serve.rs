@@ -80,6 +80,15 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
         regs,
     )?;
     resolved.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
+    let adapters = adapters
+        .into_iter()
+        .map(|(name, path)| {
+            let files = swift_train::AdapterFiles::open(&path)
+                .with_context(|| format!("--adapters {name}={}", path.display()))?;
+            let tuner = crate::adapters::tuner_for(regs, &files)?;
+            Ok((name, path, tuner))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let template_name = args.template.template.clone().or(resolved.template.clone());
     let template = bundle.template(regs, template_name.as_deref())?;
     let options = crate::bundle::prompt_options(&args.template);

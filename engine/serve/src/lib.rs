@@ -3,7 +3,8 @@
 //! * [`api`]: the request and response shapes, and OpenAI's error shape.
 //! * [`batcher`]: the thread that owns the model and decodes every running request together
 //!   (continuous batching with a bounded queue).
-//! * [`adapters`]: several LoRA adapters on one model, chosen per row without merging.
+//! * [`adapters`]: several adapters on one model (through the tuner contract), chosen per row
+//!   without merging.
 //! * [`tool_calls`]: tool calls in answers read back into OpenAI's `tool_calls`.
 //! * [`validate`]: a chat request's `messages` and `tools` checked field by field (OpenAI's
 //!   rules per role), each failure a 400 naming its `param`.
@@ -22,7 +23,6 @@ pub mod tool_calls;
 pub mod validate;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,8 +63,8 @@ pub struct ServeOptions {
     /// 0 picks a free port (the chosen address is printed).
     pub port: u16,
     pub api_key: Option<String>,
-    /// LoRA adapters as (name, checkpoint folder).
-    pub adapters: Vec<(String, PathBuf)>,
+    /// Adapters as (name, checkpoint folder, the tuner that reads it).
+    pub adapters: Vec<adapters::ServedAdapter>,
     pub max_batch_size: usize,
     pub max_queue: usize,
     /// Test hook: sleep after every decoding step.
@@ -95,10 +95,10 @@ pub fn run(served: ServedModel, options: ServeOptions) -> Result<(), ServeError>
             )));
         }
         tracing::info!(
-            "adapter `{}`: {} (LoRA r={} on {} slots)",
+            "adapter `{}`: {} ({}on {} slots)",
             a.name,
             a.path.display(),
-            a.rank,
+            a.rank.map(|r| format!("r={r} ")).unwrap_or_default(),
             a.slots
         );
     }
