@@ -124,6 +124,7 @@ impl Registries {
                     aliases: e.record.aliases().to_vec(),
                     provenance: e.provenance.clone(),
                     description: e.record.description().to_string(),
+                    options: Vec::new(),
                 });
             }
         }
@@ -141,7 +142,12 @@ impl Registries {
             push(&mut rows, &self.preprocessors);
         }
         if want("tuners") {
+            let from = rows.len();
             push(&mut rows, &self.tuners);
+            // A tuner's options, described as data (its record's `schema`).
+            for (row, e) in rows[from..].iter_mut().zip(self.tuners.iter()) {
+                row.options = e.record.schema.clone();
+            }
         }
         if want("quantizers") {
             push(&mut rows, &self.quantizers);
@@ -176,6 +182,9 @@ pub struct ListRow {
     pub aliases: Vec<String>,
     pub provenance: Provenance,
     pub description: String,
+    /// The options it reads (tuners that describe theirs), for `--json` and UIs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<swift_plugin_api::OptionDecl>,
 }
 
 /// Where plugins come from.

@@ -736,7 +736,8 @@ impl AttachedAdapter {
         for slot in slots {
             if self.plan.slots.iter().any(|s| &s.slot == slot) {
                 return Err(TrainError::Config(format!(
-                    "`{slot}` is both an adapter target and in --modules_to_save; leave it out of one (--target_modules NAMES)"
+                    "`{slot}` is both a {} target and in --modules_to_save; leave it out of one (--target_modules NAMES)",
+                    self.plan.method
                 )));
             }
             if self.saved_modules.iter().any(|m| &m.slot == slot) {

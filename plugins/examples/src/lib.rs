@@ -4,10 +4,12 @@
 //! third-party path on every run.
 //!
 //! It registers a chat template, a dataset preprocessor, a model-family alias, a complete
-//! GPT-2 style model family (`gpt2.rs`) that runs through the model interface, and a tuner
+//! GPT-2 style model family (`gpt2.rs`) that runs through the model interface, two tuners
 //! (`example-attn-dora`: DoRA on the attention's query and value projections only, its slot
-//! choice made here, its tensors held by the host's `lora` adapter like the built-in tuners').
+//! choice made here, its math the built-in `lora` tuner's; and `example-gain`, `gain.rs`, with
+//! its own math on the tuner contract), and a preference loss.
 
+mod gain;
 mod gpt2;
 
 use serde_json::{Map, Value};
@@ -95,6 +97,7 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
         .with_adapter("lora", [("use_dora", Value::Bool(true))]),
         AttentionQv,
     )?;
+    r.adapter_tuner(gain::record(), gain::Gain)?;
     let mut apo = PreferenceLossRecord::new(
         "example-apo-zero",
         "APO-zero (the example plugin's preference loss): 1 − σ(β·chosen log-ratio) + σ(β·rejected log-ratio)",
