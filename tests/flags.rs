@@ -97,6 +97,26 @@ const TRAINING: Table = &[
     ),
     ("init_weights", Recorded(&["gaussian"])),
     ("lora_lr_ratio", Recorded(&["2"])),
+    (
+        "feedforward_modules",
+        Asserted("ia3_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "vera_rank",
+        Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "vera_projection_prng_key",
+        Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "vera_dropout",
+        Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "vera_d_initial",
+        Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
     ("freeze_parameters", Refused(&[])),
     ("trainable_parameters", Refused(&[])),
     ("lisa_activated_layers", Refused(&[])),

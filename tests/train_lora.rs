@@ -301,7 +301,7 @@ fn bad_settings_are_clear_errors() {
 }
 
 /// Runs tests/reference/peft_logits.py and compares with `swift infer --adapters`.
-fn check_peft(python: &Path, base: &Path, ckpt: &Path, ids: &str, greedy: usize) {
+pub(crate) fn check_peft(python: &Path, base: &Path, ckpt: &Path, ids: &str, greedy: usize) {
     let v = run_reference(
         python,
         "peft_logits.py",

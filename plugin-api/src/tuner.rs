@@ -127,8 +127,9 @@ pub struct TensorDecl {
     /// Its name in the adapter's own calls (`lora_A`).
     pub name: String,
     /// Where a checkpoint stores it: under `base_model.model.<slot>.<key>` for a slot's tensor,
-    /// `base_model.model.<key>` for a shared one (PEFT's names: `lora_A.weight`); `None`: never
-    /// stored (e.g. PiSSA's initial factors, which `save` folds into the stored ones).
+    /// the full name `<key>` for a shared one (PEFT's names: `lora_A.weight`,
+    /// `base_model.vera_A`); `None`: never stored (e.g. PiSSA's initial factors, which `save`
+    /// folds into the stored ones).
     pub key: Option<String>,
     pub shape: Vec<i64>,
     pub init: Init,

@@ -226,7 +226,8 @@ pub fn attach(
     }
 }
 
-/// The tuner flags of each host adapter; a flag of another adapter is refused by name.
+/// The tuner flags of each host adapter; a flag of another adapter is refused by name (the
+/// adapter tuners' flags: an adapter tuner that lists its options reads only those).
 const LORA_FLAGS: &[&str] = &[
     "lora_rank",
     "lora_alpha",
@@ -237,6 +238,11 @@ const LORA_FLAGS: &[&str] = &[
     "use_dora",
     "init_weights",
     "lora_lr_ratio",
+    "feedforward_modules",
+    "vera_rank",
+    "vera_projection_prng_key",
+    "vera_dropout",
+    "vera_d_initial",
 ];
 const WHOLE_FLAGS: &[&str] = &[
     "freeze_parameters",

@@ -324,7 +324,7 @@ impl AdapterFiles {
             };
             let name = match slot {
                 Some(s) => format!("base_model.model.{s}.{key}"),
-                None => format!("base_model.model.{key}"),
+                None => key.clone(),
             };
             let shape = self.weights.shape(&name).ok_or_else(|| {
                 TrainError::Config(format!(
@@ -377,7 +377,7 @@ impl AdapterFiles {
         }
         for d in &plan.shared {
             if let Some(k) = &d.key {
-                claimed.insert(format!("base_model.model.{k}"));
+                claimed.insert(k.clone());
             }
         }
         let mut out: Vec<String> = self
@@ -819,8 +819,10 @@ impl AttachedAdapter {
         }
         for (d, t) in self.plan.shared.iter().zip(&self.shared) {
             if d.trainable {
-                let k = d.key.as_deref().unwrap_or(&d.name);
-                out.push((format!("base_model.model.{k}"), t.shallow_clone()));
+                out.push((
+                    d.key.clone().unwrap_or_else(|| d.name.clone()),
+                    t.shallow_clone(),
+                ));
             }
         }
         for m in &self.saved_modules {
@@ -834,6 +836,28 @@ impl AttachedAdapter {
                     b.shallow_clone(),
                 ));
             }
+        }
+        out
+    }
+
+    /// Every tensor the adapter holds (trainable or not) under its checkpoint name (its own name
+    /// when it has no key), in the plan's order, shared ones last.
+    pub fn all_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (sp, ts) in self.plan.slots.iter().zip(&self.tensors) {
+            for (d, t) in sp.tensors.iter().zip(ts) {
+                let k = d.key.as_deref().unwrap_or(&d.name);
+                out.push((
+                    format!("base_model.model.{}.{k}", sp.slot),
+                    t.shallow_clone(),
+                ));
+            }
+        }
+        for (d, t) in self.plan.shared.iter().zip(&self.shared) {
+            out.push((
+                d.key.clone().unwrap_or_else(|| d.name.clone()),
+                t.shallow_clone(),
+            ));
         }
         out
     }

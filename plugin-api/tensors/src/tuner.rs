@@ -105,7 +105,7 @@ pub trait Adapter: Send + Sync + 'static {
 }
 
 /// The declared tensors under their checkpoint names: `base_model.model.<slot>.<key>` for slot
-/// tensors, `base_model.model.<key>` for shared ones; undeclared keys are skipped.
+/// tensors, `<key>` itself for shared ones; tensors without a key are skipped.
 pub fn keyed(
     plan: &AdapterPlan,
     tensors: &[Vec<Tensor>],
@@ -121,7 +121,7 @@ pub fn keyed(
     }
     for (d, t) in plan.shared.iter().zip(shared) {
         if let Some(k) = &d.key {
-            out.push((format!("base_model.model.{k}"), t.detach()));
+            out.push((k.clone(), t.detach()));
         }
     }
     out

@@ -8,6 +8,8 @@
 //!   the `lora` adapter with one option set (`use_rslora`, `use_dora`, `lora_lr_ratio`,
 //!   `init_weights`); the flags `--use_rslora`, `--use_dora`, `--lora_lr_ratio` and
 //!   `--init_weights` set the same options on any LoRA tuner.
+//! * `ia3`: (IA)³ (`ia3.rs`), PEFT's layout, `--feedforward_modules`.
+//! * `vera`: VeRA (`vera.rs`), shared projections across slots, PEFT's layout.
 //! * `full`: every parameter is trained (its targets are every linear slot).
 //! * `freeze`: full training of the parameters that `--freeze_parameters` does not match (or that
 //!   `--trainable_parameters` matches).
@@ -23,10 +25,12 @@
 //! `llamapro` and `lisa` name the host's whole-parameter modes. The records are `records.rs`,
 //! which the `swift` binary also compiles to list them without libtorch.
 
+pub mod ia3;
 pub mod lora;
 pub mod records;
 #[cfg(test)]
 mod tests;
+pub mod vera;
 
 use swift_plugin_tensors::prelude::*;
 
@@ -103,6 +107,10 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
     for record in records::all() {
         if record.name == "lora" {
             r.adapter_tuner(record, lora::LoraTuner)?;
+        } else if record.name == "ia3" {
+            r.adapter_tuner(record, ia3::Ia3Tuner)?;
+        } else if record.name == "vera" {
+            r.adapter_tuner(record, vera::VeraTuner)?;
         } else if record.adapter() == "lora" {
             r.tuner(record, lora::LoraTuner)?;
         } else {

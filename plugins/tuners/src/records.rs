@@ -113,6 +113,66 @@ pub fn all() -> Vec<TunerRecord> {
         record.schema = lora_schema();
         out.push(record);
     }
+    let mut ia3 = TunerRecord::new(
+        "ia3",
+        "(IA)³: a trained vector rescales each targeted slot's output (its input for --feedforward_modules, default down_proj)",
+    );
+    ia3.peft_type = Some("IA3".into());
+    ia3.schema = vec![
+        OptionDecl::new(
+            "target_modules",
+            "list",
+            serde_json::json!(["all-linear"]),
+            "all-linear, or slot names / their last parts",
+        ),
+        OptionDecl::new(
+            "feedforward_modules",
+            "list",
+            serde_json::json!(["down_proj"]),
+            "targeted slots whose input (not output) is rescaled",
+        ),
+    ];
+    out.push(ia3);
+    let mut vera = TunerRecord::new(
+        "vera",
+        "VeRA: frozen random projections shared by every slot, trained per-slot scaling vectors (--vera_rank, --vera_projection_prng_key, --vera_d_initial, --vera_dropout)",
+    );
+    vera.peft_type = Some("VERA".into());
+    vera.schema = vec![
+        OptionDecl::new(
+            "target_modules",
+            "list",
+            serde_json::json!(["all-linear"]),
+            "all-linear, or slot names / their last parts",
+        ),
+        OptionDecl::new(
+            "vera_rank",
+            "int",
+            serde_json::json!(256),
+            "the rank of the shared projections",
+        )
+        .range(Some(1.0), None),
+        OptionDecl::new(
+            "vera_projection_prng_key",
+            "int",
+            serde_json::json!(0),
+            "the seed of the shared projections",
+        ),
+        OptionDecl::new(
+            "vera_dropout",
+            "float",
+            serde_json::json!(0.0),
+            "dropout on the adapter's input while training",
+        )
+        .range(Some(0.0), Some(1.0)),
+        OptionDecl::new(
+            "vera_d_initial",
+            "float",
+            serde_json::json!(0.1),
+            "the starting value of λ_d",
+        ),
+    ];
+    out.push(vera);
     out.push(TunerRecord::new(
         "full",
         "full fine-tuning: every parameter is trained",
