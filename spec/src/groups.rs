@@ -190,8 +190,11 @@ pub struct TunerArgs {
     )]
     pub vera_rank: Option<i64>,
     /// VeRA: the seed of the shared projections (PEFT's projection_prng_key; default 0).
-    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::Any>))]
-    #[serde(default, deserialize_with = "range::de_opt::<i64, range::Any, _>")]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::NonNegative, _>"
+    )]
     pub vera_projection_prng_key: Option<i64>,
     /// VeRA: dropout on the adapter's input while training (default 0).
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::ZeroToBelowOne>))]
@@ -201,8 +204,11 @@ pub struct TunerArgs {
     )]
     pub vera_dropout: Option<f64>,
     /// VeRA: the starting value of every λ_d (PEFT's d_initial; default 0.1).
-    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Any>))]
-    #[serde(default, deserialize_with = "range::de_opt::<f64, range::Any, _>")]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::NonNegative, _>"
+    )]
     pub vera_d_initial: Option<f64>,
     /// Parameters kept frozen (name prefixes or * patterns), for the full and freeze tuners.
     #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
