@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -149,7 +150,7 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
             .load(&plan, Kind::Float, Device::Cpu)
             .map_err(|e| mismatch(e.to_string()))?;
         let adapter = Arc::new(adapter);
-        let shared = Arc::new(shared);
+        let shared = Rc::new(shared);
         for (i, (sp, ts)) in plan.slots.iter().zip(tensors).enumerate() {
             let slot = &sp.slot;
             let decl = layout
@@ -402,7 +403,7 @@ struct Delta {
     adapter: Arc<AdapterHandle>,
     slot: usize,
     tensors: Vec<Tensor>,
-    shared: Arc<Vec<Tensor>>,
+    shared: Rc<Vec<Tensor>>,
     transposed: bool,
 }
 
