@@ -484,7 +484,7 @@ impl AttachedAdapter {
         };
         let handle = tuner.attach(&request).map_err(TrainError::Config)?;
         let plan = handle.plan().map_err(TrainError::Config)?;
-        check_plan(&plan, &request, model)?;
+        check_plan(&plan, &request)?;
         let (kind, device) = (model.kind(), model.device());
         let cast = |t: Tensor, d: &TensorDecl| -> Result<Tensor, TrainError> {
             let k = match d.dtype {
@@ -608,7 +608,7 @@ impl AttachedAdapter {
         let request = files.request(slot_infos(model, &linear)?, linear, model.kind());
         let handle = tuner.attach(&request).map_err(TrainError::Config)?;
         let plan = handle.plan().map_err(TrainError::Config)?;
-        check_plan(&plan, &request, model)?;
+        check_plan(&plan, &request)?;
         let (kind, device) = (model.kind(), model.device());
         let (tensors, shared) = files.load(&plan, kind, device)?;
         let this = Self {
@@ -960,12 +960,8 @@ impl AttachedAdapter {
     }
 }
 
-/// Refuses a plan the host cannot carry out on `model`.
-fn check_plan(
-    plan: &AdapterPlan,
-    request: &AttachRequest,
-    model: &LoadedModel,
-) -> Result<(), TrainError> {
+/// Refuses a plan the host cannot carry out.
+fn check_plan(plan: &AdapterPlan, request: &AttachRequest) -> Result<(), TrainError> {
     for sp in &plan.slots {
         let Some(info) = request.slots.iter().find(|s| s.name == sp.slot) else {
             return Err(TrainError::Config(format!(
@@ -988,7 +984,6 @@ fn check_plan(
             )));
         }
         if !plan.train_whole.is_empty() {
-            let _ = model;
             return Err(TrainError::Config(format!(
                 "the adapter asks to train base parameters whole ({}), which this host does not implement yet",
                 plan.train_whole.join(", ")
