@@ -29,3 +29,4 @@ mod startup;
 mod train_loop;
 mod train_lora;
 mod train_packing;
+mod tuners;

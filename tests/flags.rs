@@ -97,6 +97,26 @@ const TRAINING: Table = &[
     ),
     ("init_weights", Recorded(&["gaussian"])),
     ("lora_lr_ratio", Recorded(&["2"])),
+    (
+        "feedforward_modules",
+        Asserted("ia3_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "vera_rank",
+        Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "vera_projection_prng_key",
+        Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "vera_dropout",
+        Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "vera_d_initial",
+        Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
     ("freeze_parameters", Refused(&[])),
     ("trainable_parameters", Refused(&[])),
     ("lisa_activated_layers", Refused(&[])),
@@ -445,6 +465,10 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("lora_alpha", "0", "a finite number > 0"),
     ("lora_dropout", "1.5", "a finite number in [0, 1)"),
     ("lora_lr_ratio", "-1", "a finite number > 0"),
+    ("vera_rank", "0", "an integer >= 1"),
+    ("vera_projection_prng_key", "-1", "an integer >= 0"),
+    ("vera_dropout", "1.5", "a finite number in [0, 1)"),
+    ("vera_d_initial", "-1", "a finite number >= 0"),
     ("lisa_activated_layers", "0", "an integer >= 1"),
     ("lisa_step_interval", "0", "an integer >= 1"),
     ("llamapro_num_new_blocks", "0", "an integer >= 1"),

@@ -12,8 +12,7 @@
 
 use crate::common::*;
 use swift_model::LoadedModel;
-use swift_train::lora::{LoraInit, LoraVariant};
-use swift_train::{Lora, LoraConfig};
+use swift_train::AttachedAdapter;
 use tch::{Device, Kind, Tensor};
 
 const FAMILIES: &[&str] = &["llama", "qwen2", "qwen3", "mistral", "gpt2"];
@@ -121,7 +120,7 @@ fn grads(
 
 /// LoRA (or DoRA) on every linear slot, dropout 0.1, with B drawn at random so that every
 /// factor gets a gradient.
-fn attach_lora(model: &mut LoadedModel, dora: bool) -> (Lora, Vec<(String, Tensor)>) {
+fn attach_lora(model: &mut LoadedModel, dora: bool) -> (AttachedAdapter, Vec<(String, Tensor)>) {
     let linear: Vec<String> = model
         .layout()
         .slots
@@ -131,20 +130,17 @@ fn attach_lora(model: &mut LoadedModel, dora: bool) -> (Lora, Vec<(String, Tenso
         .map(|s| s.name.clone())
         .collect();
     tch::manual_seed(7);
-    let config = LoraConfig {
-        r: 4,
-        alpha: 8.0,
-        dropout: 0.1,
-        use_rslora: false,
-    };
-    let variant = LoraVariant {
-        use_dora: dora,
-        init: LoraInit::Kaiming,
-    };
-    let lora = Lora::attach_variant(model, &linear, config, variant).unwrap();
+    let options = serde_json::json!({
+        "lora_rank": 4, "lora_alpha": 8.0, "lora_dropout": 0.1, "use_dora": dora
+    });
+    let lora = AttachedAdapter::attach(model, &builtin_tuner("lora"), options, &linear).unwrap();
     {
         let _g = tch::no_grad_guard();
-        for (_, _, b) in &lora.layers {
+        for (_, b) in lora
+            .named_tensors()
+            .iter()
+            .filter(|(n, _)| n.contains(".lora_B."))
+        {
             let mut b = b.shallow_clone();
             let r = Tensor::randn(b.size(), (Kind::Float, Device::Cpu)) * 0.05;
             b.copy_(&r);

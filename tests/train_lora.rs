@@ -301,7 +301,7 @@ fn bad_settings_are_clear_errors() {
 }
 
 /// Runs tests/reference/peft_logits.py and compares with `swift infer --adapters`.
-fn check_peft(python: &Path, base: &Path, ckpt: &Path, ids: &str, greedy: usize) {
+pub(crate) fn check_peft(python: &Path, base: &Path, ckpt: &Path, ids: &str, greedy: usize) {
     let v = run_reference(
         python,
         "peft_logits.py",
@@ -790,6 +790,134 @@ fn a_plugins_tuner_trains_through_the_same_registry_and_adapter() {
     ]));
     assert!(listed.contains("example-attn-dora"), "{listed}");
     check_peft(&python, &tiny(), &ck, "1,2,3,4,5", 4);
+}
+
+/// `example-gain` (the example .so's own math, not a LoRA configuration: a trained gain per
+/// output channel) trains, saves its own checkpoint layout and reloads with `swift infer
+/// --adapters --plugin-dir`; its logits equal those of the base with each targeted weight's rows
+/// scaled by `1 + g` by hand here, and its merge gives the same.
+#[test]
+fn a_plugins_own_tuner_math_trains_saves_and_reloads() {
+    let plugins = plugin_dir_with(&["swift-example-plugin"]);
+    let pd = plugins.path().to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = ten_chat_rows(tmp.path());
+    let run = tmp.path().join("run");
+    ok(swift1(&[
+        "--plugin-dir",
+        pd,
+        "sft",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--output_dir",
+        run.to_str().unwrap(),
+        "--tuner_type",
+        "example-gain",
+        "--target_modules",
+        "q_proj",
+        "v_proj",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "5e-2",
+    ]));
+    let ck = run_folder(&run).join("checkpoint-3");
+    let cfg = read_json(&ck.join("adapter_config.json"));
+    assert_eq!(cfg["peft_type"], "EXAMPLE_GAIN", "{cfg}");
+    let gains = read_safetensors(&ck.join("adapter_model.safetensors"));
+    assert_eq!(gains.len(), 4, "q_proj and v_proj of 2 layers: {gains:?}");
+    assert!(gains
+        .iter()
+        .all(|(n, g)| n.ends_with(".example_gain") && g.iter().any(|v| *v != 0.0)));
+    // A LoRA flag the tuner does not read is refused by name.
+    let refused = swift1(&[
+        "--plugin-dir",
+        pd,
+        "sft",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--tuner_type",
+        "example-gain",
+        "--lora_rank",
+        "4",
+    ]);
+    assert_fails(refused, &["--lora_rank", "example-gain"]);
+
+    // The base with every gained weight's rows scaled by hand.
+    let scaled = tmp.path().join("scaled");
+    std::fs::create_dir(&scaled).unwrap();
+    for f in std::fs::read_dir(tiny()).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() && f.file_name().unwrap() != "model.safetensors" {
+            std::fs::copy(&f, scaled.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let bytes = std::fs::read(tiny().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        assert_eq!(
+            view.dtype(),
+            safetensors::Dtype::F32,
+            "the tiny model is float32"
+        );
+        let mut data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let slot = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+        if let Some((_, g)) = gains
+            .iter()
+            .find(|(n, _)| *n == format!("base_model.model.{slot}.example_gain"))
+        {
+            let cols = view.shape()[1];
+            for (i, v) in data.iter_mut().enumerate() {
+                *v *= 1.0 + g[i / cols];
+            }
+        }
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        owned.push((name.to_string(), view.shape().to_vec(), raw));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, shape, raw)| {
+            let v =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), raw);
+            (n.clone(), v.unwrap())
+        })
+        .collect();
+    std::fs::write(
+        scaled.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+
+    let c = ck.to_str().unwrap();
+    let (adapted, greedy) = infer_logits(&["--plugin-dir", pd, "--adapters", c], "1,2,3,4", 4);
+    let (by_hand, greedy_by_hand) =
+        infer_logits(&["--model", scaled.to_str().unwrap()], "1,2,3,4", 4);
+    let (base, _) = infer_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
+    assert!(
+        max_abs_diff(&adapted, &base) > 1e-4,
+        "the gain changes the output"
+    );
+    assert!(
+        max_abs_diff(&adapted, &by_hand) < 1e-4,
+        "{}",
+        max_abs_diff(&adapted, &by_hand)
+    );
+    assert_eq!(greedy, greedy_by_hand);
+    let (merged, _) = infer_logits(
+        &["--plugin-dir", pd, "--adapters", c, "--merge_lora", "true"],
+        "1,2,3,4",
+        1,
+    );
+    assert!(max_abs_diff(&merged, &adapted) < 1e-4);
 }
 
 #[test]

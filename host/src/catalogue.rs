@@ -1,5 +1,5 @@
 //! The built-in plugins that live in the tensor engine (swift-runtime) because their behaviour
-//! needs libtorch: the model families with the `pt` backend, and the preference losses. The host
+//! needs libtorch: the model families with the `pt` backend, the preference losses and the tuners. The host
 //! knows them by their records only, so that `swift list` lists every registry without loading
 //! libtorch. The records are those plugins' own `records.rs` files, compiled here as well (plain
 //! data: they use nothing of swift-plugin-api but its record types), so they are written once.
@@ -11,6 +11,9 @@ mod models;
 
 #[path = "../../plugins/losses/src/records.rs"]
 mod losses;
+
+#[path = "../../plugins/tuners/src/records.rs"]
+mod tuners;
 
 /// The engine's tensor built-ins, as records without behaviour.
 pub fn listed() -> Vec<ListedPlugin> {
@@ -25,8 +28,14 @@ pub fn listed() -> Vec<ListedPlugin> {
         },
         ListedPlugin {
             name: losses::PLUGIN.to_string(),
-            version,
+            version: version.clone(),
             preference_losses: losses::all(),
+            ..Default::default()
+        },
+        ListedPlugin {
+            name: tuners::PLUGIN.to_string(),
+            version,
+            tuners: tuners::all(),
             ..Default::default()
         },
     ]

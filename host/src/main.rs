@@ -16,7 +16,6 @@ mod runtime;
 use swift_plugin_datasets as _;
 use swift_plugin_quantizers as _;
 use swift_plugin_templates as _;
-use swift_plugin_tuners as _;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};

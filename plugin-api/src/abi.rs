@@ -217,13 +217,23 @@ pub trait FfiModelFamily: Send + Sync {
 }
 pub type FfiModelFamilyBox = FfiModelFamily_TO<'static, RBox<()>>;
 
-/// Tuner behaviour. The training issue appends the adapter hooks.
+/// Tuner behaviour: the slot choice, and for a tuner with its own math (issue 16, contract
+/// in `crate::tuner`) the adapter it attaches.
 #[sabi_trait]
 pub trait FfiTuner: Send + Sync {
     /// Which of the model's linear slots this tuner attaches to, given its arguments (JSON).
     #[sabi(last_prefix_field)]
     fn targets(&self, args_json: RStr<'_>, slots: RVec<RString>)
         -> RResult<RVec<RString>, RString>;
+    /// Whether `attach` is implemented (a tuner without it names another tuner's math in its
+    /// record's `adapter`, or one of the host's whole-parameter modes).
+    fn has_adapter(&self) -> bool {
+        false
+    }
+    /// Attaches an adapter: `request_json` is a [`crate::tuner::AttachRequest`].
+    fn attach(&self, _request_json: RStr<'_>) -> RResult<crate::tuner::FfiAdapterBox, RString> {
+        RResult::RErr("this tuner has no adapter math of its own".into())
+    }
 }
 pub type FfiTunerBox = FfiTuner_TO<'static, RBox<()>>;
 

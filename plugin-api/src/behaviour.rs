@@ -215,6 +215,14 @@ pub struct TunerHandle {
     inner: FfiTunerBox,
 }
 
+impl std::fmt::Debug for TunerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunerHandle")
+            .field("has_adapter", &self.has_adapter())
+            .finish()
+    }
+}
+
 impl TunerHandle {
     pub(crate) fn new(inner: FfiTunerBox) -> Self {
         Self { inner }
@@ -230,6 +238,25 @@ impl TunerHandle {
         let json = args.to_string();
         into_result(self.inner.targets(json.as_str().into(), slots))
             .map(|v| v.into_iter().map(RString::into_string).collect())
+    }
+
+    /// Whether the tuner has adapter math of its own ([`crate::abi::FfiTuner::has_adapter`]).
+    pub fn has_adapter(&self) -> bool {
+        self.inner.has_adapter()
+    }
+
+    /// Attaches an adapter (see `crate::tuner`).
+    pub fn attach(
+        &self,
+        request: &crate::tuner::AttachRequest,
+    ) -> Result<crate::tuner::AdapterHandle, String> {
+        crate::tuner::attach_json(&self.inner, request)
+    }
+
+    /// The tuner object as it crosses the boundary.
+    #[doc(hidden)]
+    pub fn ffi(&self) -> &FfiTunerBox {
+        &self.inner
     }
 }
 

@@ -44,6 +44,7 @@ pub mod records;
 pub mod registrar;
 pub mod row;
 pub mod tensor;
+pub mod tuner;
 
 pub use backend::{Backend, BackendHandle, BackendModel, BackendModelHandle};
 pub use behaviour::{
@@ -58,6 +59,7 @@ pub use records::{
 pub use registrar::{HostSink, PluginError, Registrar, SinkError};
 pub use row::{FunctionCall, Message, StandardRow, ToolCall};
 pub use tensor::TensorRef;
+pub use tuner::{AdapterHandle, AdapterPlan, AttachRequest, OptionDecl};
 
 /// The version of the contract that this crate defines. The host refuses plugins whose manifest
 /// declares another one. It changes whenever the root module, the registrar, a behaviour trait or

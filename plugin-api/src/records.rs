@@ -191,15 +191,14 @@ macro_rules! simple_record {
     };
 }
 
-/// A tuner (LoRA, DoRA, full, ...): its behaviour is a [`crate::Tuner`], which picks the slots.
+/// A tuner (LoRA, DoRA, full, ...): its behaviour is a [`crate::Tuner`], which picks the slots,
+/// and, for a tuner with its own math, an adapter (the tuner contract, `crate::tuner`).
 ///
-/// The tensors a tuner trains are held by the host's trainer, which knows a few adapter kinds;
-/// `adapter` names the one this tuner uses and `options` its settings, so a plugin can register
-/// e.g. an attention-only DoRA as `adapter = "lora"`, `options = {use_dora = true}`. Adapters:
-/// `lora` (options `use_rslora`, `use_dora`, `init_weights` = true|gaussian|pissa|olora,
-/// `lora_lr_ratio`), `full` (the chosen slots and every other parameter), `freeze`
-/// (`freeze_parameters` / `trainable_parameters` patterns), `lisa`. The user's flags override
-/// `options`.
+/// `adapter` names the tuner whose math this one uses (default: itself) or one of the host's
+/// whole-parameter modes (`full`, `freeze`, `lisa`, `llamapro`), and `options` its settings, so
+/// a plugin can register e.g. an attention-only DoRA as `adapter = "lora"`,
+/// `options = {use_dora = true}`. The user's flags override `options`. `peft_type` says which
+/// checkpoints a tuner with math reads; `schema` describes the options it reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunerRecord {
@@ -214,6 +213,13 @@ pub struct TunerRecord {
     /// The adapter's settings (JSON values by setting name).
     #[serde(default)]
     pub options: BTreeMap<String, serde_json::Value>,
+    /// The `peft_type` of the checkpoints this tuner's own math reads (`LORA`, `IA3`, ...):
+    /// how `--adapters` finds the tuner of a checkpoint without `args.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peft_type: Option<String>,
+    /// The options it reads, described as data (`swift list tuners --json`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema: Vec<crate::tuner::OptionDecl>,
 }
 impl_record!(TunerRecord, "tuner");
 
@@ -226,6 +232,8 @@ impl TunerRecord {
             description: description.into(),
             adapter: None,
             options: BTreeMap::new(),
+            peft_type: None,
+            schema: Vec::new(),
         }
     }
 

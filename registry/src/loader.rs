@@ -125,6 +125,7 @@ impl Registries {
                     provenance: e.provenance.clone(),
                     description: e.record.description().to_string(),
                     capabilities: None,
+                    options: Vec::new(),
                 });
             }
         }
@@ -142,7 +143,12 @@ impl Registries {
             push(&mut rows, &self.preprocessors);
         }
         if want("tuners") {
+            let from = rows.len();
             push(&mut rows, &self.tuners);
+            // A tuner's options, described as data (its record's `schema`).
+            for (row, e) in rows[from..].iter_mut().zip(self.tuners.iter()) {
+                row.options = e.record.schema.clone();
+            }
         }
         if want("quantizers") {
             push(&mut rows, &self.quantizers);
@@ -184,6 +190,9 @@ pub struct ListRow {
     /// A backend's capabilities (what `--infer_backend NAME` supports).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<swift_plugin_api::backend::Capabilities>,
+    /// The options it reads (tuners that describe theirs), for `--json` and UIs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<swift_plugin_api::OptionDecl>,
 }
 
 /// Where plugins come from.
@@ -267,6 +276,7 @@ pub struct ListedPlugin {
     pub models: Vec<ModelFamilyRecord>,
     pub backends: Vec<BackendRecord>,
     pub preference_losses: Vec<PreferenceLossRecord>,
+    pub tuners: Vec<TunerRecord>,
 }
 
 /// The libtorch and tch versions that plugins with tensors are checked against.
@@ -438,6 +448,11 @@ impl PluginLoader {
                 entries(&listed.preference_losses, &prov)
                     .into_iter()
                     .map(Pending::PreferenceLoss),
+            )
+            .chain(
+                entries(&listed.tuners, &prov)
+                    .into_iter()
+                    .map(Pending::Tuner),
             )
             .collect();
         self.merge(report, &listed.name, pending, Mode::Named)

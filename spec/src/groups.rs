@@ -178,6 +178,38 @@ pub struct TunerArgs {
     #[cfg_attr(feature = "cli", arg(long, alias = "lorap-lr-ratio", allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
     #[serde(default, deserialize_with = "range::de_opt::<f64, range::Positive, _>")]
     pub lora_lr_ratio: Option<f64>,
+    /// IA³: targeted slots whose input (not output) is rescaled (PEFT's name; default down_proj).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
+    #[serde(default)]
+    pub feedforward_modules: Vec<String>,
+    /// VeRA: the rank of the shared random projections (default 256).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>"
+    )]
+    pub vera_rank: Option<i64>,
+    /// VeRA: the seed of the shared projections (PEFT's projection_prng_key; default 0).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::NonNegative, _>"
+    )]
+    pub vera_projection_prng_key: Option<i64>,
+    /// VeRA: dropout on the adapter's input while training (default 0).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::ZeroToBelowOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::ZeroToBelowOne, _>"
+    )]
+    pub vera_dropout: Option<f64>,
+    /// VeRA: the starting value of every λ_d (PEFT's d_initial; default 0.1).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::NonNegative, _>"
+    )]
+    pub vera_d_initial: Option<f64>,
     /// Parameters kept frozen (name prefixes or * patterns), for the full and freeze tuners.
     #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
     pub freeze_parameters: Vec<String>,

@@ -15,6 +15,7 @@ use tch::{Device, Kind};
 
 // The built-in model families are collected with `inventory`: link them into the test binary.
 use swift_plugin_models as _;
+use swift_plugin_tuners as _;
 
 use super::{plugin_dir_with, read_json, workspace_root};
 
@@ -67,6 +68,20 @@ pub fn run_reference(python: &Path, script: &str, args: &[&dyn AsRef<OsStr>]) ->
 pub fn torch_rng() -> MutexGuard<'static, ()> {
     static GENERATOR: Mutex<()> = Mutex::new(());
     GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A built-in tuner's behaviour (e.g. `lora`, whose math crosses the tuner contract), for
+/// in-process tests.
+pub fn builtin_tuner(name: &str) -> std::sync::Arc<swift_plugin_api::TunerHandle> {
+    let report = PluginLoader::new(Vec::<String>::new())
+        .load(&[])
+        .expect("built-in plugins load");
+    let entry = report
+        .registries
+        .tuners
+        .resolve(name)
+        .expect("a built-in tuner");
+    entry.imp.clone().expect("the tuner has behaviour")
 }
 
 /// The tiny model of `family` loaded in-process in float32 on the CPU, through the registry and

@@ -29,7 +29,12 @@ def main():
     model.eval()
     saved = set(load_file(f"{ckpt}/adapter_model.safetensors").keys())
     expected = set(get_peft_model_state_dict(model).keys())
-    lora_modules = sum(1 for _, m in model.named_modules() if hasattr(m, "lora_A") and len(m.lora_A) > 0)
+    # Modules holding an adapter (LoRA's lora_A, IA3's ia3_l, VeRA's vera_lambda_b).
+    lora_modules = sum(
+        1
+        for _, m in model.named_modules()
+        if any(len(getattr(m, k, {})) > 0 for k in ("lora_A", "ia3_l", "vera_lambda_b"))
+    )
     with torch.no_grad():
         logits = model(ids).logits[0, -1].tolist()
         with model.disable_adapter():

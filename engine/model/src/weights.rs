@@ -159,6 +159,12 @@ impl Checkpoint {
         self.index.keys().map(String::as_str)
     }
 
+    /// A stored tensor's shape, read from the header (nothing is loaded).
+    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        let (_, _, info) = self.index.get(name)?;
+        Some(info.shape.iter().map(|&d| d as i64).collect())
+    }
+
     /// Loads one tensor as `kind` on `device`. The result may borrow the mapping: the caller
     /// keeps the [`Checkpoint`] (or the `Arc<MappedFile>` in [`Loaded::keep`]) alive.
     pub fn load(&self, name: &str, kind: Kind, device: Device) -> Result<Loaded, ModelError> {

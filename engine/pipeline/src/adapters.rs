@@ -2,16 +2,22 @@
 //! model, template and plugin files their `args.json` recorded (an explicit `--model` wins;
 //! PEFT's `base_model_name_or_path` is the fallback), checked against the base they are given
 //! ([`check_base`]: the family and the base facts `args.json` records, `base_model`; the
-//! tensors' rank and shapes are checked by `Lora::load`), attached to a loaded model or merged.
+//! tensors' rank and shapes are checked by the tuner that reads them and by the host against
+//! what that tuner declares), attached to a loaded model or merged, through the tuner contract
+//! ([`tuner_for`]: the tuner `args.json` records, else the one registered for the checkpoint's
+//! `peft_type`).
 //! Each is first checked against its manifest (`swift_train::check_checkpoint`).
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use swift_train::Lora;
+use swift_plugin_tensors::TunerHandle;
+use swift_train::{AdapterFiles, AttachedAdapter};
 
-use swift_registry::PluginSettings;
+use swift_registry::{PluginSettings, Registries};
 
 /// `swift infer --adapters CKPT...`: the checkpoints, and the model and template their
 /// `args.json` names (an explicit `--model` wins).
@@ -114,31 +120,77 @@ impl Adapters {
         Ok(())
     }
 
-    /// Attaches every checkpoint's LoRA weights to `model`.
-    pub fn attach(&self, model: &mut swift_model::LoadedModel, merge: bool) -> Result<()> {
+    /// Attaches every checkpoint's adapter to `model` (merged into the weights when `merge`).
+    pub fn attach(
+        &self,
+        regs: &Registries,
+        model: &mut swift_model::LoadedModel,
+        merge: bool,
+    ) -> Result<()> {
         for d in &self.dirs {
-            let lora =
-                Lora::load(model, d).with_context(|| format!("loading adapter {}", d.display()))?;
-            lora.set_training(false);
+            let files = AdapterFiles::open(d)?;
+            let tuner = tuner_for(regs, &files)?;
+            let adapter = AttachedAdapter::load(model, &tuner, &files)
+                .with_context(|| format!("loading adapter {}", d.display()))?;
+            adapter.set_training(false);
             if merge {
-                lora.merge_into(model)
+                adapter
+                    .merge_into(model)
                     .with_context(|| format!("merging adapter {}", d.display()))?;
             }
             tracing::info!(
-                "adapter {}: LoRA r={} on {} slots{}",
+                "adapter {}: {} on {} slots{}",
                 d.display(),
-                lora.config.r,
-                lora.layers.len(),
-                if lora.saved_modules.is_empty() {
+                adapter.plan().summary,
+                adapter.plan().slots.len(),
+                if adapter.saved_modules.is_empty() {
                     String::new()
                 } else {
-                    let names: Vec<&str> =
-                        lora.saved_modules.iter().map(|m| m.slot.as_str()).collect();
+                    let names: Vec<&str> = adapter
+                        .saved_modules
+                        .iter()
+                        .map(|m| m.slot.as_str())
+                        .collect();
                     format!(", {} saved whole", names.join(", "))
                 }
             );
         }
         Ok(())
+    }
+}
+
+/// The tuner whose math reads the checkpoint `files`: the tuner its `args.json` records
+/// (`tuner_type`, following the record's `adapter`), else the tuner registered for its
+/// adapter_config.json's `peft_type`.
+pub fn tuner_for(regs: &Registries, files: &AdapterFiles) -> Result<Arc<TunerHandle>> {
+    let recorded = recorded_args(&files.dir)?.and_then(|a| {
+        a.get("tuner_type")
+            .and_then(Value::as_str)
+            .map(String::from)
+    });
+    if let Some(name) = recorded {
+        if let Ok(entry) = regs.tuners.resolve(&name) {
+            if let Some(h) = crate::tuning::adapter_of(regs, &entry.record)? {
+                return Ok(h);
+            }
+        }
+    }
+    let peft_type = files.peft_type();
+    let found = regs.tuners.iter().find(|e| {
+        e.record.peft_type.as_deref() == Some(peft_type.as_str())
+            && e.imp.as_ref().is_some_and(|h| h.has_adapter())
+    });
+    match found.and_then(|e| e.imp.clone()) {
+        Some(h) => Ok(h),
+        None => bail!(
+            "{}: peft_type {peft_type} is read by no loaded tuner (those with their own math read {}); a plugin's tuner is loaded with --plugin-dir",
+            files.config_path.display(),
+            regs.tuners
+                .iter()
+                .filter_map(|e| e.record.peft_type.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -181,7 +233,7 @@ pub fn base_record(config: &Value) -> Value {
 /// `base_dir` (family `family`, config.json `config`): the family its `args.json` records
 /// (`model_type`) and every recorded `base_model` entry must match. A mismatch is an error
 /// naming each difference, unless `ignore` (`--ignore_adapter_mismatch`), then a warning. A
-/// checkpoint without `args.json` (PEFT's own) has only its tensors to check (`Lora::load`).
+/// checkpoint without `args.json` (PEFT's own) has only its tensors to check (the tuner's).
 pub fn check_base(
     ckpt: &Path,
     base_dir: &Path,

@@ -72,7 +72,7 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
             regs,
         )?;
         adapters.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
-        adapters.attach(&mut bundle.model, args.merge_lora)?;
+        adapters.attach(regs, &mut bundle.model, args.merge_lora)?;
         // A reward model (value head) scores instead of generating.
         if let Some(head) = crate::score::find_head(&bundle, &adapters.dirs)? {
             args.given

@@ -362,9 +362,11 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
             loss_provenance
         );
     }
-    if spec.train.given.contains("disable_dropout") && p.tuner_record.adapter() != "lora" {
+    if spec.train.given.contains("disable_dropout")
+        && crate::tuning::adapter_of(&p.report.registries, &p.tuner_record)?.is_none()
+    {
         bail!(
-            "--disable_dropout does not apply to tuner `{}`: only LoRA adapters have dropout here, drop it",
+            "--disable_dropout does not apply to tuner `{}`: only adapter tuners (LoRA, ...) have dropout here, drop it",
             p.tuner_name
         );
     }
@@ -671,6 +673,10 @@ impl RewardSave<'_> {
 impl TrainHooks for RlhfHooks<'_> {
     fn set_training(&mut self, on: bool) {
         self.inner.set_training(on);
+    }
+
+    fn after_backward(&mut self, step: u64, total_steps: u64) -> Result<f64, TrainError> {
+        self.inner.after_backward(step, total_steps)
     }
 
     fn on_step(&mut self, info: &StepInfo) {

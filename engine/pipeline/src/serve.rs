@@ -150,12 +150,23 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
             let selection = if adapters.is_empty() {
                 None
             } else {
-                let (infos, sel) = swift_serve::adapters::attach(&mut bundle.model, &adapters)?;
+                // Each checkpoint read by the tuner that wrote it (the tuner contract).
+                let served = adapters
+                    .iter()
+                    .map(|(name, path)| {
+                        let files = swift_train::AdapterFiles::open(path)
+                            .with_context(|| format!("--adapters {name}={}", path.display()))?;
+                        let tuner = crate::adapters::tuner_for(regs, &files)?;
+                        Ok((name.clone(), path.clone(), tuner))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (infos, sel) = swift_serve::adapters::attach(&mut bundle.model, &served)?;
                 for a in &infos {
                     tracing::info!(
-                        "adapter `{}`: LoRA r={} on {} slots",
+                        "adapter `{}`: {} ({}on {} slots)",
                         a.name,
-                        a.rank,
+                        a.path.display(),
+                        a.rank.map(|r| format!("r={r} ")).unwrap_or_default(),
                         a.slots
                     );
                 }

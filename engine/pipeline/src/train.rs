@@ -23,8 +23,8 @@ use swift_spec::TrainSpec;
 use swift_template::{EncodeOptions, Encoder, LossScale, RenderOptions};
 use swift_train::trainer::PackingConfig;
 use swift_train::{
-    save_safetensors, AdamWConfig, EncodedRow, Lora, RunDir, StepInfo, TrainConfig, TrainError,
-    TrainHooks, TrainSummary,
+    save_safetensors, AdamWConfig, AttachedAdapter, EncodedRow, RunDir, StepInfo, TrainConfig,
+    TrainError, TrainHooks, TrainSummary,
 };
 
 use crate::bundle::{model_dir, ModelBundle};
@@ -222,7 +222,7 @@ pub fn shuffle_rows<T>(rows: Vec<T>, s: &TrainSpec) -> Vec<T> {
 
 /// The tuner's adapter attached to the model.
 pub struct Tuned {
-    pub adapter: Option<Lora>,
+    pub adapter: Option<AttachedAdapter>,
     pub trainable: Vec<(String, tch::Tensor)>,
     pub targets: Vec<String>,
     pub linear: Vec<String>,
@@ -251,16 +251,18 @@ pub fn attach_tuner(s: &TrainSpec, p: &mut Prepared) -> Result<Tuned> {
             &linear,
         )
         .map_err(|e| anyhow!("tuner `{tuner_name}`: {e}"))?;
+    let math = crate::tuning::adapter_of(&p.report.registries, &p.tuner_record)?;
     let attached = crate::tuning::attach(
         &mut p.model,
         &p.tuner_record,
+        math.as_deref(),
         &targets,
         &s.tuner,
         &s.given,
         &p.llamapro_new_layers,
     )
     .with_context(|| format!("tuner `{tuner_name}` ({})", p.tuner_provenance))?;
-    let (adapter, trainable) = (attached.lora, attached.trainable);
+    let (adapter, trainable) = (attached.adapter, attached.trainable);
     let n_train: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
     let n_total = p.model.num_parameters() + if adapter.is_some() { n_train } else { 0 };
     tracing::info!(
@@ -555,11 +557,10 @@ pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<Tr
 /// Progress display and checkpoint writing for the training loops.
 pub struct Hooks<'a> {
     pub bar: indicatif::ProgressBar,
-    lora: Option<&'a Lora>,
+    lora: Option<&'a AttachedAdapter>,
     model: &'a swift_model::LoadedModel,
     model_dir: &'a Path,
     base_name: String,
-    linear: &'a [String],
     args_path: PathBuf,
     logging_steps: u64,
 }
@@ -579,7 +580,6 @@ impl<'a> Hooks<'a> {
             model: &p.model,
             model_dir: &p.model_dir,
             base_name: abs_model.to_string_lossy().into_owned(),
-            linear: &tuned.linear,
             args_path: run_path.join("args.json"),
             logging_steps,
         }
@@ -591,6 +591,19 @@ impl TrainHooks for Hooks<'_> {
         if let Some(l) = self.lora {
             l.set_training(on);
         }
+    }
+
+    fn after_backward(&mut self, step: u64, total_steps: u64) -> Result<f64, TrainError> {
+        let Some(l) = self.lora else {
+            return Ok(0.0);
+        };
+        let mut value = 0.0;
+        if let Some(loss) = l.extra_loss(step, total_steps)? {
+            value = loss.f_double_value(&[])?;
+            loss.f_backward()?;
+        }
+        l.after_backward(step, total_steps)?;
+        Ok(value)
     }
 
     fn on_step(&mut self, info: &StepInfo) {
@@ -633,7 +646,7 @@ impl TrainHooks for Hooks<'_> {
         };
         copy(&self.args_path, "args.json")?;
         match self.lora {
-            Some(l) => l.save(dir, &self.base_name, self.linear),
+            Some(l) => l.save(dir, &self.base_name),
             None => {
                 save_safetensors(&dir.join("model.safetensors"), &self.model.state_dict()?)?;
                 for f in [

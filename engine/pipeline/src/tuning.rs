@@ -1,22 +1,25 @@
-//! Attaching a registered tuner to a loaded model for training: the tuner's record names the
-//! host adapter (`lora`, `full`, `freeze`, `lisa`) and its default options; the user's flags
-//! override them. Returns the tensors the optimiser trains and what the trainer needs to know
-//! (learning-rate factors, LISA).
+//! Attaching a registered tuner to a loaded model for training: the tuner's record names its
+//! adapter (`TunerRecord::adapter`: a tuner with its own math, reached through the tuner
+//! contract, or one of the host's whole-parameter modes `full`, `freeze`, `lisa`, `llamapro`) and
+//! its default options; the user's flags override them. Returns the tensors the optimiser trains
+//! and what the trainer needs to know (learning-rate factors, LISA).
 
-use anyhow::{bail, Result};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
-use swift_plugin_tensors::TunerRecord;
-use swift_train::lora::{LoraInit, LoraVariant};
+use swift_plugin_tensors::{TunerHandle, TunerRecord};
+use swift_registry::Registries;
+use swift_train::adapter::{modules_to_save_slots, AttachedAdapter};
 use swift_train::trainer::LisaConfig;
-use swift_train::{Lora, LoraConfig};
 
 use swift_spec::{GivenFlags, TunerArgs};
 use tch::Tensor;
 
 /// What attaching produced.
 pub struct Attached {
-    /// The LoRA adapters (saved as a PEFT checkpoint), or none for full-style training.
-    pub lora: Option<Lora>,
+    /// The tuner's adapter (saved as a PEFT checkpoint), or none for full-style training.
+    pub adapter: Option<AttachedAdapter>,
     /// The tensors the optimiser updates, by name.
     pub trainable: Vec<(String, Tensor)>,
     /// Learning-rate factors by name pattern (LoRA+).
@@ -53,28 +56,70 @@ pub fn name_matches(pattern: &str, name: &str) -> bool {
     rest.is_empty()
 }
 
-/// Attaches `record`'s adapter on `targets` (the slots its behaviour picked), with the tuner
-/// settings of `flags` (an unset option falls back to the record's, then to the default).
+/// The host's whole-parameter modes (a tuner record naming one of them as its adapter).
+const HOST_MODES: &[&str] = &["full", "freeze", "lisa", "llamapro"];
+
+/// The tuner whose math `record` uses (its `adapter`: itself or another registered tuner), or
+/// `None` for the host's whole-parameter modes.
+pub fn adapter_of(regs: &Registries, record: &TunerRecord) -> Result<Option<Arc<TunerHandle>>> {
+    let adapter = record.adapter();
+    if HOST_MODES.contains(&adapter) {
+        return Ok(None);
+    }
+    let entry = regs.tuners.resolve(adapter).map_err(|e| {
+        anyhow!(
+            "tuner `{}` uses the adapter `{adapter}`, which no loaded tuner provides: {e}",
+            record.name
+        )
+    })?;
+    match &entry.imp {
+        Some(h) if h.has_adapter() => Ok(Some(h.clone())),
+        _ => bail!(
+            "tuner `{}` uses the adapter `{adapter}`, which has no adapter math of its own (tuners with math: {}; host modes: {})",
+            record.name,
+            regs.tuners
+                .iter()
+                .filter(|e| e.imp.as_ref().is_some_and(|h| h.has_adapter()))
+                .map(|e| e.record.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            HOST_MODES.join(", ")
+        ),
+    }
+}
+
+/// The options an adapter gets: the tuner flags (their defaults included), where the user did
+/// not give a flag (or it is unset) the record's option of the same name instead.
+pub fn adapter_options(
+    record: &TunerRecord,
+    flags: &TunerArgs,
+    given: &GivenFlags,
+) -> Result<Value> {
+    let mut o = match serde_json::to_value(flags)? {
+        Value::Object(m) => m,
+        _ => bail!("internal: the tuner flags are not an object"),
+    };
+    for (k, v) in &record.options {
+        if !given.contains(k) || o.get(k).is_none_or(Value::is_null) {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(Value::Object(o))
+}
+
+/// Attaches `record`'s adapter on `targets` (the slots its behaviour picked): `math`'s adapter
+/// through the tuner contract, with the tuner settings of `flags` (an unset option falls back to
+/// the record's, then to the default), or the host's whole-parameter mode when `math` is None.
+#[allow(clippy::too_many_arguments)]
 pub fn attach(
     model: &mut swift_model::LoadedModel,
     record: &TunerRecord,
+    math: Option<&TunerHandle>,
     targets: &[String],
     flags: &TunerArgs,
     given: &GivenFlags,
     llamapro_new_layers: &[usize],
 ) -> Result<Attached> {
-    let option = |key: &str| record.options.get(key).filter(|v| !v.is_null());
-    let bool_option = |flag: Option<bool>, key: &str| -> Result<bool> {
-        match (flag, option(key)) {
-            (Some(b), _) => Ok(b),
-            (None, Some(Value::Bool(b))) => Ok(*b),
-            (None, Some(other)) => bail!(
-                "tuner `{}`: option {key} must be true or false, got {other}",
-                record.name
-            ),
-            (None, None) => Ok(false),
-        }
-    };
     let lisa_flags = |default_layers: usize| -> Result<Option<LisaConfig>> {
         let layers = flags.lisa_activated_layers.unwrap_or(default_layers);
         if layers == 0 {
@@ -89,70 +134,34 @@ pub fn attach(
             step_interval: interval,
         }))
     };
-    if !flags.modules_to_save.is_empty() && record.adapter() != "lora" {
+    if !flags.modules_to_save.is_empty() && math.is_none() {
         bail!(
-            "--modules_to_save is for LoRA tuners (tuner `{}` uses the `{}` adapter, which trains or freezes whole parameters itself: use --trainable_parameters)",
+            "--modules_to_save is for LoRA tuners and the other adapter tuners (tuner `{}` uses the `{}` adapter, which trains or freezes whole parameters itself: use --trainable_parameters)",
             record.name,
             record.adapter()
         );
     }
-    refuse_other_adapters_flags(record, given, flags.lora_dropout == 0.0)?;
-    match record.adapter() {
-        "lora" => {
-            if flags.lora_rank <= 0 {
-                bail!("--lora_rank must be positive, got {}", flags.lora_rank);
-            }
-            let init = match (&flags.init_weights, option("init_weights")) {
-                (Some(s), _) => LoraInit::parse(s)?,
-                (None, Some(Value::String(s))) => LoraInit::parse(s)?,
-                (None, Some(Value::Bool(true)) | None) => LoraInit::Kaiming,
-                (None, Some(other)) => bail!(
-                    "tuner `{}`: option init_weights must be true, gaussian, pissa or olora, got {other}",
-                    record.name
-                ),
-            };
-            let variant = LoraVariant {
-                use_dora: bool_option(flags.use_dora, "use_dora")?,
-                init,
-            };
-            let config = LoraConfig {
-                r: flags.lora_rank,
-                alpha: flags.lora_alpha,
-                dropout: flags.lora_dropout,
-                use_rslora: bool_option(flags.use_rslora, "use_rslora")?,
-            };
-            let ratio = match (flags.lora_lr_ratio, option("lora_lr_ratio")) {
-                (Some(r), _) => Some(r),
-                (None, Some(v)) => Some(v.as_f64().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "tuner `{}`: option lora_lr_ratio must be a number, got {v}",
-                        record.name
-                    )
-                })?),
-                (None, None) => None,
-            };
-            if let Some(r) = ratio {
-                if !(r > 0.0 && r.is_finite()) {
-                    bail!("--lora_lr_ratio must be a positive number, got {r}");
-                }
-            }
-            let mut lora = Lora::attach_variant(model, targets, config, variant)?;
-            if !flags.modules_to_save.is_empty() {
-                let slots = swift_train::lora::modules_to_save_slots(model, &flags.modules_to_save)?;
-                lora.add_modules_to_save(model, &slots)?;
-                tracing::info!("modules_to_save: {} trained whole", slots.join(", "));
-            }
-            let trainable = lora.named_tensors();
-            Ok(Attached {
-                lora: Some(lora),
-                trainable,
-                lr_factors: ratio
-                    .map(|r| vec![(".lora_B.".to_string(), r)])
-                    .unwrap_or_default(),
-                lisa: None,
-                full: false,
-            })
+    refuse_other_adapters_flags(record, math.is_some(), given, flags.lora_dropout == 0.0)?;
+    if let Some(math) = math {
+        let options = adapter_options(record, flags, given)?;
+        let mut adapter = AttachedAdapter::attach(model, math, options, targets)?;
+        if !flags.modules_to_save.is_empty() {
+            let slots = modules_to_save_slots(model, &flags.modules_to_save)?;
+            adapter.add_modules_to_save(model, &slots)?;
+            tracing::info!("modules_to_save: {} trained whole", slots.join(", "));
         }
+        tracing::info!("adapter: {}", adapter.plan().summary);
+        let trainable = adapter.named_tensors();
+        let lr_factors = adapter.lr_factors();
+        return Ok(Attached {
+            adapter: Some(adapter),
+            trainable,
+            lr_factors,
+            lisa: None,
+            full: false,
+        });
+    }
+    match record.adapter() {
         adapter @ ("full" | "freeze" | "lisa") => {
             if adapter == "freeze" && flags.freeze_parameters.is_empty() {
                 bail!(
@@ -186,7 +195,7 @@ pub fn attach(
             }
             let lisa = lisa_flags(if adapter == "lisa" { 2 } else { 0 })?;
             Ok(Attached {
-                lora: None,
+                adapter: None,
                 trainable,
                 lr_factors: Vec::new(),
                 lisa,
@@ -202,7 +211,7 @@ pub fn attach(
                 bail!("LLaMA-Pro found no parameters of the new blocks {new:?} to train");
             }
             Ok(Attached {
-                lora: None,
+                adapter: None,
                 trainable,
                 lr_factors: Vec::new(),
                 lisa: None,
@@ -210,13 +219,15 @@ pub fn attach(
             })
         }
         other => bail!(
-            "tuner `{}` uses the adapter `{other}`, which this build's trainer does not have (it has lora, full, freeze, lisa, llamapro)",
-            record.name
+            "tuner `{}` uses the adapter `{other}`, which is neither a tuner with its own math nor one of the host's modes ({})",
+            record.name,
+            HOST_MODES.join(", ")
         ),
     }
 }
 
-/// The tuner flags of each host adapter; a flag of another adapter is refused by name.
+/// The tuner flags of each host adapter; a flag of another adapter is refused by name (the
+/// adapter tuners' flags: an adapter tuner that lists its options reads only those).
 const LORA_FLAGS: &[&str] = &[
     "lora_rank",
     "lora_alpha",
@@ -227,6 +238,11 @@ const LORA_FLAGS: &[&str] = &[
     "use_dora",
     "init_weights",
     "lora_lr_ratio",
+    "feedforward_modules",
+    "vera_rank",
+    "vera_projection_prng_key",
+    "vera_dropout",
+    "vera_d_initial",
 ];
 const WHOLE_FLAGS: &[&str] = &[
     "freeze_parameters",
@@ -238,6 +254,7 @@ const LLAMAPRO_FLAGS: &[&str] = &["llamapro_num_new_blocks"];
 
 fn refuse_other_adapters_flags(
     record: &TunerRecord,
+    has_math: bool,
     given: &GivenFlags,
     no_dropout: bool,
 ) -> Result<()> {
@@ -246,12 +263,22 @@ fn refuse_other_adapters_flags(
         "to tuner `{}` (it trains with the `{adapter}` adapter)",
         record.name
     );
-    let others: Vec<&[&str]> = match adapter {
-        "lora" => vec![WHOLE_FLAGS, LLAMAPRO_FLAGS],
+    let mut others: Vec<&[&str]> = match adapter {
+        _ if has_math => vec![WHOLE_FLAGS, LLAMAPRO_FLAGS],
         "full" | "freeze" | "lisa" => vec![LORA_FLAGS, LLAMAPRO_FLAGS],
         "llamapro" => vec![LORA_FLAGS, WHOLE_FLAGS],
         _ => Vec::new(),
     };
+    // An adapter tuner that describes its options reads only those (and the slot choice).
+    let unread: Vec<&str> = LORA_FLAGS
+        .iter()
+        .copied()
+        .filter(|f| !matches!(*f, "target_modules" | "modules_to_save"))
+        .filter(|f| !record.schema.iter().any(|o| o.name == *f))
+        .collect();
+    if has_math && !record.schema.is_empty() {
+        others.push(&unread);
+    }
     for flags in others {
         // `--lora_dropout 0` says "no dropout", which holds for every adapter.
         let flags: Vec<&str> = flags

@@ -1,7 +1,8 @@
-//! Several LoRA adapters on one model, chosen per row of the batch.
+//! Several adapters on one model, chosen per row of the batch.
 //!
-//! Each adapter is loaded once (swift-train's PEFT loader and `LoraHook`, so the arithmetic is
-//! the one `swift infer --adapters` runs), then its hooks are moved off the slots into one
+//! Each adapter is loaded once through the tuner contract (swift-train's `AttachedAdapter`, the
+//! tuner plugin's math, so the arithmetic is the one `swift infer --adapters` runs), then its
+//! hooks are moved off the slots into one
 //! [`AdapterSwitch`] per slot. Before every forward pass the batcher says which adapter each row
 //! uses ([`Selection::set`]); the switch applies an adapter's hook to its rows only, and rows of
 //! the base model pass through. Nothing is merged into the base weights.
@@ -11,7 +12,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use swift_model::{LinearHook, LoadedModel};
-use swift_train::Lora;
+use swift_plugin_tensors::TunerHandle;
+use swift_train::{AdapterFiles, AttachedAdapter};
 use tch::Tensor;
 
 use crate::ServeError;
@@ -89,23 +91,30 @@ impl LinearHook for AdapterSwitch {
 pub struct AdapterInfo {
     pub name: String,
     pub path: PathBuf,
-    pub rank: i64,
+    /// The adapter's rank (LoRA's `r`), when it has one.
+    pub rank: Option<i64>,
     pub slots: usize,
 }
+
+/// An adapter to serve: its name, checkpoint folder, and the tuner whose math reads it.
+pub type ServedAdapter = (String, PathBuf, Arc<TunerHandle>);
 
 /// Loads every adapter onto `model` behind per-row switches; returns what was loaded and the
 /// selection the batcher sets before each pass. Adapter `i` of the list is selected as `Some(i)`.
 pub fn attach(
     model: &mut LoadedModel,
-    adapters: &[(String, PathBuf)],
+    adapters: &[ServedAdapter],
 ) -> Result<(Vec<AdapterInfo>, Selection), ServeError> {
     let selection = Selection::default();
     let mut per_slot: BTreeMap<String, Vec<Option<Arc<dyn LinearHook>>>> = BTreeMap::new();
     let mut infos = Vec::new();
-    for (i, (name, path)) in adapters.iter().enumerate() {
-        let lora = Lora::load(model, path)
-            .map_err(|e| ServeError::Adapter(format!("{name}={}: {e}", path.display())))?;
-        if let Some(m) = lora.saved_modules.first() {
+    for (i, (name, path, tuner)) in adapters.iter().enumerate() {
+        let fail = |e: &dyn std::fmt::Display| {
+            ServeError::Adapter(format!("{name}={}: {e}", path.display()))
+        };
+        let files = AdapterFiles::open(path).map_err(|e| fail(&e))?;
+        let adapter = AttachedAdapter::load(model, tuner, &files).map_err(|e| fail(&e))?;
+        if let Some(m) = adapter.saved_modules.first() {
             // A whole layer cannot be switched per row: its copy replaced the base's.
             return Err(ServeError::Adapter(format!(
                 "{name}={}: the adapter trains `{}` whole (modules_to_save), which per-request adapters cannot switch; serve it merged (swift export --adapters {} --merge_lora true)",
@@ -114,8 +123,9 @@ pub fn attach(
                 path.display()
             )));
         }
-        for (slot, _, _) in &lora.layers {
-            // Lora::load pushed its hook last on the slot: move it into the switch.
+        let slots = adapter.slots();
+        for slot in &slots {
+            // AttachedAdapter::load pushed its hook last on the slot: move it into the switch.
             let hook = model
                 .slot_mut(slot)
                 .and_then(|s| s.hooks.pop())
@@ -128,8 +138,8 @@ pub fn attach(
         infos.push(AdapterInfo {
             name: name.clone(),
             path: path.clone(),
-            rank: lora.config.r,
-            slots: lora.layers.len(),
+            rank: adapter.plan().rank,
+            slots: slots.len(),
         });
     }
     for (slot, hooks) in per_slot {

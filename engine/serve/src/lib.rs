@@ -5,7 +5,8 @@
 //!   request together (continuous batching with a bounded queue), through the backend contract;
 //!   its [`batcher::Decoder`] is also `swift infer`'s generation loop.
 //! * [`pt`]: the built-in `pt` backend's model (libtorch) behind that contract.
-//! * [`adapters`]: several LoRA adapters on one libtorch model, chosen per row without merging.
+//! * [`adapters`]: several adapters on one libtorch model (through the tuner contract), chosen
+//!   per row without merging.
 //! * [`tool_calls`]: tool calls in answers read back into OpenAI's `tool_calls`.
 //! * [`validate`]: a chat request's `messages` and `tools` checked field by field (OpenAI's
 //!   rules per role), each failure a 400 naming its `param`.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use swift_model::{generate, LoadedModel, SamplingParams, StopCriteria};
 use swift_plugin_tensors::model::SlotKind;
 use swift_template::{EncodeOptions, Encoder, Template, Tokenizer};
-use swift_train::{Lora, LoraConfig};
+use swift_train::{AdapterFiles, AttachedAdapter};
 use tch::{Device, Kind, Tensor};
 use tokio::sync::mpsc::unbounded_channel;
 
@@ -23,6 +23,12 @@ use swift_plugin_tensors::backend::{AdapterSupport, BackendModelHandle, Capabili
 // Linked for its `inventory` registrations (the llama family, the llama3 template).
 use swift_plugin_models as _;
 use swift_plugin_templates as _;
+use swift_plugin_tuners as _;
+
+/// The built-in `lora` tuner (its math crosses the tuner contract).
+fn lora(regs: &swift_registry::Registries) -> Arc<swift_plugin_tensors::TunerHandle> {
+    regs.tuners.resolve("lora").unwrap().imp.clone().unwrap()
+}
 
 fn tiny() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/llama")
@@ -65,21 +71,20 @@ fn write_adapter(regs: &swift_registry::Registries, dir: &Path) {
         .map(|s| s.name.clone())
         .collect();
     tch::manual_seed(11);
-    let config = LoraConfig {
-        r: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        use_rslora: false,
-    };
-    let lora = Lora::attach(&mut model, &targets, config).unwrap();
+    let options = serde_json::json!({"lora_rank": 4, "lora_alpha": 8.0, "lora_dropout": 0.0});
+    let lora = AttachedAdapter::attach(&mut model, &lora(regs), options, &targets).unwrap();
     tch::no_grad(|| {
-        for (_, _, b) in &lora.layers {
+        for (_, b) in lora
+            .named_tensors()
+            .iter()
+            .filter(|(n, _)| n.contains(".lora_B."))
+        {
             let mut b = b.shallow_clone();
             let r = Tensor::randn(b.size(), (Kind::Float, Device::Cpu)) * 0.5;
             b.copy_(&r);
         }
     });
-    lora.save(dir, "tiny", &targets).unwrap();
+    lora.save(dir, "tiny").unwrap();
 }
 
 /// Greedy tokens of one prompt alone.
@@ -122,7 +127,8 @@ fn rows_joining_and_leaving_decode_as_they_would_alone() {
 
     let base = load_model(&regs);
     let mut with_adapter = load_model(&regs);
-    Lora::load(&mut with_adapter, tmp.path()).unwrap();
+    let files = AdapterFiles::open(tmp.path()).unwrap();
+    AttachedAdapter::load(&mut with_adapter, &lora(&regs), &files).unwrap();
 
     let cases = [
         Case {
@@ -177,8 +183,11 @@ fn rows_joining_and_leaving_decode_as_they_would_alone() {
     );
 
     let mut served = load_model(&regs);
-    let (_, selection): (_, Selection) =
-        adapters::attach(&mut served, &[("a".into(), tmp.path().to_path_buf())]).unwrap();
+    let (_, selection): (_, Selection) = adapters::attach(
+        &mut served,
+        &[("a".into(), tmp.path().to_path_buf(), lora(&regs))],
+    )
+    .unwrap();
     // Through the backend contract, as the server drives it.
     let model = BackendModelHandle::from_model(Box::new(PtModel::new(
         served,

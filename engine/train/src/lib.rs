@@ -11,7 +11,9 @@
 //! * [`loss`]: shifted token cross-entropy times the loss scale, summed (normalised by the
 //!   caller over the labelled tokens of the whole accumulated step).
 //! * [`optim`]: AdamW over the trainable tensors only, gradient-norm clipping.
-//! * [`lora`]: LoRA adapters as swift-model `LinearHook`s on linear slots; PEFT-layout save/load.
+//! * [`adapter`]: the host side of the tuner contract: a tuner plugin's adapter attached as
+//!   swift-model `LinearHook`s on its slots, its tensors owned here, PEFT-layout save/load,
+//!   merging, the adapters-off switch, `modules_to_save`.
 //! * [`trainer`]: the one training loop (epochs, shuffling, schedule, learning-rate factors,
 //!   LISA, accumulation, clipping, seeding, resuming, evaluation, logging, checkpoints, charts)
 //!   around a task's [`trainer::Objective`].
@@ -23,10 +25,10 @@
 //! * [`reward`]: reward modelling's value head (scores for the preference loop, PEFT
 //!   `modules_to_save` and `*ForSequenceClassification` checkpoints).
 
+pub mod adapter;
 pub mod checkpoint;
 pub mod collate;
 pub mod llamapro;
-pub mod lora;
 pub mod loss;
 pub mod optim;
 pub mod plot;
@@ -37,9 +39,9 @@ pub mod schedule;
 pub mod token;
 pub mod trainer;
 
+pub use adapter::{AdapterFiles, AttachedAdapter};
 pub use checkpoint::{save_safetensors, TrainError};
 pub use collate::{Batch, Collator, EncodedRow, PackingStrategy};
-pub use lora::{Lora, LoraConfig};
 pub use optim::{AdamW, AdamWConfig};
 pub use reward::ValueHead;
 pub use rlhf::{train_preference, PrefItem, PreferenceObjective, PreferenceSetup, Reference};

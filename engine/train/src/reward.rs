@@ -144,7 +144,7 @@ impl ValueHead {
         Ok(out)
     }
 
-    /// Adds the head to a PEFT LoRA checkpoint that [`crate::Lora::save`] wrote into `dir`, as
+    /// Adds the head to a PEFT LoRA checkpoint that [`crate::AttachedAdapter::save`] wrote into `dir`, as
     /// PEFT saves `modules_to_save` of a `SEQ_CLS` model.
     pub fn add_to_adapter(&self, dir: &Path) -> Result<(), TrainError> {
         let cfg_path = dir.join("adapter_config.json");

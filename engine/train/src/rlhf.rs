@@ -42,9 +42,9 @@ use swift_model::LoadedModel;
 use swift_plugin_tensors::{PreferenceInputs, PreferenceOutput};
 use tch::{Kind, Reduction, Tensor};
 
+use crate::adapter::AttachedAdapter;
 use crate::checkpoint::TrainError;
 use crate::collate::{tensors, Batch, Collator, EncodedRow};
-use crate::lora::Lora;
 use crate::reward::ValueHead;
 use crate::run_dir::RunDir;
 use crate::trainer::{Objective, StepOutput, TrainConfig, TrainHooks, TrainSummary};
@@ -70,7 +70,7 @@ pub enum Reference<'a> {
     /// The loss is reference-free (ORPO, SimPO, CPO): no reference pass at all.
     Free,
     /// The policy with these adapters switched off (LoRA: one copy of the base weights).
-    AdaptersOff(&'a Lora),
+    AdaptersOff(&'a AttachedAdapter),
     /// A separate frozen model (full fine-tuning, or `--ref_model`).
     Model(&'a LoadedModel),
 }

@@ -183,6 +183,12 @@ pub trait TrainHooks {
     /// Called after every optimiser step with the step's own metrics ([`Objective::metrics`]:
     /// `loss` and `token_acc`, or preference training's `rewards/accuracies`, ...).
     fn on_metrics(&mut self, _step: u64, _metrics: &serde_json::Map<String, serde_json::Value>) {}
+    /// After the step's forward and backward passes, before clipping and the update: the
+    /// tuner's extra loss term is run backward into the gradients (its value is returned, added
+    /// to the logged loss) and its after-backward hook sees them (the tuner contract).
+    fn after_backward(&mut self, _step: u64, _total_steps: u64) -> Result<f64, TrainError> {
+        Ok(0.0)
+    }
 }
 
 /// The run's outcome.
@@ -473,7 +479,8 @@ pub fn train<O: Objective>(
             tracing::info!("LISA: step {step} trains layers {active:?}");
             lisa_active = Some(active);
         }
-        let out = objective.step(step, group)?;
+        let mut out = objective.step(step, group)?;
+        out.loss += hooks.after_backward(step, total_steps)?;
         let grad_norm = opt.clip_grad_norm(cfg.max_grad_norm)?;
         opt.step(lr)?;
         opt.zero_grad();

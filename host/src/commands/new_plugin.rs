@@ -185,7 +185,9 @@ impl Tuner for SuffixTuner {{
 }}
 
 fn register(r: &mut Registrar) -> Result<(), PluginError> {{
-    r.tuner(TunerRecord::new("{name}", "{name} tuner"), SuffixTuner)?;
+    // Its slot choice over the built-in `lora` tuner's math (a tuner with math of its own
+    // implements `AdapterTuner` and registers with `adapter_tuner`: ARCHITECTURE.md §3.8).
+    r.tuner(TunerRecord::new("{name}", "{name} tuner").with_adapter("lora", []), SuffixTuner)?;
     Ok(())
 }}
 "#

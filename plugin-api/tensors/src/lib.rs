@@ -8,7 +8,10 @@
 //! * [`ModelFamily`] with [`model::Model`] and [`model::ModelContext`] (the model interface,
 //!   DESIGN.md §4), and [`ModelHandleExt`]: the host's `forward` on a registered family's model;
 //! * [`PreferenceLoss`] with its inputs and outputs, and [`PreferenceLossHandleExt`];
-//! * [`TensorRegistrar`]: `Registrar::model_family` and `Registrar::preference_loss`;
+//! * [`AdapterTuner`] and [`Adapter`] (a tuner's own math: per-slot tensors, forward, save,
+//!   merge, extra loss, after-backward hook; swift-plugin-api's `tuner` module declares the
+//!   data), and [`AdapterHandleExt`], the host's calls;
+//! * [`TensorRegistrar`]: `Registrar::model_family`, `preference_loss` and `adapter_tuner`;
 //! * [`TensorRefExt`] and [`OwnedTensorExt`]: the tensor handles as `tch::Tensor`s;
 //! * [`LIBTORCH_VERSION`] and [`TCH_VERSION`], declared in every plugin's manifest by this
 //!   crate's [`export_plugin!`] and [`builtin_plugin!`];
@@ -42,6 +45,7 @@ mod preference;
 mod registration;
 pub mod sdk;
 pub mod tensor;
+pub mod tuner;
 
 pub use swift_plugin_api::*;
 
@@ -53,6 +57,7 @@ pub use family::{ModelFamily, ModelHandleExt};
 pub use preference::{PreferenceInputs, PreferenceLoss, PreferenceLossHandleExt, PreferenceOutput};
 pub use registration::TensorRegistrar;
 pub use tensor::{OwnedTensorExt, TensorRefExt};
+pub use tuner::{Adapter, AdapterHandleExt, AdapterTuner, HostSlotCall, Saved, SlotCall};
 
 /// The `tch` version this crate links.
 const TCH: &str = "0.26.0";
@@ -75,8 +80,13 @@ pub mod prelude {
     };
     pub use crate::registration::TensorRegistrar;
     pub use crate::tensor::{OwnedTensorExt, TensorRefExt};
+    pub use crate::tuner::{Adapter, AdapterTuner, Saved, SlotCall};
     pub use crate::{builtin_plugin, export_plugin};
     pub use swift_plugin_api::prelude::*;
+    pub use swift_plugin_api::tuner::{
+        AdapterPlan, AttachMode, AttachRequest, AttentionMode, DtypeRule, Init, OptionDecl,
+        SlotInfo, SlotPlan, TensorDecl,
+    };
 }
 
 #[doc(hidden)]

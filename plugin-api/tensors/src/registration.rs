@@ -1,11 +1,14 @@
-//! Registering behaviour that handles tensors: [`TensorRegistrar`] adds `model_family` and
-//! `preference_loss` to swift-plugin-api's [`Registrar`] (in the prelude).
+//! Registering behaviour that handles tensors: [`TensorRegistrar`] adds `model_family`,
+//! `preference_loss` and `adapter_tuner` to swift-plugin-api's [`Registrar`] (in the prelude).
 
 use abi_stable::std_types::{ROption, RResult, RString};
-use swift_plugin_api::{ModelFamilyRecord, PluginError, PreferenceLossRecord, Registrar};
+use swift_plugin_api::{
+    ModelFamilyRecord, PluginError, PreferenceLossRecord, Registrar, TunerRecord,
+};
 
 use crate::family::{model_family_to_ffi, ModelFamily};
 use crate::preference::{preference_loss_to_ffi, PreferenceLoss};
+use crate::tuner::{adapter_tuner_to_ffi, AdapterTuner};
 
 fn to_json<R: serde::Serialize>(record: &R) -> Result<String, PluginError> {
     serde_json::to_string(record)
@@ -31,6 +34,14 @@ pub trait TensorRegistrar {
         record: PreferenceLossRecord,
         imp: impl PreferenceLoss,
     ) -> Result<(), PluginError>;
+
+    /// Registers a tuner with its own math (its record's `peft_type` says which checkpoints
+    /// it reads).
+    fn adapter_tuner(
+        &mut self,
+        record: TunerRecord,
+        imp: impl AdapterTuner,
+    ) -> Result<(), PluginError>;
 }
 
 impl TensorRegistrar for Registrar<'_> {
@@ -53,6 +64,18 @@ impl TensorRegistrar for Registrar<'_> {
         ffi_result(
             self.ffi()
                 .add_preference_loss(json.as_str().into(), preference_loss_to_ffi(imp)),
+        )
+    }
+
+    fn adapter_tuner(
+        &mut self,
+        record: TunerRecord,
+        imp: impl AdapterTuner,
+    ) -> Result<(), PluginError> {
+        let json = to_json(&record)?;
+        ffi_result(
+            self.ffi()
+                .add_tuner(json.as_str().into(), adapter_tuner_to_ffi(imp)),
         )
     }
 }

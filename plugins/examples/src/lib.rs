@@ -4,12 +4,14 @@
 //! third-party path on every run.
 //!
 //! It registers a chat template, a dataset preprocessor, a model-family alias, a complete
-//! GPT-2 style model family (`gpt2.rs`) that runs through the model interface, and a tuner
+//! GPT-2 style model family (`gpt2.rs`) that runs through the model interface, two tuners
 //! (`example-attn-dora`: DoRA on the attention's query and value projections only, its slot
-//! choice made here, its tensors held by the host's `lora` adapter like the built-in tuners'),
-//! and an inference backend (`example-echo`, `echo.rs`: a toy that chooses its own tokens).
+//! choice made here, its math the built-in `lora` tuner's; and `example-gain`, `gain.rs`, with
+//! its own math on the tuner contract), a preference loss, and an inference backend
+//! (`example-echo`, `echo.rs`: a toy that chooses its own tokens).
 
 mod echo;
+mod gain;
 mod gpt2;
 
 use serde_json::{Map, Value};
@@ -98,6 +100,7 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
         .with_adapter("lora", [("use_dora", Value::Bool(true))]),
         AttentionQv,
     )?;
+    r.adapter_tuner(gain::record(), gain::Gain)?;
     let mut apo = PreferenceLossRecord::new(
         "example-apo-zero",
         "APO-zero (the example plugin's preference loss): 1 − σ(β·chosen log-ratio) + σ(β·rejected log-ratio)",

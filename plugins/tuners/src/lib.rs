@@ -8,6 +8,8 @@
 //!   the `lora` adapter with one option set (`use_rslora`, `use_dora`, `lora_lr_ratio`,
 //!   `init_weights`); the flags `--use_rslora`, `--use_dora`, `--lora_lr_ratio` and
 //!   `--init_weights` set the same options on any LoRA tuner.
+//! * `ia3`: (IA)³ (`ia3.rs`), PEFT's layout, `--feedforward_modules`.
+//! * `vera`: VeRA (`vera.rs`), shared projections across slots, PEFT's layout.
 //! * `full`: every parameter is trained (its targets are every linear slot).
 //! * `freeze`: full training of the parameters that `--freeze_parameters` does not match (or that
 //!   `--trainable_parameters` matches).
@@ -16,11 +18,21 @@
 //! * `lisa`: full training of a few randomly chosen decoder layers at a time
 //!   (`--lisa_activated_layers`, re-drawn every `--lisa_step_interval` steps).
 //!
-//! A tuner's behaviour here is the choice of slots, and its record names the host adapter that
-//! holds the tensors (`TunerRecord::adapter`, `options`); the host's trainer (swift-train) attaches
-//! them, so a third-party plugin can register its own tuner on these adapters.
+//! `lora` carries its math across the tuner contract (`lora.rs`: an `AdapterTuner` whose
+//! adapter declares its tensors, computes each slot's output, saves and loads PEFT's layout and
+//! merges); its variants are records that name it as their `adapter` with one option set, so a
+//! third-party plugin can register its own tuner on it the same way. `full`, `freeze`,
+//! `llamapro` and `lisa` name the host's whole-parameter modes. The records are `records.rs`,
+//! which the `swift` binary also compiles to list them without libtorch.
 
-use swift_plugin_api::prelude::*;
+pub mod ia3;
+pub mod lora;
+pub mod records;
+#[cfg(test)]
+mod tests;
+pub mod vera;
+
+use swift_plugin_tensors::prelude::*;
 
 /// Picks slots for `target_modules` (`args.target_modules`, a list or one string; default
 /// `all-linear`), skipping `args.output_slot` for `all-linear`.
@@ -83,14 +95,6 @@ pub fn select_targets(args: &serde_json::Value, slots: &[String]) -> Result<Vec<
     Ok(out)
 }
 
-struct Lora;
-
-impl Tuner for Lora {
-    fn targets(&self, args: &serde_json::Value, slots: &[String]) -> Result<Vec<String>, String> {
-        select_targets(args, slots)
-    }
-}
-
 struct Full;
 
 impl Tuner for Full {
@@ -100,117 +104,20 @@ impl Tuner for Full {
 }
 
 fn register(r: &mut Registrar) -> Result<(), PluginError> {
-    r.tuner(
-        TunerRecord::new(
-            "lora",
-            "LoRA: trainable low-rank A·B beside frozen linear slots (--lora_rank, --lora_alpha, --lora_dropout, --target_modules)",
-        ),
-        Lora,
-    )?;
-    let variants: [(&str, &str, &str, serde_json::Value); 5] = [
-        (
-            "rslora",
-            "rank-stabilised LoRA: scale alpha/√r",
-            "use_rslora",
-            true.into(),
-        ),
-        (
-            "dora",
-            "DoRA: LoRA plus a trained magnitude per output row",
-            "use_dora",
-            true.into(),
-        ),
-        (
-            "lora_plus",
-            "LoRA+: B learns --lora_lr_ratio (default 16) times faster than A",
-            "lora_lr_ratio",
-            16.0.into(),
-        ),
-        (
-            "pissa",
-            "PiSSA: LoRA started from the top singular vectors of each weight",
-            "init_weights",
-            "pissa".into(),
-        ),
-        (
-            "olora",
-            "OLoRA: LoRA started from the QR factors of each weight",
-            "init_weights",
-            "olora".into(),
-        ),
-    ];
-    for (name, description, option, value) in variants {
-        let mut record =
-            TunerRecord::new(name, description).with_adapter("lora", [(option, value)]);
-        if name == "lora_plus" {
-            record.aliases.push("lora+".into());
+    for record in records::all() {
+        if record.name == "lora" {
+            r.adapter_tuner(record, lora::LoraTuner)?;
+        } else if record.name == "ia3" {
+            r.adapter_tuner(record, ia3::Ia3Tuner)?;
+        } else if record.name == "vera" {
+            r.adapter_tuner(record, vera::VeraTuner)?;
+        } else if record.adapter() == "lora" {
+            r.tuner(record, lora::LoraTuner)?;
+        } else {
+            r.tuner(record, Full)?;
         }
-        r.tuner(record, Lora)?;
     }
-    r.tuner(
-        TunerRecord::new("full", "full fine-tuning: every parameter is trained"),
-        Full,
-    )?;
-    r.tuner(
-        TunerRecord::new(
-            "freeze",
-            "full fine-tuning except the parameters --freeze_parameters names (prefixes or globs); --trainable_parameters re-enables some",
-        ),
-        Full,
-    )?;
-    r.tuner(
-        TunerRecord::new(
-            "llamapro",
-            "LLaMA-Pro: --llamapro_num_new_blocks zero-output copies of layers inserted and trained, the rest frozen",
-        ),
-        Full,
-    )?;
-    r.tuner(
-        TunerRecord::new(
-            "lisa",
-            "LISA: full fine-tuning of --lisa_activated_layers random layers, re-drawn every --lisa_step_interval steps",
-        ),
-        Full,
-    )?;
     Ok(())
 }
 
-swift_plugin_api::builtin_plugin!(register);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn slots() -> Vec<String> {
-        [
-            "model.layers.0.self_attn.q_proj",
-            "model.layers.0.self_attn.v_proj",
-            "model.layers.0.mlp.down_proj",
-            "lm_head",
-        ]
-        .map(String::from)
-        .to_vec()
-    }
-
-    #[test]
-    fn all_linear_skips_the_output_projection() {
-        let t = select_targets(&json!({"output_slot": "lm_head"}), &slots()).unwrap();
-        assert_eq!(t.len(), 3);
-        assert!(!t.contains(&"lm_head".to_string()));
-    }
-
-    #[test]
-    fn names_match_by_suffix_and_unknown_names_are_errors() {
-        let t = select_targets(&json!({"target_modules": ["v_proj", "q_proj"]}), &slots()).unwrap();
-        assert_eq!(
-            t,
-            [
-                "model.layers.0.self_attn.q_proj",
-                "model.layers.0.self_attn.v_proj"
-            ]
-        );
-        let e = select_targets(&json!({"target_modules": "qkv"}), &slots()).unwrap_err();
-        assert!(e.contains("q_proj") && e.contains("all-linear"), "{e}");
-    }
-}
+swift_plugin_tensors::builtin_plugin!(register);

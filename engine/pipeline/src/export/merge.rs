@@ -1,8 +1,9 @@
-//! `swift export --adapters CKPT --merge_lora true`: folds LoRA checkpoints into their base
-//! model's weights and writes a complete Hugging Face folder.
-//!
-//! Every targeted linear weight becomes `W + scale · B · A` (in float32, stored back in the
-//! checkpoint's own dtype; transposed for slots the family stores as `[in, out]`), tensors the
+//! `swift export --adapters CKPT --merge_lora true`: folds adapter checkpoints into their base
+//! model's weights and writes a complete Hugging Face folder, through the tuner contract: the
+//! tuner that reads the checkpoint (`adapters::tuner_for`) declares its tensors against the
+//! base's layout, and its `merge` folds each targeted weight (LoRA: `W + scale · B · A`; in
+//! float32, stored back in the checkpoint's own dtype; transposed for slots the family stores as
+//! `[in, out]`), tensors the
 //! adapter saved whole (PEFT `modules_to_save`) replace the base's, and every other tensor is
 //! copied. The base model's other files (tokenizer, generation config, ...) are copied, and
 //! `config.json` records the adapter's template as `swift_template`, so `swift infer --model
@@ -10,12 +11,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use swift_model::weights::{checkpoint_files, Checkpoint};
 use swift_plugin_tensors::model::{ModelLayout, SlotKind};
-use swift_train::lora::{merge_weight, LoraCheckpoint};
+use swift_plugin_tensors::tuner::{AdapterHandle, AdapterHandleExt, SlotInfo};
+use swift_train::AdapterFiles;
 use tch::{Device, Kind, Tensor};
 
 use swift_spec::ExportSpec;
@@ -103,8 +107,9 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
     // Saved modules of tied layers, by slot name (see `untie`).
     let mut untied: HashMap<String, Tensor> = HashMap::new();
     for dir in &args.adapters {
-        let lora = LoraCheckpoint::read(dir)
+        let files = AdapterFiles::open(dir)
             .with_context(|| format!("reading adapter {}", dir.display()))?;
+        let tuner = crate::adapters::tuner_for(regs, &files)?;
         let mismatch = |what: String| {
             anyhow!(
                 "adapter {} does not match base model {} ({family}): {what}; pass --model with the model it was trained on",
@@ -112,24 +117,47 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
                 base.display()
             )
         };
-        let scale = lora.config.scale();
-        for (slot, a, b) in lora.layers {
+        // The tuner reads the checkpoint against the base's linear slots (as `--adapters` does
+        // on a loaded model), and merges through the contract.
+        let linear: Vec<&swift_plugin_tensors::model::Slot> = layout
+            .slots
+            .iter()
+            .filter(|s| s.kind == SlotKind::Linear)
+            .collect();
+        let infos = linear
+            .iter()
+            .map(|d| SlotInfo {
+                name: d.name.clone(),
+                kind: d.kind,
+                shape: d.shape.clone(),
+                has_bias: d.bias.is_some(),
+                quantized: false,
+                layer: d.block,
+            })
+            .collect();
+        let names = linear.iter().map(|d| d.name.clone()).collect();
+        let request = files.request(infos, names, Kind::Float);
+        let adapter = tuner.attach(&request).map_err(&mismatch)?;
+        let plan = adapter.plan().map_err(anyhow::Error::msg)?;
+        if let Some(why) = &plan.merge_refused {
+            bail!(
+                "adapter {}: a {} adapter cannot be merged into the weights: {why}",
+                dir.display(),
+                plan.method
+            );
+        }
+        let (tensors, shared) = files
+            .load(&plan, Kind::Float, Device::Cpu)
+            .map_err(|e| mismatch(e.to_string()))?;
+        let adapter = Arc::new(adapter);
+        let shared = Rc::new(shared);
+        for (i, (sp, ts)) in plan.slots.iter().zip(tensors).enumerate() {
+            let slot = &sp.slot;
             let decl = layout
                 .slots
                 .iter()
-                .find(|s| s.name == slot)
+                .find(|s| &s.name == slot)
                 .ok_or_else(|| mismatch(format!("the base has no layer `{slot}`")))?;
-            if decl.kind != SlotKind::Linear {
-                return Err(mismatch(format!("`{slot}` is not a linear layer")));
-            }
-            let (out, inp) = (decl.shape[0], decl.shape[1]);
-            if a.size()[1] != inp || b.size()[0] != out {
-                return Err(mismatch(format!(
-                    "`{slot}` is {out}x{inp} in the base, the adapter's lora_B x lora_A is {}x{}",
-                    b.size()[0],
-                    a.size()[1]
-                )));
-            }
             if shares_weight(&layout, &decl.weight) {
                 bail!(
                     "adapter {}: `{slot}` uses the weight `{}`, which other layers share (tied embeddings); merging would change them too",
@@ -141,13 +169,29 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
                 .entry(resolve_name(&ckpt, &decl.weight))
                 .or_default()
                 .push(Delta {
-                    a,
-                    b,
-                    scale,
+                    adapter: adapter.clone(),
+                    slot: i,
+                    tensors: ts,
+                    shared: shared.clone(),
                     transposed: decl.transposed,
                 });
         }
-        for (name, t) in lora.replaced {
+        let mut saved_whole = Vec::new();
+        for n in files.unclaimed(&plan) {
+            let Some(rest) = n.strip_prefix("base_model.model.") else {
+                bail!(
+                    "{}: tensor `{n}` is not under base_model.model. (not a PEFT file)",
+                    files.weights_path.display()
+                );
+            };
+            let t = files
+                .weights
+                .load(&n, Kind::Float, Device::Cpu)?
+                .tensor
+                .copy();
+            saved_whole.push((rest.to_string(), t));
+        }
+        for (name, t) in saved_whole {
             // A saved module whose weight the base ties to another layer (SmolLM2's lm_head
             // is the embedding table): the merged model unties them, as peft trained them.
             let tied_slot = name.strip_suffix(".weight").and_then(|slot| {
@@ -234,12 +278,15 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
         } else if let Some(ds) = deltas.get(&name) {
             let mut w = ckpt.load(&name, Kind::Float, Device::Cpu)?.tensor;
             for d in ds {
+                let merge = |w: &Tensor| {
+                    d.adapter
+                        .merge(d.slot, w, &d.tensors, &d.shared)
+                        .map_err(|e| anyhow!("merging into `{name}`: {e}"))
+                };
                 w = if d.transposed {
-                    merge_weight(&w.tr(), &d.a, &d.b, d.scale)?
-                        .tr()
-                        .contiguous()
+                    merge(&w.tr())?.tr().contiguous()
                 } else {
-                    merge_weight(&w, &d.a, &d.b, d.scale)?
+                    merge(&w)?
                 };
             }
             merged_count += 1;
@@ -351,11 +398,12 @@ fn untie(
     Ok(extra)
 }
 
-/// One adapter's contribution to a weight.
+/// One adapter's contribution to a weight: its slot `slot`, merged by the adapter's `merge`.
 struct Delta {
-    a: Tensor,
-    b: Tensor,
-    scale: f64,
+    adapter: Arc<AdapterHandle>,
+    slot: usize,
+    tensors: Vec<Tensor>,
+    shared: Rc<Vec<Tensor>>,
     transposed: bool,
 }
 
