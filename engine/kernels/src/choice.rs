@@ -22,6 +22,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::dot::{available, BlockKernel};
+use crate::machine::cpu_model;
 use crate::Weights;
 
 /// The kernel decoding runs and why.
@@ -203,19 +204,6 @@ fn cache_file(names: &[&str]) -> Option<PathBuf> {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     });
     Some(root.join("kernels").join(format!("decode-{hash:016x}.txt")))
-}
-
-/// The CPU's model name (`/proc/cpuinfo`), or `unknown`.
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The file's text: `cpu=`, `kernel=`, then one `rate=NAME GB/s` line per kernel.

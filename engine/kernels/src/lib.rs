@@ -15,16 +15,21 @@
 //! split between the caller and the kernel's own worker threads (src/pool.rs). The model crate decides
 //! when to use it (CPU, no autograd, few rows) and falls back to libtorch otherwise.
 //!
+//! [`machine`](crate::cpu_pressure) says what the machine is for the engine's run-time choices
+//! (CPU model, how busy its cores are, and so libtorch's thread count during training).
+//!
 //! [`decode_attention`] is the other half of a decoding step: one new query position per row
 //! against the KV cache, read in place from the cache's buffers (float32).
 
 mod attention;
 mod choice;
 mod dot;
+mod machine;
 mod pool;
 
 pub use attention::{decode_attention, CacheView, DecodeShape};
-pub use choice::{cpu_model, kernel_choice, KernelChoice};
+pub use choice::{kernel_choice, KernelChoice};
+pub use machine::{cpu_model, cpu_pressure, training_threads, BUSY_PRESSURE, QUIET_PRESSURE};
 
 /// The most activation rows one call takes: beyond this, the product is no longer bound by
 /// reading the weights and a blocked GEMM does better.
