@@ -12,8 +12,10 @@
 //!
 //! The result is written to `$SWIFT_RS_CACHE/kernels/` under a name made from the CPU model and
 //! the kernels it runs, so later processes on this kind of machine read it instead of measuring
-//! (delete the file to measure again); a measurement taken while the load average was at or
-//! above the core count is used but not saved (a busy machine's figures swing threefold).
+//! (delete the file to measure again). While other work keeps the cores busy (CPU pressure at or
+//! above `BUSY_PRESSURE`, else a load average at or above the core count) nothing is measured:
+//! a busy machine's figures swing threefold, so the default (`avx2-vl`) runs until a quiet
+//! process measures and saves the choice.
 //! `SWIFT_KERNEL=NAME` picks one by name. `swift doctor` and the run's log say what was picked
 //! and why ([`kernel_choice`]).
 
@@ -85,17 +87,31 @@ fn decide() -> KernelChoice {
             ..c
         };
     }
-    let measured = measure(&kernels);
-    let best = pick(&measured);
     let (load, cores) = (
         load_average(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
-    let busy = load.parse::<f64>().map_or(true, |l| l >= cores as f64);
+    let pressure = crate::machine::cpu_pressure();
+    let busy = match pressure {
+        Some(p) => p >= crate::machine::BUSY_PRESSURE,
+        None => load.parse::<f64>().map_or(true, |l| l >= cores as f64),
+    };
+    if busy {
+        let now = pressure.map_or(format!("load average {load} on {cores} cores"), |p| {
+            format!("CPU pressure {p:.0}%")
+        });
+        return KernelChoice {
+            kernel: kernels[0].0.to_string(),
+            why: format!(
+                "{note}not measured: other work keeps the cores busy ({now}), which swings such \
+                 measurements threefold; the default until a quiet run measures and saves one"
+            ),
+            measured: Vec::new(),
+        };
+    }
+    let measured = measure(&kernels);
+    let best = pick(&measured);
     let saved = match &file {
-        Some(_) if busy => {
-            format!("not saved (load average {load} on {cores} cores: measured again next time)")
-        }
         Some(f) => write(f, &best, &measured)
             .map(|()| format!("saved in {}", f.display()))
             .unwrap_or_else(|e| format!("not saved ({}: {e})", f.display())),
