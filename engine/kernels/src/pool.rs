@@ -227,7 +227,7 @@ mod tests {
         // before some worker wakes, which then must claim nothing of a job that has ended.
         let pool = Pool::start(3);
         for tasks in [2usize, 3, 7, 64, 1000] {
-            for _ in 0..200 {
+            for _ in 0..50 {
                 let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
                 pool.run(tasks, &|t| {
                     hits[t].fetch_add(1, Ordering::Relaxed);
