@@ -102,9 +102,10 @@ mod avx2 {
     //! Measured with `--example decode_shapes` on this machine's AMD EPYC (Zen 4): in cache,
     //! 160 GFLOP/s at 8 activation rows against 105 for one weight row at a time; from memory,
     //! SmolLM2's weights at about 45 GB/s at 1 activation row (against 29-45) and equal or
-    //! better at 4 and 8. 16-lane AVX-512 versions streamed slower (20-22 GB/s); software
-    //! prefetching helps only with many activation rows (see [`PREFETCH_BYTES`]). Two weight
-    //! rows against 8 activation rows need 16 accumulators: with AVX-512VL's 32 vector
+    //! better at 4 and 8. 16-lane AVX-512 versions streamed slower there (20-22 GB/s), so the
+    //! 16-lane walk (`avx512`) is picked only where it measures faster (`crate::choice`);
+    //! software prefetching helps only with many activation rows (see [`PREFETCH_BYTES`]). Two
+    //! weight rows against 8 activation rows need 16 accumulators: with AVX-512VL's 32 vector
     //! registers every row count pairs; with AVX2's 16, up to 4 rows.
     use std::arch::x86_64::*;
 
