@@ -19,6 +19,9 @@ if [[ -x scripts/bench_infer.sh ]]; then
     bash scripts/bench_infer.sh
 fi
 
+echo "== batch-1 decoding beside llama.cpp (llama-bench -t 2, F32 and BF16 GGUF; interleaved, medians of 3)"
+"${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_decode_llama.py --repeats 3
+
 echo "== deploy: 64 requests from 16 concurrent clients against one client (SmolLM2, temperature 0)"
 "${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_deploy.py
 

@@ -116,6 +116,7 @@ def main():
         peer_python = subprocess.run(["bash", os.path.join(ROOT, "scripts/peer-venv.sh")],
                                      stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
         peer_bin = os.path.join(os.path.dirname(peer_python), "swift")
+    before = machine_state()
     with tempfile.TemporaryDirectory() as work:
         dataset = os.path.join(work, "alpaca128.jsonl")
         write_dataset(dataset)
@@ -142,6 +143,8 @@ def main():
         print(f"LoRA SFT on {cpu_model()}, {STEPS} steps x {BATCH} rows, {tokens} trained tokens, "
               f"medians of {args.repeats} (wall, cores busy = (user+system)/wall and voluntary "
               f"context switches are the whole command's)")
+        print(f"before: {before}; after: {machine_state()} (at 25% CPU pressure or more, swift "
+              f"trains with OMP_WAIT_POLICY=PASSIVE: BENCHMARKS.md)")
         print(f"{'':10}" + "".join(f"{k:>12}" for k in keys))
         for s in sides:
             print(f"{s:10}" + "".join(f"{med[s][k]:>12.2f}" for k in keys))
@@ -149,6 +152,16 @@ def main():
             print(f"{'ratio':10}" + "".join(
                 f"{med['swift-rs'][k] / max(med['ms-swift'][k], 1e-9):>12.2f}" for k in keys))
         print(f"runs: {json.dumps(results)}")
+
+
+def machine_state():
+    load = open("/proc/loadavg").read().split()[0]
+    try:
+        some = open("/proc/pressure/cpu").readline().split()
+        pressure = next(f.split("=")[1] for f in some if f.startswith("avg10="))
+    except (OSError, StopIteration):
+        pressure = "not reported"
+    return f"load average {load}, CPU pressure {pressure}%"
 
 
 def cpu_model():

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's `llama-bench` (the peer of every decoding benchmark) from one pinned source:
-# the llama.cpp that the llama-cpp-python 0.3.36 sdist on PyPI vendors (checksum below; `make
-# setup` downloads it). Prints the folder holding the binaries (bin/llama-bench) on stdout.
+# Builds llama.cpp's `llama-bench` (the peer of every decoding benchmark) and `llama-quantize`
+# (which writes the BF16 file from the F32 one) from one pinned source: the llama.cpp that the
+# llama-cpp-python 0.3.36 sdist on PyPI vendors (checksum below; `make setup` downloads it).
+# Prints the folder holding the binaries (bin/llama-bench, bin/llama-quantize) on stdout.
 #
 # Build flags, and why: never GGML_NATIVE / -march=native (a cache may move between AMD and Intel
 # machines), and never AMX (its instructions fault on these Intel Xeon VMs even where cpuid lists
@@ -53,11 +54,11 @@ if [[ ! -d "$SRC/ggml" ]]; then
     rm -rf "$SRC" && mv "$tmp/llama_cpp_python-0.3.36/vendor/llama.cpp" "$SRC" && rm -rf "$tmp"
 fi
 
-if [[ ! -x "$BUILD/bin/llama-bench" ]]; then
+if [[ ! -x "$BUILD/bin/llama-bench" || ! -x "$BUILD/bin/llama-quantize" ]]; then
     say "building llama-bench into $BUILD (a few minutes on 2 cores)"
     cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
         -DGGML_OPENMP=ON "${opts[@]}" >&2
-    cmake --build "$BUILD" --config Release -j "$(nproc)" --target llama-bench >&2
+    cmake --build "$BUILD" --config Release -j "$(nproc)" --target llama-bench llama-quantize >&2
 fi
 echo "$BUILD"

@@ -357,11 +357,18 @@ fn doctor_shows_both_sides_versions_and_only_what_differs() {
         "libtorch: 2.13.0",
         "tch: 0.26.0",
         "CPU: ",
+        "decoding kernel: ",
         "CUDA: ",
         "OpenMP wait policy: ",
     ] {
         assert!(out.contains(want), "`{want}` in:\n{out}");
     }
+    // The user's kernel wins over the measured one, and doctor says so.
+    let out = ok(swift_env(&["doctor"], &[("SWIFT_KERNEL", "portable")]));
+    assert!(
+        out.contains("decoding kernel: portable (SWIFT_KERNEL=portable (yours))"),
+        "{out}"
+    );
     // The user's own OpenMP setting wins, and doctor says so.
     let out = ok(swift_env(&["doctor"], &[("OMP_WAIT_POLICY", "ACTIVE")]));
     assert!(

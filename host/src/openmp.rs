@@ -4,11 +4,17 @@
 //! opened; so it is set in the environment while the process has one thread. A user's own
 //! `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` wins.
 //!
-//! * Training (`pt`, `sft`, `rlhf`): libgomp's default, spinning about 3 ms before sleeping. A
-//!   training step issues thousands of small operations; sleeping threads woken for each cost
-//!   more than the work (`PASSIVE` measured about 53,000 voluntary context switches per LoRA SFT
-//!   step and 1.43 cores busy; the default 14 and 1.97, and 1.29x the speed, on AMD EPYC:
-//!   BENCHMARKS.md). The spin is short, so idle threads still yield a shared machine.
+//! * Training (`pt`, `sft`, `rlhf`) on quiet cores: libgomp's default, spinning about 3 ms
+//!   before sleeping. A training step issues thousands of small operations; sleeping threads
+//!   woken for each cost more than the work (`PASSIVE` measured about 53,000 voluntary context
+//!   switches per LoRA SFT step and 1.43 cores busy; the default 14 and 1.97, and 1.29x the
+//!   speed, on AMD EPYC: BENCHMARKS.md).
+//! * Training while other work keeps the cores busy (CPU pressure at or above
+//!   `swift_kernels::BUSY_PRESSURE` when the command starts): `PASSIVE`. Spinning there is a
+//!   collapse, not a cost: a thread spins at each barrier for a partner the scheduler has
+//!   descheduled (2 LoRA SFT steps took 189-236 s spinning against 23-26 s `PASSIVE` under a
+//!   load average of 6-14, BENCHMARKS.md). If the cores become busy only later, the trainer
+//!   takes libtorch down to one thread instead (`swift_train::threads`).
 //! * Everything else (decoding above all): `PASSIVE`. Decoding's own kernels run on a worker
 //!   pool that spins while it waits (swift-kernels); OpenMP threads spinning beside it stole its
 //!   cores (5 tokens/s spinning against 17 passive on a loaded 2-core machine).
@@ -24,21 +30,42 @@ fn users() -> Option<String> {
         .find_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
 }
 
+/// Whether a training command starting now would wait passively: the cores are busy.
+fn busy() -> bool {
+    swift_kernels::cpu_pressure().is_some_and(|p| p >= swift_kernels::BUSY_PRESSURE)
+}
+
 /// Sets the policy for a training command or any other. Call once, first thing.
 pub fn choose(training: bool) {
     let user = USERS.get_or_init(users);
-    if user.is_none() && !training {
+    if user.is_none() && (!training || busy()) {
         std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
     }
 }
 
 /// What [`choose`] does, for `swift doctor`.
 pub fn describe() -> String {
-    match USERS.get_or_init(users) {
-        Some(u) => format!("{u} (yours) for every command"),
-        None => "pt/sft/rlhf: libgomp's default (spin about 3 ms, then sleep: a training step's \
-                 many small operations); other commands: PASSIVE (decoding's own pool spins); \
-                 set OMP_WAIT_POLICY or GOMP_SPINCOUNT to choose"
-            .to_string(),
+    if let Some(u) = USERS.get_or_init(users) {
+        return format!("{u} (yours) for every command");
     }
+    let now = match swift_kernels::cpu_pressure() {
+        Some(p) => format!(
+            "CPU pressure now {p:.0}%, so a training command starting now would {}",
+            if p >= swift_kernels::BUSY_PRESSURE {
+                "wait PASSIVE"
+            } else {
+                "spin"
+            }
+        ),
+        None => "no CPU pressure reported (/proc/pressure/cpu): training spins".to_string(),
+    };
+    format!(
+        "pt/sft/rlhf: libgomp's default (spin about 3 ms, then sleep: a training step's many \
+         small operations) on quiet cores, PASSIVE when other work keeps them busy (CPU \
+         pressure at or above {}% at start; busy only later: libtorch on 1 thread until the \
+         pressure falls to {}%); {now}; other commands: PASSIVE (decoding's own pool spins); \
+         set OMP_WAIT_POLICY or GOMP_SPINCOUNT to choose",
+        swift_kernels::BUSY_PRESSURE,
+        swift_kernels::QUIET_PRESSURE
+    )
 }

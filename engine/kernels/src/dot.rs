@@ -1,5 +1,8 @@
 //! A block of weight rows against every activation row: the inner loop of
-//! [`crate::skinny_matmul`], as an AVX2/FMA kernel (chosen at run time) and a portable loop.
+//! [`crate::skinny_matmul`], as 16-lane AVX-512 and 8-lane AVX2/FMA kernels and a portable loop.
+//! Which one runs is measured on the machine at hand (`crate::choice`), not assumed: the
+//! 8-lane walk streamed faster on AMD Zen 4 (which splits 512-bit operations in two), while
+//! CPUs with full-width AVX-512 units may stream faster with 16 lanes.
 
 use crate::Weights;
 
@@ -7,20 +10,19 @@ use crate::Weights;
 /// the `m` rows of `x` (`[m, k]`).
 pub(crate) type BlockKernel = fn(&[f32], usize, usize, Weights<'_>, usize, usize, &mut [f32]);
 
-/// The fastest kernel this CPU runs (`SWIFT_KERNEL=avx2-vl|avx2|portable` narrows the choice,
-/// for comparing them).
+/// The kernel [`crate::choice`] picked for this CPU.
 pub(crate) fn select() -> BlockKernel {
-    static CHOICE: std::sync::OnceLock<BlockKernel> = std::sync::OnceLock::new();
-    *CHOICE.get_or_init(|| {
-        let wanted = std::env::var("SWIFT_KERNEL").unwrap_or_default();
+    static KERNEL: std::sync::OnceLock<BlockKernel> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        let name = crate::choice::kernel_choice().kernel.as_str();
         available()
             .into_iter()
-            .find(|(name, _)| wanted.is_empty() || *name == wanted)
+            .find(|(n, _)| *n == name)
             .map_or(portable as BlockKernel, |(_, k)| k)
     })
 }
 
-/// Every kernel this CPU can run, fastest first.
+/// Every kernel this CPU can run (the vector ones first).
 pub(crate) fn available() -> Vec<(&'static str, BlockKernel)> {
     let mut out: Vec<(&'static str, BlockKernel)> = Vec::new();
     #[cfg(target_arch = "x86_64")]
@@ -28,6 +30,7 @@ pub(crate) fn available() -> Vec<(&'static str, BlockKernel)> {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl")
             {
+                out.push(("avx512", avx512::block));
                 out.push(("avx2-vl", avx2::block_vl));
             }
             out.push(("avx2", avx2::block));
@@ -99,9 +102,10 @@ mod avx2 {
     //! Measured with `--example decode_shapes` on this machine's AMD EPYC (Zen 4): in cache,
     //! 160 GFLOP/s at 8 activation rows against 105 for one weight row at a time; from memory,
     //! SmolLM2's weights at about 45 GB/s at 1 activation row (against 29-45) and equal or
-    //! better at 4 and 8. 16-lane AVX-512 versions streamed slower (20-22 GB/s); software
-    //! prefetching helps only with many activation rows (see [`PREFETCH_BYTES`]). Two weight
-    //! rows against 8 activation rows need 16 accumulators: with AVX-512VL's 32 vector
+    //! better at 4 and 8. 16-lane AVX-512 versions streamed slower there (20-22 GB/s), so the
+    //! 16-lane walk (`avx512`) is picked only where it measures faster (`crate::choice`);
+    //! software prefetching helps only with many activation rows (see [`PREFETCH_BYTES`]). Two
+    //! weight rows against 8 activation rows need 16 accumulators: with AVX-512VL's 32 vector
     //! registers every row count pairs; with AVX2's 16, up to 4 rows.
     use std::arch::x86_64::*;
 
@@ -312,5 +316,163 @@ mod avx2 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! 16 lanes of float32, otherwise the AVX2 walk (see `avx2`): two halves of the block side
+    //! by side, every row count paired (32 vector registers hold 2 × 8 accumulators), software
+    //! prefetch for more than 4 activation rows.
+    use std::arch::x86_64::*;
+
+    use crate::Weights;
+
+    pub(super) fn block(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: Weights<'_>,
+        first: usize,
+        rows: usize,
+        out: &mut [f32],
+    ) {
+        super::check_bounds(x, m, k, w, first, rows, out);
+        // SAFETY: `available` lists this kernel only when the CPU has AVX-512F/VL, AVX2 and
+        // FMA; the slices are long enough for every read and write (checked above).
+        unsafe { halves(x, m, k, w, first, rows, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    unsafe fn halves(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: Weights<'_>,
+        first: usize,
+        rows: usize,
+        out: &mut [f32],
+    ) {
+        let half = rows / 2;
+        let o = out.as_mut_ptr();
+        for r in 0..rows - half {
+            let paired = r < half;
+            let at = if paired { r } else { half + r };
+            let row = (first + at) * k;
+            let (second, out_second) = (paired.then_some(half * k), half * m);
+            macro_rules! go {
+                ($($n:literal)*) => {
+                    match (m, second) {
+                        $(($n, Some(s)) => walk::<$n, true>(x, k, w, row, s, o.add(at * m), out_second),
+                          ($n, None) => walk::<$n, false>(x, k, w, row, 0, o.add(at * m), 0),)*
+                        _ => unreachable!("m is checked to be 1..=8"),
+                    }
+                };
+            }
+            go!(1 2 3 4 5 6 7 8)
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn walk<const M: usize, const TWO: bool>(
+        x: &[f32],
+        k: usize,
+        w: Weights<'_>,
+        row: usize,
+        second: usize,
+        out: *mut f32,
+        out_second: usize,
+    ) {
+        match w {
+            Weights::F32(w) => {
+                let p = w.as_ptr().add(row);
+                inner::<M, TWO>(
+                    x,
+                    k,
+                    second,
+                    out,
+                    out_second,
+                    |i| _mm512_loadu_ps(p.add(i)),
+                    |i| *p.add(i),
+                    |i| prefetch(p.wrapping_add(i).cast()),
+                )
+            }
+            Weights::Bf16(w) => {
+                let p = w.as_ptr().add(row);
+                inner::<M, TWO>(
+                    x,
+                    k,
+                    second,
+                    out,
+                    out_second,
+                    |i| {
+                        let h = _mm256_loadu_si256(p.add(i) as *const __m256i);
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                    },
+                    |i| f32::from_bits((*p.add(i) as u32) << 16),
+                    |i| prefetch(p.wrapping_add(i).cast()),
+                )
+            }
+        }
+    }
+
+    /// As the AVX2 walk's.
+    const PREFETCH_BYTES: usize = 2048;
+
+    #[inline(always)]
+    unsafe fn prefetch(at: *const i8) {
+        // A prefetch never faults, so running past the end of the weights is harmless.
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH_BYTES));
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn inner<const M: usize, const TWO: bool>(
+        x: &[f32],
+        k: usize,
+        second: usize,
+        out: *mut f32,
+        out_second: usize,
+        load: impl Fn(usize) -> __m512,
+        scalar: impl Fn(usize) -> f32,
+        prefetch: impl Fn(usize),
+    ) {
+        let xp = x.as_ptr();
+        let mut a0 = [_mm512_setzero_ps(); M];
+        let mut a1 = [_mm512_setzero_ps(); M];
+        let mut i = 0;
+        while i + 16 <= k {
+            if M > 4 {
+                prefetch(i);
+                if TWO {
+                    prefetch(second + i);
+                }
+            }
+            let w0 = load(i);
+            let w1 = if TWO { load(second + i) } else { w0 };
+            for j in 0..M {
+                let xv = _mm512_loadu_ps(xp.add(j * k + i));
+                a0[j] = _mm512_fmadd_ps(w0, xv, a0[j]);
+                if TWO {
+                    a1[j] = _mm512_fmadd_ps(w1, xv, a1[j]);
+                }
+            }
+            i += 16;
+        }
+        for j in 0..M {
+            let (mut t0, mut t1) = (_mm512_reduce_add_ps(a0[j]), _mm512_reduce_add_ps(a1[j]));
+            for c in i..k {
+                let xv = *xp.add(j * k + c);
+                t0 += scalar(c) * xv;
+                if TWO {
+                    t1 += scalar(second + c) * xv;
+                }
+            }
+            *out.add(j) = t0;
+            if TWO {
+                *out.add(out_second + j) = t1;
+            }
+        }
     }
 }

@@ -10,18 +10,26 @@
 //! [`skinny_matmul`] computes `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])` for `m ≤ MAX_ROWS`, with
 //! weights in float32 ([`Weights::F32`]) or bfloat16 ([`Weights::Bf16`], widened to float32 in
 //! registers; activations and the accumulation stay float32). x86-64 machines with AVX2 and FMA
-//! take the vector path (detected at run time); others a portable loop. The weight rows are split
-//! between the caller and the kernel's own worker threads (src/pool.rs). The model crate decides
+//! take a vector path (16-lane AVX-512 or 8-lane AVX2, whichever streamed faster when measured on
+//! this machine: [`kernel_choice`], src/choice.rs); others a portable loop. The weight rows are
+//! split between the caller and the kernel's own worker threads (src/pool.rs). The model crate decides
 //! when to use it (CPU, no autograd, few rows) and falls back to libtorch otherwise.
+//!
+//! [`machine`](crate::cpu_pressure) says what the machine is for the engine's run-time choices
+//! (CPU model, how busy its cores are, and so libtorch's thread count during training).
 //!
 //! [`decode_attention`] is the other half of a decoding step: one new query position per row
 //! against the KV cache, read in place from the cache's buffers (float32).
 
 mod attention;
+mod choice;
 mod dot;
+mod machine;
 mod pool;
 
 pub use attention::{decode_attention, CacheView, DecodeShape};
+pub use choice::{kernel_choice, KernelChoice};
+pub use machine::{cpu_model, cpu_pressure, training_threads, BUSY_PRESSURE, QUIET_PRESSURE};
 
 /// The most activation rows one call takes: beyond this, the product is no longer bound by
 /// reading the weights and a blocked GEMM does better.
@@ -92,10 +100,30 @@ pub fn skinny_matmul(
             bias.map(<[f32]>::len)
         )));
     }
+    matmul_with(dot::select(), x, m, k, w, y);
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(n) {
+            for (v, b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The product without bias through one block kernel, shapes already checked (`y` is `[m, n]`).
+pub(crate) fn matmul_with(
+    kernel: dot::BlockKernel,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Weights<'_>,
+    y: &mut [f32],
+) {
+    let n = w.len() / k;
     let pool = pool::pool();
     let block = n.div_ceil(pool.threads() * 4).max(16);
     let tasks = n.div_ceil(block);
-    let kernel = dot::select();
     // Task `b` computes weight rows `b * block ..` into its own stretch of `out` (`[rows, m]`).
     let run_into = |out: &mut [f32]| {
         let out = SharedOut(out.as_mut_ptr(), out.len());
@@ -125,14 +153,6 @@ pub fn skinny_matmul(
             }
         });
     }
-    if let Some(b) = bias {
-        for row in y.chunks_exact_mut(n) {
-            for (v, b) in row.iter_mut().zip(b) {
-                *v += b;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// An output buffer that tasks on several threads write disjoint stretches of.

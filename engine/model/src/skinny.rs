@@ -77,6 +77,11 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
     if !ok {
         return None;
     }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let k = swift_kernels::kernel_choice();
+        tracing::info!("decoding kernel: {} ({})", k.kernel, k.why);
+    });
     if kind == Kind::Float {
         Some(out)
     } else {

@@ -36,6 +36,7 @@ pub mod reward;
 pub mod rlhf;
 pub mod run_dir;
 pub mod schedule;
+pub mod threads;
 pub mod token;
 pub mod trainer;
 

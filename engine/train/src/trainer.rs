@@ -451,8 +451,10 @@ pub fn train<O: Objective>(
     let (mut train_time, mut units_done) = (0.0f64, 0usize);
     // LISA's layers of the current interval (logged with every record).
     let mut lisa_active: Option<Vec<usize>> = None;
+    let mut threads = crate::threads::TrainThreads::new();
     for (i, group) in steps.iter().enumerate().skip(start) {
         let step = i as u64 + 1;
+        threads.before_step(step);
         // Dropout's draws depend on (seed, step) only, so a resumed run repeats them.
         tch::manual_seed(cfg.seed.wrapping_add(i as u64 * 1_000_003) as i64);
         let t0 = Instant::now();

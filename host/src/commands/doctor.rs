@@ -3,8 +3,9 @@
 //!
 //! Without `--plugin`: the swift version, the plugin contract, the tensor engine with its libtorch
 //! and tch versions (opening the engine library; the `swift` binary itself links no libtorch),
-//! the CPU's vector features, whether CUDA is reachable and how libtorch's OpenMP threads wait
-//! (crate::openmp). With `--plugin FILE`: the manifest
+//! the CPU's model and vector features, the decoding kernel picked for it and why (measured, or
+//! read from the cache: swift-kernels' `kernel_choice`), whether CUDA is reachable and how
+//! libtorch's OpenMP threads wait (crate::openmp). With `--plugin FILE`: the manifest
 //! the file exports (read before its root module, as loading does), each check of it against this
 //! swift, abi_stable's layout check with only the lines that say what differs, and what the
 //! plugin registers.
@@ -31,7 +32,9 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
         }
         Err(e) => println!("tensor engine: not available: {e}"),
     }
-    println!("CPU: {}", cpu());
+    println!("CPU: {}, {}", swift_kernels::cpu_model(), cpu());
+    let k = swift_kernels::kernel_choice();
+    println!("decoding kernel: {} ({})", k.kernel, k.why);
     println!("CUDA: {}", cuda());
     println!("OpenMP wait policy: {}", crate::openmp::describe());
     if let Some(path) = &args.plugin {
