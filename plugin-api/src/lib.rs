@@ -69,7 +69,12 @@ pub use tuner::{AdapterHandle, AdapterPlan, AttachRequest, OptionDecl};
 /// (`FfiModel::has_blocks` / `forward_part`). They are appended with defaults, but the model
 /// object travels from plugin to host, and abi_stable refuses a plugin whose vtable has fewer
 /// methods than the host's, so plugins built for contract 2 must be rebuilt.
-pub const CONTRACT_VERSION: u32 = 3;
+///
+/// 4: tuners carry their math (issue 16: `FfiTuner::has_adapter`/`attach`, the `FfiAdapter`
+/// object, `TunerRecord::peft_type`/`schema`) and backends carry generation (issue 17:
+/// `FfiBackend::load`, the `FfiBackendModel` object, `BackendRecord::capabilities`). Bumped once
+/// for both, when they were merged together.
+pub const CONTRACT_VERSION: u32 = 4;
 
 /// The `tch` version plugins built against this crate link: none (this crate has no tensors;
 /// swift-plugin-tensors declares its own).
