@@ -14,14 +14,24 @@
 //! between the caller and the kernel's own worker threads (src/pool.rs). The model crate decides
 //! when to use it (CPU, no autograd, few rows) and falls back to libtorch otherwise.
 //!
+//! [`quant_matmul`] is the same product with the weights packed in 8-bit or 4-bit blocks (GGUF's
+//! Q8_0, Q4_0, Q4_1), multiplied as integers against 8-bit activations (src/quant.rs).
+//!
 //! [`decode_attention`] is the other half of a decoding step: one new query position per row
 //! against the KV cache, read in place from the cache's buffers (float32).
 
 mod attention;
 mod dot;
 mod pool;
+mod quant;
+#[cfg(target_arch = "x86_64")]
+mod quant_x86;
 
 pub use attention::{decode_attention, CacheView, DecodeShape};
+pub use quant::{
+    dequantize_row, f16_to_f32, quant_kernel_name, quant_matmul, BlockType, Blocks, QuantizedActs,
+    QK,
+};
 
 /// The most activation rows one call takes: beyond this, the product is no longer bound by
 /// reading the weights and a blocked GEMM does better.
