@@ -188,6 +188,16 @@ pub trait QuantizedLinear: Send + Sync {
     /// The tensors to save under the slot's weight stem (`STEM.qweight`, ...), as a quantizer
     /// lays them out.
     fn tensors(&self) -> Vec<(String, Tensor)>;
+    /// The rows `ids` of the weight (an embedding slot stored quantized), shape
+    /// `[..ids, in]`. Formats that cannot serve an embedding slot refuse.
+    fn embedding(&self, _ids: &Tensor) -> Result<Tensor, String> {
+        Err("this quantized format does not serve embedding slots".into())
+    }
+    /// Whether a decoding step's product runs on swift-kernels' threads (then libtorch is kept
+    /// to one thread during decoding steps, as for float32 weights).
+    fn decodes_on_kernels(&self) -> bool {
+        false
+    }
 }
 
 /// What [`LoadedModel::quantize_slots`] calls per linear slot: `(slot name, float weight)` to a
@@ -302,7 +312,9 @@ impl LoadedModel {
         let mut slots = HashMap::new();
         for s in &layout.slots {
             let mut quantized = None;
-            if let (Some(q), SlotKind::Linear) = (quant, s.kind) {
+            // Embedding slots too: a GGUF stores its token embedding packed (a format that
+            // cannot serve them refuses in `QuantizedLinear::embedding`).
+            if let (Some(q), SlotKind::Linear | SlotKind::Embedding) = (quant, s.kind) {
                 let stem = s.weight.strip_suffix(".weight").unwrap_or(&s.weight);
                 let qname = resolve_name(&ckpt, &format!("{stem}.qweight"));
                 if !ckpt.contains(&resolve_name(&ckpt, &s.weight)) && ckpt.contains(&qname) {
@@ -393,12 +405,14 @@ impl LoadedModel {
     }
 
     /// Whether decoding steps run their products on the CPU kernels (then libtorch is kept to
-    /// one thread for them): a float32 or bfloat16 CPU model with no quantized slot (float16
-    /// and quantized slots multiply in libtorch, which wants its threads).
+    /// one thread for them): a float32 or bfloat16 CPU model whose quantized slots (if any) run
+    /// on the integer kernels (float16 and other quantized slots multiply in libtorch, which
+    /// wants its threads).
     pub(crate) fn decodes_on_kernels(&self) -> bool {
         self.device == Device::Cpu
-            && self.slots.values().all(|s| {
-                s.quantized.is_none() && matches!(s.weight.kind(), Kind::Float | Kind::BFloat16)
+            && self.slots.values().all(|s| match &s.quantized {
+                Some(q) => q.decodes_on_kernels(),
+                None => matches!(s.weight.kind(), Kind::Float | Kind::BFloat16),
             })
     }
 

@@ -48,7 +48,7 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
             backend.record.name
         );
     }
-    let mut bundle = ModelBundle::load(
+    let mut bundle = ModelBundle::load_for_decoding(
         &adapters.model,
         args.model.model_type.as_deref(),
         args.model.torch_dtype.as_deref(),

@@ -71,7 +71,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
             backend.record.name
         );
     }
-    let bundle = ModelBundle::load(
+    let bundle = ModelBundle::load_for_decoding(
         &resolved.model,
         args.model.model_type.as_deref(),
         args.model.torch_dtype.as_deref(),
