@@ -97,6 +97,10 @@ impl ModelBundle {
         let quant: Option<&dyn swift_model::QuantizedLoader> =
             if swift_quant::gguf::is_gguf_config(&config) {
                 gguf = swift_quant::gguf::GgufLoader { kind };
+                tracing::info!(
+                    "the GGUF blocks decode on swift-kernels' `{}` integer kernel",
+                    swift_quant::gguf::kernel_name()
+                );
                 Some(&gguf)
             } else {
                 packed = crate::quantize::loader(&config, regs)?;

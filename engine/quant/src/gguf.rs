@@ -24,6 +24,11 @@ pub const QUANT_METHOD: &str = "gguf";
 /// [`MAX_ROWS`]); longer ones decode the weight to float32 once and use libtorch's GEMM.
 pub const KERNEL_ROWS: usize = 64;
 
+/// The integer kernel this CPU decodes with (`vnni`, `avx2` or `portable`).
+pub fn kernel_name() -> &'static str {
+    swift_kernels::quant_kernel_name()
+}
+
 /// Whether a model's config.json says its slots are stored in this layout.
 pub fn is_gguf_config(config: &serde_json::Value) -> bool {
     config
