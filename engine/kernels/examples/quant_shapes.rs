@@ -8,6 +8,9 @@ use std::time::Instant;
 use swift_kernels::{quant_kernel_name, quant_matmul, BlockType, Blocks};
 
 fn main() {
+    if std::env::args().any(|a| a == "--cached") {
+        return cached();
+    }
     let (h, inter, kv, vocab) = (576usize, 1536usize, 192usize, 49152usize);
     let mut shapes = Vec::new();
     for _ in 0..30 {
@@ -67,4 +70,53 @@ fn main() {
             );
         }
     }
+}
+
+/// One 576 × 576 matrix that stays in cache, repeated: nanoseconds of CPU time per block, the
+/// kernel's arithmetic cost without memory traffic (CPU time: steadier on a shared machine).
+fn cached() {
+    let (n, k) = (576usize, 576usize);
+    for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
+        let mut w: Vec<u8> = (0..ty.row_bytes(k) * n)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        for b in w.chunks_exact_mut(ty.block_bytes()) {
+            b[0] = 0x00;
+            b[1] = 0x24;
+        }
+        for m in [1usize, 4, 8] {
+            let x = vec![0.5f32; m * k];
+            let mut y = vec![0f32; m * n];
+            let reps = 2000;
+            let cpu0 = cpu_seconds();
+            for _ in 0..reps {
+                quant_matmul(&x, m, k, Blocks { ty, data: &w }, None, &mut y).expect("consistent");
+            }
+            let cpu = cpu_seconds() - cpu0;
+            let blocks = (n * k / 32 * reps) as f64;
+            println!(
+                "{} rows={m}: {:.2} ns of CPU per weight block",
+                ty.name(),
+                cpu / blocks * 1e9
+            );
+        }
+    }
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`, ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }

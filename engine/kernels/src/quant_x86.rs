@@ -3,16 +3,20 @@
 //! (AVX-512 VNNI, on 256-bit registers) or `vpmaddubsw` + `vpmaddwd` (AVX2); both multiply
 //! unsigned by signed bytes, so a signed weight block (Q8_0, and Q4_0 after subtracting its 8)
 //! goes in as `|w|` against `x` with `w`'s sign, as in llama.cpp. Q4_1's unsigned nibbles go in
-//! as they are, and its offset adds `m_w · d_x Σq_x` per block.
+//! as they are, and its offset adds `m_w · d_x Σq_x` per block. Block scales are converted from
+//! float16 with F16C.
 
 use std::arch::x86_64::*;
 
-use crate::quant::{check_bounds, f16_to_f32, BlockType, Blocks, QKernel, QuantizedActs, QK};
+use crate::quant::{check_bounds, BlockType, Blocks, QKernel, QuantizedActs, QK};
 
 /// The kernels this CPU runs, fastest first.
 pub(crate) fn available() -> Vec<(&'static str, QKernel)> {
     let mut out: Vec<(&'static str, QKernel)> = Vec::new();
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+    {
         if std::is_x86_feature_detected!("avx512f")
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512vnni")
@@ -53,7 +57,7 @@ fn avx2(
     unsafe { avx2_inner(a, m, k, w, first, rows, out.as_mut_ptr()) }
 }
 
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn vnni_inner(
     a: &QuantizedActs,
     m: usize,
@@ -66,7 +70,7 @@ unsafe fn vnni_inner(
     dispatch::<true>(a, m, k, w, first, rows, out)
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn avx2_inner(
     a: &QuantizedActs,
     m: usize,
@@ -126,9 +130,11 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
+/// The float16 at `p` (F16C's conversion).
 #[inline(always)]
 unsafe fn half(p: *const u8) -> f32 {
-    f16_to_f32(u16::from_le_bytes([*p, *p.add(1)]))
+    let h = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
 /// The weight rows `first..first + rows` of layout `T` against `M` activation rows.
