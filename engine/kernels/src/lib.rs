@@ -15,7 +15,8 @@
 //! when to use it (CPU, no autograd, few rows) and falls back to libtorch otherwise.
 //!
 //! [`quant_matmul`] is the same product with the weights packed in 8-bit or 4-bit blocks (GGUF's
-//! Q8_0, Q4_0, Q4_1), multiplied as integers against 8-bit activations (src/quant.rs).
+//! Q8_0, Q4_0, Q4_1), multiplied as integers against 8-bit activations (src/quant.rs);
+//! [`affine_matmul`] the same for swift-rs's own group-wise affine layout (unpacked codes).
 //!
 //! [`decode_attention`] is the other half of a decoding step: one new query position per row
 //! against the KV cache, read in place from the cache's buffers (float32).
@@ -29,8 +30,8 @@ mod quant_x86;
 
 pub use attention::{decode_attention, CacheView, DecodeShape};
 pub use quant::{
-    dequantize_row, f16_to_f32, quant_kernel_name, quant_matmul, BlockType, Blocks, QuantizedActs,
-    QK,
+    affine_matmul, dequantize_row, f16_to_f32, quant_kernel_name, quant_matmul, AffineCodes,
+    BlockType, Blocks, QuantizedActs, QK,
 };
 
 /// The most activation rows one call takes: beyond this, the product is no longer bound by

@@ -59,6 +59,26 @@ pub struct Blocks<'a> {
     pub data: &'a [u8],
 }
 
+/// A `[n, k]` weight in the group-wise affine layout of swift-rs's own quantized folders (`rtn`,
+/// `hqq`, `gptq`, `awq`): one unsigned code per byte (`codes`, `[n, k]`), and per row and
+/// group of `group` columns a `scale` and a `min` (`[n, k / group]`), `w = q · scale + min`.
+/// `group` is a multiple of [`QK`]; `bits` ≤ 8.
+#[derive(Clone, Copy, Debug)]
+pub struct AffineCodes<'a> {
+    pub codes: &'a [u8],
+    pub scales: &'a [f32],
+    pub mins: &'a [f32],
+    pub group: usize,
+    pub bits: u8,
+}
+
+/// The packed weights a kernel reads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Packed<'a> {
+    Blocks(Blocks<'a>),
+    Affine(AffineCodes<'a>),
+}
+
 /// Activation rows quantized to 8 bits per block: `q` (`[m, k]`), per block `d` and `s = d · Σq`
 /// (`[m, k / QK]`).
 #[derive(Default)]
@@ -146,7 +166,7 @@ pub fn dequantize_row(ty: BlockType, row: &[u8], out: &mut [f32]) {
 
 /// `out[r * m + j] = Σ_c x[j, c] · w[first + r, c]` over the quantized activations, for the
 /// `rows` weight rows from `first`.
-pub(crate) type QKernel = fn(&QuantizedActs, usize, usize, Blocks<'_>, usize, usize, &mut [f32]);
+pub(crate) type QKernel = fn(&QuantizedActs, usize, usize, Packed<'_>, usize, usize, &mut [f32]);
 
 /// The fastest kernel this CPU runs (`SWIFT_QKERNEL=vnni|avx2|portable` narrows the choice).
 fn select() -> (&'static str, QKernel) {
@@ -180,12 +200,23 @@ pub(crate) fn check_bounds(
     a: &QuantizedActs,
     m: usize,
     k: usize,
-    w: Blocks<'_>,
+    w: Packed<'_>,
     first: usize,
     rows: usize,
     out: &[f32],
 ) {
     let nb = k / QK;
+    let end = first + rows;
+    let weights_fit = match w {
+        Packed::Blocks(b) => b.data.len() >= end * b.ty.row_bytes(k),
+        Packed::Affine(a) => {
+            a.group >= QK
+                && a.group.is_multiple_of(QK)
+                && a.codes.len() >= end * k
+                && a.scales.len() >= end * k.div_ceil(a.group)
+                && a.mins.len() >= end * k.div_ceil(a.group)
+        }
+    };
     assert!(
         (1..=MAX_ROWS).contains(&m)
             && k.is_multiple_of(QK)
@@ -193,7 +224,7 @@ pub(crate) fn check_bounds(
             && a.d.len() >= m * nb
             && a.s.len() >= m * nb
             && out.len() >= rows * m
-            && w.data.len() >= (first + rows) * w.ty.row_bytes(k)
+            && weights_fit
     );
 }
 
@@ -202,49 +233,57 @@ pub(crate) fn portable(
     a: &QuantizedActs,
     m: usize,
     k: usize,
-    w: Blocks<'_>,
+    w: Packed<'_>,
     first: usize,
     rows: usize,
     out: &mut [f32],
 ) {
     check_bounds(a, m, k, w, first, rows, out);
-    let (nb, bb) = (k / QK, w.ty.block_bytes());
+    let nb = k / QK;
+    // Per weight row and block: its 32 values as (unsigned codes or signed values), its scale
+    // and its offset (the `min` that multiplies `d_x Σq_x`).
+    let mut codes = [0i32; QK];
     for r in 0..rows {
-        let row = &w.data[(first + r) * nb * bb..(first + r + 1) * nb * bb];
+        let row = first + r;
         for j in 0..m {
             let mut acc = 0f32;
-            for (b, blk) in row.chunks_exact(bb).enumerate() {
+            for b in 0..nb {
                 let xq = &a.q[j * k + b * QK..j * k + (b + 1) * QK];
                 let (dx, sx) = (a.d[j * nb + b], a.s[j * nb + b]);
-                let dw = half_at(blk, 0);
-                acc += match w.ty {
-                    BlockType::Q8_0 => {
-                        let dot: i32 = blk[2..]
-                            .iter()
-                            .zip(xq)
-                            .map(|(&w, &x)| w as i8 as i32 * x as i32)
-                            .sum();
-                        dw * dx * dot as f32
+                let (dw, mw) = match w {
+                    Packed::Blocks(bl) => {
+                        let bb = bl.ty.block_bytes();
+                        let blk = &bl.data[(row * nb + b) * bb..(row * nb + b + 1) * bb];
+                        match bl.ty {
+                            BlockType::Q8_0 => {
+                                for (c, &v) in codes.iter_mut().zip(&blk[2..]) {
+                                    *c = v as i8 as i32;
+                                }
+                                (half_at(blk, 0), 0.0)
+                            }
+                            BlockType::Q4_0 | BlockType::Q4_1 => {
+                                let q4_1 = bl.ty == BlockType::Q4_1;
+                                let qs = if q4_1 { &blk[4..20] } else { &blk[2..18] };
+                                let shift = if q4_1 { 0 } else { 8 };
+                                for (i, &v) in qs.iter().enumerate() {
+                                    codes[i] = (v & 15) as i32 - shift;
+                                    codes[i + 16] = (v >> 4) as i32 - shift;
+                                }
+                                let mw = if q4_1 { half_at(blk, 2) } else { 0.0 };
+                                (half_at(blk, 0), mw)
+                            }
+                        }
                     }
-                    BlockType::Q4_0 | BlockType::Q4_1 => {
-                        let qs = if w.ty == BlockType::Q4_1 {
-                            &blk[4..20]
-                        } else {
-                            &blk[2..18]
-                        };
-                        let mut dot = 0i32;
-                        for (i, &b) in qs.iter().enumerate() {
-                            dot += (b & 15) as i32 * xq[i] as i32
-                                + (b >> 4) as i32 * xq[i + 16] as i32;
+                    Packed::Affine(af) => {
+                        for (c, &v) in codes.iter_mut().zip(&af.codes[row * k + b * QK..]) {
+                            *c = v as i32;
                         }
-                        if w.ty == BlockType::Q4_1 {
-                            dw * dx * dot as f32 + half_at(blk, 2) * sx
-                        } else {
-                            let sum: i32 = xq.iter().map(|&x| x as i32).sum();
-                            dw * dx * (dot - 8 * sum) as f32
-                        }
+                        let g = row * k.div_ceil(af.group) + b * QK / af.group;
+                        (af.scales[g], af.mins[g])
                     }
                 };
+                let dot: i32 = codes.iter().zip(xq).map(|(&c, &x)| c * x as i32).sum();
+                acc += dw * dx * dot as f32 + mw * sx;
             }
             out[r * m + j] = acc;
         }
@@ -267,21 +306,68 @@ pub fn quant_matmul(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
-    if m == 0 || m > MAX_ROWS || k == 0 || !k.is_multiple_of(QK) {
-        return Err(ShapeError(format!(
-            "quant_matmul takes 1..={MAX_ROWS} rows of a non-zero width that is a multiple of {QK}, got {m} × {k}"
-        )));
-    }
+    check_activations(x, m, k)?;
     let rb = w.ty.row_bytes(k);
-    if x.len() != m * k || !w.data.len().is_multiple_of(rb) {
+    if !w.data.len().is_multiple_of(rb) {
         return Err(ShapeError(format!(
-            "x holds {} values for {m} × {k}; w holds {} bytes, not a whole number of {} rows of {rb} bytes",
-            x.len(),
+            "w holds {} bytes, not a whole number of {} rows of {rb} bytes",
             w.data.len(),
             w.ty.name()
         )));
     }
-    let n = w.data.len() / rb;
+    run(x, m, k, w.data.len() / rb, Packed::Blocks(w), bias, y)
+}
+
+/// [`quant_matmul`] for a weight in the group-wise affine layout ([`AffineCodes`]).
+pub fn affine_matmul(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: AffineCodes<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
+    check_activations(x, m, k)?;
+    let ok_group = w.group >= QK && w.group.is_multiple_of(QK) && w.bits <= 8;
+    let n = w.codes.len() / k;
+    let ng = k.div_ceil(w.group.max(1));
+    if !ok_group
+        || !w.codes.len().is_multiple_of(k)
+        || w.scales.len() != n * ng
+        || w.mins.len() != n * ng
+    {
+        return Err(ShapeError(format!(
+            "affine weights: {} codes, {} scales, {} mins, group {}, {} bits for width {k} (the group must be a multiple of {QK}, at most 8 bits)",
+            w.codes.len(),
+            w.scales.len(),
+            w.mins.len(),
+            w.group,
+            w.bits
+        )));
+    }
+    run(x, m, k, n, Packed::Affine(w), bias, y)
+}
+
+fn check_activations(x: &[f32], m: usize, k: usize) -> Result<(), ShapeError> {
+    if m == 0 || m > MAX_ROWS || k == 0 || !k.is_multiple_of(QK) || x.len() != m * k {
+        return Err(ShapeError(format!(
+            "the quantized products take 1..={MAX_ROWS} rows of a non-zero width that is a multiple of {QK}; got {} values for {m} × {k}",
+            x.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Quantizes the activations and splits the `n` weight rows between the pool's threads.
+fn run(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    w: Packed<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
     if y.len() != m * n || bias.is_some_and(|b| b.len() != n) {
         return Err(ShapeError(format!(
             "y holds {} values for {m} × {n}; bias {:?} for {n}",
@@ -441,7 +527,15 @@ mod tests {
                             .collect();
                         let want = reference(&xd, m, k, &wd);
                         let mut got = vec![0f32; n * m];
-                        kernel(&acts, m, k, Blocks { ty, data: &data }, 0, n, &mut got);
+                        kernel(
+                            &acts,
+                            m,
+                            k,
+                            Packed::Blocks(Blocks { ty, data: &data }),
+                            0,
+                            n,
+                            &mut got,
+                        );
                         for r in 0..n {
                             for j in 0..m {
                                 let mag: f64 =
@@ -454,6 +548,70 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The same for the affine layout (4 and 8 bits, groups of 32 and 64, a last group shorter
+    /// than the others): exact integer blocks, same bound.
+    #[test]
+    fn every_kernel_matches_the_affine_layout_in_float64() {
+        for (name, kernel) in available() {
+            for &(k, group) in &[(64usize, 32usize), (96, 64), (576, 64)] {
+                for bits in [4u8, 8] {
+                    let n = 13;
+                    let ng = k.div_ceil(group);
+                    let codes: Vec<u8> = values(n * k, 3 + k as u64)
+                        .iter()
+                        .map(|v| ((v + 1.0) / 2.0 * ((1u32 << bits) - 1) as f32).round() as u8)
+                        .collect();
+                    let scales: Vec<f32> =
+                        values(n * ng, 4).iter().map(|v| v.abs() * 0.01).collect();
+                    let mins: Vec<f32> = values(n * ng, 5).iter().map(|v| v * 0.1).collect();
+                    let wd: Vec<f64> = (0..n * k)
+                        .map(|i| {
+                            let g = i / k * ng + (i % k) / group;
+                            codes[i] as f64 * scales[g] as f64 + mins[g] as f64
+                        })
+                        .collect();
+                    let w = AffineCodes {
+                        codes: &codes,
+                        scales: &scales,
+                        mins: &mins,
+                        group,
+                        bits,
+                    };
+                    for m in 1..=MAX_ROWS {
+                        let x = values(m * k, (m + k) as u64);
+                        let mut acts = QuantizedActs::default();
+                        acts.quantize(&x, m, k);
+                        let xd: Vec<f64> = acts
+                            .q
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &q)| q as f64 * acts.d[i / QK] as f64)
+                            .collect();
+                        let want = reference(&xd, m, k, &wd);
+                        let mut got = vec![0f32; n * m];
+                        kernel(&acts, m, k, Packed::Affine(w), 0, n, &mut got);
+                        for r in 0..n {
+                            for j in 0..m {
+                                let mag: f64 =
+                                    (0..k).map(|c| (xd[j * k + c] * wd[r * k + c]).abs()).sum();
+                                let (a, b) = (got[r * m + j] as f64, want[j * n + r]);
+                                assert!(
+                                    (a - b).abs() <= 1e-5 * mag + 1e-6,
+                                    "{name} affine {bits}-bit k={k} group={group} m={m} r={r}: {a} vs {b}"
+                                );
+                            }
+                        }
+                    }
+                    // Through the public entry point too (pool, layout).
+                    let x = values(3 * k, 1);
+                    let mut y = vec![0f32; 3 * n];
+                    affine_matmul(&x, 3, k, w, None, &mut y).unwrap();
+                    assert!(y.iter().all(|v| v.is_finite()));
                 }
             }
         }

@@ -3,12 +3,15 @@
 //! (AVX-512 VNNI, on 256-bit registers) or `vpmaddubsw` + `vpmaddwd` (AVX2); both multiply
 //! unsigned by signed bytes, so a signed weight block (Q8_0, and Q4_0 after subtracting its 8)
 //! goes in as `|w|` against `x` with `w`'s sign, as in llama.cpp. Q4_1's unsigned nibbles go in
-//! as they are, and its offset adds `m_w · d_x Σq_x` per block. Block scales are converted from
+//! as they are (as do the unpacked codes of swift-rs's own affine layout, with a scale and a min
+//! per group instead of per block), and its offset adds `m_w · d_x Σq_x` per block. Block scales are converted from
 //! float16 with F16C.
 
 use std::arch::x86_64::*;
 
-use crate::quant::{check_bounds, BlockType, Blocks, QKernel, QuantizedActs, QK};
+use crate::quant::{
+    check_bounds, portable, AffineCodes, BlockType, Packed, QKernel, QuantizedActs, QK,
+};
 
 /// The kernels this CPU runs, fastest first.
 pub(crate) fn available() -> Vec<(&'static str, QKernel)> {
@@ -32,7 +35,7 @@ fn vnni(
     a: &QuantizedActs,
     m: usize,
     k: usize,
-    w: Blocks<'_>,
+    w: Packed<'_>,
     first: usize,
     rows: usize,
     out: &mut [f32],
@@ -47,11 +50,15 @@ fn avx2(
     a: &QuantizedActs,
     m: usize,
     k: usize,
-    w: Blocks<'_>,
+    w: Packed<'_>,
     first: usize,
     rows: usize,
     out: &mut [f32],
 ) {
+    // `vpmaddubsw` adds two u8 × i8 products in int16, which codes above 127 can overflow.
+    if let Packed::Affine(AffineCodes { bits: 8, .. }) = w {
+        return portable(a, m, k, w, first, rows, out);
+    }
     check_bounds(a, m, k, w, first, rows, out);
     // SAFETY: as for `vnni`.
     unsafe { avx2_inner(a, m, k, w, first, rows, out.as_mut_ptr()) }
@@ -62,7 +69,7 @@ unsafe fn vnni_inner(
     a: &QuantizedActs,
     m: usize,
     k: usize,
-    w: Blocks<'_>,
+    w: Packed<'_>,
     first: usize,
     rows: usize,
     out: *mut f32,
@@ -75,7 +82,7 @@ unsafe fn avx2_inner(
     a: &QuantizedActs,
     m: usize,
     k: usize,
-    w: Blocks<'_>,
+    w: Packed<'_>,
     first: usize,
     rows: usize,
     out: *mut f32,
@@ -86,6 +93,8 @@ unsafe fn avx2_inner(
 const Q8_0: u8 = 0;
 const Q4_0: u8 = 1;
 const Q4_1: u8 = 2;
+/// Unpacked codes with a scale and a min per group (swift-rs's affine layout).
+const AFFINE: u8 = 3;
 
 /// Picks the instance for the row count and the layout.
 #[inline(always)]
@@ -93,17 +102,20 @@ unsafe fn dispatch<const VNNI: bool>(
     a: &QuantizedActs,
     m: usize,
     k: usize,
-    w: Blocks<'_>,
+    w: Packed<'_>,
     first: usize,
     rows: usize,
     out: *mut f32,
 ) {
     macro_rules! go {
         ($($n:literal)*) => {
-            match (m, w.ty) {
-                $(($n, BlockType::Q8_0) => walk::<$n, Q8_0, VNNI>(a, k, w.data, first, rows, out),
-                  ($n, BlockType::Q4_0) => walk::<$n, Q4_0, VNNI>(a, k, w.data, first, rows, out),
-                  ($n, BlockType::Q4_1) => walk::<$n, Q4_1, VNNI>(a, k, w.data, first, rows, out),)*
+            match (m, w) {
+                $(($n, Packed::Blocks(b)) => match b.ty {
+                    BlockType::Q8_0 => walk::<$n, Q8_0, VNNI>(a, k, w, first, rows, out),
+                    BlockType::Q4_0 => walk::<$n, Q4_0, VNNI>(a, k, w, first, rows, out),
+                    BlockType::Q4_1 => walk::<$n, Q4_1, VNNI>(a, k, w, first, rows, out),
+                },
+                ($n, Packed::Affine(_)) => walk::<$n, AFFINE, VNNI>(a, k, w, first, rows, out),)*
                 _ => unreachable!("m is checked to be 1..=8"),
             }
         };
@@ -142,7 +154,7 @@ unsafe fn half(p: *const u8) -> f32 {
 unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
     a: &QuantizedActs,
     k: usize,
-    data: &[u8],
+    w: Packed<'_>,
     first: usize,
     rows: usize,
     out: *mut f32,
@@ -153,33 +165,68 @@ unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
         Q4_0 => 18,
         _ => 20,
     };
+    let (data, codes, scales, mins, group) = match w {
+        Packed::Blocks(b) => (
+            b.data.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            std::ptr::null(),
+            QK,
+        ),
+        Packed::Affine(af) => (
+            std::ptr::null(),
+            af.codes.as_ptr(),
+            af.scales.as_ptr(),
+            af.mins.as_ptr(),
+            af.group,
+        ),
+    };
+    let ng = k.div_ceil(group);
     let (xq, xd, xs) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
     for r in 0..rows {
-        let row = data.as_ptr().add((first + r) * nb * bb);
+        let row = first + r;
         let mut acc = [_mm256_setzero_ps(); M];
         let mut offset = [0f32; M];
         for b in 0..nb {
-            let blk = row.add(b * bb);
-            // Ask for the block a few lines ahead (a prefetch never faults).
-            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(512) as *const i8);
-            let dw = half(blk);
-            let (wv, signed) = match T {
-                Q8_0 => (_mm256_loadu_si256(blk.add(2) as *const __m256i), true),
-                Q4_0 => (
-                    _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
-                    true,
-                ),
-                _ => (nibbles(blk.add(4)), false),
+            let (wv, dw, mw, signed) = if T == AFFINE {
+                let p: *const u8 = codes.add(row * k + b * QK);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(512) as *const i8);
+                let g = row * ng + b * QK / group;
+                (
+                    _mm256_loadu_si256(p as *const __m256i),
+                    *scales.add(g),
+                    *mins.add(g),
+                    false,
+                )
+            } else {
+                let blk: *const u8 = data.add((row * nb + b) * bb);
+                // Ask for the block a few lines ahead (a prefetch never faults).
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(512) as *const i8);
+                let dw = half(blk);
+                match T {
+                    Q8_0 => (
+                        _mm256_loadu_si256(blk.add(2) as *const __m256i),
+                        dw,
+                        0.0,
+                        true,
+                    ),
+                    Q4_0 => (
+                        _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
+                        dw,
+                        0.0,
+                        true,
+                    ),
+                    _ => (nibbles(blk.add(4)), dw, half(blk.add(2)), false),
+                }
             };
             let uw = if signed { _mm256_sign_epi8(wv, wv) } else { wv };
-            let mw = if T == Q4_1 { half(blk.add(2)) } else { 0.0 };
             for j in 0..M {
                 let xv = _mm256_loadu_si256(xq.add(j * k + b * QK) as *const __m256i);
                 let sx = if signed { _mm256_sign_epi8(xv, wv) } else { xv };
                 let p = _mm256_cvtepi32_ps(dot::<VNNI>(uw, sx));
                 let scale = _mm256_set1_ps(dw * *xd.add(j * nb + b));
                 acc[j] = _mm256_fmadd_ps(scale, p, acc[j]);
-                if T == Q4_1 {
+                if !signed {
                     offset[j] += mw * *xs.add(j * nb + b);
                 }
             }
