@@ -5,12 +5,12 @@
 //! `[out, bytes per row]`, the blocks of each row; `STEM.ggml_type`: I32 `[1]`), borrowing the
 //! memory-mapped bytes, so the weights stay the size of the file.
 //!
-//! A product of more than [`KERNEL_ROWS`] rows (a long prompt) or one that needs gradients
+//! A product of more than [`crate::decode::KERNEL_ROWS`] rows (a long prompt) or one that needs gradients
 //! (training through the slot) decodes the weight to float32 and multiplies in libtorch.
 
 use std::sync::Arc;
 
-use swift_kernels::{dequantize_row, quant_matmul, BlockType, Blocks, MAX_ROWS, QK};
+use swift_kernels::{dequantize_row, quant_matmul, BlockType, Blocks, QK};
 use swift_model::weights::{Checkpoint, MappedFile};
 use swift_model::{ModelError, QuantizedLinear, QuantizedLoader};
 use tch::{Device, Kind, Tensor};
@@ -19,10 +19,6 @@ use crate::msg;
 
 /// The `quantization_config.quant_method` of a folder in this layout.
 pub const QUANT_METHOD: &str = "gguf";
-
-/// Products of at most this many activation rows run on the kernels (in calls of
-/// [`MAX_ROWS`]); longer ones decode the weight to float32 once and use libtorch's GEMM.
-pub const KERNEL_ROWS: usize = 64;
 
 /// The integer kernel this CPU decodes with (`vnni`, `avx2` or `portable`).
 pub fn kernel_name() -> &'static str {
@@ -107,58 +103,19 @@ impl GgufLinear {
 
 impl QuantizedLinear for GgufLinear {
     fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, String> {
-        let rows = x.numel() / self.k.max(1);
-        let on_kernels = x.device() == Device::Cpu
-            && !x.requires_grad()
-            && x.size().last() == Some(&(self.k as i64))
-            && (1..=KERNEL_ROWS).contains(&rows);
-        if !on_kernels {
-            let w = self.dense()?.f_to_device(x.device()).map_err(msg)?;
-            let w = w.f_to_kind(x.kind()).map_err(msg)?;
-            return x.f_linear(&w, bias).map_err(msg);
-        }
-        let xf = x
-            .f_to_kind(Kind::Float)
-            .and_then(|t| t.f_contiguous())
-            .map_err(msg)?;
-        let bias = match bias {
-            Some(b) => Some(
-                Vec::<f32>::try_from(
-                    b.f_to_kind(Kind::Float)
-                        .map_err(msg)?
-                        .f_flatten(0, -1)
-                        .map_err(msg)?,
-                )
-                .map_err(msg)?,
-            ),
-            None => None,
-        };
-        let mut size = x.size();
-        if let Some(last) = size.last_mut() {
-            *last = self.out as i64;
-        }
-        let y = Tensor::f_empty(size.as_slice(), (Kind::Float, Device::Cpu)).map_err(msg)?;
-        let (k, n) = (self.k, self.out);
-        // SAFETY: `xf` and `y` are contiguous float32 CPU tensors of `rows · k` and `rows · n`
-        // values, alive until the end of this function and written by nothing else meanwhile.
-        let (xs, ys) = unsafe {
-            (
-                std::slice::from_raw_parts(xf.data_ptr() as *const f32, rows * k),
-                std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, rows * n),
-            )
-        };
         let w = Blocks {
             ty: self.ty,
             data: self.bytes(),
         };
-        for (xc, yc) in xs.chunks(MAX_ROWS * k).zip(ys.chunks_mut(MAX_ROWS * n)) {
-            quant_matmul(xc, xc.len() / k, k, w, bias.as_deref(), yc).map_err(msg)?;
+        let on_kernels = crate::decode::product(x, self.out, self.k, bias, |xs, m, b, ys| {
+            quant_matmul(xs, m, self.k, w, b, ys)
+        });
+        if let Some(y) = on_kernels {
+            return y;
         }
-        if x.kind() == Kind::Float {
-            Ok(y)
-        } else {
-            y.f_to_kind(x.kind()).map_err(msg)
-        }
+        let w = self.dense()?.f_to_device(x.device()).map_err(msg)?;
+        let w = w.f_to_kind(x.kind()).map_err(msg)?;
+        x.f_linear(&w, bias).map_err(msg)
     }
 
     fn dequantize(&self) -> Result<Tensor, String> {

@@ -42,6 +42,7 @@ pub mod affine;
 pub mod awq;
 pub mod bnb;
 pub mod calib;
+mod decode;
 pub mod gguf;
 pub mod gptq;
 pub mod hqq;
