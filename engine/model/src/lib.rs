@@ -219,6 +219,35 @@ pub trait QuantizedLoader {
     ) -> Result<Option<Arc<dyn QuantizedLinear>>, ModelError>;
 }
 
+thread_local! {
+    static DECODING_STEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the pass running on this thread is a decoding step of [`LoadedModel::forward`] (one
+/// new token per row, at most `swift_kernels::MAX_ROWS` rows): quantized slots whose integer
+/// kernels quantize activations use them only then, so prefill, NLL and logits keep the float
+/// path's values.
+pub fn in_decoding_step() -> bool {
+    DECODING_STEP.get()
+}
+
+/// Marks this thread's pass as a decoding step (or not) until dropped.
+struct DecodingStep(bool);
+
+impl DecodingStep {
+    fn enter(ids: &Tensor) -> Self {
+        let step =
+            matches!(ids.size().as_slice(), &[b, 1] if b as usize <= swift_kernels::MAX_ROWS);
+        Self(DECODING_STEP.replace(step))
+    }
+}
+
+impl Drop for DecodingStep {
+    fn drop(&mut self) {
+        DECODING_STEP.set(self.0);
+    }
+}
+
 /// One declared slot as the host holds it.
 pub struct SlotState {
     pub kind: SlotKind,
@@ -519,6 +548,7 @@ impl LoadedModel {
         let _threads = self
             .decodes_on_kernels()
             .then(|| skinny::TorchThreads::for_step(ids));
+        let _step = DecodingStep::enter(ids);
         self.forward_inner(ids, mask, cache)
     }
 

@@ -1,6 +1,7 @@
 //! Quantized linear slots: [`PackedLinear`] holds a weight in one of the packed formats and
-//! computes `x Wᵀ + b` on swift-kernels' integer kernels when decoding an affine weight (a few
-//! rows, no autograd, groups of whole blocks of 32: `swift_kernels::affine_matmul`), else by
+//! computes `x Wᵀ + b` on swift-kernels' integer kernels in a decoding step of an affine weight
+//! (`swift_model::in_decoding_step`, no autograd, groups of whole blocks of 32:
+//! `swift_kernels::affine_matmul`), else by
 //! dequantizing it on the fly (into the compute dtype: the input's, or
 //! the one set with [`PackedLinear::with_compute`], e.g. bfloat16 for QLoRA, where autograd then
 //! keeps only a bfloat16 copy for the backward pass). [`Loader`] reads the layout documented in
@@ -153,8 +154,12 @@ impl PackedLinear {
 
 impl QuantizedLinear for PackedLinear {
     fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> std::result::Result<Tensor, String> {
-        // Decoding on the integer kernels (the codes stay as they are), when they apply.
-        if let Some((codes, input_scale)) = self.affine_codes() {
+        // Decoding steps on the integer kernels (the codes stay as they are), when they apply;
+        // other passes (prefill, NLL, logits) keep the exact float path.
+        let codes = swift_model::in_decoding_step()
+            .then(|| self.affine_codes())
+            .flatten();
+        if let Some((codes, input_scale)) = codes {
             let xin = match input_scale {
                 Some(s) => x.f_div(s).map_err(msg)?,
                 None => x.shallow_clone(),
