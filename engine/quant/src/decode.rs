@@ -27,7 +27,7 @@ pub(crate) fn product(
     let rows = x.numel() / k.max(1);
     let applies = x.device() == Device::Cpu
         && !x.requires_grad()
-        && k.is_multiple_of(QK)
+        && k % QK == 0
         && x.size().last() == Some(&(k as i64))
         && (1..=KERNEL_ROWS).contains(&rows);
     applies.then(|| run(x, n, k, rows, bias, product))

@@ -184,7 +184,7 @@ impl QuantizedLoader for GgufLoader {
             return Err(bad(format!("expected a 2-D slot, got shape {shape:?}")));
         };
         let (out, k) = (out as usize, k as usize);
-        if !k.is_multiple_of(QK) {
+        if k % QK != 0 {
             return Err(bad(format!(
                 "{k} input columns are not whole blocks of {QK}"
             )));
