@@ -22,6 +22,9 @@ fi
 echo "== batch-1 decoding beside llama.cpp (llama-bench -t 2, F32 and BF16 GGUF; interleaved, medians of 3)"
 "${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_decode_llama.py --repeats 3
 
+echo "== quantized decoding: SmolLM2 as F32/F16/Q8_0/Q4_0/Q4_1 GGUF, swift infer beside llama-bench -t 2 (medians of 3)"
+bash scripts/bench_quant_decode.sh
+
 echo "== deploy: 64 requests from 16 concurrent clients against one client (SmolLM2, temperature 0)"
 "${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_deploy.py
 

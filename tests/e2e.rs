@@ -16,6 +16,7 @@ mod export_gguf;
 mod export_merge;
 mod export_to_gguf;
 mod flags;
+mod gguf_decode;
 mod gradient_checkpointing;
 mod models_families;
 mod models_smollm2;

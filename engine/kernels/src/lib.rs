@@ -18,6 +18,10 @@
 //! [`machine`](crate::cpu_pressure) says what the machine is for the engine's run-time choices
 //! (CPU model, how busy its cores are, and so libtorch's thread count during training).
 //!
+//! [`quant_matmul`] is the same product with the weights packed in 8-bit or 4-bit blocks (GGUF's
+//! Q8_0, Q4_0, Q4_1), multiplied as integers against 8-bit activations (src/quant.rs);
+//! [`affine_matmul`] the same for swift-rs's own group-wise affine layout (unpacked codes).
+//!
 //! [`decode_attention`] is the other half of a decoding step: one new query position per row
 //! against the KV cache, read in place from the cache's buffers (float32).
 
@@ -26,10 +30,17 @@ mod choice;
 mod dot;
 mod machine;
 mod pool;
+mod quant;
+#[cfg(target_arch = "x86_64")]
+mod quant_x86;
 
 pub use attention::{decode_attention, CacheView, DecodeShape};
 pub use choice::{kernel_choice, KernelChoice};
 pub use machine::{cpu_model, cpu_pressure, training_threads, BUSY_PRESSURE, QUIET_PRESSURE};
+pub use quant::{
+    affine_matmul, dequantize_row, f16_to_f32, quant_kernel_name, quant_matmul, AffineCodes,
+    BlockType, Blocks, QuantizedActs, QK,
+};
 
 /// The most activation rows one call takes: beyond this, the product is no longer bound by
 /// reading the weights and a blocked GEMM does better.

@@ -361,7 +361,10 @@ impl ModelContext for HostContext<'_> {
         if s.kind != SlotKind::Embedding {
             return Err(format!("slot `{slot}` is not an embedding slot"));
         }
-        let mut y = Tensor::f_embedding(&s.weight, ids, -1, false, false).map_err(te)?;
+        let mut y = match &s.quantized {
+            Some(q) => q.embedding(ids)?,
+            None => Tensor::f_embedding(&s.weight, ids, -1, false, false).map_err(te)?,
+        };
         // Hooks on an embedding slot receive the ids (a saved module's copy of the table).
         for h in &s.hooks {
             y = h.forward(ids, y)?;

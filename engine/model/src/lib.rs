@@ -191,6 +191,16 @@ pub trait QuantizedLinear: Send + Sync {
     /// The tensors to save under the slot's weight stem (`STEM.qweight`, ...), as a quantizer
     /// lays them out.
     fn tensors(&self) -> Vec<(String, Tensor)>;
+    /// The rows `ids` of the weight (an embedding slot stored quantized), shape
+    /// `[..ids, in]`. Formats that cannot serve an embedding slot refuse.
+    fn embedding(&self, _ids: &Tensor) -> Result<Tensor, String> {
+        Err("this quantized format does not serve embedding slots".into())
+    }
+    /// Whether a decoding step's product runs on swift-kernels' threads (then libtorch is kept
+    /// to one thread during decoding steps, as for float32 weights).
+    fn decodes_on_kernels(&self) -> bool {
+        false
+    }
 }
 
 /// What [`LoadedModel::quantize_slots`] calls per linear slot: `(slot name, float weight)` to a
@@ -210,6 +220,35 @@ pub trait QuantizedLoader {
         shape: &[i64],
         device: Device,
     ) -> Result<Option<Arc<dyn QuantizedLinear>>, ModelError>;
+}
+
+thread_local! {
+    static DECODING_STEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the pass running on this thread is a decoding step of [`LoadedModel::forward`] (one
+/// new token per row, at most `swift_kernels::MAX_ROWS` rows): quantized slots whose integer
+/// kernels quantize activations use them only then, so prefill, NLL and logits keep the float
+/// path's values.
+pub fn in_decoding_step() -> bool {
+    DECODING_STEP.get()
+}
+
+/// Marks this thread's pass as a decoding step (or not) until dropped.
+struct DecodingStep(bool);
+
+impl DecodingStep {
+    fn enter(ids: &Tensor) -> Self {
+        let step =
+            matches!(ids.size().as_slice(), &[b, 1] if b as usize <= swift_kernels::MAX_ROWS);
+        Self(DECODING_STEP.replace(step))
+    }
+}
+
+impl Drop for DecodingStep {
+    fn drop(&mut self) {
+        DECODING_STEP.set(self.0);
+    }
 }
 
 /// One declared slot as the host holds it.
@@ -305,7 +344,9 @@ impl LoadedModel {
         let mut slots = HashMap::new();
         for s in &layout.slots {
             let mut quantized = None;
-            if let (Some(q), SlotKind::Linear) = (quant, s.kind) {
+            // Embedding slots too: a GGUF stores its token embedding packed (a format that
+            // cannot serve them refuses in `QuantizedLinear::embedding`).
+            if let (Some(q), SlotKind::Linear | SlotKind::Embedding) = (quant, s.kind) {
                 let stem = s.weight.strip_suffix(".weight").unwrap_or(&s.weight);
                 let qname = resolve_name(&ckpt, &format!("{stem}.qweight"));
                 if !ckpt.contains(&resolve_name(&ckpt, &s.weight)) && ckpt.contains(&qname) {
@@ -395,9 +436,6 @@ impl LoadedModel {
         self.device
     }
 
-    /// Whether decoding steps run their products on the CPU kernels (then libtorch is kept to
-    /// one thread for them): a float32 or bfloat16 CPU model with no quantized slot (float16
-    /// and quantized slots multiply in libtorch, which wants its threads).
     /// For a loop of decoding steps over `rows` rows (a caller driving steps itself, like the
     /// `pt` backend): libtorch kept on one thread while the guard lives, as [`generate`] holds it
     /// over its loop, when such steps run on the kernels; None otherwise.
@@ -405,10 +443,15 @@ impl LoadedModel {
         (self.decodes_on_kernels() && rows <= swift_kernels::MAX_ROWS).then(TorchThreads::one)
     }
 
+    /// Whether decoding steps run their products on the CPU kernels (then libtorch is kept to
+    /// one thread for them): a float32 or bfloat16 CPU model whose quantized slots (if any) run
+    /// on the integer kernels (float16 and other quantized slots multiply in libtorch, which
+    /// wants its threads).
     pub(crate) fn decodes_on_kernels(&self) -> bool {
         self.device == Device::Cpu
-            && self.slots.values().all(|s| {
-                s.quantized.is_none() && matches!(s.weight.kind(), Kind::Float | Kind::BFloat16)
+            && self.slots.values().all(|s| match &s.quantized {
+                Some(q) => q.decodes_on_kernels(),
+                None => matches!(s.weight.kind(), Kind::Float | Kind::BFloat16),
             })
     }
 
@@ -515,6 +558,7 @@ impl LoadedModel {
         let _threads = self
             .decodes_on_kernels()
             .then(|| skinny::TorchThreads::for_step(ids));
+        let _step = DecodingStep::enter(ids);
         self.forward_inner(ids, mask, cache)
     }
 

@@ -26,7 +26,8 @@ pub struct ModelBundle {
 }
 
 impl ModelBundle {
-    /// Resolves the folder (converting a GGUF file), the family, dtype and device, and loads.
+    /// Resolves the folder (converting a GGUF file to float32), the family, dtype and device,
+    /// and loads.
     pub fn load(
         model: &Path,
         model_type: Option<&str>,
@@ -36,6 +37,36 @@ impl ModelBundle {
         regs: &Registries,
     ) -> Result<Self> {
         let dir = model_dir(model)?;
+        Self::load_dir(dir, model_type, dtype, device, allow_unused_weights, regs)
+    }
+
+    /// [`ModelBundle::load`] for generation (`swift infer`, `swift deploy`): on the CPU, a GGUF
+    /// file's Q8_0/Q4_0/Q4_1 weights stay packed and decode on the integer kernels
+    /// ([`model_dir_packed`]), so the weights take about the file's size in memory.
+    pub fn load_for_decoding(
+        model: &Path,
+        model_type: Option<&str>,
+        dtype: Option<&str>,
+        device: &str,
+        allow_unused_weights: bool,
+        regs: &Registries,
+    ) -> Result<Self> {
+        let is_gguf = model.is_file() && model.extension().and_then(|e| e.to_str()) == Some("gguf");
+        if !is_gguf || parse_device(device)? != tch::Device::Cpu {
+            return Self::load(model, model_type, dtype, device, allow_unused_weights, regs);
+        }
+        let dir = model_dir_packed(model)?;
+        Self::load_dir(dir, model_type, dtype, device, allow_unused_weights, regs)
+    }
+
+    fn load_dir(
+        dir: PathBuf,
+        model_type: Option<&str>,
+        dtype: Option<&str>,
+        device: &str,
+        allow_unused_weights: bool,
+        regs: &Registries,
+    ) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
             bail!("{} has no config.json: --model must be a Hugging Face model folder or a .gguf file", dir.display());
@@ -61,10 +92,22 @@ impl ModelBundle {
             },
         };
         let started = Instant::now();
-        let quant = crate::quantize::loader(&config, regs)?;
-        let quant = quant
-            .as_ref()
-            .map(|q| q as &dyn swift_model::QuantizedLoader);
+        let packed;
+        let gguf;
+        let quant: Option<&dyn swift_model::QuantizedLoader> =
+            if swift_quant::gguf::is_gguf_config(&config) {
+                gguf = swift_quant::gguf::GgufLoader { kind };
+                tracing::info!(
+                    "the GGUF blocks decode on swift-kernels' `{}` integer kernel",
+                    swift_quant::gguf::kernel_name()
+                );
+                Some(&gguf)
+            } else {
+                packed = crate::quantize::loader(&config, regs)?;
+                packed
+                    .as_ref()
+                    .map(|q| q as &dyn swift_model::QuantizedLoader)
+            };
         let model =
             LoadedModel::load_checked(&dir, instance, kind, device, quant, allow_unused_weights)
                 .with_context(|| format!("loading {} as `{family}`", dir.display()))?;
@@ -189,6 +232,17 @@ pub fn cache_dir() -> PathBuf {
 /// A model folder for `--model`: the folder itself, or a `.gguf` file's converted folder (kept
 /// under `$SWIFT_RS_CACHE/converted/`, keyed by the file's name, size and modification time).
 pub fn model_dir(model: &Path) -> Result<PathBuf> {
+    gguf_folder(model, false)
+}
+
+/// [`model_dir`], where a `.gguf` file's Q8_0/Q4_0/Q4_1 weights stay packed
+/// (`swift_gguf::convert_to_hf_packed`; cached beside the float32 folder with a `-packed`
+/// suffix).
+pub fn model_dir_packed(model: &Path) -> Result<PathBuf> {
+    gguf_folder(model, true)
+}
+
+fn gguf_folder(model: &Path, packed: bool) -> Result<PathBuf> {
     if !model.exists() {
         bail!("--model {}: no such file or folder", model.display());
     }
@@ -216,13 +270,19 @@ pub fn model_dir(model: &Path) -> Result<PathBuf> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let suffix = if packed { "-packed" } else { "" };
     let out = cache_dir()
         .join("converted")
-        .join(format!("{stem}-{}-{mtime}", meta.len()));
+        .join(format!("{stem}-{}-{mtime}{suffix}", meta.len()));
     if !out.join("config.json").is_file() {
         tracing::info!("converting {} into {}", model.display(), out.display());
-        let report = swift_gguf::convert_to_hf(model, &out)
-            .with_context(|| format!("converting {}", model.display()))?;
+        let convert = if packed {
+            swift_gguf::convert_to_hf_packed
+        } else {
+            swift_gguf::convert_to_hf
+        };
+        let report =
+            convert(model, &out).with_context(|| format!("converting {}", model.display()))?;
         tracing::info!("{report}");
     }
     Ok(out)

@@ -63,7 +63,13 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         args.max_batch_size
     };
     let (model, template, tokenizer, eos_ids) = if chosen.is_pt {
-        let mut bundle = ModelBundle::load(
+        // Merging LoRA needs float base weights; otherwise a GGUF's blocks stay packed.
+        let load = if args.merge_lora {
+            ModelBundle::load
+        } else {
+            ModelBundle::load_for_decoding
+        };
+        let mut bundle = load(
             &adapters.model,
             args.model.model_type.as_deref(),
             args.model.torch_dtype.as_deref(),

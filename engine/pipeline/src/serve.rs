@@ -92,7 +92,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
     };
     let bundle = match text {
         Some(_) => None,
-        None => Some(ModelBundle::load(
+        None => Some(ModelBundle::load_for_decoding(
             &resolved.model,
             args.model.model_type.as_deref(),
             args.model.torch_dtype.as_deref(),

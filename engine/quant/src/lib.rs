@@ -14,6 +14,8 @@
 //! * [`gptq`]: Hessian-based post-training quantization (calibration data, act-order).
 //! * [`awq`]: activation-aware per-input-channel scaling search (calibration data).
 //! * [`calib`]: hooks on the host's linear slots that gather calibration statistics.
+//! * [`gguf`]: GGUF's Q8_0/Q4_0/Q4_1 blocks as slots that decode on swift-kernels' integer
+//!   kernels without expanding the weights ([`gguf::GgufLinear`], [`gguf::GgufLoader`]).
 //! * [`linear`]: [`linear::PackedLinear`], a quantized slot that dequantizes on the fly in its
 //!   forward; [`linear::Loader`] reads it back; [`save`] writes a quantized model folder.
 //!
@@ -40,6 +42,8 @@ pub mod affine;
 pub mod awq;
 pub mod bnb;
 pub mod calib;
+mod decode;
+pub mod gguf;
 pub mod gptq;
 pub mod hqq;
 pub mod linear;

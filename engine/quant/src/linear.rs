@@ -1,5 +1,8 @@
 //! Quantized linear slots: [`PackedLinear`] holds a weight in one of the packed formats and
-//! computes `x Wᵀ + b` by dequantizing it on the fly (into the compute dtype: the input's, or
+//! computes `x Wᵀ + b` on swift-kernels' integer kernels in a decoding step of an affine weight
+//! (`swift_model::in_decoding_step`, no autograd, groups of whole blocks of 32:
+//! `swift_kernels::affine_matmul`), else by
+//! dequantizing it on the fly (into the compute dtype: the input's, or
 //! the one set with [`PackedLinear::with_compute`], e.g. bfloat16 for QLoRA, where autograd then
 //! keeps only a bfloat16 copy for the backward pass). [`Loader`] reads the layout documented in
 //! the crate docs back from a checkpoint; [`save`] writes a quantized model folder.
@@ -103,8 +106,72 @@ impl PackedLinear {
     }
 }
 
+impl PackedLinear {
+    /// The affine weight's codes, scales and mins as the integer kernel reads them, when it
+    /// can: a decoding slot (no compute dtype set, as QLoRA's is), groups of whole blocks of
+    /// 32, contiguous CPU tensors of the documented kinds.
+    fn affine_codes(&self) -> Option<(swift_kernels::AffineCodes<'_>, Option<&Tensor>)> {
+        let Packed::Affine(a) = &self.packed else {
+            return None;
+        };
+        let [out, k] = self.shape;
+        let group = affine::effective_group(a.group, k);
+        let ng = (k + group - 1) / group;
+        let fits = |t: &Tensor, kind: Kind, n: i64| {
+            t.device() == Device::Cpu
+                && t.kind() == kind
+                && t.is_contiguous()
+                && t.numel() as i64 == n
+        };
+        let ok = self.compute.is_none()
+            && group % swift_kernels::QK as i64 == 0
+            && fits(&a.q, Kind::Uint8, out * k)
+            && fits(&a.scales, Kind::Float, out * ng)
+            && fits(&a.mins, Kind::Float, out * ng);
+        if !ok {
+            return None;
+        }
+        // SAFETY: contiguous CPU tensors of the kinds and lengths checked above, owned by
+        // `self` and never written after construction.
+        let codes = unsafe {
+            swift_kernels::AffineCodes {
+                codes: std::slice::from_raw_parts(a.q.data_ptr() as *const u8, (out * k) as usize),
+                scales: std::slice::from_raw_parts(
+                    a.scales.data_ptr() as *const f32,
+                    (out * ng) as usize,
+                ),
+                mins: std::slice::from_raw_parts(
+                    a.mins.data_ptr() as *const f32,
+                    (out * ng) as usize,
+                ),
+                group: group as usize,
+                bits: a.bits,
+            }
+        };
+        Some((codes, a.input_scale.as_ref()))
+    }
+}
+
 impl QuantizedLinear for PackedLinear {
     fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> std::result::Result<Tensor, String> {
+        // Decoding steps on the integer kernels (the codes stay as they are), when they apply;
+        // other passes (prefill, NLL, logits) keep the exact float path.
+        let codes = swift_model::in_decoding_step()
+            .then(|| self.affine_codes())
+            .flatten();
+        if let Some((codes, input_scale)) = codes {
+            let xin = match input_scale {
+                Some(s) => x.f_div(s).map_err(msg)?,
+                None => x.shallow_clone(),
+            };
+            let [n, k] = self.shape;
+            let y = crate::decode::product(&xin, n as usize, k as usize, bias, |xs, m, b, ys| {
+                swift_kernels::affine_matmul(xs, m, k as usize, codes, b, ys)
+            });
+            if let Some(y) = y {
+                return y;
+            }
+        }
         let kind = self.compute.unwrap_or(x.kind());
         let mut w = self.weight().map_err(msg)?;
         if w.kind() != kind {
@@ -132,6 +199,10 @@ impl QuantizedLinear for PackedLinear {
         } else {
             Ok(y)
         }
+    }
+
+    fn decodes_on_kernels(&self) -> bool {
+        self.affine_codes().is_some()
     }
 
     fn dequantize(&self) -> std::result::Result<Tensor, String> {

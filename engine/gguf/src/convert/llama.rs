@@ -355,13 +355,13 @@ impl LlamaParams {
 /// bias `[rows]` with `cols = 1`). llama.cpp stored `w.reshape(h, 2, d/2, cols).swapaxes(1, 2)`
 /// (with `d = rows / h`); viewing the stored rows as `[h, d/2, 2, cols]` and swapping axes 1
 /// and 2 back gives the Hugging Face (rotate-half) layout.
-pub(crate) fn unpermute_rows(
-    data: &[f32],
+pub(crate) fn unpermute_rows<T: Copy + Default>(
+    data: &[T],
     rows: usize,
     cols: usize,
     n_head: usize,
     tensor: &str,
-) -> Result<Vec<f32>, GgufError> {
+) -> Result<Vec<T>, GgufError> {
     if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 || data.len() != rows * cols {
         return Err(GgufError::Shape {
             tensor: tensor.to_owned(),
@@ -373,7 +373,7 @@ pub(crate) fn unpermute_rows(
     }
     let d = rows / n_head;
     let half = d / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..n_head {
         for j in 0..half {
             for i in 0..2 {

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use crate::atomic::write_json_atomic;
 use crate::error::GgufError;
 use crate::reader::GgufFile;
+use crate::types::GgmlType;
 
 pub use llama::permute_rows_for_gguf;
 
@@ -38,8 +39,10 @@ pub struct ConvertReport {
     pub out_dir: PathBuf,
     /// Elements over all tensors written to `model.safetensors`.
     pub parameter_count: u64,
-    /// Number of tensors written to `model.safetensors`.
+    /// Number of source tensors written to `model.safetensors`.
     pub tensor_count: usize,
+    /// How many of them stayed packed ([`convert_to_hf_packed`]); the rest are float32.
+    pub packed: usize,
     /// How many source tensors had each ggml type (e.g. `Q4_1 -> 210`).
     pub source_types: BTreeMap<String, usize>,
     /// Number of Q/K projection tensors whose llama.cpp row permutation was undone.
@@ -77,9 +80,10 @@ impl fmt::Display for ConvertReport {
         )?;
         writeln!(
             f,
-            "  {} tensors ({}) dequantized to float32: {} parameters{}",
+            "  {} tensors ({}), {} kept packed, the others dequantized to float32: {} parameters{}",
             self.tensor_count,
             types.join(", "),
+            self.packed,
             self.parameter_count,
             if self.tied_embeddings {
                 ", tied embeddings"
@@ -116,6 +120,22 @@ impl fmt::Display for ConvertReport {
 /// Every file is written under a temporary name and renamed into place, and `config.json` is
 /// written last, so an interrupted conversion never leaves a folder that looks complete.
 pub fn convert_to_hf(gguf: &Path, out_dir: &Path) -> Result<ConvertReport, GgufError> {
+    convert(gguf, out_dir, false)
+}
+
+/// The block types [`convert_to_hf_packed`] keeps packed (the ones swift-kernels multiplies).
+pub const PACKED_TYPES: [GgmlType; 3] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1];
+
+/// [`convert_to_hf`] for decoding on the integer kernels: every 2-D weight stored as Q8_0, Q4_0
+/// or Q4_1 stays packed, as `STEM.qweight` (`U8`, `[rows, bytes per row]`: the GGUF blocks of
+/// each row, Q/K rows put back in Hugging Face order) and `STEM.ggml_type` (`I32`, `[1]`: the
+/// ggml type id); other tensors are float32 as in [`convert_to_hf`]. `config.json` then carries
+/// `"quantization_config": {"quant_method": "gguf"}`. The folder is about the GGUF file's size.
+pub fn convert_to_hf_packed(gguf: &Path, out_dir: &Path) -> Result<ConvertReport, GgufError> {
+    convert(gguf, out_dir, true)
+}
+
+fn convert(gguf: &Path, out_dir: &Path, packed: bool) -> Result<ConvertReport, GgufError> {
     let f = GgufFile::open(gguf)?;
     let arch = f.architecture()?.to_owned();
     if arch != "llama" && arch != "qwen2" {
@@ -173,17 +193,65 @@ pub fn convert_to_hf(gguf: &Path, out_dir: &Path) -> Result<ConvertReport, GgufE
             .map_err(|e| GgufError::io("removing the old", &config_path, e))?;
     }
 
-    let entries: Vec<safetensors::Entry> = plan
+    // Which planned tensors stay packed, and the order they are written in: float32 tensors,
+    // then the packed tensors' type ids, then their bytes (so every 4-byte tensor starts
+    // aligned and loads in place).
+    let keep_packed: Vec<bool> = plan
         .iter()
-        .map(|p| safetensors::Entry {
-            name: p.hf_name.clone(),
-            shape: f
-                .tensor_info(&p.gguf_name)
-                .map(|t| t.shape())
-                .unwrap_or_default(),
+        .map(|p| {
+            let info = f.tensor_info(&p.gguf_name);
+            packed
+                && p.hf_name.ends_with(".weight")
+                && info.is_some_and(|t| {
+                    t.shape().len() == 2 && t.ggml_type.is_some_and(|g| PACKED_TYPES.contains(&g))
+                })
         })
         .collect();
-    let parameter_count: u64 = entries.iter().map(|e| e.n_elements() as u64).sum();
+    // (entry, dtype, index into `plan`, what to write)
+    #[derive(Clone, Copy, PartialEq)]
+    enum Part {
+        Float,
+        TypeId,
+        Blocks,
+    }
+    let mut parts: Vec<(safetensors::Entry, &str, usize, Part)> = Vec::new();
+    for (i, p) in plan.iter().enumerate() {
+        let shape = f
+            .tensor_info(&p.gguf_name)
+            .map(|t| t.shape())
+            .unwrap_or_default();
+        if !keep_packed[i] {
+            let e = safetensors::Entry {
+                name: p.hf_name.clone(),
+                shape,
+            };
+            parts.push((e, "F32", i, Part::Float));
+        }
+    }
+    for part in [Part::TypeId, Part::Blocks] {
+        for (i, p) in plan.iter().enumerate() {
+            if !keep_packed[i] {
+                continue;
+            }
+            let stem = p.hf_name.trim_end_matches(".weight");
+            let info = f.tensor_info(&p.gguf_name);
+            let (name, shape, dtype) = match part {
+                Part::TypeId => (format!("{stem}.ggml_type"), vec![1], "I32"),
+                _ => {
+                    let shape = info.map(|t| t.shape()).unwrap_or_default();
+                    let bytes = info.and_then(|t| t.n_bytes()).unwrap_or(0) as usize;
+                    let rows = shape.first().copied().unwrap_or(1).max(1);
+                    (format!("{stem}.qweight"), vec![rows, bytes / rows], "U8")
+                }
+            };
+            parts.push((safetensors::Entry { name, shape }, dtype, i, part));
+        }
+    }
+    let parameter_count: u64 = plan
+        .iter()
+        .filter_map(|p| f.tensor_info(&p.gguf_name))
+        .map(|t| t.n_elements())
+        .sum();
     let mut st_meta = BTreeMap::new();
     st_meta.insert("format".to_owned(), "pt".to_owned());
     st_meta.insert(
@@ -197,20 +265,62 @@ pub fn convert_to_hf(gguf: &Path, out_dir: &Path) -> Result<ConvertReport, GgufE
         ),
     );
     let mut unpermuted = 0;
-    safetensors::write_f32(
+    let entries: Vec<(safetensors::Entry, &str)> =
+        parts.iter().map(|(e, d, _, _)| (e.clone(), *d)).collect();
+    safetensors::write_typed(
         &out_dir.join("model.safetensors"),
         &entries,
         &st_meta,
-        |i| {
-            let p = &plan[i];
-            let t = f.tensor_f32(&p.gguf_name)?;
-            match p.transform {
-                llama::Transform::None => Ok(t.data),
-                llama::Transform::Unpermute(heads) => {
-                    unpermuted += 1;
-                    let rows = t.shape[0];
-                    let cols = t.shape.get(1).copied().unwrap_or(1);
-                    llama::unpermute_rows(&t.data, rows, cols, heads as usize, &p.gguf_name)
+        |k| {
+            let (_, _, i, part) = &parts[k];
+            let p = &plan[*i];
+            match part {
+                Part::Float => {
+                    let t = f.tensor_f32(&p.gguf_name)?;
+                    let data = match p.transform {
+                        llama::Transform::None => t.data,
+                        llama::Transform::Unpermute(heads) => {
+                            unpermuted += 1;
+                            let rows = t.shape[0];
+                            let cols = t.shape.get(1).copied().unwrap_or(1);
+                            llama::unpermute_rows(
+                                &t.data,
+                                rows,
+                                cols,
+                                heads as usize,
+                                &p.gguf_name,
+                            )?
+                        }
+                    };
+                    Ok(data.iter().flat_map(|v| v.to_le_bytes()).collect())
+                }
+                Part::TypeId => {
+                    let id = f
+                        .tensor_info(&p.gguf_name)
+                        .and_then(|t| t.ggml_type)
+                        .map_or(0, GgmlType::id);
+                    Ok((id as i32).to_le_bytes().to_vec())
+                }
+                Part::Blocks => {
+                    let bytes = f.tensor_data(&p.gguf_name)?;
+                    match p.transform {
+                        llama::Transform::None => Ok(bytes.to_vec()),
+                        llama::Transform::Unpermute(heads) => {
+                            unpermuted += 1;
+                            let rows = f
+                                .tensor_info(&p.gguf_name)
+                                .and_then(|t| t.shape().first().copied())
+                                .unwrap_or(1)
+                                .max(1);
+                            llama::unpermute_rows(
+                                bytes,
+                                rows,
+                                bytes.len() / rows,
+                                heads as usize,
+                                &p.gguf_name,
+                            )
+                        }
+                    }
                 }
             }
         },
@@ -239,7 +349,11 @@ pub fn convert_to_hf(gguf: &Path, out_dir: &Path) -> Result<ConvertReport, GgufE
     }
     write_json_atomic(&out_dir.join("generation_config.json"), &generation)?;
 
-    let config = params.config_json(sp.bos, sp.eos, sp.pad);
+    let mut config = params.config_json(sp.bos, sp.eos, sp.pad);
+    let packed_count = keep_packed.iter().filter(|&&k| k).count();
+    if packed_count > 0 {
+        config["quantization_config"] = json!({ "quant_method": "gguf" });
+    }
     write_json_atomic(&config_path, &config)?;
 
     Ok(ConvertReport {
@@ -247,7 +361,8 @@ pub fn convert_to_hf(gguf: &Path, out_dir: &Path) -> Result<ConvertReport, GgufE
         model_name: f.get_str("general.name").ok().flatten().map(str::to_owned),
         out_dir: out_dir.to_path_buf(),
         parameter_count,
-        tensor_count: entries.len(),
+        tensor_count: plan.len(),
+        packed: packed_count,
         source_types,
         unpermuted,
         tied_embeddings: params.tied,

@@ -1,4 +1,4 @@
-//! A streaming writer for `.safetensors` files holding `F32` tensors: the header (names, shapes,
+//! A streaming writer for `.safetensors` files holding `F32`, `I32` and `U8` tensors: the header (names, shapes,
 //! byte ranges) is computed up front from the shapes alone, then each tensor's data is produced
 //! and written one at a time, so a whole model never has to sit in memory.
 
@@ -24,27 +24,43 @@ impl Entry {
     }
 }
 
-/// Write `entries` as F32 tensors to `path` (atomically). `produce(i)` must return the
-/// `entries[i].n_elements()` values of tensor `i`; it is called in order.
-pub(crate) fn write_f32<F>(
+/// Bytes per element of the safetensors dtypes [`write_typed`] writes.
+fn dtype_bytes(dtype: &str) -> Option<usize> {
+    match dtype {
+        "F32" | "I32" => Some(4),
+        "U8" => Some(1),
+        _ => None,
+    }
+}
+
+/// Write `entries` (each with its dtype: `F32`, `I32` or `U8`) to `path` (atomically).
+/// `produce(i)` must return the little-endian bytes of tensor `i`; it is called in order. The
+/// caller orders the entries so that each starts aligned to its element size (4-byte types
+/// first).
+pub(crate) fn write_typed<F>(
     path: &Path,
-    entries: &[Entry],
+    entries: &[(Entry, &str)],
     metadata: &BTreeMap<String, String>,
     mut produce: F,
 ) -> Result<(), GgufError>
 where
-    F: FnMut(usize) -> Result<Vec<f32>, GgufError>,
+    F: FnMut(usize) -> Result<Vec<u8>, GgufError>,
 {
     let mut header = Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".to_owned(), json!(metadata));
     }
     let mut offset = 0usize;
-    for e in entries {
-        let end = offset + e.n_elements() * 4;
+    let mut sizes = Vec::with_capacity(entries.len());
+    for (e, dtype) in entries {
+        let elem = dtype_bytes(dtype).ok_or_else(|| {
+            GgufError::Writer(format!("safetensors: dtype {dtype} is not written here"))
+        })?;
+        let end = offset + e.n_elements() * elem;
+        sizes.push(end - offset);
         let prev = header.insert(
             e.name.clone(),
-            json!({ "dtype": "F32", "shape": e.shape, "data_offsets": [offset, end] }),
+            json!({ "dtype": dtype, "shape": e.shape, "data_offsets": [offset, end] }),
         );
         if prev.is_some() {
             return Err(GgufError::Writer(format!(
@@ -69,24 +85,18 @@ where
         w.write_all(&(text.len() as u64).to_le_bytes())
             .map_err(io)?;
         w.write_all(text.as_bytes()).map_err(io)?;
-        let mut bytes = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            let data = produce(i)?;
-            if data.len() != e.n_elements() {
+        for (i, (e, _)) in entries.iter().enumerate() {
+            let bytes = produce(i)?;
+            if bytes.len() != sizes[i] {
                 return Err(GgufError::Shape {
                     tensor: e.name.clone(),
                     detail: format!(
-                        "shape {:?} needs {} values, {} were produced",
+                        "shape {:?} needs {} bytes, {} were produced",
                         e.shape,
-                        e.n_elements(),
-                        data.len()
+                        sizes[i],
+                        bytes.len()
                     ),
                 });
-            }
-            bytes.clear();
-            bytes.reserve(data.len() * 4);
-            for v in &data {
-                bytes.extend_from_slice(&v.to_le_bytes());
             }
             w.write_all(&bytes).map_err(io)?;
         }

@@ -1,0 +1,122 @@
+//! Times `quant_matmul` over the weight shapes of SmolLM2-135M (30 blocks and the tied output
+//! projection) at 1, 4 and 8 rows, for Q8_0, Q4_0 and Q4_1 blocks: `cargo run --release -p
+//! swift-kernels --example quant_shapes` (`SWIFT_QKERNEL=vnni|avx2|portable` picks the kernel).
+//! A quick look at the kernel alone; the real figures come from `scripts/bench_quant_decode.sh`.
+
+use std::time::Instant;
+
+use swift_kernels::{quant_kernel_name, quant_matmul, BlockType, Blocks};
+
+fn main() {
+    if std::env::args().any(|a| a == "--cached") {
+        return cached();
+    }
+    let (h, inter, kv, vocab) = (576usize, 1536usize, 192usize, 49152usize);
+    let mut shapes = Vec::new();
+    for _ in 0..30 {
+        shapes.extend([
+            (h, h),
+            (kv, h),
+            (kv, h),
+            (h, h),
+            (inter, h),
+            (inter, h),
+            (h, inter),
+        ]);
+    }
+    shapes.push((vocab, h));
+    println!("kernel: {}", quant_kernel_name());
+    for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
+        // Blocks of scale 1/64 (a float16 0x2400) and varied codes.
+        let packed: Vec<Vec<u8>> = shapes
+            .iter()
+            .map(|&(n, k)| {
+                let mut v: Vec<u8> = (0..ty.row_bytes(k) * n)
+                    .map(|i| (i * 7 % 251) as u8)
+                    .collect();
+                for b in v.chunks_exact_mut(ty.block_bytes()) {
+                    b[0] = 0x00;
+                    b[1] = 0x24;
+                }
+                v
+            })
+            .collect();
+        for m in [1usize, 4, 8] {
+            let run = || {
+                for (i, &(n, k)) in shapes.iter().enumerate() {
+                    let x = vec![0.5f32; m * k];
+                    let mut y = vec![0f32; m * n];
+                    let w = Blocks {
+                        ty,
+                        data: &packed[i],
+                    };
+                    quant_matmul(&x, m, k, w, None, &mut y).expect("shapes are consistent");
+                }
+            };
+            run();
+            let start = Instant::now();
+            let reps = 20;
+            for _ in 0..reps {
+                run();
+            }
+            let step = start.elapsed().as_secs_f64() / reps as f64;
+            let bytes: usize = packed.iter().map(Vec::len).sum();
+            println!(
+                "{} rows={m}: {:.2} ms per token step, {:.1} GB/s of weights, {:.1} tokens/s",
+                ty.name(),
+                step * 1e3,
+                bytes as f64 / step / 1e9,
+                m as f64 / step
+            );
+        }
+    }
+}
+
+/// One 576 × 576 matrix that stays in cache, repeated: nanoseconds of CPU time per block, the
+/// kernel's arithmetic cost without memory traffic (CPU time: steadier on a shared machine).
+fn cached() {
+    let (n, k) = (576usize, 576usize);
+    for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
+        let mut w: Vec<u8> = (0..ty.row_bytes(k) * n)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        for b in w.chunks_exact_mut(ty.block_bytes()) {
+            b[0] = 0x00;
+            b[1] = 0x24;
+        }
+        for m in [1usize, 4, 8] {
+            let x = vec![0.5f32; m * k];
+            let mut y = vec![0f32; m * n];
+            let reps = 2000;
+            let cpu0 = cpu_seconds();
+            for _ in 0..reps {
+                quant_matmul(&x, m, k, Blocks { ty, data: &w }, None, &mut y).expect("consistent");
+            }
+            let cpu = cpu_seconds() - cpu0;
+            let blocks = (n * k / 32 * reps) as f64;
+            println!(
+                "{} rows={m}: {:.2} ns of CPU per weight block",
+                ty.name(),
+                cpu / blocks * 1e9
+            );
+        }
+    }
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`, ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}

@@ -1,0 +1,245 @@
+//! The x86-64 kernels of [`crate::quant`]: one block of 32 weights per 256-bit register against
+//! the same block of every activation row. The integer product of a block is `vpdpbusd`
+//! (AVX-512 VNNI, on 256-bit registers) or `vpmaddubsw` + `vpmaddwd` (AVX2); both multiply
+//! unsigned by signed bytes, so a signed weight block (Q8_0, and Q4_0 after subtracting its 8)
+//! goes in as `|w|` against `x` with `w`'s sign, as in llama.cpp. Q4_1's unsigned nibbles go in
+//! as they are (as do the unpacked codes of swift-rs's own affine layout, with a scale and a min
+//! per group instead of per block), and its offset adds `m_w · d_x Σq_x` per block. Block scales are converted from
+//! float16 with F16C.
+
+use std::arch::x86_64::*;
+
+use crate::quant::{
+    check_bounds, portable, AffineCodes, BlockType, Packed, QKernel, QuantizedActs, QK,
+};
+
+/// The kernels this CPU runs, fastest first.
+pub(crate) fn available() -> Vec<(&'static str, QKernel)> {
+    let mut out: Vec<(&'static str, QKernel)> = Vec::new();
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+    {
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni")
+        {
+            out.push(("vnni", vnni));
+        }
+        out.push(("avx2", avx2));
+    }
+    out
+}
+
+fn vnni(
+    a: &QuantizedActs,
+    m: usize,
+    k: usize,
+    w: Packed<'_>,
+    first: usize,
+    rows: usize,
+    out: &mut [f32],
+) {
+    check_bounds(a, m, k, w, first, rows, out);
+    // SAFETY: listed by `available` only when the CPU has these features; the slices hold every
+    // read and write (checked above).
+    unsafe { vnni_inner(a, m, k, w, first, rows, out.as_mut_ptr()) }
+}
+
+fn avx2(
+    a: &QuantizedActs,
+    m: usize,
+    k: usize,
+    w: Packed<'_>,
+    first: usize,
+    rows: usize,
+    out: &mut [f32],
+) {
+    // `vpmaddubsw` adds two u8 × i8 products in int16, which codes above 127 can overflow.
+    if let Packed::Affine(AffineCodes { bits: 8, .. }) = w {
+        return portable(a, m, k, w, first, rows, out);
+    }
+    check_bounds(a, m, k, w, first, rows, out);
+    // SAFETY: as for `vnni`.
+    unsafe { avx2_inner(a, m, k, w, first, rows, out.as_mut_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn vnni_inner(
+    a: &QuantizedActs,
+    m: usize,
+    k: usize,
+    w: Packed<'_>,
+    first: usize,
+    rows: usize,
+    out: *mut f32,
+) {
+    dispatch::<true>(a, m, k, w, first, rows, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_inner(
+    a: &QuantizedActs,
+    m: usize,
+    k: usize,
+    w: Packed<'_>,
+    first: usize,
+    rows: usize,
+    out: *mut f32,
+) {
+    dispatch::<false>(a, m, k, w, first, rows, out)
+}
+
+const Q8_0: u8 = 0;
+const Q4_0: u8 = 1;
+const Q4_1: u8 = 2;
+/// Unpacked codes with a scale and a min per group (swift-rs's affine layout).
+const AFFINE: u8 = 3;
+
+/// Picks the instance for the row count and the layout.
+#[inline(always)]
+unsafe fn dispatch<const VNNI: bool>(
+    a: &QuantizedActs,
+    m: usize,
+    k: usize,
+    w: Packed<'_>,
+    first: usize,
+    rows: usize,
+    out: *mut f32,
+) {
+    macro_rules! go {
+        ($($n:literal)*) => {
+            match (m, w) {
+                $(($n, Packed::Blocks(b)) => match b.ty {
+                    BlockType::Q8_0 => walk::<$n, Q8_0, VNNI>(a, k, w, first, rows, out),
+                    BlockType::Q4_0 => walk::<$n, Q4_0, VNNI>(a, k, w, first, rows, out),
+                    BlockType::Q4_1 => walk::<$n, Q4_1, VNNI>(a, k, w, first, rows, out),
+                },
+                ($n, Packed::Affine(_)) => walk::<$n, AFFINE, VNNI>(a, k, w, first, rows, out),)*
+                _ => unreachable!("m is checked to be 1..=8"),
+            }
+        };
+    }
+    go!(1 2 3 4 5 6 7 8)
+}
+
+/// `Σ` over 4-byte groups of unsigned `u` times signed `s`, as 8 × int32.
+#[inline(always)]
+unsafe fn dot<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+}
+
+/// The 32 nibbles of a Q4 block as bytes 0..=15, in element order (low nibbles first).
+#[inline(always)]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let qs = _mm_loadu_si128(p as *const __m128i);
+    let lo = _mm_and_si128(qs, _mm_set1_epi8(15));
+    let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(15));
+    _mm256_set_m128i(hi, lo)
+}
+
+/// The float16 at `p` (F16C's conversion).
+#[inline(always)]
+unsafe fn half(p: *const u8) -> f32 {
+    let h = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// The weight rows `first..first + rows` of layout `T` against `M` activation rows.
+#[inline(always)]
+unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
+    a: &QuantizedActs,
+    k: usize,
+    w: Packed<'_>,
+    first: usize,
+    rows: usize,
+    out: *mut f32,
+) {
+    let nb = k / QK;
+    let bb = match T {
+        Q8_0 => 34,
+        Q4_0 => 18,
+        _ => 20,
+    };
+    let (data, codes, scales, mins, group) = match w {
+        Packed::Blocks(b) => (
+            b.data.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            std::ptr::null(),
+            QK,
+        ),
+        Packed::Affine(af) => (
+            std::ptr::null(),
+            af.codes.as_ptr(),
+            af.scales.as_ptr(),
+            af.mins.as_ptr(),
+            af.group,
+        ),
+    };
+    let ng = k.div_ceil(group);
+    let (xq, xd, xs) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+    for r in 0..rows {
+        let row = first + r;
+        let mut acc = [_mm256_setzero_ps(); M];
+        let mut offset = [0f32; M];
+        for b in 0..nb {
+            let (wv, dw, mw, signed) = if T == AFFINE {
+                let p: *const u8 = codes.add(row * k + b * QK);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(512) as *const i8);
+                let g = row * ng + b * QK / group;
+                (
+                    _mm256_loadu_si256(p as *const __m256i),
+                    *scales.add(g),
+                    *mins.add(g),
+                    false,
+                )
+            } else {
+                let blk: *const u8 = data.add((row * nb + b) * bb);
+                // Ask for the block a few lines ahead (a prefetch never faults).
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(512) as *const i8);
+                let dw = half(blk);
+                match T {
+                    Q8_0 => (
+                        _mm256_loadu_si256(blk.add(2) as *const __m256i),
+                        dw,
+                        0.0,
+                        true,
+                    ),
+                    Q4_0 => (
+                        _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
+                        dw,
+                        0.0,
+                        true,
+                    ),
+                    _ => (nibbles(blk.add(4)), dw, half(blk.add(2)), false),
+                }
+            };
+            let uw = if signed { _mm256_sign_epi8(wv, wv) } else { wv };
+            for j in 0..M {
+                let xv = _mm256_loadu_si256(xq.add(j * k + b * QK) as *const __m256i);
+                let sx = if signed { _mm256_sign_epi8(xv, wv) } else { xv };
+                let p = _mm256_cvtepi32_ps(dot::<VNNI>(uw, sx));
+                let scale = _mm256_set1_ps(dw * *xd.add(j * nb + b));
+                acc[j] = _mm256_fmadd_ps(scale, p, acc[j]);
+                if !signed {
+                    offset[j] += mw * *xs.add(j * nb + b);
+                }
+            }
+        }
+        for j in 0..M {
+            *out.add(r * M + j) = hsum(acc[j]) + offset[j];
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+}

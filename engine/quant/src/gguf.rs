@@ -1,0 +1,210 @@
+//! GGUF's packed blocks (Q8_0, Q4_0, Q4_1) as quantized slots that decode on the integer
+//! kernels: [`GgufLinear`] multiplies straight from the blocks ([`swift_kernels::quant_matmul`],
+//! 8-bit activations) and looks embedding rows up by decoding only those rows; [`GgufLoader`]
+//! reads the layout `swift_gguf::convert_to_hf_packed` writes (`STEM.qweight`: U8
+//! `[out, bytes per row]`, the blocks of each row; `STEM.ggml_type`: I32 `[1]`), borrowing the
+//! memory-mapped bytes, so the weights stay the size of the file.
+//!
+//! A product of more than [`crate::decode::KERNEL_ROWS`] rows (a long prompt) or one that needs gradients
+//! (training through the slot) decodes the weight to float32 and multiplies in libtorch.
+
+use std::sync::Arc;
+
+use swift_kernels::{dequantize_row, quant_matmul, BlockType, Blocks, QK};
+use swift_model::weights::{Checkpoint, MappedFile};
+use swift_model::{ModelError, QuantizedLinear, QuantizedLoader};
+use tch::{Device, Kind, Tensor};
+
+use crate::msg;
+
+/// The `quantization_config.quant_method` of a folder in this layout.
+pub const QUANT_METHOD: &str = "gguf";
+
+/// The integer kernel this CPU decodes with (`vnni`, `avx2` or `portable`).
+pub fn kernel_name() -> &'static str {
+    swift_kernels::quant_kernel_name()
+}
+
+/// Whether a model's config.json says its slots are stored in this layout.
+pub fn is_gguf_config(config: &serde_json::Value) -> bool {
+    config
+        .get("quantization_config")
+        .and_then(|q| q.get("quant_method"))
+        .and_then(serde_json::Value::as_str)
+        == Some(QUANT_METHOD)
+}
+
+/// ggml's type id of a block layout, and back.
+fn type_id(ty: BlockType) -> i32 {
+    match ty {
+        BlockType::Q4_0 => 2,
+        BlockType::Q4_1 => 3,
+        BlockType::Q8_0 => 8,
+    }
+}
+
+fn block_type(id: i32) -> Option<BlockType> {
+    [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1]
+        .into_iter()
+        .find(|t| type_id(*t) == id)
+}
+
+/// A `[out, in]` weight in GGUF blocks.
+pub struct GgufLinear {
+    ty: BlockType,
+    /// U8 `[out, in / 32 · block bytes]`, contiguous on the CPU (often the mapped file's bytes).
+    blocks: Tensor,
+    out: usize,
+    k: usize,
+    /// The dtype of embedding rows handed out (the model's).
+    kind: Kind,
+    _keep: Option<Arc<MappedFile>>,
+}
+
+// SAFETY: never mutated after construction; its methods only read `blocks` (libtorch tensors
+// may be read from several threads at once). tch marks `Tensor` `Send` but not `Sync`.
+unsafe impl Sync for GgufLinear {}
+
+impl GgufLinear {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `blocks` is a contiguous CPU U8 tensor of `out · row bytes` elements (checked
+        // in `GgufLoader::load`), alive as long as `self`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.blocks.data_ptr() as *const u8,
+                self.out * self.ty.row_bytes(self.k),
+            )
+        }
+    }
+
+    /// The rows `ids` decoded to float32, `[ids.len(), in]`.
+    fn rows_f32(&self, ids: &[i64]) -> Result<Vec<f32>, String> {
+        let rb = self.ty.row_bytes(self.k);
+        let bytes = self.bytes();
+        let mut out = vec![0f32; ids.len() * self.k];
+        for (&id, o) in ids.iter().zip(out.chunks_exact_mut(self.k)) {
+            let r = usize::try_from(id)
+                .ok()
+                .filter(|&r| r < self.out)
+                .ok_or_else(|| format!("index {id} is out of range for {} rows", self.out))?;
+            dequantize_row(self.ty, &bytes[r * rb..(r + 1) * rb], o);
+        }
+        Ok(out)
+    }
+
+    fn dense(&self) -> Result<Tensor, String> {
+        let ids: Vec<i64> = (0..self.out as i64).collect();
+        let w = self.rows_f32(&ids)?;
+        Tensor::f_from_slice(&w)
+            .and_then(|t| t.f_view([self.out as i64, self.k as i64]))
+            .map_err(msg)
+    }
+}
+
+impl QuantizedLinear for GgufLinear {
+    fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, String> {
+        let w = Blocks {
+            ty: self.ty,
+            data: self.bytes(),
+        };
+        let on_kernels = crate::decode::product(x, self.out, self.k, bias, |xs, m, b, ys| {
+            quant_matmul(xs, m, self.k, w, b, ys)
+        });
+        if let Some(y) = on_kernels {
+            return y;
+        }
+        let w = self.dense()?.f_to_device(x.device()).map_err(msg)?;
+        let w = w.f_to_kind(x.kind()).map_err(msg)?;
+        x.f_linear(&w, bias).map_err(msg)
+    }
+
+    fn dequantize(&self) -> Result<Tensor, String> {
+        self.dense()
+    }
+
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("qweight".into(), self.blocks.shallow_clone()),
+            ("ggml_type".into(), Tensor::from_slice(&[type_id(self.ty)])),
+        ]
+    }
+
+    fn embedding(&self, ids: &Tensor) -> Result<Tensor, String> {
+        let flat: Vec<i64> = Vec::<i64>::try_from(
+            ids.f_to_kind(Kind::Int64)
+                .and_then(|t| t.f_flatten(0, -1))
+                .map_err(msg)?,
+        )
+        .map_err(msg)?;
+        let rows = self.rows_f32(&flat)?;
+        let mut size = ids.size();
+        size.push(self.k as i64);
+        Tensor::f_from_slice(&rows)
+            .and_then(|t| t.f_view(size.as_slice()))
+            .and_then(|t| t.f_to_kind(self.kind))
+            .and_then(|t| t.f_to_device(ids.device()))
+            .map_err(msg)
+    }
+
+    fn decodes_on_kernels(&self) -> bool {
+        true
+    }
+}
+
+/// Reads [`GgufLinear`] slots from a folder in this layout (CPU only).
+pub struct GgufLoader {
+    /// The model's dtype (of embedding rows).
+    pub kind: Kind,
+}
+
+impl QuantizedLoader for GgufLoader {
+    fn load(
+        &self,
+        ckpt: &Checkpoint,
+        stem: &str,
+        shape: &[i64],
+        device: Device,
+    ) -> Result<Option<Arc<dyn QuantizedLinear>>, ModelError> {
+        let bad = |reason: String| ModelError::Config(format!("{stem}: {reason}"));
+        if device != Device::Cpu {
+            return Err(bad(
+                "GGUF blocks decode on the CPU only; run with --device cpu, or convert the file with `swift export --from_gguf` for other devices".into(),
+            ));
+        }
+        let id_name = format!("{stem}.ggml_type");
+        let id = ckpt.load(&id_name, Kind::Int, Device::Cpu)?.tensor;
+        let id = i32::try_from(id.f_flatten(0, -1)?.f_get(0)?)
+            .map_err(|e| bad(format!("{id_name}: {e}")))?;
+        let ty = block_type(id).ok_or_else(|| {
+            bad(format!(
+                "ggml type {id} is not one the integer kernels read (Q8_0, Q4_0, Q4_1)"
+            ))
+        })?;
+        let &[out, k] = shape else {
+            return Err(bad(format!("expected a 2-D slot, got shape {shape:?}")));
+        };
+        let (out, k) = (out as usize, k as usize);
+        if k % QK != 0 {
+            return Err(bad(format!(
+                "{k} input columns are not whole blocks of {QK}"
+            )));
+        }
+        let loaded = ckpt.load(&format!("{stem}.qweight"), Kind::Uint8, Device::Cpu)?;
+        let want = [out as i64, ty.row_bytes(k) as i64];
+        if loaded.tensor.size() != want || !loaded.tensor.is_contiguous() {
+            return Err(ModelError::Shape {
+                name: format!("{stem}.qweight"),
+                got: loaded.tensor.size(),
+                want: want.to_vec(),
+            });
+        }
+        Ok(Some(Arc::new(GgufLinear {
+            ty,
+            blocks: loaded.tensor,
+            out,
+            k,
+            kind: self.kind,
+            _keep: loaded.keep,
+        })))
+    }
+}
