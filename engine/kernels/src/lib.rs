@@ -132,10 +132,24 @@ pub(crate) fn matmul_with(
     y: &mut [f32],
 ) {
     let n = w.len() / k;
+    split_rows(n, m, y, &|first, rows, out| {
+        kernel(x, m, k, w, first, rows, out)
+    });
+}
+
+/// Splits the `n` weight rows of a product `y[m, n]` between the pool's threads: task `b`
+/// calls `rows_into(first, rows, out)` for weight rows `first..first + rows`, writing them as
+/// `[rows, m]` into its own stretch of `out`. Every block kernel (float and integer) runs
+/// through this one splitter.
+pub(crate) fn split_rows(
+    n: usize,
+    m: usize,
+    y: &mut [f32],
+    rows_into: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+) {
     let pool = pool::pool();
     let block = n.div_ceil(pool.threads() * 4).max(16);
     let tasks = n.div_ceil(block);
-    // Task `b` computes weight rows `b * block ..` into its own stretch of `out` (`[rows, m]`).
     let run_into = |out: &mut [f32]| {
         let out = SharedOut(out.as_mut_ptr(), out.len());
         pool.run(tasks, &|b| {
@@ -144,7 +158,7 @@ pub(crate) fn matmul_with(
             // SAFETY: tasks write disjoint stretches `[first * m, (first + rows) * m)` of `out`,
             // which outlives `run` (it returns only when every task is done).
             let out = unsafe { out.stretch(first * m, rows * m) };
-            kernel(x, m, k, w, first, rows, out);
+            rows_into(first, rows, out);
         });
     };
     if m == 1 {

@@ -15,7 +15,7 @@
 //!   byte `i`, element `16 + i` in its high nibble); value `d · (q − 8)`.
 //! * Q4_1, 20 bytes: float16 `d`, float16 `m`, nibbles as Q4_0; value `d · q + m`.
 
-use crate::{pool, ShapeError, SharedOut, MAX_ROWS, SCRATCH};
+use crate::{split_rows, ShapeError, MAX_ROWS};
 
 /// Elements per block, in every layout here.
 pub const QK: usize = 32;
@@ -376,37 +376,12 @@ fn run(
         )));
     }
     let kernel = select().1;
-    let pool = pool::pool();
-    let block = n.div_ceil(pool.threads() * 4).max(16);
-    let tasks = n.div_ceil(block);
     ACTS.with_borrow_mut(|acts| {
         acts.quantize(x, m, k);
         let acts = &*acts;
-        let run_into = |out: &mut [f32]| {
-            let out = SharedOut(out.as_mut_ptr(), out.len());
-            pool.run(tasks, &|b| {
-                let first = b * block;
-                let rows = block.min(n - first);
-                // SAFETY: tasks write disjoint stretches `[first * m, (first + rows) * m)` of
-                // `out`, which outlives `run`.
-                let out = unsafe { out.stretch(first * m, rows * m) };
-                kernel(acts, m, k, w, first, rows, out);
-            });
-        };
-        if m == 1 {
-            run_into(y);
-        } else {
-            SCRATCH.with_borrow_mut(|t| {
-                t.clear();
-                t.resize(n * m, 0.0);
-                run_into(t);
-                for (r, vals) in t.chunks_exact(m).enumerate() {
-                    for (j, v) in vals.iter().enumerate() {
-                        y[j * n + r] = *v;
-                    }
-                }
-            });
-        }
+        split_rows(n, m, y, &|first, rows, out| {
+            kernel(acts, m, k, w, first, rows, out)
+        });
     });
     if let Some(b) = bias {
         for row in y.chunks_exact_mut(n) {
