@@ -19,11 +19,10 @@ if [[ -x scripts/bench_infer.sh ]]; then
     bash scripts/bench_infer.sh
 fi
 
-echo "== batch-1 decoding beside llama.cpp (llama-bench -t 2, F32 and BF16 GGUF; interleaved, medians of 3)"
-"${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_decode_llama.py --repeats 3
-
-echo "== quantized decoding: SmolLM2 as F32/F16/Q8_0/Q4_0/Q4_1 GGUF, swift infer beside llama-bench -t 2 (medians of 3)"
-bash scripts/bench_quant_decode.sh
+echo "== batch-1 decoding: the model folder (float32, bfloat16), GGUF F32/F16/BF16/Q8_0/Q4_0/Q4_1 and the own 4-bit folder; backends pt and llama_cpp beside llama-bench -t 2 (interleaved, medians of 3)"
+make --no-print-directory llama-cpp
+"${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_decode.py --repeats 3 \
+    --inputs "float32 bfloat16 f32 f16 bf16 q8_0 q4_0 q4_1 rtn4" --backends "pt llama_cpp"
 
 echo "== deploy: 64 requests from 16 concurrent clients against one client (SmolLM2, temperature 0)"
 "${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python" scripts/bench_deploy.py

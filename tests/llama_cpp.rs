@@ -147,10 +147,10 @@ fn greedy_tokens_equal_pt_on_float32_gguf() {
     );
 
     // SmolLM2-135M-Instruct: 32 tokens each, one prompt may differ after a near tie. Its F32
-    // export is kept in the cache (scripts/bench_backends.sh's file), so that the host's GGUF →
+    // export is kept in the cache (scripts/bench_decode.py's file), so that the host's GGUF →
     // folder conversion (for the tokenizer) is made once, not at every run.
     let model = smollm2();
-    let gguf = cache().join("bench-backends/SmolLM2-135M-Instruct-f32.gguf");
+    let gguf = cache().join("bench-gguf/SmolLM2-135M-Instruct-f32.gguf");
     if !gguf.is_file() {
         let made = export_f32(&model, &tmp.path().join("smol"));
         std::fs::create_dir_all(gguf.parent().unwrap()).unwrap();

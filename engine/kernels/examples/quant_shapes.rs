@@ -1,7 +1,7 @@
 //! Times `quant_matmul` over the weight shapes of SmolLM2-135M (30 blocks and the tied output
 //! projection) at 1, 4 and 8 rows, for Q8_0, Q4_0 and Q4_1 blocks: `cargo run --release -p
 //! swift-kernels --example quant_shapes` (`SWIFT_QKERNEL=vnni|avx2|portable` picks the kernel).
-//! A quick look at the kernel alone; the real figures come from `scripts/bench_quant_decode.sh`.
+//! A quick look at the kernel alone; the real figures come from `scripts/bench_decode.py`.
 
 use std::time::Instant;
 
