@@ -391,3 +391,104 @@ fn gguf_chat_template_renders_like_the_swift_template() {
         assert_eq!(ids(&copy, "jinja"), want, "template {t}");
     }
 }
+
+/// `swift export --adapters CKPT --to_gguf` writes the GGUF adapter file that llama.cpp's own
+/// `convert_lora_to_gguf.py` writes (recorded by tests/reference/lora_gguf_reference.py from a
+/// PEFT adapter on the tiny llama: every linear target, lora_B of Q/K permuted), equal tensor by
+/// tensor; rsLoRA keeps its scale through alpha; what llama.cpp cannot hold is refused by name.
+#[test]
+fn lora_adapters_export_as_llama_cpps_converter_writes_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = fixture_file("lora_gguf/adapter");
+    let export_lora = |adapter: &Path, out: &Path, extra: &[&str]| {
+        let (model, adapter, out) = (
+            tiny().display().to_string(),
+            adapter.display().to_string(),
+            out.display().to_string(),
+        );
+        let mut args = vec![
+            "export",
+            "--model",
+            model.as_str(),
+            "--adapters",
+            adapter.as_str(),
+            "--to_gguf",
+            "true",
+            "--output_dir",
+            out.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        swift_in(tmp.path(), &args)
+    };
+    let ours_path = tmp.path().join("ours.gguf");
+    let printed = ok(export_lora(&adapter, &ours_path, &["--gguf_type", "f32"]));
+    assert_eq!(printed.trim(), ours_path.to_str().unwrap());
+    let ours = swift_gguf::GgufFile::open(&ours_path).unwrap();
+    let theirs = swift_gguf::GgufFile::open(fixture_file("lora_gguf/llama_cpp.gguf")).unwrap();
+    for key in ["general.architecture", "general.type", "adapter.type"] {
+        assert_eq!(
+            ours.get_str(key).unwrap(),
+            theirs.get_str(key).unwrap(),
+            "{key}"
+        );
+    }
+    assert_eq!(ours.get_f64("adapter.lora.alpha").unwrap(), Some(8.0));
+    assert_eq!(
+        ours.get_f64("adapter.lora.alpha").unwrap(),
+        theirs.get_f64("adapter.lora.alpha").unwrap()
+    );
+    let names = |f: &swift_gguf::GgufFile| {
+        let mut n: Vec<String> = f.tensors().iter().map(|t| t.name.clone()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&ours), names(&theirs));
+    assert_eq!(ours.tensors().len(), 2 * 7 * 2, "7 targets x 2 blocks, A and B");
+    for name in names(&theirs) {
+        let (a, b) = (
+            ours.tensor_f32(&name).unwrap(),
+            theirs.tensor_f32(&name).unwrap(),
+        );
+        assert_eq!(a.shape, b.shape, "{name}");
+        assert_eq!(a.data, b.data, "{name}");
+    }
+
+    // rsLoRA: llama.cpp scales by alpha / r, so alpha·√r = 8·2 is written for alpha / √r.
+    let edited = |name: &str, key: &str, value: Value| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(adapter.join(f), dir.join(f)).unwrap();
+        }
+        let mut cfg: Value = read_json(&dir.join("adapter_config.json"));
+        cfg[key] = value;
+        std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).unwrap();
+        dir
+    };
+    let rs = edited("rslora", "use_rslora", Value::Bool(true));
+    let rs_out = tmp.path().join("rs").join("rs.gguf");
+    ok(export_lora(&rs, &rs_out, &[]));
+    let rs_file = swift_gguf::GgufFile::open(&rs_out).unwrap();
+    assert_eq!(rs_file.get_f64("adapter.lora.alpha").unwrap(), Some(16.0));
+
+    // Refused, naming the file or flag.
+    let dora = edited("dora", "use_dora", Value::Bool(true));
+    assert_fails(
+        export_lora(&dora, &tmp.path().join("d.gguf"), &[]),
+        &["dora/adapter_config.json", "use_dora"],
+    );
+    let saved = edited("saved", "modules_to_save", serde_json::json!(["lm_head"]));
+    assert_fails(
+        export_lora(&saved, &tmp.path().join("s.gguf"), &[]),
+        &["modules_to_save"],
+    );
+    assert_fails(
+        export_lora(&adapter, &tmp.path().join("q.gguf"), &["--gguf_type", "q8_0"]),
+        &["--gguf_type q8_0", "f32 or f16"],
+    );
+    assert_fails(
+        export_lora(&adapter, &tmp.path().join("t.gguf"), &["--template", "chatml"]),
+        &["--template"],
+    );
+    assert!(!tmp.path().join("d.gguf").exists() && !tmp.path().join("q.gguf").exists());
+}

@@ -8,7 +8,8 @@
 //! * [`convert_to_hf`] turns a `llama` GGUF into a Hugging Face folder (config, float32
 //!   safetensors with the Q/K permutation undone, tokenizer files, generation config);
 //!   [`convert_to_hf_packed`] keeps Q8_0/Q4_0/Q4_1 weights packed for the integer kernels;
-//!   [`convert_hf_to_gguf`] goes the other way (F32/F16/Q8_0/Q4_0, llama and qwen2).
+//!   [`convert_hf_to_gguf`] goes the other way (F32/F16/Q8_0/Q4_0, llama and qwen2), and
+//!   [`convert_peft_lora_to_gguf`] writes a PEFT LoRA adapter as a GGUF adapter file.
 //!
 //! No libtorch: this crate builds and tests on any machine.
 
@@ -22,8 +23,8 @@ mod types;
 mod writer;
 
 pub use convert::{
-    convert_hf_to_gguf, convert_to_hf, convert_to_hf_packed, ConvertReport, HfToGgufOptions,
-    HfToGgufReport,
+    convert_hf_to_gguf, convert_peft_lora_to_gguf, convert_to_hf, convert_to_hf_packed,
+    ConvertReport, HfToGgufOptions, HfToGgufReport, LoraGgufReport,
 };
 pub use error::GgufError;
 pub use reader::{F32Tensor, GgufFile, TensorInfo, DEFAULT_ALIGNMENT};

@@ -307,7 +307,7 @@ fn sort_key(name: &str) -> (usize, usize, String) {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, GgufError> {
+pub(super) fn read_json(path: &Path) -> Result<Value, GgufError> {
     let text = fs::read_to_string(path).map_err(|e| GgufError::io("reading", path, e))?;
     serde_json::from_str(&text).map_err(|source| GgufError::Json {
         file: path.display().to_string(),
@@ -345,8 +345,8 @@ fn read_chat_template(dir: &Path) -> Result<Option<String>, GgufError> {
 }
 
 /// Hyper-parameters from `config.json`.
-struct Params {
-    arch: &'static str,
+pub(super) struct Params {
+    pub(super) arch: &'static str,
     hidden: u64,
     intermediate: u64,
     layers: u64,
@@ -367,7 +367,7 @@ struct Params {
 const MAX_HEAD_DIM: u64 = 1 << 16;
 
 impl Params {
-    fn read(c: &Value) -> Result<Params, String> {
+    pub(super) fn read(c: &Value) -> Result<Params, String> {
         let archs: Vec<&str> = c["architectures"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -526,7 +526,7 @@ impl Params {
     }
 
     /// The llama.cpp name of a Hugging Face tensor and the head count to permute its rows with.
-    fn gguf_name(&self, name: &str) -> Option<(String, Option<usize>)> {
+    pub(super) fn gguf_name(&self, name: &str) -> Option<(String, Option<usize>)> {
         let fixed = match name {
             "model.embed_tokens.weight" => Some("token_embd.weight"),
             "model.norm.weight" => Some("output_norm.weight"),
@@ -564,7 +564,7 @@ impl Params {
 }
 
 /// The safetensors files of a model folder, memory-mapped, read as `f32`.
-struct SafeTensorsDir {
+pub(super) struct SafeTensorsDir {
     maps: Vec<(PathBuf, memmap2::Mmap)>,
     index: HashMap<String, StEntry>,
 }
@@ -615,6 +615,15 @@ impl SafeTensorsDir {
                     .into(),
             });
         }
+        Self::open_files(&files)
+    }
+
+    /// One safetensors file (an adapter's `adapter_model.safetensors`).
+    pub(super) fn open_file(path: &Path) -> Result<Self, GgufError> {
+        Self::open_files(&[path.to_path_buf()])
+    }
+
+    fn open_files(files: &[PathBuf]) -> Result<Self, GgufError> {
         let mut maps = Vec::new();
         let mut idx = HashMap::new();
         for (fi, path) in files.iter().enumerate() {
@@ -634,11 +643,11 @@ impl SafeTensorsDir {
         Ok(Self { maps, index: idx })
     }
 
-    fn names(&self) -> impl Iterator<Item = &str> {
+    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)
     }
 
-    fn shape(&self, name: &str) -> Result<Vec<usize>, GgufError> {
+    pub(super) fn shape(&self, name: &str) -> Result<Vec<usize>, GgufError> {
         Ok(self.entry(name)?.2.clone())
     }
 
@@ -649,7 +658,7 @@ impl SafeTensorsDir {
         })
     }
 
-    fn f32(&self, name: &str) -> Result<Vec<f32>, GgufError> {
+    pub(super) fn f32(&self, name: &str) -> Result<Vec<f32>, GgufError> {
         let (fi, dtype, shape, (a, b)) = self.entry(name)?;
         let bytes = &self.maps[*fi].1[*a..*b];
         let (size, conv): (usize, fn(&[u8]) -> f32) = match dtype {

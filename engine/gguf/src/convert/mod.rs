@@ -6,12 +6,14 @@
 
 mod from_hf;
 mod llama;
+mod lora;
 mod safetensors;
 mod tokenizer;
 
 pub use from_hf::{
     convert_hf_to_gguf, tokenizer_gguf_metadata, HfToGgufOptions, HfToGgufReport, EXPORT_TYPES,
 };
+pub use lora::{convert_peft_lora_to_gguf, LoraGgufReport};
 pub use tokenizer::{build_tokenizer, HfTokenizer, SpecialTokenIds};
 
 use std::collections::BTreeMap;

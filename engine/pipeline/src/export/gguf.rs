@@ -63,3 +63,86 @@ pub fn run(
     tracing::info!("{report}");
     Ok(out)
 }
+
+/// `swift export --adapters CKPT... --to_gguf [--gguf_type f32|f16] [--output_dir OUT]`: each LoRA
+/// checkpoint as the GGUF adapter file llama.cpp loads with `--lora` (swift-gguf's
+/// `convert_peft_lora_to_gguf`), checked against its base model as `--adapters` is. `--output_dir`
+/// names the file when it ends in `.gguf` (one checkpoint), else the folder that receives
+/// `<checkpoint>-lora-<type>.gguf` (default: `<checkpoint folder>-gguf/`). Returns the files.
+pub fn run_lora(
+    args: &swift_spec::ExportSpec,
+    ty: GgmlType,
+    plugins: &swift_registry::PluginSettings,
+) -> Result<Vec<PathBuf>> {
+    if !matches!(ty, GgmlType::F32 | GgmlType::F16) {
+        bail!(
+            "--gguf_type {}: a GGUF LoRA adapter is written as f32 or f16",
+            ty.name().to_ascii_lowercase()
+        );
+    }
+    args.given
+        .refuse(
+            &["template"],
+            "with --adapters --to_gguf (a GGUF adapter file holds no chat template)",
+        )
+        .map_err(anyhow::Error::msg)?;
+    for d in &args.adapters {
+        if !d.is_dir() {
+            bail!("--adapters {}: no such checkpoint folder", d.display());
+        }
+    }
+    let single_file = args
+        .output_dir
+        .as_deref()
+        .filter(|o| o.extension().is_some_and(|e| e == "gguf"));
+    if single_file.is_some() && args.adapters.len() > 1 {
+        bail!("--output_dir names one .gguf file, but {} checkpoints were given: name a folder", args.adapters.len());
+    }
+    let adapters = crate::adapters::Adapters::resolve(args.model.as_deref(), &args.adapters)?;
+    let report = adapters.with_plugins(plugins).load()?;
+    let base = crate::bundle::model_dir(&adapters.model)?;
+    let config_path = base.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", config_path.display()))?;
+    let (family, _, _) = crate::bundle::resolve_family(&report.registries, &config, None)?;
+    let mut written = Vec::new();
+    for dir in &args.adapters {
+        crate::adapters::check_base(
+            dir,
+            &base,
+            &family,
+            &config,
+            args.adapter_check.ignore_adapter_mismatch,
+        )?;
+        let name = dir
+            .canonicalize()
+            .unwrap_or_else(|_| dir.clone())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "adapter".into());
+        let file_name = format!("{name}-lora-{}.gguf", ty.name().to_ascii_lowercase());
+        let out = match (single_file, args.output_dir.as_deref()) {
+            (Some(f), _) => f.to_path_buf(),
+            (None, Some(o)) => o.join(&file_name),
+            (None, None) => dir.with_file_name(format!("{name}-gguf")).join(&file_name),
+        };
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let r = swift_gguf::convert_peft_lora_to_gguf(dir, &config, &out, ty)
+            .with_context(|| format!("exporting the adapter {} to GGUF", dir.display()))?;
+        tracing::info!(
+            "wrote {} ({}): {} LoRA pairs, alpha {}, {} Q/K lora_b permuted for llama.cpp",
+            r.path.display(),
+            r.architecture,
+            r.pairs,
+            r.alpha,
+            r.permuted
+        );
+        written.push(out);
+    }
+    Ok(written)
+}

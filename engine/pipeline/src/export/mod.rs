@@ -2,6 +2,8 @@
 //!
 //! * `--from_gguf FILE --output_dir DIR`: a GGUF file to a Hugging Face folder (swift-gguf).
 //! * `--adapters CKPT --merge_lora true`: LoRA merged into the base weights ([`merge`]).
+//! * `--adapters CKPT --to_gguf true`: a LoRA checkpoint as a GGUF adapter file for llama.cpp
+//!   ([`gguf::run_lora`]).
 //! * `--model DIR --to_gguf [--gguf_type T]`: a Hugging Face folder (or the merged one) to one
 //!   GGUF file for llama.cpp ([`gguf`]); `--to_ollama true` adds an Ollama `Modelfile`
 //!   ([`ollama`]).
@@ -33,7 +35,14 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Vec<String>> {
     let to_ollama = args.to_ollama.unwrap_or(false);
     let to_gguf = args.to_gguf.unwrap_or(false) || to_ollama;
     if !args.adapters.is_empty() && !merge {
-        bail!("--adapters is exported with --merge_lora true (merging is the only way to export an adapter)");
+        if !to_gguf || to_ollama {
+            bail!("--adapters is exported with --merge_lora true (merged into the model) or with --to_gguf true alone (as GGUF LoRA adapter files for llama.cpp)");
+        }
+        let ty = gguf::parse_type(&args.gguf_type)?;
+        return Ok(gguf::run_lora(args, ty, plugins)?
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect());
     }
     if !merge && !to_gguf {
         bail!(
