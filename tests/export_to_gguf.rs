@@ -443,7 +443,11 @@ fn lora_adapters_export_as_llama_cpps_converter_writes_them() {
         n
     };
     assert_eq!(names(&ours), names(&theirs));
-    assert_eq!(ours.tensors().len(), 2 * 7 * 2, "7 targets x 2 blocks, A and B");
+    assert_eq!(
+        ours.tensors().len(),
+        2 * 7 * 2,
+        "7 targets x 2 blocks, A and B"
+    );
     for name in names(&theirs) {
         let (a, b) = (
             ours.tensor_f32(&name).unwrap(),
@@ -483,11 +487,19 @@ fn lora_adapters_export_as_llama_cpps_converter_writes_them() {
         &["modules_to_save"],
     );
     assert_fails(
-        export_lora(&adapter, &tmp.path().join("q.gguf"), &["--gguf_type", "q8_0"]),
+        export_lora(
+            &adapter,
+            &tmp.path().join("q.gguf"),
+            &["--gguf_type", "q8_0"],
+        ),
         &["--gguf_type q8_0", "f32 or f16"],
     );
     assert_fails(
-        export_lora(&adapter, &tmp.path().join("t.gguf"), &["--template", "chatml"]),
+        export_lora(
+            &adapter,
+            &tmp.path().join("t.gguf"),
+            &["--template", "chatml"],
+        ),
         &["--template"],
     );
     assert!(!tmp.path().join("d.gguf").exists() && !tmp.path().join("q.gguf").exists());

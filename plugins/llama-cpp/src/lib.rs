@@ -9,8 +9,11 @@
 //!   fed sequence in one batch, prefills each joining prompt (in chunks of `n_batch`), and
 //!   returns each row's last logits: sampling, seeds, logprobs, stop strings and `n` are the
 //!   host's, the same as on `pt`.
-//! * LoRA adapters: none (llama.cpp applies one adapter set per context, and the PEFT → GGUF LoRA
-//!   export is not written yet), so the record declares none and the host refuses `--adapters`.
+//! * LoRA adapters: each PEFT LoRA checkpoint is written as a GGUF adapter file (swift-gguf's
+//!   `convert_peft_lora_to_gguf`, what `swift export --adapters CKPT --to_gguf` writes) and loaded
+//!   with `llama_adapter_lora_init`; llama.cpp applies one adapter set per context, so the record
+//!   declares `per_batch`: the host never mixes adapters (or an adapter and the base) in one step,
+//!   and a step switches the context's adapter when it differs from the last one.
 //!
 //! Build: the Makefile sets llama.cpp's instruction sets explicitly (x86-64-v3: AVX, AVX2, FMA,
 //! F16C, BMI2; never native, never AMX) through the GGML_* variables the binding forwards to
@@ -26,11 +29,13 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
+use swift_gguf::GgmlType;
+use swift_plugin_api::backend::AdapterFile;
 use swift_plugin_api::prelude::*;
 
-/// The record: GGUF files on the CPU, host sampling, no adapters.
+/// The record: GGUF files on the CPU, host sampling, LoRA adapters one per step.
 pub fn record() -> BackendRecord {
     BackendRecord::new(
         "llama_cpp",
@@ -40,7 +45,7 @@ pub fn record() -> BackendRecord {
         formats: vec![ModelFormat::Gguf],
         devices: vec!["cpu".into()],
         dtypes: false,
-        adapters: AdapterSupport::None,
+        adapters: AdapterSupport::PerBatch,
         sampling: SamplingBy::Host,
         sampling_params: Vec::new(),
         logprobs: false,
@@ -93,17 +98,20 @@ pub fn load(request: &LoadRequest) -> Result<LlamaCppModel, String> {
             request.path.display()
         ));
     }
-    if !request.adapters.is_empty() {
-        return Err("this backend applies no LoRA adapters".into());
-    }
     if !built_with_avx2() && std::arch::is_x86_feature_detected!("avx2") {
         plugin_warn!(
             "this llama.cpp was built without AVX2 (SSE2 only: slow); build it with `make llama-cpp`, which sets its instruction sets"
         );
     }
     let b = backend()?;
-    let model = LlamaModel::load_from_file(b, &request.path, &LlamaModelParams::default())
+    let mut model = LlamaModel::load_from_file(b, &request.path, &LlamaModelParams::default())
         .map_err(|e| format!("llama.cpp cannot load {}: {e}", request.path.display()))?;
+    let adapters = request
+        .adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| load_adapter(&mut model, request, i, a))
+        .collect::<Result<Vec<_>, String>>()?;
     let n_seq = request.max_batch.clamp(1, 64);
     let train = model.n_ctx_train() as usize;
     let per_seq = if request.max_len == 0 {
@@ -144,6 +152,8 @@ pub fn load(request: &LoadRequest) -> Result<LlamaCppModel, String> {
     Ok(LlamaCppModel {
         ctx: Some(ctx),
         model,
+        adapters,
+        current: None,
         vocab,
         n_ctx,
         per_seq,
@@ -153,16 +163,48 @@ pub fn load(request: &LoadRequest) -> Result<LlamaCppModel, String> {
     })
 }
 
-/// A running sequence: its llama.cpp sequence id and how many tokens its cache holds.
+/// The PEFT LoRA checkpoint `a` as a llama.cpp adapter of `model`: written as a GGUF adapter
+/// file (float32, the Q/K rows permuted as the base's) into the temporary folder, loaded, and
+/// the file removed (llama.cpp keeps the tensors).
+fn load_adapter(
+    model: &mut LlamaModel,
+    request: &LoadRequest,
+    i: usize,
+    a: &AdapterFile,
+) -> Result<LlamaLoraAdapter, String> {
+    let file = std::env::temp_dir().join(format!(
+        "swift-llama-cpp-lora-{}-{i}.gguf",
+        std::process::id()
+    ));
+    swift_gguf::convert_peft_lora_to_gguf(&a.path, &request.config, &file, GgmlType::F32)
+        .map_err(|e| format!("adapter {} ({}): {e}", a.name, a.path.display()))?;
+    let adapter = model.lora_adapter_init(&file);
+    let _ = std::fs::remove_file(&file);
+    adapter.map_err(|e| {
+        format!(
+            "llama.cpp cannot load adapter {} ({}): {e}",
+            a.name,
+            a.path.display()
+        )
+    })
+}
+
+/// A running sequence: its llama.cpp sequence id, how many tokens its cache holds and its
+/// adapter.
 struct Seq {
     slot: i32,
     len: usize,
+    adapter: Option<usize>,
 }
 
 /// A loaded GGUF and its context.
 pub struct LlamaCppModel {
     ctx: Option<LlamaContext<'static>>,
     model: *mut LlamaModel,
+    /// The loaded adapters, in the request's order (owned by the model in llama.cpp).
+    adapters: Vec<LlamaLoraAdapter>,
+    /// The adapter the context applies now.
+    current: Option<usize>,
     vocab: usize,
     n_ctx: usize,
     per_seq: usize,
@@ -229,10 +271,62 @@ impl LlamaCppModel {
         Ok(out)
     }
 
+    /// Makes the context apply `adapter` (None: the base model alone).
+    fn use_adapter(&mut self, adapter: Option<usize>) -> Result<(), String> {
+        if adapter == self.current {
+            return Ok(());
+        }
+        let ctx = self
+            .ctx
+            .as_mut()
+            .ok_or_else(|| "the context is gone".to_string())?;
+        match (adapter, self.current) {
+            (Some(i), _) => {
+                let a = self
+                    .adapters
+                    .get_mut(i)
+                    .ok_or_else(|| format!("adapter {i} was not loaded"))?;
+                ctx.lora_adapter_set(a, 1.0)
+                    .map_err(|e| format!("llama.cpp: setting adapter {i}: {e}"))?;
+            }
+            (None, Some(prev)) => {
+                let a = self
+                    .adapters
+                    .get_mut(prev)
+                    .ok_or_else(|| format!("adapter {prev} was not loaded"))?;
+                ctx.lora_adapter_remove(a)
+                    .map_err(|e| format!("llama.cpp: removing adapter {prev}: {e}"))?;
+            }
+            (None, None) => {}
+        }
+        self.current = adapter;
+        Ok(())
+    }
+
+    /// The one adapter of this step's sequences (the host never mixes them: `per_batch`).
+    fn step_adapter(&self, step: &Step) -> Result<Option<usize>, String> {
+        let mut wanted = step
+            .feed
+            .iter()
+            .filter_map(|(seq, _)| self.seqs.get(seq).map(|s| s.adapter))
+            .chain(step.join.iter().map(|j| j.adapter));
+        let Some(first) = wanted.next() else {
+            return Ok(self.current);
+        };
+        if wanted.any(|a| a != first) {
+            return Err(
+                "one step mixes adapters, which this backend cannot apply (one per context)".into(),
+            );
+        }
+        Ok(first)
+    }
+
     fn run(&mut self, step: &Step) -> Result<StepOutput, String> {
         for s in &step.leave {
             self.forget(*s)?;
         }
+        let adapter = self.step_adapter(step)?;
+        self.use_adapter(adapter)?;
         let mut logits: Vec<f32> = Vec::new();
         if !step.feed.is_empty() {
             let mut tokens = Vec::with_capacity(step.feed.len());
@@ -258,9 +352,6 @@ impl LlamaCppModel {
             if j.prompt.is_empty() {
                 return Err(format!("sequence {} joins with no tokens", j.seq));
             }
-            if j.adapter.is_some() {
-                return Err("this backend applies no LoRA adapters".into());
-            }
             if j.prompt.len() >= self.per_seq {
                 return Err(format!(
                     "a prompt of {} tokens does not fit this context's {} tokens per sequence",
@@ -279,6 +370,7 @@ impl LlamaCppModel {
                 Seq {
                     slot,
                     len: j.prompt.len(),
+                    adapter: j.adapter,
                 },
             );
             let n = j.prompt.len();

@@ -178,7 +178,9 @@ pub fn convert_peft_lora_to_gguf(
         if sa.len() != 2 || sb.len() != 2 || sa[0] != sb[1] {
             return Err(GgufError::Shape {
                 tensor: a.clone(),
-                detail: format!("lora_A {sa:?} and lora_B {sb:?} do not pair as [r, in] and [out, r]"),
+                detail: format!(
+                    "lora_A {sa:?} and lora_B {sb:?} do not pair as [r, in] and [out, r]"
+                ),
             });
         }
         let da = st.f32(&a)?;

@@ -96,7 +96,10 @@ pub fn run_lora(
         .as_deref()
         .filter(|o| o.extension().is_some_and(|e| e == "gguf"));
     if single_file.is_some() && args.adapters.len() > 1 {
-        bail!("--output_dir names one .gguf file, but {} checkpoints were given: name a folder", args.adapters.len());
+        bail!(
+            "--output_dir names one .gguf file, but {} checkpoints were given: name a folder",
+            args.adapters.len()
+        );
     }
     let adapters = crate::adapters::Adapters::resolve(args.model.as_deref(), &args.adapters)?;
     let report = adapters.with_plugins(plugins).load()?;
