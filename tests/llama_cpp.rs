@@ -8,6 +8,7 @@
 //! * `swift deploy --infer_backend llama_cpp`: the server's greedy answers equal `swift infer`'s;
 //!   a folder is served through the host's own GGUF export; LoRA adapters by name (one per step),
 //!   alternately and concurrently with the base; `--torch_dtype` is refused by name.
+//! * the `openai` client's deploy scenarios of tests/common/deploy.rs, as on `pt`.
 //! * `--adapters`: a PEFT LoRA checkpoint (converted to a GGUF adapter file) gives `pt`'s greedy
 //!   tokens.
 
@@ -368,4 +369,20 @@ fn deploy_serves_through_llama_cpp_and_refuses_what_it_lacks() {
         ]),
         &["--torch_dtype does not apply to --infer_backend llama_cpp"],
     );
+}
+
+/// The `openai` client's deploy scenarios (tests/common/deploy.rs, the same as on `pt`): models,
+/// chat, streamed equal to non-streamed at temperature 0, completions, tool calls, a trained
+/// adapter by name, seeds, n, logprobs, every error case, 503 on a full queue and Ctrl-C.
+#[test]
+fn openai_client_scenarios_pass_on_llama_cpp() {
+    let plugins = llama_plugin();
+    let backend = [
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "--infer_backend",
+        "llama_cpp",
+    ];
+    openai_client_scenario(&backend);
+    full_queue_scenario(&backend);
 }

@@ -8,10 +8,12 @@
 //!   reference numbers, the Python reference scripts;
 //! * [`files`]: dataset writers, JSON readers, a run folder's logging.jsonl and args.json;
 //! * [`numeric`]: float arrays, differences and tolerances, safetensors files;
-//! * [`plugins`]: the plugin fixtures, built once per test process.
+//! * [`plugins`]: the plugin fixtures, built once per test process;
+//! * [`deploy`]: the `openai` client's scenarios against `swift deploy`, on any backend.
 
 #![allow(dead_code)]
 
+pub mod deploy;
 pub mod files;
 pub mod models;
 pub mod numeric;
@@ -19,6 +21,7 @@ pub mod plugins;
 pub mod setup;
 pub mod swift;
 
+pub use deploy::*;
 pub use files::*;
 pub use models::*;
 pub use numeric::*;

@@ -114,10 +114,12 @@ pub fn load(request: &LoadRequest) -> Result<LlamaCppModel, String> {
         .collect::<Result<Vec<_>, String>>()?;
     let n_seq = request.max_batch.clamp(1, 64);
     let train = model.n_ctx_train() as usize;
+    // The host's longest sequence wins, as on `pt`, even beyond the model's training context
+    // (llama.cpp then extends RoPE as the model's hyper-parameters say).
     let per_seq = if request.max_len == 0 {
-        train
+        train.max(1)
     } else {
-        request.max_len.min(train.max(1))
+        request.max_len
     };
     let n_ctx = (per_seq * n_seq).clamp(256, MAX_CTX);
     let threads = if request.threads == 0 {
