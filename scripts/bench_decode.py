@@ -40,6 +40,8 @@ import subprocess
 import sys
 import tempfile
 
+from benchlib import cpu_model, timed
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("SWIFT_RS_CACHE", os.path.expanduser("~/.cache/swift-rs"))
 MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct")
@@ -55,7 +57,6 @@ QUESTIONS = [
 FOLDER_DTYPES = {"float32": "f32", "bfloat16": "bf16"}  # folder input -> llama.cpp's counterpart
 GGUF_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"]
 OWN = "rtn4"
-TIME_FORMAT = "%M %e %U %S %w"  # peak RSS KiB, wall s, user s, system s, voluntary switches
 
 
 def sh(cmd, **kw):
@@ -63,20 +64,6 @@ def sh(cmd, **kw):
     if proc.returncode != 0:
         sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     return proc
-
-
-def timed(cmd, work):
-    """Runs `cmd` under GNU time: (the process, its resource figures)."""
-    stats = os.path.join(work, "time")
-    proc = sh(["/usr/bin/time", "-f", TIME_FORMAT, "-o", stats] + cmd)
-    rss, wall, user, system, vol = open(stats).read().split()[-5:]
-    wall = max(float(wall), 1e-9)
-    return proc, {
-        "rss_mib": int(rss) / 1024,
-        "cores_busy": (float(user) + float(system)) / wall,
-        "voluntary_switches": int(vol),
-        "wall_s": float(wall),
-    }
 
 
 def gguf_file(ty, llama_dir):
@@ -123,7 +110,7 @@ def swift_run(work, prompts, model, backend, dtype, new_tokens, plugin_dir):
         cmd += ["--torch_dtype", dtype, "--template", "chatml"]
     if backend == "pt":
         cmd += ["--device", "cpu"]
-    proc, res = timed(cmd, work)
+    proc, res = timed(cmd)
     found = re.findall(r"(\{.*\"rows\".*\})", proc.stderr)
     if not found:
         sys.exit(f"no summary in swift infer's log:\n{proc.stderr[-3000:]}")
@@ -138,18 +125,11 @@ def swift_run(work, prompts, model, backend, dtype, new_tokens, plugin_dir):
 
 def llama_run(work, llama_dir, gguf, new_tokens):
     proc, res = timed([os.path.join(llama_dir, "bin", "llama-bench"), "-m", gguf, "-t", "2",
-                       "-p", "64", "-n", str(new_tokens), "-r", "1", "-o", "json"], work)
+                       "-p", "64", "-n", str(new_tokens), "-r", "1", "-o", "json"])
     rows = json.loads(proc.stdout)
     res["prompt_tok_s"] = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0)
     res["decode_tok_s"] = next(r["avg_ts"] for r in rows if r["n_gen"] > 0)
     return res, rows[0].get("build_commit", "?")
-
-
-def cpu_model():
-    for line in sh(["lscpu"]).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main():

@@ -26,7 +26,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from benchlib import cpu_model, timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("SWIFT_RS_CACHE", os.path.expanduser("~/.cache/swift-rs"))
@@ -50,17 +51,6 @@ def count_tokens(result_path, tokenizer):
     return total
 
 
-def timed(cmd, env, rss_file):
-    start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file] + cmd, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    rss_mib = int(open(rss_file).read().split()[-1]) / 1024
-    return wall, rss_mib
-
-
 def ours(prompts, out, new_tokens, batch, dtype):
     return [os.environ.get("SWIFT_BIN", os.path.join(ROOT, "target/release/swift")), "infer", "--model", MODEL,
             "--template", "chatml", "--temperature", "0", "--max_new_tokens", str(new_tokens),
@@ -76,19 +66,25 @@ def peer(peer_bin, prompts, out, new_tokens, batch, dtype):
 
 
 def measure(make_cmd, env, work, new_tokens, batch, dtype, repeats, tokenizer):
-    rates, rsses = [], []
+    """Generated tok/s (the run with `new_tokens` less the run with 1, so start-up and prefill
+    cancel), and the longer run's peak RSS, cores busy and voluntary context switches per
+    generated token: medians of `repeats`."""
+    rates, rsses, busy, vcsw = [], [], [], []
     for r in range(repeats):
         walls, toks = {}, {}
         for n in (new_tokens, 1):
             out = os.path.join(work, f"out-{n}-{r}.jsonl")
             if os.path.exists(out):
                 os.remove(out)
-            wall, rss = timed(make_cmd(out, n, batch, dtype), env, os.path.join(work, "rss"))
-            walls[n], toks[n] = wall, count_tokens(out, tokenizer)
+            _, st = timed(make_cmd(out, n, batch, dtype), env)
+            walls[n], toks[n] = st["wall_s"], count_tokens(out, tokenizer)
             if n == new_tokens:
-                rsses.append(rss)
+                rsses.append(st["rss_mib"])
+                busy.append(st["cores_busy"])
+                vcsw.append(st["voluntary_switches"] / max(toks[n], 1))
         rates.append((toks[new_tokens] - toks[1]) / max(walls[new_tokens] - walls[1], 1e-9))
-    return statistics.median(rates), statistics.median(rsses)
+    med = statistics.median
+    return med(rates), med(rsses), med(busy), med(vcsw)
 
 
 PEER_PREFILL = r"""
@@ -177,8 +173,9 @@ def main():
                     f.write(json.dumps({"messages": [{"role": "user", "content": q}]}) + "\n")
             for dtype in args.dtypes.split():
                 for batch in (1, 8):
-                    a, a_rss = measure(lambda o, n, b, d: ours(prompts, o, n, b, d), dict(os.environ),
-                                       work, args.new_tokens, batch, dtype, args.repeats, tokenizer)
+                    a, a_rss, _, _ = measure(lambda o, n, b, d: ours(prompts, o, n, b, d),
+                                             dict(os.environ), work, args.new_tokens, batch, dtype,
+                                             args.repeats, tokenizer)
                     print(f"swift-rs infer {dtype} batch {batch}: {a:.1f} tok/s, peak {a_rss:.0f} MiB "
                           f"(medians of {args.repeats})", flush=True)
         return
@@ -193,18 +190,23 @@ def main():
         env_ours = dict(os.environ)
         env_peer = dict(os.environ, **PEER_ENV)
         if not args.prefill_only:
+            print(f"{cpu_model()}; cores busy and voluntary context switches (per generated "
+                  f"token) are the whole command's, swift-rs / ms-swift")
             print(f"{'dtype':<9} {'batch':>5} {'swift-rs tok/s':>15} {'ms-swift tok/s':>15} "
                   f"{'ratio':>6} {'swift-rs MiB':>13} {'ms-swift MiB':>13} {'RSS ratio':>9} "
-                  f"{'of bound':>8}")
+                  f"{'of bound':>8} {'cores busy':>11} {'vcsw/token':>11}")
         for dtype in [] if args.prefill_only else args.dtypes.split():
             for batch in (1, 8):
-                a, a_rss = measure(lambda o, n, b, d: ours(prompts, o, n, b, d), env_ours, work,
-                                   args.new_tokens, batch, dtype, args.repeats, tokenizer)
-                p, p_rss = measure(lambda o, n, b, d: peer(peer_bin, prompts, o, n, b, d), env_peer,
-                                   work, args.new_tokens, batch, dtype, args.repeats, tokenizer)
+                a, a_rss, a_busy, a_vcsw = measure(
+                    lambda o, n, b, d: ours(prompts, o, n, b, d), env_ours, work,
+                    args.new_tokens, batch, dtype, args.repeats, tokenizer)
+                p, p_rss, p_busy, p_vcsw = measure(
+                    lambda o, n, b, d: peer(peer_bin, prompts, o, n, b, d), env_peer,
+                    work, args.new_tokens, batch, dtype, args.repeats, tokenizer)
                 share = f"{a / BOUND[dtype]:.0%}" if batch == 1 and dtype in BOUND else "-"
                 print(f"{dtype:<9} {batch:>5} {a:>15.1f} {p:>15.1f} {a / p:>6.2f} {a_rss:>13.0f} "
-                      f"{p_rss:>13.0f} {a_rss / p_rss:>9.2f} {share:>8}", flush=True)
+                      f"{p_rss:>13.0f} {a_rss / p_rss:>9.2f} {share:>8} "
+                      f"{a_busy:>5.2f}/{p_busy:<5.2f} {a_vcsw:>5.0f}/{p_vcsw:<5.0f}", flush=True)
         print(f"\n{'dtype':<9} {'batch':>5} {'swift-rs prompt tok/s':>22} {'ms-swift prompt tok/s':>22} "
               f"{'ratio':>6} {'swift-rs TTFT ms':>17} {'ms-swift TTFT ms':>17} {'ratio':>6}")
         for dtype in args.dtypes.split():

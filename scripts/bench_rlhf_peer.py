@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 
+from benchlib import cpu_model, timed
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("SWIFT_RS_CACHE", os.path.expanduser("~/.cache/swift-rs"))
 MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct")
@@ -46,12 +48,8 @@ def write_dataset(path):
 
 
 def run(cmd, env, work):
-    rss = os.path.join(work, "rss")
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss] + cmd, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-4000:]}")
-    return int(open(rss).read().split()[-1]) / 1024
+    """The whole command's figures (benchlib.timed): peak RSS, cores busy, context switches."""
+    return timed(cmd, env)[1]
 
 
 COMMON = ["--rlhf_type", "dpo", "--beta", "0.1", "--tuner_type", "lora", "--lora_rank", "8",
@@ -102,32 +100,38 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         dataset = os.path.join(work, "dpo64.jsonl")
         write_dataset(dataset)
-        results = {"swift-rs": ([], []), "ms-swift": ([], [])}
+        results = {"swift-rs": ([], [], [], []), "ms-swift": ([], [], [], [])}
         loads = []
         for r in range(args.repeats):
             loads.append(os.getloadavg()[0])
             out = os.path.join(work, f"ours{r}")
-            rss = run(ours(dataset, out), dict(os.environ), work)
+            st = run(ours(dataset, out), dict(os.environ), work)
+            rss = st["rss_mib"]
             results["swift-rs"][0].append(pairs / our_seconds(out))
             results["swift-rs"][1].append(rss)
+            results["swift-rs"][2].append(st["cores_busy"])
+            results["swift-rs"][3].append(st["voluntary_switches"] / STEPS)
             if args.ours_only:
                 print(f"swift-rs {results['swift-rs'][0][-1]:.3f} pairs/s, peak {rss:.0f} MiB")
                 continue
             out = os.path.join(work, f"peer{r}")
-            rss = run(peer(peer_bin, dataset, out), dict(os.environ, **PEER_ENV), work)
+            st = run(peer(peer_bin, dataset, out), dict(os.environ, **PEER_ENV), work)
             results["ms-swift"][0].append(pairs / peer_seconds(out))
-            results["ms-swift"][1].append(rss)
+            results["ms-swift"][1].append(st["rss_mib"])
+            results["ms-swift"][2].append(st["cores_busy"])
+            results["ms-swift"][3].append(st["voluntary_switches"] / STEPS)
         if args.ours_only:
             print(f"swift-rs LoRA DPO: {statistics.median(results['swift-rs'][0]):.3f} pairs/s, "
                   f"peak {statistics.median(results['swift-rs'][1]):.0f} MiB (medians of {args.repeats})")
             return
-        a, p = (statistics.median(results[k][0]) for k in ("swift-rs", "ms-swift"))
-        ar, pr = (statistics.median(results[k][1]) for k in ("swift-rs", "ms-swift"))
-        print(f"LoRA DPO, {STEPS} steps x {BATCH} pairs, max_length {MAX_LEN} left-truncated, "
-              f"medians of {args.repeats} (load average at start {', '.join(f'{l:.1f}' for l in loads)})")
-        print(f"{'':10} {'pairs/s':>8} {'peak MiB':>9}")
-        print(f"{'swift-rs':10} {a:>8.3f} {ar:>9.0f}")
-        print(f"{'ms-swift':10} {p:>8.3f} {pr:>9.0f}")
+        print(f"LoRA DPO on {cpu_model()}, {STEPS} steps x {BATCH} pairs, max_length {MAX_LEN} "
+              f"left-truncated, medians of {args.repeats} (load average at start "
+              f"{', '.join(f'{l:.1f}' for l in loads)}; cores busy and voluntary context switches "
+              f"are the whole command's)")
+        print(f"{'':10} {'pairs/s':>8} {'peak MiB':>9} {'cores busy':>11} {'vcsw/step':>10}")
+        for k in ("swift-rs", "ms-swift"):
+            m = [statistics.median(v) for v in results[k]]
+            print(f"{k:10} {m[0]:>8.3f} {m[1]:>9.0f} {m[2]:>11.2f} {m[3]:>10.0f}")
         print(f"{'ratio':10} {a / p:>8.2f} {ar / pr:>9.2f}")
 
 

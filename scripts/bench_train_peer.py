@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+from benchlib import cpu_model, timed
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("SWIFT_RS_CACHE", os.path.expanduser("~/.cache/swift-rs"))
 MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct")
@@ -53,16 +55,9 @@ def trained_tokens(dataset):
 
 
 def run(cmd, env, work):
-    """Runs a command under /usr/bin/time; returns (peak RSS MiB, wall s, cores busy, voluntary
-    context switches) for the whole command."""
-    stats = os.path.join(work, "stats")
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M %e %U %S %w", "-o", stats] + cmd, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-4000:]}")
-    rss, wall, user, system, vcsw = open(stats).read().split()[-5:]
-    wall = float(wall)
-    return int(rss) / 1024, wall, (float(user) + float(system)) / max(wall, 1e-9), int(vcsw)
+    """(peak RSS MiB, wall s, cores busy, voluntary context switches) of the whole command."""
+    _, st = timed(cmd, env)
+    return st["rss_mib"], st["wall_s"], st["cores_busy"], st["voluntary_switches"]
 
 
 def ours(dataset, out):
@@ -164,11 +159,3 @@ def machine_state():
     return f"load average {load}, CPU pressure {pressure}%"
 
 
-def cpu_model():
-    for line in subprocess.run(["lscpu"], stdout=subprocess.PIPE, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-if __name__ == "__main__":
-    main()
