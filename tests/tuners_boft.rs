@@ -97,7 +97,10 @@ fn boft_with_two_butterfly_factors_trains_reloads_and_merges() {
     let (base, _) = infer_logits(&["--model", tiny().to_str().unwrap()], "1,2,3,4", 1);
     let (hooked, _) = infer_logits(&["--adapters", c], "1,2,3,4", 1);
     let (merged, _) = infer_logits(&["--adapters", c, "--merge_lora", "true"], "1,2,3,4", 1);
-    assert!(max_abs_diff(&base, &hooked) > 1e-3, "training moved nothing");
+    assert!(
+        max_abs_diff(&base, &hooked) > 1e-3,
+        "training moved nothing"
+    );
     let d = max_abs_diff(&hooked, &merged);
     assert!(d < 1e-4, "merged and unmerged logits differ by {d}");
 }

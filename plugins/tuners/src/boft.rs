@@ -169,7 +169,11 @@ pub fn butterfly_perm(n: i64, i: u32, h: i64) -> Vec<i64> {
         .map(|p| {
             let (c, rest) = (p / chunk, p % chunk);
             let (k, t) = (rest / half, rest % half);
-            let from = if k < m / 2 { 2 * k } else { 2 * (k - m / 2) + 1 };
+            let from = if k < m / 2 {
+                2 * k
+            } else {
+                2 * (k - m / 2) + 1
+            };
             c * chunk + from * half + t
         })
         .collect()
@@ -257,7 +261,10 @@ impl AdapterTuner for BoftTuner {
         let mut geometry = Vec::new();
         for s in &slots {
             if s.kind != SlotKind::Linear || s.shape.len() != 2 {
-                return Err(format!("BOFT targets linear slots; `{}` is not one", s.name));
+                return Err(format!(
+                    "BOFT targets linear slots; `{}` is not one",
+                    s.name
+                ));
             }
             let (out, inp) = (s.shape[0], s.shape[1]);
             let (d, h) = config.blocks(inp, &s.name).map_err(|e| {
@@ -606,7 +613,10 @@ mod tests {
                 .matmul(&w.to_kind(Kind::Double).tr())
                 * s.to_kind(Kind::Double).view([-1])
                 + bias.to_kind(Kind::Double);
-            let d1 = (y.to_kind(Kind::Double) - &want).abs().max().double_value(&[]);
+            let d1 = (y.to_kind(Kind::Double) - &want)
+                .abs()
+                .max()
+                .double_value(&[]);
             assert!(d1 < 1e-4, "factors {factors}, block {size}: {d1}");
             let merged = a.merge(0, &w, &tensors, &[]).unwrap();
             let d2 = (x.linear(&merged, Some(&bias)).to_kind(Kind::Double) - &want)
@@ -620,7 +630,10 @@ mod tests {
     #[test]
     fn block_settings_are_checked_as_peft_checks_them() {
         let e = attach(json!({"boft_block_size": 5}), 6, 16).err().unwrap();
-        assert!(e.contains("16 inputs") && e.contains("--boft_block_size 5"), "{e}");
+        assert!(
+            e.contains("16 inputs") && e.contains("--boft_block_size 5"),
+            "{e}"
+        );
         let e = attach(json!({"boft_block_size": 4, "boft_block_num": 4}), 6, 16)
             .err()
             .unwrap();

@@ -224,7 +224,10 @@ impl Adapter for FourierAdapter {
     fn forward(&self, call: SlotCall<'_>) -> Result<Tensor, String> {
         let f = || -> Result<Tensor, tch::TchError> {
             let dw = self.delta(call.slot, &call.tensors[0])?;
-            let y = call.x.f_to_kind(Kind::Float)?.f_linear::<Tensor>(&dw, None)?;
+            let y = call
+                .x
+                .f_to_kind(Kind::Float)?
+                .f_linear::<Tensor>(&dw, None)?;
             let kind = call.base.kind();
             call.base.f_to_kind(Kind::Float)?.f_add(&y)?.f_to_kind(kind)
         };
@@ -308,7 +311,9 @@ mod tests {
         let d = a.delta(0, &Tensor::from_slice(&[c as f32])).unwrap();
         for row in 0..m {
             for col in 0..n {
-                let phase = 2.0 * std::f64::consts::PI * (row as f64 / m as f64 + 2.0 * col as f64 / n as f64);
+                let phase = 2.0
+                    * std::f64::consts::PI
+                    * (row as f64 / m as f64 + 2.0 * col as f64 / n as f64);
                 let want = 2.0 * c / (m * n) as f64 * phase.cos();
                 let got = d.double_value(&[row, col]);
                 assert!((got - want).abs() < 1e-6, "({row}, {col}): {got} vs {want}");
