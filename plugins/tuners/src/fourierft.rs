@@ -159,10 +159,13 @@ impl AdapterTuner for FourierTuner {
                     out * inp
                 ));
             }
-            if !drawn.contains_key(&(out, inp)) {
-                drawn.insert((out, inp), positions(out, inp, config.n, config.seed)?);
-            }
-            places.push(drawn[&(out, inp)].clone());
+            let at = match drawn.entry((out, inp)) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(positions(out, inp, config.n, config.seed)?)
+                }
+            };
+            places.push(at.clone());
             shapes.push((out, inp));
             plan.slots.push(SlotPlan {
                 slot: s.name.clone(),
