@@ -385,10 +385,10 @@ impl BoftAdapter {
                 y = y.f_index_select(-1, &index(&g.perms[i as usize - 1].1)?)?;
             }
             let mut blocked = shape[..shape.len() - 1].to_vec();
-            blocked.extend([g.d, 1, g.h]);
-            y = y
-                .f_reshape(blocked.as_slice())?
-                .f_matmul(&q.f_get(i)?)?
+            blocked.extend([g.d, g.h]);
+            // Block d of every row times Q_i[d] (one batched product over the blocks).
+            let y_blocks = y.f_reshape(blocked.as_slice())?;
+            y = Tensor::f_einsum("...dh,dhk->...dk", &[&y_blocks, &q.f_get(i)?], None::<i64>)?
                 .f_reshape(shape.as_slice())?;
             if i > 0 {
                 y = y.f_index_select(-1, &index(&g.perms[i as usize - 1].0)?)?;
