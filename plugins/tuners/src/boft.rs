@@ -317,9 +317,8 @@ impl AdapterTuner for BoftTuner {
             format!("blocks of {}", config.block_size)
         };
         plan.summary = format!(
-            "BOFT {blocks}, {n} butterfly factor{} on {} slots",
-            if n == 1 { "" } else { "s" },
-            plan.slots.len()
+            "BOFT {blocks}, {n} butterfly factor{}",
+            if n == 1 { "" } else { "s" }
         );
         let targeted: Vec<String> = plan.slots.iter().map(|s| s.slot.clone()).collect();
         Ok(Box::new(BoftAdapter {

@@ -125,10 +125,8 @@ impl AdapterTuner for FourierTuner {
             peft_type: "FOURIERFT".into(),
             method: "FourierFT".into(),
             summary: format!(
-                "FourierFT n_frequency={} scaling={} on {} slots",
-                config.n,
-                config.scaling,
-                slots.len()
+                "FourierFT n_frequency={} scaling={}",
+                config.n, config.scaling
             ),
             slots: Vec::new(),
             shared: Vec::new(),
