@@ -650,6 +650,44 @@ mod tests {
         assert_eq!(a.plan().slots[0].tensors[0].shape, [1, 2, 8, 8]);
     }
 
+    fn load(config: Value, r: Vec<i64>) -> Result<Box<dyn Adapter>, String> {
+        let stored = [
+            ("base_model.model.q.boft_R".to_string(), r),
+            ("base_model.model.q.boft_s".to_string(), vec![6, 1]),
+        ];
+        BoftTuner.attach(&AttachRequest {
+            mode: AttachMode::Load,
+            options: config,
+            slots: vec![slot(6, 16)],
+            linear_slots: vec!["q".into()],
+            dtype: "float32".into(),
+            stored: stored.into_iter().collect(),
+            config_file: "ck/adapter_config.json".into(),
+            weights_file: "ck/adapter_model.safetensors".into(),
+        })
+    }
+
+    #[test]
+    fn checkpoints_are_read_against_their_config() {
+        let config = json!({"peft_type": "BOFT", "boft_block_size": 0, "boft_block_num": 4,
+            "boft_n_butterfly_factor": 2});
+        let a = load(config.clone(), vec![2, 4, 4, 4]).unwrap();
+        assert_eq!(a.plan().slots[0].tensors[0].shape, [2, 4, 4, 4]);
+        assert!(!a.plan().slots[0].tensors[0].trainable);
+        // PEFT without its CUDA extension saved one factor under a config saying two.
+        let a = load(config.clone(), vec![1, 4, 4, 4]).unwrap();
+        assert_eq!(a.plan().slots[0].tensors[0].shape, [1, 4, 4, 4]);
+        let e = load(config, vec![2, 2, 8, 8]).err().unwrap();
+        assert!(
+            e.contains("ck/adapter_model.safetensors") && e.contains("[2, 2, 8, 8]"),
+            "{e}"
+        );
+        let e = load(json!({"peft_type": "LORA"}), vec![1, 4, 4, 4])
+            .err()
+            .unwrap();
+        assert!(e.contains("ck/adapter_config.json"), "{e}");
+    }
+
     #[test]
     fn dropout_sets_whole_blocks_to_the_identity_while_training() {
         tch::manual_seed(1);
