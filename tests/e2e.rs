@@ -31,3 +31,4 @@ mod train_loop;
 mod train_lora;
 mod train_packing;
 mod tuners;
+mod tuners_boft;

@@ -117,6 +117,34 @@ const TRAINING: Table = &[
         "vera_d_initial",
         Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
     ),
+    (
+        "boft_block_size",
+        Asserted("boft_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "boft_block_num",
+        Asserted("boft_with_two_butterfly_factors_trains_reloads_and_merges"),
+    ),
+    (
+        "boft_n_butterfly_factor",
+        Asserted("boft_with_two_butterfly_factors_trains_reloads_and_merges"),
+    ),
+    (
+        "boft_dropout",
+        Asserted("boft_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "fourier_n_frequency",
+        Asserted("fourierft_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "fourier_scaling",
+        Asserted("fourierft_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "random_loc_seed",
+        Asserted("fourierft_matches_peft_and_peft_loads_its_checkpoint"),
+    ),
     ("freeze_parameters", Refused(&[])),
     ("trainable_parameters", Refused(&[])),
     ("lisa_activated_layers", Refused(&[])),
@@ -469,6 +497,13 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("vera_projection_prng_key", "-1", "an integer >= 0"),
     ("vera_dropout", "1.5", "a finite number in [0, 1)"),
     ("vera_d_initial", "-1", "a finite number >= 0"),
+    ("boft_block_size", "-1", "an integer >= 0"),
+    ("boft_block_num", "-1", "an integer >= 0"),
+    ("boft_n_butterfly_factor", "0", "an integer >= 1"),
+    ("boft_dropout", "1.5", "a finite number in [0, 1)"),
+    ("fourier_n_frequency", "0", "an integer >= 1"),
+    ("fourier_scaling", "0", "a finite number > 0"),
+    ("random_loc_seed", "-1", "an integer >= 0"),
     ("lisa_activated_layers", "0", "an integer >= 1"),
     ("lisa_step_interval", "0", "an integer >= 1"),
     ("llamapro_num_new_blocks", "0", "an integer >= 1"),

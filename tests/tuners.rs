@@ -34,7 +34,7 @@ fn nll(model: &swift_model::LoadedModel, ids: &[i64]) -> (Tensor, Vec<f64>) {
 /// `seeded` must already equal the reference's (drawn from the same seed as PEFT draws them);
 /// then sets every tensor to the reference's (by PEFT key) and compares loss, logits and every
 /// recorded gradient with it.
-fn matches_reference(
+pub(crate) fn matches_reference(
     tuner: &str,
     options: Value,
     suffixes: &[&str],
@@ -132,7 +132,7 @@ fn matches_reference(
 /// `swift sft --tuner_type TUNER ARGS` for 3 steps on the tiny llama; peft loads the checkpoint
 /// (no missing or unexpected keys, the same logits as `swift infer --adapters`), and
 /// `--merge_lora true` gives the unmerged logits.
-fn trains_and_peft_agrees(tuner: &str, args: &[&str]) {
+pub(crate) fn trains_and_peft_agrees(tuner: &str, args: &[&str]) {
     let python = reference_python(&["transformers", "peft"]);
     let tmp = tempfile::tempdir().unwrap();
     let data = ten_chat_rows(tmp.path());

@@ -210,6 +210,56 @@ pub struct TunerArgs {
         deserialize_with = "range::de_opt::<f64, range::NonNegative, _>"
     )]
     pub vera_d_initial: Option<f64>,
+    /// BOFT: the size of each orthogonal block (default 4 unless --boft_block_num is given; the
+    /// blocks tile each targeted slot's input, so it must divide it).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::NonNegative, _>"
+    )]
+    pub boft_block_size: Option<i64>,
+    /// BOFT: the number of orthogonal blocks per slot, instead of --boft_block_size (0: unset).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::NonNegative, _>"
+    )]
+    pub boft_block_num: Option<i64>,
+    /// BOFT: butterfly factors (default 1: plain block-diagonal OFT; each more doubles the
+    /// effective block size).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>"
+    )]
+    pub boft_n_butterfly_factor: Option<i64>,
+    /// BOFT: multiplicative dropout, the share of one butterfly factor's blocks set to the
+    /// identity while training (default 0).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::ZeroToBelowOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::ZeroToBelowOne, _>"
+    )]
+    pub boft_dropout: Option<f64>,
+    /// FourierFT: trained spectral coefficients per slot (default 2000; at most the slot's
+    /// out × in).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>"
+    )]
+    pub fourier_n_frequency: Option<i64>,
+    /// FourierFT: the scale of the weight change real(ifft2(spectrum)) (default 300).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(default, deserialize_with = "range::de_opt::<f64, range::Positive, _>")]
+    pub fourier_scaling: Option<f64>,
+    /// FourierFT: the seed of the spectral positions (PEFT's random_loc_seed; default 777).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::NonNegative, _>"
+    )]
+    pub random_loc_seed: Option<i64>,
     /// Parameters kept frozen (name prefixes or * patterns), for the full and freeze tuners.
     #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
     pub freeze_parameters: Vec<String>,

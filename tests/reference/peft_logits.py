@@ -29,11 +29,13 @@ def main():
     model.eval()
     saved = set(load_file(f"{ckpt}/adapter_model.safetensors").keys())
     expected = set(get_peft_model_state_dict(model).keys())
-    # Modules holding an adapter (LoRA's lora_A, IA3's ia3_l, VeRA's vera_lambda_b).
+    # Modules holding an adapter (LoRA's lora_A, IA3's ia3_l, VeRA's vera_lambda_b, BOFT's
+    # boft_R, FourierFT's fourierft_spectrum).
+    held = ("lora_A", "ia3_l", "vera_lambda_b", "boft_R", "fourierft_spectrum")
     lora_modules = sum(
         1
         for _, m in model.named_modules()
-        if any(len(getattr(m, k, {})) > 0 for k in ("lora_A", "ia3_l", "vera_lambda_b"))
+        if any(len(getattr(m, k, {})) > 0 for k in held)
     )
     with torch.no_grad():
         logits = model(ids).logits[0, -1].tolist()

@@ -243,6 +243,13 @@ const LORA_FLAGS: &[&str] = &[
     "vera_projection_prng_key",
     "vera_dropout",
     "vera_d_initial",
+    "boft_block_size",
+    "boft_block_num",
+    "boft_n_butterfly_factor",
+    "boft_dropout",
+    "fourier_n_frequency",
+    "fourier_scaling",
+    "random_loc_seed",
 ];
 const WHOLE_FLAGS: &[&str] = &[
     "freeze_parameters",

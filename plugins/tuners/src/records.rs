@@ -173,6 +173,8 @@ pub fn all() -> Vec<TunerRecord> {
         ),
     ];
     out.push(vera);
+    out.push(boft_record());
+    out.push(fourierft_record());
     out.push(TunerRecord::new(
         "full",
         "full fine-tuning: every parameter is trained",
@@ -190,4 +192,91 @@ pub fn all() -> Vec<TunerRecord> {
         "LISA: full fine-tuning of --lisa_activated_layers random layers, re-drawn every --lisa_step_interval steps",
     ));
     out
+}
+
+/// BOFT (`boft.rs`).
+fn boft_record() -> TunerRecord {
+    use serde_json::json;
+    let mut r = TunerRecord::new(
+        "boft",
+        "BOFT: each targeted slot's input rotated by a trained butterfly of orthogonal (Cayley) blocks, its output rescaled per row (--boft_block_size or --boft_block_num, --boft_n_butterfly_factor, --boft_dropout)",
+    );
+    r.peft_type = Some("BOFT".into());
+    r.schema = vec![
+        OptionDecl::new(
+            "target_modules",
+            "list",
+            json!(["all-linear"]),
+            "all-linear, or slot names / their last parts",
+        ),
+        OptionDecl::new(
+            "boft_block_size",
+            "int",
+            json!(4),
+            "the size of each orthogonal block; must divide every targeted slot's input (4 unless boft_block_num is given; give one of the two)",
+        )
+        .range(Some(0.0), None),
+        OptionDecl::new(
+            "boft_block_num",
+            "int",
+            json!(0),
+            "blocks per slot instead of boft_block_size (0: unset)",
+        )
+        .range(Some(0.0), None),
+        OptionDecl::new(
+            "boft_n_butterfly_factor",
+            "int",
+            json!(1),
+            "butterfly factors (1: block-diagonal OFT; each more doubles the effective block size)",
+        )
+        .range(Some(1.0), None),
+        OptionDecl::new(
+            "boft_dropout",
+            "float",
+            json!(0.0),
+            "the share of one factor's blocks set to the identity while training",
+        )
+        .range(Some(0.0), Some(1.0)),
+    ];
+    r
+}
+
+/// FourierFT (`fourierft.rs`).
+fn fourierft_record() -> TunerRecord {
+    use serde_json::json;
+    let mut r = TunerRecord::new(
+        "fourierft",
+        "FourierFT: each targeted slot adds real(ifft2(S)) * scaling, S holding trained coefficients at seeded positions (--fourier_n_frequency, --fourier_scaling, --random_loc_seed)",
+    );
+    r.peft_type = Some("FOURIERFT".into());
+    r.schema = vec![
+        OptionDecl::new(
+            "target_modules",
+            "list",
+            json!(["all-linear"]),
+            "all-linear, or slot names / their last parts",
+        ),
+        OptionDecl::new(
+            "fourier_n_frequency",
+            "int",
+            json!(2000),
+            "trained spectral coefficients per slot (at most the slot's out x in)",
+        )
+        .range(Some(1.0), None),
+        OptionDecl::new(
+            "fourier_scaling",
+            "float",
+            json!(300.0),
+            "the scale of the weight change",
+        )
+        .range(Some(0.0), None),
+        OptionDecl::new(
+            "random_loc_seed",
+            "int",
+            json!(777),
+            "the seed of the spectral positions (regenerated, never saved)",
+        )
+        .range(Some(0.0), None),
+    ];
+    r
 }
