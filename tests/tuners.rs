@@ -10,7 +10,7 @@ use swift_train::AttachedAdapter;
 use tch::{Kind, Tensor};
 
 /// The mean next-token negative log-likelihood of `ids` (what the reference scripts compute).
-fn nll(model: &swift_model::LoadedModel, ids: &[i64]) -> (Tensor, Vec<f64>) {
+pub(crate) fn nll(model: &swift_model::LoadedModel, ids: &[i64]) -> (Tensor, Vec<f64>) {
     let t = ids.len() as i64;
     let ids = Tensor::from_slice(ids).view([1, t]);
     let hidden = model.forward_train(&ids, None).unwrap();
@@ -132,7 +132,7 @@ fn matches_reference(
 /// `swift sft --tuner_type TUNER ARGS` for 3 steps on the tiny llama; peft loads the checkpoint
 /// (no missing or unexpected keys, the same logits as `swift infer --adapters`), and
 /// `--merge_lora true` gives the unmerged logits.
-fn trains_and_peft_agrees(tuner: &str, args: &[&str]) {
+pub(crate) fn trains_and_peft_agrees(tuner: &str, args: &[&str]) {
     let python = reference_python(&["transformers", "peft"]);
     let tmp = tempfile::tempdir().unwrap();
     let data = ten_chat_rows(tmp.path());

@@ -243,6 +243,14 @@ const LORA_FLAGS: &[&str] = &[
     "vera_projection_prng_key",
     "vera_dropout",
     "vera_d_initial",
+    "adalora_init_r",
+    "adalora_target_r",
+    "adalora_tinit",
+    "adalora_tfinal",
+    "adalora_deltaT",
+    "adalora_beta1",
+    "adalora_beta2",
+    "adalora_orth_reg_weight",
 ];
 const WHOLE_FLAGS: &[&str] = &[
     "freeze_parameters",

@@ -10,6 +10,8 @@
 //!   `--init_weights` set the same options on any LoRA tuner.
 //! * `ia3`: (IA)³ (`ia3.rs`), PEFT's layout, `--feedforward_modules`.
 //! * `vera`: VeRA (`vera.rs`), shared projections across slots, PEFT's layout.
+//! * `adalora`: AdaLoRA (`adalora.rs`), SVD-shaped updates whose ranks a budget schedule prunes
+//!   (the contract's extra loss and after-backward hooks), PEFT's layout.
 //! * `full`: every parameter is trained (its targets are every linear slot).
 //! * `freeze`: full training of the parameters that `--freeze_parameters` does not match (or that
 //!   `--trainable_parameters` matches).
@@ -25,6 +27,7 @@
 //! `llamapro` and `lisa` name the host's whole-parameter modes. The records are `records.rs`,
 //! which the `swift` binary also compiles to list them without libtorch.
 
+pub mod adalora;
 pub mod ia3;
 pub mod lora;
 pub mod records;
@@ -111,6 +114,8 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
             r.adapter_tuner(record, ia3::Ia3Tuner)?;
         } else if record.name == "vera" {
             r.adapter_tuner(record, vera::VeraTuner)?;
+        } else if record.name == "adalora" {
+            r.adapter_tuner(record, adalora::AdaloraTuner)?;
         } else if record.adapter() == "lora" {
             r.tuner(record, lora::LoraTuner)?;
         } else {
