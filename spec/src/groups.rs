@@ -250,17 +250,11 @@ pub struct TunerArgs {
     pub adalora_delta_t: Option<u64>,
     /// AdaLoRA: the smoothing of the importance's moving average (PEFT's beta1; default 0.85).
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::OpenUnit>))]
-    #[serde(
-        default,
-        deserialize_with = "range::de_opt::<f64, range::OpenUnit, _>"
-    )]
+    #[serde(default, deserialize_with = "range::de_opt::<f64, range::OpenUnit, _>")]
     pub adalora_beta1: Option<f64>,
     /// AdaLoRA: the smoothing of the importance's uncertainty (PEFT's beta2; default 0.85).
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::OpenUnit>))]
-    #[serde(
-        default,
-        deserialize_with = "range::de_opt::<f64, range::OpenUnit, _>"
-    )]
+    #[serde(default, deserialize_with = "range::de_opt::<f64, range::OpenUnit, _>")]
     pub adalora_beta2: Option<f64>,
     /// AdaLoRA: the weight of the orthogonal regularisation of A and B added to the loss
     /// (PEFT's orth_reg_weight; default 0.5).

@@ -287,7 +287,10 @@ fn load(req: &AttachRequest) -> Result<Box<dyn Adapter>, String> {
     let (cfg, file) = (&req.config_file, &req.weights_file);
     let o = &req.options;
     if o["peft_type"].as_str() != Some("ADALORA") {
-        return Err(format!("{cfg}: peft_type {} is not ADALORA", o["peft_type"]));
+        return Err(format!(
+            "{cfg}: peft_type {} is not ADALORA",
+            o["peft_type"]
+        ));
     }
     if o["init_r"].is_null() {
         return Err(format!("{cfg}: init_r is missing (AdaLoRA's initial rank)"));
@@ -382,7 +385,9 @@ struct AdaloraAdapter {
 fn delta(c: &AdaloraConfig, t: &[Tensor]) -> Result<Tensor, tch::TchError> {
     let d = t[1].f_matmul(&t[0].f_mul(&t[2])?)?;
     match t.get(3) {
-        Some(ranknum) => d.f_mul_scalar(c.lora_alpha)?.f_div(&ranknum.f_add_scalar(1e-5)?),
+        Some(ranknum) => d
+            .f_mul_scalar(c.lora_alpha)?
+            .f_div(&ranknum.f_add_scalar(1e-5)?),
         None => d.f_mul_scalar(c.scale()),
     }
 }
@@ -418,9 +423,7 @@ impl AdaloraAdapter {
                         continue;
                     }
                     let ipt = p.f_detach()?.f_mul(&g)?.f_abs()?;
-                    let new_avg = avg
-                        .f_mul_scalar(b1)?
-                        .f_add(&ipt.f_mul_scalar(1.0 - b1)?)?;
+                    let new_avg = avg.f_mul_scalar(b1)?.f_add(&ipt.f_mul_scalar(1.0 - b1)?)?;
                     let new_unc = unc
                         .f_mul_scalar(b2)?
                         .f_add(&ipt.f_sub(&new_avg)?.f_abs()?.f_mul_scalar(1.0 - b2)?)?;
@@ -705,5 +708,52 @@ impl Adapter for AdaloraAdapter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_falls_on_peft_s_cubic_schedule() {
+        // 3 slots: 36 triplets at init_r 12, 24 at target_r 8; tinit 10, tfinal 20, total 100.
+        let c = AdaloraConfig::read(
+            &json!({"adalora_init_r": 12, "adalora_target_r": 8, "adalora_tinit": 10,
+                    "adalora_tfinal": 20, "adalora_deltaT": 10}),
+            true,
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.budget(10, 100, 3), (36, false), "warm-up");
+        // 12 · (1 − 1/70)³ + 24 = 12 · 328509/343000 + 24 = 35.49…
+        assert_eq!(c.budget(11, 100, 3), (35, false));
+        // 12 · (3/7)³ + 24 = 12 · 27/343 + 24 = 24.94…, and 50 is a multiple of deltaT.
+        assert_eq!(c.budget(50, 100, 3), (24, true));
+        assert_eq!(c.budget(81, 100, 3), (24, true), "final phase");
+        assert!(
+            c.check_schedule(30).is_err(),
+            "tinit + tfinal = 30 leaves no step"
+        );
+        assert!(c.check_schedule(31).is_ok());
+    }
+
+    #[test]
+    fn a_target_rank_not_below_the_initial_one_is_refused() {
+        let e = AdaloraConfig::read(
+            &json!({"adalora_init_r": 4, "adalora_target_r": 4}),
+            true,
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("--adalora_target_r (4) must be below --adalora_init_r (4)"),
+            "{e}"
+        );
+        let e = AdaloraConfig::read(&json!({"adalora_beta2": 1.0}), true, "").unwrap_err();
+        assert!(
+            e.contains("--adalora_beta2 must be in (0, 1), got 1.0"),
+            "{e}"
+        );
     }
 }
