@@ -544,16 +544,15 @@ impl Adapter for AdaloraAdapter {
             let keep = st.rank_pattern.as_ref().map(|p| &p[i]);
             let f = || -> Result<Vec<(String, Tensor)>, tch::TchError> {
                 let mut v = Vec::new();
-                let idx = match keep {
-                    Some(k) => Some(Tensor::from_slice(
-                        &k.iter()
-                            .enumerate()
-                            .filter(|(_, on)| **on)
-                            .map(|(j, _)| j as i64)
-                            .collect::<Vec<_>>(),
-                    )),
-                    None => None,
-                };
+                let idx = keep.map(|k| {
+                    let kept: Vec<i64> = k
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, on)| **on)
+                        .map(|(j, _)| j as i64)
+                        .collect();
+                    Tensor::from_slice(&kept)
+                });
                 for (d, t) in sp.tensors.iter().zip(ts) {
                     let t = t.f_detach()?;
                     let t = match (&idx, d.name.as_str()) {
