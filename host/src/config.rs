@@ -80,8 +80,15 @@ where
         };
     }
     let env_keys = known.clone();
+    // Named as the setting is (`SWIFT_ADALORA_DELTAT` is `adalora_deltaT`), not lowercased.
     let env = Env::prefixed("SWIFT_")
-        .filter(move |k| env_keys.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
+        .filter_map(move |k| {
+            env_keys
+                .iter()
+                .find(|n| k.as_str().eq_ignore_ascii_case(n))
+                .map(|n| n.clone().into())
+        })
+        .lowercase(false);
     fig = fig.merge(env).merge(Serialized::defaults(flags.clone()));
     let err = match fig.extract() {
         Ok(spec) => return Ok(spec),

@@ -240,11 +240,10 @@ pub struct TunerArgs {
     )]
     pub adalora_tfinal: Option<u64>,
     /// AdaLoRA: steps between two rank allocations (PEFT's deltaT; default 1).
-    #[cfg_attr(feature = "cli", arg(id = "adalora_deltaT", long = "adalora-deltaT", alias = "adalora-delta-t", allow_negative_numbers = true, value_parser = range::parse::<u64, range::AtLeastOne>))]
+    #[cfg_attr(feature = "cli", arg(id = "adalora_deltaT", long = "adalora-deltaT", allow_negative_numbers = true, value_parser = range::parse::<u64, range::AtLeastOne>))]
     #[serde(
         default,
         rename = "adalora_deltaT",
-        alias = "adalora_deltat",
         deserialize_with = "range::de_opt::<u64, range::AtLeastOne, _>"
     )]
     pub adalora_delta_t: Option<u64>,
