@@ -231,6 +231,24 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error
+    fn a_variable_reaches_a_setting_with_capitals() {
+        // ms-swift's `adalora_deltaT`: figment lowercases variables unless told not to.
+        #[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct T {
+            #[serde(rename = "adalora_deltaT")]
+            delta_t: Option<u64>,
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SWIFT_ADALORA_DELTAT", "3");
+            let d = serde_json::to_value(T::default()).unwrap();
+            let t: T = layered(d, None, serde_json::json!({})).unwrap();
+            assert_eq!(t.delta_t, Some(3));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_spec_takes_the_file_over_defaults_and_given_flags_over_the_file() {
         use clap::CommandFactory;
         let dir = tempfile::tempdir().unwrap();
