@@ -8,6 +8,7 @@
 
 mod common;
 
+mod adalora;
 mod backends;
 mod checks;
 mod deploy;

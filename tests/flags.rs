@@ -102,6 +102,38 @@ const TRAINING: Table = &[
         Asserted("ia3_matches_peft_and_peft_loads_its_checkpoint"),
     ),
     (
+        "adalora_init_r",
+        Asserted("adalora_trains_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "adalora_target_r",
+        Asserted("adalora_trains_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "adalora_tinit",
+        Asserted("adalora_trains_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "adalora_tfinal",
+        Asserted("adalora_trains_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "adalora_deltaT",
+        Asserted("adalora_trains_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "adalora_beta1",
+        Asserted("adalora_trains_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "adalora_beta2",
+        Asserted("adalora_trains_and_peft_loads_its_checkpoint"),
+    ),
+    (
+        "adalora_orth_reg_weight",
+        Asserted("adalora_trains_and_peft_loads_its_checkpoint"),
+    ),
+    (
         "vera_rank",
         Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
     ),
@@ -493,6 +525,14 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("lora_alpha", "0", "a finite number > 0"),
     ("lora_dropout", "1.5", "a finite number in [0, 1)"),
     ("lora_lr_ratio", "-1", "a finite number > 0"),
+    ("adalora_init_r", "0", "an integer >= 1"),
+    ("adalora_target_r", "0", "an integer >= 1"),
+    ("adalora_tinit", "-1", "an integer >= 0"),
+    ("adalora_tfinal", "-1", "an integer >= 0"),
+    ("adalora_deltaT", "0", "an integer >= 1"),
+    ("adalora_beta1", "1", "a finite number in (0, 1)"),
+    ("adalora_beta2", "0", "a finite number in (0, 1)"),
+    ("adalora_orth_reg_weight", "-1", "a finite number >= 0"),
     ("vera_rank", "0", "an integer >= 1"),
     ("vera_projection_prng_key", "-1", "an integer >= 0"),
     ("vera_dropout", "1.5", "a finite number in [0, 1)"),

@@ -10,7 +10,7 @@ use swift_train::AttachedAdapter;
 use tch::{Kind, Tensor};
 
 /// The mean next-token negative log-likelihood of `ids` (what the reference scripts compute).
-fn nll(model: &swift_model::LoadedModel, ids: &[i64]) -> (Tensor, Vec<f64>) {
+pub(crate) fn nll(model: &swift_model::LoadedModel, ids: &[i64]) -> (Tensor, Vec<f64>) {
     let t = ids.len() as i64;
     let ids = Tensor::from_slice(ids).view([1, t]);
     let hidden = model.forward_train(&ids, None).unwrap();

@@ -80,8 +80,15 @@ where
         };
     }
     let env_keys = known.clone();
+    // Named as the setting is (`SWIFT_ADALORA_DELTAT` is `adalora_deltaT`), not lowercased.
     let env = Env::prefixed("SWIFT_")
-        .filter(move |k| env_keys.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
+        .filter_map(move |k| {
+            env_keys
+                .iter()
+                .find(|n| k.as_str().eq_ignore_ascii_case(n))
+                .map(|n| n.clone().into())
+        })
+        .lowercase(false);
     fig = fig.merge(env).merge(Serialized::defaults(flags.clone()));
     let err = match fig.extract() {
         Ok(spec) => return Ok(spec),
@@ -219,6 +226,24 @@ mod tests {
                     model: None
                 }
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error
+    fn a_variable_reaches_a_setting_with_capitals() {
+        // ms-swift's `adalora_deltaT`: figment lowercases variables unless told not to.
+        #[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct T {
+            #[serde(rename = "adalora_deltaT")]
+            delta_t: Option<u64>,
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SWIFT_ADALORA_DELTAT", "3");
+            let d = serde_json::to_value(T::default()).unwrap();
+            let t: T = layered(d, None, serde_json::json!({})).unwrap();
+            assert_eq!(t.delta_t, Some(3));
             Ok(())
         });
     }

@@ -320,8 +320,9 @@ pub trait FfiAdapter: Send + Sync {
         step: u64,
         total_steps: u64,
     ) -> RResult<ROption<OwnedTensor>, RString>;
-    /// Called after the step's backward passes, before clipping and the optimiser: the
-    /// tensors carry their gradients (`grad()`), and may be changed in place (no_grad).
+    /// Called once per optimiser step, after the update and before the gradients are cleared
+    /// (PEFT's `optimizer.step(); update_and_allocate(step); zero_grad()`): the tensors carry
+    /// the step's (clipped) gradients (`grad()`), and may be changed in place (no_grad).
     #[sabi(last_prefix_field)]
     fn after_backward(
         &self,

@@ -210,6 +210,59 @@ pub struct TunerArgs {
         deserialize_with = "range::de_opt::<f64, range::NonNegative, _>"
     )]
     pub vera_d_initial: Option<f64>,
+    /// AdaLoRA: the rank every targeted slot starts with (PEFT's init_r; default 12).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>"
+    )]
+    pub adalora_init_r: Option<i64>,
+    /// AdaLoRA: the average rank the budget falls to (PEFT's target_r; default 8; below
+    /// --adalora_init_r).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>"
+    )]
+    pub adalora_target_r: Option<i64>,
+    /// AdaLoRA: warm-up steps before the budget starts to fall (PEFT's tinit; default 0).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<u64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<u64, range::NonNegative, _>"
+    )]
+    pub adalora_tinit: Option<u64>,
+    /// AdaLoRA: final steps at the target budget, ranks fixed (PEFT's tfinal; default 0).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<u64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<u64, range::NonNegative, _>"
+    )]
+    pub adalora_tfinal: Option<u64>,
+    /// AdaLoRA: steps between two rank allocations (PEFT's deltaT; default 1).
+    #[cfg_attr(feature = "cli", arg(id = "adalora_deltaT", long = "adalora-deltaT", allow_negative_numbers = true, value_parser = range::parse::<u64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        rename = "adalora_deltaT",
+        deserialize_with = "range::de_opt::<u64, range::AtLeastOne, _>"
+    )]
+    pub adalora_delta_t: Option<u64>,
+    /// AdaLoRA: the smoothing of the importance's moving average (PEFT's beta1; default 0.85).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::OpenUnit>))]
+    #[serde(default, deserialize_with = "range::de_opt::<f64, range::OpenUnit, _>")]
+    pub adalora_beta1: Option<f64>,
+    /// AdaLoRA: the smoothing of the importance's uncertainty (PEFT's beta2; default 0.85).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::OpenUnit>))]
+    #[serde(default, deserialize_with = "range::de_opt::<f64, range::OpenUnit, _>")]
+    pub adalora_beta2: Option<f64>,
+    /// AdaLoRA: the weight of the orthogonal regularisation of A and B added to the loss
+    /// (PEFT's orth_reg_weight; default 0.5).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::NonNegative, _>"
+    )]
+    pub adalora_orth_reg_weight: Option<f64>,
     /// BOFT: the size of each orthogonal block (default 4 unless --boft_block_num is given; the
     /// blocks tile each targeted slot's input, so it must divide it).
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::NonNegative>))]

@@ -140,6 +140,10 @@ range!(
     ZeroToBelowOne, incl(0.0), excl(1.0)
 );
 range!(
+    /// `(0, 1)`: an exponential moving average's factor that must both keep and take (AdaLoRA's betas).
+    OpenUnit, excl(0.0), excl(1.0)
+);
+range!(
     /// `[0, 1]`: a share that may be whole.
     ZeroToOne, incl(0.0), incl(1.0)
 );

@@ -679,6 +679,10 @@ impl TrainHooks for RlhfHooks<'_> {
         self.inner.after_backward(step, total_steps)
     }
 
+    fn after_update(&mut self, step: u64, total_steps: u64) -> Result<(), TrainError> {
+        self.inner.after_update(step, total_steps)
+    }
+
     fn on_step(&mut self, info: &StepInfo) {
         self.bar.set_length(info.total_steps);
         self.bar.set_position(info.step);

@@ -602,8 +602,14 @@ impl TrainHooks for Hooks<'_> {
             value = loss.f_double_value(&[])?;
             loss.f_backward()?;
         }
-        l.after_backward(step, total_steps)?;
         Ok(value)
+    }
+
+    fn after_update(&mut self, step: u64, total_steps: u64) -> Result<(), TrainError> {
+        match self.lora {
+            Some(l) => l.after_backward(step, total_steps),
+            None => Ok(()),
+        }
     }
 
     fn on_step(&mut self, info: &StepInfo) {

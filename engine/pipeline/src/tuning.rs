@@ -250,6 +250,14 @@ const LORA_FLAGS: &[&str] = &[
     "fourier_n_frequency",
     "fourier_scaling",
     "random_loc_seed",
+    "adalora_init_r",
+    "adalora_target_r",
+    "adalora_tinit",
+    "adalora_tfinal",
+    "adalora_deltaT",
+    "adalora_beta1",
+    "adalora_beta2",
+    "adalora_orth_reg_weight",
 ];
 const WHOLE_FLAGS: &[&str] = &[
     "freeze_parameters",

@@ -899,7 +899,10 @@ impl AttachedAdapter {
             .map_err(TrainError::Step)
     }
 
-    /// The adapter's hook after the step's backward passes (the plan says `after_backward`).
+    /// The adapter's after-backward hook (the plan says `after_backward`): the trainer calls it
+    /// once per step after the optimiser's update and before the gradients are cleared, so the
+    /// tensors carry the step's (clipped) gradients and their updated values (PEFT's loop:
+    /// `optimizer.step()`, `update_and_allocate(step)`, `zero_grad()`).
     pub fn after_backward(&self, step: u64, total_steps: u64) -> Result<(), TrainError> {
         if !self.plan.after_backward {
             return Ok(());

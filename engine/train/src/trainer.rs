@@ -185,9 +185,15 @@ pub trait TrainHooks {
     fn on_metrics(&mut self, _step: u64, _metrics: &serde_json::Map<String, serde_json::Value>) {}
     /// After the step's forward and backward passes, before clipping and the update: the
     /// tuner's extra loss term is run backward into the gradients (its value is returned, added
-    /// to the logged loss) and its after-backward hook sees them (the tuner contract).
+    /// to the logged loss).
     fn after_backward(&mut self, _step: u64, _total_steps: u64) -> Result<f64, TrainError> {
         Ok(0.0)
+    }
+    /// After the optimiser's update, before the gradients are cleared: the tuner's
+    /// after-backward hook sees the (clipped) gradients and the updated tensors (the tuner
+    /// contract; where PEFT's documented loop calls AdaLoRA's `update_and_allocate`).
+    fn after_update(&mut self, _step: u64, _total_steps: u64) -> Result<(), TrainError> {
+        Ok(())
     }
 }
 
@@ -485,6 +491,7 @@ pub fn train<O: Objective>(
         out.loss += hooks.after_backward(step, total_steps)?;
         let grad_norm = opt.clip_grad_norm(cfg.max_grad_norm)?;
         opt.step(lr)?;
+        hooks.after_update(step, total_steps)?;
         opt.zero_grad();
         if !out.loss.is_finite() {
             return Err(TrainError::Step(format!(

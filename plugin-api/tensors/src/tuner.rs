@@ -91,8 +91,9 @@ pub trait Adapter: Send + Sync + 'static {
     ) -> Result<Option<Tensor>, String> {
         Ok(None)
     }
-    /// After the step's backward passes (the plan says `after_backward`): gradients are the
-    /// tensors' `grad()`; tensors may be changed in place under `no_grad`.
+    /// Once per optimiser step (the plan says `after_backward`), after the update and before
+    /// the gradients are cleared: gradients are the tensors' `grad()` (clipped); tensors may be
+    /// changed in place under `no_grad`.
     fn after_backward(
         &self,
         _tensors: &[Vec<Tensor>],

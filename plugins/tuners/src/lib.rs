@@ -12,6 +12,8 @@
 //! * `vera`: VeRA (`vera.rs`), shared projections across slots, PEFT's layout.
 //! * `boft`: BOFT (`boft.rs`), butterfly orthogonal rotations of each slot's input, PEFT's layout.
 //! * `fourierft`: FourierFT (`fourierft.rs`), trained coefficients of a seeded sparse spectrum.
+//! * `adalora`: AdaLoRA (`adalora.rs`), SVD-shaped updates whose ranks a budget schedule prunes
+//!   (the contract's extra loss and after-backward hooks), PEFT's layout.
 //! * `full`: every parameter is trained (its targets are every linear slot).
 //! * `freeze`: full training of the parameters that `--freeze_parameters` does not match (or that
 //!   `--trainable_parameters` matches).
@@ -27,6 +29,7 @@
 //! `llamapro` and `lisa` name the host's whole-parameter modes. The records are `records.rs`,
 //! which the `swift` binary also compiles to list them without libtorch.
 
+pub mod adalora;
 pub mod boft;
 pub mod fourierft;
 pub mod ia3;
@@ -119,6 +122,8 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
             r.adapter_tuner(record, boft::BoftTuner)?;
         } else if record.name == "fourierft" {
             r.adapter_tuner(record, fourierft::FourierTuner)?;
+        } else if record.name == "adalora" {
+            r.adapter_tuner(record, adalora::AdaloraTuner)?;
         } else if record.adapter() == "lora" {
             r.tuner(record, lora::LoraTuner)?;
         } else {

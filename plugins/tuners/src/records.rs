@@ -175,6 +175,7 @@ pub fn all() -> Vec<TunerRecord> {
     out.push(vera);
     out.push(boft_record());
     out.push(fourierft_record());
+    out.push(adalora_record());
     out.push(TunerRecord::new(
         "full",
         "full fine-tuning: every parameter is trained",
@@ -275,6 +276,96 @@ fn fourierft_record() -> TunerRecord {
             "int",
             json!(777),
             "the seed of the spectral positions (regenerated, never saved)",
+        )
+        .range(Some(0.0), None),
+    ];
+    r
+}
+
+/// AdaLoRA's record: its options are ms-swift's `--adalora_*` flags plus `lora_alpha`,
+/// `lora_dropout` and `target_modules` (PEFT's `AdaLoraConfig` defaults as ms-swift sets them).
+fn adalora_record() -> TunerRecord {
+    use serde_json::json;
+    let mut r = TunerRecord::new(
+        "adalora",
+        "AdaLoRA: SVD-shaped low-rank updates whose ranks a budget schedule prunes from --adalora_init_r to --adalora_target_r per slot, with orthogonal regularisation (--adalora_tinit, --adalora_tfinal, --adalora_deltaT, --adalora_beta1, --adalora_beta2, --adalora_orth_reg_weight, --lora_alpha, --lora_dropout)",
+    );
+    r.peft_type = Some("ADALORA".into());
+    r.schema = vec![
+        OptionDecl::new(
+            "target_modules",
+            "list",
+            json!(["all-linear"]),
+            "all-linear, or slot names / their last parts",
+        ),
+        OptionDecl::new(
+            "lora_alpha",
+            "float",
+            json!(32.0),
+            "the scale is alpha / init_r",
+        )
+        .range(Some(0.0), None),
+        OptionDecl::new(
+            "lora_dropout",
+            "float",
+            json!(0.05),
+            "dropout on the adapter's input while training",
+        )
+        .range(Some(0.0), Some(1.0)),
+        OptionDecl::new(
+            "adalora_init_r",
+            "int",
+            json!(12),
+            "the rank every slot starts with",
+        )
+        .range(Some(1.0), None),
+        OptionDecl::new(
+            "adalora_target_r",
+            "int",
+            json!(8),
+            "the average rank per slot the budget falls to (below adalora_init_r)",
+        )
+        .range(Some(1.0), None),
+        OptionDecl::new(
+            "adalora_tinit",
+            "int",
+            json!(0),
+            "warm-up steps before the budget falls",
+        )
+        .range(Some(0.0), None),
+        OptionDecl::new(
+            "adalora_tfinal",
+            "int",
+            json!(0),
+            "final steps with the ranks fixed at the target budget",
+        )
+        .range(Some(0.0), None),
+        OptionDecl::new(
+            "adalora_deltaT",
+            "int",
+            json!(1),
+            "steps between two rank allocations",
+        )
+        .range(Some(1.0), None),
+        OptionDecl::new(
+            "adalora_beta1",
+            "float",
+            json!(0.85),
+            "the smoothing of the importance (exclusive bounds)",
+        )
+        .range(Some(0.0), Some(1.0)),
+        OptionDecl::new(
+            "adalora_beta2",
+            "float",
+            json!(0.85),
+            "the smoothing of the importance's uncertainty (exclusive bounds)",
+        )
+        .range(Some(0.0), Some(1.0)),
+        OptionDecl::new(
+            "adalora_orth_reg_weight",
+            "float",
+            json!(0.5),
+            "the weight of the orthogonal regularisation of A and B in the loss",
         )
         .range(Some(0.0), None),
     ];
