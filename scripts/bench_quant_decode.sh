@@ -11,6 +11,8 @@
 #   scripts/bench_quant_decode.sh            (REPEATS=3 TYPES="f32 f16 q8_0 q4_0 q4_1" SWIFT=...)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/bench_lib.sh
+source "$ROOT/scripts/bench_lib.sh"
 cd "$ROOT"
 CACHE="${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}"
 MODEL="$CACHE/models/SmolLM2-135M-Instruct"
@@ -59,7 +61,7 @@ print(sys.argv[3], sys.argv[4], s["decode_tokens_per_s"], rss)
 PY
 }
 
-echo "CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
+echo "CPU: $(cpu_model), $(nproc) cores"
 echo "swift-rs: the GGUF blocks decode on $kernel"
 echo "llama-bench: $LLAMA"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
