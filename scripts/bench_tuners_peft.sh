@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The PEFT checks of issue 16 on SmolLM2-135M-Instruct, per tuner: `swift sft` on
 # alpaca-en-demo#16 for 4 epochs (batch 4, max_length 96 right-truncated: 16 steps; lr 1e-3, or
-# 1e-2 for ia3 and vera, whose few scaling vectors learn slowly (VeRA's paper uses 1e-2 and up);
-# LR_<tuner>=x overrides); then
+# 1e-2 for ia3 and 5e-2 for vera, whose few scaling vectors learn slowly: at 1e-2 VeRA's loss
+# fell by epoch, 1.50 -> 1.40, less than the spread between batches; LR_<tuner>=x overrides);
+# then
 #   * the mean loss of the last 3 steps is below that of the first 3;
 #   * Python peft (the venv's, 0.21) loads the checkpoint with no missing or unexpected keys
 #     (tests/reference/peft_logits.py), its adapter changes the base's logits, and its logits of
 #     the last position of "<|im_start|>user\nWho are you?" equal `swift infer --adapters`'s
-#     within 1e-4 x max(1, largest |logit|) (tests/train_lora.rs' `check_peft`), with the same
-#     8 greedy tokens;
+#     within 1e-4 (absolute; tests/train_lora.rs' `check_peft` allows 1e-4 x the largest
+#     |logit|), with the same 8 greedy tokens;
 #   * `swift export --merge_lora true` gives a model whose logits equal the unmerged ones within
-#     the same bound (every tuner merges unless NO_MERGE names it).
+#     1e-4 (every tuner merges unless NO_MERGE names it).
 # Prints a table; any miss fails the script (after the table), naming the tuner and the check.
 #
 #   scripts/bench_tuners_peft.sh TUNER...      (SWIFT=path/to/swift, MODEL=dir, LR_<tuner>, NO_MERGE="a b")
@@ -23,7 +24,7 @@ CACHE="${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}"
 MODEL="${MODEL:-$CACHE/models/SmolLM2-135M-Instruct}"
 SWIFT="${SWIFT:-target/release/swift}"
 PY="$CACHE/venv/bin/python"
-declare -A DEFAULT_LR=([ia3]=1e-2 [vera]=1e-2)
+declare -A DEFAULT_LR=([ia3]=1e-2 [vera]=5e-2)
 lr_for() { local v="LR_$1"; echo "${!v:-${DEFAULT_LR[$1]:-1e-3}}"; }
 NO_MERGE="${NO_MERGE:-}"
 # "<|im_start|>user\nWho are you?" in SmolLM2's vocabulary (as tests/train_lora.rs).
@@ -84,18 +85,16 @@ if "error" not in peft:
     r["missing"], r["unexpected"] = len(peft["missing"]), len(peft["unexpected"])
     r["misses"] += [f"peft: missing keys {peft['missing'][:3]}"] if peft["missing"] else []
     r["misses"] += [f"peft: unexpected keys {peft['unexpected'][:3]}"] if peft["unexpected"] else []
-    r["bound"] = 1e-4 * max(1.0, max(abs(x) for x in peft["last_logits"]))
     r["adapter_effect"] = diff(peft["last_logits"], peft["base_last_logits"])
     r["misses"] += [] if r["adapter_effect"] > 1e-3 else ["the adapter does not change peft's logits"]
     if "error" not in ours:
         r["peft_vs_swift"] = diff(peft["last_logits"], ours["last_logits"])
         r["greedy_equal"] = peft["greedy"] == ours["greedy"]
-        r["misses"] += [] if r["peft_vs_swift"] <= r["bound"] else ["peft and swift logits differ"]
+        r["misses"] += [] if r["peft_vs_swift"] <= 1e-4 else ["peft and swift logits differ by more than 1e-4"]
         r["misses"] += [] if r["greedy_equal"] else ["peft and swift greedy tokens differ"]
 if "error" not in ours and "error" not in merged and "skipped" not in merged:
     r["merged_vs_unmerged"] = diff(merged["last_logits"], ours["last_logits"])
-    bound = 1e-4 * max(1.0, max(abs(x) for x in ours["last_logits"]))
-    r["misses"] += [] if r["merged_vs_unmerged"] <= bound else ["merged and unmerged logits differ"]
+    r["misses"] += [] if r["merged_vs_unmerged"] <= 1e-4 else ["merged and unmerged logits differ by more than 1e-4"]
 print(json.dumps(r))
 PY
     rm -rf "$run"
@@ -105,7 +104,7 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def f(r, k, fmt):
     return format(r[k], fmt) if k in r else "–"
-print("| tuner | lr | steps | loss first 3 | loss last 3 | missing / unexpected keys | adapter's effect | max abs Δ peft vs swift (bound) | greedy equal | max abs Δ merged vs unmerged | result |")
+print("| tuner | lr | steps | loss first 3 | loss last 3 | missing / unexpected keys | adapter's effect | max abs Δ peft vs swift | greedy equal | max abs Δ merged vs unmerged | result |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     if "failed" in r:
@@ -114,7 +113,7 @@ for r in rows:
     keys = f"{r['missing']} / {r['unexpected']}" if "missing" in r else "–"
     result = "ok" if not r["misses"] else "FAIL: " + "; ".join(r["misses"])
     print(f"| {r['tuner']} | {r['lr']} | {r['steps']} | {r['first3']:.4f} | {r['last3']:.4f} | {keys} | {f(r, 'adapter_effect', '.3f')} | "
-          f"{f(r, 'peft_vs_swift', '.2e')} ({f(r, 'bound', '.1e')}) | {r.get('greedy_equal', '–')} | "
+          f"{f(r, 'peft_vs_swift', '.2e')} | {r.get('greedy_equal', '–')} | "
           f"{f(r, 'merged_vs_unmerged', '.2e')} | {result} |")
 failed = [r["tuner"] for r in rows if "failed" in r or r["misses"]]
 if failed:
