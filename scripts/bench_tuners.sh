@@ -8,7 +8,9 @@
 #
 # Workload: alpaca-en-demo#ROWS (default 60), SPLIT (0.2) of it held out for eval (the same rows
 # for every tuner: one seed), batch BATCH (4), max_length MAX_LENGTH (128, right-truncated),
-# EPOCHS (1) epochs: 12 steps of 4 rows, one eval of 12 rows at the end. galore and q_galore are
+# EPOCHS (1) epochs: 12 steps of 4 rows, one eval of 12 rows at the end. Each tuner's defaults,
+# except where the model needs another value (EXTRA below: SmolLM2's 30 layers take 3 or 5
+# LLaMA-Pro blocks, not the default 4). galore and q_galore are
 # `--tuner_type full --optimizer NAME`. A name the binary does not know fails the script, naming
 # it, before anything runs; a run that fails stops the script with its log's tail.
 #
@@ -30,6 +32,8 @@ BATCH="${BATCH:-4}"
 MAX_LENGTH="${MAX_LENGTH:-128}"
 EPOCHS="${EPOCHS:-1}"
 DEFAULT_TUNERS="full lora rslora dora lora_plus pissa adalora ia3 vera boft fourierft llamapro lisa longlora galore q_galore"
+# Flags a row needs on SmolLM2 beyond the tuner's defaults.
+declare -A EXTRA=([llamapro]="--llamapro_num_new_blocks 3")
 if [ $# -gt 0 ]; then TUNERS=("$@"); else read -r -a TUNERS <<<"$DEFAULT_TUNERS"; fi
 [ -x "$SWIFT" ] || { echo "build first: cargo build --release -p swift-host -p swift-runtime" >&2; exit 1; }
 [ -f "$MODEL/config.json" ] || { echo "no model at $MODEL (run make setup)" >&2; exit 1; }
@@ -42,10 +46,12 @@ machine="$(machine_line)"
 echo "$machine"
 echo "workload: SmolLM2-135M-Instruct, alpaca-en-demo#$ROWS (split_dataset_ratio $SPLIT), batch $BATCH," \
     "max_length $MAX_LENGTH, $EPOCHS epoch(s), seed 42; tuners: ${TUNERS[*]}"
-rows="$work/rows.jsonl"
+# The rows as they finish (kept if a later run fails).
+rows="$OUT/rows.jsonl"
+: >"$rows"
 for t in "${TUNERS[@]}"; do
     # shellcheck disable=SC2046 # tuner_flags gives several words
-    if ! timed "$work/$t.time" nice "$SWIFT" sft --model "$MODEL" $(tuner_flags "$t") \
+    if ! timed "$work/$t.time" nice "$SWIFT" sft --model "$MODEL" $(tuner_flags "$t") ${EXTRA[$t]:-} \
         --dataset "alpaca-en-demo#$ROWS" --split_dataset_ratio "$SPLIT" \
         --per_device_train_batch_size "$BATCH" --max_length "$MAX_LENGTH" --truncation_strategy right \
         --num_train_epochs "$EPOCHS" --logging_steps 1 --seed 42 --device cpu \
@@ -56,9 +62,9 @@ for t in "${TUNERS[@]}"; do
     fi
     mkdir -p "$OUT/$t"
     cp "$work/$t/logging.jsonl" "$work/$t/args.json" "$OUT/$t/"
-    python3 - "$t" "$work/$t" "$work/$t.log" "$work/$t.time" >>"$rows" <<'PY'
+    python3 - "$t" "$work/$t" "$work/$t.log" "$work/$t.time" "${EXTRA[$t]:-}" >>"$rows" <<'PY'
 import json, re, sys
-name, run, log, timing = sys.argv[1:]
+name, run, log, timing = sys.argv[1:5]
 records = [json.loads(l) for l in open(f"{run}/logging.jsonl")]
 steps = [r for r in records if "loss" in r and "step" in r]
 evals = [r for r in records if "eval_loss" in r]
@@ -77,7 +83,8 @@ print(json.dumps({
     "steps": end["train_steps"], "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
     "mean_loss": end["train_loss"], "eval_loss": evals[-1]["eval_loss"],
     "trainable_parameters": trainable, "total_parameters": total, "trainable_percent": 100 * trainable / total,
-    "peak_rss_mib": int(rss_kib) / 1024, "samples_per_s": samples / end["train_runtime"],
+    "peak_rss_mib": int(rss_kib) / 1024, "trainer_peak_rss_mib": end.get("memory_mib"),
+    "extra_flags": sys.argv[5], "samples_per_s": samples / end["train_runtime"],
     "train_runtime_s": end["train_runtime"], "wall_s": float(wall),
 }))
 PY
@@ -94,7 +101,7 @@ lines = [
 ]
 for r in rows:
     lines.append(
-        f"| {r['tuner']} | {r['learning_rate']:g} | {r['trainable_parameters']:,} | {r['trainable_percent']:.3f} | "
+        f"| {r['tuner']}{' (' + r['extra_flags'] + ')' if r.get('extra_flags') else ''} | {r['learning_rate']:g} | {r['trainable_parameters']:,} | {r['trainable_percent']:.3f} | "
         f"{r['last_loss']:.4f} | {r['mean_loss']:.4f} | {r['eval_loss']:.4f} | {r['peak_rss_mib']:.0f} | "
         f"{r['samples_per_s']:.2f} | {r['wall_s']:.0f} |")
 table = "\n".join(lines)
