@@ -103,7 +103,7 @@ for r in rows:
     lines.append(
         f"| {r['tuner']}{' (' + r['extra_flags'] + ')' if r.get('extra_flags') else ''} | {r['learning_rate']:g} | {r['trainable_parameters']:,} | {r['trainable_percent']:.3f} | "
         f"{r['last_loss']:.4f} | {r['mean_loss']:.4f} | {r['eval_loss']:.4f} | {r['peak_rss_mib']:.0f} | "
-        f"{r['samples_per_s']:.2f} | {r['wall_s']:.0f} |")
+        f"{r['samples_per_s']:.3f} | {r['wall_s']:.0f} |")
 table = "\n".join(lines)
 print(table)
 workload = {"model": "SmolLM2-135M-Instruct", "dataset": f"alpaca-en-demo#{n}", "split_dataset_ratio": float(split),
