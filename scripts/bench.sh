@@ -40,3 +40,8 @@ echo "== LoRA DPO on SmolLM2 and dpo-en-demo#64: accuracies and margins"
 bash scripts/bench_rlhf_dpo.sh
 echo "== quantization: every quantizer's perplexity on SmolLM2 next to float32; QLoRA beside LoRA (peak RSS)"
 bash scripts/bench_quant.sh
+
+echo "== tuners (issue 16): every tuner on SmolLM2 with the same data and steps: losses, trainable parameters, peak RSS, samples/s"
+bash scripts/bench_tuners.sh
+echo "== tuners against Python peft on SmolLM2: the loss falls, peft loads the checkpoint with the same logits, merged = unmerged"
+bash scripts/bench_tuners_peft.sh ia3 vera adalora boft fourierft

@@ -11,13 +11,15 @@
 # opens from its own folder).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/bench_lib.sh
+source "$ROOT/scripts/bench_lib.sh"
 BEFORE="${1:?pass the swift binary built from the earlier commit}"
 AFTER="${2:-$ROOT/target/release/swift}"
 REPEATS="${3:-3}"
 # DPO runs are long (minutes each): DPO_REPEATS=1 keeps a check short.
 DPO_REPEATS="${DPO_REPEATS:-$REPEATS}"
 PY="${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python"
-echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "cpu: $(cpu_model), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for what in train rlhf infer; do
     for side in before after; do
         bin="$BEFORE"; [[ $side == after ]] && bin="$AFTER"

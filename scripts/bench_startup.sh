@@ -5,6 +5,8 @@
 # loading libtorch once). Prints the CPU model and the load average: the machine may be shared.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/bench_lib.sh
+source "$ROOT/scripts/bench_lib.sh"
 cd "$ROOT"
 SWIFT="${SWIFT:-target/release/swift}"
 RUNS="${RUNS:-5}"
@@ -21,7 +23,7 @@ median_of() { # command...: prints the median wall time of $RUNS runs, in second
     printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'
 }
 
-echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+echo "cpu: $(cpu_model)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "swift --help:                  $(median_of "$SWIFT" --help) s (median of $RUNS)"
 echo "swift list:                    $(median_of "$SWIFT" list) s (median of $RUNS)"
