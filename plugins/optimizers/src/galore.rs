@@ -203,7 +203,13 @@ impl GaLore {
         } else {
             u.f_narrow(1, 0, r.min(u.size()[1])).map_err(e)?
         };
-        let float = float.f_to_kind(g.kind()).map_err(e)?;
+        // Contiguous: a matrix product's last bits depend on its operands' layout, and a
+        // projection read back from a checkpoint is contiguous, so a resumed run computes
+        // exactly what the uninterrupted one did.
+        let float = float
+            .f_to_kind(g.kind())
+            .and_then(|f| f.f_contiguous())
+            .map_err(e)?;
         let mut p = proj.unwrap_or(Projector {
             right,
             ortho: Tensor::new(),
