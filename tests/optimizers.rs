@@ -95,7 +95,11 @@ fn galore_and_q_galore_resume_mid_run_to_the_uninterrupted_run() {
         ]
         .concat();
         let whole = sft(&tmp.path().join(format!("{name}-whole")), &common);
-        assert_eq!(args_json(&whole)["optimizer"], name, "the optimizer that ran");
+        assert_eq!(
+            args_json(&whole)["optimizer"],
+            name,
+            "the optimizer that ran"
+        );
         let ck3 = whole.join("checkpoint-3");
         let state = tensor_names(&ck3.join("optimizer.safetensors"));
         assert!(
@@ -204,8 +208,7 @@ fn a_plugins_optimizer_trains_with_its_own_update() {
         .collect();
     assert!(!b.is_empty());
     assert!(
-        b.iter()
-            .all(|x| *x == 0.0 || (x.abs() - 1e-3).abs() < 1e-9),
+        b.iter().all(|x| *x == 0.0 || (x.abs() - 1e-3).abs() < 1e-9),
         "signSGD moves B by exactly ±lr: {:?}",
         &b[..8]
     );

@@ -17,9 +17,10 @@ use sha2::{Digest, Sha256};
 use swift_plugin_api::records::Record;
 use swift_plugin_api::{
     BackendHandle, BackendRecord, DatasetRecord, HostSink, LoadError, Manifest, ModelFamilyHandle,
-    ModelFamilyRecord, OptimizerKindHandle, OptimizerRecord, PluginFile, PluginLibrary, PreferenceLossHandle, PreferenceLossRecord,
-    PreprocessorHandle, PreprocessorRecord, QuantizerHandle, QuantizerRecord, SinkError,
-    TemplateRecord, TunerHandle, TunerRecord, CONTRACT_VERSION, MANIFEST_SYMBOL,
+    ModelFamilyRecord, OptimizerKindHandle, OptimizerRecord, PluginFile, PluginLibrary,
+    PreferenceLossHandle, PreferenceLossRecord, PreprocessorHandle, PreprocessorRecord,
+    QuantizerHandle, QuantizerRecord, SinkError, TemplateRecord, TunerHandle, TunerRecord,
+    CONTRACT_VERSION, MANIFEST_SYMBOL,
 };
 
 use crate::registry::{Conflict, Entry, Provenance, Registry};

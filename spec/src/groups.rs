@@ -382,15 +382,24 @@ pub struct OptimizerArgs {
     pub galore_quantization: bool,
     /// GaLore's projection rank (default 128).
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::AtLeastOne>))]
-    #[serde(default, deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>")]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>"
+    )]
     pub galore_rank: Option<i64>,
     /// Optimiser steps between two SVDs of a gradient (default 50).
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::AtLeastOne>))]
-    #[serde(default, deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>")]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>"
+    )]
     pub galore_update_proj_gap: Option<i64>,
     /// The projected-back update is multiplied by it (default 1.0).
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
-    #[serde(default, deserialize_with = "range::de_opt::<f64, range::NonNegative, _>")]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::NonNegative, _>"
+    )]
     pub galore_scale: Option<f64>,
     /// 2-D trainable tensors whose name contains one of these are projected (default: attn
     /// and mlp, the attention and MLP linears).

@@ -23,8 +23,8 @@ use swift_spec::TrainSpec;
 use swift_template::{EncodeOptions, Encoder, LossScale, RenderOptions};
 use swift_train::trainer::PackingConfig;
 use swift_train::{
-    save_safetensors, AttachedAdapter, EncodedRow, RunDir, StepInfo, TrainConfig,
-    TrainError, TrainHooks, TrainSummary,
+    save_safetensors, AttachedAdapter, EncodedRow, RunDir, StepInfo, TrainConfig, TrainError,
+    TrainHooks, TrainSummary,
 };
 
 use crate::bundle::{model_dir, ModelBundle};

@@ -59,7 +59,10 @@ fn plugin(name: &str) -> impl Fn(String) -> TrainError + '_ {
 
 impl Optimizer {
     /// An optimizer over `tensors` (each must require gradients).
-    pub fn new(tensors: &[(String, Tensor)], setting: &OptimizerSetting) -> Result<Self, TrainError> {
+    pub fn new(
+        tensors: &[(String, Tensor)],
+        setting: &OptimizerSetting,
+    ) -> Result<Self, TrainError> {
         for (name, t) in tensors {
             if !t.requires_grad() {
                 return Err(TrainError::Config(format!(
@@ -164,9 +167,7 @@ impl Optimizer {
                 }
             }
         }
-        self.inner
-            .load_state(&state)
-            .map_err(plugin(&self.name))?;
+        self.inner.load_state(&state).map_err(plugin(&self.name))?;
         self.steps = global_steps;
         Ok(())
     }
@@ -211,9 +212,7 @@ impl Optimizer {
         self.steps += 1;
         let lrs: Vec<f64> = self.factors.iter().map(|f| lr * f).collect();
         let tensors: Vec<Tensor> = self.params.iter().map(|(_, t)| t.shallow_clone()).collect();
-        self.inner
-            .step(&tensors, &lrs)
-            .map_err(plugin(&self.name))
+        self.inner.step(&tensors, &lrs).map_err(plugin(&self.name))
     }
 }
 
@@ -229,7 +228,11 @@ pub(crate) mod tests_support {
         super::OptimizerSetting {
             name: "adamw".into(),
             options: serde_json::Value::Object(
-                record.options.into_iter().map(|o| (o.name, o.default)).collect(),
+                record
+                    .options
+                    .into_iter()
+                    .map(|o| (o.name, o.default))
+                    .collect(),
             ),
             kind: swift_plugin_optimizers::kind("adamw").expect("adamw"),
         }
@@ -259,7 +262,10 @@ mod tests {
             for (t, lr) in tensors.iter().zip(lrs) {
                 let g = t.grad();
                 if g.defined() && t.requires_grad() {
-                    let _ = t.shallow_clone().f_sub_(&(g * *lr)).map_err(|e| e.to_string())?;
+                    let _ = t
+                        .shallow_clone()
+                        .f_sub_(&(g * *lr))
+                        .map_err(|e| e.to_string())?;
                 }
             }
             Ok(())

@@ -176,7 +176,10 @@ impl OptimizerHandleExt for OptimizerHandle {
     }
 
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), String> {
-        let names: Vec<RString> = state.iter().map(|(n, _)| RString::from(n.as_str())).collect();
+        let names: Vec<RString> = state
+            .iter()
+            .map(|(n, _)| RString::from(n.as_str()))
+            .collect();
         let refs: Vec<TensorRef<'_>> = state.iter().map(|(_, t)| TensorRef::new(t)).collect();
         into_result(
             self.ffi()

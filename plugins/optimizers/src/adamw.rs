@@ -62,8 +62,16 @@ impl Optimizer for AdamW {
             }
             let mut p = p.shallow_clone();
             if s.m.device() != p.device() || s.m.kind() != p.kind() {
-                s.m = s.m.f_to_device(p.device()).map_err(e)?.f_to_kind(p.kind()).map_err(e)?;
-                s.v = s.v.f_to_device(p.device()).map_err(e)?.f_to_kind(p.kind()).map_err(e)?;
+                s.m =
+                    s.m.f_to_device(p.device())
+                        .map_err(e)?
+                        .f_to_kind(p.kind())
+                        .map_err(e)?;
+                s.v =
+                    s.v.f_to_device(p.device())
+                        .map_err(e)?
+                        .f_to_kind(p.kind())
+                        .map_err(e)?;
             }
             s.steps += 1;
             let bc1 = 1.0 - c.beta1.powi(s.steps as i32);
@@ -72,23 +80,27 @@ impl Optimizer for AdamW {
                 let _ = p.f_mul_scalar_(1.0 - lr * c.weight_decay).map_err(e)?;
             }
             let _ = s.m.f_mul_scalar_(c.beta1).map_err(e)?;
-            let _ = s.m.f_add_(&g.f_mul_scalar(1.0 - c.beta1).map_err(e)?).map_err(e)?;
+            let _ =
+                s.m.f_add_(&g.f_mul_scalar(1.0 - c.beta1).map_err(e)?)
+                    .map_err(e)?;
             let _ = s.v.f_mul_scalar_(c.beta2).map_err(e)?;
-            let _ = s
-                .v
-                .f_add_(&g.f_square().map_err(e)?.f_mul_scalar(1.0 - c.beta2).map_err(e)?)
+            let _ =
+                s.v.f_add_(
+                    &g.f_square()
+                        .map_err(e)?
+                        .f_mul_scalar(1.0 - c.beta2)
+                        .map_err(e)?,
+                )
                 .map_err(e)?;
-            let denom = s
-                .v
-                .f_div_scalar(bc2)
-                .and_then(|d| d.f_sqrt())
-                .and_then(|d| d.f_add_scalar(c.eps))
-                .map_err(e)?;
-            let update = s
-                .m
-                .f_div(&denom)
-                .and_then(|u| u.f_mul_scalar(lr / bc1))
-                .map_err(e)?;
+            let denom =
+                s.v.f_div_scalar(bc2)
+                    .and_then(|d| d.f_sqrt())
+                    .and_then(|d| d.f_add_scalar(c.eps))
+                    .map_err(e)?;
+            let update =
+                s.m.f_div(&denom)
+                    .and_then(|u| u.f_mul_scalar(lr / bc1))
+                    .map_err(e)?;
             let _ = p.f_sub_(&update).map_err(e)?;
         }
         Ok(())

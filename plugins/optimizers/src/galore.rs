@@ -98,7 +98,9 @@ impl OptimizerKind for GaLoreKind {
         let quant = if self.quantized {
             let bits = int_of(o, "galore_proj_bits", 2)?;
             if bits > 8 {
-                return Err(format!("option `galore_proj_bits` must be at most 8, got {bits}"));
+                return Err(format!(
+                    "option `galore_proj_bits` must be at most 8, got {bits}"
+                ));
             }
             Some(Quant {
                 proj_bits: bits,
@@ -172,7 +174,9 @@ fn fake_quantize(w: &Tensor, group: i64, n_bit: i64, stochastic: bool) -> Result
         let down = r.f_floor().map_err(e)?;
         let prob = &r - &down;
         let draw = prob.f_rand_like().map_err(e)?;
-        let picked = up.f_where_self(&draw.f_lt_tensor(&prob).map_err(e)?, &down).map_err(e)?;
+        let picked = up
+            .f_where_self(&draw.f_lt_tensor(&prob).map_err(e)?, &down)
+            .map_err(e)?;
         (picked + &zeros).f_clamp(0.0, max_int).map_err(e)?
     } else {
         rows.f_div(&scales)
@@ -220,9 +224,17 @@ impl GaLore {
         p.right = right;
         if let Some(q) = self.quant {
             let first = if right {
-                float.f_narrow(0, 0, 1).map_err(e)?.f_flatten(0, -1).map_err(e)?
+                float
+                    .f_narrow(0, 0, 1)
+                    .map_err(e)?
+                    .f_flatten(0, -1)
+                    .map_err(e)?
             } else {
-                float.f_narrow(1, 0, 1).map_err(e)?.f_flatten(0, -1).map_err(e)?
+                float
+                    .f_narrow(1, 0, 1)
+                    .map_err(e)?
+                    .f_flatten(0, -1)
+                    .map_err(e)?
             };
             if let Some(past) = &p.past {
                 if p.queue.len() == q.queue_size {
@@ -252,7 +264,11 @@ impl Optimizer for GaLore {
         let n = self.slots.iter().filter(|s| s.galore).count();
         format!(
             "{} rank {} gap {} scale {} on {n} of {} tensors",
-            if self.quant.is_some() { "Q-GaLore" } else { "GaLore" },
+            if self.quant.is_some() {
+                "Q-GaLore"
+            } else {
+                "GaLore"
+            },
             self.rank,
             self.gap,
             self.scale,
@@ -298,7 +314,9 @@ impl Optimizer for GaLore {
             let (m, v) = (s.m.as_mut().ok_or("m")?, s.v.as_mut().ok_or("v")?);
             s.steps += 1;
             let _ = m.f_mul_scalar_(c.beta1).map_err(e)?;
-            let _ = m.f_add_(&low.f_mul_scalar(1.0 - c.beta1).map_err(e)?).map_err(e)?;
+            let _ = m
+                .f_add_(&low.f_mul_scalar(1.0 - c.beta1).map_err(e)?)
+                .map_err(e)?;
             let _ = v.f_mul_scalar_(c.beta2).map_err(e)?;
             let sq = low.f_mul(&low).and_then(|x| x.f_mul_scalar(1.0 - c.beta2));
             let _ = v.f_add_(&sq.map_err(e)?).map_err(e)?;
@@ -316,7 +334,9 @@ impl Optimizer for GaLore {
                 };
                 norm = norm.f_mul_scalar(self.scale).map_err(e)?;
             }
-            let _ = p.f_add_(&norm.f_mul_scalar(-step_size).map_err(e)?).map_err(e)?;
+            let _ = p
+                .f_add_(&norm.f_mul_scalar(-step_size).map_err(e)?)
+                .map_err(e)?;
             if s.decay && c.weight_decay > 0.0 {
                 let d = p.f_mul_scalar(-lr * c.weight_decay).map_err(e)?;
                 let _ = p.f_add_(&d).map_err(e)?;
@@ -374,7 +394,9 @@ impl Optimizer for GaLore {
                 Some(ortho) => {
                     let meta: Vec<f32> = Vec::<f32>::try_from(
                         get(format!("proj.{}", s.name))
-                            .ok_or_else(|| format!("the checkpoint's optimizer state has no `proj.{}`", s.name))?
+                            .ok_or_else(|| {
+                                format!("the checkpoint's optimizer state has no `proj.{}`", s.name)
+                            })?
                             .f_to_kind(Kind::Float)
                             .map_err(e)?,
                     )

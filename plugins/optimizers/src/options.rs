@@ -5,18 +5,22 @@ use serde_json::Value;
 
 /// A number option.
 pub fn f64_of(options: &Value, name: &str) -> Result<f64, String> {
-    options
-        .get(name)
-        .and_then(Value::as_f64)
-        .ok_or_else(|| format!("option `{name}` must be a number, got {:?}", options.get(name)))
+    options.get(name).and_then(Value::as_f64).ok_or_else(|| {
+        format!(
+            "option `{name}` must be a number, got {:?}",
+            options.get(name)
+        )
+    })
 }
 
 /// A whole-number option of at least `min`.
 pub fn int_of(options: &Value, name: &str, min: i64) -> Result<i64, String> {
-    let v = options
-        .get(name)
-        .and_then(Value::as_i64)
-        .ok_or_else(|| format!("option `{name}` must be an integer, got {:?}", options.get(name)))?;
+    let v = options.get(name).and_then(Value::as_i64).ok_or_else(|| {
+        format!(
+            "option `{name}` must be an integer, got {:?}",
+            options.get(name)
+        )
+    })?;
     if v < min {
         return Err(format!("option `{name}` must be at least {min}, got {v}"));
     }
@@ -25,10 +29,12 @@ pub fn int_of(options: &Value, name: &str, min: i64) -> Result<i64, String> {
 
 /// A boolean option.
 pub fn bool_of(options: &Value, name: &str) -> Result<bool, String> {
-    options
-        .get(name)
-        .and_then(Value::as_bool)
-        .ok_or_else(|| format!("option `{name}` must be true or false, got {:?}", options.get(name)))
+    options.get(name).and_then(Value::as_bool).ok_or_else(|| {
+        format!(
+            "option `{name}` must be true or false, got {:?}",
+            options.get(name)
+        )
+    })
 }
 
 /// A list of names (null: `default`); one string is split at commas.
@@ -48,7 +54,9 @@ pub fn list_of(options: &Value, name: &str, default: &[&str]) -> Result<Vec<Stri
                     .ok_or_else(|| format!("option `{name}` holds names, got {v}"))
             })
             .collect(),
-        Some(other) => Err(format!("option `{name}` must be a list of names, got {other}")),
+        Some(other) => Err(format!(
+            "option `{name}` must be a list of names, got {other}"
+        )),
     }
 }
 

@@ -16,8 +16,13 @@ pub fn adam_options() -> Vec<OptionDecl> {
             .range(Some(0.0), Some(1.0)),
         OptionDecl::new("adam_beta2", "float", json!(0.95), "second-moment decay")
             .range(Some(0.0), Some(1.0)),
-        OptionDecl::new("adam_epsilon", "float", json!(1e-8), "added to the denominator")
-            .range(Some(0.0), None),
+        OptionDecl::new(
+            "adam_epsilon",
+            "float",
+            json!(1e-8),
+            "added to the denominator",
+        )
+        .range(Some(0.0), None),
         OptionDecl::new(
             "weight_decay",
             "float",
@@ -68,8 +73,13 @@ pub fn galore_options() -> Vec<OptionDecl> {
 pub fn q_galore_options() -> Vec<OptionDecl> {
     let mut o = galore_options();
     o.extend([
-        OptionDecl::new("galore_proj_bits", "int", json!(4), "bits of the projection")
-            .range(Some(2.0), Some(8.0)),
+        OptionDecl::new(
+            "galore_proj_bits",
+            "int",
+            json!(4),
+            "bits of the projection",
+        )
+        .range(Some(2.0), Some(8.0)),
         OptionDecl::new(
             "galore_proj_group_size",
             "int",

@@ -31,7 +31,13 @@ fn shapes(r: &Value) -> Vec<Vec<i64>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s.as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect())
+        .map(|s| {
+            s.as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_i64().unwrap())
+                .collect()
+        })
         .collect()
 }
 
@@ -124,7 +130,10 @@ fn galore_options(kind: &str) -> Value {
     let common = json!({"adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-6,
         "weight_decay": 0.1, "galore_rank": 2, "galore_scale": 0.5});
     if kind == "galore" {
-        options(defaults("galore"), options(common, json!({"galore_update_proj_gap": 3})))
+        options(
+            defaults("galore"),
+            options(common, json!({"galore_update_proj_gap": 3})),
+        )
     } else {
         options(
             defaults("q_galore"),
@@ -216,7 +225,10 @@ fn galore_state_saved_mid_run_resumes_to_the_same_weights() {
 #[test]
 fn galore_refuses_targets_that_match_nothing() {
     let r = reference();
-    let o = options(galore_options("galore"), json!({"galore_target_modules": ["q_proj"]}));
+    let o = options(
+        galore_options("galore"),
+        json!({"galore_target_modules": ["q_proj"]}),
+    );
     let err = match crate::kind("galore").unwrap().create(&request(&r, o)) {
         Err(e) => e,
         Ok(_) => panic!("created"),
@@ -269,7 +281,11 @@ fn adamw_per_tensor_rates_and_sleeping_tensors() {
         &[("fast", &fast), ("slow", &slow), ("asleep", &asleep)],
         json!({"adam_beta2": 0.999}),
     );
-    let all = [fast.shallow_clone(), slow.shallow_clone(), asleep.shallow_clone()];
+    let all = [
+        fast.shallow_clone(),
+        slow.shallow_clone(),
+        asleep.shallow_clone(),
+    ];
     let lrs = [0.04, 0.01, 0.01];
     let loss = || (&fast + &slow + &asleep).sum(Kind::Double);
     loss().backward();
