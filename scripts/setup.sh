@@ -55,6 +55,12 @@ STAMP="$VENV/.swift-rs-reference-$(sha256_of "$REQ")"
 if [[ ! -f "$STAMP" ]]; then
     say "installing reference packages ($(grep -v '^#' "$REQ" | tr '\n' ' '))"
     "$PY" -m pip install --quiet -r "$REQ"
+    # `# no-deps: PACKAGE==VERSION` lines: packages whose declared dependencies would pull CUDA.
+    NODEPS=$(sed -n 's/^# no-deps: *//p' "$REQ")
+    if [[ -n "$NODEPS" ]]; then
+        # shellcheck disable=SC2086
+        "$PY" -m pip install --quiet --no-deps $NODEPS
+    fi
     touch "$STAMP"
 fi
 

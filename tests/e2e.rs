@@ -22,6 +22,7 @@ mod gradient_checkpointing;
 mod models_families;
 mod models_smollm2;
 mod new_plugin;
+mod optimizers;
 mod plugins;
 mod quant;
 mod reward_model;

@@ -1,5 +1,5 @@
 //! The built-in plugins that live in the tensor engine (swift-runtime) because their behaviour
-//! needs libtorch: the model families with the `pt` backend, the preference losses and the tuners. The host
+//! needs libtorch: the model families with the `pt` backend, the preference losses, the tuners and the optimizers. The host
 //! knows them by their records only, so that `swift list` lists every registry without loading
 //! libtorch. The records are those plugins' own `records.rs` files, compiled here as well (plain
 //! data: they use nothing of swift-plugin-api but its record types), so they are written once.
@@ -14,6 +14,9 @@ mod losses;
 
 #[path = "../../plugins/tuners/src/records.rs"]
 mod tuners;
+
+#[path = "../../plugins/optimizers/src/records.rs"]
+mod optimizers;
 
 /// The engine's tensor built-ins, as records without behaviour.
 pub fn listed() -> Vec<ListedPlugin> {
@@ -34,8 +37,14 @@ pub fn listed() -> Vec<ListedPlugin> {
         },
         ListedPlugin {
             name: tuners::PLUGIN.to_string(),
-            version,
+            version: version.clone(),
             tuners: tuners::all(),
+            ..Default::default()
+        },
+        ListedPlugin {
+            name: optimizers::PLUGIN.to_string(),
+            version,
+            optimizers: optimizers::all(),
             ..Default::default()
         },
     ]

@@ -88,8 +88,8 @@ pub struct Pending {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// models, templates, datasets, preprocessors, tuners, quantizers, backends or
-    /// preference-losses (default: all).
+    /// models, templates, datasets, preprocessors, tuners, quantizers, backends,
+    /// preference-losses or optimizers (default: all).
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(swift_registry::Registries::KINDS))]
     pub kind: Option<String>,
     /// One JSON array on stdout instead of a table.

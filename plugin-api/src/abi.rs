@@ -134,6 +134,14 @@ pub trait FfiRegistrar {
         json: RStr<'_>,
         imp: FfiPreferenceLossBox,
     ) -> RResult<(), RString>;
+    /// Appended after the prefix like `add_preference_loss` (issue 16's optimizers, within
+    /// contract 4): plugins built before it never call it, and the registrar's vtable travels
+    /// from host to plugin, so a longer one is compatible.
+    fn add_optimizer(
+        &mut self,
+        json: RStr<'_>,
+        imp: crate::optimizer::FfiOptimizerKindBox,
+    ) -> RResult<(), RString>;
 }
 
 /// The registrar object handed to `register`.

@@ -40,6 +40,7 @@ mod export;
 pub mod loading;
 pub mod log;
 pub mod model;
+pub mod optimizer;
 pub mod records;
 pub mod registrar;
 pub mod row;
@@ -52,6 +53,7 @@ pub use behaviour::{
     PreprocessorHandle, Quantizer, QuantizerHandle, Tuner, TunerHandle,
 };
 pub use loading::{LoadError, PluginFile, PluginLibrary};
+pub use optimizer::{OptimizerHandle, OptimizerKindHandle, OptimizerRecord};
 pub use records::{
     BackendRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord, PreprocessorRecord,
     QuantizerRecord, TemplateRecord, TunerRecord,
@@ -73,7 +75,11 @@ pub use tuner::{AdapterHandle, AdapterPlan, AttachRequest, OptionDecl};
 /// 4: tuners carry their math (issue 16: `FfiTuner::has_adapter`/`attach`, the `FfiAdapter`
 /// object, `TunerRecord::peft_type`/`schema`) and backends carry generation (issue 17:
 /// `FfiBackend::load`, the `FfiBackendModel` object, `BackendRecord::capabilities`). Bumped once
-/// for both, when they were merged together.
+/// for both, when they were merged together. Optimizers (`FfiRegistrar::add_optimizer`, the
+/// `FfiOptimizerKind`/`FfiOptimizer` objects) came later within 4 without a bump: the registrar
+/// method is appended after its prefix (plugins built before it never call it, and the
+/// registrar's vtable travels from host to plugin), and the two objects are new types that no
+/// earlier plugin names.
 pub const CONTRACT_VERSION: u32 = 4;
 
 /// The `tch` version plugins built against this crate link: none (this crate has no tensors;
@@ -112,6 +118,7 @@ pub mod prelude {
     };
     pub use crate::behaviour::{DatasetPreprocessor, PreprocessOutcome, Quantizer, Tuner};
     pub use crate::model::{ModelLayout, NormKind, ParamDecl, Slot, SlotKind};
+    pub use crate::optimizer::{OptimizerRecord, OptimizerRequest, OptimizerTensor};
     pub use crate::records::*;
     pub use crate::registrar::{PluginError, Registrar};
     pub use crate::row::{FunctionCall, Message, StandardRow, ToolCall};

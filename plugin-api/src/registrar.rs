@@ -190,6 +190,18 @@ pub trait HostSink {
             record.name
         )))
     }
+    /// An optimizer (a kind added later: hosts that predate it refuse it).
+    fn add_optimizer(
+        &mut self,
+        record: crate::optimizer::OptimizerRecord,
+        imp: crate::optimizer::OptimizerKindHandle,
+    ) -> Result<(), SinkError> {
+        let _ = imp;
+        Err(SinkError(format!(
+            "this host does not take optimizers (`{}`)",
+            record.name
+        )))
+    }
 }
 
 /// Exposes a [`HostSink`] as the FFI registrar of one plugin.
@@ -285,6 +297,18 @@ impl FfiRegistrar for SinkAdapter<'_> {
         let r = self
             .parse("preference loss", json)
             .and_then(|rec| self.sink.add_preference_loss(rec, handle));
+        Self::finish(r)
+    }
+
+    fn add_optimizer(
+        &mut self,
+        json: RStr<'_>,
+        imp: crate::optimizer::FfiOptimizerKindBox,
+    ) -> RResult<(), RString> {
+        let handle = crate::optimizer::OptimizerKindHandle::new(imp);
+        let r = self
+            .parse("optimizer", json)
+            .and_then(|rec| self.sink.add_optimizer(rec, handle));
         Self::finish(r)
     }
 }

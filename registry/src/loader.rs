@@ -17,9 +17,10 @@ use sha2::{Digest, Sha256};
 use swift_plugin_api::records::Record;
 use swift_plugin_api::{
     BackendHandle, BackendRecord, DatasetRecord, HostSink, LoadError, Manifest, ModelFamilyHandle,
-    ModelFamilyRecord, PluginFile, PluginLibrary, PreferenceLossHandle, PreferenceLossRecord,
-    PreprocessorHandle, PreprocessorRecord, QuantizerHandle, QuantizerRecord, SinkError,
-    TemplateRecord, TunerHandle, TunerRecord, CONTRACT_VERSION, MANIFEST_SYMBOL,
+    ModelFamilyRecord, OptimizerKindHandle, OptimizerRecord, PluginFile, PluginLibrary,
+    PreferenceLossHandle, PreferenceLossRecord, PreprocessorHandle, PreprocessorRecord,
+    QuantizerHandle, QuantizerRecord, SinkError, TemplateRecord, TunerHandle, TunerRecord,
+    CONTRACT_VERSION, MANIFEST_SYMBOL,
 };
 
 use crate::registry::{Conflict, Entry, Provenance, Registry};
@@ -36,6 +37,7 @@ pub struct Registries {
     pub quantizers: Registry<QuantizerRecord, QuantizerHandle>,
     pub backends: Registry<BackendRecord, BackendHandle>,
     pub preference_losses: Registry<PreferenceLossRecord, PreferenceLossHandle>,
+    pub optimizers: Registry<OptimizerRecord, OptimizerKindHandle>,
 }
 
 /// One registration waiting to be merged.
@@ -48,6 +50,7 @@ enum Pending {
     Quantizer(Entry<QuantizerRecord, QuantizerHandle>),
     Backend(Entry<BackendRecord, BackendHandle>),
     PreferenceLoss(Entry<PreferenceLossRecord, PreferenceLossHandle>),
+    Optimizer(Entry<OptimizerRecord, OptimizerKindHandle>),
 }
 
 macro_rules! per_kind {
@@ -85,6 +88,10 @@ macro_rules! per_kind {
                 let $reg = &mut $regs.preference_losses;
                 $body
             }
+            Pending::Optimizer($entry) => {
+                let $reg = &mut $regs.optimizers;
+                $body
+            }
         }
     };
 }
@@ -100,6 +107,7 @@ impl Pending {
             Pending::Quantizer(e) => e.record.name.clone(),
             Pending::Backend(e) => e.record.name.clone(),
             Pending::PreferenceLoss(e) => e.record.name.clone(),
+            Pending::Optimizer(e) => e.record.name.clone(),
         }
     }
 }
@@ -163,11 +171,18 @@ impl Registries {
         if want("preference-losses") {
             push(&mut rows, &self.preference_losses);
         }
+        if want("optimizers") {
+            let from = rows.len();
+            push(&mut rows, &self.optimizers);
+            for (row, e) in rows[from..].iter_mut().zip(self.optimizers.iter()) {
+                row.options = e.record.options.clone();
+            }
+        }
         rows
     }
 
     /// The kinds `rows` accepts.
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 9] = [
         "models",
         "templates",
         "datasets",
@@ -176,6 +191,7 @@ impl Registries {
         "quantizers",
         "backends",
         "preference-losses",
+        "optimizers",
     ];
 }
 
@@ -190,7 +206,7 @@ pub struct ListRow {
     /// A backend's capabilities (what `--infer_backend NAME` supports).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<swift_plugin_api::backend::Capabilities>,
-    /// The options it reads (tuners that describe theirs), for `--json` and UIs.
+    /// The options it reads (tuners that describe theirs, optimizers), for `--json` and UIs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<swift_plugin_api::OptionDecl>,
 }
@@ -277,6 +293,7 @@ pub struct ListedPlugin {
     pub backends: Vec<BackendRecord>,
     pub preference_losses: Vec<PreferenceLossRecord>,
     pub tuners: Vec<TunerRecord>,
+    pub optimizers: Vec<OptimizerRecord>,
 }
 
 /// The libtorch and tch versions that plugins with tensors are checked against.
@@ -453,6 +470,11 @@ impl PluginLoader {
                 entries(&listed.tuners, &prov)
                     .into_iter()
                     .map(Pending::Tuner),
+            )
+            .chain(
+                entries(&listed.optimizers, &prov)
+                    .into_iter()
+                    .map(Pending::Optimizer),
             )
             .collect();
         self.merge(report, &listed.name, pending, Mode::Named)
@@ -786,6 +808,16 @@ impl HostSink for StagingSink {
     ) -> Result<(), SinkError> {
         let e = self.entry(record, Some(imp));
         self.pending.push(Pending::PreferenceLoss(e));
+        Ok(())
+    }
+
+    fn add_optimizer(
+        &mut self,
+        record: OptimizerRecord,
+        imp: OptimizerKindHandle,
+    ) -> Result<(), SinkError> {
+        let e = self.entry(record, Some(imp));
+        self.pending.push(Pending::Optimizer(e));
         Ok(())
     }
 }

@@ -36,6 +36,9 @@ pub struct TrainSpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub trainer: TrainerArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub optimizer: OptimizerArgs,
     /// The flags the user set (filled by the host; not a flag, not in `args.json`).
     #[cfg_attr(feature = "cli", arg(skip))]
     #[serde(skip)]

@@ -468,6 +468,49 @@ pub struct TrainerArgs {
     pub packing_strategy: String,
 }
 
+/// The optimizer (`swift list optimizers`) and its options: `swift sft`, `pt`, `rlhf`. The
+/// galore flags are options of the `galore` and `q_galore` optimizers (their defaults, ms-swift's,
+/// are in their records); one given with an optimizer that does not read it is refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct OptimizerArgs {
+    /// adamw, galore, q_galore, or a plugin's (`swift list optimizers`).
+    #[cfg_attr(feature = "cli", arg(long, default_value = "adamw"))]
+    pub optimizer: String,
+    /// ms-swift's spelling of --optimizer galore (q_galore with --galore_quantization true).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub use_galore: bool,
+    /// With --use_galore true: Q-GaLore (int4 projections, int8 weights).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    pub galore_quantization: bool,
+    /// GaLore's projection rank (default 128).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>"
+    )]
+    pub galore_rank: Option<i64>,
+    /// Optimiser steps between two SVDs of a gradient (default 50).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<i64, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<i64, range::AtLeastOne, _>"
+    )]
+    pub galore_update_proj_gap: Option<i64>,
+    /// The projected-back update is multiplied by it (default 1.0).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::NonNegative>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::NonNegative, _>"
+    )]
+    pub galore_scale: Option<f64>,
+    /// 2-D trainable tensors whose name contains one of these are projected (default: attn
+    /// and mlp, the attention and MLP linears).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
+    #[serde(default)]
+    pub galore_target_modules: Option<Vec<String>>,
+}
+
 /// Preference alignment: `swift rlhf`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]

@@ -25,6 +25,7 @@ pub mod backend;
 pub mod bundle;
 pub mod export;
 pub mod generate;
+pub mod optimizer;
 pub mod preference;
 pub mod quantize;
 pub mod score;

@@ -503,7 +503,8 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     extra["reference"] = json!(reference.describe());
     extra["models_loaded"] = json!(models_loaded);
     let (mut run, abs_model) = open_run(s, "rlhf", &p, &tuned, items.len(), extra)?;
-    let mut cfg = train_config(s, learning_rate(s, &tuned))?;
+    let optimizer = crate::optimizer::setting(s, &p.report.registries)?;
+    let mut cfg = train_config(s, learning_rate(s, &tuned), optimizer)?;
     cfg.lr_factors = tuned.lr_factors.clone();
     cfg.lisa = tuned.lisa;
     let bar = progress_bar(&format!("rlhf {}", r.rlhf_type));

@@ -23,8 +23,8 @@ use swift_spec::TrainSpec;
 use swift_template::{EncodeOptions, Encoder, LossScale, RenderOptions};
 use swift_train::trainer::PackingConfig;
 use swift_train::{
-    save_safetensors, AdamWConfig, AttachedAdapter, EncodedRow, RunDir, StepInfo, TrainConfig,
-    TrainError, TrainHooks, TrainSummary,
+    save_safetensors, AttachedAdapter, EncodedRow, RunDir, StepInfo, TrainConfig, TrainError,
+    TrainHooks, TrainSummary,
 };
 
 use crate::bundle::{model_dir, ModelBundle};
@@ -341,6 +341,8 @@ pub fn open_run(
     args_json["model_type"] = json!(p.family);
     args_json["template"] = json!(p.template_name);
     args_json["tuner_type"] = json!(p.tuner_name);
+    // The optimizer that runs (`--use_galore true` is `galore`).
+    args_json["optimizer"] = json!(crate::optimizer::name(s)?);
     args_json["learning_rate"] = json!(learning_rate(s, tuned));
     args_json["base_model"] = crate::adapters::base_record(&p.base_config);
     if !p.llamapro_new_layers.is_empty() {
@@ -370,7 +372,11 @@ pub fn open_run(
 }
 
 /// The loop's settings.
-pub fn train_config(s: &TrainSpec, learning_rate: f64) -> Result<TrainConfig> {
+pub fn train_config(
+    s: &TrainSpec,
+    learning_rate: f64,
+    optimizer: swift_train::OptimizerSetting,
+) -> Result<TrainConfig> {
     Ok(TrainConfig {
         learning_rate,
         lr_scheduler: s
@@ -385,12 +391,7 @@ pub fn train_config(s: &TrainSpec, learning_rate: f64) -> Result<TrainConfig> {
         batch_size: s.trainer.per_device_train_batch_size,
         grad_accum: s.trainer.gradient_accumulation_steps,
         max_grad_norm: s.trainer.max_grad_norm,
-        adamw: AdamWConfig {
-            beta1: s.trainer.adam_beta1,
-            beta2: s.trainer.adam_beta2,
-            eps: s.trainer.adam_epsilon,
-            weight_decay: s.trainer.weight_decay,
-        },
+        optimizer,
         seed: s.trainer.seed,
         shuffle: s.trainer.train_dataloader_shuffle,
         logging_steps: s.trainer.logging_steps,
@@ -533,7 +534,8 @@ pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<Tr
 
     let tuned = attach_tuner(s, &mut p)?;
     let (mut run, abs_model) = open_run(s, command, &p, &tuned, rows.len(), json!({}))?;
-    let mut cfg = train_config(s, learning_rate(s, &tuned))?;
+    let optimizer = crate::optimizer::setting(s, &p.report.registries)?;
+    let mut cfg = train_config(s, learning_rate(s, &tuned), optimizer)?;
     cfg.lr_factors = tuned.lr_factors.clone();
     cfg.lisa = tuned.lisa;
     let bar = progress_bar(command);

@@ -36,6 +36,7 @@ use swift_spec::request::{EngineInfo, EngineRequest, ENGINE_PROTOCOL};
 use swift_plugin_datasets as _;
 use swift_plugin_losses as _;
 use swift_plugin_models as _;
+use swift_plugin_optimizers as _;
 use swift_plugin_quantizers as _;
 use swift_plugin_templates as _;
 use swift_plugin_tuners as _;

@@ -10,7 +10,8 @@
 //!   so a kill never leaves a visible checkpoint that is not complete; their verification.
 //! * [`loss`]: shifted token cross-entropy times the loss scale, summed (normalised by the
 //!   caller over the labelled tokens of the whole accumulated step).
-//! * [`optim`]: AdamW over the trainable tensors only, gradient-norm clipping.
+//! * [`optim`]: the host side of the optimizer contract: the registered optimizer (`--optimizer`)
+//!   over the trainable tensors only, learning-rate factors, gradient-norm clipping.
 //! * [`adapter`]: the host side of the tuner contract: a tuner plugin's adapter attached as
 //!   swift-model `LinearHook`s on its slots, its tensors owned here, PEFT-layout save/load,
 //!   merging, the adapters-off switch, `modules_to_save`.
@@ -43,7 +44,7 @@ pub mod trainer;
 pub use adapter::{AdapterFiles, AttachedAdapter};
 pub use checkpoint::{save_safetensors, TrainError};
 pub use collate::{Batch, Collator, EncodedRow, PackingStrategy};
-pub use optim::{AdamW, AdamWConfig};
+pub use optim::{Optimizer, OptimizerSetting};
 pub use reward::ValueHead;
 pub use rlhf::{train_preference, PrefItem, PreferenceObjective, PreferenceSetup, Reference};
 pub use run_dir::{

@@ -7,12 +7,13 @@
 //! * Step planning: epochs over the units, shuffled per epoch from the seed ([`plan`]),
 //!   micro-batches of `batch_size` units, `grad_accum` of them per optimiser step.
 //! * The learning-rate schedule with warm-up, per-tensor learning-rate factors (LoRA+), LISA's
-//!   layer draws ([`lisa_draw`]), gradient-norm clipping, AdamW.
+//!   layer draws ([`lisa_draw`]), gradient-norm clipping, and the registered optimizer the
+//!   configuration names (`--optimizer`: `crate::optim`, the plugin's math over the host's tensors).
 //! * Seeding: libtorch's generator (dropout) is re-seeded from (seed, step) before every
 //!   optimiser step, so a step's draws do not depend on what ran before it (an earlier step, an
 //!   evaluation, a resumed run's restart).
 //! * Resuming (`resume_from`): a checkpoint also holds `optimizer.safetensors` (the trained
-//!   tensors and AdamW's moments) and `trainer_state.json` (the step). The data order is a
+//!   tensors and the optimizer's state) and `trainer_state.json` (the step). The data order is a
 //!   function of the seed and the epoch and the draws of the step, so a resumed run skips the
 //!   steps already taken and then computes exactly what the uninterrupted run computed.
 //! * Evaluation on the objective's validation units every `eval_steps` steps and at the end (and
@@ -33,7 +34,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::TrainError;
 use crate::collate::PackingStrategy;
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::{Optimizer, OptimizerSetting};
 use crate::run_dir::RunDir;
 use crate::schedule::{LrSchedule, ScheduleKind};
 /// Everything the loop needs to know.
@@ -50,7 +51,8 @@ pub struct TrainConfig {
     pub grad_accum: usize,
     /// 0 turns clipping off.
     pub max_grad_norm: f64,
-    pub adamw: AdamWConfig,
+    /// The registered optimizer and its options.
+    pub optimizer: OptimizerSetting,
     pub seed: u64,
     pub shuffle: bool,
     pub logging_steps: u64,
@@ -90,20 +92,26 @@ pub struct PackingConfig {
 }
 
 /// Writes the optimiser's state and the step into checkpoint folder `dir`.
-fn save_trainer_state(dir: &Path, opt: &AdamW, step: u64, epoch: f64) -> Result<(), TrainError> {
-    let (tensors, steps) = opt.state();
+fn save_trainer_state(
+    dir: &Path,
+    opt: &mut Optimizer,
+    optimizer: &str,
+    step: u64,
+    epoch: f64,
+) -> Result<(), TrainError> {
+    let tensors = opt.state()?;
     crate::checkpoint::save_safetensors(&dir.join("optimizer.safetensors"), &tensors)?;
     let state = json!({
         "global_step": step,
         "epoch": epoch,
-        "param_steps": steps.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "optimizer": optimizer,
     });
     let path = dir.join("trainer_state.json");
     std::fs::write(&path, format!("{state:#}\n")).map_err(|e| TrainError::io(&path, e))
 }
 
 /// Loads what [`save_trainer_state`] wrote into `opt`; returns the step the checkpoint ended at.
-fn load_trainer_state(dir: &Path, opt: &mut AdamW) -> Result<u64, TrainError> {
+fn load_trainer_state(dir: &Path, opt: &mut Optimizer, optimizer: &str) -> Result<u64, TrainError> {
     let path = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         TrainError::Config(format!(
@@ -117,6 +125,18 @@ fn load_trainer_state(dir: &Path, opt: &mut AdamW) -> Result<u64, TrainError> {
     let step = state["global_step"]
         .as_u64()
         .ok_or_else(|| TrainError::Config(format!("{}: no global_step", path.display())))?;
+    let saved_with = state["optimizer"].as_str().ok_or_else(|| {
+        TrainError::Config(format!(
+            "{}: no `optimizer` (a checkpoint written before optimizers were plugins cannot be resumed)",
+            path.display()
+        ))
+    })?;
+    if saved_with != optimizer {
+        return Err(TrainError::Config(format!(
+            "{} was trained with --optimizer {saved_with}; resume it with the same optimizer (this run asks for {optimizer})",
+            dir.display()
+        )));
+    }
     let file = dir.join("optimizer.safetensors");
     let ckpt = swift_model::weights::Checkpoint::open(std::slice::from_ref(&file))?;
     let get = |name: &str| -> Option<Tensor> {
@@ -124,9 +144,8 @@ fn load_trainer_state(dir: &Path, opt: &mut AdamW) -> Result<u64, TrainError> {
             .ok()
             .map(|l| l.tensor.copy())
     };
-    let steps =
-        |name: &str| -> Option<i32> { state["param_steps"][name].as_i64().map(|n| n as i32) };
-    opt.restore(&get, &steps, step)?;
+    let names: Vec<String> = ckpt.names().map(String::from).collect();
+    opt.restore(&names, &get, step)?;
     Ok(step)
 }
 
@@ -391,7 +410,7 @@ pub fn train<O: Objective>(
         cfg.warmup_steps,
         cfg.warmup_ratio,
     );
-    let mut opt = AdamW::new(trainable, cfg.adamw)?;
+    let mut opt = Optimizer::new(trainable, &cfg.optimizer)?;
     for (pattern, factor) in &cfg.lr_factors {
         let n = opt.scale_lr(pattern, *factor);
         tracing::info!("learning rate × {factor} for {n} tensors matching `{pattern}`");
@@ -418,7 +437,7 @@ pub fn train<O: Objective>(
     let steps = plan(units, cfg, total_steps);
     let start = match &cfg.resume_from {
         Some(dir) => {
-            let done = load_trainer_state(dir, &mut opt)?;
+            let done = load_trainer_state(dir, &mut opt, &cfg.optimizer.name)?;
             if done >= total_steps {
                 return Err(TrainError::Config(format!(
                     "{} ended at step {done}; this run has {total_steps} steps, so nothing is left (raise --max_steps or --num_train_epochs)",
@@ -571,7 +590,7 @@ pub fn train<O: Objective>(
         if (cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last {
             let w = run.begin_checkpoint(step)?;
             hooks.save(step, w.dir())?;
-            save_trainer_state(w.dir(), &opt, step, info.epoch)?;
+            save_trainer_state(w.dir(), &mut opt, &cfg.optimizer.name, step, info.epoch)?;
             summary.last_checkpoint = Some(w.commit()?);
             if let Some(limit) = cfg.save_total_limit {
                 run.rotate(limit.max(1))?;
@@ -619,7 +638,7 @@ mod tests {
             batch_size: batch,
             grad_accum: accum,
             max_grad_norm: 1.0,
-            adamw: AdamWConfig::default(),
+            optimizer: crate::optim::tests_support::adamw(),
             seed: 42,
             shuffle,
             logging_steps: 1,

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use serde_json::{json, Map, Value};
-use swift_train::optim::AdamWConfig;
+use swift_train::optim::OptimizerSetting;
 use swift_train::schedule::ScheduleKind;
 use swift_train::trainer::LisaConfig;
 use swift_train::{
@@ -24,6 +24,15 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The built-in `adamw` (betas 0.9/0.999, eps 1e-8, no weight decay).
+fn adamw() -> OptimizerSetting {
+    OptimizerSetting {
+        name: "adamw".into(),
+        options: json!({"adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8, "weight_decay": 0.0}),
+        kind: swift_plugin_optimizers::kind("adamw").expect("adamw"),
+    }
+}
+
 fn cfg(batch: usize, accum: usize, shuffle: bool) -> TrainConfig {
     TrainConfig {
         learning_rate: 1e-4,
@@ -35,7 +44,7 @@ fn cfg(batch: usize, accum: usize, shuffle: bool) -> TrainConfig {
         batch_size: batch,
         grad_accum: accum,
         max_grad_norm: 1.0,
-        adamw: AdamWConfig::default(),
+        optimizer: adamw(),
         seed: 42,
         shuffle,
         logging_steps: 1,

@@ -35,6 +35,14 @@ pub fn run(args: &ListArgs, settings: &GlobalSettings) -> Result<()> {
         if let Some(c) = &r.capabilities {
             writeln!(out, "  {:<24} {}", "", c.summary())?;
         }
+        if r.kind == "optimizer" && !r.options.is_empty() {
+            let opts: Vec<String> = r
+                .options
+                .iter()
+                .map(|o| format!("{}={}", o.name, o.default))
+                .collect();
+            writeln!(out, "  {:<24} options: {}", "", opts.join(" "))?;
+        }
         writeln!(out, "  {:<24} from {}", "", r.provenance)?;
     }
     if rows.is_empty() {
@@ -59,6 +67,7 @@ fn kind_heading(kind: &str) -> &'static str {
         "tuner" => "tuners",
         "quantizer" => "quantizers",
         "preference loss" => "preference losses",
+        "optimizer" => "optimizers",
         _ => "backends",
     }
 }

@@ -11,7 +11,11 @@
 //! * [`AdapterTuner`] and [`Adapter`] (a tuner's own math: per-slot tensors, forward, save,
 //!   merge, extra loss, after-backward hook; swift-plugin-api's `tuner` module declares the
 //!   data), and [`AdapterHandleExt`], the host's calls;
-//! * [`TensorRegistrar`]: `Registrar::model_family`, `preference_loss` and `adapter_tuner`;
+//! * [`OptimizerKind`] and [`Optimizer`] (an optimizer's math over the host's tensors and their
+//!   gradients; swift-plugin-api's `optimizer` module declares the data), and
+//!   [`OptimizerHandleExt`], the host's calls;
+//! * [`TensorRegistrar`]: `Registrar::model_family`, `preference_loss`, `adapter_tuner` and
+//!   `optimizer`;
 //! * [`TensorRefExt`] and [`OwnedTensorExt`]: the tensor handles as `tch::Tensor`s;
 //! * [`LIBTORCH_VERSION`] and [`TCH_VERSION`], declared in every plugin's manifest by this
 //!   crate's [`export_plugin!`] and [`builtin_plugin!`];
@@ -41,6 +45,7 @@ mod family;
 #[cfg(test)]
 mod libtorch_version;
 pub mod model;
+pub mod optimizer;
 mod preference;
 mod registration;
 pub mod sdk;
@@ -54,6 +59,7 @@ pub use swift_plugin_api::*;
 pub use tch;
 
 pub use family::{ModelFamily, ModelHandleExt};
+pub use optimizer::{Optimizer, OptimizerHandleExt, OptimizerKind};
 pub use preference::{PreferenceInputs, PreferenceLoss, PreferenceLossHandleExt, PreferenceOutput};
 pub use registration::TensorRegistrar;
 pub use tensor::{OwnedTensorExt, TensorRefExt};
@@ -75,6 +81,7 @@ pub const LIBTORCH_VERSION: Option<&str> = Some(env!("SWIFT_LIBTORCH_VERSION"));
 pub mod prelude {
     pub use crate::family::{ModelFamily, ModelHandleExt};
     pub use crate::model::{Model, ModelContext};
+    pub use crate::optimizer::{Optimizer, OptimizerKind};
     pub use crate::preference::{
         PreferenceInputs, PreferenceLoss, PreferenceLossHandleExt, PreferenceOutput,
     };

@@ -1,12 +1,13 @@
 //! Registering behaviour that handles tensors: [`TensorRegistrar`] adds `model_family`,
-//! `preference_loss` and `adapter_tuner` to swift-plugin-api's [`Registrar`] (in the prelude).
+//! `preference_loss`, `adapter_tuner` and `optimizer` to swift-plugin-api's [`Registrar`] (in the prelude).
 
 use abi_stable::std_types::{ROption, RResult, RString};
 use swift_plugin_api::{
-    ModelFamilyRecord, PluginError, PreferenceLossRecord, Registrar, TunerRecord,
+    ModelFamilyRecord, OptimizerRecord, PluginError, PreferenceLossRecord, Registrar, TunerRecord,
 };
 
 use crate::family::{model_family_to_ffi, ModelFamily};
+use crate::optimizer::{optimizer_kind_to_ffi, OptimizerKind};
 use crate::preference::{preference_loss_to_ffi, PreferenceLoss};
 use crate::tuner::{adapter_tuner_to_ffi, AdapterTuner};
 
@@ -42,6 +43,13 @@ pub trait TensorRegistrar {
         record: TunerRecord,
         imp: impl AdapterTuner,
     ) -> Result<(), PluginError>;
+
+    /// Registers an optimizer (`--optimizer NAME`).
+    fn optimizer(
+        &mut self,
+        record: OptimizerRecord,
+        imp: impl OptimizerKind,
+    ) -> Result<(), PluginError>;
 }
 
 impl TensorRegistrar for Registrar<'_> {
@@ -76,6 +84,18 @@ impl TensorRegistrar for Registrar<'_> {
         ffi_result(
             self.ffi()
                 .add_tuner(json.as_str().into(), adapter_tuner_to_ffi(imp)),
+        )
+    }
+
+    fn optimizer(
+        &mut self,
+        record: OptimizerRecord,
+        imp: impl OptimizerKind,
+    ) -> Result<(), PluginError> {
+        let json = to_json(&record)?;
+        ffi_result(
+            self.ffi()
+                .add_optimizer(json.as_str().into(), optimizer_kind_to_ffi(imp)),
         )
     }
 }

@@ -7,12 +7,14 @@
 //! GPT-2 style model family (`gpt2.rs`) that runs through the model interface, two tuners
 //! (`example-attn-dora`: DoRA on the attention's query and value projections only, its slot
 //! choice made here, its math the built-in `lora` tuner's; and `example-gain`, `gain.rs`, with
-//! its own math on the tuner contract), a preference loss, and an inference backend
-//! (`example-echo`, `echo.rs`: a toy that chooses its own tokens).
+//! its own math on the tuner contract), a preference loss, an inference backend
+//! (`example-echo`, `echo.rs`: a toy that chooses its own tokens), and an optimizer
+//! (`example-sign-sgd`, `sign_sgd.rs`: signSGD on the optimizer contract).
 
 mod echo;
 mod gain;
 mod gpt2;
+mod sign_sgd;
 
 use serde_json::{Map, Value};
 use swift_plugin_tensors::prelude::*;
@@ -107,6 +109,7 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
     );
     apo.reference = true;
     r.preference_loss(apo, ApoZero)?;
+    r.optimizer(sign_sgd::record(), sign_sgd::SignSgdKind)?;
     plugin_info!("example plugin registered its template, preprocessor and model alias");
     Ok(())
 }
