@@ -10,6 +10,8 @@
 //!   `--init_weights` set the same options on any LoRA tuner.
 //! * `ia3`: (IA)³ (`ia3.rs`), PEFT's layout, `--feedforward_modules`.
 //! * `vera`: VeRA (`vera.rs`), shared projections across slots, PEFT's layout.
+//! * `longlora`: LongLoRA (`longlora.rs`): LoRA's adapter plus embeddings and norms trained
+//!   whole and shifted sparse attention while training, both carried out by the host.
 //! * `full`: every parameter is trained (its targets are every linear slot).
 //! * `freeze`: full training of the parameters that `--freeze_parameters` does not match (or that
 //!   `--trainable_parameters` matches).
@@ -26,6 +28,7 @@
 //! which the `swift` binary also compiles to list them without libtorch.
 
 pub mod ia3;
+pub mod longlora;
 pub mod lora;
 pub mod records;
 #[cfg(test)]
@@ -111,6 +114,8 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
             r.adapter_tuner(record, ia3::Ia3Tuner)?;
         } else if record.name == "vera" {
             r.adapter_tuner(record, vera::VeraTuner)?;
+        } else if record.name == "longlora" {
+            r.adapter_tuner(record, longlora::LongLoraTuner)?;
         } else if record.adapter() == "lora" {
             r.tuner(record, lora::LoraTuner)?;
         } else {
