@@ -117,6 +117,16 @@ const TRAINING: Table = &[
         "vera_d_initial",
         Asserted("vera_matches_peft_and_peft_loads_its_checkpoint"),
     ),
+    (
+        "group_size_ratio",
+        Asserted(
+            "longlora_trains_at_max_length_1024_and_peft_and_infer_read_it_with_full_attention",
+        ),
+    ),
+    (
+        "embedder_and_normalizer",
+        Asserted("longlora_flags_are_checked"),
+    ),
     ("freeze_parameters", Refused(&[])),
     ("trainable_parameters", Refused(&[])),
     ("lisa_activated_layers", Refused(&[])),
@@ -469,6 +479,7 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("vera_projection_prng_key", "-1", "an integer >= 0"),
     ("vera_dropout", "1.5", "a finite number in [0, 1)"),
     ("vera_d_initial", "-1", "a finite number >= 0"),
+    ("group_size_ratio", "0", "a finite number in (0, 1]"),
     ("lisa_activated_layers", "0", "an integer >= 1"),
     ("lisa_step_interval", "0", "an integer >= 1"),
     ("llamapro_num_new_blocks", "0", "an integer >= 1"),

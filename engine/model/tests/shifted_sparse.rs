@@ -44,7 +44,8 @@ fn direct(
                 for j in start..=i {
                     let oj = perm(j);
                     let allowed = j == i
-                        || (oj < t && seg[bi as usize][oj as usize] != 0
+                        || (oj < t
+                            && seg[bi as usize][oj as usize] != 0
                             && seg[bi as usize][oj as usize] == seg[bi as usize][oi as usize]);
                     if !allowed {
                         continue;
@@ -56,7 +57,8 @@ fn direct(
                 }
                 let w = Tensor::stack(&scores, 0).softmax(0, Kind::Double);
                 let out = w.unsqueeze(1) * Tensor::stack(&values, 0);
-                outs[oi as usize] = Some(out.sum_dim_intlist([0i64].as_slice(), false, Kind::Double));
+                outs[oi as usize] =
+                    Some(out.sum_dim_intlist([0i64].as_slice(), false, Kind::Double));
             }
             let outs: Vec<Tensor> = outs.into_iter().map(|o| o.unwrap()).collect();
             heads.push(Tensor::stack(&outs, 0));
@@ -79,10 +81,16 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 fn check(b: i64, h: i64, kvh: i64, t: i64, group: i64, length: i64, seg: Option<Vec<Vec<i64>>>) {
     tch::manual_seed(7);
     let d = 4;
-    let (q, k, v) = (leaf(&[b, h, t, d]), leaf(&[b, kvh, t, d]), leaf(&[b, kvh, t, d]));
+    let (q, k, v) = (
+        leaf(&[b, h, t, d]),
+        leaf(&[b, kvh, t, d]),
+        leaf(&[b, kvh, t, d]),
+    );
     let weights = Tensor::randn([b, h, t, d], (Kind::Double, Device::Cpu));
     let scale = 0.5;
-    let seg_rows = seg.clone().unwrap_or_else(|| vec![vec![1; t as usize]; b as usize]);
+    let seg_rows = seg
+        .clone()
+        .unwrap_or_else(|| vec![vec![1; t as usize]; b as usize]);
     let seg_tensor = seg.map(|rows| {
         let flat: Vec<i64> = rows.concat();
         Tensor::from_slice(&flat).view([b, t])
@@ -102,7 +110,10 @@ fn check(b: i64, h: i64, kvh: i64, t: i64, group: i64, length: i64, seg: Option<
     assert_eq!(ours.size(), want.size());
     let fwd = max_diff(&ours, &want);
     assert!(fwd < 1e-12, "forward differs by {fwd}");
-    for (name, (x, g)) in ["q", "k", "v"].iter().zip([&q, &k, &v].iter().zip(&grads_ours)) {
+    for (name, (x, g)) in ["q", "k", "v"]
+        .iter()
+        .zip([&q, &k, &v].iter().zip(&grads_ours))
+    {
         let diff = max_diff(g, &x.grad());
         assert!(diff < 1e-12, "d{name} differs by {diff}");
     }
