@@ -9,8 +9,9 @@
 //!   `base_model.model.<slot>.weight` and listed in adapter_config.json's `modules_to_save`,
 //!   so Python peft loads them; a tied embedding is untied by its copy, as peft does).
 //! * `shifted_sparse { group_size_ratio }`: groups of `int(--max_length × ratio)` tokens over
-//!   batches padded to `--max_length` (ms-swift pads LongLoRA batches to `--max_length` and
-//!   refuses a length the group does not divide, and so does this), in the training passes only,
+//!   each batch padded to `--max_length` inside the attention (ms-swift pads LongLoRA batches to
+//!   `--max_length` and refuses a length the group does not divide, and so does this; only the
+//!   attention sees the padding here, not the other layers), in the training passes only,
 //!   while the adapter is training and on; evaluation, the preference reference (adapters off)
 //!   and inference attend fully.
 
