@@ -19,6 +19,7 @@ mod export_to_gguf;
 mod flags;
 mod gguf_decode;
 mod gradient_checkpointing;
+mod longlora;
 mod models_families;
 mod models_smollm2;
 mod new_plugin;

@@ -177,6 +177,16 @@ const TRAINING: Table = &[
         "random_loc_seed",
         Asserted("fourierft_matches_peft_and_peft_loads_its_checkpoint"),
     ),
+    (
+        "group_size_ratio",
+        Asserted(
+            "longlora_trains_at_max_length_1024_and_peft_and_infer_read_it_with_full_attention",
+        ),
+    ),
+    (
+        "embedder_and_normalizer",
+        Asserted("longlora_flags_are_checked"),
+    ),
     ("freeze_parameters", Refused(&[])),
     ("trainable_parameters", Refused(&[])),
     ("lisa_activated_layers", Refused(&[])),
@@ -560,6 +570,7 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("fourier_n_frequency", "0", "an integer >= 1"),
     ("fourier_scaling", "0", "a finite number > 0"),
     ("random_loc_seed", "-1", "an integer >= 0"),
+    ("group_size_ratio", "0", "a finite number in (0, 1]"),
     ("lisa_activated_layers", "0", "an integer >= 1"),
     ("lisa_step_interval", "0", "an integer >= 1"),
     ("llamapro_num_new_blocks", "0", "an integer >= 1"),

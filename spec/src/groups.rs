@@ -313,6 +313,19 @@ pub struct TunerArgs {
         deserialize_with = "range::de_opt::<i64, range::NonNegative, _>"
     )]
     pub random_loc_seed: Option<i64>,
+    /// LongLoRA: the shifted sparse attention's group, as a share of --max_length (ms-swift's
+    /// LongLoRAConfig group_size_ratio; default 0.25).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::AboveZeroToOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<f64, range::AboveZeroToOne, _>"
+    )]
+    pub group_size_ratio: Option<f64>,
+    /// LongLoRA: parameters trained whole beside the adapter, by name part (ms-swift's
+    /// LongLoRAConfig embedder_and_normalizer; default embed norm).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
+    #[serde(default)]
+    pub embedder_and_normalizer: Vec<String>,
     /// Parameters kept frozen (name prefixes or * patterns), for the full and freeze tuners.
     #[cfg_attr(feature = "cli", arg(long, num_args = 1..))]
     pub freeze_parameters: Vec<String>,

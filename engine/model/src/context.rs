@@ -46,6 +46,10 @@ pub(crate) struct Step {
     key_valid_host: Option<Vec<bool>>,
     next_pos: Tensor,
     seq: i64,
+    /// Training passes: `[batch, seq]` row ids (0: padding), when there is padding or packing.
+    segments: Option<Tensor>,
+    /// LongLoRA's shifted sparse attention for this training pass: `(group, length)`.
+    pub sparse: Option<(i64, i64)>,
 }
 
 impl KvCache {
@@ -248,6 +252,9 @@ impl KvCache {
         } else {
             None
         };
+        let segments = (past == 0 && has_padding)
+            .then(|| valid.f_to_kind(Kind::Int64))
+            .transpose()?;
         Ok(Step {
             positions,
             mask,
@@ -256,6 +263,8 @@ impl KvCache {
             key_valid_host,
             next_pos,
             seq: t,
+            segments,
+            sparse: None,
         })
     }
 
@@ -330,6 +339,8 @@ impl KvCache {
             key_valid_host: None,
             next_pos,
             seq: t,
+            segments: Some(seq_ids.f_to_kind(Kind::Int64)?),
+            sparse: None,
         })
     }
 }
@@ -381,10 +392,17 @@ impl ModelContext for HostContext<'_> {
         if s.kind != SlotKind::Norm {
             return Err(format!("slot `{slot}` is not a norm slot"));
         }
+        // A hook may swap the weights (a norm trained whole, switched off).
+        let (w, b) = s
+            .hooks
+            .iter()
+            .rev()
+            .find_map(|h| h.norm_weights())
+            .unwrap_or((&s.weight, s.bias.as_ref()));
         // The SDK's arithmetic, which a family's own norms use too.
         let y = match kind {
-            NormKind::RmsNorm => sdk::rms_norm(x, Some(&s.weight), s.bias.as_ref(), eps),
-            NormKind::LayerNorm => sdk::layer_norm(x, Some(&s.weight), s.bias.as_ref(), eps),
+            NormKind::RmsNorm => sdk::rms_norm(x, Some(w), b, eps),
+            NormKind::LayerNorm => sdk::layer_norm(x, Some(w), b, eps),
         };
         y.map_err(String::from)
     }
@@ -432,6 +450,19 @@ impl ModelContext for HostContext<'_> {
                 (k.shallow_clone(), v.shallow_clone())
             }
         };
+        if let Some((group, length)) = self.step.sparse {
+            let out = crate::sparse::shifted_sparse_attention(
+                q,
+                &k,
+                &v,
+                self.step.segments.as_ref(),
+                group,
+                length,
+                scale,
+            )?;
+            self.attended += 1;
+            return Ok(out);
+        }
         if self.step.seq == 1 && (self.step.mask.is_none() || self.step.key_valid_host.is_some()) {
             let valid = self.step.key_valid_host.as_deref();
             if let Some(out) = crate::skinny::attention(q, &k, &v, valid, scale) {

@@ -20,6 +20,7 @@ mod context;
 pub mod cuda;
 pub mod generate;
 mod skinny;
+pub mod sparse;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -177,6 +178,21 @@ pub fn check_dtype_for_device(kind: Kind, device: Device) -> Result<(), ModelErr
 /// Hooks on an embedding slot receive the ids and the looked-up rows.
 pub trait LinearHook: Send + Sync {
     fn forward(&self, x: &Tensor, base: Tensor) -> Result<Tensor, String>;
+    /// On a norm slot (whose hooks are not called with outputs): the weight and bias to
+    /// normalise with instead of the slot's own (a norm trained whole gives the base ones back
+    /// while the adapters are off); `None`: the slot's own.
+    fn norm_weights(&self) -> Option<(&Tensor, Option<&Tensor>)> {
+        None
+    }
+}
+
+/// LongLoRA's shifted sparse attention for training passes ([`sparse`]): groups of
+/// `group` tokens over sequences padded to `length`, on only while every switch is on (the
+/// adapter's training and enabled switches).
+pub struct TrainingAttention {
+    pub group: i64,
+    pub length: i64,
+    pub switches: Vec<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A linear slot's base weight held in a compressed form (a quantizer's packed weight): it
@@ -277,6 +293,8 @@ pub struct LoadedModel {
     _keep: Vec<Arc<weights::MappedFile>>,
     device: Device,
     kind: Kind,
+    /// The attention of training passes, when a tuner asked for another than full.
+    training_attention: Option<TrainingAttention>,
 }
 
 impl LoadedModel {
@@ -424,7 +442,23 @@ impl LoadedModel {
             _keep: keep,
             device,
             kind,
+            training_attention: None,
         })
+    }
+
+    /// Sets the attention of training passes (`None`: full, as every inference pass).
+    pub fn set_training_attention(&mut self, attention: Option<TrainingAttention>) {
+        self.training_attention = attention;
+    }
+
+    /// The shifted sparse groups a training pass uses now (`(group, length)`), if any.
+    fn sparse_now(&self) -> Option<(i64, i64)> {
+        use std::sync::atomic::Ordering;
+        let a = self.training_attention.as_ref()?;
+        a.switches
+            .iter()
+            .all(|s| s.load(Ordering::Relaxed))
+            .then_some((a.group, a.length))
     }
 
     /// The family's declaration.
@@ -567,7 +601,14 @@ impl LoadedModel {
     pub fn forward_train(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, ModelError> {
         let batch = ids.size().first().copied().unwrap_or(1);
         let mut cache = self.new_cache(batch);
-        self.forward_inner(ids, mask, &mut cache)
+        let ids = ids.f_to_device(self.device)?;
+        let mask = match mask {
+            Some(m) => Some(m.f_to_device(self.device)?),
+            None => None,
+        };
+        let mut step = cache.begin(&ids, mask.as_ref())?;
+        step.sparse = self.sparse_now();
+        self.run_family(&ids, &mut cache, &step)
     }
 
     /// [`LoadedModel::forward_train`] over packed rows: each sequence of `ids` (`[batch, seq]`)
@@ -583,11 +624,12 @@ impl LoadedModel {
         let batch = ids.size().first().copied().unwrap_or(1);
         let mut cache = self.new_cache(batch);
         let ids = ids.f_to_device(self.device)?;
-        let step = cache.begin_packed(
+        let mut step = cache.begin_packed(
             &ids,
             &positions.f_to_device(self.device)?,
             &seq_ids.f_to_device(self.device)?,
         )?;
+        step.sparse = self.sparse_now();
         self.run_family(&ids, &mut cache, &step)
     }
 
@@ -961,7 +1003,8 @@ impl<'a> BlockPass<'a> {
         mask: Option<&Tensor>,
     ) -> Result<Self, ModelError> {
         let batch = ids.size().first().copied().unwrap_or(1);
-        let step = model.new_cache(batch).begin(ids, mask)?;
+        let mut step = model.new_cache(batch).begin(ids, mask)?;
+        step.sparse = model.sparse_now();
         let base = i64::try_from(Tensor::f_randint(1 << 62, [1], (Kind::Int64, Device::Cpu))?)?;
         Ok(Self {
             model,

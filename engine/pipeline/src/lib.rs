@@ -31,6 +31,7 @@ pub mod quantize;
 pub mod score;
 pub mod serve;
 pub mod train;
+pub mod training_modes;
 pub mod tuning;
 
 pub use swift_train::TrainSummary;

@@ -263,6 +263,9 @@ pub fn attach_tuner(s: &TrainSpec, p: &mut Prepared) -> Result<Tuned> {
     )
     .with_context(|| format!("tuner `{tuner_name}` ({})", p.tuner_provenance))?;
     let (adapter, trainable) = (attached.adapter, attached.trainable);
+    if let Some(a) = &adapter {
+        crate::training_modes::training_attention(&mut p.model, a, s.encoding.train_max_length())?;
+    }
     let n_train: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
     let n_total = p.model.num_parameters() + if adapter.is_some() { n_train } else { 0 };
     tracing::info!(

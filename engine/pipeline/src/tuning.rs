@@ -150,6 +150,7 @@ pub fn attach(
             adapter.add_modules_to_save(model, &slots)?;
             tracing::info!("modules_to_save: {} trained whole", slots.join(", "));
         }
+        crate::training_modes::train_whole(model, &mut adapter)?;
         tracing::info!("adapter: {}", adapter.plan().summary);
         let trainable = adapter.named_tensors();
         let lr_factors = adapter.lr_factors();
@@ -258,6 +259,8 @@ const LORA_FLAGS: &[&str] = &[
     "adalora_beta1",
     "adalora_beta2",
     "adalora_orth_reg_weight",
+    "group_size_ratio",
+    "embedder_and_normalizer",
 ];
 const WHOLE_FLAGS: &[&str] = &[
     "freeze_parameters",

@@ -5,10 +5,11 @@
 //! saves and loads in PEFT's layout, and merges into the base weights, all through the
 //! contract: no concrete adapter type is named here.
 //!
-//! Also PEFT's `modules_to_save`, for every tuner alike: whole linear or embedding slots
-//! (`lm_head`, `model.embed_tokens`) trained as full copies beside the adapter. The slot
-//! computes with the copy; the base tensor is kept, untouched, by a [`SavedModuleHook`] that
-//! gives the base output back while the adapters are switched off. A tied slot (SmolLM2's
+//! Also PEFT's `modules_to_save`, for every tuner alike: whole linear, embedding or norm slots
+//! (`lm_head`, `model.embed_tokens`, `model.norm`; LongLoRA's `train_whole`) trained as full
+//! copies beside the adapter. The slot computes with the copy; the base tensor is kept,
+//! untouched, by a [`SavedModuleHook`] that gives the base output back (a norm: the base
+//! weights to normalise with) while the adapters are switched off. A tied slot (SmolLM2's
 //! `lm_head` is the embedding table) is untied by its copy, as peft does: the other slot keeps
 //! the base tensor. They are saved as `base_model.model.<slot>.weight` (and `.bias`), with the
 //! slots listed in adapter_config.json's `modules_to_save`.
@@ -23,8 +24,8 @@ use swift_model::weights::Checkpoint;
 use swift_model::{LinearHook, LoadedModel};
 use swift_plugin_tensors::model::SlotKind;
 use swift_plugin_tensors::tuner::{
-    AdapterHandle, AdapterHandleExt, AdapterPlan, AttachMode, AttachRequest, AttentionMode,
-    DtypeRule, HostSlotCall, Init, SlotInfo, TensorDecl,
+    AdapterHandle, AdapterHandleExt, AdapterPlan, AttachMode, AttachRequest, DtypeRule,
+    HostSlotCall, Init, SlotInfo, TensorDecl,
 };
 use swift_plugin_tensors::TunerHandle;
 use tch::{Kind, Tensor};
@@ -50,6 +51,11 @@ pub struct SavedModuleHook {
 }
 
 impl LinearHook for SavedModuleHook {
+    fn norm_weights(&self) -> Option<(&Tensor, Option<&Tensor>)> {
+        (self.kind == SlotKind::Norm && !self.enabled.load(Ordering::Relaxed))
+            .then(|| (&self.weight.0, self.bias.as_ref().map(|b| &b.0)))
+    }
+
     fn forward(&self, x: &Tensor, out: Tensor) -> Result<Tensor, String> {
         if self.enabled.load(Ordering::Relaxed) {
             return Ok(out);
@@ -135,11 +141,6 @@ fn install_saved_module(
     let s = model
         .slot_mut(slot)
         .ok_or_else(|| TrainError::Config(format!("no layer `{slot}` for modules_to_save")))?;
-    if !matches!(s.kind, SlotKind::Linear | SlotKind::Embedding) {
-        return Err(TrainError::Config(format!(
-            "modules_to_save: `{slot}` is a norm; only linear and embedding layers can be saved whole"
-        )));
-    }
     if s.quantized.is_some() {
         return Err(TrainError::Config(format!(
             "modules_to_save: `{slot}` is quantized; it cannot be trained or replaced whole"
@@ -792,6 +793,12 @@ impl AttachedAdapter {
         self.enabled.store(on, Ordering::Relaxed);
     }
 
+    /// The switches a training-only behaviour of this adapter follows (its shifted sparse
+    /// attention): training, and on.
+    pub fn training_switches(&self) -> Vec<Arc<AtomicBool>> {
+        vec![self.training.clone(), self.enabled.clone()]
+    }
+
     /// Whether the adapters are on.
     pub fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
@@ -979,20 +986,8 @@ fn check_plan(plan: &AdapterPlan, request: &AttachRequest) -> Result<(), TrainEr
             )));
         }
     }
-    if request.mode == AttachMode::Train {
-        if plan.attention != AttentionMode::Full {
-            return Err(TrainError::Config(format!(
-                "the adapter asks for the attention mode {:?}, which this host does not implement yet",
-                plan.attention
-            )));
-        }
-        if !plan.train_whole.is_empty() {
-            return Err(TrainError::Config(format!(
-                "the adapter asks to train base parameters whole ({}), which this host does not implement yet",
-                plan.train_whole.join(", ")
-            )));
-        }
-    }
+    // The attention mode and `train_whole` are carried out by the caller that trains
+    // (swift-pipeline's `training_modes`: they need the model's layout and --max_length).
     Ok(())
 }
 

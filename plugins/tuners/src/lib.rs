@@ -14,6 +14,8 @@
 //! * `fourierft`: FourierFT (`fourierft.rs`), trained coefficients of a seeded sparse spectrum.
 //! * `adalora`: AdaLoRA (`adalora.rs`), SVD-shaped updates whose ranks a budget schedule prunes
 //!   (the contract's extra loss and after-backward hooks), PEFT's layout.
+//! * `longlora`: LongLoRA (`longlora.rs`): LoRA's adapter plus embeddings and norms trained
+//!   whole and shifted sparse attention while training, both carried out by the host.
 //! * `full`: every parameter is trained (its targets are every linear slot).
 //! * `freeze`: full training of the parameters that `--freeze_parameters` does not match (or that
 //!   `--trainable_parameters` matches).
@@ -33,6 +35,7 @@ pub mod adalora;
 pub mod boft;
 pub mod fourierft;
 pub mod ia3;
+pub mod longlora;
 pub mod lora;
 pub mod records;
 #[cfg(test)]
@@ -124,6 +127,8 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
             r.adapter_tuner(record, fourierft::FourierTuner)?;
         } else if record.name == "adalora" {
             r.adapter_tuner(record, adalora::AdaloraTuner)?;
+        } else if record.name == "longlora" {
+            r.adapter_tuner(record, longlora::LongLoraTuner)?;
         } else if record.adapter() == "lora" {
             r.tuner(record, lora::LoraTuner)?;
         } else {

@@ -281,7 +281,7 @@ pub fn target_modules(targeted: &[String], linear_slots: &[String]) -> Vec<Strin
 }
 
 impl LoraAdapter {
-    fn train(req: &AttachRequest) -> Result<Self, String> {
+    pub(crate) fn train(req: &AttachRequest) -> Result<Self, String> {
         let c = LoraConfig::from_options(&req.options)?;
         let mut plan = empty_plan(&c);
         // Plain LoRA's tensors stay float32 on a half-precision base, as PEFT keeps them
@@ -388,7 +388,7 @@ impl LoraAdapter {
         })
     }
 
-    fn load(req: &AttachRequest) -> Result<Self, String> {
+    pub(crate) fn load(req: &AttachRequest) -> Result<Self, String> {
         let (cfg_file, file) = (&req.config_file, &req.weights_file);
         let c = LoraConfig::from_checkpoint(&req.options, cfg_file)?;
         let mut plan = empty_plan(&c);

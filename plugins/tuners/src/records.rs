@@ -176,6 +176,27 @@ pub fn all() -> Vec<TunerRecord> {
     out.push(boft_record());
     out.push(fourierft_record());
     out.push(adalora_record());
+    let mut longlora = TunerRecord::new(
+        "longlora",
+        "LongLoRA: LoRA plus embeddings and norms trained whole (--embedder_and_normalizer), with shifted sparse attention while training (--group_size_ratio of --max_length); full attention at inference",
+    );
+    longlora.schema = lora_schema();
+    longlora.schema.extend([
+        OptionDecl::new(
+            "group_size_ratio",
+            "float",
+            serde_json::json!(0.25),
+            "the shifted sparse attention's group, as a share of --max_length",
+        )
+        .range(Some(0.0), Some(1.0)),
+        OptionDecl::new(
+            "embedder_and_normalizer",
+            "list",
+            serde_json::json!(["embed", "norm"]),
+            "layers trained whole: those whose weight's name contains one of these",
+        ),
+    ]);
+    out.push(longlora);
     out.push(TunerRecord::new(
         "full",
         "full fine-tuning: every parameter is trained",
