@@ -353,7 +353,7 @@ const DEPLOY: Table = &[
         "ignore_adapter_mismatch",
         Asserted("adapters_that_do_not_match_their_files_or_base_are_refused"),
     ),
-    ("model", Asserted("openai_client_against_the_server")),
+    ("model", Asserted("openai_client_scenario")),
     ("model_type", SameAsInfer),
     ("torch_dtype", SameAsInfer),
     ("device", SameAsInfer),
@@ -361,30 +361,15 @@ const DEPLOY: Table = &[
     ("system", SameAsInfer),
     ("enable_thinking", SameAsInfer),
     ("infer_backend", Asserted("bad_flags_are_clear_errors")),
-    ("adapters", Asserted("openai_client_against_the_server")),
-    ("host", Asserted("openai_client_against_the_server")),
-    ("port", Asserted("openai_client_against_the_server")),
-    ("api_key", Asserted("openai_client_against_the_server")),
-    (
-        "served_model_name",
-        Asserted("openai_client_against_the_server"),
-    ),
-    (
-        "max_batch_size",
-        Asserted("full_queue_is_refused_and_ctrl_c_drains"),
-    ),
-    (
-        "max_queue",
-        Asserted("full_queue_is_refused_and_ctrl_c_drains"),
-    ),
-    (
-        "max_model_len",
-        Asserted("openai_client_against_the_server"),
-    ),
-    (
-        "debug_step_delay_ms",
-        Asserted("full_queue_is_refused_and_ctrl_c_drains"),
-    ),
+    ("adapters", Asserted("openai_client_scenario")),
+    ("host", Asserted("openai_client_scenario")),
+    ("port", Asserted("openai_client_scenario")),
+    ("api_key", Asserted("openai_client_scenario")),
+    ("served_model_name", Asserted("openai_client_scenario")),
+    ("max_batch_size", Asserted("full_queue_scenario")),
+    ("max_queue", Asserted("full_queue_scenario")),
+    ("max_model_len", Asserted("openai_client_scenario")),
+    ("debug_step_delay_ms", Asserted("full_queue_scenario")),
 ];
 
 const EXPORT: Table = &[
