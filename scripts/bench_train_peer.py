@@ -159,3 +159,7 @@ def machine_state():
     return f"load average {load}, CPU pressure {pressure}%"
 
 
+
+
+if __name__ == "__main__":
+    main()
