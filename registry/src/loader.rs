@@ -16,10 +16,10 @@ use std::sync::{Arc, OnceLock};
 use sha2::{Digest, Sha256};
 use swift_plugin_api::records::Record;
 use swift_plugin_api::{
-    BackendHandle, BackendRecord, DatasetRecord, HostSink, LoadError, Manifest, ModelFamilyHandle,
-    ModelFamilyRecord, PluginFile, PluginLibrary, PreferenceLossHandle, PreferenceLossRecord,
-    PreprocessorHandle, PreprocessorRecord, QuantizerHandle, QuantizerRecord, SinkError,
-    TemplateRecord, TunerHandle, TunerRecord, CONTRACT_VERSION, MANIFEST_SYMBOL,
+    BackendHandle, BackendRecord, BenchmarkRecord, DatasetRecord, HostSink, LoadError, Manifest,
+    ModelFamilyHandle, ModelFamilyRecord, PluginFile, PluginLibrary, PreferenceLossHandle,
+    PreferenceLossRecord, PreprocessorHandle, PreprocessorRecord, QuantizerHandle, QuantizerRecord,
+    SinkError, TemplateRecord, TunerHandle, TunerRecord, CONTRACT_VERSION, MANIFEST_SYMBOL,
 };
 
 use crate::registry::{Conflict, Entry, Provenance, Registry};
@@ -36,6 +36,7 @@ pub struct Registries {
     pub quantizers: Registry<QuantizerRecord, QuantizerHandle>,
     pub backends: Registry<BackendRecord, BackendHandle>,
     pub preference_losses: Registry<PreferenceLossRecord, PreferenceLossHandle>,
+    pub benchmarks: Registry<BenchmarkRecord, ()>,
 }
 
 /// One registration waiting to be merged.
@@ -48,6 +49,7 @@ enum Pending {
     Quantizer(Entry<QuantizerRecord, QuantizerHandle>),
     Backend(Entry<BackendRecord, BackendHandle>),
     PreferenceLoss(Entry<PreferenceLossRecord, PreferenceLossHandle>),
+    Benchmark(Entry<BenchmarkRecord, ()>),
 }
 
 macro_rules! per_kind {
@@ -85,6 +87,10 @@ macro_rules! per_kind {
                 let $reg = &mut $regs.preference_losses;
                 $body
             }
+            Pending::Benchmark($entry) => {
+                let $reg = &mut $regs.benchmarks;
+                $body
+            }
         }
     };
 }
@@ -100,6 +106,7 @@ impl Pending {
             Pending::Quantizer(e) => e.record.name.clone(),
             Pending::Backend(e) => e.record.name.clone(),
             Pending::PreferenceLoss(e) => e.record.name.clone(),
+            Pending::Benchmark(e) => e.record.name.clone(),
         }
     }
 }
@@ -126,6 +133,7 @@ impl Registries {
                     description: e.record.description().to_string(),
                     capabilities: None,
                     options: Vec::new(),
+                    benchmark: None,
                 });
             }
         }
@@ -163,11 +171,18 @@ impl Registries {
         if want("preference-losses") {
             push(&mut rows, &self.preference_losses);
         }
+        if want("benchmarks") {
+            let from = rows.len();
+            push(&mut rows, &self.benchmarks);
+            for (row, e) in rows[from..].iter_mut().zip(self.benchmarks.iter()) {
+                row.benchmark = Some(e.record.clone());
+            }
+        }
         rows
     }
 
     /// The kinds `rows` accepts.
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 9] = [
         "models",
         "templates",
         "datasets",
@@ -176,6 +191,7 @@ impl Registries {
         "quantizers",
         "backends",
         "preference-losses",
+        "benchmarks",
     ];
 }
 
@@ -193,6 +209,9 @@ pub struct ListRow {
     /// The options it reads (tuners that describe theirs), for `--json` and UIs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<swift_plugin_api::OptionDecl>,
+    /// A benchmark's whole record (rows, format, prompt, scoring, metrics), for `--json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<BenchmarkRecord>,
 }
 
 /// Where plugins come from.
@@ -498,6 +517,13 @@ impl PluginLoader {
                         provenance: prov.clone(),
                     })
                 }))
+                .chain(plugin.benchmarks.into_iter().map(|record| {
+                    Pending::Benchmark(Entry {
+                        record,
+                        imp: None,
+                        provenance: prov.clone(),
+                    })
+                }))
                 .collect();
             let name = prov.plugin();
             self.merge(report, &name, pending, mode)?;
@@ -734,6 +760,12 @@ impl HostSink for StagingSink {
     fn add_dataset(&mut self, record: DatasetRecord) -> Result<(), SinkError> {
         let e = self.entry(record, None);
         self.pending.push(Pending::Dataset(e));
+        Ok(())
+    }
+
+    fn add_benchmark(&mut self, record: BenchmarkRecord) -> Result<(), SinkError> {
+        let e = self.entry(record, None);
+        self.pending.push(Pending::Benchmark(e));
         Ok(())
     }
 

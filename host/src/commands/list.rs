@@ -35,6 +35,17 @@ pub fn run(args: &ListArgs, settings: &GlobalSettings) -> Result<()> {
         if let Some(c) = &r.capabilities {
             writeln!(out, "  {:<24} {}", "", c.summary())?;
         }
+        if let Some(b) = &r.benchmark {
+            writeln!(
+                out,
+                "  {:<24} {:?} scoring, metrics {}, {} shot(s) by default of {} held out",
+                "",
+                b.scoring,
+                b.metrics.join(", "),
+                b.few_shot,
+                b.holdout
+            )?;
+        }
         writeln!(out, "  {:<24} from {}", "", r.provenance)?;
     }
     if rows.is_empty() {
@@ -59,6 +70,7 @@ fn kind_heading(kind: &str) -> &'static str {
         "tuner" => "tuners",
         "quantizer" => "quantizers",
         "preference loss" => "preference losses",
+        "benchmark" => "benchmarks",
         _ => "backends",
     }
 }
