@@ -294,7 +294,11 @@ print(json.dumps({"rouge": rouge, "bleu": bleu}))
             .unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -303,12 +307,24 @@ fn rouge_and_bleu_equal_rouge_score_and_sacrebleu() {
     use swift_eval::metrics::{corpus_bleu, rouge_l, rouge_n};
     let pairs: Vec<(String, String)> = [
         ("The cat sat on the mat.", "The cat is sitting on the mat."),
-        ("It costs $3.50 (or 1,000-2 yen).", "It costs $3.50, or 1,000 yen!"),
+        (
+            "It costs $3.50 (or 1,000-2 yen).",
+            "It costs $3.50, or 1,000 yen!",
+        ),
         ("a a a b", "a b a b a"),
         ("", "Nothing was said."),
-        ("Paris is the capital of France.", "Paris is the capital of France."),
-        ("He said \"yes\" -- twice; then left.", "He said yes twice and then he left"),
-        ("Numbers 3.14, 2,5 and 10-12 appear.", "numbers 3.14 2,5 and 10 - 12 appear"),
+        (
+            "Paris is the capital of France.",
+            "Paris is the capital of France.",
+        ),
+        (
+            "He said \"yes\" -- twice; then left.",
+            "He said yes twice and then he left",
+        ),
+        (
+            "Numbers 3.14, 2,5 and 10-12 appear.",
+            "numbers 3.14 2,5 and 10 - 12 appear",
+        ),
     ]
     .iter()
     .map(|(p, r)| (p.to_string(), r.to_string()))
@@ -420,10 +436,9 @@ fn a_plugins_benchmark_is_listed_and_evaluated() {
     assert_eq!(b["rows"], 3);
     let preds = jsonl(&run.join("predictions/example-quiz.jsonl"));
     assert!(
-        preds[0]["prompt"]
-            .as_str()
-            .unwrap()
-            .starts_with("Example quiz.\n\nWhich number is even?\nA. 3\nB. 5\nC. 8\nD. 9\nAnswer: C\n\n"),
+        preds[0]["prompt"].as_str().unwrap().starts_with(
+            "Example quiz.\n\nWhich number is even?\nA. 3\nB. 5\nC. 8\nD. 9\nAnswer: C\n\n"
+        ),
         "{}",
         preds[0]["prompt"]
     );
