@@ -147,6 +147,10 @@ pub fn corpus_bleu(predictions: &[String], references: &[String]) -> f64 {
                 .sum::<usize>();
         }
     }
+    // sacrebleu stops early when nothing matches at all (its issue #141): the score is 0.
+    if correct.iter().all(|&c| c == 0) {
+        return 0.0;
+    }
     let mut precisions = [0.0f64; 4];
     let mut smooth = 1.0;
     for n in 0..4 {
@@ -240,6 +244,8 @@ mod tests {
     fn identical_corpus_is_100_and_extraction() {
         let s = vec!["a b c d e".to_string()];
         assert!((corpus_bleu(&s, &s) - 100.0).abs() < 1e-9);
+        // No n-gram in common: sacrebleu's early stop gives 0, not a smoothed value.
+        assert_eq!(corpus_bleu(&["x y z".to_string()], &s), 0.0);
         assert_eq!(extract_letter("I think the answer is (c)."), Some('C'));
         assert_eq!(extract_letter("B. because"), Some('B'));
         assert_eq!(extract_letter("none"), None);
