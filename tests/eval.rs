@@ -341,6 +341,13 @@ fn rouge_and_bleu_equal_rouge_score_and_sacrebleu() {
     let bleu = corpus_bleu(&preds, &refs);
     let w = want["bleu"].as_f64().unwrap();
     assert!((bleu - w).abs() < 1e-9, "bleu {bleu} vs sacrebleu {w}");
+    // A corpus with no n-gram in common (sacrebleu stops early at 0).
+    let none = vec![("qq zz".to_string(), "a b c".to_string())];
+    let w = python_scores(&none)["bleu"].as_f64().unwrap();
+    assert_eq!(
+        corpus_bleu(&["qq zz".to_string()], &["a b c".to_string()]),
+        w
+    );
 }
 
 #[test]
