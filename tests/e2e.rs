@@ -13,6 +13,7 @@ mod backends;
 mod checks;
 mod deploy;
 mod encode_cli;
+mod eval;
 mod export_gguf;
 mod export_merge;
 mod export_to_gguf;

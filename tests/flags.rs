@@ -1,5 +1,5 @@
 //! Every (command, flag) pair, table-driven: each flag of `swift sft`, `pt`, `rlhf`, `infer`,
-//! `deploy`, `export` and `encode` changes the run (its output, or what `args.json` records) or
+//! `deploy`, `export`, `eval` and `encode` changes the run (its output, or what `args.json` records) or
 //! is refused by name where it cannot apply. The tables are checked against the commands'
 //! definitions (swift-spec), so a new flag without an entry fails here until someone says what
 //! it does and how that is shown.
@@ -443,6 +443,49 @@ const EXPORT: Table = &[
     ("device", Refused(&["--to_gguf"])),
 ];
 
+/// `swift eval` (tests/eval.rs): multiple choice is scored by log-likelihood on a plain-text
+/// prompt, so the sampling and template flags are refused for it.
+const EVAL: Table = &[
+    ("model", Asserted("an_mcq_csv_is_scored_into_a_run_folder")),
+    ("model_type", SameAsInfer),
+    ("torch_dtype", SameAsInfer),
+    ("device", SameAsInfer),
+    ("allow_unused_weights", SameAsInfer),
+    ("adapters", SameAsInfer),
+    ("ignore_adapter_mismatch", SameAsInfer),
+    ("template", Refused(&[])),
+    ("system", Refused(&[])),
+    ("enable_thinking", Refused(&[])),
+    ("max_new_tokens", Refused(&[])),
+    ("temperature", Refused(&[])),
+    ("top_k", Refused(&[])),
+    ("top_p", Refused(&[])),
+    ("repetition_penalty", Refused(&[])),
+    ("seed", Refused(&[])),
+    ("stop_words", Refused(&[])),
+    ("stream", Refused(&[])),
+    (
+        "infer_backend",
+        Asserted("malformed_rows_and_impossible_requests_are_refused_by_name"),
+    ),
+    (
+        "eval_dataset",
+        Asserted("an_mcq_csv_is_scored_into_a_run_folder"),
+    ),
+    (
+        "output_dir",
+        Asserted("an_mcq_csv_is_scored_into_a_run_folder"),
+    ),
+    (
+        "eval_limit",
+        Asserted("mmlu_on_smollm2_agrees_with_the_transformers_reference"),
+    ),
+    (
+        "eval_few_shot",
+        Asserted("mmlu_on_smollm2_agrees_with_the_transformers_reference"),
+    ),
+];
+
 const ENCODE: Table = &[
     (
         "model",
@@ -702,6 +745,12 @@ fn all_tables() -> Vec<CommandTable> {
             Parsers::of::<ExportSpec>(),
         ),
         (
+            "eval",
+            table(EVAL, &[]),
+            flags_of::<EvalSpec>(),
+            Parsers::of::<EvalSpec>(),
+        ),
+        (
             "encode",
             table(ENCODE, &[]),
             flags_of::<EncodeSpec>(),
@@ -811,6 +860,8 @@ fn refused_value(flag: &str) -> Vec<&'static str> {
         "model" => vec!["tests/fixtures/models/llama"],
         "gguf_type" => vec!["q8_0"],
         "device" => vec!["cpu"],
+        "top_p" => vec!["0.5"],
+        "enable_thinking" => vec!["true"],
         _ => vec!["3"],
     }
 }
@@ -861,6 +912,7 @@ fn base_args(cmd: &str, out: &Path) -> Vec<String> {
         ],
         "infer" => vec!["--model", &model],
         "export" => vec!["--model", &model, "--output_dir", &out],
+        "eval" => vec!["--model", &model, "--eval_dataset", "mmlu"],
         _ => vec![],
     };
     v.into_iter().map(String::from).collect()

@@ -61,14 +61,14 @@ pub enum Command {
     Infer(swift_spec::InferSpec),
     /// Serve a model over an OpenAI-compatible HTTP API.
     Deploy(swift_spec::DeploySpec),
-    /// Evaluate a model on benchmark datasets.
-    Eval(Pending),
+    /// Evaluate a model on benchmarks (`swift list benchmarks`) or custom mcq/general_qa files.
+    Eval(swift_spec::EvalSpec),
     /// Merge adapters, quantize, convert from/to GGUF.
     Export(swift_spec::ExportSpec),
     /// The web UI.
     #[command(name = "web-ui")]
     WebUi(Pending),
-    /// List registered models, templates, datasets, tuners, quantizers and backends.
+    /// List registered models, templates, datasets, tuners, quantizers, backends and benchmarks.
     List(ListArgs),
     /// Write a ready-to-build plugin crate.
     #[command(name = "new-plugin")]
@@ -89,7 +89,7 @@ pub struct Pending {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// models, templates, datasets, preprocessors, tuners, quantizers, backends,
-    /// preference-losses or optimizers (default: all).
+    /// preference-losses, optimizers or benchmarks (default: all).
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(swift_registry::Registries::KINDS))]
     pub kind: Option<String>,
     /// One JSON array on stdout instead of a table.

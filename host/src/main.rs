@@ -13,6 +13,7 @@ mod runtime;
 // Built-in plugins are linked statically and found through `inventory`; naming the crates here
 // makes sure the linker keeps them. (The tensor engine links its own copies, with the plugins
 // whose behaviour needs libtorch.)
+use swift_plugin_benchmarks as _;
 use swift_plugin_datasets as _;
 use swift_plugin_quantizers as _;
 use swift_plugin_templates as _;
@@ -84,7 +85,6 @@ fn run(command: Command, ctx: &Ctx) -> Result<u8> {
         Command::List(args) => done(commands::list::run(&args, ctx.settings)),
         Command::NewPlugin(args) => done(commands::new_plugin::run(&args)),
         Command::Doctor(args) => done(commands::doctor::run(&args)),
-        Command::Eval(_) => done(commands::not_yet("eval", "evaluation")),
         Command::WebUi(_) => done(commands::not_yet("web-ui", "web UI")),
         Command::Encode(_) => done(commands::encode::run(ctx)),
         Command::Pt(_) => commands::engine::run(ctx, TensorCommand::Pt),
@@ -93,5 +93,6 @@ fn run(command: Command, ctx: &Ctx) -> Result<u8> {
         Command::Infer(_) => commands::engine::run(ctx, TensorCommand::Infer),
         Command::Deploy(_) => commands::engine::run(ctx, TensorCommand::Deploy),
         Command::Export(_) => commands::engine::run(ctx, TensorCommand::Export),
+        Command::Eval(_) => commands::engine::run(ctx, TensorCommand::Eval),
     }
 }

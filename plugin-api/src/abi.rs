@@ -142,6 +142,9 @@ pub trait FfiRegistrar {
         json: RStr<'_>,
         imp: crate::optimizer::FfiOptimizerKindBox,
     ) -> RResult<(), RString>;
+    /// Appended after `add_preference_loss`, like it: a benchmark (data only). Plugins built
+    /// before it never call it, so appending it keeps the contract version.
+    fn add_benchmark(&mut self, json: RStr<'_>) -> RResult<(), RString>;
 }
 
 /// The registrar object handed to `register`.

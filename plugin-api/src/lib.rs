@@ -55,8 +55,8 @@ pub use behaviour::{
 pub use loading::{LoadError, PluginFile, PluginLibrary};
 pub use optimizer::{OptimizerHandle, OptimizerKindHandle, OptimizerRecord};
 pub use records::{
-    BackendRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord, PreprocessorRecord,
-    QuantizerRecord, TemplateRecord, TunerRecord,
+    BackendRecord, BenchmarkRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord,
+    PreprocessorRecord, QuantizerRecord, TemplateRecord, TunerRecord,
 };
 pub use registrar::{HostSink, PluginError, Registrar, SinkError};
 pub use row::{FunctionCall, Message, StandardRow, ToolCall};

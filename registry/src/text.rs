@@ -1,6 +1,7 @@
-//! Text-only plugins: a `*.toml` or `*.json` file in a plugin directory that registers templates
-//! and datasets with no compiler involved. The schema is [`swift_plugin_api::records::TextPlugin`]
-//! (`[[template]]` and `[[dataset]]` tables; the README documents every field).
+//! Text-only plugins: a `*.toml` or `*.json` file in a plugin directory that registers templates,
+//! datasets and benchmarks with no compiler involved. The schema is
+//! [`swift_plugin_api::records::TextPlugin`] (`[[template]]`, `[[dataset]]` and `[[benchmark]]`
+//! tables; the README documents every field).
 
 use std::path::Path;
 
@@ -18,14 +19,15 @@ pub fn parse_text_plugin(path: &Path) -> Result<TextPlugin, String> {
         _ => return Err("text plugins end in .toml or .json".to_string()),
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    for d in &mut plugin.datasets {
-        let p = Path::new(&d.path);
-        if !d.path.starts_with("asset:") && p.is_relative() {
-            d.path = dir.join(p).to_string_lossy().into_owned();
+    let paths = plugin.datasets.iter_mut().map(|d| &mut d.path);
+    for path in paths.chain(plugin.benchmarks.iter_mut().map(|b| &mut b.path)) {
+        let p = Path::new(path.as_str());
+        if !path.starts_with("asset:") && p.is_relative() {
+            *path = dir.join(p).to_string_lossy().into_owned();
         }
     }
-    if plugin.templates.is_empty() && plugin.datasets.is_empty() {
-        return Err("declares no [[template]] and no [[dataset]]".to_string());
+    if plugin.templates.is_empty() && plugin.datasets.is_empty() && plugin.benchmarks.is_empty() {
+        return Err("declares no [[template]], no [[dataset]] and no [[benchmark]]".to_string());
     }
     Ok(plugin)
 }

@@ -256,6 +256,48 @@ pub struct EncodeSpec {
     pub given: crate::GivenFlags,
 }
 
+/// `swift eval`: benchmarks on a local model (or its adapters).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct EvalSpec {
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub model: ModelArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub template: TemplateArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub generation: GenerationArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub backend: BackendArgs,
+    /// LoRA checkpoints (PEFT layout); their args.json supplies the model and template when
+    /// --model / --template are not given.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "CKPT"))]
+    pub adapters: Vec<PathBuf>,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub adapter_check: AdapterCheckArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub eval: EvalArgs,
+    /// Where each evaluation's run folder (v<N>-<timestamp>/) is created (default:
+    /// output/eval/<model>).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
+    pub output_dir: Option<PathBuf>,
+    /// The flags the user set (filled by the host; not a flag, not in `args.json`).
+    #[cfg_attr(feature = "cli", arg(skip))]
+    #[serde(skip)]
+    pub given: crate::GivenFlags,
+}
+
+impl crate::CommandSpec for EvalSpec {
+    fn given_mut(&mut self) -> &mut crate::GivenFlags {
+        &mut self.given
+    }
+}
+
 impl crate::CommandSpec for TrainSpec {
     fn given_mut(&mut self) -> &mut crate::GivenFlags {
         &mut self.given

@@ -672,3 +672,26 @@ pub struct ServerArgs {
     #[serde(default, deserialize_with = "range::de_opt::<u64, range::Any, _>")]
     pub debug_step_delay_ms: Option<u64>,
 }
+
+/// What to evaluate: `swift eval`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct EvalArgs {
+    /// Benchmarks to run: registered names (`swift list benchmarks`) or files in ms-swift's
+    /// custom formats (`.csv`: mcq, question,A,B,C,D,answer; `.jsonl`: general_qa, query,
+    /// response, optional history). Repeatable.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "NAME|PATH"))]
+    pub eval_dataset: Vec<String>,
+    /// Score only the first N rows of each benchmark (after its held-out few-shot rows).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<usize, range::AtLeastOne, _>"
+    )]
+    pub eval_limit: Option<usize>,
+    /// Few-shot examples per question (default: the benchmark's), taken in order from its
+    /// held-out rows.
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
+    #[serde(default, deserialize_with = "range::de_opt::<usize, range::Any, _>")]
+    pub eval_few_shot: Option<usize>,
+}

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CommandSpec, DeploySpec, ExportSpec, GivenFlags, InferSpec, RlhfSpec, TrainSpec};
+use crate::{
+    CommandSpec, DeploySpec, EvalSpec, ExportSpec, GivenFlags, InferSpec, RlhfSpec, TrainSpec,
+};
 
 /// The version of the request and of the engine's entry points. The host refuses an engine that
 /// speaks another one (a binary and a library from different builds).
@@ -25,6 +27,7 @@ pub enum TensorCommand {
     Infer(InferSpec),
     Deploy(DeploySpec),
     Export(ExportSpec),
+    Eval(EvalSpec),
 }
 
 impl TensorCommand {
@@ -37,6 +40,7 @@ impl TensorCommand {
             TensorCommand::Infer(_) => "infer",
             TensorCommand::Deploy(_) => "deploy",
             TensorCommand::Export(_) => "export",
+            TensorCommand::Eval(_) => "eval",
         }
     }
 
@@ -49,6 +53,7 @@ impl TensorCommand {
             TensorCommand::Infer(s) => s.given_mut(),
             TensorCommand::Deploy(s) => s.given_mut(),
             TensorCommand::Export(s) => s.given_mut(),
+            TensorCommand::Eval(s) => s.given_mut(),
         }
     }
 }

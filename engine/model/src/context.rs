@@ -93,6 +93,35 @@ impl KvCache {
         Ok(())
     }
 
+    /// A copy of the rows at `rows` (indices into this batch; one may repeat): a cached prefix
+    /// shared by several continuations (`swift eval`'s few-shot examples) is computed once.
+    pub fn copy_rows(&self, rows: &[i64]) -> Result<KvCache, ModelError> {
+        let index = Tensor::from_slice(rows).f_to_device(self.next_pos.device())?;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            layers.push(match layer {
+                Some((k, v)) => Some((k.f_index_select(0, &index)?, v.f_index_select(0, &index)?)),
+                None => None,
+            });
+        }
+        let key_valid = match &self.key_valid {
+            Some(k) => Some(k.f_index_select(0, &index)?),
+            None => None,
+        };
+        let padded = match &key_valid {
+            Some(k) => !bool::try_from(k.f_all()?)?,
+            None => false,
+        };
+        Ok(KvCache {
+            layers,
+            key_valid,
+            padded,
+            len: self.len,
+            next_pos: self.next_pos.f_index_select(0, &index)?,
+            batch: rows.len() as i64,
+        })
+    }
+
     /// Appends the rows of `other` after this cache's rows (requests joining a running batch).
     /// The shorter of the two is left-padded to the longer's length with masked positions, so
     /// every row still attends to exactly its own tokens. A cache with no rows takes `other`.

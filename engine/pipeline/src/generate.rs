@@ -159,14 +159,7 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
     stop_words.extend(args.generation.stop_words.iter().cloned());
     let options = crate::bundle::prompt_options(&args.template);
     let encoder = Arc::new(Encoder::new(template, tokenizer, options)?);
-    let params = SamplingParams {
-        max_new_tokens: args.generation.max_new_tokens,
-        temperature: args.generation.temperature,
-        top_k: args.generation.top_k,
-        top_p: args.generation.top_p,
-        repetition_penalty: args.generation.repetition_penalty,
-        seed: args.generation.seed,
-    };
+    let params = sampling(&args.generation);
     let caps = &chosen.record.capabilities;
     caps.refuse(
         &Sampling {
@@ -179,15 +172,8 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         false,
     )
     .map_err(|(p, m)| anyhow!("--{p}: {m}"))?;
-    let max_len = model.info().max_len;
-    let gen = Gen {
-        decoder: RefCell::new(Decoder::new(model, caps, encoder.clone(), eos_ids)),
-        encoder,
-        params,
-        stop_words,
-        max_len,
-        adapter: (!chosen.is_pt && !adapters.dirs.is_empty()).then_some(0),
-    };
+    let adapter = (!chosen.is_pt && !adapters.dirs.is_empty()).then_some(0);
+    let gen = Gen::new(model, caps, encoder, eos_ids, params, stop_words, adapter);
     if args.val_dataset.is_empty() {
         if args.result_path.is_some() {
             bail!("--result_path needs --val_dataset (without a dataset, swift infer is an interactive chat)");
@@ -248,8 +234,9 @@ fn check_flags(args: &InferSpec) -> Result<()> {
     Ok(())
 }
 
-/// What generating needs, bundled: the backend's model behind the one generation loop.
-struct Gen {
+/// What generating needs, bundled: the backend's model behind the one generation loop (also
+/// `swift eval`'s generation benchmarks: crate::eval).
+pub(crate) struct Gen {
     decoder: RefCell<Decoder>,
     encoder: Arc<Encoder>,
     params: SamplingParams,
@@ -261,16 +248,49 @@ struct Gen {
 }
 
 /// One prompt's answer.
-struct Answer {
-    text: String,
+pub(crate) struct Answer {
+    pub(crate) text: String,
     tokens: Vec<i64>,
     prompt_tokens: usize,
     completion_tokens: usize,
     finish: FinishReason,
 }
 
+/// The sampling settings of the generation flags.
+pub(crate) fn sampling(g: &swift_spec::GenerationArgs) -> SamplingParams {
+    SamplingParams {
+        max_new_tokens: g.max_new_tokens,
+        temperature: g.temperature,
+        top_k: g.top_k,
+        top_p: g.top_p,
+        repetition_penalty: g.repetition_penalty,
+        seed: g.seed,
+    }
+}
+
 impl Gen {
-    fn prompt_ids(&self, row: &StandardRow) -> Result<Vec<i64>> {
+    /// The generation loop over `model` (the backend's, with its capabilities `caps`).
+    pub(crate) fn new(
+        model: BackendModelHandle,
+        caps: &swift_plugin_tensors::backend::Capabilities,
+        encoder: Arc<Encoder>,
+        eos_ids: Vec<i64>,
+        params: SamplingParams,
+        stop_words: Vec<String>,
+        adapter: Option<usize>,
+    ) -> Self {
+        let max_len = model.info().max_len;
+        Gen {
+            decoder: RefCell::new(Decoder::new(model, caps, encoder.clone(), eos_ids)),
+            encoder,
+            params,
+            stop_words,
+            max_len,
+            adapter,
+        }
+    }
+
+    pub(crate) fn prompt_ids(&self, row: &StandardRow) -> Result<Vec<i64>> {
         let enc = self
             .encoder
             .encode(row)?
@@ -280,7 +300,7 @@ impl Gen {
 
     /// Generates for every prompt together; `on_delta(row, text)` sees streamed text and
     /// `on_first` the end of the first step (the prefill).
-    fn generate(
+    pub(crate) fn generate(
         &self,
         prompts: &[Vec<i64>],
         on_delta: &mut dyn FnMut(usize, &str),

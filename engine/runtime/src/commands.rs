@@ -26,6 +26,7 @@ pub fn run(request: EngineRequest) -> Result<()> {
         }
         TensorCommand::Infer(spec) => swift_pipeline::generate::run(spec, &plugins)?,
         TensorCommand::Deploy(spec) => swift_pipeline::serve::run(spec, &plugins)?,
+        TensorCommand::Eval(spec) => swift_pipeline::eval::run(spec, &plugins)?,
         TensorCommand::Export(spec) => {
             for line in swift_pipeline::export::run(spec, &plugins)? {
                 println!("{line}");

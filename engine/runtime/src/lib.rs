@@ -33,6 +33,7 @@ use swift_spec::request::{EngineInfo, EngineRequest, ENGINE_PROTOCOL};
 
 // Built-in plugins are linked statically and found through `inventory`; naming the crates here
 // makes sure the linker keeps them.
+use swift_plugin_benchmarks as _;
 use swift_plugin_datasets as _;
 use swift_plugin_losses as _;
 use swift_plugin_models as _;

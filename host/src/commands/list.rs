@@ -43,6 +43,17 @@ pub fn run(args: &ListArgs, settings: &GlobalSettings) -> Result<()> {
                 .collect();
             writeln!(out, "  {:<24} options: {}", "", opts.join(" "))?;
         }
+        if let Some(b) = &r.benchmark {
+            writeln!(
+                out,
+                "  {:<24} {:?} scoring, metrics {}, {} shot(s) by default of {} held out",
+                "",
+                b.scoring,
+                b.metrics.join(", "),
+                b.few_shot,
+                b.holdout
+            )?;
+        }
         writeln!(out, "  {:<24} from {}", "", r.provenance)?;
     }
     if rows.is_empty() {
@@ -68,6 +79,7 @@ fn kind_heading(kind: &str) -> &'static str {
         "quantizer" => "quantizers",
         "preference loss" => "preference losses",
         "optimizer" => "optimizers",
+        "benchmark" => "benchmarks",
         _ => "backends",
     }
 }

@@ -7,9 +7,10 @@
 //! GPT-2 style model family (`gpt2.rs`) that runs through the model interface, two tuners
 //! (`example-attn-dora`: DoRA on the attention's query and value projections only, its slot
 //! choice made here, its math the built-in `lora` tuner's; and `example-gain`, `gain.rs`, with
-//! its own math on the tuner contract), a preference loss, an inference backend
-//! (`example-echo`, `echo.rs`: a toy that chooses its own tokens), and an optimizer
-//! (`example-sign-sgd`, `sign_sgd.rs`: signSGD on the optimizer contract).
+//! its own math on the tuner contract), a preference loss, a benchmark (`example-quiz`, data in
+//! `data/`, scored by log-likelihood), an inference backend (`example-echo`, `echo.rs`: a toy
+//! that chooses its own tokens), and an optimizer (`example-sign-sgd`, `sign_sgd.rs`: signSGD
+//! on the optimizer contract).
 
 mod echo;
 mod gain;
@@ -110,6 +111,20 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
     apo.reference = true;
     r.preference_loss(apo, ApoZero)?;
     r.optimizer(sign_sgd::record(), sign_sgd::SignSgdKind)?;
+    r.benchmark(BenchmarkRecord {
+        name: "example-quiz".into(),
+        aliases: vec![],
+        description: "four general-knowledge questions (the example plugin's benchmark; the first is the few-shot pool)".into(),
+        // A compiled plugin names its data by absolute path (here: where the crate was built).
+        path: concat!(env!("CARGO_MANIFEST_DIR"), "/data/example-quiz.csv").into(),
+        format: BenchmarkFormat::Mcq,
+        scoring: BenchmarkScoring::Loglikelihood,
+        prompt: BenchmarkPrompt::Plain,
+        header: "Example quiz.\n\n".into(),
+        few_shot: 1,
+        holdout: 1,
+        metrics: vec!["acc".into(), "acc_norm".into()],
+    })?;
     plugin_info!("example plugin registered its template, preprocessor and model alias");
     Ok(())
 }

@@ -1,0 +1,618 @@
+//! `swift eval`: benchmarks (`--eval_dataset NAME|PATH`, swift-eval resolves and reads them) on
+//! the host's model or its `--adapters`, a progress bar, a table at the end, and a run folder
+//! (`v<N>-<timestamp>/` under `--output_dir`, as training runs have) holding `args.json`,
+//! `report.json` (every benchmark's metrics) and `predictions/<benchmark>.jsonl` (one line per
+//! scored row: prompt, prediction, reference, score).
+//!
+//! Generation benchmarks (`general_qa` rows; multiple choice or math answered in words) run
+//! through the backend contract's generation loop, as `swift infer` does (crate::generate's
+//! `Gen` over swift-serve's `Decoder`), on the model's chat template, and are scored by
+//! swift-eval's metrics (ROUGE, BLEU, exact match of an extracted letter or number).
+//!
+//! Multiple choice is scored by log-likelihood as lm-evaluation-harness scores it
+//! (swift-eval's `prompt` and `metrics`): every choice's continuation tokens summed after the
+//! context, which needs every position's logits, so only `pt` runs it. The prompt's shared
+//! part (the header and the few-shot examples) is computed once and its KV cache copied under
+//! each batch of questions; a question whose tokens do not start with the shared part's (a
+//! token merged across the boundary) is computed whole. Rows are scored 8 at a time,
+//! left-padded.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use swift_eval::metrics::mcq_predictions;
+use swift_eval::prompt::{choices, encode_pair, question_text, shared_prefix};
+use swift_eval::rows::{EvalRow, McqRow, LETTERS};
+use swift_eval::Benchmark;
+use swift_model::{KvCache, LoadedModel};
+use swift_plugin_tensors::records::BenchmarkScoring;
+use swift_registry::PluginSettings;
+use swift_spec::EvalSpec;
+use swift_template::Tokenizer;
+use swift_train::RunDir;
+use tch::{Kind, Tensor};
+
+use crate::adapters::Adapters;
+use crate::bundle::ModelBundle;
+
+/// Rows forwarded together.
+const BATCH: usize = 8;
+
+/// `swift eval`.
+pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
+    if args.eval.eval_dataset.is_empty() {
+        bail!("--eval_dataset is required: a benchmark name (`swift list benchmarks`) or a custom .csv (mcq) / .jsonl (general_qa) file");
+    }
+    let adapters = Adapters::resolve(args.model.model.as_deref(), &args.adapters)?;
+    let report = adapters.with_plugins(plugins).load()?;
+    let regs = &report.registries;
+    let asset_dir = swift_data::DatasetOptions::default().asset_dir();
+    let mut benches = Vec::new();
+    for spec in &args.eval.eval_dataset {
+        let b = Benchmark::resolve(spec, regs, &asset_dir)?;
+        let few = b.few_shot(
+            args.eval
+                .eval_few_shot
+                .map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
+        )?;
+        let rows = swift_eval::rows::read(&b.file, b.record.format)?;
+        let holdout = b.record.holdout as usize;
+        if rows.len() <= holdout {
+            bail!(
+                "{}: {} rows, all of them in benchmark `{}`'s held-out few-shot pool ({holdout})",
+                b.file.display(),
+                rows.len(),
+                b.record.name
+            );
+        }
+        if benches
+            .iter()
+            .any(|(o, _, _): &(Benchmark, usize, Vec<_>)| o.record.name == b.record.name)
+        {
+            bail!(
+                "--eval_dataset names benchmark `{}` twice (its predictions file would be written twice)",
+                b.record.name
+            );
+        }
+        benches.push((b, few as usize, rows));
+    }
+    let generates = |b: &Benchmark| b.record.scoring != BenchmarkScoring::Loglikelihood;
+    for (b, _, _) in &benches {
+        if args.backend.infer_backend != "pt" {
+            let why = if generates(b) {
+                "generation benchmarks run on `pt` in this version"
+            } else {
+                "it scores each choice by its log-likelihood, which needs every position's logits; only `pt` gives them"
+            };
+            bail!(
+                "--infer_backend {}: benchmark `{}`: {why} (leave --infer_backend out)",
+                args.backend.infer_backend,
+                b.record.name
+            );
+        }
+    }
+    let g = &args.given;
+    g.refuse(&["stream"], "to swift eval (answers are scored, not shown)")
+        .map_err(anyhow::Error::msg)?;
+    if !benches.iter().any(|(b, _, _)| generates(b)) {
+        g.refuse(
+            &[
+                "max_new_tokens",
+                "temperature",
+                "top_k",
+                "top_p",
+                "repetition_penalty",
+                "seed",
+                "stop_words",
+                "template",
+                "system",
+                "enable_thinking",
+            ],
+            "to multiple-choice benchmarks (scored by log-likelihood on a plain-text prompt, nothing is generated)",
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
+
+    let mut bundle = ModelBundle::load(
+        &adapters.model,
+        args.model.model_type.as_deref(),
+        args.model.torch_dtype.as_deref(),
+        &args.model.device,
+        args.model.allow_unused_weights,
+        regs,
+    )?;
+    adapters.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
+    adapters.attach(regs, &mut bundle.model, false)?;
+
+    let label = adapters
+        .model
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let parent = match &args.output_dir {
+        Some(d) => d.clone(),
+        None => Path::new("output").join("eval").join(&label),
+    };
+    let mut run = RunDir::open(&parent, true, false)?;
+    let mut args_json = serde_json::to_value(args)?;
+    args_json["command"] = json!("eval");
+    args_json["model"] =
+        json!(std::fs::canonicalize(&adapters.model).unwrap_or(adapters.model.clone()));
+    args_json["model_type"] = json!(bundle.family);
+    args_json["torch_dtype"] = json!(swift_model::dtype_name(bundle.model.kind()));
+    args_json["plugins"] = serde_json::to_value(&report.plugins)?;
+    run.write_args(&args_json)?;
+    eprintln!("run folder: {}", run.path().display());
+    let pred_dir = run.path().join("predictions");
+    std::fs::create_dir_all(&pred_dir)
+        .with_context(|| format!("creating {}", pred_dir.display()))?;
+
+    let mut results: Vec<(usize, Value)> = Vec::new();
+    for (index, (b, few, rows)) in benches.iter().enumerate() {
+        if generates(b) {
+            continue;
+        }
+        let started = Instant::now();
+        let holdout = b.record.holdout as usize;
+        let mcq = |r: &(u64, EvalRow)| -> Result<McqRow> {
+            match &r.1 {
+                EvalRow::Mcq(m) => Ok(m.clone()),
+                EvalRow::Qa(_) => Err(anyhow!(
+                    "{}:{}: not a multiple-choice row",
+                    b.file.display(),
+                    r.0
+                )),
+            }
+        };
+        let shots: Vec<McqRow> = rows[..*few].iter().map(mcq).collect::<Result<_>>()?;
+        let scored: Vec<(u64, McqRow)> = rows[holdout..]
+            .iter()
+            .take(args.eval.eval_limit.unwrap_or(usize::MAX))
+            .map(|r| mcq(r).map(|m| (r.0, m)))
+            .collect::<Result<_>>()?;
+        let prefix = shared_prefix(&b.record.header, &shots);
+        let bar = crate::train::progress_bar(&b.record.name);
+        bar.set_length(scored.len() as u64);
+        let lls = loglikelihoods(&bundle.model, &bundle.tokenizer, &prefix, &scored, &bar)?;
+        bar.finish_and_clear();
+        let file = pred_dir.join(format!("{}.jsonl", b.record.name));
+        let mut w = BufWriter::new(
+            std::fs::File::create(&file).with_context(|| format!("creating {}", file.display()))?,
+        );
+        let (mut acc, mut acc_norm) = (0usize, 0usize);
+        for ((line, row), ll) in scored.iter().zip(&lls) {
+            let strings: Vec<String> = choices(row).into_iter().map(|c| c.1).collect();
+            let (pred, pred_norm) = mcq_predictions(ll, &strings);
+            let (a, an) = (
+                usize::from(pred == row.answer),
+                usize::from(pred_norm == row.answer),
+            );
+            acc += a;
+            acc_norm += an;
+            let line_json = json!({
+                "line": line,
+                "prompt": format!("{prefix}{}", question_text(row)),
+                "choices": strings,
+                "loglikelihoods": ll,
+                "prediction": LETTERS[pred],
+                "prediction_norm": LETTERS[pred_norm],
+                "reference": LETTERS[row.answer],
+                "score": {"acc": a, "acc_norm": an},
+            });
+            serde_json::to_writer(&mut w, &line_json)?;
+            writeln!(w)?;
+        }
+        w.flush()?;
+        let n = scored.len().max(1) as f64;
+        let mut metrics = serde_json::Map::new();
+        for m in &b.record.metrics {
+            let v = match m.as_str() {
+                "acc" => acc as f64 / n,
+                "acc_norm" => acc_norm as f64 / n,
+                other => bail!(
+                    "benchmark `{}`: metric `{other}` is not computed by log-likelihood scoring",
+                    b.record.name
+                ),
+            };
+            metrics.insert(m.clone(), json!(v));
+        }
+        let result = json!({
+            "name": b.record.name,
+            "file": b.file,
+            "format": swift_eval::bench::format_name(b.record.format),
+            "scoring": b.record.scoring,
+            "few_shot": few,
+            "few_shot_lines": rows[..*few].iter().map(|r| r.0).collect::<Vec<_>>(),
+            "held_out": holdout,
+            "rows": scored.len(),
+            "first_line": scored.first().map(|r| r.0),
+            "metrics": metrics,
+            "predictions": file.strip_prefix(run.path()).unwrap_or(&file),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        run.log(&result)?;
+        results.push((index, result));
+    }
+    // Generation benchmarks last: the model moves into the backend's generation loop.
+    let mut gen_benches = benches
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| generates(&b.0))
+        .peekable();
+    if gen_benches.peek().is_some() {
+        let template_name = args.template.template.clone().or(adapters.template.clone());
+        let template = bundle.template(regs, template_name.as_deref())?;
+        let chosen = crate::backend::resolve(
+            regs,
+            &args.backend.infer_backend,
+            &crate::backend::Wanted {
+                model: &adapters.model,
+                device: &args.model.device,
+                adapters: adapters.dirs.len(),
+                given: &args.given,
+            },
+        )?;
+        let mut stop_words = template.stop_words.clone();
+        stop_words.extend(args.generation.stop_words.iter().cloned());
+        let vocab = bundle
+            .config
+            .get("vocab_size")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize;
+        let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
+        let eos_ids = bundle.eos_ids.clone();
+        let encoder = std::sync::Arc::new(swift_template::Encoder::new(
+            template,
+            bundle.tokenizer,
+            crate::bundle::prompt_options(&args.template),
+        )?);
+        let pt = swift_serve::pt::PtModel::new(bundle.model, None, vocab, description);
+        let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
+            .map_err(anyhow::Error::msg)?;
+        let gen = crate::generate::Gen::new(
+            model,
+            &chosen.record.capabilities,
+            encoder,
+            eos_ids,
+            crate::generate::sampling(&args.generation),
+            stop_words,
+            None,
+        );
+        for (index, (b, _, rows)) in gen_benches {
+            let started = Instant::now();
+            let scored: Vec<&(u64, EvalRow)> = rows[b.record.holdout as usize..]
+                .iter()
+                .take(args.eval.eval_limit.unwrap_or(usize::MAX))
+                .collect();
+            let file = pred_dir.join(format!("{}.jsonl", b.record.name));
+            let metrics = generate_and_score(&gen, b, &scored, &file)?;
+            let result = json!({
+                "name": b.record.name,
+                "file": b.file,
+                "format": swift_eval::bench::format_name(b.record.format),
+                "scoring": b.record.scoring,
+                "few_shot": 0,
+                "held_out": b.record.holdout,
+                "rows": scored.len(),
+                "first_line": scored.first().map(|r| r.0),
+                "metrics": metrics,
+                "predictions": file.strip_prefix(run.path()).unwrap_or(&file),
+                "seconds": started.elapsed().as_secs_f64(),
+            });
+            run.log(&result)?;
+            results.push((index, result));
+        }
+    }
+    results.sort_by_key(|r| r.0);
+    let results: Vec<Value> = results.into_iter().map(|r| r.1).collect();
+    let report_json = json!({
+        "model": args_json["model"],
+        "adapters": adapters.dirs,
+        "benchmarks": results,
+    });
+    let path = report_path(run.path());
+    std::fs::write(&path, serde_json::to_string_pretty(&report_json)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    print_table(&results);
+    eprintln!("run folder: {}", run.path().display());
+    Ok(())
+}
+
+/// Generates an answer to every row (the model's chat template, `BATCH` rows at a time) and
+/// scores it: ROUGE-1/2/L F1 (mean over rows) and corpus BLEU-4, or exact match of an extracted
+/// letter or number. Writes one predictions line per row; returns the record's metrics.
+fn generate_and_score(
+    gen: &crate::generate::Gen,
+    b: &Benchmark,
+    rows: &[&(u64, EvalRow)],
+    file: &Path,
+) -> Result<serde_json::Map<String, Value>> {
+    use swift_eval::metrics::{corpus_bleu, extract_letter, extract_number, rouge_l, rouge_n};
+    use swift_plugin_tensors::{Message, StandardRow};
+    let bar = crate::train::progress_bar(&b.record.name);
+    bar.set_length(rows.len() as u64);
+    let mut w = BufWriter::new(
+        std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?,
+    );
+    let (mut predictions, mut references) = (Vec::new(), Vec::new());
+    let mut sums: std::collections::BTreeMap<&str, f64> = Default::default();
+    for chunk in rows.chunks(BATCH) {
+        let mut prompts = Vec::new();
+        let mut texts = Vec::new();
+        for (line, row) in chunk.iter().map(|r| (&r.0, &r.1)) {
+            let (messages, reference) = match row {
+                EvalRow::Qa(q) => {
+                    let mut m = Vec::new();
+                    for (u, a) in &q.history {
+                        m.push(Message::new("user", u.clone()));
+                        m.push(Message::new("assistant", a.clone()));
+                    }
+                    m.push(Message::new("user", q.query.clone()));
+                    (m, q.response.clone())
+                }
+                EvalRow::Mcq(m) => (
+                    vec![Message::new("user", question_text(m))],
+                    LETTERS[m.answer].to_string(),
+                ),
+            };
+            let ids = gen
+                .prompt_ids(&StandardRow {
+                    messages: messages.clone(),
+                    ..Default::default()
+                })
+                .with_context(|| format!("{}:{line}", b.file.display()))?;
+            prompts.push(ids);
+            texts.push((*line, messages, reference));
+        }
+        let answers = gen.generate(&prompts, &mut |_, _| {}, &mut || {})?;
+        for ((line, messages, reference), answer) in texts.into_iter().zip(answers) {
+            let prediction = answer.text;
+            let score = match b.record.scoring {
+                BenchmarkScoring::Generate => json!({
+                    "rouge-1": rouge_n(&reference, &prediction, 1),
+                    "rouge-2": rouge_n(&reference, &prediction, 2),
+                    "rouge-l": rouge_l(&reference, &prediction),
+                }),
+                BenchmarkScoring::ExtractLetter => {
+                    let got = extract_letter(&prediction);
+                    let want = reference.chars().next();
+                    json!({"exact_match": u8::from(got.is_some() && got == want), "extracted": got.map(String::from)})
+                }
+                BenchmarkScoring::ExtractNumber => {
+                    let got = extract_number(&prediction);
+                    let want = extract_number(&reference).ok_or_else(|| {
+                        anyhow!(
+                            "{}:{line}: the reference answer has no number",
+                            b.file.display()
+                        )
+                    })?;
+                    json!({"exact_match": u8::from(got.is_some_and(|g| (g - want).abs() < 1e-9)), "extracted": got})
+                }
+                BenchmarkScoring::Loglikelihood => {
+                    bail!("log-likelihood benchmarks are not generated")
+                }
+            };
+            for m in ["rouge-1", "rouge-2", "rouge-l", "exact_match"] {
+                if let Some(v) = score[m].as_f64() {
+                    *sums.entry(m).or_default() += v;
+                }
+            }
+            serde_json::to_writer(
+                &mut w,
+                &json!({
+                    "line": line,
+                    "prompt": messages,
+                    "prediction": prediction,
+                    "reference": reference,
+                    "score": score,
+                }),
+            )?;
+            writeln!(w)?;
+            predictions.push(prediction);
+            references.push(reference);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    w.flush()?;
+    let n = predictions.len().max(1) as f64;
+    let mut metrics = serde_json::Map::new();
+    for m in &b.record.metrics {
+        let v = match m.as_str() {
+            "bleu-4" => corpus_bleu(&predictions, &references),
+            other => match sums.get(other) {
+                Some(s) => s / n,
+                None => bail!(
+                    "benchmark `{}`: metric `{other}` is not computed by {:?} scoring",
+                    b.record.name,
+                    b.record.scoring
+                ),
+            },
+        };
+        metrics.insert(m.clone(), json!(v));
+    }
+    Ok(metrics)
+}
+
+/// The table printed at the end (stdout).
+fn print_table(results: &[Value]) {
+    println!(
+        "{:<24} {:>6} {:>8} {:<10} {:>8}",
+        "benchmark", "rows", "few-shot", "metric", "value"
+    );
+    for r in results {
+        if let Some(m) = r["metrics"].as_object() {
+            for (k, v) in m {
+                println!(
+                    "{:<24} {:>6} {:>8} {:<10} {:>8.4}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["rows"].as_u64().unwrap_or(0),
+                    r["few_shot"].as_u64().unwrap_or(0),
+                    k,
+                    v.as_f64().unwrap_or(f64::NAN)
+                );
+            }
+        }
+    }
+}
+
+/// One forward row: its input tokens and, per choice scored from it, the (position, target)
+/// pairs whose log-probabilities sum to the choice's log-likelihood.
+struct Item {
+    question: usize,
+    input: Vec<i64>,
+    targets: Vec<(usize, Vec<(usize, i64)>)>,
+}
+
+/// The log-likelihood of every choice of every question, after `prefix` + the question text.
+fn loglikelihoods(
+    model: &LoadedModel,
+    tok: &Tokenizer,
+    prefix: &str,
+    rows: &[(u64, McqRow)],
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<Vec<f64>>> {
+    let encode = |s: &str| tok.encode(s);
+    let prefix_ids: Vec<i64> = tok.encode(prefix)?.into_iter().map(i64::from).collect();
+    let mut items = Vec::new();
+    for (q, (line, row)) in rows.iter().enumerate() {
+        let context = format!("{prefix}{}", question_text(row));
+        let mut by_input: Vec<Item> = Vec::new();
+        for (c, (cont, _)) in choices(row).iter().enumerate() {
+            let req = encode_pair(&context, cont, &encode)
+                .with_context(|| format!("tokenizing line {line}"))?;
+            if req.continuation.is_empty() || req.context.is_empty() {
+                bail!(
+                    "line {line}: choice {} has no tokens to score after its context",
+                    LETTERS[c]
+                );
+            }
+            let whole: Vec<i64> = req
+                .context
+                .iter()
+                .chain(&req.continuation)
+                .map(|&t| i64::from(t))
+                .collect();
+            let input = whole[..whole.len() - 1].to_vec();
+            let targets: Vec<(usize, i64)> = (req.context.len()..whole.len())
+                .map(|p| (p - 1, whole[p]))
+                .collect();
+            match by_input.iter_mut().find(|i| i.input == input) {
+                Some(i) => i.targets.push((c, targets)),
+                None => by_input.push(Item {
+                    question: q,
+                    input,
+                    targets: vec![(c, targets)],
+                }),
+            }
+        }
+        items.extend(by_input);
+    }
+    // Rows sharing the prefix's tokens run over its cache; the others whole.
+    let cached = !prefix_ids.is_empty();
+    let fits = |i: &Item| {
+        cached
+            && i.input.len() > prefix_ids.len()
+            && i.input.starts_with(&prefix_ids)
+            && i.targets
+                .iter()
+                .all(|(_, t)| t.iter().all(|(p, _)| *p >= prefix_ids.len()))
+    };
+    let prefix_cache = if cached && items.iter().any(fits) {
+        let mut c = model.new_cache(1);
+        // Only its keys and values are needed.
+        let _hidden =
+            model.forward(&Tensor::from_slice(&prefix_ids).view([1, -1]), None, &mut c)?;
+        Some(c)
+    } else {
+        None
+    };
+    let mut out: Vec<Vec<f64>> = rows.iter().map(|r| vec![0.0; r.1.choices.len()]).collect();
+    let (with, without): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| fits(i));
+    let mut done = vec![0usize; rows.len()];
+    let needed: Vec<usize> = (0..rows.len())
+        .map(|q| items.iter().filter(|i| i.question == q).count())
+        .collect();
+    for (group, skip) in [(with, prefix_ids.len()), (without, 0)] {
+        for chunk in group.chunks(BATCH) {
+            let cache = match (&prefix_cache, skip) {
+                (Some(p), s) if s > 0 => p.copy_rows(&vec![0; chunk.len()])?,
+                _ => model.new_cache(chunk.len() as i64),
+            };
+            let sums = forward_batch(model, cache, skip, chunk)?;
+            for (item, sums) in chunk.iter().zip(sums) {
+                for (c, s) in sums {
+                    out[item.question][c] = s;
+                }
+                done[item.question] += 1;
+                if done[item.question] == needed[item.question] {
+                    bar.inc(1);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Forwards `items`' inputs after `skip` tokens already in `cache` (left-padded to the longest)
+/// and returns, per item, each of its choices' summed log-probabilities.
+fn forward_batch(
+    model: &LoadedModel,
+    mut cache: KvCache,
+    skip: usize,
+    items: &[&Item],
+) -> Result<Vec<Vec<(usize, f64)>>> {
+    let width = items
+        .iter()
+        .map(|i| i.input.len() - skip)
+        .max()
+        .unwrap_or(0);
+    let mut ids = Vec::with_capacity(items.len() * width);
+    let mut mask = Vec::with_capacity(items.len() * width);
+    for i in items {
+        let own = &i.input[skip..];
+        let pad = width - own.len();
+        ids.extend(std::iter::repeat_n(0i64, pad).chain(own.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, own.len())));
+    }
+    let b = items.len() as i64;
+    let ids = Tensor::from_slice(&ids).view([b, width as i64]);
+    let mask = Tensor::from_slice(&mask).view([b, width as i64]);
+    let padded = items.iter().any(|i| i.input.len() - skip != width);
+    let hidden = model.forward(&ids, padded.then_some(&mask), &mut cache)?;
+    let mut out = Vec::new();
+    for (row, i) in items.iter().enumerate() {
+        let pad = width - (i.input.len() - skip);
+        let mut sums = Vec::new();
+        for (c, targets) in &i.targets {
+            let cols: Vec<i64> = targets
+                .iter()
+                .map(|(p, _)| (pad + p - skip) as i64)
+                .collect();
+            let toks: Vec<i64> = targets.iter().map(|(_, t)| *t).collect();
+            let h = hidden
+                .get(row as i64)
+                .index_select(0, &Tensor::from_slice(&cols).to_device(hidden.device()));
+            let logp = model.logits(&h)?.log_softmax(-1, Kind::Float);
+            let picked = logp.gather(
+                -1,
+                &Tensor::from_slice(&toks)
+                    .view([-1, 1])
+                    .to_device(hidden.device()),
+                false,
+            );
+            let s = f64::try_from(picked.to_kind(Kind::Double).sum(Kind::Double))?;
+            sums.push((*c, s));
+        }
+        out.push(sums);
+    }
+    Ok(out)
+}
+
+/// Where `report.json` goes.
+pub fn report_path(run: &Path) -> PathBuf {
+    run.join("report.json")
+}
