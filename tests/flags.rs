@@ -575,6 +575,8 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("data_seed", "-1", "an integer >= 0"),
     ("split_dataset_ratio", "1", "a finite number in [0, 1)"),
     ("eval_steps", "0", "an integer >= 1"),
+    ("eval_limit", "0", "an integer >= 1"),
+    ("eval_few_shot", "-1", "an integer >= 0"),
     ("lora_rank", "0", "an integer >= 1"),
     ("lora_alpha", "0", "a finite number > 0"),
     ("lora_dropout", "1.5", "a finite number in [0, 1)"),
