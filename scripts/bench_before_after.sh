@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Before/after check of a change's speed: swift-rs alone (no ms-swift), the LoRA SFT, LoRA DPO
-# and inference workloads of bench_*_peer.py, timed for two binaries in alternation on the same
-# machine in the same run, medians of --repeats. Prints the CPU model and the load average.
+# and inference workloads of bench_*_peer.py, timed for two binaries interleaved round by round on the
+# same machine in the same run, medians of --repeats rounds. Prints the CPU model and the load average.
 #
 #   bash scripts/bench_before_after.sh BEFORE_SWIFT_BINARY [AFTER_SWIFT_BINARY] [REPEATS]
 #
@@ -18,17 +18,43 @@ AFTER="${2:-$ROOT/target/release/swift}"
 REPEATS="${3:-3}"
 # DPO runs are long (minutes each): DPO_REPEATS=1 keeps a check short.
 DPO_REPEATS="${DPO_REPEATS:-$REPEATS}"
+# WORKLOADS="train" times only the LoRA SFT run.
 PY="${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python"
 echo "cpu: $(cpu_model), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-for what in train rlhf infer; do
-    for side in before after; do
-        bin="$BEFORE"; [[ $side == after ]] && bin="$AFTER"
-        echo "== $what, $side ($bin)"
-        case $what in
-            train) SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_train_peer.py" --ours-only --repeats "$REPEATS" ;;
-            rlhf) SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_rlhf_peer.py" --ours-only --repeats "$DPO_REPEATS" | tail -1 ;;
-            infer) SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_infer_peer.py" --ours-only --repeats "$REPEATS" ;;
-        esac
+# Interleaved: round 1 before, round 1 after, round 2 before, ... so that a change in the
+# machine's speed during the run (these are shared virtual machines) falls on both sides alike.
+LOG="$(mktemp)"
+for what in ${WORKLOADS:-train rlhf infer}; do
+    rounds="$REPEATS"; [[ $what == rlhf ]] && rounds="$DPO_REPEATS"
+    for round in $(seq "$rounds"); do
+        for side in before after; do
+            bin="$BEFORE"; [[ $side == after ]] && bin="$AFTER"
+            echo "== $what, round $round, $side ($bin), load average $(cut -d' ' -f1 /proc/loadavg)"
+            case $what in
+                train) out="$(SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_train_peer.py" --ours-only --repeats 1)" ;;
+                rlhf) out="$(SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_rlhf_peer.py" --ours-only --repeats 1)" ;;
+                infer) out="$(SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_infer_peer.py" --ours-only --repeats 1)" ;;
+            esac
+            grep '^swift-rs ' <<<"$out" | tee -a /dev/stderr | sed "s|^|$what $side |" >>"$LOG"
+        done
     done
 done
+# Medians per workload, side and row: the first number of each `swift-rs ...` line (tok/s for
+# training and inference, pairs/s for DPO), keyed by the words before it.
+"$PY" - "$LOG" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    words = line.split()
+    for i, w in enumerate(words[2:], 2):
+        try:
+            x = float(w)
+        except ValueError:
+            continue
+        runs[(words[0], " ".join(words[2:i]), words[1])].append(x)
+        break
+for (what, key, side), xs in sorted(runs.items()):
+    print(f"median {what:6} {key:40} {side:6} {statistics.median(xs):10.3f}  runs {xs}")
+PY
+rm -f "$LOG"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
