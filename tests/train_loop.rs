@@ -238,6 +238,25 @@ fn rlhf_lisa_updates_only_the_active_layers() {
         assert_eq!(moved, layer == active, "layer {layer} (active {active})");
     }
     assert!(changed("model.norm.weight"));
+    // args.json counts every parameter as trainable over the run, and at most the tensors
+    // outside the layers plus one layer at a time.
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("args.json")).unwrap()).unwrap();
+    let numel = |pred: &dyn Fn(&str) -> bool| -> u64 {
+        base.iter()
+            .filter(|(n, _)| pred(n))
+            .map(|(_, v)| v.len() as u64)
+            .sum()
+    };
+    let all = numel(&|_| true);
+    let layer0 = numel(&|n| n.starts_with("model.layers.0."));
+    let layer1 = numel(&|n| n.starts_with("model.layers.1."));
+    let outside = numel(&|n| !n.starts_with("model.layers."));
+    assert_eq!(args["trainable_parameters"].as_u64(), Some(all));
+    assert_eq!(
+        args["trainable_parameters_at_once"].as_u64(),
+        Some(outside + layer0.max(layer1))
+    );
 }
 
 /// TRL's evaluation metrics of each method (the loop adds the `eval_` prefix).

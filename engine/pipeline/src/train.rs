@@ -273,6 +273,16 @@ pub fn attach_tuner(s: &TrainSpec, p: &mut Prepared) -> Result<Tuned> {
         targets.len(),
         100.0 * n_train as f64 / n_total.max(1) as f64
     );
+    if let Some(lisa) = &attached.lisa {
+        let at_once =
+            swift_train::trainer::lisa_trainable_at_once(&trainable, lisa.activated_layers);
+        tracing::info!(
+            "LISA trains at most {at_once} of them at a time ({:.4}%): {} decoder layers per {} steps, with the tensors outside the layers",
+            100.0 * at_once as f64 / n_total.max(1) as f64,
+            lisa.activated_layers,
+            lisa.step_interval
+        );
+    }
     Ok(Tuned {
         adapter,
         trainable,
@@ -356,6 +366,12 @@ pub fn open_run(
     args_json["device"] = json!(format!("{:?}", p.model.device()));
     args_json["target_slots"] = json!(tuned.targets.len());
     args_json["trainable_parameters"] = json!(n_train);
+    if let Some(lisa) = &tuned.lisa {
+        // LISA trains every parameter over the run but only a few layers at a time.
+        args_json["trainable_parameters_at_once"] = json!(
+            swift_train::trainer::lisa_trainable_at_once(&tuned.trainable, lisa.activated_layers)
+        );
+    }
     args_json["train_rows"] = json!(train_rows);
     args_json["plugins"] = json!(p
         .report

@@ -164,6 +164,23 @@ fn layer_of(name: &str) -> Option<usize> {
     rest.split('.').next()?.parse().ok()
 }
 
+/// The most parameters LISA trains in one interval: every trainable tensor outside the decoder
+/// layers (embeddings, final norm, output head) and the `k` largest layers' tensors.
+pub fn lisa_trainable_at_once(trainable: &[(String, tch::Tensor)], k: usize) -> i64 {
+    let mut per_layer = std::collections::BTreeMap::<usize, i64>::new();
+    let mut outside = 0i64;
+    for (name, t) in trainable {
+        let n = t.numel() as i64;
+        match layer_of(name) {
+            Some(l) => *per_layer.entry(l).or_default() += n,
+            None => outside += n,
+        }
+    }
+    let mut sizes: Vec<i64> = per_layer.into_values().collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    outside + sizes.iter().take(k).sum::<i64>()
+}
+
 /// LISA's draw for the interval starting at optimiser step `step` (0-based): `k` distinct
 /// layers of `layers`, from a generator seeded by (seed, step).
 pub fn lisa_draw(layers: &[usize], k: usize, seed: u64, step: u64) -> Vec<usize> {

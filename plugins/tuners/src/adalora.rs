@@ -574,32 +574,30 @@ impl Adapter for AdaloraAdapter {
         )?;
         Ok(Saved {
             tensors: out,
-            config: json!({
-                "peft_type": "ADALORA",
-                // PEFT ignores `r` for AdaLoRA (init_r is the rank) and warns unless it is 8.
-                "r": 8,
-                "lora_alpha": c.lora_alpha,
-                "lora_dropout": c.dropout,
-                "target_modules": self.target_modules,
-                "init_r": c.init_r,
-                "target_r": c.target_r,
-                "tinit": c.tinit,
-                "tfinal": c.tfinal,
-                "deltaT": c.delta_t,
-                "beta1": c.beta1,
-                "beta2": c.beta2,
-                "orth_reg_weight": c.orth_reg_weight,
-                "total_step": total_step,
-                "rank_pattern": if st.rank_pattern.is_some() { Value::Object(pattern) } else { Value::Null },
-                "bias": "none",
-                "fan_in_fan_out": false,
-                "init_lora_weights": true,
-                "use_rslora": false,
-                "use_dora": false,
-                "layers_to_transform": null,
-                "layers_pattern": null,
-                "revision": null
-            }),
+            config: crate::peft_config(
+                "ADALORA",
+                &self.target_modules,
+                true,
+                json!({
+                    // PEFT ignores `r` for AdaLoRA (init_r is the rank) and warns unless it is 8.
+                    "r": 8,
+                    "lora_alpha": c.lora_alpha,
+                    "lora_dropout": c.dropout,
+                    "init_r": c.init_r,
+                    "target_r": c.target_r,
+                    "tinit": c.tinit,
+                    "tfinal": c.tfinal,
+                    "deltaT": c.delta_t,
+                    "beta1": c.beta1,
+                    "beta2": c.beta2,
+                    "orth_reg_weight": c.orth_reg_weight,
+                    "total_step": total_step,
+                    "rank_pattern": if st.rank_pattern.is_some() { Value::Object(pattern) } else { Value::Null },
+                    "init_lora_weights": true,
+                    "use_rslora": false,
+                    "use_dora": false
+                }),
+            ),
         })
     }
 

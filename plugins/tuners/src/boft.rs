@@ -448,21 +448,19 @@ impl Adapter for BoftAdapter {
         let c = &self.config;
         Ok(Saved {
             tensors: keyed(&self.plan, tensors, shared),
-            config: json!({
-                "peft_type": "BOFT",
-                "boft_block_size": c.block_size,
-                "boft_block_num": c.block_num,
-                "boft_n_butterfly_factor": c.factors,
-                "boft_dropout": c.dropout,
-                "target_modules": self.target_modules,
-                "exclude_modules": null,
-                "fan_in_fan_out": false,
-                "bias": "none",
-                "init_weights": true,
-                "layers_to_transform": null,
-                "layers_pattern": null,
-                "revision": null
-            }),
+            config: crate::peft_config(
+                "BOFT",
+                &self.target_modules,
+                true,
+                json!({
+                    "boft_block_size": c.block_size,
+                    "boft_block_num": c.block_num,
+                    "boft_n_butterfly_factor": c.factors,
+                    "boft_dropout": c.dropout,
+                    "exclude_modules": null,
+                    "init_weights": true
+                }),
+            ),
         })
     }
 

@@ -239,21 +239,19 @@ impl Adapter for FourierAdapter {
         let c = &self.config;
         Ok(Saved {
             tensors: keyed(&self.plan, tensors, shared),
-            config: json!({
-                "peft_type": "FOURIERFT",
-                "n_frequency": c.n,
-                "scaling": c.scaling,
-                "random_loc_seed": c.seed,
-                "target_modules": self.target_modules,
-                "n_frequency_pattern": {},
-                "init_weights": false,
-                "fan_in_fan_out": false,
-                "bias": "none",
-                "exclude_modules": null,
-                "layers_to_transform": null,
-                "layers_pattern": null,
-                "revision": null
-            }),
+            config: crate::peft_config(
+                "FOURIERFT",
+                &self.target_modules,
+                true,
+                json!({
+                    "n_frequency": c.n,
+                    "scaling": c.scaling,
+                    "random_loc_seed": c.seed,
+                    "n_frequency_pattern": {},
+                    "init_weights": false,
+                    "exclude_modules": null
+                }),
+            ),
         })
     }
 

@@ -240,15 +240,16 @@ impl Adapter for Ia3Adapter {
     fn save(&self, tensors: &[Vec<Tensor>], shared: &[Tensor]) -> Result<Saved, String> {
         Ok(Saved {
             tensors: keyed(&self.plan, tensors, shared),
-            config: json!({
-                "peft_type": "IA3",
-                "target_modules": self.target_modules,
-                "feedforward_modules": self.feedforward_modules,
-                "fan_in_fan_out": false,
-                "init_ia3_weights": true,
-                "exclude_modules": null,
-                "revision": null
-            }),
+            config: crate::peft_config(
+                "IA3",
+                &self.target_modules,
+                false,
+                json!({
+                    "feedforward_modules": self.feedforward_modules,
+                    "init_ia3_weights": true,
+                    "exclude_modules": null
+                }),
+            ),
         })
     }
 

@@ -44,6 +44,33 @@ pub mod vera;
 
 use swift_plugin_tensors::prelude::*;
 
+/// PEFT's `adapter_config.json` for a tuner here: `peft_type`, the targeted module names, the
+/// fields every tuner writes alike (no fan-in/fan-out transposition, no hub revision) and, where
+/// the PEFT config has them (`layered`: every tuner but IA³), no bias and no layer selection;
+/// then the tuner's own fields (`own`, an object), which win over these.
+pub fn peft_config(
+    peft_type: &str,
+    target_modules: &[String],
+    layered: bool,
+    own: serde_json::Value,
+) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "peft_type": peft_type,
+        "target_modules": target_modules,
+        "fan_in_fan_out": false,
+        "revision": null,
+    });
+    if layered {
+        config["bias"] = "none".into();
+        config["layers_to_transform"] = serde_json::Value::Null;
+        config["layers_pattern"] = serde_json::Value::Null;
+    }
+    if let (Some(all), serde_json::Value::Object(own)) = (config.as_object_mut(), own) {
+        all.extend(own);
+    }
+    config
+}
+
 /// Picks slots for `target_modules` (`args.target_modules`, a list or one string; default
 /// `all-linear`), skipping `args.output_slot` for `all-linear`.
 pub fn select_targets(args: &serde_json::Value, slots: &[String]) -> Result<Vec<String>, String> {

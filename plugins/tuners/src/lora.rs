@@ -688,23 +688,21 @@ impl Adapter for LoraAdapter {
         };
         Ok(Saved {
             tensors: saved,
-            config: json!({
-                "peft_type": "LORA",
-                "r": r,
-                "lora_alpha": alpha,
-                "lora_dropout": c.dropout,
-                "target_modules": self.target_modules,
-                "bias": "none",
-                "fan_in_fan_out": false,
-                "init_lora_weights": true,
-                "use_rslora": c.use_rslora,
-                "use_dora": c.use_dora,
-                "rank_pattern": {},
-                "alpha_pattern": {},
-                "layers_to_transform": null,
-                "layers_pattern": null,
-                "revision": null
-            }),
+            config: crate::peft_config(
+                "LORA",
+                &self.target_modules,
+                true,
+                json!({
+                    "r": r,
+                    "lora_alpha": alpha,
+                    "lora_dropout": c.dropout,
+                    "init_lora_weights": true,
+                    "use_rslora": c.use_rslora,
+                    "use_dora": c.use_dora,
+                    "rank_pattern": {},
+                    "alpha_pattern": {}
+                }),
+            ),
         })
     }
 

@@ -264,21 +264,19 @@ impl Adapter for VeraAdapter {
         let c = &self.config;
         Ok(Saved {
             tensors: keyed(&self.plan, tensors, shared),
-            config: json!({
-                "peft_type": "VERA",
-                "r": c.r,
-                "target_modules": self.target_modules,
-                "projection_prng_key": c.prng_key,
-                "save_projection": true,
-                "vera_dropout": c.dropout,
-                "d_initial": c.d_initial,
-                "fan_in_fan_out": false,
-                "bias": "none",
-                "init_weights": true,
-                "layers_to_transform": null,
-                "layers_pattern": null,
-                "revision": null
-            }),
+            config: crate::peft_config(
+                "VERA",
+                &self.target_modules,
+                true,
+                json!({
+                    "r": c.r,
+                    "projection_prng_key": c.prng_key,
+                    "save_projection": true,
+                    "vera_dropout": c.dropout,
+                    "d_initial": c.d_initial,
+                    "init_weights": true
+                }),
+            ),
         })
     }
 
