@@ -388,7 +388,7 @@ fn a_plugins_tuner_and_optimizer_show_with_their_options_and_runs_get_its_plugin
     for want in [
         r#"data-tuner="example-gain""#,
         r#"data-optimizer="example-sign-sgd""#,
-        r#"data-flag="sign_sgd_momentum" placeholder="0" min="0" max="1""#,
+        r#"data-flag="sign_sgd_momentum" placeholder="0.0" min="0" max="1""#,
         r#"<option value="example-gain""#,
     ] {
         assert!(page.contains(want), "no {want} in the page");

@@ -262,7 +262,7 @@ function renderHistory() {
   box.innerHTML = "";
   for (const m of history) {
     const div = document.createElement("div");
-    div.className = "msg " + m.role;
+    div.className = "msg " + m.role + (m.done ? " done" : "");
     div.textContent = m.content;
     box.appendChild(div);
   }
@@ -329,6 +329,7 @@ $("#chat-send").addEventListener("click", async () => {
     $("#chat-error").textContent = e.message;
     history.pop();
   }
+  answer.done = true;
   last.classList.remove("streaming");
   last.classList.add("done");
 });
