@@ -522,6 +522,13 @@ fn the_browser_trains_a_lora_charts_it_and_chats_with_the_checkpoint() {
         r["failed_error"].as_str().unwrap().contains("bad.jsonl"),
         "{r}"
     );
+    assert!(
+        r["chat_error"]
+            .as_str()
+            .unwrap()
+            .contains("temperature must be between 0 and 2"),
+        "{r}"
+    );
     assert!(r["eval_table"].as_str().unwrap().contains("acc"), "{r}");
     assert!(
         r["export_outputs"].as_str().unwrap().contains("result"),

@@ -107,7 +107,9 @@ with sync_playwright() as pw:
     page.locator("#run-checkpoints button.chat-with").first.click()
     expect(page.locator("#tab-chat")).to_be_visible()
     expect(page.locator("#chat-status")).to_contain_text("ready", timeout=T)
-    page.fill("#chat-system", "Be brief.")
+    # Two turns within the tiny model's 256 positions (its tokenizer is nearly one token per
+    # character): short answers, the template's own system prompt.
+    page.fill("#chat-max_tokens", "4")
     page.fill("#chat-input", "hi")
     page.click("#chat-send")
     answer = page.locator(".msg.assistant.done").first
@@ -117,8 +119,22 @@ with sync_playwright() as pw:
     report["streamed_chunks"] = int(answer.get_attribute("data-chunks") or 0)
     page.fill("#chat-input", "what is two plus two")
     page.click("#chat-send")
-    expect(page.locator(".msg.assistant.done")).to_have_count(2, timeout=T)
+    page.wait_for_function(
+        "document.querySelectorAll('.msg.assistant.done').length == 2"
+        " || document.querySelector('#chat-error').textContent != ''", timeout=T)
+    assert page.locator("#chat-error").inner_text() == "", page.locator("#chat-error").inner_text()
     expect(page.locator(".msg")).to_have_count(4)
+    expect(page.locator("#chat-error")).to_have_text("")
+    # A refusal of the model server (a sampling value out of its range) shows; the turn is
+    # taken back and the chat goes on.
+    page.fill("#chat-temperature", "-1")
+    page.fill("#chat-input", "and three plus three")
+    page.click("#chat-send")
+    expect(page.locator("#chat-error")).to_contain_text("temperature", timeout=T)
+    report["chat_error"] = page.locator("#chat-error").inner_text()
+    expect(page.locator(".msg")).to_have_count(4)
+    expect(page.locator("#chat-input")).to_have_value("and three plus three")
+    page.fill("#chat-temperature", "")
     page.screenshot(path=f"{args.shots}/chat.png", full_page=True)
     page.click("#chat-clear")
     expect(page.locator(".msg")).to_have_count(0)

@@ -326,8 +326,12 @@ $("#chat-send").addEventListener("click", async () => {
       }
     }
   } catch (e) {
+    // The question goes back into the box, the turn out of the history.
     $("#chat-error").textContent = e.message;
-    history.pop();
+    history.splice(-2, 2);
+    renderHistory();
+    $("#chat-input").value = q;
+    return;
   }
   answer.done = true;
   last.classList.remove("streaming");
