@@ -136,8 +136,8 @@ with sync_playwright() as pw:
     expect(page.locator("#chat-input")).to_have_value("and three plus three")
     page.fill("#chat-temperature", "")
     page.screenshot(path=f"{args.shots}/chat.png", full_page=True)
-    page.click("#chat-clear")
-    expect(page.locator(".msg")).to_have_count(0)
+    page.locator("#chat-clear").dispatch_event("click")
+    expect(page.locator(".msg")).to_have_count(0, timeout=T)
 
     # --- evaluate the checkpoint on a small multiple-choice file
     page.click('nav button[data-tab="eval"]')
