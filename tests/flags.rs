@@ -1,5 +1,5 @@
 //! Every (command, flag) pair, table-driven: each flag of `swift sft`, `pt`, `rlhf`, `infer`,
-//! `deploy`, `export`, `eval` and `encode` changes the run (its output, or what `args.json` records) or
+//! `deploy`, `export`, `eval`, `encode` and `web-ui` changes the run (its output, or what `args.json` records) or
 //! is refused by name where it cannot apply. The tables are checked against the commands'
 //! definitions (swift-spec), so a new flag without an entry fails here until someone says what
 //! it does and how that is shown.
