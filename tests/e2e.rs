@@ -36,3 +36,4 @@ mod train_lora;
 mod train_packing;
 mod tuners;
 mod tuners_boft;
+mod webui;

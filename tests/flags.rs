@@ -1,5 +1,5 @@
 //! Every (command, flag) pair, table-driven: each flag of `swift sft`, `pt`, `rlhf`, `infer`,
-//! `deploy`, `export`, `eval` and `encode` changes the run (its output, or what `args.json` records) or
+//! `deploy`, `export`, `eval`, `encode` and `web-ui` changes the run (its output, or what `args.json` records) or
 //! is refused by name where it cannot apply. The tables are checked against the commands'
 //! definitions (swift-spec), so a new flag without an entry fails here until someone says what
 //! it does and how that is shown.
@@ -486,6 +486,34 @@ const EVAL: Table = &[
     ),
 ];
 
+/// `swift web-ui` (tests/webui.rs): the server's own flags.
+const WEB_UI: Table = &[
+    (
+        "server_name",
+        Asserted("a_public_address_needs_an_api_key_and_foreign_requests_are_refused"),
+    ),
+    (
+        "server_port",
+        Asserted("a_public_address_needs_an_api_key_and_foreign_requests_are_refused"),
+    ),
+    (
+        "lang",
+        Asserted("a_public_address_needs_an_api_key_and_foreign_requests_are_refused"),
+    ),
+    (
+        "api_key",
+        Asserted("a_public_address_needs_an_api_key_and_foreign_requests_are_refused"),
+    ),
+    (
+        "output_dir",
+        Asserted("runs_are_checked_before_launch_and_survive_a_server_restart"),
+    ),
+    (
+        "allowed_roots",
+        Asserted("runs_are_checked_before_launch_and_survive_a_server_restart"),
+    ),
+];
+
 const ENCODE: Table = &[
     (
         "model",
@@ -640,6 +668,7 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("top_p", "0", "a finite number in (0, 1]"),
     ("repetition_penalty", "0", "a finite number > 0"),
     ("port", "70000", "an integer in [0, 65535]"),
+    ("server_port", "70000", "an integer in [0, 65535]"),
     ("max_batch_size", "0", "an integer >= 1"),
     ("max_queue", "0", "an integer >= 1"),
     ("max_model_len", "0", "an integer >= 1"),
@@ -757,6 +786,12 @@ fn all_tables() -> Vec<CommandTable> {
             table(ENCODE, &[]),
             flags_of::<EncodeSpec>(),
             Parsers::of::<EncodeSpec>(),
+        ),
+        (
+            "web-ui",
+            table(WEB_UI, &[]),
+            flags_of::<WebUiSpec>(),
+            Parsers::of::<WebUiSpec>(),
         ),
     ]
 }

@@ -65,9 +65,9 @@ pub enum Command {
     Eval(swift_spec::EvalSpec),
     /// Merge adapters, quantize, convert from/to GGUF.
     Export(swift_spec::ExportSpec),
-    /// The web UI.
+    /// The web UI: train, chat, evaluate and export from a browser.
     #[command(name = "web-ui")]
-    WebUi(Pending),
+    WebUi(swift_spec::WebUiSpec),
     /// List registered models, templates, datasets, tuners, quantizers, backends and benchmarks.
     List(ListArgs),
     /// Write a ready-to-build plugin crate.
@@ -77,13 +77,6 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Encode dataset rows with a template (debug a template or a dataset).
     Encode(swift_spec::EncodeSpec),
-}
-
-/// Arguments of a command that a later issue implements: accepted, then refused clearly.
-#[derive(Debug, Args)]
-pub struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -208,12 +201,27 @@ mod tests {
     }
 
     #[test]
-    fn pending_commands_accept_any_flags() {
-        let a = parse(&["swift", "web-ui", "--model", "m", "--lora_rank", "8"]);
-        let Command::WebUi(p) = a.command else {
-            panic!()
-        };
-        assert_eq!(p.args, ["--model", "m", "--lora-rank", "8"]);
+    fn web_ui_takes_ms_swifts_flag_names_and_host_port_aliases() {
+        for args in [
+            vec![
+                "swift",
+                "web-ui",
+                "--server_name",
+                "0.0.0.0",
+                "--server_port",
+                "0",
+            ],
+            vec!["swift", "web-ui", "--host", "0.0.0.0", "--port", "0"],
+        ] {
+            let Command::WebUi(w) = parse(&args).command else {
+                panic!()
+            };
+            assert_eq!(
+                (w.server.server_name.as_str(), w.server.server_port),
+                ("0.0.0.0", 0)
+            );
+        }
+        assert!(Cli::try_parse_from(["swift", "web-ui", "--lang", "fr"]).is_err());
         let a = parse(&[
             "swift",
             "sft",

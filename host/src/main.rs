@@ -85,7 +85,7 @@ fn run(command: Command, ctx: &Ctx) -> Result<u8> {
         Command::List(args) => done(commands::list::run(&args, ctx.settings)),
         Command::NewPlugin(args) => done(commands::new_plugin::run(&args)),
         Command::Doctor(args) => done(commands::doctor::run(&args)),
-        Command::WebUi(_) => done(commands::not_yet("web-ui", "web UI")),
+        Command::WebUi(_) => done(commands::web_ui::run(ctx)),
         Command::Encode(_) => done(commands::encode::run(ctx)),
         Command::Pt(_) => commands::engine::run(ctx, TensorCommand::Pt),
         Command::Sft(_) => commands::engine::run(ctx, TensorCommand::Sft),

@@ -333,3 +333,22 @@ impl crate::CommandSpec for RlhfSpec {
         &mut self.train.given
     }
 }
+
+/// `swift web-ui`: train, chat, evaluate and export from a browser.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct WebUiSpec {
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub server: WebUiArgs,
+    /// The flags the user set (filled by the host; not a flag).
+    #[cfg_attr(feature = "cli", arg(skip))]
+    #[serde(skip)]
+    pub given: crate::GivenFlags,
+}
+
+impl crate::CommandSpec for WebUiSpec {
+    fn given_mut(&mut self) -> &mut crate::GivenFlags {
+        &mut self.given
+    }
+}

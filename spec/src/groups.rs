@@ -695,3 +695,36 @@ pub struct EvalArgs {
     #[serde(default, deserialize_with = "range::de_opt::<usize, range::Any, _>")]
     pub eval_few_shot: Option<usize>,
 }
+
+/// The web UI's server: `swift web-ui` (ms-swift's flag names; `--host`/`--port` as aliases).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct WebUiArgs {
+    /// The address to listen on; anything but a loopback address needs --api_key.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, alias = "host", default_value = "127.0.0.1")
+    )]
+    pub server_name: String,
+    /// The port (0 picks a free one); the address is printed as `listening on http://HOST:PORT`.
+    #[cfg_attr(feature = "cli", arg(long, alias = "port", default_value_t = 7860, allow_negative_numbers = true, value_parser = range::parse::<u16, range::Any>))]
+    #[serde(deserialize_with = "range::de::<u16, range::Any, _>")]
+    pub server_port: u16,
+    /// The pages' language: en or zh.
+    #[cfg_attr(feature = "cli", arg(long, default_value = "en", value_parser = ["en", "zh"]))]
+    pub lang: String,
+    /// Where the runs it launches go (one folder per run: DIR/webui/ID); an allowed root.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_name = "DIR", default_value = "output")
+    )]
+    pub output_dir: PathBuf,
+    /// Require this key: `Authorization: Bearer KEY`, or open `/?api_key=KEY` once (a cookie).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub api_key: Option<String>,
+    /// Folders of models and data the UI may read (symlinks resolved), beside --output_dir.
+    /// Repeatable.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "DIR"))]
+    #[serde(default)]
+    pub allowed_roots: Vec<PathBuf>,
+}

@@ -5,7 +5,8 @@
 //! one struct that derives serde (for `args.json` and `--config` files) and, with the `cli`
 //! feature that only the host turns on, clap's `Args`; its doc comments are the `--help` text
 //! and its `default_value`s are the only place a default is written. A command's specification
-//! ([`TrainSpec`], [`RlhfSpec`], [`InferSpec`], [`DeploySpec`], [`ExportSpec`], [`EncodeSpec`])
+//! ([`TrainSpec`], [`RlhfSpec`], [`InferSpec`], [`DeploySpec`], [`ExportSpec`], [`EncodeSpec`],
+//! [`EvalSpec`], [`WebUiSpec`])
 //! flattens the groups that apply to it, so a flag that cannot apply to a command is not one of
 //! its flags and clap refuses it by name.
 //!
