@@ -197,29 +197,36 @@ fn a_plugins_quantizer_exports_reloads_and_answers() {
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(m.join(f), deq.join(f)).unwrap();
     }
-    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, view) in fst.tensors() {
-        let stem = name.trim_end_matches(".weight");
-        let qn = format!("{stem}.qweight");
-        if qst.names().iter().any(|n| **n == qn) {
-            let (_, s, c) = raw(&qst, &qn);
-            let (_, _, sc) = raw(&qst, &format!("{stem}.row_scale"));
-            let sc = f32s(&sc);
-            let vals: Vec<u8> = c
-                .iter()
-                .enumerate()
-                .flat_map(|(i, b)| ((*b as i8) as f32 * sc[i / s[1]]).to_le_bytes())
-                .collect();
-            data.push((name.clone(), s, vals));
-        } else {
-            data.push((name.clone(), view.shape().to_vec(), view.data().to_vec()));
+    // Every other tensor as the export stored it (float16).
+    let mut data: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in qst.tensors() {
+        if name.ends_with(".row_scale") {
+            continue;
+        }
+        match name.strip_suffix(".qweight") {
+            Some(stem) => {
+                let (_, s, c) = raw(&qst, &name);
+                let (_, _, sc) = raw(&qst, &format!("{stem}.row_scale"));
+                let sc = f32s(&sc);
+                let vals: Vec<u8> = c
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, b)| ((*b as i8) as f32 * sc[i / s[1]]).to_le_bytes())
+                    .collect();
+                data.push((format!("{stem}.weight"), safetensors::Dtype::F32, s, vals));
+            }
+            None => data.push((
+                name.clone(),
+                view.dtype(),
+                view.shape().to_vec(),
+                view.data().to_vec(),
+            )),
         }
     }
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
         .iter()
-        .map(|(n, s, b)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .unwrap();
+        .map(|(n, d, s, b)| {
+            let v = safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap();
             (n.clone(), v)
         })
         .collect();

@@ -141,6 +141,11 @@ def awq_pack(w, group):
 
 # ---------------------------------------------------------------------------------------------
 
+def save(tensors, path):
+    """safetensors writes an array's memory as it lies: every array C-contiguous first."""
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path)
+
+
 def copy_side_files(src, dst):
     os.makedirs(dst, exist_ok=True)
     for name in os.listdir(src):
@@ -169,7 +174,7 @@ def unpack(src, dst):
             out[k] = v.astype(np.float32) if v.dtype in (np.float16, np.float32) else v
     copy_side_files(src, dst)
     json.dump(config, open(os.path.join(dst, "config.json"), "w"), indent=1)
-    save_file(out, os.path.join(dst, "model.safetensors"))
+    save(out, os.path.join(dst, "model.safetensors"))
 
 
 def pack(src, method, dst, float_dst):
@@ -196,7 +201,7 @@ def pack(src, method, dst, float_dst):
                             (float_dst, floats, config)):
         copy_side_files(src, d)
         json.dump(cfg, open(os.path.join(d, "config.json"), "w"), indent=1)
-        save_file(tensors, os.path.join(d, "model.safetensors"))
+        save(tensors, os.path.join(d, "model.safetensors"))
 
 
 if __name__ == "__main__":
