@@ -98,7 +98,9 @@ fn gptq_and_awq_exports_and_imports_follow_the_standard_layouts() {
         }
         let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let qw = st.tensor("model.layers.0.self_attn.k_proj.qweight").unwrap();
+        let qw = st
+            .tensor("model.layers.0.self_attn.k_proj.qweight")
+            .unwrap();
         assert_eq!(qw.dtype(), safetensors::Dtype::I32);
         // k_proj is [32, 64]: GPTQ packs 8 input columns per word, AWQ 8 output channels.
         let want: &[usize] = if method == "gptq" { &[8, 32] } else { &[64, 4] };
@@ -175,13 +177,19 @@ fn a_plugins_quantizer_exports_reloads_and_answers() {
     let (_, shape, w) = raw(&fst, &format!("{stem}.weight"));
     let w = f32s(&w);
     let (dt, qshape, codes) = raw(&qst, &format!("{stem}.qweight"));
-    assert_eq!((dt, qshape.as_slice()), (safetensors::Dtype::I8, shape.as_slice()));
+    assert_eq!(
+        (dt, qshape.as_slice()),
+        (safetensors::Dtype::I8, shape.as_slice())
+    );
     let (_, _, scale) = raw(&qst, &format!("{stem}.row_scale"));
     let scale = f32s(&scale);
     let cols = shape[1];
     for (r, row) in w.chunks(cols).enumerate() {
         let absmax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!((scale[r] - absmax / 127.0).abs() <= 1e-6 * absmax, "row {r}");
+        assert!(
+            (scale[r] - absmax / 127.0).abs() <= 1e-6 * absmax,
+            "row {r}"
+        );
         for (c, x) in row.iter().enumerate() {
             // As the plugin computes it: (w / absmax) · 127, rounded half to even.
             let want = ((x / absmax) * 127.0).round_ties_even() as i8;
@@ -234,13 +242,22 @@ fn a_plugins_quantizer_exports_reloads_and_answers() {
     let (got, greedy) = logits(&["--plugin-dir", pd], &out);
     let (want, want_greedy) = logits(&[], &deq);
     let d = max_abs_diff(&got, &want);
-    assert!(d < 1e-4, "example-int8 folder vs its dequantized weights: {d}");
+    assert!(
+        d < 1e-4,
+        "example-int8 folder vs its dequantized weights: {d}"
+    );
     assert_eq!(greedy.as_array().map(Vec::len), Some(4), "{greedy}");
     assert_eq!(greedy, want_greedy);
 
     // Without the plugin the folder names its quantizer.
     assert_fails(
-        swift1(&["infer", "--model", out.to_str().unwrap(), "--debug_input_ids", IDS]),
+        swift1(&[
+            "infer",
+            "--model",
+            out.to_str().unwrap(),
+            "--debug_input_ids",
+            IDS,
+        ]),
         &["example-int8"],
     );
 }

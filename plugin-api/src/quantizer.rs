@@ -134,8 +134,11 @@ pub struct FfiAffineCodes {
 #[sabi_trait]
 pub trait FfiPackedSlot: Send + Sync {
     /// `x Wᵀ + b` for `x` `[.., in]`, computed in `x`'s dtype.
-    fn forward(&self, x: TensorRef<'_>, bias: ROption<TensorRef<'_>>)
-        -> RResult<OwnedTensor, RString>;
+    fn forward(
+        &self,
+        x: TensorRef<'_>,
+        bias: ROption<TensorRef<'_>>,
+    ) -> RResult<OwnedTensor, RString>;
     /// The float32 `[out, in]` weight the slot stands for.
     fn dequantize(&self) -> RResult<OwnedTensor, RString>;
     /// The tensors to store under the slot's weight stem.

@@ -30,7 +30,11 @@ use crate::bundle::ModelBundle;
 use swift_registry::PluginSettings;
 
 /// Resolves `name` through the registry and asks the quantizer for a scheme.
-fn scheme(regs: &Registries, name: &str, request: &SchemeRequest) -> Result<(String, SchemeHandle)> {
+fn scheme(
+    regs: &Registries,
+    name: &str,
+    request: &SchemeRequest,
+) -> Result<(String, SchemeHandle)> {
     let entry = regs.quantizers.resolve(name)?;
     let resolved = entry.record.name.clone();
     let imp = entry
@@ -40,15 +44,19 @@ fn scheme(regs: &Registries, name: &str, request: &SchemeRequest) -> Result<(Str
     if let Some(bits) = request.bits {
         imp.check_bits(bits).map_err(|e| anyhow!("{e}"))?;
     }
-    let s = imp.scheme(request).map_err(|e| {
-        anyhow!("quantizer `{resolved}` ({}): {e}", entry.provenance)
-    })?;
+    let s = imp
+        .scheme(request)
+        .map_err(|e| anyhow!("quantizer `{resolved}` ({}): {e}", entry.provenance))?;
     Ok((resolved, s))
 }
 
 /// The loader for a quantized model folder (None when `config.json` has no
 /// `quantization_config`): the scheme of the quantizer its `quant_method` names.
-pub fn loader(config: &Value, config_file: &Path, regs: &Registries) -> Result<Option<swift_quant::SchemeLoader>> {
+pub fn loader(
+    config: &Value,
+    config_file: &Path,
+    regs: &Registries,
+) -> Result<Option<swift_quant::SchemeLoader>> {
     let Some(q) = config.get("quantization_config") else {
         return Ok(None);
     };

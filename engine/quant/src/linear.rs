@@ -52,8 +52,7 @@ fn kernel_reads(a: &AffineCodes, [out, k]: [i64; 2]) -> bool {
     fits(&a.codes, Kind::Uint8, out * k)
         && fits(&a.scales, Kind::Float, out * ng)
         && fits(&a.mins, Kind::Float, out * ng)
-        && a
-            .input_scale
+        && a.input_scale
             .as_ref()
             .is_none_or(|s| s.device() == Device::Cpu && s.numel() as i64 == k)
 }
@@ -87,7 +86,11 @@ impl PluginLinear {
     }
 
     /// The integer kernel's product, when it applies to this call.
-    fn on_kernels(&self, x: &Tensor, bias: Option<&Tensor>) -> Option<std::result::Result<Tensor, String>> {
+    fn on_kernels(
+        &self,
+        x: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Option<std::result::Result<Tensor, String>> {
         let a = self.kernel.as_ref()?;
         if !swift_model::in_decoding_step() {
             return None;
@@ -98,9 +101,18 @@ impl PluginLinear {
         // and lengths; they are owned by `self` and never written after construction.
         let codes = unsafe {
             swift_kernels::AffineCodes {
-                codes: std::slice::from_raw_parts(a.codes.data_ptr() as *const u8, (n * k) as usize),
-                scales: std::slice::from_raw_parts(a.scales.data_ptr() as *const f32, (n * ng) as usize),
-                mins: std::slice::from_raw_parts(a.mins.data_ptr() as *const f32, (n * ng) as usize),
+                codes: std::slice::from_raw_parts(
+                    a.codes.data_ptr() as *const u8,
+                    (n * k) as usize,
+                ),
+                scales: std::slice::from_raw_parts(
+                    a.scales.data_ptr() as *const f32,
+                    (n * ng) as usize,
+                ),
+                mins: std::slice::from_raw_parts(
+                    a.mins.data_ptr() as *const f32,
+                    (n * ng) as usize,
+                ),
                 group: a.group as usize,
                 bits: a.bits,
             }

@@ -208,9 +208,7 @@ impl FfiQuantScheme for SchemeGlue {
                 .zip(tensors.iter())
                 .map(|(n, t)| (n.to_string(), t.shallow_clone()))
                 .collect();
-            self.0
-                .load(slot.as_str(), shape, &ts)
-                .map(packed_to_ffi)
+            self.0.load(slot.as_str(), shape, &ts).map(packed_to_ffi)
         })
     }
 }
@@ -316,7 +314,10 @@ impl SchemeHandleExt for SchemeHandle {
         shape: [i64; 2],
         tensors: &[(String, Tensor)],
     ) -> Result<PackedSlotHandle, String> {
-        let names: Vec<RString> = tensors.iter().map(|(n, _)| RString::from(n.as_str())).collect();
+        let names: Vec<RString> = tensors
+            .iter()
+            .map(|(n, _)| RString::from(n.as_str()))
+            .collect();
         let refs: Vec<TensorRef<'_>> = tensors.iter().map(|(_, t)| TensorRef::new(t)).collect();
         into_result(self.ffi().load(
             RStr::from(slot),

@@ -3,8 +3,8 @@
 
 use abi_stable::std_types::{ROption, RResult, RString};
 use swift_plugin_api::{
-    ModelFamilyRecord, OptimizerRecord, PluginError, PreferenceLossRecord, QuantizerRecord, Registrar,
-    TunerRecord,
+    ModelFamilyRecord, OptimizerRecord, PluginError, PreferenceLossRecord, QuantizerRecord,
+    Registrar, TunerRecord,
 };
 
 use crate::family::{model_family_to_ffi, ModelFamily};

@@ -62,7 +62,12 @@ fn pack_last(codes: &Tensor, bits: u8, order: &[i64]) -> Result<Tensor> {
         word = word.f_bitwise_or_tensor(&part)?;
     }
     // Words of 2^31 and above are the negative int32 with the same bits.
-    let signed = word.f_sub(&word.f_ge(1i64 << 31)?.f_to_kind(Kind::Int64)?.f_mul_scalar(1i64 << 32)?)?;
+    let signed = word.f_sub(
+        &word
+            .f_ge(1i64 << 31)?
+            .f_to_kind(Kind::Int64)?
+            .f_mul_scalar(1i64 << 32)?,
+    )?;
     Ok(signed.f_to_kind(Kind::Int)?)
 }
 
@@ -70,15 +75,19 @@ fn pack_last(codes: &Tensor, bits: u8, order: &[i64]) -> Result<Tensor> {
 fn unpack_last(words: &Tensor, bits: u8, order: &[i64]) -> Result<Tensor> {
     let pw = per_word(bits)?;
     let mask = (1i64 << bits) - 1;
-    let w = words.f_to_kind(Kind::Int64)?.f_bitwise_and(0xFFFF_FFFFi64)?;
+    let w = words
+        .f_to_kind(Kind::Int64)?
+        .f_bitwise_and(0xFFFF_FFFFi64)?;
     // Code `dst` of a run sits in the field `k` with `order[k] == dst`.
     let parts = (0..pw)
         .map(|dst| {
             let k = order.iter().position(|&o| o == dst).ok_or_else(|| {
                 QuantError::Config(format!("packing order {order:?} has no {dst}"))
             })?;
-            Ok(w.f_bitwise_right_shift_tensor_scalar(k as i64 * bits as i64)?
-                .f_bitwise_and(mask)?)
+            Ok(
+                w.f_bitwise_right_shift_tensor_scalar(k as i64 * bits as i64)?
+                    .f_bitwise_and(mask)?,
+            )
         })
         .collect::<Result<Vec<Tensor>>>()?;
     let mut size = words.size();
@@ -102,14 +111,21 @@ pub fn gptq_pack_weight(q: &Tensor, bits: u8) -> Result<Tensor> {
 
 /// GPTQ: `qweight` `[in · bits/32, out]` → u8 codes `[out, in]`.
 pub fn gptq_unpack_weight(qweight: &Tensor, bits: u8) -> Result<Tensor> {
-    let codes = unpack_last(&qweight.f_transpose(0, 1)?.f_contiguous()?, bits, &natural(bits)?)?;
+    let codes = unpack_last(
+        &qweight.f_transpose(0, 1)?.f_contiguous()?,
+        bits,
+        &natural(bits)?,
+    )?;
     Ok(codes.f_contiguous()?)
 }
 
 /// GPTQ: integer zero points `[out, ng]` (f32, in `1..2^bits`) → `qzeros` `[ng, out · bits/32]`
 /// (storing `z − 1`).
 pub fn gptq_pack_zeros(zeros: &Tensor, bits: u8) -> Result<Tensor> {
-    let z = zeros.f_transpose(0, 1)?.f_sub_scalar(1.0)?.f_to_kind(Kind::Int64)?;
+    let z = zeros
+        .f_transpose(0, 1)?
+        .f_sub_scalar(1.0)?
+        .f_to_kind(Kind::Int64)?;
     pack_last(&z.f_contiguous()?, bits, &natural(bits)?)
 }
 
@@ -158,14 +174,23 @@ mod tests {
         let q = Tensor::from_slice(&[1u8, 2, 3, 4, 5, 6, 7, 8]).view([1, 8]);
         let w = gptq_pack_weight(&q, 4).unwrap();
         assert_eq!(w.size(), [1, 1]);
-        assert_eq!(Vec::<i32>::try_from(w.view(-1)).unwrap()[0] as u32, 0x8765_4321);
+        assert_eq!(
+            Vec::<i32>::try_from(w.view(-1)).unwrap()[0] as u32,
+            0x8765_4321
+        );
         let back = gptq_unpack_weight(&w, 4).unwrap();
-        assert_eq!(Vec::<u8>::try_from(back.view(-1)).unwrap(), (1..=8).collect::<Vec<u8>>());
+        assert_eq!(
+            Vec::<u8>::try_from(back.view(-1)).unwrap(),
+            (1..=8).collect::<Vec<u8>>()
+        );
         // A top nibble of 15 makes a negative int32 and survives.
         let q = Tensor::from_slice(&[15u8; 8]).view([1, 8]);
         let w = gptq_pack_weight(&q, 4).unwrap();
         assert_eq!(Vec::<i32>::try_from(w.view(-1)).unwrap()[0], -1);
-        assert_eq!(Vec::<u8>::try_from(gptq_unpack_weight(&w, 4).unwrap().view(-1)).unwrap(), vec![15; 8]);
+        assert_eq!(
+            Vec::<u8>::try_from(gptq_unpack_weight(&w, 4).unwrap().view(-1)).unwrap(),
+            vec![15; 8]
+        );
     }
 
     #[test]
@@ -176,7 +201,10 @@ mod tests {
         assert_eq!(qz.size(), [1, 1]);
         assert_eq!(Vec::<i32>::try_from(qz.view(-1)).unwrap()[0], 0x7654_3210);
         let back = gptq_unpack_zeros(&qz, 4).unwrap();
-        assert_eq!(Vec::<f32>::try_from(back.view(-1)).unwrap(), vec![1., 2., 3., 4., 5., 6., 7., 8.]);
+        assert_eq!(
+            Vec::<f32>::try_from(back.view(-1)).unwrap(),
+            vec![1., 2., 3., 4., 5., 6., 7., 8.]
+        );
     }
 
     #[test]
@@ -186,8 +214,14 @@ mod tests {
         let q = Tensor::from_slice(&[0u8, 1, 2, 3, 4, 5, 6, 7]).view([8, 1]);
         let w = awq_pack_weight(&q).unwrap();
         assert_eq!(w.size(), [1, 1]);
-        assert_eq!(Vec::<i32>::try_from(w.view(-1)).unwrap()[0] as u32, 0x7531_6420);
+        assert_eq!(
+            Vec::<i32>::try_from(w.view(-1)).unwrap()[0] as u32,
+            0x7531_6420
+        );
         let back = awq_unpack_weight(&w).unwrap();
-        assert_eq!(Vec::<u8>::try_from(back.view(-1)).unwrap(), (0..8).collect::<Vec<u8>>());
+        assert_eq!(
+            Vec::<u8>::try_from(back.view(-1)).unwrap(),
+            (0..8).collect::<Vec<u8>>()
+        );
     }
 }

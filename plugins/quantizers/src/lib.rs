@@ -169,7 +169,11 @@ fn opt_bool(o: &Map<String, Value>, k: &str) -> std::result::Result<Option<bool>
 
 impl Builtin {
     /// A scheme at `bits` from the user's options (export / training).
-    fn new_config(&self, bits: u8, o: &Map<String, Value>) -> std::result::Result<QuantConfig, String> {
+    fn new_config(
+        &self,
+        bits: u8,
+        o: &Map<String, Value>,
+    ) -> std::result::Result<QuantConfig, String> {
         self.check_bits(bits)?;
         let name = self.name;
         for k in o.keys() {
@@ -180,15 +184,16 @@ impl Builtin {
                     "group_size" => " (bnb's 4-bit blocks are 64 elements)",
                     _ => "",
                 };
-                return Err(format!("--{k} does not apply to --quant_method {name}{whose}"));
+                return Err(format!(
+                    "--{k} does not apply to --quant_method {name}{whose}"
+                ));
             }
         }
         let mut cfg = QuantConfig::new(name, bits);
         if let Some(g) = o.get("group_size").filter(|v| !v.is_null()) {
-            let g = g
-                .as_i64()
-                .filter(|g| *g >= 0)
-                .ok_or_else(|| format!("--group_size must be an integer >= 0 (0: one group per row), got {g}"))?;
+            let g = g.as_i64().filter(|g| *g >= 0).ok_or_else(|| {
+                format!("--group_size must be an integer >= 0 (0: one group per row), got {g}")
+            })?;
             cfg.group_size = g;
         }
         if let Some(a) = opt_bool(o, "act_order")? {
@@ -223,7 +228,8 @@ impl Builtin {
         if format == FORMAT {
             let cfg: QuantConfig = serde_json::from_value(Value::Object(o.clone()))
                 .map_err(|e| format!("{file}: quantization_config: {e}"))?;
-            self.check_bits(cfg.bits).map_err(|e| format!("{file}: {e}"))?;
+            self.check_bits(cfg.bits)
+                .map_err(|e| format!("{file}: {e}"))?;
             return Ok((cfg, Layout::Own));
         }
         let layout = match self.name {
@@ -240,7 +246,8 @@ impl Builtin {
             .or_else(|| o.get("w_bit"))
             .and_then(Value::as_u64)
             .ok_or_else(|| format!("{file}: quantization_config has no integer `bits`"))?;
-        let bits = u8::try_from(bits).map_err(|_| format!("{file}: bits {bits} is out of range"))?;
+        let bits =
+            u8::try_from(bits).map_err(|_| format!("{file}: bits {bits} is out of range"))?;
         self.check_bits(bits).map_err(|e| format!("{file}: {e}"))?;
         let group = o
             .get("group_size")
@@ -261,14 +268,20 @@ impl Builtin {
             }
         } else {
             if o.get("zero_point").and_then(Value::as_bool) == Some(false) {
-                return Err(format!("{file}: AWQ without zero points (zero_point: false) is not supported"));
+                return Err(format!(
+                    "{file}: AWQ without zero points (zero_point: false) is not supported"
+                ));
             }
             let v = o.get("version").and_then(Value::as_str).unwrap_or("gemm");
             if !v.eq_ignore_ascii_case("gemm") {
-                return Err(format!("{file}: AWQ version `{v}`; swift reads AutoAWQ's `gemm` packing"));
+                return Err(format!(
+                    "{file}: AWQ version `{v}`; swift reads AutoAWQ's `gemm` packing"
+                ));
             }
             if group <= 0 {
-                return Err(format!("{file}: AWQ needs a positive group_size, got {group}"));
+                return Err(format!(
+                    "{file}: AWQ needs a positive group_size, got {group}"
+                ));
             }
         }
         let mut cfg = QuantConfig::new(self.name, bits);
@@ -355,7 +368,11 @@ impl Scheme {
             // The standard layouts pack whole int32 words.
             let pw = 32 / c.bits as i64;
             let [out, inp] = shape;
-            let need = if self.layout == Layout::Gptq { (inp, out) } else { (out, out) };
+            let need = if self.layout == Layout::Gptq {
+                (inp, out)
+            } else {
+                (out, out)
+            };
             if need.0 % pw != 0 || need.1 % pw != 0 {
                 return Err(QuantError::Config(format!(
                     "{}: {}'s packed layout needs dimensions divisible by {pw}, the slot is [{out}, {inp}]",
@@ -373,7 +390,9 @@ impl Scheme {
                 c.bnb_4bit_use_double_quant,
             )?),
             ("bnb", _) => Packed::Bnb8(bnb::quantize_8bit(w)?),
-            ("hqq", bits) => Packed::Affine(hqq::quantize(w, bits, c.group_size, Default::default())?),
+            ("hqq", bits) => {
+                Packed::Affine(hqq::quantize(w, bits, c.group_size, Default::default())?)
+            }
             ("rtn", bits) => Packed::Affine(affine::rtn(w, bits, c.group_size)?),
             ("gptq", bits) => {
                 let h = call.hessian.ok_or_else(|| missing("Hessian"))?;
@@ -389,7 +408,9 @@ impl Scheme {
                 )?)
             }
             ("awq", bits) => {
-                let mean = call.act_mean.ok_or_else(|| missing("activation magnitudes"))?;
+                let mean = call
+                    .act_mean
+                    .ok_or_else(|| missing("activation magnitudes"))?;
                 let rows = call.act_rows.ok_or_else(|| missing("activation rows"))?;
                 Packed::Affine(awq::quantize(
                     w,
@@ -438,7 +459,9 @@ impl QuantScheme for Scheme {
     ) -> std::result::Result<Box<dyn PackedSlot>, String> {
         let p = match self.layout {
             Layout::Own => slot::load_own(slot, shape, tensors, &self.cfg),
-            Layout::Gptq => slot::load_gptq(slot, shape, tensors, self.cfg.bits, self.cfg.group_size),
+            Layout::Gptq => {
+                slot::load_gptq(slot, shape, tensors, self.cfg.bits, self.cfg.group_size)
+            }
             Layout::Awq => slot::load_awq(slot, shape, tensors, self.cfg.group_size),
         }
         .map_err(msg)?;

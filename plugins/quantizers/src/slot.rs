@@ -116,13 +116,28 @@ impl PackedWeight {
                     .f_to_kind(Kind::Int)?;
                 out.push(("qweight".into(), layout::gptq_pack_weight(&a.q, a.bits)?));
                 out.push(("qzeros".into(), layout::gptq_pack_zeros(zeros, a.bits)?));
-                out.push(("scales".into(), half(&a.scales.f_transpose(0, 1)?.f_contiguous()?)));
+                out.push((
+                    "scales".into(),
+                    half(&a.scales.f_transpose(0, 1)?.f_contiguous()?),
+                ));
                 out.push(("g_idx".into(), g_idx));
             }
-            (Packed::Grouped { q, scales, zeros, g_idx, bits }, _) => {
+            (
+                Packed::Grouped {
+                    q,
+                    scales,
+                    zeros,
+                    g_idx,
+                    bits,
+                },
+                _,
+            ) => {
                 out.push(("qweight".into(), layout::gptq_pack_weight(q, *bits)?));
                 out.push(("qzeros".into(), layout::gptq_pack_zeros(zeros, *bits)?));
-                out.push(("scales".into(), half(&scales.f_transpose(0, 1)?.f_contiguous()?)));
+                out.push((
+                    "scales".into(),
+                    half(&scales.f_transpose(0, 1)?.f_contiguous()?),
+                ));
                 out.push(("g_idx".into(), g_idx.f_to_kind(Kind::Int)?));
             }
             (Packed::Affine(a), Layout::Awq) => {
@@ -131,7 +146,10 @@ impl PackedWeight {
                 })?;
                 out.push(("qweight".into(), layout::awq_pack_weight(&a.q)?));
                 out.push(("qzeros".into(), layout::awq_pack_zeros(zeros)?));
-                out.push(("scales".into(), half(&a.scales.f_transpose(0, 1)?.f_contiguous()?)));
+                out.push((
+                    "scales".into(),
+                    half(&a.scales.f_transpose(0, 1)?.f_contiguous()?),
+                ));
                 if let Some(s) = &a.input_scale {
                     out.push(("input_scale".into(), s.shallow_clone()));
                 }
@@ -305,7 +323,8 @@ pub fn load_gptq(
     check_shape(slot, "qzeros", qzeros, &[ng, out / pw])?;
     let zeros = layout::gptq_unpack_zeros(qzeros, bits)?;
     let group = affine::effective_group(group_size, inp);
-    let contiguous = Tensor::f_arange(inp, (Kind::Int64, q.device()))?.f_div_scalar_mode(group, "floor")?;
+    let contiguous =
+        Tensor::f_arange(inp, (Kind::Int64, q.device()))?.f_div_scalar_mode(group, "floor")?;
     let g_idx = match optional(tensors, "g_idx") {
         Some(g) => {
             check_shape(slot, "g_idx", g, &[inp])?;
@@ -362,7 +381,10 @@ pub fn load_awq(
     let ng = (inp + group - 1) / group;
     let s = take(slot, tensors, "scales")?;
     check_shape(slot, "scales", s, &[ng, out])?;
-    let scales = s.f_to_kind(Kind::Float)?.f_transpose(0, 1)?.f_contiguous()?;
+    let scales = s
+        .f_to_kind(Kind::Float)?
+        .f_transpose(0, 1)?
+        .f_contiguous()?;
     let qzeros = take(slot, tensors, "qzeros")?;
     check_shape(slot, "qzeros", qzeros, &[ng, out / 8])?;
     let zeros = layout::awq_unpack_zeros(qzeros)?;

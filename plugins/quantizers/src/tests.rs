@@ -284,7 +284,11 @@ fn gptq_layout_round_trips_and_reads_integer_zero_points() {
         assert_eq!(stored[0].1.size(), [32 * bits as i64 / 32, 16]);
         assert_eq!(stored[0].1.kind(), Kind::Int);
         let back = s.load("s", [16, 32], &stored).unwrap();
-        close(&v(&back.dequantize().unwrap()), &v(&p.dequantize().unwrap()), 0.0);
+        close(
+            &v(&back.dequantize().unwrap()),
+            &v(&p.dequantize().unwrap()),
+            0.0,
+        );
         // Integer zero points: every weight is (q − z) · scale with q, z in range.
         let a = p.affine_codes().unwrap();
         let z = a.mins.neg() / &a.scales;
@@ -312,7 +316,11 @@ fn awq_layout_round_trips_with_its_input_scale() {
     assert_eq!(names, ["qweight", "qzeros", "scales", "input_scale"]);
     assert_eq!(stored[0].1.size(), [32, 2]);
     let back = s.load("s", [16, 32], &stored).unwrap();
-    close(&v(&back.dequantize().unwrap()), &v(&p.dequantize().unwrap()), 0.0);
+    close(
+        &v(&back.dequantize().unwrap()),
+        &v(&p.dequantize().unwrap()),
+        0.0,
+    );
 }
 
 #[test]
@@ -327,10 +335,16 @@ fn unsupported_bits_are_refused_with_the_supported_ones() {
         .scheme(&SchemeRequest {
             mode: SchemeMode::Export,
             bits: Some(4),
-            options: serde_json::json!({"act_order": true}).as_object().cloned().unwrap(),
+            options: serde_json::json!({"act_order": true})
+                .as_object()
+                .cloned()
+                .unwrap(),
             config_file: String::new(),
         })
         .err()
         .unwrap();
-    assert!(e.contains("--act_order does not apply to --quant_method awq"), "{e}");
+    assert!(
+        e.contains("--act_order does not apply to --quant_method awq"),
+        "{e}"
+    );
 }
