@@ -34,7 +34,9 @@ run() { # name method bits group [extra flags...]
     local name=$1 method=$2 bits=$3 group=$4; shift 4
     local dir="$OUT/$name" t0 t1
     t0=$(date +%s.%N)
-    "$S" export --model "$MODEL" --quant_method "$method" --quant_bits "$bits" --group_size "$group" \
+    # bnb has no groups (its 4-bit blocks are 64 elements): it refuses --group_size.
+    local g=(--group_size "$group"); [ "$method" = bnb ] && g=()
+    "$S" export --model "$MODEL" --quant_method "$method" --quant_bits "$bits" "${g[@]}" \
         --output_dir "$dir" --device cpu "$@" >/dev/null 2>"$OUT/$name.log" || { echo "| $name | failed: $(tail -1 "$OUT/$name.log") |"; return; }
     t1=$(date +%s.%N)
     local v bytes

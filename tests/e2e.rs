@@ -27,6 +27,7 @@ mod new_plugin;
 mod optimizers;
 mod plugins;
 mod quant;
+mod quant_contract;
 mod reward_model;
 mod rlhf;
 mod runs;

@@ -1,5 +1,5 @@
 //! The built-in plugins that live in the tensor engine (swift-runtime) because their behaviour
-//! needs libtorch: the model families with the `pt` backend, the preference losses, the tuners and the optimizers. The host
+//! needs libtorch: the model families with the `pt` backend, the preference losses, the tuners, the optimizers and the quantizers. The host
 //! knows them by their records only, so that `swift list` lists every registry without loading
 //! libtorch. The records are those plugins' own `records.rs` files, compiled here as well (plain
 //! data: they use nothing of swift-plugin-api but its record types), so they are written once.
@@ -17,6 +17,9 @@ mod tuners;
 
 #[path = "../../plugins/optimizers/src/records.rs"]
 mod optimizers;
+
+#[path = "../../plugins/quantizers/src/records.rs"]
+mod quantizers;
 
 /// The engine's tensor built-ins, as records without behaviour.
 pub fn listed() -> Vec<ListedPlugin> {
@@ -43,8 +46,14 @@ pub fn listed() -> Vec<ListedPlugin> {
         },
         ListedPlugin {
             name: optimizers::PLUGIN.to_string(),
-            version,
+            version: version.clone(),
             optimizers: optimizers::all(),
+            ..Default::default()
+        },
+        ListedPlugin {
+            name: quantizers::PLUGIN.to_string(),
+            version: version.clone(),
+            quantizers: quantizers::all(),
             ..Default::default()
         },
     ]

@@ -15,7 +15,6 @@ mod runtime;
 // whose behaviour needs libtorch.)
 use swift_plugin_benchmarks as _;
 use swift_plugin_datasets as _;
-use swift_plugin_quantizers as _;
 use swift_plugin_templates as _;
 
 use anyhow::Result;

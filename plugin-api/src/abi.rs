@@ -145,6 +145,13 @@ pub trait FfiRegistrar {
     /// Appended after `add_preference_loss`, like it: a benchmark (data only). Plugins built
     /// before it never call it, so appending it keeps the contract version.
     fn add_benchmark(&mut self, json: RStr<'_>) -> RResult<(), RString>;
+    /// Appended after `add_benchmark`, like it (issue 18, within contract 4): a quantizer with
+    /// its own math (`crate::quantizer`). Plugins built before it never call it.
+    fn add_quant_method(
+        &mut self,
+        json: RStr<'_>,
+        imp: crate::quantizer::FfiQuantMethodBox,
+    ) -> RResult<(), RString>;
 }
 
 /// The registrar object handed to `register`.
@@ -248,7 +255,9 @@ pub trait FfiTuner: Send + Sync {
 }
 pub type FfiTunerBox = FfiTuner_TO<'static, RBox<()>>;
 
-/// Quantizer behaviour. The export issue appends quantize / forward / save / load.
+/// Quantizer behaviour registered with `add_quantizer`: a bit-width check only. A quantizer
+/// with its math is an `FfiQuantMethod` (`crate::quantizer`), registered with
+/// `add_quant_method`.
 #[sabi_trait]
 pub trait FfiQuantizer: Send + Sync {
     /// Accepts or refuses a bit width with a message saying which ones are supported.

@@ -263,7 +263,8 @@ impl TunerHandle {
 // ---------------------------------------------------------------------------------------------
 // Quantizers
 
-/// A quantizer. The export issue adds quantize / forward / save / load.
+/// A quantizer's bit-width check (a quantizer with math implements swift-plugin-tensors'
+/// `QuantMethod` too).
 pub trait Quantizer: Send + Sync + 'static {
     /// Accepts a bit width or says which ones are supported.
     fn check_bits(&self, bits: u8) -> Result<(), String>;
@@ -281,19 +282,56 @@ pub(crate) fn quantizer_to_ffi<Q: Quantizer>(q: Q) -> FfiQuantizerBox {
     FfiQuantizer_TO::from_value(QuantizerAdapter(q), TD_Opaque)
 }
 
-/// The host's handle on a quantizer.
+/// The host's handle on a quantizer: one that only checks bit widths (`Registrar::quantizer`),
+/// or one with its own math (swift-plugin-tensors' `TensorRegistrar::quant_method`, the
+/// quantizer contract in [`crate::quantizer`]).
 pub struct QuantizerHandle {
-    inner: FfiQuantizerBox,
+    inner: QuantizerInner,
+}
+
+enum QuantizerInner {
+    Checks(FfiQuantizerBox),
+    Math(crate::quantizer::FfiQuantMethodBox),
 }
 
 impl QuantizerHandle {
     pub(crate) fn new(inner: FfiQuantizerBox) -> Self {
-        Self { inner }
+        Self {
+            inner: QuantizerInner::Checks(inner),
+        }
+    }
+
+    pub(crate) fn with_math(inner: crate::quantizer::FfiQuantMethodBox) -> Self {
+        Self {
+            inner: QuantizerInner::Math(inner),
+        }
     }
 
     /// See [`Quantizer::check_bits`].
     pub fn check_bits(&self, bits: u8) -> Result<(), String> {
-        into_result(self.inner.check_bits(bits))
+        match &self.inner {
+            QuantizerInner::Checks(q) => into_result(q.check_bits(bits)),
+            QuantizerInner::Math(q) => into_result(q.check_bits(bits)),
+        }
+    }
+
+    /// Whether the quantizer carries its math (else it only checks bit widths).
+    pub fn has_math(&self) -> bool {
+        matches!(self.inner, QuantizerInner::Math(_))
+    }
+
+    /// A scheme for `request` (see [`crate::quantizer`]); an error for a quantizer that only
+    /// checks bit widths.
+    pub fn scheme(
+        &self,
+        request: &crate::quantizer::SchemeRequest,
+    ) -> Result<crate::quantizer::SchemeHandle, String> {
+        match &self.inner {
+            QuantizerInner::Math(q) => crate::quantizer::scheme_json(q, request),
+            QuantizerInner::Checks(_) => Err(
+                "it only checks bit widths: it was registered with `Registrar::quantizer`, not with its math (`TensorRegistrar::quant_method`, the quantizer contract)".into(),
+            ),
+        }
     }
 }
 

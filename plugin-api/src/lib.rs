@@ -41,6 +41,7 @@ pub mod loading;
 pub mod log;
 pub mod model;
 pub mod optimizer;
+pub mod quantizer;
 pub mod records;
 pub mod registrar;
 pub mod row;
@@ -79,7 +80,9 @@ pub use tuner::{AdapterHandle, AdapterPlan, AttachRequest, OptionDecl};
 /// `FfiOptimizerKind`/`FfiOptimizer` objects) came later within 4 without a bump: the registrar
 /// method is appended after its prefix (plugins built before it never call it, and the
 /// registrar's vtable travels from host to plugin), and the two objects are new types that no
-/// earlier plugin names.
+/// earlier plugin names. Quantizers with their math (issue 18: `FfiRegistrar::add_quant_method`,
+/// the `FfiQuantMethod`/`FfiQuantScheme`/`FfiPackedSlot` objects of [`quantizer`]) came the same
+/// way; `FfiQuantizer`, the bit-width check, is unchanged.
 pub const CONTRACT_VERSION: u32 = 4;
 
 /// The `tch` version plugins built against this crate link: none (this crate has no tensors;

@@ -330,4 +330,16 @@ impl FfiRegistrar for SinkAdapter<'_> {
             .and_then(|rec| self.sink.add_benchmark(rec));
         Self::finish(r)
     }
+
+    fn add_quant_method(
+        &mut self,
+        json: RStr<'_>,
+        imp: crate::quantizer::FfiQuantMethodBox,
+    ) -> RResult<(), RString> {
+        let handle = QuantizerHandle::with_math(imp);
+        let r = self
+            .parse("quantizer", json)
+            .and_then(|rec| self.sink.add_quantizer(rec, handle));
+        Self::finish(r)
+    }
 }

@@ -313,6 +313,7 @@ pub struct ListedPlugin {
     pub preference_losses: Vec<PreferenceLossRecord>,
     pub tuners: Vec<TunerRecord>,
     pub optimizers: Vec<OptimizerRecord>,
+    pub quantizers: Vec<QuantizerRecord>,
 }
 
 /// The libtorch and tch versions that plugins with tensors are checked against.
@@ -494,6 +495,11 @@ impl PluginLoader {
                 entries(&listed.optimizers, &prov)
                     .into_iter()
                     .map(Pending::Optimizer),
+            )
+            .chain(
+                entries(&listed.quantizers, &prov)
+                    .into_iter()
+                    .map(Pending::Quantizer),
             )
             .collect();
         self.merge(report, &listed.name, pending, Mode::Named)

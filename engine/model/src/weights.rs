@@ -165,6 +165,24 @@ impl Checkpoint {
         Some(info.shape.iter().map(|&d| d as i64).collect())
     }
 
+    /// A stored tensor's dtype, read from the header (None when absent or of a dtype this
+    /// loader does not read).
+    pub fn stored_kind(&self, name: &str) -> Option<Kind> {
+        let (_, _, info) = self.index.get(name)?;
+        Some(match info.dtype {
+            Dtype::F32 => Kind::Float,
+            Dtype::F16 => Kind::Half,
+            Dtype::BF16 => Kind::BFloat16,
+            Dtype::F64 => Kind::Double,
+            Dtype::I64 => Kind::Int64,
+            Dtype::I32 => Kind::Int,
+            Dtype::U8 => Kind::Uint8,
+            Dtype::I8 => Kind::Int8,
+            Dtype::BOOL => Kind::Bool,
+            _ => return None,
+        })
+    }
+
     /// Loads one tensor as `kind` on `device`. The result may borrow the mapping: the caller
     /// keeps the [`Checkpoint`] (or the `Arc<MappedFile>` in [`Loaded::keep`]) alive.
     pub fn load(&self, name: &str, kind: Kind, device: Device) -> Result<Loaded, ModelError> {

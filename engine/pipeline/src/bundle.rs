@@ -103,7 +103,7 @@ impl ModelBundle {
                 );
                 Some(&gguf)
             } else {
-                packed = crate::quantize::loader(&config, regs)?;
+                packed = crate::quantize::loader(&config, &config_path, regs)?;
                 packed
                     .as_ref()
                     .map(|q| q as &dyn swift_model::QuantizedLoader)

@@ -1,21 +1,27 @@
-//! Quantization: `swift export --quant_method M --quant_bits B` (post-training
-//! quantization into a folder that `swift infer` loads directly), the loader `infer` uses for
-//! such folders, and the frozen 4-bit base of QLoRA (`swift sft --quant_method bnb`).
+//! Quantization through the quantizer contract: `swift export --quant_method M --quant_bits B`
+//! (post-training quantization into a folder that `swift infer` loads directly), the loader
+//! `infer` and `deploy` use for such folders, and the frozen quantized base of QLoRA
+//! (`swift sft --quant_method bnb`).
 //!
-//! `--quant_method` is resolved through the `quantizers` registry (built-ins from
-//! plugins/quantizers, or a third-party plugin), which also checks `--quant_bits`; the host then
-//! dispatches to the math in swift-quant by the resolved name, as it does for LoRA with the
-//! `tuners` registry. A registered name swift-quant does not know is refused clearly.
+//! `--quant_method` (or a folder's `quantization_config.quant_method`) is resolved in the
+//! `quantizers` registry (built-ins from plugins/quantizers, or a third-party plugin); the
+//! quantizer configures a scheme ([`SchemeRequest`]), whose plan says which calibration
+//! statistics the host gathers (swift-quant's `calib`) and what `quantization_config` records;
+//! the scheme packs each slot's weight and reads it back, and its packed slots compute the
+//! forward (swift-quant's `PluginLinear`). No method is known here by name.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use swift_data::{open_datasets, DatasetOptions};
 use swift_model::{LoadedModel, QuantizedLinear};
+use swift_plugin_tensors::quantizer::{
+    Calibration, QuantizeCall, SchemeHandle, SchemeMode, SchemeRequest,
+};
+use swift_plugin_tensors::SchemeHandleExt;
 use swift_quant::calib::{calibrate, CalibOptions};
-use swift_quant::linear::Packed;
-use swift_quant::{awq, gptq, Bnb4Type, Method, PackedLinear, QuantConfig};
+use swift_quant::PluginLinear;
 use swift_registry::Registries;
 
 use swift_spec::ExportSpec;
@@ -23,32 +29,64 @@ use swift_spec::ExportSpec;
 use crate::bundle::ModelBundle;
 use swift_registry::PluginSettings;
 
-/// Resolves `name` through the registry, checks `bits` with the quantizer, and returns the
-/// swift-quant method it dispatches to.
-pub fn resolve(regs: &Registries, name: &str, bits: u8) -> Result<Method> {
+/// Resolves `name` through the registry and asks the quantizer for a scheme.
+fn scheme(
+    regs: &Registries,
+    name: &str,
+    request: &SchemeRequest,
+) -> Result<(String, SchemeHandle)> {
     let entry = regs.quantizers.resolve(name)?;
     let resolved = entry.record.name.clone();
     let imp = entry
         .imp
         .clone()
         .ok_or_else(|| anyhow!("quantizer `{resolved}` has no behaviour"))?;
-    imp.check_bits(bits).map_err(|e| anyhow!("{e}"))?;
-    Method::from_name(&resolved).ok_or_else(|| {
-        anyhow!(
-            "quantizer `{resolved}` ({}) is registered, but this build has no quantization math for it (it knows bnb, hqq, gptq, awq and rtn)",
-            entry.provenance
-        )
-    })
+    if let Some(bits) = request.bits {
+        imp.check_bits(bits).map_err(|e| anyhow!("{e}"))?;
+    }
+    let s = imp
+        .scheme(request)
+        .map_err(|e| anyhow!("quantizer `{resolved}` ({}): {e}", entry.provenance))?;
+    Ok((resolved, s))
 }
 
 /// The loader for a quantized model folder (None when `config.json` has no
-/// `quantization_config`); its method must be registered.
-pub fn loader(config: &Value, regs: &Registries) -> Result<Option<swift_quant::Loader>> {
-    let Some(cfg) = QuantConfig::from_model_config(config)? else {
+/// `quantization_config`): the scheme of the quantizer its `quant_method` names.
+pub fn loader(
+    config: &Value,
+    config_file: &Path,
+    regs: &Registries,
+) -> Result<Option<swift_quant::SchemeLoader>> {
+    let Some(q) = config.get("quantization_config") else {
         return Ok(None);
     };
-    resolve(regs, cfg.quant_method.name(), cfg.bits)?;
-    Ok(Some(swift_quant::Loader::new(cfg)))
+    let file = config_file.display();
+    let options = q
+        .as_object()
+        .cloned()
+        .ok_or_else(|| anyhow!("{file}: quantization_config is not an object"))?;
+    let method = options
+        .get("quant_method")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("{file}: quantization_config has no quant_method"))?
+        .to_string();
+    if regs.quantizers.resolve(&method).is_err() {
+        bail!(
+            "{file}: quantization_config has quant_method `{method}`, which no registered quantizer provides (`swift list quantizers`; a plugin's with --plugin-dir)"
+        );
+    }
+    let request = SchemeRequest {
+        mode: SchemeMode::Load,
+        bits: None,
+        options,
+        config_file: file.to_string(),
+    };
+    let (_, scheme) = scheme(regs, &method, &request)?;
+    tracing::info!("quantized folder: {}", scheme.plan().summary);
+    Ok(Some(swift_quant::SchemeLoader {
+        scheme,
+        compute: None,
+    }))
 }
 
 /// Linear slots to quantize: every linear slot but the output projection.
@@ -88,27 +126,35 @@ pub fn qlora_base(
 }
 
 /// QLoRA: replaces every linear slot but the output projection of `model` by a frozen
-/// `method`/`bits` quantized copy computing in bfloat16 (autograd keeps only bfloat16 copies of
-/// the dequantized weights for the backward pass). Returns how many slots were quantized.
+/// quantized copy computing in bfloat16 (autograd keeps only bfloat16 copies of the dequantized
+/// weights for the backward pass). Returns how many slots were quantized.
 fn quantize_for_training(
     model: &mut LoadedModel,
     regs: &Registries,
     name: &str,
     bits: u8,
 ) -> Result<usize> {
-    let method = resolve(regs, name, bits)?;
-    if method.needs_calibration() {
+    let request = SchemeRequest {
+        mode: SchemeMode::Train,
+        bits: Some(bits),
+        options: Map::new(),
+        config_file: String::new(),
+    };
+    let (_, scheme) = scheme(regs, name, &request)?;
+    if scheme.plan().calibration != Calibration::None {
         bail!(
             "--quant_method {name} needs calibration data; QLoRA quantizes the base on the fly: use --quant_method bnb (or hqq / rtn)"
         );
     }
-    let cfg = QuantConfig::new(method, bits)?;
     let targets = target_slots(model);
     let done = model.quantize_slots(&mut |slot, w| {
         if !targets.iter().any(|t| t == slot) {
             return Ok(None);
         }
-        let p = PackedLinear::quantize(w, &cfg)
+        let packed = scheme
+            .quantize(&call(slot, w))
+            .map_err(|e| format!("{slot}: {e}"))?;
+        let p = PluginLinear::new(packed, [w.size()[0], w.size()[1]])
             .map_err(|e| format!("{slot}: {e}"))?
             .with_compute(tch::Kind::BFloat16);
         Ok(Some(
@@ -116,6 +162,17 @@ fn quantize_for_training(
         ))
     })?;
     Ok(done.len())
+}
+
+/// A quantize call without statistics.
+fn call<'a>(slot: &'a str, w: &'a tch::Tensor) -> QuantizeCall<'a> {
+    QuantizeCall {
+        slot,
+        weight: w,
+        hessian: None,
+        act_mean: None,
+        act_rows: None,
+    }
 }
 
 /// Token ids of up to `n` calibration texts (each message's text joined), cut at `max_length`.
@@ -166,6 +223,24 @@ fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
     b
 }
 
+/// The quantization flags the user gave, by name (what the scheme reads or refuses).
+fn export_options(args: &ExportSpec) -> Map<String, Value> {
+    let mut o = Map::new();
+    if let Some(g) = args.group_size {
+        o.insert("group_size".into(), g.into());
+    }
+    if let Some(a) = args.act_order {
+        o.insert("act_order".into(), a.into());
+    }
+    if let Some(t) = &args.bnb_4bit_quant_type {
+        o.insert("bnb_4bit_quant_type".into(), t.clone().into());
+    }
+    if let Some(d) = args.bnb_4bit_use_double_quant {
+        o.insert("bnb_4bit_use_double_quant".into(), d.into());
+    }
+    o
+}
+
 /// `swift export --quant_method M --quant_bits B --model DIR [--dataset CALIB] --output_dir OUT`.
 /// Returns the summary line (JSON) the command prints.
 pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
@@ -178,40 +253,30 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
     };
     let report = plugins.load()?;
     let regs = &report.registries;
-    let method = resolve(regs, name, bits)?;
-    if method.needs_calibration() && args.dataset.is_empty() {
+    let request = SchemeRequest {
+        mode: SchemeMode::Export,
+        bits: Some(bits),
+        options: export_options(args),
+        config_file: String::new(),
+    };
+    let (method, scheme) = scheme(regs, name, &request)?;
+    let plan = scheme.plan().clone();
+    if plan.calibration == Calibration::None {
+        args.given
+            .refuse(
+                &["dataset", "quant_n_samples", "max_length"],
+                &format!("to --quant_method {method} (it needs no calibration data)"),
+            )
+            .map_err(anyhow::Error::msg)?;
+    } else if args.dataset.is_empty() {
         bail!(
-            "{} needs a calibration set: pass --dataset FILE or a registered name (e.g. --dataset c4-demo; `swift list datasets`)",
-            method.name()
+            "{method} needs a calibration set: pass --dataset FILE or a registered name (e.g. --dataset c4-demo; `swift list datasets`)"
         );
-    }
-    let mut cfg = QuantConfig::new(method, bits)?;
-    if let Some(g) = args.group_size {
-        if g < 0 {
-            bail!("--group_size must be positive (or 0: one group per row), got {g}");
-        }
-        cfg.group_size = g;
-    }
-    if let Some(a) = args.act_order {
-        cfg.desc_act = a && method == Method::Gptq;
-    }
-    if method == Method::Bnb && bits == 4 {
-        if let Some(t) = &args.bnb_4bit_quant_type {
-            cfg.bnb_4bit_quant_type = Some(match t.to_ascii_lowercase().as_str() {
-                "nf4" => Bnb4Type::Nf4,
-                "fp4" => Bnb4Type::Fp4,
-                other => bail!("--bnb_4bit_quant_type must be nf4 or fp4, got `{other}`"),
-            });
-        }
-        if let Some(d) = args.bnb_4bit_use_double_quant {
-            cfg.bnb_4bit_use_double_quant = d;
-        }
     }
     let out = args.output_dir.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
-            "{}-{}-int{bits}",
+            "{}-{method}-int{bits}",
             model_path.display().to_string().trim_end_matches('/'),
-            method.name()
         ))
     });
     if out.join("config.json").exists() && out.canonicalize().ok() == model_path.canonicalize().ok()
@@ -234,10 +299,10 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
         );
     }
     let targets = target_slots(&model);
-    cfg.modules_not_converted = vec![model.layout().output_slot.clone()];
     let started = std::time::Instant::now();
+    tracing::info!("quantizing with {}", plan.summary);
 
-    let calib = if method.needs_calibration() {
+    let calib = if plan.calibration != Calibration::None {
         let samples = calibration_samples(
             &args.dataset,
             regs,
@@ -249,8 +314,8 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
         tracing::info!("calibrating on {} samples ({tokens} tokens)", samples.len());
         let b = bar(samples.len() as u64, "calibration");
         let opts = CalibOptions {
-            hessian: method == Method::Gptq,
-            rows: method == Method::Awq,
+            hessian: plan.calibration == Calibration::Hessian,
+            rows: plan.calibration == Calibration::Activations,
             max_rows: 512,
         };
         let c = calibrate(&mut model, &targets, &samples, opts, |i| {
@@ -268,8 +333,8 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
         if !targets.iter().any(|t| t == slot) {
             return Ok(None);
         }
-        let p =
-            quantize_slot(slot, w, &cfg, calib.as_ref()).map_err(|e| format!("{slot}: {e:#}"))?;
+        let p = quantize_slot(&scheme, slot, w, calib.as_ref())
+            .map_err(|e| format!("{slot}: {e:#}"))?;
         packed_bytes += p.stored_bytes();
         b.inc(1);
         Ok(Some(
@@ -282,16 +347,25 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
     let bytes = swift_quant::save(&model, &out, tch::Kind::Half)
         .with_context(|| format!("writing {}", out.display()))?;
     copy_side_files(&dir, &out)?;
+    let mut qc = plan.config.clone();
+    let Some(obj) = qc.as_object_mut() else {
+        bail!("quantizer `{method}` returned a quantization_config that is not an object");
+    };
+    obj.insert(
+        "modules_not_converted".into(),
+        serde_json::json!([model.layout().output_slot.clone()]),
+    );
+    let group_size = obj.get("group_size").cloned().unwrap_or(Value::Null);
     let mut config = config;
-    config["quantization_config"] = serde_json::to_value(&cfg)?;
+    config["quantization_config"] = qc;
     let path = out.join("config.json");
     std::fs::write(&path, serde_json::to_string_pretty(&config)?)
         .with_context(|| format!("writing {}", path.display()))?;
     let summary = serde_json::json!({
         "output_dir": out,
-        "quant_method": method.name(),
+        "quant_method": method,
         "bits": bits,
-        "group_size": cfg.group_size,
+        "group_size": group_size,
         "slots": targets.len(),
         "weights_bytes": bytes,
         "float32_bytes": float_bytes,
@@ -300,68 +374,43 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
         "seconds": quant_secs,
     });
     tracing::info!(
-        "quantized {} linear slots with {} {bits}-bit in {quant_secs:.1}s; weights {:.1} MB ({:.2}x float32)",
+        "quantized {} linear slots with {method} {bits}-bit in {quant_secs:.1}s; weights {:.1} MB ({:.2}x float32)",
         targets.len(),
-        method.name(),
         bytes as f64 / 1e6,
         bytes as f64 / float_bytes.max(1) as f64
     );
     Ok(summary.to_string())
 }
 
+/// One slot through the scheme, with the statistics its plan asked for.
 fn quantize_slot(
+    scheme: &SchemeHandle,
     slot: &str,
     w: &tch::Tensor,
-    cfg: &QuantConfig,
     calib: Option<&swift_quant::calib::Calibration>,
-) -> Result<PackedLinear> {
+) -> Result<PluginLinear> {
     let shape = [w.size()[0], w.size()[1]];
-    let stats = || -> Result<_> {
-        let c = calib.ok_or_else(|| anyhow!("no calibration statistics"))?;
-        c.stats(slot)
-            .ok_or_else(|| anyhow!("the calibration passes never reached this slot"))
-    };
     let _g = tch::no_grad_guard();
-    Ok(match cfg.quant_method {
-        Method::Gptq => {
-            let st = stats()?;
-            let st = st.lock().map_err(|e| anyhow!("{e}"))?;
-            let h = st.hessian().ok_or_else(|| anyhow!("no Hessian gathered"))?;
-            let a = gptq::quantize(
-                w,
-                &h,
-                gptq::GptqParams {
-                    bits: cfg.bits,
-                    group: cfg.group_size,
-                    act_order: cfg.desc_act,
-                    damp: 0.01,
-                },
-            )?;
-            PackedLinear::new(Packed::Affine(a), shape)
-        }
-        Method::Awq => {
-            let st = stats()?;
-            let st = st.lock().map_err(|e| anyhow!("{e}"))?;
-            let mean = st
-                .abs_mean()
-                .ok_or_else(|| anyhow!("no activations gathered"))?;
-            let rows = st
-                .rows()?
-                .ok_or_else(|| anyhow!("no activations gathered"))?;
-            let a = awq::quantize(
-                w,
-                &mean,
-                &rows,
-                awq::AwqParams {
-                    bits: cfg.bits,
-                    group: cfg.group_size,
-                    ..Default::default()
-                },
-            )?;
-            PackedLinear::new(Packed::Affine(a), shape)
-        }
-        _ => PackedLinear::quantize(w, cfg)?,
-    })
+    let (mut hessian, mut mean, mut rows) = (None, None, None);
+    if let Some(c) = calib {
+        let st = c
+            .stats(slot)
+            .ok_or_else(|| anyhow!("the calibration passes never reached this slot"))?;
+        let st = st.lock().map_err(|e| anyhow!("{e}"))?;
+        hessian = st.hessian();
+        mean = st.abs_mean();
+        rows = st.rows()?;
+    }
+    let packed = scheme
+        .quantize(&QuantizeCall {
+            slot,
+            weight: w,
+            hessian: hessian.as_ref(),
+            act_mean: mean.as_ref(),
+            act_rows: rows.as_ref(),
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+    PluginLinear::new(packed, shape).map_err(|e| anyhow!("{e}"))
 }
 
 /// Copies the model folder's files other than weights (config, tokenizer, generation config,

@@ -193,7 +193,13 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {{
 "#
         ),
         "quantizer" => format!(
-            r#"struct MyQuantizer;
+            r#"// A quantizer's math (packing a weight, reading a packed slot back, its forward) is the
+// quantizer contract: depend on swift-plugin-tensors (next to swift-plugin-api:
+// plugin-api/tensors), implement `QuantMethod` -> `QuantScheme` -> `PackedSlot` and register
+// with `r.quant_method(record, MyQuantizer)` (ARCHITECTURE.md §3.10; a complete example:
+// plugins/examples/src/int8row.rs). Registered with `quantizer` as below, it only checks bit
+// widths: `swift list quantizers` lists it, and `swift export --quant_method` refuses it.
+struct MyQuantizer;
 
 impl Quantizer for MyQuantizer {{
     fn check_bits(&self, bits: u8) -> Result<(), String> {{

@@ -14,8 +14,12 @@
 //! * [`OptimizerKind`] and [`Optimizer`] (an optimizer's math over the host's tensors and their
 //!   gradients; swift-plugin-api's `optimizer` module declares the data), and
 //!   [`OptimizerHandleExt`], the host's calls;
-//! * [`TensorRegistrar`]: `Registrar::model_family`, `preference_loss`, `adapter_tuner` and
-//!   `optimizer`;
+//! * [`QuantMethod`], [`QuantScheme`] and [`PackedSlot`] (a quantizer's math: packing a weight
+//!   from its calibration statistics, reading a packed slot back, its forward; swift-plugin-api's
+//!   `quantizer` module declares the data), and [`SchemeHandleExt`] / [`PackedSlotHandle`], the
+//!   host's calls;
+//! * [`TensorRegistrar`]: `Registrar::model_family`, `preference_loss`, `adapter_tuner`,
+//!   `optimizer` and `quant_method`;
 //! * [`TensorRefExt`] and [`OwnedTensorExt`]: the tensor handles as `tch::Tensor`s;
 //! * [`LIBTORCH_VERSION`] and [`TCH_VERSION`], declared in every plugin's manifest by this
 //!   crate's [`export_plugin!`] and [`builtin_plugin!`];
@@ -47,6 +51,7 @@ mod libtorch_version;
 pub mod model;
 pub mod optimizer;
 mod preference;
+pub mod quantizer;
 mod registration;
 pub mod sdk;
 pub mod tensor;
@@ -61,6 +66,10 @@ pub use tch;
 pub use family::{ModelFamily, ModelHandleExt};
 pub use optimizer::{Optimizer, OptimizerHandleExt, OptimizerKind};
 pub use preference::{PreferenceInputs, PreferenceLoss, PreferenceLossHandleExt, PreferenceOutput};
+pub use quantizer::{
+    AffineCodes, PackedSlot, PackedSlotHandle, QuantMethod, QuantScheme, QuantizeCall,
+    SchemeHandleExt,
+};
 pub use registration::TensorRegistrar;
 pub use tensor::{OwnedTensorExt, TensorRefExt};
 pub use tuner::{Adapter, AdapterHandleExt, AdapterTuner, HostSlotCall, Saved, SlotCall};
@@ -85,11 +94,13 @@ pub mod prelude {
     pub use crate::preference::{
         PreferenceInputs, PreferenceLoss, PreferenceLossHandleExt, PreferenceOutput,
     };
+    pub use crate::quantizer::{AffineCodes, PackedSlot, QuantMethod, QuantScheme, QuantizeCall};
     pub use crate::registration::TensorRegistrar;
     pub use crate::tensor::{OwnedTensorExt, TensorRefExt};
     pub use crate::tuner::{Adapter, AdapterTuner, Saved, SlotCall};
     pub use crate::{builtin_plugin, export_plugin};
     pub use swift_plugin_api::prelude::*;
+    pub use swift_plugin_api::quantizer::{Calibration, SchemeMode, SchemePlan, SchemeRequest};
     pub use swift_plugin_api::tuner::{
         AdapterPlan, AttachMode, AttachRequest, AttentionMode, DtypeRule, Init, OptionDecl,
         SlotInfo, SlotPlan, TensorDecl,

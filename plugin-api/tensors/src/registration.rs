@@ -1,14 +1,16 @@
 //! Registering behaviour that handles tensors: [`TensorRegistrar`] adds `model_family`,
-//! `preference_loss`, `adapter_tuner` and `optimizer` to swift-plugin-api's [`Registrar`] (in the prelude).
+//! `preference_loss`, `adapter_tuner`, `optimizer` and `quant_method` to swift-plugin-api's [`Registrar`] (in the prelude).
 
 use abi_stable::std_types::{ROption, RResult, RString};
 use swift_plugin_api::{
-    ModelFamilyRecord, OptimizerRecord, PluginError, PreferenceLossRecord, Registrar, TunerRecord,
+    ModelFamilyRecord, OptimizerRecord, PluginError, PreferenceLossRecord, QuantizerRecord,
+    Registrar, TunerRecord,
 };
 
 use crate::family::{model_family_to_ffi, ModelFamily};
 use crate::optimizer::{optimizer_kind_to_ffi, OptimizerKind};
 use crate::preference::{preference_loss_to_ffi, PreferenceLoss};
+use crate::quantizer::{quant_method_to_ffi, QuantMethod};
 use crate::tuner::{adapter_tuner_to_ffi, AdapterTuner};
 
 fn to_json<R: serde::Serialize>(record: &R) -> Result<String, PluginError> {
@@ -49,6 +51,14 @@ pub trait TensorRegistrar {
         &mut self,
         record: OptimizerRecord,
         imp: impl OptimizerKind,
+    ) -> Result<(), PluginError>;
+
+    /// Registers a quantizer with its math (`--quant_method NAME`, and folders whose
+    /// `quantization_config.quant_method` is NAME).
+    fn quant_method(
+        &mut self,
+        record: QuantizerRecord,
+        imp: impl QuantMethod,
     ) -> Result<(), PluginError>;
 }
 
@@ -96,6 +106,18 @@ impl TensorRegistrar for Registrar<'_> {
         ffi_result(
             self.ffi()
                 .add_optimizer(json.as_str().into(), optimizer_kind_to_ffi(imp)),
+        )
+    }
+
+    fn quant_method(
+        &mut self,
+        record: QuantizerRecord,
+        imp: impl QuantMethod,
+    ) -> Result<(), PluginError> {
+        let json = to_json(&record)?;
+        ffi_result(
+            self.ffi()
+                .add_quant_method(json.as_str().into(), quant_method_to_ffi(imp)),
         )
     }
 }

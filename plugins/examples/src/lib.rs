@@ -9,12 +9,14 @@
 //! choice made here, its math the built-in `lora` tuner's; and `example-gain`, `gain.rs`, with
 //! its own math on the tuner contract), a preference loss, a benchmark (`example-quiz`, data in
 //! `data/`, scored by log-likelihood), an inference backend (`example-echo`, `echo.rs`: a toy
-//! that chooses its own tokens), and an optimizer (`example-sign-sgd`, `sign_sgd.rs`: signSGD
-//! on the optimizer contract).
+//! that chooses its own tokens), an optimizer (`example-sign-sgd`, `sign_sgd.rs`: signSGD
+//! on the optimizer contract), and a quantizer (`example-int8`, `int8row.rs`: per-row int8 with
+//! its own packing and forward, on the quantizer contract).
 
 mod echo;
 mod gain;
 mod gpt2;
+mod int8row;
 mod sign_sgd;
 
 use serde_json::{Map, Value};
@@ -73,6 +75,7 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
     t.stop_words = vec!["<|end|>".into()];
     r.template(t)?;
     r.backend(echo::record(), echo::Echo)?;
+    r.quant_method(int8row::record(), int8row::Int8Row)?;
 
     r.preprocessor(
         PreprocessorRecord {

@@ -129,31 +129,15 @@ fn check_flags(args: &ExportSpec) -> Result<()> {
             )
             .map_err(msg);
     }
-    if let Some(m) = &args.quant.quant_method {
+    if args.quant.quant_method.is_some() {
         g.refuse(
             MERGE_GGUF_FLAGS,
             "with --quant_method (a quantized folder is written on its own: export it in a separate command)",
         )
         .map_err(msg)?;
-        let calibrated = matches!(m.as_str(), "gptq" | "awq");
-        if !calibrated {
-            g.refuse(
-                &["dataset", "quant_n_samples", "max_length"],
-                &format!("to --quant_method {m} (only gptq and awq calibrate)"),
-            )
-            .map_err(msg)?;
-        }
-        if m != "gptq" {
-            g.refuse(&["act_order"], &format!("to --quant_method {m} (gptq's)"))
-                .map_err(msg)?;
-        }
-        if m != "bnb" {
-            g.refuse(
-                &["bnb_4bit_quant_type", "bnb_4bit_use_double_quant"],
-                &format!("to --quant_method {m} (bnb's)"),
-            )
-            .map_err(msg)?;
-        }
+        // The quantizer's scheme reads or refuses the quantization flags by name, and the
+        // calibration flags are refused when its plan needs no calibration
+        // (`crate::quantize::run`).
         return Ok(());
     }
     g.refuse(

@@ -5,7 +5,7 @@
 //! implementation's `optimize_weights_proximal` does (β = 10, κ = 1.01, p = 0.7, 20
 //! iterations, stopping when the mean absolute error stops falling). The scale stays fixed.
 
-use tch::{Kind, Tensor};
+use swift_plugin_tensors::tch::{Kind, Tensor};
 
 use crate::affine::{self, Affine};
 use crate::Result;

@@ -6,10 +6,14 @@
 //! Cholesky factor of `H⁻¹` drives the updates, and columns are processed in blocks with lazy
 //! batch updates. With act-order (`desc_act`) columns go in order of decreasing `diag H`;
 //! group parameters are then fixed up front from the original weight ("static groups"), so the
-//! stored layout needs no column permutation. Without act-order each group's parameters are
-//! taken when the sweep reaches the group (the block size is the group size).
+//! stored layout needs no column permutation (`g_idx[i] = i / group`). Without act-order each
+//! group's parameters are taken when the sweep reaches the group (the block size is the group
+//! size). Parameters are GPTQ's asymmetric ones: the range `[min(w, 0), max(w, 0)]`, a
+//! float16 scale and an integer zero point, kept in `1..2^bits` so that GPTQ's standard
+//! ("v1") layout, which stores `z − 1`, holds it (a group whose zero would be 0 takes
+//! `z = 1` and the scale `max / (2^bits − 2)`).
 
-use tch::{Kind, Tensor};
+use swift_plugin_tensors::tch::{Kind, Tensor};
 
 use crate::affine::{self, Affine};
 use crate::{QuantError, Result};
@@ -22,6 +26,22 @@ pub struct GptqParams {
     pub act_order: bool,
     /// Fraction of the mean Hessian diagonal added to it.
     pub damp: f64,
+}
+
+/// GPTQ's parameters of each row of `w` `[out, k]` (one group): `(scale, zero)`, each `[out]`,
+/// the scale float16-rounded, the zero an integer in `1..=2^bits − 1`.
+pub fn params(w: &Tensor, bits: u8) -> Result<(Tensor, Tensor)> {
+    let maxq = affine::max_code(bits);
+    let lo = w.f_amin([-1], false)?.f_clamp_max(0.0)?;
+    let hi = w.f_amax([-1], false)?.f_clamp_min(0.0)?;
+    let scale = affine::f16_round(&hi.f_sub(&lo)?.f_div_scalar(maxq)?.f_clamp_min(1e-5)?)?;
+    let zero = lo.f_neg()?.f_div(&scale)?.f_round()?.f_clamp(0.0, maxq)?;
+    // z = 0 cannot be stored as z − 1: take z = 1 with a scale that still reaches `hi`.
+    let low = zero.f_lt(1.0)?;
+    let scale1 = affine::f16_round(&hi.f_div_scalar(maxq - 1.0)?.f_clamp_min(1e-5)?)?;
+    let scale = scale1.f_where_self(&low, &scale)?;
+    let zero = zero.f_clamp_min(1.0)?;
+    Ok((scale, zero))
 }
 
 /// Quantizes `w` `[out, in]` given the Hessian `h` `[in, in]` of its inputs.
@@ -46,8 +66,7 @@ pub fn quantize(w: &Tensor, h: &Tensor, p: GptqParams) -> Result<Affine> {
 
     // Static group parameters (act-order) from the original weight.
     let static_params = if p.act_order {
-        let (s, m) = affine::minmax_params(&affine::grouped(&w, group)?, p.bits)?;
-        Some((s, m))
+        Some(params(&affine::grouped(&w, group)?, p.bits)?)
     } else {
         None
     };
@@ -67,10 +86,10 @@ pub fn quantize(w: &Tensor, h: &Tensor, p: GptqParams) -> Result<Affine> {
 
     let codes = Tensor::f_zeros([rows, n], (Kind::Float, w.device()))?;
     let mut scales = Tensor::f_zeros([rows, ng], (Kind::Float, w.device()))?;
-    let mut mins = Tensor::f_zeros([rows, ng], (Kind::Float, w.device()))?;
-    if let Some((s, m)) = &static_params {
+    let mut zeros = Tensor::f_zeros([rows, ng], (Kind::Float, w.device()))?;
+    if let Some((s, z)) = &static_params {
         scales = s.shallow_clone();
-        mins = m.shallow_clone();
+        zeros = z.shallow_clone();
     }
     let block = if p.act_order { 128.min(n) } else { group };
     let mut i1 = 0;
@@ -82,20 +101,24 @@ pub fn quantize(w: &Tensor, h: &Tensor, p: GptqParams) -> Result<Affine> {
         let hinv1 = hinv.f_narrow(0, i1, count)?.f_narrow(1, i1, count)?;
         if !p.act_order {
             // The group starts here: parameters from its current (error-updated) columns.
-            let (s, m) = affine::minmax_params(&w1, p.bits)?;
+            let (s, z) = params(&w1, p.bits)?;
             let g = i1 / group;
             scales.f_narrow(1, g, 1)?.f_copy_(&s.f_unsqueeze(1)?)?;
-            mins.f_narrow(1, g, 1)?.f_copy_(&m.f_unsqueeze(1)?)?;
+            zeros.f_narrow(1, g, 1)?.f_copy_(&z.f_unsqueeze(1)?)?;
         }
         for i in 0..count {
             let col = perm[(i1 + i) as usize];
             let g = col / group;
             let s = scales.f_select(1, g)?;
-            let m = mins.f_select(1, g)?;
+            let z = zeros.f_select(1, g)?;
             let wcol = w1.f_select(1, i)?;
-            let q = affine::codes(&wcol, &s, &m, p.bits)?;
+            let q = wcol
+                .f_div(&s)?
+                .f_round()?
+                .f_add(&z)?
+                .f_clamp(0.0, affine::max_code(p.bits))?;
             codes.f_select(1, col)?.f_copy_(&q)?;
-            let deq = q.f_mul(&s)?.f_add(&m)?;
+            let deq = q.f_sub(&z)?.f_mul(&s)?;
             let d = hinv1.f_get(i)?.f_get(i)?;
             let e = wcol.f_sub(&deq)?.f_div(&d)?;
             let row = hinv1.f_get(i)?.f_narrow(0, i, count - i)?;
@@ -109,6 +132,7 @@ pub fn quantize(w: &Tensor, h: &Tensor, p: GptqParams) -> Result<Affine> {
         }
         i1 = i2;
     }
+    let mins = zeros.f_neg()?.f_mul(&scales)?;
     Ok(Affine {
         q: codes.f_to_kind(Kind::Uint8)?,
         scales,
@@ -116,6 +140,7 @@ pub fn quantize(w: &Tensor, h: &Tensor, p: GptqParams) -> Result<Affine> {
         bits: p.bits,
         group,
         input_scale: None,
+        zeros: Some(zeros),
     })
 }
 

@@ -1,10 +1,10 @@
 //! Two 4-bit codes per byte along the last dimension: element `2j` in the low nibble, element
 //! `2j+1` in the high nibble (an odd length is padded with a zero code).
 
-use tch::{Kind, Tensor};
+use swift_plugin_tensors::tch::{Kind, TchError, Tensor};
 
 /// Packs codes in `0..16` (any integer kind) `[.., n]` into bytes `[.., ceil(n/2)]`.
-pub fn pack4(codes: &Tensor) -> Result<Tensor, tch::TchError> {
+pub fn pack4(codes: &Tensor) -> Result<Tensor, TchError> {
     let mut c = codes.f_to_kind(Kind::Uint8)?;
     let n = *c.size().last().unwrap_or(&0);
     if n % 2 == 1 {
@@ -19,7 +19,7 @@ pub fn pack4(codes: &Tensor) -> Result<Tensor, tch::TchError> {
 }
 
 /// Unpacks bytes `[.., m]` into `n ≤ 2m` codes `[.., n]` (u8).
-pub fn unpack4(packed: &Tensor, n: i64) -> Result<Tensor, tch::TchError> {
+pub fn unpack4(packed: &Tensor, n: i64) -> Result<Tensor, TchError> {
     let lo = packed.f_bitwise_and(15)?;
     let hi = packed.f_bitwise_right_shift_tensor_scalar(4)?;
     let both = Tensor::f_stack(&[lo, hi], -1)?;

@@ -1,12 +1,13 @@
 //! Unit tests with hand-computed values (bitsandbytes needs a GPU, so its formats are checked
 //! against the code books and the arithmetic written out here).
 
-use tch::{Kind, Tensor};
+use swift_plugin_tensors::prelude::*;
+use swift_plugin_tensors::tch::{self, Kind, Tensor};
 
 use crate::affine;
 use crate::bnb::{self, Absmax};
 use crate::gptq::{self, GptqParams};
-use crate::{awq, hqq, Bnb4Type, Method, QuantConfig};
+use crate::{awq, hqq, Bnb4Type, Builtin};
 
 fn v(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(t.to_kind(Kind::Float).reshape([-1])).unwrap()
@@ -221,37 +222,129 @@ fn awq_lowers_the_output_error_of_round_to_nearest() {
     );
 }
 
-#[test]
-fn packed_linear_forward_is_x_times_the_dequantized_weight() {
-    use swift_model::QuantizedLinear;
-    let w = seeded(&[8, 6], 11);
-    let x = seeded(&[3, 6], 12);
-    let b = seeded(&[8], 13);
-    for (m, bits) in [
-        (Method::Bnb, 4),
-        (Method::Bnb, 8),
-        (Method::Hqq, 4),
-        (Method::Rtn, 8),
-    ] {
-        let mut cfg = QuantConfig::new(m, bits).unwrap();
-        cfg.group_size = 4;
-        cfg.blocksize = cfg.blocksize.map(|_| 16);
-        let p = crate::PackedLinear::quantize(&w, &cfg).unwrap();
-        let y = p.forward(&x, Some(&b)).unwrap();
-        let want = x.matmul(&p.dequantize().unwrap().tr()) + &b;
-        close(&v(&y), &v(&want), 1e-5);
-        // 4-bit codes are stored two per byte.
-        let q = &p.tensors()[0].1;
-        let want_bytes = if bits == 4 { 24 } else { 48 };
-        assert_eq!(q.numel(), want_bytes, "{m:?} {bits}");
+fn scheme(name: &'static str, bits: u8, options: serde_json::Value) -> Box<dyn QuantScheme> {
+    let q = Builtin {
+        name,
+        bits: &[4, 8],
+    };
+    let request = SchemeRequest {
+        mode: SchemeMode::Export,
+        bits: Some(bits),
+        options: options.as_object().cloned().unwrap_or_default(),
+        config_file: String::new(),
+    };
+    q.scheme(&request).unwrap()
+}
+
+fn call<'a>(w: &'a Tensor, h: Option<&'a Tensor>) -> QuantizeCall<'a> {
+    QuantizeCall {
+        slot: "s",
+        weight: w,
+        hessian: h,
+        act_mean: None,
+        act_rows: None,
     }
 }
 
 #[test]
+fn packed_slot_forward_is_x_times_the_dequantized_weight() {
+    let w = seeded(&[8, 6], 11);
+    let x = seeded(&[3, 6], 12);
+    let b = seeded(&[8], 13);
+    for (m, bits, opts) in [
+        ("bnb", 4, serde_json::json!({})),
+        ("bnb", 8, serde_json::json!({})),
+        ("hqq", 4, serde_json::json!({"group_size": 4})),
+        ("rtn", 8, serde_json::json!({"group_size": 4})),
+    ] {
+        let p = scheme(m, bits, opts).quantize(call(&w, None)).unwrap();
+        let y = p.forward(&x, Some(&b)).unwrap();
+        let want = x.matmul(&p.dequantize().unwrap().tr()) + &b;
+        close(&v(&y), &v(&want), 1e-5);
+        // 4-bit codes are stored two per byte.
+        let q = &p.tensors().unwrap()[0].1;
+        let want_bytes = if bits == 4 { 24 } else { 48 };
+        assert_eq!(q.numel(), want_bytes, "{m} {bits}");
+    }
+}
+
+#[test]
+fn gptq_layout_round_trips_and_reads_integer_zero_points() {
+    let w = seeded(&[16, 32], 21);
+    let x = calibration_inputs(64, 32);
+    let h = x.tr().matmul(&x) * (2.0 / 64.0);
+    for bits in [4u8, 8] {
+        let s = scheme("gptq", bits, serde_json::json!({"group_size": 8}));
+        assert_eq!(s.plan().calibration, Calibration::Hessian);
+        assert_eq!(s.plan().config["checkpoint_format"], "gptq");
+        let p = s.quantize(call(&w, Some(&h))).unwrap();
+        let stored = p.tensors().unwrap();
+        let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["qweight", "qzeros", "scales", "g_idx"]);
+        assert_eq!(stored[0].1.size(), [32 * bits as i64 / 32, 16]);
+        assert_eq!(stored[0].1.kind(), Kind::Int);
+        let back = s.load("s", [16, 32], &stored).unwrap();
+        close(
+            &v(&back.dequantize().unwrap()),
+            &v(&p.dequantize().unwrap()),
+            0.0,
+        );
+        // Integer zero points: every weight is (q − z) · scale with q, z in range.
+        let a = p.affine_codes().unwrap();
+        let z = a.mins.neg() / &a.scales;
+        close(&v(&z), &v(&z.round()), 1e-3);
+    }
+}
+
+#[test]
+fn awq_layout_round_trips_with_its_input_scale() {
+    let w = seeded(&[16, 32], 31);
+    let x = calibration_inputs(64, 32);
+    let mean = x.abs().mean_dim(&[0i64][..], false, Kind::Float);
+    let s = scheme("awq", 4, serde_json::json!({"group_size": 8}));
+    let p = s
+        .quantize(QuantizeCall {
+            slot: "s",
+            weight: &w,
+            hessian: None,
+            act_mean: Some(&mean),
+            act_rows: Some(&x),
+        })
+        .unwrap();
+    let stored = p.tensors().unwrap();
+    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["qweight", "qzeros", "scales", "input_scale"]);
+    assert_eq!(stored[0].1.size(), [32, 2]);
+    let back = s.load("s", [16, 32], &stored).unwrap();
+    close(
+        &v(&back.dequantize().unwrap()),
+        &v(&p.dequantize().unwrap()),
+        0.0,
+    );
+}
+
+#[test]
 fn unsupported_bits_are_refused_with_the_supported_ones() {
-    let e = QuantConfig::new(Method::Awq, 8).unwrap_err().to_string();
+    let awq = Builtin {
+        name: "awq",
+        bits: &[4],
+    };
+    let e = awq.check_bits(8).unwrap_err();
+    assert!(e.contains("awq") && e.contains("must be 4"), "{e}");
+    let e = awq
+        .scheme(&SchemeRequest {
+            mode: SchemeMode::Export,
+            bits: Some(4),
+            options: serde_json::json!({"act_order": true})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            config_file: String::new(),
+        })
+        .err()
+        .unwrap();
     assert!(
-        e.contains("awq does not support 8-bit") && e.contains("must be 4"),
+        e.contains("--act_order does not apply to --quant_method awq"),
         "{e}"
     );
 }

@@ -5,8 +5,12 @@
 //!
 //! Round-to-nearest (`rtn`) takes `min` and `max` of each group:
 //! `scale = (max - min) / (2^bits - 1)`, `q = round((w - min) / scale)`.
+//!
+//! GPTQ's and AWQ's standard layouts store an integer zero point `z` instead of `min`
+//! (`w ≈ (q − z) · scale`): [`from_int_params`] makes such a weight, with `min = −z · scale`
+//! and `zeros` kept for the packing.
 
-use tch::{Kind, Tensor};
+use swift_plugin_tensors::tch::{Kind, Tensor};
 
 use crate::Result;
 
@@ -23,6 +27,8 @@ pub struct Affine {
     pub group: i64,
     /// AWQ: `[in]`; the stored weight is `W · diag(s)` and the input is divided by `s`.
     pub input_scale: Option<Tensor>,
+    /// GPTQ / AWQ: the integer zero points `[out, ngroups]` (f32), `mins = −zeros · scales`.
+    pub zeros: Option<Tensor>,
 }
 
 /// The group size actually used for `in_features` columns (`0` or too large: one group).
@@ -115,15 +121,52 @@ pub fn from_params(
         bits,
         group,
         input_scale: None,
+        zeros: None,
     })
 }
 
-/// The float32 `[out, in]` weight the codes stand for (before undoing an AWQ input scale).
+/// The codes of `w` for given `[out, ngroups]` scales and integer zero points:
+/// `q = clamp(round(w / scale) + z, 0, 2^bits − 1)`.
+pub fn from_int_params(
+    w: &Tensor,
+    scales: Tensor,
+    zeros: Tensor,
+    bits: u8,
+    group: i64,
+) -> Result<Affine> {
+    let n = w.size()[1];
+    let s = expand_groups(&scales, group, n)?;
+    let z = expand_groups(&zeros, group, n)?;
+    let q = w
+        .f_div(&s)?
+        .f_round()?
+        .f_add(&z)?
+        .f_clamp(0.0, max_code(bits))?
+        .f_to_kind(Kind::Uint8)?;
+    let mins = zeros.f_neg()?.f_mul(&scales)?;
+    Ok(Affine {
+        q,
+        scales,
+        mins,
+        bits,
+        group,
+        input_scale: None,
+        zeros: Some(zeros),
+    })
+}
+
+/// The float32 `[out, in]` weight the codes stand for (before undoing an AWQ input scale):
+/// `q · scale + min`, or `(q − z) · scale` with integer zero points.
 pub fn dequantize(a: &Affine) -> Result<Tensor> {
     let n = a.q.size()[1];
     let s = expand_groups(&a.scales, a.group, n)?;
+    let q = a.q.f_to_kind(Kind::Float)?;
+    if let Some(z) = &a.zeros {
+        let z = expand_groups(z, a.group, n)?;
+        return Ok(q.f_sub(&z)?.f_mul(&s)?);
+    }
     let m = expand_groups(&a.mins, a.group, n)?;
-    Ok(a.q.f_to_kind(Kind::Float)?.f_mul(&s)?.f_add(&m)?)
+    Ok(q.f_mul(&s)?.f_add(&m)?)
 }
 
 /// The weight the codes stand for, in the original orientation (an AWQ input scale undone).

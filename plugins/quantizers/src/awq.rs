@@ -7,9 +7,10 @@
 //! The reference implementation folds `1/s` into the preceding norm or linear layer; here the
 //! slot keeps `s` (`input_scale`) and divides its input, which is the same product.
 //! Then, as AWQ's `auto_clip`, the weight range of each group is shrunk by the ratio (searched
-//! on a grid) that minimises the same output error.
+//! on a grid) that minimises the same output error. Parameters are AutoAWQ's: a float16 scale
+//! `(max − min) / (2^bits − 1)` and an integer zero point `clamp(−round(min / scale))`.
 
-use tch::{Kind, Tensor};
+use swift_plugin_tensors::tch::{Kind, Tensor};
 
 use crate::affine::{self, Affine};
 use crate::Result;
@@ -52,14 +53,15 @@ fn rtn_clipped(w: &Tensor, bits: u8, group: i64, ratio: &Tensor) -> Result<Affin
     let half = hi.f_sub(&lo)?.f_div_scalar(2.0)?.f_mul(ratio)?;
     let lo = mid.f_sub(&half)?;
     let hi = mid.f_add(&half)?;
-    let scale = affine::f16_round(
-        &hi.f_sub(&lo)?
-            .f_div_scalar(affine::max_code(bits))?
-            .f_clamp_min(1e-5)?,
-    )?
-    .f_squeeze_dim(-1)?;
-    let mins = affine::f16_round(&lo)?.f_squeeze_dim(-1)?;
-    affine::from_params(w, scale, mins, bits, group)
+    let maxq = affine::max_code(bits);
+    let scale = affine::f16_round(&hi.f_sub(&lo)?.f_div_scalar(maxq)?.f_clamp_min(1e-5)?)?;
+    let zeros = lo
+        .f_div(&scale)?
+        .f_round()?
+        .f_neg()?
+        .f_clamp(0.0, maxq)?
+        .f_squeeze_dim(-1)?;
+    affine::from_int_params(w, scale.f_squeeze_dim(-1)?, zeros, bits, group)
 }
 
 /// Quantizes `w` `[out, in]` given the mean absolute input per channel `x_mean` `[in]` and

@@ -10,7 +10,7 @@
 //! * 8-bit: each output row is scaled by `127 / absmax(row)` and rounded (LLM.int8's weight
 //!   format, without the outlier decomposition of its matmul).
 
-use tch::{Kind, Tensor};
+use swift_plugin_tensors::tch::{Kind, Tensor};
 
 use crate::{Bnb4Type, Result};
 
