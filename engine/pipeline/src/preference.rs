@@ -277,6 +277,7 @@ fn with_kl_rows(
 
 /// `swift rlhf`.
 pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
+    crate::parallel::refuse("rlhf")?;
     let mut s: TrainSpec = spec.train.clone();
     let s = &mut s;
     let r = &spec.preference;
