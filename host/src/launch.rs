@@ -99,7 +99,8 @@ fn describe(status: ExitStatus) -> String {
 /// Starts the local ranks running this same command line and waits for them; returns the exit
 /// status for this process.
 pub fn run(launch: &Launch) -> Result<u8> {
-    let exe = std::env::current_exe().context("cannot find the swift executable to start the ranks")?;
+    let exe =
+        std::env::current_exe().context("cannot find the swift executable to start the ranks")?;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let world = launch.world();
     tracing::info!(
@@ -171,7 +172,11 @@ pub fn run(launch: &Launch) -> Result<u8> {
                 "error: rank {rank} (pid {pid}) {}; the other local ranks were ended",
                 describe(status)
             );
-            Ok(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1).max(1))
+            Ok(status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(1)
+                .max(1))
         }
     }
 }
@@ -196,8 +201,14 @@ mod tests {
         let l = launch(&[("NPROC_PER_NODE", "2"), ("NNODES", "2"), ("NODE_RANK", "1")])
             .unwrap()
             .unwrap();
-        assert_eq!((l.nproc_per_node, l.nnodes, l.node_rank, l.world()), (2, 2, 1, 4));
-        assert_eq!((l.master_addr.as_str(), l.master_port), ("127.0.0.1", 29500));
+        assert_eq!(
+            (l.nproc_per_node, l.nnodes, l.node_rank, l.world()),
+            (2, 2, 1, 4)
+        );
+        assert_eq!(
+            (l.master_addr.as_str(), l.master_port),
+            ("127.0.0.1", 29500)
+        );
         let err = |v: &[(&str, &str)]| launch(v).unwrap_err().to_string();
         assert!(err(&[("NPROC_PER_NODE", "0")]).contains("NPROC_PER_NODE=\"0\""));
         assert!(err(&[("NNODES", "2"), ("NODE_RANK", "2")]).contains("(0..=1)"));

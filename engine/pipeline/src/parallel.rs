@@ -48,7 +48,5 @@ pub fn refuse(command: &str) -> Result<()> {
 /// This process's rank when it is one of a data-parallel run's ranks other than 0 (which
 /// write nothing and print no run folder).
 pub fn follower_rank() -> Option<usize> {
-    swift_dist::current()
-        .map(|g| g.rank())
-        .filter(|&r| r != 0)
+    swift_dist::current().map(|g| g.rank()).filter(|&r| r != 0)
 }

@@ -52,7 +52,10 @@ pub(crate) fn shard(
 }
 
 /// Bucketed per dtype: rank 0's values of `tensors` on every rank.
-pub(crate) fn sync_start(g: &ProcessGroup, trainable: &[(String, Tensor)]) -> Result<(), TrainError> {
+pub(crate) fn sync_start(
+    g: &ProcessGroup,
+    trainable: &[(String, Tensor)],
+) -> Result<(), TrainError> {
     let _guard = tch::no_grad_guard();
     let mut kinds = Vec::new();
     for (_, t) in trainable {

@@ -667,8 +667,7 @@ pub fn train<O: Objective>(
     run.log(&rec)?;
     if let Some(g) = group {
         // The other ranks end when rank 0 has written its last checkpoint.
-        g.barrier()
-            .map_err(|e| TrainError::Step(e.to_string()))?;
+        g.barrier().map_err(|e| TrainError::Step(e.to_string()))?;
     }
     if !run.writes() {
         return Ok(summary);
