@@ -2,7 +2,7 @@
 //! tiny llama with the losses and checkpoint tensors of one process given the same global batch,
 //! whether `swift` starts its ranks itself (`NPROC_PER_NODE`), torchrun starts them
 //! (`torchrun --no-python`), or two "nodes" do (`NNODES=2 NODE_RANK=0|1`); a rank that dies or
-//! hangs ends the other with an error naming it.
+//! hangs ends the other with an error naming it. DPO with 2 ranks equals 1 process too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -236,6 +236,61 @@ fn two_nodes_on_loopback_train_and_checkpoint() {
         2,
         1e-5,
     );
+}
+
+#[test]
+fn two_ranks_train_dpo_as_one_process_with_the_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let model = tiny();
+    let run = |name: &str, batch: &str, env: &[(&str, &str)]| {
+        let out = t.join(name);
+        let args = [
+            "rlhf",
+            "--rlhf_type",
+            "dpo",
+            "--model",
+            model.to_str().unwrap(),
+            "--dataset",
+            demo("dpo-en-demo#8"),
+            "--max_length",
+            "96",
+            "--truncation_strategy",
+            "left",
+            "--lora_dropout",
+            "0",
+            "--logging_steps",
+            "1",
+            "--max_steps",
+            "2",
+            "--learning_rate",
+            "1e-2",
+            "--per_device_train_batch_size",
+            batch,
+            "--output_dir",
+            out.to_str().unwrap(),
+        ];
+        ok(swift_env(&args, &[&[ONE_THREAD][..], env].concat()));
+        run_folder(&out)
+    };
+    let one = run("one", "4", &[]);
+    let port = free_port();
+    let two = run("two", "2", &[("NPROC_PER_NODE", "2"), ("MASTER_PORT", &port)]);
+    assert_same_run(&one, &two, "adapter_model.safetensors", 2, 1e-5);
+    // The preference metrics are the global batch's too.
+    let metric = |run: &Path, m: &str| -> Vec<f64> {
+        records(run)
+            .iter()
+            .filter_map(|r| r.get(m)?.as_f64())
+            .collect()
+    };
+    for m in ["rewards/accuracies", "rewards/margins", "logps/chosen"] {
+        let (a, b) = (metric(&one, m), metric(&two, m));
+        assert_eq!(a.len(), 2, "{m}: {a:?}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4, "{m}: {a:?} vs {b:?}");
+        }
+    }
 }
 
 /// Waits until rank 0 has logged a step (the run is under way), or panics.

@@ -1,7 +1,7 @@
 //! Data parallel for the training commands: joins the process group of the launch
 //! (swift-dist, from `RANK`/`WORLD_SIZE`/`MASTER_ADDR`/`MASTER_PORT`, set by torchrun or by
-//! `swift`'s own NPROC_PER_NODE launcher) with `--ddp_timeout`, and refuses what does not run
-//! data parallel yet. The loop's part is `swift_train::parallel`.
+//! `swift`'s own NPROC_PER_NODE launcher) with `--ddp_timeout` for sft, pt and rlhf, and
+//! refuses what does not run data parallel yet (KTO). The loop's part is `swift_train::parallel`.
 
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ pub fn check_device(device: tch::Device) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a launch of several ranks for a command that does not run data parallel yet, so
+/// Refuses a launch of several ranks for what does not run data parallel yet, so
 /// the ranks do not each train a full copy into the same folder.
 pub fn refuse(command: &str) -> Result<()> {
     if let Some(env) = swift_dist::DistEnv::from_env()? {
