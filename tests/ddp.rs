@@ -131,7 +131,12 @@ fn two_ranks_train_lora_and_full_as_one_process_with_the_global_batch() {
         err.contains("rank 1: done (rank 0 writes the run folder)"),
         "{err}"
     );
-    assert!(err.contains("data parallel: rank 1 of 2"), "{err}");
+    assert!(
+        err.contains("data parallel: rank 0 of 2, 2 units per device, global batch 4"),
+        "{err}"
+    );
+    // Rank 1 logs warnings only: the steps are told once.
+    assert_eq!(err.matches("step 1/3:").count(), 1, "{err}");
     let (one_run, two_run) = (run_folder(&t.join("lora1")), run_folder(&t.join("lora2")));
     assert_same_run(&one_run, &two_run, "adapter_model.safetensors", 3, 1e-5);
     // Rank 0 alone wrote: one run folder, one log.
@@ -275,7 +280,11 @@ fn two_ranks_train_dpo_as_one_process_with_the_global_batch() {
     };
     let one = run("one", "4", &[]);
     let port = free_port();
-    let two = run("two", "2", &[("NPROC_PER_NODE", "2"), ("MASTER_PORT", &port)]);
+    let two = run(
+        "two",
+        "2",
+        &[("NPROC_PER_NODE", "2"), ("MASTER_PORT", &port)],
+    );
     assert_same_run(&one, &two, "adapter_model.safetensors", 2, 1e-5);
     // The preference metrics are the global batch's too.
     let metric = |run: &Path, m: &str| -> Vec<f64> {

@@ -3,7 +3,8 @@
 //! them to torchrun: `NPROC_PER_NODE` processes running the same command line, with `RANK`
 //! (`NODE_RANK × NPROC_PER_NODE + local rank`), `LOCAL_RANK`, `WORLD_SIZE`
 //! (`NNODES × NPROC_PER_NODE`), `LOCAL_WORLD_SIZE`, `GROUP_RANK`, `MASTER_ADDR` (default
-//! 127.0.0.1), `MASTER_PORT` (default 29500) and, unless set, `OMP_NUM_THREADS=1` (as torchrun).
+//! 127.0.0.1), `MASTER_PORT` (default 29500) and, unless set, `OMP_NUM_THREADS=1` (as torchrun)
+//! and, for ranks other than 0, `SWIFT_LOG_LEVEL=warn` (rank 0 tells the run).
 //! The ranks then meet through swift-dist (the tensor engine). This process only waits: when a
 //! rank fails, the others get a few seconds to end on their own (each names the rank that
 //! stopped), then are killed, and the error names the rank that failed first.
@@ -125,6 +126,11 @@ pub fn run(launch: &Launch) -> Result<u8> {
             .env("MASTER_PORT", launch.master_port.to_string());
         if std::env::var_os("OMP_NUM_THREADS").is_none() {
             cmd.env("OMP_NUM_THREADS", "1");
+        }
+        if rank != 0 && std::env::var_os("SWIFT_LOG_LEVEL").is_none() {
+            // Rank 0 tells the run; the others speak up for warnings and errors only (a
+            // `--log_level` flag still wins).
+            cmd.env("SWIFT_LOG_LEVEL", "warn");
         }
         match cmd.spawn() {
             Ok(child) => children.push((rank, child)),

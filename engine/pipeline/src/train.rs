@@ -386,7 +386,9 @@ pub fn open_run(
         }
     }
     run.write_args(&args_json)?;
-    tracing::info!("run folder: {}", run.path().display());
+    if run.writes() {
+        tracing::info!("run folder: {}", run.path().display());
+    }
     Ok((run, abs_model))
 }
 

@@ -764,13 +764,7 @@ impl Objective for PreferenceObjective<'_> {
         ] {
             v.extend([sum, n]);
         }
-        v.extend([
-            w.nll,
-            w.kl,
-            w.micro as f64,
-            w.tokens as f64,
-            w.pairs as f64,
-        ]);
+        v.extend([w.nll, w.kl, w.micro as f64, w.tokens as f64, w.pairs as f64]);
         v
     }
 
