@@ -11,6 +11,7 @@ mod common;
 mod adalora;
 mod backends;
 mod checks;
+mod ddp;
 mod deploy;
 mod encode_cli;
 mod eval;

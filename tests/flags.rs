@@ -255,6 +255,10 @@ const TRAINING: Table = &[
         Asserted("sft_and_pt_with_packing_log_the_losses_of_unpacked_training"),
     ),
     ("packing_strategy", Refused(&[])),
+    (
+        "ddp_timeout",
+        Asserted("a_killed_rank_ends_the_other_within_ddp_timeout_naming_it"),
+    ),
 ];
 
 /// `swift sft` differs from the shared table in `loss_scale` only.
@@ -653,6 +657,7 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("save_steps", "0", "an integer >= 1"),
     ("save_total_limit", "0", "an integer >= 1"),
     ("rows_per_pass", "-1", "an integer >= 0"),
+    ("ddp_timeout", "0", "an integer >= 1"),
     ("beta", "0", "a finite number > 0"),
     ("label_smoothing", "0.5", "a finite number in [0, 0.5)"),
     ("rpo_alpha", "-1", "a finite number >= 0"),

@@ -7,6 +7,7 @@ mod catalogue;
 mod cli;
 mod commands;
 mod config;
+mod launch;
 mod openmp;
 mod runtime;
 
@@ -41,6 +42,28 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_tracing(settings.log_level.as_deref());
+    if matches!(
+        cli.command,
+        Command::Pt(_) | Command::Sft(_) | Command::Rlhf(_)
+    ) {
+        // NPROC_PER_NODE / NNODES: this process starts the local ranks and waits (crate::launch).
+        match launch::Launch::from_env() {
+            Ok(None) => {}
+            Ok(Some(l)) => {
+                return match launch::run(&l) {
+                    Ok(status) => std::process::ExitCode::from(status),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        std::process::ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     let Some((_, sub)) = matches.subcommand() else {
         eprintln!("error: no command given (see swift --help)");
         return std::process::ExitCode::from(2);

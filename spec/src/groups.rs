@@ -479,6 +479,20 @@ pub struct TrainerArgs {
     /// or sequential (in row order).
     #[cfg_attr(feature = "cli", arg(long, default_value = "binpack"))]
     pub packing_strategy: String,
+    /// Data parallel (torchrun, NPROC_PER_NODE): seconds a rank waits for the others to join
+    /// and in each collective before the run ends with an error naming the rank that stopped
+    /// (ms-swift's default, 18000000). No effect on a single process.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "SECONDS", default_value_t = 18_000_000, allow_negative_numbers = true, value_parser = range::parse::<u64, range::AtLeastOne>))]
+    #[serde(
+        default = "default_ddp_timeout",
+        deserialize_with = "range::de::<u64, range::AtLeastOne, _>"
+    )]
+    pub ddp_timeout: u64,
+}
+
+/// `--ddp_timeout`'s default (ms-swift's), for files written before the flag.
+fn default_ddp_timeout() -> u64 {
+    18_000_000
 }
 
 /// The optimizer (`swift list optimizers`) and its options: `swift sft`, `pt`, `rlhf`. The

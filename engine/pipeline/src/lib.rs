@@ -10,6 +10,8 @@
 //! * [`tuning`]: a registered tuner attached to a loaded model for training.
 //! * [`train`]: `swift sft` / `swift pt` (datasets encoded, tuner attached, run folder opened,
 //!   the trainer's loop, checkpoints), and the pieces `rlhf` shares.
+//! * [`parallel`]: data parallel: the launch's process group joined for sft/pt/rlhf, refused
+//!   where it does not run yet (KTO).
 //! * [`preference`]: `swift rlhf` (preference pairs or KTO rows encoded, reference, value head).
 //! * [`generate`]: `swift infer` (chat, a dataset answered in batches, diagnostics).
 //! * [`eval`]: `swift eval` (benchmarks scored by log-likelihood; a run folder with the report).
@@ -28,6 +30,7 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod optimizer;
+pub mod parallel;
 pub mod preference;
 pub mod quantize;
 pub mod score;

@@ -282,6 +282,12 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     let r = &spec.preference;
     crate::train::check_flags(s, false)?;
     check_flags(spec)?;
+    if r.rlhf_type == "kto" {
+        // KTO's KL term is estimated over each batch's mismatched pairs: a rank's shard would
+        // estimate another number than the global batch.
+        crate::parallel::refuse("rlhf --rlhf_type kto")?;
+    }
+    crate::parallel::join(s, "rlhf")?;
     // Preference data trains only the final answer (ms-swift's rlhf default).
     let loss_scale = s
         .encoding
@@ -307,6 +313,7 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     let unpaired_wanted = r.rlhf_type == "kto";
     let reward_model = r.rlhf_type == "rm";
     let mut p = prepare(s, plugins, &loss_scale)?;
+    crate::parallel::check_device(p.model.device())?;
     let loss_entry = p
         .report
         .registries

@@ -386,7 +386,9 @@ pub fn open_run(
         }
     }
     run.write_args(&args_json)?;
-    tracing::info!("run folder: {}", run.path().display());
+    if run.writes() {
+        tracing::info!("run folder: {}", run.path().display());
+    }
     Ok((run, abs_model))
 }
 
@@ -501,6 +503,7 @@ fn encode_rows(
 pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<TrainSummary> {
     let command = if pretrain { "pt" } else { "sft" };
     check_flags(s, pretrain)?;
+    crate::parallel::join(s, command)?;
     // Settings errors before anything loads.
     s.trainer
         .packing_strategy
@@ -511,6 +514,7 @@ pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<Tr
         plugins,
         s.encoding.loss_scale.as_deref().unwrap_or("default"),
     )?;
+    crate::parallel::check_device(p.model.device())?;
 
     // Data: read, encode, keep in memory.
     let data_opts = DatasetOptions::from_spec(&s.data)?;

@@ -48,6 +48,10 @@ fn report(command: &str, summary: &TrainSummary) {
         summary.seconds / summary.steps.max(1) as f64,
         summary.tokens as f64 / summary.seconds.max(1e-9)
     );
+    if let Some(rank) = swift_pipeline::parallel::follower_rank() {
+        eprintln!("rank {rank}: done (rank 0 writes the run folder)");
+        return;
+    }
     eprintln!("run folder: {}", summary.run_dir.display());
     if let Some(c) = &summary.last_checkpoint {
         eprintln!("last checkpoint: {}", c.display());

@@ -18,6 +18,9 @@
 //! * [`trainer`]: the one training loop (epochs, shuffling, schedule, learning-rate factors,
 //!   LISA, accumulation, clipping, seeding, resuming, evaluation, logging, checkpoints, charts)
 //!   around a task's [`trainer::Objective`].
+//! * [`parallel`]: data parallel over swift-dist's process group: each rank's shard of every
+//!   global batch, the gradients of the global batch by one bucketed all-reduce, rank 0 alone
+//!   writing.
 //! * [`token`]: the token objective of `swift sft` / `swift pt` (padded or packed rows,
 //!   gradient checkpointing, rows per pass).
 //! * [`rlhf`]: the preference objective (DPO, ORPO, SimPO, CPO, KTO, reward modelling) over
@@ -32,6 +35,7 @@ pub mod collate;
 pub mod llamapro;
 pub mod loss;
 pub mod optim;
+pub mod parallel;
 pub mod plot;
 pub mod reward;
 pub mod rlhf;

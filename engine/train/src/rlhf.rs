@@ -750,6 +750,42 @@ impl Objective for PreferenceObjective<'_> {
         into.0.merge(&step.0);
     }
 
+    fn window_counts(&self, w: &PreferenceWindow) -> Vec<f64> {
+        let w = &w.0;
+        let mut v = Vec::with_capacity(19);
+        for (sum, n) in [
+            w.rewards_chosen,
+            w.rewards_rejected,
+            w.accuracies,
+            w.margins,
+            w.logps_chosen,
+            w.logps_rejected,
+            w.scores,
+        ] {
+            v.extend([sum, n]);
+        }
+        v.extend([w.nll, w.kl, w.micro as f64, w.tokens as f64, w.pairs as f64]);
+        v
+    }
+
+    fn set_window_counts(&self, w: &mut PreferenceWindow, loss: f64, c: &[f64]) {
+        let w = &mut w.0;
+        w.loss = loss;
+        let pair = |i: usize| (c[2 * i], c[2 * i + 1]);
+        w.rewards_chosen = pair(0);
+        w.rewards_rejected = pair(1);
+        w.accuracies = pair(2);
+        w.margins = pair(3);
+        w.logps_chosen = pair(4);
+        w.logps_rejected = pair(5);
+        w.scores = pair(6);
+        w.nll = c[14];
+        w.kl = c[15];
+        w.micro = c[16] as u64;
+        w.tokens = c[17] as usize;
+        w.pairs = c[18] as usize;
+    }
+
     fn metrics(&self, w: &PreferenceWindow) -> Map<String, Value> {
         w.0.metrics(self.unpaired, self.setup.log_nll, self.scores)
     }

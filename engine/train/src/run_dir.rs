@@ -79,14 +79,24 @@ fn invalid(path: &Path, message: impl Into<String>) -> RunDirError {
 #[derive(Debug)]
 pub struct RunDir {
     root: PathBuf,
-    log: File,
+    /// `None` on the ranks of a data-parallel run other than 0, which write nothing.
+    log: Option<File>,
 }
 
 impl RunDir {
     /// Opens the run folder under `parent` (`--output_dir`, or `output/<model>`): a new
     /// `v<N>-<timestamp>/` inside it when `add_version`, else `parent` itself, which must be new
     /// or empty unless `overwrite` (then the earlier run's files are deleted first).
+    ///
+    /// In a data-parallel run only rank 0 writes (`swift_dist::is_writer`): the other ranks get
+    /// a run folder that creates and writes nothing, whose path is `parent`.
     pub fn open(parent: &Path, add_version: bool, overwrite: bool) -> Result<Self, RunDirError> {
+        if !swift_dist::is_writer() {
+            return Ok(Self {
+                root: parent.to_path_buf(),
+                log: None,
+            });
+        }
         let root = if add_version {
             new_version_folder(parent)?
         } else {
@@ -99,7 +109,15 @@ impl RunDir {
             .append(true)
             .open(&log_path)
             .map_err(io(&log_path))?;
-        Ok(Self { root, log })
+        Ok(Self {
+            root,
+            log: Some(log),
+        })
+    }
+
+    /// Whether this process writes the run's files (rank 0, or a process running alone).
+    pub fn writes(&self) -> bool {
+        self.log.is_some()
     }
 
     /// The folder.
@@ -109,6 +127,9 @@ impl RunDir {
 
     /// Writes `args.json` (atomically).
     pub fn write_args(&self, args: &serde_json::Value) -> Result<(), RunDirError> {
+        if !self.writes() {
+            return Ok(());
+        }
         let text = serde_json::to_string_pretty(args)
             .map_err(|e| invalid(&self.root.join("args.json"), e.to_string()))?;
         write_atomic(&self.root.join("args.json"), text.as_bytes())
@@ -117,14 +138,23 @@ impl RunDir {
     /// Appends one record to `logging.jsonl` and flushes it.
     pub fn log(&mut self, record: &serde_json::Value) -> Result<(), RunDirError> {
         let path = self.root.join("logging.jsonl");
-        writeln!(self.log, "{record}")
-            .and_then(|_| self.log.flush())
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        writeln!(log, "{record}")
+            .and_then(|_| log.flush())
             .map_err(io(&path))
     }
 
     /// Starts writing `checkpoint-<step>` (into its temporary folder, emptied first: a leftover
     /// there is this run's own, since the folder is new to it).
     pub fn begin_checkpoint(&self, step: u64) -> Result<CheckpointWriter, RunDirError> {
+        if !self.writes() {
+            return Err(invalid(
+                &self.root,
+                "only rank 0 of a data-parallel run writes checkpoints",
+            ));
+        }
         let tmp = self.root.join(tmp_name(step));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(io(&tmp))?;

@@ -290,6 +290,20 @@ impl Objective for TokenObjective<'_> {
         m
     }
 
+    fn step_weight(&self, out: &StepOutput<TokenWindow>) -> f64 {
+        out.window.labelled as f64
+    }
+
+    fn window_counts(&self, w: &TokenWindow) -> Vec<f64> {
+        vec![w.correct as f64, w.labelled as f64]
+    }
+
+    fn set_window_counts(&self, w: &mut TokenWindow, loss: f64, counts: &[f64]) {
+        w.loss = loss;
+        w.correct = counts[0] as i64;
+        w.labelled = counts[1] as i64;
+    }
+
     fn has_validation(&self) -> bool {
         !self.eval_rows.is_empty()
     }

@@ -360,6 +360,22 @@ pub trait Objective {
         Ok(Map::new())
     }
 
+    /// Data parallel ([`crate::parallel`]): what this rank's step loss is normalised by (the
+    /// token objective: its labelled tokens; by default its units), so the ranks' gradients
+    /// combine into the gradient of the global batch.
+    fn step_weight(&self, out: &StepOutput<Self::Window>) -> f64 {
+        out.units as f64
+    }
+
+    /// Data parallel: the counts of a step's window that add up over the ranks.
+    fn window_counts(&self, _window: &Self::Window) -> Vec<f64> {
+        Vec::new()
+    }
+
+    /// Data parallel: sets a step's window from the global step `loss` and the sums over the
+    /// ranks of [`Objective::window_counts`].
+    fn set_window_counts(&self, _window: &mut Self::Window, _loss: f64, _counts: &[f64]) {}
+
     /// What the error for a loss that is not finite suggests.
     fn divergence_hint(&self) -> &'static str {
         "try a lower --learning_rate"
@@ -415,7 +431,13 @@ pub fn train<O: Objective>(
             "nothing to train: no trainable tensors".into(),
         ));
     }
-    let per_epoch = steps_per_epoch(units, cfg.batch_size, cfg.grad_accum);
+    // Data parallel: the loop plans global micro-batches of per-device × world units and this
+    // rank trains its shard of each (crate::parallel).
+    let group = swift_dist::current();
+    let world = group.map_or(1, |g| g.world());
+    let mut global = cfg.clone();
+    global.batch_size = cfg.batch_size.max(1) * world;
+    let per_epoch = steps_per_epoch(units, global.batch_size, cfg.grad_accum);
     let total_steps = cfg
         .max_steps
         .filter(|&s| s > 0)
@@ -451,7 +473,18 @@ pub fn train<O: Objective>(
             ));
         }
     }
-    let steps = plan(units, cfg, total_steps);
+    let mut steps = plan(units, &global, total_steps);
+    if let Some(g) = group {
+        steps = crate::parallel::shard(steps, g.rank(), cfg.batch_size.max(1));
+        crate::parallel::sync_start(g, trainable)?;
+        tracing::info!(
+            "data parallel: rank {} of {}, {} units per device, global batch {}",
+            g.rank(),
+            world,
+            cfg.batch_size,
+            global.batch_size * cfg.grad_accum.max(1)
+        );
+    }
     let start = match &cfg.resume_from {
         Some(dir) => {
             let done = load_trainer_state(dir, &mut opt, &cfg.optimizer.name)?;
@@ -494,7 +527,7 @@ pub fn train<O: Objective>(
     // LISA's layers of the current interval (logged with every record).
     let mut lisa_active: Option<Vec<usize>> = None;
     let mut threads = crate::threads::TrainThreads::new();
-    for (i, group) in steps.iter().enumerate().skip(start) {
+    for (i, micro) in steps.iter().enumerate().skip(start) {
         let step = i as u64 + 1;
         threads.before_step(step);
         // Dropout's draws depend on (seed, step) only, so a resumed run repeats them.
@@ -523,7 +556,10 @@ pub fn train<O: Objective>(
             tracing::info!("LISA: step {step} trains layers {active:?}");
             lisa_active = Some(active);
         }
-        let mut out = objective.step(step, group)?;
+        let mut out = objective.step(step, micro)?;
+        if let Some(g) = group {
+            crate::parallel::reduce_step(g, objective, &mut out, trainable)?;
+        }
         out.loss += hooks.after_backward(step, total_steps)?;
         let grad_norm = opt.clip_grad_norm(cfg.max_grad_norm)?;
         opt.step(lr)?;
@@ -604,7 +640,7 @@ pub fn train<O: Objective>(
         {
             log_evaluation(objective, hooks, run, step, total_steps, info.epoch)?;
         }
-        if (cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last {
+        if ((cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last) && run.writes() {
             let w = run.begin_checkpoint(step)?;
             hooks.save(step, w.dir())?;
             save_trainer_state(w.dir(), &mut opt, &cfg.optimizer.name, step, info.epoch)?;
@@ -629,6 +665,13 @@ pub fn train<O: Objective>(
         rec[format!("train_{unit}_per_sec")] = json!(units_done as f64 / train_time.max(1e-9));
     }
     run.log(&rec)?;
+    if let Some(g) = group {
+        // The other ranks end when rank 0 has written its last checkpoint.
+        g.barrier().map_err(|e| TrainError::Step(e.to_string()))?;
+    }
+    if !run.writes() {
+        return Ok(summary);
+    }
     match crate::plot::plot_run(run.path()) {
         Ok(files) => tracing::info!(
             "{} charts in {}",

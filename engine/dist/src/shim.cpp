@@ -1,0 +1,178 @@
+// The C side of swift-dist: a c10d TCPStore and ProcessGroupGloo built from libtorch's own
+// exported classes, and the four collectives swift-rs uses, behind a C ABI. Tensors cross as
+// `at::Tensor*`, which is what tch's `Tensor::as_ptr` hands out (torch-sys' `tensor` typedef).
+// Every entry catches C++ exceptions and returns their message (malloc'd; freed by
+// `swift_dist_free_error`), so no exception crosses into Rust.
+//
+// The gloo headers ProcessGroupGloo.hpp includes are not in the PyPI wheel: `gloo-decl/` stands
+// in for them with declarations only (its README.md says why that is sound).
+
+#define USE_C10D_GLOO 1
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;
+  std::chrono::milliseconds timeout;
+};
+
+char* dup_message(const char* what) {
+  size_t n = std::strlen(what);
+  char* out = static_cast<char*>(std::malloc(n + 1));
+  if (out != nullptr) {
+    std::memcpy(out, what, n + 1);
+  }
+  return out;
+}
+
+template <typename F>
+int guarded(char** err, F&& f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    *err = dup_message(e.what());
+  } catch (...) {
+    *err = dup_message("unknown C++ exception in c10d");
+  }
+  return 1;
+}
+
+void wait(Group* g, const c10::intrusive_ptr<c10d::Work>& work) {
+  work->wait(g->timeout);
+}
+
+} // namespace
+
+extern "C" {
+
+// Connects to (rank 0 with `is_server`: hosts) the TCPStore at `addr:port`, keys under `prefix`,
+// then creates the Gloo group of `world` ranks on one device (`iface`: GLOO_SOCKET_IFNAME's
+// interface when not empty, else the hostname's address, falling back to loopback).
+void* swift_dist_new(
+    const char* addr,
+    int port,
+    int rank,
+    int world,
+    int is_server,
+    long long timeout_ms,
+    const char* prefix,
+    const char* iface,
+    char** err) {
+  Group* out = nullptr;
+  guarded(err, [&] {
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = is_server != 0;
+    opts.numWorkers = static_cast<std::size_t>(world);
+    opts.waitWorkers = false;
+    opts.timeout = timeout;
+    opts.useLibUV = true;
+    c10::intrusive_ptr<c10d::Store> tcp =
+        c10::make_intrusive<c10d::TCPStore>(std::string(addr), opts);
+    c10::intrusive_ptr<c10d::Store> store =
+        c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+    if (iface != nullptr && iface[0] != '\0') {
+      options->devices.push_back(
+          c10d::ProcessGroupGloo::createDeviceForInterface(std::string(iface)));
+    } else {
+      options->devices.push_back(
+          c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    options->threads = 1;
+    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        store, rank, world, options);
+    out = new Group{store, pg, timeout};
+  });
+  return out;
+}
+
+void swift_dist_free(void* group) {
+  delete static_cast<Group*>(group);
+}
+
+void swift_dist_free_error(char* err) {
+  std::free(err);
+}
+
+// Sums `t` in place over the ranks.
+int swift_dist_all_reduce_sum(void* group, at::Tensor* t, char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<at::Tensor> ts{*t};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    wait(g, g->backend->allreduce(ts, opts));
+  });
+}
+
+// Overwrites `t` on every rank with `root`'s.
+int swift_dist_broadcast(void* group, at::Tensor* t, int root, char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<at::Tensor> ts{*t};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    opts.rootTensor = 0;
+    wait(g, g->backend->broadcast(ts, opts));
+  });
+}
+
+// `outs[r]` (one per rank, each shaped as `input`) receives rank r's `input`.
+int swift_dist_all_gather(
+    void* group,
+    at::Tensor* input,
+    at::Tensor** outs,
+    size_t n,
+    char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<at::Tensor> in{*input};
+    std::vector<std::vector<at::Tensor>> out(1);
+    for (size_t i = 0; i < n; ++i) {
+      out[0].push_back(*outs[i]);
+    }
+    wait(g, g->backend->allgather(out, in));
+  });
+}
+
+int swift_dist_barrier(void* group, char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] { wait(g, g->backend->barrier()); });
+}
+
+// The rendezvous store, for failure reports: sets `key` to `value`.
+int swift_dist_store_set(
+    void* group,
+    const char* key,
+    const char* value,
+    char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::string v(value);
+    g->store->set(std::string(key), std::vector<uint8_t>(v.begin(), v.end()));
+  });
+}
+
+// Whether `key` is set (1) or not (0); -1 with `err` when the store cannot be reached.
+int swift_dist_store_has(void* group, const char* key, char** err) {
+  auto* g = static_cast<Group*>(group);
+  int found = -1;
+  guarded(err, [&] { found = g->store->check({std::string(key)}) ? 1 : 0; });
+  return found;
+}
+
+} // extern "C"
