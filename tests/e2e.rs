@@ -14,6 +14,7 @@ mod checks;
 mod deploy;
 mod encode_cli;
 mod eval;
+mod eval_more;
 mod export_gguf;
 mod export_merge;
 mod export_to_gguf;

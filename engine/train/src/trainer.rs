@@ -214,6 +214,17 @@ pub trait TrainHooks {
     fn after_update(&mut self, _step: u64, _total_steps: u64) -> Result<(), TrainError> {
         Ok(())
     }
+    /// Whether benchmarks run at each evaluation (`--eval_use_evalscope`), with or without
+    /// validation units.
+    fn has_benchmarks(&self) -> bool {
+        false
+    }
+    /// Runs the benchmarks on the model as it is at `step` (training-only behaviour is off);
+    /// their metrics (`BENCHMARK_METRIC`) are logged with the `eval_` prefix beside the
+    /// validation metrics.
+    fn benchmarks(&mut self, _step: u64) -> Result<Map<String, Value>, TrainError> {
+        Ok(Map::new())
+    }
 }
 
 /// The run's outcome.
@@ -359,11 +370,21 @@ fn log_evaluation<O: Objective>(
     epoch: f64,
 ) -> Result<(), TrainError> {
     hooks.set_training(false);
-    let metrics = objective.evaluate();
+    let metrics = if objective.has_validation() {
+        objective.evaluate()
+    } else {
+        Ok(Map::new())
+    };
+    let benchmarks = match &metrics {
+        Ok(_) if hooks.has_benchmarks() => hooks.benchmarks(step),
+        _ => Ok(Map::new()),
+    };
     hooks.set_training(true);
+    let mut metrics = metrics?;
+    metrics.extend(benchmarks?);
     let mut rec = Map::new();
     let mut shown = String::new();
-    for (k, v) in metrics? {
+    for (k, v) in metrics {
         if let Some(x) = v.as_f64() {
             shown.push_str(&format!(", eval_{k} {x:.4}"));
         }
@@ -458,7 +479,7 @@ pub fn train<O: Objective>(
         last_checkpoint: None,
         run_dir: run.path().to_path_buf(),
     };
-    if cfg.eval_on_start && objective.has_validation() {
+    if cfg.eval_on_start && (objective.has_validation() || hooks.has_benchmarks()) {
         let at = start as u64;
         log_evaluation(
             objective,
@@ -582,7 +603,7 @@ pub fn train<O: Objective>(
             window = O::Window::default();
             (w_steps, w_time, w_tokens, w_units) = (0, 0.0, 0, 0);
         }
-        if objective.has_validation()
+        if (objective.has_validation() || hooks.has_benchmarks())
             && ((cfg.eval_steps > 0 && step.is_multiple_of(cfg.eval_steps)) || last)
         {
             log_evaluation(objective, hooks, run, step, total_steps, info.epoch)?;
