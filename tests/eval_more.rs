@@ -244,10 +244,7 @@ fn benchmarks_run_at_each_evaluation_step_of_training() {
             .iter()
             .map(|p| p["score"]["acc"].as_u64().unwrap())
             .sum();
-        let logged = evals
-            .iter()
-            .find(|r| r["step"] == s)
-            .unwrap()["eval_quiz_acc"]
+        let logged = evals.iter().find(|r| r["step"] == s).unwrap()["eval_quiz_acc"]
             .as_f64()
             .unwrap();
         assert!((logged - correct as f64 / 3.0).abs() < 1e-12);
@@ -259,7 +256,10 @@ fn benchmarks_run_at_each_evaluation_step_of_training() {
     // Without --eval_use_evalscope, --eval_dataset is not the loss validation set: refused.
     let mut plain = base.to_vec();
     plain.extend(["--eval_dataset", &csv_s]);
-    assert_fails(swift(&plain), &["--eval_dataset", "--val_dataset", "--eval_use_evalscope"]);
+    assert_fails(
+        swift(&plain),
+        &["--eval_dataset", "--val_dataset", "--eval_use_evalscope"],
+    );
     // A name given as a benchmark and as a loss validation set is ambiguous: refused.
     let mut both = base.to_vec();
     both.extend([
@@ -298,8 +298,9 @@ fn asdiv_is_generated_and_matched_by_its_final_number() {
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
     let b = &report["benchmarks"][0];
     assert_eq!(b["rows"], 4);
-    // Counted by hand from the file: 219 of its 2305 answers are not one number.
-    assert_eq!(b["left_out_rows"], 219);
+    // Counted from the file by a separate Python regex: 221 of its 2305 answers are not one
+    // number (yes/no, names, clock times, ordinals such as `6th`).
+    assert_eq!(b["left_out_rows"], 221);
     let preds = jsonl(&run.join("predictions/asdiv.jsonl"));
     assert_eq!(preds[0]["reference"], "9 apples");
     assert_eq!(
@@ -359,7 +360,15 @@ fn a_tool_calling_benchmark_is_scored_with_the_agent_metrics() {
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(local.join("report.json")).unwrap()).unwrap();
     let m = &report["benchmarks"][0]["metrics"];
-    let names = ["plan_em", "act_em", "hallu_rate", "avg_f1", "easy_f1", "hard_f1", "rouge_l"];
+    let names = [
+        "plan_em",
+        "act_em",
+        "hallu_rate",
+        "avg_f1",
+        "easy_f1",
+        "hard_f1",
+        "rouge_l",
+    ];
     let mut sums = [0.0; 7];
     let mut scored = 0;
     for p in &preds {
@@ -371,7 +380,8 @@ fn a_tool_calling_benchmark_is_scored_with_the_agent_metrics() {
             .map(|t| t.as_str().unwrap().to_string())
             .collect();
         assert_eq!(tools.last().unwrap(), "Finish");
-        let again = swift_eval::agent::sample_metrics(p["reference"].as_str().unwrap(), step, &tools);
+        let again =
+            swift_eval::agent::sample_metrics(p["reference"].as_str().unwrap(), step, &tools);
         assert_eq!(p["score"]["metrics"], serde_json::to_value(&again).unwrap());
         if let Some(a) = again {
             scored += 1;
@@ -385,7 +395,7 @@ fn a_tool_calling_benchmark_is_scored_with_the_agent_metrics() {
         let want = sums[k] / f64::from(scored.max(1));
         assert!((m[n].as_f64().unwrap() - want).abs() < 1e-12, "{n}");
     }
-    let server = Server::start(&["--model", &model, "--max_model_len", "1024"]);
+    let server = Server::start(&["--model", &model, "--max_model_len", "4096"]);
     let remote = eval(&["--eval_url", &server.base_url], "remote");
     let rpreds = jsonl(&remote.join("predictions/glaive-toolcall.jsonl"));
     for (a, b) in preds.iter().zip(&rpreds) {

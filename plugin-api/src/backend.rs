@@ -30,8 +30,8 @@ use abi_stable::{
 use serde::{Deserialize, Serialize};
 
 use crate::abi::{FfiBackend, FfiBackendBox, FfiBackend_TO};
-pub use crate::prompt_score::{PromptLogprob, PromptScore, NO_PROMPT_LOGPROBS};
 use crate::behaviour::{guard, into_result};
+pub use crate::prompt_score::{PromptLogprob, PromptScore, NO_PROMPT_LOGPROBS};
 
 // ---------------------------------------------------------------------------------------------
 // The record: a backend's name and what it supports

@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 /// What a backend without prompt scoring answers.
-pub const NO_PROMPT_LOGPROBS: &str = "this backend does not score prompts (its record does not declare `prompt_logprobs`)";
+pub const NO_PROMPT_LOGPROBS: &str =
+    "this backend does not score prompts (its record does not declare `prompt_logprobs`)";
 
 /// A prompt to score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -252,7 +252,11 @@ fn recon_lcs(x: &[String], y: &[String]) -> Vec<String> {
 
 /// One sample's metrics (`calculate_metrics`); None where EvalScope returns `{}` (the sample is
 /// not scored).
-pub fn sample_metrics(target: &str, prediction: &str, tools: &[String]) -> Option<Map<String, Value>> {
+pub fn sample_metrics(
+    target: &str,
+    prediction: &str,
+    tools: &[String],
+) -> Option<Map<String, Value>> {
     let r = parse_output(target);
     let p = parse_output(prediction);
     let offered = |a: &str| tools.iter().any(|t| t == a);
@@ -496,8 +500,14 @@ mod tests {
         assert_eq!(f(&s, "rouge_l"), 0.0);
         assert_eq!(f(&s, "hallu_rate"), 0.0);
         // Another offered function: the plan matches, the action does not, F1 0.
-        let s = m(target, "Action: search\nAction Input: {\"city\": \"Paris\"}");
-        assert_eq!((f(&s, "plan_em"), f(&s, "act_em"), f(&s, "avg_f1")), (1.0, 0.0, 0.0));
+        let s = m(
+            target,
+            "Action: search\nAction Input: {\"city\": \"Paris\"}",
+        );
+        assert_eq!(
+            (f(&s, "plan_em"), f(&s, "act_em"), f(&s, "avg_f1")),
+            (1.0, 0.0, 0.0)
+        );
         // A function that was not offered: a hallucination.
         let s = m(target, "Action: get_wether\nAction Input: {}");
         assert_eq!((f(&s, "hallu_rate"), f(&s, "act_em")), (1.0, 0.0));
@@ -509,7 +519,10 @@ mod tests {
         assert_eq!(f(&s, "avg_f1"), 1.0);
         // No arguments on either side: easy F1 1.
         let s = m("Action: search\nAction Input: {}", "Action: search");
-        assert_eq!((f(&s, "easy_f1"), f(&s, "avg_f1"), f(&s, "hard_f1")), (1.0, 1.0, 0.0));
+        assert_eq!(
+            (f(&s, "easy_f1"), f(&s, "avg_f1"), f(&s, "hard_f1")),
+            (1.0, 1.0, 0.0)
+        );
         // Arguments that are not JSON: 0, counted as hard.
         let s = m(target, "Action: get_weather\nAction Input: city=Paris");
         assert_eq!((f(&s, "avg_f1"), f(&s, "act_em")), (0.0, 1.0));
@@ -539,8 +552,11 @@ mod tests {
         assert_eq!(parse_output(up).plan, "give up");
         let s = m(up, up);
         assert_eq!((f(&s, "plan_em"), f(&s, "act_em")), (1.0, 0.0));
-        // A reference naming a tool that was not offered is not scored.
-        assert!(sample_metrics("Action: other\nAction Input: {}", up, &tools()).is_none());
+        // A reference naming a tool that was not offered is not scored (when the answer names
+        // an action at all; one that gives up is).
+        let other = "Action: other\nAction Input: {}";
+        assert!(sample_metrics(other, "Action: search\nAction Input: {}", &tools()).is_none());
+        assert!(sample_metrics(other, up, &tools()).is_some());
     }
 
     #[test]

@@ -146,7 +146,12 @@ impl Remote {
 
     /// One request (`path` under the base), its JSON answer; an error status is an error with
     /// the server's message.
-    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, RemoteError> {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, RemoteError> {
         let io = |reason: String| RemoteError::Io {
             url: self.url.clone(),
             path: path.to_string(),
@@ -265,7 +270,10 @@ impl Remote {
 
     /// The log-probability of each token of `text` given those before (the first is None) and
     /// each token's byte offset in `text`.
-    pub fn prompt_logprobs(&self, text: &str) -> Result<(Vec<Option<f64>>, Vec<usize>), RemoteError> {
+    pub fn prompt_logprobs(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<Option<f64>>, Vec<usize>), RemoteError> {
         let path = "/completions";
         let body = json!({
             "model": self.model,

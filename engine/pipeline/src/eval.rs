@@ -33,8 +33,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use swift_eval::metrics::mcq_predictions;
 use swift_eval::prompt::{choices, encode_pair, question_text, shared_prefix};
-use swift_eval::rows::{EvalRow, McqRow, LETTERS};
 use swift_eval::remote::{parallel, GenerationSettings, Remote, RemoteError};
+use swift_eval::rows::{EvalRow, McqRow, LETTERS};
 use swift_eval::Benchmark;
 use swift_model::{KvCache, LoadedModel};
 use swift_plugin_tensors::records::BenchmarkScoring;
@@ -86,7 +86,10 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
     };
     let adapters = match &remote {
         Some(_) => None,
-        None => Some(Adapters::resolve(args.model.model.as_deref(), &args.adapters)?),
+        None => Some(Adapters::resolve(
+            args.model.model.as_deref(),
+            &args.adapters,
+        )?),
     };
     let report = match &adapters {
         Some(a) => a.with_plugins(plugins).load()?,
@@ -213,8 +216,7 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
     }
     match (&adapters, &local, &remote) {
         (Some(a), Some(bundle), _) => {
-            args_json["model"] =
-                json!(std::fs::canonicalize(&a.model).unwrap_or(a.model.clone()));
+            args_json["model"] = json!(std::fs::canonicalize(&a.model).unwrap_or(a.model.clone()));
             args_json["model_type"] = json!(bundle.family);
             args_json["torch_dtype"] = json!(swift_model::dtype_name(bundle.model.kind()));
         }
@@ -237,12 +239,28 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
             continue;
         }
         let result = match (&local, &remote) {
-            (Some(bundle), _) => score_mcq(b, *few, rows, args.eval.eval_limit, run.path(), &pred_dir, &mut |prefix, scored, bar| {
-                loglikelihoods(&bundle.model, &bundle.tokenizer, prefix, scored, bar)
-            })?,
-            (None, Some(r)) => score_mcq(b, *few, rows, args.eval.eval_limit, run.path(), &pred_dir, &mut |prefix, scored, bar| {
-                remote_loglikelihoods(r, &b.record.name, prefix, scored, bar)
-            })?,
+            (Some(bundle), _) => score_mcq(
+                b,
+                *few,
+                rows,
+                args.eval.eval_limit,
+                run.path(),
+                &pred_dir,
+                &mut |prefix, scored, bar| {
+                    loglikelihoods(&bundle.model, &bundle.tokenizer, prefix, scored, bar)
+                },
+            )?,
+            (None, Some(r)) => score_mcq(
+                b,
+                *few,
+                rows,
+                args.eval.eval_limit,
+                run.path(),
+                &pred_dir,
+                &mut |prefix, scored, bar| {
+                    remote_loglikelihoods(r, &b.record.name, prefix, scored, bar)
+                },
+            )?,
             (None, None) => bail!("no model to evaluate"),
         };
         run.log(&result)?;
@@ -255,51 +273,50 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
         .filter(|(_, b)| generates(&b.0))
         .collect();
     if !gen_benches.is_empty() {
-        let mut answer: Box<AnswerFn<'_>> =
-            match (local.take(), &remote, &adapters) {
-                (Some(bundle), _, Some(adapters)) => {
-                    let gen = local_generator(args, regs, adapters, bundle)?;
-                    Box::new(move |chunk: &[(u64, StandardRow)], file: &Path| {
-                        let mut prompts = Vec::new();
-                        for (line, row) in chunk {
-                            prompts.push(
-                                gen.prompt_ids(row)
-                                    .with_context(|| format!("{}:{line}", file.display()))?,
-                            );
-                        }
-                        let answers = gen.generate(&prompts, &mut |_, _| {}, &mut || {})?;
-                        Ok(answers
-                            .into_iter()
-                            .zip(chunk)
-                            .map(|(a, (_, row))| match row.tools {
-                                Some(_) => parsed_calls(a.text),
-                                None => (a.text, Vec::new()),
-                            })
-                            .collect())
-                    })
-                }
-                (None, Some(r), _) => {
-                    let settings = GenerationSettings {
-                        max_tokens: args.generation.max_new_tokens,
-                        temperature: args.generation.temperature,
-                        top_p: args.generation.top_p,
-                        top_k: args.generation.top_k,
-                        repetition_penalty: args.generation.repetition_penalty,
-                        seed: args.generation.seed,
-                        stop: args.generation.stop_words.clone(),
+        let mut answer: Box<AnswerFn<'_>> = match (local.take(), &remote, &adapters) {
+            (Some(bundle), _, Some(adapters)) => {
+                let gen = local_generator(args, regs, adapters, bundle)?;
+                Box::new(move |chunk: &[(u64, StandardRow)], file: &Path| {
+                    let mut prompts = Vec::new();
+                    for (line, row) in chunk {
+                        prompts.push(
+                            gen.prompt_ids(row)
+                                .with_context(|| format!("{}:{line}", file.display()))?,
+                        );
+                    }
+                    let answers = gen.generate(&prompts, &mut |_, _| {}, &mut || {})?;
+                    Ok(answers
+                        .into_iter()
+                        .zip(chunk)
+                        .map(|(a, (_, row))| match row.tools {
+                            Some(_) => parsed_calls(a.text),
+                            None => (a.text, Vec::new()),
+                        })
+                        .collect())
+                })
+            }
+            (None, Some(r), _) => {
+                let settings = GenerationSettings {
+                    max_tokens: args.generation.max_new_tokens,
+                    temperature: args.generation.temperature,
+                    top_p: args.generation.top_p,
+                    top_k: args.generation.top_k,
+                    repetition_penalty: args.generation.repetition_penalty,
+                    seed: args.generation.seed,
+                    stop: args.generation.stop_words.clone(),
+                };
+                Box::new(move |chunk: &[(u64, StandardRow)], _: &Path| {
+                    let ask = |i: usize| {
+                        let row = &chunk[i].1;
+                        let messages: Vec<Value> =
+                            row.messages.iter().map(openai_message).collect();
+                        r.chat(&Value::Array(messages), row.tools.as_deref(), &settings)
                     };
-                    Box::new(move |chunk: &[(u64, StandardRow)], _: &Path| {
-                        let ask = |i: usize| {
-                            let row = &chunk[i].1;
-                            let messages: Vec<Value> =
-                                row.messages.iter().map(openai_message).collect();
-                            r.chat(&Value::Array(messages), row.tools.as_deref(), &settings)
-                        };
-                        Ok(parallel(chunk.len(), &ask, &|| {})?)
-                    })
-                }
-                _ => bail!("no model to evaluate"),
-            };
+                    Ok(parallel(chunk.len(), &ask, &|| {})?)
+                })
+            }
+            _ => bail!("no model to evaluate"),
+        };
         for (index, (b, _, rows)) in gen_benches {
             let started = Instant::now();
             let scored: Vec<&(u64, EvalRow)> = rows[b.record.holdout as usize..]
@@ -517,7 +534,10 @@ fn remote_loglikelihoods(
         ),
         other => anyhow!(other),
     })?;
-    let mut out: Vec<Vec<f64>> = rows.iter().map(|r| Vec::with_capacity(r.1.choices.len())).collect();
+    let mut out: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| Vec::with_capacity(r.1.choices.len()))
+        .collect();
     for ((q, _, _), ll) in requests.iter().zip(lls) {
         out[*q].push(ll);
     }
@@ -652,10 +672,15 @@ fn generate_and_score(
     for m in &b.record.metrics {
         let v = match m.as_str() {
             "bleu-4" => corpus_bleu(&predictions, &references),
-            other if b.record.scoring == BenchmarkScoring::ToolCall => match tool_metrics.get(other) {
-                Some(v) => v.clone().as_f64().unwrap_or(0.0),
-                None => bail!("benchmark `{}`: metric `{other}` is not computed by tool_call scoring", b.record.name),
-            },
+            other if b.record.scoring == BenchmarkScoring::ToolCall => {
+                match tool_metrics.get(other) {
+                    Some(v) => v.clone().as_f64().unwrap_or(0.0),
+                    None => bail!(
+                        "benchmark `{}`: metric `{other}` is not computed by tool_call scoring",
+                        b.record.name
+                    ),
+                }
+            }
             other => match sums.get(other) {
                 Some(s) => s / n,
                 None => bail!(

@@ -86,10 +86,7 @@ impl TrainingBenchmarks {
                 );
             }
             if benches.iter().any(|o| o.0.record.name == b.record.name) {
-                bail!(
-                    "--eval_dataset names benchmark `{}` twice",
-                    b.record.name
-                );
+                bail!("--eval_dataset names benchmark `{}` twice", b.record.name);
             }
             benches.push((b, few, rows));
         }
@@ -106,7 +103,12 @@ impl TrainingBenchmarks {
     }
 
     /// Runs every benchmark on `model` at `step`; metrics as `BENCHMARK_METRIC`.
-    pub fn run(&self, model: &LoadedModel, tok: &Tokenizer, step: u64) -> Result<Map<String, Value>> {
+    pub fn run(
+        &self,
+        model: &LoadedModel,
+        tok: &Tokenizer,
+        step: u64,
+    ) -> Result<Map<String, Value>> {
         let step_dir = self.out.join(format!("step-{step}"));
         let pred_dir = step_dir.join("predictions");
         std::fs::create_dir_all(&pred_dir)

@@ -164,6 +164,8 @@ pub fn check_flags(s: &TrainSpec, pretrain: bool) -> Result<()> {
         g.refuse(&["packing_strategy"], "without --packing")
             .map_err(msg)?;
     }
+    // --eval_dataset's two meanings first (its refusal says which flag is the loss set).
+    crate::eval_train::check_flags(s)?;
     if !s.validation.val_dataset.is_empty() {
         g.refuse(
             &["split_dataset_ratio"],
@@ -177,7 +179,6 @@ pub fn check_flags(s: &TrainSpec, pretrain: bool) -> Result<()> {
         )
         .map_err(msg)?;
     }
-    crate::eval_train::check_flags(s)?;
     if s.trainer.add_version {
         g.refuse(
             &["overwrite_output_dir"],

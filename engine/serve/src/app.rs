@@ -140,7 +140,10 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The adapter a request's `model` names (None: the base model; absent: the base model).
-pub(crate) fn resolve_model(st: &AppState, model: Option<&str>) -> Result<(String, Option<usize>), ApiError> {
+pub(crate) fn resolve_model(
+    st: &AppState,
+    model: Option<&str>,
+) -> Result<(String, Option<usize>), ApiError> {
     match model {
         None => Ok((st.base_name.clone(), None)),
         Some(m) if m == st.base_name => Ok((m.to_string(), None)),
@@ -402,7 +405,10 @@ pub(crate) fn single_prompt(prompt: Option<Prompt>) -> Result<String, ApiError> 
             "Send one prompt per request (a list of several prompts is not supported)",
             Some("prompt"),
         )),
-        None => Err(ApiError::bad_request("`prompt` is required", Some("prompt"))),
+        None => Err(ApiError::bad_request(
+            "`prompt` is required",
+            Some("prompt"),
+        )),
     }
 }
 

