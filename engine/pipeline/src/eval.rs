@@ -51,6 +51,9 @@ use crate::bundle::ModelBundle;
 /// Rows forwarded together.
 const BATCH: usize = 8;
 
+/// A benchmark to run: its record and file, its few-shot count, its rows with their lines.
+pub(crate) type LoadedBenchmark = (Benchmark, usize, Vec<(u64, EvalRow)>);
+
 /// `swift eval`.
 pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
     if args.eval.eval_dataset.is_empty() {
@@ -267,7 +270,7 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
         results.push((index, result));
     }
     // Generation benchmarks last: a local model moves into the backend's generation loop.
-    let gen_benches: Vec<(usize, &(Benchmark, usize, Vec<(u64, EvalRow)>))> = benches
+    let gen_benches: Vec<(usize, &LoadedBenchmark)> = benches
         .iter()
         .enumerate()
         .filter(|(_, b)| generates(&b.0))

@@ -15,9 +15,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::eval::LoadedBenchmark;
 use anyhow::{bail, Result};
 use serde_json::{Map, Value};
-use swift_eval::rows::EvalRow;
 use swift_eval::Benchmark;
 use swift_model::LoadedModel;
 use swift_plugin_tensors::records::BenchmarkScoring;
@@ -27,7 +27,7 @@ use swift_template::Tokenizer;
 
 /// The benchmarks of a training run.
 pub struct TrainingBenchmarks {
-    benches: Vec<(Benchmark, usize, Vec<(u64, EvalRow)>)>,
+    benches: Vec<LoadedBenchmark>,
     limit: Option<usize>,
     /// `eval/` in the run folder.
     out: PathBuf,
@@ -62,7 +62,7 @@ impl TrainingBenchmarks {
             return Ok(None);
         }
         let asset_dir = swift_data::DatasetOptions::default().asset_dir();
-        let mut benches: Vec<(Benchmark, usize, Vec<(u64, EvalRow)>)> = Vec::new();
+        let mut benches: Vec<LoadedBenchmark> = Vec::new();
         for spec in &s.eval.eval_dataset {
             let b = Benchmark::resolve(spec, regs, &asset_dir)?;
             if b.record.scoring != BenchmarkScoring::Loglikelihood {
