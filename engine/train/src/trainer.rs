@@ -16,7 +16,9 @@
 //!   tensors and the optimizer's state) and `trainer_state.json` (the step). The data order is a
 //!   function of the seed and the epoch and the draws of the step, so a resumed run skips the
 //!   steps already taken and then computes exactly what the uninterrupted run computed.
-//! * Evaluation on the objective's validation units every `eval_steps` steps and at the end (and
+//! * Evaluation on the objective's validation units (and the caller's benchmarks,
+//!   [`TrainHooks::benchmarks`], with or without validation units) every `eval_steps` steps and
+//!   at the end (and
 //!   before the first step with `eval_on_start`): no gradients, training-only behaviour off
 //!   through [`TrainHooks::set_training`], records with `eval_`-prefixed metrics. It leaves the
 //!   training untouched: a run with a validation set takes exactly the steps of one without.
