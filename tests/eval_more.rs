@@ -396,15 +396,14 @@ fn a_tool_calling_benchmark_is_scored_with_the_agent_metrics() {
         assert!((m[n].as_f64().unwrap() - want).abs() < 1e-12, "{n}");
     }
     let server = Server::start(&["--model", &model, "--max_model_len", "4096"]);
-    // Through the server (tools and earlier calls sent as OpenAI messages): the same steps and
-    // references, each answer scored as above. The answers themselves are not compared: the
-    // random tiny model's greedy text differs from the local one's after the OpenAI message
-    // round trip (not investigated yet; see the report of this branch).
+    // Through the server (tools and earlier calls sent as OpenAI messages): the same prompts,
+    // so the same greedy answers and steps, each scored as above.
     let remote = eval(&["--eval_url", &server.base_url], "remote");
     let rpreds = jsonl(&remote.join("predictions/glaive-toolcall.jsonl"));
     assert_eq!(rpreds.len(), preds.len());
     for (a, b) in preds.iter().zip(&rpreds) {
         assert_eq!(a["reference"], b["reference"]);
+        assert_eq!(a["score"]["step"], b["score"]["step"]);
         assert_eq!(a["tools"], b["tools"]);
         let again = swift_eval::agent::sample_metrics(
             b["reference"].as_str().unwrap(),

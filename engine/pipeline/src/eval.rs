@@ -724,7 +724,9 @@ fn parsed_calls(text: String) -> (String, Vec<ToolCall>) {
     }
 }
 
-/// A message in OpenAI's chat shape (tool-call arguments as a JSON string).
+/// A message in OpenAI's chat shape (tool-call arguments as a JSON string, written as the
+/// templates write an argument object, Python's `json.dumps`, so that a server renders the same
+/// prompt as the local template does).
 fn openai_message(m: &Message) -> Value {
     let mut v = json!({"role": m.role, "content": m.content});
     if let Some(calls) = &m.tool_calls {
@@ -734,7 +736,7 @@ fn openai_message(m: &Message) -> Value {
             .map(|(i, c)| {
                 let args = match &c.function.arguments {
                     Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                    other => swift_template::tools::py_json(other),
                 };
                 json!({"id": c.id.clone().unwrap_or_else(|| format!("call_{i}")), "type": "function",
                        "function": {"name": c.function.name, "arguments": args}})
