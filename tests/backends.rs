@@ -173,6 +173,32 @@ fn the_example_backend_generates_for_infer_and_deploy() {
         r["choices"][1]["message"]["content"],
         results[0]["response"]
     );
+    // It scores no prompts: `echo` is refused naming it, and so is a log-likelihood benchmark
+    // through `swift eval --eval_url`.
+    let (status, text) = server.post(
+        "/v1/completions",
+        r#"{"prompt": "hi", "echo": true, "logprobs": 1, "max_tokens": 0}"#,
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("\"param\":\"echo\"") && text.contains("example-echo"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let quiz = dir.path().join("quiz.csv");
+    std::fs::write(&quiz, "question,A,B,C,D,answer\nq?,a,b,c,d,A\n").unwrap();
+    assert_fails(
+        swift(&[
+            "eval",
+            "--eval_url",
+            &server.base_url,
+            "--eval_dataset",
+            &quiz.display().to_string(),
+            "--output_dir",
+            &dir.path().join("out").display().to_string(),
+        ]),
+        &["benchmark `quiz`", "echo", "example-echo"],
+    );
 }
 
 /// A streamed answer with a tool call arrives as `tool_calls` deltas that the official `openai`

@@ -15,6 +15,7 @@ mod ddp;
 mod deploy;
 mod encode_cli;
 mod eval;
+mod eval_more;
 mod export_gguf;
 mod export_merge;
 mod export_to_gguf;

@@ -76,6 +76,19 @@ const TRAINING: Table = &[
     ("eval_steps", Refused(&[])),
     ("eval_on_start", Refused(&[])),
     (
+        "eval_use_evalscope",
+        Asserted("benchmarks_run_at_each_evaluation_step_of_training"),
+    ),
+    (
+        "eval_dataset",
+        Asserted("benchmarks_run_at_each_evaluation_step_of_training"),
+    ),
+    (
+        "eval_limit",
+        Asserted("benchmarks_run_at_each_evaluation_step_of_training"),
+    ),
+    ("eval_few_shot", Refused(&[])),
+    (
         "tuner_type",
         Asserted("freeze_keeps_the_named_parameters_and_trains_the_rest"),
     ),
@@ -488,6 +501,11 @@ const EVAL: Table = &[
         "eval_few_shot",
         Asserted("mmlu_on_smollm2_agrees_with_the_transformers_reference"),
     ),
+    (
+        "eval_url",
+        Asserted("eval_url_against_swift_deploy_scores_as_local_eval"),
+    ),
+    ("api_key", Refused(&[])),
 ];
 
 /// `swift web-ui` (tests/webui.rs): the server's own flags.

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::abi::{FfiBackend, FfiBackendBox, FfiBackend_TO};
 use crate::behaviour::{guard, into_result};
+pub use crate::prompt_score::{PromptLogprob, PromptScore, NO_PROMPT_LOGPROBS};
 
 // ---------------------------------------------------------------------------------------------
 // The record: a backend's name and what it supports
@@ -169,6 +170,11 @@ pub struct Capabilities {
     /// Most sequences one step may hold (0: no limit of its own).
     #[serde(default)]
     pub max_batch: usize,
+    /// Whether its models score a whole prompt ([`BackendModel::prompt_logprobs`]): what
+    /// `/v1/completions` with `echo` and `logprobs` returns, and what `swift eval --eval_url`
+    /// needs for log-likelihood benchmarks.
+    #[serde(default)]
+    pub prompt_logprobs: bool,
 }
 
 fn default_formats() -> Vec<ModelFormat> {
@@ -190,6 +196,7 @@ impl Default for Capabilities {
             sampling_params: Vec::new(),
             logprobs: false,
             max_batch: 0,
+            prompt_logprobs: false,
         }
     }
 }
@@ -244,7 +251,7 @@ impl Capabilities {
             ),
         };
         format!(
-            "models: {}; devices: {}; dtypes: {}; adapters: {}; sampling: {sampling}; batch: {}",
+            "models: {}; devices: {}; dtypes: {}; adapters: {}; sampling: {sampling}; batch: {}{}",
             formats.join(", "),
             self.devices.join(", "),
             if self.dtypes { "yes" } else { "no" },
@@ -253,6 +260,11 @@ impl Capabilities {
                 "any".to_string()
             } else {
                 format!("up to {}", self.max_batch)
+            },
+            if self.prompt_logprobs {
+                "; prompt log-probabilities (echo)"
+            } else {
+                ""
             }
         )
     }
@@ -455,6 +467,13 @@ pub trait BackendModel: Send + 'static {
     /// Runs one step. An error fails every running sequence (the host forgets them all; the
     /// next step's sequences all join).
     fn step(&mut self, step: &Step) -> Result<StepOutput, String>;
+    /// The log-probability of every prompt token after the first, under the model (one forward
+    /// pass, outside the running batch: the sequences it holds are untouched). Only called when
+    /// the record declares [`Capabilities::prompt_logprobs`].
+    fn prompt_logprobs(&mut self, request: &PromptScore) -> Result<Vec<PromptLogprob>, String> {
+        let _ = request;
+        Err(NO_PROMPT_LOGPROBS.into())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,6 +487,12 @@ pub trait FfiBackendModel: Send {
     /// [`Step`] as JSON in.
     #[sabi(last_prefix_field)]
     fn step(&mut self, step_json: RStr<'_>) -> RResult<FfiStepOutput, RString>;
+    /// [`PromptScore`] as JSON in, `[PromptLogprob]` as JSON out. Appended after the prefix
+    /// (contract 4 unchanged): a model from a plugin built before it answers with this default.
+    fn prompt_logprobs(&mut self, request_json: RStr<'_>) -> RResult<RString, RString> {
+        let _ = request_json;
+        RResult::RErr(RString::from(NO_PROMPT_LOGPROBS))
+    }
 }
 pub type FfiBackendModelBox = FfiBackendModel_TO<'static, RBox<()>>;
 
@@ -497,6 +522,23 @@ impl FfiBackendModel for ModelAdapter {
                 logits: out.logits.into(),
                 chosen_json: chosen_json.into(),
             })
+        })
+    }
+
+    fn prompt_logprobs(&mut self, request_json: RStr<'_>) -> RResult<RString, RString> {
+        self.score(request_json)
+    }
+}
+
+impl ModelAdapter {
+    fn score(&mut self, request_json: RStr<'_>) -> RResult<RString, RString> {
+        guard("backend model", || {
+            let request: PromptScore = serde_json::from_str(request_json.as_str())
+                .map_err(|e| format!("a prompt-scoring request the backend cannot read: {e}"))?;
+            let out = self.0.prompt_logprobs(&request)?;
+            serde_json::to_string(&out)
+                .map(RString::from)
+                .map_err(|e| e.to_string())
         })
     }
 }
@@ -613,6 +655,23 @@ impl BackendModelHandle {
             logits,
             chosen,
         })
+    }
+
+    /// See [`BackendModel::prompt_logprobs`]; checks there is one entry per prompt token after
+    /// the first.
+    pub fn prompt_logprobs(&mut self, request: &PromptScore) -> Result<Vec<PromptLogprob>, String> {
+        let json = serde_json::to_string(request).map_err(|e| e.to_string())?;
+        let out = into_result(self.inner.prompt_logprobs(json.as_str().into()))?;
+        let out: Vec<PromptLogprob> = serde_json::from_str(out.as_str())
+            .map_err(|e| format!("the backend's prompt log-probabilities are not readable: {e}"))?;
+        let want = request.prompt.len().saturating_sub(1);
+        if out.len() != want {
+            return Err(format!(
+                "the backend scored {} prompt tokens, expected {want} (all but the first)",
+                out.len()
+            ));
+        }
+        Ok(out)
     }
 }
 

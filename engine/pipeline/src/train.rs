@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use swift_data::{open_datasets, DatasetOptions};
 use swift_plugin_tensors::model::SlotKind;
 use swift_spec::TrainSpec;
@@ -164,16 +164,18 @@ pub fn check_flags(s: &TrainSpec, pretrain: bool) -> Result<()> {
         g.refuse(&["packing_strategy"], "without --packing")
             .map_err(msg)?;
     }
+    // --eval_dataset's two meanings first (its refusal says which flag is the loss set).
+    crate::eval_train::check_flags(s)?;
     if !s.validation.val_dataset.is_empty() {
         g.refuse(
             &["split_dataset_ratio"],
             "with --val_dataset (the validation rows come from it)",
         )
         .map_err(msg)?;
-    } else if s.validation.split_dataset_ratio <= 0.0 {
+    } else if s.validation.split_dataset_ratio <= 0.0 && !s.evalscope.eval_use_evalscope {
         g.refuse(
             &["eval_steps", "eval_on_start"],
-            "without validation rows (pass --val_dataset or --split_dataset_ratio)",
+            "without validation rows (pass --val_dataset or --split_dataset_ratio) or benchmarks (--eval_use_evalscope true --eval_dataset NAME)",
         )
         .map_err(msg)?;
     }
@@ -555,6 +557,7 @@ pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<Tr
         }
     );
 
+    let benchmarks = crate::eval_train::TrainingBenchmarks::prepare(s, &p.report.registries)?;
     let tuned = attach_tuner(s, &mut p)?;
     let (mut run, abs_model) = open_run(s, command, &p, &tuned, rows.len(), json!({}))?;
     let optimizer = crate::optimizer::setting(s, &p.report.registries)?;
@@ -562,7 +565,8 @@ pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<Tr
     cfg.lr_factors = tuned.lr_factors.clone();
     cfg.lisa = tuned.lisa;
     let bar = progress_bar(command);
-    let mut hooks = Hooks::new(&bar, &p, &tuned, &abs_model, run.path(), cfg.logging_steps);
+    let mut hooks = Hooks::new(&bar, &p, &tuned, &abs_model, run.path(), cfg.logging_steps)
+        .with_benchmarks(benchmarks, run.path());
     if let Some(l) = &tuned.adapter {
         l.set_training(true);
     }
@@ -588,6 +592,9 @@ pub struct Hooks<'a> {
     base_name: String,
     args_path: PathBuf,
     logging_steps: u64,
+    tokenizer: &'a swift_template::Tokenizer,
+    /// `--eval_use_evalscope`'s benchmarks.
+    benchmarks: Option<crate::eval_train::TrainingBenchmarks>,
 }
 
 impl<'a> Hooks<'a> {
@@ -607,7 +614,23 @@ impl<'a> Hooks<'a> {
             base_name: abs_model.to_string_lossy().into_owned(),
             args_path: run_path.join("args.json"),
             logging_steps,
+            tokenizer: &p.encoder.tokenizer,
+            benchmarks: None,
         }
+    }
+
+    /// Runs `--eval_use_evalscope`'s benchmarks at each evaluation (their predictions under
+    /// `run_path/eval/`).
+    pub fn with_benchmarks(
+        mut self,
+        benchmarks: Option<crate::eval_train::TrainingBenchmarks>,
+        run_path: &Path,
+    ) -> Self {
+        self.benchmarks = benchmarks.map(|mut b| {
+            b.set_run_dir(run_path);
+            b
+        });
+        self
     }
 }
 
@@ -615,6 +638,21 @@ impl TrainHooks for Hooks<'_> {
     fn set_training(&mut self, on: bool) {
         if let Some(l) = self.lora {
             l.set_training(on);
+        }
+    }
+
+    fn has_benchmarks(&self) -> bool {
+        self.benchmarks.is_some()
+    }
+
+    fn benchmarks(&mut self, step: u64) -> Result<Map<String, Value>, TrainError> {
+        match &self.benchmarks {
+            Some(b) => {
+                let bar = &self.bar;
+                let out = bar.suspend(|| b.run(self.model, self.tokenizer, step));
+                out.map_err(|e| TrainError::Step(format!("benchmarks at step {step}: {e:#}")))
+            }
+            None => Ok(Map::new()),
         }
     }
 

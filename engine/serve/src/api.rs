@@ -77,6 +77,10 @@ pub struct CompletionRequest {
     pub sampling: Sampling,
     /// The number of alternatives to report per token (legacy completions API).
     pub logprobs: Option<i64>,
+    /// Return the prompt itself, scored: with `max_tokens: 0` and `logprobs`, each prompt
+    /// token's log-probability (the first is null), as OpenAI's legacy API and vLLM return it.
+    #[serde(default)]
+    pub echo: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

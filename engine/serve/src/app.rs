@@ -3,7 +3,8 @@
 //! events into OpenAI responses (whole, or server-sent events ending in `data: [DONE]`).
 //!
 //! Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions` (the prompt is
-//! rendered as one user turn through the chat template, as ms-swift does), `GET /health`.
+//! rendered as one user turn through the chat template, as ms-swift does; with `echo`, scored as
+//! plain text by [`crate::echo`]), `GET /health`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub adapters: Vec<String>,
     /// What the backend supports: requests needing more are refused by parameter.
     pub capabilities: swift_plugin_tensors::backend::Capabilities,
+    /// The backend's name (refusals name it).
+    pub backend: String,
     pub encoder: Arc<Encoder>,
     /// The template's stop words (requests add their own).
     pub stop_words: Vec<String>,
@@ -137,7 +140,10 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The adapter a request's `model` names (None: the base model; absent: the base model).
-fn resolve_model(st: &AppState, model: Option<&str>) -> Result<(String, Option<usize>), ApiError> {
+pub(crate) fn resolve_model(
+    st: &AppState,
+    model: Option<&str>,
+) -> Result<(String, Option<usize>), ApiError> {
     match model {
         None => Ok((st.base_name.clone(), None)),
         Some(m) if m == st.base_name => Ok((m.to_string(), None)),
@@ -359,22 +365,10 @@ async fn completions_inner(
 ) -> Result<Response, ApiError> {
     authorize(&st, &headers)?;
     let req: CompletionRequest = parse(&body)?;
-    let prompt = match req.prompt {
-        Some(Prompt::One(p)) => p,
-        Some(Prompt::Many(mut v)) if v.len() == 1 => v.remove(0),
-        Some(Prompt::Many(_)) => {
-            return Err(ApiError::bad_request(
-                "Send one prompt per request (a list of several prompts is not supported)",
-                Some("prompt"),
-            ))
-        }
-        None => {
-            return Err(ApiError::bad_request(
-                "`prompt` is required",
-                Some("prompt"),
-            ))
-        }
-    };
+    if req.echo {
+        return crate::echo::respond(&st, req).await;
+    }
+    let prompt = single_prompt(req.prompt)?;
     let row = StandardRow {
         messages: vec![Message::new("user", prompt)],
         ..Default::default()
@@ -402,7 +396,23 @@ async fn completions_inner(
     respond(p).await
 }
 
-fn request_id() -> String {
+/// The one prompt of a completions request.
+pub(crate) fn single_prompt(prompt: Option<Prompt>) -> Result<String, ApiError> {
+    match prompt {
+        Some(Prompt::One(p)) => Ok(p),
+        Some(Prompt::Many(mut v)) if v.len() == 1 => Ok(v.remove(0)),
+        Some(Prompt::Many(_)) => Err(ApiError::bad_request(
+            "Send one prompt per request (a list of several prompts is not supported)",
+            Some("prompt"),
+        )),
+        None => Err(ApiError::bad_request(
+            "`prompt` is required",
+            Some("prompt"),
+        )),
+    }
+}
+
+pub(crate) fn request_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -539,7 +549,7 @@ fn chat_logprobs(lps: &[TokenLogprob]) -> Value {
 }
 
 /// Legacy completions `logprobs`: parallel lists, `text_offset` counted from `offset`.
-fn completion_logprobs(lps: &[TokenLogprob], offset: usize) -> Value {
+pub(crate) fn completion_logprobs(lps: &[TokenLogprob], offset: usize) -> Value {
     if lps.is_empty() {
         return Value::Null;
     }

@@ -23,7 +23,8 @@ use std::collections::VecDeque;
 
 use swift_model::{FinishReason, Sampler, SamplingParams};
 use swift_plugin_tensors::backend::{
-    AdapterSupport, BackendModelHandle, Capabilities, Chosen, Join, Sampling, SamplingBy, Step,
+    AdapterSupport, BackendModelHandle, Capabilities, Chosen, Join, PromptLogprob, PromptScore,
+    Sampling, SamplingBy, Step,
 };
 use swift_template::Encoder;
 use tokio::sync::mpsc::UnboundedSender;
@@ -90,16 +91,38 @@ pub enum SubmitError {
     ShuttingDown,
 }
 
+/// A prompt to score (`echo` on `/v1/completions`): run by the batcher thread between two
+/// decoding steps, answered on `reply`.
+pub struct ScoreJob {
+    pub request: PromptScore,
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<PromptLogprob>, String>>,
+}
+
+/// What the queue holds.
+enum Work {
+    Generate(Job),
+    Score(ScoreJob),
+}
+
 /// The handle request handlers submit jobs through.
 #[derive(Clone)]
 pub struct Submitter {
-    tx: SyncSender<Job>,
+    tx: SyncSender<Work>,
 }
 
 impl Submitter {
     /// Queues a job, or refuses at once when the queue is full.
     pub fn try_submit(&self, job: Job) -> Result<(), SubmitError> {
-        self.tx.try_send(job).map_err(|e| match e {
+        self.send(Work::Generate(job))
+    }
+
+    /// Queues a prompt to score (in the same queue, so the same limit), or refuses at once.
+    pub fn try_score(&self, job: ScoreJob) -> Result<(), SubmitError> {
+        self.send(Work::Score(job))
+    }
+
+    fn send(&self, work: Work) -> Result<(), SubmitError> {
+        self.tx.try_send(work).map_err(|e| match e {
             TrySendError::Full(_) => SubmitError::QueueFull,
             TrySendError::Disconnected(_) => SubmitError::ShuttingDown,
         })
@@ -174,7 +197,18 @@ struct Batcher {
 }
 
 impl Batcher {
-    fn run(mut self, rx: Receiver<Job>) {
+    /// A generation job's rows wait; a prompt to score is scored now, between two steps.
+    fn take(&mut self, work: Work, waiting: &mut VecDeque<Row>) {
+        match work {
+            Work::Generate(job) => waiting.extend(rows_of(job)),
+            Work::Score(job) => {
+                let out = self.decoder.prompt_logprobs(&job.request);
+                let _ = job.reply.send(out);
+            }
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Work>) {
         // Rows taken from the queue that wait for room (or, per-batch adapters, their turn).
         let mut waiting: VecDeque<Row> = VecDeque::new();
         let mut open = true;
@@ -184,14 +218,14 @@ impl Batcher {
                     break;
                 }
                 match rx.recv() {
-                    Ok(job) => waiting.extend(rows_of(job)),
+                    Ok(work) => self.take(work, &mut waiting),
                     Err(_) => break,
                 }
             }
             // Take from the queue only while the batch has room.
             while open && self.decoder.running() + waiting.len() < self.max {
                 match rx.try_recv() {
-                    Ok(job) => waiting.extend(rows_of(job)),
+                    Ok(work) => self.take(work, &mut waiting),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
                 }
@@ -268,6 +302,12 @@ impl Decoder {
     /// The loaded model's own description.
     pub fn info(&self) -> &swift_plugin_tensors::backend::ModelInfo {
         self.model.info()
+    }
+
+    /// Scores a prompt ([`BackendModelHandle::prompt_logprobs`]); the running rows are
+    /// untouched.
+    pub fn prompt_logprobs(&mut self, request: &PromptScore) -> Result<Vec<PromptLogprob>, String> {
+        self.model.prompt_logprobs(request)
     }
 
     /// Rows being decoded.

@@ -7,6 +7,8 @@
 //! * [`pt`]: the built-in `pt` backend's model (libtorch) behind that contract.
 //! * [`adapters`]: several adapters on one libtorch model (through the tuner contract), chosen
 //!   per row without merging.
+//! * [`echo`]: `/v1/completions` with `echo`: the prompt's token log-probabilities (OpenAI's
+//!   legacy completions, vLLM), from backends that declare prompt scoring.
 //! * [`tool_calls`]: tool calls in answers read back into OpenAI's `tool_calls`.
 //! * [`validate`]: a chat request's `messages` and `tools` checked field by field (OpenAI's
 //!   rules per role), each failure a 400 naming its `param`.
@@ -19,6 +21,7 @@ pub mod adapters;
 pub mod api;
 pub mod app;
 pub mod batcher;
+pub mod echo;
 pub mod pt;
 #[cfg(test)]
 mod tests;
@@ -53,6 +56,8 @@ pub struct ServedModel {
     pub model: BackendModelHandle,
     /// What the backend supports (requests needing more are refused with a 400).
     pub capabilities: Capabilities,
+    /// The backend's name (`--infer_backend`), named by refusals.
+    pub backend: String,
     /// The chat template bound to the tokenizer (`generation_prompt` on).
     pub encoder: Encoder,
     pub eos_ids: Vec<i64>,
@@ -84,6 +89,7 @@ pub fn run(served: ServedModel, options: ServeOptions) -> Result<(), ServeError>
     let ServedModel {
         model,
         capabilities,
+        backend,
         encoder,
         eos_ids,
         max_model_len,
@@ -114,6 +120,7 @@ pub fn run(served: ServedModel, options: ServeOptions) -> Result<(), ServeError>
         base_name: name,
         adapters: options.adapters.iter().map(|(a, _)| a.clone()).collect(),
         capabilities,
+        backend,
         encoder,
         stop_words,
         max_model_len,

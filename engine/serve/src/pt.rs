@@ -8,7 +8,9 @@
 //! LoRA adapters are the server's switches ([`crate::adapters`]), set before each pass.
 
 use swift_model::{KvCache, LoadedModel, TorchThreads};
-use swift_plugin_tensors::backend::{BackendModel, ModelInfo, Step, StepOutput};
+use swift_plugin_tensors::backend::{
+    BackendModel, ModelInfo, PromptLogprob, PromptScore, Step, StepOutput,
+};
 use tch::{Device, Kind, Tensor};
 
 use crate::adapters::Selection;
@@ -161,6 +163,62 @@ impl BackendModel for PtModel {
                 .and_then(|m| usize::try_from(m).ok()),
             description: self.description.clone(),
         }
+    }
+
+    fn prompt_logprobs(&mut self, request: &PromptScore) -> Result<Vec<PromptLogprob>, String> {
+        let te = |e: tch::TchError| e.to_string();
+        let me = |e: swift_model::ModelError| e.to_string();
+        let n = request.prompt.len();
+        if n == 0 {
+            return Err("the prompt has no tokens".into());
+        }
+        if n == 1 {
+            return Ok(Vec::new());
+        }
+        // A prefill of its own (the running sequences' cache is untouched); the next step sets
+        // the adapters of its rows again.
+        self.threads = None;
+        self.select(vec![request.adapter]);
+        let ids = Tensor::from_slice(&request.prompt).view([1, n as i64]);
+        let mut cache = self.model.new_cache(1);
+        let hidden = self.model.forward(&ids, None, &mut cache).map_err(me)?;
+        let h = hidden.get(0).f_narrow(0, 0, n as i64 - 1).map_err(te)?;
+        let logp = self
+            .model
+            .logits(&h)
+            .map_err(me)?
+            .f_to_kind(Kind::Float)
+            .and_then(|l| l.f_log_softmax(-1, Kind::Float))
+            .and_then(|l| l.f_to_device(Device::Cpu))
+            .map_err(te)?;
+        let next = Tensor::from_slice(&request.prompt[1..]).view([-1, 1]);
+        let picked = Vec::<f32>::try_from(
+            logp.f_gather(-1, &next, false)
+                .and_then(|t| t.f_view([-1]))
+                .map_err(te)?,
+        )
+        .map_err(te)?;
+        let tops: Vec<Vec<(i64, f64)>> = if request.top > 0 {
+            let k = request.top.min(logp.size()[1] as usize) as i64;
+            let (values, indices) = logp.f_topk(k, -1, true, true).map_err(te)?;
+            let values = Vec::<f32>::try_from(values.f_view([-1]).map_err(te)?).map_err(te)?;
+            let indices = Vec::<i64>::try_from(indices.f_view([-1]).map_err(te)?).map_err(te)?;
+            values
+                .chunks(k as usize)
+                .zip(indices.chunks(k as usize))
+                .map(|(v, i)| i.iter().zip(v).map(|(&i, &v)| (i, f64::from(v))).collect())
+                .collect()
+        } else {
+            vec![Vec::new(); n - 1]
+        };
+        Ok(picked
+            .into_iter()
+            .zip(tops)
+            .map(|(lp, top)| PromptLogprob {
+                logprob: f64::from(lp),
+                top,
+            })
+            .collect())
     }
 
     fn step(&mut self, step: &Step) -> Result<StepOutput, String> {

@@ -1,5 +1,6 @@
 //! The run's charts, as ms-swift draws them: one PNG per logged metric under `images/`
-//! (`train_loss.png`, `train_learning_rate.png`, `eval_loss.png`, ...), the metric against the
+//! (`train_loss.png`, `train_learning_rate.png`, `eval_loss.png`, every other `eval_*` metric
+//! such as a benchmark's `eval_mmlu_acc.png`, ...), the metric against the
 //! optimiser step, read back from `logging.jsonl`. Text is drawn with the DejaVu font that the
 //! binary carries, so no system fonts are needed.
 
@@ -54,7 +55,7 @@ fn file_name(metric: &str) -> String {
 pub fn plot_run(run: &Path) -> Result<Vec<PathBuf>, TrainError> {
     let log = run.join("logging.jsonl");
     let text = std::fs::read_to_string(&log).map_err(|e| TrainError::io(&log, e))?;
-    let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for line in text.lines() {
         let Ok(rec) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -62,9 +63,17 @@ pub fn plot_run(run: &Path) -> Result<Vec<PathBuf>, TrainError> {
         let Some(step) = rec.get("step").and_then(Value::as_f64) else {
             continue;
         };
-        for m in METRICS {
-            if let Some(v) = rec.get(m).and_then(Value::as_f64).filter(|v| v.is_finite()) {
-                series.entry(m).or_default().push((step, v));
+        // The fixed metrics, and every evaluation metric (benchmarks during training among
+        // them: `eval_<benchmark>_<metric>`).
+        let Some(obj) = rec.as_object() else {
+            continue;
+        };
+        for (k, v) in obj {
+            if !(METRICS.contains(&k.as_str()) || k.starts_with("eval_")) {
+                continue;
+            }
+            if let Some(v) = v.as_f64().filter(|v| v.is_finite()) {
+                series.entry(k.clone()).or_default().push((step, v));
             }
         }
     }
@@ -72,8 +81,8 @@ pub fn plot_run(run: &Path) -> Result<Vec<PathBuf>, TrainError> {
     std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
     let mut written = Vec::new();
     for (metric, points) in series {
-        let path = dir.join(file_name(metric));
-        draw(&path, metric, &points)
+        let path = dir.join(file_name(&metric));
+        draw(&path, &metric, &points)
             .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
         written.push(path);
     }

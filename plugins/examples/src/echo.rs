@@ -25,6 +25,7 @@ pub fn record() -> BackendRecord {
         sampling_params: Vec::new(),
         logprobs: false,
         max_batch: 4,
+        prompt_logprobs: false,
     })
 }
 

@@ -50,6 +50,7 @@ pub fn record() -> BackendRecord {
         sampling_params: Vec::new(),
         logprobs: false,
         max_batch: 64,
+        prompt_logprobs: false,
     })
 }
 

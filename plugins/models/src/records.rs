@@ -84,6 +84,7 @@ pub fn pt_backend() -> BackendRecord {
         devices: vec!["cpu".into(), "cuda".into()],
         dtypes: true,
         adapters: AdapterSupport::PerRow,
+        prompt_logprobs: true,
         ..Capabilities::default()
     })
 }
