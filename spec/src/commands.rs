@@ -356,6 +356,9 @@ pub struct WebUiSpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub server: WebUiArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub api: ApiKeyArgs,
     /// The flags the user set (filled by the host; not a flag).
     #[cfg_attr(feature = "cli", arg(skip))]
     #[serde(skip)]

@@ -684,13 +684,14 @@ pub struct ServerArgs {
     pub debug_step_delay_ms: Option<u64>,
 }
 
-/// The OpenAI-style API key: `swift deploy` requires it (`Authorization: Bearer KEY` on the /v1
-/// routes); `swift eval --eval_url` sends it.
+/// The API key: `swift deploy` requires it (`Authorization: Bearer KEY` on the /v1 routes);
+/// `swift eval --eval_url` sends it; `swift web-ui` requires it (the bearer header, or
+/// `/?api_key=KEY` opened once, which sets a cookie).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ApiKeyArgs {
-    /// `swift deploy`: require `Authorization: Bearer KEY` on the /v1 routes; `swift eval
-    /// --eval_url`: send it so.
+    /// `swift deploy` and `swift web-ui`: require `Authorization: Bearer KEY` (web-ui: or open
+    /// `/?api_key=KEY` once); `swift eval --eval_url`: send it so.
     #[cfg_attr(feature = "cli", arg(long))]
     pub api_key: Option<String>,
 }
@@ -764,9 +765,6 @@ pub struct WebUiArgs {
         arg(long, value_name = "DIR", default_value = "output")
     )]
     pub output_dir: PathBuf,
-    /// Require this key: `Authorization: Bearer KEY`, or open `/?api_key=KEY` once (a cookie).
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub api_key: Option<String>,
     /// Folders of models and data the UI may read (symlinks resolved), beside --output_dir.
     /// Repeatable.
     #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "DIR"))]

@@ -50,7 +50,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         port: server.server_port,
         lang: server.lang,
         output_dir: server.output_dir,
-        api_key: server.api_key,
+        api_key: spec.api.api_key,
         allowed_roots: server.allowed_roots,
         swift,
         global_args,
