@@ -166,8 +166,8 @@ fn gradient_accumulation_equals_one_big_batch() {
             bs,
             "--gradient_accumulation_steps",
             accum,
-            // Whole micro-batches in one padded pass (the default runs one row per pass), so
-            // the three runs really differ in how rows are batched and padded.
+            // Whole micro-batches in one pass, their rows laid end to end (the default runs one
+            // row per pass), so the three runs really differ in how rows are batched.
             "--rows_per_pass",
             "0",
         ]);

@@ -3,7 +3,9 @@
 //! * On the tiny random llama of tests/fixtures/models (every parameter trainable): a packed
 //!   sequence A|B|C (positions restarting per row, block-diagonal causal attention through
 //!   `LoadedModel::forward_train_packed`) gives the per-token logits of A, B and C run alone,
-//!   the same summed loss over their labelled tokens, and the same gradient for every parameter.
+//!   the same summed loss over their labelled tokens, and the same gradient for every parameter;
+//!   so do the rows laid end to end without padding, as a training pass of several rows lays
+//!   them (`Collator::concat`).
 //! * End to end: `swift sft --packing true` and `swift pt --packing true` log the losses and
 //!   token accuracies of the unpacked runs over the same rows (the loss normalised over the
 //!   labelled tokens of the step either way; a row's first token is never a target, not even of
@@ -151,6 +153,27 @@ fn a_packed_sequence_computes_what_its_rows_compute_alone() {
         .map(|g| g.abs().sum(Kind::Double).double_value(&[]))
         .sum();
     assert!(total > 1e-3, "{total}");
+
+    // A training pass of several rows lays them end to end without padding
+    // (`Collator::concat`): the packed sequence's logits and loss.
+    {
+        let _g = tch::no_grad_guard();
+        let concat = Collator {
+            pad_id: 0,
+            packing: false,
+            max_length: usize::MAX,
+        }
+        .concat(&rows);
+        assert_eq!((concat.batch, concat.seq_len), (1, 23));
+        let (l, logits) = loss_and_logits(&model, &concat);
+        let d = max_diff(&logits, &packed_logits.narrow(1, 0, 23));
+        assert!(d < 1e-5, "logits of the rows end to end differ by {d}");
+        let l = l.double_value(&[]);
+        assert!(
+            (l - alone_loss).abs() < 1e-5 * alone_loss.abs().max(1.0),
+            "loss of the rows end to end {l} vs rows alone {alone_loss}"
+        );
+    }
 
     // Without the block-diagonal mask (one causal sequence), rows B and C see the rows before
     // them and their logits change: the mask is what makes packing exact.

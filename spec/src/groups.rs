@@ -462,8 +462,8 @@ pub struct TrainerArgs {
     /// schedule, data position and random draws).
     #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
     pub resume_from_checkpoint: Option<PathBuf>,
-    /// Rows per forward/backward pass inside a micro-batch (1: the least memory, no padding;
-    /// 0: the whole micro-batch at once). The gradient is the same.
+    /// Rows per forward/backward pass inside a micro-batch (1: the least memory; 0: the whole
+    /// micro-batch at once), laid end to end without padding. The gradient is the same.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
     #[serde(deserialize_with = "range::de::<usize, range::Any, _>")]
     pub rows_per_pass: usize,

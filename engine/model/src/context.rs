@@ -50,6 +50,10 @@ pub(crate) struct Step {
     segments: Option<Tensor>,
     /// LongLoRA's shifted sparse attention for this training pass: `(group, length)`.
     pub sparse: Option<(i64, i64)>,
+    /// A packed pass of one sequence: the lengths of its runs of one row each, in order, so
+    /// attention runs causally on each run alone (what the block-diagonal mask asks, without
+    /// computing the scores between rows).
+    blocks: Option<Vec<i64>>,
 }
 
 impl KvCache {
@@ -294,6 +298,7 @@ impl KvCache {
             seq: t,
             segments,
             sparse: None,
+            blocks: None,
         })
     }
 
@@ -352,17 +357,24 @@ impl KvCache {
         }
         let (b, t) = (size[0], size[1]);
         let device = ids.device();
-        let same_row = seq_ids
-            .f_unsqueeze(2)?
-            .f_eq_tensor(&seq_ids.f_unsqueeze(1)?)?
-            .f_view([b, 1, t, t])?;
-        let mask = causal(0, t, device)?
-            .f_view([1, 1, t, t])?
-            .f_logical_and(&same_row)?;
+        let (mask, blocks) = if b == 1 {
+            let row: Vec<i64> =
+                Vec::<i64>::try_from(seq_ids.f_reshape([-1])?.f_to_kind(Kind::Int64)?)?;
+            (None, Some(runs(&row)))
+        } else {
+            let same_row = seq_ids
+                .f_unsqueeze(2)?
+                .f_eq_tensor(&seq_ids.f_unsqueeze(1)?)?
+                .f_view([b, 1, t, t])?;
+            let mask = causal(0, t, device)?
+                .f_view([1, 1, t, t])?
+                .f_logical_and(&same_row)?;
+            (Some(mask), None)
+        };
         let next_pos = positions.f_select(1, t - 1)?.f_add_scalar(1)?;
         Ok(Step {
             positions: positions.f_to_kind(Kind::Int64)?,
-            mask: Some(mask),
+            mask,
             is_causal: false,
             key_valid: Tensor::f_ones([b, t], (Kind::Bool, device))?,
             key_valid_host: None,
@@ -370,8 +382,55 @@ impl KvCache {
             seq: t,
             segments: Some(seq_ids.f_to_kind(Kind::Int64)?),
             sparse: None,
+            blocks,
         })
     }
+}
+
+/// The lengths of the runs of equal values in `ids`, in order.
+fn runs(ids: &[i64]) -> Vec<i64> {
+    let mut out: Vec<i64> = Vec::new();
+    let mut prev = None;
+    for &id in ids {
+        match out.last_mut() {
+            Some(n) if prev == Some(id) => *n += 1,
+            _ => out.push(1),
+        }
+        prev = Some(id);
+    }
+    out
+}
+
+/// Causal attention over each run of `blocks` positions of a one-sequence pass alone: the
+/// block-diagonal causal mask's result, at the cost of the blocks' scores only.
+fn blockwise_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    blocks: &[i64],
+    scale: Option<f64>,
+    gqa: bool,
+) -> Result<Tensor, tch::TchError> {
+    let sdpa = |q: &Tensor, k: &Tensor, v: &Tensor| {
+        Tensor::f_scaled_dot_product_attention(q, k, v, None::<&Tensor>, 0.0, true, scale, gqa)
+    };
+    if blocks.len() <= 1 {
+        return sdpa(q, k, v);
+    }
+    // split_with_sizes: its backward is one concatenation (a narrow per block would add a
+    // zero-filled full-size gradient per block).
+    let (qs, ks, vs) = (
+        q.f_split_with_sizes(blocks, 2)?,
+        k.f_split_with_sizes(blocks, 2)?,
+        v.f_split_with_sizes(blocks, 2)?,
+    );
+    let outs = qs
+        .iter()
+        .zip(&ks)
+        .zip(&vs)
+        .map(|((q, k), v)| sdpa(q, k, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    Tensor::f_cat(&outs, 2)
 }
 
 /// The host's side of [`ModelContext`] for one forward pass.
@@ -500,6 +559,11 @@ impl ModelContext for HostContext<'_> {
             }
         }
         let gqa = q.size().get(1) != k.size().get(1);
+        if let Some(blocks) = &self.step.blocks {
+            let out = blockwise_attention(q, &k, &v, blocks, scale, gqa).map_err(te)?;
+            self.attended += 1;
+            return Ok(out);
+        }
         let out = Tensor::f_scaled_dot_product_attention(
             q,
             &k,

@@ -451,6 +451,12 @@ impl LoadedModel {
         self.training_attention = attention;
     }
 
+    /// Whether training passes have an attention of their own (LongLoRA's shifted sparse
+    /// groups, over rows padded to `--max_length`).
+    pub fn has_training_attention(&self) -> bool {
+        self.training_attention.is_some()
+    }
+
     /// The shifted sparse groups a training pass uses now (`(group, length)`), if any.
     fn sparse_now(&self) -> Option<(i64, i64)> {
         use std::sync::atomic::Ordering;

@@ -12,6 +12,10 @@
 //!   first token of every packed row gets label -100: the token before it belongs to another row
 //!   and must not learn to predict it (alone, a row's first token is never a target either).
 //!
+//! * One training pass over several rows of a micro-batch (`--rows_per_pass` other than 1):
+//!   the rows are laid end to end in one sequence with no padding (`Collator::concat`), the
+//!   same layout as packing, so each row still attends only to itself.
+//!
 //! Every batch reports its number of labelled tokens: the loss is the sum of per-token losses
 //! divided by the labelled tokens of the whole accumulated step (as ms-swift does), which is what
 //! makes gradient accumulation over rows of unequal length equal to one big batch.
@@ -194,16 +198,19 @@ impl Collator {
         Ok(pack_groups(&lengths, self.max_length, strategy)?
             .into_iter()
             .map(|pack| {
-                let mut b = Batch::empty(1, self.max_length, self.pad_id);
-                b.packed = true;
-                let mut offset = 0;
-                for (j, &i) in pack.iter().enumerate() {
-                    b.place(0, offset, &rows[i], (j + 1) as i64, true);
-                    offset += rows[i].input_ids.len();
-                }
-                b
+                let chosen: Vec<&EncodedRow> = pack.iter().map(|&i| &rows[i]).collect();
+                Batch::end_to_end(&chosen, self.max_length, self.pad_id)
             })
             .collect())
+    }
+
+    /// Lays `rows` end to end in one sequence without padding: one training pass over several
+    /// rows in which each row attends only to itself, as with packing, so the pass computes
+    /// exactly what the rows compute alone, without the tokens padding would add.
+    pub fn concat(&self, rows: &[EncodedRow]) -> Batch {
+        let chosen: Vec<&EncodedRow> = rows.iter().collect();
+        let len = rows.iter().map(|r| r.input_ids.len()).sum();
+        Batch::end_to_end(&chosen, len, self.pad_id)
     }
 }
 
@@ -223,6 +230,18 @@ impl Batch {
             num_tokens: 0,
             packed: false,
         }
+    }
+
+    /// One packed sequence of `len` tokens holding `rows` end to end, padded after them.
+    fn end_to_end(rows: &[&EncodedRow], len: usize, pad_id: u32) -> Self {
+        let mut b = Batch::empty(1, len, pad_id);
+        b.packed = true;
+        let mut offset = 0;
+        for (j, r) in rows.iter().enumerate() {
+            b.place(0, offset, r, (j + 1) as i64, true);
+            offset += r.input_ids.len();
+        }
+        b
     }
 
     /// Stacks batches of one sequence each (packed sequences) into one `[n, len]` batch, `len`
@@ -341,6 +360,30 @@ mod tests {
             .pack(&[row(&[1; 6], 0)])
             .unwrap_err()
             .contains("max_length 5"));
+    }
+
+    #[test]
+    fn a_pass_lays_its_rows_end_to_end_without_padding() {
+        let c = Collator {
+            pad_id: 9,
+            packing: false,
+            max_length: usize::MAX,
+        };
+        let b = c.concat(&[row(&[1, 2, 3], 1), row(&[4, 5], 0)]);
+        assert_eq!((b.batch, b.seq_len), (1, 5));
+        assert_eq!(b.input_ids, [1, 2, 3, 4, 5]);
+        assert_eq!(b.position_ids, [0, 1, 2, 0, 1]);
+        assert_eq!(b.seq_ids, [1, 1, 1, 2, 2]);
+        assert_eq!(b.attention_mask, [1; 5]);
+        // The labels the rows have alone after the shift: a row's first token is never a target.
+        assert_eq!(b.labels, [-100, 2, 3, -100, 5]);
+        assert_eq!((b.num_label_tokens, b.num_tokens), (3, 5));
+        assert_eq!(
+            crate::loss::shifted_label_count(&b.labels, 1, 5),
+            crate::loss::shifted_label_count(&[-100, 2, 3], 1, 3)
+                + crate::loss::shifted_label_count(&[4, 5], 1, 2)
+        );
+        assert!(b.packed);
     }
 
     #[test]

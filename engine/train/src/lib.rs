@@ -23,6 +23,7 @@
 //!   writing.
 //! * [`token`]: the token objective of `swift sft` / `swift pt` (padded or packed rows,
 //!   gradient checkpointing, rows per pass).
+//! * [`memory`]: glibc's malloc told to keep freed blocks for reuse while training.
 //! * [`rlhf`]: the preference objective (DPO, ORPO, SimPO, CPO, KTO, reward modelling) over
 //!   per-sequence log-probs or scores, with the reference as the policy's adapters switched off
 //!   or a frozen model.
@@ -34,6 +35,7 @@ pub mod checkpoint;
 pub mod collate;
 pub mod llamapro;
 pub mod loss;
+pub mod memory;
 pub mod optim;
 pub mod parallel;
 pub mod plot;

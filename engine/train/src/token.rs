@@ -3,8 +3,10 @@
 //!
 //! * Units: the encoded rows, or with `--packing` the sequences they are packed into once,
 //!   before the first epoch (ms-swift's `PackingDataset`).
-//! * One optimiser step: its micro-batches are padded (or stacked packed sequences), split into
-//!   passes of `rows_per_pass` rows, and each pass's loss, Σ scale·CE divided by the labelled
+//! * One optimiser step: its micro-batches are split into passes of `rows_per_pass` rows, each
+//!   pass's rows laid end to end in one sequence without padding (padded instead with gradient
+//!   checkpointing or a training attention of the tuner's; `--packing`'s sequences stacked),
+//!   and each pass's loss, Σ scale·CE divided by the labelled
 //!   tokens of the *whole step*, is back-propagated at once; so accumulation over rows of
 //!   unequal length equals one big batch, and fewer rows per pass only hold fewer activations.
 //! * Gradient checkpointing (`gradient_checkpointing`): each pass runs through
@@ -142,6 +144,10 @@ pub struct TokenObjective<'a> {
     pad_id: u32,
     rows_per_pass: usize,
     checkpointing: bool,
+    /// A pass over several rows lays them end to end (no padding) instead of padding them:
+    /// not with gradient checkpointing (its recomputed blocks take no packed mask) nor with a
+    /// training attention of its own (LongLoRA's groups count padded positions).
+    end_to_end: bool,
     eval_batch: usize,
 }
 
@@ -197,6 +203,7 @@ impl<'a> TokenObjective<'a> {
             pad_id: cfg.pad_id,
             rows_per_pass: cfg.rows_per_pass,
             checkpointing: cfg.gradient_checkpointing,
+            end_to_end: !cfg.gradient_checkpointing && !model.has_training_attention(),
             eval_batch: cfg.batch_size.max(1),
         })
     }
@@ -231,7 +238,11 @@ impl Objective for TokenObjective<'_> {
                 None => {
                     let chosen: Vec<EncodedRow> =
                         idx.iter().map(|&k| self.rows[k].clone()).collect();
-                    self.collator.pad(&chosen)
+                    if chosen.len() > 1 && self.end_to_end {
+                        self.collator.concat(&chosen)
+                    } else {
+                        self.collator.pad(&chosen)
+                    }
                 }
             })
             .collect();

@@ -550,6 +550,7 @@ pub fn train<O: Objective>(
     // LISA's layers of the current interval (logged with every record).
     let mut lisa_active: Option<Vec<usize>> = None;
     let mut threads = crate::threads::TrainThreads::new();
+    crate::memory::keep_freed_memory();
     for (i, micro) in steps.iter().enumerate().skip(start) {
         let step = i as u64 + 1;
         threads.before_step(step);

@@ -33,6 +33,7 @@
 
 pub mod adalora;
 pub mod boft;
+pub mod dropout;
 pub mod fourierft;
 pub mod ia3;
 pub mod longlora;

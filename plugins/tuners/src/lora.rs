@@ -1,7 +1,9 @@
 //! LoRA and its variants as an adapter on the tuner contract (swift-plugin-tensors' `tuner`):
 //! a targeted slot's output becomes `base + dropout(x) · Aᵀ · Bᵀ · alpha / r`, with `A`
 //! (`[r, in]`) drawn Kaiming-uniform as PEFT does (`a = √5`, so the bound is `1/√in`) and `B`
-//! (`[out, r]`) zero, so the adapted model starts equal to the base.
+//! (`[out, r]`) zero, so the adapted model starts equal to the base. On the CPU the dropout's
+//! mask is drawn by `dropout.rs` and its `1/(1 − p)` folded into the scaling, and the sum with
+//! the base output is one `addmm` (no pass over the output for the scaling or the sum).
 //!
 //! Variants (PEFT's names): rsLoRA scales by `alpha / √r`; DoRA (`use_dora`) re-normalises each
 //! output row to a trained magnitude `m`: the slot's output becomes
@@ -552,15 +554,21 @@ pub fn lora_forward(
     dora: Option<(&Tensor, &Tensor, Option<&Tensor>)>,
 ) -> Result<Tensor, String> {
     let dropped = dropout > 0.0 && training;
-    let h = if dropped {
+    // `factor`: dropout's 1 / (1 − p), folded into the scaling of the rank-wide product.
+    let (h, factor) = if !dropped {
+        (x.shallow_clone(), 1.0)
+    } else if dora.is_some() {
         // native_dropout keeps a boolean mask for the backward pass (plain dropout keeps a
         // float one on CPU): a quarter of the memory for the same result.
-        x.f_native_dropout(dropout, true)
+        let h = x
+            .f_native_dropout(dropout, true)
             .map_err(|e| e.to_string())?
-            .0
+            .0;
+        (h, 1.0)
     } else {
-        x.shallow_clone()
+        crate::dropout::dropped(x, dropout).map_err(|e| format!("lora dropout: {e}"))?
     };
+    let scale = scale * factor;
     // Float32 adapters on a bfloat16 base (PEFT's autocast_adapter_dtype): the low-rank
     // path runs in the adapters' dtype, and its sum with the base output is cast back.
     let adapter_kind = a.kind();
@@ -570,6 +578,20 @@ pub fn lora_forward(
     } else {
         h
     };
+    if dora.is_none() && base.kind() == adapter_kind {
+        // base + (scale·h·Aᵀ)·Bᵀ as one addmm over the rows: the scaling on the rank-wide
+        // product, and no separate pass over the output for the scaling or the sum.
+        let f = || -> Result<Tensor, tch::TchError> {
+            let shape = base.size();
+            let out = *shape.last().unwrap_or(&0);
+            let low = h.f_matmul(&a.f_tr()?)?.f_mul_scalar(scale)?;
+            let rank = *low.size().last().unwrap_or(&0);
+            base.f_reshape([-1, out])?
+                .f_addmm(&low.f_reshape([-1, rank])?, &b.f_tr()?)?
+                .f_view(shape.as_slice())
+        };
+        return f().map_err(|e| format!("lora: {e}"));
+    }
     let low_rank = h
         .f_matmul(&a.f_tr().map_err(|e| e.to_string())?)
         .and_then(|t| t.f_matmul(&b.f_tr()?))
