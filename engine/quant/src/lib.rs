@@ -14,7 +14,7 @@
 //! * [`gptq`]: Hessian-based post-training quantization (calibration data, act-order).
 //! * [`awq`]: activation-aware per-input-channel scaling search (calibration data).
 //! * [`calib`]: hooks on the host's linear slots that gather calibration statistics.
-//! * [`gguf`]: GGUF's Q8_0/Q4_0/Q4_1 blocks as slots that decode on swift-kernels' integer
+//! * [`gguf`]: GGUF's Q8_0/Q6_K/Q5_0/Q4_0/Q4_1/Q4_K blocks as slots that decode on swift-kernels' integer
 //!   kernels without expanding the weights ([`gguf::GgufLinear`], [`gguf::GgufLoader`]).
 //! * [`linear`]: [`linear::PackedLinear`], a quantized slot that dequantizes on the fly in its
 //!   forward; [`linear::Loader`] reads it back; [`save`] writes a quantized model folder.
