@@ -3,7 +3,7 @@
 //! to float.
 //!
 //! As llama.cpp does, the activation rows are quantized too, to 8 bits per block of 32 with one
-//! float32 scale (`d = max|x| / 127`, `q = round(x / d)`, and for the layouts with an offset
+//! float32 scale (`d = max|x| / 127`, `q = round(x / d)` ties to even, and for the layouts with an offset
 //! the block's sum `d · Σq`); each block's product is then an exact integer dot product, scaled
 //! once by `d_w · d_x` (and for Q4_1/Q4_K plus `m_w · d_x Σq_x`) and summed in float32. The
 //! K-quants' super-blocks of 256 are read as eight groups of 32, each with its own scale (and
@@ -147,10 +147,14 @@ impl QuantizedActs {
             let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
             let d = amax / 127.0;
             let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            // Rounded to the nearest, ties to even, as llama.cpp's x86 `quantize_row_q8_0`
+            // (`_mm256_round_ps`): adding and taking away 1.5 · 2²³ leaves no fraction bits for
+            // values this small (|v| ≤ 127), and, unlike `f32::round` (a libm call without
+            // SSE4.1), vectorizes.
+            const MAGIC: f32 = 12_582_912.0;
             let mut sum = 0i32;
             for (q, v) in qs.iter_mut().zip(xs) {
-                // `round` rounds halves away from zero, as llama.cpp's `roundf`.
-                *q = (v * id).round() as i8;
+                *q = ((v * id + MAGIC) - MAGIC) as i8;
                 sum += *q as i32;
             }
             self.d[b] = d;
