@@ -192,48 +192,9 @@ unsafe fn half(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
-/// The weight rows `first..first + rows` of layout `T` against `M` activation rows. At one
-/// activation row the weight rows go in fours, at two to four rows in pairs: their accumulators
-/// are independent chains (one row alone waits on each block's multiply-add before the next),
-/// and each activation block is loaded once for all of them.
+/// The weight rows `first..first + rows` of layout `T` against `M` activation rows.
 #[inline(always)]
 unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
-    a: &QuantizedActs,
-    k: usize,
-    w: Packed<'_>,
-    first: usize,
-    rows: usize,
-    out: *mut f32,
-) {
-    let grouped = match M {
-        1 => rows / 4 * 4,
-        2..=4 => rows / 2 * 2,
-        _ => 0,
-    };
-    match M {
-        1 => walk_rows::<M, T, VNNI, 4>(a, k, w, first, grouped, out),
-        2..=4 => walk_rows::<M, T, VNNI, 2>(a, k, w, first, grouped, out),
-        _ => {}
-    }
-    walk_rows::<M, T, VNNI, 1>(
-        a,
-        k,
-        w,
-        first + grouped,
-        rows - grouped,
-        out.add(grouped * M),
-    );
-}
-
-/// Whether layout `T`'s values are signed (multiplied as `|w|` against `x` with `w`'s sign) or
-/// unsigned codes with an offset per block.
-const fn signed(t: u8) -> bool {
-    matches!(t, Q8_0 | Q4_0 | Q5_0)
-}
-
-/// [`walk`]'s rows `R` at a time (`rows` a multiple of `R`).
-#[inline(always)]
-unsafe fn walk_rows<const M: usize, const T: u8, const VNNI: bool, const R: usize>(
     a: &QuantizedActs,
     k: usize,
     w: Packed<'_>,
@@ -266,65 +227,57 @@ unsafe fn walk_rows<const M: usize, const T: u8, const VNNI: bool, const R: usiz
     };
     let ng = k.div_ceil(group);
     let (xq, xd, xs) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
-    let sgn = signed(T);
-    for r0 in (0..rows).step_by(R) {
-        let mut acc = [[_mm256_setzero_ps(); M]; R];
-        let mut offset = [[0f32; M]; R];
+    for r in 0..rows {
+        let row = first + r;
+        let mut acc = [_mm256_setzero_ps(); M];
+        let mut offset = [0f32; M];
         for b in 0..nb {
-            let mut wv = [_mm256_setzero_si256(); R];
-            let mut dw = [0f32; R];
-            let mut mw = [0f32; R];
-            for i in 0..R {
-                let row = first + r0 + i;
-                (wv[i], dw[i], mw[i]) = if T == AFFINE {
-                    let p: *const u8 = codes.add(row * k + b * QK);
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(512) as *const i8);
-                    let g = row * ng + b * QK / group;
-                    (
-                        _mm256_loadu_si256(p as *const __m256i),
-                        *scales.add(g),
-                        *mins.add(g),
-                    )
-                } else {
-                    let blk: *const u8 = data.add((row * nb + b) * bb);
-                    // Ask for the block a few lines ahead (a prefetch never faults).
-                    _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(512) as *const i8);
-                    let dw = half(blk);
-                    match T {
-                        Q8_0 => (_mm256_loadu_si256(blk.add(2) as *const __m256i), dw, 0.0),
-                        Q4_0 => (
-                            _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
-                            dw,
-                            0.0,
-                        ),
-                        Q5_0 => (q5_0_values(blk), dw, 0.0),
-                        _ => (nibbles(blk.add(4)), dw, half(blk.add(2))),
-                    }
-                };
-            }
-            let mut uw = wv;
-            if sgn {
-                for i in 0..R {
-                    uw[i] = _mm256_sign_epi8(wv[i], wv[i]);
+            let (wv, dw, mw, signed) = if T == AFFINE {
+                let p: *const u8 = codes.add(row * k + b * QK);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(512) as *const i8);
+                let g = row * ng + b * QK / group;
+                (
+                    _mm256_loadu_si256(p as *const __m256i),
+                    *scales.add(g),
+                    *mins.add(g),
+                    false,
+                )
+            } else {
+                let blk: *const u8 = data.add((row * nb + b) * bb);
+                // Ask for the block a few lines ahead (a prefetch never faults).
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(512) as *const i8);
+                let dw = half(blk);
+                match T {
+                    Q8_0 => (
+                        _mm256_loadu_si256(blk.add(2) as *const __m256i),
+                        dw,
+                        0.0,
+                        true,
+                    ),
+                    Q4_0 => (
+                        _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
+                        dw,
+                        0.0,
+                        true,
+                    ),
+                    Q5_0 => (q5_0_values(blk), dw, 0.0, true),
+                    _ => (nibbles(blk.add(4)), dw, half(blk.add(2)), false),
                 }
-            }
+            };
+            let uw = if signed { _mm256_sign_epi8(wv, wv) } else { wv };
             for j in 0..M {
                 let xv = _mm256_loadu_si256(xq.add(j * k + b * QK) as *const __m256i);
-                let dx = *xd.add(j * nb + b);
-                for i in 0..R {
-                    let sx = if sgn { _mm256_sign_epi8(xv, wv[i]) } else { xv };
-                    let p = _mm256_cvtepi32_ps(dot::<VNNI>(uw[i], sx));
-                    acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(dw[i] * dx), p, acc[i][j]);
-                    if !sgn {
-                        offset[i][j] += mw[i] * *xs.add(j * nb + b);
-                    }
+                let sx = if signed { _mm256_sign_epi8(xv, wv) } else { xv };
+                let p = _mm256_cvtepi32_ps(dot::<VNNI>(uw, sx));
+                let scale = _mm256_set1_ps(dw * *xd.add(j * nb + b));
+                acc[j] = _mm256_fmadd_ps(scale, p, acc[j]);
+                if !signed {
+                    offset[j] += mw * *xs.add(j * nb + b);
                 }
             }
         }
-        for i in 0..R {
-            for j in 0..M {
-                *out.add((r0 + i) * M + j) = hsum(acc[i][j]) + offset[i][j];
-            }
+        for j in 0..M {
+            *out.add(r * M + j) = hsum(acc[j]) + offset[j];
         }
     }
 }
@@ -428,17 +381,17 @@ unsafe fn walk_q6_k<const M: usize, const VNNI: bool>(
                         _mm_set1_ps(*sc.add(2 * g) as f32),
                     );
                     let b = sb * 8 + 4 * n + g;
-                    for j in 0..M {
+                    for (j, acc) in acc.iter_mut().enumerate() {
                         let xv = _mm256_loadu_si256(xq.add(j * k + b * QK) as *const __m256i);
                         let p = _mm256_cvtepi32_ps(dot::<VNNI>(uw, _mm256_sign_epi8(xv, wv)));
                         let scale = _mm256_set1_ps(d * *xd.add(j * nb + b));
-                        acc[j] = _mm256_fmadd_ps(scale, _mm256_mul_ps(p, scales), acc[j]);
+                        *acc = _mm256_fmadd_ps(scale, _mm256_mul_ps(p, scales), *acc);
                     }
                 }
             }
         }
-        for j in 0..M {
-            *out.add(r * M + j) = hsum(acc[j]);
+        for (j, acc) in acc.iter().enumerate() {
+            *out.add(r * M + j) = hsum(*acc);
         }
     }
 }
