@@ -6,10 +6,12 @@ backends and quantizers issues (23, 17, 18).
 Inputs (`--inputs`, any of):
 * `float32`, `bfloat16`: the model folder at that `--torch_dtype`; llama.cpp's counterpart is the
   F32 / BF16 GGUF file of the same weights;
-* `f32 f16 bf16 q8_0 q4_0 q4_1`: GGUF files (written once into $SWIFT_RS_CACHE/bench-gguf/ by
-  `swift export --to_gguf --gguf_type T`; BF16 by llama.cpp's `llama-quantize` from the F32 file,
-  since swift export writes no BF16); `swift infer --model FILE.gguf` beside llama-bench on the same
-  file;
+* `f32 f16 bf16 q8_0 q4_0 q4_1 q4_k_m q6_k`: GGUF files (written once into
+  $SWIFT_RS_CACHE/bench-gguf/ by `swift export --to_gguf --gguf_type T`; BF16, Q4_K_M and Q6_K by
+  llama.cpp's `llama-quantize` from the F32 file, so the K-quant files are llama.cpp's own mixes:
+  on SmolLM2's 576-wide matrices its Q4_K_M falls back to Q5_0 and Q6_K to Q8_0, with Q4_K/Q6_K
+  where rows are whole super-blocks of 256); `swift infer --model FILE.gguf` beside llama-bench
+  on the same file;
 * `rtn4`: swift-rs's own 4-bit export (`swift export --quant_method rtn --quant_bits 4
   --group_size 32`), no llama.cpp counterpart: read it beside Q4_1, the same format in blocks.
 
@@ -28,7 +30,8 @@ swift-rs picked, the llama.cpp build and the load average before and after; `--j
 every run.
 
     python3 scripts/bench_decode.py [--repeats 3] [--new-tokens 128] [--prompts 4]
-        [--inputs "float32 bfloat16 f32 f16 q8_0 q4_0 q4_1 rtn4"] [--backends "pt llama_cpp"]
+        [--inputs "float32 bfloat16 f32 f16 q8_0 q4_0 q4_1 q4_k_m q6_k rtn4"]
+        [--backends "pt llama_cpp"]
 """
 import argparse
 import json
@@ -55,7 +58,10 @@ QUESTIONS = [
     "Tell me a fun fact about cats.",
 ]
 FOLDER_DTYPES = {"float32": "f32", "bfloat16": "bf16"}  # folder input -> llama.cpp's counterpart
-GGUF_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"]
+GGUF_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k_m", "q6_k"]
+# The types llama.cpp's llama-quantize writes from the F32 file (swift export writes no BF16, and
+# its K-quants choose plain scales where llama-quantize searches).
+BY_LLAMA_QUANTIZE = {"bf16": "BF16", "q4_k_m": "Q4_K_M", "q6_k": "Q6_K"}
 OWN = "rtn4"
 
 
@@ -72,11 +78,12 @@ def gguf_file(ty, llama_dir):
     path = os.path.join(GGUF_DIR, f"SmolLM2-135M-Instruct-{ty}.gguf")
     if os.path.exists(path):
         return path
-    if ty == "bf16":
+    if ty in BY_LLAMA_QUANTIZE:
         if llama_dir is None:
-            sys.exit("the bf16 GGUF is written by llama.cpp's llama-quantize: drop --no-llama-bench")
+            sys.exit(f"the {ty} GGUF is written by llama.cpp's llama-quantize: drop --no-llama-bench")
         f32 = gguf_file("f32", llama_dir)
-        sh([os.path.join(llama_dir, "bin", "llama-quantize"), f32, path + ".tmp", "BF16"])
+        sh([os.path.join(llama_dir, "bin", "llama-quantize"), f32, path + ".tmp",
+            BY_LLAMA_QUANTIZE[ty]])
         os.replace(path + ".tmp", path)
         return path
     with tempfile.TemporaryDirectory(dir=GGUF_DIR) as tmp:
@@ -137,7 +144,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--prompts", type=int, default=4, help=f"1..{len(QUESTIONS)}")
-    ap.add_argument("--inputs", default="float32 bfloat16 f32 f16 q8_0 q4_0 q4_1 rtn4")
+    ap.add_argument("--inputs",
+                    default="float32 bfloat16 f32 f16 q8_0 q4_0 q4_1 q4_k_m q6_k rtn4")
     ap.add_argument("--backends", default="pt")
     ap.add_argument("--no-llama-bench", action="store_true")
     ap.add_argument("--json", help="write every run's figures to this file")

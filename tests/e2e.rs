@@ -21,6 +21,7 @@ mod export_merge;
 mod export_to_gguf;
 mod flags;
 mod gguf_decode;
+mod gguf_kquants;
 mod gradient_checkpointing;
 mod longlora;
 mod models_families;

@@ -252,7 +252,10 @@ fn bad_gguf_exports_are_clear_errors() {
             "--output_dir",
             o,
         ],
-        &["--gguf_type q5_k", "f32, f16, q8_0, q4_0 or q4_1"],
+        &[
+            "--gguf_type q5_k",
+            "f32, f16, q8_0, q4_0, q4_1, q4_k or q6_k",
+        ],
     );
     fails(&["export", "--to_gguf"], &["--to_gguf needs --model"]);
     fails(

@@ -179,7 +179,7 @@ pub struct ExportSpec {
     /// no --merge_lora, each adapter as a GGUF LoRA adapter file (llama.cpp's `--lora`).
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = crate::parse_bool))]
     pub to_gguf: Option<bool>,
-    /// The GGUF tensor type of the matrices: f32, f16, q8_0, q4_0 or q4_1 (norms stay f32);
+    /// The GGUF tensor type of the matrices: f32, f16, q8_0, q4_0, q4_1, q4_k or q6_k (norms stay f32);
     /// f32 or f16 for adapter files.
     #[cfg_attr(feature = "cli", arg(long, value_name = "TYPE", default_value = "f16"))]
     pub gguf_type: String,

@@ -253,7 +253,7 @@ fn block_q3_k(b: &[u8], y: &mut [f32]) {
 
 /// Scale and min number `j` (0..8) of a Q4_K/Q5_K super-block, 6 bits each, packed in 12 bytes.
 #[inline]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

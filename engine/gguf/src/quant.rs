@@ -1,6 +1,6 @@
 //! Encoding `f32` data into ggml tensor types for the writer: F32, F16, BF16 and the reference
 //! (non-imatrix) quantizers for Q8_0, Q4_0 and Q4_1, bit-compatible with ggml's
-//! `quantize_row_*_ref`.
+//! `quantize_row_*_ref`; Q5_0, Q4_K and Q6_K come from [`crate::quant_k`].
 
 use half::{bf16, f16};
 
@@ -17,6 +17,9 @@ pub fn can_quantize(ty: GgmlType) -> bool {
             | GgmlType::Q8_0
             | GgmlType::Q4_0
             | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q4_K
+            | GgmlType::Q6_K
     )
 }
 
@@ -64,6 +67,9 @@ pub fn quantize(
             .collect(),
         GgmlType::Q8_0 => quantize_q8_0(data),
         GgmlType::Q4_0 => quantize_q4_0(data),
+        GgmlType::Q5_0 => crate::quant_k::quantize_q5_0(data),
+        GgmlType::Q4_K => crate::quant_k::quantize_q4_k(data),
+        GgmlType::Q6_K => crate::quant_k::quantize_q6_k(data),
         _ => quantize_q4_1(data),
     })
 }
@@ -191,7 +197,9 @@ mod tests {
     fn quantized_rows_must_be_whole_blocks() {
         let err = quantize(GgmlType::Q8_0, &[0.0; 48], 48, "w").unwrap_err();
         assert!(err.to_string().contains("multiple of 32"), "{err}");
-        let err = quantize(GgmlType::Q6_K, &[0.0; 256], 256, "w").unwrap_err();
-        assert!(err.to_string().contains("Q6_K (id 14)"), "{err}");
+        let err = quantize(GgmlType::Q4_K, &[0.0; 512], 128, "w").unwrap_err();
+        assert!(err.to_string().contains("multiple of 256"), "{err}");
+        let err = quantize(GgmlType::Q2_K, &[0.0; 256], 256, "w").unwrap_err();
+        assert!(err.to_string().contains("Q2_K (id 10)"), "{err}");
     }
 }

@@ -1,5 +1,6 @@
 //! Times `quant_matmul` over the weight shapes of SmolLM2-135M (30 blocks and the tied output
-//! projection) at 1, 4 and 8 rows, for Q8_0, Q4_0 and Q4_1 blocks: `cargo run --release -p
+//! projection) at 1, 4 and 8 rows, for every block layout (the K-quants' shapes as if every
+//! width were whole super-blocks: 576 is rounded up to 768): `cargo run --release -p
 //! swift-kernels --example quant_shapes` (`SWIFT_QKERNEL=vnni|avx2|portable` picks the kernel).
 //! A quick look at the kernel alone; the real figures come from `scripts/bench_decode.py`.
 
@@ -26,21 +27,12 @@ fn main() {
     }
     shapes.push((vocab, h));
     println!("kernel: {}", quant_kernel_name());
-    for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
-        // Blocks of scale 1/64 (a float16 0x2400) and varied codes.
-        let packed: Vec<Vec<u8>> = shapes
+    for ty in BlockType::ALL {
+        let shapes: Vec<(usize, usize)> = shapes
             .iter()
-            .map(|&(n, k)| {
-                let mut v: Vec<u8> = (0..ty.row_bytes(k) * n)
-                    .map(|i| (i * 7 % 251) as u8)
-                    .collect();
-                for b in v.chunks_exact_mut(ty.block_bytes()) {
-                    b[0] = 0x00;
-                    b[1] = 0x24;
-                }
-                v
-            })
+            .map(|&(n, k)| (n, k.next_multiple_of(ty.block_elems())))
             .collect();
+        let packed: Vec<Vec<u8>> = shapes.iter().map(|&(n, k)| blocks(ty, n, k)).collect();
         for m in [1usize, 4, 8] {
             let run = || {
                 for (i, &(n, k)) in shapes.iter().enumerate() {
@@ -76,14 +68,9 @@ fn main() {
 /// kernel's arithmetic cost without memory traffic (CPU time: steadier on a shared machine).
 fn cached() {
     let (n, k) = (576usize, 576usize);
-    for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
-        let mut w: Vec<u8> = (0..ty.row_bytes(k) * n)
-            .map(|i| (i * 7 % 251) as u8)
-            .collect();
-        for b in w.chunks_exact_mut(ty.block_bytes()) {
-            b[0] = 0x00;
-            b[1] = 0x24;
-        }
+    for ty in BlockType::ALL {
+        let k = k.next_multiple_of(ty.block_elems());
+        let w = blocks(ty, n, k);
         for m in [1usize, 4, 8] {
             let x = vec![0.5f32; m * k];
             let mut y = vec![0f32; m * n];
@@ -93,14 +80,33 @@ fn cached() {
                 quant_matmul(&x, m, k, Blocks { ty, data: &w }, None, &mut y).expect("consistent");
             }
             let cpu = cpu_seconds() - cpu0;
-            let blocks = (n * k / 32 * reps) as f64;
+            let groups = (n * k / 32 * reps) as f64;
             println!(
-                "{} rows={m}: {:.2} ns of CPU per weight block",
+                "{} rows={m}: {:.2} ns of CPU per group of 32 weights",
                 ty.name(),
-                cpu / blocks * 1e9
+                cpu / groups * 1e9
             );
         }
     }
+}
+
+/// `n` rows of `k` weights in `ty`: varied codes, every float16 scale 1/64 (0x2400).
+fn blocks(ty: BlockType, n: usize, k: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..ty.row_bytes(k) * n)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let scales: &[usize] = match ty {
+        BlockType::Q4_1 | BlockType::Q4_K => &[0, 2],
+        BlockType::Q6_K => &[208],
+        _ => &[0],
+    };
+    for b in v.chunks_exact_mut(ty.block_bytes()) {
+        for &at in scales {
+            b[at] = 0x00;
+            b[at + 1] = 0x24;
+        }
+    }
+    v
 }
 
 /// User + system CPU time of this process so far (Linux `/proc/self/stat`, ticks of 10 ms).

@@ -18,8 +18,8 @@
 //! [`machine`](crate::cpu_pressure) says what the machine is for the engine's run-time choices
 //! (CPU model, how busy its cores are, and so libtorch's thread count during training).
 //!
-//! [`quant_matmul`] is the same product with the weights packed in 8-bit or 4-bit blocks (GGUF's
-//! Q8_0, Q4_0, Q4_1), multiplied as integers against 8-bit activations (src/quant.rs);
+//! [`quant_matmul`] is the same product with the weights packed in 8-, 6-, 5- or 4-bit blocks
+//! (GGUF's Q8_0, Q6_K, Q5_0, Q4_0, Q4_1, Q4_K), multiplied as integers against 8-bit activations (src/quant.rs);
 //! [`affine_matmul`] the same for swift-rs's own group-wise affine layout (unpacked codes).
 //!
 //! [`decode_attention`] is the other half of a decoding step: one new query position per row
@@ -39,7 +39,7 @@ pub use choice::{kernel_choice, KernelChoice};
 pub use machine::{cpu_model, cpu_pressure, training_threads, BUSY_PRESSURE, QUIET_PRESSURE};
 pub use quant::{
     affine_matmul, dequantize_row, f16_to_f32, quant_kernel_name, quant_matmul, AffineCodes,
-    BlockType, Blocks, QuantizedActs, QK,
+    BlockType, Blocks, QuantizedActs, QK, QK_K,
 };
 
 /// The most activation rows one call takes: beyond this, the product is no longer bound by

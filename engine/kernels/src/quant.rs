@@ -1,46 +1,84 @@
-//! Matrix products straight from packed 8-bit and 4-bit weight blocks (GGUF's Q8_0, Q4_0, Q4_1),
-//! for decoding: [`quant_matmul`] never expands a weight to float.
+//! Matrix products straight from packed 8-bit, 6-bit, 5-bit and 4-bit weight blocks (GGUF's
+//! Q8_0, Q6_K, Q5_0, Q4_0, Q4_1 and Q4_K), for decoding: [`quant_matmul`] never expands a weight
+//! to float.
 //!
 //! As llama.cpp does, the activation rows are quantized too, to 8 bits per block of 32 with one
-//! float32 scale (`d = max|x| / 127`, `q = round(x / d)`, and for Q4_1 weights the block's sum
-//! `d · Σq`); each block's product is then an exact integer dot product, scaled once by
-//! `d_w · d_x` (and for Q4_1 plus `m_w · d_x Σq_x`) and summed in float32. x86-64 CPUs take
-//! AVX-512 VNNI (`vpdpbusd`) or AVX2 (`vpmaddubsw`) paths picked at run time (`quant_x86.rs`);
-//! others a portable loop. Weight rows are split between the caller and the crate's worker
-//! pool, as in [`crate::skinny_matmul`].
+//! float32 scale (`d = max|x| / 127`, `q = round(x / d)` ties to even, and for the layouts with an offset
+//! the block's sum `d · Σq`); each block's product is then an exact integer dot product, scaled
+//! once by `d_w · d_x` (and for Q4_1/Q4_K plus `m_w · d_x Σq_x`) and summed in float32. The
+//! K-quants' super-blocks of 256 are read as eight groups of 32, each with its own scale (and
+//! min), so they meet the same activation blocks. x86-64 CPUs take AVX-512 VNNI (`vpdpbusd`) or
+//! AVX2 (`vpmaddubsw`) paths picked at run time (`quant_x86.rs`); others a portable loop. Weight
+//! rows are split between the caller and the crate's worker pool, as in [`crate::skinny_matmul`].
 //!
-//! Block layouts (little-endian, as ggml's `block_q8_0`, `block_q4_0`, `block_q4_1`):
+//! Block layouts (little-endian, as ggml's `block_q8_0`, `block_q4_0`, `block_q4_1`,
+//! `block_q5_0`, `block_q4_K`, `block_q6_K`):
 //! * Q8_0, 34 bytes: float16 `d`, 32 × int8 `q`; value `d · q`.
 //! * Q4_0, 18 bytes: float16 `d`, 16 bytes of nibbles (element `i < 16` in the low nibble of
 //!   byte `i`, element `16 + i` in its high nibble); value `d · (q − 8)`.
 //! * Q4_1, 20 bytes: float16 `d`, float16 `m`, nibbles as Q4_0; value `d · q + m`.
+//! * Q5_0, 22 bytes: float16 `d`, `qh` (u32: bit `i` is element `i`'s fifth bit), nibbles as
+//!   Q4_0; value `d · (q − 16)`.
+//! * Q4_K, 144 bytes per 256: float16 `d`, float16 `dmin`, 12 bytes of eight 6-bit scales and
+//!   mins, 128 bytes of nibbles (bytes `32c..32c + 32` hold group `2c` in their low nibbles and
+//!   group `2c + 1` in their high ones); value `d · sc_g · q − dmin · m_g`.
+//! * Q6_K, 210 bytes per 256: `ql` (128 bytes of low nibbles), `qh` (64 bytes of 2-bit high
+//!   parts), 16 × int8 scales (one per 16 elements), float16 `d`; value `d · sc · (q − 32)`.
 
 use crate::{split_rows, ShapeError, MAX_ROWS};
 
-/// Elements per block, in every layout here.
+/// Elements per block of the legacy layouts, and per activation block in every layout here.
 pub const QK: usize = 32;
 
-/// A packed block layout.
+/// Elements per super-block of the K-quants (Q4_K, Q6_K).
+pub const QK_K: usize = 256;
+
+/// A packed block layout (named as ggml's types).
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockType {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q4_K,
+    Q6_K,
 }
 
 impl BlockType {
-    /// Bytes of one block of [`QK`] elements.
+    /// Every layout the kernels read.
+    pub const ALL: [BlockType; 6] = [
+        BlockType::Q8_0,
+        BlockType::Q4_0,
+        BlockType::Q4_1,
+        BlockType::Q5_0,
+        BlockType::Q4_K,
+        BlockType::Q6_K,
+    ];
+
+    /// Bytes of one block of [`BlockType::block_elems`] elements.
     pub const fn block_bytes(self) -> usize {
         match self {
             BlockType::Q8_0 => 34,
             BlockType::Q4_0 => 18,
             BlockType::Q4_1 => 20,
+            BlockType::Q5_0 => 22,
+            BlockType::Q4_K => 144,
+            BlockType::Q6_K => 210,
         }
     }
 
-    /// Bytes of one row of `k` elements (`k` a multiple of [`QK`]).
+    /// Elements per block: [`QK`], or [`QK_K`] for the K-quants' super-blocks.
+    pub const fn block_elems(self) -> usize {
+        match self {
+            BlockType::Q4_K | BlockType::Q6_K => QK_K,
+            _ => QK,
+        }
+    }
+
+    /// Bytes of one row of `k` elements (`k` a multiple of [`BlockType::block_elems`]).
     pub const fn row_bytes(self, k: usize) -> usize {
-        k / QK * self.block_bytes()
+        k / self.block_elems() * self.block_bytes()
     }
 
     pub const fn name(self) -> &'static str {
@@ -48,6 +86,9 @@ impl BlockType {
             BlockType::Q8_0 => "Q8_0",
             BlockType::Q4_0 => "Q4_0",
             BlockType::Q4_1 => "Q4_1",
+            BlockType::Q5_0 => "Q5_0",
+            BlockType::Q4_K => "Q4_K",
+            BlockType::Q6_K => "Q6_K",
         }
     }
 }
@@ -106,10 +147,14 @@ impl QuantizedActs {
             let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
             let d = amax / 127.0;
             let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            // Rounded to the nearest, ties to even, as llama.cpp's x86 `quantize_row_q8_0`
+            // (`_mm256_round_ps`): adding and taking away 1.5 · 2²³ leaves no fraction bits for
+            // values this small (|v| ≤ 127), and, unlike `f32::round` (a libm call without
+            // SSE4.1), vectorizes.
+            const MAGIC: f32 = 12_582_912.0;
             let mut sum = 0i32;
             for (q, v) in qs.iter_mut().zip(xs) {
-                // `round` rounds halves away from zero, as llama.cpp's `roundf`.
-                *q = (v * id).round() as i8;
+                *q = ((v * id + MAGIC) - MAGIC) as i8;
                 sum += *q as i32;
             }
             self.d[b] = d;
@@ -137,29 +182,99 @@ fn half_at(b: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
+/// Scale and min number `j` (0..8) of a Q4_K super-block, 6 bits each, packed in 12 bytes (as
+/// ggml's `get_scale_min_k4`).
+#[inline(always)]
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Group `b` (32 elements from `32 b`) of a packed row as integer codes with one scale and one
+/// offset: element `i` is `dw · codes[i] + mw`. Q6_K's two scales per group are folded into its
+/// codes (`sc · (q − 32)`, still exact integers), so its `dw` is the super-block's `d`.
+#[inline(always)]
+pub(crate) fn group(ty: BlockType, row: &[u8], b: usize, codes: &mut [i32; QK]) -> (f32, f32) {
+    match ty {
+        BlockType::Q8_0 => {
+            let blk = &row[b * 34..(b + 1) * 34];
+            for (c, &v) in codes.iter_mut().zip(&blk[2..]) {
+                *c = v as i8 as i32;
+            }
+            (half_at(blk, 0), 0.0)
+        }
+        BlockType::Q4_0 | BlockType::Q4_1 => {
+            let q4_1 = ty == BlockType::Q4_1;
+            let bb = ty.block_bytes();
+            let blk = &row[b * bb..(b + 1) * bb];
+            let qs = if q4_1 { &blk[4..20] } else { &blk[2..18] };
+            let shift = if q4_1 { 0 } else { 8 };
+            for (i, &v) in qs.iter().enumerate() {
+                codes[i] = (v & 15) as i32 - shift;
+                codes[i + 16] = (v >> 4) as i32 - shift;
+            }
+            let mw = if q4_1 { half_at(blk, 2) } else { 0.0 };
+            (half_at(blk, 0), mw)
+        }
+        BlockType::Q5_0 => {
+            let blk = &row[b * 22..(b + 1) * 22];
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            for (i, &v) in blk[6..22].iter().enumerate() {
+                let h0 = ((qh >> i) & 1) as i32;
+                let h1 = ((qh >> (i + 16)) & 1) as i32;
+                codes[i] = ((v & 15) as i32 | h0 << 4) - 16;
+                codes[i + 16] = ((v >> 4) as i32 | h1 << 4) - 16;
+            }
+            (half_at(blk, 0), 0.0)
+        }
+        BlockType::Q4_K => {
+            let (sb, j) = (b / 8, b % 8);
+            let blk = &row[sb * 144..(sb + 1) * 144];
+            let (sc, mn) = scale_min_k4(j, &blk[4..16]);
+            let chunk = &blk[16 + 32 * (j / 2)..16 + 32 * (j / 2) + 32];
+            for (c, &v) in codes.iter_mut().zip(chunk) {
+                *c = if j % 2 == 0 { v & 15 } else { v >> 4 } as i32;
+            }
+            let (d, dmin) = (half_at(blk, 0), half_at(blk, 2));
+            (d * sc as f32, -(dmin * mn as f32))
+        }
+        BlockType::Q6_K => {
+            let (sb, g8) = (b / 8, b % 8);
+            let (n, g) = (g8 / 4, g8 % 4);
+            let blk = &row[sb * 210..(sb + 1) * 210];
+            let ql = &blk[64 * n..64 * n + 64];
+            let qh = &blk[128 + 32 * n..128 + 32 * n + 32];
+            let sc = &blk[192 + 8 * n..192 + 8 * n + 8];
+            for (l, c) in codes.iter_mut().enumerate() {
+                let q = match g {
+                    0 => (ql[l] & 15) | ((qh[l] & 3) << 4),
+                    1 => (ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4),
+                    2 => (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                    _ => (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+                };
+                *c = sc[2 * g + l / 16] as i8 as i32 * (q as i32 - 32);
+            }
+            (half_at(blk, 208), 0.0)
+        }
+    }
+}
+
 /// Decodes one packed row (`row.len()` a whole number of blocks) into `out`.
 pub fn dequantize_row(ty: BlockType, row: &[u8], out: &mut [f32]) {
-    for (blk, o) in row
-        .chunks_exact(ty.block_bytes())
-        .zip(out.chunks_exact_mut(QK))
+    let mut codes = [0i32; QK];
+    for (b, o) in out[..row.len() / ty.block_bytes() * ty.block_elems()]
+        .chunks_exact_mut(QK)
+        .enumerate()
     {
-        let d = half_at(blk, 0);
-        match ty {
-            BlockType::Q8_0 => {
-                for (o, &q) in o.iter_mut().zip(&blk[2..]) {
-                    *o = d * q as i8 as f32;
-                }
-            }
-            BlockType::Q4_0 | BlockType::Q4_1 => {
-                let (m, qs) = match ty {
-                    BlockType::Q4_1 => (half_at(blk, 2), &blk[4..20]),
-                    _ => (-8.0 * d, &blk[2..18]),
-                };
-                for (i, &b) in qs.iter().enumerate() {
-                    o[i] = d * (b & 15) as f32 + m;
-                    o[i + 16] = d * (b >> 4) as f32 + m;
-                }
-            }
+        let (dw, mw) = group(ty, row, b, &mut codes);
+        for (o, &c) in o.iter_mut().zip(&codes) {
+            *o = dw * c as f32 + mw;
         }
     }
 }
@@ -208,7 +323,9 @@ pub(crate) fn check_bounds(
     let nb = k / QK;
     let end = first + rows;
     let weights_fit = match w {
-        Packed::Blocks(b) => b.data.len() >= end * b.ty.row_bytes(k),
+        Packed::Blocks(b) => {
+            k.is_multiple_of(b.ty.block_elems()) && b.data.len() >= end * b.ty.row_bytes(k)
+        }
         Packed::Affine(a) => {
             a.group >= QK
                 && a.group.is_multiple_of(QK)
@@ -240,8 +357,8 @@ pub(crate) fn portable(
 ) {
     check_bounds(a, m, k, w, first, rows, out);
     let nb = k / QK;
-    // Per weight row and block: its 32 values as (unsigned codes or signed values), its scale
-    // and its offset (the `min` that multiplies `d_x Σq_x`).
+    // Per weight row and group of 32: its values as integer codes, its scale and its offset
+    // (the `min` that multiplies `d_x Σq_x`).
     let mut codes = [0i32; QK];
     for r in 0..rows {
         let row = first + r;
@@ -252,27 +369,8 @@ pub(crate) fn portable(
                 let (dx, sx) = (a.d[j * nb + b], a.s[j * nb + b]);
                 let (dw, mw) = match w {
                     Packed::Blocks(bl) => {
-                        let bb = bl.ty.block_bytes();
-                        let blk = &bl.data[(row * nb + b) * bb..(row * nb + b + 1) * bb];
-                        match bl.ty {
-                            BlockType::Q8_0 => {
-                                for (c, &v) in codes.iter_mut().zip(&blk[2..]) {
-                                    *c = v as i8 as i32;
-                                }
-                                (half_at(blk, 0), 0.0)
-                            }
-                            BlockType::Q4_0 | BlockType::Q4_1 => {
-                                let q4_1 = bl.ty == BlockType::Q4_1;
-                                let qs = if q4_1 { &blk[4..20] } else { &blk[2..18] };
-                                let shift = if q4_1 { 0 } else { 8 };
-                                for (i, &v) in qs.iter().enumerate() {
-                                    codes[i] = (v & 15) as i32 - shift;
-                                    codes[i + 16] = (v >> 4) as i32 - shift;
-                                }
-                                let mw = if q4_1 { half_at(blk, 2) } else { 0.0 };
-                                (half_at(blk, 0), mw)
-                            }
-                        }
+                        let rb = bl.ty.row_bytes(k);
+                        group(bl.ty, &bl.data[row * rb..(row + 1) * rb], b, &mut codes)
                     }
                     Packed::Affine(af) => {
                         for (c, &v) in codes.iter_mut().zip(&af.codes[row * k + b * QK..]) {
@@ -307,6 +405,13 @@ pub fn quant_matmul(
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
     check_activations(x, m, k)?;
+    if !k.is_multiple_of(w.ty.block_elems()) {
+        return Err(ShapeError(format!(
+            "{} rows hold whole super-blocks of {} values; got a width of {k}",
+            w.ty.name(),
+            w.ty.block_elems()
+        )));
+    }
     let rb = w.ty.row_bytes(k);
     if !w.data.len().is_multiple_of(rb) {
         return Err(ShapeError(format!(
@@ -412,11 +517,43 @@ mod tests {
             .collect()
     }
 
-    fn pack(ty: BlockType, w: &[f32]) -> Vec<u8> {
-        match ty {
-            BlockType::Q8_0 => quantize_q8_0(w),
-            BlockType::Q4_0 => quantize_q4_0(w),
-            BlockType::Q4_1 => quantize_q4_1(w),
+    /// `n` rows of `k` weights packed as `ty`: the legacy types through swift-gguf's quantizers
+    /// (ggml's reference ones) from `values`; the others (which swift-gguf does not quantize) as
+    /// random bytes with float16 scales set to sizes as real files have, every bit pattern of the
+    /// codes, scales and mins being a valid block.
+    fn blocks(ty: BlockType, n: usize, k: usize, seed: u64) -> Vec<u8> {
+        let w = values(n * k, seed);
+        let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+        let mut data: Vec<u8> = match ty {
+            BlockType::Q8_0 => return quantize_q8_0(&w),
+            BlockType::Q4_0 => return quantize_q4_0(&w),
+            BlockType::Q4_1 => return quantize_q4_1(&w),
+            _ => values(ty.row_bytes(k) * n, seed ^ 0x5eed)
+                .iter()
+                .map(|v| ((v + 1.0) * 127.99) as u8)
+                .collect(),
+        };
+        for (i, blk) in data.chunks_exact_mut(ty.block_bytes()).enumerate() {
+            let v = w[i % w.len()].abs();
+            match ty {
+                BlockType::Q5_0 => blk[0..2].copy_from_slice(&f16(0.002 + 0.01 * v)),
+                BlockType::Q4_K => {
+                    blk[0..2].copy_from_slice(&f16(0.0005 + 0.001 * v));
+                    blk[2..4].copy_from_slice(&f16(0.0002 + 0.0005 * v));
+                }
+                BlockType::Q6_K => blk[208..210].copy_from_slice(&f16(0.0001 + 0.0002 * v)),
+                _ => {}
+            }
+        }
+        data
+    }
+
+    /// Widths each layout is tested at: ragged multiples of its block (one block, an odd count,
+    /// SmolLM2's 576 and 1536).
+    fn widths(ty: BlockType) -> &'static [usize] {
+        match ty.block_elems() {
+            QK => &[32, 64, 96, 576],
+            _ => &[256, 768, 1536],
         }
     }
 
@@ -426,6 +563,9 @@ mod tests {
             BlockType::Q8_0 => swift_gguf::GgmlType::Q8_0,
             BlockType::Q4_0 => swift_gguf::GgmlType::Q4_0,
             BlockType::Q4_1 => swift_gguf::GgmlType::Q4_1,
+            BlockType::Q5_0 => swift_gguf::GgmlType::Q5_0,
+            BlockType::Q4_K => swift_gguf::GgmlType::Q4_K,
+            BlockType::Q6_K => swift_gguf::GgmlType::Q6_K,
         };
         swift_gguf::dequant::dequantize(t, data, n * k, "w")
             .unwrap()
@@ -446,14 +586,13 @@ mod tests {
         y
     }
 
-    const TYPES: [BlockType; 3] = [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1];
+    const TYPES: [BlockType; 6] = BlockType::ALL;
 
     #[test]
     fn dequantize_row_matches_swift_gguf() {
-        let (n, k) = (3, 96);
-        let w = values(n * k, 3);
         for ty in TYPES {
-            let data = pack(ty, &w);
+            let (n, k) = (3, widths(ty)[1]);
+            let data = blocks(ty, n, k, 3);
             let want = unpack(ty, &data, n, k);
             let mut got = vec![0f32; n * k];
             for (row, out) in data
@@ -477,18 +616,18 @@ mod tests {
         }
     }
 
-    /// Every kernel on every row count and ragged row counts (tasks of uneven size), against the
-    /// dequantized weights times the *dequantized quantized activations* in float64: each block
-    /// is an exact integer product, so the only difference is float32 rounding of the per-block
-    /// scaling and the sum over blocks, bounded by 1e-5 of Σ|x_c · w_c| (plus 1e-6).
+    /// Every kernel on every layout, every row count, ragged widths and a ragged weight row count
+    /// (19), against the dequantized weights (swift-gguf's decoder) times the *dequantized
+    /// quantized activations* in float64: each group of 32 is an exact integer product, so the
+    /// only difference is float32 rounding of the per-group scaling and the sum over groups,
+    /// bounded by 1e-5 of Σ|x_c · w_c| (plus 1e-6) for every layout, K-quants included.
     #[test]
     fn every_kernel_matches_dequantize_then_matmul_in_float64() {
         for ty in TYPES {
             for (name, kernel) in available() {
-                for &k in &[32usize, 64, 96, 576] {
+                for &k in widths(ty) {
                     let n = 19;
-                    let w = values(n * k, 7 + k as u64);
-                    let data = pack(ty, &w);
+                    let data = blocks(ty, n, k, 7 + k as u64);
                     let wd = unpack(ty, &data, n, k);
                     for m in 1..=MAX_ROWS {
                         let x = values(m * k, (m * 31 + k) as u64);
@@ -599,9 +738,8 @@ mod tests {
     fn quant_matmul_matches_float_activations_within_the_activation_step() {
         for ty in TYPES {
             for m in [1usize, 2, 3, 8] {
-                let (n, k) = (301, 128);
-                let w = values(n * k, 11);
-                let data = pack(ty, &w);
+                let (n, k) = (301, if ty.block_elems() == QK { 128 } else { 512 });
+                let data = blocks(ty, n, k, 11);
                 let wd = unpack(ty, &data, n, k);
                 let x = values(m * k, 5 + m as u64);
                 let bias = values(n, 9);
@@ -649,5 +787,14 @@ mod tests {
         };
         assert!(quant_matmul(&[0.0; 32], 1, 32, short, None, &mut y).is_err());
         assert!(quant_matmul(&[0.0; 32], 1, 32, w, None, &mut y).is_ok());
+        // A K-quant row is whole super-blocks of 256: a width of 576 is refused, not misread.
+        let data = vec![0u8; 3 * 210];
+        let w = Blocks {
+            ty: BlockType::Q6_K,
+            data: &data,
+        };
+        let err = quant_matmul(&[0.0; 576], 1, 576, w, None, &mut y[..1]).unwrap_err();
+        assert!(err.to_string().contains("super-blocks of 256"), "{err}");
+        assert!(quant_matmul(&[0.0; 768], 1, 768, w, None, &mut y[..1]).is_ok());
     }
 }

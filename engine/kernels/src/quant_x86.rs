@@ -6,11 +6,19 @@
 //! as they are (as do the unpacked codes of swift-rs's own affine layout, with a scale and a min
 //! per group instead of per block), and its offset adds `m_w · d_x Σq_x` per block. Block scales are converted from
 //! float16 with F16C.
+//!
+//! Q5_0 is Q4_0 with a fifth bit per element, spread from its 32-bit `qh` into bytes (as
+//! llama.cpp's `bytes_from_bits_32`). The K-quants have their own walks over a super-block of
+//! 256: Q4_K's eight groups of 32 are unsigned nibbles with a scale and a min each (as Q4_1);
+//! Q6_K's four groups per 128 elements are 6-bit codes minus 32 (signed, as Q8_0), whose two
+//! int8 scales per group multiply the lanes of the group's integer product (lanes 0–3 hold its
+//! first 16 elements, 4–7 the next 16) before the float scaling.
 
 use std::arch::x86_64::*;
 
 use crate::quant::{
-    check_bounds, portable, AffineCodes, BlockType, Packed, QKernel, QuantizedActs, QK,
+    check_bounds, portable, scale_min_k4, AffineCodes, BlockType, Packed, QKernel, QuantizedActs,
+    QK, QK_K,
 };
 
 /// The kernels this CPU runs, fastest first.
@@ -95,6 +103,7 @@ const Q4_0: u8 = 1;
 const Q4_1: u8 = 2;
 /// Unpacked codes with a scale and a min per group (swift-rs's affine layout).
 const AFFINE: u8 = 3;
+const Q5_0: u8 = 4;
 
 /// Picks the instance for the row count and the layout.
 #[inline(always)]
@@ -114,6 +123,9 @@ unsafe fn dispatch<const VNNI: bool>(
                     BlockType::Q8_0 => walk::<$n, Q8_0, VNNI>(a, k, w, first, rows, out),
                     BlockType::Q4_0 => walk::<$n, Q4_0, VNNI>(a, k, w, first, rows, out),
                     BlockType::Q4_1 => walk::<$n, Q4_1, VNNI>(a, k, w, first, rows, out),
+                    BlockType::Q5_0 => walk::<$n, Q5_0, VNNI>(a, k, w, first, rows, out),
+                    BlockType::Q4_K => walk_q4_k::<$n, VNNI>(a, k, b.data, first, rows, out),
+                    BlockType::Q6_K => walk_q6_k::<$n, VNNI>(a, k, b.data, first, rows, out),
                 },
                 ($n, Packed::Affine(_)) => walk::<$n, AFFINE, VNNI>(a, k, w, first, rows, out),)*
                 _ => unreachable!("m is checked to be 1..=8"),
@@ -142,6 +154,37 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
+/// The 32 elements of a Q5_0 block at `p` as signed bytes `q − 16`: a nibble with its fifth
+/// bit clear gets `0xF0` or-ed in (that is, minus 16 as an int8).
+#[inline(always)]
+unsafe fn q5_0_values(p: *const u8) -> __m256i {
+    let qh = std::ptr::read_unaligned(p.add(2) as *const u32);
+    // Byte `i` of the broadcast holds byte `i / 8` of `qh`; or-ing every bit but `i % 8` makes
+    // it all ones exactly when bit `i` of `qh` is set.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(qh as i32),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let set = _mm256_cmpeq_epi8(
+        _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe)),
+        _mm256_set1_epi64x(-1),
+    );
+    let high = _mm256_andnot_si256(set, _mm256_set1_epi8(0xF0u8 as i8));
+    _mm256_or_si256(nibbles(p.add(6)), high)
+}
+
+/// Bits `S..S + 2` of every byte of `qh`, moved to bits 4..6 (a Q6_K code's high part).
+#[inline(always)]
+unsafe fn high<const S: i32>(qh: __m256i) -> __m256i {
+    let h = _mm256_and_si256(_mm256_srli_epi16::<S>(qh), _mm256_set1_epi8(3));
+    _mm256_slli_epi16::<4>(h)
+}
+
 /// The float16 at `p` (F16C's conversion).
 #[inline(always)]
 unsafe fn half(p: *const u8) -> f32 {
@@ -163,6 +206,7 @@ unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
     let bb = match T {
         Q8_0 => 34,
         Q4_0 => 18,
+        Q5_0 => 22,
         _ => 20,
     };
     let (data, codes, scales, mins, group) = match w {
@@ -216,6 +260,7 @@ unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
                         0.0,
                         true,
                     ),
+                    Q5_0 => (q5_0_values(blk), dw, 0.0, true),
                     _ => (nibbles(blk.add(4)), dw, half(blk.add(2)), false),
                 }
             };
@@ -233,6 +278,120 @@ unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
         }
         for j in 0..M {
             *out.add(r * M + j) = hsum(acc[j]) + offset[j];
+        }
+    }
+}
+
+/// [`walk`] for Q4_K: per super-block, its eight 6-bit scales and mins, then four loads of 32
+/// bytes, each two groups of 32 (low nibbles, high nibbles).
+#[inline(always)]
+unsafe fn walk_q4_k<const M: usize, const VNNI: bool>(
+    a: &QuantizedActs,
+    k: usize,
+    data: &[u8],
+    first: usize,
+    rows: usize,
+    out: *mut f32,
+) {
+    let (nb, nsb) = (k / QK, k / QK_K);
+    let rb = nsb * 144;
+    let (xq, xd, xs) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+    let low = _mm256_set1_epi8(15);
+    for r in 0..rows {
+        let row = data.as_ptr().add((first + r) * rb);
+        let mut acc = [_mm256_setzero_ps(); M];
+        let mut offset = [0f32; M];
+        for sb in 0..nsb {
+            let blk = row.add(sb * 144);
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(576) as *const i8);
+            let (d, dmin) = (half(blk), half(blk.add(2)));
+            let packed = std::slice::from_raw_parts(blk.add(4), 12);
+            for c in 0..4 {
+                let qs = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
+                let halves = [
+                    _mm256_and_si256(qs, low),
+                    _mm256_and_si256(_mm256_srli_epi16(qs, 4), low),
+                ];
+                for (h, wv) in halves.into_iter().enumerate() {
+                    let g = 2 * c + h;
+                    let (sc, mn) = scale_min_k4(g, packed);
+                    let (dw, mw) = (d * sc as f32, dmin * mn as f32);
+                    let b = sb * 8 + g;
+                    for j in 0..M {
+                        let xv = _mm256_loadu_si256(xq.add(j * k + b * QK) as *const __m256i);
+                        let p = _mm256_cvtepi32_ps(dot::<VNNI>(wv, xv));
+                        let scale = _mm256_set1_ps(dw * *xd.add(j * nb + b));
+                        acc[j] = _mm256_fmadd_ps(scale, p, acc[j]);
+                        offset[j] -= mw * *xs.add(j * nb + b);
+                    }
+                }
+            }
+        }
+        for j in 0..M {
+            *out.add(r * M + j) = hsum(acc[j]) + offset[j];
+        }
+    }
+}
+
+/// [`walk`] for Q6_K: per half super-block of 128, 64 bytes of low nibbles and 32 of high
+/// bits make four groups of 32 signed codes (`q − 32`), each with two int8 scales.
+#[inline(always)]
+unsafe fn walk_q6_k<const M: usize, const VNNI: bool>(
+    a: &QuantizedActs,
+    k: usize,
+    data: &[u8],
+    first: usize,
+    rows: usize,
+    out: *mut f32,
+) {
+    let (nb, nsb) = (k / QK, k / QK_K);
+    let rb = nsb * 210;
+    let xq = a.q.as_ptr();
+    let xd = a.d.as_ptr();
+    let low = _mm256_set1_epi8(15);
+    for r in 0..rows {
+        let row = data.as_ptr().add((first + r) * rb);
+        let mut acc = [_mm256_setzero_ps(); M];
+        for sb in 0..nsb {
+            let blk = row.add(sb * 210);
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(630) as *const i8);
+            let d = half(blk.add(208));
+            for n in 0..2 {
+                let ql0 = _mm256_loadu_si256(blk.add(64 * n) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(blk.add(64 * n + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(blk.add(128 + 32 * n) as *const __m256i);
+                let codes = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, low), high::<0>(qh)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, low), high::<2>(qh)),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
+                        high::<4>(qh),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
+                        high::<6>(qh),
+                    ),
+                ];
+                let sc = blk.add(192 + 8 * n) as *const i8;
+                for (g, q) in codes.into_iter().enumerate() {
+                    let wv = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+                    let uw = _mm256_sign_epi8(wv, wv);
+                    let scales = _mm256_set_m128(
+                        _mm_set1_ps(*sc.add(2 * g + 1) as f32),
+                        _mm_set1_ps(*sc.add(2 * g) as f32),
+                    );
+                    let b = sb * 8 + 4 * n + g;
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let xv = _mm256_loadu_si256(xq.add(j * k + b * QK) as *const __m256i);
+                        let p = _mm256_cvtepi32_ps(dot::<VNNI>(uw, _mm256_sign_epi8(xv, wv)));
+                        let scale = _mm256_set1_ps(d * *xd.add(j * nb + b));
+                        *acc = _mm256_fmadd_ps(scale, _mm256_mul_ps(p, scales), *acc);
+                    }
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            *out.add(r * M + j) = hsum(*acc);
         }
     }
 }

@@ -41,7 +41,7 @@ impl ModelBundle {
     }
 
     /// [`ModelBundle::load`] for generation (`swift infer`, `swift deploy`): on the CPU, a GGUF
-    /// file's Q8_0/Q4_0/Q4_1 weights stay packed and decode on the integer kernels
+    /// file's Q8_0/Q6_K/Q5_0/Q4_0/Q4_1/Q4_K weights stay packed and decode on the integer kernels
     /// ([`model_dir_packed`]), so the weights take about the file's size in memory.
     pub fn load_for_decoding(
         model: &Path,
@@ -235,7 +235,7 @@ pub fn model_dir(model: &Path) -> Result<PathBuf> {
     gguf_folder(model, false)
 }
 
-/// [`model_dir`], where a `.gguf` file's Q8_0/Q4_0/Q4_1 weights stay packed
+/// [`model_dir`], where a `.gguf` file's Q8_0/Q6_K/Q5_0/Q4_0/Q4_1/Q4_K weights stay packed
 /// (`swift_gguf::convert_to_hf_packed`; cached beside the float32 folder with a `-packed`
 /// suffix).
 pub fn model_dir_packed(model: &Path) -> Result<PathBuf> {

@@ -1,4 +1,4 @@
-//! GGUF's packed blocks (Q8_0, Q4_0, Q4_1) as quantized slots that decode on the integer
+//! GGUF's packed blocks (Q8_0, Q6_K, Q5_0, Q4_0, Q4_1, Q4_K) as quantized slots that decode on the integer
 //! kernels: [`GgufLinear`] multiplies straight from the blocks ([`swift_kernels::quant_matmul`],
 //! 8-bit activations) and looks embedding rows up by decoding only those rows; [`GgufLoader`]
 //! reads the layout `swift_gguf::convert_to_hf_packed` writes (`STEM.qweight`: U8
@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use swift_kernels::{dequantize_row, quant_matmul, BlockType, Blocks, QK};
+use swift_kernels::{dequantize_row, quant_matmul, BlockType, Blocks};
 use swift_model::weights::{Checkpoint, MappedFile};
 use swift_model::{ModelError, QuantizedLinear, QuantizedLoader};
 use tch::{Device, Kind, Tensor};
@@ -39,14 +39,15 @@ fn type_id(ty: BlockType) -> i32 {
     match ty {
         BlockType::Q4_0 => 2,
         BlockType::Q4_1 => 3,
+        BlockType::Q5_0 => 6,
         BlockType::Q8_0 => 8,
+        BlockType::Q4_K => 12,
+        BlockType::Q6_K => 14,
     }
 }
 
 fn block_type(id: i32) -> Option<BlockType> {
-    [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1]
-        .into_iter()
-        .find(|t| type_id(*t) == id)
+    BlockType::ALL.into_iter().find(|t| type_id(*t) == id)
 }
 
 /// A `[out, in]` weight in GGUF blocks.
@@ -176,17 +177,21 @@ impl QuantizedLoader for GgufLoader {
         let id = i32::try_from(id.f_flatten(0, -1)?.f_get(0)?)
             .map_err(|e| bad(format!("{id_name}: {e}")))?;
         let ty = block_type(id).ok_or_else(|| {
+            let known: Vec<&str> = BlockType::ALL.iter().map(|t| t.name()).collect();
             bad(format!(
-                "ggml type {id} is not one the integer kernels read (Q8_0, Q4_0, Q4_1)"
+                "ggml type {id} is not one the integer kernels read ({})",
+                known.join(", ")
             ))
         })?;
         let &[out, k] = shape else {
             return Err(bad(format!("expected a 2-D slot, got shape {shape:?}")));
         };
         let (out, k) = (out as usize, k as usize);
-        if k % QK != 0 {
+        if k % ty.block_elems() != 0 {
             return Err(bad(format!(
-                "{k} input columns are not whole blocks of {QK}"
+                "{k} input columns are not whole {} blocks of {}",
+                ty.name(),
+                ty.block_elems()
             )));
         }
         let loaded = ckpt.load(&format!("{stem}.qweight"), Kind::Uint8, Device::Cpu)?;

@@ -10,8 +10,8 @@
 //!   slot (or, in a decoding step of a weight the plugin offers in the host's affine layout,
 //!   swift-kernels' integer kernel); [`linear::SchemeLoader`] reads each slot's stored tensors
 //!   and hands them to the scheme; [`save`] writes a quantized model folder.
-//! * [`gguf`]: GGUF's Q8_0/Q4_0/Q4_1 blocks as slots that decode on swift-kernels' integer
-//!   kernels without expanding the weights ([`gguf::GgufLinear`], [`gguf::GgufLoader`]).
+//! * [`gguf`]: GGUF's Q8_0/Q6_K/Q5_0/Q4_0/Q4_1/Q4_K blocks as slots that decode on swift-kernels'
+//!   integer kernels without expanding the weights ([`gguf::GgufLinear`], [`gguf::GgufLoader`]).
 //!
 //! A quantized slot whose float weight would be `STEM.weight` is stored as the tensors its
 //! packed slot names, `STEM.<name>` (the layouts are the quantizers' own: plugins/quantizers

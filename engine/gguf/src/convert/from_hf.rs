@@ -6,9 +6,10 @@
 //!   and `qwen2` (`Qwen2ForCausalLM`), with their `{arch}.*` hyper-parameters;
 //! * llama.cpp tensor names; the Q/K rows of `llama` models permuted into llama.cpp's rotary
 //!   layout ([`permute_rows_for_gguf`]); Llama-3 RoPE scaling as `rope_freqs.weight`;
-//! * matrices stored as F32, F16, Q8_0, Q4_0 or Q4_1 (norms and biases stay F32, as llama.cpp
-//!   keeps them; with the 4-bit types the output projection is Q8_0, as llama-quantize keeps it
-//!   above 4 bits);
+//! * matrices stored as F32, F16, Q8_0, Q4_0, Q4_1, Q4_K or Q6_K (norms and biases stay F32, as
+//!   llama.cpp keeps them; with the 4-bit types the output projection is Q8_0, Q6_K for Q4_K, as
+//!   llama-quantize keeps it above 4 bits; a K-quant matrix whose rows are not whole
+//!   super-blocks of 256 falls back as llama-quantize's does: Q4_K to Q5_0, Q6_K to Q8_0);
 //! * `tokenizer.ggml.*` from `tokenizer.json` (byte-level BPE as `gpt2`, SentencePiece-style
 //!   BPE with byte fallback as `llama`), special-token ids, and `tokenizer.chat_template`.
 
@@ -36,7 +37,7 @@ const TOKEN_BYTE: i32 = 6;
 /// What [`convert_hf_to_gguf`] is asked to do.
 #[derive(Debug, Clone)]
 pub struct HfToGgufOptions {
-    /// The type of the matrices: F32, F16, Q8_0, Q4_0 or Q4_1.
+    /// The type of the matrices: one of [`EXPORT_TYPES`].
     pub ty: GgmlType,
     /// `general.name` (default: the folder's name).
     pub name: Option<String>,
@@ -95,12 +96,14 @@ impl fmt::Display for HfToGgufReport {
 }
 
 /// The GGUF types [`convert_hf_to_gguf`] can store matrices as.
-pub const EXPORT_TYPES: [GgmlType; 5] = [
+pub const EXPORT_TYPES: [GgmlType; 7] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
 ];
 
 /// `general.file_type` (llama.cpp's `llama_ftype`) for a matrix type.
@@ -111,6 +114,8 @@ fn file_type(ty: GgmlType) -> u32 {
         GgmlType::Q4_0 => 2,
         GgmlType::Q4_1 => 3,
         GgmlType::Q8_0 => 7,
+        GgmlType::Q4_K => 14,
+        GgmlType::Q6_K => 18,
         _ => 1,
     }
 }
@@ -123,7 +128,7 @@ pub fn convert_hf_to_gguf(
 ) -> Result<HfToGgufReport, GgufError> {
     if !EXPORT_TYPES.contains(&opts.ty) {
         return Err(GgufError::Writer(format!(
-            "GGUF export stores matrices as f32, f16, q8_0, q4_0 or q4_1, not {}",
+            "GGUF export stores matrices as f32, f16, q8_0, q4_0, q4_1, q4_k or q6_k, not {}",
             opts.ty
         )));
     }
@@ -160,6 +165,17 @@ pub fn convert_hf_to_gguf(
             gguf_name == "output.weight" || (params.tied && gguf_name == "token_embd.weight");
         if matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1) && is_output {
             ty = GgmlType::Q8_0;
+        }
+        if ty == GgmlType::Q4_K && is_output {
+            ty = GgmlType::Q6_K;
+        }
+        // As llama.cpp's llama-quantize: rows that are not whole super-blocks of 256 take the
+        // nearest legacy type (SmolLM2's 576-wide matrices).
+        if ty.block_size() == crate::QK_K && shape.last().copied().unwrap_or(0) % crate::QK_K != 0 {
+            ty = match ty {
+                GgmlType::Q4_K => GgmlType::Q5_0,
+                _ => GgmlType::Q8_0,
+            };
         }
         if ty.is_quantized() && shape.last().copied().unwrap_or(0) % ty.block_size() != 0 {
             warnings.push(format!(

@@ -126,10 +126,17 @@ pub fn convert_to_hf(gguf: &Path, out_dir: &Path) -> Result<ConvertReport, GgufE
 }
 
 /// The block types [`convert_to_hf_packed`] keeps packed (the ones swift-kernels multiplies).
-pub const PACKED_TYPES: [GgmlType; 3] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1];
+pub const PACKED_TYPES: [GgmlType; 6] = [
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
 
-/// [`convert_to_hf`] for decoding on the integer kernels: every 2-D weight stored as Q8_0, Q4_0
-/// or Q4_1 stays packed, as `STEM.qweight` (`U8`, `[rows, bytes per row]`: the GGUF blocks of
+/// [`convert_to_hf`] for decoding on the integer kernels: every 2-D weight stored as one of
+/// [`PACKED_TYPES`] stays packed, as `STEM.qweight` (`U8`, `[rows, bytes per row]`: the GGUF blocks of
 /// each row, Q/K rows put back in Hugging Face order) and `STEM.ggml_type` (`I32`, `[1]`: the
 /// ggml type id); other tensors are float32 as in [`convert_to_hf`]. `config.json` then carries
 /// `"quantization_config": {"quant_method": "gguf"}`. The folder is about the GGUF file's size.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use swift_gguf::{GgmlType, HfToGgufOptions};
 
-/// `--gguf_type`: f32, f16, q8_0, q4_0 or q4_1 (any case).
+/// `--gguf_type`: f32, f16, q8_0, q4_0, q4_1, q4_k or q6_k (any case).
 pub fn parse_type(s: &str) -> Result<GgmlType> {
     Ok(match s.to_ascii_lowercase().as_str() {
         "f32" => GgmlType::F32,
@@ -17,7 +17,9 @@ pub fn parse_type(s: &str) -> Result<GgmlType> {
         "q8_0" => GgmlType::Q8_0,
         "q4_0" => GgmlType::Q4_0,
         "q4_1" => GgmlType::Q4_1,
-        _ => bail!("--gguf_type {s}: choose f32, f16, q8_0, q4_0 or q4_1"),
+        "q4_k" => GgmlType::Q4_K,
+        "q6_k" => GgmlType::Q6_K,
+        _ => bail!("--gguf_type {s}: choose f32, f16, q8_0, q4_0, q4_1, q4_k or q6_k"),
     })
 }
 
