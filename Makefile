@@ -21,17 +21,20 @@ build: setup
 # code runs at full speed in tests. Plugin fixtures and the tensor engine library (which `cargo
 # test` does not build: it is a cdylib) are built by the tests themselves (tests/common.rs), into
 # the same target directory.
-test: setup
-	$(CARGO) test --release --workspace --exclude swift-example-plugin --exclude swift-backend-llama-cpp $(foreach f,$(wildcard tests/fixtures/plugins/*),--exclude swift-fixture-$(notdir $(f)))
+# The llama_cpp backend's plugin is built first (`llama-cpp`) and its end-to-end tests run with
+# the rest (tests/llama_cpp.rs, behind swift-host's `llama-cpp-tests` feature).
+test: setup llama-cpp
+	$(CARGO) test --release --workspace --exclude swift-example-plugin --exclude swift-backend-llama-cpp $(foreach f,$(wildcard tests/fixtures/plugins/*),--exclude swift-fixture-$(notdir $(f))) --features swift-host/llama-cpp-tests
 
-# The llama_cpp backend plugin: llama.cpp builds for many minutes on 2 cores, so it is neither a
-# default member nor part of `make test`; it builds into its own target folder (its long build
-# never holds the workspace's build lock) with the instruction sets of .cargo/config.toml.
+# The llama_cpp backend plugin: not a default member (a plain `cargo build` stays quick); it builds
+# into its own target folder (its build never holds the workspace's build lock) with the
+# instruction sets of .cargo/config.toml and only the llama.cpp libraries the binding links
+# (plugins/llama-cpp/cmake/lean.cmake).
 LLAMA_CPP_TARGET := target/llama-cpp
 llama-cpp: setup
 	CARGO_TARGET_DIR=$(LLAMA_CPP_TARGET) $(CARGO) build --release -p swift-backend-llama-cpp
 
-# Its end-to-end tests (tests/llama_cpp.rs, behind swift-host's `llama-cpp-tests` feature).
+# Only its end-to-end tests.
 test-llama-cpp: llama-cpp
 	$(CARGO) test --release -p swift-host --features llama-cpp-tests --test llama_cpp
 

@@ -42,9 +42,17 @@ pub use quant::{
     BlockType, Blocks, QuantizedActs, QK, QK_K,
 };
 
-/// The most activation rows one call takes: beyond this, the product is no longer bound by
-/// reading the weights and a blocked GEMM does better.
+/// The most activation rows one block kernel takes (and the quantized products): beyond this,
+/// the product is no longer bound by reading the weights.
 pub const MAX_ROWS: usize = 8;
+
+/// The most activation rows [`skinny_matmul`] takes: more than [`MAX_ROWS`] are walked in chunks
+/// of at most `MAX_ROWS` over each task's block of weight rows while the block is in cache, so
+/// the weights are still read from memory once. A decoding step of a continuous batch (16 rows
+/// at 16 clients) otherwise went to libtorch's GEMM, which copies (packs) every weight matrix
+/// before multiplying it: `mkl_blas_def_sgemm_scopy_right16_bdz` took 43 % of `swift deploy`'s
+/// time at 16 clients, against 24 % for its multiply (BENCHMARKS.md, Deploy).
+pub const WIDE_ROWS: usize = 4 * MAX_ROWS;
 
 /// A weight matrix `[n, k]`, row-major, in one of the layouts the kernel reads.
 #[derive(Clone, Copy, Debug)]
@@ -91,9 +99,9 @@ pub fn skinny_matmul(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
-    if m == 0 || m > MAX_ROWS || k == 0 {
+    if m == 0 || m > WIDE_ROWS || k == 0 {
         return Err(ShapeError(format!(
-            "skinny_matmul takes 1..={MAX_ROWS} rows of a non-empty width, got {m} × {k}"
+            "skinny_matmul takes 1..={WIDE_ROWS} rows of a non-empty width, got {m} × {k}"
         )));
     }
     if x.len() != m * k || !w.len().is_multiple_of(k) {
@@ -132,8 +140,24 @@ pub(crate) fn matmul_with(
     y: &mut [f32],
 ) {
     let n = w.len() / k;
+    if m <= MAX_ROWS {
+        split_rows(n, m, y, &|first, rows, out| {
+            kernel(x, m, k, w, first, rows, out)
+        });
+        return;
+    }
+    // More rows than a kernel takes: each task walks its block of weight rows once per chunk of
+    // activation rows; after the first chunk the block is in cache.
     split_rows(n, m, y, &|first, rows, out| {
-        kernel(x, m, k, w, first, rows, out)
+        let mut part = vec![0f32; rows * MAX_ROWS];
+        for c0 in (0..m).step_by(MAX_ROWS) {
+            let mc = MAX_ROWS.min(m - c0);
+            let part = &mut part[..rows * mc];
+            kernel(&x[c0 * k..(c0 + mc) * k], mc, k, w, first, rows, part);
+            for (r, vals) in part.chunks_exact(mc).enumerate() {
+                out[r * m + c0..r * m + c0 + mc].copy_from_slice(vals);
+            }
+        }
     });
 }
 
@@ -252,10 +276,11 @@ mod tests {
 
     #[test]
     fn matches_the_reference_for_every_row_count_and_ragged_widths() {
-        // Widths that are and are not multiples of the vector width, row counts 1..=8, a
-        // number of weight rows that does not divide into the blocks evenly.
+        // Widths that are and are not multiples of the vector width, row counts 1..=8 and the
+        // wide ones walked in chunks (a full and a ragged last chunk), a number of weight rows
+        // that does not divide into the blocks evenly.
         for &k in &[1usize, 7, 16, 33, 576] {
-            for m in 1..=MAX_ROWS {
+            for m in (1..=MAX_ROWS).chain([9, 16, 19, WIDE_ROWS]) {
                 let n = 37;
                 let x = values(m * k, (k * 10 + m) as u64);
                 let w = values(n * k, 99 + k as u64);
@@ -346,7 +371,10 @@ mod tests {
         let w = vec![0f32; 8];
         assert!(skinny_matmul(&[0.0; 4], 2, 2, Weights::F32(&w), None, &mut y[..3]).is_err());
         assert!(skinny_matmul(&[0.0; 3], 2, 2, Weights::F32(&w), None, &mut y).is_err());
-        assert!(skinny_matmul(&[0.0; 18], 9, 2, Weights::F32(&w), None, &mut y).is_err());
+        let rows = WIDE_ROWS + 1;
+        let x = vec![0.0; rows * 2];
+        let mut wide = vec![0f32; rows * 4];
+        assert!(skinny_matmul(&x, rows, 2, Weights::F32(&w), None, &mut wide).is_err());
         assert!(skinny_matmul(&[0.0; 4], 2, 2, Weights::F32(&w), Some(&[0.0; 3]), &mut y).is_err());
         assert!(skinny_matmul(&[0.0; 4], 2, 2, Weights::F32(&w[..7]), None, &mut y).is_err());
     }

@@ -151,7 +151,7 @@ pub fn generate(
     let mut logits = model.logits(&hidden.f_select(1, -1)?)?;
     // Decoding steps of a few rows keep libtorch on one thread (see `TorchThreads`); set once
     // for the whole loop.
-    let _threads = (model.decodes_on_kernels() && b <= swift_kernels::MAX_ROWS)
+    let _threads = (model.decodes_on_kernels() && b <= swift_kernels::WIDE_ROWS)
         .then(crate::skinny::TorchThreads::one);
     let mut last = vec![0i64; b];
     // Rows still generating, in cache order; finished rows leave the cache (and the batch).

@@ -34,7 +34,7 @@ use tch::{Device, Kind, Tensor};
 pub use context::KvCache;
 pub use skinny::TorchThreads;
 /// Most rows a decoding step runs on the CPU kernels.
-pub const KERNEL_ROWS: usize = swift_kernels::MAX_ROWS;
+pub const KERNEL_ROWS: usize = swift_kernels::WIDE_ROWS;
 pub use generate::{generate, FinishReason, Generated, Sampler, SamplingParams, StopCriteria};
 
 /// Everything that can go wrong loading or running a model.
@@ -243,7 +243,7 @@ thread_local! {
 }
 
 /// Whether the pass running on this thread is a decoding step of [`LoadedModel::forward`] (one
-/// new token per row, at most `swift_kernels::MAX_ROWS` rows): quantized slots whose integer
+/// new token per row, at most `swift_kernels::WIDE_ROWS` rows): quantized slots whose integer
 /// kernels quantize activations use them only then, so prefill, NLL and logits keep the float
 /// path's values.
 pub fn in_decoding_step() -> bool {
@@ -256,7 +256,7 @@ struct DecodingStep(bool);
 impl DecodingStep {
     fn enter(ids: &Tensor) -> Self {
         let step =
-            matches!(ids.size().as_slice(), &[b, 1] if b as usize <= swift_kernels::MAX_ROWS);
+            matches!(ids.size().as_slice(), &[b, 1] if b as usize <= swift_kernels::WIDE_ROWS);
         Self(DECODING_STEP.replace(step))
     }
 }
@@ -480,7 +480,7 @@ impl LoadedModel {
     /// `pt` backend): libtorch kept on one thread while the guard lives, as [`generate`] holds it
     /// over its loop, when such steps run on the kernels; None otherwise.
     pub fn decoding_threads(&self, rows: usize) -> Option<TorchThreads> {
-        (self.decodes_on_kernels() && rows <= swift_kernels::MAX_ROWS).then(TorchThreads::one)
+        (self.decodes_on_kernels() && rows <= swift_kernels::WIDE_ROWS).then(TorchThreads::one)
     }
 
     /// Whether decoding steps run their products on the CPU kernels (then libtorch is kept to

@@ -6,7 +6,7 @@
 //! Everything else (prefill, training, other devices, quantized slots) keeps libtorch's path;
 //! the two agree to float32 rounding.
 
-use swift_kernels::{decode_attention, skinny_matmul, CacheView, DecodeShape, Weights, MAX_ROWS};
+use swift_kernels::{decode_attention, skinny_matmul, CacheView, DecodeShape, Weights, WIDE_ROWS};
 use tch::{Device, Kind, Tensor};
 
 /// `x · wᵀ + bias` through the skinny kernel, or `None` when the fast path does not apply (the
@@ -33,7 +33,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
     let kind = w.kind();
     // bfloat16 too at every row count: at 8 rows the kernel decoded SmolLM2 at about 1.5x
     // the speed of libtorch's oneDNN path here.
-    let worth_it = matches!(kind, Kind::Float | Kind::BFloat16) && rows <= MAX_ROWS;
+    let worth_it = matches!(kind, Kind::Float | Kind::BFloat16) && rows <= WIDE_ROWS;
     if !worth_it || rows == 0 || x.kind() != kind {
         return None;
     }
@@ -167,7 +167,7 @@ pub struct TorchThreads(Option<i32>);
 impl TorchThreads {
     /// For a pass over `ids`: one thread when it is a decoding step, else no change.
     pub(crate) fn for_step(ids: &Tensor) -> Self {
-        if matches!(ids.size().as_slice(), &[b, 1] if b as usize <= MAX_ROWS) {
+        if matches!(ids.size().as_slice(), &[b, 1] if b as usize <= WIDE_ROWS) {
             Self::one()
         } else {
             Self(None)

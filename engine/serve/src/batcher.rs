@@ -188,6 +188,73 @@ pub struct Row {
     sent: usize,
 }
 
+/// Where a busy period's time went (from the first request to an empty batch), logged at debug
+/// level when the batch empties: how to see whether prefill or host work holds decoding back.
+#[derive(Default)]
+struct BusyStats {
+    steps: usize,
+    /// Steps in which rows joined, the rows and their prompt tokens.
+    join_steps: usize,
+    joined: usize,
+    prompt_tokens: usize,
+    /// Tokens generated (one per fed or joining row per step).
+    tokens: usize,
+    /// Seconds in the backend's `step` (steps with joining rows, and the others), and in the
+    /// host's work on its output (sampling, detokenizing, stop words, events).
+    join_step_s: f64,
+    decode_step_s: f64,
+    host_s: f64,
+    started: Option<std::time::Instant>,
+}
+
+impl BusyStats {
+    fn add(&mut self, t: &StepTimes) {
+        self.steps += 1;
+        self.tokens += t.rows;
+        if t.joined > 0 {
+            self.join_steps += 1;
+            self.joined += t.joined;
+            self.prompt_tokens += t.prompt_tokens;
+            self.join_step_s += t.backend_s;
+        } else {
+            self.decode_step_s += t.backend_s;
+        }
+        self.host_s += t.host_s;
+    }
+
+    fn report(&mut self) {
+        if let Some(t0) = self.started {
+            let wall = t0.elapsed().as_secs_f64();
+            tracing::debug!(
+                "busy {wall:.2} s: {} steps ({} with {} joining rows, {} prompt tokens), {} tokens ({:.1}/s); backend {:.2} s in steps with joins, {:.2} s in the others; host {:.2} s; rest {:.2} s",
+                self.steps,
+                self.join_steps,
+                self.joined,
+                self.prompt_tokens,
+                self.tokens,
+                self.tokens as f64 / wall.max(1e-9),
+                self.join_step_s,
+                self.decode_step_s,
+                self.host_s,
+                wall - self.join_step_s - self.decode_step_s - self.host_s,
+            );
+        }
+        *self = Self::default();
+    }
+}
+
+/// What one [`Decoder::step`] did and how long its parts took.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StepTimes {
+    /// Rows that got a token (fed and joining).
+    pub rows: usize,
+    pub joined: usize,
+    pub prompt_tokens: usize,
+    /// Seconds in the backend's step, and in the host's work on its output.
+    pub backend_s: f64,
+    pub host_s: f64,
+}
+
 struct Batcher {
     decoder: Decoder,
     /// The backend applies one adapter per step.
@@ -212,8 +279,10 @@ impl Batcher {
         // Rows taken from the queue that wait for room (or, per-batch adapters, their turn).
         let mut waiting: VecDeque<Row> = VecDeque::new();
         let mut open = true;
+        let mut stats = BusyStats::default();
         loop {
             if self.decoder.running() == 0 && waiting.is_empty() {
+                stats.report();
                 if !open {
                     break;
                 }
@@ -251,8 +320,10 @@ impl Batcher {
                     waiting.len()
                 );
             }
-            if let Err(e) = self.decoder.step(joining) {
-                tracing::error!("decoding failed: {e}");
+            stats.started.get_or_insert_with(std::time::Instant::now);
+            match self.decoder.step(joining) {
+                Ok(t) => stats.add(&t),
+                Err(e) => tracing::error!("decoding failed: {e}"),
             }
             if let Some(d) = self.options.step_delay {
                 std::thread::sleep(d);
@@ -323,7 +394,7 @@ impl Decoder {
     /// One step: the running rows' next tokens and the joining rows' prefill; every row then
     /// gets one token, and finished rows leave. On an error every row is answered with it and
     /// dropped.
-    pub fn step(&mut self, joining: Vec<Row>) -> Result<(), ServeError> {
+    pub fn step(&mut self, joining: Vec<Row>) -> Result<StepTimes, ServeError> {
         let r = self.try_step(joining);
         if let Err(e) = &r {
             for row in self.rows.drain(..) {
@@ -337,14 +408,20 @@ impl Decoder {
         r
     }
 
-    fn try_step(&mut self, mut joining: Vec<Row>) -> Result<(), ServeError> {
+    fn try_step(&mut self, mut joining: Vec<Row>) -> Result<StepTimes, ServeError> {
         for row in &mut joining {
             row.seq = self.next_seq;
             self.next_seq += 1;
         }
         if self.rows.is_empty() && joining.is_empty() && self.leaving.is_empty() {
-            return Ok(());
+            return Ok(StepTimes::default());
         }
+        let mut times = StepTimes {
+            rows: self.rows.len() + joining.len(),
+            joined: joining.len(),
+            prompt_tokens: joining.iter().map(|r| r.history.len()).sum(),
+            ..StepTimes::default()
+        };
         let step = Step {
             leave: std::mem::take(&mut self.leaving),
             feed: self
@@ -371,9 +448,12 @@ impl Decoder {
         };
         // Joining rows are part of the batch from here on (a failure answers them too).
         self.rows.extend(joining);
+        let t0 = std::time::Instant::now();
         let mut out = self.model.step(&step).map_err(ServeError::Internal)?;
+        let t1 = std::time::Instant::now();
+        times.backend_s = (t1 - t0).as_secs_f64();
         if self.rows.is_empty() {
-            return Ok(());
+            return Ok(times);
         }
         let vocab = out.vocab;
         let mut keep = vec![true; self.rows.len()];
@@ -391,6 +471,7 @@ impl Decoder {
             };
             keep[i] = advance(&self.encoder, &self.eos_ids, row, pick);
         }
+        times.host_s = t1.elapsed().as_secs_f64();
         let mut i = 0;
         let leaving = &mut self.leaving;
         self.rows.retain(|r| {
@@ -401,7 +482,7 @@ impl Decoder {
             }
             k
         });
-        Ok(())
+        Ok(times)
     }
 }
 
