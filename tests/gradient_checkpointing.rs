@@ -151,6 +151,10 @@ fn attach_lora(model: &mut LoadedModel, dora: bool) -> (AttachedAdapter, Vec<(St
     (lora, params)
 }
 
+/// Losses agree within float32 rounding, relative to the loss: 1e-6 is about ten units in the last
+/// place (one ulp of a loss near 37 is 3.8e-6; the passes add the same terms in different orders).
+const LOSS_TOL: f64 = 1e-6;
+
 fn check(what: &str, a: &[(String, Tensor)], b: &[(String, Tensor)]) {
     let (d, name) = max_diff(a, b);
     assert!(
@@ -175,7 +179,7 @@ fn lora_gradients_with_checkpointing_equal_those_without_dropout_on() {
             let (l_ref, g_ref) = grads(&model, &params, Pass::Blocks, 11);
             let (l_ck, g_ck) = grads(&model, &params, Pass::Checkpointed, 11);
             assert!(
-                (l_ref - l_ck).abs() < 1e-6,
+                (l_ref - l_ck).abs() <= LOSS_TOL * l_ref.abs().max(1.0),
                 "{what}: loss {l_ref} vs {l_ck}"
             );
             assert!(
@@ -189,7 +193,7 @@ fn lora_gradients_with_checkpointing_equal_those_without_dropout_on() {
             let (l_plain, g_plain) = grads(&model, &params, Pass::Plain, 11);
             let (l_off, g_off) = grads(&model, &params, Pass::Checkpointed, 11);
             assert!(
-                (l_plain - l_off).abs() < 1e-6,
+                (l_plain - l_off).abs() <= LOSS_TOL * l_plain.abs().max(1.0),
                 "{what}: loss {l_plain} vs {l_off}"
             );
             check(&format!("{what}, dropout off"), &g_plain, &g_off);
