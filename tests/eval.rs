@@ -5,37 +5,11 @@
 
 use crate::common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn write(path: &Path, text: &str) -> PathBuf {
-    std::fs::write(path, text).unwrap();
-    path.to_path_buf()
-}
-
-/// The single `v<N>-<timestamp>` run folder under `out`.
-fn run_folder(out: &Path) -> PathBuf {
-    let runs: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    let name = runs[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with("v0-"), "{name}");
-    runs[0].clone()
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[test]
 fn benchmarks_are_a_registry_kind_with_text_plugins() {
     let dir = tempfile::tempdir().unwrap();
-    write(
+    write_text(
         &dir.path().join("acme.toml"),
         r#"
 [[benchmark]]
@@ -72,7 +46,7 @@ metrics = ["acc"]
     );
     assert_eq!(acme["provenance"]["type"], "text_file");
     // A typo in a hand-written record is refused, naming the field.
-    write(
+    write_text(
         &dir.path().join("typo.toml"),
         "[[benchmark]]\nname = \"x\"\npath = \"q.csv\"\nformat = \"mcq\"\nscoring = \"loglikelihood\"\nmetric = [\"acc\"]\n",
     );
@@ -92,7 +66,7 @@ Pick D.,a,b,c,d,D\n";
 #[test]
 fn an_mcq_csv_is_scored_into_a_run_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = write(&dir.path().join("quiz.csv"), QUIZ);
+    let csv = write_text(&dir.path().join("quiz.csv"), QUIZ);
     let out = dir.path().join("out");
     let model = tiny().display().to_string();
     let stdout = ok(swift1(&[
@@ -112,7 +86,7 @@ fn an_mcq_csv_is_scored_into_a_run_folder() {
     assert_eq!(b["format"], "mcq");
     assert_eq!(b["rows"], 3);
     assert_eq!(b["first_line"], 2);
-    let preds = jsonl(&run.join("predictions/quiz.jsonl"));
+    let preds = read_jsonl(&run.join("predictions/quiz.jsonl"));
     assert_eq!(preds.len(), 3);
     let mut correct = 0;
     for p in &preds {
@@ -157,7 +131,7 @@ fn an_mcq_csv_is_scored_into_a_run_folder() {
 fn malformed_rows_and_impossible_requests_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny().display().to_string();
-    let bad = write(
+    let bad = write_text(
         &dir.path().join("bad.csv"),
         "question,A,B,C,D,answer\nq,a,b,c,d,A\nq2,a,b,c,d,F\n",
     );
@@ -166,7 +140,7 @@ fn malformed_rows_and_impossible_requests_are_refused_by_name() {
         swift(&["eval", "--model", &model, "--eval_dataset", &bad]),
         &["bad.csv:3:", "\"F\""],
     );
-    let csv = write(&dir.path().join("quiz.csv"), QUIZ)
+    let csv = write_text(&dir.path().join("quiz.csv"), QUIZ)
         .display()
         .to_string();
     // Log-likelihoods need every position's logits: only `pt`.
@@ -244,7 +218,7 @@ fn mmlu_on_smollm2_agrees_with_the_transformers_reference() {
             &out.display().to_string(),
         ]));
         let run = run_folder(&out);
-        let preds = jsonl(&run.join("predictions/mmlu.jsonl"));
+        let preds = read_jsonl(&run.join("predictions/mmlu.jsonl"));
         let want = reference[format!("{k}-shot")].as_array().unwrap();
         assert_eq!(preds.len(), n);
         assert_eq!(want.len(), 100);
@@ -359,7 +333,7 @@ fn rouge_and_bleu_equal_rouge_score_and_sacrebleu() {
 #[test]
 fn a_general_qa_jsonl_is_generated_and_scored() {
     let dir = tempfile::tempdir().unwrap();
-    let qa = write(
+    let qa = write_text(
         &dir.path().join("qa.jsonl"),
         "{\"query\": \"Say hi.\", \"response\": \"hi there\"}\n\
          {\"query\": \"And again?\", \"response\": \"hello again\", \"history\": [[\"Say hi.\", \"hi\"]]}\n\
@@ -380,7 +354,7 @@ fn a_general_qa_jsonl_is_generated_and_scored() {
     ]));
     assert!(stdout.contains("bleu-4"), "{stdout}");
     let run = run_folder(&out);
-    let preds = jsonl(&run.join("predictions/qa.jsonl"));
+    let preds = read_jsonl(&run.join("predictions/qa.jsonl"));
     assert_eq!(preds.len(), 3);
     // The earlier round is part of the prompt.
     assert_eq!(preds[1]["prompt"].as_array().unwrap().len(), 3);
@@ -447,7 +421,7 @@ fn a_plugins_benchmark_is_listed_and_evaluated() {
     // Its record asks for one shot from its one held-out row (CSV line 2); lines 3-5 are scored.
     assert_eq!(b["few_shot_lines"], serde_json::json!([2]));
     assert_eq!(b["rows"], 3);
-    let preds = jsonl(&run.join("predictions/example-quiz.jsonl"));
+    let preds = read_jsonl(&run.join("predictions/example-quiz.jsonl"));
     assert!(
         preds[0]["prompt"].as_str().unwrap().starts_with(
             "Example quiz.\n\nWhich number is even?\nA. 3\nB. 5\nC. 8\nD. 9\nAnswer: C\n\n"

@@ -9,28 +9,6 @@ use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-fn write(path: &Path, text: &str) -> PathBuf {
-    std::fs::write(path, text).unwrap();
-    path.to_path_buf()
-}
-
-fn run_folder(out: &Path) -> PathBuf {
-    let runs: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    runs[0].clone()
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 const QUIZ: &str = "question,A,B,C,D,answer\n\
 What is 1+1?,1,2,3,4,B\n\
 \"Which, of these, is a colour?\",red,dog,run,\"up, down\",A\n\
@@ -65,8 +43,8 @@ fn eval(model_args: &[&str], csv: &Path, qa: &Path, out: &Path) -> PathBuf {
 #[test]
 fn eval_url_against_swift_deploy_scores_as_local_eval() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = write(&dir.path().join("quiz.csv"), QUIZ);
-    let qa = write(&dir.path().join("qa.jsonl"), QA);
+    let csv = write_text(&dir.path().join("quiz.csv"), QUIZ);
+    let qa = write_text(&dir.path().join("qa.jsonl"), QA);
     let model = tiny().display().to_string();
     let local = eval(&["--model", &model], &csv, &qa, &dir.path().join("local"));
     let server = Server::start(&[
@@ -86,8 +64,8 @@ fn eval_url_against_swift_deploy_scores_as_local_eval() {
     // Multiple choice: the same log-likelihoods (one pass per choice on the server, cached
     // prefix and batches of 8 locally), so the same predictions and accuracy.
     let (l, r) = (
-        jsonl(&local.join("predictions/quiz.jsonl")),
-        jsonl(&remote.join("predictions/quiz.jsonl")),
+        read_jsonl(&local.join("predictions/quiz.jsonl")),
+        read_jsonl(&remote.join("predictions/quiz.jsonl")),
     );
     assert_eq!(l.len(), 4);
     assert_eq!(r.len(), 4);
@@ -105,8 +83,8 @@ fn eval_url_against_swift_deploy_scores_as_local_eval() {
     }
     // Generation: the same greedy answers, so the same ROUGE and BLEU.
     let (l, r) = (
-        jsonl(&local.join("predictions/qa.jsonl")),
-        jsonl(&remote.join("predictions/qa.jsonl")),
+        read_jsonl(&local.join("predictions/qa.jsonl")),
+        read_jsonl(&remote.join("predictions/qa.jsonl")),
     );
     for (a, b) in l.iter().zip(&r) {
         assert_eq!(a["prediction"], b["prediction"]);
@@ -184,7 +162,7 @@ fn eval_url_against_swift_deploy_scores_as_local_eval() {
 #[test]
 fn benchmarks_run_at_each_evaluation_step_of_training() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = write(&dir.path().join("quiz.csv"), QUIZ);
+    let csv = write_text(&dir.path().join("quiz.csv"), QUIZ);
     let csv_s = csv.display().to_string();
     let out = dir.path().join("out");
     let model = tiny().display().to_string();
@@ -222,7 +200,7 @@ fn benchmarks_run_at_each_evaluation_step_of_training() {
     ]);
     ok(swift1(&args));
     let run = run_folder(&out);
-    let log = jsonl(&run.join("logging.jsonl"));
+    let log = read_jsonl(&run.join("logging.jsonl"));
     let evals: Vec<&Value> = log
         .iter()
         .filter(|r| r.get("eval_quiz_acc").is_some())
@@ -238,7 +216,7 @@ fn benchmarks_run_at_each_evaluation_step_of_training() {
     }
     // Each step's predictions are the model's at that step: the recorded accuracy is theirs.
     for s in steps {
-        let preds = jsonl(&run.join(format!("eval/step-{s}/predictions/quiz.jsonl")));
+        let preds = read_jsonl(&run.join(format!("eval/step-{s}/predictions/quiz.jsonl")));
         assert_eq!(preds.len(), 3);
         let correct: u64 = preds
             .iter()
@@ -301,7 +279,7 @@ fn asdiv_is_generated_and_matched_by_its_final_number() {
     // Counted from the file by a separate Python regex: 221 of its 2305 answers are not one
     // number (yes/no, names, clock times, ordinals such as `6th`).
     assert_eq!(b["left_out_rows"], 221);
-    let preds = jsonl(&run.join("predictions/asdiv.jsonl"));
+    let preds = read_jsonl(&run.join("predictions/asdiv.jsonl"));
     assert_eq!(preds[0]["reference"], "9 apples");
     assert_eq!(
         preds[0]["prompt"][0]["content"],
@@ -346,7 +324,7 @@ fn a_tool_calling_benchmark_is_scored_with_the_agent_metrics() {
         run_folder(&out)
     };
     let local = eval(&["--model", &model], "local");
-    let preds = jsonl(&local.join("predictions/glaive-toolcall.jsonl"));
+    let preds = read_jsonl(&local.join("predictions/glaive-toolcall.jsonl"));
     assert_eq!(preds.len(), 4);
     // Row 1: a greeting, then the call `search_recipes` after the second user turn.
     assert!(preds[0]["reference"]
@@ -399,7 +377,7 @@ fn a_tool_calling_benchmark_is_scored_with_the_agent_metrics() {
     // Through the server (tools and earlier calls sent as OpenAI messages): the same prompts,
     // so the same greedy answers and steps, each scored as above.
     let remote = eval(&["--eval_url", &server.base_url], "remote");
-    let rpreds = jsonl(&remote.join("predictions/glaive-toolcall.jsonl"));
+    let rpreds = read_jsonl(&remote.join("predictions/glaive-toolcall.jsonl"));
     assert_eq!(rpreds.len(), preds.len());
     for (a, b) in preds.iter().zip(&rpreds) {
         assert_eq!(a["reference"], b["reference"]);

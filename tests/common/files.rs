@@ -24,6 +24,12 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Writes `text` to `path`; returns `path`.
+pub fn write_text(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path.to_path_buf()
+}
+
 /// Writes `rows` as JSON lines to `path`; returns `path`.
 pub fn write_jsonl(path: &Path, rows: impl IntoIterator<Item = Value>) -> PathBuf {
     let text: String = rows.into_iter().map(|r| r.to_string() + "\n").collect();
