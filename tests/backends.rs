@@ -203,70 +203,26 @@ fn the_example_backend_generates_for_infer_and_deploy() {
 
 /// A streamed answer with a tool call arrives as `tool_calls` deltas that the official `openai`
 /// client assembles into the call of the non-streamed answer. The echo backend answers with the
-/// user's turn, so a user message holding a hermes call makes the answer hold it.
+/// user's turn as the template renders it (`user\n` and its text), so a user message holding text
+/// and a hermes call makes the answer hold them, after `user\nSure.`.
 #[test]
 fn streamed_tool_calls_arrive_as_tool_call_deltas() {
-    let python = reference_python(&["openai"]);
     let plugins = plugin_dir_with(&["swift-example-plugin"]);
-    let server = Server::start(&[
-        "--plugin-dir",
-        plugins.path().to_str().unwrap(),
-        "--model",
-        tiny().to_str().unwrap(),
-        "--infer_backend",
-        "example-echo",
-        "--template",
-        "qwen2_5",
-        "--max_model_len",
-        "2048",
-    ]);
-    let script = workspace_root().join("tests/deploy_client.py");
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .args(["tool-stream", "--base-url", &server.base_url])
-        .output()
-        .expect("python runs");
-    let text = format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "deploy_client.py tool-stream:\n{text}"
-    );
-    assert!(text.contains("ok tool_stream"), "{text}");
-}
-
-#[test]
-fn backends_refuse_what_they_cannot_load() {
-    let plugins = plugin_dir_with(&["swift-example-plugin"]);
-    let pdir = plugins.path().to_str().unwrap().to_string();
-    let tmp = tempfile::tempdir().unwrap();
-    // A GGUF file for a backend that loads folders only.
-    let gguf = tmp.path().join("m.gguf");
-    std::fs::write(&gguf, b"GGUF").unwrap();
-    assert_fails(
-        swift(&[
+    tool_stream_scenario(
+        &[
             "--plugin-dir",
-            &pdir,
-            "infer",
-            "--model",
-            gguf.to_str().unwrap(),
-            "--infer_backend",
-            "example-echo",
-        ]),
-        &["--infer_backend example-echo loads folder models, not gguf"],
-    );
-    // An unknown backend names the close ones.
-    assert_fails(
-        swift(&[
-            "infer",
+            plugins.path().to_str().unwrap(),
             "--model",
             tiny().to_str().unwrap(),
             "--infer_backend",
-            "llama-cpp",
-        ]),
-        &["llama-cpp"],
+            "example-echo",
+            "--template",
+            "qwen2_5",
+            "--max_model_len",
+            "2048",
+        ],
+        "Sure. <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+        2,
+        "user\nSure.",
     );
 }

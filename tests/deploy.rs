@@ -1,7 +1,8 @@
 //! `swift deploy` end to end on the built-in `pt` backend: the real server on a loopback port,
 //! driven by the official `openai` Python client (tests/deploy_client.py) on the tiny random
 //! llama, through the scenarios of tests/common/deploy.rs (which tests/llama_cpp.rs runs on
-//! `llama_cpp` too), and the server's refusals of bad flags.
+//! `llama_cpp` too), streamed tool calls of a tiny llama trained to make one, and the server's
+//! refusals of bad flags.
 
 use crate::common::*;
 
@@ -13,6 +14,20 @@ fn openai_client_against_the_server() {
 #[test]
 fn full_queue_is_refused_and_ctrl_c_drains() {
     full_queue_scenario(&[]);
+}
+
+/// The tiny llama trained to answer with text and a tool call (tests/reference/
+/// make_tool_call_model.sh): its streamed answers, two choices, arrive as `tool_calls` deltas that
+/// assemble into the non-streamed call.
+#[test]
+fn streamed_tool_calls_on_pt() {
+    let model = tool_call_model();
+    tool_stream_scenario(
+        &["--model", model.to_str().unwrap(), "--max_model_len", "1024"],
+        TOOL_CALL_QUERY,
+        2,
+        "Sure.",
+    );
 }
 
 #[test]

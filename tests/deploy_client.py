@@ -12,9 +12,11 @@ Scenarios (each prints `ok NAME` when its checks pass; the first failure raises)
   request decodes and one waits, another is refused with 503 at once; a client that disconnects
   frees its row; then Ctrl-C (SIGINT to `--pid`) while a streamed request is in flight: it still
   completes, and the server exits.
-* `tool-stream` (tests/backends.rs, a server whose answer repeats the user's turn): a streamed
-  answer with a tool call arrives as `tool_calls` deltas that the client assembles into the
-  same call (name, arguments, id) as the non-streamed answer, with finish reason `tool_calls`.
+* `tool-stream` (tests/common/deploy.rs: a server whose answer repeats the user's turn, or the
+  tiny llama trained to answer with a call, on `pt` and `llama_cpp`): a streamed answer with a
+  tool call, after some text, for each of `--n` choices, arrives as `tool_calls` deltas that the
+  client assembles into the same call (name, arguments) as the non-streamed answer, with finish
+  reason `tool_calls` and the same text as content.
 """
 
 import argparse
@@ -353,45 +355,63 @@ def limits_scenario(a):
 
 
 def tool_stream_scenario(a):
+    """Streamed and non-streamed answers to `--query` with a `get_weather` tool offered, `--n`
+    choices at temperature 0: every choice's non-streamed answer is one call of get_weather for
+    Paris (after the content `--content`), and its streamed deltas assemble into the same call."""
     client = openai.OpenAI(base_url=a.base_url, api_key=a.api_key, max_retries=0)
-    model = client.models.list().data[0].id
+    model = a.model or client.models.list().data[0].id
     tools = [{"type": "function", "function": {
         "name": "get_weather", "description": "Weather of a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                        "required": ["city"]}}}]
-    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-    kw = dict(model=model, messages=[{"role": "user", "content": call}], tools=tools,
-              temperature=0, max_tokens=200)
+    kw = dict(model=model, messages=[{"role": "user", "content": a.query}], tools=tools,
+              temperature=0, max_tokens=200, n=a.n)
     whole = client.chat.completions.create(**kw)
-    c = whole.choices[0]
-    check(c.finish_reason == "tool_calls", f"non-streamed: {whole}")
-    check(len(c.message.tool_calls) == 1, f"non-streamed calls: {c.message.tool_calls}")
-    want = c.message.tool_calls[0]
-    check(want.function.name == "get_weather" and json.loads(want.function.arguments) ==
-          {"city": "Paris"}, f"non-streamed call: {want}")
-    # Streamed: assemble the deltas as OpenAI's documentation does.
-    calls, content, finish = {}, "", None
-    for chunk in client.chat.completions.create(stream=True, **kw):
+    check(len(whole.choices) == a.n, f"non-streamed: {len(whole.choices)} choices, not {a.n}")
+    for c in whole.choices:
+        check(c.finish_reason == "tool_calls", f"non-streamed: {whole}")
+        check(len(c.message.tool_calls) == 1, f"non-streamed calls: {c.message.tool_calls}")
+        want = c.message.tool_calls[0]
+        check(want.function.name == "get_weather" and json.loads(want.function.arguments) ==
+              {"city": "Paris"}, f"non-streamed call: {want}")
+        check((c.message.content or "") == a.content,
+              f"non-streamed content {c.message.content!r}, not {a.content!r}")
+    # Streamed: assemble each choice's deltas as OpenAI's documentation does.
+    got = {i: {"calls": {}, "content": "", "finish": None} for i in range(a.n)}
+    usage = None
+    for chunk in client.chat.completions.create(
+            stream=True, stream_options={"include_usage": True}, **kw):
+        usage = chunk.usage or usage
         for ch in chunk.choices:
+            g = got[ch.index]
             d = ch.delta
-            content += d.content or ""
+            g["content"] += d.content or ""
             for tc in d.tool_calls or []:
-                slot = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                slot = g["calls"].setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
                 slot["id"] = tc.id or slot["id"]
                 if tc.function:
                     slot["name"] += tc.function.name or ""
                     slot["arguments"] += tc.function.arguments or ""
             if ch.finish_reason:
-                finish = ch.finish_reason
-    check(finish == "tool_calls", f"streamed finish reason: {finish}")
-    check(list(calls) == [0], f"streamed calls: {calls}")
-    got = calls[0]
-    check(got["name"] == want.function.name and got["arguments"] == want.function.arguments,
-          f"streamed call {got} != {want}")
-    check(got["id"] and got["id"].startswith("call_"), f"streamed call id: {got}")
-    check("<tool_call>" not in content, f"the call leaked into the content: {content!r}")
-    check(content.strip() == (c.message.content or "").strip(),
-          f"streamed content {content!r} != {c.message.content!r}")
+                check(g["finish"] is None, f"choice {ch.index} finished twice")
+                g["finish"] = ch.finish_reason
+    # The call spans many tokens, so many deltas the server held back and parsed whole.
+    check(usage and usage.completion_tokens >= 20 * a.n, f"streamed usage: {usage}")
+    ids = set()
+    for i, c in enumerate(whole.choices):
+        g, want = got[i], c.message.tool_calls[0]
+        check(g["finish"] == "tool_calls", f"choice {i}: streamed finish reason {g['finish']}")
+        check(list(g["calls"]) == [0], f"choice {i}: streamed calls {g['calls']}")
+        call = g["calls"][0]
+        check(call["name"] == want.function.name and
+              call["arguments"] == want.function.arguments,
+              f"choice {i}: streamed call {call} != {want}")
+        check(call["id"] and call["id"].startswith("call_"), f"streamed call id: {call}")
+        ids.add(call["id"])
+        check("<tool_call>" not in g["content"], f"the call leaked into the content: {g}")
+        check(g["content"].strip() == (c.message.content or "").strip(),
+              f"choice {i}: streamed content {g['content']!r} != {c.message.content!r}")
+    check(len(ids) == a.n, f"each choice's call has its own id: {ids}")
     print("ok tool_stream", flush=True)
 
 
@@ -402,6 +422,12 @@ if __name__ == "__main__":
     p.add_argument("--api-key", default="none")
     p.add_argument("--refs")
     p.add_argument("--pid", type=int)
+    # tool-stream: the model to ask (default: the first listed), the user's turn, the number of
+    # choices and the content expected before the call.
+    p.add_argument("--model")
+    p.add_argument("--query")
+    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--content", default="")
     a = p.parse_args()
     if a.scenario == "main":
         with open(a.refs) as f:

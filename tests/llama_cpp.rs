@@ -8,7 +8,8 @@
 //! * `swift deploy --infer_backend llama_cpp`: the server's greedy answers equal `swift infer`'s;
 //!   a folder is served through the host's own GGUF export; LoRA adapters by name (one per step),
 //!   alternately and concurrently with the base; `--torch_dtype` is refused by name.
-//! * the `openai` client's deploy scenarios of tests/common/deploy.rs, as on `pt`.
+//! * the `openai` client's deploy scenarios of tests/common/deploy.rs, as on `pt`, and streamed
+//!   tool calls of the tiny llama trained to make one.
 //! * `--adapters`: a PEFT LoRA checkpoint (converted to a GGUF adapter file) gives `pt`'s greedy
 //!   tokens.
 
@@ -385,4 +386,28 @@ fn openai_client_scenarios_pass_on_llama_cpp() {
     ];
     openai_client_scenario(&backend);
     full_queue_scenario(&backend);
+}
+
+/// The tiny llama trained to answer with text and a tool call (tests/reference/
+/// make_tool_call_model.sh), served from its folder through the host's GGUF export: its streamed
+/// answers, two choices, arrive as `tool_calls` deltas that assemble into the non-streamed call.
+#[test]
+fn streamed_tool_calls_on_llama_cpp() {
+    let plugins = llama_plugin();
+    let model = tool_call_model();
+    tool_stream_scenario(
+        &[
+            "--plugin-dir",
+            plugins.path().to_str().unwrap(),
+            "--infer_backend",
+            "llama_cpp",
+            "--model",
+            model.to_str().unwrap(),
+            "--max_model_len",
+            "1024",
+        ],
+        TOOL_CALL_QUERY,
+        2,
+        "Sure.",
+    );
 }

@@ -224,3 +224,36 @@ pub fn full_queue_scenario(backend: &[&str]) {
         "swift deploy exits cleanly on Ctrl-C"
     );
 }
+
+/// The tiny llama trained to answer its tool prompt with text and a call
+/// (tests/reference/make_tool_call_model.sh): `Sure. <tool_call>…get_weather…Paris…</tool_call>`.
+pub fn tool_call_model() -> PathBuf {
+    tiny_model("llama-tool-call")
+}
+
+/// The user's turn [`tool_call_model`] answers with a call.
+pub const TOOL_CALL_QUERY: &str = "weather in Paris?";
+
+/// A streamed answer with a tool call, after `content`, in each of `n` choices, arrives as
+/// `tool_calls` deltas that the `openai` client assembles into the call of the non-streamed
+/// answer (tests/deploy_client.py `tool-stream`), from `swift deploy` started with `server_args`
+/// asked `query`.
+pub fn tool_stream_scenario(server_args: &[&str], query: &str, n: usize, content: &str) {
+    let python = reference_python(&["openai"]);
+    let server = Server::start(server_args);
+    let n = n.to_string();
+    client(
+        &python,
+        &[
+            "tool-stream",
+            "--base-url",
+            &server.base_url,
+            "--query",
+            query,
+            "--n",
+            &n,
+            "--content",
+            content,
+        ],
+    );
+}
