@@ -23,7 +23,12 @@ fn full_queue_is_refused_and_ctrl_c_drains() {
 fn streamed_tool_calls_on_pt() {
     let model = tool_call_model();
     tool_stream_scenario(
-        &["--model", model.to_str().unwrap(), "--max_model_len", "1024"],
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--max_model_len",
+            "1024",
+        ],
         TOOL_CALL_QUERY,
         2,
         "Sure.",
