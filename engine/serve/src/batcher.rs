@@ -8,7 +8,8 @@
 //! sampling: each row keeps its own seeded [`Sampler`]) or the backend's chosen token. Stop
 //! words, EOS, token budgets, streamed deltas and logprobs are decided here, the same on every
 //! backend. A backend that applies one adapter per step (`AdapterSupport::PerBatch`) only gets
-//! rows of one adapter at a time; the others wait in order.
+//! rows of one adapter at a time; the others wait in order. While rows run, waiting rows join a
+//! few at a time (`join_now`: a prefill pass of many prompts costs less per token than one of one).
 //!
 //! Requests wait in a bounded queue; [`Submitter::try_submit`] refuses at once when it is full,
 //! and the batcher takes from it only while the batch has room. When every [`Submitter`] is
@@ -186,6 +187,8 @@ pub struct Row {
     generated: usize,
     /// Bytes of the answer's text already sent.
     sent: usize,
+    /// The batcher's step count when the row was queued (how long it has waited to join).
+    queued_at: usize,
 }
 
 /// Where a busy period's time went (from the first request to an empty batch), logged at debug
@@ -265,9 +268,12 @@ struct Batcher {
 
 impl Batcher {
     /// A generation job's rows wait; a prompt to score is scored now, between two steps.
-    fn take(&mut self, work: Work, waiting: &mut VecDeque<Row>) {
+    fn take(&mut self, work: Work, waiting: &mut VecDeque<Row>, steps: usize) {
         match work {
-            Work::Generate(job) => waiting.extend(rows_of(job)),
+            Work::Generate(job) => waiting.extend(rows_of(job).into_iter().map(|mut r| {
+                r.queued_at = steps;
+                r
+            })),
             Work::Score(job) => {
                 let out = self.decoder.prompt_logprobs(&job.request);
                 let _ = job.reply.send(out);
@@ -280,6 +286,8 @@ impl Batcher {
         let mut waiting: VecDeque<Row> = VecDeque::new();
         let mut open = true;
         let mut stats = BusyStats::default();
+        // Steps taken so far (how long a waiting row has waited).
+        let mut steps = 0usize;
         loop {
             if self.decoder.running() == 0 && waiting.is_empty() {
                 stats.report();
@@ -287,14 +295,14 @@ impl Batcher {
                     break;
                 }
                 match rx.recv() {
-                    Ok(work) => self.take(work, &mut waiting),
+                    Ok(work) => self.take(work, &mut waiting, steps),
                     Err(_) => break,
                 }
             }
             // Take from the queue only while the batch has room.
             while open && self.decoder.running() + waiting.len() < self.max {
                 match rx.try_recv() {
-                    Ok(work) => self.take(work, &mut waiting),
+                    Ok(work) => self.take(work, &mut waiting, steps),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
                 }
@@ -302,7 +310,14 @@ impl Batcher {
             let mut joining: Vec<Row> = Vec::new();
             let mut adapter = self.decoder.adapter();
             let mut i = 0;
-            while i < waiting.len() && self.decoder.running() + joining.len() < self.max {
+            let admit = join_now(
+                self.decoder.running(),
+                waiting.len(),
+                waiting.front().map_or(0, |r| steps - r.queued_at),
+                open,
+            );
+            while admit && i < waiting.len() && self.decoder.running() + joining.len() < self.max
+            {
                 if self.per_batch {
                     let a = waiting[i].adapter;
                     if *adapter.get_or_insert(a) != a {
@@ -321,6 +336,7 @@ impl Batcher {
                 );
             }
             stats.started.get_or_insert_with(std::time::Instant::now);
+            steps += 1;
             match self.decoder.step(joining) {
                 Ok(t) => stats.add(&t),
                 Err(e) => tracing::error!("decoding failed: {e}"),
@@ -331,6 +347,22 @@ impl Batcher {
         }
         tracing::debug!("the batcher stops: no more requests can arrive");
     }
+}
+
+/// Rows that join a running batch together at once ([`join_now`]).
+const JOIN_ROWS: usize = 4;
+/// Steps the first waiting row waits at most for others to join with it ([`join_now`]).
+const JOIN_WAIT_STEPS: usize = 4;
+
+/// Whether the waiting rows join the batch at this step. A joining step prefills its rows in a
+/// pass of its own beside the running rows' decoding pass, and a pass of one or two prompts
+/// costs about twice as much per prompt token as one of many (the CPU's general matrix product
+/// only pays off on many rows; BENCHMARKS.md, Deploy): so while rows run, waiting rows join once
+/// [`JOIN_ROWS`] of them wait or the first has waited [`JOIN_WAIT_STEPS`] steps; into an empty
+/// batch, or when no more requests can come, at once.
+fn join_now(running: usize, waiting: usize, first_waited: usize, open: bool) -> bool {
+    waiting > 0
+        && (running == 0 || !open || waiting >= JOIN_ROWS || first_waited >= JOIN_WAIT_STEPS)
 }
 
 /// The generation loop over a backend's loaded model (see the module's documentation).
@@ -625,6 +657,7 @@ pub fn rows_of(job: Job) -> Vec<Row> {
                 logprobs: job.logprobs,
                 generated: 0,
                 sent: 0,
+                queued_at: 0,
             }
         })
         .collect()
@@ -693,6 +726,20 @@ mod tests {
         assert_eq!(safe_len("hello EN", &stops), 6);
         assert_eq!(safe_len("caf\u{FFFD}", &stops), 3);
         assert_eq!(safe_len("", &stops), 0);
+    }
+
+    #[test]
+    fn waiting_rows_join_together_or_after_a_few_steps() {
+        // Into an empty batch at once; none waiting: nothing to do.
+        assert!(join_now(0, 1, 0, true));
+        assert!(!join_now(3, 0, 9, true));
+        // Beside running rows: one or three wait (up to 3 steps); four join at once.
+        assert!(!join_now(12, 1, 0, true));
+        assert!(!join_now(12, 3, 3, true));
+        assert!(join_now(12, 4, 0, true));
+        assert!(join_now(12, 1, 4, true));
+        // Draining (no more requests can arrive): at once.
+        assert!(join_now(12, 1, 0, false));
     }
 
     #[test]
