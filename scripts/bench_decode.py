@@ -222,7 +222,17 @@ def main():
     if kernels:
         print("swift-rs picked: " + "; ".join(sorted(kernels)))
     if llama_dir:
-        print(f"llama-bench: {llama_dir} (llama.cpp commit {commit})")
+        if commit in (None, "?", "unknown"):
+            # Built from the sdist, which has no git metadata: the commit its CHANGELOG names.
+            commit = sh(["bash", os.path.join(ROOT, "scripts/build-llama-cpp.sh"),
+                         "--commit"]).stdout.strip()
+        print(f"llama-bench: {llama_dir} (llama.cpp commit {commit}, llama-cpp-python 0.3.36's)")
+    if "llama_cpp" in backends:
+        # The backend plugin's llama.cpp is the one the binding crate vendors (another commit).
+        lock = open(os.path.join(ROOT, "Cargo.lock")).read()
+        m = re.search(r'name = "llama-cpp-sys-2"\nversion = "([^"]+)"', lock)
+        print(f"swift-rs llama_cpp backend: llama.cpp vendored by llama-cpp-sys-2 "
+              f"{m.group(1) if m else '?'} (target/llama-cpp, `make llama-cpp`)")
     print(f"swift-rs: {args.prompts} prompts x {args.new_tokens} new tokens per run; llama-bench: "
           f"-t 2 -p 64 -n {args.new_tokens}")
     print("| input | who | decode tok/s | prompt tok/s | decode vs llama.cpp | peak RSS MiB "

@@ -12,6 +12,7 @@
 #
 # Usage: scripts/build-llama-cpp.sh            -> prints the build folder (builds if needed)
 #        scripts/build-llama-cpp.sh --info     -> prints the source, its sha256 and the flags
+#        scripts/build-llama-cpp.sh --commit   -> prints the llama.cpp commit the source is
 # Needs cmake and a C++ compiler (`make setup` installs cmake from Debian).
 set -euo pipefail
 
@@ -40,8 +41,17 @@ for pair in avx:GGML_AVX avx2:GGML_AVX2 fma:GGML_FMA f16c:GGML_F16C bmi2:GGML_BM
 done
 BUILD="$CACHE/llama.cpp-build/0.3.36${key}"
 
+# The llama.cpp commit the sdist vendors (it has no git metadata, so llama.cpp's build info says
+# "unknown"): the first `update llama.cpp to ggml-org/llama.cpp@COMMIT` of its CHANGELOG's 0.3.36.
+COMMIT="$(tar -xzf "$SDIST" -O llama_cpp_python-0.3.36/CHANGELOG.md 2>/dev/null \
+    | sed -n '/^## \[0.3.36\]/,/^## \[0.3.35\]/p' \
+    | grep -o -m1 'ggml-org/llama.cpp@[0-9a-f]*' | cut -d@ -f2 || true)"
+if [[ "${1:-}" == "--commit" ]]; then
+    echo "${COMMIT:-unknown}"
+    exit 0
+fi
 if [[ "${1:-}" == "--info" ]]; then
-    echo "source: llama.cpp vendored by llama-cpp-python 0.3.36 (sdist sha256 $SDIST_SHA)"
+    echo "source: llama.cpp vendored by llama-cpp-python 0.3.36 (sdist sha256 $SDIST_SHA), llama.cpp commit ${COMMIT:-unknown}"
     echo "cmake: ${opts[*]}"
     echo "build: $BUILD"
     exit 0
@@ -58,7 +68,7 @@ if [[ ! -x "$BUILD/bin/llama-bench" || ! -x "$BUILD/bin/llama-quantize" ]]; then
     say "building llama-bench into $BUILD (a few minutes on 2 cores)"
     cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-        -DGGML_OPENMP=ON "${opts[@]}" >&2
+        -DGGML_OPENMP=ON -DLLAMA_BUILD_COMMIT="${COMMIT:-unknown}" "${opts[@]}" >&2
     cmake --build "$BUILD" --config Release -j "$(nproc)" --target llama-bench llama-quantize >&2
 fi
 echo "$BUILD"
