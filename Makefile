@@ -30,9 +30,22 @@ test: setup llama-cpp
 # into its own target folder (its build never holds the workspace's build lock) with the
 # instruction sets of .cargo/config.toml and only the llama.cpp libraries the binding links
 # (plugins/llama-cpp/cmake/lean.cmake).
+# The binding's build script watches GGML_* but neither the CMAKE_* variables nor the file
+# lean.cmake, so a changed one would leave an existing build stale: a stamp holds the hash of
+# both; when it differs (or is missing beside an existing llama.cpp build), llama-cpp-sys-2's
+# build is cleaned first and llama.cpp rebuilt.
 LLAMA_CPP_TARGET := target/llama-cpp
+LLAMA_CPP_STAMP := $(LLAMA_CPP_TARGET)/llama-cpp-cmake-inputs.stamp
 llama-cpp: setup
-	CARGO_TARGET_DIR=$(LLAMA_CPP_TARGET) $(CARGO) build --release -p swift-backend-llama-cpp
+	@want="$$( (cat plugins/llama-cpp/cmake/lean.cmake; grep -E '^(CMAKE_|GGML_)' .cargo/config.toml; env | grep -E '^(CMAKE_|GGML_)' | sort) | sha256sum | cut -d' ' -f1)"; \
+	built="$$(ls -d $(LLAMA_CPP_TARGET)/release/build/llama-cpp-sys-2-* 2>/dev/null | head -n 1)"; \
+	have="$$(cat $(LLAMA_CPP_STAMP) 2>/dev/null)"; \
+	if [ -n "$$built" ] && [ "$$have" != "$$want" ]; then \
+		echo "llama-cpp: lean.cmake or the CMAKE_*/GGML_* settings changed since the last build (stamp $(LLAMA_CPP_STAMP)): rebuilding llama.cpp"; \
+		CARGO_TARGET_DIR=$(LLAMA_CPP_TARGET) $(CARGO) clean --release -p llama-cpp-sys-2 || exit 1; \
+	fi; \
+	CARGO_TARGET_DIR=$(LLAMA_CPP_TARGET) $(CARGO) build --release -p swift-backend-llama-cpp || exit 1; \
+	echo "$$want" > $(LLAMA_CPP_STAMP)
 
 # Only its end-to-end tests.
 test-llama-cpp: llama-cpp
