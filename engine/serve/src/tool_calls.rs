@@ -195,6 +195,22 @@ mod tests {
     }
 
     #[test]
+    fn a_call_split_into_single_characters_is_held_back_whole() {
+        let answer = "Sure. <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        let pieces: Vec<String> = answer.chars().map(String::from).collect();
+        let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let (sent, end) = stream(&pieces);
+        assert_eq!(sent, "Sure. ");
+        assert_eq!(
+            end,
+            Ending::Calls(vec![ParsedCall {
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Paris"}"#.into()
+            }])
+        );
+    }
+
+    #[test]
     fn hermes_blocks() {
         let a = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>";
         let (text, calls) = parse(a).unwrap();
