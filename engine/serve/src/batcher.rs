@@ -316,8 +316,7 @@ impl Batcher {
                 waiting.front().map_or(0, |r| steps - r.queued_at),
                 open,
             );
-            while admit && i < waiting.len() && self.decoder.running() + joining.len() < self.max
-            {
+            while admit && i < waiting.len() && self.decoder.running() + joining.len() < self.max {
                 if self.per_batch {
                     let a = waiting[i].adapter;
                     if *adapter.get_or_insert(a) != a {
