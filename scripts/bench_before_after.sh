@@ -18,7 +18,8 @@ AFTER="${2:-$ROOT/target/release/swift}"
 REPEATS="${3:-3}"
 # DPO runs are long (minutes each): DPO_REPEATS=1 keeps a check short.
 DPO_REPEATS="${DPO_REPEATS:-$REPEATS}"
-# WORKLOADS="train" times only the LoRA SFT run.
+# WORKLOADS="train" times only the LoRA SFT run; WORKLOADS="decode" batch-1 decoding
+# (bench_decode.py, float32 and bfloat16, without llama-bench).
 PY="${SWIFT_RS_CACHE:-$HOME/.cache/swift-rs}/venv/bin/python"
 echo "cpu: $(cpu_model), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Interleaved: round 1 before, round 1 after, round 2 before, ... so that a change in the
@@ -34,6 +35,9 @@ for what in ${WORKLOADS:-train rlhf infer}; do
                 train) out="$(SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_train_peer.py" --ours-only --repeats 1)" ;;
                 rlhf) out="$(SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_rlhf_peer.py" --ours-only --repeats 1)" ;;
                 infer) out="$(SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_infer_peer.py" --ours-only --repeats 1)" ;;
+                # Batch-1 decoding tok/s of the model folder in float32 and bfloat16.
+                decode) out="$(SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_decode.py" --inputs "float32 bfloat16" \
+                    --repeats 1 --no-llama-bench | awk -F'|' '/swift-rs/ {print "swift-rs" $2 $4}')" ;;
             esac
             grep '^swift-rs ' <<<"$out" | tee -a /dev/stderr | sed "s|^|$what $side |" >>"$LOG"
         done

@@ -347,15 +347,24 @@ fn doctor_shows_both_sides_versions_and_only_what_differs() {
         "tch: 0.26.0",
         "CPU: ",
         "decoding kernel: ",
+        "bfloat16 decoding kernel: ",
         "CUDA: ",
         "OpenMP wait policy: ",
     ] {
         assert!(out.contains(want), "`{want}` in:\n{out}");
     }
-    // The user's kernel wins over the measured one, and doctor says so.
-    let out = ok(swift_env(&["doctor"], &[("SWIFT_KERNEL", "portable")]));
+    // The user's kernel wins over the measured one, and doctor says so; bfloat16 weights
+    // widened take the float kernel (on a CPU without AVX-512 BF16 they always do).
+    let out = ok(swift_env(
+        &["doctor"],
+        &[("SWIFT_KERNEL", "portable"), ("SWIFT_BF16_KERNEL", "widen")],
+    ));
     assert!(
         out.contains("decoding kernel: portable (SWIFT_KERNEL=portable (yours))"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bfloat16 decoding kernel: portable ("),
         "{out}"
     );
     // The user's own OpenMP setting wins, and doctor says so.

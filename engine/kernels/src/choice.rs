@@ -38,7 +38,7 @@ pub struct KernelChoice {
     pub measured: Vec<(String, f64)>,
 }
 
-/// The bytes of float32 weights the measurement streams: more than these machines' caches.
+/// The bytes of weights the measurement streams: more than these machines' caches.
 const PROBE_BYTES: usize = 48 << 20;
 const PROBE_K: usize = 576;
 
@@ -48,22 +48,69 @@ pub fn kernel_choice() -> &'static KernelChoice {
     CHOICE.get_or_init(decide)
 }
 
+/// The kernel for bfloat16 weights and why: `avx512-bf16` (src/dot_bf16.rs: `vdpbf16ps`, the
+/// activations rounded to bfloat16) against the float kernel [`kernel_choice`] picked, which
+/// widens the weights to float32. Measured as that choice is (bfloat16 weights this time), with
+/// `avx512-bf16` first: the widening kernel is kept only where it streamed [`MARGIN`] times
+/// faster. `SWIFT_BF16_KERNEL=avx512-bf16|widen` picks one; a CPU without AVX-512 BF16 widens.
+pub fn bf16_kernel_choice() -> &'static KernelChoice {
+    static CHOICE: OnceLock<KernelChoice> = OnceLock::new();
+    CHOICE.get_or_init(|| {
+        let float = kernel_choice();
+        let widen = available()
+            .into_iter()
+            .find(|(n, _)| *n == float.kernel)
+            .map_or(crate::dot::portable as BlockKernel, |(_, k)| k);
+        let mut all = crate::dot::available_bf16();
+        if all.is_empty() {
+            return KernelChoice {
+                kernel: float.kernel.clone(),
+                why: "this CPU has no AVX-512 BF16: bfloat16 weights are widened to float32 by \
+                      the float kernel"
+                    .into(),
+                measured: Vec::new(),
+            };
+        }
+        all.push(("widen", widen));
+        let mut c = decide_among(all, "SWIFT_BF16_KERNEL", "decode-bf16", true);
+        if c.kernel == "widen" {
+            c.why = format!("{} (widen: the float kernel {})", c.why, float.kernel);
+            c.kernel = float.kernel.clone();
+        }
+        c
+    })
+}
+
 fn decide() -> KernelChoice {
-    let all = available();
-    let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
-    let kernels = candidates(all);
-    let wanted = std::env::var("SWIFT_KERNEL").unwrap_or_default();
+    decide_among(candidates(available()), "SWIFT_KERNEL", "decode", false)
+}
+
+/// Picks among `kernels` (the first the default): the user's `env`, else the cache file
+/// `prefix-<hash>.txt`, else (on a quiet machine) measured over float32 or (`bf16`) bfloat16
+/// weights and saved.
+fn decide_among(
+    kernels: Vec<(&'static str, BlockKernel)>,
+    env: &str,
+    prefix: &str,
+    bf16: bool,
+) -> KernelChoice {
+    let names: Vec<&str> = if bf16 {
+        kernels.iter().map(|(n, _)| *n).collect()
+    } else {
+        available().iter().map(|(n, _)| *n).collect()
+    };
+    let wanted = std::env::var(env).unwrap_or_default();
     let mut note = String::new();
     if !wanted.is_empty() {
         if names.contains(&wanted.as_str()) {
             return KernelChoice {
                 kernel: wanted.clone(),
-                why: format!("SWIFT_KERNEL={wanted} (yours)"),
+                why: format!("{env}={wanted} (yours)"),
                 measured: Vec::new(),
             };
         }
         note = format!(
-            "SWIFT_KERNEL={wanted} is not a kernel this CPU runs ({}), so measured instead; ",
+            "{env}={wanted} is not a kernel this CPU runs ({}), so measured instead; ",
             names.join(", ")
         );
     }
@@ -74,7 +121,7 @@ fn decide() -> KernelChoice {
             measured: Vec::new(),
         };
     }
-    let file = cache_file(&names);
+    let file = cache_file(prefix, &names);
     if let Some(c) = file.as_ref().and_then(|f| read(f, &names)) {
         let path = file
             .as_ref()
@@ -109,7 +156,7 @@ fn decide() -> KernelChoice {
             measured: Vec::new(),
         };
     }
-    let measured = measure(&kernels);
+    let measured = measure(&kernels, bf16);
     let best = pick(&measured);
     let saved = match &file {
         Some(f) => write(f, &best, &measured)
@@ -178,17 +225,27 @@ fn load_average() -> String {
 }
 
 /// Each kernel's best rate over six interleaved rounds, GB/s of weights streamed.
-fn measure(kernels: &[(&'static str, BlockKernel)]) -> Vec<(String, f64)> {
-    let n = PROBE_BYTES / 4 / PROBE_K;
+fn measure(kernels: &[(&'static str, BlockKernel)], bf16: bool) -> Vec<(String, f64)> {
+    let n = PROBE_BYTES / if bf16 { 2 } else { 4 } / PROBE_K;
     // Distinct values, so no page is shared (a zeroed allocation may map one page many times).
     let w: Vec<f32> = (0..n * PROBE_K).map(|i| (i % 251) as f32 * 1e-3).collect();
+    let wb: Vec<u16> = if bf16 {
+        w.iter().map(|v| (v.to_bits() >> 16) as u16).collect()
+    } else {
+        Vec::new()
+    };
+    let weights = if bf16 {
+        Weights::Bf16(&wb)
+    } else {
+        Weights::F32(&w)
+    };
     let x: Vec<f32> = (0..PROBE_K).map(|i| (i % 7) as f32 * 0.1).collect();
     let mut y = vec![0f32; n];
     let mut best = vec![f64::MAX; kernels.len()];
     for round in 0..7 {
         for (i, (_, kernel)) in kernels.iter().enumerate() {
             let start = Instant::now();
-            crate::matmul_with(*kernel, &x, 1, PROBE_K, Weights::F32(&w), &mut y);
+            crate::matmul_with(*kernel, &x, 1, PROBE_K, weights, &mut y);
             // The first round warms the pages and the pool, and is not counted.
             if round > 0 {
                 best[i] = best[i].min(start.elapsed().as_secs_f64());
@@ -204,7 +261,7 @@ fn measure(kernels: &[(&'static str, BlockKernel)]) -> Vec<(String, f64)> {
 
 /// `$SWIFT_RS_CACHE/kernels/decode-<hash>.txt`, the hash over the CPU model, the kernels it
 /// runs and this crate's version.
-fn cache_file(names: &[&str]) -> Option<PathBuf> {
+fn cache_file(prefix: &str, names: &[&str]) -> Option<PathBuf> {
     let root = std::env::var_os("SWIFT_RS_CACHE")
         .filter(|c| !c.is_empty())
         .map(PathBuf::from)
@@ -219,7 +276,10 @@ fn cache_file(names: &[&str]) -> Option<PathBuf> {
     let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     });
-    Some(root.join("kernels").join(format!("decode-{hash:016x}.txt")))
+    Some(
+        root.join("kernels")
+            .join(format!("{prefix}-{hash:016x}.txt")),
+    )
 }
 
 /// The file's text: `cpu=`, `kernel=`, then one `rate=NAME GB/s` line per kernel.

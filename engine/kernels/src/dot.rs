@@ -40,10 +40,36 @@ pub(crate) fn available() -> Vec<(&'static str, BlockKernel)> {
     out
 }
 
+/// The kernel for bfloat16 weights ([`crate::choice::bf16_kernel_choice`]): `avx512-bf16`
+/// (src/dot_bf16.rs) where the CPU has it and it was not measured slower, else the float
+/// kernel, which widens the weights.
+pub(crate) fn select_bf16() -> BlockKernel {
+    static KERNEL: std::sync::OnceLock<BlockKernel> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        let name = crate::choice::bf16_kernel_choice().kernel.as_str();
+        available_bf16()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map_or_else(select, |(_, k)| k)
+    })
+}
+
+/// The kernels that multiply bfloat16 weights in bfloat16 on this CPU (not in [`available`]:
+/// they round the activations, so they do not compute the float32 product the others do).
+pub(crate) fn available_bf16() -> Vec<(&'static str, BlockKernel)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16") {
+            return vec![("avx512-bf16", crate::dot_bf16::block)];
+        }
+    }
+    Vec::new()
+}
+
 /// Panics unless every read and write of a [`BlockKernel`] call stays inside its slices (what
 /// the vector kernels' unchecked loads rely on).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn check_bounds(
+pub(crate) fn check_bounds(
     x: &[f32],
     m: usize,
     k: usize,

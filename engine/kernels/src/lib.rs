@@ -28,6 +28,7 @@
 mod attention;
 mod choice;
 mod dot;
+mod dot_bf16;
 mod machine;
 mod pool;
 mod quant;
@@ -35,7 +36,7 @@ mod quant;
 mod quant_x86;
 
 pub use attention::{decode_attention, CacheView, DecodeShape};
-pub use choice::{kernel_choice, KernelChoice};
+pub use choice::{bf16_kernel_choice, kernel_choice, KernelChoice};
 pub use machine::{cpu_model, cpu_pressure, training_threads, BUSY_PRESSURE, QUIET_PRESSURE};
 pub use quant::{
     affine_matmul, dequantize_row, f16_to_f32, quant_kernel_name, quant_matmul, AffineCodes,
@@ -119,7 +120,11 @@ pub fn skinny_matmul(
             bias.map(<[f32]>::len)
         )));
     }
-    matmul_with(dot::select(), x, m, k, w, y);
+    let kernel = match w {
+        Weights::F32(_) => dot::select(),
+        Weights::Bf16(_) => dot::select_bf16(),
+    };
+    matmul_with(kernel, x, m, k, w, y);
     if let Some(b) = bias {
         for row in y.chunks_exact_mut(n) {
             for (v, b) in row.iter_mut().zip(b) {
@@ -294,12 +299,17 @@ mod tests {
                         "k={k} m={m}: {a} vs {b}"
                     );
                 }
+                // bfloat16 weights: the chosen bfloat16 kernel may round the activations to
+                // bfloat16 (`avx512-bf16`), off by at most 2⁻⁸ of Σ|x·w|.
                 let wb = to_bf16(&w);
                 skinny_matmul(&x, m, k, Weights::Bf16(&wb), None, &mut y).unwrap();
-                let want = reference(&x, m, k, &from_bf16(&wb), None);
-                for (a, b) in y.iter().zip(&want) {
+                let wf = from_bf16(&wb);
+                let want = reference(&x, m, k, &wf, None);
+                let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+                let bound = reference(&abs(&x), m, k, &abs(&wf), None);
+                for ((a, b), s) in y.iter().zip(&want).zip(&bound) {
                     assert!(
-                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        (a - b).abs() <= s / 256.0 + 1e-4 * (1.0 + b.abs()),
                         "bf16 k={k} m={m}: {a} vs {b}"
                     );
                 }
@@ -338,6 +348,60 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_bfloat16_kernels_agree_with_the_reference_of_rounded_activations() {
+        // `avx512-bf16` multiplies bfloat16-rounded activations: against the float64 product
+        // of those rounded values (and the weights), the only error left is float32
+        // accumulation; against the unrounded activations it is bfloat16's rounding, bounded
+        // by 2⁻⁸ of Σ|x·w| (each activation off by at most 2⁻⁹ of itself).
+        for (name, kernel) in dot::available_bf16() {
+            for &k in &[5usize, 32, 50, 576, 577] {
+                for m in 1..=MAX_ROWS {
+                    let n = 9;
+                    let x = values(m * k, (3 * m + k) as u64);
+                    let wb = to_bf16(&values(n * k, 4));
+                    let w = from_bf16(&wb);
+                    let xr = from_bf16(
+                        &x.iter()
+                            .map(|&v| dot_bf16::round_to_bf16(v))
+                            .collect::<Vec<_>>(),
+                    );
+                    let mut got = vec![0f32; m * n];
+                    kernel(&x, m, k, Weights::Bf16(&wb), 0, n, &mut got);
+                    let want = reference(&xr, m, k, &w, None);
+                    let exact = reference(&x, m, k, &w, None);
+                    let abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+                    let wabs: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+                    let bound = reference(&abs, m, k, &wabs, None);
+                    for r in 0..n {
+                        for j in 0..m {
+                            let (a, b) = (got[r * m + j], want[j * n + r]);
+                            assert!(
+                                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                                "{name} k={k} m={m}: {a} vs {b}"
+                            );
+                            let (e, s) = (exact[j * n + r], bound[j * n + r]);
+                            assert!(
+                                (a - e).abs() <= s / 256.0 + 1e-4,
+                                "{name} k={k} m={m}: {a} vs unrounded {e} (Σ|x·w| = {s})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Through `skinny_matmul`, bfloat16 weights take the chosen bfloat16 kernel.
+        let (m, k, n) = (2usize, 64usize, 40usize);
+        let x = values(m * k, 11);
+        let wb = to_bf16(&values(n * k, 12));
+        let mut y = vec![0f32; m * n];
+        skinny_matmul(&x, m, k, Weights::Bf16(&wb), None, &mut y).unwrap();
+        let want = reference(&x, m, k, &from_bf16(&wb), None);
+        for (a, b) in y.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-2 * (1.0 + b.abs()), "{a} vs {b}");
         }
     }
 

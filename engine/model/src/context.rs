@@ -54,6 +54,10 @@ pub(crate) struct Step {
     /// attention runs causally on each run alone (what the block-diagonal mask asks, without
     /// computing the scores between rows).
     blocks: Option<Vec<i64>>,
+    /// A no-grad pass of a bfloat16 model on the CPU whose activations run in float32
+    /// ([`crate::LoadedModel::float_activations`]): the embedding's output is widened, so every
+    /// later operation, the cache and attention's fast path are float32.
+    pub float_activations: bool,
 }
 
 impl KvCache {
@@ -299,6 +303,7 @@ impl KvCache {
             segments,
             sparse: None,
             blocks: None,
+            float_activations: false,
         })
     }
 
@@ -383,6 +388,7 @@ impl KvCache {
             segments: Some(seq_ids.f_to_kind(Kind::Int64)?),
             sparse: None,
             blocks,
+            float_activations: false,
         })
     }
 }
@@ -464,6 +470,9 @@ impl ModelContext for HostContext<'_> {
             Some(q) => q.embedding(ids)?,
             None => Tensor::f_embedding(&s.weight, ids, -1, false, false).map_err(te)?,
         };
+        if self.step.float_activations && y.kind() == Kind::BFloat16 {
+            y = y.f_to_kind(Kind::Float).map_err(te)?;
+        }
         // Hooks on an embedding slot receive the ids (a saved module's copy of the table).
         for h in &s.hooks {
             y = h.forward(ids, y)?;
@@ -487,6 +496,20 @@ impl ModelContext for HostContext<'_> {
             .rev()
             .find_map(|h| h.norm_weights())
             .unwrap_or((&s.weight, s.bias.as_ref()));
+        // float32 activations over bfloat16 norm weights: the weights widened (a few hundred
+        // values), so the norm is libtorch's one fused float32 operation.
+        let widened;
+        let (w, b) = if x.kind() == Kind::Float && w.kind() == Kind::BFloat16 {
+            widened = (
+                w.f_to_kind(Kind::Float).map_err(te)?,
+                b.map(|b| b.f_to_kind(Kind::Float))
+                    .transpose()
+                    .map_err(te)?,
+            );
+            (&widened.0, widened.1.as_ref())
+        } else {
+            (w, b)
+        };
         // The SDK's arithmetic, which a family's own norms use too.
         let y = match kind {
             NormKind::RmsNorm => sdk::rms_norm(x, Some(w), b, eps),

@@ -499,6 +499,34 @@ impl LoadedModel {
         self.kind
     }
 
+    /// Whether a no-grad pass ([`LoadedModel::forward`]) runs its activations in float32 over
+    /// bfloat16 weights: a bfloat16 model on the CPU with plain weights and no hooks (adapters
+    /// and quantized slots keep the model's dtype). The weights are still read as bfloat16 (half
+    /// the memory traffic of float32, which is what bounds a decoding step), while the
+    /// operations between the products (norms, rotary embeddings, attention over the cache) run
+    /// on float32 kernels: libtorch's bfloat16 ones convert to float32 and back at every
+    /// operation, and bfloat16 attention misses the decoding kernel. As llama.cpp does with
+    /// BF16 weights; the results differ from all-bfloat16 ones by bfloat16 rounding only.
+    pub fn float_activations(&self) -> bool {
+        let on = self.device == Device::Cpu
+            && self.kind == Kind::BFloat16
+            && self.slots.values().all(|s| {
+                s.quantized.is_none()
+                    && s.hooks.is_empty()
+                    && matches!(s.weight.kind(), Kind::BFloat16 | Kind::Float)
+            });
+        static SAID: std::sync::Once = std::sync::Once::new();
+        if on {
+            SAID.call_once(|| {
+                tracing::info!(
+                    "bfloat16 weights, float32 activations: decoding reads the weights as \
+                     bfloat16 and runs norms, rotary embeddings and attention in float32"
+                )
+            });
+        }
+        on
+    }
+
     /// The slot called `name` (for tuners and quantizers).
     pub fn slot_mut(&mut self, name: &str) -> Option<&mut SlotState> {
         self.slots.get_mut(name)
@@ -744,7 +772,8 @@ impl LoadedModel {
             Some(m) => Some(m.f_to_device(self.device)?),
             None => None,
         };
-        let step = cache.begin(&ids, mask.as_ref())?;
+        let mut step = cache.begin(&ids, mask.as_ref())?;
+        step.float_activations = self.float_activations();
         let hidden = self.run_family(&ids, cache, &step)?;
         cache.finish(&step);
         Ok(hidden)
@@ -969,6 +998,14 @@ impl LoadedModel {
             Some(q) => q.forward(x, s.bias.as_ref())?,
             None => match skinny::linear(x, &s.weight, s.bias.as_ref()) {
                 Some(y) => y,
+                None if x.kind() == Kind::Float && s.weight.kind() == Kind::BFloat16 => {
+                    // float32 activations over bfloat16 weights beyond the kernel's rows (a
+                    // prompt): libtorch's bfloat16 product, its result widened.
+                    x.f_to_kind(Kind::BFloat16)
+                        .and_then(|x| x.f_linear(&s.weight, s.bias.as_ref()))
+                        .and_then(|y| y.f_to_kind(Kind::Float))
+                        .map_err(|e| format!("{slot}: {e}"))?
+                }
                 None => x
                     .f_linear(&s.weight, s.bias.as_ref())
                     .map_err(|e| format!("{slot}: {e}"))?,

@@ -34,7 +34,10 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
     // bfloat16 too at every row count: at 8 rows the kernel decoded SmolLM2 at about 1.5x
     // the speed of libtorch's oneDNN path here.
     let worth_it = matches!(kind, Kind::Float | Kind::BFloat16) && rows <= WIDE_ROWS;
-    if !worth_it || rows == 0 || x.kind() != kind {
+    // float32 activations over bfloat16 weights (`LoadedModel::float_activations`) too: the
+    // kernel widens the weights and keeps the activations float32 either way.
+    let mixed = kind == Kind::BFloat16 && x.kind() == Kind::Float;
+    if !worth_it || rows == 0 || (x.kind() != kind && !mixed) {
         return None;
     }
     let bias = match bias {
@@ -46,7 +49,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
     // Converted or copied only when needed: each libtorch call costs about a microsecond, and a
     // decoding step makes hundreds of these products.
     let converted;
-    let xf = if kind == Kind::Float && x.is_contiguous() {
+    let xf = if x.kind() == Kind::Float && x.is_contiguous() {
         x
     } else {
         converted = x.f_to_kind(Kind::Float).ok()?.f_contiguous().ok()?;
@@ -82,7 +85,14 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
         let k = swift_kernels::kernel_choice();
         tracing::info!("decoding kernel: {} ({})", k.kernel, k.why);
     });
-    if kind == Kind::Float {
+    static SAID_BF16: std::sync::Once = std::sync::Once::new();
+    if kind == Kind::BFloat16 {
+        SAID_BF16.call_once(|| {
+            let k = swift_kernels::bf16_kernel_choice();
+            tracing::info!("bfloat16 decoding kernel: {} ({})", k.kernel, k.why);
+        });
+    }
+    if x.kind() == Kind::Float {
         Some(out)
     } else {
         out.f_to_kind(kind).ok()

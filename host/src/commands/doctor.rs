@@ -4,7 +4,8 @@
 //! Without `--plugin`: the swift version, the plugin contract, the tensor engine with its libtorch
 //! and tch versions (opening the engine library; the `swift` binary itself links no libtorch),
 //! the CPU's model and vector features, the decoding kernel picked for it and why (measured, or
-//! read from the cache: swift-kernels' `kernel_choice`), whether CUDA is reachable and how
+//! read from the cache: swift-kernels' `kernel_choice`, and `bf16_kernel_choice` for bfloat16
+//! weights), whether CUDA is reachable and how
 //! libtorch's OpenMP threads wait (crate::openmp). With `--plugin FILE`: the manifest
 //! the file exports (read before its root module, as loading does), each check of it against this
 //! swift, abi_stable's layout check with only the lines that say what differs, and what the
@@ -35,6 +36,8 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
     println!("CPU: {}, {}", swift_kernels::cpu_model(), cpu());
     let k = swift_kernels::kernel_choice();
     println!("decoding kernel: {} ({})", k.kernel, k.why);
+    let b = swift_kernels::bf16_kernel_choice();
+    println!("bfloat16 decoding kernel: {} ({})", b.kernel, b.why);
     println!("CUDA: {}", cuda());
     println!("OpenMP wait policy: {}", crate::openmp::describe());
     if let Some(path) = &args.plugin {
@@ -62,7 +65,8 @@ fn cpu() -> String {
             "f16c",
             "avx512f",
             "avx512bw",
-            "avx512vnni"
+            "avx512vnni",
+            "avx512bf16"
         );
         format!(
             "x86_64, {} threads, features: {}",
