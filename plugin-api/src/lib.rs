@@ -48,6 +48,7 @@ pub mod registrar;
 pub mod row;
 pub mod tensor;
 pub mod tuner;
+pub mod vision;
 
 pub use backend::{Backend, BackendHandle, BackendModel, BackendModelHandle};
 pub use behaviour::{

@@ -270,6 +270,7 @@ impl Model for Decoder {
             head_dim: hd,
             max_positions: self.max_positions,
             ignorable: decoder_ignorable(self.tie),
+            vision: None,
         }
     }
 
