@@ -127,6 +127,7 @@ pub mod prelude {
     pub use crate::records::*;
     pub use crate::registrar::{PluginError, Registrar};
     pub use crate::row::{FunctionCall, Message, StandardRow, ToolCall};
+    pub use crate::vision::{ImageTokens, Part, Positions, VisionDecl};
     pub use crate::{export_plugin, plugin_debug, plugin_error, plugin_info, plugin_warn};
 }
 

@@ -161,6 +161,18 @@ impl Slot {
             stored_shape: None,
         }
     }
+
+    /// The same slot, tagged as belonging to `part`.
+    pub fn with_part(mut self, part: Part) -> Self {
+        self.part = part;
+        self
+    }
+
+    /// The same slot, stored in the checkpoint as `stored` (see [`Slot::stored_shape`]).
+    pub fn stored_as(mut self, stored: Vec<i64>) -> Self {
+        self.stored_shape = Some(stored);
+        self
+    }
 }
 
 /// A parameter `forward` reads directly with [`ModelContext::param`] (outside any slot).
