@@ -26,6 +26,7 @@ mod gradient_checkpointing;
 mod longlora;
 mod models_families;
 mod models_smollm2;
+mod models_vision;
 mod new_plugin;
 mod optimizers;
 mod plugins;

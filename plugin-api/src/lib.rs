@@ -48,6 +48,7 @@ pub mod registrar;
 pub mod row;
 pub mod tensor;
 pub mod tuner;
+pub mod vision;
 
 pub use backend::{Backend, BackendHandle, BackendModel, BackendModelHandle};
 pub use behaviour::{
@@ -126,6 +127,7 @@ pub mod prelude {
     pub use crate::records::*;
     pub use crate::registrar::{PluginError, Registrar};
     pub use crate::row::{FunctionCall, Message, Objects, StandardRow, ToolCall};
+    pub use crate::vision::{ImageTokens, Part, Positions, VisionDecl};
     pub use crate::{export_plugin, plugin_debug, plugin_error, plugin_info, plugin_warn};
 }
 
