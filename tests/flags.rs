@@ -203,6 +203,13 @@ const TRAINING: Table = &[
     ("freeze_parameters", Refused(&[])),
     ("trainable_parameters", Refused(&[])),
     ("lisa_activated_layers", Refused(&[])),
+    // Issue 21's image flags: refused by name on the text-only tiny model.
+    ("freeze_vit", Refused(&[])),
+    ("freeze_aligner", Refused(&[])),
+    ("freeze_llm", Refused(&[])),
+    ("vit_lr", Refused(&[])),
+    ("aligner_lr", Refused(&[])),
+    ("max_pixels", Refused(&[])),
     ("lisa_step_interval", Refused(&[])),
     ("llamapro_num_new_blocks", Refused(&[])),
     (
@@ -922,6 +929,8 @@ fn refused_value(flag: &str) -> Vec<&'static str> {
         "device" => vec!["cpu"],
         "top_p" => vec!["0.5"],
         "enable_thinking" => vec!["true"],
+        "freeze_vit" | "freeze_aligner" => vec!["false"],
+        "freeze_llm" => vec!["true"],
         _ => vec!["3"],
     }
 }
