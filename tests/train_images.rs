@@ -221,3 +221,46 @@ fn dpo_with_images_raises_the_margins() {
     let last: f64 = margins[margins.len() - 3..].iter().sum::<f64>() / 3.0;
     assert!(last > first, "margins did not rise: {margins:?}");
 }
+
+#[test]
+fn max_pixels_flag_and_environment_variable_scale_images_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = image_rows(dir.path());
+    let model = tiny_model("llava");
+    let first_loss = |name: &str, extra: &[&str], env: &[(&str, &str)]| -> f64 {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "sft",
+            "--model",
+            model.to_str().unwrap(),
+            "--dataset",
+            data.to_str().unwrap(),
+            "--output_dir",
+            out.to_str().unwrap(),
+            "--max_steps",
+            "1",
+            "--logging_steps",
+            "1",
+            "--dataset_shuffle",
+            "false",
+            "--lora_dropout",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        ok(swift_env(&args, env));
+        step_losses(&run_folder(&out))[0]
+    };
+    let plain = first_loss("plain", &[], &[]);
+    // mllm-demo's images are about 50,000 pixels: 1,000 scales them down before the CLIP processor.
+    let small = first_loss("flag", &["--max_pixels", "1000"], &[]);
+    assert!((plain - small).abs() > 1e-6, "{plain} {small}");
+    let env = first_loss("env", &[], &[("MAX_PIXELS", "1000")]);
+    assert_eq!(env, small, "MAX_PIXELS acts as --max_pixels");
+    // The flag wins over the variable (500,000 leaves the images as they are).
+    let both = first_loss(
+        "both",
+        &["--max_pixels", "500000"],
+        &[("MAX_PIXELS", "1000")],
+    );
+    assert_eq!(both, plain);
+}
