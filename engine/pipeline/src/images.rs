@@ -19,6 +19,16 @@ use swift_template::{Encoded, Encoder};
 use swift_train::RowImage;
 use swift_vision::ImageProcessor;
 
+/// A row's images, loaded and processed.
+pub struct RowImages {
+    /// Each image's stored `(width, height)` (grounding boxes are normalised against it).
+    pub sizes: Vec<(usize, usize)>,
+    /// What the model reads.
+    pub images: Vec<RowImage>,
+    /// The positions each image's placeholder expands to.
+    pub counts: Vec<usize>,
+}
+
 /// What turns a row's images into the model's inputs.
 pub struct ImageEncoder {
     processor: ImageProcessor,
@@ -90,10 +100,7 @@ impl ImageEncoder {
     }
 
     /// Loads and processes a row's images.
-    pub fn images(
-        &self,
-        row: &StandardRow,
-    ) -> Result<(Vec<(usize, usize)>, Vec<RowImage>, Vec<usize>)> {
+    pub fn images(&self, row: &StandardRow) -> Result<RowImages> {
         let (mut sizes, mut out, mut counts) = (Vec::new(), Vec::new(), Vec::new());
         for reference in &row.images {
             let img = swift_vision::load_image(reference, None)?;
@@ -124,7 +131,11 @@ impl ImageEncoder {
                 grid_thw: grid,
             });
         }
-        Ok((sizes, out, counts))
+        Ok(RowImages {
+            sizes,
+            images: out,
+            counts,
+        })
     }
 
     /// Encodes a row with its images; `None` when truncation deletes it.
@@ -133,7 +144,11 @@ impl ImageEncoder {
         encoder: &Encoder,
         row: &StandardRow,
     ) -> Result<Option<(Encoded, Vec<RowImage>)>> {
-        let (sizes, images, counts) = self.images(row)?;
+        let RowImages {
+            sizes,
+            images,
+            counts,
+        } = self.images(row)?;
         let enc = encoder
             .encode_with_images(row, &sizes, &counts, self.image_token_id)
             .context("encoding the row with its images")?;
