@@ -191,6 +191,20 @@ pub trait FfiModelContext {
         v: TensorRef<'_>,
         scale: f64,
     ) -> RResult<OwnedTensor, RString>;
+    /// Appended after the prefix with a default (issue 21, within contract 4): a vision
+    /// tower's non-causal attention, no cache; `runs` cuts the sequence into independent runs
+    /// (one per image; empty: one run). The context's vtable travels from host to plugin, so
+    /// plugins built before it never call it.
+    fn full_attention(
+        &mut self,
+        _q: TensorRef<'_>,
+        _k: TensorRef<'_>,
+        _v: TensorRef<'_>,
+        _runs: RVec<i64>,
+        _scale: f64,
+    ) -> RResult<OwnedTensor, RString> {
+        RResult::RErr("this host has no full attention for vision towers".into())
+    }
 }
 /// The context object as `forward` receives it (borrowed for the call).
 pub type FfiModelContextMut<'a> = FfiModelContext_TO<'a, abi_stable::sabi_types::RMut<'a, ()>>;

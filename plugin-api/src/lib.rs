@@ -48,6 +48,7 @@ pub mod registrar;
 pub mod row;
 pub mod tensor;
 pub mod tuner;
+pub mod vision;
 
 pub use backend::{Backend, BackendHandle, BackendModel, BackendModelHandle};
 pub use behaviour::{
@@ -61,7 +62,7 @@ pub use records::{
     PreprocessorRecord, QuantizerRecord, TemplateRecord, TunerRecord,
 };
 pub use registrar::{HostSink, PluginError, Registrar, SinkError};
-pub use row::{FunctionCall, Message, StandardRow, ToolCall};
+pub use row::{FunctionCall, Message, Objects, StandardRow, ToolCall};
 pub use tensor::TensorRef;
 pub use tuner::{AdapterHandle, AdapterPlan, AttachRequest, OptionDecl};
 
@@ -125,7 +126,8 @@ pub mod prelude {
     pub use crate::optimizer::{OptimizerRecord, OptimizerRequest, OptimizerTensor};
     pub use crate::records::*;
     pub use crate::registrar::{PluginError, Registrar};
-    pub use crate::row::{FunctionCall, Message, StandardRow, ToolCall};
+    pub use crate::row::{FunctionCall, Message, Objects, StandardRow, ToolCall};
+    pub use crate::vision::{ImageTokens, Part, Positions, VisionDecl};
     pub use crate::{export_plugin, plugin_debug, plugin_error, plugin_info, plugin_warn};
 }
 

@@ -33,6 +33,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::vision::{ImageTokens, Part, Positions, VisionDecl};
+
 /// What a slot computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +96,15 @@ pub struct Slot {
     /// transposes it once at load time, so every linear weight it holds is `[out, in]`.
     #[serde(default)]
     pub transposed: bool,
+    /// The part of a vision-language model the slot belongs to (`llm` unless declared).
+    #[serde(default)]
+    pub part: Part,
+    /// The checkpoint stores this weight in another shape with the same elements in the same
+    /// order (a patch embedding's Conv2d/Conv3d kernel `[out, c, (t,) p, p]`, held as the linear
+    /// slot `[out, c·(t·)p·p]` over flattened patches); the host reshapes it once at load time
+    /// and back when saving.
+    #[serde(default)]
+    pub stored_shape: Option<Vec<i64>>,
 }
 
 impl Slot {
@@ -114,6 +125,8 @@ impl Slot {
             shape: vec![out, inp],
             block,
             transposed: false,
+            part: Part::Llm,
+            stored_shape: None,
         }
     }
 
@@ -128,6 +141,8 @@ impl Slot {
             shape: vec![num, dim],
             block: None,
             transposed: false,
+            part: Part::Llm,
+            stored_shape: None,
         }
     }
 
@@ -142,7 +157,21 @@ impl Slot {
             shape: vec![dim],
             block,
             transposed: false,
+            part: Part::Llm,
+            stored_shape: None,
         }
+    }
+
+    /// The same slot, tagged as belonging to `part`.
+    pub fn with_part(mut self, part: Part) -> Self {
+        self.part = part;
+        self
+    }
+
+    /// The same slot, stored in the checkpoint as `stored` (see [`Slot::stored_shape`]).
+    pub fn stored_as(mut self, stored: Vec<i64>) -> Self {
+        self.stored_shape = Some(stored);
+        self
     }
 }
 
@@ -151,6 +180,26 @@ impl Slot {
 pub struct ParamDecl {
     pub name: String,
     pub shape: Vec<i64>,
+    /// The part of a vision-language model the parameter belongs to (`llm` unless declared).
+    #[serde(default)]
+    pub part: Part,
+}
+
+impl ParamDecl {
+    /// A parameter of the language model.
+    pub fn new(name: impl Into<String>, shape: Vec<i64>) -> Self {
+        Self {
+            name: name.into(),
+            shape,
+            part: Part::Llm,
+        }
+    }
+
+    /// The same parameter, tagged as belonging to `part`.
+    pub fn with_part(mut self, part: Part) -> Self {
+        self.part = part;
+        self
+    }
 }
 
 /// Everything a family declares about one configuration.
@@ -179,6 +228,9 @@ pub struct ModelLayout {
     /// (`--allow_unused_weights true` overrides). Appended: older plugins declare none.
     #[serde(default)]
     pub ignorable: Vec<String>,
+    /// A vision-language family's image declarations (`crate::vision`); `None` for text only.
+    #[serde(default)]
+    pub vision: Option<VisionDecl>,
 }
 
 impl ModelLayout {
@@ -207,6 +259,16 @@ impl ModelLayout {
     /// The slot called `name`.
     pub fn slot(&self, name: &str) -> Option<&Slot> {
         self.slots.iter().find(|s| s.name == name)
+    }
+
+    /// The part the parameter `name` (a slot's weight or bias, or a declared parameter)
+    /// belongs to; `None` when the layout does not declare it.
+    pub fn part_of(&self, name: &str) -> Option<Part> {
+        self.slots
+            .iter()
+            .find(|s| s.weight == name || s.bias.as_deref() == Some(name))
+            .map(|s| s.part)
+            .or_else(|| self.params.iter().find(|p| p.name == name).map(|p| p.part))
     }
 }
 
@@ -256,6 +318,9 @@ pub enum ForwardPart {
     Block(usize),
     /// The last block's output to the final hidden states (the final norm).
     Final,
+    /// Pixel values (and the patch grid, passed as the positions) to image features, one row
+    /// per placeholder position (`crate::vision`).
+    Images,
 }
 
 impl ForwardPart {
@@ -265,6 +330,7 @@ impl ForwardPart {
             Self::Embed => (0, 0),
             Self::Block(i) => (1, i as u32),
             Self::Final => (2, 0),
+            Self::Images => (3, 0),
         }
     }
 
@@ -274,6 +340,7 @@ impl ForwardPart {
             0 => Some(Self::Embed),
             1 => Some(Self::Block(index as usize)),
             2 => Some(Self::Final),
+            3 => Some(Self::Images),
             _ => None,
         }
     }

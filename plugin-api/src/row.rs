@@ -83,4 +83,26 @@ pub struct StandardRow {
     /// Image paths or URLs, in order of appearance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+    /// Grounding: what the messages' `<ref-object>` and `<bbox>` tags stand for (ms-swift's
+    /// `objects`). Serde data with a default, so rows from plugins built before it still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Box<Objects>>,
+}
+
+/// ms-swift's grounding `objects`: the `i`-th `<ref-object>` tag becomes `refs[i]`, the `i`-th
+/// `<bbox>` tag `bbox[i]`, written in the template's box convention.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Objects {
+    /// The objects' descriptions.
+    #[serde(rename = "ref", default)]
+    pub refs: Vec<String>,
+    /// Boxes `[x1, y1, x2, y2]` (or points `[x, y]`).
+    #[serde(default)]
+    pub bbox: Vec<Vec<f64>>,
+    /// `real` (pixels of the image as stored; the default) or `norm1` (fractions of its sides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox_type: Option<String>,
+    /// Which of the row's images each box is on (0 when absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_id: Vec<usize>,
 }

@@ -456,6 +456,29 @@ fn check_row(row: &StandardRow) -> Result<(), String> {
     {
         return Err("the rejected answer is empty".into());
     }
+    check_image_tags(row)
+}
+
+/// Each image of a row is placed by one `<image>` tag in its messages (and in its rejected
+/// conversation, when it has one), as ms-swift's templates read them.
+fn check_image_tags(row: &StandardRow) -> Result<(), String> {
+    let count = |ms: &[swift_plugin_api::Message]| -> usize {
+        ms.iter()
+            .map(|m| m.content.matches("<image>").count())
+            .sum()
+    };
+    let n = row.images.len();
+    let mut sides = vec![("messages", count(&row.messages))];
+    if let Some(r) = &row.rejected_messages {
+        sides.push(("rejected_messages", count(r)));
+    }
+    for (side, tags) in sides {
+        if tags != n {
+            return Err(format!(
+                "{side} have {tags} <image> tag(s) but the row has {n} image(s); put one <image> where each image goes"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -480,7 +503,17 @@ fn for_each_text(row: &mut StandardRow, f: &mut dyn FnMut(&mut String)) {
 
 fn relative_image(dir: &Path, img: &str) -> Option<String> {
     let is_url = img.contains("://") || img.starts_with("data:");
-    (!is_url && Path::new(img).is_relative()).then(|| dir.join(img).to_string_lossy().into_owned())
+    // ms-swift's `_check_path`: a string over 2000 characters is never a path, and one that is no
+    // file but reads as base64 is inline image bytes.
+    let joined = dir.join(img);
+    let base64_like = !img.is_empty()
+        && img.len() % 4 == 0
+        && img
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    let is_inline = img.len() > 2000 || (base64_like && !joined.exists());
+    (!is_url && !is_inline && Path::new(img).is_relative())
+        .then(|| joined.to_string_lossy().into_owned())
 }
 
 impl Dataset {

@@ -668,7 +668,7 @@ fn relative_image_paths_become_absolute() {
     let p = write(
         dir.path(),
         "mm.jsonl",
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"<image>Who?\"}, {\"role\": \"assistant\", \"content\": \"Kane\"}], \"images\": [\"imgs/1.jpg\", \"https://x/2.jpg\"]}\n",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"<image><image>Who?\"}, {\"role\": \"assistant\", \"content\": \"Kane\"}], \"images\": [\"imgs/1.jpg\", \"https://x/2.jpg\"]}\n",
     );
     let got = rows(open(&p, &DatasetOptions::default()));
     assert_eq!(
@@ -843,4 +843,43 @@ fn dataset_from_a_text_plugin_file() {
     assert_eq!(got.len(), 3);
     assert_eq!(got[0].row.messages, qa("Wie spät?", "Zwölf."));
     assert_eq!(got[0].file, dir.path().join("faq.csv"));
+}
+
+#[test]
+fn image_tags_must_match_the_images_and_objects_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "mm.jsonl",
+        concat!(
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"<image>Where is <ref-object>?\"}, {\"role\": \"assistant\", \"content\": \"<bbox>\"}], \"images\": [\"1.jpg\"], \"objects\": {\"ref\": [\"the dog\"], \"bbox\": [[10, 20, 30, 40]]}}\n",
+            "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\", \"image\": \"2.jpg\"}, {\"type\": \"text\", \"text\": \"Who?\"}]}, {\"role\": \"assistant\", \"content\": \"Kane\"}], \"objects\": \"{\\\"ref\\\": [], \\\"bbox\\\": [[0.1, 0.2]], \\\"bbox_type\\\": \\\"norm1\\\"}\"}\n",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"<image><image>Who?\"}, {\"role\": \"assistant\", \"content\": \"Kane\"}], \"images\": [\"1.jpg\"]}\n",
+        ),
+    );
+    let mut ds = open(&p, &DatasetOptions::default());
+    let first = ds.next().unwrap().unwrap();
+    let o = *first.row.objects.expect("objects");
+    assert_eq!(
+        (o.refs, o.bbox),
+        (
+            vec!["the dog".to_string()],
+            vec![vec![10.0, 20.0, 30.0, 40.0]]
+        )
+    );
+    let second = ds.next().unwrap().unwrap();
+    assert_eq!(second.row.messages[0].content, "<image>Who?");
+    assert_eq!(
+        second.row.images,
+        vec![dir.path().join("2.jpg").display().to_string()]
+    );
+    assert_eq!(
+        second.row.objects.unwrap().bbox_type.as_deref(),
+        Some("norm1")
+    );
+    let e = ds.next().unwrap().unwrap_err().to_string();
+    assert!(
+        e.contains("mm.jsonl:3") && e.contains("2 <image> tag(s) but the row has 1 image(s)"),
+        "{e}"
+    );
 }

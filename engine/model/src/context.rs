@@ -27,6 +27,9 @@ pub struct KvCache {
     len: i64,
     /// `[batch]`: the position the next real token of each row takes.
     next_pos: Tensor,
+    /// `[batch]`: what multimodal rotary positions add to a row's text positions after its
+    /// images (Qwen2-VL's `rope_deltas`; zero for text), `crate::vision`.
+    pub(crate) rope_delta: Tensor,
     batch: i64,
 }
 
@@ -68,6 +71,7 @@ impl KvCache {
             padded: false,
             len: 0,
             next_pos: Tensor::zeros([batch], (Kind::Int64, device)),
+            rope_delta: Tensor::zeros([batch], (Kind::Int64, device)),
             batch,
         }
     }
@@ -97,6 +101,7 @@ impl KvCache {
             self.key_valid = Some(k);
         }
         self.next_pos = self.next_pos.f_index_select(0, &index)?;
+        self.rope_delta = self.rope_delta.f_index_select(0, &index)?;
         self.batch = rows.len() as i64;
         Ok(())
     }
@@ -126,6 +131,7 @@ impl KvCache {
             padded,
             len: self.len,
             next_pos: self.next_pos.f_index_select(0, &index)?,
+            rope_delta: self.rope_delta.f_index_select(0, &index)?,
             batch: rows.len() as i64,
         })
     }
@@ -188,6 +194,7 @@ impl KvCache {
         self.padded = !bool::try_from(valid.f_all()?)?;
         self.key_valid = Some(valid);
         self.next_pos = Tensor::f_cat(&[&self.next_pos, &other.next_pos], 0)?;
+        self.rope_delta = Tensor::f_cat(&[&self.rope_delta, &other.rope_delta], 0)?;
         self.batch += other.batch;
         self.len = len;
         Ok(())
@@ -600,6 +607,17 @@ impl ModelContext for HostContext<'_> {
         .map_err(te)?;
         self.attended += 1;
         Ok(out)
+    }
+
+    fn full_attention(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        runs: &[i64],
+        scale: Option<f64>,
+    ) -> Result<Tensor, String> {
+        crate::vision::full_attention(q, k, v, runs, scale).map_err(te)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod cuda;
 pub mod generate;
 mod skinny;
 pub mod sparse;
+mod vision;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use context::KvCache;
 pub use skinny::TorchThreads;
+pub use vision::{mrope_index, ImageBatch};
 /// Most rows a decoding step runs on the CPU kernels.
 pub const KERNEL_ROWS: usize = swift_kernels::WIDE_ROWS;
 pub use generate::{generate, FinishReason, Generated, Sampler, SamplingParams, StopCriteria};
@@ -379,6 +381,14 @@ impl LoadedModel {
                 let want_file: Vec<i64> = s.shape.iter().rev().copied().collect();
                 let t = load(&s.weight, &want_file)?;
                 t.f_transpose(0, 1)?.f_contiguous()?
+            } else if let Some(stored) = &s.stored_shape {
+                if stored.iter().product::<i64>() != s.shape.iter().product::<i64>() {
+                    return Err(ModelError::Family(format!(
+                        "slot `{}` declares a stored shape {stored:?} with other elements than its shape {:?}",
+                        s.name, s.shape
+                    )));
+                }
+                load(&s.weight, stored)?.f_reshape(s.shape.as_slice())?
             } else {
                 load(&s.weight, &s.shape)?
             };
@@ -740,6 +750,8 @@ impl LoadedModel {
                 };
                 let w = if decl.transposed {
                     weight.f_transpose(0, 1)?.f_contiguous()?
+                } else if let Some(stored) = &decl.stored_shape {
+                    weight.f_reshape(stored.as_slice())?
                 } else {
                     weight
                 };
@@ -774,6 +786,7 @@ impl LoadedModel {
         };
         let mut step = cache.begin(&ids, mask.as_ref())?;
         step.float_activations = self.float_activations();
+        self.shift_positions(cache, &mut step)?;
         let hidden = self.run_family(&ids, cache, &step)?;
         cache.finish(&step);
         Ok(hidden)

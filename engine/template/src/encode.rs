@@ -150,6 +150,29 @@ impl Encoder {
 
     /// Encodes a row; `None` when it is longer than `max_length` and truncation is `delete`.
     pub fn encode(&self, row: &StandardRow) -> Result<Option<Encoded>, TemplateError> {
+        let enc = self.encode_whole(row)?;
+        self.truncate(enc, None).transpose()
+    }
+
+    /// Encodes a row with images (crate::vision): its grounding and `<image>` tags written in the
+    /// template's conventions (`sizes`: each image's stored `(width, height)`), then the `i`-th
+    /// placeholder `image_token_id` repeated `counts[i]` times. Truncation never cuts an image:
+    /// a row whose kept part would is an error naming `--max_length`.
+    pub fn encode_with_images(
+        &self,
+        row: &StandardRow,
+        sizes: &[(usize, usize)],
+        counts: &[usize],
+        image_token_id: u32,
+    ) -> Result<Option<Encoded>, TemplateError> {
+        let prepared = crate::vision::prepare_row(row, sizes, &self.template.vision)?;
+        let mut enc = self.encode_whole(&prepared)?;
+        crate::vision::expand_images(&mut enc, image_token_id, counts)?;
+        self.truncate(enc, Some(image_token_id)).transpose()
+    }
+
+    /// Encodes a row's text runs without truncation.
+    fn encode_whole(&self, row: &StandardRow) -> Result<Encoded, TemplateError> {
         let mut enc = Encoded {
             input_ids: Vec::new(),
             labels: Vec::new(),
@@ -171,32 +194,54 @@ impl Encoder {
                 tokens: ids.len(),
             });
         }
+        Ok(enc)
+    }
+
+    /// Applies `max_length`: `None` when the row is deleted; with `image_token`, an error when
+    /// left/right truncation would cut some of an image's positions.
+    fn truncate(
+        &self,
+        mut enc: Encoded,
+        image_token: Option<u32>,
+    ) -> Option<Result<Encoded, TemplateError>> {
         if let Some(max) = self.options.max_length {
             let n = enc.input_ids.len();
             if n > max {
                 enc.truncated = n - max;
-                match self.options.truncation {
-                    Truncation::Delete => return Ok(None),
-                    Truncation::Right => {
-                        enc.input_ids.truncate(max);
-                        enc.labels.truncate(max);
-                        enc.loss_scale.truncate(max);
-                    }
-                    Truncation::Left => {
-                        enc.input_ids.drain(..n - max);
-                        enc.labels.drain(..n - max);
-                        enc.loss_scale.drain(..n - max);
+                let cut = match self.options.truncation {
+                    Truncation::Delete => return None,
+                    Truncation::Right => max..n,
+                    Truncation::Left => 0..n - max,
+                };
+                if let Some(t) = image_token {
+                    if enc.input_ids[cut.clone()].contains(&t) {
+                        return Some(Err(TemplateError::Grounding(format!(
+                            "the row takes {n} tokens with its images' positions and truncating it to --max_length {max} would cut an image; raise --max_length (or lower --max_pixels)"
+                        ))));
                     }
                 }
+                enc.input_ids.drain(cut.clone());
+                enc.labels.drain(cut.clone());
+                enc.loss_scale.drain(cut);
             }
         }
-        Ok(Some(enc))
+        Some(Ok(enc))
     }
 
     /// Encodes a preference row's rejected side: `rejected_messages` when the row has them, else
     /// `messages` with the final assistant answer replaced by `rejected_response`. `Ok(None)` when
     /// the row has neither (or truncation deleted it).
     pub fn encode_rejected(&self, row: &StandardRow) -> Result<Option<Encoded>, TemplateError> {
+        match Self::rejected_row(row) {
+            Some(rejected) => self.encode(&rejected),
+            None => Ok(None),
+        }
+    }
+
+    /// A preference row's rejected side as a row of its own (same images and objects): its
+    /// `rejected_messages`, else `messages` with the final answer replaced by
+    /// `rejected_response`; `None` when it has neither.
+    pub fn rejected_row(row: &StandardRow) -> Option<StandardRow> {
         let messages = match (&row.rejected_messages, &row.rejected_response) {
             (Some(m), _) => m.clone(),
             (None, Some(answer)) => {
@@ -210,13 +255,14 @@ impl Encoder {
                 }
                 m
             }
-            (None, None) => return Ok(None),
+            (None, None) => return None,
         };
-        let rejected = StandardRow {
+        Some(StandardRow {
             messages,
+            rejected_messages: None,
+            rejected_response: None,
             ..row.clone()
-        };
-        self.encode(&rejected)
+        })
     }
 
     /// The row rendered for people: trained runs as `[[text]]` followed by `{loss_scale}`.

@@ -45,6 +45,8 @@ pub enum TemplateError {
     UnknownLossScale { name: String, known: String },
     #[error("loss scale file {path}: {reason} (expected a JSON object of pattern -> [weight] or [key weight, content weight])")]
     LossScaleFile { path: PathBuf, reason: String },
+    #[error("images: {0}")]
+    Grounding(String),
     #[error("unknown truncation strategy `{0}`; known: delete, left, right")]
     UnknownTruncation(String),
     #[error("tokenizing failed: {0}")]

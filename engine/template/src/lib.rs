@@ -27,6 +27,7 @@ pub mod loss_scale;
 pub mod template;
 mod tokenizer;
 pub mod tools;
+pub mod vision;
 
 pub use encode::{EncodeOptions, Encoded, Encoder, Span, Truncation, IGNORE_INDEX};
 pub use error::TemplateError;
@@ -34,3 +35,4 @@ pub use loss_scale::{BaseStrategy, LossScale};
 pub use template::{Piece, PieceKind, RenderOptions, Template, EMPTY_THINK};
 pub use tokenizer::Tokenizer;
 pub use tools::ToolFormat;
+pub use vision::{NormBbox, VisionOptions};

@@ -100,6 +100,8 @@ pub struct Template {
     pub name: String,
     /// Strings that end generation besides EOS.
     pub stop_words: Vec<String>,
+    /// How `<image>`, `<ref-object>` and `<bbox>` tags are written (crate::vision).
+    pub vision: crate::vision::VisionOptions,
     engine: Engine,
 }
 
@@ -118,6 +120,7 @@ impl Template {
         let mut system_preamble = None;
         let mut date = None;
         let mut jinja = false;
+        let mut vision = crate::vision::VisionOptions::default();
         for (key, value) in &rec.options {
             let as_str = || {
                 value
@@ -152,19 +155,24 @@ impl Template {
                 }
                 "system_preamble" => system_preamble = Some(as_str()?),
                 "date" => date = Some(as_str()?),
-                _ => {
-                    return Err(bad(
-                        key,
-                        "is unknown; known: engine, thinking, enable_thinking, strip_content, tool_prompt, \
-                         system_preamble, date",
-                    ))
-                }
+                other => match vision.set(other, value) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(bad(
+                            key,
+                            "is unknown; known: engine, thinking, enable_thinking, strip_content, tool_prompt, \
+                             system_preamble, date, image, ref_format, bbox_format, norm_bbox",
+                        ))
+                    }
+                    Err(reason) => return Err(bad(key, &reason)),
+                },
             }
         }
         if jinja {
             return Ok(Self {
                 name: rec.name.clone(),
                 stop_words: rec.stop_words.clone(),
+                vision,
                 engine: Engine::Jinja {
                     compiled: None,
                     enable_thinking: rec.options.get("enable_thinking").and_then(|v| v.as_bool()),
@@ -189,6 +197,7 @@ impl Template {
         Ok(Self {
             name: rec.name.clone(),
             stop_words: rec.stop_words.clone(),
+            vision,
             engine: Engine::Declarative(Box::new(Declarative {
                 rec: rec.clone(),
                 tool_format,
@@ -207,6 +216,7 @@ impl Template {
         Ok(Self {
             name: name.into(),
             stop_words: Vec::new(),
+            vision: crate::vision::VisionOptions::default(),
             engine: Engine::Jinja {
                 compiled: Some(Arc::new(JinjaTemplate::new(source)?)),
                 enable_thinking: None,

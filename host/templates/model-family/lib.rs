@@ -169,6 +169,7 @@ impl Model for Decoder {
             } else {
                 vec!["*rotary_emb.inv_freq".into()]
             },
+            vision: None,
         }
     }
 

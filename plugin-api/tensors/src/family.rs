@@ -95,6 +95,7 @@ mod model_adapters {
                     ForwardPart::Embed => self.0.embed(&mut ctx, &x, &pos),
                     ForwardPart::Block(i) => self.0.block(&mut ctx, i, &x, &pos),
                     ForwardPart::Final => self.0.final_norm(&mut ctx, &x),
+                    ForwardPart::Images => self.0.encode_images(&mut ctx, &x, &pos),
                 };
                 out.map(OwnedTensor::new)
             })
@@ -141,6 +142,20 @@ mod model_adapters {
             let layer = u32::try_from(layer).map_err(|_| format!("layer {layer} out of range"))?;
             let (q, k, v) = (TensorRef::new(q), TensorRef::new(k), TensorRef::new(v));
             back(self.0.attention(layer, q, k, v, scale.unwrap_or(0.0)))
+        }
+        fn full_attention(
+            &mut self,
+            q: &Tensor,
+            k: &Tensor,
+            v: &Tensor,
+            runs: &[i64],
+            scale: Option<f64>,
+        ) -> Result<Tensor, String> {
+            let (q, k, v) = (TensorRef::new(q), TensorRef::new(k), TensorRef::new(v));
+            back(
+                self.0
+                    .full_attention(q, k, v, runs.to_vec().into(), scale.unwrap_or(0.0)),
+            )
         }
     }
 
@@ -200,6 +215,22 @@ mod model_adapters {
                 let (q, k, v) = (q.shallow_clone(), k.shallow_clone(), v.shallow_clone());
                 self.0
                     .attention(layer as usize, &q, &k, &v, scale)
+                    .map(OwnedTensor::new)
+            })
+        }
+        fn full_attention(
+            &mut self,
+            q: TensorRef<'_>,
+            k: TensorRef<'_>,
+            v: TensorRef<'_>,
+            runs: abi_stable::std_types::RVec<i64>,
+            scale: f64,
+        ) -> RResult<OwnedTensor, RString> {
+            guard("full attention", || {
+                let scale = (scale > 0.0).then_some(scale);
+                let (q, k, v) = (q.shallow_clone(), k.shallow_clone(), v.shallow_clone());
+                self.0
+                    .full_attention(&q, &k, &v, runs.as_slice(), scale)
                     .map(OwnedTensor::new)
             })
         }

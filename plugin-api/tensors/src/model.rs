@@ -41,6 +41,20 @@ mod traits {
             v: &Tensor,
             scale: Option<f64>,
         ) -> Result<Tensor, String>;
+        /// Non-causal attention without a cache (a vision tower's): `q`, `k`, `v` as for
+        /// [`ModelContext::attention`], with as many key/value heads as query heads; `runs`
+        /// cuts the sequence into independent runs that attend only within themselves (one per
+        /// image; empty: the whole sequence is one run). `scale` defaults to `1/sqrt(head_dim)`.
+        fn full_attention(
+            &mut self,
+            _q: &Tensor,
+            _k: &Tensor,
+            _v: &Tensor,
+            _runs: &[i64],
+            _scale: Option<f64>,
+        ) -> Result<Tensor, String> {
+            Err("this context has no full attention for vision towers".into())
+        }
     }
 
     /// One instantiated model family (a parsed `config.json`).
@@ -82,6 +96,18 @@ mod traits {
             _positions: &Tensor,
         ) -> Result<Tensor, String> {
             Err(no_blocks())
+        }
+        /// A vision-language family (its layout declares `vision`): pixel values and the
+        /// images' patch grids `[images, 3]` (`t, h, w`) → image features `[positions,
+        /// hidden]`, one row per placeholder position of the images in order, through the
+        /// vision tower and projector (slots and `full_attention`).
+        fn encode_images(
+            &self,
+            _ctx: &mut dyn ModelContext,
+            _pixel_values: &Tensor,
+            _grid_thw: &Tensor,
+        ) -> Result<Tensor, String> {
+            Err("this model family reads no images".to_string())
         }
         /// The last block's output → the final hidden states (what `forward` returns).
         fn final_norm(

@@ -220,6 +220,47 @@ pub fn images(row: &Map<String, Value>) -> Result<Vec<String>, String> {
     }
 }
 
+/// Grounding `objects` (ms-swift): `{"ref": [...], "bbox": [[x1, y1, x2, y2], ...], "bbox_type":
+/// "real"|"norm1", "image_id": [...]}`, or that object as a JSON string; each box has 2 or 4
+/// numbers and each `image_id` names one of the row's images.
+pub fn objects(
+    row: &Map<String, Value>,
+    n_images: usize,
+) -> Result<Option<Box<swift_plugin_api::Objects>>, String> {
+    let v = match row.get("objects") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .map_err(|e| format!("column `objects` is a string but not JSON: {e}"))?,
+        Some(v) => v.clone(),
+    };
+    let o: swift_plugin_api::Objects = serde_json::from_value(v).map_err(|e| {
+        format!("column `objects` should be {{\"ref\": [text], \"bbox\": [[x1, y1, x2, y2]], \"bbox_type\": \"real\"|\"norm1\", \"image_id\": [n]}}: {e}")
+    })?;
+    for (i, b) in o.bbox.iter().enumerate() {
+        if b.len() != 2 && b.len() != 4 {
+            return Err(format!(
+                "column `objects`: bbox {i} has {} numbers (expected [x, y] or [x1, y1, x2, y2])",
+                b.len()
+            ));
+        }
+    }
+    match o.bbox_type.as_deref() {
+        None | Some("real") | Some("norm1") => {}
+        Some(other) => {
+            return Err(format!(
+                "column `objects`: bbox_type {other:?} is not real or norm1"
+            ))
+        }
+    }
+    if let Some(id) = o.image_id.iter().find(|&&id| id >= n_images.max(1)) {
+        return Err(format!(
+            "column `objects`: image_id {id} but the row has {n_images} images"
+        ));
+    }
+    Ok((!o.refs.is_empty() || !o.bbox.is_empty()).then(|| Box::new(o)))
+}
+
 /// KTO's `label`: a boolean, 0/1, or the text `true`/`false`.
 pub fn label(row: &Map<String, Value>) -> Result<Option<bool>, String> {
     match row.get("label") {
@@ -248,6 +289,7 @@ pub fn extras(row: &Map<String, Value>, out: &mut StandardRow) -> Result<(), Str
     imgs.append(&mut out.images);
     out.images = imgs;
     out.label = label(row)?;
+    out.objects = objects(row, out.images.len())?;
     if let Some(r) = first_text(row, &["rejected_response"])? {
         out.rejected_response = Some(r);
     }

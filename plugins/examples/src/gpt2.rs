@@ -178,6 +178,7 @@ impl Model for Gpt2 {
                 "*.attn.masked_bias".into(),
                 "lm_head.weight".into(),
             ],
+            vision: None,
         }
     }
 

@@ -38,6 +38,15 @@ pub struct Decoder {
     max_positions: Option<i64>,
     opts: Options,
     rope: Rope,
+    /// Where the decoder's weights live: `model` (`model.embed_tokens`, `model.layers.N`,
+    /// `model.norm`) and the head `lm_head`; a vision-language checkpoint nests them
+    /// (`language_model.model`, `language_model.lm_head`).
+    prefix: String,
+    head: String,
+    /// Qwen2-VL's multimodal rotary sections (`rope_scaling.mrope_section`): positions may be
+    /// `[3, batch, seq]` (temporal, height, width), each section of the rotary frequencies
+    /// taking its axis; 1-D positions are the same on all three.
+    mrope: Option<Vec<i64>>,
 }
 
 /// The most layers or heads a config.json may declare (a damaged file is refused, not looped over).
@@ -85,7 +94,64 @@ impl Decoder {
             max_positions: None,
             opts,
             rope: Rope::from_config(&cfg, head_dim)?,
+            prefix: "model".into(),
+            head: "lm_head".into(),
+            mrope: None,
         })
+    }
+
+    /// Reads the weights under `prefix` (instead of `model`) and the head `head`.
+    pub fn with_names(mut self, prefix: &str, head: &str) -> Self {
+        self.prefix = prefix.into();
+        self.head = head.into();
+        self
+    }
+
+    /// Multimodal rotary positions with these sections (they sum to half the head size).
+    pub fn with_mrope(mut self, sections: Vec<i64>) -> Result<Self, Error> {
+        if sections.iter().sum::<i64>() * 2 != self.rope.rotary_dim() {
+            return Err(Error(format!(
+                "mrope_section {sections:?} must sum to half the rotary size {}",
+                self.rope.rotary_dim()
+            )));
+        }
+        self.mrope = Some(sections);
+        Ok(self)
+    }
+
+    /// The hidden size (what image features must match).
+    pub fn hidden_size(&self) -> i64 {
+        self.hidden
+    }
+
+    /// `cos`/`sin` for `positions` (`[batch, seq]`, or `[3, batch, seq]` with M-RoPE).
+    fn cos_sin(&self, positions: &Tensor, kind: tch::Kind) -> Result<(Tensor, Tensor), Error> {
+        let Some(sections) = &self.mrope else {
+            return self.rope.cos_sin(positions, kind);
+        };
+        let axes = if positions.dim() == 2 {
+            Tensor::f_stack(&[positions, positions, positions], 0)?
+        } else {
+            positions.shallow_clone()
+        };
+        // Each axis's tables, then section i of the (doubled) frequencies from axis i % 3.
+        let mut cos = Vec::new();
+        let mut sin = Vec::new();
+        for a in 0..3 {
+            let (c, s) = self.rope.cos_sin(&axes.f_select(0, a)?, kind)?;
+            cos.push(c);
+            sin.push(s);
+        }
+        let sizes: Vec<i64> = sections.iter().chain(sections.iter()).copied().collect();
+        let pick = |t: &[Tensor]| -> Result<Tensor, Error> {
+            let parts: Vec<Vec<Tensor>> = t
+                .iter()
+                .map(|x| x.f_split_with_sizes(&sizes, -1))
+                .collect::<Result<_, _>>()?;
+            let chosen: Vec<&Tensor> = (0..sizes.len()).map(|i| &parts[i % 3][i]).collect();
+            Ok(Tensor::f_cat(&chosen, -1)?)
+        };
+        Ok((pick(&cos)?, pick(&sin)?))
     }
 
     /// Bounds the positions generation may reach (Mistral's sliding window).
@@ -100,12 +166,17 @@ impl Decoder {
         ids: &Tensor,
         positions: &Tensor,
     ) -> Result<Tensor, Error> {
-        let mut h = ctx.embedding("model.embed_tokens", ids)?;
-        let (cos, sin) = self.rope.cos_sin(positions, h.kind())?;
+        let mut h = ctx.embedding(&format!("{}.embed_tokens", self.prefix), ids)?;
+        let (cos, sin) = self.cos_sin(positions, h.kind())?;
         for i in 0..self.layers {
             h = self.layer(ctx, i, &h, &cos, &sin)?;
         }
-        Ok(ctx.norm("model.norm", &h, NormKind::RmsNorm, self.eps)?)
+        Ok(ctx.norm(
+            &format!("{}.norm", self.prefix),
+            &h,
+            NormKind::RmsNorm,
+            self.eps,
+        )?)
     }
 
     /// Block `i`: `h` (`[batch, seq, hidden]`) through attention and the MLP, with their
@@ -120,7 +191,7 @@ impl Decoder {
     ) -> Result<Tensor, Error> {
         let (b, t, _) = h.size3()?;
         let (heads, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let p = format!("model.layers.{i}");
+        let p = format!("{}.layers.{i}", self.prefix);
         let x = ctx.norm(
             &format!("{p}.input_layernorm"),
             h,
@@ -174,14 +245,14 @@ impl Decoder {
 /// Stored weights a Llama-style folder may hold that the decoder does not read: rotary
 /// frequency buffers (recomputed from `rope_theta`), a tied copy of the LM head, and a reward
 /// model's value head (`score`, read by the host's reward module, not by the family).
-fn decoder_ignorable(tie: bool) -> Vec<String> {
+fn decoder_ignorable(tie: bool, head: &str) -> Vec<String> {
     let mut v = vec![
         "*rotary_emb.inv_freq".to_string(),
         "score.weight".into(),
         "score.bias".into(),
     ];
     if tie {
-        v.push("lm_head.weight".into());
+        v.push(format!("{head}.weight"));
     }
     v
 }
@@ -189,9 +260,14 @@ fn decoder_ignorable(tie: bool) -> Vec<String> {
 impl Model for Decoder {
     fn layout(&self) -> ModelLayout {
         let (hs, hd, o) = (self.hidden, self.head_dim, self.opts);
-        let mut slots = vec![Slot::embedding("model.embed_tokens", self.vocab, hs)];
+        let pre = &self.prefix;
+        let mut slots = vec![Slot::embedding(
+            format!("{pre}.embed_tokens"),
+            self.vocab,
+            hs,
+        )];
         for i in 0..self.layers {
-            let p = format!("model.layers.{i}");
+            let p = format!("{pre}.layers.{i}");
             let blk = Some(i);
             slots.push(Slot::norm(format!("{p}.input_layernorm"), hs, false, blk));
             slots.push(Slot::linear(
@@ -254,22 +330,23 @@ impl Model for Decoder {
                 blk,
             ));
         }
-        slots.push(Slot::norm("model.norm", hs, false, None));
-        let mut head = Slot::linear("lm_head", self.vocab, hs, false, None);
+        slots.push(Slot::norm(format!("{pre}.norm"), hs, false, None));
+        let mut head = Slot::linear(self.head.clone(), self.vocab, hs, false, None);
         if self.tie {
-            head.weight = "model.embed_tokens.weight".into();
+            head.weight = format!("{pre}.embed_tokens.weight");
         }
         slots.push(head);
         ModelLayout {
             num_blocks: self.layers,
             slots,
             params: Vec::new(),
-            output_slot: "lm_head".into(),
+            output_slot: self.head.clone(),
             vocab_size: self.vocab,
             num_kv_heads: self.kv_heads,
             head_dim: hd,
             max_positions: self.max_positions,
-            ignorable: decoder_ignorable(self.tie),
+            ignorable: decoder_ignorable(self.tie, &self.head),
+            vision: None,
         }
     }
 
@@ -292,7 +369,7 @@ impl Model for Decoder {
         input_ids: &Tensor,
         _positions: &Tensor,
     ) -> Result<Tensor, String> {
-        ctx.embedding("model.embed_tokens", input_ids)
+        ctx.embedding(&format!("{}.embed_tokens", self.prefix), input_ids)
     }
 
     fn block(
@@ -305,12 +382,17 @@ impl Model for Decoder {
         if index >= self.layers {
             return Err(format!("block {index} of a {}-block model", self.layers));
         }
-        let (cos, sin) = self.rope.cos_sin(positions, hidden.kind())?;
+        let (cos, sin) = self.cos_sin(positions, hidden.kind())?;
         self.layer(ctx, index, hidden, &cos, &sin)
             .map_err(String::from)
     }
 
     fn final_norm(&self, ctx: &mut dyn ModelContext, hidden: &Tensor) -> Result<Tensor, String> {
-        ctx.norm("model.norm", hidden, NormKind::RmsNorm, self.eps)
+        ctx.norm(
+            &format!("{}.norm", self.prefix),
+            hidden,
+            NormKind::RmsNorm,
+            self.eps,
+        )
     }
 }

@@ -5,6 +5,9 @@
 //!
 //! * [`llama`], [`qwen2`], [`qwen3`], [`mistral`]: one file per architecture over the shared
 //!   Llama-style [`decoder`].
+//! * [`llava`] (LLaVA-1.5: CLIP tower, MLP projector) and [`qwen2_vl`] (Qwen2-VL: ViT with 2-D
+//!   rotary, patch merger, M-RoPE): vision-language families over the same decoder, their towers
+//!   built from host slots too (`swift_plugin_api::vision`).
 //!
 //! Rotary embeddings, config reading and the error type are the plugin SDK's
 //! (`swift_plugin_tensors::sdk`), as any third-party family's are.
@@ -13,8 +16,10 @@
 
 pub mod decoder;
 pub mod llama;
+pub mod llava;
 pub mod mistral;
 pub mod qwen2;
+pub mod qwen2_vl;
 pub mod qwen3;
 pub mod records;
 
@@ -45,6 +50,8 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
             "qwen2" => r.model_family(record, qwen2::Qwen2)?,
             "qwen3" => r.model_family(record, qwen3::Qwen3)?,
             "mistral" => r.model_family(record, mistral::Mistral)?,
+            "llava" => r.model_family(record, llava::Llava)?,
+            "qwen2_vl" => r.model_family(record, qwen2_vl::Qwen2Vl)?,
             other => {
                 return Err(format!("model family `{other}` has a record but no behaviour").into())
             }

@@ -13,7 +13,7 @@ pub const PLUGIN: &str = "swift-plugin-models";
 
 /// Every built-in family, in registration order.
 pub fn families() -> Vec<ModelFamilyRecord> {
-    vec![llama(), qwen2(), qwen3(), mistral()]
+    vec![llama(), qwen2(), qwen3(), mistral(), llava(), qwen2_vl()]
 }
 
 pub fn llama() -> ModelFamilyRecord {
@@ -87,4 +87,28 @@ pub fn pt_backend() -> BackendRecord {
         prompt_logprobs: true,
         ..Capabilities::default()
     })
+}
+
+pub fn llava() -> ModelFamilyRecord {
+    ModelFamilyRecord {
+        name: "llava".into(),
+        aliases: vec!["llava1_5_hf".into(), "llava1_5".into()],
+        description: "LLaVA-1.5 (LlavaForConditionalGeneration): CLIP vision tower, MLP projector, Llama language model; images as <image>".into(),
+        architectures: vec!["LlavaForConditionalGeneration".into()],
+        model_types: vec!["llava".into()],
+        default_template: Some("llava1_5_hf".into()),
+        alias_of: None,
+    }
+}
+
+pub fn qwen2_vl() -> ModelFamilyRecord {
+    ModelFamilyRecord {
+        name: "qwen2_vl".into(),
+        aliases: vec![],
+        description: "Qwen2-VL (Qwen2VLForConditionalGeneration): dynamic-resolution ViT with 2-D rotary, patch merger, qwen2 with M-RoPE; images as <|image_pad|>".into(),
+        architectures: vec!["Qwen2VLForConditionalGeneration".into()],
+        model_types: vec!["qwen2_vl".into()],
+        default_template: Some("qwen2_vl".into()),
+        alias_of: None,
+    }
 }
