@@ -12,10 +12,11 @@
 //! Multiple choice is scored by log-likelihood as lm-evaluation-harness scores it
 //! (swift-eval's `prompt` and `metrics`): every choice's continuation tokens summed after the
 //! context, which needs every position's logits, so only `pt` runs it. The prompt's shared
-//! part (the header and the few-shot examples) is computed once and its KV cache copied under
-//! each batch of questions; a question whose tokens do not start with the shared part's (a
-//! token merged across the boundary) is computed whole. Rows are scored 8 at a time,
-//! left-padded.
+//! part (the header and the few-shot examples) is computed once, as far as every question's
+//! tokens share it (a BPE tokenizer may split its trailing "\n\n" differently once a question
+//! follows), and its KV cache copied under each batch of questions; a question sharing less
+//! than half of it is computed whole. Rows are scored 8 at a time, longest first, left-padded;
+//! the vocabulary projection runs only at the continuation's positions.
 //!
 //! Tool-calling benchmarks are generated with the row's tools offered (a local answer's calls
 //! read as the server reads them) and scored by swift-eval's `agent` (EvalScope's `tool_bench`).
@@ -370,18 +371,18 @@ fn local_generator(
     adapters: &Adapters,
     bundle: ModelBundle,
 ) -> Result<crate::generate::Gen> {
-    let template_name = args.template.template.clone().or(adapters.template.clone());
-    let template = bundle.template(regs, template_name.as_deref())?;
-    let chosen = crate::backend::resolve(
+    let crate::backend::ForModel {
+        chosen,
+        template_name,
+    } = crate::backend::for_model(
         regs,
-        &args.backend.infer_backend,
-        &crate::backend::Wanted {
-            model: &adapters.model,
-            device: &args.model.device,
-            adapters: adapters.dirs.len(),
-            given: &args.given,
-        },
+        &args.backend,
+        &args.model.device,
+        &args.template,
+        adapters,
+        &args.given,
     )?;
+    let template = bundle.template(regs, template_name.as_deref())?;
     let mut stop_words = template.stop_words.clone();
     stop_words.extend(args.generation.stop_words.iter().cloned());
     let vocab = bundle
@@ -788,7 +789,7 @@ pub(crate) fn loglikelihoods(
     bar: &indicatif::ProgressBar,
 ) -> Result<Vec<Vec<f64>>> {
     let encode = |s: &str| tok.encode(s);
-    let prefix_ids: Vec<i64> = tok.encode(prefix)?.into_iter().map(i64::from).collect();
+    let prefix_tokens: Vec<i64> = tok.encode(prefix)?.into_iter().map(i64::from).collect();
     let mut items = Vec::new();
     for (q, (line, row)) in rows.iter().enumerate() {
         let context = format!("{prefix}{}", question_text(row));
@@ -823,16 +824,36 @@ pub(crate) fn loglikelihoods(
         }
         items.extend(by_input);
     }
-    // Rows sharing the prefix's tokens run over its cache; the others whole.
-    let cached = !prefix_ids.is_empty();
-    let fits = |i: &Item| {
-        cached
-            && i.input.len() > prefix_ids.len()
-            && i.input.starts_with(&prefix_ids)
-            && i.targets
-                .iter()
-                .all(|(_, t)| t.iter().all(|(p, _)| *p >= prefix_ids.len()))
+    // The cached tokens: those every row starts with. The prefix's own tokens may end
+    // differently once a question follows (a BPE tokenizer splits the prefix's trailing "\n\n"
+    // into two tokens before a word), so the cache holds the longest prefix of them that every
+    // row shares, and only the rows that share less than half of it run whole.
+    let shared = |i: &Item| {
+        let scored_from = i
+            .targets
+            .iter()
+            .flat_map(|(_, t)| t.iter().map(|(p, _)| *p))
+            .min()
+            .unwrap_or(0);
+        i.input
+            .iter()
+            .zip(&prefix_tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(scored_from)
     };
+    let prefix_ids: Vec<i64> = {
+        let floor = prefix_tokens.len().div_ceil(2).max(1);
+        let len = items
+            .iter()
+            .map(shared)
+            .filter(|&n| n >= floor)
+            .min()
+            .unwrap_or(0);
+        prefix_tokens[..len].to_vec()
+    };
+    let cached = !prefix_ids.is_empty();
+    let fits = |i: &Item| cached && shared(i) >= prefix_ids.len();
     let prefix_cache = if cached && items.iter().any(fits) {
         let mut c = model.new_cache(1);
         // Only its keys and values are needed.
@@ -843,7 +864,10 @@ pub(crate) fn loglikelihoods(
         None
     };
     let mut out: Vec<Vec<f64>> = rows.iter().map(|r| vec![0.0; r.1.choices.len()]).collect();
-    let (with, without): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| fits(i));
+    let (mut with, mut without): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| fits(i));
+    // Longest first, so that a batch's rows are padded to lengths near their own.
+    with.sort_by_key(|i| std::cmp::Reverse(i.input.len()));
+    without.sort_by_key(|i| std::cmp::Reverse(i.input.len()));
     let mut done = vec![0usize; rows.len()];
     let needed: Vec<usize> = (0..rows.len())
         .map(|q| items.iter().filter(|i| i.question == q).count())
