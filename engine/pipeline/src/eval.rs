@@ -33,7 +33,9 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use swift_eval::metrics::mcq_predictions;
-use swift_eval::prompt::{choices, encode_pair, question_text, shared_prefix};
+use swift_eval::prompt::{
+    cached_prefix_len, choices, encode_pair, question_text, shared_len, shared_prefix,
+};
 use swift_eval::remote::{parallel, GenerationSettings, Remote, RemoteError};
 use swift_eval::rows::{EvalRow, McqRow, LETTERS};
 use swift_eval::Benchmark;
@@ -824,36 +826,24 @@ pub(crate) fn loglikelihoods(
         }
         items.extend(by_input);
     }
-    // The cached tokens: those every row starts with. The prefix's own tokens may end
-    // differently once a question follows (a BPE tokenizer splits the prefix's trailing "\n\n"
-    // into two tokens before a word), so the cache holds the longest prefix of them that every
-    // row shares, and only the rows that share less than half of it run whole.
-    let shared = |i: &Item| {
-        let scored_from = i
-            .targets
+    // The cached tokens: those every row shares with the prefix (swift-eval's
+    // `cached_prefix_len`); a row sharing fewer runs whole.
+    let scored_from = |i: &Item| {
+        i.targets
             .iter()
             .flat_map(|(_, t)| t.iter().map(|(p, _)| *p))
             .min()
-            .unwrap_or(0);
-        i.input
-            .iter()
-            .zip(&prefix_tokens)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(scored_from)
+            .unwrap_or(0)
     };
-    let prefix_ids: Vec<i64> = {
-        let floor = prefix_tokens.len().div_ceil(2).max(1);
-        let len = items
-            .iter()
-            .map(shared)
-            .filter(|&n| n >= floor)
-            .min()
-            .unwrap_or(0);
-        prefix_tokens[..len].to_vec()
-    };
+    let inputs: Vec<(&[i64], usize)> = items
+        .iter()
+        .map(|i| (i.input.as_slice(), scored_from(i)))
+        .collect();
+    let prefix_ids = prefix_tokens[..cached_prefix_len(&prefix_tokens, &inputs)].to_vec();
     let cached = !prefix_ids.is_empty();
-    let fits = |i: &Item| cached && shared(i) >= prefix_ids.len();
+    let fits = |i: &Item| {
+        cached && shared_len(&prefix_tokens, &i.input, scored_from(i)) >= prefix_ids.len()
+    };
     let prefix_cache = if cached && items.iter().any(fits) {
         let mut c = model.new_cache(1);
         // Only its keys and values are needed.
