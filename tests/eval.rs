@@ -6,6 +6,13 @@
 use crate::common::*;
 use serde_json::Value;
 
+/// `swift eval --model MODEL --eval_dataset DATASET` followed by `extra`.
+fn eval_args<'a>(model: &'a str, dataset: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["eval", "--model", model, "--eval_dataset", dataset];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn benchmarks_are_a_registry_kind_with_text_plugins() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,15 +76,8 @@ fn an_mcq_csv_is_scored_into_a_run_folder() {
     let csv = write_text(&dir.path().join("quiz.csv"), QUIZ);
     let out = dir.path().join("out");
     let model = tiny().display().to_string();
-    let stdout = ok(swift1(&[
-        "eval",
-        "--model",
-        &model,
-        "--eval_dataset",
-        &csv.display().to_string(),
-        "--output_dir",
-        &out.display().to_string(),
-    ]));
+    let (csv, out_s) = (csv.display().to_string(), out.display().to_string());
+    let stdout = ok(swift1(&eval_args(&model, &csv, &["--output_dir", &out_s])));
     let run = run_folder(&out);
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
@@ -137,7 +137,7 @@ fn malformed_rows_and_impossible_requests_are_refused_by_name() {
     );
     let bad = bad.display().to_string();
     assert_fails(
-        swift(&["eval", "--model", &model, "--eval_dataset", &bad]),
+        swift(&eval_args(&model, &bad, &[])),
         &["bad.csv:3:", "\"F\""],
     );
     let csv = write_text(&dir.path().join("quiz.csv"), QUIZ)
@@ -145,54 +145,29 @@ fn malformed_rows_and_impossible_requests_are_refused_by_name() {
         .to_string();
     // Log-likelihoods need every position's logits: only `pt`.
     assert_fails(
-        swift(&[
-            "eval",
-            "--model",
-            &model,
-            "--eval_dataset",
-            &csv,
-            "--infer_backend",
-            "llama_cpp",
-        ]),
+        swift(&eval_args(&model, &csv, &["--infer_backend", "llama_cpp"])),
         &["--infer_backend llama_cpp", "only `pt`"],
     );
     // A file given by path has no held-out few-shot pool.
     assert_fails(
-        swift(&[
-            "eval",
-            "--model",
-            &model,
-            "--eval_dataset",
-            &csv,
-            "--eval_few_shot",
-            "1",
-        ]),
+        swift(&eval_args(&model, &csv, &["--eval_few_shot", "1"])),
         &["--eval_few_shot 1"],
     );
     assert_fails(
-        swift(&["eval", "--model", &model, "--eval_dataset", "no-such-bench"]),
+        swift(&eval_args(&model, "no-such-bench", &[])),
         &["--eval_dataset no-such-bench", "swift list benchmarks"],
     );
     // Sampling flags have no effect on log-likelihood scoring.
     assert_fails(
-        swift(&[
-            "eval",
-            "--model",
-            &model,
-            "--eval_dataset",
-            &csv,
-            "--temperature",
-            "0.5",
-        ]),
+        swift(&eval_args(&model, &csv, &["--temperature", "0.5"])),
         &["--temperature"],
     );
 }
 
 /// `swift eval --eval_dataset mmlu --eval_few_shot K` on SmolLM2 agrees with the transformers
 /// reference (100 questions recorded, 0-shot and 5-shot): on at least 99 of the 100 questions
-/// 0-shot, and on all of the first 20 5-shot. The 5-shot pass costs 4.8x the 0-shot one per
-/// question although the few-shot prefix is cached (90 and 440 s for 100 questions under load
-/// 12), so `make test` checks 20 of them until that is faster.
+/// 0-shot, and on all of the first 20 5-shot (the full set, 2845 questions, is `make bench`'s:
+/// scripts/bench_eval_peer.py).
 #[test]
 fn mmlu_on_smollm2_agrees_with_the_transformers_reference() {
     let reference: Value = serde_json::from_str(
@@ -204,19 +179,19 @@ fn mmlu_on_smollm2_agrees_with_the_transformers_reference() {
     let dir = tempfile::tempdir().unwrap();
     for (k, n) in [(0, 100), (5, 20)] {
         let out = dir.path().join(format!("k{k}"));
-        ok(swift(&[
-            "eval",
-            "--model",
+        let (n_s, k_s, out_s) = (n.to_string(), k.to_string(), out.display().to_string());
+        ok(swift(&eval_args(
             &model,
-            "--eval_dataset",
             "mmlu",
-            "--eval_limit",
-            &n.to_string(),
-            "--eval_few_shot",
-            &k.to_string(),
-            "--output_dir",
-            &out.display().to_string(),
-        ]));
+            &[
+                "--eval_limit",
+                &n_s,
+                "--eval_few_shot",
+                &k_s,
+                "--output_dir",
+                &out_s,
+            ],
+        )));
         let run = run_folder(&out);
         let preds = read_jsonl(&run.join("predictions/mmlu.jsonl"));
         let want = reference[format!("{k}-shot")].as_array().unwrap();
@@ -341,17 +316,12 @@ fn a_general_qa_jsonl_is_generated_and_scored() {
     );
     let out = dir.path().join("out");
     let model = tiny().display().to_string();
-    let stdout = ok(swift1(&[
-        "eval",
-        "--model",
+    let (qa, out_s) = (qa.display().to_string(), out.display().to_string());
+    let stdout = ok(swift1(&eval_args(
         &model,
-        "--eval_dataset",
-        &qa.display().to_string(),
-        "--max_new_tokens",
-        "6",
-        "--output_dir",
-        &out.display().to_string(),
-    ]));
+        &qa,
+        &["--max_new_tokens", "6", "--output_dir", &out_s],
+    )));
     assert!(stdout.contains("bleu-4"), "{stdout}");
     let run = run_folder(&out);
     let preds = read_jsonl(&run.join("predictions/qa.jsonl"));
@@ -403,17 +373,11 @@ fn a_plugins_benchmark_is_listed_and_evaluated() {
     assert_eq!(quiz["provenance"]["plugin"], "swift-example-plugin");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    ok(swift1(&[
-        "--plugin-dir",
-        &plugin_dir,
-        "eval",
-        "--model",
-        &tiny().display().to_string(),
-        "--eval_dataset",
-        "example-quiz",
-        "--output_dir",
-        &out.display().to_string(),
-    ]));
+    let (model, out_s) = (tiny().display().to_string(), out.display().to_string());
+    let args = eval_args(&model, "example-quiz", &["--output_dir", &out_s]);
+    ok(swift1(
+        &[&["--plugin-dir", plugin_dir.as_str()][..], &args].concat(),
+    ));
     let run = run_folder(&out);
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();

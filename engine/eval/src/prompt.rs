@@ -75,6 +75,33 @@ pub fn encode_pair<E>(
     })
 }
 
+/// How many of the prompt's shared tokens (`prefix`: the header and few-shot examples alone,
+/// tokenized) can be computed once and cached under every scored input. Each of `inputs` is an
+/// input's tokens and its first scored position (no scored position may be in the cache). A
+/// tokenizer may end the prefix alone differently from the prefix followed by a question (a
+/// byte-level BPE makes one token of a trailing "\n\n" but two before a word), so the cache is
+/// the longest start of `prefix` that every input shares; an input sharing less than half of
+/// `prefix` is not counted (it is computed whole: `shares(input) < len`).
+pub fn cached_prefix_len<T: PartialEq>(prefix: &[T], inputs: &[(&[T], usize)]) -> usize {
+    let floor = prefix.len().div_ceil(2).max(1);
+    inputs
+        .iter()
+        .map(|(input, scored_from)| shared_len(prefix, input, *scored_from))
+        .filter(|&n| n >= floor)
+        .min()
+        .unwrap_or(0)
+}
+
+/// How many leading tokens `input` shares with `prefix`, at most `scored_from`.
+pub fn shared_len<T: PartialEq>(prefix: &[T], input: &[T], scored_from: usize) -> usize {
+    input
+        .iter()
+        .zip(prefix)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(scored_from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +124,24 @@ mod tests {
         );
         let c = choices(&row("q", 0));
         assert_eq!(c[3], (" D".to_string(), "D".to_string()));
+    }
+
+    #[test]
+    fn the_cache_holds_what_every_input_shares() {
+        // The prefix alone ends in a merged "\n\n" (9); before a question it is "\n", "\n" (5, 5).
+        let prefix = [1, 2, 3, 9];
+        let a = [1, 2, 3, 5, 5, 7, 8];
+        let b = [1, 2, 3, 5, 5, 6];
+        assert_eq!(cached_prefix_len(&prefix, &[(&a[..], 6), (&b[..], 5)]), 3);
+        // An input sharing less than half is left to run whole; it does not shrink the cache.
+        let odd = [1, 4, 4, 4];
+        assert_eq!(cached_prefix_len(&prefix, &[(&a[..], 6), (&odd[..], 3)]), 3);
+        assert_eq!(shared_len(&prefix, &odd, 3), 1);
+        // No cached position is scored.
+        assert_eq!(cached_prefix_len(&prefix, &[(&a[..], 2)]), 2);
+        // Equal tokens throughout: the whole prefix.
+        assert_eq!(cached_prefix_len(&prefix, &[(&[1, 2, 3, 9, 7][..], 4)]), 4);
+        assert_eq!(cached_prefix_len::<i64>(&[], &[(&[1, 2][..], 1)]), 0);
     }
 
     #[test]

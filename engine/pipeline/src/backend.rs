@@ -1,10 +1,11 @@
-//! `--infer_backend NAME` for `swift infer` and `swift deploy`: the backend resolved through the
-//! registry, what the user asked checked against its declared capabilities (format of `--model`,
-//! `--device`, `--torch_dtype`, `--adapters`), and a plugin's backend loaded with a
-//! [`LoadRequest`]. The built-in `pt` backend is the host's own libtorch engine: its model loads
-//! through [`crate::bundle::ModelBundle`] (the host's families) and is wrapped in
-//! [`swift_serve::pt::PtModel`], so both drive generation through the same
-//! [`BackendModelHandle`].
+//! `--infer_backend NAME` for `swift infer`, `swift deploy` and `swift eval`: the backend
+//! resolved through the registry, what the user asked checked against its declared capabilities
+//! (format of `--model`, `--device`, `--torch_dtype`, `--adapters`), and a plugin's backend
+//! loaded with a [`LoadRequest`]. [`for_model`] is the one place those commands resolve it, and
+//! the template's name, for a model and its adapters. The built-in `pt` backend is the host's
+//! own libtorch engine: its model loads through [`crate::bundle::ModelBundle`] (the host's
+//! families) and is wrapped in [`swift_serve::pt::PtModel`], so both drive generation through
+//! the same [`BackendModelHandle`].
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +15,9 @@ use swift_plugin_tensors::backend::{
     ModelFormat,
 };
 use swift_registry::{Provenance, Registries};
-use swift_spec::GivenFlags;
+use swift_spec::{BackendArgs, GivenFlags, TemplateArgs};
 
+use crate::adapters::Adapters;
 use crate::bundle::ModelText;
 
 /// The resolved backend.
@@ -27,15 +29,49 @@ pub struct Chosen {
 }
 
 /// What the user asked of the backend.
-pub struct Wanted<'a> {
+struct Wanted<'a> {
     pub model: &'a Path,
     pub device: &'a str,
     pub adapters: usize,
     pub given: &'a GivenFlags,
 }
 
+/// What a generating command (`swift infer`, `swift deploy`, `swift eval`) decodes with: the
+/// resolved `--infer_backend` and the template's name (`--template`, else the one the
+/// adapters' `args.json` recorded, else none: the model's own).
+pub struct ForModel {
+    pub chosen: Chosen,
+    pub template_name: Option<String>,
+}
+
+/// Resolves `--infer_backend` for `adapters`' model (and its checkpoints) on `device`, and the
+/// template name: the one way infer, deploy and eval choose both.
+pub fn for_model(
+    regs: &Registries,
+    backend: &BackendArgs,
+    device: &str,
+    template: &TemplateArgs,
+    adapters: &Adapters,
+    given: &GivenFlags,
+) -> Result<ForModel> {
+    let chosen = resolve(
+        regs,
+        &backend.infer_backend,
+        &Wanted {
+            model: &adapters.model,
+            device,
+            adapters: adapters.dirs.len(),
+            given,
+        },
+    )?;
+    Ok(ForModel {
+        chosen,
+        template_name: template.template.clone().or(adapters.template.clone()),
+    })
+}
+
 /// Resolves `--infer_backend` and refuses, by flag, what it does not support.
-pub fn resolve(regs: &Registries, name: &str, wanted: &Wanted) -> Result<Chosen> {
+fn resolve(regs: &Registries, name: &str, wanted: &Wanted) -> Result<Chosen> {
     let entry = regs.backends.resolve(name)?;
     let record = entry.record.clone();
     let is_pt = record.name == "pt" && matches!(entry.provenance, Provenance::Builtin { .. });

@@ -12,10 +12,11 @@
 //! Multiple choice is scored by log-likelihood as lm-evaluation-harness scores it
 //! (swift-eval's `prompt` and `metrics`): every choice's continuation tokens summed after the
 //! context, which needs every position's logits, so only `pt` runs it. The prompt's shared
-//! part (the header and the few-shot examples) is computed once and its KV cache copied under
-//! each batch of questions; a question whose tokens do not start with the shared part's (a
-//! token merged across the boundary) is computed whole. Rows are scored 8 at a time,
-//! left-padded.
+//! part (the header and the few-shot examples) is computed once, as far as every question's
+//! tokens share it (a BPE tokenizer may split its trailing "\n\n" differently once a question
+//! follows), and its KV cache copied under each batch of questions; a question sharing less
+//! than half of it is computed whole. Rows are scored 8 at a time, longest first, left-padded;
+//! the vocabulary projection runs only at the continuation's positions.
 //!
 //! Tool-calling benchmarks are generated with the row's tools offered (a local answer's calls
 //! read as the server reads them) and scored by swift-eval's `agent` (EvalScope's `tool_bench`).
@@ -32,7 +33,9 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use swift_eval::metrics::mcq_predictions;
-use swift_eval::prompt::{choices, encode_pair, question_text, shared_prefix};
+use swift_eval::prompt::{
+    cached_prefix_len, choices, encode_pair, question_text, shared_len, shared_prefix,
+};
 use swift_eval::remote::{parallel, GenerationSettings, Remote, RemoteError};
 use swift_eval::rows::{EvalRow, McqRow, LETTERS};
 use swift_eval::Benchmark;
@@ -370,18 +373,18 @@ fn local_generator(
     adapters: &Adapters,
     bundle: ModelBundle,
 ) -> Result<crate::generate::Gen> {
-    let template_name = args.template.template.clone().or(adapters.template.clone());
-    let template = bundle.template(regs, template_name.as_deref())?;
-    let chosen = crate::backend::resolve(
+    let crate::backend::ForModel {
+        chosen,
+        template_name,
+    } = crate::backend::for_model(
         regs,
-        &args.backend.infer_backend,
-        &crate::backend::Wanted {
-            model: &adapters.model,
-            device: &args.model.device,
-            adapters: adapters.dirs.len(),
-            given: &args.given,
-        },
+        &args.backend,
+        &args.model.device,
+        &args.template,
+        adapters,
+        &args.given,
     )?;
+    let template = bundle.template(regs, template_name.as_deref())?;
     let mut stop_words = template.stop_words.clone();
     stop_words.extend(args.generation.stop_words.iter().cloned());
     let vocab = bundle
@@ -788,7 +791,7 @@ pub(crate) fn loglikelihoods(
     bar: &indicatif::ProgressBar,
 ) -> Result<Vec<Vec<f64>>> {
     let encode = |s: &str| tok.encode(s);
-    let prefix_ids: Vec<i64> = tok.encode(prefix)?.into_iter().map(i64::from).collect();
+    let prefix_tokens: Vec<i64> = tok.encode(prefix)?.into_iter().map(i64::from).collect();
     let mut items = Vec::new();
     for (q, (line, row)) in rows.iter().enumerate() {
         let context = format!("{prefix}{}", question_text(row));
@@ -823,15 +826,23 @@ pub(crate) fn loglikelihoods(
         }
         items.extend(by_input);
     }
-    // Rows sharing the prefix's tokens run over its cache; the others whole.
+    // The cached tokens: those every row shares with the prefix (swift-eval's
+    // `cached_prefix_len`); a row sharing fewer runs whole.
+    let scored_from = |i: &Item| {
+        i.targets
+            .iter()
+            .flat_map(|(_, t)| t.iter().map(|(p, _)| *p))
+            .min()
+            .unwrap_or(0)
+    };
+    let inputs: Vec<(&[i64], usize)> = items
+        .iter()
+        .map(|i| (i.input.as_slice(), scored_from(i)))
+        .collect();
+    let prefix_ids = prefix_tokens[..cached_prefix_len(&prefix_tokens, &inputs)].to_vec();
     let cached = !prefix_ids.is_empty();
     let fits = |i: &Item| {
-        cached
-            && i.input.len() > prefix_ids.len()
-            && i.input.starts_with(&prefix_ids)
-            && i.targets
-                .iter()
-                .all(|(_, t)| t.iter().all(|(p, _)| *p >= prefix_ids.len()))
+        cached && shared_len(&prefix_tokens, &i.input, scored_from(i)) >= prefix_ids.len()
     };
     let prefix_cache = if cached && items.iter().any(fits) {
         let mut c = model.new_cache(1);
@@ -843,7 +854,10 @@ pub(crate) fn loglikelihoods(
         None
     };
     let mut out: Vec<Vec<f64>> = rows.iter().map(|r| vec![0.0; r.1.choices.len()]).collect();
-    let (with, without): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| fits(i));
+    let (mut with, mut without): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| fits(i));
+    // Longest first, so that a batch's rows are padded to lengths near their own.
+    with.sort_by_key(|i| std::cmp::Reverse(i.input.len()));
+    without.sort_by_key(|i| std::cmp::Reverse(i.input.len()));
     let mut done = vec![0usize; rows.len()];
     let needed: Vec<usize> = (0..rows.len())
         .map(|q| items.iter().filter(|i| i.question == q).count())

@@ -46,17 +46,17 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
     let adapters = Adapters::resolve(args.model.model.as_deref(), &args.adapters)?;
     let report = adapters.with_plugins(plugins).load()?;
     let regs = &report.registries;
-    let chosen = crate::backend::resolve(
+    let crate::backend::ForModel {
+        chosen,
+        template_name,
+    } = crate::backend::for_model(
         regs,
-        &args.backend.infer_backend,
-        &crate::backend::Wanted {
-            model: &adapters.model,
-            device: &args.model.device,
-            adapters: adapters.dirs.len(),
-            given: &args.given,
-        },
+        &args.backend,
+        &args.model.device,
+        &args.template,
+        &adapters,
+        &args.given,
     )?;
-    let template_name = args.template.template.clone().or(adapters.template.clone());
     let batch_rows = if args.val_dataset.is_empty() {
         1
     } else {

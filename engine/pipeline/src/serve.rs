@@ -64,17 +64,17 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
     let resolved = Adapters::resolve(args.model.model.as_deref(), &dirs)?;
     let report = resolved.with_plugins(plugins).load()?;
     let regs = &report.registries;
-    let chosen = crate::backend::resolve(
+    let crate::backend::ForModel {
+        chosen,
+        template_name,
+    } = crate::backend::for_model(
         regs,
-        &args.backend.infer_backend,
-        &crate::backend::Wanted {
-            model: &resolved.model,
-            device: &args.model.device,
-            adapters: adapters.len(),
-            given: &args.given,
-        },
+        &args.backend,
+        &args.model.device,
+        &args.template,
+        &resolved,
+        &args.given,
     )?;
-    let template_name = args.template.template.clone().or(resolved.template.clone());
     let text = if chosen.is_pt {
         None
     } else {
