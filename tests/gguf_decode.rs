@@ -118,7 +118,7 @@ fn q8_0_gguf_decodes_packed_with_the_dequantized_models_greedy_tokens() {
     let converted: Vec<_> = std::fs::read_dir(cache_dir.join("converted"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with("-packed"))
+        .filter(|p| p.to_string_lossy().contains("-packed-v"))
         .collect();
     assert_eq!(converted.len(), 1, "{converted:?}");
     let (folder, file) = (
