@@ -127,11 +127,33 @@ pub struct QuantizedActs {
     pub q: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
+    /// The rows last quantized by [`QuantizedActs::quantize_once`] (`m · k` values).
+    from: Vec<f32>,
 }
 
 impl QuantizedActs {
+    /// [`QuantizedActs::quantize`], unless these are the very values quantized last time
+    /// through here (bit for bit): a decoder's q/k/v projections, and its gate/up ones, read
+    /// one input, which is then quantized once per input instead of once per slot.
+    pub fn quantize_once(&mut self, x: &[f32], m: usize, k: usize) {
+        let x = &x[..m * k];
+        let same = self.from.len() == x.len()
+            && self.q.len() == x.len()
+            && self
+                .from
+                .iter()
+                .zip(x)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same {
+            self.quantize(x, m, k);
+            self.from.clear();
+            self.from.extend_from_slice(x);
+        }
+    }
+
     /// Quantizes `m` rows of `x` (`[m, k]`, `k` a multiple of [`QK`]), reusing the buffers.
     pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+        self.from.clear();
         let nb = k / QK;
         self.q.clear();
         self.q.resize(m * k, 0);
@@ -482,7 +504,7 @@ fn run(
     }
     let kernel = select().1;
     ACTS.with_borrow_mut(|acts| {
-        acts.quantize(x, m, k);
+        acts.quantize_once(x, m, k);
         let acts = &*acts;
         split_rows(n, m, y, &|first, rows, out| {
             kernel(acts, m, k, w, first, rows, out)
@@ -650,6 +672,17 @@ mod tests {
                             n,
                             &mut got,
                         );
+                        // A stretch of rows from an offset, as the pool's tasks get.
+                        let (first, rows) = (5, 11);
+                        kernel(
+                            &acts,
+                            m,
+                            k,
+                            Packed::Blocks(Blocks { ty, data: &data }),
+                            first,
+                            rows,
+                            &mut got[first * m..(first + rows) * m],
+                        );
                         for r in 0..n {
                             for j in 0..m {
                                 let mag: f64 =
@@ -665,6 +698,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Quantizing the same rows again reuses the codes; other rows, or rows quantized through
+    /// `quantize` in between, are quantized afresh.
+    #[test]
+    fn activations_are_quantized_once_per_input() {
+        let (m, k) = (2, 64);
+        let (x, y) = (values(m * k, 1), values(m * k, 2));
+        let fresh = |v: &[f32]| {
+            let mut a = QuantizedActs::default();
+            a.quantize(v, m, k);
+            (a.q, a.d, a.s)
+        };
+        let mut a = QuantizedActs::default();
+        for v in [&x, &x, &y, &x] {
+            a.quantize_once(v, m, k);
+            assert_eq!((a.q.clone(), a.d.clone(), a.s.clone()), fresh(v));
+        }
+        a.quantize(&y, m, k);
+        a.quantize_once(&x, m, k);
+        assert_eq!((a.q.clone(), a.d.clone(), a.s.clone()), fresh(&x));
     }
 
     /// The same for the affine layout (4 and 8 bits, groups of 32 and 64, a last group shorter
