@@ -1,7 +1,9 @@
 //! GGUF's packed blocks (Q8_0, Q6_K, Q5_0, Q4_0, Q4_1, Q4_K) as quantized slots that decode on the integer
 //! kernels: [`GgufLinear`] multiplies straight from the blocks ([`swift_kernels::quant_matmul`],
-//! 8-bit activations) and looks embedding rows up by decoding only those rows; [`GgufLoader`]
-//! reads the layout `swift_gguf::convert_to_hf_packed` writes (`STEM.qweight`: U8
+//! 8-bit activations; the output projection, and every slot outside decoding steps, with about
+//! 16-bit ones, [`swift_kernels::quant_matmul_fine`]: 8-bit activations there made greedy
+//! decoding of a Q8_0 SmolLM2 part from the float32 run at top-2 gaps up to 0.136) and looks
+//! embedding rows up by decoding only those rows; [`GgufLoader`] reads the layout `swift_gguf::convert_to_hf_packed` writes (`STEM.qweight`: U8
 //! `[out, bytes per row]`, the blocks of each row; `STEM.ggml_type`: I32 `[1]`), borrowing the
 //! memory-mapped bytes, so the weights stay the size of the file.
 //!
@@ -10,7 +12,7 @@
 
 use std::sync::Arc;
 
-use swift_kernels::{dequantize_row, quant_matmul, BlockType, Blocks};
+use swift_kernels::{dequantize_row, quant_matmul, quant_matmul_fine, BlockType, Blocks};
 use swift_model::weights::{Checkpoint, MappedFile};
 use swift_model::{ModelError, QuantizedLinear, QuantizedLoader};
 use tch::{Device, Kind, Tensor};
@@ -59,6 +61,13 @@ pub struct GgufLinear {
     k: usize,
     /// The dtype of embedding rows handed out (the model's).
     kind: Kind,
+    /// An output projection (`lm_head`, or the token embedding a tied one reads): its
+    /// activations go in at about 16 bits ([`quant_matmul_fine`]), since its logits pick the
+    /// greedy tokens.
+    fine: bool,
+    /// Every other slot's activations go in at about 16 bits too outside decoding steps (a
+    /// prompt's pass, whose last row picks the first token; NLL and logits).
+    fine_outside_decoding: bool,
     _keep: Option<Arc<MappedFile>>,
 }
 
@@ -109,7 +118,11 @@ impl QuantizedLinear for GgufLinear {
             data: self.bytes(),
         };
         let on_kernels = crate::decode::product(x, self.out, self.k, bias, |xs, m, b, ys| {
-            quant_matmul(xs, m, self.k, w, b, ys)
+            if self.fine || (self.fine_outside_decoding && !swift_model::in_decoding_step()) {
+                quant_matmul_fine(xs, m, self.k, w, b, ys)
+            } else {
+                quant_matmul(xs, m, self.k, w, b, ys)
+            }
         });
         if let Some(y) = on_kernels {
             return y;
@@ -150,6 +163,14 @@ impl QuantizedLinear for GgufLinear {
     fn decodes_on_kernels(&self) -> bool {
         true
     }
+}
+
+/// Whether the slot stored under `stem` is an output projection: `lm_head` (the Hugging Face
+/// name `swift_gguf` gives GGUF's `output`), or the token embedding a tied output projection
+/// reads (an embedding slot itself never multiplies: it hands out rows).
+fn is_output_projection(stem: &str) -> bool {
+    let last = stem.rsplit('.').next().unwrap_or(stem);
+    matches!(last, "lm_head" | "embed_tokens")
 }
 
 /// Reads [`GgufLinear`] slots from a folder in this layout (CPU only).
@@ -209,6 +230,8 @@ impl QuantizedLoader for GgufLoader {
             out,
             k,
             kind: self.kind,
+            fine: is_output_projection(stem),
+            fine_outside_decoding: true,
             _keep: loaded.keep,
         })))
     }
