@@ -507,6 +507,60 @@ pub fn quant_matmul_fine(
     Ok(())
 }
 
+/// [`quant_matmul`] whose largest outputs are recomputed finely: after the 8-bit product, the
+/// `top` largest values of each output row are computed again as [`quant_matmul_fine`] does
+/// (about 16-bit activations), the others kept. For an output projection at decoding: the
+/// greedy token is the largest logit, and errors of 8-bit activations (a fraction of a logit,
+/// mostly shared by all) cannot lift a token from beyond the `top` largest to the first place,
+/// so the choice is the fine product's at a few rows' cost instead of the whole matrix's twice.
+pub fn quant_matmul_refined(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Blocks<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    top: usize,
+) -> Result<(), ShapeError> {
+    quant_matmul(x, m, k, w, bias, y)?;
+    let n = y.len() / m;
+    let top = top.min(n);
+    if top == 0 {
+        return Ok(());
+    }
+    let kernel = select().1;
+    FINE.with_borrow_mut(|(acts, _)| {
+        for (xj, yj) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+            acts.quantize_fine(xj, 1, k);
+            for r in largest(yj, top) {
+                let mut both = [0f32; 2];
+                kernel(acts, 2, k, Packed::Blocks(w), r, 1, &mut both);
+                yj[r] = both[0] + both[1] + bias.map_or(0.0, |b| b[r]);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The indices of the `top` largest values of `v` (`1 ≤ top ≤ v.len()`), in no order: one pass
+/// that keeps the best so far, most values costing one comparison with the smallest of them.
+fn largest(v: &[f32], top: usize) -> Vec<usize> {
+    let mut best: Vec<(f32, usize)> = v[..top].iter().copied().zip(0..).collect();
+    let smallest = |b: &[(f32, usize)]| {
+        (0..b.len())
+            .min_by(|&i, &j| b[i].0.total_cmp(&b[j].0))
+            .unwrap_or(0)
+    };
+    let mut at = smallest(&best);
+    for (i, &x) in v.iter().enumerate().skip(top) {
+        if x > best[at].0 {
+            best[at] = (x, i);
+            at = smallest(&best);
+        }
+    }
+    best.into_iter().map(|(_, i)| i).collect()
+}
+
 /// [`quant_matmul`] for a weight in the group-wise affine layout ([`AffineCodes`]).
 pub fn affine_matmul(
     x: &[f32],
@@ -900,6 +954,38 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// `quant_matmul_refined`: the `top` largest outputs of the 8-bit product (bias included)
+    /// are `quant_matmul_fine`'s, bit for bit; the others the 8-bit product's.
+    #[test]
+    fn refined_products_are_fine_at_the_largest_outputs_only() {
+        for ty in [BlockType::Q8_0, BlockType::Q4_1] {
+            for m in [1usize, 3] {
+                let (n, k, top) = (301, 128, 7);
+                let data = blocks(ty, n, k, 13);
+                let w = Blocks { ty, data: &data };
+                let x = values(m * k, 3 + m as u64);
+                let bias = values(n, 4);
+                let mut coarse = vec![0f32; m * n];
+                let mut fine = vec![0f32; m * n];
+                let mut refined = vec![0f32; m * n];
+                quant_matmul(&x, m, k, w, Some(&bias), &mut coarse).unwrap();
+                quant_matmul_fine(&x, m, k, w, Some(&bias), &mut fine).unwrap();
+                quant_matmul_refined(&x, m, k, w, Some(&bias), &mut refined, top).unwrap();
+                for j in 0..m {
+                    let row = |v: &[f32]| v[j * n..(j + 1) * n].to_vec();
+                    let mut order: Vec<usize> = (0..n).collect();
+                    let c = row(&coarse);
+                    order.sort_by(|&a, &b| c[b].total_cmp(&c[a]));
+                    for (rank, &r) in order.iter().enumerate() {
+                        let want = if rank < top { fine[j * n + r] } else { c[r] };
+                        assert_eq!(refined[j * n + r], want, "{ty:?} m={m} row {r} rank {rank}");
+                    }
+                    assert_ne!(row(&fine), c, "the fine product differs somewhere");
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! GGUF's packed blocks (Q8_0, Q6_K, Q5_0, Q4_0, Q4_1, Q4_K) as quantized slots that decode on the integer
 //! kernels: [`GgufLinear`] multiplies straight from the blocks ([`swift_kernels::quant_matmul`],
-//! 8-bit activations; the output projection, and every slot outside decoding steps, with about
-//! 16-bit ones, [`swift_kernels::quant_matmul_fine`]: 8-bit activations there made greedy
-//! decoding of a Q8_0 SmolLM2 part from the float32 run at top-2 gaps up to 0.136) and looks
+//! 8-bit activations in decoding steps, the output projection's largest outputs recomputed with
+//! about 16-bit ones, [`swift_kernels::quant_matmul_refined`]; about 16-bit activations in every
+//! slot outside them, [`swift_kernels::quant_matmul_fine`]: 8-bit activations everywhere made
+//! greedy decoding of a Q8_0 SmolLM2 part from the float32 run at top-2 gaps up to 0.136) and looks
 //! embedding rows up by decoding only those rows; [`GgufLoader`] reads the layout `swift_gguf::convert_to_hf_packed` writes (`STEM.qweight`: U8
 //! `[out, bytes per row]`, the blocks of each row; `STEM.ggml_type`: I32 `[1]`), borrowing the
 //! memory-mapped bytes, so the weights stay the size of the file.
@@ -12,7 +13,9 @@
 
 use std::sync::Arc;
 
-use swift_kernels::{dequantize_row, quant_matmul, quant_matmul_fine, BlockType, Blocks};
+use swift_kernels::{
+    dequantize_row, quant_matmul, quant_matmul_fine, quant_matmul_refined, BlockType, Blocks,
+};
 use swift_model::weights::{Checkpoint, MappedFile};
 use swift_model::{ModelError, QuantizedLinear, QuantizedLoader};
 use tch::{Device, Kind, Tensor};
@@ -35,6 +38,10 @@ pub fn is_gguf_config(config: &serde_json::Value) -> bool {
         .and_then(serde_json::Value::as_str)
         == Some(QUANT_METHOD)
 }
+
+/// How many of an output projection's largest outputs a decoding step recomputes with finer
+/// activations.
+pub const REFINED_LOGITS: usize = 32;
 
 /// ggml's type id of a block layout, and back.
 fn type_id(ty: BlockType) -> i32 {
@@ -61,13 +68,10 @@ pub struct GgufLinear {
     k: usize,
     /// The dtype of embedding rows handed out (the model's).
     kind: Kind,
-    /// An output projection (`lm_head`, or the token embedding a tied one reads): its
-    /// activations go in at about 16 bits ([`quant_matmul_fine`]), since its logits pick the
-    /// greedy tokens.
-    fine: bool,
-    /// Every other slot's activations go in at about 16 bits too outside decoding steps (a
-    /// prompt's pass, whose last row picks the first token; NLL and logits).
-    fine_outside_decoding: bool,
+    /// An output projection (`lm_head`, or the token embedding a tied one reads): in decoding
+    /// steps its [`REFINED_LOGITS`] largest outputs are recomputed with about 16-bit
+    /// activations ([`quant_matmul_refined`]), since they pick the greedy token.
+    output: bool,
     _keep: Option<Arc<MappedFile>>,
 }
 
@@ -117,9 +121,14 @@ impl QuantizedLinear for GgufLinear {
             ty: self.ty,
             data: self.bytes(),
         };
+        // Outside decoding steps (a prompt's pass, whose last row picks the first token) every
+        // slot's activations go in at about 16 bits.
+        let decoding = swift_model::in_decoding_step();
         let on_kernels = crate::decode::product(x, self.out, self.k, bias, |xs, m, b, ys| {
-            if self.fine || (self.fine_outside_decoding && !swift_model::in_decoding_step()) {
+            if !decoding {
                 quant_matmul_fine(xs, m, self.k, w, b, ys)
+            } else if self.output {
+                quant_matmul_refined(xs, m, self.k, w, b, ys, REFINED_LOGITS)
             } else {
                 quant_matmul(xs, m, self.k, w, b, ys)
             }
@@ -230,8 +239,7 @@ impl QuantizedLoader for GgufLoader {
             out,
             k,
             kind: self.kind,
-            fine: is_output_projection(stem),
-            fine_outside_decoding: true,
+            output: is_output_projection(stem),
             _keep: loaded.keep,
         })))
     }
