@@ -6,11 +6,12 @@
 //!   same file dequantized to float32 (`swift export --from_gguf`), except on at most one prompt,
 //!   and only at a near-tie of the float model's top two logits (reported on stderr). With 8-bit
 //!   activations everywhere (as llama.cpp's) 3 of the 4 prompts parted, at top-2 gaps 0.136 (the
-//!   first token: the prompt's pass), 0.050 and 0.029; the output projection's activations now go
-//!   in at about 16 bits (`quant_matmul_fine`: 8 bits and their rounding error in 8 more), and so
-//!   do every slot's outside decoding steps (the prompt's pass): one prompt still parts, at
-//!   token 4, top-2 gap 0.050 (2026-12-07; with 16-bit activations in every slot none parts,
-//!   at about a quarter of the decoding speed more);
+//!   first token: the prompt's pass), 0.050 and 0.029. Now every slot's activations go in at
+//!   about 16 bits outside decoding steps (`quant_matmul_fine`: 8 bits and their rounding error
+//!   in 8 more), and the output projection's 32 largest logits of a decoding step are recomputed
+//!   so (`quant_matmul_refined`): one prompt still parts, at token 4, top-2 gap 0.050
+//!   (2026-12-07; with 16-bit activations in every slot none parts, at about a quarter of the
+//!   decoding rate);
 //! * the folder it decodes from keeps the weights packed: about the GGUF file's size, not the
 //!   float32 folder's.
 
