@@ -3,12 +3,15 @@
 //! bits per block):
 //!
 //! * SmolLM2 exported to Q8_0 gives, greedily, the same first 32 tokens on four prompts as the
-//!   same file dequantized to float32 (`swift export --from_gguf`) up to the first divergence,
-//!   and every divergence is at a near-tie of the float model's top two logits (reported on
-//!   stderr). 8-bit activations (as llama.cpp's) move SmolLM2's logits by up to about 1.4 of a
-//!   30 span, mostly a common shift; measured here, 3 of the 4 prompts flip at near-ties (top-2
-//!   gaps 0.136, 0.050, 0.029 with activations rounded ties-to-even as llama.cpp's AVX2 path), one
-//!   matches in full;
+//!   same file dequantized to float32 (`swift export --from_gguf`), except on at most one prompt,
+//!   and only at a near-tie of the float model's top two logits (reported on stderr). With 8-bit
+//!   activations everywhere (as llama.cpp's) 3 of the 4 prompts parted, at top-2 gaps 0.136 (the
+//!   first token: the prompt's pass), 0.050 and 0.029. Now every slot's activations go in at
+//!   about 16 bits outside decoding steps (`quant_matmul_fine`: 8 bits and their rounding error
+//!   in 8 more), and the output projection's 32 largest logits of a decoding step are recomputed
+//!   so (`quant_matmul_refined`): one prompt still parts, at token 4, top-2 gap 0.050
+//!   (2026-12-07; with 16-bit activations in every slot none parts, at about a quarter of the
+//!   decoding rate);
 //! * the folder it decodes from keeps the weights packed: about the GGUF file's size, not the
 //!   float32 folder's.
 
@@ -118,7 +121,7 @@ fn q8_0_gguf_decodes_packed_with_the_dequantized_models_greedy_tokens() {
     let converted: Vec<_> = std::fs::read_dir(cache_dir.join("converted"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with("-packed"))
+        .filter(|p| p.to_string_lossy().contains("-packed-v"))
         .collect();
     assert_eq!(converted.len(), 1, "{converted:?}");
     let (folder, file) = (
@@ -162,5 +165,8 @@ fn q8_0_gguf_decodes_packed_with_the_dequantized_models_greedy_tokens() {
         );
         near_ties += 1;
     }
-    assert!(near_ties < packed.len(), "every prompt diverged");
+    assert!(
+        near_ties <= 1,
+        "{near_ties} of the prompts diverged (at most one may)"
+    );
 }

@@ -26,7 +26,7 @@ mod writer;
 
 pub use convert::{
     convert_hf_to_gguf, convert_peft_lora_to_gguf, convert_to_hf, convert_to_hf_packed,
-    ConvertReport, HfToGgufOptions, HfToGgufReport, LoraGgufReport,
+    ConvertReport, HfToGgufOptions, HfToGgufReport, LoraGgufReport, PACKED_LAYOUT_VERSION,
 };
 pub use error::GgufError;
 pub use reader::{F32Tensor, GgufFile, TensorInfo, DEFAULT_ALIGNMENT};

@@ -127,11 +127,50 @@ pub struct QuantizedActs {
     pub q: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
+    /// The rows last quantized by [`QuantizedActs::quantize_once`] (`m · k` values).
+    from: Vec<f32>,
 }
 
 impl QuantizedActs {
+    /// [`QuantizedActs::quantize`], unless these are the very values quantized last time
+    /// through here (bit for bit): a decoder's q/k/v projections, and its gate/up ones, read
+    /// one input, which is then quantized once per input instead of once per slot.
+    pub fn quantize_once(&mut self, x: &[f32], m: usize, k: usize) {
+        let x = &x[..m * k];
+        let same = self.from.len() == x.len()
+            && self.q.len() == x.len()
+            && self
+                .from
+                .iter()
+                .zip(x)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same {
+            self.quantize(x, m, k);
+            self.from.clear();
+            self.from.extend_from_slice(x);
+        }
+    }
+
+    /// `m` rows of `x` as `2m` quantized rows: rows `0..m` as [`QuantizedActs::quantize`], rows
+    /// `m..2m` their rounding error `x − d · q`, quantized in turn (its scale is at most `d /
+    /// 254`), so that the two rows' products summed carry about 16 bits of the activations.
+    pub fn quantize_fine(&mut self, x: &[f32], m: usize, k: usize) {
+        self.quantize(x, m, k);
+        let mut both = Vec::with_capacity(2 * m * k);
+        both.extend_from_slice(&x[..m * k]);
+        both.extend(
+            x[..m * k]
+                .iter()
+                .zip(&self.q)
+                .enumerate()
+                .map(|(i, (v, &q))| v - self.d[i / QK] * q as f32),
+        );
+        self.quantize(&both, 2 * m, k);
+    }
+
     /// Quantizes `m` rows of `x` (`[m, k]`, `k` a multiple of [`QK`]), reusing the buffers.
     pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+        self.from.clear();
         let nb = k / QK;
         self.q.clear();
         self.q.resize(m * k, 0);
@@ -391,6 +430,8 @@ pub(crate) fn portable(
 thread_local! {
     /// The quantized activations of the current call, kept between calls.
     static ACTS: std::cell::RefCell<QuantizedActs> = std::cell::RefCell::new(QuantizedActs::default());
+    /// [`quant_matmul_fine`]'s activations and its two rows' products.
+    static FINE: std::cell::RefCell<(QuantizedActs, Vec<f32>)> = std::cell::RefCell::default();
 }
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])` with `w` packed, `1 ≤ m ≤ MAX_ROWS`, `k` a
@@ -404,6 +445,12 @@ pub fn quant_matmul(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
+    let n = check_blocks(x, m, k, w)?;
+    run(x, m, k, n, Packed::Blocks(w), bias, y)
+}
+
+/// Checks `x` and `w` for the block products; the weight's row count.
+fn check_blocks(x: &[f32], m: usize, k: usize, w: Blocks<'_>) -> Result<usize, ShapeError> {
     check_activations(x, m, k)?;
     if !k.is_multiple_of(w.ty.block_elems()) {
         return Err(ShapeError(format!(
@@ -420,7 +467,98 @@ pub fn quant_matmul(
             w.ty.name()
         )));
     }
-    run(x, m, k, w.data.len() / rb, Packed::Blocks(w), bias, y)
+    Ok(w.data.len() / rb)
+}
+
+/// [`quant_matmul`] with finer activations: each block is quantized to 8 bits and so is its
+/// rounding error ([`QuantizedActs::quantize_fine`]), and the products of both are summed (the
+/// weight is read once for the two), about 16 bits of the activations for about the cost of
+/// two rows. For an output projection, whose logits decide greedy tokens: 8-bit activations
+/// there move SmolLM2's logits enough to flip top-2 gaps above 0.1.
+pub fn quant_matmul_fine(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Blocks<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
+    let n = check_blocks(x, m, k, w)?;
+    check_out(m, n, bias, y)?;
+    let kernel = select().1;
+    let half = MAX_ROWS / 2;
+    FINE.with_borrow_mut(|(acts, scratch)| {
+        for (xc, yc) in x.chunks(half * k).zip(y.chunks_mut(half * n)) {
+            let mc = xc.len() / k;
+            acts.quantize_fine(xc, mc, k);
+            scratch.clear();
+            scratch.resize(2 * mc * n, 0.0);
+            let acts = &*acts;
+            split_rows(n, 2 * mc, scratch, &|first, rows, out| {
+                kernel(acts, 2 * mc, k, Packed::Blocks(w), first, rows, out)
+            });
+            let (coarse, error) = scratch.split_at(mc * n);
+            for ((y, c), e) in yc.iter_mut().zip(coarse).zip(error) {
+                *y = c + e;
+            }
+        }
+    });
+    add_bias(y, n, bias);
+    Ok(())
+}
+
+/// [`quant_matmul`] whose largest outputs are recomputed finely: after the 8-bit product, the
+/// `top` largest values of each output row are computed again as [`quant_matmul_fine`] does
+/// (about 16-bit activations), the others kept. For an output projection at decoding: the
+/// greedy token is the largest logit, and errors of 8-bit activations (a fraction of a logit,
+/// mostly shared by all) cannot lift a token from beyond the `top` largest to the first place,
+/// so the choice is the fine product's at a few rows' cost instead of the whole matrix's twice.
+pub fn quant_matmul_refined(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Blocks<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    top: usize,
+) -> Result<(), ShapeError> {
+    quant_matmul(x, m, k, w, bias, y)?;
+    let n = y.len() / m;
+    let top = top.min(n);
+    if top == 0 {
+        return Ok(());
+    }
+    let kernel = select().1;
+    FINE.with_borrow_mut(|(acts, _)| {
+        for (xj, yj) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+            acts.quantize_fine(xj, 1, k);
+            for r in largest(yj, top) {
+                let mut both = [0f32; 2];
+                kernel(acts, 2, k, Packed::Blocks(w), r, 1, &mut both);
+                yj[r] = both[0] + both[1] + bias.map_or(0.0, |b| b[r]);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The indices of the `top` largest values of `v` (`1 ≤ top ≤ v.len()`), in no order: one pass
+/// that keeps the best so far, most values costing one comparison with the smallest of them.
+fn largest(v: &[f32], top: usize) -> Vec<usize> {
+    let mut best: Vec<(f32, usize)> = v[..top].iter().copied().zip(0..).collect();
+    let smallest = |b: &[(f32, usize)]| {
+        (0..b.len())
+            .min_by(|&i, &j| b[i].0.total_cmp(&b[j].0))
+            .unwrap_or(0)
+    };
+    let mut at = smallest(&best);
+    for (i, &x) in v.iter().enumerate().skip(top) {
+        if x > best[at].0 {
+            best[at] = (x, i);
+            at = smallest(&best);
+        }
+    }
+    best.into_iter().map(|(_, i)| i).collect()
 }
 
 /// [`quant_matmul`] for a weight in the group-wise affine layout ([`AffineCodes`]).
@@ -473,6 +611,20 @@ fn run(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
+    check_out(m, n, bias, y)?;
+    let kernel = select().1;
+    ACTS.with_borrow_mut(|acts| {
+        acts.quantize_once(x, m, k);
+        let acts = &*acts;
+        split_rows(n, m, y, &|first, rows, out| {
+            kernel(acts, m, k, w, first, rows, out)
+        });
+    });
+    add_bias(y, n, bias);
+    Ok(())
+}
+
+fn check_out(m: usize, n: usize, bias: Option<&[f32]>, y: &[f32]) -> Result<(), ShapeError> {
     if y.len() != m * n || bias.is_some_and(|b| b.len() != n) {
         return Err(ShapeError(format!(
             "y holds {} values for {m} × {n}; bias {:?} for {n}",
@@ -480,14 +632,10 @@ fn run(
             bias.map(<[f32]>::len)
         )));
     }
-    let kernel = select().1;
-    ACTS.with_borrow_mut(|acts| {
-        acts.quantize(x, m, k);
-        let acts = &*acts;
-        split_rows(n, m, y, &|first, rows, out| {
-            kernel(acts, m, k, w, first, rows, out)
-        });
-    });
+    Ok(())
+}
+
+fn add_bias(y: &mut [f32], n: usize, bias: Option<&[f32]>) {
     if let Some(b) = bias {
         for row in y.chunks_exact_mut(n) {
             for (v, b) in row.iter_mut().zip(b) {
@@ -495,7 +643,6 @@ fn run(
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -650,6 +797,17 @@ mod tests {
                             n,
                             &mut got,
                         );
+                        // A stretch of rows from an offset, as the pool's tasks get.
+                        let (first, rows) = (5, 11);
+                        kernel(
+                            &acts,
+                            m,
+                            k,
+                            Packed::Blocks(Blocks { ty, data: &data }),
+                            first,
+                            rows,
+                            &mut got[first * m..(first + rows) * m],
+                        );
                         for r in 0..n {
                             for j in 0..m {
                                 let mag: f64 =
@@ -665,6 +823,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Quantizing the same rows again reuses the codes; other rows, or rows quantized through
+    /// `quantize` in between, are quantized afresh.
+    #[test]
+    fn activations_are_quantized_once_per_input() {
+        let (m, k) = (2, 64);
+        let (x, y) = (values(m * k, 1), values(m * k, 2));
+        let fresh = |v: &[f32]| {
+            let mut a = QuantizedActs::default();
+            a.quantize(v, m, k);
+            (a.q, a.d, a.s)
+        };
+        let mut a = QuantizedActs::default();
+        for v in [&x, &x, &y, &x] {
+            a.quantize_once(v, m, k);
+            assert_eq!((a.q.clone(), a.d.clone(), a.s.clone()), fresh(v));
+        }
+        a.quantize(&y, m, k);
+        a.quantize_once(&x, m, k);
+        assert_eq!((a.q.clone(), a.d.clone(), a.s.clone()), fresh(&x));
     }
 
     /// The same for the affine layout (4 and 8 bits, groups of 32 and 64, a last group shorter
@@ -734,37 +913,79 @@ mod tests {
     /// The whole product (quantized activations, pool, bias, layout) against float64 on the
     /// *unquantized* activations: the 8-bit activations cost at most half a step per element,
     /// `Σ_c |w_c| · d_x / 2` per output, which bounds the difference (plus float32 rounding).
+    /// [`quant_matmul_fine`]'s second step is at most `d_x / 254`, so its bound is `Σ_c |w_c| ·
+    /// d_x / 508` (plus float32 rounding, `1e-6 Σ_c |w_c x_c|`); 8 rows go in two calls of 4.
     #[test]
     fn quant_matmul_matches_float_activations_within_the_activation_step() {
-        for ty in TYPES {
-            for m in [1usize, 2, 3, 8] {
-                let (n, k) = (301, if ty.block_elems() == QK { 128 } else { 512 });
-                let data = blocks(ty, n, k, 11);
-                let wd = unpack(ty, &data, n, k);
-                let x = values(m * k, 5 + m as u64);
-                let bias = values(n, 9);
-                let mut y = vec![0f32; m * n];
-                quant_matmul(&x, m, k, Blocks { ty, data: &data }, Some(&bias), &mut y).unwrap();
-                let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-                let want = reference(&xd, m, k, &wd);
-                for j in 0..m {
-                    for r in 0..n {
-                        let mut bound = 1e-5;
-                        for b in 0..k / QK {
-                            let xs = &x[j * k + b * QK..j * k + (b + 1) * QK];
-                            let dx = xs.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 127.0;
-                            let ws: f64 = wd[r * k + b * QK..r * k + (b + 1) * QK]
-                                .iter()
-                                .map(|v| v.abs())
-                                .sum();
-                            bound += ws * dx / 2.0 * 1.0001;
-                        }
-                        let (a, b) = (y[j * n + r] as f64, want[j * n + r] + bias[r] as f64);
-                        assert!(
-                            (a - b).abs() <= bound,
-                            "{ty:?} m={m} r={r}: {a} vs {b} (bound {bound})"
-                        );
+        for fine in [false, true] {
+            for ty in TYPES {
+                for m in [1usize, 2, 3, 8] {
+                    let (n, k) = (301, if ty.block_elems() == QK { 128 } else { 512 });
+                    let data = blocks(ty, n, k, 11);
+                    let wd = unpack(ty, &data, n, k);
+                    let x = values(m * k, 5 + m as u64);
+                    let bias = values(n, 9);
+                    let mut y = vec![0f32; m * n];
+                    let w = Blocks { ty, data: &data };
+                    if fine {
+                        quant_matmul_fine(&x, m, k, w, Some(&bias), &mut y).unwrap();
+                    } else {
+                        quant_matmul(&x, m, k, w, Some(&bias), &mut y).unwrap();
                     }
+                    let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+                    let want = reference(&xd, m, k, &wd);
+                    let step = if fine { 508.0 } else { 2.0 };
+                    for j in 0..m {
+                        for r in 0..n {
+                            let mut bound = 1e-5;
+                            for b in 0..k / QK {
+                                let xs = &x[j * k + b * QK..j * k + (b + 1) * QK];
+                                let dx = xs.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 127.0;
+                                let ws = &wd[r * k + b * QK..r * k + (b + 1) * QK];
+                                let wsum: f64 = ws.iter().map(|v| v.abs()).sum();
+                                let mag: f64 =
+                                    ws.iter().zip(xs).map(|(w, &x)| (w * x as f64).abs()).sum();
+                                bound += wsum * dx / step * 1.0001 + 1e-6 * mag;
+                            }
+                            let (a, b) = (y[j * n + r] as f64, want[j * n + r] + bias[r] as f64);
+                            assert!(
+                                (a - b).abs() <= bound,
+                                "fine={fine} {ty:?} m={m} r={r}: {a} vs {b} (bound {bound})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `quant_matmul_refined`: the `top` largest outputs of the 8-bit product (bias included)
+    /// are `quant_matmul_fine`'s, bit for bit; the others the 8-bit product's.
+    #[test]
+    fn refined_products_are_fine_at_the_largest_outputs_only() {
+        for ty in [BlockType::Q8_0, BlockType::Q4_1] {
+            for m in [1usize, 3] {
+                let (n, k, top) = (301, 128, 7);
+                let data = blocks(ty, n, k, 13);
+                let w = Blocks { ty, data: &data };
+                let x = values(m * k, 3 + m as u64);
+                let bias = values(n, 4);
+                let mut coarse = vec![0f32; m * n];
+                let mut fine = vec![0f32; m * n];
+                let mut refined = vec![0f32; m * n];
+                quant_matmul(&x, m, k, w, Some(&bias), &mut coarse).unwrap();
+                quant_matmul_fine(&x, m, k, w, Some(&bias), &mut fine).unwrap();
+                quant_matmul_refined(&x, m, k, w, Some(&bias), &mut refined, top).unwrap();
+                for j in 0..m {
+                    let row = |v: &[f32]| v[j * n..(j + 1) * n].to_vec();
+                    let mut order: Vec<usize> = (0..n).collect();
+                    let c = row(&coarse);
+                    order.sort_by(|&a, &b| c[b].total_cmp(&c[a]));
+                    for (rank, &r) in order.iter().enumerate() {
+                        let want = if rank < top { fine[j * n + r] } else { c[r] };
+                        assert_eq!(refined[j * n + r], want, "{ty:?} m={m} row {r} rank {rank}");
+                    }
+                    assert_ne!(row(&fine), c, "the fine product differs somewhere");
                 }
             }
         }

@@ -1,10 +1,11 @@
 //! The x86-64 kernels of [`crate::quant`]: one block of 32 weights per 256-bit register against
 //! the same block of every activation row. The integer product of a block is `vpdpbusd`
 //! (AVX-512 VNNI, on 256-bit registers) or `vpmaddubsw` + `vpmaddwd` (AVX2); both multiply
-//! unsigned by signed bytes, so a signed weight block (Q8_0, and Q4_0 after subtracting its 8)
-//! goes in as `|w|` against `x` with `w`'s sign, as in llama.cpp. Q4_1's unsigned nibbles go in
-//! as they are (as do the unpacked codes of swift-rs's own affine layout, with a scale and a min
-//! per group instead of per block), and its offset adds `m_w · d_x Σq_x` per block. Block scales are converted from
+//! unsigned by signed bytes, so a signed weight block (Q8_0, Q5_0) goes in as `|w|` against `x`
+//! with `w`'s sign, as in llama.cpp. Q4_0's and Q4_1's unsigned nibbles go in as they are (as do
+//! the unpacked codes of swift-rs's own affine layout, with a scale and a min per group instead
+//! of per block), and an offset per block adds `m_w · d_x Σq_x` (Q4_0: `m_w = −8 d_w`, which
+//! saves the subtraction and the two sign operations per block). Block scales are converted from
 //! float16 with F16C.
 //!
 //! Q5_0 is Q4_0 with a fifth bit per element, spread from its 32-bit `qh` into bytes (as
@@ -254,12 +255,9 @@ unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
                         0.0,
                         true,
                     ),
-                    Q4_0 => (
-                        _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
-                        dw,
-                        0.0,
-                        true,
-                    ),
+                    // Unsigned nibbles (no sign trick); the `− 8` is an offset, as Q4_1's
+                    // min: `− 8 d_w · d_x Σq_x` per block.
+                    Q4_0 => (nibbles(blk.add(2)), dw, -8.0 * dw, false),
                     Q5_0 => (q5_0_values(blk), dw, 0.0, true),
                     _ => (nibbles(blk.add(4)), dw, half(blk.add(2)), false),
                 }

@@ -237,7 +237,8 @@ pub fn model_dir(model: &Path) -> Result<PathBuf> {
 
 /// [`model_dir`], where a `.gguf` file's Q8_0/Q6_K/Q5_0/Q4_0/Q4_1/Q4_K weights stay packed
 /// (`swift_gguf::convert_to_hf_packed`; cached beside the float32 folder with a `-packed`
-/// suffix).
+/// suffix and the packed layout's version, `swift_gguf::PACKED_LAYOUT_VERSION`: a folder
+/// converted before more types were packed is not reused).
 pub fn model_dir_packed(model: &Path) -> Result<PathBuf> {
     gguf_folder(model, true)
 }
@@ -270,7 +271,11 @@ fn gguf_folder(model: &Path, packed: bool) -> Result<PathBuf> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let suffix = if packed { "-packed" } else { "" };
+    let suffix = if packed {
+        format!("-packed-v{}", swift_gguf::PACKED_LAYOUT_VERSION)
+    } else {
+        String::new()
+    };
     let out = cache_dir()
         .join("converted")
         .join(format!("{stem}-{}-{mtime}{suffix}", meta.len()));

@@ -41,10 +41,18 @@ fn run(
     bias: Option<&Tensor>,
     product: impl Fn(&[f32], usize, Option<&[f32]>, &mut [f32]) -> Result<(), ShapeError>,
 ) -> Result<Tensor, String> {
-    let xf = x
-        .f_to_kind(Kind::Float)
-        .and_then(|t| t.f_contiguous())
-        .map_err(msg)?;
+    // Converted or copied only when needed: each libtorch call costs about a microsecond, and a
+    // decoding step makes a couple of hundred of these products (as `swift_model`'s float path).
+    let converted;
+    let xf = if x.kind() == Kind::Float && x.is_contiguous() {
+        x
+    } else {
+        converted = x
+            .f_to_kind(Kind::Float)
+            .and_then(|t| t.f_contiguous())
+            .map_err(msg)?;
+        &converted
+    };
     let bias = match bias {
         Some(b) => Some(
             Vec::<f32>::try_from(

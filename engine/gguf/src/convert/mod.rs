@@ -125,6 +125,11 @@ pub fn convert_to_hf(gguf: &Path, out_dir: &Path) -> Result<ConvertReport, GgufE
     convert(gguf, out_dir, false)
 }
 
+/// The version of [`convert_to_hf_packed`]'s output: which types stay packed and how. Raise it
+/// whenever [`PACKED_TYPES`] or the packed tensors change, so folders converted before (cached
+/// under a key that holds it) are converted again instead of read with fewer types packed.
+pub const PACKED_LAYOUT_VERSION: u32 = 2;
+
 /// The block types [`convert_to_hf_packed`] keeps packed (the ones swift-kernels multiplies).
 pub const PACKED_TYPES: [GgmlType; 6] = [
     GgmlType::Q8_0,
