@@ -21,8 +21,9 @@ mllm_demo_data). For each family it writes tests/fixtures/models/<name>/:
   `max_pixels` keeps an image to a few dozen patches.
 
 Each folder gets config.json, model.safetensors (float32), the fixture BPE tokenizer of
-make_tiny_models.py with the family's image tokens added, tokenizer_config.json with a chat
-template, preprocessor_config.json, and:
+make_tiny_models.py with the family's image tokens added, tokenizer_config.json without a
+chat_template (so swift-rs renders prompts with the family's default template, ms-swift's
+`llava1_5_hf` / `qwen2_vl`, as ms-swift does), preprocessor_config.json, and:
 
 * `expected.json`: the prompt's `input_ids` (placeholders already expanded, as the processor
   does), the images used, `image_grid_thw` (Qwen2-VL), Qwen2-VL's `rope_deltas`, and a 32-token
@@ -56,21 +57,6 @@ from transformers import (
 
 ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 BASE_TOKENIZER = ROOT / "llama" / "tokenizer.json"
-
-# ms-swift's templates (swift/llm/template/template/llava.py `llava1_5_hf`, qwen.py `qwen2_vl`),
-# written as jinja so that transformers' apply_chat_template renders the same text.
-LLAVA_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n"
-    "{% elif m['role'] == 'user' %}USER: {{ m['content'] }}\nASSISTANT:"
-    "{% else %}{{ m['content'] }}</s>{% endif %}{% endfor %}"
-)
-QWEN2_VL_TEMPLATE = (
-    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 def tokenizer(out: Path, extra: list[str]) -> Tokenizer:
     tok = Tokenizer.from_file(str(BASE_TOKENIZER))
@@ -180,7 +166,9 @@ def llava(images: Path) -> None:
     )
     image = Image.open(images / "1.jpg").convert("RGB")
     pixel_values = processor(images=[image], return_tensors="pt")["pixel_values"]
-    ids = encode(tok, ["USER: ", ("image", image_id, 16), "\nWho are they?\nASSISTANT:"])
+    # llava1_5_hf's prefix is the BOS token (this tokenizer's <|im_start|> stands in for <s>).
+    bos = tok.token_to_id("<|im_start|>")
+    ids = [bos] + encode(tok, ["USER: ", ("image", image_id, 16), "\nWho are they?\nASSISTANT:"])
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids]), pixel_values=pixel_values).logits[0]
     expected = {
@@ -192,8 +180,7 @@ def llava(images: Path) -> None:
     tok_config = {
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
-        "bos_token": None,
-        "chat_template": LLAVA_TEMPLATE,
+        "bos_token": "<|im_start|>",
     }
     save(model, out, tok_config, processor, expected, {"pixel_values": pixel_values, "logits": logits})
 
@@ -283,7 +270,6 @@ def qwen2_vl(images: Path) -> None:
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
         "bos_token": None,
-        "chat_template": QWEN2_VL_TEMPLATE,
     }
     save(
         model,
