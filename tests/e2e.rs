@@ -36,6 +36,7 @@ mod reward_model;
 mod rlhf;
 mod runs;
 mod startup;
+mod train_images;
 mod train_loop;
 mod train_lora;
 mod train_packing;

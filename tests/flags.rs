@@ -203,6 +203,13 @@ const TRAINING: Table = &[
     ("freeze_parameters", Refused(&[])),
     ("trainable_parameters", Refused(&[])),
     ("lisa_activated_layers", Refused(&[])),
+    // Issue 21's image flags: refused by name on the text-only tiny model.
+    ("freeze_vit", Refused(&[])),
+    ("freeze_aligner", Refused(&[])),
+    ("freeze_llm", Refused(&[])),
+    ("vit_lr", Refused(&[])),
+    ("aligner_lr", Refused(&[])),
+    ("max_pixels", Refused(&[])),
     ("lisa_step_interval", Refused(&[])),
     ("llamapro_num_new_blocks", Refused(&[])),
     (
@@ -655,6 +662,9 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("lisa_activated_layers", "0", "an integer >= 1"),
     ("lisa_step_interval", "0", "an integer >= 1"),
     ("llamapro_num_new_blocks", "0", "an integer >= 1"),
+    ("vit_lr", "0", "a finite number > 0"),
+    ("aligner_lr", "-1", "a finite number > 0"),
+    ("max_pixels", "0", "an integer >= 1"),
     ("quant_bits", "9", "an integer in [1, 8]"),
     ("learning_rate", "-1", "a finite number >= 0"),
     ("warmup_ratio", "1.5", "a finite number in [0, 1]"),
@@ -923,6 +933,8 @@ fn refused_value(flag: &str) -> Vec<&'static str> {
         "device" => vec!["cpu"],
         "top_p" => vec!["0.5"],
         "enable_thinking" => vec!["true"],
+        "freeze_vit" | "freeze_aligner" => vec!["false"],
+        "freeze_llm" => vec!["true"],
         _ => vec!["3"],
     }
 }

@@ -32,6 +32,7 @@ fn row(len: usize, salt: u32, trained_from: usize) -> EncodedRow {
             .collect(),
         loss_scale: (0..len).map(|i| 1.0 + (i % 3) as f32 * 0.5).collect(),
         input_ids: ids,
+        images: Vec::new(),
     }
 }
 

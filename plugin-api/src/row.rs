@@ -86,7 +86,7 @@ pub struct StandardRow {
     /// Grounding: what the messages' `<ref-object>` and `<bbox>` tags stand for (ms-swift's
     /// `objects`). Serde data with a default, so rows from plugins built before it still read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub objects: Option<Objects>,
+    pub objects: Option<Box<Objects>>,
 }
 
 /// ms-swift's grounding `objects`: the `i`-th `<ref-object>` tag becomes `refs[i]`, the `i`-th

@@ -45,6 +45,9 @@ pub struct TrainSpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub eval: EvalArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub vision: VisionArgs,
     /// The flags the user set (filled by the host; not a flag, not in `args.json`).
     #[cfg_attr(feature = "cli", arg(skip))]
     #[serde(skip)]

@@ -771,3 +771,44 @@ pub struct WebUiArgs {
     #[serde(default)]
     pub allowed_roots: Vec<PathBuf>,
 }
+
+fn yes() -> bool {
+    true
+}
+
+/// Images in training (issue 21), ms-swift's names and defaults: which parts of a
+/// vision-language model train (`--freeze_vit`, `--freeze_aligner`, `--freeze_llm`), their
+/// learning rates, and how large images may be. Refused by name on a text-only model when given.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct VisionArgs {
+    /// Keep the vision tower frozen (full: not trained; LoRA: no adapters on its slots).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    #[serde(default = "yes")]
+    pub freeze_vit: bool,
+    /// Keep the projector between the vision tower and the language model frozen.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    #[serde(default = "yes")]
+    pub freeze_aligner: bool,
+    /// Keep the language model frozen.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
+    #[serde(default)]
+    pub freeze_llm: bool,
+    /// Learning rate of the vision tower's parameters (default: --learning_rate).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(default, deserialize_with = "range::de_opt::<f64, range::Positive, _>")]
+    pub vit_lr: Option<f64>,
+    /// Learning rate of the projector's parameters (default: --learning_rate).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
+    #[serde(default, deserialize_with = "range::de_opt::<f64, range::Positive, _>")]
+    pub aligner_lr: Option<f64>,
+    /// Largest image area in pixels: Qwen2-VL's processor `max_pixels`; other processors get the
+    /// image scaled down first, as ms-swift's --max_pixels. Default: the MAX_PIXELS environment
+    /// variable, else the processor's own.
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<usize, range::AtLeastOne>))]
+    #[serde(
+        default,
+        deserialize_with = "range::de_opt::<usize, range::AtLeastOne, _>"
+    )]
+    pub max_pixels: Option<usize>,
+}

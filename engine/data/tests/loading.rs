@@ -859,7 +859,7 @@ fn image_tags_must_match_the_images_and_objects_are_read() {
     );
     let mut ds = open(&p, &DatasetOptions::default());
     let first = ds.next().unwrap().unwrap();
-    let o = first.row.objects.expect("objects");
+    let o = *first.row.objects.expect("objects");
     assert_eq!(
         (o.refs, o.bbox),
         (

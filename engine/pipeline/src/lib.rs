@@ -33,6 +33,7 @@ pub mod eval;
 pub mod eval_train;
 pub mod export;
 pub mod generate;
+pub mod images;
 pub mod optimizer;
 pub mod parallel;
 pub mod preference;
@@ -42,5 +43,6 @@ pub mod serve;
 pub mod train;
 pub mod training_modes;
 pub mod tuning;
+pub mod vision_train;
 
 pub use swift_train::TrainSummary;

@@ -159,10 +159,18 @@ fn trains_something(labels: &[i64]) -> bool {
 }
 
 fn to_row(e: swift_template::Encoded) -> swift_train::EncodedRow {
+    to_row_with(e, Vec::new())
+}
+
+fn to_row_with(
+    e: swift_template::Encoded,
+    images: Vec<swift_train::RowImage>,
+) -> swift_train::EncodedRow {
     swift_train::EncodedRow {
         input_ids: e.input_ids,
         labels: e.labels,
         loss_scale: e.loss_scale,
+        images,
     }
 }
 
@@ -193,6 +201,11 @@ fn read_items(
         dropped: 0,
         failed: 0,
     };
+    let images = crate::images::ImageEncoder::for_model(
+        &p.model_dir,
+        p.model.layout(),
+        s.vision.max_pixels,
+    )?;
     for item in open_datasets(specs, &p.report.registries, data_opts)? {
         let item = item?;
         let at = || format!("row at {}:{}", item.file.display(), item.line);
@@ -204,6 +217,9 @@ fn read_items(
                 };
                 if final_answer(row).is_none() {
                     bail!("the row does not end with an assistant answer");
+                }
+                if !row.images.is_empty() {
+                    bail!("--rlhf_type kto does not take rows with images yet (its KL rows would pair one row's images with another's answer); use dpo");
                 }
                 match p.encoder.encode(row)? {
                     Some(e) if trains_something(&e.labels) => {
@@ -218,15 +234,31 @@ fn read_items(
                     "--rlhf_type {rlhf_type} needs preference rows (chosen and rejected answers, as dpo-en-demo has)"
                 );
             }
-            let chosen = p.encoder.encode(row)?;
-            let rejected = p.encoder.encode_rejected(row)?;
+            // Both sides carry the row's images (a vision-language model), encoded alike.
+            let (chosen, rejected) = match &images {
+                Some(im) => {
+                    let rejected_row = swift_template::Encoder::rejected_row(row);
+                    let rj = match &rejected_row {
+                        Some(r) => im.encode(&p.encoder, r)?,
+                        None => None,
+                    };
+                    (im.encode(&p.encoder, row)?, rj)
+                }
+                None => {
+                    crate::images::refuse_images(row, &p.model_dir)?;
+                    (
+                        p.encoder.encode(row)?.map(|e| (e, Vec::new())),
+                        p.encoder.encode_rejected(row)?.map(|e| (e, Vec::new())),
+                    )
+                }
+            };
             Ok(match (chosen, rejected) {
-                (Some(c), Some(rj))
+                (Some((c, ci)), Some((rj, ri)))
                     if trains_something(&c.labels) && trains_something(&rj.labels) =>
                 {
                     Some(PrefItem::Pair {
-                        chosen: to_row(c),
-                        rejected: to_row(rj),
+                        chosen: to_row_with(c, ci),
+                        rejected: to_row_with(rj, ri),
                     })
                 }
                 _ => None,
@@ -391,6 +423,16 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     // KL rows within their own set.
     let data_opts = swift_data::DatasetOptions::from_spec(&s.data)?;
     let read = read_items(&s.data.dataset, &p, &data_opts, s, &r.rlhf_type)?;
+    let image_rows: Vec<swift_train::EncodedRow> = read
+        .pairs
+        .iter()
+        .filter_map(|i| match i {
+            PrefItem::Pair { chosen, .. } if !chosen.images.is_empty() => Some(chosen.clone()),
+            _ => None,
+        })
+        .take(1)
+        .collect();
+    crate::images::refuse_with_images(&image_rows, s)?;
     let (mut dropped, failed) = (read.dropped, read.failed);
     let val_given = !s.validation.val_dataset.is_empty();
     let val_read = if val_given {

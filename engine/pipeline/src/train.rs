@@ -254,17 +254,43 @@ pub fn attach_tuner(s: &TrainSpec, p: &mut Prepared) -> Result<Tuned> {
         )
         .map_err(|e| anyhow!("tuner `{tuner_name}`: {e}"))?;
     let math = crate::tuning::adapter_of(&p.report.registries, &p.tuner_record)?;
+    // --freeze_vit/--freeze_aligner/--freeze_llm: no adapters on a frozen part's slots (from
+    // all-linear), a whole-parameter tuner's frozen parts added to --freeze_parameters.
+    let model_name = s
+        .model
+        .model
+        .as_deref()
+        .map(|m| m.display().to_string())
+        .unwrap_or_default();
+    crate::vision_train::check(&layout, &s.given, &model_name)?;
+    let targets =
+        crate::vision_train::filter_targets(&layout, &s.vision, &s.tuner.target_modules, targets)?;
+    let mut tuner_flags = s.tuner.clone();
+    if math.is_none() {
+        let names: Vec<String> = p.model.state_dict()?.into_iter().map(|(n, _)| n).collect();
+        tuner_flags
+            .freeze_parameters
+            .extend(crate::vision_train::frozen_parameters(
+                &layout, &s.vision, &names,
+            ));
+    }
     let attached = crate::tuning::attach(
         &mut p.model,
         &p.tuner_record,
         math.as_deref(),
         &targets,
-        &s.tuner,
+        &tuner_flags,
         &s.given,
         &p.llamapro_new_layers,
     )
     .with_context(|| format!("tuner `{tuner_name}` ({})", p.tuner_provenance))?;
     let (adapter, trainable) = (attached.adapter, attached.trainable);
+    let mut lr_factors = attached.lr_factors;
+    let lr = default_learning_rate(s, attached.full);
+    let names: Vec<String> = trainable.iter().map(|(n, _)| n.clone()).collect();
+    lr_factors.extend(crate::vision_train::lr_factors(
+        &layout, &s.vision, lr, &names,
+    ));
     if let Some(a) = &adapter {
         crate::training_modes::training_attention(&mut p.model, a, s.encoding.train_max_length())?;
     }
@@ -290,7 +316,7 @@ pub fn attach_tuner(s: &TrainSpec, p: &mut Prepared) -> Result<Tuned> {
         trainable,
         targets,
         linear,
-        lr_factors: attached.lr_factors,
+        lr_factors,
         lisa: attached.lisa,
         full: attached.full,
     })
@@ -318,9 +344,14 @@ fn check_resume(s: &TrainSpec, ck: &Path) -> Result<()> {
 
 /// The learning rate: `--learning_rate`, else 1e-4 for adapters and 1e-5 for full training.
 pub fn learning_rate(s: &TrainSpec, tuned: &Tuned) -> f64 {
+    default_learning_rate(s, tuned.full)
+}
+
+/// `--learning_rate`, else 1e-4 for adapters and 1e-5 when the base weights train (`full`).
+fn default_learning_rate(s: &TrainSpec, full: bool) -> f64 {
     s.trainer
         .learning_rate
-        .unwrap_or(if tuned.full { 1e-5 } else { 1e-4 })
+        .unwrap_or(if full { 1e-5 } else { 1e-4 })
 }
 
 /// Opens the run folder and writes `args.json`: the settings, what was resolved, and `extra`.
@@ -468,14 +499,29 @@ fn encode_rows(
 ) -> Result<(Vec<EncodedRow>, usize, usize)> {
     let mut rows: Vec<EncodedRow> = Vec::new();
     let (mut deleted, mut failed) = (0usize, 0usize);
+    let images = crate::images::ImageEncoder::for_model(
+        &p.model_dir,
+        p.model.layout(),
+        s.vision.max_pixels,
+    )?;
+    let encode = |row: &swift_plugin_tensors::StandardRow| -> Result<Option<(swift_template::Encoded, Vec<swift_train::RowImage>)>> {
+        match &images {
+            Some(im) => im.encode(&p.encoder, row),
+            None => {
+                crate::images::refuse_images(row, &p.model_dir)?;
+                Ok(p.encoder.encode(row)?.map(|e| (e, Vec::new())))
+            }
+        }
+    };
     for item in open_datasets(specs, &p.report.registries, data_opts)? {
         let item = item?;
-        match p.encoder.encode(&item.row) {
-            Ok(Some(e)) => {
+        match encode(&item.row) {
+            Ok(Some((e, images))) => {
                 let mut row = EncodedRow {
                     labels: e.labels,
                     loss_scale: e.loss_scale,
                     input_ids: e.input_ids,
+                    images,
                 };
                 if pretrain {
                     row.labels = row.input_ids.iter().map(|&t| t as i64).collect();
@@ -521,6 +567,7 @@ pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<Tr
     // Data: read, encode, keep in memory.
     let data_opts = DatasetOptions::from_spec(&s.data)?;
     let (rows, deleted, failed) = encode_rows(&s.data.dataset, &p, &data_opts, s, pretrain)?;
+    crate::images::refuse_with_images(&rows, s)?;
     if rows.is_empty() {
         bail!("no trainable rows: {deleted} rows were longer than --max_length {} or had nothing to train (use --truncation_strategy right), {failed} failed", s.encoding.train_max_length());
     }

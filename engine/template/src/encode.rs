@@ -232,6 +232,16 @@ impl Encoder {
     /// `messages` with the final assistant answer replaced by `rejected_response`. `Ok(None)` when
     /// the row has neither (or truncation deleted it).
     pub fn encode_rejected(&self, row: &StandardRow) -> Result<Option<Encoded>, TemplateError> {
+        match Self::rejected_row(row) {
+            Some(rejected) => self.encode(&rejected),
+            None => Ok(None),
+        }
+    }
+
+    /// A preference row's rejected side as a row of its own (same images and objects): its
+    /// `rejected_messages`, else `messages` with the final answer replaced by
+    /// `rejected_response`; `None` when it has neither.
+    pub fn rejected_row(row: &StandardRow) -> Option<StandardRow> {
         let messages = match (&row.rejected_messages, &row.rejected_response) {
             (Some(m), _) => m.clone(),
             (None, Some(answer)) => {
@@ -245,13 +255,14 @@ impl Encoder {
                 }
                 m
             }
-            (None, None) => return Ok(None),
+            (None, None) => return None,
         };
-        let rejected = StandardRow {
+        Some(StandardRow {
             messages,
+            rejected_messages: None,
+            rejected_response: None,
             ..row.clone()
-        };
-        self.encode(&rejected)
+        })
     }
 
     /// The row rendered for people: trained runs as `[[text]]` followed by `{loss_scale}`.

@@ -22,12 +22,12 @@ fn grounding_row() -> StandardRow {
             Message::new("assistant", "<ref-object><bbox> and <ref-object><bbox>"),
         ],
         images: vec!["a.jpg".into(), "b.jpg".into()],
-        objects: Some(Objects {
+        objects: Some(Box::new(Objects {
             refs: vec!["the dog".into(), "the dog".into(), "a cat".into()],
             bbox: vec![vec![30.0, 16.8, 150.0, 84.0], vec![0.0, 0.0, 20.0, 10.0]],
             bbox_type: None,
             image_id: vec![0, 1],
-        }),
+        })),
         ..Default::default()
     }
 }

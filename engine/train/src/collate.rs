@@ -51,6 +51,45 @@ pub struct EncodedRow {
     pub labels: Vec<i64>,
     /// Per-token loss weight (1.0 for ordinary trained tokens).
     pub loss_scale: Vec<f32>,
+    /// The row's images in order of their placeholders (vision-language models; empty else).
+    pub images: Vec<RowImage>,
+}
+
+/// One image of a row as its image processor gave it (swift-vision): plain numbers, shared
+/// between the copies of a row; batches turn them into the model's `ImageBatch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowImage {
+    /// Row-major values of `shape` (CLIP `[3, H, W]`; Qwen2-VL `[patches, C·t·p·p]`).
+    pub pixel_values: std::sync::Arc<Vec<f32>>,
+    pub shape: Vec<i64>,
+    /// The patch grid `(t, h, w)` (CLIP: `[1, H/p, W/p]`).
+    pub grid_thw: [i64; 3],
+}
+
+/// The images of a batch as the model reads them: CLIP images stacked `[n, 3, H, W]`, Qwen2-VL
+/// patches concatenated `[Σ patches, C·t·p·p]`, grids `[n, 3]`; `None` without images.
+pub fn image_batch(
+    images: &[RowImage],
+    device: tch::Device,
+) -> Result<Option<swift_model::ImageBatch>, crate::checkpoint::TrainError> {
+    use tch::Tensor;
+    if images.is_empty() {
+        return Ok(None);
+    }
+    let mut parts = Vec::with_capacity(images.len());
+    for im in images {
+        let t = Tensor::from_slice(im.pixel_values.as_slice()).f_view(im.shape.as_slice())?;
+        parts.push(if im.shape.len() == 3 {
+            t.f_unsqueeze(0)?
+        } else {
+            t
+        });
+    }
+    let grids: Vec<i64> = images.iter().flat_map(|i| i.grid_thw).collect();
+    Ok(Some(swift_model::ImageBatch {
+        pixel_values: Tensor::f_cat(&parts, 0)?.f_to_device(device)?,
+        grid_thw: Tensor::from_slice(&grids).f_view([images.len() as i64, 3])?,
+    }))
 }
 
 /// A rectangular batch, row-major `[batch, seq_len]`.
@@ -71,6 +110,8 @@ pub struct Batch {
     pub num_tokens: usize,
     /// Rows laid end to end (the forward pass needs the block-diagonal mask of `seq_ids`).
     pub packed: bool,
+    /// The rows' images, in the order of their placeholders in the batch (row by row).
+    pub images: Vec<RowImage>,
 }
 
 /// How rows are grouped into packed sequences (ms-swift's `--packing_strategy`).
@@ -229,6 +270,7 @@ impl Batch {
             num_label_tokens: 0,
             num_tokens: 0,
             packed: false,
+            images: Vec::new(),
         }
     }
 
@@ -276,6 +318,7 @@ impl Batch {
             }
             out.num_label_tokens += b.num_label_tokens;
             out.num_tokens += b.num_tokens;
+            out.images.extend(b.images.iter().cloned());
         }
         out
     }
@@ -298,6 +341,7 @@ impl Batch {
             self.seq_ids[k] = seq_id;
         }
         self.num_tokens += r.input_ids.len();
+        self.images.extend(r.images.iter().cloned());
         let skip = usize::from(packed);
         self.num_label_tokens += r.labels.iter().skip(skip).filter(|&&l| l != -100).count();
     }
@@ -316,6 +360,7 @@ mod tests {
                 .map(|(i, &t)| if i >= trained_from { t as i64 } else { -100 })
                 .collect(),
             loss_scale: vec![1.0; ids.len()],
+            images: Vec::new(),
         }
     }
 

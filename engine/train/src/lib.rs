@@ -49,7 +49,7 @@ pub mod trainer;
 
 pub use adapter::{AdapterFiles, AttachedAdapter};
 pub use checkpoint::{save_safetensors, TrainError};
-pub use collate::{Batch, Collator, EncodedRow, PackingStrategy};
+pub use collate::{image_batch, Batch, Collator, EncodedRow, PackingStrategy, RowImage};
 pub use optim::{Optimizer, OptimizerSetting};
 pub use reward::ValueHead;
 pub use rlhf::{train_preference, PrefItem, PreferenceObjective, PreferenceSetup, Reference};

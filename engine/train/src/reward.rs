@@ -133,6 +133,7 @@ impl ValueHead {
                     input_ids: ids.iter().map(|&i| i as u32).collect(),
                     labels: vec![-100; ids.len()],
                     loss_scale: vec![0.0; ids.len()],
+                    images: Vec::new(),
                 })
                 .collect();
             if rows.iter().any(|r| r.input_ids.is_empty()) {

@@ -119,8 +119,7 @@ fn per_sequence(
 /// the graph when gradients are on) and the answer tokens per sequence (`[b]`, float).
 pub fn sequence_logps(model: &LoadedModel, batch: &Batch) -> Result<(Tensor, Tensor), TrainError> {
     let (ids, labels, _scale, mask) = tensors(batch, model.device())?;
-    let padded = batch.attention_mask.contains(&0);
-    let hidden = model.forward_train(&ids, padded.then_some(&mask))?;
+    let hidden = crate::token::forward_padded(model, batch, &ids, &mask)?;
     hidden_logps(model, &hidden, &labels)
 }
 

@@ -41,10 +41,27 @@ fn batch_loss(
         let seq_ids = Tensor::from_slice(&b.seq_ids).f_view(shape)?;
         model.forward_train_packed(&ids, &positions, &seq_ids)?
     } else {
-        let padded = b.attention_mask.contains(&0);
-        model.forward_train(&ids, padded.then_some(&mask))?
+        forward_padded(model, b, &ids, &mask)?
     };
     hidden_loss(model, &hidden, &labels, &scale)
+}
+
+/// The training forward pass of a padded batch, with its images when it has some.
+pub(crate) fn forward_padded(
+    model: &LoadedModel,
+    b: &Batch,
+    ids: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor, TrainError> {
+    let padded = b.attention_mask.contains(&0);
+    Ok(
+        match crate::collate::image_batch(&b.images, model.device())? {
+            Some(images) => {
+                model.forward_train_with_images(ids, padded.then_some(mask), Some(&images))?
+            }
+            None => model.forward_train(ids, padded.then_some(mask))?,
+        },
+    )
 }
 
 /// The weighted token loss of final hidden states `[batch, seq, hidden]` (the output projection

@@ -226,7 +226,7 @@ pub fn images(row: &Map<String, Value>) -> Result<Vec<String>, String> {
 pub fn objects(
     row: &Map<String, Value>,
     n_images: usize,
-) -> Result<Option<swift_plugin_api::Objects>, String> {
+) -> Result<Option<Box<swift_plugin_api::Objects>>, String> {
     let v = match row.get("objects") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
@@ -258,7 +258,7 @@ pub fn objects(
             "column `objects`: image_id {id} but the row has {n_images} images"
         ));
     }
-    Ok((!o.refs.is_empty() || !o.bbox.is_empty()).then_some(o))
+    Ok((!o.refs.is_empty() || !o.bbox.is_empty()).then(|| Box::new(o)))
 }
 
 /// KTO's `label`: a boolean, 0/1, or the text `true`/`false`.
