@@ -257,7 +257,10 @@ fn example_plugin_vision_family_matches_its_reference() {
     let want = &rec["logits"];
     let scale = f64::try_from(want.abs().max()).unwrap();
     let worst = f64::try_from((&logits - want).abs().max()).unwrap();
-    assert!(worst <= 1e-4 * scale, "logits differ by {worst} (scale {scale})");
+    assert!(
+        worst <= 1e-4 * scale,
+        "logits differ by {worst} (scale {scale})"
+    );
     let mut next = i64::try_from(logits.get(-1).argmax(0, false)).unwrap();
     let mut got = vec![next];
     let greedy = ids_of(&exp["greedy"]);
@@ -272,5 +275,8 @@ fn example_plugin_vision_family_matches_its_reference() {
     let layout = model.layout();
     assert_eq!(layout.part_of("vision.patch_embed.weight"), Some(Part::Vit));
     assert_eq!(layout.part_of("projector.bias"), Some(Part::Aligner));
-    assert_eq!(layout.part_of("transformer.h.0.attn.c_attn.weight"), Some(Part::Llm));
+    assert_eq!(
+        layout.part_of("transformer.h.0.attn.c_attn.weight"),
+        Some(Part::Llm)
+    );
 }
