@@ -98,7 +98,7 @@ fn qwen2_vl_matches_transformers() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|g| ids_of(g))
+        .flat_map(ids_of)
         .collect();
     // get_rope_index: positions and delta as transformers computes them.
     let ids = ids_of(&exp["input_ids"]);

@@ -208,7 +208,7 @@ impl LoadedModel {
                 "a vision family must offer per-block entry points (Model::has_blocks)".into(),
             ));
         }
-        if cache.len() != 0 {
+        if !cache.is_empty() {
             return Err(ModelError::Config(
                 "images enter a sequence's first pass only (the cache already holds tokens)".into(),
             ));
