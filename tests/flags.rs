@@ -359,6 +359,7 @@ const INFER: Table = &[
         "result_path",
         Asserted("batched_generation_equals_one_by_one"),
     ),
+    ("images", Asserted("infer_and_deploy_answer_about_an_image")),
     (
         "debug_input_ids",
         Asserted("builtin_families_match_transformers"),

@@ -3,7 +3,8 @@
 //! qwen2_vl}/), in-process: with the pixel values transformers' processor fed (recorded in
 //! expected.safetensors), the logits at every prompt position within 1e-4 of transformers' and
 //! 32 greedy tokens decoded through the KV cache identical; Qwen2-VL's multimodal rotary
-//! positions equal `get_rope_index`'s; the vision slots carry their parts.
+//! positions equal `get_rope_index`'s; the vision slots carry their parts; the example plugin's
+//! vision family against its reference; `swift infer` and `swift deploy` answer about an image.
 
 use crate::common::*;
 use swift_model::{mrope_index, ImageBatch, LoadedModel};
@@ -97,7 +98,7 @@ fn qwen2_vl_matches_transformers() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|g| ids_of(g))
+        .flat_map(ids_of)
         .collect();
     // get_rope_index: positions and delta as transformers computes them.
     let ids = ids_of(&exp["input_ids"]);
@@ -129,4 +130,153 @@ fn qwen2_vl_matches_transformers() {
         Some(Part::Aligner)
     );
     assert_eq!(layout.part_of("lm_head.weight"), Some(Part::Llm));
+}
+
+/// `swift infer` on an image row of a dataset: the prompt holds the image's placeholders as
+/// transformers' processor expands them, and the answer is transformers' greedy continuation.
+/// Then `swift deploy` answers the same question about the same image, sent as a data URL
+/// through the `openai` client, with the same text; a remote URL is refused by name.
+#[test]
+fn infer_and_deploy_answer_about_an_image() {
+    let exp = expected("llava");
+    let model = tiny_model("llava");
+    let m = model.to_str().unwrap();
+    let image = llamafactory_data("mllm_demo_data/1.jpg");
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = write_jsonl(
+        &tmp.path().join("rows.jsonl"),
+        [serde_json::json!({
+            "messages": [{"role": "user", "content": "<image>Who are they?"}],
+            "images": [image.to_str().unwrap()],
+        })],
+    );
+    let out = tmp.path().join("out.jsonl");
+    let n = 12;
+    ok(swift1(&[
+        "infer",
+        "--model",
+        m,
+        "--val_dataset",
+        rows.to_str().unwrap(),
+        "--result_path",
+        out.to_str().unwrap(),
+        "--max_new_tokens",
+        &n.to_string(),
+    ]));
+    let got = read_jsonl(&out);
+    assert_eq!(got[0]["prompt_ids"], exp["input_ids"], "the prompt");
+    let greedy = ids_of(&exp["greedy"]);
+    assert_eq!(
+        ids_of(&got[0]["response_ids"]),
+        greedy[..n],
+        "the answer is transformers' greedy continuation"
+    );
+    let answer = got[0]["response"].as_str().unwrap().to_string();
+
+    // The chat with --images: the question without a tag gets one, as ms-swift adds it.
+    let chat = ok(swift_input(
+        &[
+            "infer",
+            "--model",
+            m,
+            "--images",
+            image.to_str().unwrap(),
+            "--max_new_tokens",
+            &n.to_string(),
+        ],
+        &[],
+        "Who are they?\n",
+    ));
+    assert!(chat.contains(&answer), "chat with --images: {chat}");
+
+    // A text-only model refuses images by name.
+    assert_fails(
+        swift1(&[
+            "infer",
+            "--model",
+            tiny().to_str().unwrap(),
+            "--val_dataset",
+            rows.to_str().unwrap(),
+            "--result_path",
+            out.to_str().unwrap(),
+        ]),
+        &["reads no images"],
+    );
+
+    let python = reference_python(&["openai"]);
+    let server = Server::start(&["--model", m, "--served_model_name", "tiny-llava"]);
+    let out = std::process::Command::new(python)
+        .arg(workspace_root().join("tests/deploy_images_client.py"))
+        .args(["--base-url", &server.base_url, "--model", "tiny-llava"])
+        .args(["--image", image.to_str().unwrap()])
+        .args([
+            "--question",
+            "Who are they?",
+            "--max-tokens",
+            &n.to_string(),
+        ])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "deploy_images_client.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(
+        v["text"].as_str(),
+        Some(answer.as_str()),
+        "deploy answers as infer"
+    );
+    assert_eq!(
+        v["prompt_tokens"].as_u64(),
+        Some(exp["input_ids"].as_array().unwrap().len() as u64)
+    );
+}
+
+/// The example plugin's vision family (a third party's, loaded from its file with the plugin
+/// directory): logits and greedy tokens against the plain-torch reference of
+/// make_vision_models.py, and its slots tagged as the host's freeze flags read them.
+#[test]
+fn example_plugin_vision_family_matches_its_reference() {
+    let model = load_tiny("example_gpt2_vision");
+    let rec = recorded("example_gpt2_vision");
+    let images = ImageBatch {
+        pixel_values: rec["pixel_values"].shallow_clone(),
+        grid_thw: Tensor::from_slice(&[1i64, 2, 2]).view([1, 3]),
+    };
+    let exp = expected("example_gpt2_vision");
+    let ids = ids_of(&exp["input_ids"]);
+    let x = Tensor::from_slice(&ids).view([1, -1]);
+    let mut cache = model.new_cache(1);
+    let h = model
+        .forward_with_images(&x, None, &mut cache, Some(&images))
+        .expect("the prompt runs");
+    let logits = model.logits(&h).unwrap().squeeze_dim(0);
+    let want = &rec["logits"];
+    let scale = f64::try_from(want.abs().max()).unwrap();
+    let worst = f64::try_from((&logits - want).abs().max()).unwrap();
+    assert!(
+        worst <= 1e-4 * scale,
+        "logits differ by {worst} (scale {scale})"
+    );
+    let mut next = i64::try_from(logits.get(-1).argmax(0, false)).unwrap();
+    let mut got = vec![next];
+    let greedy = ids_of(&exp["greedy"]);
+    while got.len() < greedy.len() {
+        let h = model
+            .forward(&Tensor::from_slice(&[next]).view([1, 1]), None, &mut cache)
+            .unwrap();
+        next = i64::try_from(model.logits(&h).unwrap().view([-1]).argmax(0, false)).unwrap();
+        got.push(next);
+    }
+    assert_eq!(got, greedy, "greedy continuation");
+    let layout = model.layout();
+    assert_eq!(layout.part_of("vision.patch_embed.weight"), Some(Part::Vit));
+    assert_eq!(layout.part_of("projector.bias"), Some(Part::Aligner));
+    assert_eq!(
+        layout.part_of("transformer.h.0.attn.c_attn.weight"),
+        Some(Part::Llm)
+    );
 }

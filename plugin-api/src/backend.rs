@@ -175,6 +175,10 @@ pub struct Capabilities {
     /// needs for log-likelihood benchmarks.
     #[serde(default)]
     pub prompt_logprobs: bool,
+    /// Whether its models read images ([`Join::images`], issue 21); the host refuses images
+    /// (`--images`, image rows, `image_url` parts) for a backend without it, naming it.
+    #[serde(default)]
+    pub images: bool,
 }
 
 fn default_formats() -> Vec<ModelFormat> {
@@ -197,6 +201,7 @@ impl Default for Capabilities {
             logprobs: false,
             max_batch: 0,
             prompt_logprobs: false,
+            images: false,
         }
     }
 }
@@ -389,6 +394,20 @@ pub struct Join {
     /// Report log-probabilities with this many alternatives (backend sampling only).
     #[serde(default)]
     pub logprobs: Option<usize>,
+    /// The prompt's images, in order, as the model's image processor gave them; the prompt
+    /// holds each one's placeholder positions already. Only for backends declaring
+    /// [`Capabilities::images`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageInput>,
+}
+
+/// One processed image: pixel values (row-major, `shape`) and its patch grid `(t, h, w)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageInput {
+    pub pixel_values: Vec<f32>,
+    /// CLIP: `[3, H, W]`; Qwen2-VL: `[patches, c·t·p·p]`.
+    pub shape: Vec<i64>,
+    pub grid_thw: [i64; 3],
 }
 
 /// One step: sequences leave (their cache is freed), continue with one more token, or join.
@@ -728,6 +747,7 @@ mod tests {
             adapter: None,
             sampling: Sampling::default(),
             logprobs: None,
+            images: Vec::new(),
         };
         let out = h
             .step(&Step {

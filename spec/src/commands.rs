@@ -107,6 +107,12 @@ pub struct InferSpec {
     /// Datasets to answer (files or registered names, NAME#N samples N rows).
     #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "SPEC"))]
     pub val_dataset: Vec<String>,
+    /// Images for the chat's first question (paths, data URLs or base64; remote URLs are
+    /// refused): a vision-language model only. Without `<image>` tags in the question, one per
+    /// image goes before it.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "IMAGE"))]
+    #[serde(default)]
+    pub images: Vec<String>,
     /// Where --val_dataset results go (JSON lines).
     #[cfg_attr(feature = "cli", arg(long))]
     pub result_path: Option<PathBuf>,

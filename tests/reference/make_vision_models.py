@@ -11,13 +11,19 @@ mllm_demo_data). For each family it writes tests/fixtures/models/<name>/:
 * `llava`: a `LlavaForConditionalGeneration` as llava-1.5-hf is built (CLIP vision tower,
   `vision_feature_layer` -2, select strategy `default`: the CLS position dropped, a two-layer GELU
   MLP projector, a llama language model), a `CLIPImageProcessor` at 56 pixels (16 patches of 14);
+* `example_gpt2_vision`: the example plugin's vision family (plugins/examples/src/gpt2_vision.rs):
+  the tiny GPT-2 of make_tiny_models.py plus a Conv2d patch embedding, a LayerNorm, one head of
+  attention with a residual and a projector; its reference is written here in plain torch (the
+  features replace the first block's input at the placeholders: `inputs_embeds` there is the
+  feature minus the position embedding), through transformers' GPT-2 for the rest;
 * `qwen2_vl`: a `Qwen2VLForConditionalGeneration` (Conv3d patch embedding, 2-D vision rotary,
   patch merger, M-RoPE in the qwen2 language model) with a `Qwen2VLImageProcessor` whose
   `max_pixels` keeps an image to a few dozen patches.
 
 Each folder gets config.json, model.safetensors (float32), the fixture BPE tokenizer of
-make_tiny_models.py with the family's image tokens added, tokenizer_config.json with a chat
-template, preprocessor_config.json, and:
+make_tiny_models.py with the family's image tokens added, tokenizer_config.json without a
+chat_template (so swift-rs renders prompts with the family's default template, ms-swift's
+`llava1_5_hf` / `qwen2_vl`, as ms-swift does), preprocessor_config.json, and:
 
 * `expected.json`: the prompt's `input_ids` (placeholders already expanded, as the processor
   does), the images used, `image_grid_thw` (Qwen2-VL), Qwen2-VL's `rope_deltas`, and a 32-token
@@ -51,21 +57,6 @@ from transformers import (
 
 ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 BASE_TOKENIZER = ROOT / "llama" / "tokenizer.json"
-
-# ms-swift's templates (swift/llm/template/template/llava.py `llava1_5_hf`, qwen.py `qwen2_vl`),
-# written as jinja so that transformers' apply_chat_template renders the same text.
-LLAVA_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n"
-    "{% elif m['role'] == 'user' %}USER: {{ m['content'] }}\nASSISTANT:"
-    "{% else %}{{ m['content'] }}</s>{% endif %}{% endfor %}"
-)
-QWEN2_VL_TEMPLATE = (
-    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 def tokenizer(out: Path, extra: list[str]) -> Tokenizer:
     tok = Tokenizer.from_file(str(BASE_TOKENIZER))
@@ -175,7 +166,9 @@ def llava(images: Path) -> None:
     )
     image = Image.open(images / "1.jpg").convert("RGB")
     pixel_values = processor(images=[image], return_tensors="pt")["pixel_values"]
-    ids = encode(tok, ["USER: ", ("image", image_id, 16), "\nWho are they?\nASSISTANT:"])
+    # llava1_5_hf's prefix is the BOS token (this tokenizer's <|im_start|> stands in for <s>).
+    bos = tok.token_to_id("<|im_start|>")
+    ids = [bos] + encode(tok, ["USER: ", ("image", image_id, 16), "\nWho are they?\nASSISTANT:"])
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids]), pixel_values=pixel_values).logits[0]
     expected = {
@@ -187,8 +180,7 @@ def llava(images: Path) -> None:
     tok_config = {
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
-        "bos_token": None,
-        "chat_template": LLAVA_TEMPLATE,
+        "bos_token": "<|im_start|>",
     }
     save(model, out, tok_config, processor, expected, {"pixel_values": pixel_values, "logits": logits})
 
@@ -278,7 +270,6 @@ def qwen2_vl(images: Path) -> None:
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
         "bos_token": None,
-        "chat_template": QWEN2_VL_TEMPLATE,
     }
     save(
         model,
@@ -290,6 +281,81 @@ def qwen2_vl(images: Path) -> None:
     )
 
 
+def example_gpt2_vision(images: Path) -> None:
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+    from transformers import GPT2LMHeadModel
+
+    base = ROOT / "gpt2"
+    out = ROOT / "example_gpt2_vision"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    model = GPT2LMHeadModel.from_pretrained(base).eval()
+    cfg = json.loads((base / "config.json").read_text())
+    image_token_id = 5
+    cfg.update(
+        model_type="example_gpt2_vision",
+        architectures=["ExampleGpt2VisionForCausalLM"],
+        image_token_id=image_token_id,
+        vision={"image_size": 28, "patch_size": 14, "num_channels": 3, "hidden_size": 16},
+    )
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    g = torch.Generator().manual_seed(23)
+    vis = {
+        "vision.patch_embed.weight": 0.2 * torch.randn(16, 3, 14, 14, generator=g),
+        "vision.norm.weight": 1.0 + 0.1 * torch.randn(16, generator=g),
+        "vision.norm.bias": 0.1 * torch.randn(16, generator=g),
+        "projector.weight": 0.2 * torch.randn(cfg["n_embd"], 16, generator=g),
+        "projector.bias": 0.1 * torch.randn(cfg["n_embd"], generator=g),
+    }
+    weights = load_file(str(base / "model.safetensors"))
+    weights.update(vis)
+    save_file(weights, str(out / "model.safetensors"))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(base / f, out / f)
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}, resample=3
+    )
+    processor.save_pretrained(out)
+    pixel_values = processor(images=[Image.open(images / "2.jpg").convert("RGB")], return_tensors="pt")[
+        "pixel_values"
+    ]
+
+    def features(px):
+        h = F.conv2d(px, vis["vision.patch_embed.weight"], stride=14).flatten(2).transpose(1, 2)
+        x = F.layer_norm(h, (16,), vis["vision.norm.weight"], vis["vision.norm.bias"], 1e-5)
+        q = x.unsqueeze(1)
+        h = h + F.scaled_dot_product_attention(q, q, q).squeeze(1)
+        return F.linear(h, vis["projector.weight"], vis["projector.bias"]).reshape(-1, cfg["n_embd"])
+
+    ids = [10, 11, 12] + [image_token_id] * 4 + [13, 14, 15, 16]
+    feats = features(pixel_values)
+
+    def logits_of(seq):
+        x = torch.tensor([seq])
+        emb = model.transformer.wte(x)
+        pos = model.transformer.wpe(torch.arange(len(seq)))
+        place = (x[0] == image_token_id).nonzero().flatten()[: feats.shape[0]]
+        emb[0, place] = feats - pos[place]
+        return model(inputs_embeds=emb).logits[0]
+
+    with torch.no_grad():
+        logits = logits_of(ids)
+        seq = list(ids)
+        for _ in range(16):
+            seq.append(int(logits_of(seq)[-1].argmax()))
+    expected = {
+        "input_ids": ids,
+        "images": ["mllm_demo_data/2.jpg"],
+        "image_token_id": image_token_id,
+        "greedy": seq[len(ids):],
+    }
+    (out / "expected.json").write_text(json.dumps(expected))
+    save_file({"pixel_values": pixel_values.contiguous(), "logits": logits.contiguous()}, str(out / "expected.safetensors"))
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"{out.name}: {size // 1024} KiB, prompt {len(ids)} tokens")
+
+
 def main() -> None:
     cache = Path(os.environ.get("SWIFT_RS_CACHE", Path.home() / ".cache" / "swift-rs"))
     ap = argparse.ArgumentParser()
@@ -297,6 +363,7 @@ def main() -> None:
     args = ap.parse_args()
     llava(args.images)
     qwen2_vl(args.images)
+    example_gpt2_vision(args.images)
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ impl LoadedModel {
                 "a vision family must offer per-block entry points (Model::has_blocks)".into(),
             ));
         }
-        if cache.len() != 0 {
+        if !cache.is_empty() {
             return Err(ModelError::Config(
                 "images enter a sequence's first pass only (the cache already holds tokens)".into(),
             ));
@@ -241,7 +241,11 @@ impl LoadedModel {
             .model
             .forward_part(&mut ctx, ForwardPart::Images, &pixels, &grid)
             .map_err(fam)?;
-        let place = ids.f_eq(vision.image_token_id)?;
+        // Placeholders among the real tokens (left padding may hold any id).
+        let mut place = ids.f_eq(vision.image_token_id)?;
+        if let Some(m) = mask {
+            place = place.f_logical_and(&m.f_to_kind(Kind::Bool)?)?;
+        }
         let wanted = i64::try_from(place.f_sum(Kind::Int64)?)?;
         let got = features.size().first().copied().unwrap_or(0);
         if wanted != got {

@@ -35,6 +35,7 @@ use swift_template::Encoder;
 use crate::adapters::Adapters;
 use crate::bundle::{ModelBundle, ModelText};
 use swift_registry::PluginSettings;
+use swift_serve::images::{ImagePrompt, PromptImages};
 
 /// `swift infer`.
 pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
@@ -62,7 +63,7 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
     } else {
         args.max_batch_size
     };
-    let (model, template, tokenizer, eos_ids) = if chosen.is_pt {
+    let (model, template, tokenizer, eos_ids, images) = if chosen.is_pt {
         // Merging LoRA needs float base weights; otherwise a GGUF's blocks stay packed.
         let load = if args.merge_lora {
             ModelBundle::load
@@ -108,9 +109,17 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         let template = bundle.template(regs, template_name.as_deref())?;
         let vocab = vocab_size(&bundle.config);
         let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
+        let images = PromptImages::for_model(&bundle.dir, bundle.model.layout())
+            .map_err(anyhow::Error::msg)?
+            .ok_or_else(|| {
+                format!(
+                    "the model family `{}` reads no images (it declares no vision tower)",
+                    bundle.family
+                )
+            });
         let pt = swift_serve::pt::PtModel::new(bundle.model, None, vocab, description);
         let model = BackendModelHandle::from_model(Box::new(pt)).map_err(anyhow::Error::msg)?;
-        (model, template, bundle.tokenizer, bundle.eos_ids)
+        (model, template, bundle.tokenizer, bundle.eos_ids, images)
     } else {
         let n = &chosen.record.name;
         args.given
@@ -153,7 +162,8 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
             max_len.max(config_len(&text.config).unwrap_or(max_len)),
         )?;
         let template = text.template(regs, template_name.as_deref())?;
-        (model, template, text.tokenizer, text.eos_ids)
+        let images = Err(format!("--infer_backend {n} does not take images"));
+        (model, template, text.tokenizer, text.eos_ids, images)
     };
     let mut stop_words = template.stop_words.clone();
     stop_words.extend(args.generation.stop_words.iter().cloned());
@@ -173,12 +183,16 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
     )
     .map_err(|(p, m)| anyhow!("--{p}: {m}"))?;
     let adapter = (!chosen.is_pt && !adapters.dirs.is_empty()).then_some(0);
-    let gen = Gen::new(model, caps, encoder, eos_ids, params, stop_words, adapter);
+    let gen =
+        Gen::new(model, caps, encoder, eos_ids, params, stop_words, adapter).with_images(images);
     if args.val_dataset.is_empty() {
         if args.result_path.is_some() {
             bail!("--result_path needs --val_dataset (without a dataset, swift infer is an interactive chat)");
         }
-        return chat(&gen, args.max_length, args.generation.stream);
+        return chat(&gen, args.max_length, args.generation.stream, &args.images);
+    }
+    if !args.images.is_empty() {
+        bail!("--images goes with the interactive chat (its first question); with --val_dataset, give each row its `images` column");
     }
     let Some(result_path) = &args.result_path else {
         bail!("--val_dataset needs --result_path FILE (one JSON line per row is written there)");
@@ -193,18 +207,24 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
     )
 }
 
-/// config.json's `vocab_size`.
-fn vocab_size(config: &serde_json::Value) -> usize {
+/// A config.json key, or the same key of its `text_config` (vision-language models keep the
+/// language model's there).
+fn config_key<'a>(config: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
     config
-        .get("vocab_size")
+        .get(key)
+        .or_else(|| config.get("text_config").and_then(|t| t.get(key)))
+}
+
+/// config.json's `vocab_size`.
+pub(crate) fn vocab_size(config: &serde_json::Value) -> usize {
+    config_key(config, "vocab_size")
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0) as usize
 }
 
 /// config.json's position limit.
-fn config_len(config: &serde_json::Value) -> Option<usize> {
-    config
-        .get("max_position_embeddings")
+pub(crate) fn config_len(config: &serde_json::Value) -> Option<usize> {
+    config_key(config, "max_position_embeddings")
         .or_else(|| config.get("n_positions"))
         .and_then(serde_json::Value::as_u64)
         .map(|n| n as usize)
@@ -245,6 +265,9 @@ pub(crate) struct Gen {
     max_len: Option<usize>,
     /// The adapter every row uses (a plugin backend given `--adapters`).
     adapter: Option<usize>,
+    /// A vision-language model's image side (`crate::images`), or why prompts cannot hold
+    /// images (a text-only family, a backend without images).
+    images: std::result::Result<PromptImages, String>,
 }
 
 /// One prompt's answer.
@@ -287,6 +310,29 @@ impl Gen {
             stop_words,
             max_len,
             adapter,
+            images: Err("this model reads no images".into()),
+        }
+    }
+
+    /// Prompts with images go through `images`; `Err` says why they are refused.
+    pub(crate) fn with_images(mut self, images: std::result::Result<PromptImages, String>) -> Self {
+        self.images = images;
+        self
+    }
+
+    /// `row`'s prompt: its token ids and images (`base`: where relative image paths start).
+    pub(crate) fn prompt(&self, row: &StandardRow, base: Option<&Path>) -> Result<ImagePrompt> {
+        if row.images.is_empty() {
+            return Ok(ImagePrompt {
+                ids: self.prompt_ids(row)?,
+                images: Vec::new(),
+            });
+        }
+        match &self.images {
+            Ok(images) => images
+                .encode(&self.encoder, row, base)
+                .map_err(anyhow::Error::msg),
+            Err(why) => bail!("the prompt holds images, but {why}"),
         }
     }
 
@@ -306,10 +352,28 @@ impl Gen {
         on_delta: &mut dyn FnMut(usize, &str),
         on_first: &mut dyn FnMut(),
     ) -> Result<Vec<Answer>> {
+        let prompts: Vec<ImagePrompt> = prompts
+            .iter()
+            .map(|ids| ImagePrompt {
+                ids: ids.clone(),
+                images: Vec::new(),
+            })
+            .collect();
+        self.generate_prompts(&prompts, on_delta, on_first)
+    }
+
+    /// [`Gen::generate`] over prompts that may hold images.
+    pub(crate) fn generate_prompts(
+        &self,
+        prompts: &[ImagePrompt],
+        on_delta: &mut dyn FnMut(usize, &str),
+        on_first: &mut dyn FnMut(),
+    ) -> Result<Vec<Answer>> {
         let mut receivers = Vec::new();
         let mut joining = Vec::new();
         let mut answers: Vec<Option<Answer>> = Vec::new();
-        for (i, p) in prompts.iter().enumerate() {
+        for (i, prompt) in prompts.iter().enumerate() {
+            let p = &prompt.ids;
             if p.is_empty() {
                 bail!("prompt {i} has no tokens");
             }
@@ -346,6 +410,7 @@ impl Gen {
                 stop_words: self.stop_words.clone(),
                 ignore_eos: false,
                 logprobs: None,
+                images: Arc::new(prompt.images.clone()),
                 events: tx,
             }));
         }
@@ -414,17 +479,24 @@ fn batch(
     // Each batch's time to first token, in order (the first batch's includes libtorch's
     // first-call set-up; benchmarks read the later ones).
     let mut ttfts: Vec<f64> = Vec::new();
-    let mut pending: Vec<(Vec<Message>, Option<String>, Vec<i64>)> = Vec::new();
-    let mut flush = |pending: &mut Vec<(Vec<Message>, Option<String>, Vec<i64>)>,
+    let mut pending: Vec<(Vec<Message>, Option<String>, ImagePrompt)> = Vec::new();
+    let mut flush = |pending: &mut Vec<(Vec<Message>, Option<String>, ImagePrompt)>,
                      w: &mut BufWriter<std::fs::File>|
      -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
-        let prompts: Vec<Vec<i64>> = pending.iter().map(|p| p.2.clone()).collect();
+        #[allow(clippy::type_complexity)]
+        let (meta, prompts): (
+            Vec<(Vec<Message>, Option<String>, Vec<i64>)>,
+            Vec<ImagePrompt>,
+        ) = pending
+            .drain(..)
+            .map(|(m, r, p)| ((m, r, p.ids.clone()), p))
+            .unzip();
         let t0 = Instant::now();
         let mut first: Option<f64> = None;
-        let results = gen.generate(&prompts, &mut |_, _| {}, &mut || {
+        let results = gen.generate_prompts(&prompts, &mut |_, _| {}, &mut || {
             first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
         })?;
         let total = t0.elapsed().as_secs_f64();
@@ -433,7 +505,7 @@ fn batch(
         ttfts.push(ttft);
         decode_s += total - ttft;
         batches += 1;
-        for ((messages, reference, prompt_ids), r) in pending.drain(..).zip(results) {
+        for ((messages, reference, prompt_ids), r) in meta.into_iter().zip(results) {
             prompt_tokens += r.prompt_tokens;
             generated += r.completion_tokens;
             rows += 1;
@@ -463,17 +535,26 @@ fn batch(
         let row = StandardRow {
             messages: messages.clone(),
             tools: item.row.tools.clone(),
+            images: item.row.images.clone(),
             ..Default::default()
         };
-        let mut ids = gen
-            .prompt_ids(&row)
+        let mut prompt = gen
+            .prompt(&row, item.file.parent())
             .with_context(|| format!("row at {}:{}", item.file.display(), item.line))?;
         if let Some(max) = max_length {
-            if ids.len() > max {
-                ids.drain(..ids.len() - max);
+            if prompt.ids.len() > max {
+                if !prompt.images.is_empty() {
+                    bail!(
+                        "row at {}:{}: its prompt takes {} tokens with its images' positions, more than --max_length {max} (cutting it would cut an image)",
+                        item.file.display(),
+                        item.line,
+                        prompt.ids.len()
+                    );
+                }
+                prompt.ids.drain(..prompt.ids.len() - max);
             }
         }
-        pending.push((messages, reference, ids));
+        pending.push((messages, reference, prompt));
         if pending.len() >= batch_size {
             flush(&mut pending, &mut w)?;
         }
@@ -500,10 +581,11 @@ fn batch(
     Ok(())
 }
 
-fn chat(gen: &Gen, max_length: Option<usize>, stream: bool) -> Result<()> {
+fn chat(gen: &Gen, max_length: Option<usize>, stream: bool, images: &[String]) -> Result<()> {
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut history: Vec<Message> = Vec::new();
+    let mut first_query = String::new();
     eprintln!(
         "chat with the model: /clear forgets the conversation, /exit (or end of input) leaves"
     );
@@ -525,13 +607,23 @@ fn chat(gen: &Gen, max_length: Option<usize>, stream: bool) -> Result<()> {
             _ => {}
         }
         history.push(Message::new("user", query));
-        let mut ids = gen.prompt_ids(&StandardRow {
-            messages: history.clone(),
+        if history.len() == 1 {
+            first_query = query.to_string();
+        }
+        // --images belong to the conversation's first question (until /clear).
+        let row = |history: &[Message]| StandardRow {
+            messages: history.to_vec(),
+            images: if history.first().map(|m| m.content.as_str()) == Some(first_query.as_str()) {
+                images.to_vec()
+            } else {
+                Vec::new()
+            },
             ..Default::default()
-        })?;
+        };
+        let mut prompt = gen.prompt(&row(&history), None)?;
         if let Some(max) = max_length {
             // Drop the oldest rounds until the prompt fits.
-            while ids.len() > max && history.len() > 1 {
+            while prompt.ids.len() > max && history.len() > 1 {
                 let cut = history
                     .iter()
                     .skip(1)
@@ -539,13 +631,13 @@ fn chat(gen: &Gen, max_length: Option<usize>, stream: bool) -> Result<()> {
                     .map(|i| i + 1)
                     .unwrap_or(history.len() - 1);
                 history.drain(..cut);
-                ids = gen.prompt_ids(&StandardRow {
-                    messages: history.clone(),
-                    ..Default::default()
-                })?;
+                prompt = gen.prompt(&row(&history), None)?;
             }
-            if ids.len() > max {
-                ids.drain(..ids.len() - max);
+            if prompt.ids.len() > max {
+                if !prompt.images.is_empty() {
+                    bail!("the prompt takes {} tokens with its images' positions, more than --max_length {max}", prompt.ids.len());
+                }
+                prompt.ids.drain(..prompt.ids.len() - max);
             }
         }
         write!(stdout, ">>> ")?;
@@ -556,7 +648,7 @@ fn chat(gen: &Gen, max_length: Option<usize>, stream: bool) -> Result<()> {
                 let _ = std::io::stdout().flush();
             }
         };
-        let result = gen.generate(&[ids], &mut on_delta, &mut || {})?;
+        let result = gen.generate_prompts(&[prompt], &mut on_delta, &mut || {})?;
         let answer = result
             .into_iter()
             .next()

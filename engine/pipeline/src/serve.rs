@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use swift_serve::{ServeOptions, ServedModel};
 use swift_spec::DeploySpec;
 use swift_template::Encoder;
@@ -115,11 +114,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
             args.adapter_check.ignore_adapter_mismatch,
         )?;
     }
-    let config_len = config
-        .get("max_position_embeddings")
-        .or_else(|| config.get("n_positions"))
-        .and_then(Value::as_u64)
-        .map(|n| n as usize);
+    let config_len = crate::generate::config_len(config);
     let max_model_len = match (args.server.max_model_len, config_len) {
         (Some(m), _) => m,
         (None, Some(c)) => c,
@@ -143,7 +138,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
     if args.server.max_batch_size == 0 {
         bail!("--max_batch_size must be at least 1");
     }
-    let (model, template, tokenizer, eos_ids) = match (bundle, text) {
+    let (model, template, tokenizer, eos_ids, images) = match (bundle, text) {
         (Some(mut bundle), _) => {
             let template = bundle.template(regs, template_name.as_deref())?;
             // Per-row adapters: the server's switches on the libtorch model.
@@ -172,16 +167,22 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
                 }
                 Some(sel)
             };
-            let vocab = bundle
-                .config
-                .get("vocab_size")
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as usize;
+            let vocab = crate::generate::vocab_size(&bundle.config);
             let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
+            let images =
+                swift_serve::images::PromptImages::for_model(&bundle.dir, bundle.model.layout())
+                    .map_err(anyhow::Error::msg)?
+                    .map(std::sync::Arc::new)
+                    .ok_or_else(|| {
+                        format!(
+                            "the model family `{}` reads no images (it declares no vision tower)",
+                            bundle.family
+                        )
+                    });
             let pt = swift_serve::pt::PtModel::new(bundle.model, selection, vocab, description);
             let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
                 .map_err(anyhow::Error::msg)?;
-            (model, template, bundle.tokenizer, bundle.eos_ids)
+            (model, template, bundle.tokenizer, bundle.eos_ids, images)
         }
         (None, Some(text)) => {
             let model = chosen.load(
@@ -194,7 +195,11 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
                 max_model_len,
             )?;
             let template = text.template(regs, template_name.as_deref())?;
-            (model, template, text.tokenizer, text.eos_ids)
+            let images = Err(format!(
+                "--infer_backend {} does not take images",
+                chosen.record.name
+            ));
+            (model, template, text.tokenizer, text.eos_ids, images)
         }
         (None, None) => bail!("no model loaded"),
     };
@@ -205,6 +210,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
         capabilities: chosen.record.capabilities.clone(),
         backend: chosen.record.name.clone(),
         encoder,
+        images,
         eos_ids,
         max_model_len,
         name,

@@ -41,6 +41,8 @@ pub struct AppState {
     /// The backend's name (refusals name it).
     pub backend: String,
     pub encoder: Arc<Encoder>,
+    /// A vision-language model's image side, or why requests with images are refused.
+    pub images: Result<Arc<crate::images::PromptImages>, String>,
     /// The template's stop words (requests add their own).
     pub stop_words: Vec<String>,
     /// Prompt plus answer tokens a request may use.
@@ -235,17 +237,34 @@ async fn submit(
         .refuse(&wanted, logprobs.is_some())
         .map_err(|(param, msg)| ApiError::bad_request(msg, Some(param.as_str())))?;
     let encoder = st.encoder.clone();
-    let encoded = tokio::task::spawn_blocking(move || encoder.encode(&row))
-        .await
-        .map_err(|e| ApiError::internal(format!("rendering the prompt: {e}")))?
-        .map_err(|e| {
+    let (prompt, images) = if row.images.is_empty() {
+        let encoded = tokio::task::spawn_blocking(move || encoder.encode(&row))
+            .await
+            .map_err(|e| ApiError::internal(format!("rendering the prompt: {e}")))?
+            .map_err(|e| {
+                ApiError::bad_request(
+                    format!("The messages cannot be rendered with the chat template: {e}"),
+                    Some("messages"),
+                )
+            })?
+            .ok_or_else(|| ApiError::bad_request("The prompt could not be encoded", None))?;
+        let ids: Vec<i64> = encoded.input_ids.iter().map(|&i| i64::from(i)).collect();
+        (ids, Vec::new())
+    } else {
+        let side = st.images.clone().map_err(|why| {
             ApiError::bad_request(
-                format!("The messages cannot be rendered with the chat template: {e}"),
+                format!("The messages hold images, but {why}"),
                 Some("messages"),
             )
-        })?
-        .ok_or_else(|| ApiError::bad_request("The prompt could not be encoded", None))?;
-    let prompt: Vec<i64> = encoded.input_ids.iter().map(|&i| i64::from(i)).collect();
+        })?;
+        let p = tokio::task::spawn_blocking(move || side.encode(&encoder, &row, None))
+            .await
+            .map_err(|e| ApiError::internal(format!("rendering the prompt: {e}")))?
+            .map_err(|e| {
+                ApiError::bad_request(format!("The images cannot be read: {e}"), Some("messages"))
+            })?;
+        (p.ids, p.images)
+    };
     if prompt.is_empty() {
         return Err(ApiError::bad_request("The prompt has no tokens", None));
     }
@@ -289,6 +308,7 @@ async fn submit(
         stop_words,
         ignore_eos: sampling.ignore_eos,
         logprobs,
+        images: Arc::new(images),
         events: tx,
     };
     st.submitter.try_submit(job).map_err(|e| match e {
@@ -323,9 +343,11 @@ async fn chat_inner(
 ) -> Result<Response, ApiError> {
     authorize(&st, &headers)?;
     let req: ChatRequest = parse(&body)?;
+    let (messages, images) = validate::messages_and_images(req.messages.as_ref())?;
     let row = StandardRow {
-        messages: validate::messages(req.messages.as_ref())?,
+        messages,
         tools: validate::tools(req.tools.as_ref())?,
+        images,
         ..Default::default()
     };
     let logprobs = match (req.logprobs, req.top_logprobs) {

@@ -24,8 +24,8 @@ use std::collections::VecDeque;
 
 use swift_model::{FinishReason, Sampler, SamplingParams};
 use swift_plugin_tensors::backend::{
-    AdapterSupport, BackendModelHandle, Capabilities, Chosen, Join, PromptLogprob, PromptScore,
-    Sampling, SamplingBy, Step,
+    AdapterSupport, BackendModelHandle, Capabilities, Chosen, ImageInput, Join, PromptLogprob,
+    PromptScore, Sampling, SamplingBy, Step,
 };
 use swift_template::Encoder;
 use tokio::sync::mpsc::UnboundedSender;
@@ -46,6 +46,8 @@ pub struct Job {
     pub ignore_eos: bool,
     /// Report each token's log-probability and this many alternatives.
     pub logprobs: Option<usize>,
+    /// The prompt's images (its placeholders already expanded), for a backend that reads them.
+    pub images: Arc<Vec<ImageInput>>,
     pub events: UnboundedSender<Event>,
 }
 
@@ -183,6 +185,7 @@ pub struct Row {
     stop_words: Arc<Vec<String>>,
     ignore_eos: bool,
     logprobs: Option<usize>,
+    images: Arc<Vec<ImageInput>>,
     /// Tokens generated (an ending EOS included).
     generated: usize,
     /// Bytes of the answer's text already sent.
@@ -474,6 +477,7 @@ impl Decoder {
                         seed: r.sampler_seed(),
                     },
                     logprobs: r.logprobs,
+                    images: r.images.as_ref().clone(),
                 })
                 .collect(),
         };
@@ -654,6 +658,7 @@ pub fn rows_of(job: Job) -> Vec<Row> {
                 stop_words: stop_words.clone(),
                 ignore_eos: job.ignore_eos,
                 logprobs: job.logprobs,
+                images: job.images.clone(),
                 generated: 0,
                 sent: 0,
                 queued_at: 0,

@@ -9,6 +9,8 @@
 //!   per row without merging.
 //! * [`echo`]: `/v1/completions` with `echo`: the prompt's token log-probabilities (OpenAI's
 //!   legacy completions, vLLM), from backends that declare prompt scoring.
+//! * [`images`]: images in prompts (infer's rows, deploy's `image_url` parts): read, processed
+//!   by the model's image processor, placeholders expanded.
 //! * [`tool_calls`]: tool calls in answers read back into OpenAI's `tool_calls`.
 //! * [`validate`]: a chat request's `messages` and `tools` checked field by field (OpenAI's
 //!   rules per role), each failure a 400 naming its `param`.
@@ -22,6 +24,7 @@ pub mod api;
 pub mod app;
 pub mod batcher;
 pub mod echo;
+pub mod images;
 pub mod pt;
 #[cfg(test)]
 mod tests;
@@ -60,6 +63,8 @@ pub struct ServedModel {
     pub backend: String,
     /// The chat template bound to the tokenizer (`generation_prompt` on).
     pub encoder: Encoder,
+    /// A vision-language model's image side, or why requests with images are refused.
+    pub images: Result<Arc<images::PromptImages>, String>,
     pub eos_ids: Vec<i64>,
     /// Prompt plus answer tokens one request may use.
     pub max_model_len: usize,
@@ -91,6 +96,7 @@ pub fn run(served: ServedModel, options: ServeOptions) -> Result<(), ServeError>
         capabilities,
         backend,
         encoder,
+        images,
         eos_ids,
         max_model_len,
         name,
@@ -122,6 +128,7 @@ pub fn run(served: ServedModel, options: ServeOptions) -> Result<(), ServeError>
         capabilities,
         backend,
         encoder,
+        images,
         stop_words,
         max_model_len,
         api_key: options.api_key.clone(),

@@ -7,9 +7,9 @@
 //! together in a cache of their own (left padding) and appends it ([`KvCache::append`]). Per-row
 //! LoRA adapters are the server's switches ([`crate::adapters`]), set before each pass.
 
-use swift_model::{KvCache, LoadedModel, TorchThreads};
+use swift_model::{ImageBatch, KvCache, LoadedModel, TorchThreads};
 use swift_plugin_tensors::backend::{
-    BackendModel, ModelInfo, PromptLogprob, PromptScore, Step, StepOutput,
+    BackendModel, ImageInput, Join, ModelInfo, PromptLogprob, PromptScore, Step, StepOutput,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -112,9 +112,10 @@ impl PtModel {
             }
             let (ids, mask) = left_padded(&prompts);
             let mut fresh = self.model.new_cache(prompts.len() as i64);
+            let images = image_batch(&step.join).map_err(te)?;
             let hidden = self
                 .model
-                .forward(&ids, mask.as_ref(), &mut fresh)
+                .forward_with_images(&ids, mask.as_ref(), &mut fresh, images.as_ref())
                 .map_err(me)?;
             parts.push(
                 self.model
@@ -230,6 +231,30 @@ impl BackendModel for PtModel {
         }
         out
     }
+}
+
+/// The joining rows' images, in row order, as one batch (`None` when no row has any): pixel
+/// values concatenated along their first dimension (CLIP's images, Qwen2-VL's patches).
+fn image_batch(join: &[Join]) -> Result<Option<ImageBatch>, tch::TchError> {
+    let images: Vec<&ImageInput> = join.iter().flat_map(|j| j.images.iter()).collect();
+    if images.is_empty() {
+        return Ok(None);
+    }
+    let mut pixels = Vec::with_capacity(images.len());
+    for im in &images {
+        let t = Tensor::from_slice(&im.pixel_values).f_view(im.shape.as_slice())?;
+        // CLIP gives one image [3, H, W]: a batch of one.
+        pixels.push(if im.shape.len() == 3 {
+            t.f_unsqueeze(0)?
+        } else {
+            t
+        });
+    }
+    let grids: Vec<i64> = images.iter().flat_map(|im| im.grid_thw).collect();
+    Ok(Some(ImageBatch {
+        pixel_values: Tensor::f_cat(&pixels, 0)?,
+        grid_thw: Tensor::from_slice(&grids).f_view([images.len() as i64, 3])?,
+    }))
 }
 
 /// Prompts of different lengths as one left-padded batch: ids and (when needed) the mask.

@@ -219,6 +219,7 @@ fn rows_joining_and_leaving_decode_as_they_would_alone() {
                 stop_words: Vec::new(),
                 ignore_eos: false,
                 logprobs: None,
+                images: Default::default(),
                 events: tx,
             }));
         }

@@ -8,7 +8,7 @@
 //! | role | `content` | other fields |
 //! |---|---|---|
 //! | `system`, `developer` | a string or a non-empty list of `text` parts | `name` |
-//! | `user` | a string or a non-empty list of parts (`text`; `image_url`, `input_audio` and `file` are refused: this server serves text models) | `name` |
+//! | `user` | a string or a non-empty list of parts (`text`; `image_url` with a data URL, an `<image>` tag where it stands, for a vision-language model; remote URLs, `input_audio` and `file` are refused) | `name` |
 //! | `assistant` | a string, a list of `text`/`refusal` parts, or null/absent when it carries `tool_calls` (or the older `function_call`) | `name`, `tool_calls`, `function_call`, `refusal` (null), `audio` (null) |
 //! | `tool` | a string or a non-empty list of `text` parts | `tool_call_id` (required) |
 //! | `function` (deprecated) | a string or null | `name` (required) |
@@ -25,8 +25,33 @@ use crate::api::ApiError;
 /// Part types OpenAI defines that carry something other than text.
 const MEDIA_PARTS: [&str; 3] = ["image_url", "input_audio", "file"];
 
-/// Checks `messages` (the request's field, as sent) and returns the messages the template renders.
+/// Checks `messages` (the request's field, as sent) and returns the messages the template
+/// renders and the images of their `image_url` parts (data URLs), in order; each image part
+/// becomes an `<image>` tag where it stood in its message.
+pub fn messages_and_images(value: Option<&Value>) -> Result<(Vec<Message>, Vec<String>), ApiError> {
+    let mut images = Vec::new();
+    let messages = messages_into(value, &mut images)?;
+    Ok((messages, images))
+}
+
+/// Checks `messages` (the request's field, as sent) and returns the messages the template renders
+/// (`image_url` parts refused: this entry point serves text only).
 pub fn messages(value: Option<&Value>) -> Result<Vec<Message>, ApiError> {
+    let mut images = Vec::new();
+    let messages = messages_into(value, &mut images)?;
+    if !images.is_empty() {
+        return Err(bad(
+            "messages",
+            "content parts of type `image_url` are not supported here",
+        ));
+    }
+    Ok(messages)
+}
+
+fn messages_into(
+    value: Option<&Value>,
+    images: &mut Vec<String>,
+) -> Result<Vec<Message>, ApiError> {
     let list = match value {
         Some(Value::Array(list)) if !list.is_empty() => list,
         Some(Value::Array(_)) | None | Some(Value::Null) => {
@@ -47,7 +72,7 @@ pub fn messages(value: Option<&Value>) -> Result<Vec<Message>, ApiError> {
     };
     list.iter()
         .enumerate()
-        .map(|(i, m)| message(&format!("messages[{i}]"), m))
+        .map(|(i, m)| message(&format!("messages[{i}]"), m, images))
         .collect()
 }
 
@@ -110,7 +135,7 @@ pub fn tools(value: Option<&Value>) -> Result<Option<Vec<Value>>, ApiError> {
     Ok(Some(out))
 }
 
-fn message(at: &str, m: &Value) -> Result<Message, ApiError> {
+fn message(at: &str, m: &Value, images: &mut Vec<String>) -> Result<Message, ApiError> {
     let obj = object(at, m)?;
     let role = match obj.get("role") {
         Some(Value::String(r)) => r.as_str(),
@@ -175,7 +200,7 @@ fn message(at: &str, m: &Value) -> Result<Message, ApiError> {
     match role {
         "system" | "developer" | "tool" => {
             let c = content.ok_or_else(|| required_content(at, role))?;
-            out.content = text_content(&content_at, c, role, &["text"])?;
+            out.content = text_content(&content_at, c, role, &["text"], images)?;
             if role == "developer" {
                 out.role = "system".into();
             }
@@ -195,7 +220,7 @@ fn message(at: &str, m: &Value) -> Result<Message, ApiError> {
         }
         "user" => {
             let c = content.ok_or_else(|| required_content(at, role))?;
-            out.content = text_content(&content_at, c, role, &["text"])?;
+            out.content = text_content(&content_at, c, role, &["text", "image_url"], images)?;
         }
         "assistant" => {
             out.tool_calls = tool_calls(at, obj)?;
@@ -217,7 +242,10 @@ fn message(at: &str, m: &Value) -> Result<Message, ApiError> {
                 ));
             }
             match content {
-                Some(c) => out.content = text_content(&content_at, c, role, &["text", "refusal"])?,
+                Some(c) => {
+                    out.content =
+                        text_content(&content_at, c, role, &["text", "refusal"], images)?
+                }
                 None if out.tool_calls.is_some() => {}
                 None => {
                     return Err(bad(
@@ -267,7 +295,13 @@ fn required_content(at: &str, role: &str) -> ApiError {
 }
 
 /// A string, or a non-empty list of parts whose types are in `kinds`, as one text.
-fn text_content(at: &str, c: &Value, role: &str, kinds: &[&str]) -> Result<String, ApiError> {
+fn text_content(
+    at: &str,
+    c: &Value,
+    role: &str,
+    kinds: &[&str],
+    images: &mut Vec<String>,
+) -> Result<String, ApiError> {
     let parts = match c {
         Value::String(s) => return Ok(s.clone()),
         Value::Array(parts) if !parts.is_empty() => parts,
@@ -316,6 +350,11 @@ fn text_content(at: &str, c: &Value, role: &str, kinds: &[&str]) -> Result<Strin
             };
             return Err(bad(&format!("{pat}.type"), format!("{pat}.type: {why}")));
         }
+        if kind == "image_url" {
+            images.push(image_url(&pat, obj)?);
+            text.push_str("<image>");
+            continue;
+        }
         let field = kind; // `text` parts hold `text`, `refusal` parts hold `refusal`
         match obj.get(field) {
             Some(Value::String(t)) => text.push_str(t),
@@ -334,6 +373,48 @@ fn text_content(at: &str, c: &Value, role: &str, kinds: &[&str]) -> Result<Strin
         }
     }
     Ok(text)
+}
+
+/// An `image_url` part's image: `{"type": "image_url", "image_url": {"url": "data:...",
+/// "detail": ...}}`. Only data URLs: the server fetches nothing (remote URLs are refused), and
+/// reads no file a client names.
+fn image_url(pat: &str, obj: &Map<String, Value>) -> Result<String, ApiError> {
+    if let Some(key) = obj.keys().find(|k| *k != "type" && *k != "image_url") {
+        return Err(bad(
+            &format!("{pat}.{key}"),
+            format!("{pat}: an `image_url` part does not take `{key}`"),
+        ));
+    }
+    let at = format!("{pat}.image_url");
+    let inner = object(&at, obj.get("image_url").unwrap_or(&Value::Null))?;
+    let url_at = format!("{at}.url");
+    let url = match inner.get("url") {
+        Some(Value::String(u)) => u,
+        _ => {
+            return Err(bad(
+                &url_at,
+                format!("{url_at} is required: a data URL (data:image/jpeg;base64,...)"),
+            ))
+        }
+    };
+    if let Some(key) = inner.keys().find(|k| *k != "url" && *k != "detail") {
+        return Err(bad(
+            &format!("{at}.{key}"),
+            format!("{at}: `{key}` is not a field of an image URL (url, detail)"),
+        ));
+    }
+    if !url.starts_with("data:") {
+        let what = if url.starts_with("http://") || url.starts_with("https://") {
+            "remote image URLs are not fetched (this server works offline)"
+        } else {
+            "only data URLs are accepted"
+        };
+        return Err(bad(
+            &url_at,
+            format!("{url_at}: {what}; send the image as a data URL (data:image/jpeg;base64,...)"),
+        ));
+    }
+    Ok(url.clone())
 }
 
 /// An assistant message's `tool_calls` (and the older `function_call`, read as one call).
@@ -522,7 +603,7 @@ mod tests {
             ),
             (
                 json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
-                "messages[0].content[0].type",
+                "messages[0].content[0].image_url.url",
             ),
             (
                 json!([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),

@@ -26,6 +26,7 @@ pub fn record() -> BackendRecord {
         logprobs: false,
         max_batch: 4,
         prompt_logprobs: false,
+        images: false,
     })
 }
 

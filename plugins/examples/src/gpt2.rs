@@ -56,7 +56,7 @@ fn default_act() -> String {
 }
 
 impl Gpt2Family {
-    fn build(config: &Value) -> Result<Gpt2, Error> {
+    pub(crate) fn build(config: &Value) -> Result<Gpt2, Error> {
         let c: Gpt2Config = Config::model(config).typed()?;
         for (key, n) in [
             ("n_embd", c.n_embd),

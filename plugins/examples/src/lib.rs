@@ -16,6 +16,7 @@
 mod echo;
 mod gain;
 mod gpt2;
+mod gpt2_vision;
 mod int8row;
 mod sign_sgd;
 
@@ -98,6 +99,7 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
         alias_of: Some("llama".into()),
     })?;
     r.model_family(gpt2::record(), gpt2::Gpt2Family)?;
+    r.model_family(gpt2_vision::record(), gpt2_vision::Gpt2VisionFamily)?;
     r.tuner(
         TunerRecord::new(
             "example-attn-dora",

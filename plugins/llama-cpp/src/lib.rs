@@ -51,6 +51,7 @@ pub fn record() -> BackendRecord {
         logprobs: false,
         max_batch: 64,
         prompt_logprobs: false,
+        images: false,
     })
 }
 

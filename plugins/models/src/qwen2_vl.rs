@@ -250,7 +250,7 @@ impl Qwen2VlModel {
         let quarter = hd / 4;
         let inv = Tensor::f_arange(quarter, (Kind::Float, device))?
             .f_mul_scalar(2.0 / (hd / 2) as f64)?;
-        let inv = Tensor::f_full(&[quarter], 10000.0, (Kind::Float, device))?
+        let inv = Tensor::f_full([quarter], 10000.0, (Kind::Float, device))?
             .f_pow(&inv)?
             .f_reciprocal()?;
         let (rows, cols) = self.rotary_positions(&grids);
@@ -279,7 +279,7 @@ impl Qwen2VlModel {
         };
         let runs: Vec<i64> = grids
             .iter()
-            .flat_map(|&[t, h, w]| std::iter::repeat(h * w).take(t as usize))
+            .flat_map(|&[t, h, w]| std::iter::repeat_n(h * w, t as usize))
             .collect();
         for i in 0..tw.depth {
             let p = format!("visual.blocks.{i}");

@@ -85,6 +85,7 @@ pub fn pt_backend() -> BackendRecord {
         dtypes: true,
         adapters: AdapterSupport::PerRow,
         prompt_logprobs: true,
+        images: true,
         ..Capabilities::default()
     })
 }

@@ -114,6 +114,37 @@ fn register(r: &mut Registrar) -> Result<(), PluginError> {
     default.suffix = "{{EOS}}".into();
     r.template(default)?;
 
+    // ms-swift's `llava1_5_hf` (swift/template/templates/llava.py): an image is `<image>\n`.
+    let mut llava = TemplateRecord::new("llava1_5_hf", "USER: {{QUERY}}\nASSISTANT:");
+    llava.description = "LLaVA-1.5 (llava-hf): USER: ... ASSISTANT:, images as <image>".into();
+    llava.prefix = "{{BOS}}".into();
+    llava.system_prefix = Some("{{BOS}}{{SYSTEM}}\n".into());
+    llava.chat_sep = Some("{{EOS}}".into());
+    llava.suffix = "{{EOS}}".into();
+    llava.options.insert("image".into(), json!("<image>\n"));
+    r.template(llava)?;
+
+    // ms-swift's `qwen2_vl` (QwenTemplateMeta: ChatML, Qwen's short default system, hermes
+    // tools); an image is `<|vision_start|><|image_pad|><|vision_end|>`.
+    let mut qwen2_vl = chatml(
+        "qwen2_vl",
+        "Qwen2-VL: ChatML with Qwen's default system, hermes tools, images as <|image_pad|>",
+    );
+    qwen2_vl.default_system = Some("You are a helpful assistant.".into());
+    qwen2_vl.tool_format = Some("hermes".into());
+    qwen2_vl.stop_words = vec!["<|im_end|>".into(), "<|endoftext|>".into()];
+    // Its grounding tokens (ms-swift's Qwen2VLTemplate replace_ref / replace_bbox), boxes on
+    // the 0–1000 grid.
+    for (k, v) in [
+        ("image", "<|vision_start|><|image_pad|><|vision_end|>"),
+        ("ref_format", "<|object_ref_start|>{ref}<|object_ref_end|>"),
+        ("bbox_format", "<|box_start|>{points}<|box_end|>"),
+        ("norm_bbox", "norm1000"),
+    ] {
+        qwen2_vl.options.insert(k.into(), json!(v));
+    }
+    r.template(qwen2_vl)?;
+
     let mut jinja = TemplateRecord::new("jinja", "{{QUERY}}");
     jinja.description =
         "The tokenizer's own chat_template (tokenizer_config.json), rendered with minijinja; labels on assistant turns"
