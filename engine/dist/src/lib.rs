@@ -72,6 +72,13 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn swift_dist_barrier(group: *mut c_void, err: *mut *mut c_char) -> c_int;
+        pub fn swift_dist_reduce_scatter_sum(
+            group: *mut c_void,
+            output: *mut c_void,
+            input: *mut c_void,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn swift_dist_drop_grad(t: *mut c_void, err: *mut *mut c_char) -> c_int;
         pub fn swift_dist_store_set(
             group: *mut c_void,
             key: *const c_char,
@@ -472,6 +479,34 @@ impl ProcessGroup {
         Ok(outs)
     }
 
+    /// The sum over the ranks of chunk `rank` of `input` (a 1-D tensor of `world × n`
+    /// elements, chunk `r` being elements `[r·n, (r+1)·n)`): ZeRO-2's gradient reduce-scatter.
+    pub fn reduce_scatter_sum(&self, input: &Tensor) -> Result<Tensor, DistError> {
+        check_device(input.device())?;
+        let input = input.f_contiguous()?;
+        let total = input.numel() as i64;
+        let world = self.env.world as i64;
+        if input.dim() != 1 || total % world != 0 {
+            return Err(DistError::Tensor(format!(
+                "reduce-scatter takes a 1-D tensor of world × n elements, got shape {:?} for {world} ranks",
+                input.size()
+            )));
+        }
+        let output = input.f_new_empty([total / world], (input.kind(), input.device()))?;
+        self.call("reduce-scatter", |raw, err| {
+            // SAFETY: input and output stay alive for the call.
+            unsafe {
+                ffi::swift_dist_reduce_scatter_sum(
+                    raw,
+                    output.as_ptr() as *mut c_void,
+                    input.as_ptr() as *mut c_void,
+                    err,
+                )
+            }
+        })?;
+        Ok(output)
+    }
+
     /// Waits until every rank reaches this point.
     pub fn barrier(&self) -> Result<(), DistError> {
         // SAFETY: raw is the live group.
@@ -479,6 +514,17 @@ impl ProcessGroup {
             ffi::swift_dist_barrier(raw, err)
         })
     }
+}
+
+/// Frees `t`'s gradient (undefined afterwards; tch can only zero it): ZeRO-2 keeps the
+/// gradients of its own shard only. No collective.
+pub fn drop_grad(t: &Tensor) -> Result<(), DistError> {
+    let mut err = std::ptr::null_mut();
+    // SAFETY: t is a live at::Tensor for the call; err receives a malloc'd message.
+    if unsafe { ffi::swift_dist_drop_grad(t.as_ptr() as *mut c_void, &mut err) } != 0 {
+        return Err(DistError::Tensor(take_error(err)));
+    }
+    Ok(())
 }
 
 static GROUP: OnceLock<ProcessGroup> = OnceLock::new();

@@ -149,6 +149,27 @@ int swift_dist_all_gather(
   });
 }
 
+// `output` (n elements) receives the sum over the ranks of chunk `rank` of `input` (world × n
+// elements): ZeRO-2's gradient reduce-scatter.
+int swift_dist_reduce_scatter_sum(
+    void* group,
+    at::Tensor* output,
+    at::Tensor* input,
+    char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    c10d::ReduceScatterOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    wait(g, g->backend->_reduce_scatter_base(*output, *input, opts));
+  });
+}
+
+// Frees `t`'s gradient (undefined afterwards), which tch cannot do: ZeRO-2 keeps only the
+// gradients of its own shard.
+int swift_dist_drop_grad(at::Tensor* t, char** err) {
+  return guarded(err, [&] { t->mutable_grad() = at::Tensor(); });
+}
+
 int swift_dist_barrier(void* group, char** err) {
   auto* g = static_cast<Group*>(group);
   return guarded(err, [&] { wait(g, g->backend->barrier()); });
