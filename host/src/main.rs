@@ -86,7 +86,14 @@ fn init_tracing(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::try_new(l),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+        // Rank 0 tells the run; torchrun's other ranks speak up for warnings and errors only.
+        None => EnvFilter::try_from_default_env().or_else(|_| {
+            EnvFilter::try_new(if launch::is_follower_rank() {
+                "warn"
+            } else {
+                "info"
+            })
+        }),
     }
     .unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;

@@ -9,7 +9,8 @@
 //!   (under torchrun's agent store, `TORCHELASTIC_USE_AGENT_STORE=True`, rank 0 joins as a
 //!   client). `GLOO_SOCKET_IFNAME` picks the network interface, as in PyTorch.
 //! * **Collectives** ([`ProcessGroup`]): a bucketed all-reduce (sum or mean) of a list of tensors
-//!   (one flattened buffer per dtype, one collective each), broadcast, all-gather, barrier. Each
+//!   (one flattened buffer per dtype, one collective each), broadcast, all-gather, gather to one
+//!   rank, reduce-scatter (ZeRO-2), barrier; and `drop_grad` (no collective). Each
 //!   waits at most the group's timeout (`--ddp_timeout`).
 //! * **Failures**: when a collective fails (a peer's connection closed, or the timeout passed),
 //!   the surviving ranks report to each other through the store and the error names the ranks
@@ -28,7 +29,10 @@
 //! anything else). Debian's `libgloo-dev` was the alternative: an older gloo snapshot than the
 //! one compiled into torch 2.13, with class layouts that could differ, for no gain, since no
 //! gloo layout is needed. NCCL lives in `libtorch_cuda.so`, which swift-rs opens only on CUDA
-//! hosts; CUDA process groups are refused with a message ([`check_device`]).
+//! hosts; CUDA process groups are refused with a message ([`check_device`]). [`nccl`] opens
+//! NCCL at run time for `scripts/check_nccl.sh` (a one-rank communicator and one step).
+
+pub mod nccl;
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::{Mutex, OnceLock};
@@ -72,6 +76,14 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn swift_dist_barrier(group: *mut c_void, err: *mut *mut c_char) -> c_int;
+        pub fn swift_dist_gather(
+            group: *mut c_void,
+            input: *mut c_void,
+            outs: *const *mut c_void,
+            n: usize,
+            root: c_int,
+            err: *mut *mut c_char,
+        ) -> c_int;
         pub fn swift_dist_reduce_scatter_sum(
             group: *mut c_void,
             output: *mut c_void,
@@ -83,6 +95,13 @@ mod ffi {
             group: *mut c_void,
             key: *const c_char,
             value: *const c_char,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn swift_dist_store_get(
+            group: *mut c_void,
+            key: *const c_char,
+            out: *mut *mut c_char,
+            len: *mut usize,
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn swift_dist_store_has(
@@ -380,6 +399,17 @@ impl ProcessGroup {
             if missing.is_empty() {
                 return "every other rank is still running: the ranks fell out of step (different data or settings per rank?)".into();
             }
+            // A rank that ended with an error left its message ([`ProcessGroup::report_failure`]).
+            let messages: Vec<String> = missing
+                .iter()
+                .filter_map(|&r| {
+                    let m = self.failure_message(raw, r)?;
+                    Some(format!("rank {r} stopped with an error: {m}"))
+                })
+                .collect();
+            if !messages.is_empty() {
+                return messages.join("; ");
+            }
             if start.elapsed() >= grace {
                 let names: Vec<String> = missing.iter().map(|r| format!("rank {r}")).collect();
                 return format!(
@@ -389,6 +419,45 @@ impl ProcessGroup {
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Rank `r`'s failure message, if it left one (`raw` is the live group, under the lock).
+    fn failure_message(&self, raw: *mut c_void, r: usize) -> Option<String> {
+        let key = cstring(&format!("failure_message/{r}")).ok()?;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid strings; raw is the live group.
+        if unsafe { ffi::swift_dist_store_has(raw, key.as_ptr(), &mut err) } != 1 {
+            if !err.is_null() {
+                take_error(err);
+            }
+            return None;
+        }
+        let (mut out, mut len) = (std::ptr::null_mut(), 0usize);
+        // SAFETY: as above; out receives a malloc'd buffer of len bytes (NUL-terminated).
+        if unsafe { ffi::swift_dist_store_get(raw, key.as_ptr(), &mut out, &mut len, &mut err) } != 0
+        {
+            take_error(err);
+            return None;
+        }
+        Some(take_error(out))
+    }
+
+    /// Leaves this rank's error message in the store, so the ranks whose next collective fails
+    /// because this one ended name it with its message (best effort: a store that is gone is
+    /// ignored, the run is failing anyway).
+    pub fn report_failure(&self, message: &str) {
+        let Ok(raw) = self.raw.lock() else { return };
+        let (Ok(key), Ok(value)) = (
+            cstring(&format!("failure_message/{}", self.env.rank)),
+            cstring(&message.replace('\0', " ")),
+        ) else {
+            return;
+        };
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid strings; raw is the live group.
+        if unsafe { ffi::swift_dist_store_set(*raw, key.as_ptr(), value.as_ptr(), &mut err) } != 0 {
+            take_error(err);
         }
     }
 
@@ -472,6 +541,34 @@ impl ProcessGroup {
                     input.as_ptr() as *mut c_void,
                     ptrs.as_ptr(),
                     ptrs.len(),
+                    err,
+                )
+            }
+        })?;
+        Ok(outs)
+    }
+
+    /// Every rank's `tensor`, in rank order, on rank `root` only (the others get an empty list).
+    pub fn gather(&self, tensor: &Tensor, root: usize) -> Result<Vec<Tensor>, DistError> {
+        check_device(tensor.device())?;
+        let input = tensor.f_contiguous()?;
+        let outs: Vec<Tensor> = if self.env.rank == root {
+            (0..self.env.world)
+                .map(|_| input.f_empty_like())
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let ptrs: Vec<*mut c_void> = outs.iter().map(|t| t.as_ptr() as *mut c_void).collect();
+        self.call("gather", |raw, err| {
+            // SAFETY: input and outs stay alive for the call.
+            unsafe {
+                ffi::swift_dist_gather(
+                    raw,
+                    input.as_ptr() as *mut c_void,
+                    ptrs.as_ptr(),
+                    ptrs.len(),
+                    root as c_int,
                     err,
                 )
             }

@@ -170,6 +170,31 @@ int swift_dist_drop_grad(at::Tensor* t, char** err) {
   return guarded(err, [&] { t->mutable_grad() = at::Tensor(); });
 }
 
+// On `root`, `outs[r]` (one per rank, each shaped as `input`) receives rank r's `input`; the
+// other ranks pass no `outs` (n = 0) and receive nothing.
+int swift_dist_gather(
+    void* group,
+    at::Tensor* input,
+    at::Tensor** outs,
+    size_t n,
+    int root,
+    char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<at::Tensor> in{*input};
+    std::vector<std::vector<at::Tensor>> out;
+    if (n > 0) {
+      out.emplace_back();
+      for (size_t i = 0; i < n; ++i) {
+        out[0].push_back(*outs[i]);
+      }
+    }
+    c10d::GatherOptions opts;
+    opts.rootRank = root;
+    wait(g, g->backend->gather(out, in, opts));
+  });
+}
+
 int swift_dist_barrier(void* group, char** err) {
   auto* g = static_cast<Group*>(group);
   return guarded(err, [&] { wait(g, g->backend->barrier()); });
@@ -194,6 +219,28 @@ int swift_dist_store_has(void* group, const char* key, char** err) {
   int found = -1;
   guarded(err, [&] { found = g->store->check({std::string(key)}) ? 1 : 0; });
   return found;
+}
+
+// The value of `key` (which must be set: check first), malloc'd into `*out` (`*len` bytes;
+// freed by `swift_dist_free_error`).
+int swift_dist_store_get(
+    void* group,
+    const char* key,
+    char** out,
+    size_t* len,
+    char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<uint8_t> v = g->store->get(std::string(key));
+    char* buf = static_cast<char*>(std::malloc(v.size() + 1));
+    if (buf == nullptr) {
+      throw std::runtime_error("out of memory");
+    }
+    std::memcpy(buf, v.data(), v.size());
+    buf[v.size()] = '\0';
+    *out = buf;
+    *len = v.size();
+  });
 }
 
 } // extern "C"

@@ -55,6 +55,14 @@ fn collectives() {
         .map(|t| Vec::<i64>::try_from(t).unwrap())
         .collect();
     assert_eq!(got, vec![vec![0, 0], vec![1, 2]]);
+    // gather to rank 1: [[0, 0], [1, 2]] there, nothing on rank 0.
+    let got = g.gather(&mine, 1).expect("gather");
+    let got: Vec<Vec<i64>> = got.iter().map(|t| Vec::<i64>::try_from(t).unwrap()).collect();
+    if g.rank() == 1 {
+        assert_eq!(got, vec![vec![0, 0], vec![1, 2]]);
+    } else {
+        assert!(got.is_empty());
+    }
     // reduce-scatter: ranks hold [1, 2, 3, 4]·(r+1); chunk r of the sum [3, 6, 9, 12].
     let rs = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]) * (r + 1.0);
     let mine = g.reduce_scatter_sum(&rs).expect("reduce-scatter");
