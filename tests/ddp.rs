@@ -147,6 +147,18 @@ fn assert_zero_run(t: &Path, one: &Path, name: &str, flags: &[&str], file: &str,
 /// Asserts equal losses per step (within 1e-5) and equal tensors in `file` of the last
 /// checkpoint (within `tol`).
 fn assert_same_run(one: &Path, two: &Path, file: &str, step: u64, tol: f32) {
+    let evals = |run: &Path| -> Vec<f64> {
+        records(run)
+            .iter()
+            .filter_map(|r| r.get("eval_loss")?.as_f64())
+            .collect()
+    };
+    // The evaluation at the end (a run saving more often also evaluates earlier).
+    let (ea, eb) = (evals(one), evals(two));
+    assert_eq!(ea.is_empty(), eb.is_empty(), "{ea:?} vs {eb:?}");
+    if let (Some(x), Some(y)) = (ea.last(), eb.last()) {
+        assert!((x - y).abs() < 1e-5, "eval_loss {ea:?} vs {eb:?}");
+    }
     let (a, b) = (losses(one), losses(two));
     assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
     for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
@@ -174,6 +186,9 @@ fn assert_same_run(one: &Path, two: &Path, file: &str, step: u64, tol: f32) {
 fn two_ranks_train_lora_and_full_as_one_process_with_the_global_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
+    // Five validation rows: one process evaluates them in batches of 4, two ranks in batches of
+    // 2 shared between them (2 + 1 rows on rank 0, 2 on rank 1); the sums are added.
+    let val = write_chat(&t.join("val.jsonl"), &CHAT_QA);
     // LoRA with dropout on (0.1): one process with 4 rows per batch against NPROC_PER_NODE=2
     // ranks of 2 rows each; each row's masks depend on the step's seed and its index only.
     let lora = [
@@ -185,6 +200,8 @@ fn two_ranks_train_lora_and_full_as_one_process_with_the_global_batch() {
         "1e-2",
         "--max_steps",
         "3",
+        "--val_dataset",
+        val.to_str().unwrap(),
     ];
     run_ok(sft_cmd(
         &[],
@@ -220,9 +237,27 @@ fn two_ranks_train_lora_and_full_as_one_process_with_the_global_batch() {
     // step-2 checkpoint (its state gathered from both ranks) resumes in one process.
     let lora_zero = [&lora[..], &["--per_device_train_batch_size", "2"]].concat();
     let zero1 = [&lora_zero[..], &["--deepspeed", "zero1"]].concat();
-    assert_zero_run(t, &one_run, "lora_z1", &zero1, "adapter_model.safetensors", 3);
-    let zero2 = [&lora_zero[..], &["--deepspeed", "zero2", "--save_steps", "2"]].concat();
-    assert_zero_run(t, &one_run, "lora_z2", &zero2, "adapter_model.safetensors", 3);
+    assert_zero_run(
+        t,
+        &one_run,
+        "lora_z1",
+        &zero1,
+        "adapter_model.safetensors",
+        3,
+    );
+    let zero2 = [
+        &lora_zero[..],
+        &["--deepspeed", "zero2", "--save_steps", "2"],
+    ]
+    .concat();
+    assert_zero_run(
+        t,
+        &one_run,
+        "lora_z2",
+        &zero2,
+        "adapter_model.safetensors",
+        3,
+    );
     let ckpt = run_folder(&t.join("lora_z2")).join("checkpoint-2");
     run_ok(sft_cmd(
         &[],
@@ -287,7 +322,12 @@ fn two_ranks_train_lora_and_full_as_one_process_with_the_global_batch() {
         &[&full[..], &["--per_device_train_batch_size", "1"]].concat(),
     ));
     // Under torchrun too, rank 1 logs warnings only: the steps are told once.
-    assert_eq!(stderr(&out).matches("step 1/2:").count(), 1, "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).matches("step 1/2:").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
     let full_one = run_folder(&t.join("full1"));
     assert_same_run(
         &full_one,
@@ -311,7 +351,10 @@ fn two_ranks_train_lora_and_full_as_one_process_with_the_global_batch() {
 fn deepspeed_refuses_what_is_not_built_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     for (value, needle) in [
-        ("zero3", "zero3 (parameters sharded over the ranks) is not built"),
+        (
+            "zero3",
+            "zero3 (parameters sharded over the ranks) is not built",
+        ),
         ("zero2_offload", "nothing to offload to"),
         ("ds_config.json", "configuration files are not read"),
         ("stage2", "not a configuration swift-rs knows"),
@@ -319,7 +362,17 @@ fn deepspeed_refuses_what_is_not_built_by_name() {
         let cmd = sft_cmd(&[], &[], tmp.path(), "refused", &["--deepspeed", value]);
         assert_fails(
             cmd_output(cmd),
-            &[&format!("--deepspeed {}", if value == "stage2" { "\"stage2\"" } else { value }), needle],
+            &[
+                &format!(
+                    "--deepspeed {}",
+                    if value == "stage2" {
+                        "\"stage2\""
+                    } else {
+                        value
+                    }
+                ),
+                needle,
+            ],
         );
     }
 }
@@ -340,7 +393,13 @@ fn a_rank_that_fails_with_an_error_is_quoted_by_the_other() {
                 ("WORLD_SIZE", "2"),
                 ("MASTER_PORT", port.as_str()),
             ];
-            let mut cmd = sft_cmd(&[], &env, t, "failed", &["--max_steps", "2", "--ddp_timeout", "60"]);
+            let mut cmd = sft_cmd(
+                &[],
+                &env,
+                t,
+                "failed",
+                &["--max_steps", "2", "--ddp_timeout", "60"],
+            );
             if r == 1 {
                 // A later --dataset is not allowed: rebuild rank 1's command with the bad file.
                 cmd = Command::new(swift_bin());

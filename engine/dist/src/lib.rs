@@ -435,7 +435,8 @@ impl ProcessGroup {
         }
         let (mut out, mut len) = (std::ptr::null_mut(), 0usize);
         // SAFETY: as above; out receives a malloc'd buffer of len bytes (NUL-terminated).
-        if unsafe { ffi::swift_dist_store_get(raw, key.as_ptr(), &mut out, &mut len, &mut err) } != 0
+        if unsafe { ffi::swift_dist_store_get(raw, key.as_ptr(), &mut out, &mut len, &mut err) }
+            != 0
         {
             take_error(err);
             return None;

@@ -106,7 +106,9 @@ impl Nccl {
         }
         // SAFETY: NCCL returns a static string for any code.
         let msg = unsafe { CStr::from_ptr((self.error_string)(code)) }.to_string_lossy();
-        Err(DistError::Tensor(format!("NCCL {what}: {msg} (code {code})")))
+        Err(DistError::Tensor(format!(
+            "NCCL {what}: {msg} (code {code})"
+        )))
     }
 
     /// NCCL's version (e.g. 22703 for 2.27.3).
@@ -185,15 +187,7 @@ impl Communicator<'_> {
         // SAFETY: ptr points at numel elements of the tensor's kind on the communicator's
         // device; ncclSum is 0; a null stream is CUDA's default stream.
         self.nccl.check("all-reduce", unsafe {
-            (self.nccl.all_reduce)(
-                ptr,
-                ptr,
-                t.numel(),
-                ty,
-                0,
-                self.comm,
-                std::ptr::null_mut(),
-            )
+            (self.nccl.all_reduce)(ptr, ptr, t.numel(), ty, 0, self.comm, std::ptr::null_mut())
         })
     }
 }

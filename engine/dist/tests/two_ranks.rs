@@ -57,7 +57,10 @@ fn collectives() {
     assert_eq!(got, vec![vec![0, 0], vec![1, 2]]);
     // gather to rank 1: [[0, 0], [1, 2]] there, nothing on rank 0.
     let got = g.gather(&mine, 1).expect("gather");
-    let got: Vec<Vec<i64>> = got.iter().map(|t| Vec::<i64>::try_from(t).unwrap()).collect();
+    let got: Vec<Vec<i64>> = got
+        .iter()
+        .map(|t| Vec::<i64>::try_from(t).unwrap())
+        .collect();
     if g.rank() == 1 {
         assert_eq!(got, vec![vec![0, 0], vec![1, 2]]);
     } else {
@@ -66,9 +69,15 @@ fn collectives() {
     // reduce-scatter: ranks hold [1, 2, 3, 4]·(r+1); chunk r of the sum [3, 6, 9, 12].
     let rs = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]) * (r + 1.0);
     let mine = g.reduce_scatter_sum(&rs).expect("reduce-scatter");
-    let want = if g.rank() == 0 { [3.0, 6.0] } else { [9.0, 12.0] };
+    let want = if g.rank() == 0 {
+        [3.0, 6.0]
+    } else {
+        [9.0, 12.0]
+    };
     assert_eq!(Vec::<f32>::try_from(&mine).unwrap(), want.to_vec());
-    assert!(g.reduce_scatter_sum(&Tensor::zeros([3], (Kind::Float, tch::Device::Cpu))).is_err());
+    assert!(g
+        .reduce_scatter_sum(&Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)))
+        .is_err());
     // drop_grad frees a gradient (tch can only zero one).
     let w = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
     (&w * 2.0).sum(Kind::Float).backward();

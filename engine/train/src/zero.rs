@@ -224,9 +224,7 @@ impl Zero {
                         swift_dist::drop_grad(t).map_err(dist)?;
                     }
                 }
-                opt.clip_grad_norm_with(max_norm, &|sq| {
-                    Ok(g.sum_f64(&[sq]).map_err(dist)?[0])
-                })
+                opt.clip_grad_norm_with(max_norm, &|sq| Ok(g.sum_f64(&[sq]).map_err(dist)?[0]))
             }
             _ => opt.clip_grad_norm(max_norm),
         }
@@ -407,7 +405,10 @@ fn gather_named(
             parts.push(t.f_detach()?.f_contiguous()?.f_reshape([-1])?);
         }
         if totals[rank] < max {
-            parts.push(Tensor::f_zeros([max - totals[rank]], (kind, tch::Device::Cpu))?);
+            parts.push(Tensor::f_zeros(
+                [max - totals[rank]],
+                (kind, tch::Device::Cpu),
+            )?);
         }
         // To rank 0 only: the other ranks never hold the whole state.
         let flats = g.gather(&Tensor::f_cat(&parts, 0)?, 0).map_err(dist)?;
@@ -419,7 +420,12 @@ fn gather_named(
                     continue;
                 }
                 let n = numel(shape);
-                values[r][j] = Some(flat.f_narrow(0, off, n)?.f_reshape(shape.as_slice())?.f_contiguous()?.copy());
+                values[r][j] = Some(
+                    flat.f_narrow(0, off, n)?
+                        .f_reshape(shape.as_slice())?
+                        .f_contiguous()?
+                        .copy(),
+                );
                 off += n;
             }
         }
