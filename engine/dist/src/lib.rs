@@ -10,7 +10,7 @@
 //!   client). `GLOO_SOCKET_IFNAME` picks the network interface, as in PyTorch.
 //! * **Collectives** ([`ProcessGroup`]): a bucketed all-reduce (sum or mean) of a list of tensors
 //!   (one flattened buffer per dtype, one collective each), broadcast, all-gather, gather to one
-//!   rank, reduce-scatter (ZeRO-2), barrier; and `drop_grad` (no collective). Each
+//!   rank, reduce to one rank, reduce-scatter, barrier; and `drop_grad` (no collective). Each
 //!   waits at most the group's timeout (`--ddp_timeout`).
 //! * **Failures**: when a collective fails (a peer's connection closed, or the timeout passed),
 //!   the surviving ranks report to each other through the store and the error names the ranks
@@ -76,6 +76,12 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn swift_dist_barrier(group: *mut c_void, err: *mut *mut c_char) -> c_int;
+        pub fn swift_dist_reduce_sum(
+            group: *mut c_void,
+            t: *mut c_void,
+            root: c_int,
+            err: *mut *mut c_char,
+        ) -> c_int;
         pub fn swift_dist_gather(
             group: *mut c_void,
             input: *mut c_void,
@@ -547,6 +553,23 @@ impl ProcessGroup {
             }
         })?;
         Ok(outs)
+    }
+
+    /// The sum of `tensor` over the ranks into rank `root`'s `tensor`, in place (the others'
+    /// values are left unspecified: Gloo may use them as scratch).
+    pub fn reduce_sum(&self, tensor: &Tensor, root: usize) -> Result<(), DistError> {
+        check_device(tensor.device())?;
+        let t = tensor.f_contiguous()?;
+        self.call("reduce", |raw, err| {
+            // SAFETY: t is a live at::Tensor for the call.
+            unsafe {
+                ffi::swift_dist_reduce_sum(raw, t.as_ptr() as *mut c_void, root as c_int, err)
+            }
+        })?;
+        if t.data_ptr() != tensor.data_ptr() {
+            tensor.shallow_clone().f_copy_(&t)?;
+        }
+        Ok(())
     }
 
     /// Every rank's `tensor`, in rank order, on rank `root` only (the others get an empty list).

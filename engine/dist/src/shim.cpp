@@ -195,6 +195,19 @@ int swift_dist_gather(
   });
 }
 
+// Sums `t` over the ranks into `root`'s `t` (the others' `t` is left undefined in value).
+int swift_dist_reduce_sum(void* group, at::Tensor* t, int root, char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<at::Tensor> ts{*t};
+    c10d::ReduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.rootRank = root;
+    opts.rootTensor = 0;
+    wait(g, g->backend->reduce(ts, opts));
+  });
+}
+
 int swift_dist_barrier(void* group, char** err) {
   auto* g = static_cast<Group*>(group);
   return guarded(err, [&] { wait(g, g->backend->barrier()); });

@@ -66,6 +66,12 @@ fn collectives() {
     } else {
         assert!(got.is_empty());
     }
+    // reduce to rank 0: [1, 2]·(r+1) sums to [3, 6] there.
+    let red = Tensor::from_slice(&[1.0f32, 2.0]) * (r + 1.0);
+    g.reduce_sum(&red, 0).expect("reduce");
+    if g.rank() == 0 {
+        assert_eq!(Vec::<f32>::try_from(&red).unwrap(), vec![3.0, 6.0]);
+    }
     // reduce-scatter: ranks hold [1, 2, 3, 4]·(r+1); chunk r of the sum [3, 6, 9, 12].
     let rs = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]) * (r + 1.0);
     let mine = g.reduce_scatter_sum(&rs).expect("reduce-scatter");

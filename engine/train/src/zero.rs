@@ -10,10 +10,11 @@
 //!   projections included) runs unchanged: a rank's share is 1/world up to one tensor's size.
 //! * **Stage 1.** Gradients are all-reduced as in plain data parallel (`crate::parallel`);
 //!   each rank clips with the global norm, updates its shard, and the updated values are
-//!   all-gathered ([`Zero::gather_params`]: one collective per dtype, each rank's shard flattened
-//!   and padded to the largest).
-//! * **Stage 2.** The gradients are reduce-scattered instead ([`Zero::reduce_scatter`]: one
-//!   collective per dtype over the shards laid end to end), each rank keeps only its shard's
+//!   all-gathered ([`Zero::gather_params`]: each tensor broadcast from its owner in place; a
+//!   flattened bucket per rank, as a first version had, cost more transient memory than the
+//!   sharded moments saved).
+//! * **Stage 2.** The gradients are reduce-scattered instead ([`Zero::reduce_scatter`]: each
+//!   tensor's gradient reduced into its owner's, in place), each rank keeps only its shard's
 //!   gradients (the others are freed), and the clipping norm is the square root of the squared
 //!   norms summed over the ranks. The gradients are whole on every rank during the backward
 //!   passes (no hooks reduce them bucket by bucket as DeepSpeed's do), so stage 2 saves the
@@ -140,69 +141,29 @@ impl Zero {
         Ok(())
     }
 
-    /// The tensors that train this step, by dtype: per dtype, each rank's indices in order.
-    fn shards_by_kind(&self, trainable: &[(String, Tensor)]) -> Vec<(Kind, Vec<Vec<usize>>)> {
-        let mut out: Vec<(Kind, Vec<Vec<usize>>)> = Vec::new();
-        for (i, (_, t)) in trainable.iter().enumerate() {
-            if !t.requires_grad() {
-                continue;
-            }
-            let k = t.kind();
-            let pos = match out.iter().position(|(kk, _)| *kk == k) {
-                Some(p) => p,
-                None => {
-                    out.push((k, vec![Vec::new(); self.world]));
-                    out.len() - 1
-                }
-            };
-            out[pos].1[self.owner[i]].push(i);
-        }
-        out
+    /// The indices of the tensors that train this step (LISA switches some off).
+    fn training(trainable: &[(String, Tensor)]) -> impl Iterator<Item = usize> + '_ {
+        trainable
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, t))| t.requires_grad())
+            .map(|(i, _)| i)
     }
 
-    /// Stage 2: replaces every training tensor's gradient by its sum over the ranks on the
-    /// owner and frees it elsewhere (one reduce-scatter per dtype). The gradients must be
-    /// defined on every rank.
+    /// Stage 2: each training tensor's gradient summed over the ranks into its owner's (one
+    /// reduce per tensor, in place: no flattened copy of the gradients) and freed on the other
+    /// ranks. The gradients must be defined on every rank.
     pub(crate) fn reduce_scatter(
         &self,
         g: &ProcessGroup,
         trainable: &[(String, Tensor)],
     ) -> Result<(), TrainError> {
         let _guard = tch::no_grad_guard();
-        for (kind, shards) in self.shards_by_kind(trainable) {
-            let len = |ids: &Vec<usize>| ids.iter().map(|&i| trainable[i].1.numel() as i64).sum();
-            let lens: Vec<i64> = shards.iter().map(len).collect();
-            let max = lens.iter().copied().max().unwrap_or(0);
-            if max == 0 {
-                continue;
-            }
-            let mut parts = Vec::new();
-            for (ids, &n) in shards.iter().zip(&lens) {
-                for &i in ids {
-                    parts.push(trainable[i].1.grad().f_reshape([-1])?);
-                }
-                if n < max {
-                    parts.push(Tensor::f_zeros([max - n], (kind, tch::Device::Cpu))?);
-                }
-            }
-            let flat = Tensor::f_cat(&parts, 0)?;
-            drop(parts);
-            let mine = g.reduce_scatter_sum(&flat).map_err(dist)?;
-            drop(flat);
-            let mut off = 0i64;
-            for &i in &shards[self.rank] {
-                let t = &trainable[i].1;
-                let n = t.numel() as i64;
-                t.grad()
-                    .f_copy_(&mine.f_narrow(0, off, n)?.f_view(t.size().as_slice())?)?;
-                off += n;
-            }
-            for (r, ids) in shards.iter().enumerate() {
-                if r != self.rank {
-                    for &i in ids {
-                        swift_dist::drop_grad(&trainable[i].1).map_err(dist)?;
-                    }
-                }
+        for i in Self::training(trainable) {
+            let t = &trainable[i].1;
+            g.reduce_sum(&t.grad(), self.owner[i]).map_err(dist)?;
+            if self.owner[i] != self.rank {
+                swift_dist::drop_grad(t).map_err(dist)?;
             }
         }
         Ok(())
@@ -230,48 +191,17 @@ impl Zero {
         }
     }
 
-    /// After the update: every rank's shard of the training tensors on every rank (one
-    /// all-gather per dtype of the shards flattened and padded to the largest).
+    /// After the update: every training tensor broadcast from its owner, in place (one
+    /// collective per tensor: no flattened copies of the shards, which would cost more memory
+    /// than the sharded state saves).
     pub(crate) fn gather_params(&self, trainable: &[(String, Tensor)]) -> Result<(), TrainError> {
         let Some(g) = self.group else {
             return Ok(());
         };
         let _guard = tch::no_grad_guard();
-        for (kind, shards) in self.shards_by_kind(trainable) {
-            let len = |ids: &Vec<usize>| -> i64 {
-                ids.iter().map(|&i| trainable[i].1.numel() as i64).sum()
-            };
-            let lens: Vec<i64> = shards.iter().map(len).collect();
-            let max = lens.iter().copied().max().unwrap_or(0);
-            if max == 0 {
-                continue;
-            }
-            let mut parts = Vec::new();
-            for &i in &shards[self.rank] {
-                parts.push(trainable[i].1.f_detach()?.f_reshape([-1])?);
-            }
-            if lens[self.rank] < max {
-                parts.push(Tensor::f_zeros(
-                    [max - lens[self.rank]],
-                    (kind, tch::Device::Cpu),
-                )?);
-            }
-            let mine = Tensor::f_cat(&parts, 0)?;
-            drop(parts);
-            let all = g.all_gather(&mine).map_err(dist)?;
-            for (r, (ids, flat)) in shards.iter().zip(&all).enumerate() {
-                if r == self.rank {
-                    continue;
-                }
-                let mut off = 0i64;
-                for &i in ids {
-                    let t = &trainable[i].1;
-                    let n = t.numel() as i64;
-                    t.shallow_clone()
-                        .f_copy_(&flat.f_narrow(0, off, n)?.f_view(t.size().as_slice())?)?;
-                    off += n;
-                }
-            }
+        for i in Self::training(trainable) {
+            g.broadcast(&trainable[i].1.f_detach()?, self.owner[i])
+                .map_err(dist)?;
         }
         Ok(())
     }
@@ -332,7 +262,7 @@ fn code_kind(code: &str) -> Option<Kind> {
 
 /// Every rank's named tensors (names, dtypes and shapes may differ per rank), rank 0's first,
 /// on rank 0 (the others get none): one all-gather of the headers (JSON, padded), then one
-/// gather to rank 0 per dtype of the values.
+/// broadcast per entry from its rank.
 fn gather_named(
     g: &ProcessGroup,
     local: Vec<(String, Tensor)>,
@@ -375,60 +305,21 @@ fn gather_named(
         }
         headers.push(entries);
     }
-    let mut kinds: Vec<Kind> = Vec::new();
-    for (_, k, _) in headers.iter().flatten() {
-        if !kinds.contains(k) {
-            kinds.push(*k);
+    // Each entry broadcast from its rank, one at a time: rank 0 keeps them all, the others
+    // hold one entry at a time (the whole state never sits on them).
+    let mut values: Vec<Vec<Option<Tensor>>> = Vec::new();
+    for (r, h) in headers.iter().enumerate() {
+        let mut got = Vec::new();
+        for (j, (_, kind, shape)) in h.iter().enumerate() {
+            let buf = if r == rank {
+                local[j].1.f_detach()?.f_contiguous()?
+            } else {
+                Tensor::f_empty(shape.as_slice(), (*kind, tch::Device::Cpu))?
+            };
+            g.broadcast(&buf, r).map_err(dist)?;
+            got.push((rank == 0).then_some(buf));
         }
-    }
-    let numel = |shape: &[i64]| shape.iter().product::<i64>();
-    let mut values: Vec<Vec<Option<Tensor>>> = headers
-        .iter()
-        .map(|h| (0..h.len()).map(|_| None).collect())
-        .collect();
-    for kind in kinds {
-        let totals: Vec<i64> = headers
-            .iter()
-            .map(|h| {
-                h.iter()
-                    .filter(|(_, k, _)| *k == kind)
-                    .map(|(_, _, s)| numel(s))
-                    .sum()
-            })
-            .collect();
-        let max = totals.iter().copied().max().unwrap_or(0);
-        if max == 0 {
-            continue;
-        }
-        let mut parts = Vec::new();
-        for (_, t) in local.iter().filter(|(_, t)| t.kind() == kind) {
-            parts.push(t.f_detach()?.f_contiguous()?.f_reshape([-1])?);
-        }
-        if totals[rank] < max {
-            parts.push(Tensor::f_zeros(
-                [max - totals[rank]],
-                (kind, tch::Device::Cpu),
-            )?);
-        }
-        // To rank 0 only: the other ranks never hold the whole state.
-        let flats = g.gather(&Tensor::f_cat(&parts, 0)?, 0).map_err(dist)?;
-        drop(parts);
-        for (r, flat) in flats.iter().enumerate() {
-            let mut off = 0i64;
-            for (j, (_, k, shape)) in headers[r].iter().enumerate() {
-                if *k != kind {
-                    continue;
-                }
-                let n = numel(shape);
-                values[r][j] = Some(
-                    flat.f_narrow(0, off, n)?
-                        .f_reshape(shape.as_slice())?
-                        .f_contiguous()?
-                        .copy(),
-                );
-                off += n;
-            }
-        }
+        values.push(got);
     }
     let mut out = Vec::new();
     for (h, v) in headers.into_iter().zip(values) {
