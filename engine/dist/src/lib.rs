@@ -601,7 +601,8 @@ impl ProcessGroup {
     }
 
     /// The sum over the ranks of chunk `rank` of `input` (a 1-D tensor of `world × n`
-    /// elements, chunk `r` being elements `[r·n, (r+1)·n)`): ZeRO-2's gradient reduce-scatter.
+    /// elements, chunk `r` being elements `[r·n, (r+1)·n)`). ZeRO-2 reduces each gradient
+    /// into its owner's instead ([`ProcessGroup::reduce_sum`]), which copies nothing.
     pub fn reduce_scatter_sum(&self, input: &Tensor) -> Result<Tensor, DistError> {
         check_device(input.device())?;
         let input = input.f_contiguous()?;
