@@ -54,6 +54,8 @@ section "tuners (issue 16): every tuner on SmolLM2 with the same data and steps:
     bash scripts/bench_tuners.sh
 section "tuners against Python peft on SmolLM2: the loss falls, peft loads the checkpoint with the same logits, merged = unmerged" \
     bash scripts/bench_tuners_peft.sh ia3 vera adalora boft fourierft
+section "data parallel (issue 22): full fine-tuning of SmolLM2 as 1 process and as 2 ranks without and with --deepspeed zero1/zero2: peak RSS per rank" \
+    bash scripts/bench_zero.sh
 
 if ((${#FAILED[@]})); then
     echo "make bench: ${#FAILED[@]} benchmark(s) failed:" >&2

@@ -3,6 +3,9 @@
 //! whether `swift` starts its ranks itself (`NPROC_PER_NODE`), torchrun starts them
 //! (`torchrun --no-python`), or two "nodes" do (`NNODES=2 NODE_RANK=0|1`); a rank that dies or
 //! hangs ends the other with an error naming it. DPO with 2 ranks equals 1 process too.
+//! `--deepspeed zero1|zero2` give the same losses, tensors and optimizer state as one process
+//! with each rank holding about half of the optimizer state, and a ZeRO checkpoint resumes in
+//! one process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -45,7 +48,12 @@ fn sft_cmd(
         .args(["--model", model.to_str().unwrap()])
         .args(["--dataset", data.to_str().unwrap()])
         .args(["--output_dir", out.to_str().unwrap()])
-        .args(["--logging_steps", "1", "--save_steps", "100"])
+        .args(["--logging_steps", "1"])
+        .args(if flags.contains(&"--save_steps") {
+            &[][..]
+        } else {
+            &["--save_steps", "100"][..]
+        })
         .args(flags)
         .env_remove("RUST_LOG")
         .env_remove("SWIFT_PLUGIN_PATH")
@@ -54,6 +62,10 @@ fn sft_cmd(
         cmd.env(k, v);
     }
     cmd
+}
+
+fn cmd_output(mut cmd: Command) -> Output {
+    cmd.output().expect("swift runs")
 }
 
 fn run_ok(mut cmd: Command) -> Output {
@@ -70,9 +82,83 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// The optimizer-state elements per rank and their total, from rank 0's ZeRO log line.
+fn zero_state_per_rank(stderr: &str) -> (Vec<u64>, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("optimizer-state elements per rank"))
+        .unwrap_or_else(|| panic!("no ZeRO line in: {stderr}"));
+    let list = line
+        .split("per rank [")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .expect("a list");
+    let per: Vec<u64> = list
+        .split(", ")
+        .map(|x| x.parse().expect("a count"))
+        .collect();
+    let total = line
+        .split("] of ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|x| x.parse().ok())
+        .expect("a total");
+    (per, total)
+}
+
+/// Elements of the optimizer's own state (`optim.*`) in a checkpoint: what one process holds.
+fn optimizer_state_elements(ckpt: &Path) -> u64 {
+    let bytes = std::fs::read(ckpt.join("optimizer.safetensors")).expect("optimizer state");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    st.tensors()
+        .iter()
+        .filter(|(n, _)| n.starts_with("optim."))
+        .map(|(_, v)| v.shape().iter().product::<usize>() as u64)
+        .sum()
+}
+
+/// Two ranks with `--deepspeed stage` against the one-process run `one` (same global batch):
+/// the same losses, tensors and optimizer state, and each rank holding about half of the
+/// state (one tensor's worth of imbalance at most: ZeRO's shards are whole tensors).
+fn assert_zero_run(t: &Path, one: &Path, name: &str, flags: &[&str], file: &str, step: u64) {
+    let port = free_port();
+    let out = run_ok(sft_cmd(
+        &[],
+        &[("NPROC_PER_NODE", "2"), ("MASTER_PORT", &port)],
+        t,
+        name,
+        flags,
+    ));
+    let run = run_folder(&t.join(name));
+    assert_same_run(one, &run, file, step, 1e-5);
+    assert_same_run(one, &run, "optimizer.safetensors", step, 1e-5);
+    let whole = optimizer_state_elements(&one.join(format!("checkpoint-{step}")));
+    let (per, total) = zero_state_per_rank(&stderr(&out));
+    assert_eq!(total, whole, "{name}: {per:?}");
+    assert_eq!(per.len(), 2);
+    for p in &per {
+        assert!(
+            (*p as f64 - whole as f64 / 2.0).abs() <= 0.05 * whole as f64,
+            "{name}: {per:?} of {whole}"
+        );
+    }
+}
+
 /// Asserts equal losses per step (within 1e-5) and equal tensors in `file` of the last
 /// checkpoint (within `tol`).
 fn assert_same_run(one: &Path, two: &Path, file: &str, step: u64, tol: f32) {
+    let evals = |run: &Path| -> Vec<f64> {
+        records(run)
+            .iter()
+            .filter_map(|r| r.get("eval_loss")?.as_f64())
+            .collect()
+    };
+    // The evaluation at the end (a run saving more often also evaluates earlier).
+    let (ea, eb) = (evals(one), evals(two));
+    assert_eq!(ea.is_empty(), eb.is_empty(), "{ea:?} vs {eb:?}");
+    if let (Some(x), Some(y)) = (ea.last(), eb.last()) {
+        assert!((x - y).abs() < 1e-5, "eval_loss {ea:?} vs {eb:?}");
+    }
     let (a, b) = (losses(one), losses(two));
     assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
     for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
@@ -100,16 +186,22 @@ fn assert_same_run(one: &Path, two: &Path, file: &str, step: u64, tol: f32) {
 fn two_ranks_train_lora_and_full_as_one_process_with_the_global_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    // LoRA: one process with 4 rows per batch against NPROC_PER_NODE=2 ranks of 2 rows each.
+    // Five validation rows: one process evaluates them in batches of 4, two ranks in batches of
+    // 2 shared between them (2 + 1 rows on rank 0, 2 on rank 1); the sums are added.
+    let val = write_chat(&t.join("val.jsonl"), &CHAT_QA);
+    // LoRA with dropout on (0.1): one process with 4 rows per batch against NPROC_PER_NODE=2
+    // ranks of 2 rows each; each row's masks depend on the step's seed and its index only.
     let lora = [
         "--tuner_type",
         "lora",
         "--lora_dropout",
-        "0",
+        "0.1",
         "--learning_rate",
         "1e-2",
         "--max_steps",
         "3",
+        "--val_dataset",
+        val.to_str().unwrap(),
     ];
     run_ok(sft_cmd(
         &[],
@@ -141,6 +233,57 @@ fn two_ranks_train_lora_and_full_as_one_process_with_the_global_batch() {
     assert_same_run(&one_run, &two_run, "adapter_model.safetensors", 3, 1e-5);
     // Rank 0 alone wrote: one run folder, one log.
     assert_eq!(std::fs::read_dir(t.join("lora2")).unwrap().count(), 1);
+    // ZeRO-1 and ZeRO-2: the same run, each rank holding half of the optimizer state; ZeRO-2's
+    // step-2 checkpoint (its state gathered from both ranks) resumes in one process.
+    let lora_zero = [&lora[..], &["--per_device_train_batch_size", "2"]].concat();
+    let zero1 = [&lora_zero[..], &["--deepspeed", "zero1"]].concat();
+    assert_zero_run(
+        t,
+        &one_run,
+        "lora_z1",
+        &zero1,
+        "adapter_model.safetensors",
+        3,
+    );
+    let zero2 = [
+        &lora_zero[..],
+        &["--deepspeed", "zero2", "--save_steps", "2"],
+    ]
+    .concat();
+    assert_zero_run(
+        t,
+        &one_run,
+        "lora_z2",
+        &zero2,
+        "adapter_model.safetensors",
+        3,
+    );
+    let ckpt = run_folder(&t.join("lora_z2")).join("checkpoint-2");
+    run_ok(sft_cmd(
+        &[],
+        &[],
+        t,
+        "lora_resumed",
+        &[
+            &lora[..],
+            &["--per_device_train_batch_size", "4"],
+            &["--resume_from_checkpoint", ckpt.to_str().unwrap()],
+        ]
+        .concat(),
+    ));
+    let resumed = run_folder(&t.join("lora_resumed"));
+    assert_eq!(losses(&resumed).len(), 1);
+    let step3 = losses(&one_run)[2].1;
+    assert!((losses(&resumed)[0].1 - step3).abs() < 1e-5);
+    let ck = "checkpoint-3/adapter_model.safetensors";
+    for ((na, a), (nb, b)) in read_safetensors(&one_run.join(ck))
+        .iter()
+        .zip(&read_safetensors(&resumed.join(ck)))
+    {
+        assert_eq!(na, nb);
+        let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d < 1e-5, "{na} differs by {d} after resuming");
+    }
     // Full fine-tuning with accumulation, launched by torchrun: 2 steps of 2 × 2 × 1 rows.
     let python = reference_python(&["torch.distributed.run"]);
     let full = [
@@ -171,20 +314,120 @@ fn two_ranks_train_lora_and_full_as_one_process_with_the_global_batch() {
         "--master_port",
         &port,
     ];
-    run_ok(sft_cmd(
+    let out = run_ok(sft_cmd(
         &torchrun,
         &[],
         t,
         "full2",
         &[&full[..], &["--per_device_train_batch_size", "1"]].concat(),
     ));
+    // Under torchrun too, rank 1 logs warnings only: the steps are told once.
+    assert_eq!(
+        stderr(&out).matches("step 1/2:").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    let full_one = run_folder(&t.join("full1"));
     assert_same_run(
-        &run_folder(&t.join("full1")),
+        &full_one,
         &run_folder(&t.join("full2")),
         "model.safetensors",
         2,
         1e-5,
     );
+    for stage in ["zero1", "zero2"] {
+        let flags = [
+            &full[..],
+            &["--per_device_train_batch_size", "1", "--deepspeed", stage],
+        ]
+        .concat();
+        let name = format!("full_{stage}");
+        assert_zero_run(t, &full_one, &name, &flags, "model.safetensors", 2);
+    }
+}
+
+#[test]
+fn deepspeed_refuses_what_is_not_built_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (value, needle) in [
+        (
+            "zero3",
+            "zero3 (parameters sharded over the ranks) is not built",
+        ),
+        ("zero2_offload", "nothing to offload to"),
+        ("ds_config.json", "configuration files are not read"),
+        ("stage2", "not a configuration swift-rs knows"),
+    ] {
+        let cmd = sft_cmd(&[], &[], tmp.path(), "refused", &["--deepspeed", value]);
+        assert_fails(
+            cmd_output(cmd),
+            &[
+                &format!(
+                    "--deepspeed {}",
+                    if value == "stage2" {
+                        "\"stage2\""
+                    } else {
+                        value
+                    }
+                ),
+                needle,
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_rank_that_fails_with_an_error_is_quoted_by_the_other() {
+    // Started as torchrun would: rank 1 is given a dataset that does not exist, so it joins the
+    // group and then fails reading it; rank 0's first collective fails quoting rank 1's error.
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let port = free_port();
+    let missing = t.join("missing.jsonl");
+    let ranks: Vec<Child> = (0..2)
+        .map(|r| {
+            let rank = r.to_string();
+            let env = [
+                ("RANK", rank.as_str()),
+                ("WORLD_SIZE", "2"),
+                ("MASTER_PORT", port.as_str()),
+            ];
+            let mut cmd = sft_cmd(
+                &[],
+                &env,
+                t,
+                "failed",
+                &["--max_steps", "2", "--ddp_timeout", "60"],
+            );
+            if r == 1 {
+                // A later --dataset is not allowed: rebuild rank 1's command with the bad file.
+                cmd = Command::new(swift_bin());
+                cmd.arg("sft")
+                    .args(["--model", tiny().to_str().unwrap()])
+                    .args(["--dataset", missing.to_str().unwrap()])
+                    .args(["--output_dir", t.join("failed").to_str().unwrap()])
+                    .args(["--max_steps", "2", "--ddp_timeout", "60"])
+                    .env_remove("RUST_LOG")
+                    .env_remove("SWIFT_PLUGIN_PATH")
+                    .env("OMP_NUM_THREADS", "1");
+                for (k, v) in env {
+                    cmd.env(k, v);
+                }
+            }
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("a rank starts")
+        })
+        .collect();
+    let [r0, r1]: [Child; 2] = ranks.try_into().expect("two ranks");
+    let t0 = Instant::now();
+    let out0 = r0.wait_with_output().expect("rank 0 ends");
+    let out1 = r1.wait_with_output().expect("rank 1 ends");
+    assert!(!out1.status.success());
+    assert_fails(out0, &["rank 1 stopped with an error:", "missing.jsonl"]);
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
 }
 
 #[test]

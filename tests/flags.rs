@@ -279,6 +279,10 @@ const TRAINING: Table = &[
         "ddp_timeout",
         Asserted("a_killed_rank_ends_the_other_within_ddp_timeout_naming_it"),
     ),
+    (
+        "deepspeed",
+        Asserted("two_ranks_train_lora_and_full_as_one_process_with_the_global_batch"),
+    ),
 ];
 
 /// `swift sft` differs from the shared table in `loss_scale` only.

@@ -88,6 +88,18 @@ impl Launch {
     }
 }
 
+/// Whether this process is a rank other than 0 of a launch of several (`RANK` > 0 and
+/// `WORLD_SIZE` > 1, as torchrun, Slurm or PyTorchJob set them): it then logs warnings and
+/// errors only unless a level is given, as the ranks `swift` starts itself do.
+pub fn is_follower_rank() -> bool {
+    let num = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    matches!((num("RANK"), num("WORLD_SIZE")), (Some(r), Some(w)) if w > 1 && r > 0)
+}
+
 fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {

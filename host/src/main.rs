@@ -34,13 +34,21 @@ fn main() -> std::process::ExitCode {
         cli.command,
         Command::Pt(_) | Command::Sft(_) | Command::Rlhf(_)
     ));
-    let settings = match GlobalSettings::resolve(&cli.global) {
+    let mut settings = match GlobalSettings::resolve(&cli.global) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");
             return std::process::ExitCode::from(2);
         }
     };
+    // Rank 0 tells the run; the other ranks torchrun (or Slurm…) starts speak up for warnings
+    // and errors only, as those `swift` starts itself (a level given still wins).
+    if settings.log_level.is_none()
+        && std::env::var_os("RUST_LOG").is_none()
+        && launch::is_follower_rank()
+    {
+        settings.log_level = Some("warn".into());
+    }
     init_tracing(settings.log_level.as_deref());
     if matches!(
         cli.command,
@@ -86,7 +94,14 @@ fn init_tracing(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::try_new(l),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+        // Rank 0 tells the run; torchrun's other ranks speak up for warnings and errors only.
+        None => EnvFilter::try_from_default_env().or_else(|_| {
+            EnvFilter::try_new(if launch::is_follower_rank() {
+                "warn"
+            } else {
+                "info"
+            })
+        }),
     }
     .unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;

@@ -488,6 +488,13 @@ pub struct TrainerArgs {
         deserialize_with = "range::de::<u64, range::AtLeastOne, _>"
     )]
     pub ddp_timeout: u64,
+    /// Data parallel: ms-swift's ZeRO names. zero1 shards the optimizer state over the ranks
+    /// (each updates its shard of the tensors and all-gathers them), zero2 the gradients too;
+    /// zero0 is plain data parallel. zero3, the *_offload configurations and JSON config files
+    /// are refused by name.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "zero0|zero1|zero2"))]
+    #[serde(default)]
+    pub deepspeed: Option<String>,
 }
 
 /// `--ddp_timeout`'s default (ms-swift's), for files written before the flag.

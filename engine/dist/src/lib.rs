@@ -9,7 +9,8 @@
 //!   (under torchrun's agent store, `TORCHELASTIC_USE_AGENT_STORE=True`, rank 0 joins as a
 //!   client). `GLOO_SOCKET_IFNAME` picks the network interface, as in PyTorch.
 //! * **Collectives** ([`ProcessGroup`]): a bucketed all-reduce (sum or mean) of a list of tensors
-//!   (one flattened buffer per dtype, one collective each), broadcast, all-gather, barrier. Each
+//!   (one flattened buffer per dtype, one collective each), broadcast, all-gather, gather to one
+//!   rank, reduce to one rank, reduce-scatter, barrier; and `drop_grad` (no collective). Each
 //!   waits at most the group's timeout (`--ddp_timeout`).
 //! * **Failures**: when a collective fails (a peer's connection closed, or the timeout passed),
 //!   the surviving ranks report to each other through the store and the error names the ranks
@@ -28,7 +29,10 @@
 //! anything else). Debian's `libgloo-dev` was the alternative: an older gloo snapshot than the
 //! one compiled into torch 2.13, with class layouts that could differ, for no gain, since no
 //! gloo layout is needed. NCCL lives in `libtorch_cuda.so`, which swift-rs opens only on CUDA
-//! hosts; CUDA process groups are refused with a message ([`check_device`]).
+//! hosts; CUDA process groups are refused with a message ([`check_device`]). [`nccl`] opens
+//! NCCL at run time for `scripts/check_nccl.sh` (a one-rank communicator and one step).
+
+pub mod nccl;
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::{Mutex, OnceLock};
@@ -72,10 +76,38 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn swift_dist_barrier(group: *mut c_void, err: *mut *mut c_char) -> c_int;
+        pub fn swift_dist_reduce_sum(
+            group: *mut c_void,
+            t: *mut c_void,
+            root: c_int,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn swift_dist_gather(
+            group: *mut c_void,
+            input: *mut c_void,
+            outs: *const *mut c_void,
+            n: usize,
+            root: c_int,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn swift_dist_reduce_scatter_sum(
+            group: *mut c_void,
+            output: *mut c_void,
+            input: *mut c_void,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn swift_dist_drop_grad(t: *mut c_void, err: *mut *mut c_char) -> c_int;
         pub fn swift_dist_store_set(
             group: *mut c_void,
             key: *const c_char,
             value: *const c_char,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn swift_dist_store_get(
+            group: *mut c_void,
+            key: *const c_char,
+            out: *mut *mut c_char,
+            len: *mut usize,
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn swift_dist_store_has(
@@ -373,6 +405,17 @@ impl ProcessGroup {
             if missing.is_empty() {
                 return "every other rank is still running: the ranks fell out of step (different data or settings per rank?)".into();
             }
+            // A rank that ended with an error left its message ([`ProcessGroup::report_failure`]).
+            let messages: Vec<String> = missing
+                .iter()
+                .filter_map(|&r| {
+                    let m = self.failure_message(raw, r)?;
+                    Some(format!("rank {r} stopped with an error: {m}"))
+                })
+                .collect();
+            if !messages.is_empty() {
+                return messages.join("; ");
+            }
             if start.elapsed() >= grace {
                 let names: Vec<String> = missing.iter().map(|r| format!("rank {r}")).collect();
                 return format!(
@@ -382,6 +425,46 @@ impl ProcessGroup {
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Rank `r`'s failure message, if it left one (`raw` is the live group, under the lock).
+    fn failure_message(&self, raw: *mut c_void, r: usize) -> Option<String> {
+        let key = cstring(&format!("failure_message/{r}")).ok()?;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid strings; raw is the live group.
+        if unsafe { ffi::swift_dist_store_has(raw, key.as_ptr(), &mut err) } != 1 {
+            if !err.is_null() {
+                take_error(err);
+            }
+            return None;
+        }
+        let (mut out, mut len) = (std::ptr::null_mut(), 0usize);
+        // SAFETY: as above; out receives a malloc'd buffer of len bytes (NUL-terminated).
+        if unsafe { ffi::swift_dist_store_get(raw, key.as_ptr(), &mut out, &mut len, &mut err) }
+            != 0
+        {
+            take_error(err);
+            return None;
+        }
+        Some(take_error(out))
+    }
+
+    /// Leaves this rank's error message in the store, so the ranks whose next collective fails
+    /// because this one ended name it with its message (best effort: a store that is gone is
+    /// ignored, the run is failing anyway).
+    pub fn report_failure(&self, message: &str) {
+        let Ok(raw) = self.raw.lock() else { return };
+        let (Ok(key), Ok(value)) = (
+            cstring(&format!("failure_message/{}", self.env.rank)),
+            cstring(&message.replace('\0', " ")),
+        ) else {
+            return;
+        };
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid strings; raw is the live group.
+        if unsafe { ffi::swift_dist_store_set(*raw, key.as_ptr(), value.as_ptr(), &mut err) } != 0 {
+            take_error(err);
         }
     }
 
@@ -472,6 +555,80 @@ impl ProcessGroup {
         Ok(outs)
     }
 
+    /// The sum of `tensor` over the ranks into rank `root`'s `tensor`, in place (the others'
+    /// values are left unspecified: Gloo may use them as scratch).
+    pub fn reduce_sum(&self, tensor: &Tensor, root: usize) -> Result<(), DistError> {
+        check_device(tensor.device())?;
+        let t = tensor.f_contiguous()?;
+        self.call("reduce", |raw, err| {
+            // SAFETY: t is a live at::Tensor for the call.
+            unsafe {
+                ffi::swift_dist_reduce_sum(raw, t.as_ptr() as *mut c_void, root as c_int, err)
+            }
+        })?;
+        if t.data_ptr() != tensor.data_ptr() {
+            tensor.shallow_clone().f_copy_(&t)?;
+        }
+        Ok(())
+    }
+
+    /// Every rank's `tensor`, in rank order, on rank `root` only (the others get an empty list).
+    pub fn gather(&self, tensor: &Tensor, root: usize) -> Result<Vec<Tensor>, DistError> {
+        check_device(tensor.device())?;
+        let input = tensor.f_contiguous()?;
+        let outs: Vec<Tensor> = if self.env.rank == root {
+            (0..self.env.world)
+                .map(|_| input.f_empty_like())
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let ptrs: Vec<*mut c_void> = outs.iter().map(|t| t.as_ptr() as *mut c_void).collect();
+        self.call("gather", |raw, err| {
+            // SAFETY: input and outs stay alive for the call.
+            unsafe {
+                ffi::swift_dist_gather(
+                    raw,
+                    input.as_ptr() as *mut c_void,
+                    ptrs.as_ptr(),
+                    ptrs.len(),
+                    root as c_int,
+                    err,
+                )
+            }
+        })?;
+        Ok(outs)
+    }
+
+    /// The sum over the ranks of chunk `rank` of `input` (a 1-D tensor of `world × n`
+    /// elements, chunk `r` being elements `[r·n, (r+1)·n)`). ZeRO-2 reduces each gradient
+    /// into its owner's instead ([`ProcessGroup::reduce_sum`]), which copies nothing.
+    pub fn reduce_scatter_sum(&self, input: &Tensor) -> Result<Tensor, DistError> {
+        check_device(input.device())?;
+        let input = input.f_contiguous()?;
+        let total = input.numel() as i64;
+        let world = self.env.world as i64;
+        if input.dim() != 1 || total % world != 0 {
+            return Err(DistError::Tensor(format!(
+                "reduce-scatter takes a 1-D tensor of world × n elements, got shape {:?} for {world} ranks",
+                input.size()
+            )));
+        }
+        let output = input.f_new_empty([total / world], (input.kind(), input.device()))?;
+        self.call("reduce-scatter", |raw, err| {
+            // SAFETY: input and output stay alive for the call.
+            unsafe {
+                ffi::swift_dist_reduce_scatter_sum(
+                    raw,
+                    output.as_ptr() as *mut c_void,
+                    input.as_ptr() as *mut c_void,
+                    err,
+                )
+            }
+        })?;
+        Ok(output)
+    }
+
     /// Waits until every rank reaches this point.
     pub fn barrier(&self) -> Result<(), DistError> {
         // SAFETY: raw is the live group.
@@ -479,6 +636,17 @@ impl ProcessGroup {
             ffi::swift_dist_barrier(raw, err)
         })
     }
+}
+
+/// Frees `t`'s gradient (undefined afterwards; tch can only zero it): ZeRO-2 keeps the
+/// gradients of its own shard only. No collective.
+pub fn drop_grad(t: &Tensor) -> Result<(), DistError> {
+    let mut err = std::ptr::null_mut();
+    // SAFETY: t is a live at::Tensor for the call; err receives a malloc'd message.
+    if unsafe { ffi::swift_dist_drop_grad(t.as_ptr() as *mut c_void, &mut err) } != 0 {
+        return Err(DistError::Tensor(take_error(err)));
+    }
+    Ok(())
 }
 
 static GROUP: OnceLock<ProcessGroup> = OnceLock::new();

@@ -149,6 +149,65 @@ int swift_dist_all_gather(
   });
 }
 
+// `output` (n elements) receives the sum over the ranks of chunk `rank` of `input` (world × n
+// elements): ZeRO-2's gradient reduce-scatter.
+int swift_dist_reduce_scatter_sum(
+    void* group,
+    at::Tensor* output,
+    at::Tensor* input,
+    char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    c10d::ReduceScatterOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    wait(g, g->backend->_reduce_scatter_base(*output, *input, opts));
+  });
+}
+
+// Frees `t`'s gradient (undefined afterwards), which tch cannot do: ZeRO-2 keeps only the
+// gradients of its own shard.
+int swift_dist_drop_grad(at::Tensor* t, char** err) {
+  return guarded(err, [&] { t->mutable_grad() = at::Tensor(); });
+}
+
+// On `root`, `outs[r]` (one per rank, each shaped as `input`) receives rank r's `input`; the
+// other ranks pass no `outs` (n = 0) and receive nothing.
+int swift_dist_gather(
+    void* group,
+    at::Tensor* input,
+    at::Tensor** outs,
+    size_t n,
+    int root,
+    char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<at::Tensor> in{*input};
+    std::vector<std::vector<at::Tensor>> out;
+    if (n > 0) {
+      out.emplace_back();
+      for (size_t i = 0; i < n; ++i) {
+        out[0].push_back(*outs[i]);
+      }
+    }
+    c10d::GatherOptions opts;
+    opts.rootRank = root;
+    wait(g, g->backend->gather(out, in, opts));
+  });
+}
+
+// Sums `t` over the ranks into `root`'s `t` (the others' `t` is left undefined in value).
+int swift_dist_reduce_sum(void* group, at::Tensor* t, int root, char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<at::Tensor> ts{*t};
+    c10d::ReduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.rootRank = root;
+    opts.rootTensor = 0;
+    wait(g, g->backend->reduce(ts, opts));
+  });
+}
+
 int swift_dist_barrier(void* group, char** err) {
   auto* g = static_cast<Group*>(group);
   return guarded(err, [&] { wait(g, g->backend->barrier()); });
@@ -173,6 +232,28 @@ int swift_dist_store_has(void* group, const char* key, char** err) {
   int found = -1;
   guarded(err, [&] { found = g->store->check({std::string(key)}) ? 1 : 0; });
   return found;
+}
+
+// The value of `key` (which must be set: check first), malloc'd into `*out` (`*len` bytes;
+// freed by `swift_dist_free_error`).
+int swift_dist_store_get(
+    void* group,
+    const char* key,
+    char** out,
+    size_t* len,
+    char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<uint8_t> v = g->store->get(std::string(key));
+    char* buf = static_cast<char*>(std::malloc(v.size() + 1));
+    if (buf == nullptr) {
+      throw std::runtime_error("out of memory");
+    }
+    std::memcpy(buf, v.data(), v.size());
+    buf[v.size()] = '\0';
+    *out = buf;
+    *len = v.size();
+  });
 }
 
 } // extern "C"

@@ -55,6 +55,41 @@ fn collectives() {
         .map(|t| Vec::<i64>::try_from(t).unwrap())
         .collect();
     assert_eq!(got, vec![vec![0, 0], vec![1, 2]]);
+    // gather to rank 1: [[0, 0], [1, 2]] there, nothing on rank 0.
+    let got = g.gather(&mine, 1).expect("gather");
+    let got: Vec<Vec<i64>> = got
+        .iter()
+        .map(|t| Vec::<i64>::try_from(t).unwrap())
+        .collect();
+    if g.rank() == 1 {
+        assert_eq!(got, vec![vec![0, 0], vec![1, 2]]);
+    } else {
+        assert!(got.is_empty());
+    }
+    // reduce to rank 0: [1, 2]·(r+1) sums to [3, 6] there.
+    let red = Tensor::from_slice(&[1.0f32, 2.0]) * (r + 1.0);
+    g.reduce_sum(&red, 0).expect("reduce");
+    if g.rank() == 0 {
+        assert_eq!(Vec::<f32>::try_from(&red).unwrap(), vec![3.0, 6.0]);
+    }
+    // reduce-scatter: ranks hold [1, 2, 3, 4]·(r+1); chunk r of the sum [3, 6, 9, 12].
+    let rs = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]) * (r + 1.0);
+    let mine = g.reduce_scatter_sum(&rs).expect("reduce-scatter");
+    let want = if g.rank() == 0 {
+        [3.0, 6.0]
+    } else {
+        [9.0, 12.0]
+    };
+    assert_eq!(Vec::<f32>::try_from(&mine).unwrap(), want.to_vec());
+    assert!(g
+        .reduce_scatter_sum(&Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)))
+        .is_err());
+    // drop_grad frees a gradient (tch can only zero one).
+    let w = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+    (&w * 2.0).sum(Kind::Float).backward();
+    assert!(w.grad().defined());
+    swift_dist::drop_grad(&w).expect("drop");
+    assert!(!w.grad().defined());
     g.barrier().expect("barrier");
     println!("rank {} ok", g.rank());
 }

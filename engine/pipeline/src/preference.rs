@@ -555,6 +555,7 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     let (mut run, abs_model) = open_run(s, "rlhf", &p, &tuned, items.len(), extra)?;
     let optimizer = crate::optimizer::setting(s, &p.report.registries)?;
     let mut cfg = train_config(s, learning_rate(s, &tuned), optimizer)?;
+    crate::parallel::check_zero(&cfg, tuned.adapter.as_ref())?;
     cfg.lr_factors = tuned.lr_factors.clone();
     cfg.lisa = tuned.lisa;
     let bar = progress_bar(&format!("rlhf {}", r.rlhf_type));

@@ -471,6 +471,7 @@ pub fn train_config(
             None
         },
         gradient_checkpointing: s.trainer.gradient_checkpointing,
+        zero: crate::parallel::zero_stage(s)?,
     })
 }
 
@@ -609,6 +610,7 @@ pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<Tr
     let (mut run, abs_model) = open_run(s, command, &p, &tuned, rows.len(), json!({}))?;
     let optimizer = crate::optimizer::setting(s, &p.report.registries)?;
     let mut cfg = train_config(s, learning_rate(s, &tuned), optimizer)?;
+    crate::parallel::check_zero(&cfg, tuned.adapter.as_ref())?;
     cfg.lr_factors = tuned.lr_factors.clone();
     cfg.lisa = tuned.lisa;
     let bar = progress_bar(command);

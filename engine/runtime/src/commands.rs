@@ -7,8 +7,16 @@ use swift_pipeline::TrainSummary;
 use swift_registry::PluginSettings;
 use swift_spec::request::{EngineRequest, TensorCommand};
 
-/// Runs one request's command.
+/// Runs one request's command; a data-parallel rank that fails leaves its error for the others.
 pub fn run(request: EngineRequest) -> Result<()> {
+    let result = run_command(request);
+    if let Err(e) = &result {
+        swift_pipeline::parallel::report_failure(e);
+    }
+    result
+}
+
+fn run_command(request: EngineRequest) -> Result<()> {
     let plugins = PluginSettings {
         plugin_dir: request.plugin_dir.clone(),
         plugin_override: request.plugin_override.clone(),

@@ -906,6 +906,12 @@ impl AttachedAdapter {
             .map_err(TrainError::Step)
     }
 
+    /// Whether the plan has an after-backward hook, which reads every tensor's gradient
+    /// (ZeRO-2, which keeps a rank's shard of them only, refuses it).
+    pub fn has_after_backward(&self) -> bool {
+        self.plan.after_backward
+    }
+
     /// The adapter's after-backward hook (the plan says `after_backward`): the trainer calls it
     /// once per step after the optimiser's update and before the gradients are cleared, so the
     /// tensors carry the step's (clipped) gradients and their updated values (PEFT's loop:

@@ -21,6 +21,9 @@
 //! * [`parallel`]: data parallel over swift-dist's process group: each rank's shard of every
 //!   global batch, the gradients of the global batch by one bucketed all-reduce, rank 0 alone
 //!   writing.
+//! * [`zero`]: ZeRO stages 1 and 2 (`--deepspeed zero1|zero2`): the optimizer state (and with
+//!   stage 2 the gradients) sharded over the ranks, the updated tensors all-gathered, the whole
+//!   state gathered for checkpoints.
 //! * [`token`]: the token objective of `swift sft` / `swift pt` (padded or packed rows,
 //!   gradient checkpointing, rows per pass).
 //! * [`memory`]: glibc's malloc told to keep freed blocks for reuse while training.
@@ -46,6 +49,7 @@ pub mod schedule;
 pub mod threads;
 pub mod token;
 pub mod trainer;
+pub mod zero;
 
 pub use adapter::{AdapterFiles, AttachedAdapter};
 pub use checkpoint::{save_safetensors, TrainError};

@@ -48,6 +48,9 @@ pub struct Optimizer {
     params: Vec<(String, Tensor)>,
     /// Multiplies the learning rate, per tensor.
     factors: Vec<f64>,
+    /// Which tensors the optimizer updates and keeps state for: all of them, or this rank's
+    /// shard under ZeRO (`crate::zero`).
+    owned: Vec<bool>,
     inner: OptimizerHandle,
     /// Optimiser steps taken.
     pub steps: u64,
@@ -63,6 +66,16 @@ impl Optimizer {
         tensors: &[(String, Tensor)],
         setting: &OptimizerSetting,
     ) -> Result<Self, TrainError> {
+        Self::sharded(tensors, setting, &vec![true; tensors.len()])
+    }
+
+    /// An optimizer that updates and keeps state for the tensors `owned` marks only (ZeRO's
+    /// shard, `crate::zero`); the others are still clipped, checkpointed and restored.
+    pub fn sharded(
+        tensors: &[(String, Tensor)],
+        setting: &OptimizerSetting,
+        owned: &[bool],
+    ) -> Result<Self, TrainError> {
         for (name, t) in tensors {
             if !t.requires_grad() {
                 return Err(TrainError::Config(format!(
@@ -73,7 +86,9 @@ impl Optimizer {
         let request = OptimizerRequest {
             tensors: tensors
                 .iter()
-                .map(|(name, t)| OptimizerTensor {
+                .zip(owned)
+                .filter(|(_, &own)| own)
+                .map(|((name, t), _)| OptimizerTensor {
                     name: name.clone(),
                     shape: t.size(),
                 })
@@ -92,6 +107,7 @@ impl Optimizer {
                 .map(|(n, t)| (n.clone(), t.shallow_clone()))
                 .collect(),
             factors: vec![1.0; tensors.len()],
+            owned: owned.to_vec(),
             inner,
             steps: 0,
         })
@@ -121,17 +137,26 @@ impl Optimizer {
     }
 
     /// The state to checkpoint: every tensor as `param.NAME`, and the optimizer's own state
-    /// under `optim.`.
+    /// under `optim.` (under ZeRO, this rank's shard of it: `crate::zero` gathers the rest).
     pub fn state(&mut self) -> Result<OptimizerState, TrainError> {
         let mut out: Vec<(String, Tensor)> = self
             .params
             .iter()
             .map(|(n, t)| (format!("param.{n}"), t.shallow_clone()))
             .collect();
-        for (n, t) in self.inner.state().map_err(plugin(&self.name))? {
-            out.push((format!("optim.{n}"), t));
-        }
+        out.extend(self.own_state()?);
         Ok(out)
+    }
+
+    /// The optimizer's own state (of the owned tensors), under `optim.`.
+    pub fn own_state(&mut self) -> Result<OptimizerState, TrainError> {
+        Ok(self
+            .inner
+            .state()
+            .map_err(plugin(&self.name))?
+            .into_iter()
+            .map(|(n, t)| (format!("optim.{n}"), t))
+            .collect())
     }
 
     /// Restores what [`Optimizer::state`] saved: the tensors' values and the optimizer's state.
@@ -182,6 +207,16 @@ impl Optimizer {
     /// The global L2 norm of the gradients; when `max_norm > 0` and the norm exceeds it, scales
     /// every gradient by `max_norm / (norm + 1e-6)`. Returns the norm before clipping.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64, TrainError> {
+        self.clip_grad_norm_with(max_norm, &|sq| Ok(sq))
+    }
+
+    /// [`Optimizer::clip_grad_norm`] where the squared norm of the gradients present is turned
+    /// into the global one by `total` (ZeRO-2: a sum over the ranks, each holding its shard's).
+    pub fn clip_grad_norm_with(
+        &mut self,
+        max_norm: f64,
+        total: &dyn Fn(f64) -> Result<f64, TrainError>,
+    ) -> Result<f64, TrainError> {
         let _g = tch::no_grad_guard();
         let mut sq = 0.0f64;
         for (_, t) in self.params.iter().filter(|(_, t)| t.requires_grad()) {
@@ -191,7 +226,7 @@ impl Optimizer {
                 sq += n * n;
             }
         }
-        let norm = sq.sqrt();
+        let norm = total(sq)?.sqrt();
         if max_norm > 0.0 {
             let coef = max_norm / (norm + 1e-6);
             if coef < 1.0 {
@@ -210,8 +245,14 @@ impl Optimizer {
     pub fn step(&mut self, lr: f64) -> Result<(), TrainError> {
         let _g = tch::no_grad_guard();
         self.steps += 1;
-        let lrs: Vec<f64> = self.factors.iter().map(|f| lr * f).collect();
-        let tensors: Vec<Tensor> = self.params.iter().map(|(_, t)| t.shallow_clone()).collect();
+        let mut lrs = Vec::new();
+        let mut tensors = Vec::new();
+        for (((_, t), f), &own) in self.params.iter().zip(&self.factors).zip(&self.owned) {
+            if own {
+                lrs.push(lr * f);
+                tensors.push(t.shallow_clone());
+            }
+        }
         self.inner.step(&tensors, &lrs).map_err(plugin(&self.name))
     }
 }

@@ -16,7 +16,10 @@
 //!   ([`sync_start`]), as torch's DDP does when it wraps a model, so initialisations that differ
 //!   per process cannot split the ranks.
 //! * Rank 0 alone writes logs, charts and checkpoints (`swift_dist::is_writer`, used by the loop
-//!   and the run folder); evaluation runs on every rank over all validation rows (same values).
+//!   and the run folder); evaluation of the token objective is sharded by batch and its sums
+//!   added over the ranks (`crate::token::evaluate`).
+//! * ZeRO (`crate::zero`): with stage 2 the gradients are reduce-scattered instead of
+//!   all-reduced.
 
 use swift_dist::ProcessGroup;
 use tch::Tensor;
@@ -95,6 +98,7 @@ pub(crate) fn reduce_step<O: Objective>(
     objective: &O,
     out: &mut StepOutput<O::Window>,
     trainable: &[(String, Tensor)],
+    zero: Option<&crate::zero::Zero>,
 ) -> Result<(), TrainError> {
     let weight = objective.step_weight(out);
     let counts = objective.window_counts(&out.window);
@@ -135,7 +139,11 @@ pub(crate) fn reduce_step<O: Objective>(
             let _ = gr.shallow_clone().f_mul_scalar_(scale)?;
         }
     }
-    g.all_reduce_sum(&grads).map_err(dist)?;
+    match zero.filter(|z| z.stage() == crate::zero::ZeroStage::Two) {
+        // ZeRO-2: each rank keeps the sum of its own shard's gradients only.
+        Some(z) => z.reduce_scatter(g, trainable)?,
+        None => g.all_reduce_sum(&grads).map_err(dist)?,
+    }
     Ok(())
 }
 

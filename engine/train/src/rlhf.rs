@@ -797,12 +797,43 @@ impl Objective for PreferenceObjective<'_> {
         let _g = tch::no_grad_guard();
         let mut total = Window::default();
         let (mut loss, mut n) = (0.0f64, 0usize);
-        for chunk in self.eval_items.chunks(self.eval_batch) {
+        // Data parallel: rank r evaluates batches r, r + world, … and the sums are added over
+        // the ranks (the scores' range through an all-gather).
+        let group = swift_dist::current();
+        let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
+        for (i, chunk) in self.eval_items.chunks(self.eval_batch).enumerate() {
+            if i % world != rank {
+                continue;
+            }
             let batch: Vec<&PrefItem> = chunk.iter().collect();
             let w = micro_step(self.model, self.setup, &batch, &self.collator, 1, None)?;
             loss += w.loss * w.pairs as f64;
             n += w.pairs;
             total.merge(&w);
+        }
+        if let Some(g) = group {
+            let err = |e: swift_dist::DistError| TrainError::Step(e.to_string());
+            let wrapped = PreferenceWindow(total);
+            let mut counts = self.window_counts(&wrapped);
+            counts.push(loss);
+            let sums = g.sum_f64(&counts).map_err(err)?;
+            let k = sums.len() - 1;
+            loss = sums[k];
+            let mut wrapped = wrapped;
+            self.set_window_counts(&mut wrapped, 0.0, &sums[..k]);
+            total = wrapped.0;
+            n = total.pairs;
+            let (lo, hi) = total.score_range.unwrap_or((f64::NAN, f64::NAN));
+            let all = g.all_gather(&Tensor::from_slice(&[lo, hi])).map_err(err)?;
+            let mut range: Option<(f64, f64)> = None;
+            for t in all {
+                let v = Vec::<f64>::try_from(&t)?;
+                if v[0].is_nan() {
+                    continue;
+                }
+                range = Some(range.map_or((v[0], v[1]), |(a, b)| (a.min(v[0]), b.max(v[1]))));
+            }
+            total.score_range = range;
         }
         Ok(total.eval_metrics(
             loss / n.max(1) as f64,

@@ -16,6 +16,11 @@
 //! * Logged: `loss` (the window's mean step loss) and `token_acc` (correct over labelled tokens
 //!   of the window); evaluation: `loss` and `token_acc` over every labelled token of the
 //!   validation rows ([`evaluate`]), which the loop logs as `eval_loss`, `eval_token_acc`.
+//! * Dropout is re-seeded before every pass from a seed drawn once per step (the loop seeds the
+//!   step) and the pass's first unit index, so a pass draws the same masks on whichever rank
+//!   runs it: with one row per pass (the default) two ranks equal one process with dropout on.
+//! * Data parallel evaluation: each rank evaluates its share of the validation batches and the
+//!   sums are added over the ranks.
 
 use serde_json::{json, Map, Value};
 use swift_model::LoadedModel;
@@ -128,7 +133,14 @@ pub fn evaluate(
         max_length: usize::MAX,
     };
     let (mut sum, mut labelled, mut correct) = (0.0f64, 0i64, 0i64);
-    for chunk in rows.chunks(batch_size.max(1)) {
+    // Data parallel: rank r evaluates batches r, r + world, … of the same batches one process
+    // forms, and the sums are added over the ranks.
+    let group = swift_dist::current();
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
+    for (i, chunk) in rows.chunks(batch_size.max(1)).enumerate() {
+        if i % world != rank {
+            continue;
+        }
         let b = collator.pad(chunk);
         let Some(tl) = batch_loss(model, &b)? else {
             continue;
@@ -136,6 +148,12 @@ pub fn evaluate(
         sum += f64::try_from(tl.sum.f_to_kind(Kind::Double)?)?;
         correct += tl.correct;
         labelled += shifted_label_count(&b.labels, b.batch, b.seq_len);
+    }
+    if let Some(g) = group {
+        let all = g
+            .sum_f64(&[sum, correct as f64, labelled as f64])
+            .map_err(|e| TrainError::Step(e.to_string()))?;
+        (sum, correct, labelled) = (all[0], all[1] as i64, all[2] as i64);
     }
     let n = labelled.max(1) as f64;
     Ok((sum / n, correct as f64 / n))
@@ -238,6 +256,21 @@ impl Objective for TokenObjective<'_> {
         _step: u64,
         group: &[Vec<usize>],
     ) -> Result<StepOutput<TokenWindow>, TrainError> {
+        // Dropout: each pass re-seeds from the step's seed and its first unit's index (the same
+        // on every rank), so its masks do not depend on which rank runs it or what ran before.
+        let base = Tensor::f_randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu))?
+            .f_int64_value(&[0])?;
+        let firsts: Vec<usize> = group
+            .iter()
+            .flat_map(|idx| {
+                idx.chunks(if self.rows_per_pass == 0 {
+                    idx.len().max(1)
+                } else {
+                    self.rows_per_pass
+                })
+            })
+            .map(|idx| idx.first().copied().unwrap_or(0))
+            .collect();
         let micro: Vec<Batch> = group
             .iter()
             .flat_map(|idx| {
@@ -270,7 +303,8 @@ impl Objective for TokenObjective<'_> {
             .sum();
         let denom = labelled.max(1) as f64;
         let (mut loss, mut correct, mut tokens) = (0.0f64, 0i64, 0usize);
-        for b in &micro {
+        for (b, &first) in micro.iter().zip(&firsts) {
+            tch::manual_seed(base.wrapping_add((first as i64).wrapping_mul(0x9E37_79B9)));
             if self.checkpointing {
                 if let Some((part, c)) = checkpointed_loss(self.model, b, denom)? {
                     loss += f64::try_from(part.f_to_kind(Kind::Double)?)?;

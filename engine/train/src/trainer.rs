@@ -82,6 +82,9 @@ pub struct TrainConfig {
     /// Recompute each block's activations during the backward pass instead of keeping them
     /// (`LoadedModel::backward_checkpointed`): less memory, about one more forward pass of time.
     pub gradient_checkpointing: bool,
+    /// `--deepspeed zero1|zero2`: the optimizer state (and gradients) sharded over the ranks
+    /// (`crate::zero`).
+    pub zero: Option<crate::zero::ZeroStage>,
 }
 
 /// `--packing`'s settings: rows are packed once, before the first epoch, into sequences of at
@@ -93,16 +96,16 @@ pub struct PackingConfig {
     pub strategy: PackingStrategy,
 }
 
-/// Writes the optimiser's state and the step into checkpoint folder `dir`.
+/// Writes the optimiser's state (`tensors`: `Optimizer::state`, or ZeRO's gathered one) and
+/// the step into checkpoint folder `dir`.
 fn save_trainer_state(
     dir: &Path,
-    opt: &mut Optimizer,
+    tensors: &[(String, Tensor)],
     optimizer: &str,
     step: u64,
     epoch: f64,
 ) -> Result<(), TrainError> {
-    let tensors = opt.state()?;
-    crate::checkpoint::save_safetensors(&dir.join("optimizer.safetensors"), &tensors)?;
+    crate::checkpoint::save_safetensors(&dir.join("optimizer.safetensors"), tensors)?;
     let state = json!({
         "global_step": step,
         "epoch": epoch,
@@ -472,7 +475,16 @@ pub fn train<O: Objective>(
         cfg.warmup_steps,
         cfg.warmup_ratio,
     );
-    let mut opt = Optimizer::new(trainable, &cfg.optimizer)?;
+    let zero = cfg
+        .zero
+        .map(|stage| crate::zero::Zero::new(stage, trainable, group));
+    let mut opt = match &zero {
+        Some(z) => z.optimizer(trainable, &cfg.optimizer)?,
+        None => Optimizer::new(trainable, &cfg.optimizer)?,
+    };
+    if let Some(z) = &zero {
+        z.report(&mut opt)?;
+    }
     for (pattern, factor) in &cfg.lr_factors {
         let n = opt.scale_lr(pattern, *factor);
         tracing::info!("learning rate × {factor} for {n} tensors matching `{pattern}`");
@@ -582,11 +594,17 @@ pub fn train<O: Objective>(
         }
         let mut out = objective.step(step, micro)?;
         if let Some(g) = group {
-            crate::parallel::reduce_step(g, objective, &mut out, trainable)?;
+            crate::parallel::reduce_step(g, objective, &mut out, trainable, zero.as_ref())?;
         }
         out.loss += hooks.after_backward(step, total_steps)?;
-        let grad_norm = opt.clip_grad_norm(cfg.max_grad_norm)?;
+        let grad_norm = match &zero {
+            Some(z) => z.clip(&mut opt, trainable, cfg.max_grad_norm)?,
+            None => opt.clip_grad_norm(cfg.max_grad_norm)?,
+        };
         opt.step(lr)?;
+        if let Some(z) = &zero {
+            z.gather_params(trainable)?;
+        }
         hooks.after_update(step, total_steps)?;
         opt.zero_grad();
         if !out.loss.is_finite() {
@@ -664,10 +682,20 @@ pub fn train<O: Objective>(
         {
             log_evaluation(objective, hooks, run, step, total_steps, info.epoch)?;
         }
-        if ((cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last) && run.writes() {
+        let save = (cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)) || last;
+        // ZeRO: every rank hands its shard of the optimizer state to the checkpoint.
+        let state = match &zero {
+            Some(z) if save => Some(z.full_state(&mut opt)?),
+            _ => None,
+        };
+        if save && run.writes() {
             let w = run.begin_checkpoint(step)?;
             hooks.save(step, w.dir())?;
-            save_trainer_state(w.dir(), &mut opt, &cfg.optimizer.name, step, info.epoch)?;
+            let state = match state {
+                Some(s) => s,
+                None => opt.state()?,
+            };
+            save_trainer_state(w.dir(), &state, &cfg.optimizer.name, step, info.epoch)?;
             summary.last_checkpoint = Some(w.commit()?);
             if let Some(limit) = cfg.save_total_limit {
                 run.rotate(limit.max(1))?;
@@ -737,6 +765,7 @@ mod tests {
             rows_per_pass: 0,
             packing: None,
             gradient_checkpointing: false,
+            zero: None,
         }
     }
 

@@ -59,6 +59,7 @@ fn cfg(batch: usize, accum: usize, shuffle: bool) -> TrainConfig {
         rows_per_pass: 0,
         packing: None,
         gradient_checkpointing: false,
+        zero: None,
     }
 }
 
