@@ -230,8 +230,10 @@ def main_scenario(a, refs):
         ([user, {"role": "wizard", "content": "abracadabra"}], "messages[1].role"),
         ([{"role": "user", "content": None}], "messages[0].content"),
         ([user, {"role": "assistant", "content": None}], "messages[1].content"),
+        # Image parts are read before the model is asked whether it takes images, so a URL that
+        # is not a data URL is refused naming the URL.
         ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
-         "messages[0].content[0].type"),
+         "messages[0].content[0].image_url.url"),
         ([{"role": "system", "content": 7}, user], "messages[0].content"),
         ([user, {"role": "assistant", "content": "x"}, {"role": "tool", "content": "42"}],
          "messages[2].tool_call_id"),

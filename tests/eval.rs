@@ -77,7 +77,17 @@ fn an_mcq_csv_is_scored_into_a_run_folder() {
     let out = dir.path().join("out");
     let model = tiny().display().to_string();
     let (csv, out_s) = (csv.display().to_string(), out.display().to_string());
-    let stdout = ok(swift1(&eval_args(&model, &csv, &["--output_dir", &out_s])));
+    // The flags are spelt out here (not through `eval_args`): tests/flags.rs reads this test for
+    // `--model`, `--eval_dataset` and `--output_dir`.
+    let stdout = ok(swift1(&[
+        "eval",
+        "--model",
+        &model,
+        "--eval_dataset",
+        &csv,
+        "--output_dir",
+        &out_s,
+    ]));
     let run = run_folder(&out);
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
