@@ -112,7 +112,7 @@ GGML_AVX512 = "OFF"
 GGML_AMX_TILE = "OFF"
 GGML_AMX_INT8 = "OFF"
 GGML_AMX_BF16 = "OFF"
-# ...and only the libraries the binding links: not llama.cpp's `common` utilities, half of a cold
+# ...and only the libraries the binding links: not llama.cpp's 'common' utilities, half of a cold
 # build (the binding's build script forwards CMAKE_* to cmake; the file says more).
 CMAKE_PROJECT_INCLUDE = { value = "plugins/llama-cpp/cmake/lean.cmake", relative = true }
 
