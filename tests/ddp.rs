@@ -484,6 +484,49 @@ fn two_nodes_on_loopback_train_and_checkpoint() {
         2,
         1e-5,
     );
+    // The same two nodes launched by torchrun (`--nnodes 2 --node_rank 0|1`, static rendezvous at
+    // MASTER_ADDR:MASTER_PORT): the ranks come from torchrun's environment and agent store.
+    let python = reference_python(&["torch.distributed.run"]);
+    let port = free_port();
+    let nodes: Vec<Child> = ["0", "1"]
+        .iter()
+        .map(|node| {
+            let torchrun = [
+                python.to_str().unwrap(),
+                "-m",
+                "torch.distributed.run",
+                "--no-python",
+                "--nnodes",
+                "2",
+                "--node_rank",
+                node,
+                "--nproc_per_node",
+                "1",
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                port.as_str(),
+            ];
+            sft_cmd(&torchrun, &[], t, &format!("torchrun{node}"), &flags)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("a torchrun node starts")
+        })
+        .collect();
+    for n in nodes {
+        ok(n.wait_with_output().expect("a torchrun node ends"));
+    }
+    let run = run_folder(&t.join("torchrun0"));
+    assert!(run.join("checkpoint-2/adapter_model.safetensors").is_file());
+    assert!(!t.join("torchrun1").exists());
+    assert_same_run(
+        &run_folder(&t.join("one")),
+        &run,
+        "adapter_model.safetensors",
+        2,
+        1e-5,
+    );
 }
 
 #[test]
