@@ -645,11 +645,7 @@ impl LoadedModel {
     pub fn forward_train(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, ModelError> {
         let batch = ids.size().first().copied().unwrap_or(1);
         let mut cache = self.new_cache(batch);
-        let ids = ids.f_to_device(self.device)?;
-        let mask = match mask {
-            Some(m) => Some(m.f_to_device(self.device)?),
-            None => None,
-        };
+        let (ids, mask) = self.on_device(ids, mask)?;
         let mut step = cache.begin(&ids, mask.as_ref())?;
         step.sparse = self.sparse_now();
         self.run_family(&ids, &mut cache, &step)
@@ -773,17 +769,26 @@ impl LoadedModel {
         Ok(out)
     }
 
+    /// A pass's token ids and padding mask on the model's device.
+    fn on_device(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>), ModelError> {
+        let mask = match mask {
+            Some(m) => Some(m.f_to_device(self.device)?),
+            None => None,
+        };
+        Ok((ids.f_to_device(self.device)?, mask))
+    }
+
     fn forward_inner(
         &self,
         ids: &Tensor,
         mask: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor, ModelError> {
-        let ids = ids.f_to_device(self.device)?;
-        let mask = match mask {
-            Some(m) => Some(m.f_to_device(self.device)?),
-            None => None,
-        };
+        let (ids, mask) = self.on_device(ids, mask)?;
         let mut step = cache.begin(&ids, mask.as_ref())?;
         step.float_activations = self.float_activations();
         self.shift_positions(cache, &mut step)?;
@@ -866,11 +871,7 @@ impl LoadedModel {
         if !self.model.has_blocks() {
             return self.forward_train(ids, mask);
         }
-        let ids = ids.f_to_device(self.device)?;
-        let mask = match mask {
-            Some(m) => Some(m.f_to_device(self.device)?),
-            None => None,
-        };
+        let (ids, mask) = self.on_device(ids, mask)?;
         let blocks = BlockPass::new(self, &ids, mask.as_ref())?;
         let n = self.layout.num_blocks;
         let mut h = blocks.run(ForwardPart::Embed, &ids)?;

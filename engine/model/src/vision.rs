@@ -142,11 +142,7 @@ impl LoadedModel {
             return self.forward(ids, mask, cache);
         };
         let _guard = tch::no_grad_guard();
-        let ids = ids.f_to_device(self.device)?;
-        let mask = match mask {
-            Some(m) => Some(m.f_to_device(self.device)?),
-            None => None,
-        };
+        let (ids, mask) = self.on_device(ids, mask)?;
         let mut step = cache.begin(&ids, mask.as_ref())?;
         let hidden = self.run_with_images(&ids, mask.as_ref(), cache, &mut step, images)?;
         cache.finish(&step);
@@ -165,11 +161,7 @@ impl LoadedModel {
         };
         let batch = ids.size().first().copied().unwrap_or(1);
         let mut cache = self.new_cache(batch);
-        let ids = ids.f_to_device(self.device)?;
-        let mask = match mask {
-            Some(m) => Some(m.f_to_device(self.device)?),
-            None => None,
-        };
+        let (ids, mask) = self.on_device(ids, mask)?;
         let mut step = cache.begin(&ids, mask.as_ref())?;
         step.sparse = self.sparse_now();
         self.run_with_images(&ids, mask.as_ref(), &mut cache, &mut step, images)
