@@ -257,6 +257,55 @@ fn decoder_ignorable(tie: bool, head: &str) -> Vec<String> {
     v
 }
 
+/// The [`Model`] methods a family that wraps a [`Decoder`] in a field `lm` (a vision-language
+/// model: tower and projector of its own, the language model a plain decoder) forwards to it:
+/// `forward`, `has_blocks`, `embed`, `block`, `final_norm`. Used inside the family's
+/// `impl Model` block.
+macro_rules! language_model_methods {
+    () => {
+        fn forward(
+            &self,
+            ctx: &mut dyn ModelContext,
+            input_ids: &Tensor,
+            positions: &Tensor,
+        ) -> Result<Tensor, String> {
+            self.lm.forward(ctx, input_ids, positions)
+        }
+
+        fn has_blocks(&self) -> bool {
+            true
+        }
+
+        fn embed(
+            &self,
+            ctx: &mut dyn ModelContext,
+            input_ids: &Tensor,
+            positions: &Tensor,
+        ) -> Result<Tensor, String> {
+            self.lm.embed(ctx, input_ids, positions)
+        }
+
+        fn block(
+            &self,
+            ctx: &mut dyn ModelContext,
+            index: usize,
+            hidden: &Tensor,
+            positions: &Tensor,
+        ) -> Result<Tensor, String> {
+            self.lm.block(ctx, index, hidden, positions)
+        }
+
+        fn final_norm(
+            &self,
+            ctx: &mut dyn ModelContext,
+            hidden: &Tensor,
+        ) -> Result<Tensor, String> {
+            self.lm.final_norm(ctx, hidden)
+        }
+    };
+}
+pub(crate) use language_model_methods;
+
 impl Model for Decoder {
     fn layout(&self) -> ModelLayout {
         let (hs, hd, o) = (self.hidden, self.head_dim, self.opts);

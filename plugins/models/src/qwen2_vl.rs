@@ -326,41 +326,7 @@ impl Model for Qwen2VlModel {
         layout
     }
 
-    fn forward(
-        &self,
-        ctx: &mut dyn ModelContext,
-        input_ids: &Tensor,
-        positions: &Tensor,
-    ) -> Result<Tensor, String> {
-        self.lm.forward(ctx, input_ids, positions)
-    }
-
-    fn has_blocks(&self) -> bool {
-        true
-    }
-
-    fn embed(
-        &self,
-        ctx: &mut dyn ModelContext,
-        input_ids: &Tensor,
-        positions: &Tensor,
-    ) -> Result<Tensor, String> {
-        self.lm.embed(ctx, input_ids, positions)
-    }
-
-    fn block(
-        &self,
-        ctx: &mut dyn ModelContext,
-        index: usize,
-        hidden: &Tensor,
-        positions: &Tensor,
-    ) -> Result<Tensor, String> {
-        self.lm.block(ctx, index, hidden, positions)
-    }
-
-    fn final_norm(&self, ctx: &mut dyn ModelContext, hidden: &Tensor) -> Result<Tensor, String> {
-        self.lm.final_norm(ctx, hidden)
-    }
+    crate::decoder::language_model_methods!();
 
     fn encode_images(
         &self,
