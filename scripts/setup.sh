@@ -32,7 +32,7 @@ mkdir -p "$CACHE" "$ASSETS"
 # --- 0. Debian packages -----------------------------------------------------------------------
 # cmake and libclang build llama.cpp (scripts/build-llama-cpp.sh, the decoding benchmarks' peer);
 # cmake also builds libjpeg-turbo for engine/vision (the turbojpeg crate; without nasm it builds
-# libjpeg-turbo's C paths, whose output equals its SIMD paths' and Pillow's).
+# libjpeg-turbo's C paths; engine/vision's tests check the decoded pixels equal Pillow's).
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v c++ >/dev/null || need+=(g++)
