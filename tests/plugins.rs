@@ -342,7 +342,7 @@ fn doctor_shows_both_sides_versions_and_only_what_differs() {
     // folder: the pinned torch, not "unknown").
     let out = ok(swift(&["doctor"]));
     for want in [
-        "plugin contract: v4",
+        "plugin contract: v5",
         "libtorch: 2.13.0",
         "tch: 0.26.0",
         "CPU: ",

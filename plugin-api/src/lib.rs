@@ -85,7 +85,15 @@ pub use tuner::{AdapterHandle, AdapterPlan, AttachRequest, OptionDecl};
 /// earlier plugin names. Quantizers with their math (issue 18: `FfiRegistrar::add_quant_method`,
 /// the `FfiQuantMethod`/`FfiQuantScheme`/`FfiPackedSlot` objects of [`quantizer`]) came the same
 /// way; `FfiQuantizer`, the bit-width check, is unchanged.
-pub const CONTRACT_VERSION: u32 = 4;
+///
+/// 5: everything appended within 4 since its bump, made one version: the quantizer contract
+/// (issue 18), optimizers and benchmarks as registry kinds (`add_optimizer`, `add_benchmark`),
+/// prompt log-probabilities of the backend contract (issue 19), and vision in the model contract
+/// (issue 21: part tags of slots and parameters, a family's `VisionDecl`,
+/// `ModelContext::full_attention`, `Join::images`, `Capabilities::images`). Each was appended
+/// compatibly, but together they change what a plugin of 4 can mean, so the version is bumped
+/// once, at the multimodal issue's merge: plugins built for 4 must be rebuilt.
+pub const CONTRACT_VERSION: u32 = 5;
 
 /// The `tch` version plugins built against this crate link: none (this crate has no tensors;
 /// swift-plugin-tensors declares its own).
