@@ -503,7 +503,7 @@ fn encode_rows(
     let images = crate::images::ImageEncoder::for_model(
         &p.model_dir,
         p.model.layout(),
-        s.vision.max_pixels,
+        s.vision.image.max_pixels,
     )?;
     let encode = |row: &swift_plugin_tensors::StandardRow| -> Result<Option<(swift_template::Encoded, Vec<swift_train::RowImage>)>> {
         match &images {
