@@ -55,6 +55,17 @@ fn the_example_backend_generates_for_infer_and_deploy() {
         "{listed}"
     );
     assert!(listed.contains("adapters: per_row"), "pt's line: {listed}");
+    // Which backends read images (issue 21): pt does, the example's echo does not.
+    let pt_line = listed
+        .lines()
+        .find(|l| l.contains("adapters: per_row"))
+        .unwrap_or_default();
+    assert!(pt_line.ends_with("; images"), "pt's line: {pt_line}");
+    let echo_line = listed
+        .lines()
+        .find(|l| l.contains("greedy only"))
+        .unwrap_or_default();
+    assert!(!echo_line.contains("images"), "echo's line: {echo_line}");
 
     // swift infer over a dataset: each answer is its prompt echoed (5 rows, batches of 4: rows
     // join and leave the backend's batch).

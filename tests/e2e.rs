@@ -29,6 +29,7 @@ mod models_smollm2;
 mod models_vision;
 mod new_plugin;
 mod optimizers;
+mod peft_vision;
 mod plugins;
 mod quant;
 mod quant_contract;

@@ -276,6 +276,27 @@ fn errors_say_what_to_do() {
         e.contains("no chat_template") && e.contains("--template"),
         "{e}"
     );
+    // A row with images is refused by file and line (its placeholders need the vision tower).
+    let imgs = write_jsonl(
+        &dir.join("imgs.jsonl"),
+        [
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}),
+            serde_json::json!({"messages": [{"role": "user", "content": "<image>Who?"}, {"role": "assistant", "content": "Kane"}], "images": ["1.jpg"]}),
+        ],
+    );
+    let e = err(&[
+        "encode",
+        "--tokenizer",
+        tok,
+        "--template",
+        "qwen3",
+        "--dataset",
+        imgs.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("imgs.jsonl:2") && e.contains("images") && e.contains("swift infer"),
+        "{e}"
+    );
 }
 
 /// The Must-show comparison through the real data path: rows as the dataset crate reads and

@@ -316,6 +316,10 @@ const RLHF: Table = &[
 
 const INFER: Table = &[
     (
+        "max_pixels",
+        Asserted("max_pixels_applies_to_infer_and_deploy_images"),
+    ),
+    (
         "allow_unused_weights",
         Asserted("model_folders_with_weights_their_config_does_not_use_are_refused"),
     ),
@@ -377,6 +381,10 @@ const INFER: Table = &[
 ];
 
 const DEPLOY: Table = &[
+    (
+        "max_pixels",
+        Asserted("max_pixels_applies_to_infer_and_deploy_images"),
+    ),
     ("allow_unused_weights", SameAsInfer),
     (
         "ignore_adapter_mismatch",

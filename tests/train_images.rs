@@ -8,12 +8,12 @@ use crate::common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-fn demo_images() -> PathBuf {
+pub(crate) fn demo_images() -> PathBuf {
     setup::asset("llamafactory/data/mllm_demo_data")
 }
 
 /// mllm-demo's three images as chat rows, plus a grounding row (a box on 1.jpg).
-fn image_rows(dir: &Path) -> PathBuf {
+pub(crate) fn image_rows(dir: &Path) -> PathBuf {
     let img = |n: u32| demo_images().join(format!("{n}.jpg")).display().to_string();
     write_jsonl(
         &dir.join("images.jsonl"),
@@ -267,7 +267,7 @@ fn max_pixels_flag_and_environment_variable_scale_images_down() {
 
 /// A chat template for the tiny Qwen2-VL as a text-only plugin, with Qwen2-VL's image and box
 /// conventions as template options (ms-swift's `replace_tag`, `replace_ref`, `replace_bbox`).
-fn qwen2_vl_template(dir: &Path) -> PathBuf {
+pub(crate) fn qwen2_vl_template(dir: &Path) -> PathBuf {
     write_text(
         &dir.join("qwen2-vl-test.toml"),
         r#"[[template]]

@@ -270,8 +270,8 @@ impl Capabilities {
                 "; prompt log-probabilities (echo)"
             } else {
                 ""
-            }
-        )
+            },
+        ) + if self.images { "; images" } else { "" }
     }
 }
 

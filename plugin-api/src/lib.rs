@@ -130,7 +130,7 @@ pub mod prelude {
         ModelFormat, ModelInfo, Sampling, SamplingBy, Step, StepOutput,
     };
     pub use crate::behaviour::{DatasetPreprocessor, PreprocessOutcome, Quantizer, Tuner};
-    pub use crate::model::{ModelLayout, NormKind, ParamDecl, Slot, SlotKind};
+    pub use crate::model::{ModelLayout, ModuleName, NormKind, ParamDecl, Slot, SlotKind};
     pub use crate::optimizer::{OptimizerRecord, OptimizerRequest, OptimizerTensor};
     pub use crate::records::*;
     pub use crate::registrar::{PluginError, Registrar};

@@ -231,6 +231,38 @@ pub struct ModelLayout {
     /// A vision-language family's image declarations (`crate::vision`); `None` for text only.
     #[serde(default)]
     pub vision: Option<VisionDecl>,
+    /// Where transformers' module tree names a slot otherwise than the stored weights do
+    /// (its `_checkpoint_conversion_mapping`: LLaVA's `language_model.model.` is the module
+    /// `model.language_model.`): prefix rewrites, first match wins. PEFT files (adapter
+    /// tensors, `target_modules`, `modules_to_save`) use the module names
+    /// ([`ModelLayout::module_name`]); reading, both spellings are accepted
+    /// ([`ModelLayout::stored_name`]). Empty (the default) when they agree, as for text families.
+    /// Appended: older plugins declare none.
+    #[serde(default)]
+    pub module_names: Vec<ModuleName>,
+}
+
+/// One rewrite of [`ModelLayout::module_names`]: names starting with the component(s)
+/// `stored` are named from `module` on in transformers' module tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleName {
+    pub stored: String,
+    pub module: String,
+}
+
+impl ModuleName {
+    pub fn new(stored: impl Into<String>, module: impl Into<String>) -> Self {
+        Self {
+            stored: stored.into(),
+            module: module.into(),
+        }
+    }
+}
+
+/// `name` with the leading components `from` replaced by `to`, when it starts with them.
+fn swap_prefix(name: &str, from: &str, to: &str) -> Option<String> {
+    let rest = name.strip_prefix(from)?;
+    (rest.is_empty() || rest.starts_with('.')).then(|| format!("{to}{rest}"))
 }
 
 impl ModelLayout {
@@ -270,6 +302,24 @@ impl ModelLayout {
             .map(|s| s.part)
             .or_else(|| self.params.iter().find(|p| p.name == name).map(|p| p.part))
     }
+
+    /// The module name (transformers', PEFT's) of the stored name or slot `name`
+    /// ([`ModelLayout::module_names`]); `name` itself when no rewrite applies.
+    pub fn module_name(&self, name: &str) -> String {
+        self.module_names
+            .iter()
+            .find_map(|m| swap_prefix(name, &m.stored, &m.module))
+            .unwrap_or_else(|| name.to_string())
+    }
+
+    /// The stored name (the slot's) of `name`, which may be spelled either way: a module
+    /// name is rewritten back, a stored name is returned as it is.
+    pub fn stored_name(&self, name: &str) -> String {
+        self.module_names
+            .iter()
+            .find_map(|m| swap_prefix(name, &m.module, &m.stored))
+            .unwrap_or_else(|| name.to_string())
+    }
 }
 
 /// Whether `text` matches `pattern`, where `*` matches any run of characters.
@@ -290,6 +340,79 @@ fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod module_name_tests {
+    use super::*;
+
+    fn layout(rules: &[(&str, &str)]) -> ModelLayout {
+        ModelLayout {
+            num_blocks: 0,
+            slots: Vec::new(),
+            params: Vec::new(),
+            output_slot: String::new(),
+            vocab_size: 0,
+            num_kv_heads: 0,
+            head_dim: 0,
+            max_positions: None,
+            ignorable: Vec::new(),
+            vision: None,
+            module_names: rules.iter().map(|(s, m)| ModuleName::new(*s, *m)).collect(),
+        }
+    }
+
+    #[test]
+    fn llava_and_qwen2_vl_names_both_ways() {
+        // LlavaForConditionalGeneration._checkpoint_conversion_mapping (transformers 4.57).
+        let llava = layout(&[
+            ("language_model.model", "model.language_model"),
+            ("vision_tower", "model.vision_tower"),
+            ("multi_modal_projector", "model.multi_modal_projector"),
+            ("language_model.lm_head", "lm_head"),
+        ]);
+        let q = "language_model.model.layers.0.self_attn.q_proj";
+        assert_eq!(
+            llava.module_name(q),
+            "model.language_model.layers.0.self_attn.q_proj"
+        );
+        assert_eq!(llava.stored_name(&llava.module_name(q)), q);
+        assert_eq!(llava.stored_name(q), q, "a stored name reads as itself");
+        assert_eq!(llava.module_name("language_model.lm_head"), "lm_head");
+        assert_eq!(llava.stored_name("lm_head"), "language_model.lm_head");
+        // Whole components only.
+        assert_eq!(llava.module_name("vision_towers.x"), "vision_towers.x");
+        // Qwen2VLForConditionalGeneration's.
+        let qwen = layout(&[
+            ("model", "model.language_model"),
+            ("visual", "model.visual"),
+        ]);
+        assert_eq!(
+            qwen.module_name("model.layers.1.mlp.up_proj"),
+            "model.language_model.layers.1.mlp.up_proj"
+        );
+        assert_eq!(
+            qwen.module_name("visual.blocks.0.attn.qkv"),
+            "model.visual.blocks.0.attn.qkv"
+        );
+        assert_eq!(qwen.module_name("lm_head"), "lm_head");
+        assert_eq!(
+            qwen.stored_name("model.visual.blocks.0.attn.qkv"),
+            "visual.blocks.0.attn.qkv"
+        );
+        assert_eq!(
+            qwen.stored_name("model.language_model.layers.1.mlp.up_proj"),
+            "model.layers.1.mlp.up_proj"
+        );
+        assert_eq!(
+            qwen.stored_name("model.layers.1.mlp.up_proj"),
+            "model.layers.1.mlp.up_proj"
+        );
+        assert_eq!(
+            layout(&[]).module_name("model.layers.0.q"),
+            "model.layers.0.q"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -82,6 +82,9 @@ pub struct InferSpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub backend: BackendArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub image: ImageSizeArgs,
     /// LoRA checkpoints (PEFT layout, e.g. `output/.../checkpoint-N` from `swift sft`); their
     /// args.json supplies the model and template when --model / --template are not given.
     #[cfg_attr(feature = "cli", arg(long, num_args = 1.., value_name = "CKPT"))]
@@ -154,6 +157,9 @@ pub struct DeploySpec {
     #[cfg_attr(feature = "cli", command(flatten))]
     #[serde(flatten)]
     pub adapter_check: AdapterCheckArgs,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub image: ImageSizeArgs,
     /// The flags the user set (filled by the host; not a flag, not in `args.json`).
     #[cfg_attr(feature = "cli", arg(skip))]
     #[serde(skip)]

@@ -809,6 +809,16 @@ pub struct VisionArgs {
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, value_parser = range::parse::<f64, range::Positive>))]
     #[serde(default, deserialize_with = "range::de_opt::<f64, range::Positive, _>")]
     pub aligner_lr: Option<f64>,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    #[serde(flatten)]
+    pub image: ImageSizeArgs,
+}
+
+/// How large images may be, wherever images are read (training, `swift infer`, `swift
+/// deploy`). Refused by name on a text-only model when given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ImageSizeArgs {
     /// Largest image area in pixels: Qwen2-VL's processor `max_pixels`; other processors get the
     /// image scaled down first, as ms-swift's --max_pixels. Default: the MAX_PIXELS environment
     /// variable, else the processor's own.

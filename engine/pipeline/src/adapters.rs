@@ -128,7 +128,7 @@ impl Adapters {
         merge: bool,
     ) -> Result<()> {
         for d in &self.dirs {
-            let files = AdapterFiles::open(d)?;
+            let files = AdapterFiles::open(d, model.layout())?;
             let tuner = tuner_for(regs, &files)?;
             let adapter = AttachedAdapter::load(model, &tuner, &files)
                 .with_context(|| format!("loading adapter {}", d.display()))?;

@@ -101,7 +101,8 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
             return crate::score::run(args, bundle, template, head, regs);
         }
         if let Some(ids) = &args.debug_input_ids {
-            return debug_logits(&bundle, ids, args.debug_greedy_tokens);
+            let side = crate::images::prompt_images(&bundle, args.image.max_pixels, &args.given)?;
+            return debug_logits(&bundle, ids, args.debug_greedy_tokens, &args.images, side);
         }
         if let Some(file) = &args.nll_file {
             return nll(&bundle, file, args.nll_tokens);
@@ -109,14 +110,7 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         let template = bundle.template(regs, template_name.as_deref())?;
         let vocab = vocab_size(&bundle.config);
         let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
-        let images = PromptImages::for_model(&bundle.dir, bundle.model.layout())
-            .map_err(anyhow::Error::msg)?
-            .ok_or_else(|| {
-                format!(
-                    "the model family `{}` reads no images (it declares no vision tower)",
-                    bundle.family
-                )
-            });
+        let images = crate::images::prompt_images(&bundle, args.image.max_pixels, &args.given)?;
         let pt = swift_serve::pt::PtModel::new(bundle.model, None, vocab, description);
         let model = BackendModelHandle::from_model(Box::new(pt)).map_err(anyhow::Error::msg)?;
         (model, template, bundle.tokenizer, bundle.eos_ids, images)
@@ -131,6 +125,12 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
                     "merge_lora",
                 ],
                 &format!("to --infer_backend {n} (libtorch diagnostics: use --infer_backend pt)"),
+            )
+            .map_err(anyhow::Error::msg)?;
+        args.given
+            .refuse(
+                &["max_pixels"],
+                &format!("to --infer_backend {n}, which takes no images"),
             )
             .map_err(anyhow::Error::msg)?;
         if adapters.dirs.len() > 1 {
@@ -663,7 +663,15 @@ fn chat(gen: &Gen, max_length: Option<usize>, stream: bool, images: &[String]) -
     Ok(())
 }
 
-fn debug_logits(bundle: &ModelBundle, ids: &str, greedy_tokens: usize) -> Result<()> {
+/// `--debug_input_ids`: the last position's logits and a greedy continuation, with `--images`
+/// (processed by the model's image processor) over the ids' placeholders when given.
+fn debug_logits(
+    bundle: &ModelBundle,
+    ids: &str,
+    greedy_tokens: usize,
+    images: &[String],
+    side: std::result::Result<PromptImages, String>,
+) -> Result<()> {
     let ids: Vec<i64> = ids
         .split(',')
         .map(|s| {
@@ -674,29 +682,49 @@ fn debug_logits(bundle: &ModelBundle, ids: &str, greedy_tokens: usize) -> Result
         .collect::<Result<_>>()?;
     let m = &bundle.model;
     let mut cache = m.new_cache(1);
-    let hidden = m.forward(
-        &tch::Tensor::from_slice(&ids).view([1, -1]),
-        None,
-        &mut cache,
-    )?;
-    let logits = m
-        .logits(&hidden.select(1, -1))?
-        .to_device(tch::Device::Cpu)
-        .view([-1]);
-    let logits: Vec<f32> = Vec::<f32>::try_from(&logits)?;
-    let params = SamplingParams {
-        max_new_tokens: greedy_tokens,
-        ..Default::default()
+    let batch = if images.is_empty() {
+        None
+    } else {
+        let side = side.map_err(|why| anyhow!("--images: {why}"))?;
+        let processed = side
+            .process(images, None)
+            .map_err(|e| anyhow!("--images: {e}"))?;
+        let inputs: Vec<_> = processed.iter().map(|p| &p.input).collect();
+        swift_serve::pt::images_as_batch(&inputs)?
     };
-    let out = generate(
-        m,
-        std::slice::from_ref(&ids),
-        &params,
-        &StopCriteria::default(),
-        &|_| String::new(),
-        &mut |_, _| {},
-    )?;
-    let greedy = out.first().map(|g| g.tokens.clone()).unwrap_or_default();
+    let x = tch::Tensor::from_slice(&ids).view([1, -1]);
+    let hidden = m.forward_with_images(&x, None, &mut cache, batch.as_ref())?;
+    let last = m.logits(&hidden.select(1, -1))?.to_device(tch::Device::Cpu);
+    let logits: Vec<f32> = Vec::<f32>::try_from(&last.view([-1]))?;
+    let greedy = if batch.is_none() {
+        let params = SamplingParams {
+            max_new_tokens: greedy_tokens,
+            ..Default::default()
+        };
+        let out = generate(
+            m,
+            std::slice::from_ref(&ids),
+            &params,
+            &StopCriteria::default(),
+            &|_| String::new(),
+            &mut |_, _| {},
+        )?;
+        out.first().map(|g| g.tokens.clone()).unwrap_or_default()
+    } else {
+        // Decoding steps through the cache, which keeps the prompt's rope delta.
+        let mut tokens = Vec::with_capacity(greedy_tokens);
+        let mut next = i64::try_from(last.view([-1]).argmax(0, false))?;
+        while tokens.len() < greedy_tokens {
+            tokens.push(next);
+            let h = m.forward(
+                &tch::Tensor::from_slice(&[next]).view([1, 1]),
+                None,
+                &mut cache,
+            )?;
+            next = i64::try_from(m.logits(&h)?.view([-1]).argmax(0, false))?;
+        }
+        tokens
+    };
     println!("{}", json!({ "last_logits": logits, "greedy": greedy }));
     Ok(())
 }

@@ -76,15 +76,12 @@ impl ImageEncoder {
                 processor.name()
             );
         }
-        let mut limit = None;
-        if let Some(n) = max_pixels(max_pixels_flag)? {
-            match processor {
-                ImageProcessor::Qwen2Vl(_) => processor
-                    .set_max_pixels(n)
-                    .map_err(|e| anyhow!("--max_pixels: {e}"))?,
-                ImageProcessor::Clip(_) => limit = Some(n),
-            }
-        }
+        let limit = match max_pixels(max_pixels_flag)? {
+            Some(n) => processor
+                .apply_max_pixels(n)
+                .map_err(|e| anyhow!("--max_pixels: {e}"))?,
+            None => None,
+        };
         let image_token_id = u32::try_from(vision.image_token_id).map_err(|_| {
             anyhow!(
                 "the family's image token id {} is not a token id",
@@ -185,4 +182,30 @@ pub fn refuse_with_images(
         bail!("--gradient_checkpointing does not apply to rows with images yet: drop it");
     }
     Ok(())
+}
+
+/// The image side of a model that answers prompts (`swift infer`, `swift deploy`): its
+/// processor with `--max_pixels` (else `MAX_PIXELS`) applied, or why the model takes no images
+/// (a text-only family, which refuses `--max_pixels` by name).
+pub fn prompt_images(
+    bundle: &crate::bundle::ModelBundle,
+    max_pixels_flag: Option<usize>,
+    given: &swift_spec::GivenFlags,
+) -> Result<std::result::Result<swift_serve::images::PromptImages, String>> {
+    if bundle.model.layout().vision.is_none() {
+        let why = format!(
+            "the model family `{}` reads no images (it declares no vision tower)",
+            bundle.family
+        );
+        given
+            .refuse(&["max_pixels"], &format!("to this model: {why}"))
+            .map_err(anyhow::Error::msg)?;
+        return Ok(Err(why));
+    }
+    let limit = max_pixels(max_pixels_flag)?;
+    let side =
+        swift_serve::images::PromptImages::for_model(&bundle.dir, bundle.model.layout(), limit)
+            .map_err(anyhow::Error::msg)?
+            .ok_or_else(|| anyhow!("the model declares a vision tower but no image side"))?;
+    Ok(Ok(side))
 }

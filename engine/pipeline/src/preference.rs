@@ -204,7 +204,7 @@ fn read_items(
     let images = crate::images::ImageEncoder::for_model(
         &p.model_dir,
         p.model.layout(),
-        s.vision.max_pixels,
+        s.vision.image.max_pixels,
     )?;
     for item in open_datasets(specs, &p.report.registries, data_opts)? {
         let item = item?;

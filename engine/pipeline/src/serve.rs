@@ -149,7 +149,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
                 let served = adapters
                     .iter()
                     .map(|(name, path)| {
-                        let files = swift_train::AdapterFiles::open(path)
+                        let files = swift_train::AdapterFiles::open(path, bundle.model.layout())
                             .with_context(|| format!("--adapters {name}={}", path.display()))?;
                         let tuner = crate::adapters::tuner_for(regs, &files)?;
                         Ok((name.clone(), path.clone(), tuner))
@@ -169,16 +169,8 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
             };
             let vocab = crate::generate::vocab_size(&bundle.config);
             let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
-            let images =
-                swift_serve::images::PromptImages::for_model(&bundle.dir, bundle.model.layout())
-                    .map_err(anyhow::Error::msg)?
-                    .map(std::sync::Arc::new)
-                    .ok_or_else(|| {
-                        format!(
-                            "the model family `{}` reads no images (it declares no vision tower)",
-                            bundle.family
-                        )
-                    });
+            let images = crate::images::prompt_images(&bundle, args.image.max_pixels, &args.given)?
+                .map(std::sync::Arc::new);
             let pt = swift_serve::pt::PtModel::new(bundle.model, selection, vocab, description);
             let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
                 .map_err(anyhow::Error::msg)?;
@@ -195,6 +187,15 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
                 max_model_len,
             )?;
             let template = text.template(regs, template_name.as_deref())?;
+            args.given
+                .refuse(
+                    &["max_pixels"],
+                    &format!(
+                        "to --infer_backend {}, which takes no images",
+                        chosen.record.name
+                    ),
+                )
+                .map_err(anyhow::Error::msg)?;
             let images = Err(format!(
                 "--infer_backend {} does not take images",
                 chosen.record.name

@@ -246,10 +246,15 @@ pub fn attach_tuner(s: &TrainSpec, p: &mut Prepared) -> Result<Tuned> {
         .map(|sl| sl.name.clone())
         .collect();
     let tuner_name = &p.tuner_name;
+    // Names may be given as transformers' modules (`model.language_model.layers.0.mlp`, as
+    // PEFT and ms-swift users write them): slots carry the stored names.
+    let slot_names =
+        |names: &[String]| -> Vec<String> { names.iter().map(|n| layout.stored_name(n)).collect() };
+    let target_modules = slot_names(&s.tuner.target_modules);
     let targets = p
         .tuner
         .targets(
-            &json!({"target_modules": s.tuner.target_modules, "output_slot": layout.output_slot}),
+            &json!({"target_modules": target_modules, "output_slot": layout.output_slot}),
             &linear,
         )
         .map_err(|e| anyhow!("tuner `{tuner_name}`: {e}"))?;
@@ -266,6 +271,8 @@ pub fn attach_tuner(s: &TrainSpec, p: &mut Prepared) -> Result<Tuned> {
     let targets =
         crate::vision_train::filter_targets(&layout, &s.vision, &s.tuner.target_modules, targets)?;
     let mut tuner_flags = s.tuner.clone();
+    tuner_flags.target_modules = target_modules;
+    tuner_flags.modules_to_save = slot_names(&s.tuner.modules_to_save);
     if math.is_none() {
         let names: Vec<String> = p.model.state_dict()?.into_iter().map(|(n, _)| n).collect();
         tuner_flags
@@ -503,7 +510,7 @@ fn encode_rows(
     let images = crate::images::ImageEncoder::for_model(
         &p.model_dir,
         p.model.layout(),
-        s.vision.max_pixels,
+        s.vision.image.max_pixels,
     )?;
     let encode = |row: &swift_plugin_tensors::StandardRow| -> Result<Option<(swift_template::Encoded, Vec<swift_train::RowImage>)>> {
         match &images {

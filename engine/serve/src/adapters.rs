@@ -112,7 +112,7 @@ pub fn attach(
         let fail = |e: &dyn std::fmt::Display| {
             ServeError::Adapter(format!("{name}={}: {e}", path.display()))
         };
-        let files = AdapterFiles::open(path).map_err(|e| fail(&e))?;
+        let files = AdapterFiles::open(path, model.layout()).map_err(|e| fail(&e))?;
         let adapter = AttachedAdapter::load(model, tuner, &files).map_err(|e| fail(&e))?;
         if let Some(m) = adapter.saved_modules.first() {
             // A whole layer cannot be switched per row: its copy replaced the base's.

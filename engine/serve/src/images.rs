@@ -18,6 +18,17 @@ use swift_vision::ImageProcessor;
 pub struct PromptImages {
     processor: ImageProcessor,
     vision: VisionDecl,
+    /// Scale images down to at most this many pixels first (`--max_pixels` before a
+    /// fixed-size processor).
+    prescale: Option<usize>,
+}
+
+/// One image read and processed: its size (width, height), the positions it takes, and what
+/// the backend receives.
+pub struct ProcessedImage {
+    pub size: (usize, usize),
+    pub positions: usize,
+    pub input: ImageInput,
 }
 
 /// A prompt's token ids (placeholders expanded) and its processed images.
@@ -27,13 +38,18 @@ pub struct ImagePrompt {
 }
 
 impl PromptImages {
-    /// The image side of the model in `dir` whose family declared `layout`; `None` for a
-    /// text-only family.
-    pub fn for_model(dir: &Path, layout: &ModelLayout) -> Result<Option<Self>, String> {
+    /// The image side of the model in `dir` whose family declared `layout`, with images of at
+    /// most `max_pixels` pixels (`--max_pixels`, resolved by the caller); `None` for a text-only
+    /// family.
+    pub fn for_model(
+        dir: &Path,
+        layout: &ModelLayout,
+        max_pixels: Option<usize>,
+    ) -> Result<Option<Self>, String> {
         let Some(vision) = layout.vision.clone() else {
             return Ok(None);
         };
-        let processor =
+        let mut processor =
             ImageProcessor::from_model_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if processor.name() != vision.processor {
             return Err(format!(
@@ -43,24 +59,36 @@ impl PromptImages {
                 vision.processor
             ));
         }
-        Ok(Some(Self { processor, vision }))
+        let prescale = match max_pixels {
+            Some(n) => processor
+                .apply_max_pixels(n)
+                .map_err(|e| format!("--max_pixels: {e}"))?,
+            None => None,
+        };
+        Ok(Some(Self {
+            processor,
+            vision,
+            prescale,
+        }))
     }
 
-    /// Encodes `row` with its images (`base`: the folder relative paths start from).
-    pub fn encode(
+    /// Reads and processes the images `refs` (`base`: the folder relative paths start from),
+    /// checking each one's positions against the family's declaration.
+    pub fn process(
         &self,
-        encoder: &Encoder,
-        row: &StandardRow,
+        refs: &[String],
         base: Option<&Path>,
-    ) -> Result<ImagePrompt, String> {
-        let mut sizes = Vec::with_capacity(row.images.len());
-        let mut counts = Vec::with_capacity(row.images.len());
-        let mut images = Vec::with_capacity(row.images.len());
-        for (i, r) in row.images.iter().enumerate() {
+    ) -> Result<Vec<ProcessedImage>, String> {
+        let mut out = Vec::with_capacity(refs.len());
+        for (i, r) in refs.iter().enumerate() {
             let shown: String = r.chars().take(60).collect();
             let img = swift_vision::load_image(r, base)
                 .map_err(|e| format!("image {i} ({shown}): {e}"))?;
-            sizes.push((img.width, img.height));
+            let size = (img.width, img.height);
+            let img = match self.prescale {
+                Some(n) => swift_vision::limit_pixels(&img, n),
+                None => img,
+            };
             let p = self
                 .processor
                 .process(&img)
@@ -76,13 +104,29 @@ impl PromptImages {
                     p.num_image_tokens
                 ));
             }
-            counts.push(p.num_image_tokens);
-            images.push(ImageInput {
-                pixel_values: p.pixel_values,
-                shape: p.shape.iter().map(|&d| d as i64).collect(),
-                grid_thw: grid,
+            out.push(ProcessedImage {
+                size,
+                positions: p.num_image_tokens,
+                input: ImageInput {
+                    pixel_values: p.pixel_values,
+                    shape: p.shape.iter().map(|&d| d as i64).collect(),
+                    grid_thw: grid,
+                },
             });
         }
+        Ok(out)
+    }
+
+    /// Encodes `row` with its images (`base`: the folder relative paths start from).
+    pub fn encode(
+        &self,
+        encoder: &Encoder,
+        row: &StandardRow,
+        base: Option<&Path>,
+    ) -> Result<ImagePrompt, String> {
+        let processed = self.process(&row.images, base)?;
+        let sizes: Vec<(usize, usize)> = processed.iter().map(|p| p.size).collect();
+        let counts: Vec<usize> = processed.iter().map(|p| p.positions).collect();
         let tagged = with_default_tags(row);
         let id = u32::try_from(self.vision.image_token_id)
             .map_err(|_| format!("image token id {} out of range", self.vision.image_token_id))?;
@@ -92,7 +136,7 @@ impl PromptImages {
             .ok_or_else(|| "the prompt could not be encoded".to_string())?;
         Ok(ImagePrompt {
             ids: enc.input_ids.iter().map(|&i| i as i64).collect(),
-            images,
+            images: processed.into_iter().map(|p| p.input).collect(),
         })
     }
 }

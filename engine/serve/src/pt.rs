@@ -237,11 +237,16 @@ impl BackendModel for PtModel {
 /// values concatenated along their first dimension (CLIP's images, Qwen2-VL's patches).
 fn image_batch(join: &[Join]) -> Result<Option<ImageBatch>, tch::TchError> {
     let images: Vec<&ImageInput> = join.iter().flat_map(|j| j.images.iter()).collect();
+    images_as_batch(&images)
+}
+
+/// Processed images as one batch for the model (`None` when there are none).
+pub fn images_as_batch(images: &[&ImageInput]) -> Result<Option<ImageBatch>, tch::TchError> {
     if images.is_empty() {
         return Ok(None);
     }
     let mut pixels = Vec::with_capacity(images.len());
-    for im in &images {
+    for im in images {
         let t = Tensor::from_slice(&im.pixel_values).f_view(im.shape.as_slice())?;
         // CLIP gives one image [3, H, W]: a batch of one.
         pixels.push(if im.shape.len() == 3 {

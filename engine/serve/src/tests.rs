@@ -127,7 +127,7 @@ fn rows_joining_and_leaving_decode_as_they_would_alone() {
 
     let base = load_model(&regs);
     let mut with_adapter = load_model(&regs);
-    let files = AdapterFiles::open(tmp.path()).unwrap();
+    let files = AdapterFiles::open(tmp.path(), with_adapter.layout()).unwrap();
     AttachedAdapter::load(&mut with_adapter, &lora(&regs), &files).unwrap();
 
     let cases = [

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use swift_model::weights::Checkpoint;
 use swift_model::{LinearHook, LoadedModel};
-use swift_plugin_tensors::model::SlotKind;
+use swift_plugin_tensors::model::{ModelLayout, SlotKind};
 use swift_plugin_tensors::tuner::{
     AdapterHandle, AdapterHandleExt, AdapterPlan, AttachMode, AttachRequest, DtypeRule,
     HostSlotCall, Init, SlotInfo, TensorDecl,
@@ -31,6 +31,7 @@ use swift_plugin_tensors::TunerHandle;
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::{save_safetensors, TrainError};
+use crate::peft_names::{respell_config, respell_key, Spelling};
 
 /// A tensor the hook only reads. libtorch tensors may be read from several threads at once;
 /// tch marks `Tensor` `Send` but not `Sync`, and [`LinearHook`] must be both.
@@ -235,18 +236,25 @@ impl LinearHook for SlotHook {
 }
 
 /// An adapter checkpoint's files (PEFT layout): `adapter_config.json` and
-/// `adapter_model.safetensors`, opened without a model (merging reads them this way too).
+/// `adapter_model.safetensors`, opened against a model's layout but without its weights
+/// (merging reads them this way too). Names are the slots' (stored) names: a file that
+/// spells them as transformers' modules (`ModelLayout::module_names`, as PEFT and swift-rs
+/// write them for LLaVA and Qwen2-VL) reads the same as one spelling the stored names
+/// (`crate::peft_names`).
 pub struct AdapterFiles {
     pub dir: PathBuf,
     pub config_path: PathBuf,
+    /// adapter_config.json, its module names respelled as slot names.
     pub config: Value,
     pub weights_path: PathBuf,
-    pub weights: Checkpoint,
+    weights: Checkpoint,
+    /// Each stored tensor: its name with slot names → its name in the file.
+    names: BTreeMap<String, String>,
 }
 
 impl AdapterFiles {
-    /// Opens `dir`'s two files, refusing a folder without them.
-    pub fn open(dir: &Path) -> Result<Self, TrainError> {
+    /// Opens `dir`'s two files for a model of `layout`, refusing a folder without them.
+    pub fn open(dir: &Path, layout: &ModelLayout) -> Result<Self, TrainError> {
         let config_path = dir.join("adapter_config.json");
         if !config_path.is_file() {
             return Err(TrainError::Config(format!(
@@ -257,8 +265,9 @@ impl AdapterFiles {
         }
         let text =
             std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
-        let config: Value = serde_json::from_str(&text)
+        let mut config: Value = serde_json::from_str(&text)
             .map_err(|e| TrainError::Config(format!("{}: {e}", config_path.display())))?;
+        respell_config(layout, Spelling::Slot, &mut config);
         let weights_path = dir.join("adapter_model.safetensors");
         if !weights_path.is_file() {
             return Err(TrainError::Config(format!(
@@ -267,13 +276,50 @@ impl AdapterFiles {
             )));
         }
         let weights = Checkpoint::open(std::slice::from_ref(&weights_path))?;
+        let mut names = BTreeMap::new();
+        for n in weights.names() {
+            let slot = respell_key(layout, Spelling::Slot, n);
+            if let Some(other) = names.insert(slot.clone(), n.to_string()) {
+                return Err(TrainError::Config(format!(
+                    "{}: `{other}` and `{n}` are the same tensor `{slot}` spelled two ways; keep one",
+                    weights_path.display()
+                )));
+            }
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             config_path,
             config,
             weights_path,
             weights,
+            names,
         })
+    }
+
+    /// The stored tensors' names (slot spelling), sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.keys().map(String::as_str)
+    }
+
+    /// Whether the file holds `name` (slot spelling).
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+    }
+
+    /// The shape of the stored tensor `name` (slot spelling).
+    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        self.weights.shape(self.names.get(name)?)
+    }
+
+    /// The stored tensor `name` (slot spelling) as an owned `kind` tensor on `device`.
+    pub fn tensor(
+        &self,
+        name: &str,
+        kind: Kind,
+        device: tch::Device,
+    ) -> Result<Tensor, TrainError> {
+        let stored = self.names.get(name).map(String::as_str).unwrap_or(name);
+        Ok(self.weights.load(stored, kind, device)?.tensor.copy())
     }
 
     /// adapter_config.json's `peft_type` (`LORA` when absent, as PEFT's oldest files are).
@@ -298,9 +344,8 @@ impl AdapterFiles {
             linear_slots,
             dtype: dtype_name(dtype).to_string(),
             stored: self
-                .weights
                 .names()
-                .filter_map(|n| Some((n.to_string(), self.weights.shape(n)?)))
+                .filter_map(|n| Some((n.to_string(), self.shape(n)?)))
                 .collect(),
             config_file: self.config_path.display().to_string(),
             weights_file: self.weights_path.display().to_string(),
@@ -327,7 +372,7 @@ impl AdapterFiles {
                 Some(s) => format!("base_model.model.{s}.{key}"),
                 None => key.clone(),
             };
-            let shape = self.weights.shape(&name).ok_or_else(|| {
+            let shape = self.shape(&name).ok_or_else(|| {
                 TrainError::Config(format!(
                     "{}: `{name}` is missing ({} declares it)",
                     self.weights_path.display(),
@@ -346,8 +391,7 @@ impl AdapterFiles {
                 DtypeRule::Float32 => Kind::Float,
                 DtypeRule::Base => kind,
             };
-            let t = self.weights.load(&name, kind, device)?.tensor.copy();
-            Ok(t.set_requires_grad(false))
+            Ok(self.tensor(&name, kind, device)?.set_requires_grad(false))
         };
         let mut tensors = Vec::new();
         for sp in &plan.slots {
@@ -382,7 +426,6 @@ impl AdapterFiles {
             }
         }
         let mut out: Vec<String> = self
-            .weights
             .names()
             .filter(|n| !claimed.contains(*n))
             .map(String::from)
@@ -462,6 +505,8 @@ pub struct AttachedAdapter {
     pub saved_modules: Vec<SavedModule>,
     training: Arc<AtomicBool>,
     enabled: Arc<AtomicBool>,
+    /// The model's layout, for the module names its checkpoints use (`crate::peft_names`).
+    layout: ModelLayout,
 }
 
 impl AttachedAdapter {
@@ -593,6 +638,7 @@ impl AttachedAdapter {
             saved_modules: Vec::new(),
             training: Arc::new(AtomicBool::new(true)),
             enabled: Arc::new(AtomicBool::new(true)),
+            layout: model.layout().clone(),
         };
         this.install(model)?;
         Ok(this)
@@ -620,6 +666,7 @@ impl AttachedAdapter {
             saved_modules: Vec::new(),
             training: Arc::new(AtomicBool::new(false)),
             enabled: Arc::new(AtomicBool::new(true)),
+            layout: model.layout().clone(),
         };
         this.install(model)?;
         let mut this = this;
@@ -660,10 +707,10 @@ impl AttachedAdapter {
         for slot in modules {
             let get = |suffix: &str| -> Result<Option<Tensor>, TrainError> {
                 let key = format!("base_model.model.{slot}.{suffix}");
-                if !files.weights.contains(&key) {
+                if !files.contains(&key) {
                     return Ok(None);
                 }
-                Ok(Some(files.weights.load(&key, kind, device)?.tensor.copy()))
+                Ok(Some(files.tensor(&key, kind, device)?))
             };
             let (w, b) = (get("weight")?, get("bias")?);
             if w.is_none() {
@@ -966,12 +1013,18 @@ impl AttachedAdapter {
             .or_insert_with(|| "CAUSAL_LM".into());
         config.insert("inference_mode".into(), true.into());
         config.insert("modules_to_save".into(), serde_json::json!(modules_to_save));
+        let mut config = Value::Object(config);
+        respell_config(&self.layout, Spelling::Module, &mut config);
         let path = dir.join("adapter_config.json");
-        let text = serde_json::to_string_pretty(&Value::Object(config))
-            .map_err(|e| TrainError::Config(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&config).map_err(|e| TrainError::Config(e.to_string()))?;
         std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))?;
         let mut tensors = saved.tensors;
         tensors.extend(self.saved_module_tensors()?);
+        let tensors: Vec<(String, Tensor)> = tensors
+            .into_iter()
+            .map(|(n, t)| (respell_key(&self.layout, Spelling::Module, &n), t))
+            .collect();
         save_safetensors(&dir.join("adapter_model.safetensors"), &tensors)
     }
 }

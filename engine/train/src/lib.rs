@@ -41,6 +41,7 @@ pub mod loss;
 pub mod memory;
 pub mod optim;
 pub mod parallel;
+pub mod peft_names;
 pub mod plot;
 pub mod reward;
 pub mod rlhf;

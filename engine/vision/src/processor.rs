@@ -350,6 +350,17 @@ impl ImageProcessor {
         }
     }
 
+    /// ms-swift's `--max_pixels` / `MAX_PIXELS` on this processor: a dynamic-resolution one
+    /// (Qwen2-VL) takes it as its own `max_pixels` (`None` returned); a fixed-size one (CLIP)
+    /// keeps its size, and images are to be scaled down to at most `max_pixels` pixels before it
+    /// ([`crate::limit_pixels`] with the `Some` returned).
+    pub fn apply_max_pixels(&mut self, max_pixels: usize) -> Result<Option<usize>, String> {
+        match self {
+            ImageProcessor::Qwen2Vl(_) => self.set_max_pixels(max_pixels).map(|()| None),
+            ImageProcessor::Clip(_) => Ok(Some(max_pixels)),
+        }
+    }
+
     /// The processor's name in `preprocessor_config.json`.
     pub fn name(&self) -> &'static str {
         match self {

@@ -6,6 +6,10 @@
 //! The tokenizer comes from `--model DIR` (its tokenizer.json and tokenizer_config.json) or
 //! `--tokenizer FILE`; the template from `--template NAME`, else the tokenizer's own
 //! chat_template (the `jinja` template).
+//!
+//! Rows with images are refused, naming their file and line: expanding an `<image>`
+//! placeholder needs the model's vision tower (how many positions an image takes), which only
+//! the tensor engine loads.
 
 use std::io::{BufWriter, Write};
 
@@ -67,6 +71,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         (0u64, 0u64, 0u64, 0usize, 0usize);
     for (n, item) in (&mut dataset).enumerate() {
         let item = item?;
+        if !item.row.images.is_empty() {
+            bail!(
+                "{}:{}: the row has images; swift encode encodes text only (an image's placeholder expands to as many positions as the model's vision tower gives it): see the row's tokens with `swift infer --val_dataset`, which writes its prompt_ids",
+                item.file.display(),
+                item.line
+            );
+        }
         let enc = match encoder.encode(&item.row) {
             Ok(Some(e)) => e,
             Ok(None) => {

@@ -170,6 +170,7 @@ impl Model for Decoder {
                 vec!["*rotary_emb.inv_freq".into()]
             },
             vision: None,
+            module_names: Vec::new(),
         }
     }
 

@@ -179,6 +179,7 @@ impl Model for Gpt2 {
                 "lm_head.weight".into(),
             ],
             vision: None,
+            module_names: Vec::new(),
         }
     }
 

@@ -396,6 +396,7 @@ impl Model for Decoder {
             max_positions: self.max_positions,
             ignorable: decoder_ignorable(self.tie, &self.head),
             vision: None,
+            module_names: Vec::new(),
         }
     }
 

@@ -311,6 +311,14 @@ impl Model for LlavaModel {
             positions: Positions::Linear,
             processor: "CLIPImageProcessor".into(),
         });
+        // LlavaForConditionalGeneration's _checkpoint_conversion_mapping (transformers 4.57):
+        // PEFT names the slots by these modules.
+        layout.module_names = vec![
+            ModuleName::new("language_model.model", "model.language_model"),
+            ModuleName::new("vision_tower", "model.vision_tower"),
+            ModuleName::new("multi_modal_projector", "model.multi_modal_projector"),
+            ModuleName::new("language_model.lm_head", "lm_head"),
+        ];
         layout
     }
 

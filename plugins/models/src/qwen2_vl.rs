@@ -323,6 +323,12 @@ impl Model for Qwen2VlModel {
             },
             processor: "Qwen2VLImageProcessor".into(),
         });
+        // Qwen2VLForConditionalGeneration's _checkpoint_conversion_mapping (transformers 4.57):
+        // PEFT names the slots by these modules.
+        layout.module_names = vec![
+            ModuleName::new("model", "model.language_model"),
+            ModuleName::new("visual", "model.visual"),
+        ];
         layout
     }
 

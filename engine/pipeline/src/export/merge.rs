@@ -107,7 +107,7 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
     // Saved modules of tied layers, by slot name (see `untie`).
     let mut untied: HashMap<String, Tensor> = HashMap::new();
     for dir in &args.adapters {
-        let files = AdapterFiles::open(dir)
+        let files = AdapterFiles::open(dir, &layout)
             .with_context(|| format!("reading adapter {}", dir.display()))?;
         let tuner = crate::adapters::tuner_for(regs, &files)?;
         let mismatch = |what: String| {
@@ -174,6 +174,7 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
                     tensors: ts,
                     shared: shared.clone(),
                     transposed: decl.transposed,
+                    flattened: decl.stored_shape.as_ref().map(|_| decl.shape.clone()),
                 });
         }
         let mut saved_whole = Vec::new();
@@ -184,11 +185,7 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
                     files.weights_path.display()
                 );
             };
-            let t = files
-                .weights
-                .load(&n, Kind::Float, Device::Cpu)?
-                .tensor
-                .copy();
+            let t = files.tensor(&n, Kind::Float, Device::Cpu)?;
             saved_whole.push((rest.to_string(), t));
         }
         for (name, t) in saved_whole {
@@ -285,6 +282,11 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<Merged> {
                 };
                 w = if d.transposed {
                     merge(&w.tr())?.tr().contiguous()
+                } else if let Some(slot_shape) = &d.flattened {
+                    // A convolution kernel (a patch embedding) merges as the slot's flattened
+                    // [out, in] matrix and is stored back in its own shape.
+                    let stored = w.size();
+                    merge(&w.reshape(slot_shape.as_slice()))?.reshape(stored.as_slice())
                 } else {
                     merge(&w)?
                 };
@@ -405,6 +407,9 @@ struct Delta {
     tensors: Vec<Tensor>,
     shared: Rc<Vec<Tensor>>,
     transposed: bool,
+    /// The slot's `[out, in]` shape when the checkpoint stores its weight in another (a
+    /// convolution kernel: `Slot::stored_shape`).
+    flattened: Option<Vec<i64>>,
 }
 
 /// Whether `weight` is used by more than one slot or parameter (tied embeddings).
