@@ -13,11 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use swift_plugin_tensors::model::{ImageTokens, ModelLayout};
+use swift_plugin_tensors::model::ModelLayout;
 use swift_plugin_tensors::StandardRow;
+use swift_serve::images::PromptImages;
 use swift_template::{Encoded, Encoder};
 use swift_train::RowImage;
-use swift_vision::ImageProcessor;
 
 /// A row's images, loaded and processed.
 pub struct RowImages {
@@ -29,13 +29,12 @@ pub struct RowImages {
     pub counts: Vec<usize>,
 }
 
-/// What turns a row's images into the model's inputs.
+/// What turns a row's images into the model's inputs: the prompt side's loader and processor
+/// (`swift_serve::images::PromptImages`, one way to read and process images for training and
+/// answering), with the training row's image type.
 pub struct ImageEncoder {
-    processor: ImageProcessor,
-    /// Scale down before a fixed-size processor (`--max_pixels` on CLIP).
-    limit: Option<usize>,
+    side: PromptImages,
     image_token_id: u32,
-    tokens: ImageTokens,
 }
 
 /// `--max_pixels`, else `MAX_PIXELS` from the environment (the flag wins).
@@ -67,70 +66,40 @@ impl ImageEncoder {
         let Some(vision) = &layout.vision else {
             return Ok(None);
         };
-        let mut processor = ImageProcessor::from_model_dir(model_dir)?;
-        if processor.name() != vision.processor {
-            bail!(
-                "{}: the model's family reads images as {} prepares them, but the file names {}",
-                model_dir.join("preprocessor_config.json").display(),
-                vision.processor,
-                processor.name()
-            );
-        }
-        let limit = match max_pixels(max_pixels_flag)? {
-            Some(n) => processor
-                .apply_max_pixels(n)
-                .map_err(|e| anyhow!("--max_pixels: {e}"))?,
-            None => None,
-        };
         let image_token_id = u32::try_from(vision.image_token_id).map_err(|_| {
             anyhow!(
                 "the family's image token id {} is not a token id",
                 vision.image_token_id
             )
         })?;
+        let side = PromptImages::for_model(model_dir, layout, max_pixels(max_pixels_flag)?)
+            .map_err(anyhow::Error::msg)?
+            .ok_or_else(|| anyhow!("the model declares a vision tower but no image side"))?;
         Ok(Some(Self {
-            processor,
-            limit,
+            side,
             image_token_id,
-            tokens: vision.tokens,
         }))
     }
 
-    /// Loads and processes a row's images.
+    /// Loads and processes a row's images (its paths are already absolute).
     pub fn images(&self, row: &StandardRow) -> Result<RowImages> {
-        let (mut sizes, mut out, mut counts) = (Vec::new(), Vec::new(), Vec::new());
-        for reference in &row.images {
-            let img = swift_vision::load_image(reference, None)?;
-            sizes.push((img.width, img.height));
-            let img = match self.limit {
-                Some(n) => swift_vision::limit_pixels(&img, n),
-                None => img,
-            };
-            let p = self.processor.process(&img)?;
-            let grid = match p.grid_thw {
-                Some([t, h, w]) => [t as i64, h as i64, w as i64],
-                None => [1, p.shape[1] as i64, p.shape[2] as i64],
-            };
-            let n = match self.tokens {
-                ImageTokens::Fixed { count } => count as usize,
-                ImageTokens::Grid { .. } => self.tokens.count(grid) as usize,
-            };
-            if p.grid_thw.is_some() && n != p.num_image_tokens {
-                bail!(
-                    "the image processor gives {} positions for an image but the model {n}: preprocessor_config.json's merge_size and config.json disagree",
-                    p.num_image_tokens
-                );
-            }
-            counts.push(n);
-            out.push(RowImage {
-                pixel_values: Arc::new(p.pixel_values),
-                shape: p.shape.iter().map(|&d| d as i64).collect(),
-                grid_thw: grid,
+        let processed = self
+            .side
+            .process(&row.images, None)
+            .map_err(anyhow::Error::msg)?;
+        let (mut sizes, mut images, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+        for p in processed {
+            sizes.push(p.size);
+            counts.push(p.positions);
+            images.push(RowImage {
+                pixel_values: Arc::new(p.input.pixel_values),
+                shape: p.input.shape,
+                grid_thw: p.input.grid_thw,
             });
         }
         Ok(RowImages {
             sizes,
-            images: out,
+            images,
             counts,
         })
     }

@@ -62,7 +62,7 @@ pub struct RowImage {
     /// Row-major values of `shape` (CLIP `[3, H, W]`; Qwen2-VL `[patches, C·t·p·p]`).
     pub pixel_values: std::sync::Arc<Vec<f32>>,
     pub shape: Vec<i64>,
-    /// The patch grid `(t, h, w)` (CLIP: `[1, H/p, W/p]`).
+    /// The patch grid `(t, h, w)` (`[1, 1, 1]` for a fixed-size processor such as CLIP's).
     pub grid_thw: [i64; 3],
 }
 
