@@ -20,14 +20,18 @@ swift-rs's code).
   computation as a full forward, up to float rounding).
 
 Usage: python tests/reference/mmlu_reference.py MODEL_DIR MMLU_TEST_JSONL OUT.json [N]
-       python tests/reference/mmlu_reference.py --compact OUT.json COMPACT.json
-The second form keeps only the letters (per shot count: `pred`, `pred_norm`, `gold`, one
+       python tests/reference/mmlu_reference.py --compact COMPACT.json OUT.json [OUT2.json]
+`SHOTS` (environment, default "0 5") picks the shot counts one run scores and `THREADS` libtorch's
+thread count (default 1): two one-thread runs, `SHOTS=0` and `SHOTS=5`, run side by side on two
+cores faster than one two-thread run, and the second form joins their outputs. It keeps only the
+letters (per shot count: `pred`, `pred_norm`, `gold`, one
 character per question), as tests/fixtures/eval/mmlu_smollm2_all.json holds them for all 2845
 questions (`make bench`, scripts/bench_eval_peer.py).
 """
 
 import copy
 import json
+import os
 import sys
 
 import torch
@@ -60,8 +64,10 @@ def doc_to_text(q, choices):
     return s + "\nAnswer:"
 
 
-def compact(full, out):
-    r = json.load(open(full))
+def compact(out, *full):
+    r = {}
+    for f in full:
+        r.update(json.load(open(f)))
     for k in ("0-shot", "5-shot"):
         r[k] = {f: "".join(p[f] for p in r[k]) for f in ("pred", "pred_norm", "gold")}
     json.dump(r, open(out, "w"), indent=1)
@@ -69,18 +75,18 @@ def compact(full, out):
 
 def main():
     if sys.argv[1] == "--compact":
-        return compact(sys.argv[2], sys.argv[3])
+        return compact(*sys.argv[2:])
     model_dir, data, out = sys.argv[1], sys.argv[2], sys.argv[3]
     n = int(sys.argv[4]) if len(sys.argv) > 4 else 100
     torch.manual_seed(0)
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("THREADS", "1")))
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
     rows = [parse(json.loads(l)) for l in open(data) if l.strip()]
     shots, scored = rows[:HOLDOUT], rows[HOLDOUT:HOLDOUT + n]
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
     result = {"model": model_dir, "data": data, "first_line": HOLDOUT + 1, "questions": n}
-    for k in (0, 5):
+    for k in [int(k) for k in os.environ.get("SHOTS", "0 5").split()]:
         prefix = HEADER + "".join(
             doc_to_text(q, c) + " " + LETTERS[a] + "\n\n" for q, c, a in shots[:k]
         )
@@ -107,21 +113,25 @@ def main():
                 whole, ctx_enc = enc(ctx + cont), enc(ctx)
                 cont_enc = whole[len(ctx_enc):]
                 inp = tuple((ctx_enc + cont_enc)[:-1])
-                if inp not in cache:
+                start = len(inp) - len(cont_enc) + 1
+                if (inp, start) not in cache:
                     p = len(prefix_ids)
                     with torch.no_grad():
                         if p and len(inp) > p and list(inp[:p]) == prefix_ids:
                             past = copy.deepcopy(prefix_out.past_key_values)
                             rest = model(torch.tensor([inp[p:]]), past_key_values=past).logits[0]
-                            logits = torch.cat([prefix_out.logits[0], rest])
+                            # Only the rows the continuation is read from get a log-softmax
+                            # (each row is normalised on its own, so this equals doing all).
+                            rows = [
+                                prefix_out.logits[0, r] if r < p else rest[r - p]
+                                for r in range(start - 1, len(inp))
+                            ]
+                            logits = torch.stack(rows)
                         else:
-                            logits = model(torch.tensor([inp])).logits[0]
-                    cache[inp] = torch.log_softmax(logits.double(), -1)
-                logp = cache[inp]
-                start = len(inp) - len(cont_enc) + 1
-                lls.append(
-                    sum(float(logp[start - 1 + i, t]) for i, t in enumerate(cont_enc))
-                )
+                            logits = model(torch.tensor([inp])).logits[0, start - 1:]
+                    cache[(inp, start)] = torch.log_softmax(logits.double(), -1)
+                logp = cache[(inp, start)]
+                lls.append(sum(float(logp[i, t]) for i, t in enumerate(cont_enc)))
             norm = [ll / len(l) for ll, l in zip(lls, LETTERS)]
             preds.append({
                 "pred": LETTERS[max(range(4), key=lambda i: (lls[i], -i))],
