@@ -69,31 +69,24 @@ impl LoadedModel {
         let float_activations = self.float_activations();
         let n = last.len() as i64;
         // The running rows' step: one new position each, over the batch's cache.
-        let decode_ids = Tensor::from_slice(last).f_view([n, 1])?.f_to_device(device)?;
+        let decode_ids = Tensor::from_slice(last)
+            .f_view([n, 1])?
+            .f_to_device(device)?;
         let mut decode_step = cache.begin(&decode_ids, None)?;
         decode_step.float_activations = float_activations;
         // The joining rows' step: a left-padded prefill of their own cache.
-        let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0) as i64;
-        let b = prompts.len() as i64;
-        let mut padded = Vec::with_capacity((b * longest) as usize);
-        let mut mask = Vec::with_capacity((b * longest) as usize);
+        let (join_ids, join_mask) = left_padded(prompts);
+        let (b, longest) = (prompts.len() as i64, join_ids.size()[1]);
         // Where each prompt token sits in the padded batch (row-major), in packed order.
-        let mut at: Vec<i64> = Vec::new();
-        for (r, p) in prompts.iter().enumerate() {
-            let pad = longest - p.len() as i64;
-            padded.extend(std::iter::repeat_n(0i64, pad as usize).chain(p.iter().copied()));
-            mask.extend(std::iter::repeat_n(0i64, pad as usize).chain(std::iter::repeat_n(1, p.len())));
-            at.extend((pad..longest).map(|c| r as i64 * longest + c));
-        }
-        let shape = [b, longest];
-        let join_ids = Tensor::from_slice(&padded).f_view(shape)?.f_to_device(device)?;
-        let join_mask = prompts
+        let at: Vec<i64> = prompts
             .iter()
-            .any(|p| p.len() as i64 != longest)
-            .then(|| Tensor::from_slice(&mask).f_view(shape))
-            .transpose()?
-            .map(|m| m.f_to_device(device))
-            .transpose()?;
+            .enumerate()
+            .flat_map(|(r, p)| {
+                (longest - p.len() as i64..longest).map(move |c| r as i64 * longest + c)
+            })
+            .collect();
+        let join_ids = join_ids.f_to_device(device)?;
+        let join_mask = join_mask.map(|m| m.f_to_device(device)).transpose()?;
         let mut join_step = fresh.begin(&join_ids, join_mask.as_ref())?;
         join_step.float_activations = float_activations;
         let at = Tensor::from_slice(&at).f_to_device(device)?;
@@ -103,7 +96,9 @@ impl LoadedModel {
             packed.extend_from_slice(p);
         }
         let total = packed.len() as i64;
-        let ids = Tensor::from_slice(&packed).f_view([1, total])?.f_to_device(device)?;
+        let ids = Tensor::from_slice(&packed)
+            .f_view([1, total])?
+            .f_to_device(device)?;
         let positions = Tensor::f_cat(
             &[
                 decode_step.positions.f_reshape([-1])?,
@@ -263,4 +258,24 @@ impl ModelContext for MixedContext<'_> {
         )
         .map_err(te)
     }
+}
+
+/// Prompts of different lengths as one left-padded batch `[prompts, longest]` on the CPU: the ids
+/// (padding 0) and, when some prompt is shorter, the mask (1 = token) that
+/// [`LoadedModel::forward`] takes.
+pub fn left_padded(prompts: &[&[i64]]) -> (Tensor, Option<Tensor>) {
+    let b = prompts.len() as i64;
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let padded = prompts.iter().any(|p| p.len() != longest);
+    let mut ids = Vec::with_capacity(prompts.len() * longest);
+    let mut mask = Vec::with_capacity(prompts.len() * longest);
+    for p in prompts {
+        let pad = longest - p.len();
+        ids.extend(std::iter::repeat_n(0i64, pad).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, p.len())));
+    }
+    let shape = [b, longest as i64];
+    let ids = Tensor::from_slice(&ids).view(shape);
+    let mask = padded.then(|| Tensor::from_slice(&mask).view(shape));
+    (ids, mask)
 }

@@ -9,7 +9,7 @@
 //! weights ([`LoadedModel::forward_mixed`]). Per-row
 //! LoRA adapters are the server's switches ([`crate::adapters`]), set before each pass.
 
-use swift_model::{ImageBatch, KvCache, LoadedModel, TorchThreads};
+use swift_model::{left_padded, ImageBatch, KvCache, LoadedModel, TorchThreads};
 use swift_plugin_tensors::backend::{
     BackendModel, ImageInput, Join, ModelInfo, PromptLogprob, PromptScore, Step, StepOutput,
 };
@@ -145,7 +145,9 @@ impl PtModel {
     /// model with plain slots, no adapters and no images.
     fn mixes(&self, join: &[Join]) -> bool {
         self.selection.is_none()
-            && join.iter().all(|j| j.images.is_empty() && !j.prompt.is_empty())
+            && join
+                .iter()
+                .all(|j| j.images.is_empty() && !j.prompt.is_empty())
             && self.model.can_mix()
     }
 
@@ -305,22 +307,4 @@ fn image_batch(join: &[Join]) -> Result<Option<ImageBatch>, tch::TchError> {
         pixel_values: Tensor::f_cat(&pixels, 0)?,
         grid_thw: Tensor::from_slice(&grids).f_view([images.len() as i64, 3])?,
     }))
-}
-
-/// Prompts of different lengths as one left-padded batch: ids and (when needed) the mask.
-fn left_padded(prompts: &[&[i64]]) -> (Tensor, Option<Tensor>) {
-    let b = prompts.len() as i64;
-    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-    let padded = prompts.iter().any(|p| p.len() != longest);
-    let mut ids = Vec::with_capacity(prompts.len() * longest);
-    let mut mask = Vec::with_capacity(prompts.len() * longest);
-    for p in prompts {
-        let pad = longest - p.len();
-        ids.extend(std::iter::repeat_n(0i64, pad).chain(p.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, p.len())));
-    }
-    let shape = [b, longest as i64];
-    let ids = Tensor::from_slice(&ids).view(shape);
-    let mask = padded.then(|| Tensor::from_slice(&mask).view(shape));
-    (ids, mask)
 }
