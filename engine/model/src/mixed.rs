@@ -139,7 +139,6 @@ impl LoadedModel {
                 self.layout.num_blocks
             )));
         }
-        drop(ctx);
         cache.finish(&decode_step);
         fresh.finish(&join_step);
         // Each running row's token, then each prompt's last.
