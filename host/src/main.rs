@@ -30,10 +30,17 @@ fn main() -> std::process::ExitCode {
     let args = cli::normalize_args(std::env::args());
     let matches = Cli::command().get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    openmp::choose(matches!(
-        cli.command,
-        Command::Pt(_) | Command::Sft(_) | Command::Rlhf(_)
-    ));
+    // `swift infer` on a backend plugin: its own OpenMP threads (llama.cpp) wait as training's
+    // do (host/src/openmp.rs).
+    let plugin_backend =
+        matches!(&cli.command, Command::Infer(s) if s.backend.infer_backend != "pt");
+    openmp::choose(
+        plugin_backend
+            || matches!(
+                cli.command,
+                Command::Pt(_) | Command::Sft(_) | Command::Rlhf(_)
+            ),
+    );
     let mut settings = match GlobalSettings::resolve(&cli.global) {
         Ok(s) => s,
         Err(e) => {

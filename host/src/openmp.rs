@@ -15,6 +15,14 @@
 //!   descheduled (2 LoRA SFT steps took 189-236 s spinning against 23-26 s `PASSIVE` under a
 //!   load average of 6-14, BENCHMARKS.md). If the cores become busy only later, the trainer
 //!   takes libtorch down to one thread instead (`swift_train::threads`).
+//! * `infer` on a backend plugin (`--infer_backend` other than `pt`): as training.
+//!   libgomp is one runtime per process, so a plugin built on OpenMP (llama.cpp, whose every
+//!   operation ends at an `omp barrier`) waits the way libtorch does: `PASSIVE` made the
+//!   `llama_cpp` backend sleep and wake at each barrier (about 190,000 voluntary context
+//!   switches for 256 tokens against 2-7 for `llama-bench`, which spins; 1.0-1.4 cores busy on a
+//!   quiet machine), while spinning on busy cores collapsed it (0.9-1.0 tokens/s against 10-12
+//!   `PASSIVE` at a load average of 10: BENCHMARKS.md). Not `deploy`: a server outlives the
+//!   quiet minutes it started in, and nothing takes its spinning back when the cores fill.
 //! * Everything else (decoding above all): `PASSIVE`. Decoding's own kernels run on a worker
 //!   pool that spins while it waits (swift-kernels); OpenMP threads spinning beside it stole its
 //!   cores (5 tokens/s spinning against 17 passive on a loaded 2-core machine).
@@ -35,10 +43,11 @@ fn busy() -> bool {
     swift_kernels::cpu_pressure().is_some_and(|p| p >= swift_kernels::BUSY_PRESSURE)
 }
 
-/// Sets the policy for a training command or any other. Call once, first thing.
-pub fn choose(training: bool) {
+/// Sets the policy: `spin_when_quiet` for training commands and backend plugins (libgomp's
+/// default unless the cores are busy), else `PASSIVE`. Call once, first thing.
+pub fn choose(spin_when_quiet: bool) {
     let user = USERS.get_or_init(users);
-    if user.is_none() && (!training || busy()) {
+    if user.is_none() && (!spin_when_quiet || busy()) {
         std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
     }
 }
@@ -63,7 +72,8 @@ pub fn describe() -> String {
         "pt/sft/rlhf: libgomp's default (spin about 3 ms, then sleep: a training step's many \
          small operations) on quiet cores, PASSIVE when other work keeps them busy (CPU \
          pressure at or above {}% at start; busy only later: libtorch on 1 thread until the \
-         pressure falls to {}%); {now}; other commands: PASSIVE (decoding's own pool spins); \
+         pressure falls to {}%), and infer on a backend plugin likewise; {now}; other \
+         commands: PASSIVE (decoding's own pool spins); \
          set OMP_WAIT_POLICY or GOMP_SPINCOUNT to choose",
         swift_kernels::BUSY_PRESSURE,
         swift_kernels::QUIET_PRESSURE

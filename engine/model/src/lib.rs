@@ -19,6 +19,7 @@
 mod context;
 pub mod cuda;
 pub mod generate;
+mod mixed;
 mod skinny;
 pub mod sparse;
 mod vision;
@@ -33,6 +34,7 @@ use swift_plugin_tensors::{ModelHandle, ModelHandleExt};
 use tch::{Device, Kind, Tensor};
 
 pub use context::KvCache;
+pub use mixed::left_padded;
 pub use skinny::TorchThreads;
 pub use vision::{mrope_index, ImageBatch};
 /// Most rows a decoding step runs on the CPU kernels.

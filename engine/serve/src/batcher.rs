@@ -357,9 +357,11 @@ const JOIN_ROWS: usize = 4;
 const JOIN_WAIT_STEPS: usize = 4;
 
 /// Whether the waiting rows join the batch at this step. A joining step prefills its rows in a
-/// pass of its own beside the running rows' decoding pass, and a pass of one or two prompts
-/// costs about twice as much per prompt token as one of many (the CPU's general matrix product
-/// only pays off on many rows; BENCHMARKS.md, Deploy): so while rows run, waiting rows join once
+/// pass of its own beside the running rows' decoding pass (or, on `pt`, in the same pass:
+/// `LoadedModel::forward_mixed`), and prompt tokens cost about twice as much when one or two
+/// prompts join as when many do (the CPU's general matrix product only pays off on many rows;
+/// a mixed step has a cost of its own beyond its tokens; BENCHMARKS.md, Deploy): so while rows
+/// run, waiting rows join once
 /// [`JOIN_ROWS`] of them wait or the first has waited [`JOIN_WAIT_STEPS`] steps; into an empty
 /// batch, or when no more requests can come, at once.
 fn join_now(running: usize, waiting: usize, first_waited: usize, open: bool) -> bool {

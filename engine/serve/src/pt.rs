@@ -4,10 +4,12 @@
 //!
 //! One KV cache holds the running sequences in the order they joined: a step drops the leaving
 //! rows ([`KvCache::retain`]), decodes one token for the fed rows, prefills the joining rows
-//! together in a cache of their own (left padding) and appends it ([`KvCache::append`]). Per-row
+//! together in a cache of their own (left padding) and appends it ([`KvCache::append`]); when the
+//! model allows ([`LoadedModel::can_mix`]), the decoding and the prefill are one pass over the
+//! weights ([`LoadedModel::forward_mixed`]). Per-row
 //! LoRA adapters are the server's switches ([`crate::adapters`]), set before each pass.
 
-use swift_model::{ImageBatch, KvCache, LoadedModel, TorchThreads};
+use swift_model::{left_padded, ImageBatch, KvCache, LoadedModel, TorchThreads};
 use swift_plugin_tensors::backend::{
     BackendModel, ImageInput, Join, ModelInfo, PromptLogprob, PromptScore, Step, StepOutput,
 };
@@ -82,6 +84,9 @@ impl PtModel {
                 "the step feeds sequences {fed:?} but the cache holds {cached:?} (feed every running sequence, in the order they joined)"
             ));
         }
+        if !step.feed.is_empty() && !step.join.is_empty() && self.mixes(&step.join) {
+            return self.run_mixed(step);
+        }
         let mut parts: Vec<Tensor> = Vec::new();
         if !step.feed.is_empty() {
             let c = self
@@ -129,16 +134,63 @@ impl PtModel {
             self.seqs
                 .extend(step.join.iter().map(|j| (j.seq, j.adapter)));
         }
+        self.keep_threads();
+        if parts.is_empty() {
+            return Ok(StepOutput::default());
+        }
+        self.output(Tensor::f_cat(&parts, 0).map_err(te)?)
+    }
+
+    /// Whether joining rows go into the running rows' pass ([`PtModel::run_mixed`]): a text
+    /// model with plain slots, no adapters and no images.
+    fn mixes(&self, join: &[Join]) -> bool {
+        self.selection.is_none()
+            && join
+                .iter()
+                .all(|j| j.images.is_empty() && !j.prompt.is_empty())
+            && self.model.can_mix()
+    }
+
+    /// A step with running and joining rows as one pass over the weights
+    /// ([`LoadedModel::forward_mixed`]): the running rows' next tokens and the joining rows'
+    /// prompts together, instead of a decoding pass and then a prefill pass.
+    fn run_mixed(&mut self, step: &Step) -> Result<StepOutput, String> {
+        let me = |e: swift_model::ModelError| e.to_string();
+        // The pass has more rows than a decoding step: libtorch's threads serve its products.
+        self.threads = None;
+        let cache = self
+            .cache
+            .as_mut()
+            .ok_or("running sequences without a cache")?;
+        let last: Vec<i64> = step.feed.iter().map(|(_, t)| *t).collect();
+        let prompts: Vec<&[i64]> = step.join.iter().map(|j| &j.prompt[..]).collect();
+        let mut fresh = self.model.new_cache(prompts.len() as i64);
+        let hidden = self
+            .model
+            .forward_mixed(&last, cache, &prompts, &mut fresh)
+            .map_err(me)?;
+        cache.append(fresh).map_err(me)?;
+        self.seqs
+            .extend(step.join.iter().map(|j| (j.seq, j.adapter)));
+        self.keep_threads();
+        let logits = self.model.logits(&hidden).map_err(me)?;
+        self.output(logits)
+    }
+
+    /// Holds one libtorch thread between decoding steps of a batch the kernels serve.
+    fn keep_threads(&mut self) {
         if self.seqs.is_empty() || self.seqs.len() > swift_model::KERNEL_ROWS {
             self.threads = None;
         } else if self.threads.is_none() {
             self.threads = self.model.decoding_threads(self.seqs.len());
         }
-        if parts.is_empty() {
-            return Ok(StepOutput::default());
-        }
-        let logits = Tensor::f_cat(&parts, 0)
-            .and_then(|t| t.f_to_device(Device::Cpu))
+    }
+
+    /// Logits `[rows, vocab]` as the step's output.
+    fn output(&self, logits: Tensor) -> Result<StepOutput, String> {
+        let te = |e: tch::TchError| e.to_string();
+        let logits = logits
+            .f_to_device(Device::Cpu)
             .and_then(|t| t.f_to_kind(Kind::Float))
             .and_then(|t| t.f_contiguous())
             .map_err(te)?;
@@ -260,22 +312,4 @@ pub fn images_as_batch(images: &[&ImageInput]) -> Result<Option<ImageBatch>, tch
         pixel_values: Tensor::f_cat(&pixels, 0)?,
         grid_thw: Tensor::from_slice(&grids).f_view([images.len() as i64, 3])?,
     }))
-}
-
-/// Prompts of different lengths as one left-padded batch: ids and (when needed) the mask.
-fn left_padded(prompts: &[&[i64]]) -> (Tensor, Option<Tensor>) {
-    let b = prompts.len() as i64;
-    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-    let padded = prompts.iter().any(|p| p.len() != longest);
-    let mut ids = Vec::with_capacity(prompts.len() * longest);
-    let mut mask = Vec::with_capacity(prompts.len() * longest);
-    for p in prompts {
-        let pad = longest - p.len();
-        ids.extend(std::iter::repeat_n(0i64, pad).chain(p.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, p.len())));
-    }
-    let shape = [b, longest as i64];
-    let ids = Tensor::from_slice(&ids).view(shape);
-    let mask = padded.then(|| Tensor::from_slice(&mask).view(shape));
-    (ids, mask)
 }

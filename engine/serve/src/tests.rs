@@ -238,3 +238,69 @@ fn rows_joining_and_leaving_decode_as_they_would_alone() {
         assert_eq!(got.as_ref(), Some(&want[i]), "case {i}");
     }
 }
+
+/// Without adapters the `pt` model folds joining rows into the running rows' pass
+/// (`LoadedModel::forward_mixed`): rows joining a busy batch (some steps with more than the
+/// decoding kernel's 32 rows, so libtorch's product serves them) decode what they decode alone.
+#[test]
+fn rows_joining_in_the_running_pass_decode_as_they_would_alone() {
+    let regs = registries();
+    let base = load_model(&regs);
+    // (prompt length, new tokens, step it joins at)
+    let cases = [
+        (9, 14, 0),
+        (4, 6, 0),
+        (17, 12, 2),
+        (30, 9, 2),
+        (25, 10, 5),
+        (3, 4, 6),
+        (12, 8, 12),
+    ];
+    let prompts: Vec<Vec<i64>> = (0..cases.len())
+        .map(|i| prompt(cases[i].0, i as i64 + 11))
+        .collect();
+    let want: Vec<Vec<i64>> = cases
+        .iter()
+        .zip(&prompts)
+        .map(|(c, p)| alone(&base, p, c.1))
+        .collect();
+    let served = load_model(&regs);
+    assert!(served.can_mix(), "the tiny llama takes mixed passes");
+    let model =
+        BackendModelHandle::from_model(Box::new(PtModel::new(served, None, 320, "tiny".into())))
+            .unwrap();
+    let mut decoder = Decoder::new(model, &Capabilities::default(), encoder(&regs), Vec::new());
+    let mut receivers = Vec::new();
+    for step in 0..30 {
+        let mut joining = Vec::new();
+        for (c, p) in cases.iter().zip(&prompts).filter(|(c, _)| c.2 == step) {
+            let (tx, rx) = unbounded_channel();
+            receivers.push(rx);
+            joining.extend(crate::batcher::rows_of(Job {
+                prompt: p.clone(),
+                adapter: None,
+                choices: 1,
+                params: SamplingParams {
+                    max_new_tokens: c.1,
+                    ..Default::default()
+                },
+                stop_words: Vec::new(),
+                ignore_eos: false,
+                logprobs: None,
+                images: Default::default(),
+                events: tx,
+            }));
+        }
+        decoder.step(joining).unwrap();
+    }
+    assert_eq!(decoder.running(), 0, "every row finished");
+    for (i, mut rx) in receivers.into_iter().enumerate() {
+        let mut got = None;
+        while let Ok(ev) = rx.try_recv() {
+            if let EventKind::Done { tokens, .. } = ev.kind {
+                got = Some(tokens);
+            }
+        }
+        assert_eq!(got.as_ref(), Some(&want[i]), "case {i}");
+    }
+}
