@@ -18,9 +18,10 @@
 use std::arch::x86_64::*;
 
 use crate::quant::{
-    check_bounds, portable, scale_min_k4, AffineCodes, BlockType, Packed, QKernel, QuantizedActs,
-    QK, QK_K,
+    check_bounds, portable, scale_min_k4, AffineCodes, BlockType, Blocks, Packed, QKernel,
+    QuantizedActs, QK, QK_K,
 };
+use crate::repack::{interleaved_row, GROUP};
 
 /// The kernels this CPU runs, fastest first.
 pub(crate) fn available() -> Vec<(&'static str, QKernel)> {
@@ -120,7 +121,12 @@ unsafe fn dispatch<const VNNI: bool>(
     macro_rules! go {
         ($($n:literal)*) => {
             match (m, w) {
-                $(($n, Packed::Blocks(b)) => match b.ty {
+                $(($n, Packed::Blocks(b)) if b.interleaved => match b.ty {
+                    BlockType::Q8_0 => interleaved::<$n, Q8_0, VNNI>(a, k, b, first, rows, out),
+                    BlockType::Q4_0 => interleaved::<$n, Q4_0, VNNI>(a, k, b, first, rows, out),
+                    _ => interleaved::<$n, Q4_1, VNNI>(a, k, b, first, rows, out),
+                },
+                ($n, Packed::Blocks(b)) => match b.ty {
                     BlockType::Q8_0 => walk::<$n, Q8_0, VNNI>(a, k, w, first, rows, out),
                     BlockType::Q4_0 => walk::<$n, Q4_0, VNNI>(a, k, w, first, rows, out),
                     BlockType::Q4_1 => walk::<$n, Q4_1, VNNI>(a, k, w, first, rows, out),
@@ -391,6 +397,169 @@ unsafe fn walk_q6_k<const M: usize, const VNNI: bool>(
         for (j, acc) in acc.iter().enumerate() {
             *out.add(r * M + j) = hsum(*acc);
         }
+    }
+}
+
+/// Interleaved Q8_0/Q4_0/Q4_1 (`src/repack.rs`): whole groups of four rows take [`walk4`]; a
+/// row of a group the task holds only part of, or of the rows after the last group, is read back
+/// into the row layout and takes [`walk`].
+#[inline(always)]
+unsafe fn interleaved<const M: usize, const T: u8, const VNNI: bool>(
+    a: &QuantizedActs,
+    k: usize,
+    b: Blocks<'_>,
+    first: usize,
+    rows: usize,
+    out: *mut f32,
+) {
+    let rb = b.ty.row_bytes(k);
+    let n4 = b.data.len() / rb / GROUP * GROUP;
+    let end = first + rows;
+    let mut one = Vec::new();
+    let mut r = first;
+    while r < end {
+        let whole = end.min(n4) / GROUP * GROUP;
+        if r.is_multiple_of(GROUP) && r < whole {
+            walk4::<M, T, VNNI>(
+                a,
+                k,
+                b.data,
+                r / GROUP,
+                (whole - r) / GROUP,
+                out.add((r - first) * M),
+            );
+            r = whole;
+        } else {
+            one.resize(rb, 0);
+            interleaved_row(b.ty, b.data, k, r, &mut one);
+            let row = Packed::Blocks(Blocks::rows(b.ty, &one));
+            walk::<M, T, VNNI>(a, k, row, 0, 1, out.add((r - first) * M));
+            r += 1;
+        }
+    }
+}
+
+/// Groups `g0..g0 + groups` of four interleaved rows against `M` activation rows: per block
+/// column, two 256-bit registers of codes hold elements 0..16 and 16..32 of two rows (a row per
+/// 128-bit lane), against the activation block's two halves broadcast to both lanes, so each
+/// activation load and the four rows' scales serve four rows. Unsigned codes (Q4_0, Q4_1, and
+/// Q8_0 stored as `q + 128` for `vpdpbusd`) add an offset per block (`m_w · d_x Σq_x`, `m_w` =
+/// `−8 d_w`, Q4_1's min, or `−128 d_w`); AVX2 takes Q8_0 back to signed codes and the sign trick
+/// (`vpmaddubsw` would overflow on `q + 128`).
+#[inline(always)]
+unsafe fn walk4<const M: usize, const T: u8, const VNNI: bool>(
+    a: &QuantizedActs,
+    k: usize,
+    data: &[u8],
+    g0: usize,
+    groups: usize,
+    out: *mut f32,
+) {
+    let nb = k / QK;
+    let col = GROUP
+        * match T {
+            Q8_0 => 34,
+            Q4_0 => 18,
+            _ => 20,
+        };
+    let hdr = if T == Q4_1 { 16 } else { 8 };
+    let signed = T == Q8_0 && !VNNI;
+    let (xq, xd, xs) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+    let low = _mm256_set1_epi8(15);
+    let flip = _mm256_set1_epi8(0x80u8 as i8);
+    let lanes01 = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
+    let lanes23 = _mm256_set_epi32(3, 3, 3, 3, 2, 2, 2, 2);
+    for g in 0..groups {
+        let base = data.as_ptr().add((g0 + g) * nb * col);
+        let mut acc01 = [_mm256_setzero_ps(); M];
+        let mut acc23 = [_mm256_setzero_ps(); M];
+        let mut off = [_mm_setzero_ps(); M];
+        for b in 0..nb {
+            let p = base.add(b * col);
+            // Ask for the block columns a few lines ahead (a prefetch never faults).
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(640) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(704) as *const i8);
+            let dw = _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i));
+            let mw = match T {
+                Q4_1 => _mm_cvtph_ps(_mm_loadl_epi64(p.add(8) as *const __m128i)),
+                Q4_0 => _mm_mul_ps(dw, _mm_set1_ps(-8.0)),
+                _ => _mm_mul_ps(dw, _mm_set1_ps(-128.0)),
+            };
+            let ld = |at: usize| _mm256_loadu_si256(p.add(at) as *const __m256i);
+            // Elements 0..16 (`*0`) and 16..32 (`*1`) of rows 0, 1 (`a`) and 2, 3 (`c`).
+            let (a0, a1, c0, c1) = if T == Q8_0 {
+                (ld(hdr), ld(hdr + 32), ld(hdr + 64), ld(hdr + 96))
+            } else {
+                let (w01, w23) = (ld(hdr), ld(hdr + 32));
+                (
+                    _mm256_and_si256(w01, low),
+                    _mm256_and_si256(_mm256_srli_epi16(w01, 4), low),
+                    _mm256_and_si256(w23, low),
+                    _mm256_and_si256(_mm256_srli_epi16(w23, 4), low),
+                )
+            };
+            let s = [a0, a1, c0, c1].map(|v| if signed { _mm256_xor_si256(v, flip) } else { v });
+            let u = s.map(|v| if signed { _mm256_sign_epi8(v, v) } else { v });
+            let sc = _mm256_castps128_ps256(dw);
+            let (s01, s23) = (
+                _mm256_permutevar8x32_ps(sc, lanes01),
+                _mm256_permutevar8x32_ps(sc, lanes23),
+            );
+            for j in 0..M {
+                let x = xq.add(j * k + b * QK);
+                let x0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x as *const __m128i));
+                let x1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(16) as *const __m128i));
+                let (d01, d23) = if signed {
+                    (
+                        _mm256_add_epi32(
+                            dot::<VNNI>(u[0], _mm256_sign_epi8(x0, s[0])),
+                            dot::<VNNI>(u[1], _mm256_sign_epi8(x1, s[1])),
+                        ),
+                        _mm256_add_epi32(
+                            dot::<VNNI>(u[2], _mm256_sign_epi8(x0, s[2])),
+                            dot::<VNNI>(u[3], _mm256_sign_epi8(x1, s[3])),
+                        ),
+                    )
+                } else {
+                    (
+                        dot2::<VNNI>(u[0], x0, u[1], x1),
+                        dot2::<VNNI>(u[2], x0, u[3], x1),
+                    )
+                };
+                let dx = _mm256_set1_ps(*xd.add(j * nb + b));
+                acc01[j] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d01), dx), s01, acc01[j]);
+                acc23[j] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d23), dx), s23, acc23[j]);
+                if !signed {
+                    off[j] = _mm_fmadd_ps(mw, _mm_set1_ps(*xs.add(j * nb + b)), off[j]);
+                }
+            }
+        }
+        for j in 0..M {
+            // [r0 ×4 | r1 ×4] and [r2 ×4 | r3 ×4] to [r0, r1, r2, r3].
+            let h = _mm256_hadd_ps(acc01[j], acc23[j]);
+            let h = _mm256_hadd_ps(h, h);
+            let r4 = _mm_unpacklo_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            let mut v = [0f32; GROUP];
+            _mm_storeu_ps(v.as_mut_ptr(), _mm_add_ps(r4, off[j]));
+            for (i, v) in v.into_iter().enumerate() {
+                *out.add((GROUP * g + i) * M + j) = v;
+            }
+        }
+    }
+}
+
+/// `u0 · s0 + u1 · s1` over 4-byte groups as 8 × int32: any unsigned bytes `u` with VNNI; with
+/// AVX2 nibbles only, whose int16 sums of four products with signed bytes (at most 4 · 15 · 128)
+/// stay in range.
+#[inline(always)]
+unsafe fn dot2<const VNNI: bool>(u0: __m256i, s0: __m256i, u1: __m256i, s1: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u0, s0), u1, s1)
+    } else {
+        let p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
+        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
     }
 }
 
