@@ -38,7 +38,9 @@ mod repack;
 
 pub use attention::{decode_attention, CacheView, DecodeShape};
 pub use choice::{bf16_kernel_choice, kernel_choice, KernelChoice};
-pub use machine::{cpu_model, cpu_pressure, training_threads, BUSY_PRESSURE, QUIET_PRESSURE};
+pub use machine::{
+    cpu_model, cpu_pressure, release_freed_heap, training_threads, BUSY_PRESSURE, QUIET_PRESSURE,
+};
 pub use quant::{
     affine_matmul, dequantize_row, f16_to_f32, quant_kernel_name, quant_matmul, quant_matmul_fine,
     quant_matmul_refined, AffineCodes, BlockType, Blocks, QuantizedActs, QK, QK_K,

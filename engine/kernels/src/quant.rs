@@ -862,6 +862,43 @@ mod tests {
         }
     }
 
+    /// The interleaved layout changes where the bytes are, not the arithmetic: every kernel gives
+    /// the row layout's products bit for bit (so greedy decoding and every figure measured on
+    /// the row layout stay as they were), for every row count and stretches that start and end
+    /// inside groups of four.
+    #[test]
+    fn interleaved_weights_give_the_row_layouts_products_bit_for_bit() {
+        for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
+            for (name, kernel) in available() {
+                let (n, k) = (23, 576);
+                let rows = blocks(ty, n, k, 17);
+                let mut inter = rows.clone();
+                crate::interleave(ty, &mut inter, k).unwrap();
+                for m in 1..=MAX_ROWS {
+                    let mut acts = QuantizedActs::default();
+                    acts.quantize(&values(m * k, 40 + m as u64), m, k);
+                    for (first, count) in [(0, n), (3, 18), (9, 14)] {
+                        let run = |data: &[u8], interleaved| {
+                            let w = Blocks {
+                                ty,
+                                data,
+                                interleaved,
+                            };
+                            let mut y = vec![0f32; count * m];
+                            kernel(&acts, m, k, Packed::Blocks(w), first, count, &mut y);
+                            y.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+                        };
+                        assert_eq!(
+                            run(&inter, true),
+                            run(&rows, false),
+                            "{name} {ty:?} m={m} rows {first}+{count}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Quantizing the same rows again reuses the codes; other rows, or rows quantized through
     /// `quantize` in between, are quantized afresh.
     #[test]

@@ -442,10 +442,15 @@ unsafe fn interleaved<const M: usize, const T: u8, const VNNI: bool>(
 /// Groups `g0..g0 + groups` of four interleaved rows against `M` activation rows: per block
 /// column, two 256-bit registers of codes hold elements 0..16 and 16..32 of two rows (a row per
 /// 128-bit lane), against the activation block's two halves broadcast to both lanes, so each
-/// activation load and the four rows' scales serve four rows. Unsigned codes (Q4_0, Q4_1, and
-/// Q8_0 stored as `q + 128` for `vpdpbusd`) add an offset per block (`m_w · d_x Σq_x`, `m_w` =
-/// `−8 d_w`, Q4_1's min, or `−128 d_w`); AVX2 takes Q8_0 back to signed codes and the sign trick
-/// (`vpmaddubsw` would overflow on `q + 128`).
+/// activation load and the four rows' scales serve four rows.
+///
+/// Bit for bit [`walk`]'s result: every lane holds the same exact integer product of four
+/// elements as a lane of [`walk`]'s register (its lanes 0–3 are this one's first register, 4–7
+/// the second), is scaled and accumulated by the same float32 operations in the same order, and
+/// summed across lanes as [`hsum`] does. Q8_0's codes, stored `q + 128`, go into `vpdpbusd` as
+/// they are and `128 · Σx` per lane is taken off in integers (AVX2 takes them back to signed
+/// codes and the sign trick, as [`walk`]); Q4_0's `− 8` and Q4_1's min are the same offset per
+/// block as [`walk`]'s.
 #[inline(always)]
 unsafe fn walk4<const M: usize, const T: u8, const VNNI: bool>(
     a: &QuantizedActs,
@@ -471,8 +476,12 @@ unsafe fn walk4<const M: usize, const T: u8, const VNNI: bool>(
     let lanes23 = _mm256_set_epi32(3, 3, 3, 3, 2, 2, 2, 2);
     for g in 0..groups {
         let base = data.as_ptr().add((g0 + g) * nb * col);
-        let mut acc01 = [_mm256_setzero_ps(); M];
-        let mut acc23 = [_mm256_setzero_ps(); M];
+        // Per activation row: rows 0, 1 (`*01`) and 2, 3 (`*23`), elements 0..16 (`lo`) and
+        // 16..32 (`hi`) of each block, and the offsets.
+        let mut lo01 = [_mm256_setzero_ps(); M];
+        let mut hi01 = [_mm256_setzero_ps(); M];
+        let mut lo23 = [_mm256_setzero_ps(); M];
+        let mut hi23 = [_mm256_setzero_ps(); M];
         let mut off = [_mm_setzero_ps(); M];
         for b in 0..nb {
             let p = base.add(b * col);
@@ -482,84 +491,76 @@ unsafe fn walk4<const M: usize, const T: u8, const VNNI: bool>(
             let dw = _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i));
             let mw = match T {
                 Q4_1 => _mm_cvtph_ps(_mm_loadl_epi64(p.add(8) as *const __m128i)),
-                Q4_0 => _mm_mul_ps(dw, _mm_set1_ps(-8.0)),
-                _ => _mm_mul_ps(dw, _mm_set1_ps(-128.0)),
+                _ => _mm_mul_ps(dw, _mm_set1_ps(-8.0)),
             };
             let ld = |at: usize| _mm256_loadu_si256(p.add(at) as *const __m256i);
-            // Elements 0..16 (`*0`) and 16..32 (`*1`) of rows 0, 1 (`a`) and 2, 3 (`c`).
-            let (a0, a1, c0, c1) = if T == Q8_0 {
-                (ld(hdr), ld(hdr + 32), ld(hdr + 64), ld(hdr + 96))
+            let w = if T == Q8_0 {
+                [ld(hdr), ld(hdr + 32), ld(hdr + 64), ld(hdr + 96)]
             } else {
                 let (w01, w23) = (ld(hdr), ld(hdr + 32));
-                (
+                [
                     _mm256_and_si256(w01, low),
                     _mm256_and_si256(_mm256_srli_epi16(w01, 4), low),
                     _mm256_and_si256(w23, low),
                     _mm256_and_si256(_mm256_srli_epi16(w23, 4), low),
-                )
+                ]
             };
-            let s = [a0, a1, c0, c1].map(|v| if signed { _mm256_xor_si256(v, flip) } else { v });
-            let u = s.map(|v| if signed { _mm256_sign_epi8(v, v) } else { v });
-            let sc = _mm256_castps128_ps256(dw);
-            let (s01, s23) = (
-                _mm256_permutevar8x32_ps(sc, lanes01),
-                _mm256_permutevar8x32_ps(sc, lanes23),
-            );
+            let sw = w.map(|v| if signed { _mm256_xor_si256(v, flip) } else { v });
+            let uw = sw.map(|v| if signed { _mm256_sign_epi8(v, v) } else { v });
             for j in 0..M {
                 let x = xq.add(j * k + b * QK);
                 let x0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x as *const __m128i));
                 let x1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(16) as *const __m128i));
-                let (d01, d23) = if signed {
-                    (
-                        _mm256_add_epi32(
-                            dot::<VNNI>(u[0], _mm256_sign_epi8(x0, s[0])),
-                            dot::<VNNI>(u[1], _mm256_sign_epi8(x1, s[1])),
-                        ),
-                        _mm256_add_epi32(
-                            dot::<VNNI>(u[2], _mm256_sign_epi8(x0, s[2])),
-                            dot::<VNNI>(u[3], _mm256_sign_epi8(x1, s[3])),
-                        ),
-                    )
-                } else {
-                    (
-                        dot2::<VNNI>(u[0], x0, u[1], x1),
-                        dot2::<VNNI>(u[2], x0, u[3], x1),
-                    )
-                };
-                let dx = _mm256_set1_ps(*xd.add(j * nb + b));
-                acc01[j] =
-                    _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d01), dx), s01, acc01[j]);
-                acc23[j] =
-                    _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d23), dx), s23, acc23[j]);
-                if !signed {
-                    off[j] = _mm_fmadd_ps(mw, _mm_set1_ps(*xs.add(j * nb + b)), off[j]);
+                let xh = [x0, x1, x0, x1];
+                let mut d = [_mm256_setzero_si256(); 4];
+                for i in 0..4 {
+                    d[i] = if signed {
+                        dot::<VNNI>(uw[i], _mm256_sign_epi8(xh[i], sw[i]))
+                    } else {
+                        dot::<VNNI>(uw[i], xh[i])
+                    };
+                }
+                if T == Q8_0 && VNNI {
+                    // `(q + 128) · x − 128 · x`, per lane.
+                    let c = [dot::<VNNI>(flip, x0), dot::<VNNI>(flip, x1)];
+                    for i in 0..4 {
+                        d[i] = _mm256_sub_epi32(d[i], c[i % 2]);
+                    }
+                }
+                let sc = _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_set1_ps(*xd.add(j * nb + b))));
+                let (s01, s23) = (
+                    _mm256_permutevar8x32_ps(sc, lanes01),
+                    _mm256_permutevar8x32_ps(sc, lanes23),
+                );
+                lo01[j] = _mm256_fmadd_ps(s01, _mm256_cvtepi32_ps(d[0]), lo01[j]);
+                hi01[j] = _mm256_fmadd_ps(s01, _mm256_cvtepi32_ps(d[1]), hi01[j]);
+                lo23[j] = _mm256_fmadd_ps(s23, _mm256_cvtepi32_ps(d[2]), lo23[j]);
+                hi23[j] = _mm256_fmadd_ps(s23, _mm256_cvtepi32_ps(d[3]), hi23[j]);
+                if T != Q8_0 {
+                    off[j] = _mm_add_ps(off[j], _mm_mul_ps(mw, _mm_set1_ps(*xs.add(j * nb + b))));
                 }
             }
         }
         for j in 0..M {
-            // [r0 ×4 | r1 ×4] and [r2 ×4 | r3 ×4] to [r0, r1, r2, r3].
-            let h = _mm256_hadd_ps(acc01[j], acc23[j]);
-            let h = _mm256_hadd_ps(h, h);
-            let r4 = _mm_unpacklo_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-            let mut v = [0f32; GROUP];
-            _mm_storeu_ps(v.as_mut_ptr(), _mm_add_ps(r4, off[j]));
-            for (i, v) in v.into_iter().enumerate() {
-                *out.add((GROUP * g + i) * M + j) = v;
+            // As `hsum`: lanes `l` and `l + 4` of `walk`'s register, then `(s0 + s2) + (s1 +
+            // s3)`, per 128-bit lane (a row).
+            let sums = [
+                _mm256_add_ps(lo01[j], hi01[j]),
+                _mm256_add_ps(lo23[j], hi23[j]),
+            ]
+            .map(|v| {
+                let t = _mm256_add_ps(v, _mm256_permute_ps::<0b01_00_11_10>(v));
+                _mm256_add_ps(t, _mm256_permute_ps::<0b10_11_00_01>(t))
+            });
+            let mut v = [0f32; 16];
+            _mm256_storeu_ps(v.as_mut_ptr(), sums[0]);
+            _mm256_storeu_ps(v.as_mut_ptr().add(8), sums[1]);
+            let mut o = [0f32; GROUP];
+            _mm_storeu_ps(o.as_mut_ptr(), off[j]);
+            for (i, o) in o.into_iter().enumerate() {
+                *out.add((GROUP * g + i) * M + j) = v[4 * i] + o;
             }
         }
-    }
-}
-
-/// `u0 · s0 + u1 · s1` over 4-byte groups as 8 × int32: any unsigned bytes `u` with VNNI; with
-/// AVX2 nibbles only, whose int16 sums of four products with signed bytes (at most 4 · 15 · 128)
-/// stay in range.
-#[inline(always)]
-unsafe fn dot2<const VNNI: bool>(u0: __m256i, s0: __m256i, u1: __m256i, s1: __m256i) -> __m256i {
-    if VNNI {
-        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u0, s0), u1, s1)
-    } else {
-        let p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
-        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
     }
 }
 
