@@ -505,8 +505,14 @@ unsafe fn walk4<const M: usize, const T: u8, const VNNI: bool>(
                     _mm256_and_si256(_mm256_srli_epi16(w23, 4), low),
                 ]
             };
-            let sw = w.map(|v| if signed { _mm256_xor_si256(v, flip) } else { v });
-            let uw = sw.map(|v| if signed { _mm256_sign_epi8(v, v) } else { v });
+            // (`array::map` is not inlined into a function with target features.)
+            let (mut sw, mut uw) = (w, w);
+            if signed {
+                for i in 0..4 {
+                    sw[i] = _mm256_xor_si256(w[i], flip);
+                    uw[i] = _mm256_sign_epi8(sw[i], sw[i]);
+                }
+            }
             for j in 0..M {
                 let x = xq.add(j * k + b * QK);
                 let x0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x as *const __m128i));
@@ -544,17 +550,9 @@ unsafe fn walk4<const M: usize, const T: u8, const VNNI: bool>(
         for j in 0..M {
             // As `hsum`: lanes `l` and `l + 4` of `walk`'s register, then `(s0 + s2) + (s1 +
             // s3)`, per 128-bit lane (a row).
-            let sums = [
-                _mm256_add_ps(lo01[j], hi01[j]),
-                _mm256_add_ps(lo23[j], hi23[j]),
-            ]
-            .map(|v| {
-                let t = _mm256_add_ps(v, _mm256_permute_ps::<0b01_00_11_10>(v));
-                _mm256_add_ps(t, _mm256_permute_ps::<0b10_11_00_01>(t))
-            });
             let mut v = [0f32; 16];
-            _mm256_storeu_ps(v.as_mut_ptr(), sums[0]);
-            _mm256_storeu_ps(v.as_mut_ptr().add(8), sums[1]);
+            _mm256_storeu_ps(v.as_mut_ptr(), lane_sums(lo01[j], hi01[j]));
+            _mm256_storeu_ps(v.as_mut_ptr().add(8), lane_sums(lo23[j], hi23[j]));
             let mut o = [0f32; GROUP];
             _mm_storeu_ps(o.as_mut_ptr(), off[j]);
             for (i, o) in o.into_iter().enumerate() {
@@ -562,6 +560,15 @@ unsafe fn walk4<const M: usize, const T: u8, const VNNI: bool>(
             }
         }
     }
+}
+
+/// [`hsum`] of `lo` and `hi` as one register's two halves, per 128-bit lane (in its first
+/// element): `lo + hi`, then `(s0 + s2) + (s1 + s3)`.
+#[inline(always)]
+unsafe fn lane_sums(lo: __m256, hi: __m256) -> __m256 {
+    let v = _mm256_add_ps(lo, hi);
+    let t = _mm256_add_ps(v, _mm256_permute_ps::<0b01_00_11_10>(v));
+    _mm256_add_ps(t, _mm256_permute_ps::<0b10_11_00_01>(t))
 }
 
 #[inline(always)]
