@@ -222,8 +222,11 @@ pub struct GgufLoader {
     kind: Kind,
     /// The slots loaded so far, by stem and bytes: a tied output projection and its embedding
     /// read one stored weight, which is repacked in place once and shared.
-    loaded: Mutex<HashMap<(String, usize), Arc<GgufLinear>>>,
+    loaded: Mutex<SlotCache>,
 }
+
+/// Slots by stem and the address of their bytes.
+type SlotCache = HashMap<(String, usize), Arc<GgufLinear>>;
 
 impl GgufLoader {
     /// A loader handing out embedding rows in `kind` (the model's dtype).
