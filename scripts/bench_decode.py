@@ -31,7 +31,11 @@ every run.
 
     python3 scripts/bench_decode.py [--repeats 3] [--new-tokens 128] [--prompts 4]
         [--inputs "float32 bfloat16 f32 f16 q8_0 q4_0 q4_1 q4_k_m q6_k rtn4"]
-        [--backends "pt llama_cpp"]
+        [--backends "pt llama_cpp"] [--baseline OTHER_SWIFT_BINARY]
+
+`--baseline BIN` runs a second swift build (e.g. main's `target/release/swift`, with its
+libswift_runtime.so beside it) in the same rounds, right after this one on every input, rows
+"swift-rs pt (baseline)": an A/B comparison interleaved in the same minutes.
 """
 import argparse
 import json
@@ -106,8 +110,8 @@ def own_folder():
     return path
 
 
-def swift_run(work, prompts, model, backend, dtype, new_tokens, plugin_dir):
-    cmd = [SWIFT]
+def swift_run(work, prompts, model, backend, dtype, new_tokens, plugin_dir, swift=SWIFT):
+    cmd = [swift]
     if plugin_dir:
         cmd += ["--plugin-dir", plugin_dir]
     cmd += ["infer", "--model", model, "--infer_backend", backend, "--temperature", "0",
@@ -149,6 +153,7 @@ def main():
     ap.add_argument("--backends", default="pt")
     ap.add_argument("--no-llama-bench", action="store_true")
     ap.add_argument("--json", help="write every run's figures to this file")
+    ap.add_argument("--baseline", help="another swift binary run in the same rounds (A/B)")
     args = ap.parse_args()
     inputs, backends = args.inputs.split(), args.backends.split()
     known = list(FOLDER_DTYPES) + GGUF_TYPES + [OWN]
@@ -164,6 +169,11 @@ def main():
         sys.exit(f"--repeats takes 1 or more; got {args.repeats}")
     if not os.access(SWIFT, os.X_OK):
         sys.exit("build first: cargo build --release -p swift-host -p swift-runtime")
+    swifts = [(SWIFT, "")]
+    if args.baseline:
+        if not os.access(args.baseline, os.X_OK):
+            sys.exit(f"--baseline {args.baseline} is not an executable swift binary")
+        swifts.append((args.baseline, " (baseline)"))
     if not os.path.exists(os.path.join(MODEL, "config.json")):
         sys.exit(f"no model at {MODEL}: run make setup")
     plugin_dir = None
@@ -197,7 +207,8 @@ def main():
         for i, (model, dtype, _) in plan.items():
             if model.endswith(".gguf"):
                 for b in backends:
-                    swift_run(work, prompts, model, b, dtype, 1, plugin_dir)
+                    for swift, _ in swifts:
+                        swift_run(work, prompts, model, b, dtype, 1, plugin_dir, swift)
 
         load_before = open("/proc/loadavg").read().split()[:3]
         runs, kernels, commit = [], set(), None
@@ -206,11 +217,12 @@ def main():
                 for b in backends:
                     if b == "llama_cpp" and not model.endswith(".gguf"):
                         continue
-                    res, kernel = swift_run(work, prompts, model, b, dtype, args.new_tokens,
-                                            plugin_dir)
-                    if kernel:
-                        kernels.add(kernel)
-                    runs.append(dict(res, input=i, who=f"swift-rs {b}", round=r))
+                    for swift, label in swifts:
+                        res, kernel = swift_run(work, prompts, model, b, dtype, args.new_tokens,
+                                                plugin_dir, swift)
+                        if kernel:
+                            kernels.add(kernel)
+                        runs.append(dict(res, input=i, who=f"swift-rs {b}{label}", round=r))
                 if peer and llama_dir:
                     res, commit = llama_run(work, llama_dir, peer, args.new_tokens)
                     runs.append(dict(res, input=i, who="llama-bench", round=r))

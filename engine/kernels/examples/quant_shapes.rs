@@ -2,11 +2,13 @@
 //! projection) at 1, 4 and 8 rows, for every block layout (the K-quants' shapes as if every
 //! width were whole super-blocks: 576 is rounded up to 768): `cargo run --release -p
 //! swift-kernels --example quant_shapes` (`SWIFT_QKERNEL=vnni|avx2|portable` picks the kernel).
+//! Q8_0, Q4_0 and Q4_1 run twice: rows one after the other, and interleaved as a loaded GGUF
+//! slot holds them (`swift_kernels::interleave`).
 //! A quick look at the kernel alone; the real figures come from `scripts/bench_decode.py`.
 
 use std::time::Instant;
 
-use swift_kernels::{quant_kernel_name, quant_matmul, BlockType, Blocks};
+use swift_kernels::{interleave, interleaves, quant_kernel_name, quant_matmul, BlockType, Blocks};
 
 fn main() {
     if std::env::args().any(|a| a == "--cached") {
@@ -27,12 +29,15 @@ fn main() {
     }
     shapes.push((vocab, h));
     println!("kernel: {}", quant_kernel_name());
-    for ty in BlockType::ALL {
+    for (ty, interleaved) in layouts() {
         let shapes: Vec<(usize, usize)> = shapes
             .iter()
             .map(|&(n, k)| (n, k.next_multiple_of(ty.block_elems())))
             .collect();
-        let packed: Vec<Vec<u8>> = shapes.iter().map(|&(n, k)| blocks(ty, n, k)).collect();
+        let packed: Vec<Vec<u8>> = shapes
+            .iter()
+            .map(|&(n, k)| blocks(ty, n, k, interleaved))
+            .collect();
         for m in [1usize, 4, 8] {
             let run = || {
                 for (i, &(n, k)) in shapes.iter().enumerate() {
@@ -41,6 +46,7 @@ fn main() {
                     let w = Blocks {
                         ty,
                         data: &packed[i],
+                        interleaved,
                     };
                     quant_matmul(&x, m, k, w, None, &mut y).expect("shapes are consistent");
                 }
@@ -54,8 +60,9 @@ fn main() {
             let step = start.elapsed().as_secs_f64() / reps as f64;
             let bytes: usize = packed.iter().map(Vec::len).sum();
             println!(
-                "{} rows={m}: {:.2} ms per token step, {:.1} GB/s of weights, {:.1} tokens/s",
+                "{}{} rows={m}: {:.2} ms per token step, {:.1} GB/s of weights, {:.1} tokens/s",
                 ty.name(),
+                if interleaved { " interleaved" } else { "" },
                 step * 1e3,
                 bytes as f64 / step / 1e9,
                 m as f64 / step
@@ -68,30 +75,45 @@ fn main() {
 /// kernel's arithmetic cost without memory traffic (CPU time: steadier on a shared machine).
 fn cached() {
     let (n, k) = (576usize, 576usize);
-    for ty in BlockType::ALL {
+    for (ty, interleaved) in layouts() {
         let k = k.next_multiple_of(ty.block_elems());
-        let w = blocks(ty, n, k);
+        let w = blocks(ty, n, k, interleaved);
         for m in [1usize, 4, 8] {
             let x = vec![0.5f32; m * k];
             let mut y = vec![0f32; m * n];
             let reps = 2000;
             let cpu0 = cpu_seconds();
             for _ in 0..reps {
-                quant_matmul(&x, m, k, Blocks { ty, data: &w }, None, &mut y).expect("consistent");
+                let w = Blocks {
+                    ty,
+                    data: &w,
+                    interleaved,
+                };
+                quant_matmul(&x, m, k, w, None, &mut y).expect("consistent");
             }
             let cpu = cpu_seconds() - cpu0;
             let groups = (n * k / 32 * reps) as f64;
             println!(
-                "{} rows={m}: {:.2} ns of CPU per group of 32 weights",
+                "{}{} rows={m}: {:.2} ns of CPU per group of 32 weights",
                 ty.name(),
+                if interleaved { " interleaved" } else { "" },
                 cpu / groups * 1e9
             );
         }
     }
 }
 
+/// Every layout, and the interleaved one of those that have it.
+fn layouts() -> Vec<(BlockType, bool)> {
+    BlockType::ALL
+        .into_iter()
+        .flat_map(|ty| [(ty, false), (ty, true)])
+        .filter(|&(ty, i)| !i || interleaves(ty))
+        .collect()
+}
+
 /// `n` rows of `k` weights in `ty`: varied codes, every float16 scale 1/64 (0x2400).
-fn blocks(ty: BlockType, n: usize, k: usize) -> Vec<u8> {
+fn blocks(ty: BlockType, n: usize, k: usize, interleaved: bool) -> Vec<u8> {
     let mut v: Vec<u8> = (0..ty.row_bytes(k) * n)
         .map(|i| (i * 7 % 251) as u8)
         .collect();
@@ -105,6 +127,9 @@ fn blocks(ty: BlockType, n: usize, k: usize) -> Vec<u8> {
             b[at] = 0x00;
             b[at + 1] = 0x24;
         }
+    }
+    if interleaved {
+        interleave(ty, &mut v, k).expect("whole rows");
     }
     v
 }

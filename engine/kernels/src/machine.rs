@@ -8,6 +8,9 @@
 //! fastest; on cores shared with other work, a thread the scheduler has descheduled holds up
 //! every barrier while its partner spins: the LoRA SFT benchmark's steps took 13x longer than
 //! with one thread (BENCHMARKS.md). One thread has no barriers to wait at.
+//!
+//! [`release_freed_heap`] hands the heap's free pages back to the system (glibc keeps what a
+//! program freed, so a loading step's transient buffers otherwise stay in its RSS).
 
 /// The CPU's model name (`/proc/cpuinfo`), or `unknown`.
 pub fn cpu_model() -> String {
@@ -35,6 +38,22 @@ fn parse_pressure(text: &str) -> Option<f64> {
         .find_map(|f| f.strip_prefix("avg10="))?
         .parse()
         .ok()
+}
+
+/// Returns the heap's free memory to the system (glibc's `malloc_trim(0)`; nothing elsewhere):
+/// after a step that freed large transient buffers (parsing a tokenizer), so they do not count
+/// in the resident memory of what follows.
+pub fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim only releases free memory of its own heaps.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }
 
 /// At or above this pressure (percent), training runs libtorch on one thread.

@@ -93,11 +93,25 @@ impl BlockType {
     }
 }
 
-/// A packed `[n, k]` weight matrix: `n` rows of `k / QK` blocks each, row after row.
+/// A packed `[n, k]` weight matrix: `n` rows of `k / QK` blocks each, row after row, or, when
+/// `interleaved`, in the layout [`crate::interleave`] writes (Q8_0, Q4_0, Q4_1: four rows' blocks
+/// side by side, `src/repack.rs`).
 #[derive(Clone, Copy, Debug)]
 pub struct Blocks<'a> {
     pub ty: BlockType,
     pub data: &'a [u8],
+    pub interleaved: bool,
+}
+
+impl<'a> Blocks<'a> {
+    /// Rows one after the other (a GGUF file's layout).
+    pub fn rows(ty: BlockType, data: &'a [u8]) -> Self {
+        Self {
+            ty,
+            data,
+            interleaved: false,
+        }
+    }
 }
 
 /// A `[n, k]` weight in the group-wise affine layout of swift-rs's own quantized folders (`rtn`,
@@ -362,6 +376,12 @@ pub(crate) fn check_bounds(
     let nb = k / QK;
     let end = first + rows;
     let weights_fit = match w {
+        Packed::Blocks(b) if b.interleaved => {
+            // The groups' offsets follow from the whole matrix's row count.
+            crate::repack::interleaves(b.ty)
+                && b.data.len().is_multiple_of(b.ty.row_bytes(k))
+                && b.data.len() >= end * b.ty.row_bytes(k)
+        }
         Packed::Blocks(b) => {
             k.is_multiple_of(b.ty.block_elems()) && b.data.len() >= end * b.ty.row_bytes(k)
         }
@@ -399,14 +419,23 @@ pub(crate) fn portable(
     // Per weight row and group of 32: its values as integer codes, its scale and its offset
     // (the `min` that multiplies `d_x Σq_x`).
     let mut codes = [0i32; QK];
+    // An interleaved row, read back into the row layout.
+    let mut unpacked = Vec::new();
     for r in 0..rows {
         let row = first + r;
+        if let Packed::Blocks(bl) = w {
+            if bl.interleaved {
+                unpacked.resize(bl.ty.row_bytes(k), 0);
+                crate::repack::interleaved_row(bl.ty, bl.data, k, row, &mut unpacked);
+            }
+        }
         for j in 0..m {
             let mut acc = 0f32;
             for b in 0..nb {
                 let xq = &a.q[j * k + b * QK..j * k + (b + 1) * QK];
                 let (dx, sx) = (a.d[j * nb + b], a.s[j * nb + b]);
                 let (dw, mw) = match w {
+                    Packed::Blocks(bl) if bl.interleaved => group(bl.ty, &unpacked, b, &mut codes),
                     Packed::Blocks(bl) => {
                         let rb = bl.ty.row_bytes(k);
                         group(bl.ty, &bl.data[row * rb..(row + 1) * rb], b, &mut codes)
@@ -457,6 +486,12 @@ fn check_blocks(x: &[f32], m: usize, k: usize, w: Blocks<'_>) -> Result<usize, S
             "{} rows hold whole super-blocks of {} values; got a width of {k}",
             w.ty.name(),
             w.ty.block_elems()
+        )));
+    }
+    if w.interleaved && !crate::repack::interleaves(w.ty) {
+        return Err(ShapeError(format!(
+            "{} weights are not interleaved (Q8_0, Q4_0 and Q4_1 are)",
+            w.ty.name()
         )));
     }
     let rb = w.ty.row_bytes(k);
@@ -767,58 +802,97 @@ mod tests {
     /// (19), against the dequantized weights (swift-gguf's decoder) times the *dequantized
     /// quantized activations* in float64: each group of 32 is an exact integer product, so the
     /// only difference is float32 rounding of the per-group scaling and the sum over groups,
-    /// bounded by 1e-5 of Σ|x_c · w_c| (plus 1e-6) for every layout, K-quants included.
+    /// bounded by 1e-5 of Σ|x_c · w_c| (plus 1e-6) for every layout, K-quants included. Q8_0,
+    /// Q4_0 and Q4_1 also interleaved (`src/repack.rs`), the same bound: their unsigned codes'
+    /// offset per block is one more float32 term of the same size. Stretches of rows from an
+    /// offset, as the pool's tasks get, start and end inside groups of four and in the rows
+    /// after the last group.
     #[test]
     fn every_kernel_matches_dequantize_then_matmul_in_float64() {
         for ty in TYPES {
-            for (name, kernel) in available() {
-                for &k in widths(ty) {
-                    let n = 19;
-                    let data = blocks(ty, n, k, 7 + k as u64);
-                    let wd = unpack(ty, &data, n, k);
-                    for m in 1..=MAX_ROWS {
-                        let x = values(m * k, (m * 31 + k) as u64);
-                        let mut acts = QuantizedActs::default();
-                        acts.quantize(&x, m, k);
-                        let xd: Vec<f64> = acts
-                            .q
-                            .iter()
-                            .enumerate()
-                            .map(|(i, &q)| q as f64 * acts.d[i / QK] as f64)
-                            .collect();
-                        let want = reference(&xd, m, k, &wd);
-                        let mut got = vec![0f32; n * m];
-                        kernel(
-                            &acts,
-                            m,
-                            k,
-                            Packed::Blocks(Blocks { ty, data: &data }),
-                            0,
-                            n,
-                            &mut got,
-                        );
-                        // A stretch of rows from an offset, as the pool's tasks get.
-                        let (first, rows) = (5, 11);
-                        kernel(
-                            &acts,
-                            m,
-                            k,
-                            Packed::Blocks(Blocks { ty, data: &data }),
-                            first,
-                            rows,
-                            &mut got[first * m..(first + rows) * m],
-                        );
-                        for r in 0..n {
-                            for j in 0..m {
-                                let mag: f64 =
-                                    (0..k).map(|c| (xd[j * k + c] * wd[r * k + c]).abs()).sum();
-                                let (a, b) = (got[r * m + j] as f64, want[j * n + r]);
-                                assert!(
-                                    (a - b).abs() <= 1e-5 * mag + 1e-6,
-                                    "{name} {ty:?} k={k} m={m} r={r}: {a} vs {b}"
-                                );
+            for interleaved in [false, true] {
+                if interleaved && !crate::interleaves(ty) {
+                    continue;
+                }
+                for (name, kernel) in available() {
+                    for &k in widths(ty) {
+                        let n = 19;
+                        let mut data = blocks(ty, n, k, 7 + k as u64);
+                        let wd = unpack(ty, &data, n, k);
+                        if interleaved {
+                            crate::interleave(ty, &mut data, k).unwrap();
+                        }
+                        let w = Blocks {
+                            ty,
+                            data: &data,
+                            interleaved,
+                        };
+                        for m in 1..=MAX_ROWS {
+                            let x = values(m * k, (m * 31 + k) as u64);
+                            let mut acts = QuantizedActs::default();
+                            acts.quantize(&x, m, k);
+                            let xd: Vec<f64> = acts
+                                .q
+                                .iter()
+                                .enumerate()
+                                .map(|(i, &q)| q as f64 * acts.d[i / QK] as f64)
+                                .collect();
+                            let want = reference(&xd, m, k, &wd);
+                            for (first, rows) in [(0, n), (5, 11), (2, 15), (13, 6)] {
+                                let mut got = vec![f32::NAN; rows * m];
+                                kernel(&acts, m, k, Packed::Blocks(w), first, rows, &mut got);
+                                for r in first..first + rows {
+                                    for j in 0..m {
+                                        let mag: f64 = (0..k)
+                                            .map(|c| (xd[j * k + c] * wd[r * k + c]).abs())
+                                            .sum();
+                                        let (a, b) =
+                                            (got[(r - first) * m + j] as f64, want[j * n + r]);
+                                        assert!(
+                                            (a - b).abs() <= 1e-5 * mag + 1e-6,
+                                            "{name} {ty:?} interleaved={interleaved} k={k} m={m} r={r} from {first}: {a} vs {b}"
+                                        );
+                                    }
+                                }
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The interleaved layout changes where the bytes are, not the arithmetic: every kernel gives
+    /// the row layout's products bit for bit (so greedy decoding and every figure measured on
+    /// the row layout stay as they were), for every row count and stretches that start and end
+    /// inside groups of four.
+    #[test]
+    fn interleaved_weights_give_the_row_layouts_products_bit_for_bit() {
+        for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
+            for (name, kernel) in available() {
+                let (n, k) = (23, 576);
+                let rows = blocks(ty, n, k, 17);
+                let mut inter = rows.clone();
+                crate::interleave(ty, &mut inter, k).unwrap();
+                for m in 1..=MAX_ROWS {
+                    let mut acts = QuantizedActs::default();
+                    acts.quantize(&values(m * k, 40 + m as u64), m, k);
+                    for (first, count) in [(0, n), (3, 18), (9, 14)] {
+                        let run = |data: &[u8], interleaved| {
+                            let w = Blocks {
+                                ty,
+                                data,
+                                interleaved,
+                            };
+                            let mut y = vec![0f32; count * m];
+                            kernel(&acts, m, k, Packed::Blocks(w), first, count, &mut y);
+                            y.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+                        };
+                        assert_eq!(
+                            run(&inter, true),
+                            run(&rows, false),
+                            "{name} {ty:?} m={m} rows {first}+{count}"
+                        );
                     }
                 }
             }
@@ -926,7 +1000,7 @@ mod tests {
                     let x = values(m * k, 5 + m as u64);
                     let bias = values(n, 9);
                     let mut y = vec![0f32; m * n];
-                    let w = Blocks { ty, data: &data };
+                    let w = Blocks::rows(ty, &data);
                     if fine {
                         quant_matmul_fine(&x, m, k, w, Some(&bias), &mut y).unwrap();
                     } else {
@@ -967,7 +1041,7 @@ mod tests {
             for m in [1usize, 3] {
                 let (n, k, top) = (301, 128, 7);
                 let data = blocks(ty, n, k, 13);
-                let w = Blocks { ty, data: &data };
+                let w = Blocks::rows(ty, &data);
                 let x = values(m * k, 3 + m as u64);
                 let bias = values(n, 4);
                 let mut coarse = vec![0f32; m * n];
@@ -994,26 +1068,17 @@ mod tests {
     #[test]
     fn inconsistent_shapes_are_an_error_not_a_panic() {
         let data = vec![0u8; 2 * 34];
-        let w = Blocks {
-            ty: BlockType::Q8_0,
-            data: &data,
-        };
+        let w = Blocks::rows(BlockType::Q8_0, &data);
         let mut y = vec![0f32; 2];
         assert!(quant_matmul(&[0.0; 33], 1, 33, w, None, &mut y).is_err());
         assert!(quant_matmul(&[0.0; 32], 1, 32, w, None, &mut y[..1]).is_err());
         assert!(quant_matmul(&[0.0; 32 * 9], 9, 32, w, None, &mut y).is_err());
-        let short = Blocks {
-            ty: BlockType::Q8_0,
-            data: &data[..50],
-        };
+        let short = Blocks::rows(BlockType::Q8_0, &data[..50]);
         assert!(quant_matmul(&[0.0; 32], 1, 32, short, None, &mut y).is_err());
         assert!(quant_matmul(&[0.0; 32], 1, 32, w, None, &mut y).is_ok());
         // A K-quant row is whole super-blocks of 256: a width of 576 is refused, not misread.
         let data = vec![0u8; 3 * 210];
-        let w = Blocks {
-            ty: BlockType::Q6_K,
-            data: &data,
-        };
+        let w = Blocks::rows(BlockType::Q6_K, &data);
         let err = quant_matmul(&[0.0; 576], 1, 576, w, None, &mut y[..1]).unwrap_err();
         assert!(err.to_string().contains("super-blocks of 256"), "{err}");
         assert!(quant_matmul(&[0.0; 768], 1, 768, w, None, &mut y[..1]).is_ok());

@@ -18,9 +18,10 @@
 use std::arch::x86_64::*;
 
 use crate::quant::{
-    check_bounds, portable, scale_min_k4, AffineCodes, BlockType, Packed, QKernel, QuantizedActs,
-    QK, QK_K,
+    check_bounds, portable, scale_min_k4, AffineCodes, BlockType, Blocks, Packed, QKernel,
+    QuantizedActs, QK, QK_K,
 };
+use crate::repack::{interleaved_row, GROUP};
 
 /// The kernels this CPU runs, fastest first.
 pub(crate) fn available() -> Vec<(&'static str, QKernel)> {
@@ -120,7 +121,12 @@ unsafe fn dispatch<const VNNI: bool>(
     macro_rules! go {
         ($($n:literal)*) => {
             match (m, w) {
-                $(($n, Packed::Blocks(b)) => match b.ty {
+                $(($n, Packed::Blocks(b)) if b.interleaved => match b.ty {
+                    BlockType::Q8_0 => interleaved::<$n, Q8_0, VNNI>(a, k, b, first, rows, out),
+                    BlockType::Q4_0 => interleaved::<$n, Q4_0, VNNI>(a, k, b, first, rows, out),
+                    _ => interleaved::<$n, Q4_1, VNNI>(a, k, b, first, rows, out),
+                },
+                ($n, Packed::Blocks(b)) => match b.ty {
                     BlockType::Q8_0 => walk::<$n, Q8_0, VNNI>(a, k, w, first, rows, out),
                     BlockType::Q4_0 => walk::<$n, Q4_0, VNNI>(a, k, w, first, rows, out),
                     BlockType::Q4_1 => walk::<$n, Q4_1, VNNI>(a, k, w, first, rows, out),
@@ -392,6 +398,177 @@ unsafe fn walk_q6_k<const M: usize, const VNNI: bool>(
             *out.add(r * M + j) = hsum(*acc);
         }
     }
+}
+
+/// Interleaved Q8_0/Q4_0/Q4_1 (`src/repack.rs`): whole groups of four rows take [`walk4`]; a
+/// row of a group the task holds only part of, or of the rows after the last group, is read back
+/// into the row layout and takes [`walk`].
+#[inline(always)]
+unsafe fn interleaved<const M: usize, const T: u8, const VNNI: bool>(
+    a: &QuantizedActs,
+    k: usize,
+    b: Blocks<'_>,
+    first: usize,
+    rows: usize,
+    out: *mut f32,
+) {
+    let rb = b.ty.row_bytes(k);
+    let n4 = b.data.len() / rb / GROUP * GROUP;
+    let end = first + rows;
+    let mut one = Vec::new();
+    let mut r = first;
+    while r < end {
+        let whole = end.min(n4) / GROUP * GROUP;
+        if r.is_multiple_of(GROUP) && r < whole {
+            walk4::<M, T, VNNI>(
+                a,
+                k,
+                b.data,
+                r / GROUP,
+                (whole - r) / GROUP,
+                out.add((r - first) * M),
+            );
+            r = whole;
+        } else {
+            one.resize(rb, 0);
+            interleaved_row(b.ty, b.data, k, r, &mut one);
+            let row = Packed::Blocks(Blocks::rows(b.ty, &one));
+            walk::<M, T, VNNI>(a, k, row, 0, 1, out.add((r - first) * M));
+            r += 1;
+        }
+    }
+}
+
+/// Groups `g0..g0 + groups` of four interleaved rows against `M` activation rows: per block
+/// column, two 256-bit registers of codes hold elements 0..16 and 16..32 of two rows (a row per
+/// 128-bit lane), against the activation block's two halves broadcast to both lanes, so each
+/// activation load and the four rows' scales serve four rows.
+///
+/// Bit for bit [`walk`]'s result: every lane holds the same exact integer product of four
+/// elements as a lane of [`walk`]'s register (its lanes 0–3 are this one's first register, 4–7
+/// the second), is scaled and accumulated by the same float32 operations in the same order, and
+/// summed across lanes as [`hsum`] does. Q8_0's codes, stored `q + 128`, go into `vpdpbusd` as
+/// they are and `128 · Σx` per lane is taken off in integers (AVX2 takes them back to signed
+/// codes and the sign trick, as [`walk`]); Q4_0's `− 8` and Q4_1's min are the same offset per
+/// block as [`walk`]'s.
+#[inline(always)]
+unsafe fn walk4<const M: usize, const T: u8, const VNNI: bool>(
+    a: &QuantizedActs,
+    k: usize,
+    data: &[u8],
+    g0: usize,
+    groups: usize,
+    out: *mut f32,
+) {
+    let nb = k / QK;
+    let col = GROUP
+        * match T {
+            Q8_0 => 34,
+            Q4_0 => 18,
+            _ => 20,
+        };
+    let hdr = if T == Q4_1 { 16 } else { 8 };
+    let signed = T == Q8_0 && !VNNI;
+    let (xq, xd, xs) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+    let low = _mm256_set1_epi8(15);
+    let flip = _mm256_set1_epi8(0x80u8 as i8);
+    let lanes01 = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
+    let lanes23 = _mm256_set_epi32(3, 3, 3, 3, 2, 2, 2, 2);
+    for g in 0..groups {
+        let base = data.as_ptr().add((g0 + g) * nb * col);
+        // Per activation row: rows 0, 1 (`*01`) and 2, 3 (`*23`), elements 0..16 (`lo`) and
+        // 16..32 (`hi`) of each block, and the offsets.
+        let mut lo01 = [_mm256_setzero_ps(); M];
+        let mut hi01 = [_mm256_setzero_ps(); M];
+        let mut lo23 = [_mm256_setzero_ps(); M];
+        let mut hi23 = [_mm256_setzero_ps(); M];
+        let mut off = [_mm_setzero_ps(); M];
+        for b in 0..nb {
+            let p = base.add(b * col);
+            // Ask for the block columns a few lines ahead (a prefetch never faults).
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(640) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(704) as *const i8);
+            let dw = _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i));
+            let mw = match T {
+                Q4_1 => _mm_cvtph_ps(_mm_loadl_epi64(p.add(8) as *const __m128i)),
+                _ => _mm_mul_ps(dw, _mm_set1_ps(-8.0)),
+            };
+            let ld = |at: usize| _mm256_loadu_si256(p.add(at) as *const __m256i);
+            let w = if T == Q8_0 {
+                [ld(hdr), ld(hdr + 32), ld(hdr + 64), ld(hdr + 96)]
+            } else {
+                let (w01, w23) = (ld(hdr), ld(hdr + 32));
+                [
+                    _mm256_and_si256(w01, low),
+                    _mm256_and_si256(_mm256_srli_epi16(w01, 4), low),
+                    _mm256_and_si256(w23, low),
+                    _mm256_and_si256(_mm256_srli_epi16(w23, 4), low),
+                ]
+            };
+            // (`array::map` is not inlined into a function with target features.)
+            let (mut sw, mut uw) = (w, w);
+            if signed {
+                for i in 0..4 {
+                    sw[i] = _mm256_xor_si256(w[i], flip);
+                    uw[i] = _mm256_sign_epi8(sw[i], sw[i]);
+                }
+            }
+            for j in 0..M {
+                let x = xq.add(j * k + b * QK);
+                let x0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x as *const __m128i));
+                let x1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(16) as *const __m128i));
+                let xh = [x0, x1, x0, x1];
+                let mut d = [_mm256_setzero_si256(); 4];
+                for i in 0..4 {
+                    d[i] = if signed {
+                        dot::<VNNI>(uw[i], _mm256_sign_epi8(xh[i], sw[i]))
+                    } else {
+                        dot::<VNNI>(uw[i], xh[i])
+                    };
+                }
+                if T == Q8_0 && VNNI {
+                    // `(q + 128) · x − 128 · x`, per lane.
+                    let c = [dot::<VNNI>(flip, x0), dot::<VNNI>(flip, x1)];
+                    for i in 0..4 {
+                        d[i] = _mm256_sub_epi32(d[i], c[i % 2]);
+                    }
+                }
+                let sc = _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_set1_ps(*xd.add(j * nb + b))));
+                let (s01, s23) = (
+                    _mm256_permutevar8x32_ps(sc, lanes01),
+                    _mm256_permutevar8x32_ps(sc, lanes23),
+                );
+                lo01[j] = _mm256_fmadd_ps(s01, _mm256_cvtepi32_ps(d[0]), lo01[j]);
+                hi01[j] = _mm256_fmadd_ps(s01, _mm256_cvtepi32_ps(d[1]), hi01[j]);
+                lo23[j] = _mm256_fmadd_ps(s23, _mm256_cvtepi32_ps(d[2]), lo23[j]);
+                hi23[j] = _mm256_fmadd_ps(s23, _mm256_cvtepi32_ps(d[3]), hi23[j]);
+                if T != Q8_0 {
+                    off[j] = _mm_add_ps(off[j], _mm_mul_ps(mw, _mm_set1_ps(*xs.add(j * nb + b))));
+                }
+            }
+        }
+        for j in 0..M {
+            // As `hsum`: lanes `l` and `l + 4` of `walk`'s register, then `(s0 + s2) + (s1 +
+            // s3)`, per 128-bit lane (a row).
+            let mut v = [0f32; 16];
+            _mm256_storeu_ps(v.as_mut_ptr(), lane_sums(lo01[j], hi01[j]));
+            _mm256_storeu_ps(v.as_mut_ptr().add(8), lane_sums(lo23[j], hi23[j]));
+            let mut o = [0f32; GROUP];
+            _mm_storeu_ps(o.as_mut_ptr(), off[j]);
+            for (i, o) in o.into_iter().enumerate() {
+                *out.add((GROUP * g + i) * M + j) = v[4 * i] + o;
+            }
+        }
+    }
+}
+
+/// [`hsum`] of `lo` and `hi` as one register's two halves, per 128-bit lane (in its first
+/// element): `lo + hi`, then `(s0 + s2) + (s1 + s3)`.
+#[inline(always)]
+unsafe fn lane_sums(lo: __m256, hi: __m256) -> __m256 {
+    let v = _mm256_add_ps(lo, hi);
+    let t = _mm256_add_ps(v, _mm256_permute_ps::<0b01_00_11_10>(v));
+    _mm256_add_ps(t, _mm256_permute_ps::<0b10_11_00_01>(t))
 }
 
 #[inline(always)]

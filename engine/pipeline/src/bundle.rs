@@ -91,12 +91,17 @@ impl ModelBundle {
                 None => tch::Kind::BFloat16,
             },
         };
+        // The tokenizer first: parsing tokenizer.json holds about 45 MB of transient heap
+        // (SmolLM2's; serde's buffered content), handed back to the system before the weights'
+        // pages are touched (repacking touches them at load), so peak RSS is not the sum of both.
+        let tokenizer = Tokenizer::from_dir(&dir)?;
+        swift_kernels::release_freed_heap();
         let started = Instant::now();
         let packed;
         let gguf;
         let quant: Option<&dyn swift_model::QuantizedLoader> =
             if swift_quant::gguf::is_gguf_config(&config) {
-                gguf = swift_quant::gguf::GgufLoader { kind };
+                gguf = swift_quant::gguf::GgufLoader::new(kind);
                 tracing::info!(
                     "the GGUF blocks decode on swift-kernels' `{}` integer kernel",
                     swift_quant::gguf::kernel_name()
@@ -119,7 +124,6 @@ impl ModelBundle {
             device,
             started.elapsed().as_secs_f64()
         );
-        let tokenizer = Tokenizer::from_dir(&dir)?;
         let eos_ids = eos_ids(&dir, &config, &tokenizer);
         Ok(Self {
             dir,

@@ -6,15 +6,22 @@
 //! greedy decoding of a Q8_0 SmolLM2 part from the float32 run at top-2 gaps up to 0.136) and looks
 //! embedding rows up by decoding only those rows; [`GgufLoader`] reads the layout `swift_gguf::convert_to_hf_packed` writes (`STEM.qweight`: U8
 //! `[out, bytes per row]`, the blocks of each row; `STEM.ggml_type`: I32 `[1]`), borrowing the
-//! memory-mapped bytes, so the weights stay the size of the file.
+//! memory-mapped bytes, so the weights stay the size of the file. Q8_0, Q4_0 and Q4_1 slots are
+//! repacked at load into swift-kernels' interleaved layout ([`swift_kernels::interleave`]: four
+//! rows' blocks side by side, which the kernels read four rows per activation load), in place of
+//! the file's layout: the bytes are the mapping's private (copy-on-write) pages, which then
+//! stop being the page cache's and stay the file's size; [`QuantizedLinear::tensors`] hands the
+//! file's layout back.
 //!
 //! A product of more than [`crate::decode::KERNEL_ROWS`] rows (a long prompt) or one that needs gradients
 //! (training through the slot) decodes the weight to float32 and multiplies in libtorch.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use swift_kernels::{
-    dequantize_row, quant_matmul, quant_matmul_fine, quant_matmul_refined, BlockType, Blocks,
+    deinterleave, dequantize_row, interleave, interleaved_row, interleaves, quant_matmul,
+    quant_matmul_fine, quant_matmul_refined, BlockType, Blocks,
 };
 use swift_model::weights::{Checkpoint, MappedFile};
 use swift_model::{ModelError, QuantizedLinear, QuantizedLoader};
@@ -62,8 +69,10 @@ fn block_type(id: i32) -> Option<BlockType> {
 /// A `[out, in]` weight in GGUF blocks.
 pub struct GgufLinear {
     ty: BlockType,
-    /// U8 `[out, in / 32 · block bytes]`, contiguous on the CPU (often the mapped file's bytes).
+    /// U8 `[out, in / 32 · block bytes]`, contiguous on the CPU (often the mapped file's bytes),
+    /// interleaved for the types that have that layout.
     blocks: Tensor,
+    interleaved: bool,
     out: usize,
     k: usize,
     /// The dtype of embedding rows handed out (the model's).
@@ -91,17 +100,31 @@ impl GgufLinear {
         }
     }
 
+    fn weights(&self) -> Blocks<'_> {
+        Blocks {
+            ty: self.ty,
+            data: self.bytes(),
+            interleaved: self.interleaved,
+        }
+    }
+
     /// The rows `ids` decoded to float32, `[ids.len(), in]`.
     fn rows_f32(&self, ids: &[i64]) -> Result<Vec<f32>, String> {
         let rb = self.ty.row_bytes(self.k);
         let bytes = self.bytes();
         let mut out = vec![0f32; ids.len() * self.k];
+        let mut row = vec![0u8; if self.interleaved { rb } else { 0 }];
         for (&id, o) in ids.iter().zip(out.chunks_exact_mut(self.k)) {
             let r = usize::try_from(id)
                 .ok()
                 .filter(|&r| r < self.out)
                 .ok_or_else(|| format!("index {id} is out of range for {} rows", self.out))?;
-            dequantize_row(self.ty, &bytes[r * rb..(r + 1) * rb], o);
+            if self.interleaved {
+                interleaved_row(self.ty, bytes, self.k, r, &mut row);
+                dequantize_row(self.ty, &row, o);
+            } else {
+                dequantize_row(self.ty, &bytes[r * rb..(r + 1) * rb], o);
+            }
         }
         Ok(out)
     }
@@ -117,10 +140,7 @@ impl GgufLinear {
 
 impl QuantizedLinear for GgufLinear {
     fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, String> {
-        let w = Blocks {
-            ty: self.ty,
-            data: self.bytes(),
-        };
+        let w = self.weights();
         // Outside decoding steps (a prompt's pass, whose last row picks the first token) every
         // slot's activations go in at about 16 bits.
         let decoding = swift_model::in_decoding_step();
@@ -146,8 +166,22 @@ impl QuantizedLinear for GgufLinear {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
+        // The file's layout: the interleaved bytes are this process's own.
+        let qweight = if self.interleaved {
+            let t = self.blocks.copy();
+            // SAFETY: `t` is a fresh contiguous CPU U8 copy of `blocks`, written by nothing else.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, self.bytes().len())
+            };
+            match deinterleave(self.ty, bytes, self.k) {
+                Ok(()) => t,
+                Err(e) => unreachable!("checked at load: {e}"),
+            }
+        } else {
+            self.blocks.shallow_clone()
+        };
         vec![
-            ("qweight".into(), self.blocks.shallow_clone()),
+            ("qweight".into(), qweight),
             ("ggml_type".into(), Tensor::from_slice(&[type_id(self.ty)])),
         ]
     }
@@ -185,7 +219,23 @@ fn is_output_projection(stem: &str) -> bool {
 /// Reads [`GgufLinear`] slots from a folder in this layout (CPU only).
 pub struct GgufLoader {
     /// The model's dtype (of embedding rows).
-    pub kind: Kind,
+    kind: Kind,
+    /// The slots loaded so far, by stem and bytes: a tied output projection and its embedding
+    /// read one stored weight, which is repacked in place once and shared.
+    loaded: Mutex<SlotCache>,
+}
+
+/// Slots by stem and the address of their bytes.
+type SlotCache = HashMap<(String, usize), Arc<GgufLinear>>;
+
+impl GgufLoader {
+    /// A loader handing out embedding rows in `kind` (the model's dtype).
+    pub fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            loaded: Mutex::default(),
+        }
+    }
 }
 
 impl QuantizedLoader for GgufLoader {
@@ -233,14 +283,38 @@ impl QuantizedLoader for GgufLoader {
                 want: want.to_vec(),
             });
         }
-        Ok(Some(Arc::new(GgufLinear {
+        let key = (stem.to_string(), loaded.tensor.data_ptr() as usize);
+        let mut cache = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(slot) = cache.get(&key) {
+            return Ok(Some(slot.clone()));
+        }
+        let interleaved = interleaves(ty);
+        if interleaved {
+            // SAFETY: a contiguous CPU U8 tensor of `out · row bytes` (checked above): the
+            // mapping's private copy-on-write pages (never the file) or a copy of them; no other
+            // slot reads them (the cache above hands the same slot out for the same bytes).
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(
+                    loaded.tensor.data_ptr() as *mut u8,
+                    out * ty.row_bytes(k),
+                )
+            };
+            interleave(ty, bytes, k).map_err(|e| bad(e.to_string()))?;
+        }
+        let slot = Arc::new(GgufLinear {
             ty,
             blocks: loaded.tensor,
+            interleaved,
             out,
             k,
             kind: self.kind,
             output: is_output_projection(stem),
             _keep: loaded.keep,
-        })))
+        });
+        cache.insert(key, slot.clone());
+        Ok(Some(slot))
     }
 }
