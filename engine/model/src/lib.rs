@@ -17,6 +17,7 @@
 //!   per-block entry points (recompute one block at a time in the backward pass).
 
 mod context;
+mod share;
 pub mod cuda;
 pub mod generate;
 mod skinny;

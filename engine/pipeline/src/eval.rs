@@ -281,25 +281,7 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
     if !gen_benches.is_empty() {
         let mut answer: Box<AnswerFn<'_>> = match (local.take(), &remote, &adapters) {
             (Some(bundle), _, Some(adapters)) => {
-                let gen = local_generator(args, regs, adapters, bundle)?;
-                Box::new(move |chunk: &[(u64, StandardRow)], file: &Path| {
-                    let mut prompts = Vec::new();
-                    for (line, row) in chunk {
-                        prompts.push(
-                            gen.prompt_ids(row)
-                                .with_context(|| format!("{}:{line}", file.display()))?,
-                        );
-                    }
-                    let answers = gen.generate(&prompts, &mut |_, _| {}, &mut || {})?;
-                    Ok(answers
-                        .into_iter()
-                        .zip(chunk)
-                        .map(|(a, (_, row))| match row.tools {
-                            Some(_) => parsed_calls(a.text),
-                            None => (a.text, Vec::new()),
-                        })
-                        .collect())
-                })
+                local_answers(local_generator(args, regs, adapters, bundle)?)
             }
             (None, Some(r), _) => {
                 let settings = GenerationSettings {
@@ -324,28 +306,15 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
             _ => bail!("no model to evaluate"),
         };
         for (index, (b, _, rows)) in gen_benches {
-            let started = Instant::now();
-            let scored: Vec<&(u64, EvalRow)> = rows[b.record.holdout as usize..]
-                .iter()
-                .take(args.eval.eval_limit.unwrap_or(usize::MAX))
-                .collect();
-            let file = pred_dir.join(format!("{}.jsonl", b.record.name));
-            let metrics = generate_and_score(&mut *answer, b, &scored, &file)?;
-            let result = json!({
-                "name": b.record.name,
-                "file": b.file,
-                "format": swift_eval::bench::format_name(b.record.format),
-                "scoring": b.record.scoring,
-                "few_shot": 0,
-                "held_out": b.record.holdout,
-                "rows": scored.len(),
-                "first_line": scored.first().map(|r| r.0),
-                "left_out_rows": excluded[index].len(),
-                "left_out_lines": excluded[index].iter().map(|e| e.0).collect::<Vec<_>>(),
-                "metrics": metrics,
-                "predictions": file.strip_prefix(run.path()).unwrap_or(&file),
-                "seconds": started.elapsed().as_secs_f64(),
-            });
+            let result = score_generation(
+                &mut *answer,
+                b,
+                rows,
+                args.eval.eval_limit,
+                &excluded[index],
+                run.path(),
+                &pred_dir,
+            )?;
             run.log(&result)?;
             results.push((index, result));
         }
@@ -411,6 +380,29 @@ fn local_generator(
         stop_words,
         None,
     ))
+}
+
+/// Answers through a local generation loop: the rows' prompts on its chat template, generated
+/// together; a row that offers tools has its answer's calls read as the server reads them.
+pub(crate) fn local_answers<'a>(gen: crate::generate::Gen) -> Box<AnswerFn<'a>> {
+    Box::new(move |chunk: &[(u64, StandardRow)], file: &Path| {
+        let mut prompts = Vec::new();
+        for (line, row) in chunk {
+            prompts.push(
+                gen.prompt_ids(row)
+                    .with_context(|| format!("{}:{line}", file.display()))?,
+            );
+        }
+        let answers = gen.generate(&prompts, &mut |_, _| {}, &mut || {})?;
+        Ok(answers
+            .into_iter()
+            .zip(chunk)
+            .map(|(a, (_, row))| match row.tools {
+                Some(_) => parsed_calls(a.text),
+                None => (a.text, Vec::new()),
+            })
+            .collect())
+    })
 }
 
 /// What scores a batch of multiple-choice rows: the log-likelihood of each choice after the
@@ -549,6 +541,42 @@ fn remote_loglikelihoods(
     }
     bar.inc(rows.len() as u64);
     Ok(out)
+}
+
+/// Scores a generation benchmark (its rows after the held-out ones, the first `limit`) with the
+/// answers `answer` gives; writes its predictions file and returns its result. `left_out`: the
+/// rows its format leaves out.
+pub(crate) fn score_generation(
+    answer: &mut AnswerFn<'_>,
+    b: &Benchmark,
+    rows: &[(u64, EvalRow)],
+    limit: Option<usize>,
+    left_out: &[(u64, String)],
+    run_path: &Path,
+    pred_dir: &Path,
+) -> Result<Value> {
+    let started = Instant::now();
+    let scored: Vec<&(u64, EvalRow)> = rows[b.record.holdout as usize..]
+        .iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    let file = pred_dir.join(format!("{}.jsonl", b.record.name));
+    let metrics = generate_and_score(answer, b, &scored, &file)?;
+    Ok(json!({
+        "name": b.record.name,
+        "file": b.file,
+        "format": swift_eval::bench::format_name(b.record.format),
+        "scoring": b.record.scoring,
+        "few_shot": 0,
+        "held_out": b.record.holdout,
+        "rows": scored.len(),
+        "first_line": scored.first().map(|r| r.0),
+        "left_out_rows": left_out.len(),
+        "left_out_lines": left_out.iter().map(|e| e.0).collect::<Vec<_>>(),
+        "metrics": metrics,
+        "predictions": file.strip_prefix(run_path).unwrap_or(&file),
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
 }
 
 /// Generates an answer to every row (`BATCH` rows at a time, through `answer`: a local model's
@@ -703,7 +731,7 @@ fn generate_and_score(
 
 /// Answers a batch of rows (a local model through its chat template, or a server): each answer's
 /// text and its tool calls (when the row offers tools).
-type AnswerFn<'a> =
+pub(crate) type AnswerFn<'a> =
     dyn FnMut(&[(u64, StandardRow)], &Path) -> Result<Vec<(String, Vec<ToolCall>)>> + 'a;
 
 /// A local answer's tool calls, read as the server reads them (swift-serve's `tool_calls`).

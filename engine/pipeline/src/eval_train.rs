@@ -10,27 +10,107 @@
 //! The two meanings of "evaluation data" stay apart: `--val_dataset` (or
 //! `--split_dataset_ratio`) is the set whose loss is logged; `--eval_dataset` names benchmarks
 //! and is refused without `--eval_use_evalscope true`, as are `--eval_limit` and
-//! `--eval_few_shot`; a name given to both is refused. Only log-likelihood (multiple-choice)
-//! benchmarks run during training in this version; a generation benchmark is refused by name.
+//! `--eval_few_shot`; a name given to both is refused.
+//!
+//! Generation benchmarks (`general_qa`, the math set, tool calls) are answered greedily with
+//! `swift eval`'s defaults (at most 512 new tokens) on the run's chat template, through the
+//! same generation loop `swift eval` uses (crate::generate's `Gen` over swift-serve's `PtModel`),
+//! on a second [`LoadedModel`] that shares the trained parameters and the tuner's hooks
+//! ([`LoadedModel::share`]), and scored by the same code (crate::eval's `score_generation`):
+//! a step's metrics equal what `swift eval --adapters` gives for that step's checkpoint.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::eval::LoadedBenchmark;
-use anyhow::{bail, Result};
+use crate::train::Prepared;
+use anyhow::{anyhow, bail, Result};
 use serde_json::{Map, Value};
 use swift_eval::Benchmark;
 use swift_model::LoadedModel;
+use swift_plugin_tensors::backend::{BackendModelHandle, Capabilities};
 use swift_plugin_tensors::records::BenchmarkScoring;
-use swift_registry::Registries;
+use swift_plugin_tensors::ModelFamilyHandle;
 use swift_spec::TrainSpec;
-use swift_template::Tokenizer;
+use swift_template::{Encoder, Tokenizer};
 
 /// The benchmarks of a training run.
 pub struct TrainingBenchmarks {
     benches: Vec<LoadedBenchmark>,
+    /// Per benchmark: the rows its format leaves out.
+    left_out: Vec<Vec<(u64, String)>>,
     limit: Option<usize>,
     /// `eval/` in the run folder.
     out: PathBuf,
+    /// What generation benchmarks answer with (none when every benchmark is multiple choice).
+    generation: Option<Generation>,
+}
+
+/// What a generation benchmark's answers need besides the trained model.
+struct Generation {
+    /// The model's family, instantiated afresh at each evaluation over the shared parameters.
+    family: Arc<ModelFamilyHandle>,
+    config: Value,
+    vocab: usize,
+    description: String,
+    /// The `pt` backend's capabilities (what the generation loop drives).
+    caps: Capabilities,
+    /// The run's template with the generation prompt (as `swift infer` encodes a prompt).
+    encoder: Arc<Encoder>,
+    eos_ids: Vec<i64>,
+    stop_words: Vec<String>,
+}
+
+impl Generation {
+    fn new(s: &TrainSpec, p: &Prepared) -> Result<Self> {
+        let regs = &p.report.registries;
+        let (family, _, handle) = crate::bundle::resolve_family(
+            regs,
+            &p.base_config,
+            s.model.model_type.as_deref(),
+        )?;
+        let tokenizer = Tokenizer::from_dir(&p.model_dir)?;
+        let eos_ids = crate::bundle::eos_ids(&p.model_dir, &p.base_config, &tokenizer);
+        let template = p.encoder.template.clone();
+        let stop_words = template.stop_words.clone();
+        let encoder = Encoder::new(
+            template,
+            tokenizer,
+            crate::bundle::prompt_options(&s.template),
+        )?;
+        Ok(Self {
+            family: handle,
+            config: p.base_config.clone(),
+            vocab: crate::generate::vocab_size(&p.base_config),
+            description: format!("{} ({family}) during training", p.model_dir.display()),
+            caps: regs.backends.resolve("pt")?.record.capabilities.clone(),
+            encoder: Arc::new(encoder),
+            eos_ids,
+            stop_words,
+        })
+    }
+
+    /// The generation loop over `model` as it is now (greedy, `swift eval`'s defaults).
+    fn generator(&self, model: &LoadedModel) -> Result<crate::generate::Gen> {
+        let instance = self
+            .family
+            .instantiate(&crate::bundle::family_config(&self.config))
+            .map_err(|e| anyhow!("instantiating the model family for generation: {e}"))?;
+        let shared = model.share(instance)?;
+        let pt =
+            swift_serve::pt::PtModel::new(shared, None, self.vocab, self.description.clone());
+        let handle =
+            BackendModelHandle::from_model(Box::new(pt)).map_err(anyhow::Error::msg)?;
+        Ok(crate::generate::Gen::new(
+            handle,
+            &self.caps,
+            self.encoder.clone(),
+            self.eos_ids.clone(),
+            swift_model::SamplingParams::default(),
+            self.stop_words.clone(),
+            None,
+        ))
+    }
 }
 
 /// The flag checks, before anything loads.
@@ -57,26 +137,22 @@ pub fn check_flags(s: &TrainSpec) -> Result<()> {
 
 impl TrainingBenchmarks {
     /// Resolves and reads `--eval_dataset` when `--eval_use_evalscope` is on.
-    pub fn prepare(s: &TrainSpec, regs: &Registries) -> Result<Option<Self>> {
+    pub fn prepare(s: &TrainSpec, p: &Prepared) -> Result<Option<Self>> {
         if !s.evalscope.eval_use_evalscope {
             return Ok(None);
         }
+        let regs = &p.report.registries;
         let asset_dir = swift_data::DatasetOptions::default().asset_dir();
         let mut benches: Vec<LoadedBenchmark> = Vec::new();
+        let mut left_out = Vec::new();
         for spec in &s.eval.eval_dataset {
             let b = Benchmark::resolve(spec, regs, &asset_dir)?;
-            if b.record.scoring != BenchmarkScoring::Loglikelihood {
-                bail!(
-                    "--eval_dataset {spec}: benchmark `{}` is scored by generation, which does not run during training in this version; use a multiple-choice benchmark, or evaluate a checkpoint with `swift eval --adapters CKPT --eval_dataset {spec}`",
-                    b.record.name
-                );
-            }
             let few = b.few_shot(
                 s.eval
                     .eval_few_shot
                     .map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
             )? as usize;
-            let rows = swift_eval::rows::read(&b.file, b.record.format)?;
+            let (rows, excluded) = swift_eval::rows::read_all(&b.file, b.record.format)?;
             if rows.len() <= b.record.holdout as usize {
                 bail!(
                     "{}: {} rows, all of them in benchmark `{}`'s held-out few-shot pool",
@@ -89,11 +165,18 @@ impl TrainingBenchmarks {
                 bail!("--eval_dataset names benchmark `{}` twice", b.record.name);
             }
             benches.push((b, few, rows));
+            left_out.push(excluded);
         }
+        let generation = match benches.iter().any(|b| generates(&b.0)) {
+            true => Some(Generation::new(s, p)?),
+            false => None,
+        };
         Ok(Some(Self {
             benches,
+            left_out,
             limit: s.eval.eval_limit,
             out: PathBuf::new(),
+            generation,
         }))
     }
 
@@ -115,7 +198,26 @@ impl TrainingBenchmarks {
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", pred_dir.display()))?;
         let mut out = Map::new();
         let mut results = Vec::new();
-        for (b, few, rows) in &self.benches {
+        // One generation loop per evaluation, over the parameters as they are now.
+        let mut answer = match &self.generation {
+            Some(g) => Some(crate::eval::local_answers(g.generator(model)?)),
+            None => None,
+        };
+        for (i, (b, few, rows)) in self.benches.iter().enumerate() {
+            if let (true, Some(answer)) = (generates(b), answer.as_mut()) {
+                let result = crate::eval::score_generation(
+                    &mut **answer,
+                    b,
+                    rows,
+                    self.limit,
+                    &self.left_out[i],
+                    &step_dir,
+                    &pred_dir,
+                )?;
+                insert_metrics(&mut out, b, &result);
+                results.push(result);
+                continue;
+            }
             let result = crate::eval::score_mcq(
                 b,
                 *few,
@@ -128,11 +230,7 @@ impl TrainingBenchmarks {
                     crate::eval::loglikelihoods(model, tok, prefix, scored, bar)
                 },
             )?;
-            if let Some(m) = result["metrics"].as_object() {
-                for (k, v) in m {
-                    out.insert(format!("{}_{k}", b.record.name), v.clone());
-                }
-            }
+            insert_metrics(&mut out, b, &result);
             results.push(result);
         }
         let report = serde_json::json!({"step": step, "benchmarks": results});
@@ -140,5 +238,19 @@ impl TrainingBenchmarks {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         Ok(out)
+    }
+}
+
+/// Whether a benchmark is answered by generation (not scored by log-likelihood).
+fn generates(b: &Benchmark) -> bool {
+    b.record.scoring != BenchmarkScoring::Loglikelihood
+}
+
+/// A benchmark result's metrics as `BENCHMARK_METRIC`.
+fn insert_metrics(out: &mut Map<String, Value>, b: &Benchmark, result: &Value) {
+    if let Some(m) = result["metrics"].as_object() {
+        for (k, v) in m {
+            out.insert(format!("{}_{k}", b.record.name), v.clone());
+        }
     }
 }
