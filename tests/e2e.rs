@@ -17,6 +17,7 @@ mod encode_cli;
 mod eval;
 mod eval_https;
 mod eval_more;
+mod eval_sets;
 mod eval_train_gen;
 mod export_gguf;
 mod export_merge;

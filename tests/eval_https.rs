@@ -141,7 +141,8 @@ fn eval_url_over_https_scores_as_over_http() {
     assert_eq!(tr["eval_url"], https.as_str());
     assert_eq!(pr["benchmarks"][0]["metrics"], tr["benchmarks"][0]["metrics"]);
 
-    // The system's roots do not hold the test CA: the certificate is refused, by the URL.
+    // The system's roots do not hold the test CA: the certificate is refused, and the message
+    // says how to name the CA.
     let refused = eval_url(&https, &qa, &dir.path().join("refused"), &[]);
-    assert_fails(refused, &["--eval_url", "certificate"]);
+    assert_fails(refused, &[https.as_str(), "certificate", "SSL_CERT_FILE"]);
 }

@@ -231,13 +231,13 @@ impl Remote {
         stream
             .write_all(head.as_bytes())
             .and_then(|_| stream.write_all(payload.as_bytes()))
-            .map_err(|e| io(format!("sending the request: {e}")))?;
+            .map_err(|e| io(format!("sending the request: {e}{}", tls_hint(&e))))?;
         let mut raw = Vec::new();
         if let Err(e) = stream.read_to_end(&mut raw) {
             // A TLS server that closes without close_notify after a complete answer (common
             // behind proxies) is accepted; the answer's framing is checked below.
             if e.kind() != std::io::ErrorKind::UnexpectedEof || raw.is_empty() {
-                return Err(io(format!("reading the answer: {e}")));
+                return Err(io(format!("reading the answer: {e}{}", tls_hint(&e))));
             }
         }
         let (status, body) = parse_response(&raw).map_err(|e| self.shape(path, &e))?;
@@ -363,6 +363,17 @@ impl Remote {
         let (lps, offsets) = self.prompt_logprobs(&whole)?;
         continuation_sum(&lps, &offsets, trimmed.len(), whole.len())
             .map_err(|e| self.shape("/completions", &e))
+    }
+}
+
+/// What to do about a TLS error: a certificate the roots do not vouch for is usually signed by
+/// the user's own CA.
+fn tls_hint(e: &std::io::Error) -> &'static str {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_)) => {
+            " (the server's certificate is not trusted by the system's root certificates: if your own CA signed it, name its PEM file with SSL_CERT_FILE=FILE)"
+        }
+        _ => "",
     }
 }
 
