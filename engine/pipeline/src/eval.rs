@@ -6,7 +6,8 @@
 //!
 //! Generation benchmarks (`general_qa` rows; multiple choice or math answered in words) run
 //! through the backend contract's generation loop, as `swift infer` does (crate::generate's
-//! `Gen` over swift-serve's `Decoder`), on the model's chat template, and are scored by
+//! `Gen` over swift-serve's `Decoder`; `pt`, or a plugin's backend by `--infer_backend`), on
+//! the model's chat template, and are scored by
 //! swift-eval's metrics (ROUGE, BLEU, exact match of an extracted letter or number).
 //!
 //! Multiple choice is scored by log-likelihood as lm-evaluation-harness scores it
@@ -146,15 +147,23 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
         excluded.push(left_out);
     }
     let generates = |b: &Benchmark| b.record.scoring != BenchmarkScoring::Loglikelihood;
+    // The backend a local model generates with (`--infer_backend`, resolved and checked).
+    let backend = match &adapters {
+        Some(a) => Some(crate::backend::for_model(
+            regs,
+            &args.backend,
+            &args.model.device,
+            &args.template,
+            a,
+            &args.given,
+        )?),
+        None => None,
+    };
+    let is_pt = backend.as_ref().is_none_or(|f| f.chosen.is_pt);
     for (b, _, _) in &benches {
-        if args.backend.infer_backend != "pt" {
-            let why = if generates(b) {
-                "generation benchmarks run on `pt` in this version"
-            } else {
-                "it scores each choice by its log-likelihood, which needs every position's logits; only `pt` gives them"
-            };
+        if !is_pt && !generates(b) {
             bail!(
-                "--infer_backend {}: benchmark `{}`: {why} (leave --infer_backend out)",
+                "--infer_backend {}: benchmark `{}` scores each choice by its log-likelihood, which needs every position's logits; only `pt` gives them (leave --infer_backend out, or evaluate generation benchmarks only)",
                 args.backend.infer_backend,
                 b.record.name
             );
@@ -183,7 +192,7 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
 
     // The model: loaded here, or the server's.
     let mut local = match &adapters {
-        Some(adapters) => {
+        Some(adapters) if is_pt => {
             let mut bundle = ModelBundle::load(
                 &adapters.model,
                 args.model.model_type.as_deref(),
@@ -196,7 +205,7 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
             adapters.attach(regs, &mut bundle.model, false)?;
             Some(bundle)
         }
-        None => None,
+        _ => None,
     };
 
     let label = match (&adapters, &remote) {
@@ -225,6 +234,9 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
             args_json["model"] = json!(std::fs::canonicalize(&a.model).unwrap_or(a.model.clone()));
             args_json["model_type"] = json!(bundle.family);
             args_json["torch_dtype"] = json!(swift_model::dtype_name(bundle.model.kind()));
+        }
+        (Some(a), None, _) => {
+            args_json["model"] = json!(std::fs::canonicalize(&a.model).unwrap_or(a.model.clone()));
         }
         (_, _, Some(r)) => {
             args_json["model"] = json!(r.model);
@@ -279,10 +291,14 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
         .filter(|(_, b)| generates(&b.0))
         .collect();
     if !gen_benches.is_empty() {
-        let mut answer: Box<AnswerFn<'_>> = match (local.take(), &remote, &adapters) {
-            (Some(bundle), _, Some(adapters)) => {
-                local_answers(local_generator(args, regs, adapters, bundle)?)
-            }
+        let mut answer: Box<AnswerFn<'_>> = match (backend, &remote, &adapters) {
+            (Some(backend), _, Some(adapters)) => local_answers(local_generator(
+                args,
+                regs,
+                adapters,
+                backend,
+                local.take(),
+            )?),
             (None, Some(r), _) => {
                 let settings = GenerationSettings {
                     max_tokens: args.generation.max_new_tokens,
@@ -335,50 +351,70 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
     Ok(())
 }
 
-/// The generation loop over a local model (the backend contract's, as `swift infer`).
+/// The generation loop over a local model (the backend contract's, as `swift infer`): `bundle`
+/// on `pt`, or the model loaded by a plugin's backend.
 fn local_generator(
     args: &EvalSpec,
     regs: &swift_registry::Registries,
     adapters: &Adapters,
-    bundle: ModelBundle,
+    backend: crate::backend::ForModel,
+    bundle: Option<ModelBundle>,
 ) -> Result<crate::generate::Gen> {
     let crate::backend::ForModel {
         chosen,
         template_name,
-    } = crate::backend::for_model(
-        regs,
-        &args.backend,
-        &args.model.device,
-        &args.template,
-        adapters,
-        &args.given,
-    )?;
-    let template = bundle.template(regs, template_name.as_deref())?;
+    } = backend;
+    let caps = &chosen.record.capabilities;
+    let (model, template, tokenizer, eos_ids) = match bundle {
+        Some(bundle) => {
+            let template = bundle.template(regs, template_name.as_deref())?;
+            let vocab = crate::generate::vocab_size(&bundle.config);
+            let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
+            let pt = swift_serve::pt::PtModel::new(bundle.model, None, vocab, description);
+            let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
+                .map_err(anyhow::Error::msg)?;
+            (model, template, bundle.tokenizer, bundle.eos_ids)
+        }
+        None => {
+            let rows = match caps.max_batch {
+                0 => BATCH,
+                n => BATCH.min(n),
+            };
+            let p = crate::generate::plugin_model(
+                regs,
+                &chosen,
+                adapters,
+                &args.model,
+                args.adapter_check.ignore_adapter_mismatch,
+                template_name.as_deref(),
+                rows,
+                args.generation.max_new_tokens,
+            )?;
+            (p.model, p.template, p.tokenizer, p.eos_ids)
+        }
+    };
     let mut stop_words = template.stop_words.clone();
     stop_words.extend(args.generation.stop_words.iter().cloned());
-    let vocab = bundle
-        .config
-        .get("vocab_size")
-        .and_then(Value::as_u64)
-        .unwrap_or(0) as usize;
-    let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
-    let eos_ids = bundle.eos_ids.clone();
     let encoder = std::sync::Arc::new(swift_template::Encoder::new(
         template,
-        bundle.tokenizer,
+        tokenizer,
         crate::bundle::prompt_options(&args.template),
     )?);
-    let pt = swift_serve::pt::PtModel::new(bundle.model, None, vocab, description);
-    let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
-        .map_err(anyhow::Error::msg)?;
+    let params = crate::generate::sampling(&args.generation);
+    caps.refuse(
+        &swift_plugin_tensors::backend::Sampling {
+            temperature: params.temperature,
+            top_k: params.top_k,
+            top_p: params.top_p,
+            repetition_penalty: params.repetition_penalty,
+            seed: params.seed,
+        },
+        false,
+    )
+    .map_err(|(p, m)| anyhow!("--{p}: {m}"))?;
+    let adapter = (!chosen.is_pt && !adapters.dirs.is_empty()).then_some(0);
     Ok(crate::generate::Gen::new(
-        model,
-        &chosen.record.capabilities,
-        encoder,
-        eos_ids,
-        crate::generate::sampling(&args.generation),
-        stop_words,
-        None,
+        model, caps, encoder, eos_ids, params, stop_words, adapter,
     ))
 }
 
