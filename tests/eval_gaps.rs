@@ -115,5 +115,8 @@ fn a_generation_benchmark_runs_on_a_plugin_backend() {
     let mut mcq = base.to_vec();
     let out2 = dir.path().join("out2").display().to_string();
     mcq.extend([out2.as_str(), "--eval_dataset", &csv_s]);
-    assert_fails(swift(&mcq), &["--infer_backend example-echo", "quiz", "log-likelihood"]);
+    assert_fails(
+        swift(&mcq),
+        &["--infer_backend example-echo", "quiz", "log-likelihood"],
+    );
 }

@@ -139,7 +139,10 @@ fn eval_url_over_https_scores_as_over_http() {
     );
     assert_eq!(tr["model"], "tiny-llama");
     assert_eq!(tr["eval_url"], https.as_str());
-    assert_eq!(pr["benchmarks"][0]["metrics"], tr["benchmarks"][0]["metrics"]);
+    assert_eq!(
+        pr["benchmarks"][0]["metrics"],
+        tr["benchmarks"][0]["metrics"]
+    );
 
     // The system's roots do not hold the test CA: the certificate is refused, and the message
     // says how to name the CA.

@@ -78,7 +78,10 @@ fn a_generation_benchmark_during_training_equals_eval_of_the_checkpoint() {
         assert!(metrics.contains_key("bleu-4") && metrics.contains_key("rouge-1"));
         for (k, v) in metrics {
             let (want, got) = (v.as_f64().unwrap(), num(logged, &format!("eval_qa_{k}")));
-            assert!((want - got).abs() < 1e-12, "step {s} {k}: logged {got}, swift eval {want}");
+            assert!(
+                (want - got).abs() < 1e-12,
+                "step {s} {k}: logged {got}, swift eval {want}"
+            );
         }
         let during = read_jsonl(&run.join(format!("eval/step-{s}/predictions/qa.jsonl")));
         let after = read_jsonl(&eval_run.join("predictions/qa.jsonl"));

@@ -122,7 +122,11 @@ impl Remote {
         let (rest, secure) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
             (Some(r), _) => (r, false),
             (None, Some(r)) => (r, true),
-            (None, None) => return Err(bad("expected http://HOST:PORT/v1 or https://HOST[:PORT]/v1")),
+            (None, None) => {
+                return Err(bad(
+                    "expected http://HOST:PORT/v1 or https://HOST[:PORT]/v1",
+                ))
+            }
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
@@ -205,8 +209,10 @@ impl Remote {
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(3600)));
         let mut stream: Box<dyn ReadWrite> = match &self.tls {
             Some(config) => {
-                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                    .map_err(|e| io(format!("`{}` is not a server name for TLS: {e}", self.host)))?;
+                let name =
+                    rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(|e| {
+                        io(format!("`{}` is not a server name for TLS: {e}", self.host))
+                    })?;
                 let conn = rustls::ClientConnection::new(config.clone(), name)
                     .map_err(|e| io(format!("starting TLS: {e}")))?;
                 Box::new(rustls::StreamOwned::new(conn, tcp))

@@ -17,9 +17,9 @@
 //!   per-block entry points (recompute one block at a time in the backward pass).
 
 mod context;
-mod share;
 pub mod cuda;
 pub mod generate;
+mod share;
 mod skinny;
 pub mod sparse;
 mod vision;

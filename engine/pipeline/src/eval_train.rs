@@ -64,11 +64,8 @@ struct Generation {
 impl Generation {
     fn new(s: &TrainSpec, p: &Prepared) -> Result<Self> {
         let regs = &p.report.registries;
-        let (family, _, handle) = crate::bundle::resolve_family(
-            regs,
-            &p.base_config,
-            s.model.model_type.as_deref(),
-        )?;
+        let (family, _, handle) =
+            crate::bundle::resolve_family(regs, &p.base_config, s.model.model_type.as_deref())?;
         let tokenizer = Tokenizer::from_dir(&p.model_dir)?;
         let eos_ids = crate::bundle::eos_ids(&p.model_dir, &p.base_config, &tokenizer);
         let template = p.encoder.template.clone();
@@ -97,10 +94,8 @@ impl Generation {
             .instantiate(&crate::bundle::family_config(&self.config))
             .map_err(|e| anyhow!("instantiating the model family for generation: {e}"))?;
         let shared = model.share(instance)?;
-        let pt =
-            swift_serve::pt::PtModel::new(shared, None, self.vocab, self.description.clone());
-        let handle =
-            BackendModelHandle::from_model(Box::new(pt)).map_err(anyhow::Error::msg)?;
+        let pt = swift_serve::pt::PtModel::new(shared, None, self.vocab, self.description.clone());
+        let handle = BackendModelHandle::from_model(Box::new(pt)).map_err(anyhow::Error::msg)?;
         Ok(crate::generate::Gen::new(
             handle,
             &self.caps,
