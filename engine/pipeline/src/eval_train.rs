@@ -192,25 +192,9 @@ impl TrainingBenchmarks {
         std::fs::create_dir_all(&pred_dir)
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", pred_dir.display()))?;
         let mut out = Map::new();
-        let mut results = Vec::new();
-        // One generation loop per evaluation, over the parameters as they are now.
-        let mut answer = match &self.generation {
-            Some(g) => Some(crate::eval::local_answers(g.generator(model)?)),
-            None => None,
-        };
+        let mut results: Vec<(usize, Value)> = Vec::new();
         for (i, (b, few, rows)) in self.benches.iter().enumerate() {
-            if let (true, Some(answer)) = (generates(b), answer.as_mut()) {
-                let result = crate::eval::score_generation(
-                    &mut **answer,
-                    b,
-                    rows,
-                    self.limit,
-                    &self.left_out[i],
-                    &step_dir,
-                    &pred_dir,
-                )?;
-                insert_metrics(&mut out, b, &result);
-                results.push(result);
+            if generates(b) {
                 continue;
             }
             let result = crate::eval::score_mcq(
@@ -225,8 +209,36 @@ impl TrainingBenchmarks {
                     crate::eval::loglikelihoods(model, tok, prefix, scored, bar)
                 },
             )?;
-            insert_metrics(&mut out, b, &result);
-            results.push(result);
+            results.push((i, result));
+        }
+        // Generation last, in one generation loop over the parameters as they are now (its
+        // decoding thread settings end with it, before training resumes).
+        if let Some(g) = &self.generation {
+            let mut answer = crate::eval::local_answers(g.generator(model)?);
+            for (i, (b, _, rows)) in self.benches.iter().enumerate() {
+                if !generates(b) {
+                    continue;
+                }
+                let result = crate::eval::score_generation(
+                    &mut *answer,
+                    b,
+                    rows,
+                    self.limit,
+                    &self.left_out[i],
+                    &step_dir,
+                    &pred_dir,
+                )?;
+                results.push((i, result));
+            }
+        }
+        results.sort_by_key(|r| r.0);
+        let results: Vec<Value> = results.into_iter().map(|r| r.1).collect();
+        for (b, result) in self.benches.iter().map(|b| &b.0).zip(&results) {
+            if let Some(m) = result["metrics"].as_object() {
+                for (k, v) in m {
+                    out.insert(format!("{}_{k}", b.record.name), v.clone());
+                }
+            }
         }
         let report = serde_json::json!({"step": step, "benchmarks": results});
         let path = crate::eval::report_path(&step_dir);
@@ -239,13 +251,4 @@ impl TrainingBenchmarks {
 /// Whether a benchmark is answered by generation (not scored by log-likelihood).
 fn generates(b: &Benchmark) -> bool {
     b.record.scoring != BenchmarkScoring::Loglikelihood
-}
-
-/// A benchmark result's metrics as `BENCHMARK_METRIC`.
-fn insert_metrics(out: &mut Map<String, Value>, b: &Benchmark, result: &Value) {
-    if let Some(m) = result["metrics"].as_object() {
-        for (k, v) in m {
-            out.insert(format!("{}_{k}", b.record.name), v.clone());
-        }
-    }
 }
