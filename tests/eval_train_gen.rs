@@ -1,7 +1,8 @@
 //! Generation benchmarks during training (`--eval_use_evalscope true --eval_dataset` a
-//! general_qa file): at each evaluation step the benchmark is answered greedily by the model as
-//! it is (LoRA on) and its ROUGE/BLEU logged beside the step; each step's metrics and answers
-//! equal `swift eval --adapters` of the checkpoint saved at that step (same limit).
+//! general_qa file, `--eval_generation_config '{"max_tokens": 8}'`): at each evaluation step
+//! the benchmark is answered greedily by the model as it is (LoRA on) and its ROUGE/BLEU logged
+//! beside the step; each step's metrics and answers equal `swift eval --adapters
+//! --max_new_tokens 8` of the checkpoint saved at that step (same limit).
 
 use crate::common::*;
 use serde_json::Value;
@@ -21,7 +22,7 @@ fn a_generation_benchmark_during_training_equals_eval_of_the_checkpoint() {
     let pairs: Vec<(&str, &str)> = vec![("Say hi.", "hi there hi there"); 8];
     let data = write_chat(&dir.path().join("train.jsonl"), &pairs);
     let data_s = data.display().to_string();
-    ok(swift1(&[
+    let args = [
         "sft",
         "--model",
         &model,
@@ -45,7 +46,17 @@ fn a_generation_benchmark_during_training_equals_eval_of_the_checkpoint() {
         "2",
         "--output_dir",
         &out_s,
-    ]));
+    ];
+    // An unknown generation setting is refused by name (before the model loads).
+    let mut bad = args.to_vec();
+    bad.extend([
+        "--eval_generation_config",
+        r#"{"max_tokens": 8, "beams": 2}"#,
+    ]);
+    assert_fails(swift(&bad), &["--eval_generation_config", "`beams`"]);
+    let mut args = args.to_vec();
+    args.extend(["--eval_generation_config", r#"{"max_tokens": 8}"#]);
+    ok(swift1(&args));
     let run = run_folder(&out);
     let log = read_jsonl(&run.join("logging.jsonl"));
     let evals: Vec<&Value> = log
@@ -69,6 +80,8 @@ fn a_generation_benchmark_during_training_equals_eval_of_the_checkpoint() {
             &qa_s,
             "--eval_limit",
             "2",
+            "--max_new_tokens",
+            "8",
             "--output_dir",
             &eval_out.display().to_string(),
         ]));

@@ -12,12 +12,14 @@
 //! and is refused without `--eval_use_evalscope true`, as are `--eval_limit` and
 //! `--eval_few_shot`; a name given to both is refused.
 //!
-//! Generation benchmarks (`general_qa`, the math set, tool calls) are answered greedily with
-//! `swift eval`'s defaults (at most 512 new tokens) on the run's chat template, through the
+//! Generation benchmarks (`general_qa`, the math set, tool calls) are answered with `swift
+//! eval`'s defaults (greedy, at most 512 new tokens), or `--eval_generation_config`'s settings
+//! (ms-swift's JSON: `max_tokens`, `temperature`, ...), on the run's chat template, through the
 //! same generation loop `swift eval` uses (crate::generate's `Gen` over swift-serve's `PtModel`),
 //! on a second [`LoadedModel`] that shares the trained parameters and the tuner's hooks
 //! ([`LoadedModel::share`]), and scored by the same code (crate::eval's `score_generation`):
-//! a step's metrics equal what `swift eval --adapters` gives for that step's checkpoint.
+//! a step's metrics equal what `swift eval --adapters` gives for that step's checkpoint with
+//! the same settings.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +35,51 @@ use swift_plugin_tensors::records::BenchmarkScoring;
 use swift_plugin_tensors::ModelFamilyHandle;
 use swift_spec::TrainSpec;
 use swift_template::{Encoder, Tokenizer};
+
+/// `--eval_generation_config` (JSON, ms-swift's EvalScope keys) over `swift eval`'s defaults.
+fn generation_config(text: &str) -> Result<swift_model::SamplingParams> {
+    let flag = "--eval_generation_config";
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| anyhow!("{flag} {text}: not JSON ({e}); e.g. '{{\"max_tokens\": 64}}'"))?;
+    let Value::Object(map) = v else {
+        bail!("{flag} {text}: expected a JSON object, e.g. '{{\"max_tokens\": 64}}'");
+    };
+    let mut p = swift_model::SamplingParams::default();
+    for (key, value) in &map {
+        let number = value.as_f64();
+        let count = value.as_u64();
+        let bad = |range: &str| anyhow!("{flag}: `{key}` is {value}; it takes {range}");
+        match key.as_str() {
+            "max_tokens" | "max_new_tokens" => {
+                p.max_new_tokens = count
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| bad("an integer of at least 1"))?
+                    as usize
+            }
+            "temperature" => {
+                p.temperature = number
+                    .filter(|&t| t >= 0.0)
+                    .ok_or_else(|| bad("a number of at least 0 (0: greedy)"))?
+            }
+            "top_p" => {
+                p.top_p = number
+                    .filter(|&t| t > 0.0 && t <= 1.0)
+                    .ok_or_else(|| bad("a number in (0, 1]"))?
+            }
+            "top_k" => p.top_k = count.ok_or_else(|| bad("an integer of at least 0"))? as usize,
+            "repetition_penalty" => {
+                p.repetition_penalty = number
+                    .filter(|&t| t > 0.0)
+                    .ok_or_else(|| bad("a number above 0"))?
+            }
+            "seed" => p.seed = count.ok_or_else(|| bad("an integer of at least 0"))?,
+            other => bail!(
+                "{flag}: unknown key `{other}` (max_tokens, temperature, top_p, top_k, repetition_penalty, seed)"
+            ),
+        }
+    }
+    Ok(p)
+}
 
 /// The benchmarks of a training run.
 pub struct TrainingBenchmarks {
@@ -59,6 +106,8 @@ struct Generation {
     encoder: Arc<Encoder>,
     eos_ids: Vec<i64>,
     stop_words: Vec<String>,
+    /// `--eval_generation_config` over `swift eval`'s defaults (greedy, 512 new tokens).
+    params: swift_model::SamplingParams,
 }
 
 impl Generation {
@@ -84,10 +133,14 @@ impl Generation {
             encoder: Arc::new(encoder),
             eos_ids,
             stop_words,
+            params: match &s.evalscope.eval_generation_config {
+                Some(text) => generation_config(text)?,
+                None => swift_model::SamplingParams::default(),
+            },
         })
     }
 
-    /// The generation loop over `model` as it is now (greedy, `swift eval`'s defaults).
+    /// The generation loop over `model` as it is now.
     fn generator(&self, model: &LoadedModel) -> Result<crate::generate::Gen> {
         let instance = self
             .family
@@ -101,7 +154,7 @@ impl Generation {
             &self.caps,
             self.encoder.clone(),
             self.eos_ids.clone(),
-            swift_model::SamplingParams::default(),
+            self.params.clone(),
             self.stop_words.clone(),
             None,
         ))
@@ -113,7 +166,12 @@ pub fn check_flags(s: &TrainSpec) -> Result<()> {
     let g = &s.given;
     if !s.evalscope.eval_use_evalscope {
         g.refuse(
-            &["eval_dataset", "eval_limit", "eval_few_shot"],
+            &[
+                "eval_dataset",
+                "eval_limit",
+                "eval_few_shot",
+                "eval_generation_config",
+            ],
             "without --eval_use_evalscope true (during training --eval_dataset names benchmarks, as in ms-swift; the validation set whose loss is logged is --val_dataset)",
         )
         .map_err(anyhow::Error::msg)?;
@@ -121,6 +179,9 @@ pub fn check_flags(s: &TrainSpec) -> Result<()> {
     }
     if s.eval.eval_dataset.is_empty() {
         bail!("--eval_use_evalscope true needs --eval_dataset NAME... (benchmarks: `swift list benchmarks`, or an mcq .csv)");
+    }
+    if let Some(text) = &s.evalscope.eval_generation_config {
+        generation_config(text)?;
     }
     for name in &s.eval.eval_dataset {
         if s.validation.val_dataset.iter().any(|v| v == name) {
@@ -166,6 +227,14 @@ impl TrainingBenchmarks {
             true => Some(Generation::new(s, p)?),
             false => None,
         };
+        if generation.is_none() {
+            s.given
+                .refuse(
+                    &["eval_generation_config"],
+                    "when every --eval_dataset benchmark is multiple choice (scored by log-likelihood, nothing is generated)",
+                )
+                .map_err(anyhow::Error::msg)?;
+        }
         Ok(Some(Self {
             benches,
             left_out,
