@@ -89,6 +89,10 @@ const TRAINING: Table = &[
     ),
     ("eval_few_shot", Refused(&[])),
     (
+        "eval_generation_config",
+        Asserted("a_generation_benchmark_during_training_equals_eval_of_the_checkpoint"),
+    ),
+    (
         "tuner_type",
         Asserted("freeze_keeps_the_named_parameters_and_trains_the_rest"),
     ),

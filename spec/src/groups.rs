@@ -724,6 +724,12 @@ pub struct EvalDuringTrainingArgs {
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]
     #[serde(default)]
     pub eval_use_evalscope: bool,
+    /// Generation benchmarks' settings during training, as JSON with ms-swift's (EvalScope's)
+    /// keys: `max_tokens` (default 512), `temperature` (default 0: greedy), `top_p`, `top_k`,
+    /// `repetition_penalty`, `seed`; any other key is refused.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "JSON"))]
+    #[serde(default)]
+    pub eval_generation_config: Option<String>,
 }
 
 /// What to evaluate: `swift eval`.

@@ -25,11 +25,34 @@ pub fn runtime_so() -> &'static Path {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(super::workspace_root())
-            .args(["build", "--release", "--quiet", "-p", "swift-runtime"])
-            .status()
-            .expect("cargo runs");
+        let mut build = Command::new(cargo);
+        build.current_dir(super::workspace_root()).args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "swift-runtime",
+        ]);
+        // The variables `cargo test` sets for this test process (its package's): a build script
+        // that tracks them (ring's, under swift-eval's TLS) would rerun, and every crate above
+        // it rebuild, at each switch between this build and the test build.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key == "OUT_DIR"
+                || key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || key.starts_with("CARGO_BIN_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_PRIMARY_PACKAGE",
+                ]
+                .contains(&key.as_ref())
+            {
+                build.env_remove(key.as_ref());
+            }
+        }
+        let status = build.status().expect("cargo runs");
         assert!(status.success(), "building the tensor engine failed");
         let so = Path::new(env!("CARGO_BIN_EXE_swift")).with_file_name("libswift_runtime.so");
         assert!(so.is_file(), "{} was not built", so.display());

@@ -10,14 +10,16 @@
 //! here) these are exactly `_encode_pair`'s continuation tokens; a token that straddles the
 //! boundary is counted with the continuation.
 //!
-//! The client speaks plain HTTP/1.1 over a TCP socket (no TLS: an `https://` URL is refused by
-//! name), one request per connection, several requests in flight at once so that the server's
-//! batcher fills.
+//! The client speaks HTTP/1.1 over a TCP socket, or over TLS for an `https://` URL (rustls, the
+//! server's certificate checked against the system's roots as `rustls-native-certs` reads
+//! them: `SSL_CERT_FILE` / `SSL_CERT_DIR` name other roots, as they do for OpenAI's Python
+//! client and curl), one request per connection, several requests in flight at once so that
+//! the server's batcher fills.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -63,8 +65,36 @@ pub struct Remote {
     /// The API's base path (`/v1`).
     base: String,
     api_key: Option<String>,
+    /// The TLS settings of an `https://` URL.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// The model requests name (the first of `/v1/models`).
     pub model: String,
+}
+
+/// The TLS client settings: the system's root certificates (`SSL_CERT_FILE` / `SSL_CERT_DIR`
+/// override them), ring's cryptography.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+        return Err(format!(
+            "no root certificate to check the server's against (the system's store, or SSL_CERT_FILE / SSL_CERT_DIR, gave none{}{})",
+            if why.is_empty() { "" } else { ": " },
+            why.join("; ")
+        ));
+    }
+    // ring (no cmake to build, unlike aws-lc-rs) has no post-quantum key exchange, hence the
+    // deprecation of its provider in rustls 0.23.48; the classical suites are what servers offer.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Sampling settings sent with every answer request.
@@ -82,19 +112,22 @@ pub struct GenerationSettings {
 }
 
 impl Remote {
-    /// Parses `url` (`http://HOST:PORT/v1`; a URL with no path means `/v1`) and asks the server
-    /// which model it serves.
+    /// Parses `url` (`http://HOST:PORT/v1` or `https://…`; a URL with no path means `/v1`) and
+    /// asks the server which model it serves.
     pub fn connect(url: &str, api_key: Option<&str>) -> Result<Self, RemoteError> {
         let bad = |reason: &str| RemoteError::Url {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        if url.starts_with("https://") {
-            return Err(bad("https is not supported by this build (no TLS client): reach the server over http:// (a local port, an SSH tunnel or a TLS-terminating proxy)"));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("expected http://HOST:PORT/v1"))?;
+        let (rest, secure) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(r), _) => (r, false),
+            (None, Some(r)) => (r, true),
+            (None, None) => {
+                return Err(bad(
+                    "expected http://HOST:PORT/v1 or https://HOST[:PORT]/v1",
+                ))
+            }
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -113,17 +146,26 @@ impl Remote {
                 p.parse::<u16>()
                     .map_err(|_| bad(&format!("`{p}` is not a port number")))?,
             ),
-            None => (authority.to_string(), 80),
+            None => (authority.to_string(), if secure { 443 } else { 80 }),
         };
         if host.is_empty() {
             return Err(bad("no host"));
         }
+        let tls = match secure {
+            true => {
+                rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| bad(&format!("`{host}` is not a server name for TLS: {e}")))?;
+                Some(tls_config().map_err(|e| bad(&e))?)
+            }
+            false => None,
+        };
         let mut remote = Self {
             url: url.trim_end_matches('/').to_string(),
             host,
             port,
             base: base.to_string(),
             api_key: api_key.filter(|k| !k.is_empty()).map(str::to_string),
+            tls,
             model: String::new(),
         };
         let models = remote.request("GET", "/models", None)?;
@@ -162,9 +204,21 @@ impl Remote {
             .map_err(|e| io(format!("cannot resolve {}: {e}", self.host)))?
             .next()
             .ok_or_else(|| io(format!("{} has no address", self.host)))?;
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .map_err(|e| io(format!("cannot connect to {addr}: {e}")))?;
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(3600)));
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(3600)));
+        let mut stream: Box<dyn ReadWrite> = match &self.tls {
+            Some(config) => {
+                let name =
+                    rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(|e| {
+                        io(format!("`{}` is not a server name for TLS: {e}", self.host))
+                    })?;
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| io(format!("starting TLS: {e}")))?;
+                Box::new(rustls::StreamOwned::new(conn, tcp))
+            }
+            None => Box::new(tcp),
+        };
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let mut head = format!(
             "{method} {}{path} HTTP/1.1\r\nHost: {}:{}\r\nAccept: application/json\r\nConnection: close\r\n",
@@ -183,11 +237,15 @@ impl Remote {
         stream
             .write_all(head.as_bytes())
             .and_then(|_| stream.write_all(payload.as_bytes()))
-            .map_err(|e| io(format!("sending the request: {e}")))?;
+            .map_err(|e| io(format!("sending the request: {e}{}", tls_hint(&e))))?;
         let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .map_err(|e| io(format!("reading the answer: {e}")))?;
+        if let Err(e) = stream.read_to_end(&mut raw) {
+            // A TLS server that closes without close_notify after a complete answer (common
+            // behind proxies) is accepted; the answer's framing is checked below.
+            if e.kind() != std::io::ErrorKind::UnexpectedEof || raw.is_empty() {
+                return Err(io(format!("reading the answer: {e}{}", tls_hint(&e))));
+            }
+        }
         let (status, body) = parse_response(&raw).map_err(|e| self.shape(path, &e))?;
         let value: Value = serde_json::from_slice(&body).map_err(|e| {
             self.shape(
@@ -313,6 +371,21 @@ impl Remote {
             .map_err(|e| self.shape("/completions", &e))
     }
 }
+
+/// What to do about a TLS error: a certificate the roots do not vouch for is usually signed by
+/// the user's own CA.
+fn tls_hint(e: &std::io::Error) -> &'static str {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_)) => {
+            " (the server's certificate is not trusted by the system's root certificates: if your own CA signed it, name its PEM file with SSL_CERT_FILE=FILE)"
+        }
+        _ => "",
+    }
+}
+
+/// A plain or TLS connection.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 /// The sum of the log-probabilities of the tokens that end past `boundary` (of a text
 /// `len` bytes long).
@@ -460,8 +533,8 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         for (url, part) in [
-            ("https://x/v1", "https"),
             ("ftp://x", "http://HOST:PORT"),
+            ("https://x:99999/v1", "port"),
             ("http://x:99999/v1", "port"),
             ("http://127.0.0.1:1/v1/chat/completions", "base"),
         ] {

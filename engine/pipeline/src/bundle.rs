@@ -372,7 +372,7 @@ pub fn resolve_family(
 
 /// End-of-sequence ids: generation_config.json's and config.json's `eos_token_id` (a number or
 /// a list) and the tokenizer's `eos_token`.
-fn eos_ids(dir: &Path, config: &Value, tok: &Tokenizer) -> Vec<i64> {
+pub(crate) fn eos_ids(dir: &Path, config: &Value, tok: &Tokenizer) -> Vec<i64> {
     let mut ids = Vec::new();
     let mut add = |v: Option<&Value>| match v {
         Some(Value::Number(n)) => ids.extend(n.as_i64()),

@@ -6,7 +6,8 @@
 //!
 //! Generation benchmarks (`general_qa` rows; multiple choice or math answered in words) run
 //! through the backend contract's generation loop, as `swift infer` does (crate::generate's
-//! `Gen` over swift-serve's `Decoder`), on the model's chat template, and are scored by
+//! `Gen` over swift-serve's `Decoder`; `pt`, or a plugin's backend by `--infer_backend`), on
+//! the model's chat template, and are scored by
 //! swift-eval's metrics (ROUGE, BLEU, exact match of an extracted letter or number).
 //!
 //! Multiple choice is scored by log-likelihood as lm-evaluation-harness scores it
@@ -146,15 +147,23 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
         excluded.push(left_out);
     }
     let generates = |b: &Benchmark| b.record.scoring != BenchmarkScoring::Loglikelihood;
+    // The backend a local model generates with (`--infer_backend`, resolved and checked).
+    let backend = match &adapters {
+        Some(a) => Some(crate::backend::for_model(
+            regs,
+            &args.backend,
+            &args.model.device,
+            &args.template,
+            a,
+            &args.given,
+        )?),
+        None => None,
+    };
+    let is_pt = backend.as_ref().is_none_or(|f| f.chosen.is_pt);
     for (b, _, _) in &benches {
-        if args.backend.infer_backend != "pt" {
-            let why = if generates(b) {
-                "generation benchmarks run on `pt` in this version"
-            } else {
-                "it scores each choice by its log-likelihood, which needs every position's logits; only `pt` gives them"
-            };
+        if !is_pt && !generates(b) {
             bail!(
-                "--infer_backend {}: benchmark `{}`: {why} (leave --infer_backend out)",
+                "--infer_backend {}: benchmark `{}` scores each choice by its log-likelihood, which needs every position's logits; only `pt` gives them (leave --infer_backend out, or evaluate generation benchmarks only)",
                 args.backend.infer_backend,
                 b.record.name
             );
@@ -183,7 +192,7 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
 
     // The model: loaded here, or the server's.
     let mut local = match &adapters {
-        Some(adapters) => {
+        Some(adapters) if is_pt => {
             let mut bundle = ModelBundle::load(
                 &adapters.model,
                 args.model.model_type.as_deref(),
@@ -196,7 +205,7 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
             adapters.attach(regs, &mut bundle.model, false)?;
             Some(bundle)
         }
-        None => None,
+        _ => None,
     };
 
     let label = match (&adapters, &remote) {
@@ -225,6 +234,9 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
             args_json["model"] = json!(std::fs::canonicalize(&a.model).unwrap_or(a.model.clone()));
             args_json["model_type"] = json!(bundle.family);
             args_json["torch_dtype"] = json!(swift_model::dtype_name(bundle.model.kind()));
+        }
+        (Some(a), None, _) => {
+            args_json["model"] = json!(std::fs::canonicalize(&a.model).unwrap_or(a.model.clone()));
         }
         (_, _, Some(r)) => {
             args_json["model"] = json!(r.model);
@@ -279,28 +291,14 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
         .filter(|(_, b)| generates(&b.0))
         .collect();
     if !gen_benches.is_empty() {
-        let mut answer: Box<AnswerFn<'_>> = match (local.take(), &remote, &adapters) {
-            (Some(bundle), _, Some(adapters)) => {
-                let gen = local_generator(args, regs, adapters, bundle)?;
-                Box::new(move |chunk: &[(u64, StandardRow)], file: &Path| {
-                    let mut prompts = Vec::new();
-                    for (line, row) in chunk {
-                        prompts.push(
-                            gen.prompt_ids(row)
-                                .with_context(|| format!("{}:{line}", file.display()))?,
-                        );
-                    }
-                    let answers = gen.generate(&prompts, &mut |_, _| {}, &mut || {})?;
-                    Ok(answers
-                        .into_iter()
-                        .zip(chunk)
-                        .map(|(a, (_, row))| match row.tools {
-                            Some(_) => parsed_calls(a.text),
-                            None => (a.text, Vec::new()),
-                        })
-                        .collect())
-                })
-            }
+        let mut answer: Box<AnswerFn<'_>> = match (backend, &remote, &adapters) {
+            (Some(backend), _, Some(adapters)) => local_answers(local_generator(
+                args,
+                regs,
+                adapters,
+                backend,
+                local.take(),
+            )?),
             (None, Some(r), _) => {
                 let settings = GenerationSettings {
                     max_tokens: args.generation.max_new_tokens,
@@ -324,28 +322,15 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
             _ => bail!("no model to evaluate"),
         };
         for (index, (b, _, rows)) in gen_benches {
-            let started = Instant::now();
-            let scored: Vec<&(u64, EvalRow)> = rows[b.record.holdout as usize..]
-                .iter()
-                .take(args.eval.eval_limit.unwrap_or(usize::MAX))
-                .collect();
-            let file = pred_dir.join(format!("{}.jsonl", b.record.name));
-            let metrics = generate_and_score(&mut *answer, b, &scored, &file)?;
-            let result = json!({
-                "name": b.record.name,
-                "file": b.file,
-                "format": swift_eval::bench::format_name(b.record.format),
-                "scoring": b.record.scoring,
-                "few_shot": 0,
-                "held_out": b.record.holdout,
-                "rows": scored.len(),
-                "first_line": scored.first().map(|r| r.0),
-                "left_out_rows": excluded[index].len(),
-                "left_out_lines": excluded[index].iter().map(|e| e.0).collect::<Vec<_>>(),
-                "metrics": metrics,
-                "predictions": file.strip_prefix(run.path()).unwrap_or(&file),
-                "seconds": started.elapsed().as_secs_f64(),
-            });
+            let result = score_generation(
+                &mut *answer,
+                b,
+                rows,
+                args.eval.eval_limit,
+                &excluded[index],
+                run.path(),
+                &pred_dir,
+            )?;
             run.log(&result)?;
             results.push((index, result));
         }
@@ -366,51 +351,94 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
     Ok(())
 }
 
-/// The generation loop over a local model (the backend contract's, as `swift infer`).
+/// The generation loop over a local model (the backend contract's, as `swift infer`): `bundle`
+/// on `pt`, or the model loaded by a plugin's backend.
 fn local_generator(
     args: &EvalSpec,
     regs: &swift_registry::Registries,
     adapters: &Adapters,
-    bundle: ModelBundle,
+    backend: crate::backend::ForModel,
+    bundle: Option<ModelBundle>,
 ) -> Result<crate::generate::Gen> {
     let crate::backend::ForModel {
         chosen,
         template_name,
-    } = crate::backend::for_model(
-        regs,
-        &args.backend,
-        &args.model.device,
-        &args.template,
-        adapters,
-        &args.given,
-    )?;
-    let template = bundle.template(regs, template_name.as_deref())?;
+    } = backend;
+    let caps = &chosen.record.capabilities;
+    let (model, template, tokenizer, eos_ids) = match bundle {
+        Some(bundle) => {
+            let template = bundle.template(regs, template_name.as_deref())?;
+            let vocab = crate::generate::vocab_size(&bundle.config);
+            let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
+            let pt = swift_serve::pt::PtModel::new(bundle.model, None, vocab, description);
+            let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
+                .map_err(anyhow::Error::msg)?;
+            (model, template, bundle.tokenizer, bundle.eos_ids)
+        }
+        None => {
+            let rows = match caps.max_batch {
+                0 => BATCH,
+                n => BATCH.min(n),
+            };
+            let p = crate::generate::plugin_model(
+                regs,
+                &chosen,
+                adapters,
+                &args.model,
+                args.adapter_check.ignore_adapter_mismatch,
+                template_name.as_deref(),
+                rows,
+                args.generation.max_new_tokens,
+            )?;
+            (p.model, p.template, p.tokenizer, p.eos_ids)
+        }
+    };
     let mut stop_words = template.stop_words.clone();
     stop_words.extend(args.generation.stop_words.iter().cloned());
-    let vocab = bundle
-        .config
-        .get("vocab_size")
-        .and_then(Value::as_u64)
-        .unwrap_or(0) as usize;
-    let description = format!("{} ({}) on libtorch", bundle.dir.display(), bundle.family);
-    let eos_ids = bundle.eos_ids.clone();
     let encoder = std::sync::Arc::new(swift_template::Encoder::new(
         template,
-        bundle.tokenizer,
+        tokenizer,
         crate::bundle::prompt_options(&args.template),
     )?);
-    let pt = swift_serve::pt::PtModel::new(bundle.model, None, vocab, description);
-    let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
-        .map_err(anyhow::Error::msg)?;
+    let params = crate::generate::sampling(&args.generation);
+    caps.refuse(
+        &swift_plugin_tensors::backend::Sampling {
+            temperature: params.temperature,
+            top_k: params.top_k,
+            top_p: params.top_p,
+            repetition_penalty: params.repetition_penalty,
+            seed: params.seed,
+        },
+        false,
+    )
+    .map_err(|(p, m)| anyhow!("--{p}: {m}"))?;
+    let adapter = (!chosen.is_pt && !adapters.dirs.is_empty()).then_some(0);
     Ok(crate::generate::Gen::new(
-        model,
-        &chosen.record.capabilities,
-        encoder,
-        eos_ids,
-        crate::generate::sampling(&args.generation),
-        stop_words,
-        None,
+        model, caps, encoder, eos_ids, params, stop_words, adapter,
     ))
+}
+
+/// Answers through a local generation loop: the rows' prompts on its chat template, generated
+/// together; a row that offers tools has its answer's calls read as the server reads them.
+pub(crate) fn local_answers<'a>(gen: crate::generate::Gen) -> Box<AnswerFn<'a>> {
+    Box::new(move |chunk: &[(u64, StandardRow)], file: &Path| {
+        let mut prompts = Vec::new();
+        for (line, row) in chunk {
+            prompts.push(
+                gen.prompt_ids(row)
+                    .with_context(|| format!("{}:{line}", file.display()))?,
+            );
+        }
+        let answers = gen.generate(&prompts, &mut |_, _| {}, &mut || {})?;
+        Ok(answers
+            .into_iter()
+            .zip(chunk)
+            .map(|(a, (_, row))| match row.tools {
+                Some(_) => parsed_calls(a.text),
+                None => (a.text, Vec::new()),
+            })
+            .collect())
+    })
 }
 
 /// What scores a batch of multiple-choice rows: the log-likelihood of each choice after the
@@ -549,6 +577,42 @@ fn remote_loglikelihoods(
     }
     bar.inc(rows.len() as u64);
     Ok(out)
+}
+
+/// Scores a generation benchmark (its rows after the held-out ones, the first `limit`) with the
+/// answers `answer` gives; writes its predictions file and returns its result. `left_out`: the
+/// rows its format leaves out.
+pub(crate) fn score_generation(
+    answer: &mut AnswerFn<'_>,
+    b: &Benchmark,
+    rows: &[(u64, EvalRow)],
+    limit: Option<usize>,
+    left_out: &[(u64, String)],
+    run_path: &Path,
+    pred_dir: &Path,
+) -> Result<Value> {
+    let started = Instant::now();
+    let scored: Vec<&(u64, EvalRow)> = rows[b.record.holdout as usize..]
+        .iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    let file = pred_dir.join(format!("{}.jsonl", b.record.name));
+    let metrics = generate_and_score(answer, b, &scored, &file)?;
+    Ok(json!({
+        "name": b.record.name,
+        "file": b.file,
+        "format": swift_eval::bench::format_name(b.record.format),
+        "scoring": b.record.scoring,
+        "few_shot": 0,
+        "held_out": b.record.holdout,
+        "rows": scored.len(),
+        "first_line": scored.first().map(|r| r.0),
+        "left_out_rows": left_out.len(),
+        "left_out_lines": left_out.iter().map(|e| e.0).collect::<Vec<_>>(),
+        "metrics": metrics,
+        "predictions": file.strip_prefix(run_path).unwrap_or(&file),
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
 }
 
 /// Generates an answer to every row (`BATCH` rows at a time, through `answer`: a local model's
@@ -703,7 +767,7 @@ fn generate_and_score(
 
 /// Answers a batch of rows (a local model through its chat template, or a server): each answer's
 /// text and its tool calls (when the row offers tools).
-type AnswerFn<'a> =
+pub(crate) type AnswerFn<'a> =
     dyn FnMut(&[(u64, StandardRow)], &Path) -> Result<Vec<(String, Vec<ToolCall>)>> + 'a;
 
 /// A local answer's tool calls, read as the server reads them (swift-serve's `tool_calls`).

@@ -133,37 +133,19 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
                 &format!("to --infer_backend {n}, which takes no images"),
             )
             .map_err(anyhow::Error::msg)?;
-        if adapters.dirs.len() > 1 {
-            bail!("--adapters: --infer_backend {n} applies one adapter at a time in swift infer; merge the others first (swift export --merge_lora true)");
-        }
-        let text = ModelText::open(&adapters.model, args.model.model_type.as_deref(), regs)?;
-        for d in &adapters.dirs {
-            crate::adapters::check_base(
-                d,
-                &text.dir,
-                &text.family,
-                &text.config,
-                args.adapter_check.ignore_adapter_mismatch,
-            )?;
-        }
-        let named: Vec<(String, std::path::PathBuf)> = adapters
-            .dirs
-            .iter()
-            .map(|d| (d.display().to_string(), d.clone()))
-            .collect();
         let max_len = args.max_length.unwrap_or(0) + args.generation.max_new_tokens;
-        let model = chosen.load(
-            &text,
-            &adapters.model,
-            &args.model.device,
-            args.model.torch_dtype.as_deref(),
-            &named,
+        let p = plugin_model(
+            regs,
+            &chosen,
+            &adapters,
+            &args.model,
+            args.adapter_check.ignore_adapter_mismatch,
+            template_name.as_deref(),
             batch_rows,
-            max_len.max(config_len(&text.config).unwrap_or(max_len)),
+            max_len,
         )?;
-        let template = text.template(regs, template_name.as_deref())?;
         let images = Err(format!("--infer_backend {n} does not take images"));
-        (model, template, text.tokenizer, text.eos_ids, images)
+        (p.model, p.template, p.tokenizer, p.eos_ids, images)
     };
     let mut stop_words = template.stop_words.clone();
     stop_words.extend(args.generation.stop_words.iter().cloned());
@@ -205,6 +187,65 @@ pub fn run(args: &InferSpec, plugins: &PluginSettings) -> Result<()> {
         args.max_batch_size,
         args.max_length,
     )
+}
+
+/// A plugin backend's model (not `pt`) and what prompts and stops it.
+pub(crate) struct PluginModel {
+    pub model: BackendModelHandle,
+    pub template: swift_template::Template,
+    pub tokenizer: swift_template::Tokenizer,
+    pub eos_ids: Vec<i64>,
+}
+
+/// Loads `adapters`' model (and its one checkpoint, checked against the base) on the plugin
+/// backend `chosen`, for batches of `batch_rows` and sequences of `max_len` tokens (at least the
+/// config's position limit): what `swift infer` and `swift eval` generate with.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plugin_model(
+    regs: &Registries,
+    chosen: &crate::backend::Chosen,
+    adapters: &Adapters,
+    model: &swift_spec::ModelArgs,
+    ignore_adapter_mismatch: bool,
+    template_name: Option<&str>,
+    batch_rows: usize,
+    max_len: usize,
+) -> Result<PluginModel> {
+    let n = &chosen.record.name;
+    if adapters.dirs.len() > 1 {
+        bail!("--adapters: --infer_backend {n} applies one adapter at a time; merge the others first (swift export --merge_lora true)");
+    }
+    let text = ModelText::open(&adapters.model, model.model_type.as_deref(), regs)?;
+    for d in &adapters.dirs {
+        crate::adapters::check_base(
+            d,
+            &text.dir,
+            &text.family,
+            &text.config,
+            ignore_adapter_mismatch,
+        )?;
+    }
+    let named: Vec<(String, std::path::PathBuf)> = adapters
+        .dirs
+        .iter()
+        .map(|d| (d.display().to_string(), d.clone()))
+        .collect();
+    let handle = chosen.load(
+        &text,
+        &adapters.model,
+        &model.device,
+        model.torch_dtype.as_deref(),
+        &named,
+        batch_rows,
+        max_len.max(config_len(&text.config).unwrap_or(max_len)),
+    )?;
+    let template = text.template(regs, template_name)?;
+    Ok(PluginModel {
+        model: handle,
+        template,
+        tokenizer: text.tokenizer,
+        eos_ids: text.eos_ids,
+    })
 }
 
 /// A config.json key, or the same key of its `text_config` (vision-language models keep the

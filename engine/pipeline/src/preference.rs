@@ -501,7 +501,7 @@ pub fn run(spec: &RlhfSpec, plugins: &PluginSettings) -> Result<TrainSummary> {
     }
 
     // Tuner, value head and reference.
-    let benchmarks = crate::eval_train::TrainingBenchmarks::prepare(s, &p.report.registries)?;
+    let benchmarks = crate::eval_train::TrainingBenchmarks::prepare(s, &p)?;
     let mut tuned = attach_tuner(s, &mut p)?;
     let value_head = if reward_model {
         let head = value_head(&p, s.trainer.seed)?;

@@ -612,7 +612,7 @@ pub fn run(s: &TrainSpec, plugins: &PluginSettings, pretrain: bool) -> Result<Tr
         }
     );
 
-    let benchmarks = crate::eval_train::TrainingBenchmarks::prepare(s, &p.report.registries)?;
+    let benchmarks = crate::eval_train::TrainingBenchmarks::prepare(s, &p)?;
     let tuned = attach_tuner(s, &mut p)?;
     let (mut run, abs_model) = open_run(s, command, &p, &tuned, rows.len(), json!({}))?;
     let optimizer = crate::optimizer::setting(s, &p.report.registries)?;
