@@ -31,7 +31,11 @@ every run.
 
     python3 scripts/bench_decode.py [--repeats 3] [--new-tokens 128] [--prompts 4]
         [--inputs "float32 bfloat16 f32 f16 q8_0 q4_0 q4_1 q4_k_m q6_k rtn4"]
-        [--backends "pt llama_cpp"]
+        [--backends "pt llama_cpp"] [--baseline OTHER_SWIFT_BINARY]
+
+`--baseline BIN` runs a second swift binary (its libswift_runtime.so beside it, e.g. a copy of
+main's build) right after each swift-rs run of the same input and backend, labelled
+`baseline pt`: a before/after comparison interleaved in the same minutes.
 """
 import argparse
 import json
@@ -106,8 +110,8 @@ def own_folder():
     return path
 
 
-def swift_run(work, prompts, model, backend, dtype, new_tokens, plugin_dir):
-    cmd = [SWIFT]
+def swift_run(work, prompts, model, backend, dtype, new_tokens, plugin_dir, swift=SWIFT):
+    cmd = [swift]
     if plugin_dir:
         cmd += ["--plugin-dir", plugin_dir]
     cmd += ["infer", "--model", model, "--infer_backend", backend, "--temperature", "0",
@@ -149,6 +153,7 @@ def main():
     ap.add_argument("--backends", default="pt")
     ap.add_argument("--no-llama-bench", action="store_true")
     ap.add_argument("--json", help="write every run's figures to this file")
+    ap.add_argument("--baseline", help="a second swift binary to run after each swift-rs run")
     args = ap.parse_args()
     inputs, backends = args.inputs.split(), args.backends.split()
     known = list(FOLDER_DTYPES) + GGUF_TYPES + [OWN]
@@ -164,6 +169,8 @@ def main():
         sys.exit(f"--repeats takes 1 or more; got {args.repeats}")
     if not os.access(SWIFT, os.X_OK):
         sys.exit("build first: cargo build --release -p swift-host -p swift-runtime")
+    if args.baseline and not os.access(args.baseline, os.X_OK):
+        sys.exit(f"--baseline {args.baseline} is not an executable swift binary")
     if not os.path.exists(os.path.join(MODEL, "config.json")):
         sys.exit(f"no model at {MODEL}: run make setup")
     plugin_dir = None
@@ -198,6 +205,8 @@ def main():
             if model.endswith(".gguf"):
                 for b in backends:
                     swift_run(work, prompts, model, b, dtype, 1, plugin_dir)
+                    if args.baseline:
+                        swift_run(work, prompts, model, b, dtype, 1, plugin_dir, args.baseline)
 
         load_before = open("/proc/loadavg").read().split()[:3]
         runs, kernels, commit = [], set(), None
@@ -211,6 +220,10 @@ def main():
                     if kernel:
                         kernels.add(kernel)
                     runs.append(dict(res, input=i, who=f"swift-rs {b}", round=r))
+                    if args.baseline:
+                        res, _ = swift_run(work, prompts, model, b, dtype, args.new_tokens,
+                                           plugin_dir, args.baseline)
+                        runs.append(dict(res, input=i, who=f"baseline {b}", round=r))
                 if peer and llama_dir:
                     res, commit = llama_run(work, llama_dir, peer, args.new_tokens)
                     runs.append(dict(res, input=i, who="llama-bench", round=r))
@@ -221,6 +234,8 @@ def main():
           f"{' '.join(load_before)} before, {' '.join(load_after)} after")
     if kernels:
         print("swift-rs picked: " + "; ".join(sorted(kernels)))
+    if args.baseline:
+        print(f"baseline: {args.baseline}, run right after each swift-rs run")
     if llama_dir:
         if commit in (None, "?", "unknown"):
             # Built from the sdist, which has no git metadata: the commit its CHANGELOG names.

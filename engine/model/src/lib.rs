@@ -19,6 +19,7 @@
 mod context;
 pub mod cuda;
 pub mod generate;
+mod plain;
 mod skinny;
 pub mod sparse;
 mod vision;
