@@ -50,10 +50,12 @@ pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64) -> 
         for (y, x) in ys.chunks_exact_mut(d).zip(xs.chunks_exact(d)) {
             let sq: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
             let r = (1.0 / (sq / d as f64 + eps).sqrt()) as f32;
-            for i in 0..d {
-                y[i] = (x[i] * r) * weight[i];
-                if let Some(b) = bias {
-                    y[i] += b[i];
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(&weight) {
+                *y = (x * r) * w;
+            }
+            if let Some(b) = bias {
+                for (y, &b) in y.iter_mut().zip(b) {
+                    *y += b;
                 }
             }
         }

@@ -55,7 +55,11 @@ pub(crate) fn rope(
         return None;
     };
     let table = [b, 1, 1, dim as i64];
-    if b > MAX_ROWS || dim as i64 > d || dim % 2 != 0 || cos.size() != table || sin.size() != table
+    if b > MAX_ROWS
+        || dim as i64 > d
+        || !dim.is_multiple_of(2)
+        || cos.size() != table
+        || sin.size() != table
     {
         return None;
     }
@@ -66,9 +70,9 @@ pub(crate) fn rope(
         for (head, (o, x)) in out.chunks_exact_mut(d).zip(xs.chunks_exact(d)).enumerate() {
             let row = head / h;
             let (c, s) = (&cs[row * dim..][..dim], &ss[row * dim..][..dim]);
-            for i in 0..dim {
+            for (i, o) in o[..dim].iter_mut().enumerate() {
                 let rotated = if interleaved {
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         -x[i + 1]
                     } else {
                         x[i - 1]
@@ -78,7 +82,7 @@ pub(crate) fn rope(
                 } else {
                     x[i - half]
                 };
-                o[i] = x[i] * c[i] + rotated * s[i];
+                *o = x[i] * c[i] + rotated * s[i];
             }
             o[dim..].copy_from_slice(&x[dim..]);
         }
