@@ -233,6 +233,8 @@ def main():
           f"{' '.join(load_before)} before, {' '.join(load_after)} after")
     if kernels:
         print("swift-rs picked: " + "; ".join(sorted(kernels)))
+    if args.baseline:
+        print(f"baseline: {args.baseline}, run right after each swift-rs run")
     if llama_dir:
         if commit in (None, "?", "unknown"):
             # Built from the sdist, which has no git metadata: the commit its CHANGELOG names.

@@ -1,7 +1,7 @@
 //! Times `skinny_matmul` over the weight shapes of SmolLM2-135M (30 blocks and the tied output
 //! projection) at 1, 4 and 8 rows, in float32 and bfloat16: `cargo run --release -p
 //! swift-kernels --example decode_shapes`. With `--cached`, it instead repeats one 576 × 576
-//! float32 matrix that stays in cache, for the kernel's arithmetic rate without memory traffic
+//! float32 (then bfloat16) matrix that stays in cache, for the kernel's arithmetic rate without memory traffic
 //! (per CPU second, which a shared machine disturbs least; `SWIFT_KERNEL=avx2-vl|avx2|portable`
 //! picks the kernel). A quick look at the kernel alone; the real figures come from
 //! `scripts/bench_infer.sh`.
@@ -79,23 +79,26 @@ fn main() {
 fn cached() {
     let (n, k) = (576usize, 576usize);
     let w: Vec<f32> = (0..n * k).map(|i| (i % 13) as f32 * 0.01).collect();
-    for m in [1usize, 4, 8] {
-        let x = vec![0.5f32; m * k];
-        let mut y = vec![0f32; m * n];
-        let reps = 8000;
-        let start = Instant::now();
-        let cpu0 = cpu_seconds();
-        for _ in 0..reps {
-            skinny_matmul(&x, m, k, Weights::F32(&w), None, &mut y).expect("consistent shapes");
+    let wb: Vec<u16> = w.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+    for (name, weights) in [("f32", Weights::F32(&w)), ("bf16", Weights::Bf16(&wb))] {
+        for m in [1usize, 4, 8] {
+            let x = vec![0.5f32; m * k];
+            let mut y = vec![0f32; m * n];
+            let reps = 8000;
+            let start = Instant::now();
+            let cpu0 = cpu_seconds();
+            for _ in 0..reps {
+                skinny_matmul(&x, m, k, weights, None, &mut y).expect("consistent shapes");
+            }
+            let s = start.elapsed().as_secs_f64();
+            let flops = (2 * n * k * m * reps) as f64;
+            println!(
+                "{name} rows={m}: {:.1} GFLOP/s, {:.1} µs per call, {:.1} GFLOP per CPU second",
+                flops / s / 1e9,
+                s / reps as f64 * 1e6,
+                flops / (cpu_seconds() - cpu0) / 1e9
+            );
         }
-        let s = start.elapsed().as_secs_f64();
-        let flops = (2 * n * k * m * reps) as f64;
-        println!(
-            "rows={m}: {:.1} GFLOP/s, {:.1} µs per call, {:.1} GFLOP per CPU second",
-            flops / s / 1e9,
-            s / reps as f64 * 1e6,
-            flops / (cpu_seconds() - cpu0) / 1e9
-        );
     }
 }
 

@@ -254,7 +254,7 @@ mod avx2 {
         match a.w {
             Weights::F32(w) => {
                 let p = w.as_ptr().add(a.row);
-                inner::<M, TWO>(
+                inner::<M, TWO, 1>(
                     a,
                     second,
                     |i| _mm256_loadu_ps(p.add(i)),
@@ -264,16 +264,29 @@ mod avx2 {
             }
             Weights::Bf16(w) => {
                 let p = w.as_ptr().add(a.row);
-                inner::<M, TWO>(
-                    a,
-                    second,
-                    |i| {
-                        let h = _mm_loadu_si128(p.add(i) as *const __m128i);
-                        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-                    },
-                    |i| f32::from_bits((*p.add(i) as u32) << 16),
-                    |i| prefetch(p.wrapping_add(i).cast()),
-                )
+                // Widening a bfloat16 weight costs two instructions before its multiply-add,
+                // so one accumulator per row leaves a walk of one or two activation rows
+                // waiting on the multiply-add's latency: four (two) independent ones per row
+                // let it stream the weights instead.
+                macro_rules! widened {
+                    ($u:literal) => {
+                        inner::<M, TWO, $u>(
+                            a,
+                            second,
+                            |i| {
+                                let h = _mm_loadu_si128(p.add(i) as *const __m128i);
+                                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                            },
+                            |i| f32::from_bits((*p.add(i) as u32) << 16),
+                            |i| prefetch(p.wrapping_add(i).cast()),
+                        )
+                    };
+                }
+                match M {
+                    1 => widened!(4),
+                    2 => widened!(2),
+                    _ => widened!(1),
+                }
             }
         }
     }
@@ -290,8 +303,11 @@ mod avx2 {
         _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH_BYTES));
     }
 
+    /// `U` independent accumulators per activation row and weight row (`M * U <= 8`), taking
+    /// turns over stretches of 8 weights; summed at the end (`U = 1`: one running sum, the
+    /// float32 walk's order).
     #[inline(always)]
-    unsafe fn inner<const M: usize, const TWO: bool>(
+    unsafe fn inner<const M: usize, const TWO: bool, const U: usize>(
         a: Walk<'_>,
         second: usize,
         load: impl Fn(usize) -> __m256,
@@ -299,30 +315,49 @@ mod avx2 {
         prefetch: impl Fn(usize),
     ) {
         let (k, xp) = (a.k, a.x.as_ptr());
-        let mut a0 = [_mm256_setzero_ps(); M];
-        let mut a1 = [_mm256_setzero_ps(); M];
+        let mut a0 = [_mm256_setzero_ps(); 8];
+        let mut a1 = [_mm256_setzero_ps(); 8];
         let mut i = 0;
+        // Stretches of 8 * U weights, then what is left 8 at a time on the first accumulators.
+        // A macro, not a closure: a closure would not inherit the target features.
+        macro_rules! step {
+            ($i:expr, $u:expr) => {{
+                let (i, u): (usize, usize) = ($i, $u);
+                // Once per 64-byte line of float32 weights (twice for bfloat16).
+                if M > 4 && i % 16 == 0 {
+                    prefetch(i);
+                    if TWO {
+                        prefetch(second + i);
+                    }
+                }
+                let w0 = load(i);
+                let w1 = if TWO { load(second + i) } else { w0 };
+                for j in 0..M {
+                    let xv = _mm256_loadu_ps(xp.add(j * k + i));
+                    a0[j * U + u] = _mm256_fmadd_ps(w0, xv, a0[j * U + u]);
+                    if TWO {
+                        a1[j * U + u] = _mm256_fmadd_ps(w1, xv, a1[j * U + u]);
+                    }
+                }
+            }};
+        }
+        while i + 8 * U <= k {
+            for u in 0..U {
+                step!(i + 8 * u, u);
+            }
+            i += 8 * U;
+        }
         while i + 8 <= k {
-            // Once per 64-byte line of float32 weights (twice for bfloat16).
-            if M > 4 && i % 16 == 0 {
-                prefetch(i);
-                if TWO {
-                    prefetch(second + i);
-                }
-            }
-            let w0 = load(i);
-            let w1 = if TWO { load(second + i) } else { w0 };
-            for j in 0..M {
-                let xv = _mm256_loadu_ps(xp.add(j * k + i));
-                a0[j] = _mm256_fmadd_ps(w0, xv, a0[j]);
-                if TWO {
-                    a1[j] = _mm256_fmadd_ps(w1, xv, a1[j]);
-                }
-            }
+            step!(i, 0);
             i += 8;
         }
         for j in 0..M {
-            let (mut t0, mut t1) = (hsum(a0[j]), hsum(a1[j]));
+            let (mut s0, mut s1) = (a0[j * U], a1[j * U]);
+            for u in 1..U {
+                s0 = _mm256_add_ps(s0, a0[j * U + u]);
+                s1 = _mm256_add_ps(s1, a1[j * U + u]);
+            }
+            let (mut t0, mut t1) = (hsum(s0), hsum(s1));
             for c in i..k {
                 let xv = *xp.add(j * k + c);
                 t0 += scalar(c) * xv;

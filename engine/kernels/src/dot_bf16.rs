@@ -79,8 +79,8 @@ mod x86 {
             macro_rules! go {
                 ($($n:literal)*) => {
                     match (m, paired) {
-                        $(($n, true) => walk::<$n, true>(x, k, w, row, second, o.add(at * m), out_second),
-                          ($n, false) => walk::<$n, false>(x, k, w, row, 0, o.add(at * m), 0),)*
+                        $(($n, true) => walk::<$n, true, { unroll($n) }>(x, k, w, row, second, o.add(at * m), out_second),
+                          ($n, false) => walk::<$n, false, { unroll($n) }>(x, k, w, row, 0, o.add(at * m), 0),)*
                         _ => unreachable!("m is checked to be 1..=8"),
                     }
                 };
@@ -99,9 +99,20 @@ mod x86 {
         f32::from_bits((b as u32) << 16)
     }
 
-    /// `M` activation rows against one or two (`TWO`, `second` elements apart) weight rows.
+    /// Independent accumulators per activation row and weight row: with one or two activation
+    /// rows a single running sum would leave the walk waiting on `vdpbf16ps`'s latency.
+    const fn unroll(m: usize) -> usize {
+        match m {
+            1 => 4,
+            2 => 2,
+            _ => 1,
+        }
+    }
+
+    /// `M` activation rows against one or two (`TWO`, `second` elements apart) weight rows,
+    /// `U` accumulators each taking turns over stretches of 32 weights.
     #[inline(always)]
-    unsafe fn walk<const M: usize, const TWO: bool>(
+    unsafe fn walk<const M: usize, const TWO: bool, const U: usize>(
         x: &[u16],
         k: usize,
         w: &[u16],
@@ -111,23 +122,41 @@ mod x86 {
         out_second: usize,
     ) {
         let (xp, wp) = (x.as_ptr(), w.as_ptr().add(row));
-        let mut a0 = [_mm512_setzero_ps(); M];
-        let mut a1 = [_mm512_setzero_ps(); M];
+        let mut a0 = [_mm512_setzero_ps(); 8];
+        let mut a1 = [_mm512_setzero_ps(); 8];
         let mut i = 0;
-        while i + 32 <= k {
-            let w0 = load(wp.add(i));
-            let w1 = if TWO { load(wp.add(second + i)) } else { w0 };
-            for j in 0..M {
-                let xv = load(xp.add(j * k + i));
-                a0[j] = _mm512_dpbf16_ps(a0[j], w0, xv);
-                if TWO {
-                    a1[j] = _mm512_dpbf16_ps(a1[j], w1, xv);
+        // A macro, not a closure: a closure would not inherit the target features.
+        macro_rules! step {
+            ($i:expr, $u:expr) => {{
+                let (i, u): (usize, usize) = ($i, $u);
+                let w0 = load(wp.add(i));
+                let w1 = if TWO { load(wp.add(second + i)) } else { w0 };
+                for j in 0..M {
+                    let xv = load(xp.add(j * k + i));
+                    a0[j * U + u] = _mm512_dpbf16_ps(a0[j * U + u], w0, xv);
+                    if TWO {
+                        a1[j * U + u] = _mm512_dpbf16_ps(a1[j * U + u], w1, xv);
+                    }
                 }
+            }};
+        }
+        while i + 32 * U <= k {
+            for u in 0..U {
+                step!(i + 32 * u, u);
             }
+            i += 32 * U;
+        }
+        while i + 32 <= k {
+            step!(i, 0);
             i += 32;
         }
         for j in 0..M {
-            let (mut t0, mut t1) = (_mm512_reduce_add_ps(a0[j]), _mm512_reduce_add_ps(a1[j]));
+            let (mut s0, mut s1) = (a0[j * U], a1[j * U]);
+            for u in 1..U {
+                s0 = _mm512_add_ps(s0, a0[j * U + u]);
+                s1 = _mm512_add_ps(s1, a1[j * U + u]);
+            }
+            let (mut t0, mut t1) = (_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1));
             for c in i..k {
                 let xv = widen(*xp.add(j * k + c));
                 t0 += widen(*wp.add(c)) * xv;

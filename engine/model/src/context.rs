@@ -503,6 +503,12 @@ impl ModelContext for HostContext<'_> {
             .rev()
             .find_map(|h| h.norm_weights())
             .unwrap_or((&s.weight, s.bias.as_ref()));
+        // A decoding step's RMS norm: one pass on raw buffers, bfloat16 weights widened as read.
+        if kind == NormKind::RmsNorm {
+            if let Some(y) = crate::plain::rms_norm(x, w, b, eps) {
+                return Ok(y);
+            }
+        }
         // float32 activations over bfloat16 norm weights: the weights widened (a few hundred
         // values), so the norm is libtorch's one fused float32 operation.
         let widened;
@@ -548,6 +554,24 @@ impl ModelContext for HostContext<'_> {
                 self.model.layout.num_blocks
             )
         })?;
+        let decoding = self.step.seq == 1
+            && self.step.sparse.is_none()
+            && (self.step.mask.is_none() || self.step.key_valid_host.is_some());
+        // A decoding step over a cache buffer with room: the new position written in place and
+        // attention reading the buffer's first `past + 1` positions, no libtorch operation.
+        if decoding {
+            if let Some((bk, bv)) = slot.as_ref() {
+                if crate::plain::write_position(bk, past, k)
+                    && crate::plain::write_position(bv, past, v)
+                {
+                    let valid = self.step.key_valid_host.as_deref();
+                    if let Some(out) = crate::skinny::attention(q, bk, bv, past + 1, valid, scale) {
+                        self.attended += 1;
+                        return Ok(out);
+                    }
+                }
+            }
+        }
         let (k, v) = match slot.take() {
             Some((bk, bv)) => {
                 let (bk, bv) = (
@@ -581,9 +605,10 @@ impl ModelContext for HostContext<'_> {
             self.attended += 1;
             return Ok(out);
         }
-        if self.step.seq == 1 && (self.step.mask.is_none() || self.step.key_valid_host.is_some()) {
+        if decoding {
             let valid = self.step.key_valid_host.as_deref();
-            if let Some(out) = crate::skinny::attention(q, &k, &v, valid, scale) {
+            let len = k.size()[2];
+            if let Some(out) = crate::skinny::attention(q, &k, &v, len, valid, scale) {
                 self.attended += 1;
                 return Ok(out);
             }

@@ -99,13 +99,15 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
     }
 }
 
-/// Attention of a decoding step (`q`: `[batch, heads, 1, dim]`) over cache views `k`, `v`
-/// (`[batch, kv_heads, len, dim]`), `valid` (`[batch * len]`) masking padding, or `None` when the
-/// fast path does not apply (not float32 on the CPU, autograd on, more than one new position).
+/// Attention of a decoding step (`q`: `[batch, heads, 1, dim]`) over the first `len` positions
+/// of cache buffers `k`, `v` (`[batch, kv_heads, capacity, dim]`), `valid` (`[batch * len]`)
+/// masking padding, or `None` when the fast path does not apply (not float32 on the CPU,
+/// autograd on, more than one new position).
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
+    len: i64,
     valid: Option<&[bool]>,
     scale: Option<f64>,
 ) -> Option<Tensor> {
@@ -116,7 +118,7 @@ pub(crate) fn attention(
     {
         return None;
     }
-    let (&[batch, heads, 1, dim], &[kb, kv_heads, len, kd]) =
+    let (&[batch, heads, 1, dim], &[kb, kv_heads, capacity, kd]) =
         (q.size().as_slice(), k.size().as_slice())
     else {
         return None;
@@ -127,6 +129,7 @@ pub(crate) fn attention(
         || batch == 0
         || kv_heads == 0
         || len == 0
+        || len > capacity
         || k.stride()[3] != 1
         || v.stride()[3] != 1
     {

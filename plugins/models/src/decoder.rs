@@ -234,11 +234,10 @@ impl Decoder {
             NormKind::RmsNorm,
             self.eps,
         )?;
-        let gate = self
-            .act
-            .apply(&ctx.linear(&format!("{p}.mlp.gate_proj"), &x)?)?;
+        let gate = ctx.linear(&format!("{p}.mlp.gate_proj"), &x)?;
         let up = ctx.linear(&format!("{p}.mlp.up_proj"), &x)?;
-        Ok(h.f_add(&ctx.linear(&format!("{p}.mlp.down_proj"), &(gate * up))?)?)
+        let m = self.act.gated(&gate, &up)?;
+        Ok(h.f_add(&ctx.linear(&format!("{p}.mlp.down_proj"), &m)?)?)
     }
 }
 

@@ -55,6 +55,17 @@ impl Activation {
         })
     }
 
+    /// `act(gate) · up`, a gated MLP's product (SwiGLU and its kin); a decoding step's SiLU
+    /// runs as one pass over the values.
+    pub fn gated(self, gate: &Tensor, up: &Tensor) -> Result<Tensor, Error> {
+        if self == Activation::Silu {
+            if let Some(y) = super::plain::silu_mul(gate, up) {
+                return Ok(y);
+            }
+        }
+        Ok(self.apply(gate)? * up)
+    }
+
     /// Applies the activation elementwise.
     pub fn apply(self, x: &Tensor) -> Result<Tensor, Error> {
         Ok(match self {

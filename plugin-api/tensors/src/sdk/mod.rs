@@ -11,12 +11,17 @@
 //!   [`RopeStyle::Interleaved`], GPT-J's `rotate_every_two`);
 //! * [`rms_norm`] and [`layer_norm`], with or without weight and bias: the arithmetic of the
 //!   host's norm slots (`ModelContext::norm` runs these), for norms a family applies itself;
-//! * [`Activation`]: the usual `hidden_act` values (`silu`, `gelu`, `gelu_new`, ...).
+//! * [`Activation`]: the usual `hidden_act` values (`silu`, `gelu`, `gelu_new`, ...), and
+//!   [`Activation::gated`] for a gated MLP's `act(gate) · up`.
+//!
+//! A decoding step's rotary embedding and gated activation run on raw buffers (`plain`), one
+//! pass and one allocation each instead of several libtorch operations.
 
 mod activation;
 mod config;
 mod error;
 mod norm;
+mod plain;
 mod rope;
 
 pub use activation::Activation;

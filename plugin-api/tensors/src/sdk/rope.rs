@@ -280,6 +280,11 @@ impl Rope {
                 self.head_dim
             )));
         }
+        // A decoding step: one pass over the values instead of seven libtorch operations.
+        let interleaved = self.style == RopeStyle::Interleaved;
+        if let Some(y) = super::plain::rope(x, cos, sin, self.dim as usize, interleaved) {
+            return Ok(y);
+        }
         if self.dim == d {
             return self.rotate(x, cos, sin);
         }
