@@ -1,66 +1,15 @@
-//! The host's side of a decoding step on raw buffers: the RMS norm of a norm slot and the write
-//! of a step's keys and values into the cache, each one pass over the values instead of
-//! libtorch's small operations (a bfloat16 model's norm was three: widen the weights, norm,
-//! and the cache write two per tensor plus the views attention read). `None` where the fast
-//! path does not apply (another dtype or device, autograd on, more rows than a decoding
-//! step); the caller then runs libtorch's.
+//! The host's side of a decoding step on raw buffers: the write of a step's keys and values
+//! into the cache, one pass over the values instead of libtorch's small operations (two per
+//! tensor plus the views attention read). `false` where the fast path does not apply (another
+//! dtype or device, autograd on, more rows than a decoding step); the caller then runs
+//! libtorch's. (A one-pass RMS norm was tried here and removed: its rounding moved a quantized
+//! model's greedy near-ties, tests/gguf_decode.rs.)
 
-use swift_kernels::WIDE_ROWS;
 use tch::{Device, Kind, Tensor};
 
 /// Whether `t` is a float32 CPU tensor outside autograd.
 fn plain_f32(t: &Tensor) -> bool {
     t.device() == Device::Cpu && t.kind() == Kind::Float && !t.requires_grad()
-}
-
-/// `x / sqrt(mean(x²) + eps) · w (+ b)` over the last dimension of a decoding step's `x`
-/// (float32, at most [`WIDE_ROWS`] rows), with float32 or bfloat16 weights `w` and float32 `b`.
-/// The mean of squares sums in float64; each product rounds to float32 as libtorch's
-/// `rms_norm` does.
-pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64) -> Option<Tensor> {
-    let size = x.size();
-    let &dim = size.last()?;
-    if !plain_f32(x) || !x.is_contiguous() || dim == 0 || x.numel() > WIDE_ROWS * dim as usize {
-        return None;
-    }
-    if w.device() != Device::Cpu || w.requires_grad() || !w.is_contiguous() || w.size() != [dim] {
-        return None;
-    }
-    let bias = match b {
-        Some(b) if plain_f32(b) && b.is_contiguous() && b.size() == [dim] => Some(b),
-        Some(_) => return None,
-        None => None,
-    };
-    let d = dim as usize;
-    // SAFETY: contiguous CPU tensors of the sizes and kinds checked above, alive for this
-    // function; the output is new and not shared.
-    unsafe {
-        let weight: Vec<f32> = match w.kind() {
-            Kind::Float => std::slice::from_raw_parts(w.data_ptr() as *const f32, d).to_vec(),
-            Kind::BFloat16 => std::slice::from_raw_parts(w.data_ptr() as *const u16, d)
-                .iter()
-                .map(|&h| f32::from_bits((h as u32) << 16))
-                .collect(),
-            _ => return None,
-        };
-        let bias = bias.map(|b| std::slice::from_raw_parts(b.data_ptr() as *const f32, d));
-        let xs = std::slice::from_raw_parts(x.data_ptr() as *const f32, x.numel());
-        let out = Tensor::f_empty(size.as_slice(), (Kind::Float, Device::Cpu)).ok()?;
-        let ys = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, x.numel());
-        for (y, x) in ys.chunks_exact_mut(d).zip(xs.chunks_exact(d)) {
-            let sq: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
-            let r = (1.0 / (sq / d as f64 + eps).sqrt()) as f32;
-            for ((y, &x), &w) in y.iter_mut().zip(x).zip(&weight) {
-                *y = (x * r) * w;
-            }
-            if let Some(b) = bias {
-                for (y, &b) in y.iter_mut().zip(b) {
-                    *y += b;
-                }
-            }
-        }
-        Some(out)
-    }
 }
 
 /// Writes a decoding step's `new` keys or values (`[batch, heads, 1, dim]`, float32) at position
@@ -102,25 +51,6 @@ pub(crate) fn write_position(buf: &Tensor, past: i64, new: &Tensor) -> bool {
 mod tests {
     use super::*;
     use swift_plugin_tensors::sdk;
-
-    #[test]
-    fn rms_norm_matches_the_sdk_within_rounding() {
-        let x = Tensor::randn([1, 2, 24], (Kind::Float, Device::Cpu)) * 3.0;
-        let w = Tensor::randn([24], (Kind::Float, Device::Cpu));
-        let b = Tensor::randn([24], (Kind::Float, Device::Cpu));
-        let want = sdk::rms_norm(&x, Some(&w), Some(&b), 1e-5).unwrap();
-        let got = rms_norm(&x, &w, Some(&b), 1e-5).unwrap();
-        assert!(f64::try_from((&got - &want).abs().max()).unwrap() < 1e-5);
-        // bfloat16 weights are widened exactly.
-        let wb = w.to_kind(Kind::BFloat16);
-        let want = sdk::rms_norm(&x, Some(&wb.to_kind(Kind::Float)), None, 1e-5).unwrap();
-        let got = rms_norm(&x, &wb, None, 1e-5).unwrap();
-        assert!(f64::try_from((&got - &want).abs().max()).unwrap() < 1e-5);
-        // A prompt's rows and float64 take libtorch's path.
-        let many = Tensor::randn([1, 64, 24], (Kind::Float, Device::Cpu));
-        assert!(rms_norm(&many, &w, None, 1e-5).is_none());
-        assert!(rms_norm(&x.to_kind(Kind::Double), &w, None, 1e-5).is_none());
-    }
 
     #[test]
     fn write_position_fills_one_position_of_a_strided_buffer() {

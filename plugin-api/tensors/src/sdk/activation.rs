@@ -55,14 +55,10 @@ impl Activation {
         })
     }
 
-    /// `act(gate) · up`, a gated MLP's product (SwiGLU and its kin); a decoding step's SiLU
-    /// runs as one pass over the values.
+    /// `act(gate) · up`, a gated MLP's product (SwiGLU and its kin). It stays libtorch's
+    /// expression: a one-pass SiLU with libm's `exp` (an ulp off libtorch's) was tried for
+    /// decoding steps and moved a quantized model's greedy near-ties (tests/gguf_decode.rs).
     pub fn gated(self, gate: &Tensor, up: &Tensor) -> Result<Tensor, Error> {
-        if self == Activation::Silu {
-            if let Some(y) = super::plain::silu_mul(gate, up) {
-                return Ok(y);
-            }
-        }
         Ok(self.apply(gate)? * up)
     }
 
