@@ -147,6 +147,21 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
         excluded.push(left_out);
     }
     let generates = |b: &Benchmark| b.record.scoring != BenchmarkScoring::Loglikelihood;
+    // Log-likelihood benchmarks need `pt`: refused before a named backend is even resolved (an
+    // unknown or unloaded backend would otherwise hide the reason), and again once resolved.
+    let refuse_loglikelihood = |is_pt: bool| -> Result<()> {
+        for (b, _, _) in &benches {
+            if !is_pt && !generates(b) {
+                bail!(
+                    "--infer_backend {}: benchmark `{}` scores each choice by its log-likelihood, which needs every position's logits; only `pt` gives them (leave --infer_backend out, or evaluate generation benchmarks only)",
+                    args.backend.infer_backend,
+                    b.record.name
+                );
+            }
+        }
+        Ok(())
+    };
+    refuse_loglikelihood(args.backend.infer_backend == "pt")?;
     // The backend a local model generates with (`--infer_backend`, resolved and checked).
     let backend = match &adapters {
         Some(a) => Some(crate::backend::for_model(
@@ -160,15 +175,7 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
         None => None,
     };
     let is_pt = backend.as_ref().is_none_or(|f| f.chosen.is_pt);
-    for (b, _, _) in &benches {
-        if !is_pt && !generates(b) {
-            bail!(
-                "--infer_backend {}: benchmark `{}` scores each choice by its log-likelihood, which needs every position's logits; only `pt` gives them (leave --infer_backend out, or evaluate generation benchmarks only)",
-                args.backend.infer_backend,
-                b.record.name
-            );
-        }
-    }
+    refuse_loglikelihood(is_pt)?;
     g.refuse(&["stream"], "to swift eval (answers are scored, not shown)")
         .map_err(anyhow::Error::msg)?;
     if !benches.iter().any(|(b, _, _)| generates(b)) {
