@@ -50,7 +50,6 @@ pub(crate) fn write_position(buf: &Tensor, past: i64, new: &Tensor) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use swift_plugin_tensors::sdk;
 
     #[test]
     fn write_position_fills_one_position_of_a_strided_buffer() {
