@@ -455,7 +455,8 @@ pub(crate) struct HostContext<'a> {
     pub attended: usize,
 }
 
-fn te(e: tch::TchError) -> String {
+/// A libtorch error as the model contract's `String` error.
+pub(crate) fn te(e: tch::TchError) -> String {
     e.to_string()
 }
 

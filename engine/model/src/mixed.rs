@@ -13,7 +13,7 @@ use swift_plugin_tensors::model::{ModelContext, NormKind};
 use swift_plugin_tensors::ModelHandleExt;
 use tch::Tensor;
 
-use crate::context::HostContext;
+use crate::context::{te, HostContext};
 use crate::{KvCache, LoadedModel, ModelError};
 
 impl LoadedModel {
@@ -205,10 +205,6 @@ impl MixedContext<'_> {
     fn running_rows(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
         x.f_narrow(2, 0, self.running)?.f_permute([2, 1, 0, 3])
     }
-}
-
-fn te(e: tch::TchError) -> String {
-    e.to_string()
 }
 
 impl ModelContext for MixedContext<'_> {
