@@ -17,7 +17,8 @@ the prompts are the same tokens), the same --requests requests (chat, temperatur
 Prints aggregate generated tokens/s at --clients clients for both servers, the ratio (target: at
 least 5x ms-swift) and the share of offline batching (target: at least 70 %); for each side the
 cores it kept busy during the concurrent phase ((user + system) / wall, every thread of the
-server's process tree) and its voluntary context switches per generated token; the CPU model and
+server's process tree; the clients' own, which share the cores) and its voluntary context
+switches per generated token; the CPU model and
 the load average before and after. Checks that at least 90 % of swift-rs's concurrent answers
 equal the answer the same request got alone and that the rest agree in their first 8 tokens
 (batched float arithmetic may break a near-tie the other way later on).
@@ -91,10 +92,12 @@ def concurrent(client, model, qs, clients, max_tokens, pid, logprobs=True):
     """Every request from `clients` threads: the answers, the wall time, and the server's cores
     busy and voluntary context switches over that time."""
     cpu0, vcsw0 = tree_usage(pid)
+    client0 = time.process_time()
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(clients) as pool:
         answers = list(pool.map(lambda q: ask(client, model, q, max_tokens, logprobs), qs))
     wall = time.perf_counter() - t0
+    client1 = time.process_time()
     cpu1, vcsw1 = tree_usage(pid)
     gen = sum(r["completion_tokens"] for r in answers)
     lat = [r["latency"] for r in answers]
@@ -103,6 +106,7 @@ def concurrent(client, model, qs, clients, max_tokens, pid, logprobs=True):
         "requests_per_s": len(qs) / wall, "latency_p50_s": statistics.median(lat),
         "latency_p99_s": percentile(lat, 0.99), "cores_busy": (cpu1 - cpu0) / wall,
         "voluntary_switches_per_token": (vcsw1 - vcsw0) / max(gen, 1),
+        "client_cores_busy": (client1 - client0) / wall,
         "prompt_tokens": sum(r["prompt_tokens"] for r in answers),
     }
 
@@ -144,7 +148,7 @@ def ours(a, qs):
         cmd += ["--torch_dtype", a.torch_dtype]
     log = subprocess.DEVNULL
     if a.server_log:
-        cmd[1:1] = ["--log-level", "debug"]
+        cmd[1:1] = ["--log-level", "debug,swift_serve::batcher=trace"]
         log = open(a.server_log, "w")
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
@@ -235,7 +239,7 @@ def main():
     p.add_argument("--no-single", action="store_true", help="skip the single-client pass")
     p.add_argument("--no-offline", action="store_true", help="skip swift infer's offline batches")
     p.add_argument("--server-log", help="swift-rs's server log at debug level into this file "
-                   "(each busy period's steps, joins and where their time went)")
+                   "(each step's rows, joins and times, and each busy period's summary)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     a = p.parse_args()
     if not os.path.isfile(os.path.join(a.model, "config.json")):
@@ -255,8 +259,8 @@ def main():
     print(f"swift-rs deploy, {a.clients} clients: {ours_fig['generated_tokens_per_s']:.1f} "
           f"generated tok/s, {ours_fig['requests_per_s']:.2f} requests/s, latency p50 "
           f"{ours_fig['latency_p50_s']:.2f} s, p99 {ours_fig['latency_p99_s']:.2f} s, cores busy "
-          f"{ours_fig['cores_busy']:.2f}, {ours_fig['voluntary_switches_per_token']:.0f} "
-          f"voluntary switches/token", flush=True)
+          f"{ours_fig['cores_busy']:.2f} (the clients' {ours_fig['client_cores_busy']:.2f}), "
+          f"{ours_fig['voluntary_switches_per_token']:.0f} voluntary switches/token", flush=True)
     if single:
         print(f"swift-rs deploy, 1 client: {single['generated_tokens_per_s']:.1f} generated tok/s, "
               f"latency p50 {single['latency_p50_s']:.2f} s; {a.clients} clients vs 1: "
