@@ -259,7 +259,7 @@ def main():
     print(f"swift-rs deploy, {a.clients} clients: {ours_fig['generated_tokens_per_s']:.1f} "
           f"generated tok/s, {ours_fig['requests_per_s']:.2f} requests/s, latency p50 "
           f"{ours_fig['latency_p50_s']:.2f} s, p99 {ours_fig['latency_p99_s']:.2f} s, cores busy "
-          f"{ours_fig['cores_busy']:.2f} (the clients' {ours_fig['client_cores_busy']:.2f}), "
+          f"{ours_fig['cores_busy']:.2f} (the clients' {ours_fig['client_cores_busy']:.3f}), "
           f"{ours_fig['voluntary_switches_per_token']:.0f} voluntary switches/token", flush=True)
     if single:
         print(f"swift-rs deploy, 1 client: {single['generated_tokens_per_s']:.1f} generated tok/s, "
