@@ -139,6 +139,52 @@ def stop(proc):
         proc.wait()
 
 
+STEP = re.compile(r"step \d+ at ([0-9.]+) s: (\d+) rows \((\d+) joining, (\d+) prompt tokens\), "
+                  r"backend ([0-9.]+) ms, host ([0-9.]+) ms; (\d+) waiting")
+
+
+def server_steps(path, max_rows):
+    """Where the server's last busy period (the concurrent phase) went, from its per-step log
+    lines: rows per step and the empty places in the batch (in the tail after the last join, and
+    rows kept waiting by the join policy), joining steps and what their prompt tokens cost beyond
+    a decoding step of the same running rows (decoding steps fitted as a + b * rows), and the
+    host's work on the outputs. None when the log has no step lines."""
+    steps = []
+    with open(path) as f:
+        for line in f:
+            m = STEP.search(line)
+            if m:
+                at, rows, joined, prompt, backend, host, waiting = map(float, m.groups())
+                if steps and at < steps[-1]["at"]:
+                    steps = []  # a new busy period
+                steps.append({"at": at, "rows": rows, "joined": joined, "prompt": prompt,
+                              "backend": backend, "host": host, "waiting": waiting})
+    dec = [s for s in steps if s["joined"] == 0]
+    joins = [s for s in steps if s["joined"] > 0]
+    if len(dec) < 3 or not joins:
+        return None
+    mx = statistics.mean(s["rows"] for s in dec)
+    my = statistics.mean(s["backend"] for s in dec)
+    var = sum((s["rows"] - mx) ** 2 for s in dec)
+    b = sum((s["rows"] - mx) * (s["backend"] - my) for s in dec) / var if var else 0.0
+    a = my - b * mx
+    last_join = max(i for i, s in enumerate(steps) if s["joined"] > 0)
+    tail = steps[last_join + 1:]
+    extra = sum(s["backend"] - (a + b * (s["rows"] - s["joined"])) for s in joins)
+    prompt = sum(s["prompt"] for s in joins)
+    return {
+        "steps": len(steps), "rows_per_step": statistics.mean(s["rows"] for s in steps),
+        "empty_places": sum(max_rows - s["rows"] for s in steps),
+        "tail_steps": len(tail), "tail_empty_places": sum(max_rows - s["rows"] for s in tail),
+        "tail_s": sum(s["backend"] + s["host"] for s in tail) / 1e3,
+        "waiting_row_steps": sum(s["waiting"] for s in steps),
+        "decode_step_ms": a, "decode_row_ms": b, "join_steps": len(joins),
+        "join_backend_s": sum(s["backend"] for s in joins) / 1e3,
+        "prompt_token_ms": extra / max(prompt, 1), "host_s": sum(s["host"] for s in steps) / 1e3,
+        "backend_s": sum(s["backend"] for s in steps) / 1e3,
+    }
+
+
 def ours(a, qs):
     """swift-rs's server: the answers alone (unless --no-single) and together, and the figures."""
     cmd = [a.swift, "deploy", "--model", a.model, "--port", "0", "--device", a.device,
@@ -217,7 +263,8 @@ def offline(a, qs):
         sys.exit(f"no summary in swift infer's log:\n{proc.stderr[-3000:]}")
     s = json.loads(found[-1])
     return {"generated_tokens_per_s": s["generated_tokens_per_s"],
-            "decode_tokens_per_s": s["decode_tokens_per_s"], "generated_tokens":
+            "decode_tokens_per_s": s["decode_tokens_per_s"],
+            "prompt_tokens_per_s": s["prompt_tokens_per_s"], "generated_tokens":
             s["generated_tokens"], "prompt_tokens": s["prompt_tokens"],
             "cores_busy": res["cores_busy"],
             "voluntary_switches_per_token": res["voluntary_switches"] / max(s["generated_tokens"], 1)}
@@ -255,6 +302,18 @@ def main():
 
     alone, together, ours_fig, single = ours(a, qs)
     figures["swift_rs"] = ours_fig
+    steps = server_steps(a.server_log, a.clients) if a.server_log else None
+    if steps:
+        figures["swift_rs_steps"] = steps
+        print(f"swift-rs deploy's steps: {steps['steps']} ({steps['rows_per_step']:.1f} rows each "
+              f"of {a.clients}; {steps['empty_places']:.0f} empty places, "
+              f"{steps['tail_empty_places']:.0f} of them in the {steps['tail_steps']} steps after "
+              f"the last join ({steps['tail_s']:.2f} s); rows kept waiting "
+              f"{steps['waiting_row_steps']:.0f} row-steps); decoding step "
+              f"{steps['decode_step_ms']:.1f} + {steps['decode_row_ms']:.2f} ms per row; "
+              f"{steps['join_steps']} joining steps {steps['join_backend_s']:.2f} s, a prompt "
+              f"token {steps['prompt_token_ms']:.2f} ms beyond the decoding step; backend "
+              f"{steps['backend_s']:.2f} s, host {steps['host_s']:.2f} s", flush=True)
     figures["swift_rs_single_client"] = single
     print(f"swift-rs deploy, {a.clients} clients: {ours_fig['generated_tokens_per_s']:.1f} "
           f"generated tok/s, {ours_fig['requests_per_s']:.2f} requests/s, latency p50 "
@@ -288,7 +347,9 @@ def main():
         print(f"swift infer offline, batches of {a.clients}: {off['generated_tokens_per_s']:.1f} "
               f"generated tok/s (prefill included), {off['decode_tokens_per_s']:.1f} decode "
               f"tok/s; cores busy {off['cores_busy']:.2f} (whole command), "
-              f"{off['voluntary_switches_per_token']:.0f} voluntary switches/token", flush=True)
+              f"{off['voluntary_switches_per_token']:.0f} voluntary switches/token; a prompt token "
+              f"{1e3 / off['prompt_tokens_per_s']:.2f} ms in its prefill, a decoded token "
+              f"{1e3 / off['decode_tokens_per_s']:.2f} ms", flush=True)
         print(f"swift-rs deploy at {a.clients} clients: {share_gen:.0%} of offline generated "
               f"tok/s, {share_dec:.0%} of offline decode tok/s (target >= 70 %)", flush=True)
     figures["load_average_after"] = load_average()
