@@ -314,26 +314,19 @@ impl Batcher {
             let mut joining: Vec<Row> = Vec::new();
             let mut adapter = self.decoder.adapter();
             let mut i = 0;
-            let running = self.decoder.running();
-            // All waiting rows (as many as there is room for), or only those whose prompts fit
-            // beside the running rows in a pass the decoding kernels serve ([`PACKED_ROWS`]).
-            let all = join_now(
-                running,
+            let admit = join_now(
+                self.decoder.running(),
                 waiting.len(),
                 waiting.front().map_or(0, |r| steps - r.queued_at),
                 open,
             );
-            let mut room = PACKED_ROWS.saturating_sub(running);
-            while i < waiting.len() && running + joining.len() < self.max {
+            while admit && i < waiting.len() && self.decoder.running() + joining.len() < self.max {
                 if self.per_batch {
                     let a = waiting[i].adapter;
                     if *adapter.get_or_insert(a) != a {
                         i += 1;
                         continue;
                     }
-                }
-                if !all && !fits(&mut room, waiting[i].history.len()) {
-                    break;
                 }
                 joining.extend(waiting.remove(i));
             }
@@ -371,22 +364,6 @@ impl Batcher {
     }
 }
 
-/// Positions a joining step may pass through the model (running rows one each, joining rows
-/// their whole prompts) for rows to join at once, whatever [`join_now`] says: up to this many,
-/// `pt`'s mixed pass stays on the decoding kernels (`swift_model::KERNEL_ROWS`, the rows a
-/// skinny product takes), where a short prompt costs about what as many decoding rows cost, and
-/// waiting would only leave its place in the batch empty (BENCHMARKS.md, Deploy).
-const PACKED_ROWS: usize = swift_model::KERNEL_ROWS;
-/// Whether a waiting row of `need` prompt tokens fits the joining step's `room` (positions left
-/// under [`PACKED_ROWS`]), which it then takes.
-fn fits(room: &mut usize, need: usize) -> bool {
-    let ok = need <= *room;
-    if ok {
-        *room -= need;
-    }
-    ok
-}
-
 /// Rows that join a running batch together at once ([`join_now`]).
 const JOIN_ROWS: usize = 4;
 /// Steps the first waiting row waits at most for others to join with it ([`join_now`]).
@@ -399,8 +376,7 @@ const JOIN_WAIT_STEPS: usize = 4;
 /// a mixed step has a cost of its own beyond its tokens; BENCHMARKS.md, Deploy): so while rows
 /// run, waiting rows join once
 /// [`JOIN_ROWS`] of them wait or the first has waited [`JOIN_WAIT_STEPS`] steps; into an empty
-/// batch, or when no more requests can come, at once. Short prompts that fit beside the running
-/// rows under [`PACKED_ROWS`] join at once regardless.
+/// batch, or when no more requests can come, at once.
 fn join_now(running: usize, waiting: usize, first_waited: usize, open: bool) -> bool {
     waiting > 0
         && (running == 0 || !open || waiting >= JOIN_ROWS || first_waited >= JOIN_WAIT_STEPS)
@@ -756,22 +732,5 @@ mod tests {
         assert!(join_now(12, 1, 4, true));
         // Draining (no more requests can arrive): at once.
         assert!(join_now(12, 1, 0, false));
-    }
-
-    #[test]
-    fn short_prompts_join_at_once_while_the_pass_stays_on_the_kernels() {
-        // 15 running rows leave 17 positions of a 32-row pass: a prompt of 17 tokens fits, and
-        // then nothing more.
-        let mut room = PACKED_ROWS - 15;
-        assert!(fits(&mut room, 17));
-        assert!(!fits(&mut room, 1));
-        // 14 running: one prompt of 16 tokens of two.
-        let mut room = PACKED_ROWS - 14;
-        assert!(fits(&mut room, 16));
-        assert!(!fits(&mut room, 16));
-        assert!(fits(&mut room, 2));
-        // A long prompt waits for the others (join_now).
-        let mut room = PACKED_ROWS - 4;
-        assert!(!fits(&mut room, 40));
     }
 }

@@ -156,20 +156,14 @@ impl PtModel {
     /// prompts together, instead of a decoding pass and then a prefill pass.
     fn run_mixed(&mut self, step: &Step) -> Result<StepOutput, String> {
         let me = |e: swift_model::ModelError| e.to_string();
-        let last: Vec<i64> = step.feed.iter().map(|(_, t)| *t).collect();
-        let prompts: Vec<&[i64]> = step.join.iter().map(|j| &j.prompt[..]).collect();
-        // A pass of more positions than the kernels take: libtorch's threads serve its products;
-        // of fewer, the kernels' pool does, as in a decoding step (libtorch kept on one thread).
-        let packed = last.len() + prompts.iter().map(|p| p.len()).sum::<usize>();
-        if packed > swift_model::KERNEL_ROWS {
-            self.threads = None;
-        } else if self.threads.is_none() {
-            self.threads = self.model.decoding_threads(packed);
-        }
+        // The pass has more rows than a decoding step: libtorch's threads serve its products.
+        self.threads = None;
         let cache = self
             .cache
             .as_mut()
             .ok_or("running sequences without a cache")?;
+        let last: Vec<i64> = step.feed.iter().map(|(_, t)| *t).collect();
+        let prompts: Vec<&[i64]> = step.join.iter().map(|j| &j.prompt[..]).collect();
         let mut fresh = self.model.new_cache(prompts.len() as i64);
         let hidden = self
             .model
