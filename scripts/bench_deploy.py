@@ -17,7 +17,8 @@ the prompts are the same tokens), the same --requests requests (chat, temperatur
 Prints aggregate generated tokens/s at --clients clients for both servers, the ratio (target: at
 least 5x ms-swift) and the share of offline batching (target: at least 70 %); for each side the
 cores it kept busy during the concurrent phase ((user + system) / wall, every thread of the
-server's process tree) and its voluntary context switches per generated token; the CPU model and
+server's process tree; the clients' own, which share the cores) and its voluntary context
+switches per generated token; the CPU model and
 the load average before and after. Checks that at least 90 % of swift-rs's concurrent answers
 equal the answer the same request got alone and that the rest agree in their first 8 tokens
 (batched float arithmetic may break a near-tie the other way later on).
@@ -91,10 +92,12 @@ def concurrent(client, model, qs, clients, max_tokens, pid, logprobs=True):
     """Every request from `clients` threads: the answers, the wall time, and the server's cores
     busy and voluntary context switches over that time."""
     cpu0, vcsw0 = tree_usage(pid)
+    client0 = time.process_time()
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(clients) as pool:
         answers = list(pool.map(lambda q: ask(client, model, q, max_tokens, logprobs), qs))
     wall = time.perf_counter() - t0
+    client1 = time.process_time()
     cpu1, vcsw1 = tree_usage(pid)
     gen = sum(r["completion_tokens"] for r in answers)
     lat = [r["latency"] for r in answers]
@@ -103,6 +106,7 @@ def concurrent(client, model, qs, clients, max_tokens, pid, logprobs=True):
         "requests_per_s": len(qs) / wall, "latency_p50_s": statistics.median(lat),
         "latency_p99_s": percentile(lat, 0.99), "cores_busy": (cpu1 - cpu0) / wall,
         "voluntary_switches_per_token": (vcsw1 - vcsw0) / max(gen, 1),
+        "client_cores_busy": (client1 - client0) / wall,
         "prompt_tokens": sum(r["prompt_tokens"] for r in answers),
     }
 
@@ -135,6 +139,52 @@ def stop(proc):
         proc.wait()
 
 
+STEP = re.compile(r"step \d+ at ([0-9.]+) s: (\d+) rows \((\d+) joining, (\d+) prompt tokens\), "
+                  r"backend ([0-9.]+) ms, host ([0-9.]+) ms; (\d+) waiting")
+
+
+def server_steps(path, max_rows):
+    """Where the server's last busy period (the concurrent phase) went, from its per-step log
+    lines: rows per step and the empty places in the batch (in the tail after the last join, and
+    rows kept waiting by the join policy), joining steps and what their prompt tokens cost beyond
+    a decoding step of the same running rows (decoding steps fitted as a + b * rows), and the
+    host's work on the outputs. None when the log has no step lines."""
+    steps = []
+    with open(path) as f:
+        for line in f:
+            m = STEP.search(line)
+            if m:
+                at, rows, joined, prompt, backend, host, waiting = map(float, m.groups())
+                if steps and at < steps[-1]["at"]:
+                    steps = []  # a new busy period
+                steps.append({"at": at, "rows": rows, "joined": joined, "prompt": prompt,
+                              "backend": backend, "host": host, "waiting": waiting})
+    dec = [s for s in steps if s["joined"] == 0]
+    joins = [s for s in steps if s["joined"] > 0]
+    if len(dec) < 3 or not joins:
+        return None
+    mx = statistics.mean(s["rows"] for s in dec)
+    my = statistics.mean(s["backend"] for s in dec)
+    var = sum((s["rows"] - mx) ** 2 for s in dec)
+    b = sum((s["rows"] - mx) * (s["backend"] - my) for s in dec) / var if var else 0.0
+    a = my - b * mx
+    last_join = max(i for i, s in enumerate(steps) if s["joined"] > 0)
+    tail = steps[last_join + 1:]
+    extra = sum(s["backend"] - (a + b * (s["rows"] - s["joined"])) for s in joins)
+    prompt = sum(s["prompt"] for s in joins)
+    return {
+        "steps": len(steps), "rows_per_step": statistics.mean(s["rows"] for s in steps),
+        "empty_places": sum(max_rows - s["rows"] for s in steps),
+        "tail_steps": len(tail), "tail_empty_places": sum(max_rows - s["rows"] for s in tail),
+        "tail_s": sum(s["backend"] + s["host"] for s in tail) / 1e3,
+        "waiting_row_steps": sum(s["waiting"] for s in steps),
+        "decode_step_ms": a, "decode_row_ms": b, "join_steps": len(joins),
+        "join_backend_s": sum(s["backend"] for s in joins) / 1e3,
+        "prompt_token_ms": extra / max(prompt, 1), "host_s": sum(s["host"] for s in steps) / 1e3,
+        "backend_s": sum(s["backend"] for s in steps) / 1e3,
+    }
+
+
 def ours(a, qs):
     """swift-rs's server: the answers alone (unless --no-single) and together, and the figures."""
     cmd = [a.swift, "deploy", "--model", a.model, "--port", "0", "--device", a.device,
@@ -144,7 +194,7 @@ def ours(a, qs):
         cmd += ["--torch_dtype", a.torch_dtype]
     log = subprocess.DEVNULL
     if a.server_log:
-        cmd[1:1] = ["--log-level", "debug"]
+        cmd[1:1] = ["--log-level", "debug,swift_serve::batcher=trace"]
         log = open(a.server_log, "w")
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
@@ -213,7 +263,8 @@ def offline(a, qs):
         sys.exit(f"no summary in swift infer's log:\n{proc.stderr[-3000:]}")
     s = json.loads(found[-1])
     return {"generated_tokens_per_s": s["generated_tokens_per_s"],
-            "decode_tokens_per_s": s["decode_tokens_per_s"], "generated_tokens":
+            "decode_tokens_per_s": s["decode_tokens_per_s"],
+            "prompt_tokens_per_s": s["prompt_tokens_per_s"], "generated_tokens":
             s["generated_tokens"], "prompt_tokens": s["prompt_tokens"],
             "cores_busy": res["cores_busy"],
             "voluntary_switches_per_token": res["voluntary_switches"] / max(s["generated_tokens"], 1)}
@@ -235,7 +286,7 @@ def main():
     p.add_argument("--no-single", action="store_true", help="skip the single-client pass")
     p.add_argument("--no-offline", action="store_true", help="skip swift infer's offline batches")
     p.add_argument("--server-log", help="swift-rs's server log at debug level into this file "
-                   "(each busy period's steps, joins and where their time went)")
+                   "(each step's rows, joins and times, and each busy period's summary)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     a = p.parse_args()
     if not os.path.isfile(os.path.join(a.model, "config.json")):
@@ -251,12 +302,24 @@ def main():
 
     alone, together, ours_fig, single = ours(a, qs)
     figures["swift_rs"] = ours_fig
+    steps = server_steps(a.server_log, a.clients) if a.server_log else None
+    if steps:
+        figures["swift_rs_steps"] = steps
+        print(f"swift-rs deploy's steps: {steps['steps']} ({steps['rows_per_step']:.1f} rows each "
+              f"of {a.clients}; {steps['empty_places']:.0f} empty places, "
+              f"{steps['tail_empty_places']:.0f} of them in the {steps['tail_steps']} steps after "
+              f"the last join ({steps['tail_s']:.2f} s); rows kept waiting "
+              f"{steps['waiting_row_steps']:.0f} row-steps); decoding step "
+              f"{steps['decode_step_ms']:.1f} + {steps['decode_row_ms']:.2f} ms per row; "
+              f"{steps['join_steps']} joining steps {steps['join_backend_s']:.2f} s, a prompt "
+              f"token {steps['prompt_token_ms']:.2f} ms beyond the decoding step; backend "
+              f"{steps['backend_s']:.2f} s, host {steps['host_s']:.2f} s", flush=True)
     figures["swift_rs_single_client"] = single
     print(f"swift-rs deploy, {a.clients} clients: {ours_fig['generated_tokens_per_s']:.1f} "
           f"generated tok/s, {ours_fig['requests_per_s']:.2f} requests/s, latency p50 "
           f"{ours_fig['latency_p50_s']:.2f} s, p99 {ours_fig['latency_p99_s']:.2f} s, cores busy "
-          f"{ours_fig['cores_busy']:.2f}, {ours_fig['voluntary_switches_per_token']:.0f} "
-          f"voluntary switches/token", flush=True)
+          f"{ours_fig['cores_busy']:.2f} (the clients' {ours_fig['client_cores_busy']:.3f}), "
+          f"{ours_fig['voluntary_switches_per_token']:.0f} voluntary switches/token", flush=True)
     if single:
         print(f"swift-rs deploy, 1 client: {single['generated_tokens_per_s']:.1f} generated tok/s, "
               f"latency p50 {single['latency_p50_s']:.2f} s; {a.clients} clients vs 1: "
@@ -284,7 +347,9 @@ def main():
         print(f"swift infer offline, batches of {a.clients}: {off['generated_tokens_per_s']:.1f} "
               f"generated tok/s (prefill included), {off['decode_tokens_per_s']:.1f} decode "
               f"tok/s; cores busy {off['cores_busy']:.2f} (whole command), "
-              f"{off['voluntary_switches_per_token']:.0f} voluntary switches/token", flush=True)
+              f"{off['voluntary_switches_per_token']:.0f} voluntary switches/token; a prompt token "
+              f"{1e3 / off['prompt_tokens_per_s']:.2f} ms in its prefill, a decoded token "
+              f"{1e3 / off['decode_tokens_per_s']:.2f} ms", flush=True)
         print(f"swift-rs deploy at {a.clients} clients: {share_gen:.0%} of offline generated "
               f"tok/s, {share_dec:.0%} of offline decode tok/s (target >= 70 %)", flush=True)
     figures["load_average_after"] = load_average()

@@ -1,9 +1,10 @@
 //! What a joining step costs on the `pt` backend, both ways in the same seconds (so a loaded
 //! machine slows both alike): running rows decode one token each while new prompts join, either
 //! as a decoding pass and then a prefill pass of the prompts (before `forward_mixed`), or as one
-//! mixed pass ([`LoadedModel::forward_mixed`]). Rounds alternate A, B, A, B …; prints each
-//! round's seconds, the medians, and how far the two ways' logits are apart (and whether their
-//! greedy tokens agree).
+//! mixed pass ([`LoadedModel::forward_mixed`]); and, for scale, C: the running rows' decoding
+//! step alone (what the step would cost if no prompt joined). Rounds alternate A, B, C, A, B, C
+//! …; prints each round's seconds, the medians, and how far A's and B's logits are apart (and
+//! whether their greedy tokens agree). B − C is what the joining prompts cost.
 //!
 //!     cargo run --release -p swift-serve --example mixed_step -- MODEL_DIR [RUNNING] [JOINING] [PROMPT_LEN] [ROUNDS]
 //!
@@ -92,7 +93,12 @@ fn main() {
         c.append(fresh).unwrap();
         l
     };
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    let decode_alone = |c: &mut KvCache| -> Tensor {
+        let ids = Tensor::from_slice(&feed).view([running as i64, 1]);
+        let h = model.forward(&ids, None, c).unwrap();
+        model.logits(&h.select(1, -1)).unwrap()
+    };
+    let (mut ta, mut tb, mut tc) = (Vec::new(), Vec::new(), Vec::new());
     let (mut la, mut lb) = (None, None);
     for round in 0..rounds {
         let mut c = cache.copy_rows(&all).unwrap();
@@ -105,19 +111,24 @@ fn main() {
         let l = mixed(&mut c);
         tb.push(t0.elapsed().as_secs_f64());
         lb.get_or_insert(l);
+        let mut c = cache.copy_rows(&all).unwrap();
+        let t0 = Instant::now();
+        let _ = decode_alone(&mut c);
+        tc.push(t0.elapsed().as_secs_f64());
         println!(
-            "round {round}: A (decode + prefill) {:.3} s, B (mixed) {:.3} s",
-            ta[round], tb[round]
+            "round {round}: A (decode + prefill) {:.3} s, B (mixed) {:.3} s, C (decode alone) {:.3} s",
+            ta[round], tb[round], tc[round]
         );
     }
     let (la, lb) = (la.unwrap(), lb.unwrap());
     let diff = f64::try_from((&la - &lb).abs().max()).unwrap();
     let same = la.argmax(-1, false).eq_tensor(&lb.argmax(-1, false));
     let agree = i64::try_from(same.sum(Kind::Int64)).unwrap();
-    let (ma, mb) = (median(ta), median(tb));
+    let (ma, mb, mc) = (median(ta), median(tb), median(tc));
     println!(
-        "{running} running rows + {joining} prompts of {plen} tokens: median A {ma:.3} s, B {mb:.3} s (B/A {:.2}); logits max |A-B| {diff:.2e}, greedy tokens agree on {agree} of {} rows",
+        "{running} running rows + {joining} prompts of {plen} tokens: median A {ma:.3} s, B {mb:.3} s (B/A {:.2}), C {mc:.3} s (B-C {:.3} s); logits max |A-B| {diff:.2e}, greedy tokens agree on {agree} of {} rows",
         mb / ma,
+        mb - mc,
         running + joining
     );
 }

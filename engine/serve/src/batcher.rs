@@ -30,6 +30,7 @@ use swift_plugin_tensors::backend::{
 use swift_template::Encoder;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::logprobs::{log_probs, logits_at};
 use crate::ServeError;
 
 /// One request: a prompt decoded `choices` times (OpenAI's `n`), each choice a row of the batch.
@@ -340,7 +341,19 @@ impl Batcher {
             stats.started.get_or_insert_with(std::time::Instant::now);
             steps += 1;
             match self.decoder.step(joining) {
-                Ok(t) => stats.add(&t),
+                Ok(t) => {
+                    tracing::trace!(
+                        "step {steps} at {:.3} s: {} rows ({} joining, {} prompt tokens), backend {:.1} ms, host {:.1} ms; {} waiting",
+                        stats.started.map_or(0.0, |s| s.elapsed().as_secs_f64()),
+                        t.rows,
+                        t.joined,
+                        t.prompt_tokens,
+                        t.backend_s * 1e3,
+                        t.host_s * 1e3,
+                        waiting.len()
+                    );
+                    stats.add(&t)
+                }
                 Err(e) => tracing::error!("decoding failed: {e}"),
             }
             if let Some(d) = self.options.step_delay {
@@ -669,33 +682,6 @@ pub fn rows_of(job: Job) -> Vec<Row> {
         .collect()
 }
 
-/// log Σ exp(logits) and the `k` most likely tokens with their log-probabilities.
-fn log_probs(logits: &[f32], k: usize) -> (f64, Vec<(i64, f64)>) {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-    let lse = max + sum.ln();
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    let k = k.min(idx.len());
-    if k > 0 && k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
-    }
-    idx.truncate(k);
-    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    let top = idx
-        .into_iter()
-        .map(|i| (i as i64, logits[i] as f64 - lse))
-        .collect();
-    (lse, top)
-}
-
-fn logits_at(logits: &[f32], tok: i64, lse: f64) -> f64 {
-    usize::try_from(tok)
-        .ok()
-        .and_then(|i| logits.get(i))
-        .map(|&l| l as f64 - lse)
-        .unwrap_or(f64::NEG_INFINITY)
-}
-
 /// How much of `text` can be sent now: all of it but an unfinished UTF-8 sequence (decoded as
 /// U+FFFD) at the end and an ending that could be the start of a stop word.
 fn safe_len(text: &str, stop_words: &[String]) -> usize {
@@ -746,17 +732,5 @@ mod tests {
         assert!(join_now(12, 1, 4, true));
         // Draining (no more requests can arrive): at once.
         assert!(join_now(12, 1, 0, false));
-    }
-
-    #[test]
-    fn log_probs_are_normalised_and_sorted() {
-        // log-softmax of [0, ln 3] is [ln 1/4, ln 3/4].
-        let l = [0.0f32, 3f32.ln(), f32::NEG_INFINITY];
-        let (lse, top) = log_probs(&l, 2);
-        assert!((lse - 4f64.ln()).abs() < 1e-6);
-        assert_eq!(top[0].0, 1);
-        assert!((top[0].1 - 0.75f64.ln()).abs() < 1e-6);
-        assert!((top[1].1 - 0.25f64.ln()).abs() < 1e-6);
-        assert!((logits_at(&l, 0, lse) - 0.25f64.ln()).abs() < 1e-6);
     }
 }

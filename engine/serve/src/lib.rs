@@ -11,6 +11,7 @@
 //!   legacy completions, vLLM), from backends that declare prompt scoring.
 //! * [`images`]: images in prompts (infer's rows, deploy's `image_url` parts): read, processed
 //!   by the model's image processor, placeholders expanded.
+//! * [`logprobs`]: a decoded token's log-probability and alternatives from a row's logits.
 //! * [`tool_calls`]: tool calls in answers read back into OpenAI's `tool_calls`.
 //! * [`validate`]: a chat request's `messages` and `tools` checked field by field (OpenAI's
 //!   rules per role), each failure a 400 naming its `param`.
@@ -25,6 +26,7 @@ pub mod app;
 pub mod batcher;
 pub mod echo;
 pub mod images;
+pub mod logprobs;
 pub mod pt;
 #[cfg(test)]
 mod tests;
