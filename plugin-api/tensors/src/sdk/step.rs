@@ -98,16 +98,16 @@ fn sum_of_squares<const W: usize>(x: &[f32]) -> f32 {
     let mut i = 0;
     while i + STEP <= rows {
         for _ in 0..STEP {
-            for k in 0..ILP {
-                add(&mut acc[0][k], &square(i * ILP + k));
+            for (k, a) in acc[0].iter_mut().enumerate() {
+                add(a, &square(i * ILP + k));
             }
             i += 1;
         }
         for j in 1..4 {
-            for k in 0..ILP {
-                let lower = acc[j - 1][k];
-                add(&mut acc[j][k], &lower);
-                acc[j - 1][k] = [0.0; W];
+            let (lower, upper) = acc.split_at_mut(j);
+            for (u, l) in upper[0].iter_mut().zip(lower[j - 1].iter_mut()) {
+                add(u, l);
+                *l = [0.0; W];
             }
             if i & ((STEP - 1) << (j * LEVEL_POWER)) != 0 {
                 break;
@@ -115,24 +115,24 @@ fn sum_of_squares<const W: usize>(x: &[f32]) -> f32 {
         }
     }
     while i < rows {
-        for k in 0..ILP {
-            add(&mut acc[0][k], &square(i * ILP + k));
+        for (k, a) in acc[0].iter_mut().enumerate() {
+            add(a, &square(i * ILP + k));
         }
         i += 1;
     }
-    for j in 1..4 {
-        for k in 0..ILP {
-            let upper = acc[j][k];
-            add(&mut acc[0][k], &upper);
+    let (first, levels) = acc.split_at_mut(1);
+    for level in levels.iter() {
+        for (a, u) in first[0].iter_mut().zip(level) {
+            add(a, u);
         }
     }
-    let mut partial = acc[0];
+    let mut partial = first[0];
     for v in rows * ILP..nvec {
         add(&mut partial[0], &square(v));
     }
-    for k in 1..ILP {
-        let p = partial[k];
-        add(&mut partial[0], &p);
+    let (head, others) = partial.split_at_mut(1);
+    for p in others.iter() {
+        add(&mut head[0], p);
     }
     let mut total = 0f32;
     for e in &x[nvec * W..] {
