@@ -91,18 +91,19 @@ pub fn decode_attention(
     }
     let group = heads / kv_heads;
     let out = crate::SharedOut(out.as_mut_ptr(), out.len());
-    pool::pool().run(batch * kv_heads, &|task| {
-        let (b, g) = (task / kv_heads, task % kv_heads);
-        let first = (b * heads + g * group) * dim;
-        // SAFETY: task (b, g) writes the `group` heads of row b that share key-value head g, a
-        // stretch no other task writes; `out` outlives `run`.
-        let out = unsafe { out.stretch(first, group * dim) };
+    // One task per query head (not per key-value head): a batch-1 step of a model with few
+    // key-value heads (SmolLM2: 3) otherwise splits unevenly between the threads. Each head's
+    // arithmetic is the same either way.
+    pool::pool().run(batch * heads, &|task| {
+        let (b, h) = (task / heads, task % heads);
+        let first = (b * heads + h) * dim;
+        // SAFETY: task (b, h) writes head h of row b, a stretch no other task writes; `out`
+        // outlives `run`.
+        let o = unsafe { out.stretch(first, dim) };
         let mask = valid.map(|m| &m[b * len..(b + 1) * len]);
         let mut scores = vec![0f32; len];
-        for (i, o) in out.chunks_exact_mut(dim).enumerate() {
-            let qh = &q[first + i * dim..first + (i + 1) * dim];
-            one_head(qh, &k, &v, b, g, mask, scale, &mut scores, o);
-        }
+        let qh = &q[first..first + dim];
+        one_head(qh, &k, &v, b, h / group, mask, scale, &mut scores, o);
     });
     Ok(())
 }

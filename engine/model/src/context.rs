@@ -504,6 +504,13 @@ impl ModelContext for HostContext<'_> {
             .rev()
             .find_map(|h| h.norm_weights())
             .unwrap_or((&s.weight, s.bias.as_ref()));
+        // A decoding step's RMS norm: one pass on raw buffers, bfloat16 weights widened as read
+        // (bit for bit libtorch's norm below).
+        if let (NormKind::RmsNorm, None) = (kind, b) {
+            if let Some(y) = sdk::rms_norm_step(x, w, eps) {
+                return Ok(y);
+            }
+        }
         // float32 activations over bfloat16 norm weights: the weights widened (a few hundred
         // values), so the norm is libtorch's one fused float32 operation.
         let widened;

@@ -2,7 +2,8 @@
 //! into the cache, one pass over the values instead of libtorch's small operations (two per
 //! tensor plus the views attention read). `false` where the fast path does not apply (another
 //! dtype or device, autograd on, more rows than a decoding step); the caller then runs
-//! libtorch's. (A one-pass RMS norm was tried here and removed: its rounding moved a quantized
+//! libtorch's. (The norm slots' one-pass RMS norm is the SDK's, `sdk::rms_norm_step`, which
+//! rounds bit for bit as libtorch's; an earlier one here summed in float64 and moved a quantized
 //! model's greedy near-ties, tests/gguf_decode.rs.)
 
 use tch::{Device, Kind, Tensor};

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use swift_plugin_tensors::prelude::*;
-use swift_plugin_tensors::sdk::{Activation, Config, Error, Rope};
+use swift_plugin_tensors::sdk::{residual, Activation, Config, Error, Rope};
 use tch::Tensor;
 
 /// Where the families differ.
@@ -227,7 +227,7 @@ impl Decoder {
         let a = ctx.attention(i, &q, &k, &v, None)?;
         let a = a.f_transpose(1, 2)?.f_reshape([b, t, heads * hd])?;
         // Residuals are new tensors (not in place), so autograd keeps the norms' inputs.
-        let h = h.f_add(&ctx.linear(&format!("{p}.self_attn.o_proj"), &a)?)?;
+        let h = residual(h, &ctx.linear(&format!("{p}.self_attn.o_proj"), &a)?)?;
         let x = ctx.norm(
             &format!("{p}.post_attention_layernorm"),
             &h,
@@ -237,7 +237,7 @@ impl Decoder {
         let gate = ctx.linear(&format!("{p}.mlp.gate_proj"), &x)?;
         let up = ctx.linear(&format!("{p}.mlp.up_proj"), &x)?;
         let m = self.act.gated(&gate, &up)?;
-        Ok(h.f_add(&ctx.linear(&format!("{p}.mlp.down_proj"), &m)?)?)
+        residual(&h, &ctx.linear(&format!("{p}.mlp.down_proj"), &m)?)
     }
 }
 

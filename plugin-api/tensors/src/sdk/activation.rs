@@ -55,11 +55,16 @@ impl Activation {
         })
     }
 
-    /// `act(gate) · up`, a gated MLP's product (SwiGLU and its kin). It stays libtorch's
-    /// expression: a one-pass SiLU with libm's `exp` (an ulp off libtorch's) was tried for
-    /// decoding steps and moved a quantized model's greedy near-ties (tests/gguf_decode.rs).
+    /// `act(gate) · up`, a gated MLP's product (SwiGLU and its kin). The activation stays
+    /// libtorch's (a one-pass SiLU with libm's `exp`, an ulp off libtorch's, was tried for
+    /// decoding steps and moved a quantized model's greedy near-ties, tests/gguf_decode.rs);
+    /// for a decoding step the product is done in place in the activation's fresh output.
     pub fn gated(self, gate: &Tensor, up: &Tensor) -> Result<Tensor, Error> {
-        Ok(self.apply(gate)? * up)
+        let y = self.apply(gate)?;
+        if super::step::mul_into(&y, up) {
+            return Ok(y);
+        }
+        Ok(y * up)
     }
 
     /// Applies the activation elementwise.

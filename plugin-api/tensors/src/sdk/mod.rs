@@ -14,8 +14,9 @@
 //! * [`Activation`]: the usual `hidden_act` values (`silu`, `gelu`, `gelu_new`, ...), and
 //!   [`Activation::gated`] for a gated MLP's `act(gate) · up`.
 //!
-//! A decoding step's rotary embedding and gated activation run on raw buffers (`plain`), one
-//! pass and one allocation each instead of several libtorch operations.
+//! A decoding step's rotary embedding (`plain`), RMS norm, gated product and residual adds
+//! ([`residual`]; `step`) run on raw buffers, one pass and at most one allocation each instead of
+//! several libtorch operations, rounding bit for bit as those operations do.
 
 mod activation;
 mod config;
@@ -23,9 +24,20 @@ mod error;
 mod norm;
 mod plain;
 mod rope;
+mod step;
 
 pub use activation::Activation;
 pub use config::Config;
 pub use error::Error;
 pub use norm::{layer_norm, rms_norm};
 pub use rope::{Rope, RopeStyle};
+pub use step::rms_norm_step;
+
+/// `h + y`, a residual connection: one pass on raw buffers for a decoding step's float32
+/// activations (the same rounding), libtorch's `add` otherwise.
+pub fn residual(h: &tch::Tensor, y: &tch::Tensor) -> Result<tch::Tensor, Error> {
+    match step::add(h, y) {
+        Some(out) => Ok(out),
+        None => Ok(h.f_add(y)?),
+    }
+}

@@ -15,6 +15,12 @@ pub fn rms_norm(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<Tensor, Error> {
+    // A decoding step: one pass on raw buffers, bit for bit the expressions below.
+    if let (Some(w), None) = (weight, bias) {
+        if let Some(y) = super::rms_norm_step(x, w, eps) {
+            return Ok(y);
+        }
+    }
     let float = x.kind() == Kind::Float && weight.is_none_or(|w| w.kind() == Kind::Float);
     let y = if float {
         let dim = *x.size().last().ok_or("rms_norm of a scalar")?;

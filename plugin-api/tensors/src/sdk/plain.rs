@@ -3,8 +3,9 @@
 //! operations (a rotary embedding is seven of them) than computing them. Here the rotary
 //! embedding runs in one pass over the values with one output allocation, rounding exactly as
 //! the libtorch expression it replaces (no fused multiply-adds). Anything that would round
-//! differently stays libtorch's (a one-pass RMS norm and SiLU were tried and moved a quantized
-//! model's greedy near-ties).
+//! differently stays libtorch's (a float64-summed RMS norm and a libm SiLU were tried and moved a
+//! quantized model's greedy near-ties); the RMS norm, residual adds and gated product that do
+//! round as libtorch's are in `step.rs`.
 //!
 //! Every function returns `None` where its fast path does not apply (another dtype or device,
 //! autograd on, an unusual layout); the caller then runs the libtorch expression.
