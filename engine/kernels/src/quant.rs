@@ -94,7 +94,7 @@ impl BlockType {
 }
 
 /// A packed `[n, k]` weight matrix: `n` rows of `k / QK` blocks each, row after row, or, when
-/// `interleaved`, in the layout [`crate::interleave`] writes (Q8_0, Q4_0, Q4_1: four rows' blocks
+/// `interleaved`, in the layout [`crate::interleave`] writes (Q8_0, Q4_0, Q4_1: eight rows' blocks
 /// side by side, `src/repack.rs`).
 #[derive(Clone, Copy, Debug)]
 pub struct Blocks<'a> {
@@ -134,13 +134,14 @@ pub(crate) enum Packed<'a> {
     Affine(AffineCodes<'a>),
 }
 
-/// Activation rows quantized to 8 bits per block: `q` (`[m, k]`), per block `d` and `s = d · Σq`
-/// (`[m, k / QK]`).
+/// Activation rows quantized to 8 bits per block: `q` (`[m, k]`), per block `d`, `s = d · Σq`
+/// and the integer `sum = Σq` (`[m, k / QK]`).
 #[derive(Default)]
 pub struct QuantizedActs {
     pub q: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
+    pub sum: Vec<i32>,
     /// The rows last quantized by [`QuantizedActs::quantize_once`] (`m · k` values).
     from: Vec<f32>,
 }
@@ -192,6 +193,8 @@ impl QuantizedActs {
         self.d.resize(m * nb, 0.0);
         self.s.clear();
         self.s.resize(m * nb, 0.0);
+        self.sum.clear();
+        self.sum.resize(m * nb, 0);
         for (b, (xs, qs)) in x[..m * k]
             .chunks_exact(QK)
             .zip(self.q.chunks_exact_mut(QK))
@@ -212,6 +215,7 @@ impl QuantizedActs {
             }
             self.d[b] = d;
             self.s[b] = d * sum as f32;
+            self.sum[b] = sum;
         }
     }
 }
@@ -399,6 +403,7 @@ pub(crate) fn check_bounds(
             && a.q.len() >= m * k
             && a.d.len() >= m * nb
             && a.s.len() >= m * nb
+            && a.sum.len() >= m * nb
             && out.len() >= rows * m
             && weights_fit
     );
