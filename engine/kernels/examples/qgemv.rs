@@ -53,8 +53,9 @@ fn main() {
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
                 .collect();
             let mut y = vec![0f32; m * n];
-            let calls = (copies * 4).max(200_000_000 / bytes.max(1)).min(20_000);
+            let calls = (copies * 4).max(1_000_000_000 / bytes.max(1)).min(100_000);
             let mut rounds = Vec::new();
+            let cpu0 = cpu_seconds();
             for round in 0..7 {
                 let start = Instant::now();
                 for c in 0..calls {
@@ -69,19 +70,41 @@ fn main() {
                     rounds.push(start.elapsed().as_secs_f64() / calls as f64);
                 }
             }
+            let cpu = (cpu_seconds() - cpu0) / (7 * calls) as f64;
             rounds.sort_by(f64::total_cmp);
             let t = rounds[rounds.len() / 2];
             println!(
-                "{:4} {:5}x{:4}: {:8.2} µs per call, {:6.2} ns per row, {:6.1} GB/s",
+                "{:4} {:5}x{:4}: {:8.2} µs per call, {:6.2} ns per row, {:6.1} GB/s; CPU {:6.2} ns per row",
                 ty.name(),
                 n,
                 k,
                 t * 1e6,
                 t * 1e9 / n as f64,
-                bytes as f64 / t / 1e9
+                bytes as f64 / t / 1e9,
+                cpu * 1e9 / n as f64
             );
         }
     }
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`, ticks of 10 ms): on a
+/// machine shared with other work, steadier than wall time (run it under `taskset -c 0` for one
+/// thread, whose CPU time is then the kernel's alone).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `n` interleaved rows of `k` weights in `ty`: varied codes, every float16 scale 1/64.
