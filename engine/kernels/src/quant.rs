@@ -465,7 +465,7 @@ thread_local! {
     /// The quantized activations of the current call, kept between calls.
     static ACTS: std::cell::RefCell<QuantizedActs> = std::cell::RefCell::new(QuantizedActs::default());
     /// [`quant_matmul_fine`]'s activations and its two rows' products.
-    static FINE: std::cell::RefCell<(QuantizedActs, Vec<f32>)> = std::cell::RefCell::default();
+    static FINE: std::cell::RefCell<Vec<QuantizedActs>> = std::cell::RefCell::default();
 }
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])` with `w` packed, `1 ≤ m ≤ MAX_ROWS`, `k` a
@@ -479,13 +479,19 @@ pub fn quant_matmul(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
-    let n = check_blocks(x, m, k, w)?;
+    let n = check_blocks(x, m, k, w, MAX_ROWS)?;
     run(x, m, k, n, Packed::Blocks(w), bias, y)
 }
 
 /// Checks `x` and `w` for the block products; the weight's row count.
-fn check_blocks(x: &[f32], m: usize, k: usize, w: Blocks<'_>) -> Result<usize, ShapeError> {
-    check_activations(x, m, k)?;
+fn check_blocks(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Blocks<'_>,
+    most: usize,
+) -> Result<usize, ShapeError> {
+    check_rows(x, m, k, most)?;
     if !k.is_multiple_of(w.ty.block_elems()) {
         return Err(ShapeError(format!(
             "{} rows hold whole super-blocks of {} values; got a width of {k}",
@@ -515,6 +521,11 @@ fn check_blocks(x: &[f32], m: usize, k: usize, w: Blocks<'_>) -> Result<usize, S
 /// weight is read once for the two), about 16 bits of the activations for about the cost of
 /// two rows. For an output projection, whose logits decide greedy tokens: 8-bit activations
 /// there move SmolLM2's logits enough to flip top-2 gaps above 0.1.
+///
+/// Takes up to [`crate::WIDE_ROWS`] rows (a prompt's pass): they are quantized in chunks of
+/// `MAX_ROWS / 2` (each the kernel's `MAX_ROWS` rows with their errors), and each task's stretch
+/// of weight rows meets every chunk while it is in cache, so the weight is streamed from memory
+/// once per call, not once per chunk. The products are those of one call per chunk, bit for bit.
 pub fn quant_matmul_fine(
     x: &[f32],
     m: usize,
@@ -523,25 +534,33 @@ pub fn quant_matmul_fine(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
-    let n = check_blocks(x, m, k, w)?;
+    let n = check_blocks(x, m, k, w, crate::WIDE_ROWS)?;
     check_out(m, n, bias, y)?;
     let kernel = select().1;
     let half = MAX_ROWS / 2;
-    FINE.with_borrow_mut(|(acts, scratch)| {
-        for (xc, yc) in x.chunks(half * k).zip(y.chunks_mut(half * n)) {
-            let mc = xc.len() / k;
-            acts.quantize_fine(xc, mc, k);
-            scratch.clear();
-            scratch.resize(2 * mc * n, 0.0);
-            let acts = &*acts;
-            split_rows(n, 2 * mc, scratch, &|first, rows, out| {
-                kernel(acts, 2 * mc, k, Packed::Blocks(w), first, rows, out)
-            });
-            let (coarse, error) = scratch.split_at(mc * n);
-            for ((y, c), e) in yc.iter_mut().zip(coarse).zip(error) {
-                *y = c + e;
-            }
+    FINE.with_borrow_mut(|chunks| {
+        let nc = m.div_ceil(half);
+        if chunks.len() < nc {
+            chunks.resize_with(nc, QuantizedActs::default);
         }
+        for (acts, xc) in chunks.iter_mut().zip(x.chunks(half * k)) {
+            acts.quantize_fine(xc, xc.len() / k, k);
+        }
+        let chunks = &chunks[..nc];
+        // Each task: its weight rows against every chunk, into `[rows, m]`.
+        split_rows(n, m, y, &|first, rows, out| {
+            let mut both = vec![0f32; rows * MAX_ROWS];
+            for (c, acts) in chunks.iter().enumerate() {
+                let mc = acts.q.len() / k / 2;
+                kernel(acts, 2 * mc, k, Packed::Blocks(w), first, rows, &mut both);
+                for r in 0..rows {
+                    let (coarse, error) = (&both[r * 2 * mc..], &both[r * 2 * mc + mc..]);
+                    for j in 0..mc {
+                        out[r * m + c * half + j] = coarse[j] + error[j];
+                    }
+                }
+            }
+        });
     });
     add_bias(y, n, bias);
     Ok(())
@@ -569,7 +588,11 @@ pub fn quant_matmul_refined(
         return Ok(());
     }
     let kernel = select().1;
-    FINE.with_borrow_mut(|(acts, _)| {
+    FINE.with_borrow_mut(|chunks| {
+        if chunks.is_empty() {
+            chunks.push(QuantizedActs::default());
+        }
+        let acts = &mut chunks[0];
         for (xj, yj) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
             acts.quantize_fine(xj, 1, k);
             for r in largest(yj, top) {
@@ -632,9 +655,14 @@ pub fn affine_matmul(
 }
 
 fn check_activations(x: &[f32], m: usize, k: usize) -> Result<(), ShapeError> {
-    if m == 0 || m > MAX_ROWS || k == 0 || !k.is_multiple_of(QK) || x.len() != m * k {
+    check_rows(x, m, k, MAX_ROWS)
+}
+
+/// `x` is `m` rows (`1..=most`) of a non-zero width `k` that is a multiple of [`QK`].
+fn check_rows(x: &[f32], m: usize, k: usize, most: usize) -> Result<(), ShapeError> {
+    if m == 0 || m > most || k == 0 || !k.is_multiple_of(QK) || x.len() != m * k {
         return Err(ShapeError(format!(
-            "the quantized products take 1..={MAX_ROWS} rows of a non-zero width that is a multiple of {QK}; got {} values for {m} × {k}",
+            "the quantized products take 1..={most} rows of a non-zero width that is a multiple of {QK}; got {} values for {m} × {k}",
             x.len()
         )));
     }
@@ -1035,6 +1063,45 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A prompt's rows in one wide call of `quant_matmul_fine` (each task's weight rows meet
+    /// every chunk of four rows) give the products of one call per chunk, bit for bit, bias
+    /// included; more than `WIDE_ROWS` rows are refused.
+    #[test]
+    fn wide_fine_products_are_those_of_one_call_per_chunk() {
+        for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_K] {
+            let (n, k) = (203, if ty.block_elems() == QK { 96 } else { 256 });
+            let data = blocks(ty, n, k, 21);
+            let mut inter = data.clone();
+            let w = if crate::interleaves(ty) {
+                crate::interleave(ty, &mut inter, k).unwrap();
+                Blocks {
+                    ty,
+                    data: &inter,
+                    interleaved: true,
+                }
+            } else {
+                Blocks::rows(ty, &data)
+            };
+            let bias = values(n, 6);
+            for m in [5usize, 9, 18, crate::WIDE_ROWS] {
+                let x = values(m * k, 30 + m as u64);
+                let mut wide = vec![0f32; m * n];
+                quant_matmul_fine(&x, m, k, w, Some(&bias), &mut wide).unwrap();
+                let mut chunked = Vec::new();
+                for xc in x.chunks(4 * k) {
+                    let mut yc = vec![0f32; xc.len() / k * n];
+                    quant_matmul_fine(xc, xc.len() / k, k, w, Some(&bias), &mut yc).unwrap();
+                    chunked.extend(yc);
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&wide), bits(&chunked), "{ty:?} m={m}");
+            }
+            let m = crate::WIDE_ROWS + 1;
+            let mut y = vec![0f32; m * n];
+            assert!(quant_matmul_fine(&values(m * k, 1), m, k, w, None, &mut y).is_err());
         }
     }
 

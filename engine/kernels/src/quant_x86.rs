@@ -4,9 +4,12 @@
 //! unsigned by signed bytes, so a signed weight block (Q8_0, Q5_0) goes in as `|w|` against `x`
 //! with `w`'s sign, as in llama.cpp. Q4_0's and Q4_1's unsigned nibbles go in as they are (as do
 //! the unpacked codes of swift-rs's own affine layout, with a scale and a min per group instead
-//! of per block), and an offset per block adds `m_w · d_x Σq_x` (Q4_0: `m_w = −8 d_w`, which
-//! saves the subtraction and the two sign operations per block). Block scales are converted from
-//! float16 with F16C.
+//! of per block), and an offset per block adds `m_w · d_x Σq_x` (Q4_0's `− 8` is taken off the
+//! block's integer product instead: `− 8 Σq_x`, which saves the subtraction and the two sign
+//! operations per block). For Q8_0, Q4_0 and Q4_1 each block's integer product is summed to one
+//! number before it is scaled (`d_w · d_x` once per block, as llama.cpp's `vec_dot`), so that the
+//! row walk and the interleaved one ([`walk8`], eight rows, one per 32-bit lane) give the same
+//! products bit for bit. Block scales are converted from float16 with F16C.
 //!
 //! Q5_0 is Q4_0 with a fifth bit per element, spread from its 32-bit `qh` into bytes (as
 //! llama.cpp's `bytes_from_bits_32`). The K-quants have their own walks over a super-block of
