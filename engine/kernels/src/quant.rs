@@ -838,7 +838,7 @@ mod tests {
     /// bounded by 1e-5 of Σ|x_c · w_c| (plus 1e-6) for every layout, K-quants included. Q8_0,
     /// Q4_0 and Q4_1 also interleaved (`src/repack.rs`), the same bound: their unsigned codes'
     /// offset per block is one more float32 term of the same size. Stretches of rows from an
-    /// offset, as the pool's tasks get, start and end inside groups of four and in the rows
+    /// offset, as the pool's tasks get, start and end inside groups of eight and in the rows
     /// after the last group.
     #[test]
     fn every_kernel_matches_dequantize_then_matmul_in_float64() {
@@ -898,7 +898,7 @@ mod tests {
     /// The interleaved layout changes where the bytes are, not the arithmetic: every kernel gives
     /// the row layout's products bit for bit (so greedy decoding and every figure measured on
     /// the row layout stay as they were), for every row count and stretches that start and end
-    /// inside groups of four.
+    /// inside groups of eight.
     #[test]
     fn interleaved_weights_give_the_row_layouts_products_bit_for_bit() {
         for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
