@@ -1,7 +1,8 @@
 //! The bridge from a quantized slot's forward to swift-kernels' integer products: a few
 //! activation rows on the CPU, no autograd, go through the kernel in calls of at most
-//! [`swift_kernels::MAX_ROWS`] rows (their activations quantized to 8 bits per block of 32); anything else is
-//! left to the slot's float path.
+//! [`swift_kernels::MAX_ROWS`] rows, or [`swift_kernels::WIDE_ROWS`] for the fine product (their
+//! activations quantized to 8 bits per block of 32); anything else is left to the slot's float
+//! path.
 
 use swift_kernels::{ShapeError, QK};
 use tch::{Device, Kind, Tensor};
@@ -9,8 +10,8 @@ use tch::{Device, Kind, Tensor};
 use crate::msg;
 
 /// Products of at most this many activation rows run on the kernels (in calls of
-/// [`swift_kernels::MAX_ROWS`], or of [`swift_kernels::WIDE_ROWS`] for `quant_matmul_fine`); longer ones (a long prompt) decode the weight to float once and use
-/// libtorch's GEMM.
+/// [`swift_kernels::MAX_ROWS`], or of [`swift_kernels::WIDE_ROWS`] for `quant_matmul_fine`);
+/// longer ones (a long prompt) decode the weight to float once and use libtorch's GEMM.
 pub const KERNEL_ROWS: usize = 64;
 
 /// `x · wᵀ (+ bias)` for a `[n, k]` weight through `product(x_rows, m, bias, y_rows)` (a
