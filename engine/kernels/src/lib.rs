@@ -173,7 +173,8 @@ pub(crate) fn matmul_with(
 /// Splits the `n` weight rows of a product `y[m, n]` between the pool's threads: task `b`
 /// calls `rows_into(first, rows, out)` for weight rows `first..first + rows`, writing them as
 /// `[rows, m]` into its own stretch of `out`. Every block kernel (float and integer) runs
-/// through this one splitter.
+/// through this one splitter. Tasks start at multiples of [`repack::GROUP`] rows, so that an
+/// interleaved weight's tasks hold whole groups (a part of a group is read back row by row).
 pub(crate) fn split_rows(
     n: usize,
     m: usize,
@@ -181,7 +182,10 @@ pub(crate) fn split_rows(
     rows_into: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
 ) {
     let pool = pool::pool();
-    let block = n.div_ceil(pool.threads() * 4).max(16);
+    let block = n
+        .div_ceil(pool.threads() * 4)
+        .max(16)
+        .next_multiple_of(repack::GROUP);
     let tasks = n.div_ceil(block);
     let run_into = |out: &mut [f32]| {
         let out = SharedOut(out.as_mut_ptr(), out.len());

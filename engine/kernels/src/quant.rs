@@ -94,7 +94,7 @@ impl BlockType {
 }
 
 /// A packed `[n, k]` weight matrix: `n` rows of `k / QK` blocks each, row after row, or, when
-/// `interleaved`, in the layout [`crate::interleave`] writes (Q8_0, Q4_0, Q4_1: four rows' blocks
+/// `interleaved`, in the layout [`crate::interleave`] writes (Q8_0, Q4_0, Q4_1: eight rows' blocks
 /// side by side, `src/repack.rs`).
 #[derive(Clone, Copy, Debug)]
 pub struct Blocks<'a> {
@@ -134,13 +134,14 @@ pub(crate) enum Packed<'a> {
     Affine(AffineCodes<'a>),
 }
 
-/// Activation rows quantized to 8 bits per block: `q` (`[m, k]`), per block `d` and `s = d · Σq`
-/// (`[m, k / QK]`).
+/// Activation rows quantized to 8 bits per block: `q` (`[m, k]`), per block `d`, `s = d · Σq`
+/// and the integer `sum = Σq` (`[m, k / QK]`).
 #[derive(Default)]
 pub struct QuantizedActs {
     pub q: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
+    pub sum: Vec<i32>,
     /// The rows last quantized by [`QuantizedActs::quantize_once`] (`m · k` values).
     from: Vec<f32>,
 }
@@ -192,6 +193,8 @@ impl QuantizedActs {
         self.d.resize(m * nb, 0.0);
         self.s.clear();
         self.s.resize(m * nb, 0.0);
+        self.sum.clear();
+        self.sum.resize(m * nb, 0);
         for (b, (xs, qs)) in x[..m * k]
             .chunks_exact(QK)
             .zip(self.q.chunks_exact_mut(QK))
@@ -212,6 +215,7 @@ impl QuantizedActs {
             }
             self.d[b] = d;
             self.s[b] = d * sum as f32;
+            self.sum[b] = sum;
         }
     }
 }
@@ -399,6 +403,7 @@ pub(crate) fn check_bounds(
             && a.q.len() >= m * k
             && a.d.len() >= m * nb
             && a.s.len() >= m * nb
+            && a.sum.len() >= m * nb
             && out.len() >= rows * m
             && weights_fit
     );
@@ -460,7 +465,7 @@ thread_local! {
     /// The quantized activations of the current call, kept between calls.
     static ACTS: std::cell::RefCell<QuantizedActs> = std::cell::RefCell::new(QuantizedActs::default());
     /// [`quant_matmul_fine`]'s activations and its two rows' products.
-    static FINE: std::cell::RefCell<(QuantizedActs, Vec<f32>)> = std::cell::RefCell::default();
+    static FINE: std::cell::RefCell<Vec<QuantizedActs>> = std::cell::RefCell::default();
 }
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])` with `w` packed, `1 ≤ m ≤ MAX_ROWS`, `k` a
@@ -474,13 +479,19 @@ pub fn quant_matmul(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
-    let n = check_blocks(x, m, k, w)?;
+    let n = check_blocks(x, m, k, w, MAX_ROWS)?;
     run(x, m, k, n, Packed::Blocks(w), bias, y)
 }
 
 /// Checks `x` and `w` for the block products; the weight's row count.
-fn check_blocks(x: &[f32], m: usize, k: usize, w: Blocks<'_>) -> Result<usize, ShapeError> {
-    check_activations(x, m, k)?;
+fn check_blocks(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Blocks<'_>,
+    most: usize,
+) -> Result<usize, ShapeError> {
+    check_rows(x, m, k, most)?;
     if !k.is_multiple_of(w.ty.block_elems()) {
         return Err(ShapeError(format!(
             "{} rows hold whole super-blocks of {} values; got a width of {k}",
@@ -510,6 +521,11 @@ fn check_blocks(x: &[f32], m: usize, k: usize, w: Blocks<'_>) -> Result<usize, S
 /// weight is read once for the two), about 16 bits of the activations for about the cost of
 /// two rows. For an output projection, whose logits decide greedy tokens: 8-bit activations
 /// there move SmolLM2's logits enough to flip top-2 gaps above 0.1.
+///
+/// Takes up to [`crate::WIDE_ROWS`] rows (a prompt's pass): they are quantized in chunks of
+/// `MAX_ROWS / 2` (each the kernel's `MAX_ROWS` rows with their errors), and each task's stretch
+/// of weight rows meets every chunk while it is in cache, so the weight is streamed from memory
+/// once per call, not once per chunk. The products are those of one call per chunk, bit for bit.
 pub fn quant_matmul_fine(
     x: &[f32],
     m: usize,
@@ -518,25 +534,33 @@ pub fn quant_matmul_fine(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
-    let n = check_blocks(x, m, k, w)?;
+    let n = check_blocks(x, m, k, w, crate::WIDE_ROWS)?;
     check_out(m, n, bias, y)?;
     let kernel = select().1;
     let half = MAX_ROWS / 2;
-    FINE.with_borrow_mut(|(acts, scratch)| {
-        for (xc, yc) in x.chunks(half * k).zip(y.chunks_mut(half * n)) {
-            let mc = xc.len() / k;
-            acts.quantize_fine(xc, mc, k);
-            scratch.clear();
-            scratch.resize(2 * mc * n, 0.0);
-            let acts = &*acts;
-            split_rows(n, 2 * mc, scratch, &|first, rows, out| {
-                kernel(acts, 2 * mc, k, Packed::Blocks(w), first, rows, out)
-            });
-            let (coarse, error) = scratch.split_at(mc * n);
-            for ((y, c), e) in yc.iter_mut().zip(coarse).zip(error) {
-                *y = c + e;
-            }
+    FINE.with_borrow_mut(|chunks| {
+        let nc = m.div_ceil(half);
+        if chunks.len() < nc {
+            chunks.resize_with(nc, QuantizedActs::default);
         }
+        for (acts, xc) in chunks.iter_mut().zip(x.chunks(half * k)) {
+            acts.quantize_fine(xc, xc.len() / k, k);
+        }
+        let chunks = &chunks[..nc];
+        // Each task: its weight rows against every chunk, into `[rows, m]`.
+        split_rows(n, m, y, &|first, rows, out| {
+            let mut both = vec![0f32; rows * MAX_ROWS];
+            for (c, acts) in chunks.iter().enumerate() {
+                let mc = acts.q.len() / k / 2;
+                kernel(acts, 2 * mc, k, Packed::Blocks(w), first, rows, &mut both);
+                for r in 0..rows {
+                    let (coarse, error) = (&both[r * 2 * mc..], &both[r * 2 * mc + mc..]);
+                    for j in 0..mc {
+                        out[r * m + c * half + j] = coarse[j] + error[j];
+                    }
+                }
+            }
+        });
     });
     add_bias(y, n, bias);
     Ok(())
@@ -564,7 +588,11 @@ pub fn quant_matmul_refined(
         return Ok(());
     }
     let kernel = select().1;
-    FINE.with_borrow_mut(|(acts, _)| {
+    FINE.with_borrow_mut(|chunks| {
+        if chunks.is_empty() {
+            chunks.push(QuantizedActs::default());
+        }
+        let acts = &mut chunks[0];
         for (xj, yj) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
             acts.quantize_fine(xj, 1, k);
             for r in largest(yj, top) {
@@ -627,9 +655,14 @@ pub fn affine_matmul(
 }
 
 fn check_activations(x: &[f32], m: usize, k: usize) -> Result<(), ShapeError> {
-    if m == 0 || m > MAX_ROWS || k == 0 || !k.is_multiple_of(QK) || x.len() != m * k {
+    check_rows(x, m, k, MAX_ROWS)
+}
+
+/// `x` is `m` rows (`1..=most`) of a non-zero width `k` that is a multiple of [`QK`].
+fn check_rows(x: &[f32], m: usize, k: usize, most: usize) -> Result<(), ShapeError> {
+    if m == 0 || m > most || k == 0 || !k.is_multiple_of(QK) || x.len() != m * k {
         return Err(ShapeError(format!(
-            "the quantized products take 1..={MAX_ROWS} rows of a non-zero width that is a multiple of {QK}; got {} values for {m} × {k}",
+            "the quantized products take 1..={most} rows of a non-zero width that is a multiple of {QK}; got {} values for {m} × {k}",
             x.len()
         )));
     }
@@ -805,7 +838,7 @@ mod tests {
     /// bounded by 1e-5 of Σ|x_c · w_c| (plus 1e-6) for every layout, K-quants included. Q8_0,
     /// Q4_0 and Q4_1 also interleaved (`src/repack.rs`), the same bound: their unsigned codes'
     /// offset per block is one more float32 term of the same size. Stretches of rows from an
-    /// offset, as the pool's tasks get, start and end inside groups of four and in the rows
+    /// offset, as the pool's tasks get, start and end inside groups of eight and in the rows
     /// after the last group.
     #[test]
     fn every_kernel_matches_dequantize_then_matmul_in_float64() {
@@ -865,7 +898,7 @@ mod tests {
     /// The interleaved layout changes where the bytes are, not the arithmetic: every kernel gives
     /// the row layout's products bit for bit (so greedy decoding and every figure measured on
     /// the row layout stay as they were), for every row count and stretches that start and end
-    /// inside groups of four.
+    /// inside groups of eight.
     #[test]
     fn interleaved_weights_give_the_row_layouts_products_bit_for_bit() {
         for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
@@ -1030,6 +1063,45 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A prompt's rows in one wide call of `quant_matmul_fine` (each task's weight rows meet
+    /// every chunk of four rows) give the products of one call per chunk, bit for bit, bias
+    /// included; more than `WIDE_ROWS` rows are refused.
+    #[test]
+    fn wide_fine_products_are_those_of_one_call_per_chunk() {
+        for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_K] {
+            let (n, k) = (203, if ty.block_elems() == QK { 96 } else { 256 });
+            let data = blocks(ty, n, k, 21);
+            let mut inter = data.clone();
+            let w = if crate::interleaves(ty) {
+                crate::interleave(ty, &mut inter, k).unwrap();
+                Blocks {
+                    ty,
+                    data: &inter,
+                    interleaved: true,
+                }
+            } else {
+                Blocks::rows(ty, &data)
+            };
+            let bias = values(n, 6);
+            for m in [5usize, 9, 18, crate::WIDE_ROWS] {
+                let x = values(m * k, 30 + m as u64);
+                let mut wide = vec![0f32; m * n];
+                quant_matmul_fine(&x, m, k, w, Some(&bias), &mut wide).unwrap();
+                let mut chunked = Vec::new();
+                for xc in x.chunks(4 * k) {
+                    let mut yc = vec![0f32; xc.len() / k * n];
+                    quant_matmul_fine(xc, xc.len() / k, k, w, Some(&bias), &mut yc).unwrap();
+                    chunked.extend(yc);
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&wide), bits(&chunked), "{ty:?} m={m}");
+            }
+            let m = crate::WIDE_ROWS + 1;
+            let mut y = vec![0f32; m * n];
+            assert!(quant_matmul_fine(&values(m * k, 1), m, k, w, None, &mut y).is_err());
         }
     }
 

@@ -4,9 +4,12 @@
 //! unsigned by signed bytes, so a signed weight block (Q8_0, Q5_0) goes in as `|w|` against `x`
 //! with `w`'s sign, as in llama.cpp. Q4_0's and Q4_1's unsigned nibbles go in as they are (as do
 //! the unpacked codes of swift-rs's own affine layout, with a scale and a min per group instead
-//! of per block), and an offset per block adds `m_w · d_x Σq_x` (Q4_0: `m_w = −8 d_w`, which
-//! saves the subtraction and the two sign operations per block). Block scales are converted from
-//! float16 with F16C.
+//! of per block), and an offset per block adds `m_w · d_x Σq_x` (Q4_0's `− 8` is taken off the
+//! block's integer product instead: `− 8 Σq_x`, which saves the subtraction and the two sign
+//! operations per block). For Q8_0, Q4_0 and Q4_1 each block's integer product is summed to one
+//! number before it is scaled (`d_w · d_x` once per block, as llama.cpp's `vec_dot`), so that the
+//! row walk and the interleaved one ([`walk8`], eight rows, one per 32-bit lane) give the same
+//! products bit for bit. Block scales are converted from float16 with F16C.
 //!
 //! Q5_0 is Q4_0 with a fifth bit per element, spread from its 32-bit `qh` into bytes (as
 //! llama.cpp's `bytes_from_bits_32`). The K-quants have their own walks over a super-block of
@@ -233,11 +236,15 @@ unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
         ),
     };
     let ng = k.div_ceil(group);
-    let (xq, xd, xs) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+    let (xq, xd, xs, xsum) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.sum.as_ptr());
+    // Q8_0, Q4_0 and Q4_1 (the layouts [`walk8`] also reads) sum each block's integer product
+    // before scaling it, so that both walks give the same products bit for bit.
+    let exact_total = T == Q8_0 || T == Q4_0 || T == Q4_1;
     for r in 0..rows {
         let row = first + r;
         let mut acc = [_mm256_setzero_ps(); M];
         let mut offset = [0f32; M];
+        let mut exact = [0f32; M];
         for b in 0..nb {
             let (wv, dw, mw, signed) = if T == AFFINE {
                 let p: *const u8 = codes.add(row * k + b * QK);
@@ -261,9 +268,9 @@ unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
                         0.0,
                         true,
                     ),
-                    // Unsigned nibbles (no sign trick); the `− 8` is an offset, as Q4_1's
-                    // min: `− 8 d_w · d_x Σq_x` per block.
-                    Q4_0 => (nibbles(blk.add(2)), dw, -8.0 * dw, false),
+                    // Unsigned nibbles (no sign trick); the `− 8` is an offset, taken off the
+                    // block's integer product: `− 8 Σq_x`.
+                    Q4_0 => (nibbles(blk.add(2)), dw, 0.0, false),
                     Q5_0 => (q5_0_values(blk), dw, 0.0, true),
                     _ => (nibbles(blk.add(4)), dw, half(blk.add(2)), false),
                 }
@@ -272,6 +279,19 @@ unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
             for j in 0..M {
                 let xv = _mm256_loadu_si256(xq.add(j * k + b * QK) as *const __m256i);
                 let sx = if signed { _mm256_sign_epi8(xv, wv) } else { xv };
+                if exact_total {
+                    // The block's exact integer product, scaled once: as [`walk8`] does per
+                    // lane, the same float32 operations.
+                    let mut t = hsum_i32(dot::<VNNI>(uw, sx));
+                    if T == Q4_0 {
+                        t -= 8 * *xsum.add(j * nb + b);
+                    }
+                    exact[j] = fma1(dw * *xd.add(j * nb + b), t as f32, exact[j]);
+                    if T == Q4_1 {
+                        offset[j] = fma1(mw, *xs.add(j * nb + b), offset[j]);
+                    }
+                    continue;
+                }
                 let p = _mm256_cvtepi32_ps(dot::<VNNI>(uw, sx));
                 let scale = _mm256_set1_ps(dw * *xd.add(j * nb + b));
                 acc[j] = _mm256_fmadd_ps(scale, p, acc[j]);
@@ -281,7 +301,11 @@ unsafe fn walk<const M: usize, const T: u8, const VNNI: bool>(
             }
         }
         for j in 0..M {
-            *out.add(r * M + j) = hsum(acc[j]) + offset[j];
+            *out.add(r * M + j) = if exact_total {
+                exact[j] + offset[j]
+            } else {
+                hsum(acc[j]) + offset[j]
+            };
         }
     }
 }
@@ -400,7 +424,7 @@ unsafe fn walk_q6_k<const M: usize, const VNNI: bool>(
     }
 }
 
-/// Interleaved Q8_0/Q4_0/Q4_1 (`src/repack.rs`): whole groups of four rows take [`walk4`]; a
+/// Interleaved Q8_0/Q4_0/Q4_1 (`src/repack.rs`): whole groups of eight rows take [`walk8`]; a
 /// row of a group the task holds only part of, or of the rows after the last group, is read back
 /// into the row layout and takes [`walk`].
 #[inline(always)]
@@ -413,14 +437,14 @@ unsafe fn interleaved<const M: usize, const T: u8, const VNNI: bool>(
     out: *mut f32,
 ) {
     let rb = b.ty.row_bytes(k);
-    let n4 = b.data.len() / rb / GROUP * GROUP;
+    let n8 = b.data.len() / rb / GROUP * GROUP;
     let end = first + rows;
     let mut one = Vec::new();
     let mut r = first;
     while r < end {
-        let whole = end.min(n4) / GROUP * GROUP;
+        let whole = end.min(n8) / GROUP * GROUP;
         if r.is_multiple_of(GROUP) && r < whole {
-            walk4::<M, T, VNNI>(
+            walk8::<M, T, VNNI>(
                 a,
                 k,
                 b.data,
@@ -439,20 +463,19 @@ unsafe fn interleaved<const M: usize, const T: u8, const VNNI: bool>(
     }
 }
 
-/// Groups `g0..g0 + groups` of four interleaved rows against `M` activation rows: per block
-/// column, two 256-bit registers of codes hold elements 0..16 and 16..32 of two rows (a row per
-/// 128-bit lane), against the activation block's two halves broadcast to both lanes, so each
-/// activation load and the four rows' scales serve four rows.
+/// Groups `g0..g0 + groups` of eight interleaved rows against `M` activation rows, one row per
+/// 32-bit lane (llama.cpp's `gemv_q4_0_8x8` idea): per block column, eight registers of codes
+/// (four codes of each row) against four activation codes broadcast to every lane, so each lane
+/// ends the block holding its row's exact integer product; then one conversion and one
+/// multiply-add by the eight rows' `d_w · d_x` per block, and no horizontal sum at all.
 ///
-/// Bit for bit [`walk`]'s result: every lane holds the same exact integer product of four
-/// elements as a lane of [`walk`]'s register (its lanes 0–3 are this one's first register, 4–7
-/// the second), is scaled and accumulated by the same float32 operations in the same order, and
-/// summed across lanes as [`hsum`] does. Q8_0's codes, stored `q + 128`, go into `vpdpbusd` as
-/// they are and `128 · Σx` per lane is taken off in integers (AVX2 takes them back to signed
-/// codes and the sign trick, as [`walk`]); Q4_0's `− 8` and Q4_1's min are the same offset per
-/// block as [`walk`]'s.
+/// Bit for bit [`walk`]'s result on these layouts: both take each block's exact integer product
+/// (Q4_0's `− 8` and Q8_0's stored `+ 128` are taken off in integers, `8 Σq_x` and `128 Σq_x`),
+/// multiply-add it into a float32 sum by `d_w · d_x` in block order, and add Q4_1's offsets
+/// (`m_w · d_x Σq_x`, summed the same way) at the end. AVX2 takes Q8_0's codes back to signed and
+/// uses the sign trick, as [`walk`].
 #[inline(always)]
-unsafe fn walk4<const M: usize, const T: u8, const VNNI: bool>(
+unsafe fn walk8<const M: usize, const T: u8, const VNNI: bool>(
     a: &QuantizedActs,
     k: usize,
     data: &[u8],
@@ -467,108 +490,117 @@ unsafe fn walk4<const M: usize, const T: u8, const VNNI: bool>(
             Q4_0 => 18,
             _ => 20,
         };
-    let hdr = if T == Q4_1 { 16 } else { 8 };
+    let hdr = if T == Q4_1 { 4 * GROUP } else { 2 * GROUP };
     let signed = T == Q8_0 && !VNNI;
-    let (xq, xd, xs) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+    let (xq, xd, xs, xsum) = (a.q.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.sum.as_ptr());
     let low = _mm256_set1_epi8(15);
     let flip = _mm256_set1_epi8(0x80u8 as i8);
-    let lanes01 = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
-    let lanes23 = _mm256_set_epi32(3, 3, 3, 3, 2, 2, 2, 2);
+    // What a block's integer product takes off per `Σq_x`: Q4_0's `− 8`, Q8_0's stored `+ 128`.
+    let bias = match T {
+        Q4_0 => 8,
+        Q8_0 if VNNI => 128,
+        _ => 0,
+    };
     for g in 0..groups {
         let base = data.as_ptr().add((g0 + g) * nb * col);
-        // Per activation row: rows 0, 1 (`*01`) and 2, 3 (`*23`), elements 0..16 (`lo`) and
-        // 16..32 (`hi`) of each block, and the offsets.
-        let mut lo01 = [_mm256_setzero_ps(); M];
-        let mut hi01 = [_mm256_setzero_ps(); M];
-        let mut lo23 = [_mm256_setzero_ps(); M];
-        let mut hi23 = [_mm256_setzero_ps(); M];
-        let mut off = [_mm_setzero_ps(); M];
+        let mut acc = [_mm256_setzero_ps(); M];
+        let mut off = [_mm256_setzero_ps(); M];
         for b in 0..nb {
             let p = base.add(b * col);
-            // Ask for the block columns a few lines ahead (a prefetch never faults).
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(640) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(704) as *const i8);
-            let dw = _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i));
-            let mw = match T {
-                Q4_1 => _mm_cvtph_ps(_mm_loadl_epi64(p.add(8) as *const __m128i)),
-                _ => _mm_mul_ps(dw, _mm_set1_ps(-8.0)),
+            // No prefetch: the hardware's stream prefetcher keeps up with this walk, and asking
+            // for columns 512 or 1024 bytes ahead made it slower from memory (`qgemv` example).
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let mw = if T == Q4_1 {
+                _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * GROUP) as *const __m128i))
+            } else {
+                _mm256_setzero_ps()
             };
             let ld = |at: usize| _mm256_loadu_si256(p.add(at) as *const __m256i);
-            let w = if T == Q8_0 {
-                [ld(hdr), ld(hdr + 32), ld(hdr + 64), ld(hdr + 96)]
+            let mut w = [_mm256_setzero_si256(); 8];
+            if T == Q8_0 {
+                for (i, w) in w.iter_mut().enumerate() {
+                    *w = ld(hdr + 32 * i);
+                }
             } else {
-                let (w01, w23) = (ld(hdr), ld(hdr + 32));
-                [
-                    _mm256_and_si256(w01, low),
-                    _mm256_and_si256(_mm256_srli_epi16(w01, 4), low),
-                    _mm256_and_si256(w23, low),
-                    _mm256_and_si256(_mm256_srli_epi16(w23, 4), low),
-                ]
-            };
-            // (`array::map` is not inlined into a function with target features.)
-            let (mut sw, mut uw) = (w, w);
-            if signed {
                 for i in 0..4 {
+                    let v = ld(hdr + 32 * i);
+                    w[i] = _mm256_and_si256(v, low);
+                    w[i + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                }
+            }
+            // (`array::map` is not inlined into a function with target features.)
+            let mut sw = w;
+            if signed {
+                for i in 0..8 {
                     sw[i] = _mm256_xor_si256(w[i], flip);
-                    uw[i] = _mm256_sign_epi8(sw[i], sw[i]);
+                    w[i] = _mm256_sign_epi8(sw[i], sw[i]);
                 }
             }
             for j in 0..M {
-                let x = xq.add(j * k + b * QK);
-                let x0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x as *const __m128i));
-                let x1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(16) as *const __m128i));
-                let xh = [x0, x1, x0, x1];
-                let mut d = [_mm256_setzero_si256(); 4];
-                for i in 0..4 {
-                    d[i] = if signed {
-                        dot::<VNNI>(uw[i], _mm256_sign_epi8(xh[i], sw[i]))
+                let x = xq.add(j * k + b * QK) as *const i32;
+                let xi = |i: usize| {
+                    let v = _mm256_set1_epi32(std::ptr::read_unaligned(x.add(i)));
+                    if signed {
+                        _mm256_sign_epi8(v, sw[i])
                     } else {
-                        dot::<VNNI>(uw[i], xh[i])
-                    };
-                }
-                if T == Q8_0 && VNNI {
-                    // `(q + 128) · x − 128 · x`, per lane.
-                    let c = [dot::<VNNI>(flip, x0), dot::<VNNI>(flip, x1)];
-                    for i in 0..4 {
-                        d[i] = _mm256_sub_epi32(d[i], c[i % 2]);
+                        v
                     }
+                };
+                let mut i0 = dot::<VNNI>(w[0], xi(0));
+                let mut i1 = dot::<VNNI>(w[1], xi(1));
+                for i in (2..8).step_by(2) {
+                    i0 = dot_add::<VNNI>(i0, w[i], xi(i));
+                    i1 = dot_add::<VNNI>(i1, w[i + 1], xi(i + 1));
                 }
-                let sc = _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_set1_ps(*xd.add(j * nb + b))));
-                let (s01, s23) = (
-                    _mm256_permutevar8x32_ps(sc, lanes01),
-                    _mm256_permutevar8x32_ps(sc, lanes23),
-                );
-                lo01[j] = _mm256_fmadd_ps(s01, _mm256_cvtepi32_ps(d[0]), lo01[j]);
-                hi01[j] = _mm256_fmadd_ps(s01, _mm256_cvtepi32_ps(d[1]), hi01[j]);
-                lo23[j] = _mm256_fmadd_ps(s23, _mm256_cvtepi32_ps(d[2]), lo23[j]);
-                hi23[j] = _mm256_fmadd_ps(s23, _mm256_cvtepi32_ps(d[3]), hi23[j]);
-                if T != Q8_0 {
-                    off[j] = _mm_add_ps(off[j], _mm_mul_ps(mw, _mm_set1_ps(*xs.add(j * nb + b))));
+                let mut t = _mm256_add_epi32(i0, i1);
+                if bias != 0 {
+                    t = _mm256_sub_epi32(t, _mm256_set1_epi32(bias * *xsum.add(j * nb + b)));
+                }
+                let sc = _mm256_mul_ps(dw, _mm256_set1_ps(*xd.add(j * nb + b)));
+                acc[j] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(t), acc[j]);
+                if T == Q4_1 {
+                    off[j] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*xs.add(j * nb + b)), off[j]);
                 }
             }
         }
+        let o = out.add(GROUP * g * M);
         for j in 0..M {
-            // As `hsum`: lanes `l` and `l + 4` of `walk`'s register, then `(s0 + s2) + (s1 +
-            // s3)`, per 128-bit lane (a row).
-            let mut v = [0f32; 16];
-            _mm256_storeu_ps(v.as_mut_ptr(), lane_sums(lo01[j], hi01[j]));
-            _mm256_storeu_ps(v.as_mut_ptr().add(8), lane_sums(lo23[j], hi23[j]));
-            let mut o = [0f32; GROUP];
-            _mm_storeu_ps(o.as_mut_ptr(), off[j]);
-            for (i, o) in o.into_iter().enumerate() {
-                *out.add((GROUP * g + i) * M + j) = v[4 * i] + o;
+            let v = _mm256_add_ps(acc[j], off[j]);
+            if M == 1 {
+                _mm256_storeu_ps(o, v);
+            } else {
+                let mut t = [0f32; GROUP];
+                _mm256_storeu_ps(t.as_mut_ptr(), v);
+                for (i, t) in t.into_iter().enumerate() {
+                    *o.add(i * M + j) = t;
+                }
             }
         }
     }
 }
 
-/// [`hsum`] of `lo` and `hi` as one register's two halves, per 128-bit lane (in its first
-/// element): `lo + hi`, then `(s0 + s2) + (s1 + s3)`.
+/// `acc + Σ` over 4-byte groups of unsigned `u` times signed `s`, as 8 × int32.
 #[inline(always)]
-unsafe fn lane_sums(lo: __m256, hi: __m256) -> __m256 {
-    let v = _mm256_add_ps(lo, hi);
-    let t = _mm256_add_ps(v, _mm256_permute_ps::<0b01_00_11_10>(v));
-    _mm256_add_ps(t, _mm256_permute_ps::<0b10_11_00_01>(t))
+unsafe fn dot_add<const VNNI: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_epi32(acc, u, s)
+    } else {
+        _mm256_add_epi32(acc, dot::<VNNI>(u, s))
+    }
+}
+
+/// The sum of the eight int32 lanes.
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)))
+}
+
+/// `a · b + c`, fused (as `_mm256_fmadd_ps` per lane).
+#[inline(always)]
+unsafe fn fma1(a: f32, b: f32, c: f32) -> f32 {
+    _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)))
 }
 
 #[inline(always)]

@@ -1,28 +1,30 @@
 //! The interleaved layout of Q8_0, Q4_0 and Q4_1 weights (as llama.cpp repacks Q4_0 at load,
-//! `ggml-cpu/repack.cpp`): each group of [`GROUP`] consecutive output rows stores its blocks
-//! side by side, block column by block column, so one load of an activation block feeds four
-//! rows and their four scales come in one load ([`interleave`], in place: the weight keeps its
-//! size). The kernels read it when [`crate::Blocks::interleaved`] is set.
+//! `ggml-cpu/repack.cpp`, `block_q4_0x8`): each group of [`GROUP`] (8) consecutive output rows
+//! stores its blocks side by side, block column by block column, so that a 256-bit register holds
+//! four consecutive codes of each of the eight rows, one row per 32-bit lane. One integer dot
+//! product (`vpdpbusd`) against four activation codes broadcast to every lane then advances all
+//! eight rows, each lane sums exactly one row's products, and a block's eight scales come in one
+//! load ([`interleave`], in place: the weight keeps its size). The kernels read it when
+//! [`crate::Blocks::interleaved`] is set.
 //!
-//! For rows `4g..4g + 4` and block column `b`, the `4 · block bytes` from `(g · nb + b) · 4 ·
+//! For rows `8g..8g + 8` and block column `b`, the `8 · block bytes` from `(g · nb + b) · 8 ·
 //! block bytes` (`nb = k / 32`) hold:
-//! * a header: the four rows' float16 scales `d` (8 bytes), and for Q4_1 then their four mins
-//!   `m` (8 more);
-//! * Q4_0, Q4_1: the four rows' 16 bytes of nibbles one after the other (as in the block:
-//!   element `i < 16` in the low nibble of byte `i`, `16 + i` in its high one), so one 256-bit
-//!   load holds two rows;
-//! * Q8_0: per pair of rows `(2p, 2p + 1)` 64 bytes: row `2p`'s codes 0..16, row `2p + 1`'s codes
-//!   0..16, row `2p`'s codes 16..32, row `2p + 1`'s codes 16..32, each code stored as `q + 128`
-//!   (`q ^ 0x80`), unsigned, so a VNNI product takes it as it is and the `128 · Σq_x` it adds is
-//!   one offset per block (as Q4_0's `− 8`).
+//! * a header: the eight rows' float16 scales `d` (16 bytes), and for Q4_1 then their eight mins
+//!   `m` (16 more);
+//! * Q4_0, Q4_1: four stretches of 32 bytes; stretch `p` holds bytes `4p..4p + 4` of each row's
+//!   16 bytes of nibbles, row `i` at `4i` (their low nibbles are elements `4p..4p + 4`, their high
+//!   ones `16 + 4p..16 + 4p + 4`, as in the block);
+//! * Q8_0: eight stretches of 32 bytes; stretch `p` holds codes `4p..4p + 4` of each row, row `i`
+//!   at `4i`, each stored as `q + 128` (`q ^ 0x80`), unsigned, so a VNNI product takes it as it
+//!   is and the `128 · Σq_x` it adds is taken off per block in integers (as Q4_0's `− 8`).
 //!
-//! The last `n mod 4` rows stay as they were, after the groups.
+//! The last `n mod 8` rows stay as they were, after the groups.
 
 use crate::quant::BlockType;
 use crate::ShapeError;
 
 /// Rows interleaved together.
-pub const GROUP: usize = 4;
+pub const GROUP: usize = 8;
 
 /// Whether [`interleave`] repacks `ty` (Q8_0, Q4_0 and Q4_1).
 pub const fn interleaves(ty: BlockType) -> bool {
@@ -32,21 +34,26 @@ pub const fn interleaves(ty: BlockType) -> bool {
 /// Bytes of the header before the codes of an interleaved block column.
 pub(crate) const fn header(ty: BlockType) -> usize {
     match ty {
-        BlockType::Q4_1 => 16,
-        _ => 8,
+        BlockType::Q4_1 => 4 * GROUP,
+        _ => 2 * GROUP,
     }
 }
 
-/// Where row `i` (0..4) of a group keeps its codes in an interleaved block column: the offsets
-/// of its elements 0..16 and 16..32 (Q8_0), or of its 16 bytes of nibbles (Q4_0/Q4_1, twice).
-fn code_offsets(ty: BlockType, i: usize) -> (usize, usize) {
-    let h = header(ty);
+/// Where row `i`'s codes of a block start in the block, and how many 4-byte pieces they make.
+fn codes(ty: BlockType) -> (usize, usize) {
     match ty {
-        BlockType::Q8_0 => {
-            let at = h + 64 * (i / 2) + 16 * (i % 2);
-            (at, at + 32)
-        }
-        _ => (h + 16 * i, h + 16 * i),
+        BlockType::Q8_0 => (2, 8),
+        BlockType::Q4_0 => (2, 4),
+        _ => (4, 4),
+    }
+}
+
+/// The byte `code ^ flip` of a stored code (Q8_0's codes are stored `q + 128`).
+fn flip(ty: BlockType) -> u8 {
+    if ty == BlockType::Q8_0 {
+        0x80
+    } else {
+        0
     }
 }
 
@@ -54,20 +61,14 @@ fn code_offsets(ty: BlockType, i: usize) -> (usize, usize) {
 /// column `col`.
 fn put(ty: BlockType, blk: &[u8], i: usize, col: &mut [u8]) {
     col[2 * i..2 * i + 2].copy_from_slice(&blk[..2]);
-    let (lo, hi) = code_offsets(ty, i);
-    match ty {
-        BlockType::Q8_0 => {
-            for (c, &q) in col[lo..lo + 16].iter_mut().zip(&blk[2..18]) {
-                *c = q ^ 0x80;
-            }
-            for (c, &q) in col[hi..hi + 16].iter_mut().zip(&blk[18..34]) {
-                *c = q ^ 0x80;
-            }
-        }
-        BlockType::Q4_0 => col[lo..lo + 16].copy_from_slice(&blk[2..18]),
-        _ => {
-            col[8 + 2 * i..8 + 2 * i + 2].copy_from_slice(&blk[2..4]);
-            col[lo..lo + 16].copy_from_slice(&blk[4..20]);
+    if ty == BlockType::Q4_1 {
+        col[2 * GROUP + 2 * i..2 * GROUP + 2 * i + 2].copy_from_slice(&blk[2..4]);
+    }
+    let (h, (at, pieces), f) = (header(ty), codes(ty), flip(ty));
+    for p in 0..pieces {
+        let to = h + 4 * (GROUP * p + i);
+        for t in 0..4 {
+            col[to + t] = blk[at + 4 * p + t] ^ f;
         }
     }
 }
@@ -75,20 +76,14 @@ fn put(ty: BlockType, blk: &[u8], i: usize, col: &mut [u8]) {
 /// The inverse of [`put`]: row `i`'s block from the interleaved block column `col`.
 fn take(ty: BlockType, col: &[u8], i: usize, blk: &mut [u8]) {
     blk[..2].copy_from_slice(&col[2 * i..2 * i + 2]);
-    let (lo, hi) = code_offsets(ty, i);
-    match ty {
-        BlockType::Q8_0 => {
-            for (q, &c) in blk[2..18].iter_mut().zip(&col[lo..lo + 16]) {
-                *q = c ^ 0x80;
-            }
-            for (q, &c) in blk[18..34].iter_mut().zip(&col[hi..hi + 16]) {
-                *q = c ^ 0x80;
-            }
-        }
-        BlockType::Q4_0 => blk[2..18].copy_from_slice(&col[lo..lo + 16]),
-        _ => {
-            blk[2..4].copy_from_slice(&col[8 + 2 * i..8 + 2 * i + 2]);
-            blk[4..20].copy_from_slice(&col[lo..lo + 16]);
+    if ty == BlockType::Q4_1 {
+        blk[2..4].copy_from_slice(&col[2 * GROUP + 2 * i..2 * GROUP + 2 * i + 2]);
+    }
+    let (h, (at, pieces), f) = (header(ty), codes(ty), flip(ty));
+    for p in 0..pieces {
+        let from = h + 4 * (GROUP * p + i);
+        for t in 0..4 {
+            blk[at + 4 * p + t] = col[from + t] ^ f;
         }
     }
 }
@@ -173,7 +168,14 @@ mod tests {
     #[test]
     fn interleaving_round_trips_and_rows_read_back() {
         for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
-            for (n, k) in [(1usize, 32usize), (4, 64), (9, 96), (19, 576)] {
+            for (n, k) in [
+                (1usize, 32usize),
+                (4, 64),
+                (9, 96),
+                (19, 576),
+                (8, 64),
+                (17, 32),
+            ] {
                 let rb = ty.row_bytes(k);
                 let orig: Vec<u8> = (0..n * rb).map(|i| (i * 131 % 251) as u8).collect();
                 let mut data = orig.clone();

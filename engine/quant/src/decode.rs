@@ -1,20 +1,21 @@
 //! The bridge from a quantized slot's forward to swift-kernels' integer products: a few
 //! activation rows on the CPU, no autograd, go through the kernel in calls of at most
-//! [`MAX_ROWS`] rows (their activations quantized to 8 bits per block of 32); anything else is
-//! left to the slot's float path.
+//! [`swift_kernels::MAX_ROWS`] rows, or [`swift_kernels::WIDE_ROWS`] for the fine product (their
+//! activations quantized to 8 bits per block of 32); anything else is left to the slot's float
+//! path.
 
-use swift_kernels::{ShapeError, MAX_ROWS, QK};
+use swift_kernels::{ShapeError, QK};
 use tch::{Device, Kind, Tensor};
 
 use crate::msg;
 
 /// Products of at most this many activation rows run on the kernels (in calls of
-/// [`MAX_ROWS`]); longer ones (a long prompt) decode the weight to float once and use
-/// libtorch's GEMM.
+/// [`swift_kernels::MAX_ROWS`], or of [`swift_kernels::WIDE_ROWS`] for `quant_matmul_fine`);
+/// longer ones (a long prompt) decode the weight to float once and use libtorch's GEMM.
 pub const KERNEL_ROWS: usize = 64;
 
 /// `x · wᵀ (+ bias)` for a `[n, k]` weight through `product(x_rows, m, bias, y_rows)` (a
-/// swift-kernels call on `m` rows), or `None` when the kernels do not apply: `x` not on the CPU,
+/// swift-kernels call on `m ≤ per_call` rows), or `None` when the kernels do not apply: `x` not on the CPU,
 /// needing gradients, of a width other than `k` (or not whole blocks), or more than
 /// [`KERNEL_ROWS`] rows.
 pub(crate) fn product(
@@ -22,6 +23,7 @@ pub(crate) fn product(
     n: usize,
     k: usize,
     bias: Option<&Tensor>,
+    per_call: usize,
     product: impl Fn(&[f32], usize, Option<&[f32]>, &mut [f32]) -> Result<(), ShapeError>,
 ) -> Option<Result<Tensor, String>> {
     let rows = x.numel() / k.max(1);
@@ -30,7 +32,7 @@ pub(crate) fn product(
         && k % QK == 0
         && x.size().last() == Some(&(k as i64))
         && (1..=KERNEL_ROWS).contains(&rows);
-    applies.then(|| run(x, n, k, rows, bias, product))
+    applies.then(|| run(x, n, k, rows, bias, per_call.max(1), product))
 }
 
 fn run(
@@ -39,6 +41,7 @@ fn run(
     k: usize,
     rows: usize,
     bias: Option<&Tensor>,
+    per_call: usize,
     product: impl Fn(&[f32], usize, Option<&[f32]>, &mut [f32]) -> Result<(), ShapeError>,
 ) -> Result<Tensor, String> {
     // Converted or copied only when needed: each libtorch call costs about a microsecond, and a
@@ -77,7 +80,7 @@ fn run(
             std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, rows * n),
         )
     };
-    for (xc, yc) in xs.chunks(MAX_ROWS * k).zip(ys.chunks_mut(MAX_ROWS * n)) {
+    for (xc, yc) in xs.chunks(per_call * k).zip(ys.chunks_mut(per_call * n)) {
         product(xc, xc.len() / k, bias.as_deref(), yc).map_err(msg)?;
     }
     if x.kind() == Kind::Float {

@@ -7,8 +7,8 @@
 //! embedding rows up by decoding only those rows; [`GgufLoader`] reads the layout `swift_gguf::convert_to_hf_packed` writes (`STEM.qweight`: U8
 //! `[out, bytes per row]`, the blocks of each row; `STEM.ggml_type`: I32 `[1]`), borrowing the
 //! memory-mapped bytes, so the weights stay the size of the file. Q8_0, Q4_0 and Q4_1 slots are
-//! repacked at load into swift-kernels' interleaved layout ([`swift_kernels::interleave`]: four
-//! rows' blocks side by side, which the kernels read four rows per activation load), in place of
+//! repacked at load into swift-kernels' interleaved layout ([`swift_kernels::interleave`]: eight
+//! rows' blocks side by side, which the kernels read eight rows per activation load), in place of
 //! the file's layout: the bytes are the mapping's private (copy-on-write) pages, which then
 //! stop being the page cache's and stay the file's size; [`QuantizedLinear::tensors`] hands the
 //! file's layout back.
@@ -144,15 +144,23 @@ impl QuantizedLinear for GgufLinear {
         // Outside decoding steps (a prompt's pass, whose last row picks the first token) every
         // slot's activations go in at about 16 bits.
         let decoding = swift_model::in_decoding_step();
-        let on_kernels = crate::decode::product(x, self.out, self.k, bias, |xs, m, b, ys| {
-            if !decoding {
-                quant_matmul_fine(xs, m, self.k, w, b, ys)
-            } else if self.output {
-                quant_matmul_refined(xs, m, self.k, w, b, ys, REFINED_LOGITS)
-            } else {
-                quant_matmul(xs, m, self.k, w, b, ys)
-            }
-        });
+        // The fine product takes a prompt's rows in wide calls (the weight streamed once per
+        // call); the others take the kernel's `MAX_ROWS`.
+        let per_call = if decoding {
+            swift_kernels::MAX_ROWS
+        } else {
+            swift_kernels::WIDE_ROWS
+        };
+        let on_kernels =
+            crate::decode::product(x, self.out, self.k, bias, per_call, |xs, m, b, ys| {
+                if !decoding {
+                    quant_matmul_fine(xs, m, self.k, w, b, ys)
+                } else if self.output {
+                    quant_matmul_refined(xs, m, self.k, w, b, ys, REFINED_LOGITS)
+                } else {
+                    quant_matmul(xs, m, self.k, w, b, ys)
+                }
+            });
         if let Some(y) = on_kernels {
             return y;
         }

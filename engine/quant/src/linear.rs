@@ -124,9 +124,14 @@ impl PluginLinear {
             },
             None => x.shallow_clone(),
         };
-        crate::decode::product(&xin, n as usize, k as usize, bias, |xs, m, b, ys| {
-            swift_kernels::affine_matmul(xs, m, k as usize, codes, b, ys)
-        })
+        crate::decode::product(
+            &xin,
+            n as usize,
+            k as usize,
+            bias,
+            swift_kernels::MAX_ROWS,
+            |xs, m, b, ys| swift_kernels::affine_matmul(xs, m, k as usize, codes, b, ys),
+        )
     }
 }
 
