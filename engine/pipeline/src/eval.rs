@@ -52,8 +52,11 @@ use tch::{Kind, Tensor};
 use crate::adapters::Adapters;
 use crate::bundle::ModelBundle;
 
-/// Rows forwarded together.
+/// Rows generated together (generation benchmarks).
 const BATCH: usize = 8;
+
+/// Tokens of multiple-choice questions forwarded together, laid end to end.
+const PACK_TOKENS: usize = 1024;
 
 /// A benchmark to run: its record and file, its few-shot count, its rows with their lines.
 pub(crate) type LoadedBenchmark = (Benchmark, usize, Vec<(u64, EvalRow)>);
@@ -915,7 +918,7 @@ pub(crate) fn loglikelihoods(
     let fits = |i: &Item| {
         cached && shared_len(&prefix_tokens, &i.input, scored_from(i)) >= prefix_ids.len()
     };
-    let prefix_cache = if cached && items.iter().any(fits) {
+    let mut prefix_cache = if cached && items.iter().any(fits) {
         let mut c = model.new_cache(1);
         // Only its keys and values are needed.
         let _hidden =
@@ -925,22 +928,18 @@ pub(crate) fn loglikelihoods(
         None
     };
     let mut out: Vec<Vec<f64>> = rows.iter().map(|r| vec![0.0; r.1.choices.len()]).collect();
-    let (mut with, mut without): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| fits(i));
-    // Longest first, so that a batch's rows are padded to lengths near their own.
-    with.sort_by_key(|i| std::cmp::Reverse(i.input.len()));
-    without.sort_by_key(|i| std::cmp::Reverse(i.input.len()));
+    let (with, without): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| fits(i));
     let mut done = vec![0usize; rows.len()];
     let needed: Vec<usize> = (0..rows.len())
         .map(|q| items.iter().filter(|i| i.question == q).count())
         .collect();
     for (group, skip) in [(with, prefix_ids.len()), (without, 0)] {
-        for chunk in group.chunks(BATCH) {
-            let cache = match (&prefix_cache, skip) {
-                (Some(p), s) if s > 0 => p.copy_rows(&vec![0; chunk.len()])?,
-                _ => model.new_cache(chunk.len() as i64),
+        for pack in packs(&group, skip) {
+            let sums = match (&mut prefix_cache, skip) {
+                (Some(c), s) if s > 0 => forward_pack(model, c, skip, pack)?,
+                _ => forward_pack(model, &mut model.new_cache(1), skip, pack)?,
             };
-            let sums = forward_batch(model, cache, skip, chunk)?;
-            for (item, sums) in chunk.iter().zip(sums) {
+            for (item, sums) in pack.iter().zip(sums) {
                 for (c, s) in sums {
                     out[item.question][c] = s;
                 }
@@ -954,59 +953,93 @@ pub(crate) fn loglikelihoods(
     Ok(out)
 }
 
-/// Forwards `items`' inputs after `skip` tokens already in `cache` (left-padded to the longest)
-/// and returns, per item, each of its choices' summed log-probabilities.
-fn forward_batch(
+/// `items` in runs of consecutive items whose own tokens (after `skip`) add up to at most
+/// [`PACK_TOKENS`] (an item longer than that runs alone).
+fn packs<'a, 'b>(items: &'b [&'a Item], skip: usize) -> Vec<&'b [&'a Item]> {
+    let mut out = Vec::new();
+    let (mut start, mut tokens) = (0, 0);
+    for (n, i) in items.iter().enumerate() {
+        let own = i.input.len() - skip;
+        if n > start && tokens + own > PACK_TOKENS {
+            out.push(&items[start..n]);
+            (start, tokens) = (n, 0);
+        }
+        tokens += own;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// Forwards `items`' inputs after the `skip` tokens `cache` holds, laid end to end in one pass
+/// (`LoadedModel::forward_blocks`: each attends to the cached tokens and to its own), and
+/// returns, per item, each of its choices' summed log-probabilities. The vocabulary projection
+/// runs once per scored position.
+fn forward_pack(
     model: &LoadedModel,
-    mut cache: KvCache,
+    cache: &mut KvCache,
     skip: usize,
     items: &[&Item],
 ) -> Result<Vec<Vec<(usize, f64)>>> {
-    let width = items
-        .iter()
-        .map(|i| i.input.len() - skip)
-        .max()
-        .unwrap_or(0);
-    let mut ids = Vec::with_capacity(items.len() * width);
-    let mut mask = Vec::with_capacity(items.len() * width);
+    let (mut ids, mut blocks) = (Vec::new(), Vec::with_capacity(items.len()));
+    // The pass's scored positions (each once), and per choice its (position row, token) pairs.
+    let mut cols: Vec<i64> = Vec::new();
+    let mut picks: Vec<Vec<(usize, Vec<(i64, i64)>)>> = Vec::with_capacity(items.len());
     for i in items {
+        let start = ids.len();
         let own = &i.input[skip..];
-        let pad = width - own.len();
-        ids.extend(std::iter::repeat_n(0i64, pad).chain(own.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, own.len())));
-    }
-    let b = items.len() as i64;
-    let ids = Tensor::from_slice(&ids).view([b, width as i64]);
-    let mask = Tensor::from_slice(&mask).view([b, width as i64]);
-    let padded = items.iter().any(|i| i.input.len() - skip != width);
-    let hidden = model.forward(&ids, padded.then_some(&mask), &mut cache)?;
-    let mut out = Vec::new();
-    for (row, i) in items.iter().enumerate() {
-        let pad = width - (i.input.len() - skip);
-        let mut sums = Vec::new();
+        ids.extend_from_slice(own);
+        blocks.push(own.len() as i64);
+        let mut choices = Vec::with_capacity(i.targets.len());
         for (c, targets) in &i.targets {
-            let cols: Vec<i64> = targets
-                .iter()
-                .map(|(p, _)| (pad + p - skip) as i64)
-                .collect();
-            let toks: Vec<i64> = targets.iter().map(|(_, t)| *t).collect();
-            let h = hidden
-                .get(row as i64)
-                .index_select(0, &Tensor::from_slice(&cols).to_device(hidden.device()));
-            let logp = model.logits(&h)?.log_softmax(-1, Kind::Float);
-            let picked = logp.gather(
-                -1,
-                &Tensor::from_slice(&toks)
-                    .view([-1, 1])
-                    .to_device(hidden.device()),
-                false,
-            );
-            let s = f64::try_from(picked.to_kind(Kind::Double).sum(Kind::Double))?;
-            sums.push((*c, s));
+            let mut pairs = Vec::with_capacity(targets.len());
+            for &(p, t) in targets {
+                let col = (start + p - skip) as i64;
+                let row = match cols.iter().rposition(|&x| x == col) {
+                    Some(r) => r,
+                    None => {
+                        cols.push(col);
+                        cols.len() - 1
+                    }
+                };
+                pairs.push((row as i64, t));
+            }
+            choices.push((*c, pairs));
         }
-        out.push(sums);
+        picks.push(choices);
     }
-    Ok(out)
+    let hidden = model.forward_blocks(&ids, &blocks, cache)?;
+    let device = hidden.device();
+    let h = hidden
+        .get(0)
+        .index_select(0, &Tensor::from_slice(&cols).to_device(device));
+    let logp = model.logits(&h)?.log_softmax(-1, Kind::Float);
+    let (rows, toks): (Vec<i64>, Vec<i64>) = picks
+        .iter()
+        .flatten()
+        .flat_map(|(_, pairs)| pairs.iter().copied())
+        .unzip();
+    let picked = logp
+        .index_select(0, &Tensor::from_slice(&rows).to_device(device))
+        .gather(
+            -1,
+            &Tensor::from_slice(&toks).view([-1, 1]).to_device(device),
+            false,
+        )
+        .to_kind(Kind::Double)
+        .view([-1]);
+    let picked = Vec::<f64>::try_from(picked.to_device(tch::Device::Cpu))?;
+    let mut next = picked.into_iter();
+    Ok(picks
+        .iter()
+        .map(|choices| {
+            choices
+                .iter()
+                .map(|(c, pairs)| (*c, next.by_ref().take(pairs.len()).sum()))
+                .collect()
+        })
+        .collect())
 }
 
 /// Where `report.json` goes.
