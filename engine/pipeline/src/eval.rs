@@ -40,23 +40,20 @@ use swift_eval::prompt::{
 use swift_eval::remote::{parallel, GenerationSettings, Remote, RemoteError};
 use swift_eval::rows::{EvalRow, McqRow, LETTERS};
 use swift_eval::Benchmark;
-use swift_model::{KvCache, LoadedModel};
+use swift_model::LoadedModel;
 use swift_plugin_tensors::records::BenchmarkScoring;
 use swift_plugin_tensors::{FunctionCall, Message, StandardRow, ToolCall};
 use swift_registry::PluginSettings;
 use swift_spec::EvalSpec;
 use swift_template::Tokenizer;
 use swift_train::RunDir;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::adapters::Adapters;
 use crate::bundle::ModelBundle;
 
 /// Rows generated together (generation benchmarks).
 const BATCH: usize = 8;
-
-/// Tokens of multiple-choice questions forwarded together, laid end to end.
-const PACK_TOKENS: usize = 1024;
 
 /// A benchmark to run: its record and file, its few-shot count, its rows with their lines.
 pub(crate) type LoadedBenchmark = (Benchmark, usize, Vec<(u64, EvalRow)>);
@@ -275,7 +272,17 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
                 run.path(),
                 &pred_dir,
                 &mut |prefix, scored, bar| {
-                    loglikelihoods(&bundle.model, &bundle.tokenizer, prefix, scored, bar)
+                    let more = || {
+                        crate::eval_passes::another(regs, bundle, args.model.model_type.as_deref())
+                    };
+                    loglikelihoods(
+                        &bundle.model,
+                        Some(&more),
+                        &bundle.tokenizer,
+                        prefix,
+                        scored,
+                        bar,
+                    )
                 },
             )?,
             (None, Some(r)) => score_mcq(
@@ -850,15 +857,18 @@ fn print_table(results: &[Value]) {
 
 /// One forward row: its input tokens and, per choice scored from it, the (position, target)
 /// pairs whose log-probabilities sum to the choice's log-likelihood.
-struct Item {
-    question: usize,
-    input: Vec<i64>,
-    targets: Vec<(usize, Vec<(usize, i64)>)>,
+pub(crate) struct Item {
+    pub(crate) question: usize,
+    pub(crate) input: Vec<i64>,
+    pub(crate) targets: Vec<(usize, Vec<(usize, i64)>)>,
 }
 
 /// The log-likelihood of every choice of every question, after `prefix` + the question text.
+/// `more` makes further instances of the model over its parameters, so that passes run on
+/// several threads (`eval_passes::run`); without it they run one after the other.
 pub(crate) fn loglikelihoods(
     model: &LoadedModel,
+    more: Option<&crate::eval_passes::MoreFn<'_>>,
     tok: &Tokenizer,
     prefix: &str,
     rows: &[(u64, McqRow)],
@@ -918,7 +928,7 @@ pub(crate) fn loglikelihoods(
     let fits = |i: &Item| {
         cached && shared_len(&prefix_tokens, &i.input, scored_from(i)) >= prefix_ids.len()
     };
-    let mut prefix_cache = if cached && items.iter().any(fits) {
+    let prefix_cache = if cached && items.iter().any(fits) {
         let mut c = model.new_cache(1);
         // Only its keys and values are needed.
         let _hidden =
@@ -927,119 +937,37 @@ pub(crate) fn loglikelihoods(
     } else {
         None
     };
-    let mut out: Vec<Vec<f64>> = rows.iter().map(|r| vec![0.0; r.1.choices.len()]).collect();
-    let (with, without): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| fits(i));
-    let mut done = vec![0usize; rows.len()];
+    let (mut with, mut without): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| fits(i));
+    // Longest first: the passes' lengths then fall, and the last ones, which the threads
+    // finish unevenly, are short.
+    with.sort_by_key(|i| std::cmp::Reverse(i.input.len()));
+    without.sort_by_key(|i| std::cmp::Reverse(i.input.len()));
+    let mut passes = crate::eval_passes::packs(&with, prefix_ids.len());
+    passes.extend(crate::eval_passes::packs(&without, 0));
     let needed: Vec<usize> = (0..rows.len())
         .map(|q| items.iter().filter(|i| i.question == q).count())
         .collect();
-    for (group, skip) in [(with, prefix_ids.len()), (without, 0)] {
-        for pack in packs(&group, skip) {
-            let sums = match (&mut prefix_cache, skip) {
-                (Some(c), s) if s > 0 => forward_pack(model, c, skip, pack)?,
-                _ => forward_pack(model, &mut model.new_cache(1), skip, pack)?,
-            };
-            for (item, sums) in pack.iter().zip(sums) {
-                for (c, s) in sums {
-                    out[item.question][c] = s;
-                }
-                done[item.question] += 1;
-                if done[item.question] == needed[item.question] {
+    let done = std::sync::Mutex::new(vec![0usize; rows.len()]);
+    let progress = |items: &[&Item]| {
+        if let Ok(mut done) = done.lock() {
+            for i in items {
+                done[i.question] += 1;
+                if done[i.question] == needed[i.question] {
                     bar.inc(1);
                 }
             }
         }
+    };
+    let sums = crate::eval_passes::run(model, more, prefix_cache, &passes, &progress)?;
+    let mut out: Vec<Vec<f64>> = rows.iter().map(|r| vec![0.0; r.1.choices.len()]).collect();
+    for (pass, sums) in passes.iter().zip(sums) {
+        for (item, sums) in pass.items.iter().zip(sums) {
+            for (c, s) in sums {
+                out[item.question][c] = s;
+            }
+        }
     }
     Ok(out)
-}
-
-/// `items` in runs of consecutive items whose own tokens (after `skip`) add up to at most
-/// [`PACK_TOKENS`] (an item longer than that runs alone).
-fn packs<'a, 'b>(items: &'b [&'a Item], skip: usize) -> Vec<&'b [&'a Item]> {
-    let mut out = Vec::new();
-    let (mut start, mut tokens) = (0, 0);
-    for (n, i) in items.iter().enumerate() {
-        let own = i.input.len() - skip;
-        if n > start && tokens + own > PACK_TOKENS {
-            out.push(&items[start..n]);
-            (start, tokens) = (n, 0);
-        }
-        tokens += own;
-    }
-    if start < items.len() {
-        out.push(&items[start..]);
-    }
-    out
-}
-
-/// Forwards `items`' inputs after the `skip` tokens `cache` holds, laid end to end in one pass
-/// (`LoadedModel::forward_blocks`: each attends to the cached tokens and to its own), and
-/// returns, per item, each of its choices' summed log-probabilities. The vocabulary projection
-/// runs once per scored position.
-fn forward_pack(
-    model: &LoadedModel,
-    cache: &mut KvCache,
-    skip: usize,
-    items: &[&Item],
-) -> Result<Vec<Vec<(usize, f64)>>> {
-    let (mut ids, mut blocks) = (Vec::new(), Vec::with_capacity(items.len()));
-    // The pass's scored positions (each once), and per choice its (position row, token) pairs.
-    let mut cols: Vec<i64> = Vec::new();
-    let mut picks: Vec<Vec<(usize, Vec<(i64, i64)>)>> = Vec::with_capacity(items.len());
-    for i in items {
-        let start = ids.len();
-        let own = &i.input[skip..];
-        ids.extend_from_slice(own);
-        blocks.push(own.len() as i64);
-        let mut choices = Vec::with_capacity(i.targets.len());
-        for (c, targets) in &i.targets {
-            let mut pairs = Vec::with_capacity(targets.len());
-            for &(p, t) in targets {
-                let col = (start + p - skip) as i64;
-                let row = match cols.iter().rposition(|&x| x == col) {
-                    Some(r) => r,
-                    None => {
-                        cols.push(col);
-                        cols.len() - 1
-                    }
-                };
-                pairs.push((row as i64, t));
-            }
-            choices.push((*c, pairs));
-        }
-        picks.push(choices);
-    }
-    let hidden = model.forward_blocks(&ids, &blocks, cache)?;
-    let device = hidden.device();
-    let h = hidden
-        .get(0)
-        .index_select(0, &Tensor::from_slice(&cols).to_device(device));
-    let logp = model.logits(&h)?.log_softmax(-1, Kind::Float);
-    let (rows, toks): (Vec<i64>, Vec<i64>) = picks
-        .iter()
-        .flatten()
-        .flat_map(|(_, pairs)| pairs.iter().copied())
-        .unzip();
-    let picked = logp
-        .index_select(0, &Tensor::from_slice(&rows).to_device(device))
-        .gather(
-            -1,
-            &Tensor::from_slice(&toks).view([-1, 1]).to_device(device),
-            false,
-        )
-        .to_kind(Kind::Double)
-        .view([-1]);
-    let picked = Vec::<f64>::try_from(picked.to_device(tch::Device::Cpu))?;
-    let mut next = picked.into_iter();
-    Ok(picks
-        .iter()
-        .map(|choices| {
-            choices
-                .iter()
-                .map(|(c, pairs)| (*c, next.by_ref().take(pairs.len()).sum()))
-                .collect()
-        })
-        .collect())
 }
 
 /// Where `report.json` goes.
