@@ -15,9 +15,11 @@
 //! context, which needs every position's logits, so only `pt` runs it. The prompt's shared
 //! part (the header and the few-shot examples) is computed once, as far as every question's
 //! tokens share it (a BPE tokenizer may split its trailing "\n\n" differently once a question
-//! follows), and its KV cache copied under each batch of questions; a question sharing less
-//! than half of it is computed whole. Rows are scored 8 at a time, longest first, left-padded;
-//! the vocabulary projection runs only at the continuation's positions.
+//! follows); a question sharing less than half of it is computed whole. Questions are laid end
+//! to end, longest first, in passes of a few hundred tokens that attend block-causally to the
+//! cached prefix and to themselves (no padding, no copy of the prefix per question), spread over
+//! libtorch's thread count of threads of one libtorch thread each (`eval_passes`); the
+//! vocabulary projection runs only at the continuation's positions.
 //!
 //! Tool-calling benchmarks are generated with the row's tools offered (a local answer's calls
 //! read as the server reads them) and scored by swift-eval's `agent` (EvalScope's `tool_bench`).

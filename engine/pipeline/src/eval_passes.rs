@@ -30,6 +30,9 @@ pub(crate) type MoreFn<'a> = dyn Fn() -> Result<LoadedModel> + 'a;
 /// Summed log-probabilities of a pass: per item, per choice scored from it, (choice, sum).
 type PassSums = Vec<Vec<(usize, f64)>>;
 
+/// A choice and the (row of the pass's scored positions, token) pairs its log-likelihood sums.
+type Pick = (usize, Vec<(i64, i64)>);
+
 /// One forward pass: items whose inputs share their first `skip` tokens with the cached prefix
 /// (0: no prefix), laid end to end.
 pub(crate) struct Pass<'a, 'b> {
@@ -180,7 +183,7 @@ fn forward_pack(
     let (mut ids, mut blocks) = (Vec::new(), Vec::with_capacity(items.len()));
     // The pass's scored positions (each once), and per choice its (position row, token) pairs.
     let mut cols: Vec<i64> = Vec::new();
-    let mut picks: Vec<Vec<(usize, Vec<(i64, i64)>)>> = Vec::with_capacity(items.len());
+    let mut picks: Vec<Vec<Pick>> = Vec::with_capacity(items.len());
     for i in items {
         let start = ids.len();
         let own = &i.input[skip..];
