@@ -36,7 +36,8 @@ for k in $SHOTS; do
             load=$(cut -d' ' -f1 /proc/loadavg)
             /usr/bin/time -f '%e %U %S %w %M' -o "$WORK/time" "$dir/swift" eval --model "$MODEL" \
                 --eval_dataset mmlu --eval_few_shot "$k" --eval_limit "$QUESTIONS" \
-                --output_dir "$out" --log-level warn >/dev/null
+                --output_dir "$out" --log-level warn >/dev/null 2>"$WORK/stderr" \
+                || { cat "$WORK/stderr" >&2; exit 1; }
             read -r wall user sys vcs rss <"$WORK/time"
             agree=$(python3 - "$ROOT/tests/fixtures/eval/mmlu_smollm2.json" "$out" "$k" <<'PY'
 import glob, json, sys

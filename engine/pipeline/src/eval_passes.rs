@@ -80,9 +80,10 @@ pub(crate) fn another(
 }
 
 /// Runs every pass (`prefix`: the cached prefix, for the passes with `skip` > 0) and returns
-/// their sums in order; `progress` is told each finished pass's items. With `more` and more
-/// than one libtorch thread, the passes are shared among that many threads of one libtorch
-/// thread each (the calling thread one of them); else they run here one after the other.
+/// their sums in order; `progress` is told each finished pass's items. With `more`, a CPU model
+/// and more than one libtorch thread, the passes are shared among that many threads of one
+/// libtorch thread each (the calling thread one of them); else they run here one after the
+/// other.
 pub(crate) fn run(
     model: &LoadedModel,
     more: Option<&MoreFn<'_>>,
@@ -91,7 +92,8 @@ pub(crate) fn run(
     progress: &(dyn Fn(&[&Item]) + Sync),
 ) -> Result<Vec<PassSums>> {
     let threads = (tch::get_num_threads().max(1) as usize).min(passes.len());
-    let more = more.filter(|_| threads > 1);
+    // On a GPU the passes queue on one device: one thread feeds it.
+    let more = more.filter(|_| threads > 1 && model.device() == tch::Device::Cpu);
     let Some(more) = more else {
         let mut prefix = prefix;
         return passes
