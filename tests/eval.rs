@@ -209,10 +209,25 @@ fn mmlu_on_smollm2_agrees_with_the_transformers_reference() {
         assert_eq!(want.len(), 100);
         assert_eq!(preds[0]["line"], 6, "the first 5 rows are held out");
         let mut agree = 0;
+        // Questions laid end to end over the cached prefix compute what transformers computes
+        // for each alone: every choice's log-likelihood within float32 rounding.
+        let mut worst = 0f64;
         for (p, w) in preds.iter().zip(want) {
             assert_eq!(p["reference"], w["gold"]);
             agree += usize::from(p["prediction"] == w["pred"]);
+            let (got, lls) = (
+                p["loglikelihoods"].as_array().unwrap(),
+                w["lls"].as_array().unwrap(),
+            );
+            assert_eq!(got.len(), lls.len());
+            for (a, b) in got.iter().zip(lls) {
+                worst = worst.max((a.as_f64().unwrap() - b.as_f64().unwrap()).abs());
+            }
         }
+        assert!(
+            worst < 1e-3,
+            "{k}-shot: a log-likelihood differs from transformers' by {worst}"
+        );
         assert!(
             agree >= (n * 99).div_ceil(100),
             "{k}-shot: {agree}/{n} agree with transformers"

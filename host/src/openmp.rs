@@ -25,7 +25,9 @@
 //!   quiet minutes it started in, and nothing takes its spinning back when the cores fill.
 //! * Everything else (decoding above all): `PASSIVE`. Decoding's own kernels run on a worker
 //!   pool that spins while it waits (swift-kernels); OpenMP threads spinning beside it stole its
-//!   cores (5 tokens/s spinning against 17 passive on a loaded 2-core machine).
+//!   cores (5 tokens/s spinning against 17 passive on a loaded 2-core machine). `eval`'s
+//!   multiple-choice passes do not meet at OpenMP barriers at all: they run on threads of one
+//!   libtorch thread each (engine/pipeline/src/eval_passes.rs), so no policy slows them.
 
 use std::sync::OnceLock;
 

@@ -342,6 +342,53 @@ fn causal(past: i64, t: i64, device: Device) -> Result<Tensor, tch::TchError> {
 }
 
 impl KvCache {
+    /// The step of a no-grad pass over several rows laid end to end in one sequence (`ids`,
+    /// `[1, seq]`; `blocks`: their lengths, in order) after what this one-row cache holds: each
+    /// row continues the cached tokens on its own (its positions restart after them) and attends
+    /// to them and causally to its own tokens only, so it computes exactly what it would alone
+    /// after the cached prefix (`swift eval`'s questions after a shared few-shot prefix). The
+    /// pass is not kept: its caller does not [`KvCache::finish`] it, so the cache still holds
+    /// the prefix alone afterwards (its buffers may have grown).
+    pub(crate) fn begin_blocks(
+        &mut self,
+        ids: &Tensor,
+        blocks: &[i64],
+    ) -> Result<Step, ModelError> {
+        let size = ids.size();
+        let t: i64 = blocks.iter().sum();
+        if size.len() != 2 || size[0] != 1 || self.batch != 1 || size[1] != t {
+            return Err(ModelError::Config(format!(
+                "a pass of rows laid end to end takes ids [1, {t}] (the rows' lengths summed) over a one-row cache; got ids {size:?} over {} rows",
+                self.batch
+            )));
+        }
+        if self.padded || blocks.iter().any(|&n| n < 1) {
+            return Err(ModelError::Config(
+                "rows laid end to end need a cache without padding and rows of one token or more"
+                    .into(),
+            ));
+        }
+        let device = ids.device();
+        let start = self.next_pos.f_int64_value(&[0])?;
+        let positions: Vec<i64> = blocks.iter().flat_map(|&n| start..start + n).collect();
+        let positions = Tensor::from_slice(&positions)
+            .f_view([1, t])?
+            .f_to_device(device)?;
+        Ok(Step {
+            positions,
+            mask: None,
+            is_causal: false,
+            key_valid: Tensor::f_ones([1, self.len + t], (Kind::Bool, device))?,
+            key_valid_host: None,
+            next_pos: self.next_pos.shallow_clone(),
+            seq: t,
+            segments: None,
+            sparse: None,
+            blocks: Some(blocks.to_vec()),
+            float_activations: false,
+        })
+    }
+
     /// The step of a training pass over packed rows (several rows laid end to end in one
     /// sequence): `positions` (`[batch, seq]`) restart at 0 for every row and `seq_ids`
     /// (`[batch, seq]`) tell which row each token belongs to, so the mask is block-diagonal
@@ -415,7 +462,8 @@ fn runs(ids: &[i64]) -> Vec<i64> {
 }
 
 /// Causal attention over each run of `blocks` positions of a one-sequence pass alone: the
-/// block-diagonal causal mask's result, at the cost of the blocks' scores only.
+/// block-diagonal causal mask's result, at the cost of the blocks' scores only. Keys before the
+/// pass's own (a cached prefix, [`KvCache::begin_blocks`]) are seen by every run.
 fn blockwise_attention(
     q: &Tensor,
     k: &Tensor,
@@ -427,6 +475,10 @@ fn blockwise_attention(
     let sdpa = |q: &Tensor, k: &Tensor, v: &Tensor| {
         Tensor::f_scaled_dot_product_attention(q, k, v, None::<&Tensor>, 0.0, true, scale, gqa)
     };
+    let past = k.size()[2] - q.size()[2];
+    if past > 0 {
+        return blockwise_after_prefix(q, k, v, blocks, past, scale, gqa);
+    }
     if blocks.len() <= 1 {
         return sdpa(q, k, v);
     }
@@ -443,6 +495,44 @@ fn blockwise_attention(
         .zip(&vs)
         .map(|((q, k), v)| sdpa(q, k, v))
         .collect::<Result<Vec<_>, _>>()?;
+    Tensor::f_cat(&outs, 2)
+}
+
+/// [`blockwise_attention`] after `past` cached positions: each run attends to all of them and
+/// causally to itself (SDPA's own causal flag aligns to the top left when the keys outnumber the
+/// queries, so the mask is explicit).
+fn blockwise_after_prefix(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    blocks: &[i64],
+    past: i64,
+    scale: Option<f64>,
+    gqa: bool,
+) -> Result<Tensor, tch::TchError> {
+    let own = q.size()[2];
+    let (kp, vp) = (k.f_narrow(2, 0, past)?, v.f_narrow(2, 0, past)?);
+    let (qs, ks, vs) = (
+        q.f_split_with_sizes(blocks, 2)?,
+        k.f_narrow(2, past, own)?.f_split_with_sizes(blocks, 2)?,
+        v.f_narrow(2, past, own)?.f_split_with_sizes(blocks, 2)?,
+    );
+    let mut outs = Vec::with_capacity(blocks.len());
+    for (((q, k), v), &t) in qs.iter().zip(&ks).zip(&vs).zip(blocks) {
+        let k = Tensor::f_cat(&[&kp, k], 2)?;
+        let v = Tensor::f_cat(&[&vp, v], 2)?;
+        let mask = causal(past, t, q.device())?.f_view([1, 1, t, past + t])?;
+        outs.push(Tensor::f_scaled_dot_product_attention(
+            q,
+            &k,
+            &v,
+            Some(&mask),
+            0.0,
+            false,
+            scale,
+            gqa,
+        )?);
+    }
     Tensor::f_cat(&outs, 2)
 }
 

@@ -20,6 +20,7 @@ mod context;
 pub mod cuda;
 pub mod generate;
 mod mixed;
+mod packed;
 mod plain;
 mod share;
 mod skinny;

@@ -189,7 +189,7 @@ impl TorchThreads {
 
     /// One thread until dropped. Held over a whole decoding loop, it also spares each step's
     /// switch (libtorch rebuilds a thread pool whenever the count changes).
-    pub(crate) fn one() -> Self {
+    pub fn one() -> Self {
         let before = tch::get_num_threads();
         if before <= 1 {
             return Self(None);

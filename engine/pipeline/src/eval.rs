@@ -15,9 +15,11 @@
 //! context, which needs every position's logits, so only `pt` runs it. The prompt's shared
 //! part (the header and the few-shot examples) is computed once, as far as every question's
 //! tokens share it (a BPE tokenizer may split its trailing "\n\n" differently once a question
-//! follows), and its KV cache copied under each batch of questions; a question sharing less
-//! than half of it is computed whole. Rows are scored 8 at a time, longest first, left-padded;
-//! the vocabulary projection runs only at the continuation's positions.
+//! follows); a question sharing less than half of it is computed whole. Questions are laid end
+//! to end, longest first, in passes of a few hundred tokens that attend block-causally to the
+//! cached prefix and to themselves (no padding, no copy of the prefix per question), spread over
+//! libtorch's thread count of threads of one libtorch thread each (`eval_passes`); the
+//! vocabulary projection runs only at the continuation's positions.
 //!
 //! Tool-calling benchmarks are generated with the row's tools offered (a local answer's calls
 //! read as the server reads them) and scored by swift-eval's `agent` (EvalScope's `tool_bench`).
@@ -40,19 +42,19 @@ use swift_eval::prompt::{
 use swift_eval::remote::{parallel, GenerationSettings, Remote, RemoteError};
 use swift_eval::rows::{EvalRow, McqRow, LETTERS};
 use swift_eval::Benchmark;
-use swift_model::{KvCache, LoadedModel};
+use swift_model::LoadedModel;
 use swift_plugin_tensors::records::BenchmarkScoring;
 use swift_plugin_tensors::{FunctionCall, Message, StandardRow, ToolCall};
 use swift_registry::PluginSettings;
 use swift_spec::EvalSpec;
 use swift_template::Tokenizer;
 use swift_train::RunDir;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::adapters::Adapters;
 use crate::bundle::ModelBundle;
 
-/// Rows forwarded together.
+/// Rows generated together (generation benchmarks).
 const BATCH: usize = 8;
 
 /// A benchmark to run: its record and file, its few-shot count, its rows with their lines.
@@ -272,7 +274,17 @@ pub fn run(args: &EvalSpec, plugins: &PluginSettings) -> Result<()> {
                 run.path(),
                 &pred_dir,
                 &mut |prefix, scored, bar| {
-                    loglikelihoods(&bundle.model, &bundle.tokenizer, prefix, scored, bar)
+                    let more = || {
+                        crate::eval_passes::another(regs, bundle, args.model.model_type.as_deref())
+                    };
+                    loglikelihoods(
+                        &bundle.model,
+                        Some(&more),
+                        &bundle.tokenizer,
+                        prefix,
+                        scored,
+                        bar,
+                    )
                 },
             )?,
             (None, Some(r)) => score_mcq(
@@ -847,15 +859,18 @@ fn print_table(results: &[Value]) {
 
 /// One forward row: its input tokens and, per choice scored from it, the (position, target)
 /// pairs whose log-probabilities sum to the choice's log-likelihood.
-struct Item {
-    question: usize,
-    input: Vec<i64>,
-    targets: Vec<(usize, Vec<(usize, i64)>)>,
+pub(crate) struct Item {
+    pub(crate) question: usize,
+    pub(crate) input: Vec<i64>,
+    pub(crate) targets: Vec<(usize, Vec<(usize, i64)>)>,
 }
 
 /// The log-likelihood of every choice of every question, after `prefix` + the question text.
+/// `more` makes further instances of the model over its parameters, so that passes run on
+/// several threads (`eval_passes::run`); without it they run one after the other.
 pub(crate) fn loglikelihoods(
     model: &LoadedModel,
+    more: Option<&crate::eval_passes::MoreFn<'_>>,
     tok: &Tokenizer,
     prefix: &str,
     rows: &[(u64, McqRow)],
@@ -924,87 +939,35 @@ pub(crate) fn loglikelihoods(
     } else {
         None
     };
-    let mut out: Vec<Vec<f64>> = rows.iter().map(|r| vec![0.0; r.1.choices.len()]).collect();
     let (mut with, mut without): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| fits(i));
-    // Longest first, so that a batch's rows are padded to lengths near their own.
+    // Longest first: the passes' lengths then fall, and the last ones, which the threads
+    // finish unevenly, are short.
     with.sort_by_key(|i| std::cmp::Reverse(i.input.len()));
     without.sort_by_key(|i| std::cmp::Reverse(i.input.len()));
-    let mut done = vec![0usize; rows.len()];
+    let mut passes = crate::eval_passes::packs(&with, prefix_ids.len());
+    passes.extend(crate::eval_passes::packs(&without, 0));
     let needed: Vec<usize> = (0..rows.len())
         .map(|q| items.iter().filter(|i| i.question == q).count())
         .collect();
-    for (group, skip) in [(with, prefix_ids.len()), (without, 0)] {
-        for chunk in group.chunks(BATCH) {
-            let cache = match (&prefix_cache, skip) {
-                (Some(p), s) if s > 0 => p.copy_rows(&vec![0; chunk.len()])?,
-                _ => model.new_cache(chunk.len() as i64),
-            };
-            let sums = forward_batch(model, cache, skip, chunk)?;
-            for (item, sums) in chunk.iter().zip(sums) {
-                for (c, s) in sums {
-                    out[item.question][c] = s;
-                }
-                done[item.question] += 1;
-                if done[item.question] == needed[item.question] {
+    let done = std::sync::Mutex::new(vec![0usize; rows.len()]);
+    let progress = |items: &[&Item]| {
+        if let Ok(mut done) = done.lock() {
+            for i in items {
+                done[i.question] += 1;
+                if done[i.question] == needed[i.question] {
                     bar.inc(1);
                 }
             }
         }
-    }
-    Ok(out)
-}
-
-/// Forwards `items`' inputs after `skip` tokens already in `cache` (left-padded to the longest)
-/// and returns, per item, each of its choices' summed log-probabilities.
-fn forward_batch(
-    model: &LoadedModel,
-    mut cache: KvCache,
-    skip: usize,
-    items: &[&Item],
-) -> Result<Vec<Vec<(usize, f64)>>> {
-    let width = items
-        .iter()
-        .map(|i| i.input.len() - skip)
-        .max()
-        .unwrap_or(0);
-    let mut ids = Vec::with_capacity(items.len() * width);
-    let mut mask = Vec::with_capacity(items.len() * width);
-    for i in items {
-        let own = &i.input[skip..];
-        let pad = width - own.len();
-        ids.extend(std::iter::repeat_n(0i64, pad).chain(own.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, own.len())));
-    }
-    let b = items.len() as i64;
-    let ids = Tensor::from_slice(&ids).view([b, width as i64]);
-    let mask = Tensor::from_slice(&mask).view([b, width as i64]);
-    let padded = items.iter().any(|i| i.input.len() - skip != width);
-    let hidden = model.forward(&ids, padded.then_some(&mask), &mut cache)?;
-    let mut out = Vec::new();
-    for (row, i) in items.iter().enumerate() {
-        let pad = width - (i.input.len() - skip);
-        let mut sums = Vec::new();
-        for (c, targets) in &i.targets {
-            let cols: Vec<i64> = targets
-                .iter()
-                .map(|(p, _)| (pad + p - skip) as i64)
-                .collect();
-            let toks: Vec<i64> = targets.iter().map(|(_, t)| *t).collect();
-            let h = hidden
-                .get(row as i64)
-                .index_select(0, &Tensor::from_slice(&cols).to_device(hidden.device()));
-            let logp = model.logits(&h)?.log_softmax(-1, Kind::Float);
-            let picked = logp.gather(
-                -1,
-                &Tensor::from_slice(&toks)
-                    .view([-1, 1])
-                    .to_device(hidden.device()),
-                false,
-            );
-            let s = f64::try_from(picked.to_kind(Kind::Double).sum(Kind::Double))?;
-            sums.push((*c, s));
+    };
+    let sums = crate::eval_passes::run(model, more, prefix_cache, &passes, &progress)?;
+    let mut out: Vec<Vec<f64>> = rows.iter().map(|r| vec![0.0; r.1.choices.len()]).collect();
+    for (pass, sums) in passes.iter().zip(sums) {
+        for (item, sums) in pass.items.iter().zip(sums) {
+            for (c, s) in sums {
+                out[item.question][c] = s;
+            }
         }
-        out.push(sums);
     }
     Ok(out)
 }

@@ -275,7 +275,7 @@ impl TrainingBenchmarks {
                 &pred_dir,
                 &mut |prefix, scored, bar| {
                     bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-                    crate::eval::loglikelihoods(model, tok, prefix, scored, bar)
+                    crate::eval::loglikelihoods(model, None, tok, prefix, scored, bar)
                 },
             )?;
             results.push((i, result));

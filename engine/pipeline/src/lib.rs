@@ -30,6 +30,7 @@ pub mod adapters;
 pub mod backend;
 pub mod bundle;
 pub mod eval;
+mod eval_passes;
 pub mod eval_train;
 pub mod export;
 pub mod generate;
