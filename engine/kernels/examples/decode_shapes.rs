@@ -6,6 +6,9 @@
 //! picks the kernel). A quick look at the kernel alone; the real figures come from
 //! `scripts/bench_infer.sh`.
 
+mod common;
+use common::cpu_seconds;
+
 use std::time::Instant;
 
 use swift_kernels::{skinny_matmul, Weights};
@@ -100,23 +103,4 @@ fn cached() {
             );
         }
     }
-}
-
-/// User + system CPU time of this process so far (Linux `/proc/self/stat`, clock ticks of
-/// 10 ms): on a shared machine, CPU time per step is steadier than wall time.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -10,6 +10,9 @@
 //! `cargo run --release -p swift-kernels --example qgemv [-- --hot] [--rows M]`
 //! (`SWIFT_QKERNEL=vnni|avx2|portable` picks the kernel).
 
+mod common;
+use common::cpu_seconds;
+
 use std::time::Instant;
 
 use swift_kernels::{interleave, quant_kernel_name, quant_matmul, BlockType, Blocks};
@@ -85,26 +88,6 @@ fn main() {
             );
         }
     }
-}
-
-/// User + system CPU time of this process so far (Linux `/proc/self/stat`, ticks of 10 ms): on a
-/// machine shared with other work, steadier than wall time (run it under `taskset -c 0` for one
-/// thread, whose CPU time is then the kernel's alone).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `n` interleaved rows of `k` weights in `ty`: varied codes, every float16 scale 1/64.

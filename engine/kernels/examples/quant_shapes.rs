@@ -6,6 +6,9 @@
 //! slot holds them (`swift_kernels::interleave`).
 //! A quick look at the kernel alone; the real figures come from `scripts/bench_decode.py`.
 
+mod common;
+use common::cpu_seconds;
+
 use std::time::Instant;
 
 use swift_kernels::{interleave, interleaves, quant_kernel_name, quant_matmul, BlockType, Blocks};
@@ -132,22 +135,4 @@ fn blocks(ty: BlockType, n: usize, k: usize, interleaved: bool) -> Vec<u8> {
         interleave(ty, &mut v, k).expect("whole rows");
     }
     v
-}
-
-/// User + system CPU time of this process so far (Linux `/proc/self/stat`, ticks of 10 ms).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
