@@ -202,8 +202,9 @@ impl ParamDecl {
     }
 }
 
-/// Everything a family declares about one configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything a family declares about one configuration. (`Default` is an empty layout, for
+/// tests that need only a field or two.)
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelLayout {
     /// Number of repeated blocks (transformer layers); slots carry their block index.
     pub num_blocks: usize,
@@ -348,17 +349,8 @@ mod module_name_tests {
 
     fn layout(rules: &[(&str, &str)]) -> ModelLayout {
         ModelLayout {
-            num_blocks: 0,
-            slots: Vec::new(),
-            params: Vec::new(),
-            output_slot: String::new(),
-            vocab_size: 0,
-            num_kv_heads: 0,
-            head_dim: 0,
-            max_positions: None,
-            ignorable: Vec::new(),
-            vision: None,
             module_names: rules.iter().map(|(s, m)| ModuleName::new(*s, *m)).collect(),
+            ..ModelLayout::default()
         }
     }
 

@@ -76,20 +76,11 @@ mod tests {
 
     fn llava() -> ModelLayout {
         ModelLayout {
-            num_blocks: 0,
-            slots: Vec::new(),
-            params: Vec::new(),
-            output_slot: String::new(),
-            vocab_size: 0,
-            num_kv_heads: 0,
-            head_dim: 0,
-            max_positions: None,
-            ignorable: Vec::new(),
-            vision: None,
             module_names: vec![
                 ModuleName::new("language_model.model", "model.language_model"),
                 ModuleName::new("language_model.lm_head", "lm_head"),
             ],
+            ..ModelLayout::default()
         }
     }
 
