@@ -253,41 +253,97 @@ fn pick<'a>(
         return argmax(logits) as i64;
     }
     let inv_t = 1.0 / p.temperature;
-    let mut cand: Vec<(usize, f64)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| (i, l as f64 * inv_t))
-        .collect();
-    cand.sort_by(|a, b| b.1.total_cmp(&a.1));
-    if p.top_k > 0 && p.top_k < cand.len() {
-        cand.truncate(p.top_k);
-    }
-    let max = cand[0].1;
-    let mut probs: Vec<f64> = cand.iter().map(|(_, l)| (l - max).exp()).collect();
-    let sum: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|x| *x /= sum);
+    let scaled = |i: u32| logits[i as usize] as f64 * inv_t;
+    // The candidates in a stable descending sort's order: larger first, the lower index first
+    // among equals. Only as many as the choice needs are ordered (`Ordered::upto`): a full sort
+    // of a 49,152-token vocabulary per row and token cost more than a batch's decoding step.
+    let by_rank = |a: &u32, b: &u32| scaled(*b).total_cmp(&scaled(*a)).then(a.cmp(b));
+    let limit = if p.top_k > 0 && p.top_k < logits.len() {
+        p.top_k
+    } else {
+        logits.len()
+    };
+    let mut cand = Ordered {
+        idx: (0..logits.len() as u32).collect(),
+        sorted: 0,
+        limit,
+    };
+    cand.upto(64, &by_rank);
+    let max = scaled(cand.idx[0]);
+    // The normaliser: over the top `k` in their order, or over the whole vocabulary (each
+    // weight kept, computed once).
+    let weights: Vec<f64>;
+    let weight = |i: u32| (scaled(i) - max).exp();
+    let sum: f64 = if limit < logits.len() {
+        weights = Vec::new();
+        cand.upto(limit, &by_rank);
+        cand.idx[..limit].iter().map(|&i| weight(i)).sum()
+    } else {
+        weights = (0..logits.len() as u32).map(weight).collect();
+        weights.iter().sum()
+    };
+    let prob = |i: u32| match weights.get(i as usize) {
+        Some(w) => w / sum,
+        None => weight(i) / sum,
+    };
+    // How many candidates are kept: the smallest prefix reaching `top_p`.
+    let mut keep = limit;
     if p.top_p < 1.0 {
         let mut acc = 0.0;
-        let mut keep = probs.len();
-        for (i, q) in probs.iter().enumerate() {
-            acc += q;
+        let mut i = 0;
+        while i < limit {
+            cand.upto(i + 1, &by_rank);
+            acc += prob(cand.idx[i]);
             if acc >= p.top_p {
                 keep = i + 1;
                 break;
             }
+            i += 1;
         }
-        probs.truncate(keep);
-        cand.truncate(keep);
     }
-    let total: f64 = probs.iter().sum();
+    let total: f64 = if keep == logits.len() {
+        weights.iter().map(|w| w / sum).sum()
+    } else {
+        cand.upto(keep, &by_rank);
+        cand.idx[..keep].iter().map(|&i| prob(i)).sum()
+    };
     let mut u = rng.next_f64() * total;
-    for (i, q) in probs.iter().enumerate() {
-        if u < *q {
-            return cand[i].0 as i64;
+    for i in 0..keep {
+        cand.upto(i + 1, &by_rank);
+        let q = prob(cand.idx[i]);
+        if u < q {
+            return cand.idx[i] as i64;
         }
         u -= q;
     }
-    cand[cand.len() - 1].0 as i64
+    cand.upto(keep, &by_rank);
+    cand.idx[keep - 1] as i64
+}
+
+/// Token indices of which the first `sorted` are in rank order and the rest are all ranked
+/// after them; [`Ordered::upto`] orders more of them on demand (a selection, then a sort of the
+/// selected, each step taking four times as many as the last).
+struct Ordered {
+    idx: Vec<u32>,
+    sorted: usize,
+    /// The most that may ever be asked for (`top_k`, or the vocabulary).
+    limit: usize,
+}
+
+impl Ordered {
+    fn upto(&mut self, want: usize, by_rank: &impl Fn(&u32, &u32) -> std::cmp::Ordering) {
+        if want <= self.sorted {
+            return;
+        }
+        let want = want.max(4 * self.sorted).max(64).min(self.limit);
+        let rest = &mut self.idx[self.sorted..];
+        let take = want - self.sorted;
+        if take < rest.len() {
+            rest.select_nth_unstable_by(take - 1, by_rank);
+        }
+        rest[..take].sort_unstable_by(by_rank);
+        self.sorted = want;
+    }
 }
 
 /// Index of the largest value (the first one on ties, as torch.argmax).
@@ -325,6 +381,85 @@ mod tests {
         let tok = pick(&mut l, [0i64, 1, 0].iter(), &p, &mut Rng(1));
         assert_eq!(l, vec![1.0, -4.0, 1.5]);
         assert_eq!(tok, 2);
+    }
+
+    /// The sampler before partial ordering: every candidate sorted, then the same rules.
+    fn sorted_pick(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> i64 {
+        let inv_t = 1.0 / p.temperature;
+        let mut cand: Vec<(usize, f64)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i, l as f64 * inv_t))
+            .collect();
+        cand.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if p.top_k > 0 && p.top_k < cand.len() {
+            cand.truncate(p.top_k);
+        }
+        let max = cand[0].1;
+        let mut probs: Vec<f64> = cand.iter().map(|(_, l)| (l - max).exp()).collect();
+        let sum: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= sum);
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            let mut keep = probs.len();
+            for (i, q) in probs.iter().enumerate() {
+                acc += q;
+                if acc >= p.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            cand.truncate(keep);
+        }
+        let total: f64 = probs.iter().sum();
+        let mut u = rng.next_f64() * total;
+        for (i, q) in probs.iter().enumerate() {
+            if u < *q {
+                return cand[i].0 as i64;
+            }
+            u -= q;
+        }
+        cand[cand.len() - 1].0 as i64
+    }
+
+    #[test]
+    fn partial_ordering_samples_as_a_full_sort() {
+        // A vocabulary of 5,000 with repeated values (ties keep the lower index first), draws
+        // reaching deep into the tail at a high temperature, and every truncation rule.
+        let mut state = 0x1234_5678u64;
+        let logits: Vec<f32> = (0..5000)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) % 2000) as f32 / 100.0 - 10.0
+            })
+            .collect();
+        for (temperature, top_k, top_p) in [
+            (1.0, 0, 1.0),
+            (2.0, 0, 1.0),
+            (0.7, 0, 0.9),
+            (1.0, 40, 1.0),
+            (1.0, 3000, 0.95),
+            (1.5, 0, 0.999),
+        ] {
+            let p = SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                ..Default::default()
+            };
+            let (mut a, mut b) = (Rng(99), Rng(99));
+            for _ in 0..300 {
+                let want = sorted_pick(&logits, &p, &mut a);
+                assert_eq!(
+                    pick(&mut logits.clone(), [].iter(), &p, &mut b),
+                    want,
+                    "{p:?}"
+                );
+            }
+        }
     }
 
     #[test]
