@@ -42,11 +42,11 @@ pub use choice::{bf16_kernel_choice, kernel_choice, KernelChoice};
 pub use machine::{
     cpu_model, cpu_pressure, release_freed_heap, training_threads, BUSY_PRESSURE, QUIET_PRESSURE,
 };
+pub use multi::{matmul_many, Product, ProductWeights};
 pub use quant::{
     affine_matmul, dequantize_row, f16_to_f32, quant_kernel_name, quant_matmul, quant_matmul_fine,
     quant_matmul_refined, AffineCodes, BlockType, Blocks, QuantizedActs, QK, QK_K,
 };
-pub use multi::{matmul_many, Product, ProductWeights};
 pub use repack::{deinterleave, interleave, interleaved_row, interleaves};
 
 /// The most activation rows one block kernel takes (and the quantized products): beyond this,

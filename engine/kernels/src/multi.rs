@@ -8,7 +8,7 @@
 //! call ([`crate::skinny_matmul`], [`crate::quant_matmul`]); only who computes it, and when, changes.
 
 use crate::quant::{check_blocks, with_acts, Blocks, Packed};
-use crate::{dot, pool, task_rows, SharedOut, ShapeError, Weights, MAX_ROWS};
+use crate::{dot, pool, task_rows, ShapeError, SharedOut, Weights, MAX_ROWS};
 
 /// One matrix of a [`matmul_many`] call.
 #[derive(Clone, Copy, Debug)]
@@ -67,7 +67,11 @@ pub fn matmul_many(
     let mut tasks = Vec::new();
     for (i, &n) in ns.iter().enumerate() {
         let block = task_rows(n);
-        tasks.extend((0..n).step_by(block).map(|first| (i, first, block.min(n - first))));
+        tasks.extend(
+            (0..n)
+                .step_by(block)
+                .map(|first| (i, first, block.min(n - first))),
+        );
     }
     // With one row the kernels' `[rows, 1]` output is `y`'s layout; with more, each part's
     // `[n, m]` goes to a scratch buffer and is scattered afterwards.
@@ -182,7 +186,10 @@ mod tests {
                 .enumerate()
                 .map(|(i, &n)| values(n * k, 100 + i as u64))
                 .collect();
-            let bf16: Vec<u16> = floats[1].iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+            let bf16: Vec<u16> = floats[1]
+                .iter()
+                .map(|v| (v.to_bits() >> 16) as u16)
+                .collect();
             let mut q8: Vec<Vec<u8>> = sizes
                 .iter()
                 .enumerate()

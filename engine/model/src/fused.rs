@@ -103,7 +103,10 @@ impl Fused {
         {
             return None;
         }
-        let states: Vec<&SlotState> = members.iter().map(|m| slots.get(m)).collect::<Option<_>>()?;
+        let states: Vec<&SlotState> = members
+            .iter()
+            .map(|m| slots.get(m))
+            .collect::<Option<_>>()?;
         let mut weights = Vec::with_capacity(states.len());
         let mut biases = Vec::with_capacity(states.len());
         for s in &states {

@@ -17,8 +17,8 @@
 //!   per-block entry points (recompute one block at a time in the backward pass).
 
 mod context;
-mod fused;
 pub mod cuda;
+mod fused;
 pub mod generate;
 mod mixed;
 mod packed;
