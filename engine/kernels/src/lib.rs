@@ -30,6 +30,7 @@ mod choice;
 mod dot;
 mod dot_bf16;
 mod machine;
+mod multi;
 mod pool;
 mod quant;
 #[cfg(target_arch = "x86_64")]
@@ -41,6 +42,7 @@ pub use choice::{bf16_kernel_choice, kernel_choice, KernelChoice};
 pub use machine::{
     cpu_model, cpu_pressure, release_freed_heap, training_threads, BUSY_PRESSURE, QUIET_PRESSURE,
 };
+pub use multi::{matmul_many, Product, ProductWeights};
 pub use quant::{
     affine_matmul, dequantize_row, f16_to_f32, quant_kernel_name, quant_matmul, quant_matmul_fine,
     quant_matmul_refined, AffineCodes, BlockType, Blocks, QuantizedActs, QK, QK_K,
@@ -182,10 +184,7 @@ pub(crate) fn split_rows(
     rows_into: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
 ) {
     let pool = pool::pool();
-    let block = n
-        .div_ceil(pool.threads() * 4)
-        .max(16)
-        .next_multiple_of(repack::GROUP);
+    let block = task_rows(n);
     let tasks = n.div_ceil(block);
     let run_into = |out: &mut [f32]| {
         let out = SharedOut(out.as_mut_ptr(), out.len());
@@ -215,6 +214,14 @@ pub(crate) fn split_rows(
             }
         });
     }
+}
+
+/// The weight rows of each task when [`split_rows`] splits `n` rows (and [`matmul_many`] one of
+/// its matrices): about four tasks per thread, at least 16 rows, whole interleaved groups.
+pub(crate) fn task_rows(n: usize) -> usize {
+    n.div_ceil(pool::pool().threads() * 4)
+        .max(16)
+        .next_multiple_of(repack::GROUP)
 }
 
 /// An output buffer that tasks on several threads write disjoint stretches of.

@@ -341,7 +341,7 @@ pub fn dequantize_row(ty: BlockType, row: &[u8], out: &mut [f32]) {
 pub(crate) type QKernel = fn(&QuantizedActs, usize, usize, Packed<'_>, usize, usize, &mut [f32]);
 
 /// The fastest kernel this CPU runs (`SWIFT_QKERNEL=vnni|avx2|portable` narrows the choice).
-fn select() -> (&'static str, QKernel) {
+pub(crate) fn select() -> (&'static str, QKernel) {
     static CHOICE: std::sync::OnceLock<(&'static str, QKernel)> = std::sync::OnceLock::new();
     *CHOICE.get_or_init(|| {
         let wanted = std::env::var("SWIFT_QKERNEL").unwrap_or_default();
@@ -484,7 +484,7 @@ pub fn quant_matmul(
 }
 
 /// Checks `x` and `w` for the block products; the weight's row count.
-fn check_blocks(
+pub(crate) fn check_blocks(
     x: &[f32],
     m: usize,
     k: usize,
@@ -681,15 +681,27 @@ fn run(
 ) -> Result<(), ShapeError> {
     check_out(m, n, bias, y)?;
     let kernel = select().1;
-    ACTS.with_borrow_mut(|acts| {
-        acts.quantize_once(x, m, k);
-        let acts = &*acts;
+    with_acts(x, m, k, |acts| {
         split_rows(n, m, y, &|first, rows, out| {
             kernel(acts, m, k, w, first, rows, out)
         });
     });
     add_bias(y, n, bias);
     Ok(())
+}
+
+/// `f` over `x` (`[m, k]`) quantized to 8 bits per block in this thread's buffers
+/// ([`QuantizedActs::quantize_once`]: not again when these are the values quantized last).
+pub(crate) fn with_acts<R>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    f: impl FnOnce(&QuantizedActs) -> R,
+) -> R {
+    ACTS.with_borrow_mut(|acts| {
+        acts.quantize_once(x, m, k);
+        f(acts)
+    })
 }
 
 fn check_out(m: usize, n: usize, bias: Option<&[f32]>, y: &[f32]) -> Result<(), ShapeError> {

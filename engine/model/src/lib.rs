@@ -18,6 +18,7 @@
 
 mod context;
 pub mod cuda;
+mod fused;
 pub mod generate;
 mod mixed;
 mod packed;
@@ -224,6 +225,13 @@ pub trait QuantizedLinear: Send + Sync {
     fn decodes_on_kernels(&self) -> bool {
         false
     }
+    /// The packed blocks a decoding step's product reads, where that product is exactly
+    /// `swift_kernels::quant_matmul` over them (8-bit activations, then the bias): the host then
+    /// may compute it together with sibling slots that read the same input (`fused`). `None`
+    /// (the default) where the slot's product is another.
+    fn decoding_blocks(&self) -> Option<swift_kernels::Blocks<'_>> {
+        None
+    }
 }
 
 /// What [`LoadedModel::quantize_slots`] calls per linear slot: `(slot name, float weight)` to a
@@ -302,6 +310,8 @@ pub struct LoadedModel {
     kind: Kind,
     /// The attention of training passes, when a tuner asked for another than full.
     training_attention: Option<TrainingAttention>,
+    /// Slots that read one input, computed together in decoding steps.
+    fused: fused::Fused,
 }
 
 impl LoadedModel {
@@ -458,6 +468,7 @@ impl LoadedModel {
             device,
             kind,
             training_attention: None,
+            fused: Default::default(),
         })
     }
 
@@ -1012,6 +1023,14 @@ impl LoadedModel {
             .ok_or_else(|| format!("no slot `{slot}` is declared"))?;
         if s.kind != SlotKind::Linear {
             return Err(format!("slot `{slot}` is not a linear slot"));
+        }
+        if s.hooks.is_empty() {
+            if let Some(y) = self.fused.take(slot, x) {
+                return Ok(y);
+            }
+            if let Some(y) = self.fused.compute(&self.slots, slot, x) {
+                return Ok(y);
+            }
         }
         let mut y = match &s.quantized {
             Some(q) => q.forward(x, s.bias.as_ref())?,

@@ -51,6 +51,7 @@ impl LoadedModel {
             device: self.device,
             kind: self.kind,
             training_attention: None,
+            fused: Default::default(),
         })
     }
 }

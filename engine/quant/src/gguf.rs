@@ -214,6 +214,11 @@ impl QuantizedLinear for GgufLinear {
     fn decodes_on_kernels(&self) -> bool {
         true
     }
+
+    fn decoding_blocks(&self) -> Option<Blocks<'_>> {
+        // A decoding step's product is `quant_matmul` except for an output projection's.
+        (!self.output).then(|| self.weights())
+    }
 }
 
 /// Whether the slot stored under `stem` is an output projection: `lm_head` (the Hugging Face
