@@ -8,15 +8,17 @@
 //! GGUF slots): 5 bits per weight read per token instead of the affine kernel's one byte per
 //! code, and nothing else held (the plugin's unpacked codes are dropped).
 //!
-//! Passes other than decoding steps (a prompt, an NLL pass) multiply by the dense weight the
+//! Outside decoding steps, up to [`crate::decode::KERNEL_ROWS`] rows (a short prompt, the
+//! logits of a step's last hidden row) take the fine product (about 16-bit activations), as
+//! the GGUF slots; longer passes (a long prompt, an NLL pass) multiply by the dense weight the
 //! blocks stand for, computed as the plugin's forward computes it (`q · scale + min` in float32,
-//! then libtorch's product in the input's dtype), so prompts, NLL and logits keep the plugin's
-//! values bit for bit. Weights whose scales or mins are not float16 values (GPTQ's and AWQ's
+//! then libtorch's product in the input's dtype), so NLL figures keep the plugin's values. Weights whose scales or mins are not float16 values (GPTQ's and AWQ's
 //! integer zero points give `min = −z · scale`), with an input scale (AWQ), or of other widths
 //! keep the affine kernel ([`crate::linear`]).
 
 use swift_kernels::{
-    dequantize_row, interleave, interleaved_row, quant_matmul, quant_matmul_refined, BlockType,
+    dequantize_row, interleave, interleaved_row, quant_matmul, quant_matmul_fine,
+    quant_matmul_refined, BlockType,
     Blocks, QK,
 };
 use swift_plugin_tensors::quantizer::AffineCodes;
@@ -124,27 +126,31 @@ impl Q41Weight {
             .map_err(msg)
     }
 
-    /// `x · wᵀ (+ bias)`: on the Q4_1 kernel in decoding steps, else through the dense weight.
+    /// `x · wᵀ (+ bias)` as the GGUF slots compute it: up to [`crate::decode::KERNEL_ROWS`]
+    /// rows on the Q4_1 kernel (8-bit activations in decoding steps, the output projection's
+    /// largest outputs recomputed finer; about 16-bit ones elsewhere, e.g. the logits of a
+    /// step's last hidden row, `quant_matmul_fine`), more rows (a long prompt, an NLL pass)
+    /// through the dense weight, as the plugin's forward.
     pub(crate) fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, String> {
-        if swift_model::in_decoding_step() {
-            let (w, k) = (self.blocks(), self.k);
-            let on_kernels = crate::decode::product(
-                x,
-                self.out,
-                k,
-                bias,
-                swift_kernels::MAX_ROWS,
-                |xs, m, b, ys| {
-                    if self.output {
-                        quant_matmul_refined(xs, m, k, w, b, ys, REFINED_LOGITS)
-                    } else {
-                        quant_matmul(xs, m, k, w, b, ys)
-                    }
-                },
-            );
-            if let Some(y) = on_kernels {
-                return y;
-            }
+        let (w, k) = (self.blocks(), self.k);
+        let decoding = swift_model::in_decoding_step();
+        let per_call = if decoding {
+            swift_kernels::MAX_ROWS
+        } else {
+            swift_kernels::WIDE_ROWS
+        };
+        let on_kernels =
+            crate::decode::product(x, self.out, k, bias, per_call, |xs, m, b, ys| {
+                if !decoding {
+                    quant_matmul_fine(xs, m, k, w, b, ys)
+                } else if self.output {
+                    quant_matmul_refined(xs, m, k, w, b, ys, REFINED_LOGITS)
+                } else {
+                    quant_matmul(xs, m, k, w, b, ys)
+                }
+            });
+        if let Some(y) = on_kernels {
+            return y;
         }
         let kind = x.kind();
         let w = self
