@@ -59,6 +59,10 @@ run hqq hqq 4 "$GROUP"
 run gptq gptq 4 "$GROUP" "${CAL[@]}"
 run awq awq 4 "$GROUP" "${CAL[@]}"
 run "gptq 8-bit" gptq 8 "$GROUP" "${CAL[@]}"
+# The output projection (tied: with the token embedding) quantized too (--quant_lm_head).
+run "rtn+lm_head (lossless check)" rtn 4 32 --quant_lm_head
+run "rtn+lm_head" rtn 4 "$GROUP" --quant_lm_head
+run "hqq+lm_head" hqq 4 "$GROUP" --quant_lm_head
 
 [ "${QLORA:-1}" = 0 ] && exit 0
 echo

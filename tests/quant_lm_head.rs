@@ -4,8 +4,8 @@
 //! * the output projection is stored quantized in swift-rs's own layout (tied: once, under the
 //!   token embedding's stem, no float copy; untied: `lm_head.*`, the embedding kept in float),
 //!   `quantization_config` says `lm_head: true` and converts every module;
-//! * the folder's logits equal, within 1e-4, those of a float folder this test writes by
-//!   decoding the stored codes itself (`w = q · scale + min` per group of 32, the layout's
+//! * the folder's logits equal, within 2e-3 (the output projection's fine product), those of a
+//!   float folder this test writes by decoding the stored codes itself (`w = q · scale + min` per group of 32, the layout's
 //!   documented formula), and greedy decoding (whose steps run on swift-kernels' Q4_1 kernel
 //!   over 8-bit activations, the output projection's largest logits recomputed finer) gives the
 //!   float folder's tokens;
@@ -139,7 +139,7 @@ fn rtn_quantizes_the_output_projection_tied_or_not_and_decodes_as_its_dequantize
         assert_eq!(q["modules_not_converted"], serde_json::json!([]), "{q}");
         let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
-        let names: Vec<String> = st.names().into_iter().cloned().collect();
+        let names: Vec<String> = st.names().into_iter().map(String::from).collect();
         let has = |n: &str| names.iter().any(|x| x == n);
         if tied {
             assert!(has("model.embed_tokens.qweight"), "{family}: {names:?}");
@@ -158,8 +158,12 @@ fn rtn_quantizes_the_output_projection_tied_or_not_and_decodes_as_its_dequantize
         };
         let (got, got_greedy) = run(&out);
         let (want, want_greedy) = run(&float);
+        // The prompt's hidden states are the float folder's bit for bit (dense products); its
+        // logits come from the quantized output projection's fine product (activations in 8
+        // bits plus 8 bits of their rounding error per block of 32): within 2e-3.
         let d = max_abs_diff(&got, &want);
-        assert!(d < 1e-4, "{family}: logits differ from the dequantized folder's by {d}");
+        eprintln!("{family}: logits vs the dequantized folder's: max |diff| {d:.2e}");
+        assert!(d < 2e-3, "{family}: logits differ from the dequantized folder's by {d}");
         assert_eq!(got_greedy, want_greedy, "{family}: greedy tokens");
     }
     // GPTQ's layout keeps the output projection in float (the standard's rule).

@@ -8,11 +8,12 @@
 //! GGUF slots): 5 bits per weight read per token instead of the affine kernel's one byte per
 //! code, and nothing else held (the plugin's unpacked codes are dropped).
 //!
-//! Outside decoding steps, up to [`crate::decode::KERNEL_ROWS`] rows (a short prompt, the
-//! logits of a step's last hidden row) take the fine product (about 16-bit activations), as
-//! the GGUF slots; longer passes (a long prompt, an NLL pass) multiply by the dense weight the
-//! blocks stand for, computed as the plugin's forward computes it (`q · scale + min` in float32,
-//! then libtorch's product in the input's dtype), so NLL figures keep the plugin's values. Weights whose scales or mins are not float16 values (GPTQ's and AWQ's
+//! Outside decoding steps an output projection's products of up to
+//! [`crate::decode::KERNEL_ROWS`] rows (the logits of a step's last hidden row, computed after
+//! the step) take the fine product (about 16-bit activations, as the GGUF slots); every other
+//! pass (prompts, NLL) multiplies by the dense weight the blocks stand for, computed as the
+//! plugin's forward computes it (`q · scale + min` in float32, then libtorch's product in the
+//! input's dtype), so prompts and NLL figures keep the plugin's values bit for bit. Weights whose scales or mins are not float16 values (GPTQ's and AWQ's
 //! integer zero points give `min = −z · scale`), with an input scale (AWQ), or of other widths
 //! keep the affine kernel ([`crate::linear`]).
 
@@ -126,14 +127,18 @@ impl Q41Weight {
             .map_err(msg)
     }
 
-    /// `x · wᵀ (+ bias)` as the GGUF slots compute it: up to [`crate::decode::KERNEL_ROWS`]
-    /// rows on the Q4_1 kernel (8-bit activations in decoding steps, the output projection's
-    /// largest outputs recomputed finer; about 16-bit ones elsewhere, e.g. the logits of a
-    /// step's last hidden row, `quant_matmul_fine`), more rows (a long prompt, an NLL pass)
-    /// through the dense weight, as the plugin's forward.
+    /// `x · wᵀ (+ bias)`: in decoding steps on the Q4_1 kernel (8-bit activations, an output
+    /// projection's largest outputs recomputed finer, as the GGUF slots); an output
+    /// projection's products of up to [`crate::decode::KERNEL_ROWS`] rows outside them (the
+    /// logits of a step's last hidden row, which the model computes after the step) on the
+    /// fine product (about 16-bit activations); everything else (prompts, NLL passes) through
+    /// the dense weight, as the plugin's forward.
     pub(crate) fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, String> {
         let (w, k) = (self.blocks(), self.k);
         let decoding = swift_model::in_decoding_step();
+        if !decoding && !self.output {
+            return self.dense_forward(x, bias);
+        }
         let per_call = if decoding {
             swift_kernels::MAX_ROWS
         } else {
@@ -152,6 +157,11 @@ impl Q41Weight {
         if let Some(y) = on_kernels {
             return y;
         }
+        self.dense_forward(x, bias)
+    }
+
+    /// `x · wᵀ (+ bias)` through the dense weight in `x`'s dtype (the plugin's forward).
+    fn dense_forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, String> {
         let kind = x.kind();
         let w = self
             .dense()?
