@@ -49,7 +49,10 @@ fn dequantized_copy(q: &Path, out: &Path, group: usize) {
         }
     }
     let mut config = read_json(&q.join("config.json"));
-    config.as_object_mut().unwrap().remove("quantization_config");
+    config
+        .as_object_mut()
+        .unwrap()
+        .remove("quantization_config");
     std::fs::write(out.join("config.json"), config.to_string()).unwrap();
     let bytes = std::fs::read(q.join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -163,7 +166,10 @@ fn rtn_quantizes_the_output_projection_tied_or_not_and_decodes_as_its_dequantize
         // bits plus 8 bits of their rounding error per block of 32): within 2e-3.
         let d = max_abs_diff(&got, &want);
         eprintln!("{family}: logits vs the dequantized folder's: max |diff| {d:.2e}");
-        assert!(d < 2e-3, "{family}: logits differ from the dequantized folder's by {d}");
+        assert!(
+            d < 2e-3,
+            "{family}: logits differ from the dequantized folder's by {d}"
+        );
         assert_eq!(got_greedy, want_greedy, "{family}: greedy tokens");
     }
     // GPTQ's layout keeps the output projection in float (the standard's rule).
@@ -173,5 +179,8 @@ fn rtn_quantizes_the_output_projection_tied_or_not_and_decodes_as_its_dequantize
         &["--quant_method", "gptq", "--quant_lm_head"],
     );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--quant_lm_head"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("--quant_lm_head"),
+        "{err}"
+    );
 }

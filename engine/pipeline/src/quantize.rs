@@ -365,7 +365,10 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
     } else {
         vec![model.layout().output_slot.clone()]
     };
-    obj.insert("modules_not_converted".into(), serde_json::json!(not_converted));
+    obj.insert(
+        "modules_not_converted".into(),
+        serde_json::json!(not_converted),
+    );
     let group_size = obj.get("group_size").cloned().unwrap_or(Value::Null);
     let mut config = config;
     config["quantization_config"] = qc;

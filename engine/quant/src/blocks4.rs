@@ -19,8 +19,7 @@
 
 use swift_kernels::{
     dequantize_row, interleave, interleaved_row, quant_matmul, quant_matmul_fine,
-    quant_matmul_refined, BlockType,
-    Blocks, QK,
+    quant_matmul_refined, BlockType, Blocks, QK,
 };
 use swift_plugin_tensors::quantizer::AffineCodes;
 use tch::{Kind, Tensor};
@@ -54,8 +53,7 @@ impl Q41Weight {
     pub(crate) fn from_affine(a: &AffineCodes, [out, k]: [i64; 2], output: bool) -> Option<Self> {
         let (out, k) = (usize::try_from(out).ok()?, usize::try_from(k).ok()?);
         let group = usize::try_from(a.group).ok()?;
-        if a.bits != 4 || a.input_scale.is_some() || k % QK != 0 || group % QK != 0 || group == 0
-        {
+        if a.bits != 4 || a.input_scale.is_some() || k % QK != 0 || group % QK != 0 || group == 0 {
             return None;
         }
         let ng = k.div_ceil(group);
@@ -144,16 +142,15 @@ impl Q41Weight {
         } else {
             swift_kernels::WIDE_ROWS
         };
-        let on_kernels =
-            crate::decode::product(x, self.out, k, bias, per_call, |xs, m, b, ys| {
-                if !decoding {
-                    quant_matmul_fine(xs, m, k, w, b, ys)
-                } else if self.output {
-                    quant_matmul_refined(xs, m, k, w, b, ys, REFINED_LOGITS)
-                } else {
-                    quant_matmul(xs, m, k, w, b, ys)
-                }
-            });
+        let on_kernels = crate::decode::product(x, self.out, k, bias, per_call, |xs, m, b, ys| {
+            if !decoding {
+                quant_matmul_fine(xs, m, k, w, b, ys)
+            } else if self.output {
+                quant_matmul_refined(xs, m, k, w, b, ys, REFINED_LOGITS)
+            } else {
+                quant_matmul(xs, m, k, w, b, ys)
+            }
+        });
         if let Some(y) = on_kernels {
             return y;
         }
