@@ -126,7 +126,7 @@ def reads_lm_head_folders(swift):
     """Whether a swift build knows `--quant_lm_head` (so reads such folders)."""
     proc = subprocess.run([swift, "export", "--help"], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-    return "--quant_lm_head" in proc.stdout
+    return "--quant_lm_head" in proc.stdout or "--quant-lm-head" in proc.stdout
 
 
 def swift_run(work, prompts, model, backend, dtype, new_tokens, plugin_dir, swift=SWIFT):
