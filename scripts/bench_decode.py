@@ -13,7 +13,14 @@ Inputs (`--inputs`, any of):
   where rows are whole super-blocks of 256); `swift infer --model FILE.gguf` beside llama-bench
   on the same file;
 * `rtn4`: swift-rs's own 4-bit export (`swift export --quant_method rtn --quant_bits 4
-  --group_size 32`), no llama.cpp counterpart: read it beside Q4_1, the same format in blocks.
+  --group_size 32 --quant_lm_head`: every linear slot and the tied embedding/output projection
+  at 4 bits; loaded as Q4_1 blocks); its llama.cpp counterpart is the Q4_0 GGUF of the same model
+  (llama.cpp's 4-bit type; that file's tied token embedding/output projection is Q8_0, as
+  `swift export --to_gguf` writes it and llama-quantize would, so llama.cpp reads 8.5 bits per
+  output weight where the rtn4 folder reads 5); a `--baseline` build that cannot read that folder (before `--quant_lm_head`) runs
+  `rtn4-float-head` in its place, said in its row;
+* `rtn4-float-head`: the same export without `--quant_lm_head` (the output projection and the
+  embedding in float16, read as float32), no llama.cpp counterpart.
 
 Backends (`--backends`): `pt` (built in) for every input, and `llama_cpp` (the plugin built by
 `make llama-cpp` into target/llama-cpp) for the GGUF inputs.
@@ -67,6 +74,7 @@ GGUF_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k_m", "q6_k"]
 # its K-quants choose plain scales where llama-quantize searches).
 BY_LLAMA_QUANTIZE = {"bf16": "BF16", "q4_k_m": "Q4_K_M", "q6_k": "Q6_K"}
 OWN = "rtn4"
+OWN_FLOAT_HEAD = "rtn4-float-head"
 
 
 def sh(cmd, **kw):
@@ -100,14 +108,25 @@ def gguf_file(ty, llama_dir):
     return path
 
 
-def own_folder():
-    path = os.path.join(GGUF_DIR, "SmolLM2-135M-Instruct-rtn4-g32")
+def own_folder(lm_head):
+    """The own rtn 4-bit export (group 32), with the output projection quantized or not,
+    written once into the cache."""
+    name = "rtn4-g32-lm-head" if lm_head else "rtn4-g32"
+    path = os.path.join(GGUF_DIR, f"SmolLM2-135M-Instruct-{name}")
     if not os.path.exists(os.path.join(path, "config.json")):
         if os.path.exists(path):
             shutil.rmtree(path)
         sh([SWIFT, "export", "--model", MODEL, "--quant_method", "rtn", "--quant_bits", "4",
-            "--group_size", "32", "--output_dir", path, "--log-level", "warn"])
+            "--group_size", "32", "--output_dir", path, "--log-level", "warn"]
+           + (["--quant_lm_head"] if lm_head else []))
     return path
+
+
+def reads_lm_head_folders(swift):
+    """Whether a swift build knows `--quant_lm_head` (so reads such folders)."""
+    proc = subprocess.run([swift, "export", "--help"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    return "--quant_lm_head" in proc.stdout or "--quant-lm-head" in proc.stdout
 
 
 def swift_run(work, prompts, model, backend, dtype, new_tokens, plugin_dir, swift=SWIFT):
@@ -156,7 +175,7 @@ def main():
     ap.add_argument("--baseline", help="another swift binary run in the same rounds (A/B)")
     args = ap.parse_args()
     inputs, backends = args.inputs.split(), args.backends.split()
-    known = list(FOLDER_DTYPES) + GGUF_TYPES + [OWN]
+    known = list(FOLDER_DTYPES) + GGUF_TYPES + [OWN, OWN_FLOAT_HEAD]
     for i in inputs:
         if i not in known:
             sys.exit(f"--inputs takes {' '.join(known)}; got {i}")
@@ -199,7 +218,10 @@ def main():
                 peer = gguf_file(FOLDER_DTYPES[i], llama_dir) if llama_dir else None
                 plan[i] = (MODEL, i, peer)
             elif i == OWN:
-                plan[i] = (own_folder(), None, None)
+                peer = gguf_file("q4_0", llama_dir) if llama_dir else None
+                plan[i] = (own_folder(True), None, peer)
+            elif i == OWN_FLOAT_HEAD:
+                plan[i] = (own_folder(False), None, None)
             else:
                 f = gguf_file(i, llama_dir)
                 plan[i] = (f, None, f)
@@ -218,7 +240,10 @@ def main():
                     if b == "llama_cpp" and not model.endswith(".gguf"):
                         continue
                     for swift, label in swifts:
-                        res, kernel = swift_run(work, prompts, model, b, dtype, args.new_tokens,
+                        m = model
+                        if i == OWN and not reads_lm_head_folders(swift):
+                            m, label = own_folder(False), label + " on " + OWN_FLOAT_HEAD
+                        res, kernel = swift_run(work, prompts, m, b, dtype, args.new_tokens,
                                                 plugin_dir, swift)
                         if kernel:
                             kernels.add(kernel)
@@ -253,6 +278,8 @@ def main():
           "| cores busy | voluntary switches |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for i in plan:
+        if i == OWN and plan[i][2]:
+            print(f"| {i} | (llama.cpp's row: its Q4_0 GGUF of the same model) | | | | | | |")
         whos = [w for w in dict.fromkeys(x["who"] for x in runs if x["input"] == i)]
         med = {w: {k: statistics.median(x[k] for x in runs if x["input"] == i and x["who"] == w)
                    for k in ("decode_tok_s", "prompt_tok_s", "rss_mib", "cores_busy",

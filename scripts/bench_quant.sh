@@ -16,10 +16,13 @@ NLL_TOKENS="${NLL_TOKENS:-2048}"
 N_SAMPLES="${QUANT_N_SAMPLES:-32}"
 CALIB_LEN="${QUANT_MAX_LENGTH:-256}"
 GROUP="${GROUP_SIZE:-128}"
-S=target/release/swift
+# SWIFT=BIN measures another build (its libswift_runtime.so beside it) and builds nothing;
+# QLORA=0 leaves out the QLoRA/LoRA table; ROWS="rtn hqq ..." runs only the rows named (by the
+# first word of their name).
+S="${SWIFT:-target/release/swift}"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
-cargo build --release --quiet -p swift-host -p swift-runtime
+[ -n "${SWIFT:-}" ] || cargo build --release --quiet -p swift-host -p swift-runtime
 
 nll() { "$S" infer --model "$1" --nll_file "$WIKI" --nll_tokens "$NLL_TOKENS" --device cpu 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["nll"])'; }
@@ -32,6 +35,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 python3 -c "import math; print(f'| float32 | 32 | – | {$f32_bytes/1e6:.1f} | 1.00 | {$base:.4f} | {math.exp($base):.2f} | 0 | – |')"
 run() { # name method bits group [extra flags...]
     local name=$1 method=$2 bits=$3 group=$4; shift 4
+    if [ -n "${ROWS:-}" ] && [[ " $ROWS " != *" ${name%% *} "* ]]; then return; fi
     local dir="$OUT/$name" t0 t1
     t0=$(date +%s.%N)
     # bnb has no groups (its 4-bit blocks are 64 elements): it refuses --group_size.
@@ -55,7 +59,12 @@ run hqq hqq 4 "$GROUP"
 run gptq gptq 4 "$GROUP" "${CAL[@]}"
 run awq awq 4 "$GROUP" "${CAL[@]}"
 run "gptq 8-bit" gptq 8 "$GROUP" "${CAL[@]}"
+# The output projection (tied: with the token embedding) quantized too (--quant_lm_head).
+run "rtn+lm_head (lossless check)" rtn 4 32 --quant_lm_head
+run "rtn+lm_head" rtn 4 "$GROUP" --quant_lm_head
+run "hqq+lm_head" hqq 4 "$GROUP" --quant_lm_head
 
+[ "${QLORA:-1}" = 0 ] && exit 0
 echo
 echo "QLoRA (bnb NF4 base, bfloat16 compute) beside LoRA (float32 base): alpaca-en-demo#8, max_length 256,"
 echo "batch 4, 7 steps without shuffling (steps 1 and 7 see the same batch), LoRA r8/α32 all-linear, lr 1e-3"

@@ -36,6 +36,7 @@ mod peft_vision;
 mod plugins;
 mod quant;
 mod quant_contract;
+mod quant_lm_head;
 mod reward_model;
 mod rlhf;
 mod runs;

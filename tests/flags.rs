@@ -474,6 +474,10 @@ const EXPORT: Table = &[
         Refused(&["--quant_method", "awq", "--quant_bits", "4"]),
     ),
     (
+        "quant_lm_head",
+        Refused(&["--quant_method", "bnb", "--quant_bits", "4"]),
+    ),
+    (
         "bnb_4bit_quant_type",
         Refused(&["--quant_method", "rtn", "--quant_bits", "4"]),
     ),
@@ -950,7 +954,7 @@ fn refused_value(flag: &str) -> Vec<&'static str> {
         "top_p" => vec!["0.5"],
         "enable_thinking" => vec!["true"],
         "freeze_vit" | "freeze_aligner" => vec!["false"],
-        "freeze_llm" => vec!["true"],
+        "freeze_llm" | "quant_lm_head" => vec!["true"],
         _ => vec!["3"],
     }
 }

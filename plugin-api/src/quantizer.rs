@@ -54,7 +54,7 @@ pub struct SchemeRequest {
     #[serde(default)]
     pub bits: Option<u8>,
     /// Export / train: the quantization flags the user gave, by name (`group_size`,
-    /// `act_order`, `bnb_4bit_quant_type`, `bnb_4bit_use_double_quant`); a scheme refuses, by
+    /// `act_order`, `quant_lm_head`, `bnb_4bit_quant_type`, `bnb_4bit_use_double_quant`); a scheme refuses, by
     /// name, one that it cannot honour. Load: config.json's `quantization_config`.
     #[serde(default)]
     pub options: serde_json::Map<String, serde_json::Value>,

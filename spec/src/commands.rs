@@ -230,6 +230,11 @@ pub struct ExportSpec {
     /// gptq: quantize columns by decreasing Hessian diagonal (default true).
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = crate::parse_bool))]
     pub act_order: Option<bool>,
+    /// rtn, hqq: quantize the output projection too (`lm_head`; a tied one with the token
+    /// embedding it shares), at --quant_bits, so decoding reads no float matrix (default false:
+    /// kept in float, as the standard layouts do; gptq, awq and bnb refuse it).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = crate::parse_bool))]
+    pub quant_lm_head: Option<bool>,
     /// bnb 4-bit code book: nf4 (default) or fp4.
     #[cfg_attr(feature = "cli", arg(long, value_name = "T"))]
     pub bnb_4bit_quant_type: Option<String>,

@@ -108,7 +108,7 @@ impl ModelBundle {
                 );
                 Some(&gguf)
             } else {
-                packed = crate::quantize::loader(&config, &config_path, regs)?;
+                packed = crate::quantize::loader(&config, &config_path, regs, kind)?;
                 packed
                     .as_ref()
                     .map(|q| q as &dyn swift_model::QuantizedLoader)

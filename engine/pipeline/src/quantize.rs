@@ -56,6 +56,7 @@ pub fn loader(
     config: &Value,
     config_file: &Path,
     regs: &Registries,
+    kind: tch::Kind,
 ) -> Result<Option<swift_quant::SchemeLoader>> {
     let Some(q) = config.get("quantization_config") else {
         return Ok(None);
@@ -83,22 +84,26 @@ pub fn loader(
     };
     let (_, scheme) = scheme(regs, &method, &request)?;
     tracing::info!("quantized folder: {}", scheme.plan().summary);
-    Ok(Some(swift_quant::SchemeLoader {
-        scheme,
-        compute: None,
-    }))
+    Ok(Some(swift_quant::SchemeLoader::new(scheme, kind)))
 }
 
-/// Linear slots to quantize: every linear slot but the output projection.
-fn target_slots(model: &LoadedModel) -> Vec<String> {
+/// Linear slots to quantize: every linear slot but the output projection, which is included
+/// when `lm_head` (the scheme's plan says so in its `quantization_config`: `lm_head: true`).
+fn target_slots(model: &LoadedModel, lm_head: bool) -> Vec<String> {
     let layout = model.layout();
     layout
         .slots
         .iter()
         .filter(|s| s.kind == swift_plugin_tensors::model::SlotKind::Linear)
-        .filter(|s| s.name != layout.output_slot)
+        .filter(|s| lm_head || s.name != layout.output_slot)
         .map(|s| s.name.clone())
         .collect()
+}
+
+/// Whether a scheme's `quantization_config` quantizes the output projection (`lm_head: true`,
+/// GPTQModel's key; a scheme that honours `--quant_lm_head` writes it).
+fn quantizes_lm_head(config: &Value) -> bool {
+    config.get("lm_head").and_then(Value::as_bool) == Some(true)
 }
 
 /// `swift sft --quant_method NAME --quant_bits B`: checks the combination and quantizes the
@@ -146,7 +151,7 @@ fn quantize_for_training(
             "--quant_method {name} needs calibration data; QLoRA quantizes the base on the fly: use --quant_method bnb (or hqq / rtn)"
         );
     }
-    let targets = target_slots(model);
+    let targets = target_slots(model, false);
     let done = model.quantize_slots(&mut |slot, w| {
         if !targets.iter().any(|t| t == slot) {
             return Ok(None);
@@ -232,6 +237,9 @@ fn export_options(args: &ExportSpec) -> Map<String, Value> {
     if let Some(a) = args.act_order {
         o.insert("act_order".into(), a.into());
     }
+    if let Some(l) = args.quant_lm_head {
+        o.insert("quant_lm_head".into(), l.into());
+    }
     if let Some(t) = &args.bnb_4bit_quant_type {
         o.insert("bnb_4bit_quant_type".into(), t.clone().into());
     }
@@ -298,7 +306,8 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
             dir.display()
         );
     }
-    let targets = target_slots(&model);
+    let lm_head = quantizes_lm_head(&plan.config);
+    let targets = target_slots(&model, lm_head);
     let started = std::time::Instant::now();
     tracing::info!("quantizing with {}", plan.summary);
 
@@ -351,9 +360,14 @@ pub fn run(args: &ExportSpec, plugins: &PluginSettings) -> Result<String> {
     let Some(obj) = qc.as_object_mut() else {
         bail!("quantizer `{method}` returned a quantization_config that is not an object");
     };
+    let not_converted: Vec<String> = if lm_head {
+        Vec::new()
+    } else {
+        vec![model.layout().output_slot.clone()]
+    };
     obj.insert(
         "modules_not_converted".into(),
-        serde_json::json!([model.layout().output_slot.clone()]),
+        serde_json::json!(not_converted),
     );
     let group_size = obj.get("group_size").cloned().unwrap_or(Value::Null);
     let mut config = config;

@@ -224,7 +224,7 @@ impl QuantizedLinear for GgufLinear {
 /// Whether the slot stored under `stem` is an output projection: `lm_head` (the Hugging Face
 /// name `swift_gguf` gives GGUF's `output`), or the token embedding a tied output projection
 /// reads (an embedding slot itself never multiplies: it hands out rows).
-fn is_output_projection(stem: &str) -> bool {
+pub(crate) fn is_output_projection(stem: &str) -> bool {
     let last = stem.rsplit('.').next().unwrap_or(stem);
     matches!(last, "lm_head" | "embed_tokens")
 }

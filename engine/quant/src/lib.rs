@@ -18,6 +18,7 @@
 //! documents the built-ins'); config.json's `quantization_config` is the scheme's, with
 //! `modules_not_converted` added.
 
+mod blocks4;
 pub mod calib;
 mod decode;
 pub mod gguf;

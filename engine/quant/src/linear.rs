@@ -8,9 +8,9 @@
 //! [`SchemeLoader`] reads each quantized slot's stored tensors (`STEM.*`) and hands them to the
 //! scheme; [`save`] writes a quantized model folder.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use swift_model::weights::{Checkpoint, MappedFile};
 use swift_model::{LoadedModel, ModelError, QuantizedLinear, QuantizedLoader};
@@ -23,7 +23,16 @@ use crate::{msg, QuantError, Result};
 
 /// A quantized `[out, in]` linear weight held by a quantizer plugin.
 pub struct PluginLinear {
-    slot: PackedSlotHandle,
+    /// The plugin's packed slot; `None` once a loaded weight is held as Q4_1 blocks alone.
+    slot: Option<PackedSlotHandle>,
+    /// The weight as Q4_1 blocks (4-bit affine weights whose scales and mins are float16
+    /// values, read from a folder: [`crate::blocks4`]), which then serve every call.
+    blocks: Option<crate::blocks4::Q41Weight>,
+    /// The stored tensors, by name without the stem, when `slot` is `None` (what `tensors()`
+    /// hands back).
+    stored: Vec<(String, Tensor)>,
+    /// The dtype of embedding rows handed out (the model's).
+    kind: Kind,
     shape: [i64; 2],
     compute: Option<Kind>,
     /// The weight in the host's affine layout, when the plugin offers it and the integer kernel
@@ -62,7 +71,10 @@ impl PluginLinear {
     pub fn new(slot: PackedSlotHandle, shape: [i64; 2]) -> std::result::Result<Self, String> {
         let kernel = slot.affine_codes()?.filter(|a| kernel_reads(a, shape));
         Ok(Self {
-            slot,
+            slot: Some(slot),
+            blocks: None,
+            stored: Vec::new(),
+            kind: Kind::Float,
             shape,
             compute: None,
             kernel,
@@ -70,11 +82,49 @@ impl PluginLinear {
         })
     }
 
+    /// A slot read from a folder (`stored`: its tensors, names without the stem; `output`: an
+    /// output projection, or the token embedding a tied one reads; `kind`: the model's dtype):
+    /// a 4-bit affine weight that is exactly Q4_1 blocks is held as those alone (the plugin's
+    /// slot dropped, [`crate::blocks4`]), anything else as [`PluginLinear::new`].
+    fn loaded(
+        slot: PackedSlotHandle,
+        shape: [i64; 2],
+        stored: Vec<(String, Tensor)>,
+        output: bool,
+        kind: Kind,
+    ) -> std::result::Result<Self, String> {
+        let mut p = Self::new(slot, shape)?;
+        p.kind = kind;
+        let blocks = p
+            .kernel
+            .as_ref()
+            .and_then(|a| crate::blocks4::Q41Weight::from_affine(a, shape, output));
+        if blocks.is_some() {
+            p.blocks = blocks;
+            p.kernel = None;
+            p.slot = None;
+            p.stored = stored;
+        }
+        Ok(p)
+    }
+
     /// Computes in `kind` (the input is cast to it and the result back); never on the kernels.
     pub fn with_compute(mut self, kind: Kind) -> Self {
         self.compute = Some(kind);
         self.kernel = None;
         self
+    }
+
+    /// Whether the weight is held as Q4_1 blocks (decoding on swift-kernels' Q4_1 kernel).
+    pub fn holds_blocks(&self) -> bool {
+        self.blocks.is_some()
+    }
+
+    /// The plugin's slot (present unless the weight is held as blocks, which serve every call).
+    fn plugin(&self) -> std::result::Result<&PackedSlotHandle, String> {
+        self.slot
+            .as_ref()
+            .ok_or_else(|| "the quantized slot is held as Q4_1 blocks".to_string())
     }
 
     /// Bytes of the stored tensors.
@@ -142,13 +192,16 @@ impl QuantizedLinear for PluginLinear {
         if let Some(y) = self.on_kernels(x, bias) {
             return y;
         }
+        if let Some(b) = &self.blocks {
+            return b.forward(x, bias);
+        }
         let kind = self.compute.unwrap_or(x.kind());
         let xin = if x.kind() != kind {
             x.f_to_kind(kind).map_err(msg)?
         } else {
             x.shallow_clone()
         };
-        let y = self.slot.forward(&xin, bias)?;
+        let y = self.plugin()?.forward(&xin, bias)?;
         if y.kind() != x.kind() {
             y.f_to_kind(x.kind()).map_err(msg)
         } else {
@@ -157,15 +210,67 @@ impl QuantizedLinear for PluginLinear {
     }
 
     fn decodes_on_kernels(&self) -> bool {
-        self.kernel.is_some()
+        self.kernel.is_some() || self.blocks.is_some()
     }
 
     fn dequantize(&self) -> std::result::Result<Tensor, String> {
-        self.slot.dequantize()
+        match &self.blocks {
+            Some(b) => b.dense(),
+            None => self.plugin()?.dequantize(),
+        }
+    }
+
+    fn embedding(&self, ids: &Tensor) -> std::result::Result<Tensor, String> {
+        if let Some(b) = &self.blocks {
+            return b.embedding(ids, self.kind);
+        }
+        // The rows of the codes and their groups' scales and mins, when the weight is offered
+        // in the affine layout; else the dequantized weight's rows.
+        let rows = match &self.kernel {
+            Some(a) => {
+                let idx = ids.f_flatten(0, -1).map_err(msg)?;
+                let k = self.shape[1];
+                let pick = |t: &Tensor| {
+                    t.f_index_select(0, &idx).and_then(|t| {
+                        t.f_repeat_interleave_self_int(a.group, 1, None)?
+                            .f_narrow(1, 0, k)
+                    })
+                };
+                let q = a
+                    .codes
+                    .f_index_select(0, &idx)
+                    .and_then(|q| q.f_to_kind(Kind::Float))
+                    .map_err(msg)?;
+                let s = pick(&a.scales).map_err(msg)?;
+                let m = pick(&a.mins).map_err(msg)?;
+                let mut w = q.f_mul(&s).and_then(|w| w.f_add(&m)).map_err(msg)?;
+                if let Some(is) = &a.input_scale {
+                    w = w.f_div(is).map_err(msg)?;
+                }
+                w
+            }
+            None => self
+                .plugin()?
+                .dequantize()?
+                .f_index_select(0, &ids.f_flatten(0, -1).map_err(msg)?)
+                .map_err(msg)?,
+        };
+        let mut size = ids.size();
+        size.push(self.shape[1]);
+        rows.f_view(size.as_slice())
+            .and_then(|t| t.f_to_kind(self.kind))
+            .map_err(msg)
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        match self.slot.tensors() {
+        let Some(slot) = &self.slot else {
+            return self
+                .stored
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect();
+        };
+        match slot.tensors() {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!("a quantized slot could not list its tensors: {e}");
@@ -177,11 +282,28 @@ impl QuantizedLinear for PluginLinear {
 
 /// Reads quantized slots through a quantizer's scheme (the [`QuantizedLoader`] of quantized
 /// model folders): every stored tensor `STEM.<name>` of a slot is handed to the scheme as
-/// `<name>`, in its stored dtype, borrowing the mapped file where it can.
+/// `<name>`, in its stored dtype, borrowing the mapped file where it can. A stored weight read
+/// by two slots (a tied output projection and its token embedding) is loaded once and shared.
 pub struct SchemeLoader {
     pub scheme: SchemeHandle,
     /// Compute dtype of the loaded slots (default: the input's).
     pub compute: Option<Kind>,
+    /// The model's dtype (of embedding rows).
+    pub kind: Kind,
+    /// The slots loaded so far, by stem and the address of their first stored tensor.
+    loaded: Mutex<HashMap<(String, usize), Arc<PluginLinear>>>,
+}
+
+impl SchemeLoader {
+    /// A loader through `scheme` for a model of dtype `kind`.
+    pub fn new(scheme: SchemeHandle, kind: Kind) -> Self {
+        Self {
+            scheme,
+            compute: None,
+            kind,
+            loaded: Mutex::default(),
+        }
+    }
 }
 
 impl QuantizedLoader for SchemeLoader {
@@ -217,13 +339,43 @@ impl QuantizedLoader for SchemeLoader {
             }
             tensors.push((name[prefix.len()..].to_string(), l.tensor));
         }
+        let key = (
+            stem.to_string(),
+            tensors.first().map_or(0, |(_, t)| t.data_ptr() as usize),
+        );
+        let mut cache = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = cache.get(&key) {
+            return Ok(Some(p.clone()));
+        }
         let slot = self.scheme.load(stem, shape, &tensors).map_err(bad)?;
-        let mut p = PluginLinear::new(slot, shape).map_err(bad)?;
-        if let Some(k) = self.compute {
-            p = p.with_compute(k);
+        let mut p = match self.compute {
+            Some(k) => PluginLinear::new(slot, shape).map_err(bad)?.with_compute(k),
+            None => {
+                let stored = tensors
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                    .collect();
+                let output = crate::gguf::is_output_projection(stem);
+                PluginLinear::loaded(slot, shape, stored, output, self.kind).map_err(bad)?
+            }
+        };
+        if p.holds_blocks() {
+            // The stored tensors are read again only if the folder is saved: their pages of
+            // the mapping go back to the file until then.
+            for (_, t) in &tensors {
+                let bytes = t.numel() * t.kind().elt_size_in_bytes();
+                for f in &keep {
+                    f.release(t.data_ptr() as usize, bytes);
+                }
+            }
         }
         p._keep = keep;
-        Ok(Some(Arc::new(p)))
+        let p = Arc::new(p);
+        cache.insert(key, p.clone());
+        Ok(Some(p))
     }
 }
 
@@ -242,10 +394,21 @@ pub fn save(model: &LoadedModel, out: &Path, dtype: Kind) -> Result<u64> {
             t
         })
     };
+    // A stored weight that one of its slots holds quantized (a tied output projection quantized
+    // with `--quant_lm_head`: the embedding slot reads the same weight) is stored quantized, once.
+    let quantized_weights: HashSet<&str> = layout
+        .slots
+        .iter()
+        .filter(|d| model.slot(&d.name).is_some_and(|s| s.quantized.is_some()))
+        .map(|d| d.weight.as_str())
+        .collect();
     for decl in &layout.slots {
         let Some(s) = model.slot(&decl.name) else {
             continue;
         };
+        if s.quantized.is_none() && quantized_weights.contains(decl.weight.as_str()) {
+            continue;
+        }
         if !seen.insert(decl.weight.clone()) {
             continue;
         }

@@ -110,6 +110,11 @@ pub struct QuantConfig {
     /// The layout of the stored tensors (see the crate docs).
     #[serde(default)]
     pub format: String,
+    /// rtn, hqq (`--quant_lm_head`): the output projection is quantized too (GPTQModel's
+    /// `lm_head` key); a tied one is stored once, under the token embedding's stem, and serves
+    /// the embedding's rows as well.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lm_head: bool,
 }
 
 impl QuantConfig {
@@ -126,6 +131,7 @@ impl QuantConfig {
             bnb_4bit_use_double_quant: bnb4,
             desc_act: method == "gptq",
             format: FORMAT.into(),
+            lm_head: false,
         }
     }
 }
@@ -155,7 +161,8 @@ fn options_of(method: &str) -> &'static [&'static str] {
     match method {
         "bnb" => &["bnb_4bit_quant_type", "bnb_4bit_use_double_quant"],
         "gptq" => &["group_size", "act_order"],
-        _ => &["group_size"],
+        "awq" => &["group_size"],
+        _ => &["group_size", "quant_lm_head"],
     }
 }
 
@@ -182,6 +189,7 @@ impl Builtin {
                     "act_order" => " (gptq's)",
                     "bnb_4bit_quant_type" | "bnb_4bit_use_double_quant" => " (bnb's)",
                     "group_size" => " (bnb's 4-bit blocks are 64 elements)",
+                    "quant_lm_head" => " (rtn's and hqq's: gptq and awq keep the output projection in float, as GPTQ's and AutoAWQ's layouts do by default; bnb's formats do not serve a tied embedding's rows)",
                     _ => "",
                 };
                 return Err(format!(
@@ -198,6 +206,9 @@ impl Builtin {
         }
         if let Some(a) = opt_bool(o, "act_order")? {
             cfg.desc_act = a;
+        }
+        if let Some(l) = opt_bool(o, "quant_lm_head")? {
+            cfg.lm_head = l;
         }
         if name == "bnb" {
             let t = o.get("bnb_4bit_quant_type").filter(|v| !v.is_null());

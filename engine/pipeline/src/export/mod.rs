@@ -103,6 +103,7 @@ const QUANT_FLAGS: &[&str] = &[
     "quant_n_samples",
     "max_length",
     "act_order",
+    "quant_lm_head",
     "bnb_4bit_quant_type",
     "bnb_4bit_use_double_quant",
     "device",
