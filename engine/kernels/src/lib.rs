@@ -156,10 +156,10 @@ pub(crate) fn matmul_with(
         });
         return;
     }
-    // More rows than a walk takes: register-blocked tiles (src/tile.rs) where the CPU has them,
-    // else each task walks its block of weight rows once per chunk of activation rows (after
-    // the first chunk the block is in cache).
-    if let Some(tiles) = tile::select(w) {
+    // More rows than two walks take: register-blocked tiles (src/tile.rs) where the CPU has
+    // them, else each task walks its block of weight rows once per chunk of activation rows
+    // (after the first chunk the block is in cache).
+    if let Some(tiles) = tile::select(w).filter(|_| m >= tile::FROM_ROWS) {
         split_rows(n, m, y, &|first, rows, out| {
             tiles(x, m, k, w, first, rows, out)
         });
