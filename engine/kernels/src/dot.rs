@@ -116,6 +116,17 @@ pub(crate) fn portable(
     }
 }
 
+/// The horizontal sum of 8 float32 lanes, in the order every 8-lane walk (and tile,
+/// src/tile.rs) uses, so that they agree bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn hsum8(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     //! 8 lanes of float32. A block of weight rows is walked as two halves side by side: weight
@@ -357,7 +368,7 @@ mod avx2 {
                 s0 = _mm256_add_ps(s0, a0[j * U + u]);
                 s1 = _mm256_add_ps(s1, a1[j * U + u]);
             }
-            let (mut t0, mut t1) = (hsum(s0), hsum(s1));
+            let (mut t0, mut t1) = (super::hsum8(s0), super::hsum8(s1));
             for c in i..k {
                 let xv = *xp.add(j * k + c);
                 t0 += scalar(c) * xv;
@@ -370,13 +381,6 @@ mod avx2 {
                 *a.out.add(a.out_second + j) = t1;
             }
         }
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
     }
 }
 

@@ -36,6 +36,7 @@ mod quant;
 #[cfg(target_arch = "x86_64")]
 mod quant_x86;
 mod repack;
+mod tile;
 
 pub use attention::{decode_attention, CacheView, DecodeShape};
 pub use choice::{bf16_kernel_choice, kernel_choice, KernelChoice};
@@ -157,8 +158,15 @@ pub(crate) fn matmul_with(
         });
         return;
     }
-    // More rows than a kernel takes: each task walks its block of weight rows once per chunk of
-    // activation rows; after the first chunk the block is in cache.
+    // More rows than two walks take: register-blocked tiles (src/tile.rs) where the CPU has
+    // them, else each task walks its block of weight rows once per chunk of activation rows
+    // (after the first chunk the block is in cache).
+    if let Some(tiles) = tile::select(w).filter(|_| m >= tile::FROM_ROWS) {
+        split_rows(n, m, y, &|first, rows, out| {
+            tiles(x, m, k, w, first, rows, out)
+        });
+        return;
+    }
     split_rows(n, m, y, &|first, rows, out| {
         let mut part = vec![0f32; rows * MAX_ROWS];
         for c0 in (0..m).step_by(MAX_ROWS) {
