@@ -464,7 +464,7 @@ pub struct TrainerArgs {
     pub resume_from_checkpoint: Option<PathBuf>,
     /// Rows per forward/backward pass inside a micro-batch (1: the least memory; 0: the whole
     /// micro-batch at once), laid end to end without padding. The gradient is the same.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
     #[serde(deserialize_with = "range::de::<usize, range::Any, _>")]
     pub rows_per_pass: usize,
     /// Recompute each transformer block's activations in the backward pass instead of keeping

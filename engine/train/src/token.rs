@@ -18,7 +18,11 @@
 //!   validation rows ([`evaluate`]), which the loop logs as `eval_loss`, `eval_token_acc`.
 //! * Dropout is re-seeded before every pass from a seed drawn once per step (the loop seeds the
 //!   step) and the pass's first unit index, so a pass draws the same masks on whichever rank
-//!   runs it: with one row per pass (the default) two ranks equal one process with dropout on.
+//!   runs it: with one row per pass two ranks equal one process with dropout on (with the
+//!   default two rows per pass, when each rank's passes are the same rows as one process's).
+//! * The output projection and cross-entropy run on pieces of 128 labelled positions, each
+//!   piece's backward at once ([`backward_loss`]), so a pass never holds the logits of all its
+//!   labelled positions: what lets two rows per pass be the default within the memory target.
 //! * Data parallel evaluation: each rank evaluates its share of the validation batches and the
 //!   sums are added over the ranks.
 
@@ -39,6 +43,13 @@ fn batch_loss(
     model: &LoadedModel,
     b: &Batch,
 ) -> Result<Option<crate::loss::TokenLoss>, TrainError> {
+    let (hidden, labels, scale) = forward_hidden(model, b)?;
+    hidden_loss(model, &hidden, &labels, &scale)
+}
+
+/// The forward pass of one padded (or packed) batch up to the final hidden states, with the
+/// batch's labels and loss scales as tensors.
+fn forward_hidden(model: &LoadedModel, b: &Batch) -> Result<(Tensor, Tensor, Tensor), TrainError> {
     let (ids, labels, scale, mask) = tensors(b, model.device())?;
     let hidden = if b.packed {
         let shape = [b.batch as i64, b.seq_len as i64];
@@ -48,7 +59,7 @@ fn batch_loss(
     } else {
         forward_padded(model, b, &ids, &mask)?
     };
-    hidden_loss(model, &hidden, &labels, &scale)
+    Ok((hidden, labels, scale))
 }
 
 /// The training forward pass of a padded batch, with its images when it has some.
@@ -92,6 +103,77 @@ fn hidden_loss(
         &lab,
         &sc,
     )?))
+}
+
+/// Labelled positions whose logits one piece of [`backward_loss`] holds at a time: 128 of them
+/// are 24 MiB of float32 logits over a 49,152-token vocabulary (times four with log-softmax and
+/// both gradients), and 128 rows keep the output projection's product tall.
+const LOSS_CHUNK: i64 = 128;
+
+/// One pass's forward and backward without gradient checkpointing: the loss (Σ scale·CE divided
+/// by `denom`, as a number) and the correctly predicted labels; `None` for sequences too short to
+/// predict anything.
+///
+/// The output projection and cross-entropy run [`LOSS_CHUNK`] labelled positions at a time on a
+/// detached copy of the final hidden states, each piece's backward run at once (so the logits of
+/// the whole pass, `[labelled × vocabulary]`, and their gradient are never held together, and
+/// a trainable output projection gets its gradient there); the blocks then run backward from the
+/// hidden states' gradient. The same gradient as one backward through the whole graph, in a
+/// different order of summation only for a trainable output projection's weight.
+fn backward_loss(
+    model: &LoadedModel,
+    b: &Batch,
+    denom: f64,
+) -> Result<Option<(f64, i64)>, TrainError> {
+    let (hidden, labels, scale) = forward_hidden(model, b)?;
+    let s = hidden.size();
+    let (hb, ht, hd) = (s[0], s[1], s[2]);
+    if ht < 2 {
+        return Ok(None);
+    }
+    let (lab, sc, idx) = labelled_positions(&labels, &scale)?;
+    let picked = hidden
+        .f_narrow(1, 0, ht - 1)?
+        .f_reshape([hb * (ht - 1), hd])?
+        .f_index_select(0, &idx)?;
+    drop(hidden);
+    let n = picked.size()[0];
+    let (mut loss, mut correct) = (0.0f64, 0i64);
+    let mut grads = Vec::new();
+    let mut start = 0;
+    // One piece at least: a pass without labelled positions still runs backward (a zero), so
+    // every trainable tensor has a gradient as before.
+    loop {
+        let len = LOSS_CHUNK.min(n - start);
+        let leaf = picked
+            .f_narrow(0, start, len)?
+            .f_detach()?
+            .set_requires_grad(picked.requires_grad());
+        let tl = token_loss_flat(
+            &model.logits_train(&leaf)?,
+            &lab.f_narrow(0, start, len)?,
+            &sc.f_narrow(0, start, len)?,
+        )?;
+        let part = tl.sum.f_div_scalar(denom)?;
+        loss += f64::try_from(part.f_detach()?.f_to_kind(Kind::Double)?)?;
+        correct += tl.correct;
+        if part.requires_grad() {
+            part.f_backward()?;
+        }
+        if leaf.requires_grad() {
+            grads.push(leaf.grad());
+        }
+        start += len;
+        if start >= n {
+            break;
+        }
+    }
+    if picked.requires_grad() && !grads.is_empty() {
+        // Σ picked ⊙ g backward hands the blocks exactly g.
+        let g = Tensor::f_cat(&grads, 0)?;
+        picked.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
+    }
+    Ok(Some((loss, correct)))
 }
 
 /// One micro-batch's forward and backward with gradient checkpointing: the loss (Σ scale·CE
@@ -313,13 +395,11 @@ impl Objective for TokenObjective<'_> {
                 }
                 continue;
             }
-            let Some(tl) = batch_loss(self.model, b)? else {
+            let Some((part, c)) = backward_loss(self.model, b, denom)? else {
                 continue;
             };
-            let part = tl.sum.f_div_scalar(denom)?;
-            loss += f64::try_from(part.f_detach()?.f_to_kind(Kind::Double)?)?;
-            part.f_backward()?;
-            correct += tl.correct;
+            loss += part;
+            correct += c;
             tokens += b.num_tokens;
         }
         Ok(StepOutput {
