@@ -273,6 +273,7 @@ const TRAINING: Table = &[
         Asserted("resuming_gives_the_losses_of_an_uninterrupted_run"),
     ),
     ("rows_per_pass", Recorded(&["0"])),
+    ("max_pass_tokens", Recorded(&["0"])),
     ("gradient_checkpointing", Recorded(&["true"])),
     (
         "packing",
@@ -316,6 +317,7 @@ const RLHF: Table = &[
     ("center_rewards_coefficient", Refused(&[])),
     ("ref_model", Refused(&["--rlhf_type", "orpo"])),
     ("rows_per_pass", Refused(&[])),
+    ("max_pass_tokens", Refused(&[])),
 ];
 
 const INFER: Table = &[

@@ -3,7 +3,8 @@
 //!
 //! * Units: the encoded rows, or with `--packing` the sequences they are packed into once,
 //!   before the first epoch (ms-swift's `PackingDataset`).
-//! * One optimiser step: its micro-batches are split into passes of `rows_per_pass` rows, each
+//! * One optimiser step: its micro-batches are split into passes of `rows_per_pass` rows and at
+//!   most `max_pass_tokens` tokens ([`passes`]), each
 //!   pass's rows laid end to end in one sequence without padding (padded instead with gradient
 //!   checkpointing or a training attention of the tuner's; `--packing`'s sequences stacked),
 //!   and each pass's loss, Σ scale·CE divided by the labelled
@@ -32,7 +33,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::TrainError;
 use crate::collate::{tensors, Batch, Collator, EncodedRow};
-use crate::loss::{labelled_positions, shifted_label_count, token_loss_flat};
+use crate::loss::{backward_in_pieces, labelled_positions, shifted_label_count, token_loss_flat};
 use crate::run_dir::RunDir;
 use crate::trainer::{Objective, StepOutput, TrainConfig, TrainHooks, TrainSummary};
 
@@ -137,43 +138,10 @@ fn backward_loss(
         .f_reshape([hb * (ht - 1), hd])?
         .f_index_select(0, &idx)?;
     drop(hidden);
-    let n = picked.size()[0];
-    let (mut loss, mut correct) = (0.0f64, 0i64);
-    let mut grads = Vec::new();
-    let mut start = 0;
-    // One piece at least: a pass without labelled positions still runs backward (a zero), so
-    // every trainable tensor has a gradient as before.
-    loop {
-        let len = LOSS_CHUNK.min(n - start);
-        let leaf = picked
-            .f_narrow(0, start, len)?
-            .f_detach()?
-            .set_requires_grad(picked.requires_grad());
-        let tl = token_loss_flat(
-            &model.logits_train(&leaf)?,
-            &lab.f_narrow(0, start, len)?,
-            &sc.f_narrow(0, start, len)?,
-        )?;
-        let part = tl.sum.f_div_scalar(denom)?;
-        loss += f64::try_from(part.f_detach()?.f_to_kind(Kind::Double)?)?;
-        correct += tl.correct;
-        if part.requires_grad() {
-            part.f_backward()?;
-        }
-        if leaf.requires_grad() {
-            grads.push(leaf.grad());
-        }
-        start += len;
-        if start >= n {
-            break;
-        }
-    }
-    if picked.requires_grad() && !grads.is_empty() {
-        // Σ picked ⊙ g backward hands the blocks exactly g.
-        let g = Tensor::f_cat(&grads, 0)?;
-        picked.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
-    }
-    Ok(Some((loss, correct)))
+    let project = |h: &Tensor| Ok(model.logits_train(h)?);
+    Ok(Some(backward_in_pieces(
+        &picked, &lab, &sc, denom, LOSS_CHUNK, &project,
+    )?))
 }
 
 /// One micro-batch's forward and backward with gradient checkpointing: the loss (Σ scale·CE
@@ -241,6 +209,33 @@ pub fn evaluate(
     Ok((sum / n, correct as f64 / n))
 }
 
+/// A micro-batch's units `idx` split into passes, in order: each pass takes units while it has
+/// fewer than `rows` of them (0: no limit) and their tokens (`tokens(unit)`) total at most
+/// `budget` (0: no limit); a unit longer than `budget` makes a pass alone.
+pub(crate) fn passes(
+    idx: &[usize],
+    rows: usize,
+    budget: usize,
+    tokens: impl Fn(usize) -> usize,
+) -> Vec<&[usize]> {
+    let mut out = Vec::new();
+    let (mut start, mut total) = (0, 0);
+    for (i, &k) in idx.iter().enumerate() {
+        let n = tokens(k);
+        let full = rows != 0 && i - start >= rows;
+        let over = budget != 0 && total + n > budget;
+        if i > start && (full || over) {
+            out.push(&idx[start..i]);
+            (start, total) = (i, 0);
+        }
+        total += n;
+    }
+    if start < idx.len() {
+        out.push(&idx[start..]);
+    }
+    out
+}
+
 /// What a logging window of the token objective sums.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct TokenWindow {
@@ -260,6 +255,7 @@ pub struct TokenObjective<'a> {
     collator: Collator,
     pad_id: u32,
     rows_per_pass: usize,
+    max_pass_tokens: usize,
     checkpointing: bool,
     /// A pass over several rows lays them end to end (no padding) instead of padding them:
     /// not with gradient checkpointing (its recomputed blocks take no packed mask) nor with a
@@ -319,6 +315,7 @@ impl<'a> TokenObjective<'a> {
             },
             pad_id: cfg.pad_id,
             rows_per_pass: cfg.rows_per_pass,
+            max_pass_tokens: cfg.max_pass_tokens,
             checkpointing: cfg.gradient_checkpointing,
             end_to_end: !cfg.gradient_checkpointing && !model.has_training_attention(),
             eval_batch: cfg.batch_size.max(1),
@@ -342,26 +339,20 @@ impl Objective for TokenObjective<'_> {
         // on every rank), so its masks do not depend on which rank runs it or what ran before.
         let base = Tensor::f_randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu))?
             .f_int64_value(&[0])?;
-        let firsts: Vec<usize> = group
+        let unit_tokens = |k: usize| match &self.packs {
+            Some(packs) => packs[k].num_tokens,
+            None => self.rows[k].input_ids.len(),
+        };
+        let passes: Vec<&[usize]> = group
             .iter()
-            .flat_map(|idx| {
-                idx.chunks(if self.rows_per_pass == 0 {
-                    idx.len().max(1)
-                } else {
-                    self.rows_per_pass
-                })
-            })
+            .flat_map(|idx| passes(idx, self.rows_per_pass, self.max_pass_tokens, unit_tokens))
+            .collect();
+        let firsts: Vec<usize> = passes
+            .iter()
             .map(|idx| idx.first().copied().unwrap_or(0))
             .collect();
-        let micro: Vec<Batch> = group
+        let micro: Vec<Batch> = passes
             .iter()
-            .flat_map(|idx| {
-                idx.chunks(if self.rows_per_pass == 0 {
-                    idx.len().max(1)
-                } else {
-                    self.rows_per_pass
-                })
-            })
             .map(|idx| match &self.packs {
                 Some(packs) => {
                     let chosen: Vec<Batch> = idx.iter().map(|&k| packs[k].clone()).collect();
@@ -473,4 +464,25 @@ pub fn train_with_eval(
 ) -> Result<TrainSummary, TrainError> {
     let mut objective = TokenObjective::new(model, rows, eval_rows, cfg)?;
     crate::trainer::train(&mut objective, trainable, cfg, run, hooks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passes;
+
+    #[test]
+    fn passes_by_rows_and_tokens() {
+        let idx = [0, 1, 2, 3, 4];
+        let len = |k: usize| [100, 200, 50, 300, 10][k];
+        let split = |rows, budget| passes(&idx, rows, budget, len);
+        assert_eq!(split(1, 0), vec![&[0][..], &[1], &[2], &[3], &[4]]);
+        assert_eq!(split(2, 0), vec![&[0, 1][..], &[2, 3], &[4]]);
+        assert_eq!(split(0, 0), vec![&idx[..]]);
+        // 100 + 200 fits 300; 50 + 300 does not; 300 alone; then 10.
+        assert_eq!(split(0, 300), vec![&[0, 1][..], &[2], &[3, 4]]);
+        assert_eq!(split(2, 300), vec![&[0, 1][..], &[2], &[3, 4]]);
+        // A unit longer than the budget makes a pass alone.
+        assert_eq!(split(0, 60), vec![&[0][..], &[1], &[2], &[3], &[4]]);
+        assert!(passes(&[], 2, 384, len).is_empty());
+    }
 }
