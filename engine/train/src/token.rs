@@ -478,9 +478,10 @@ mod tests {
         assert_eq!(split(1, 0), vec![&[0][..], &[1], &[2], &[3], &[4]]);
         assert_eq!(split(2, 0), vec![&[0, 1][..], &[2, 3], &[4]]);
         assert_eq!(split(0, 0), vec![&idx[..]]);
-        // 100 + 200 fits 300; 50 + 300 does not; 300 alone; then 10.
-        assert_eq!(split(0, 300), vec![&[0, 1][..], &[2], &[3, 4]]);
-        assert_eq!(split(2, 300), vec![&[0, 1][..], &[2], &[3, 4]]);
+        // 100 + 200 fits 300; 50 + 300 does not, nor 300 + 10.
+        assert_eq!(split(0, 300), vec![&[0, 1][..], &[2], &[3], &[4]]);
+        assert_eq!(split(0, 310), vec![&[0, 1][..], &[2], &[3, 4]]);
+        assert_eq!(split(1, 310), split(1, 0));
         // A unit longer than the budget makes a pass alone.
         assert_eq!(split(0, 60), vec![&[0][..], &[1], &[2], &[3], &[4]]);
         assert!(passes(&[], 2, 384, len).is_empty());
