@@ -704,6 +704,7 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("save_steps", "0", "an integer >= 1"),
     ("save_total_limit", "0", "an integer >= 1"),
     ("rows_per_pass", "-1", "an integer >= 0"),
+    ("max_pass_tokens", "-1", "an integer >= 0"),
     ("ddp_timeout", "0", "an integer >= 1"),
     ("beta", "0", "a finite number > 0"),
     ("label_smoothing", "0.5", "a finite number in [0, 0.5)"),

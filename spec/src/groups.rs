@@ -469,7 +469,7 @@ pub struct TrainerArgs {
     pub rows_per_pass: usize,
     /// At most this many tokens in a pass of several rows (a longer row makes a pass alone; 0: no
     /// limit): bounds the activations a pass holds.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 384, value_parser = range::parse::<usize, range::Any>))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 384, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
     #[serde(deserialize_with = "range::de::<usize, range::Any, _>")]
     pub max_pass_tokens: usize,
     /// Recompute each transformer block's activations in the backward pass instead of keeping
