@@ -191,7 +191,11 @@ fn two_ranks_train_lora_and_full_as_one_process_with_the_global_batch() {
     let val = write_chat(&t.join("val.jsonl"), &CHAT_QA);
     // LoRA with dropout on (0.1): one process with 4 rows per batch against NPROC_PER_NODE=2
     // ranks of 2 rows each; each row's masks depend on the step's seed and its index only.
+    // One row per pass on both sides: a pass's masks are drawn over its rows laid end to end,
+    // so only passes of one row are the same passes on one process and on two ranks.
     let lora = [
+        "--rows_per_pass",
+        "1",
         "--tuner_type",
         "lora",
         "--lora_dropout",

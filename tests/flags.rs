@@ -273,6 +273,7 @@ const TRAINING: Table = &[
         Asserted("resuming_gives_the_losses_of_an_uninterrupted_run"),
     ),
     ("rows_per_pass", Recorded(&["0"])),
+    ("max_pass_tokens", Recorded(&["0"])),
     ("gradient_checkpointing", Recorded(&["true"])),
     (
         "packing",
@@ -316,6 +317,7 @@ const RLHF: Table = &[
     ("center_rewards_coefficient", Refused(&[])),
     ("ref_model", Refused(&["--rlhf_type", "orpo"])),
     ("rows_per_pass", Refused(&[])),
+    ("max_pass_tokens", Refused(&[])),
 ];
 
 const INFER: Table = &[
@@ -706,6 +708,7 @@ const NUMERIC: &[(&str, &str, &str)] = &[
     ("save_steps", "0", "an integer >= 1"),
     ("save_total_limit", "0", "an integer >= 1"),
     ("rows_per_pass", "-1", "an integer >= 0"),
+    ("max_pass_tokens", "-1", "an integer >= 0"),
     ("ddp_timeout", "0", "an integer >= 1"),
     ("beta", "0", "a finite number > 0"),
     ("label_smoothing", "0.5", "a finite number in [0, 0.5)"),

@@ -464,9 +464,14 @@ pub struct TrainerArgs {
     pub resume_from_checkpoint: Option<PathBuf>,
     /// Rows per forward/backward pass inside a micro-batch (1: the least memory; 0: the whole
     /// micro-batch at once), laid end to end without padding. The gradient is the same.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
     #[serde(deserialize_with = "range::de::<usize, range::Any, _>")]
     pub rows_per_pass: usize,
+    /// At most this many tokens in a pass of several rows (a longer row makes a pass alone; 0: no
+    /// limit): bounds the activations a pass holds.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 384, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
+    #[serde(deserialize_with = "range::de::<usize, range::Any, _>")]
+    pub max_pass_tokens: usize,
     /// Recompute each transformer block's activations in the backward pass instead of keeping
     /// them (less memory, about one extra forward pass of time; the gradient is the same).
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = crate::parse_bool, action = clap::ArgAction::Set))]

@@ -100,7 +100,7 @@ fn check_flags(spec: &RlhfSpec) -> Result<()> {
     let r = &spec.preference;
     let msg = anyhow::Error::msg;
     g.refuse(
-        &["rows_per_pass", "packing_strategy"],
+        &["rows_per_pass", "max_pass_tokens", "packing_strategy"],
         "to swift rlhf (pairs are scored --rlhf_chunk_size sequences at a time)",
     )
     .map_err(msg)?;

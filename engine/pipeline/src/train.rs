@@ -465,6 +465,7 @@ pub fn train_config(
         eval_steps: s.validation.eval_steps.unwrap_or(s.trainer.save_steps),
         eval_on_start: s.validation.eval_on_start,
         rows_per_pass: s.trainer.rows_per_pass,
+        max_pass_tokens: s.trainer.max_pass_tokens,
         packing: if s.trainer.packing {
             Some(PackingConfig {
                 max_length: s.encoding.train_max_length(),

@@ -98,6 +98,59 @@ pub fn token_loss_flat(
     })
 }
 
+/// The loss of final hidden states at labelled positions, `picked` `[n, hidden]` (with the
+/// graph of the blocks that made it), run backward `piece` positions at a time: each piece's
+/// logits (`project`, the output projection) and cross-entropy on a detached copy of its rows,
+/// its backward at once (a trainable projection gets its gradient there), then the blocks
+/// backward from the gathered gradient of `picked`. So the logits of all `n` positions and their
+/// gradient are never held together. Returns Σ scale·CE / `denom` (a number) and the correctly
+/// predicted labels. With `n` = 0 one empty piece still runs backward (a zero), so every
+/// trainable tensor gets a gradient as a whole-graph backward gives it.
+pub fn backward_in_pieces(
+    picked: &Tensor,
+    labels: &Tensor,
+    scale: &Tensor,
+    denom: f64,
+    piece: i64,
+    project: &dyn Fn(&Tensor) -> Result<Tensor, TrainError>,
+) -> Result<(f64, i64), TrainError> {
+    let n = picked.size()[0];
+    let (mut loss, mut correct) = (0.0f64, 0i64);
+    let mut grads = Vec::new();
+    let mut start = 0;
+    loop {
+        let len = piece.max(1).min(n - start);
+        let leaf = picked
+            .f_narrow(0, start, len)?
+            .f_detach()?
+            .set_requires_grad(picked.requires_grad());
+        let tl = token_loss_flat(
+            &project(&leaf)?,
+            &labels.f_narrow(0, start, len)?,
+            &scale.f_narrow(0, start, len)?,
+        )?;
+        let part = tl.sum.f_div_scalar(denom)?;
+        loss += f64::try_from(part.f_detach()?.f_to_kind(Kind::Double)?)?;
+        correct += tl.correct;
+        if part.requires_grad() {
+            part.f_backward()?;
+        }
+        if leaf.requires_grad() {
+            grads.push(leaf.grad());
+        }
+        start += len;
+        if start >= n {
+            break;
+        }
+    }
+    if picked.requires_grad() && !grads.is_empty() {
+        // Σ picked ⊙ g run backward hands the blocks exactly g.
+        let g = Tensor::f_cat(&grads, 0)?;
+        picked.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
+    }
+    Ok((loss, correct))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +173,62 @@ mod tests {
         let picked = logits.narrow(1, 0, 2).reshape([2, 2]).index_select(0, &idx);
         let l2 = token_loss_flat(&picked, &lab, &sc).unwrap();
         assert!((f64::try_from(&l2.sum).unwrap() - want).abs() < 1e-6);
+    }
+
+    /// Pieces of 128 (and of 1) against one backward through the whole graph: the same loss,
+    /// accuracy and gradients of a "block" before the hidden states and of a trainable
+    /// projection after them, over 300 positions (three pieces, the last one short).
+    #[test]
+    fn backward_in_pieces_equals_one_backward() {
+        tch::manual_seed(7);
+        let opts = (Kind::Double, tch::Device::Cpu);
+        let x = Tensor::randn([300, 6], opts);
+        let labels = Tensor::randint(50, [300], (Kind::Int64, tch::Device::Cpu));
+        let scale = Tensor::rand([300], opts);
+        let block0 = Tensor::randn([5, 6], opts);
+        let proj0 = Tensor::randn([50, 5], opts);
+        let run = |piece: Option<i64>| {
+            let block = block0.copy().set_requires_grad(true);
+            let proj = proj0.copy().set_requires_grad(true);
+            let picked = x.matmul(&block.tr()).tanh();
+            let (loss, correct) = match piece {
+                None => {
+                    let tl = token_loss_flat(&picked.matmul(&proj.tr()), &labels, &scale).unwrap();
+                    let part = tl.sum.f_div_scalar(300.0).unwrap();
+                    part.backward();
+                    (f64::try_from(&part).unwrap(), tl.correct)
+                }
+                Some(p) => {
+                    let project = |h: &Tensor| Ok(h.matmul(&proj.tr()));
+                    backward_in_pieces(&picked, &labels, &scale, 300.0, p, &project).unwrap()
+                }
+            };
+            (loss, correct, block.grad(), proj.grad())
+        };
+        let (l0, c0, b0, p0) = run(None);
+        assert!(l0 > 0.5 && c0 > 0, "{l0} {c0}");
+        for piece in [128, 1, 1000] {
+            let (l, c, b, p) = run(Some(piece));
+            assert!((l - l0).abs() < 1e-5, "{piece}: {l} vs {l0}");
+            assert_eq!(c, c0);
+            assert!(
+                b.allclose(&b0, 1e-6, 1e-9, false),
+                "{piece}: block gradient"
+            );
+            assert!(
+                p.allclose(&p0, 1e-6, 1e-9, false),
+                "{piece}: projection gradient"
+            );
+        }
+        // No labelled position: a zero loss and zero gradients, as one backward gives.
+        let block = block0.copy().set_requires_grad(true);
+        let picked = x.narrow(0, 0, 0).matmul(&block.tr());
+        let project = |h: &Tensor| Ok(h.matmul(&proj0.tr()));
+        let empty = labels.narrow(0, 0, 0);
+        let (l, c) =
+            backward_in_pieces(&picked, &empty, &scale.narrow(0, 0, 0), 1.0, 128, &project)
+                .unwrap();
+        assert_eq!((l, c), (0.0, 0));
+        assert_eq!(block.grad().abs().sum(Kind::Double).double_value(&[]), 0.0);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! * Units: the encoded rows, or with `--packing` the sequences they are packed into once,
 //!   before the first epoch (ms-swift's `PackingDataset`).
-//! * One optimiser step: its micro-batches are split into passes of `rows_per_pass` rows, each
+//! * One optimiser step: its micro-batches are split into passes of `rows_per_pass` rows and at
+//!   most `max_pass_tokens` tokens ([`passes`]), each
 //!   pass's rows laid end to end in one sequence without padding (padded instead with gradient
 //!   checkpointing or a training attention of the tuner's; `--packing`'s sequences stacked),
 //!   and each pass's loss, Σ scale·CE divided by the labelled
@@ -18,7 +19,11 @@
 //!   validation rows ([`evaluate`]), which the loop logs as `eval_loss`, `eval_token_acc`.
 //! * Dropout is re-seeded before every pass from a seed drawn once per step (the loop seeds the
 //!   step) and the pass's first unit index, so a pass draws the same masks on whichever rank
-//!   runs it: with one row per pass (the default) two ranks equal one process with dropout on.
+//!   runs it: with one row per pass two ranks equal one process with dropout on (with the
+//!   default two rows per pass, when each rank's passes are the same rows as one process's).
+//! * The output projection and cross-entropy run on pieces of 128 labelled positions, each
+//!   piece's backward at once ([`backward_loss`]), so a pass never holds the logits of all its
+//!   labelled positions: what lets two rows per pass be the default within the memory target.
 //! * Data parallel evaluation: each rank evaluates its share of the validation batches and the
 //!   sums are added over the ranks.
 
@@ -28,7 +33,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::TrainError;
 use crate::collate::{tensors, Batch, Collator, EncodedRow};
-use crate::loss::{labelled_positions, shifted_label_count, token_loss_flat};
+use crate::loss::{backward_in_pieces, labelled_positions, shifted_label_count, token_loss_flat};
 use crate::run_dir::RunDir;
 use crate::trainer::{Objective, StepOutput, TrainConfig, TrainHooks, TrainSummary};
 
@@ -39,6 +44,13 @@ fn batch_loss(
     model: &LoadedModel,
     b: &Batch,
 ) -> Result<Option<crate::loss::TokenLoss>, TrainError> {
+    let (hidden, labels, scale) = forward_hidden(model, b)?;
+    hidden_loss(model, &hidden, &labels, &scale)
+}
+
+/// The forward pass of one padded (or packed) batch up to the final hidden states, with the
+/// batch's labels and loss scales as tensors.
+fn forward_hidden(model: &LoadedModel, b: &Batch) -> Result<(Tensor, Tensor, Tensor), TrainError> {
     let (ids, labels, scale, mask) = tensors(b, model.device())?;
     let hidden = if b.packed {
         let shape = [b.batch as i64, b.seq_len as i64];
@@ -48,7 +60,7 @@ fn batch_loss(
     } else {
         forward_padded(model, b, &ids, &mask)?
     };
-    hidden_loss(model, &hidden, &labels, &scale)
+    Ok((hidden, labels, scale))
 }
 
 /// The training forward pass of a padded batch, with its images when it has some.
@@ -91,6 +103,44 @@ fn hidden_loss(
         &model.logits_train(&picked)?,
         &lab,
         &sc,
+    )?))
+}
+
+/// Labelled positions whose logits one piece of [`backward_loss`] holds at a time: 128 of them
+/// are 24 MiB of float32 logits over a 49,152-token vocabulary (times four with log-softmax and
+/// both gradients), and 128 rows keep the output projection's product tall.
+const LOSS_CHUNK: i64 = 128;
+
+/// One pass's forward and backward without gradient checkpointing: the loss (Σ scale·CE divided
+/// by `denom`, as a number) and the correctly predicted labels; `None` for sequences too short to
+/// predict anything.
+///
+/// The output projection and cross-entropy run [`LOSS_CHUNK`] labelled positions at a time on a
+/// detached copy of the final hidden states, each piece's backward run at once (so the logits of
+/// the whole pass, `[labelled × vocabulary]`, and their gradient are never held together, and
+/// a trainable output projection gets its gradient there); the blocks then run backward from the
+/// hidden states' gradient. The same gradient as one backward through the whole graph, in a
+/// different order of summation only for a trainable output projection's weight.
+fn backward_loss(
+    model: &LoadedModel,
+    b: &Batch,
+    denom: f64,
+) -> Result<Option<(f64, i64)>, TrainError> {
+    let (hidden, labels, scale) = forward_hidden(model, b)?;
+    let s = hidden.size();
+    let (hb, ht, hd) = (s[0], s[1], s[2]);
+    if ht < 2 {
+        return Ok(None);
+    }
+    let (lab, sc, idx) = labelled_positions(&labels, &scale)?;
+    let picked = hidden
+        .f_narrow(1, 0, ht - 1)?
+        .f_reshape([hb * (ht - 1), hd])?
+        .f_index_select(0, &idx)?;
+    drop(hidden);
+    let project = |h: &Tensor| Ok(model.logits_train(h)?);
+    Ok(Some(backward_in_pieces(
+        &picked, &lab, &sc, denom, LOSS_CHUNK, &project,
     )?))
 }
 
@@ -159,6 +209,33 @@ pub fn evaluate(
     Ok((sum / n, correct as f64 / n))
 }
 
+/// A micro-batch's units `idx` split into passes, in order: each pass takes units while it has
+/// fewer than `rows` of them (0: no limit) and their tokens (`tokens(unit)`) total at most
+/// `budget` (0: no limit); a unit longer than `budget` makes a pass alone.
+pub(crate) fn passes(
+    idx: &[usize],
+    rows: usize,
+    budget: usize,
+    tokens: impl Fn(usize) -> usize,
+) -> Vec<&[usize]> {
+    let mut out = Vec::new();
+    let (mut start, mut total) = (0, 0);
+    for (i, &k) in idx.iter().enumerate() {
+        let n = tokens(k);
+        let full = rows != 0 && i - start >= rows;
+        let over = budget != 0 && total + n > budget;
+        if i > start && (full || over) {
+            out.push(&idx[start..i]);
+            (start, total) = (i, 0);
+        }
+        total += n;
+    }
+    if start < idx.len() {
+        out.push(&idx[start..]);
+    }
+    out
+}
+
 /// What a logging window of the token objective sums.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct TokenWindow {
@@ -178,6 +255,7 @@ pub struct TokenObjective<'a> {
     collator: Collator,
     pad_id: u32,
     rows_per_pass: usize,
+    max_pass_tokens: usize,
     checkpointing: bool,
     /// A pass over several rows lays them end to end (no padding) instead of padding them:
     /// not with gradient checkpointing (its recomputed blocks take no packed mask) nor with a
@@ -237,6 +315,7 @@ impl<'a> TokenObjective<'a> {
             },
             pad_id: cfg.pad_id,
             rows_per_pass: cfg.rows_per_pass,
+            max_pass_tokens: cfg.max_pass_tokens,
             checkpointing: cfg.gradient_checkpointing,
             end_to_end: !cfg.gradient_checkpointing && !model.has_training_attention(),
             eval_batch: cfg.batch_size.max(1),
@@ -260,26 +339,20 @@ impl Objective for TokenObjective<'_> {
         // on every rank), so its masks do not depend on which rank runs it or what ran before.
         let base = Tensor::f_randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu))?
             .f_int64_value(&[0])?;
-        let firsts: Vec<usize> = group
+        let unit_tokens = |k: usize| match &self.packs {
+            Some(packs) => packs[k].num_tokens,
+            None => self.rows[k].input_ids.len(),
+        };
+        let passes: Vec<&[usize]> = group
             .iter()
-            .flat_map(|idx| {
-                idx.chunks(if self.rows_per_pass == 0 {
-                    idx.len().max(1)
-                } else {
-                    self.rows_per_pass
-                })
-            })
+            .flat_map(|idx| passes(idx, self.rows_per_pass, self.max_pass_tokens, unit_tokens))
+            .collect();
+        let firsts: Vec<usize> = passes
+            .iter()
             .map(|idx| idx.first().copied().unwrap_or(0))
             .collect();
-        let micro: Vec<Batch> = group
+        let micro: Vec<Batch> = passes
             .iter()
-            .flat_map(|idx| {
-                idx.chunks(if self.rows_per_pass == 0 {
-                    idx.len().max(1)
-                } else {
-                    self.rows_per_pass
-                })
-            })
             .map(|idx| match &self.packs {
                 Some(packs) => {
                     let chosen: Vec<Batch> = idx.iter().map(|&k| packs[k].clone()).collect();
@@ -313,13 +386,11 @@ impl Objective for TokenObjective<'_> {
                 }
                 continue;
             }
-            let Some(tl) = batch_loss(self.model, b)? else {
+            let Some((part, c)) = backward_loss(self.model, b, denom)? else {
                 continue;
             };
-            let part = tl.sum.f_div_scalar(denom)?;
-            loss += f64::try_from(part.f_detach()?.f_to_kind(Kind::Double)?)?;
-            part.f_backward()?;
-            correct += tl.correct;
+            loss += part;
+            correct += c;
             tokens += b.num_tokens;
         }
         Ok(StepOutput {
@@ -393,4 +464,26 @@ pub fn train_with_eval(
 ) -> Result<TrainSummary, TrainError> {
     let mut objective = TokenObjective::new(model, rows, eval_rows, cfg)?;
     crate::trainer::train(&mut objective, trainable, cfg, run, hooks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passes;
+
+    #[test]
+    fn passes_by_rows_and_tokens() {
+        let idx = [0, 1, 2, 3, 4];
+        let len = |k: usize| [100, 200, 50, 300, 10][k];
+        let split = |rows, budget| passes(&idx, rows, budget, len);
+        assert_eq!(split(1, 0), vec![&[0][..], &[1], &[2], &[3], &[4]]);
+        assert_eq!(split(2, 0), vec![&[0, 1][..], &[2, 3], &[4]]);
+        assert_eq!(split(0, 0), vec![&idx[..]]);
+        // 100 + 200 fits 300; 50 + 300 does not, nor 300 + 10.
+        assert_eq!(split(0, 300), vec![&[0, 1][..], &[2], &[3], &[4]]);
+        assert_eq!(split(0, 310), vec![&[0, 1][..], &[2], &[3, 4]]);
+        assert_eq!(split(1, 310), split(1, 0));
+        // A unit longer than the budget makes a pass alone.
+        assert_eq!(split(0, 60), vec![&[0][..], &[1], &[2], &[3], &[4]]);
+        assert!(passes(&[], 2, 384, len).is_empty());
+    }
 }

@@ -77,6 +77,9 @@ pub struct TrainConfig {
     /// The loss is normalised over the labelled tokens of the whole step, so the gradient is the
     /// same either way; fewer rows per pass hold fewer activations (and pad less).
     pub rows_per_pass: usize,
+    /// At most this many tokens in a pass of several rows (a longer row makes a pass alone; 0: no
+    /// limit), so the activations a pass holds stay bounded whatever the rows' lengths.
+    pub max_pass_tokens: usize,
     /// `--packing`: train on rows packed into sequences (then `batch_size` counts sequences).
     pub packing: Option<PackingConfig>,
     /// Recompute each block's activations during the backward pass instead of keeping them
@@ -763,6 +766,7 @@ mod tests {
             eval_steps: 0,
             eval_on_start: false,
             rows_per_pass: 0,
+            max_pass_tokens: 0,
             packing: None,
             gradient_checkpointing: false,
             zero: None,

@@ -57,6 +57,7 @@ fn cfg(batch: usize, accum: usize, shuffle: bool) -> TrainConfig {
         eval_steps: 0,
         eval_on_start: false,
         rows_per_pass: 0,
+        max_pass_tokens: 0,
         packing: None,
         gradient_checkpointing: false,
         zero: None,
