@@ -464,7 +464,7 @@ pub struct TrainerArgs {
     pub resume_from_checkpoint: Option<PathBuf>,
     /// Rows per forward/backward pass inside a micro-batch (1: the least memory; 0: the whole
     /// micro-batch at once), laid end to end without padding. The gradient is the same.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = range::parse::<usize, range::Any>))]
     #[serde(deserialize_with = "range::de::<usize, range::Any, _>")]
     pub rows_per_pass: usize,
     /// At most this many tokens in a pass of several rows (a longer row makes a pass alone; 0: no
