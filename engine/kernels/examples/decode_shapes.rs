@@ -8,7 +8,7 @@
 //! `scripts/bench_infer.sh`.
 
 mod common;
-use common::cpu_seconds;
+use common::{cpu_seconds, flag_value};
 
 use std::time::Instant;
 
@@ -16,10 +16,7 @@ use swift_kernels::{skinny_matmul, Weights};
 
 /// The row counts of `--rows A,B,…`, else 1, 4, 8, 16 and 32.
 fn row_counts() -> Vec<usize> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--rows")
-        .and_then(|i| args.get(i + 1))
+    flag_value("--rows")
         .map(|v| {
             v.split(',')
                 .map(|r| r.parse().expect("--rows takes row counts such as 1,16,32"))

@@ -7,7 +7,7 @@
 //! `cargo run --release -p swift-kernels --example fused [-- --rows M]`.
 
 mod common;
-use common::cpu_seconds;
+use common::{cpu_seconds, flag_value};
 
 use std::time::Instant;
 
@@ -21,11 +21,7 @@ const GROUPS: [&[usize]; 2] = [&[576, 192, 192], &[1536, 1536]];
 const BLOCKS: usize = 30;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let m: usize = args
-        .iter()
-        .position(|a| a == "--rows")
-        .and_then(|i| args.get(i + 1))
+    let m: usize = flag_value("--rows")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let x: Vec<f32> = (0..m * K)

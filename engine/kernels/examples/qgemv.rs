@@ -11,19 +11,15 @@
 //! (`SWIFT_QKERNEL=vnni|avx2|portable` picks the kernel).
 
 mod common;
-use common::cpu_seconds;
+use common::{cpu_seconds, flag_value};
 
 use std::time::Instant;
 
 use swift_kernels::{interleave, quant_kernel_name, quant_matmul, BlockType, Blocks};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let hot = args.iter().any(|a| a == "--hot");
-    let m: usize = args
-        .iter()
-        .position(|a| a == "--rows")
-        .and_then(|i| args.get(i + 1))
+    let hot = std::env::args().any(|a| a == "--hot");
+    let m: usize = flag_value("--rows")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let shapes = [

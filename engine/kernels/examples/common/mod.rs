@@ -1,4 +1,5 @@
-//! What the kernel examples share: the process's CPU time, read from Linux's `/proc/self/stat`.
+//! What the kernel examples share: the process's CPU time, read from Linux's `/proc/self/stat`,
+//! and the value of a `--flag VALUE` argument.
 
 /// User + system CPU time of this process so far (Linux `/proc/self/stat`, clock ticks of 10 ms):
 /// on a machine shared with other work, CPU time is steadier than wall time (run an example under
@@ -18,4 +19,12 @@ pub fn cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The argument after `--NAME` on the command line, if any.
+#[allow(dead_code)] // not every example takes a valued flag
+pub fn flag_value(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1).cloned()
 }
