@@ -36,6 +36,8 @@ mod quant;
 #[cfg(target_arch = "x86_64")]
 mod quant_x86;
 mod repack;
+#[cfg(test)]
+mod testing;
 mod tile;
 
 pub use attention::{decode_attention, CacheView, DecodeShape};
@@ -259,21 +261,7 @@ impl SharedOut {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic pseudo-random values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::lcg_values as values;
 
     /// The product in float64, term by term.
     fn reference(x: &[f32], m: usize, k: usize, w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {

@@ -146,20 +146,8 @@ pub fn matmul_many(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::xorshift_values as values;
     use crate::{interleave, quant_matmul, skinny_matmul, BlockType, QK};
-
-    /// Deterministic values in about [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
 
     /// Q8_0 blocks of `n` rows of width `k` (scale then 32 codes per block), from `seed`.
     fn q8_rows(n: usize, k: usize, seed: u64) -> Vec<u8> {

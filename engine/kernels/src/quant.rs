@@ -728,21 +728,8 @@ fn add_bias(y: &mut [f32], n: usize, bias: Option<&[f32]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::lcg_values as values;
     use swift_gguf::quant::{quantize_q4_0, quantize_q4_1, quantize_q8_0};
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// `n` rows of `k` weights packed as `ty`: the legacy types through swift-gguf's quantizers
     /// (ggml's reference ones) from `values`; the others (which swift-gguf does not quantize) as
