@@ -39,7 +39,15 @@ for what in ${WORKLOADS:-train rlhf infer}; do
                 decode) out="$(SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_decode.py" --inputs "float32 bfloat16" \
                     --repeats 1 --no-llama-bench | awk -F'|' '/swift-rs/ {print "swift-rs" $2 $4}')" ;;
             esac
-            grep '^swift-rs ' <<<"$out" | tee -a /dev/stderr | sed "s|^|$what $side |" >>"$LOG"
+            # Shown on stderr through the shell's own descriptor: `tee /dev/stderr` would reopen
+            # the file a caller redirected stderr to with its own offset and write over stdout's lines.
+            rows="$(grep '^swift-rs ' <<<"$out")" || {
+                echo "bench_before_after: no swift-rs row in the $what output of $bin:" >&2
+                echo "$out" >&2
+                exit 1
+            }
+            echo "$rows" >&2
+            sed "s|^|$what $side |" <<<"$rows" >>"$LOG"
         done
     done
 done
