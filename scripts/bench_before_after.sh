@@ -39,7 +39,11 @@ for what in ${WORKLOADS:-train rlhf infer}; do
                 decode) out="$(SWIFT_BIN="$bin" "$PY" "$ROOT/scripts/bench_decode.py" --inputs "float32 bfloat16" \
                     --repeats 1 --no-llama-bench | awk -F'|' '/swift-rs/ {print "swift-rs" $2 $4}')" ;;
             esac
-            grep '^swift-rs ' <<<"$out" | tee -a /dev/stderr | sed "s|^|$what $side |" >>"$LOG"
+            # Each run's line to stderr through fd 2 itself (`tee -a /dev/stderr` reopened the file
+            # when both streams went to one file, and the next echo overwrote the line).
+            lines="$(grep '^swift-rs ' <<<"$out")"
+            echo "$lines" >&2
+            sed "s|^|$what $side |" <<<"$lines" >>"$LOG"
         done
     done
 done
