@@ -580,14 +580,19 @@ pub fn lora_forward(
     };
     if dora.is_none() && base.kind() == adapter_kind {
         // base + (scale·h·Aᵀ)·Bᵀ as one addmm over the rows: the scaling on the rank-wide
-        // product, and no separate pass over the output for the scaling or the sum.
+        // product, and no separate pass over the output for the scaling or the sum. `Bᵀ` is
+        // copied contiguous (`[r, out]`, a few KiB): the backward's products then read it and
+        // the rank-wide product in the layouts MKL is fast at (`grad · (Bᵀ)ᵀ` with `Bᵀ`
+        // row-major, and `lowᵀ · grad` for B's gradient, where the transposed view `Bᵀ` made
+        // autograd compute `(gradᵀ · low)ᵀ` and `grad · B` with B row-major: 2-3x slower on
+        // these 8-wide shapes; BENCHMARKS.md, "Issue 23: the LoRA B product's layout").
         let f = || -> Result<Tensor, tch::TchError> {
             let shape = base.size();
             let out = *shape.last().unwrap_or(&0);
             let low = h.f_matmul(&a.f_tr()?)?.f_mul_scalar(scale)?;
             let rank = *low.size().last().unwrap_or(&0);
             base.f_reshape([-1, out])?
-                .f_addmm(&low.f_reshape([-1, rank])?, &b.f_tr()?)?
+                .f_addmm(&low.f_reshape([-1, rank])?, &b.f_tr()?.f_contiguous()?)?
                 .f_view(shape.as_slice())
         };
         return f().map_err(|e| format!("lora: {e}"));
