@@ -714,6 +714,7 @@ mod tests {
 
     #[test]
     fn the_budget_falls_on_peft_s_cubic_schedule() {
+        let _rng = crate::tests::global_rng();
         // 3 slots: 36 triplets at init_r 12, 24 at target_r 8; tinit 10, tfinal 20, total 100.
         let c = AdaloraConfig::read(
             &json!({"adalora_init_r": 12, "adalora_target_r": 8, "adalora_tinit": 10,
@@ -737,6 +738,7 @@ mod tests {
 
     #[test]
     fn a_target_rank_not_below_the_initial_one_is_refused() {
+        let _rng = crate::tests::global_rng();
         let e = AdaloraConfig::read(
             &json!({"adalora_init_r": 4, "adalora_target_r": 4}),
             true,

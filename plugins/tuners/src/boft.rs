@@ -568,6 +568,7 @@ mod tests {
 
     #[test]
     fn the_butterfly_is_the_papers_and_merging_gives_the_same_output() {
+        let _rng = crate::tests::global_rng();
         let (out, inp) = (6, 16);
         let opts = (Kind::Float, Device::Cpu);
         for (factors, size) in [(1, 4), (2, 4), (3, 2), (2, 8)] {
@@ -626,6 +627,7 @@ mod tests {
 
     #[test]
     fn block_settings_are_checked_as_peft_checks_them() {
+        let _rng = crate::tests::global_rng();
         let e = attach(json!({"boft_block_size": 5}), 6, 16).err().unwrap();
         assert!(
             e.contains("16 inputs") && e.contains("--boft_block_size 5"),
@@ -667,6 +669,7 @@ mod tests {
 
     #[test]
     fn checkpoints_are_read_against_their_config() {
+        let _rng = crate::tests::global_rng();
         let config = json!({"peft_type": "BOFT", "boft_block_size": 0, "boft_block_num": 4,
             "boft_n_butterfly_factor": 2});
         let a = load(config.clone(), vec![2, 4, 4, 4]).unwrap();
@@ -688,6 +691,7 @@ mod tests {
 
     #[test]
     fn dropout_sets_whole_blocks_to_the_identity_while_training() {
+        let _rng = crate::tests::global_rng();
         tch::manual_seed(1);
         let q = Tensor::randn([2, 8, 3, 3], (Kind::Float, Device::Cpu));
         let d = block_dropout(&q, 0.5).unwrap();

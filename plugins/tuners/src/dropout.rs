@@ -142,6 +142,7 @@ mod tests {
 
     #[test]
     fn splitmix_matches_its_reference_values() {
+        let _rng = crate::tests::global_rng();
         // SplitMix64 from state 0 (Vigna's splitmix64.c): the first outputs.
         assert_eq!(mix(GOLDEN), 0xE220_A839_7B1D_CDAF);
         assert_eq!(mix(GOLDEN.wrapping_mul(2)), 0x6E78_9E6A_A1B9_65F4);
@@ -149,6 +150,7 @@ mod tests {
 
     #[test]
     fn every_dtype_and_build_draws_the_same_mask() {
+        let _rng = crate::tests::global_rng();
         // The portable build's one-byte decisions, against the dispatched (AVX-512 where the
         // CPU has it) build in each element type, odd length for the remainder.
         let (seed, threshold) = (
@@ -181,6 +183,7 @@ mod tests {
 
     #[test]
     fn keeps_the_asked_share_and_follows_the_seed() {
+        let _rng = crate::tests::global_rng();
         tch::manual_seed(3);
         let x = Tensor::ones([1000, 101], (Kind::Float, Device::Cpu));
         let (y, f) = dropped(&x, 0.05).unwrap();

@@ -280,6 +280,7 @@ mod tests {
 
     #[test]
     fn one_coefficient_gives_a_plane_wave() {
+        let _rng = crate::tests::global_rng();
         // A single coefficient c at (r, k) of an [M, N] spectrum: ifft2 gives
         // c/(M·N) · exp(2πi(r·m/M + k·n/N)), whose real part is c/(M·N) · cos(2π(r·m/M + k·n/N)).
         let (m, n) = (4i64, 6i64);

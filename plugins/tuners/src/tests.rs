@@ -1,4 +1,5 @@
-//! The slot choice, and the LoRA family's math against hand-computed values.
+//! The slot choice, and the LoRA family's math against hand-computed values; the crate's test
+//! lock on libtorch's one random generator ([`global_rng`]).
 
 use serde_json::json;
 use swift_plugin_tensors::prelude::*;
@@ -6,6 +7,15 @@ use swift_plugin_tensors::tch::{self, Kind, Tensor};
 
 use crate::lora::{init_factors, lora_forward, merge_weight, LoraConfig, LoraInit, LoraTuner};
 use crate::select_targets;
+
+/// Every test of this crate holds this while it runs: libtorch's default generator is one per
+/// process, and tests that seed it (`manual_seed`) and then compare draws fail when a test on
+/// another thread draws in between. The crate's tests take a fraction of a second in all.
+pub(crate) fn global_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while holding it leaves nothing to repair.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn slots() -> Vec<String> {
     [
@@ -20,6 +30,7 @@ fn slots() -> Vec<String> {
 
 #[test]
 fn all_linear_skips_the_output_projection() {
+    let _rng = crate::tests::global_rng();
     let t = select_targets(&json!({"output_slot": "lm_head"}), &slots()).unwrap();
     assert_eq!(t.len(), 3);
     assert!(!t.contains(&"lm_head".to_string()));
@@ -27,6 +38,7 @@ fn all_linear_skips_the_output_projection() {
 
 #[test]
 fn names_match_by_suffix_and_unknown_names_are_errors() {
+    let _rng = crate::tests::global_rng();
     let t = select_targets(&json!({"target_modules": ["v_proj", "q_proj"]}), &slots()).unwrap();
     assert_eq!(
         t,
@@ -57,6 +69,7 @@ fn config(r: i64, alpha: f64, use_rslora: bool) -> LoraConfig {
 
 #[test]
 fn the_slot_output_adds_the_scaled_low_rank_product() {
+    let _rng = crate::tests::global_rng();
     // x [1, 3], A [2, 3], B [2, 2]: hand-computed.
     let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]);
     let a = Tensor::from_slice(&[1.0f32, 0.0, 1.0, 0.0, 1.0, -1.0]).view([2, 3]);
@@ -71,6 +84,7 @@ fn the_slot_output_adds_the_scaled_low_rank_product() {
 
 #[test]
 fn dropout_only_while_training() {
+    let _rng = crate::tests::global_rng();
     // A and B are identities, so the adapter's output is dropout(x) element by element: each of
     // the 64 inputs is either dropped (0) or kept and rescaled (1 / (1 - p) = 2). All 64
     // agreeing has probability 2^-63.
@@ -94,6 +108,7 @@ fn dropout_only_while_training() {
 
 #[test]
 fn dora_rescales_each_output_row_to_its_magnitude() {
+    let _rng = crate::tests::global_rng();
     // W = [[3, 4], [0, 1]], bias [1, 1], A = [[1, 0]], B = [[1], [0]], s = 1, m = [10, 2],
     // x = [1, 1]. W + s·B·A = [[4, 4], [0, 1]], row norms [√32, 1], so m/‖·‖ = [10/√32, 2].
     // x·(W + s·B·A)ᵀ = [8, 1]; DoRA gives (m/‖·‖) ⊙ [8, 1] + bias = [10√2 + 1, 3].
@@ -125,6 +140,7 @@ fn dora_rescales_each_output_row_to_its_magnitude() {
 
 #[test]
 fn dora_at_its_initial_magnitude_leaves_the_output_unchanged() {
+    let _rng = crate::tests::global_rng();
     // m = ‖W‖ per row and B = 0: the slot computes exactly x·Wᵀ + b.
     tch::manual_seed(3);
     let w = Tensor::randn([5, 4], (Kind::Float, tch::Device::Cpu));
@@ -151,6 +167,7 @@ fn dora_at_its_initial_magnitude_leaves_the_output_unchanged() {
 
 #[test]
 fn pissa_and_olora_start_from_the_weight_and_leave_the_model_unchanged() {
+    let _rng = crate::tests::global_rng();
     tch::manual_seed(5);
     let w = Tensor::randn([6, 4], (Kind::Float, tch::Device::Cpu));
     let cfg = config(2, 8.0, false);
@@ -179,6 +196,7 @@ fn pissa_and_olora_start_from_the_weight_and_leave_the_model_unchanged() {
 
 #[test]
 fn a_mutated_start_is_saved_as_a_plain_lora_of_twice_the_rank() {
+    let _rng = crate::tests::global_rng();
     // Through the contract: a PiSSA plan, its init on W, training moves A, B away from A₀, B₀;
     // the saved rank-2r adapter applied to the original W gives W_res + s·B·A.
     tch::manual_seed(9);
@@ -236,6 +254,7 @@ fn a_mutated_start_is_saved_as_a_plain_lora_of_twice_the_rank() {
 
 #[test]
 fn merge_weight_adds_scaled_b_times_a() {
+    let _rng = crate::tests::global_rng();
     // W = 0 [2, 3], A [1, 3] = [1, 2, 3], B [2, 1] = [1, -1], scale 2:
     // W' = 2 * [[1, 2, 3], [-1, -2, -3]].
     let w = Tensor::zeros([2, 3], (Kind::Float, tch::Device::Cpu));
@@ -252,5 +271,6 @@ fn merge_weight_adds_scaled_b_times_a() {
 
 #[test]
 fn rslora_scale() {
+    let _rng = crate::tests::global_rng();
     assert_eq!(config(16, 32.0, true).scale(), 8.0);
 }
