@@ -3,6 +3,8 @@
 //! `partial_rotary_factor · head_dim` dimensions of each head rotate, as in GPT-NeoX, Phi and
 //! StableLM) and both layouts of the rotated pairs ([`RopeStyle`]).
 
+use std::sync::OnceLock;
+
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -56,6 +58,22 @@ pub struct Rope {
     head_dim: i64,
     scaling: Scaling,
     style: RopeStyle,
+    /// The CPU inverse frequencies and scale, computed once (every scaling but `dynamic`
+    /// depends on the settings alone): a decoding step's `cos_sin` otherwise recomputes them
+    /// with five libtorch operations.
+    cached: InvFreqCache,
+}
+
+/// [`Rope::inv_freq`]'s float32 values and scale on the CPU, once; `None` inside where they
+/// could not be read back (then every call computes them).
+#[derive(Debug, Clone, Default)]
+struct InvFreqCache(OnceLock<Option<(Vec<f32>, f64)>>);
+
+impl PartialEq for InvFreqCache {
+    /// A cache of values the rope's settings determine: two ropes are equal by their settings.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Rope {
@@ -83,6 +101,7 @@ impl Rope {
             )));
         }
         self.dim = dim;
+        self.cached = InvFreqCache::default();
         Ok(self)
     }
 
@@ -152,6 +171,7 @@ impl Rope {
             head_dim,
             scaling,
             style: RopeStyle::HalfSplit,
+            cached: InvFreqCache::default(),
         })
     }
 
@@ -161,6 +181,25 @@ impl Rope {
             .f_to_kind(Kind::Float)?
             / self.dim as f64;
         Ok(Tensor::f_pow_scalar(base, &exp)?.f_reciprocal()?)
+    }
+
+    /// [`Rope::inv_freq`], on the CPU from the values computed at the first call (the same
+    /// float32 values: libtorch's own, read back); `dynamic` scaling and other devices compute
+    /// them each time.
+    fn inv_freq_once(&self, seq_len: f64, device: Device) -> Result<(Tensor, f64), Error> {
+        if device != Device::Cpu || matches!(self.scaling, Scaling::Dynamic { .. }) {
+            return self.inv_freq(seq_len, device);
+        }
+        let once = self.cached.0.get_or_init(|| {
+            let (inv, scale) = self.inv_freq(seq_len, Device::Cpu).ok()?;
+            let values = (inv.kind() == Kind::Float && inv.dim() == 1)
+                .then(|| Vec::<f32>::try_from(&inv).ok())??;
+            Some((values, scale))
+        });
+        match once {
+            Some((values, scale)) => Ok((Tensor::from_slice(values), *scale)),
+            None => self.inv_freq(seq_len, device),
+        }
     }
 
     /// Inverse frequencies and the cos/sin scale for sequences reaching `seq_len` positions.
@@ -259,14 +298,16 @@ impl Rope {
             Scaling::Dynamic { .. } => f64::try_from(positions.f_max()?)? + 1.0,
             _ => 0.0,
         };
-        let (inv, scale) = self.inv_freq(seq_len, device)?;
+        let (inv, scale) = self.inv_freq_once(seq_len, device)?;
         let freqs = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)? * inv.f_view([1, 1, -1])?;
         let emb = match self.style {
             RopeStyle::HalfSplit => Tensor::f_cat(&[&freqs, &freqs], -1)?,
             RopeStyle::Interleaved => freqs.f_repeat_interleave_self_int(2, -1, None)?,
         };
-        let cos = (emb.f_cos()? * scale).f_to_kind(kind)?.f_unsqueeze(1)?;
-        let sin = (emb.f_sin()? * scale).f_to_kind(kind)?.f_unsqueeze(1)?;
+        // `· 1.0` leaves every float32 value as it is: skipped (two operations a step).
+        let scaled = |t: Tensor| if scale == 1.0 { t } else { t * scale };
+        let cos = scaled(emb.f_cos()?).f_to_kind(kind)?.f_unsqueeze(1)?;
+        let sin = scaled(emb.f_sin()?).f_to_kind(kind)?.f_unsqueeze(1)?;
         Ok((cos, sin))
     }
 
