@@ -195,7 +195,13 @@ impl QuantizedActs {
         self.s.resize(m * nb, 0.0);
         self.sum.clear();
         self.sum.resize(m * nb, 0);
-        quantize_blocks_fn()(&x[..m * k], &mut self.q, &mut self.d, &mut self.s, &mut self.sum);
+        quantize_blocks_fn()(
+            &x[..m * k],
+            &mut self.q,
+            &mut self.d,
+            &mut self.s,
+            &mut self.sum,
+        );
     }
 }
 
@@ -255,13 +261,7 @@ fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sum: &
 }
 
 #[inline(always)]
-fn quantize_blocks_inline(
-    x: &[f32],
-    q: &mut [i8],
-    d: &mut [f32],
-    s: &mut [f32],
-    sums: &mut [i32],
-) {
+fn quantize_blocks_inline(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sums: &mut [i32]) {
     for (b, (xs, qs)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
         // The largest magnitude, lane by lane and then across the lanes (any order gives the
         // same maximum; NaN is passed over as `f32::max` does in a plain fold from zero).
@@ -826,8 +826,12 @@ mod tests {
         x[4 * QK + 9] = -f32::INFINITY;
         let nb = x.len() / QK;
         let run = |f: QuantizeBlocks| {
-            let (mut q, mut d, mut s, mut sum) =
-                (vec![0i8; x.len()], vec![0f32; nb], vec![0f32; nb], vec![0i32; nb]);
+            let (mut q, mut d, mut s, mut sum) = (
+                vec![0i8; x.len()],
+                vec![0f32; nb],
+                vec![0f32; nb],
+                vec![0i32; nb],
+            );
             f(&x, &mut q, &mut d, &mut s, &mut sum);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             (q, bits(&d), bits(&s), sum)

@@ -400,6 +400,39 @@ mod tests {
     }
 
     #[test]
+    fn tables_from_the_frequencies_kept_equal_freshly_computed_ones_bit_for_bit() {
+        let scalings = [
+            serde_json::json!({}),
+            serde_json::json!({"rope_scaling": {"rope_type": "linear", "factor": 4.0}}),
+            serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192}}),
+            serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                "original_max_position_embeddings": 4096}}),
+        ];
+        let positions = Tensor::from_slice(&[0i64, 7, 300, 4095]).view([2, 2]);
+        for config in scalings {
+            let cfg = Config::new(config.clone(), "config.json");
+            let rope = Rope::from_config(&cfg, 64).unwrap();
+            // The kept frequencies (the first call fills them), against a rope that computes
+            // every table afresh.
+            let (first, _) = rope.cos_sin(&positions, Kind::Float).unwrap();
+            let (cos, sin) = rope.cos_sin(&positions, Kind::Float).unwrap();
+            let (inv, scale) = rope.inv_freq(0.0, Device::Cpu).unwrap();
+            let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv.view([1, 1, -1]);
+            let emb = Tensor::cat(&[&freqs, &freqs], -1);
+            let want_cos = (emb.cos() * scale).unsqueeze(1);
+            let want_sin = (emb.sin() * scale).unsqueeze(1);
+            assert!(cos.equal(&want_cos) && first.equal(&want_cos), "{config}");
+            assert!(sin.equal(&want_sin), "{config}");
+            // A narrower rotary size after construction computes its own frequencies.
+            let narrow = rope.clone().with_rotary_dim(32).unwrap();
+            let (c32, _) = narrow.cos_sin(&positions, Kind::Float).unwrap();
+            assert_eq!(c32.size(), [2, 1, 2, 32], "{config}");
+        }
+    }
+
+    #[test]
     fn unknown_scaling_is_refused() {
         let cfg = Config::new(
             serde_json::json!({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}),
