@@ -195,98 +195,28 @@ impl QuantizedActs {
         self.s.resize(m * nb, 0.0);
         self.sum.clear();
         self.sum.resize(m * nb, 0);
-        quantize_blocks_fn()(
-            &x[..m * k],
-            &mut self.q,
-            &mut self.d,
-            &mut self.s,
-            &mut self.sum,
-        );
-    }
-}
-
-/// The blocks of [`QuantizedActs::quantize`]: `q`, `d`, `s`, `sum` for each block of [`QK`]
-/// values of `x`.
-type QuantizeBlocks = fn(&[f32], &mut [i8], &mut [f32], &mut [f32], &mut [i32]);
-
-/// [`quantize_blocks`] compiled for the widest vectors this CPU has, picked once. The same Rust
-/// operations either way (the absolute maximum is taken lane by lane, then across the lanes:
-/// a maximum is exact in any order), so every variant gives the portable build's codes and
-/// scales bit for bit; the baseline build's SSE2 turned the maximum into a scalar loop.
-fn quantize_blocks_fn() -> QuantizeBlocks {
-    static PICKED: std::sync::OnceLock<QuantizeBlocks> = std::sync::OnceLock::new();
-    *PICKED.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
+        for (b, (xs, qs)) in x[..m * k]
+            .chunks_exact(QK)
+            .zip(self.q.chunks_exact_mut(QK))
+            .enumerate()
         {
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
-            {
-                return wide_quantize::avx512;
+            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            // Rounded to the nearest, ties to even, as llama.cpp's x86 `quantize_row_q8_0`
+            // (`_mm256_round_ps`): adding and taking away 1.5 · 2²³ leaves no fraction bits for
+            // values this small (|v| ≤ 127), and, unlike `f32::round` (a libm call without
+            // SSE4.1), vectorizes.
+            const MAGIC: f32 = 12_582_912.0;
+            let mut sum = 0i32;
+            for (q, v) in qs.iter_mut().zip(xs) {
+                *q = ((v * id + MAGIC) - MAGIC) as i8;
+                sum += *q as i32;
             }
-            if std::is_x86_feature_detected!("avx2") {
-                return wide_quantize::avx2;
-            }
+            self.d[b] = d;
+            self.s[b] = d * sum as f32;
+            self.sum[b] = sum;
         }
-        quantize_blocks
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-mod wide_quantize {
-    use super::quantize_blocks_inline;
-
-    /// [`quantize_blocks_inline`] with AVX-512F/BW (and AVX2) enabled.
-    pub(super) fn avx512(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sum: &mut [i32]) {
-        #[target_feature(enable = "avx2,avx512f,avx512bw")]
-        unsafe fn run(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sum: &mut [i32]) {
-            quantize_blocks_inline(x, q, d, s, sum)
-        }
-        // SAFETY: picked by `quantize_blocks_fn` only where the CPU has AVX-512F and BW.
-        unsafe { run(x, q, d, s, sum) }
-    }
-
-    /// [`quantize_blocks_inline`] with AVX2 enabled.
-    pub(super) fn avx2(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sum: &mut [i32]) {
-        #[target_feature(enable = "avx2")]
-        unsafe fn run(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sum: &mut [i32]) {
-            quantize_blocks_inline(x, q, d, s, sum)
-        }
-        // SAFETY: picked by `quantize_blocks_fn` only where the CPU has AVX2.
-        unsafe { run(x, q, d, s, sum) }
-    }
-}
-
-/// The portable build of [`quantize_blocks_inline`].
-fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sum: &mut [i32]) {
-    quantize_blocks_inline(x, q, d, s, sum)
-}
-
-#[inline(always)]
-fn quantize_blocks_inline(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sums: &mut [i32]) {
-    for (b, (xs, qs)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
-        // The largest magnitude, lane by lane and then across the lanes (any order gives the
-        // same maximum; NaN is passed over as `f32::max` does in a plain fold from zero).
-        let mut lanes = [0f32; 16];
-        for c in xs.chunks_exact(16) {
-            for l in 0..16 {
-                lanes[l] = lanes[l].max(c[l].abs());
-            }
-        }
-        let amax = lanes.iter().fold(0f32, |a, &v| a.max(v));
-        let scale = amax / 127.0;
-        let id = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        // Rounded to the nearest, ties to even, as llama.cpp's x86 `quantize_row_q8_0`
-        // (`_mm256_round_ps`): adding and taking away 1.5 · 2²³ leaves no fraction bits for
-        // values this small (|v| ≤ 127), and, unlike `f32::round` (a libm call without
-        // SSE4.1), vectorizes.
-        const MAGIC: f32 = 12_582_912.0;
-        let mut sum = 0i32;
-        for (q, v) in qs.iter_mut().zip(xs) {
-            *q = ((v * id + MAGIC) - MAGIC) as i8;
-            sum += *q as i32;
-        }
-        d[b] = scale;
-        s[b] = scale * sum as f32;
-        sums[b] = sum;
     }
 }
 
@@ -803,44 +733,6 @@ fn add_bias(y: &mut [f32], n: usize, bias: Option<&[f32]>) {
 mod tests {
     use super::*;
     use crate::testing::lcg_values as values;
-
-    #[test]
-    fn every_vector_width_quantizes_as_the_portable_build_bit_for_bit() {
-        let mut variants: Vec<(&str, QuantizeBlocks)> = vec![("picked", quantize_blocks_fn())];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
-            {
-                variants.push(("avx512", wide_quantize::avx512));
-            }
-            if std::is_x86_feature_detected!("avx2") {
-                variants.push(("avx2", wide_quantize::avx2));
-            }
-        }
-        let mut x = values(8 * QK, 77);
-        // Magnitudes apart, an all-zero block, signed zeros, a NaN and an infinity passed over.
-        x[3] *= 1000.0;
-        x[QK..2 * QK].fill(0.0);
-        x[2 * QK + 5] = -0.0;
-        x[3 * QK + 7] = f32::NAN;
-        x[4 * QK + 9] = -f32::INFINITY;
-        let nb = x.len() / QK;
-        let run = |f: QuantizeBlocks| {
-            let (mut q, mut d, mut s, mut sum) = (
-                vec![0i8; x.len()],
-                vec![0f32; nb],
-                vec![0f32; nb],
-                vec![0i32; nb],
-            );
-            f(&x, &mut q, &mut d, &mut s, &mut sum);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            (q, bits(&d), bits(&s), sum)
-        };
-        let want = run(quantize_blocks);
-        for (name, f) in variants {
-            assert!(run(f) == want, "{name}");
-        }
-    }
     use swift_gguf::quant::{quantize_q4_0, quantize_q4_1, quantize_q8_0};
 
     /// `n` rows of `k` weights packed as `ty`: the legacy types through swift-gguf's quantizers
