@@ -21,6 +21,7 @@ pub struct CacheView<'a> {
 
 impl CacheView<'_> {
     /// The `dim` values at `[b, h, pos]`.
+    #[inline(always)]
     fn at(&self, b: usize, h: usize, pos: usize, dim: usize) -> &[f32] {
         let start = b * self.batch_stride + h * self.head_stride + pos * self.pos_stride;
         &self.data[start..start + dim]
@@ -103,14 +104,148 @@ pub fn decode_attention(
         let mask = valid.map(|m| &m[b * len..(b + 1) * len]);
         let mut scores = vec![0f32; len];
         let qh = &q[first..first + dim];
-        one_head(qh, &k, &v, b, h / group, mask, scale, &mut scores, o);
+        head(qh, &k, &v, b, h / group, mask, scale, &mut scores, o);
     });
     Ok(())
 }
 
-/// One query head against its key-value head.
+/// [`one_head`] compiled for the widest vectors this CPU has, picked once: the same Rust
+/// operations in the same order (Rust never fuses a multiply and an add, and every reduction
+/// here is written out lane by lane), so each variant's result is the portable one bit for
+/// bit; wider registers only take the eight lanes of `dot` and the head's output in fewer
+/// instructions than the baseline's SSE2.
+type HeadFn = fn(
+    &[f32],
+    &CacheView<'_>,
+    &CacheView<'_>,
+    usize,
+    usize,
+    Option<&[bool]>,
+    f32,
+    &mut [f32],
+    &mut [f32],
+);
+
+fn head_fn() -> HeadFn {
+    static PICKED: std::sync::OnceLock<HeadFn> = std::sync::OnceLock::new();
+    *PICKED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return wide::avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                return wide::avx2;
+            }
+        }
+        one_head
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn head(
+    q: &[f32],
+    k: &CacheView<'_>,
+    v: &CacheView<'_>,
+    b: usize,
+    g: usize,
+    mask: Option<&[bool]>,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    head_fn()(q, k, v, b, g, mask, scale, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use super::{one_head_inline, CacheView};
+
+    /// [`one_head_inline`] with AVX-512F (and AVX2) enabled.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn avx512(
+        q: &[f32],
+        k: &CacheView<'_>,
+        v: &CacheView<'_>,
+        b: usize,
+        g: usize,
+        mask: Option<&[bool]>,
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx2,avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn run(
+            q: &[f32],
+            k: &CacheView<'_>,
+            v: &CacheView<'_>,
+            b: usize,
+            g: usize,
+            mask: Option<&[bool]>,
+            scale: f32,
+            scores: &mut [f32],
+            out: &mut [f32],
+        ) {
+            one_head_inline(q, k, v, b, g, mask, scale, scores, out)
+        }
+        // SAFETY: picked by `head_fn` only where the CPU has AVX-512F.
+        unsafe { run(q, k, v, b, g, mask, scale, scores, out) }
+    }
+
+    /// [`one_head_inline`] with AVX2 enabled.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn avx2(
+        q: &[f32],
+        k: &CacheView<'_>,
+        v: &CacheView<'_>,
+        b: usize,
+        g: usize,
+        mask: Option<&[bool]>,
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn run(
+            q: &[f32],
+            k: &CacheView<'_>,
+            v: &CacheView<'_>,
+            b: usize,
+            g: usize,
+            mask: Option<&[bool]>,
+            scale: f32,
+            scores: &mut [f32],
+            out: &mut [f32],
+        ) {
+            one_head_inline(q, k, v, b, g, mask, scale, scores, out)
+        }
+        // SAFETY: picked by `head_fn` only where the CPU has AVX2.
+        unsafe { run(q, k, v, b, g, mask, scale, scores, out) }
+    }
+}
+
+/// One query head against its key-value head (the portable build).
 #[allow(clippy::too_many_arguments)]
 fn one_head(
+    q: &[f32],
+    k: &CacheView<'_>,
+    v: &CacheView<'_>,
+    b: usize,
+    g: usize,
+    mask: Option<&[bool]>,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    one_head_inline(q, k, v, b, g, mask, scale, scores, out)
+}
+
+/// One query head against its key-value head; inlined into each variant of [`head_fn`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn one_head_inline(
     q: &[f32],
     k: &CacheView<'_>,
     v: &CacheView<'_>,
@@ -151,6 +286,7 @@ fn one_head(
 }
 
 /// A dot product in eight independent lanes (which the compiler keeps in one vector register).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -172,6 +308,49 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
     use crate::testing::xorshift_values as values;
+
+    #[test]
+    fn every_vector_width_gives_the_portable_heads_bit_for_bit() {
+        let mut variants: Vec<(&str, HeadFn)> = vec![("picked", head_fn())];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                variants.push(("avx512", wide::avx512));
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                variants.push(("avx2", wide::avx2));
+            }
+        }
+        // Head sizes with and without a tail past the eight lanes; a padded row.
+        for (dim, len, seed) in [(64usize, 301usize, 5u64), (20, 9, 6), (128, 40, 7)] {
+            let q = values(dim, seed);
+            let kb = values(len * dim, seed + 10);
+            let vb = values(len * dim, seed + 20);
+            let view = |data| CacheView {
+                data,
+                batch_stride: len * dim,
+                head_stride: len * dim,
+                pos_stride: dim,
+            };
+            let (k, v) = (view(&kb[..]), view(&vb[..]));
+            let mut mask = vec![true; len];
+            mask[0] = false;
+            for m in [None, Some(&mask[..])] {
+                let mut want = vec![0f32; dim];
+                let mut scores = vec![0f32; len];
+                one_head(&q, &k, &v, 0, 0, m, 0.125, &mut scores, &mut want);
+                for (name, f) in &variants {
+                    let mut got = vec![1f32; dim];
+                    f(&q, &k, &v, 0, 0, m, 0.125, &mut scores, &mut got);
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{name}, dim {dim}, mask {}", m.is_some());
+                }
+            }
+        }
+    }
 
     #[test]
     fn matches_softmax_attention_in_float64_with_groups_padding_and_strides() {

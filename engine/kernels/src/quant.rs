@@ -547,9 +547,13 @@ pub fn quant_matmul_fine(
             acts.quantize_fine(xc, xc.len() / k, k);
         }
         let chunks = &chunks[..nc];
+        // The widest chunk's two rows per activation row (`2 · min(m, half)`): a task's buffer
+        // holds what the kernel writes, not `MAX_ROWS` columns (a one-row product zeroed four
+        // times its output's size per task, an output projection's 49,152 rows each step).
+        let width = 2 * m.min(half);
         // Each task: its weight rows against every chunk, into `[rows, m]`.
         split_rows(n, m, y, &|first, rows, out| {
-            let mut both = vec![0f32; rows * MAX_ROWS];
+            let mut both = vec![0f32; rows * width];
             for (c, acts) in chunks.iter().enumerate() {
                 let mc = acts.q.len() / k / 2;
                 kernel(acts, 2 * mc, k, Packed::Blocks(w), first, rows, &mut both);

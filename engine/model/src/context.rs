@@ -248,6 +248,9 @@ impl KvCache {
         }
         let (b, t) = (size[0], size[1]);
         let device = ids.device();
+        if mask.is_none() && !self.padded && device == Device::Cpu {
+            return self.begin_unpadded(b, t);
+        }
         let valid = match mask {
             Some(m) => m.f_to_kind(Kind::Bool)?,
             None => Tensor::ones([b, t], (Kind::Bool, device)),
@@ -308,6 +311,46 @@ impl KvCache {
             next_pos,
             seq: t,
             segments,
+            sparse: None,
+            blocks: None,
+            float_activations: false,
+        })
+    }
+
+    /// [`KvCache::begin`] without a mask over unpadded CPU rows (every decoding step of
+    /// `swift infer`): the same step, its positions and next positions computed on the host
+    /// instead of by ten libtorch operations (every token real: row `r`'s positions are
+    /// `next_pos[r] + 0..t`).
+    fn begin_unpadded(&mut self, b: i64, t: i64) -> Result<Step, ModelError> {
+        let next: Vec<i64> = Vec::try_from(&self.next_pos)?;
+        let positions: Vec<i64> = next
+            .iter()
+            .flat_map(|&p| (0..t).map(move |i| (p + i).max(0)))
+            .collect();
+        let next_pos: Vec<i64> = next.iter().map(|&p| p + t).collect();
+        let valid = Tensor::f_ones([b, t], (Kind::Bool, Device::Cpu))?;
+        let key_valid = match &self.key_valid {
+            Some(k) => Tensor::f_cat(&[k, &valid], 1)?,
+            None => valid,
+        };
+        let past = self.len;
+        let (mask, is_causal) = match (t, past) {
+            (1, _) => (None, false),
+            (_, 0) => (None, true),
+            _ => (
+                Some(causal(past, t, Device::Cpu)?.f_view([1, 1, t, past + t])?),
+                false,
+            ),
+        };
+        Ok(Step {
+            positions: Tensor::from_slice(&positions).f_view([b, t])?,
+            mask,
+            is_causal,
+            key_valid,
+            key_valid_host: None,
+            next_pos: Tensor::from_slice(&next_pos),
+            seq: t,
+            segments: None,
             sparse: None,
             blocks: None,
             float_activations: false,

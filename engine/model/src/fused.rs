@@ -15,7 +15,7 @@
 //! ([`crate::QuantizedLinear::decoding_blocks`]). Anything else takes each slot's own path.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use swift_kernels::{matmul_many, Product, ProductWeights, Weights, MAX_ROWS};
 use tch::{Device, Kind, Tensor};
@@ -25,24 +25,25 @@ use crate::{in_decoding_step, SlotKind, SlotState};
 /// The sibling groups: `P.NAME` for the names of each line, in the order families call them.
 const GROUPS: [&[&str]; 2] = [&["q_proj", "k_proj", "v_proj"], &["gate_proj", "up_proj"]];
 
-/// A member's result computed ahead, with the input it was computed from.
+/// The members' results computed ahead, with the input they were computed from (its buffers
+/// reused from group to group: a step allocates nothing here but the results).
+#[derive(Default)]
 struct Kept {
-    slot: String,
     input: Vec<u32>,
     size: Vec<i64>,
-    out: Tensor,
+    outs: Vec<(Arc<str>, Tensor)>,
 }
 
 /// The groups of a model's slots and the results kept for the next calls.
 #[derive(Default)]
 pub(crate) struct Fused {
     /// The group each first member heads (its members, the first included).
-    heads: OnceLock<HashMap<String, Vec<String>>>,
-    kept: Mutex<Vec<Kept>>,
+    heads: OnceLock<HashMap<String, Vec<Arc<str>>>>,
+    kept: Mutex<Kept>,
 }
 
 impl Fused {
-    fn heads(&self, slots: &HashMap<String, SlotState>) -> &HashMap<String, Vec<String>> {
+    fn heads(&self, slots: &HashMap<String, SlotState>) -> &HashMap<String, Vec<Arc<str>>> {
         self.heads.get_or_init(|| {
             let mut heads = HashMap::new();
             for name in slots.keys() {
@@ -53,11 +54,13 @@ impl Fused {
                     if !parent.ends_with('.') && !parent.is_empty() {
                         continue;
                     }
-                    let members: Vec<String> =
-                        group.iter().map(|m| format!("{parent}{m}")).collect();
+                    let members: Vec<Arc<str>> = group
+                        .iter()
+                        .map(|m| Arc::from(format!("{parent}{m}")))
+                        .collect();
                     let all_linear = members
                         .iter()
-                        .all(|m| slots.get(m).is_some_and(|s| s.kind == SlotKind::Linear));
+                        .all(|m| slots.get(&**m).is_some_and(|s| s.kind == SlotKind::Linear));
                     if all_linear {
                         heads.insert(name.clone(), members);
                     }
@@ -74,10 +77,9 @@ impl Fused {
             return None;
         }
         let mut kept = self.kept.lock().ok()?;
-        let at = kept.iter().position(|k| k.slot == slot)?;
-        let k = kept.swap_remove(at);
-        let (bits, size) = input_bits(x)?;
-        (k.input == bits && k.size == size).then_some(k.out)
+        let at = kept.outs.iter().position(|(m, _)| **m == *slot)?;
+        let (_, out) = kept.outs.swap_remove(at);
+        (input_bits(x)? == kept.input.as_slice() && x.size() == kept.size).then_some(out)
     }
 
     /// When `slot` heads a group that can be computed together over `x`: its product, the
@@ -105,7 +107,7 @@ impl Fused {
         }
         let states: Vec<&SlotState> = members
             .iter()
-            .map(|m| slots.get(m))
+            .map(|m| slots.get(&**m))
             .collect::<Option<_>>()?;
         let mut weights = Vec::with_capacity(states.len());
         let mut biases = Vec::with_capacity(states.len());
@@ -153,17 +155,17 @@ impl Fused {
         if !ok {
             return None;
         }
-        let (bits, size) = input_bits(x)?;
+        let bits = input_bits(x)?;
         let mut outs = outs.into_iter();
         let first = outs.next()?;
         if let Ok(mut kept) = self.kept.lock() {
-            kept.clear();
-            kept.extend(members[1..].iter().zip(outs).map(|(m, out)| Kept {
-                slot: m.clone(),
-                input: bits.clone(),
-                size: size.clone(),
-                out,
-            }));
+            let kept = &mut *kept;
+            kept.input.clear();
+            kept.input.extend_from_slice(bits);
+            kept.size = x.size();
+            kept.outs.clear();
+            kept.outs
+                .extend(members[1..].iter().map(Arc::clone).zip(outs));
         }
         Some(first)
     }
@@ -196,12 +198,12 @@ fn float_weights(w: &Tensor, k: usize) -> Option<Weights<'_>> {
     }
 }
 
-/// `x`'s values as bits and its shape (float32 contiguous CPU only).
-fn input_bits(x: &Tensor) -> Option<(Vec<u32>, Vec<i64>)> {
+/// `x`'s values as bits (float32 contiguous CPU only), borrowed for as long as `x`.
+fn input_bits(x: &Tensor) -> Option<&[u32]> {
     if x.device() != Device::Cpu || x.kind() != Kind::Float || !x.is_contiguous() {
         return None;
     }
-    // SAFETY: a contiguous float32 CPU tensor of `numel` values, alive for this call.
-    let v = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const u32, x.numel()) };
-    Some((v.to_vec(), x.size()))
+    // SAFETY: a contiguous float32 CPU tensor of `numel` values, alive (and, during a decoding
+    // step, not written) for as long as the borrow of `x`.
+    Some(unsafe { std::slice::from_raw_parts(x.data_ptr() as *const u32, x.numel()) })
 }

@@ -72,6 +72,9 @@ pub struct GgufLinear {
     /// U8 `[out, in / 32 · block bytes]`, contiguous on the CPU (often the mapped file's bytes),
     /// interleaved for the types that have that layout.
     blocks: Tensor,
+    /// `blocks`' first byte, read once: libtorch's `data_ptr` is a dispatch of its own, and a
+    /// decoding step asks for each weight's bytes once per product.
+    addr: usize,
     interleaved: bool,
     out: usize,
     k: usize,
@@ -90,13 +93,10 @@ unsafe impl Sync for GgufLinear {}
 
 impl GgufLinear {
     fn bytes(&self) -> &[u8] {
-        // SAFETY: `blocks` is a contiguous CPU U8 tensor of `out · row bytes` elements (checked
-        // in `GgufLoader::load`), alive as long as `self`.
+        // SAFETY: `addr` is the first byte of `blocks`, a contiguous CPU U8 tensor of `out · row
+        // bytes` elements (checked in `GgufLoader::load`) that `self` holds and never replaces.
         unsafe {
-            std::slice::from_raw_parts(
-                self.blocks.data_ptr() as *const u8,
-                self.out * self.ty.row_bytes(self.k),
-            )
+            std::slice::from_raw_parts(self.addr as *const u8, self.out * self.ty.row_bytes(self.k))
         }
     }
 
@@ -319,6 +319,7 @@ impl QuantizedLoader for GgufLoader {
         }
         let slot = Arc::new(GgufLinear {
             ty,
+            addr: loaded.tensor.data_ptr() as usize,
             blocks: loaded.tensor,
             interleaved,
             out,

@@ -138,7 +138,12 @@ impl PtModel {
         if parts.is_empty() {
             return Ok(StepOutput::default());
         }
-        self.output(Tensor::f_cat(&parts, 0).map_err(te)?)
+        // One part (every decoding step) is the logits themselves: no copy of the vocabulary.
+        let logits = match parts.len() {
+            1 => parts.remove(0),
+            _ => Tensor::f_cat(&parts, 0).map_err(te)?,
+        };
+        self.output(logits)
     }
 
     /// Whether joining rows go into the running rows' pass ([`PtModel::run_mixed`]): a text

@@ -3,6 +3,8 @@
 //! `partial_rotary_factor · head_dim` dimensions of each head rotate, as in GPT-NeoX, Phi and
 //! StableLM) and both layouts of the rotated pairs ([`RopeStyle`]).
 
+use std::sync::OnceLock;
+
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -56,6 +58,22 @@ pub struct Rope {
     head_dim: i64,
     scaling: Scaling,
     style: RopeStyle,
+    /// The CPU inverse frequencies and scale, computed once (every scaling but `dynamic`
+    /// depends on the settings alone): a decoding step's `cos_sin` otherwise recomputes them
+    /// with five libtorch operations.
+    cached: InvFreqCache,
+}
+
+/// [`Rope::inv_freq`]'s float32 values and scale on the CPU, once; `None` inside where they
+/// could not be read back (then every call computes them).
+#[derive(Debug, Clone, Default)]
+struct InvFreqCache(OnceLock<Option<(Vec<f32>, f64)>>);
+
+impl PartialEq for InvFreqCache {
+    /// A cache of values the rope's settings determine: two ropes are equal by their settings.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Rope {
@@ -83,6 +101,7 @@ impl Rope {
             )));
         }
         self.dim = dim;
+        self.cached = InvFreqCache::default();
         Ok(self)
     }
 
@@ -152,6 +171,7 @@ impl Rope {
             head_dim,
             scaling,
             style: RopeStyle::HalfSplit,
+            cached: InvFreqCache::default(),
         })
     }
 
@@ -161,6 +181,25 @@ impl Rope {
             .f_to_kind(Kind::Float)?
             / self.dim as f64;
         Ok(Tensor::f_pow_scalar(base, &exp)?.f_reciprocal()?)
+    }
+
+    /// [`Rope::inv_freq`], on the CPU from the values computed at the first call (the same
+    /// float32 values: libtorch's own, read back); `dynamic` scaling and other devices compute
+    /// them each time.
+    fn inv_freq_once(&self, seq_len: f64, device: Device) -> Result<(Tensor, f64), Error> {
+        if device != Device::Cpu || matches!(self.scaling, Scaling::Dynamic { .. }) {
+            return self.inv_freq(seq_len, device);
+        }
+        let once = self.cached.0.get_or_init(|| {
+            let (inv, scale) = self.inv_freq(seq_len, Device::Cpu).ok()?;
+            let values = (inv.kind() == Kind::Float && inv.dim() == 1)
+                .then(|| Vec::<f32>::try_from(&inv).ok())??;
+            Some((values, scale))
+        });
+        match once {
+            Some((values, scale)) => Ok((Tensor::from_slice(values), *scale)),
+            None => self.inv_freq(seq_len, device),
+        }
     }
 
     /// Inverse frequencies and the cos/sin scale for sequences reaching `seq_len` positions.
@@ -259,14 +298,16 @@ impl Rope {
             Scaling::Dynamic { .. } => f64::try_from(positions.f_max()?)? + 1.0,
             _ => 0.0,
         };
-        let (inv, scale) = self.inv_freq(seq_len, device)?;
+        let (inv, scale) = self.inv_freq_once(seq_len, device)?;
         let freqs = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)? * inv.f_view([1, 1, -1])?;
         let emb = match self.style {
             RopeStyle::HalfSplit => Tensor::f_cat(&[&freqs, &freqs], -1)?,
             RopeStyle::Interleaved => freqs.f_repeat_interleave_self_int(2, -1, None)?,
         };
-        let cos = (emb.f_cos()? * scale).f_to_kind(kind)?.f_unsqueeze(1)?;
-        let sin = (emb.f_sin()? * scale).f_to_kind(kind)?.f_unsqueeze(1)?;
+        // `· 1.0` leaves every float32 value as it is: skipped (two operations a step).
+        let scaled = |t: Tensor| if scale == 1.0 { t } else { t * scale };
+        let cos = scaled(emb.f_cos()?).f_to_kind(kind)?.f_unsqueeze(1)?;
+        let sin = scaled(emb.f_sin()?).f_to_kind(kind)?.f_unsqueeze(1)?;
         Ok((cos, sin))
     }
 
@@ -355,6 +396,39 @@ mod tests {
                 (factor - want_factor).abs() < 1e-9,
                 "{name}: attention factor {factor} vs {want_factor}"
             );
+        }
+    }
+
+    #[test]
+    fn tables_from_the_frequencies_kept_equal_freshly_computed_ones_bit_for_bit() {
+        let scalings = [
+            serde_json::json!({}),
+            serde_json::json!({"rope_scaling": {"rope_type": "linear", "factor": 4.0}}),
+            serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192}}),
+            serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                "original_max_position_embeddings": 4096}}),
+        ];
+        let positions = Tensor::from_slice(&[0i64, 7, 300, 4095]).view([2, 2]);
+        for config in scalings {
+            let cfg = Config::new(config.clone(), "config.json");
+            let rope = Rope::from_config(&cfg, 64).unwrap();
+            // The kept frequencies (the first call fills them), against a rope that computes
+            // every table afresh.
+            let (first, _) = rope.cos_sin(&positions, Kind::Float).unwrap();
+            let (cos, sin) = rope.cos_sin(&positions, Kind::Float).unwrap();
+            let (inv, scale) = rope.inv_freq(0.0, Device::Cpu).unwrap();
+            let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv.view([1, 1, -1]);
+            let emb = Tensor::cat(&[&freqs, &freqs], -1);
+            let want_cos = (emb.cos() * scale).unsqueeze(1);
+            let want_sin = (emb.sin() * scale).unsqueeze(1);
+            assert!(cos.equal(&want_cos) && first.equal(&want_cos), "{config}");
+            assert!(sin.equal(&want_sin), "{config}");
+            // A narrower rotary size after construction computes its own frequencies.
+            let narrow = rope.clone().with_rotary_dim(32).unwrap();
+            let (c32, _) = narrow.cos_sin(&positions, Kind::Float).unwrap();
+            assert_eq!(c32.size(), [2, 1, 2, 32], "{config}");
         }
     }
 
