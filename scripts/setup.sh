@@ -30,12 +30,16 @@ sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 mkdir -p "$CACHE" "$ASSETS"
 
 # --- 0. Debian packages -----------------------------------------------------------------------
-# cmake and libclang build llama.cpp (scripts/build-llama-cpp.sh, the decoding benchmarks' peer);
+# cmake builds llama.cpp (scripts/build-llama-cpp.sh, the decoding benchmarks' peer, and the
+# llama_cpp backend plugin, whose binding also needs libclang);
 # cmake also builds libjpeg-turbo for engine/vision (the turbojpeg crate; without nasm it builds
 # libjpeg-turbo's C paths; engine/vision's tests check the decoded pixels equal Pillow's).
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v c++ >/dev/null || need+=(g++)
+# libclang: bindgen's, in the llama_cpp backend plugin's build (llama-cpp-sys-2). Only the C++
+# interface (libclang-cpp) may be there without it, which bindgen cannot use.
+{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | grep -qE 'libclang(-[0-9.]+)?\.so' || need+=(libclang-dev)
 # Debian's Chromium: the web UI's browser test (tests/webui.rs) drives it headless.
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 if ((${#need[@]})); then
