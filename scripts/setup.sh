@@ -39,7 +39,7 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v c++ >/dev/null || need+=(g++)
 # libclang: bindgen's, in the llama_cpp backend plugin's build (llama-cpp-sys-2). Only the C++
 # interface (libclang-cpp) may be there without it, which bindgen cannot use.
-{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | grep -qE 'libclang(-[0-9.]+)?\.so' || need+=(libclang-dev)
+grep -qE 'libclang(-[0-9.]+)?\.so' <<<"$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p)" || need+=(libclang-dev)
 # Debian's Chromium: the web UI's browser test (tests/webui.rs) drives it headless.
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 if ((${#need[@]})); then
