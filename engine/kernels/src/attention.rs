@@ -161,69 +161,54 @@ fn head(
 mod wide {
     use super::{one_head_inline, CacheView};
 
-    /// [`one_head_inline`] with AVX-512F (and AVX2) enabled.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn avx512(
-        q: &[f32],
-        k: &CacheView<'_>,
-        v: &CacheView<'_>,
-        b: usize,
-        g: usize,
-        mask: Option<&[bool]>,
-        scale: f32,
-        scores: &mut [f32],
-        out: &mut [f32],
-    ) {
-        #[target_feature(enable = "avx2,avx512f")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn run(
-            q: &[f32],
-            k: &CacheView<'_>,
-            v: &CacheView<'_>,
-            b: usize,
-            g: usize,
-            mask: Option<&[bool]>,
-            scale: f32,
-            scores: &mut [f32],
-            out: &mut [f32],
-        ) {
-            one_head_inline(q, k, v, b, g, mask, scale, scores, out)
-        }
-        // SAFETY: picked by `head_fn` only where the CPU has AVX-512F.
-        unsafe { run(q, k, v, b, g, mask, scale, scores, out) }
+    /// A variant of [`one_head_inline`] compiled with `$features` enabled, which [`super::head_fn`]
+    /// picks only where the CPU has them.
+    macro_rules! variant {
+        ($(#[$doc:meta])* $name:ident, $features:literal) => {
+            $(#[$doc])*
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn $name(
+                q: &[f32],
+                k: &CacheView<'_>,
+                v: &CacheView<'_>,
+                b: usize,
+                g: usize,
+                mask: Option<&[bool]>,
+                scale: f32,
+                scores: &mut [f32],
+                out: &mut [f32],
+            ) {
+                #[target_feature(enable = $features)]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn run(
+                    q: &[f32],
+                    k: &CacheView<'_>,
+                    v: &CacheView<'_>,
+                    b: usize,
+                    g: usize,
+                    mask: Option<&[bool]>,
+                    scale: f32,
+                    scores: &mut [f32],
+                    out: &mut [f32],
+                ) {
+                    one_head_inline(q, k, v, b, g, mask, scale, scores, out)
+                }
+                // SAFETY: picked by `head_fn` only where the CPU has `$features`.
+                unsafe { run(q, k, v, b, g, mask, scale, scores, out) }
+            }
+        };
     }
 
-    /// [`one_head_inline`] with AVX2 enabled.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn avx2(
-        q: &[f32],
-        k: &CacheView<'_>,
-        v: &CacheView<'_>,
-        b: usize,
-        g: usize,
-        mask: Option<&[bool]>,
-        scale: f32,
-        scores: &mut [f32],
-        out: &mut [f32],
-    ) {
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn run(
-            q: &[f32],
-            k: &CacheView<'_>,
-            v: &CacheView<'_>,
-            b: usize,
-            g: usize,
-            mask: Option<&[bool]>,
-            scale: f32,
-            scores: &mut [f32],
-            out: &mut [f32],
-        ) {
-            one_head_inline(q, k, v, b, g, mask, scale, scores, out)
-        }
-        // SAFETY: picked by `head_fn` only where the CPU has AVX2.
-        unsafe { run(q, k, v, b, g, mask, scale, scores, out) }
-    }
+    variant!(
+        /// [`one_head_inline`] with AVX-512F (and AVX2) enabled.
+        avx512,
+        "avx2,avx512f"
+    );
+    variant!(
+        /// [`one_head_inline`] with AVX2 enabled.
+        avx2,
+        "avx2"
+    );
 }
 
 /// One query head against its key-value head (the portable build).
