@@ -95,6 +95,7 @@ pub fn decode_attention(
     // One task per query head (not per key-value head): a batch-1 step of a model with few
     // key-value heads (SmolLM2: 3) otherwise splits unevenly between the threads. Each head's
     // arithmetic is the same either way.
+    let head = head_fn();
     pool::pool().run(batch * heads, &|task| {
         let (b, h) = (task / heads, task % heads);
         let first = (b * heads + h) * dim;
@@ -140,21 +141,6 @@ fn head_fn() -> HeadFn {
         }
         one_head
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn head(
-    q: &[f32],
-    k: &CacheView<'_>,
-    v: &CacheView<'_>,
-    b: usize,
-    g: usize,
-    mask: Option<&[bool]>,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    head_fn()(q, k, v, b, g, mask, scale, scores, out)
 }
 
 #[cfg(target_arch = "x86_64")]
