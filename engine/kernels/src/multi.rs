@@ -97,7 +97,15 @@ pub fn matmul_many(
     let any_packed = weights
         .iter()
         .any(|w| matches!(w, ProductWeights::Blocks(_)));
+    let bytes: Vec<&[u8]> = weights
+        .iter()
+        .map(|w| match w {
+            ProductWeights::Float(f) => f.bytes(),
+            ProductWeights::Blocks(b) => b.data,
+        })
+        .collect();
     let job = |acts: Option<&crate::QuantizedActs>| {
+        pool::read_ahead_after_next(crate::ahead::after(&bytes));
         pool::pool().run(tasks.len(), &|t| {
             let (i, first, rows) = tasks[t];
             // SAFETY: tasks write disjoint stretches `[first · m, (first + rows) · m)` of their

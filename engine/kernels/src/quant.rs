@@ -551,6 +551,7 @@ pub fn quant_matmul_fine(
         // holds what the kernel writes, not `MAX_ROWS` columns (a one-row product zeroed four
         // times its output's size per task, an output projection's 49,152 rows each step).
         let width = 2 * m.min(half);
+        crate::pool::read_ahead_after_next(crate::ahead::after(&[w.data]));
         // Each task: its weight rows against every chunk, into `[rows, m]`.
         split_rows(n, m, y, &|first, rows, out| {
             let mut both = vec![0f32; rows * width];
@@ -685,7 +686,12 @@ fn run(
 ) -> Result<(), ShapeError> {
     check_out(m, n, bias, y)?;
     let kernel = select().1;
+    let bytes = match w {
+        Packed::Blocks(b) => b.data,
+        Packed::Affine(a) => a.codes,
+    };
     with_acts(x, m, k, |acts| {
+        crate::pool::read_ahead_after_next(crate::ahead::after(&[bytes]));
         split_rows(n, m, y, &|first, rows, out| {
             kernel(acts, m, k, w, first, rows, out)
         });
