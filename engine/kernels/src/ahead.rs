@@ -200,7 +200,10 @@ mod tests {
         );
         let mut r = Reading::default();
         r.start(Box::leak(Box::new(Ahead {
-            ranges: vec![(a.as_ptr() as usize, a.len()), (b.as_ptr() as usize, b.len())],
+            ranges: vec![
+                (a.as_ptr() as usize, a.len()),
+                (b.as_ptr() as usize, b.len()),
+            ],
         })));
         assert!(r.step(64));
         assert!(r.step(64));
