@@ -8,7 +8,12 @@
 //!
 //! Only cache hints: the worker issues prefetch instructions, which never fault and change no
 //! result (a stale guess, e.g. a weight freed since, costs a few wasted reads); nothing is
-//! computed differently. `SWIFT_READ_AHEAD=0` turns it off.
+//! computed differently.
+//!
+//! **Off unless `SWIFT_READ_AHEAD=1`**: on the loaded 2-core AMD EPYC it was measured on, it did
+//! not pay (BENCHMARKS.md, "q4: the decoding attention's outputs in registers, and weights read
+//! ahead"); whether it does on a quiet machine, where the worker is not descheduled during the
+//! caller's serial work, is for a quiet A/B run to say.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -45,7 +50,7 @@ static ON: AtomicU8 = AtomicU8::new(0);
 fn enabled() -> bool {
     match ON.load(Ordering::Relaxed) {
         0 => {
-            let on = std::env::var("SWIFT_READ_AHEAD").map_or(true, |v| v != "0");
+            let on = std::env::var("SWIFT_READ_AHEAD").is_ok_and(|v| v == "1");
             ON.store(1 + on as u8, Ordering::Relaxed);
             on
         }

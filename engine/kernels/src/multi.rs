@@ -19,6 +19,16 @@ pub enum ProductWeights<'a> {
     Blocks(Blocks<'a>),
 }
 
+impl ProductWeights<'_> {
+    /// The weight's row count at width `k` (whole rows only; [`matmul_many`] checks the rest).
+    pub fn rows(&self, k: usize) -> usize {
+        match self {
+            ProductWeights::Float(w) => w.len() / k.max(1),
+            ProductWeights::Blocks(b) => b.data.len() / b.ty.row_bytes(k).max(1),
+        }
+    }
+}
+
 /// One product of a [`matmul_many`] call: `y[m, n] = x · wᵀ (+ bias)`.
 pub struct Product<'a, 'y> {
     pub weights: ProductWeights<'a>,
