@@ -11,9 +11,9 @@
 //! computed differently.
 //!
 //! **Off unless `SWIFT_READ_AHEAD=1`**: on the loaded 2-core AMD EPYC it was measured on, it did
-//! not pay (BENCHMARKS.md, "q4: the decoding attention's outputs in registers, and weights read
-//! ahead"); whether it does on a quiet machine, where the worker is not descheduled during the
-//! caller's serial work, is for a quiet A/B run to say.
+//! not pay (BENCHMARKS.md, "q4: where a batch-1 Q4_0 step goes now; ...; weights read ahead");
+//! whether it does on a quiet machine, where the worker is not descheduled during the caller's
+//! serial work, is for a quiet A/B run to say.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
