@@ -213,7 +213,15 @@ fn one_head(
     one_head_inline(q, k, v, b, g, mask, scale, scores, out)
 }
 
-/// One query head against its key-value head; inlined into each variant of [`head_fn`].
+/// One query head against its key-value head: its scores `dot(q, k[pos]) · scale` and their
+/// maximum; over the positions not masked, `exp(s − max)` and their sum in position order, and
+/// `Σ p · v[pos]` per output element in position order from 0.0 (a product then a sum, never
+/// fused), [`CHUNK`] elements at a time held in registers over all positions (not loaded and
+/// stored back per position); times `1 / sum`. A head with no finite score (every position
+/// masked) gets zeros. Inlined into each variant of [`head_fn`].
+///
+/// (The loop before skipped a score of `−∞` rather than a masked position: the same but for
+/// infinite inputs, where a weight of 0 can only change the sign of a zero output.)
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn one_head_inline(
@@ -228,12 +236,13 @@ fn one_head_inline(
     out: &mut [f32],
 ) {
     let dim = q.len();
+    let masked = |pos: usize| mask.is_some_and(|m| !m[pos]);
     let mut max = f32::NEG_INFINITY;
     for (pos, s) in scores.iter_mut().enumerate() {
-        *s = if mask.is_none_or(|m| m[pos]) {
-            dot(q, k.at(b, g, pos, dim)) * scale
-        } else {
+        *s = if masked(pos) {
             f32::NEG_INFINITY
+        } else {
+            dot(q, k.at(b, g, pos, dim)) * scale
         };
         max = max.max(*s);
     }
@@ -242,19 +251,47 @@ fn one_head_inline(
         return;
     }
     let mut sum = 0f32;
-    for (pos, s) in scores.iter().enumerate() {
-        if *s == f32::NEG_INFINITY {
-            continue;
+    for (pos, s) in scores.iter_mut().enumerate() {
+        if !masked(pos) {
+            *s = (*s - max).exp();
+            sum += *s;
         }
-        let p = (*s - max).exp();
-        sum += p;
-        for (o, x) in out.iter_mut().zip(v.at(b, g, pos, dim)) {
-            *o += p * x;
+    }
+    for (c, oc) in out.chunks_mut(CHUNK).enumerate() {
+        let at = c * CHUNK;
+        if oc.len() == CHUNK {
+            let mut acc = [0f32; CHUNK];
+            for (pos, &p) in scores.iter().enumerate() {
+                if masked(pos) {
+                    continue;
+                }
+                let x: &[f32; CHUNK] = v.at(b, g, pos, dim)[at..at + CHUNK]
+                    .try_into()
+                    .expect("a whole chunk");
+                for i in 0..CHUNK {
+                    acc[i] += p * x[i];
+                }
+            }
+            oc.copy_from_slice(&acc);
+        } else {
+            for (pos, &p) in scores.iter().enumerate() {
+                if masked(pos) {
+                    continue;
+                }
+                let x = &v.at(b, g, pos, dim)[at..at + oc.len()];
+                for (o, x) in oc.iter_mut().zip(x) {
+                    *o += p * x;
+                }
+            }
         }
     }
     let inv = 1.0 / sum;
     out.iter_mut().for_each(|o| *o *= inv);
 }
+
+/// Output elements of a head summed in registers at once: four 512-bit or eight 256-bit
+/// registers (a head of 64 is one chunk, of 128 two).
+const CHUNK: usize = 64;
 
 /// A dot product in eight independent lanes (which the compiler keeps in one vector register).
 #[inline(always)]
@@ -280,9 +317,49 @@ mod tests {
     use super::*;
     use crate::testing::xorshift_values as values;
 
+    /// The straightforward loop every head reproduces bit for bit: per position its score, then
+    /// per position `exp(s − max)` added to the sum and `p · v` to each output element (the
+    /// loop before the outputs were held in registers, whose greedy tokens are the reference).
+    #[allow(clippy::too_many_arguments)]
+    fn straight_head(
+        q: &[f32],
+        k: &CacheView<'_>,
+        v: &CacheView<'_>,
+        mask: Option<&[bool]>,
+        scale: f32,
+        len: usize,
+        out: &mut [f32],
+    ) {
+        let dim = q.len();
+        let scores: Vec<f32> = (0..len)
+            .map(|pos| {
+                if mask.is_none_or(|m| m[pos]) {
+                    dot(q, k.at(0, 0, pos, dim)) * scale
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        let max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        out.fill(0.0);
+        let mut sum = 0f32;
+        for (pos, s) in scores.iter().enumerate() {
+            if *s == f32::NEG_INFINITY {
+                continue;
+            }
+            let p = (*s - max).exp();
+            sum += p;
+            for (o, x) in out.iter_mut().zip(v.at(0, 0, pos, dim)) {
+                *o += p * x;
+            }
+        }
+        let inv = 1.0 / sum;
+        out.iter_mut().for_each(|o| *o *= inv);
+    }
+
     #[test]
-    fn every_vector_width_gives_the_portable_heads_bit_for_bit() {
-        let mut variants: Vec<(&str, HeadFn)> = vec![("picked", head_fn())];
+    fn every_vector_width_gives_the_straight_loops_heads_bit_for_bit() {
+        let mut variants: Vec<(&str, HeadFn)> = vec![("picked", head_fn()), ("portable", one_head)];
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx512f") {
@@ -292,9 +369,14 @@ mod tests {
                 variants.push(("avx2", wide::avx2));
             }
         }
-        // Head sizes with and without a tail past the eight lanes; a padded row.
-        for (dim, len, seed) in [(64usize, 301usize, 5u64), (20, 9, 6), (128, 40, 7)] {
-            let q = values(dim, seed);
+        // Head sizes with and without a tail past the eight lanes and past a register chunk of
+        // 64; a padded row.
+        for (dim, len, seed) in [
+            (64usize, 301usize, 5u64),
+            (20, 9, 6),
+            (128, 40, 7),
+            (80, 33, 8),
+        ] {
             let kb = values(len * dim, seed + 10);
             let vb = values(len * dim, seed + 20);
             let view = |data| CacheView {
@@ -306,10 +388,11 @@ mod tests {
             let (k, v) = (view(&kb[..]), view(&vb[..]));
             let mut mask = vec![true; len];
             mask[0] = false;
+            let q = values(dim, seed);
             for m in [None, Some(&mask[..])] {
                 let mut want = vec![0f32; dim];
+                straight_head(&q, &k, &v, m, 0.125, len, &mut want);
                 let mut scores = vec![0f32; len];
-                one_head(&q, &k, &v, 0, 0, m, 0.125, &mut scores, &mut want);
                 for (name, f) in &variants {
                     let mut got = vec![1f32; dim];
                     f(&q, &k, &v, 0, 0, m, 0.125, &mut scores, &mut got);
@@ -324,66 +407,109 @@ mod tests {
     }
 
     #[test]
-    fn matches_softmax_attention_in_float64_with_groups_padding_and_strides() {
-        let (batch, heads, kv_heads, dim, len, cap) = (3usize, 6usize, 2usize, 20usize, 7usize, 9);
-        let q = values(batch * heads * dim, 1);
-        // Buffers with room for `cap` positions, of which the first `len` are used.
-        let kb = values(batch * kv_heads * cap * dim, 2);
-        let vb = values(batch * kv_heads * cap * dim, 3);
-        fn view(data: &[f32], heads: usize, cap: usize, dim: usize) -> CacheView<'_> {
-            CacheView {
-                data,
-                batch_stride: heads * cap * dim,
-                head_stride: cap * dim,
-                pos_stride: dim,
-            }
-        }
-        // Row 1 has two padding positions in front; row 2 none.
-        let mut valid = vec![true; batch * len];
-        valid[len] = false;
-        valid[len + 1] = false;
-        let scale = 0.3f32;
-        let mut out = vec![0f32; q.len()];
+    fn a_row_with_every_position_masked_gets_zeros() {
+        let (dim, len) = (64usize, 5usize);
+        let kb = values(len * dim, 1);
+        let vb = values(len * dim, 2);
+        let q = values(3 * dim, 3);
+        let view = |data| CacheView {
+            data,
+            batch_stride: len * dim,
+            head_stride: len * dim,
+            pos_stride: dim,
+        };
+        let mask = vec![false; len];
+        let mut out = vec![1f32; 3 * dim];
         let shape = DecodeShape {
-            batch,
-            heads,
-            kv_heads,
+            batch: 1,
+            heads: 3,
+            kv_heads: 1,
             dim,
             len,
         };
         decode_attention(
             &q,
-            view(&kb, kv_heads, cap, dim),
-            view(&vb, kv_heads, cap, dim),
-            Some(&valid),
+            view(&kb),
+            view(&vb),
+            Some(&mask),
             shape,
-            scale,
+            0.125,
             &mut out,
         )
-        .unwrap();
-        for b in 0..batch {
-            for h in 0..heads {
-                let g = h / (heads / kv_heads);
-                let at = |buf: &[f32], pos: usize, c: usize| {
-                    buf[((b * kv_heads + g) * cap + pos) * dim + c] as f64
-                };
-                let qv = |c: usize| q[(b * heads + h) * dim + c] as f64;
-                let keep: Vec<usize> = (0..len).filter(|&p| valid[b * len + p]).collect();
-                let s: Vec<f64> = keep
-                    .iter()
-                    .map(|&p| (0..dim).map(|c| qv(c) * at(&kb, p, c)).sum::<f64>() * scale as f64)
-                    .collect();
-                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-                let z: f64 = e.iter().sum();
-                for c in 0..dim {
-                    let want: f64 = keep
+        .expect("consistent shapes");
+        assert!(out.iter().all(|&o| o == 0.0));
+    }
+
+    #[test]
+    fn matches_softmax_attention_in_float64_with_groups_padding_and_strides() {
+        // Three rows of 6 heads over 2 of 20; one row of SmolLM2's 9 heads over 3 of 64.
+        for (batch, heads, kv_heads, dim, len, cap) in [
+            (3usize, 6usize, 2usize, 20usize, 7usize, 9usize),
+            (1, 9, 3, 64, 11, 16),
+        ] {
+            let q = values(batch * heads * dim, 1);
+            // Buffers with room for `cap` positions, of which the first `len` are used.
+            let kb = values(batch * kv_heads * cap * dim, 2);
+            let vb = values(batch * kv_heads * cap * dim, 3);
+            fn view(data: &[f32], heads: usize, cap: usize, dim: usize) -> CacheView<'_> {
+                CacheView {
+                    data,
+                    batch_stride: heads * cap * dim,
+                    head_stride: cap * dim,
+                    pos_stride: dim,
+                }
+            }
+            // Row 1 (of three) has two padding positions in front; the others none.
+            let mut valid = vec![true; batch * len];
+            if batch > 1 {
+                valid[len] = false;
+                valid[len + 1] = false;
+            }
+            let scale = 0.3f32;
+            let mut out = vec![0f32; q.len()];
+            let shape = DecodeShape {
+                batch,
+                heads,
+                kv_heads,
+                dim,
+                len,
+            };
+            decode_attention(
+                &q,
+                view(&kb, kv_heads, cap, dim),
+                view(&vb, kv_heads, cap, dim),
+                Some(&valid),
+                shape,
+                scale,
+                &mut out,
+            )
+            .unwrap();
+            for b in 0..batch {
+                for h in 0..heads {
+                    let g = h / (heads / kv_heads);
+                    let at = |buf: &[f32], pos: usize, c: usize| {
+                        buf[((b * kv_heads + g) * cap + pos) * dim + c] as f64
+                    };
+                    let qv = |c: usize| q[(b * heads + h) * dim + c] as f64;
+                    let keep: Vec<usize> = (0..len).filter(|&p| valid[b * len + p]).collect();
+                    let s: Vec<f64> = keep
                         .iter()
-                        .zip(&e)
-                        .map(|(&p, w)| w / z * at(&vb, p, c))
-                        .sum();
-                    let got = out[(b * heads + h) * dim + c] as f64;
-                    assert!((got - want).abs() < 1e-5, "b{b} h{h} c{c}: {got} vs {want}");
+                        .map(|&p| {
+                            (0..dim).map(|c| qv(c) * at(&kb, p, c)).sum::<f64>() * scale as f64
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for c in 0..dim {
+                        let want: f64 = keep
+                            .iter()
+                            .zip(&e)
+                            .map(|(&p, w)| w / z * at(&vb, p, c))
+                            .sum();
+                        let got = out[(b * heads + h) * dim + c] as f64;
+                        assert!((got - want).abs() < 1e-5, "b{b} h{h} c{c}: {got} vs {want}");
+                    }
                 }
             }
         }

@@ -25,6 +25,7 @@
 //! [`decode_attention`] is the other half of a decoding step: one new query position per row
 //! against the KV cache, read in place from the cache's buffers (float32).
 
+mod ahead;
 mod attention;
 mod choice;
 mod dot;
@@ -40,6 +41,7 @@ mod repack;
 mod testing;
 mod tile;
 
+pub use ahead::set_read_ahead;
 pub use attention::{decode_attention, CacheView, DecodeShape};
 pub use choice::{bf16_kernel_choice, kernel_choice, KernelChoice};
 pub use machine::{
@@ -73,6 +75,17 @@ pub enum Weights<'a> {
 }
 
 impl Weights<'_> {
+    /// The weights' bytes (what [`ahead`] reads ahead).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: any initialised values may be viewed as bytes; same memory, same lifetime.
+        unsafe {
+            match self {
+                Weights::F32(w) => std::slice::from_raw_parts(w.as_ptr().cast(), 4 * w.len()),
+                Weights::Bf16(w) => std::slice::from_raw_parts(w.as_ptr().cast(), 2 * w.len()),
+            }
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Weights::F32(w) => w.len(),
@@ -154,6 +167,7 @@ pub(crate) fn matmul_with(
     y: &mut [f32],
 ) {
     let n = w.len() / k;
+    pool::read_ahead_after_next(ahead::after(&[w.bytes()]));
     if m <= MAX_ROWS {
         split_rows(n, m, y, &|first, rows, out| {
             kernel(x, m, k, w, first, rows, out)

@@ -19,6 +19,16 @@ pub enum ProductWeights<'a> {
     Blocks(Blocks<'a>),
 }
 
+impl ProductWeights<'_> {
+    /// The weight's row count at width `k` (whole rows only; [`matmul_many`] checks the rest).
+    pub fn rows(&self, k: usize) -> usize {
+        match self {
+            ProductWeights::Float(w) => w.len() / k.max(1),
+            ProductWeights::Blocks(b) => b.data.len() / b.ty.row_bytes(k).max(1),
+        }
+    }
+}
+
 /// One product of a [`matmul_many`] call: `y[m, n] = x · wᵀ (+ bias)`.
 pub struct Product<'a, 'y> {
     pub weights: ProductWeights<'a>,
@@ -97,7 +107,15 @@ pub fn matmul_many(
     let any_packed = weights
         .iter()
         .any(|w| matches!(w, ProductWeights::Blocks(_)));
+    let bytes: Vec<&[u8]> = weights
+        .iter()
+        .map(|w| match w {
+            ProductWeights::Float(f) => f.bytes(),
+            ProductWeights::Blocks(b) => b.data,
+        })
+        .collect();
     let job = |acts: Option<&crate::QuantizedActs>| {
+        pool::read_ahead_after_next(crate::ahead::after(&bytes));
         pool::pool().run(tasks.len(), &|t| {
             let (i, first, rows) = tasks[t];
             // SAFETY: tasks write disjoint stretches `[first · m, (first + rows) · m)` of their

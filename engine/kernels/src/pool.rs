@@ -14,11 +14,14 @@
 //! and the caller runs the tasks itself. (Waiting for every worker to check in made a loaded
 //! 2-core machine spend three quarters of decoding in the pool's waits, perf: 2.2 tokens/s.)
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
+
+use crate::ahead::{Ahead, Reading};
 
 /// How long an idle worker waits for the next job before it sleeps: longer than the gaps
 /// between the products of one decoding step, short enough not to hold a core between requests.
@@ -58,6 +61,20 @@ struct Shared {
     panicked: AtomicBool,
     /// Per worker: asleep (or about to be), so the caller must wake it.
     sleeping: Vec<AtomicBool>,
+    /// What the workers read ahead once they have claimed all of the current job's tasks
+    /// (`ahead.rs`; null: go on with what they read ahead before). Written with `run`.
+    ahead: AtomicPtr<Ahead>,
+}
+
+thread_local! {
+    /// What this thread's next job asks its workers to read ahead ([`read_ahead_after_next`]).
+    static NEXT_AHEAD: Cell<Option<&'static Ahead>> = const { Cell::new(None) };
+}
+
+/// Asks the workers of this thread's next [`Pool::run`] to read `what` ahead once that job's
+/// tasks are all claimed, while they wait for the job after it.
+pub(crate) fn read_ahead_after_next(what: Option<&'static Ahead>) {
+    NEXT_AHEAD.with(|n| n.set(what));
 }
 
 /// The workers and the lock that lets one job run at a time.
@@ -84,6 +101,7 @@ impl Pool {
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             sleeping: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            ahead: AtomicPtr::new(std::ptr::null_mut()),
         }));
         // Workers that could not be started are left out (the caller alone still runs a job).
         let mut threads = Vec::with_capacity(workers);
@@ -111,6 +129,7 @@ impl Pool {
     /// Runs `run(t)` for every `t < tasks` on the caller and the workers, and returns once all
     /// are done. While another thread's job runs, the caller runs its tasks alone.
     pub(crate) fn run(&self, tasks: usize, run: &(dyn Fn(usize) + Sync)) {
+        let ahead = NEXT_AHEAD.with(Cell::take);
         let lock = (tasks > 1 && tasks <= MAX_TASKS && !self.workers.is_empty())
             .then(|| self.submit.try_lock().ok())
             .flatten();
@@ -129,6 +148,10 @@ impl Pool {
             std::mem::transmute::<*const Run<'_>, *mut Run<'static>>(&local as *const Run<'_>)
         };
         s.run.store(ptr, Ordering::Relaxed);
+        s.ahead.store(
+            ahead.map_or(std::ptr::null_mut(), |a| a as *const Ahead as *mut Ahead),
+            Ordering::Relaxed,
+        );
         s.done.store(0, Ordering::Relaxed);
         s.panicked.store(false, Ordering::Relaxed);
         let (generation, _, _) = unpack(s.word.load(Ordering::Relaxed));
@@ -187,9 +210,14 @@ fn take_tasks(s: &Shared, generation: u64) {
     }
 }
 
-/// A worker: waits for each new job (spinning, then asleep), claims its tasks.
+/// A worker: waits for each new job (spinning, then asleep), claims its tasks; between jobs it
+/// reads ahead what the last job asked for (`ahead.rs`), a chunk at a time, looking for the
+/// next job after each chunk.
 fn worker(s: &'static Shared, me: usize) {
+    /// Bytes read ahead between two looks at the job word (64 cache lines).
+    const CHUNK: usize = 4096;
     let mut seen = unpack(s.word.load(Ordering::Acquire)).0;
+    let mut reading = Reading::default();
     loop {
         let mut since = Instant::now();
         let mut spins = 0u32;
@@ -198,6 +226,10 @@ fn worker(s: &'static Shared, me: usize) {
             if g != seen {
                 seen = g;
                 break;
+            }
+            if reading.step(CHUNK) {
+                since = Instant::now();
+                continue;
             }
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(256) && since.elapsed() > SPIN {
@@ -213,7 +245,13 @@ fn worker(s: &'static Shared, me: usize) {
                 std::hint::spin_loop();
             }
         }
+        // Written before the generation this worker saw was published (Acquire above).
+        let ahead = s.ahead.load(Ordering::Relaxed);
         take_tasks(s, seen);
+        if !ahead.is_null() {
+            // SAFETY: `ahead.rs` leaks every `Ahead` it hands out: it is never freed.
+            reading.start(unsafe { &*ahead });
+        }
     }
 }
 

@@ -466,6 +466,8 @@ thread_local! {
     static ACTS: std::cell::RefCell<QuantizedActs> = std::cell::RefCell::new(QuantizedActs::default());
     /// [`quant_matmul_fine`]'s activations and its two rows' products.
     static FINE: std::cell::RefCell<Vec<QuantizedActs>> = std::cell::RefCell::default();
+    /// A [`quant_matmul_fine`] task's coarse and error products.
+    static TASK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])` with `w` packed, `1 ≤ m ≤ MAX_ROWS`, `k` a
@@ -551,19 +553,33 @@ pub fn quant_matmul_fine(
         // holds what the kernel writes, not `MAX_ROWS` columns (a one-row product zeroed four
         // times its output's size per task, an output projection's 49,152 rows each step).
         let width = 2 * m.min(half);
+        crate::pool::read_ahead_after_next(crate::ahead::after(&[w.data]));
         // Each task: its weight rows against every chunk, into `[rows, m]`.
         split_rows(n, m, y, &|first, rows, out| {
-            let mut both = vec![0f32; rows * width];
-            for (c, acts) in chunks.iter().enumerate() {
-                let mc = acts.q.len() / k / 2;
-                kernel(acts, 2 * mc, k, Packed::Blocks(w), first, rows, &mut both);
-                for r in 0..rows {
-                    let (coarse, error) = (&both[r * 2 * mc..], &both[r * 2 * mc + mc..]);
-                    for j in 0..mc {
-                        out[r * m + c * half + j] = coarse[j] + error[j];
+            // The kernel writes every value of its `[rows, 2 · mc]` output: a task buffer per
+            // thread, kept (not a fresh zeroed one per task).
+            TASK.with_borrow_mut(|both| {
+                both.resize(rows * width, 0.0);
+                for (c, acts) in chunks.iter().enumerate() {
+                    let mc = acts.q.len() / k / 2;
+                    let both = &mut both[..rows * 2 * mc];
+                    kernel(acts, 2 * mc, k, Packed::Blocks(w), first, rows, both);
+                    if m == 1 {
+                        // One activation row (every decoding step's output projection): each
+                        // row's coarse and error products side by side, summed in one pass.
+                        for (o, p) in out.iter_mut().zip(both.chunks_exact(2)) {
+                            *o = p[0] + p[1];
+                        }
+                        continue;
+                    }
+                    for r in 0..rows {
+                        let (coarse, error) = (&both[r * 2 * mc..], &both[r * 2 * mc + mc..]);
+                        for j in 0..mc {
+                            out[r * m + c * half + j] = coarse[j] + error[j];
+                        }
                     }
                 }
-            }
+            });
         });
     });
     add_bias(y, n, bias);
@@ -685,7 +701,12 @@ fn run(
 ) -> Result<(), ShapeError> {
     check_out(m, n, bias, y)?;
     let kernel = select().1;
+    let bytes = match w {
+        Packed::Blocks(b) => b.data,
+        Packed::Affine(a) => a.codes,
+    };
     with_acts(x, m, k, |acts| {
+        crate::pool::read_ahead_after_next(crate::ahead::after(&[bytes]));
         split_rows(n, m, y, &|first, rows, out| {
             kernel(acts, m, k, w, first, rows, out)
         });
@@ -1105,6 +1126,42 @@ mod tests {
             let m = crate::WIDE_ROWS + 1;
             let mut y = vec![0f32; m * n];
             assert!(quant_matmul_fine(&values(m * k, 1), m, k, w, None, &mut y).is_err());
+        }
+    }
+
+    /// One activation row (a decoding step's output projection) through `quant_matmul_fine`'s
+    /// tasks equals every row recomputed alone (`quant_matmul_refined` with every row refined),
+    /// bit for bit, interleaved or not.
+    #[test]
+    fn one_row_fine_products_are_each_rows_own() {
+        for ty in [BlockType::Q8_0, BlockType::Q4_0, BlockType::Q4_1] {
+            let (n, k) = (203, 96);
+            let data = blocks(ty, n, k, 17);
+            let mut inter = data.clone();
+            crate::interleave(ty, &mut inter, k).unwrap();
+            let x = values(k, 5);
+            let bias = values(n, 8);
+            let mut alone = vec![0f32; n];
+            let rows = Blocks::rows(ty, &data);
+            quant_matmul_refined(&x, 1, k, rows, Some(&bias), &mut alone, n).unwrap();
+            for w in [
+                rows,
+                Blocks {
+                    ty,
+                    data: &inter,
+                    interleaved: true,
+                },
+            ] {
+                let mut fine = vec![0f32; n];
+                quant_matmul_fine(&x, 1, k, w, Some(&bias), &mut fine).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&fine),
+                    bits(&alone),
+                    "{ty:?} interleaved {}",
+                    w.interleaved
+                );
+            }
         }
     }
 

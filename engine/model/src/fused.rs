@@ -94,8 +94,9 @@ impl Fused {
             return None;
         }
         let members = self.heads(slots).get(slot)?;
-        let k = usize::try_from(*x.size().last()?).ok()?;
-        let rows = x.numel() / k.max(1);
+        let size = x.size();
+        let k = usize::try_from(*size.last()?).ok()?;
+        let rows = size.iter().product::<i64>() as usize / k.max(1);
         if x.device() != Device::Cpu
             || x.kind() != Kind::Float
             || x.requires_grad()
@@ -129,11 +130,10 @@ impl Fused {
             });
         }
         let mut outs = Vec::with_capacity(states.len());
-        for s in &states {
-            let n = *s.weight.size().first()?;
-            let mut size = x.size();
-            *size.last_mut()? = n;
-            outs.push(Tensor::f_empty(size.as_slice(), (Kind::Float, Device::Cpu)).ok()?);
+        let mut out_size = size.clone();
+        for w in &weights {
+            *out_size.last_mut()? = w.rows(k) as i64;
+            outs.push(Tensor::f_empty(out_size.as_slice(), (Kind::Float, Device::Cpu)).ok()?);
         }
         // SAFETY: `x` is a contiguous float32 CPU tensor of `rows · k` values and each output a
         // fresh contiguous float32 one of `rows · n` values; all live until the end of this
@@ -147,7 +147,7 @@ impl Fused {
                 .map(|((&w, b), y)| Product {
                     weights: w,
                     bias: b.as_deref(),
-                    y: std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, y.numel()),
+                    y: std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, rows * w.rows(k)),
                 })
                 .collect();
             matmul_many(xs, rows, k, &mut parts).is_ok()
@@ -155,14 +155,15 @@ impl Fused {
         if !ok {
             return None;
         }
-        let bits = input_bits(x)?;
+        // SAFETY: as above: `x` is a contiguous float32 CPU tensor of `rows · k` values.
+        let bits = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const u32, rows * k) };
         let mut outs = outs.into_iter();
         let first = outs.next()?;
         if let Ok(mut kept) = self.kept.lock() {
             let kept = &mut *kept;
             kept.input.clear();
             kept.input.extend_from_slice(bits);
-            kept.size = x.size();
+            kept.size = size;
             kept.outs.clear();
             kept.outs
                 .extend(members[1..].iter().map(Arc::clone).zip(outs));

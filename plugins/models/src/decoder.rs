@@ -198,15 +198,18 @@ impl Decoder {
             NormKind::RmsNorm,
             self.eps,
         )?;
-        let mut q = ctx
-            .linear(&format!("{p}.self_attn.q_proj"), &x)?
-            .f_view([b, t, heads, hd])?;
-        let mut k = ctx
-            .linear(&format!("{p}.self_attn.k_proj"), &x)?
-            .f_view([b, t, kv, hd])?;
-        let v = ctx
-            .linear(&format!("{p}.self_attn.v_proj"), &x)?
-            .f_view([b, t, kv, hd])?;
+        // Each projection as `[b, t, n, hd]`, later with its heads second (`[b, n, t, hd]`). With
+        // one position (a decoding step) both are the same memory: a plain view to the second
+        // shape from the start, one libtorch operation instead of two per tensor.
+        let split = |y: Tensor, n: i64| -> Result<Tensor, Error> {
+            Ok(y.f_view(if t == 1 { [b, n, t, hd] } else { [b, t, n, hd] })?)
+        };
+        let heads_second = |y: Tensor| -> Result<Tensor, Error> {
+            Ok(if t == 1 { y } else { y.f_transpose(1, 2)? })
+        };
+        let mut q = split(ctx.linear(&format!("{p}.self_attn.q_proj"), &x)?, heads)?;
+        let mut k = split(ctx.linear(&format!("{p}.self_attn.k_proj"), &x)?, kv)?;
+        let v = split(ctx.linear(&format!("{p}.self_attn.v_proj"), &x)?, kv)?;
         if self.opts.qk_norm {
             q = ctx.norm(
                 &format!("{p}.self_attn.q_norm"),
@@ -221,11 +224,15 @@ impl Decoder {
                 self.eps,
             )?;
         }
-        let q = self.rope.apply(&q.f_transpose(1, 2)?, cos, sin)?;
-        let k = self.rope.apply(&k.f_transpose(1, 2)?, cos, sin)?;
-        let v = v.f_transpose(1, 2)?;
+        let q = self.rope.apply(&heads_second(q)?, cos, sin)?;
+        let k = self.rope.apply(&heads_second(k)?, cos, sin)?;
+        let v = heads_second(v)?;
         let a = ctx.attention(i, &q, &k, &v, None)?;
-        let a = a.f_transpose(1, 2)?.f_reshape([b, t, heads * hd])?;
+        let a = if t == 1 {
+            a.f_reshape([b, t, heads * hd])?
+        } else {
+            a.f_transpose(1, 2)?.f_reshape([b, t, heads * hd])?
+        };
         // Residuals are new tensors (not in place), so autograd keeps the norms' inputs.
         let h = residual(h, &ctx.linear(&format!("{p}.self_attn.o_proj"), &a)?)?;
         let x = ctx.norm(

@@ -1,0 +1,70 @@
+//! The decoding attention alone (`decode_attention`), one thread (`taskset -c 0` keeps the pool's
+//! worker off): SmolLM2's shape (9 query heads over 3 key-value heads of 64) against a cache of
+//! `--len` positions (default 200), 30 calls per "step" (a step's layers, each its own cache),
+//! CPU time per step, median of rounds: `cargo run --release -p swift-kernels --example
+//! attention [-- --len 200]`.
+
+mod common;
+use common::{cpu_seconds, flag_value};
+
+use swift_kernels::{decode_attention, CacheView, DecodeShape};
+
+fn main() {
+    let len: usize = flag_value("--len")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let (heads, kv, dim, layers) = (9usize, 3usize, 64usize, 30usize);
+    let vals = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 2654435761 + seed) % 1000) as f32 - 500.0) / 500.0)
+            .collect()
+    };
+    let q = vals(heads * dim, 1);
+    let caches: Vec<(Vec<f32>, Vec<f32>)> = (0..layers)
+        .map(|l| (vals(kv * len * dim, 2 + l), vals(kv * len * dim, 100 + l)))
+        .collect();
+    let mut out = vec![0f32; heads * dim];
+    let shape = DecodeShape {
+        batch: 1,
+        heads,
+        kv_heads: kv,
+        dim,
+        len,
+    };
+    fn view(data: &[f32], len: usize, dim: usize) -> CacheView<'_> {
+        CacheView {
+            data,
+            batch_stride: data.len(),
+            head_stride: len * dim,
+            pos_stride: dim,
+        }
+    }
+    let steps = 2000;
+    let mut per_step = Vec::new();
+    for _ in 0..7 {
+        let c0 = cpu_seconds();
+        for _ in 0..steps {
+            for (k, v) in &caches {
+                decode_attention(
+                    &q,
+                    view(k, len, dim),
+                    view(v, len, dim),
+                    None,
+                    shape,
+                    0.125,
+                    &mut out,
+                )
+                .expect("consistent shapes");
+            }
+        }
+        per_step.push((cpu_seconds() - c0) / steps as f64);
+    }
+    per_step.sort_by(f64::total_cmp);
+    println!(
+        "{len} positions, 30 layers: {:.1} µs CPU per step (median of 7; {:.1}..{:.1}), check {}",
+        per_step[3] * 1e6,
+        per_step[0] * 1e6,
+        per_step[6] * 1e6,
+        out.iter().sum::<f32>()
+    );
+}
