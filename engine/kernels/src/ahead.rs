@@ -10,10 +10,10 @@
 //! result (a stale guess, e.g. a weight freed since, costs a few wasted reads); nothing is
 //! computed differently.
 //!
-//! **Off unless `SWIFT_READ_AHEAD=1`**: on the loaded 2-core AMD EPYC it was measured on, it did
-//! not pay (BENCHMARKS.md, "q4: where a batch-1 Q4_0 step goes now; ...; weights read ahead");
-//! whether it does on a quiet machine, where the worker is not descheduled during the caller's
-//! serial work, is for a quiet A/B run to say.
+//! **On unless `SWIFT_READ_AHEAD=0`**: on the quiet 2-core AMD EPYC, batch-1 decoding ran 4–20 %
+//! faster with it in every type measured (BENCHMARKS.md, "Weights read ahead, on a quiet
+//! machine"); on a loaded one, where the worker is descheduled during the caller's serial work,
+//! it was neither faster nor slower.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -44,13 +44,13 @@ struct Order {
 /// learning rather than growing).
 const MOST_WEIGHTS: usize = 1 << 14;
 
-/// 0: not decided yet (`SWIFT_READ_AHEAD` read on first use), 1: off, 2: on.
+/// 0: not decided yet (`SWIFT_READ_AHEAD` read on first use: `0` turns it off), 1: off, 2: on.
 static ON: AtomicU8 = AtomicU8::new(0);
 
 fn enabled() -> bool {
     match ON.load(Ordering::Relaxed) {
         0 => {
-            let on = std::env::var("SWIFT_READ_AHEAD").is_ok_and(|v| v == "1");
+            let on = !std::env::var("SWIFT_READ_AHEAD").is_ok_and(|v| v == "0");
             ON.store(1 + on as u8, Ordering::Relaxed);
             on
         }
