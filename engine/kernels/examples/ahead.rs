@@ -8,13 +8,13 @@
 //! 15 --type q4_0|q8_0|q4_1]`.
 
 mod common;
-use common::{cpu_seconds, flag_value};
+use common::{blocks, cpu_seconds, flag_value};
 
 use std::time::{Duration, Instant};
 
 use swift_kernels::{
-    interleave, matmul_many, quant_matmul, quant_matmul_fine, set_read_ahead, BlockType, Blocks,
-    Product, ProductWeights,
+    matmul_many, quant_matmul, quant_matmul_fine, set_read_ahead, BlockType, Blocks, Product,
+    ProductWeights,
 };
 
 const K: usize = 576;
@@ -123,19 +123,4 @@ fn main() {
             cpu[i] / wall[i].len() as f64 * 1e6
         );
     }
-}
-
-/// `n` interleaved rows of `k` weights in `ty`: varied codes, every float16 scale 1/64.
-fn blocks(ty: BlockType, n: usize, k: usize, seed: usize) -> Vec<u8> {
-    let mut v: Vec<u8> = (0..ty.row_bytes(k) * n)
-        .map(|i| ((i + seed) * 7 % 251) as u8)
-        .collect();
-    let scales: &[usize] = if ty == BlockType::Q4_1 { &[0, 2] } else { &[0] };
-    for b in v.chunks_exact_mut(ty.block_bytes()) {
-        for &at in scales {
-            b[at..at + 2].copy_from_slice(&0x2400u16.to_le_bytes());
-        }
-    }
-    interleave(ty, &mut v, k).expect("whole groups");
-    v
 }

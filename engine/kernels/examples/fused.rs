@@ -7,13 +7,12 @@
 //! `cargo run --release -p swift-kernels --example fused [-- --rows M]`.
 
 mod common;
-use common::{cpu_seconds, flag_value};
+use common::{blocks, cpu_seconds, flag_value};
 
 use std::time::Instant;
 
 use swift_kernels::{
-    interleave, matmul_many, quant_matmul, skinny_matmul, BlockType, Blocks, Product,
-    ProductWeights, Weights,
+    matmul_many, quant_matmul, skinny_matmul, BlockType, Blocks, Product, ProductWeights, Weights,
 };
 
 const K: usize = 576;
@@ -34,7 +33,7 @@ fn main() {
             .map(|b| {
                 GROUPS[b % 2]
                     .iter()
-                    .map(|&n| ty.map_or_else(Vec::new, |t| blocks(t, n, b)))
+                    .map(|&n| ty.map_or_else(Vec::new, |t| blocks(t, n, K, b)))
                     .collect()
             })
             .collect();
@@ -114,19 +113,4 @@ fn main() {
             );
         }
     }
-}
-
-/// `n` interleaved rows of `K` weights in `ty`: varied codes, every float16 scale 1/64.
-fn blocks(ty: BlockType, n: usize, seed: usize) -> Vec<u8> {
-    let mut v: Vec<u8> = (0..ty.row_bytes(K) * n)
-        .map(|i| ((i + seed) * 7 % 251) as u8)
-        .collect();
-    let scales: &[usize] = if ty == BlockType::Q4_1 { &[0, 2] } else { &[0] };
-    for b in v.chunks_exact_mut(ty.block_bytes()) {
-        for &at in scales {
-            b[at..at + 2].copy_from_slice(&0x2400u16.to_le_bytes());
-        }
-    }
-    interleave(ty, &mut v, K).expect("whole groups");
-    v
 }

@@ -11,11 +11,11 @@
 //! (`SWIFT_QKERNEL=vnni|avx2|portable` picks the kernel).
 
 mod common;
-use common::{cpu_seconds, flag_value};
+use common::{blocks, cpu_seconds, flag_value};
 
 use std::time::Instant;
 
-use swift_kernels::{interleave, quant_kernel_name, quant_matmul, BlockType, Blocks};
+use swift_kernels::{quant_kernel_name, quant_matmul, BlockType, Blocks};
 
 fn main() {
     let hot = std::env::args().any(|a| a == "--hot");
@@ -84,20 +84,4 @@ fn main() {
             );
         }
     }
-}
-
-/// `n` interleaved rows of `k` weights in `ty`: varied codes, every float16 scale 1/64.
-fn blocks(ty: BlockType, n: usize, k: usize, seed: usize) -> Vec<u8> {
-    let mut v: Vec<u8> = (0..ty.row_bytes(k) * n)
-        .map(|i| ((i + seed) * 7 % 251) as u8)
-        .collect();
-    let scales: &[usize] = if ty == BlockType::Q4_1 { &[0, 2] } else { &[0] };
-    for b in v.chunks_exact_mut(ty.block_bytes()) {
-        for &at in scales {
-            b[at] = 0x00;
-            b[at + 1] = 0x24;
-        }
-    }
-    interleave(ty, &mut v, k).expect("whole rows");
-    v
 }

@@ -1,5 +1,5 @@
 //! What the kernel examples share: the process's CPU time, read from Linux's `/proc/self/stat`,
-//! and the value of a `--flag VALUE` argument.
+//! the value of a `--flag VALUE` argument, and interleaved quantized rows to multiply.
 
 /// User + system CPU time of this process so far (Linux `/proc/self/stat`, clock ticks of 10 ms):
 /// on a machine shared with other work, CPU time is steadier than wall time (run an example under
@@ -27,4 +27,24 @@ pub fn flag_value(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     let at = args.iter().position(|a| a == name)?;
     args.get(at + 1).cloned()
+}
+
+/// `n` interleaved rows of `k` weights in `ty`: varied codes, every float16 scale 1/64.
+#[allow(dead_code)] // not every example multiplies quantized rows
+pub fn blocks(ty: swift_kernels::BlockType, n: usize, k: usize, seed: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..ty.row_bytes(k) * n)
+        .map(|i| ((i + seed) * 7 % 251) as u8)
+        .collect();
+    let scales: &[usize] = if ty == swift_kernels::BlockType::Q4_1 {
+        &[0, 2]
+    } else {
+        &[0]
+    };
+    for b in v.chunks_exact_mut(ty.block_bytes()) {
+        for &at in scales {
+            b[at..at + 2].copy_from_slice(&0x2400u16.to_le_bytes());
+        }
+    }
+    swift_kernels::interleave(ty, &mut v, k).expect("whole groups");
+    v
 }
