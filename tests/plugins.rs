@@ -348,6 +348,7 @@ fn doctor_shows_both_sides_versions_and_only_what_differs() {
         "CPU: ",
         "decoding kernel: ",
         "bfloat16 decoding kernel: ",
+        "weights read ahead while decoding: on (the default",
         "CUDA: ",
         "OpenMP wait policy: ",
     ] {
@@ -365,6 +366,12 @@ fn doctor_shows_both_sides_versions_and_only_what_differs() {
     );
     assert!(
         out.contains("bfloat16 decoding kernel: portable ("),
+        "{out}"
+    );
+    // Reading ahead turned off by the user, and doctor says so.
+    let out = ok(swift_env(&["doctor"], &[("SWIFT_READ_AHEAD", "0")]));
+    assert!(
+        out.contains("weights read ahead while decoding: off (SWIFT_READ_AHEAD=0 (yours))"),
         "{out}"
     );
     // The user's own OpenMP setting wins, and doctor says so.

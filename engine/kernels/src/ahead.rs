@@ -58,6 +58,19 @@ fn enabled() -> bool {
     }
 }
 
+/// Whether weights are read ahead in this process, and why, for `swift doctor` and the run's log.
+pub fn read_ahead_setting() -> &'static str {
+    if enabled() {
+        "on (the default; SWIFT_READ_AHEAD=0 turns it off)"
+    } else if ON.load(Ordering::Relaxed) == 1
+        && std::env::var("SWIFT_READ_AHEAD").is_ok_and(|v| v == "0")
+    {
+        "off (SWIFT_READ_AHEAD=0 (yours))"
+    } else {
+        "off (turned off by this program)"
+    }
+}
+
 /// Turns reading ahead on or off for the rest of the process (over `SWIFT_READ_AHEAD`): for
 /// benchmarks that compare both in one process (`examples/ahead.rs`).
 pub fn set_read_ahead(on: bool) {

@@ -41,7 +41,7 @@ mod repack;
 mod testing;
 mod tile;
 
-pub use ahead::set_read_ahead;
+pub use ahead::{read_ahead_setting, set_read_ahead};
 pub use attention::{decode_attention, CacheView, DecodeShape};
 pub use choice::{bf16_kernel_choice, kernel_choice, KernelChoice};
 pub use machine::{

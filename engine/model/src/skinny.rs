@@ -84,6 +84,10 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
     SAID.call_once(|| {
         let k = swift_kernels::kernel_choice();
         tracing::info!("decoding kernel: {} ({})", k.kernel, k.why);
+        tracing::info!(
+            "weights read ahead while decoding: {}",
+            swift_kernels::read_ahead_setting()
+        );
     });
     static SAID_BF16: std::sync::Once = std::sync::Once::new();
     if kind == Kind::BFloat16 {

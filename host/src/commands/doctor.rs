@@ -38,6 +38,10 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
     println!("decoding kernel: {} ({})", k.kernel, k.why);
     let b = swift_kernels::bf16_kernel_choice();
     println!("bfloat16 decoding kernel: {} ({})", b.kernel, b.why);
+    println!(
+        "weights read ahead while decoding: {}",
+        swift_kernels::read_ahead_setting()
+    );
     println!("CUDA: {}", cuda());
     println!("OpenMP wait policy: {}", crate::openmp::describe());
     if let Some(path) = &args.plugin {
