@@ -145,9 +145,9 @@ fn head_fn() -> HeadFn {
 
 #[cfg(target_arch = "x86_64")]
 mod wide {
-    use super::{one_head_inline, CacheView};
+    use super::{one_head, CacheView};
 
-    /// A variant of [`one_head_inline`] compiled with `$features` enabled, which [`super::head_fn`]
+    /// A variant of [`one_head`] compiled with `$features` enabled, which [`super::head_fn`]
     /// picks only where the CPU has them.
     macro_rules! variant {
         ($(#[$doc:meta])* $name:ident, $features:literal) => {
@@ -177,7 +177,7 @@ mod wide {
                     scores: &mut [f32],
                     out: &mut [f32],
                 ) {
-                    one_head_inline(q, k, v, b, g, mask, scale, scores, out)
+                    one_head(q, k, v, b, g, mask, scale, scores, out)
                 }
                 // SAFETY: picked by `head_fn` only where the CPU has `$features`.
                 unsafe { run(q, k, v, b, g, mask, scale, scores, out) }
@@ -186,31 +186,15 @@ mod wide {
     }
 
     variant!(
-        /// [`one_head_inline`] with AVX-512F (and AVX2) enabled.
+        /// [`one_head`] with AVX-512F (and AVX2) enabled.
         avx512,
         "avx2,avx512f"
     );
     variant!(
-        /// [`one_head_inline`] with AVX2 enabled.
+        /// [`one_head`] with AVX2 enabled.
         avx2,
         "avx2"
     );
-}
-
-/// One query head against its key-value head (the portable build).
-#[allow(clippy::too_many_arguments)]
-fn one_head(
-    q: &[f32],
-    k: &CacheView<'_>,
-    v: &CacheView<'_>,
-    b: usize,
-    g: usize,
-    mask: Option<&[bool]>,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    one_head_inline(q, k, v, b, g, mask, scale, scores, out)
 }
 
 /// One query head against its key-value head: its scores `dot(q, k[pos]) · scale` and their
@@ -218,13 +202,13 @@ fn one_head(
 /// `Σ p · v[pos]` per output element in position order from 0.0 (a product then a sum, never
 /// fused), [`CHUNK`] elements at a time held in registers over all positions (not loaded and
 /// stored back per position); times `1 / sum`. A head with no finite score (every position
-/// masked) gets zeros. Inlined into each variant of [`head_fn`].
+/// masked) gets zeros. Inlined into each variant of [`head_fn`]; itself the portable build.
 ///
 /// (The loop before skipped a score of `−∞` rather than a masked position: the same but for
 /// infinite inputs, where a weight of 0 can only change the sign of a zero output.)
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn one_head_inline(
+fn one_head(
     q: &[f32],
     k: &CacheView<'_>,
     v: &CacheView<'_>,
