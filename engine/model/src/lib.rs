@@ -39,6 +39,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use context::KvCache;
 pub use mixed::left_padded;
+pub use mixed::set_mixed_on_kernels;
 pub use skinny::TorchThreads;
 pub use vision::{mrope_index, ImageBatch};
 /// Most rows a decoding step runs on the CPU kernels.

@@ -161,8 +161,12 @@ impl PtModel {
     /// prompts together, instead of a decoding pass and then a prefill pass.
     fn run_mixed(&mut self, step: &Step) -> Result<StepOutput, String> {
         let me = |e: swift_model::ModelError| e.to_string();
-        // The pass has more rows than a decoding step: libtorch's threads serve its products.
-        self.threads = None;
+        // On the kernels the pass keeps libtorch on one thread, as a decoding step does; else
+        // libtorch's threads serve its products.
+        let rows = step.feed.len() + step.join.iter().map(|j| j.prompt.len()).sum::<usize>();
+        if !self.model.mixes_on_kernels(rows) {
+            self.threads = None;
+        }
         let cache = self
             .cache
             .as_mut()
