@@ -186,6 +186,20 @@ impl PtModel {
         self.output(logits)
     }
 
+    /// Whether rows joining a running batch cost about as much per prompt token one at a time
+    /// as several together, so that the server lets them join at once (`BatchOptions::
+    /// join_at_once`): their prompts go into the running rows' pass ([`PtModel::mixes`]: no
+    /// adapters, no images) and that pass runs on the decoding kernels
+    /// ([`LoadedModel::mixes_on_kernels`], a float32 model), whose cost grows with the rows
+    /// it carries (`examples/mixed_step.rs`: 4-5 ms per prompt token for one prompt of 16 tokens,
+    /// 4.3 for four, loaded AMD EPYC; BENCHMARKS.md, Deploy). Asked for a pass just past the
+    /// decoding kernel's own rows (one prompt beside a full batch).
+    pub fn small_joins_cheap(&self) -> bool {
+        self.selection.is_none()
+            && self.model.can_mix()
+            && self.model.mixes_on_kernels(swift_model::KERNEL_ROWS + 1)
+    }
+
     /// Holds one libtorch thread between decoding steps of a batch the kernels serve.
     fn keep_threads(&mut self) {
         if self.seqs.is_empty() || self.seqs.len() > swift_model::KERNEL_ROWS {
