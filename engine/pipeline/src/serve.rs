@@ -183,7 +183,14 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
             );
             let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
                 .map_err(anyhow::Error::msg)?;
-            (model, template, bundle.tokenizer, bundle.eos_ids, images, join_at_once)
+            (
+                model,
+                template,
+                bundle.tokenizer,
+                bundle.eos_ids,
+                images,
+                join_at_once,
+            )
         }
         (None, Some(text)) => {
             let model = chosen.load(

@@ -123,12 +123,18 @@ fn main() {
             let (cpu1, sw1) = usage();
             figures[i].push((wall, cpu1 - cpu0, sw1 - sw0));
             logits[i].get_or_insert(l);
-            line += &format!(" {name} {wall:.3} s ({:.3} CPU s, {:.0} switches);", cpu1 - cpu0, sw1 - sw0);
+            line += &format!(
+                " {name} {wall:.3} s ({:.3} CPU s, {:.0} switches);",
+                cpu1 - cpu0,
+                sw1 - sw0
+            );
         }
         println!("{line}");
     }
     swift_model::set_mixed_on_kernels(true);
-    println!("{running} running rows + {joining} prompts of {plen} tokens, medians of {rounds} rounds:");
+    println!(
+        "{running} running rows + {joining} prompts of {plen} tokens, medians of {rounds} rounds:"
+    );
     for (i, (name, ..)) in variants.iter().enumerate() {
         let pick = |f: fn(&(f64, f64, f64)) -> f64| median(figures[i].iter().map(f).collect());
         println!(

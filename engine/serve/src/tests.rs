@@ -320,7 +320,7 @@ fn a_mixed_pass_on_the_kernels_gives_the_running_rows_their_decoding_step_bit_fo
     let refs: Vec<&[i64]> = running.iter().map(|p| &p[..]).collect();
     let (ids, mask) = swift_model::left_padded(&refs);
     let mut cache = model.new_cache(n);
-    model.forward(&ids, mask.as_ref(), &mut cache).unwrap();
+    let _ = model.forward(&ids, mask.as_ref(), &mut cache).unwrap();
     let all: Vec<i64> = (0..n).collect();
     let last: Vec<i64> = (0..n).map(|i| 20 + i).collect();
     let step = {
@@ -335,7 +335,9 @@ fn a_mixed_pass_on_the_kernels_gives_the_running_rows_their_decoding_step_bit_fo
         let jrefs: Vec<&[i64]> = joins.iter().map(|p| &p[..]).collect();
         let mut c = cache.copy_rows(&all).unwrap();
         let mut fresh = model.new_cache(2);
-        let h = model.forward_mixed(&last, &mut c, &jrefs, &mut fresh).unwrap();
+        let h = model
+            .forward_mixed(&last, &mut c, &jrefs, &mut fresh)
+            .unwrap();
         let mixed = model.logits(&h.narrow(0, 0, n)).unwrap();
         let rows = n as usize + 2 * plen;
         let on_kernels = model.mixes_on_kernels(rows);
@@ -351,7 +353,10 @@ fn a_mixed_pass_on_the_kernels_gives_the_running_rows_their_decoding_step_bit_fo
             assert!(on_kernels, "{rows} rows on an AVX2 CPU run on the kernels");
         }
         if on_kernels {
-            assert!(mixed.equal(&step), "{rows} rows: the running rows' logits moved");
+            assert!(
+                mixed.equal(&step),
+                "{rows} rows: the running rows' logits moved"
+            );
         } else {
             let diff = f64::try_from((&mixed - &step).abs().max()).unwrap();
             assert!(diff < 1e-4, "{rows} rows: logits {diff} apart");
