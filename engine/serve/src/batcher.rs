@@ -9,7 +9,9 @@
 //! words, EOS, token budgets, streamed deltas and logprobs are decided here, the same on every
 //! backend. A backend that applies one adapter per step (`AdapterSupport::PerBatch`) only gets
 //! rows of one adapter at a time; the others wait in order. While rows run, waiting rows join a
-//! few at a time (`join_now`: a prefill pass of many prompts costs less per token than one of one).
+//! few at a time (`join_now`: a prefill pass of many prompts costs less per token than one of
+//! one), or at every step where the served model's joins cost no more per prompt token one at a
+//! time ([`BatchOptions::join_at_once`]).
 //!
 //! Requests wait in a bounded queue; [`Submitter::try_submit`] refuses at once when it is full,
 //! and the batcher takes from it only while the batch has room. When every [`Submitter`] is
