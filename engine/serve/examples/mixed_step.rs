@@ -23,6 +23,10 @@ use tch::{Device, Kind, Tensor};
 // Linked for its `inventory` registrations (the llama family).
 use swift_plugin_models as _;
 
+// The kernel examples' reader of this process's CPU time.
+#[path = "../../kernels/examples/common/mod.rs"]
+mod common;
+
 fn ids(len: usize, salt: usize) -> Vec<i64> {
     (0..len)
         .map(|i| ((i * 37 + salt * 101) % 40_000 + 100) as i64)
@@ -168,11 +172,6 @@ fn main() {
 
 /// CPU seconds of every thread of this process and their voluntary context switches.
 fn usage() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
     let mut switches = 0.0;
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for t in tasks.flatten() {
@@ -184,5 +183,5 @@ fn usage() -> (f64, f64) {
             }
         }
     }
-    (cpu, switches)
+    (common::cpu_seconds(), switches)
 }
