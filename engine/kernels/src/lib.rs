@@ -66,6 +66,25 @@ pub const MAX_ROWS: usize = 8;
 /// time at 16 clients, against 24 % for its multiply (BENCHMARKS.md, Deploy).
 pub const WIDE_ROWS: usize = 4 * MAX_ROWS;
 
+/// The most activation rows [`skinny_matmul`] takes where the CPU has register-blocked tiles
+/// (src/tile.rs; [`takes_rows`]): a continuous batch's mixed pass, the running rows' next tokens
+/// and a few joining prompts (about 76 rows at 16 clients), runs on the kernel's threads, each
+/// row's products bit for bit what it gets alone, instead of libtorch's GEMM on OpenMP threads
+/// that sleep and wake at every parallel region of the pass (BENCHMARKS.md, Deploy). Longer
+/// passes (a prompt's prefill) stay with libtorch.
+pub const MANY_ROWS: usize = 128;
+
+/// Whether [`skinny_matmul`] takes `m` activation rows over float32 (`bf16` false) or bfloat16
+/// weights: `1..=WIDE_ROWS` always, up to [`MANY_ROWS`] where this CPU has tiles for them.
+pub fn takes_rows(m: usize, bf16: bool) -> bool {
+    let w = if bf16 {
+        Weights::Bf16(&[])
+    } else {
+        Weights::F32(&[])
+    };
+    (1..=WIDE_ROWS).contains(&m) || (m <= MANY_ROWS && tile::select(w).is_some())
+}
+
 /// A weight matrix `[n, k]`, row-major, in one of the layouts the kernel reads.
 #[derive(Clone, Copy, Debug)]
 pub enum Weights<'a> {
@@ -122,9 +141,9 @@ pub fn skinny_matmul(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
-    if m == 0 || m > WIDE_ROWS || k == 0 {
+    if !takes_rows(m, matches!(w, Weights::Bf16(_))) || k == 0 {
         return Err(ShapeError(format!(
-            "skinny_matmul takes 1..={WIDE_ROWS} rows of a non-empty width, got {m} × {k}"
+            "skinny_matmul takes 1..={WIDE_ROWS} rows (up to {MANY_ROWS} where the CPU has tiles) of a non-empty width, got {m} × {k}"
         )));
     }
     if x.len() != m * k || !w.len().is_multiple_of(k) {
@@ -460,10 +479,18 @@ mod tests {
         let w = vec![0f32; 8];
         assert!(skinny_matmul(&[0.0; 4], 2, 2, Weights::F32(&w), None, &mut y[..3]).is_err());
         assert!(skinny_matmul(&[0.0; 3], 2, 2, Weights::F32(&w), None, &mut y).is_err());
-        let rows = WIDE_ROWS + 1;
-        let x = vec![0.0; rows * 2];
-        let mut wide = vec![0f32; rows * 4];
-        assert!(skinny_matmul(&x, rows, 2, Weights::F32(&w), None, &mut wide).is_err());
+        // Past WIDE_ROWS only where the CPU has tiles, and never past MANY_ROWS.
+        for rows in [WIDE_ROWS + 1, MANY_ROWS, MANY_ROWS + 1] {
+            let x = vec![0.0; rows * 2];
+            let mut wide = vec![0f32; rows * 4];
+            let taken = skinny_matmul(&x, rows, 2, Weights::F32(&w), None, &mut wide).is_ok();
+            assert_eq!(taken, takes_rows(rows, false), "{rows} rows");
+            assert_eq!(
+                taken,
+                rows <= MANY_ROWS && tile::select(Weights::F32(&w)).is_some(),
+                "{rows} rows"
+            );
+        }
         assert!(skinny_matmul(&[0.0; 4], 2, 2, Weights::F32(&w), Some(&[0.0; 3]), &mut y).is_err());
         assert!(skinny_matmul(&[0.0; 4], 2, 2, Weights::F32(&w[..7]), None, &mut y).is_err());
     }

@@ -1,5 +1,6 @@
 //! Register-blocked tiles for many activation rows: the products of [`FROM_ROWS`] (17) to
-//! [`crate::WIDE_ROWS`] rows, where the walks of src/dot.rs run out of registers.
+//! [`crate::WIDE_ROWS`] rows, where the walks of src/dot.rs run out of registers, and up to
+//! [`crate::MANY_ROWS`] in a continuous batch's mixed pass.
 //!
 //! A walk of src/dot.rs holds one or two weight rows against up to 8 activation rows, so each
 //! stretch of a weight row is loaded once per 8 activation rows and each activation load feeds at
@@ -489,8 +490,14 @@ mod tests {
         // share its batch (the float32 weights of the model's products).
         let (n, k) = (37, 576);
         let w = values(n * k, 5);
-        for m in [9usize, 16, 23, crate::WIDE_ROWS] {
+        for m in [9usize, 16, 23, crate::WIDE_ROWS, 76, crate::MANY_ROWS] {
             let x = values(m * k, m as u64);
+            if !crate::takes_rows(m, false) {
+                // Without tiles the product beyond WIDE_ROWS is refused (libtorch's then).
+                let mut y = vec![0f32; m * n];
+                assert!(crate::skinny_matmul(&x, m, k, Weights::F32(&w), None, &mut y).is_err());
+                continue;
+            }
             let mut y = vec![0f32; m * n];
             crate::skinny_matmul(&x, m, k, Weights::F32(&w), None, &mut y).unwrap();
             for j in 0..m {

@@ -39,10 +39,14 @@ use tch::{Device, Kind, Tensor};
 
 pub use context::KvCache;
 pub use mixed::left_padded;
+pub use mixed::set_mixed_on_kernels;
 pub use skinny::TorchThreads;
 pub use vision::{mrope_index, ImageBatch};
 /// Most rows a decoding step runs on the CPU kernels.
 pub const KERNEL_ROWS: usize = swift_kernels::WIDE_ROWS;
+/// The most packed rows of a mixed pass that runs on the decoding kernels
+/// ([`LoadedModel::mixes_on_kernels`]).
+pub const MIXED_KERNEL_ROWS: usize = swift_kernels::MANY_ROWS;
 pub use generate::{generate, FinishReason, Generated, Sampler, SamplingParams, StopCriteria};
 
 /// Everything that can go wrong loading or running a model.

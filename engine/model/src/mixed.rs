@@ -13,8 +13,20 @@ use swift_plugin_tensors::model::{ModelContext, NormKind};
 use swift_plugin_tensors::ModelHandleExt;
 use tch::Tensor;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::context::{te, HostContext};
+use crate::skinny::{ManyRows, TorchThreads};
 use crate::{KvCache, LoadedModel, ModelError};
+
+/// Whether [`LoadedModel::mixes_on_kernels`] may say yes (on unless switched off).
+static ON_KERNELS: AtomicBool = AtomicBool::new(true);
+
+/// Lets mixed passes run on the kernels (the default) or keeps them on libtorch: for measuring
+/// one against the other in one process (engine/serve/examples/mixed_step.rs).
+pub fn set_mixed_on_kernels(on: bool) {
+    ON_KERNELS.store(on, Ordering::Relaxed);
+}
 
 impl LoadedModel {
     /// Whether [`LoadedModel::forward_mixed`] applies: a text model whose slots are all plain
@@ -26,6 +38,22 @@ impl LoadedModel {
                 .slots
                 .values()
                 .all(|s| s.quantized.is_none() && s.hooks.is_empty())
+    }
+
+    /// Whether a mixed pass of `rows` packed rows (running rows plus every joining prompt's
+    /// tokens) runs its products on the decoding kernels (`swift_kernels::MANY_ROWS` rows at most,
+    /// on a CPU with the kernels' tiles) with libtorch kept on one thread, like a decoding step;
+    /// else on libtorch's threads. A float32 CPU model only: bfloat16 keeps libtorch's mixed pass
+    /// (its prompts' products there round the activations to bfloat16; not measured on the
+    /// kernels). At 16 clients the mixed passes of about 76 rows took libtorch's OpenMP worker
+    /// through about a thousand sleeps and wakes each (`OMP_WAIT_POLICY=PASSIVE`); on the kernels
+    /// each row's products are also bit for bit what a decoding step gives it (BENCHMARKS.md,
+    /// Deploy).
+    pub fn mixes_on_kernels(&self, rows: usize) -> bool {
+        ON_KERNELS.load(Ordering::Relaxed)
+            && self.kind == tch::Kind::Float
+            && self.decodes_on_kernels()
+            && swift_kernels::takes_rows(rows, false)
     }
 
     /// One pass over `last` (the next token of each of `cache`'s rows, in order) and `prompts`
@@ -65,6 +93,10 @@ impl LoadedModel {
             )));
         }
         let _guard = tch::no_grad_guard();
+        let rows = last.len() + prompts.iter().map(|p| p.len()).sum::<usize>();
+        let on_kernels = self.mixes_on_kernels(rows);
+        let _threads = on_kernels.then(TorchThreads::one);
+        let _many = on_kernels.then(ManyRows::enter);
         let device = self.device;
         let float_activations = self.float_activations();
         let n = last.len() as i64;

@@ -33,7 +33,11 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
     let kind = w.kind();
     // bfloat16 too at every row count: at 8 rows the kernel decoded SmolLM2 at about 1.5x
     // the speed of libtorch's oneDNN path here.
-    let worth_it = matches!(kind, Kind::Float | Kind::BFloat16) && rows <= WIDE_ROWS;
+    // More rows (up to swift_kernels::MANY_ROWS, where the CPU has tiles) in a mixed pass
+    // ([`ManyRows`]).
+    let worth_it = matches!(kind, Kind::Float | Kind::BFloat16)
+        && (rows <= WIDE_ROWS
+            || (MANY_ROWS_PASS.get() && swift_kernels::takes_rows(rows, kind == Kind::BFloat16)));
     // float32 activations over bfloat16 weights (`LoadedModel::float_activations`) too: the
     // kernel widens the weights and keeps the activations float32 either way.
     let mixed = kind == Kind::BFloat16 && x.kind() == Kind::Float;
@@ -172,6 +176,27 @@ pub(crate) fn attention(
         decode_attention(qs, view(k), view(v), valid, shape, scale, os).is_ok()
     };
     ok.then_some(out)
+}
+
+thread_local! {
+    static MANY_ROWS_PASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the pass on this thread as a mixed pass run on the kernels (`LoadedModel::forward_mixed`
+/// when [`LoadedModel::mixes_on_kernels`](crate::LoadedModel::mixes_on_kernels)) until dropped:
+/// its products of up to `swift_kernels::MANY_ROWS` rows go to the kernels' tiles.
+pub(crate) struct ManyRows(bool);
+
+impl ManyRows {
+    pub(crate) fn enter() -> Self {
+        Self(MANY_ROWS_PASS.replace(true))
+    }
+}
+
+impl Drop for ManyRows {
+    fn drop(&mut self) {
+        MANY_ROWS_PASS.set(self.0);
+    }
 }
 
 /// Keeps libtorch on one intra-op thread while it lives, for a decoding step (a handful of rows

@@ -138,7 +138,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
     if args.server.max_batch_size == 0 {
         bail!("--max_batch_size must be at least 1");
     }
-    let (model, template, tokenizer, eos_ids, images) = match (bundle, text) {
+    let (model, template, tokenizer, eos_ids, images, join_at_once) = match (bundle, text) {
         (Some(mut bundle), _) => {
             let template = bundle.template(regs, template_name.as_deref())?;
             // Per-row adapters: the server's switches on the libtorch model.
@@ -172,9 +172,25 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
             let images = crate::images::prompt_images(&bundle, args.image.max_pixels, &args.given)?
                 .map(std::sync::Arc::new);
             let pt = swift_serve::pt::PtModel::new(bundle.model, selection, vocab, description);
+            let join_at_once = pt.small_joins_cheap();
+            tracing::debug!(
+                "waiting requests join the running batch {}",
+                if join_at_once {
+                    "at every step (mixed passes on the decoding kernels)"
+                } else {
+                    "a few at a time"
+                }
+            );
             let model = swift_plugin_tensors::backend::BackendModelHandle::from_model(Box::new(pt))
                 .map_err(anyhow::Error::msg)?;
-            (model, template, bundle.tokenizer, bundle.eos_ids, images)
+            (
+                model,
+                template,
+                bundle.tokenizer,
+                bundle.eos_ids,
+                images,
+                join_at_once,
+            )
         }
         (None, Some(text)) => {
             let model = chosen.load(
@@ -200,7 +216,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
                 "--infer_backend {} does not take images",
                 chosen.record.name
             ));
-            (model, template, text.tokenizer, text.eos_ids, images)
+            (model, template, text.tokenizer, text.eos_ids, images, false)
         }
         (None, None) => bail!("no model loaded"),
     };
@@ -215,6 +231,7 @@ pub fn run(args: &DeploySpec, plugins: &PluginSettings) -> Result<()> {
         eos_ids,
         max_model_len,
         name,
+        join_at_once,
     };
     let options = ServeOptions {
         host: args.server.host.clone(),

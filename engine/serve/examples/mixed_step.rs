@@ -1,10 +1,13 @@
 //! What a joining step costs on the `pt` backend, both ways in the same seconds (so a loaded
 //! machine slows both alike): running rows decode one token each while new prompts join, either
 //! as a decoding pass and then a prefill pass of the prompts (before `forward_mixed`), or as one
-//! mixed pass ([`LoadedModel::forward_mixed`]); and, for scale, C: the running rows' decoding
-//! step alone (what the step would cost if no prompt joined). Rounds alternate A, B, C, A, B, C
-//! …; prints each round's seconds, the medians, and how far A's and B's logits are apart (and
-//! whether their greedy tokens agree). B − C is what the joining prompts cost.
+//! mixed pass ([`LoadedModel::forward_mixed`]), B on the decoding kernels with libtorch on one
+//! thread (where [`LoadedModel::mixes_on_kernels`]), D on libtorch's threads; and, for scale, C:
+//! the running rows' decoding step alone (what the step would cost if no prompt joined). Rounds
+//! alternate A, B, D, C, A, B, D, C …; prints each round's wall and CPU seconds and voluntary
+//! context switches, the medians, how far the logits are apart (and whether their greedy tokens
+//! agree), and whether B's running rows are bit for bit C's. B − C is what the joining prompts
+//! cost.
 //!
 //!     cargo run --release -p swift-serve --example mixed_step -- MODEL_DIR [RUNNING] [JOINING] [PROMPT_LEN] [ROUNDS]
 //!
@@ -19,6 +22,10 @@ use tch::{Device, Kind, Tensor};
 
 // Linked for its `inventory` registrations (the llama family).
 use swift_plugin_models as _;
+
+// The kernel examples' reader of this process's CPU time.
+#[path = "../../kernels/examples/common/mod.rs"]
+mod common;
 
 fn ids(len: usize, salt: usize) -> Vec<i64> {
     (0..len)
@@ -98,37 +105,83 @@ fn main() {
         let h = model.forward(&ids, None, c).unwrap();
         model.logits(&h.select(1, -1)).unwrap()
     };
-    let (mut ta, mut tb, mut tc) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut la, mut lb) = (None, None);
+    // Each variant: wall seconds, CPU seconds (every thread) and voluntary context switches.
+    type Run<'a> = (&'a str, &'a dyn Fn(&mut KvCache) -> Tensor, bool);
+    let variants: [Run; 4] = [
+        ("A decode + prefill", &separate, false),
+        ("B mixed, kernels", &mixed, true),
+        ("D mixed, libtorch", &mixed, false),
+        ("C decode alone", &decode_alone, true),
+    ];
+    let mut figures: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); variants.len()];
+    let mut logits: Vec<Option<Tensor>> = (0..variants.len()).map(|_| None).collect();
     for round in 0..rounds {
-        let mut c = cache.copy_rows(&all).unwrap();
-        let t0 = Instant::now();
-        let l = separate(&mut c);
-        ta.push(t0.elapsed().as_secs_f64());
-        la.get_or_insert(l);
-        let mut c = cache.copy_rows(&all).unwrap();
-        let t0 = Instant::now();
-        let l = mixed(&mut c);
-        tb.push(t0.elapsed().as_secs_f64());
-        lb.get_or_insert(l);
-        let mut c = cache.copy_rows(&all).unwrap();
-        let t0 = Instant::now();
-        let _ = decode_alone(&mut c);
-        tc.push(t0.elapsed().as_secs_f64());
+        let mut line = format!("round {round}:");
+        for (i, (name, run, on_kernels)) in variants.iter().enumerate() {
+            swift_model::set_mixed_on_kernels(*on_kernels);
+            let mut c = cache.copy_rows(&all).unwrap();
+            let (cpu0, sw0) = usage();
+            let t0 = Instant::now();
+            let l = run(&mut c);
+            let wall = t0.elapsed().as_secs_f64();
+            let (cpu1, sw1) = usage();
+            figures[i].push((wall, cpu1 - cpu0, sw1 - sw0));
+            logits[i].get_or_insert(l);
+            line += &format!(
+                " {name} {wall:.3} s ({:.3} CPU s, {:.0} switches);",
+                cpu1 - cpu0,
+                sw1 - sw0
+            );
+        }
+        println!("{line}");
+    }
+    swift_model::set_mixed_on_kernels(true);
+    println!(
+        "{running} running rows + {joining} prompts of {plen} tokens, medians of {rounds} rounds:"
+    );
+    for (i, (name, ..)) in variants.iter().enumerate() {
+        let pick = |f: fn(&(f64, f64, f64)) -> f64| median(figures[i].iter().map(f).collect());
         println!(
-            "round {round}: A (decode + prefill) {:.3} s, B (mixed) {:.3} s, C (decode alone) {:.3} s",
-            ta[round], tb[round], tc[round]
+            "  {name}: {:.3} s wall, {:.3} CPU s, {:.0} voluntary switches",
+            pick(|t| t.0),
+            pick(|t| t.1),
+            pick(|t| t.2)
         );
     }
-    let (la, lb) = (la.unwrap(), lb.unwrap());
-    let diff = f64::try_from((&la - &lb).abs().max()).unwrap();
-    let same = la.argmax(-1, false).eq_tensor(&lb.argmax(-1, false));
-    let agree = i64::try_from(same.sum(Kind::Int64)).unwrap();
-    let (ma, mb, mc) = (median(ta), median(tb), median(tc));
-    println!(
-        "{running} running rows + {joining} prompts of {plen} tokens: median A {ma:.3} s, B {mb:.3} s (B/A {:.2}), C {mc:.3} s (B-C {:.3} s); logits max |A-B| {diff:.2e}, greedy tokens agree on {agree} of {} rows",
-        mb / ma,
-        mb - mc,
-        running + joining
-    );
+    let l: Vec<Tensor> = logits.into_iter().map(Option::unwrap).collect();
+    let cmp = |a: &Tensor, b: &Tensor| {
+        let diff = f64::try_from((a - b).abs().max()).unwrap();
+        let same = a.argmax(-1, false).eq_tensor(&b.argmax(-1, false));
+        (diff, i64::try_from(same.sum(Kind::Int64)).unwrap())
+    };
+    for (x, y) in [(0, 1), (0, 2), (1, 2)] {
+        let (diff, agree) = cmp(&l[x], &l[y]);
+        println!(
+            "  logits {} vs {}: max |diff| {diff:.2e}, greedy tokens agree on {agree} of {} rows",
+            variants[x].0,
+            variants[y].0,
+            running + joining
+        );
+    }
+    // The running rows of a mixed pass on the kernels against the decoding step alone.
+    let run = running as i64;
+    let b = l[1].narrow(0, 0, run);
+    let equal = b.equal(&l[3]);
+    println!("  running rows of B bit for bit C's: {equal}");
+}
+
+/// CPU seconds of every thread of this process and their voluntary context switches.
+fn usage() -> (f64, f64) {
+    let mut switches = 0.0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            for line in status.lines() {
+                if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
+                    switches += v.trim().parse::<f64>().unwrap_or(0.0);
+                }
+            }
+        }
+    }
+    (common::cpu_seconds(), switches)
 }

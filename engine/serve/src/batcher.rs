@@ -9,7 +9,9 @@
 //! words, EOS, token budgets, streamed deltas and logprobs are decided here, the same on every
 //! backend. A backend that applies one adapter per step (`AdapterSupport::PerBatch`) only gets
 //! rows of one adapter at a time; the others wait in order. While rows run, waiting rows join a
-//! few at a time (`join_now`: a prefill pass of many prompts costs less per token than one of one).
+//! few at a time (`join_now`: a prefill pass of many prompts costs less per token than one of
+//! one), or at every step where the served model's joins cost no more per prompt token one at a
+//! time ([`BatchOptions::join_at_once`]).
 //!
 //! Requests wait in a bounded queue; [`Submitter::try_submit`] refuses at once when it is full,
 //! and the batcher takes from it only while the batch has room. When every [`Submitter`] is
@@ -141,6 +143,9 @@ pub struct BatchOptions {
     /// Jobs that may wait for room in the batch; more are refused.
     pub max_queue: usize,
     pub eos_ids: Vec<i64>,
+    /// Waiting rows join at every step ([`join_now`]): the backend's joining step costs about
+    /// as much per prompt token for one prompt as for several (`PtModel::small_joins_cheap`).
+    pub join_at_once: bool,
     /// Test hook: sleep this long after every decoding step (holds requests in flight).
     pub step_delay: Option<Duration>,
 }
@@ -318,7 +323,7 @@ impl Batcher {
                 self.decoder.running(),
                 waiting.len(),
                 waiting.front().map_or(0, |r| steps - r.queued_at),
-                open,
+                !open || self.options.join_at_once,
             );
             while admit && i < waiting.len() && self.decoder.running() + joining.len() < self.max {
                 if self.per_batch {
@@ -371,15 +376,16 @@ const JOIN_WAIT_STEPS: usize = 4;
 
 /// Whether the waiting rows join the batch at this step. A joining step prefills its rows in a
 /// pass of its own beside the running rows' decoding pass (or, on `pt`, in the same pass:
-/// `LoadedModel::forward_mixed`), and prompt tokens cost about twice as much when one or two
-/// prompts join as when many do (the CPU's general matrix product only pays off on many rows;
-/// a mixed step has a cost of its own beyond its tokens; BENCHMARKS.md, Deploy): so while rows
-/// run, waiting rows join once
-/// [`JOIN_ROWS`] of them wait or the first has waited [`JOIN_WAIT_STEPS`] steps; into an empty
-/// batch, or when no more requests can come, at once.
-fn join_now(running: usize, waiting: usize, first_waited: usize, open: bool) -> bool {
+/// `LoadedModel::forward_mixed`), and there prompt tokens cost about twice as much when one or
+/// two prompts join as when many do (the CPU's general matrix product only pays off on many
+/// rows; a mixed step on libtorch has a cost of its own beyond its tokens; BENCHMARKS.md,
+/// Deploy): so while rows run, waiting rows join once [`JOIN_ROWS`] of them wait or the first
+/// has waited [`JOIN_WAIT_STEPS`] steps; into an empty batch, or when `at_once` (no more
+/// requests can come, or the backend's joins cost as much per prompt token one at a time:
+/// [`BatchOptions::join_at_once`]), at once.
+fn join_now(running: usize, waiting: usize, first_waited: usize, at_once: bool) -> bool {
     waiting > 0
-        && (running == 0 || !open || waiting >= JOIN_ROWS || first_waited >= JOIN_WAIT_STEPS)
+        && (running == 0 || at_once || waiting >= JOIN_ROWS || first_waited >= JOIN_WAIT_STEPS)
 }
 
 /// The generation loop over a backend's loaded model (see the module's documentation).
@@ -723,14 +729,16 @@ mod tests {
     #[test]
     fn waiting_rows_join_together_or_after_a_few_steps() {
         // Into an empty batch at once; none waiting: nothing to do.
-        assert!(join_now(0, 1, 0, true));
-        assert!(!join_now(3, 0, 9, true));
+        assert!(join_now(0, 1, 0, false));
+        assert!(!join_now(3, 0, 9, false));
         // Beside running rows: one or three wait (up to 3 steps); four join at once.
-        assert!(!join_now(12, 1, 0, true));
-        assert!(!join_now(12, 3, 3, true));
-        assert!(join_now(12, 4, 0, true));
-        assert!(join_now(12, 1, 4, true));
-        // Draining (no more requests can arrive): at once.
-        assert!(join_now(12, 1, 0, false));
+        assert!(!join_now(12, 1, 0, false));
+        assert!(!join_now(12, 3, 3, false));
+        assert!(join_now(12, 4, 0, false));
+        assert!(join_now(12, 1, 4, false));
+        // Draining (no more requests can arrive), or a backend whose small joins are cheap:
+        // at once; still nothing to do when none waits.
+        assert!(join_now(12, 1, 0, true));
+        assert!(!join_now(12, 0, 0, true));
     }
 }

@@ -72,6 +72,9 @@ pub struct ServedModel {
     pub max_model_len: usize,
     /// The name requests use for the base model.
     pub name: String,
+    /// Waiting requests join the running batch at every step (`batcher::BatchOptions::
+    /// join_at_once`; the `pt` model's `PtModel::small_joins_cheap`).
+    pub join_at_once: bool,
 }
 
 /// Where and how to serve.
@@ -102,6 +105,7 @@ pub fn run(served: ServedModel, options: ServeOptions) -> Result<(), ServeError>
         eos_ids,
         max_model_len,
         name,
+        join_at_once,
     } = served;
     for (a, path) in &options.adapters {
         if *a == name {
@@ -121,6 +125,7 @@ pub fn run(served: ServedModel, options: ServeOptions) -> Result<(), ServeError>
             max_batch_size: options.max_batch_size,
             max_queue: options.max_queue,
             eos_ids,
+            join_at_once,
             step_delay: options.step_delay,
         },
     )?;

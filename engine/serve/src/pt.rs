@@ -161,8 +161,12 @@ impl PtModel {
     /// prompts together, instead of a decoding pass and then a prefill pass.
     fn run_mixed(&mut self, step: &Step) -> Result<StepOutput, String> {
         let me = |e: swift_model::ModelError| e.to_string();
-        // The pass has more rows than a decoding step: libtorch's threads serve its products.
-        self.threads = None;
+        // On the kernels the pass keeps libtorch on one thread, as a decoding step does; else
+        // libtorch's threads serve its products.
+        let rows = step.feed.len() + step.join.iter().map(|j| j.prompt.len()).sum::<usize>();
+        if !self.model.mixes_on_kernels(rows) {
+            self.threads = None;
+        }
         let cache = self
             .cache
             .as_mut()
@@ -180,6 +184,20 @@ impl PtModel {
         self.keep_threads();
         let logits = self.model.logits(&hidden).map_err(me)?;
         self.output(logits)
+    }
+
+    /// Whether rows joining a running batch cost about as much per prompt token one at a time
+    /// as several together, so that the server lets them join at once (`BatchOptions::
+    /// join_at_once`): their prompts go into the running rows' pass ([`PtModel::mixes`]: no
+    /// adapters, no images) and that pass runs on the decoding kernels
+    /// ([`LoadedModel::mixes_on_kernels`], a float32 model), whose cost grows with the rows
+    /// it carries (`examples/mixed_step.rs`: 4-5 ms per prompt token for one prompt of 16 tokens,
+    /// 4.3 for four, loaded AMD EPYC; BENCHMARKS.md, Deploy). Asked for a pass just past the
+    /// decoding kernel's own rows (one prompt beside a full batch).
+    pub fn small_joins_cheap(&self) -> bool {
+        self.selection.is_none()
+            && self.model.can_mix()
+            && self.model.mixes_on_kernels(swift_model::KERNEL_ROWS + 1)
     }
 
     /// Holds one libtorch thread between decoding steps of a batch the kernels serve.

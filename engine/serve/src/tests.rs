@@ -240,8 +240,9 @@ fn rows_joining_and_leaving_decode_as_they_would_alone() {
 }
 
 /// Without adapters the `pt` model folds joining rows into the running rows' pass
-/// (`LoadedModel::forward_mixed`): rows joining a busy batch (some steps with more than the
-/// decoding kernel's 32 rows, so libtorch's product serves them) decode what they decode alone.
+/// (`LoadedModel::forward_mixed`): rows joining a busy batch (steps of up to 32 rows, of more,
+/// which the kernels' tiles serve, and one of more than `MIXED_KERNEL_ROWS`, which libtorch's
+/// product serves) decode what they decode alone.
 #[test]
 fn rows_joining_in_the_running_pass_decode_as_they_would_alone() {
     let regs = registries();
@@ -255,6 +256,7 @@ fn rows_joining_in_the_running_pass_decode_as_they_would_alone() {
         (25, 10, 5),
         (3, 4, 6),
         (12, 8, 12),
+        (swift_model::MIXED_KERNEL_ROWS + 4, 4, 13),
     ];
     let prompts: Vec<Vec<i64>> = (0..cases.len())
         .map(|i| prompt(cases[i].0, i as i64 + 11))
@@ -271,7 +273,7 @@ fn rows_joining_in_the_running_pass_decode_as_they_would_alone() {
             .unwrap();
     let mut decoder = Decoder::new(model, &Capabilities::default(), encoder(&regs), Vec::new());
     let mut receivers = Vec::new();
-    for step in 0..30 {
+    for step in 0..34 {
         let mut joining = Vec::new();
         for (c, p) in cases.iter().zip(&prompts).filter(|(c, _)| c.2 == step) {
             let (tx, rx) = unbounded_channel();
@@ -302,5 +304,62 @@ fn rows_joining_in_the_running_pass_decode_as_they_would_alone() {
             }
         }
         assert_eq!(got.as_ref(), Some(&want[i]), "case {i}");
+    }
+}
+
+/// A mixed pass on the decoding kernels (`LoadedModel::mixes_on_kernels`: a float32 model, at
+/// most `MIXED_KERNEL_ROWS` packed rows, a CPU with the kernels' tiles) gives each running row
+/// bit for bit the logits of its decoding step alone (the kernels' products do not depend on the
+/// other rows); a longer pass is libtorch's, equal to float rounding.
+#[test]
+fn a_mixed_pass_on_the_kernels_gives_the_running_rows_their_decoding_step_bit_for_bit() {
+    let regs = registries();
+    let model = load_model(&regs);
+    let n = 5i64;
+    let running: Vec<Vec<i64>> = (0..n).map(|i| prompt(6 + i as usize, i + 3)).collect();
+    let refs: Vec<&[i64]> = running.iter().map(|p| &p[..]).collect();
+    let (ids, mask) = swift_model::left_padded(&refs);
+    let mut cache = model.new_cache(n);
+    let _ = model.forward(&ids, mask.as_ref(), &mut cache).unwrap();
+    let all: Vec<i64> = (0..n).collect();
+    let last: Vec<i64> = (0..n).map(|i| 20 + i).collect();
+    let step = {
+        let mut c = cache.copy_rows(&all).unwrap();
+        let ids = Tensor::from_slice(&last).view([n, 1]);
+        let h = model.forward(&ids, None, &mut c).unwrap();
+        model.logits(&h.select(1, -1)).unwrap()
+    };
+    // 5 + 2 × 30 rows (the kernels' where the CPU has tiles), 5 + 2 × 70 (libtorch's).
+    for plen in [30usize, 70] {
+        let joins: Vec<Vec<i64>> = (0..2).map(|j| prompt(plen, 40 + j)).collect();
+        let jrefs: Vec<&[i64]> = joins.iter().map(|p| &p[..]).collect();
+        let mut c = cache.copy_rows(&all).unwrap();
+        let mut fresh = model.new_cache(2);
+        let h = model
+            .forward_mixed(&last, &mut c, &jrefs, &mut fresh)
+            .unwrap();
+        let mixed = model.logits(&h.narrow(0, 0, n)).unwrap();
+        let rows = n as usize + 2 * plen;
+        let on_kernels = model.mixes_on_kernels(rows);
+        assert!(
+            rows <= swift_model::MIXED_KERNEL_ROWS || !on_kernels,
+            "{rows} rows are past the kernels' mixed passes"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if rows <= swift_model::MIXED_KERNEL_ROWS
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            assert!(on_kernels, "{rows} rows on an AVX2 CPU run on the kernels");
+        }
+        if on_kernels {
+            assert!(
+                mixed.equal(&step),
+                "{rows} rows: the running rows' logits moved"
+            );
+        } else {
+            let diff = f64::try_from((&mixed - &step).abs().max()).unwrap();
+            assert!(diff < 1e-4, "{rows} rows: logits {diff} apart");
+        }
     }
 }
