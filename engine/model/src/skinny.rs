@@ -6,6 +6,7 @@
 //! Everything else (prefill, training, other devices, quantized slots) keeps libtorch's path;
 //! the two agree to float32 rounding.
 
+use swift_plugin_tensors::sdk::{numel, shape};
 use swift_kernels::{decode_attention, skinny_matmul, CacheView, DecodeShape, Weights, WIDE_ROWS};
 use tch::{Device, Kind, Tensor};
 
@@ -21,15 +22,15 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
     {
         return None;
     }
-    let wsize = w.size();
-    let xsize = x.size();
+    let wsize = shape(&w);
+    let xsize = shape(&x);
     let (&[n, k], Some(&last)) = (wsize.as_slice(), xsize.last()) else {
         return None;
     };
     if last != k || k == 0 || !w.is_contiguous() {
         return None;
     }
-    let rows = x.numel() / k as usize;
+    let rows = numel(&x) / k as usize;
     let kind = w.kind();
     // bfloat16 too at every row count: at 8 rows the kernel decoded SmolLM2 at about 1.5x
     // the speed of libtorch's oneDNN path here.
@@ -123,11 +124,11 @@ pub(crate) fn attention(
         return None;
     }
     let (&[batch, heads, 1, dim], &[kb, kv_heads, capacity, kd]) =
-        (q.size().as_slice(), k.size().as_slice())
+        (shape(&q).as_slice(), shape(&k).as_slice())
     else {
         return None;
     };
-    if v.size() != k.size()
+    if shape(&v) != shape(&k)
         || kb != batch
         || kd != dim
         || batch == 0
@@ -184,7 +185,7 @@ pub struct TorchThreads(Option<i32>);
 impl TorchThreads {
     /// For a pass over `ids`: one thread when it is a decoding step, else no change.
     pub(crate) fn for_step(ids: &Tensor) -> Self {
-        if matches!(ids.size().as_slice(), &[b, 1] if b as usize <= WIDE_ROWS) {
+        if matches!(shape(&ids).as_slice(), &[b, 1] if b as usize <= WIDE_ROWS) {
             Self::one()
         } else {
             Self(None)

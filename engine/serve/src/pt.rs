@@ -9,6 +9,7 @@
 //! weights ([`LoadedModel::forward_mixed`]). Per-row
 //! LoRA adapters are the server's switches ([`crate::adapters`]), set before each pass.
 
+use swift_plugin_tensors::sdk::shape;
 use swift_model::{left_padded, ImageBatch, KvCache, LoadedModel, TorchThreads};
 use swift_plugin_tensors::backend::{
     BackendModel, ImageInput, Join, ModelInfo, PromptLogprob, PromptScore, Step, StepOutput,
@@ -199,7 +200,7 @@ impl PtModel {
             .and_then(|t| t.f_to_kind(Kind::Float))
             .and_then(|t| t.f_contiguous())
             .map_err(te)?;
-        let vocab = logits.size().last().copied().unwrap_or(0) as usize;
+        let vocab = shape(&logits).last().copied().unwrap_or(0) as usize;
         let flat = logits.f_view([-1]).map_err(te)?;
         let logits = Vec::<f32>::try_from(flat).map_err(te)?;
         Ok(StepOutput {
@@ -257,7 +258,7 @@ impl BackendModel for PtModel {
         )
         .map_err(te)?;
         let tops: Vec<Vec<(i64, f64)>> = if request.top > 0 {
-            let k = request.top.min(logp.size()[1] as usize) as i64;
+            let k = request.top.min(shape(&logp)[1] as usize) as i64;
             let (values, indices) = logp.f_topk(k, -1, true, true).map_err(te)?;
             let values = Vec::<f32>::try_from(values.f_view([-1]).map_err(te)?).map_err(te)?;
             let indices = Vec::<i64>::try_from(indices.f_view([-1]).map_err(te)?).map_err(te)?;
