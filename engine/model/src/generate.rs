@@ -413,7 +413,15 @@ mod tests {
     fn argmax_in_lanes_is_the_straight_loops() {
         // Lengths around the lanes, ties across lanes, NaN (first and later), ±0, ±∞.
         let mut rng = Rng(7);
-        let specials = [f32::NAN, 0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, 1.0, -1.0];
+        let specials = [
+            f32::NAN,
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.0,
+            -1.0,
+        ];
         for n in [1usize, 2, 15, 16, 17, 31, 33, 100, 49_152] {
             for round in 0..60 {
                 let v: Vec<f32> = (0..n)

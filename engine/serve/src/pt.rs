@@ -9,11 +9,11 @@
 //! weights ([`LoadedModel::forward_mixed`]). Per-row
 //! LoRA adapters are the server's switches ([`crate::adapters`]), set before each pass.
 
-use swift_plugin_tensors::sdk::shape;
 use swift_model::{left_padded, ImageBatch, KvCache, LoadedModel, TorchThreads};
 use swift_plugin_tensors::backend::{
     BackendModel, ImageInput, Join, ModelInfo, PromptLogprob, PromptScore, Step, StepOutput,
 };
+use swift_plugin_tensors::sdk::shape;
 use tch::{Device, Kind, Tensor};
 
 use crate::adapters::Selection;

@@ -25,7 +25,7 @@ pub(crate) fn values(t: &Tensor) -> Option<&[f32]> {
     {
         return None;
     }
-    let n = numel(&t);
+    let n = numel(t);
     if n == 0 {
         return None;
     }
@@ -53,7 +53,7 @@ pub(crate) fn rope(
     dim: usize,
     interleaved: bool,
 ) -> Option<Tensor> {
-    let size = shape(&x);
+    let size = shape(x);
     let &[b, h, 1, d] = size.as_slice() else {
         return None;
     };
@@ -61,8 +61,8 @@ pub(crate) fn rope(
     if b > MAX_ROWS
         || dim as i64 > d
         || !dim.is_multiple_of(2)
-        || shape(&cos) != table
-        || shape(&sin) != table
+        || shape(cos) != table
+        || shape(sin) != table
     {
         return None;
     }

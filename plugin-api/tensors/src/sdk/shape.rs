@@ -5,7 +5,6 @@
 
 use std::ops::Deref;
 
-
 use tch::Tensor;
 
 /// The most dimensions kept on the stack; a tensor with more takes tch's `size` (never on a
