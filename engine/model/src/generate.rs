@@ -347,47 +347,44 @@ impl Ordered {
 }
 
 /// Index of the largest value (the first one on ties, as torch.argmax): what
-/// [`argmax_straight`] gives, in [`LANES`] independent lanes that the compiler vectorises (a
-/// greedy step scans the whole vocabulary, 49,152 logits for SmolLM2: the one-lane loop was
-/// about 1 % of a batch-1 Q4_0 token's instructions).
+/// [`argmax_straight`] gives, in two passes that the compiler vectorises (a greedy step scans
+/// the whole vocabulary, 49,152 logits for SmolLM2: the one-lane loop was about 1 % of a
+/// batch-1 Q4_0 token's instructions): the largest value in [`LANES`] lanes, then the first
+/// block of lanes holding it.
 fn argmax(v: &[f32]) -> usize {
-    // The straight loop keeps index 0 when `v[0]` is NaN (nothing compares greater) and
-    // otherwise ends at the first index of the largest of the other values: each lane keeps the
-    // first index of its own largest value, and of the lanes' largest the lowest index wins.
-    if v.first().is_none_or(|x| x.is_nan()) {
+    // The straight loop keeps index 0 when `v[0]` is NaN (nothing compares greater), and
+    // otherwise ends at the first index of the largest value (NaN never compares greater, so
+    // it is passed over; −0 and +0 compare equal, so the first of either is kept).
+    let Some(&first) = v.first() else {
+        return 0;
+    };
+    if first.is_nan() {
         return 0;
     }
-    let mut best = [f32::NEG_INFINITY; LANES];
-    let mut at = [usize::MAX; LANES];
+    let mut lanes = [first; LANES];
     let chunks = v.chunks_exact(LANES);
     let tail = chunks.remainder();
-    for (c, chunk) in chunks.enumerate() {
-        for l in 0..LANES {
-            if chunk[l] > best[l] {
-                best[l] = chunk[l];
-                at[l] = c * LANES + l;
-            }
+    for chunk in chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = if x > *m { x } else { *m };
         }
     }
-    for (i, &x) in tail.iter().enumerate() {
-        let l = i % LANES;
-        if x > best[l] {
-            best[l] = x;
-            at[l] = v.len() - tail.len() + i;
+    let mut max = first;
+    for &x in lanes.iter().chain(tail) {
+        if x > max {
+            max = x;
         }
     }
-    let mut found = (f32::NEG_INFINITY, usize::MAX);
-    for (&b, &i) in best.iter().zip(&at) {
-        if i != usize::MAX && (b > found.0 || (b == found.0 && i < found.1)) {
-            found = (b, i);
-        }
-    }
-    // None found: every value is −∞ or NaN, and the straight loop keeps index 0.
-    if found.1 == usize::MAX {
-        0
-    } else {
-        found.1
-    }
+    // `max` is one of the values (never NaN), so some block holds it.
+    v.chunks(LANES)
+        .enumerate()
+        .find_map(|(c, chunk)| {
+            chunk
+                .iter()
+                .fold(false, |any, &x| any | (x == max))
+                .then(|| c * LANES + chunk.iter().position(|&x| x == max).unwrap_or(0))
+        })
+        .unwrap_or(0)
 }
 
 /// [`argmax`]'s lanes.
