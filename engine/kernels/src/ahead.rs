@@ -15,7 +15,9 @@
 //! machine"); on a loaded one, where the worker is descheduled during the caller's serial work,
 //! it was neither faster nor slower.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -30,14 +32,45 @@ pub(crate) struct Ahead {
     pub(crate) ranges: Vec<(usize, usize)>,
 }
 
+/// A weight as [`Order`] knows it.
+struct Known {
+    /// Its ranges.
+    ranges: &'static Ahead,
+    /// The ranges of the product seen right after it (the latest), once one was.
+    next: Option<&'static Ahead>,
+}
+
+/// Hashes a weight's address with one multiplication: the keys are addresses, not input an
+/// adversary chooses, and SipHash was about a third of [`after`]'s time (perf, a decoding step
+/// calls it for each of its ~120 products).
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        // Fibonacci hashing; the high bits (the ones a hash table uses) mix all of the address's.
+        self.0 = (n as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(26);
+    }
+}
+
 #[derive(Default)]
 struct Order {
     /// The weight (its first byte's address) of the last product seen.
     last: Option<usize>,
-    /// Per weight, the weight of the product seen right after it (the latest).
-    next: HashMap<usize, usize>,
-    /// Per weight, its ranges.
-    ranges: HashMap<usize, &'static Ahead>,
+    /// Per weight (its first byte's address): its ranges and what followed it.
+    known: HashMap<usize, Known, BuildHasherDefault<AddressHasher>>,
 }
 
 /// At most this many weights are remembered (a process that loads many models in turn stops
@@ -100,28 +133,46 @@ impl Order {
             return None;
         }
         let key = first.as_ptr() as usize;
-        let known = self.ranges.get(&key).is_some_and(|a| {
+        let same = |a: &Ahead| {
             a.ranges.len() == weights.len()
                 && a.ranges
                     .iter()
                     .zip(weights)
                     .all(|(&(p, n), w)| p == w.as_ptr() as usize && n == w.len())
-        });
-        if !known && self.ranges.len() < MOST_WEIGHTS {
-            let ranges = weights
-                .iter()
-                .map(|w| (w.as_ptr() as usize, w.len()))
-                .collect();
-            self.ranges
-                .insert(key, Box::leak(Box::new(Ahead { ranges })));
-        }
+        };
+        let new = || -> &'static Ahead {
+            Box::leak(Box::new(Ahead {
+                ranges: weights
+                    .iter()
+                    .map(|w| (w.as_ptr() as usize, w.len()))
+                    .collect(),
+            }))
+        };
+        let room = self.known.len() < MOST_WEIGHTS;
+        // This weight's ranges, and what followed it last time.
+        let (this, next) = match self.known.entry(key) {
+            Entry::Occupied(mut k) => {
+                let k = k.get_mut();
+                if !same(k.ranges) {
+                    k.ranges = new();
+                }
+                (Some(k.ranges), k.next)
+            }
+            Entry::Vacant(v) if room => {
+                let ranges = new();
+                v.insert(Known { ranges, next: None });
+                (Some(ranges), None)
+            }
+            Entry::Vacant(_) => (None, None),
+        };
         if let Some(last) = self.last.replace(key) {
-            if last != key && (self.next.len() < MOST_WEIGHTS || self.next.contains_key(&last)) {
-                self.next.insert(last, key);
+            if last != key {
+                if let Some(k) = self.known.get_mut(&last) {
+                    k.next = this;
+                }
             }
         }
-        let next = *self.next.get(&key)?;
-        self.ranges.get(&next).copied()
+        next
     }
 }
 

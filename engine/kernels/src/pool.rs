@@ -219,7 +219,10 @@ fn worker(s: &'static Shared, me: usize) {
     let mut seen = unpack(s.word.load(Ordering::Acquire)).0;
     let mut reading = Reading::default();
     loop {
-        let mut since = Instant::now();
+        // When the worker ran out of work (the last job's tasks and what it read ahead): taken
+        // at the first look at the clock after that, not after every chunk read ahead (the
+        // clock was 2.6 % of the worker's time, perf).
+        let mut since: Option<Instant> = None;
         let mut spins = 0u32;
         loop {
             let g = unpack(s.word.load(Ordering::Acquire)).0;
@@ -228,11 +231,11 @@ fn worker(s: &'static Shared, me: usize) {
                 break;
             }
             if reading.step(CHUNK) {
-                since = Instant::now();
                 continue;
             }
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(256) && since.elapsed() > SPIN {
+            if spins.is_multiple_of(256) && since.get_or_insert_with(Instant::now).elapsed() > SPIN
+            {
                 s.sleeping[me].store(true, Ordering::SeqCst);
                 // Checked again after announcing the sleep: a caller that published before
                 // seeing the flag is seen here, one that publishes after unparks us.
@@ -240,7 +243,7 @@ fn worker(s: &'static Shared, me: usize) {
                     std::thread::park();
                 }
                 s.sleeping[me].store(false, Ordering::SeqCst);
-                since = Instant::now();
+                since = None;
             } else {
                 std::hint::spin_loop();
             }

@@ -7,6 +7,7 @@
 
 use swift_plugin_tensors::model::{ModelContext, NormKind, SlotKind};
 use swift_plugin_tensors::sdk;
+use swift_plugin_tensors::sdk::shape;
 use tch::{Device, Kind, Tensor};
 
 use crate::{LoadedModel, ModelError};
@@ -218,7 +219,7 @@ impl KvCache {
         for layer in self.layers.iter_mut() {
             if let Some((k, v)) = layer.take() {
                 // The view keeps the capacity after the filled part.
-                let cap = k.size()[2] - first;
+                let cap = shape(&k)[2] - first;
                 *layer = Some((k.f_narrow(2, first, cap)?, v.f_narrow(2, first, cap)?));
             }
         }
@@ -239,7 +240,7 @@ impl KvCache {
         ids: &Tensor,
         mask: Option<&Tensor>,
     ) -> Result<Step, ModelError> {
-        let size = ids.size();
+        let size = shape(ids);
         if size.len() != 2 || size[0] != self.batch {
             return Err(ModelError::Config(format!(
                 "input ids have shape {size:?}, the cache holds {} rows",
@@ -369,7 +370,7 @@ fn pad_front(t: &Tensor, dim: i64, n: i64) -> Result<Tensor, tch::TchError> {
     if n == 0 {
         return Ok(t.shallow_clone());
     }
-    let mut size = t.size();
+    let mut size = shape(t);
     size[dim as usize] = n;
     let zeros = Tensor::f_zeros(size.as_slice(), (t.kind(), t.device()))?;
     Tensor::f_cat(&[&zeros, t], dim)
@@ -397,7 +398,7 @@ impl KvCache {
         ids: &Tensor,
         blocks: &[i64],
     ) -> Result<Step, ModelError> {
-        let size = ids.size();
+        let size = shape(ids);
         let t: i64 = blocks.iter().sum();
         if size.len() != 2 || size[0] != 1 || self.batch != 1 || size[1] != t {
             return Err(ModelError::Config(format!(
@@ -443,18 +444,18 @@ impl KvCache {
         positions: &Tensor,
         seq_ids: &Tensor,
     ) -> Result<Step, ModelError> {
-        let size = ids.size();
+        let size = shape(ids);
         if size.len() != 2 || size[0] != self.batch || self.len != 0 {
             return Err(ModelError::Config(format!(
                 "a packed pass needs a fresh cache of {} rows; got input ids of shape {size:?} after {} cached positions",
                 self.batch, self.len
             )));
         }
-        if positions.size() != size || seq_ids.size() != size {
+        if shape(positions) != size || shape(seq_ids) != size {
             return Err(ModelError::Config(format!(
                 "packed input ids {size:?}, positions {:?} and sequence ids {:?} differ in shape",
-                positions.size(),
-                seq_ids.size()
+                shape(positions),
+                shape(seq_ids)
             )));
         }
         let (b, t) = (size[0], size[1]);
@@ -518,7 +519,7 @@ fn blockwise_attention(
     let sdpa = |q: &Tensor, k: &Tensor, v: &Tensor| {
         Tensor::f_scaled_dot_product_attention(q, k, v, None::<&Tensor>, 0.0, true, scale, gqa)
     };
-    let past = k.size()[2] - q.size()[2];
+    let past = shape(k)[2] - shape(q)[2];
     if past > 0 {
         return blockwise_after_prefix(q, k, v, blocks, past, scale, gqa);
     }
@@ -553,7 +554,7 @@ fn blockwise_after_prefix(
     scale: Option<f64>,
     gqa: bool,
 ) -> Result<Tensor, tch::TchError> {
-    let own = q.size()[2];
+    let own = shape(q)[2];
     let (kp, vp) = (k.f_narrow(2, 0, past)?, v.f_narrow(2, 0, past)?);
     let (qs, ks, vs) = (
         q.f_split_with_sizes(blocks, 2)?,
@@ -714,8 +715,8 @@ impl ModelContext for HostContext<'_> {
                     grow(bv, past, v).map_err(te)?,
                 );
                 let views = (
-                    bk.f_narrow(2, 0, past + k.size()[2]).map_err(te)?,
-                    bv.f_narrow(2, 0, past + v.size()[2]).map_err(te)?,
+                    bk.f_narrow(2, 0, past + shape(k)[2]).map_err(te)?,
+                    bv.f_narrow(2, 0, past + shape(v)[2]).map_err(te)?,
                 );
                 *slot = Some((bk, bv));
                 views
@@ -742,13 +743,13 @@ impl ModelContext for HostContext<'_> {
         }
         if decoding {
             let valid = self.step.key_valid_host.as_deref();
-            let len = k.size()[2];
+            let len = shape(&k)[2];
             if let Some(out) = crate::skinny::attention(q, &k, &v, len, valid, scale) {
                 self.attended += 1;
                 return Ok(out);
             }
         }
-        let gqa = q.size().get(1) != k.size().get(1);
+        let gqa = shape(q).get(1) != shape(&k).get(1);
         if let Some(blocks) = &self.step.blocks {
             let out = blockwise_attention(q, &k, &v, blocks, scale, gqa).map_err(te)?;
             self.attended += 1;
@@ -784,8 +785,8 @@ impl ModelContext for HostContext<'_> {
 /// Writes `new` (`[batch, heads, seq, dim]`) after the `past` filled positions of a layer's
 /// cache buffer, first moving the buffer to a larger one when it lacks the room.
 fn grow(buf: Tensor, past: i64, new: &Tensor) -> Result<Tensor, tch::TchError> {
-    let t = new.size()[2];
-    let mut size = buf.size();
+    let t = shape(new)[2];
+    let mut size = shape(&buf);
     let buf = if past + t > size[2] {
         size[2] = (past + t + GROW - 1) / GROW * GROW;
         let bigger = Tensor::f_empty(size.as_slice(), (buf.kind(), buf.device()))?;

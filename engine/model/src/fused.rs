@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use swift_plugin_tensors::sdk::{numel, shape, Shape};
 
 use swift_kernels::{matmul_many, Product, ProductWeights, Weights, MAX_ROWS};
 use tch::{Device, Kind, Tensor};
@@ -30,7 +31,7 @@ const GROUPS: [&[&str]; 2] = [&["q_proj", "k_proj", "v_proj"], &["gate_proj", "u
 #[derive(Default)]
 struct Kept {
     input: Vec<u32>,
-    size: Vec<i64>,
+    size: Shape,
     outs: Vec<(Arc<str>, Tensor)>,
 }
 
@@ -79,7 +80,7 @@ impl Fused {
         let mut kept = self.kept.lock().ok()?;
         let at = kept.outs.iter().position(|(m, _)| **m == *slot)?;
         let (_, out) = kept.outs.swap_remove(at);
-        (input_bits(x)? == kept.input.as_slice() && x.size() == kept.size).then_some(out)
+        (input_bits(x)? == kept.input.as_slice() && shape(x) == kept.size).then_some(out)
     }
 
     /// When `slot` heads a group that can be computed together over `x`: its product, the
@@ -94,7 +95,7 @@ impl Fused {
             return None;
         }
         let members = self.heads(slots).get(slot)?;
-        let size = x.size();
+        let size = shape(x);
         let k = usize::try_from(*size.last()?).ok()?;
         let rows = size.iter().product::<i64>() as usize / k.max(1);
         if x.device() != Device::Cpu
@@ -130,7 +131,7 @@ impl Fused {
             });
         }
         let mut outs = Vec::with_capacity(states.len());
-        let mut out_size = size.clone();
+        let mut out_size = size;
         for w in &weights {
             *out_size.last_mut()? = w.rows(k) as i64;
             outs.push(Tensor::f_empty(out_size.as_slice(), (Kind::Float, Device::Cpu)).ok()?);
@@ -174,7 +175,7 @@ impl Fused {
 
 /// A float32 or bfloat16 `[n, k]` weight the skinny kernel reads, as [`crate::skinny`] takes it.
 fn float_weights(w: &Tensor, k: usize) -> Option<Weights<'_>> {
-    let size = w.size();
+    let size = shape(w);
     let (&[n, wk], true) = (size.as_slice(), w.is_contiguous()) else {
         return None;
     };
@@ -206,5 +207,5 @@ fn input_bits(x: &Tensor) -> Option<&[u32]> {
     }
     // SAFETY: a contiguous float32 CPU tensor of `numel` values, alive (and, during a decoding
     // step, not written) for as long as the borrow of `x`.
-    Some(unsafe { std::slice::from_raw_parts(x.data_ptr() as *const u32, x.numel()) })
+    Some(unsafe { std::slice::from_raw_parts(x.data_ptr() as *const u32, numel(x)) })
 }

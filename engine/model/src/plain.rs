@@ -6,6 +6,7 @@
 //! rounds bit for bit as libtorch's; an earlier one here summed in float64 and moved a quantized
 //! model's greedy near-ties, tests/gguf_decode.rs.)
 
+use swift_plugin_tensors::sdk::{numel, shape};
 use tch::{Device, Kind, Tensor};
 
 /// Whether `t` is a float32 CPU tensor outside autograd.
@@ -18,7 +19,7 @@ fn plain_f32(t: &Tensor) -> bool {
 /// contiguous heads). False, writing nothing, where the buffer lacks the room or either tensor
 /// is not of that form.
 pub(crate) fn write_position(buf: &Tensor, past: i64, new: &Tensor) -> bool {
-    let (bs, ns) = (buf.size(), new.size());
+    let (bs, ns) = (shape(buf), shape(new));
     let (&[b, h, cap, d], &[nb, nh, 1, nd]) = (bs.as_slice(), ns.as_slice()) else {
         return false;
     };
@@ -37,7 +38,7 @@ pub(crate) fn write_position(buf: &Tensor, past: i64, new: &Tensor) -> bool {
     // `buf`'s view (position `past` < capacity, strides from libtorch), which nothing else reads
     // or writes during the step's attention call that owns it.
     unsafe {
-        let src = std::slice::from_raw_parts(new.data_ptr() as *const f32, new.numel());
+        let src = std::slice::from_raw_parts(new.data_ptr() as *const f32, numel(new));
         let base = buf.data_ptr() as *mut f32;
         for (row, values) in src.chunks_exact(d).enumerate() {
             let (bi, hi) = ((row / h) as i64, (row % h) as i64);

@@ -7,6 +7,7 @@
 //! the two agree to float32 rounding.
 
 use swift_kernels::{decode_attention, skinny_matmul, CacheView, DecodeShape, Weights, WIDE_ROWS};
+use swift_plugin_tensors::sdk::{numel, shape};
 use tch::{Device, Kind, Tensor};
 
 /// `x · wᵀ + bias` through the skinny kernel, or `None` when the fast path does not apply (the
@@ -21,15 +22,15 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
     {
         return None;
     }
-    let wsize = w.size();
-    let xsize = x.size();
+    let wsize = shape(w);
+    let xsize = shape(x);
     let (&[n, k], Some(&last)) = (wsize.as_slice(), xsize.last()) else {
         return None;
     };
     if last != k || k == 0 || !w.is_contiguous() {
         return None;
     }
-    let rows = x.numel() / k as usize;
+    let rows = numel(x) / k as usize;
     let kind = w.kind();
     // bfloat16 too at every row count: at 8 rows the kernel decoded SmolLM2 at about 1.5x
     // the speed of libtorch's oneDNN path here.
@@ -59,7 +60,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Te
         converted = x.f_to_kind(Kind::Float).ok()?.f_contiguous().ok()?;
         &converted
     };
-    let mut out_size = xsize.clone();
+    let mut out_size = xsize;
     *out_size.last_mut()? = n;
     let out = Tensor::f_empty(out_size.as_slice(), (Kind::Float, Device::Cpu)).ok()?;
     let (n, k) = (n as usize, k as usize);
@@ -127,11 +128,11 @@ pub(crate) fn attention(
         return None;
     }
     let (&[batch, heads, 1, dim], &[kb, kv_heads, capacity, kd]) =
-        (q.size().as_slice(), k.size().as_slice())
+        (shape(q).as_slice(), shape(k).as_slice())
     else {
         return None;
     };
-    if v.size() != k.size()
+    if shape(v) != shape(k)
         || kb != batch
         || kd != dim
         || batch == 0
@@ -209,7 +210,7 @@ pub struct TorchThreads(Option<i32>);
 impl TorchThreads {
     /// For a pass over `ids`: one thread when it is a decoding step, else no change.
     pub(crate) fn for_step(ids: &Tensor) -> Self {
-        if matches!(ids.size().as_slice(), &[b, 1] if b as usize <= WIDE_ROWS) {
+        if matches!(shape(ids).as_slice(), &[b, 1] if b as usize <= WIDE_ROWS) {
             Self::one()
         } else {
             Self(None)

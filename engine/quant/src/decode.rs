@@ -5,6 +5,7 @@
 //! path.
 
 use swift_kernels::{ShapeError, QK};
+use swift_plugin_tensors::sdk::{numel, shape};
 use tch::{Device, Kind, Tensor};
 
 use crate::msg;
@@ -26,11 +27,11 @@ pub(crate) fn product(
     per_call: usize,
     product: impl Fn(&[f32], usize, Option<&[f32]>, &mut [f32]) -> Result<(), ShapeError>,
 ) -> Option<Result<Tensor, String>> {
-    let rows = x.numel() / k.max(1);
+    let rows = numel(x) / k.max(1);
     let applies = x.device() == Device::Cpu
         && !x.requires_grad()
         && k % QK == 0
-        && x.size().last() == Some(&(k as i64))
+        && shape(x).last() == Some(&(k as i64))
         && (1..=KERNEL_ROWS).contains(&rows);
     applies.then(|| run(x, n, k, rows, bias, per_call.max(1), product))
 }
@@ -67,7 +68,7 @@ fn run(
         ),
         None => None,
     };
-    let mut size = x.size();
+    let mut size = shape(x);
     if let Some(last) = size.last_mut() {
         *last = n as i64;
     }

@@ -13,6 +13,7 @@ use swift_model::{left_padded, ImageBatch, KvCache, LoadedModel, TorchThreads};
 use swift_plugin_tensors::backend::{
     BackendModel, ImageInput, Join, ModelInfo, PromptLogprob, PromptScore, Step, StepOutput,
 };
+use swift_plugin_tensors::sdk::shape;
 use tch::{Device, Kind, Tensor};
 
 use crate::adapters::Selection;
@@ -217,7 +218,7 @@ impl PtModel {
             .and_then(|t| t.f_to_kind(Kind::Float))
             .and_then(|t| t.f_contiguous())
             .map_err(te)?;
-        let vocab = logits.size().last().copied().unwrap_or(0) as usize;
+        let vocab = shape(&logits).last().copied().unwrap_or(0) as usize;
         let flat = logits.f_view([-1]).map_err(te)?;
         let logits = Vec::<f32>::try_from(flat).map_err(te)?;
         Ok(StepOutput {
@@ -275,7 +276,7 @@ impl BackendModel for PtModel {
         )
         .map_err(te)?;
         let tops: Vec<Vec<(i64, f64)>> = if request.top > 0 {
-            let k = request.top.min(logp.size()[1] as usize) as i64;
+            let k = request.top.min(shape(&logp)[1] as usize) as i64;
             let (values, indices) = logp.f_topk(k, -1, true, true).map_err(te)?;
             let values = Vec::<f32>::try_from(values.f_view([-1]).map_err(te)?).map_err(te)?;
             let indices = Vec::<i64>::try_from(indices.f_view([-1]).map_err(te)?).map_err(te)?;

@@ -38,15 +38,69 @@ pub struct Decoder {
     max_positions: Option<i64>,
     opts: Options,
     rope: Rope,
-    /// Where the decoder's weights live: `model` (`model.embed_tokens`, `model.layers.N`,
-    /// `model.norm`) and the head `lm_head`; a vision-language checkpoint nests them
-    /// (`language_model.model`, `language_model.lm_head`).
-    prefix: String,
+    /// The output projection: `lm_head`, or nested in a vision-language checkpoint
+    /// (`language_model.lm_head`).
     head: String,
+    /// The slots' names under where the decoder's weights live: `model` (`model.embed_tokens`,
+    /// `model.layers.N`, `model.norm`), or nested (`language_model.model`); made once, not per
+    /// pass (a decoding step asks for 8 per block).
+    names: Names,
     /// Qwen2-VL's multimodal rotary sections (`rope_scaling.mrope_section`): positions may be
     /// `[3, batch, seq]` (temporal, height, width), each section of the rotary frequencies
     /// taking its axis; 1-D positions are the same on all three.
     mrope: Option<Vec<i64>>,
+}
+
+/// The names of the decoder's slots under one prefix: what [`Model::layout`] declares and what
+/// each pass asks the host for, made once.
+#[derive(Debug, Clone)]
+struct Names {
+    embed: String,
+    norm: String,
+    layers: Vec<LayerNames>,
+}
+
+/// One block's slot names.
+#[derive(Debug, Clone)]
+struct LayerNames {
+    input_norm: String,
+    q: String,
+    k: String,
+    v: String,
+    q_norm: String,
+    k_norm: String,
+    o: String,
+    post_norm: String,
+    gate: String,
+    up: String,
+    down: String,
+}
+
+impl Names {
+    fn new(prefix: &str, layers: usize) -> Self {
+        Self {
+            embed: format!("{prefix}.embed_tokens"),
+            norm: format!("{prefix}.norm"),
+            layers: (0..layers)
+                .map(|i| {
+                    let p = format!("{prefix}.layers.{i}");
+                    LayerNames {
+                        input_norm: format!("{p}.input_layernorm"),
+                        q: format!("{p}.self_attn.q_proj"),
+                        k: format!("{p}.self_attn.k_proj"),
+                        v: format!("{p}.self_attn.v_proj"),
+                        q_norm: format!("{p}.self_attn.q_norm"),
+                        k_norm: format!("{p}.self_attn.k_norm"),
+                        o: format!("{p}.self_attn.o_proj"),
+                        post_norm: format!("{p}.post_attention_layernorm"),
+                        gate: format!("{p}.mlp.gate_proj"),
+                        up: format!("{p}.mlp.up_proj"),
+                        down: format!("{p}.mlp.down_proj"),
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The most layers or heads a config.json may declare (a damaged file is refused, not looped over).
@@ -94,16 +148,16 @@ impl Decoder {
             max_positions: None,
             opts,
             rope: Rope::from_config(&cfg, head_dim)?,
-            prefix: "model".into(),
             head: "lm_head".into(),
+            names: Names::new("model", layers),
             mrope: None,
         })
     }
 
     /// Reads the weights under `prefix` (instead of `model`) and the head `head`.
     pub fn with_names(mut self, prefix: &str, head: &str) -> Self {
-        self.prefix = prefix.into();
         self.head = head.into();
+        self.names = Names::new(prefix, self.layers);
         self
     }
 
@@ -166,17 +220,12 @@ impl Decoder {
         ids: &Tensor,
         positions: &Tensor,
     ) -> Result<Tensor, Error> {
-        let mut h = ctx.embedding(&format!("{}.embed_tokens", self.prefix), ids)?;
+        let mut h = ctx.embedding(&self.names.embed, ids)?;
         let (cos, sin) = self.cos_sin(positions, h.kind())?;
         for i in 0..self.layers {
             h = self.layer(ctx, i, &h, &cos, &sin)?;
         }
-        Ok(ctx.norm(
-            &format!("{}.norm", self.prefix),
-            &h,
-            NormKind::RmsNorm,
-            self.eps,
-        )?)
+        Ok(ctx.norm(&self.names.norm, &h, NormKind::RmsNorm, self.eps)?)
     }
 
     /// Block `i`: `h` (`[batch, seq, hidden]`) through attention and the MLP, with their
@@ -191,13 +240,12 @@ impl Decoder {
     ) -> Result<Tensor, Error> {
         let (b, t, _) = h.size3()?;
         let (heads, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let p = format!("{}.layers.{i}", self.prefix);
-        let x = ctx.norm(
-            &format!("{p}.input_layernorm"),
-            h,
-            NormKind::RmsNorm,
-            self.eps,
-        )?;
+        let n = self
+            .names
+            .layers
+            .get(i)
+            .ok_or_else(|| Error(format!("block {i} of a {}-block model", self.layers)))?;
+        let x = ctx.norm(&n.input_norm, h, NormKind::RmsNorm, self.eps)?;
         // Each projection as `[b, t, n, hd]`, later with its heads second (`[b, n, t, hd]`). With
         // one position (a decoding step) both are the same memory: a plain view to the second
         // shape from the start, one libtorch operation instead of two per tensor.
@@ -207,22 +255,12 @@ impl Decoder {
         let heads_second = |y: Tensor| -> Result<Tensor, Error> {
             Ok(if t == 1 { y } else { y.f_transpose(1, 2)? })
         };
-        let mut q = split(ctx.linear(&format!("{p}.self_attn.q_proj"), &x)?, heads)?;
-        let mut k = split(ctx.linear(&format!("{p}.self_attn.k_proj"), &x)?, kv)?;
-        let v = split(ctx.linear(&format!("{p}.self_attn.v_proj"), &x)?, kv)?;
+        let mut q = split(ctx.linear(&n.q, &x)?, heads)?;
+        let mut k = split(ctx.linear(&n.k, &x)?, kv)?;
+        let v = split(ctx.linear(&n.v, &x)?, kv)?;
         if self.opts.qk_norm {
-            q = ctx.norm(
-                &format!("{p}.self_attn.q_norm"),
-                &q,
-                NormKind::RmsNorm,
-                self.eps,
-            )?;
-            k = ctx.norm(
-                &format!("{p}.self_attn.k_norm"),
-                &k,
-                NormKind::RmsNorm,
-                self.eps,
-            )?;
+            q = ctx.norm(&n.q_norm, &q, NormKind::RmsNorm, self.eps)?;
+            k = ctx.norm(&n.k_norm, &k, NormKind::RmsNorm, self.eps)?;
         }
         let q = self.rope.apply(&heads_second(q)?, cos, sin)?;
         let k = self.rope.apply(&heads_second(k)?, cos, sin)?;
@@ -234,17 +272,12 @@ impl Decoder {
             a.f_transpose(1, 2)?.f_reshape([b, t, heads * hd])?
         };
         // Residuals are new tensors (not in place), so autograd keeps the norms' inputs.
-        let h = residual(h, &ctx.linear(&format!("{p}.self_attn.o_proj"), &a)?)?;
-        let x = ctx.norm(
-            &format!("{p}.post_attention_layernorm"),
-            &h,
-            NormKind::RmsNorm,
-            self.eps,
-        )?;
-        let gate = ctx.linear(&format!("{p}.mlp.gate_proj"), &x)?;
-        let up = ctx.linear(&format!("{p}.mlp.up_proj"), &x)?;
+        let h = residual(h, &ctx.linear(&n.o, &a)?)?;
+        let x = ctx.norm(&n.post_norm, &h, NormKind::RmsNorm, self.eps)?;
+        let gate = ctx.linear(&n.gate, &x)?;
+        let up = ctx.linear(&n.up, &x)?;
         let m = self.act.gated(&gate, &up)?;
-        residual(&h, &ctx.linear(&format!("{p}.mlp.down_proj"), &m)?)
+        residual(&h, &ctx.linear(&n.down, &m)?)
     }
 }
 
@@ -315,80 +348,33 @@ pub(crate) use language_model_methods;
 impl Model for Decoder {
     fn layout(&self) -> ModelLayout {
         let (hs, hd, o) = (self.hidden, self.head_dim, self.opts);
-        let pre = &self.prefix;
-        let mut slots = vec![Slot::embedding(
-            format!("{pre}.embed_tokens"),
-            self.vocab,
-            hs,
-        )];
-        for i in 0..self.layers {
-            let p = format!("{pre}.layers.{i}");
+        let names = &self.names;
+        let mut slots = vec![Slot::embedding(names.embed.clone(), self.vocab, hs)];
+        for (i, n) in names.layers.iter().enumerate() {
             let blk = Some(i);
-            slots.push(Slot::norm(format!("{p}.input_layernorm"), hs, false, blk));
-            slots.push(Slot::linear(
-                format!("{p}.self_attn.q_proj"),
-                self.heads * hd,
-                hs,
-                o.qkv_bias,
-                blk,
-            ));
-            slots.push(Slot::linear(
-                format!("{p}.self_attn.k_proj"),
-                self.kv_heads * hd,
-                hs,
-                o.qkv_bias,
-                blk,
-            ));
-            slots.push(Slot::linear(
-                format!("{p}.self_attn.v_proj"),
-                self.kv_heads * hd,
-                hs,
-                o.qkv_bias,
-                blk,
-            ));
+            slots.push(Slot::norm(n.input_norm.clone(), hs, false, blk));
+            let q = Slot::linear(n.q.clone(), self.heads * hd, hs, o.qkv_bias, blk);
+            slots.push(q);
+            let k = Slot::linear(n.k.clone(), self.kv_heads * hd, hs, o.qkv_bias, blk);
+            slots.push(k);
+            let v = Slot::linear(n.v.clone(), self.kv_heads * hd, hs, o.qkv_bias, blk);
+            slots.push(v);
             if o.qk_norm {
-                slots.push(Slot::norm(format!("{p}.self_attn.q_norm"), hd, false, blk));
-                slots.push(Slot::norm(format!("{p}.self_attn.k_norm"), hd, false, blk));
+                slots.push(Slot::norm(n.q_norm.clone(), hd, false, blk));
+                slots.push(Slot::norm(n.k_norm.clone(), hd, false, blk));
             }
-            slots.push(Slot::linear(
-                format!("{p}.self_attn.o_proj"),
-                hs,
-                self.heads * hd,
-                o.o_bias,
-                blk,
-            ));
-            slots.push(Slot::norm(
-                format!("{p}.post_attention_layernorm"),
-                hs,
-                false,
-                blk,
-            ));
-            slots.push(Slot::linear(
-                format!("{p}.mlp.gate_proj"),
-                self.intermediate,
-                hs,
-                o.mlp_bias,
-                blk,
-            ));
-            slots.push(Slot::linear(
-                format!("{p}.mlp.up_proj"),
-                self.intermediate,
-                hs,
-                o.mlp_bias,
-                blk,
-            ));
-            slots.push(Slot::linear(
-                format!("{p}.mlp.down_proj"),
-                hs,
-                self.intermediate,
-                o.mlp_bias,
-                blk,
-            ));
+            let out = Slot::linear(n.o.clone(), hs, self.heads * hd, o.o_bias, blk);
+            slots.push(out);
+            slots.push(Slot::norm(n.post_norm.clone(), hs, false, blk));
+            let ff = self.intermediate;
+            slots.push(Slot::linear(n.gate.clone(), ff, hs, o.mlp_bias, blk));
+            slots.push(Slot::linear(n.up.clone(), ff, hs, o.mlp_bias, blk));
+            slots.push(Slot::linear(n.down.clone(), hs, ff, o.mlp_bias, blk));
         }
-        slots.push(Slot::norm(format!("{pre}.norm"), hs, false, None));
+        slots.push(Slot::norm(names.norm.clone(), hs, false, None));
         let mut head = Slot::linear(self.head.clone(), self.vocab, hs, false, None);
         if self.tie {
-            head.weight = format!("{pre}.embed_tokens.weight");
+            head.weight = format!("{}.weight", self.names.embed);
         }
         slots.push(head);
         ModelLayout {
@@ -425,7 +411,7 @@ impl Model for Decoder {
         input_ids: &Tensor,
         _positions: &Tensor,
     ) -> Result<Tensor, String> {
-        ctx.embedding(&format!("{}.embed_tokens", self.prefix), input_ids)
+        ctx.embedding(&self.names.embed, input_ids)
     }
 
     fn block(
@@ -444,11 +430,6 @@ impl Model for Decoder {
     }
 
     fn final_norm(&self, ctx: &mut dyn ModelContext, hidden: &Tensor) -> Result<Tensor, String> {
-        ctx.norm(
-            &format!("{}.norm", self.prefix),
-            hidden,
-            NormKind::RmsNorm,
-            self.eps,
-        )
+        ctx.norm(&self.names.norm, hidden, NormKind::RmsNorm, self.eps)
     }
 }

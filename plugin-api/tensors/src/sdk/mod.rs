@@ -24,6 +24,7 @@ mod error;
 mod norm;
 mod plain;
 mod rope;
+mod shape;
 mod step;
 
 pub use activation::Activation;
@@ -31,6 +32,7 @@ pub use config::Config;
 pub use error::Error;
 pub use norm::{layer_norm, rms_norm};
 pub use rope::{Rope, RopeStyle};
+pub use shape::{numel, shape, Shape};
 pub use step::rms_norm_step;
 
 /// `h + y`, a residual connection: one pass on raw buffers for a decoding step's float32

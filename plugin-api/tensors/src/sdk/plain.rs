@@ -10,6 +10,7 @@
 //! Every function returns `None` where its fast path does not apply (another dtype or device,
 //! autograd on, an unusual layout); the caller then runs the libtorch expression.
 
+use super::shape::{numel, shape};
 use tch::{Device, Kind, Tensor};
 
 /// Rows (positions times batch) up to which a pass counts as a decoding step here.
@@ -24,7 +25,7 @@ pub(crate) fn values(t: &Tensor) -> Option<&[f32]> {
     {
         return None;
     }
-    let n = t.numel();
+    let n = numel(t);
     if n == 0 {
         return None;
     }
@@ -36,7 +37,7 @@ pub(crate) fn values(t: &Tensor) -> Option<&[f32]> {
 /// A new contiguous float32 CPU tensor of `size`, filled by `fill` on its values.
 pub(crate) fn fill_new(size: &[i64], fill: impl FnOnce(&mut [f32])) -> Option<Tensor> {
     let out = Tensor::f_empty(size, (Kind::Float, Device::Cpu)).ok()?;
-    let n = out.numel();
+    let n = numel(&out);
     // SAFETY: `out` was just allocated contiguous with `n` float32 values and is not shared yet.
     fill(unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n) });
     Some(out)
@@ -52,7 +53,7 @@ pub(crate) fn rope(
     dim: usize,
     interleaved: bool,
 ) -> Option<Tensor> {
-    let size = x.size();
+    let size = shape(x);
     let &[b, h, 1, d] = size.as_slice() else {
         return None;
     };
@@ -60,8 +61,8 @@ pub(crate) fn rope(
     if b > MAX_ROWS
         || dim as i64 > d
         || !dim.is_multiple_of(2)
-        || cos.size() != table
-        || sin.size() != table
+        || shape(cos) != table
+        || shape(sin) != table
     {
         return None;
     }

@@ -3,6 +3,7 @@
 //! `partial_rotary_factor · head_dim` dimensions of each head rotate, as in GPT-NeoX, Phi and
 //! StableLM) and both layouts of the rotated pairs ([`RopeStyle`]).
 
+use super::shape::shape;
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -314,7 +315,7 @@ impl Rope {
     /// Rotates `x` of shape `[batch, heads, seq, head_dim]` by `cos_sin`'s tables:
     /// `x·cos + rotate(x)·sin` on the first `rotary_dim` dimensions, the rest unchanged.
     pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, Error> {
-        let d = *x.size().last().ok_or("rotary embedding of a scalar")?;
+        let d = *shape(x).last().ok_or("rotary embedding of a scalar")?;
         if d != self.head_dim {
             return Err(Error(format!(
                 "rotary embedding for heads of {} dimensions applied to {d}",

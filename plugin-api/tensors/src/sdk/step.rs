@@ -17,6 +17,7 @@
 //! Every function returns `None` where its fast path does not apply (another dtype or device,
 //! autograd on, more rows than a decoding step); the caller then runs the libtorch expression.
 
+use super::shape::{numel, shape};
 use std::sync::OnceLock;
 
 use tch::{Device, Kind, Tensor};
@@ -177,11 +178,11 @@ fn norm_row(x: &[f32], w: Weight<'_>, eps: f64, lanes: usize, out: &mut [f32]) {
 /// `rms_norm(x, weight, eps)` over the last dimension for float32 `x` and float32 or bfloat16
 /// weights, bit for bit libtorch's; `None` where this path does not apply.
 pub fn rms_norm_step(x: &Tensor, weight: &Tensor, eps: f64) -> Option<Tensor> {
-    let size = x.size();
+    let size = shape(x);
     let n = *size.last()? as usize;
     let xs = values(x)?;
     // Below one vector libtorch's sum takes another loop; beyond a step's size, its threads.
-    if n < 16 || xs.len() > MAX_VALUES || weight.size() != [n as i64] {
+    if n < 16 || xs.len() > MAX_VALUES || shape(weight) != [n as i64] {
         return None;
     }
     if weight.device() != Device::Cpu || weight.requires_grad() || !weight.is_contiguous() {
@@ -213,8 +214,8 @@ pub fn rms_norm_step(x: &Tensor, weight: &Tensor, eps: f64) -> Option<Tensor> {
 /// `a + b` for two float32 tensors of one shape (a residual connection), one pass into a new
 /// tensor; `None` where this path does not apply.
 pub(crate) fn add(a: &Tensor, b: &Tensor) -> Option<Tensor> {
-    let size = a.size();
-    if b.size() != size || a.numel() > MAX_VALUES {
+    let size = shape(a);
+    if shape(b) != size || numel(a) > MAX_VALUES {
         return None;
     }
     let (av, bv) = (values(a)?, values(b)?);
@@ -228,7 +229,7 @@ pub(crate) fn add(a: &Tensor, b: &Tensor) -> Option<Tensor> {
 /// `y *= b` in place for `y`, a float32 tensor this caller alone holds (just computed), and `b`
 /// of the same shape; false, changing nothing, where this path does not apply.
 pub(crate) fn mul_into(y: &Tensor, b: &Tensor) -> bool {
-    if b.size() != y.size() || y.numel() > MAX_VALUES {
+    if shape(b) != shape(y) || numel(y) > MAX_VALUES {
         return false;
     }
     let (Some(yv), Some(bv)) = (values(y), values(b)) else {
