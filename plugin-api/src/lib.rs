@@ -9,7 +9,7 @@
 //!
 //! Plugin authors write plain Rust against this crate:
 //!
-//! ```ignore
+//! ```text
 //! use swift_plugin_api::prelude::*;
 //!
 //! fn register(r: &mut Registrar) -> Result<(), PluginError> {

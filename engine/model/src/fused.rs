@@ -131,7 +131,7 @@ impl Fused {
             });
         }
         let mut outs = Vec::with_capacity(states.len());
-        let mut out_size = size;
+        let mut out_size = size.clone();
         for w in &weights {
             *out_size.last_mut()? = w.rows(k) as i64;
             outs.push(Tensor::f_empty(out_size.as_slice(), (Kind::Float, Device::Cpu)).ok()?);

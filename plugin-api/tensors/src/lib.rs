@@ -30,7 +30,7 @@
 //!
 //! The traits are in the [`prelude`], which is swift-plugin-api's plus these:
 //!
-//! ```ignore
+//! ```text
 //! use swift_plugin_tensors::prelude::*;
 //!
 //! fn register(r: &mut Registrar) -> Result<(), PluginError> {

@@ -7,15 +7,30 @@ use std::ops::Deref;
 
 use tch::Tensor;
 
-/// The most dimensions kept on the stack; a tensor with more takes tch's `size` (never on a
+/// The most dimensions kept on the stack; a tensor with more keeps tch's `Vec` (never on a
 /// decoding step's path).
 const MOST: usize = 8;
 
 /// A tensor's sizes, as a slice (`&shape[..]`, `shape.last()`, `shape == [2, 3]`).
-#[derive(Clone, Copy, Default)]
-pub struct Shape {
-    dims: [i64; MOST],
-    len: usize,
+#[derive(Clone)]
+pub struct Shape(Dims);
+
+#[derive(Clone)]
+enum Dims {
+    /// Up to [`MOST`] sizes on the stack: the first `len` of `dims`.
+    Inline { dims: [i64; MOST], len: usize },
+    /// More: tch's own `Vec`.
+    Heap(Vec<i64>),
+}
+
+impl Default for Shape {
+    /// No dimensions (a scalar's sizes).
+    fn default() -> Self {
+        Shape(Dims::Inline {
+            dims: [0; MOST],
+            len: 0,
+        })
+    }
 }
 
 impl Shape {
@@ -29,13 +44,19 @@ impl Deref for Shape {
     type Target = [i64];
 
     fn deref(&self) -> &[i64] {
-        &self.dims[..self.len]
+        match &self.0 {
+            Dims::Inline { dims, len } => &dims[..*len],
+            Dims::Heap(v) => v,
+        }
     }
 }
 
 impl std::ops::DerefMut for Shape {
     fn deref_mut(&mut self) -> &mut [i64] {
-        &mut self.dims[..self.len]
+        match &mut self.0 {
+            Dims::Inline { dims, len } => &mut dims[..*len],
+            Dims::Heap(v) => v,
+        }
     }
 }
 
@@ -67,22 +88,15 @@ impl PartialEq<Vec<i64>> for Shape {
 pub fn shape(t: &Tensor) -> Shape {
     // SAFETY: `t` is a live tensor for the whole call and `at_dim` only reads it.
     let dim = unsafe { torch_sys::at_dim(t.as_ptr() as *mut _) };
-    let mut dims = [0i64; MOST];
     if dim > MOST {
         // More dimensions than kept here, or an error (an undefined tensor: `at_dim` returns
         // −1): tch's own call, which reports the error as it always did.
-        let v = t.size();
-        return match v.len() {
-            n if n <= MOST => {
-                dims[..n].copy_from_slice(&v);
-                Shape { dims, len: n }
-            }
-            _ => panic!("a tensor of {} dimensions: at most {MOST} here", v.len()),
-        };
+        return Shape(Dims::Heap(t.size()));
     }
+    let mut dims = [0i64; MOST];
     // SAFETY: `at_shape` writes exactly `dim` sizes, and `dims` holds `MOST >= dim`.
     unsafe { torch_sys::at_shape(t.as_ptr() as *mut _, dims.as_mut_ptr()) };
-    Shape { dims, len: dim }
+    Shape(Dims::Inline { dims, len: dim })
 }
 
 /// `t.numel()`, without the `Vec`.
@@ -103,6 +117,7 @@ mod tests {
             vec![2, 3],
             vec![1, 9, 1, 64],
             vec![2, 1, 1, 1, 1, 1, 1, 3],
+            vec![1, 2, 1, 1, 1, 1, 1, 1, 3],
         ] {
             let t = Tensor::zeros(size.as_slice(), (tch::Kind::Float, tch::Device::Cpu));
             assert_eq!(&shape(&t)[..], t.size().as_slice());
