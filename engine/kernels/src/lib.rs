@@ -126,9 +126,9 @@ impl std::fmt::Display for ShapeError {
 }
 
 thread_local! {
-    /// The `[n, m]` transposed result of a call with several activation rows, kept between
-    /// calls so that decoding does not allocate (and fault in) a fresh buffer per product.
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A task's `[rows, m]` results on the thread that ran it, before they go to their columns
+    /// of `y` (kept between calls, so decoding does not allocate a buffer per task).
+    static TASK_OUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])`, everything row-major, `1 ≤ m ≤ MAX_ROWS`.
@@ -202,61 +202,88 @@ pub(crate) fn matmul_with(
         });
         return;
     }
-    split_rows(n, m, y, &|first, rows, out| {
-        let mut part = vec![0f32; rows * MAX_ROWS];
+    split_rows_in(n, m, MAX_ROWS, y, &|first, rows, out| {
         for c0 in (0..m).step_by(MAX_ROWS) {
             let mc = MAX_ROWS.min(m - c0);
-            let part = &mut part[..rows * mc];
+            let part = &mut out[c0 * rows..(c0 + mc) * rows];
             kernel(&x[c0 * k..(c0 + mc) * k], mc, k, w, first, rows, part);
-            for (r, vals) in part.chunks_exact(mc).enumerate() {
-                out[r * m + c0..r * m + c0 + mc].copy_from_slice(vals);
-            }
         }
     });
 }
 
 /// Splits the `n` weight rows of a product `y[m, n]` between the pool's threads: task `b`
 /// calls `rows_into(first, rows, out)` for weight rows `first..first + rows`, writing them as
-/// `[rows, m]` into its own stretch of `out`. Every block kernel (float and integer) runs
-/// through this one splitter. Tasks start at multiples of [`repack::GROUP`] rows, so that an
-/// interleaved weight's tasks hold whole groups (a part of a group is read back row by row).
+/// `[rows, m]` into `out`. Every block kernel (float and integer) runs through this splitter.
+/// Tasks start at multiples of [`repack::GROUP`] rows, so that an interleaved weight's tasks
+/// hold whole groups (a part of a group is read back row by row).
 pub(crate) fn split_rows(
     n: usize,
     m: usize,
     y: &mut [f32],
     rows_into: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
 ) {
+    split_rows_in(n, m, m, y, rows_into)
+}
+
+/// [`split_rows`] for a task that writes its activation rows in chunks of `chunk`: `out` holds
+/// `[rows, chunk]` for rows `0..chunk`, then `[rows, chunk]` for the next chunk, the last chunk
+/// `[rows, m mod chunk]` where it is shorter (`chunk = m`: plain `[rows, m]`). With one
+/// activation row `out` is `y`'s own stretch; with more, a buffer of the thread that runs the
+/// task, which the task then writes to its columns `first..first + rows` of each row of `y`
+/// (disjoint between tasks) while it is still in cache: no `[n, m]` buffer for the whole
+/// product and no scatter of it on the calling thread after the pool's job.
+pub(crate) fn split_rows_in(
+    n: usize,
+    m: usize,
+    chunk: usize,
+    y: &mut [f32],
+    rows_into: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+) {
     let pool = pool::pool();
     let block = task_rows(n);
     let tasks = n.div_ceil(block);
-    let run_into = |out: &mut [f32]| {
-        let out = SharedOut(out.as_mut_ptr(), out.len());
+    let y = SharedOut(y.as_mut_ptr(), y.len());
+    if m == 1 {
+        // One activation row: the kernel's `[rows, 1]` output is already `y`'s layout.
         pool.run(tasks, &|b| {
             let first = b * block;
             let rows = block.min(n - first);
-            // SAFETY: tasks write disjoint stretches `[first * m, (first + rows) * m)` of `out`,
-            // which outlives `run` (it returns only when every task is done).
-            let out = unsafe { out.stretch(first * m, rows * m) };
-            rows_into(first, rows, out);
+            // SAFETY: tasks write disjoint stretches `[first, first + rows)` of `y`, which
+            // outlives `run` (it returns only when every task is done).
+            rows_into(first, rows, unsafe { y.stretch(first, rows) });
         });
-    };
-    if m == 1 {
-        // One activation row: the kernel's `[rows, 1]` output is already `y`'s layout.
-        run_into(y);
-    } else {
-        // The tasks write `[n, m]`, then it is scattered into `y` (`m` is small, so this costs
-        // little next to reading `w`).
-        SCRATCH.with_borrow_mut(|t| {
-            t.clear();
-            t.resize(n * m, 0.0);
-            run_into(t);
-            for (r, vals) in t.chunks_exact(m).enumerate() {
-                for (j, v) in vals.iter().enumerate() {
-                    y[j * n + r] = *v;
+        return;
+    }
+    pool.run(tasks, &|b| {
+        let first = b * block;
+        let rows = block.min(n - first);
+        TASK_OUT.with_borrow_mut(|t| {
+            // Every kernel writes each value of its output, so a grown buffer's old values
+            // are never read.
+            if t.len() < rows * m {
+                t.resize(rows * m, 0.0);
+            }
+            let t = &mut t[..rows * m];
+            rows_into(first, rows, t);
+            assert!(
+                (m - 1) * n + first + rows <= y.len(),
+                "a task's columns lie outside the output"
+            );
+            for c0 in (0..m).step_by(chunk) {
+                let mc = chunk.min(m - c0);
+                let part = &t[c0 * rows..(c0 + mc) * rows];
+                // Row by row of the weights: one read of the part's row, `mc` sequential
+                // write streams into `y`.
+                for (r, vals) in part.chunks_exact(mc).enumerate() {
+                    for (j, v) in vals.iter().enumerate() {
+                        // SAFETY: row `c0 + j` of `y`, column `first + r`: inside `y` (checked
+                        // above), and no other task writes columns `first..first + rows`.
+                        unsafe { y.put((c0 + j) * n + first + r, *v) };
+                    }
                 }
             }
         });
-    }
+    });
 }
 
 /// The weight rows of each task when [`split_rows`] splits `n` rows (and [`matmul_many`] one of
@@ -277,6 +304,21 @@ unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
+    /// The buffer's length.
+    pub(crate) fn len(self) -> usize {
+        self.1
+    }
+
+    /// Writes `v` at `at`.
+    ///
+    /// # Safety
+    /// `at` must lie inside the buffer, which must be alive, and no other thread may read or
+    /// write that value meanwhile.
+    #[inline(always)]
+    pub(crate) unsafe fn put(self, at: usize, v: f32) {
+        *self.0.add(at) = v;
+    }
+
     /// `len` values from `start`.
     ///
     /// # Safety
