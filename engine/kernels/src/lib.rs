@@ -273,7 +273,7 @@ pub(crate) fn split_rows_in(
     y: &mut [f32],
     rows_into: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
 ) {
-    let block = task_rows(n);
+    let block = task_rows(n, m);
     let y = SharedOut(y.as_mut_ptr(), y.len());
     pool::pool().run(n.div_ceil(block), &|b| {
         let first = b * block;
@@ -404,10 +404,13 @@ unsafe fn transpose8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stri
     put(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
 }
 
-/// The weight rows of each task when [`split_rows`] splits `n` rows (and [`matmul_many`] one of
-/// its matrices): about four tasks per thread, at least 16 rows, whole interleaved groups.
-pub(crate) fn task_rows(n: usize) -> usize {
-    n.div_ceil(pool::pool().threads() * 4)
+/// The weight rows of each task when [`split_rows`] splits `n` rows over `m` activation rows (and
+/// [`matmul_many`] one of its matrices): about four tasks per thread (eight past [`MAX_ROWS`]
+/// rows, where a task is long enough that the caller's wait for the last one shows), at least
+/// 16 rows, whole interleaved groups.
+pub(crate) fn task_rows(n: usize, m: usize) -> usize {
+    let per_thread = if m > MAX_ROWS { 8 } else { 4 };
+    n.div_ceil(pool::pool().threads() * per_thread)
         .max(16)
         .next_multiple_of(repack::GROUP)
 }
@@ -526,9 +529,9 @@ mod tests {
         // Rows of 16 KiB: each task's weight rows are walked in stretches of CHUNKED_BYTES (a
         // full and a ragged last one), every chunk of activation rows over each stretch; each
         // output row must be that row's product alone (bit for bit) and the float64 one's.
-        let (k, n) = (4096usize, 203);
+        let (k, n) = (4096usize, 403);
         assert!(
-            task_rows(n) * k * 4 > CHUNKED_BYTES,
+            task_rows(n, 16) * k * 4 > CHUNKED_BYTES,
             "tasks span several stretches"
         );
         for m in [9usize, 16] {

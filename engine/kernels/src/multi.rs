@@ -80,7 +80,7 @@ pub fn matmul_many(
     // The tasks: (part, first row, rows), each part cut as `split_rows` cuts it alone.
     let mut tasks = Vec::new();
     for (i, &n) in ns.iter().enumerate() {
-        let block = task_rows(n);
+        let block = task_rows(n, m);
         tasks.extend(
             (0..n)
                 .step_by(block)
