@@ -8,7 +8,10 @@
 //! call ([`crate::skinny_matmul`], [`crate::quant_matmul`]); only who computes it, and when, changes.
 
 use crate::quant::{check_blocks, with_acts, Blocks, Packed};
-use crate::{dot, pool, task_rows, ShapeError, SharedOut, Weights, MAX_ROWS};
+use crate::{
+    dot, float_chunk, float_task, pool, task_into, task_rows, ShapeError, SharedOut, Weights,
+    MAX_ROWS, WIDE_ROWS,
+};
 
 /// One matrix of a [`matmul_many`] call.
 #[derive(Clone, Copy, Debug)]
@@ -36,7 +39,8 @@ pub struct Product<'a, 'y> {
     pub y: &'y mut [f32],
 }
 
-/// Every product of `parts` over the same `x` (`[m, k]`, `1 ≤ m ≤ MAX_ROWS`), in one pool job;
+/// Every product of `parts` over the same `x` (`[m, k]`: `1 ≤ m ≤ WIDE_ROWS` over float weights,
+/// a decoding step of a continuous batch; at most `MAX_ROWS` where a weight is packed), in one pool job;
 /// each output equals that of its own [`crate::skinny_matmul`] / [`crate::quant_matmul`] call
 /// bit for bit. Shapes are all checked before anything is computed.
 pub fn matmul_many(
@@ -45,9 +49,9 @@ pub fn matmul_many(
     k: usize,
     parts: &mut [Product<'_, '_>],
 ) -> Result<(), ShapeError> {
-    if m == 0 || m > MAX_ROWS || k == 0 || x.len() != m * k {
+    if m == 0 || m > WIDE_ROWS || k == 0 || x.len() != m * k {
         return Err(ShapeError(format!(
-            "matmul_many takes 1..={MAX_ROWS} rows of a non-empty width; got {} values for {m} × {k}",
+            "matmul_many takes 1..={WIDE_ROWS} rows of a non-empty width; got {} values for {m} × {k}",
             x.len()
         )));
     }
@@ -76,31 +80,18 @@ pub fn matmul_many(
     // The tasks: (part, first row, rows), each part cut as `split_rows` cuts it alone.
     let mut tasks = Vec::new();
     for (i, &n) in ns.iter().enumerate() {
-        let block = task_rows(n);
+        let block = task_rows(n, m);
         tasks.extend(
             (0..n)
                 .step_by(block)
                 .map(|first| (i, first, block.min(n - first))),
         );
     }
-    // With one row the kernels' `[rows, 1]` output is `y`'s layout; with more, each part's
-    // `[n, m]` goes to a scratch buffer and is scattered afterwards.
-    let mut scratch: Vec<Vec<f32>> = if m == 1 {
-        Vec::new()
-    } else {
-        ns.iter().map(|&n| vec![0f32; n * m]).collect()
-    };
-    let outs: Vec<SharedOut> = if m == 1 {
-        parts
-            .iter_mut()
-            .map(|p| SharedOut(p.y.as_mut_ptr(), p.y.len()))
-            .collect()
-    } else {
-        scratch
-            .iter_mut()
-            .map(|s| SharedOut(s.as_mut_ptr(), s.len()))
-            .collect()
-    };
+    // Each task writes its results to its columns of its part's `y` (`crate::task_into`).
+    let outs: Vec<SharedOut> = parts
+        .iter_mut()
+        .map(|p| SharedOut(p.y.as_mut_ptr(), p.y.len()))
+        .collect();
     let weights: Vec<ProductWeights<'_>> = parts.iter().map(|p| p.weights).collect();
     let (f32_kernel, bf16_kernel) = (dot::select(), dot::select_bf16());
     let qkernel = crate::quant::select().1;
@@ -118,15 +109,17 @@ pub fn matmul_many(
         pool::read_ahead_after_next(crate::ahead::after(&bytes));
         pool::pool().run(tasks.len(), &|t| {
             let (i, first, rows) = tasks[t];
-            // SAFETY: tasks write disjoint stretches `[first · m, (first + rows) · m)` of their
-            // part's output, which outlives `run` (it returns only when every task is done).
-            let out = unsafe { outs[i].stretch(first * m, rows * m) };
-            match (weights[i], acts) {
+            let w = weights[i];
+            let chunk = match w {
+                ProductWeights::Float(f) => float_chunk(f, m),
+                ProductWeights::Blocks(_) => m,
+            };
+            let into = |out: &mut [f32]| match (w, acts) {
                 (ProductWeights::Float(w @ Weights::F32(_)), _) => {
-                    f32_kernel(x, m, k, w, first, rows, out)
+                    float_task(f32_kernel, x, m, k, w, first, rows, out)
                 }
                 (ProductWeights::Float(w @ Weights::Bf16(_)), _) => {
-                    bf16_kernel(x, m, k, w, first, rows, out)
+                    float_task(bf16_kernel, x, m, k, w, first, rows, out)
                 }
                 (ProductWeights::Blocks(w), Some(a)) => {
                     qkernel(a, m, k, Packed::Blocks(w), first, rows, out)
@@ -134,7 +127,10 @@ pub fn matmul_many(
                 (ProductWeights::Blocks(_), None) => {
                     unreachable!("activations are quantized whenever a weight is packed")
                 }
-            }
+            };
+            // SAFETY: tasks write disjoint columns `first..first + rows` of their part's `y`
+            // (`[m, n]`), which outlives `run` (it returns only when every task is done).
+            unsafe { task_into(outs[i], ns[i], m, chunk, first, rows, into) };
         });
     };
     if any_packed {
@@ -142,14 +138,7 @@ pub fn matmul_many(
     } else {
         job(None);
     }
-    for (p, (i, &n)) in parts.iter_mut().zip(ns.iter().enumerate()) {
-        if m > 1 {
-            for (r, vals) in scratch[i].chunks_exact(m).enumerate() {
-                for (j, v) in vals.iter().enumerate() {
-                    p.y[j * n + r] = *v;
-                }
-            }
-        }
+    for (p, &n) in parts.iter_mut().zip(&ns) {
         if let Some(b) = p.bias {
             for row in p.y.chunks_exact_mut(n) {
                 for (v, b) in row.iter_mut().zip(b) {
@@ -185,7 +174,9 @@ mod tests {
         let k = 3 * QK;
         // Row counts that split into several tasks, a ragged last task and a single one.
         let sizes = [200usize, 72, 40];
-        for m in [1usize, 3, MAX_ROWS] {
+        // Past MAX_ROWS (a continuous batch's decoding step): float parts only, walked in
+        // chunks (9, 16) or on the tiles (17, WIDE_ROWS) where the CPU has them.
+        for m in [1usize, 3, MAX_ROWS, 9, 16, 17, WIDE_ROWS] {
             let x = values(m * k, 7 + m as u64);
             let floats: Vec<Vec<f32>> = sizes
                 .iter()
@@ -217,7 +208,9 @@ mod tests {
                 ProductWeights::Blocks(blocks(1)),
                 ProductWeights::Blocks(blocks(2)),
             ];
-            let rows = [sizes[0], sizes[1], sizes[0], sizes[1], sizes[2]];
+            let parts_now = if m <= MAX_ROWS { 5 } else { 2 };
+            let weights = &weights[..parts_now];
+            let rows = &[sizes[0], sizes[1], sizes[0], sizes[1], sizes[2]][..parts_now];
             // Separately.
             let mut want: Vec<Vec<f32>> = rows.iter().map(|&n| vec![0f32; m * n]).collect();
             for (i, w) in weights.iter().enumerate() {
@@ -233,7 +226,7 @@ mod tests {
             let mut parts: Vec<Product<'_, '_>> = weights
                 .iter()
                 .zip(got.iter_mut())
-                .zip(rows)
+                .zip(rows.iter().copied())
                 .map(|((&w, y), n)| Product {
                     weights: w,
                     bias: (n == sizes[0]).then_some(&bias[..]),
@@ -247,7 +240,47 @@ mod tests {
                     "part {i} at {m} rows differs"
                 );
             }
+            // And each row of a float32 part is the product of that row alone (one walk; a
+            // bfloat16 walk of one row may sum in another order).
+            for (i, w) in weights.iter().enumerate() {
+                let (ProductWeights::Float(f @ Weights::F32(_)), n) = (*w, rows[i]) else {
+                    continue;
+                };
+                let b = (n == sizes[0]).then_some(&bias[..]);
+                for j in 0..m {
+                    let mut alone = vec![0f32; n];
+                    skinny_matmul(&x[j * k..(j + 1) * k], 1, k, f, b, &mut alone)
+                        .expect("shapes fit");
+                    assert!(
+                        got[i][j * n..(j + 1) * n]
+                            .iter()
+                            .zip(&alone)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "part {i}, row {j} of {m} differs from the row alone"
+                    );
+                }
+            }
         }
+    }
+
+    #[test]
+    fn packed_parts_past_max_rows_are_refused() {
+        let k = QK;
+        let m = MAX_ROWS + 1;
+        let x = values(m * k, 1);
+        let q = q8_rows(8, k, 2);
+        let mut y = vec![7f32; m * 8];
+        let mut parts = [Product {
+            weights: ProductWeights::Blocks(Blocks {
+                ty: BlockType::Q8_0,
+                data: &q,
+                interleaved: false,
+            }),
+            bias: None,
+            y: &mut y,
+        }];
+        matmul_many(&x, m, k, &mut parts).expect_err("packed weights take MAX_ROWS rows");
+        assert!(y.iter().all(|&v| v == 7.0), "nothing written");
     }
 
     #[test]

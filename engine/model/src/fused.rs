@@ -10,15 +10,17 @@
 //! Groups are slots `P.q_proj`, `P.k_proj`, `P.v_proj` and `P.gate_proj`, `P.up_proj` of one
 //! parent `P` (a Llama-style block's names). A group is computed together only where its own
 //! calls would all take the kernels' path: a decoding step, CPU, no gradients, no hooks
-//! (adapters), at most [`swift_kernels::MAX_ROWS`] float32 rows, every member either a float32
-//! or bfloat16 weight (the skinny kernel) or a quantized slot that hands its blocks out
-//! ([`crate::QuantizedLinear::decoding_blocks`]). Anything else takes each slot's own path.
+//! (adapters), at most [`swift_kernels::WIDE_ROWS`] float32 rows (a continuous batch's step of
+//! 16 rows saves three of a block's seven pool jobs), every member either a float32 or bfloat16
+//! weight (the skinny kernel) or, at most [`swift_kernels::MAX_ROWS`] rows, a quantized slot
+//! that hands its blocks out ([`crate::QuantizedLinear::decoding_blocks`]). Anything else takes
+//! each slot's own path.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use swift_plugin_tensors::sdk::{numel, shape, Shape};
 
-use swift_kernels::{matmul_many, Product, ProductWeights, Weights, MAX_ROWS};
+use swift_kernels::{matmul_many, Product, ProductWeights, Weights, MAX_ROWS, WIDE_ROWS};
 use tch::{Device, Kind, Tensor};
 
 use crate::{in_decoding_step, SlotKind, SlotState};
@@ -103,7 +105,7 @@ impl Fused {
             || x.requires_grad()
             || !x.is_contiguous()
             || k == 0
-            || !(1..=MAX_ROWS).contains(&rows)
+            || !(1..=WIDE_ROWS).contains(&rows)
         {
             return None;
         }
@@ -114,7 +116,10 @@ impl Fused {
         let mut weights = Vec::with_capacity(states.len());
         let mut biases = Vec::with_capacity(states.len());
         for s in &states {
-            if !s.hooks.is_empty() || s.bias.as_ref().is_some_and(Tensor::requires_grad) {
+            if !s.hooks.is_empty()
+                || s.bias.as_ref().is_some_and(Tensor::requires_grad)
+                || (s.quantized.is_some() && rows > MAX_ROWS)
+            {
                 return None;
             }
             let w = match &s.quantized {
