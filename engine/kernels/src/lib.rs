@@ -227,13 +227,11 @@ pub(crate) fn split_rows(
     rows_into: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
 ) {
     let pool = pool::pool();
-    let block = task_rows(n);
-    let tasks = n.div_ceil(block);
+    let tasks = cut_rows(n);
     let run_into = |out: &mut [f32]| {
         let out = SharedOut(out.as_mut_ptr(), out.len());
-        pool.run(tasks, &|b| {
-            let first = b * block;
-            let rows = block.min(n - first);
+        pool.run(tasks.len(), &|t| {
+            let (first, rows) = tasks[t];
             // SAFETY: tasks write disjoint stretches `[first * m, (first + rows) * m)` of `out`,
             // which outlives `run` (it returns only when every task is done).
             let out = unsafe { out.stretch(first * m, rows * m) };
@@ -259,13 +257,32 @@ pub(crate) fn split_rows(
     }
 }
 
-/// The weight rows of each task when [`split_rows`] splits `n` rows (and [`matmul_many`] one of
-/// its matrices): about four tasks per thread, at least 16 rows, whole interleaved groups.
-pub(crate) fn task_rows(n: usize) -> usize {
-    n.div_ceil(pool::pool().threads() * 4)
-        .max(16)
-        .next_multiple_of(repack::GROUP)
+/// The tasks `(first row, rows)` that [`split_rows`] cuts `n` rows into (and [`matmul_many`]
+/// each of its matrices), largest first: each task takes an equal share of what is left over
+/// twice the threads (guided scheduling), in whole interleaved groups, at least [`MIN_ROWS`].
+/// Tasks are claimed in this order, so the last ones are small, and a thread that runs out of
+/// tasks waits for the other's last one (the caller's wait at the end of every job) a small
+/// task's time rather than a large one's. Which task computes a row changes no result.
+pub(crate) fn cut_rows(n: usize) -> Vec<(usize, usize)> {
+    let share = 2 * pool::pool().threads();
+    let mut tasks = Vec::new();
+    let mut first = 0;
+    while first < n {
+        let left = n - first;
+        let rows = left
+            .div_ceil(share)
+            .max(MIN_ROWS)
+            .next_multiple_of(repack::GROUP)
+            .min(left);
+        tasks.push((first, rows));
+        first += rows;
+    }
+    tasks
 }
+
+/// The fewest rows of a task (but the last, which takes what is left): a task's own cost (a
+/// claim, the activations loaded) stays small next to its rows.
+const MIN_ROWS: usize = 16;
 
 /// An output buffer that tasks on several threads write disjoint stretches of.
 #[derive(Clone, Copy)]
@@ -321,6 +338,36 @@ mod tests {
         v.iter()
             .map(|&b| f32::from_bits((b as u32) << 16))
             .collect()
+    }
+
+    #[test]
+    fn rows_are_cut_into_whole_groups_largest_first_covering_each_row_once() {
+        let threads = pool::pool().threads();
+        for n in [1usize, 7, 8, 16, 17, 192, 576, 1536, 49152] {
+            let tasks = cut_rows(n);
+            let mut next = 0;
+            for (i, &(first, rows)) in tasks.iter().enumerate() {
+                assert_eq!(first, next, "{n} rows: tasks in order, no gap");
+                assert!(
+                    rows > 0 && first % repack::GROUP == 0,
+                    "{n} rows: {tasks:?}"
+                );
+                if let Some(&(_, before)) = tasks.get(i.wrapping_sub(1)) {
+                    assert!(rows <= before, "{n} rows: largest first, {tasks:?}");
+                }
+                next += rows;
+            }
+            assert_eq!(next, n);
+            // Guided: the first task is a share of the whole, the last ones small.
+            let want = n
+                .div_ceil(2 * threads)
+                .max(MIN_ROWS)
+                .next_multiple_of(repack::GROUP);
+            assert_eq!(tasks[0].1, want.min(n));
+            assert!(tasks
+                .last()
+                .is_some_and(|&(_, r)| r <= MIN_ROWS.max(repack::GROUP)));
+        }
     }
 
     #[test]

@@ -3,12 +3,12 @@
 //! pool separately, a wake/claim/finish round trip (and the wait for its last task) per product.
 //! [`matmul_many`] quantizes the activation once (where a weight is packed) and runs one task
 //! list over the rows of every matrix: each matrix is cut into the very tasks
-//! [`crate::split_rows`] would give it alone ([`crate::task_rows`]), each task run by the same
+//! [`crate::split_rows`] would give it alone ([`crate::cut_rows`]), each task run by the same
 //! block kernel with the same arguments, so every output is bit for bit that of the separate
 //! call ([`crate::skinny_matmul`], [`crate::quant_matmul`]); only who computes it, and when, changes.
 
 use crate::quant::{check_blocks, with_acts, Blocks, Packed};
-use crate::{dot, pool, task_rows, ShapeError, SharedOut, Weights, MAX_ROWS};
+use crate::{cut_rows, dot, pool, ShapeError, SharedOut, Weights, MAX_ROWS};
 
 /// One matrix of a [`matmul_many`] call.
 #[derive(Clone, Copy, Debug)]
@@ -73,16 +73,17 @@ pub fn matmul_many(
         }
         ns.push(n);
     }
-    // The tasks: (part, first row, rows), each part cut as `split_rows` cuts it alone.
-    let mut tasks = Vec::new();
+    // The tasks: (part, first row, rows), each part cut as `split_rows` cuts it alone, the
+    // largest of all parts first (so that the job ends on small tasks, as `cut_rows` says).
+    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
     for (i, &n) in ns.iter().enumerate() {
-        let block = task_rows(n);
         tasks.extend(
-            (0..n)
-                .step_by(block)
-                .map(|first| (i, first, block.min(n - first))),
+            cut_rows(n)
+                .into_iter()
+                .map(|(first, rows)| (i, first, rows)),
         );
     }
+    tasks.sort_by_key(|&(_, _, rows)| std::cmp::Reverse(rows));
     // With one row the kernels' `[rows, 1]` output is `y`'s layout; with more, each part's
     // `[n, m]` goes to a scratch buffer and is scattered afterwards.
     let mut scratch: Vec<Vec<f32>> = if m == 1 {
