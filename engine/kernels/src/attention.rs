@@ -220,6 +220,17 @@ mod wide {
         unsafe { run(t, scores, out) }
     }
 
+    /// Asks for the cache lines of `row` (into the L1 cache): a hint, which never faults and
+    /// changes no value.
+    #[inline(always)]
+    pub(super) fn prefetch(row: &[f32]) {
+        for line in row.chunks(16) {
+            // SAFETY: a prefetch reads nothing architecturally and never faults (SSE, which
+            // every x86-64 CPU has).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr() as *const i8) }
+        }
+    }
+
     /// The scores of 8 positions (key rows from `rows` on, `stride` values apart, each
     /// `q.len()` long, a multiple of 8) for
     /// query head `q`: per position [`super::dot`]'s eight lanes, each a sum from 0.0 in chunk
@@ -310,6 +321,12 @@ where
         // Rows p0..p0 + 8 (the last one's end checked: the rows between lie inside).
         let rows = k.at(b, g, p0, dim).as_ptr();
         let _ = k.at(b, g, p0 + 7, dim);
+        // In a decoding step the cache comes cold from memory (a layer's weights were read
+        // since): the key rows `AHEAD` positions on are asked for now (the value rows, read in
+        // order later, gained nothing from it: BENCHMARKS.md, par).
+        for pos in p0 + AHEAD..(p0 + AHEAD + 8).min(len) {
+            wide::prefetch(k.at(b, g, pos, dim));
+        }
         for h in 0..n {
             let s = scores8(
                 &t.q[h * dim..(h + 1) * dim],
@@ -381,6 +398,11 @@ where
         i += m;
     }
 }
+
+/// How many positions ahead [`group_heads`] asks for key rows (8 and 16 measured alike, 32
+/// less well: BENCHMARKS.md, par).
+#[cfg(target_arch = "x86_64")]
+const AHEAD: usize = 16;
 
 /// Heads whose outputs [`group_heads`] sums in one pass over the values.
 #[cfg(target_arch = "x86_64")]
