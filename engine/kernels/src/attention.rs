@@ -4,7 +4,8 @@
 //! dispatch: dozens of tiny matrix products per layer, the grouped-query heads expanded, the
 //! padding mask converted. The work itself is small (each query head reads its keys and values
 //! once), so this loop does it directly from the cache buffers, one task per row and key-value
-//! head, on the kernel's threads. Softmax is taken in float32 after subtracting the row's
+//! head (or part of its query heads, where there are too few for the threads), on the kernel's
+//! threads. Softmax is taken in float32 after subtracting the row's
 //! maximum, as libtorch does.
 
 use crate::{pool, ShapeError};
@@ -89,6 +90,10 @@ pub fn decode_attention(
             k.data.len(),
             v.data.len()
         )));
+    }
+    if out.is_empty() {
+        // No row, no head or heads of no values: nothing to compute.
+        return Ok(());
     }
     let group = heads / kv_heads;
     let out = crate::SharedOut(out.as_mut_ptr(), out.len());
@@ -181,9 +186,18 @@ fn group_fn() -> GroupFn {
 /// reproduces bit for bit.
 fn each_head(t: &Task<'_>, scores: &mut [f32], out: &mut [f32]) {
     let (dim, len) = (out.len() / t.heads, scores.len() / t.heads);
-    let heads = t.q.chunks_exact(dim).zip(scores.chunks_exact_mut(len));
-    for ((q, s), o) in heads.zip(out.chunks_exact_mut(dim)) {
-        one_head(q, t.k, t.v, t.b, t.g, t.mask, t.scale, s, o);
+    for h in 0..t.heads {
+        one_head(
+            &t.q[h * dim..(h + 1) * dim],
+            t.k,
+            t.v,
+            t.b,
+            t.g,
+            t.mask,
+            t.scale,
+            &mut scores[h * len..(h + 1) * len],
+            &mut out[h * dim..(h + 1) * dim],
+        );
     }
 }
 
@@ -860,6 +874,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn empty_shapes_compute_nothing_and_no_position_gives_zeros() {
+        let kv = vec![0.5f32; 64];
+        let view = CacheView {
+            data: &kv,
+            batch_stride: 64,
+            head_stride: 64,
+            pos_stride: 8,
+        };
+        for (heads, dim, len) in [(0usize, 8usize, 4usize), (3, 0, 4), (3, 8, 0)] {
+            let shape = DecodeShape {
+                batch: 1,
+                heads,
+                kv_heads: 1,
+                dim,
+                len,
+            };
+            let q = vec![1f32; heads * dim];
+            let mut out = vec![1f32; heads * dim];
+            decode_attention(&q, view, view, None, shape, 1.0, &mut out).expect("consistent");
+            assert!(out.iter().all(|&o| o == 0.0), "{shape:?}");
         }
     }
 
