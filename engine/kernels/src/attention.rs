@@ -170,7 +170,9 @@ fn group_fn() -> GroupFn {
     *PICKED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl")
+            if std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
             {
                 return wide::avx512;
             }
@@ -638,7 +640,9 @@ mod tests {
             vec![("picked", group_fn()), ("portable", each_head)];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl")
+            if std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
             {
                 variants.push(("avx512", wide::avx512));
             }
