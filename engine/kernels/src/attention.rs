@@ -4,7 +4,8 @@
 //! dispatch: dozens of tiny matrix products per layer, the grouped-query heads expanded, the
 //! padding mask converted. The work itself is small (each query head reads its keys and values
 //! once), so this loop does it directly from the cache buffers, one task per row and key-value
-//! head, on the kernel's threads. Softmax is taken in float32 after subtracting the row's
+//! head (or part of its query heads, where there are too few for the threads), on the kernel's
+//! threads. Softmax is taken in float32 after subtracting the row's
 //! maximum, as libtorch does.
 
 use crate::{pool, ShapeError};
@@ -90,111 +91,403 @@ pub fn decode_attention(
             v.data.len()
         )));
     }
+    if out.is_empty() {
+        // No row, no head or heads of no values: nothing to compute.
+        return Ok(());
+    }
     let group = heads / kv_heads;
     let out = crate::SharedOut(out.as_mut_ptr(), out.len());
-    // One task per query head (not per key-value head): a batch-1 step of a model with few
-    // key-value heads (SmolLM2: 3) otherwise splits unevenly between the threads. Each head's
-    // arithmetic is the same either way.
-    let head = head_fn();
-    pool::pool().run(batch * heads, &|task| {
-        let (b, h) = (task / heads, task % heads);
-        let first = (b * heads + h) * dim;
-        // SAFETY: task (b, h) writes head h of row b, a stretch no other task writes; `out`
+    // A task is some query heads of one key-value head (of one row), taken in one pass over
+    // that head's keys and values, so each key and value row is loaded once per task rather
+    // than once per query head. A group is split into `parts` tasks when there are too few
+    // rows × key-value heads to keep the threads busy (SmolLM2's batch-1 step: 3 groups of 3
+    // heads over 2 threads, tasks of 2 heads then of 1, the larger first so that both threads
+    // end together). Each head's arithmetic is the same either way.
+    let rows = batch * kv_heads;
+    let threads = pool::pool().threads();
+    let parts = if threads > 1 {
+        (1..=group)
+            .find(|&p| rows * p >= 2 * threads)
+            .unwrap_or(group)
+    } else {
+        1
+    };
+    let per = group.div_ceil(parts);
+    let parts = group.div_ceil(per);
+    let heads_fn = group_fn();
+    pool::pool().run(rows * parts, &|task| {
+        let (part, row) = (task / rows, task % rows);
+        let (b, g) = (row / kv_heads, row % kv_heads);
+        let n = per.min(group - part * per);
+        let first = (b * heads + g * group + part * per) * dim;
+        // SAFETY: the task writes its n heads of row b, a stretch no other task writes; `out`
         // outlives `run`.
-        let o = unsafe { out.stretch(first, dim) };
-        let mask = valid.map(|m| &m[b * len..(b + 1) * len]);
-        let mut scores = vec![0f32; len];
-        let qh = &q[first..first + dim];
-        head(qh, &k, &v, b, h / group, mask, scale, &mut scores, o);
+        let o = unsafe { out.stretch(first, n * dim) };
+        let t = Task {
+            q: &q[first..first + n * dim],
+            heads: n,
+            k: &k,
+            v: &v,
+            b,
+            g,
+            mask: valid.map(|m| &m[b * len..(b + 1) * len]),
+            scale,
+        };
+        SCORES.with_borrow_mut(|scores| {
+            scores.clear();
+            scores.resize(n * len, 0.0);
+            heads_fn(&t, scores, o);
+        });
     });
     Ok(())
 }
 
-/// [`one_head`] compiled for the widest vectors this CPU has, picked once: the same Rust
-/// operations in the same order (Rust never fuses a multiply and an add, and every reduction
-/// here is written out lane by lane), so each variant's result is the portable one bit for
-/// bit; wider registers only take the eight lanes of `dot` and the head's output in fewer
-/// instructions than the baseline's SSE2.
-type HeadFn = fn(
-    &[f32],
-    &CacheView<'_>,
-    &CacheView<'_>,
-    usize,
-    usize,
-    Option<&[bool]>,
-    f32,
-    &mut [f32],
-    &mut [f32],
-);
+thread_local! {
+    /// A task's scores (`heads × len`), kept between calls on each thread.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
-fn head_fn() -> HeadFn {
-    static PICKED: std::sync::OnceLock<HeadFn> = std::sync::OnceLock::new();
+/// One task: `heads` query heads (`q`, `heads × dim`) of row `b` against key-value head `g`.
+struct Task<'a> {
+    q: &'a [f32],
+    heads: usize,
+    k: &'a CacheView<'a>,
+    v: &'a CacheView<'a>,
+    b: usize,
+    g: usize,
+    /// The row's valid positions (None: all).
+    mask: Option<&'a [bool]>,
+    scale: f32,
+}
+
+/// A task's heads into `out` (`heads × dim`), with scratch for `heads × len` scores.
+type GroupFn = fn(&Task<'_>, &mut [f32], &mut [f32]);
+
+/// [`group_heads`] compiled for the widest vectors this CPU has, picked once; [`each_head`]
+/// elsewhere.
+fn group_fn() -> GroupFn {
+    static PICKED: std::sync::OnceLock<GroupFn> = std::sync::OnceLock::new();
     *PICKED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
+            if std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
+            {
                 return wide::avx512;
             }
             if std::is_x86_feature_detected!("avx2") {
                 return wide::avx2;
             }
         }
-        one_head
+        each_head
     })
+}
+
+/// The portable build: each head on its own, [`one_head`], the reference that every variant
+/// reproduces bit for bit.
+fn each_head(t: &Task<'_>, scores: &mut [f32], out: &mut [f32]) {
+    let (dim, len) = (out.len() / t.heads, scores.len() / t.heads);
+    for h in 0..t.heads {
+        one_head(
+            &t.q[h * dim..(h + 1) * dim],
+            t.k,
+            t.v,
+            t.b,
+            t.g,
+            t.mask,
+            t.scale,
+            &mut scores[h * len..(h + 1) * len],
+            &mut out[h * dim..(h + 1) * dim],
+        );
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod wide {
-    use super::{one_head, CacheView};
+    use super::{group_heads, Task};
+    use std::arch::x86_64::*;
 
-    /// A variant of [`one_head`] compiled with `$features` enabled, which [`super::head_fn`]
-    /// picks only where the CPU has them.
-    macro_rules! variant {
-        ($(#[$doc:meta])* $name:ident, $features:literal) => {
-            $(#[$doc])*
-            #[allow(clippy::too_many_arguments)]
-            pub(super) fn $name(
-                q: &[f32],
-                k: &CacheView<'_>,
-                v: &CacheView<'_>,
-                b: usize,
-                g: usize,
-                mask: Option<&[bool]>,
-                scale: f32,
-                scores: &mut [f32],
-                out: &mut [f32],
-            ) {
-                #[target_feature(enable = $features)]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn run(
-                    q: &[f32],
-                    k: &CacheView<'_>,
-                    v: &CacheView<'_>,
-                    b: usize,
-                    g: usize,
-                    mask: Option<&[bool]>,
-                    scale: f32,
-                    scores: &mut [f32],
-                    out: &mut [f32],
-                ) {
-                    one_head(q, k, v, b, g, mask, scale, scores, out)
-                }
-                // SAFETY: picked by `head_fn` only where the CPU has `$features`.
-                unsafe { run(q, k, v, b, g, mask, scale, scores, out) }
-            }
-        };
+    /// [`group_heads`] with AVX-512 (F and VL: 32 vector registers, 512-bit outputs).
+    pub(super) fn avx512(t: &Task<'_>, scores: &mut [f32], out: &mut [f32]) {
+        #[target_feature(enable = "avx2,avx512f,avx512vl")]
+        unsafe fn run(t: &Task<'_>, scores: &mut [f32], out: &mut [f32]) {
+            group_heads::<64, _>(t, scores, out, |q, rows, stride, init, scale| {
+                // SAFETY: this function runs only where the CPU has AVX2; `group_heads` passes
+                // 8 rows within the cache.
+                unsafe { scores8(q, rows, stride, init, scale) }
+            })
+        }
+        // SAFETY: picked by `group_fn` only where the CPU has these features.
+        unsafe { run(t, scores, out) }
     }
 
-    variant!(
-        /// [`one_head`] with AVX-512F (and AVX2) enabled.
-        avx512,
-        "avx2,avx512f"
-    );
-    variant!(
-        /// [`one_head`] with AVX2 enabled.
-        avx2,
-        "avx2"
-    );
+    /// [`group_heads`] with AVX2 (16 vector registers: 32 output elements per head at once).
+    pub(super) fn avx2(t: &Task<'_>, scores: &mut [f32], out: &mut [f32]) {
+        #[target_feature(enable = "avx2")]
+        unsafe fn run(t: &Task<'_>, scores: &mut [f32], out: &mut [f32]) {
+            group_heads::<32, _>(t, scores, out, |q, rows, stride, init, scale| {
+                // SAFETY: this function runs only where the CPU has AVX2; `group_heads` passes
+                // 8 rows within the cache.
+                unsafe { scores8(q, rows, stride, init, scale) }
+            })
+        }
+        // SAFETY: picked by `group_fn` only where the CPU has AVX2.
+        unsafe { run(t, scores, out) }
+    }
+
+    /// Asks for the cache lines of `row` (into the L1 cache): a hint, which never faults and
+    /// changes no value.
+    #[inline(always)]
+    pub(super) fn prefetch(row: &[f32]) {
+        for line in row.chunks(16) {
+            // SAFETY: a prefetch reads nothing architecturally and never faults (SSE, which
+            // every x86-64 CPU has).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr() as *const i8) }
+        }
+    }
+
+    /// The scores of 8 positions (key rows from `rows` on, `stride` values apart, each
+    /// `q.len()` long, a multiple of 8) for
+    /// query head `q`: per position [`super::dot`]'s eight lanes, each a sum from 0.0 in chunk
+    /// order, then (the 8 × 8 lanes transposed, a position per lane) `init + l0 + … + l7`, plus
+    /// `init` (the empty tail), times `scale`: `dot(q, k) * scale` bit for bit, 8 positions at
+    /// once instead of a scalar sum per position.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, and the 8 rows must hold `q.len()` values each.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn scores8(
+        q: &[f32],
+        rows: *const f32,
+        stride: usize,
+        init: f32,
+        scale: f32,
+    ) -> [f32; 8] {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for c in (0..q.len()).step_by(8) {
+            let qc = _mm256_loadu_ps(q.as_ptr().add(c));
+            for (p, a) in acc.iter_mut().enumerate() {
+                let x = _mm256_loadu_ps(rows.add(p * stride + c));
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(qc, x));
+            }
+        }
+        // Transposed: lane p of t[l] is lane l of position p.
+        let u = |a, b| (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+        let (t0, t1) = u(acc[0], acc[1]);
+        let (t2, t3) = u(acc[2], acc[3]);
+        let (t4, t5) = u(acc[4], acc[5]);
+        let (t6, t7) = u(acc[6], acc[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let t = [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ];
+        let init = _mm256_set1_ps(init);
+        let mut sum = init;
+        for l in t {
+            sum = _mm256_add_ps(sum, l);
+        }
+        let s = _mm256_mul_ps(_mm256_add_ps(sum, init), _mm256_set1_ps(scale));
+        let mut r = [0f32; 8];
+        _mm256_storeu_ps(r.as_mut_ptr(), s);
+        r
+    }
+}
+
+/// `t`'s heads in one pass over their key-value head, each head's values [`one_head`]'s bit for
+/// bit: the scores 8 positions at a time for every head (`scores8`, a block's key rows read
+/// from memory once and from the L1 cache for the other heads), the same maximum (a maximum is
+/// exact; only the sign of a zero maximum may differ, which no `s − max` can tell), `exp` and
+/// its sum in position order per head, then `Σ p · v[pos]` in position order from 0.0 for up to
+/// three heads at once, `W` output elements per head held in registers, each value row loaded
+/// once for them; times `1 / sum`. A dimension that is not a multiple of 8 goes head by head
+/// ([`each_head`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn group_heads<const W: usize, S>(t: &Task<'_>, scores: &mut [f32], out: &mut [f32], scores8: S)
+where
+    S: Fn(&[f32], *const f32, usize, f32, f32) -> [f32; 8],
+{
+    let n = t.heads;
+    let (dim, len) = (out.len() / n, scores.len() / n);
+    if dim % 8 != 0 || dim == 0 {
+        return each_head(t, scores, out);
+    }
+    let (k, v, b, g) = (t.k, t.v, t.b, t.g);
+    let masked = |pos: usize| t.mask.is_some_and(|m| !m[pos]);
+    // What `dot`'s sums start from (`Iterator::sum`'s empty value).
+    let init: f32 = std::iter::empty::<f32>().sum();
+    let whole = len - len % 8;
+    for p0 in (0..whole).step_by(8) {
+        // Rows p0..p0 + 8 (the last one's end checked: the rows between lie inside).
+        let rows = k.at(b, g, p0, dim).as_ptr();
+        let _ = k.at(b, g, p0 + 7, dim);
+        // In a decoding step the cache comes cold from memory (a layer's weights were read
+        // since): the key rows `AHEAD` positions on are asked for now (the value rows, read in
+        // order later, gained nothing from it: BENCHMARKS.md, par).
+        for pos in p0 + AHEAD..(p0 + AHEAD + 8).min(len) {
+            wide::prefetch(k.at(b, g, pos, dim));
+        }
+        for h in 0..n {
+            let s = scores8(
+                &t.q[h * dim..(h + 1) * dim],
+                rows,
+                k.pos_stride,
+                init,
+                t.scale,
+            );
+            scores[h * len + p0..h * len + p0 + 8].copy_from_slice(&s);
+        }
+    }
+    for pos in whole..len {
+        let row = k.at(b, g, pos, dim);
+        for h in 0..n {
+            scores[h * len + pos] = dot(&t.q[h * dim..(h + 1) * dim], row) * t.scale;
+        }
+    }
+    let mut live = [false; MAX_HEADS];
+    let mut i = 0;
+    while i < n {
+        let m = (n - i).min(MAX_HEADS);
+        for h in 0..m {
+            let s = &mut scores[(i + h) * len..(i + h + 1) * len];
+            if t.mask.is_some() {
+                for (pos, s) in s.iter_mut().enumerate() {
+                    if masked(pos) {
+                        *s = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            let mut lanes = [f32::NEG_INFINITY; 8];
+            let mut c = s.chunks_exact(8);
+            for x in &mut c {
+                for l in 0..8 {
+                    lanes[l] = lanes[l].max(x[l]);
+                }
+            }
+            let max = c
+                .remainder()
+                .iter()
+                .chain(&lanes)
+                .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            live[h] = max != f32::NEG_INFINITY;
+            if live[h] {
+                for (pos, s) in s.iter_mut().enumerate() {
+                    if !masked(pos) {
+                        *s = (*s - max).exp();
+                    }
+                }
+            }
+        }
+        let o = &mut out[i * dim..(i + m) * dim];
+        let s = &scores[i * len..(i + m) * len];
+        let mut sums = [0f32; MAX_HEADS];
+        match m {
+            1 => sums[..1].copy_from_slice(&weigh::<1, W>(s, v, b, g, t.mask, o)),
+            2 => sums[..2].copy_from_slice(&weigh::<2, W>(s, v, b, g, t.mask, o)),
+            _ => sums.copy_from_slice(&weigh::<3, W>(s, v, b, g, t.mask, o)),
+        }
+        for h in 0..m {
+            let o = &mut o[h * dim..(h + 1) * dim];
+            if live[h] {
+                let inv = 1.0 / sums[h];
+                o.iter_mut().for_each(|o| *o *= inv);
+            } else {
+                o.fill(0.0);
+            }
+        }
+        i += m;
+    }
+}
+
+/// How many positions ahead [`group_heads`] asks for key rows (8 and 16 measured alike, 32
+/// less well: BENCHMARKS.md, par).
+#[cfg(target_arch = "x86_64")]
+const AHEAD: usize = 16;
+
+/// Heads whose outputs [`group_heads`] sums in one pass over the values.
+#[cfg(target_arch = "x86_64")]
+const MAX_HEADS: usize = 3;
+
+/// `out[h] = Σ p[h][pos] · v[pos]` over the unmasked positions in position order, from 0.0, for
+/// `H` heads (`p`: `H × len`, `out`: `H × dim`), `W` elements per head in registers at a time;
+/// returns each head's `Σ p[h][pos]` in position order from 0.0 (the heads' sums side by side,
+/// `H` chains of additions at once instead of one after the other).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn weigh<const H: usize, const W: usize>(
+    p: &[f32],
+    v: &CacheView<'_>,
+    b: usize,
+    g: usize,
+    mask: Option<&[bool]>,
+    out: &mut [f32],
+) -> [f32; H] {
+    let (dim, len) = (out.len() / H, p.len() / H);
+    let masked = |pos: usize| mask.is_some_and(|m| !m[pos]);
+    let mut sums = [0f32; H];
+    for pos in 0..len {
+        if !masked(pos) {
+            for h in 0..H {
+                sums[h] += p[h * len + pos];
+            }
+        }
+    }
+    let mut at = 0;
+    while at < dim {
+        let w = W.min(dim - at);
+        if w == W {
+            let mut acc = [[0f32; W]; H];
+            for pos in 0..len {
+                if masked(pos) {
+                    continue;
+                }
+                let x: &[f32; W] = v.at(b, g, pos, dim)[at..at + W]
+                    .try_into()
+                    .expect("a whole chunk");
+                for h in 0..H {
+                    let ph = p[h * len + pos];
+                    for i in 0..W {
+                        acc[h][i] += ph * x[i];
+                    }
+                }
+            }
+            for h in 0..H {
+                out[h * dim + at..h * dim + at + W].copy_from_slice(&acc[h]);
+            }
+        } else {
+            for h in 0..H {
+                let o = &mut out[h * dim + at..h * dim + at + w];
+                o.fill(0.0);
+                for pos in 0..len {
+                    if masked(pos) {
+                        continue;
+                    }
+                    let ph = p[h * len + pos];
+                    for (o, x) in o.iter_mut().zip(&v.at(b, g, pos, dim)[at..at + w]) {
+                        *o += ph * x;
+                    }
+                }
+            }
+        }
+        at += w;
+    }
+    sums
 }
 
 /// One query head against its key-value head: its scores `dot(q, k[pos]) · scale` and their
@@ -341,25 +634,36 @@ mod tests {
         out.iter_mut().for_each(|o| *o *= inv);
     }
 
-    #[test]
-    fn every_vector_width_gives_the_straight_loops_heads_bit_for_bit() {
-        let mut variants: Vec<(&str, HeadFn)> = vec![("picked", head_fn()), ("portable", one_head)];
+    /// Every build this CPU can run (the picked one, the portable one, each vector width).
+    fn variants() -> Vec<(&'static str, GroupFn)> {
+        let mut variants: Vec<(&str, GroupFn)> =
+            vec![("picked", group_fn()), ("portable", each_head)];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
+            if std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
+            {
                 variants.push(("avx512", wide::avx512));
             }
             if std::is_x86_feature_detected!("avx2") {
                 variants.push(("avx2", wide::avx2));
             }
         }
+        variants
+    }
+
+    #[test]
+    fn every_vector_width_and_grouping_gives_the_straight_loops_heads_bit_for_bit() {
         // Head sizes with and without a tail past the eight lanes and past a register chunk of
-        // 64; a padded row.
+        // 32 or 64; lengths with and without a tail past 8 positions; 1 to 5 query heads in a
+        // task (past the 3 summed in one pass); a padded row.
         for (dim, len, seed) in [
             (64usize, 301usize, 5u64),
             (20, 9, 6),
             (128, 40, 7),
             (80, 33, 8),
+            (64, 5, 9),
         ] {
             let kb = values(len * dim, seed + 10);
             let vb = values(len * dim, seed + 20);
@@ -372,19 +676,97 @@ mod tests {
             let (k, v) = (view(&kb[..]), view(&vb[..]));
             let mut mask = vec![true; len];
             mask[0] = false;
-            let q = values(dim, seed);
-            for m in [None, Some(&mask[..])] {
-                let mut want = vec![0f32; dim];
-                straight_head(&q, &k, &v, m, 0.125, len, &mut want);
-                let mut scores = vec![0f32; len];
-                for (name, f) in &variants {
-                    let mut got = vec![1f32; dim];
-                    f(&q, &k, &v, 0, 0, m, 0.125, &mut scores, &mut got);
-                    let same = got
+            mask[len / 2] = false;
+            for heads in 1..=5usize {
+                let q = values(heads * dim, seed + heads as u64);
+                for m in [None, Some(&mask[..])] {
+                    let mut want = vec![0f32; heads * dim];
+                    for (qh, o) in q.chunks_exact(dim).zip(want.chunks_exact_mut(dim)) {
+                        straight_head(qh, &k, &v, m, 0.125, len, o);
+                    }
+                    let t = Task {
+                        q: &q,
+                        heads,
+                        k: &k,
+                        v: &v,
+                        b: 0,
+                        g: 0,
+                        mask: m,
+                        scale: 0.125,
+                    };
+                    for (name, f) in variants() {
+                        let mut scores = vec![7f32; heads * len];
+                        let mut got = vec![1f32; heads * dim];
+                        f(&t, &mut scores, &mut got);
+                        let same = got
+                            .iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{name}, dim {dim}, len {len}, {heads} heads, mask {}",
+                            m.is_some()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decode_attention_splits_groups_into_tasks_without_changing_a_bit() {
+        // SmolLM2's step (9 heads over 3 of 64, tasks of 2 and 1 heads on two threads), one
+        // key-value head (a group of 8 split further), and four rows (one task per group).
+        for (batch, heads, kv_heads, dim, len) in [
+            (1usize, 9usize, 3usize, 64usize, 203usize),
+            (1, 8, 1, 64, 17),
+            (4, 6, 2, 32, 12),
+        ] {
+            let q = values(batch * heads * dim, 1);
+            let kb = values(batch * kv_heads * len * dim, 2);
+            let vb = values(batch * kv_heads * len * dim, 3);
+            let view = |data| CacheView {
+                data,
+                batch_stride: kv_heads * len * dim,
+                head_stride: len * dim,
+                pos_stride: dim,
+            };
+            let (k, v) = (view(&kb[..]), view(&vb[..]));
+            let shape = DecodeShape {
+                batch,
+                heads,
+                kv_heads,
+                dim,
+                len,
+            };
+            let mut got = vec![0f32; q.len()];
+            decode_attention(&q, k, v, None, shape, 0.125, &mut got).expect("consistent shapes");
+            for b in 0..batch {
+                for h in 0..heads {
+                    let g = h / (heads / kv_heads);
+                    let at = (b * heads + h) * dim;
+                    let off = (b * kv_heads + g) * len * dim;
+                    let one = |data| CacheView {
+                        data,
+                        batch_stride: len * dim,
+                        head_stride: len * dim,
+                        pos_stride: dim,
+                    };
+                    let mut want = vec![0f32; dim];
+                    straight_head(
+                        &q[at..at + dim],
+                        &one(&kb[off..off + len * dim]),
+                        &one(&vb[off..off + len * dim]),
+                        None,
+                        0.125,
+                        len,
+                        &mut want,
+                    );
+                    let same = got[at..at + dim]
                         .iter()
                         .zip(&want)
                         .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{name}, dim {dim}, mask {}", m.is_some());
+                    assert!(same, "shape {shape:?}, row {b}, head {h}");
                 }
             }
         }
@@ -496,6 +878,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn empty_shapes_compute_nothing_and_no_position_gives_zeros() {
+        let kv = vec![0.5f32; 64];
+        let view = CacheView {
+            data: &kv,
+            batch_stride: 64,
+            head_stride: 64,
+            pos_stride: 8,
+        };
+        for (heads, dim, len) in [(0usize, 8usize, 4usize), (3, 0, 4), (3, 8, 0)] {
+            let shape = DecodeShape {
+                batch: 1,
+                heads,
+                kv_heads: 1,
+                dim,
+                len,
+            };
+            let q = vec![1f32; heads * dim];
+            let mut out = vec![1f32; heads * dim];
+            decode_attention(&q, view, view, None, shape, 1.0, &mut out).expect("consistent");
+            assert!(out.iter().all(|&o| o == 0.0), "{shape:?}");
         }
     }
 

@@ -273,11 +273,10 @@ pub(crate) fn split_rows_in(
     y: &mut [f32],
     rows_into: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
 ) {
-    let block = task_rows(n, m);
+    let tasks = cut_rows(n);
     let y = SharedOut(y.as_mut_ptr(), y.len());
-    pool::pool().run(n.div_ceil(block), &|b| {
-        let first = b * block;
-        let rows = block.min(n - first);
+    pool::pool().run(tasks.len(), &|t| {
+        let (first, rows) = tasks[t];
         // SAFETY: `y` is `[m, n]` and outlives `run` (it returns only when every task is
         // done); tasks take disjoint columns.
         unsafe {
@@ -404,16 +403,32 @@ unsafe fn transpose8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stri
     put(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
 }
 
-/// The weight rows of each task when [`split_rows`] splits `n` rows over `m` activation rows (and
-/// [`matmul_many`] one of its matrices): about four tasks per thread (eight past [`MAX_ROWS`]
-/// rows, where a task is long enough that the caller's wait for the last one shows), at least
-/// 16 rows, whole interleaved groups.
-pub(crate) fn task_rows(n: usize, m: usize) -> usize {
-    let per_thread = if m > MAX_ROWS { 8 } else { 4 };
-    n.div_ceil(pool::pool().threads() * per_thread)
-        .max(16)
-        .next_multiple_of(repack::GROUP)
+/// The tasks `(first row, rows)` that [`split_rows`] cuts `n` rows into (and [`matmul_many`]
+/// each of its matrices), largest first: each task takes an equal share of what is left over
+/// twice the threads (guided scheduling), in whole interleaved groups, at least [`MIN_ROWS`].
+/// Tasks are claimed in this order, so the last ones are small, and a thread that runs out of
+/// tasks waits for the other's last one (the caller's wait at the end of every job) a small
+/// task's time rather than a large one's. Which task computes a row changes no result.
+pub(crate) fn cut_rows(n: usize) -> Vec<(usize, usize)> {
+    let share = 2 * pool::pool().threads();
+    let mut tasks = Vec::new();
+    let mut first = 0;
+    while first < n {
+        let left = n - first;
+        let rows = left
+            .div_ceil(share)
+            .max(MIN_ROWS)
+            .next_multiple_of(repack::GROUP)
+            .min(left);
+        tasks.push((first, rows));
+        first += rows;
+    }
+    tasks
 }
+
+/// The fewest rows of a task (but the last, which takes what is left): a task's own cost (a
+/// claim, the activations loaded) stays small next to its rows.
+const MIN_ROWS: usize = 16;
 
 /// An output buffer that tasks on several threads write disjoint stretches of.
 #[derive(Clone, Copy)]
@@ -487,6 +502,36 @@ mod tests {
     }
 
     #[test]
+    fn rows_are_cut_into_whole_groups_largest_first_covering_each_row_once() {
+        let threads = pool::pool().threads();
+        for n in [1usize, 7, 8, 16, 17, 192, 576, 1536, 49152] {
+            let tasks = cut_rows(n);
+            let mut next = 0;
+            for (i, &(first, rows)) in tasks.iter().enumerate() {
+                assert_eq!(first, next, "{n} rows: tasks in order, no gap");
+                assert!(
+                    rows > 0 && first % repack::GROUP == 0,
+                    "{n} rows: {tasks:?}"
+                );
+                if let Some(&(_, before)) = tasks.get(i.wrapping_sub(1)) {
+                    assert!(rows <= before, "{n} rows: largest first, {tasks:?}");
+                }
+                next += rows;
+            }
+            assert_eq!(next, n);
+            // Guided: the first task is a share of the whole, the last ones small.
+            let want = n
+                .div_ceil(2 * threads)
+                .max(MIN_ROWS)
+                .next_multiple_of(repack::GROUP);
+            assert_eq!(tasks[0].1, want.min(n));
+            assert!(tasks
+                .last()
+                .is_some_and(|&(_, r)| r <= MIN_ROWS.max(repack::GROUP)));
+        }
+    }
+
+    #[test]
     fn matches_the_reference_for_every_row_count_and_ragged_widths() {
         // Widths that are and are not multiples of the vector width, row counts 1..=8 and the
         // wide ones walked in chunks (a full and a ragged last chunk), a number of weight rows
@@ -531,8 +576,8 @@ mod tests {
         // output row must be that row's product alone (bit for bit) and the float64 one's.
         let (k, n) = (4096usize, 403);
         assert!(
-            task_rows(n, 16) * k * 4 > CHUNKED_BYTES,
-            "tasks span several stretches"
+            cut_rows(n)[0].1 * k * 4 > CHUNKED_BYTES,
+            "the first task spans several stretches"
         );
         for m in [9usize, 16] {
             let x = values(m * k, 31 + m as u64);

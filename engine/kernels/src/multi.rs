@@ -3,13 +3,13 @@
 //! pool separately, a wake/claim/finish round trip (and the wait for its last task) per product.
 //! [`matmul_many`] quantizes the activation once (where a weight is packed) and runs one task
 //! list over the rows of every matrix: each matrix is cut into the very tasks
-//! [`crate::split_rows`] would give it alone ([`crate::task_rows`]), each task run by the same
+//! [`crate::split_rows`] would give it alone ([`crate::cut_rows`]), each task run by the same
 //! block kernel with the same arguments, so every output is bit for bit that of the separate
 //! call ([`crate::skinny_matmul`], [`crate::quant_matmul`]); only who computes it, and when, changes.
 
 use crate::quant::{check_blocks, with_acts, Blocks, Packed};
 use crate::{
-    dot, float_chunk, float_task, pool, task_into, task_rows, ShapeError, SharedOut, Weights,
+    cut_rows, dot, float_chunk, float_task, pool, task_into, ShapeError, SharedOut, Weights,
     MAX_ROWS, WIDE_ROWS,
 };
 
@@ -77,16 +77,17 @@ pub fn matmul_many(
         }
         ns.push(n);
     }
-    // The tasks: (part, first row, rows), each part cut as `split_rows` cuts it alone.
-    let mut tasks = Vec::new();
+    // The tasks: (part, first row, rows), each part cut as `split_rows` cuts it alone, the
+    // largest of all parts first (so that the job ends on small tasks, as `cut_rows` says).
+    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
     for (i, &n) in ns.iter().enumerate() {
-        let block = task_rows(n, m);
         tasks.extend(
-            (0..n)
-                .step_by(block)
-                .map(|first| (i, first, block.min(n - first))),
+            cut_rows(n)
+                .into_iter()
+                .map(|(first, rows)| (i, first, rows)),
         );
     }
+    tasks.sort_by_key(|&(_, _, rows)| std::cmp::Reverse(rows));
     // Each task writes its results to its columns of its part's `y` (`crate::task_into`).
     let outs: Vec<SharedOut> = parts
         .iter_mut()
