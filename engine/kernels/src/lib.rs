@@ -376,14 +376,29 @@ fn transposes_in_registers() -> bool {
 #[target_feature(enable = "avx")]
 unsafe fn transpose8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
     use std::arch::x86_64::*;
-    let row = |r: usize| _mm256_loadu_ps(src.add(r * src_stride));
-    let (a0, a1, a2, a3) = (row(0), row(1), row(2), row(3));
-    let (a4, a5, a6, a7) = (row(4), row(5), row(6), row(7));
-    // Pairs of rows interleaved, then quadruples, then the 128-bit halves exchanged.
-    let (t0, t1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
-    let (t2, t3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
-    let (t4, t5) = (_mm256_unpacklo_ps(a4, a5), _mm256_unpackhi_ps(a4, a5));
-    let (t6, t7) = (_mm256_unpacklo_ps(a6, a7), _mm256_unpackhi_ps(a6, a7));
+    let rows: [__m256; 8] = std::array::from_fn(|r| _mm256_loadu_ps(src.add(r * src_stride)));
+    for (j, v) in transpose8x8(rows).into_iter().enumerate() {
+        _mm256_storeu_ps(dst.add(j * dst_stride), v);
+    }
+}
+
+/// An 8 × 8 block of floats transposed in registers: lane `r` of the result's vector `j` is lane
+/// `j` of `a[r]` (pairs of rows interleaved, then quadruples, then the 128-bit halves
+/// exchanged). The one transpose of [`task_into`]'s results and the decode attention's scores.
+///
+/// # Safety
+/// The CPU must have AVX; call it from a function compiled with AVX (it is inlined there).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn transpose8x8(
+    a: [std::arch::x86_64::__m256; 8],
+) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let pair = |x, y| (_mm256_unpacklo_ps(x, y), _mm256_unpackhi_ps(x, y));
+    let (t0, t1) = pair(a[0], a[1]);
+    let (t2, t3) = pair(a[2], a[3]);
+    let (t4, t5) = pair(a[4], a[5]);
+    let (t6, t7) = pair(a[6], a[7]);
     let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
     let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
     let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
@@ -392,15 +407,16 @@ unsafe fn transpose8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stri
     let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
     let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
     let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    let put = |j: usize, v: __m256| _mm256_storeu_ps(dst.add(j * dst_stride), v);
-    put(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
-    put(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
-    put(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
-    put(3, _mm256_permute2f128_ps::<0x20>(u3, u7));
-    put(4, _mm256_permute2f128_ps::<0x31>(u0, u4));
-    put(5, _mm256_permute2f128_ps::<0x31>(u1, u5));
-    put(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
-    put(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
 }
 
 /// The tasks `(first row, rows)` that [`split_rows`] cuts `n` rows into (and [`matmul_many`]
